@@ -1,0 +1,362 @@
+//! Audit events: what happened, to which project, when; never a secret.
+//!
+//! Every event has a stable dotted name ([`AuditEvent::name`]) that hosts
+//! can alert on, e.g. `oauth_client.cimd_fetch_failed`. Events carry ids
+//! (client ids, IAT ids, grant ids), never raw tokens, secrets or codes.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::project::{ProjectId, SettingChange};
+
+/// One audit record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct AuditEvent {
+    /// The project.
+    pub project_id: ProjectId,
+    /// When it happened (RFC 3339 in JSON).
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// What happened, with its structured fields.
+    #[serde(flatten)]
+    pub kind: AuditKind,
+}
+
+impl AuditEvent {
+    /// A new event.
+    pub const fn new(project_id: ProjectId, at: OffsetDateTime, kind: AuditKind) -> Self {
+        Self { project_id, at, kind }
+    }
+
+    /// The stable dotted name, e.g. `oauth_client.cimd_fetch_failed`.
+    pub const fn name(&self) -> &'static str {
+        self.kind.name()
+    }
+
+    /// The JSON form: `{"event": name, "project_id", "at", ...fields}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// What happened. Serialized with the dotted name in `event`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event")]
+#[non_exhaustive]
+pub enum AuditKind {
+    /// MCP was switched on; the cascade's changes.
+    #[serde(rename = "project.mcp_enabled")]
+    ProjectMcpEnabled {
+        /// Changed fields.
+        changes: Vec<SettingChange>,
+    },
+    /// MCP was switched off.
+    #[serde(rename = "project.mcp_disabled")]
+    ProjectMcpDisabled {
+        /// Changed fields.
+        changes: Vec<SettingChange>,
+    },
+    /// Project settings were replaced through an admin action.
+    #[serde(rename = "project.settings_updated")]
+    ProjectSettingsUpdated {},
+    /// A Client ID Metadata Document could not be used.
+    #[serde(rename = "oauth_client.cimd_fetch_failed")]
+    CimdFetchFailed {
+        /// The CIMD URL.
+        client_id: String,
+        /// Machine-readable reason (`http_status`, `content_type`,
+        /// `too_large`, `timeout`, `redirect`, `invalid_json`,
+        /// `client_id_mismatch`, `forbidden_field`, `blocked_address`,
+        /// `policy_denied`, ...).
+        reason: String,
+        /// The HTTP status, for `http_status`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        http_status: Option<u16>,
+        /// A human-readable detail.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
+    },
+    /// A Client ID Metadata Document was fetched and validated.
+    #[serde(rename = "oauth_client.cimd_resolved")]
+    CimdResolved {
+        /// The CIMD URL.
+        client_id: String,
+        /// Whether it came from the cache.
+        from_cache: bool,
+    },
+    /// A client registered through DCR.
+    #[serde(rename = "oauth_client.registered")]
+    ClientRegistered {
+        /// The new client id.
+        client_id: String,
+        /// The initial access token used, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        iat_id: Option<String>,
+        /// `token_endpoint_auth_method`.
+        token_endpoint_auth_method: String,
+    },
+    /// A registration request was refused.
+    #[serde(rename = "oauth_client.registration_rejected")]
+    ClientRegistrationRejected {
+        /// The OAuth error code sent.
+        error: String,
+        /// Why.
+        reason: String,
+        /// The initial access token presented, if it was valid.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        iat_id: Option<String>,
+    },
+    /// An initial access token was issued.
+    #[serde(rename = "initial_access_token.issued")]
+    IatIssued {
+        /// Its id.
+        iat_id: String,
+        /// Its label.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        label: Option<String>,
+        /// Its use limit.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_uses: Option<u32>,
+        /// Its expiry.
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            with = "time::serde::rfc3339::option"
+        )]
+        expires_at: Option<OffsetDateTime>,
+    },
+    /// An initial access token was used for a registration.
+    #[serde(rename = "initial_access_token.used")]
+    IatUsed {
+        /// Its id.
+        iat_id: String,
+        /// Uses so far, including this one.
+        uses: u32,
+    },
+    /// An initial access token was revoked.
+    #[serde(rename = "initial_access_token.revoked")]
+    IatRevoked {
+        /// Its id.
+        iat_id: String,
+    },
+    /// The user approved an authorization request.
+    #[serde(rename = "authorization.granted")]
+    AuthorizationGranted {
+        /// The client.
+        client_id: String,
+        /// The user.
+        subject: String,
+        /// Granted scope.
+        scope: String,
+        /// Granted resources.
+        resources: Vec<String>,
+    },
+    /// The user (or policy) denied an authorization request.
+    #[serde(rename = "authorization.denied")]
+    AuthorizationDenied {
+        /// The client.
+        client_id: String,
+        /// Why.
+        reason: String,
+    },
+    /// A redeemed authorization code was presented again; the grant's
+    /// tokens were revoked.
+    #[serde(rename = "authorization_code.reuse_detected")]
+    AuthorizationCodeReuseDetected {
+        /// The client.
+        client_id: String,
+        /// The grant.
+        grant_id: String,
+    },
+    /// A rotated refresh token was presented again; the grant was revoked.
+    #[serde(rename = "refresh_token.reuse_detected")]
+    RefreshTokenReuseDetected {
+        /// The client.
+        client_id: String,
+        /// The grant.
+        grant_id: String,
+    },
+    /// Tokens were issued at the token endpoint.
+    #[serde(rename = "token.issued")]
+    TokenIssued {
+        /// The client.
+        client_id: String,
+        /// The user.
+        subject: String,
+        /// The grant.
+        grant_id: String,
+        /// `authorization_code` or `refresh_token`.
+        grant_type: String,
+        /// Granted scope.
+        scope: String,
+        /// Audiences.
+        audience: Vec<String>,
+    },
+    /// A token (or its whole grant) was revoked.
+    #[serde(rename = "token.revoked")]
+    TokenRevoked {
+        /// The client.
+        client_id: String,
+        /// The grant.
+        grant_id: String,
+        /// Why (`revocation_request`, `code_reuse`, `refresh_reuse`, ...).
+        reason: String,
+    },
+}
+
+impl AuditKind {
+    /// The stable dotted name.
+    pub const fn name(&self) -> &'static str {
+        match self {
+            Self::ProjectMcpEnabled { .. } => "project.mcp_enabled",
+            Self::ProjectMcpDisabled { .. } => "project.mcp_disabled",
+            Self::ProjectSettingsUpdated {} => "project.settings_updated",
+            Self::CimdFetchFailed { .. } => "oauth_client.cimd_fetch_failed",
+            Self::CimdResolved { .. } => "oauth_client.cimd_resolved",
+            Self::ClientRegistered { .. } => "oauth_client.registered",
+            Self::ClientRegistrationRejected { .. } => "oauth_client.registration_rejected",
+            Self::IatIssued { .. } => "initial_access_token.issued",
+            Self::IatUsed { .. } => "initial_access_token.used",
+            Self::IatRevoked { .. } => "initial_access_token.revoked",
+            Self::AuthorizationGranted { .. } => "authorization.granted",
+            Self::AuthorizationDenied { .. } => "authorization.denied",
+            Self::AuthorizationCodeReuseDetected { .. } => "authorization_code.reuse_detected",
+            Self::RefreshTokenReuseDetected { .. } => "refresh_token.reuse_detected",
+            Self::TokenIssued { .. } => "token.issued",
+            Self::TokenRevoked { .. } => "token.revoked",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    fn all_kinds() -> Vec<AuditKind> {
+        let s = String::new;
+        vec![
+            AuditKind::ProjectMcpEnabled { changes: vec![] },
+            AuditKind::ProjectMcpDisabled { changes: vec![] },
+            AuditKind::ProjectSettingsUpdated {},
+            AuditKind::CimdFetchFailed {
+                client_id: s(),
+                reason: s(),
+                http_status: Some(404),
+                detail: None,
+            },
+            AuditKind::CimdResolved {
+                client_id: s(),
+                from_cache: false,
+            },
+            AuditKind::ClientRegistered {
+                client_id: s(),
+                iat_id: None,
+                token_endpoint_auth_method: s(),
+            },
+            AuditKind::ClientRegistrationRejected {
+                error: s(),
+                reason: s(),
+                iat_id: None,
+            },
+            AuditKind::IatIssued {
+                iat_id: s(),
+                label: None,
+                max_uses: None,
+                expires_at: None,
+            },
+            AuditKind::IatUsed { iat_id: s(), uses: 1 },
+            AuditKind::IatRevoked { iat_id: s() },
+            AuditKind::AuthorizationGranted {
+                client_id: s(),
+                subject: s(),
+                scope: s(),
+                resources: vec![],
+            },
+            AuditKind::AuthorizationDenied {
+                client_id: s(),
+                reason: s(),
+            },
+            AuditKind::AuthorizationCodeReuseDetected {
+                client_id: s(),
+                grant_id: s(),
+            },
+            AuditKind::RefreshTokenReuseDetected {
+                client_id: s(),
+                grant_id: s(),
+            },
+            AuditKind::TokenIssued {
+                client_id: s(),
+                subject: s(),
+                grant_id: s(),
+                grant_type: s(),
+                scope: s(),
+                audience: vec![],
+            },
+            AuditKind::TokenRevoked {
+                client_id: s(),
+                grant_id: s(),
+                reason: s(),
+            },
+        ]
+    }
+
+    #[test]
+    fn names_are_stable_and_serialized() {
+        let expected = [
+            "project.mcp_enabled",
+            "project.mcp_disabled",
+            "project.settings_updated",
+            "oauth_client.cimd_fetch_failed",
+            "oauth_client.cimd_resolved",
+            "oauth_client.registered",
+            "oauth_client.registration_rejected",
+            "initial_access_token.issued",
+            "initial_access_token.used",
+            "initial_access_token.revoked",
+            "authorization.granted",
+            "authorization.denied",
+            "authorization_code.reuse_detected",
+            "refresh_token.reuse_detected",
+            "token.issued",
+            "token.revoked",
+        ];
+        let project = ProjectId::new("proj_acme_prod").unwrap();
+        for (kind, name) in all_kinds().into_iter().zip(expected) {
+            let e = AuditEvent::new(project.clone(), datetime!(2026-11-26 12:00 UTC), kind);
+            assert_eq!(e.name(), name);
+            let j = e.to_json();
+            assert_eq!(j["event"], name);
+            assert_eq!(j["project_id"], "proj_acme_prod");
+            assert_eq!(j["at"], "2026-11-26T12:00:00Z");
+            let back: AuditEvent = serde_json::from_value(j).unwrap();
+            assert_eq!(back, e);
+        }
+    }
+
+    #[test]
+    fn cimd_failure_shape() {
+        let e = AuditEvent::new(
+            ProjectId::new("p").unwrap(),
+            datetime!(2026-11-26 12:00 UTC),
+            AuditKind::CimdFetchFailed {
+                client_id: "https://x.example.com/c".into(),
+                reason: "http_status".into(),
+                http_status: Some(404),
+                detail: None,
+            },
+        );
+        assert_eq!(
+            e.to_json(),
+            serde_json::json!({
+                "event": "oauth_client.cimd_fetch_failed",
+                "project_id": "p",
+                "at": "2026-11-26T12:00:00Z",
+                "client_id": "https://x.example.com/c",
+                "reason": "http_status",
+                "http_status": 404
+            })
+        );
+    }
+}

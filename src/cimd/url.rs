@@ -1,0 +1,277 @@
+//! The CIMD `client_id` URL, validated on its raw string.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+/// Why a string is not an acceptable CIMD `client_id` URL.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientIdUrlError {
+    /// Not `https://` followed by a host (also refuses `HTTPS://`, and
+    /// repairable forms such as `https:example.com/x`).
+    #[error("client_id URL must start with https:// and name a host")]
+    NotHttps,
+    /// Unparseable as a URL.
+    #[error("client_id is not a valid URL")]
+    Malformed,
+    /// A fragment.
+    #[error("client_id URL must not contain a fragment")]
+    Fragment,
+    /// Credentials in the authority.
+    #[error("client_id URL must not contain userinfo")]
+    Userinfo,
+    /// A query component, when the policy refuses them.
+    #[error("client_id URL must not contain a query")]
+    Query,
+    /// No path, or the root path when the policy requires more.
+    #[error("client_id URL must have a path component")]
+    MissingPath,
+    /// A `.` or `..` segment, also percent-encoded.
+    #[error("client_id URL must not contain dot segments")]
+    DotSegment,
+    /// Whitespace, control characters, a backslash, or non-ASCII.
+    #[error("client_id URL contains characters that are not allowed")]
+    BadCharacter,
+    /// Longer than 2048 bytes.
+    #[error("client_id URL is too long")]
+    TooLong,
+}
+
+/// Which `client_id` URLs a project accepts beyond the strict default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ClientIdUrlPolicy {
+    /// Accept `https://example.com/` (CIMD -02). The default follows MCP
+    /// and the -00 draft: a non-root path is required.
+    #[serde(default)]
+    pub allow_root_path: bool,
+    /// Accept a query component (the draft says SHOULD NOT).
+    #[serde(default)]
+    pub allow_query: bool,
+}
+
+/// A Client ID Metadata Document URL, kept as its exact string: the
+/// document's `client_id` must equal it by simple string comparison.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ClientIdUrl(String);
+
+impl ClientIdUrl {
+    /// Validates with the strict default policy.
+    ///
+    /// # Errors
+    /// A [`ClientIdUrlError`].
+    pub fn parse(raw: impl Into<String>) -> Result<Self, ClientIdUrlError> {
+        Self::parse_with(raw, ClientIdUrlPolicy::default())
+    }
+
+    /// Validates with a policy.
+    ///
+    /// # Errors
+    /// A [`ClientIdUrlError`].
+    pub fn parse_with(raw: impl Into<String>, policy: ClientIdUrlPolicy) -> Result<Self, ClientIdUrlError> {
+        let raw = raw.into();
+        if raw.len() > 2048 {
+            return Err(ClientIdUrlError::TooLong);
+        }
+        if raw.bytes().any(|b| !b.is_ascii_graphic() || b == b'\\') {
+            return Err(ClientIdUrlError::BadCharacter);
+        }
+        let Some(rest) = raw.strip_prefix("https://") else {
+            return Err(ClientIdUrlError::NotHttps);
+        };
+        if raw.contains('#') {
+            return Err(ClientIdUrlError::Fragment);
+        }
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, after) = rest.split_at(authority_end);
+        if authority.contains('@') {
+            return Err(ClientIdUrlError::Userinfo);
+        }
+        if authority.is_empty() || authority.starts_with(':') {
+            return Err(ClientIdUrlError::NotHttps);
+        }
+        let (path, query) = match after.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (after, None),
+        };
+        if query.is_some() && !policy.allow_query {
+            return Err(ClientIdUrlError::Query);
+        }
+        if path.is_empty() || (path == "/" && !policy.allow_root_path) {
+            return Err(ClientIdUrlError::MissingPath);
+        }
+        if path.split('/').any(is_dot_segment) {
+            return Err(ClientIdUrlError::DotSegment);
+        }
+        let url = Url::parse(&raw).map_err(|_| ClientIdUrlError::Malformed)?;
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(ClientIdUrlError::NotHttps);
+        }
+        Ok(Self(raw))
+    }
+
+    /// The URL string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The host, lowercased, for display on a consent screen and for trust
+    /// policies. IPv6 hosts keep their brackets.
+    pub fn host(&self) -> String {
+        Url::parse(&self.0)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
+
+    /// The parsed URL (for a fetcher).
+    pub fn to_url(&self) -> Option<Url> {
+        Url::parse(&self.0).ok()
+    }
+}
+
+/// `.`, `..`, and their percent-encoded spellings in any case.
+fn is_dot_segment(segment: &str) -> bool {
+    let lower = segment.to_ascii_lowercase();
+    let decoded = lower.replace("%2e", ".");
+    decoded == "." || decoded == ".."
+}
+
+impl fmt::Debug for ClientIdUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("ClientIdUrl").field(&self.0).finish()
+    }
+}
+
+impl fmt::Display for ClientIdUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl TryFrom<String> for ClientIdUrl {
+    type Error = ClientIdUrlError;
+    fn try_from(s: String) -> Result<Self, ClientIdUrlError> {
+        Self::parse_with(
+            s,
+            ClientIdUrlPolicy {
+                allow_root_path: true,
+                allow_query: true,
+            },
+        )
+    }
+}
+
+impl From<ClientIdUrl> for String {
+    fn from(u: ClientIdUrl) -> Self {
+        u.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn accepted() {
+        for ok in [
+            "https://my-mcp-server.example.com/.well-known/oauth-client-id",
+            "https://claude.ai/oauth/mcp-oauth-client-metadata",
+            "https://example.com:8443/client.json",
+            "https://example.com/a/b/c.json",
+            "https://xn--bcher-kva.example/client",
+            "https://[2001:db8::1]/client.json",
+            "https://example.com/.well-known/x",
+            "https://example.com/...",
+        ] {
+            assert_eq!(ClientIdUrl::parse(ok).unwrap().as_str(), ok);
+        }
+    }
+
+    #[test]
+    fn refused() {
+        use ClientIdUrlError::*;
+        let table = [
+            ("http://example.com/client.json", NotHttps),
+            ("HTTPS://example.com/client.json", NotHttps),
+            ("https:example.com/client.json", NotHttps),
+            ("https:/example.com/client.json", NotHttps),
+            ("https:///client.json", NotHttps),
+            ("https://:443/client.json", NotHttps),
+            ("//example.com/client.json", NotHttps),
+            ("client_0123456789abcdef01234567", NotHttps),
+            ("https://example.com/client.json#frag", Fragment),
+            ("https://user@example.com/client.json", Userinfo),
+            ("https://user:pw@example.com/client.json", Userinfo),
+            ("https://example.com/client.json?v=1", Query),
+            ("https://example.com", MissingPath),
+            ("https://example.com/", MissingPath),
+            ("https://example.com?x", Query),
+            ("https://example.com/a/../client.json", DotSegment),
+            ("https://example.com/a/./client.json", DotSegment),
+            ("https://example.com/a/%2e%2e/client.json", DotSegment),
+            ("https://example.com/a/%2E%2e/client.json", DotSegment),
+            ("https://example.com/a/.%2E/client.json", DotSegment),
+            ("https://example.com/a/%2e/client.json", DotSegment),
+            ("https://example.com/a/..", DotSegment),
+            ("https://example.com/a b", BadCharacter),
+            ("https://example.com/a\tb", BadCharacter),
+            ("https://example.com/a\\b", BadCharacter),
+            ("https://example.com\\@evil.com/a", BadCharacter),
+            ("https://exämple.com/a", BadCharacter),
+            (" https://example.com/a", BadCharacter),
+            ("https://example.com/a\n", BadCharacter),
+            ("https://exa mple.com/a", BadCharacter),
+            ("https://example.com:99999/a", Malformed),
+        ];
+        for (raw, err) in table {
+            assert_eq!(ClientIdUrl::parse(raw).unwrap_err(), err, "{raw:?}");
+        }
+        assert_eq!(
+            ClientIdUrl::parse(format!("https://e.com/{}", "a".repeat(2100))).unwrap_err(),
+            TooLong
+        );
+    }
+
+    #[test]
+    fn policy_relaxations() {
+        let p = ClientIdUrlPolicy {
+            allow_root_path: true,
+            allow_query: true,
+        };
+        assert!(ClientIdUrl::parse_with("https://example.com/", p).is_ok());
+        assert!(ClientIdUrl::parse_with("https://example.com/c?v=1", p).is_ok());
+        // no path at all is never allowed
+        assert_eq!(
+            ClientIdUrl::parse_with("https://example.com", p),
+            Err(ClientIdUrlError::MissingPath)
+        );
+    }
+
+    #[test]
+    fn host_for_display() {
+        assert_eq!(
+            ClientIdUrl::parse("https://Claude.AI/oauth/x").unwrap().host(),
+            "claude.ai"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics(s in ".{0,200}") {
+            let _ = ClientIdUrl::parse(s.clone());
+            let _ = ClientIdUrl::parse(format!("https://{s}"));
+        }
+
+        #[test]
+        fn round_trips(host in "[a-z][a-z0-9-]{0,20}\\.[a-z]{2,6}", path in "(/[A-Za-z0-9_~-][A-Za-z0-9._~-]{0,10}){1,4}") {
+            let raw = format!("https://{host}{path}");
+            let u = ClientIdUrl::parse(raw.clone()).unwrap();
+            prop_assert_eq!(u.as_str(), raw.as_str());
+        }
+    }
+}

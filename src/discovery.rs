@@ -1,0 +1,456 @@
+//! Authorization server metadata (RFC 8414), built from a project's
+//! settings, and well-known URL construction.
+//!
+//! Two members are Authio extensions, not in any RFC:
+//! `client_id_metadata_document_supported` (from the CIMD draft, section
+//! 5) and `mcp_authorization_supported` (vendor-specific: true when the
+//! project has the "MCP enabled" flag).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use crate::project::{DcrMode, ProjectSettings};
+
+/// Why an issuer was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum IssuerError {
+    /// Not an absolute `https` URL with a host.
+    #[error("issuer must be an https URL with a host")]
+    NotHttps,
+    /// A query or fragment is present (RFC 8414 section 2).
+    #[error("issuer must not have a query or fragment")]
+    QueryOrFragment,
+    /// Credentials in the authority.
+    #[error("issuer must not contain userinfo")]
+    Userinfo,
+}
+
+/// The issuer identifier of an authorization server: an `https` URL with
+/// no query or fragment (RFC 8414 section 2), kept as the exact string
+/// (RFC 9207 `iss` is compared by simple string comparison).
+#[derive(Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(into = "String")]
+pub struct Issuer(String);
+
+impl Issuer {
+    /// Validates an `https` issuer.
+    ///
+    /// # Errors
+    /// An [`IssuerError`].
+    pub fn new(issuer: impl Into<String>) -> Result<Self, IssuerError> {
+        Self::parse(issuer.into(), false)
+    }
+
+    /// Like [`Issuer::new`], but also accepts `http` on `127.0.0.1`,
+    /// `[::1]` or `localhost`, for local development only. Clients are
+    /// right to refuse such an issuer in production.
+    ///
+    /// # Errors
+    /// An [`IssuerError`].
+    pub fn new_allowing_loopback_http_for_development(issuer: impl Into<String>) -> Result<Self, IssuerError> {
+        Self::parse(issuer.into(), true)
+    }
+
+    fn parse(raw: String, loopback_http: bool) -> Result<Self, IssuerError> {
+        if raw.contains(['?', '#']) {
+            return Err(IssuerError::QueryOrFragment);
+        }
+        if raw.chars().any(|c| c.is_whitespace() || c.is_control() || c == '\\') {
+            return Err(IssuerError::NotHttps);
+        }
+        let url = Url::parse(&raw).map_err(|_| IssuerError::NotHttps)?;
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(IssuerError::Userinfo);
+        }
+        let host_ok = url.host_str().is_some_and(|h| !h.is_empty());
+        let scheme_ok = match url.scheme() {
+            "https" => raw.starts_with("https://") && !raw.starts_with("https:///"),
+            "http" if loopback_http => {
+                raw.starts_with("http://")
+                    && !raw.starts_with("http:///")
+                    && matches!(url.host_str(), Some("127.0.0.1" | "[::1]" | "localhost"))
+            }
+            _ => false,
+        };
+        if !(host_ok && scheme_ok) {
+            return Err(IssuerError::NotHttps);
+        }
+        Ok(Self(raw))
+    }
+
+    /// The issuer string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL of an endpoint at `path` under this issuer (the issuer with
+    /// any trailing `/` removed, then `path`).
+    pub fn endpoint(&self, path: &str) -> String {
+        let base = self.0.strip_suffix('/').unwrap_or(&self.0);
+        let mut s = String::with_capacity(base.len() + path.len());
+        s.push_str(base);
+        s.push_str(path);
+        s
+    }
+
+    /// The RFC 8414 metadata URL of this issuer.
+    pub fn metadata_url(&self) -> String {
+        well_known_url(&self.0, WELL_KNOWN_OAUTH_AUTHORIZATION_SERVER)
+    }
+}
+
+impl fmt::Debug for Issuer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Issuer").field(&self.0).finish()
+    }
+}
+
+impl fmt::Display for Issuer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<Issuer> for String {
+    fn from(i: Issuer) -> Self {
+        i.0
+    }
+}
+
+/// `oauth-authorization-server` (RFC 8414 section 3).
+pub const WELL_KNOWN_OAUTH_AUTHORIZATION_SERVER: &str = "oauth-authorization-server";
+/// `openid-configuration` (OpenID Connect Discovery 1.0 section 4).
+pub const WELL_KNOWN_OPENID_CONFIGURATION: &str = "openid-configuration";
+
+/// Inserts `/.well-known/<name>` between the host and the path of `base`
+/// (RFC 8414 section 3.1, RFC 9728 section 3.1), removing a terminating
+/// `/` from the path first:
+/// `https://as.example.com/tenant1/` becomes
+/// `https://as.example.com/.well-known/oauth-authorization-server/tenant1`.
+///
+/// `base` is expected to be an absolute URL without query or fragment (an
+/// [`Issuer`] or a resource identifier); anything from `?` or `#` on is
+/// dropped.
+pub fn well_known_url(base: &str, name: &str) -> String {
+    let base = base.split(['?', '#']).next().unwrap_or_default();
+    let (origin, path) = match base.find("://") {
+        Some(i) => {
+            let after = i + 3;
+            match base.get(after..).and_then(|r| r.find('/')) {
+                Some(j) => base.split_at(after + j),
+                None => (base, ""),
+            }
+        }
+        None => (base, ""),
+    };
+    let path = path.strip_suffix('/').unwrap_or(path);
+    format!("{origin}/.well-known/{name}{path}")
+}
+
+/// Endpoint paths under the issuer (the authorize path is per project).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct EndpointPaths {
+    /// Token endpoint, default `/oauth2/token`.
+    pub token: String,
+    /// Registration endpoint, default `/oauth2/register`.
+    pub registration: String,
+    /// Revocation endpoint, default `/oauth2/revoke`.
+    pub revocation: String,
+    /// Introspection endpoint, default `/oauth2/introspect`.
+    pub introspection: String,
+}
+
+impl Default for EndpointPaths {
+    fn default() -> Self {
+        Self {
+            token: "/oauth2/token".to_owned(),
+            registration: "/oauth2/register".to_owned(),
+            revocation: "/oauth2/revoke".to_owned(),
+            introspection: "/oauth2/introspect".to_owned(),
+        }
+    }
+}
+
+/// RFC 8414 authorization server metadata, as published.
+///
+/// Optional members that are empty are omitted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct AuthorizationServerMetadata {
+    /// `issuer`.
+    pub issuer: String,
+    /// `authorization_endpoint` (the project's configured path).
+    pub authorization_endpoint: String,
+    /// `token_endpoint`.
+    pub token_endpoint: String,
+    /// `registration_endpoint`: present only when DCR is not disabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registration_endpoint: Option<String>,
+    /// `scopes_supported`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes_supported: Vec<String>,
+    /// `response_types_supported`: `["code"]`.
+    pub response_types_supported: Vec<String>,
+    /// `response_modes_supported`: `["query"]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub response_modes_supported: Vec<String>,
+    /// `grant_types_supported`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub grant_types_supported: Vec<String>,
+    /// `token_endpoint_auth_methods_supported`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub token_endpoint_auth_methods_supported: Vec<String>,
+    /// `revocation_endpoint` (RFC 7009).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocation_endpoint: Option<String>,
+    /// `revocation_endpoint_auth_methods_supported`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub revocation_endpoint_auth_methods_supported: Vec<String>,
+    /// `introspection_endpoint` (RFC 7662).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub introspection_endpoint: Option<String>,
+    /// `code_challenge_methods_supported`: `["S256"]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub code_challenge_methods_supported: Vec<String>,
+    /// `authorization_response_iss_parameter_supported` (RFC 9207): true.
+    #[serde(default)]
+    pub authorization_response_iss_parameter_supported: bool,
+    /// `client_id_metadata_document_supported` (CIMD draft): true iff CIMD is enabled.
+    #[serde(default)]
+    pub client_id_metadata_document_supported: bool,
+    /// `mcp_authorization_supported` (Authio extension): true iff MCP is enabled.
+    #[serde(default)]
+    pub mcp_authorization_supported: bool,
+}
+
+impl AuthorizationServerMetadata {
+    /// Builds the metadata of a project.
+    pub fn build(issuer: &Issuer, settings: &ProjectSettings, paths: &EndpointPaths) -> Self {
+        let registration_enabled = settings.dcr_mode != DcrMode::Disabled;
+        let mut auth_methods = vec!["none".to_owned()];
+        if registration_enabled {
+            // Confidential clients can only come from DCR.
+            auth_methods.push("client_secret_basic".to_owned());
+            auth_methods.push("client_secret_post".to_owned());
+        }
+        let mut grant_types = vec!["authorization_code".to_owned()];
+        if settings.issues_refresh_tokens() {
+            grant_types.push("refresh_token".to_owned());
+        }
+        Self {
+            issuer: issuer.as_str().to_owned(),
+            authorization_endpoint: issuer.endpoint(&settings.authorize_endpoint_path),
+            token_endpoint: issuer.endpoint(&paths.token),
+            registration_endpoint: registration_enabled.then(|| issuer.endpoint(&paths.registration)),
+            scopes_supported: settings
+                .scopes_supported
+                .iter()
+                .map(|s| s.as_str().to_owned())
+                .collect(),
+            response_types_supported: vec!["code".to_owned()],
+            response_modes_supported: vec!["query".to_owned()],
+            grant_types_supported: grant_types,
+            revocation_endpoint: Some(issuer.endpoint(&paths.revocation)),
+            revocation_endpoint_auth_methods_supported: auth_methods.clone(),
+            token_endpoint_auth_methods_supported: auth_methods,
+            introspection_endpoint: Some(issuer.endpoint(&paths.introspection)),
+            code_challenge_methods_supported: vec!["S256".to_owned()],
+            authorization_response_iss_parameter_supported: true,
+            client_id_metadata_document_supported: settings.cimd_enabled,
+            mcp_authorization_supported: settings.mcp_enabled,
+        }
+    }
+
+    /// The JSON document.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scope::ScopeSet;
+
+    fn seed_project() -> ProjectSettings {
+        let (s, _) = ProjectSettings {
+            scopes_supported: ScopeSet::parse("openid email mcp:read mcp:write").unwrap(),
+            ..Default::default()
+        }
+        .set_mcp_enabled(true);
+        s
+    }
+
+    #[test]
+    fn seed_discovery_document() {
+        let issuer = Issuer::new("https://auth-api.authio.com").unwrap();
+        let m = AuthorizationServerMetadata::build(&issuer, &seed_project(), &EndpointPaths::default());
+        let v: serde_json::Value = serde_json::from_slice(&m.to_json()).unwrap();
+        // The three fields of the seed guide, step 2.
+        assert_eq!(
+            v["registration_endpoint"],
+            "https://auth-api.authio.com/oauth2/register"
+        );
+        assert_eq!(v["client_id_metadata_document_supported"], true);
+        assert_eq!(v["mcp_authorization_supported"], true);
+        // And the rest of RFC 8414 plus the MCP requirements.
+        assert_eq!(v["issuer"], "https://auth-api.authio.com");
+        assert_eq!(
+            v["authorization_endpoint"],
+            "https://auth-api.authio.com/oauth2/authorize"
+        );
+        assert_eq!(v["token_endpoint"], "https://auth-api.authio.com/oauth2/token");
+        assert_eq!(v["revocation_endpoint"], "https://auth-api.authio.com/oauth2/revoke");
+        assert_eq!(
+            v["introspection_endpoint"],
+            "https://auth-api.authio.com/oauth2/introspect"
+        );
+        assert_eq!(v["code_challenge_methods_supported"], serde_json::json!(["S256"]));
+        assert_eq!(v["response_types_supported"], serde_json::json!(["code"]));
+        assert_eq!(
+            v["grant_types_supported"],
+            serde_json::json!(["authorization_code", "refresh_token"])
+        );
+        assert_eq!(
+            v["token_endpoint_auth_methods_supported"],
+            serde_json::json!(["none", "client_secret_basic", "client_secret_post"])
+        );
+        assert_eq!(
+            v["scopes_supported"],
+            serde_json::json!(["openid", "email", "mcp:read", "mcp:write"])
+        );
+        assert_eq!(v["authorization_response_iss_parameter_supported"], true);
+    }
+
+    #[test]
+    fn disabled_features_are_not_advertised() {
+        let issuer = Issuer::new("https://as.example.com").unwrap();
+        let s = ProjectSettings {
+            refresh_token_ttl: time::Duration::ZERO,
+            ..Default::default()
+        };
+        let m = AuthorizationServerMetadata::build(&issuer, &s, &EndpointPaths::default());
+        let v: serde_json::Value = serde_json::from_slice(&m.to_json()).unwrap();
+        assert!(v.get("registration_endpoint").is_none());
+        assert!(v.get("scopes_supported").is_none(), "empty arrays are omitted");
+        assert_eq!(v["client_id_metadata_document_supported"], false);
+        assert_eq!(v["mcp_authorization_supported"], false);
+        assert_eq!(v["token_endpoint_auth_methods_supported"], serde_json::json!(["none"]));
+        assert_eq!(v["grant_types_supported"], serde_json::json!(["authorization_code"]));
+    }
+
+    #[test]
+    fn registration_endpoint_follows_dcr_mode() {
+        let issuer = Issuer::new("https://as.example.com").unwrap();
+        for (mode, present) in [
+            (DcrMode::Disabled, false),
+            (DcrMode::InitialAccessToken, true),
+            (DcrMode::Open, true),
+        ] {
+            let s = ProjectSettings {
+                dcr_mode: mode,
+                ..Default::default()
+            };
+            let m = AuthorizationServerMetadata::build(&issuer, &s, &EndpointPaths::default());
+            assert_eq!(m.registration_endpoint.is_some(), present, "{mode:?}");
+        }
+    }
+
+    #[test]
+    fn configured_authorize_path_and_issuer_path() {
+        let issuer = Issuer::new("https://auth.example.com/t1/").unwrap();
+        let s = ProjectSettings {
+            authorize_endpoint_path: "/v1/auth/oauth/google/authorize".into(),
+            ..Default::default()
+        };
+        let m = AuthorizationServerMetadata::build(&issuer, &s, &EndpointPaths::default());
+        assert_eq!(m.issuer, "https://auth.example.com/t1/");
+        assert_eq!(
+            m.authorization_endpoint,
+            "https://auth.example.com/t1/v1/auth/oauth/google/authorize"
+        );
+        assert_eq!(m.token_endpoint, "https://auth.example.com/t1/oauth2/token");
+    }
+
+    #[test]
+    fn well_known_path_insertion() {
+        let table = [
+            (
+                "https://as.example.com",
+                WELL_KNOWN_OAUTH_AUTHORIZATION_SERVER,
+                "https://as.example.com/.well-known/oauth-authorization-server",
+            ),
+            (
+                "https://as.example.com/",
+                WELL_KNOWN_OAUTH_AUTHORIZATION_SERVER,
+                "https://as.example.com/.well-known/oauth-authorization-server",
+            ),
+            (
+                "https://as.example.com/t1",
+                WELL_KNOWN_OAUTH_AUTHORIZATION_SERVER,
+                "https://as.example.com/.well-known/oauth-authorization-server/t1",
+            ),
+            (
+                "https://as.example.com/t1/",
+                WELL_KNOWN_OAUTH_AUTHORIZATION_SERVER,
+                "https://as.example.com/.well-known/oauth-authorization-server/t1",
+            ),
+            (
+                "https://as.example.com/a/b",
+                WELL_KNOWN_OAUTH_AUTHORIZATION_SERVER,
+                "https://as.example.com/.well-known/oauth-authorization-server/a/b",
+            ),
+            (
+                "https://as.example.com:8443/t1",
+                WELL_KNOWN_OPENID_CONFIGURATION,
+                "https://as.example.com:8443/.well-known/openid-configuration/t1",
+            ),
+            (
+                "http://127.0.0.1:8080",
+                WELL_KNOWN_OPENID_CONFIGURATION,
+                "http://127.0.0.1:8080/.well-known/openid-configuration",
+            ),
+            (
+                "https://mcp.example.com/mcp",
+                "oauth-protected-resource",
+                "https://mcp.example.com/.well-known/oauth-protected-resource/mcp",
+            ),
+        ];
+        for (base, name, expected) in table {
+            assert_eq!(well_known_url(base, name), expected, "{base}");
+        }
+        assert_eq!(
+            Issuer::new("https://as.example.com/t1").unwrap().metadata_url(),
+            "https://as.example.com/.well-known/oauth-authorization-server/t1"
+        );
+    }
+
+    #[test]
+    fn issuer_rules() {
+        assert!(Issuer::new("https://as.example.com").is_ok());
+        assert_eq!(Issuer::new("http://as.example.com"), Err(IssuerError::NotHttps));
+        assert_eq!(Issuer::new("http://127.0.0.1:8080"), Err(IssuerError::NotHttps));
+        assert_eq!(
+            Issuer::new("https://as.example.com?x=1"),
+            Err(IssuerError::QueryOrFragment)
+        );
+        assert_eq!(
+            Issuer::new("https://as.example.com#x"),
+            Err(IssuerError::QueryOrFragment)
+        );
+        assert_eq!(Issuer::new("https://u:p@as.example.com"), Err(IssuerError::Userinfo));
+        assert_eq!(Issuer::new("https:as.example.com"), Err(IssuerError::NotHttps));
+        assert_eq!(Issuer::new("as.example.com"), Err(IssuerError::NotHttps));
+        assert_eq!(Issuer::new("https:///as.example.com"), Err(IssuerError::NotHttps));
+        assert!(Issuer::new_allowing_loopback_http_for_development("http://127.0.0.1:8080").is_ok());
+        assert!(Issuer::new_allowing_loopback_http_for_development("http://localhost:8080").is_ok());
+        assert_eq!(
+            Issuer::new_allowing_loopback_http_for_development("http://as.example.com"),
+            Err(IssuerError::NotHttps)
+        );
+    }
+}

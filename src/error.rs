@@ -1,0 +1,456 @@
+//! OAuth error codes and the one place protocol errors are rendered.
+//!
+//! Every module has its own error type that knows its [`ErrorCode`]; the
+//! driver turns it into an [`OAuthError`], and [`OAuthError::to_response`]
+//! renders the JSON body, the status and, where the RFCs require it, the
+//! `WWW-Authenticate` header. Failures of the host (storage, fetcher
+//! plumbing) are [`OAuthError::server_error`]: the client learns nothing
+//! about their cause.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::str::FromStr;
+
+use http::{HeaderValue, StatusCode, header};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A protocol error code, serialized as its RFC string.
+///
+/// Variants are grouped by the RFC that defines them, in RFC order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// `invalid_request` (RFC 6749 section 4.1.2.1 and 5.2).
+    InvalidRequest,
+    /// `unauthorized_client` (RFC 6749 section 4.1.2.1 and 5.2).
+    UnauthorizedClient,
+    /// `access_denied` (RFC 6749 section 4.1.2.1).
+    AccessDenied,
+    /// `unsupported_response_type` (RFC 6749 section 4.1.2.1).
+    UnsupportedResponseType,
+    /// `invalid_scope` (RFC 6749 section 4.1.2.1 and 5.2).
+    InvalidScope,
+    /// `server_error` (RFC 6749 section 4.1.2.1).
+    ServerError,
+    /// `temporarily_unavailable` (RFC 6749 section 4.1.2.1).
+    TemporarilyUnavailable,
+    /// `invalid_client` (RFC 6749 section 5.2).
+    InvalidClient,
+    /// `invalid_grant` (RFC 6749 section 5.2).
+    InvalidGrant,
+    /// `unsupported_grant_type` (RFC 6749 section 5.2).
+    UnsupportedGrantType,
+    /// `invalid_token` (RFC 6750 section 3.1).
+    InvalidToken,
+    /// `insufficient_scope` (RFC 6750 section 3.1).
+    InsufficientScope,
+    /// `unsupported_token_type` (RFC 7009 section 2.2.1).
+    UnsupportedTokenType,
+    /// `invalid_redirect_uri` (RFC 7591 section 3.2.2).
+    InvalidRedirectUri,
+    /// `invalid_client_metadata` (RFC 7591 section 3.2.2).
+    InvalidClientMetadata,
+    /// `invalid_software_statement` (RFC 7591 section 3.2.2).
+    InvalidSoftwareStatement,
+    /// `unapproved_software_statement` (RFC 7591 section 3.2.2).
+    UnapprovedSoftwareStatement,
+    /// `invalid_target` (RFC 8707 section 2).
+    InvalidTarget,
+}
+
+impl ErrorCode {
+    /// Every code, in declaration order.
+    pub const ALL: [Self; 18] = [
+        Self::InvalidRequest,
+        Self::UnauthorizedClient,
+        Self::AccessDenied,
+        Self::UnsupportedResponseType,
+        Self::InvalidScope,
+        Self::ServerError,
+        Self::TemporarilyUnavailable,
+        Self::InvalidClient,
+        Self::InvalidGrant,
+        Self::UnsupportedGrantType,
+        Self::InvalidToken,
+        Self::InsufficientScope,
+        Self::UnsupportedTokenType,
+        Self::InvalidRedirectUri,
+        Self::InvalidClientMetadata,
+        Self::InvalidSoftwareStatement,
+        Self::UnapprovedSoftwareStatement,
+        Self::InvalidTarget,
+    ];
+
+    /// The RFC string, e.g. `"invalid_grant"`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidRequest => "invalid_request",
+            Self::UnauthorizedClient => "unauthorized_client",
+            Self::AccessDenied => "access_denied",
+            Self::UnsupportedResponseType => "unsupported_response_type",
+            Self::InvalidScope => "invalid_scope",
+            Self::ServerError => "server_error",
+            Self::TemporarilyUnavailable => "temporarily_unavailable",
+            Self::InvalidClient => "invalid_client",
+            Self::InvalidGrant => "invalid_grant",
+            Self::UnsupportedGrantType => "unsupported_grant_type",
+            Self::InvalidToken => "invalid_token",
+            Self::InsufficientScope => "insufficient_scope",
+            Self::UnsupportedTokenType => "unsupported_token_type",
+            Self::InvalidRedirectUri => "invalid_redirect_uri",
+            Self::InvalidClientMetadata => "invalid_client_metadata",
+            Self::InvalidSoftwareStatement => "invalid_software_statement",
+            Self::UnapprovedSoftwareStatement => "unapproved_software_statement",
+            Self::InvalidTarget => "invalid_target",
+        }
+    }
+
+    /// The HTTP status a direct (non-redirect) response with this code uses.
+    ///
+    /// 401 for client and token authentication failures (RFC 6749 section
+    /// 5.2, RFC 6750 section 3.1), 403 for `insufficient_scope`, 500 and 503
+    /// for server conditions, 400 for everything else.
+    pub const fn status(self) -> StatusCode {
+        match self {
+            Self::InvalidClient | Self::InvalidToken => StatusCode::UNAUTHORIZED,
+            Self::InsufficientScope | Self::AccessDenied => StatusCode::FORBIDDEN,
+            Self::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::TemporarilyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The string was not a known error code.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown OAuth error code")]
+pub struct UnknownErrorCode;
+
+impl FromStr for ErrorCode {
+    type Err = UnknownErrorCode;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL.into_iter().find(|c| c.as_str() == s).ok_or(UnknownErrorCode)
+    }
+}
+
+impl Serialize for ErrorCode {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for ErrorCode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = Cow::<'de, str>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// How a 401 response names the authentication scheme it wants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Challenge {
+    /// `WWW-Authenticate: Basic` (RFC 6749 section 5.2, failed client auth
+    /// through the `Authorization` header).
+    Basic,
+    /// `WWW-Authenticate: Bearer error="..."` (RFC 6750 section 3).
+    Bearer,
+}
+
+/// An OAuth error as sent to a client: a code, an optional human-readable
+/// description and an optional URI.
+///
+/// The description is restricted to the characters RFC 6749 section 5.2
+/// allows (`%x20-21 / %x23-5B / %x5D-7E`); anything else is replaced, so a
+/// description can never break the JSON or the `WWW-Authenticate` header.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OAuthError {
+    code: ErrorCode,
+    description: Option<Cow<'static, str>>,
+    uri: Option<String>,
+    challenge: Option<Challenge>,
+}
+
+impl OAuthError {
+    /// An error with a code and no description.
+    pub const fn new(code: ErrorCode) -> Self {
+        Self {
+            code,
+            description: None,
+            uri: None,
+            challenge: None,
+        }
+    }
+
+    /// An error with a code and a description.
+    pub fn with_description(code: ErrorCode, description: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(code).describe(description)
+    }
+
+    /// The error for a failure of the host or of storage: `server_error`
+    /// with a fixed description. The cause is deliberately not carried.
+    pub const fn server_error() -> Self {
+        Self {
+            code: ErrorCode::ServerError,
+            description: Some(Cow::Borrowed("the authorization server could not complete the request")),
+            uri: None,
+            challenge: None,
+        }
+    }
+
+    /// Sets the description (sanitized, see the type docs).
+    #[must_use]
+    pub fn describe(mut self, description: impl Into<Cow<'static, str>>) -> Self {
+        self.description = Some(sanitize_description(description.into()));
+        self
+    }
+
+    /// Sets `error_uri`. A URI with characters outside the RFC 6749 set is
+    /// dropped.
+    #[must_use]
+    pub fn with_uri(mut self, uri: impl Into<String>) -> Self {
+        let uri = uri.into();
+        if uri.bytes().all(|b| matches!(b, 0x21 | 0x23..=0x5B | 0x5D..=0x7E)) {
+            self.uri = Some(uri);
+        }
+        self
+    }
+
+    /// Asks for a `WWW-Authenticate` header on the rendered response.
+    #[must_use]
+    pub const fn with_challenge(mut self, challenge: Challenge) -> Self {
+        self.challenge = Some(challenge);
+        self
+    }
+
+    /// The code.
+    pub const fn code(&self) -> ErrorCode {
+        self.code
+    }
+
+    /// The description, if any.
+    pub fn description(&self) -> Option<&str> {
+        self.description.as_deref()
+    }
+
+    /// The error URI, if any.
+    pub fn uri(&self) -> Option<&str> {
+        self.uri.as_deref()
+    }
+
+    /// The HTTP status of a direct response carrying this error.
+    pub const fn status(&self) -> StatusCode {
+        self.code.status()
+    }
+
+    /// The JSON body: `{"error": ..., "error_description": ..., "error_uri": ...}`.
+    pub fn to_json(&self) -> Vec<u8> {
+        let body = ErrorBody {
+            error: self.code,
+            error_description: self.description.as_deref(),
+            error_uri: self.uri.as_deref(),
+        };
+        serde_json::to_vec(&body).unwrap_or_else(|_| br#"{"error":"server_error"}"#.to_vec())
+    }
+
+    /// The `WWW-Authenticate` value, when a challenge was requested or the
+    /// code requires one (`invalid_token` and `insufficient_scope` always
+    /// carry a Bearer challenge).
+    pub fn www_authenticate(&self) -> Option<String> {
+        let challenge = match (self.challenge, self.code) {
+            (Some(c), _) => c,
+            (None, ErrorCode::InvalidToken | ErrorCode::InsufficientScope) => Challenge::Bearer,
+            (None, _) => return None,
+        };
+        Some(match challenge {
+            Challenge::Basic => "Basic realm=\"oauth\"".to_owned(),
+            Challenge::Bearer => {
+                let mut v = format!("Bearer error=\"{}\"", self.code.as_str());
+                if let Some(d) = &self.description {
+                    v.push_str(", error_description=\"");
+                    v.push_str(d);
+                    v.push('"');
+                }
+                v
+            }
+        })
+    }
+
+    /// Renders the error as a complete response: status, JSON body,
+    /// `Content-Type`, `Cache-Control: no-store` and, where applicable,
+    /// `WWW-Authenticate`.
+    pub fn to_response(&self) -> http::Response<Vec<u8>> {
+        let mut response = http::Response::new(self.to_json());
+        *response.status_mut() = self.status();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+        if let Some(value) = self.www_authenticate()
+            && let Ok(value) = HeaderValue::from_str(&value)
+        {
+            headers.insert(header::WWW_AUTHENTICATE, value);
+        }
+        response
+    }
+}
+
+impl fmt::Display for OAuthError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.description {
+            Some(d) => write!(f, "{}: {d}", self.code),
+            None => write!(f, "{}", self.code),
+        }
+    }
+}
+
+impl std::error::Error for OAuthError {}
+
+impl From<ErrorCode> for OAuthError {
+    fn from(code: ErrorCode) -> Self {
+        Self::new(code)
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorCode,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_description: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_uri: Option<&'a str>,
+}
+
+/// Keeps the characters RFC 6749 section 5.2 allows in `error_description`
+/// and replaces every other one with `?`; caps the length at 512 bytes.
+fn sanitize_description(d: Cow<'static, str>) -> Cow<'static, str> {
+    const MAX: usize = 512;
+    let allowed = |c: char| matches!(c, '\x20'..='\x21' | '\x23'..='\x5B' | '\x5D'..='\x7E');
+    if d.len() <= MAX && d.chars().all(allowed) {
+        return d;
+    }
+    let mut out = String::with_capacity(d.len().min(MAX));
+    for c in d.chars() {
+        if out.len() >= MAX {
+            break;
+        }
+        out.push(if allowed(c) { c } else { '?' });
+    }
+    Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_round_trip_through_their_rfc_strings() {
+        for code in ErrorCode::ALL {
+            assert_eq!(code.as_str().parse::<ErrorCode>(), Ok(code));
+            let json = serde_json::to_string(&code).unwrap();
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+            assert_eq!(serde_json::from_str::<ErrorCode>(&json).unwrap(), code);
+        }
+        assert!("nope".parse::<ErrorCode>().is_err());
+    }
+
+    #[test]
+    fn status_mapping() {
+        use ErrorCode::*;
+        let table = [
+            (InvalidRequest, 400),
+            (InvalidGrant, 400),
+            (InvalidTarget, 400),
+            (InvalidRedirectUri, 400),
+            (InvalidClientMetadata, 400),
+            (UnsupportedGrantType, 400),
+            (InvalidClient, 401),
+            (InvalidToken, 401),
+            (InsufficientScope, 403),
+            (ServerError, 500),
+            (TemporarilyUnavailable, 503),
+        ];
+        for (code, status) in table {
+            assert_eq!(code.status().as_u16(), status, "{code}");
+        }
+    }
+
+    #[test]
+    fn json_body_has_only_present_members() {
+        let e = OAuthError::new(ErrorCode::InvalidGrant);
+        assert_eq!(e.to_json(), br#"{"error":"invalid_grant"}"#);
+        let e = OAuthError::with_description(ErrorCode::InvalidTarget, "bad resource")
+            .with_uri("https://docs.example/errors");
+        let v: serde_json::Value = serde_json::from_slice(&e.to_json()).unwrap();
+        assert_eq!(v["error"], "invalid_target");
+        assert_eq!(v["error_description"], "bad resource");
+        assert_eq!(v["error_uri"], "https://docs.example/errors");
+    }
+
+    #[test]
+    fn descriptions_cannot_break_headers() {
+        let e = OAuthError::with_description(ErrorCode::InvalidToken, "a \"quoted\"\r\nInjected: x\\ é");
+        let d = e.description().unwrap();
+        assert_eq!(d, "a ?quoted???Injected: x? ?");
+        let r = e.to_response();
+        assert_eq!(r.status(), 401);
+        assert_eq!(
+            r.headers()[header::WWW_AUTHENTICATE],
+            "Bearer error=\"invalid_token\", error_description=\"a ?quoted???Injected: x? ?\""
+        );
+        let long = "x".repeat(2000);
+        assert!(
+            OAuthError::with_description(ErrorCode::InvalidRequest, long)
+                .description()
+                .unwrap()
+                .len()
+                <= 512
+        );
+    }
+
+    #[test]
+    fn bad_error_uri_is_dropped() {
+        let e = OAuthError::new(ErrorCode::InvalidRequest).with_uri("https://x/\"y");
+        assert_eq!(e.uri(), None);
+    }
+
+    #[test]
+    fn responses_are_json_no_store_with_challenges() {
+        let r = OAuthError::new(ErrorCode::InvalidClient)
+            .with_challenge(Challenge::Basic)
+            .to_response();
+        assert_eq!(r.status(), 401);
+        assert_eq!(r.headers()[header::CONTENT_TYPE], "application/json");
+        assert_eq!(r.headers()[header::CACHE_CONTROL], "no-store");
+        assert_eq!(r.headers()[header::WWW_AUTHENTICATE], "Basic realm=\"oauth\"");
+
+        let r = OAuthError::new(ErrorCode::InsufficientScope).to_response();
+        assert_eq!(r.status(), 403);
+        assert_eq!(
+            r.headers()[header::WWW_AUTHENTICATE],
+            "Bearer error=\"insufficient_scope\""
+        );
+
+        let r = OAuthError::new(ErrorCode::InvalidRequest).to_response();
+        assert!(r.headers().get(header::WWW_AUTHENTICATE).is_none());
+    }
+
+    #[test]
+    fn server_error_has_no_detail() {
+        let e = OAuthError::server_error();
+        assert_eq!(e.code(), ErrorCode::ServerError);
+        assert_eq!(e.status(), 500);
+        let body = String::from_utf8(e.to_json()).unwrap();
+        assert_eq!(
+            body,
+            r#"{"error":"server_error","error_description":"the authorization server could not complete the request"}"#
+        );
+    }
+}

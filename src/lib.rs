@@ -1,0 +1,74 @@
+//! # authio-mcp
+//!
+//! The authorization-server core that lets MCP clients (Claude, ChatGPT,
+//! VS Code, Cursor, custom agents) sign users in to a Rust service with
+//! OAuth 2.1: Client ID Metadata Documents as the primary client identity,
+//! Dynamic Client Registration gated by initial access tokens as the
+//! fallback, mandatory S256 PKCE, exact redirect URIs and RFC 8707
+//! resource indicators, per project.
+//!
+//! ## Architecture
+//!
+//! ```text
+//!  host (axum / hyper / actix / lambda ...)
+//!    |  http::Request<Bytes>          http::Response<Vec<u8>>
+//!  [ server ]  AuthorizationServer: async driver, one method per endpoint,
+//!    |         sequences the traits below, decides nothing itself
+//!    |-- store traits: ProjectStore, ClientStore, AuditSink, ...
+//!    |-- store::memory: in-memory implementations (the default)
+//!  [ core ]    pure, synchronous, deterministic protocol rules:
+//!              error, project, discovery, pkce, resource, redirect_uri,
+//!              scope, client, cimd, audit, secret
+//! ```
+//!
+//! The core does no I/O, reads no clock and draws no randomness: every
+//! function that needs the time or random bytes takes them as arguments.
+//! The driver gets them from an injected [`server::Clock`] and
+//! [`server::RandomSource`], so tests run whole flows with a fixed clock
+//! and a seeded generator.
+//!
+//! ## Example
+//!
+//! ```
+//! use authio_mcp::discovery::Issuer;
+//! use authio_mcp::project::{ProjectId, ProjectSettings};
+//! use authio_mcp::scope::ScopeSet;
+//! use authio_mcp::server::AuthorizationServer;
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let server = AuthorizationServer::builder(Issuer::new("https://auth.example.com")?).build();
+//! let project = ProjectId::new("proj_acme_prod")?;
+//! let mut settings = ProjectSettings::default();
+//! settings.scopes_supported = ScopeSet::parse("openid email mcp:read mcp:write")?;
+//! server.put_project(&project, settings).await?;
+//!
+//! // The dashboard's "MCP enabled" checkbox, with its cascade.
+//! let (_settings, changes) = server.set_mcp_enabled(&project, true).await?;
+//! assert_eq!(changes.len(), 3);
+//!
+//! let metadata = server.metadata(&project).await?;
+//! assert!(metadata.client_id_metadata_document_supported);
+//! assert_eq!(metadata.registration_endpoint.as_deref(), Some("https://auth.example.com/oauth2/register"));
+//! # Ok(()) }
+//! # futures_executor::block_on(demo()).unwrap();
+//! ```
+
+pub mod audit;
+pub mod cimd;
+pub mod client;
+pub mod discovery;
+pub mod error;
+pub mod pkce;
+pub mod project;
+pub mod redirect_uri;
+pub mod resource;
+pub mod scope;
+pub mod secret;
+pub mod server;
+pub mod store;
+
+pub use error::{ErrorCode, OAuthError};
+
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

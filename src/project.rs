@@ -1,0 +1,626 @@
+//! Projects: the per-tenant settings of an authorization server, and the
+//! "MCP enabled" switch with its cascade.
+//!
+//! The cascade is a pure transition ([`ProjectSettings::set_mcp_enabled`])
+//! that consumes the settings and returns the new settings together with
+//! the list of fields it changed, so the host can persist, audit and show
+//! exactly what happened.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use time::Duration;
+
+use crate::redirect_uri::RedirectUriPolicy;
+use crate::resource::{ResourceSet, ResourceUri};
+use crate::scope::ScopeSet;
+
+/// The longest authorization-code lifetime allowed (RFC 6749 section
+/// 4.1.2 recommends at most 10 minutes).
+pub const MAX_CODE_TTL: Duration = Duration::minutes(10);
+
+/// A project identifier: 1 to 64 characters of `[A-Za-z0-9_-]`
+/// (`proj_acme_prod`).
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ProjectId(String);
+
+/// The string was not a valid project id.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("project id must be 1 to 64 characters of [A-Za-z0-9_-]")]
+pub struct InvalidProjectId;
+
+impl ProjectId {
+    /// Validates a project id.
+    ///
+    /// # Errors
+    /// [`InvalidProjectId`].
+    pub fn new(id: impl Into<String>) -> Result<Self, InvalidProjectId> {
+        let id = id.into();
+        if (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+            Ok(Self(id))
+        } else {
+            Err(InvalidProjectId)
+        }
+    }
+
+    /// The id.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ProjectId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("ProjectId").field(&self.0).finish()
+    }
+}
+
+impl fmt::Display for ProjectId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl TryFrom<String> for ProjectId {
+    type Error = InvalidProjectId;
+    fn try_from(s: String) -> Result<Self, InvalidProjectId> {
+        Self::new(s)
+    }
+}
+
+impl From<ProjectId> for String {
+    fn from(p: ProjectId) -> Self {
+        p.0
+    }
+}
+
+/// How a project accepts Dynamic Client Registration (RFC 7591).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DcrMode {
+    /// No registration endpoint; registration is refused.
+    #[default]
+    Disabled,
+    /// Registration requires an initial access token (`iatk_...`).
+    InitialAccessToken,
+    /// Anyone may register. Advisable only behind a WAF (see the seed guide).
+    Open,
+}
+
+impl DcrMode {
+    /// The snake_case name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Disabled => "disabled",
+            Self::InitialAccessToken => "initial_access_token",
+            Self::Open => "open",
+        }
+    }
+}
+
+/// An authorization-code lifetime: more than zero, at most [`MAX_CODE_TTL`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "i64", into = "i64")]
+pub struct CodeTtl(Duration);
+
+/// The lifetime was zero, negative, or above 10 minutes.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the authorization code lifetime must be between 1 second and 10 minutes")]
+pub struct InvalidCodeTtl;
+
+impl CodeTtl {
+    /// Validates a lifetime.
+    ///
+    /// # Errors
+    /// [`InvalidCodeTtl`].
+    pub fn new(ttl: Duration) -> Result<Self, InvalidCodeTtl> {
+        if ttl >= Duration::SECOND && ttl <= MAX_CODE_TTL {
+            Ok(Self(ttl))
+        } else {
+            Err(InvalidCodeTtl)
+        }
+    }
+
+    /// The lifetime.
+    pub const fn get(self) -> Duration {
+        self.0
+    }
+}
+
+impl Default for CodeTtl {
+    fn default() -> Self {
+        Self(Duration::minutes(1))
+    }
+}
+
+impl TryFrom<i64> for CodeTtl {
+    type Error = InvalidCodeTtl;
+    fn try_from(secs: i64) -> Result<Self, InvalidCodeTtl> {
+        Self::new(Duration::seconds(secs))
+    }
+}
+
+impl From<CodeTtl> for i64 {
+    fn from(t: CodeTtl) -> Self {
+        t.0.whole_seconds()
+    }
+}
+
+/// The settings of one project.
+///
+/// Fields are public so a host can build and edit them freely; call
+/// [`ProjectSettings::validate`] before storing (the driver does).
+/// Durations serialize as whole seconds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ProjectSettings {
+    /// The "MCP enabled" flag (dashboard: Settings, Connect / MCP).
+    pub mcp_enabled: bool,
+    /// Whether Client ID Metadata Documents are accepted as client ids.
+    pub cimd_enabled: bool,
+    /// How Dynamic Client Registration is offered.
+    pub dcr_mode: DcrMode,
+    /// Access-token lifetime (MCP: short-lived).
+    #[serde(with = "seconds")]
+    pub access_token_ttl: Duration,
+    /// Refresh-token lifetime; zero means refresh tokens are not issued.
+    #[serde(with = "seconds")]
+    pub refresh_token_ttl: Duration,
+    /// Authorization-code lifetime, at most 10 minutes.
+    pub code_ttl: CodeTtl,
+    /// The scopes clients may request (published as `scopes_supported`).
+    pub scopes_supported: ScopeSet,
+    /// The scopes granted when a request names none.
+    pub default_scopes: ScopeSet,
+    /// The resource (MCP server) used when a request names none.
+    pub default_resource: Option<ResourceUri>,
+    /// The resources tokens may be issued for; empty means any valid one.
+    pub allowed_resources: ResourceSet,
+    /// Refuse requests that name no resource and have no default.
+    pub require_resource: bool,
+    /// The path of the project's authorization endpoint, e.g.
+    /// `/oauth2/authorize` or `/v1/auth/oauth/google/authorize`.
+    pub authorize_endpoint_path: String,
+    /// Which redirect URIs clients may register.
+    pub redirect_uri_policy: RedirectUriPolicy,
+}
+
+impl Default for ProjectSettings {
+    /// MCP off, CIMD off, DCR disabled; 1 hour access tokens, 30 day
+    /// refresh tokens, 1 minute codes; no scopes; `/oauth2/authorize`.
+    fn default() -> Self {
+        Self {
+            mcp_enabled: false,
+            cimd_enabled: false,
+            dcr_mode: DcrMode::Disabled,
+            access_token_ttl: Duration::hours(1),
+            refresh_token_ttl: Duration::days(30),
+            code_ttl: CodeTtl::default(),
+            scopes_supported: ScopeSet::new(),
+            default_scopes: ScopeSet::new(),
+            default_resource: None,
+            allowed_resources: ResourceSet::new(),
+            require_resource: false,
+            authorize_endpoint_path: "/oauth2/authorize".to_owned(),
+            redirect_uri_policy: RedirectUriPolicy::strict(),
+        }
+    }
+}
+
+/// One field changed by a settings transition.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "field", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum SettingChange {
+    /// `mcp_enabled` changed.
+    McpEnabled {
+        /// Old value.
+        from: bool,
+        /// New value.
+        to: bool,
+    },
+    /// `cimd_enabled` changed.
+    CimdEnabled {
+        /// Old value.
+        from: bool,
+        /// New value.
+        to: bool,
+    },
+    /// `dcr_mode` changed.
+    DcrMode {
+        /// Old value.
+        from: DcrMode,
+        /// New value.
+        to: DcrMode,
+    },
+}
+
+/// A settings combination worth a warning; settings with lints are still valid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum SettingsLint {
+    /// `dcr_mode = open` with MCP enabled: viable only behind a WAF that
+    /// rejects suspicious traffic; start with `initial_access_token`.
+    OpenRegistrationWithMcp,
+    /// MCP is enabled but neither CIMD nor DCR is: no MCP client can obtain
+    /// a client id.
+    McpWithoutClientRegistration,
+    /// Access tokens live longer than one hour (MCP: SHOULD be short-lived).
+    LongLivedAccessTokens,
+}
+
+impl SettingsLint {
+    /// A sentence for a dashboard.
+    pub const fn message(self) -> &'static str {
+        match self {
+            Self::OpenRegistrationWithMcp => {
+                "open registration with MCP is viable only behind a WAF that rejects suspicious user agents and request patterns; prefer initial_access_token"
+            }
+            Self::McpWithoutClientRegistration => {
+                "MCP is enabled but neither CIMD nor DCR is, so MCP clients cannot obtain a client id"
+            }
+            Self::LongLivedAccessTokens => "access tokens should be short-lived (one hour or less)",
+        }
+    }
+}
+
+/// Settings that cannot be stored.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SettingsError {
+    /// Access-token lifetime not positive or above 24 hours.
+    #[error("access_token_ttl must be between 1 second and 24 hours")]
+    AccessTokenTtl,
+    /// Negative refresh-token lifetime, or above 365 days.
+    #[error("refresh_token_ttl must be between 0 and 365 days")]
+    RefreshTokenTtl,
+    /// A default scope that is not supported.
+    #[error("default_scopes must be a subset of scopes_supported")]
+    DefaultScopes,
+    /// The default resource is not among the allowed resources.
+    #[error("default_resource must be one of allowed_resources")]
+    DefaultResource,
+    /// The authorize path does not start with `/` or has a query or fragment.
+    #[error("authorize_endpoint_path must be an absolute path without query or fragment")]
+    AuthorizePath,
+}
+
+impl ProjectSettings {
+    /// Flips the "MCP enabled" flag, with the dashboard's cascade.
+    ///
+    /// Enabling: `cimd_enabled` becomes true, and `dcr_mode = disabled`
+    /// becomes `initial_access_token` so that MCP clients without CIMD have
+    /// a fallback; `open` and `initial_access_token` are kept.
+    ///
+    /// Disabling clears `mcp_enabled` only: CIMD and DCR may have been
+    /// enabled on purpose, and silently closing registration would break
+    /// clients that rely on it. Turn them off explicitly.
+    ///
+    /// Returns the new settings and the changed fields (empty when nothing
+    /// changed).
+    #[must_use]
+    pub fn set_mcp_enabled(mut self, enabled: bool) -> (Self, Vec<SettingChange>) {
+        let mut changes = Vec::new();
+        if self.mcp_enabled != enabled {
+            changes.push(SettingChange::McpEnabled {
+                from: self.mcp_enabled,
+                to: enabled,
+            });
+            self.mcp_enabled = enabled;
+        }
+        if enabled {
+            if !self.cimd_enabled {
+                changes.push(SettingChange::CimdEnabled { from: false, to: true });
+                self.cimd_enabled = true;
+            }
+            if self.dcr_mode == DcrMode::Disabled {
+                changes.push(SettingChange::DcrMode {
+                    from: DcrMode::Disabled,
+                    to: DcrMode::InitialAccessToken,
+                });
+                self.dcr_mode = DcrMode::InitialAccessToken;
+            }
+        }
+        (self, changes)
+    }
+
+    /// Checks the invariants a stored project must hold.
+    ///
+    /// # Errors
+    /// The first broken rule.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        if self.access_token_ttl < Duration::SECOND || self.access_token_ttl > Duration::hours(24) {
+            return Err(SettingsError::AccessTokenTtl);
+        }
+        if self.refresh_token_ttl.is_negative() || self.refresh_token_ttl > Duration::days(365) {
+            return Err(SettingsError::RefreshTokenTtl);
+        }
+        if !self.default_scopes.is_subset_of(&self.scopes_supported) {
+            return Err(SettingsError::DefaultScopes);
+        }
+        if let Some(r) = &self.default_resource
+            && !self.allowed_resources.is_empty()
+            && !self.allowed_resources.contains(r)
+        {
+            return Err(SettingsError::DefaultResource);
+        }
+        let p = &self.authorize_endpoint_path;
+        if !p.starts_with('/')
+            || p.starts_with("//")
+            || p.contains(['?', '#', ' ', '\\'])
+            || p.chars().any(char::is_control)
+        {
+            return Err(SettingsError::AuthorizePath);
+        }
+        Ok(())
+    }
+
+    /// Combinations worth a warning.
+    pub fn lints(&self) -> Vec<SettingsLint> {
+        let mut lints = Vec::new();
+        if self.mcp_enabled && self.dcr_mode == DcrMode::Open {
+            lints.push(SettingsLint::OpenRegistrationWithMcp);
+        }
+        if self.mcp_enabled && !self.cimd_enabled && self.dcr_mode == DcrMode::Disabled {
+            lints.push(SettingsLint::McpWithoutClientRegistration);
+        }
+        if self.access_token_ttl > Duration::hours(1) {
+            lints.push(SettingsLint::LongLivedAccessTokens);
+        }
+        lints
+    }
+
+    /// Whether tokens of this project come with refresh tokens.
+    pub fn issues_refresh_tokens(&self) -> bool {
+        self.refresh_token_ttl.is_positive()
+    }
+}
+
+/// Serde for a `Duration` as whole seconds.
+mod seconds {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use time::Duration;
+
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_i64(d.whole_seconds())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::seconds(i64::deserialize(d)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn cascade_table() {
+        use DcrMode::*;
+        // (dcr_mode before, cimd before) -> dcr_mode after; cimd is always true after.
+        let table = [
+            (Disabled, false, InitialAccessToken),
+            (Disabled, true, InitialAccessToken),
+            (InitialAccessToken, false, InitialAccessToken),
+            (InitialAccessToken, true, InitialAccessToken),
+            (Open, false, Open),
+            (Open, true, Open),
+        ];
+        for (dcr, cimd, dcr_after) in table {
+            let before = ProjectSettings {
+                dcr_mode: dcr,
+                cimd_enabled: cimd,
+                ..Default::default()
+            };
+            let (after, changes) = before.clone().set_mcp_enabled(true);
+            assert!(after.mcp_enabled);
+            assert!(after.cimd_enabled);
+            assert_eq!(after.dcr_mode, dcr_after, "{dcr:?} {cimd}");
+            let mut expected = vec![SettingChange::McpEnabled { from: false, to: true }];
+            if !cimd {
+                expected.push(SettingChange::CimdEnabled { from: false, to: true });
+            }
+            if dcr != dcr_after {
+                expected.push(SettingChange::DcrMode {
+                    from: dcr,
+                    to: dcr_after,
+                });
+            }
+            assert_eq!(changes, expected, "{dcr:?} {cimd}");
+            // Nothing else moved.
+            assert_eq!(
+                ProjectSettings {
+                    mcp_enabled: false,
+                    cimd_enabled: cimd,
+                    dcr_mode: dcr,
+                    ..after
+                },
+                before
+            );
+        }
+    }
+
+    #[test]
+    fn enabling_twice_changes_nothing() {
+        let (s, _) = ProjectSettings::default().set_mcp_enabled(true);
+        let (again, changes) = s.clone().set_mcp_enabled(true);
+        assert_eq!(again, s);
+        assert!(changes.is_empty());
+    }
+
+    #[test]
+    fn disabling_clears_only_the_flag() {
+        let (s, _) = ProjectSettings::default().set_mcp_enabled(true);
+        let (off, changes) = s.set_mcp_enabled(false);
+        assert!(!off.mcp_enabled);
+        assert!(off.cimd_enabled);
+        assert_eq!(off.dcr_mode, DcrMode::InitialAccessToken);
+        assert_eq!(changes, vec![SettingChange::McpEnabled { from: true, to: false }]);
+        let (_, none) = off.set_mcp_enabled(false);
+        assert!(none.is_empty());
+    }
+
+    #[test]
+    fn changes_serialize_for_the_dashboard() {
+        let (_, changes) = ProjectSettings::default().set_mcp_enabled(true);
+        let v = serde_json::to_value(&changes).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!([
+                {"field": "mcp_enabled", "from": false, "to": true},
+                {"field": "cimd_enabled", "from": false, "to": true},
+                {"field": "dcr_mode", "from": "disabled", "to": "initial_access_token"}
+            ])
+        );
+    }
+
+    #[test]
+    fn lints() {
+        let (s, _) = ProjectSettings {
+            dcr_mode: DcrMode::Open,
+            ..Default::default()
+        }
+        .set_mcp_enabled(true);
+        assert_eq!(s.lints(), vec![SettingsLint::OpenRegistrationWithMcp]);
+        let (s, _) = ProjectSettings::default().set_mcp_enabled(true);
+        assert!(s.lints().is_empty());
+        let s = ProjectSettings {
+            mcp_enabled: true,
+            ..Default::default()
+        };
+        assert_eq!(s.lints(), vec![SettingsLint::McpWithoutClientRegistration]);
+        let s = ProjectSettings {
+            access_token_ttl: Duration::hours(2),
+            ..Default::default()
+        };
+        assert_eq!(s.lints(), vec![SettingsLint::LongLivedAccessTokens]);
+        // Open without MCP is the operator's business.
+        assert!(
+            ProjectSettings {
+                dcr_mode: DcrMode::Open,
+                ..Default::default()
+            }
+            .lints()
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn code_ttl_is_capped_at_ten_minutes() {
+        assert!(CodeTtl::new(Duration::minutes(10)).is_ok());
+        assert_eq!(
+            CodeTtl::new(Duration::minutes(10) + Duration::SECOND),
+            Err(InvalidCodeTtl)
+        );
+        assert_eq!(CodeTtl::new(Duration::ZERO), Err(InvalidCodeTtl));
+        assert!(serde_json::from_str::<CodeTtl>("601").is_err());
+        assert_eq!(
+            serde_json::from_str::<CodeTtl>("600").unwrap().get(),
+            Duration::minutes(10)
+        );
+    }
+
+    #[test]
+    fn validation() {
+        assert_eq!(ProjectSettings::default().validate(), Ok(()));
+        let bad = [
+            (
+                ProjectSettings {
+                    access_token_ttl: Duration::ZERO,
+                    ..Default::default()
+                },
+                SettingsError::AccessTokenTtl,
+            ),
+            (
+                ProjectSettings {
+                    access_token_ttl: Duration::days(2),
+                    ..Default::default()
+                },
+                SettingsError::AccessTokenTtl,
+            ),
+            (
+                ProjectSettings {
+                    refresh_token_ttl: Duration::seconds(-1),
+                    ..Default::default()
+                },
+                SettingsError::RefreshTokenTtl,
+            ),
+            (
+                ProjectSettings {
+                    default_scopes: ScopeSet::parse("admin").unwrap(),
+                    ..Default::default()
+                },
+                SettingsError::DefaultScopes,
+            ),
+            (
+                ProjectSettings {
+                    default_resource: Some(ResourceUri::parse("https://a.example.com/mcp").unwrap()),
+                    allowed_resources: ResourceSet::parse_all(["https://b.example.com/mcp"]).unwrap(),
+                    ..Default::default()
+                },
+                SettingsError::DefaultResource,
+            ),
+            (
+                ProjectSettings {
+                    authorize_endpoint_path: "oauth2/authorize".into(),
+                    ..Default::default()
+                },
+                SettingsError::AuthorizePath,
+            ),
+            (
+                ProjectSettings {
+                    authorize_endpoint_path: "//evil.com/x".into(),
+                    ..Default::default()
+                },
+                SettingsError::AuthorizePath,
+            ),
+            (
+                ProjectSettings {
+                    authorize_endpoint_path: "/a?b".into(),
+                    ..Default::default()
+                },
+                SettingsError::AuthorizePath,
+            ),
+        ];
+        for (s, e) in bad {
+            assert_eq!(s.validate(), Err(e));
+        }
+    }
+
+    #[test]
+    fn settings_serde_round_trip() {
+        let (s, _) = ProjectSettings {
+            scopes_supported: ScopeSet::parse("openid email mcp:read mcp:write").unwrap(),
+            default_resource: Some(ResourceUri::parse("https://mcp.example.com/mcp").unwrap()),
+            ..Default::default()
+        }
+        .set_mcp_enabled(true);
+        let v = serde_json::to_value(&s).unwrap();
+        assert_eq!(v["dcr_mode"], "initial_access_token");
+        assert_eq!(v["access_token_ttl"], 3600);
+        assert_eq!(v["code_ttl"], 60);
+        assert_eq!(v["scopes_supported"], "openid email mcp:read mcp:write");
+        let back: ProjectSettings = serde_json::from_value(v).unwrap();
+        assert_eq!(back, s);
+    }
+
+    #[test]
+    fn project_ids() {
+        assert!(ProjectId::new("proj_acme_prod").is_ok());
+        for bad in ["", "a b", "proj/x", "é", &"a".repeat(65)] {
+            assert_eq!(ProjectId::new(bad), Err(InvalidProjectId));
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn project_id_never_panics_and_round_trips(s in ".{0,80}") {
+            if let Ok(p) = ProjectId::new(s.clone()) {
+                prop_assert_eq!(p.as_str(), s.as_str());
+            }
+        }
+    }
+}

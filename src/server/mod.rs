@@ -1,0 +1,170 @@
+//! The async driver: [`AuthorizationServer`] sequences store calls around
+//! the pure core. It decides nothing itself; every rule lives in a core
+//! module. Time and randomness come from the injected [`Clock`] and
+//! [`RandomSource`], so a test can drive whole flows deterministically.
+
+mod admin;
+mod env;
+
+use std::sync::Arc;
+
+pub use self::admin::AdminError;
+pub use self::env::{Clock, FixedClock, RandomSource, SeededRandom, SystemClock, SystemRandom};
+use crate::audit::{AuditEvent, AuditKind};
+use crate::discovery::{EndpointPaths, Issuer};
+use crate::project::ProjectId;
+use crate::store::memory::{MemoryAuditLog, MemoryClientStore, MemoryProjectStore};
+use crate::store::{AuditSink, ClientStore, ProjectStore};
+
+/// An OAuth 2.1 authorization server for many projects, over the host's
+/// stores. Cheap to clone (every part is behind an `Arc`).
+#[derive(Clone)]
+pub struct AuthorizationServer {
+    pub(crate) issuer: Issuer,
+    pub(crate) paths: EndpointPaths,
+    pub(crate) projects: Arc<dyn ProjectStore>,
+    pub(crate) clients: Arc<dyn ClientStore>,
+    pub(crate) audit: Arc<dyn AuditSink>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) random: Arc<dyn RandomSource>,
+}
+
+impl std::fmt::Debug for AuthorizationServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthorizationServer")
+            .field("issuer", &self.issuer)
+            .field("paths", &self.paths)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuthorizationServer {
+    /// A builder with in-memory stores, the system clock and the system
+    /// random source as defaults.
+    pub fn builder(issuer: Issuer) -> AuthorizationServerBuilder {
+        AuthorizationServerBuilder {
+            issuer,
+            paths: EndpointPaths::default(),
+            projects: None,
+            clients: None,
+            audit: None,
+            clock: None,
+            random: None,
+        }
+    }
+
+    /// The issuer identifier.
+    pub fn issuer(&self) -> &Issuer {
+        &self.issuer
+    }
+
+    /// The endpoint paths.
+    pub fn paths(&self) -> &EndpointPaths {
+        &self.paths
+    }
+
+    /// The current time from the injected clock.
+    pub fn now(&self) -> time::OffsetDateTime {
+        self.clock.now()
+    }
+
+    pub(crate) async fn emit(&self, project: &ProjectId, kind: AuditKind) {
+        self.audit
+            .record(AuditEvent::new(project.clone(), self.clock.now(), kind))
+            .await;
+    }
+
+    /// The injected random source, for host-side needs such as CSRF
+    /// tokens on a consent page.
+    pub fn random_source(&self) -> &Arc<dyn RandomSource> {
+        &self.random
+    }
+
+    /// The injected clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// A client registered in a project, if any.
+    ///
+    /// # Errors
+    /// [`crate::store::StoreError`] when storage fails.
+    pub async fn registered_client(
+        &self,
+        project: &ProjectId,
+        id: &crate::client::RegisteredClientId,
+    ) -> Result<Option<crate::client::Client>, crate::store::StoreError> {
+        self.clients.get(project, id).await
+    }
+}
+
+/// Builds an [`AuthorizationServer`].
+#[must_use]
+pub struct AuthorizationServerBuilder {
+    issuer: Issuer,
+    paths: EndpointPaths,
+    projects: Option<Arc<dyn ProjectStore>>,
+    clients: Option<Arc<dyn ClientStore>>,
+    audit: Option<Arc<dyn AuditSink>>,
+    clock: Option<Arc<dyn Clock>>,
+    random: Option<Arc<dyn RandomSource>>,
+}
+
+impl std::fmt::Debug for AuthorizationServerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthorizationServerBuilder")
+            .field("issuer", &self.issuer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuthorizationServerBuilder {
+    /// Endpoint paths (defaults: `/oauth2/token`, `/oauth2/register`, ...).
+    pub fn paths(mut self, paths: EndpointPaths) -> Self {
+        self.paths = paths;
+        self
+    }
+
+    /// The project store.
+    pub fn projects(mut self, store: Arc<dyn ProjectStore>) -> Self {
+        self.projects = Some(store);
+        self
+    }
+
+    /// The client store.
+    pub fn clients(mut self, store: Arc<dyn ClientStore>) -> Self {
+        self.clients = Some(store);
+        self
+    }
+
+    /// The audit sink.
+    pub fn audit(mut self, sink: Arc<dyn AuditSink>) -> Self {
+        self.audit = Some(sink);
+        self
+    }
+
+    /// The clock.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// The random source.
+    pub fn random(mut self, random: Arc<dyn RandomSource>) -> Self {
+        self.random = Some(random);
+        self
+    }
+
+    /// Builds the server, filling unset parts with the defaults.
+    pub fn build(self) -> AuthorizationServer {
+        AuthorizationServer {
+            issuer: self.issuer,
+            paths: self.paths,
+            projects: self.projects.unwrap_or_else(|| Arc::new(MemoryProjectStore::new())),
+            clients: self.clients.unwrap_or_else(|| Arc::new(MemoryClientStore::new())),
+            audit: self.audit.unwrap_or_else(|| Arc::new(MemoryAuditLog::new())),
+            clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
+            random: self.random.unwrap_or_else(|| Arc::new(SystemRandom)),
+        }
+    }
+}
