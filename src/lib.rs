@@ -54,10 +54,12 @@
 //! ```
 
 pub mod audit;
+pub mod authorize;
 pub mod cimd;
 pub mod client;
 pub mod discovery;
 pub mod error;
+pub mod grant;
 pub mod pkce;
 pub mod project;
 pub mod redirect_uri;
@@ -66,6 +68,7 @@ pub mod scope;
 pub mod secret;
 pub mod server;
 pub mod store;
+pub mod token;
 
 pub use error::{ErrorCode, OAuthError};
 

@@ -5,16 +5,18 @@
 
 mod admin;
 mod env;
+mod flow;
 
 use std::sync::Arc;
 
 pub use self::admin::AdminError;
 pub use self::env::{Clock, FixedClock, RandomSource, SeededRandom, SystemClock, SystemRandom};
+pub use self::flow::{ApproveError, AuthorizeOutcome};
 use crate::audit::{AuditEvent, AuditKind};
 use crate::discovery::{EndpointPaths, Issuer};
 use crate::project::ProjectId;
-use crate::store::memory::{MemoryAuditLog, MemoryClientStore, MemoryProjectStore};
-use crate::store::{AuditSink, ClientStore, ProjectStore};
+use crate::store::memory::{MemoryAuditLog, MemoryClientStore, MemoryGrantStore, MemoryProjectStore};
+use crate::store::{AuditSink, ClientStore, GrantStore, OpaqueTokenIssuer, ProjectStore, TokenIssuer};
 
 /// An OAuth 2.1 authorization server for many projects, over the host's
 /// stores. Cheap to clone (every part is behind an `Arc`).
@@ -24,6 +26,8 @@ pub struct AuthorizationServer {
     pub(crate) paths: EndpointPaths,
     pub(crate) projects: Arc<dyn ProjectStore>,
     pub(crate) clients: Arc<dyn ClientStore>,
+    pub(crate) grants: Arc<dyn GrantStore>,
+    pub(crate) token_issuer: Arc<dyn TokenIssuer>,
     pub(crate) audit: Arc<dyn AuditSink>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) random: Arc<dyn RandomSource>,
@@ -47,6 +51,8 @@ impl AuthorizationServer {
             paths: EndpointPaths::default(),
             projects: None,
             clients: None,
+            grants: None,
+            token_issuer: None,
             audit: None,
             clock: None,
             random: None,
@@ -66,6 +72,12 @@ impl AuthorizationServer {
     /// The current time from the injected clock.
     pub fn now(&self) -> time::OffsetDateTime {
         self.clock.now()
+    }
+
+    pub(crate) fn random_array<const N: usize>(&self) -> [u8; N] {
+        let mut buf = [0u8; N];
+        self.random.fill(&mut buf);
+        buf
     }
 
     pub(crate) async fn emit(&self, project: &ProjectId, kind: AuditKind) {
@@ -105,6 +117,8 @@ pub struct AuthorizationServerBuilder {
     paths: EndpointPaths,
     projects: Option<Arc<dyn ProjectStore>>,
     clients: Option<Arc<dyn ClientStore>>,
+    grants: Option<Arc<dyn GrantStore>>,
+    token_issuer: Option<Arc<dyn TokenIssuer>>,
     audit: Option<Arc<dyn AuditSink>>,
     clock: Option<Arc<dyn Clock>>,
     random: Option<Arc<dyn RandomSource>>,
@@ -137,6 +151,18 @@ impl AuthorizationServerBuilder {
         self
     }
 
+    /// The store of codes, tokens and grants.
+    pub fn grants(mut self, store: Arc<dyn GrantStore>) -> Self {
+        self.grants = Some(store);
+        self
+    }
+
+    /// How access tokens are minted (default: opaque random tokens).
+    pub fn token_issuer(mut self, issuer: Arc<dyn TokenIssuer>) -> Self {
+        self.token_issuer = Some(issuer);
+        self
+    }
+
     /// The audit sink.
     pub fn audit(mut self, sink: Arc<dyn AuditSink>) -> Self {
         self.audit = Some(sink);
@@ -162,6 +188,8 @@ impl AuthorizationServerBuilder {
             paths: self.paths,
             projects: self.projects.unwrap_or_else(|| Arc::new(MemoryProjectStore::new())),
             clients: self.clients.unwrap_or_else(|| Arc::new(MemoryClientStore::new())),
+            grants: self.grants.unwrap_or_else(|| Arc::new(MemoryGrantStore::new())),
+            token_issuer: self.token_issuer.unwrap_or_else(|| Arc::new(OpaqueTokenIssuer)),
             audit: self.audit.unwrap_or_else(|| Arc::new(MemoryAuditLog::new())),
             clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
             random: self.random.unwrap_or_else(|| Arc::new(SystemRandom)),

@@ -10,10 +10,14 @@ use std::sync::{Mutex, MutexGuard, RwLock};
 
 use async_trait::async_trait;
 
-use super::{AuditSink, ClientStore, ProjectStore, StoreError};
+use time::OffsetDateTime;
+
+use super::{AuditSink, ClientStore, CodeConsumption, GrantStore, ProjectStore, RefreshRotation, StoreError};
 use crate::audit::AuditEvent;
 use crate::client::{Client, ClientId, RegisteredClientId};
+use crate::grant::{AccessTokenRecord, CodeRecord, GrantId, RefreshTokenRecord};
 use crate::project::{ProjectId, ProjectSettings};
+use crate::secret::SecretHash;
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> Result<MutexGuard<'_, T>, StoreError> {
     m.lock().map_err(|_| StoreError::new("in-memory store lock poisoned"))
@@ -103,6 +107,193 @@ impl ClientStore for MemoryClientStore {
     async fn count(&self, project: &ProjectId) -> Result<usize, StoreError> {
         let map = self.clients.read().map_err(|_| StoreError::new("lock poisoned"))?;
         Ok(map.keys().filter(|(p, _)| p == project).count())
+    }
+}
+
+/// Codes, tokens and grant revocations in memory, under one lock so that
+/// consumption, rotation and revocation are atomic with respect to each
+/// other.
+#[derive(Debug, Default)]
+pub struct MemoryGrantStore {
+    inner: Mutex<GrantMaps>,
+}
+
+type Key = (ProjectId, SecretHash);
+
+#[derive(Debug, Default)]
+struct GrantMaps {
+    codes: HashMap<Key, CodeRecord>,
+    refresh: HashMap<Key, RefreshTokenRecord>,
+    access: HashMap<Key, AccessTokenRecord>,
+    /// Revoked grants, with the time after which the marker may go.
+    revoked: HashMap<(ProjectId, GrantId), OffsetDateTime>,
+}
+
+impl GrantMaps {
+    fn is_revoked(&self, project: &ProjectId, grant: &GrantId) -> bool {
+        !self.revoked.is_empty() && self.revoked.contains_key(&(project.clone(), grant.clone()))
+    }
+}
+
+impl MemoryGrantStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of codes, refresh tokens and access tokens held.
+    pub fn len(&self) -> usize {
+        lock(&self.inner)
+            .map(|m| m.codes.len() + m.refresh.len() + m.access.len())
+            .unwrap_or(0)
+    }
+
+    /// Whether the store holds no codes or tokens.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[async_trait]
+impl GrantStore for MemoryGrantStore {
+    async fn insert_code(&self, record: CodeRecord) -> Result<(), StoreError> {
+        let mut m = lock(&self.inner)?;
+        if !m.is_revoked(&record.grant.project, &record.grant.id) {
+            m.codes.insert((record.grant.project.clone(), record.hash), record);
+        }
+        Ok(())
+    }
+
+    async fn code(&self, project: &ProjectId, hash: &SecretHash) -> Result<Option<CodeRecord>, StoreError> {
+        let m = lock(&self.inner)?;
+        Ok(m.codes
+            .get(&(project.clone(), *hash))
+            .filter(|c| !m.is_revoked(project, &c.grant.id))
+            .cloned())
+    }
+
+    async fn consume_code(&self, project: &ProjectId, hash: &SecretHash) -> Result<CodeConsumption, StoreError> {
+        let mut m = lock(&self.inner)?;
+        let revoked = match m.codes.get(&(project.clone(), *hash)) {
+            None => return Ok(CodeConsumption::NotFound),
+            Some(c) => m.is_revoked(project, &c.grant.id),
+        };
+        let Some(code) = m.codes.get_mut(&(project.clone(), *hash)) else {
+            return Ok(CodeConsumption::NotFound);
+        };
+        if code.consumed || revoked {
+            return Ok(CodeConsumption::AlreadyConsumed(code.clone()));
+        }
+        code.consumed = true;
+        Ok(CodeConsumption::Consumed(code.clone()))
+    }
+
+    async fn insert_refresh_token(&self, record: RefreshTokenRecord) -> Result<(), StoreError> {
+        let mut m = lock(&self.inner)?;
+        if !m.is_revoked(&record.grant.project, &record.grant.id) {
+            m.refresh.insert((record.grant.project.clone(), record.hash), record);
+        }
+        Ok(())
+    }
+
+    async fn refresh_token(
+        &self,
+        project: &ProjectId,
+        hash: &SecretHash,
+    ) -> Result<Option<RefreshTokenRecord>, StoreError> {
+        let m = lock(&self.inner)?;
+        Ok(m.refresh
+            .get(&(project.clone(), *hash))
+            .filter(|r| !m.is_revoked(project, &r.grant.id))
+            .cloned())
+    }
+
+    async fn rotate_refresh_token(
+        &self,
+        project: &ProjectId,
+        old: &SecretHash,
+        new: RefreshTokenRecord,
+    ) -> Result<RefreshRotation, StoreError> {
+        let mut m = lock(&self.inner)?;
+        let key = (project.clone(), *old);
+        let (rotated, revoked) = match m.refresh.get(&key) {
+            None => return Ok(RefreshRotation::NotFound),
+            Some(r) => (r.rotated, m.is_revoked(project, &r.grant.id)),
+        };
+        if revoked {
+            return Ok(RefreshRotation::NotFound);
+        }
+        let Some(record) = m.refresh.get_mut(&key) else {
+            return Ok(RefreshRotation::NotFound);
+        };
+        if rotated {
+            return Ok(RefreshRotation::AlreadyRotated(record.clone()));
+        }
+        record.rotated = true;
+        let old_record = record.clone();
+        m.refresh.insert((project.clone(), new.hash), new);
+        Ok(RefreshRotation::Rotated(old_record))
+    }
+
+    async fn insert_access_token(&self, record: AccessTokenRecord) -> Result<(), StoreError> {
+        let mut m = lock(&self.inner)?;
+        if !m.is_revoked(&record.project, &record.grant_id) {
+            m.access.insert((record.project.clone(), record.hash), record);
+        }
+        Ok(())
+    }
+
+    async fn access_token(
+        &self,
+        project: &ProjectId,
+        hash: &SecretHash,
+    ) -> Result<Option<AccessTokenRecord>, StoreError> {
+        let m = lock(&self.inner)?;
+        Ok(m.access
+            .get(&(project.clone(), *hash))
+            .filter(|a| !m.is_revoked(project, &a.grant_id))
+            .cloned())
+    }
+
+    async fn revoke_access_token(&self, project: &ProjectId, hash: &SecretHash) -> Result<bool, StoreError> {
+        let mut m = lock(&self.inner)?;
+        Ok(match m.access.get_mut(&(project.clone(), *hash)) {
+            Some(a) => {
+                a.revoked = true;
+                true
+            }
+            None => false,
+        })
+    }
+
+    async fn revoke_grant(&self, project: &ProjectId, grant: &GrantId, now: OffsetDateTime) -> Result<(), StoreError> {
+        let mut m = lock(&self.inner)?;
+        // Keep the marker while anything of the grant could still be alive:
+        // codes live 10 minutes, access tokens at most a day; refresh
+        // tokens inserted after this point are dropped.
+        let mut until = now + time::Duration::days(1);
+        m.codes.retain(|(p, _), c| !(p == project && &c.grant.id == grant));
+        m.access.retain(|(p, _), a| {
+            let same = p == project && &a.grant_id == grant;
+            if same {
+                until = until.max(OffsetDateTime::from_unix_timestamp(a.claims.exp).unwrap_or(until));
+            }
+            !same
+        });
+        m.refresh.retain(|(p, _), r| !(p == project && &r.grant.id == grant));
+        m.revoked.insert((project.clone(), grant.clone()), until);
+        Ok(())
+    }
+
+    async fn purge_expired(&self, now: OffsetDateTime) -> Result<usize, StoreError> {
+        let mut m = lock(&self.inner)?;
+        let before = m.codes.len() + m.refresh.len() + m.access.len() + m.revoked.len();
+        let ts = now.unix_timestamp();
+        m.codes.retain(|_, c| c.expires_at > now);
+        m.refresh.retain(|_, r| r.expires_at > now);
+        m.access.retain(|_, a| a.claims.exp > ts);
+        m.revoked.retain(|_, until| *until > now);
+        Ok(before - (m.codes.len() + m.refresh.len() + m.access.len() + m.revoked.len()))
     }
 }
 

@@ -10,10 +10,13 @@ pub mod memory;
 use std::fmt;
 
 use async_trait::async_trait;
+use time::OffsetDateTime;
 
 use crate::audit::AuditEvent;
 use crate::client::{Client, RegisteredClientId};
+use crate::grant::{AccessTokenClaims, AccessTokenRecord, CodeRecord, GrantId, RefreshTokenRecord};
 use crate::project::{ProjectId, ProjectSettings};
+use crate::secret::{SecretHash, SecretString};
 
 /// A failure of the host's storage. Rendered to clients as `server_error`
 /// with no detail; the message is for the host's logs.
@@ -99,6 +102,116 @@ pub trait ClientStore: Send + Sync {
 
     /// Number of clients of a project (for quotas).
     async fn count(&self, project: &ProjectId) -> Result<usize, StoreError>;
+}
+
+/// The outcome of [`GrantStore::consume_code`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CodeConsumption {
+    /// This call consumed the code; it is the only one that ever will.
+    Consumed(CodeRecord),
+    /// The code had already been consumed (a replay).
+    AlreadyConsumed(CodeRecord),
+    /// No such code.
+    NotFound,
+}
+
+/// The outcome of [`GrantStore::rotate_refresh_token`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RefreshRotation {
+    /// The old token was marked rotated and the new one stored.
+    Rotated(RefreshTokenRecord),
+    /// The old token had already been rotated (reuse); nothing was stored.
+    AlreadyRotated(RefreshTokenRecord),
+    /// No such token, or its grant is revoked; nothing was stored.
+    NotFound,
+}
+
+/// Authorization codes, refresh tokens, access tokens and grant revocation.
+/// Keys are the SHA-256 hashes of the secret values, scoped by project.
+///
+/// # Security
+/// - [`GrantStore::consume_code`] must be atomic: of any number of
+///   concurrent calls for one code, exactly one returns `Consumed`.
+/// - [`GrantStore::rotate_refresh_token`] must be atomic in the same way.
+/// - After [`GrantStore::revoke_grant`], every code and token of the grant
+///   must read as absent or revoked, including ones inserted later by a
+///   request that raced the revocation (inserts for a revoked grant are
+///   dropped).
+/// - A storage error must be returned, never reported as success.
+#[async_trait]
+pub trait GrantStore: Send + Sync {
+    /// Stores a new authorization code.
+    async fn insert_code(&self, record: CodeRecord) -> Result<(), StoreError>;
+
+    /// Reads a code without consuming it.
+    async fn code(&self, project: &ProjectId, hash: &SecretHash) -> Result<Option<CodeRecord>, StoreError>;
+
+    /// Consumes a code, atomically.
+    async fn consume_code(&self, project: &ProjectId, hash: &SecretHash) -> Result<CodeConsumption, StoreError>;
+
+    /// Stores a refresh token (dropped if its grant is revoked).
+    async fn insert_refresh_token(&self, record: RefreshTokenRecord) -> Result<(), StoreError>;
+
+    /// Reads a refresh token (absent if its grant is revoked).
+    async fn refresh_token(
+        &self,
+        project: &ProjectId,
+        hash: &SecretHash,
+    ) -> Result<Option<RefreshTokenRecord>, StoreError>;
+
+    /// Marks `old` rotated and stores `new`, atomically, if `old` exists,
+    /// is not yet rotated, and its grant is not revoked.
+    async fn rotate_refresh_token(
+        &self,
+        project: &ProjectId,
+        old: &SecretHash,
+        new: RefreshTokenRecord,
+    ) -> Result<RefreshRotation, StoreError>;
+
+    /// Stores an access token (dropped if its grant is revoked).
+    async fn insert_access_token(&self, record: AccessTokenRecord) -> Result<(), StoreError>;
+
+    /// Reads an access token (absent if its grant is revoked).
+    async fn access_token(
+        &self,
+        project: &ProjectId,
+        hash: &SecretHash,
+    ) -> Result<Option<AccessTokenRecord>, StoreError>;
+
+    /// Revokes one access token; returns whether it existed.
+    async fn revoke_access_token(&self, project: &ProjectId, hash: &SecretHash) -> Result<bool, StoreError>;
+
+    /// Revokes a grant: every code and token of it, now and later.
+    async fn revoke_grant(&self, project: &ProjectId, grant: &GrantId, now: OffsetDateTime) -> Result<(), StoreError>;
+
+    /// Deletes expired codes and tokens and stale revocation markers;
+    /// returns how many records were removed.
+    async fn purge_expired(&self, now: OffsetDateTime) -> Result<usize, StoreError>;
+}
+
+/// Turns access-token claims into the token string a client presents.
+///
+/// The driver stores the claims under the hash of the returned string, so
+/// introspection and revocation work whatever the format. The default,
+/// [`OpaqueTokenIssuer`], makes random opaque tokens; a host may sign JWTs
+/// (RFC 9068) instead.
+#[async_trait]
+pub trait TokenIssuer: Send + Sync {
+    /// The token for `claims`. `random` is 32 fresh random bytes.
+    async fn issue(&self, claims: &AccessTokenClaims, random: &[u8; 32]) -> Result<SecretString, StoreError>;
+}
+
+/// Opaque access tokens: `at_` and 256 random bits, base64url.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OpaqueTokenIssuer;
+
+#[async_trait]
+impl TokenIssuer for OpaqueTokenIssuer {
+    async fn issue(&self, _claims: &AccessTokenClaims, random: &[u8; 32]) -> Result<SecretString, StoreError> {
+        Ok(SecretString::random_with_prefix("at_", random))
+    }
 }
 
 /// Where audit events go.

@@ -1,0 +1,541 @@
+//! The authorization endpoint (OAuth 2.1 section 4.1.1), in two phases.
+//!
+//! Phase 1 establishes who the client is and where to send the user back:
+//! `client_id` and `redirect_uri`. Until both are known to be good, an
+//! error must be shown to the user and never redirected (RFC 6749 section
+//! 4.1.2.1; the CIMD draft says the same for a failed document). Phase 2
+//! checks everything else; its errors go back to the client's redirect
+//! URI with `error`, `state` and `iss` (RFC 9207).
+//!
+//! Success yields a [`PendingAuthorization`]: what the host's login and
+//! consent step needs. The host approves it for a subject (which issues an
+//! authorization code) or denies it.
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+use time::{Duration, OffsetDateTime};
+
+use crate::cimd::ClientIdUrlPolicy;
+use crate::client::{Client, ClientId, ClientIdError};
+use crate::error::{ErrorCode, OAuthError};
+use crate::grant::{CodeRecord, Grant, GrantId, Subject};
+use crate::pkce::CodeChallenge;
+use crate::project::{ProjectId, ProjectSettings};
+use crate::resource::{ResourceSet, ResourceUri};
+use crate::scope::ScopeSet;
+use crate::secret::SecretString;
+
+/// How long a user may take to log in and consent.
+pub const PENDING_AUTHORIZATION_TTL: Duration = Duration::minutes(10);
+
+const MAX_STATE: usize = 2048;
+const MAX_RESOURCES: usize = 10;
+
+/// The parameters of an authorization request, as sent (RFC 6749 section
+/// 4.1.1, RFC 7636 section 4.3, RFC 8707 section 2).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AuthorizationRequest {
+    /// `client_id`.
+    pub client_id: Option<String>,
+    /// `redirect_uri`.
+    pub redirect_uri: Option<String>,
+    /// `response_type`.
+    pub response_type: Option<String>,
+    /// `scope`.
+    pub scope: Option<String>,
+    /// `state`.
+    pub state: Option<String>,
+    /// `code_challenge`.
+    pub code_challenge: Option<String>,
+    /// `code_challenge_method`.
+    pub code_challenge_method: Option<String>,
+    /// `resource`, every occurrence.
+    pub resource: Vec<String>,
+    /// `request` or `request_uri` was present (not supported).
+    pub request_object: bool,
+    /// Single-valued parameters that appeared more than once.
+    pub duplicated: Vec<String>,
+}
+
+impl AuthorizationRequest {
+    /// Parses a query string (without the `?`). Never fails: problems are
+    /// kept and reported by the phase they belong to.
+    pub fn from_query(query: &str) -> Self {
+        let mut req = Self::default();
+        for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+            let slot = match name.as_ref() {
+                "client_id" => &mut req.client_id,
+                "redirect_uri" => &mut req.redirect_uri,
+                "response_type" => &mut req.response_type,
+                "scope" => &mut req.scope,
+                "state" => &mut req.state,
+                "code_challenge" => &mut req.code_challenge,
+                "code_challenge_method" => &mut req.code_challenge_method,
+                "resource" => {
+                    req.resource.push(value.into_owned());
+                    continue;
+                }
+                "request" | "request_uri" => {
+                    req.request_object = true;
+                    continue;
+                }
+                _ => continue,
+            };
+            if slot.is_some() {
+                req.duplicated.push(name.into_owned());
+            } else {
+                *slot = Some(value.into_owned());
+            }
+        }
+        req
+    }
+
+    fn is_duplicated(&self, name: &str) -> bool {
+        self.duplicated.iter().any(|d| d == name)
+    }
+}
+
+/// A phase-1 failure: shown to the user, never redirected.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientRequestError {
+    /// No `client_id`.
+    #[error("the request has no client_id")]
+    MissingClientId,
+    /// `client_id` or `redirect_uri` appeared twice.
+    #[error("the {0} parameter appears more than once")]
+    DuplicateParameter(&'static str),
+    /// `client_id` is malformed.
+    #[error("client_id is not valid: {0}")]
+    MalformedClientId(ClientIdError),
+    /// The client is not known to this project.
+    #[error("unknown client")]
+    UnknownClient,
+    /// The client's metadata document could not be used.
+    #[error("the client's metadata document could not be used ({reason})")]
+    ClientMetadataUnavailable {
+        /// The machine-readable reason.
+        reason: Cow<'static, str>,
+    },
+    /// Metadata-document clients are not enabled for the project.
+    #[error("this project does not accept metadata-document client ids")]
+    CimdDisabled,
+    /// No `redirect_uri` although the client registered several.
+    #[error("redirect_uri is required because the client registered more than one")]
+    MissingRedirectUri,
+    /// `redirect_uri` matches none of the registered ones.
+    #[error("redirect_uri does not match any registered redirect URI")]
+    RedirectUriMismatch,
+    /// The client may not use the authorization-code grant.
+    #[error("the client is not allowed to use the authorization code grant")]
+    GrantNotAllowed,
+}
+
+impl ClientRequestError {
+    /// The OAuth code for the error page.
+    pub const fn code(&self) -> ErrorCode {
+        match self {
+            Self::UnknownClient | Self::ClientMetadataUnavailable { .. } | Self::CimdDisabled => {
+                ErrorCode::InvalidClient
+            }
+            Self::GrantNotAllowed => ErrorCode::UnauthorizedClient,
+            _ => ErrorCode::InvalidRequest,
+        }
+    }
+
+    /// As an [`OAuthError`] for the error page.
+    pub fn to_oauth_error(&self) -> OAuthError {
+        OAuthError::with_description(self.code(), self.to_string())
+    }
+}
+
+/// Phase 1, the `client_id` part: the parameter, parsed.
+///
+/// # Errors
+/// [`ClientRequestError`].
+pub fn parse_client_id(
+    req: &AuthorizationRequest,
+    settings: &ProjectSettings,
+    url_policy: ClientIdUrlPolicy,
+) -> Result<ClientId, ClientRequestError> {
+    if req.is_duplicated("client_id") {
+        return Err(ClientRequestError::DuplicateParameter("client_id"));
+    }
+    let raw = req.client_id.as_deref().ok_or(ClientRequestError::MissingClientId)?;
+    let id = ClientId::parse_with(raw, url_policy).map_err(ClientRequestError::MalformedClientId)?;
+    if matches!(id, ClientId::Metadata(_)) && !settings.cimd_enabled {
+        return Err(ClientRequestError::CimdDisabled);
+    }
+    Ok(id)
+}
+
+/// Phase 1, the `redirect_uri` part, once the client is resolved: the exact
+/// redirect URI to use.
+///
+/// # Errors
+/// [`ClientRequestError`].
+pub fn check_redirect_uri(req: &AuthorizationRequest, client: &Client) -> Result<String, ClientRequestError> {
+    if req.is_duplicated("redirect_uri") {
+        return Err(ClientRequestError::DuplicateParameter("redirect_uri"));
+    }
+    if !client
+        .metadata
+        .grant_types
+        .contains(&crate::client::GrantType::AuthorizationCode)
+    {
+        return Err(ClientRequestError::GrantNotAllowed);
+    }
+    let requested = req.redirect_uri.as_deref();
+    match client.metadata.match_redirect_uri(requested) {
+        Some(registered) => Ok(requested.unwrap_or(registered.as_str()).to_owned()),
+        None if requested.is_none() => Err(ClientRequestError::MissingRedirectUri),
+        None => Err(ClientRequestError::RedirectUriMismatch),
+    }
+}
+
+/// A phase-2 failure: sent back to the client's redirect URI.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RedirectError {
+    /// Where to send the user.
+    pub redirect_uri: String,
+    /// The error.
+    pub error: OAuthError,
+    /// The request's `state`, echoed.
+    pub state: Option<String>,
+}
+
+impl RedirectError {
+    /// The `Location` of the error redirect, with `error`,
+    /// `error_description`, `state` and `iss`.
+    pub fn location(&self, issuer: &str) -> String {
+        let mut params: Vec<(&str, &str)> = vec![("error", self.error.code().as_str())];
+        if let Some(d) = self.error.description() {
+            params.push(("error_description", d));
+        }
+        if let Some(s) = &self.state {
+            params.push(("state", s));
+        }
+        params.push(("iss", issuer));
+        append_query(&self.redirect_uri, &params)
+    }
+}
+
+/// Everything the host's login and consent step needs, after both phases
+/// passed. Keep it server-side (in the host's session store): it is the
+/// authority for what will be granted, so it must never round-trip through
+/// the browser.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct PendingAuthorization {
+    /// The project.
+    pub project: ProjectId,
+    /// The client.
+    pub client_id: ClientId,
+    /// The client's name, for display.
+    pub client_name: Option<String>,
+    /// The host of the `client_id` URL (CIMD clients): show it, it is the
+    /// verified identity.
+    pub client_id_host: Option<String>,
+    /// The exact redirect URI the code will be sent to.
+    pub redirect_uri: String,
+    /// Its host, for display (MCP: MUST be shown).
+    pub redirect_host: Option<String>,
+    /// Every registered redirect URI is a loopback one: anyone can claim
+    /// such a client, so warn the user.
+    pub loopback_only: bool,
+    /// The requested scopes.
+    pub scopes: ScopeSet,
+    /// The requested resources (audiences).
+    pub resources: ResourceSet,
+    /// `state`, echoed on the redirect.
+    pub state: Option<String>,
+    /// The PKCE challenge.
+    pub code_challenge: CodeChallenge,
+    /// When the request was validated.
+    #[serde(with = "time::serde::timestamp")]
+    pub created_at: OffsetDateTime,
+}
+
+/// Phase 2: everything but the client and redirect URI.
+///
+/// # Errors
+/// A [`RedirectError`] to send back to the client.
+pub fn validate_request(
+    req: &AuthorizationRequest,
+    project: &ProjectId,
+    settings: &ProjectSettings,
+    client: &Client,
+    redirect_uri: String,
+    now: OffsetDateTime,
+) -> Result<PendingAuthorization, RedirectError> {
+    let fail = |code: ErrorCode, description: Cow<'static, str>| RedirectError {
+        redirect_uri: redirect_uri.clone(),
+        error: OAuthError::with_description(code, description),
+        state: req.state.clone().filter(|s| s.len() <= MAX_STATE),
+    };
+    if let Some(name) = req.duplicated.first() {
+        return Err(fail(
+            ErrorCode::InvalidRequest,
+            format!("the {name} parameter appears more than once").into(),
+        ));
+    }
+    if req.state.as_ref().is_some_and(|s| s.len() > MAX_STATE) {
+        return Err(fail(ErrorCode::InvalidRequest, "state is too long".into()));
+    }
+    if req.request_object {
+        return Err(fail(
+            ErrorCode::InvalidRequest,
+            "request objects are not supported".into(),
+        ));
+    }
+    match req.response_type.as_deref() {
+        Some("code") => {}
+        None => return Err(fail(ErrorCode::InvalidRequest, "response_type is required".into())),
+        Some(_) => {
+            return Err(fail(
+                ErrorCode::UnsupportedResponseType,
+                "only response_type=code is supported".into(),
+            ));
+        }
+    }
+    let code_challenge =
+        CodeChallenge::from_request(req.code_challenge.as_deref(), req.code_challenge_method.as_deref())
+            .map_err(|e| fail(e.code(), e.to_string().into()))?;
+    let scopes = resolve_scopes(req.scope.as_deref(), settings, client).map_err(|e| fail(e.code(), e.description))?;
+    let resources = resolve_resources(&req.resource, settings).map_err(|e| fail(e.code(), e.description))?;
+    let client_id_host = match &client.client_id {
+        ClientId::Metadata(url) => Some(url.host()),
+        ClientId::Registered(_) => None,
+    };
+    let redirect_host = url::Url::parse(&redirect_uri)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned));
+    Ok(PendingAuthorization {
+        project: project.clone(),
+        client_id: client.client_id.clone(),
+        client_name: client.metadata.client_name.clone(),
+        client_id_host,
+        redirect_host,
+        loopback_only: client.metadata.all_redirects_loopback(),
+        redirect_uri,
+        scopes,
+        resources,
+        state: req.state.clone(),
+        code_challenge,
+        created_at: now,
+    })
+}
+
+/// A scope or resource failure, before it becomes a redirect or a token error.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParameterError {
+    code: ErrorCode,
+    description: Cow<'static, str>,
+}
+
+impl ParameterError {
+    fn new(code: ErrorCode, description: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            code,
+            description: description.into(),
+        }
+    }
+
+    /// The code (`invalid_scope` or `invalid_target`).
+    pub const fn code(&self) -> ErrorCode {
+        self.code
+    }
+}
+
+impl From<ParameterError> for OAuthError {
+    fn from(e: ParameterError) -> Self {
+        Self::with_description(e.code, e.description)
+    }
+}
+
+/// The scopes of a request: the requested ones if the project and the
+/// client allow them all, or the project's default scopes (narrowed to the
+/// client's registered `scope`, if any) when none are requested. An empty
+/// `scopes_supported` puts no limit on the project side.
+///
+/// # Errors
+/// `invalid_scope`.
+pub fn resolve_scopes(
+    requested: Option<&str>,
+    settings: &ProjectSettings,
+    client: &Client,
+) -> Result<ScopeSet, ParameterError> {
+    let client_scopes = client.metadata.scope.as_ref();
+    match requested.filter(|s| !s.is_empty()) {
+        None => Ok(match client_scopes {
+            Some(c) => settings.default_scopes.intersection(c),
+            None => settings.default_scopes.clone(),
+        }),
+        Some(s) => {
+            let set = ScopeSet::parse(s).map_err(|e| ParameterError::new(e.code(), e.to_string()))?;
+            if !settings.scopes_supported.is_empty()
+                && let Some(bad) = set.iter().find(|x| !settings.scopes_supported.contains(x.as_str()))
+            {
+                return Err(ParameterError::new(
+                    ErrorCode::InvalidScope,
+                    format!("scope {bad} is not supported by this project"),
+                ));
+            }
+            if let Some(c) = client_scopes
+                && let Some(bad) = set.iter().find(|x| !c.contains(x.as_str()))
+            {
+                return Err(ParameterError::new(
+                    ErrorCode::InvalidScope,
+                    format!("scope {bad} is not registered for this client"),
+                ));
+            }
+            Ok(set)
+        }
+    }
+}
+
+/// The resources of an authorization request: the requested ones if valid
+/// and allowed, else the project's default resource, else an empty set
+/// unless the project requires one.
+///
+/// # Errors
+/// `invalid_target`.
+pub fn resolve_resources(requested: &[String], settings: &ProjectSettings) -> Result<ResourceSet, ParameterError> {
+    if requested.len() > MAX_RESOURCES {
+        return Err(ParameterError::new(
+            ErrorCode::InvalidTarget,
+            "too many resource parameters",
+        ));
+    }
+    let mut set = ResourceSet::new();
+    for raw in requested {
+        let r = ResourceUri::parse(raw.as_str()).map_err(|e| ParameterError::new(e.code(), e.to_string()))?;
+        if !settings.allowed_resources.is_empty() && !settings.allowed_resources.contains(&r) {
+            return Err(ParameterError::new(
+                ErrorCode::InvalidTarget,
+                "the requested resource is not served by this project",
+            ));
+        }
+        set.insert(r);
+    }
+    if set.is_empty() {
+        match &settings.default_resource {
+            Some(d) => set.insert(d.clone()),
+            None if settings.require_resource => {
+                return Err(ParameterError::new(
+                    ErrorCode::InvalidTarget,
+                    "a resource parameter is required",
+                ));
+            }
+            None => {}
+        }
+    }
+    Ok(set)
+}
+
+/// Why an approval was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApprovalError {
+    /// The host tried to grant scopes that were not requested.
+    #[error("granted scopes must be a subset of the requested scopes")]
+    ScopeWidening,
+    /// The user took longer than [`PENDING_AUTHORIZATION_TTL`].
+    #[error("the authorization request has expired")]
+    Expired,
+}
+
+/// An approved authorization: the code (shown once), its record, and the
+/// redirect.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Approval {
+    /// The authorization code.
+    pub code: SecretString,
+    /// What to store (hash only).
+    pub record: CodeRecord,
+    /// The `Location` to redirect the user to (`code`, `state`, `iss`).
+    pub location: String,
+}
+
+/// Random inputs of an approval, drawn by the driver.
+#[derive(Debug, Clone, Copy)]
+pub struct ApprovalRandomness {
+    /// For the grant id.
+    pub grant_id: [u8; 16],
+    /// For the code.
+    pub code: [u8; 32],
+}
+
+impl PendingAuthorization {
+    /// Approves for `subject`, granting `granted` scopes (a subset of the
+    /// requested ones; `None` grants all requested).
+    ///
+    /// # Errors
+    /// [`ApprovalError`].
+    pub fn approve(
+        self,
+        subject: Subject,
+        granted: Option<ScopeSet>,
+        issuer: &str,
+        code_ttl: Duration,
+        random: ApprovalRandomness,
+        now: OffsetDateTime,
+    ) -> Result<Approval, ApprovalError> {
+        if now - self.created_at > PENDING_AUTHORIZATION_TTL {
+            return Err(ApprovalError::Expired);
+        }
+        let scopes = match granted {
+            Some(g) if !g.is_subset_of(&self.scopes) => return Err(ApprovalError::ScopeWidening),
+            Some(g) => g,
+            None => self.scopes,
+        };
+        let code = SecretString::random_with_prefix("ac_", &random.code);
+        let mut params = vec![("code", code.expose_secret())];
+        if let Some(s) = &self.state {
+            params.push(("state", s));
+        }
+        params.push(("iss", issuer));
+        let location = append_query(&self.redirect_uri, &params);
+        let record = CodeRecord {
+            hash: code.hash(),
+            grant: Grant {
+                id: GrantId::from_random(&random.grant_id),
+                project: self.project,
+                client_id: self.client_id,
+                subject,
+                scopes,
+                resources: self.resources,
+                granted_at: now,
+            },
+            redirect_uri: self.redirect_uri,
+            code_challenge: self.code_challenge,
+            expires_at: now + code_ttl.min(crate::project::MAX_CODE_TTL),
+            consumed: false,
+        };
+        Ok(Approval { code, record, location })
+    }
+
+    /// Denies: the redirect carries `error=access_denied`, `state`, `iss`.
+    pub fn deny(&self, issuer: &str) -> String {
+        RedirectError {
+            redirect_uri: self.redirect_uri.clone(),
+            error: OAuthError::with_description(ErrorCode::AccessDenied, "the user denied the request"),
+            state: self.state.clone(),
+        }
+        .location(issuer)
+    }
+}
+
+/// Appends form-encoded parameters to a URI that may already have a query.
+fn append_query(base: &str, params: &[(&str, &str)]) -> String {
+    let mut ser = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in params {
+        ser.append_pair(k, v);
+    }
+    let query = ser.finish();
+    let sep = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{sep}{query}")
+}

@@ -1,0 +1,462 @@
+//! The token endpoint (OAuth 2.1 section 3.2), revocation (RFC 7009) and
+//! introspection (RFC 7662): request parsing, the checks that must pass
+//! before any state changes, and the response shapes.
+//!
+//! The checks here are pure: the driver looks records up, calls these,
+//! and only then consumes a code or rotates a refresh token, in one atomic
+//! store call (SPEC-CHECKLIST: validate `resource` and `scope` before any
+//! state change).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use time::{Duration, OffsetDateTime};
+
+use crate::client::ClientId;
+use crate::error::{ErrorCode, OAuthError};
+use crate::grant::{AccessTokenClaims, AccessTokenRecord, CodeRecord, Grant, RefreshTokenRecord};
+use crate::pkce::{CodeVerifier, PkceError};
+use crate::resource::{ResourceError, ResourceSet};
+use crate::scope::{ScopeError, ScopeSet};
+
+/// The parameters of a token request (`application/x-www-form-urlencoded`).
+#[derive(Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TokenRequest {
+    /// `grant_type`.
+    pub grant_type: Option<String>,
+    /// `code`.
+    pub code: Option<String>,
+    /// `redirect_uri`.
+    pub redirect_uri: Option<String>,
+    /// `code_verifier`.
+    pub code_verifier: Option<String>,
+    /// `refresh_token`.
+    pub refresh_token: Option<String>,
+    /// `scope`.
+    pub scope: Option<String>,
+    /// `resource`, every occurrence.
+    pub resource: Vec<String>,
+    /// `client_id`.
+    pub client_id: Option<String>,
+    /// `client_secret`.
+    pub client_secret: Option<String>,
+}
+
+impl fmt::Debug for TokenRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redact = |o: &Option<String>| o.as_ref().map(|_| "[redacted]");
+        f.debug_struct("TokenRequest")
+            .field("grant_type", &self.grant_type)
+            .field("code", &redact(&self.code))
+            .field("redirect_uri", &self.redirect_uri)
+            .field("code_verifier", &redact(&self.code_verifier))
+            .field("refresh_token", &redact(&self.refresh_token))
+            .field("scope", &self.scope)
+            .field("resource", &self.resource)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &redact(&self.client_secret))
+            .finish()
+    }
+}
+
+impl TokenRequest {
+    /// Parses a form body. Every parameter but `resource` may appear once
+    /// (RFC 6749 section 3.2).
+    ///
+    /// # Errors
+    /// [`TokenError::DuplicateParameter`].
+    pub fn from_form(body: &[u8]) -> Result<Self, TokenError> {
+        let mut req = Self::default();
+        for (name, value) in url::form_urlencoded::parse(body) {
+            let slot = match name.as_ref() {
+                "grant_type" => &mut req.grant_type,
+                "code" => &mut req.code,
+                "redirect_uri" => &mut req.redirect_uri,
+                "code_verifier" => &mut req.code_verifier,
+                "refresh_token" => &mut req.refresh_token,
+                "scope" => &mut req.scope,
+                "client_id" => &mut req.client_id,
+                "client_secret" => &mut req.client_secret,
+                "resource" => {
+                    req.resource.push(value.into_owned());
+                    continue;
+                }
+                _ => continue,
+            };
+            if slot.is_some() {
+                return Err(TokenError::DuplicateParameter(name.into_owned()));
+            }
+            *slot = Some(value.into_owned());
+        }
+        Ok(req)
+    }
+}
+
+/// Why a token request failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokenError {
+    /// A parameter appeared twice.
+    #[error("the {0} parameter appears more than once")]
+    DuplicateParameter(String),
+    /// A required parameter is missing.
+    #[error("the {0} parameter is required")]
+    MissingParameter(&'static str),
+    /// An unknown or unsupported `grant_type`.
+    #[error("unsupported grant_type")]
+    UnsupportedGrantType,
+    /// The client may not use this grant type.
+    #[error("the client is not allowed to use this grant type")]
+    UnauthorizedClient,
+    /// The code or refresh token is unknown, expired, revoked, or was
+    /// issued to another client. Deliberately one undifferentiated answer.
+    #[error("the {0} is invalid, expired, revoked, or was issued to another client")]
+    InvalidGrant(&'static str),
+    /// `redirect_uri` differs from the authorization request's.
+    #[error("redirect_uri does not match the authorization request")]
+    RedirectUriMismatch,
+    /// PKCE failed.
+    #[error(transparent)]
+    Pkce(#[from] PkceError),
+    /// A scope outside the grant.
+    #[error("the requested scope exceeds the granted scope")]
+    ScopeWidening,
+    /// A malformed scope.
+    #[error(transparent)]
+    Scope(#[from] ScopeError),
+    /// A resource outside the grant.
+    #[error("the requested resource was not granted")]
+    ResourceWidening,
+    /// A malformed resource.
+    #[error(transparent)]
+    Resource(#[from] ResourceError),
+}
+
+impl TokenError {
+    /// The RFC 6749 section 5.2 code.
+    pub const fn code(&self) -> ErrorCode {
+        match self {
+            Self::DuplicateParameter(_) | Self::MissingParameter(_) => ErrorCode::InvalidRequest,
+            Self::UnsupportedGrantType => ErrorCode::UnsupportedGrantType,
+            Self::UnauthorizedClient => ErrorCode::UnauthorizedClient,
+            Self::InvalidGrant(_) | Self::RedirectUriMismatch => ErrorCode::InvalidGrant,
+            Self::Pkce(e) => match e {
+                PkceError::Mismatch => ErrorCode::InvalidGrant,
+                _ => ErrorCode::InvalidRequest,
+            },
+            Self::ScopeWidening | Self::Scope(_) => ErrorCode::InvalidScope,
+            Self::ResourceWidening | Self::Resource(_) => ErrorCode::InvalidTarget,
+        }
+    }
+}
+
+impl From<TokenError> for OAuthError {
+    fn from(e: TokenError) -> Self {
+        Self::with_description(e.code(), e.to_string())
+    }
+}
+
+/// The supported grant types.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum GrantTypeParam {
+    /// `authorization_code`.
+    AuthorizationCode,
+    /// `refresh_token`.
+    RefreshToken,
+}
+
+impl TokenRequest {
+    /// The grant type.
+    ///
+    /// # Errors
+    /// `invalid_request` when missing, `unsupported_grant_type` otherwise.
+    pub fn grant_type(&self) -> Result<GrantTypeParam, TokenError> {
+        match self.grant_type.as_deref() {
+            None => Err(TokenError::MissingParameter("grant_type")),
+            Some("authorization_code") => Ok(GrantTypeParam::AuthorizationCode),
+            Some("refresh_token") => Ok(GrantTypeParam::RefreshToken),
+            Some(_) => Err(TokenError::UnsupportedGrantType),
+        }
+    }
+}
+
+/// What a successful check allows: the scopes and resources of the tokens
+/// to issue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Issuance {
+    /// Scopes of the new tokens.
+    pub scopes: ScopeSet,
+    /// Resources (audiences) of the new tokens.
+    pub resources: ResourceSet,
+}
+
+/// Everything about an authorization-code redemption that can be checked
+/// without changing state: client, expiry, `redirect_uri`, PKCE, and that
+/// `scope` / `resource` only narrow the grant. Whether the code was
+/// already consumed is the caller's next question (replay handling).
+///
+/// # Errors
+/// A [`TokenError`].
+pub fn check_code_redemption(
+    record: &CodeRecord,
+    client_id: &ClientId,
+    req: &TokenRequest,
+    now: OffsetDateTime,
+) -> Result<Issuance, TokenError> {
+    if &record.grant.client_id != client_id || now >= record.expires_at {
+        return Err(TokenError::InvalidGrant("authorization code"));
+    }
+    if let Some(r) = &req.redirect_uri
+        && r != &record.redirect_uri
+    {
+        return Err(TokenError::RedirectUriMismatch);
+    }
+    let verifier = req.code_verifier.as_deref().ok_or(PkceError::VerifierMissing)?;
+    let verifier = CodeVerifier::new(verifier)?;
+    record.code_challenge.verify(&verifier)?;
+    narrow(&record.grant.scopes, &record.grant.resources, req)
+}
+
+/// Everything about a refresh that can be checked without changing state:
+/// client, expiry, and narrowing. Whether the token was already rotated is
+/// the caller's next question (reuse detection).
+///
+/// # Errors
+/// A [`TokenError`].
+pub fn check_refresh(
+    record: &RefreshTokenRecord,
+    client_id: &ClientId,
+    req: &TokenRequest,
+    now: OffsetDateTime,
+) -> Result<Issuance, TokenError> {
+    if &record.grant.client_id != client_id || now >= record.expires_at {
+        return Err(TokenError::InvalidGrant("refresh token"));
+    }
+    narrow(&record.scopes, &record.resources, req)
+}
+
+fn narrow(scopes: &ScopeSet, resources: &ResourceSet, req: &TokenRequest) -> Result<Issuance, TokenError> {
+    let scopes = match req.scope.as_deref().filter(|s| !s.is_empty()) {
+        None => scopes.clone(),
+        Some(s) => {
+            let requested = ScopeSet::parse(s)?;
+            if !requested.is_subset_of(scopes) {
+                return Err(TokenError::ScopeWidening);
+            }
+            requested
+        }
+    };
+    let resources = if req.resource.is_empty() {
+        resources.clone()
+    } else {
+        let requested = ResourceSet::parse_all(req.resource.iter().map(String::as_str))?;
+        if !requested.is_subset_of(resources) {
+            return Err(TokenError::ResourceWidening);
+        }
+        requested
+    };
+    Ok(Issuance { scopes, resources })
+}
+
+/// The claims of a new access token.
+pub fn access_token_claims(
+    issuer: &str,
+    grant: &Grant,
+    issuance: &Issuance,
+    ttl: Duration,
+    jti: String,
+    now: OffsetDateTime,
+) -> AccessTokenClaims {
+    let iat = now.unix_timestamp();
+    AccessTokenClaims {
+        iss: issuer.to_owned(),
+        sub: grant.subject.as_str().to_owned(),
+        aud: issuance.resources.audiences(),
+        client_id: grant.client_id.as_str().to_owned(),
+        scope: issuance.scopes.to_string(),
+        iat,
+        exp: iat + ttl.whole_seconds(),
+        jti,
+    }
+}
+
+/// A successful token response (RFC 6749 section 5.1). `Debug` redacts
+/// the tokens.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct TokenResponse {
+    /// The access token.
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: String,
+    /// Seconds until the access token expires.
+    pub expires_in: i64,
+    /// The new refresh token, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    /// The granted scope.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub scope: String,
+}
+
+impl fmt::Debug for TokenResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenResponse")
+            .field("access_token", &"[redacted]")
+            .field("token_type", &self.token_type)
+            .field("expires_in", &self.expires_in)
+            .field("refresh_token", &self.refresh_token.as_ref().map(|_| "[redacted]"))
+            .field("scope", &self.scope)
+            .finish()
+    }
+}
+
+impl TokenResponse {
+    /// The JSON body.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+/// An introspection response (RFC 7662 section 2.2).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct IntrospectionResponse {
+    /// Whether the token is active.
+    pub active: bool,
+    /// Scopes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// The client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// `access_token` or `refresh_token`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_type: Option<String>,
+    /// Expiry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exp: Option<i64>,
+    /// Issued at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<i64>,
+    /// Subject.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    /// Audiences.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<Vec<String>>,
+    /// Issuer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    /// Token id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+}
+
+impl IntrospectionResponse {
+    /// `{"active": false}`: for unknown, expired and revoked tokens alike.
+    pub fn inactive() -> Self {
+        Self::default()
+    }
+
+    /// The response for an active access token.
+    pub fn from_access_token(record: &AccessTokenRecord) -> Self {
+        let c = &record.claims;
+        Self {
+            active: true,
+            scope: Some(c.scope.clone()),
+            client_id: Some(c.client_id.clone()),
+            token_type: Some("access_token".to_owned()),
+            exp: Some(c.exp),
+            iat: Some(c.iat),
+            sub: Some(c.sub.clone()),
+            aud: Some(c.aud.clone()),
+            iss: Some(c.iss.clone()),
+            jti: Some(c.jti.clone()),
+        }
+    }
+
+    /// The response for an active refresh token.
+    pub fn from_refresh_token(record: &RefreshTokenRecord, issuer: &str) -> Self {
+        Self {
+            active: true,
+            scope: Some(record.scopes.to_string()),
+            client_id: Some(record.grant.client_id.as_str().to_owned()),
+            token_type: Some("refresh_token".to_owned()),
+            exp: Some(record.expires_at.unix_timestamp()),
+            iat: Some(record.issued_at.unix_timestamp()),
+            sub: Some(record.grant.subject.as_str().to_owned()),
+            aud: Some(record.resources.audiences()),
+            iss: Some(issuer.to_owned()),
+            jti: None,
+        }
+    }
+
+    /// The JSON body.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+/// The parameters of a revocation (RFC 7009) or introspection (RFC 7662)
+/// request.
+#[derive(Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TokenReference {
+    /// `token`.
+    pub token: String,
+    /// `token_type_hint`.
+    pub token_type_hint: Option<String>,
+    /// `client_id` (form-based client authentication).
+    pub client_id: Option<String>,
+    /// `client_secret`.
+    pub client_secret: Option<String>,
+}
+
+impl fmt::Debug for TokenReference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenReference")
+            .field("token", &"[redacted]")
+            .field("token_type_hint", &self.token_type_hint)
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenReference {
+    /// Parses a form body.
+    ///
+    /// # Errors
+    /// [`TokenError::MissingParameter`] without `token`,
+    /// [`TokenError::DuplicateParameter`].
+    pub fn from_form(body: &[u8]) -> Result<Self, TokenError> {
+        let mut token = None;
+        let mut hint = None;
+        let mut client_id = None;
+        let mut client_secret = None;
+        for (name, value) in url::form_urlencoded::parse(body) {
+            let slot = match name.as_ref() {
+                "token" => &mut token,
+                "token_type_hint" => &mut hint,
+                "client_id" => &mut client_id,
+                "client_secret" => &mut client_secret,
+                _ => continue,
+            };
+            if slot.is_some() {
+                return Err(TokenError::DuplicateParameter(name.into_owned()));
+            }
+            *slot = Some(value.into_owned());
+        }
+        Ok(Self {
+            token: token
+                .filter(|t| !t.is_empty())
+                .ok_or(TokenError::MissingParameter("token"))?,
+            token_type_hint: hint,
+            client_id,
+            client_secret,
+        })
+    }
+}

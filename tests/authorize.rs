@@ -1,0 +1,199 @@
+//! The authorization endpoint's two phases: phase-1 failures are shown and
+//! never redirected; phase-2 failures redirect with `error`, `state`, `iss`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+mod common;
+
+use authio_mcp::ErrorCode;
+use authio_mcp::pkce::CodeChallenge;
+use authio_mcp::server::AuthorizeOutcome;
+use common::*;
+
+#[tokio::test]
+async fn phase_one_failures_are_never_redirected() {
+    let h = harness().await;
+    let client = h.public_client(1, &[REDIRECT]).await;
+    let two = h.public_client(2, &[REDIRECT, "https://other.example.com/cb"]).await;
+    let v = verifier(1);
+    let ok = auth_query(&client, REDIRECT, &v, "");
+    let cases: Vec<(String, ErrorCode, &str)> = vec![
+        (
+            ok.replace("client_id=client_", "x=client_"),
+            ErrorCode::InvalidRequest,
+            "no client_id",
+        ),
+        (
+            format!("{ok}&client_id={}", client.as_str()),
+            ErrorCode::InvalidRequest,
+            "duplicate client_id",
+        ),
+        (
+            ok.replace(client.as_str(), "my-app"),
+            ErrorCode::InvalidRequest,
+            "malformed client_id",
+        ),
+        (
+            ok.replace(client.as_str(), "client_ffffffffffffffffffffffff"),
+            ErrorCode::InvalidClient,
+            "unknown client",
+        ),
+        (
+            ok.replace("callback", "callback%2F"),
+            ErrorCode::InvalidRequest,
+            "redirect differs by a trailing slash",
+        ),
+        (
+            ok.replace("my-mcp-server", "evil"),
+            ErrorCode::InvalidRequest,
+            "unregistered redirect host",
+        ),
+        (
+            format!("{ok}&redirect_uri=x"),
+            ErrorCode::InvalidRequest,
+            "duplicate redirect_uri",
+        ),
+        (
+            auth_query(&two, REDIRECT, &v, "").replace("redirect_uri=", "x="),
+            ErrorCode::InvalidRequest,
+            "redirect_uri omitted with two registered",
+        ),
+        (
+            ok.replace(client.as_str(), "https%3A%2F%2Fclient.example.com%2Fcimd.json"),
+            ErrorCode::InvalidClient,
+            "metadata document cannot be resolved",
+        ),
+        (
+            ok.replace(client.as_str(), "http%3A%2F%2Fclient.example.com%2Fcimd.json"),
+            ErrorCode::InvalidRequest,
+            "http client_id URL",
+        ),
+    ];
+    for (query, code, why) in cases {
+        match h.authorize(&query).await {
+            AuthorizeOutcome::ShowError(e) => assert_eq!(e.code(), code, "{why}"),
+            other => panic!("{why}: expected an error page, got {other:?}"),
+        }
+    }
+    // And an unknown project.
+    let p = authio_mcp::project::ProjectId::new("nope").unwrap();
+    assert!(matches!(
+        h.server.authorize(&p, &ok).await,
+        AuthorizeOutcome::ShowError(_)
+    ));
+}
+
+#[tokio::test]
+async fn phase_two_failures_redirect_with_state_and_iss() {
+    let h = harness().await;
+    let client = h.public_client(1, &[REDIRECT]).await;
+    let v = verifier(1);
+    let ok = auth_query(&client, REDIRECT, &v, "");
+    let challenge = CodeChallenge::s256(&v);
+    let cases: Vec<(String, &str)> = vec![
+        (
+            ok.replace("response_type=code", "response_type=token"),
+            "unsupported_response_type",
+        ),
+        (ok.replace("response_type=code&", ""), "invalid_request"),
+        (
+            ok.replace("code_challenge_method=S256", "code_challenge_method=plain"),
+            "invalid_request",
+        ),
+        (ok.replace("&code_challenge_method=S256", ""), "invalid_request"),
+        (ok.replace(challenge.as_str(), "short"), "invalid_request"),
+        (
+            ok.replace(&format!("code_challenge={}&", challenge.as_str()), ""),
+            "invalid_request",
+        ),
+        (format!("{ok}&scope=admin"), "invalid_scope"),
+        (format!("{ok}&scope=a++b"), "invalid_scope"),
+        (
+            format!("{ok}&resource=https%3A%2F%2Fx.example.com%2Fm%23frag"),
+            "invalid_target",
+        ),
+        (format!("{ok}&resource=not-a-uri"), "invalid_target"),
+        (format!("{ok}&state=again"), "invalid_request"),
+        (format!("{ok}&request_uri=urn%3Ax"), "invalid_request"),
+    ];
+    for (query, error) in cases {
+        match h.authorize(&query).await {
+            AuthorizeOutcome::Redirect(location) => {
+                assert!(location.starts_with(&format!("{REDIRECT}?")), "{location}");
+                assert_eq!(query_param(&location, "error").as_deref(), Some(error), "{query}");
+                assert_eq!(query_param(&location, "iss").as_deref(), Some(ISSUER));
+                assert!(query_param(&location, "state").is_some());
+                assert!(query_param(&location, "code").is_none());
+            }
+            other => panic!("{query}: expected a redirect, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn resources_are_policy_checked() {
+    let h = harness().await;
+    let client = h.public_client(1, &[REDIRECT]).await;
+    let v = verifier(1);
+    let no_resource =
+        auth_query(&client, REDIRECT, &v, "").replace("&resource=https%3A%2F%2Fmcp.example.com%2Fmcp", "");
+
+    // No resource and no default: an empty audience is allowed by default...
+    let p = h.pending(&no_resource).await;
+    assert!(p.resources.is_empty());
+    // ...refused when the project requires one...
+    h.server
+        .edit_project(&h.project, |mut s| {
+            s.require_resource = true;
+            s
+        })
+        .await
+        .unwrap();
+    let AuthorizeOutcome::Redirect(l) = h.authorize(&no_resource).await else {
+        panic!()
+    };
+    assert_eq!(query_param(&l, "error").as_deref(), Some("invalid_target"));
+    // ...and filled from the project default when there is one.
+    h.server
+        .edit_project(&h.project, |mut s| {
+            s.default_resource = Some(resource());
+            s.allowed_resources = [resource()].into_iter().collect();
+            s
+        })
+        .await
+        .unwrap();
+    let p = h.pending(&no_resource).await;
+    assert_eq!(p.resources.audiences(), vec![RESOURCE]);
+    // A resource the project does not serve is refused.
+    let other = format!("{no_resource}&resource=https%3A%2F%2Fother.example.com%2Fmcp");
+    let AuthorizeOutcome::Redirect(l) = h.authorize(&other).await else {
+        panic!()
+    };
+    assert_eq!(query_param(&l, "error").as_deref(), Some("invalid_target"));
+}
+
+#[tokio::test]
+async fn loopback_clients_are_flagged_and_port_relaxed() {
+    let h = harness().await;
+    let client = h.public_client(3, &["http://127.0.0.1:33418/"]).await;
+    let v = verifier(1);
+    let p = h.pending(&auth_query(&client, "http://127.0.0.1:51000/", &v, "")).await;
+    assert!(p.loopback_only);
+    assert_eq!(p.redirect_uri, "http://127.0.0.1:51000/");
+    assert_eq!(p.redirect_host.as_deref(), Some("127.0.0.1"));
+    // The code goes to the port the client asked for.
+    let location = h
+        .server
+        .approve(p, authio_mcp::grant::Subject::new("u").unwrap(), None)
+        .await
+        .unwrap();
+    assert!(location.starts_with("http://127.0.0.1:51000/?code="));
+}
+
+#[tokio::test]
+async fn default_scopes_when_omitted() {
+    let h = harness().await;
+    let client = h.public_client(1, &[REDIRECT]).await;
+    let p = h.pending(&auth_query(&client, REDIRECT, &verifier(1), "")).await;
+    assert_eq!(p.scopes.to_string(), "mcp:read");
+}

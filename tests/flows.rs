@@ -1,0 +1,366 @@
+//! Whole authorization-code flows against in-memory stores, with a fixed
+//! clock and a seeded random source.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+mod common;
+
+use authio_mcp::ErrorCode;
+use authio_mcp::grant::Subject;
+use authio_mcp::scope::ScopeSet;
+use common::*;
+use time::Duration;
+
+#[tokio::test]
+async fn registered_public_client_full_flow() {
+    let h = harness().await;
+    let client = h.public_client(1, &[REDIRECT]).await;
+    let v = verifier(1);
+    let q = auth_query(&client, REDIRECT, &v, "&scope=mcp%3Aread+mcp%3Awrite");
+    let pending = h.pending(&q).await;
+    assert_eq!(pending.client_name.as_deref(), Some("Client 1"));
+    assert_eq!(pending.redirect_host.as_deref(), Some("my-mcp-server.example.com"));
+    assert!(!pending.loopback_only);
+    assert_eq!(pending.scopes.to_string(), "mcp:read mcp:write");
+
+    let location = h
+        .server
+        .approve(pending, Subject::new("user_demo").unwrap(), None)
+        .await
+        .unwrap();
+    assert!(location.starts_with(REDIRECT));
+    assert_eq!(query_param(&location, "state").as_deref(), Some("st4te"));
+    assert_eq!(query_param(&location, "iss").as_deref(), Some(ISSUER));
+    let code = query_param(&location, "code").unwrap();
+
+    let t = h.exchange(&client, &code, &v, "").await.unwrap();
+    assert_eq!(t.token_type, "Bearer");
+    assert_eq!(t.expires_in, 15 * 60, "project access-token TTL");
+    assert_eq!(t.scope, "mcp:read mcp:write");
+    let info = h.introspect(&t.access_token).await;
+    assert_eq!(info["active"], true);
+    assert_eq!(info["aud"], serde_json::json!([RESOURCE]));
+    assert_eq!(info["sub"], "user_demo");
+    assert_eq!(info["client_id"], client.as_str());
+    assert_eq!(info["iss"], ISSUER);
+    assert_eq!(info["exp"].as_i64().unwrap() - info["iat"].as_i64().unwrap(), 15 * 60);
+
+    // Refresh twice: each rotation invalidates the previous refresh token.
+    let rt1 = t.refresh_token.clone().unwrap();
+    h.clock.advance(Duration::minutes(20));
+    assert_eq!(h.introspect(&t.access_token).await["active"], false, "expired");
+    let t2 = h.refresh(&client, &rt1, "").await.unwrap();
+    let rt2 = t2.refresh_token.clone().unwrap();
+    assert_ne!(rt1, rt2);
+    assert_eq!(h.introspect(&rt1).await["active"], false);
+    let t3 = h.refresh(&client, &rt2, "&scope=mcp%3Aread").await.unwrap();
+    assert_eq!(t3.scope, "mcp:read", "refresh may narrow scope");
+    let info = h.introspect(&t3.access_token).await;
+    assert_eq!(info["aud"], serde_json::json!([RESOURCE]));
+    assert_eq!(info["scope"], "mcp:read");
+
+    // Revoking the refresh token revokes the grant: every token of it.
+    let rt3 = t3.refresh_token.clone().unwrap();
+    let body = form(&[("token", &rt3), ("client_id", client.as_str())]);
+    h.server.revoke(&h.project, None, body.as_bytes()).await.unwrap();
+    assert_eq!(h.introspect(&rt3).await["active"], false);
+    assert_eq!(h.introspect(&t3.access_token).await["active"], false);
+    assert_eq!(
+        h.refresh(&client, &rt3, "").await.unwrap_err().code(),
+        ErrorCode::InvalidGrant
+    );
+
+    let events = h.events();
+    for name in ["authorization.granted", "token.issued", "token.revoked"] {
+        assert!(events.contains(&name), "{name} in {events:?}");
+    }
+}
+
+#[tokio::test]
+async fn code_replay_revokes_the_grant() {
+    let h = harness().await;
+    let client = h.public_client(1, &[REDIRECT]).await;
+    let v = verifier(2);
+    let code = h.code_for(&client, &v, "").await;
+    let t = h.exchange(&client, &code, &v, "").await.unwrap();
+    assert_eq!(h.introspect(&t.access_token).await["active"], true);
+
+    // An invalid replay (wrong verifier) neither revokes nor counts as reuse.
+    let err = h.exchange(&client, &code, &verifier(9), "").await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidGrant);
+    assert_eq!(h.introspect(&t.access_token).await["active"], true);
+    assert!(!h.events().contains(&"authorization_code.reuse_detected"));
+
+    // A valid replay is refused and revokes everything issued from the code.
+    let err = h.exchange(&client, &code, &v, "").await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidGrant);
+    assert_eq!(h.introspect(&t.access_token).await["active"], false);
+    assert_eq!(h.introspect(t.refresh_token.as_deref().unwrap()).await["active"], false);
+    assert!(h.events().contains(&"authorization_code.reuse_detected"));
+}
+
+#[tokio::test]
+async fn refresh_reuse_revokes_the_family() {
+    let h = harness().await;
+    let client = h.public_client(1, &[REDIRECT]).await;
+    let v = verifier(3);
+    let code = h.code_for(&client, &v, "").await;
+    let t1 = h.exchange(&client, &code, &v, "").await.unwrap();
+    let rt1 = t1.refresh_token.unwrap();
+    let t2 = h.refresh(&client, &rt1, "").await.unwrap();
+    // rt1 presented again: reuse. The whole family dies, including t2's tokens.
+    assert_eq!(
+        h.refresh(&client, &rt1, "").await.unwrap_err().code(),
+        ErrorCode::InvalidGrant
+    );
+    assert_eq!(h.introspect(&t2.access_token).await["active"], false);
+    let rt2 = t2.refresh_token.unwrap();
+    assert_eq!(
+        h.refresh(&client, &rt2, "").await.unwrap_err().code(),
+        ErrorCode::InvalidGrant
+    );
+    assert!(h.events().contains(&"refresh_token.reuse_detected"));
+}
+
+#[tokio::test]
+async fn widening_is_refused_without_consuming_the_code() {
+    let h = harness().await;
+    let client = h.public_client(1, &[REDIRECT]).await;
+    let v = verifier(4);
+    let code = h.code_for(&client, &v, "").await;
+    let other = "&resource=https%3A%2F%2Fother.example.com%2Fmcp";
+    let err = h.exchange(&client, &code, &v, other).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidTarget);
+    let err = h.exchange(&client, &code, &v, "&scope=mcp%3Awrite").await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidScope);
+    // The code is still good, and narrowing to the granted resource works.
+    let t = h
+        .exchange(&client, &code, &v, "&resource=https%3A%2F%2Fmcp.example.com%2Fmcp%2F")
+        .await
+        .unwrap();
+    assert_eq!(
+        h.introspect(&t.access_token).await["aud"],
+        serde_json::json!([RESOURCE])
+    );
+}
+
+#[tokio::test]
+async fn token_endpoint_pkce_and_code_failures() {
+    let h = harness().await;
+    let client = h.public_client(1, &[REDIRECT]).await;
+    let other_client = h.public_client(2, &[REDIRECT]).await;
+    let v = verifier(5);
+    let code = h.code_for(&client, &v, "").await;
+    let cases: Vec<(String, ErrorCode)> = vec![
+        // missing verifier
+        (
+            form(&[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("client_id", client.as_str()),
+            ]),
+            ErrorCode::InvalidRequest,
+        ),
+        // malformed verifier (42 chars)
+        (
+            form(&[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("client_id", client.as_str()),
+                ("code_verifier", &"a".repeat(42)),
+            ]),
+            ErrorCode::InvalidRequest,
+        ),
+        // wrong verifier
+        (
+            form(&[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("client_id", client.as_str()),
+                ("code_verifier", verifier(6).as_str()),
+            ]),
+            ErrorCode::InvalidGrant,
+        ),
+        // wrong redirect_uri
+        (
+            form(&[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("client_id", client.as_str()),
+                ("code_verifier", v.as_str()),
+                ("redirect_uri", "https://my-mcp-server.example.com/oauth/callback/"),
+            ]),
+            ErrorCode::InvalidGrant,
+        ),
+        // another client
+        (
+            form(&[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("client_id", other_client.as_str()),
+                ("code_verifier", v.as_str()),
+            ]),
+            ErrorCode::InvalidGrant,
+        ),
+        // unknown code
+        (
+            form(&[
+                ("grant_type", "authorization_code"),
+                ("code", "ac_nope"),
+                ("client_id", client.as_str()),
+                ("code_verifier", v.as_str()),
+            ]),
+            ErrorCode::InvalidGrant,
+        ),
+        // missing code
+        (
+            form(&[
+                ("grant_type", "authorization_code"),
+                ("client_id", client.as_str()),
+                ("code_verifier", v.as_str()),
+            ]),
+            ErrorCode::InvalidRequest,
+        ),
+        // duplicated parameter
+        (
+            form(&[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("code", &code),
+                ("client_id", client.as_str()),
+                ("code_verifier", v.as_str()),
+            ]),
+            ErrorCode::InvalidRequest,
+        ),
+        // grant types
+        (
+            form(&[("grant_type", "password"), ("client_id", client.as_str())]),
+            ErrorCode::UnsupportedGrantType,
+        ),
+        (form(&[("client_id", client.as_str())]), ErrorCode::InvalidRequest),
+        // unknown client
+        (
+            form(&[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("client_id", "client_000000000000000000000000"),
+                ("code_verifier", v.as_str()),
+            ]),
+            ErrorCode::InvalidClient,
+        ),
+    ];
+    for (body, expected) in cases {
+        let err = h.server.token(&h.project, None, body.as_bytes()).await.unwrap_err();
+        assert_eq!(err.code(), expected, "{body}");
+        assert!(err.to_response().headers().get("cache-control").is_some());
+    }
+    // None of the failures consumed the code.
+    assert!(h.exchange(&client, &code, &v, "").await.is_ok());
+}
+
+#[tokio::test]
+async fn codes_expire() {
+    let h = harness().await;
+    let client = h.public_client(1, &[REDIRECT]).await;
+    let v = verifier(7);
+    let code = h.code_for(&client, &v, "").await;
+    h.clock.advance(Duration::seconds(61)); // project code TTL is 60 s
+    assert_eq!(
+        h.exchange(&client, &code, &v, "").await.unwrap_err().code(),
+        ErrorCode::InvalidGrant
+    );
+}
+
+#[tokio::test]
+async fn codes_do_not_cross_projects() {
+    let h = harness().await;
+    let client = h.public_client(1, &[REDIRECT]).await;
+    let v = verifier(8);
+    let code = h.code_for(&client, &v, "").await;
+    let other = authio_mcp::project::ProjectId::new("proj_other").unwrap();
+    h.server.put_project(&other, project_settings()).await.unwrap();
+    let body = form(&[
+        ("grant_type", "authorization_code"),
+        ("code", &code),
+        ("client_id", client.as_str()),
+        ("code_verifier", v.as_str()),
+    ]);
+    let err = h.server.token(&other, None, body.as_bytes()).await.unwrap_err();
+    assert_eq!(
+        err.code(),
+        ErrorCode::InvalidClient,
+        "the client does not exist in the other project"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_code_one_token_response_under_concurrency() {
+    let h = std::sync::Arc::new(harness().await);
+    let client = h.public_client(1, &[REDIRECT]).await;
+    let v = verifier(9);
+    let code = h.code_for(&client, &v, "").await;
+    let mut tasks = Vec::new();
+    for _ in 0..1000 {
+        let (h, client, code, v) = (h.clone(), client.clone(), code.clone(), v.clone());
+        tasks.push(tokio::spawn(async move { h.exchange(&client, &code, &v, "").await }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(e) => assert_eq!(e.code(), ErrorCode::InvalidGrant),
+        }
+    }
+    assert_eq!(ok, 1);
+}
+
+#[tokio::test]
+async fn deny_redirects_access_denied() {
+    let h = harness().await;
+    let client = h.public_client(1, &[REDIRECT]).await;
+    let pending = h.pending(&auth_query(&client, REDIRECT, &verifier(1), "")).await;
+    let location = h.server.deny(&pending).await;
+    assert_eq!(query_param(&location, "error").as_deref(), Some("access_denied"));
+    assert_eq!(query_param(&location, "state").as_deref(), Some("st4te"));
+    assert_eq!(query_param(&location, "iss").as_deref(), Some(ISSUER));
+    assert!(h.events().contains(&"authorization.denied"));
+}
+
+#[tokio::test]
+async fn approval_cannot_widen_and_expires() {
+    let h = harness().await;
+    let client = h.public_client(1, &[REDIRECT]).await;
+    let pending = h.pending(&auth_query(&client, REDIRECT, &verifier(1), "")).await;
+    let r = h
+        .server
+        .approve(
+            pending.clone(),
+            Subject::new("u").unwrap(),
+            Some(ScopeSet::parse("mcp:write").unwrap()),
+        )
+        .await;
+    assert!(r.is_err());
+    h.clock.advance(Duration::minutes(11));
+    assert!(
+        h.server
+            .approve(pending, Subject::new("u").unwrap(), None)
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn purge_keeps_memory_bounded() {
+    let h = harness().await;
+    let client = h.public_client(1, &[REDIRECT]).await;
+    for i in 0..20u8 {
+        let v = verifier(i);
+        let code = h.code_for(&client, &v, "").await;
+        h.exchange(&client, &code, &v, "").await.unwrap();
+    }
+    assert_eq!(h.grants.len(), 60, "20 codes, 20 refresh tokens, 20 access tokens");
+    h.clock.advance(Duration::days(31));
+    use authio_mcp::store::GrantStore;
+    assert_eq!(h.grants.purge_expired(h.server.now()).await.unwrap(), 60);
+    assert!(h.grants.is_empty());
+}
