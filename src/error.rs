@@ -176,6 +176,7 @@ pub struct OAuthError {
     description: Option<Cow<'static, str>>,
     uri: Option<String>,
     challenge: Option<Challenge>,
+    status: Option<StatusCode>,
 }
 
 impl OAuthError {
@@ -186,7 +187,14 @@ impl OAuthError {
             description: None,
             uri: None,
             challenge: None,
+            status: None,
         }
+    }
+
+    /// The error for a request naming a project that does not exist:
+    /// `invalid_request`, rendered with status 404.
+    pub fn unknown_project() -> Self {
+        Self::with_description(ErrorCode::InvalidRequest, "unknown project").with_status(StatusCode::NOT_FOUND)
     }
 
     /// An error with a code and a description.
@@ -202,6 +210,7 @@ impl OAuthError {
             description: Some(Cow::Borrowed("the authorization server could not complete the request")),
             uri: None,
             challenge: None,
+            status: None,
         }
     }
 
@@ -230,6 +239,14 @@ impl OAuthError {
         self
     }
 
+    /// Overrides the HTTP status of the direct response (e.g. 404 for an
+    /// unknown project, 403 for a disabled endpoint).
+    #[must_use]
+    pub const fn with_status(mut self, status: StatusCode) -> Self {
+        self.status = Some(status);
+        self
+    }
+
     /// The code.
     pub const fn code(&self) -> ErrorCode {
         self.code
@@ -247,7 +264,10 @@ impl OAuthError {
 
     /// The HTTP status of a direct response carrying this error.
     pub const fn status(&self) -> StatusCode {
-        self.code.status()
+        match self.status {
+            Some(s) => s,
+            None => self.code.status(),
+        }
     }
 
     /// The JSON body: `{"error": ..., "error_description": ..., "error_uri": ...}`.
@@ -440,6 +460,13 @@ mod tests {
 
         let r = OAuthError::new(ErrorCode::InvalidRequest).to_response();
         assert!(r.headers().get(header::WWW_AUTHENTICATE).is_none());
+    }
+
+    #[test]
+    fn unknown_project_is_404() {
+        let e = OAuthError::unknown_project();
+        assert_eq!(e.code(), ErrorCode::InvalidRequest);
+        assert_eq!(e.to_response().status(), 404);
     }
 
     #[test]

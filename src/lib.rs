@@ -53,6 +53,8 @@
 //! # futures_executor::block_on(demo()).unwrap();
 //! ```
 
+#[cfg(feature = "axum")]
+pub mod axum;
 pub mod audit;
 pub mod authorize;
 pub mod cimd;
@@ -60,6 +62,7 @@ pub mod client;
 pub mod discovery;
 pub mod error;
 pub mod grant;
+pub mod http;
 pub mod pkce;
 pub mod project;
 pub mod redirect_uri;

@@ -2,7 +2,7 @@
 
 use crate::audit::AuditKind;
 use crate::discovery::AuthorizationServerMetadata;
-use crate::error::{ErrorCode, OAuthError};
+use crate::error::OAuthError;
 use crate::project::{ProjectId, ProjectSettings, SettingChange, SettingsError};
 use crate::store::StoreError;
 
@@ -119,7 +119,7 @@ impl AuthorizationServer {
             .projects
             .get(id)
             .await?
-            .ok_or_else(|| OAuthError::with_description(ErrorCode::InvalidRequest, "unknown project"))?;
+            .ok_or_else(OAuthError::unknown_project)?;
         Ok(AuthorizationServerMetadata::build(&self.issuer, &settings, &self.paths))
     }
 }
@@ -130,6 +130,7 @@ mod tests {
 
     use super::*;
     use crate::discovery::Issuer;
+    use crate::error::ErrorCode;
     use crate::project::DcrMode;
     use crate::server::FixedClock;
     use crate::store::memory::MemoryAuditLog;

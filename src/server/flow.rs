@@ -52,10 +52,7 @@ impl AuthorizationServer {
         let settings = match self.projects.get(project).await {
             Ok(Some(s)) => s,
             Ok(None) => {
-                return AuthorizeOutcome::ShowError(OAuthError::with_description(
-                    ErrorCode::InvalidRequest,
-                    "unknown project",
-                ));
+                return AuthorizeOutcome::ShowError(OAuthError::unknown_project());
             }
             Err(_) => return AuthorizeOutcome::ShowError(OAuthError::server_error()),
         };
@@ -210,7 +207,7 @@ impl AuthorizationServer {
         self.projects
             .get(project)
             .await?
-            .ok_or_else(|| OAuthError::with_description(ErrorCode::InvalidRequest, "unknown project"))
+            .ok_or_else(OAuthError::unknown_project)
     }
 
     /// Client authentication at the token, revocation endpoints.

@@ -1,0 +1,438 @@
+//! The example authorization server's application: the OAuth router from
+//! `authio_mcp::axum`, a small login-and-consent page, and the dashboard's
+//! actions as an admin JSON API. Shared with the end-to-end tests.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use async_trait::async_trait;
+use authio_mcp::authorize::PendingAuthorization;
+use authio_mcp::axum::{ConsentHandler, RouterPaths, buffer, into_axum, router};
+use authio_mcp::discovery::Issuer;
+use authio_mcp::grant::Subject;
+use authio_mcp::http::{
+    BearerCredential, HeaderOrDefaultProjectResolver, OAuthEndpoints, bearer_token, error_response, escape_html, json,
+};
+use authio_mcp::project::{DcrMode, ProjectId, ProjectSettings};
+use authio_mcp::resource::ResourceUri;
+use authio_mcp::scope::ScopeSet;
+use authio_mcp::secret::SecretString;
+use authio_mcp::server::AuthorizationServer;
+use authio_mcp::store::memory::MemoryAuditLog;
+use authio_mcp::{ErrorCode, OAuthError};
+use axum::Router;
+use axum::extract::{Path, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::routing::{get, post};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use http::{HeaderValue, StatusCode, header};
+use serde::Deserialize;
+
+/// The demo project, the default one.
+pub const DEMO_PROJECT: &str = "proj_demo";
+/// The subject `--auto-approve` signs in as.
+pub const DEMO_SUBJECT: &str = "user_demo";
+
+/// What the example server is configured with.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The issuer identifier.
+    pub issuer: Issuer,
+    /// Bearer token for `/admin`.
+    pub admin_token: String,
+    /// Approve every valid authorization as `user_demo`.
+    pub auto_approve: bool,
+    /// Let CIMD documents come from loopback addresses (development).
+    pub allow_loopback_cimd: bool,
+    /// Extra trusted root certificate (PEM) for CIMD fetches.
+    pub cimd_root_cert: Option<Vec<u8>>,
+    /// The demo project's DCR mode (after the MCP cascade).
+    pub dcr_mode: Option<DcrMode>,
+    /// The MCP server the demo project serves (default resource).
+    pub resource: ResourceUri,
+    /// The credential resource servers present to the introspection endpoint.
+    pub introspection_token: String,
+}
+
+/// The running application's handles.
+#[derive(Clone)]
+pub struct App {
+    /// The OAuth endpoints.
+    pub endpoints: OAuthEndpoints,
+    /// The audit log, for `/admin/.../audit`.
+    pub audit: Arc<MemoryAuditLog>,
+    config: Arc<Config>,
+    consent: Arc<ConsentPage>,
+}
+
+impl App {
+    /// Builds the server and the demo project (created through the MCP
+    /// cascade, like the dashboard's checkbox).
+    pub async fn new(config: Config) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        let audit = Arc::new(MemoryAuditLog::new());
+        let server = AuthorizationServer::builder(config.issuer.clone()).audit(audit.clone()).build();
+        let project = ProjectId::new(DEMO_PROJECT)?;
+        let mut settings = ProjectSettings::default();
+        settings.scopes_supported = ScopeSet::parse("openid email mcp:read mcp:write")?;
+        settings.default_scopes = ScopeSet::parse("mcp:read mcp:write")?;
+        settings.default_resource = Some(config.resource.clone());
+        server.put_project(&project, settings).await?;
+        server.set_mcp_enabled(&project, true).await?;
+        if let Some(mode) = config.dcr_mode {
+            server
+                .edit_project(&project, |mut s| {
+                    s.dcr_mode = mode;
+                    s
+                })
+                .await?;
+        }
+        let endpoints = OAuthEndpoints::new(server, Arc::new(HeaderOrDefaultProjectResolver::new(project)))
+            .with_introspection_authenticator(Arc::new(BearerCredential::new(SecretString::from(
+                config.introspection_token.as_str(),
+            ))));
+        let consent = Arc::new(ConsentPage { pending: Mutex::new(HashMap::new()), auto_approve: config.auto_approve });
+        Ok(Self { endpoints, audit, config: Arc::new(config), consent })
+    }
+
+    /// The demo project id.
+    pub fn project(&self) -> ProjectId {
+        ProjectId::new(DEMO_PROJECT).unwrap_or_else(|_| unreachable!("a valid literal"))
+    }
+
+    /// The whole router: OAuth endpoints, consent form, admin API, and a
+    /// request log line per request.
+    pub async fn router(&self) -> Result<Router, OAuthError> {
+        let settings = self.endpoints.server().project(&self.project()).await.map_err(|_| OAuthError::server_error())?;
+        let paths = RouterPaths::new(&self.endpoints, settings.authorize_endpoint_path);
+        let oauth = router(self.endpoints.clone(), self.consent.clone(), &paths);
+        let admin = Router::new()
+            .route("/admin/projects/{id}", get(admin_get_project).patch(admin_patch_project))
+            .route("/admin/projects/{id}/mcp", post(admin_set_mcp))
+            .route("/admin/projects/{id}/audit", get(admin_audit))
+            .route("/consent", post(consent_submit))
+            .with_state(self.clone());
+        Ok(oauth.merge(admin).layer(axum::middleware::from_fn(log_request)))
+    }
+
+    fn check_admin(&self, req: &Request) -> Result<(), OAuthError> {
+        let auth = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let expected = SecretString::from(self.config.admin_token.as_str());
+        if bearer_token(auth).is_some_and(|t| expected.ct_eq(t)) {
+            Ok(())
+        } else {
+            Err(OAuthError::with_description(ErrorCode::InvalidToken, "admin token required"))
+        }
+    }
+}
+
+/// One log line per request: method, path (never the query, which can
+/// carry codes), status, duration.
+async fn log_request(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let started = Instant::now();
+    let response = next.run(req).await;
+    tracing::info!(
+        %method,
+        path,
+        status = response.status().as_u16(),
+        micros = started.elapsed().as_micros() as u64,
+        "request"
+    );
+    response
+}
+
+fn admin_error(e: &OAuthError) -> Response {
+    into_axum(error_response(e))
+}
+
+fn json_ok(value: &serde_json::Value) -> Response {
+    into_axum(json(StatusCode::OK, serde_json::to_vec(value).unwrap_or_default()))
+}
+
+fn project_id(id: &str) -> Result<ProjectId, OAuthError> {
+    ProjectId::new(id).map_err(|_| OAuthError::unknown_project())
+}
+
+fn admin_failure(e: authio_mcp::server::AdminError) -> OAuthError {
+    use authio_mcp::server::AdminError;
+    match e {
+        AdminError::UnknownProject => OAuthError::unknown_project(),
+        AdminError::InvalidSettings(s) => OAuthError::with_description(ErrorCode::InvalidRequest, s.to_string()),
+        AdminError::Conflict => OAuthError::with_description(ErrorCode::TemporarilyUnavailable, "concurrent update; retry"),
+        _ => OAuthError::server_error(),
+    }
+}
+
+async fn admin_get_project(State(app): State<App>, Path(id): Path<String>, req: Request) -> Response {
+    let result = async {
+        app.check_admin(&req)?;
+        let p = project_id(&id)?;
+        let settings = app.endpoints.server().project(&p).await.map_err(admin_failure)?;
+        Ok(serde_json::json!({"id": p, "settings": settings, "lints": settings.lints()}))
+    }
+    .await;
+    result.map_or_else(|e| admin_error(&e), |v| json_ok(&v))
+}
+
+#[derive(Deserialize)]
+struct McpSwitch {
+    enabled: bool,
+}
+
+async fn admin_set_mcp(State(app): State<App>, Path(id): Path<String>, req: Request) -> Response {
+    let result = async {
+        app.check_admin(&req)?;
+        let p = project_id(&id)?;
+        let req = buffer(req, 4096).await.map_err(|_| OAuthError::new(ErrorCode::InvalidRequest))?;
+        let body: McpSwitch = serde_json::from_slice(req.body())
+            .map_err(|e| OAuthError::with_description(ErrorCode::InvalidRequest, e.to_string()))?;
+        let (settings, changes) =
+            app.endpoints.server().set_mcp_enabled(&p, body.enabled).await.map_err(admin_failure)?;
+        Ok(serde_json::json!({"settings": settings, "changes": changes, "lints": settings.lints()}))
+    }
+    .await;
+    result.map_or_else(|e| admin_error(&e), |v| json_ok(&v))
+}
+
+/// The fields `PATCH /admin/projects/{id}` may change.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProjectPatch {
+    dcr_mode: Option<DcrMode>,
+    cimd_enabled: Option<bool>,
+    access_token_ttl: Option<i64>,
+    refresh_token_ttl: Option<i64>,
+    code_ttl: Option<authio_mcp::project::CodeTtl>,
+    scopes_supported: Option<ScopeSet>,
+    default_scopes: Option<ScopeSet>,
+    default_resource: Option<ResourceUri>,
+    require_resource: Option<bool>,
+}
+
+async fn admin_patch_project(State(app): State<App>, Path(id): Path<String>, req: Request) -> Response {
+    let result = async {
+        app.check_admin(&req)?;
+        let p = project_id(&id)?;
+        let req = buffer(req, 16 * 1024).await.map_err(|_| OAuthError::new(ErrorCode::InvalidRequest))?;
+        let patch: ProjectPatch = serde_json::from_slice(req.body())
+            .map_err(|e| OAuthError::with_description(ErrorCode::InvalidRequest, e.to_string()))?;
+        let settings = app
+            .endpoints
+            .server()
+            .edit_project(&p, |mut s| {
+                apply_patch(&mut s, &patch);
+                s
+            })
+            .await
+            .map_err(admin_failure)?;
+        Ok(serde_json::json!({"id": p, "settings": settings, "lints": settings.lints()}))
+    }
+    .await;
+    result.map_or_else(|e| admin_error(&e), |v| json_ok(&v))
+}
+
+fn apply_patch(s: &mut ProjectSettings, patch: &ProjectPatch) {
+    if let Some(v) = patch.dcr_mode {
+        s.dcr_mode = v;
+    }
+    if let Some(v) = patch.cimd_enabled {
+        s.cimd_enabled = v;
+    }
+    if let Some(v) = patch.access_token_ttl {
+        s.access_token_ttl = time::Duration::seconds(v);
+    }
+    if let Some(v) = patch.refresh_token_ttl {
+        s.refresh_token_ttl = time::Duration::seconds(v);
+    }
+    if let Some(v) = patch.code_ttl {
+        s.code_ttl = v;
+    }
+    if let Some(v) = &patch.scopes_supported {
+        s.scopes_supported = v.clone();
+    }
+    if let Some(v) = &patch.default_scopes {
+        s.default_scopes = v.clone();
+    }
+    if let Some(v) = &patch.default_resource {
+        s.default_resource = Some(v.clone());
+    }
+    if let Some(v) = patch.require_resource {
+        s.require_resource = v;
+    }
+}
+
+async fn admin_audit(State(app): State<App>, Path(id): Path<String>, req: Request) -> Response {
+    let result = async {
+        app.check_admin(&req)?;
+        let p = project_id(&id)?;
+        app.endpoints.server().project(&p).await.map_err(admin_failure)?;
+        Ok(serde_json::to_value(app.audit.recent(&p, 500)).unwrap_or_default())
+    }
+    .await;
+    result.map_or_else(|e| admin_error(&e), |v| json_ok(&v))
+}
+
+/// A pending consent, kept server-side.
+struct Waiting {
+    pending: PendingAuthorization,
+    csrf: SecretString,
+    cookie: SecretString,
+}
+
+/// The login-and-consent page (demo: the user types a name; no password).
+struct ConsentPage {
+    pending: Mutex<HashMap<String, Waiting>>,
+    auto_approve: bool,
+}
+
+const CONSENT_COOKIE: &str = "authio_consent";
+const MAX_WAITING: usize = 10_000;
+
+#[async_trait]
+impl ConsentHandler for ConsentPage {
+    async fn consent(
+        &self,
+        endpoints: &OAuthEndpoints,
+        pending: PendingAuthorization,
+        _parts: &http::request::Parts,
+    ) -> http::Response<Vec<u8>> {
+        if self.auto_approve {
+            let subject = Subject::new(DEMO_SUBJECT).unwrap_or_else(|_| unreachable!("a valid literal"));
+            return endpoints.approve(pending, subject, None).await;
+        }
+        let random = |n: usize| {
+            let mut b = vec![0u8; n];
+            endpoints.server().random_source().fill(&mut b);
+            URL_SAFE_NO_PAD.encode(b)
+        };
+        let (id, csrf, cookie) = (random(16), random(32), random(32));
+        let page = render_consent(&pending, &id, &csrf);
+        let form_action = redirect_origin(&pending.redirect_uri);
+        {
+            let Ok(mut map) = self.pending.lock() else {
+                return error_response(&OAuthError::server_error());
+            };
+            let now = endpoints.server().now();
+            map.retain(|_, w| now - w.pending.created_at <= authio_mcp::authorize::PENDING_AUTHORIZATION_TTL);
+            if map.len() >= MAX_WAITING {
+                return error_response(&OAuthError::new(ErrorCode::TemporarilyUnavailable));
+            }
+            map.insert(
+                id,
+                Waiting { pending, csrf: SecretString::from(csrf), cookie: SecretString::from(cookie.as_str()) },
+            );
+        }
+        let mut r = http::Response::new(page.into_bytes());
+        let h = r.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+        h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+        let csp = format!(
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self' {form_action}; frame-ancestors 'none'; base-uri 'none'"
+        );
+        if let Ok(v) = HeaderValue::from_str(&csp) {
+            h.insert(header::CONTENT_SECURITY_POLICY, v);
+        }
+        if let Ok(v) =
+            HeaderValue::from_str(&format!("{CONSENT_COOKIE}={cookie}; Path=/consent; HttpOnly; SameSite=Strict"))
+        {
+            h.insert(header::SET_COOKIE, v);
+        }
+        r
+    }
+}
+
+/// The scheme and authority of a redirect URI, for CSP `form-action`
+/// (browsers apply it to the redirect after the consent form posts).
+fn redirect_origin(uri: &str) -> String {
+    url::Url::parse(uri)
+        .ok()
+        .map(|u| match u.host_str() {
+            Some(_) => u.origin().ascii_serialization(),
+            None => format!("{}:", u.scheme()),
+        })
+        .unwrap_or_default()
+}
+
+fn render_consent(p: &PendingAuthorization, id: &str, csrf: &str) -> String {
+    let name = p.client_name.as_deref().unwrap_or("An application");
+    let identity = match &p.client_id_host {
+        Some(host) => format!("<p>Client identity verified at <strong id=\"client-host\">{}</strong></p>", escape_html(host)),
+        None => format!("<p>Registered client <code>{}</code></p>", escape_html(p.client_id.as_str())),
+    };
+    let warning = if p.loopback_only {
+        "<p id=\"loopback-warning\" class=\"warn\">Warning: this client only redirects to your own computer \
+         (localhost). Anyone can publish a client like this; continue only if you started this sign-in yourself.</p>"
+    } else {
+        ""
+    };
+    let scopes: String = p.scopes.iter().map(|s| format!("<li>{}</li>", escape_html(s.as_str()))).collect();
+    let resources: String =
+        p.resources.iter().map(|r| format!("<li>{}</li>", escape_html(r.canonical()))).collect();
+    format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Sign in to {name}</title>\
+         <style>body{{font-family:sans-serif;max-width:36em;margin:2em auto}}.warn{{color:#a00;font-weight:bold}}</style>\
+         </head><body><h1>Sign in and allow <span id=\"client-name\">{name}</span>?</h1>{identity}\
+         <p>After you decide, you will be sent to <strong id=\"redirect-host\">{redirect}</strong>.</p>{warning}\
+         <p>It asks for:</p><ul id=\"scopes\">{scopes}</ul><p>For:</p><ul>{resources}</ul>\
+         <form method=\"post\" action=\"/consent\">\
+         <input type=\"hidden\" name=\"request_id\" value=\"{id}\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+         <label>User name (demo login) <input name=\"username\" id=\"username\" value=\"{subject}\"></label>\
+         <p><button id=\"approve\" name=\"action\" value=\"approve\">Allow</button> \
+         <button id=\"deny\" name=\"action\" value=\"deny\">Deny</button></p></form></body></html>",
+        name = escape_html(name),
+        redirect = escape_html(p.redirect_host.as_deref().unwrap_or(&p.redirect_uri)),
+        id = escape_html(id),
+        csrf = escape_html(csrf),
+        subject = DEMO_SUBJECT,
+    )
+}
+
+async fn consent_submit(State(app): State<App>, req: Request) -> Response {
+    let cookie = req
+        .headers()
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().strip_prefix(CONSENT_COOKIE).and_then(|r| r.strip_prefix('=')))
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
+    let Ok(req) = buffer(req, 8 * 1024).await else {
+        return admin_error(&OAuthError::new(ErrorCode::InvalidRequest));
+    };
+    let mut fields: HashMap<String, String> = HashMap::new();
+    for (k, v) in url::form_urlencoded::parse(req.body()) {
+        fields.insert(k.into_owned(), v.into_owned());
+    }
+    let get = |k: &str| fields.get(k).map(String::as_str).unwrap_or_default();
+    let forbidden = || {
+        into_axum(authio_mcp::http::error_page(
+            &OAuthError::with_description(ErrorCode::AccessDenied, "the consent form is invalid or has expired")
+                .with_status(StatusCode::FORBIDDEN),
+        ))
+    };
+    let waiting = {
+        let Ok(mut map) = app.consent.pending.lock() else { return forbidden() };
+        let ok = map.get(get("request_id")).is_some_and(|w| {
+            w.csrf.ct_eq(get("csrf")) && cookie.iter().any(|c| w.cookie.ct_eq(c))
+        });
+        if !ok {
+            return forbidden();
+        }
+        map.remove(get("request_id"))
+    };
+    let Some(waiting) = waiting else { return forbidden() };
+    match get("action") {
+        "approve" => match Subject::new(get("username")) {
+            Ok(subject) => into_axum(app.endpoints.approve(waiting.pending, subject, None).await),
+            Err(_) => forbidden(),
+        },
+        _ => into_axum(app.endpoints.deny(&waiting.pending).await),
+    }
+}

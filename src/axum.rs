@@ -1,0 +1,133 @@
+//! An axum [`Router`] mounting every endpoint of [`OAuthEndpoints`]
+//! (feature `axum`).
+//!
+//! The host keeps login and consent: a valid authorization request is
+//! handed to its [`ConsentHandler`], which shows a page, authenticates the
+//! user and later calls [`OAuthEndpoints::approve`] or
+//! [`OAuthEndpoints::deny`].
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use http::request::Parts;
+
+use crate::authorize::PendingAuthorization;
+use crate::http::{AuthorizeResponse, OAuthEndpoints};
+
+/// The host's login and consent step.
+#[async_trait]
+pub trait ConsentHandler: Send + Sync {
+    /// Called with a validated authorization request; returns the page (or
+    /// redirect) to show. Keep `pending` server-side.
+    async fn consent(&self, endpoints: &OAuthEndpoints, pending: PendingAuthorization, parts: &Parts) -> http::Response<Vec<u8>>;
+}
+
+/// Paths the router mounts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RouterPaths {
+    /// The authorization endpoint (the project's configured path).
+    pub authorize: String,
+    /// Token endpoint.
+    pub token: String,
+    /// Revocation endpoint.
+    pub revocation: String,
+    /// Introspection endpoint.
+    pub introspection: String,
+}
+
+impl RouterPaths {
+    /// The server's endpoint paths, with `authorize` as the authorization
+    /// endpoint.
+    pub fn new(endpoints: &OAuthEndpoints, authorize: impl Into<String>) -> Self {
+        let p = endpoints.server().paths();
+        Self {
+            authorize: authorize.into(),
+            token: p.token.clone(),
+            revocation: p.revocation.clone(),
+            introspection: p.introspection.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    endpoints: OAuthEndpoints,
+    consent: Arc<dyn ConsentHandler>,
+    max_body: usize,
+}
+
+/// A router with the discovery documents, the authorization endpoint and
+/// the token, revocation and introspection endpoints.
+pub fn router(endpoints: OAuthEndpoints, consent: Arc<dyn ConsentHandler>, paths: &RouterPaths) -> Router {
+    let state = AppState { endpoints, consent, max_body: crate::http::DEFAULT_MAX_BODY };
+    Router::new()
+        .route("/.well-known/oauth-authorization-server", any(discovery))
+        .route("/.well-known/openid-configuration", any(discovery))
+        .route(&paths.authorize, get(authorize))
+        .route(&paths.token, any(token))
+        .route(&paths.revocation, any(revoke))
+        .route(&paths.introspection, any(introspect))
+        .with_state(state)
+}
+
+/// Reads a whole request body up to `limit` bytes (413 beyond).
+///
+/// # Errors
+/// A 413 response.
+pub async fn buffer(req: Request, limit: usize) -> Result<http::Request<Bytes>, Response> {
+    let (parts, body) = req.into_parts();
+    match axum::body::to_bytes(body, limit).await {
+        Ok(bytes) => Ok(http::Request::from_parts(parts, bytes)),
+        Err(_) => Err(into_axum(crate::http::error_response(
+            &crate::OAuthError::with_description(crate::ErrorCode::InvalidRequest, "the request body is too large")
+                .with_status(http::StatusCode::PAYLOAD_TOO_LARGE),
+        ))),
+    }
+}
+
+/// Converts a crate response into an axum one.
+pub fn into_axum(r: http::Response<Vec<u8>>) -> Response {
+    r.map(Body::from).into_response()
+}
+
+async fn discovery(State(s): State<AppState>, req: Request) -> Response {
+    let (parts, _) = req.into_parts();
+    let head = http::Request::from_parts(parts, ());
+    into_axum(s.endpoints.discovery(&head).await)
+}
+
+async fn authorize(State(s): State<AppState>, req: Request) -> Response {
+    let (parts, _) = req.into_parts();
+    let head = http::Request::from_parts(parts.clone(), ());
+    match s.endpoints.authorize(&head).await {
+        AuthorizeResponse::Response(r) => into_axum(r),
+        AuthorizeResponse::Pending(p) => into_axum(s.consent.consent(&s.endpoints, *p, &parts).await),
+    }
+}
+
+async fn token(State(s): State<AppState>, req: Request) -> Response {
+    match buffer(req, s.max_body + 1).await {
+        Ok(req) => into_axum(s.endpoints.token(&req).await),
+        Err(r) => r,
+    }
+}
+
+async fn revoke(State(s): State<AppState>, req: Request) -> Response {
+    match buffer(req, s.max_body + 1).await {
+        Ok(req) => into_axum(s.endpoints.revoke(&req).await),
+        Err(r) => r,
+    }
+}
+
+async fn introspect(State(s): State<AppState>, req: Request) -> Response {
+    match buffer(req, s.max_body + 1).await {
+        Ok(req) => into_axum(s.endpoints.introspect(&req).await),
+        Err(r) => r,
+    }
+}

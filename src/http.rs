@@ -1,0 +1,525 @@
+//! Framework-agnostic HTTP handlers: `http::Request` in,
+//! `http::Response<Vec<u8>>` out.
+//!
+//! [`OAuthEndpoints`] wraps an [`AuthorizationServer`] with what HTTP adds:
+//! project selection ([`ProjectResolver`]), method and content-type checks
+//! (405, 415 as OAuth errors), body limits, `Cache-Control: no-store` on
+//! token and registration responses, `WWW-Authenticate` where required,
+//! CORS for the endpoints browser-based MCP clients call, and rendering of
+//! every OAuth error. Mount its methods on any framework; the `axum`
+//! feature does it for axum.
+
+use std::sync::Arc;
+
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
+
+use crate::authorize::PendingAuthorization;
+use crate::error::{Challenge, ErrorCode, OAuthError};
+use crate::grant::Subject;
+use crate::project::ProjectId;
+use crate::scope::ScopeSet;
+use crate::secret::SecretString;
+use crate::server::{AuthorizationServer, AuthorizeOutcome};
+
+/// The header that selects a project: `X-Authio-Project`.
+pub const PROJECT_HEADER: &str = "x-authio-project";
+
+/// The default cap on request bodies: 64 KiB.
+pub const DEFAULT_MAX_BODY: usize = 64 * 1024;
+
+/// Picks the project a request is for.
+pub trait ProjectResolver: Send + Sync {
+    /// The project, or the error to answer with.
+    ///
+    /// # Errors
+    /// An [`OAuthError`] rendered as is (e.g. 400 for a missing header).
+    fn resolve(&self, headers: &HeaderMap, uri: &Uri) -> Result<ProjectId, OAuthError>;
+}
+
+/// Only the `X-Authio-Project` header.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HeaderProjectResolver;
+
+impl ProjectResolver for HeaderProjectResolver {
+    fn resolve(&self, headers: &HeaderMap, _uri: &Uri) -> Result<ProjectId, OAuthError> {
+        project_from_header(headers)?
+            .ok_or_else(|| OAuthError::with_description(ErrorCode::InvalidRequest, "the X-Authio-Project header is required"))
+    }
+}
+
+/// The `X-Authio-Project` header, else a default project. Real MCP clients
+/// send no custom header, so a server facing them needs a default.
+#[derive(Clone, Debug)]
+pub struct HeaderOrDefaultProjectResolver {
+    default: ProjectId,
+}
+
+impl HeaderOrDefaultProjectResolver {
+    /// Falls back to `default`.
+    pub const fn new(default: ProjectId) -> Self {
+        Self { default }
+    }
+}
+
+impl ProjectResolver for HeaderOrDefaultProjectResolver {
+    fn resolve(&self, headers: &HeaderMap, _uri: &Uri) -> Result<ProjectId, OAuthError> {
+        Ok(project_from_header(headers)?.unwrap_or_else(|| self.default.clone()))
+    }
+}
+
+fn project_from_header(headers: &HeaderMap) -> Result<Option<ProjectId>, OAuthError> {
+    let mut values = headers.get_all(PROJECT_HEADER).iter();
+    let Some(value) = values.next() else { return Ok(None) };
+    let bad = || OAuthError::with_description(ErrorCode::InvalidRequest, "the X-Authio-Project header is malformed");
+    if values.next().is_some() {
+        return Err(bad());
+    }
+    let s = value.to_str().map_err(|_| bad())?;
+    ProjectId::new(s).map(Some).map_err(|_| bad())
+}
+
+/// Decides whether a caller may use the introspection endpoint (RFC 7662
+/// section 2.1 requires the caller to be authorized).
+pub trait IntrospectionAuthenticator: Send + Sync {
+    /// Whether the `Authorization` header value authorizes introspection
+    /// for `project`.
+    fn authenticate(&self, project: &ProjectId, authorization: Option<&str>) -> bool;
+}
+
+/// One shared bearer credential for resource servers, compared in
+/// constant time.
+#[derive(Debug, Clone)]
+pub struct BearerCredential(SecretString);
+
+impl BearerCredential {
+    /// A credential.
+    pub const fn new(secret: SecretString) -> Self {
+        Self(secret)
+    }
+}
+
+impl IntrospectionAuthenticator for BearerCredential {
+    fn authenticate(&self, _project: &ProjectId, authorization: Option<&str>) -> bool {
+        bearer_token(authorization).is_some_and(|t| self.0.ct_eq(t))
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header value (scheme
+/// case-insensitive, RFC 6750 section 2.1).
+pub fn bearer_token(authorization: Option<&str>) -> Option<&str> {
+    let (scheme, token) = authorization?.split_once(' ')?;
+    let token = token.trim_start_matches(' ');
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && !token.contains(' ')).then_some(token)
+}
+
+/// What the authorization endpoint answers.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum AuthorizeResponse {
+    /// Send this response (an error page or a redirect).
+    Response(Response<Vec<u8>>),
+    /// Run login and consent for this request, then call
+    /// [`OAuthEndpoints::approve`] or [`OAuthEndpoints::deny`].
+    Pending(Box<PendingAuthorization>),
+}
+
+/// The OAuth endpoints over HTTP types.
+#[derive(Clone)]
+pub struct OAuthEndpoints {
+    server: AuthorizationServer,
+    resolver: Arc<dyn ProjectResolver>,
+    introspection: Option<Arc<dyn IntrospectionAuthenticator>>,
+    max_body: usize,
+}
+
+impl std::fmt::Debug for OAuthEndpoints {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OAuthEndpoints").field("server", &self.server).finish_non_exhaustive()
+    }
+}
+
+impl OAuthEndpoints {
+    /// Endpoints over `server`, selecting projects with `resolver`. The
+    /// introspection endpoint refuses every caller until an authenticator
+    /// is set.
+    pub fn new(server: AuthorizationServer, resolver: Arc<dyn ProjectResolver>) -> Self {
+        Self { server, resolver, introspection: None, max_body: DEFAULT_MAX_BODY }
+    }
+
+    /// Who may introspect.
+    #[must_use]
+    pub fn with_introspection_authenticator(mut self, auth: Arc<dyn IntrospectionAuthenticator>) -> Self {
+        self.introspection = Some(auth);
+        self
+    }
+
+    /// The cap on request bodies (default 64 KiB).
+    #[must_use]
+    pub const fn with_max_body(mut self, bytes: usize) -> Self {
+        self.max_body = bytes;
+        self
+    }
+
+    /// The server.
+    pub fn server(&self) -> &AuthorizationServer {
+        &self.server
+    }
+
+    /// The project of a request.
+    ///
+    /// # Errors
+    /// The resolver's error.
+    pub fn project<B>(&self, req: &Request<B>) -> Result<ProjectId, OAuthError> {
+        self.resolver.resolve(req.headers(), req.uri())
+    }
+
+    /// `GET /.well-known/oauth-authorization-server` (and
+    /// `openid-configuration`): the project's RFC 8414 metadata.
+    pub async fn discovery<B>(&self, req: &Request<B>) -> Response<Vec<u8>> {
+        if let Some(r) = cors_preflight(req) {
+            return r;
+        }
+        let result = async {
+            allow(req, &[Method::GET, Method::HEAD])?;
+            let project = self.project(req)?;
+            let m = self.server.metadata(&project).await?;
+            Ok(m.to_json())
+        }
+        .await;
+        let mut response = match result {
+            Ok(body) => {
+                let mut r = json(StatusCode::OK, body);
+                r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=60"));
+                r
+            }
+            Err(e) => error_response(&e),
+        };
+        add_cors(&mut response);
+        response
+    }
+
+    /// `GET /oauth2/authorize`.
+    pub async fn authorize<B>(&self, req: &Request<B>) -> AuthorizeResponse {
+        if let Err(e) = allow(req, &[Method::GET]) {
+            return AuthorizeResponse::Response(error_page(&e));
+        }
+        let project = match self.project(req) {
+            Ok(p) => p,
+            Err(e) => return AuthorizeResponse::Response(error_page(&e)),
+        };
+        match self.server.authorize(&project, req.uri().query().unwrap_or_default()).await {
+            AuthorizeOutcome::ShowError(e) => AuthorizeResponse::Response(error_page(&e)),
+            AuthorizeOutcome::Redirect(location) => AuthorizeResponse::Response(redirect(&location)),
+            AuthorizeOutcome::Pending(p) => AuthorizeResponse::Pending(p),
+        }
+    }
+
+    /// Completes a pending authorization with the user's approval: a 302 to
+    /// the client with the code.
+    pub async fn approve(
+        &self,
+        pending: PendingAuthorization,
+        subject: Subject,
+        granted: Option<ScopeSet>,
+    ) -> Response<Vec<u8>> {
+        match self.server.approve(pending, subject, granted).await {
+            Ok(location) => redirect(&location),
+            Err(e) => error_page(&OAuthError::with_description(ErrorCode::InvalidRequest, e.to_string())),
+        }
+    }
+
+    /// Completes a pending authorization with a denial: a 302 to the client
+    /// with `error=access_denied`.
+    pub async fn deny(&self, pending: &PendingAuthorization) -> Response<Vec<u8>> {
+        redirect(&self.server.deny(pending).await)
+    }
+
+    /// `POST /oauth2/token`.
+    pub async fn token<B: AsRef<[u8]>>(&self, req: &Request<B>) -> Response<Vec<u8>> {
+        if let Some(r) = cors_preflight(req) {
+            return r;
+        }
+        let result = async {
+            let (project, body) = self.form_request(req)?;
+            self.server.token(&project, authorization(req), body).await
+        }
+        .await;
+        let mut response = match result {
+            Ok(t) => no_store(json(StatusCode::OK, t.to_json())),
+            Err(e) => error_response(&self.with_basic_challenge(e, req)),
+        };
+        add_cors(&mut response);
+        response
+    }
+
+    /// `POST /oauth2/revoke` (RFC 7009): 200 with an empty body on success.
+    pub async fn revoke<B: AsRef<[u8]>>(&self, req: &Request<B>) -> Response<Vec<u8>> {
+        if let Some(r) = cors_preflight(req) {
+            return r;
+        }
+        let result = async {
+            let (project, body) = self.form_request(req)?;
+            self.server.revoke(&project, authorization(req), body).await
+        }
+        .await;
+        let mut response = match result {
+            Ok(()) => no_store(Response::new(Vec::new())),
+            Err(e) => error_response(&self.with_basic_challenge(e, req)),
+        };
+        add_cors(&mut response);
+        response
+    }
+
+    /// `POST /oauth2/introspect` (RFC 7662), for callers the introspection
+    /// authenticator accepts.
+    pub async fn introspect<B: AsRef<[u8]>>(&self, req: &Request<B>) -> Response<Vec<u8>> {
+        let result = async {
+            let (project, body) = self.form_request(req)?;
+            let allowed = self.introspection.as_ref().is_some_and(|a| a.authenticate(&project, authorization(req)));
+            if !allowed {
+                return Err(OAuthError::with_description(ErrorCode::InvalidToken, "introspection requires a valid credential"));
+            }
+            self.server.introspect(&project, body).await
+        }
+        .await;
+        match result {
+            Ok(r) => no_store(json(StatusCode::OK, r.to_json())),
+            Err(e) => error_response(&e),
+        }
+    }
+
+    fn form_request<'a, B: AsRef<[u8]>>(&self, req: &'a Request<B>) -> Result<(ProjectId, &'a [u8]), OAuthError> {
+        allow(req, &[Method::POST])?;
+        content_type_is(req, "application/x-www-form-urlencoded")?;
+        let body = req.body().as_ref();
+        if body.len() > self.max_body {
+            return Err(too_large());
+        }
+        Ok((self.project(req)?, body))
+    }
+
+    /// A JSON request: method POST, `application/json`, within the limit.
+    ///
+    /// # Errors
+    /// 405, 415 or 413 as OAuth errors, or the resolver's error.
+    pub fn json_request<'a, B: AsRef<[u8]>>(&self, req: &'a Request<B>) -> Result<(ProjectId, &'a [u8]), OAuthError> {
+        allow(req, &[Method::POST])?;
+        content_type_is(req, "application/json")?;
+        let body = req.body().as_ref();
+        if body.len() > self.max_body {
+            return Err(too_large());
+        }
+        Ok((self.project(req)?, body))
+    }
+
+    /// RFC 6749 section 5.2: a client that tried HTTP Basic and failed gets
+    /// a `WWW-Authenticate: Basic` challenge.
+    fn with_basic_challenge<B>(&self, e: OAuthError, req: &Request<B>) -> OAuthError {
+        let tried_basic =
+            authorization(req).is_some_and(|a| a.get(..6).is_some_and(|s| s.eq_ignore_ascii_case("basic ")));
+        if e.code() == ErrorCode::InvalidClient && tried_basic { e.with_challenge(Challenge::Basic) } else { e }
+    }
+}
+
+/// The `Authorization` header as a string, if present and ASCII.
+pub fn authorization<B>(req: &Request<B>) -> Option<&str> {
+    req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())
+}
+
+/// Refuses other methods with 405 and an `Allow` header.
+///
+/// # Errors
+/// `invalid_request` with status 405.
+pub fn allow<B>(req: &Request<B>, methods: &[Method]) -> Result<(), OAuthError> {
+    if methods.contains(req.method()) {
+        Ok(())
+    } else {
+        Err(OAuthError::with_description(ErrorCode::InvalidRequest, "method not allowed")
+            .with_status(StatusCode::METHOD_NOT_ALLOWED))
+    }
+}
+
+/// Checks the media type of the body (parameters such as `charset` are
+/// ignored).
+///
+/// # Errors
+/// `invalid_request` with status 415.
+pub fn content_type_is<B>(req: &Request<B>, expected: &str) -> Result<(), OAuthError> {
+    let ok = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case(expected));
+    if ok {
+        Ok(())
+    } else {
+        Err(OAuthError::with_description(ErrorCode::InvalidRequest, format!("the body must be {expected}"))
+            .with_status(StatusCode::UNSUPPORTED_MEDIA_TYPE))
+    }
+}
+
+fn too_large() -> OAuthError {
+    OAuthError::with_description(ErrorCode::InvalidRequest, "the request body is too large")
+        .with_status(StatusCode::PAYLOAD_TOO_LARGE)
+}
+
+/// A JSON response.
+pub fn json(status: StatusCode, body: Vec<u8>) -> Response<Vec<u8>> {
+    let mut r = Response::new(body);
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+/// Adds `Cache-Control: no-store` and `Pragma: no-cache`.
+pub fn no_store(mut r: Response<Vec<u8>>) -> Response<Vec<u8>> {
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r.headers_mut().insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    r
+}
+
+/// An OAuth error as a JSON response, with `Allow` on 405.
+pub fn error_response(e: &OAuthError) -> Response<Vec<u8>> {
+    let mut r = e.to_response();
+    if r.status() == StatusCode::METHOD_NOT_ALLOWED {
+        r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, POST, OPTIONS"));
+    }
+    r
+}
+
+/// A 302 redirect that is never cached.
+pub fn redirect(location: &str) -> Response<Vec<u8>> {
+    let mut r = Response::new(Vec::new());
+    *r.status_mut() = StatusCode::FOUND;
+    if let Ok(v) = HeaderValue::from_str(location) {
+        r.headers_mut().insert(header::LOCATION, v);
+    } else {
+        return error_page(&OAuthError::server_error());
+    }
+    no_store(r)
+}
+
+/// The page shown for an authorization error that must not be redirected.
+pub fn error_page(e: &OAuthError) -> Response<Vec<u8>> {
+    let html = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Authorization error</title></head>\
+         <body><h1>Authorization error</h1><p><code>{}</code></p><p>{}</p>\
+         <p>The application that sent you here is misconfigured or not trusted; you have not been sent back to it.</p>\
+         </body></html>",
+        escape_html(e.code().as_str()),
+        escape_html(e.description().unwrap_or_default()),
+    );
+    let mut r = Response::new(html.into_bytes());
+    *r.status_mut() = e.status();
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+    );
+    no_store(r)
+}
+
+/// Escapes `& < > " '` for HTML text and attribute values.
+pub fn escape_html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// CORS for endpoints that browser-based MCP clients call directly
+/// (discovery, registration, token, revocation): any origin, no
+/// credentials.
+pub fn add_cors(r: &mut Response<Vec<u8>>) {
+    r.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+}
+
+/// Answers a CORS preflight (`OPTIONS`) with 204.
+pub fn cors_preflight<B>(req: &Request<B>) -> Option<Response<Vec<u8>>> {
+    if req.method() != Method::OPTIONS {
+        return None;
+    }
+    let mut r = Response::new(Vec::new());
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    let h = r.headers_mut();
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST, OPTIONS"));
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("authorization, content-type, x-authio-project, mcp-protocol-version"),
+    );
+    h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+    Some(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn project_resolution() {
+        let mut h = HeaderMap::new();
+        let uri: Uri = "/x".parse().unwrap();
+        assert_eq!(HeaderProjectResolver.resolve(&h, &uri).unwrap_err().code(), ErrorCode::InvalidRequest);
+        let d = HeaderOrDefaultProjectResolver::new(ProjectId::new("proj_demo").unwrap());
+        assert_eq!(d.resolve(&h, &uri).unwrap().as_str(), "proj_demo");
+        h.insert(PROJECT_HEADER, HeaderValue::from_static("proj_acme_prod"));
+        assert_eq!(HeaderProjectResolver.resolve(&h, &uri).unwrap().as_str(), "proj_acme_prod");
+        assert_eq!(d.resolve(&h, &uri).unwrap().as_str(), "proj_acme_prod");
+        h.insert(PROJECT_HEADER, HeaderValue::from_static("bad/id"));
+        assert!(d.resolve(&h, &uri).is_err());
+        h.insert(PROJECT_HEADER, HeaderValue::from_static("a"));
+        h.append(PROJECT_HEADER, HeaderValue::from_static("b"));
+        assert!(d.resolve(&h, &uri).is_err(), "two project headers are ambiguous");
+    }
+
+    #[test]
+    fn bearer_parsing() {
+        assert_eq!(bearer_token(Some("Bearer abc")), Some("abc"));
+        assert_eq!(bearer_token(Some("bearer abc")), Some("abc"));
+        assert_eq!(bearer_token(Some("Basic abc")), None);
+        assert_eq!(bearer_token(Some("Bearer")), None);
+        assert_eq!(bearer_token(Some("Bearer a b")), None);
+        assert_eq!(bearer_token(None), None);
+        let c = BearerCredential::new(SecretString::from("s3cret"));
+        let p = ProjectId::new("p").unwrap();
+        assert!(c.authenticate(&p, Some("Bearer s3cret")));
+        assert!(!c.authenticate(&p, Some("Bearer s3cre")));
+        assert!(!c.authenticate(&p, None));
+    }
+
+    #[test]
+    fn html_is_escaped() {
+        assert_eq!(escape_html("<a href=\"x\">'&'</a>"), "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;");
+        let page = error_page(&OAuthError::with_description(ErrorCode::InvalidRequest, "<script>"));
+        let body = String::from_utf8(page.into_body()).unwrap();
+        assert!(!body.contains("<script>"));
+    }
+
+    #[test]
+    fn method_and_media_type_checks() {
+        let req = Request::builder().method("GET").body(Vec::<u8>::new()).unwrap();
+        let e = allow(&req, &[Method::POST]).unwrap_err();
+        let r = error_response(&e);
+        assert_eq!(r.status(), 405);
+        assert!(r.headers().contains_key(header::ALLOW));
+        let req = Request::builder()
+            .method("POST")
+            .header("content-type", "application/x-www-form-urlencoded; charset=UTF-8")
+            .body(Vec::<u8>::new())
+            .unwrap();
+        assert!(content_type_is(&req, "application/x-www-form-urlencoded").is_ok());
+        assert_eq!(content_type_is(&req, "application/json").unwrap_err().status(), 415);
+    }
+}
