@@ -56,6 +56,8 @@
 pub mod audit;
 pub mod cimd;
 pub mod client;
+pub mod client_auth;
+pub mod dcr;
 pub mod discovery;
 pub mod error;
 pub mod pkce;
