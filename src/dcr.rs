@@ -56,6 +56,11 @@ pub const CLIENT_SECRET_RANDOM_BYTES: usize = 32;
 /// The longest IAT label accepted, in bytes.
 pub const MAX_IAT_LABEL: usize = 200;
 
+/// The largest registration request body parsed, in bytes. Real requests
+/// are a few hundred bytes; the cap bounds parsing work and what a client
+/// can make the server store (an inline `jwks` is otherwise unbounded).
+pub const MAX_REGISTRATION_BODY: usize = 64 * 1024;
+
 /// The longest `Authorization` header value the parsers look at.
 const MAX_AUTHORIZATION: usize = 4096;
 
@@ -627,12 +632,16 @@ impl From<ClientMetadataError> for RegistrationError {
 /// counted, so that a refused request burns no use.
 ///
 /// # Errors
-/// [`RegistrationError::Metadata`] or [`RegistrationError::PinnedAuthMethod`].
+/// [`RegistrationError::Metadata`] (also for a body over
+/// [`MAX_REGISTRATION_BODY`]) or [`RegistrationError::PinnedAuthMethod`].
 pub fn validate_request(
     body: &[u8],
     pins: Option<&PinnedMetadata>,
     redirect_policy: crate::redirect_uri::RedirectUriPolicy,
 ) -> Result<ValidatedMetadata, RegistrationError> {
+    if body.len() > MAX_REGISTRATION_BODY {
+        return Err(ClientMetadataError::TooLong { field: "request body" }.into());
+    }
     let mut metadata = ClientMetadata::from_json(body)?;
     if let Some(pins) = pins {
         metadata = pins
@@ -989,6 +998,14 @@ mod tests {
                 ErrorCode::InvalidSoftwareStatement,
             ),
         ];
+        let big = format!(
+            r#"{{"redirect_uris":["https://a.example.com/cb"],"x":"{}"}}"#,
+            "a".repeat(MAX_REGISTRATION_BODY)
+        );
+        assert_eq!(
+            validate_request(big.as_bytes(), None, RedirectUriPolicy::strict()).unwrap_err(),
+            RegistrationError::Metadata(ClientMetadataError::TooLong { field: "request body" })
+        );
         for (body, code) in table {
             let e = validate_request(body, None, RedirectUriPolicy::strict()).unwrap_err();
             let o = e.to_oauth_error();

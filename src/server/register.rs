@@ -178,6 +178,40 @@ impl AuthorizationServer {
     /// `oauth_client.registered` or `oauth_client.registration_rejected`.
     /// See the module docs for the order of the checks.
     ///
+    /// # Examples
+    ///
+    /// The seed guide's Step 3b: the dashboard issues a token pinned to
+    /// `none`, the MCP client registers with it and gets no secret.
+    ///
+    /// ```
+    /// use authio_mcp::dcr::IatOptions;
+    /// use authio_mcp::discovery::Issuer;
+    /// use authio_mcp::project::{ProjectId, ProjectSettings};
+    /// use authio_mcp::server::AuthorizationServer;
+    ///
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = AuthorizationServer::builder(Issuer::new("https://auth-api.authio.com")?).build();
+    /// let project = ProjectId::new("proj_acme_prod")?;
+    /// server.put_project(&project, ProjectSettings::default()).await?;
+    /// server.set_mcp_enabled(&project, true).await?; // DCR mode: initial_access_token
+    ///
+    /// let issued = server.issue_iat(&project, IatOptions::new()).await?;
+    /// let header = format!("Bearer {}", issued.token.expose_secret());
+    /// let body = br#"{"redirect_uris": ["https://my-mcp-server.example.com/oauth/callback"],
+    ///                 "client_name": "My MCP Server", "token_endpoint_auth_method": "none",
+    ///                 "application_type": "web"}"#;
+    /// let registered = server.register_client(&project, Some(&header), body).await?;
+    /// let response = registered.to_response();
+    /// assert_eq!(response.status(), 201);
+    /// assert!(registered.client_secret.is_none());
+    ///
+    /// // Without the token: 401 invalid_token with a Bearer challenge.
+    /// let refused = server.register_client(&project, None, body).await.unwrap_err();
+    /// assert_eq!(refused.to_response().status(), 401);
+    /// # Ok(()) }
+    /// # futures_executor::block_on(demo()).unwrap();
+    /// ```
+    ///
     /// # Errors
     /// The above; 400 `invalid_client_metadata` / `invalid_redirect_uri` /
     /// `invalid_software_statement` for refused metadata; 403
