@@ -621,6 +621,12 @@ impl RegistrationError {
     }
 }
 
+impl From<IatError> for RegistrationError {
+    fn from(e: IatError) -> Self {
+        Self::Token(e)
+    }
+}
+
 impl From<ClientMetadataError> for RegistrationError {
     fn from(e: ClientMetadataError) -> Self {
         Self::Metadata(e)

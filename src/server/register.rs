@@ -66,12 +66,6 @@ fn refused(error: impl Into<RegistrationError>, iat: Option<&IatRecord>) -> Fail
     Failure::Refused(error.into(), iat.map(|r| r.id.clone()))
 }
 
-impl From<IatError> for RegistrationError {
-    fn from(e: IatError) -> Self {
-        Self::Token(e)
-    }
-}
-
 impl AuthorizationServer {
     /// Issues an initial access token for a project (the dashboard's
     /// "Issue IAT") and records `initial_access_token.issued`. The raw
