@@ -59,6 +59,8 @@ pub mod audit;
 pub mod authorize;
 pub mod cimd;
 pub mod client;
+pub mod client_auth;
+pub mod dcr;
 pub mod discovery;
 pub mod error;
 pub mod grant;

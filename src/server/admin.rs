@@ -24,6 +24,12 @@ pub enum AdminError {
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The initial access token options are invalid.
+    #[error("invalid initial access token options: {0}")]
+    InvalidIatOptions(crate::dcr::IatError),
+    /// No initial access token with this id in the project.
+    #[error("unknown initial access token")]
+    UnknownIat,
 }
 
 /// Compare-and-swap attempts before giving up with [`AdminError::Conflict`].

@@ -4,19 +4,22 @@
 //! [`RandomSource`], so a test can drive whole flows deterministically.
 
 mod admin;
+mod client_auth;
 mod env;
 mod flow;
+mod register;
 
 use std::sync::Arc;
 
 pub use self::admin::AdminError;
 pub use self::env::{Clock, FixedClock, RandomSource, SeededRandom, SystemClock, SystemRandom};
 pub use self::flow::{ApproveError, AuthorizeOutcome};
+pub use self::register::IssuedIat;
 use crate::audit::{AuditEvent, AuditKind};
 use crate::discovery::{EndpointPaths, Issuer};
 use crate::project::ProjectId;
-use crate::store::memory::{MemoryAuditLog, MemoryClientStore, MemoryGrantStore, MemoryProjectStore};
-use crate::store::{AuditSink, ClientStore, GrantStore, OpaqueTokenIssuer, ProjectStore, TokenIssuer};
+use crate::store::memory::{MemoryAuditLog, MemoryClientStore, MemoryGrantStore, MemoryIatStore, MemoryProjectStore};
+use crate::store::{AuditSink, ClientStore, GrantStore, IatStore, OpaqueTokenIssuer, ProjectStore, TokenIssuer};
 
 /// An OAuth 2.1 authorization server for many projects, over the host's
 /// stores. Cheap to clone (every part is behind an `Arc`).
@@ -31,6 +34,8 @@ pub struct AuthorizationServer {
     pub(crate) audit: Arc<dyn AuditSink>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) random: Arc<dyn RandomSource>,
+    pub(crate) iats: Arc<dyn IatStore>,
+    pub(crate) registration: crate::dcr::RegistrationPolicy,
 }
 
 impl std::fmt::Debug for AuthorizationServer {
@@ -56,6 +61,8 @@ impl AuthorizationServer {
             audit: None,
             clock: None,
             random: None,
+            iats: None,
+            registration: crate::dcr::RegistrationPolicy::default(),
         }
     }
 
@@ -122,6 +129,8 @@ pub struct AuthorizationServerBuilder {
     audit: Option<Arc<dyn AuditSink>>,
     clock: Option<Arc<dyn Clock>>,
     random: Option<Arc<dyn RandomSource>>,
+    iats: Option<Arc<dyn IatStore>>,
+    registration: crate::dcr::RegistrationPolicy,
 }
 
 impl std::fmt::Debug for AuthorizationServerBuilder {
@@ -181,6 +190,19 @@ impl AuthorizationServerBuilder {
         self
     }
 
+    /// The initial access token store (default: [`MemoryIatStore`]).
+    pub fn iats(mut self, store: Arc<dyn IatStore>) -> Self {
+        self.iats = Some(store);
+        self
+    }
+
+    /// Client-secret lifetime and per-project client quota for Dynamic
+    /// Client Registration (default: [`crate::dcr::RegistrationPolicy::default`]).
+    pub fn registration_policy(mut self, policy: crate::dcr::RegistrationPolicy) -> Self {
+        self.registration = policy;
+        self
+    }
+
     /// Builds the server, filling unset parts with the defaults.
     pub fn build(self) -> AuthorizationServer {
         AuthorizationServer {
@@ -193,6 +215,8 @@ impl AuthorizationServerBuilder {
             audit: self.audit.unwrap_or_else(|| Arc::new(MemoryAuditLog::new())),
             clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
             random: self.random.unwrap_or_else(|| Arc::new(SystemRandom)),
+            iats: self.iats.unwrap_or_else(|| Arc::new(MemoryIatStore::new())),
+            registration: self.registration,
         }
     }
 }

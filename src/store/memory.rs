@@ -359,3 +359,93 @@ impl AuditSink for MemoryAuditLog {
         }
     }
 }
+
+/// Initial access tokens in memory, keyed by project and token hash. Every
+/// operation runs under one lock, so [`super::IatStore::use_once`] counts exactly.
+#[derive(Debug, Default)]
+pub struct MemoryIatStore {
+    records: Mutex<HashMap<(ProjectId, crate::secret::SecretHash), crate::dcr::IatRecord>>,
+}
+
+impl MemoryIatStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+#[async_trait]
+impl super::IatStore for MemoryIatStore {
+    async fn insert(&self, project: &ProjectId, record: crate::dcr::IatRecord) -> Result<bool, StoreError> {
+        let mut map = lock(&self.records)?;
+        let key = (project.clone(), record.hash);
+        let id_taken = map.iter().any(|((p, _), r)| p == project && r.id == record.id);
+        if id_taken || map.contains_key(&key) {
+            return Ok(false);
+        }
+        map.insert(key, record);
+        Ok(true)
+    }
+
+    async fn find(
+        &self,
+        project: &ProjectId,
+        hash: &crate::secret::SecretHash,
+    ) -> Result<Option<crate::dcr::IatRecord>, StoreError> {
+        let map = lock(&self.records)?;
+        Ok(map.get(&(project.clone(), *hash)).cloned())
+    }
+
+    async fn use_once(
+        &self,
+        project: &ProjectId,
+        hash: &crate::secret::SecretHash,
+        now: time::OffsetDateTime,
+    ) -> Result<super::UseOutcome, StoreError> {
+        let mut map = lock(&self.records)?;
+        let Some(record) = map.get_mut(&(project.clone(), *hash)) else {
+            return Ok(super::UseOutcome::Unknown);
+        };
+        Ok(match record.try_use(now) {
+            Ok(()) => super::UseOutcome::Used(record.clone()),
+            Err(e) => super::UseOutcome::Unusable(e),
+        })
+    }
+
+    async fn list(&self, project: &ProjectId) -> Result<Vec<crate::dcr::IatRecord>, StoreError> {
+        let map = lock(&self.records)?;
+        Ok(map
+            .iter()
+            .filter(|((p, _), _)| p == project)
+            .map(|(_, r)| r.clone())
+            .collect())
+    }
+
+    async fn revoke(
+        &self,
+        project: &ProjectId,
+        id: &crate::dcr::IatId,
+        now: time::OffsetDateTime,
+    ) -> Result<super::RevokeOutcome, StoreError> {
+        let mut map = lock(&self.records)?;
+        let Some(record) = map
+            .iter_mut()
+            .find(|((p, _), r)| p == project && &r.id == id)
+            .map(|(_, r)| r)
+        else {
+            return Ok(super::RevokeOutcome::Unknown);
+        };
+        if record.revoked_at.is_some() {
+            return Ok(super::RevokeOutcome::AlreadyRevoked(record.clone()));
+        }
+        record.revoked_at = Some(now);
+        Ok(super::RevokeOutcome::Revoked(record.clone()))
+    }
+
+    async fn purge(&self, now: time::OffsetDateTime) -> Result<usize, StoreError> {
+        let mut map = lock(&self.records)?;
+        let before = map.len();
+        map.retain(|_, r| r.check(now).is_ok());
+        Ok(before - map.len())
+    }
+}

@@ -223,3 +223,86 @@ pub trait AuditSink: Send + Sync {
     /// Records one event.
     async fn record(&self, event: AuditEvent);
 }
+
+/// What [`IatStore::use_once`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UseOutcome {
+    /// The use was counted; the record as it is now (its `uses` includes
+    /// this one).
+    Used(crate::dcr::IatRecord),
+    /// No token with this hash in this project.
+    Unknown,
+    /// The token exists but is expired, exhausted or revoked; nothing was
+    /// counted.
+    Unusable(crate::dcr::IatError),
+}
+
+/// What [`IatStore::revoke`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RevokeOutcome {
+    /// Revoked now; the record as it is now.
+    Revoked(crate::dcr::IatRecord),
+    /// It was already revoked; unchanged.
+    AlreadyRevoked(crate::dcr::IatRecord),
+    /// No token with this id in this project.
+    Unknown,
+}
+
+/// Initial access tokens (RFC 7591 section 3), per project, keyed by the
+/// SHA-256 hash of the token. Raw tokens are never given to the store.
+///
+/// # Security
+/// - [`IatStore::use_once`] is the ONE call that counts a use. It must
+///   check the token (with [`crate::dcr::IatRecord::try_use`]: revocation,
+///   expiry, `max_uses`) and store the incremented count atomically (one
+///   lock, one transaction, or a conditional update such as
+///   `UPDATE ... SET uses = uses + 1 WHERE hash = ? AND project = ? AND
+///   revoked_at IS NULL AND (max_uses IS NULL OR uses < max_uses) AND
+///   (expires_at IS NULL OR expires_at > ?)`), so that N concurrent
+///   registrations with a `max_uses = k` token yield exactly k clients,
+///   also across server instances sharing the store.
+/// - Records are scoped by project: a token of one project must be unknown
+///   in every other.
+/// - A failure is an error, never a success: when in doubt, count nothing
+///   and return [`StoreError`].
+#[async_trait]
+pub trait IatStore: Send + Sync {
+    /// Stores a new record. Returns `false` (and stores nothing) when its id
+    /// or hash is already taken in the project.
+    async fn insert(&self, project: &ProjectId, record: crate::dcr::IatRecord) -> Result<bool, StoreError>;
+
+    /// The record with this token hash, whatever its state. A read: it
+    /// counts nothing.
+    async fn find(
+        &self,
+        project: &ProjectId,
+        hash: &crate::secret::SecretHash,
+    ) -> Result<Option<crate::dcr::IatRecord>, StoreError>;
+
+    /// Counts one use of the token with this hash if it is usable at `now`,
+    /// atomically (see the trait's `# Security`).
+    async fn use_once(
+        &self,
+        project: &ProjectId,
+        hash: &crate::secret::SecretHash,
+        now: time::OffsetDateTime,
+    ) -> Result<UseOutcome, StoreError>;
+
+    /// Every record of a project, in any state.
+    async fn list(&self, project: &ProjectId) -> Result<Vec<crate::dcr::IatRecord>, StoreError>;
+
+    /// Marks a token revoked at `now` (once: a second revocation keeps the
+    /// first time).
+    async fn revoke(
+        &self,
+        project: &ProjectId,
+        id: &crate::dcr::IatId,
+        now: time::OffsetDateTime,
+    ) -> Result<RevokeOutcome, StoreError>;
+
+    /// Deletes the records of every project that can no longer be used at
+    /// `now` (expired, exhausted or revoked); returns how many.
+    async fn purge(&self, now: time::OffsetDateTime) -> Result<usize, StoreError>;
+}
