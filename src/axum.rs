@@ -24,7 +24,12 @@ use crate::http::{AuthorizeResponse, OAuthEndpoints};
 pub trait ConsentHandler: Send + Sync {
     /// Called with a validated authorization request; returns the page (or
     /// redirect) to show. Keep `pending` server-side.
-    async fn consent(&self, endpoints: &OAuthEndpoints, pending: PendingAuthorization, parts: &Parts) -> http::Response<Vec<u8>>;
+    async fn consent(
+        &self,
+        endpoints: &OAuthEndpoints,
+        pending: PendingAuthorization,
+        parts: &Parts,
+    ) -> http::Response<Vec<u8>>;
 }
 
 /// Paths the router mounts.
@@ -35,6 +40,8 @@ pub struct RouterPaths {
     pub authorize: String,
     /// Token endpoint.
     pub token: String,
+    /// Registration endpoint.
+    pub registration: String,
     /// Revocation endpoint.
     pub revocation: String,
     /// Introspection endpoint.
@@ -49,6 +56,7 @@ impl RouterPaths {
         Self {
             authorize: authorize.into(),
             token: p.token.clone(),
+            registration: p.registration.clone(),
             revocation: p.revocation.clone(),
             introspection: p.introspection.clone(),
         }
@@ -63,14 +71,19 @@ struct AppState {
 }
 
 /// A router with the discovery documents, the authorization endpoint and
-/// the token, revocation and introspection endpoints.
+/// the registration, token, revocation and introspection endpoints.
 pub fn router(endpoints: OAuthEndpoints, consent: Arc<dyn ConsentHandler>, paths: &RouterPaths) -> Router {
-    let state = AppState { endpoints, consent, max_body: crate::http::DEFAULT_MAX_BODY };
+    let state = AppState {
+        endpoints,
+        consent,
+        max_body: crate::http::DEFAULT_MAX_BODY,
+    };
     Router::new()
         .route("/.well-known/oauth-authorization-server", any(discovery))
         .route("/.well-known/openid-configuration", any(discovery))
         .route(&paths.authorize, get(authorize))
         .route(&paths.token, any(token))
+        .route(&paths.registration, any(register))
         .route(&paths.revocation, any(revoke))
         .route(&paths.introspection, any(introspect))
         .with_state(state)
@@ -114,6 +127,13 @@ async fn authorize(State(s): State<AppState>, req: Request) -> Response {
 async fn token(State(s): State<AppState>, req: Request) -> Response {
     match buffer(req, s.max_body + 1).await {
         Ok(req) => into_axum(s.endpoints.token(&req).await),
+        Err(r) => r,
+    }
+}
+
+async fn register(State(s): State<AppState>, req: Request) -> Response {
+    match buffer(req, s.max_body + 1).await {
+        Ok(req) => into_axum(s.endpoints.register(&req).await),
         Err(r) => r,
     }
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
 
 use crate::authorize::PendingAuthorization;
-use crate::error::{Challenge, ErrorCode, OAuthError};
+use crate::error::{ErrorCode, OAuthError};
 use crate::grant::Subject;
 use crate::project::ProjectId;
 use crate::scope::ScopeSet;
@@ -42,8 +42,9 @@ pub struct HeaderProjectResolver;
 
 impl ProjectResolver for HeaderProjectResolver {
     fn resolve(&self, headers: &HeaderMap, _uri: &Uri) -> Result<ProjectId, OAuthError> {
-        project_from_header(headers)?
-            .ok_or_else(|| OAuthError::with_description(ErrorCode::InvalidRequest, "the X-Authio-Project header is required"))
+        project_from_header(headers)?.ok_or_else(|| {
+            OAuthError::with_description(ErrorCode::InvalidRequest, "the X-Authio-Project header is required")
+        })
     }
 }
 
@@ -134,7 +135,9 @@ pub struct OAuthEndpoints {
 
 impl std::fmt::Debug for OAuthEndpoints {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OAuthEndpoints").field("server", &self.server).finish_non_exhaustive()
+        f.debug_struct("OAuthEndpoints")
+            .field("server", &self.server)
+            .finish_non_exhaustive()
     }
 }
 
@@ -143,7 +146,12 @@ impl OAuthEndpoints {
     /// introspection endpoint refuses every caller until an authenticator
     /// is set.
     pub fn new(server: AuthorizationServer, resolver: Arc<dyn ProjectResolver>) -> Self {
-        Self { server, resolver, introspection: None, max_body: DEFAULT_MAX_BODY }
+        Self {
+            server,
+            resolver,
+            introspection: None,
+            max_body: DEFAULT_MAX_BODY,
+        }
     }
 
     /// Who may introspect.
@@ -189,7 +197,8 @@ impl OAuthEndpoints {
         let mut response = match result {
             Ok(body) => {
                 let mut r = json(StatusCode::OK, body);
-                r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=60"));
+                r.headers_mut()
+                    .insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=60"));
                 r
             }
             Err(e) => error_response(&e),
@@ -207,7 +216,11 @@ impl OAuthEndpoints {
             Ok(p) => p,
             Err(e) => return AuthorizeResponse::Response(error_page(&e)),
         };
-        match self.server.authorize(&project, req.uri().query().unwrap_or_default()).await {
+        match self
+            .server
+            .authorize(&project, req.uri().query().unwrap_or_default())
+            .await
+        {
             AuthorizeOutcome::ShowError(e) => AuthorizeResponse::Response(error_page(&e)),
             AuthorizeOutcome::Redirect(location) => AuthorizeResponse::Response(redirect(&location)),
             AuthorizeOutcome::Pending(p) => AuthorizeResponse::Pending(p),
@@ -246,7 +259,26 @@ impl OAuthEndpoints {
         .await;
         let mut response = match result {
             Ok(t) => no_store(json(StatusCode::OK, t.to_json())),
-            Err(e) => error_response(&self.with_basic_challenge(e, req)),
+            Err(e) => error_response(&e),
+        };
+        add_cors(&mut response);
+        response
+    }
+
+    /// `POST /oauth2/register` (RFC 7591): 201 with the registered client,
+    /// or 400 / 401 / 403 as OAuth errors.
+    pub async fn register<B: AsRef<[u8]>>(&self, req: &Request<B>) -> Response<Vec<u8>> {
+        if let Some(r) = cors_preflight(req) {
+            return r;
+        }
+        let result = async {
+            let (project, body) = self.json_request(req)?;
+            self.server.register_client(&project, authorization(req), body).await
+        }
+        .await;
+        let mut response = match result {
+            Ok(r) => r.to_response(),
+            Err(e) => no_store(error_response(&e)),
         };
         add_cors(&mut response);
         response
@@ -264,7 +296,7 @@ impl OAuthEndpoints {
         .await;
         let mut response = match result {
             Ok(()) => no_store(Response::new(Vec::new())),
-            Err(e) => error_response(&self.with_basic_challenge(e, req)),
+            Err(e) => error_response(&e),
         };
         add_cors(&mut response);
         response
@@ -275,9 +307,15 @@ impl OAuthEndpoints {
     pub async fn introspect<B: AsRef<[u8]>>(&self, req: &Request<B>) -> Response<Vec<u8>> {
         let result = async {
             let (project, body) = self.form_request(req)?;
-            let allowed = self.introspection.as_ref().is_some_and(|a| a.authenticate(&project, authorization(req)));
+            let allowed = self
+                .introspection
+                .as_ref()
+                .is_some_and(|a| a.authenticate(&project, authorization(req)));
             if !allowed {
-                return Err(OAuthError::with_description(ErrorCode::InvalidToken, "introspection requires a valid credential"));
+                return Err(OAuthError::with_description(
+                    ErrorCode::InvalidToken,
+                    "introspection requires a valid credential",
+                ));
             }
             self.server.introspect(&project, body).await
         }
@@ -311,14 +349,6 @@ impl OAuthEndpoints {
         }
         Ok((self.project(req)?, body))
     }
-
-    /// RFC 6749 section 5.2: a client that tried HTTP Basic and failed gets
-    /// a `WWW-Authenticate: Basic` challenge.
-    fn with_basic_challenge<B>(&self, e: OAuthError, req: &Request<B>) -> OAuthError {
-        let tried_basic =
-            authorization(req).is_some_and(|a| a.get(..6).is_some_and(|s| s.eq_ignore_ascii_case("basic ")));
-        if e.code() == ErrorCode::InvalidClient && tried_basic { e.with_challenge(Challenge::Basic) } else { e }
-    }
 }
 
 /// The `Authorization` header as a string, if present and ASCII.
@@ -334,8 +364,10 @@ pub fn allow<B>(req: &Request<B>, methods: &[Method]) -> Result<(), OAuthError> 
     if methods.contains(req.method()) {
         Ok(())
     } else {
-        Err(OAuthError::with_description(ErrorCode::InvalidRequest, "method not allowed")
-            .with_status(StatusCode::METHOD_NOT_ALLOWED))
+        Err(
+            OAuthError::with_description(ErrorCode::InvalidRequest, "method not allowed")
+                .with_status(StatusCode::METHOD_NOT_ALLOWED),
+        )
     }
 }
 
@@ -354,8 +386,10 @@ pub fn content_type_is<B>(req: &Request<B>, expected: &str) -> Result<(), OAuthE
     if ok {
         Ok(())
     } else {
-        Err(OAuthError::with_description(ErrorCode::InvalidRequest, format!("the body must be {expected}"))
-            .with_status(StatusCode::UNSUPPORTED_MEDIA_TYPE))
+        Err(
+            OAuthError::with_description(ErrorCode::InvalidRequest, format!("the body must be {expected}"))
+                .with_status(StatusCode::UNSUPPORTED_MEDIA_TYPE),
+        )
     }
 }
 
@@ -368,14 +402,17 @@ fn too_large() -> OAuthError {
 pub fn json(status: StatusCode, body: Vec<u8>) -> Response<Vec<u8>> {
     let mut r = Response::new(body);
     *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
 }
 
 /// Adds `Cache-Control: no-store` and `Pragma: no-cache`.
 pub fn no_store(mut r: Response<Vec<u8>>) -> Response<Vec<u8>> {
-    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r.headers_mut().insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r.headers_mut()
+        .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     r
 }
 
@@ -383,7 +420,8 @@ pub fn no_store(mut r: Response<Vec<u8>>) -> Response<Vec<u8>> {
 pub fn error_response(e: &OAuthError) -> Response<Vec<u8>> {
     let mut r = e.to_response();
     if r.status() == StatusCode::METHOD_NOT_ALLOWED {
-        r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, POST, OPTIONS"));
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, POST, OPTIONS"));
     }
     r
 }
@@ -413,7 +451,10 @@ pub fn error_page(e: &OAuthError) -> Response<Vec<u8>> {
     let mut r = Response::new(html.into_bytes());
     *r.status_mut() = e.status();
     let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(
         header::CONTENT_SECURITY_POLICY,
@@ -442,7 +483,8 @@ pub fn escape_html(s: &str) -> String {
 /// (discovery, registration, token, revocation): any origin, no
 /// credentials.
 pub fn add_cors(r: &mut Response<Vec<u8>>) {
-    r.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    r.headers_mut()
+        .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
 }
 
 /// Answers a CORS preflight (`OPTIONS`) with 204.
@@ -454,7 +496,10 @@ pub fn cors_preflight<B>(req: &Request<B>) -> Option<Response<Vec<u8>>> {
     *r.status_mut() = StatusCode::NO_CONTENT;
     let h = r.headers_mut();
     h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
-    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST, OPTIONS"));
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, POST, OPTIONS"),
+    );
     h.insert(
         header::ACCESS_CONTROL_ALLOW_HEADERS,
         HeaderValue::from_static("authorization, content-type, x-authio-project, mcp-protocol-version"),
@@ -471,11 +516,17 @@ mod tests {
     fn project_resolution() {
         let mut h = HeaderMap::new();
         let uri: Uri = "/x".parse().unwrap();
-        assert_eq!(HeaderProjectResolver.resolve(&h, &uri).unwrap_err().code(), ErrorCode::InvalidRequest);
+        assert_eq!(
+            HeaderProjectResolver.resolve(&h, &uri).unwrap_err().code(),
+            ErrorCode::InvalidRequest
+        );
         let d = HeaderOrDefaultProjectResolver::new(ProjectId::new("proj_demo").unwrap());
         assert_eq!(d.resolve(&h, &uri).unwrap().as_str(), "proj_demo");
         h.insert(PROJECT_HEADER, HeaderValue::from_static("proj_acme_prod"));
-        assert_eq!(HeaderProjectResolver.resolve(&h, &uri).unwrap().as_str(), "proj_acme_prod");
+        assert_eq!(
+            HeaderProjectResolver.resolve(&h, &uri).unwrap().as_str(),
+            "proj_acme_prod"
+        );
         assert_eq!(d.resolve(&h, &uri).unwrap().as_str(), "proj_acme_prod");
         h.insert(PROJECT_HEADER, HeaderValue::from_static("bad/id"));
         assert!(d.resolve(&h, &uri).is_err());
@@ -501,7 +552,10 @@ mod tests {
 
     #[test]
     fn html_is_escaped() {
-        assert_eq!(escape_html("<a href=\"x\">'&'</a>"), "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;");
+        assert_eq!(
+            escape_html("<a href=\"x\">'&'</a>"),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+        );
         let page = error_page(&OAuthError::with_description(ErrorCode::InvalidRequest, "<script>"));
         let body = String::from_utf8(page.into_body()).unwrap();
         assert!(!body.contains("<script>"));

@@ -53,10 +53,10 @@
 //! # futures_executor::block_on(demo()).unwrap();
 //! ```
 
-#[cfg(feature = "axum")]
-pub mod axum;
 pub mod audit;
 pub mod authorize;
+#[cfg(feature = "axum")]
+pub mod axum;
 pub mod cimd;
 pub mod client;
 pub mod client_auth;

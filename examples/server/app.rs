@@ -2,6 +2,8 @@
 //! `authio_mcp::axum`, a small login-and-consent page, and the dashboard's
 //! actions as an admin JSON API. Shared with the end-to-end tests.
 
+#![allow(unreachable_pub)]
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -9,6 +11,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use authio_mcp::authorize::PendingAuthorization;
 use authio_mcp::axum::{ConsentHandler, RouterPaths, buffer, into_axum, router};
+use authio_mcp::dcr::{IatId, IatOptions};
 use authio_mcp::discovery::Issuer;
 use authio_mcp::grant::Subject;
 use authio_mcp::http::{
@@ -22,13 +25,14 @@ use authio_mcp::server::AuthorizationServer;
 use authio_mcp::store::memory::MemoryAuditLog;
 use authio_mcp::{ErrorCode, OAuthError};
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::{Path, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use http::{HeaderValue, StatusCode, header};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::Deserialize;
 
 /// The demo project, the default one.
@@ -73,7 +77,9 @@ impl App {
     /// cascade, like the dashboard's checkbox).
     pub async fn new(config: Config) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
         let audit = Arc::new(MemoryAuditLog::new());
-        let server = AuthorizationServer::builder(config.issuer.clone()).audit(audit.clone()).build();
+        let server = AuthorizationServer::builder(config.issuer.clone())
+            .audit(audit.clone())
+            .build();
         let project = ProjectId::new(DEMO_PROJECT)?;
         let mut settings = ProjectSettings::default();
         settings.scopes_supported = ScopeSet::parse("openid email mcp:read mcp:write")?;
@@ -93,8 +99,16 @@ impl App {
             .with_introspection_authenticator(Arc::new(BearerCredential::new(SecretString::from(
                 config.introspection_token.as_str(),
             ))));
-        let consent = Arc::new(ConsentPage { pending: Mutex::new(HashMap::new()), auto_approve: config.auto_approve });
-        Ok(Self { endpoints, audit, config: Arc::new(config), consent })
+        let consent = Arc::new(ConsentPage {
+            pending: Mutex::new(HashMap::new()),
+            auto_approve: config.auto_approve,
+        });
+        Ok(Self {
+            endpoints,
+            audit,
+            config: Arc::new(config),
+            consent,
+        })
     }
 
     /// The demo project id.
@@ -105,25 +119,53 @@ impl App {
     /// The whole router: OAuth endpoints, consent form, admin API, and a
     /// request log line per request.
     pub async fn router(&self) -> Result<Router, OAuthError> {
-        let settings = self.endpoints.server().project(&self.project()).await.map_err(|_| OAuthError::server_error())?;
+        let settings = self
+            .endpoints
+            .server()
+            .project(&self.project())
+            .await
+            .map_err(|_| OAuthError::server_error())?;
         let paths = RouterPaths::new(&self.endpoints, settings.authorize_endpoint_path);
         let oauth = router(self.endpoints.clone(), self.consent.clone(), &paths);
         let admin = Router::new()
-            .route("/admin/projects/{id}", get(admin_get_project).patch(admin_patch_project))
+            .route(
+                "/admin/projects/{id}",
+                get(admin_get_project).patch(admin_patch_project),
+            )
             .route("/admin/projects/{id}/mcp", post(admin_set_mcp))
             .route("/admin/projects/{id}/audit", get(admin_audit))
+            .route("/admin/projects/{id}/iats", post(admin_issue_iat).get(admin_list_iats))
+            .route("/admin/projects/{id}/iats/{iat_id}", delete(admin_revoke_iat))
             .route("/consent", post(consent_submit))
             .with_state(self.clone());
         Ok(oauth.merge(admin).layer(axum::middleware::from_fn(log_request)))
     }
 
-    fn check_admin(&self, req: &Request) -> Result<(), OAuthError> {
-        let auth = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    /// Issues an IAT for the demo project and describes it, for the
+    /// start-up banner.
+    pub async fn startup_lines(&self) -> Result<Vec<String>, Box<dyn std::error::Error + Send + Sync>> {
+        let iat = self
+            .endpoints
+            .server()
+            .issue_iat(&self.project(), IatOptions::new().label("printed at start-up"))
+            .await?;
+        Ok(vec![format!(
+            "initial access token: {} (id {})",
+            iat.token.expose_secret(),
+            iat.id.as_str()
+        )])
+    }
+
+    fn check_admin(&self, headers: &HeaderMap) -> Result<(), OAuthError> {
+        let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
         let expected = SecretString::from(self.config.admin_token.as_str());
         if bearer_token(auth).is_some_and(|t| expected.ct_eq(t)) {
             Ok(())
         } else {
-            Err(OAuthError::with_description(ErrorCode::InvalidToken, "admin token required"))
+            Err(OAuthError::with_description(
+                ErrorCode::InvalidToken,
+                "admin token required",
+            ))
         }
     }
 }
@@ -162,14 +204,20 @@ fn admin_failure(e: authio_mcp::server::AdminError) -> OAuthError {
     match e {
         AdminError::UnknownProject => OAuthError::unknown_project(),
         AdminError::InvalidSettings(s) => OAuthError::with_description(ErrorCode::InvalidRequest, s.to_string()),
-        AdminError::Conflict => OAuthError::with_description(ErrorCode::TemporarilyUnavailable, "concurrent update; retry"),
+        AdminError::UnknownIat => {
+            OAuthError::with_description(ErrorCode::InvalidRequest, "unknown IAT").with_status(StatusCode::NOT_FOUND)
+        }
+        AdminError::InvalidIatOptions(e) => OAuthError::with_description(ErrorCode::InvalidRequest, e.to_string()),
+        AdminError::Conflict => {
+            OAuthError::with_description(ErrorCode::TemporarilyUnavailable, "concurrent update; retry")
+        }
         _ => OAuthError::server_error(),
     }
 }
 
-async fn admin_get_project(State(app): State<App>, Path(id): Path<String>, req: Request) -> Response {
+async fn admin_get_project(State(app): State<App>, Path(id): Path<String>, headers: HeaderMap) -> Response {
     let result = async {
-        app.check_admin(&req)?;
+        app.check_admin(&headers)?;
         let p = project_id(&id)?;
         let settings = app.endpoints.server().project(&p).await.map_err(admin_failure)?;
         Ok(serde_json::json!({"id": p, "settings": settings, "lints": settings.lints()}))
@@ -183,15 +231,18 @@ struct McpSwitch {
     enabled: bool,
 }
 
-async fn admin_set_mcp(State(app): State<App>, Path(id): Path<String>, req: Request) -> Response {
+async fn admin_set_mcp(State(app): State<App>, Path(id): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
     let result = async {
-        app.check_admin(&req)?;
+        app.check_admin(&headers)?;
         let p = project_id(&id)?;
-        let req = buffer(req, 4096).await.map_err(|_| OAuthError::new(ErrorCode::InvalidRequest))?;
-        let body: McpSwitch = serde_json::from_slice(req.body())
+        let body: McpSwitch = serde_json::from_slice(&body)
             .map_err(|e| OAuthError::with_description(ErrorCode::InvalidRequest, e.to_string()))?;
-        let (settings, changes) =
-            app.endpoints.server().set_mcp_enabled(&p, body.enabled).await.map_err(admin_failure)?;
+        let (settings, changes) = app
+            .endpoints
+            .server()
+            .set_mcp_enabled(&p, body.enabled)
+            .await
+            .map_err(admin_failure)?;
         Ok(serde_json::json!({"settings": settings, "changes": changes, "lints": settings.lints()}))
     }
     .await;
@@ -213,12 +264,16 @@ struct ProjectPatch {
     require_resource: Option<bool>,
 }
 
-async fn admin_patch_project(State(app): State<App>, Path(id): Path<String>, req: Request) -> Response {
+async fn admin_patch_project(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let result = async {
-        app.check_admin(&req)?;
+        app.check_admin(&headers)?;
         let p = project_id(&id)?;
-        let req = buffer(req, 16 * 1024).await.map_err(|_| OAuthError::new(ErrorCode::InvalidRequest))?;
-        let patch: ProjectPatch = serde_json::from_slice(req.body())
+        let patch: ProjectPatch = serde_json::from_slice(&body)
             .map_err(|e| OAuthError::with_description(ErrorCode::InvalidRequest, e.to_string()))?;
         let settings = app
             .endpoints
@@ -265,12 +320,87 @@ fn apply_patch(s: &mut ProjectSettings, patch: &ProjectPatch) {
     }
 }
 
-async fn admin_audit(State(app): State<App>, Path(id): Path<String>, req: Request) -> Response {
+async fn admin_audit(State(app): State<App>, Path(id): Path<String>, headers: HeaderMap) -> Response {
     let result = async {
-        app.check_admin(&req)?;
+        app.check_admin(&headers)?;
         let p = project_id(&id)?;
         app.endpoints.server().project(&p).await.map_err(admin_failure)?;
         Ok(serde_json::to_value(app.audit.recent(&p, 500)).unwrap_or_default())
+    }
+    .await;
+    result.map_or_else(|e| admin_error(&e), |v| json_ok(&v))
+}
+
+/// `POST /admin/projects/{id}/iats` body.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct IatRequest {
+    max_uses: Option<u32>,
+    /// Seconds.
+    expires_in: Option<i64>,
+    label: Option<String>,
+}
+
+async fn admin_issue_iat(State(app): State<App>, Path(id): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+    let result = async {
+        app.check_admin(&headers)?;
+        let p = project_id(&id)?;
+        let req: IatRequest = if body.is_empty() {
+            IatRequest::default()
+        } else {
+            serde_json::from_slice(&body)
+                .map_err(|e| OAuthError::with_description(ErrorCode::InvalidRequest, e.to_string()))?
+        };
+        let mut options = IatOptions::new();
+        if let Some(n) = req.max_uses {
+            options = options.max_uses(n);
+        }
+        if let Some(secs) = req.expires_in {
+            options = options.ttl(time::Duration::seconds(secs));
+        }
+        if let Some(label) = req.label {
+            options = options.label(label);
+        }
+        let issued = app
+            .endpoints
+            .server()
+            .issue_iat(&p, options)
+            .await
+            .map_err(admin_failure)?;
+        Ok(serde_json::json!({"id": issued.id, "token": issued.token.expose_secret(), "iat": issued.view}))
+    }
+    .await;
+    result.map_or_else(|e| admin_error(&e), |v| json_ok(&v))
+}
+
+async fn admin_list_iats(State(app): State<App>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    let result = async {
+        app.check_admin(&headers)?;
+        let p = project_id(&id)?;
+        let list = app.endpoints.server().list_iats(&p).await.map_err(admin_failure)?;
+        Ok(serde_json::to_value(list).unwrap_or_default())
+    }
+    .await;
+    result.map_or_else(|e| admin_error(&e), |v| json_ok(&v))
+}
+
+async fn admin_revoke_iat(
+    State(app): State<App>,
+    Path((id, iat_id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        app.check_admin(&headers)?;
+        let p = project_id(&id)?;
+        let iat =
+            IatId::new(iat_id).map_err(|_| OAuthError::with_description(ErrorCode::InvalidRequest, "unknown IAT"))?;
+        let view = app
+            .endpoints
+            .server()
+            .revoke_iat(&p, &iat)
+            .await
+            .map_err(admin_failure)?;
+        Ok(serde_json::to_value(view).unwrap_or_default())
     }
     .await;
     result.map_or_else(|e| admin_error(&e), |v| json_ok(&v))
@@ -323,12 +453,19 @@ impl ConsentHandler for ConsentPage {
             }
             map.insert(
                 id,
-                Waiting { pending, csrf: SecretString::from(csrf), cookie: SecretString::from(cookie.as_str()) },
+                Waiting {
+                    pending,
+                    csrf: SecretString::from(csrf),
+                    cookie: SecretString::from(cookie.as_str()),
+                },
             );
         }
         let mut r = http::Response::new(page.into_bytes());
         let h = r.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
         h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
@@ -338,9 +475,9 @@ impl ConsentHandler for ConsentPage {
         if let Ok(v) = HeaderValue::from_str(&csp) {
             h.insert(header::CONTENT_SECURITY_POLICY, v);
         }
-        if let Ok(v) =
-            HeaderValue::from_str(&format!("{CONSENT_COOKIE}={cookie}; Path=/consent; HttpOnly; SameSite=Strict"))
-        {
+        if let Ok(v) = HeaderValue::from_str(&format!(
+            "{CONSENT_COOKIE}={cookie}; Path=/consent; HttpOnly; SameSite=Strict"
+        )) {
             h.insert(header::SET_COOKIE, v);
         }
         r
@@ -362,8 +499,14 @@ fn redirect_origin(uri: &str) -> String {
 fn render_consent(p: &PendingAuthorization, id: &str, csrf: &str) -> String {
     let name = p.client_name.as_deref().unwrap_or("An application");
     let identity = match &p.client_id_host {
-        Some(host) => format!("<p>Client identity verified at <strong id=\"client-host\">{}</strong></p>", escape_html(host)),
-        None => format!("<p>Registered client <code>{}</code></p>", escape_html(p.client_id.as_str())),
+        Some(host) => format!(
+            "<p>Client identity verified at <strong id=\"client-host\">{}</strong></p>",
+            escape_html(host)
+        ),
+        None => format!(
+            "<p>Registered client <code>{}</code></p>",
+            escape_html(p.client_id.as_str())
+        ),
     };
     let warning = if p.loopback_only {
         "<p id=\"loopback-warning\" class=\"warn\">Warning: this client only redirects to your own computer \
@@ -371,9 +514,16 @@ fn render_consent(p: &PendingAuthorization, id: &str, csrf: &str) -> String {
     } else {
         ""
     };
-    let scopes: String = p.scopes.iter().map(|s| format!("<li>{}</li>", escape_html(s.as_str()))).collect();
-    let resources: String =
-        p.resources.iter().map(|r| format!("<li>{}</li>", escape_html(r.canonical()))).collect();
+    let scopes: String = p
+        .scopes
+        .iter()
+        .map(|s| format!("<li>{}</li>", escape_html(s.as_str())))
+        .collect();
+    let resources: String = p
+        .resources
+        .iter()
+        .map(|r| format!("<li>{}</li>", escape_html(r.canonical())))
+        .collect();
     format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>Sign in to {name}</title>\
          <style>body{{font-family:sans-serif;max-width:36em;margin:2em auto}}.warn{{color:#a00;font-weight:bold}}</style>\
@@ -418,10 +568,12 @@ async fn consent_submit(State(app): State<App>, req: Request) -> Response {
         ))
     };
     let waiting = {
-        let Ok(mut map) = app.consent.pending.lock() else { return forbidden() };
-        let ok = map.get(get("request_id")).is_some_and(|w| {
-            w.csrf.ct_eq(get("csrf")) && cookie.iter().any(|c| w.cookie.ct_eq(c))
-        });
+        let Ok(mut map) = app.consent.pending.lock() else {
+            return forbidden();
+        };
+        let ok = map
+            .get(get("request_id"))
+            .is_some_and(|w| w.csrf.ct_eq(get("csrf")) && cookie.iter().any(|c| w.cookie.ct_eq(c)));
         if !ok {
             return forbidden();
         }

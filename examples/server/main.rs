@@ -61,8 +61,10 @@ fn parse_args() -> Result<(SocketAddr, app::Config), String> {
             }
             "--dcr-mode" => {
                 let v = value()?;
-                dcr = Some(serde_json::from_value::<DcrMode>(serde_json::Value::String(v.clone()))
-                    .map_err(|_| format!("--dcr-mode {v}: expected disabled, initial_access_token or open"))?);
+                dcr = Some(
+                    serde_json::from_value::<DcrMode>(serde_json::Value::String(v.clone()))
+                        .map_err(|_| format!("--dcr-mode {v}: expected disabled, initial_access_token or open"))?,
+                );
             }
             "--resource" => resource = value()?,
             other => return Err(format!("unknown flag {other}; see --help")),
@@ -90,9 +92,7 @@ fn parse_args() -> Result<(SocketAddr, app::Config), String> {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     let (listen, config) = match parse_args() {
         Ok(c) => c,

@@ -121,11 +121,7 @@ impl AuthorizationServer {
     /// `invalid_request` (rendered as 404 by the HTTP layer) for an unknown
     /// project; `server_error` when storage fails.
     pub async fn metadata(&self, id: &ProjectId) -> Result<AuthorizationServerMetadata, OAuthError> {
-        let settings = self
-            .projects
-            .get(id)
-            .await?
-            .ok_or_else(OAuthError::unknown_project)?;
+        let settings = self.projects.get(id).await?.ok_or_else(OAuthError::unknown_project)?;
         Ok(AuthorizationServerMetadata::build(&self.issuer, &settings, &self.paths))
     }
 }

@@ -26,7 +26,7 @@ use crate::dcr::{
     CLIENT_SECRET_RANDOM_BYTES, IAT_RANDOM_BYTES, IatError, IatId, IatOptions, IatRecord, IatView, Registration,
     RegistrationError, RegistrationResponse, parse_bearer, validate_request,
 };
-use crate::error::{ErrorCode, OAuthError};
+use crate::error::OAuthError;
 use crate::project::{DcrMode, ProjectId, ProjectSettings};
 use crate::secret::SecretString;
 use crate::store::{RevokeOutcome, StoreError, UseOutcome};
@@ -222,7 +222,7 @@ impl AuthorizationServer {
             .projects
             .get(project)
             .await?
-            .ok_or_else(|| OAuthError::with_description(ErrorCode::InvalidRequest, "unknown project"))?;
+            .ok_or_else(OAuthError::unknown_project)?;
         match self.register(project, &settings, authorization, body).await {
             Ok(response) => Ok(response),
             Err(Failure::Store(e)) => Err(e.into()),

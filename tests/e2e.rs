@@ -1,0 +1,520 @@
+//! End-to-end tests over real loopback sockets: the example server's
+//! application on an ephemeral port, driven by a real HTTP client.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+#[path = "../examples/server/app.rs"]
+#[allow(dead_code)]
+mod app;
+
+use std::net::SocketAddr;
+
+use authio_mcp::discovery::Issuer;
+use authio_mcp::pkce::{CodeChallenge, CodeVerifier};
+use authio_mcp::resource::ResourceUri;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const ADMIN: &str = "admin-secret";
+const INTROSPECT: &str = "introspect-secret";
+const RESOURCE: &str = "http://127.0.0.1:8090/mcp";
+
+struct Running {
+    base: String,
+    http: reqwest::Client,
+}
+
+async fn start(auto_approve: bool) -> Running {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    let base = format!("http://{addr}");
+    let config = app::Config {
+        issuer: Issuer::new_allowing_loopback_http_for_development(base.clone()).unwrap(),
+        admin_token: ADMIN.into(),
+        auto_approve,
+        allow_loopback_cimd: true,
+        cimd_root_cert: None,
+        dcr_mode: None,
+        resource: ResourceUri::parse(RESOURCE).unwrap(),
+        introspection_token: INTROSPECT.into(),
+    };
+    let app = app::App::new(config).await.unwrap();
+    let router = app.router().await.unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    Running { base, http }
+}
+
+impl Running {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut req = self.http.request(method, self.url(path)).bearer_auth(ADMIN);
+        if let Some(b) = body {
+            req = req.header("content-type", "application/json").body(b.to_string());
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn issue_iat(&self) -> String {
+        let (s, v) = self
+            .admin(
+                reqwest::Method::POST,
+                "/admin/projects/proj_demo/iats",
+                Some(json!({"max_uses": 5})),
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+        v["token"].as_str().unwrap().to_owned()
+    }
+
+    async fn post_form(&self, path: &str, pairs: &[(&str, &str)], bearer: Option<&str>) -> reqwest::Response {
+        let mut ser = url::form_urlencoded::Serializer::new(String::new());
+        for (k, v) in pairs {
+            ser.append_pair(k, v);
+        }
+        let mut req = self
+            .http
+            .post(self.url(path))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(ser.finish());
+        if let Some(b) = bearer {
+            req = req.bearer_auth(b);
+        }
+        req.send().await.unwrap()
+    }
+
+    async fn register(&self, iat: &str, body: &str) -> (StatusCode, Value) {
+        let r = self
+            .http
+            .post(self.url("/oauth2/register"))
+            .bearer_auth(iat)
+            .header("X-Authio-Project", "proj_demo")
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        assert_eq!(r.headers()["cache-control"], "no-store");
+        (status, r.json().await.unwrap())
+    }
+
+    /// Authorize (auto-approve) and return the code from the redirect.
+    async fn sign_in(&self, client_id: &str, redirect: &str, verifier: &CodeVerifier) -> String {
+        let query = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("response_type", "code")
+            .append_pair("client_id", client_id)
+            .append_pair("redirect_uri", redirect)
+            .append_pair("code_challenge", CodeChallenge::s256(verifier).as_str())
+            .append_pair("code_challenge_method", "S256")
+            .append_pair("state", "xyz")
+            .append_pair("resource", RESOURCE)
+            .append_pair("scope", "mcp:read")
+            .finish();
+        let r = self
+            .http
+            .get(self.url(&format!("/oauth2/authorize?{query}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::FOUND, "{:?}", r.text().await);
+        let location = r.headers()["location"].to_str().unwrap().to_owned();
+        assert!(location.starts_with(redirect), "{location}");
+        let url = url::Url::parse(&location).unwrap();
+        let get = |k: &str| url.query_pairs().find(|(n, _)| n == k).map(|(_, v)| v.into_owned());
+        assert_eq!(get("state").as_deref(), Some("xyz"));
+        assert_eq!(get("iss").as_deref(), Some(self.base.as_str()));
+        get("code").expect("code")
+    }
+
+    async fn introspect(&self, token: &str) -> Value {
+        let r = self
+            .post_form("/oauth2/introspect", &[("token", token)], Some(INTROSPECT))
+            .await;
+        assert_eq!(r.status(), 200);
+        r.json().await.unwrap()
+    }
+}
+
+const SEED_STEP_3B: &str = r#"{
+    "redirect_uris":               ["https://my-mcp-server.example.com/oauth/callback"],
+    "client_name":                 "My MCP Server",
+    "token_endpoint_auth_method":  "none",
+    "application_type":            "web"
+  }"#;
+
+#[tokio::test]
+async fn discovery_with_and_without_the_project_header() {
+    let s = start(true).await;
+    for header in [None, Some("proj_demo")] {
+        let mut req = s.http.get(s.url("/.well-known/oauth-authorization-server"));
+        if let Some(h) = header {
+            req = req.header("X-Authio-Project", h);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["access-control-allow-origin"], "*");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["registration_endpoint"], s.url("/oauth2/register"));
+        assert_eq!(v["mcp_authorization_supported"], true);
+        assert_eq!(v["issuer"], s.base);
+        assert_eq!(v["code_challenge_methods_supported"], json!(["S256"]));
+    }
+    let r = s
+        .http
+        .get(s.url("/.well-known/openid-configuration"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = s
+        .http
+        .get(s.url("/.well-known/oauth-authorization-server"))
+        .header("X-Authio-Project", "proj_nope")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"], "invalid_request");
+    let r = s
+        .http
+        .post(s.url("/.well-known/oauth-authorization-server"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+}
+
+#[tokio::test]
+async fn seed_step_3b_registration_is_public() {
+    let s = start(true).await;
+    let iat = s.issue_iat().await;
+    assert!(iat.starts_with("iatk_"));
+    let (status, v) = s.register(&iat, SEED_STEP_3B).await;
+    assert_eq!(status, 201, "{v}");
+    assert!(v["client_id"].as_str().unwrap().starts_with("client_"));
+    assert!(v.get("client_secret").is_none());
+    assert_eq!(v["token_endpoint_auth_method"], "none");
+    assert_eq!(
+        v["redirect_uris"],
+        json!(["https://my-mcp-server.example.com/oauth/callback"])
+    );
+    // Without a token: 401 with a Bearer challenge.
+    let r = s
+        .http
+        .post(s.url("/oauth2/register"))
+        .header("content-type", "application/json")
+        .body(SEED_STEP_3B)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(
+        r.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer error=\"invalid_token\"")
+    );
+    // Wrong media type.
+    let r = s
+        .http
+        .post(s.url("/oauth2/register"))
+        .bearer_auth(&iat)
+        .body(SEED_STEP_3B)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 415);
+}
+
+#[tokio::test]
+async fn dcr_client_full_pkce_flow() {
+    let s = start(true).await;
+    let iat = s.issue_iat().await;
+    let redirect = "http://127.0.0.1:33418/callback";
+    let body = json!({"redirect_uris": [redirect], "client_name": "E2E", "token_endpoint_auth_method": "none",
+        "grant_types": ["authorization_code", "refresh_token"]});
+    let (status, v) = s.register(&iat, &body.to_string()).await;
+    assert_eq!(status, 201, "{v}");
+    let client_id = v["client_id"].as_str().unwrap().to_owned();
+    let verifier = CodeVerifier::from_random(&[7; 32]);
+    // The loopback port may differ from the registered one.
+    let code = s
+        .sign_in(&client_id, "http://127.0.0.1:40000/callback", &verifier)
+        .await;
+
+    let r = s
+        .post_form(
+            "/oauth2/token",
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("client_id", &client_id),
+                ("redirect_uri", "http://127.0.0.1:40000/callback"),
+                ("code_verifier", verifier.as_str()),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let t: Value = r.json().await.unwrap();
+    let access = t["access_token"].as_str().unwrap().to_owned();
+    let refresh = t["refresh_token"].as_str().unwrap().to_owned();
+    assert_eq!(t["token_type"], "Bearer");
+    assert_eq!(t["expires_in"], 3600);
+
+    let info = s.introspect(&access).await;
+    assert_eq!(info["active"], true);
+    assert_eq!(info["aud"], json!([RESOURCE]));
+    assert_eq!(info["sub"], "user_demo");
+    assert_eq!(info["scope"], "mcp:read");
+    // Introspection needs the resource server's credential.
+    let r = s
+        .post_form("/oauth2/introspect", &[("token", &access)], Some("wrong"))
+        .await;
+    assert_eq!(r.status(), 401);
+
+    // The code is single-use; the replay revokes what it produced.
+    let r = s
+        .post_form(
+            "/oauth2/token",
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("client_id", &client_id),
+                ("code_verifier", verifier.as_str()),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
+    assert_eq!(s.introspect(&access).await["active"], false);
+    assert_eq!(s.introspect(&refresh).await["active"], false);
+}
+
+#[tokio::test]
+async fn refresh_rotation_and_revocation_over_http() {
+    let s = start(true).await;
+    let iat = s.issue_iat().await;
+    let redirect = "https://app.example.com/cb";
+    let body = json!({"redirect_uris": [redirect], "client_name": "E2E", "token_endpoint_auth_method": "none",
+        "grant_types": ["authorization_code", "refresh_token"]});
+    let (_, v) = s.register(&iat, &body.to_string()).await;
+    let client_id = v["client_id"].as_str().unwrap().to_owned();
+    let verifier = CodeVerifier::from_random(&[8; 32]);
+    let code = s.sign_in(&client_id, redirect, &verifier).await;
+    let t: Value = s
+        .post_form(
+            "/oauth2/token",
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("client_id", &client_id),
+                ("code_verifier", verifier.as_str()),
+            ],
+            None,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let rt1 = t["refresh_token"].as_str().unwrap().to_owned();
+    let t2: Value = s
+        .post_form(
+            "/oauth2/token",
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &rt1),
+                ("client_id", &client_id),
+            ],
+            None,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let rt2 = t2["refresh_token"].as_str().unwrap().to_owned();
+    assert_ne!(rt1, rt2);
+    assert_eq!(s.introspect(&rt1).await["active"], false);
+    assert_eq!(s.introspect(&rt2).await["active"], true);
+    let a2 = t2["access_token"].as_str().unwrap().to_owned();
+    let r = s
+        .post_form("/oauth2/revoke", &[("token", &rt2), ("client_id", &client_id)], None)
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(s.introspect(&rt2).await["active"], false);
+    assert_eq!(s.introspect(&a2).await["active"], false);
+    // Unknown tokens are fine too (RFC 7009).
+    let r = s
+        .post_form("/oauth2/revoke", &[("token", "nope"), ("client_id", &client_id)], None)
+        .await;
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn admin_api_switches_mcp_and_lists_iats() {
+    let s = start(true).await;
+    let (st, _) = s.admin(reqwest::Method::GET, "/admin/projects/proj_demo", None).await;
+    assert_eq!(st, 200);
+    let r = s.http.get(s.url("/admin/projects/proj_demo")).send().await.unwrap();
+    assert_eq!(r.status(), 401, "the admin API needs the admin token");
+    let (st, v) = s
+        .admin(
+            reqwest::Method::PATCH,
+            "/admin/projects/proj_demo",
+            Some(json!({"dcr_mode": "open"})),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["lints"], json!(["open_registration_with_mcp"]));
+    let (st, v) = s
+        .admin(
+            reqwest::Method::POST,
+            "/admin/projects/proj_demo/mcp",
+            Some(json!({"enabled": false})),
+        )
+        .await;
+    assert_eq!(st, 200);
+    assert_eq!(
+        v["changes"],
+        json!([{"field": "mcp_enabled", "from": true, "to": false}])
+    );
+    let iat = s.issue_iat().await;
+    let (_, list) = s
+        .admin(reqwest::Method::GET, "/admin/projects/proj_demo/iats", None)
+        .await;
+    assert!(!list.to_string().contains(&iat), "listing never shows raw tokens");
+    let id = list.as_array().unwrap().last().unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (st, _) = s
+        .admin(
+            reqwest::Method::DELETE,
+            &format!("/admin/projects/proj_demo/iats/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(st, 200);
+    let (_, audit) = s
+        .admin(reqwest::Method::GET, "/admin/projects/proj_demo/audit", None)
+        .await;
+    let names: Vec<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    for n in [
+        "project.mcp_enabled",
+        "project.settings_updated",
+        "project.mcp_disabled",
+        "initial_access_token.issued",
+        "initial_access_token.revoked",
+    ] {
+        assert!(names.contains(&n), "{n} in {names:?}");
+    }
+}
+
+#[tokio::test]
+async fn consent_page_with_csrf_protected_form() {
+    let s = start(false).await;
+    let iat = s.issue_iat().await;
+    let body = json!({"redirect_uris": ["http://127.0.0.1:5555/cb"], "client_name": "Loopback <App>", "token_endpoint_auth_method": "none"});
+    let (_, v) = s.register(&iat, &body.to_string()).await;
+    let client_id = v["client_id"].as_str().unwrap().to_owned();
+    let verifier = CodeVerifier::from_random(&[9; 32]);
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("response_type", "code")
+        .append_pair("client_id", &client_id)
+        .append_pair("redirect_uri", "http://127.0.0.1:5555/cb")
+        .append_pair("code_challenge", CodeChallenge::s256(&verifier).as_str())
+        .append_pair("code_challenge_method", "S256")
+        .append_pair("state", "s1")
+        .finish();
+    let r = s
+        .http
+        .get(s.url(&format!("/oauth2/authorize?{query}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-frame-options"], "DENY");
+    assert!(
+        r.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("frame-ancestors 'none'")
+    );
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let html = r.text().await.unwrap();
+    assert!(html.contains("Loopback &lt;App&gt;"), "escaped client name");
+    assert!(html.contains("id=\"loopback-warning\""));
+    assert!(html.contains("127.0.0.1"));
+    let field = |name: &str| {
+        let marker = format!("name=\"{name}\" value=\"");
+        let start = html.find(&marker).unwrap() + marker.len();
+        html[start..start + html[start..].find('"').unwrap()].to_owned()
+    };
+    let (id, csrf) = (field("request_id"), field("csrf"));
+    let form = |csrf: &str| {
+        url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("request_id", &id)
+            .append_pair("csrf", csrf)
+            .append_pair("username", "alice")
+            .append_pair("action", "approve")
+            .finish()
+    };
+    let post = |body: String, cookie: Option<String>| {
+        let mut req = s
+            .http
+            .post(s.url("/consent"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body);
+        if let Some(c) = cookie {
+            req = req.header("cookie", c);
+        }
+        req.send()
+    };
+    // Forged posts: wrong CSRF token, or no cookie.
+    assert_eq!(post(form("forged"), Some(cookie.clone())).await.unwrap().status(), 403);
+    assert_eq!(post(form(&csrf), None).await.unwrap().status(), 403);
+    // The real one.
+    let r = post(form(&csrf), Some(cookie.clone())).await.unwrap();
+    assert_eq!(r.status(), StatusCode::FOUND);
+    let location = r.headers()["location"].to_str().unwrap().to_owned();
+    assert!(location.starts_with("http://127.0.0.1:5555/cb?code="), "{location}");
+    // Single use.
+    assert_eq!(post(form(&csrf), Some(cookie)).await.unwrap().status(), 403);
+}
+
+#[tokio::test]
+async fn phase_one_errors_are_pages_not_redirects() {
+    let s = start(true).await;
+    let r = s
+        .http
+        .get(s.url("/oauth2/authorize?response_type=code&client_id=client_ffffffffffffffffffffffff&redirect_uri=https%3A%2F%2Fevil.example.com%2F"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.headers().get("location").is_none());
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+}
