@@ -4,6 +4,7 @@
 //! [`RandomSource`], so a test can drive whole flows deterministically.
 
 mod admin;
+mod cimd;
 mod env;
 
 use std::sync::Arc;
@@ -27,6 +28,9 @@ pub struct AuthorizationServer {
     pub(crate) audit: Arc<dyn AuditSink>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) random: Arc<dyn RandomSource>,
+    pub(crate) metadata_fetcher: Option<Arc<dyn crate::cimd::MetadataFetcher>>,
+    pub(crate) cimd_cache: Arc<dyn crate::store::CimdCache>,
+    pub(crate) cimd_inflight: Arc<cimd::InFlight>,
 }
 
 impl std::fmt::Debug for AuthorizationServer {
@@ -50,6 +54,8 @@ impl AuthorizationServer {
             audit: None,
             clock: None,
             random: None,
+            metadata_fetcher: None,
+            cimd_cache: None,
         }
     }
 
@@ -108,6 +114,9 @@ pub struct AuthorizationServerBuilder {
     audit: Option<Arc<dyn AuditSink>>,
     clock: Option<Arc<dyn Clock>>,
     random: Option<Arc<dyn RandomSource>>,
+    /// `None`: the default; `Some(None)`: explicitly none.
+    metadata_fetcher: Option<Option<Arc<dyn crate::cimd::MetadataFetcher>>>,
+    cimd_cache: Option<Arc<dyn crate::store::CimdCache>>,
 }
 
 impl std::fmt::Debug for AuthorizationServerBuilder {
@@ -165,6 +174,9 @@ impl AuthorizationServerBuilder {
             audit: self.audit.unwrap_or_else(|| Arc::new(MemoryAuditLog::new())),
             clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
             random: self.random.unwrap_or_else(|| Arc::new(SystemRandom)),
+            metadata_fetcher: self.metadata_fetcher.unwrap_or_else(cimd::default_fetcher),
+            cimd_cache: self.cimd_cache.unwrap_or_else(cimd::default_cache),
+            cimd_inflight: Arc::new(cimd::InFlight::default()),
         }
     }
 }
