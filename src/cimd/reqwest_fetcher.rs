@@ -270,12 +270,12 @@ fn map_error(e: reqwest::Error) -> FetchError {
         if let Some(Blocked(address)) = err.downcast_ref::<Blocked>() {
             return FetchError::BlockedAddress { address: *address };
         }
-        if err.downcast_ref::<rustls::Error>().is_some() {
+        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
             return FetchError::Tls {
-                detail: err.to_string(),
+                detail: super::error::truncate(&tls.to_string(), 300),
             };
         }
-        source = err.source();
+        source = next_cause(err);
     }
     if e.is_timeout() {
         FetchError::Timeout
@@ -290,6 +290,16 @@ fn map_error(e: reqwest::Error) -> FetchError {
             detail: error_chain(&e),
         }
     }
+}
+
+/// The next error in a chain. An `io::Error` wrapping another error
+/// reports that error's source, skipping the wrapped error itself (where
+/// rustls errors hide): step into it instead.
+fn next_cause<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a (dyn StdError + 'static)> {
+    if let Some(inner) = err.downcast_ref::<std::io::Error>().and_then(std::io::Error::get_ref) {
+        return Some(inner);
+    }
+    err.source()
 }
 
 fn error_chain(e: &reqwest::Error) -> String {
