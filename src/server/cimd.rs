@@ -166,7 +166,7 @@ impl AuthorizationServer {
 
 impl AuthorizationServerBuilder {
     /// The fetcher for Client ID Metadata Documents. Default: with feature
-    /// `reqwest`, a [`cimd::ReqwestFetcher`] with its secure defaults;
+    /// `reqwest`, a `cimd::ReqwestFetcher` with its secure defaults;
     /// without it, none (CIMD is then not advertised and resolution fails
     /// with `fetcher_unavailable`).
     pub fn metadata_fetcher(mut self, fetcher: Arc<dyn MetadataFetcher>) -> Self {
