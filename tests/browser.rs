@@ -45,6 +45,7 @@ impl Driver {
             .spawn()
             .expect("chromedriver must be installed for the browser test (apt-get install chromium chromium-driver)");
         let base = format!("http://127.0.0.1:{port}");
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::new();
         let mut driver = Self {
             child,
@@ -147,6 +148,7 @@ async fn consent_page_renders_and_approving_redirects_with_a_code() {
 
     let target = redirect_target().await;
     let redirect = format!("http://127.0.0.1:{target}/cb");
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let http = reqwest::Client::new();
     let iat: Value = http
         .post(format!("{base}/admin/projects/proj_demo/iats"))

@@ -11,6 +11,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use authio_mcp::authorize::PendingAuthorization;
 use authio_mcp::axum::{ConsentHandler, RouterPaths, buffer, into_axum, router};
+use authio_mcp::cimd::ReqwestFetcher;
 use authio_mcp::dcr::{IatId, IatOptions};
 use authio_mcp::discovery::Issuer;
 use authio_mcp::grant::Subject;
@@ -77,8 +78,13 @@ impl App {
     /// cascade, like the dashboard's checkbox).
     pub async fn new(config: Config) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
         let audit = Arc::new(MemoryAuditLog::new());
+        let mut fetcher = ReqwestFetcher::builder().danger_allow_loopback_for_development(config.allow_loopback_cimd);
+        if let Some(pem) = &config.cimd_root_cert {
+            fetcher = fetcher.add_root_certificate_for_development(pem);
+        }
         let server = AuthorizationServer::builder(config.issuer.clone())
             .audit(audit.clone())
+            .metadata_fetcher(Arc::new(fetcher.build()?))
             .build();
         let project = ProjectId::new(DEMO_PROJECT)?;
         let mut settings = ProjectSettings::default();

@@ -83,8 +83,8 @@ impl AuthorizationServer {
         self.resolve_client(project, settings, &id).await
     }
 
-    pub(crate) fn client_id_url_policy(&self, _settings: &ProjectSettings) -> ClientIdUrlPolicy {
-        ClientIdUrlPolicy::default()
+    pub(crate) fn client_id_url_policy(&self, settings: &ProjectSettings) -> ClientIdUrlPolicy {
+        settings.cimd.url_policy
     }
 
     /// Resolves a client id to a client: the client store for registered
@@ -101,13 +101,12 @@ impl AuthorizationServer {
                 .get(project, r)
                 .await?
                 .ok_or_else(|| ClientRequestError::UnknownClient.to_oauth_error()),
-            ClientId::Metadata(_) => {
-                let _ = settings;
-                Err(ClientRequestError::ClientMetadataUnavailable {
-                    reason: "fetcher_unavailable".into(),
+            ClientId::Metadata(url) => self.resolve_cimd_client(project, settings, url).await.map_err(|e| {
+                ClientRequestError::ClientMetadataUnavailable {
+                    reason: e.reason().into(),
                 }
-                .to_oauth_error())
-            }
+                .to_oauth_error()
+            }),
         }
     }
 
