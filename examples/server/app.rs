@@ -268,6 +268,7 @@ struct ProjectPatch {
     default_scopes: Option<ScopeSet>,
     default_resource: Option<ResourceUri>,
     require_resource: Option<bool>,
+    cimd: Option<authio_mcp::cimd::CimdPolicy>,
 }
 
 async fn admin_patch_project(
@@ -323,6 +324,9 @@ fn apply_patch(s: &mut ProjectSettings, patch: &ProjectPatch) {
     }
     if let Some(v) = patch.require_resource {
         s.require_resource = v;
+    }
+    if let Some(v) = &patch.cimd {
+        s.cimd = v.clone();
     }
 }
 
