@@ -4,6 +4,8 @@
 //! (loopback http, for local development only), serving the demo project
 //! `proj_demo` with MCP enabled. Run with `--help` for the flags.
 
+// The CIMD settings of `app::Config` are read only once the CIMD branch is merged.
+#[allow(dead_code)]
 mod app;
 
 use std::net::SocketAddr;
