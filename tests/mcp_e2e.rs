@@ -402,3 +402,63 @@ async fn introspection_failures_are_never_active() {
     assert_eq!(r.status(), 500);
     assert!(r.headers().get("www-authenticate").is_none());
 }
+
+#[tokio::test]
+async fn introspection_verifier_caches_active_results_only() {
+    use authio_mcp::resource_server::{
+        IntrospectionVerifier, IntrospectionVerifierConfig, ResourceServerError, TokenVerifier,
+    };
+    use authio_mcp::secret::SecretString;
+
+    let s = start().await;
+    let as_meta: Value = s
+        .http
+        .get(s.as_url("/.well-known/oauth-authorization-server"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let client_id = s
+        .register_client(as_meta["registration_endpoint"].as_str().unwrap())
+        .await;
+    let token = s.access_token(&as_meta, &client_id, &s.resource, "mcp:read").await;
+    let endpoint = s.as_url("/oauth2/introspect");
+    let cached = IntrospectionVerifier::new(endpoint.clone(), SecretString::from(INTROSPECT)).unwrap();
+    let mut no_cache_config = IntrospectionVerifierConfig::default();
+    no_cache_config.max_entries = 0;
+    let uncached = IntrospectionVerifier::new(endpoint, SecretString::from(INTROSPECT))
+        .unwrap()
+        .config(no_cache_config);
+    let now = time::OffsetDateTime::now_utc();
+
+    // Unknown tokens are refused, and the refusal is not cached.
+    assert_eq!(cached.verify("nope", now).await, Err(ResourceServerError::Inactive));
+    let ok = cached.verify(&token, now).await.unwrap();
+    assert_eq!(ok.subject, "user_demo");
+    assert_eq!(ok.audiences, vec![s.resource.clone()]);
+    assert!(uncached.verify(&token, now).await.is_ok());
+
+    // Revoke at the authorization server.
+    let body = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("token", &token)
+        .append_pair("client_id", &client_id)
+        .finish();
+    let r = s
+        .http
+        .post(s.as_url("/oauth2/revoke"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // Without a cache the revocation shows at once; with one, the active
+    // result is reused until max_ttl (30 s by default), then asked again.
+    assert_eq!(uncached.verify(&token, now).await, Err(ResourceServerError::Inactive));
+    assert!(cached.verify(&token, now).await.is_ok());
+    let later = now + time::Duration::seconds(31);
+    assert_eq!(cached.verify(&token, later).await, Err(ResourceServerError::Inactive));
+}
