@@ -486,6 +486,9 @@ impl ValidatedMetadata {
 const MAX_REDIRECT_URIS: usize = 20;
 const MAX_STRING: usize = 1024;
 const MAX_CONTACTS: usize = 10;
+/// Inline key sets beyond this size are refused (bounded storage for
+/// self-asserted metadata).
+const MAX_JWKS_BYTES: usize = 8 * 1024;
 const JWK_PRIVATE_MEMBERS: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "k", "oth"];
 
 impl ClientMetadata {
@@ -557,6 +560,9 @@ impl ClientMetadata {
         }
         if let Some(jwks) = &self.jwks {
             check_public_jwks(jwks)?;
+            if serde_json::to_vec(jwks).map_or(true, |b| b.len() > MAX_JWKS_BYTES) {
+                return Err(ClientMetadataError::TooLong { field: "jwks" });
+            }
         }
         if method == TokenEndpointAuthMethod::PrivateKeyJwt {
             let allowed = matches!(
@@ -984,6 +990,14 @@ mod tests {
                 with("contacts", json!(vec!["a@b"; 11])),
                 dcr,
                 E::TooLong { field: "contacts" },
+            ),
+            (
+                with(
+                    "jwks",
+                    json!({"keys": vec![json!({"kty": "RSA", "n": "x".repeat(600), "e": "AQAB"}); 20]}),
+                ),
+                dcr,
+                E::TooLong { field: "jwks" },
             ),
         ];
         for (m, profile, err) in table {

@@ -125,7 +125,7 @@ impl ClientCredentials {
     }
 
     /// Whether a non-empty secret was presented.
-    fn has_secret(&self) -> bool {
+    pub(crate) fn has_secret(&self) -> bool {
         self.secret.as_ref().is_some_and(|s| !s.expose_secret().is_empty())
     }
 

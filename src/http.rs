@@ -199,6 +199,9 @@ impl OAuthEndpoints {
                 let mut r = json(StatusCode::OK, body);
                 r.headers_mut()
                     .insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=60"));
+                // The document depends on the project, which the header may select.
+                r.headers_mut()
+                    .insert(header::VARY, HeaderValue::from_static("x-authio-project"));
                 r
             }
             Err(e) => error_response(&e),

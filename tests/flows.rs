@@ -464,3 +464,146 @@ async fn cimd_failure_at_the_token_endpoint_is_generic_invalid_client() {
     assert_eq!(err.code(), ErrorCode::InvalidClient);
     assert_eq!(err.description(), Some("client authentication failed"));
 }
+
+#[tokio::test]
+async fn refresh_widening_is_refused_without_rotating() {
+    let h = harness().await;
+    let client = h.public_client(1, &[REDIRECT]).await;
+    let v = verifier(30);
+    let code = h.code_for(&client, &v, "&scope=mcp%3Aread").await;
+    let rt = h.exchange(&client, &code, &v, "").await.unwrap().refresh_token.unwrap();
+    let err = h
+        .refresh(&client, &rt, "&scope=mcp%3Aread+mcp%3Awrite")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidScope);
+    let err = h
+        .refresh(&client, &rt, "&resource=https%3A%2F%2Fother.example.com%2Fmcp")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidTarget);
+    // Neither refusal rotated the token: it still works, exactly once.
+    assert_eq!(h.introspect(&rt).await["active"], true);
+    assert!(h.refresh(&client, &rt, "").await.is_ok());
+    assert!(!h.events().contains(&"refresh_token.reuse_detected"));
+}
+
+#[tokio::test]
+async fn one_users_replay_never_revokes_another_users_grant() {
+    let h = harness().await;
+    let client = h.public_client(1, &[REDIRECT]).await;
+    let (va, vb) = (verifier(31), verifier(32));
+    let code_a = h.code_for(&client, &va, "").await;
+    let code_b = h.code_for(&client, &vb, "").await;
+    let ta = h.exchange(&client, &code_a, &va, "").await.unwrap();
+    let tb = h.exchange(&client, &code_b, &vb, "").await.unwrap();
+    // A's code is replayed: A's grant dies, B's (same client) does not.
+    assert!(h.exchange(&client, &code_a, &va, "").await.is_err());
+    assert_eq!(h.introspect(&ta.access_token).await["active"], false);
+    assert_eq!(h.introspect(&tb.access_token).await["active"], true);
+    assert_eq!(h.introspect(tb.refresh_token.as_deref().unwrap()).await["active"], true);
+}
+
+#[tokio::test]
+async fn revoking_another_clients_token_is_ignored() {
+    let h = harness().await;
+    let owner = h.public_client(1, &[REDIRECT]).await;
+    let other = h.public_client(2, &[REDIRECT]).await;
+    let v = verifier(33);
+    let code = h.code_for(&owner, &v, "").await;
+    let t = h.exchange(&owner, &code, &v, "").await.unwrap();
+    for token in [t.access_token.as_str(), t.refresh_token.as_deref().unwrap()] {
+        let body = form(&[("token", token), ("client_id", other.as_str())]);
+        h.server.revoke(&h.project, None, body.as_bytes()).await.unwrap();
+        assert_eq!(
+            h.introspect(token).await["active"],
+            true,
+            "RFC 7009: only the owner may revoke"
+        );
+    }
+}
+
+#[tokio::test]
+async fn refresh_requires_the_refresh_grant_type() {
+    use authio_mcp::client::{Client, ClientId, ClientMetadata, MetadataProfile};
+    use authio_mcp::redirect_uri::RedirectUriPolicy;
+    use authio_mcp::store::ClientStore;
+    let h = harness().await;
+    let client = h.public_client(1, &[REDIRECT]).await;
+    let v = verifier(34);
+    let code = h.code_for(&client, &v, "").await;
+    let rt = h.exchange(&client, &code, &v, "").await.unwrap().refresh_token.unwrap();
+    // The client's metadata changes to authorization_code only.
+    let ClientId::Registered(id) = &client else {
+        unreachable!()
+    };
+    assert!(h.clients.delete(&h.project, id).await.unwrap());
+    let m: ClientMetadata = serde_json::from_value(serde_json::json!({
+        "redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none", "grant_types": ["authorization_code"]
+    }))
+    .unwrap();
+    let m = m.validate(MetadataProfile::Dcr, RedirectUriPolicy::strict()).unwrap();
+    h.clients
+        .insert(&h.project, Client::new(client.clone(), m, START))
+        .await
+        .unwrap();
+    let err = h.refresh(&client, &rt, "").await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::UnauthorizedClient);
+}
+
+#[tokio::test]
+async fn refresh_tokens_stop_when_the_project_stops_issuing_them() {
+    let h = harness().await;
+    let client = h.public_client(1, &[REDIRECT]).await;
+    let v = verifier(35);
+    let code = h.code_for(&client, &v, "").await;
+    let rt = h.exchange(&client, &code, &v, "").await.unwrap().refresh_token.unwrap();
+    h.server
+        .edit_project(&h.project, |mut s| {
+            s.refresh_token_ttl = Duration::ZERO;
+            s
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        h.refresh(&client, &rt, "").await.unwrap_err().code(),
+        ErrorCode::InvalidGrant
+    );
+}
+
+#[tokio::test]
+async fn cimd_client_may_use_basic_with_an_empty_secret() {
+    use base64::Engine as _;
+    let h = harness().await;
+    let v = verifier(36);
+    let client = authio_mcp::client::ClientId::parse_with(CIMD_URL, Default::default()).unwrap();
+    let pending = h.pending(&auth_query(&client, CIMD_REDIRECT, &v, "")).await;
+    let location = h
+        .server
+        .approve(pending, Subject::new("u").unwrap(), None)
+        .await
+        .unwrap();
+    let code = query_param(&location, "code").unwrap();
+    let user = url::form_urlencoded::byte_serialize(CIMD_URL.as_bytes()).collect::<String>();
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:"))
+    );
+    let body = form(&[
+        ("grant_type", "authorization_code"),
+        ("code", &code),
+        ("code_verifier", v.as_str()),
+    ]);
+    assert!(h.server.token(&h.project, Some(&basic), body.as_bytes()).await.is_ok());
+    // A non-empty secret is refused for a metadata-document client.
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:x"))
+    );
+    let err = h
+        .server
+        .token(&h.project, Some(&basic), body.as_bytes())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidClient);
+}

@@ -27,7 +27,7 @@ pub const SCOPES_SUPPORTED: &str = "mcp:read mcp:write";
 pub const REQUIRED_SCOPE: &str = "mcp:read";
 
 /// What the MCP server is configured with.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Config {
     /// This server's resource identifier, `http://<listen>/mcp`.
     pub resource: ResourceUri,
@@ -37,6 +37,17 @@ pub struct Config {
     pub introspection_endpoint: String,
     /// The credential the authorization server accepts there.
     pub introspection_token: String,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("resource", &self.resource)
+            .field("issuer", &self.issuer)
+            .field("introspection_endpoint", &self.introspection_endpoint)
+            .field("introspection_token", &"[redacted]")
+            .finish()
+    }
 }
 
 impl Config {

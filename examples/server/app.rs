@@ -42,7 +42,7 @@ pub const DEMO_PROJECT: &str = "proj_demo";
 pub const DEMO_SUBJECT: &str = "user_demo";
 
 /// What the example server is configured with.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Config {
     /// The issuer identifier.
     pub issuer: Issuer,
@@ -60,6 +60,20 @@ pub struct Config {
     pub resource: ResourceUri,
     /// The credential resource servers present to the introspection endpoint.
     pub introspection_token: String,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("issuer", &self.issuer)
+            .field("admin_token", &"[redacted]")
+            .field("auto_approve", &self.auto_approve)
+            .field("allow_loopback_cimd", &self.allow_loopback_cimd)
+            .field("dcr_mode", &self.dcr_mode)
+            .field("resource", &self.resource)
+            .field("introspection_token", &"[redacted]")
+            .finish_non_exhaustive()
+    }
 }
 
 /// The running application's handles.

@@ -89,9 +89,12 @@ impl fmt::Debug for SeededRandom {
 
 impl RandomSource for SeededRandom {
     fn fill(&self, dest: &mut [u8]) {
-        if let Ok(mut r) = self.0.lock() {
-            r.fill_bytes(dest);
-        }
+        // A poisoned lock still holds a usable generator; never leave the
+        // buffer zeroed.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .fill_bytes(dest);
     }
 }
 

@@ -237,7 +237,7 @@ impl AuthorizationServer {
         match id {
             ClientId::Registered(_) => self.authenticate_registered_client(project, &creds).await,
             ClientId::Metadata(_) => {
-                if creds.secret().is_some() {
+                if creds.has_secret() {
                     return Err(invalid());
                 }
                 let client = self
@@ -340,6 +340,10 @@ impl AuthorizationServer {
             .refresh_token
             .as_deref()
             .ok_or(TokenError::MissingParameter("refresh_token"))?;
+        if !settings.issues_refresh_tokens() {
+            // The project stopped issuing refresh tokens: existing ones stop working.
+            return Err(TokenError::InvalidGrant("refresh token").into());
+        }
         let hash = SecretHash::of(raw);
         let record = self
             .grants

@@ -297,11 +297,22 @@ impl GrantStore for MemoryGrantStore {
     }
 }
 
-/// A bounded in-memory audit log: keeps the newest `capacity` events.
+/// A bounded in-memory audit log. Each project keeps its newest `capacity`
+/// events, with `oauth_client.cimd_fetch_failed` in a ring of its own:
+/// anyone can cause those (an authorization request naming a bogus
+/// document URL), and a flood of them must not push out the events an
+/// operator needs, such as `authorization_code.reuse_detected`.
 #[derive(Debug)]
 pub struct MemoryAuditLog {
-    events: Mutex<VecDeque<AuditEvent>>,
+    inner: Mutex<AuditRings>,
     capacity: usize,
+}
+
+#[derive(Debug, Default)]
+struct AuditRings {
+    seq: u64,
+    /// Per project: (other events, CIMD fetch failures), each `(seq, event)`.
+    projects: HashMap<ProjectId, (VecDeque<(u64, AuditEvent)>, VecDeque<(u64, AuditEvent)>)>,
 }
 
 impl Default for MemoryAuditLog {
@@ -311,52 +322,65 @@ impl Default for MemoryAuditLog {
 }
 
 impl MemoryAuditLog {
-    /// A log keeping 10,000 events.
+    /// A log keeping 10,000 events per project (and as many CIMD fetch failures).
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// A log keeping `capacity` events (at least one).
+    /// A log keeping `capacity` events per project (at least one), and as
+    /// many CIMD fetch failures.
     pub fn with_capacity(capacity: usize) -> Self {
         Self {
-            events: Mutex::new(VecDeque::new()),
+            inner: Mutex::new(AuditRings::default()),
             capacity: capacity.max(1),
         }
     }
 
     /// The newest `limit` events of a project, oldest first.
     pub fn recent(&self, project: &ProjectId, limit: usize) -> Vec<AuditEvent> {
-        let Ok(events) = lock(&self.events) else {
+        let Ok(rings) = lock(&self.inner) else {
             return Vec::new();
         };
-        let mut out: Vec<AuditEvent> = events
-            .iter()
-            .rev()
-            .filter(|e| &e.project_id == project)
-            .take(limit)
-            .cloned()
-            .collect();
-        out.reverse();
-        out
+        let Some((main, cimd)) = rings.projects.get(project) else {
+            return Vec::new();
+        };
+        let mut all: Vec<&(u64, AuditEvent)> = main.iter().chain(cimd.iter()).collect();
+        all.sort_unstable_by_key(|(seq, _)| *seq);
+        let skip = all.len().saturating_sub(limit);
+        all.into_iter().skip(skip).map(|(_, e)| e.clone()).collect()
     }
 
     /// Every event held, oldest first.
     pub fn all(&self) -> Vec<AuditEvent> {
-        lock(&self.events)
-            .map(|e| e.iter().cloned().collect())
-            .unwrap_or_default()
+        let Ok(rings) = lock(&self.inner) else {
+            return Vec::new();
+        };
+        let mut all: Vec<&(u64, AuditEvent)> = rings
+            .projects
+            .values()
+            .flat_map(|(main, cimd)| main.iter().chain(cimd.iter()))
+            .collect();
+        all.sort_unstable_by_key(|(seq, _)| *seq);
+        all.into_iter().map(|(_, e)| e.clone()).collect()
     }
 }
 
 #[async_trait]
 impl AuditSink for MemoryAuditLog {
     async fn record(&self, event: AuditEvent) {
-        if let Ok(mut events) = lock(&self.events) {
-            if events.len() >= self.capacity {
-                events.pop_front();
-            }
-            events.push_back(event);
+        let Ok(mut rings) = lock(&self.inner) else { return };
+        rings.seq += 1;
+        let seq = rings.seq;
+        let (main, cimd) = rings.projects.entry(event.project_id.clone()).or_default();
+        let ring = if matches!(event.kind, crate::audit::AuditKind::CimdFetchFailed { .. }) {
+            cimd
+        } else {
+            main
+        };
+        if ring.len() >= self.capacity {
+            ring.pop_front();
         }
+        ring.push_back((seq, event));
     }
 }
 
