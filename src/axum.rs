@@ -42,6 +42,8 @@ pub struct RouterPaths {
     pub token: String,
     /// Registration endpoint.
     pub registration: String,
+    /// The CIMD preview endpoint (`/oauth2/cimd/resolve`).
+    pub cimd_resolve: String,
     /// Revocation endpoint.
     pub revocation: String,
     /// Introspection endpoint.
@@ -57,6 +59,7 @@ impl RouterPaths {
             authorize: authorize.into(),
             token: p.token.clone(),
             registration: p.registration.clone(),
+            cimd_resolve: "/oauth2/cimd/resolve".to_owned(),
             revocation: p.revocation.clone(),
             introspection: p.introspection.clone(),
         }
@@ -71,7 +74,8 @@ struct AppState {
 }
 
 /// A router with the discovery documents, the authorization endpoint and
-/// the registration, token, revocation and introspection endpoints.
+/// the registration, CIMD preview, token, revocation and introspection
+/// endpoints.
 pub fn router(endpoints: OAuthEndpoints, consent: Arc<dyn ConsentHandler>, paths: &RouterPaths) -> Router {
     let state = AppState {
         endpoints,
@@ -84,6 +88,7 @@ pub fn router(endpoints: OAuthEndpoints, consent: Arc<dyn ConsentHandler>, paths
         .route(&paths.authorize, get(authorize))
         .route(&paths.token, any(token))
         .route(&paths.registration, any(register))
+        .route(&paths.cimd_resolve, any(cimd_resolve))
         .route(&paths.revocation, any(revoke))
         .route(&paths.introspection, any(introspect))
         .with_state(state)
@@ -134,6 +139,13 @@ async fn token(State(s): State<AppState>, req: Request) -> Response {
 async fn register(State(s): State<AppState>, req: Request) -> Response {
     match buffer(req, s.max_body + 1).await {
         Ok(req) => into_axum(s.endpoints.register(&req).await),
+        Err(r) => r,
+    }
+}
+
+async fn cimd_resolve(State(s): State<AppState>, req: Request) -> Response {
+    match buffer(req, s.max_body + 1).await {
+        Ok(req) => into_axum(s.endpoints.cimd_resolve(&req).await),
         Err(r) => r,
     }
 }

@@ -284,6 +284,22 @@ impl OAuthEndpoints {
         response
     }
 
+    /// `POST /oauth2/cimd/resolve` with `{"client_id": url}`: the CIMD
+    /// preview. Both outcomes are 200 JSON told apart by `status`
+    /// (`resolved` with the normalized client, or `failed` with the exact
+    /// reason); a malformed request is a 400 OAuth error.
+    pub async fn cimd_resolve<B: AsRef<[u8]>>(&self, req: &Request<B>) -> Response<Vec<u8>> {
+        let result = async {
+            let (project, body) = self.json_request(req)?;
+            self.server.preview_cimd(&project, body).await
+        }
+        .await;
+        match result {
+            Ok(preview) => no_store(json(StatusCode::OK, preview.to_json())),
+            Err(e) => error_response(&e),
+        }
+    }
+
     /// `POST /oauth2/revoke` (RFC 7009): 200 with an empty body on success.
     pub async fn revoke<B: AsRef<[u8]>>(&self, req: &Request<B>) -> Response<Vec<u8>> {
         if let Some(r) = cors_preflight(req) {

@@ -47,7 +47,9 @@
 //! assert_eq!(changes.len(), 3);
 //!
 //! let metadata = server.metadata(&project).await?;
-//! assert!(metadata.client_id_metadata_document_supported);
+//! // CIMD is advertised only when a metadata fetcher is configured: feature
+//! // `reqwest` provides one by default; otherwise see `metadata_fetcher`.
+//! assert_eq!(metadata.client_id_metadata_document_supported, cfg!(feature = "reqwest"));
 //! assert_eq!(metadata.registration_endpoint.as_deref(), Some("https://auth.example.com/oauth2/register"));
 //! # Ok(()) }
 //! # futures_executor::block_on(demo()).unwrap();

@@ -11,6 +11,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use time::Duration;
 
+use crate::cimd::{CimdPolicy, CimdPolicyError};
 use crate::redirect_uri::RedirectUriPolicy;
 use crate::resource::{ResourceSet, ResourceUri};
 use crate::scope::ScopeSet;
@@ -184,6 +185,9 @@ pub struct ProjectSettings {
     pub authorize_endpoint_path: String,
     /// Which redirect URIs clients may register.
     pub redirect_uri_policy: RedirectUriPolicy,
+    /// How Client ID Metadata Documents are trusted, fetched and cached.
+    #[serde(default)]
+    pub cimd: CimdPolicy,
 }
 
 impl Default for ProjectSettings {
@@ -204,6 +208,7 @@ impl Default for ProjectSettings {
             require_resource: false,
             authorize_endpoint_path: "/oauth2/authorize".to_owned(),
             redirect_uri_policy: RedirectUriPolicy::strict(),
+            cimd: CimdPolicy::default(),
         }
     }
 }
@@ -285,6 +290,9 @@ pub enum SettingsError {
     /// The authorize path does not start with `/` or has a query or fragment.
     #[error("authorize_endpoint_path must be an absolute path without query or fragment")]
     AuthorizePath,
+    /// The CIMD policy is inconsistent.
+    #[error("invalid cimd policy: {0}")]
+    Cimd(#[from] CimdPolicyError),
 }
 
 impl ProjectSettings {
@@ -354,6 +362,7 @@ impl ProjectSettings {
         {
             return Err(SettingsError::AuthorizePath);
         }
+        self.cimd.validate()?;
         Ok(())
     }
 

@@ -25,6 +25,10 @@ struct Running {
 }
 
 async fn start(auto_approve: bool) -> Running {
+    start_with(auto_approve, None).await
+}
+
+async fn start_with(auto_approve: bool, cimd_root_cert: Option<Vec<u8>>) -> Running {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr: SocketAddr = listener.local_addr().unwrap();
     let base = format!("http://{addr}");
@@ -33,7 +37,7 @@ async fn start(auto_approve: bool) -> Running {
         admin_token: ADMIN.into(),
         auto_approve,
         allow_loopback_cimd: true,
-        cimd_root_cert: None,
+        cimd_root_cert,
         dcr_mode: None,
         resource: ResourceUri::parse(RESOURCE).unwrap(),
         introspection_token: INTROSPECT.into(),
@@ -41,6 +45,9 @@ async fn start(auto_approve: bool) -> Running {
     let app = app::App::new(config).await.unwrap();
     let router = app.router().await.unwrap();
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    // reqwest is built without a default TLS crypto provider (the crate
+    // brings its own rustls configuration); tests install ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -517,4 +524,194 @@ async fn phase_one_errors_are_pages_not_redirects() {
     assert_eq!(r.status(), 401);
     assert!(r.headers().get("location").is_none());
     assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+}
+
+/// An HTTPS server on 127.0.0.1 serving one CIMD document at
+/// `/client.json` (404 elsewhere), with a self-signed certificate.
+struct DocumentServer {
+    port: u16,
+    ca_pem: String,
+}
+
+impl DocumentServer {
+    async fn start(redirect: &'static str) -> Self {
+        use std::sync::Arc;
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let ca_pem = ck.cert.pem();
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(rustls::pki_types::PrivatePkcs8KeyDer::from(
+            ck.signing_key.serialize_der(),
+        ));
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![ck.cert.der().clone()], key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        match tls.read(&mut byte).await {
+                            Ok(1) => head.push(byte[0]),
+                            _ => return,
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&head).into_owned();
+                    let response = if head.starts_with("GET /client.json ") {
+                        let doc = json!({
+                            "client_id": format!("https://localhost:{port}/client.json"),
+                            "client_name": "Local CIMD Client",
+                            "redirect_uris": [redirect],
+                            "grant_types": ["authorization_code", "refresh_token"],
+                            "token_endpoint_auth_method": "none"
+                        })
+                        .to_string();
+                        format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncache-control: max-age=600\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{doc}",
+                            doc.len()
+                        )
+                    } else {
+                        "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".to_owned()
+                    };
+                    let _ = tls.write_all(response.as_bytes()).await;
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+        Self { port, ca_pem }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.port)
+    }
+}
+
+#[tokio::test]
+async fn cimd_client_full_pkce_flow_and_preview() {
+    let redirect = "http://127.0.0.1:7777/cb";
+    let docs = DocumentServer::start(redirect).await;
+    let s = start_with(true, Some(docs.ca_pem.clone().into_bytes())).await;
+    let client_id = docs.url("/client.json");
+
+    // The dashboard's "Preview CIMD" button.
+    let r = s
+        .http
+        .post(s.url("/oauth2/cimd/resolve"))
+        .header("X-Authio-Project", "proj_demo")
+        .header("content-type", "application/json")
+        .body(json!({"client_id": client_id}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let preview: Value = r.json().await.unwrap();
+    assert_eq!(preview["status"], "resolved", "{preview}");
+    assert_eq!(preview["client_name"], "Local CIMD Client");
+    assert_eq!(preview["redirect_uris"], json!([redirect]));
+    assert_eq!(preview["token_endpoint_auth_method"], "none");
+
+    // Sign in with the document's URL as client_id.
+    let verifier = CodeVerifier::from_random(&[11; 32]);
+    let code = s.sign_in(&client_id, redirect, &verifier).await;
+    let r = s
+        .post_form(
+            "/oauth2/token",
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("client_id", &client_id),
+                ("code_verifier", verifier.as_str()),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let t: Value = r.json().await.unwrap();
+    let info = s.introspect(t["access_token"].as_str().unwrap()).await;
+    assert_eq!(info["active"], true);
+    assert_eq!(info["client_id"], client_id);
+    assert_eq!(info["aud"], json!([RESOURCE]));
+    // Public CIMD clients refresh too.
+    let r = s
+        .post_form(
+            "/oauth2/token",
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", t["refresh_token"].as_str().unwrap()),
+                ("client_id", &client_id),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let (_, audit) = s
+        .admin(reqwest::Method::GET, "/admin/projects/proj_demo/audit", None)
+        .await;
+    assert!(audit.to_string().contains("oauth_client.cimd_resolved"));
+}
+
+#[tokio::test]
+async fn missing_cimd_document_is_an_error_page_and_an_audit_event() {
+    let docs = DocumentServer::start("http://127.0.0.1:7777/cb").await;
+    let s = start_with(true, Some(docs.ca_pem.clone().into_bytes())).await;
+    let missing = docs.url("/missing.json");
+
+    let r = s
+        .http
+        .post(s.url("/oauth2/cimd/resolve"))
+        .header("content-type", "application/json")
+        .body(json!({"client_id": missing}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let preview: Value = r.json().await.unwrap();
+    assert_eq!(preview["status"], "failed", "{preview}");
+    assert_eq!(preview["reason"], "http_status");
+    assert_eq!(preview["http_status"], 404);
+
+    let verifier = CodeVerifier::from_random(&[12; 32]);
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("response_type", "code")
+        .append_pair("client_id", &missing)
+        .append_pair("redirect_uri", "http://127.0.0.1:7777/cb")
+        .append_pair("code_challenge", CodeChallenge::s256(&verifier).as_str())
+        .append_pair("code_challenge_method", "S256")
+        .finish();
+    let r = s
+        .http
+        .get(s.url(&format!("/oauth2/authorize?{query}")))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.headers().get("location").is_none(),
+        "a CIMD failure is never redirected"
+    );
+    assert_eq!(r.status(), 401);
+    assert!(r.text().await.unwrap().contains("http_status"));
+
+    let (_, audit) = s
+        .admin(reqwest::Method::GET, "/admin/projects/proj_demo/audit", None)
+        .await;
+    let failures: Vec<&Value> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == "oauth_client.cimd_fetch_failed")
+        .collect();
+    assert_eq!(failures.len(), 2, "{audit}");
+    assert_eq!(failures[0]["reason"], "http_status");
+    assert_eq!(failures[0]["http_status"], 404);
+    assert_eq!(failures[0]["client_id"], missing);
 }

@@ -364,3 +364,103 @@ async fn purge_keeps_memory_bounded() {
     assert_eq!(h.grants.purge_expired(h.server.now()).await.unwrap(), 60);
     assert!(h.grants.is_empty());
 }
+
+/// One whole flow for a client obtained the way real MCP clients obtain
+/// one: `client_id` is the client's id, `redirect` its redirect URI.
+async fn whole_flow(h: &Harness, client_id: &str, redirect: &str, seed: u8) {
+    let v = verifier(seed);
+    let client = authio_mcp::client::ClientId::parse_with(client_id, Default::default()).unwrap();
+    let pending = h
+        .pending(&auth_query(&client, redirect, &v, "&scope=mcp%3Aread+mcp%3Awrite"))
+        .await;
+    let location = h
+        .server
+        .approve(pending, Subject::new("user_demo").unwrap(), None)
+        .await
+        .unwrap();
+    assert_eq!(query_param(&location, "iss").as_deref(), Some(ISSUER));
+    let code = query_param(&location, "code").unwrap();
+    let body = form(&[
+        ("grant_type", "authorization_code"),
+        ("code", &code),
+        ("redirect_uri", redirect),
+        ("client_id", client_id),
+        ("code_verifier", v.as_str()),
+    ]);
+    let t = h.server.token(&h.project, None, body.as_bytes()).await.unwrap();
+    let info = h.introspect(&t.access_token).await;
+    assert_eq!(
+        info["aud"],
+        serde_json::json!([RESOURCE]),
+        "aud is the requested resource"
+    );
+    assert_eq!(
+        info["exp"].as_i64().unwrap() - info["iat"].as_i64().unwrap(),
+        15 * 60,
+        "project TTL"
+    );
+    assert_eq!(info["client_id"], client_id);
+    // Refresh twice, then revoke, then introspect.
+    let mut rt = t.refresh_token.unwrap();
+    let mut last_access = t.access_token;
+    for _ in 0..2 {
+        h.clock.advance(Duration::minutes(5));
+        let t = h.refresh(&client, &rt, "").await.unwrap();
+        assert_eq!(h.introspect(&rt).await["active"], false, "rotated");
+        rt = t.refresh_token.unwrap();
+        last_access = t.access_token;
+    }
+    assert_eq!(h.introspect(&last_access).await["active"], true);
+    let body = form(&[("token", &rt), ("client_id", client_id)]);
+    h.server.revoke(&h.project, None, body.as_bytes()).await.unwrap();
+    assert_eq!(h.introspect(&last_access).await["active"], false);
+    assert_eq!(h.introspect(&rt).await["active"], false);
+}
+
+#[tokio::test]
+async fn cimd_client_whole_flow() {
+    let h = harness().await;
+    whole_flow(&h, CIMD_URL, CIMD_REDIRECT, 21).await;
+    let events = h.events();
+    assert!(events.contains(&"oauth_client.cimd_resolved"));
+}
+
+#[tokio::test]
+async fn dcr_client_whole_flow() {
+    let h = harness().await;
+    let iat = h
+        .server
+        .issue_iat(&h.project, authio_mcp::dcr::IatOptions::new())
+        .await
+        .unwrap();
+    let body = serde_json::json!({
+        "redirect_uris": [REDIRECT],
+        "client_name": "My MCP Server",
+        "token_endpoint_auth_method": "none",
+        "grant_types": ["authorization_code", "refresh_token"],
+    });
+    let auth = format!("Bearer {}", iat.token.expose_secret());
+    let reg = h
+        .server
+        .register_client(&h.project, Some(&auth), body.to_string().as_bytes())
+        .await
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&reg.to_json()).unwrap();
+    let client_id = json["client_id"].as_str().unwrap().to_owned();
+    whole_flow(&h, &client_id, REDIRECT, 22).await;
+    assert!(h.events().contains(&"oauth_client.registered"));
+}
+
+#[tokio::test]
+async fn cimd_failure_at_the_token_endpoint_is_generic_invalid_client() {
+    let h = harness().await;
+    let body = form(&[
+        ("grant_type", "authorization_code"),
+        ("code", "ac_x"),
+        ("client_id", "https://unknown.example.com/client.json"),
+        ("code_verifier", verifier(1).as_str()),
+    ]);
+    let err = h.server.token(&h.project, None, body.as_bytes()).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidClient);
+    assert_eq!(err.description(), Some("client authentication failed"));
+}

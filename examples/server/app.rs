@@ -11,6 +11,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use authio_mcp::authorize::PendingAuthorization;
 use authio_mcp::axum::{ConsentHandler, RouterPaths, buffer, into_axum, router};
+use authio_mcp::cimd::ReqwestFetcher;
 use authio_mcp::dcr::{IatId, IatOptions, RegistrationPolicy};
 use authio_mcp::discovery::Issuer;
 use authio_mcp::grant::Subject;
@@ -87,8 +88,13 @@ impl App {
         policy: RegistrationPolicy,
     ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
         let audit = Arc::new(MemoryAuditLog::new());
+        let mut fetcher = ReqwestFetcher::builder().danger_allow_loopback_for_development(config.allow_loopback_cimd);
+        if let Some(pem) = &config.cimd_root_cert {
+            fetcher = fetcher.add_root_certificate_for_development(pem);
+        }
         let server = AuthorizationServer::builder(config.issuer.clone())
             .audit(audit.clone())
+            .metadata_fetcher(Arc::new(fetcher.build()?))
             .registration_policy(policy)
             .build();
         let project = ProjectId::new(DEMO_PROJECT)?;
@@ -273,6 +279,7 @@ struct ProjectPatch {
     default_scopes: Option<ScopeSet>,
     default_resource: Option<ResourceUri>,
     require_resource: Option<bool>,
+    cimd: Option<authio_mcp::cimd::CimdPolicy>,
 }
 
 async fn admin_patch_project(
@@ -328,6 +335,9 @@ fn apply_patch(s: &mut ProjectSettings, patch: &ProjectPatch) {
     }
     if let Some(v) = patch.require_resource {
         s.require_resource = v;
+    }
+    if let Some(v) = &patch.cimd {
+        s.cimd = v.clone();
     }
 }
 

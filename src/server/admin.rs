@@ -122,7 +122,10 @@ impl AuthorizationServer {
     /// project; `server_error` when storage fails.
     pub async fn metadata(&self, id: &ProjectId) -> Result<AuthorizationServerMetadata, OAuthError> {
         let settings = self.projects.get(id).await?.ok_or_else(OAuthError::unknown_project)?;
-        Ok(AuthorizationServerMetadata::build(&self.issuer, &settings, &self.paths))
+        let mut metadata = AuthorizationServerMetadata::build(&self.issuer, &settings, &self.paths);
+        // Advertise CIMD only when a fetcher can actually resolve documents.
+        metadata.client_id_metadata_document_supported = self.cimd_advertised(&settings);
+        Ok(metadata)
     }
 }
 
@@ -143,6 +146,7 @@ mod tests {
         let s = AuthorizationServer::builder(Issuer::new("https://auth-api.authio.com").unwrap())
             .audit(audit.clone())
             .clock(Arc::new(FixedClock::new(datetime!(2026-11-26 12:00 UTC))))
+            .metadata_fetcher(Arc::new(crate::server::cimd::test_support::RefusingFetcher))
             .build();
         (s, audit)
     }

@@ -35,6 +35,13 @@ pub enum AuthorizeOutcome {
     Pending(Box<PendingAuthorization>),
 }
 
+/// What was presented twice.
+#[derive(Clone, Copy)]
+enum Reused {
+    Code,
+    RefreshToken,
+}
+
 /// Why an approval could not be completed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -83,8 +90,8 @@ impl AuthorizationServer {
         self.resolve_client(project, settings, &id).await
     }
 
-    pub(crate) fn client_id_url_policy(&self, _settings: &ProjectSettings) -> ClientIdUrlPolicy {
-        ClientIdUrlPolicy::default()
+    pub(crate) fn client_id_url_policy(&self, settings: &ProjectSettings) -> ClientIdUrlPolicy {
+        settings.cimd.url_policy
     }
 
     /// Resolves a client id to a client: the client store for registered
@@ -101,13 +108,12 @@ impl AuthorizationServer {
                 .get(project, r)
                 .await?
                 .ok_or_else(|| ClientRequestError::UnknownClient.to_oauth_error()),
-            ClientId::Metadata(_) => {
-                let _ = settings;
-                Err(ClientRequestError::ClientMetadataUnavailable {
-                    reason: "fetcher_unavailable".into(),
+            ClientId::Metadata(url) => self.resolve_cimd_client(project, settings, url).await.map_err(|e| {
+                ClientRequestError::ClientMetadataUnavailable {
+                    reason: e.reason().into(),
                 }
-                .to_oauth_error())
-            }
+                .to_oauth_error()
+            }),
         }
     }
 
@@ -270,41 +276,57 @@ impl AuthorizationServer {
         // consumes the code nor revokes anything.
         let issuance = token::check_code_redemption(&record, &client.client_id, req, self.clock.now())?;
         if record.consumed {
-            return Err(self.code_reuse(project, &record.grant).await);
+            return Err(self.reuse_detected(project, &record.grant, Reused::Code).await);
         }
         match self.grants.consume_code(project, &hash).await? {
             CodeConsumption::Consumed(record) => {
                 self.issue_tokens(settings, client, &record.grant, &issuance, None, "authorization_code")
                     .await
             }
-            CodeConsumption::AlreadyConsumed(record) => Err(self.code_reuse(project, &record.grant).await),
+            CodeConsumption::AlreadyConsumed(record) => {
+                Err(self.reuse_detected(project, &record.grant, Reused::Code).await)
+            }
             _ => Err(TokenError::InvalidGrant("authorization code").into()),
         }
     }
 
-    async fn code_reuse(&self, project: &ProjectId, grant: &Grant) -> OAuthError {
+    /// A replayed code or a reused refresh token: revoke the whole grant,
+    /// record the detection and the revocation, answer `invalid_grant`.
+    async fn reuse_detected(&self, project: &ProjectId, grant: &Grant, what: Reused) -> OAuthError {
         let revoked = self.grants.revoke_grant(project, &grant.id, self.clock.now()).await;
-        self.emit(
-            project,
-            AuditKind::AuthorizationCodeReuseDetected {
-                client_id: grant.client_id.to_string(),
-                grant_id: grant.id.to_string(),
-            },
-        )
-        .await;
+        let (client_id, grant_id) = (grant.client_id.to_string(), grant.id.to_string());
+        let (detected, reason, token) = match what {
+            Reused::Code => (
+                AuditKind::AuthorizationCodeReuseDetected {
+                    client_id: client_id.clone(),
+                    grant_id: grant_id.clone(),
+                },
+                "code_reuse",
+                "authorization code",
+            ),
+            Reused::RefreshToken => (
+                AuditKind::RefreshTokenReuseDetected {
+                    client_id: client_id.clone(),
+                    grant_id: grant_id.clone(),
+                },
+                "refresh_reuse",
+                "refresh token",
+            ),
+        };
+        self.emit(project, detected).await;
         if revoked.is_err() {
             return OAuthError::server_error();
         }
         self.emit(
             project,
             AuditKind::TokenRevoked {
-                client_id: grant.client_id.to_string(),
-                grant_id: grant.id.to_string(),
-                reason: "code_reuse".to_owned(),
+                client_id,
+                grant_id,
+                reason: reason.to_owned(),
             },
         )
         .await;
-        TokenError::InvalidGrant("authorization code").into()
+        TokenError::InvalidGrant(token).into()
     }
 
     async fn refresh(
@@ -329,7 +351,7 @@ impl AuthorizationServer {
             return Err(TokenError::UnauthorizedClient.into());
         }
         if record.rotated {
-            return Err(self.refresh_reuse(project, &record.grant).await);
+            return Err(self.reuse_detected(project, &record.grant, Reused::RefreshToken).await);
         }
         let (new_token, new_record) =
             self.new_refresh_token(settings, &record.grant, &record.scopes, &record.resources);
@@ -345,34 +367,11 @@ impl AuthorizationServer {
                 )
                 .await
             }
-            RefreshRotation::AlreadyRotated(old) => Err(self.refresh_reuse(project, &old.grant).await),
+            RefreshRotation::AlreadyRotated(old) => {
+                Err(self.reuse_detected(project, &old.grant, Reused::RefreshToken).await)
+            }
             _ => Err(TokenError::InvalidGrant("refresh token").into()),
         }
-    }
-
-    async fn refresh_reuse(&self, project: &ProjectId, grant: &Grant) -> OAuthError {
-        let revoked = self.grants.revoke_grant(project, &grant.id, self.clock.now()).await;
-        self.emit(
-            project,
-            AuditKind::RefreshTokenReuseDetected {
-                client_id: grant.client_id.to_string(),
-                grant_id: grant.id.to_string(),
-            },
-        )
-        .await;
-        if revoked.is_err() {
-            return OAuthError::server_error();
-        }
-        self.emit(
-            project,
-            AuditKind::TokenRevoked {
-                client_id: grant.client_id.to_string(),
-                grant_id: grant.id.to_string(),
-                reason: "refresh_reuse".to_owned(),
-            },
-        )
-        .await;
-        TokenError::InvalidGrant("refresh token").into()
     }
 
     fn new_refresh_token(

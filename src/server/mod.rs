@@ -4,6 +4,7 @@
 //! [`RandomSource`], so a test can drive whole flows deterministically.
 
 mod admin;
+mod cimd;
 mod client_auth;
 mod env;
 mod flow;
@@ -36,6 +37,9 @@ pub struct AuthorizationServer {
     pub(crate) random: Arc<dyn RandomSource>,
     pub(crate) iats: Arc<dyn IatStore>,
     pub(crate) registration: crate::dcr::RegistrationPolicy,
+    pub(crate) metadata_fetcher: Option<Arc<dyn crate::cimd::MetadataFetcher>>,
+    pub(crate) cimd_cache: Arc<dyn crate::store::CimdCache>,
+    pub(crate) cimd_inflight: Arc<cimd::InFlight>,
 }
 
 impl std::fmt::Debug for AuthorizationServer {
@@ -63,6 +67,8 @@ impl AuthorizationServer {
             random: None,
             iats: None,
             registration: crate::dcr::RegistrationPolicy::default(),
+            metadata_fetcher: None,
+            cimd_cache: None,
         }
     }
 
@@ -145,6 +151,9 @@ pub struct AuthorizationServerBuilder {
     random: Option<Arc<dyn RandomSource>>,
     iats: Option<Arc<dyn IatStore>>,
     registration: crate::dcr::RegistrationPolicy,
+    /// `None`: the default; `Some(None)`: explicitly none.
+    metadata_fetcher: Option<Option<Arc<dyn crate::cimd::MetadataFetcher>>>,
+    cimd_cache: Option<Arc<dyn crate::store::CimdCache>>,
 }
 
 impl std::fmt::Debug for AuthorizationServerBuilder {
@@ -231,6 +240,9 @@ impl AuthorizationServerBuilder {
             random: self.random.unwrap_or_else(|| Arc::new(SystemRandom)),
             iats: self.iats.unwrap_or_else(|| Arc::new(MemoryIatStore::new())),
             registration: self.registration,
+            metadata_fetcher: self.metadata_fetcher.unwrap_or_else(cimd::default_fetcher),
+            cimd_cache: self.cimd_cache.unwrap_or_else(cimd::default_cache),
+            cimd_inflight: Arc::new(cimd::InFlight::default()),
         }
     }
 }

@@ -306,3 +306,39 @@ pub trait IatStore: Send + Sync {
     /// `now` (expired, exhausted or revoked); returns how many.
     async fn purge(&self, now: time::OffsetDateTime) -> Result<usize, StoreError>;
 }
+
+/// Validated Client ID Metadata Documents, per project and URL.
+///
+/// # Security
+/// - Only documents that passed every check are stored: the driver never
+///   caches an error response, a failed fetch or an invalid document, and
+///   an implementation must not synthesize entries.
+/// - Entries are scoped by project: one project's entry must never be
+///   returned for another (projects differ in trust and validation
+///   policy).
+/// - Every entry carries [`crate::cimd::CachedDocument::expires_at`]; the
+///   driver never uses an expired entry and re-validates a fresh one
+///   against the project's current policy on every use. Implementations
+///   may evict any entry at any time (a miss only costs a fetch).
+/// - A failing cache is treated as a miss by the driver (and a failed
+///   `put` as not cached): the safe failure mode is fetching again.
+#[async_trait]
+pub trait CimdCache: Send + Sync {
+    /// The entry for a project and URL, fresh or not.
+    async fn get(
+        &self,
+        project: &ProjectId,
+        url: &crate::cimd::ClientIdUrl,
+    ) -> Result<Option<crate::cimd::CachedDocument>, StoreError>;
+
+    /// Stores (or replaces) the entry for a project and URL.
+    async fn put(
+        &self,
+        project: &ProjectId,
+        url: &crate::cimd::ClientIdUrl,
+        entry: crate::cimd::CachedDocument,
+    ) -> Result<(), StoreError>;
+
+    /// Removes the entry for a project and URL, if any.
+    async fn remove(&self, project: &ProjectId, url: &crate::cimd::ClientIdUrl) -> Result<(), StoreError>;
+}

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use authio_mcp::authorize::PendingAuthorization;
+use authio_mcp::cimd::{FetchError, FetchPlan, FetchResponse, MetadataFetcher};
 use authio_mcp::client::{Client, ClientId, ClientMetadata, MetadataProfile, RegisteredClientId};
 use authio_mcp::discovery::Issuer;
 use authio_mcp::grant::Subject;
@@ -25,6 +26,35 @@ pub const ISSUER: &str = "https://auth-api.authio.com";
 pub const RESOURCE: &str = "https://mcp.example.com/mcp";
 pub const REDIRECT: &str = "https://my-mcp-server.example.com/oauth/callback";
 pub const START: OffsetDateTime = datetime!(2026-11-26 12:00 UTC);
+
+pub const CIMD_URL: &str = "https://claude.ai/oauth/mcp-oauth-client-metadata";
+pub const CIMD_REDIRECT: &str = "https://claude.ai/api/mcp/auth_callback";
+
+/// Serves one Claude.ai-shaped metadata document; counts fetches.
+#[derive(Default)]
+pub struct DocumentFetcher {
+    pub fetches: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl MetadataFetcher for DocumentFetcher {
+    async fn fetch(&self, plan: &FetchPlan) -> Result<FetchResponse, FetchError> {
+        self.fetches.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if plan.url().as_str() != CIMD_URL {
+            return Ok(FetchResponse::new(404, b"not found".to_vec()).with_content_type("text/html"));
+        }
+        let doc = serde_json::json!({
+            "client_id": CIMD_URL,
+            "client_name": "Claude",
+            "client_uri": "https://claude.ai",
+            "redirect_uris": [CIMD_REDIRECT],
+            "grant_types": ["authorization_code", "refresh_token"],
+            "response_types": ["code"],
+            "token_endpoint_auth_method": "none"
+        });
+        Ok(FetchResponse::new(200, doc.to_string().into_bytes()).with_content_type("application/json"))
+    }
+}
 
 pub struct Harness {
     pub server: AuthorizationServer,
@@ -54,6 +84,7 @@ pub async fn harness() -> Harness {
         .clients(clients.clone())
         .grants(grants.clone())
         .random(Arc::new(SeededRandom::new(42)))
+        .metadata_fetcher(Arc::new(DocumentFetcher::default()))
         .build();
     let project = ProjectId::new("proj_demo").unwrap();
     server.put_project(&project, project_settings()).await.unwrap();

@@ -1,0 +1,314 @@
+//! A ready [`MetadataFetcher`] on reqwest and rustls (feature `reqwest`).
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use url::Host;
+
+use super::document::address_refused;
+use super::fetch::{FetchError, FetchPlan, FetchResponse, MetadataFetcher};
+
+/// The `User-Agent` of every fetch.
+const USER_AGENT: &str = concat!(
+    "authio-mcp/",
+    env!("CARGO_PKG_VERSION"),
+    " (client-id-metadata-fetcher)"
+);
+
+/// A [`MetadataFetcher`] on reqwest with rustls (ring provider, Mozilla
+/// roots from `webpki-roots`) that keeps the trait's security contract:
+///
+/// - DNS answers are filtered through [`super::is_special_use`]: special-use
+///   addresses are dropped, and a host with only special-use addresses is
+///   refused before any connection; IP-literal hosts are checked before
+///   connecting; the peer address of the connection is checked again;
+/// - redirects are never followed (a 3xx is [`FetchError::Redirect`]);
+/// - a `Content-Length` above the cap is refused before reading, and a
+///   streamed body is cut at the cap;
+/// - one overall timeout from connecting to the last byte;
+/// - no cookies, no credentials, no `Referer`, no proxy (environment
+///   proxies are ignored), HTTPS only, HTTP/1.1, a fixed `User-Agent`.
+///
+/// Development-only switches, off by default:
+/// [`ReqwestFetcherBuilder::danger_allow_loopback_for_development`] and
+/// [`ReqwestFetcherBuilder::add_root_certificate_for_development`].
+#[derive(Clone)]
+pub struct ReqwestFetcher {
+    client: reqwest::Client,
+    allow_loopback: bool,
+}
+
+impl fmt::Debug for ReqwestFetcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReqwestFetcher")
+            .field("allow_loopback", &self.allow_loopback)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`ReqwestFetcher`].
+#[derive(Clone, Debug, Default)]
+#[must_use]
+pub struct ReqwestFetcherBuilder {
+    allow_loopback: bool,
+    extra_roots_pem: Vec<Vec<u8>>,
+}
+
+/// Why a [`ReqwestFetcher`] could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReqwestFetcherError {
+    /// A development root certificate is not valid PEM or not a usable
+    /// certificate.
+    #[error("invalid development root certificate")]
+    InvalidCertificate,
+    /// The TLS configuration could not be built.
+    #[error("TLS configuration failed: {0}")]
+    Tls(String),
+    /// The HTTP client could not be built.
+    #[error("HTTP client construction failed: {0}")]
+    Client(String),
+}
+
+impl ReqwestFetcher {
+    /// A builder with the secure defaults.
+    pub fn builder() -> ReqwestFetcherBuilder {
+        ReqwestFetcherBuilder::default()
+    }
+}
+
+impl ReqwestFetcherBuilder {
+    /// DEVELOPMENT ONLY: lets loopback addresses (`127.0.0.0/8`, `::1`)
+    /// through, for an authorization server on a developer machine fetching
+    /// documents served from the same machine. Every other special-use
+    /// address stays refused. Never enable in production: it opens the
+    /// server's own loopback services to anyone who can pick a
+    /// `client_id`.
+    pub fn danger_allow_loopback_for_development(mut self, allow: bool) -> Self {
+        self.allow_loopback = allow;
+        self
+    }
+
+    /// DEVELOPMENT ONLY: trusts one more root certificate (PEM, one or
+    /// more certificates), e.g. a private CA or a self-signed certificate
+    /// of a local test server, in addition to the public roots.
+    pub fn add_root_certificate_for_development(mut self, pem: &[u8]) -> Self {
+        self.extra_roots_pem.push(pem.to_vec());
+        self
+    }
+
+    /// Builds the fetcher.
+    ///
+    /// # Errors
+    /// A [`ReqwestFetcherError`].
+    pub fn build(self) -> Result<ReqwestFetcher, ReqwestFetcherError> {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject as _;
+
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        for pem in &self.extra_roots_pem {
+            let mut any = false;
+            for cert in CertificateDer::pem_slice_iter(pem) {
+                let cert = cert.map_err(|_| ReqwestFetcherError::InvalidCertificate)?;
+                roots.add(cert).map_err(|_| ReqwestFetcherError::InvalidCertificate)?;
+                any = true;
+            }
+            if !any {
+                return Err(ReqwestFetcherError::InvalidCertificate);
+            }
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ReqwestFetcherError::Tls(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+
+        let client = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .https_only(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .referer(false)
+            .http1_only()
+            .user_agent(USER_AGENT)
+            .pool_max_idle_per_host(0)
+            .dns_resolver(Arc::new(FilteringResolver {
+                allow_loopback: self.allow_loopback,
+            }))
+            .build()
+            .map_err(|e| ReqwestFetcherError::Client(e.to_string()))?;
+        Ok(ReqwestFetcher {
+            client,
+            allow_loopback: self.allow_loopback,
+        })
+    }
+}
+
+#[async_trait]
+impl MetadataFetcher for ReqwestFetcher {
+    async fn fetch(&self, plan: &FetchPlan) -> Result<FetchResponse, FetchError> {
+        let deadline = plan.timeout();
+        match tokio::time::timeout(deadline, self.fetch_within(plan)).await {
+            Ok(result) => result,
+            Err(_) => Err(FetchError::Timeout),
+        }
+    }
+
+    fn allows_loopback_for_development(&self) -> bool {
+        self.allow_loopback
+    }
+}
+
+impl ReqwestFetcher {
+    async fn fetch_within(&self, plan: &FetchPlan) -> Result<FetchResponse, FetchError> {
+        let url = plan.url().to_url().ok_or_else(|| FetchError::Other {
+            detail: "unparsable URL".to_owned(),
+        })?;
+        // IP-literal hosts skip DNS: check them here, before connecting.
+        let literal = match url.host() {
+            Some(Host::Ipv4(v4)) => Some(IpAddr::V4(v4)),
+            Some(Host::Ipv6(v6)) => Some(IpAddr::V6(v6)),
+            _ => None,
+        };
+        if let Some(ip) = literal
+            && address_refused(ip, self.allow_loopback)
+        {
+            return Err(FetchError::BlockedAddress { address: Some(ip) });
+        }
+
+        let mut response = self
+            .client
+            .get(url)
+            .header(reqwest::header::ACCEPT, plan.accept())
+            .timeout(plan.timeout())
+            .send()
+            .await
+            .map_err(map_error)?;
+
+        // The address actually connected to (DNS rebinding defence in
+        // depth: the resolver already filtered what could be connected to).
+        match response.remote_addr() {
+            Some(peer) if !address_refused(peer.ip(), self.allow_loopback) => {}
+            peer => {
+                return Err(FetchError::BlockedAddress {
+                    address: peer.map(|p| p.ip()),
+                });
+            }
+        }
+        let status = response.status();
+        if status.is_redirection() {
+            return Err(FetchError::Redirect {
+                status: status.as_u16(),
+            });
+        }
+        let limit = plan.max_body_bytes();
+        if response
+            .content_length()
+            .is_some_and(|len| len > u64::try_from(limit).unwrap_or(u64::MAX))
+        {
+            return Err(FetchError::TooLarge { limit });
+        }
+        let headers = response.headers().clone();
+        let mut body: Vec<u8> = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(map_error)? {
+            if body.len().saturating_add(chunk.len()) > limit {
+                return Err(FetchError::TooLarge { limit });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(FetchResponse::from_parts(status.as_u16(), &headers, body))
+    }
+}
+
+/// Resolves with the system resolver, then drops special-use addresses;
+/// refuses a name with nothing left.
+struct FilteringResolver {
+    allow_loopback: bool,
+}
+
+impl Resolve for FilteringResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let host = name.as_str().to_owned();
+        let allow_loopback = self.allow_loopback;
+        Box::pin(async move {
+            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let first_refused = found.first().map(SocketAddr::ip);
+            let usable: Vec<SocketAddr> = found
+                .into_iter()
+                .filter(|a| !address_refused(a.ip(), allow_loopback))
+                .collect();
+            if usable.is_empty() {
+                return Err(Box::new(Blocked(first_refused)) as Box<dyn StdError + Send + Sync>);
+            }
+            Ok(Box::new(usable.into_iter()) as Addrs)
+        })
+    }
+}
+
+/// The resolver's refusal, found again in reqwest's error chain.
+#[derive(Debug)]
+struct Blocked(Option<IpAddr>);
+
+impl fmt::Display for Blocked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the host resolves only to special-use addresses")
+    }
+}
+
+impl StdError for Blocked {}
+
+fn map_error(e: reqwest::Error) -> FetchError {
+    let mut source: Option<&(dyn StdError + 'static)> = Some(&e);
+    while let Some(err) = source {
+        if let Some(Blocked(address)) = err.downcast_ref::<Blocked>() {
+            return FetchError::BlockedAddress { address: *address };
+        }
+        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+            return FetchError::Tls {
+                detail: super::error::truncate(&tls.to_string(), 300),
+            };
+        }
+        source = next_cause(err);
+    }
+    if e.is_timeout() {
+        FetchError::Timeout
+    } else if e.is_redirect() {
+        FetchError::Redirect { status: 300 }
+    } else if e.is_connect() {
+        FetchError::Connect {
+            detail: error_chain(&e),
+        }
+    } else {
+        FetchError::Other {
+            detail: error_chain(&e),
+        }
+    }
+}
+
+/// The next error in a chain. An `io::Error` wrapping another error
+/// reports that error's source, skipping the wrapped error itself (where
+/// rustls errors hide): step into it instead.
+fn next_cause<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a (dyn StdError + 'static)> {
+    if let Some(inner) = err.downcast_ref::<std::io::Error>().and_then(std::io::Error::get_ref) {
+        return Some(inner);
+    }
+    err.source()
+}
+
+fn error_chain(e: &reqwest::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(err) = source {
+        out.push_str(": ");
+        out.push_str(&err.to_string());
+        source = err.source();
+    }
+    super::error::truncate(&out, 300)
+}

@@ -1,0 +1,350 @@
+//! The reqwest fetcher against real HTTPS servers on 127.0.0.1 (raw HTTP
+//! responses written over TLS with a self-signed certificate trusted
+//! through the development switch).
+#![cfg(feature = "reqwest")]
+#![allow(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing)] // test code
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use authio_mcp::cimd::{
+    ClientIdUrl, FetchError, FetchPlan, MetadataFetcher, ReqwestFetcher, ReqwestFetcherBuilder, ReqwestFetcherError,
+};
+use authio_mcp::discovery::Issuer;
+use authio_mcp::project::{ProjectId, ProjectSettings};
+use authio_mcp::server::AuthorizationServer;
+use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpListener;
+
+/// What the test server does after reading a request head.
+#[derive(Clone)]
+enum Behaviour {
+    /// Writes these bytes and closes.
+    Respond(Vec<u8>),
+    /// Writes the head, then waits before writing anything else.
+    Stall { head: Vec<u8>, wait: Duration },
+    /// Writes a chunked body of `total` bytes in `chunk`-byte chunks.
+    Chunked { head: Vec<u8>, chunk: usize, total: usize },
+}
+
+struct TestServer {
+    port: u16,
+    ca_pem: String,
+    connections: Arc<AtomicUsize>,
+    requests: Arc<Mutex<Vec<String>>>,
+}
+
+impl TestServer {
+    async fn start(behaviour: Behaviour) -> Self {
+        Self::start_with(move |_| behaviour).await
+    }
+
+    /// Starts a server whose behaviour may depend on its port (a document
+    /// naming its own URL).
+    async fn start_with(make: impl FnOnce(u16) -> Behaviour) -> Self {
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+        let ca_pem = ck.cert.pem();
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ck.signing_key.serialize_der()));
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![ck.cert.der().clone()], key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let behaviour = make(port);
+        let connections = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let (conns, reqs) = (connections.clone(), requests.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else { return };
+                conns.fetch_add(1, Ordering::SeqCst);
+                let (acceptor, behaviour, reqs) = (acceptor.clone(), behaviour.clone(), reqs.clone());
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        match tls.read(&mut byte).await {
+                            Ok(1) => head.push(byte[0]),
+                            _ => return,
+                        }
+                    }
+                    let text = String::from_utf8_lossy(&head).into_owned();
+                    reqs.lock().unwrap().push(text);
+                    match behaviour {
+                        Behaviour::Respond(bytes) => {
+                            let _ = tls.write_all(&bytes).await;
+                        }
+                        Behaviour::Stall { head, wait } => {
+                            let _ = tls.write_all(&head).await;
+                            let _ = tls.flush().await;
+                            tokio::time::sleep(wait).await;
+                        }
+                        Behaviour::Chunked { head, chunk, total } => {
+                            let _ = tls.write_all(&head).await;
+                            let mut sent = 0;
+                            while sent < total {
+                                let frame = format!("{chunk:x}\r\n{}\r\n", "a".repeat(chunk));
+                                if tls.write_all(frame.as_bytes()).await.is_err() {
+                                    return;
+                                }
+                                sent += chunk;
+                            }
+                            let _ = tls.write_all(b"0\r\n\r\n").await;
+                        }
+                    }
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+        Self {
+            port,
+            ca_pem,
+            connections,
+            requests,
+        }
+    }
+
+    fn url(&self, host: &str, path: &str) -> ClientIdUrl {
+        ClientIdUrl::parse(format!("https://{host}:{}{path}", self.port)).unwrap()
+    }
+
+    fn dev_fetcher(&self) -> ReqwestFetcher {
+        self.builder()
+            .danger_allow_loopback_for_development(true)
+            .build()
+            .unwrap()
+    }
+
+    fn builder(&self) -> ReqwestFetcherBuilder {
+        ReqwestFetcher::builder().add_root_certificate_for_development(self.ca_pem.as_bytes())
+    }
+
+    fn requests(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+fn plan(url: ClientIdUrl, timeout: Duration) -> FetchPlan {
+    FetchPlan::new(url, timeout)
+}
+
+fn json_ok(body: &str, extra_headers: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra_headers}Connection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_a_document_with_the_development_switches() {
+    let body = r#"{"client_id":"x","client_name":"Local","redirect_uris":["http://127.0.0.1/cb"]}"#;
+    let server = TestServer::start(Behaviour::Respond(json_ok(
+        body,
+        "Cache-Control: public, max-age=600\r\nSet-Cookie: a=b\r\n",
+    )))
+    .await;
+    let fetcher = server.dev_fetcher();
+    assert!(fetcher.allows_loopback_for_development());
+    for host in ["localhost", "127.0.0.1"] {
+        let r = fetcher
+            .fetch(&plan(server.url(host, "/client.json"), Duration::from_secs(5)))
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body, body.as_bytes());
+        assert_eq!(r.content_type.as_deref(), Some("application/json"));
+        assert_eq!(r.cache_control.as_deref(), Some("public, max-age=600"));
+    }
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 2);
+    for r in &reqs {
+        let lower = r.to_ascii_lowercase();
+        assert!(r.starts_with("GET /client.json HTTP/1.1\r\n"), "{r}");
+        assert!(lower.contains("\r\naccept: application/json\r\n"), "{r}");
+        assert!(lower.contains("\r\nuser-agent: authio-mcp/"), "{r}");
+        assert!(!lower.contains("cookie:"), "{r}");
+        assert!(!lower.contains("authorization:"), "{r}");
+        assert!(!lower.contains("referer:"), "{r}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_resolver_uses_the_fetcher_end_to_end() {
+    let server = TestServer::start_with(|port| {
+        let doc = serde_json::json!({
+            "client_id": format!("https://localhost:{port}/client.json"),
+            "client_name": "Local",
+            "redirect_uris": ["http://127.0.0.1/cb"]
+        })
+        .to_string();
+        Behaviour::Respond(json_ok(&doc, "Cache-Control: max-age=600\r\n"))
+    })
+    .await;
+    let url = server.url("localhost", "/client.json");
+    let fetcher = Arc::new(server.dev_fetcher());
+    let as_ = AuthorizationServer::builder(Issuer::new("https://auth.example.com").unwrap())
+        .metadata_fetcher(fetcher)
+        .build();
+    let project = ProjectId::new("proj_local").unwrap();
+    let settings = ProjectSettings::default().set_mcp_enabled(true).0;
+    as_.put_project(&project, settings.clone()).await.unwrap();
+    let client = as_.resolve_cimd_client(&project, &settings, &url).await.unwrap();
+    assert_eq!(client.client_id.as_str(), url.as_str());
+    assert!(
+        as_.metadata(&project)
+            .await
+            .unwrap()
+            .client_id_metadata_document_supported
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loopback_is_refused_unless_the_development_switch_is_on() {
+    let server = TestServer::start(Behaviour::Respond(json_ok("{}", ""))).await;
+    let fetcher = server.builder().build().unwrap();
+    assert!(!fetcher.allows_loopback_for_development());
+    for host in ["localhost", "127.0.0.1", "[::1]", "127.0.0.2"] {
+        let e = fetcher
+            .fetch(&plan(server.url(host, "/client.json"), Duration::from_secs(5)))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, FetchError::BlockedAddress { .. }), "{host}: {e:?}");
+    }
+    assert_eq!(server.connections.load(Ordering::SeqCst), 0, "never connected");
+
+    // the switch lets loopback through, and nothing else
+    let dev = server.dev_fetcher();
+    assert!(
+        dev.fetch(&plan(server.url("localhost", "/client.json"), Duration::from_secs(5)))
+            .await
+            .is_ok()
+    );
+    for other in ["10.0.0.1", "169.254.169.254", "[fd00::1]"] {
+        let e = dev
+            .fetch(&plan(server.url(other, "/c"), Duration::from_secs(5)))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, FetchError::BlockedAddress { .. }), "{other}: {e:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_is_not_followed() {
+    let server = TestServer::start(Behaviour::Respond(
+        b"HTTP/1.1 302 Found\r\nLocation: /elsewhere.json\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec(),
+    ))
+    .await;
+    let e = server
+        .dev_fetcher()
+        .fetch(&plan(server.url("localhost", "/client.json"), Duration::from_secs(5)))
+        .await
+        .unwrap_err();
+    assert_eq!(e, FetchError::Redirect { status: 302 });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 1, "{reqs:?}");
+    assert!(reqs[0].starts_with("GET /client.json "));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_streamed_body_is_cut() {
+    let head =
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+            .to_vec();
+    let server = TestServer::start(Behaviour::Chunked {
+        head,
+        chunk: 1000,
+        total: 1_000_000,
+    })
+    .await;
+    let started = Instant::now();
+    let e = server
+        .dev_fetcher()
+        .fetch(&plan(server.url("localhost", "/client.json"), Duration::from_secs(10)))
+        .await
+        .unwrap_err();
+    assert_eq!(e, FetchError::TooLarge { limit: 5120 });
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_announced_oversized_body_is_refused_before_reading() {
+    // announces 1 MB but sends nothing: refused from the header alone
+    let server = TestServer::start(Behaviour::Stall {
+        head: b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n\r\n".to_vec(),
+        wait: Duration::from_secs(10),
+    })
+    .await;
+    let started = Instant::now();
+    let e = server
+        .dev_fetcher()
+        .fetch(&plan(server.url("localhost", "/client.json"), Duration::from_secs(5)))
+        .await
+        .unwrap_err();
+    assert_eq!(e, FetchError::TooLarge { limit: 5120 });
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_body_times_out() {
+    let server = TestServer::start(Behaviour::Stall {
+        head: b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"client_id\":"
+            .to_vec(),
+        wait: Duration::from_secs(10),
+    })
+    .await;
+    let started = Instant::now();
+    let e = server
+        .dev_fetcher()
+        .fetch(&plan(
+            server.url("localhost", "/client.json"),
+            Duration::from_millis(500),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e, FetchError::Timeout);
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(450) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_certificate_is_a_tls_failure() {
+    let server = TestServer::start(Behaviour::Respond(json_ok("{}", ""))).await;
+    let fetcher = ReqwestFetcher::builder()
+        .danger_allow_loopback_for_development(true)
+        .build()
+        .unwrap();
+    let e = fetcher
+        .fetch(&plan(server.url("localhost", "/client.json"), Duration::from_secs(5)))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, FetchError::Tls { .. }), "{e:?}");
+}
+
+#[test]
+fn a_bad_development_certificate_is_refused() {
+    for pem in [
+        &b""[..],
+        b"not a pem",
+        b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    ] {
+        let e = ReqwestFetcher::builder()
+            .add_root_certificate_for_development(pem)
+            .build()
+            .unwrap_err();
+        assert!(matches!(e, ReqwestFetcherError::InvalidCertificate), "{e:?}");
+    }
+}
