@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use authio_mcp::authorize::PendingAuthorization;
-use authio_mcp::cimd::ClientIdUrl;
+use authio_mcp::cimd::{ClientIdUrl, FetchError, FetchPlan, FetchResponse, MetadataFetcher};
 use authio_mcp::client::{ClientId, ClientMetadata, MetadataProfile};
 use authio_mcp::dcr::{IatOptions, RegistrationPolicy};
 use authio_mcp::discovery::{AuthorizationServerMetadata, EndpointPaths, Issuer};
@@ -58,6 +58,22 @@ const CLAUDE_CIMD: &str = r#"{
   "token_endpoint_auth_method": "none"
 }"#;
 
+const CIMD_URL: &str = "https://claude.ai/oauth/mcp-oauth-client-metadata";
+
+/// Serves the Claude.ai document from memory, cacheable for a day: after
+/// the first authorization request every resolution is a cache hit.
+struct InMemoryFetcher;
+
+#[async_trait::async_trait]
+impl MetadataFetcher for InMemoryFetcher {
+    async fn fetch(&self, plan: &FetchPlan) -> Result<FetchResponse, FetchError> {
+        assert_eq!(plan.url().as_str(), CIMD_URL);
+        Ok(FetchResponse::new(200, CLAUDE_CIMD.as_bytes().to_vec())
+            .with_content_type("application/json")
+            .with_cache_control("public, max-age=86400"))
+    }
+}
+
 const REGISTRATION: &str = r#"{"redirect_uris": ["https://claude.ai/api/mcp/auth_callback"],
   "client_name": "Claude", "token_endpoint_auth_method": "none",
   "grant_types": ["authorization_code", "refresh_token"], "application_type": "web"}"#;
@@ -70,6 +86,7 @@ struct Bench {
     client: ClientId,
     verifier: CodeVerifier,
     query: String,
+    cimd_query: String,
 }
 
 fn settings() -> ProjectSettings {
@@ -97,6 +114,7 @@ fn setup() -> Bench {
         .grants(grants.clone())
         .clients(clients.clone())
         .registration_policy(policy)
+        .metadata_fetcher(Arc::new(InMemoryFetcher))
         .build();
     let project = ProjectId::new("proj_demo").unwrap();
     block_on(server.put_project(&project, settings())).unwrap();
@@ -115,8 +133,19 @@ fn setup() -> Bench {
         ("resource", RESOURCE),
         ("scope", "mcp:read mcp:write"),
     ]);
+    let cimd_query = form(&[
+        ("response_type", "code"),
+        ("client_id", CIMD_URL),
+        ("redirect_uri", REDIRECT),
+        ("code_challenge", CodeChallenge::s256(&verifier).as_str()),
+        ("code_challenge_method", "S256"),
+        ("state", "af0ifjsldkj"),
+        ("resource", RESOURCE),
+        ("scope", "mcp:read mcp:write"),
+    ]);
     Bench {
         server,
+        cimd_query,
         grants,
         clients,
         project,
@@ -219,6 +248,21 @@ fn driver(c: &mut Criterion) {
     g.bench_function("authorize_registered_client", |b| {
         b.iter(
             || match block_on(bench.server.authorize(&bench.project, black_box(&bench.query))) {
+                AuthorizeOutcome::Pending(p) => p,
+                other => panic!("{other:?}"),
+            },
+        )
+    });
+
+    // The first request fetches (untimed, here) and caches the document;
+    // every timed one resolves the client from the cache.
+    match block_on(bench.server.authorize(&bench.project, &bench.cimd_query)) {
+        AuthorizeOutcome::Pending(_) => {}
+        other => panic!("{other:?}"),
+    }
+    g.bench_function("authorize_cached_cimd_client", |b| {
+        b.iter(
+            || match block_on(bench.server.authorize(&bench.project, black_box(&bench.cimd_query))) {
                 AuthorizeOutcome::Pending(p) => p,
                 other => panic!("{other:?}"),
             },
