@@ -119,6 +119,10 @@ async fn main() {
 }
 
 async fn run(args: Args) -> Result<(), String> {
+    // reqwest is built without a default TLS provider (the crate's CIMD
+    // fetcher brings its own); loopback http needs none, but the builder
+    // insists on one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let http = client()?;
     let iat = issue_iat(&http, &args).await?;
     let workers = args.workers;
