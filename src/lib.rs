@@ -19,6 +19,8 @@
 //!  [ core ]    pure, synchronous, deterministic protocol rules:
 //!              error, project, discovery, pkce, resource, redirect_uri,
 //!              scope, client, cimd, audit, secret
+//!  [ resource_server ]  the MCP server side: RFC 9728 metadata,
+//!              bearer challenges, audience-checked token validation
 //! ```
 //!
 //! The core does no I/O, reads no clock and draws no randomness: every
@@ -71,6 +73,7 @@ pub mod pkce;
 pub mod project;
 pub mod redirect_uri;
 pub mod resource;
+pub mod resource_server;
 pub mod scope;
 pub mod secret;
 pub mod server;

@@ -31,7 +31,7 @@ mod fetch;
 mod policy;
 mod preview;
 #[cfg(feature = "reqwest")]
-mod reqwest_fetcher;
+pub(crate) mod reqwest_fetcher;
 mod url;
 
 pub use self::address::{is_loopback, is_special_use};

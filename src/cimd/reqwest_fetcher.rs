@@ -74,6 +74,36 @@ pub enum ReqwestFetcherError {
     Client(String),
 }
 
+/// The rustls configuration of the crate's HTTP clients: the ring provider
+/// (reqwest is built without a default one), the webpki roots plus any
+/// development roots, HTTP/1.1.
+pub(crate) fn rustls_client_config(extra_roots_pem: &[Vec<u8>]) -> Result<rustls::ClientConfig, ReqwestFetcherError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for pem in extra_roots_pem {
+        let mut any = false;
+        for cert in CertificateDer::pem_slice_iter(pem) {
+            let cert = cert.map_err(|_| ReqwestFetcherError::InvalidCertificate)?;
+            roots.add(cert).map_err(|_| ReqwestFetcherError::InvalidCertificate)?;
+            any = true;
+        }
+        if !any {
+            return Err(ReqwestFetcherError::InvalidCertificate);
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ReqwestFetcherError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tls)
+}
+
 impl ReqwestFetcher {
     /// A builder with the secure defaults.
     pub fn builder() -> ReqwestFetcherBuilder {
@@ -106,30 +136,7 @@ impl ReqwestFetcherBuilder {
     /// # Errors
     /// A [`ReqwestFetcherError`].
     pub fn build(self) -> Result<ReqwestFetcher, ReqwestFetcherError> {
-        use rustls::pki_types::CertificateDer;
-        use rustls::pki_types::pem::PemObject as _;
-
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        for pem in &self.extra_roots_pem {
-            let mut any = false;
-            for cert in CertificateDer::pem_slice_iter(pem) {
-                let cert = cert.map_err(|_| ReqwestFetcherError::InvalidCertificate)?;
-                roots.add(cert).map_err(|_| ReqwestFetcherError::InvalidCertificate)?;
-                any = true;
-            }
-            if !any {
-                return Err(ReqwestFetcherError::InvalidCertificate);
-            }
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| ReqwestFetcherError::Tls(e.to_string()))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-
+        let tls = rustls_client_config(&self.extra_roots_pem)?;
         let client = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
             .https_only(true)

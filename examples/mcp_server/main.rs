@@ -1,0 +1,79 @@
+//! The example MCP server: `cargo run --example mcp_server`.
+//!
+//! An rmcp Streamable HTTP server at `http://127.0.0.1:8090/mcp` with one
+//! tool, `whoami`, protected by OAuth: requests need an access token for
+//! this resource from the example authorization server
+//! (`cargo run --example server`), checked through its introspection
+//! endpoint. Run with `--help` for the flags.
+
+mod app;
+
+use std::net::SocketAddr;
+
+use authio_mcp::discovery::Issuer;
+use authio_mcp::resource::ResourceUri;
+use authio_mcp::resource_server::metadata_url;
+
+const HELP: &str = "\
+authio-mcp example MCP server (rmcp, Streamable HTTP)
+
+USAGE: cargo run --example mcp_server -- [FLAGS]
+
+  --listen ADDR                listen address (default 127.0.0.1:8090); the resource is http://<listen>/mcp
+  --issuer URL                 the authorization server (default http://127.0.0.1:8080)
+  --introspection-token TOKEN  the credential the authorization server printed (required)
+";
+
+fn parse_args() -> Result<(SocketAddr, app::Config), String> {
+    let mut args = std::env::args().skip(1);
+    let mut listen: SocketAddr = "127.0.0.1:8090".parse().map_err(|_| "bad default")?;
+    let mut issuer = "http://127.0.0.1:8080".to_owned();
+    let mut token = None;
+    while let Some(flag) = args.next() {
+        let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--help" | "-h" => {
+                print!("{HELP}");
+                std::process::exit(0);
+            }
+            "--listen" => listen = value()?.parse().map_err(|_| "--listen takes host:port")?,
+            "--issuer" => issuer = value()?,
+            "--introspection-token" => token = Some(value()?),
+            other => return Err(format!("unknown flag {other}; see --help")),
+        }
+    }
+    let token = token.ok_or("--introspection-token is required: pass the one the authorization server printed")?;
+    let issuer = Issuer::new_allowing_loopback_http_for_development(issuer.clone())
+        .map_err(|e| format!("--issuer {issuer}: {e}"))?;
+    let resource = format!("http://{listen}/mcp");
+    let resource = ResourceUri::parse(resource.clone()).map_err(|e| format!("resource {resource}: {e}"))?;
+    Ok((listen, app::Config::new(resource, issuer, token)))
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    let (listen, config) = match parse_args() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    };
+    let router = app::router(&config)?;
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    println!("authio-mcp example MCP server");
+    println!("  MCP endpoint:         {}", config.resource.as_str());
+    println!("  resource metadata:    {}", metadata_url(&config.resource));
+    println!("  authorization server: {}", config.issuer);
+    println!("  introspection:        {}", config.introspection_endpoint);
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+            println!("shutting down");
+        })
+        .await?;
+    Ok(())
+}
