@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use authio_mcp::authorize::PendingAuthorization;
 use authio_mcp::axum::{ConsentHandler, RouterPaths, buffer, into_axum, router};
 use authio_mcp::cimd::ReqwestFetcher;
-use authio_mcp::dcr::{IatId, IatOptions};
+use authio_mcp::dcr::{IatId, IatOptions, RegistrationPolicy};
 use authio_mcp::discovery::Issuer;
 use authio_mcp::grant::Subject;
 use authio_mcp::http::{
@@ -90,7 +90,17 @@ pub struct App {
 impl App {
     /// Builds the server and the demo project (created through the MCP
     /// cascade, like the dashboard's checkbox).
+    #[allow(dead_code)] // the end-to-end tests use it; main sets a policy
     pub async fn new(config: Config) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Self::with_registration_policy(config, RegistrationPolicy::default()).await
+    }
+
+    /// Like [`App::new`], with registration limits (e.g. no client quota,
+    /// for long load-generator runs).
+    pub async fn with_registration_policy(
+        config: Config,
+        policy: RegistrationPolicy,
+    ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
         let audit = Arc::new(MemoryAuditLog::new());
         let mut fetcher = ReqwestFetcher::builder().danger_allow_loopback_for_development(config.allow_loopback_cimd);
         if let Some(pem) = &config.cimd_root_cert {
@@ -99,6 +109,7 @@ impl App {
         let server = AuthorizationServer::builder(config.issuer.clone())
             .audit(audit.clone())
             .metadata_fetcher(Arc::new(fetcher.build()?))
+            .registration_policy(policy)
             .build();
         let project = ProjectId::new(DEMO_PROJECT)?;
         let mut settings = ProjectSettings::default();

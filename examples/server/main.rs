@@ -8,6 +8,7 @@ mod app;
 
 use std::net::SocketAddr;
 
+use authio_mcp::dcr::RegistrationPolicy;
 use authio_mcp::discovery::Issuer;
 use authio_mcp::project::DcrMode;
 use authio_mcp::resource::ResourceUri;
@@ -28,6 +29,8 @@ USAGE: cargo run --example server -- [FLAGS]
   --dcr-mode MODE             disabled | initial_access_token | open (default: the MCP cascade's)
   --resource URL              the MCP server of the demo project (default http://127.0.0.1:8090/mcp)
   --introspection-token TOKEN credential resource servers use at /oauth2/introspect (default: random, printed)
+  --purge-interval-secs N     delete expired codes, tokens and initial access tokens every N seconds (default 60; 0: never)
+  --max-clients N|none        registered clients per project (default 10000; none: no limit, e.g. for loadgen)
 ";
 
 fn random_token() -> String {
@@ -36,12 +39,22 @@ fn random_token() -> String {
     URL_SAFE_NO_PAD.encode(b)
 }
 
-fn parse_args() -> Result<(SocketAddr, app::Config), String> {
+/// Flags that are not part of [`app::Config`].
+struct Extra {
+    purge_interval: Option<std::time::Duration>,
+    policy: RegistrationPolicy,
+}
+
+fn parse_args() -> Result<(SocketAddr, app::Config, Extra), String> {
     let mut args = std::env::args().skip(1);
     let mut listen: SocketAddr = "127.0.0.1:8080".parse().map_err(|_| "bad default")?;
     let (mut issuer, mut admin, mut introspection, mut cert, mut dcr) = (None, None, None, None, None);
     let (mut auto_approve, mut allow_loopback) = (false, false);
     let mut resource = "http://127.0.0.1:8090/mcp".to_owned();
+    let mut extra = Extra {
+        purge_interval: Some(std::time::Duration::from_secs(60)),
+        policy: RegistrationPolicy::default(),
+    };
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
         match flag.as_str() {
@@ -67,6 +80,16 @@ fn parse_args() -> Result<(SocketAddr, app::Config), String> {
                 );
             }
             "--resource" => resource = value()?,
+            "--purge-interval-secs" => {
+                let secs: u64 = value()?.parse().map_err(|_| "--purge-interval-secs takes a number")?;
+                extra.purge_interval = (secs > 0).then(|| std::time::Duration::from_secs(secs));
+            }
+            "--max-clients" => {
+                extra.policy.max_clients_per_project = match value()?.as_str() {
+                    "none" => None,
+                    n => Some(n.parse().map_err(|_| "--max-clients takes a number or none")?),
+                };
+            }
             other => return Err(format!("unknown flag {other}; see --help")),
         }
     }
@@ -86,6 +109,7 @@ fn parse_args() -> Result<(SocketAddr, app::Config), String> {
             resource,
             introspection_token: introspection.unwrap_or_else(random_token),
         },
+        extra,
     ))
 }
 
@@ -94,14 +118,29 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
-    let (listen, config) = match parse_args() {
+    let (listen, config, extra) = match parse_args() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
             std::process::exit(2);
         }
     };
-    let app = app::App::new(config.clone()).await?;
+    let app = app::App::with_registration_policy(config.clone(), extra.policy).await?;
+    if let Some(every) = extra.purge_interval {
+        // Keeps the in-memory stores bounded on a long-running server.
+        let server = app.endpoints.server().clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                match server.purge_expired().await {
+                    Ok(n) => tracing::debug!(removed = n, "purged expired records"),
+                    Err(e) => tracing::warn!(error = %e, "purge failed"),
+                }
+            }
+        });
+    }
     let router = app.router().await?;
     let listener = tokio::net::TcpListener::bind(listen).await?;
     println!("authio-mcp example authorization server");

@@ -135,9 +135,22 @@ impl ClientIdUrl {
 
 /// `.`, `..`, and their percent-encoded spellings in any case.
 fn is_dot_segment(segment: &str) -> bool {
-    let lower = segment.to_ascii_lowercase();
-    let decoded = lower.replace("%2e", ".");
-    decoded == "." || decoded == ".."
+    // Without allocating: at most two dots, each `.` or `%2e` (any case).
+    let mut rest = segment.as_bytes();
+    let mut dots = 0;
+    while !rest.is_empty() {
+        if let Some(tail) = rest.strip_prefix(b".") {
+            rest = tail;
+        } else if let [b'%', b'2', e, tail @ ..] = rest
+            && e.eq_ignore_ascii_case(&b'e')
+        {
+            rest = tail;
+        } else {
+            return false;
+        }
+        dots += 1;
+    }
+    dots == 1 || dots == 2
 }
 
 impl fmt::Debug for ClientIdUrl {
@@ -272,6 +285,12 @@ mod tests {
             let raw = format!("https://{host}{path}");
             let u = ClientIdUrl::parse(raw.clone()).unwrap();
             prop_assert_eq!(u.as_str(), raw.as_str());
+        }
+
+        #[test]
+        fn dot_segments_match_the_decoding_definition(s in "(\\.|%2[eE]|%|2|[eE]|a){0,5}") {
+            let decoded = s.to_ascii_lowercase().replace("%2e", ".");
+            prop_assert_eq!(is_dot_segment(&s), decoded == "." || decoded == "..");
         }
     }
 }

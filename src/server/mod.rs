@@ -121,6 +121,20 @@ impl AuthorizationServer {
     ) -> Result<Option<crate::client::Client>, crate::store::StoreError> {
         self.clients.get(project, id).await
     }
+
+    /// Deletes what can no longer be used at the clock's `now`: expired
+    /// codes and tokens, stale grant-revocation markers, and expired,
+    /// exhausted or revoked initial access tokens. Returns how many
+    /// records went. Run it periodically (the example server does, every
+    /// `--purge-interval-secs`) to keep the in-memory stores bounded.
+    ///
+    /// # Errors
+    /// [`crate::store::StoreError`] when storage fails.
+    pub async fn purge_expired(&self) -> Result<usize, crate::store::StoreError> {
+        let now = self.clock.now();
+        let grants = self.grants.purge_expired(now).await?;
+        Ok(grants + self.iats.purge(now).await?)
+    }
 }
 
 /// Builds an [`AuthorizationServer`].

@@ -66,10 +66,11 @@ impl ProjectStore for MemoryProjectStore {
     }
 }
 
-/// Registered clients in memory.
+/// Registered clients in memory, per project: lookups borrow the keys (no
+/// allocation) and counting a project's clients is O(1).
 #[derive(Debug, Default)]
 pub struct MemoryClientStore {
-    clients: RwLock<HashMap<(ProjectId, RegisteredClientId), Client>>,
+    clients: RwLock<HashMap<ProjectId, HashMap<RegisteredClientId, Client>>>,
 }
 
 impl MemoryClientStore {
@@ -83,7 +84,7 @@ impl MemoryClientStore {
 impl ClientStore for MemoryClientStore {
     async fn get(&self, project: &ProjectId, id: &RegisteredClientId) -> Result<Option<Client>, StoreError> {
         let map = self.clients.read().map_err(|_| StoreError::new("lock poisoned"))?;
-        Ok(map.get(&(project.clone(), id.clone())).cloned())
+        Ok(map.get(project).and_then(|p| p.get(id)).cloned())
     }
 
     async fn insert(&self, project: &ProjectId, client: Client) -> Result<bool, StoreError> {
@@ -91,41 +92,70 @@ impl ClientStore for MemoryClientStore {
             return Err(StoreError::new("only registered clients are stored"));
         };
         let mut map = self.clients.write().map_err(|_| StoreError::new("lock poisoned"))?;
-        let key = (project.clone(), id.clone());
-        if map.contains_key(&key) {
+        let clients = map.entry(project.clone()).or_default();
+        if clients.contains_key(id) {
             return Ok(false);
         }
-        map.insert(key, client);
+        clients.insert(id.clone(), client);
         Ok(true)
     }
 
     async fn delete(&self, project: &ProjectId, id: &RegisteredClientId) -> Result<bool, StoreError> {
         let mut map = self.clients.write().map_err(|_| StoreError::new("lock poisoned"))?;
-        Ok(map.remove(&(project.clone(), id.clone())).is_some())
+        let Some(clients) = map.get_mut(project) else {
+            return Ok(false);
+        };
+        let existed = clients.remove(id).is_some();
+        if clients.is_empty() {
+            map.remove(project);
+        }
+        Ok(existed)
     }
 
     async fn count(&self, project: &ProjectId) -> Result<usize, StoreError> {
         let map = self.clients.read().map_err(|_| StoreError::new("lock poisoned"))?;
-        Ok(map.keys().filter(|(p, _)| p == project).count())
+        Ok(map.get(project).map_or(0, HashMap::len))
     }
 }
 
-/// Codes, tokens and grant revocations in memory, under one lock so that
-/// consumption, rotation and revocation are atomic with respect to each
-/// other.
+/// Codes, tokens and grant revocations in memory, in [`GRANT_SHARDS`]
+/// shards so that concurrent requests for different codes and tokens do
+/// not wait on one lock.
+///
+/// A record lives in the shard chosen by its hash (the SHA-256 of a random
+/// secret, so records spread evenly), keyed by that hash; a read only
+/// returns it for its own project.
+///
+/// # Atomicity
+/// - Consuming a code, and every read or insert, happens under the lock
+///   of the one shard that holds the record.
+/// - Rotating a refresh token locks the shards of the old and the new
+///   token together (in shard order, so two rotations cannot deadlock).
+/// - A grant's revocation marker is kept in EVERY shard, and
+///   [`GrantStore::revoke_grant`] holds all shard locks (in order) while
+///   it deletes the grant's records and writes the markers. Any operation
+///   on a shard therefore runs entirely before the revocation (whose
+///   deletion then removes what it wrote) or entirely after it (and sees
+///   the marker in its own shard, under the lock it already holds). That
+///   is the same guarantee the single lock gave; revocations are rare, so
+///   taking every lock for them costs little.
+/// - Purging goes shard by shard: each shard is purged atomically, and a
+///   marker is only dropped once everything it guards has expired.
 #[derive(Debug, Default)]
 pub struct MemoryGrantStore {
-    inner: Mutex<GrantMaps>,
+    shards: [Mutex<GrantMaps>; GRANT_SHARDS],
 }
 
-type Key = (ProjectId, SecretHash);
+/// The number of shards of a [`MemoryGrantStore`].
+pub const GRANT_SHARDS: usize = 16;
 
 #[derive(Debug, Default)]
 struct GrantMaps {
-    codes: HashMap<Key, CodeRecord>,
-    refresh: HashMap<Key, RefreshTokenRecord>,
-    access: HashMap<Key, AccessTokenRecord>,
-    /// Revoked grants, with the time after which the marker may go.
+    codes: HashMap<SecretHash, CodeRecord>,
+    refresh: HashMap<SecretHash, RefreshTokenRecord>,
+    access: HashMap<SecretHash, AccessTokenRecord>,
+    /// Revoked grants, with the time after which the marker may go (a
+    /// copy in every shard).
     revoked: HashMap<(ProjectId, GrantId), OffsetDateTime>,
 }
 
@@ -133,6 +163,15 @@ impl GrantMaps {
     fn is_revoked(&self, project: &ProjectId, grant: &GrantId) -> bool {
         !self.revoked.is_empty() && self.revoked.contains_key(&(project.clone(), grant.clone()))
     }
+
+    fn len(&self) -> usize {
+        self.codes.len() + self.refresh.len() + self.access.len()
+    }
+}
+
+const fn shard_of(hash: &SecretHash) -> usize {
+    let [first, ..] = hash.as_bytes();
+    *first as usize % GRANT_SHARDS
 }
 
 impl MemoryGrantStore {
@@ -143,42 +182,53 @@ impl MemoryGrantStore {
 
     /// Number of codes, refresh tokens and access tokens held.
     pub fn len(&self) -> usize {
-        lock(&self.inner)
-            .map(|m| m.codes.len() + m.refresh.len() + m.access.len())
-            .unwrap_or(0)
+        self.shards.iter().map(|s| lock(s).map(|m| m.len()).unwrap_or(0)).sum()
     }
 
     /// Whether the store holds no codes or tokens.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    fn shard(&self, hash: &SecretHash) -> Result<MutexGuard<'_, GrantMaps>, StoreError> {
+        let shard = self
+            .shards
+            .get(shard_of(hash))
+            .ok_or_else(|| StoreError::new("grant store shard out of range"))?;
+        lock(shard)
+    }
+
+    /// Every shard locked, in shard order.
+    fn all_shards(&self) -> Result<Vec<MutexGuard<'_, GrantMaps>>, StoreError> {
+        self.shards.iter().map(lock).collect()
+    }
 }
 
 #[async_trait]
 impl GrantStore for MemoryGrantStore {
     async fn insert_code(&self, record: CodeRecord) -> Result<(), StoreError> {
-        let mut m = lock(&self.inner)?;
+        let mut m = self.shard(&record.hash)?;
         if !m.is_revoked(&record.grant.project, &record.grant.id) {
-            m.codes.insert((record.grant.project.clone(), record.hash), record);
+            m.codes.insert(record.hash, record);
         }
         Ok(())
     }
 
     async fn code(&self, project: &ProjectId, hash: &SecretHash) -> Result<Option<CodeRecord>, StoreError> {
-        let m = lock(&self.inner)?;
+        let m = self.shard(hash)?;
         Ok(m.codes
-            .get(&(project.clone(), *hash))
-            .filter(|c| !m.is_revoked(project, &c.grant.id))
+            .get(hash)
+            .filter(|c| &c.grant.project == project && !m.is_revoked(project, &c.grant.id))
             .cloned())
     }
 
     async fn consume_code(&self, project: &ProjectId, hash: &SecretHash) -> Result<CodeConsumption, StoreError> {
-        let mut m = lock(&self.inner)?;
-        let revoked = match m.codes.get(&(project.clone(), *hash)) {
-            None => return Ok(CodeConsumption::NotFound),
-            Some(c) => m.is_revoked(project, &c.grant.id),
+        let mut m = self.shard(hash)?;
+        let revoked = match m.codes.get(hash) {
+            Some(c) if &c.grant.project == project => m.is_revoked(project, &c.grant.id),
+            _ => return Ok(CodeConsumption::NotFound),
         };
-        let Some(code) = m.codes.get_mut(&(project.clone(), *hash)) else {
+        let Some(code) = m.codes.get_mut(hash) else {
             return Ok(CodeConsumption::NotFound);
         };
         if code.consumed || revoked {
@@ -189,9 +239,9 @@ impl GrantStore for MemoryGrantStore {
     }
 
     async fn insert_refresh_token(&self, record: RefreshTokenRecord) -> Result<(), StoreError> {
-        let mut m = lock(&self.inner)?;
+        let mut m = self.shard(&record.hash)?;
         if !m.is_revoked(&record.grant.project, &record.grant.id) {
-            m.refresh.insert((record.grant.project.clone(), record.hash), record);
+            m.refresh.insert(record.hash, record);
         }
         Ok(())
     }
@@ -201,10 +251,10 @@ impl GrantStore for MemoryGrantStore {
         project: &ProjectId,
         hash: &SecretHash,
     ) -> Result<Option<RefreshTokenRecord>, StoreError> {
-        let m = lock(&self.inner)?;
+        let m = self.shard(hash)?;
         Ok(m.refresh
-            .get(&(project.clone(), *hash))
-            .filter(|r| !m.is_revoked(project, &r.grant.id))
+            .get(hash)
+            .filter(|r| &r.grant.project == project && !m.is_revoked(project, &r.grant.id))
             .cloned())
     }
 
@@ -214,16 +264,28 @@ impl GrantStore for MemoryGrantStore {
         old: &SecretHash,
         new: RefreshTokenRecord,
     ) -> Result<RefreshRotation, StoreError> {
-        let mut m = lock(&self.inner)?;
-        let key = (project.clone(), *old);
-        let (rotated, revoked) = match m.refresh.get(&key) {
-            None => return Ok(RefreshRotation::NotFound),
-            Some(r) => (r.rotated, m.is_revoked(project, &r.grant.id)),
+        let (old_shard, new_shard) = (shard_of(old), shard_of(&new.hash));
+        // Both shards locked, in shard order, for the whole rotation.
+        let (mut first, mut second) = match old_shard.cmp(&new_shard) {
+            std::cmp::Ordering::Equal => (self.shard(old)?, None),
+            std::cmp::Ordering::Less => {
+                let a = self.shard(old)?;
+                (a, Some(self.shard(&new.hash)?))
+            }
+            std::cmp::Ordering::Greater => {
+                let b = self.shard(&new.hash)?;
+                (self.shard(old)?, Some(b))
+            }
+        };
+        let m = &mut *first;
+        let (rotated, revoked) = match m.refresh.get(old) {
+            Some(r) if &r.grant.project == project => (r.rotated, m.is_revoked(project, &r.grant.id)),
+            _ => return Ok(RefreshRotation::NotFound),
         };
         if revoked {
             return Ok(RefreshRotation::NotFound);
         }
-        let Some(record) = m.refresh.get_mut(&key) else {
+        let Some(record) = m.refresh.get_mut(old) else {
             return Ok(RefreshRotation::NotFound);
         };
         if rotated {
@@ -231,14 +293,20 @@ impl GrantStore for MemoryGrantStore {
         }
         record.rotated = true;
         let old_record = record.clone();
-        m.refresh.insert((project.clone(), new.hash), new);
+        // The marker is in every shard: the grant is not revoked in the
+        // new token's shard either.
+        let target = match second.as_deref_mut() {
+            Some(s) => s,
+            None => m,
+        };
+        target.refresh.insert(new.hash, new);
         Ok(RefreshRotation::Rotated(old_record))
     }
 
     async fn insert_access_token(&self, record: AccessTokenRecord) -> Result<(), StoreError> {
-        let mut m = lock(&self.inner)?;
+        let mut m = self.shard(&record.hash)?;
         if !m.is_revoked(&record.project, &record.grant_id) {
-            m.access.insert((record.project.clone(), record.hash), record);
+            m.access.insert(record.hash, record);
         }
         Ok(())
     }
@@ -248,52 +316,69 @@ impl GrantStore for MemoryGrantStore {
         project: &ProjectId,
         hash: &SecretHash,
     ) -> Result<Option<AccessTokenRecord>, StoreError> {
-        let m = lock(&self.inner)?;
+        let m = self.shard(hash)?;
         Ok(m.access
-            .get(&(project.clone(), *hash))
-            .filter(|a| !m.is_revoked(project, &a.grant_id))
+            .get(hash)
+            .filter(|a| &a.project == project && !m.is_revoked(project, &a.grant_id))
             .cloned())
     }
 
     async fn revoke_access_token(&self, project: &ProjectId, hash: &SecretHash) -> Result<bool, StoreError> {
-        let mut m = lock(&self.inner)?;
-        Ok(match m.access.get_mut(&(project.clone(), *hash)) {
-            Some(a) => {
+        let mut m = self.shard(hash)?;
+        Ok(match m.access.get_mut(hash) {
+            Some(a) if &a.project == project => {
                 a.revoked = true;
                 true
             }
-            None => false,
+            _ => false,
         })
     }
 
     async fn revoke_grant(&self, project: &ProjectId, grant: &GrantId, now: OffsetDateTime) -> Result<(), StoreError> {
-        let mut m = lock(&self.inner)?;
+        // Every shard locked at once: the revocation is one atomic step
+        // with respect to every other operation (see the type's docs).
+        let mut shards = self.all_shards()?;
         // Keep the marker while anything of the grant could still be alive:
         // codes live 10 minutes, access tokens at most a day; refresh
         // tokens inserted after this point are dropped.
         let mut until = now + time::Duration::days(1);
-        m.codes.retain(|(p, _), c| !(p == project && &c.grant.id == grant));
-        m.access.retain(|(p, _), a| {
-            let same = p == project && &a.grant_id == grant;
-            if same {
-                until = until.max(OffsetDateTime::from_unix_timestamp(a.claims.exp).unwrap_or(until));
-            }
-            !same
-        });
-        m.refresh.retain(|(p, _), r| !(p == project && &r.grant.id == grant));
-        m.revoked.insert((project.clone(), grant.clone()), until);
+        for m in &mut shards {
+            m.codes
+                .retain(|_, c| !(&c.grant.project == project && &c.grant.id == grant));
+            m.access.retain(|_, a| {
+                let same = &a.project == project && &a.grant_id == grant;
+                if same {
+                    until = until.max(OffsetDateTime::from_unix_timestamp(a.claims.exp).unwrap_or(until));
+                }
+                !same
+            });
+            m.refresh
+                .retain(|_, r| !(&r.grant.project == project && &r.grant.id == grant));
+        }
+        for m in &mut shards {
+            m.revoked.insert((project.clone(), grant.clone()), until);
+        }
         Ok(())
     }
 
     async fn purge_expired(&self, now: OffsetDateTime) -> Result<usize, StoreError> {
-        let mut m = lock(&self.inner)?;
-        let before = m.codes.len() + m.refresh.len() + m.access.len() + m.revoked.len();
         let ts = now.unix_timestamp();
-        m.codes.retain(|_, c| c.expires_at > now);
-        m.refresh.retain(|_, r| r.expires_at > now);
-        m.access.retain(|_, a| a.claims.exp > ts);
-        m.revoked.retain(|_, until| *until > now);
-        Ok(before - (m.codes.len() + m.refresh.len() + m.access.len() + m.revoked.len()))
+        let mut removed = 0;
+        for (i, shard) in self.shards.iter().enumerate() {
+            let mut m = lock(shard)?;
+            let before = m.len();
+            m.codes.retain(|_, c| c.expires_at > now);
+            m.refresh.retain(|_, r| r.expires_at > now);
+            m.access.retain(|_, a| a.claims.exp > ts);
+            removed += before - m.len();
+            // Markers are copies: counted once, from the first shard.
+            let markers = m.revoked.len();
+            m.revoked.retain(|_, until| *until > now);
+            if i == 0 {
+                removed += markers - m.revoked.len();
+            }
+        }
+        Ok(removed)
     }
 }
 

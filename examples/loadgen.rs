@@ -1,0 +1,382 @@
+//! A load generator for whole OAuth flows against a running authorization
+//! server (the example server by default):
+//!
+//! ```text
+//! cargo run --release --example server -- --auto-approve --admin-token T --max-clients none
+//! cargo run --release --example loadgen -- --workers 8 --flows 5000 --duration-secs 30 --admin-token T
+//! ```
+//!
+//! Each worker repeats one flow: register a client with an initial access
+//! token (DCR), authorize (the server auto-approves and answers 302 with a
+//! code), exchange the code, refresh once. The run stops by itself after
+//! `--flows` flows or `--duration-secs` seconds, whichever comes first, and
+//! prints flows per second and p50 / p99 / max latency per step. Any
+//! unexpected status (not 2xx, or not 302 for the authorization request)
+//! stops the run with a non-zero exit.
+
+#![allow(missing_docs)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use authio_mcp::pkce::{CodeChallenge, CodeVerifier};
+use authio_mcp::server::{RandomSource, SystemRandom};
+use serde_json::Value;
+
+const HELP: &str = "\
+authio-mcp load generator: whole OAuth flows over HTTP
+
+USAGE: cargo run --release --example loadgen -- [FLAGS]
+
+  --base URL            server base URL (default http://127.0.0.1:8080)
+  --admin-token TOKEN   the server's admin token, to issue an initial access token (required)
+  --project ID          project for the admin API (default proj_demo)
+  --workers N           concurrent workers (default 8)
+  --flows M             stop after M flows in total (default 1000)
+  --duration-secs S     stop after S seconds (default 60)
+  --resource URL        the resource to request (default http://127.0.0.1:8090/mcp)
+";
+
+const REDIRECT: &str = "https://loadgen.example.com/callback";
+const STEPS: [&str; 4] = ["register", "authorize", "token", "refresh"];
+
+struct Args {
+    base: String,
+    admin_token: String,
+    project: String,
+    workers: usize,
+    flows: u64,
+    duration: Duration,
+    resource: String,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut a = Args {
+        base: "http://127.0.0.1:8080".into(),
+        admin_token: String::new(),
+        project: "proj_demo".into(),
+        workers: 8,
+        flows: 1000,
+        duration: Duration::from_secs(60),
+        resource: "http://127.0.0.1:8090/mcp".into(),
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--help" | "-h" => {
+                print!("{HELP}");
+                std::process::exit(0);
+            }
+            "--base" => a.base = value()?.trim_end_matches('/').to_owned(),
+            "--admin-token" => a.admin_token = value()?,
+            "--project" => a.project = value()?,
+            "--workers" => a.workers = value()?.parse().map_err(|_| "--workers takes a number")?,
+            "--flows" => a.flows = value()?.parse().map_err(|_| "--flows takes a number")?,
+            "--duration-secs" => {
+                a.duration = Duration::from_secs(value()?.parse().map_err(|_| "--duration-secs takes a number")?)
+            }
+            "--resource" => a.resource = value()?,
+            other => return Err(format!("unknown flag {other}; see --help")),
+        }
+    }
+    if a.admin_token.is_empty() {
+        return Err("--admin-token is required".into());
+    }
+    if a.workers == 0 {
+        return Err("--workers must be at least 1".into());
+    }
+    Ok(a)
+}
+
+/// Per-step latencies of one worker.
+#[derive(Default)]
+struct Samples([Vec<Duration>; 4]);
+
+struct Shared {
+    args: Args,
+    iat: String,
+    started: AtomicU64,
+    stop: AtomicBool,
+    deadline: Instant,
+}
+
+#[tokio::main]
+async fn main() {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = run(args).await {
+        eprintln!("loadgen FAILED: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    // reqwest is built without a default TLS provider (the crate's CIMD
+    // fetcher brings its own); loopback http needs none, but the builder
+    // insists on one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = client()?;
+    let iat = issue_iat(&http, &args).await?;
+    let workers = args.workers;
+    let shared = Arc::new(Shared {
+        deadline: Instant::now() + args.duration,
+        args,
+        iat,
+        started: AtomicU64::new(0),
+        stop: AtomicBool::new(false),
+    });
+    let start = Instant::now();
+    let mut handles = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let shared = shared.clone();
+        handles.push(tokio::spawn(async move {
+            let r = worker(&shared).await;
+            if r.is_err() {
+                shared.stop.store(true, Ordering::Relaxed);
+            }
+            r
+        }));
+    }
+    let mut all = Samples::default();
+    let mut failure = None;
+    for h in handles {
+        match h.await {
+            Ok(Ok(s)) => {
+                for (dst, src) in all.0.iter_mut().zip(s.0) {
+                    dst.extend(src);
+                }
+            }
+            Ok(Err(e)) => failure = failure.or(Some(e)),
+            Err(e) => failure = failure.or(Some(format!("worker panicked: {e}"))),
+        }
+    }
+    let elapsed = start.elapsed();
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    report(&shared.args, &mut all, elapsed);
+    Ok(())
+}
+
+fn client() -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+async fn issue_iat(http: &reqwest::Client, args: &Args) -> Result<String, String> {
+    let r = http
+        .post(format!("{}/admin/projects/{}/iats", args.base, args.project))
+        .bearer_auth(&args.admin_token)
+        .header("content-type", "application/json")
+        .body(r#"{"label": "loadgen"}"#)
+        .send()
+        .await
+        .map_err(|e| format!("issuing an initial access token: {e}"))?;
+    let v: Value = expect(r, 200, "issue IAT").await?;
+    v["token"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| format!("issue IAT: no token in {v}"))
+}
+
+async fn worker(shared: &Shared) -> Result<Samples, String> {
+    let http = client()?;
+    let mut samples = Samples::default();
+    loop {
+        if shared.stop.load(Ordering::Relaxed) || Instant::now() >= shared.deadline {
+            break;
+        }
+        if shared.started.fetch_add(1, Ordering::Relaxed) >= shared.args.flows {
+            break;
+        }
+        flow(&http, shared, &mut samples).await?;
+    }
+    Ok(samples)
+}
+
+/// Times one step and records its latency.
+async fn timed<T, F: Future<Output = Result<T, String>>>(
+    samples: &mut Samples,
+    step: usize,
+    f: F,
+) -> Result<T, String> {
+    let t = Instant::now();
+    let out = f.await?;
+    samples.0[step].push(t.elapsed());
+    Ok(out)
+}
+
+async fn flow(http: &reqwest::Client, shared: &Shared, samples: &mut Samples) -> Result<(), String> {
+    let a = &shared.args;
+    let base = &a.base;
+
+    let body = serde_json::json!({
+        "redirect_uris": [REDIRECT],
+        "client_name": "loadgen",
+        "token_endpoint_auth_method": "none",
+        "grant_types": ["authorization_code", "refresh_token"],
+    })
+    .to_string();
+    let registered: Value = timed(samples, 0, async {
+        let r = http
+            .post(format!("{base}/oauth2/register"))
+            .bearer_auth(&shared.iat)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| format!("register: {e}"))?;
+        expect(r, 201, "register").await
+    })
+    .await?;
+    let client_id = registered["client_id"]
+        .as_str()
+        .ok_or_else(|| format!("register: no client_id in {registered}"))?
+        .to_owned();
+
+    let mut random = [0u8; 32];
+    SystemRandom.fill(&mut random);
+    let verifier = CodeVerifier::from_random(&random);
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("response_type", "code")
+        .append_pair("client_id", &client_id)
+        .append_pair("redirect_uri", REDIRECT)
+        .append_pair("code_challenge", CodeChallenge::s256(&verifier).as_str())
+        .append_pair("code_challenge_method", "S256")
+        .append_pair("state", "loadgen")
+        .append_pair("resource", &a.resource)
+        .finish();
+    let code = timed(samples, 1, async {
+        let r = http
+            .get(format!("{base}/oauth2/authorize?{query}"))
+            .send()
+            .await
+            .map_err(|e| format!("authorize: {e}"))?;
+        if r.status() != reqwest::StatusCode::FOUND {
+            let status = r.status();
+            return Err(format!(
+                "authorize: expected 302, got {status}: {}",
+                r.text().await.unwrap_or_default()
+            ));
+        }
+        let location = r
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .ok_or("authorize: 302 without Location")?;
+        let url = url::Url::parse(location).map_err(|e| format!("authorize: Location {location}: {e}"))?;
+        url.query_pairs()
+            .find(|(k, _)| k == "code")
+            .map(|(_, v)| v.into_owned())
+            .ok_or_else(|| format!("authorize: no code in {location}"))
+    })
+    .await?;
+
+    let tokens: Value = timed(samples, 2, async {
+        let body = form(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+            ("client_id", &client_id),
+            ("code_verifier", verifier.as_str()),
+        ]);
+        let r = post_form(http, &format!("{base}/oauth2/token"), body)
+            .await
+            .map_err(|e| format!("token: {e}"))?;
+        expect(r, 200, "token").await
+    })
+    .await?;
+    let refresh_token = tokens["refresh_token"]
+        .as_str()
+        .ok_or_else(|| format!("token: no refresh_token in {tokens}"))?
+        .to_owned();
+
+    timed(samples, 3, async {
+        let body = form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &refresh_token),
+            ("client_id", &client_id),
+        ]);
+        let r = post_form(http, &format!("{base}/oauth2/token"), body)
+            .await
+            .map_err(|e| format!("refresh: {e}"))?;
+        expect(r, 200, "refresh").await
+    })
+    .await?;
+    Ok(())
+}
+
+fn form(pairs: &[(&str, &str)]) -> String {
+    let mut s = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        s.append_pair(k, v);
+    }
+    s.finish()
+}
+
+async fn post_form(http: &reqwest::Client, url: &str, body: String) -> Result<reqwest::Response, reqwest::Error> {
+    http.post(url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+}
+
+/// The JSON body of a response with the expected status, or a loud error.
+async fn expect(r: reqwest::Response, status: u16, step: &str) -> Result<Value, String> {
+    let got = r.status();
+    let text = r.text().await.map_err(|e| format!("{step}: reading the body: {e}"))?;
+    if got.as_u16() != status {
+        return Err(format!("{step}: expected {status}, got {got}: {text}"));
+    }
+    serde_json::from_str(&text).map_err(|e| format!("{step}: bad JSON ({e}): {text}"))
+}
+
+fn report(args: &Args, all: &mut Samples, elapsed: Duration) {
+    let flows = all.0[3].len();
+    println!(
+        "loadgen: {} workers, {flows} flows in {:.2} s against {}",
+        args.workers,
+        elapsed.as_secs_f64(),
+        args.base
+    );
+    println!("  flows/s: {:.1}", flows as f64 / elapsed.as_secs_f64());
+    println!("  {:<10} {:>10} {:>10} {:>10}", "step", "p50", "p99", "max");
+    for (name, samples) in STEPS.iter().zip(all.0.iter_mut()) {
+        samples.sort_unstable();
+        println!(
+            "  {name:<10} {:>10} {:>10} {:>10}",
+            fmt(percentile(samples, 50.0)),
+            fmt(percentile(samples, 99.0)),
+            fmt(samples.last().copied().unwrap_or_default()),
+        );
+    }
+}
+
+/// Nearest-rank percentile of sorted samples.
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn fmt(d: Duration) -> String {
+    let us = d.as_secs_f64() * 1e6;
+    if us < 1000.0 {
+        format!("{us:.0} us")
+    } else {
+        format!("{:.2} ms", us / 1000.0)
+    }
+}

@@ -1,0 +1,214 @@
+//! A memory soak test: completes many whole flows in process against the
+//! driver and the in-memory stores, with a fixed clock that advances, and
+//! purges periodically. Prints the resident set size (and its peak,
+//! `VmHWM`) at checkpoints, to show that memory stays flat.
+//!
+//! ```text
+//! cargo run --release --example soak -- --flows 1000000
+//! ```
+//!
+//! Each flow: authorize (one of 64 registered clients), approve, exchange
+//! the code, refresh once, introspect. Every 100th flow also issues a
+//! one-use initial access token, registers a client with it, and deletes
+//! that client (an operator cleaning up), so spent tokens pile up unless
+//! purged. The clock advances `--step-ms` per flow (simulated time), and
+//! `AuthorizationServer::purge_expired` runs every `--purge-every-secs` of
+//! simulated time. Live records then stay at about
+//! `refresh TTL / step` flows' worth, whatever the number of flows.
+
+#![allow(missing_docs)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use authio_mcp::client::ClientId;
+use authio_mcp::dcr::{IatOptions, RegistrationPolicy};
+use authio_mcp::discovery::Issuer;
+use authio_mcp::grant::Subject;
+use authio_mcp::pkce::{CodeChallenge, CodeVerifier};
+use authio_mcp::project::{ProjectId, ProjectSettings};
+use authio_mcp::scope::ScopeSet;
+use authio_mcp::server::{AuthorizationServer, AuthorizeOutcome, FixedClock, RandomSource, SystemRandom};
+use authio_mcp::store::ClientStore;
+use authio_mcp::store::memory::{MemoryClientStore, MemoryGrantStore};
+use futures_executor::block_on;
+use time::Duration;
+use time::macros::datetime;
+
+const HELP: &str = "\
+authio-mcp memory soak: whole flows in process, with purging
+
+USAGE: cargo run --release --example soak -- [FLAGS]
+
+  --flows N              flows to complete (default 100000)
+  --step-ms MS           simulated time between flows (default 100)
+  --purge-every-secs S   simulated seconds between purges (default 60)
+  --refresh-ttl-secs S   refresh-token lifetime (default 3600)
+  --no-purge             never purge (to see the difference)
+";
+
+const REDIRECT: &str = "https://claude.ai/api/mcp/auth_callback";
+const REGISTRATION: &str = r#"{"redirect_uris": ["https://claude.ai/api/mcp/auth_callback"],
+  "client_name": "soak", "token_endpoint_auth_method": "none",
+  "grant_types": ["authorization_code", "refresh_token"]}"#;
+const CLIENTS: usize = 64;
+
+fn main() {
+    let mut flows: u64 = 100_000;
+    let mut step_ms: i64 = 100;
+    let mut purge_every: i64 = 60;
+    let mut refresh_ttl: i64 = 3600;
+    let mut purge = true;
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let mut value = || {
+            args.next()
+                .unwrap_or_else(|| fail(&format!("{flag} needs a value")))
+                .parse::<i64>()
+                .unwrap_or_else(|_| fail(&format!("{flag} takes a number")))
+        };
+        match flag.as_str() {
+            "--help" | "-h" => {
+                print!("{HELP}");
+                return;
+            }
+            "--flows" => flows = value().max(1) as u64,
+            "--step-ms" => step_ms = value().max(1),
+            "--purge-every-secs" => purge_every = value().max(1),
+            "--refresh-ttl-secs" => refresh_ttl = value().max(1),
+            "--no-purge" => purge = false,
+            other => fail(&format!("unknown flag {other}; see --help")),
+        }
+    }
+
+    let clock = Arc::new(FixedClock::new(datetime!(2026-11-26 12:00 UTC)));
+    let grants = Arc::new(MemoryGrantStore::new());
+    let clients = Arc::new(MemoryClientStore::new());
+    let server = AuthorizationServer::builder(Issuer::new("https://auth-api.authio.com").unwrap())
+        .clock(clock.clone())
+        .grants(grants.clone())
+        .clients(clients.clone())
+        .registration_policy(RegistrationPolicy::default())
+        .build();
+    let project = ProjectId::new("proj_soak").unwrap();
+    let mut settings = ProjectSettings::default();
+    settings.scopes_supported = ScopeSet::parse("mcp:read mcp:write").unwrap();
+    settings.default_scopes = ScopeSet::parse("mcp:read").unwrap();
+    settings.access_token_ttl = Duration::minutes(15);
+    settings.refresh_token_ttl = Duration::seconds(refresh_ttl);
+    block_on(server.put_project(&project, settings.set_mcp_enabled(true).0)).unwrap();
+
+    let register = |iat: &str| {
+        block_on(server.register_client(&project, Some(&format!("Bearer {iat}")), REGISTRATION.as_bytes())).unwrap()
+    };
+    let master = block_on(server.issue_iat(&project, IatOptions::new())).unwrap();
+    let pool: Vec<ClientId> = (0..CLIENTS)
+        .map(|_| ClientId::Registered(register(master.token.expose_secret()).client_id))
+        .collect();
+
+    println!("soak: {flows} flows, {step_ms} ms simulated per flow, purge every {purge_every} s (purging: {purge})");
+    println!("  baseline: {}", memory());
+    let checkpoints = [flows / 10, flows / 2, flows, 100_000, 500_000, 1_000_000];
+    let started = Instant::now();
+    let step = Duration::milliseconds(step_ms);
+    let mut since_purge = Duration::ZERO;
+    let mut purged = 0usize;
+    for n in 1..=flows {
+        let client = &pool[(n as usize) % CLIENTS];
+        flow(&server, &project, client);
+        if n % 100 == 0 {
+            let iat =
+                block_on(server.issue_iat(&project, IatOptions::new().max_uses(1).ttl(Duration::minutes(10)))).unwrap();
+            let r = register(iat.token.expose_secret());
+            block_on(clients.delete(&project, &r.client_id)).unwrap();
+        }
+        clock.advance(step);
+        since_purge += step;
+        if purge && since_purge >= Duration::seconds(purge_every) {
+            purged += block_on(server.purge_expired()).unwrap();
+            since_purge = Duration::ZERO;
+        }
+        if checkpoints.contains(&n) {
+            println!(
+                "  after {n:>8} flows: {}, {} codes+tokens held, {purged} purged, {:.1} s",
+                memory(),
+                grants.len(),
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "  done: {flows} flows in {secs:.1} s ({:.0} flows/s on one thread)",
+        flows as f64 / secs
+    );
+}
+
+fn flow(server: &AuthorizationServer, project: &ProjectId, client: &ClientId) {
+    let mut random = [0u8; 32];
+    SystemRandom.fill(&mut random);
+    let verifier = CodeVerifier::from_random(&random);
+    let query = form(&[
+        ("response_type", "code"),
+        ("client_id", client.as_str()),
+        ("redirect_uri", REDIRECT),
+        ("code_challenge", CodeChallenge::s256(&verifier).as_str()),
+        ("code_challenge_method", "S256"),
+        ("state", "soak"),
+        ("resource", "https://mcp.example.com/mcp"),
+    ]);
+    let pending = match block_on(server.authorize(project, &query)) {
+        AuthorizeOutcome::Pending(p) => *p,
+        other => panic!("authorize: {other:?}"),
+    };
+    let location = block_on(server.approve(pending, Subject::new("user_soak").unwrap(), None)).unwrap();
+    let code = url::Url::parse(&location)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .map(|(_, v)| v.into_owned())
+        .unwrap();
+    let body = form(&[
+        ("grant_type", "authorization_code"),
+        ("code", &code),
+        ("redirect_uri", REDIRECT),
+        ("client_id", client.as_str()),
+        ("code_verifier", verifier.as_str()),
+    ]);
+    let tokens = block_on(server.token(project, None, body.as_bytes())).unwrap();
+    let body = form(&[
+        ("grant_type", "refresh_token"),
+        ("refresh_token", tokens.refresh_token.as_deref().unwrap()),
+        ("client_id", client.as_str()),
+    ]);
+    let refreshed = block_on(server.token(project, None, body.as_bytes())).unwrap();
+    let info = block_on(server.introspect_token(project, &refreshed.access_token)).unwrap();
+    assert!(info.active);
+}
+
+fn form(pairs: &[(&str, &str)]) -> String {
+    let mut s = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        s.append_pair(k, v);
+    }
+    s.finish()
+}
+
+/// `VmRSS` and `VmHWM` (peak RSS) from `/proc/self/status` (Linux).
+fn memory() -> String {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .map(|l| l.trim_start_matches(name).trim().to_owned())
+            .unwrap_or_else(|| "n/a".into())
+    };
+    format!("RSS {}, peak {}", field("VmRSS:"), field("VmHWM:"))
+}
+
+fn fail(msg: &str) -> ! {
+    eprintln!("error: {msg}");
+    std::process::exit(2);
+}

@@ -1,0 +1,128 @@
+//! The sharded in-memory grant store keeps the `GrantStore` contract:
+//! single use under concurrency, revocation across shards, project
+//! scoping, and purging that really empties it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+mod common;
+
+use std::sync::Barrier;
+
+use authio_mcp::ErrorCode;
+use authio_mcp::project::ProjectId;
+use authio_mcp::store::memory::GRANT_SHARDS;
+use common::*;
+use futures_executor::block_on;
+use time::Duration;
+
+/// Runs `f` on `n` threads released together; returns how many succeeded.
+fn race<F>(n: usize, f: F) -> usize
+where
+    F: Fn() -> bool + Sync,
+{
+    let barrier = Barrier::new(n);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..n)
+            .map(|_| {
+                s.spawn(|| {
+                    barrier.wait();
+                    f()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).filter(|ok| *ok).count()
+    })
+}
+
+#[tokio::test]
+async fn concurrent_exchanges_of_one_code_succeed_once() {
+    let h = harness().await;
+    let client = h.public_client(1, &[REDIRECT]).await;
+    for round in 0..8u8 {
+        let v = verifier(round);
+        let code = h.code_for(&client, &v, "").await;
+        let wins = race(8, || block_on(h.exchange(&client, &code, &v, "")).is_ok());
+        assert_eq!(wins, 1, "round {round}");
+    }
+}
+
+#[tokio::test]
+async fn concurrent_rotations_of_one_refresh_token_succeed_once() {
+    let h = harness().await;
+    let client = h.public_client(1, &[REDIRECT]).await;
+    for round in 0..8u8 {
+        let v = verifier(round);
+        let code = h.code_for(&client, &v, "").await;
+        let rt = h.exchange(&client, &code, &v, "").await.unwrap().refresh_token.unwrap();
+        let wins = race(8, || block_on(h.refresh(&client, &rt, "")).is_ok());
+        assert_eq!(wins, 1, "round {round}");
+    }
+}
+
+#[tokio::test]
+async fn reuse_revokes_a_family_spread_over_every_shard() {
+    let h = harness().await;
+    let client = h.public_client(1, &[REDIRECT]).await;
+    let v = verifier(1);
+    let code = h.code_for(&client, &v, "").await;
+    let first = h.exchange(&client, &code, &v, "").await.unwrap();
+    // Enough rotations that the family's tokens land in many shards.
+    let mut tokens = vec![first.clone()];
+    for _ in 0..(4 * GRANT_SHARDS) {
+        let rt = tokens.last().unwrap().refresh_token.clone().unwrap();
+        tokens.push(h.refresh(&client, &rt, "").await.unwrap());
+    }
+    let last = tokens.last().unwrap().clone();
+    assert_eq!(h.introspect(&last.access_token).await["active"], true);
+    // Reusing the first refresh token revokes every token of the grant.
+    let err = h
+        .refresh(&client, first.refresh_token.as_deref().unwrap(), "")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidGrant);
+    for t in &tokens {
+        assert_eq!(h.introspect(&t.access_token).await["active"], false);
+        assert_eq!(h.introspect(t.refresh_token.as_deref().unwrap()).await["active"], false);
+    }
+    assert!(h.grants.is_empty(), "every record of the grant deleted");
+}
+
+#[tokio::test]
+async fn tokens_are_scoped_to_their_project() {
+    let h = harness().await;
+    let other = ProjectId::new("proj_other").unwrap();
+    h.server.put_project(&other, project_settings()).await.unwrap();
+    let client = h.public_client(1, &[REDIRECT]).await;
+    let v = verifier(1);
+    let code = h.code_for(&client, &v, "").await;
+    let t = h.exchange(&client, &code, &v, "").await.unwrap();
+    let body = form(&[("token", &t.access_token)]);
+    let info = h.server.introspect(&other, body.as_bytes()).await.unwrap();
+    assert!(!info.active);
+    assert_eq!(h.introspect(&t.access_token).await["active"], true);
+}
+
+#[tokio::test]
+async fn purging_after_every_lifetime_empties_the_store() {
+    let h = harness().await;
+    let client = h.public_client(1, &[REDIRECT]).await;
+    for n in 0..50u8 {
+        let v = verifier(n);
+        let code = h.code_for(&client, &v, "").await;
+        let t = h.exchange(&client, &code, &v, "").await.unwrap();
+        h.refresh(&client, t.refresh_token.as_deref().unwrap(), "")
+            .await
+            .unwrap();
+    }
+    // A replay leaves a revocation marker behind too.
+    let v = verifier(200);
+    let code = h.code_for(&client, &v, "").await;
+    h.exchange(&client, &code, &v, "").await.unwrap();
+    h.exchange(&client, &code, &v, "").await.unwrap_err();
+    assert!(!h.grants.is_empty());
+    assert_eq!(h.server.purge_expired().await.unwrap(), 0, "nothing expired yet");
+    h.clock.advance(Duration::days(31));
+    // 50 codes, 100 refresh tokens, 100 access tokens, and the marker.
+    assert_eq!(h.server.purge_expired().await.unwrap(), 251);
+    assert!(h.grants.is_empty());
+}
