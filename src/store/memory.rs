@@ -397,8 +397,10 @@ pub struct MemoryAuditLog {
 struct AuditRings {
     seq: u64,
     /// Per project: (other events, CIMD fetch failures), each `(seq, event)`.
-    projects: HashMap<ProjectId, (VecDeque<(u64, AuditEvent)>, VecDeque<(u64, AuditEvent)>)>,
+    projects: HashMap<ProjectId, (AuditRing, AuditRing)>,
 }
+
+type AuditRing = VecDeque<(u64, AuditEvent)>;
 
 impl Default for MemoryAuditLog {
     fn default() -> Self {
