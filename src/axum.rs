@@ -77,21 +77,45 @@ struct AppState {
 /// the registration, CIMD preview, token, revocation and introspection
 /// endpoints.
 pub fn router(endpoints: OAuthEndpoints, consent: Arc<dyn ConsentHandler>, paths: &RouterPaths) -> Router {
+    // An issuer with a path (`https://as.example.com/t1`) has its
+    // endpoints under that path and its metadata at the RFC 8414 location
+    // `/.well-known/oauth-authorization-server/t1`, plus the two OpenID
+    // locations MCP clients also try.
+    let prefix = issuer_path(endpoints.server().issuer().as_str());
+    let at = |path: &str| format!("{prefix}{path}");
     let state = AppState {
         endpoints,
         consent,
         max_body: crate::http::DEFAULT_MAX_BODY,
     };
-    Router::new()
-        .route("/.well-known/oauth-authorization-server", any(discovery))
-        .route("/.well-known/openid-configuration", any(discovery))
-        .route(&paths.authorize, get(authorize))
-        .route(&paths.token, any(token))
-        .route(&paths.registration, any(register))
-        .route(&paths.cimd_resolve, any(cimd_resolve))
-        .route(&paths.revocation, any(revoke))
-        .route(&paths.introspection, any(introspect))
+    let mut router = Router::new()
+        .route(
+            &format!("/.well-known/oauth-authorization-server{prefix}"),
+            any(discovery),
+        )
+        .route(&format!("/.well-known/openid-configuration{prefix}"), any(discovery));
+    if !prefix.is_empty() {
+        router = router.route(&format!("{prefix}/.well-known/openid-configuration"), any(discovery));
+    }
+    router
+        .route(&at(&paths.authorize), get(authorize))
+        .route(&at(&paths.token), any(token))
+        .route(&at(&paths.registration), any(register))
+        .route(&at(&paths.cimd_resolve), any(cimd_resolve))
+        .route(&at(&paths.revocation), any(revoke))
+        .route(&at(&paths.introspection), any(introspect))
         .with_state(state)
+}
+
+/// The path of an issuer URL without a trailing `/` (empty for an issuer
+/// without a path).
+fn issuer_path(issuer: &str) -> String {
+    let after_scheme = issuer.split_once("://").map_or("", |(_, rest)| rest);
+    let path = after_scheme
+        .find('/')
+        .and_then(|i| after_scheme.get(i..))
+        .unwrap_or_default();
+    path.trim_end_matches('/').to_owned()
 }
 
 /// Reads a whole request body up to `limit` bytes (413 beyond).

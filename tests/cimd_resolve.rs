@@ -1056,3 +1056,36 @@ async fn settings_with_inconsistent_cimd_bounds_are_refused() {
     s.cimd.cache_max_ttl = Duration::hours(1);
     assert!(h.server.put_project(&h.project, s).await.is_err());
 }
+
+#[tokio::test]
+async fn fetches_per_host_are_rate_limited_and_refused_fetches_are_audited() {
+    let h = Harness::new().await;
+    let url = |i: usize| format!("https://flood.example.com/{i}.json");
+    let mut limited = 0;
+    for i in 0..40 {
+        match h.resolve(&url(i)).await {
+            Ok(_) => {}
+            Err(e) => {
+                assert_eq!(e.reason(), "rate_limited");
+                limited += 1;
+            }
+        }
+    }
+    assert_eq!(h.fetcher.total(), 30, "a burst of 30 per host");
+    assert_eq!(limited, 10);
+    // Another host is unaffected, and cached documents are still served.
+    assert!(h.resolve("https://other.example.com/client.json").await.is_ok());
+    assert!(h.resolve(&url(0)).await.is_ok());
+    assert_eq!(h.fetcher.total(), 31);
+    // Time refills the bucket: one fetch every 2 seconds.
+    h.clock.advance(Duration::seconds(4));
+    assert!(h.resolve(&url(30)).await.is_ok());
+    assert!(h.resolve(&url(31)).await.is_ok());
+    assert_eq!(h.resolve(&url(32)).await.unwrap_err().reason(), "rate_limited");
+    let limited_events = h
+        .events()
+        .iter()
+        .filter(|e| matches!(e, AuditKind::CimdFetchFailed { reason, .. } if reason == "rate_limited"))
+        .count();
+    assert_eq!(limited_events, 11);
+}

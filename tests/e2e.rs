@@ -715,3 +715,82 @@ async fn missing_cimd_document_is_an_error_page_and_an_audit_event() {
     assert_eq!(failures[0]["http_status"], 404);
     assert_eq!(failures[0]["client_id"], missing);
 }
+
+#[tokio::test]
+async fn an_issuer_with_a_path_is_discoverable_and_served_under_it() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    let issuer = format!("{origin}/t1");
+    let config = app::Config {
+        issuer: Issuer::new_allowing_loopback_http_for_development(issuer.clone()).unwrap(),
+        admin_token: ADMIN.into(),
+        auto_approve: true,
+        allow_loopback_cimd: false,
+        cimd_root_cert: None,
+        dcr_mode: None,
+        resource: ResourceUri::parse(RESOURCE).unwrap(),
+        introspection_token: INTROSPECT.into(),
+    };
+    let app = app::App::new(config).await.unwrap();
+    let router = app.router().await.unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+
+    // The MCP discovery order for an issuer with a path.
+    for path in [
+        "/.well-known/oauth-authorization-server/t1",
+        "/.well-known/openid-configuration/t1",
+        "/t1/.well-known/openid-configuration",
+    ] {
+        let r = http.get(format!("{origin}{path}")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["issuer"], issuer);
+        assert_eq!(v["token_endpoint"], format!("{issuer}/oauth2/token"));
+    }
+    // The endpoints live under the issuer's path.
+    let iat: Value = http
+        .post(format!("{origin}/admin/projects/proj_demo/iats"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let r = http
+        .post(format!("{issuer}/oauth2/register"))
+        .bearer_auth(iat["token"].as_str().unwrap())
+        .header("content-type", "application/json")
+        .body(SEED_STEP_3B)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let client_id = r.json::<Value>().await.unwrap()["client_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let verifier = CodeVerifier::from_random(&[13; 32]);
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("response_type", "code")
+        .append_pair("client_id", &client_id)
+        .append_pair("code_challenge", CodeChallenge::s256(&verifier).as_str())
+        .append_pair("code_challenge_method", "S256")
+        .finish();
+    let r = http
+        .get(format!("{issuer}/oauth2/authorize?{query}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    let location = r.headers()["location"].to_str().unwrap();
+    assert!(location.contains(&format!(
+        "iss={}",
+        url::form_urlencoded::byte_serialize(issuer.as_bytes()).collect::<String>()
+    )));
+}

@@ -45,6 +45,10 @@ pub enum CimdError {
     /// No [`super::MetadataFetcher`] is configured (`fetcher_unavailable`).
     #[error("this server cannot fetch client id metadata documents (no fetcher configured)")]
     FetcherUnavailable,
+    /// Too many fetches in flight, or too many for this host recently
+    /// (`rate_limited`); see [`super::FetchLimits`].
+    #[error("too many client id metadata document fetches; try again later")]
+    RateLimited,
     /// The fetch timed out (`timeout`).
     #[error("fetching the client id metadata document timed out")]
     Timeout,
@@ -112,6 +116,7 @@ impl CimdError {
             Self::PolicyDenied { .. } => "policy_denied",
             Self::BlockedAddress { .. } => "blocked_address",
             Self::FetcherUnavailable => "fetcher_unavailable",
+            Self::RateLimited => "rate_limited",
             Self::Timeout => "timeout",
             Self::Redirect { .. } => "redirect",
             Self::FetchFailed { .. } => "fetch_failed",
@@ -122,6 +127,22 @@ impl CimdError {
             Self::ClientIdMismatch { .. } => "client_id_mismatch",
             Self::ForbiddenField { .. } => "forbidden_field",
             Self::InvalidMetadata(_) => "invalid_metadata",
+        }
+    }
+
+    /// A description safe to show to whoever asked: the [`Display`] text,
+    /// except for network-level failures, whose details (resolver and
+    /// connection errors, the blocked address) are kept for the audit log
+    /// and not echoed, so the preview endpoint is no network probe.
+    ///
+    /// [`Display`]: std::fmt::Display
+    pub fn public_description(&self) -> String {
+        match self {
+            Self::FetchFailed { .. } => "the client id metadata document could not be fetched".to_owned(),
+            Self::BlockedAddress { .. } => {
+                "the client id metadata document's host resolves to an address that is not allowed".to_owned()
+            }
+            other => other.to_string(),
         }
     }
 
@@ -143,7 +164,7 @@ impl CimdError {
     /// suggest retrying.
     pub const fn is_transient(&self) -> bool {
         match self {
-            Self::Timeout | Self::FetchFailed { .. } => true,
+            Self::Timeout | Self::FetchFailed { .. } | Self::RateLimited => true,
             Self::HttpStatus { status } => *status >= 500,
             _ => false,
         }
@@ -220,6 +241,7 @@ mod tests {
                 None,
             ),
             (CimdError::FetcherUnavailable, "fetcher_unavailable", None),
+            (CimdError::RateLimited, "rate_limited", None),
             (CimdError::Timeout, "timeout", None),
             (CimdError::Redirect { status: 302 }, "redirect", Some(302)),
             (CimdError::FetchFailed { detail: "x".into() }, "fetch_failed", None),
@@ -273,5 +295,26 @@ mod tests {
     fn truncation_respects_char_boundaries() {
         assert_eq!(truncate("héllo", 2), "h");
         assert_eq!(truncate("abc", 10), "abc");
+    }
+}
+
+#[cfg(test)]
+mod public_description_tests {
+    use super::*;
+
+    #[test]
+    fn network_details_are_not_echoed() {
+        let e = CimdError::from(FetchError::Connect {
+            detail: "tcp connect error: 10.1.2.3:22 refused".into(),
+        });
+        assert_eq!(e.reason(), "fetch_failed");
+        assert!(!e.public_description().contains("10.1.2.3"));
+        assert!(e.to_string().contains("10.1.2.3"), "the audit detail keeps it");
+        let e = CimdError::BlockedAddress {
+            target: "10.0.0.7".into(),
+        };
+        assert!(!e.public_description().contains("10.0.0.7"));
+        let e = CimdError::HttpStatus { status: 404 };
+        assert_eq!(e.public_description(), e.to_string());
     }
 }

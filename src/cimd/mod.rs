@@ -28,6 +28,7 @@ mod consent;
 mod document;
 mod error;
 mod fetch;
+mod limit;
 mod policy;
 mod preview;
 #[cfg(feature = "reqwest")]
@@ -42,6 +43,7 @@ pub use self::document::{
 };
 pub use self::error::CimdError;
 pub use self::fetch::{ACCEPT, FetchError, FetchPlan, FetchResponse, MAX_DOCUMENT_BYTES, MetadataFetcher};
+pub use self::limit::{FetchLimits, HostRateLimiter};
 pub use self::policy::{
     CimdPolicy, CimdPolicyError, CimdTrust, DEFAULT_CACHE_MAX, DEFAULT_CACHE_MIN, DEFAULT_FETCH_TIMEOUT_MS,
     HostPattern, InvalidHostPattern, TrustRule,

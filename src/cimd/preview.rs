@@ -118,7 +118,7 @@ impl FailedPreview {
             reason: error.reason(),
             http_status: error.http_status(),
             error: error.code(),
-            error_description: error.to_string(),
+            error_description: error.public_description(),
         }
     }
 }

@@ -130,18 +130,20 @@ impl AuthorizationServer {
         }
         let fetcher = self.metadata_fetcher.clone().ok_or(CimdError::FetcherUnavailable)?;
         let key = (project.clone(), url.clone());
-        let shared = self.cimd_inflight.join_or_start(key.clone(), |id| {
-            let job = FetchJob {
-                fetcher,
-                cache: self.cimd_cache.clone(),
-                clock: self.clock.clone(),
-                inflight: self.cimd_inflight.clone(),
-                settings: settings.clone(),
-                key,
-                id,
-            };
-            job.run().boxed()
-        });
+        let shared = self
+            .cimd_inflight
+            .join_or_start(key.clone(), self.clock.now(), &self.cimd_limits, |id| {
+                let job = FetchJob {
+                    fetcher,
+                    cache: self.cimd_cache.clone(),
+                    clock: self.clock.clone(),
+                    inflight: self.cimd_inflight.clone(),
+                    settings: settings.clone(),
+                    key,
+                    id,
+                };
+                job.run().boxed()
+            });
         let fetched = shared.await?;
         // The shared fetch was validated under the settings of whoever
         // started it; re-validate under ours.
@@ -184,6 +186,14 @@ impl AuthorizationServerBuilder {
     /// [`MemoryCimdCache`] of 1024 entries).
     pub fn cimd_cache(mut self, cache: Arc<dyn CimdCache>) -> Self {
         self.cimd_cache = Some(cache);
+        self
+    }
+
+    /// Bounds on outbound document fetches (default: 256 in flight, 30 per
+    /// host in a burst, one more every 2 s). Cache hits and joining a
+    /// fetch in progress are never limited.
+    pub fn cimd_fetch_limits(mut self, limits: cimd::FetchLimits) -> Self {
+        self.cimd_limits = limits;
         self
     }
 }
@@ -287,6 +297,7 @@ pub(crate) struct InFlight {
 struct InFlightState {
     next_id: u64,
     fetches: HashMap<Key, (u64, WeakShared<FetchFuture>)>,
+    limiter: cimd::HostRateLimiter,
 }
 
 impl std::fmt::Debug for InFlight {
@@ -300,13 +311,26 @@ impl InFlight {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The fetch in progress for `key`, or a new one made by `start`.
-    fn join_or_start(&self, key: Key, start: impl FnOnce(u64) -> FetchFuture) -> SharedFetch {
+    /// The fetch in progress for `key`, or a new one made by `start` if the
+    /// [`cimd::FetchLimits`] allow one (else a fetch that fails with
+    /// `rate_limited`). Joining a fetch in progress is always allowed.
+    fn join_or_start(
+        &self,
+        key: Key,
+        now: time::OffsetDateTime,
+        limits: &cimd::FetchLimits,
+        start: impl FnOnce(u64) -> FetchFuture,
+    ) -> SharedFetch {
         let mut state = self.state();
         if let Some(running) = state.fetches.get(&key).and_then(|(_, weak)| weak.upgrade()) {
             return running;
         }
         state.fetches.retain(|_, (_, weak)| weak.upgrade().is_some());
+        let host = key.1.host();
+        if state.fetches.len() >= limits.max_in_flight || !state.limiter.try_acquire(&host, now, limits) {
+            let refused: FetchFuture = Box::pin(async { Err(CimdError::RateLimited) });
+            return refused.shared();
+        }
         state.next_id = state.next_id.wrapping_add(1);
         let id = state.next_id;
         let shared = start(id).shared();

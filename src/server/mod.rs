@@ -40,6 +40,7 @@ pub struct AuthorizationServer {
     pub(crate) metadata_fetcher: Option<Arc<dyn crate::cimd::MetadataFetcher>>,
     pub(crate) cimd_cache: Arc<dyn crate::store::CimdCache>,
     pub(crate) cimd_inflight: Arc<cimd::InFlight>,
+    pub(crate) cimd_limits: crate::cimd::FetchLimits,
 }
 
 impl std::fmt::Debug for AuthorizationServer {
@@ -69,6 +70,7 @@ impl AuthorizationServer {
             registration: crate::dcr::RegistrationPolicy::default(),
             metadata_fetcher: None,
             cimd_cache: None,
+            cimd_limits: crate::cimd::FetchLimits::default(),
         }
     }
 
@@ -154,6 +156,7 @@ pub struct AuthorizationServerBuilder {
     /// `None`: the default; `Some(None)`: explicitly none.
     metadata_fetcher: Option<Option<Arc<dyn crate::cimd::MetadataFetcher>>>,
     cimd_cache: Option<Arc<dyn crate::store::CimdCache>>,
+    cimd_limits: crate::cimd::FetchLimits,
 }
 
 impl std::fmt::Debug for AuthorizationServerBuilder {
@@ -243,6 +246,7 @@ impl AuthorizationServerBuilder {
             metadata_fetcher: self.metadata_fetcher.unwrap_or_else(cimd::default_fetcher),
             cimd_cache: self.cimd_cache.unwrap_or_else(cimd::default_cache),
             cimd_inflight: Arc::new(cimd::InFlight::default()),
+            cimd_limits: self.cimd_limits,
         }
     }
 }
