@@ -201,14 +201,7 @@ impl ReqwestFetcher {
 
         // The address actually connected to (DNS rebinding defence in
         // depth: the resolver already filtered what could be connected to).
-        match response.remote_addr() {
-            Some(peer) if !address_refused(peer.ip(), self.allow_loopback) => {}
-            peer => {
-                return Err(FetchError::BlockedAddress {
-                    address: peer.map(|p| p.ip()),
-                });
-            }
-        }
+        check_peer(response.remote_addr(), self.allow_loopback)?;
         let status = response.status();
         if status.is_redirection() {
             return Err(FetchError::Redirect {
@@ -318,4 +311,46 @@ fn error_chain(e: &reqwest::Error) -> String {
         source = err.source();
     }
     super::error::truncate(&out, 300)
+}
+
+/// The connected peer must be known and allowed; an unknown peer is
+/// refused (fail closed).
+fn check_peer(peer: Option<std::net::SocketAddr>, allow_loopback: bool) -> Result<(), FetchError> {
+    match peer {
+        Some(p) if !address_refused(p.ip(), allow_loopback) => Ok(()),
+        peer => Err(FetchError::BlockedAddress {
+            address: peer.map(|p| p.ip()),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod peer_tests {
+    use super::*;
+
+    #[test]
+    fn the_connected_peer_is_checked_and_unknown_peers_fail_closed() {
+        let at = |s: &str| Some(s.parse::<std::net::SocketAddr>().unwrap());
+        assert!(check_peer(at("93.184.216.34:443"), false).is_ok());
+        assert!(check_peer(at("[2606:4700::1111]:443"), false).is_ok());
+        for refused in [
+            "127.0.0.1:443",
+            "10.0.0.5:443",
+            "169.254.169.254:443",
+            "[::1]:443",
+            "[::ffff:10.0.0.1]:443",
+        ] {
+            assert!(
+                matches!(check_peer(at(refused), false), Err(FetchError::BlockedAddress { .. })),
+                "{refused}"
+            );
+        }
+        assert!(matches!(
+            check_peer(None, false),
+            Err(FetchError::BlockedAddress { address: None })
+        ));
+        // The development switch lets loopback through, nothing else.
+        assert!(check_peer(at("127.0.0.1:443"), true).is_ok());
+        assert!(check_peer(at("10.0.0.5:443"), true).is_err());
+    }
 }
