@@ -14,6 +14,7 @@ use url::Url;
 
 use crate::cimd::{ClientIdUrl, ClientIdUrlError, ClientIdUrlPolicy};
 use crate::error::ErrorCode;
+use crate::newtype::string_newtype;
 use crate::redirect_uri::{RedirectUri, RedirectUriError, RedirectUriPolicy};
 use crate::scope::ScopeSet;
 use crate::secret::SecretHash;
@@ -57,30 +58,7 @@ impl RegisteredClientId {
     }
 }
 
-impl fmt::Debug for RegisteredClientId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("RegisteredClientId").field(&self.0).finish()
-    }
-}
-
-impl fmt::Display for RegisteredClientId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl TryFrom<String> for RegisteredClientId {
-    type Error = ClientIdError;
-    fn try_from(s: String) -> Result<Self, ClientIdError> {
-        Self::new(s)
-    }
-}
-
-impl From<RegisteredClientId> for String {
-    fn from(c: RegisteredClientId) -> Self {
-        c.0
-    }
-}
+string_newtype!(RegisteredClientId, ClientIdError);
 
 /// Why a `client_id` parameter was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

@@ -42,6 +42,7 @@ use crate::client::{
     ValidatedMetadata,
 };
 use crate::error::{ErrorCode, OAuthError};
+use crate::newtype::string_newtype;
 use crate::secret::{SecretHash, SecretString};
 
 /// The prefix of every initial access token.
@@ -101,30 +102,7 @@ impl IatId {
     }
 }
 
-impl fmt::Debug for IatId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("IatId").field(&self.0).finish()
-    }
-}
-
-impl fmt::Display for IatId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl TryFrom<String> for IatId {
-    type Error = IatError;
-    fn try_from(s: String) -> Result<Self, IatError> {
-        Self::new(s)
-    }
-}
-
-impl From<IatId> for String {
-    fn from(id: IatId) -> Self {
-        id.0
-    }
-}
+string_newtype!(IatId, IatError);
 
 /// Registration metadata an initial access token imposes.
 ///

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::client::ClientId;
+use crate::newtype::string_newtype;
 use crate::pkce::CodeChallenge;
 use crate::project::ProjectId;
 use crate::resource::ResourceSet;
@@ -87,24 +88,7 @@ impl Subject {
     }
 }
 
-impl fmt::Debug for Subject {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("Subject").field(&self.0).finish()
-    }
-}
-
-impl TryFrom<String> for Subject {
-    type Error = InvalidSubject;
-    fn try_from(s: String) -> Result<Self, InvalidSubject> {
-        Self::new(s)
-    }
-}
-
-impl From<Subject> for String {
-    fn from(s: Subject) -> Self {
-        s.0
-    }
-}
+string_newtype!(Subject, InvalidSubject, no_display);
 
 /// One user's approval of one client.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -6,12 +6,11 @@
 //! the list of fields it changed, so the host can persist, audit and show
 //! exactly what happened.
 
-use std::fmt;
-
 use serde::{Deserialize, Serialize};
 use time::Duration;
 
 use crate::cimd::{CimdPolicy, CimdPolicyError};
+use crate::newtype::string_newtype;
 use crate::redirect_uri::RedirectUriPolicy;
 use crate::resource::{ResourceSet, ResourceUri};
 use crate::scope::ScopeSet;
@@ -51,30 +50,7 @@ impl ProjectId {
     }
 }
 
-impl fmt::Debug for ProjectId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("ProjectId").field(&self.0).finish()
-    }
-}
-
-impl fmt::Display for ProjectId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl TryFrom<String> for ProjectId {
-    type Error = InvalidProjectId;
-    fn try_from(s: String) -> Result<Self, InvalidProjectId> {
-        Self::new(s)
-    }
-}
-
-impl From<ProjectId> for String {
-    fn from(p: ProjectId) -> Self {
-        p.0
-    }
-}
+string_newtype!(ProjectId, InvalidProjectId);
 
 /// How a project accepts Dynamic Client Registration (RFC 7591).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -5,6 +5,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ErrorCode;
+use crate::newtype::string_newtype;
 
 /// Why a scope string was refused; `invalid_scope`.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -53,30 +54,7 @@ impl Scope {
     }
 }
 
-impl fmt::Debug for Scope {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("Scope").field(&self.0).finish()
-    }
-}
-
-impl fmt::Display for Scope {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl TryFrom<String> for Scope {
-    type Error = ScopeError;
-    fn try_from(s: String) -> Result<Self, ScopeError> {
-        Self::new(s)
-    }
-}
-
-impl From<Scope> for String {
-    fn from(s: Scope) -> Self {
-        s.0
-    }
-}
+string_newtype!(Scope, ScopeError);
 
 /// A set of scopes in first-seen order without duplicates. Serialized as
 /// the space-delimited string.

@@ -1,13 +1,12 @@
 //! The per-project CIMD policy: which hosts are trusted, which URL forms,
 //! cache bounds, confidential clients, the fetch timeout.
 
-use std::fmt;
-
 use serde::{Deserialize, Serialize};
 use time::Duration;
 
 use super::cache::CacheBounds;
 use super::url::ClientIdUrlPolicy;
+use crate::newtype::string_newtype;
 
 /// Which `client_id` hosts a project fetches from (SPEC-CHECKLIST section
 /// 1, "trust policies"). The deny-list of [`CimdPolicy::denied_hosts`]
@@ -91,30 +90,7 @@ fn normalize_host(host: &str) -> String {
     lower.strip_suffix('.').map(str::to_owned).unwrap_or(lower)
 }
 
-impl fmt::Debug for HostPattern {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("HostPattern").field(&self.0).finish()
-    }
-}
-
-impl fmt::Display for HostPattern {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl TryFrom<String> for HostPattern {
-    type Error = InvalidHostPattern;
-    fn try_from(s: String) -> Result<Self, InvalidHostPattern> {
-        Self::new(s)
-    }
-}
-
-impl From<HostPattern> for String {
-    fn from(p: HostPattern) -> Self {
-        p.0
-    }
-}
+string_newtype!(HostPattern, InvalidHostPattern);
 
 /// Which trust rule refused a host.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
