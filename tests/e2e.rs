@@ -142,6 +142,21 @@ impl Running {
         get("code").expect("code")
     }
 
+    /// `POST /oauth2/cimd/resolve`: both outcomes are 200 JSON.
+    async fn preview(&self, client_id: &str) -> Value {
+        let r = self
+            .http
+            .post(self.url("/oauth2/cimd/resolve"))
+            .header("X-Authio-Project", "proj_demo")
+            .header("content-type", "application/json")
+            .body(json!({ "client_id": client_id }).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.json().await.unwrap()
+    }
+
     async fn introspect(&self, token: &str) -> Value {
         let r = self
             .post_form("/oauth2/introspect", &[("token", token)], Some(INTROSPECT))
@@ -604,17 +619,7 @@ async fn cimd_client_full_pkce_flow_and_preview() {
     let client_id = docs.url("/client.json");
 
     // The dashboard's "Preview CIMD" button.
-    let r = s
-        .http
-        .post(s.url("/oauth2/cimd/resolve"))
-        .header("X-Authio-Project", "proj_demo")
-        .header("content-type", "application/json")
-        .body(json!({"client_id": client_id}).to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let preview: Value = r.json().await.unwrap();
+    let preview = s.preview(&client_id).await;
     assert_eq!(preview["status"], "resolved", "{preview}");
     assert_eq!(preview["client_name"], "Local CIMD Client");
     assert_eq!(preview["redirect_uris"], json!([redirect]));
@@ -666,16 +671,7 @@ async fn missing_cimd_document_is_an_error_page_and_an_audit_event() {
     let s = start_with(true, Some(docs.ca_pem.clone().into_bytes())).await;
     let missing = docs.url("/missing.json");
 
-    let r = s
-        .http
-        .post(s.url("/oauth2/cimd/resolve"))
-        .header("content-type", "application/json")
-        .body(json!({"client_id": missing}).to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let preview: Value = r.json().await.unwrap();
+    let preview = s.preview(&missing).await;
     assert_eq!(preview["status"], "failed", "{preview}");
     assert_eq!(preview["reason"], "http_status");
     assert_eq!(preview["http_status"], 404);
