@@ -607,3 +607,27 @@ async fn cimd_client_may_use_basic_with_an_empty_secret() {
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::InvalidClient);
 }
+
+#[tokio::test]
+async fn revoking_an_access_token_leaves_the_grant() {
+    let h = harness().await;
+    let client = h.public_client(1, &[REDIRECT]).await;
+    let v = verifier(37);
+    let code = h.code_for(&client, &v, "").await;
+    let t = h.exchange(&client, &code, &v, "").await.unwrap();
+    let body = form(&[
+        ("token", &t.access_token),
+        ("client_id", client.as_str()),
+        ("token_type_hint", "access_token"),
+    ]);
+    h.server.revoke(&h.project, None, body.as_bytes()).await.unwrap();
+    assert_eq!(h.introspect(&t.access_token).await["active"], false);
+    let rt = t.refresh_token.unwrap();
+    assert_eq!(
+        h.introspect(&rt).await["active"],
+        true,
+        "only the access token was revoked"
+    );
+    let t2 = h.refresh(&client, &rt, "").await.unwrap();
+    assert_eq!(h.introspect(&t2.access_token).await["active"], true);
+}
