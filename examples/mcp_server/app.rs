@@ -69,7 +69,8 @@ pub fn router(config: &Config) -> Result<Router, Box<dyn std::error::Error + Sen
     let verifier = IntrospectionVerifier::new(
         config.introspection_endpoint.clone(),
         SecretString::from(config.introspection_token.as_str()),
-    )?;
+    )?
+    .issuer(&config.issuer);
     let metadata = ProtectedResourceMetadata::builder(&config.resource)
         .authorization_server(&config.issuer)
         .scopes(&ScopeSet::parse(SCOPES_SUPPORTED)?)

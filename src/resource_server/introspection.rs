@@ -68,6 +68,7 @@ pub struct IntrospectionVerifier {
     endpoint: String,
     credential: SecretString,
     project: Option<ProjectId>,
+    issuer: Option<String>,
     config: IntrospectionVerifierConfig,
     cache: Mutex<TokenCache>,
 }
@@ -104,6 +105,7 @@ impl IntrospectionVerifier {
             endpoint: endpoint.into(),
             credential,
             project: None,
+            issuer: None,
             cache: Mutex::new(TokenCache::new(config.max_entries)),
             config,
         }
@@ -114,6 +116,15 @@ impl IntrospectionVerifier {
     #[must_use]
     pub fn project(mut self, project: ProjectId) -> Self {
         self.project = Some(project);
+        self
+    }
+
+    /// Requires the introspection response's `iss` to be exactly this
+    /// issuer (recommended: an endpoint reached through a misconfigured
+    /// proxy then cannot vouch for another server's tokens).
+    #[must_use]
+    pub fn issuer(mut self, issuer: &crate::discovery::Issuer) -> Self {
+        self.issuer = Some(issuer.as_str().to_owned());
         self
     }
 
@@ -174,7 +185,7 @@ impl TokenVerifier for IntrospectionVerifier {
             return Ok(hit);
         }
         let response = self.introspect(token).await?;
-        let verified = VerifiedToken::from_introspection(&response)?;
+        let verified = VerifiedToken::from_introspection_by(&response, self.issuer.as_deref())?;
         if let Ok(mut cache) = self.cache.lock() {
             cache.insert(key, verified.clone(), now, self.config.max_ttl);
         }

@@ -283,6 +283,10 @@ pub enum ResourceServerError {
     /// passthrough): 401 `invalid_token`.
     #[error("the access token was not issued for this resource")]
     WrongAudience,
+    /// The introspection response names another issuer than the one this
+    /// resource trusts: 401 `invalid_token`.
+    #[error("the access token was issued by another authorization server")]
+    WrongIssuer,
     /// Valid, but without every required scope: 403 `insufficient_scope`
     /// naming the scopes needed.
     #[error("the access token lacks the required scope")]
@@ -302,9 +306,12 @@ impl ResourceServerError {
         match self {
             Self::MissingToken => None,
             Self::MalformedAuthorization | Self::TokenInQuery | Self::TokenInBody => Some(ErrorCode::InvalidRequest),
-            Self::Inactive | Self::NotAnAccessToken | Self::IncompleteClaims | Self::Expired | Self::WrongAudience => {
-                Some(ErrorCode::InvalidToken)
-            }
+            Self::Inactive
+            | Self::NotAnAccessToken
+            | Self::IncompleteClaims
+            | Self::Expired
+            | Self::WrongAudience
+            | Self::WrongIssuer => Some(ErrorCode::InvalidToken),
             Self::InsufficientScope { .. } => Some(ErrorCode::InsufficientScope),
             Self::Unavailable => Some(ErrorCode::ServerError),
         }
@@ -325,7 +332,7 @@ impl ResourceServerError {
             Self::MalformedAuthorization => Some("the Authorization header is malformed"),
             Self::TokenInQuery => Some("access tokens are accepted only in the Authorization header"),
             Self::TokenInBody => Some("access tokens are accepted only in the Authorization header"),
-            Self::Inactive | Self::NotAnAccessToken | Self::IncompleteClaims => {
+            Self::Inactive | Self::NotAnAccessToken | Self::IncompleteClaims | Self::WrongIssuer => {
                 Some("the access token is invalid or has been revoked")
             }
             Self::Expired => Some("the access token has expired"),
@@ -577,8 +584,24 @@ impl VerifiedToken {
     /// [`ResourceServerError::NotAnAccessToken`] or
     /// [`ResourceServerError::IncompleteClaims`].
     pub fn from_introspection(r: &IntrospectionResponse) -> Result<Self, ResourceServerError> {
+        Self::from_introspection_by(r, None)
+    }
+
+    /// Like [`VerifiedToken::from_introspection`], and when `issuer` is
+    /// given, the response's `iss` must equal it exactly (a missing `iss`
+    /// is refused too).
+    ///
+    /// # Errors
+    /// [`ResourceServerError::WrongIssuer`], or the errors of
+    /// [`VerifiedToken::from_introspection`].
+    pub fn from_introspection_by(r: &IntrospectionResponse, issuer: Option<&str>) -> Result<Self, ResourceServerError> {
         if !r.active {
             return Err(ResourceServerError::Inactive);
+        }
+        if let Some(expected) = issuer
+            && r.iss.as_deref() != Some(expected)
+        {
+            return Err(ResourceServerError::WrongIssuer);
         }
         if r.token_type.as_deref() == Some("refresh_token") {
             return Err(ResourceServerError::NotAnAccessToken);

@@ -514,3 +514,29 @@ fn authorize_sequences_extraction_verification_and_checks() {
         format!("Bearer resource_metadata=\"{PRM}\"")
     );
 }
+
+#[test]
+fn introspection_issuer_must_match_when_configured() {
+    let mut r = active(&[RESOURCE]);
+    r.iss = Some("https://as.example.com".to_owned());
+    assert!(VerifiedToken::from_introspection_by(&r, Some("https://as.example.com")).is_ok());
+    assert_eq!(
+        VerifiedToken::from_introspection_by(&r, Some("https://other.example.com")),
+        Err(ResourceServerError::WrongIssuer)
+    );
+    assert_eq!(
+        VerifiedToken::from_introspection_by(&r, Some("https://as.example.com/")),
+        Err(ResourceServerError::WrongIssuer),
+        "exact string comparison"
+    );
+    r.iss = None;
+    assert_eq!(
+        VerifiedToken::from_introspection_by(&r, Some("https://as.example.com")),
+        Err(ResourceServerError::WrongIssuer)
+    );
+    assert!(
+        VerifiedToken::from_introspection_by(&r, None).is_ok(),
+        "not checked unless configured"
+    );
+    assert_eq!(ResourceServerError::WrongIssuer.status(), 401);
+}
