@@ -1,9 +1,8 @@
 //! Time and randomness, injected.
 
-use std::fmt;
 use std::sync::Mutex;
 
-use rand::{Rng as _, SeedableRng as _};
+use rand::Rng as _;
 use time::{Duration, OffsetDateTime};
 
 /// The source of the current time.
@@ -70,23 +69,29 @@ impl RandomSource for SystemRandom {
     }
 }
 
-/// A deterministic generator from a seed: for tests only. Every run with
-/// the same seed produces the same tokens.
+/// A deterministic generator from a seed: for tests only (feature
+/// `test-util`, off by default). Every run with the same seed produces the
+/// same tokens, so a server using it issues predictable codes and tokens.
+#[cfg(any(test, feature = "test-util"))]
 pub struct SeededRandom(Mutex<rand::rngs::StdRng>);
 
+#[cfg(any(test, feature = "test-util"))]
 impl SeededRandom {
     /// A generator from a seed.
     pub fn new(seed: u64) -> Self {
+        use rand::SeedableRng as _;
         Self(Mutex::new(rand::rngs::StdRng::seed_from_u64(seed)))
     }
 }
 
-impl fmt::Debug for SeededRandom {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+#[cfg(any(test, feature = "test-util"))]
+impl std::fmt::Debug for SeededRandom {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("SeededRandom")
     }
 }
 
+#[cfg(any(test, feature = "test-util"))]
 impl RandomSource for SeededRandom {
     fn fill(&self, dest: &mut [u8]) {
         // A poisoned lock still holds a usable generator; never leave the

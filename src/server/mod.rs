@@ -13,7 +13,9 @@ mod register;
 use std::sync::Arc;
 
 pub use self::admin::AdminError;
-pub use self::env::{Clock, FixedClock, RandomSource, SeededRandom, SystemClock, SystemRandom};
+#[cfg(any(test, feature = "test-util"))]
+pub use self::env::SeededRandom;
+pub use self::env::{Clock, FixedClock, RandomSource, SystemClock, SystemRandom};
 pub use self::flow::{ApproveError, AuthorizeOutcome};
 pub use self::register::IssuedIat;
 use crate::audit::{AuditEvent, AuditKind};
