@@ -31,8 +31,8 @@ pub enum IssuerError {
 /// The issuer identifier of an authorization server: an `https` URL with
 /// no query or fragment (RFC 8414 section 2), kept as the exact string
 /// (RFC 9207 `iss` is compared by simple string comparison).
-#[derive(Clone, PartialEq, Eq, Hash, Serialize)]
-#[serde(into = "String")]
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
 pub struct Issuer(String);
 
 impl Issuer {
@@ -111,6 +111,16 @@ impl fmt::Debug for Issuer {
 impl fmt::Display for Issuer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// Deserializing accepts what [`Issuer::new_allowing_loopback_http_for_development`]
+/// accepts (`https`, or `http` on a loopback host), so stored settings of a
+/// development project read back.
+impl TryFrom<String> for Issuer {
+    type Error = IssuerError;
+    fn try_from(s: String) -> Result<Self, IssuerError> {
+        Self::new_allowing_loopback_http_for_development(s)
     }
 }
 
@@ -447,6 +457,11 @@ mod tests {
         assert_eq!(Issuer::new("as.example.com"), Err(IssuerError::NotHttps));
         assert_eq!(Issuer::new("https:///as.example.com"), Err(IssuerError::NotHttps));
         assert!(Issuer::new_allowing_loopback_http_for_development("http://127.0.0.1:8080").is_ok());
+        // serde: https, or loopback http (stored development settings), nothing else
+        assert!(serde_json::from_str::<Issuer>("\"https://as.example.com/p/x\"").is_ok());
+        assert!(serde_json::from_str::<Issuer>("\"http://localhost:8080\"").is_ok());
+        assert!(serde_json::from_str::<Issuer>("\"http://as.example.com\"").is_err());
+        assert!(serde_json::from_str::<Issuer>("\"https://as.example.com?x\"").is_err());
         assert!(Issuer::new_allowing_loopback_http_for_development("http://localhost:8080").is_ok());
         assert_eq!(
             Issuer::new_allowing_loopback_http_for_development("http://as.example.com"),

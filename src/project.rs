@@ -161,6 +161,12 @@ pub struct ProjectSettings {
     pub authorize_endpoint_path: String,
     /// Which redirect URIs clients may register.
     pub redirect_uri_policy: RedirectUriPolicy,
+    /// This project's own issuer, for hosts that tell projects apart by
+    /// issuer (`https://auth.example.com/p/proj_acme`): its metadata,
+    /// authorization responses (`iss`) and tokens then name it. `None`:
+    /// the server's issuer, shared by every project.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<crate::discovery::Issuer>,
     /// How Client ID Metadata Documents are trusted, fetched and cached.
     #[serde(default)]
     pub cimd: CimdPolicy,
@@ -184,6 +190,7 @@ impl Default for ProjectSettings {
             require_resource: false,
             authorize_endpoint_path: "/oauth2/authorize".to_owned(),
             redirect_uri_policy: RedirectUriPolicy::strict(),
+            issuer: None,
             cimd: CimdPolicy::default(),
         }
     }

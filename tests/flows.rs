@@ -631,3 +631,45 @@ async fn revoking_an_access_token_leaves_the_grant() {
     let t2 = h.refresh(&client, &rt, "").await.unwrap();
     assert_eq!(h.introspect(&t2.access_token).await["active"], true);
 }
+
+#[tokio::test]
+async fn a_project_with_its_own_issuer_names_it_everywhere() {
+    use authio_mcp::discovery::Issuer;
+    let h = harness().await;
+    let own = "https://auth-api.authio.com/p/proj_demo";
+    h.server
+        .edit_project(&h.project, |mut s| {
+            s.issuer = Some(Issuer::new(own).unwrap());
+            s
+        })
+        .await
+        .unwrap();
+    let m = h.server.metadata(&h.project).await.unwrap();
+    assert_eq!(m.issuer, own);
+    assert_eq!(m.token_endpoint, format!("{own}/oauth2/token"));
+
+    let client = h.public_client(1, &[REDIRECT]).await;
+    let v = verifier(38);
+    let pending = h.pending(&auth_query(&client, REDIRECT, &v, "")).await;
+    assert_eq!(query_param(&h.server.deny(&pending).await, "iss").as_deref(), Some(own));
+    let location = h
+        .server
+        .approve(pending, Subject::new("u").unwrap(), None)
+        .await
+        .unwrap();
+    assert_eq!(query_param(&location, "iss").as_deref(), Some(own));
+    let error = h.authorize(&auth_query(&client, REDIRECT, &v, "&scope=admin")).await;
+    let authio_mcp::server::AuthorizeOutcome::Redirect(error) = error else {
+        panic!("{error:?}")
+    };
+    assert_eq!(query_param(&error, "iss").as_deref(), Some(own));
+
+    let code = query_param(&location, "code").unwrap();
+    let t = h.exchange(&client, &code, &v, "").await.unwrap();
+    assert_eq!(h.introspect(&t.access_token).await["iss"], own);
+    assert_eq!(h.introspect(t.refresh_token.as_deref().unwrap()).await["iss"], own);
+    // Settings with an issuer round-trip through serde.
+    let s = h.server.project(&h.project).await.unwrap();
+    let back: authio_mcp::project::ProjectSettings = serde_json::from_value(serde_json::to_value(&s).unwrap()).unwrap();
+    assert_eq!(back, s);
+}

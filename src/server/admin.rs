@@ -122,7 +122,7 @@ impl AuthorizationServer {
     /// project; `server_error` when storage fails.
     pub async fn metadata(&self, id: &ProjectId) -> Result<AuthorizationServerMetadata, OAuthError> {
         let settings = self.projects.get(id).await?.ok_or_else(OAuthError::unknown_project)?;
-        let mut metadata = AuthorizationServerMetadata::build(&self.issuer, &settings, &self.paths);
+        let mut metadata = AuthorizationServerMetadata::build(self.issuer_for(&settings), &settings, &self.paths);
         // Advertise CIMD only when a fetcher can actually resolve documents.
         metadata.client_id_metadata_document_supported = self.cimd_advertised(&settings);
         Ok(metadata)

@@ -75,7 +75,7 @@ impl AuthorizationServer {
         };
         match authorize::validate_request(&req, project, &settings, &client, redirect_uri, self.clock.now()) {
             Ok(p) => AuthorizeOutcome::Pending(Box::new(p)),
-            Err(e) => AuthorizeOutcome::Redirect(e.location(self.issuer.as_str())),
+            Err(e) => AuthorizeOutcome::Redirect(e.location(self.issuer_for(&settings).as_str())),
         }
     }
 
@@ -144,7 +144,7 @@ impl AuthorizationServer {
         let approval = pending.approve(
             subject,
             granted,
-            self.issuer.as_str(),
+            self.issuer_for(&settings).as_str(),
             settings.code_ttl.get(),
             random,
             self.clock.now(),
@@ -178,7 +178,10 @@ impl AuthorizationServer {
             },
         )
         .await;
-        pending.deny(self.issuer.as_str())
+        match self.projects.get(&pending.project).await {
+            Ok(Some(settings)) => pending.deny(self.issuer_for(&settings).as_str()),
+            _ => pending.deny(self.issuer.as_str()),
+        }
     }
 
     /// The token endpoint: `authorization` is the raw `Authorization`
@@ -413,7 +416,7 @@ impl AuthorizationServer {
         let now = self.clock.now();
         let jti = hex(&self.random_array::<16>());
         let claims = token::access_token_claims(
-            self.issuer.as_str(),
+            self.issuer_for(settings).as_str(),
             grant,
             issuance,
             settings.access_token_ttl,
@@ -555,10 +558,9 @@ impl AuthorizationServer {
             && !refresh.rotated
             && now < refresh.expires_at
         {
-            return Ok(IntrospectionResponse::from_refresh_token(
-                &refresh,
-                self.issuer.as_str(),
-            ));
+            let settings = self.projects.get(project).await?;
+            let issuer = settings.as_ref().map_or(&self.issuer, |s| self.issuer_for(s));
+            return Ok(IntrospectionResponse::from_refresh_token(&refresh, issuer.as_str()));
         }
         Ok(IntrospectionResponse::inactive())
     }

@@ -81,6 +81,11 @@ impl AuthorizationServer {
         &self.issuer
     }
 
+    /// The issuer of a project: its own, or the server's.
+    pub fn issuer_for<'a>(&'a self, settings: &'a crate::project::ProjectSettings) -> &'a Issuer {
+        settings.issuer.as_ref().unwrap_or(&self.issuer)
+    }
+
     /// The endpoint paths.
     pub fn paths(&self) -> &EndpointPaths {
         &self.paths
