@@ -82,6 +82,30 @@ pub fn router(endpoints: OAuthEndpoints, consent: Arc<dyn ConsentHandler>, paths
     // `/.well-known/oauth-authorization-server/t1`, plus the two OpenID
     // locations MCP clients also try.
     let prefix = issuer_path(endpoints.server().issuer().as_str());
+    mount(&prefix, endpoints, consent, paths)
+}
+
+/// A router for projects that each have their own issuer
+/// `<server issuer><prefix>/<project>` (set
+/// [`crate::project::ProjectSettings::issuer`] accordingly), so that MCP
+/// clients, which send no project header, reach every project through its
+/// issuer's URLs: metadata at
+/// `/.well-known/oauth-authorization-server<prefix>/<project>` (and the two
+/// OpenID locations), endpoints under `<prefix>/<project>`. `endpoints`
+/// should select projects with [`crate::http::IssuerPathProjectResolver`]
+/// for the same prefix.
+pub fn project_path_router(
+    endpoints: OAuthEndpoints,
+    consent: Arc<dyn ConsentHandler>,
+    paths: &RouterPaths,
+    prefix: &str,
+) -> Router {
+    let base = issuer_path(endpoints.server().issuer().as_str());
+    let prefix = format!("{base}{}/{{project}}", prefix.trim_end_matches('/'));
+    mount(&prefix, endpoints, consent, paths)
+}
+
+fn mount(prefix: &str, endpoints: OAuthEndpoints, consent: Arc<dyn ConsentHandler>, paths: &RouterPaths) -> Router {
     let at = |path: &str| format!("{prefix}{path}");
     let state = AppState {
         endpoints,

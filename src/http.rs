@@ -68,6 +68,55 @@ impl ProjectResolver for HeaderOrDefaultProjectResolver {
     }
 }
 
+/// The project named in the request path, for hosts that give each
+/// project its own issuer `<base><prefix>/<project>` (for example
+/// `https://auth.example.com/p/proj_acme`): real MCP clients send no custom
+/// header, but they do follow the issuer's URLs. Recognizes
+/// `<prefix>/<project>/...` and the RFC 8414 well-known forms
+/// `/.well-known/<name><prefix>/<project>`. Each project's
+/// [`crate::project::ProjectSettings::issuer`] must be set to its URL; see
+/// `axum::project_path_router`.
+#[derive(Clone, Debug)]
+pub struct IssuerPathProjectResolver {
+    prefix: String,
+}
+
+impl IssuerPathProjectResolver {
+    /// Projects under `prefix` (e.g. `/p`; a trailing `/` is ignored).
+    pub fn new(prefix: impl Into<String>) -> Self {
+        let prefix = prefix.into();
+        Self {
+            prefix: prefix.trim_end_matches('/').to_owned(),
+        }
+    }
+
+    /// The prefix, without a trailing `/`.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn project_in(&self, path: &str) -> Option<ProjectId> {
+        let rest = match path.strip_prefix("/.well-known/") {
+            Some(well_known) => well_known.split_once('/').map(|(_, after_name)| after_name)?,
+            None => path.strip_prefix('/')?,
+        };
+        let rest = rest.strip_prefix(self.prefix.trim_start_matches('/'))?;
+        let rest = if self.prefix.is_empty() {
+            rest
+        } else {
+            rest.strip_prefix('/')?
+        };
+        let id = rest.split('/').next()?;
+        ProjectId::new(id).ok()
+    }
+}
+
+impl ProjectResolver for IssuerPathProjectResolver {
+    fn resolve(&self, _headers: &HeaderMap, uri: &Uri) -> Result<ProjectId, OAuthError> {
+        self.project_in(uri.path()).ok_or_else(OAuthError::unknown_project)
+    }
+}
+
 fn project_from_header(headers: &HeaderMap) -> Result<Option<ProjectId>, OAuthError> {
     let mut values = headers.get_all(PROJECT_HEADER).iter();
     let Some(value) = values.next() else { return Ok(None) };
@@ -552,6 +601,35 @@ mod tests {
         h.insert(PROJECT_HEADER, HeaderValue::from_static("a"));
         h.append(PROJECT_HEADER, HeaderValue::from_static("b"));
         assert!(d.resolve(&h, &uri).is_err(), "two project headers are ambiguous");
+    }
+
+    #[test]
+    fn issuer_path_resolution() {
+        let r = IssuerPathProjectResolver::new("/p/");
+        let h = HeaderMap::new();
+        let at = |path: &str| {
+            r.resolve(&h, &path.parse::<Uri>().unwrap())
+                .map(|p| p.as_str().to_owned())
+        };
+        assert_eq!(
+            at("/.well-known/oauth-authorization-server/p/proj_a").unwrap(),
+            "proj_a"
+        );
+        assert_eq!(at("/.well-known/openid-configuration/p/proj_a").unwrap(), "proj_a");
+        assert_eq!(at("/p/proj_a/.well-known/openid-configuration").unwrap(), "proj_a");
+        assert_eq!(at("/p/proj_b/oauth2/token").unwrap(), "proj_b");
+        assert_eq!(at("/p/proj_b/oauth2/authorize?client_id=x").unwrap(), "proj_b");
+        for bad in [
+            "/oauth2/token",
+            "/q/proj_a/oauth2/token",
+            "/p/bad%20id/x",
+            "/p/",
+            "/.well-known/oauth-authorization-server",
+            "/px/proj_a",
+        ] {
+            let e = at(bad).unwrap_err();
+            assert_eq!(e.status(), 404, "{bad}");
+        }
     }
 
     #[test]
