@@ -93,7 +93,8 @@ pub fn router(endpoints: OAuthEndpoints, consent: Arc<dyn ConsentHandler>, paths
 /// `/.well-known/oauth-authorization-server<prefix>/<project>` (and the two
 /// OpenID locations), endpoints under `<prefix>/<project>`. `endpoints`
 /// should select projects with [`crate::http::IssuerPathProjectResolver`]
-/// for the same prefix.
+/// for the same prefix; when the server issuer itself has a path, the
+/// resolver's prefix is that path followed by `prefix`.
 pub fn project_path_router(
     endpoints: OAuthEndpoints,
     consent: Arc<dyn ConsentHandler>,
