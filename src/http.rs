@@ -553,6 +553,11 @@ pub fn escape_html(s: &str) -> String {
 pub fn add_cors(r: &mut Response<Vec<u8>>) {
     r.headers_mut()
         .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    // Browser clients must be able to read the challenge of a 401.
+    r.headers_mut().insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("www-authenticate"),
+    );
 }
 
 /// Answers a CORS preflight (`OPTIONS`) with 204.

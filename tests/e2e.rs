@@ -246,6 +246,9 @@ async fn seed_step_3b_registration_is_public() {
             .unwrap()
             .starts_with("Bearer error=\"invalid_token\"")
     );
+    // Browser-based clients can read the challenge cross-origin.
+    assert_eq!(r.headers()["access-control-allow-origin"], "*");
+    assert_eq!(r.headers()["access-control-expose-headers"], "www-authenticate");
     // Wrong media type.
     let r = s
         .http
