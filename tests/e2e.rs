@@ -3,6 +3,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
+#[path = "support/tls.rs"]
+mod tls;
+
 #[path = "../examples/server/app.rs"]
 #[allow(dead_code)]
 mod app;
@@ -184,6 +187,11 @@ async fn discovery_with_and_without_the_project_header() {
         let r = req.send().await.unwrap();
         assert_eq!(r.status(), 200);
         assert_eq!(r.headers()["access-control-allow-origin"], "*");
+        assert_eq!(
+            r.headers()["vary"],
+            "x-authio-project",
+            "the document depends on the project"
+        );
         let v: Value = r.json().await.unwrap();
         assert_eq!(v["registration_endpoint"], s.url("/oauth2/register"));
         assert_eq!(v["mcp_authorization_supported"], true);
@@ -553,20 +561,8 @@ struct DocumentServer {
 
 impl DocumentServer {
     async fn start(redirect: &'static str) -> Self {
-        use std::sync::Arc;
-        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-        let ca_pem = ck.cert.pem();
-        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(rustls::pki_types::PrivatePkcs8KeyDer::from(
-            ck.signing_key.serialize_der(),
-        ));
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(vec![ck.cert.der().clone()], key)
-            .unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        use tokio::io::AsyncWriteExt as _;
+        let (acceptor, ca_pem) = tls::self_signed_acceptor(&["localhost"]);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         tokio::spawn(async move {
@@ -576,15 +572,9 @@ impl DocumentServer {
                     let Ok(mut tls) = acceptor.accept(tcp).await else {
                         return;
                     };
-                    let mut head = Vec::new();
-                    let mut byte = [0u8; 1];
-                    while !head.ends_with(b"\r\n\r\n") {
-                        match tls.read(&mut byte).await {
-                            Ok(1) => head.push(byte[0]),
-                            _ => return,
-                        }
-                    }
-                    let head = String::from_utf8_lossy(&head).into_owned();
+                    let Some(head) = tls::read_head(&mut tls).await else {
+                        return;
+                    };
                     let response = if head.starts_with("GET /client.json ") {
                         let doc = json!({
                             "client_id": format!("https://localhost:{port}/client.json"),

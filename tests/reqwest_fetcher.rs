@@ -14,9 +14,11 @@ use authio_mcp::cimd::{
 use authio_mcp::discovery::Issuer;
 use authio_mcp::project::{ProjectId, ProjectSettings};
 use authio_mcp::server::AuthorizationServer;
-use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpListener;
+
+#[path = "support/tls.rs"]
+mod tls;
 
 /// What the test server does after reading a request head.
 #[derive(Clone)]
@@ -44,16 +46,7 @@ impl TestServer {
     /// Starts a server whose behaviour may depend on its port (a document
     /// naming its own URL).
     async fn start_with(make: impl FnOnce(u16) -> Behaviour) -> Self {
-        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
-        let ca_pem = ck.cert.pem();
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ck.signing_key.serialize_der()));
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(vec![ck.cert.der().clone()], key)
-            .unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let (acceptor, ca_pem) = tls::self_signed_acceptor(&["localhost", "127.0.0.1"]);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let behaviour = make(port);
@@ -69,15 +62,9 @@ impl TestServer {
                     let Ok(mut tls) = acceptor.accept(tcp).await else {
                         return;
                     };
-                    let mut head = Vec::new();
-                    let mut byte = [0u8; 1];
-                    while !head.ends_with(b"\r\n\r\n") {
-                        match tls.read(&mut byte).await {
-                            Ok(1) => head.push(byte[0]),
-                            _ => return,
-                        }
-                    }
-                    let text = String::from_utf8_lossy(&head).into_owned();
+                    let Some(text) = tls::read_head(&mut tls).await else {
+                        return;
+                    };
                     reqs.lock().unwrap().push(text);
                     match behaviour {
                         Behaviour::Respond(bytes) => {
