@@ -69,6 +69,7 @@ pub mod discovery;
 pub mod error;
 pub mod grant;
 pub mod http;
+pub mod jose;
 mod newtype;
 pub mod pkce;
 pub mod project;
