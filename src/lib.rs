@@ -70,6 +70,8 @@ pub mod error;
 pub mod grant;
 pub mod http;
 pub mod jose;
+pub mod jwt;
+pub mod keys;
 mod newtype;
 pub mod pkce;
 pub mod project;

@@ -170,6 +170,32 @@ pub struct ProjectSettings {
     /// How Client ID Metadata Documents are trusted, fetched and cached.
     #[serde(default)]
     pub cimd: CimdPolicy,
+    /// The format of access tokens (default opaque; settings stored
+    /// before this field existed read back as opaque).
+    #[serde(default)]
+    pub access_token_format: AccessTokenFormat,
+    /// Signing algorithms and key rotation, for JWT access tokens and ID
+    /// tokens.
+    #[serde(default)]
+    pub signing: crate::keys::SigningSettings,
+}
+
+/// The format of a project's access tokens.
+///
+/// # Security
+/// A JWT access token is verified locally by resource servers, which do
+/// not see revocations: a revoked JWT stays valid to them until its `exp`
+/// (introspection answers `active: false` at once). Keep JWT lifetimes
+/// short (see [`SettingsLint::LongLivedJwtAccessTokens`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum AccessTokenFormat {
+    /// Random opaque strings, validated by introspection (RFC 7662).
+    #[default]
+    Opaque,
+    /// Signed JWTs (RFC 9068), verifiable locally against the JWKS.
+    Jwt,
 }
 
 impl Default for ProjectSettings {
@@ -192,6 +218,8 @@ impl Default for ProjectSettings {
             redirect_uri_policy: RedirectUriPolicy::strict(),
             issuer: None,
             cimd: CimdPolicy::default(),
+            access_token_format: AccessTokenFormat::Opaque,
+            signing: crate::keys::SigningSettings::default(),
         }
     }
 }
@@ -237,6 +265,9 @@ pub enum SettingsLint {
     McpWithoutClientRegistration,
     /// Access tokens live longer than one hour (MCP: SHOULD be short-lived).
     LongLivedAccessTokens,
+    /// JWT access tokens live longer than 15 minutes: a revoked JWT stays
+    /// valid to locally verifying resource servers until it expires.
+    LongLivedJwtAccessTokens,
 }
 
 impl SettingsLint {
@@ -250,6 +281,9 @@ impl SettingsLint {
                 "MCP is enabled but neither CIMD nor DCR is, so MCP clients cannot obtain a client id"
             }
             Self::LongLivedAccessTokens => "access tokens should be short-lived (one hour or less)",
+            Self::LongLivedJwtAccessTokens => {
+                "JWT access tokens stay valid to resource servers until they expire, even when revoked: keep them to 15 minutes or less"
+            }
         }
     }
 }
@@ -276,6 +310,9 @@ pub enum SettingsError {
     /// The CIMD policy is inconsistent.
     #[error("invalid cimd policy: {0}")]
     Cimd(#[from] CimdPolicyError),
+    /// The signing settings are inconsistent.
+    #[error("invalid signing settings: {0}")]
+    Signing(#[from] crate::keys::SigningSettingsError),
 }
 
 impl ProjectSettings {
@@ -346,6 +383,7 @@ impl ProjectSettings {
             return Err(SettingsError::AuthorizePath);
         }
         self.cimd.validate()?;
+        self.signing.validate()?;
         Ok(())
     }
 
@@ -360,6 +398,9 @@ impl ProjectSettings {
         }
         if self.access_token_ttl > Duration::hours(1) {
             lints.push(SettingsLint::LongLivedAccessTokens);
+        }
+        if self.access_token_format == AccessTokenFormat::Jwt && self.access_token_ttl > Duration::minutes(15) {
+            lints.push(SettingsLint::LongLivedJwtAccessTokens);
         }
         lints
     }

@@ -280,6 +280,7 @@ pub fn access_token_claims(
         iat,
         exp: iat + ttl.whole_seconds(),
         jti,
+        auth_time: Some(grant.granted_at.unix_timestamp()),
     }
 }
 
@@ -300,6 +301,9 @@ pub struct TokenResponse {
     /// The granted scope.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub scope: String,
+    /// The OpenID Connect ID token, when `openid` was granted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
 }
 
 impl fmt::Debug for TokenResponse {
@@ -310,6 +314,7 @@ impl fmt::Debug for TokenResponse {
             .field("expires_in", &self.expires_in)
             .field("refresh_token", &self.refresh_token.as_ref().map(|_| "[redacted]"))
             .field("scope", &self.scope)
+            .field("id_token", &self.id_token.as_ref().map(|_| "[redacted]"))
             .finish()
     }
 }

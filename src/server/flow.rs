@@ -10,10 +10,10 @@ use crate::client::{Client, ClientId};
 use crate::client_auth::{ClientAuthError, ClientCredentials};
 use crate::error::{ErrorCode, OAuthError};
 use crate::grant::{AccessTokenRecord, Grant, RefreshTokenRecord, Subject, hex};
-use crate::project::{ProjectId, ProjectSettings};
+use crate::project::{AccessTokenFormat, ProjectId, ProjectSettings};
 use crate::scope::ScopeSet;
 use crate::secret::{SecretHash, SecretString};
-use crate::store::{CodeConsumption, RefreshRotation};
+use crate::store::{CodeConsumption, RefreshRotation, TokenIssuer as _};
 use crate::token::{
     self, GrantTypeParam, IntrospectionResponse, Issuance, TokenError, TokenReference, TokenRequest, TokenResponse,
 };
@@ -33,6 +33,12 @@ pub enum AuthorizeOutcome {
     /// The request is valid: run login and consent, then call
     /// [`AuthorizationServer::approve`] or [`AuthorizationServer::deny`].
     Pending(Box<PendingAuthorization>),
+}
+
+/// The keys and claims a token response is signed with.
+struct Signing {
+    access: Option<crate::keys::SigningKey>,
+    id: Option<(crate::keys::SigningKey, crate::jwt::UserClaims)>,
 }
 
 /// What was presented twice.
@@ -281,9 +287,13 @@ impl AuthorizationServer {
         if record.consumed {
             return Err(self.reuse_detected(project, &record.grant, Reused::Code).await);
         }
+        // Keys and user claims before the code is consumed: a failure here
+        // leaves the code redeemable.
+        let signing = self.prepare_signing(settings, &record.grant, &issuance).await?;
         match self.grants.consume_code(project, &hash).await? {
             CodeConsumption::Consumed(record) => {
-                self.issue_tokens(settings, client, &record.grant, &issuance, None, "authorization_code")
+                let nonce = record.nonce.as_deref();
+                self.issue_tokens(settings, client, &record.grant, &issuance, None, "authorization_code", signing, nonce)
                     .await
             }
             CodeConsumption::AlreadyConsumed(record) => {
@@ -360,10 +370,13 @@ impl AuthorizationServer {
         if record.rotated {
             return Err(self.reuse_detected(project, &record.grant, Reused::RefreshToken).await);
         }
+        let signing = self.prepare_signing(settings, &record.grant, &issuance).await?;
         let (new_token, new_record) =
             self.new_refresh_token(settings, &record.grant, &record.scopes, &record.resources);
         match self.grants.rotate_refresh_token(project, &hash, new_record).await? {
             RefreshRotation::Rotated(old) => {
+                // An ID token again only while `openid` is still granted,
+                // and never with the original nonce.
                 self.issue_tokens(
                     settings,
                     client,
@@ -371,6 +384,8 @@ impl AuthorizationServer {
                     &issuance,
                     Some(new_token),
                     "refresh_token",
+                    signing,
+                    None,
                 )
                 .await
             }
@@ -402,8 +417,48 @@ impl AuthorizationServer {
         (token, record)
     }
 
+    /// What signing a token response needs, gathered before any state
+    /// changes: the access-token key (JWT projects), the ID-token key and
+    /// the user's claims (when `openid` is granted).
+    async fn prepare_signing(
+        &self,
+        settings: &ProjectSettings,
+        grant: &Grant,
+        issuance: &Issuance,
+    ) -> Result<Signing, OAuthError> {
+        let project = &grant.project;
+        let access = match settings.access_token_format {
+            AccessTokenFormat::Jwt => {
+                if issuance.resources.is_empty() {
+                    // RFC 9068 section 2.2: `aud` is required.
+                    return Err(OAuthError::with_description(
+                        ErrorCode::InvalidTarget,
+                        "a resource is required for JWT access tokens",
+                    ));
+                }
+                Some(
+                    self.signing_key(project, settings, settings.signing.access_token_algorithm)
+                        .await?,
+                )
+            }
+            _ => None,
+        };
+        let id = if issuance.scopes.contains("openid") {
+            let key = self
+                .signing_key(project, settings, settings.signing.id_token_algorithm)
+                .await?;
+            let claims = self.user_claims.claims(project, &grant.subject).await?;
+            Some((key, claims))
+        } else {
+            None
+        };
+        Ok(Signing { access, id })
+    }
+
     /// Mints the access token (and, after a code exchange, the first
-    /// refresh token) and records `token.issued`.
+    /// refresh token; with `openid`, the ID token) and records
+    /// `token.issued`.
+    #[allow(clippy::too_many_arguments)]
     async fn issue_tokens(
         &self,
         settings: &ProjectSettings,
@@ -412,6 +467,8 @@ impl AuthorizationServer {
         issuance: &Issuance,
         rotated_refresh: Option<SecretString>,
         grant_type: &str,
+        signing: Signing,
+        nonce: Option<&str>,
     ) -> Result<TokenResponse, OAuthError> {
         let now = self.clock.now();
         let jti = hex(&self.random_array::<16>());
@@ -423,7 +480,30 @@ impl AuthorizationServer {
             jti,
             now,
         );
-        let access = self.token_issuer.issue(&claims, &self.random_array::<32>()).await?;
+        let access = match signing.access {
+            Some(key) => {
+                crate::jwt::JwtAccessTokenIssuer::new(key)
+                    .issue(&claims, &self.random_array::<32>())
+                    .await?
+            }
+            None => self.token_issuer.issue(&claims, &self.random_array::<32>()).await?,
+        };
+        let id_token = match signing.id {
+            Some((key, user)) => {
+                let id_claims = crate::jwt::id_token_claims(
+                    &claims.iss,
+                    grant,
+                    &issuance.scopes,
+                    access.expose_secret(),
+                    nonce,
+                    &user,
+                    settings.access_token_ttl,
+                    now,
+                );
+                Some(crate::jwt::sign_id_token(&key, &id_claims)?)
+            }
+            None => None,
+        };
         let refresh = match rotated_refresh {
             Some(r) => Some(r),
             None if settings.issues_refresh_tokens() && client.metadata.allows_refresh() => {
@@ -451,6 +531,7 @@ impl AuthorizationServer {
             expires_in: claims.exp - claims.iat,
             refresh_token: refresh.map(|r| r.expose_secret().to_owned()),
             scope: claims.scope.clone(),
+            id_token,
         };
         self.grants
             .insert_access_token(AccessTokenRecord {
