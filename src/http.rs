@@ -277,8 +277,10 @@ impl OAuthEndpoints {
         let mut response = match result {
             Ok(body) => {
                 let mut r = json(StatusCode::OK, body);
-                r.headers_mut()
-                    .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/jwk-set+json"));
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/jwk-set+json"),
+                );
                 let cache = format!("public, max-age={}", crate::keys::JWKS_MAX_AGE_SECS);
                 if let Ok(v) = HeaderValue::from_str(&cache) {
                     r.headers_mut().insert(header::CACHE_CONTROL, v);

@@ -177,19 +177,29 @@ impl PrivateKey {
             SigningAlgorithm::Es256 => {
                 use p256::pkcs8::EncodePrivateKey as _;
                 let secret = p256::SecretKey::from_slice(random).map_err(|_| JoseError::Retry)?;
-                secret.to_pkcs8_der().map_err(|_| JoseError::InvalidKey)?.as_bytes().to_vec()
+                secret
+                    .to_pkcs8_der()
+                    .map_err(|_| JoseError::InvalidKey)?
+                    .as_bytes()
+                    .to_vec()
             }
             SigningAlgorithm::EdDsa => {
                 use ed25519_dalek::pkcs8::EncodePrivateKey as _;
                 let key = ed25519_dalek::SigningKey::from_bytes(random);
-                key.to_pkcs8_der().map_err(|_| JoseError::InvalidKey)?.as_bytes().to_vec()
+                key.to_pkcs8_der()
+                    .map_err(|_| JoseError::InvalidKey)?
+                    .as_bytes()
+                    .to_vec()
             }
             SigningAlgorithm::Rs256 => {
                 use rand::SeedableRng as _;
                 use rsa::pkcs1::EncodeRsaPrivateKey as _;
                 let mut rng = rand::rngs::StdRng::from_seed(*random);
                 let key = rsa::PrivateKey::new(&mut rng, RSA_BITS).map_err(|_| JoseError::InvalidKey)?;
-                key.to_pkcs1_der().map_err(|_| JoseError::InvalidKey)?.as_bytes().to_vec()
+                key.to_pkcs1_der()
+                    .map_err(|_| JoseError::InvalidKey)?
+                    .as_bytes()
+                    .to_vec()
             }
         };
         Self::from_der(alg, der)
@@ -631,7 +641,10 @@ mod tests {
                 algorithms: &[SigningAlgorithm::Rs256],
                 typ: None,
             };
-            assert_eq!(verify(&t, &set(&k, "k1"), only_es), Err(JoseError::AlgorithmNotAccepted));
+            assert_eq!(
+                verify(&t, &set(&k, "k1"), only_es),
+                Err(JoseError::AlgorithmNotAccepted)
+            );
         }
     }
 
@@ -670,8 +683,8 @@ mod tests {
         // A.4: Ed25519 is deterministic, so the signature is known.
         let input = "eyJhbGciOiJFZERTQSJ9.RXhhbXBsZSBvZiBFZDI1NTE5IHNpZ25pbmc";
         let sig = "hgyY0il_MGCjP0JzlnLWG1PPOt7-09PGcvMg3AIbQR6dWbhijcNR4ki4iylGjg5BhVsPt9g7sVvpAr_MuM0KAg";
-        let ours = jsonwebtoken::crypto::sign(input.as_bytes(), &k.encoding_key(), jsonwebtoken::Algorithm::EdDSA)
-            .unwrap();
+        let ours =
+            jsonwebtoken::crypto::sign(input.as_bytes(), &k.encoding_key(), jsonwebtoken::Algorithm::EdDSA).unwrap();
         assert_eq!(ours, sig);
         // A.5: verification, and a flipped signature fails.
         check_signature(input, sig, &jwk, SigningAlgorithm::EdDsa).unwrap();
@@ -707,17 +720,45 @@ mod tests {
         let (_, payload, sig) = (it.next().unwrap(), it.next().unwrap(), it.next().unwrap());
         let with_header = |h: serde_json::Value| format!("{}.{payload}.{sig}", b64(h.to_string().as_bytes()));
         let cases = [
-            (serde_json::json!({"alg": "none", "typ": "at+jwt", "kid": "k1"}), JoseError::AlgorithmNotAccepted),
-            (serde_json::json!({"alg": "HS256", "typ": "at+jwt", "kid": "k1"}), JoseError::AlgorithmNotAccepted),
-            (serde_json::json!({"alg": "ES256", "typ": "JWT", "kid": "k1"}), JoseError::WrongType),
-            (serde_json::json!({"alg": "ES256", "typ": "at+jwt"}), JoseError::BadKeyId),
-            (serde_json::json!({"alg": "ES256", "typ": "at+jwt", "kid": "../../etc/passwd"}), JoseError::UnknownKey),
-            (serde_json::json!({"alg": "ES256", "typ": "at+jwt", "kid": "k1\n"}), JoseError::BadKeyId),
-            (serde_json::json!({"alg": "ES256", "typ": "at+jwt", "kid": "k1", "crit": ["exp"]}), JoseError::CriticalHeader),
-            (serde_json::json!({"alg": "ES256", "typ": "at+jwt", "kid": "k1", "jku": "https://evil.example/jwks"}), JoseError::BadKeyId),
+            (
+                serde_json::json!({"alg": "none", "typ": "at+jwt", "kid": "k1"}),
+                JoseError::AlgorithmNotAccepted,
+            ),
+            (
+                serde_json::json!({"alg": "HS256", "typ": "at+jwt", "kid": "k1"}),
+                JoseError::AlgorithmNotAccepted,
+            ),
+            (
+                serde_json::json!({"alg": "ES256", "typ": "JWT", "kid": "k1"}),
+                JoseError::WrongType,
+            ),
+            (
+                serde_json::json!({"alg": "ES256", "typ": "at+jwt"}),
+                JoseError::BadKeyId,
+            ),
+            (
+                serde_json::json!({"alg": "ES256", "typ": "at+jwt", "kid": "../../etc/passwd"}),
+                JoseError::UnknownKey,
+            ),
+            (
+                serde_json::json!({"alg": "ES256", "typ": "at+jwt", "kid": "k1\n"}),
+                JoseError::BadKeyId,
+            ),
+            (
+                serde_json::json!({"alg": "ES256", "typ": "at+jwt", "kid": "k1", "crit": ["exp"]}),
+                JoseError::CriticalHeader,
+            ),
+            (
+                serde_json::json!({"alg": "ES256", "typ": "at+jwt", "kid": "k1", "jku": "https://evil.example/jwks"}),
+                JoseError::BadKeyId,
+            ),
         ];
         for (h, want) in cases {
-            assert_eq!(verify(&with_header(h.clone()), &keys, ALL).map(|_| ()), Err(want), "{h}");
+            assert_eq!(
+                verify(&with_header(h.clone()), &keys, ALL).map(|_| ()),
+                Err(want),
+                "{h}"
+            );
         }
         // `application/at+jwt` is the same type.
         let app = with_header(serde_json::json!({"alg": "ES256", "typ": "application/AT+JWT", "kid": "k1"}));
@@ -740,7 +781,10 @@ mod tests {
         ]}))
         .unwrap();
         assert_eq!(set.keys.len(), 1);
-        assert!(JwkSet::from_json(serde_json::json!({"keys": [{"kty": "RSA", "n": "AA", "e": "AQAB", "d": "AA"}]})).is_err());
+        assert!(
+            JwkSet::from_json(serde_json::json!({"keys": [{"kty": "RSA", "n": "AA", "e": "AQAB", "d": "AA"}]}))
+                .is_err()
+        );
     }
 
     #[test]

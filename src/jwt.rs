@@ -334,7 +334,11 @@ fn audiences(claims: &Map<String, Value>) -> Option<Vec<String>> {
 }
 
 /// `exp` required and not passed; `nbf` and `iat` not in the future.
-fn check_times(claims: &Map<String, Value>, leeway: Duration, now: OffsetDateTime) -> Result<OffsetDateTime, ClaimsError> {
+fn check_times(
+    claims: &Map<String, Value>,
+    leeway: Duration,
+    now: OffsetDateTime,
+) -> Result<OffsetDateTime, ClaimsError> {
     let time = |name: &'static str| -> Result<Option<OffsetDateTime>, ClaimsError> {
         match claims.get(name) {
             None => Ok(None),
@@ -385,7 +389,13 @@ mod tests {
     }
 
     fn check(m: &Map<String, Value>) -> Result<AccessTokenJwtClaims, ClaimsError> {
-        check_access_token_claims(m, "https://as.example", |a| a == "https://mcp.example/mcp", DEFAULT_LEEWAY, NOW)
+        check_access_token_claims(
+            m,
+            "https://as.example",
+            |a| a == "https://mcp.example/mcp",
+            DEFAULT_LEEWAY,
+            NOW,
+        )
     }
 
     #[test]

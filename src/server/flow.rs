@@ -293,8 +293,17 @@ impl AuthorizationServer {
         match self.grants.consume_code(project, &hash).await? {
             CodeConsumption::Consumed(record) => {
                 let nonce = record.nonce.as_deref();
-                self.issue_tokens(settings, client, &record.grant, &issuance, None, "authorization_code", signing, nonce)
-                    .await
+                self.issue_tokens(
+                    settings,
+                    client,
+                    &record.grant,
+                    &issuance,
+                    None,
+                    "authorization_code",
+                    signing,
+                    nonce,
+                )
+                .await
             }
             CodeConsumption::AlreadyConsumed(record) => {
                 Err(self.reuse_detected(project, &record.grant, Reused::Code).await)

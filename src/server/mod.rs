@@ -24,8 +24,8 @@ pub use self::register::IssuedIat;
 use crate::audit::{AuditEvent, AuditKind};
 use crate::discovery::{EndpointPaths, Issuer};
 use crate::project::ProjectId;
-use crate::store::memory::{MemoryAuditLog, MemoryClientStore, MemoryGrantStore, MemoryIatStore, MemoryProjectStore};
 use crate::store::memory::MemoryKeyStore;
+use crate::store::memory::{MemoryAuditLog, MemoryClientStore, MemoryGrantStore, MemoryIatStore, MemoryProjectStore};
 use crate::store::{
     AuditSink, ClientStore, GrantStore, IatStore, KeyStore, OpaqueTokenIssuer, ProjectStore, TokenIssuer,
 };
@@ -294,9 +294,7 @@ impl AuthorizationServerBuilder {
             cimd_inflight: Arc::new(cimd::InFlight::default()),
             cimd_limits: self.cimd_limits,
             keys: self.keys.unwrap_or_else(|| Arc::new(MemoryKeyStore::new())),
-            user_claims: self
-                .user_claims
-                .unwrap_or_else(|| Arc::new(crate::store::NoUserClaims)),
+            user_claims: self.user_claims.unwrap_or_else(|| Arc::new(crate::store::NoUserClaims)),
             replay: self
                 .replay
                 .unwrap_or_else(|| Arc::new(crate::store::memory::MemoryReplayStore::default())),
