@@ -966,7 +966,8 @@ mod tests {
             (br#"{"client_name":"A"}"#, ErrorCode::InvalidRedirectUri),
             (br#"{"redirect_uris":["http://evil.example.com/cb"]}"#, ErrorCode::InvalidRedirectUri),
             (
-                br#"{"redirect_uris":["https://a.example.com/cb"],"token_endpoint_auth_method":"private_key_jwt","jwks_uri":"https://a.example.com/j"}"#,
+                // private_key_jwt needs keys (`jwks` or `jwks_uri`).
+                br#"{"redirect_uris":["https://a.example.com/cb"],"token_endpoint_auth_method":"private_key_jwt"}"#,
                 ErrorCode::InvalidClientMetadata,
             ),
             (

@@ -282,9 +282,15 @@ impl AuthorizationServerMetadata {
         let registration_enabled = settings.dcr_mode != DcrMode::Disabled;
         let mut auth_methods = vec!["none".to_owned()];
         if registration_enabled {
-            // Confidential clients can only come from DCR.
+            // Shared-secret clients can only come from DCR.
             auth_methods.push("client_secret_basic".to_owned());
             auth_methods.push("client_secret_post".to_owned());
+        }
+        // RFC 7523 assertions: DCR clients with keys, and metadata-document
+        // clients when the CIMD policy accepts them.
+        let private_key_jwt = registration_enabled || (settings.cimd_enabled && settings.cimd.allow_private_key_jwt);
+        if private_key_jwt {
+            auth_methods.push("private_key_jwt".to_owned());
         }
         let mut grant_types = vec!["authorization_code".to_owned()];
         if settings.issues_refresh_tokens() {
@@ -339,7 +345,14 @@ impl AuthorizationServerMetadata {
             } else {
                 Vec::new()
             },
-            token_endpoint_auth_signing_alg_values_supported: Vec::new(),
+            token_endpoint_auth_signing_alg_values_supported: if private_key_jwt {
+                crate::jose::SigningAlgorithm::ALL
+                    .iter()
+                    .map(|a| a.as_str().to_owned())
+                    .collect()
+            } else {
+                Vec::new()
+            },
         }
     }
 
@@ -395,7 +408,7 @@ mod tests {
         );
         assert_eq!(
             v["token_endpoint_auth_methods_supported"],
-            serde_json::json!(["none", "client_secret_basic", "client_secret_post"])
+            serde_json::json!(["none", "client_secret_basic", "client_secret_post", "private_key_jwt"])
         );
         assert_eq!(
             v["scopes_supported"],

@@ -43,3 +43,109 @@ impl AuthorizationServer {
         Ok(client)
     }
 }
+
+/// The longest a `jti` is remembered beyond the assertion's `exp`: the
+/// leeway with which an expired assertion is still accepted.
+const REPLAY_MARGIN: time::Duration = crate::jwt::DEFAULT_LEEWAY;
+
+// private_key_jwt (RFC 7523 section 2.2): separate from the shared-secret
+// methods above.
+impl AuthorizationServer {
+    /// Authenticates a `private_key_jwt` client (registered or metadata
+    /// document): the client must have registered that method with `jwks`
+    /// or `jwks_uri`; the assertion must verify with one of those keys and
+    /// pass [`crate::jwt::check_client_assertion`] with the audiences this
+    /// server accepts (its issuer, and its token endpoint URL); its `jti`
+    /// must be new ([`crate::store::ReplayStore`]). `jwks_uri` is fetched
+    /// through the project's metadata fetcher, with the CIMD fetch rules
+    /// (https, no redirects, special-use addresses refused, 5120 bytes,
+    /// the project's timeout), on every use (it is not cached). Every
+    /// refusal is recorded as `oauth_client.assertion_rejected` and
+    /// answered with one generic `invalid_client`.
+    pub(crate) async fn authenticate_with_assertion(
+        &self,
+        project: &ProjectId,
+        settings: &crate::project::ProjectSettings,
+        id: &crate::client::ClientId,
+        creds: &ClientCredentials,
+    ) -> Result<Client, OAuthError> {
+        let fail = || ClientAuthError::UnknownClient.to_oauth_error(false);
+        let client = match self.resolve_client(project, settings, id).await {
+            Ok(c) => c,
+            Err(e) if e.code() == crate::error::ErrorCode::ServerError => return Err(e),
+            Err(_) => {
+                self.reject_assertion(project, id, "unknown_client").await;
+                return Err(fail());
+            }
+        };
+        let keys = match self.client_keys(settings, &client).await {
+            Ok(k) => k,
+            Err(reason) => {
+                self.reject_assertion(project, id, reason).await;
+                return Err(fail());
+            }
+        };
+        let issuer = self.issuer_for(settings);
+        let token_endpoint = issuer.endpoint(&self.paths.token);
+        let now = self.now();
+        let assertion = match creds.verify_assertion(&client, &keys, &[issuer.as_str(), &token_endpoint], now) {
+            Ok(a) => a,
+            Err(e) => {
+                let reason = match e {
+                    ClientAuthError::InvalidAssertion(r) => r,
+                    _ => "wrong_method",
+                };
+                self.reject_assertion(project, id, reason).await;
+                return Err(fail());
+            }
+        };
+        let fresh = self
+            .replay
+            .check_and_insert(
+                project,
+                client.client_id.as_str(),
+                &assertion.jti,
+                assertion.exp + REPLAY_MARGIN,
+                now,
+            )
+            .await?;
+        if !fresh {
+            self.reject_assertion(project, id, "replayed_jti").await;
+            return Err(fail());
+        }
+        Ok(client)
+    }
+
+    async fn reject_assertion(&self, project: &ProjectId, id: &crate::client::ClientId, reason: &str) {
+        self.emit(
+            project,
+            crate::audit::AuditKind::ClientAssertionRejected {
+                client_id: id.to_string(),
+                reason: reason.to_owned(),
+            },
+        )
+        .await;
+    }
+
+    /// The client's public keys: its inline `jwks`, or the JWK Set at its
+    /// `jwks_uri`.
+    async fn client_keys(
+        &self,
+        settings: &crate::project::ProjectSettings,
+        client: &Client,
+    ) -> Result<crate::jose::JwkSet, &'static str> {
+        if let Some(jwks) = &client.metadata.jwks {
+            return crate::jose::JwkSet::from_json(jwks.clone()).map_err(|_| "invalid_jwks");
+        }
+        let uri = client.metadata.jwks_uri.as_deref().ok_or("no_keys")?;
+        let fetcher = self.metadata_fetcher.as_ref().ok_or("keys_unavailable")?;
+        let url = crate::cimd::ClientIdUrl::parse(uri).map_err(|_| "invalid_jwks_uri")?;
+        let plan = crate::cimd::FetchPlan::new(url, settings.cimd.fetch_timeout());
+        let response = fetcher.fetch(&plan).await.map_err(|_| "keys_unavailable")?;
+        if response.status != 200 || response.body.len() > plan.max_body_bytes() {
+            return Err("keys_unavailable");
+        }
+        let value: serde_json::Value = serde_json::from_slice(&response.body).map_err(|_| "invalid_jwks")?;
+        crate::jose::JwkSet::from_json(value).map_err(|_| "invalid_jwks")
+    }
+}

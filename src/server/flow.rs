@@ -7,7 +7,7 @@ use crate::authorize::{
 };
 use crate::cimd::ClientIdUrlPolicy;
 use crate::client::{Client, ClientId};
-use crate::client_auth::{ClientAuthError, ClientCredentials};
+use crate::client_auth::{ClientAuthError, ClientCredentials, PresentedMethod};
 use crate::error::{ErrorCode, OAuthError};
 use crate::grant::{AccessTokenRecord, Grant, RefreshTokenRecord, Subject, hex};
 use crate::project::{AccessTokenFormat, ProjectId, ProjectSettings};
@@ -33,6 +33,15 @@ pub enum AuthorizeOutcome {
     /// The request is valid: run login and consent, then call
     /// [`AuthorizationServer::approve`] or [`AuthorizationServer::deny`].
     Pending(Box<PendingAuthorization>),
+}
+
+/// The client-authentication parameters of a form body.
+#[derive(Clone, Copy)]
+pub(crate) struct ClientParams<'a> {
+    pub(crate) client_id: Option<&'a str>,
+    pub(crate) client_secret: Option<&'a str>,
+    pub(crate) assertion_type: Option<&'a str>,
+    pub(crate) assertion: Option<&'a str>,
 }
 
 /// The keys and claims a token response is signed with.
@@ -209,8 +218,12 @@ impl AuthorizationServer {
                 project,
                 &settings,
                 authorization,
-                req.client_id.as_deref(),
-                req.client_secret.as_deref(),
+                ClientParams {
+                    client_id: req.client_id.as_deref(),
+                    client_secret: req.client_secret.as_deref(),
+                    assertion_type: req.client_assertion_type.as_deref(),
+                    assertion: req.client_assertion.as_deref(),
+                },
             )
             .await?;
         match grant_type {
@@ -228,21 +241,46 @@ impl AuthorizationServer {
 
     /// Client authentication at the token and revocation endpoints:
     /// registered clients by their registered method, metadata-document
-    /// clients (public) by `client_id` alone. Any failure is one generic
+    /// clients (public) by `client_id` alone, `private_key_jwt` clients of
+    /// either kind by their assertion. Any failure is one generic
     /// `invalid_client` (a CIMD failure included: CIMD draft, section 6).
     pub(crate) async fn authenticate_client(
         &self,
         project: &ProjectId,
         settings: &ProjectSettings,
         authorization: Option<&str>,
-        client_id: Option<&str>,
-        client_secret: Option<&str>,
+        params: ClientParams<'_>,
     ) -> Result<Client, OAuthError> {
         let used_header = authorization.is_some();
-        let creds = ClientCredentials::parse(authorization, client_id, client_secret)
-            .map_err(|e| e.to_oauth_error(used_header))?;
+        let creds = ClientCredentials::parse_with_assertion(
+            authorization,
+            params.client_id,
+            params.client_secret,
+            params.assertion_type,
+            params.assertion,
+        )
+        .map_err(|e| e.to_oauth_error(used_header));
+        let creds = match creds {
+            Ok(c) => c,
+            Err(e) => {
+                if params.assertion.is_some() || params.assertion_type.is_some() {
+                    self.emit(
+                        project,
+                        AuditKind::ClientAssertionRejected {
+                            client_id: params.client_id.unwrap_or_default().chars().take(256).collect(),
+                            reason: "malformed".to_owned(),
+                        },
+                    )
+                    .await;
+                }
+                return Err(e);
+            }
+        };
         let invalid = || ClientAuthError::UnknownClient.to_oauth_error(used_header);
         let id = ClientId::parse_with(creds.client_id(), self.client_id_url_policy(settings)).map_err(|_| invalid())?;
+        if creds.method() == PresentedMethod::PrivateKeyJwt {
+            return self.authenticate_with_assertion(project, settings, &id, &creds).await;
+        }
         match id {
             ClientId::Registered(_) => self.authenticate_registered_client(project, &creds).await,
             ClientId::Metadata(_) => {
@@ -256,9 +294,9 @@ impl AuthorizationServer {
                         ErrorCode::ServerError => e,
                         _ => invalid(),
                     })?;
-                // private_key_jwt assertions are not verified by this server
-                // yet, so confidential metadata-document clients cannot
-                // authenticate.
+                // A confidential (private_key_jwt) document client must
+                // present an assertion: handled above; `client_id` alone
+                // is not enough.
                 if client.is_confidential() {
                     return Err(invalid());
                 }
@@ -575,8 +613,12 @@ impl AuthorizationServer {
                 project,
                 &settings,
                 authorization,
-                req.client_id.as_deref(),
-                req.client_secret.as_deref(),
+                ClientParams {
+                    client_id: req.client_id.as_deref(),
+                    client_secret: req.client_secret.as_deref(),
+                    assertion_type: req.client_assertion_type.as_deref(),
+                    assertion: req.client_assertion.as_deref(),
+                },
             )
             .await?;
         let hash = SecretHash::of(&req.token);
