@@ -37,10 +37,11 @@ pub const RSA_BITS: usize = 2048;
 
 /// A JWS signing algorithm this crate signs and verifies with (RFC 7518
 /// section 3.1, RFC 8037 section 3.1).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum SigningAlgorithm {
     /// ECDSA with P-256 and SHA-256 (the default).
+    #[default]
     #[serde(rename = "ES256")]
     Es256,
     /// Ed25519 (RFC 8037).
@@ -84,12 +85,6 @@ impl SigningAlgorithm {
             Self::EdDsa => "OKP",
             Self::Rs256 => "RSA",
         }
-    }
-}
-
-impl Default for SigningAlgorithm {
-    fn default() -> Self {
-        Self::Es256
     }
 }
 

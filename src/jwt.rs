@@ -130,18 +130,28 @@ pub struct IdTokenClaims {
     pub user: UserClaims,
 }
 
-/// The ID token claims for `grant` at `now`, bound to `access_token`
-/// (`at_hash`), living `ttl`.
+/// What an ID token is bound to: the access token issued with it
+/// (`at_hash`) and the authorization request's `nonce`.
+#[derive(Clone, Copy, Debug)]
+pub struct IdTokenBinding<'a> {
+    /// The access token of the same response.
+    pub access_token: &'a str,
+    /// The `nonce` of the authorization request (`None` on a refresh).
+    pub nonce: Option<&'a str>,
+}
+
+/// The ID token claims for `grant` at `now`, bound as `binding` says,
+/// living `ttl`, with the user claims `scopes` release.
 pub fn id_token_claims(
     issuer: &str,
     grant: &Grant,
     scopes: &ScopeSet,
-    access_token: &str,
-    nonce: Option<&str>,
+    binding: IdTokenBinding<'_>,
     user: &UserClaims,
     ttl: Duration,
     now: OffsetDateTime,
 ) -> IdTokenClaims {
+    let IdTokenBinding { access_token, nonce } = binding;
     let iat = now.unix_timestamp();
     IdTokenClaims {
         iss: issuer.to_owned(),

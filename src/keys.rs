@@ -370,11 +370,11 @@ mod tests {
         );
         let a = key("a", KeyState::Active, t0);
         // Young active key: nothing.
-        assert!(plan_rotation(&[a.clone()], &ED, &s, ttl, t0 + Duration::days(28)).is_empty());
+        assert!(plan_rotation(std::slice::from_ref(&a), &ED, &s, ttl, t0 + Duration::days(28)).is_empty());
         // Within the pre-publication window: a next key.
         let t1 = t0 + Duration::days(29);
         assert_eq!(
-            plan_rotation(&[a.clone()], &ED, &s, ttl, t1),
+            plan_rotation(std::slice::from_ref(&a), &ED, &s, ttl, t1),
             vec![RotationAction::Create {
                 algorithm: SigningAlgorithm::EdDsa,
                 activate: false

@@ -541,8 +541,10 @@ impl AuthorizationServer {
                     &claims.iss,
                     grant,
                     &issuance.scopes,
-                    access.expose_secret(),
-                    nonce,
+                    crate::jwt::IdTokenBinding {
+                        access_token: access.expose_secret(),
+                        nonce,
+                    },
                     &user,
                     settings.access_token_ttl,
                     now,
