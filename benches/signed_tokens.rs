@@ -60,7 +60,11 @@ fn claims() -> AccessTokenClaims {
 fn sign_and_verify(c: &mut Criterion) {
     let project = ProjectId::new("proj_demo").unwrap();
     let mut g = c.benchmark_group("jwt_access_token");
-    for alg in [SigningAlgorithm::Es256, SigningAlgorithm::EdDsa, SigningAlgorithm::Rs256] {
+    for alg in [
+        SigningAlgorithm::Es256,
+        SigningAlgorithm::EdDsa,
+        SigningAlgorithm::Rs256,
+    ] {
         let key = PrivateKey::generate(alg, &[5; 32]).unwrap();
         let kid = KeyId::from_random(alg, &[6; 16]);
         let jwks = serde_json::json!({"keys": [key.public_jwk(kid.as_str())]}).to_string();
@@ -122,7 +126,9 @@ fn exchange_setup(format: AccessTokenFormat, scope: &str) -> Exchange {
         "grant_types": ["authorization_code", "refresh_token"]
     }))
     .unwrap();
-    let v = metadata.validate(MetadataProfile::Dcr, RedirectUriPolicy::strict()).unwrap();
+    let v = metadata
+        .validate(MetadataProfile::Dcr, RedirectUriPolicy::strict())
+        .unwrap();
     let client = ClientId::Registered(RegisteredClientId::from_random(&[1; 12]));
     block_on(clients.insert(&project, authio_mcp::client::Client::new(client.clone(), v, START))).unwrap();
     let verifier = CodeVerifier::from_random(&[7; 32]);
@@ -174,7 +180,11 @@ fn code_exchange(c: &mut Criterion) {
     for (name, format, scope) in [
         ("opaque", AccessTokenFormat::Opaque, "mcp:read"),
         ("jwt_es256", AccessTokenFormat::Jwt, "mcp:read"),
-        ("jwt_es256_id_token_rs256", AccessTokenFormat::Jwt, "openid email mcp:read"),
+        (
+            "jwt_es256_id_token_rs256",
+            AccessTokenFormat::Jwt,
+            "openid email mcp:read",
+        ),
     ] {
         let x = exchange_setup(format, scope);
         // Keys are created by the first exchange, untimed.

@@ -243,12 +243,19 @@ async fn hostile_assertions_are_refused() {
     assert!(rejected >= 14, "{rejected}");
 }
 
-/// Serves a confidential metadata document and its JWK Set.
-struct KeyedDocument;
+/// Serves a confidential metadata document and its JWK Set; counts the
+/// JWK Set fetches.
+#[derive(Default)]
+struct KeyedDocument {
+    jwks_fetches: std::sync::atomic::AtomicUsize,
+}
 
 #[async_trait::async_trait]
 impl MetadataFetcher for KeyedDocument {
     async fn fetch(&self, plan: &FetchPlan) -> Result<FetchResponse, FetchError> {
+        if plan.url().as_str() == CIMD_JWKS_URI {
+            self.jwks_fetches.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
         let body = match plan.url().as_str() {
             CIMD_KEYS_URL => json!({
                 "client_id": CIMD_KEYS_URL,
@@ -266,7 +273,8 @@ impl MetadataFetcher for KeyedDocument {
 
 #[tokio::test]
 async fn metadata_document_client_with_jwks_uri() {
-    let h = harness_with(|b| b.metadata_fetcher(Arc::new(KeyedDocument))).await;
+    let fetcher = Arc::new(KeyedDocument::default());
+    let h = harness_with(|b| b.metadata_fetcher(fetcher.clone())).await;
     let mut s = project_settings();
     s.cimd.allow_private_key_jwt = true;
     h.server.put_project(&h.project, s).await.unwrap();
@@ -327,6 +335,42 @@ async fn metadata_document_client_with_jwks_uri() {
         .await
         .unwrap();
     assert_eq!(h.introspect(&t.access_token).await["active"], false);
+    // The client's JWK Set was fetched once and then reused.
+    assert_eq!(fetcher.jwks_fetches.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // An assertion from an unknown key: one refetch at most (the cached
+    // copy is young, so none at all here), then invalid_client.
+    let stranger = PrivateKey::generate(SigningAlgorithm::EdDsa, &[13; 32]).unwrap();
+    let x = sign(&stranger, "rotated", &claims(CIMD_KEYS_URL, "cimd-3", ISSUER));
+    let e = h
+        .server
+        .revoke(
+            &h.project,
+            None,
+            form(&[
+                ("token", "whatever"),
+                ("client_assertion_type", JWT_BEARER_ASSERTION_TYPE),
+                ("client_assertion", &x),
+            ])
+            .as_bytes(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidClient);
+    assert_eq!(fetcher.jwks_fetches.load(std::sync::atomic::Ordering::SeqCst), 1);
+    h.clock.advance(Duration::minutes(1));
+    let y = sign(&stranger, "rotated", &claims(CIMD_KEYS_URL, "cimd-4", ISSUER));
+    let body = form(&[
+        ("token", "whatever"),
+        ("client_assertion_type", JWT_BEARER_ASSERTION_TYPE),
+        ("client_assertion", &y),
+    ]);
+    // (exp is relative to START: the clock moved a minute, still valid.)
+    assert!(h.server.revoke(&h.project, None, body.as_bytes()).await.is_err());
+    assert_eq!(
+        fetcher.jwks_fetches.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "refetched once for the unknown kid"
+    );
     // The jti is remembered until the assertion expires; purge forgets it
     // afterwards.
     h.clock.advance(Duration::minutes(10));

@@ -53,6 +53,7 @@ pub struct AuthorizationServer {
     pub(crate) user_claims: Arc<dyn crate::store::UserClaimsSource>,
     pub(crate) replay: Arc<dyn crate::store::ReplayStore>,
     pub(crate) rotation_lock: Arc<futures_util::lock::Mutex<()>>,
+    pub(crate) client_jwks: Arc<client_auth::ClientJwksCache>,
 }
 
 impl std::fmt::Debug for AuthorizationServer {
@@ -299,6 +300,7 @@ impl AuthorizationServerBuilder {
                 .replay
                 .unwrap_or_else(|| Arc::new(crate::store::memory::MemoryReplayStore::default())),
             rotation_lock: Arc::new(futures_util::lock::Mutex::new(())),
+            client_jwks: Arc::new(client_auth::ClientJwksCache::default()),
         }
     }
 }
