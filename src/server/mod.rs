@@ -217,7 +217,9 @@ impl AuthorizationServerBuilder {
         self
     }
 
-    /// How access tokens are minted (default: opaque random tokens).
+    /// How opaque access tokens are minted (default: random tokens).
+    /// Projects with `access_token_format = jwt` sign RFC 9068 tokens with
+    /// their own keys instead ([`crate::jwt::JwtAccessTokenIssuer`]).
     pub fn token_issuer(mut self, issuer: Arc<dyn TokenIssuer>) -> Self {
         self.token_issuer = Some(issuer);
         self
