@@ -795,6 +795,11 @@ impl super::KeyStore for MemoryKeyStore {
                 k.state = KeyState::Retired;
                 k.retired_at = Some(now);
                 k.publish_until = Some(retired_publish_until);
+            } else if k.state == KeyState::Next && k.algorithm() == alg {
+                // A duplicate next key signed nothing: it may leave at once.
+                k.state = KeyState::Retired;
+                k.retired_at = Some(now);
+                k.publish_until = Some(now);
             }
         }
         Ok(true)

@@ -353,9 +353,11 @@ pub trait CimdCache: Send + Sync {
 /// - [`KeyStore::activate`] must be atomic (one lock, or one transaction
 ///   that locks the project's keys of that algorithm): the named key must
 ///   still be `next`; every `active` key of the same algorithm becomes
-///   `retired` with `retired_at = now` and the given `publish_until`, and
-///   the named key becomes `active` with `activated_at = now`, all or
-///   nothing. Two servers rotating at once then leave exactly one active
+///   `retired` with `retired_at = now` and the given `publish_until`;
+///   every other `next` key of that algorithm (a duplicate created by a
+///   concurrent rotation; it never signed anything) becomes `retired` with
+///   `retired_at = publish_until = now`; and the named key becomes
+///   `active` with `activated_at = now`, all or nothing. Two servers rotating at once then leave exactly one active
 ///   key per algorithm, and no signing key ever disappears from the JWKS
 ///   while tokens it signed are valid.
 /// - [`KeyStore::delete_expired`] deletes only `retired` keys whose
