@@ -455,3 +455,55 @@ async fn hostile_tokens_are_refused_by_the_jwt_verifier() {
         "iat in the future"
     );
 }
+
+/// The HTTP layer: the JWKS with its media type and cache headers under a
+/// per-project issuer path, and the userinfo endpoint's challenges.
+#[tokio::test]
+async fn jwks_and_userinfo_over_oauth_endpoints() {
+    use authio_mcp::http::{IssuerPathProjectResolver, OAuthEndpoints};
+    let h = jwt_harness(SigningAlgorithm::Es256).await;
+    let mut s = h.server.project(&h.project).await.unwrap();
+    s.issuer = Some(Issuer::new(format!("{ISSUER}/p/proj_demo")).unwrap());
+    h.server.put_project(&h.project, s).await.unwrap();
+    let endpoints = OAuthEndpoints::new(h.server.clone(), Arc::new(IssuerPathProjectResolver::new("/p")));
+    let get = |path: &str| http::Request::get(path).body(Vec::<u8>::new()).unwrap();
+
+    let r = endpoints.jwks(&get("/p/proj_demo/.well-known/jwks.json")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/jwk-set+json");
+    assert_eq!(r.headers()["cache-control"], "public, max-age=300");
+    let body: Value = serde_json::from_slice(r.body()).unwrap();
+    assert_eq!(body["keys"].as_array().unwrap().len(), 1);
+    assert!(body["keys"][0].get("d").is_none());
+    let r = endpoints.jwks(&get("/p/proj_unknown/.well-known/jwks.json")).await;
+    assert_eq!(r.status(), 404, "unknown project");
+    let post = http::Request::post("/p/proj_demo/.well-known/jwks.json")
+        .body(Vec::<u8>::new())
+        .unwrap();
+    assert_eq!(endpoints.jwks(&post).await.status(), 405);
+
+    let m = serde_json::to_value(h.server.metadata(&h.project).await.unwrap()).unwrap();
+    assert_eq!(m["jwks_uri"], format!("{ISSUER}/p/proj_demo/.well-known/jwks.json"));
+
+    let r = endpoints.userinfo(&get("/p/proj_demo/oauth2/userinfo")).await;
+    assert_eq!(r.status(), 401);
+    assert!(
+        r.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer error=\"invalid_token\"")
+    );
+    let client = h.public_client(1, &[REDIRECT]).await;
+    let t = jwt_tokens(&h, &client, 1, "&scope=openid+mcp%3Aread").await;
+    let req = http::Request::get("/p/proj_demo/oauth2/userinfo")
+        .header("authorization", format!("Bearer {}", t.access_token))
+        .body(Vec::<u8>::new())
+        .unwrap();
+    let r = endpoints.userinfo(&req).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let body: Value = serde_json::from_slice(r.body()).unwrap();
+    assert_eq!(body, json!({"sub": "user_demo"}), "no email without the email scope");
+    // The token's iss is the project's issuer.
+    assert_eq!(part(&t.access_token, 1)["iss"], format!("{ISSUER}/p/proj_demo"));
+}
