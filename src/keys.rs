@@ -233,6 +233,14 @@ pub enum RotationAction {
         /// When the retiring key may leave the JWKS.
         retired_publish_until: OffsetDateTime,
     },
+    /// Retire this active key: the project no longer signs with its
+    /// algorithm (the settings changed).
+    Retire {
+        /// The key.
+        kid: KeyId,
+        /// When it may leave the JWKS.
+        publish_until: OffsetDateTime,
+    },
     /// Delete retired keys whose `publish_until` has passed.
     DeleteExpired,
 }
@@ -246,7 +254,8 @@ pub enum RotationAction {
 /// it; no active key but a next key: activate it; an active key due within
 /// `pre_publication` and no next key: create a next key; an active key due
 /// and a next key published for at least `pre_publication`: activate the
-/// next key. Retired keys past `publish_until` are deleted.
+/// next key. Active keys of algorithms no longer in use retire. Retired
+/// keys past `publish_until` are deleted.
 pub fn plan_rotation(
     keys: &[SigningKey],
     algorithms: &[SigningAlgorithm],
@@ -288,6 +297,14 @@ pub fn plan_rotation(
                     _ => {}
                 }
             }
+        }
+    }
+    for k in keys {
+        if k.state == KeyState::Active && !algorithms.contains(&k.algorithm()) {
+            plan.push(RotationAction::Retire {
+                kid: k.kid.clone(),
+                publish_until: retired_publish_until,
+            });
         }
     }
     if keys
@@ -402,6 +419,29 @@ mod tests {
             plan_rotation(&[r, active], &ED, &s, ttl, t2 + ttl),
             vec![RotationAction::DeleteExpired]
         );
+    }
+
+    #[test]
+    fn keys_of_an_algorithm_no_longer_used_retire() {
+        let s = SigningSettings::default();
+        let t0 = datetime!(2026-01-01 0:00 UTC);
+        let ttl = Duration::minutes(10);
+        let a = key("a", KeyState::Active, t0);
+        let plan = plan_rotation(std::slice::from_ref(&a), &[SigningAlgorithm::Es256], &s, ttl, t0);
+        assert_eq!(
+            plan,
+            vec![
+                RotationAction::Create {
+                    algorithm: SigningAlgorithm::Es256,
+                    activate: true
+                },
+                RotationAction::Retire {
+                    kid: KeyId::new("a").unwrap(),
+                    publish_until: t0 + ttl + RETIRED_KEY_GRACE
+                }
+            ]
+        );
+        assert_eq!(plan_rotation(&[a], &[], &s, ttl, t0).len(), 1);
     }
 
     #[test]

@@ -507,3 +507,29 @@ async fn jwks_and_userinfo_over_oauth_endpoints() {
     // The token's iss is the project's issuer.
     assert_eq!(part(&t.access_token, 1)["iss"], format!("{ISSUER}/p/proj_demo"));
 }
+
+/// Switching a project's access-token algorithm retires the old key: it
+/// stays published until its tokens expired, then leaves the JWKS.
+#[tokio::test]
+async fn changing_the_algorithm_retires_the_old_key() {
+    let h = jwt_harness(SigningAlgorithm::EdDsa).await;
+    let client = h.public_client(1, &[REDIRECT]).await;
+    let old = jwt_tokens(&h, &client, 1, "&scope=mcp%3Aread").await;
+    let old_kid = part(&old.access_token, 0)["kid"].as_str().unwrap().to_owned();
+    let mut s = h.server.project(&h.project).await.unwrap();
+    s.signing.access_token_algorithm = SigningAlgorithm::Es256;
+    s.signing.id_token_algorithm = SigningAlgorithm::Es256;
+    h.server.put_project(&h.project, s).await.unwrap();
+    let new = jwt_tokens(&h, &client, 2, "&scope=mcp%3Aread").await;
+    assert_eq!(part(&new.access_token, 0)["alg"], "ES256");
+    let jwks = h.server.jwks(&h.project).await.unwrap();
+    assert_eq!(kids(&jwks).len(), 2);
+    assert!(jwks.contains_kid(&old_kid), "still published for its tokens");
+    let (v, _) = verifier_for(&h).await;
+    v.verify(&old.access_token, h.server.now()).await.unwrap();
+    h.clock.advance(Duration::minutes(15));
+    let report = h.server.rotate_signing_keys(&h.project).await.unwrap();
+    assert_eq!(report.deleted, 1);
+    assert!(!h.server.jwks(&h.project).await.unwrap().contains_kid(&old_kid));
+    assert!(h.events().contains(&"signing_key.retired"));
+}

@@ -84,6 +84,15 @@ fn key_store_contract(store: &dyn KeyStore) {
         2,
         "active keys are never deleted"
     );
+    // Retiring: only an active key.
+    assert!(!block_on(store.retire(&p, &a.kid, t1, until)).unwrap(), "gone");
+    assert!(block_on(store.retire(&p, &e.kid, t1, until)).unwrap());
+    assert!(
+        !block_on(store.retire(&p, &e.kid, t1, until)).unwrap(),
+        "already retired"
+    );
+    assert_eq!(state(store, &p, &e.kid), Some(KeyState::Retired));
+    assert_eq!(state(store, &p, &b.kid), Some(KeyState::Active));
 }
 
 /// Concurrent activations of two next keys leave exactly one active key.

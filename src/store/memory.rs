@@ -805,6 +805,29 @@ impl super::KeyStore for MemoryKeyStore {
         Ok(true)
     }
 
+    async fn retire(
+        &self,
+        project: &ProjectId,
+        kid: &crate::keys::KeyId,
+        now: OffsetDateTime,
+        publish_until: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let mut map = lock(&self.keys)?;
+        let key = map.get_mut(project).and_then(|keys| {
+            keys.iter_mut()
+                .find(|k| &k.kid == kid && k.state == crate::keys::KeyState::Active)
+        });
+        Ok(match key {
+            Some(k) => {
+                k.state = crate::keys::KeyState::Retired;
+                k.retired_at = Some(now);
+                k.publish_until = Some(publish_until);
+                true
+            }
+            None => false,
+        })
+    }
+
     async fn delete_expired(&self, project: &ProjectId, now: OffsetDateTime) -> Result<usize, StoreError> {
         let mut map = lock(&self.keys)?;
         let Some(keys) = map.get_mut(project) else {

@@ -384,6 +384,17 @@ pub trait KeyStore: Send + Sync {
         retired_publish_until: OffsetDateTime,
     ) -> Result<bool, StoreError>;
 
+    /// Retires an `active` key (its algorithm is no longer used):
+    /// `retired_at = now`, `publish_until` as given. Returns `false` and
+    /// changes nothing when the key is missing or not active.
+    async fn retire(
+        &self,
+        project: &ProjectId,
+        kid: &crate::keys::KeyId,
+        now: OffsetDateTime,
+        publish_until: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+
     /// Deletes the project's retired keys whose `publish_until` is at or
     /// before `now`; returns how many.
     async fn delete_expired(&self, project: &ProjectId, now: OffsetDateTime) -> Result<usize, StoreError>;
