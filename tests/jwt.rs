@@ -533,3 +533,77 @@ async fn changing_the_algorithm_retires_the_old_key() {
     assert!(!h.server.jwks(&h.project).await.unwrap().contains_kid(&old_kid));
     assert!(h.events().contains(&"signing_key.retired"));
 }
+
+/// Properly signed tokens (with the server's own key, read from its key
+/// store) whose claims are wrong: the claim rules refuse them.
+#[tokio::test]
+async fn signed_tokens_with_bad_claims_are_refused() {
+    use authio_mcp::store::KeyStore as _;
+    let keys = Arc::new(authio_mcp::store::memory::MemoryKeyStore::new());
+    let h = harness_with({
+        let keys = keys.clone();
+        move |b| b.key_store(keys)
+    })
+    .await;
+    let mut s = project_settings();
+    s.access_token_format = AccessTokenFormat::Jwt;
+    s.signing.id_token_algorithm = SigningAlgorithm::Es256;
+    h.server.put_project(&h.project, s).await.unwrap();
+    let jwks = h.server.jwks(&h.project).await.unwrap();
+    let stored = keys.keys(&h.project).await.unwrap();
+    let key = &stored[0];
+    assert_eq!(jwks.keys.len(), 1);
+    let (v, _) = verifier_for(&h).await;
+    let now = h.server.now();
+    let t = now.unix_timestamp();
+    let sign = |claims: Value, typ: &str| {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.typ = Some(typ.to_owned());
+        header.kid = Some(key.kid.as_str().to_owned());
+        jsonwebtoken::encode(
+            &header,
+            &claims,
+            &jsonwebtoken::EncodingKey::from_ec_der(key.private_key.expose_der()),
+        )
+        .unwrap()
+    };
+    let base = json!({"iss": ISSUER, "aud": [RESOURCE], "sub": "u", "client_id": "c", "scope": "mcp:read",
+        "iat": t, "exp": t + 300, "jti": "j"});
+    let with = |k: &str, val: Value| {
+        let mut c = base.clone();
+        c[k] = val;
+        c
+    };
+    assert!(
+        v.verify(&sign(base.clone(), "at+jwt"), now).await.is_ok(),
+        "the baseline verifies"
+    );
+    let cases = [
+        (
+            sign(with("aud", json!(["https://other.example/mcp"])), "at+jwt"),
+            ResourceServerError::WrongAudience,
+        ),
+        (
+            sign(with("iss", json!("https://evil.example")), "at+jwt"),
+            ResourceServerError::WrongIssuer,
+        ),
+        (
+            sign(with("exp", json!(t - 120)), "at+jwt"),
+            ResourceServerError::Expired,
+        ),
+        (
+            sign(with("nbf", json!(t + 600)), "at+jwt"),
+            ResourceServerError::Inactive,
+        ),
+        (
+            sign(with("client_id", json!(7)), "at+jwt"),
+            ResourceServerError::IncompleteClaims,
+        ),
+        (sign(base.clone(), "JWT"), ResourceServerError::Inactive),
+    ];
+    for (i, (token, want)) in cases.into_iter().enumerate() {
+        assert_eq!(v.verify(&token, now).await, Err(want), "case {i}");
+    }
+    // `application/at+jwt` is the same type (RFC 7515 section 4.1.9).
+    assert!(v.verify(&sign(base.clone(), "application/at+jwt"), now).await.is_ok());
+}
