@@ -607,3 +607,29 @@ async fn signed_tokens_with_bad_claims_are_refused() {
     // `application/at+jwt` is the same type (RFC 7515 section 4.1.9).
     assert!(v.verify(&sign(base.clone(), "application/at+jwt"), now).await.is_ok());
 }
+
+#[tokio::test]
+async fn settings_lint_long_jwts_and_refuse_bad_rotation() {
+    use authio_mcp::project::SettingsLint;
+    let h = harness().await;
+    let mut s = project_settings();
+    s.access_token_format = AccessTokenFormat::Jwt;
+    s.access_token_ttl = Duration::hours(1);
+    assert!(s.lints().contains(&SettingsLint::LongLivedJwtAccessTokens));
+    s.access_token_ttl = Duration::minutes(5);
+    assert!(!s.lints().contains(&SettingsLint::LongLivedJwtAccessTokens));
+    s.signing.pre_publication = Duration::minutes(1);
+    assert!(h.server.put_project(&h.project, s.clone()).await.is_err());
+    s.signing.pre_publication = Duration::days(40);
+    assert!(
+        h.server.put_project(&h.project, s).await.is_err(),
+        "rotation period must be longer"
+    );
+    // Stored settings from before signed tokens read back as opaque.
+    let mut old = serde_json::to_value(project_settings()).unwrap();
+    old.as_object_mut().unwrap().remove("access_token_format");
+    old.as_object_mut().unwrap().remove("signing");
+    let back: authio_mcp::project::ProjectSettings = serde_json::from_value(old).unwrap();
+    assert_eq!(back.access_token_format, AccessTokenFormat::Opaque);
+    assert_eq!(back.signing.access_token_algorithm, SigningAlgorithm::Es256);
+}
