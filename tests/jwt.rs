@@ -291,9 +291,29 @@ async fn id_tokens_nonce_at_hash_refresh_and_userinfo() {
     use sha2::Digest as _;
     let digest = sha2::Sha256::digest(t.access_token.as_bytes());
     assert_eq!(c["at_hash"], URL_SAFE_NO_PAD.encode(&digest[..16]));
-    // The ID token's key is in the JWKS.
+    // The ID token verifies with its key from the JWKS, as an OpenID
+    // Connect library would check it (independently of our code).
     let jwks = h.server.jwks(&h.project).await.unwrap();
     assert!(jwks.contains_kid(header["kid"].as_str().unwrap()));
+    let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(
+        serde_json::to_value(jwks.keys.iter().find(|k| k.kid() == header["kid"].as_str()).unwrap()).unwrap(),
+    )
+    .unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+    validation.set_audience(&[client.as_str()]);
+    validation.set_issuer(&[ISSUER]);
+    validation.validate_exp = false; // the fixed clock is not the system clock
+    jsonwebtoken::decode::<Value>(&id, &jsonwebtoken::DecodingKey::from_jwk(&jwk).unwrap(), &validation).unwrap();
+    let mut tampered = id.clone();
+    tampered.insert(id.find('.').unwrap() + 2, 'x');
+    assert!(
+        jsonwebtoken::decode::<Value>(
+            &tampered,
+            &jsonwebtoken::DecodingKey::from_jwk(&jwk).unwrap(),
+            &validation
+        )
+        .is_err()
+    );
 
     // Userinfo: sub and the email claims.
     let bearer = format!("Bearer {}", t.access_token);

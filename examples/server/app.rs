@@ -110,6 +110,7 @@ impl App {
             .audit(audit.clone())
             .metadata_fetcher(Arc::new(fetcher.build()?))
             .registration_policy(policy)
+            .user_claims(Arc::new(DemoUserClaims))
             .build();
         let project = ProjectId::new(DEMO_PROJECT)?;
         let mut settings = ProjectSettings::default();
@@ -280,6 +281,24 @@ async fn admin_set_mcp(State(app): State<App>, Path(id): Path<String>, headers: 
     result.map_or_else(|e| admin_error(&e), |v| json_ok(&v))
 }
 
+/// The demo's user directory for ID tokens and userinfo: every user has
+/// the verified address `<subject>@example.com`.
+struct DemoUserClaims;
+
+#[async_trait]
+impl authio_mcp::store::UserClaimsSource for DemoUserClaims {
+    async fn claims(
+        &self,
+        _project: &ProjectId,
+        subject: &Subject,
+    ) -> Result<authio_mcp::jwt::UserClaims, authio_mcp::store::StoreError> {
+        Ok(authio_mcp::jwt::UserClaims::with_email(
+            format!("{}@example.com", subject.as_str()),
+            true,
+        ))
+    }
+}
+
 /// The fields `PATCH /admin/projects/{id}` may change.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -294,6 +313,8 @@ struct ProjectPatch {
     default_resource: Option<ResourceUri>,
     require_resource: Option<bool>,
     cimd: Option<authio_mcp::cimd::CimdPolicy>,
+    access_token_format: Option<authio_mcp::project::AccessTokenFormat>,
+    signing: Option<authio_mcp::keys::SigningSettings>,
 }
 
 async fn admin_patch_project(
@@ -352,6 +373,12 @@ fn apply_patch(s: &mut ProjectSettings, patch: &ProjectPatch) {
     }
     if let Some(v) = &patch.cimd {
         s.cimd = v.clone();
+    }
+    if let Some(v) = patch.access_token_format {
+        s.access_token_format = v;
+    }
+    if let Some(v) = patch.signing {
+        s.signing = v;
     }
 }
 
