@@ -66,6 +66,7 @@ pub mod client;
 pub mod client_auth;
 pub mod dcr;
 pub mod discovery;
+mod display_text;
 pub mod error;
 pub mod grant;
 pub mod http;
