@@ -109,9 +109,9 @@ pub fn project_path_router(
 fn mount(prefix: &str, endpoints: OAuthEndpoints, consent: Arc<dyn ConsentHandler>, paths: &RouterPaths) -> Router {
     let at = |path: &str| format!("{prefix}{path}");
     let state = AppState {
+        max_body: endpoints.max_body(),
         endpoints,
         consent,
-        max_body: crate::http::DEFAULT_MAX_BODY,
     };
     let mut router = Router::new()
         .route(

@@ -217,6 +217,11 @@ impl OAuthEndpoints {
         self
     }
 
+    /// The cap on request bodies set by [`OAuthEndpoints::with_max_body`].
+    pub const fn max_body(&self) -> usize {
+        self.max_body
+    }
+
     /// The server.
     pub fn server(&self) -> &AuthorizationServer {
         &self.server
