@@ -35,8 +35,11 @@ use time::OffsetDateTime;
 use time::macros::datetime;
 use url::Url;
 
+/// A fuzz target: bytes in, panics on a broken invariant.
+pub(crate) type Target = fn(&[u8]);
+
 /// Every target by name, for the corpus runner.
-pub(crate) const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub(crate) const TARGETS: &[(&str, Target)] = &[
     ("redirect_uri", redirect_uri),
     ("client_id_url", client_id_url),
     ("client_metadata", client_metadata),

@@ -70,6 +70,7 @@ mod display_text;
 pub mod error;
 pub mod grant;
 pub mod http;
+pub mod metrics;
 mod newtype;
 pub mod pkce;
 pub mod project;

@@ -168,7 +168,11 @@ async fn the_router_applies_the_endpoints_body_limit() {
     let small = post(format!("grant_type=authorization_code&code={}", "a".repeat(400)))
         .await
         .unwrap();
-    assert_eq!(small.status(), 401, "under the limit: invalid_client (no client_id), not 413");
+    assert_eq!(
+        small.status(),
+        401,
+        "under the limit: invalid_client (no client_id), not 413"
+    );
     let big = post(format!("grant_type=authorization_code&code={}", "a".repeat(600)))
         .await
         .unwrap();

@@ -125,7 +125,9 @@ fn mutated(base: &'static str) -> impl Strategy<Value = String> {
 }
 
 /// What a browser navigates to: scheme, host, effective port, path, query.
-fn browser_target(s: &str) -> Option<(String, String, Option<u16>, String, Option<String>)> {
+type BrowserTarget = (String, String, Option<u16>, String, Option<String>);
+
+fn browser_target(s: &str) -> Option<BrowserTarget> {
     let u = Url::parse(s).ok()?;
     Some((
         u.scheme().to_owned(),

@@ -125,6 +125,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             std::process::exit(2);
         }
     };
+    app::install_metrics();
     let app = app::App::with_registration_policy(config.clone(), extra.policy).await?;
     if let Some(every) = extra.purge_interval {
         // Keeps the in-memory stores bounded on a long-running server.
