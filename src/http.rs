@@ -10,12 +10,14 @@
 //! feature does it for axum.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
 
 use crate::authorize::PendingAuthorization;
 use crate::error::{ErrorCode, OAuthError};
 use crate::grant::Subject;
+use crate::metrics;
 use crate::project::ProjectId;
 use crate::scope::ScopeSet;
 use crate::secret::SecretString;
@@ -217,6 +219,11 @@ impl OAuthEndpoints {
         self
     }
 
+    /// The cap on request bodies set by [`OAuthEndpoints::with_max_body`].
+    pub const fn max_body(&self) -> usize {
+        self.max_body
+    }
+
     /// The server.
     pub fn server(&self) -> &AuthorizationServer {
         &self.server
@@ -236,6 +243,7 @@ impl OAuthEndpoints {
         if let Some(r) = cors_preflight(req) {
             return r;
         }
+        let started = Instant::now();
         let result = async {
             allow(req, &[Method::GET, Method::HEAD])?;
             let project = self.project(req)?;
@@ -243,6 +251,7 @@ impl OAuthEndpoints {
             Ok(m.to_json())
         }
         .await;
+        observe("discovery", started, &result);
         let mut response = match result {
             Ok(body) => {
                 let mut r = json(StatusCode::OK, body);
@@ -317,21 +326,32 @@ impl OAuthEndpoints {
 
     /// `GET /oauth2/authorize`.
     pub async fn authorize<B>(&self, req: &Request<B>) -> AuthorizeResponse {
+        let started = Instant::now();
+        let shown = |e: &OAuthError| {
+            metrics::request("authorize", e.code().as_str(), started.elapsed());
+            AuthorizeResponse::Response(error_page(e))
+        };
         if let Err(e) = allow(req, &[Method::GET]) {
-            return AuthorizeResponse::Response(error_page(&e));
+            return shown(&e);
         }
         let project = match self.project(req) {
             Ok(p) => p,
-            Err(e) => return AuthorizeResponse::Response(error_page(&e)),
+            Err(e) => return shown(&e),
         };
         match self
             .server
             .authorize(&project, req.uri().query().unwrap_or_default())
             .await
         {
-            AuthorizeOutcome::ShowError(e) => AuthorizeResponse::Response(error_page(&e)),
-            AuthorizeOutcome::Redirect(location) => AuthorizeResponse::Response(redirect(&location)),
-            AuthorizeOutcome::Pending(p) => AuthorizeResponse::Pending(p),
+            AuthorizeOutcome::ShowError(e) => shown(&e),
+            AuthorizeOutcome::Redirect(location) => {
+                metrics::request("authorize", "redirect", started.elapsed());
+                AuthorizeResponse::Response(redirect(&location))
+            }
+            AuthorizeOutcome::Pending(p) => {
+                metrics::request("authorize", "pending", started.elapsed());
+                AuthorizeResponse::Pending(p)
+            }
         }
     }
 
@@ -360,11 +380,13 @@ impl OAuthEndpoints {
         if let Some(r) = cors_preflight(req) {
             return r;
         }
+        let started = Instant::now();
         let result = async {
             let (project, body) = self.form_request(req)?;
             self.server.token(&project, authorization(req), body).await
         }
         .await;
+        observe("token", started, &result);
         let mut response = match result {
             Ok(t) => no_store(json(StatusCode::OK, t.to_json())),
             Err(e) => error_response(&e),
@@ -379,11 +401,13 @@ impl OAuthEndpoints {
         if let Some(r) = cors_preflight(req) {
             return r;
         }
+        let started = Instant::now();
         let result = async {
             let (project, body) = self.json_request(req)?;
             self.server.register_client(&project, authorization(req), body).await
         }
         .await;
+        observe("register", started, &result);
         let mut response = match result {
             Ok(r) => r.to_response(),
             Err(e) => no_store(error_response(&e)),
@@ -397,11 +421,13 @@ impl OAuthEndpoints {
     /// (`resolved` with the normalized client, or `failed` with the exact
     /// reason); a malformed request is a 400 OAuth error.
     pub async fn cimd_resolve<B: AsRef<[u8]>>(&self, req: &Request<B>) -> Response<Vec<u8>> {
+        let started = Instant::now();
         let result = async {
             let (project, body) = self.json_request(req)?;
             self.server.preview_cimd(&project, body).await
         }
         .await;
+        observe("cimd_resolve", started, &result);
         match result {
             Ok(preview) => no_store(json(StatusCode::OK, preview.to_json())),
             Err(e) => error_response(&e),
@@ -413,11 +439,13 @@ impl OAuthEndpoints {
         if let Some(r) = cors_preflight(req) {
             return r;
         }
+        let started = Instant::now();
         let result = async {
             let (project, body) = self.form_request(req)?;
             self.server.revoke(&project, authorization(req), body).await
         }
         .await;
+        observe("revoke", started, &result);
         let mut response = match result {
             Ok(()) => no_store(Response::new(Vec::new())),
             Err(e) => error_response(&e),
@@ -429,6 +457,7 @@ impl OAuthEndpoints {
     /// `POST /oauth2/introspect` (RFC 7662), for callers the introspection
     /// authenticator accepts.
     pub async fn introspect<B: AsRef<[u8]>>(&self, req: &Request<B>) -> Response<Vec<u8>> {
+        let started = Instant::now();
         let result = async {
             let (project, body) = self.form_request(req)?;
             let allowed = self
@@ -444,6 +473,7 @@ impl OAuthEndpoints {
             self.server.introspect(&project, body).await
         }
         .await;
+        observe("introspect", started, &result);
         match result {
             Ok(r) => no_store(json(StatusCode::OK, r.to_json())),
             Err(e) => error_response(&e),
@@ -473,6 +503,16 @@ impl OAuthEndpoints {
         }
         Ok((self.project(req)?, body))
     }
+}
+
+/// Records a request's outcome (`ok` or its OAuth error code) and
+/// duration with [`crate::metrics`].
+fn observe<T>(endpoint: &'static str, started: Instant, result: &Result<T, OAuthError>) {
+    let outcome = match result {
+        Ok(_) => "ok",
+        Err(e) => e.code().as_str(),
+    };
+    metrics::request(endpoint, outcome, started.elapsed());
 }
 
 /// The `Authorization` header as a string, if present and ASCII.

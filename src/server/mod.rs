@@ -117,9 +117,9 @@ impl AuthorizationServer {
     }
 
     pub(crate) async fn emit(&self, project: &ProjectId, kind: AuditKind) {
-        self.audit
-            .record(AuditEvent::new(project.clone(), self.clock.now(), kind))
-            .await;
+        let event = AuditEvent::new(project.clone(), self.clock.now(), kind);
+        crate::metrics::audit(&event);
+        self.audit.record(event).await;
     }
 
     /// The injected random source, for host-side needs such as CSRF

@@ -53,6 +53,7 @@ impl StoreError {
 
 impl From<StoreError> for crate::error::OAuthError {
     fn from(_: StoreError) -> Self {
+        crate::metrics::store_error();
         Self::server_error()
     }
 }
