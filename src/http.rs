@@ -277,12 +277,14 @@ impl OAuthEndpoints {
         if let Some(r) = cors_preflight(req) {
             return r;
         }
+        let started = Instant::now();
         let result = async {
             allow(req, &[Method::GET, Method::HEAD])?;
             let project = self.project(req)?;
             Ok(self.server.jwks(&project).await?.to_json())
         }
         .await;
+        observe("jwks", started, &result);
         let mut response = match result {
             Ok(body) => {
                 let mut r = json(StatusCode::OK, body);
@@ -310,12 +312,14 @@ impl OAuthEndpoints {
         if let Some(r) = cors_preflight(req) {
             return r;
         }
+        let started = Instant::now();
         let result = async {
             allow(req, &[Method::GET, Method::POST])?;
             let project = self.project(req)?;
             self.server.userinfo(&project, authorization(req)).await
         }
         .await;
+        observe("userinfo", started, &result);
         let mut response = match result {
             Ok(body) => no_store(json(StatusCode::OK, serde_json::to_vec(&body).unwrap_or_default())),
             Err(e) => error_response(&e),
