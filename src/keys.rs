@@ -192,8 +192,9 @@ pub enum SigningSettingsError {
     /// The pre-publication window is shorter than two JWKS cache lifetimes.
     #[error("signing.pre_publication must be at least 10 minutes")]
     PrePublicationTooShort,
-    /// The rotation period is not longer than the pre-publication window.
-    #[error("signing.rotation_period must be longer than signing.pre_publication")]
+    /// The rotation period is not longer than the pre-publication window,
+    /// or longer than 10 years.
+    #[error("signing.rotation_period must be longer than signing.pre_publication and at most 10 years")]
     RotationPeriod,
 }
 
@@ -206,7 +207,7 @@ impl SigningSettings {
         if self.pre_publication < Duration::seconds(2 * JWKS_MAX_AGE_SECS) {
             return Err(SigningSettingsError::PrePublicationTooShort);
         }
-        if self.rotation_period <= self.pre_publication {
+        if self.rotation_period <= self.pre_publication || self.rotation_period > Duration::days(3653) {
             return Err(SigningSettingsError::RotationPeriod);
         }
         Ok(())
@@ -282,13 +283,20 @@ pub fn plan_rotation(
                 retired_publish_until,
             }),
             (Some(a), next) => {
-                let due = a.activated_at.unwrap_or(a.created_at) + settings.rotation_period;
+                let since = a.activated_at.unwrap_or(a.created_at);
+                let due = since.checked_add(settings.rotation_period).unwrap_or(since);
+                let announce = due.checked_sub(settings.pre_publication).unwrap_or(due);
                 match next {
-                    None if now >= due - settings.pre_publication => plan.push(RotationAction::Create {
+                    None if now >= announce => plan.push(RotationAction::Create {
                         algorithm: alg,
                         activate: false,
                     }),
-                    Some(n) if now >= due && now >= n.created_at + settings.pre_publication => {
+                    Some(n)
+                        if now >= due
+                            && n.created_at
+                                .checked_add(settings.pre_publication)
+                                .is_some_and(|ready| now >= ready) =>
+                    {
                         plan.push(RotationAction::Activate {
                             kid: n.kid.clone(),
                             retired_publish_until,
