@@ -148,6 +148,39 @@ pub struct PrivateKey {
     der: zeroize::Zeroizing<Vec<u8>>,
     /// The public members of the JWK (`kty`, `crv`, `x`, `y`, `n`, `e`).
     public: Map<String, Value>,
+    /// The parsed key, ready to sign (parsing an RSA key costs more than
+    /// some signatures; it is done once, here).
+    signer: std::sync::Arc<Signer>,
+}
+
+/// A parsed signing key of the RustCrypto crates.
+enum Signer {
+    Es256(p256::ecdsa::SigningKey),
+    EdDsa(Box<ed25519_dalek::SigningKey>),
+    Rs256(Box<rsa::pkcs1v15::SigningKey<sha2::Sha256>>),
+}
+
+impl Signer {
+    /// The JWS signature (RFC 7518 section 3.3 / 3.4, RFC 8037 section 3.1):
+    /// `R || S` for ES256, the 64-byte signature for EdDSA, the PKCS#1 v1.5
+    /// signature for RS256. All three are deterministic.
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, JoseError> {
+        use rsa::signature::{SignatureEncoding as _, Signer as _};
+        match self {
+            Self::Es256(k) => {
+                let sig: p256::ecdsa::Signature = k.try_sign(message).map_err(|_| JoseError::InvalidKey)?;
+                Ok(sig.to_bytes().to_vec())
+            }
+            Self::EdDsa(k) => {
+                let sig: ed25519_dalek::Signature = k.try_sign(message).map_err(|_| JoseError::InvalidKey)?;
+                Ok(sig.to_bytes().to_vec())
+            }
+            Self::Rs256(k) => {
+                let sig = k.try_sign(message).map_err(|_| JoseError::InvalidKey)?;
+                Ok(sig.to_vec())
+            }
+        }
+    }
 }
 
 impl fmt::Debug for PrivateKey {
@@ -209,7 +242,7 @@ impl PrivateKey {
         let der = zeroize::Zeroizing::new(der);
         let mut public = Map::new();
         public.insert("kty".into(), alg.kty().into());
-        match alg {
+        let signer = match alg {
             SigningAlgorithm::Es256 => {
                 use p256::elliptic_curve::sec1::ToSec1Point as _;
                 use p256::pkcs8::DecodePrivateKey as _;
@@ -221,12 +254,14 @@ impl PrivateKey {
                 public.insert("crv".into(), "P-256".into());
                 public.insert("x".into(), b64(x).into());
                 public.insert("y".into(), b64(y).into());
+                Signer::Es256(p256::ecdsa::SigningKey::from(&secret))
             }
             SigningAlgorithm::EdDsa => {
                 use ed25519_dalek::pkcs8::DecodePrivateKey as _;
                 let key = ed25519_dalek::SigningKey::from_pkcs8_der(&der).map_err(|_| JoseError::InvalidKey)?;
                 public.insert("crv".into(), "Ed25519".into());
                 public.insert("x".into(), b64(key.verifying_key().as_bytes()).into());
+                Signer::EdDsa(Box::new(key))
             }
             SigningAlgorithm::Rs256 => {
                 use rsa::pkcs1::DecodeRsaPrivateKey as _;
@@ -234,9 +269,15 @@ impl PrivateKey {
                 let key = rsa::PrivateKey::from_pkcs1_der(&der).map_err(|_| JoseError::InvalidKey)?;
                 public.insert("n".into(), b64(&key.n_bytes()).into());
                 public.insert("e".into(), b64(&key.e_bytes()).into());
+                Signer::Rs256(Box::new(rsa::pkcs1v15::SigningKey::<sha2::Sha256>::new(key)))
             }
-        }
-        Ok(Self { alg, der, public })
+        };
+        Ok(Self {
+            alg,
+            der,
+            public,
+            signer: std::sync::Arc::new(signer),
+        })
     }
 
     /// The algorithm.
@@ -262,6 +303,9 @@ impl PrivateKey {
         PublicJwk(m)
     }
 
+    /// The key for `jsonwebtoken` (tests cross-check our signatures
+    /// against it).
+    #[cfg(test)]
     fn encoding_key(&self) -> jsonwebtoken::EncodingKey {
         match self.alg {
             SigningAlgorithm::Es256 => jsonwebtoken::EncodingKey::from_ec_der(&self.der),
@@ -414,10 +458,28 @@ impl<'de> Deserialize<'de> for JwkSet {
 /// # Errors
 /// [`JoseError::InvalidKey`] when the key cannot sign.
 pub(crate) fn sign<T: Serialize>(key: &PrivateKey, kid: &str, typ: &str, claims: &T) -> Result<String, JoseError> {
-    let mut header = jsonwebtoken::Header::new(key.alg.backend());
-    header.typ = Some(typ.to_owned());
-    header.kid = Some(kid.to_owned());
-    jsonwebtoken::encode(&header, claims, &key.encoding_key()).map_err(|_| JoseError::InvalidKey)
+    #[derive(Serialize)]
+    struct Header<'a> {
+        alg: &'a str,
+        typ: &'a str,
+        kid: &'a str,
+    }
+    let header = serde_json::to_vec(&Header {
+        alg: key.alg.as_str(),
+        typ,
+        kid,
+    })
+    .map_err(|_| JoseError::Malformed)?;
+    let payload = serde_json::to_vec(claims).map_err(|_| JoseError::Malformed)?;
+    // RFC 7515 section 7.1: BASE64URL(header) "." BASE64URL(payload) "."
+    // BASE64URL(signature over the first two parts).
+    let mut jws = b64(&header);
+    jws.push('.');
+    URL_SAFE_NO_PAD.encode_string(&payload, &mut jws);
+    let signature = key.signer.sign(jws.as_bytes())?;
+    jws.push('.');
+    URL_SAFE_NO_PAD.encode_string(&signature, &mut jws);
+    Ok(jws)
 }
 
 /// What a verification accepts.
@@ -640,6 +702,24 @@ mod tests {
                 verify(&t, &set(&k, "k1"), only_es),
                 Err(JoseError::AlgorithmNotAccepted)
             );
+        }
+    }
+
+    /// Our signatures equal `jsonwebtoken`'s for the same input (all three
+    /// algorithms are deterministic), and `jsonwebtoken` verifies our
+    /// tokens.
+    #[test]
+    fn signatures_match_jsonwebtoken() {
+        for alg in SigningAlgorithm::ALL {
+            let k = key(alg);
+            let t = sign(&k, "k1", "at+jwt", &serde_json::json!({"sub": "u", "n": 1})).unwrap();
+            let (input, sig) = t.rsplit_once('.').unwrap();
+            let theirs = jsonwebtoken::crypto::sign(input.as_bytes(), &k.encoding_key(), alg.backend()).unwrap();
+            assert_eq!(sig, theirs, "{alg}");
+            let header = jsonwebtoken::decode_header(&t).unwrap();
+            assert_eq!(header.kid.as_deref(), Some("k1"));
+            assert_eq!(header.typ.as_deref(), Some("at+jwt"));
+            assert_eq!(header.alg, alg.backend());
         }
     }
 
