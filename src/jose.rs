@@ -1,11 +1,14 @@
 //! JOSE (RFC 7515 JWS, RFC 7517 JWK, RFC 7519 JWT) behind one small
 //! module: key generation, public JWKs, compact signing and verification.
 //!
-//! Every other module goes through this one, so the crate doing the
-//! cryptography can change without touching the driver. Today that is
-//! `jsonwebtoken` with its pure-Rust RustCrypto backend for signatures,
-//! and the RustCrypto key crates (`p256`, `ed25519-dalek`, `rsa`) for key
-//! generation and public-key export. No signature code is written here.
+//! Every other module goes through this one, so the crates doing the
+//! cryptography can change without touching the driver. Today: the
+//! RustCrypto crates (`p256`, `ed25519-dalek`, `rsa`) generate keys, export
+//! public JWKs and sign (keys parsed once and kept in [`PrivateKey`]; this
+//! module only assembles the compact JWS of RFC 7515 section 7.1), and
+//! `jsonwebtoken` with its pure-Rust RustCrypto backend verifies. No
+//! signature algorithm is implemented here; a test checks our signatures
+//! byte for byte against `jsonwebtoken`'s.
 //!
 //! Three algorithms exist, and only three: ES256 (the default), EdDSA
 //! (Ed25519, RFC 8037) and RS256 (required for ID tokens by OpenID Connect
