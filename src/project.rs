@@ -170,6 +170,31 @@ pub struct ProjectSettings {
     /// How Client ID Metadata Documents are trusted, fetched and cached.
     #[serde(default)]
     pub cimd: CimdPolicy,
+    /// Strict mode: refuse requests the way the letter of the RFCs allows
+    /// instead of accommodating MCP clients as they behave in the field.
+    /// Off by default. When on, a requested scope the project or the client
+    /// does not support fails the request with `invalid_scope` (instead of
+    /// being dropped from the grant, RFC 6749 section 3.3), and
+    /// [`ProjectSettings::refresh_reuse_grace`] is ignored (every reuse of a
+    /// rotated refresh token revokes the grant).
+    #[serde(default)]
+    pub strict_mode: bool,
+    /// How long after a refresh token was rotated a second presentation of
+    /// it still gets the same new token pair instead of revoking the grant
+    /// (several tabs or processes of one client refreshing at once). Zero
+    /// disables it; at most 60 seconds; ignored in strict mode.
+    #[serde(default = "default_refresh_reuse_grace", with = "seconds")]
+    pub refresh_reuse_grace: Duration,
+}
+
+/// The default [`ProjectSettings::refresh_reuse_grace`]: 5 seconds.
+pub const DEFAULT_REFRESH_REUSE_GRACE: Duration = Duration::seconds(5);
+
+/// The longest [`ProjectSettings::refresh_reuse_grace`].
+pub const MAX_REFRESH_REUSE_GRACE: Duration = Duration::seconds(60);
+
+const fn default_refresh_reuse_grace() -> Duration {
+    DEFAULT_REFRESH_REUSE_GRACE
 }
 
 impl Default for ProjectSettings {
@@ -192,6 +217,8 @@ impl Default for ProjectSettings {
             redirect_uri_policy: RedirectUriPolicy::strict(),
             issuer: None,
             cimd: CimdPolicy::default(),
+            strict_mode: false,
+            refresh_reuse_grace: DEFAULT_REFRESH_REUSE_GRACE,
         }
     }
 }
@@ -273,6 +300,9 @@ pub enum SettingsError {
     /// The authorize path does not start with `/` or has a query or fragment.
     #[error("authorize_endpoint_path must be an absolute path without query or fragment")]
     AuthorizePath,
+    /// The refresh reuse grace is negative or above 60 seconds.
+    #[error("refresh_reuse_grace must be between 0 and 60 seconds")]
+    RefreshReuseGrace,
     /// The CIMD policy is inconsistent.
     #[error("invalid cimd policy: {0}")]
     Cimd(#[from] CimdPolicyError),
@@ -328,6 +358,9 @@ impl ProjectSettings {
         if self.refresh_token_ttl.is_negative() || self.refresh_token_ttl > Duration::days(365) {
             return Err(SettingsError::RefreshTokenTtl);
         }
+        if self.refresh_reuse_grace.is_negative() || self.refresh_reuse_grace > MAX_REFRESH_REUSE_GRACE {
+            return Err(SettingsError::RefreshReuseGrace);
+        }
         if !self.default_scopes.is_subset_of(&self.scopes_supported) {
             return Err(SettingsError::DefaultScopes);
         }
@@ -367,6 +400,15 @@ impl ProjectSettings {
     /// Whether tokens of this project come with refresh tokens.
     pub fn issues_refresh_tokens(&self) -> bool {
         self.refresh_token_ttl.is_positive()
+    }
+
+    /// The refresh reuse grace in force: zero in strict mode.
+    pub fn effective_refresh_reuse_grace(&self) -> Duration {
+        if self.strict_mode {
+            Duration::ZERO
+        } else {
+            self.refresh_reuse_grace
+        }
     }
 }
 
@@ -597,6 +639,40 @@ mod tests {
         assert_eq!(v["scopes_supported"], "openid email mcp:read mcp:write");
         let back: ProjectSettings = serde_json::from_value(v).unwrap();
         assert_eq!(back, s);
+    }
+
+    #[test]
+    fn settings_stored_before_the_interop_fields_still_read() {
+        let mut v = serde_json::to_value(ProjectSettings::default()).unwrap();
+        let obj = v.as_object_mut().unwrap();
+        obj.remove("strict_mode");
+        obj.remove("refresh_reuse_grace");
+        let back: ProjectSettings = serde_json::from_value(v).unwrap();
+        assert!(!back.strict_mode);
+        assert_eq!(back.refresh_reuse_grace, DEFAULT_REFRESH_REUSE_GRACE);
+    }
+
+    #[test]
+    fn refresh_grace_bounds_and_strict_mode() {
+        let s = ProjectSettings {
+            refresh_reuse_grace: Duration::seconds(61),
+            ..Default::default()
+        };
+        assert_eq!(s.validate(), Err(SettingsError::RefreshReuseGrace));
+        let s = ProjectSettings {
+            refresh_reuse_grace: Duration::seconds(-1),
+            ..Default::default()
+        };
+        assert_eq!(s.validate(), Err(SettingsError::RefreshReuseGrace));
+        let s = ProjectSettings {
+            strict_mode: true,
+            ..Default::default()
+        };
+        assert_eq!(s.effective_refresh_reuse_grace(), Duration::ZERO);
+        assert_eq!(
+            ProjectSettings::default().effective_refresh_reuse_grace(),
+            DEFAULT_REFRESH_REUSE_GRACE
+        );
     }
 
     #[test]

@@ -241,6 +241,13 @@ impl RedirectUri {
         Url::parse(&self.raw).ok()?.host_str().map(str::to_owned)
     }
 
+    /// The scheme when it is a private-use one (RFC 8252 section 7.1): not
+    /// `http` or `https`. Such a URI matches by exact string only.
+    pub fn private_use_scheme(&self) -> Option<&str> {
+        let scheme = self.raw.get(..Url::parse(&self.raw).ok()?.scheme().len())?;
+        (scheme != "http" && scheme != "https").then_some(scheme)
+    }
+
     /// Whether this is an `http` URI on a loopback host.
     pub fn is_loopback(&self) -> bool {
         self.loopback.is_some()

@@ -456,13 +456,28 @@ fn refusal_missing_scope() {
             required: scopes("mcp:read mcp:write")
         })
     );
+    // Step-up: one challenge names everything needed, the scopes the
+    // token already has first, so a new token for them loses nothing.
     assert_eq!(
         t.require_scopes(&scopes("mcp:admin")),
         Err(ResourceServerError::InsufficientScope {
-            required: scopes("mcp:admin")
+            required: scopes("mcp:read mcp:admin")
         })
     );
     assert_eq!(t.require_scopes(&ScopeSet::new()), Ok(()));
+    // offline_access never appears in a resource's challenge.
+    let t = token(&[RESOURCE], "offline_access mcp:read", None);
+    let err = t.require_scopes(&scopes("mcp:write")).unwrap_err();
+    assert_eq!(
+        err,
+        ResourceServerError::InsufficientScope {
+            required: scopes("mcp:read mcp:write")
+        }
+    );
+    let challenge = BearerChallenge::new()
+        .scope(&scopes("offline_access mcp:read"))
+        .to_string();
+    assert!(challenge.contains("scope=\"mcp:read\""), "{challenge}");
 }
 
 #[test]
