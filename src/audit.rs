@@ -177,6 +177,18 @@ pub enum AuditKind {
         /// The grant.
         grant_id: String,
     },
+    /// A rotated refresh token was presented again within the project's
+    /// refresh reuse grace: the same new token pair was returned and
+    /// nothing was revoked (concurrent refreshes of one client).
+    #[serde(rename = "refresh_token.concurrent_reuse")]
+    RefreshTokenConcurrentReuse {
+        /// The client.
+        client_id: String,
+        /// The grant.
+        grant_id: String,
+        /// Seconds since the rotation.
+        after_seconds: i64,
+    },
     /// Tokens were issued at the token endpoint.
     #[serde(rename = "token.issued")]
     TokenIssued {
@@ -223,6 +235,7 @@ impl AuditKind {
             Self::AuthorizationDenied { .. } => "authorization.denied",
             Self::AuthorizationCodeReuseDetected { .. } => "authorization_code.reuse_detected",
             Self::RefreshTokenReuseDetected { .. } => "refresh_token.reuse_detected",
+            Self::RefreshTokenConcurrentReuse { .. } => "refresh_token.concurrent_reuse",
             Self::TokenIssued { .. } => "token.issued",
             Self::TokenRevoked { .. } => "token.revoked",
         }
@@ -286,6 +299,11 @@ mod tests {
                 client_id: s(),
                 grant_id: s(),
             },
+            AuditKind::RefreshTokenConcurrentReuse {
+                client_id: s(),
+                grant_id: s(),
+                after_seconds: 1,
+            },
             AuditKind::TokenIssued {
                 client_id: s(),
                 subject: s(),
@@ -319,6 +337,7 @@ mod tests {
             "authorization.denied",
             "authorization_code.reuse_detected",
             "refresh_token.reuse_detected",
+            "refresh_token.concurrent_reuse",
             "token.issued",
             "token.revoked",
         ];

@@ -14,10 +14,11 @@ use time::{Duration, OffsetDateTime};
 
 use crate::client::ClientId;
 use crate::error::{ErrorCode, OAuthError};
-use crate::grant::{AccessTokenClaims, AccessTokenRecord, CodeRecord, Grant, RefreshTokenRecord};
+use crate::grant::{AccessTokenClaims, AccessTokenRecord, CodeRecord, Grant, RefreshTokenRecord, RotationNonce};
 use crate::pkce::{CodeVerifier, PkceError};
 use crate::resource::{ResourceError, ResourceSet};
 use crate::scope::{ScopeError, ScopeSet};
+use crate::secret::{SecretString, hmac_sha256};
 
 /// The parameters of a token request (`application/x-www-form-urlencoded`).
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -259,6 +260,71 @@ fn narrow(scopes: &ScopeSet, resources: &ResourceSet, req: &TokenRequest) -> Res
         requested
     };
     Ok(Issuance { scopes, resources })
+}
+
+const SUCCESSOR_LABEL: &[u8] = b"authio-mcp/refresh-successor/v1\0";
+const ACCESS_LABEL: &[u8] = b"authio-mcp/refreshed-access-token/v1\0";
+const JTI_LABEL: &[u8] = b"authio-mcp/refreshed-jti/v1\0";
+
+/// The refresh token that replaces `old` at a rotation drawn with `nonce`:
+/// `rt_` and base64url(HMAC-SHA256(key = `old`, label || nonce)).
+///
+/// # Security
+/// Deterministic so that a concurrent presentation of `old` within the
+/// project's reuse grace gets the same successor without the server ever
+/// storing a token in plaintext. Deriving it needs both the old token (the
+/// client's, stored only as a hash) and the nonce (random, stored only on
+/// the server): a thief of one old token cannot compute its successors, so
+/// rotation keeps its meaning. 256 bits of HMAC output, as much entropy as
+/// a freshly drawn token.
+pub fn successor_refresh_token(old: &str, nonce: &RotationNonce) -> SecretString {
+    SecretString::random_with_prefix(
+        "rt_",
+        &hmac_sha256(old.as_bytes(), &[SUCCESSOR_LABEL, nonce.as_bytes()]),
+    )
+}
+
+/// The random inputs of an access token: its string's and its `jti`'s.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AccessTokenRandomness {
+    /// For [`crate::store::TokenIssuer::issue`].
+    pub token: [u8; 32],
+    /// For the `jti`.
+    pub jti: [u8; 16],
+}
+
+impl AccessTokenRandomness {
+    /// From fresh random bytes.
+    pub const fn new(token: [u8; 32], jti: [u8; 16]) -> Self {
+        Self { token, jti }
+    }
+
+    /// The randomness of the access token issued with a refresh rotation,
+    /// derived like [`successor_refresh_token`] (and bound to the scopes
+    /// and audiences of `issuance`), so that a concurrent refresh within
+    /// the grace that asks for the same gets the same access token.
+    pub fn for_rotation(old: &str, nonce: &RotationNonce, issuance: &Issuance) -> Self {
+        let scope = issuance.scopes.to_string();
+        let mut parts: Vec<&[u8]> = vec![nonce.as_bytes(), scope.as_bytes(), b"\0"];
+        let audiences = issuance.resources.audiences();
+        for a in &audiences {
+            parts.push(a.as_bytes());
+            parts.push(b"\0");
+        }
+        let with_label = |label: &'static [u8]| {
+            let mut all = vec![label];
+            all.extend_from_slice(&parts);
+            hmac_sha256(old.as_bytes(), &all)
+        };
+        let token = with_label(ACCESS_LABEL);
+        let jti_full = with_label(JTI_LABEL);
+        let mut jti = [0u8; 16];
+        for (slot, b) in jti.iter_mut().zip(jti_full) {
+            *slot = b;
+        }
+        Self { token, jti }
+    }
 }
 
 /// The claims of a new access token.

@@ -263,6 +263,8 @@ impl GrantStore for MemoryGrantStore {
         project: &ProjectId,
         old: &SecretHash,
         new: RefreshTokenRecord,
+        mark: crate::grant::RotationMark,
+        grace: time::Duration,
     ) -> Result<RefreshRotation, StoreError> {
         let (old_shard, new_shard) = (shard_of(old), shard_of(&new.hash));
         // Both shards locked, in shard order, for the whole rotation.
@@ -289,9 +291,14 @@ impl GrantStore for MemoryGrantStore {
             return Ok(RefreshRotation::NotFound);
         };
         if rotated {
-            return Ok(RefreshRotation::AlreadyRotated(record.clone()));
+            return Ok(if record.within_reuse_grace(mark.at, grace) {
+                RefreshRotation::WithinGrace(record.clone())
+            } else {
+                RefreshRotation::AlreadyRotated(record.clone())
+            });
         }
         record.rotated = true;
+        record.rotation = Some(mark);
         let old_record = record.clone();
         // The marker is in every shard: the grant is not revoked in the
         // new token's shard either.
