@@ -146,13 +146,25 @@ impl PinnedMetadata {
     /// # Errors
     /// [`ClientMetadataError::AuthMethodNotPermitted`] when the request
     /// names another method.
+    /// A request offering several methods (`token_endpoint_auth_methods_supported`)
+    /// satisfies the pin when it offers the pinned one, which is then the
+    /// one registered.
     pub fn apply(&self, mut metadata: ClientMetadata) -> Result<ClientMetadata, ClientMetadataError> {
         if let Some(pinned) = self.token_endpoint_auth_method {
-            match metadata.token_endpoint_auth_method.as_deref() {
-                None => metadata.token_endpoint_auth_method = Some(pinned.as_str().to_owned()),
-                Some(requested) if requested == pinned.as_str() => {}
-                Some(_) => return Err(ClientMetadataError::AuthMethodNotPermitted),
+            let offered = metadata.offered_auth_methods();
+            if offered.contains(&pinned) {
+                metadata.token_endpoint_auth_method = Some(pinned.as_str().to_owned());
+            } else if offered.is_empty() {
+                match metadata.token_endpoint_auth_method.as_deref() {
+                    None => metadata.token_endpoint_auth_method = Some(pinned.as_str().to_owned()),
+                    Some(requested) if requested == pinned.as_str() => {}
+                    Some(_) => return Err(ClientMetadataError::AuthMethodNotPermitted),
+                }
+            } else {
+                return Err(ClientMetadataError::AuthMethodNotPermitted);
             }
+            // The pin decided: nothing is left to negotiate.
+            metadata.token_endpoint_auth_methods_supported = None;
         }
         Ok(metadata)
     }
