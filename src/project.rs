@@ -199,7 +199,9 @@ const fn default_refresh_reuse_grace() -> Duration {
 
 impl Default for ProjectSettings {
     /// MCP off, CIMD off, DCR disabled; 1 hour access tokens, 30 day
-    /// refresh tokens, 1 minute codes; no scopes; `/oauth2/authorize`.
+    /// refresh tokens, 1 minute codes; no scopes; `/oauth2/authorize`;
+    /// private-use redirect schemes allowed (native clients); 5 second
+    /// refresh reuse grace; strict mode off.
     fn default() -> Self {
         Self {
             mcp_enabled: false,
@@ -214,7 +216,7 @@ impl Default for ProjectSettings {
             allowed_resources: ResourceSet::new(),
             require_resource: false,
             authorize_endpoint_path: "/oauth2/authorize".to_owned(),
-            redirect_uri_policy: RedirectUriPolicy::strict(),
+            redirect_uri_policy: RedirectUriPolicy::default(),
             issuer: None,
             cimd: CimdPolicy::default(),
             strict_mode: false,
