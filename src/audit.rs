@@ -96,6 +96,17 @@ pub enum AuditKind {
         /// `token_endpoint_auth_method`.
         token_endpoint_auth_method: String,
     },
+    /// A registration without an initial access token was admitted by the
+    /// project's tokenless-registration policy.
+    #[serde(rename = "oauth_client.tokenless_admitted")]
+    ClientTokenlessAdmitted {
+        /// The new client id.
+        client_id: String,
+        /// The rate-limit key of the source (an address, or an IPv6 /64).
+        source: String,
+        /// The trusted pattern each redirect URI matched, in order.
+        patterns: Vec<crate::tokenless::TrustedPattern>,
+    },
     /// A registration request was refused.
     #[serde(rename = "oauth_client.registration_rejected")]
     ClientRegistrationRejected {
@@ -227,6 +238,7 @@ impl AuditKind {
             Self::CimdFetchFailed { .. } => "oauth_client.cimd_fetch_failed",
             Self::CimdResolved { .. } => "oauth_client.cimd_resolved",
             Self::ClientRegistered { .. } => "oauth_client.registered",
+            Self::ClientTokenlessAdmitted { .. } => "oauth_client.tokenless_admitted",
             Self::ClientRegistrationRejected { .. } => "oauth_client.registration_rejected",
             Self::IatIssued { .. } => "initial_access_token.issued",
             Self::IatUsed { .. } => "initial_access_token.used",
@@ -267,6 +279,11 @@ mod tests {
                 client_id: s(),
                 iat_id: None,
                 token_endpoint_auth_method: s(),
+            },
+            AuditKind::ClientTokenlessAdmitted {
+                client_id: s(),
+                source: s(),
+                patterns: vec![crate::tokenless::TrustedPattern::Loopback],
             },
             AuditKind::ClientRegistrationRejected {
                 error: s(),
@@ -329,6 +346,7 @@ mod tests {
             "oauth_client.cimd_fetch_failed",
             "oauth_client.cimd_resolved",
             "oauth_client.registered",
+            "oauth_client.tokenless_admitted",
             "oauth_client.registration_rejected",
             "initial_access_token.issued",
             "initial_access_token.used",

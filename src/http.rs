@@ -325,7 +325,10 @@ impl OAuthEndpoints {
         }
         let result = async {
             let (project, body) = self.json_request(req)?;
-            self.server.register_client(&project, authorization(req), body).await
+            let source = req.extensions().get::<RequestSource>().map(|s| s.0);
+            self.server
+                .register_client_from(&project, authorization(req), body, source)
+                .await
         }
         .await;
         let mut response = match result {
@@ -418,6 +421,14 @@ impl OAuthEndpoints {
         Ok((self.project(req)?, body))
     }
 }
+
+/// The network source of a request: the peer address, or the client
+/// address a proxy the host trusts reports. The host sets it as a request
+/// extension (the `axum` router does so from `ConnectInfo<SocketAddr>`);
+/// a registration without an initial access token is rate-limited by it
+/// and is not admitted without it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RequestSource(pub std::net::IpAddr);
 
 /// The `Authorization` header as a string, if present and ASCII.
 pub fn authorization<B>(req: &Request<B>) -> Option<&str> {

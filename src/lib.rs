@@ -80,6 +80,7 @@ pub mod secret;
 pub mod server;
 pub mod store;
 pub mod token;
+pub mod tokenless;
 mod weburl;
 
 pub use error::{ErrorCode, OAuthError};

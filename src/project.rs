@@ -14,6 +14,7 @@ use crate::newtype::string_newtype;
 use crate::redirect_uri::RedirectUriPolicy;
 use crate::resource::{ResourceSet, ResourceUri};
 use crate::scope::ScopeSet;
+use crate::tokenless::{TokenlessPolicyError, TokenlessRegistration};
 
 /// The longest authorization-code lifetime allowed (RFC 6749 section
 /// 4.1.2 recommends at most 10 minutes).
@@ -185,6 +186,11 @@ pub struct ProjectSettings {
     /// disables it; at most 60 seconds; ignored in strict mode.
     #[serde(default = "default_refresh_reuse_grace", with = "seconds")]
     pub refresh_reuse_grace: Duration,
+    /// Registrations without an initial access token in
+    /// `initial_access_token` mode, when every redirect URI matches a
+    /// trusted pattern (see [`crate::tokenless`]). Off by default.
+    #[serde(default)]
+    pub tokenless_registration: TokenlessRegistration,
 }
 
 /// The default [`ProjectSettings::refresh_reuse_grace`]: 5 seconds.
@@ -221,6 +227,7 @@ impl Default for ProjectSettings {
             cimd: CimdPolicy::default(),
             strict_mode: false,
             refresh_reuse_grace: DEFAULT_REFRESH_REUSE_GRACE,
+            tokenless_registration: TokenlessRegistration::default(),
         }
     }
 }
@@ -266,6 +273,12 @@ pub enum SettingsLint {
     McpWithoutClientRegistration,
     /// Access tokens live longer than one hour (MCP: SHOULD be short-lived).
     LongLivedAccessTokens,
+    /// Tokenless registration is on: anyone may register a client whose
+    /// redirect URIs all match a trusted pattern.
+    TokenlessRegistration,
+    /// Tokenless registration is on but `dcr_mode` is not
+    /// `initial_access_token`, where alone it applies.
+    TokenlessRegistrationWithoutEffect,
 }
 
 impl SettingsLint {
@@ -279,6 +292,16 @@ impl SettingsLint {
                 "MCP is enabled but neither CIMD nor DCR is, so MCP clients cannot obtain a client id"
             }
             Self::LongLivedAccessTokens => "access tokens should be short-lived (one hour or less)",
+            Self::TokenlessRegistration => {
+                "tokenless registration admits anyone's client whose redirect URIs all match a trusted pattern: \
+                 narrower than open (codes can only go to the user's own machine, a listed app scheme or a listed \
+                 host, never to an attacker's server), but anyone may register a client named like a well-known one \
+                 and any app on a device can claim a listed scheme; keep the lists short and watch the \
+                 oauth_client.tokenless_admitted events"
+            }
+            Self::TokenlessRegistrationWithoutEffect => {
+                "tokenless registration only applies in initial_access_token mode; it has no effect now"
+            }
         }
     }
 }
@@ -308,6 +331,9 @@ pub enum SettingsError {
     /// The CIMD policy is inconsistent.
     #[error("invalid cimd policy: {0}")]
     Cimd(#[from] CimdPolicyError),
+    /// The tokenless-registration policy is malformed.
+    #[error("invalid tokenless registration policy: {0}")]
+    Tokenless(#[from] TokenlessPolicyError),
 }
 
 impl ProjectSettings {
@@ -381,6 +407,7 @@ impl ProjectSettings {
             return Err(SettingsError::AuthorizePath);
         }
         self.cimd.validate()?;
+        self.tokenless_registration.validate()?;
         Ok(())
     }
 
@@ -395,6 +422,13 @@ impl ProjectSettings {
         }
         if self.access_token_ttl > Duration::hours(1) {
             lints.push(SettingsLint::LongLivedAccessTokens);
+        }
+        if self.tokenless_registration.enabled {
+            lints.push(if self.dcr_mode == DcrMode::InitialAccessToken {
+                SettingsLint::TokenlessRegistration
+            } else {
+                SettingsLint::TokenlessRegistrationWithoutEffect
+            });
         }
         lints
     }
@@ -533,6 +567,18 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(s.lints(), vec![SettingsLint::LongLivedAccessTokens]);
+        let (mut s, _) = ProjectSettings::default().set_mcp_enabled(true);
+        s.tokenless_registration.enabled = true;
+        assert_eq!(s.lints(), vec![SettingsLint::TokenlessRegistration]);
+        s.dcr_mode = DcrMode::Open;
+        assert_eq!(
+            s.lints(),
+            vec![
+                SettingsLint::OpenRegistrationWithMcp,
+                SettingsLint::TokenlessRegistrationWithoutEffect
+            ]
+        );
+        assert!(SettingsLint::TokenlessRegistration.message().contains("open"));
         // Open without MCP is the operator's business.
         assert!(
             ProjectSettings {
@@ -649,9 +695,11 @@ mod tests {
         let obj = v.as_object_mut().unwrap();
         obj.remove("strict_mode");
         obj.remove("refresh_reuse_grace");
+        obj.remove("tokenless_registration");
         let back: ProjectSettings = serde_json::from_value(v).unwrap();
         assert!(!back.strict_mode);
         assert_eq!(back.refresh_reuse_grace, DEFAULT_REFRESH_REUSE_GRACE);
+        assert_eq!(back.tokenless_registration, TokenlessRegistration::default());
     }
 
     #[test]

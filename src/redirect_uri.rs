@@ -44,6 +44,13 @@ const DANGEROUS_SCHEMES: [&str; 16] = [
     "jar",
 ];
 
+/// Whether `scheme` can never be a private-use redirect scheme: `http`,
+/// `https`, the schemes that are never a redirect target, and the web
+/// family.
+pub(crate) fn refused_private_use_scheme(scheme: &str) -> bool {
+    scheme == "http" || scheme == "https" || DANGEROUS_SCHEMES.contains(&scheme) || is_web_family(scheme)
+}
+
 /// A scheme a browser may treat as a web scheme, or that impersonates one
 /// (`https-alt`, `http+unix`, `wss`), other than `http` and `https`
 /// themselves: never a private-use scheme.

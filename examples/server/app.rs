@@ -297,6 +297,7 @@ struct ProjectPatch {
     strict_mode: Option<bool>,
     refresh_reuse_grace: Option<i64>,
     redirect_uri_policy: Option<authio_mcp::redirect_uri::RedirectUriPolicy>,
+    tokenless_registration: Option<authio_mcp::tokenless::TokenlessRegistration>,
 }
 
 async fn admin_patch_project(
@@ -364,6 +365,9 @@ fn apply_patch(s: &mut ProjectSettings, patch: &ProjectPatch) {
     }
     if let Some(v) = patch.redirect_uri_policy {
         s.redirect_uri_policy = v;
+    }
+    if let Some(v) = &patch.tokenless_registration {
+        s.tokenless_registration = v.clone();
     }
 }
 
