@@ -411,6 +411,14 @@ impl ParameterError {
     }
 }
 
+impl std::fmt::Display for ParameterError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.description)
+    }
+}
+
+impl std::error::Error for ParameterError {}
+
 impl From<ParameterError> for OAuthError {
     fn from(e: ParameterError) -> Self {
         Self::with_description(e.code, e.description)

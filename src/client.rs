@@ -229,6 +229,10 @@ pub enum GrantType {
     AuthorizationCode,
     /// `refresh_token`.
     RefreshToken,
+    /// `client_credentials` (RFC 6749 section 4.4; the MCP extension
+    /// `io.modelcontextprotocol/oauth-client-credentials`): confidential
+    /// registered clients only.
+    ClientCredentials,
 }
 
 impl GrantType {
@@ -237,6 +241,7 @@ impl GrantType {
         match self {
             Self::AuthorizationCode => "authorization_code",
             Self::RefreshToken => "refresh_token",
+            Self::ClientCredentials => "client_credentials",
         }
     }
 
@@ -244,6 +249,7 @@ impl GrantType {
         match s {
             "authorization_code" => Some(Self::AuthorizationCode),
             "refresh_token" => Some(Self::RefreshToken),
+            "client_credentials" => Some(Self::ClientCredentials),
             _ => None,
         }
     }
@@ -393,8 +399,10 @@ pub enum ClientMetadataError {
     /// `jwks` is not a JWK Set, or holds private key members.
     #[error("jwks must be a JWK Set of public keys")]
     InvalidJwks,
-    /// No supported grant type remains after filtering unknown ones.
-    #[error("grant_types must include authorization_code")]
+    /// No supported grant type remains after filtering unknown ones
+    /// (`client_credentials` alone counts only for a confidential
+    /// registered client).
+    #[error("grant_types must include authorization_code, or client_credentials for a confidential client")]
     NoUsableGrantType,
     /// No supported response type remains after filtering unknown ones.
     #[error("response_types must include code")]
@@ -450,13 +458,14 @@ impl ClientMetadataError {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct ValidatedMetadata {
-    /// `redirect_uris`, non-empty.
+    /// `redirect_uris`: non-empty, except for a machine-to-machine client
+    /// (`grant_types` without `authorization_code`).
     pub redirect_uris: Vec<RedirectUri>,
     /// `token_endpoint_auth_method`.
     pub token_endpoint_auth_method: TokenEndpointAuthMethod,
     /// `grant_types`, always containing `authorization_code`.
     pub grant_types: Vec<GrantType>,
-    /// `response_types`: `["code"]`.
+    /// `response_types`: `["code"]` (empty for a machine-to-machine client).
     pub response_types: Vec<String>,
     /// `client_name`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -579,8 +588,28 @@ impl ClientMetadata {
             return Err(ClientMetadataError::SoftwareStatement);
         }
 
+        // Unknown grant and response types are filtered (real clients list
+        // device_code, jwt-bearer, ...); refuse only when nothing usable is
+        // left. A metadata document is a public client: client_credentials
+        // is filtered out of it too.
+        let grant_types: Vec<GrantType> = match &self.grant_types {
+            None => vec![GrantType::AuthorizationCode],
+            Some(list) => {
+                let mut out = Vec::new();
+                for g in list.iter().filter_map(|g| GrantType::parse(g)) {
+                    if !out.contains(&g) && !(cimd && g == GrantType::ClientCredentials) {
+                        out.push(g);
+                    }
+                }
+                out
+            }
+        };
+        // A machine-to-machine client (client_credentials only) needs no
+        // redirect URI.
+        let redirects_needed = grant_types.contains(&GrantType::AuthorizationCode);
+
         let raw_uris = self.redirect_uris.as_deref().unwrap_or_default();
-        if raw_uris.is_empty() {
+        if raw_uris.is_empty() && redirects_needed {
             return Err(ClientMetadataError::MissingRedirectUris);
         }
         if raw_uris.len() > MAX_REDIRECT_URIS {
@@ -632,24 +661,12 @@ impl ClientMetadata {
             }
         }
 
-        // Unknown grant and response types are filtered (real clients list
-        // device_code, jwt-bearer, ...); refuse only when nothing usable is left.
-        let grant_types: Vec<GrantType> = match &self.grant_types {
-            None => vec![GrantType::AuthorizationCode],
-            Some(list) => {
-                let mut out = Vec::new();
-                for g in list.iter().filter_map(|g| GrantType::parse(g)) {
-                    if !out.contains(&g) {
-                        out.push(g);
-                    }
-                }
-                out
-            }
-        };
-        if !grant_types.contains(&GrantType::AuthorizationCode) {
+        let machine_client = grant_types.contains(&GrantType::ClientCredentials) && method.uses_shared_secret();
+        if !redirects_needed && !machine_client {
             return Err(ClientMetadataError::NoUsableGrantType);
         }
         if let Some(list) = &self.response_types
+            && redirects_needed
             && !list.iter().any(|r| r == "code")
         {
             return Err(ClientMetadataError::NoUsableResponseType);
@@ -684,7 +701,11 @@ impl ClientMetadata {
             redirect_uris,
             token_endpoint_auth_method: method,
             grant_types,
-            response_types: vec!["code".to_owned()],
+            response_types: if redirects_needed {
+                vec!["code".to_owned()]
+            } else {
+                Vec::new()
+            },
             client_name,
             client_uri: https_uri(self.client_uri.as_deref(), "client_uri")?,
             logo_uri: https_uri(self.logo_uri.as_deref(), "logo_uri")?,

@@ -132,6 +132,9 @@ pub enum TokenError {
     /// A malformed resource.
     #[error(transparent)]
     Resource(#[from] ResourceError),
+    /// A scope or resource the project refuses (client credentials).
+    #[error(transparent)]
+    Parameter(#[from] crate::authorize::ParameterError),
 }
 
 impl TokenError {
@@ -148,6 +151,7 @@ impl TokenError {
             },
             Self::ScopeWidening | Self::Scope(_) => ErrorCode::InvalidScope,
             Self::ResourceWidening | Self::Resource(_) => ErrorCode::InvalidTarget,
+            Self::Parameter(e) => e.code(),
         }
     }
 }
@@ -166,6 +170,8 @@ pub enum GrantTypeParam {
     AuthorizationCode,
     /// `refresh_token`.
     RefreshToken,
+    /// `client_credentials` (RFC 6749 section 4.4).
+    ClientCredentials,
 }
 
 impl TokenRequest {
@@ -178,6 +184,7 @@ impl TokenRequest {
             None => Err(TokenError::MissingParameter("grant_type")),
             Some("authorization_code") => Ok(GrantTypeParam::AuthorizationCode),
             Some("refresh_token") => Ok(GrantTypeParam::RefreshToken),
+            Some("client_credentials") => Ok(GrantTypeParam::ClientCredentials),
             Some(_) => Err(TokenError::UnsupportedGrantType),
         }
     }
@@ -325,6 +332,44 @@ impl AccessTokenRandomness {
         }
         Self { token, jti }
     }
+}
+
+/// The client credentials grant (RFC 6749 section 4.4; MCP extension
+/// `io.modelcontextprotocol/oauth-client-credentials`): what an
+/// authenticated client may have. Only a confidential client registered
+/// with the `client_credentials` grant type may use it. Scopes follow the
+/// authorization endpoint's rules ([`crate::authorize::resolve_scopes`]:
+/// unsupported ones dropped, or refused in strict mode; `offline_access`
+/// never granted, no refresh token is issued), and `resource` the same
+/// rules as there ([`crate::authorize::resolve_resources`]: allowed
+/// resources, default, required).
+///
+/// # Errors
+/// `unauthorized_client`, `invalid_scope` or `invalid_target`.
+pub fn check_client_credentials(
+    client: &crate::client::Client,
+    req: &TokenRequest,
+    settings: &crate::project::ProjectSettings,
+) -> Result<Issuance, TokenError> {
+    if !client.is_confidential()
+        || !client
+            .metadata
+            .grant_types
+            .contains(&crate::client::GrantType::ClientCredentials)
+    {
+        return Err(TokenError::UnauthorizedClient);
+    }
+    let resolved = crate::authorize::resolve_scopes(req.scope.as_deref(), settings, client)?;
+    let mut scopes = ScopeSet::new();
+    for s in resolved
+        .granted
+        .iter()
+        .filter(|s| s.as_str() != crate::authorize::OFFLINE_ACCESS)
+    {
+        scopes.insert(s.clone());
+    }
+    let resources = crate::authorize::resolve_resources(&req.resource, settings)?;
+    Ok(Issuance { scopes, resources })
 }
 
 /// The claims of a new access token.

@@ -124,6 +124,10 @@ pub enum NotAdmitted {
     /// rate-limited.
     #[error("the request's source is unknown")]
     UnknownSource,
+    /// No redirect URI at all (a machine-to-machine client): nothing shows
+    /// where its tokens go, so it always needs an initial access token.
+    #[error("a client without redirect URIs needs an initial access token")]
+    NoRedirectUris,
 }
 
 impl NotAdmitted {
@@ -134,6 +138,7 @@ impl NotAdmitted {
             Self::Untrusted { .. } => "tokenless_untrusted_redirect_uri",
             Self::RateLimited => "tokenless_rate_limited",
             Self::UnknownSource => "tokenless_unknown_source",
+            Self::NoRedirectUris => "tokenless_no_redirect_uris",
         }
     }
 }
@@ -182,14 +187,18 @@ impl TokenlessRegistration {
         Ok(())
     }
 
-    /// Whether every redirect URI of `metadata` matches a trusted pattern;
-    /// the pattern of each, in order.
+    /// Whether every redirect URI of `metadata` matches a trusted pattern
+    /// (and there is at least one); the pattern of each, in order.
     ///
     /// # Errors
-    /// [`NotAdmitted::Disabled`] or [`NotAdmitted::Untrusted`].
+    /// [`NotAdmitted::Disabled`], [`NotAdmitted::NoRedirectUris`] or
+    /// [`NotAdmitted::Untrusted`].
     pub fn admits(&self, metadata: &ValidatedMetadata) -> Result<Vec<TrustedPattern>, NotAdmitted> {
         if !self.enabled {
             return Err(NotAdmitted::Disabled);
+        }
+        if metadata.redirect_uris.is_empty() {
+            return Err(NotAdmitted::NoRedirectUris);
         }
         metadata
             .redirect_uris
@@ -363,6 +372,16 @@ mod tests {
             TokenlessRegistration::default().admits(&metadata(&["http://localhost/cb"])),
             Err(NotAdmitted::Disabled)
         );
+        // A machine-to-machine client has no redirect URI to vouch for it.
+        let m2m: ClientMetadata = serde_json::from_value(serde_json::json!({
+            "grant_types": ["client_credentials"],
+            "token_endpoint_auth_method": "client_secret_basic"
+        }))
+        .unwrap();
+        let m2m = m2m
+            .validate(MetadataProfile::Dcr, RedirectUriPolicy::default())
+            .unwrap();
+        assert_eq!(p.admits(&m2m), Err(NotAdmitted::NoRedirectUris));
     }
 
     #[test]

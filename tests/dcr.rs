@@ -1041,3 +1041,99 @@ async fn iat_pins_accept_an_offer_that_includes_them() {
         .unwrap_err();
     assert_eq!(e.code(), ErrorCode::InvalidClientMetadata);
 }
+
+/// The MCP client credentials extension: a confidential machine client,
+/// registered without redirect URIs, gets an access token for itself,
+/// with `resource` honoured and no refresh token.
+#[tokio::test]
+async fn client_credentials_for_confidential_machine_clients() {
+    let env = env(DcrMode::Open).await;
+    env.server
+        .edit_project(&env.a, |mut s| {
+            s.scopes_supported = authio_mcp::scope::ScopeSet::parse("mcp:read mcp:write").unwrap();
+            s.default_scopes = authio_mcp::scope::ScopeSet::parse("mcp:read").unwrap();
+            s
+        })
+        .await
+        .unwrap();
+    let m = env.server.metadata(&env.a).await.unwrap();
+    assert!(m.grant_types_supported.iter().any(|g| g == "client_credentials"));
+    let body = r#"{"client_name":"nightly job","grant_types":["client_credentials"],"token_endpoint_auth_method":"client_secret_basic"}"#;
+    let r = env.server.register_client(&env.a, None, body.as_bytes()).await.unwrap();
+    assert!(r.metadata.redirect_uris.is_empty());
+    let id = r.client_id.to_string();
+    let secret = r.client_secret.as_ref().unwrap().expose_secret().to_owned();
+    let basic = basic_header(&id, &secret);
+    let form = "grant_type=client_credentials&scope=mcp%3Awrite+admin&resource=https%3A%2F%2Fmcp.example.com%2Fmcp";
+    let t = env.server.token(&env.a, Some(&basic), form.as_bytes()).await.unwrap();
+    assert_eq!(t.scope, "mcp:write", "unsupported scope dropped");
+    assert!(t.refresh_token.is_none());
+    let info = env
+        .server
+        .introspect(&env.a, format!("token={}", t.access_token).as_bytes())
+        .await
+        .unwrap();
+    assert!(info.active);
+    assert_eq!(info.sub.as_deref(), Some(id.as_str()));
+    assert_eq!(info.client_id.as_deref(), Some(id.as_str()));
+    assert_eq!(info.aud, Some(vec!["https://mcp.example.com/mcp".to_owned()]));
+    // A wrong secret: invalid_client. A bad resource: invalid_target.
+    let e = env
+        .server
+        .token(&env.a, Some(&basic_header(&id, "wrong")), form.as_bytes())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidClient);
+    let e = env
+        .server
+        .token(
+            &env.a,
+            Some(&basic),
+            b"grant_type=client_credentials&resource=not-a-uri",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidTarget);
+    // A public client, or one not registered for the grant: unauthorized_client.
+    let public = env
+        .server
+        .register_client(&env.a, None, SEED_STEP_3B_BODY.as_bytes())
+        .await
+        .unwrap();
+    let e = env
+        .server
+        .token(
+            &env.a,
+            None,
+            format!("grant_type=client_credentials&client_id={}", public.client_id).as_bytes(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::UnauthorizedClient);
+    let web = env
+        .server
+        .register_client(&env.a, None, CONFIDENTIAL_BASIC.as_bytes())
+        .await
+        .unwrap();
+    let basic = basic_header(
+        &web.client_id.to_string(),
+        web.client_secret.as_ref().unwrap().expose_secret(),
+    );
+    let e = env
+        .server
+        .token(&env.a, Some(&basic), b"grant_type=client_credentials")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::UnauthorizedClient);
+    // A public client cannot register for it alone.
+    let e = env
+        .server
+        .register_client(
+            &env.a,
+            None,
+            br#"{"grant_types":["client_credentials"],"token_endpoint_auth_method":"none"}"#,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidClientMetadata);
+}

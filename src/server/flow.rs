@@ -51,6 +51,9 @@ struct Minting {
     issued_at: OffsetDateTime,
     random: AccessTokenRandomness,
     replay: bool,
+    /// Issue a first refresh token (code exchange) if the project and the
+    /// client allow it.
+    first_refresh: bool,
 }
 
 /// Why an approval could not be completed.
@@ -221,7 +224,39 @@ impl AuthorizationServer {
         match grant_type {
             GrantTypeParam::AuthorizationCode => self.exchange_code(project, &settings, &client, &req).await,
             GrantTypeParam::RefreshToken => self.refresh(project, &settings, &client, &req).await,
+            GrantTypeParam::ClientCredentials => self.client_credentials(project, &settings, &client, &req).await,
         }
+    }
+
+    /// The client credentials grant: the client acts for itself (`sub` is
+    /// its id); an access token only, never a refresh token.
+    async fn client_credentials(
+        &self,
+        project: &ProjectId,
+        settings: &ProjectSettings,
+        client: &Client,
+        req: &TokenRequest,
+    ) -> Result<TokenResponse, OAuthError> {
+        let issuance = token::check_client_credentials(client, req, settings)?;
+        let now = self.clock.now();
+        let subject = Subject::new(client.client_id.as_str()).map_err(|_| OAuthError::server_error())?;
+        let grant = Grant {
+            id: crate::grant::GrantId::from_random(&self.random_array()),
+            project: project.clone(),
+            client_id: client.client_id.clone(),
+            subject,
+            scopes: issuance.scopes.clone(),
+            resources: issuance.resources.clone(),
+            granted_at: now,
+        };
+        let minting = Minting {
+            issued_at: now,
+            random: AccessTokenRandomness::new(self.random_array(), self.random_array()),
+            replay: false,
+            first_refresh: false,
+        };
+        self.issue_tokens(settings, client, &grant, &issuance, None, "client_credentials", minting)
+            .await
     }
 
     pub(crate) async fn project_for_request(&self, project: &ProjectId) -> Result<ProjectSettings, OAuthError> {
@@ -298,6 +333,7 @@ impl AuthorizationServer {
                     issued_at: self.clock.now(),
                     random: AccessTokenRandomness::new(self.random_array(), self.random_array()),
                     replay: false,
+                    first_refresh: true,
                 };
                 self.issue_tokens(
                     settings,
@@ -408,6 +444,7 @@ impl AuthorizationServer {
                     issued_at: now,
                     random: AccessTokenRandomness::for_rotation(raw, &nonce, &issuance),
                     replay: false,
+                    first_refresh: false,
                 };
                 self.issue_tokens(
                     settings,
@@ -462,6 +499,7 @@ impl AuthorizationServer {
             issued_at: mark.at,
             random: AccessTokenRandomness::for_rotation(raw, &mark.nonce, issuance),
             replay: true,
+            first_refresh: false,
         };
         self.issue_tokens(
             settings,
@@ -530,7 +568,7 @@ impl AuthorizationServer {
         }
         let refresh = match rotated_refresh {
             Some(r) => Some(r),
-            None if settings.issues_refresh_tokens() && client.metadata.allows_refresh() => {
+            None if minting.first_refresh && settings.issues_refresh_tokens() && client.metadata.allows_refresh() => {
                 let (token, record) = self.new_refresh_token(settings, grant, now);
                 self.grants.insert_refresh_token(record).await?;
                 Some(token)
