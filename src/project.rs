@@ -175,9 +175,12 @@ pub struct ProjectSettings {
     /// instead of accommodating MCP clients as they behave in the field.
     /// Off by default. When on, a requested scope the project or the client
     /// does not support fails the request with `invalid_scope` (instead of
-    /// being dropped from the grant, RFC 6749 section 3.3), and
+    /// being dropped from the grant, RFC 6749 section 3.3),
     /// [`ProjectSettings::refresh_reuse_grace`] is ignored (every reuse of a
-    /// rotated refresh token revokes the grant).
+    /// rotated refresh token revokes the grant), and private-use redirect
+    /// schemes are refused whatever
+    /// [`ProjectSettings::redirect_uri_policy`] says (MCP: redirect URIs are
+    /// `localhost` or `https`).
     #[serde(default)]
     pub strict_mode: bool,
     /// How long after a refresh token was rotated a second presentation of
@@ -436,6 +439,18 @@ impl ProjectSettings {
     /// Whether tokens of this project come with refresh tokens.
     pub fn issues_refresh_tokens(&self) -> bool {
         self.refresh_token_ttl.is_positive()
+    }
+
+    /// The redirect-URI policy in force: strict (no private-use schemes) in
+    /// strict mode, which follows the MCP rule that every redirect URI is
+    /// `localhost` or `https` (MCP 2026-07-28, security considerations,
+    /// communication security); else [`ProjectSettings::redirect_uri_policy`].
+    pub fn effective_redirect_uri_policy(&self) -> RedirectUriPolicy {
+        if self.strict_mode {
+            RedirectUriPolicy::strict()
+        } else {
+            self.redirect_uri_policy
+        }
     }
 
     /// The refresh reuse grace in force: zero in strict mode.
@@ -719,6 +734,11 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(s.effective_refresh_reuse_grace(), Duration::ZERO);
+        assert_eq!(s.effective_redirect_uri_policy(), RedirectUriPolicy::strict());
+        assert_eq!(
+            ProjectSettings::default().effective_redirect_uri_policy(),
+            RedirectUriPolicy::default()
+        );
         assert_eq!(
             ProjectSettings::default().effective_refresh_reuse_grace(),
             DEFAULT_REFRESH_REUSE_GRACE

@@ -1137,3 +1137,25 @@ async fn client_credentials_for_confidential_machine_clients() {
         .unwrap_err();
     assert_eq!(e.code(), ErrorCode::InvalidClientMetadata);
 }
+
+/// Strict mode follows the MCP rule that redirect URIs are localhost or
+/// https: Cursor's app scheme is refused there, accepted by default.
+#[tokio::test]
+async fn strict_mode_refuses_private_use_redirect_schemes() {
+    let env = env(DcrMode::Open).await;
+    let r = env.server.register_client(&env.a, None, CURSOR_LIKE.as_bytes()).await;
+    assert!(r.is_ok(), "{r:?}");
+    env.server
+        .edit_project(&env.a, |mut s| {
+            s.strict_mode = true;
+            s
+        })
+        .await
+        .unwrap();
+    let e = env
+        .server
+        .register_client(&env.a, None, CURSOR_LIKE.as_bytes())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidRedirectUri);
+}

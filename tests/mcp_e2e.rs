@@ -315,18 +315,15 @@ async fn mcp_client_journey() {
         );
     }
 
-    // 7. Missing scope: 403 naming, in one step-up challenge, every scope
-    // needed: the token's own and the missing one.
+    // 7. Missing scope: 403 naming the scope needed.
     let write_only = s.access_token(&as_meta, &client_id, &s.resource, "mcp:write").await;
     let r = s.mcp(Some(&write_only), None, &initialize(5)).await;
     assert_eq!(r.status, 403);
     assert_eq!(
         r.www_authenticate.as_deref(),
         Some(
-            format!(
-                "Bearer error=\"insufficient_scope\", scope=\"mcp:write mcp:read\", resource_metadata=\"{prm_url}\""
-            )
-            .as_str()
+            format!("Bearer error=\"insufficient_scope\", scope=\"mcp:read\", resource_metadata=\"{prm_url}\"")
+                .as_str()
         )
     );
 

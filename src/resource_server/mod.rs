@@ -291,10 +291,8 @@ pub enum ResourceServerError {
     /// naming the scopes needed.
     #[error("the access token lacks the required scope")]
     InsufficientScope {
-        /// Every scope the client needs to ask for in one step-up
-        /// authorization: the ones the token already carries and the
-        /// missing ones (MCP scope challenge handling), so that a new token
-        /// for these scopes loses nothing the old one could do.
+        /// Every scope the operation needs, in one challenge (the ones the
+        /// token carries among them too, not only the missing ones).
         required: ScopeSet,
     },
     /// The verifier could not find out (storage or introspection
@@ -653,17 +651,17 @@ impl VerifiedToken {
     ///
     /// # Errors
     /// [`ResourceServerError::InsufficientScope`] naming, in one challenge,
-    /// the token's scopes followed by the missing ones (never
-    /// `offline_access`, which is not a resource's scope).
+    /// every scope the operation needs (MCP 2026-07-28, scope challenge
+    /// handling: all required scopes at once, not only the missing ones;
+    /// accumulating previously granted scopes is the client's job), never
+    /// `offline_access`, which is not a resource's scope.
     pub fn require_scopes(&self, required: &ScopeSet) -> Result<(), ResourceServerError> {
         if required.is_subset_of(&self.scopes) {
             return Ok(());
         }
         let mut all = ScopeSet::new();
-        for s in self.scopes.iter().chain(required) {
-            if s.as_str() != OFFLINE_ACCESS {
-                all.insert(s.clone());
-            }
+        for s in required.iter().filter(|s| s.as_str() != OFFLINE_ACCESS) {
+            all.insert(s.clone());
         }
         Err(ResourceServerError::InsufficientScope { required: all })
     }

@@ -300,8 +300,12 @@ impl AuthorizationServer {
             }
         };
 
-        let metadata = validate_request(body, iat.as_ref().map(|r| &r.pinned), settings.redirect_uri_policy)
-            .map_err(|e| refused(e, iat.as_ref()))?;
+        let metadata = validate_request(
+            body,
+            iat.as_ref().map(|r| &r.pinned),
+            settings.effective_redirect_uri_policy(),
+        )
+        .map_err(|e| refused(e, iat.as_ref()))?;
 
         if let Some(max) = self.registration.max_clients_per_project
             && self.clients.count(project).await? >= max
@@ -374,7 +378,8 @@ impl AuthorizationServer {
         now: time::OffsetDateTime,
     ) -> Result<RegistrationResponse, Failure> {
         let policy = &settings.tokenless_registration;
-        let metadata = validate_request(body, None, settings.redirect_uri_policy).map_err(|e| refused(e, None))?;
+        let metadata =
+            validate_request(body, None, settings.effective_redirect_uri_policy()).map_err(|e| refused(e, None))?;
         let patterns = policy
             .admits(&metadata)
             .map_err(|e| refused(RegistrationError::NotAdmitted(e), None))?;
