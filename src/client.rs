@@ -597,7 +597,8 @@ impl ClientMetadata {
             Some(list) => {
                 let mut out = Vec::new();
                 for g in list.iter().filter_map(|g| GrantType::parse(g)) {
-                    if !out.contains(&g) && !(cimd && g == GrantType::ClientCredentials) {
+                    let public_only = cimd && g == GrantType::ClientCredentials;
+                    if !public_only && !out.contains(&g) {
                         out.push(g);
                     }
                 }
