@@ -571,3 +571,53 @@ impl TokenReference {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resource::ResourceSet;
+
+    fn issuance(scope: &str) -> Issuance {
+        Issuance {
+            scopes: ScopeSet::parse(scope).unwrap(),
+            resources: ResourceSet::parse_all(["https://mcp.example.com/mcp"]).unwrap(),
+        }
+    }
+
+    /// The successor depends on both the old token and the stored nonce:
+    /// the same pair re-derives it, changing either changes it.
+    #[test]
+    fn successor_derivation() {
+        let n1 = RotationNonce::from_random([1; 32]);
+        let n2 = RotationNonce::from_random([2; 32]);
+        let a = successor_refresh_token("rt_old", &n1);
+        assert!(a.ct_eq(successor_refresh_token("rt_old", &n1).expose_secret()));
+        assert!(!a.ct_eq(successor_refresh_token("rt_old", &n2).expose_secret()));
+        assert!(!a.ct_eq(successor_refresh_token("rt_other", &n1).expose_secret()));
+        assert!(a.expose_secret().starts_with("rt_"));
+        assert_eq!(a.expose_secret().len(), 3 + 43, "256 bits, base64url");
+        // Never the old token itself, and a chain does not repeat.
+        let b = successor_refresh_token(a.expose_secret(), &n1);
+        assert!(!b.ct_eq(a.expose_secret()));
+        assert!(!b.ct_eq("rt_old"));
+    }
+
+    #[test]
+    fn access_randomness_is_bound_to_the_issuance() {
+        let n = RotationNonce::from_random([7; 32]);
+        let one = AccessTokenRandomness::for_rotation("rt_old", &n, &issuance("mcp:read mcp:write"));
+        assert_eq!(
+            one,
+            AccessTokenRandomness::for_rotation("rt_old", &n, &issuance("mcp:read mcp:write"))
+        );
+        assert_ne!(
+            one,
+            AccessTokenRandomness::for_rotation("rt_old", &n, &issuance("mcp:read"))
+        );
+        assert_ne!(
+            one,
+            AccessTokenRandomness::for_rotation("rt_other", &n, &issuance("mcp:read mcp:write"))
+        );
+        assert_ne!(one.token[..16], one.jti[..], "independent labels");
+    }
+}
