@@ -250,6 +250,11 @@ impl AuthorizationServerMetadata {
         if settings.issues_refresh_tokens() {
             grant_types.push("refresh_token".to_owned());
         }
+        if registration_enabled {
+            // The MCP client credentials extension: confidential
+            // (registered) clients with the client_credentials grant.
+            grant_types.push("client_credentials".to_owned());
+        }
         Self {
             issuer: issuer.as_str().to_owned(),
             authorization_endpoint: issuer.endpoint(&settings.authorize_endpoint_path),
@@ -322,7 +327,7 @@ mod tests {
         assert_eq!(v["response_types_supported"], serde_json::json!(["code"]));
         assert_eq!(
             v["grant_types_supported"],
-            serde_json::json!(["authorization_code", "refresh_token"])
+            serde_json::json!(["authorization_code", "refresh_token", "client_credentials"])
         );
         assert_eq!(
             v["token_endpoint_auth_methods_supported"],

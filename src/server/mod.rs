@@ -43,6 +43,7 @@ pub struct AuthorizationServer {
     pub(crate) cimd_cache: Arc<dyn crate::store::CimdCache>,
     pub(crate) cimd_inflight: Arc<cimd::InFlight>,
     pub(crate) cimd_limits: crate::cimd::FetchLimits,
+    pub(crate) tokenless_limiter: Arc<register::TokenlessLimiter>,
 }
 
 impl std::fmt::Debug for AuthorizationServer {
@@ -254,6 +255,7 @@ impl AuthorizationServerBuilder {
             cimd_cache: self.cimd_cache.unwrap_or_else(cimd::default_cache),
             cimd_inflight: Arc::new(cimd::InFlight::default()),
             cimd_limits: self.cimd_limits,
+            tokenless_limiter: Arc::default(),
         }
     }
 }
