@@ -96,6 +96,17 @@ pub enum AuditKind {
         /// `token_endpoint_auth_method`.
         token_endpoint_auth_method: String,
     },
+    /// A registration without an initial access token was admitted by the
+    /// project's tokenless-registration policy.
+    #[serde(rename = "oauth_client.tokenless_admitted")]
+    ClientTokenlessAdmitted {
+        /// The new client id.
+        client_id: String,
+        /// The rate-limit key of the source (an address, or an IPv6 /64).
+        source: String,
+        /// The trusted pattern each redirect URI matched, in order.
+        patterns: Vec<crate::tokenless::TrustedPattern>,
+    },
     /// A registration request was refused.
     #[serde(rename = "oauth_client.registration_rejected")]
     ClientRegistrationRejected {
@@ -177,6 +188,18 @@ pub enum AuditKind {
         /// The grant.
         grant_id: String,
     },
+    /// A rotated refresh token was presented again within the project's
+    /// refresh reuse grace: the same new token pair was returned and
+    /// nothing was revoked (concurrent refreshes of one client).
+    #[serde(rename = "refresh_token.concurrent_reuse")]
+    RefreshTokenConcurrentReuse {
+        /// The client.
+        client_id: String,
+        /// The grant.
+        grant_id: String,
+        /// Seconds since the rotation.
+        after_seconds: i64,
+    },
     /// Tokens were issued at the token endpoint.
     #[serde(rename = "token.issued")]
     TokenIssued {
@@ -251,6 +274,7 @@ impl AuditKind {
             Self::CimdFetchFailed { .. } => "oauth_client.cimd_fetch_failed",
             Self::CimdResolved { .. } => "oauth_client.cimd_resolved",
             Self::ClientRegistered { .. } => "oauth_client.registered",
+            Self::ClientTokenlessAdmitted { .. } => "oauth_client.tokenless_admitted",
             Self::ClientRegistrationRejected { .. } => "oauth_client.registration_rejected",
             Self::IatIssued { .. } => "initial_access_token.issued",
             Self::IatUsed { .. } => "initial_access_token.used",
@@ -259,6 +283,7 @@ impl AuditKind {
             Self::AuthorizationDenied { .. } => "authorization.denied",
             Self::AuthorizationCodeReuseDetected { .. } => "authorization_code.reuse_detected",
             Self::RefreshTokenReuseDetected { .. } => "refresh_token.reuse_detected",
+            Self::RefreshTokenConcurrentReuse { .. } => "refresh_token.concurrent_reuse",
             Self::TokenIssued { .. } => "token.issued",
             Self::TokenRevoked { .. } => "token.revoked",
             Self::SigningKeyCreated { .. } => "signing_key.created",
@@ -296,6 +321,11 @@ mod tests {
                 iat_id: None,
                 token_endpoint_auth_method: s(),
             },
+            AuditKind::ClientTokenlessAdmitted {
+                client_id: s(),
+                source: s(),
+                patterns: vec![crate::tokenless::TrustedPattern::Loopback],
+            },
             AuditKind::ClientRegistrationRejected {
                 error: s(),
                 reason: s(),
@@ -326,6 +356,11 @@ mod tests {
             AuditKind::RefreshTokenReuseDetected {
                 client_id: s(),
                 grant_id: s(),
+            },
+            AuditKind::RefreshTokenConcurrentReuse {
+                client_id: s(),
+                grant_id: s(),
+                after_seconds: 1,
             },
             AuditKind::TokenIssued {
                 client_id: s(),
@@ -363,6 +398,7 @@ mod tests {
             "oauth_client.cimd_fetch_failed",
             "oauth_client.cimd_resolved",
             "oauth_client.registered",
+            "oauth_client.tokenless_admitted",
             "oauth_client.registration_rejected",
             "initial_access_token.issued",
             "initial_access_token.used",
@@ -371,6 +407,7 @@ mod tests {
             "authorization.denied",
             "authorization_code.reuse_detected",
             "refresh_token.reuse_detected",
+            "refresh_token.concurrent_reuse",
             "token.issued",
             "token.revoked",
             "signing_key.created",

@@ -202,7 +202,18 @@ async fn token(State(s): State<AppState>, req: Request) -> Response {
     }
 }
 
-async fn register(State(s): State<AppState>, req: Request) -> Response {
+async fn register(State(s): State<AppState>, mut req: Request) -> Response {
+    // The peer address, when the server was started with connect info and
+    // the host did not set a source itself (e.g. from a trusted proxy).
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    if let Some(ip) = peer
+        && req.extensions().get::<crate::http::RequestSource>().is_none()
+    {
+        req.extensions_mut().insert(crate::http::RequestSource(ip));
+    }
     match buffer(req, s.max_body + 1).await {
         Ok(req) => into_axum(s.endpoints.register(&req).await),
         Err(r) => r,

@@ -146,13 +146,25 @@ impl PinnedMetadata {
     /// # Errors
     /// [`ClientMetadataError::AuthMethodNotPermitted`] when the request
     /// names another method.
+    /// A request offering several methods (`token_endpoint_auth_methods_supported`)
+    /// satisfies the pin when it offers the pinned one, which is then the
+    /// one registered.
     pub fn apply(&self, mut metadata: ClientMetadata) -> Result<ClientMetadata, ClientMetadataError> {
         if let Some(pinned) = self.token_endpoint_auth_method {
-            match metadata.token_endpoint_auth_method.as_deref() {
-                None => metadata.token_endpoint_auth_method = Some(pinned.as_str().to_owned()),
-                Some(requested) if requested == pinned.as_str() => {}
-                Some(_) => return Err(ClientMetadataError::AuthMethodNotPermitted),
+            let offered = metadata.offered_auth_methods();
+            if offered.contains(&pinned) {
+                metadata.token_endpoint_auth_method = Some(pinned.as_str().to_owned());
+            } else if offered.is_empty() {
+                match metadata.token_endpoint_auth_method.as_deref() {
+                    None => metadata.token_endpoint_auth_method = Some(pinned.as_str().to_owned()),
+                    Some(requested) if requested == pinned.as_str() => {}
+                    Some(_) => return Err(ClientMetadataError::AuthMethodNotPermitted),
+                }
+            } else {
+                return Err(ClientMetadataError::AuthMethodNotPermitted);
             }
+            // The pin decided: nothing is left to negotiate.
+            metadata.token_endpoint_auth_methods_supported = None;
         }
         Ok(metadata)
     }
@@ -550,6 +562,12 @@ pub enum RegistrationError {
     /// clients.
     #[error("the project has reached its limit of registered clients")]
     QuotaExceeded,
+    /// No initial access token, and the project's tokenless-registration
+    /// policy did not admit the request. Answered like a missing token
+    /// (401 `invalid_token`), except when rate-limited (403
+    /// `access_denied`); the audit event says which.
+    #[error("{0}")]
+    NotAdmitted(crate::tokenless::NotAdmitted),
 }
 
 impl RegistrationError {
@@ -564,7 +582,8 @@ impl RegistrationError {
     pub const fn code(&self) -> ErrorCode {
         match self {
             Self::Disabled | Self::QuotaExceeded => ErrorCode::AccessDenied,
-            Self::Token(_) => ErrorCode::InvalidToken,
+            Self::NotAdmitted(crate::tokenless::NotAdmitted::RateLimited) => ErrorCode::AccessDenied,
+            Self::Token(_) | Self::NotAdmitted(_) => ErrorCode::InvalidToken,
             Self::Metadata(e) => e.code(),
             Self::PinnedAuthMethod { .. } => ClientMetadataError::AuthMethodNotPermitted.code(),
         }
@@ -578,6 +597,10 @@ impl RegistrationError {
             Self::Metadata(e) => e.to_string(),
             Self::PinnedAuthMethod { .. } => "auth_method_not_permitted".to_owned(),
             Self::QuotaExceeded => "client_quota_exceeded".to_owned(),
+            Self::NotAdmitted(e @ crate::tokenless::NotAdmitted::Untrusted { .. }) => {
+                format!("{}: {e}", e.reason())
+            }
+            Self::NotAdmitted(e) => e.reason().to_owned(),
         }
     }
 
@@ -586,6 +609,11 @@ impl RegistrationError {
     pub fn to_oauth_error(&self) -> OAuthError {
         match self {
             Self::Token(e) => e.to_oauth_error(),
+            Self::NotAdmitted(crate::tokenless::NotAdmitted::RateLimited) => OAuthError::with_description(
+                ErrorCode::AccessDenied,
+                "too many registrations without an initial access token from this source; try again later",
+            ),
+            Self::NotAdmitted(_) => IatError::Missing.to_oauth_error(),
             other => OAuthError::with_description(other.code(), other.to_string()),
         }
     }

@@ -141,12 +141,22 @@ pub const WELL_KNOWN_OPENID_CONFIGURATION: &str = "openid-configuration";
 pub fn well_known_url(base: &str, name: &str) -> String {
     let base = base.split(['?', '#']).next().unwrap_or_default();
     // The split between origin and path is the parser's, not ours.
-    let (origin, path) = match weburl::check(base, true) {
-        Ok(checked) => base.split_at_checked(checked.path_start()).unwrap_or((base, "")),
-        Err(_) => (base, ""),
-    };
-    let path = path.strip_suffix('/').unwrap_or(path);
-    format!("{origin}/.well-known/{name}{path}")
+    if let Ok(checked) = weburl::check(base, true)
+        && let Some((origin, path)) = base.split_at_checked(checked.path_start())
+    {
+        let path = path.strip_suffix('/').unwrap_or(path);
+        return format!("{origin}/.well-known/{name}{path}");
+    }
+    // Not written as the parser reads it: insert after the parsed origin,
+    // in the parser's form (still the host a client would contact).
+    match url::Url::parse(base) {
+        Ok(url) if url.has_host() => {
+            let path = url.path();
+            let path = path.strip_suffix('/').unwrap_or(path);
+            format!("{}/.well-known/{name}{path}", &url[..url::Position::BeforePath])
+        }
+        _ => format!("{base}/.well-known/{name}"),
+    }
 }
 
 /// Endpoint paths under the issuer (the authorize path is per project).
@@ -285,6 +295,11 @@ impl AuthorizationServerMetadata {
         if settings.issues_refresh_tokens() {
             grant_types.push("refresh_token".to_owned());
         }
+        if registration_enabled {
+            // The MCP client credentials extension: confidential
+            // (registered) clients with the client_credentials grant.
+            grant_types.push("client_credentials".to_owned());
+        }
         let openid = settings.scopes_supported.contains("openid");
         let signs = openid || settings.access_token_format == crate::project::AccessTokenFormat::Jwt;
         let strings = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
@@ -393,7 +408,7 @@ mod tests {
         assert_eq!(v["response_types_supported"], serde_json::json!(["code"]));
         assert_eq!(
             v["grant_types_supported"],
-            serde_json::json!(["authorization_code", "refresh_token"])
+            serde_json::json!(["authorization_code", "refresh_token", "client_credentials"])
         );
         assert_eq!(
             v["token_endpoint_auth_methods_supported"],
@@ -488,6 +503,13 @@ mod tests {
                 "https://as.example.com:8443/t1",
                 WELL_KNOWN_OPENID_CONFIGURATION,
                 "https://as.example.com:8443/.well-known/openid-configuration/t1",
+            ),
+            // Not written as a browser reads it: still inserted after the
+            // parsed origin (in the parser's form), never appended.
+            (
+                "https://mcp.example.com/a{b}",
+                WELL_KNOWN_OAUTH_AUTHORIZATION_SERVER,
+                "https://mcp.example.com/.well-known/oauth-authorization-server/a%7Bb%7D",
             ),
             (
                 "http://127.0.0.1:8080",

@@ -408,7 +408,10 @@ impl OAuthEndpoints {
         let started = Instant::now();
         let result = async {
             let (project, body) = self.json_request(req)?;
-            self.server.register_client(&project, authorization(req), body).await
+            let source = req.extensions().get::<RequestSource>().map(|s| s.0);
+            self.server
+                .register_client_from(&project, authorization(req), body, source)
+                .await
         }
         .await;
         observe("register", started, &result);
@@ -518,6 +521,14 @@ fn observe<T>(endpoint: &'static str, started: Instant, result: &Result<T, OAuth
     };
     metrics::request(endpoint, outcome, started.elapsed());
 }
+
+/// The network source of a request: the peer address, or the client
+/// address a proxy the host trusts reports. The host sets it as a request
+/// extension (the `axum` router does so from `ConnectInfo<SocketAddr>`);
+/// a registration without an initial access token is rate-limited by it
+/// and is not admitted without it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RequestSource(pub std::net::IpAddr);
 
 /// The `Authorization` header as a string, if present and ASCII.
 pub fn authorization<B>(req: &Request<B>) -> Option<&str> {

@@ -47,7 +47,11 @@ async fn start_with(auto_approve: bool, cimd_root_cert: Option<Vec<u8>>) -> Runn
     };
     let app = app::App::new(config).await.unwrap();
     let router = app.router().await.unwrap();
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    tokio::spawn(async move {
+        axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+            .await
+            .unwrap()
+    });
     // reqwest is built without a default TLS crypto provider (the crate
     // brings its own rustls configuration); tests install ring.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -722,7 +726,11 @@ async fn an_issuer_with_a_path_is_discoverable_and_served_under_it() {
     };
     let app = app::App::new(config).await.unwrap();
     let router = app.router().await.unwrap();
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    tokio::spawn(async move {
+        axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+            .await
+            .unwrap()
+    });
     let _ = rustls::crypto::ring::default_provider().install_default();
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())

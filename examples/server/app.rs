@@ -363,6 +363,10 @@ struct ProjectPatch {
     cimd: Option<authio_mcp::cimd::CimdPolicy>,
     access_token_format: Option<authio_mcp::project::AccessTokenFormat>,
     signing: Option<authio_mcp::keys::SigningSettings>,
+    strict_mode: Option<bool>,
+    refresh_reuse_grace: Option<i64>,
+    redirect_uri_policy: Option<authio_mcp::redirect_uri::RedirectUriPolicy>,
+    tokenless_registration: Option<authio_mcp::tokenless::TokenlessRegistration>,
 }
 
 async fn admin_patch_project(
@@ -427,6 +431,18 @@ fn apply_patch(s: &mut ProjectSettings, patch: &ProjectPatch) {
     }
     if let Some(v) = patch.signing {
         s.signing = v;
+    }
+    if let Some(v) = patch.strict_mode {
+        s.strict_mode = v;
+    }
+    if let Some(v) = patch.refresh_reuse_grace {
+        s.refresh_reuse_grace = time::Duration::seconds(v);
+    }
+    if let Some(v) = patch.redirect_uri_policy {
+        s.redirect_uri_policy = v;
+    }
+    if let Some(v) = &patch.tokenless_registration {
+        s.tokenless_registration = v.clone();
     }
 }
 
@@ -618,12 +634,27 @@ fn render_consent(p: &PendingAuthorization, id: &str, csrf: &str) -> String {
             escape_html(p.client_id.as_str())
         ),
     };
-    let warning = if p.loopback_only {
+    let mut warning = if p.loopback_only {
         "<p id=\"loopback-warning\" class=\"warn\">Warning: this client only redirects to your own computer \
          (localhost). Anyone can publish a client like this; continue only if you started this sign-in yourself.</p>"
+            .to_owned()
     } else {
-        ""
+        String::new()
     };
+    if let Some(scheme) = &p.app_scheme {
+        warning.push_str(&format!(
+            "<p id=\"app-scheme-warning\" class=\"warn\">Warning: you will be sent to the app that handles \
+             <strong>{}:</strong> links on this device. Any installed app can claim such links; continue only if \
+             you started this sign-in yourself.</p>",
+            escape_html(scheme)
+        ));
+    }
+    if !p.dropped_scopes.is_empty() {
+        warning.push_str(&format!(
+            "<p id=\"dropped-scopes\">Not granted (not offered here): {}</p>",
+            escape_html(&p.dropped_scopes.to_string())
+        ));
+    }
     let scopes: String = p
         .scopes
         .iter()
@@ -649,7 +680,7 @@ fn render_consent(p: &PendingAuthorization, id: &str, csrf: &str) -> String {
         redirect = escape_html(p.redirect_host.as_deref().unwrap_or(&p.redirect_uri)),
         id = escape_html(id),
         csrf = escape_html(csrf),
-        subject = DEMO_SUBJECT,
+        subject = escape_html(p.login_hint.as_deref().unwrap_or(DEMO_SUBJECT)),
     )
 }
 

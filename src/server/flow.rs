@@ -1,6 +1,8 @@
 //! The authorization-code flow: authorize, approve / deny, token,
 //! revocation and introspection.
 
+use time::OffsetDateTime;
+
 use crate::audit::AuditKind;
 use crate::authorize::{
     self, ApprovalError, ApprovalRandomness, AuthorizationRequest, ClientRequestError, PendingAuthorization,
@@ -9,13 +11,14 @@ use crate::cimd::ClientIdUrlPolicy;
 use crate::client::{Client, ClientId};
 use crate::client_auth::{ClientAuthError, ClientCredentials, PresentedMethod};
 use crate::error::{ErrorCode, OAuthError};
-use crate::grant::{AccessTokenRecord, Grant, RefreshTokenRecord, Subject, hex};
+use crate::grant::{AccessTokenRecord, Grant, RefreshTokenRecord, RotationMark, RotationNonce, Subject, hex};
 use crate::project::{AccessTokenFormat, ProjectId, ProjectSettings};
 use crate::scope::ScopeSet;
 use crate::secret::{SecretHash, SecretString};
 use crate::store::{CodeConsumption, RefreshRotation, TokenIssuer as _};
 use crate::token::{
-    self, GrantTypeParam, IntrospectionResponse, Issuance, TokenError, TokenReference, TokenRequest, TokenResponse,
+    self, AccessTokenRandomness, GrantTypeParam, IntrospectionResponse, Issuance, TokenError, TokenReference,
+    TokenRequest, TokenResponse,
 };
 
 use super::AuthorizationServer;
@@ -55,6 +58,17 @@ struct Signing {
 enum Reused {
     Code,
     RefreshToken,
+}
+
+/// How an access token is minted: when, from which randomness, and
+/// whether it is the replay of a rotation within the reuse grace.
+struct Minting {
+    issued_at: OffsetDateTime,
+    random: AccessTokenRandomness,
+    replay: bool,
+    /// Issue a first refresh token (code exchange) if the project and the
+    /// client allow it.
+    first_refresh: bool,
 }
 
 /// Why an approval could not be completed.
@@ -229,7 +243,52 @@ impl AuthorizationServer {
         match grant_type {
             GrantTypeParam::AuthorizationCode => self.exchange_code(project, &settings, &client, &req).await,
             GrantTypeParam::RefreshToken => self.refresh(project, &settings, &client, &req).await,
+            GrantTypeParam::ClientCredentials => self.client_credentials(project, &settings, &client, &req).await,
         }
+    }
+
+    /// The client credentials grant: the client acts for itself (`sub` is
+    /// its id); an access token only, never a refresh token.
+    async fn client_credentials(
+        &self,
+        project: &ProjectId,
+        settings: &ProjectSettings,
+        client: &Client,
+        req: &TokenRequest,
+    ) -> Result<TokenResponse, OAuthError> {
+        let issuance = token::check_client_credentials(client, req, settings)?;
+        let now = self.clock.now();
+        let subject = Subject::new(client.client_id.as_str()).map_err(|_| OAuthError::server_error())?;
+        let grant = Grant {
+            id: crate::grant::GrantId::from_random(&self.random_array()),
+            project: project.clone(),
+            client_id: client.client_id.clone(),
+            subject,
+            scopes: issuance.scopes.clone(),
+            resources: issuance.resources.clone(),
+            granted_at: now,
+        };
+        let minting = Minting {
+            issued_at: now,
+            random: AccessTokenRandomness::new(self.random_array(), self.random_array()),
+            replay: false,
+            first_refresh: false,
+        };
+        // No user, so never an ID token; a JWT project signs the access token.
+        let mut signing = self.prepare_signing(settings, &grant, &issuance).await?;
+        signing.id = None;
+        self.issue_tokens(
+            settings,
+            client,
+            &grant,
+            &issuance,
+            None,
+            "client_credentials",
+            minting,
+            signing,
+            None,
+        )
+        .await
     }
 
     pub(crate) async fn project_for_request(&self, project: &ProjectId) -> Result<ProjectSettings, OAuthError> {
@@ -336,6 +395,12 @@ impl AuthorizationServer {
         match self.grants.consume_code(project, &hash).await? {
             CodeConsumption::Consumed(record) => {
                 let nonce = record.nonce.as_deref();
+                let minting = Minting {
+                    issued_at: self.clock.now(),
+                    random: AccessTokenRandomness::new(self.random_array(), self.random_array()),
+                    replay: false,
+                    first_refresh: true,
+                };
                 self.issue_tokens(
                     settings,
                     client,
@@ -343,6 +408,7 @@ impl AuthorizationServer {
                     &issuance,
                     None,
                     "authorization_code",
+                    minting,
                     signing,
                     nonce,
                 )
@@ -409,24 +475,48 @@ impl AuthorizationServer {
             // The project stopped issuing refresh tokens: existing ones stop working.
             return Err(TokenError::InvalidGrant("refresh token").into());
         }
+        let now = self.clock.now();
         let hash = SecretHash::of(raw);
         let record = self
             .grants
             .refresh_token(project, &hash)
             .await?
             .ok_or(TokenError::InvalidGrant("refresh token"))?;
-        let issuance = token::check_refresh(&record, &client.client_id, req, self.clock.now())?;
+        // Every check before any state change (a reuse is decided by the
+        // store call below, against the committed state).
+        let issuance = token::check_refresh(&record, &client.client_id, req, now)?;
         if !client.metadata.allows_refresh() {
             return Err(TokenError::UnauthorizedClient.into());
         }
-        if record.rotated {
-            return Err(self.reuse_detected(project, &record.grant, Reused::RefreshToken).await);
-        }
+        // Keys and user claims before the rotation: a failure here leaves
+        // the refresh token usable.
         let signing = self.prepare_signing(settings, &record.grant, &issuance).await?;
-        let (new_token, new_record) =
-            self.new_refresh_token(settings, &record.grant, &record.scopes, &record.resources);
-        match self.grants.rotate_refresh_token(project, &hash, new_record).await? {
+        let nonce = RotationNonce::from_random(self.random_array());
+        let successor = token::successor_refresh_token(raw, &nonce);
+        let new_record = RefreshTokenRecord {
+            hash: successor.hash(),
+            grant: record.grant.clone(),
+            scopes: record.scopes.clone(),
+            resources: record.resources.clone(),
+            issued_at: now,
+            expires_at: now + settings.refresh_token_ttl,
+            rotated: false,
+            rotation: None,
+        };
+        let mark = RotationMark::new(now, nonce, successor.hash());
+        let grace = settings.effective_refresh_reuse_grace();
+        match self
+            .grants
+            .rotate_refresh_token(project, &hash, new_record, mark, grace)
+            .await?
+        {
             RefreshRotation::Rotated(old) => {
+                let minting = Minting {
+                    issued_at: now,
+                    random: AccessTokenRandomness::for_rotation(raw, &nonce, &issuance),
+                    replay: false,
+                    first_refresh: false,
+                };
                 // An ID token again only while `openid` is still granted,
                 // and never with the original nonce.
                 self.issue_tokens(
@@ -434,12 +524,17 @@ impl AuthorizationServer {
                     client,
                     &old.grant,
                     &issuance,
-                    Some(new_token),
+                    Some(successor),
                     "refresh_token",
+                    minting,
                     signing,
                     None,
                 )
                 .await
+            }
+            RefreshRotation::WithinGrace(old) => {
+                self.replay_rotation(settings, client, &old, raw, &issuance, signing)
+                    .await
             }
             RefreshRotation::AlreadyRotated(old) => {
                 Err(self.reuse_detected(project, &old.grant, Reused::RefreshToken).await)
@@ -448,23 +543,73 @@ impl AuthorizationServer {
         }
     }
 
+    /// A concurrent refresh within the grace: re-derive the successor and
+    /// the access token of the first rotation from the presented token and
+    /// the recorded nonce, and answer with the same pair.
+    async fn replay_rotation(
+        &self,
+        settings: &ProjectSettings,
+        client: &Client,
+        old: &RefreshTokenRecord,
+        raw: &str,
+        issuance: &Issuance,
+        signing: Signing,
+    ) -> Result<TokenResponse, OAuthError> {
+        let project = &old.grant.project;
+        let Some(mark) = old.rotation.as_ref() else {
+            return Err(self.reuse_detected(project, &old.grant, Reused::RefreshToken).await);
+        };
+        let successor = token::successor_refresh_token(raw, &mark.nonce);
+        if successor.hash() != mark.successor {
+            // Cannot happen for a token whose hash matched, unless the
+            // record was altered: treat it as reuse (the safe side).
+            return Err(self.reuse_detected(project, &old.grant, Reused::RefreshToken).await);
+        }
+        self.emit(
+            project,
+            AuditKind::RefreshTokenConcurrentReuse {
+                client_id: old.grant.client_id.to_string(),
+                grant_id: old.grant.id.to_string(),
+                after_seconds: (self.clock.now() - mark.at).whole_seconds(),
+            },
+        )
+        .await;
+        let minting = Minting {
+            issued_at: mark.at,
+            random: AccessTokenRandomness::for_rotation(raw, &mark.nonce, issuance),
+            replay: true,
+            first_refresh: false,
+        };
+        self.issue_tokens(
+            settings,
+            client,
+            &old.grant,
+            issuance,
+            Some(successor),
+            "refresh_token",
+            minting,
+            signing,
+            None,
+        )
+        .await
+    }
+
     fn new_refresh_token(
         &self,
         settings: &ProjectSettings,
         grant: &Grant,
-        scopes: &ScopeSet,
-        resources: &crate::resource::ResourceSet,
+        now: OffsetDateTime,
     ) -> (SecretString, RefreshTokenRecord) {
-        let now = self.clock.now();
         let token = SecretString::random_with_prefix("rt_", &self.random_array::<32>());
         let record = RefreshTokenRecord {
             hash: token.hash(),
             grant: grant.clone(),
-            scopes: scopes.clone(),
-            resources: resources.clone(),
+            scopes: grant.scopes.clone(),
+            resources: grant.resources.clone(),
             issued_at: now,
             expires_at: now + settings.refresh_token_ttl,
             rotated: false,
+            rotation: None,
         };
         (token, record)
     }
@@ -519,26 +664,26 @@ impl AuthorizationServer {
         issuance: &Issuance,
         rotated_refresh: Option<SecretString>,
         grant_type: &str,
+        minting: Minting,
         signing: Signing,
         nonce: Option<&str>,
     ) -> Result<TokenResponse, OAuthError> {
         let now = self.clock.now();
-        let jti = hex(&self.random_array::<16>());
         let claims = token::access_token_claims(
             self.issuer_for(settings).as_str(),
             grant,
             issuance,
             settings.access_token_ttl,
-            jti,
-            now,
+            hex(&minting.random.jti),
+            minting.issued_at,
         );
         let access = match signing.access {
             Some(key) => {
                 crate::jwt::JwtAccessTokenIssuer::new(key)
-                    .issue(&claims, &self.random_array::<32>())
+                    .issue(&claims, &minting.random.token)
                     .await?
             }
-            None => self.token_issuer.issue(&claims, &self.random_array::<32>()).await?,
+            None => self.token_issuer.issue(&claims, &minting.random.token).await?,
         };
         let id_token = match signing.id {
             Some((key, user)) => {
@@ -552,16 +697,26 @@ impl AuthorizationServer {
                     },
                     &user,
                     settings.access_token_ttl,
-                    now,
+                    minting.issued_at,
                 );
                 Some(crate::jwt::sign_id_token(&key, &id_claims)?)
             }
             None => None,
         };
+        let hash = access.hash();
+        if minting.replay {
+            // The first rotation stored this token already (or is about
+            // to); never overwrite it: a revoked one stays revoked.
+            if let Some(existing) = self.grants.access_token(&grant.project, &hash).await?
+                && (existing.revoked || existing.claims != claims)
+            {
+                return Err(TokenError::InvalidGrant("refresh token").into());
+            }
+        }
         let refresh = match rotated_refresh {
             Some(r) => Some(r),
-            None if settings.issues_refresh_tokens() && client.metadata.allows_refresh() => {
-                let (token, record) = self.new_refresh_token(settings, grant, &grant.scopes, &grant.resources);
+            None if minting.first_refresh && settings.issues_refresh_tokens() && client.metadata.allows_refresh() => {
+                let (token, record) = self.new_refresh_token(settings, grant, now);
                 self.grants.insert_refresh_token(record).await?;
                 Some(token)
             }
@@ -582,20 +737,23 @@ impl AuthorizationServer {
         let response = TokenResponse {
             access_token: access.expose_secret().to_owned(),
             token_type: "Bearer".to_owned(),
-            expires_in: claims.exp - claims.iat,
+            expires_in: (claims.exp - now.unix_timestamp()).max(0),
             refresh_token: refresh.map(|r| r.expose_secret().to_owned()),
             scope: claims.scope.clone(),
             id_token,
         };
-        self.grants
-            .insert_access_token(AccessTokenRecord {
-                hash: access.hash(),
-                project: grant.project.clone(),
-                grant_id: grant.id.clone(),
-                claims,
-                revoked: false,
-            })
-            .await?;
+        let stored = self.grants.access_token(&grant.project, &hash).await?;
+        if stored.is_none() {
+            self.grants
+                .insert_access_token(AccessTokenRecord {
+                    hash,
+                    project: grant.project.clone(),
+                    grant_id: grant.id.clone(),
+                    claims,
+                    revoked: false,
+                })
+                .await?;
+        }
         Ok(response)
     }
 

@@ -54,6 +54,7 @@ pub struct AuthorizationServer {
     pub(crate) replay: Arc<dyn crate::store::ReplayStore>,
     pub(crate) rotation_lock: Arc<futures_util::lock::Mutex<()>>,
     pub(crate) client_jwks: Arc<client_auth::ClientJwksCache>,
+    pub(crate) tokenless_limiter: Arc<register::TokenlessLimiter>,
 }
 
 impl std::fmt::Debug for AuthorizationServer {
@@ -303,6 +304,7 @@ impl AuthorizationServerBuilder {
                 .unwrap_or_else(|| Arc::new(crate::store::memory::MemoryReplayStore::default())),
             rotation_lock: Arc::new(futures_util::lock::Mutex::new(())),
             client_jwks: Arc::new(client_auth::ClientJwksCache::default()),
+            tokenless_limiter: Arc::default(),
         }
     }
 }

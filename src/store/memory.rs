@@ -263,6 +263,8 @@ impl GrantStore for MemoryGrantStore {
         project: &ProjectId,
         old: &SecretHash,
         new: RefreshTokenRecord,
+        mark: crate::grant::RotationMark,
+        grace: time::Duration,
     ) -> Result<RefreshRotation, StoreError> {
         let (old_shard, new_shard) = (shard_of(old), shard_of(&new.hash));
         // Both shards locked, in shard order, for the whole rotation.
@@ -289,9 +291,14 @@ impl GrantStore for MemoryGrantStore {
             return Ok(RefreshRotation::NotFound);
         };
         if rotated {
-            return Ok(RefreshRotation::AlreadyRotated(record.clone()));
+            return Ok(if record.within_reuse_grace(mark.at, grace) {
+                RefreshRotation::WithinGrace(record.clone())
+            } else {
+                RefreshRotation::AlreadyRotated(record.clone())
+            });
         }
         record.rotated = true;
+        record.rotation = Some(mark);
         let old_record = record.clone();
         // The marker is in every shard: the grant is not revoked in the
         // new token's shard either.
@@ -896,5 +903,103 @@ impl super::ReplayStore for MemoryReplayStore {
         let before = map.len();
         map.retain(|_, exp| *exp > now);
         Ok(before - map.len())
+    }
+}
+
+#[cfg(test)]
+mod rotation_tests {
+    use super::*;
+    use crate::client::RegisteredClientId;
+    use crate::grant::{Grant, GrantId, RotationMark, RotationNonce, Subject};
+    use crate::resource::ResourceSet;
+    use crate::scope::ScopeSet;
+    use time::Duration;
+    use time::macros::datetime;
+
+    const AT: OffsetDateTime = datetime!(2026-11-26 12:00 UTC);
+
+    fn record(token: &str, project: &ProjectId) -> RefreshTokenRecord {
+        RefreshTokenRecord {
+            hash: SecretHash::of(token),
+            grant: Grant {
+                id: GrantId::from_random(&[9; 16]),
+                project: project.clone(),
+                client_id: ClientId::Registered(RegisteredClientId::from_random(&[1; 12])),
+                subject: Subject::new("u").unwrap(),
+                scopes: ScopeSet::new(),
+                resources: ResourceSet::new(),
+                granted_at: AT,
+            },
+            scopes: ScopeSet::new(),
+            resources: ResourceSet::new(),
+            issued_at: AT,
+            expires_at: AT + Duration::days(1),
+            rotated: false,
+            rotation: None,
+        }
+    }
+
+    fn mark(at: OffsetDateTime, successor: &str) -> RotationMark {
+        RotationMark::new(at, RotationNonce::from_random([3; 32]), SecretHash::of(successor))
+    }
+
+    /// The `rotate_refresh_token` contract the SQL stores port: one winner
+    /// records its mark; later calls decide by the winner's mark and store
+    /// nothing.
+    #[tokio::test]
+    async fn rotation_with_grace() {
+        let store = MemoryGrantStore::new();
+        let p = ProjectId::new("p").unwrap();
+        let grace = Duration::seconds(5);
+        store.insert_refresh_token(record("rt1", &p)).await.unwrap();
+        let won = store
+            .rotate_refresh_token(&p, &SecretHash::of("rt1"), record("rt2", &p), mark(AT, "rt2"), grace)
+            .await
+            .unwrap();
+        let RefreshRotation::Rotated(old) = won else {
+            panic!("{won:?}")
+        };
+        assert!(old.rotated);
+        assert_eq!(old.rotation, Some(mark(AT, "rt2")));
+        // Within the grace: the winner's mark, nothing stored (rt3 absent).
+        let again = store
+            .rotate_refresh_token(
+                &p,
+                &SecretHash::of("rt1"),
+                record("rt3", &p),
+                mark(AT + Duration::seconds(4), "rt3"),
+                grace,
+            )
+            .await
+            .unwrap();
+        let RefreshRotation::WithinGrace(seen) = again else {
+            panic!("{again:?}")
+        };
+        assert_eq!(seen.rotation, Some(mark(AT, "rt2")));
+        assert!(store.refresh_token(&p, &SecretHash::of("rt3")).await.unwrap().is_none());
+        // After it, or with no grace: reuse.
+        for (at, g) in [(AT + grace, grace), (AT, Duration::ZERO)] {
+            let late = store
+                .rotate_refresh_token(&p, &SecretHash::of("rt1"), record("rt4", &p), mark(at, "rt4"), g)
+                .await
+                .unwrap();
+            assert!(matches!(late, RefreshRotation::AlreadyRotated(_)), "{late:?}");
+        }
+        // Another project, or a revoked grant: not found.
+        let q = ProjectId::new("q").unwrap();
+        let other = store
+            .rotate_refresh_token(&q, &SecretHash::of("rt1"), record("rt5", &q), mark(AT, "rt5"), grace)
+            .await
+            .unwrap();
+        assert_eq!(other, RefreshRotation::NotFound);
+        store
+            .revoke_grant(&p, &GrantId::from_random(&[9; 16]), AT)
+            .await
+            .unwrap();
+        let revoked = store
+            .rotate_refresh_token(&p, &SecretHash::of("rt1"), record("rt6", &p), mark(AT, "rt6"), grace)
+            .await
+            .unwrap();
+        assert_eq!(revoked, RefreshRotation::NotFound);
     }
 }

@@ -121,9 +121,18 @@ pub enum CodeConsumption {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RefreshRotation {
-    /// The old token was marked rotated and the new one stored.
+    /// The old token was marked rotated (with the given
+    /// [`crate::grant::RotationMark`]) and the new one stored; the old
+    /// record as it is now.
     Rotated(RefreshTokenRecord),
-    /// The old token had already been rotated (reuse); nothing was stored.
+    /// The old token had already been rotated, and this presentation falls
+    /// within the reuse grace of its recorded rotation
+    /// ([`RefreshTokenRecord::within_reuse_grace`]); nothing was stored or
+    /// changed. The record carries the first rotation's mark, from which
+    /// the caller re-derives the same successor.
+    WithinGrace(RefreshTokenRecord),
+    /// The old token had already been rotated and the presentation is
+    /// outside the grace (reuse); nothing was stored.
     AlreadyRotated(RefreshTokenRecord),
     /// No such token, or its grant is revoked; nothing was stored.
     NotFound,
@@ -135,7 +144,18 @@ pub enum RefreshRotation {
 /// # Security
 /// - [`GrantStore::consume_code`] must be atomic: of any number of
 ///   concurrent calls for one code, exactly one returns `Consumed`.
-/// - [`GrantStore::rotate_refresh_token`] must be atomic in the same way.
+/// - [`GrantStore::rotate_refresh_token`] must be atomic in the same way:
+///   of any number of concurrent calls for one old token, exactly one
+///   returns `Rotated` (and only that one stores its `new` record and its
+///   `mark`); every other call sees the winner's committed state and
+///   returns `WithinGrace` or `AlreadyRotated` by the winner's
+///   `mark.at`, never its own. With SQL: `UPDATE refresh_tokens SET
+///   rotated = TRUE, rotated_at = :at, rotation_nonce = :nonce,
+///   successor_hash = :successor WHERE project = :p AND hash = :old AND
+///   NOT rotated AND <grant not revoked>` and the insert of `new` in the
+///   same transaction; when no row was updated, read the row in that
+///   transaction and decide with [`RefreshTokenRecord::within_reuse_grace`]
+///   (`mark.at` as `now`).
 /// - After [`GrantStore::revoke_grant`], every code and token of the grant
 ///   must read as absent or revoked, including ones inserted later by a
 ///   request that raced the revocation (inserts for a revoked grant are
@@ -162,13 +182,21 @@ pub trait GrantStore: Send + Sync {
         hash: &SecretHash,
     ) -> Result<Option<RefreshTokenRecord>, StoreError>;
 
-    /// Marks `old` rotated and stores `new`, atomically, if `old` exists,
-    /// is not yet rotated, and its grant is not revoked.
+    /// Marks `old` rotated, records `mark` on it (`rotation`) and stores
+    /// `new`, atomically, if `old` exists, is not yet rotated, and its grant
+    /// is not revoked: `Rotated`. If `old` was already rotated: `WithinGrace`
+    /// when [`RefreshTokenRecord::within_reuse_grace`]`(mark.at, grace)`
+    /// holds for the stored record, else `AlreadyRotated`; either way
+    /// nothing changes. Unknown, other project's, or revoked grant:
+    /// `NotFound`. `mark.successor` is `new.hash`; `grace` is zero when
+    /// the project allows no reuse.
     async fn rotate_refresh_token(
         &self,
         project: &ProjectId,
         old: &SecretHash,
         new: RefreshTokenRecord,
+        mark: crate::grant::RotationMark,
+        grace: time::Duration,
     ) -> Result<RefreshRotation, StoreError>;
 
     /// Stores an access token (dropped if its grant is revoked).
