@@ -653,3 +653,24 @@ async fn settings_lint_long_jwts_and_refuse_bad_rotation() {
     assert_eq!(back.access_token_format, AccessTokenFormat::Opaque);
     assert_eq!(back.signing.access_token_algorithm, SigningAlgorithm::Es256);
 }
+
+/// The refresh grace with JWTs: a concurrent refresh within the grace gets
+/// the very same signed access token and ID token (the signatures are
+/// deterministic and the claims are re-derived), and it verifies.
+#[tokio::test]
+async fn a_refresh_within_the_grace_returns_the_same_jwts() {
+    let h = jwt_harness(SigningAlgorithm::Es256).await;
+    let client = h.public_client(1, &[REDIRECT]).await;
+    let t = jwt_tokens(&h, &client, 1, "&scope=openid+mcp%3Aread").await;
+    let rt1 = t.refresh_token.unwrap();
+    let a = h.refresh(&client, &rt1, "").await.unwrap();
+    h.clock.advance(Duration::seconds(2));
+    let b = h.refresh(&client, &rt1, "").await.unwrap();
+    assert_eq!(a.access_token, b.access_token);
+    assert_eq!(a.id_token, b.id_token);
+    assert!(a.id_token.is_some());
+    assert_eq!(a.access_token.split('.').count(), 3);
+    let (v, _) = verifier_for(&h).await;
+    v.verify(&b.access_token, h.server.now()).await.unwrap();
+    assert_eq!(h.introspect(&b.access_token).await["active"], true);
+}
