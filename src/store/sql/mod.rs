@@ -54,8 +54,9 @@
 //! Embedded, versioned, forward-only migrations, applied by
 //! [`SqliteStore::migrate`] / [`PostgresStore::migrate`] (never
 //! implicitly). Each is recorded in `schema_migrations (version, name,
-//! applied_at)`; applying one inserts its row first, in the same
-//! transaction as its DDL, so two processes migrating at once apply it once.
+//! applied_at)`. A run is one transaction that first takes an exclusive
+//! lock (SQLite `BEGIN IMMEDIATE`, PostgreSQL `pg_advisory_xact_lock`), so
+//! processes migrating at once apply each migration exactly once.
 //! A database whose schema is newer than the library refuses to migrate.
 //! Times are unix seconds (SQLite `INTEGER`, PostgreSQL `BIGINT`); hashes
 //! are SHA-256 digests of the secret (32 bytes, `BLOB` / `BYTEA`); JSON
@@ -280,7 +281,7 @@ pub(crate) fn hash_of(bytes: &[u8]) -> Result<crate::secret::SecretHash, StoreEr
 /// sqlx::Pool<_>` and `options: SqlOptions` and a method `fail(&self, op,
 /// sqlx::Error) -> StoreError`.
 macro_rules! impl_sql_store {
-    ($store:ty, $row:ty, $migrations:expr) => {
+    ($store:ty, $row:ty, $begin_exclusive:expr, $migrations:expr) => {
         use sqlx::Row as _;
 
         use $crate::audit::AuditEvent;
@@ -295,6 +296,7 @@ macro_rules! impl_sql_store {
         };
 
         const MIGRATIONS: &[$crate::store::sql::Migration] = $migrations;
+        const BEGIN_EXCLUSIVE: &str = $begin_exclusive;
 
         impl $store {
             /// Applies every embedded migration not yet applied, in order;
@@ -315,14 +317,48 @@ macro_rules! impl_sql_store {
             /// # Errors
             /// As [`Self::migrate`].
             pub async fn migrate_to(&self, version: i64) -> Result<(), StoreError> {
+                let mut conn = self
+                    .pool
+                    .acquire()
+                    .await
+                    .map_err(|e| self.fail("migrate: connect", e))?;
+                // One exclusive transaction for the whole run: concurrent
+                // migrations from several processes queue on it.
+                sqlx::raw_sql(BEGIN_EXCLUSIVE)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(|e| self.fail("migrate: begin", e))?;
+                let applied = self.apply_migrations(&mut conn, version).await;
+                let end = if applied.is_ok() { "COMMIT" } else { "ROLLBACK" };
+                if let Err(e) = sqlx::raw_sql(end).execute(&mut *conn).await {
+                    // Never hand a connection in an unknown transaction state
+                    // back to the pool.
+                    drop(conn.detach());
+                    return Err(applied.err().unwrap_or_else(|| self.fail("migrate: commit", e)));
+                }
+                applied
+            }
+
+            async fn apply_migrations(
+                &self,
+                conn: &mut sqlx::pool::PoolConnection<<$row as sqlx::Row>::Database>,
+                version: i64,
+            ) -> Result<(), StoreError> {
                 sqlx::raw_sql(
                     "CREATE TABLE IF NOT EXISTS schema_migrations \
                      (version BIGINT PRIMARY KEY NOT NULL, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
                 )
-                .execute(&self.pool)
+                .execute(&mut **conn)
                 .await
                 .map_err(|e| self.fail("create schema_migrations", e))?;
-                let newest = self.schema_version().await?;
+                let row = sqlx::query("SELECT MAX(version) FROM schema_migrations")
+                    .fetch_one(&mut **conn)
+                    .await
+                    .map_err(|e| self.fail("schema version", e))?;
+                let newest: i64 = row
+                    .try_get::<Option<i64>, _>(0)
+                    .map_err(|e| self.fail("schema version", e))?
+                    .unwrap_or(0);
                 let known = MIGRATIONS.last().map_or(0, |m| m.version);
                 if newest > known {
                     return Err(StoreError::new(format!(
@@ -330,31 +366,21 @@ macro_rules! impl_sql_store {
                     )));
                 }
                 let now = secs(OffsetDateTime::now_utc());
-                for m in MIGRATIONS.iter().filter(|m| m.version <= version) {
-                    let mut tx = self
-                        .pool
-                        .begin()
-                        .await
-                        .map_err(|e| self.fail("migrate: begin", e))?;
-                    let claimed = sqlx::query(
-                        "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3) \
-                         ON CONFLICT DO NOTHING",
-                    )
-                    .bind(m.version)
-                    .bind(m.name)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| self.fail("migrate: record version", e))?
-                    .rows_affected();
-                    if claimed == 0 {
-                        continue; // already applied (the transaction rolls back)
-                    }
+                for m in MIGRATIONS
+                    .iter()
+                    .filter(|m| m.version > newest && m.version <= version)
+                {
                     sqlx::raw_sql(m.sql)
-                        .execute(&mut *tx)
+                        .execute(&mut **conn)
                         .await
                         .map_err(|e| self.fail(m.name, e))?;
-                    tx.commit().await.map_err(|e| self.fail("migrate: commit", e))?;
+                    sqlx::query("INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)")
+                        .bind(m.version)
+                        .bind(m.name)
+                        .bind(now)
+                        .execute(&mut **conn)
+                        .await
+                        .map_err(|e| self.fail("migrate: record version", e))?;
                 }
                 Ok(())
             }

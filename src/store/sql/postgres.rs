@@ -73,6 +73,7 @@ impl PostgresStore {
 super::impl_sql_store!(
     PostgresStore,
     PgRow,
+    "BEGIN; SELECT pg_advisory_xact_lock(7263540117)",
     &[
         Migration {
             version: 1,

@@ -79,6 +79,7 @@ impl SqliteStore {
 super::impl_sql_store!(
     SqliteStore,
     SqliteRow,
+    "BEGIN IMMEDIATE",
     &[
         Migration {
             version: 1,
