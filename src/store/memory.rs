@@ -486,7 +486,7 @@ impl super::AuditLog for MemoryAuditLog {
                     .collect()
             })
             .unwrap_or_default();
-        hits.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        hits.sort_unstable_by_key(|(seq, _)| std::cmp::Reverse(*seq));
         let more = hits.len() > limit;
         hits.truncate(limit);
         Ok(super::AuditPage {
