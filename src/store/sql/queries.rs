@@ -111,8 +111,7 @@ pub(super) const CODE_CONSUME: &str = concat!(
 );
 
 /// After a failed consume: whether the code exists (revoked or not).
-pub(super) const CODE_STATE: &str =
-    "SELECT consumed, record FROM authorization_codes WHERE project = $1 AND hash = $2";
+pub(super) const CODE_STATE: &str = "SELECT consumed, record FROM authorization_codes WHERE project = $1 AND hash = $2";
 
 pub(super) const REFRESH_INSERT: &str = concat!(
     "INSERT INTO refresh_tokens (project, hash, grant_id, expires_at, rotated, record) ",
