@@ -485,3 +485,124 @@ async fn audit_retention_check<S: AuditLog>(
     );
     assert!(s.query(&AuditQuery::new(q)).await.unwrap().events.is_empty());
 }
+
+/// The driver over a PostgreSQL store that stops accepting connections:
+/// `server_error` (503 + `Retry-After` at the revocation endpoint, RFC 7009
+/// section 2.2.1) with no detail, every failure reported to the operator's
+/// hook, and service again once the database is back.
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_answers_server_error_while_the_database_is_down_and_recovers() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use authio_mcp::ErrorCode;
+    use authio_mcp::discovery::Issuer;
+    use authio_mcp::http::{HeaderOrDefaultProjectResolver, OAuthEndpoints};
+    use authio_mcp::project::{ProjectId, ProjectSettings};
+    use authio_mcp::server::AuthorizationServer;
+    use authio_mcp::store::sql::PostgresStore;
+
+    let Some(db) = sql_support::pg_database("server_error_while_down").await else {
+        return;
+    };
+    let errors = Arc::new(AtomicUsize::new(0));
+    let seen = errors.clone();
+    let store = PostgresStore::connect(
+        &db.url,
+        SqlOptions::default()
+            .max_connections(2)
+            .acquire_timeout(std::time::Duration::from_millis(300))
+            .on_error(move |_| {
+                seen.fetch_add(1, Ordering::SeqCst);
+            }),
+    )
+    .await
+    .unwrap();
+    store.migrate().await.unwrap();
+    let store = Arc::new(store);
+    let server = AuthorizationServer::builder(Issuer::new("https://as.example").unwrap())
+        .projects(store.clone())
+        .clients(store.clone())
+        .iats(store.clone())
+        .grants(store.clone())
+        .cimd_cache(store.clone())
+        .audit(store.clone())
+        .without_metadata_fetcher()
+        .build();
+    let p = ProjectId::new("proj_faults").unwrap();
+    server.put_project(&p, ProjectSettings::default()).await.unwrap();
+    server.set_mcp_enabled(&p, true).await.unwrap();
+    let client = sql_support_client(now());
+    assert!(
+        authio_mcp::store::ClientStore::insert(store.as_ref(), &p, client.clone())
+            .await
+            .unwrap()
+    );
+    let body = format!("token=at_x&client_id={}", client.client_id);
+    let endpoints = OAuthEndpoints::new(server.clone(), Arc::new(HeaderOrDefaultProjectResolver::new(p.clone())));
+    let revoke = || {
+        http::Request::builder()
+            .method("POST")
+            .uri("/oauth2/revoke")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body.clone().into_bytes())
+            .unwrap()
+    };
+    assert_eq!(
+        endpoints.revoke(&revoke()).await.status(),
+        200,
+        "unknown tokens: success"
+    );
+
+    let mut admin = sql_support::admin_connection(&std::env::var(sql_support::PG_ENV).unwrap()).await;
+    sqlx::Executor::execute(
+        &mut admin,
+        format!("ALTER DATABASE {} ALLOW_CONNECTIONS false", db.name).as_str(),
+    )
+    .await
+    .unwrap();
+    db.terminate_connections().await;
+
+    let before = errors.load(Ordering::SeqCst);
+    let e = server.metadata(&p).await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::ServerError);
+    let token = server
+        .token(
+            &p,
+            None,
+            b"grant_type=authorization_code&code=ac_x&client_id=client_000000000000000000000000",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(token.code(), ErrorCode::ServerError);
+    for response in [token.to_response(), endpoints.revoke(&revoke()).await] {
+        let body = String::from_utf8(response.body().clone()).unwrap();
+        assert!(
+            !body.contains("postgres") && !body.contains("SELECT") && !body.contains("connection"),
+            "no detail reaches the client: {body}"
+        );
+        assert!(body.contains("server_error"), "{body}");
+    }
+    let revoked = endpoints.revoke(&revoke()).await;
+    assert_eq!(revoked.status(), 503);
+    assert_eq!(revoked.headers()["retry-after"], "1");
+    assert!(errors.load(Ordering::SeqCst) > before, "the operator hears of it");
+
+    sqlx::Executor::execute(
+        &mut admin,
+        format!("ALTER DATABASE {} ALLOW_CONNECTIONS true", db.name).as_str(),
+    )
+    .await
+    .unwrap();
+    let mut back = false;
+    for _ in 0..20 {
+        if server.metadata(&p).await.is_ok() {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(back, "the server recovers by itself");
+    assert_eq!(endpoints.revoke(&revoke()).await.status(), 200);
+    store.close().await;
+}
