@@ -13,10 +13,8 @@
 //! use std::sync::Arc;
 //! use authio_mcp::store::contract::{self, Stores};
 //! # let my_store = Arc::new(authio_mcp::store::memory::MemoryGrantStore::new());
-//! let stores = Stores {
-//!     grants: my_store.clone(), // your GrantStore, and so on for each trait
-//!     ..Stores::memory()        // the in-memory ones for the traits you don't implement
-//! };
+//! // Your store for the traits it implements, the in-memory ones for the rest.
+//! let stores = Stores::memory().grants(my_store.clone());
 //! if let Err(violation) = contract::run_all(&stores).await {
 //!     panic!("{violation}");
 //! }
@@ -94,6 +92,48 @@ impl Stores {
             cimd: Arc::new(MemoryCimdCache::new()),
             audit: Arc::new(MemoryAuditLog::new()),
         }
+    }
+
+    /// Replaces the project store.
+    #[must_use]
+    pub fn projects(mut self, store: Arc<dyn ProjectStore>) -> Self {
+        self.projects = store;
+        self
+    }
+
+    /// Replaces the client store.
+    #[must_use]
+    pub fn clients(mut self, store: Arc<dyn ClientStore>) -> Self {
+        self.clients = store;
+        self
+    }
+
+    /// Replaces the initial access token store.
+    #[must_use]
+    pub fn iats(mut self, store: Arc<dyn IatStore>) -> Self {
+        self.iats = store;
+        self
+    }
+
+    /// Replaces the grant store.
+    #[must_use]
+    pub fn grants(mut self, store: Arc<dyn GrantStore>) -> Self {
+        self.grants = store;
+        self
+    }
+
+    /// Replaces the CIMD cache.
+    #[must_use]
+    pub fn cimd(mut self, store: Arc<dyn CimdCache>) -> Self {
+        self.cimd = store;
+        self
+    }
+
+    /// Replaces the audit log.
+    #[must_use]
+    pub fn audit(mut self, store: Arc<dyn AuditLog>) -> Self {
+        self.audit = store;
+        self
     }
 
     /// One object implementing every trait (like the SQL stores).
