@@ -606,3 +606,79 @@ async fn the_server_answers_server_error_while_the_database_is_down_and_recovers
     assert_eq!(endpoints.revoke(&revoke()).await.status(), 200);
     store.close().await;
 }
+
+/// Batched audit writing: every event is stored once the store closes.
+async fn batched_audit_check(log: &(dyn AuditLog + Sync), project: &str, n: i64) {
+    use authio_mcp::audit::{AuditEvent, AuditKind};
+    let p = authio_mcp::project::ProjectId::new(project).unwrap();
+    let t0 = now();
+    futures_util::future::join_all((0..n).map(|i| {
+        let p = p.clone();
+        async move {
+            log.record(AuditEvent::new(
+                p,
+                t0 + time::Duration::seconds(i),
+                AuditKind::IatRevoked { iat_id: format!("{i}") },
+            ))
+            .await;
+        }
+    }))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_batched_audit_loses_nothing_on_close() {
+    use authio_mcp::store::AuditQuery;
+    let dir = TempDir::new();
+    let url = dir.sqlite_url("batched.db");
+    let s = SqliteStore::connect(&url, SqlOptions::default().audit_batching(true))
+        .await
+        .unwrap();
+    s.migrate().await.unwrap();
+    batched_audit_check(&s, "proj_batched", 3000).await;
+    s.close().await;
+    let s = SqliteStore::connect(&url, SqlOptions::default()).await.unwrap();
+    let mut seen = 0;
+    let mut cursor = None;
+    loop {
+        let page = s
+            .query(
+                &AuditQuery::new(authio_mcp::project::ProjectId::new("proj_batched").unwrap())
+                    .limit(1000)
+                    .before(cursor),
+            )
+            .await
+            .unwrap();
+        seen += page.events.len();
+        cursor = page.next;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    assert_eq!(seen, 3000);
+    assert_eq!(s.audit_failures(), 0);
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_batched_audit_loses_nothing_on_close() {
+    use authio_mcp::store::AuditQuery;
+    use authio_mcp::store::sql::PostgresStore;
+    let Some(db) = sql_support::pg_database("postgres_batched_audit").await else {
+        return;
+    };
+    let s = PostgresStore::connect(&db.url, SqlOptions::default().audit_batching(true))
+        .await
+        .unwrap();
+    s.migrate().await.unwrap();
+    batched_audit_check(&s, "proj_batched", 3000).await;
+    s.close().await;
+    let s = PostgresStore::connect(&db.url, SqlOptions::default()).await.unwrap();
+    let page = s
+        .query(&AuditQuery::new(authio_mcp::project::ProjectId::new("proj_batched").unwrap()).limit(1000))
+        .await
+        .unwrap();
+    assert_eq!(page.events.len(), 1000);
+    assert!(page.next.is_some());
+    s.close().await;
+}

@@ -25,7 +25,7 @@ use authio_mcp::secret::SecretString;
 use authio_mcp::server::AuthorizationServer;
 use authio_mcp::store::memory::MemoryAuditLog;
 use authio_mcp::store::sql::{PostgresStore, SqlOptions, SqliteStore};
-use authio_mcp::store::{AuditCursor, AuditLog, AuditQuery};
+use authio_mcp::store::{AuditCursor, AuditLog, AuditQuery, CachedProjectStore};
 use authio_mcp::{ErrorCode, OAuthError};
 use axum::Router;
 use axum::body::Bytes;
@@ -118,6 +118,15 @@ impl Storage {
         }
     }
 
+    /// Writes queued audit events and closes the database.
+    pub async fn close(&self) {
+        match self {
+            Self::Memory => {}
+            Self::Sqlite(s) => s.close().await,
+            Self::Postgres(s) => s.close().await,
+        }
+    }
+
     /// Deletes what can go: expired codes and tokens, unusable initial
     /// access tokens, and (SQL) expired CIMD entries and old audit events.
     pub async fn purge(&self, server: &AuthorizationServer) -> Result<u64, authio_mcp::store::StoreError> {
@@ -158,16 +167,19 @@ impl App {
         config: Config,
         policy: RegistrationPolicy,
     ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
-        Self::with_storage(config, policy, Storage::Memory).await
+        Self::with_storage(config, policy, Storage::Memory, std::time::Duration::ZERO).await
     }
 
     /// Like [`App::with_registration_policy`], over `storage`. The demo
     /// project is created (through the MCP cascade) only when the store
     /// does not have it yet: a restart keeps the project as it was left.
+    /// `project_cache`: how long project settings read from the store are
+    /// reused (zero: read on every request).
     pub async fn with_storage(
         config: Config,
         policy: RegistrationPolicy,
         storage: Storage,
+        project_cache: std::time::Duration,
     ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
         let mut fetcher = ReqwestFetcher::builder().danger_allow_loopback_for_development(config.allow_loopback_cimd);
         if let Some(pem) = &config.cimd_root_cert {
@@ -201,6 +213,15 @@ impl App {
                     .audit(s.clone()),
                 s.clone(),
             ),
+        };
+        let builder = match (&storage, project_cache.is_zero()) {
+            (_, true) | (Storage::Memory, _) => builder,
+            (Storage::Sqlite(s), false) => {
+                builder.projects(Arc::new(CachedProjectStore::new(s.clone(), project_cache)))
+            }
+            (Storage::Postgres(s), false) => {
+                builder.projects(Arc::new(CachedProjectStore::new(s.clone(), project_cache)))
+            }
         };
         let server = builder.build();
         let project = ProjectId::new(DEMO_PROJECT)?;

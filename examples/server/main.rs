@@ -38,6 +38,11 @@ USAGE: cargo run --example server -- [FLAGS]
   --db-pool-size N            database connections (default 10)
   --db-acquire-timeout-ms N   how long a request waits for a connection before failing (default 5000)
   --db-busy-timeout-ms N      SQLite: how long a write waits for the database lock (default 5000)
+  --db-audit-batch            write audit events in the background, many per statement
+                              (faster; kill -9 may lose the last moments' events)
+  --project-cache-ms N        cache project settings for N ms (default 0: read on every request);
+                              with several instances, a settings change made on one applies on
+                              the others after at most N ms
 ";
 
 /// The default `--database-url`: a SQLite file in the working directory.
@@ -55,6 +60,7 @@ struct Extra {
     policy: RegistrationPolicy,
     database_url: String,
     sql: SqlOptions,
+    project_cache: std::time::Duration,
 }
 
 fn parse_args() -> Result<(SocketAddr, app::Config, Extra), String> {
@@ -68,6 +74,7 @@ fn parse_args() -> Result<(SocketAddr, app::Config, Extra), String> {
         policy: RegistrationPolicy::default(),
         database_url: DEFAULT_DATABASE_URL.to_owned(),
         sql: SqlOptions::default(),
+        project_cache: std::time::Duration::ZERO,
     };
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -117,6 +124,11 @@ fn parse_args() -> Result<(SocketAddr, app::Config, Extra), String> {
                 let ms: u64 = value()?.parse().map_err(|_| "--db-busy-timeout-ms takes a number")?;
                 extra.sql = extra.sql.busy_timeout(std::time::Duration::from_millis(ms));
             }
+            "--db-audit-batch" => extra.sql = extra.sql.audit_batching(true),
+            "--project-cache-ms" => {
+                let ms: u64 = value()?.parse().map_err(|_| "--project-cache-ms takes a number")?;
+                extra.project_cache = std::time::Duration::from_millis(ms);
+            }
             other => return Err(format!("unknown flag {other}; see --help")),
         }
     }
@@ -163,7 +175,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let storage = app::Storage::open(&extra.database_url, sql)
         .await
         .map_err(|e| format!("--database-url: {e}"))?;
-    let app = app::App::with_storage(config.clone(), extra.policy, storage).await?;
+    let app = app::App::with_storage(config.clone(), extra.policy, storage, extra.project_cache).await?;
     if let Some(every) = extra.purge_interval {
         // Keeps the stores bounded on a long-running server.
         let server = app.endpoints.server().clone();
@@ -201,5 +213,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             println!("shutting down");
         })
         .await?;
+    // Writes queued audit events and closes the database.
+    app.storage.close().await;
     Ok(())
 }

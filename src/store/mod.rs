@@ -7,6 +7,7 @@
 //! ones in `sql` (features `sqlite`, `postgres`). The `contract` module
 //! (feature `test-util`) is the test suite every implementation must pass.
 
+mod cached;
 #[cfg(feature = "test-util")]
 pub mod contract;
 pub mod memory;
@@ -23,6 +24,8 @@ use crate::client::{Client, RegisteredClientId};
 use crate::grant::{AccessTokenClaims, AccessTokenRecord, CodeRecord, GrantId, RefreshTokenRecord};
 use crate::project::{ProjectId, ProjectSettings};
 use crate::secret::{SecretHash, SecretString};
+
+pub use self::cached::CachedProjectStore;
 
 /// A failure of the host's storage. Rendered to clients as `server_error`
 /// with no detail; the message is for the host's logs.

@@ -1,6 +1,7 @@
 //! The PostgreSQL backend.
 
 use std::str::FromStr as _;
+use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
@@ -21,7 +22,8 @@ use super::{Migration, SqlOptions};
 pub struct PostgresStore {
     pool: PgPool,
     options: SqlOptions,
-    audit_failures: AtomicU64,
+    audit_failures: Arc<AtomicU64>,
+    audit_writer: AuditWriter,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -49,16 +51,18 @@ impl PostgresStore {
             .connect_with(connect)
             .await
             .map_err(|e| crate::store::StoreError::with_source("postgres: cannot connect to the database", e))?;
+        let audit_failures = Arc::new(AtomicU64::new(0));
+        let audit_writer = if options.audit_batching {
+            AuditWriter::start(pool.clone(), options.clone(), audit_failures.clone())
+        } else {
+            AuditWriter::none()
+        };
         Ok(Self {
             pool,
             options,
-            audit_failures: AtomicU64::new(0),
+            audit_failures,
+            audit_writer,
         })
-    }
-
-    /// Closes every connection of the pool (waiting for the ones in use).
-    pub async fn close(&self) {
-        self.pool.close().await;
     }
 
     fn fail(&self, op: &str, e: sqlx::Error) -> crate::store::StoreError {
@@ -73,6 +77,7 @@ impl PostgresStore {
 super::impl_sql_store!(
     PostgresStore,
     PgRow,
+    "postgres",
     "BEGIN; SELECT pg_advisory_xact_lock(7263540117)",
     &[
         Migration {

@@ -1,6 +1,7 @@
 //! The SQLite backend: one database file, WAL mode.
 
 use std::str::FromStr as _;
+use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use sqlx::sqlite::{
@@ -22,7 +23,8 @@ use super::{Migration, SqlOptions};
 pub struct SqliteStore {
     pool: SqlitePool,
     options: SqlOptions,
-    audit_failures: AtomicU64,
+    audit_failures: Arc<AtomicU64>,
+    audit_writer: AuditWriter,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -55,16 +57,18 @@ impl SqliteStore {
             .connect_with(connect)
             .await
             .map_err(|e| crate::store::StoreError::with_source("sqlite: cannot open the database", e))?;
+        let audit_failures = Arc::new(AtomicU64::new(0));
+        let audit_writer = if options.audit_batching {
+            AuditWriter::start(pool.clone(), options.clone(), audit_failures.clone())
+        } else {
+            AuditWriter::none()
+        };
         Ok(Self {
             pool,
             options,
-            audit_failures: AtomicU64::new(0),
+            audit_failures,
+            audit_writer,
         })
-    }
-
-    /// Closes every connection of the pool (waiting for the ones in use).
-    pub async fn close(&self) {
-        self.pool.close().await;
     }
 
     fn fail(&self, op: &str, e: sqlx::Error) -> crate::store::StoreError {
@@ -79,6 +83,7 @@ impl SqliteStore {
 super::impl_sql_store!(
     SqliteStore,
     SqliteRow,
+    "sqlite",
     "BEGIN IMMEDIATE",
     &[
         Migration {
