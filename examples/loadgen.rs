@@ -52,6 +52,8 @@ USAGE: cargo run --release --example loadgen -- [FLAGS]
                         (sqlite://PATH, postgres://..., memory:) and run against it;
                         --base and --admin-token are then chosen here
   --db-pool-size N      with --database-url: the server's pool size (default 10)
+  --server-arg ARG      with --database-url: one more flag for the server (repeatable),
+                        e.g. --server-arg --db-audit-batch --server-arg --project-cache-ms --server-arg 1000
 ";
 
 const REDIRECT: &str = "https://loadgen.example.com/callback";
@@ -67,6 +69,7 @@ struct Args {
     resource: String,
     database_url: Option<String>,
     db_pool_size: Option<String>,
+    server_args: Vec<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -80,6 +83,7 @@ fn parse_args() -> Result<Args, String> {
         resource: "http://127.0.0.1:8090/mcp".into(),
         database_url: None,
         db_pool_size: None,
+        server_args: Vec::new(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -100,6 +104,7 @@ fn parse_args() -> Result<Args, String> {
             "--resource" => a.resource = value()?,
             "--database-url" => a.database_url = Some(value()?),
             "--db-pool-size" => a.db_pool_size = Some(value()?),
+            "--server-arg" => a.server_args.push(value()?),
             other => return Err(format!("unknown flag {other}; see --help")),
         }
     }
@@ -176,6 +181,7 @@ async fn spawn_server(args: &mut Args, url: &str) -> Result<Spawned, String> {
     if let Some(n) = &args.db_pool_size {
         cmd.args(["--db-pool-size", n]);
     }
+    cmd.args(&args.server_args);
     let child = Spawned(cmd.spawn().map_err(|e| format!("starting {}: {e}", server.display()))?);
     let http = client()?;
     for _ in 0..300 {
@@ -193,6 +199,7 @@ async fn spawn_server(args: &mut Args, url: &str) -> Result<Spawned, String> {
 }
 
 async fn run(mut args: Args) -> Result<(), String> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let _server = match args.database_url.clone() {
         Some(url) => Some(spawn_server(&mut args, &url).await?),
         None => None,
