@@ -306,10 +306,17 @@ impl App {
         let iat = self
             .endpoints
             .server()
-            .issue_iat(&self.project(), IatOptions::new().label("printed at start-up"))
+            // Valid for a day: with a persistent store, the tokens printed
+            // by earlier starts must not stay usable forever.
+            .issue_iat(
+                &self.project(),
+                IatOptions::new()
+                    .label("printed at start-up")
+                    .ttl(time::Duration::days(1)),
+            )
             .await?;
         Ok(vec![format!(
-            "initial access token: {} (id {})",
+            "initial access token: {} (id {}, valid for 24 hours)",
             iat.token.expose_secret(),
             iat.id.as_str()
         )])
