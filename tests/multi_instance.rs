@@ -66,7 +66,7 @@ impl Instance {
             .args(["--database-url", database_url])
             .args(["--admin-token", ADMIN, "--introspection-token", INTROSPECT])
             .args(["--auto-approve", "--max-clients", "none", "--purge-interval-secs", "0"])
-            .args(["--db-pool-size", "16"])
+            .args(["--db-pool-size", "24", "--db-acquire-timeout-ms", "30000"])
             .stdout(Stdio::null())
             .stderr(Stdio::from(std::fs::File::create(Self::log(port)).unwrap()))
             .spawn()
