@@ -60,7 +60,7 @@ struct Instance {
 
 impl Instance {
     async fn start(port: u16, issuer: &str, database_url: &str) -> Self {
-        let child = Command::new(server_binary())
+        let mut child = Command::new(server_binary())
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--issuer", issuer])
             .args(["--database-url", database_url])
@@ -84,6 +84,8 @@ impl Instance {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        let _ = child.kill();
+        let _ = child.wait();
         let log = std::fs::read_to_string(Self::log(port)).unwrap_or_default();
         panic!("instance on port {port} did not start:\n{log}");
     }
