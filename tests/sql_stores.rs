@@ -682,3 +682,67 @@ async fn postgres_batched_audit_loses_nothing_on_close() {
     assert!(page.next.is_some());
     s.close().await;
 }
+
+/// SQLite locked by another process's writer for longer than the busy
+/// timeout: writes fail with a `StoreError` (reported to the hook), the
+/// code is neither consumed nor reported consumed, and the store works
+/// again once the lock is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_locked_by_another_writer_fails_safe_and_recovers() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use authio_mcp::store::CodeConsumption;
+    use sqlx::Connection as _;
+
+    let dir = TempDir::new();
+    let url = dir.sqlite_url("locked.db");
+    let errors = Arc::new(AtomicUsize::new(0));
+    let seen = errors.clone();
+    let s = SqliteStore::connect(
+        &url,
+        SqlOptions::default()
+            .busy_timeout(std::time::Duration::from_millis(200))
+            .on_error(move |_| {
+                seen.fetch_add(1, Ordering::SeqCst);
+            }),
+    )
+    .await
+    .unwrap();
+    s.migrate().await.unwrap();
+    let p = authio_mcp::project::ProjectId::new("proj_locked").unwrap();
+    let code = locked_fixture_code(&p);
+    s.insert_code(code.clone()).await.unwrap();
+
+    // Another connection (as another process would) holds the write lock.
+    let mut other = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::Executor::execute(&mut other, "BEGIN IMMEDIATE").await.unwrap();
+    let failed = s.consume_code(&p, &code.hash).await;
+    assert!(failed.is_err(), "a write that cannot take the lock is an error, not an answer");
+    assert!(errors.load(Ordering::SeqCst) >= 1, "the operator hears of it");
+    sqlx::Executor::execute(&mut other, "COMMIT").await.unwrap();
+    other.close().await.unwrap();
+
+    assert!(
+        matches!(s.consume_code(&p, &code.hash).await.unwrap(), CodeConsumption::Consumed(_)),
+        "the failed attempt consumed nothing; the store works again"
+    );
+    s.close().await;
+}
+
+fn locked_fixture_code(p: &authio_mcp::project::ProjectId) -> authio_mcp::grant::CodeRecord {
+    use authio_mcp::grant::{GrantId, Subject};
+    use authio_mcp::pkce::{CodeChallenge, CodeVerifier};
+    use authio_mcp::secret::SecretHash;
+    let t0 = now();
+    serde_json::from_value(serde_json::json!({
+        "hash": SecretHash::of("locked-code"),
+        "grant": {
+            "id": GrantId::from_random(&[5; 16]), "project": p, "client_id": "client_000000000000000000000000",
+            "subject": Subject::new("u").unwrap(), "scopes": "", "resources": [], "granted_at": t0.unix_timestamp()
+        },
+        "redirect_uri": "https://c.example/cb",
+        "code_challenge": CodeChallenge::s256(&CodeVerifier::from_random(&[9; 32])),
+        "expires_at": (t0 + time::Duration::minutes(1)).unix_timestamp(), "consumed": false
+    }))
+    .unwrap()
+}
