@@ -717,13 +717,19 @@ async fn sqlite_locked_by_another_writer_fails_safe_and_recovers() {
     let mut other = sqlx::SqliteConnection::connect(&url).await.unwrap();
     sqlx::Executor::execute(&mut other, "BEGIN IMMEDIATE").await.unwrap();
     let failed = s.consume_code(&p, &code.hash).await;
-    assert!(failed.is_err(), "a write that cannot take the lock is an error, not an answer");
+    assert!(
+        failed.is_err(),
+        "a write that cannot take the lock is an error, not an answer"
+    );
     assert!(errors.load(Ordering::SeqCst) >= 1, "the operator hears of it");
     sqlx::Executor::execute(&mut other, "COMMIT").await.unwrap();
     other.close().await.unwrap();
 
     assert!(
-        matches!(s.consume_code(&p, &code.hash).await.unwrap(), CodeConsumption::Consumed(_)),
+        matches!(
+            s.consume_code(&p, &code.hash).await.unwrap(),
+            CodeConsumption::Consumed(_)
+        ),
         "the failed attempt consumed nothing; the store works again"
     );
     s.close().await;

@@ -35,7 +35,7 @@
 //! | operation | how |
 //! |---|---|
 //! | `GrantStore::consume_code` | one `UPDATE ... SET consumed = TRUE WHERE ... AND consumed = FALSE AND <grant not revoked> RETURNING`: the row lock (PostgreSQL) or the database write lock (SQLite) serializes concurrent updates, and a waiter re-checks `consumed` after the winner commits, so exactly one caller gets the row |
-//! | `GrantStore::rotate_refresh_token` | a transaction (PostgreSQL `READ COMMITTED`; SQLite's single writer) whose FIRST statement is the same kind of conditional `UPDATE ... SET rotated = TRUE ... RETURNING`, followed by the insert of the successor: only the winner of the update inserts |
+//! | `GrantStore::rotate_refresh_token` | PostgreSQL: ONE statement, a data-modifying CTE (`WITH old AS (UPDATE ... SET rotated = TRUE WHERE ... AND rotated = FALSE RETURNING ...) INSERT ... SELECT ... FROM old`): the successor is inserted only for the row the conditional update returned, atomically. SQLite: a transaction under its single writer lock whose FIRST statement is that conditional `UPDATE`, followed by the insert. Either way only the winner of the update inserts |
 //! | `IatStore::use_once` | one `UPDATE ... SET uses = uses + 1 WHERE <not revoked> AND <not expired> AND (max_uses IS NULL OR uses < max_uses) RETURNING`: check and count are one statement, so `max_uses` is never exceeded |
 //! | `IatStore::revoke` | one conditional `UPDATE ... WHERE revoked_at IS NULL RETURNING` |
 //! | `ProjectStore::compare_and_swap` | optimistic: the settings are read with their `version`, compared with `current`, and replaced by `UPDATE ... WHERE id = ? AND version = ?`; the update is the atomic step |
@@ -295,8 +295,11 @@ pub(crate) fn hash_of(bytes: &[u8]) -> Result<crate::secret::SecretHash, StoreEr
 /// sqlx::Pool<_>` and `options: SqlOptions` and a method `fail(&self, op,
 /// sqlx::Error) -> StoreError`.
 macro_rules! impl_sql_store {
-    ($store:ty, $row:ty, $backend:literal, $begin_exclusive:expr, $migrations:expr) => {
+    ($store:ty, $row:ty, $backend:literal, $begin_exclusive:expr, $rotate_in_one:expr, $migrations:expr) => {
         const BACKEND: &str = $backend;
+        /// Whether refresh rotation is one statement (a data-modifying
+        /// CTE, PostgreSQL) rather than a transaction of two (SQLite).
+        const ROTATE_IN_ONE_STATEMENT: bool = $rotate_in_one;
         use sqlx::Row as _;
 
         use $crate::audit::AuditEvent;
@@ -1001,6 +1004,32 @@ macro_rules! impl_sql_store {
                 new: RefreshTokenRecord,
             ) -> Result<RefreshRotation, StoreError> {
                 let new_json = to_json("refresh token", &new)?;
+                if ROTATE_IN_ONE_STATEMENT {
+                    let row = sqlx::query(q::REFRESH_ROTATE_ONE_STATEMENT)
+                        .bind(project.as_str())
+                        .bind(old.as_bytes().as_slice())
+                        .bind(new.grant.project.as_str())
+                        .bind(new.hash.as_bytes().as_slice())
+                        .bind(new.grant.id.as_str())
+                        .bind(secs(new.expires_at))
+                        .bind(new.rotated)
+                        .bind(new_json)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(|e| self.fail("rotate refresh token", e))?;
+                    if let Some(row) = row {
+                        let json: String = row.try_get(0).map_err(|e| self.fail("rotate refresh token", e))?;
+                        let mut old_record: RefreshTokenRecord = from_json("refresh token", &json)?;
+                        old_record.rotated = true;
+                        return Ok(RefreshRotation::Rotated(old_record));
+                    }
+                    return Ok(
+                        match $crate::store::GrantStore::refresh_token(self, project, old).await? {
+                            Some(record) if record.rotated => RefreshRotation::AlreadyRotated(record),
+                            _ => RefreshRotation::NotFound,
+                        },
+                    );
+                }
                 let mut tx = self
                     .pool
                     .begin()

@@ -79,6 +79,7 @@ super::impl_sql_store!(
     PgRow,
     "postgres",
     "BEGIN; SELECT pg_advisory_xact_lock(7263540117)",
+    true,
     &[
         Migration {
             version: 1,

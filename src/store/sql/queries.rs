@@ -133,6 +133,19 @@ pub(super) const REFRESH_ROTATE: &str = concat!(
     " RETURNING record"
 );
 
+/// PostgreSQL only: the rotation as ONE statement. The data-modifying CTE
+/// marks the old token (the row lock serializes concurrent rotations) and
+/// the insert of the successor runs only on the row the update returned;
+/// both commit or neither does. `$1`/`$2`: project and old hash; `$3`..`$8`:
+/// the new row. Returns the old record, or no row.
+pub(super) const REFRESH_ROTATE_ONE_STATEMENT: &str = concat!(
+    "WITH old AS (UPDATE refresh_tokens SET rotated = TRUE WHERE project = $1 AND hash = $2 AND rotated = FALSE AND ",
+    not_revoked!("refresh_tokens"),
+    " RETURNING record) ",
+    "INSERT INTO refresh_tokens (project, hash, grant_id, expires_at, rotated, record) ",
+    "SELECT $3, $4, $5, $6, $7, $8 FROM old RETURNING (SELECT record FROM old)"
+);
+
 pub(super) const ACCESS_INSERT: &str = concat!(
     "INSERT INTO access_tokens (project, hash, grant_id, expires_at, revoked, record) ",
     "SELECT $1, $2, $3, $4, $5, $6 WHERE NOT EXISTS ",

@@ -85,6 +85,7 @@ super::impl_sql_store!(
     SqliteRow,
     "sqlite",
     "BEGIN IMMEDIATE",
+    false,
     &[
         Migration {
             version: 1,
