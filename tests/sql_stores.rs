@@ -56,8 +56,6 @@ async fn postgres_store_keeps_the_contract() {
 
 mod sqlite_only {
     use super::*;
-    use authio_mcp::audit::{AuditEvent, AuditKind};
-    use authio_mcp::store::{AuditLog, AuditQuery, AuditSink, GrantStore};
 
     async fn store(dir: &TempDir, options: SqlOptions) -> SqliteStore {
         let s = SqliteStore::connect(&dir.sqlite_url("t.db"), options).await.unwrap();
@@ -101,9 +99,6 @@ mod sqlite_only {
         .await;
         super::audit_retention_check(&s, |s, at| Box::pin(s.purge_audit(at))).await;
     }
-
-    #[allow(dead_code)]
-    fn _uses(_: &dyn AuditLog, _: &dyn AuditSink, _: &dyn GrantStore, _: AuditQuery, _: AuditEvent, _: AuditKind) {}
 }
 
 #[cfg(feature = "postgres")]
