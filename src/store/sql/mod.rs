@@ -88,6 +88,14 @@
 //! every such error, so the operator sees it as it happens. The pool
 //! reconnects by itself when the database comes back.
 
+// Adding a table or a store (for maintainers): write the DDL as the next
+// migration in BOTH `migrations/sqlite/` and `migrations/postgres/` and
+// append it to the `Migration` lists in `sqlite.rs` and `postgres.rs`
+// (never edit an applied migration); put the statements in `queries.rs`
+// (`$N` placeholders, shared by both backends); add the trait impl inside
+// `impl_sql_store!` below, so both backends get it; add the table to the
+// schema table above and the trait's checks to `store::contract`.
+
 mod queries;
 
 #[cfg(feature = "postgres")]
