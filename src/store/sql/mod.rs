@@ -520,10 +520,12 @@ macro_rules! impl_sql_store {
                 Ok(())
             }
 
-            /// The newest migration applied (0: none).
+            /// The newest migration applied (0: a migration run started
+            /// but applied none).
             ///
             /// # Errors
-            /// [`StoreError`] when the database fails.
+            /// [`StoreError`] when the database fails, or was never
+            /// migrated (it has no `schema_migrations` table).
             pub async fn schema_version(&self) -> Result<i64, StoreError> {
                 let row = sqlx::query("SELECT MAX(version) FROM schema_migrations")
                     .fetch_one(&self.pool)
