@@ -831,7 +831,7 @@ pub async fn refresh_tokens(store: &dyn GrantStore) -> Outcome {
 
 /// A rotation mark naming `successor`.
 fn mark(at: OffsetDateTime, successor: &RefreshTokenRecord) -> RotationMark {
-    RotationMark::new(at, RotationNonce::from_random(random_bytes()), successor.hash.clone())
+    RotationMark::new(at, RotationNonce::from_random(random_bytes()), successor.hash)
 }
 
 /// `GrantStore` access tokens: scoping and single-token revocation.
