@@ -441,7 +441,8 @@ impl OAuthEndpoints {
         }
     }
 
-    /// `POST /oauth2/revoke` (RFC 7009): 200 with an empty body on success.
+    /// `POST /oauth2/revoke` (RFC 7009): 200 with an empty body on success;
+    /// 503 `server_error` with `Retry-After` when storage fails.
     pub async fn revoke<B: AsRef<[u8]>>(&self, req: &Request<B>) -> Response<Vec<u8>> {
         if let Some(r) = cors_preflight(req) {
             return r;
@@ -455,6 +456,14 @@ impl OAuthEndpoints {
         observe("revoke", started, &result);
         let mut response = match result {
             Ok(()) => no_store(Response::new(Vec::new())),
+            // RFC 7009 section 2.2.1: a 503 tells the client the token may
+            // still exist and to retry (storage is unavailable).
+            Err(e) if e.code() == crate::error::ErrorCode::ServerError => {
+                let mut r = error_response(&e.with_status(StatusCode::SERVICE_UNAVAILABLE));
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                r
+            }
             Err(e) => error_response(&e),
         };
         add_cors(&mut response);

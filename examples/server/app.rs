@@ -24,6 +24,8 @@ use authio_mcp::scope::ScopeSet;
 use authio_mcp::secret::SecretString;
 use authio_mcp::server::AuthorizationServer;
 use authio_mcp::store::memory::MemoryAuditLog;
+use authio_mcp::store::sql::{PostgresStore, SqlOptions, SqliteStore};
+use authio_mcp::store::{AuditCursor, AuditLog, AuditQuery, CachedProjectStore};
 use authio_mcp::{ErrorCode, OAuthError};
 use axum::Router;
 use axum::body::Bytes;
@@ -78,13 +80,76 @@ impl std::fmt::Debug for Config {
     }
 }
 
+/// Where the server keeps its records.
+#[derive(Clone)]
+pub enum Storage {
+    /// In process memory: lost at exit, not shared between instances.
+    Memory,
+    /// One SQLite file.
+    Sqlite(Arc<SqliteStore>),
+    /// A PostgreSQL database, shared by any number of instances.
+    Postgres(Arc<PostgresStore>),
+}
+
+impl Storage {
+    /// Opens and migrates the store a `--database-url` names: `memory:`,
+    /// `sqlite://PATH` (created if missing) or `postgres://...`.
+    pub async fn open(url: &str, options: SqlOptions) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        if url == "memory:" {
+            return Ok(Self::Memory);
+        }
+        if url.starts_with("sqlite:") {
+            let store = SqliteStore::connect(url, options).await?;
+            store.migrate().await?;
+            return Ok(Self::Sqlite(Arc::new(store)));
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let store = PostgresStore::connect(url, options).await?;
+            store.migrate().await?;
+            return Ok(Self::Postgres(Arc::new(store)));
+        }
+        Err(format!("--database-url {url}: expected memory:, sqlite://PATH or postgres://...").into())
+    }
+
+    /// A short description for the start-up banner (no credentials).
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Self::Memory => "memory (lost at exit)",
+            Self::Sqlite(_) => "SQLite",
+            Self::Postgres(_) => "PostgreSQL",
+        }
+    }
+
+    /// Writes queued audit events and closes the database.
+    pub async fn close(&self) {
+        match self {
+            Self::Memory => {}
+            Self::Sqlite(s) => s.close().await,
+            Self::Postgres(s) => s.close().await,
+        }
+    }
+
+    /// Deletes what can go: expired codes and tokens, unusable initial
+    /// access tokens, and (SQL) expired CIMD entries and old audit events.
+    pub async fn purge(&self, server: &AuthorizationServer) -> Result<u64, authio_mcp::store::StoreError> {
+        let now = server.now();
+        match self {
+            Self::Memory => server.purge_expired().await.map(|n| n as u64),
+            Self::Sqlite(s) => s.purge(now).await.map(|r| r.total()),
+            Self::Postgres(s) => s.purge(now).await.map(|r| r.total()),
+        }
+    }
+}
+
 /// The running application's handles.
 #[derive(Clone)]
 pub struct App {
     /// The OAuth endpoints.
     pub endpoints: OAuthEndpoints,
     /// The audit log, for `/admin/.../audit`.
-    pub audit: Arc<MemoryAuditLog>,
+    pub audit: Arc<dyn AuditLog>,
+    /// Where the records are.
+    pub storage: Storage,
     config: Arc<Config>,
     consent: Arc<ConsentPage>,
 }
@@ -99,35 +164,74 @@ impl App {
 
     /// Like [`App::new`], with registration limits (e.g. no client quota,
     /// for long load-generator runs).
+    #[allow(dead_code)] // the end-to-end tests use memory
     pub async fn with_registration_policy(
         config: Config,
         policy: RegistrationPolicy,
     ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
-        let audit = Arc::new(MemoryAuditLog::new());
+        Self::with_storage(config, policy, Storage::Memory, std::time::Duration::ZERO).await
+    }
+
+    /// Like [`App::with_registration_policy`], over `storage`. The demo
+    /// project is created (through the MCP cascade) only when the store
+    /// does not have it yet: a restart keeps the project as it was left.
+    /// `project_cache`: how long project settings read from the store are
+    /// reused (zero: read on every request).
+    pub async fn with_storage(
+        config: Config,
+        policy: RegistrationPolicy,
+        storage: Storage,
+        project_cache: std::time::Duration,
+    ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
         let mut fetcher = ReqwestFetcher::builder().danger_allow_loopback_for_development(config.allow_loopback_cimd);
         if let Some(pem) = &config.cimd_root_cert {
             fetcher = fetcher.add_root_certificate_for_development(pem);
         }
-        let server = AuthorizationServer::builder(config.issuer.clone())
-            .audit(audit.clone())
+        let builder = AuthorizationServer::builder(config.issuer.clone())
             .metadata_fetcher(Arc::new(fetcher.build()?))
             .registration_policy(policy)
-            .user_claims(Arc::new(DemoUserClaims))
-            .build();
+            .user_claims(Arc::new(DemoUserClaims));
+        let (builder, audit): (_, Arc<dyn AuditLog>) = match &storage {
+            Storage::Memory => {
+                let audit = Arc::new(MemoryAuditLog::new());
+                (builder.audit(audit.clone()), audit)
+            }
+            Storage::Sqlite(s) => (
+                builder
+                    .projects(s.clone())
+                    .clients(s.clone())
+                    .iats(s.clone())
+                    .grants(s.clone())
+                    .cimd_cache(s.clone())
+                    .audit(s.clone()),
+                s.clone(),
+            ),
+            Storage::Postgres(s) => (
+                builder
+                    .projects(s.clone())
+                    .clients(s.clone())
+                    .iats(s.clone())
+                    .grants(s.clone())
+                    .cimd_cache(s.clone())
+                    .audit(s.clone()),
+                s.clone(),
+            ),
+        };
+        let builder = match (&storage, project_cache.is_zero()) {
+            (_, true) | (Storage::Memory, _) => builder,
+            (Storage::Sqlite(s), false) => {
+                builder.projects(Arc::new(CachedProjectStore::new(s.clone(), project_cache)))
+            }
+            (Storage::Postgres(s), false) => {
+                builder.projects(Arc::new(CachedProjectStore::new(s.clone(), project_cache)))
+            }
+        };
+        let server = builder.build();
         let project = ProjectId::new(DEMO_PROJECT)?;
-        let mut settings = ProjectSettings::default();
-        settings.scopes_supported = ScopeSet::parse("openid email mcp:read mcp:write")?;
-        settings.default_scopes = ScopeSet::parse("mcp:read mcp:write")?;
-        settings.default_resource = Some(config.resource.clone());
-        server.put_project(&project, settings).await?;
-        server.set_mcp_enabled(&project, true).await?;
-        if let Some(mode) = config.dcr_mode {
-            server
-                .edit_project(&project, |mut s| {
-                    s.dcr_mode = mode;
-                    s
-                })
-                .await?;
+        match server.project(&project).await {
+            Ok(_) => {} // kept from an earlier run: never re-seeded over
+            Err(authio_mcp::server::AdminError::UnknownProject) => Self::seed(&server, &project, &config).await?,
+            Err(e) => return Err(e.into()),
         }
         let endpoints = OAuthEndpoints::new(server, Arc::new(HeaderOrDefaultProjectResolver::new(project)))
             .with_introspection_authenticator(Arc::new(BearerCredential::new(SecretString::from(
@@ -140,9 +244,33 @@ impl App {
         Ok(Self {
             endpoints,
             audit,
+            storage,
             config: Arc::new(config),
             consent,
         })
+    }
+
+    /// Creates the demo project.
+    async fn seed(
+        server: &AuthorizationServer,
+        project: &ProjectId,
+        config: &Config,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let mut settings = ProjectSettings::default();
+        settings.scopes_supported = ScopeSet::parse("openid email mcp:read mcp:write")?;
+        settings.default_scopes = ScopeSet::parse("mcp:read mcp:write")?;
+        settings.default_resource = Some(config.resource.clone());
+        server.put_project(project, settings).await?;
+        server.set_mcp_enabled(project, true).await?;
+        if let Some(mode) = config.dcr_mode {
+            server
+                .edit_project(project, |mut s| {
+                    s.dcr_mode = mode;
+                    s
+                })
+                .await?;
+        }
+        Ok(())
     }
 
     /// The demo project id.
@@ -182,10 +310,17 @@ impl App {
         let iat = self
             .endpoints
             .server()
-            .issue_iat(&self.project(), IatOptions::new().label("printed at start-up"))
+            // Valid for a day: with a persistent store, the tokens printed
+            // by earlier starts must not stay usable forever.
+            .issue_iat(
+                &self.project(),
+                IatOptions::new()
+                    .label("printed at start-up")
+                    .ttl(time::Duration::days(1)),
+            )
             .await?;
         Ok(vec![format!(
-            "initial access token: {} (id {})",
+            "initial access token: {} (id {}, valid for 24 hours)",
             iat.token.expose_secret(),
             iat.id.as_str()
         )])
@@ -446,15 +581,69 @@ fn apply_patch(s: &mut ProjectSettings, patch: &ProjectPatch) {
     }
 }
 
-async fn admin_audit(State(app): State<App>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+/// `GET /admin/projects/{id}/audit` query: `event` (a dotted name),
+/// `since` / `until` (unix seconds), `limit` (default 500), `before` (the
+/// `X-Next-Cursor` of the previous page).
+#[derive(Default)]
+struct AuditParams {
+    event: Option<String>,
+    since: Option<i64>,
+    until: Option<i64>,
+    limit: Option<usize>,
+    before: Option<u64>,
+}
+
+impl AuditParams {
+    fn parse(query: &str) -> Result<Self, OAuthError> {
+        let mut p = Self::default();
+        let bad = |name: &str| OAuthError::with_description(ErrorCode::InvalidRequest, format!("bad {name}"));
+        for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+            match k.as_ref() {
+                "event" => p.event = Some(v.into_owned()),
+                "since" => p.since = Some(v.parse().map_err(|_| bad("since"))?),
+                "until" => p.until = Some(v.parse().map_err(|_| bad("until"))?),
+                "limit" => p.limit = Some(v.parse().map_err(|_| bad("limit"))?),
+                "before" => p.before = Some(v.parse().map_err(|_| bad("before"))?),
+                _ => {}
+            }
+        }
+        Ok(p)
+    }
+}
+
+/// One page of the project's audit events, oldest first (the newest
+/// `limit` of the selection); `X-Next-Cursor` names the older page.
+async fn admin_audit(State(app): State<App>, Path(id): Path<String>, uri: http::Uri, headers: HeaderMap) -> Response {
     let result = async {
+        let params = AuditParams::parse(uri.query().unwrap_or(""))?;
         app.check_admin(&headers)?;
         let p = project_id(&id)?;
         app.endpoints.server().project(&p).await.map_err(admin_failure)?;
-        Ok(serde_json::to_value(app.audit.recent(&p, 500)).unwrap_or_default())
+        let time = |s: Option<i64>| s.and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok());
+        let mut query = AuditQuery::new(p)
+            .between(time(params.since), time(params.until))
+            .limit(params.limit.unwrap_or(500))
+            .before(params.before.map(AuditCursor::new));
+        if let Some(event) = params.event {
+            query = query.event(event);
+        }
+        let mut page = app.audit.query(&query).await.map_err(|_| OAuthError::server_error())?;
+        page.events.reverse();
+        Ok((serde_json::to_value(&page.events).unwrap_or_default(), page.next))
     }
     .await;
-    result.map_or_else(|e| admin_error(&e), |v| json_ok(&v))
+    match result {
+        Ok((v, next)) => {
+            let mut response = json_ok(&v);
+            if let Some(next) = next
+                && let Ok(value) = HeaderValue::from_str(&next.get().to_string())
+            {
+                response.headers_mut().insert("x-next-cursor", value);
+            }
+            response
+        }
+        Err(e) => admin_error(&e),
+    }
 }
 
 /// `POST /admin/projects/{id}/iats` body.

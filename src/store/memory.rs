@@ -478,6 +478,35 @@ impl AuditSink for MemoryAuditLog {
     }
 }
 
+#[async_trait]
+impl super::AuditLog for MemoryAuditLog {
+    async fn query(&self, query: &super::AuditQuery) -> Result<super::AuditPage, StoreError> {
+        let rings = lock(&self.inner)?;
+        let limit = query.limit.clamp(1, 1000);
+        let mut hits: Vec<&(u64, AuditEvent)> = rings
+            .projects
+            .get(&query.project)
+            .map(|(main, cimd)| {
+                main.iter()
+                    .chain(cimd.iter())
+                    .filter(|(seq, e)| query.matches(*seq, e))
+                    .collect()
+            })
+            .unwrap_or_default();
+        hits.sort_unstable_by_key(|(seq, _)| std::cmp::Reverse(*seq));
+        let more = hits.len() > limit;
+        hits.truncate(limit);
+        Ok(super::AuditPage {
+            next: if more {
+                hits.last().map(|(seq, _)| super::AuditCursor(*seq))
+            } else {
+                None
+            },
+            events: hits.into_iter().map(|(_, e)| e.clone()).collect(),
+        })
+    }
+}
+
 /// Initial access tokens in memory, keyed by project and token hash. Every
 /// operation runs under one lock, so [`super::IatStore::use_once`] counts exactly.
 #[derive(Debug, Default)]

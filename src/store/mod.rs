@@ -3,9 +3,16 @@
 //! All traits take `&self` and are `Send + Sync`: one instance serves every
 //! request. Implementations must never turn a storage failure into a
 //! success; return [`StoreError`] and the driver answers `server_error`.
-//! In-memory implementations live in [`memory`].
+//! In-memory implementations live in [`memory`]; SQLite and PostgreSQL
+//! ones in `sql` (features `sqlite`, `postgres`). The `contract` module
+//! (feature `test-util`) is the test suite every implementation must pass.
 
+mod cached;
+#[cfg(feature = "test-util")]
+pub mod contract;
 pub mod memory;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub mod sql;
 
 use std::fmt;
 
@@ -17,6 +24,8 @@ use crate::client::{Client, RegisteredClientId};
 use crate::grant::{AccessTokenClaims, AccessTokenRecord, CodeRecord, GrantId, RefreshTokenRecord};
 use crate::project::{ProjectId, ProjectSettings};
 use crate::secret::{SecretHash, SecretString};
+
+pub use self::cached::CachedProjectStore;
 
 /// A failure of the host's storage. Rendered to clients as `server_error`
 /// with no detail; the message is for the host's logs.
@@ -251,6 +260,117 @@ impl TokenIssuer for OpaqueTokenIssuer {
 pub trait AuditSink: Send + Sync {
     /// Records one event.
     async fn record(&self, event: AuditEvent);
+}
+
+/// An audit log that can be read back: the admin API's audit listing.
+///
+/// # Security
+/// Pages are scoped by project: an event of one project must never be
+/// returned for another.
+#[async_trait]
+pub trait AuditLog: AuditSink {
+    /// One page of a project's events, newest first.
+    ///
+    /// # Errors
+    /// [`StoreError`] when storage fails.
+    async fn query(&self, query: &AuditQuery) -> Result<AuditPage, StoreError>;
+}
+
+/// Which audit events [`AuditLog::query`] returns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AuditQuery {
+    /// The project.
+    pub project: ProjectId,
+    /// Only events with this dotted name (e.g. `token.issued`).
+    pub event: Option<String>,
+    /// Only events at or after this time (whole seconds).
+    pub since: Option<OffsetDateTime>,
+    /// Only events before this time (whole seconds).
+    pub until: Option<OffsetDateTime>,
+    /// Page size (clamped to 1..=1000).
+    pub limit: usize,
+    /// Continue after this cursor (from the previous page's `next`).
+    pub before: Option<AuditCursor>,
+}
+
+impl AuditQuery {
+    /// The newest 100 events of a project.
+    pub const fn new(project: ProjectId) -> Self {
+        Self {
+            project,
+            event: None,
+            since: None,
+            until: None,
+            limit: 100,
+            before: None,
+        }
+    }
+
+    /// Only events named `event`.
+    #[must_use]
+    pub fn event(mut self, event: impl Into<String>) -> Self {
+        self.event = Some(event.into());
+        self
+    }
+
+    /// Only events in `[since, until)`.
+    #[must_use]
+    pub const fn between(mut self, since: Option<OffsetDateTime>, until: Option<OffsetDateTime>) -> Self {
+        self.since = since;
+        self.until = until;
+        self
+    }
+
+    /// The page size.
+    #[must_use]
+    pub const fn limit(mut self, limit: usize) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    /// The page after `cursor`.
+    #[must_use]
+    pub const fn before(mut self, cursor: Option<AuditCursor>) -> Self {
+        self.before = cursor;
+        self
+    }
+
+    pub(crate) fn matches(&self, seq: u64, event: &AuditEvent) -> bool {
+        let at = event.at.unix_timestamp();
+        event.project_id == self.project
+            && self.event.as_deref().is_none_or(|n| n == event.name())
+            && self.since.is_none_or(|s| at >= s.unix_timestamp())
+            && self.until.is_none_or(|u| at < u.unix_timestamp())
+            && self.before.is_none_or(|c| seq < c.0)
+    }
+}
+
+/// Where the next page of an audit listing starts: an opaque position,
+/// carried through the admin API as a number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AuditCursor(pub(crate) u64);
+
+impl AuditCursor {
+    /// A cursor from the number [`AuditCursor::get`] gave.
+    pub const fn new(position: u64) -> Self {
+        Self(position)
+    }
+
+    /// The number to hand to a client.
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+}
+
+/// One page of [`AuditLog::query`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AuditPage {
+    /// The events, newest first.
+    pub events: Vec<AuditEvent>,
+    /// The cursor of the next (older) page, if there is one.
+    pub next: Option<AuditCursor>,
 }
 
 /// What [`IatStore::use_once`] found.
