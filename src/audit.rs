@@ -226,6 +226,42 @@ pub enum AuditKind {
         /// Why (`revocation_request`, `code_reuse`, `refresh_reuse`, ...).
         reason: String,
     },
+    /// A signing key was created (published in the JWKS).
+    #[serde(rename = "signing_key.created")]
+    SigningKeyCreated {
+        /// The key id.
+        kid: String,
+        /// `ES256`, `EdDSA` or `RS256`.
+        algorithm: String,
+    },
+    /// A signing key became active; the previous one (if any) retired.
+    #[serde(rename = "signing_key.activated")]
+    SigningKeyActivated {
+        /// The key id.
+        kid: String,
+    },
+    /// A signing key retired without a successor (its algorithm is no
+    /// longer used); it stays published until its tokens expired.
+    #[serde(rename = "signing_key.retired")]
+    SigningKeyRetired {
+        /// The key id.
+        kid: String,
+    },
+    /// Retired signing keys left the JWKS.
+    #[serde(rename = "signing_key.deleted")]
+    SigningKeysDeleted {
+        /// How many.
+        count: usize,
+    },
+    /// A client assertion (`private_key_jwt`, RFC 7523) was refused.
+    #[serde(rename = "oauth_client.assertion_rejected")]
+    ClientAssertionRejected {
+        /// The client the assertion claimed to be.
+        client_id: String,
+        /// Machine-readable reason (`bad_signature`, `replayed_jti`,
+        /// `expired`, `wrong_audience`, ...).
+        reason: String,
+    },
 }
 
 impl AuditKind {
@@ -250,6 +286,11 @@ impl AuditKind {
             Self::RefreshTokenConcurrentReuse { .. } => "refresh_token.concurrent_reuse",
             Self::TokenIssued { .. } => "token.issued",
             Self::TokenRevoked { .. } => "token.revoked",
+            Self::SigningKeyCreated { .. } => "signing_key.created",
+            Self::SigningKeyActivated { .. } => "signing_key.activated",
+            Self::SigningKeyRetired { .. } => "signing_key.retired",
+            Self::SigningKeysDeleted { .. } => "signing_key.deleted",
+            Self::ClientAssertionRejected { .. } => "oauth_client.assertion_rejected",
         }
     }
 }
@@ -334,6 +375,17 @@ mod tests {
                 grant_id: s(),
                 reason: s(),
             },
+            AuditKind::SigningKeyCreated {
+                kid: s(),
+                algorithm: s(),
+            },
+            AuditKind::SigningKeyActivated { kid: s() },
+            AuditKind::SigningKeyRetired { kid: s() },
+            AuditKind::SigningKeysDeleted { count: 1 },
+            AuditKind::ClientAssertionRejected {
+                client_id: s(),
+                reason: s(),
+            },
         ]
     }
 
@@ -358,6 +410,11 @@ mod tests {
             "refresh_token.concurrent_reuse",
             "token.issued",
             "token.revoked",
+            "signing_key.created",
+            "signing_key.activated",
+            "signing_key.retired",
+            "signing_key.deleted",
+            "oauth_client.assertion_rejected",
         ];
         let project = ProjectId::new("proj_acme_prod").unwrap();
         for (kind, name) in all_kinds().into_iter().zip(expected) {

@@ -59,6 +59,9 @@ pub struct AuthorizationRequest {
     pub code_challenge_method: Option<String>,
     /// `resource`, every occurrence.
     pub resource: Vec<String>,
+    /// `nonce` (OpenID Connect Core section 3.1.2.1), echoed in the ID
+    /// token.
+    pub nonce: Option<String>,
     /// `prompt` (OpenID Connect Core 1.0 section 3.1.2.1).
     pub prompt: Option<String>,
     /// `login_hint` (OpenID Connect Core 1.0 section 3.1.2.1).
@@ -83,6 +86,7 @@ impl AuthorizationRequest {
                 "state" => &mut req.state,
                 "code_challenge" => &mut req.code_challenge,
                 "code_challenge_method" => &mut req.code_challenge_method,
+                "nonce" => &mut req.nonce,
                 "prompt" => &mut req.prompt,
                 "login_hint" => &mut req.login_hint,
                 "resource" => {
@@ -295,6 +299,9 @@ pub struct PendingAuthorization {
     pub state: Option<String>,
     /// The PKCE challenge.
     pub code_challenge: CodeChallenge,
+    /// The OpenID Connect `nonce`, carried to the ID token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
     /// When the request was validated.
     #[serde(with = "time::serde::timestamp")]
     pub created_at: OffsetDateTime,
@@ -325,6 +332,13 @@ pub fn validate_request(
     }
     if req.state.as_ref().is_some_and(|s| s.len() > MAX_STATE) {
         return Err(fail(ErrorCode::InvalidRequest, "state is too long".into()));
+    }
+    if req
+        .nonce
+        .as_ref()
+        .is_some_and(|n| n.len() > MAX_STATE || n.chars().any(char::is_control))
+    {
+        return Err(fail(ErrorCode::InvalidRequest, "nonce is too long or malformed".into()));
     }
     if req.request_object {
         return Err(fail(
@@ -386,6 +400,7 @@ pub fn validate_request(
         resources,
         state: req.state.clone(),
         code_challenge,
+        nonce: req.nonce.clone().filter(|n| !n.is_empty()),
         created_at: now,
     })
 }
@@ -664,6 +679,7 @@ impl PendingAuthorization {
             },
             redirect_uri: self.redirect_uri,
             code_challenge: self.code_challenge,
+            nonce: self.nonce,
             expires_at: now + code_ttl.min(crate::project::MAX_CODE_TTL),
             consumed: false,
         };

@@ -48,6 +48,10 @@ pub struct RouterPaths {
     pub revocation: String,
     /// Introspection endpoint.
     pub introspection: String,
+    /// The JWK Set (`/.well-known/jwks.json`).
+    pub jwks: String,
+    /// The OpenID Connect userinfo endpoint.
+    pub userinfo: String,
 }
 
 impl RouterPaths {
@@ -62,6 +66,8 @@ impl RouterPaths {
             cimd_resolve: "/oauth2/cimd/resolve".to_owned(),
             revocation: p.revocation.clone(),
             introspection: p.introspection.clone(),
+            jwks: p.jwks.clone(),
+            userinfo: p.userinfo.clone(),
         }
     }
 }
@@ -74,8 +80,8 @@ struct AppState {
 }
 
 /// A router with the discovery documents, the authorization endpoint and
-/// the registration, CIMD preview, token, revocation and introspection
-/// endpoints.
+/// the registration, CIMD preview, token, revocation, introspection, JWKS
+/// and userinfo endpoints.
 pub fn router(endpoints: OAuthEndpoints, consent: Arc<dyn ConsentHandler>, paths: &RouterPaths) -> Router {
     // An issuer with a path (`https://as.example.com/t1`) has its
     // endpoints under that path and its metadata at the RFC 8414 location
@@ -129,6 +135,8 @@ fn mount(prefix: &str, endpoints: OAuthEndpoints, consent: Arc<dyn ConsentHandle
         .route(&at(&paths.cimd_resolve), any(cimd_resolve))
         .route(&at(&paths.revocation), any(revoke))
         .route(&at(&paths.introspection), any(introspect))
+        .route(&at(&paths.jwks), any(jwks))
+        .route(&at(&paths.userinfo), any(userinfo))
         .with_state(state)
 }
 
@@ -164,6 +172,18 @@ async fn discovery(State(s): State<AppState>, req: Request) -> Response {
     let (parts, _) = req.into_parts();
     let head = http::Request::from_parts(parts, ());
     into_axum(s.endpoints.discovery(&head).await)
+}
+
+async fn jwks(State(s): State<AppState>, req: Request) -> Response {
+    let (parts, _) = req.into_parts();
+    let head = http::Request::from_parts(parts, ());
+    into_axum(s.endpoints.jwks(&head).await)
+}
+
+async fn userinfo(State(s): State<AppState>, req: Request) -> Response {
+    let (parts, _) = req.into_parts();
+    let head = http::Request::from_parts(parts, ());
+    into_axum(s.endpoints.userinfo(&head).await)
 }
 
 async fn authorize(State(s): State<AppState>, req: Request) -> Response {

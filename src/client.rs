@@ -660,12 +660,12 @@ impl ClientMetadata {
             }
         }
         if method == TokenEndpointAuthMethod::PrivateKeyJwt {
-            let allowed = matches!(
-                profile,
-                MetadataProfile::Cimd {
-                    allow_private_key_jwt: true
-                }
-            );
+            // RFC 7523 client authentication: registered clients may use
+            // it; metadata documents when the project's policy allows.
+            let allowed = match profile {
+                MetadataProfile::Dcr => true,
+                MetadataProfile::Cimd { allow_private_key_jwt } => allow_private_key_jwt,
+            };
             if !allowed || (self.jwks.is_none() && self.jwks_uri.is_none()) {
                 return Err(ClientMetadataError::PrivateKeyJwt);
             }

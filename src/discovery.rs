@@ -171,6 +171,21 @@ pub struct EndpointPaths {
     pub revocation: String,
     /// Introspection endpoint, default `/oauth2/introspect`.
     pub introspection: String,
+    /// The JWK Set (RFC 7517), default `/.well-known/jwks.json`, under the
+    /// issuer like every other endpoint.
+    #[serde(default = "default_jwks_path")]
+    pub jwks: String,
+    /// The OpenID Connect userinfo endpoint, default `/oauth2/userinfo`.
+    #[serde(default = "default_userinfo_path")]
+    pub userinfo: String,
+}
+
+fn default_jwks_path() -> String {
+    "/.well-known/jwks.json".to_owned()
+}
+
+fn default_userinfo_path() -> String {
+    "/oauth2/userinfo".to_owned()
 }
 
 impl Default for EndpointPaths {
@@ -180,6 +195,8 @@ impl Default for EndpointPaths {
             registration: "/oauth2/register".to_owned(),
             revocation: "/oauth2/revoke".to_owned(),
             introspection: "/oauth2/introspect".to_owned(),
+            jwks: default_jwks_path(),
+            userinfo: default_userinfo_path(),
         }
     }
 }
@@ -234,6 +251,28 @@ pub struct AuthorizationServerMetadata {
     /// `mcp_authorization_supported` (Authio extension): true iff MCP is enabled.
     #[serde(default)]
     pub mcp_authorization_supported: bool,
+    /// `jwks_uri`: present when the project signs tokens (JWT access
+    /// tokens, or ID tokens because it offers `openid`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_uri: Option<String>,
+    /// `userinfo_endpoint` (OpenID Connect Discovery section 3): when the
+    /// project offers `openid`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub userinfo_endpoint: Option<String>,
+    /// `id_token_signing_alg_values_supported`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub id_token_signing_alg_values_supported: Vec<String>,
+    /// `subject_types_supported`: `["public"]` (subjects are the host's
+    /// stable user ids).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subject_types_supported: Vec<String>,
+    /// `claims_supported`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub claims_supported: Vec<String>,
+    /// `token_endpoint_auth_signing_alg_values_supported`: the algorithms
+    /// of `private_key_jwt` client assertions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub token_endpoint_auth_signing_alg_values_supported: Vec<String>,
 }
 
 impl AuthorizationServerMetadata {
@@ -242,9 +281,15 @@ impl AuthorizationServerMetadata {
         let registration_enabled = settings.dcr_mode != DcrMode::Disabled;
         let mut auth_methods = vec!["none".to_owned()];
         if registration_enabled {
-            // Confidential clients can only come from DCR.
+            // Shared-secret clients can only come from DCR.
             auth_methods.push("client_secret_basic".to_owned());
             auth_methods.push("client_secret_post".to_owned());
+        }
+        // RFC 7523 assertions: DCR clients with keys, and metadata-document
+        // clients when the CIMD policy accepts them.
+        let private_key_jwt = registration_enabled || (settings.cimd_enabled && settings.cimd.allow_private_key_jwt);
+        if private_key_jwt {
+            auth_methods.push("private_key_jwt".to_owned());
         }
         let mut grant_types = vec!["authorization_code".to_owned()];
         if settings.issues_refresh_tokens() {
@@ -255,6 +300,9 @@ impl AuthorizationServerMetadata {
             // (registered) clients with the client_credentials grant.
             grant_types.push("client_credentials".to_owned());
         }
+        let openid = settings.scopes_supported.contains("openid");
+        let signs = openid || settings.access_token_format == crate::project::AccessTokenFormat::Jwt;
+        let strings = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
         Self {
             issuer: issuer.as_str().to_owned(),
             authorization_endpoint: issuer.endpoint(&settings.authorize_endpoint_path),
@@ -276,6 +324,39 @@ impl AuthorizationServerMetadata {
             authorization_response_iss_parameter_supported: true,
             client_id_metadata_document_supported: settings.cimd_enabled,
             mcp_authorization_supported: settings.mcp_enabled,
+            jwks_uri: signs.then(|| issuer.endpoint(&paths.jwks)),
+            userinfo_endpoint: openid.then(|| issuer.endpoint(&paths.userinfo)),
+            id_token_signing_alg_values_supported: if openid {
+                vec![settings.signing.id_token_algorithm.as_str().to_owned()]
+            } else {
+                Vec::new()
+            },
+            subject_types_supported: if openid { strings(&["public"]) } else { Vec::new() },
+            claims_supported: if openid {
+                strings(&[
+                    "iss",
+                    "sub",
+                    "aud",
+                    "azp",
+                    "exp",
+                    "iat",
+                    "auth_time",
+                    "nonce",
+                    "at_hash",
+                    "email",
+                    "email_verified",
+                ])
+            } else {
+                Vec::new()
+            },
+            token_endpoint_auth_signing_alg_values_supported: if private_key_jwt {
+                crate::jose::SigningAlgorithm::ALL
+                    .iter()
+                    .map(|a| a.as_str().to_owned())
+                    .collect()
+            } else {
+                Vec::new()
+            },
         }
     }
 
@@ -331,7 +412,7 @@ mod tests {
         );
         assert_eq!(
             v["token_endpoint_auth_methods_supported"],
-            serde_json::json!(["none", "client_secret_basic", "client_secret_post"])
+            serde_json::json!(["none", "client_secret_basic", "client_secret_post", "private_key_jwt"])
         );
         assert_eq!(
             v["scopes_supported"],

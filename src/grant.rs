@@ -123,6 +123,9 @@ pub struct CodeRecord {
     pub redirect_uri: String,
     /// The PKCE challenge.
     pub code_challenge: CodeChallenge,
+    /// The OpenID Connect `nonce` of the authorization request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
     /// Expiry (at most 10 minutes after issue).
     #[serde(with = "time::serde::timestamp")]
     pub expires_at: OffsetDateTime,
@@ -278,6 +281,10 @@ pub struct AccessTokenClaims {
     pub exp: i64,
     /// Unique token id.
     pub jti: String,
+    /// When the user authenticated (seconds since the epoch; RFC 9068
+    /// section 2.2.1): the time of the approval that created the grant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<i64>,
 }
 
 /// A stored access token.

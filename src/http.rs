@@ -268,6 +268,66 @@ impl OAuthEndpoints {
         response
     }
 
+    /// `GET <issuer>/.well-known/jwks.json`: the project's public signing
+    /// keys (RFC 7517 section 5). Cacheable for
+    /// [`crate::keys::JWKS_MAX_AGE_SECS`] (shorter than any
+    /// pre-publication window, so caches see a next key before it signs);
+    /// verifiers refetch on an unknown `kid` anyway.
+    pub async fn jwks<B>(&self, req: &Request<B>) -> Response<Vec<u8>> {
+        if let Some(r) = cors_preflight(req) {
+            return r;
+        }
+        let started = Instant::now();
+        let result = async {
+            allow(req, &[Method::GET, Method::HEAD])?;
+            let project = self.project(req)?;
+            Ok(self.server.jwks(&project).await?.to_json())
+        }
+        .await;
+        observe("jwks", started, &result);
+        let mut response = match result {
+            Ok(body) => {
+                let mut r = json(StatusCode::OK, body);
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/jwk-set+json"),
+                );
+                let cache = format!("public, max-age={}", crate::keys::JWKS_MAX_AGE_SECS);
+                if let Ok(v) = HeaderValue::from_str(&cache) {
+                    r.headers_mut().insert(header::CACHE_CONTROL, v);
+                }
+                r.headers_mut()
+                    .insert(header::VARY, HeaderValue::from_static("x-authio-project"));
+                r
+            }
+            Err(e) => error_response(&e),
+        };
+        add_cors(&mut response);
+        response
+    }
+
+    /// `GET` or `POST /oauth2/userinfo` (OpenID Connect Core section 5.3)
+    /// with `Authorization: Bearer <access token>`.
+    pub async fn userinfo<B>(&self, req: &Request<B>) -> Response<Vec<u8>> {
+        if let Some(r) = cors_preflight(req) {
+            return r;
+        }
+        let started = Instant::now();
+        let result = async {
+            allow(req, &[Method::GET, Method::POST])?;
+            let project = self.project(req)?;
+            self.server.userinfo(&project, authorization(req)).await
+        }
+        .await;
+        observe("userinfo", started, &result);
+        let mut response = match result {
+            Ok(body) => no_store(json(StatusCode::OK, serde_json::to_vec(&body).unwrap_or_default())),
+            Err(e) => error_response(&e),
+        };
+        add_cors(&mut response);
+        response
+    }
+
     /// `GET /oauth2/authorize`.
     pub async fn authorize<B>(&self, req: &Request<B>) -> AuthorizeResponse {
         let started = Instant::now();

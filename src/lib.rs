@@ -14,11 +14,15 @@
 //!    |  http::Request<Bytes>          http::Response<Vec<u8>>
 //!  [ server ]  AuthorizationServer: async driver, one method per endpoint,
 //!    |         sequences the traits below, decides nothing itself
-//!    |-- store traits: ProjectStore, ClientStore, AuditSink, ...
+//!    |-- store traits: ProjectStore, ClientStore, AuditSink, KeyStore,
+//!    |                 ReplayStore, ...
 //!    |-- store::memory: in-memory implementations (the default)
 //!  [ core ]    pure, synchronous, deterministic protocol rules:
 //!              error, project, discovery, pkce, resource, redirect_uri,
-//!              scope, client, cimd, audit, secret
+//!              scope, client, cimd, audit, secret, keys (rotation),
+//!              jwt (RFC 9068 / OIDC / RFC 7523 claim rules)
+//!  [ jose ]    the one module that touches the JOSE crate: keys, JWKs,
+//!              signing and verification
 //!  [ resource_server ]  the MCP server side: RFC 9728 metadata,
 //!              bearer challenges, audience-checked token validation
 //! ```
@@ -96,6 +100,9 @@ mod display_text;
 pub mod error;
 pub mod grant;
 pub mod http;
+pub mod jose;
+pub mod jwt;
+pub mod keys;
 pub mod metrics;
 mod newtype;
 pub mod pkce;

@@ -194,6 +194,14 @@ pub struct ProjectSettings {
     /// trusted pattern (see [`crate::tokenless`]). Off by default.
     #[serde(default)]
     pub tokenless_registration: TokenlessRegistration,
+    /// The format of access tokens (default opaque; settings stored
+    /// before this field existed read back as opaque).
+    #[serde(default)]
+    pub access_token_format: AccessTokenFormat,
+    /// Signing algorithms and key rotation, for JWT access tokens and ID
+    /// tokens.
+    #[serde(default)]
+    pub signing: crate::keys::SigningSettings,
 }
 
 /// The default [`ProjectSettings::refresh_reuse_grace`]: 5 seconds.
@@ -204,6 +212,24 @@ pub const MAX_REFRESH_REUSE_GRACE: Duration = Duration::seconds(60);
 
 const fn default_refresh_reuse_grace() -> Duration {
     DEFAULT_REFRESH_REUSE_GRACE
+}
+
+/// The format of a project's access tokens.
+///
+/// # Security
+/// A JWT access token is verified locally by resource servers, which do
+/// not see revocations: a revoked JWT stays valid to them until its `exp`
+/// (introspection answers `active: false` at once). Keep JWT lifetimes
+/// short (see [`SettingsLint::LongLivedJwtAccessTokens`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum AccessTokenFormat {
+    /// Random opaque strings, validated by introspection (RFC 7662).
+    #[default]
+    Opaque,
+    /// Signed JWTs (RFC 9068), verifiable locally against the JWKS.
+    Jwt,
 }
 
 impl Default for ProjectSettings {
@@ -228,6 +254,8 @@ impl Default for ProjectSettings {
             redirect_uri_policy: RedirectUriPolicy::default(),
             issuer: None,
             cimd: CimdPolicy::default(),
+            access_token_format: AccessTokenFormat::Opaque,
+            signing: crate::keys::SigningSettings::default(),
             strict_mode: false,
             refresh_reuse_grace: DEFAULT_REFRESH_REUSE_GRACE,
             tokenless_registration: TokenlessRegistration::default(),
@@ -276,6 +304,9 @@ pub enum SettingsLint {
     McpWithoutClientRegistration,
     /// Access tokens live longer than one hour (MCP: SHOULD be short-lived).
     LongLivedAccessTokens,
+    /// JWT access tokens live longer than 15 minutes: a revoked JWT stays
+    /// valid to locally verifying resource servers until it expires.
+    LongLivedJwtAccessTokens,
     /// Tokenless registration is on: anyone may register a client whose
     /// redirect URIs all match a trusted pattern.
     TokenlessRegistration,
@@ -295,6 +326,9 @@ impl SettingsLint {
                 "MCP is enabled but neither CIMD nor DCR is, so MCP clients cannot obtain a client id"
             }
             Self::LongLivedAccessTokens => "access tokens should be short-lived (one hour or less)",
+            Self::LongLivedJwtAccessTokens => {
+                "JWT access tokens stay valid to resource servers until they expire, even when revoked: keep them to 15 minutes or less"
+            }
             Self::TokenlessRegistration => {
                 "tokenless registration admits anyone's client whose redirect URIs all match a trusted pattern: \
                  narrower than open (codes can only go to the user's own machine, a listed app scheme or a listed \
@@ -334,6 +368,9 @@ pub enum SettingsError {
     /// The CIMD policy is inconsistent.
     #[error("invalid cimd policy: {0}")]
     Cimd(#[from] CimdPolicyError),
+    /// The signing settings are inconsistent.
+    #[error("invalid signing settings: {0}")]
+    Signing(#[from] crate::keys::SigningSettingsError),
     /// The tokenless-registration policy is malformed.
     #[error("invalid tokenless registration policy: {0}")]
     Tokenless(#[from] TokenlessPolicyError),
@@ -410,6 +447,7 @@ impl ProjectSettings {
             return Err(SettingsError::AuthorizePath);
         }
         self.cimd.validate()?;
+        self.signing.validate()?;
         self.tokenless_registration.validate()?;
         Ok(())
     }
@@ -425,6 +463,9 @@ impl ProjectSettings {
         }
         if self.access_token_ttl > Duration::hours(1) {
             lints.push(SettingsLint::LongLivedAccessTokens);
+        }
+        if self.access_token_format == AccessTokenFormat::Jwt && self.access_token_ttl > Duration::minutes(15) {
+            lints.push(SettingsLint::LongLivedJwtAccessTokens);
         }
         if self.tokenless_registration.enabled {
             lints.push(if self.dcr_mode == DcrMode::InitialAccessToken {

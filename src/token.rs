@@ -42,6 +42,10 @@ pub struct TokenRequest {
     pub client_id: Option<String>,
     /// `client_secret`.
     pub client_secret: Option<String>,
+    /// `client_assertion_type` (RFC 7521 section 4.2).
+    pub client_assertion_type: Option<String>,
+    /// `client_assertion` (RFC 7521 section 4.2).
+    pub client_assertion: Option<String>,
 }
 
 impl fmt::Debug for TokenRequest {
@@ -57,6 +61,8 @@ impl fmt::Debug for TokenRequest {
             .field("resource", &self.resource)
             .field("client_id", &self.client_id)
             .field("client_secret", &redact(&self.client_secret))
+            .field("client_assertion_type", &self.client_assertion_type)
+            .field("client_assertion", &redact(&self.client_assertion))
             .finish()
     }
 }
@@ -79,6 +85,8 @@ impl TokenRequest {
                 "scope" => &mut req.scope,
                 "client_id" => &mut req.client_id,
                 "client_secret" => &mut req.client_secret,
+                "client_assertion_type" => &mut req.client_assertion_type,
+                "client_assertion" => &mut req.client_assertion,
                 "resource" => {
                     req.resource.push(value.into_owned());
                     continue;
@@ -391,6 +399,7 @@ pub fn access_token_claims(
         iat,
         exp: iat + ttl.whole_seconds(),
         jti,
+        auth_time: Some(grant.granted_at.unix_timestamp()),
     }
 }
 
@@ -411,6 +420,9 @@ pub struct TokenResponse {
     /// The granted scope.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub scope: String,
+    /// The OpenID Connect ID token, when `openid` was granted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
 }
 
 impl fmt::Debug for TokenResponse {
@@ -421,6 +433,7 @@ impl fmt::Debug for TokenResponse {
             .field("expires_in", &self.expires_in)
             .field("refresh_token", &self.refresh_token.as_ref().map(|_| "[redacted]"))
             .field("scope", &self.scope)
+            .field("id_token", &self.id_token.as_ref().map(|_| "[redacted]"))
             .finish()
     }
 }
@@ -525,6 +538,10 @@ pub struct TokenReference {
     pub client_id: Option<String>,
     /// `client_secret`.
     pub client_secret: Option<String>,
+    /// `client_assertion_type` (RFC 7521 section 4.2).
+    pub client_assertion_type: Option<String>,
+    /// `client_assertion` (RFC 7521 section 4.2).
+    pub client_assertion: Option<String>,
 }
 
 impl fmt::Debug for TokenReference {
@@ -548,12 +565,16 @@ impl TokenReference {
         let mut hint = None;
         let mut client_id = None;
         let mut client_secret = None;
+        let mut client_assertion_type = None;
+        let mut client_assertion = None;
         for (name, value) in url::form_urlencoded::parse(body) {
             let slot = match name.as_ref() {
                 "token" => &mut token,
                 "token_type_hint" => &mut hint,
                 "client_id" => &mut client_id,
                 "client_secret" => &mut client_secret,
+                "client_assertion_type" => &mut client_assertion_type,
+                "client_assertion" => &mut client_assertion,
                 _ => continue,
             };
             if slot.is_some() {
@@ -568,6 +589,8 @@ impl TokenReference {
             token_type_hint: hint,
             client_id,
             client_secret,
+            client_assertion_type,
+            client_assertion,
         })
     }
 }

@@ -189,7 +189,8 @@ impl App {
         }
         let builder = AuthorizationServer::builder(config.issuer.clone())
             .metadata_fetcher(Arc::new(fetcher.build()?))
-            .registration_policy(policy);
+            .registration_policy(policy)
+            .user_claims(Arc::new(DemoUserClaims));
         let (builder, audit): (_, Arc<dyn AuditLog>) = match &storage {
             Storage::Memory => {
                 let audit = Arc::new(MemoryAuditLog::new());
@@ -463,6 +464,24 @@ async fn admin_set_mcp(State(app): State<App>, Path(id): Path<String>, headers: 
     result.map_or_else(|e| admin_error(&e), |v| json_ok(&v))
 }
 
+/// The demo's user directory for ID tokens and userinfo: every user has
+/// the verified address `<subject>@example.com`.
+struct DemoUserClaims;
+
+#[async_trait]
+impl authio_mcp::store::UserClaimsSource for DemoUserClaims {
+    async fn claims(
+        &self,
+        _project: &ProjectId,
+        subject: &Subject,
+    ) -> Result<authio_mcp::jwt::UserClaims, authio_mcp::store::StoreError> {
+        Ok(authio_mcp::jwt::UserClaims::with_email(
+            format!("{}@example.com", subject.as_str()),
+            true,
+        ))
+    }
+}
+
 /// The fields `PATCH /admin/projects/{id}` may change.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -477,6 +496,8 @@ struct ProjectPatch {
     default_resource: Option<ResourceUri>,
     require_resource: Option<bool>,
     cimd: Option<authio_mcp::cimd::CimdPolicy>,
+    access_token_format: Option<authio_mcp::project::AccessTokenFormat>,
+    signing: Option<authio_mcp::keys::SigningSettings>,
     strict_mode: Option<bool>,
     refresh_reuse_grace: Option<i64>,
     redirect_uri_policy: Option<authio_mcp::redirect_uri::RedirectUriPolicy>,
@@ -539,6 +560,12 @@ fn apply_patch(s: &mut ProjectSettings, patch: &ProjectPatch) {
     }
     if let Some(v) = &patch.cimd {
         s.cimd = v.clone();
+    }
+    if let Some(v) = patch.access_token_format {
+        s.access_token_format = v;
+    }
+    if let Some(v) = patch.signing {
+        s.signing = v;
     }
     if let Some(v) = patch.strict_mode {
         s.strict_mode = v;

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 
 use authio_mcp::dcr::RegistrationPolicy;
 use authio_mcp::discovery::Issuer;
-use authio_mcp::project::DcrMode;
+use authio_mcp::project::{AccessTokenFormat, DcrMode, ProjectId};
 use authio_mcp::resource::ResourceUri;
 use authio_mcp::store::sql::SqlOptions;
 use base64::Engine as _;
@@ -32,6 +32,7 @@ USAGE: cargo run --example server -- [FLAGS]
   --introspection-token TOKEN credential resource servers use at /oauth2/introspect (default: random, printed)
   --purge-interval-secs N     delete expired codes, tokens and initial access tokens every N seconds (default 60; 0: never)
   --max-clients N|none        registered clients per project (default 10000; none: no limit, e.g. for loadgen)
+  --access-token-format F     jwt (default: RFC 9068, 5 minute lifetime, verifiable against the JWKS) | opaque
   --database-url URL          where records are kept: sqlite://PATH (created on first start),
                               postgres://USER@HOST:PORT/DB (shared by many instances), or memory:
                               (default sqlite://authio-example.db, in the working directory)
@@ -58,6 +59,7 @@ fn random_token() -> String {
 struct Extra {
     purge_interval: Option<std::time::Duration>,
     policy: RegistrationPolicy,
+    access_token_format: AccessTokenFormat,
     database_url: String,
     sql: SqlOptions,
     project_cache: std::time::Duration,
@@ -72,6 +74,7 @@ fn parse_args() -> Result<(SocketAddr, app::Config, Extra), String> {
     let mut extra = Extra {
         purge_interval: Some(std::time::Duration::from_secs(60)),
         policy: RegistrationPolicy::default(),
+        access_token_format: AccessTokenFormat::Jwt,
         database_url: DEFAULT_DATABASE_URL.to_owned(),
         sql: SqlOptions::default(),
         project_cache: std::time::Duration::ZERO,
@@ -109,6 +112,13 @@ fn parse_args() -> Result<(SocketAddr, app::Config, Extra), String> {
                 extra.policy.max_clients_per_project = match value()?.as_str() {
                     "none" => None,
                     n => Some(n.parse().map_err(|_| "--max-clients takes a number or none")?),
+                };
+            }
+            "--access-token-format" => {
+                extra.access_token_format = match value()?.as_str() {
+                    "jwt" => AccessTokenFormat::Jwt,
+                    "opaque" => AccessTokenFormat::Opaque,
+                    v => return Err(format!("--access-token-format {v}: expected jwt or opaque")),
                 };
             }
             "--database-url" => extra.database_url = value()?,
@@ -177,8 +187,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         .await
         .map_err(|e| format!("--database-url: {e}"))?;
     let app = app::App::with_storage(config.clone(), extra.policy, storage, extra.project_cache).await?;
+    let project = ProjectId::new(app::DEMO_PROJECT)?;
+    if extra.access_token_format == AccessTokenFormat::Jwt {
+        // JWTs stay valid to resource servers until they expire, even when
+        // revoked: keep them short.
+        app.endpoints
+            .server()
+            .edit_project(&project, |mut s| {
+                s.access_token_format = AccessTokenFormat::Jwt;
+                s.access_token_ttl = time::Duration::minutes(5);
+                s
+            })
+            .await?;
+    }
     if let Some(every) = extra.purge_interval {
-        // Keeps the stores bounded on a long-running server.
+        // Keeps the in-memory stores bounded on a long-running server, and
+        // rotates the demo project's signing keys when they are due.
         let server = app.endpoints.server().clone();
         let storage = app.storage.clone();
         tokio::spawn(async move {
@@ -189,6 +213,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                 match storage.purge(&server).await {
                     Ok(n) => tracing::debug!(removed = n, "purged expired records"),
                     Err(e) => tracing::warn!(error = %e, "purge failed"),
+                }
+                match server.rotate_signing_keys(&project).await {
+                    Ok(r) if !r.is_empty() => tracing::info!(?r, "rotated signing keys"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "key rotation failed"),
                 }
             }
         });
@@ -208,6 +237,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         println!("  {line}");
     }
     println!("  discovery:           {}", config.issuer.metadata_url());
+    println!("  access tokens:       {:?}", extra.access_token_format);
     axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;

@@ -73,9 +73,13 @@ use crate::token::IntrospectionResponse;
 pub mod axum;
 #[cfg(feature = "reqwest")]
 mod introspection;
+mod jwt;
 
 #[cfg(feature = "reqwest")]
 pub use introspection::{IntrospectionVerifier, IntrospectionVerifierConfig};
+#[cfg(feature = "reqwest")]
+pub use jwt::ReqwestJwksFetcher;
+pub use jwt::{JwksFetcher, JwtVerifier, JwtVerifierConfig, JwtVerifierError};
 
 /// `oauth-protected-resource` (RFC 9728 section 3).
 pub const WELL_KNOWN_OAUTH_PROTECTED_RESOURCE: &str = "oauth-protected-resource";

@@ -9,13 +9,13 @@ use crate::authorize::{
 };
 use crate::cimd::ClientIdUrlPolicy;
 use crate::client::{Client, ClientId};
-use crate::client_auth::{ClientAuthError, ClientCredentials};
+use crate::client_auth::{ClientAuthError, ClientCredentials, PresentedMethod};
 use crate::error::{ErrorCode, OAuthError};
 use crate::grant::{AccessTokenRecord, Grant, RefreshTokenRecord, RotationMark, RotationNonce, Subject, hex};
-use crate::project::{ProjectId, ProjectSettings};
+use crate::project::{AccessTokenFormat, ProjectId, ProjectSettings};
 use crate::scope::ScopeSet;
 use crate::secret::{SecretHash, SecretString};
-use crate::store::{CodeConsumption, RefreshRotation};
+use crate::store::{CodeConsumption, RefreshRotation, TokenIssuer as _};
 use crate::token::{
     self, AccessTokenRandomness, GrantTypeParam, IntrospectionResponse, Issuance, TokenError, TokenReference,
     TokenRequest, TokenResponse,
@@ -36,6 +36,21 @@ pub enum AuthorizeOutcome {
     /// The request is valid: run login and consent, then call
     /// [`AuthorizationServer::approve`] or [`AuthorizationServer::deny`].
     Pending(Box<PendingAuthorization>),
+}
+
+/// The client-authentication parameters of a form body.
+#[derive(Clone, Copy)]
+pub(crate) struct ClientParams<'a> {
+    pub(crate) client_id: Option<&'a str>,
+    pub(crate) client_secret: Option<&'a str>,
+    pub(crate) assertion_type: Option<&'a str>,
+    pub(crate) assertion: Option<&'a str>,
+}
+
+/// The keys and claims a token response is signed with.
+struct Signing {
+    access: Option<crate::keys::SigningKey>,
+    id: Option<(crate::keys::SigningKey, crate::jwt::UserClaims)>,
 }
 
 /// What was presented twice.
@@ -217,8 +232,12 @@ impl AuthorizationServer {
                 project,
                 &settings,
                 authorization,
-                req.client_id.as_deref(),
-                req.client_secret.as_deref(),
+                ClientParams {
+                    client_id: req.client_id.as_deref(),
+                    client_secret: req.client_secret.as_deref(),
+                    assertion_type: req.client_assertion_type.as_deref(),
+                    assertion: req.client_assertion.as_deref(),
+                },
             )
             .await?;
         match grant_type {
@@ -255,8 +274,21 @@ impl AuthorizationServer {
             replay: false,
             first_refresh: false,
         };
-        self.issue_tokens(settings, client, &grant, &issuance, None, "client_credentials", minting)
-            .await
+        // No user, so never an ID token; a JWT project signs the access token.
+        let mut signing = self.prepare_signing(settings, &grant, &issuance).await?;
+        signing.id = None;
+        self.issue_tokens(
+            settings,
+            client,
+            &grant,
+            &issuance,
+            None,
+            "client_credentials",
+            minting,
+            signing,
+            None,
+        )
+        .await
     }
 
     pub(crate) async fn project_for_request(&self, project: &ProjectId) -> Result<ProjectSettings, OAuthError> {
@@ -268,21 +300,51 @@ impl AuthorizationServer {
 
     /// Client authentication at the token and revocation endpoints:
     /// registered clients by their registered method, metadata-document
-    /// clients (public) by `client_id` alone. Any failure is one generic
+    /// clients (public) by `client_id` alone, `private_key_jwt` clients of
+    /// either kind by their assertion. Any failure is one generic
     /// `invalid_client` (a CIMD failure included: CIMD draft, section 6).
     pub(crate) async fn authenticate_client(
         &self,
         project: &ProjectId,
         settings: &ProjectSettings,
         authorization: Option<&str>,
-        client_id: Option<&str>,
-        client_secret: Option<&str>,
+        params: ClientParams<'_>,
     ) -> Result<Client, OAuthError> {
         let used_header = authorization.is_some();
-        let creds = ClientCredentials::parse(authorization, client_id, client_secret)
-            .map_err(|e| e.to_oauth_error(used_header))?;
+        let creds = ClientCredentials::parse_with_assertion(
+            authorization,
+            params.client_id,
+            params.client_secret,
+            params.assertion_type,
+            params.assertion,
+        )
+        .map_err(|e| e.to_oauth_error(used_header));
+        let creds = match creds {
+            Ok(c) => c,
+            Err(e) => {
+                if params.assertion.is_some() || params.assertion_type.is_some() {
+                    self.emit(
+                        project,
+                        AuditKind::ClientAssertionRejected {
+                            // Only a well-formed client id reaches the audit log.
+                            client_id: params
+                                .client_id
+                                .and_then(|id| ClientId::parse_with(id, self.client_id_url_policy(settings)).ok())
+                                .map(|id| id.to_string())
+                                .unwrap_or_default(),
+                            reason: "malformed".to_owned(),
+                        },
+                    )
+                    .await;
+                }
+                return Err(e);
+            }
+        };
         let invalid = || ClientAuthError::UnknownClient.to_oauth_error(used_header);
         let id = ClientId::parse_with(creds.client_id(), self.client_id_url_policy(settings)).map_err(|_| invalid())?;
+        if creds.method() == PresentedMethod::PrivateKeyJwt {
+            return self.authenticate_with_assertion(project, settings, &id, &creds).await;
+        }
         match id {
             ClientId::Registered(_) => self.authenticate_registered_client(project, &creds).await,
             ClientId::Metadata(_) => {
@@ -296,9 +358,9 @@ impl AuthorizationServer {
                         ErrorCode::ServerError => e,
                         _ => invalid(),
                     })?;
-                // private_key_jwt assertions are not verified by this server
-                // yet, so confidential metadata-document clients cannot
-                // authenticate.
+                // A confidential (private_key_jwt) document client must
+                // present an assertion: handled above; `client_id` alone
+                // is not enough.
                 if client.is_confidential() {
                     return Err(invalid());
                 }
@@ -327,8 +389,12 @@ impl AuthorizationServer {
         if record.consumed {
             return Err(self.reuse_detected(project, &record.grant, Reused::Code).await);
         }
+        // Keys and user claims before the code is consumed: a failure here
+        // leaves the code redeemable.
+        let signing = self.prepare_signing(settings, &record.grant, &issuance).await?;
         match self.grants.consume_code(project, &hash).await? {
             CodeConsumption::Consumed(record) => {
+                let nonce = record.nonce.as_deref();
                 let minting = Minting {
                     issued_at: self.clock.now(),
                     random: AccessTokenRandomness::new(self.random_array(), self.random_array()),
@@ -343,6 +409,8 @@ impl AuthorizationServer {
                     None,
                     "authorization_code",
                     minting,
+                    signing,
+                    nonce,
                 )
                 .await
             }
@@ -420,6 +488,9 @@ impl AuthorizationServer {
         if !client.metadata.allows_refresh() {
             return Err(TokenError::UnauthorizedClient.into());
         }
+        // Keys and user claims before the rotation: a failure here leaves
+        // the refresh token usable.
+        let signing = self.prepare_signing(settings, &record.grant, &issuance).await?;
         let nonce = RotationNonce::from_random(self.random_array());
         let successor = token::successor_refresh_token(raw, &nonce);
         let new_record = RefreshTokenRecord {
@@ -446,6 +517,8 @@ impl AuthorizationServer {
                     replay: false,
                     first_refresh: false,
                 };
+                // An ID token again only while `openid` is still granted,
+                // and never with the original nonce.
                 self.issue_tokens(
                     settings,
                     client,
@@ -454,10 +527,15 @@ impl AuthorizationServer {
                     Some(successor),
                     "refresh_token",
                     minting,
+                    signing,
+                    None,
                 )
                 .await
             }
-            RefreshRotation::WithinGrace(old) => self.replay_rotation(settings, client, &old, raw, &issuance).await,
+            RefreshRotation::WithinGrace(old) => {
+                self.replay_rotation(settings, client, &old, raw, &issuance, signing)
+                    .await
+            }
             RefreshRotation::AlreadyRotated(old) => {
                 Err(self.reuse_detected(project, &old.grant, Reused::RefreshToken).await)
             }
@@ -475,6 +553,7 @@ impl AuthorizationServer {
         old: &RefreshTokenRecord,
         raw: &str,
         issuance: &Issuance,
+        signing: Signing,
     ) -> Result<TokenResponse, OAuthError> {
         let project = &old.grant.project;
         let Some(mark) = old.rotation.as_ref() else {
@@ -509,6 +588,8 @@ impl AuthorizationServer {
             Some(successor),
             "refresh_token",
             minting,
+            signing,
+            None,
         )
         .await
     }
@@ -533,8 +614,47 @@ impl AuthorizationServer {
         (token, record)
     }
 
+    /// What signing a token response needs, gathered before any state
+    /// changes: the access-token key (JWT projects), the ID-token key and
+    /// the user's claims (when `openid` is granted).
+    async fn prepare_signing(
+        &self,
+        settings: &ProjectSettings,
+        grant: &Grant,
+        issuance: &Issuance,
+    ) -> Result<Signing, OAuthError> {
+        let project = &grant.project;
+        let access = match settings.access_token_format {
+            AccessTokenFormat::Jwt => {
+                if issuance.resources.is_empty() {
+                    // RFC 9068 section 2.2: `aud` is required.
+                    return Err(OAuthError::with_description(
+                        ErrorCode::InvalidTarget,
+                        "a resource is required for JWT access tokens",
+                    ));
+                }
+                Some(
+                    self.signing_key(project, settings, settings.signing.access_token_algorithm)
+                        .await?,
+                )
+            }
+            _ => None,
+        };
+        let id = if issuance.scopes.contains("openid") {
+            let key = self
+                .signing_key(project, settings, settings.signing.id_token_algorithm)
+                .await?;
+            let claims = self.user_claims.claims(project, &grant.subject).await?;
+            Some((key, claims))
+        } else {
+            None
+        };
+        Ok(Signing { access, id })
+    }
+
     /// Mints the access token (and, after a code exchange, the first
-    /// refresh token) and records `token.issued`.
+    /// refresh token; with `openid`, the ID token) and records
+    /// `token.issued`.
     #[allow(clippy::too_many_arguments)]
     async fn issue_tokens(
         &self,
@@ -545,6 +665,8 @@ impl AuthorizationServer {
         rotated_refresh: Option<SecretString>,
         grant_type: &str,
         minting: Minting,
+        signing: Signing,
+        nonce: Option<&str>,
     ) -> Result<TokenResponse, OAuthError> {
         let now = self.clock.now();
         let claims = token::access_token_claims(
@@ -555,7 +677,32 @@ impl AuthorizationServer {
             hex(&minting.random.jti),
             minting.issued_at,
         );
-        let access = self.token_issuer.issue(&claims, &minting.random.token).await?;
+        let access = match signing.access {
+            Some(key) => {
+                crate::jwt::JwtAccessTokenIssuer::new(key)
+                    .issue(&claims, &minting.random.token)
+                    .await?
+            }
+            None => self.token_issuer.issue(&claims, &minting.random.token).await?,
+        };
+        let id_token = match signing.id {
+            Some((key, user)) => {
+                let id_claims = crate::jwt::id_token_claims(
+                    &claims.iss,
+                    grant,
+                    &issuance.scopes,
+                    crate::jwt::IdTokenBinding {
+                        access_token: access.expose_secret(),
+                        nonce,
+                    },
+                    &user,
+                    settings.access_token_ttl,
+                    minting.issued_at,
+                );
+                Some(crate::jwt::sign_id_token(&key, &id_claims)?)
+            }
+            None => None,
+        };
         let hash = access.hash();
         if minting.replay {
             // The first rotation stored this token already (or is about
@@ -593,6 +740,7 @@ impl AuthorizationServer {
             expires_in: (claims.exp - now.unix_timestamp()).max(0),
             refresh_token: refresh.map(|r| r.expose_secret().to_owned()),
             scope: claims.scope.clone(),
+            id_token,
         };
         let stored = self.grants.access_token(&grant.project, &hash).await?;
         if stored.is_none() {
@@ -630,8 +778,12 @@ impl AuthorizationServer {
                 project,
                 &settings,
                 authorization,
-                req.client_id.as_deref(),
-                req.client_secret.as_deref(),
+                ClientParams {
+                    client_id: req.client_id.as_deref(),
+                    client_secret: req.client_secret.as_deref(),
+                    assertion_type: req.client_assertion_type.as_deref(),
+                    assertion: req.client_assertion.as_deref(),
+                },
             )
             .await?;
         let hash = SecretHash::of(&req.token);

@@ -274,6 +274,8 @@ fn code(grant: &Grant, expires_at: OffsetDateTime) -> CodeRecord {
         grant: grant.clone(),
         redirect_uri: "https://client.example/cb".to_owned(),
         code_challenge: CodeChallenge::s256(&CodeVerifier::from_random(&random_bytes())),
+        // Stored and read back like every other field (OpenID Connect).
+        nonce: Some("n-0S6_WzA2Mj".to_owned()),
         expires_at,
         consumed: false,
     }
@@ -306,6 +308,7 @@ fn access(grant: &Grant, at: OffsetDateTime, expires_at: OffsetDateTime) -> Acce
             iat: at.unix_timestamp(),
             exp: expires_at.unix_timestamp(),
             jti: "jti".to_owned(),
+            auth_time: Some(at.unix_timestamp()),
         },
         revoked: false,
     }

@@ -773,6 +773,168 @@ mod cimd_cache_tests {
     }
 }
 
+/// Signing keys in memory (per process: keys are regenerated on restart,
+/// which invalidates every JWT signed before; use a persistent store when
+/// that matters).
+#[derive(Debug, Default)]
+pub struct MemoryKeyStore {
+    keys: Mutex<HashMap<ProjectId, Vec<crate::keys::SigningKey>>>,
+}
+
+impl MemoryKeyStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+#[async_trait]
+impl super::KeyStore for MemoryKeyStore {
+    async fn keys(&self, project: &ProjectId) -> Result<Vec<crate::keys::SigningKey>, StoreError> {
+        Ok(lock(&self.keys)?.get(project).cloned().unwrap_or_default())
+    }
+
+    async fn insert(&self, key: crate::keys::SigningKey) -> Result<bool, StoreError> {
+        let mut map = lock(&self.keys)?;
+        let keys = map.entry(key.project.clone()).or_default();
+        if keys.iter().any(|k| k.kid == key.kid) {
+            return Ok(false);
+        }
+        keys.push(key);
+        Ok(true)
+    }
+
+    async fn activate(
+        &self,
+        project: &ProjectId,
+        kid: &crate::keys::KeyId,
+        now: OffsetDateTime,
+        retired_publish_until: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        use crate::keys::KeyState;
+        let mut map = lock(&self.keys)?;
+        let Some(keys) = map.get_mut(project) else {
+            return Ok(false);
+        };
+        let Some(alg) = keys
+            .iter()
+            .find(|k| &k.kid == kid && k.state == KeyState::Next)
+            .map(crate::keys::SigningKey::algorithm)
+        else {
+            return Ok(false);
+        };
+        for k in keys.iter_mut() {
+            if &k.kid == kid {
+                k.state = KeyState::Active;
+                k.activated_at = Some(now);
+            } else if k.state == KeyState::Active && k.algorithm() == alg {
+                k.state = KeyState::Retired;
+                k.retired_at = Some(now);
+                k.publish_until = Some(retired_publish_until);
+            } else if k.state == KeyState::Next && k.algorithm() == alg {
+                // A duplicate next key signed nothing: it may leave at once.
+                k.state = KeyState::Retired;
+                k.retired_at = Some(now);
+                k.publish_until = Some(now);
+            }
+        }
+        Ok(true)
+    }
+
+    async fn retire(
+        &self,
+        project: &ProjectId,
+        kid: &crate::keys::KeyId,
+        now: OffsetDateTime,
+        publish_until: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let mut map = lock(&self.keys)?;
+        let key = map.get_mut(project).and_then(|keys| {
+            keys.iter_mut()
+                .find(|k| &k.kid == kid && k.state == crate::keys::KeyState::Active)
+        });
+        Ok(match key {
+            Some(k) => {
+                k.state = crate::keys::KeyState::Retired;
+                k.retired_at = Some(now);
+                k.publish_until = Some(publish_until);
+                true
+            }
+            None => false,
+        })
+    }
+
+    async fn delete_expired(&self, project: &ProjectId, now: OffsetDateTime) -> Result<usize, StoreError> {
+        let mut map = lock(&self.keys)?;
+        let Some(keys) = map.get_mut(project) else {
+            return Ok(0);
+        };
+        let before = keys.len();
+        keys.retain(|k| !(k.state == crate::keys::KeyState::Retired && k.publish_until.is_some_and(|t| t <= now)));
+        Ok(before - keys.len())
+    }
+}
+
+/// Single-use identifiers in memory, with a bound on their number (the
+/// oldest-expiring entries go first when full: an entry is only needed
+/// until the assertion it protects expires, which is at most minutes).
+#[derive(Debug)]
+pub struct MemoryReplayStore {
+    entries: Mutex<HashMap<(ProjectId, String, String), OffsetDateTime>>,
+    max_entries: usize,
+}
+
+impl Default for MemoryReplayStore {
+    fn default() -> Self {
+        Self::new(100_000)
+    }
+}
+
+impl MemoryReplayStore {
+    /// A store holding at most `max_entries` unexpired entries; when full,
+    /// new identifiers are refused (`false`) rather than old ones evicted,
+    /// so a flood can never make a replay succeed.
+    pub fn new(max_entries: usize) -> Self {
+        Self {
+            entries: Mutex::new(HashMap::new()),
+            max_entries,
+        }
+    }
+}
+
+#[async_trait]
+impl super::ReplayStore for MemoryReplayStore {
+    async fn check_and_insert(
+        &self,
+        project: &ProjectId,
+        scope: &str,
+        id: &str,
+        expires_at: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let mut map = lock(&self.entries)?;
+        let key = (project.clone(), scope.to_owned(), id.to_owned());
+        if map.get(&key).is_some_and(|exp| *exp > now) {
+            return Ok(false);
+        }
+        if map.len() >= self.max_entries {
+            map.retain(|_, exp| *exp > now);
+            if map.len() >= self.max_entries {
+                return Ok(false);
+            }
+        }
+        map.insert(key, expires_at);
+        Ok(true)
+    }
+
+    async fn purge(&self, now: OffsetDateTime) -> Result<usize, StoreError> {
+        let mut map = lock(&self.entries)?;
+        let before = map.len();
+        map.retain(|_, exp| *exp > now);
+        Ok(before - map.len())
+    }
+}
+
 #[cfg(test)]
 mod rotation_tests {
     use super::*;

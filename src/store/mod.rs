@@ -491,3 +491,126 @@ pub trait CimdCache: Send + Sync {
     /// Removes the entry for a project and URL, if any.
     async fn remove(&self, project: &ProjectId, url: &crate::cimd::ClientIdUrl) -> Result<(), StoreError>;
 }
+
+/// Signing keys per project (see [`crate::keys`]).
+///
+/// # Security
+/// - Private keys are secrets: persist [`crate::jose::PrivateKey::expose_der`]
+///   encrypted at rest, never log it, and return keys only to the driver.
+/// - Keys are scoped by project: one project's key must never be returned
+///   for, or sign for, another.
+/// - [`KeyStore::activate`] must be atomic (one lock, or one transaction
+///   that locks the project's keys of that algorithm): the named key must
+///   still be `next`; every `active` key of the same algorithm becomes
+///   `retired` with `retired_at = now` and the given `publish_until`;
+///   every other `next` key of that algorithm (a duplicate created by a
+///   concurrent rotation; it never signed anything) becomes `retired` with
+///   `retired_at = publish_until = now`; and the named key becomes
+///   `active` with `activated_at = now`, all or nothing. Two servers rotating at once then leave exactly one active
+///   key per algorithm, and no signing key ever disappears from the JWKS
+///   while tokens it signed are valid.
+/// - [`KeyStore::delete_expired`] deletes only `retired` keys whose
+///   `publish_until` is at or before `now`; never a next or active key.
+/// - A storage failure is an error, never an empty key list (an empty list
+///   makes the driver create a key).
+#[async_trait]
+pub trait KeyStore: Send + Sync {
+    /// Every key of a project, in any state.
+    async fn keys(&self, project: &ProjectId) -> Result<Vec<crate::keys::SigningKey>, StoreError>;
+
+    /// Stores a new key. Returns `false` (and stores nothing) when its
+    /// `kid` is taken in the project.
+    async fn insert(&self, key: crate::keys::SigningKey) -> Result<bool, StoreError>;
+
+    /// Activates a `next` key, atomically retiring the active key(s) of its
+    /// algorithm (see the trait's `# Security`). Returns `false` and
+    /// changes nothing when the key is missing or not `next`.
+    async fn activate(
+        &self,
+        project: &ProjectId,
+        kid: &crate::keys::KeyId,
+        now: OffsetDateTime,
+        retired_publish_until: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+
+    /// Retires an `active` key (its algorithm is no longer used):
+    /// `retired_at = now`, `publish_until` as given. Returns `false` and
+    /// changes nothing when the key is missing or not active.
+    async fn retire(
+        &self,
+        project: &ProjectId,
+        kid: &crate::keys::KeyId,
+        now: OffsetDateTime,
+        publish_until: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+
+    /// Deletes the project's retired keys whose `publish_until` is at or
+    /// before `now`; returns how many.
+    async fn delete_expired(&self, project: &ProjectId, now: OffsetDateTime) -> Result<usize, StoreError>;
+}
+
+/// The claims about a user that the host releases in ID tokens and at the
+/// userinfo endpoint (OpenID Connect Core section 5.1). The driver filters
+/// them by the granted scopes ([`crate::jwt::UserClaims::filtered`]).
+///
+/// # Security
+/// Return only claims about `subject` in `project`; an error is answered
+/// `server_error` (no ID token is issued without the claims the scopes
+/// promise).
+#[async_trait]
+pub trait UserClaimsSource: Send + Sync {
+    /// The claims of a user.
+    async fn claims(
+        &self,
+        project: &ProjectId,
+        subject: &crate::grant::Subject,
+    ) -> Result<crate::jwt::UserClaims, StoreError>;
+}
+
+/// No user claims: ID tokens and userinfo carry `sub` only.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoUserClaims;
+
+#[async_trait]
+impl UserClaimsSource for NoUserClaims {
+    async fn claims(
+        &self,
+        _project: &ProjectId,
+        _subject: &crate::grant::Subject,
+    ) -> Result<crate::jwt::UserClaims, StoreError> {
+        Ok(crate::jwt::UserClaims::default())
+    }
+}
+
+/// Single-use identifiers with an expiry: the `jti` of client assertions
+/// (RFC 7523 section 3, item 7).
+///
+/// # Security
+/// - [`ReplayStore::check_and_insert`] must be atomic insert-if-absent
+///   (one lock, `INSERT ... ON CONFLICT DO NOTHING` and reading the row
+///   count, or a unique key): of any number of concurrent calls for one
+///   key, exactly one returns `true`, also across servers sharing the
+///   store.
+/// - An entry must be kept at least until its `expires_at`; a key whose
+///   entry expired may be inserted again (the assertion itself has expired
+///   by then, so it cannot be replayed).
+/// - Keys are scoped by project and `scope` (the client id): the same
+///   `jti` of two clients does not collide.
+/// - A storage failure is an error, never `true`.
+#[async_trait]
+pub trait ReplayStore: Send + Sync {
+    /// Records `id` for `scope` until `expires_at`. Returns `true` when it
+    /// was not recorded (or only expired entries were), `false` when it is
+    /// a replay.
+    async fn check_and_insert(
+        &self,
+        project: &ProjectId,
+        scope: &str,
+        id: &str,
+        expires_at: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+
+    /// Deletes entries expired at `now`; returns how many.
+    async fn purge(&self, now: OffsetDateTime) -> Result<usize, StoreError>;
+}
