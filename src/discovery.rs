@@ -295,9 +295,10 @@ impl AuthorizationServerMetadata {
         if settings.issues_refresh_tokens() {
             grant_types.push("refresh_token".to_owned());
         }
-        if registration_enabled {
+        if registration_enabled && settings.client_credentials_enabled {
             // The MCP client credentials extension: confidential
-            // (registered) clients with the client_credentials grant.
+            // (registered) clients with the client_credentials grant, when
+            // the project opted in.
             grant_types.push("client_credentials".to_owned());
         }
         let openid = settings.scopes_supported.contains("openid");
@@ -408,6 +409,15 @@ mod tests {
         assert_eq!(v["response_types_supported"], serde_json::json!(["code"]));
         assert_eq!(
             v["grant_types_supported"],
+            serde_json::json!(["authorization_code", "refresh_token"])
+        );
+        // client_credentials only when the project opts in.
+        let mut opted_in = seed_project();
+        opted_in.client_credentials_enabled = true;
+        let m2 = AuthorizationServerMetadata::build(&issuer, &opted_in, &EndpointPaths::default());
+        let v2: serde_json::Value = serde_json::from_slice(&m2.to_json()).unwrap();
+        assert_eq!(
+            v2["grant_types_supported"],
             serde_json::json!(["authorization_code", "refresh_token", "client_credentials"])
         );
         assert_eq!(

@@ -194,6 +194,14 @@ pub struct ProjectSettings {
     /// trusted pattern (see [`crate::tokenless`]). Off by default.
     #[serde(default)]
     pub tokenless_registration: TokenlessRegistration,
+    /// Allow the `client_credentials` grant (RFC 6749 section 4.4, the MCP
+    /// client credentials extension) for confidential registered clients
+    /// that registered it. Off by default: such tokens act for a machine,
+    /// with no user and no consent, so a project opts in. The project must
+    /// also list its scopes (`scopes_supported`) or the client its own
+    /// `scope`: a machine client is never granted "any scope".
+    #[serde(default)]
+    pub client_credentials_enabled: bool,
     /// The format of access tokens (default opaque; settings stored
     /// before this field existed read back as opaque).
     #[serde(default)]
@@ -259,6 +267,7 @@ impl Default for ProjectSettings {
             strict_mode: false,
             refresh_reuse_grace: DEFAULT_REFRESH_REUSE_GRACE,
             tokenless_registration: TokenlessRegistration::default(),
+            client_credentials_enabled: false,
         }
     }
 }

@@ -359,12 +359,21 @@ pub fn check_client_credentials(
     req: &TokenRequest,
     settings: &crate::project::ProjectSettings,
 ) -> Result<Issuance, TokenError> {
+    if !settings.client_credentials_enabled {
+        return Err(TokenError::UnsupportedGrantType);
+    }
     if !client.is_confidential()
         || !client
             .metadata
             .grant_types
             .contains(&crate::client::GrantType::ClientCredentials)
     {
+        return Err(TokenError::UnauthorizedClient);
+    }
+    // A machine client acts with no user and no consent: it gets only
+    // scopes someone listed (the project's, or the client's registered
+    // ones), never "any scope" from an empty list.
+    if settings.scopes_supported.is_empty() && client.metadata.scope.as_ref().is_none_or(ScopeSet::is_empty) {
         return Err(TokenError::UnauthorizedClient);
     }
     let resolved = crate::authorize::resolve_scopes(req.scope.as_deref(), settings, client)?;

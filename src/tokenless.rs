@@ -128,6 +128,10 @@ pub enum NotAdmitted {
     /// where its tokens go, so it always needs an initial access token.
     #[error("a client without redirect URIs needs an initial access token")]
     NoRedirectUris,
+    /// A confidential client, or one asking for a grant without a user
+    /// (`client_credentials`): it always needs an initial access token.
+    #[error("only public clients of the authorization-code flow register without a token")]
+    NotPublic,
 }
 
 impl NotAdmitted {
@@ -139,6 +143,7 @@ impl NotAdmitted {
             Self::RateLimited => "tokenless_rate_limited",
             Self::UnknownSource => "tokenless_unknown_source",
             Self::NoRedirectUris => "tokenless_no_redirect_uris",
+            Self::NotPublic => "tokenless_not_public",
         }
     }
 }
@@ -199,6 +204,19 @@ impl TokenlessRegistration {
         }
         if metadata.redirect_uris.is_empty() {
             return Err(NotAdmitted::NoRedirectUris);
+        }
+        // Admission rests on "codes only reach the user's own machine or
+        // app": that holds for a public client of the authorization-code
+        // flow, not for a confidential one, nor for grants that need no
+        // user (client_credentials).
+        let user_facing_only = metadata.grant_types.iter().all(|g| {
+            matches!(
+                g,
+                crate::client::GrantType::AuthorizationCode | crate::client::GrantType::RefreshToken
+            )
+        });
+        if metadata.token_endpoint_auth_method != crate::client::TokenEndpointAuthMethod::None || !user_facing_only {
+            return Err(NotAdmitted::NotPublic);
         }
         metadata
             .redirect_uris

@@ -954,6 +954,27 @@ async fn tokenless_registration_admits_only_trusted_redirect_uris() {
         }
         other => panic!("{other:?}"),
     }
+    // The review's finding: trusted redirect URIs do not make a confidential
+    // or machine-to-machine client admissible without a token.
+    for body in [
+        r#"{"redirect_uris":["http://127.0.0.1/cb"],"grant_types":["authorization_code","client_credentials"],"token_endpoint_auth_method":"client_secret_basic"}"#,
+        r#"{"redirect_uris":["http://127.0.0.1/cb"],"token_endpoint_auth_method":"client_secret_post"}"#,
+        r#"{"redirect_uris":["http://127.0.0.1/cb"],"grant_types":["authorization_code","client_credentials"],"token_endpoint_auth_method":"none"}"#,
+    ] {
+        let e = env
+            .server
+            .register_client_from(&env.a, None, body.as_bytes(), Some(ip))
+            .await
+            .unwrap_err();
+        assert_eq!(render(&e).0, 401, "{body}");
+        let last = env.audit.recent(&env.a, 1).into_iter().next().unwrap();
+        match last.kind {
+            AuditKind::ClientRegistrationRejected { reason, .. } => {
+                assert!(reason.starts_with("tokenless_not_public"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
     // Without a source it cannot be rate-limited: not admitted.
     let e = env
         .server
@@ -1052,6 +1073,28 @@ async fn client_credentials_for_confidential_machine_clients() {
         .edit_project(&env.a, |mut s| {
             s.scopes_supported = authio_mcp::scope::ScopeSet::parse("mcp:read mcp:write").unwrap();
             s.default_scopes = authio_mcp::scope::ScopeSet::parse("mcp:read").unwrap();
+            s
+        })
+        .await
+        .unwrap();
+    // Off by default: neither advertised nor usable.
+    let m = env.server.metadata(&env.a).await.unwrap();
+    assert!(!m.grant_types_supported.iter().any(|g| g == "client_credentials"));
+    let body = r#"{"client_name":"early job","grant_types":["client_credentials"],"token_endpoint_auth_method":"client_secret_basic"}"#;
+    let early = env.server.register_client(&env.a, None, body.as_bytes()).await.unwrap();
+    let basic = basic_header(
+        &early.client_id.to_string(),
+        early.client_secret.as_ref().unwrap().expose_secret(),
+    );
+    let refused = env
+        .server
+        .token(&env.a, Some(&basic), b"grant_type=client_credentials")
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), authio_mcp::ErrorCode::UnsupportedGrantType);
+    env.server
+        .edit_project(&env.a, |mut s| {
+            s.client_credentials_enabled = true;
             s
         })
         .await
