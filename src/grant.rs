@@ -192,12 +192,31 @@ pub struct RotationMark {
     pub nonce: RotationNonce,
     /// SHA-256 of the successor refresh token.
     pub successor: SecretHash,
+    /// SHA-256 of what the first rotation issued (scopes and audiences,
+    /// [`crate::token::issuance_digest`]): a presentation within the grace
+    /// gets the same pair only when it asks for exactly this, so a replay
+    /// cannot mint access tokens the first rotation did not (marks stored
+    /// without it never match).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuance: Option<SecretHash>,
 }
 
 impl RotationMark {
     /// A mark from its parts.
     pub const fn new(at: OffsetDateTime, nonce: RotationNonce, successor: SecretHash) -> Self {
-        Self { at, nonce, successor }
+        Self {
+            at,
+            nonce,
+            successor,
+            issuance: None,
+        }
+    }
+
+    /// Records the digest of the first rotation's issuance.
+    #[must_use]
+    pub const fn with_issuance(mut self, digest: SecretHash) -> Self {
+        self.issuance = Some(digest);
+        self
     }
 }
 

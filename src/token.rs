@@ -18,7 +18,7 @@ use crate::grant::{AccessTokenClaims, AccessTokenRecord, CodeRecord, Grant, Refr
 use crate::pkce::{CodeVerifier, PkceError};
 use crate::resource::{ResourceError, ResourceSet};
 use crate::scope::{ScopeError, ScopeSet};
-use crate::secret::{SecretString, hmac_sha256};
+use crate::secret::{SecretHash, SecretString, hmac_sha256};
 
 /// The parameters of a token request (`application/x-www-form-urlencoded`).
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -207,6 +207,19 @@ pub struct Issuance {
     pub scopes: ScopeSet,
     /// Resources (audiences) of the new tokens.
     pub resources: ResourceSet,
+}
+
+/// SHA-256 of an issuance (scopes, then each audience, NUL-separated): what
+/// a rotation's [`crate::grant::RotationMark`] records so that a
+/// presentation within the reuse grace is answered only when it asks for
+/// the same.
+pub fn issuance_digest(issuance: &Issuance) -> SecretHash {
+    let mut s = issuance.scopes.to_string();
+    for a in issuance.resources.audiences() {
+        s.push('\0');
+        s.push_str(&a);
+    }
+    SecretHash::of(&s)
 }
 
 /// Everything about an authorization-code redemption that can be checked

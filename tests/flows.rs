@@ -696,15 +696,10 @@ async fn concurrent_refreshes_within_the_grace_get_the_same_pair() {
     assert!(h.events().contains(&"refresh_token.concurrent_reuse"));
     assert!(!h.events().contains(&"refresh_token.reuse_detected"));
     assert_eq!(h.introspect(&a.access_token).await["active"], true);
-    // Asking for less gets another access token, with the same successor.
-    let c = h.refresh(&client, &rt1, "&scope=mcp%3Aread").await.unwrap();
-    assert_eq!(c.refresh_token, a.refresh_token);
-    assert_eq!(c.scope, "mcp:read");
-    // The successor works, once.
-    let rt2 = a.refresh_token.unwrap();
+    // rt1 after the grace: reuse, and the whole family is revoked.
+    let rt2 = a.refresh_token.clone().unwrap();
     let d = h.refresh(&client, &rt2, "").await.unwrap();
     assert_eq!(h.introspect(&d.access_token).await["active"], true);
-    // rt1 after the grace: reuse, and the whole family is revoked.
     h.clock.advance(Duration::seconds(3));
     assert_eq!(
         h.refresh(&client, &rt1, "").await.unwrap_err().code(),
@@ -713,6 +708,30 @@ async fn concurrent_refreshes_within_the_grace_get_the_same_pair() {
     assert!(h.events().contains(&"refresh_token.reuse_detected"));
     assert_eq!(h.introspect(&d.access_token).await["active"], false);
     assert_eq!(h.introspect(d.refresh_token.as_deref().unwrap()).await["active"], false);
+}
+
+/// Within the grace only an identical request gets the first pair: asking
+/// for other scopes would mint an access token the first rotation never
+/// issued (review finding), so it is reuse and revokes the family.
+#[tokio::test]
+async fn a_different_request_within_the_grace_is_reuse() {
+    let h = harness().await;
+    let client = h.public_client(1, &[REDIRECT]).await;
+    let v = verifier(6);
+    let code = h.code_for(&client, &v, "&scope=mcp%3Aread+mcp%3Awrite").await;
+    let rt1 = h.exchange(&client, &code, &v, "").await.unwrap().refresh_token.unwrap();
+    let a = h.refresh(&client, &rt1, "").await.unwrap();
+    h.clock.advance(Duration::seconds(1));
+    for extra in ["&scope=mcp%3Aread", "&resource=https%3A%2F%2Fmcp.example.com%2Fother"] {
+        let e = h.refresh(&client, &rt1, extra).await.unwrap_err();
+        assert!(
+            matches!(e.code(), ErrorCode::InvalidGrant | ErrorCode::InvalidTarget),
+            "{extra}: {e:?}"
+        );
+    }
+    assert!(h.events().contains(&"refresh_token.reuse_detected"));
+    assert_eq!(h.introspect(&a.access_token).await["active"], false);
+    assert_eq!(h.introspect(a.refresh_token.as_deref().unwrap()).await["active"], false);
 }
 
 #[tokio::test]

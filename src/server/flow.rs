@@ -503,7 +503,7 @@ impl AuthorizationServer {
             rotated: false,
             rotation: None,
         };
-        let mark = RotationMark::new(now, nonce, successor.hash());
+        let mark = RotationMark::new(now, nonce, successor.hash()).with_issuance(token::issuance_digest(&issuance));
         let grace = settings.effective_refresh_reuse_grace();
         match self
             .grants
@@ -559,6 +559,12 @@ impl AuthorizationServer {
         let Some(mark) = old.rotation.as_ref() else {
             return Err(self.reuse_detected(project, &old.grant, Reused::RefreshToken).await);
         };
+        // Only an identical request gets the first rotation's pair: a
+        // replay asking for other scopes or audiences would otherwise mint
+        // access tokens the first rotation never issued. It is reuse.
+        if mark.issuance.as_ref() != Some(&token::issuance_digest(issuance)) {
+            return Err(self.reuse_detected(project, &old.grant, Reused::RefreshToken).await);
+        }
         let successor = token::successor_refresh_token(raw, &mark.nonce);
         if successor.hash() != mark.successor {
             // Cannot happen for a token whose hash matched, unless the
