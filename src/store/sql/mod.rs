@@ -619,6 +619,14 @@ macro_rules! impl_sql_store {
                 removed += self
                     .delete_batches("revoked_grants", q::PURGE_MARKERS, secs(now))
                     .await?;
+                // Not counted as removed records: the rows stay (rotated,
+                // for reuse detection), only their marks go.
+                self.delete_batches(
+                    "clear rotation marks",
+                    q::CLEAR_ROTATIONS,
+                    secs(now - $crate::project::MAX_REFRESH_REUSE_GRACE),
+                )
+                .await?;
                 Ok(removed)
             }
 
@@ -1044,6 +1052,7 @@ macro_rules! impl_sql_store {
                         .bind(new.rotated)
                         .bind(new_json)
                         .bind(mark_json)
+                        .bind(secs(mark.at))
                         .fetch_optional(&self.pool)
                         .await
                         .map_err(|e| self.fail("rotate refresh token", e))?;
@@ -1070,6 +1079,7 @@ macro_rules! impl_sql_store {
                     .bind(project.as_str())
                     .bind(old.as_bytes().as_slice())
                     .bind(mark_json)
+                    .bind(secs(mark.at))
                     .fetch_optional(&mut *tx)
                     .await
                     .map_err(|e| self.fail("rotate refresh token", e))?;

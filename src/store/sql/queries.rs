@@ -128,7 +128,7 @@ pub(super) const REFRESH_GET: &str = concat!(
 /// Marks a refresh token rotated: one conditional `UPDATE`, in the same
 /// transaction as the insert of its successor.
 pub(super) const REFRESH_ROTATE: &str = concat!(
-    "UPDATE refresh_tokens SET rotated = TRUE, rotation = $3 WHERE project = $1 AND hash = $2 AND rotated = FALSE AND ",
+    "UPDATE refresh_tokens SET rotated = TRUE, rotation = $3, rotated_at = $4 WHERE project = $1 AND hash = $2 AND rotated = FALSE AND ",
     not_revoked!("refresh_tokens"),
     " RETURNING record"
 );
@@ -137,9 +137,10 @@ pub(super) const REFRESH_ROTATE: &str = concat!(
 /// marks the old token (the row lock serializes concurrent rotations) and
 /// the insert of the successor runs only on the row the update returned;
 /// both commit or neither does. `$1`/`$2`: project and old hash; `$3`..`$8`:
-/// the new row; `$9`: the rotation mark. Returns the old record, or no row.
+/// the new row; `$9`, `$10`: the rotation mark and its time. Returns the old
+/// record, or no row.
 pub(super) const REFRESH_ROTATE_ONE_STATEMENT: &str = concat!(
-    "WITH old AS (UPDATE refresh_tokens SET rotated = TRUE, rotation = $9 WHERE project = $1 AND hash = $2 AND rotated = FALSE AND ",
+    "WITH old AS (UPDATE refresh_tokens SET rotated = TRUE, rotation = $9, rotated_at = $10 WHERE project = $1 AND hash = $2 AND rotated = FALSE AND ",
     not_revoked!("refresh_tokens"),
     " RETURNING record) ",
     "INSERT INTO refresh_tokens (project, hash, grant_id, expires_at, rotated, record) ",
@@ -179,6 +180,12 @@ pub(super) fn purge_expired(table: &str) -> String {
          (SELECT project, hash FROM {table} WHERE expires_at <= $1 LIMIT $2)"
     )
 }
+
+/// Rotation marks past any reuse grace (`$1`: the cutoff), at most `$2`:
+/// the nonce in them could derive the successors of an old token, so they
+/// go as soon as no presentation can be within the grace.
+pub(super) const CLEAR_ROTATIONS: &str = "UPDATE refresh_tokens SET rotation = NULL, rotated_at = NULL WHERE (project, hash) IN \
+     (SELECT project, hash FROM refresh_tokens WHERE rotated_at <= $1 LIMIT $2)";
 
 /// Stale markers: past `keep_until` AND guarding nothing any more (a row
 /// that slipped in while the grant was being revoked keeps its marker
