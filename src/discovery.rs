@@ -179,6 +179,15 @@ pub struct EndpointPaths {
     /// The OpenID Connect userinfo endpoint, default `/oauth2/userinfo`.
     #[serde(default = "default_userinfo_path")]
     pub userinfo: String,
+    /// The prefix of the upstream-login endpoints
+    /// (`<prefix>/<provider>/authorize`, `<prefix>/<provider>/callback`),
+    /// default [`crate::upstream::DEFAULT_PATH_PREFIX`].
+    #[serde(default = "default_upstream_prefix")]
+    pub upstream: String,
+}
+
+fn default_upstream_prefix() -> String {
+    crate::upstream::DEFAULT_PATH_PREFIX.to_owned()
 }
 
 fn default_jwks_path() -> String {
@@ -198,6 +207,7 @@ impl Default for EndpointPaths {
             introspection: "/oauth2/introspect".to_owned(),
             jwks: default_jwks_path(),
             userinfo: default_userinfo_path(),
+            upstream: default_upstream_prefix(),
         }
     }
 }

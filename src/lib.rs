@@ -87,6 +87,7 @@ pub mod secret;
 pub mod server;
 pub mod store;
 pub mod token;
+pub mod upstream;
 
 pub use error::{ErrorCode, OAuthError};
 

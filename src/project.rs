@@ -178,6 +178,10 @@ pub struct ProjectSettings {
     /// tokens.
     #[serde(default)]
     pub signing: crate::keys::SigningSettings,
+    /// Upstream OpenID Connect providers users sign in through (settings
+    /// stored before this field existed read back with none).
+    #[serde(default)]
+    pub upstream: crate::upstream::UpstreamSettings,
 }
 
 /// The format of a project's access tokens.
@@ -220,6 +224,7 @@ impl Default for ProjectSettings {
             cimd: CimdPolicy::default(),
             access_token_format: AccessTokenFormat::Opaque,
             signing: crate::keys::SigningSettings::default(),
+            upstream: crate::upstream::UpstreamSettings::default(),
         }
     }
 }
@@ -313,6 +318,9 @@ pub enum SettingsError {
     /// The signing settings are inconsistent.
     #[error("invalid signing settings: {0}")]
     Signing(#[from] crate::keys::SigningSettingsError),
+    /// The upstream providers are inconsistent.
+    #[error("invalid upstream settings: {0}")]
+    Upstream(#[from] crate::upstream::UpstreamSettingsError),
 }
 
 impl ProjectSettings {
@@ -384,6 +392,38 @@ impl ProjectSettings {
         }
         self.cimd.validate()?;
         self.signing.validate()?;
+        self.upstream.validate()?;
+        Ok(())
+    }
+
+    /// Sends every sign-in of the project through the upstream provider
+    /// `name` (which must be configured): `/oauth2/authorize` then starts
+    /// a login there too, and discovery advertises
+    /// `<prefix>/<name>/authorize` (`prefix` as in
+    /// [`crate::discovery::EndpointPaths::upstream`]) as the
+    /// `authorization_endpoint`. `None` returns to the host's own login
+    /// at `/oauth2/authorize`.
+    ///
+    /// # Errors
+    /// [`SettingsError::Upstream`] when no provider has that name.
+    pub fn select_upstream(
+        &mut self,
+        name: Option<crate::upstream::ProviderName>,
+        prefix: &str,
+    ) -> Result<(), SettingsError> {
+        match name {
+            Some(n) => {
+                if self.upstream.provider(&n).is_none() {
+                    return Err(crate::upstream::UpstreamSettingsError::UnknownSelected.into());
+                }
+                self.authorize_endpoint_path = format!("{}/{}/authorize", prefix.trim_end_matches('/'), n.as_str());
+                self.upstream.selected = Some(n);
+            }
+            None => {
+                self.upstream.selected = None;
+                self.authorize_endpoint_path = "/oauth2/authorize".to_owned();
+            }
+        }
         Ok(())
     }
 

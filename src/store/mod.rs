@@ -6,6 +6,7 @@
 //! In-memory implementations live in [`memory`].
 
 pub mod memory;
+mod users;
 
 use std::fmt;
 
@@ -17,6 +18,10 @@ use crate::client::{Client, RegisteredClientId};
 use crate::grant::{AccessTokenClaims, AccessTokenRecord, CodeRecord, GrantId, RefreshTokenRecord};
 use crate::project::{ProjectId, ProjectSettings};
 use crate::secret::{SecretHash, SecretString};
+
+pub use self::users::{
+    LocalUser, LoginTake, RememberedConsent, UpstreamLoginStore, UpstreamSecrets, UserStore, UserStoreClaims,
+};
 
 /// A failure of the host's storage. Rendered to clients as `server_error`
 /// with no detail; the message is for the host's logs.
