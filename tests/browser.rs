@@ -141,6 +141,7 @@ async fn consent_page_renders_and_approving_redirects_with_a_code() {
         dcr_mode: None,
         resource: ResourceUri::parse("http://127.0.0.1:8090/mcp").unwrap(),
         introspection_token: "rs".into(),
+        upstream: None,
     };
     let application = app::App::new(config).await.unwrap();
     let router = application.router().await.unwrap();

@@ -12,6 +12,8 @@ use authio_mcp::dcr::RegistrationPolicy;
 use authio_mcp::discovery::Issuer;
 use authio_mcp::project::{AccessTokenFormat, DcrMode, ProjectId};
 use authio_mcp::resource::ResourceUri;
+use authio_mcp::secret::SecretString;
+use authio_mcp::upstream::ProviderName;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
@@ -32,6 +34,13 @@ USAGE: cargo run --example server -- [FLAGS]
   --purge-interval-secs N     delete expired codes, tokens and initial access tokens every N seconds (default 60; 0: never)
   --max-clients N|none        registered clients per project (default 10000; none: no limit, e.g. for loadgen)
   --access-token-format F     jwt (default: RFC 9068, 5 minute lifetime, verifiable against the JWKS) | opaque
+  --upstream-issuer URL       sign users in at this OpenID Connect provider instead of the demo login
+  --upstream-client-id ID     this server's client id at the provider (required with --upstream-issuer)
+  --upstream-client-secret S  its client secret (client_secret_basic; omit for a public client)
+  --upstream-name NAME        the provider's name in paths (default oidc): discovery advertises
+                              <issuer>/v1/auth/oauth/NAME/authorize; register
+                              <issuer>/v1/auth/oauth/NAME/callback at the provider
+  --allow-http-upstream       development: allow an http:// upstream issuer on loopback
 ";
 
 fn random_token() -> String {
@@ -53,6 +62,7 @@ fn parse_args() -> Result<(SocketAddr, app::Config, Extra), String> {
     let (mut issuer, mut admin, mut introspection, mut cert, mut dcr) = (None, None, None, None, None);
     let (mut auto_approve, mut allow_loopback) = (false, false);
     let mut resource = "http://127.0.0.1:8090/mcp".to_owned();
+    let (mut up_issuer, mut up_client, mut up_secret, mut up_name, mut up_http) = (None, None, None, None, false);
     let mut extra = Extra {
         purge_interval: Some(std::time::Duration::from_secs(60)),
         policy: RegistrationPolicy::default(),
@@ -100,6 +110,11 @@ fn parse_args() -> Result<(SocketAddr, app::Config, Extra), String> {
                     v => return Err(format!("--access-token-format {v}: expected jwt or opaque")),
                 };
             }
+            "--upstream-issuer" => up_issuer = Some(value()?),
+            "--upstream-client-id" => up_client = Some(value()?),
+            "--upstream-client-secret" => up_secret = Some(value()?),
+            "--upstream-name" => up_name = Some(value()?),
+            "--allow-http-upstream" => up_http = true,
             other => return Err(format!("unknown flag {other}; see --help")),
         }
     }
@@ -107,6 +122,30 @@ fn parse_args() -> Result<(SocketAddr, app::Config, Extra), String> {
     let issuer = Issuer::new_allowing_loopback_http_for_development(issuer.clone())
         .map_err(|e| format!("--issuer {issuer}: {e}"))?;
     let resource = ResourceUri::parse(resource.clone()).map_err(|e| format!("--resource {resource}: {e}"))?;
+    let upstream = match (up_issuer, up_client) {
+        (None, None) if up_secret.is_none() && up_name.is_none() => None,
+        (Some(iss), Some(client_id)) => {
+            let issuer = if up_http {
+                Issuer::new_allowing_loopback_http_for_development(iss.clone())
+            } else {
+                Issuer::new(iss.clone())
+            }
+            .map_err(|e| {
+                format!("--upstream-issuer {iss}: {e} (an http:// issuer on loopback needs --allow-http-upstream)")
+            })?;
+            let name = up_name.unwrap_or_else(|| "oidc".to_owned());
+            let name = ProviderName::new(name.clone()).map_err(|e| format!("--upstream-name {name}: {e}"))?;
+            Some(app::UpstreamConfig {
+                name,
+                issuer,
+                client_id,
+                client_secret: up_secret.map(SecretString::from),
+                allow_http: up_http,
+                http: None,
+            })
+        }
+        _ => return Err("--upstream-issuer and --upstream-client-id go together".to_owned()),
+    };
     Ok((
         listen,
         app::Config {
@@ -118,6 +157,7 @@ fn parse_args() -> Result<(SocketAddr, app::Config, Extra), String> {
             dcr_mode: dcr,
             resource,
             introspection_token: introspection.unwrap_or_else(random_token),
+            upstream,
         },
         extra,
     ))
@@ -185,6 +225,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     }
     println!("  discovery:           {}", config.issuer.metadata_url());
     println!("  access tokens:       {:?}", extra.access_token_format);
+    match &config.upstream {
+        Some(up) => {
+            let prefix = authio_mcp::upstream::DEFAULT_PATH_PREFIX;
+            println!("  sign-in:             upstream {} at {}", up.name.as_str(), up.issuer);
+            println!(
+                "  authorize:           {}",
+                config
+                    .issuer
+                    .endpoint(&format!("{prefix}/{}/authorize", up.name.as_str()))
+            );
+            println!(
+                "  register redirect:   {}",
+                config
+                    .issuer
+                    .endpoint(&format!("{prefix}/{}/callback", up.name.as_str()))
+            );
+        }
+        None => println!("  sign-in:             demo login (no password; --upstream-issuer for a real one)"),
+    }
     axum::serve(listener, router)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
