@@ -377,16 +377,7 @@ impl OAuthEndpoints {
             CallbackOutcome::ShowError(e) => error_page(&e),
             CallbackOutcome::Redirect(location) => redirect(&location),
         };
-        // The login is over whatever happened: drop its cookie.
-        if let Some(state) = crate::upstream::CallbackParams::from_query(query).state
-            && let Ok(v) = HeaderValue::from_str(&format!(
-                "{}=; Max-Age=0; Path={}; HttpOnly; SameSite=Lax",
-                upstream_cookie_name(&state),
-                req.uri().path()
-            ))
-        {
-            response.headers_mut().append(header::SET_COOKIE, v);
-        }
+        clear_upstream_cookie(req, &mut response);
         UpstreamCallbackResponse::Response(response)
     }
 
@@ -558,6 +549,23 @@ pub fn upstream_cookie_name(state: &str) -> String {
     let hash = crate::secret::SecretHash::of(state);
     let hex: String = hash.as_bytes().iter().take(8).map(|b| format!("{b:02x}")).collect();
     format!("authio_ul_{hex}")
+}
+
+/// Expires the browser-binding cookie of the upstream callback `req` on
+/// `response`: the login is over, whatever happened. Call it on the
+/// response to [`UpstreamCallbackResponse::SignedIn`] too (the axum
+/// router does).
+pub fn clear_upstream_cookie<B>(req: &Request<B>, response: &mut Response<Vec<u8>>) {
+    let state = crate::upstream::CallbackParams::from_query(req.uri().query().unwrap_or_default()).state;
+    if let Some(state) = state
+        && let Ok(v) = HeaderValue::from_str(&format!(
+            "{}=; Max-Age=0; Path={}; HttpOnly; SameSite=Lax",
+            upstream_cookie_name(&state),
+            req.uri().path()
+        ))
+    {
+        response.headers_mut().append(header::SET_COOKIE, v);
+    }
 }
 
 /// The value of cookie `name` in the `Cookie` headers, if exactly one.

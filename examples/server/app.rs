@@ -157,7 +157,7 @@ impl App {
         }
         let server = builder.build();
         let mut settings = ProjectSettings::default();
-        settings.scopes_supported = ScopeSet::parse("openid email mcp:read mcp:write")?;
+        settings.scopes_supported = ScopeSet::parse("openid email profile mcp:read mcp:write")?;
         settings.default_scopes = ScopeSet::parse("mcp:read mcp:write")?;
         settings.default_resource = Some(config.resource.clone());
         if let Some(up) = &config.upstream {
