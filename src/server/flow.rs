@@ -109,7 +109,7 @@ impl AuthorizationServer {
         query: &str,
     ) -> AuthorizeOutcome {
         let req = AuthorizationRequest::from_query(query);
-        let client = match self.authorization_client(project, &settings, &req).await {
+        let client = match self.authorization_client(project, settings, &req).await {
             Ok(c) => c,
             Err(e) => return AuthorizeOutcome::ShowError(e),
         };
@@ -117,9 +117,9 @@ impl AuthorizationServer {
             Ok(r) => r,
             Err(e) => return AuthorizeOutcome::ShowError(e.to_oauth_error()),
         };
-        match authorize::validate_request(&req, project, &settings, &client, redirect_uri, self.clock.now()) {
+        match authorize::validate_request(&req, project, settings, &client, redirect_uri, self.clock.now()) {
             Ok(p) => AuthorizeOutcome::Pending(Box::new(p)),
-            Err(e) => AuthorizeOutcome::Redirect(e.location(self.issuer_for(&settings).as_str())),
+            Err(e) => AuthorizeOutcome::Redirect(e.location(self.issuer_for(settings).as_str())),
         }
     }
 
