@@ -784,3 +784,38 @@ async fn unknown_provider_is_an_error_page() {
         .unwrap();
     assert_eq!(r.status(), 400);
 }
+
+#[tokio::test]
+async fn callback_from_another_issuer_is_refused() {
+    let c = chain(Options {
+        a_auto_approve: true,
+        b_auto_approve: true,
+        ..Options::default()
+    })
+    .await;
+    // B advertises RFC 9207: a response without iss, or with another
+    // issuer's, is a mix-up and refused.
+    for iss in [None, Some("https://evil.example")] {
+        let s = c.start("/v1/auth/oauth/oidc/authorize", "mcp:read").await;
+        let back = c.at_b(&s.to_b, "approve", "").await;
+        let mut u = url::Url::parse(&back).unwrap();
+        let kept: Vec<(String, String)> = u
+            .query_pairs()
+            .filter(|(k, _)| k != "iss")
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        {
+            let mut q = u.query_pairs_mut();
+            q.clear();
+            for (k, v) in &kept {
+                q.append_pair(k, v);
+            }
+            if let Some(i) = iss {
+                q.append_pair("iss", i);
+            }
+        }
+        let r = c.callback(u.as_str(), Some(&s.cookie)).await;
+        assert_eq!(client_error(&location(&r), &c.a.base), "access_denied", "{iss:?}");
+        assert_eq!(c.last_failure_reason(), "issuer_mismatch");
+    }
+}

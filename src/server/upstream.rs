@@ -198,8 +198,9 @@ impl AuthorizationServer {
                 .ok()
                 .and_then(|n| settings.upstream.provider(&n))
                 .ok_or(LoginFailure::StateMismatch)?;
-            let code = upstream::check_callback(&login, p, &params, browser_binding, self.clock.now())?;
-            let identity = self.redeem(project, p, &login, code).await?;
+            let metadata = self.provider_metadata(p).await?;
+            let code = upstream::check_callback(&login, p, &metadata, &params, browser_binding, self.clock.now())?;
+            let identity = self.redeem(project, p, &metadata, &login, code).await?;
             p.rules().check(&identity)?;
             let subject = match self.user_policy.decide(project, p, &identity).await {
                 Ok(UserDecision::Accept) => upstream::local_subject(&identity.issuer, &identity.subject),
@@ -246,10 +247,15 @@ impl AuthorizationServer {
             Ok(Some(c)) if login.pending.scopes.is_subset_of(&c.scopes) => {
                 match self.approve(login.pending.clone(), subject, None).await {
                     Ok(location) => CallbackOutcome::Redirect(location),
-                    Err(_) => CallbackOutcome::Redirect(
-                        self.login_failed(&settings, &login.pending, &name, &LoginFailure::Storage)
-                            .await,
-                    ),
+                    Err(e) => {
+                        let f = match e {
+                            super::ApproveError::Approval(crate::authorize::ApprovalError::Expired) => {
+                                LoginFailure::Expired
+                            }
+                            _ => LoginFailure::Storage,
+                        };
+                        CallbackOutcome::Redirect(self.login_failed(&settings, &login.pending, &name, &f).await)
+                    }
                 }
             }
             Ok(_) => CallbackOutcome::SignedIn(Box::new(SignedIn {
@@ -344,10 +350,10 @@ impl AuthorizationServer {
         &self,
         project: &ProjectId,
         p: &UpstreamProvider,
+        metadata: &ProviderMetadata,
         login: &UpstreamLogin,
         code: &str,
     ) -> Result<upstream::UpstreamIdentity, LoginFailure> {
-        let metadata = self.provider_metadata(p).await?;
         let secret = self
             .upstream_secrets
             .client_secret(project, &p.name)
@@ -390,9 +396,11 @@ impl AuthorizationServer {
         if response.status != 200 {
             return Err(LoginFailure::ProviderUnavailable);
         }
-        // The HTTP implementation enforces https; loopback http passes
-        // here only when it allowed the discovery fetch itself.
-        let m = upstream::parse_provider_metadata(&response.body, &p.issuer, true)
+        // Loopback http endpoints only for a loopback http issuer (which
+        // only development configurations have); the HTTP implementation
+        // refuses http anyway unless built to allow it.
+        let dev = p.issuer.as_str().starts_with("http://");
+        let m = upstream::parse_provider_metadata(&response.body, &p.issuer, dev)
             .map_err(|_| LoginFailure::ProviderUnavailable)?;
         if let Ok(mut cache) = self.provider_cache.metadata.lock() {
             cache.insert(key, (m.clone(), now));

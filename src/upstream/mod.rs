@@ -365,6 +365,9 @@ pub struct ProviderMetadata {
     pub jwks_uri: String,
     /// `userinfo_endpoint`, if any.
     pub userinfo_endpoint: Option<String>,
+    /// `authorization_response_iss_parameter_supported` (RFC 9207): the
+    /// callback must then carry `iss`.
+    pub iss_parameter_supported: bool,
 }
 
 /// Why a provider's discovery document was refused.
@@ -426,6 +429,10 @@ pub fn parse_provider_metadata(
         token_endpoint: endpoint("token_endpoint", true)?.ok_or(MetadataError::Endpoint("token_endpoint"))?,
         jwks_uri: endpoint("jwks_uri", true)?.ok_or(MetadataError::Endpoint("jwks_uri"))?,
         userinfo_endpoint: endpoint("userinfo_endpoint", false)?,
+        iss_parameter_supported: doc
+            .get("authorization_response_iss_parameter_supported")
+            .and_then(Value::as_bool)
+            == Some(true),
     })
 }
 
@@ -734,14 +741,17 @@ impl LoginFailure {
 
 /// Judges the provider's redirect back for the login it belongs to (the
 /// caller found `login` by [`CallbackParams::state_hash`] and took it):
-/// the browser binding, expiry, the RFC 9207 `iss`, then `error` or
-/// `code`. Returns the authorization code to exchange.
+/// the browser binding, expiry, the RFC 9207 `iss` (required when the
+/// provider's metadata says it sends it, section 2.4; compared exactly
+/// whenever present), then `error` or `code`. Returns the authorization
+/// code to exchange.
 ///
 /// # Errors
 /// A [`LoginFailure`].
 pub fn check_callback<'a>(
     login: &UpstreamLogin,
     provider: &UpstreamProvider,
+    metadata: &ProviderMetadata,
     params: &'a CallbackParams,
     browser_binding: Option<&str>,
     now: OffsetDateTime,
@@ -758,10 +768,10 @@ pub fn check_callback<'a>(
     if params.duplicated {
         return Err(LoginFailure::MalformedCallback);
     }
-    if let Some(iss) = &params.iss
-        && iss != provider.issuer.as_str()
-    {
-        return Err(LoginFailure::IssuerMismatch);
+    match &params.iss {
+        Some(iss) if iss != provider.issuer.as_str() => return Err(LoginFailure::IssuerMismatch),
+        None if metadata.iss_parameter_supported => return Err(LoginFailure::IssuerMismatch),
+        _ => {}
     }
     if let Some(error) = &params.error {
         return Err(if error == "access_denied" {

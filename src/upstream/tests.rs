@@ -153,10 +153,13 @@ fn callback_checks() {
     let p = provider();
     let q = |extra: &str| callback(&format!("state={state}&{extra}"));
     let ok = q("code=abc&iss=https%3A%2F%2Fidp.example.com");
-    assert_eq!(check_callback(&s.login, &p, &ok, Some(&cookie), NOW), Ok("abc"));
+    assert_eq!(
+        check_callback(&s.login, &p, &metadata(), &ok, Some(&cookie), NOW),
+        Ok("abc")
+    );
     // Without iss (RFC 9207 is optional for the provider) it passes too.
     assert_eq!(
-        check_callback(&s.login, &p, &q("code=abc"), Some(&cookie), NOW),
+        check_callback(&s.login, &p, &metadata(), &q("code=abc"), Some(&cookie), NOW),
         Ok("abc")
     );
     let late = NOW + UPSTREAM_LOGIN_TTL;
@@ -208,13 +211,21 @@ fn callback_checks() {
     ];
     for (params, cookie, now, prov, want) in cases {
         assert_eq!(
-            check_callback(&s.login, prov, &params, cookie, now),
+            check_callback(&s.login, prov, &metadata(), &params, cookie, now),
             Err(want.clone()),
             "{want:?}"
         );
     }
+    // A provider that advertises RFC 9207 must send iss.
+    let mut m = metadata();
+    m.iss_parameter_supported = true;
+    assert_eq!(
+        check_callback(&s.login, &p, &m, &q("code=abc"), Some(&cookie), NOW),
+        Err(LoginFailure::IssuerMismatch)
+    );
+    assert_eq!(check_callback(&s.login, &p, &m, &ok, Some(&cookie), NOW), Ok("abc"));
     // The upstream's error string is sanitized for the audit log.
-    let f = check_callback(&s.login, &p, &q("error=x%0Ay%3Cz"), Some(&cookie), NOW).unwrap_err();
+    let f = check_callback(&s.login, &p, &metadata(), &q("error=x%0Ay%3Cz"), Some(&cookie), NOW).unwrap_err();
     assert_eq!(f, LoginFailure::UpstreamError { error: "xyz".into() });
 }
 
