@@ -307,7 +307,9 @@ impl AuthorizationServerMetadata {
             grant_types.push("refresh_token".to_owned());
         }
         let openid = settings.scopes_supported.contains("openid");
-        let signs = openid || settings.access_token_format == crate::project::AccessTokenFormat::Jwt;
+        let signs = openid
+            || settings.access_token_format == crate::project::AccessTokenFormat::Jwt
+            || settings.upstream.uses_private_key_jwt();
         let strings = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
         Self {
             issuer: issuer.as_str().to_owned(),

@@ -346,6 +346,7 @@ async fn upstream_login_walks_through_both_pages() {
         client_secret: Some(authio_mcp::secret::SecretString::from(
             reg["client_secret"].as_str().unwrap(),
         )),
+        private_key_jwt: false,
         allow_http: true,
         http: None,
     };

@@ -70,6 +70,7 @@ struct Options {
     wrong_secret: bool,
     tamper_id_token: bool,
     provider_down: bool,
+    private_key_jwt: bool,
 }
 
 struct Chain {
@@ -166,11 +167,58 @@ async fn chain(o: Options) -> Chain {
         name: ProviderName::new("oidc").unwrap(),
         issuer: Issuer::new_allowing_loopback_http_for_development(issuer).unwrap(),
         client_id: reg["client_id"].as_str().unwrap().to_owned(),
-        client_secret: Some(SecretString::from(secret)),
+        client_secret: (!o.private_key_jwt).then(|| SecretString::from(secret)),
+        private_key_jwt: o.private_key_jwt,
         allow_http: true,
         http: upstream_http,
     };
     let a = serve(la, config(&a_base, o.a_auto_approve, Some(up))).await;
+    if o.private_key_jwt {
+        // A registers again at B, now with its public keys (an http
+        // jwks_uri is not fetched by B, so the JWKS goes inline), and
+        // uses that client id.
+        let jwks: Value = http
+            .get(format!("{a_base}/.well-known/jwks.json"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(!jwks["keys"].as_array().unwrap().is_empty());
+        let iat = b
+            .app
+            .endpoints
+            .server()
+            .issue_iat(&b.app.project(), IatOptions::new().pinned(PinnedMetadata::unpinned()))
+            .await
+            .unwrap();
+        let r = http
+            .post(format!("{b_base}/oauth2/register"))
+            .bearer_auth(iat.token.expose_secret())
+            .header("content-type", "application/json")
+            .body(
+                json!({"redirect_uris": [format!("{a_base}/v1/auth/oauth/oidc/callback")], "client_name": "A",
+                    "token_endpoint_auth_method": "private_key_jwt", "jwks": jwks})
+                .to_string(),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let reg: Value = r.json().await.unwrap();
+        assert!(reg.get("client_secret").is_none());
+        let id = reg["client_id"].as_str().unwrap().to_owned();
+        a.app
+            .endpoints
+            .server()
+            .edit_project(&a.app.project(), |mut s| {
+                s.upstream.providers[0].client_id = id.clone();
+                s
+            })
+            .await
+            .unwrap();
+    }
 
     // The MCP client at A: a public DCR client.
     let iat = a
@@ -818,4 +866,28 @@ async fn callback_from_another_issuer_is_refused() {
         assert_eq!(client_error(&location(&r), &c.a.base), "access_denied", "{iss:?}");
         assert_eq!(c.last_failure_reason(), "issuer_mismatch");
     }
+}
+
+#[tokio::test]
+async fn private_key_jwt_at_the_upstream_token_endpoint() {
+    let c = chain(Options {
+        a_auto_approve: true,
+        b_auto_approve: true,
+        private_key_jwt: true,
+        ..Options::default()
+    })
+    .await;
+    let (s, l) = c.sign_in("mcp:read").await;
+    let code = param(&l, "code").unwrap_or_else(|| panic!("{l} {:?}", c.upstream_events()));
+    let tokens = c.exchange(&code, &s.verifier).await;
+    let info = c.introspect(tokens["access_token"].as_str().unwrap()).await;
+    assert_eq!(info["sub"], c.subject_of(app::DEMO_SUBJECT).as_str());
+    // B saw no assertion refused.
+    let refused =
+        c.b.app
+            .audit
+            .recent(&c.b.app.project(), 500)
+            .iter()
+            .any(|e| e.name() == "oauth_client.assertion_rejected");
+    assert!(!refused);
 }

@@ -78,6 +78,10 @@ pub struct UpstreamConfig {
     /// Its client secret (`--upstream-client-secret`); `None`: a public
     /// client (PKCE only).
     pub client_secret: Option<SecretString>,
+    /// `--upstream-private-key-jwt`: authenticate with a client assertion
+    /// signed by the project's key (register `<issuer>/.well-known/jwks.json`
+    /// at the provider) instead of the secret.
+    pub private_key_jwt: bool,
     /// `--allow-http-upstream`: an `http://` issuer on loopback.
     pub allow_http: bool,
     /// Tests only: the HTTP client to reach the provider with (default: a
@@ -162,7 +166,9 @@ impl App {
         settings.default_resource = Some(config.resource.clone());
         if let Some(up) = &config.upstream {
             let mut provider = UpstreamProvider::generic(up.name.clone(), up.issuer.clone(), up.client_id.clone());
-            provider.client_auth = if up.client_secret.is_some() {
+            provider.client_auth = if up.private_key_jwt {
+                UpstreamClientAuth::PrivateKeyJwt
+            } else if up.client_secret.is_some() {
                 UpstreamClientAuth::ClientSecretBasic
             } else {
                 UpstreamClientAuth::None

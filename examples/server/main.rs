@@ -40,6 +40,7 @@ USAGE: cargo run --example server -- [FLAGS]
   --upstream-name NAME        the provider's name in paths (default oidc): discovery advertises
                               <issuer>/v1/auth/oauth/NAME/authorize; register
                               <issuer>/v1/auth/oauth/NAME/callback at the provider
+  --upstream-private-key-jwt  authenticate there with private_key_jwt (register <issuer>/.well-known/jwks.json)
   --allow-http-upstream       development: allow an http:// upstream issuer on loopback
 ";
 
@@ -63,6 +64,7 @@ fn parse_args() -> Result<(SocketAddr, app::Config, Extra), String> {
     let (mut auto_approve, mut allow_loopback) = (false, false);
     let mut resource = "http://127.0.0.1:8090/mcp".to_owned();
     let (mut up_issuer, mut up_client, mut up_secret, mut up_name, mut up_http) = (None, None, None, None, false);
+    let mut up_pkjwt = false;
     let mut extra = Extra {
         purge_interval: Some(std::time::Duration::from_secs(60)),
         policy: RegistrationPolicy::default(),
@@ -115,6 +117,7 @@ fn parse_args() -> Result<(SocketAddr, app::Config, Extra), String> {
             "--upstream-client-secret" => up_secret = Some(value()?),
             "--upstream-name" => up_name = Some(value()?),
             "--allow-http-upstream" => up_http = true,
+            "--upstream-private-key-jwt" => up_pkjwt = true,
             other => return Err(format!("unknown flag {other}; see --help")),
         }
     }
@@ -140,6 +143,7 @@ fn parse_args() -> Result<(SocketAddr, app::Config, Extra), String> {
                 issuer,
                 client_id,
                 client_secret: up_secret.map(SecretString::from),
+                private_key_jwt: up_pkjwt,
                 allow_http: up_http,
                 http: None,
             })

@@ -359,7 +359,16 @@ impl AuthorizationServer {
             .client_secret(project, &p.name)
             .await
             .map_err(|_| LoginFailure::Storage)?;
-        let (form, authorization) = upstream::token_request(login, p, code, secret.as_ref());
+        let assertion = match p.client_auth {
+            upstream::UpstreamClientAuth::PrivateKeyJwt => Some(self.client_assertion(project, p).await?),
+            _ => None,
+        };
+        let credential = match (&assertion, &secret) {
+            (Some(a), _) => upstream::ClientCredential::Assertion(a),
+            (None, Some(s)) => upstream::ClientCredential::Secret(s),
+            (None, None) => upstream::ClientCredential::None,
+        };
+        let (form, authorization) = upstream::token_request(login, p, code, credential);
         let http = self.upstream_http.as_ref().ok_or(LoginFailure::ProviderUnavailable)?;
         let response = http
             .post_form(&metadata.token_endpoint, form, authorization.as_ref())
@@ -376,6 +385,25 @@ impl AuthorizationServer {
         let (_, claims) = jose::verify(&id_token, &keys, expect).map_err(bad)?;
         upstream::check_id_token_claims(&claims, p, &login.nonce, self.clock.now())
             .map_err(LoginFailure::InvalidIdToken)
+    }
+
+    /// A `private_key_jwt` client assertion for `p`, signed with the
+    /// project's active key of its access-token algorithm.
+    async fn client_assertion(&self, project: &ProjectId, p: &UpstreamProvider) -> Result<String, LoginFailure> {
+        let settings = self
+            .projects
+            .get(project)
+            .await
+            .ok()
+            .flatten()
+            .ok_or(LoginFailure::Storage)?;
+        let key = self
+            .signing_key(project, &settings, settings.signing.access_token_algorithm)
+            .await
+            .map_err(|_| LoginFailure::Storage)?;
+        let jti = crate::secret::SecretString::random_with_prefix("", &self.random_array::<16>());
+        let claims = upstream::client_assertion_claims(p, jti.expose_secret(), self.clock.now());
+        jose::sign(&key.private_key, key.kid.as_str(), "JWT", &claims).map_err(|_| LoginFailure::Storage)
     }
 
     /// The provider's discovery document, cached for an hour.

@@ -122,6 +122,13 @@ pub enum UpstreamClientAuth {
     ClientSecretPost,
     /// A public client: `client_id` in the body, PKCE only.
     None,
+    /// A client assertion (RFC 7523 section 2.2): a JWT signed with the
+    /// project's active key of `signing.access_token_algorithm`, whose
+    /// public key is in the project's JWKS. Register
+    /// `<issuer>/.well-known/jwks.json` as the client's `jwks_uri` at the
+    /// provider (or its current contents as `jwks`, which then needs
+    /// updating after every key rotation).
+    PrivateKeyJwt,
 }
 
 /// Which ID-token claims carry the user's email, its verification and
@@ -301,6 +308,14 @@ pub struct UpstreamSettings {
 }
 
 impl UpstreamSettings {
+    /// Whether a provider authenticates with `private_key_jwt` (the
+    /// project then signs, and publishes its JWKS).
+    pub fn uses_private_key_jwt(&self) -> bool {
+        self.providers
+            .iter()
+            .any(|p| p.client_auth == UpstreamClientAuth::PrivateKeyJwt)
+    }
+
     /// The provider named `name`.
     pub fn provider(&self, name: &ProviderName) -> Option<&UpstreamProvider> {
         self.providers.iter().find(|p| &p.name == name)
@@ -794,15 +809,47 @@ fn sanitize(s: &str) -> String {
         .collect()
 }
 
+/// The lifetime of this server's client assertions: 60 seconds.
+pub const CLIENT_ASSERTION_TTL: Duration = Duration::seconds(60);
+
+/// The claims of a `private_key_jwt` client assertion for `provider`
+/// (RFC 7523 section 3): `iss` = `sub` = the client id, `aud` = the
+/// provider's issuer identifier (what draft-ietf-oauth-rfc7523bis asks
+/// for, against audience injection), `iat`, `exp` a minute later, and a
+/// single-use `jti`.
+pub fn client_assertion_claims(provider: &UpstreamProvider, jti: &str, now: OffsetDateTime) -> Value {
+    serde_json::json!({
+        "iss": provider.client_id,
+        "sub": provider.client_id,
+        "aud": provider.issuer.as_str(),
+        "iat": now.unix_timestamp(),
+        "exp": (now + CLIENT_ASSERTION_TTL).unix_timestamp(),
+        "jti": jti,
+    })
+}
+
+/// How this server proves itself at the token endpoint.
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub enum ClientCredential<'a> {
+    /// No credential (a public client).
+    None,
+    /// The client secret (for `client_secret_basic` / `_post`).
+    Secret(&'a SecretString),
+    /// A signed client assertion (for `private_key_jwt`).
+    Assertion(&'a str),
+}
+
 /// The form body of the code exchange (OpenID Connect Core section
 /// 3.1.3.1, RFC 7636 section 4.5) and the `Authorization` header value
 /// for `client_secret_basic` (RFC 6749 section 2.3.1: both parts
-/// form-encoded before base64).
+/// form-encoded before base64). A credential that does not fit the
+/// provider's `client_auth` is not sent (`client_id` alone is).
 pub fn token_request(
     login: &UpstreamLogin,
     provider: &UpstreamProvider,
     code: &str,
-    secret: Option<&SecretString>,
+    credential: ClientCredential<'_>,
 ) -> (String, Option<SecretString>) {
     use base64::Engine as _;
     let mut form = url::form_urlencoded::Serializer::new(String::new());
@@ -811,8 +858,8 @@ pub fn token_request(
     form.append_pair("redirect_uri", &login.callback_uri);
     form.append_pair("code_verifier", &login.code_verifier);
     let mut header = None;
-    match (provider.client_auth, secret) {
-        (UpstreamClientAuth::ClientSecretBasic, Some(s)) => {
+    match (provider.client_auth, credential) {
+        (UpstreamClientAuth::ClientSecretBasic, ClientCredential::Secret(s)) => {
             let enc = |v: &str| url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>();
             let pair = format!("{}:{}", enc(&provider.client_id), enc(s.expose_secret()));
             header = Some(SecretString::new(format!(
@@ -820,9 +867,14 @@ pub fn token_request(
                 base64::engine::general_purpose::STANDARD.encode(pair)
             )));
         }
-        (UpstreamClientAuth::ClientSecretPost, Some(s)) => {
+        (UpstreamClientAuth::ClientSecretPost, ClientCredential::Secret(s)) => {
             form.append_pair("client_id", &provider.client_id);
             form.append_pair("client_secret", s.expose_secret());
+        }
+        (UpstreamClientAuth::PrivateKeyJwt, ClientCredential::Assertion(a)) => {
+            form.append_pair("client_id", &provider.client_id);
+            form.append_pair("client_assertion_type", crate::client_auth::JWT_BEARER_ASSERTION_TYPE);
+            form.append_pair("client_assertion", a);
         }
         _ => {
             form.append_pair("client_id", &provider.client_id);

@@ -480,7 +480,7 @@ fn token_request_client_authentication() {
     let s = started();
     let secret = SecretString::from("s3cr:et&");
     let mut p = provider();
-    let (form, header) = token_request(&s.login, &p, "the-code", Some(&secret));
+    let (form, header) = token_request(&s.login, &p, "the-code", ClientCredential::Secret(&secret));
     let pairs: Vec<(String, String)> = url::form_urlencoded::parse(form.as_bytes()).into_owned().collect();
     let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     assert_eq!(get("grant_type"), Some("authorization_code"));
@@ -498,12 +498,26 @@ fn token_request_client_authentication() {
         .unwrap();
     assert_eq!(String::from_utf8(decoded).unwrap(), "rp-client:s3cr%3Aet%26");
     p.client_auth = UpstreamClientAuth::ClientSecretPost;
-    let (form, header) = token_request(&s.login, &p, "c", Some(&secret));
+    let (form, header) = token_request(&s.login, &p, "c", ClientCredential::Secret(&secret));
     assert!(header.is_none());
     assert!(form.contains("client_secret=s3cr%3Aet%26") && form.contains("client_id=rp-client"));
     p.client_auth = UpstreamClientAuth::None;
-    let (form, header) = token_request(&s.login, &p, "c", Some(&secret));
+    let (form, header) = token_request(&s.login, &p, "c", ClientCredential::Secret(&secret));
     assert!(header.is_none() && !form.contains("client_secret"));
+    p.client_auth = UpstreamClientAuth::PrivateKeyJwt;
+    let (form, header) = token_request(&s.login, &p, "c", ClientCredential::Assertion("h.p.s"));
+    assert!(header.is_none() && !form.contains("client_secret"));
+    assert!(form.contains("client_assertion=h.p.s") && form.contains("client_id=rp-client"));
+    assert!(form.contains("client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer"));
+    // A secret is never sent to a provider configured for assertions.
+    let (form, header) = token_request(&s.login, &p, "c", ClientCredential::Secret(&secret));
+    assert!(header.is_none() && !form.contains("client_secret") && !form.contains("client_assertion"));
+    let claims = client_assertion_claims(&p, "jti-1", NOW);
+    assert_eq!(claims["iss"], "rp-client");
+    assert_eq!(claims["sub"], "rp-client");
+    assert_eq!(claims["aud"], ISS);
+    assert_eq!(claims["exp"], NOW.unix_timestamp() + 60);
+    assert_eq!(claims["jti"], "jti-1");
 }
 
 #[test]
