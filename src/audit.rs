@@ -217,6 +217,13 @@ pub enum AuditKind {
         /// The key id.
         kid: String,
     },
+    /// A signing key retired without a successor (its algorithm is no
+    /// longer used); it stays published until its tokens expired.
+    #[serde(rename = "signing_key.retired")]
+    SigningKeyRetired {
+        /// The key id.
+        kid: String,
+    },
     /// Retired signing keys left the JWKS.
     #[serde(rename = "signing_key.deleted")]
     SigningKeysDeleted {
@@ -279,6 +286,7 @@ impl AuditKind {
             Self::TokenRevoked { .. } => "token.revoked",
             Self::SigningKeyCreated { .. } => "signing_key.created",
             Self::SigningKeyActivated { .. } => "signing_key.activated",
+            Self::SigningKeyRetired { .. } => "signing_key.retired",
             Self::SigningKeysDeleted { .. } => "signing_key.deleted",
             Self::ClientAssertionRejected { .. } => "oauth_client.assertion_rejected",
             Self::UpstreamLoginSucceeded { .. } => "upstream.login_succeeded",
@@ -362,6 +370,7 @@ mod tests {
                 algorithm: s(),
             },
             AuditKind::SigningKeyActivated { kid: s() },
+            AuditKind::SigningKeyRetired { kid: s() },
             AuditKind::SigningKeysDeleted { count: 1 },
             AuditKind::ClientAssertionRejected {
                 client_id: s(),
@@ -401,6 +410,7 @@ mod tests {
             "token.revoked",
             "signing_key.created",
             "signing_key.activated",
+            "signing_key.retired",
             "signing_key.deleted",
             "oauth_client.assertion_rejected",
             "upstream.login_succeeded",

@@ -139,9 +139,9 @@ pub fn project_path_router(
 fn mount(prefix: &str, endpoints: OAuthEndpoints, consent: Arc<dyn ConsentHandler>, paths: &RouterPaths) -> Router {
     let at = |path: &str| format!("{prefix}{path}");
     let state = AppState {
+        max_body: endpoints.max_body(),
         endpoints,
         consent,
-        max_body: crate::http::DEFAULT_MAX_BODY,
     };
     let mut router = Router::new()
         .route(
@@ -179,12 +179,9 @@ fn mount(prefix: &str, endpoints: OAuthEndpoints, consent: Arc<dyn ConsentHandle
 /// The path of an issuer URL without a trailing `/` (empty for an issuer
 /// without a path).
 fn issuer_path(issuer: &str) -> String {
-    let after_scheme = issuer.split_once("://").map_or("", |(_, rest)| rest);
-    let path = after_scheme
-        .find('/')
-        .and_then(|i| after_scheme.get(i..))
-        .unwrap_or_default();
-    path.trim_end_matches('/').to_owned()
+    url::Url::parse(issuer)
+        .map(|u| u.path().trim_end_matches('/').to_owned())
+        .unwrap_or_default()
 }
 
 /// Reads a whole request body up to `limit` bytes (413 beyond).

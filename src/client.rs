@@ -10,14 +10,15 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
-use url::Url;
 
 use crate::cimd::{ClientIdUrl, ClientIdUrlError, ClientIdUrlPolicy};
+use crate::display_text;
 use crate::error::ErrorCode;
 use crate::newtype::string_newtype;
 use crate::redirect_uri::{RedirectUri, RedirectUriError, RedirectUriPolicy};
 use crate::scope::ScopeSet;
 use crate::secret::SecretHash;
+use crate::weburl;
 
 /// A client id issued by registration: `client_` and 24 lowercase hex digits.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -360,6 +361,14 @@ pub enum ClientMetadataError {
         /// The field.
         field: &'static str,
     },
+    /// A string shown to users (`client_name`, `software_id`, contacts, ...)
+    /// holds control, bidirectional-override or invisible characters, so it
+    /// could render as another app's name.
+    #[error("{field} contains control, bidirectional or invisible characters")]
+    HiddenCharacters {
+        /// The field.
+        field: &'static str,
+    },
     /// `client_secret` or `client_secret_expires_at` in a CIMD document.
     #[error("{field} must not be present in a client metadata document")]
     ForbiddenField {
@@ -623,25 +632,23 @@ impl ClientMetadata {
     }
 }
 
+/// A string a user may read: bounded, and free of characters that would
+/// make it render as something else ([`crate::display_text`]).
 fn bounded(value: Option<&str>, field: &'static str) -> Result<Option<String>, ClientMetadataError> {
     match value {
-        Some(v) if v.len() > MAX_STRING || v.chars().any(char::is_control) => {
-            Err(ClientMetadataError::TooLong { field })
-        }
+        Some(v) if v.len() > MAX_STRING => Err(ClientMetadataError::TooLong { field }),
+        Some(v) if display_text::has_hidden_characters(v) => Err(ClientMetadataError::HiddenCharacters { field }),
         other => Ok(other.map(str::to_owned)),
     }
 }
 
-/// An `https` URL with a host and no userinfo.
+/// An `https` URL, written as a browser reads it (no userinfo, quotes,
+/// angle brackets, whitespace or anything else the WHATWG parser would
+/// rewrite), with a host.
 fn https_uri(value: Option<&str>, field: &'static str) -> Result<Option<String>, ClientMetadataError> {
     let Some(v) = value else { return Ok(None) };
-    let err = ClientMetadataError::InvalidUri { field };
-    if v.len() > 2048 || !v.starts_with("https://") || v.bytes().any(|b| !b.is_ascii_graphic() || b == b'\\') {
-        return Err(err);
-    }
-    let url = Url::parse(v).map_err(|_| err.clone())?;
-    if url.host_str().is_none_or(str::is_empty) || !url.username().is_empty() || url.password().is_some() {
-        return Err(err);
+    if v.len() > 2048 || !v.starts_with("https://") || weburl::check(v, true).is_err() {
+        return Err(ClientMetadataError::InvalidUri { field });
     }
     Ok(Some(v.to_owned()))
 }
@@ -949,6 +956,54 @@ mod tests {
                 with("jwks_uri", json!("https://u:p@a.example.com/jwks")),
                 dcr,
                 E::InvalidUri { field: "jwks_uri" },
+            ),
+            (
+                with(
+                    "client_uri",
+                    json!("https://a.example.com/\"><script>alert(1)</script>"),
+                ),
+                dcr,
+                E::InvalidUri { field: "client_uri" },
+            ),
+            (
+                with("logo_uri", json!("https://a.example.com/logo.png?x=<b>")),
+                CIMD,
+                E::InvalidUri { field: "logo_uri" },
+            ),
+            (
+                with("tos_uri", json!("https://a.example.com@evil.example/tos")),
+                dcr,
+                E::InvalidUri { field: "tos_uri" },
+            ),
+            (
+                with("policy_uri", json!("https://a%2eexample.com/p")),
+                dcr,
+                E::InvalidUri { field: "policy_uri" },
+            ),
+            (
+                with("client_name", json!("Claude\u{202e}lacigol")),
+                CIMD,
+                E::HiddenCharacters { field: "client_name" },
+            ),
+            (
+                with("client_name", json!("Cla\u{200b}ude")),
+                dcr,
+                E::HiddenCharacters { field: "client_name" },
+            ),
+            (
+                with("client_name", json!("Claude\nOfficial")),
+                dcr,
+                E::HiddenCharacters { field: "client_name" },
+            ),
+            (
+                with("software_id", json!("\u{2066}x\u{2069}")),
+                dcr,
+                E::HiddenCharacters { field: "software_id" },
+            ),
+            (
+                with("contacts", json!(["ops@example.com\u{feff}"])),
+                dcr,
+                E::HiddenCharacters { field: "contacts" },
             ),
             (with("client_name", json!(null)), CIMD, E::MissingClientName),
             (with("client_name", json!("  ")), CIMD, E::MissingClientName),

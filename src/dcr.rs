@@ -156,15 +156,6 @@ impl PinnedMetadata {
         }
         Ok(metadata)
     }
-
-    fn check(&self) -> Result<(), IatError> {
-        match self.token_endpoint_auth_method {
-            // DCR never registers private_key_jwt clients: such a pin would
-            // make the token unusable.
-            Some(TokenEndpointAuthMethod::PrivateKeyJwt) => Err(IatError::InvalidPin),
-            _ => Ok(()),
-        }
-    }
 }
 
 /// What an administrator chooses when issuing an initial access token.
@@ -257,8 +248,10 @@ pub enum IatError {
     /// `max_uses` of zero.
     #[error("max_uses must be at least 1")]
     InvalidMaxUses,
-    /// A pin no registration could satisfy (`private_key_jwt`).
-    #[error("the pinned token_endpoint_auth_method must be none, client_secret_basic or client_secret_post")]
+    /// A pin no registration could satisfy. Since `private_key_jwt` clients
+    /// can register (with `jwks` or `jwks_uri`), every method can be
+    /// pinned and this is no longer returned; kept for compatibility.
+    #[error("the pinned token_endpoint_auth_method cannot be satisfied")]
     InvalidPin,
 }
 
@@ -353,7 +346,7 @@ impl IatRecord {
     ///
     /// # Errors
     /// [`IatError::InvalidLabel`], [`IatError::InvalidTtl`],
-    /// [`IatError::InvalidMaxUses`] or [`IatError::InvalidPin`].
+    /// or [`IatError::InvalidMaxUses`].
     pub fn issue(
         options: IatOptions,
         id_random: &[u8; 8],
@@ -373,7 +366,6 @@ impl IatRecord {
         if options.max_uses == Some(0) {
             return Err(IatError::InvalidMaxUses);
         }
-        options.pinned.check()?;
         let token = SecretString::random_with_prefix(IAT_PREFIX, token_random);
         let record = Self {
             id: IatId::from_random(id_random),
@@ -819,10 +811,6 @@ mod tests {
             (IatOptions::new().ttl(Duration::seconds(-1)), IatError::InvalidTtl),
             (IatOptions::new().ttl(Duration::MAX), IatError::InvalidTtl),
             (IatOptions::new().max_uses(0), IatError::InvalidMaxUses),
-            (
-                IatOptions::new().pinned(PinnedMetadata::auth_method(TokenEndpointAuthMethod::PrivateKeyJwt)),
-                IatError::InvalidPin,
-            ),
         ];
         for (options, err) in bad {
             assert_eq!(IatRecord::issue(options, &[0; 8], &[0; 32], NOW).unwrap_err(), err);

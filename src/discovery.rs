@@ -9,9 +9,9 @@
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
-use url::Url;
 
 use crate::project::{DcrMode, ProjectSettings};
+use crate::weburl::{self, WebUrlError};
 
 /// Why an issuer was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -58,24 +58,18 @@ impl Issuer {
         if raw.contains(['?', '#']) {
             return Err(IssuerError::QueryOrFragment);
         }
-        if raw.chars().any(|c| c.is_whitespace() || c.is_control() || c == '\\') {
-            return Err(IssuerError::NotHttps);
-        }
-        let url = Url::parse(&raw).map_err(|_| IssuerError::NotHttps)?;
-        if !url.username().is_empty() || url.password().is_some() {
-            return Err(IssuerError::Userinfo);
-        }
-        let host_ok = url.host_str().is_some_and(|h| !h.is_empty());
-        let scheme_ok = match url.scheme() {
-            "https" => raw.starts_with("https://") && !raw.starts_with("https:///"),
-            "http" if loopback_http => {
-                raw.starts_with("http://")
-                    && !raw.starts_with("http:///")
-                    && matches!(url.host_str(), Some("127.0.0.1" | "[::1]" | "localhost"))
-            }
+        // Judged as a browser (and a client's HTTP library) reads it: the
+        // issuer names the host that serves the metadata and the endpoints.
+        let checked = weburl::check(&raw, true).map_err(|e| match e {
+            WebUrlError::Userinfo => IssuerError::Userinfo,
+            _ => IssuerError::NotHttps,
+        })?;
+        let scheme_ok = match checked.url().scheme() {
+            "https" => true,
+            "http" => loopback_http && checked.host().is_some_and(|h| weburl::is_loopback_host(&h)),
             _ => false,
         };
-        if !(host_ok && scheme_ok) {
+        if !scheme_ok {
             return Err(IssuerError::NotHttps);
         }
         Ok(Self(raw))
@@ -146,15 +140,10 @@ pub const WELL_KNOWN_OPENID_CONFIGURATION: &str = "openid-configuration";
 /// dropped.
 pub fn well_known_url(base: &str, name: &str) -> String {
     let base = base.split(['?', '#']).next().unwrap_or_default();
-    let (origin, path) = match base.find("://") {
-        Some(i) => {
-            let after = i + 3;
-            match base.get(after..).and_then(|r| r.find('/')) {
-                Some(j) => base.split_at(after + j),
-                None => (base, ""),
-            }
-        }
-        None => (base, ""),
+    // The split between origin and path is the parser's, not ours.
+    let (origin, path) = match weburl::check(base, true) {
+        Ok(checked) => base.split_at_checked(checked.path_start()).unwrap_or((base, "")),
+        Err(_) => (base, ""),
     };
     let path = path.strip_suffix('/').unwrap_or(path);
     format!("{origin}/.well-known/{name}{path}")

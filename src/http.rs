@@ -10,12 +10,14 @@
 //! feature does it for axum.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
 
 use crate::authorize::PendingAuthorization;
 use crate::error::{ErrorCode, OAuthError};
 use crate::grant::Subject;
+use crate::metrics;
 use crate::project::ProjectId;
 use crate::scope::ScopeSet;
 use crate::secret::SecretString;
@@ -217,6 +219,11 @@ impl OAuthEndpoints {
         self
     }
 
+    /// The cap on request bodies set by [`OAuthEndpoints::with_max_body`].
+    pub const fn max_body(&self) -> usize {
+        self.max_body
+    }
+
     /// The server.
     pub fn server(&self) -> &AuthorizationServer {
         &self.server
@@ -236,6 +243,7 @@ impl OAuthEndpoints {
         if let Some(r) = cors_preflight(req) {
             return r;
         }
+        let started = Instant::now();
         let result = async {
             allow(req, &[Method::GET, Method::HEAD])?;
             let project = self.project(req)?;
@@ -243,6 +251,7 @@ impl OAuthEndpoints {
             Ok(m.to_json())
         }
         .await;
+        observe("discovery", started, &result);
         let mut response = match result {
             Ok(body) => {
                 let mut r = json(StatusCode::OK, body);
@@ -268,12 +277,14 @@ impl OAuthEndpoints {
         if let Some(r) = cors_preflight(req) {
             return r;
         }
+        let started = Instant::now();
         let result = async {
             allow(req, &[Method::GET, Method::HEAD])?;
             let project = self.project(req)?;
             Ok(self.server.jwks(&project).await?.to_json())
         }
         .await;
+        observe("jwks", started, &result);
         let mut response = match result {
             Ok(body) => {
                 let mut r = json(StatusCode::OK, body);
@@ -301,12 +312,14 @@ impl OAuthEndpoints {
         if let Some(r) = cors_preflight(req) {
             return r;
         }
+        let started = Instant::now();
         let result = async {
             allow(req, &[Method::GET, Method::POST])?;
             let project = self.project(req)?;
             self.server.userinfo(&project, authorization(req)).await
         }
         .await;
+        observe("userinfo", started, &result);
         let mut response = match result {
             Ok(body) => no_store(json(StatusCode::OK, serde_json::to_vec(&body).unwrap_or_default())),
             Err(e) => error_response(&e),
@@ -317,20 +330,36 @@ impl OAuthEndpoints {
 
     /// `GET /oauth2/authorize`.
     pub async fn authorize<B>(&self, req: &Request<B>) -> AuthorizeResponse {
+        let started = Instant::now();
+        let shown = |e: &OAuthError| {
+            metrics::request("authorize", e.code().as_str(), started.elapsed());
+            AuthorizeResponse::Response(error_page(e))
+        };
         if let Err(e) = allow(req, &[Method::GET]) {
-            return AuthorizeResponse::Response(error_page(&e));
+            return shown(&e);
         }
         let project = match self.project(req) {
             Ok(p) => p,
-            Err(e) => return AuthorizeResponse::Response(error_page(&e)),
+            Err(e) => return shown(&e),
         };
         match self
             .server
             .authorize(&project, req.uri().query().unwrap_or_default())
             .await
         {
-            AuthorizeOutcome::Pending(p) => AuthorizeResponse::Pending(p),
-            other => AuthorizeResponse::Response(outcome_response(other)),
+            AuthorizeOutcome::ShowError(e) => shown(&e),
+            AuthorizeOutcome::Redirect(location) => {
+                metrics::request("authorize", "redirect", started.elapsed());
+                AuthorizeResponse::Response(redirect(&location))
+            }
+            AuthorizeOutcome::Pending(p) => {
+                metrics::request("authorize", "pending", started.elapsed());
+                AuthorizeResponse::Pending(p)
+            }
+            other => {
+                metrics::request("authorize", "upstream_login", started.elapsed());
+                AuthorizeResponse::Response(outcome_response(other))
+            }
         }
     }
 
@@ -415,11 +444,13 @@ impl OAuthEndpoints {
         if let Some(r) = cors_preflight(req) {
             return r;
         }
+        let started = Instant::now();
         let result = async {
             let (project, body) = self.form_request(req)?;
             self.server.token(&project, authorization(req), body).await
         }
         .await;
+        observe("token", started, &result);
         let mut response = match result {
             Ok(t) => no_store(json(StatusCode::OK, t.to_json())),
             Err(e) => error_response(&e),
@@ -434,11 +465,13 @@ impl OAuthEndpoints {
         if let Some(r) = cors_preflight(req) {
             return r;
         }
+        let started = Instant::now();
         let result = async {
             let (project, body) = self.json_request(req)?;
             self.server.register_client(&project, authorization(req), body).await
         }
         .await;
+        observe("register", started, &result);
         let mut response = match result {
             Ok(r) => r.to_response(),
             Err(e) => no_store(error_response(&e)),
@@ -452,11 +485,13 @@ impl OAuthEndpoints {
     /// (`resolved` with the normalized client, or `failed` with the exact
     /// reason); a malformed request is a 400 OAuth error.
     pub async fn cimd_resolve<B: AsRef<[u8]>>(&self, req: &Request<B>) -> Response<Vec<u8>> {
+        let started = Instant::now();
         let result = async {
             let (project, body) = self.json_request(req)?;
             self.server.preview_cimd(&project, body).await
         }
         .await;
+        observe("cimd_resolve", started, &result);
         match result {
             Ok(preview) => no_store(json(StatusCode::OK, preview.to_json())),
             Err(e) => error_response(&e),
@@ -468,11 +503,13 @@ impl OAuthEndpoints {
         if let Some(r) = cors_preflight(req) {
             return r;
         }
+        let started = Instant::now();
         let result = async {
             let (project, body) = self.form_request(req)?;
             self.server.revoke(&project, authorization(req), body).await
         }
         .await;
+        observe("revoke", started, &result);
         let mut response = match result {
             Ok(()) => no_store(Response::new(Vec::new())),
             Err(e) => error_response(&e),
@@ -484,6 +521,7 @@ impl OAuthEndpoints {
     /// `POST /oauth2/introspect` (RFC 7662), for callers the introspection
     /// authenticator accepts.
     pub async fn introspect<B: AsRef<[u8]>>(&self, req: &Request<B>) -> Response<Vec<u8>> {
+        let started = Instant::now();
         let result = async {
             let (project, body) = self.form_request(req)?;
             let allowed = self
@@ -499,6 +537,7 @@ impl OAuthEndpoints {
             self.server.introspect(&project, body).await
         }
         .await;
+        observe("introspect", started, &result);
         match result {
             Ok(r) => no_store(json(StatusCode::OK, r.to_json())),
             Err(e) => error_response(&e),
@@ -621,6 +660,16 @@ fn outcome_response(outcome: AuthorizeOutcome) -> Response<Vec<u8>> {
         }
         _ => error_page(&OAuthError::server_error()),
     }
+}
+
+/// Records a request's outcome (`ok` or its OAuth error code) and
+/// duration with [`crate::metrics`].
+fn observe<T>(endpoint: &'static str, started: Instant, result: &Result<T, OAuthError>) {
+    let outcome = match result {
+        Ok(_) => "ok",
+        Err(e) => e.code().as_str(),
+    };
+    metrics::request(endpoint, outcome, started.elapsed());
 }
 
 /// The `Authorization` header as a string, if present and ASCII.

@@ -330,7 +330,7 @@ pub fn check_client_assertion(
         return Err(ClaimsError::LifetimeTooLong);
     }
     if let Some(iat) = claims.get("iat").and_then(Value::as_i64)
-        && exp.unix_timestamp() - iat > limit.whole_seconds()
+        && exp.unix_timestamp().saturating_sub(iat) > limit.whole_seconds()
     {
         return Err(ClaimsError::LifetimeTooLong);
     }
@@ -369,13 +369,16 @@ fn check_times(
         }
     };
     let exp = time("exp")?.ok_or(ClaimsError::Missing("exp"))?;
-    if now >= exp + leeway {
+    // Checked arithmetic: claim values near the end of the representable
+    // range must not panic (an `exp` there is simply not expired).
+    if exp.checked_add(leeway).is_some_and(|limit| now >= limit) {
         return Err(ClaimsError::Expired);
     }
-    if time("nbf")?.is_some_and(|nbf| nbf > now + leeway) {
+    let latest = now.checked_add(leeway).unwrap_or(now);
+    if time("nbf")?.is_some_and(|nbf| nbf > latest) {
         return Err(ClaimsError::NotYetValid);
     }
-    if time("iat")?.is_some_and(|iat| iat > now + leeway) {
+    if time("iat")?.is_some_and(|iat| iat > latest) {
         return Err(ClaimsError::IssuedInFuture);
     }
     Ok(exp)
@@ -437,6 +440,11 @@ mod tests {
         for (extra, want) in cases {
             assert_eq!(check(&at(extra.clone())), Err(want), "{extra}");
         }
+        // Extreme values neither panic nor pass.
+        let max = 253_402_300_799_i64; // 9999-12-31T23:59:59Z
+        assert!(check(&at(json!({"exp": max}))).is_ok());
+        assert_eq!(check(&at(json!({"exp": i64::MAX}))), Err(ClaimsError::Missing("exp")));
+        assert_eq!(check(&at(json!({"nbf": max}))), Err(ClaimsError::NotYetValid));
         let mut no_exp = at(json!({}));
         no_exp.remove("exp");
         assert_eq!(check(&no_exp), Err(ClaimsError::Missing("exp")));
@@ -470,6 +478,8 @@ mod tests {
             (json!({"iat": t - 3000, "exp": t + 60}), ClaimsError::LifetimeTooLong),
             (json!({"nbf": t + 600}), ClaimsError::NotYetValid),
             (json!({"jti": ""}), ClaimsError::Missing("jti")),
+            (json!({"iat": i64::MIN}), ClaimsError::Missing("iat")),
+            (json!({"exp": 253_402_300_799_i64}), ClaimsError::LifetimeTooLong),
         ];
         for (extra, want) in cases {
             assert_eq!(check(assertion(extra.clone())), Err(want), "{extra}");

@@ -192,8 +192,9 @@ pub enum SigningSettingsError {
     /// The pre-publication window is shorter than two JWKS cache lifetimes.
     #[error("signing.pre_publication must be at least 10 minutes")]
     PrePublicationTooShort,
-    /// The rotation period is not longer than the pre-publication window.
-    #[error("signing.rotation_period must be longer than signing.pre_publication")]
+    /// The rotation period is not longer than the pre-publication window,
+    /// or longer than 10 years.
+    #[error("signing.rotation_period must be longer than signing.pre_publication and at most 10 years")]
     RotationPeriod,
 }
 
@@ -206,7 +207,7 @@ impl SigningSettings {
         if self.pre_publication < Duration::seconds(2 * JWKS_MAX_AGE_SECS) {
             return Err(SigningSettingsError::PrePublicationTooShort);
         }
-        if self.rotation_period <= self.pre_publication {
+        if self.rotation_period <= self.pre_publication || self.rotation_period > Duration::days(3653) {
             return Err(SigningSettingsError::RotationPeriod);
         }
         Ok(())
@@ -233,6 +234,14 @@ pub enum RotationAction {
         /// When the retiring key may leave the JWKS.
         retired_publish_until: OffsetDateTime,
     },
+    /// Retire this active key: the project no longer signs with its
+    /// algorithm (the settings changed).
+    Retire {
+        /// The key.
+        kid: KeyId,
+        /// When it may leave the JWKS.
+        publish_until: OffsetDateTime,
+    },
     /// Delete retired keys whose `publish_until` has passed.
     DeleteExpired,
 }
@@ -246,7 +255,8 @@ pub enum RotationAction {
 /// it; no active key but a next key: activate it; an active key due within
 /// `pre_publication` and no next key: create a next key; an active key due
 /// and a next key published for at least `pre_publication`: activate the
-/// next key. Retired keys past `publish_until` are deleted.
+/// next key. Active keys of algorithms no longer in use retire. Retired
+/// keys past `publish_until` are deleted.
 pub fn plan_rotation(
     keys: &[SigningKey],
     algorithms: &[SigningAlgorithm],
@@ -273,13 +283,20 @@ pub fn plan_rotation(
                 retired_publish_until,
             }),
             (Some(a), next) => {
-                let due = a.activated_at.unwrap_or(a.created_at) + settings.rotation_period;
+                let since = a.activated_at.unwrap_or(a.created_at);
+                let due = since.checked_add(settings.rotation_period).unwrap_or(since);
+                let announce = due.checked_sub(settings.pre_publication).unwrap_or(due);
                 match next {
-                    None if now >= due - settings.pre_publication => plan.push(RotationAction::Create {
+                    None if now >= announce => plan.push(RotationAction::Create {
                         algorithm: alg,
                         activate: false,
                     }),
-                    Some(n) if now >= due && now >= n.created_at + settings.pre_publication => {
+                    Some(n)
+                        if now >= due
+                            && n.created_at
+                                .checked_add(settings.pre_publication)
+                                .is_some_and(|ready| now >= ready) =>
+                    {
                         plan.push(RotationAction::Activate {
                             kid: n.kid.clone(),
                             retired_publish_until,
@@ -288,6 +305,14 @@ pub fn plan_rotation(
                     _ => {}
                 }
             }
+        }
+    }
+    for k in keys {
+        if k.state == KeyState::Active && !algorithms.contains(&k.algorithm()) {
+            plan.push(RotationAction::Retire {
+                kid: k.kid.clone(),
+                publish_until: retired_publish_until,
+            });
         }
     }
     if keys
@@ -402,6 +427,29 @@ mod tests {
             plan_rotation(&[r, active], &ED, &s, ttl, t2 + ttl),
             vec![RotationAction::DeleteExpired]
         );
+    }
+
+    #[test]
+    fn keys_of_an_algorithm_no_longer_used_retire() {
+        let s = SigningSettings::default();
+        let t0 = datetime!(2026-01-01 0:00 UTC);
+        let ttl = Duration::minutes(10);
+        let a = key("a", KeyState::Active, t0);
+        let plan = plan_rotation(std::slice::from_ref(&a), &[SigningAlgorithm::Es256], &s, ttl, t0);
+        assert_eq!(
+            plan,
+            vec![
+                RotationAction::Create {
+                    algorithm: SigningAlgorithm::Es256,
+                    activate: true
+                },
+                RotationAction::Retire {
+                    kid: KeyId::new("a").unwrap(),
+                    publish_until: t0 + ttl + RETIRED_KEY_GRACE
+                }
+            ]
+        );
+        assert_eq!(plan_rotation(&[a], &[], &s, ttl, t0).len(), 1);
     }
 
     #[test]

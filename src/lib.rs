@@ -70,12 +70,14 @@ pub mod client;
 pub mod client_auth;
 pub mod dcr;
 pub mod discovery;
+mod display_text;
 pub mod error;
 pub mod grant;
 pub mod http;
 pub mod jose;
 pub mod jwt;
 pub mod keys;
+pub mod metrics;
 mod newtype;
 pub mod pkce;
 pub mod project;
@@ -88,6 +90,7 @@ pub mod server;
 pub mod store;
 pub mod token;
 pub mod upstream;
+mod weburl;
 
 pub use error::{ErrorCode, OAuthError};
 

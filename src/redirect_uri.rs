@@ -6,16 +6,23 @@
 //! (`127.0.0.1`, `[::1]`, `localhost`) the port may differ, because native
 //! apps bind an ephemeral port at run time. Nothing else is relaxed: not the
 //! case, not a trailing slash, not the path or query.
+//!
+//! Every `http`/`https` redirect URI, registered or requested, is judged the
+//! way a browser reads it (the WHATWG URL Standard): a string whose host,
+//! port, path or query a browser would read differently from how it is
+//! written (userinfo, percent-encoded or numeric hosts, dot segments,
+//! backslashes) is refused, and the loopback exception compares the
+//! *parsed* host, so `http://[::1]@evil.example/cb` can never pass for
+//! `http://[::1]:PORT/cb` (RFC 9700 section 4.1).
 
 use std::fmt;
+use std::hash::{Hash, Hasher};
 
 use serde::{Deserialize, Serialize};
-use url::Url;
+use url::{Host, Url};
 
 use crate::error::ErrorCode;
-
-/// Hosts on which an `http` redirect URI is allowed and the port is free.
-const LOOPBACK_HOSTS: [&str; 3] = ["127.0.0.1", "[::1]", "localhost"];
+use crate::weburl::{self, WebUrlError};
 
 /// Schemes that are never a redirect target.
 const DANGEROUS_SCHEMES: [&str; 16] = [
@@ -60,12 +67,17 @@ pub enum RedirectUriError {
     /// Credentials in the authority.
     #[error("redirect URI must not contain userinfo")]
     Userinfo,
-    /// Whitespace, control characters or a backslash.
+    /// Whitespace, control characters, a backslash or non-ASCII.
     #[error("redirect URI contains characters that are not allowed")]
     BadCharacter,
     /// Longer than 2048 bytes.
     #[error("redirect URI is too long")]
     TooLong,
+    /// A browser would read the host, port, path or query differently
+    /// from how they are written (percent-encoding, a numeric or
+    /// upper-case loopback host, dot segments, port 0, ...).
+    #[error("redirect URI must be written as a browser reads it (no encoded or normalisable host, port or path)")]
+    NotCanonical,
 }
 
 impl RedirectUriError {
@@ -73,6 +85,18 @@ impl RedirectUriError {
     /// renders these to the user instead (never redirecting).
     pub const fn code(&self) -> ErrorCode {
         ErrorCode::InvalidRedirectUri
+    }
+}
+
+impl From<WebUrlError> for RedirectUriError {
+    fn from(e: WebUrlError) -> Self {
+        match e {
+            WebUrlError::BadCharacter => Self::BadCharacter,
+            WebUrlError::NotAbsolute | WebUrlError::Scheme | WebUrlError::UnsupportedScheme => Self::NotAbsolute,
+            WebUrlError::Fragment => Self::Fragment,
+            WebUrlError::Userinfo => Self::Userinfo,
+            WebUrlError::NotCanonical => Self::NotCanonical,
+        }
     }
 }
 
@@ -103,9 +127,42 @@ impl RedirectUriPolicy {
 }
 
 /// A registered (or requested) redirect URI, kept as its exact string.
-#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+///
+/// Equality and hashing are on the exact string.
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct RedirectUri(String);
+pub struct RedirectUri {
+    raw: String,
+    /// For `http` on a loopback host: the parsed host and where the path
+    /// starts in `raw`, for the RFC 8252 port exception.
+    loopback: Option<Loopback>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Loopback {
+    host: LoopbackHost,
+    path_start: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LoopbackHost {
+    V4,
+    V6,
+    Localhost,
+}
+
+impl LoopbackHost {
+    fn of(host: &Host<&str>) -> Option<Self> {
+        if !weburl::is_loopback_host(host) {
+            return None;
+        }
+        Some(match host {
+            Host::Ipv4(_) => Self::V4,
+            Host::Ipv6(_) => Self::V6,
+            Host::Domain(_) => Self::Localhost,
+        })
+    }
+}
 
 impl RedirectUri {
     /// Parses with the strict policy.
@@ -118,6 +175,11 @@ impl RedirectUri {
 
     /// Parses with a policy.
     ///
+    /// `https` URIs and `http` URIs on `127.0.0.1`, `[::1]` or `localhost`
+    /// must be written as a browser reads them (see the module docs); the
+    /// host of an `https` URI may be written in upper case, a loopback host
+    /// may not.
+    ///
     /// # Errors
     /// A [`RedirectUriError`] naming the broken rule.
     pub fn parse_with(raw: impl Into<String>, policy: RedirectUriPolicy) -> Result<Self, RedirectUriError> {
@@ -125,7 +187,7 @@ impl RedirectUri {
         if raw.len() > 2048 {
             return Err(RedirectUriError::TooLong);
         }
-        if raw.chars().any(|c| c.is_whitespace() || c.is_control() || c == '\\') {
+        if raw.bytes().any(|b| !b.is_ascii_graphic() || b == b'\\') {
             return Err(RedirectUriError::BadCharacter);
         }
         if raw.contains('#') {
@@ -143,100 +205,99 @@ impl RedirectUri {
         if !url.username().is_empty() || url.password().is_some() {
             return Err(RedirectUriError::Userinfo);
         }
-        match scheme {
-            "https" | "http" => {
-                let rest = raw.get(scheme.len()..).unwrap_or_default();
-                let authority = rest.get(3..).map(|a| split_authority(a).0).unwrap_or_default();
-                if !rest.starts_with("://") || authority.is_empty() || url.host_str().is_none_or(str::is_empty) {
-                    return Err(RedirectUriError::NotAbsolute);
-                }
-                if scheme == "http" {
-                    let host = split_authority(rest.get(3..).unwrap_or_default()).0;
-                    if !LOOPBACK_HOSTS.contains(&host) {
-                        return Err(RedirectUriError::InsecureHttp);
-                    }
-                }
+        let loopback = match scheme {
+            "https" => {
+                weburl::check(&raw, true)?;
+                None
             }
-            _ if policy.allow_private_use_schemes => {}
+            "http" => {
+                // Judge the host first (any case) so that a remote http host
+                // gets the precise error, then insist on the exact form.
+                let parsed = weburl::check(&raw, true)?;
+                let host = parsed
+                    .host()
+                    .and_then(|h| LoopbackHost::of(&h))
+                    .ok_or(RedirectUriError::InsecureHttp)?;
+                let exact = weburl::check(&raw, false)?;
+                Some(Loopback {
+                    host,
+                    path_start: exact.path_start(),
+                })
+            }
+            _ if policy.allow_private_use_schemes => None,
             _ => return Err(RedirectUriError::PrivateUseScheme),
-        }
-        Ok(Self(raw))
+        };
+        Ok(Self { raw, loopback })
     }
 
     /// The URI exactly as registered.
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.raw
     }
 
     /// The host, for display on a consent screen (`None` for private-use
     /// schemes without an authority).
     pub fn host(&self) -> Option<String> {
-        Url::parse(&self.0).ok()?.host_str().map(str::to_owned)
+        Url::parse(&self.raw).ok()?.host_str().map(str::to_owned)
     }
 
     /// Whether this is an `http` URI on a loopback host.
     pub fn is_loopback(&self) -> bool {
-        self.loopback_parts().is_some()
+        self.loopback.is_some()
     }
 
     /// Whether a redirect URI sent in a request matches this registered one:
     /// the same string, or, for `http` on a loopback host, the same string
     /// but for the port (RFC 8252 section 7.3).
+    ///
+    /// # Security
+    /// The port exception is decided on the WHATWG parse of `requested`
+    /// (the host a browser will visit) *and* on the string: the requested
+    /// URI must itself be written as a browser reads it, its parsed host
+    /// must be the same loopback host, and its path and query must be
+    /// byte-for-byte those registered. Only the port may differ.
     pub fn matches(&self, requested: &str) -> bool {
-        if self.0 == requested {
+        if self.raw == requested {
             return true;
         }
-        let Some((host, _, rest)) = self.loopback_parts() else {
+        let Some(registered) = self.loopback else {
             return false;
         };
-        let Some(req) = requested.strip_prefix("http://") else {
+        if requested.len() > 2048 {
+            return false;
+        }
+        let Ok(req) = weburl::check(requested, false) else {
             return false;
         };
-        let (req_host, req_port, req_rest) = split_authority(req);
-        req_host == host
-            && req_rest == rest
-            && req_port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()))
-            && !req_rest.contains('#')
-    }
-
-    fn loopback_parts(&self) -> Option<(&str, Option<&str>, &str)> {
-        let rest = self.0.strip_prefix("http://")?;
-        let parts = split_authority(rest);
-        LOOPBACK_HOSTS.contains(&parts.0).then_some(parts)
+        req.url().scheme() == "http"
+            && req.host().and_then(|h| LoopbackHost::of(&h)) == Some(registered.host)
+            && self.raw.get(registered.path_start..) == requested.get(req.path_start()..)
     }
 }
 
-/// Splits `host[:port]rest` (the part after `scheme://`) into host, port
-/// and the rest (path, query).
-fn split_authority(s: &str) -> (&str, Option<&str>, &str) {
-    let end = s.find(['/', '?']).unwrap_or(s.len());
-    let (authority, rest) = s.split_at(end);
-    let (host, port) = if authority.starts_with('[') {
-        match authority.find(']') {
-            Some(i) => {
-                let (h, p) = authority.split_at(i + 1);
-                (h, p.strip_prefix(':'))
-            }
-            None => (authority, None),
-        }
-    } else {
-        match authority.rsplit_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (authority, None),
-        }
-    };
-    (host, port, rest)
+impl PartialEq for RedirectUri {
+    fn eq(&self, other: &Self) -> bool {
+        self.raw == other.raw
+    }
+}
+
+impl Eq for RedirectUri {}
+
+impl Hash for RedirectUri {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.raw.hash(state);
+    }
 }
 
 impl fmt::Debug for RedirectUri {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("RedirectUri").field(&self.0).finish()
+        f.debug_tuple("RedirectUri").field(&self.raw).finish()
     }
 }
 
 impl fmt::Display for RedirectUri {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.raw)
     }
 }
 
@@ -252,7 +313,7 @@ impl TryFrom<String> for RedirectUri {
 
 impl From<RedirectUri> for String {
     fn from(r: RedirectUri) -> Self {
-        r.0
+        r.raw
     }
 }
 
@@ -289,7 +350,15 @@ mod tests {
             ("http://example.com/cb", InsecureHttp),
             ("http://127.0.0.2/cb", InsecureHttp),
             ("http://localhost.example.com/cb", InsecureHttp),
-            ("http://LOCALHOST/cb", InsecureHttp),
+            ("http://LOCALHOST/cb", NotCanonical),
+            ("http://0x7f.0.0.1/cb", NotCanonical),
+            ("http://127.1/cb", NotCanonical),
+            ("http://[0::1]/cb", NotCanonical),
+            ("http://[::1]@evil.example/cb", Userinfo),
+            ("https://app.example.com/a/../cb", NotCanonical),
+            ("https://app.example.com/%2e%2e/cb", NotCanonical),
+            ("https://ex%61mple.com/cb", NotCanonical),
+            ("https://bücher.example/cb", BadCharacter),
             ("http://0.0.0.0:8080/cb", InsecureHttp),
             ("https://example.com/cb#frag", Fragment),
             ("https://example.com/cb#", Fragment),
@@ -308,8 +377,8 @@ mod tests {
             ("example.com/cb", NotAbsolute),
             ("https:example.com/cb", NotAbsolute),
             ("https:/example.com/cb", NotAbsolute),
-            ("https:///cb", NotAbsolute),
-            ("http:///127.0.0.1/cb", NotAbsolute),
+            ("https:///cb", NotCanonical),
+            ("http:///127.0.0.1/cb", NotCanonical),
             ("", NotAbsolute),
         ];
         for (raw, err) in table {
@@ -378,6 +447,39 @@ mod tests {
             ("http://127.0.0.1:33418/cb", "http://127.0.0.1:/cb", false),
             ("http://127.0.0.1:33418/cb", "http://127.0.0.1:123456/cb", false),
             ("http://127.0.0.1:33418/cb", "http://127.0.0.1:1@evil.com/cb", false),
+            ("http://127.0.0.1:33418/cb", "http://127.0.0.1:0/cb", false),
+            ("http://127.0.0.1:33418/cb", "http://127.0.0.1:033418/cb", false),
+            ("http://127.0.0.1:33418/cb", "http://127.0.0.1:99999/cb", false),
+            ("http://127.0.0.1:33418/cb", "http://0x7f000001:1/cb", false),
+            ("http://127.0.0.1:33418/cb", "http://127.1:1/cb", false),
+            ("http://127.0.0.1:33418/cb", "http://127.0.0.1:1/%63b", false),
+            ("http://127.0.0.1:33418/cb", "http://127.0.0.1:1/x/../cb", false),
+            ("http://127.0.0.1:33418/cb", "http://127.0.0.1:1\\@evil.com/cb", false),
+            // the external review's finding: userinfo after a loopback host
+            (
+                "http://[::1]:33418/callback",
+                "http://[::1]@evil.example/callback",
+                false,
+            ),
+            (
+                "http://[::1]:33418/callback",
+                "http://[::1]:8443@evil.example/callback",
+                false,
+            ),
+            (
+                "http://[::1]:33418/callback",
+                "http://[::1]:1@evil.example:8443/callback",
+                false,
+            ),
+            (
+                "http://[::1]:33418/callback",
+                "http://[::1]%40evil.example/callback",
+                false,
+            ),
+            ("http://[::1]:33418/callback", "http://[0:0::1]:1/callback", false),
+            ("http://localhost:33418/cb", "http://localhost@evil.example/cb", false),
+            ("http://localhost:33418/cb", "http://LOCALHOST:1/cb", false),
+            ("http://localhost:33418/cb", "http://localhost.:1/cb", false),
             // https loopback is not relaxed
             ("https://localhost:8443/cb", "https://localhost:9443/cb", false),
         ];
@@ -406,7 +508,7 @@ mod tests {
         }
 
         #[test]
-        fn round_trips(host in "[a-z][a-z0-9-]{0,20}\\.[a-z]{2,6}", path in "(/[A-Za-z0-9._~-]{1,10}){0,4}") {
+        fn round_trips(host in "[a-z][a-z0-9-]{0,20}\\.[a-z]{2,6}", path in "(/[A-Za-z0-9_~-][A-Za-z0-9._~-]{0,9}){0,4}") {
             let raw = format!("https://{host}{path}");
             let r = RedirectUri::parse(raw.clone()).unwrap();
             prop_assert_eq!(r.as_str(), raw.as_str());

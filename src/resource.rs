@@ -10,9 +10,9 @@
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
-use url::Url;
 
 use crate::error::ErrorCode;
+use crate::weburl::{self, WebUrlError};
 
 /// Why a `resource` value was refused; every case is `invalid_target`.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -36,6 +36,24 @@ pub enum ResourceError {
     /// Longer than 2048 bytes.
     #[error("resource is too long")]
     TooLong,
+    /// The host, port, path or query as written differ from what a
+    /// client would use (percent-encoded or numeric hosts, dot segments,
+    /// characters the parser would percent-encode, port 0).
+    #[error("resource must be written as a browser reads it")]
+    NotCanonical,
+}
+
+impl From<WebUrlError> for ResourceError {
+    fn from(e: WebUrlError) -> Self {
+        match e {
+            WebUrlError::BadCharacter => Self::BadCharacter,
+            WebUrlError::NotAbsolute | WebUrlError::Scheme => Self::NotAbsolute,
+            WebUrlError::UnsupportedScheme => Self::UnsupportedScheme,
+            WebUrlError::Fragment => Self::Fragment,
+            WebUrlError::Userinfo => Self::Userinfo,
+            WebUrlError::NotCanonical => Self::NotCanonical,
+        }
+    }
 }
 
 impl ResourceError {
@@ -69,23 +87,12 @@ impl ResourceUri {
         if raw.contains('#') {
             return Err(ResourceError::Fragment);
         }
-        let url = Url::parse(&raw).map_err(|_| ResourceError::NotAbsolute)?;
+        // Judged as a browser reads it: the audience names the host a
+        // client would connect to, written the way the parser reads it.
+        let checked = weburl::check(&raw, true).map_err(ResourceError::from)?;
+        let url = checked.url();
         let scheme = url.scheme();
-        if scheme != "https" && scheme != "http" {
-            return Err(ResourceError::UnsupportedScheme);
-        }
-        // `Url` repairs `https:example.com`; insist on the real `//` form.
-        let has_authority = raw.get(scheme.len()..scheme.len() + 3) == Some("://")
-            && raw
-                .get(scheme.len() + 3..)
-                .is_some_and(|a| !a.is_empty() && !a.starts_with(['/', '?']));
-        let host = match (has_authority, url.host_str()) {
-            (true, Some(h)) if !h.is_empty() => h,
-            _ => return Err(ResourceError::NotAbsolute),
-        };
-        if !url.username().is_empty() || url.password().is_some() {
-            return Err(ResourceError::Userinfo);
-        }
+        let host = url.host_str().unwrap_or_default();
         let mut canonical = String::with_capacity(raw.len());
         canonical.push_str(scheme);
         canonical.push_str("://");
@@ -284,7 +291,12 @@ mod tests {
             ("/mcp", NotAbsolute),
             ("", NotAbsolute),
             ("https:mcp.example.com/mcp", NotAbsolute),
-            ("https:///mcp", NotAbsolute),
+            ("https:///mcp", NotCanonical),
+            ("https://mcp.example.com/a/../mcp", NotCanonical),
+            ("https://mcp.example.com/%2e%2e/mcp", NotCanonical),
+            ("https://mcp%2eexample.com/mcp", NotCanonical),
+            ("https://[::1]@mcp.example.com/mcp", Userinfo),
+            ("https://mcp.example.com:0/mcp", NotCanonical),
             ("urn:example:resource", UnsupportedScheme),
             ("ftp://example.com/x", UnsupportedScheme),
             ("javascript://x/%0aalert(1)", UnsupportedScheme),
@@ -343,7 +355,7 @@ mod tests {
         }
 
         #[test]
-        fn round_trips(host in "[a-z][a-z0-9-]{0,20}(\\.[a-z]{2,6}){1,2}", path in "(/[A-Za-z0-9._~-]{1,10}){0,4}") {
+        fn round_trips(host in "[a-z][a-z0-9-]{0,20}(\\.[a-z]{2,6}){1,2}", path in "(/[A-Za-z0-9_~-][A-Za-z0-9._~-]{0,9}){0,4}") {
             let raw = format!("https://{host}{path}");
             let u = ResourceUri::parse(raw.clone()).unwrap();
             prop_assert_eq!(u.as_str(), raw.as_str());

@@ -197,3 +197,40 @@ async fn default_scopes_when_omitted() {
     let p = h.pending(&auth_query(&client, REDIRECT, &verifier(1), "")).await;
     assert_eq!(p.scopes.to_string(), "mcp:read");
 }
+
+/// The external review's finding (RFC 9700 section 4.1): a loopback
+/// redirect URI with userinfo after the host was read as "no port" and the
+/// code went to `evil.example`. Every such spelling is now a phase-1 error,
+/// never a redirect; real port changes still redirect to loopback.
+#[tokio::test]
+async fn loopback_redirect_cannot_be_respelled_to_another_host() {
+    let h = harness().await;
+    let registered = "http://[::1]:33418/callback";
+    let client = h.public_client(1, &[registered]).await;
+    let v = verifier(1);
+    for hostile in [
+        "http://[::1]@evil.example/callback",
+        "http://[::1]:8443@evil.example/callback",
+        "http://[::1]:33418@evil.example/callback",
+        "http://[::1]:1@evil.example:8443/callback",
+        "http://[::1]%40evil.example/callback",
+        "http://[::1]:33418\\@evil.example/callback",
+        "http://[::1]:33418/callback/../../evil",
+        "http://[0:0:0:0:0:0:0:1]:1/callback",
+        "http://[::1]:0/callback",
+        "http://[::1]:99999/callback",
+    ] {
+        match h.authorize(&auth_query(&client, hostile, &v, "")).await {
+            AuthorizeOutcome::ShowError(e) => assert_eq!(e.code(), ErrorCode::InvalidRequest, "{hostile}"),
+            other => panic!("{hostile}: must not redirect, got {other:?}"),
+        }
+    }
+    let ok = "http://[::1]:51234/callback";
+    match h.authorize(&auth_query(&client, ok, &v, "")).await {
+        AuthorizeOutcome::Pending(pending) => {
+            assert_eq!(pending.redirect_uri, ok);
+            assert_eq!(pending.redirect_host.as_deref(), Some("[::1]"));
+        }
+        other => panic!("a different loopback port must be accepted, got {other:?}"),
+    }
+}

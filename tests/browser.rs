@@ -402,7 +402,11 @@ async fn upstream_login_walks_through_both_pages() {
     assert!(driver.wait_for_url(&a_base).await.starts_with(&a_base));
     assert_eq!(driver.text("#client-name").await, "MCP Client");
     let subject = authio_mcp::upstream::local_subject(&b_base, "alice");
-    assert_eq!(driver.text("#signed-in-as").await, subject.as_str());
+    assert_eq!(
+        driver.text("#signed-in-as").await,
+        "alice@example.com",
+        "B's verified email"
+    );
     let source = driver.session(reqwest::Method::GET, "/source", None).await;
     let source = source.as_str().unwrap();
     assert!(

@@ -478,8 +478,15 @@ fn hostile_cases() -> Vec<Case> {
         url_case("IPv6 loopback", "https://[::1]/client.json", "blocked_address"),
         url_case(
             "IPv4-mapped private",
-            "https://[::ffff:192.168.0.1]/client.json",
+            "https://[::ffff:c0a8:1]/client.json",
             "blocked_address",
+        ),
+        // Respelled addresses are refused as URLs before any address check:
+        // the string must be written the way the parser reads it.
+        url_case(
+            "IPv4-mapped private, dotted spelling",
+            "https://[::ffff:192.168.0.1]/client.json",
+            "invalid_url",
         ),
         url_case(
             "NAT64 of link-local",
@@ -488,11 +495,17 @@ fn hostile_cases() -> Vec<Case> {
         ),
         url_case("unique local IPv6", "https://[fd00::1]/client.json", "blocked_address"),
         url_case("localhost name", "https://localhost/client.json", "blocked_address"),
-        url_case("hex IPv4 loopback", "https://0x7f000001/client.json", "blocked_address"),
+        url_case("hex IPv4 loopback", "https://0x7f000001/client.json", "invalid_url"),
+        url_case("decimal IPv4 loopback", "https://2130706433/client.json", "invalid_url"),
         url_case(
-            "decimal IPv4 loopback",
-            "https://2130706433/client.json",
-            "blocked_address",
+            "userinfo hiding another host",
+            "https://client.example.com@10.0.0.1/client.json",
+            "invalid_url",
+        ),
+        url_case(
+            "percent-encoded host",
+            "https://client%2eexample.com/client.json",
+            "invalid_url",
         ),
         answer_case(
             "DNS rebinding caught by the fetcher",

@@ -785,3 +785,56 @@ async fn an_issuer_with_a_path_is_discoverable_and_served_under_it() {
         url::form_urlencoded::byte_serialize(issuer.as_bytes()).collect::<String>()
     )));
 }
+
+/// `/metrics` serves the library's metrics as Prometheus text behind the
+/// admin token, and every response carries the request id its log lines
+/// were tagged with.
+#[tokio::test]
+async fn metrics_behind_the_admin_token_and_request_ids() {
+    app::install_metrics();
+    let s = start(false).await;
+    let r = s
+        .post_form(
+            "/oauth2/token",
+            &[("grant_type", "authorization_code"), ("code", "x")],
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), 401);
+    let id = r.headers().get("x-request-id").unwrap().to_str().unwrap().to_owned();
+    assert_eq!(id.len(), 16);
+    assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+    let iat = s.issue_iat().await;
+    let (status, _) = s
+        .register(
+            &iat,
+            r#"{"redirect_uris":["https://client.example.com/cb"],"token_endpoint_auth_method":"none"}"#,
+        )
+        .await;
+    assert_eq!(status, 201);
+
+    let anonymous = s.http.get(s.url("/metrics")).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let text = s
+        .http
+        .get(s.url("/metrics"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for expected in [
+        "authio_requests_total{endpoint=\"token\",outcome=\"invalid_client\"}",
+        "authio_requests_total{endpoint=\"register\",outcome=\"ok\"}",
+        "authio_request_duration_seconds",
+        "authio_iat_uses_total",
+        "authio_audit_events_total{event=\"oauth_client.registered\"}",
+    ] {
+        assert!(text.contains(expected), "{expected} missing from:\n{text}");
+    }
+    // Nothing secret or client-chosen in a label.
+    assert!(!text.contains(&iat));
+    assert!(!text.contains("client.example.com"));
+}

@@ -291,9 +291,29 @@ async fn id_tokens_nonce_at_hash_refresh_and_userinfo() {
     use sha2::Digest as _;
     let digest = sha2::Sha256::digest(t.access_token.as_bytes());
     assert_eq!(c["at_hash"], URL_SAFE_NO_PAD.encode(&digest[..16]));
-    // The ID token's key is in the JWKS.
+    // The ID token verifies with its key from the JWKS, as an OpenID
+    // Connect library would check it (independently of our code).
     let jwks = h.server.jwks(&h.project).await.unwrap();
     assert!(jwks.contains_kid(header["kid"].as_str().unwrap()));
+    let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(
+        serde_json::to_value(jwks.keys.iter().find(|k| k.kid() == header["kid"].as_str()).unwrap()).unwrap(),
+    )
+    .unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+    validation.set_audience(&[client.as_str()]);
+    validation.set_issuer(&[ISSUER]);
+    validation.validate_exp = false; // the fixed clock is not the system clock
+    jsonwebtoken::decode::<Value>(&id, &jsonwebtoken::DecodingKey::from_jwk(&jwk).unwrap(), &validation).unwrap();
+    let mut tampered = id.clone();
+    tampered.insert(id.find('.').unwrap() + 2, 'x');
+    assert!(
+        jsonwebtoken::decode::<Value>(
+            &tampered,
+            &jsonwebtoken::DecodingKey::from_jwk(&jwk).unwrap(),
+            &validation
+        )
+        .is_err()
+    );
 
     // Userinfo: sub and the email claims.
     let bearer = format!("Bearer {}", t.access_token);
@@ -454,4 +474,182 @@ async fn hostile_tokens_are_refused_by_the_jwt_verifier() {
         Err(ResourceServerError::Inactive),
         "iat in the future"
     );
+}
+
+/// The HTTP layer: the JWKS with its media type and cache headers under a
+/// per-project issuer path, and the userinfo endpoint's challenges.
+#[tokio::test]
+async fn jwks_and_userinfo_over_oauth_endpoints() {
+    use authio_mcp::http::{IssuerPathProjectResolver, OAuthEndpoints};
+    let h = jwt_harness(SigningAlgorithm::Es256).await;
+    let mut s = h.server.project(&h.project).await.unwrap();
+    s.issuer = Some(Issuer::new(format!("{ISSUER}/p/proj_demo")).unwrap());
+    h.server.put_project(&h.project, s).await.unwrap();
+    let endpoints = OAuthEndpoints::new(h.server.clone(), Arc::new(IssuerPathProjectResolver::new("/p")));
+    let get = |path: &str| http::Request::get(path).body(Vec::<u8>::new()).unwrap();
+
+    let r = endpoints.jwks(&get("/p/proj_demo/.well-known/jwks.json")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/jwk-set+json");
+    assert_eq!(r.headers()["cache-control"], "public, max-age=300");
+    let body: Value = serde_json::from_slice(r.body()).unwrap();
+    assert_eq!(body["keys"].as_array().unwrap().len(), 1);
+    assert!(body["keys"][0].get("d").is_none());
+    let r = endpoints.jwks(&get("/p/proj_unknown/.well-known/jwks.json")).await;
+    assert_eq!(r.status(), 404, "unknown project");
+    let post = http::Request::post("/p/proj_demo/.well-known/jwks.json")
+        .body(Vec::<u8>::new())
+        .unwrap();
+    assert_eq!(endpoints.jwks(&post).await.status(), 405);
+
+    let m = serde_json::to_value(h.server.metadata(&h.project).await.unwrap()).unwrap();
+    assert_eq!(m["jwks_uri"], format!("{ISSUER}/p/proj_demo/.well-known/jwks.json"));
+
+    let r = endpoints.userinfo(&get("/p/proj_demo/oauth2/userinfo")).await;
+    assert_eq!(r.status(), 401);
+    assert!(
+        r.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer error=\"invalid_token\"")
+    );
+    let client = h.public_client(1, &[REDIRECT]).await;
+    let t = jwt_tokens(&h, &client, 1, "&scope=openid+mcp%3Aread").await;
+    let req = http::Request::get("/p/proj_demo/oauth2/userinfo")
+        .header("authorization", format!("Bearer {}", t.access_token))
+        .body(Vec::<u8>::new())
+        .unwrap();
+    let r = endpoints.userinfo(&req).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let body: Value = serde_json::from_slice(r.body()).unwrap();
+    assert_eq!(body, json!({"sub": "user_demo"}), "no email without the email scope");
+    // The token's iss is the project's issuer.
+    assert_eq!(part(&t.access_token, 1)["iss"], format!("{ISSUER}/p/proj_demo"));
+}
+
+/// Switching a project's access-token algorithm retires the old key: it
+/// stays published until its tokens expired, then leaves the JWKS.
+#[tokio::test]
+async fn changing_the_algorithm_retires_the_old_key() {
+    let h = jwt_harness(SigningAlgorithm::EdDsa).await;
+    let client = h.public_client(1, &[REDIRECT]).await;
+    let old = jwt_tokens(&h, &client, 1, "&scope=mcp%3Aread").await;
+    let old_kid = part(&old.access_token, 0)["kid"].as_str().unwrap().to_owned();
+    let mut s = h.server.project(&h.project).await.unwrap();
+    s.signing.access_token_algorithm = SigningAlgorithm::Es256;
+    s.signing.id_token_algorithm = SigningAlgorithm::Es256;
+    h.server.put_project(&h.project, s).await.unwrap();
+    let new = jwt_tokens(&h, &client, 2, "&scope=mcp%3Aread").await;
+    assert_eq!(part(&new.access_token, 0)["alg"], "ES256");
+    let jwks = h.server.jwks(&h.project).await.unwrap();
+    assert_eq!(kids(&jwks).len(), 2);
+    assert!(jwks.contains_kid(&old_kid), "still published for its tokens");
+    let (v, _) = verifier_for(&h).await;
+    v.verify(&old.access_token, h.server.now()).await.unwrap();
+    h.clock.advance(Duration::minutes(15));
+    let report = h.server.rotate_signing_keys(&h.project).await.unwrap();
+    assert_eq!(report.deleted, 1);
+    assert!(!h.server.jwks(&h.project).await.unwrap().contains_kid(&old_kid));
+    assert!(h.events().contains(&"signing_key.retired"));
+}
+
+/// Properly signed tokens (with the server's own key, read from its key
+/// store) whose claims are wrong: the claim rules refuse them.
+#[tokio::test]
+async fn signed_tokens_with_bad_claims_are_refused() {
+    use authio_mcp::store::KeyStore as _;
+    let keys = Arc::new(authio_mcp::store::memory::MemoryKeyStore::new());
+    let h = harness_with({
+        let keys = keys.clone();
+        move |b| b.key_store(keys)
+    })
+    .await;
+    let mut s = project_settings();
+    s.access_token_format = AccessTokenFormat::Jwt;
+    s.signing.id_token_algorithm = SigningAlgorithm::Es256;
+    h.server.put_project(&h.project, s).await.unwrap();
+    let jwks = h.server.jwks(&h.project).await.unwrap();
+    let stored = keys.keys(&h.project).await.unwrap();
+    let key = &stored[0];
+    assert_eq!(jwks.keys.len(), 1);
+    let (v, _) = verifier_for(&h).await;
+    let now = h.server.now();
+    let t = now.unix_timestamp();
+    let sign = |claims: Value, typ: &str| {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.typ = Some(typ.to_owned());
+        header.kid = Some(key.kid.as_str().to_owned());
+        jsonwebtoken::encode(
+            &header,
+            &claims,
+            &jsonwebtoken::EncodingKey::from_ec_der(key.private_key.expose_der()),
+        )
+        .unwrap()
+    };
+    let base = json!({"iss": ISSUER, "aud": [RESOURCE], "sub": "u", "client_id": "c", "scope": "mcp:read",
+        "iat": t, "exp": t + 300, "jti": "j"});
+    let with = |k: &str, val: Value| {
+        let mut c = base.clone();
+        c[k] = val;
+        c
+    };
+    assert!(
+        v.verify(&sign(base.clone(), "at+jwt"), now).await.is_ok(),
+        "the baseline verifies"
+    );
+    let cases = [
+        (
+            sign(with("aud", json!(["https://other.example/mcp"])), "at+jwt"),
+            ResourceServerError::WrongAudience,
+        ),
+        (
+            sign(with("iss", json!("https://evil.example")), "at+jwt"),
+            ResourceServerError::WrongIssuer,
+        ),
+        (
+            sign(with("exp", json!(t - 120)), "at+jwt"),
+            ResourceServerError::Expired,
+        ),
+        (
+            sign(with("nbf", json!(t + 600)), "at+jwt"),
+            ResourceServerError::Inactive,
+        ),
+        (
+            sign(with("client_id", json!(7)), "at+jwt"),
+            ResourceServerError::IncompleteClaims,
+        ),
+        (sign(base.clone(), "JWT"), ResourceServerError::Inactive),
+    ];
+    for (i, (token, want)) in cases.into_iter().enumerate() {
+        assert_eq!(v.verify(&token, now).await, Err(want), "case {i}");
+    }
+    // `application/at+jwt` is the same type (RFC 7515 section 4.1.9).
+    assert!(v.verify(&sign(base.clone(), "application/at+jwt"), now).await.is_ok());
+}
+
+#[tokio::test]
+async fn settings_lint_long_jwts_and_refuse_bad_rotation() {
+    use authio_mcp::project::SettingsLint;
+    let h = harness().await;
+    let mut s = project_settings();
+    s.access_token_format = AccessTokenFormat::Jwt;
+    s.access_token_ttl = Duration::hours(1);
+    assert!(s.lints().contains(&SettingsLint::LongLivedJwtAccessTokens));
+    s.access_token_ttl = Duration::minutes(5);
+    assert!(!s.lints().contains(&SettingsLint::LongLivedJwtAccessTokens));
+    s.signing.pre_publication = Duration::minutes(1);
+    assert!(h.server.put_project(&h.project, s.clone()).await.is_err());
+    s.signing.pre_publication = Duration::days(40);
+    assert!(
+        h.server.put_project(&h.project, s).await.is_err(),
+        "rotation period must be longer"
+    );
+    // Stored settings from before signed tokens read back as opaque.
+    let mut old = serde_json::to_value(project_settings()).unwrap();
+    old.as_object_mut().unwrap().remove("access_token_format");
+    old.as_object_mut().unwrap().remove("signing");
+    let back: authio_mcp::project::ProjectSettings = serde_json::from_value(old).unwrap();
+    assert_eq!(back.access_token_format, AccessTokenFormat::Opaque);
+    assert_eq!(back.signing.access_token_algorithm, SigningAlgorithm::Es256);
 }

@@ -42,7 +42,6 @@ fn key_store_contract(store: &dyn KeyStore) {
     let e = key(&p, SigningAlgorithm::Es256, 3);
     assert!(block_on(store.insert(a.clone())).unwrap());
     assert!(!block_on(store.insert(a.clone())).unwrap(), "a taken kid is refused");
-    assert!(block_on(store.insert(b.clone())).unwrap());
     assert!(block_on(store.insert(e.clone())).unwrap());
     assert!(block_on(store.keys(&q)).unwrap().is_empty(), "scoped by project");
     assert!(
@@ -56,6 +55,7 @@ fn key_store_contract(store: &dyn KeyStore) {
         !block_on(store.activate(&p, &a.kid, T0, T0)).unwrap(),
         "only a next key activates"
     );
+    assert!(block_on(store.insert(b.clone())).unwrap());
     let t1 = T0 + Duration::days(30);
     let until = t1 + Duration::minutes(20);
     assert!(block_on(store.activate(&p, &b.kid, t1, until)).unwrap());
@@ -84,6 +84,15 @@ fn key_store_contract(store: &dyn KeyStore) {
         2,
         "active keys are never deleted"
     );
+    // Retiring: only an active key.
+    assert!(!block_on(store.retire(&p, &a.kid, t1, until)).unwrap(), "gone");
+    assert!(block_on(store.retire(&p, &e.kid, t1, until)).unwrap());
+    assert!(
+        !block_on(store.retire(&p, &e.kid, t1, until)).unwrap(),
+        "already retired"
+    );
+    assert_eq!(state(store, &p, &e.kid), Some(KeyState::Retired));
+    assert_eq!(state(store, &p, &b.kid), Some(KeyState::Active));
 }
 
 /// Concurrent activations of two next keys leave exactly one active key.
@@ -109,6 +118,16 @@ fn concurrent_activations(store: Arc<dyn KeyStore>) {
         .filter(|k| k.state == KeyState::Active)
         .count();
     assert_eq!(active, 1);
+    // The losers' next keys never signed: they are deletable at once.
+    // The first activation retired every other next key at once (they
+    // never signed anything), so the later ones found no next key.
+    assert_eq!(block_on(store.delete_expired(&p, T0)).unwrap(), keys.len() - 1);
+    let next_left = block_on(store.keys(&p))
+        .unwrap()
+        .into_iter()
+        .filter(|k| k.state == KeyState::Next)
+        .count();
+    assert_eq!(next_left, 0, "no next key is left behind");
 }
 
 /// The `ReplayStore` contract: one success per key under concurrency,

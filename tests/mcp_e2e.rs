@@ -582,3 +582,117 @@ async fn introspection_verifier_caches_active_results_only() {
     let later = now + time::Duration::seconds(31);
     assert_eq!(cached.verify(&token, later).await, Err(ResourceServerError::Inactive));
 }
+
+/// OpenID Connect against the example server over HTTP: an ID token with
+/// the nonce and the demo user's email, verifiable with the JWKS, and the
+/// userinfo endpoint.
+#[tokio::test]
+async fn openid_connect_over_http() {
+    let s = start_with(true).await;
+    let issuer = Issuer::new_allowing_loopback_http_for_development(s.auth.clone()).unwrap();
+    let oidc: Value = s
+        .http
+        .get(s.as_url("/.well-known/openid-configuration"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(oidc["issuer"], issuer.as_str());
+    assert_eq!(oidc["id_token_signing_alg_values_supported"], json!(["RS256"]));
+    assert_eq!(oidc["subject_types_supported"], json!(["public"]));
+    let client_id = s.register_client(oidc["registration_endpoint"].as_str().unwrap()).await;
+    let verifier = CodeVerifier::from_random(&[3; 32]);
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("response_type", "code")
+        .append_pair("client_id", &client_id)
+        .append_pair("redirect_uri", REDIRECT)
+        .append_pair("code_challenge", CodeChallenge::s256(&verifier).as_str())
+        .append_pair("code_challenge_method", "S256")
+        .append_pair("resource", &s.resource)
+        .append_pair("scope", "openid email mcp:read")
+        .append_pair("nonce", "n-0S6_WzA2Mj")
+        .finish();
+    let r = s
+        .http
+        .get(format!("{}?{query}", oidc["authorization_endpoint"].as_str().unwrap()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FOUND);
+    let location = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
+    let code = location
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .unwrap()
+        .1
+        .into_owned();
+    let body = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("grant_type", "authorization_code")
+        .append_pair("code", &code)
+        .append_pair("client_id", &client_id)
+        .append_pair("redirect_uri", REDIRECT)
+        .append_pair("code_verifier", verifier.as_str())
+        .finish();
+    let t: Value = s
+        .http
+        .post(oidc["token_endpoint"].as_str().unwrap())
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id_token = t["id_token"].as_str().expect("an ID token");
+    let payload = id_token.split('.').nth(1).unwrap();
+    use base64::Engine as _;
+    let claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["nonce"], "n-0S6_WzA2Mj");
+    assert_eq!(claims["aud"], client_id.as_str());
+    assert_eq!(claims["email"], "user_demo@example.com");
+    assert_eq!(claims["email_verified"], true);
+    let jwks: Value = s
+        .http
+        .get(oidc["jwks_uri"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let header: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(id_token.split('.').next().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["kid"] == header["kid"])
+    );
+    let info: Value = s
+        .http
+        .get(oidc["userinfo_endpoint"].as_str().unwrap())
+        .bearer_auth(t["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        info,
+        json!({"sub": "user_demo", "email": "user_demo@example.com", "email_verified": true})
+    );
+}

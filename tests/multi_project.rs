@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use authio_mcp::authorize::PendingAuthorization;
-use authio_mcp::axum::{ConsentHandler, RouterPaths, project_path_router};
+use authio_mcp::axum::{ConsentHandler, RouterPaths, project_path_router, router};
 use authio_mcp::discovery::Issuer;
 use authio_mcp::grant::Subject;
 use authio_mcp::http::{IssuerPathProjectResolver, OAuthEndpoints};
@@ -134,4 +134,49 @@ async fn each_project_is_served_under_its_own_issuer() {
     assert_eq!(r.status(), 401);
     let r = post(format!("{a}/oauth2/token")).await.unwrap();
     assert_eq!(r.status(), 200);
+}
+
+/// The router honours `OAuthEndpoints::with_max_body` (it used to apply the
+/// default 64 KiB whatever the endpoints said).
+#[tokio::test]
+async fn the_router_applies_the_endpoints_body_limit() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let server =
+        AuthorizationServer::builder(Issuer::new_allowing_loopback_http_for_development(base.clone()).unwrap()).build();
+    let mut s = ProjectSettings::default();
+    s.dcr_mode = DcrMode::Open;
+    server.put_project(&ProjectId::new("proj_a").unwrap(), s).await.unwrap();
+    let endpoints = OAuthEndpoints::new(
+        server,
+        Arc::new(authio_mcp::http::HeaderOrDefaultProjectResolver::new(
+            ProjectId::new("proj_a").unwrap(),
+        )),
+    )
+    .with_max_body(512);
+    let paths = RouterPaths::new(&endpoints, "/oauth2/authorize");
+    let app = router(endpoints, Arc::new(AutoApprove), &paths);
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::new();
+    let post = |body: String| {
+        http.post(format!("{base}/oauth2/token"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+    };
+    let small = post(format!("grant_type=authorization_code&code={}", "a".repeat(400)))
+        .await
+        .unwrap();
+    assert_eq!(
+        small.status(),
+        401,
+        "under the limit: invalid_client (no client_id), not 413"
+    );
+    let big = post(format!("grant_type=authorization_code&code={}", "a".repeat(600)))
+        .await
+        .unwrap();
+    assert_eq!(big.status(), 413);
+    let v: Value = big.json().await.unwrap();
+    assert_eq!(v["error"], "invalid_request");
 }

@@ -376,3 +376,38 @@ async fn metadata_document_client_with_jwks_uri() {
     h.clock.advance(Duration::minutes(10));
     assert!(h.server.purge_expired().await.unwrap() >= 2);
 }
+
+/// Registration (RFC 7591) of a `private_key_jwt` client with an initial
+/// access token that pins `private_key_jwt`: no secret is issued, and the
+/// client authenticates with an assertion.
+#[tokio::test]
+async fn dcr_registers_a_private_key_jwt_client_without_a_secret() {
+    use authio_mcp::client::TokenEndpointAuthMethod;
+    use authio_mcp::dcr::{IatOptions, PinnedMetadata};
+    let h = harness().await;
+    let issued = h
+        .server
+        .issue_iat(
+            &h.project,
+            IatOptions::new().pinned(PinnedMetadata::auth_method(TokenEndpointAuthMethod::PrivateKeyJwt)),
+        )
+        .await
+        .unwrap();
+    let body = json!({
+        "redirect_uris": [REDIRECT], "client_name": "Keyed", "token_endpoint_auth_method": "private_key_jwt",
+        "grant_types": ["authorization_code"], "jwks": {"keys": [client_key().public_jwk("ck1")]}
+    });
+    let header = format!("Bearer {}", issued.token.expose_secret());
+    let r = h
+        .server
+        .register_client(&h.project, Some(&header), body.to_string().as_bytes())
+        .await
+        .unwrap();
+    assert!(r.client_secret.is_none());
+    let v: Value = serde_json::from_slice(&r.to_json()).unwrap();
+    assert_eq!(v["token_endpoint_auth_method"], "private_key_jwt");
+    assert!(v.get("client_secret").is_none_or(Value::is_null));
+    let client = ClientId::Registered(r.client_id.clone());
+    let a = sign(&client_key(), "ck1", &claims(client.as_str(), "reg-1", ISSUER));
+    try_assertion(&h, &client, 1, &a).await.unwrap();
+}

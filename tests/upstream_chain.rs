@@ -753,19 +753,19 @@ async fn user_refused_by_policy() {
         ..Options::default()
     })
     .await;
-    // B's demo users have no verified email.
+    // B's demo users have verified addresses at example.com.
     c.a.app
         .endpoints
         .server()
         .edit_project(&c.project(), |mut s| {
-            s.upstream.providers[0].require_verified_email = true;
+            s.upstream.providers[0].allowed_email_domains = vec!["corp.example".into()];
             s
         })
         .await
         .unwrap();
     let (_, l) = c.sign_in("mcp:read").await;
     assert_eq!(client_error(&l, &c.a.base), "access_denied");
-    assert_eq!(c.last_failure_reason(), "refused_by_policy:email_not_verified");
+    assert_eq!(c.last_failure_reason(), "refused_by_policy:email_domain");
     assert!(!c.user_exists(app::DEMO_SUBJECT).await, "nothing half-created");
     let granted =
         c.a.app
@@ -774,6 +774,28 @@ async fn user_refused_by_policy() {
             .iter()
             .any(|e| e.name() == "authorization.granted");
     assert!(!granted);
+    // The right domain gets in, with B's claims on the local user.
+    c.a.app
+        .endpoints
+        .server()
+        .edit_project(&c.project(), |mut s| {
+            s.upstream.providers[0].allowed_email_domains = vec!["EXAMPLE.com".into()];
+            s
+        })
+        .await
+        .unwrap();
+    let (_, l) = c.sign_in("mcp:read").await;
+    assert!(param(&l, "code").is_some(), "{l}");
+    let user =
+        c.a.app
+            .endpoints
+            .server()
+            .user(&c.project(), &c.subject_of(app::DEMO_SUBJECT))
+            .await
+            .unwrap()
+            .unwrap();
+    assert_eq!(user.email.as_deref(), Some("user_demo@example.com"));
+    assert!(user.email_verified);
 }
 
 #[tokio::test]

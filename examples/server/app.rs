@@ -5,7 +5,7 @@
 #![allow(unreachable_pub)]
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use async_trait::async_trait;
@@ -35,7 +35,9 @@ use axum::routing::{delete, get, post};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde::Deserialize;
+use tracing::Instrument as _;
 
 /// The demo project, the default one.
 pub const DEMO_PROJECT: &str = "proj_demo";
@@ -143,6 +145,8 @@ impl App {
             .metadata_fetcher(Arc::new(fetcher.build()?))
             .registration_policy(policy);
         if let Some(up) = &config.upstream {
+            // Upstream users are local users: their claims come from the
+            // user store (the server's default claims source).
             let http: Arc<dyn UpstreamHttp> = match &up.http {
                 Some(h) => h.clone(),
                 None => {
@@ -158,6 +162,8 @@ impl App {
                 secrets.insert(project.clone(), up.name.clone(), secret.clone())?;
             }
             builder = builder.upstream_http(http).upstream_secrets(Arc::new(secrets));
+        } else {
+            builder = builder.user_claims(Arc::new(DemoUserClaims));
         }
         let server = builder.build();
         let mut settings = ProjectSettings::default();
@@ -233,6 +239,7 @@ impl App {
             .route("/admin/projects/{id}/iats", post(admin_issue_iat).get(admin_list_iats))
             .route("/admin/projects/{id}/iats/{iat_id}", delete(admin_revoke_iat))
             .route("/consent", post(consent_submit))
+            .route("/metrics", get(metrics_text))
             .with_state(self.clone());
         Ok(oauth.merge(admin).layer(axum::middleware::from_fn(log_request)))
     }
@@ -266,20 +273,65 @@ impl App {
     }
 }
 
+/// The process-wide Prometheus recorder, once [`install_metrics`] ran.
+static METRICS: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the Prometheus recorder the library's metrics go to (see
+/// `authio_mcp::metrics`); `/metrics` serves them. Idempotent.
+pub fn install_metrics() {
+    if METRICS.get().is_none()
+        && let Ok(handle) = PrometheusBuilder::new().install_recorder()
+    {
+        let _ = METRICS.set(handle);
+    }
+}
+
+/// `GET /metrics`: Prometheus text exposition, behind the admin token.
+async fn metrics_text(State(app): State<App>, headers: HeaderMap) -> Response {
+    if let Err(e) = app.check_admin(&headers) {
+        return admin_error(&e);
+    }
+    let Some(handle) = METRICS.get() else {
+        return admin_error(&OAuthError::with_description(
+            ErrorCode::InvalidRequest,
+            "metrics are not enabled in this process",
+        ));
+    };
+    let mut r = Response::new(handle.render().into());
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    r
+}
+
 /// One log line per request: method, path (never the query, which can
-/// carry codes), status, duration.
+/// carry codes), status, duration; every line logged while the request
+/// runs carries its request id (also sent back as `x-request-id`).
 async fn log_request(req: Request, next: Next) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let started = Instant::now();
-    let response = next.run(req).await;
-    tracing::info!(
-        %method,
-        path,
-        status = response.status().as_u16(),
-        micros = started.elapsed().as_micros() as u64,
-        "request"
-    );
+    let mut id = [0u8; 8];
+    authio_mcp::server::RandomSource::fill(&authio_mcp::server::SystemRandom, &mut id);
+    let request_id: String = id.iter().map(|b| format!("{b:02x}")).collect();
+    let span = tracing::info_span!("request", id = %request_id);
+    let mut response = async {
+        let response = next.run(req).await;
+        tracing::info!(
+            %method,
+            path,
+            status = response.status().as_u16(),
+            micros = started.elapsed().as_micros() as u64,
+            "request"
+        );
+        response
+    }
+    .instrument(span)
+    .await;
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-request-id", v);
+    }
     response
 }
 
@@ -345,6 +397,24 @@ async fn admin_set_mcp(State(app): State<App>, Path(id): Path<String>, headers: 
     result.map_or_else(|e| admin_error(&e), |v| json_ok(&v))
 }
 
+/// The demo's user directory for ID tokens and userinfo: every user has
+/// the verified address `<subject>@example.com`.
+struct DemoUserClaims;
+
+#[async_trait]
+impl authio_mcp::store::UserClaimsSource for DemoUserClaims {
+    async fn claims(
+        &self,
+        _project: &ProjectId,
+        subject: &Subject,
+    ) -> Result<authio_mcp::jwt::UserClaims, authio_mcp::store::StoreError> {
+        Ok(authio_mcp::jwt::UserClaims::with_email(
+            format!("{}@example.com", subject.as_str()),
+            true,
+        ))
+    }
+}
+
 /// The fields `PATCH /admin/projects/{id}` may change.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -359,6 +429,8 @@ struct ProjectPatch {
     default_resource: Option<ResourceUri>,
     require_resource: Option<bool>,
     cimd: Option<authio_mcp::cimd::CimdPolicy>,
+    access_token_format: Option<authio_mcp::project::AccessTokenFormat>,
+    signing: Option<authio_mcp::keys::SigningSettings>,
 }
 
 async fn admin_patch_project(
@@ -417,6 +489,12 @@ fn apply_patch(s: &mut ProjectSettings, patch: &ProjectPatch) {
     }
     if let Some(v) = &patch.cimd {
         s.cimd = v.clone();
+    }
+    if let Some(v) = patch.access_token_format {
+        s.access_token_format = v;
+    }
+    if let Some(v) = patch.signing {
+        s.signing = v;
     }
 }
 

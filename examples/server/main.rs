@@ -179,6 +179,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             std::process::exit(2);
         }
     };
+    app::install_metrics();
     let app = app::App::with_registration_policy(config.clone(), extra.policy).await?;
     let project = ProjectId::new(app::DEMO_PROJECT)?;
     if extra.access_token_format == AccessTokenFormat::Jwt {

@@ -248,18 +248,28 @@ mod tests {
             "https://127.0.0.1/c",
             "https://10.0.0.1/c",
             "https://[::1]/c",
-            "https://[::ffff:169.254.169.254]/c",
             "https://localhost/c",
             "https://LOCALHOST./c",
             "https://api.localhost/c",
             "https://169.254.169.254/latest",
-            "https://0x7f.1/c",
-            "https://2130706433/c",
         ] {
             assert_eq!(
                 check_url(&url(blocked), &p, false).unwrap_err().reason(),
                 "blocked_address",
                 "{blocked}"
+            );
+        }
+        // Spellings a resolver would read as another address never get
+        // this far: the URL must be written as the parser reads it.
+        for respelled in [
+            "https://[::ffff:169.254.169.254]/c",
+            "https://0x7f.1/c",
+            "https://2130706433/c",
+        ] {
+            assert_eq!(
+                ClientIdUrl::parse(respelled),
+                Err(crate::cimd::ClientIdUrlError::NotCanonical),
+                "{respelled}"
             );
         }
         // the development switch lets loopback through, nothing else

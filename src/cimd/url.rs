@@ -5,6 +5,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+use crate::weburl::{self, WebUrlError};
+
 /// Why a string is not an acceptable CIMD `client_id` URL.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -28,6 +30,11 @@ pub enum ClientIdUrlError {
     /// No path, or the root path when the policy requires more.
     #[error("client_id URL must have a path component")]
     MissingPath,
+    /// The host, port, path or query as written differ from what a
+    /// browser (and the fetcher) would use: percent-encoded or numeric
+    /// hosts, characters the parser would percent-encode, port 0.
+    #[error("client_id URL must be written as a browser reads it")]
+    NotCanonical,
     /// A `.` or `..` segment, also percent-encoded.
     #[error("client_id URL must not contain dot segments")]
     DotSegment,
@@ -79,36 +86,29 @@ impl ClientIdUrl {
         if raw.bytes().any(|b| !b.is_ascii_graphic() || b == b'\\') {
             return Err(ClientIdUrlError::BadCharacter);
         }
-        let Some(rest) = raw.strip_prefix("https://") else {
+        if !raw.starts_with("https://") {
             return Err(ClientIdUrlError::NotHttps);
-        };
+        }
         if raw.contains('#') {
             return Err(ClientIdUrlError::Fragment);
         }
-        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-        let (authority, after) = rest.split_at(authority_end);
-        if authority.contains('@') {
-            return Err(ClientIdUrlError::Userinfo);
-        }
-        if authority.is_empty() || authority.starts_with(':') {
-            return Err(ClientIdUrlError::NotHttps);
-        }
-        let (path, query) = match after.split_once('?') {
-            Some((p, q)) => (p, Some(q)),
-            None => (after, None),
+        // The decision is made on the WHATWG parse (the host fetched is the
+        // host a browser would visit), and the string must be written the
+        // way that parse reads it.
+        let checked = match weburl::check(&raw, true) {
+            Ok(checked) => checked,
+            Err(WebUrlError::NotCanonical) if has_dot_segment(&raw) => return Err(ClientIdUrlError::DotSegment),
+            Err(e) => return Err(e.into()),
         };
-        if query.is_some() && !policy.allow_query {
+        let url = checked.url();
+        if url.query().is_some() && !policy.allow_query {
             return Err(ClientIdUrlError::Query);
         }
-        if path.is_empty() || (path == "/" && !policy.allow_root_path) {
+        // A path as written (not the `/` the parser supplies), and not the
+        // root unless the policy allows it.
+        let written_path = raw.get(checked.path_start()..).is_some_and(|p| p.starts_with('/'));
+        if !written_path || (url.path() == "/" && !policy.allow_root_path) {
             return Err(ClientIdUrlError::MissingPath);
-        }
-        if path.split('/').any(is_dot_segment) {
-            return Err(ClientIdUrlError::DotSegment);
-        }
-        let url = Url::parse(&raw).map_err(|_| ClientIdUrlError::Malformed)?;
-        if url.host_str().is_none_or(str::is_empty) {
-            return Err(ClientIdUrlError::NotHttps);
         }
         Ok(Self(raw))
     }
@@ -131,6 +131,25 @@ impl ClientIdUrl {
     pub fn to_url(&self) -> Option<Url> {
         Url::parse(&self.0).ok()
     }
+}
+
+impl From<WebUrlError> for ClientIdUrlError {
+    fn from(e: WebUrlError) -> Self {
+        match e {
+            WebUrlError::BadCharacter => Self::BadCharacter,
+            WebUrlError::NotAbsolute => Self::Malformed,
+            WebUrlError::Scheme | WebUrlError::UnsupportedScheme => Self::NotHttps,
+            WebUrlError::Fragment => Self::Fragment,
+            WebUrlError::Userinfo => Self::Userinfo,
+            WebUrlError::NotCanonical => Self::NotCanonical,
+        }
+    }
+}
+
+/// Whether any `/`-separated part after `https://host` is a dot segment
+/// (only used to name the error precisely; the decision is the parse's).
+fn has_dot_segment(raw: &str) -> bool {
+    raw.split(['/', '?']).skip(3).any(is_dot_segment)
 }
 
 /// `.`, `..`, and their percent-encoded spellings in any case.
@@ -213,8 +232,14 @@ mod tests {
             ("HTTPS://example.com/client.json", NotHttps),
             ("https:example.com/client.json", NotHttps),
             ("https:/example.com/client.json", NotHttps),
-            ("https:///client.json", NotHttps),
-            ("https://:443/client.json", NotHttps),
+            ("https:///client.json", NotCanonical),
+            ("https://:443/client.json", Malformed),
+            ("https://[::1]@evil.example/client.json", Userinfo),
+            ("https://good.example%2f@evil.example/client.json", Userinfo),
+            ("https://good.example%2eevil.example/client.json", NotCanonical),
+            ("https://0x7f.1/client.json", NotCanonical),
+            ("https://example.com:0/client.json", NotCanonical),
+            ("https://example.com/{x}", NotCanonical),
             ("//example.com/client.json", NotHttps),
             ("client_0123456789abcdef01234567", NotHttps),
             ("https://example.com/client.json#frag", Fragment),

@@ -227,7 +227,7 @@ impl JwtVerifier {
         }
         let usable = cache
             .fetched_at
-            .is_some_and(|t| now - t < self.config.cache_ttl + self.config.max_stale);
+            .is_some_and(|t| now - t < self.config.cache_ttl.saturating_add(self.config.max_stale));
         match cache.keys {
             Some(keys) if usable => Ok(keys),
             _ => Err(ResourceServerError::Unavailable),

@@ -296,7 +296,12 @@ impl AuthorizationServer {
                     self.emit(
                         project,
                         AuditKind::ClientAssertionRejected {
-                            client_id: params.client_id.unwrap_or_default().chars().take(256).collect(),
+                            // Only a well-formed client id reaches the audit log.
+                            client_id: params
+                                .client_id
+                                .and_then(|id| ClientId::parse_with(id, self.client_id_url_policy(settings)).ok())
+                                .map(|id| id.to_string())
+                                .unwrap_or_default(),
                             reason: "malformed".to_owned(),
                         },
                     )

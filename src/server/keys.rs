@@ -18,6 +18,8 @@ pub struct RotationReport {
     pub created: Vec<KeyId>,
     /// Keys activated.
     pub activated: Vec<KeyId>,
+    /// Keys retired because their algorithm is no longer used.
+    pub retired: Vec<KeyId>,
     /// How many retired keys were deleted.
     pub deleted: usize,
 }
@@ -25,7 +27,7 @@ pub struct RotationReport {
 impl RotationReport {
     /// Whether nothing changed.
     pub fn is_empty(&self) -> bool {
-        self.created.is_empty() && self.activated.is_empty() && self.deleted == 0
+        self.created.is_empty() && self.activated.is_empty() && self.retired.is_empty() && self.deleted == 0
     }
 }
 
@@ -113,6 +115,13 @@ impl AuthorizationServer {
                         self.emit(project, AuditKind::SigningKeyActivated { kid: kid.to_string() })
                             .await;
                         report.activated.push(kid);
+                    }
+                }
+                RotationAction::Retire { kid, publish_until } => {
+                    if self.keys.retire(project, &kid, now, publish_until).await? {
+                        self.emit(project, AuditKind::SigningKeyRetired { kid: kid.to_string() })
+                            .await;
+                        report.retired.push(kid);
                     }
                 }
                 RotationAction::DeleteExpired => {

@@ -130,9 +130,9 @@ impl AuthorizationServer {
     }
 
     pub(crate) async fn emit(&self, project: &ProjectId, kind: AuditKind) {
-        self.audit
-            .record(AuditEvent::new(project.clone(), self.clock.now(), kind))
-            .await;
+        let event = AuditEvent::new(project.clone(), self.clock.now(), kind);
+        crate::metrics::audit(&event);
+        self.audit.record(event).await;
     }
 
     /// The injected random source, for host-side needs such as CSRF
@@ -236,7 +236,9 @@ impl AuthorizationServerBuilder {
         self
     }
 
-    /// How access tokens are minted (default: opaque random tokens).
+    /// How opaque access tokens are minted (default: random tokens).
+    /// Projects with `access_token_format = jwt` sign RFC 9068 tokens with
+    /// their own keys instead ([`crate::jwt::JwtAccessTokenIssuer`]).
     pub fn token_issuer(mut self, issuer: Arc<dyn TokenIssuer>) -> Self {
         self.token_issuer = Some(issuer);
         self

@@ -796,9 +796,37 @@ impl super::KeyStore for MemoryKeyStore {
                 k.state = KeyState::Retired;
                 k.retired_at = Some(now);
                 k.publish_until = Some(retired_publish_until);
+            } else if k.state == KeyState::Next && k.algorithm() == alg {
+                // A duplicate next key signed nothing: it may leave at once.
+                k.state = KeyState::Retired;
+                k.retired_at = Some(now);
+                k.publish_until = Some(now);
             }
         }
         Ok(true)
+    }
+
+    async fn retire(
+        &self,
+        project: &ProjectId,
+        kid: &crate::keys::KeyId,
+        now: OffsetDateTime,
+        publish_until: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let mut map = lock(&self.keys)?;
+        let key = map.get_mut(project).and_then(|keys| {
+            keys.iter_mut()
+                .find(|k| &k.kid == kid && k.state == crate::keys::KeyState::Active)
+        });
+        Ok(match key {
+            Some(k) => {
+                k.state = crate::keys::KeyState::Retired;
+                k.retired_at = Some(now);
+                k.publish_until = Some(publish_until);
+                true
+            }
+            None => false,
+        })
     }
 
     async fn delete_expired(&self, project: &ProjectId, now: OffsetDateTime) -> Result<usize, StoreError> {

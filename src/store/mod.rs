@@ -58,6 +58,7 @@ impl StoreError {
 
 impl From<StoreError> for crate::error::OAuthError {
     fn from(_: StoreError) -> Self {
+        crate::metrics::store_error();
         Self::server_error()
     }
 }
@@ -358,9 +359,11 @@ pub trait CimdCache: Send + Sync {
 /// - [`KeyStore::activate`] must be atomic (one lock, or one transaction
 ///   that locks the project's keys of that algorithm): the named key must
 ///   still be `next`; every `active` key of the same algorithm becomes
-///   `retired` with `retired_at = now` and the given `publish_until`, and
-///   the named key becomes `active` with `activated_at = now`, all or
-///   nothing. Two servers rotating at once then leave exactly one active
+///   `retired` with `retired_at = now` and the given `publish_until`;
+///   every other `next` key of that algorithm (a duplicate created by a
+///   concurrent rotation; it never signed anything) becomes `retired` with
+///   `retired_at = publish_until = now`; and the named key becomes
+///   `active` with `activated_at = now`, all or nothing. Two servers rotating at once then leave exactly one active
 ///   key per algorithm, and no signing key ever disappears from the JWKS
 ///   while tokens it signed are valid.
 /// - [`KeyStore::delete_expired`] deletes only `retired` keys whose
@@ -385,6 +388,17 @@ pub trait KeyStore: Send + Sync {
         kid: &crate::keys::KeyId,
         now: OffsetDateTime,
         retired_publish_until: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+
+    /// Retires an `active` key (its algorithm is no longer used):
+    /// `retired_at = now`, `publish_until` as given. Returns `false` and
+    /// changes nothing when the key is missing or not active.
+    async fn retire(
+        &self,
+        project: &ProjectId,
+        kid: &crate::keys::KeyId,
+        now: OffsetDateTime,
+        publish_until: OffsetDateTime,
     ) -> Result<bool, StoreError>;
 
     /// Deletes the project's retired keys whose `publish_until` is at or

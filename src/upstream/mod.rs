@@ -1010,7 +1010,10 @@ pub fn check_id_token_claims(
             .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok())
             .ok_or(IdTokenError::Missing(k))
     };
-    if now >= time("exp")? + LEEWAY {
+    let exp = time("exp")?;
+    // Checked: `exp` is the sender's; the largest timestamp plus the
+    // leeway must not overflow.
+    if now >= exp.checked_add(LEEWAY).unwrap_or(exp) {
         return Err(IdTokenError::Expired);
     }
     let iat = time("iat")?;

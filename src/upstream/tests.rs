@@ -336,6 +336,18 @@ fn id_token_claim_table() {
     for (extra, want) in cases {
         assert_eq!(check(&claims(extra.clone())), Err(want), "{extra}");
     }
+    // Extreme times neither panic nor pass wrongly.
+    let max = 253_402_300_799_i64; // 9999-12-31T23:59:59Z
+    assert!(check(&claims(json!({"exp": max}))).is_ok());
+    assert_eq!(check(&claims(json!({"iat": max}))), Err(IdTokenError::IssuedAt));
+    assert_eq!(
+        check(&claims(json!({"exp": i64::MAX}))),
+        Err(IdTokenError::Missing("exp"))
+    );
+    assert_eq!(
+        check(&claims(json!({"iat": i64::MIN}))),
+        Err(IdTokenError::Missing("iat"))
+    );
     // Several audiences with the right azp pass; a string "true" is not a
     // verified email.
     assert!(check(&claims(json!({"aud": ["rp-client", "other"], "azp": "rp-client"}))).is_ok());
