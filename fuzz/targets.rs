@@ -423,14 +423,14 @@ pub(crate) fn upstream(data: &[u8]) {
             assert!(params.iss.as_deref().is_none_or(|i| i == issuer.as_str()));
         }
     }
-    if let Ok(serde_json::Value::Object(m)) = serde_json::from_str::<serde_json::Value>(claims) {
-        if let Ok(id) = check_id_token_claims(&m, &provider, &start.login.nonce, NOW) {
-            assert_eq!(m["iss"], issuer.as_str());
-            assert_eq!(m["nonce"], start.login.nonce.as_str());
-            assert!(!id.subject.is_empty() && id.subject.len() <= 255);
-            let aud = &m["aud"];
-            assert!(aud == "rp" || aud.as_array().is_some_and(|a| a.iter().any(|x| x == "rp")));
-        }
+    if let Ok(serde_json::Value::Object(m)) = serde_json::from_str::<serde_json::Value>(claims)
+        && let Ok(id) = check_id_token_claims(&m, &provider, &start.login.nonce, NOW)
+    {
+        assert_eq!(m["iss"], issuer.as_str());
+        assert_eq!(m["nonce"], start.login.nonce.as_str());
+        assert!(!id.subject.is_empty() && id.subject.len() <= 255);
+        let aud = &m["aud"];
+        assert!(aud == "rp" || aud.as_array().is_some_and(|a| a.iter().any(|x| x == "rp")));
     }
 }
 
