@@ -375,8 +375,16 @@ impl OAuthEndpoints {
             Ok(p) => p,
             Err(e) => return error_page(&e),
         };
+        let started = Instant::now();
         let query = req.uri().query().unwrap_or_default();
-        outcome_response(self.server.authorize_with_provider(&project, provider, query).await)
+        let outcome = self.server.authorize_with_provider(&project, provider, query).await;
+        let label = match &outcome {
+            AuthorizeOutcome::ShowError(e) => e.code().as_str(),
+            AuthorizeOutcome::Redirect(_) => "redirect",
+            _ => "upstream_login",
+        };
+        metrics::request("upstream_authorize", label, started.elapsed());
+        outcome_response(outcome)
     }
 
     /// `GET /v1/auth/oauth/{provider}/callback`: where the provider sends
@@ -386,6 +394,7 @@ impl OAuthEndpoints {
     /// (then call [`OAuthEndpoints::approve_signed_in`] or
     /// [`OAuthEndpoints::deny`]).
     pub async fn upstream_callback<B>(&self, req: &Request<B>, provider: &str) -> UpstreamCallbackResponse {
+        let started = Instant::now();
         if let Err(e) = allow(req, &[Method::GET]) {
             return UpstreamCallbackResponse::Response(error_page(&e));
         }
@@ -401,6 +410,12 @@ impl OAuthEndpoints {
             .server
             .finish_upstream_login(&project, provider, query, binding.as_deref())
             .await;
+        let label = match &outcome {
+            CallbackOutcome::SignedIn(_) => "signed_in",
+            CallbackOutcome::ShowError(e) => e.code().as_str(),
+            CallbackOutcome::Redirect(_) => "redirect",
+        };
+        metrics::request("upstream_callback", label, started.elapsed());
         let mut response = match outcome {
             CallbackOutcome::SignedIn(s) => return UpstreamCallbackResponse::SignedIn(s),
             CallbackOutcome::ShowError(e) => error_page(&e),
