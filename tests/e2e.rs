@@ -44,6 +44,7 @@ async fn start_with(auto_approve: bool, cimd_root_cert: Option<Vec<u8>>) -> Runn
         dcr_mode: None,
         resource: ResourceUri::parse(RESOURCE).unwrap(),
         introspection_token: INTROSPECT.into(),
+        upstream: None,
     };
     let app = app::App::new(config).await.unwrap();
     let router = app.router().await.unwrap();
@@ -723,6 +724,7 @@ async fn an_issuer_with_a_path_is_discoverable_and_served_under_it() {
         dcr_mode: None,
         resource: ResourceUri::parse(RESOURCE).unwrap(),
         introspection_token: INTROSPECT.into(),
+        upstream: None,
     };
     let app = app::App::new(config).await.unwrap();
     let router = app.router().await.unwrap();

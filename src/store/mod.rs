@@ -13,6 +13,7 @@ pub mod contract;
 pub mod memory;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub mod sql;
+mod users;
 
 use std::fmt;
 
@@ -26,6 +27,9 @@ use crate::project::{ProjectId, ProjectSettings};
 use crate::secret::{SecretHash, SecretString};
 
 pub use self::cached::CachedProjectStore;
+pub use self::users::{
+    LocalUser, LoginTake, RememberedConsent, UpstreamLoginStore, UpstreamSecrets, UserStore, UserStoreClaims,
+};
 
 /// A failure of the host's storage. Rendered to clients as `server_error`
 /// with no detail; the message is for the host's logs.
