@@ -203,6 +203,8 @@ impl App {
                     .iats(s.clone())
                     .grants(s.clone())
                     .cimd_cache(s.clone())
+                    .key_store(s.clone())
+                    .replay_store(s.clone())
                     .audit(s.clone()),
                 s.clone(),
             ),
@@ -213,6 +215,8 @@ impl App {
                     .iats(s.clone())
                     .grants(s.clone())
                     .cimd_cache(s.clone())
+                    .key_store(s.clone())
+                    .replay_store(s.clone())
                     .audit(s.clone()),
                 s.clone(),
             ),
