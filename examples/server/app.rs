@@ -255,6 +255,8 @@ impl App {
                     .iats(s.clone())
                     .grants(s.clone())
                     .cimd_cache(s.clone())
+                    .key_store(s.clone())
+                    .replay_store(s.clone())
                     .audit(s.clone()),
                 s.clone(),
             ),
@@ -265,6 +267,8 @@ impl App {
                     .iats(s.clone())
                     .grants(s.clone())
                     .cimd_cache(s.clone())
+                    .key_store(s.clone())
+                    .replay_store(s.clone())
                     .audit(s.clone()),
                 s.clone(),
             ),

@@ -237,3 +237,59 @@ pub(super) const AUDIT_PURGE_ROWS: &str = "DELETE FROM audit_events WHERE id IN 
      (SELECT id FROM audit_events WHERE project = $1 AND id < \
        (SELECT MIN(id) FROM (SELECT id FROM audit_events WHERE project = $1 ORDER BY id DESC LIMIT $2) AS newest) \
      ORDER BY id LIMIT $3)";
+
+// ---- signing keys ----
+
+pub(super) const KEY_LIST: &str = "SELECT kid, alg, state, created_at, activated_at, retired_at, \
+     publish_until, private_key FROM signing_keys WHERE project = $1 ORDER BY created_at, kid";
+
+/// Refuses a taken kid (and only that: a second active key of an
+/// algorithm is a constraint error, not a "taken" answer).
+pub(super) const KEY_INSERT: &str = "INSERT INTO signing_keys \
+     (project, kid, alg, state, created_at, activated_at, retired_at, publish_until, private_key) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (project, kid) DO NOTHING";
+
+/// The first statement of an activation: an upsert of the one lock row
+/// of the named key's project and algorithm. PostgreSQL: concurrent
+/// activations of one algorithm queue on that row's lock (one row, so no
+/// deadlock), and each later one reads what the earlier committed.
+/// SQLite: it takes the database write lock. `$1`: project, `$2`: kid,
+/// `$3`: now.
+pub(super) const KEY_LOCK_ALGORITHM: &str = "INSERT INTO signing_key_locks (project, alg, locked_at) \
+     SELECT project, alg, $3 FROM signing_keys WHERE project = $1 AND kid = $2 \
+     ON CONFLICT (project, alg) DO UPDATE SET locked_at = excluded.locked_at";
+
+pub(super) const KEY_STATE: &str = "SELECT alg, state FROM signing_keys WHERE project = $1 AND kid = $2";
+
+/// `$3`: the algorithm, `$4`: now, `$5`: publish_until of the retiring
+/// active key(s).
+pub(super) const KEY_RETIRE_ACTIVE_OF_ALG: &str = "UPDATE signing_keys SET state = 'retired', retired_at = $4, \
+     publish_until = $5 WHERE project = $1 AND alg = $3 AND state = 'active' AND kid <> $2";
+
+/// Other next keys of the algorithm never signed: they may leave at once.
+pub(super) const KEY_RETIRE_OTHER_NEXT: &str = "UPDATE signing_keys SET state = 'retired', retired_at = $4, \
+     publish_until = $4 WHERE project = $1 AND alg = $3 AND state = 'next' AND kid <> $2";
+
+pub(super) const KEY_MAKE_ACTIVE: &str = "UPDATE signing_keys SET state = 'active', activated_at = $3 \
+     WHERE project = $1 AND kid = $2 AND state = 'next'";
+
+pub(super) const KEY_RETIRE: &str = "UPDATE signing_keys SET state = 'retired', retired_at = $3, \
+     publish_until = $4 WHERE project = $1 AND kid = $2 AND state = 'active'";
+
+/// Through the primary key's `project` prefix (a project has a handful of
+/// keys).
+pub(super) const KEY_DELETE_EXPIRED: &str = "DELETE FROM signing_keys WHERE project = $1 AND state = 'retired' \
+     AND publish_until IS NOT NULL AND publish_until <= $2";
+
+// ---- replay ids ----
+
+/// Insert-if-absent in one statement: a new id is inserted; an id whose
+/// entry expired (`expires_at <= $5`, now) is taken over; a live entry is
+/// left alone and nothing is affected. One row affected means first use.
+pub(super) const REPLAY_CHECK_AND_INSERT: &str = "INSERT INTO replay_ids (project, scope, id_hash, expires_at) \
+     VALUES ($1, $2, $3, $4) ON CONFLICT (project, scope, id_hash) DO UPDATE SET expires_at = excluded.expires_at \
+     WHERE replay_ids.expires_at <= $5";
+
+/// Expired ids, at most `$2` of them, through the expiry index.
+pub(super) const REPLAY_PURGE: &str = "DELETE FROM replay_ids WHERE (project, scope, id_hash) IN \
+     (SELECT project, scope, id_hash FROM replay_ids WHERE expires_at <= $1 LIMIT $2)";
