@@ -180,11 +180,12 @@ impl TokenEndpointAuthMethod {
 }
 
 /// Whether this server verifies `private_key_jwt` client assertions (RFC
-/// 7523) at its token endpoint. Not yet: until it does, a client that
-/// offers several methods (OpenID Connect RP Metadata Choices) is never
-/// given `private_key_jwt` by negotiation. Flipping this one constant is
-/// all negotiation needs once assertions are verified.
-pub const VERIFIES_PRIVATE_KEY_JWT: bool = false;
+/// 7523) at its token endpoint: it does (see [`crate::client_auth`]), so a
+/// client that offers several methods (OpenID Connect RP Metadata Choices)
+/// and publishes keys is given `private_key_jwt` by negotiation where the
+/// profile allows it (CIMD: only when the project's CIMD policy allows
+/// confidential clients).
+pub const VERIFIES_PRIVATE_KEY_JWT: bool = true;
 
 /// The server's preference among the methods a client offers: keys over
 /// nothing over shared secrets (a public client with PKCE holds no secret
@@ -1203,7 +1204,14 @@ mod tests {
                     RedirectUriPolicy::strict(),
                 )
                 .unwrap();
-            assert_eq!(v.token_endpoint_auth_method, TokenEndpointAuthMethod::None, "{allow}");
+            // Keys are preferred where the project allows confidential
+            // CIMD clients; otherwise ChatGPT signs in as a public client.
+            let expected = if allow {
+                TokenEndpointAuthMethod::PrivateKeyJwt
+            } else {
+                TokenEndpointAuthMethod::None
+            };
+            assert_eq!(v.token_endpoint_auth_method, expected, "{allow}");
             assert_eq!(v.jwks_uri.as_deref(), Some("https://chatgpt.com/oauth/jwks.json"));
         }
         // The choice itself: keys first only when verified and allowed.

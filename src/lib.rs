@@ -56,8 +56,8 @@
 //!
 //! Not applicable or not held: scope hierarchies (a broader scope implying
 //! narrower ones; this crate's scopes are flat, so a resource server with a
-//! hierarchy checks it itself), and `private_key_jwt` client assertions
-//! (not verified yet; [`client::VERIFIES_PRIVATE_KEY_JWT`]).
+//! hierarchy checks it itself). `private_key_jwt` client assertions are
+//! verified ([`client::VERIFIES_PRIVATE_KEY_JWT`]).
 //!
 //! ## Example
 //!
