@@ -61,11 +61,26 @@ pub struct TokenlessRegistration {
     /// The rate-limit window, in seconds.
     #[serde(default = "default_window_seconds")]
     pub window_seconds: u32,
+    /// At most this many tokenless admissions in the whole project per
+    /// window, whatever the sources: an attacker with many addresses (an
+    /// IPv6 /48 holds 65,536 /64s) cannot fill the project's client quota.
+    /// Sources are also limited per wider network (IPv6 /48, IPv4 /24) to
+    /// eight times [`TokenlessRegistration::max_per_source`].
+    #[serde(default = "default_max_per_window")]
+    pub max_per_window: u32,
 }
 
 const fn default_max_per_source() -> u32 {
     10
 }
+
+const fn default_max_per_window() -> u32 {
+    200
+}
+
+/// How many times `max_per_source` a wider network (IPv6 /48, IPv4 /24)
+/// may register per window.
+pub const NETWORK_FACTOR: u32 = 8;
 
 const fn default_window_seconds() -> u32 {
     3600
@@ -81,6 +96,7 @@ impl Default for TokenlessRegistration {
             https_callback_hosts: Vec::new(),
             max_per_source: default_max_per_source(),
             window_seconds: default_window_seconds(),
+            max_per_window: default_max_per_window(),
         }
     }
 }
@@ -172,7 +188,7 @@ impl TokenlessRegistration {
         {
             return Err(TokenlessPolicyError::TooMany);
         }
-        if self.max_per_source == 0 || self.window_seconds == 0 {
+        if self.max_per_source == 0 || self.window_seconds == 0 || self.max_per_window == 0 {
             return Err(TokenlessPolicyError::RateLimit);
         }
         for s in &self.private_use_schemes {
@@ -275,6 +291,24 @@ pub fn source_key(ip: IpAddr) -> IpAddr {
             }
             let mut seg = v6.segments();
             for s in seg.iter_mut().skip(4) {
+                *s = 0;
+            }
+            IpAddr::V6(std::net::Ipv6Addr::from(seg))
+        }
+    }
+}
+
+/// The wider network of a source: an IPv6 /48 or an IPv4 /24 (mapped
+/// addresses as IPv4).
+pub fn network_key(ip: IpAddr) -> IpAddr {
+    match source_key(ip) {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            IpAddr::V4(std::net::Ipv4Addr::new(a, b, c, 0))
+        }
+        IpAddr::V6(v6) => {
+            let mut seg = v6.segments();
+            for s in seg.iter_mut().skip(3) {
                 *s = 0;
             }
             IpAddr::V6(std::net::Ipv6Addr::from(seg))

@@ -1202,3 +1202,46 @@ async fn strict_mode_refuses_private_use_redirect_schemes() {
         .unwrap_err();
     assert_eq!(e.code(), ErrorCode::InvalidRedirectUri);
 }
+
+/// Tokenless admissions are limited per source (/64), per wider network
+/// (IPv6 /48: eight times the per-source limit) and per project, so many
+/// addresses cannot fill the project's client quota (review finding).
+#[tokio::test]
+async fn tokenless_limits_are_layered_per_network_and_project() {
+    let env = tokenless_env(2).await;
+    // One /48, many /64s: 2 each, 16 for the whole /48.
+    let mut admitted = 0;
+    for n in 0..20u16 {
+        let ip: std::net::IpAddr = format!("2001:db8:aa:{n:x}::1").parse().unwrap();
+        if env
+            .server
+            .register_client_from(&env.a, None, CURSOR_LIKE.as_bytes(), Some(ip))
+            .await
+            .is_ok()
+        {
+            admitted += 1;
+        }
+    }
+    assert_eq!(admitted, 16, "a /48 gets 8 x max_per_source");
+    // The project-wide window: 3 more from anywhere, then none.
+    env.server
+        .edit_project(&env.a, |mut s| {
+            s.tokenless_registration.max_per_window = 16 + 3;
+            s
+        })
+        .await
+        .unwrap();
+    let mut more = 0;
+    for n in 0..10u8 {
+        let ip: std::net::IpAddr = format!("198.51.{n}.7").parse().unwrap();
+        if env
+            .server
+            .register_client_from(&env.a, None, CURSOR_LIKE.as_bytes(), Some(ip))
+            .await
+            .is_ok()
+        {
+            more += 1;
+        }
+    }
+    assert_eq!(more, 3, "the project-wide window caps every source together");
+}

@@ -415,13 +415,26 @@ impl AuthorizationServer {
 /// safe side).
 #[derive(Debug, Default)]
 pub(crate) struct TokenlessLimiter {
-    windows: Mutex<HashMap<(ProjectId, IpAddr), SourceWindow>>,
+    windows: Mutex<HashMap<(ProjectId, Scope), SourceWindow>>,
 }
 
-/// The most sources tracked at once.
+/// What a window counts: one source (IPv6 /64), its wider network (IPv6
+/// /48, IPv4 /24), or the whole project.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Scope {
+    Source(IpAddr),
+    Network(IpAddr),
+    Project,
+}
+
+/// The most windows tracked at once (each admission creates at most three,
+/// and the project-wide window bounds admissions per project).
 const MAX_TRACKED_SOURCES: usize = 100_000;
 
 impl TokenlessLimiter {
+    /// Admits one registration from `source` (already reduced to its /64)
+    /// when its source, network and project windows all have room, and
+    /// only then counts it in all three.
     fn admit(
         &self,
         project: &ProjectId,
@@ -431,15 +444,27 @@ impl TokenlessLimiter {
     ) -> Result<(), NotAdmitted> {
         let window = policy.window();
         let mut windows = self.windows.lock().map_err(|_| NotAdmitted::RateLimited)?;
-        let key = (project.clone(), source);
-        if !windows.contains_key(&key) && windows.len() >= MAX_TRACKED_SOURCES {
+        let scopes = [
+            (Scope::Source(source), policy.max_per_source),
+            (
+                Scope::Network(tokenless::network_key(source)),
+                policy.max_per_source.saturating_mul(tokenless::NETWORK_FACTOR),
+            ),
+            (Scope::Project, policy.max_per_window),
+        ];
+        if windows.len() + scopes.len() > MAX_TRACKED_SOURCES {
             windows.retain(|_, w| !w.expired(now, window));
-            if windows.len() >= MAX_TRACKED_SOURCES {
+            if windows.len() + scopes.len() > MAX_TRACKED_SOURCES {
                 return Err(NotAdmitted::RateLimited);
             }
         }
-        let next = SourceWindow::admit(windows.get(&key).copied(), now, policy.max_per_source, window)?;
-        windows.insert(key, next);
+        let mut next = Vec::with_capacity(scopes.len());
+        for (scope, max) in scopes {
+            let key = (project.clone(), scope);
+            let admitted = SourceWindow::admit(windows.get(&key).copied(), now, max, window)?;
+            next.push((key, admitted));
+        }
+        windows.extend(next);
         Ok(())
     }
 }
