@@ -521,6 +521,47 @@ async fn audit_retention_check<S: AuditLog>(
         "the newest are kept"
     );
     assert!(s.query(&AuditQuery::new(q)).await.unwrap().events.is_empty());
+
+    // A flood of anonymous rejections is capped apart: it never pushes out
+    // a security event (review finding).
+    let r = authio_mcp::project::ProjectId::new("proj_audit_flood").unwrap();
+    s.record(AuditEvent::new(
+        r.clone(),
+        t0,
+        AuditKind::RefreshTokenReuseDetected {
+            client_id: "client_x".into(),
+            grant_id: "grant_x".into(),
+        },
+    ))
+    .await;
+    for i in 0..30i64 {
+        s.record(AuditEvent::new(
+            r.clone(),
+            t0 + time::Duration::seconds(i + 1),
+            AuditKind::ClientRegistrationRejected {
+                error: "invalid_token".into(),
+                reason: "missing_token".into(),
+                iat_id: None,
+            },
+        ))
+        .await;
+    }
+    let removed = purge(s, t0 + time::Duration::seconds(60)).await.unwrap();
+    assert_eq!(removed, 20, "only the rejections over their own cap");
+    let kept = s
+        .query(&AuditQuery::new(r.clone()).event("refresh_token.reuse_detected"))
+        .await
+        .unwrap();
+    assert_eq!(kept.events.len(), 1, "the reuse detection survives the flood");
+    let rejections = s
+        .query(
+            &AuditQuery::new(r)
+                .event("oauth_client.registration_rejected")
+                .limit(100),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rejections.events.len(), 10);
 }
 
 /// The driver over a PostgreSQL store that stops accepting connections:

@@ -152,7 +152,11 @@ pub struct SqlOptions {
     /// kept whatever their age).
     pub audit_max_age: Option<time::Duration>,
     /// Audit events kept per project, the newest (default 100,000;
-    /// `None`: no limit).
+    /// `None`: no limit), counted twice apart: events anyone can cause
+    /// without credentials (rejected registrations, failed metadata
+    /// fetches, refused assertions, failed upstream logins) have their own
+    /// cap of this size, so a flood of them never pushes out security
+    /// events such as reuse detections or revocations.
     pub audit_max_rows_per_project: Option<u32>,
     /// Called with every database error.
     pub on_error: Option<ErrorHook>,
@@ -611,11 +615,13 @@ macro_rules! impl_sql_store {
                         .map_err(|e| self.fail("audit retention", e))?;
                     for row in crowded {
                         let project: String = row.try_get(0).map_err(|e| self.fail("audit retention", e))?;
+                        let flood: i32 = row.try_get(1).map_err(|e| self.fail("audit retention", e))?;
                         loop {
                             let n = sqlx::query(q::AUDIT_PURGE_ROWS)
                                 .bind(&project)
                                 .bind(i64::from(keep))
                                 .bind(i64::from(self.options.purge_batch))
+                                .bind(flood)
                                 .execute(&self.pool)
                                 .await
                                 .map_err(|e| self.fail("audit retention", e))?

@@ -229,14 +229,35 @@ pub(super) const AUDIT_PAGE_BY_NAME: &str = "SELECT id, event FROM audit_events 
 pub(super) const AUDIT_PURGE_AGE: &str = "DELETE FROM audit_events WHERE id IN \
      (SELECT id FROM audit_events WHERE at < $1 LIMIT $2)";
 
-/// Projects holding more than `$1` events.
-pub(super) const AUDIT_CROWDED: &str = "SELECT project FROM audit_events GROUP BY project HAVING COUNT(*) > $1";
+/// Events anyone can cause without credentials (rejected registrations,
+/// failed metadata fetches, refused assertions, failed upstream logins):
+/// the per-project row cap counts them apart from every other event, so a
+/// flood of them only ever pushes out their own kind, never a reuse
+/// detection or a revocation.
+macro_rules! flood_prone {
+    () => {
+        "name IN ('oauth_client.cimd_fetch_failed', 'oauth_client.registration_rejected', \
+         'oauth_client.assertion_rejected', 'upstream.login_failed')"
+    };
+}
 
-/// Events of project `$1` older than its `$2` newest, at most `$3` of them.
-pub(super) const AUDIT_PURGE_ROWS: &str = "DELETE FROM audit_events WHERE id IN \
-     (SELECT id FROM audit_events WHERE project = $1 AND id < \
-       (SELECT MIN(id) FROM (SELECT id FROM audit_events WHERE project = $1 ORDER BY id DESC LIMIT $2) AS newest) \
-     ORDER BY id LIMIT $3)";
+/// (Project, class) pairs holding more than `$1` events; the class is
+/// whether the events are flood-prone.
+pub(super) const AUDIT_CROWDED: &str = concat!(
+    "SELECT project, flood FROM (SELECT project, CASE WHEN ",
+    flood_prone!(),
+    " THEN 1 ELSE 0 END AS flood FROM audit_events) AS classed GROUP BY project, flood HAVING COUNT(*) > $1"
+);
+
+/// Events of project `$1` and class `$4` older than the class's `$2`
+/// newest, at most `$3` of them.
+pub(super) const AUDIT_PURGE_ROWS: &str = concat!(
+    "DELETE FROM audit_events WHERE id IN (SELECT id FROM audit_events WHERE project = $1 AND (CASE WHEN ",
+    flood_prone!(),
+    " THEN 1 ELSE 0 END) = $4 AND id < (SELECT MIN(id) FROM (SELECT id FROM audit_events WHERE project = $1 AND (CASE WHEN ",
+    flood_prone!(),
+    " THEN 1 ELSE 0 END) = $4 ORDER BY id DESC LIMIT $2) AS newest) ORDER BY id LIMIT $3)"
+);
 
 // ---- signing keys ----
 
