@@ -166,7 +166,25 @@ async fn discovery(State(s): State<AppState>, req: Request) -> Response {
     into_axum(s.endpoints.discovery(&head).await)
 }
 
+/// Inserts a [`crate::cimd::RequestSource`] from the connection's peer
+/// address (`ConnectInfo<SocketAddr>`, present when the router is served
+/// with `into_make_service_with_connect_info::<SocketAddr>()`), unless the
+/// host already inserted one (e.g. from a trusted `X-Forwarded-For`).
+pub fn with_request_source(mut req: Request) -> Request {
+    if req.extensions().get::<crate::cimd::RequestSource>().is_none()
+        && let Some(axum::extract::ConnectInfo(peer)) = req
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .copied()
+    {
+        req.extensions_mut()
+            .insert(crate::cimd::RequestSource::from_ip(peer.ip()));
+    }
+    req
+}
+
 async fn authorize(State(s): State<AppState>, req: Request) -> Response {
+    let req = with_request_source(req);
     let (parts, _) = req.into_parts();
     let head = http::Request::from_parts(parts.clone(), ());
     match s.endpoints.authorize(&head).await {
@@ -190,7 +208,7 @@ async fn register(State(s): State<AppState>, req: Request) -> Response {
 }
 
 async fn cimd_resolve(State(s): State<AppState>, req: Request) -> Response {
-    match buffer(req, s.max_body + 1).await {
+    match buffer(with_request_source(req), s.max_body + 1).await {
         Ok(req) => into_axum(s.endpoints.cimd_resolve(&req).await),
         Err(r) => r,
     }

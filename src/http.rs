@@ -284,7 +284,7 @@ impl OAuthEndpoints {
         };
         match self
             .server
-            .authorize(&project, req.uri().query().unwrap_or_default())
+            .authorize_from(&project, req.uri().query().unwrap_or_default(), request_source(req))
             .await
         {
             AuthorizeOutcome::ShowError(e) => shown(&e),
@@ -364,15 +364,30 @@ impl OAuthEndpoints {
     /// preview. Both outcomes are 200 JSON told apart by `status`
     /// (`resolved` with the normalized client, or `failed` with the exact
     /// reason); a malformed request is a 400 OAuth error.
+    ///
+    /// The answer carries no cache state (see [`crate::cimd::CimdPreview`]);
+    /// [`Self::cimd_resolve_with_cache_details`] is the administrator's
+    /// variant.
     pub async fn cimd_resolve<B: AsRef<[u8]>>(&self, req: &Request<B>) -> Response<Vec<u8>> {
+        self.cimd_resolve_as(req, false).await
+    }
+
+    /// [`Self::cimd_resolve`] with `from_cache` and `cache_expires_at`:
+    /// only for callers the host has authenticated as administrators.
+    pub async fn cimd_resolve_with_cache_details<B: AsRef<[u8]>>(&self, req: &Request<B>) -> Response<Vec<u8>> {
+        self.cimd_resolve_as(req, true).await
+    }
+
+    async fn cimd_resolve_as<B: AsRef<[u8]>>(&self, req: &Request<B>, details: bool) -> Response<Vec<u8>> {
         let started = Instant::now();
         let result = async {
             let (project, body) = self.json_request(req)?;
-            self.server.preview_cimd(&project, body).await
+            self.server.preview_cimd_from(&project, body, request_source(req)).await
         }
         .await;
         observe("cimd_resolve", started, &result);
         match result {
+            Ok(preview) if details => no_store(json(StatusCode::OK, preview.to_json_with_cache_details())),
             Ok(preview) => no_store(json(StatusCode::OK, preview.to_json())),
             Err(e) => error_response(&e),
         }
@@ -457,6 +472,16 @@ fn observe<T>(endpoint: &'static str, started: Instant, result: &Result<T, OAuth
         Err(e) => e.code().as_str(),
     };
     metrics::request(endpoint, outcome, started.elapsed());
+}
+
+/// The [`RequestSource`](crate::cimd::RequestSource) the HTTP edge put in
+/// the request's extensions, if any. The host inserts one per request
+/// (`req.extensions_mut().insert(RequestSource::from_ip(ip))`) so that CIMD
+/// first fetches are limited per source; the `axum` router does it from
+/// the connection's peer address when served with
+/// `into_make_service_with_connect_info::<SocketAddr>()`.
+pub fn request_source<B>(req: &Request<B>) -> Option<&crate::cimd::RequestSource> {
+    req.extensions().get::<crate::cimd::RequestSource>()
 }
 
 /// The `Authorization` header as a string, if present and ASCII.

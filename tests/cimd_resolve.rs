@@ -325,6 +325,12 @@ async fn preview_of_a_real_document() {
     assert_eq!(v["token_endpoint_auth_method"], "none");
     assert_eq!(v["grant_types"], json!(["authorization_code", "refresh_token"]));
     assert_eq!(v["application_type"], "native");
+    // the anonymous answer says nothing about the cache (no oracle)
+    assert!(
+        v.get("from_cache").is_none() && v.get("cache_expires_at").is_none(),
+        "{v}"
+    );
+    let v: Value = serde_json::from_slice(&preview.to_json_with_cache_details()).unwrap();
     assert_eq!(v["from_cache"], false);
     assert_eq!(v["cache_expires_at"], "2026-11-26T12:10:00Z");
     assert_eq!(v["consent"]["client_id_host"], "vscode.dev");
@@ -332,7 +338,7 @@ async fn preview_of_a_real_document() {
     assert_eq!(v["consent"]["all_redirect_uris_loopback"], false);
 
     // again: from the cache
-    let v: Value = serde_json::from_slice(&h.preview(VSCODE).await.to_json()).unwrap();
+    let v: Value = serde_json::from_slice(&h.preview(VSCODE).await.to_json_with_cache_details()).unwrap();
     assert_eq!(v["from_cache"], true);
     assert_eq!(h.fetcher.calls(VSCODE), 1);
 }
@@ -795,11 +801,17 @@ async fn hostile_table_is_refused_with_the_expected_reason_and_nothing_cached() 
             // only URLs that are not https URLs at all stop before the resolver
             assert_eq!(case.reason, "invalid_url", "{}: no audit event", case.name);
         }
-        // a second attempt fetches again: the failure was not cached
+        // a second attempt within the negative TTL answers the same
+        // failure without fetching; after it, it fetches again; the
+        // document itself is never cached
         if case.fetches {
             let before = h.fetcher.total();
+            let again = h.preview(&case.client_id).await;
+            assert!(!again.is_resolved(), "{}", case.name);
+            assert_eq!(h.fetcher.total(), before, "{}: failure not remembered", case.name);
+            h.clock.advance(Duration::seconds(11));
             let _ = h.preview(&case.client_id).await;
-            assert_eq!(h.fetcher.total(), before + 1, "{}: failure cached", case.name);
+            assert_eq!(h.fetcher.total(), before + 1, "{}: failure cached too long", case.name);
             assert!(h.cache.is_empty(), "{}", case.name);
         }
     }
@@ -915,8 +927,13 @@ async fn concurrent_failures_share_one_fetch_and_are_not_cached() {
     }
     assert_eq!(h.fetcher.total(), 1);
     assert!(h.cache.is_empty());
-    // fixed at the source: the next resolution fetches again and succeeds
+    // fixed at the source: within the 10 s negative TTL the failure is
+    // answered without a fetch; after it, the next resolution fetches
+    // again and succeeds
     h.fetcher.serve(U, Ok(json_response(&doc_with(json!({})))));
+    assert_eq!(h.resolve(U).await.unwrap_err().http_status(), Some(503));
+    assert_eq!(h.fetcher.total(), 1);
+    h.clock.advance(Duration::seconds(10));
     h.resolve(U).await.unwrap();
     assert_eq!(h.fetcher.total(), 2);
 }
@@ -988,7 +1005,7 @@ async fn no_store_documents_are_fetched_every_time() {
         h.resolve(&url).await.unwrap();
         h.resolve(&url).await.unwrap();
         assert_eq!(h.fetcher.calls(&url), 2, "{cc}");
-        let v: Value = serde_json::from_slice(&h.preview(&url).await.to_json()).unwrap();
+        let v: Value = serde_json::from_slice(&h.preview(&url).await.to_json_with_cache_details()).unwrap();
         assert_eq!(v["cache_expires_at"], Value::Null, "{cc}");
     }
     assert!(h.cache.is_empty());
@@ -1073,7 +1090,8 @@ async fn settings_with_inconsistent_cimd_bounds_are_refused() {
 #[tokio::test]
 async fn fetches_per_host_are_rate_limited_and_refused_fetches_are_audited() {
     let h = Harness::new().await;
-    let url = |i: usize| format!("https://flood.example.com/{i}.json");
+    // One directory per URL: the per-directory budget is tested apart.
+    let url = |i: usize| format!("https://flood.example.com/{i}/c.json");
     let mut limited = 0;
     for i in 0..40 {
         match h.resolve(&url(i)).await {

@@ -169,6 +169,7 @@ impl App {
             .route("/admin/projects/{id}/audit", get(admin_audit))
             .route("/admin/projects/{id}/iats", post(admin_issue_iat).get(admin_list_iats))
             .route("/admin/projects/{id}/iats/{iat_id}", delete(admin_revoke_iat))
+            .route("/admin/cimd/resolve", post(admin_cimd_resolve))
             .route("/consent", post(consent_submit))
             .route("/metrics", get(metrics_text))
             .with_state(self.clone());
@@ -201,6 +202,19 @@ impl App {
                 "admin token required",
             ))
         }
+    }
+}
+
+/// `POST /admin/cimd/resolve`: the CIMD preview with its cache state
+/// (`from_cache`, `cache_expires_at`), behind the admin token; the
+/// anonymous `/oauth2/cimd/resolve` answers only the validation result.
+async fn admin_cimd_resolve(State(app): State<App>, req: axum::extract::Request) -> Response {
+    if let Err(e) = app.check_admin(req.headers()) {
+        return admin_error(&e);
+    }
+    match authio_mcp::axum::buffer(authio_mcp::axum::with_request_source(req), 64 * 1024).await {
+        Ok(req) => authio_mcp::axum::into_axum(app.endpoints.cimd_resolve_with_cache_details(&req).await),
+        Err(r) => r,
     }
 }
 
