@@ -12,7 +12,8 @@ use async_trait::async_trait;
 use authio_mcp::ErrorCode;
 use authio_mcp::audit::AuditKind;
 use authio_mcp::cimd::{
-    CimdPolicy, CimdPreview, CimdTrust, ClientIdUrl, FetchError, FetchPlan, FetchResponse, HostPattern, MetadataFetcher,
+    CimdPolicy, CimdPreview, CimdTrust, ClientIdUrl, FetchError, FetchLimits, FetchPlan, FetchResponse, HostPattern,
+    MetadataFetcher, RequestSource,
 };
 use authio_mcp::client::{ApplicationType, GrantType, TokenEndpointAuthMethod};
 use authio_mcp::discovery::Issuer;
@@ -1119,4 +1120,125 @@ async fn fetches_per_host_are_rate_limited_and_refused_fetches_are_audited() {
         .filter(|e| matches!(e, AuditKind::CimdFetchFailed { reason, .. } if reason == "rate_limited"))
         .count();
     assert_eq!(limited_events, 11);
+}
+
+// ---------------------------------------------------------------- abuse (issue 18)
+
+impl Harness {
+    async fn resolve_from(
+        &self,
+        url: &str,
+        source: &RequestSource,
+    ) -> Result<authio_mcp::client::Client, authio_mcp::cimd::CimdError> {
+        let url = ClientIdUrl::try_from(url.to_owned()).unwrap();
+        self.server
+            .resolve_cimd_client_from(&self.project, &self.settings, &url, Some(source))
+            .await
+    }
+}
+
+fn ip(i: u8) -> RequestSource {
+    RequestSource::from_ip(std::net::IpAddr::from([198, 51, 100, i]))
+}
+
+#[tokio::test]
+async fn junk_from_many_sources_spends_first_fetches_only_and_the_known_client_revalidates() {
+    let h = Harness::new().await;
+    // the real client signed in once; its document has expired
+    h.fetcher.serve(U, Ok(json_response(&doc_with(json!({})))));
+    h.resolve(U).await.unwrap();
+    h.clock.advance(Duration::hours(2));
+    // junk from 10 sources, one directory each: the host's first-fetch
+    // burst (30) is spent, the 31st is refused
+    let mut limited = 0;
+    for i in 0..40u8 {
+        let junk = format!("https://app.example.com/junk{i}/c.json");
+        h.fetcher.serve(&junk, body(404, None, b""));
+        if let Err(e) = h.resolve_from(&junk, &ip(i % 10)).await
+            && e.reason() == "rate_limited"
+        {
+            limited += 1;
+        }
+    }
+    assert_eq!(limited, 10);
+    let before = h.fetcher.calls(U);
+    h.resolve_from(U, &ip(200)).await.unwrap();
+    assert_eq!(h.fetcher.calls(U), before + 1, "revalidated, not served stale");
+    // a source that spent its first fetches (10) is refused; another is not
+    let s = ip(1);
+    let mut refused = 0;
+    for k in 0..10 {
+        let url = format!("https://new{k}.example.com/c.json");
+        refused += usize::from(h.resolve_from(&url, &s).await.is_err());
+    }
+    assert!(refused > 0 && refused < 10, "{refused}");
+    assert!(h.resolve_from("https://another.example.com/c.json", &ip(99)).await.is_ok());
+}
+
+#[tokio::test]
+async fn previews_have_their_own_budget() {
+    let h = Harness::new().await;
+    for i in 0..12 {
+        let _ = h.preview(&format!("https://p{i}.example.com/c.json")).await;
+    }
+    let refused = h.preview("https://p99.example.com/c.json").await;
+    let v: Value = serde_json::from_slice(&refused.to_json()).unwrap();
+    assert_eq!(v["reason"], "rate_limited");
+    // first fetches by authorization requests are untouched
+    assert!(h.resolve("https://fresh.example.com/c.json").await.is_ok());
+}
+
+#[tokio::test]
+async fn stale_documents_are_served_within_the_grace_when_the_host_is_busy() {
+    let h = Harness::new().await;
+    h.fetcher.serve(
+        U,
+        Ok(json_response(&doc_with(json!({}))).with_cache_control("max-age=600")),
+    );
+    h.resolve(U).await.unwrap();
+    // expired 30 minutes ago, host answers 503: the stale document serves
+    h.clock.advance(Duration::minutes(40));
+    h.fetcher.serve(U, body(503, None, b""));
+    assert!(h.resolve(U).await.is_ok());
+    assert_eq!(h.fetcher.calls(U), 2);
+    // past the grace (1 hour after expiry): the failure shows
+    h.clock.advance(Duration::minutes(31));
+    assert_eq!(h.resolve(U).await.unwrap_err().http_status(), Some(503));
+    // and a definitive answer (404) ends the stale use at once
+    let h = Harness::new().await;
+    h.fetcher.serve(U, Ok(json_response(&doc_with(json!({})))));
+    h.resolve(U).await.unwrap();
+    h.clock.advance(Duration::minutes(6));
+    h.fetcher.serve(U, body(404, None, b""));
+    assert_eq!(h.resolve(U).await.unwrap_err().http_status(), Some(404));
+    assert!(h.cache.is_empty());
+    // a document that validated before is never negatively cached: fixed,
+    // it is fetched again at once
+    h.fetcher.serve(U, Ok(json_response(&doc_with(json!({})))));
+    assert!(h.resolve(U).await.is_ok());
+}
+
+#[tokio::test]
+async fn stale_documents_are_served_when_the_revalidation_budget_is_spent() {
+    let fetcher = FakeFetcher::default();
+    let h = Harness::with_fetcher(fetcher, |_| {}).await;
+    let server = AuthorizationServer::builder(Issuer::new("https://auth-api.authio.com").unwrap())
+        .audit(h.audit.clone())
+        .clock(h.clock.clone())
+        .metadata_fetcher(h.fetcher.clone())
+        .cimd_cache(h.cache.clone())
+        .cimd_fetch_limits(FetchLimits::default().revalidation(1, Duration::hours(1)))
+        .build();
+    server.put_project(&h.project, h.settings.clone()).await.unwrap();
+    let a = ClientIdUrl::parse("https://a.example.com/c.json").unwrap();
+    let b = ClientIdUrl::parse("https://a.example.com/d.json").unwrap();
+    for u in [&a, &b] {
+        server.resolve_cimd_client(&h.project, &h.settings, u).await.unwrap();
+    }
+    h.clock.advance(Duration::minutes(6));
+    // one revalidation for the host: a fetches, b is served stale
+    server.resolve_cimd_client(&h.project, &h.settings, &a).await.unwrap();
+    server.resolve_cimd_client(&h.project, &h.settings, &b).await.unwrap();
+    assert_eq!(h.fetcher.calls(a.as_str()), 2);
+    assert_eq!(h.fetcher.calls(b.as_str()), 1);
 }

@@ -47,7 +47,12 @@ async fn start_with(auto_approve: bool, cimd_root_cert: Option<Vec<u8>>) -> Runn
     };
     let app = app::App::new(config).await.unwrap();
     let router = app.router().await.unwrap();
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    // As the example's main: the peer address is each request's source.
+    tokio::spawn(async move {
+        axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+            .await
+            .unwrap()
+    });
     // reqwest is built without a default TLS crypto provider (the crate
     // brings its own rustls configuration); tests install ring.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -561,6 +566,10 @@ struct DocumentServer {
 
 impl DocumentServer {
     async fn start(redirect: &'static str) -> Self {
+        Self::start_with_cache(redirect, "max-age=600").await
+    }
+
+    async fn start_with_cache(redirect: &'static str, cache_control: &'static str) -> Self {
         use tokio::io::AsyncWriteExt as _;
         let (acceptor, ca_pem) = tls::self_signed_acceptor(&["localhost"]);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -585,7 +594,7 @@ impl DocumentServer {
                         })
                         .to_string();
                         format!(
-                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncache-control: max-age=600\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{doc}",
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncache-control: {cache_control}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{doc}",
                             doc.len()
                         )
                     } else {
@@ -617,6 +626,33 @@ async fn cimd_client_full_pkce_flow_and_preview() {
     assert_eq!(preview["client_name"], "Local CIMD Client");
     assert_eq!(preview["redirect_uris"], json!([redirect]));
     assert_eq!(preview["token_endpoint_auth_method"], "none");
+    // Anonymous: the validation result only, nothing about the cache.
+    assert!(preview.get("from_cache").is_none(), "{preview}");
+    assert!(preview.get("cache_expires_at").is_none(), "{preview}");
+    // The administrator sees the cache state.
+    let r = s
+        .http
+        .post(s.url("/admin/cimd/resolve"))
+        .bearer_auth(ADMIN)
+        .header("X-Authio-Project", "proj_demo")
+        .header("content-type", "application/json")
+        .body(json!({ "client_id": client_id }).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let detailed: Value = r.json().await.unwrap();
+    assert_eq!(detailed["from_cache"], true, "{detailed}");
+    assert!(detailed["cache_expires_at"].is_string(), "{detailed}");
+    let r = s
+        .http
+        .post(s.url("/admin/cimd/resolve"))
+        .header("X-Authio-Project", "proj_demo")
+        .body(json!({ "client_id": client_id }).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "cache details need the admin token");
 
     // Sign in with the document's URL as client_id.
     let verifier = CodeVerifier::from_random(&[11; 32]);
@@ -835,4 +871,56 @@ async fn metrics_behind_the_admin_token_and_request_ids() {
     // Nothing secret or client-chosen in a label.
     assert!(!text.contains(&iat));
     assert!(!text.contains("client.example.com"));
+}
+
+/// Issue 18, point 1: 40 anonymous authorization requests naming junk URLs
+/// on a client's host, and a dozen anonymous previews, do not lock out
+/// the real client of that host, even when its document is never cached
+/// (`no-store`: every sign-in revalidates it).
+#[tokio::test]
+async fn anonymous_junk_on_a_client_host_does_not_lock_out_the_known_client() {
+    let redirect = "http://127.0.0.1:7777/cb";
+    let docs = DocumentServer::start_with_cache(redirect, "no-store").await;
+    let s = start_with(true, Some(docs.ca_pem.clone().into_bytes())).await;
+    let client_id = docs.url("/client.json");
+    let verifier = CodeVerifier::from_random(&[12; 32]);
+    s.sign_in(&client_id, redirect, &verifier).await;
+
+    let mut refused = 0;
+    for n in 0..40 {
+        let query = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("response_type", "code")
+            .append_pair("client_id", &docs.url(&format!("/junk/{n}/c.json")))
+            .append_pair("redirect_uri", redirect)
+            .finish();
+        let r = s
+            .http
+            .get(s.url(&format!("/oauth2/authorize?{query}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        let page = r.text().await.unwrap();
+        refused += usize::from(page.contains("rate_limited"));
+    }
+    assert!(refused > 0, "the attacker's source ran out of first fetches");
+    for n in 0..12 {
+        let v = s.preview(&docs.url(&format!("/junk/p{n}.json"))).await;
+        assert_eq!(v["status"], "failed");
+    }
+    // The real client still signs in: its revalidation has its own budget.
+    let code = s.sign_in(&client_id, redirect, &verifier).await;
+    let r = s
+        .post_form(
+            "/oauth2/token",
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("client_id", &client_id),
+                ("code_verifier", verifier.as_str()),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), 200);
 }

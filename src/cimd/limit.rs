@@ -643,6 +643,168 @@ mod tests {
         assert!(l.len() <= 2);
     }
 
+    fn req<'a>(class: FetchClass, host: &'a str, dir: &'a str, source: Option<&'a RequestSource>) -> FetchRequest<'a> {
+        FetchRequest {
+            class,
+            host,
+            directory: dir,
+            project: "p",
+            source,
+        }
+    }
+
+    #[test]
+    fn first_fetches_cannot_spend_the_revalidation_budget() {
+        let limits = FetchLimits::default();
+        let mut g = FetchGovernor::new();
+        let none = InFlightCounts::default();
+        // anonymous junk under many directories and sources: spends the
+        // host's first-fetch bucket
+        let sources: Vec<_> = (0..10u8)
+            .map(|i| RequestSource::from_ip(IpAddr::from([198, 51, 100, i])))
+            .collect();
+        let dirs: Vec<_> = (0..40).map(|i| format!("h/{i}/")).collect();
+        let mut granted = 0;
+        for (i, d) in dirs.iter().enumerate() {
+            let r = req(FetchClass::FirstFetch, "h", d, sources.get(i % 10));
+            granted += usize::from(g.try_admit(&r, none, T0, &limits).is_ok());
+        }
+        assert_eq!(granted, 30, "the per-host first-fetch burst");
+        // the known client on that host still revalidates
+        for _ in 0..30 {
+            assert!(
+                g.try_admit(&req(FetchClass::Revalidation, "h", "h/", None), none, T0, &limits)
+                    .is_ok()
+            );
+        }
+        assert_eq!(
+            g.try_admit(&req(FetchClass::Revalidation, "h", "h/", None), none, T0, &limits),
+            Err(Refusal::Budget)
+        );
+    }
+
+    #[test]
+    fn one_source_one_directory_and_previews_have_their_own_budgets() {
+        let limits = FetchLimits::default();
+        let mut g = FetchGovernor::new();
+        let none = InFlightCounts::default();
+        let a = RequestSource::from_ip(IpAddr::from([203, 0, 113, 1]));
+        let b = RequestSource::from_ip(IpAddr::from([203, 0, 113, 2]));
+        for i in 0..10 {
+            let dir = format!("h{i}/");
+            assert!(
+                g.try_admit(&req(FetchClass::FirstFetch, "x", &dir, Some(&a)), none, T0, &limits)
+                    .is_ok()
+            );
+        }
+        let refused = g.try_admit(&req(FetchClass::FirstFetch, "y", "y/", Some(&a)), none, T0, &limits);
+        assert_eq!(refused, Err(Refusal::Budget), "per-source burst of 10");
+        // the refusal took nothing from the other buckets: host y still full
+        for i in 0..10 {
+            let dir = format!("y{i}/");
+            assert!(
+                g.try_admit(&req(FetchClass::FirstFetch, "y", &dir, Some(&b)), none, T0, &limits)
+                    .is_ok()
+            );
+        }
+        // one directory: 10
+        let mut g = FetchGovernor::new();
+        let granted = (0..20)
+            .filter(|_| {
+                g.try_admit(&req(FetchClass::FirstFetch, "z", "z/junk/", None), none, T0, &limits)
+                    .is_ok()
+            })
+            .count();
+        assert_eq!(granted, 10);
+        // previews: their own 10, and they leave first fetches alone
+        let granted = (0..20)
+            .filter(|i| {
+                let host = format!("p{i}");
+                g.try_admit(&req(FetchClass::Preview, &host, "d/", None), none, T0, &limits)
+                    .is_ok()
+            })
+            .count();
+        assert_eq!(granted, 10);
+        assert!(
+            g.try_admit(&req(FetchClass::FirstFetch, "q", "q/", None), none, T0, &limits)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn in_flight_caps() {
+        let limits = FetchLimits::default();
+        let mut g = FetchGovernor::new();
+        let s = RequestSource::from_ip(IpAddr::from([203, 0, 113, 9]));
+        let r = req(FetchClass::FirstFetch, "h", "h/", Some(&s));
+        let at = |total, first, host, source| InFlightCounts {
+            total,
+            first,
+            host,
+            source,
+        };
+        assert_eq!(g.try_admit(&r, at(256, 0, 0, 0), T0, &limits), Err(Refusal::InFlight));
+        assert_eq!(g.try_admit(&r, at(192, 192, 0, 0), T0, &limits), Err(Refusal::InFlight));
+        assert_eq!(g.try_admit(&r, at(8, 8, 8, 0), T0, &limits), Err(Refusal::HostInFlight));
+        assert_eq!(
+            g.try_admit(&r, at(4, 4, 0, 4), T0, &limits),
+            Err(Refusal::SourceInFlight)
+        );
+        // revalidations keep the last quarter of the slots
+        let known = req(FetchClass::Revalidation, "k", "k/", None);
+        assert!(g.try_admit(&known, at(192, 192, 0, 0), T0, &limits).is_ok());
+    }
+
+    #[test]
+    fn negative_cache_is_short_and_never_for_known_urls() {
+        let limits = FetchLimits::default();
+        let mut g = FetchGovernor::new();
+        let bad = FetchGovernor::url_key("p", "https://h/bad");
+        let good = FetchGovernor::url_key("p", "https://h/good");
+        g.record_failure(&bad, &CimdError::Timeout, T0, &limits);
+        assert_eq!(g.negative(&bad, T0 + Duration::seconds(9)), Some(CimdError::Timeout));
+        assert_eq!(g.negative(&bad, T0 + Duration::seconds(10)), None);
+        g.record_success(&good, T0, &limits);
+        g.record_failure(&good, &CimdError::Timeout, T0, &limits);
+        assert_eq!(g.negative(&good, T0), None, "succeeded before: never negatively cached");
+        assert!(g.is_known(&good, T0 + Duration::days(6), &limits));
+        assert!(!g.is_known(&good, T0 + Duration::days(7), &limits));
+        // a success clears an earlier failure
+        g.record_failure(&bad, &CimdError::Timeout, T0, &limits);
+        g.record_success(&bad, T0, &limits);
+        assert_eq!(g.negative(&bad, T0), None);
+    }
+
+    #[test]
+    fn tables_are_bounded() {
+        let limits = FetchLimits {
+            max_hosts: 3,
+            ..FetchLimits::default()
+        };
+        let mut g = FetchGovernor::new();
+        for i in 0..10 {
+            let k = format!("k{i}");
+            g.record_success(&k, T0 + Duration::seconds(i), &limits);
+            g.record_failure(&format!("f{i}"), &CimdError::Timeout, T0, &limits);
+        }
+        assert!(g.known.len() <= 3 && g.negative.len() <= 3);
+        assert!(g.is_known("k9", T0 + Duration::seconds(10), &limits), "newest kept");
+    }
+
+    #[test]
+    fn sources_aggregate_ipv6_to_64() {
+        let a = RequestSource::from_ip("2001:db8:1:2:3:4:5:6".parse().unwrap());
+        let b = RequestSource::from_ip("2001:db8:1:2:ffff::1".parse().unwrap());
+        let c = RequestSource::from_ip("2001:db8:1:3::1".parse().unwrap());
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert_eq!(
+            RequestSource::from_ip("::ffff:192.0.2.1".parse().unwrap()),
+            RequestSource::from_ip("192.0.2.1".parse().unwrap())
+        );
+        assert_eq!(RequestSource::named(&"x".repeat(500)).as_str().len(), 6 + 128);
+    }
+
     proptest! {
         #[test]
         fn never_more_than_burst_plus_refills(steps in proptest::collection::vec(0i64..5_000, 1..200)) {
