@@ -1172,7 +1172,11 @@ async fn junk_from_many_sources_spends_first_fetches_only_and_the_known_client_r
         refused += usize::from(h.resolve_from(&url, &s).await.is_err());
     }
     assert!(refused > 0 && refused < 10, "{refused}");
-    assert!(h.resolve_from("https://another.example.com/c.json", &ip(99)).await.is_ok());
+    assert!(
+        h.resolve_from("https://another.example.com/c.json", &ip(99))
+            .await
+            .is_ok()
+    );
 }
 
 #[tokio::test]
