@@ -156,6 +156,40 @@ impl IntrospectionAuthenticator for BearerCredential {
     }
 }
 
+/// Introspection credentials scoped to projects: a resource server holding
+/// project A's credential can introspect only A's tokens (token lookups
+/// are per project, and B's credential is not accepted for A). Each
+/// project may have several credentials (one per resource server, or
+/// during a rotation); compared in constant time.
+#[derive(Debug, Clone, Default)]
+pub struct ProjectBearerCredentials(std::collections::HashMap<ProjectId, Vec<SecretString>>);
+
+impl ProjectBearerCredentials {
+    /// No credential: every introspection is refused.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a credential for `project`.
+    #[must_use]
+    pub fn with(mut self, project: ProjectId, secret: SecretString) -> Self {
+        self.0.entry(project).or_default().push(secret);
+        self
+    }
+}
+
+impl IntrospectionAuthenticator for ProjectBearerCredentials {
+    fn authenticate(&self, project: &ProjectId, authorization: Option<&str>) -> bool {
+        let Some(token) = bearer_token(authorization) else {
+            return false;
+        };
+        // Compare with every credential of the project (no early exit).
+        self.0
+            .get(project)
+            .is_some_and(|list| list.iter().fold(false, |ok, c| c.ct_eq(token) | ok))
+    }
+}
+
 /// The token of an `Authorization: Bearer <token>` header value (scheme
 /// case-insensitive, RFC 6750 section 2.1).
 pub fn bearer_token(authorization: Option<&str>) -> Option<&str> {
@@ -649,6 +683,23 @@ pub fn cors_preflight<B>(req: &Request<B>) -> Option<Response<Vec<u8>>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn introspection_credentials_are_per_project() {
+        let a = ProjectId::new("proj_a").unwrap();
+        let b = ProjectId::new("proj_b").unwrap();
+        let creds = ProjectBearerCredentials::new()
+            .with(a.clone(), SecretString::from("secret-a"))
+            .with(a.clone(), SecretString::from("secret-a2"))
+            .with(b.clone(), SecretString::from("secret-b"));
+        assert!(creds.authenticate(&a, Some("Bearer secret-a")));
+        assert!(creds.authenticate(&a, Some("Bearer secret-a2")));
+        assert!(!creds.authenticate(&a, Some("Bearer secret-b")), "B's credential for A");
+        assert!(!creds.authenticate(&b, Some("Bearer secret-a")));
+        assert!(!creds.authenticate(&ProjectId::new("proj_c").unwrap(), Some("Bearer secret-a")));
+        assert!(!creds.authenticate(&a, None));
+        assert!(!ProjectBearerCredentials::new().authenticate(&a, Some("Bearer secret-a")));
+    }
 
     #[test]
     fn project_resolution() {

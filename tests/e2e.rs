@@ -32,11 +32,19 @@ async fn start(auto_approve: bool) -> Running {
 }
 
 async fn start_with(auto_approve: bool, cimd_root_cert: Option<Vec<u8>>) -> Running {
+    start_with_issuer(auto_approve, cimd_root_cert, None).await
+}
+
+async fn start_with_issuer(auto_approve: bool, cimd_root_cert: Option<Vec<u8>>, issuer: Option<&str>) -> Running {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr: SocketAddr = listener.local_addr().unwrap();
     let base = format!("http://{addr}");
+    let issuer = match issuer {
+        Some(i) => Issuer::new(i).unwrap(),
+        None => Issuer::new_allowing_loopback_http_for_development(base.clone()).unwrap(),
+    };
     let config = app::Config {
-        issuer: Issuer::new_allowing_loopback_http_for_development(base.clone()).unwrap(),
+        issuer,
         admin_token: ADMIN.into(),
         auto_approve,
         allow_loopback_cimd: true,
@@ -495,6 +503,10 @@ async fn consent_page_with_csrf_protected_form() {
             .unwrap()
             .contains("frame-ancestors 'none'")
     );
+    assert!(
+        !r.headers()["set-cookie"].to_str().unwrap().contains("Secure"),
+        "plain-http development issuer: a Secure cookie would never come back"
+    );
     let cookie = r.headers()["set-cookie"]
         .to_str()
         .unwrap()
@@ -923,4 +935,53 @@ async fn anonymous_junk_on_a_client_host_does_not_lock_out_the_known_client() {
         )
         .await;
     assert_eq!(r.status(), 200);
+}
+
+/// Issue 18, point 8: the consent cookie is `Secure` whenever the issuer
+/// is https.
+#[tokio::test]
+async fn consent_cookie_is_secure_when_the_issuer_is_https() {
+    let s = start_with_issuer(false, None, Some("https://auth.example.com")).await;
+    let iat = s.issue_iat().await;
+    let body = json!({"redirect_uris": ["http://127.0.0.1:5555/cb"], "client_name": "App", "token_endpoint_auth_method": "none"});
+    let (_, v) = s.register(&iat, &body.to_string()).await;
+    let verifier = CodeVerifier::from_random(&[9; 32]);
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("response_type", "code")
+        .append_pair("client_id", v["client_id"].as_str().unwrap())
+        .append_pair("redirect_uri", "http://127.0.0.1:5555/cb")
+        .append_pair("code_challenge", CodeChallenge::s256(&verifier).as_str())
+        .append_pair("code_challenge_method", "S256")
+        .finish();
+    let r = s
+        .http
+        .get(s.url(&format!("/oauth2/authorize?{query}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(cookie.contains("; Secure"), "{cookie}");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+}
+
+/// Issue 18, point 8: the introspection credential is the demo project's
+/// only; presenting it for another project is refused.
+#[tokio::test]
+async fn introspection_credentials_are_scoped_to_their_project() {
+    let s = start(true).await;
+    let for_project = |project: &'static str| {
+        s.http
+            .post(s.url("/oauth2/introspect"))
+            .header("X-Authio-Project", project)
+            .bearer_auth(INTROSPECT)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("token=whatever")
+            .send()
+    };
+    assert_eq!(for_project("proj_demo").await.unwrap().status(), 200);
+    assert_eq!(for_project("proj_other").await.unwrap().status(), 401);
 }

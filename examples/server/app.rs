@@ -16,7 +16,8 @@ use authio_mcp::dcr::{IatId, IatOptions, RegistrationPolicy};
 use authio_mcp::discovery::Issuer;
 use authio_mcp::grant::Subject;
 use authio_mcp::http::{
-    BearerCredential, HeaderOrDefaultProjectResolver, OAuthEndpoints, bearer_token, error_response, escape_html, json,
+    HeaderOrDefaultProjectResolver, OAuthEndpoints, ProjectBearerCredentials, bearer_token, error_response,
+    escape_html, json,
 };
 use authio_mcp::project::{DcrMode, ProjectId, ProjectSettings};
 use authio_mcp::resource::ResourceUri;
@@ -129,12 +130,16 @@ impl App {
                 .await?;
         }
         let endpoints = OAuthEndpoints::new(server, Arc::new(HeaderOrDefaultProjectResolver::new(project)))
-            .with_introspection_authenticator(Arc::new(BearerCredential::new(SecretString::from(
-                config.introspection_token.as_str(),
-            ))));
+            // The credential is the demo project's only: a resource server
+            // of another project cannot read the demo project's tokens.
+            .with_introspection_authenticator(Arc::new(ProjectBearerCredentials::new().with(
+                ProjectId::new(DEMO_PROJECT)?,
+                SecretString::from(config.introspection_token.as_str()),
+            )));
         let consent = Arc::new(ConsentPage {
             pending: Mutex::new(HashMap::new()),
             auto_approve: config.auto_approve,
+            secure_cookie: config.issuer.as_str().starts_with("https://"),
         });
         Ok(Self {
             endpoints,
@@ -514,6 +519,8 @@ struct Waiting {
 struct ConsentPage {
     pending: Mutex<HashMap<String, Waiting>>,
     auto_approve: bool,
+    /// `Secure` on the consent cookie: whenever the issuer is https.
+    secure_cookie: bool,
 }
 
 const CONSENT_COOKIE: &str = "authio_consent";
@@ -572,8 +579,9 @@ impl ConsentHandler for ConsentPage {
         if let Ok(v) = HeaderValue::from_str(&csp) {
             h.insert(header::CONTENT_SECURITY_POLICY, v);
         }
+        let secure = if self.secure_cookie { "; Secure" } else { "" };
         if let Ok(v) = HeaderValue::from_str(&format!(
-            "{CONSENT_COOKIE}={cookie}; Path=/consent; HttpOnly; SameSite=Strict"
+            "{CONSENT_COOKIE}={cookie}; Path=/consent; HttpOnly; SameSite=Strict{secure}"
         )) {
             h.insert(header::SET_COOKIE, v);
         }
