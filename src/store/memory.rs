@@ -141,13 +141,95 @@ impl ClientStore for MemoryClientStore {
 ///   taking every lock for them costs little.
 /// - Purging goes shard by shard: each shard is purged atomically, and a
 ///   marker is only dropped once everything it guards has expired.
+/// - Per-grant bookkeeping ([`Family`]: the grant's current refresh
+///   token, the tombstones of its rotated ones, its access tokens) sits
+///   behind one more lock, always taken AFTER the shard locks an
+///   operation needs, never before one.
+///
+/// # Bounded growth per grant
+/// A rotated refresh token leaves its shard; only a tombstone (its hash,
+/// issue and expiry times) stays, for reuse detection, until it expires,
+/// and at most [`MAX_ROTATED_PER_GRANT`] of them per grant (the oldest
+/// go first). A reused tombstone is answered as the full record (grant,
+/// scopes and resources of the grant's current token, which rotation
+/// never changes) with `rotated = true`. A grant keeps at most
+/// [`MAX_ACCESS_TOKENS_PER_GRANT`] access-token records: inserting one
+/// drops the grant's expired ones, then its oldest beyond the cap.
+/// Memory per grant is therefore flat however often it is refreshed.
 #[derive(Debug, Default)]
 pub struct MemoryGrantStore {
     shards: [Mutex<GrantMaps>; GRANT_SHARDS],
+    families: Mutex<Families>,
 }
 
 /// The number of shards of a [`MemoryGrantStore`].
 pub const GRANT_SHARDS: usize = 16;
+
+/// Rotated refresh tokens remembered per grant for reuse detection. A
+/// token rotated longer ago than this many rotations is answered as
+/// unknown (`invalid_grant`, without revoking the grant): it never yields
+/// tokens either way; only the revocation of the family on such a late
+/// reuse is lost.
+pub const MAX_ROTATED_PER_GRANT: usize = 32;
+
+/// Access-token records kept per grant; beyond it the oldest is dropped
+/// (it then introspects as inactive).
+pub const MAX_ACCESS_TOKENS_PER_GRANT: usize = 32;
+
+type FamilyKey = (ProjectId, GrantId);
+
+#[derive(Debug, Default)]
+struct Families {
+    by_grant: HashMap<FamilyKey, Family>,
+    /// Tombstone hash -> its grant.
+    tombstones: HashMap<SecretHash, FamilyKey>,
+}
+
+/// One grant's bookkeeping.
+#[derive(Debug, Default)]
+struct Family {
+    /// The grant's current (unrotated) refresh token.
+    head: Option<RefreshTokenRecord>,
+    /// Rotated refresh tokens, oldest first.
+    rotated: VecDeque<Tombstone>,
+    /// Access tokens (hash, exp), oldest first.
+    access: VecDeque<(SecretHash, i64)>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Tombstone {
+    hash: SecretHash,
+    issued_at: OffsetDateTime,
+    expires_at: OffsetDateTime,
+}
+
+impl Families {
+    fn family(&mut self, key: FamilyKey) -> &mut Family {
+        self.by_grant.entry(key).or_default()
+    }
+
+    fn remove(&mut self, key: &FamilyKey) {
+        if let Some(f) = self.by_grant.remove(key) {
+            for t in f.rotated {
+                self.tombstones.remove(&t.hash);
+            }
+        }
+    }
+
+    /// The full record of a rotated token, rebuilt from its tombstone and
+    /// the grant's current token.
+    fn rotated_record(&self, project: &ProjectId, hash: &SecretHash) -> Option<RefreshTokenRecord> {
+        let key = self.tombstones.get(hash).filter(|(p, _)| p == project)?;
+        let family = self.by_grant.get(key)?;
+        let t = family.rotated.iter().find(|t| &t.hash == hash)?;
+        let mut record = family.head.clone()?;
+        record.hash = t.hash;
+        record.issued_at = t.issued_at;
+        record.expires_at = t.expires_at;
+        record.rotated = true;
+        Some(record)
+    }
+}
 
 #[derive(Debug, Default)]
 struct GrantMaps {
@@ -202,6 +284,15 @@ impl MemoryGrantStore {
     fn all_shards(&self) -> Result<Vec<MutexGuard<'_, GrantMaps>>, StoreError> {
         self.shards.iter().map(lock).collect()
     }
+
+    fn families(&self) -> Result<MutexGuard<'_, Families>, StoreError> {
+        lock(&self.families)
+    }
+
+    /// Tombstones held (for tests and benchmarks).
+    pub fn tombstones(&self) -> usize {
+        self.families().map(|f| f.tombstones.len()).unwrap_or(0)
+    }
 }
 
 #[async_trait]
@@ -241,6 +332,8 @@ impl GrantStore for MemoryGrantStore {
     async fn insert_refresh_token(&self, record: RefreshTokenRecord) -> Result<(), StoreError> {
         let mut m = self.shard(&record.hash)?;
         if !m.is_revoked(&record.grant.project, &record.grant.id) {
+            let key = (record.grant.project.clone(), record.grant.id.clone());
+            self.families()?.family(key).head = Some(record.clone());
             m.refresh.insert(record.hash, record);
         }
         Ok(())
@@ -251,11 +344,16 @@ impl GrantStore for MemoryGrantStore {
         project: &ProjectId,
         hash: &SecretHash,
     ) -> Result<Option<RefreshTokenRecord>, StoreError> {
-        let m = self.shard(hash)?;
-        Ok(m.refresh
-            .get(hash)
-            .filter(|r| &r.grant.project == project && !m.is_revoked(project, &r.grant.id))
-            .cloned())
+        {
+            let m = self.shard(hash)?;
+            if let Some(live) = m.refresh.get(hash) {
+                return Ok(Some(live)
+                    .filter(|r| &r.grant.project == project && !m.is_revoked(project, &r.grant.id))
+                    .cloned());
+            }
+        }
+        // A rotated token: its tombstone (gone with a revoked grant).
+        Ok(self.families()?.rotated_record(project, hash))
     }
 
     async fn rotate_refresh_token(
@@ -278,21 +376,45 @@ impl GrantStore for MemoryGrantStore {
             }
         };
         let m = &mut *first;
-        let (rotated, revoked) = match m.refresh.get(old) {
-            Some(r) if &r.grant.project == project => (r.rotated, m.is_revoked(project, &r.grant.id)),
-            _ => return Ok(RefreshRotation::NotFound),
+        let revoked = match m.refresh.get(old) {
+            Some(r) if &r.grant.project == project => m.is_revoked(project, &r.grant.id),
+            Some(_) => return Ok(RefreshRotation::NotFound),
+            None => {
+                // Rotated before (a tombstone) or unknown. The rotation that
+                // made the tombstone held this shard's lock while writing
+                // it, so it is visible here.
+                return Ok(match self.families()?.rotated_record(project, old) {
+                    Some(record) => RefreshRotation::AlreadyRotated(record),
+                    None => RefreshRotation::NotFound,
+                });
+            }
         };
         if revoked {
             return Ok(RefreshRotation::NotFound);
         }
-        let Some(record) = m.refresh.get_mut(old) else {
+        let Some(mut old_record) = m.refresh.remove(old) else {
             return Ok(RefreshRotation::NotFound);
         };
-        if rotated {
-            return Ok(RefreshRotation::AlreadyRotated(record.clone()));
+        old_record.rotated = true;
+        {
+            let mut families = self.families()?;
+            let key = (project.clone(), old_record.grant.id.clone());
+            let family = families.family(key.clone());
+            family.head = Some(new.clone());
+            family.rotated.push_back(Tombstone {
+                hash: old_record.hash,
+                issued_at: old_record.issued_at,
+                expires_at: old_record.expires_at,
+            });
+            let mut evicted = Vec::new();
+            while family.rotated.len() > MAX_ROTATED_PER_GRANT {
+                evicted.extend(family.rotated.pop_front().map(|t| t.hash));
+            }
+            for h in evicted {
+                families.tombstones.remove(&h);
+            }
+            families.tombstones.insert(old_record.hash, key);
         }
-        record.rotated = true;
-        let old_record = record.clone();
         // The marker is in every shard: the grant is not revoked in the
         // new token's shard either.
         let target = match second.as_deref_mut() {
@@ -304,9 +426,34 @@ impl GrantStore for MemoryGrantStore {
     }
 
     async fn insert_access_token(&self, record: AccessTokenRecord) -> Result<(), StoreError> {
-        let mut m = self.shard(&record.hash)?;
-        if !m.is_revoked(&record.project, &record.grant_id) {
+        let dropped = {
+            let mut m = self.shard(&record.hash)?;
+            if m.is_revoked(&record.project, &record.grant_id) {
+                return Ok(());
+            }
+            let mut families = self.families()?;
+            let family = families.family((record.project.clone(), record.grant_id.clone()));
+            // The grant's expired access tokens, then its oldest beyond
+            // the cap, are dropped (outside this lock, below).
+            let now = record.claims.iat;
+            let mut dropped: Vec<SecretHash> = Vec::new();
+            family.access.retain(|(h, exp)| {
+                let keep = *exp > now;
+                if !keep {
+                    dropped.push(*h);
+                }
+                keep
+            });
+            family.access.push_back((record.hash, record.claims.exp));
+            while family.access.len() > MAX_ACCESS_TOKENS_PER_GRANT {
+                dropped.extend(family.access.pop_front().map(|(h, _)| h));
+            }
+            drop(families);
             m.access.insert(record.hash, record);
+            dropped
+        };
+        for h in dropped {
+            self.shard(&h)?.access.remove(&h);
         }
         Ok(())
     }
@@ -358,6 +505,7 @@ impl GrantStore for MemoryGrantStore {
         for m in &mut shards {
             m.revoked.insert((project.clone(), grant.clone()), until);
         }
+        self.families()?.remove(&(project.clone(), grant.clone()));
         Ok(())
     }
 
@@ -377,6 +525,27 @@ impl GrantStore for MemoryGrantStore {
             if i == 0 {
                 removed += markers - m.revoked.len();
             }
+        }
+        // Tombstones and per-grant indexes of what expired.
+        let mut families = self.families()?;
+        let mut gone_tombstones = Vec::new();
+        families.by_grant.retain(|_, f| {
+            f.rotated.retain(|t| {
+                let keep = t.expires_at > now;
+                if !keep {
+                    gone_tombstones.push(t.hash);
+                }
+                keep
+            });
+            f.access.retain(|(_, exp)| *exp > ts);
+            if f.head.as_ref().is_some_and(|h| h.expires_at <= now) && f.rotated.is_empty() {
+                f.head = None;
+            }
+            f.head.is_some() || !f.rotated.is_empty() || !f.access.is_empty()
+        });
+        removed += gone_tombstones.len();
+        for h in gone_tombstones {
+            families.tombstones.remove(&h);
         }
         Ok(removed)
     }

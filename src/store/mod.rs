@@ -141,6 +141,24 @@ pub enum RefreshRotation {
 ///   request that raced the revocation (inserts for a revoked grant are
 ///   dropped).
 /// - A storage error must be returned, never reported as success.
+///
+/// # Bounded growth per grant
+/// A grant refreshed a million times must not hold a million records.
+/// - A rotated refresh token need not be kept whole: a store may keep a
+///   tombstone (its hash, grant, issue and expiry times) and, when it is
+///   presented again, answer [`GrantStore::refresh_token`] and
+///   [`GrantStore::rotate_refresh_token`] with a record rebuilt from the
+///   tombstone and the grant's current token (rotation never changes a
+///   token's grant, scopes or resources), with `rotated = true`, so the
+///   driver detects the reuse and revokes the grant.
+/// - A store may forget rotated tokens beyond the newest
+///   [`memory::MAX_ROTATED_PER_GRANT`] of a grant, and any past its
+///   `expires_at`; a forgotten token reads as absent (`invalid_grant`
+///   without revoking the grant: it never yields tokens either way).
+/// - A store may drop a grant's access-token records once expired, and
+///   its oldest beyond [`memory::MAX_ACCESS_TOKENS_PER_GRANT`]; a dropped
+///   one reads as absent (inactive).
+/// - [`GrantStore::purge_expired`] reclaims expired tombstones too.
 #[async_trait]
 pub trait GrantStore: Send + Sync {
     /// Stores a new authorization code.
