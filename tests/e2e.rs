@@ -985,3 +985,91 @@ async fn introspection_credentials_are_scoped_to_their_project() {
     assert_eq!(for_project("proj_demo").await.unwrap().status(), 200);
     assert_eq!(for_project("proj_other").await.unwrap().status(), 401);
 }
+
+/// Issue 18, point 5: 600 anonymous rejected registrations do not bury a
+/// reuse detection: it stays in the default listing, the listing filters
+/// by event name and pages, and the rejections are counted per minute.
+#[tokio::test]
+async fn security_events_are_not_buried_by_anonymous_rejections() {
+    let s = start(true).await;
+    let iat = s.issue_iat().await;
+    let (_, v) = s.register(&iat, SEED_STEP_3B).await;
+    let client_id = v["client_id"].as_str().unwrap().to_owned();
+    let redirect = "https://my-mcp-server.example.com/oauth/callback";
+    let verifier = CodeVerifier::from_random(&[13; 32]);
+    let code = s.sign_in(&client_id, redirect, &verifier).await;
+    for expected in [200, 400] {
+        let r = s
+            .post_form(
+                "/oauth2/token",
+                &[
+                    ("grant_type", "authorization_code"),
+                    ("code", &code),
+                    ("redirect_uri", redirect),
+                    ("client_id", &client_id),
+                    ("code_verifier", verifier.as_str()),
+                ],
+                None,
+            )
+            .await;
+        assert_eq!(r.status(), expected, "the second is a replay");
+    }
+    for _ in 0..600 {
+        let (status, _) = s.register("iatk_bogus", SEED_STEP_3B).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let (_, all) = s
+        .admin(reqwest::Method::GET, "/admin/projects/proj_demo/audit", None)
+        .await;
+    let names: Vec<&str> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"authorization_code.reuse_detected"), "{names:?}");
+    let rejected = names
+        .iter()
+        .filter(|n| **n == "oauth_client.registration_rejected")
+        .count();
+    assert_eq!(rejected, 100, "only samples of the rejections are kept whole");
+    let (_, only) = s
+        .admin(
+            reqwest::Method::GET,
+            "/admin/projects/proj_demo/audit?event=authorization_code.reuse_detected",
+            None,
+        )
+        .await;
+    assert_eq!(only.as_array().unwrap().len(), 1, "{only}");
+    // Paging: two events per page, newest page first, chained by `before`.
+    let r = s
+        .http
+        .get(s.url("/admin/projects/proj_demo/audit?limit=2"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    let next: u64 = r.headers()["x-audit-next-before"].to_str().unwrap().parse().unwrap();
+    let first: Value = r.json().await.unwrap();
+    assert_eq!(first.as_array().unwrap().len(), 2);
+    assert_eq!(first[0]["seq"].as_u64().unwrap(), next);
+    let (_, second) = s
+        .admin(
+            reqwest::Method::GET,
+            &format!("/admin/projects/proj_demo/audit?limit=2&before={next}"),
+            None,
+        )
+        .await;
+    assert!(second[1]["seq"].as_u64().unwrap() < next);
+    let (_, counts) = s
+        .admin(reqwest::Method::GET, "/admin/projects/proj_demo/audit/rejections", None)
+        .await;
+    let total: u64 = counts
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["event"] == "oauth_client.registration_rejected")
+        .map(|c| c["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 600);
+}

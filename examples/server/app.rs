@@ -172,6 +172,7 @@ impl App {
             )
             .route("/admin/projects/{id}/mcp", post(admin_set_mcp))
             .route("/admin/projects/{id}/audit", get(admin_audit))
+            .route("/admin/projects/{id}/audit/rejections", get(admin_audit_rejections))
             .route("/admin/projects/{id}/iats", post(admin_issue_iat).get(admin_list_iats))
             .route("/admin/projects/{id}/iats/{iat_id}", delete(admin_revoke_iat))
             .route("/admin/cimd/resolve", post(admin_cimd_resolve))
@@ -422,12 +423,79 @@ fn apply_patch(s: &mut ProjectSettings, patch: &ProjectPatch) {
     }
 }
 
-async fn admin_audit(State(app): State<App>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+async fn admin_audit(State(app): State<App>, Path(id): Path<String>, uri: http::Uri, headers: HeaderMap) -> Response {
+    let q = AuditQuery::parse(uri.query().unwrap_or_default());
     let result = async {
         app.check_admin(&headers)?;
         let p = project_id(&id)?;
         app.endpoints.server().project(&p).await.map_err(admin_failure)?;
-        Ok(serde_json::to_value(app.audit.recent(&p, 500)).unwrap_or_default())
+        let page = app
+            .audit
+            .query(&p, q.event.as_deref(), q.before, q.limit.unwrap_or(500));
+        // Oldest first within the page, each with its sequence number.
+        let events: Vec<serde_json::Value> = page
+            .events
+            .into_iter()
+            .rev()
+            .map(|(seq, e)| {
+                let mut v = e.to_json();
+                if let serde_json::Value::Object(m) = &mut v {
+                    m.insert("seq".to_owned(), serde_json::Value::from(seq));
+                }
+                v
+            })
+            .collect();
+        Ok((serde_json::Value::Array(events), page.next_before))
+    }
+    .await;
+    match result {
+        Err(e) => admin_error(&e),
+        Ok((v, next)) => {
+            let mut r = json_ok(&v);
+            if let Some(next) = next
+                && let Ok(h) = HeaderValue::from_str(&next.to_string())
+            {
+                r.headers_mut().insert("x-audit-next-before", h);
+            }
+            r
+        }
+    }
+}
+
+/// `GET /admin/projects/{id}/audit` query: `event` (a dotted name),
+/// `before` (a `seq` from an earlier page, or the `X-Audit-Next-Before`
+/// header), `limit` (default 500, at most 1000).
+#[derive(Default)]
+struct AuditQuery {
+    event: Option<String>,
+    before: Option<u64>,
+    limit: Option<usize>,
+}
+
+impl AuditQuery {
+    /// Unknown or malformed parameters are ignored.
+    fn parse(query: &str) -> Self {
+        let mut q = Self::default();
+        for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+            match k.as_ref() {
+                "event" => q.event = Some(v.into_owned()),
+                "before" => q.before = v.parse().ok(),
+                "limit" => q.limit = v.parse().ok(),
+                _ => {}
+            }
+        }
+        q
+    }
+}
+
+/// `GET /admin/projects/{id}/audit/rejections`: the counts of rejected
+/// anonymous requests per minute, event and reason.
+async fn admin_audit_rejections(State(app): State<App>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    let result = async {
+        app.check_admin(&headers)?;
+        let p = project_id(&id)?;
+        app.endpoints.server().project(&p).await.map_err(admin_failure)?;
+        Ok(serde_json::to_value(app.audit.rejection_counts(&p)).unwrap_or_default())
     }
     .await;
     result.map_or_else(|e| admin_error(&e), |v| json_ok(&v))

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use super::{AuditSink, ClientStore, CodeConsumption, GrantStore, ProjectStore, RefreshRotation, StoreError};
-use crate::audit::AuditEvent;
+use crate::audit::{AuditClass, AuditEvent};
 use crate::client::{Client, ClientId, RegisteredClientId};
 use crate::grant::{AccessTokenRecord, CodeRecord, GrantId, RefreshTokenRecord};
 use crate::project::{ProjectId, ProjectSettings};
@@ -551,25 +551,74 @@ impl GrantStore for MemoryGrantStore {
     }
 }
 
-/// A bounded in-memory audit log. Each project keeps its newest `capacity`
-/// events, with `oauth_client.cimd_fetch_failed` in a ring of its own:
-/// anyone can cause those (an authorization request naming a bogus
-/// document URL), and a flood of them must not push out the events an
-/// operator needs, such as `authorization_code.reuse_detected`.
+/// A bounded in-memory audit log, per project, in three retentions so
+/// that anonymous traffic cannot bury what matters:
+///
+/// - security events ([`AuditClass::Security`]: reuse detections,
+///   revocations, admin changes): the newest `capacity`;
+/// - other activity: the newest `capacity`;
+/// - rejections anyone can cause ([`AuditClass::Rejection`]): counted per
+///   minute, event name and reason (the newest [`REJECTION_MINUTES`]
+///   minutes' worth of counts, at most [`MAX_REJECTION_COUNTERS`]
+///   counters), and only the newest [`REJECTION_SAMPLES`] kept whole as
+///   samples.
+///
+/// [`MemoryAuditLog::query`] lists with a filter by event name and pages
+/// by sequence number.
 #[derive(Debug)]
 pub struct MemoryAuditLog {
     inner: Mutex<AuditRings>,
     capacity: usize,
 }
 
+/// Rejection samples kept whole per project.
+pub const REJECTION_SAMPLES: usize = 100;
+/// Minutes of rejection counts kept per project.
+pub const REJECTION_MINUTES: i64 = 24 * 60;
+/// Rejection counters kept per project (minute x event x reason).
+pub const MAX_REJECTION_COUNTERS: usize = 10_000;
+
 #[derive(Debug, Default)]
 struct AuditRings {
     seq: u64,
-    /// Per project: (other events, CIMD fetch failures), each `(seq, event)`.
-    projects: HashMap<ProjectId, (AuditRing, AuditRing)>,
+    projects: HashMap<ProjectId, ProjectAudit>,
+}
+
+#[derive(Debug, Default)]
+struct ProjectAudit {
+    security: AuditRing,
+    activity: AuditRing,
+    samples: AuditRing,
+    /// (unix minute, event name, reason) -> count, oldest first by minute.
+    counts: std::collections::BTreeMap<(i64, &'static str, String), u64>,
 }
 
 type AuditRing = VecDeque<(u64, AuditEvent)>;
+
+/// One page of [`MemoryAuditLog::query`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AuditPage {
+    /// Events with their sequence numbers, newest first.
+    pub events: Vec<(u64, AuditEvent)>,
+    /// The `before` of the next (older) page, if there may be one.
+    pub next_before: Option<u64>,
+}
+
+/// How many rejections of one kind arrived in one minute.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct RejectionCount {
+    /// The minute (its start).
+    #[serde(with = "time::serde::rfc3339")]
+    pub minute: OffsetDateTime,
+    /// The event name.
+    pub event: &'static str,
+    /// The reason.
+    pub reason: String,
+    /// How many.
+    pub count: u64,
+}
 
 impl Default for MemoryAuditLog {
     fn default() -> Self {
@@ -578,13 +627,14 @@ impl Default for MemoryAuditLog {
 }
 
 impl MemoryAuditLog {
-    /// A log keeping 10,000 events per project (and as many CIMD fetch failures).
+    /// A log keeping 10,000 security events and 10,000 other events per
+    /// project.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// A log keeping `capacity` events per project (at least one), and as
-    /// many CIMD fetch failures.
+    /// A log keeping `capacity` security events and `capacity` other
+    /// events per project (at least one each).
     pub fn with_capacity(capacity: usize) -> Self {
         Self {
             inner: Mutex::new(AuditRings::default()),
@@ -592,18 +642,62 @@ impl MemoryAuditLog {
         }
     }
 
-    /// The newest `limit` events of a project, oldest first.
+    /// The newest `limit` events of a project (every retention, rejection
+    /// samples included), oldest first.
     pub fn recent(&self, project: &ProjectId, limit: usize) -> Vec<AuditEvent> {
+        let mut page = self.query(project, None, None, limit).events;
+        page.reverse();
+        page.into_iter().map(|(_, e)| e).collect()
+    }
+
+    /// Events of a project, newest first: only those named `event` if
+    /// given, only those with a sequence number below `before` if given,
+    /// at most `limit` (capped at 1000). Security events are found however
+    /// many rejections arrived since.
+    pub fn query(&self, project: &ProjectId, event: Option<&str>, before: Option<u64>, limit: usize) -> AuditPage {
+        let limit = limit.min(1000);
+        let Ok(rings) = lock(&self.inner) else {
+            return AuditPage {
+                events: Vec::new(),
+                next_before: None,
+            };
+        };
+        let Some(p) = rings.projects.get(project) else {
+            return AuditPage {
+                events: Vec::new(),
+                next_before: None,
+            };
+        };
+        let mut all: Vec<&(u64, AuditEvent)> = p
+            .security
+            .iter()
+            .chain(p.activity.iter())
+            .chain(p.samples.iter())
+            .filter(|(seq, e)| before.is_none_or(|b| *seq < b) && event.is_none_or(|n| e.name() == n))
+            .collect();
+        all.sort_unstable_by_key(|(seq, _)| std::cmp::Reverse(*seq));
+        let more = all.len() > limit;
+        let events: Vec<(u64, AuditEvent)> = all.into_iter().take(limit).cloned().collect();
+        let next_before = if more { events.last().map(|(seq, _)| *seq) } else { None };
+        AuditPage { events, next_before }
+    }
+
+    /// The rejection counts of a project, oldest minute first.
+    pub fn rejection_counts(&self, project: &ProjectId) -> Vec<RejectionCount> {
         let Ok(rings) = lock(&self.inner) else {
             return Vec::new();
         };
-        let Some((main, cimd)) = rings.projects.get(project) else {
-            return Vec::new();
-        };
-        let mut all: Vec<&(u64, AuditEvent)> = main.iter().chain(cimd.iter()).collect();
-        all.sort_unstable_by_key(|(seq, _)| *seq);
-        let skip = all.len().saturating_sub(limit);
-        all.into_iter().skip(skip).map(|(_, e)| e.clone()).collect()
+        rings.projects.get(project).map_or_else(Vec::new, |p| {
+            p.counts
+                .iter()
+                .map(|((minute, event, reason), count)| RejectionCount {
+                    minute: OffsetDateTime::from_unix_timestamp(minute * 60).unwrap_or(OffsetDateTime::UNIX_EPOCH),
+                    event,
+                    reason: reason.clone(),
+                    count: *count,
+                })
+                .collect()
+        })
     }
 
     /// Every event held, oldest first.
@@ -614,7 +708,7 @@ impl MemoryAuditLog {
         let mut all: Vec<&(u64, AuditEvent)> = rings
             .projects
             .values()
-            .flat_map(|(main, cimd)| main.iter().chain(cimd.iter()))
+            .flat_map(|p| p.security.iter().chain(p.activity.iter()).chain(p.samples.iter()))
             .collect();
         all.sort_unstable_by_key(|(seq, _)| *seq);
         all.into_iter().map(|(_, e)| e.clone()).collect()
@@ -627,13 +721,29 @@ impl AuditSink for MemoryAuditLog {
         let Ok(mut rings) = lock(&self.inner) else { return };
         rings.seq += 1;
         let seq = rings.seq;
-        let (main, cimd) = rings.projects.entry(event.project_id.clone()).or_default();
-        let ring = if matches!(event.kind, crate::audit::AuditKind::CimdFetchFailed { .. }) {
-            cimd
-        } else {
-            main
+        let p = rings.projects.entry(event.project_id.clone()).or_default();
+        let (ring, cap) = match event.kind.class() {
+            AuditClass::Security => (&mut p.security, self.capacity),
+            AuditClass::Activity => (&mut p.activity, self.capacity),
+            AuditClass::Rejection => {
+                let minute = event.at.unix_timestamp().div_euclid(60);
+                let reason = event.kind.rejection_reason().unwrap_or_default();
+                let reason: String = reason.chars().take(64).collect();
+                let key = (minute, event.name(), reason);
+                if p.counts.contains_key(&key) || p.counts.len() < MAX_REJECTION_COUNTERS {
+                    *p.counts.entry(key).or_default() += 1;
+                }
+                while p
+                    .counts
+                    .first_key_value()
+                    .is_some_and(|((m, _, _), _)| *m <= minute - REJECTION_MINUTES)
+                {
+                    p.counts.pop_first();
+                }
+                (&mut p.samples, REJECTION_SAMPLES)
+            }
         };
-        if ring.len() >= self.capacity {
+        if ring.len() >= cap {
             ring.pop_front();
         }
         ring.push_back((seq, event));
