@@ -141,7 +141,7 @@ impl ClientStore for MemoryClientStore {
 ///   taking every lock for them costs little.
 /// - Purging goes shard by shard: each shard is purged atomically, and a
 ///   marker is only dropped once everything it guards has expired.
-/// - Per-grant bookkeeping ([`Family`]: the grant's current refresh
+/// - Per-grant bookkeeping (the grant's current refresh
 ///   token, the tombstones of its rotated ones, its access tokens) sits
 ///   behind one more lock, always taken AFTER the shard locks an
 ///   operation needs, never before one.
