@@ -1073,3 +1073,46 @@ async fn security_events_are_not_buried_by_anonymous_rejections() {
         .sum();
     assert_eq!(total, 600);
 }
+
+/// Issue 18, point 4: pending consents are capped per source; a flood
+/// from one address does not stop another address's user from signing in.
+#[tokio::test]
+async fn pending_consents_are_capped_per_source() {
+    let s = start(false).await;
+    let iat = s.issue_iat().await;
+    let body = json!({"redirect_uris": ["http://127.0.0.1:5555/cb"], "client_name": "App", "token_endpoint_auth_method": "none"});
+    let (_, v) = s.register(&iat, &body.to_string()).await;
+    let client_id = v["client_id"].as_str().unwrap().to_owned();
+    let from = |ip: [u8; 4]| {
+        reqwest::Client::builder()
+            .local_address(std::net::IpAddr::from(ip))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+    };
+    let (attacker, user) = (from([127, 0, 0, 2]), from([127, 0, 0, 3]));
+    let verifier = CodeVerifier::from_random(&[14; 32]);
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("response_type", "code")
+        .append_pair("client_id", &client_id)
+        .append_pair("redirect_uri", "http://127.0.0.1:5555/cb")
+        .append_pair("code_challenge", CodeChallenge::s256(&verifier).as_str())
+        .append_pair("code_challenge_method", "S256")
+        .finish();
+    let url = s.url(&format!("/oauth2/authorize?{query}"));
+    let mut shown = 0;
+    let mut refused = 0;
+    for _ in 0..40 {
+        match attacker.get(&url).send().await.unwrap().status().as_u16() {
+            200 => shown += 1,
+            503 => refused += 1,
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!((shown, refused), (32, 8));
+    assert_eq!(
+        user.get(&url).send().await.unwrap().status(),
+        200,
+        "another source still gets its page"
+    );
+}

@@ -581,6 +581,51 @@ struct Waiting {
     pending: PendingAuthorization,
     csrf: SecretString,
     cookie: SecretString,
+    /// Who started it (the connection's source), for the per-source cap.
+    source: Option<authio_mcp::cimd::RequestSource>,
+}
+
+/// Whether one more pending consent may be kept for `source` and the
+/// request's client: at most [`MAX_WAITING_PER_SOURCE`] per source and
+/// [`MAX_WAITING_PER_CLIENT`] per client; when the whole map is full, the
+/// oldest entry of the source holding the most is dropped, so the global
+/// cap refuses only the noisiest source (which is refused if it is the
+/// requester's own).
+fn admit_waiting(
+    map: &mut HashMap<String, Waiting>,
+    source: Option<&authio_mcp::cimd::RequestSource>,
+    pending: &PendingAuthorization,
+) -> Result<(), OAuthError> {
+    let busy = || OAuthError::new(ErrorCode::TemporarilyUnavailable);
+    if source.is_some() && map.values().filter(|w| w.source.as_ref() == source).count() >= MAX_WAITING_PER_SOURCE {
+        return Err(busy());
+    }
+    let client = &pending.client_id;
+    if map.values().filter(|w| &w.pending.client_id == client).count() >= MAX_WAITING_PER_CLIENT {
+        return Err(busy());
+    }
+    if map.len() < MAX_WAITING {
+        return Ok(());
+    }
+    let mut per_source: HashMap<Option<&authio_mcp::cimd::RequestSource>, usize> = HashMap::new();
+    for w in map.values() {
+        *per_source.entry(w.source.as_ref()).or_default() += 1;
+    }
+    let noisiest = per_source.into_iter().max_by_key(|(_, n)| *n).map(|(s, _)| s.cloned());
+    match noisiest {
+        Some(noisy) if noisy.as_ref() != source => {
+            let oldest = map
+                .iter()
+                .filter(|(_, w)| w.source == noisy)
+                .min_by_key(|(_, w)| w.pending.created_at)
+                .map(|(k, _)| k.clone());
+            if let Some(k) = oldest {
+                map.remove(&k);
+            }
+            Ok(())
+        }
+        _ => Err(busy()),
+    }
 }
 
 /// The login-and-consent page (demo: the user types a name; no password).
@@ -593,6 +638,11 @@ struct ConsentPage {
 
 const CONSENT_COOKIE: &str = "authio_consent";
 const MAX_WAITING: usize = 10_000;
+/// Pending consents one source may hold.
+const MAX_WAITING_PER_SOURCE: usize = 32;
+/// Pending consents one client may hold (a CIMD client is shared by all
+/// its users, so this is high; the per-source cap is what stops a flood).
+const MAX_WAITING_PER_CLIENT: usize = 2_000;
 
 #[async_trait]
 impl ConsentHandler for ConsentPage {
@@ -600,7 +650,7 @@ impl ConsentHandler for ConsentPage {
         &self,
         endpoints: &OAuthEndpoints,
         pending: PendingAuthorization,
-        _parts: &http::request::Parts,
+        parts: &http::request::Parts,
     ) -> http::Response<Vec<u8>> {
         if self.auto_approve {
             let subject = Subject::new(DEMO_SUBJECT).unwrap_or_else(|_| unreachable!("a valid literal"));
@@ -620,14 +670,16 @@ impl ConsentHandler for ConsentPage {
             };
             let now = endpoints.server().now();
             map.retain(|_, w| now - w.pending.created_at <= authio_mcp::authorize::PENDING_AUTHORIZATION_TTL);
-            if map.len() >= MAX_WAITING {
-                return error_response(&OAuthError::new(ErrorCode::TemporarilyUnavailable));
+            let source = parts.extensions.get::<authio_mcp::cimd::RequestSource>().cloned();
+            if let Err(e) = admit_waiting(&mut map, source.as_ref(), &pending) {
+                return error_response(&e);
             }
             map.insert(
                 id,
                 Waiting {
                     pending,
                     csrf: SecretString::from(csrf),
+                    source,
                     cookie: SecretString::from(cookie.as_str()),
                 },
             );
