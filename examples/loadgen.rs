@@ -6,6 +6,17 @@
 //! cargo run --release --example loadgen -- --workers 8 --flows 5000 --duration-secs 30 --admin-token T
 //! ```
 //!
+//! Or let it start the example server itself, on a database of your
+//! choice (the server binary next to this one, on a free port, killed at
+//! the end):
+//!
+//! ```text
+//! cargo build --release --example server --example loadgen
+//! ./target/release/examples/loadgen --database-url postgres://postgres@127.0.0.1:5432/bench --workers 64
+//! ./target/release/examples/loadgen --database-url sqlite:///tmp/bench.db --workers 64
+//! ./target/release/examples/loadgen --database-url memory: --workers 64
+//! ```
+//!
 //! Each worker repeats one flow: register a client with an initial access
 //! token (DCR), authorize (the server auto-approves and answers 302 with a
 //! code), exchange the code, refresh once. The run stops by itself after
@@ -37,6 +48,12 @@ USAGE: cargo run --release --example loadgen -- [FLAGS]
   --flows M             stop after M flows in total (default 1000)
   --duration-secs S     stop after S seconds (default 60)
   --resource URL        the resource to request (default http://127.0.0.1:8090/mcp)
+  --database-url URL    start the example server (next to this binary) on this database
+                        (sqlite://PATH, postgres://..., memory:) and run against it;
+                        --base and --admin-token are then chosen here
+  --db-pool-size N      with --database-url: the server's pool size (default 10)
+  --server-arg ARG      with --database-url: one more flag for the server (repeatable),
+                        e.g. --server-arg --db-audit-batch --server-arg --project-cache-ms --server-arg 1000
 ";
 
 const REDIRECT: &str = "https://loadgen.example.com/callback";
@@ -50,6 +67,9 @@ struct Args {
     flows: u64,
     duration: Duration,
     resource: String,
+    database_url: Option<String>,
+    db_pool_size: Option<String>,
+    server_args: Vec<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -61,6 +81,9 @@ fn parse_args() -> Result<Args, String> {
         flows: 1000,
         duration: Duration::from_secs(60),
         resource: "http://127.0.0.1:8090/mcp".into(),
+        database_url: None,
+        db_pool_size: None,
+        server_args: Vec::new(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -79,11 +102,14 @@ fn parse_args() -> Result<Args, String> {
                 a.duration = Duration::from_secs(value()?.parse().map_err(|_| "--duration-secs takes a number")?)
             }
             "--resource" => a.resource = value()?,
+            "--database-url" => a.database_url = Some(value()?),
+            "--db-pool-size" => a.db_pool_size = Some(value()?),
+            "--server-arg" => a.server_args.push(value()?),
             other => return Err(format!("unknown flag {other}; see --help")),
         }
     }
-    if a.admin_token.is_empty() {
-        return Err("--admin-token is required".into());
+    if a.admin_token.is_empty() && a.database_url.is_none() {
+        return Err("--admin-token is required (or --database-url)".into());
     }
     if a.workers == 0 {
         return Err("--workers must be at least 1".into());
@@ -118,7 +144,66 @@ async fn main() {
     }
 }
 
-async fn run(args: Args) -> Result<(), String> {
+/// The example server this run started (`--database-url`); killed on drop.
+struct Spawned(std::process::Child);
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the example server next to this binary on `args.database_url`,
+/// pointing `args` at it.
+async fn spawn_server(args: &mut Args, url: &str) -> Result<Spawned, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let server = exe.with_file_name("server");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| e.to_string())?
+        .port();
+    let mut token = [0u8; 16];
+    SystemRandom.fill(&mut token);
+    args.admin_token = token.iter().map(|b| format!("{b:02x}")).collect();
+    args.base = format!("http://127.0.0.1:{port}");
+    let mut cmd = std::process::Command::new(&server);
+    cmd.args(["--listen", &format!("127.0.0.1:{port}"), "--database-url", url])
+        .args([
+            "--admin-token",
+            &args.admin_token,
+            "--auto-approve",
+            "--max-clients",
+            "none",
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null());
+    if let Some(n) = &args.db_pool_size {
+        cmd.args(["--db-pool-size", n]);
+    }
+    cmd.args(&args.server_args);
+    let child = Spawned(cmd.spawn().map_err(|e| format!("starting {}: {e}", server.display()))?);
+    let http = client()?;
+    for _ in 0..300 {
+        if let Ok(r) = http
+            .get(format!("{}/.well-known/oauth-authorization-server", args.base))
+            .send()
+            .await
+            && r.status() == 200
+        {
+            return Ok(child);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(format!("{} did not start on {url}", server.display()))
+}
+
+async fn run(mut args: Args) -> Result<(), String> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let _server = match args.database_url.clone() {
+        Some(url) => Some(spawn_server(&mut args, &url).await?),
+        None => None,
+    };
     // reqwest is built without a default TLS provider (the crate's CIMD
     // fetcher brings its own); loopback http needs none, but the builder
     // insists on one.

@@ -96,6 +96,17 @@ pub enum AuditKind {
         /// `token_endpoint_auth_method`.
         token_endpoint_auth_method: String,
     },
+    /// A registration without an initial access token was admitted by the
+    /// project's tokenless-registration policy.
+    #[serde(rename = "oauth_client.tokenless_admitted")]
+    ClientTokenlessAdmitted {
+        /// The new client id.
+        client_id: String,
+        /// The rate-limit key of the source (an address, or an IPv6 /64).
+        source: String,
+        /// The trusted pattern each redirect URI matched, in order.
+        patterns: Vec<crate::tokenless::TrustedPattern>,
+    },
     /// A registration request was refused.
     #[serde(rename = "oauth_client.registration_rejected")]
     ClientRegistrationRejected {
@@ -177,6 +188,18 @@ pub enum AuditKind {
         /// The grant.
         grant_id: String,
     },
+    /// A rotated refresh token was presented again within the project's
+    /// refresh reuse grace: the same new token pair was returned and
+    /// nothing was revoked (concurrent refreshes of one client).
+    #[serde(rename = "refresh_token.concurrent_reuse")]
+    RefreshTokenConcurrentReuse {
+        /// The client.
+        client_id: String,
+        /// The grant.
+        grant_id: String,
+        /// Seconds since the rotation.
+        after_seconds: i64,
+    },
     /// Tokens were issued at the token endpoint.
     #[serde(rename = "token.issued")]
     TokenIssued {
@@ -201,6 +224,42 @@ pub enum AuditKind {
         /// The grant.
         grant_id: String,
         /// Why (`revocation_request`, `code_reuse`, `refresh_reuse`, ...).
+        reason: String,
+    },
+    /// A signing key was created (published in the JWKS).
+    #[serde(rename = "signing_key.created")]
+    SigningKeyCreated {
+        /// The key id.
+        kid: String,
+        /// `ES256`, `EdDSA` or `RS256`.
+        algorithm: String,
+    },
+    /// A signing key became active; the previous one (if any) retired.
+    #[serde(rename = "signing_key.activated")]
+    SigningKeyActivated {
+        /// The key id.
+        kid: String,
+    },
+    /// A signing key retired without a successor (its algorithm is no
+    /// longer used); it stays published until its tokens expired.
+    #[serde(rename = "signing_key.retired")]
+    SigningKeyRetired {
+        /// The key id.
+        kid: String,
+    },
+    /// Retired signing keys left the JWKS.
+    #[serde(rename = "signing_key.deleted")]
+    SigningKeysDeleted {
+        /// How many.
+        count: usize,
+    },
+    /// A client assertion (`private_key_jwt`, RFC 7523) was refused.
+    #[serde(rename = "oauth_client.assertion_rejected")]
+    ClientAssertionRejected {
+        /// The client the assertion claimed to be.
+        client_id: String,
+        /// Machine-readable reason (`bad_signature`, `replayed_jti`,
+        /// `expired`, `wrong_audience`, ...).
         reason: String,
     },
 }
@@ -232,10 +291,18 @@ impl AuditKind {
             | Self::IatRevoked { .. }
             | Self::AuthorizationCodeReuseDetected { .. }
             | Self::RefreshTokenReuseDetected { .. }
-            | Self::TokenRevoked { .. } => AuditClass::Security,
-            Self::CimdFetchFailed { .. } | Self::ClientRegistrationRejected { .. } => AuditClass::Rejection,
+            | Self::TokenRevoked { .. }
+            | Self::SigningKeyCreated { .. }
+            | Self::SigningKeyActivated { .. }
+            | Self::SigningKeyRetired { .. }
+            | Self::SigningKeysDeleted { .. } => AuditClass::Security,
+            Self::CimdFetchFailed { .. }
+            | Self::ClientRegistrationRejected { .. }
+            | Self::ClientAssertionRejected { .. } => AuditClass::Rejection,
             Self::CimdResolved { .. }
             | Self::ClientRegistered { .. }
+            | Self::ClientTokenlessAdmitted { .. }
+            | Self::RefreshTokenConcurrentReuse { .. }
             | Self::IatUsed { .. }
             | Self::AuthorizationGranted { .. }
             | Self::AuthorizationDenied { .. }
@@ -247,7 +314,9 @@ impl AuditKind {
     /// counted by), `None` for other events.
     pub fn rejection_reason(&self) -> Option<&str> {
         match self {
-            Self::CimdFetchFailed { reason, .. } | Self::ClientRegistrationRejected { reason, .. } => Some(reason),
+            Self::CimdFetchFailed { reason, .. }
+            | Self::ClientRegistrationRejected { reason, .. }
+            | Self::ClientAssertionRejected { reason, .. } => Some(reason),
             _ => None,
         }
     }
@@ -261,6 +330,7 @@ impl AuditKind {
             Self::CimdFetchFailed { .. } => "oauth_client.cimd_fetch_failed",
             Self::CimdResolved { .. } => "oauth_client.cimd_resolved",
             Self::ClientRegistered { .. } => "oauth_client.registered",
+            Self::ClientTokenlessAdmitted { .. } => "oauth_client.tokenless_admitted",
             Self::ClientRegistrationRejected { .. } => "oauth_client.registration_rejected",
             Self::IatIssued { .. } => "initial_access_token.issued",
             Self::IatUsed { .. } => "initial_access_token.used",
@@ -269,8 +339,14 @@ impl AuditKind {
             Self::AuthorizationDenied { .. } => "authorization.denied",
             Self::AuthorizationCodeReuseDetected { .. } => "authorization_code.reuse_detected",
             Self::RefreshTokenReuseDetected { .. } => "refresh_token.reuse_detected",
+            Self::RefreshTokenConcurrentReuse { .. } => "refresh_token.concurrent_reuse",
             Self::TokenIssued { .. } => "token.issued",
             Self::TokenRevoked { .. } => "token.revoked",
+            Self::SigningKeyCreated { .. } => "signing_key.created",
+            Self::SigningKeyActivated { .. } => "signing_key.activated",
+            Self::SigningKeyRetired { .. } => "signing_key.retired",
+            Self::SigningKeysDeleted { .. } => "signing_key.deleted",
+            Self::ClientAssertionRejected { .. } => "oauth_client.assertion_rejected",
         }
     }
 }
@@ -300,6 +376,11 @@ mod tests {
                 client_id: s(),
                 iat_id: None,
                 token_endpoint_auth_method: s(),
+            },
+            AuditKind::ClientTokenlessAdmitted {
+                client_id: s(),
+                source: s(),
+                patterns: vec![crate::tokenless::TrustedPattern::Loopback],
             },
             AuditKind::ClientRegistrationRejected {
                 error: s(),
@@ -332,6 +413,11 @@ mod tests {
                 client_id: s(),
                 grant_id: s(),
             },
+            AuditKind::RefreshTokenConcurrentReuse {
+                client_id: s(),
+                grant_id: s(),
+                after_seconds: 1,
+            },
             AuditKind::TokenIssued {
                 client_id: s(),
                 subject: s(),
@@ -343,6 +429,17 @@ mod tests {
             AuditKind::TokenRevoked {
                 client_id: s(),
                 grant_id: s(),
+                reason: s(),
+            },
+            AuditKind::SigningKeyCreated {
+                kid: s(),
+                algorithm: s(),
+            },
+            AuditKind::SigningKeyActivated { kid: s() },
+            AuditKind::SigningKeyRetired { kid: s() },
+            AuditKind::SigningKeysDeleted { count: 1 },
+            AuditKind::ClientAssertionRejected {
+                client_id: s(),
                 reason: s(),
             },
         ]
@@ -357,6 +454,7 @@ mod tests {
             "oauth_client.cimd_fetch_failed",
             "oauth_client.cimd_resolved",
             "oauth_client.registered",
+            "oauth_client.tokenless_admitted",
             "oauth_client.registration_rejected",
             "initial_access_token.issued",
             "initial_access_token.used",
@@ -365,8 +463,14 @@ mod tests {
             "authorization.denied",
             "authorization_code.reuse_detected",
             "refresh_token.reuse_detected",
+            "refresh_token.concurrent_reuse",
             "token.issued",
             "token.revoked",
+            "signing_key.created",
+            "signing_key.activated",
+            "signing_key.retired",
+            "signing_key.deleted",
+            "oauth_client.assertion_rejected",
         ];
         let project = ProjectId::new("proj_acme_prod").unwrap();
         for (kind, name) in all_kinds().into_iter().zip(expected) {

@@ -22,6 +22,7 @@ use crate::error::{ErrorCode, OAuthError};
 use crate::grant::{CodeRecord, Grant, GrantId, Subject};
 use crate::pkce::CodeChallenge;
 use crate::project::{ProjectId, ProjectSettings};
+use crate::redirect_uri::RedirectUri;
 use crate::resource::{ResourceSet, ResourceUri};
 use crate::scope::ScopeSet;
 use crate::secret::SecretString;
@@ -30,6 +31,11 @@ use crate::secret::SecretString;
 pub const PENDING_AUTHORIZATION_TTL: Duration = Duration::minutes(10);
 
 const MAX_STATE: usize = 2048;
+const MAX_LOGIN_HINT: usize = 256;
+
+/// The scope that asks for a refresh token (OpenID Connect Core 1.0
+/// section 11; MCP authorization). Never advertised by resource servers.
+pub const OFFLINE_ACCESS: &str = "offline_access";
 const MAX_RESOURCES: usize = 10;
 
 /// The parameters of an authorization request, as sent (RFC 6749 section
@@ -53,6 +59,13 @@ pub struct AuthorizationRequest {
     pub code_challenge_method: Option<String>,
     /// `resource`, every occurrence.
     pub resource: Vec<String>,
+    /// `nonce` (OpenID Connect Core section 3.1.2.1), echoed in the ID
+    /// token.
+    pub nonce: Option<String>,
+    /// `prompt` (OpenID Connect Core 1.0 section 3.1.2.1).
+    pub prompt: Option<String>,
+    /// `login_hint` (OpenID Connect Core 1.0 section 3.1.2.1).
+    pub login_hint: Option<String>,
     /// `request` or `request_uri` was present (not supported).
     pub request_object: bool,
     /// Single-valued parameters that appeared more than once.
@@ -73,6 +86,9 @@ impl AuthorizationRequest {
                 "state" => &mut req.state,
                 "code_challenge" => &mut req.code_challenge,
                 "code_challenge_method" => &mut req.code_challenge_method,
+                "nonce" => &mut req.nonce,
+                "prompt" => &mut req.prompt,
+                "login_hint" => &mut req.login_hint,
                 "resource" => {
                     req.resource.push(value.into_owned());
                     continue;
@@ -245,14 +261,47 @@ pub struct PendingAuthorization {
     /// Every registered redirect URI is a loopback one: anyone can claim
     /// such a client, so warn the user.
     pub loopback_only: bool,
-    /// The requested scopes.
+    /// The scopes that will be granted if the user approves: the requested
+    /// ones this project and client support (or the defaults), which is
+    /// what the consent page shows.
     pub scopes: ScopeSet,
+    /// Requested scopes left out of [`PendingAuthorization::scopes`]
+    /// because the project or the client does not support them (RFC 6749
+    /// section 3.3 lets the server grant less than asked).
+    #[serde(default, skip_serializing_if = "ScopeSet::is_empty")]
+    pub dropped_scopes: ScopeSet,
+    /// The client asked for `offline_access`, the request for a refresh
+    /// token: one is issued when the project issues refresh tokens and the
+    /// client may use the `refresh_token` grant.
+    #[serde(default)]
+    pub offline_access: bool,
+    /// `prompt=login`: the host must authenticate the user again even with
+    /// a session (OpenID Connect Core 1.0 section 3.1.2.1).
+    #[serde(default)]
+    pub force_login: bool,
+    /// `prompt=consent`: the host must ask for consent again. This crate
+    /// keeps no consent memory, so consent is asked every time anyway.
+    #[serde(default)]
+    pub force_consent: bool,
+    /// `login_hint`, for prefilling the login form (at most 256 characters,
+    /// no control characters; dropped otherwise). Never trust it as an
+    /// identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login_hint: Option<String>,
+    /// The redirect URI uses a private-use scheme (RFC 8252 section 7.1,
+    /// e.g. `cursor`): the code goes to whichever app on the user's device
+    /// claimed that scheme. Name it on the consent page, with a warning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_scheme: Option<String>,
     /// The requested resources (audiences).
     pub resources: ResourceSet,
     /// `state`, echoed on the redirect.
     pub state: Option<String>,
     /// The PKCE challenge.
     pub code_challenge: CodeChallenge,
+    /// The OpenID Connect `nonce`, carried to the ID token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
     /// When the request was validated.
     #[serde(with = "time::serde::timestamp")]
     pub created_at: OffsetDateTime,
@@ -284,6 +333,13 @@ pub fn validate_request(
     if req.state.as_ref().is_some_and(|s| s.len() > MAX_STATE) {
         return Err(fail(ErrorCode::InvalidRequest, "state is too long".into()));
     }
+    if req
+        .nonce
+        .as_ref()
+        .is_some_and(|n| n.len() > MAX_STATE || n.chars().any(char::is_control))
+    {
+        return Err(fail(ErrorCode::InvalidRequest, "nonce is too long or malformed".into()));
+    }
     if req.request_object {
         return Err(fail(
             ErrorCode::InvalidRequest,
@@ -305,13 +361,27 @@ pub fn validate_request(
             .map_err(|e| fail(e.code(), e.to_string().into()))?;
     let scopes = resolve_scopes(req.scope.as_deref(), settings, client).map_err(|e| fail(e.code(), e.description))?;
     let resources = resolve_resources(&req.resource, settings).map_err(|e| fail(e.code(), e.description))?;
+    let prompt = Prompt::parse(req.prompt.as_deref()).map_err(|e| fail(e.code(), e.description))?;
+    if prompt.none {
+        // No consent is remembered by this crate, so a request that forbids
+        // interaction can never be approved silently (OpenID Connect Core
+        // 1.0 section 3.1.2.6).
+        return Err(fail(
+            ErrorCode::ConsentRequired,
+            "prompt=none, but the user must consent to this request".into(),
+        ));
+    }
     let client_id_host = match &client.client_id {
         ClientId::Metadata(url) => Some(url.host()),
         ClientId::Registered(_) => None,
     };
-    let redirect_host = url::Url::parse(&redirect_uri)
-        .ok()
-        .and_then(|u| u.host_str().map(str::to_owned));
+    let registered = client.metadata.match_redirect_uri(Some(&redirect_uri));
+    let redirect_host = registered.and_then(RedirectUri::host);
+    let app_scheme = registered.and_then(RedirectUri::private_use_scheme).map(str::to_owned);
+    let login_hint = req
+        .login_hint
+        .clone()
+        .filter(|h| !h.is_empty() && h.chars().count() <= MAX_LOGIN_HINT && !h.chars().any(char::is_control));
     Ok(PendingAuthorization {
         project: project.clone(),
         client_id: client.client_id.clone(),
@@ -320,10 +390,17 @@ pub fn validate_request(
         redirect_host,
         loopback_only: client.metadata.all_redirects_loopback(),
         redirect_uri,
-        scopes,
+        scopes: scopes.granted,
+        dropped_scopes: scopes.dropped,
+        offline_access: scopes.offline_access,
+        force_login: prompt.login,
+        force_consent: prompt.consent,
+        login_hint,
+        app_scheme,
         resources,
         state: req.state.clone(),
         code_challenge,
+        nonce: req.nonce.clone().filter(|n| !n.is_empty()),
         created_at: now,
     })
 }
@@ -349,51 +426,141 @@ impl ParameterError {
     }
 }
 
+impl std::fmt::Display for ParameterError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.description)
+    }
+}
+
+impl std::error::Error for ParameterError {}
+
 impl From<ParameterError> for OAuthError {
     fn from(e: ParameterError) -> Self {
         Self::with_description(e.code, e.description)
     }
 }
 
-/// The scopes of a request: the requested ones if the project and the
-/// client allow them all, or the project's default scopes (narrowed to the
-/// client's registered `scope`, if any) when none are requested. An empty
-/// `scopes_supported` puts no limit on the project side.
+/// The `prompt` values this server acts on (OpenID Connect Core 1.0
+/// section 3.1.2.1). Other values (`select_account`, `create`, unknown
+/// ones) are ignored.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Prompt {
+    /// `none`: no user interaction allowed.
+    pub none: bool,
+    /// `login`: authenticate again.
+    pub login: bool,
+    /// `consent`: ask for consent again.
+    pub consent: bool,
+}
+
+impl Prompt {
+    /// Parses the space-delimited `prompt` parameter.
+    ///
+    /// # Errors
+    /// `invalid_request` when `none` is combined with another value.
+    pub fn parse(prompt: Option<&str>) -> Result<Self, ParameterError> {
+        let mut p = Self::default();
+        let mut values = 0usize;
+        for v in prompt.unwrap_or_default().split(' ').filter(|v| !v.is_empty()) {
+            values += 1;
+            match v {
+                "none" => p.none = true,
+                "login" => p.login = true,
+                "consent" => p.consent = true,
+                _ => {}
+            }
+        }
+        if p.none && values > 1 {
+            return Err(ParameterError::new(
+                ErrorCode::InvalidRequest,
+                "prompt=none must not be combined with other values",
+            ));
+        }
+        Ok(p)
+    }
+}
+
+/// The scopes an authorization request will grant.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ScopeResolution {
+    /// What will be granted.
+    pub granted: ScopeSet,
+    /// Requested scopes the project or the client does not support, left
+    /// out (never in strict mode, which refuses them instead).
+    pub dropped: ScopeSet,
+    /// `offline_access` was requested: the client wants a refresh token.
+    pub offline_access: bool,
+}
+
+/// The scopes of a request.
+///
+/// - None requested: the project's default scopes (narrowed to the
+///   client's registered `scope`, if any).
+/// - `offline_access` is always understood as the request for a refresh
+///   token; it stays in the granted set only when the project lists it in
+///   `scopes_supported` (and the client's registered `scope`, if any).
+/// - Any other scope the project (its non-empty `scopes_supported`) or the
+///   client (its registered `scope`) does not support: in strict mode the
+///   request fails with `invalid_scope`; otherwise the scope is dropped
+///   (RFC 6749 section 3.3). When nothing but `offline_access` and dropped
+///   scopes was requested, the defaults apply as if none had been.
 ///
 /// # Errors
-/// `invalid_scope`.
+/// `invalid_scope` for a malformed scope, or an unsupported one in strict
+/// mode.
 pub fn resolve_scopes(
     requested: Option<&str>,
     settings: &ProjectSettings,
     client: &Client,
-) -> Result<ScopeSet, ParameterError> {
+) -> Result<ScopeResolution, ParameterError> {
     let client_scopes = client.metadata.scope.as_ref();
-    match requested.filter(|s| !s.is_empty()) {
-        None => Ok(match client_scopes {
-            Some(c) => settings.default_scopes.intersection(c),
-            None => settings.default_scopes.clone(),
-        }),
-        Some(s) => {
-            let set = ScopeSet::parse(s).map_err(|e| ParameterError::new(e.code(), e.to_string()))?;
-            if !settings.scopes_supported.is_empty()
-                && let Some(bad) = set.iter().find(|x| !settings.scopes_supported.contains(x.as_str()))
-            {
-                return Err(ParameterError::new(
-                    ErrorCode::InvalidScope,
-                    format!("scope {bad} is not supported by this project"),
-                ));
-            }
-            if let Some(c) = client_scopes
-                && let Some(bad) = set.iter().find(|x| !c.contains(x.as_str()))
-            {
-                return Err(ParameterError::new(
-                    ErrorCode::InvalidScope,
-                    format!("scope {bad} is not registered for this client"),
-                ));
-            }
-            Ok(set)
+    let defaults = || match client_scopes {
+        Some(c) => settings.default_scopes.intersection(c),
+        None => settings.default_scopes.clone(),
+    };
+    let Some(s) = requested.filter(|s| !s.is_empty()) else {
+        return Ok(ScopeResolution {
+            granted: defaults(),
+            ..ScopeResolution::default()
+        });
+    };
+    let set = ScopeSet::parse(s).map_err(|e| ParameterError::new(e.code(), e.to_string()))?;
+    let mut out = ScopeResolution::default();
+    let mut asked_for_something = false;
+    for scope in &set {
+        let offline = scope.as_str() == OFFLINE_ACCESS;
+        out.offline_access |= offline;
+        let by_project = settings.scopes_supported.is_empty() || settings.scopes_supported.contains(scope.as_str());
+        let by_client = client_scopes.is_none_or(|c| c.contains(scope.as_str()));
+        if by_project && by_client {
+            out.granted.insert(scope.clone());
+            asked_for_something |= !offline;
+            continue;
+        }
+        if offline {
+            continue;
+        }
+        if settings.strict_mode {
+            let whose = if by_project {
+                "registered for this client"
+            } else {
+                "supported by this project"
+            };
+            return Err(ParameterError::new(
+                ErrorCode::InvalidScope,
+                format!("scope {scope} is not {whose}"),
+            ));
+        }
+        out.dropped.insert(scope.clone());
+    }
+    if !asked_for_something {
+        for d in &defaults() {
+            out.granted.insert(d.clone());
         }
     }
+    Ok(out)
 }
 
 /// The resources of an authorization request: the requested ones if valid
@@ -512,6 +679,7 @@ impl PendingAuthorization {
             },
             redirect_uri: self.redirect_uri,
             code_challenge: self.code_challenge,
+            nonce: self.nonce,
             expires_at: now + code_ttl.min(crate::project::MAX_CODE_TTL),
             consumed: false,
         };

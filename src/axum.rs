@@ -48,6 +48,10 @@ pub struct RouterPaths {
     pub revocation: String,
     /// Introspection endpoint.
     pub introspection: String,
+    /// The JWK Set (`/.well-known/jwks.json`).
+    pub jwks: String,
+    /// The OpenID Connect userinfo endpoint.
+    pub userinfo: String,
 }
 
 impl RouterPaths {
@@ -62,6 +66,8 @@ impl RouterPaths {
             cimd_resolve: "/oauth2/cimd/resolve".to_owned(),
             revocation: p.revocation.clone(),
             introspection: p.introspection.clone(),
+            jwks: p.jwks.clone(),
+            userinfo: p.userinfo.clone(),
         }
     }
 }
@@ -74,8 +80,8 @@ struct AppState {
 }
 
 /// A router with the discovery documents, the authorization endpoint and
-/// the registration, CIMD preview, token, revocation and introspection
-/// endpoints.
+/// the registration, CIMD preview, token, revocation, introspection, JWKS
+/// and userinfo endpoints.
 pub fn router(endpoints: OAuthEndpoints, consent: Arc<dyn ConsentHandler>, paths: &RouterPaths) -> Router {
     // An issuer with a path (`https://as.example.com/t1`) has its
     // endpoints under that path and its metadata at the RFC 8414 location
@@ -129,6 +135,8 @@ fn mount(prefix: &str, endpoints: OAuthEndpoints, consent: Arc<dyn ConsentHandle
         .route(&at(&paths.cimd_resolve), any(cimd_resolve))
         .route(&at(&paths.revocation), any(revoke))
         .route(&at(&paths.introspection), any(introspect))
+        .route(&at(&paths.jwks), any(jwks))
+        .route(&at(&paths.userinfo), any(userinfo))
         .with_state(state)
 }
 
@@ -166,21 +174,36 @@ async fn discovery(State(s): State<AppState>, req: Request) -> Response {
     into_axum(s.endpoints.discovery(&head).await)
 }
 
-/// Inserts a [`crate::cimd::RequestSource`] from the connection's peer
+/// Inserts a [`crate::http::RequestSource`] from the connection's peer
 /// address (`ConnectInfo<SocketAddr>`, present when the router is served
 /// with `into_make_service_with_connect_info::<SocketAddr>()`), unless the
-/// host already inserted one (e.g. from a trusted `X-Forwarded-For`).
+/// host already inserted one (e.g. from a trusted `X-Forwarded-For`). The
+/// router does it for every endpoint that reads the source: authorization
+/// and the CIMD preview (CIMD fetch budgets) and registration (tokenless
+/// registration).
 pub fn with_request_source(mut req: Request) -> Request {
-    if req.extensions().get::<crate::cimd::RequestSource>().is_none()
+    if req.extensions().get::<crate::http::RequestSource>().is_none()
         && let Some(axum::extract::ConnectInfo(peer)) = req
             .extensions()
             .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
             .copied()
     {
         req.extensions_mut()
-            .insert(crate::cimd::RequestSource::from_ip(peer.ip()));
+            .insert(crate::http::RequestSource::from_ip(peer.ip()));
     }
     req
+}
+
+async fn jwks(State(s): State<AppState>, req: Request) -> Response {
+    let (parts, _) = req.into_parts();
+    let head = http::Request::from_parts(parts, ());
+    into_axum(s.endpoints.jwks(&head).await)
+}
+
+async fn userinfo(State(s): State<AppState>, req: Request) -> Response {
+    let (parts, _) = req.into_parts();
+    let head = http::Request::from_parts(parts, ());
+    into_axum(s.endpoints.userinfo(&head).await)
 }
 
 async fn authorize(State(s): State<AppState>, req: Request) -> Response {
@@ -201,7 +224,7 @@ async fn token(State(s): State<AppState>, req: Request) -> Response {
 }
 
 async fn register(State(s): State<AppState>, req: Request) -> Response {
-    match buffer(req, s.max_body + 1).await {
+    match buffer(with_request_source(req), s.max_body + 1).await {
         Ok(req) => into_axum(s.endpoints.register(&req).await),
         Err(r) => r,
     }

@@ -167,6 +167,59 @@ impl TokenEndpointAuthMethod {
     pub const fn uses_shared_secret(self) -> bool {
         matches!(self, Self::ClientSecretBasic | Self::ClientSecretPost)
     }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "none" => Some(Self::None),
+            "client_secret_basic" => Some(Self::ClientSecretBasic),
+            "client_secret_post" => Some(Self::ClientSecretPost),
+            "private_key_jwt" => Some(Self::PrivateKeyJwt),
+            _ => None,
+        }
+    }
+}
+
+/// Whether this server verifies `private_key_jwt` client assertions (RFC
+/// 7523) at its token endpoint. Not yet: until it does, a client that
+/// offers several methods (OpenID Connect RP Metadata Choices) is never
+/// given `private_key_jwt` by negotiation. Flipping this one constant is
+/// all negotiation needs once assertions are verified.
+pub const VERIFIES_PRIVATE_KEY_JWT: bool = false;
+
+/// The server's preference among the methods a client offers: keys over
+/// nothing over shared secrets (a public client with PKCE holds no secret
+/// that can leak; a shared secret is the weakest credential).
+const AUTH_METHOD_PREFERENCE: [TokenEndpointAuthMethod; 4] = [
+    TokenEndpointAuthMethod::PrivateKeyJwt,
+    TokenEndpointAuthMethod::None,
+    TokenEndpointAuthMethod::ClientSecretBasic,
+    TokenEndpointAuthMethod::ClientSecretPost,
+];
+
+/// Picks one `token_endpoint_auth_method` from the methods a client offers
+/// in `token_endpoint_auth_methods_supported` (OpenID Connect RP Metadata
+/// Choices 1.0): the most preferred one the server supports under
+/// `profile` (`private_key_jwt` only with keys, only for metadata-document
+/// clients whose policy allows it, and only once
+/// [`VERIFIES_PRIVATE_KEY_JWT`]; shared secrets only through DCR). `None`
+/// when the client offers nothing the server supports.
+pub fn negotiate_auth_method(
+    offered: &[TokenEndpointAuthMethod],
+    profile: MetadataProfile,
+    has_keys: bool,
+) -> Option<TokenEndpointAuthMethod> {
+    let supported = |m: TokenEndpointAuthMethod| match (m, profile) {
+        (TokenEndpointAuthMethod::None, _) => true,
+        (TokenEndpointAuthMethod::PrivateKeyJwt, MetadataProfile::Cimd { allow_private_key_jwt }) => {
+            allow_private_key_jwt && has_keys && VERIFIES_PRIVATE_KEY_JWT
+        }
+        (TokenEndpointAuthMethod::PrivateKeyJwt, MetadataProfile::Dcr) => false,
+        (_, MetadataProfile::Cimd { .. }) => false,
+        (_, MetadataProfile::Dcr) => true,
+    };
+    AUTH_METHOD_PREFERENCE
+        .into_iter()
+        .find(|m| offered.contains(m) && supported(*m))
 }
 
 /// Grant types this server supports; others are filtered out of metadata.
@@ -177,6 +230,10 @@ pub enum GrantType {
     AuthorizationCode,
     /// `refresh_token`.
     RefreshToken,
+    /// `client_credentials` (RFC 6749 section 4.4; the MCP extension
+    /// `io.modelcontextprotocol/oauth-client-credentials`): confidential
+    /// registered clients only.
+    ClientCredentials,
 }
 
 impl GrantType {
@@ -185,6 +242,7 @@ impl GrantType {
         match self {
             Self::AuthorizationCode => "authorization_code",
             Self::RefreshToken => "refresh_token",
+            Self::ClientCredentials => "client_credentials",
         }
     }
 
@@ -192,6 +250,7 @@ impl GrantType {
         match s {
             "authorization_code" => Some(Self::AuthorizationCode),
             "refresh_token" => Some(Self::RefreshToken),
+            "client_credentials" => Some(Self::ClientCredentials),
             _ => None,
         }
     }
@@ -223,6 +282,13 @@ pub struct ClientMetadata {
     /// `token_endpoint_auth_method`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_endpoint_auth_method: Option<String>,
+    /// `token_endpoint_auth_methods_supported` (OpenID Connect RP Metadata
+    /// Choices 1.0): every method the client can use; when it names one
+    /// the server supports, the server picks ([`negotiate_auth_method`])
+    /// and `token_endpoint_auth_method` is not binding. Members that are
+    /// not strings or not known methods are ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_endpoint_auth_methods_supported: Option<Value>,
     /// `grant_types`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grant_types: Option<Vec<String>>,
@@ -334,8 +400,10 @@ pub enum ClientMetadataError {
     /// `jwks` is not a JWK Set, or holds private key members.
     #[error("jwks must be a JWK Set of public keys")]
     InvalidJwks,
-    /// No supported grant type remains after filtering unknown ones.
-    #[error("grant_types must include authorization_code")]
+    /// No supported grant type remains after filtering unknown ones
+    /// (`client_credentials` alone counts only for a confidential
+    /// registered client).
+    #[error("grant_types must include authorization_code, or client_credentials for a confidential client")]
     NoUsableGrantType,
     /// No supported response type remains after filtering unknown ones.
     #[error("response_types must include code")]
@@ -399,13 +467,14 @@ impl ClientMetadataError {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct ValidatedMetadata {
-    /// `redirect_uris`, non-empty.
+    /// `redirect_uris`: non-empty, except for a machine-to-machine client
+    /// (`grant_types` without `authorization_code`).
     pub redirect_uris: Vec<RedirectUri>,
     /// `token_endpoint_auth_method`.
     pub token_endpoint_auth_method: TokenEndpointAuthMethod,
     /// `grant_types`, always containing `authorization_code`.
     pub grant_types: Vec<GrantType>,
-    /// `response_types`: `["code"]`.
+    /// `response_types`: `["code"]` (empty for a machine-to-machine client).
     pub response_types: Vec<String>,
     /// `client_name`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -487,6 +556,23 @@ impl ClientMetadata {
         serde_json::from_slice(bytes).map_err(|e| ClientMetadataError::Json(e.to_string()))
     }
 
+    /// The known methods of `token_endpoint_auth_methods_supported`.
+    pub fn offered_auth_methods(&self) -> Vec<TokenEndpointAuthMethod> {
+        let mut out = Vec::new();
+        if let Some(Value::Array(list)) = &self.token_endpoint_auth_methods_supported {
+            for m in list
+                .iter()
+                .filter_map(Value::as_str)
+                .filter_map(TokenEndpointAuthMethod::parse)
+            {
+                if !out.contains(&m) {
+                    out.push(m);
+                }
+            }
+        }
+        out
+    }
+
     /// Validates under a profile; see [`MetadataProfile`] for the differences.
     ///
     /// # Errors
@@ -511,8 +597,29 @@ impl ClientMetadata {
             return Err(ClientMetadataError::SoftwareStatement);
         }
 
+        // Unknown grant and response types are filtered (real clients list
+        // device_code, jwt-bearer, ...); refuse only when nothing usable is
+        // left. A metadata document is a public client: client_credentials
+        // is filtered out of it too.
+        let grant_types: Vec<GrantType> = match &self.grant_types {
+            None => vec![GrantType::AuthorizationCode],
+            Some(list) => {
+                let mut out = Vec::new();
+                for g in list.iter().filter_map(|g| GrantType::parse(g)) {
+                    let public_only = cimd && g == GrantType::ClientCredentials;
+                    if !public_only && !out.contains(&g) {
+                        out.push(g);
+                    }
+                }
+                out
+            }
+        };
+        // A machine-to-machine client (client_credentials only) needs no
+        // redirect URI.
+        let redirects_needed = grant_types.contains(&GrantType::AuthorizationCode);
+
         let raw_uris = self.redirect_uris.as_deref().unwrap_or_default();
-        if raw_uris.is_empty() {
+        if raw_uris.is_empty() && redirects_needed {
             return Err(ClientMetadataError::MissingRedirectUris);
         }
         if raw_uris.len() > MAX_REDIRECT_URIS {
@@ -527,17 +634,18 @@ impl ClientMetadata {
             }
         }
 
-        let method = match self.token_endpoint_auth_method.as_deref() {
-            None if cimd => TokenEndpointAuthMethod::None,
-            None => TokenEndpointAuthMethod::ClientSecretBasic,
-            Some("none") => TokenEndpointAuthMethod::None,
-            Some("client_secret_basic") => TokenEndpointAuthMethod::ClientSecretBasic,
-            Some("client_secret_post") => TokenEndpointAuthMethod::ClientSecretPost,
-            Some("private_key_jwt") => TokenEndpointAuthMethod::PrivateKeyJwt,
-            Some("client_secret_jwt" | "tls_client_auth" | "self_signed_tls_client_auth") if cimd => {
+        let has_keys = self.jwks.is_some() || self.jwks_uri.is_some();
+        let negotiated = negotiate_auth_method(&self.offered_auth_methods(), profile, has_keys);
+        let method = match (negotiated, self.token_endpoint_auth_method.as_deref()) {
+            (Some(chosen), _) => chosen,
+            (None, None) if cimd => TokenEndpointAuthMethod::None,
+            (None, None) => TokenEndpointAuthMethod::ClientSecretBasic,
+            (None, Some("client_secret_jwt" | "tls_client_auth" | "self_signed_tls_client_auth")) if cimd => {
                 return Err(ClientMetadataError::SharedSecretAuthMethod);
             }
-            Some(_) => return Err(ClientMetadataError::UnsupportedAuthMethod),
+            (None, Some(declared)) => {
+                TokenEndpointAuthMethod::parse(declared).ok_or(ClientMetadataError::UnsupportedAuthMethod)?
+            }
         };
         if cimd && method.uses_shared_secret() {
             return Err(ClientMetadataError::SharedSecretAuthMethod);
@@ -552,35 +660,23 @@ impl ClientMetadata {
             }
         }
         if method == TokenEndpointAuthMethod::PrivateKeyJwt {
-            let allowed = matches!(
-                profile,
-                MetadataProfile::Cimd {
-                    allow_private_key_jwt: true
-                }
-            );
+            // RFC 7523 client authentication: registered clients may use
+            // it; metadata documents when the project's policy allows.
+            let allowed = match profile {
+                MetadataProfile::Dcr => true,
+                MetadataProfile::Cimd { allow_private_key_jwt } => allow_private_key_jwt,
+            };
             if !allowed || (self.jwks.is_none() && self.jwks_uri.is_none()) {
                 return Err(ClientMetadataError::PrivateKeyJwt);
             }
         }
 
-        // Unknown grant and response types are filtered (real clients list
-        // device_code, jwt-bearer, ...); refuse only when nothing usable is left.
-        let grant_types: Vec<GrantType> = match &self.grant_types {
-            None => vec![GrantType::AuthorizationCode],
-            Some(list) => {
-                let mut out = Vec::new();
-                for g in list.iter().filter_map(|g| GrantType::parse(g)) {
-                    if !out.contains(&g) {
-                        out.push(g);
-                    }
-                }
-                out
-            }
-        };
-        if !grant_types.contains(&GrantType::AuthorizationCode) {
+        let machine_client = grant_types.contains(&GrantType::ClientCredentials) && method.uses_shared_secret();
+        if !redirects_needed && !machine_client {
             return Err(ClientMetadataError::NoUsableGrantType);
         }
         if let Some(list) = &self.response_types
+            && redirects_needed
             && !list.iter().any(|r| r == "code")
         {
             return Err(ClientMetadataError::NoUsableResponseType);
@@ -615,7 +711,11 @@ impl ClientMetadata {
             redirect_uris,
             token_endpoint_auth_method: method,
             grant_types,
-            response_types: vec!["code".to_owned()],
+            response_types: if redirects_needed {
+                vec!["code".to_owned()]
+            } else {
+                Vec::new()
+            },
             client_name,
             client_uri: https_uri(self.client_uri.as_deref(), "client_uri")?,
             logo_uri: https_uri(self.logo_uri.as_deref(), "logo_uri")?,
@@ -1230,6 +1330,105 @@ mod tests {
             )
             .unwrap();
         assert_eq!(v.token_endpoint_auth_method, TokenEndpointAuthMethod::PrivateKeyJwt);
+    }
+
+    /// ChatGPT's documents declare `private_key_jwt` with a `jwks_uri` and
+    /// offer `["none", "private_key_jwt"]`: until assertions are verified,
+    /// negotiation makes it a public client.
+    #[test]
+    fn auth_method_negotiation() {
+        let chatgpt = meta(json!({
+            "client_id": "https://chatgpt.com/oauth/mcp-client.json",
+            "client_name": "ChatGPT",
+            "redirect_uris": ["https://chatgpt.com/connector_platform_oauth_redirect"],
+            "grant_types": ["authorization_code", "refresh_token"],
+            "token_endpoint_auth_method": "private_key_jwt",
+            "token_endpoint_auth_methods_supported": ["none", "private_key_jwt"],
+            "jwks_uri": "https://chatgpt.com/oauth/jwks.json"
+        }));
+        for allow in [false, true] {
+            let v = chatgpt
+                .validate(
+                    MetadataProfile::Cimd {
+                        allow_private_key_jwt: allow,
+                    },
+                    RedirectUriPolicy::strict(),
+                )
+                .unwrap();
+            assert_eq!(v.token_endpoint_auth_method, TokenEndpointAuthMethod::None, "{allow}");
+            assert_eq!(v.jwks_uri.as_deref(), Some("https://chatgpt.com/oauth/jwks.json"));
+        }
+        // The choice itself: keys first only when verified and allowed.
+        use TokenEndpointAuthMethod as M;
+        let cimd = MetadataProfile::Cimd {
+            allow_private_key_jwt: true,
+        };
+        let both = [M::None, M::PrivateKeyJwt];
+        assert_eq!(
+            negotiate_auth_method(&both, cimd, true),
+            Some(if VERIFIES_PRIVATE_KEY_JWT {
+                M::PrivateKeyJwt
+            } else {
+                M::None
+            })
+        );
+        assert_eq!(negotiate_auth_method(&both, cimd, false), Some(M::None));
+        assert_eq!(negotiate_auth_method(&[M::ClientSecretBasic], cimd, false), None);
+        assert_eq!(
+            negotiate_auth_method(&[M::ClientSecretPost, M::None], MetadataProfile::Dcr, false),
+            Some(M::None)
+        );
+        assert_eq!(
+            negotiate_auth_method(
+                &[M::ClientSecretPost, M::ClientSecretBasic],
+                MetadataProfile::Dcr,
+                false
+            ),
+            Some(M::ClientSecretBasic)
+        );
+        assert_eq!(
+            negotiate_auth_method(&[M::PrivateKeyJwt], MetadataProfile::Dcr, true),
+            None
+        );
+        // DCR: an offer decides over the declared method; unknown and
+        // non-string members are ignored; nothing usable falls back to the
+        // declared method's rules.
+        let dcr = |v: Value| meta(v).validate(MetadataProfile::Dcr, RedirectUriPolicy::strict());
+        let base = |extra: Value| {
+            let mut v = json!({"redirect_uris": ["https://a.example.com/cb"], "client_name": "A"});
+            for (k, x) in extra.as_object().unwrap() {
+                v[k] = x.clone();
+            }
+            v
+        };
+        let v = dcr(base(json!({
+            "token_endpoint_auth_method": "client_secret_basic",
+            "token_endpoint_auth_methods_supported": [7, "tls_client_auth", "none", "client_secret_basic"]
+        })))
+        .unwrap();
+        assert_eq!(v.token_endpoint_auth_method, M::None);
+        let v = dcr(base(json!({
+            "token_endpoint_auth_method": "client_secret_post",
+            "token_endpoint_auth_methods_supported": ["tls_client_auth"]
+        })))
+        .unwrap();
+        assert_eq!(v.token_endpoint_auth_method, M::ClientSecretPost);
+        let v = dcr(base(json!({"token_endpoint_auth_methods_supported": "none"}))).unwrap();
+        assert_eq!(
+            v.token_endpoint_auth_method,
+            M::ClientSecretBasic,
+            "not an array: ignored"
+        );
+        // CIMD: a document offering only shared secrets is still refused.
+        let err = meta(json!({
+            "client_name": "X",
+            "redirect_uris": ["https://a.example.com/cb"],
+            "token_endpoint_auth_method": "client_secret_basic",
+            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"]
+        }))
+        .validate(CIMD, RedirectUriPolicy::strict())
+        .unwrap_err();
+        assert_eq!(err, ClientMetadataError::SharedSecretAuthMethod);
     }
 
     #[test]

@@ -11,6 +11,14 @@
 //! - `none`: a `client_id` form parameter alone (public clients, RFC 6749
 //!   section 2.3 / OAuth 2.1 section 2.4).
 //!
+//! - `private_key_jwt` (RFC 7523 section 2.2, RFC 7521 section 4.2): a
+//!   `client_assertion` JWT signed with one of the client's registered
+//!   keys, with `client_assertion_type =
+//!   urn:ietf:params:oauth:client-assertion-type:jwt-bearer`; see
+//!   [`ClientCredentials::parse_with_assertion`] and
+//!   [`ClientCredentials::verify_assertion`] (the rules themselves are
+//!   [`crate::jwt::check_client_assertion`]).
+//!
 //! A request using two methods at once (a Basic header and a
 //! `client_secret` parameter) is `invalid_request`; a `client_id`
 //! parameter next to a Basic header is accepted when it names the same
@@ -48,7 +56,13 @@ pub enum PresentedMethod {
     ClientSecretPost,
     /// `client_id` alone.
     None,
+    /// A `client_assertion` JWT (RFC 7523 section 2.2).
+    PrivateKeyJwt,
 }
+
+/// The `client_assertion_type` of `private_key_jwt` (RFC 7523 section
+/// 2.2).
+pub const JWT_BEARER_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 /// The client credentials of a token-endpoint request, parsed but not yet
 /// checked. `Debug` redacts the secret.
@@ -57,6 +71,7 @@ pub struct ClientCredentials {
     client_id: String,
     secret: Option<SecretString>,
     method: PresentedMethod,
+    assertion: Option<SecretString>,
 }
 
 impl ClientCredentials {
@@ -89,6 +104,7 @@ impl ClientCredentials {
                 client_id,
                 secret: Some(SecretString::new(secret)),
                 method: PresentedMethod::ClientSecretBasic,
+                assertion: None,
             });
         }
         match (form_client_id, form_client_secret) {
@@ -96,15 +112,126 @@ impl ClientCredentials {
                 client_id: id.to_owned(),
                 secret: Some(SecretString::from(secret)),
                 method: PresentedMethod::ClientSecretPost,
+                assertion: None,
             }),
             (Some(id), None) => Ok(Self {
                 client_id: id.to_owned(),
                 secret: None,
                 method: PresentedMethod::None,
+                assertion: None,
             }),
             (None, Some(_)) => Err(ClientAuthError::SecretWithoutClientId),
             (None, None) => Err(ClientAuthError::NoClient),
         }
+    }
+
+    /// Like [`ClientCredentials::parse`], also understanding a
+    /// `client_assertion` (RFC 7521 section 4.2): with
+    /// `client_assertion_type` equal to [`JWT_BEARER_ASSERTION_TYPE`], no
+    /// `Authorization` header and no `client_secret`. The client is the
+    /// `client_id` parameter when present, else the assertion's (not yet
+    /// verified) `sub`, only to know whose keys to verify it with; the
+    /// verified claims must then name the same client.
+    ///
+    /// # Errors
+    /// A [`ClientAuthError`]: [`ClientAuthError::MalformedAssertion`] for
+    /// one of the two parameters without the other or an unreadable
+    /// assertion, [`ClientAuthError::UnsupportedAssertionType`],
+    /// [`ClientAuthError::MultipleMethods`].
+    pub fn parse_with_assertion(
+        authorization: Option<&str>,
+        form_client_id: Option<&str>,
+        form_client_secret: Option<&str>,
+        assertion_type: Option<&str>,
+        assertion: Option<&str>,
+    ) -> Result<Self, ClientAuthError> {
+        let assertion_type = assertion_type.filter(|s| !s.is_empty());
+        let assertion = assertion.filter(|s| !s.is_empty());
+        let (assertion_type, assertion) = match (assertion_type, assertion) {
+            (None, None) => return Self::parse(authorization, form_client_id, form_client_secret),
+            (Some(t), Some(a)) => (t, a),
+            _ => return Err(ClientAuthError::MalformedAssertion),
+        };
+        if assertion_type != JWT_BEARER_ASSERTION_TYPE {
+            return Err(ClientAuthError::UnsupportedAssertionType);
+        }
+        if authorization.is_some() || form_client_secret.is_some_and(|s| !s.is_empty()) {
+            return Err(ClientAuthError::MultipleMethods);
+        }
+        if assertion.len() > crate::jose::MAX_TOKEN_LEN {
+            return Err(ClientAuthError::InvalidAssertion("too_large"));
+        }
+        let client_id = match form_client_id.filter(|s| !s.is_empty()) {
+            Some(id) if id.len() <= MAX_LEN => id.to_owned(),
+            Some(_) => return Err(ClientAuthError::Malformed),
+            None => crate::jose::unverified_claims(assertion)
+                .ok()
+                .and_then(|c| c.get("sub").and_then(serde_json::Value::as_str).map(str::to_owned))
+                .filter(|s| !s.is_empty() && s.len() <= MAX_LEN)
+                .ok_or(ClientAuthError::MalformedAssertion)?,
+        };
+        Ok(Self {
+            client_id,
+            secret: None,
+            method: PresentedMethod::PrivateKeyJwt,
+            assertion: Some(SecretString::from(assertion)),
+        })
+    }
+
+    /// Checks a `private_key_jwt` assertion against the client it names,
+    /// its public keys (`jwks`, or the document at `jwks_uri`, fetched by
+    /// the driver) and the audiences this server accepts, at `now`. The
+    /// `jti` single-use check is the driver's next step (through a
+    /// [`crate::store::ReplayStore`]).
+    ///
+    /// # Errors
+    /// [`ClientAuthError::WrongMethod`] unless both the client and the
+    /// request use `private_key_jwt`;
+    /// [`ClientAuthError::InvalidAssertion`] with the reason otherwise.
+    pub fn verify_assertion(
+        &self,
+        client: &Client,
+        keys: &crate::jose::JwkSet,
+        audiences: &[&str],
+        now: OffsetDateTime,
+    ) -> Result<crate::jwt::ClientAssertion, ClientAuthError> {
+        use crate::jose::JoseError;
+        use crate::jwt::ClaimsError;
+        let (TokenEndpointAuthMethod::PrivateKeyJwt, Some(assertion)) =
+            (client.metadata.token_endpoint_auth_method, self.assertion.as_ref())
+        else {
+            return Err(ClientAuthError::WrongMethod);
+        };
+        let expect = crate::jose::Expect {
+            algorithms: &crate::jose::SigningAlgorithm::ALL,
+            typ: None,
+        };
+        let (_, claims) = crate::jose::verify(assertion.expose_secret(), keys, expect).map_err(|e| {
+            ClientAuthError::InvalidAssertion(match e {
+                JoseError::TooLarge | JoseError::Malformed => "malformed",
+                JoseError::AlgorithmNotAccepted => "algorithm_not_accepted",
+                JoseError::UnknownKey | JoseError::BadKeyId => "unknown_key",
+                JoseError::BadSignature => "bad_signature",
+                _ => "invalid_header",
+            })
+        })?;
+        crate::jwt::check_client_assertion(
+            &claims,
+            client.client_id.as_str(),
+            audiences,
+            crate::jwt::DEFAULT_LEEWAY,
+            now,
+        )
+        .map_err(|e| {
+            ClientAuthError::InvalidAssertion(match e {
+                ClaimsError::WrongSubject => "wrong_subject",
+                ClaimsError::WrongAudience => "wrong_audience",
+                ClaimsError::Expired => "expired",
+                ClaimsError::NotYetValid | ClaimsError::IssuedInFuture => "not_yet_valid",
+                ClaimsError::LifetimeTooLong => "lifetime_too_long",
+                _ => "missing_claim",
+            })
+        })
     }
 
     /// The `client_id` presented (decoded). A registered id looks like
@@ -139,6 +266,10 @@ impl ClientCredentials {
     /// [`ClientAuthError::WrongSecret`], [`ClientAuthError::SecretExpired`]
     /// or [`ClientAuthError::SecretForPublicClient`].
     pub fn verify(&self, client: &Client, now: OffsetDateTime) -> Result<(), ClientAuthError> {
+        if self.method == PresentedMethod::PrivateKeyJwt {
+            // Assertions are checked by `verify_assertion`, with keys.
+            return Err(ClientAuthError::WrongMethod);
+        }
         let registered = client.metadata.token_endpoint_auth_method;
         match registered {
             TokenEndpointAuthMethod::None => {
@@ -173,8 +304,7 @@ impl ClientCredentials {
                 }
                 Ok(())
             }
-            // Not a registered-client method; metadata-document clients
-            // are authenticated by the token endpoint's own path.
+            // Authenticated with `verify_assertion` only.
             TokenEndpointAuthMethod::PrivateKeyJwt => Err(ClientAuthError::WrongMethod),
         }
     }
@@ -225,6 +355,18 @@ pub enum ClientAuthError {
     /// A public client presented a secret.
     #[error("a public client presented a secret")]
     SecretForPublicClient,
+    /// `client_assertion` without `client_assertion_type` or the other way
+    /// round, or an assertion that is too long or has no `sub`.
+    #[error("client_assertion and client_assertion_type must be sent together, with a readable JWT")]
+    MalformedAssertion,
+    /// A `client_assertion_type` other than JWT bearer.
+    #[error("unsupported client_assertion_type")]
+    UnsupportedAssertionType,
+    /// The assertion failed a check (the reason is for audit and logs:
+    /// `bad_signature`, `unknown_key`, `wrong_audience`, `expired`,
+    /// `replayed_jti`, `keys_unavailable`, ...).
+    #[error("the client assertion is invalid ({0})")]
+    InvalidAssertion(&'static str),
 }
 
 impl ClientAuthError {
@@ -233,7 +375,9 @@ impl ClientAuthError {
     /// for every failure to authenticate.
     pub const fn code(self) -> ErrorCode {
         match self {
-            Self::MultipleMethods | Self::ClientIdMismatch | Self::SecretWithoutClientId => ErrorCode::InvalidRequest,
+            Self::MultipleMethods | Self::ClientIdMismatch | Self::SecretWithoutClientId | Self::MalformedAssertion => {
+                ErrorCode::InvalidRequest
+            }
             _ => ErrorCode::InvalidClient,
         }
     }

@@ -146,24 +146,27 @@ impl PinnedMetadata {
     /// # Errors
     /// [`ClientMetadataError::AuthMethodNotPermitted`] when the request
     /// names another method.
+    /// A request offering several methods (`token_endpoint_auth_methods_supported`)
+    /// satisfies the pin when it offers the pinned one, which is then the
+    /// one registered.
     pub fn apply(&self, mut metadata: ClientMetadata) -> Result<ClientMetadata, ClientMetadataError> {
         if let Some(pinned) = self.token_endpoint_auth_method {
-            match metadata.token_endpoint_auth_method.as_deref() {
-                None => metadata.token_endpoint_auth_method = Some(pinned.as_str().to_owned()),
-                Some(requested) if requested == pinned.as_str() => {}
-                Some(_) => return Err(ClientMetadataError::AuthMethodNotPermitted),
+            let offered = metadata.offered_auth_methods();
+            if offered.contains(&pinned) {
+                metadata.token_endpoint_auth_method = Some(pinned.as_str().to_owned());
+            } else if offered.is_empty() {
+                match metadata.token_endpoint_auth_method.as_deref() {
+                    None => metadata.token_endpoint_auth_method = Some(pinned.as_str().to_owned()),
+                    Some(requested) if requested == pinned.as_str() => {}
+                    Some(_) => return Err(ClientMetadataError::AuthMethodNotPermitted),
+                }
+            } else {
+                return Err(ClientMetadataError::AuthMethodNotPermitted);
             }
+            // The pin decided: nothing is left to negotiate.
+            metadata.token_endpoint_auth_methods_supported = None;
         }
         Ok(metadata)
-    }
-
-    fn check(&self) -> Result<(), IatError> {
-        match self.token_endpoint_auth_method {
-            // DCR never registers private_key_jwt clients: such a pin would
-            // make the token unusable.
-            Some(TokenEndpointAuthMethod::PrivateKeyJwt) => Err(IatError::InvalidPin),
-            _ => Ok(()),
-        }
     }
 }
 
@@ -257,8 +260,10 @@ pub enum IatError {
     /// `max_uses` of zero.
     #[error("max_uses must be at least 1")]
     InvalidMaxUses,
-    /// A pin no registration could satisfy (`private_key_jwt`).
-    #[error("the pinned token_endpoint_auth_method must be none, client_secret_basic or client_secret_post")]
+    /// A pin no registration could satisfy. Since `private_key_jwt` clients
+    /// can register (with `jwks` or `jwks_uri`), every method can be
+    /// pinned and this is no longer returned; kept for compatibility.
+    #[error("the pinned token_endpoint_auth_method cannot be satisfied")]
     InvalidPin,
 }
 
@@ -353,7 +358,7 @@ impl IatRecord {
     ///
     /// # Errors
     /// [`IatError::InvalidLabel`], [`IatError::InvalidTtl`],
-    /// [`IatError::InvalidMaxUses`] or [`IatError::InvalidPin`].
+    /// or [`IatError::InvalidMaxUses`].
     pub fn issue(
         options: IatOptions,
         id_random: &[u8; 8],
@@ -373,7 +378,6 @@ impl IatRecord {
         if options.max_uses == Some(0) {
             return Err(IatError::InvalidMaxUses);
         }
-        options.pinned.check()?;
         let token = SecretString::random_with_prefix(IAT_PREFIX, token_random);
         let record = Self {
             id: IatId::from_random(id_random),
@@ -558,6 +562,12 @@ pub enum RegistrationError {
     /// clients.
     #[error("the project has reached its limit of registered clients")]
     QuotaExceeded,
+    /// No initial access token, and the project's tokenless-registration
+    /// policy did not admit the request. Answered like a missing token
+    /// (401 `invalid_token`), except when rate-limited (403
+    /// `access_denied`); the audit event says which.
+    #[error("{0}")]
+    NotAdmitted(crate::tokenless::NotAdmitted),
 }
 
 impl RegistrationError {
@@ -572,7 +582,8 @@ impl RegistrationError {
     pub const fn code(&self) -> ErrorCode {
         match self {
             Self::Disabled | Self::QuotaExceeded => ErrorCode::AccessDenied,
-            Self::Token(_) => ErrorCode::InvalidToken,
+            Self::NotAdmitted(crate::tokenless::NotAdmitted::RateLimited) => ErrorCode::AccessDenied,
+            Self::Token(_) | Self::NotAdmitted(_) => ErrorCode::InvalidToken,
             Self::Metadata(e) => e.code(),
             Self::PinnedAuthMethod { .. } => ClientMetadataError::AuthMethodNotPermitted.code(),
         }
@@ -586,6 +597,10 @@ impl RegistrationError {
             Self::Metadata(e) => e.to_string(),
             Self::PinnedAuthMethod { .. } => "auth_method_not_permitted".to_owned(),
             Self::QuotaExceeded => "client_quota_exceeded".to_owned(),
+            Self::NotAdmitted(e @ crate::tokenless::NotAdmitted::Untrusted { .. }) => {
+                format!("{}: {e}", e.reason())
+            }
+            Self::NotAdmitted(e) => e.reason().to_owned(),
         }
     }
 
@@ -594,6 +609,11 @@ impl RegistrationError {
     pub fn to_oauth_error(&self) -> OAuthError {
         match self {
             Self::Token(e) => e.to_oauth_error(),
+            Self::NotAdmitted(crate::tokenless::NotAdmitted::RateLimited) => OAuthError::with_description(
+                ErrorCode::AccessDenied,
+                "too many registrations without an initial access token from this source; try again later",
+            ),
+            Self::NotAdmitted(_) => IatError::Missing.to_oauth_error(),
             other => OAuthError::with_description(other.code(), other.to_string()),
         }
     }
@@ -819,10 +839,6 @@ mod tests {
             (IatOptions::new().ttl(Duration::seconds(-1)), IatError::InvalidTtl),
             (IatOptions::new().ttl(Duration::MAX), IatError::InvalidTtl),
             (IatOptions::new().max_uses(0), IatError::InvalidMaxUses),
-            (
-                IatOptions::new().pinned(PinnedMetadata::auth_method(TokenEndpointAuthMethod::PrivateKeyJwt)),
-                IatError::InvalidPin,
-            ),
         ];
         for (options, err) in bad {
             assert_eq!(IatRecord::issue(options, &[0; 8], &[0; 32], NOW).unwrap_err(), err);
@@ -966,7 +982,8 @@ mod tests {
             (br#"{"client_name":"A"}"#, ErrorCode::InvalidRedirectUri),
             (br#"{"redirect_uris":["http://evil.example.com/cb"]}"#, ErrorCode::InvalidRedirectUri),
             (
-                br#"{"redirect_uris":["https://a.example.com/cb"],"token_endpoint_auth_method":"private_key_jwt","jwks_uri":"https://a.example.com/j"}"#,
+                // private_key_jwt needs keys (`jwks` or `jwks_uri`).
+                br#"{"redirect_uris":["https://a.example.com/cb"],"token_endpoint_auth_method":"private_key_jwt"}"#,
                 ErrorCode::InvalidClientMetadata,
             ),
             (

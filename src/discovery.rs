@@ -141,12 +141,22 @@ pub const WELL_KNOWN_OPENID_CONFIGURATION: &str = "openid-configuration";
 pub fn well_known_url(base: &str, name: &str) -> String {
     let base = base.split(['?', '#']).next().unwrap_or_default();
     // The split between origin and path is the parser's, not ours.
-    let (origin, path) = match weburl::check(base, true) {
-        Ok(checked) => base.split_at_checked(checked.path_start()).unwrap_or((base, "")),
-        Err(_) => (base, ""),
-    };
-    let path = path.strip_suffix('/').unwrap_or(path);
-    format!("{origin}/.well-known/{name}{path}")
+    if let Ok(checked) = weburl::check(base, true)
+        && let Some((origin, path)) = base.split_at_checked(checked.path_start())
+    {
+        let path = path.strip_suffix('/').unwrap_or(path);
+        return format!("{origin}/.well-known/{name}{path}");
+    }
+    // Not written as the parser reads it: insert after the parsed origin,
+    // in the parser's form (still the host a client would contact).
+    match url::Url::parse(base) {
+        Ok(url) if url.has_host() => {
+            let path = url.path();
+            let path = path.strip_suffix('/').unwrap_or(path);
+            format!("{}/.well-known/{name}{path}", &url[..url::Position::BeforePath])
+        }
+        _ => format!("{base}/.well-known/{name}"),
+    }
 }
 
 /// Endpoint paths under the issuer (the authorize path is per project).
@@ -161,6 +171,21 @@ pub struct EndpointPaths {
     pub revocation: String,
     /// Introspection endpoint, default `/oauth2/introspect`.
     pub introspection: String,
+    /// The JWK Set (RFC 7517), default `/.well-known/jwks.json`, under the
+    /// issuer like every other endpoint.
+    #[serde(default = "default_jwks_path")]
+    pub jwks: String,
+    /// The OpenID Connect userinfo endpoint, default `/oauth2/userinfo`.
+    #[serde(default = "default_userinfo_path")]
+    pub userinfo: String,
+}
+
+fn default_jwks_path() -> String {
+    "/.well-known/jwks.json".to_owned()
+}
+
+fn default_userinfo_path() -> String {
+    "/oauth2/userinfo".to_owned()
 }
 
 impl Default for EndpointPaths {
@@ -170,6 +195,8 @@ impl Default for EndpointPaths {
             registration: "/oauth2/register".to_owned(),
             revocation: "/oauth2/revoke".to_owned(),
             introspection: "/oauth2/introspect".to_owned(),
+            jwks: default_jwks_path(),
+            userinfo: default_userinfo_path(),
         }
     }
 }
@@ -224,6 +251,28 @@ pub struct AuthorizationServerMetadata {
     /// `mcp_authorization_supported` (Authio extension): true iff MCP is enabled.
     #[serde(default)]
     pub mcp_authorization_supported: bool,
+    /// `jwks_uri`: present when the project signs tokens (JWT access
+    /// tokens, or ID tokens because it offers `openid`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_uri: Option<String>,
+    /// `userinfo_endpoint` (OpenID Connect Discovery section 3): when the
+    /// project offers `openid`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub userinfo_endpoint: Option<String>,
+    /// `id_token_signing_alg_values_supported`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub id_token_signing_alg_values_supported: Vec<String>,
+    /// `subject_types_supported`: `["public"]` (subjects are the host's
+    /// stable user ids).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subject_types_supported: Vec<String>,
+    /// `claims_supported`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub claims_supported: Vec<String>,
+    /// `token_endpoint_auth_signing_alg_values_supported`: the algorithms
+    /// of `private_key_jwt` client assertions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub token_endpoint_auth_signing_alg_values_supported: Vec<String>,
 }
 
 impl AuthorizationServerMetadata {
@@ -232,14 +281,29 @@ impl AuthorizationServerMetadata {
         let registration_enabled = settings.dcr_mode != DcrMode::Disabled;
         let mut auth_methods = vec!["none".to_owned()];
         if registration_enabled {
-            // Confidential clients can only come from DCR.
+            // Shared-secret clients can only come from DCR.
             auth_methods.push("client_secret_basic".to_owned());
             auth_methods.push("client_secret_post".to_owned());
+        }
+        // RFC 7523 assertions: DCR clients with keys, and metadata-document
+        // clients when the CIMD policy accepts them.
+        let private_key_jwt = registration_enabled || (settings.cimd_enabled && settings.cimd.allow_private_key_jwt);
+        if private_key_jwt {
+            auth_methods.push("private_key_jwt".to_owned());
         }
         let mut grant_types = vec!["authorization_code".to_owned()];
         if settings.issues_refresh_tokens() {
             grant_types.push("refresh_token".to_owned());
         }
+        if registration_enabled && settings.client_credentials_enabled {
+            // The MCP client credentials extension: confidential
+            // (registered) clients with the client_credentials grant, when
+            // the project opted in.
+            grant_types.push("client_credentials".to_owned());
+        }
+        let openid = settings.scopes_supported.contains("openid");
+        let signs = openid || settings.access_token_format == crate::project::AccessTokenFormat::Jwt;
+        let strings = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
         Self {
             issuer: issuer.as_str().to_owned(),
             authorization_endpoint: issuer.endpoint(&settings.authorize_endpoint_path),
@@ -261,6 +325,39 @@ impl AuthorizationServerMetadata {
             authorization_response_iss_parameter_supported: true,
             client_id_metadata_document_supported: settings.cimd_enabled,
             mcp_authorization_supported: settings.mcp_enabled,
+            jwks_uri: signs.then(|| issuer.endpoint(&paths.jwks)),
+            userinfo_endpoint: openid.then(|| issuer.endpoint(&paths.userinfo)),
+            id_token_signing_alg_values_supported: if openid {
+                vec![settings.signing.id_token_algorithm.as_str().to_owned()]
+            } else {
+                Vec::new()
+            },
+            subject_types_supported: if openid { strings(&["public"]) } else { Vec::new() },
+            claims_supported: if openid {
+                strings(&[
+                    "iss",
+                    "sub",
+                    "aud",
+                    "azp",
+                    "exp",
+                    "iat",
+                    "auth_time",
+                    "nonce",
+                    "at_hash",
+                    "email",
+                    "email_verified",
+                ])
+            } else {
+                Vec::new()
+            },
+            token_endpoint_auth_signing_alg_values_supported: if private_key_jwt {
+                crate::jose::SigningAlgorithm::ALL
+                    .iter()
+                    .map(|a| a.as_str().to_owned())
+                    .collect()
+            } else {
+                Vec::new()
+            },
         }
     }
 
@@ -314,9 +411,18 @@ mod tests {
             v["grant_types_supported"],
             serde_json::json!(["authorization_code", "refresh_token"])
         );
+        // client_credentials only when the project opts in.
+        let mut opted_in = seed_project();
+        opted_in.client_credentials_enabled = true;
+        let m2 = AuthorizationServerMetadata::build(&issuer, &opted_in, &EndpointPaths::default());
+        let v2: serde_json::Value = serde_json::from_slice(&m2.to_json()).unwrap();
+        assert_eq!(
+            v2["grant_types_supported"],
+            serde_json::json!(["authorization_code", "refresh_token", "client_credentials"])
+        );
         assert_eq!(
             v["token_endpoint_auth_methods_supported"],
-            serde_json::json!(["none", "client_secret_basic", "client_secret_post"])
+            serde_json::json!(["none", "client_secret_basic", "client_secret_post", "private_key_jwt"])
         );
         assert_eq!(
             v["scopes_supported"],
@@ -407,6 +513,13 @@ mod tests {
                 "https://as.example.com:8443/t1",
                 WELL_KNOWN_OPENID_CONFIGURATION,
                 "https://as.example.com:8443/.well-known/openid-configuration/t1",
+            ),
+            // Not written as a browser reads it: still inserted after the
+            // parsed origin (in the parser's form), never appended.
+            (
+                "https://mcp.example.com/a{b}",
+                WELL_KNOWN_OAUTH_AUTHORIZATION_SERVER,
+                "https://mcp.example.com/.well-known/oauth-authorization-server/a%7Bb%7D",
             ),
             (
                 "http://127.0.0.1:8080",

@@ -56,11 +56,17 @@ pub enum ErrorCode {
     UnapprovedSoftwareStatement,
     /// `invalid_target` (RFC 8707 section 2).
     InvalidTarget,
+    /// `login_required` (OpenID Connect Core 1.0 section 3.1.2.6): `prompt=none`
+    /// but the user must log in.
+    LoginRequired,
+    /// `consent_required` (OpenID Connect Core 1.0 section 3.1.2.6):
+    /// `prompt=none` but the user must consent.
+    ConsentRequired,
 }
 
 impl ErrorCode {
     /// Every code, in declaration order.
-    pub const ALL: [Self; 18] = [
+    pub const ALL: [Self; 20] = [
         Self::InvalidRequest,
         Self::UnauthorizedClient,
         Self::AccessDenied,
@@ -79,6 +85,8 @@ impl ErrorCode {
         Self::InvalidSoftwareStatement,
         Self::UnapprovedSoftwareStatement,
         Self::InvalidTarget,
+        Self::LoginRequired,
+        Self::ConsentRequired,
     ];
 
     /// The RFC string, e.g. `"invalid_grant"`.
@@ -102,6 +110,8 @@ impl ErrorCode {
             Self::InvalidSoftwareStatement => "invalid_software_statement",
             Self::UnapprovedSoftwareStatement => "unapproved_software_statement",
             Self::InvalidTarget => "invalid_target",
+            Self::LoginRequired => "login_required",
+            Self::ConsentRequired => "consent_required",
         }
     }
 

@@ -123,6 +123,9 @@ pub struct CodeRecord {
     pub redirect_uri: String,
     /// The PKCE challenge.
     pub code_challenge: CodeChallenge,
+    /// The OpenID Connect `nonce` of the authorization request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
     /// Expiry (at most 10 minutes after issue).
     #[serde(with = "time::serde::timestamp")]
     pub expires_at: OffsetDateTime,
@@ -151,6 +154,130 @@ pub struct RefreshTokenRecord {
     /// Whether the token was exchanged for a new one (presenting it again
     /// is reuse).
     pub rotated: bool,
+    /// When and into what the token was rotated: set by
+    /// [`crate::store::GrantStore::rotate_refresh_token`] together with
+    /// `rotated`. Absent in records stored before this field existed, which
+    /// then get no reuse grace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<RotationMark>,
+}
+
+impl RefreshTokenRecord {
+    /// Whether a presentation of this (rotated) token at `now` falls within
+    /// the reuse `grace`: it was rotated, the rotation is recorded, and
+    /// `rotated_at <= now < rotated_at + grace`. A zero grace is never met.
+    /// The rule every [`crate::store::GrantStore`] applies.
+    pub fn within_reuse_grace(&self, now: OffsetDateTime, grace: time::Duration) -> bool {
+        self.rotated
+            && grace.is_positive()
+            && self
+                .rotation
+                .as_ref()
+                .is_some_and(|m| now >= m.at && now < m.at + grace)
+    }
+}
+
+/// What a refresh-token rotation records on the old token: enough for a
+/// concurrent presentation of the old token within the grace to be given
+/// the same successor, which only a holder of the old token can derive
+/// (see [`crate::token::successor_refresh_token`]). No secret is stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct RotationMark {
+    /// When the token was rotated (also the issue time of the successor
+    /// and of the access token issued with it).
+    #[serde(with = "time::serde::timestamp")]
+    pub at: OffsetDateTime,
+    /// The random input of the derivation.
+    pub nonce: RotationNonce,
+    /// SHA-256 of the successor refresh token.
+    pub successor: SecretHash,
+    /// SHA-256 of what the first rotation issued (scopes and audiences,
+    /// [`crate::token::issuance_digest`]): a presentation within the grace
+    /// gets the same pair only when it asks for exactly this, so a replay
+    /// cannot mint access tokens the first rotation did not (marks stored
+    /// without it never match).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuance: Option<SecretHash>,
+}
+
+impl RotationMark {
+    /// A mark from its parts.
+    pub const fn new(at: OffsetDateTime, nonce: RotationNonce, successor: SecretHash) -> Self {
+        Self {
+            at,
+            nonce,
+            successor,
+            issuance: None,
+        }
+    }
+
+    /// Records the digest of the first rotation's issuance.
+    #[must_use]
+    pub const fn with_issuance(mut self, digest: SecretHash) -> Self {
+        self.issuance = Some(digest);
+        self
+    }
+}
+
+/// 256 random bits drawn at a rotation; serialized as 64 lowercase hex
+/// digits. Not a secret on its own: the successor tokens are derived from
+/// it *and* the old refresh token.
+#[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct RotationNonce([u8; 32]);
+
+/// The string was not 64 lowercase hex digits.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("a rotation nonce is 64 lowercase hex digits")]
+pub struct InvalidRotationNonce;
+
+impl RotationNonce {
+    /// A nonce from 32 random bytes.
+    pub const fn from_random(random: [u8; 32]) -> Self {
+        Self(random)
+    }
+
+    /// The bytes.
+    pub const fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for RotationNonce {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("RotationNonce").field(&hex(&self.0)).finish()
+    }
+}
+
+impl TryFrom<String> for RotationNonce {
+    type Error = InvalidRotationNonce;
+    fn try_from(s: String) -> Result<Self, InvalidRotationNonce> {
+        if s.len() != 64 {
+            return Err(InvalidRotationNonce);
+        }
+        let mut out = [0u8; 32];
+        for (slot, pair) in out.iter_mut().zip(s.as_bytes().chunks_exact(2)) {
+            let digit = |c: u8| match c {
+                b'0'..=b'9' => Some(c - b'0'),
+                b'a'..=b'f' => Some(c - b'a' + 10),
+                _ => None,
+            };
+            match pair {
+                [h, l] => {
+                    *slot = (digit(*h).ok_or(InvalidRotationNonce)? << 4) | digit(*l).ok_or(InvalidRotationNonce)?
+                }
+                _ => return Err(InvalidRotationNonce),
+            }
+        }
+        Ok(Self(out))
+    }
+}
+
+impl From<RotationNonce> for String {
+    fn from(n: RotationNonce) -> Self {
+        hex(&n.0)
+    }
 }
 
 /// The claims of an access token (RFC 9068 names).
@@ -173,6 +300,10 @@ pub struct AccessTokenClaims {
     pub exp: i64,
     /// Unique token id.
     pub jti: String,
+    /// When the user authenticated (seconds since the epoch; RFC 9068
+    /// section 2.2.1): the time of the approval that created the grant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<i64>,
 }
 
 /// A stored access token.
@@ -212,5 +343,68 @@ mod tests {
         assert_eq!(Subject::new(""), Err(InvalidSubject));
         assert_eq!(Subject::new("a\nb"), Err(InvalidSubject));
         assert_eq!(Subject::new("x".repeat(256)), Err(InvalidSubject));
+    }
+
+    #[test]
+    fn rotation_nonce_round_trips_and_refuses_junk() {
+        let n = RotationNonce::from_random([0x5a; 32]);
+        let s: String = n.into();
+        assert_eq!(s, "5a".repeat(32));
+        assert_eq!(RotationNonce::try_from(s).unwrap(), n);
+        for bad in [
+            "",
+            "5A".repeat(32).as_str(),
+            "zz".repeat(32).as_str(),
+            "5a".repeat(31).as_str(),
+        ] {
+            assert_eq!(
+                RotationNonce::try_from(bad.to_owned()),
+                Err(InvalidRotationNonce),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn reuse_grace_window() {
+        use time::Duration;
+        use time::macros::datetime;
+        let at = datetime!(2026-11-26 12:00 UTC);
+        let grant = Grant {
+            id: GrantId::from_random(&[1; 16]),
+            project: ProjectId::new("p").unwrap(),
+            client_id: ClientId::Registered(crate::client::RegisteredClientId::from_random(&[2; 12])),
+            subject: Subject::new("u").unwrap(),
+            scopes: ScopeSet::new(),
+            resources: ResourceSet::new(),
+            granted_at: at,
+        };
+        let mut r = RefreshTokenRecord {
+            hash: SecretHash::of("rt"),
+            grant,
+            scopes: ScopeSet::new(),
+            resources: ResourceSet::new(),
+            issued_at: at,
+            expires_at: at + Duration::days(1),
+            rotated: false,
+            rotation: None,
+        };
+        let five = Duration::seconds(5);
+        assert!(!r.within_reuse_grace(at, five), "not rotated");
+        r.rotated = true;
+        assert!(!r.within_reuse_grace(at, five), "rotation not recorded");
+        r.rotation = Some(RotationMark::new(
+            at,
+            RotationNonce::from_random([0; 32]),
+            SecretHash::of("s"),
+        ));
+        assert!(r.within_reuse_grace(at, five));
+        assert!(r.within_reuse_grace(at + Duration::milliseconds(4999), five));
+        assert!(!r.within_reuse_grace(at + five, five), "the window is half-open");
+        assert!(
+            !r.within_reuse_grace(at - Duration::SECOND, five),
+            "before the rotation"
+        );
+        assert!(!r.within_reuse_grace(at, Duration::ZERO), "zero grace");
     }
 }

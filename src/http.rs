@@ -15,6 +15,10 @@ use std::time::Instant;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
 
 use crate::authorize::PendingAuthorization;
+/// Who caused a request (the same type as [`crate::cimd::RequestSource`]):
+/// one request extension, set once by the edge, read by the CIMD fetch
+/// budgets and by tokenless registration.
+pub use crate::cimd::RequestSource;
 use crate::error::{ErrorCode, OAuthError};
 use crate::grant::Subject;
 use crate::metrics;
@@ -302,6 +306,66 @@ impl OAuthEndpoints {
         response
     }
 
+    /// `GET <issuer>/.well-known/jwks.json`: the project's public signing
+    /// keys (RFC 7517 section 5). Cacheable for
+    /// [`crate::keys::JWKS_MAX_AGE_SECS`] (shorter than any
+    /// pre-publication window, so caches see a next key before it signs);
+    /// verifiers refetch on an unknown `kid` anyway.
+    pub async fn jwks<B>(&self, req: &Request<B>) -> Response<Vec<u8>> {
+        if let Some(r) = cors_preflight(req) {
+            return r;
+        }
+        let started = Instant::now();
+        let result = async {
+            allow(req, &[Method::GET, Method::HEAD])?;
+            let project = self.project(req)?;
+            Ok(self.server.jwks(&project).await?.to_json())
+        }
+        .await;
+        observe("jwks", started, &result);
+        let mut response = match result {
+            Ok(body) => {
+                let mut r = json(StatusCode::OK, body);
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/jwk-set+json"),
+                );
+                let cache = format!("public, max-age={}", crate::keys::JWKS_MAX_AGE_SECS);
+                if let Ok(v) = HeaderValue::from_str(&cache) {
+                    r.headers_mut().insert(header::CACHE_CONTROL, v);
+                }
+                r.headers_mut()
+                    .insert(header::VARY, HeaderValue::from_static("x-authio-project"));
+                r
+            }
+            Err(e) => error_response(&e),
+        };
+        add_cors(&mut response);
+        response
+    }
+
+    /// `GET` or `POST /oauth2/userinfo` (OpenID Connect Core section 5.3)
+    /// with `Authorization: Bearer <access token>`.
+    pub async fn userinfo<B>(&self, req: &Request<B>) -> Response<Vec<u8>> {
+        if let Some(r) = cors_preflight(req) {
+            return r;
+        }
+        let started = Instant::now();
+        let result = async {
+            allow(req, &[Method::GET, Method::POST])?;
+            let project = self.project(req)?;
+            self.server.userinfo(&project, authorization(req)).await
+        }
+        .await;
+        observe("userinfo", started, &result);
+        let mut response = match result {
+            Ok(body) => no_store(json(StatusCode::OK, serde_json::to_vec(&body).unwrap_or_default())),
+            Err(e) => error_response(&e),
+        };
+        add_cors(&mut response);
+        response
+    }
+
     /// `GET /oauth2/authorize`.
     pub async fn authorize<B>(&self, req: &Request<B>) -> AuthorizeResponse {
         let started = Instant::now();
@@ -382,7 +446,10 @@ impl OAuthEndpoints {
         let started = Instant::now();
         let result = async {
             let (project, body) = self.json_request(req)?;
-            self.server.register_client(&project, authorization(req), body).await
+            let source = request_source(req).and_then(RequestSource::ip);
+            self.server
+                .register_client_from(&project, authorization(req), body, source)
+                .await
         }
         .await;
         observe("register", started, &result);
@@ -427,7 +494,8 @@ impl OAuthEndpoints {
         }
     }
 
-    /// `POST /oauth2/revoke` (RFC 7009): 200 with an empty body on success.
+    /// `POST /oauth2/revoke` (RFC 7009): 200 with an empty body on success;
+    /// 503 `server_error` with `Retry-After` when storage fails.
     pub async fn revoke<B: AsRef<[u8]>>(&self, req: &Request<B>) -> Response<Vec<u8>> {
         if let Some(r) = cors_preflight(req) {
             return r;
@@ -441,6 +509,14 @@ impl OAuthEndpoints {
         observe("revoke", started, &result);
         let mut response = match result {
             Ok(()) => no_store(Response::new(Vec::new())),
+            // RFC 7009 section 2.2.1: a 503 tells the client the token may
+            // still exist and to retry (storage is unavailable).
+            Err(e) if e.code() == crate::error::ErrorCode::ServerError => {
+                let mut r = error_response(&e.with_status(StatusCode::SERVICE_UNAVAILABLE));
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                r
+            }
             Err(e) => error_response(&e),
         };
         add_cors(&mut response);
@@ -508,14 +584,15 @@ fn observe<T>(endpoint: &'static str, started: Instant, result: &Result<T, OAuth
     metrics::request(endpoint, outcome, started.elapsed());
 }
 
-/// The [`RequestSource`](crate::cimd::RequestSource) the HTTP edge put in
-/// the request's extensions, if any. The host inserts one per request
-/// (`req.extensions_mut().insert(RequestSource::from_ip(ip))`) so that CIMD
-/// first fetches are limited per source; the `axum` router does it from
-/// the connection's peer address when served with
-/// `into_make_service_with_connect_info::<SocketAddr>()`.
-pub fn request_source<B>(req: &Request<B>) -> Option<&crate::cimd::RequestSource> {
-    req.extensions().get::<crate::cimd::RequestSource>()
+/// The request's source, which the host inserts in its extensions
+/// (`req.extensions_mut().insert(RequestSource::from_ip(ip))`), or which
+/// the `axum` router inserts from the connection's peer address when
+/// served with `into_make_service_with_connect_info::<SocketAddr>()`. One
+/// value serves every feature that reads it: CIMD first fetches are
+/// limited per source, and a registration without an initial access token
+/// is rate-limited by its address and not admitted without one.
+pub fn request_source<B>(req: &Request<B>) -> Option<&RequestSource> {
+    req.extensions().get::<RequestSource>()
 }
 
 /// The `Authorization` header as a string, if present and ASCII.

@@ -14,11 +14,15 @@
 //!    |  http::Request<Bytes>          http::Response<Vec<u8>>
 //!  [ server ]  AuthorizationServer: async driver, one method per endpoint,
 //!    |         sequences the traits below, decides nothing itself
-//!    |-- store traits: ProjectStore, ClientStore, AuditSink, ...
+//!    |-- store traits: ProjectStore, ClientStore, AuditSink, KeyStore,
+//!    |                 ReplayStore, ...
 //!    |-- store::memory: in-memory implementations (the default)
 //!  [ core ]    pure, synchronous, deterministic protocol rules:
 //!              error, project, discovery, pkce, resource, redirect_uri,
-//!              scope, client, cimd, audit, secret
+//!              scope, client, cimd, audit, secret, keys (rotation),
+//!              jwt (RFC 9068 / OIDC / RFC 7523 claim rules)
+//!  [ jose ]    the one module that touches the JOSE crate: keys, JWKs,
+//!              signing and verification
 //!  [ resource_server ]  the MCP server side: RFC 9728 metadata,
 //!              bearer challenges, audience-checked token validation
 //! ```
@@ -28,6 +32,32 @@
 //! The driver gets them from an injected [`server::Clock`] and
 //! [`server::RandomSource`], so tests run whole flows with a fixed clock
 //! and a seeded generator.
+//!
+//! ## MCP authorization 2026-07-28: the server side
+//!
+//! What the authorization, client-registration and security-considerations
+//! pages of the MCP 2026-07-28 revision ask of an authorization server (and
+//! of the resource-server half), and where this crate holds it:
+//!
+//! | rule | where |
+//! |---|---|
+//! | OAuth 2.1 for public and confidential clients; S256 PKCE, `code_challenge_methods_supported` in both discovery documents (MUST) | [`pkce`], [`discovery`] |
+//! | CIMD supported (SHOULD): `client_id` equals the fetched URL, redirect URIs validated against the document, structure validated, cache headers respected, SSRF defences (MUST / SHOULD) | [`cimd`] |
+//! | DCR kept for backwards compatibility (deprecated, MAY) | [`dcr`], [`tokenless`] |
+//! | `iss` in every authorization response, errors included, and `authorization_response_iss_parameter_supported: true` (SHOULD, MUST when sent) | [`authorize::RedirectError::location`], [`discovery`] |
+//! | exact redirect-URI matching (MUST); only the loopback port may vary | [`redirect_uri`] |
+//! | redirect URIs are `localhost` or `https` (MUST): held in [`project::ProjectSettings::strict_mode`]; by default private-use schemes are also accepted for native clients (RFC 8252 section 7.1), named and warned about on the consent page | [`redirect_uri::RedirectUriPolicy`] |
+//! | the redirect URI's host shown at consent (MUST), extra warning for localhost-only clients (SHOULD) | [`authorize::PendingAuthorization`] |
+//! | refresh tokens rotated for public clients (MUST); short-lived access tokens (SHOULD) | [`token`], [`project::SettingsLint`] |
+//! | `offline_access` may be in the server's `scopes_supported`, never in a resource's metadata or challenges (SHOULD NOT) | [`authorize::resolve_scopes`], [`resource_server`] |
+//! | `resource` bound to the grant and the token's audience; resources compared in canonical form | [`resource`], [`token`] |
+//! | resource servers: audience-checked validation, 401 with `resource_metadata`, 403 `insufficient_scope` naming every scope the operation needs in one challenge, no token passthrough (MUST / SHOULD) | [`resource_server`] |
+//! | client credentials extension (`io.modelcontextprotocol/oauth-client-credentials`) | [`token::check_client_credentials`] |
+//!
+//! Not applicable or not held: scope hierarchies (a broader scope implying
+//! narrower ones; this crate's scopes are flat, so a resource server with a
+//! hierarchy checks it itself), and `private_key_jwt` client assertions
+//! (not verified yet; [`client::VERIFIES_PRIVATE_KEY_JWT`]).
 //!
 //! ## Example
 //!
@@ -70,6 +100,9 @@ mod display_text;
 pub mod error;
 pub mod grant;
 pub mod http;
+pub mod jose;
+pub mod jwt;
+pub mod keys;
 pub mod metrics;
 mod newtype;
 pub mod pkce;
@@ -82,6 +115,7 @@ pub mod secret;
 pub mod server;
 pub mod store;
 pub mod token;
+pub mod tokenless;
 mod weburl;
 
 pub use error::{ErrorCode, OAuthError};

@@ -17,6 +17,8 @@
 //! | `authio_tokens_issued_total` | counter | `grant_type` |
 //! | `authio_tokens_revoked_total` | counter | `reason` |
 //! | `authio_reuse_detections_total` | counter | `kind` (`authorization_code`, `refresh_token`) |
+//! | `authio_client_assertions_rejected_total` | counter | `reason` (`bad_signature`, `replayed_jti`, `wrong_audience`, ...) |
+//! | `authio_signing_keys_total` | counter | `change` (`created`, `activated`, `retired`, `deleted`) |
 //! | `authio_store_errors_total` | counter | |
 //!
 //! Label values come from fixed sets (endpoint names, OAuth error codes,
@@ -71,6 +73,22 @@ pub(crate) fn audit(event: &AuditEvent) {
             }
             AuditKind::RefreshTokenReuseDetected { .. } => {
                 ::metrics::counter!("authio_reuse_detections_total", "kind" => "refresh_token").increment(1);
+            }
+            AuditKind::ClientAssertionRejected { reason, .. } => {
+                ::metrics::counter!("authio_client_assertions_rejected_total", "reason" => bounded(reason))
+                    .increment(1);
+            }
+            AuditKind::SigningKeyCreated { .. } => {
+                ::metrics::counter!("authio_signing_keys_total", "change" => "created").increment(1);
+            }
+            AuditKind::SigningKeyActivated { .. } => {
+                ::metrics::counter!("authio_signing_keys_total", "change" => "activated").increment(1);
+            }
+            AuditKind::SigningKeyRetired { .. } => {
+                ::metrics::counter!("authio_signing_keys_total", "change" => "retired").increment(1);
+            }
+            AuditKind::SigningKeysDeleted { count } => {
+                ::metrics::counter!("authio_signing_keys_total", "change" => "deleted").increment(*count as u64);
             }
             _ => {}
         }

@@ -14,6 +14,7 @@ use crate::newtype::string_newtype;
 use crate::redirect_uri::RedirectUriPolicy;
 use crate::resource::{ResourceSet, ResourceUri};
 use crate::scope::ScopeSet;
+use crate::tokenless::{TokenlessPolicyError, TokenlessRegistration};
 
 /// The longest authorization-code lifetime allowed (RFC 6749 section
 /// 4.1.2 recommends at most 10 minutes).
@@ -170,11 +171,80 @@ pub struct ProjectSettings {
     /// How Client ID Metadata Documents are trusted, fetched and cached.
     #[serde(default)]
     pub cimd: CimdPolicy,
+    /// Strict mode: refuse requests the way the letter of the RFCs allows
+    /// instead of accommodating MCP clients as they behave in the field.
+    /// Off by default. When on, a requested scope the project or the client
+    /// does not support fails the request with `invalid_scope` (instead of
+    /// being dropped from the grant, RFC 6749 section 3.3),
+    /// [`ProjectSettings::refresh_reuse_grace`] is ignored (every reuse of a
+    /// rotated refresh token revokes the grant), and private-use redirect
+    /// schemes are refused whatever
+    /// [`ProjectSettings::redirect_uri_policy`] says (MCP: redirect URIs are
+    /// `localhost` or `https`).
+    #[serde(default)]
+    pub strict_mode: bool,
+    /// How long after a refresh token was rotated a second presentation of
+    /// it still gets the same new token pair instead of revoking the grant
+    /// (several tabs or processes of one client refreshing at once). Zero
+    /// disables it; at most 60 seconds; ignored in strict mode.
+    #[serde(default = "default_refresh_reuse_grace", with = "seconds")]
+    pub refresh_reuse_grace: Duration,
+    /// Registrations without an initial access token in
+    /// `initial_access_token` mode, when every redirect URI matches a
+    /// trusted pattern (see [`crate::tokenless`]). Off by default.
+    #[serde(default)]
+    pub tokenless_registration: TokenlessRegistration,
+    /// Allow the `client_credentials` grant (RFC 6749 section 4.4, the MCP
+    /// client credentials extension) for confidential registered clients
+    /// that registered it. Off by default: such tokens act for a machine,
+    /// with no user and no consent, so a project opts in. The project must
+    /// also list its scopes (`scopes_supported`) or the client its own
+    /// `scope`: a machine client is never granted "any scope".
+    #[serde(default)]
+    pub client_credentials_enabled: bool,
+    /// The format of access tokens (default opaque; settings stored
+    /// before this field existed read back as opaque).
+    #[serde(default)]
+    pub access_token_format: AccessTokenFormat,
+    /// Signing algorithms and key rotation, for JWT access tokens and ID
+    /// tokens.
+    #[serde(default)]
+    pub signing: crate::keys::SigningSettings,
+}
+
+/// The default [`ProjectSettings::refresh_reuse_grace`]: 5 seconds.
+pub const DEFAULT_REFRESH_REUSE_GRACE: Duration = Duration::seconds(5);
+
+/// The longest [`ProjectSettings::refresh_reuse_grace`].
+pub const MAX_REFRESH_REUSE_GRACE: Duration = Duration::seconds(60);
+
+const fn default_refresh_reuse_grace() -> Duration {
+    DEFAULT_REFRESH_REUSE_GRACE
+}
+
+/// The format of a project's access tokens.
+///
+/// # Security
+/// A JWT access token is verified locally by resource servers, which do
+/// not see revocations: a revoked JWT stays valid to them until its `exp`
+/// (introspection answers `active: false` at once). Keep JWT lifetimes
+/// short (see [`SettingsLint::LongLivedJwtAccessTokens`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum AccessTokenFormat {
+    /// Random opaque strings, validated by introspection (RFC 7662).
+    #[default]
+    Opaque,
+    /// Signed JWTs (RFC 9068), verifiable locally against the JWKS.
+    Jwt,
 }
 
 impl Default for ProjectSettings {
     /// MCP off, CIMD off, DCR disabled; 1 hour access tokens, 30 day
-    /// refresh tokens, 1 minute codes; no scopes; `/oauth2/authorize`.
+    /// refresh tokens, 1 minute codes; no scopes; `/oauth2/authorize`;
+    /// private-use redirect schemes allowed (native clients); 5 second
+    /// refresh reuse grace; strict mode off.
     fn default() -> Self {
         Self {
             mcp_enabled: false,
@@ -189,9 +259,15 @@ impl Default for ProjectSettings {
             allowed_resources: ResourceSet::new(),
             require_resource: false,
             authorize_endpoint_path: "/oauth2/authorize".to_owned(),
-            redirect_uri_policy: RedirectUriPolicy::strict(),
+            redirect_uri_policy: RedirectUriPolicy::default(),
             issuer: None,
             cimd: CimdPolicy::default(),
+            access_token_format: AccessTokenFormat::Opaque,
+            signing: crate::keys::SigningSettings::default(),
+            strict_mode: false,
+            refresh_reuse_grace: DEFAULT_REFRESH_REUSE_GRACE,
+            tokenless_registration: TokenlessRegistration::default(),
+            client_credentials_enabled: false,
         }
     }
 }
@@ -237,6 +313,15 @@ pub enum SettingsLint {
     McpWithoutClientRegistration,
     /// Access tokens live longer than one hour (MCP: SHOULD be short-lived).
     LongLivedAccessTokens,
+    /// JWT access tokens live longer than 15 minutes: a revoked JWT stays
+    /// valid to locally verifying resource servers until it expires.
+    LongLivedJwtAccessTokens,
+    /// Tokenless registration is on: anyone may register a client whose
+    /// redirect URIs all match a trusted pattern.
+    TokenlessRegistration,
+    /// Tokenless registration is on but `dcr_mode` is not
+    /// `initial_access_token`, where alone it applies.
+    TokenlessRegistrationWithoutEffect,
 }
 
 impl SettingsLint {
@@ -250,6 +335,19 @@ impl SettingsLint {
                 "MCP is enabled but neither CIMD nor DCR is, so MCP clients cannot obtain a client id"
             }
             Self::LongLivedAccessTokens => "access tokens should be short-lived (one hour or less)",
+            Self::LongLivedJwtAccessTokens => {
+                "JWT access tokens stay valid to resource servers until they expire, even when revoked: keep them to 15 minutes or less"
+            }
+            Self::TokenlessRegistration => {
+                "tokenless registration admits anyone's client whose redirect URIs all match a trusted pattern: \
+                 narrower than open (codes can only go to the user's own machine, a listed app scheme or a listed \
+                 host, never to an attacker's server), but anyone may register a client named like a well-known one \
+                 and any app on a device can claim a listed scheme; keep the lists short and watch the \
+                 oauth_client.tokenless_admitted events"
+            }
+            Self::TokenlessRegistrationWithoutEffect => {
+                "tokenless registration only applies in initial_access_token mode; it has no effect now"
+            }
         }
     }
 }
@@ -273,9 +371,18 @@ pub enum SettingsError {
     /// The authorize path does not start with `/` or has a query or fragment.
     #[error("authorize_endpoint_path must be an absolute path without query or fragment")]
     AuthorizePath,
+    /// The refresh reuse grace is negative or above 60 seconds.
+    #[error("refresh_reuse_grace must be between 0 and 60 seconds")]
+    RefreshReuseGrace,
     /// The CIMD policy is inconsistent.
     #[error("invalid cimd policy: {0}")]
     Cimd(#[from] CimdPolicyError),
+    /// The signing settings are inconsistent.
+    #[error("invalid signing settings: {0}")]
+    Signing(#[from] crate::keys::SigningSettingsError),
+    /// The tokenless-registration policy is malformed.
+    #[error("invalid tokenless registration policy: {0}")]
+    Tokenless(#[from] TokenlessPolicyError),
 }
 
 impl ProjectSettings {
@@ -328,6 +435,9 @@ impl ProjectSettings {
         if self.refresh_token_ttl.is_negative() || self.refresh_token_ttl > Duration::days(365) {
             return Err(SettingsError::RefreshTokenTtl);
         }
+        if self.refresh_reuse_grace.is_negative() || self.refresh_reuse_grace > MAX_REFRESH_REUSE_GRACE {
+            return Err(SettingsError::RefreshReuseGrace);
+        }
         if !self.default_scopes.is_subset_of(&self.scopes_supported) {
             return Err(SettingsError::DefaultScopes);
         }
@@ -346,6 +456,8 @@ impl ProjectSettings {
             return Err(SettingsError::AuthorizePath);
         }
         self.cimd.validate()?;
+        self.signing.validate()?;
+        self.tokenless_registration.validate()?;
         Ok(())
     }
 
@@ -361,12 +473,43 @@ impl ProjectSettings {
         if self.access_token_ttl > Duration::hours(1) {
             lints.push(SettingsLint::LongLivedAccessTokens);
         }
+        if self.access_token_format == AccessTokenFormat::Jwt && self.access_token_ttl > Duration::minutes(15) {
+            lints.push(SettingsLint::LongLivedJwtAccessTokens);
+        }
+        if self.tokenless_registration.enabled {
+            lints.push(if self.dcr_mode == DcrMode::InitialAccessToken {
+                SettingsLint::TokenlessRegistration
+            } else {
+                SettingsLint::TokenlessRegistrationWithoutEffect
+            });
+        }
         lints
     }
 
     /// Whether tokens of this project come with refresh tokens.
     pub fn issues_refresh_tokens(&self) -> bool {
         self.refresh_token_ttl.is_positive()
+    }
+
+    /// The redirect-URI policy in force: strict (no private-use schemes) in
+    /// strict mode, which follows the MCP rule that every redirect URI is
+    /// `localhost` or `https` (MCP 2026-07-28, security considerations,
+    /// communication security); else [`ProjectSettings::redirect_uri_policy`].
+    pub fn effective_redirect_uri_policy(&self) -> RedirectUriPolicy {
+        if self.strict_mode {
+            RedirectUriPolicy::strict()
+        } else {
+            self.redirect_uri_policy
+        }
+    }
+
+    /// The refresh reuse grace in force: zero in strict mode.
+    pub fn effective_refresh_reuse_grace(&self) -> Duration {
+        if self.strict_mode {
+            Duration::ZERO
+        } else {
+            self.refresh_reuse_grace
+        }
     }
 }
 
@@ -489,6 +632,18 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(s.lints(), vec![SettingsLint::LongLivedAccessTokens]);
+        let (mut s, _) = ProjectSettings::default().set_mcp_enabled(true);
+        s.tokenless_registration.enabled = true;
+        assert_eq!(s.lints(), vec![SettingsLint::TokenlessRegistration]);
+        s.dcr_mode = DcrMode::Open;
+        assert_eq!(
+            s.lints(),
+            vec![
+                SettingsLint::OpenRegistrationWithMcp,
+                SettingsLint::TokenlessRegistrationWithoutEffect
+            ]
+        );
+        assert!(SettingsLint::TokenlessRegistration.message().contains("open"));
         // Open without MCP is the operator's business.
         assert!(
             ProjectSettings {
@@ -597,6 +752,47 @@ mod tests {
         assert_eq!(v["scopes_supported"], "openid email mcp:read mcp:write");
         let back: ProjectSettings = serde_json::from_value(v).unwrap();
         assert_eq!(back, s);
+    }
+
+    #[test]
+    fn settings_stored_before_the_interop_fields_still_read() {
+        let mut v = serde_json::to_value(ProjectSettings::default()).unwrap();
+        let obj = v.as_object_mut().unwrap();
+        obj.remove("strict_mode");
+        obj.remove("refresh_reuse_grace");
+        obj.remove("tokenless_registration");
+        let back: ProjectSettings = serde_json::from_value(v).unwrap();
+        assert!(!back.strict_mode);
+        assert_eq!(back.refresh_reuse_grace, DEFAULT_REFRESH_REUSE_GRACE);
+        assert_eq!(back.tokenless_registration, TokenlessRegistration::default());
+    }
+
+    #[test]
+    fn refresh_grace_bounds_and_strict_mode() {
+        let s = ProjectSettings {
+            refresh_reuse_grace: Duration::seconds(61),
+            ..Default::default()
+        };
+        assert_eq!(s.validate(), Err(SettingsError::RefreshReuseGrace));
+        let s = ProjectSettings {
+            refresh_reuse_grace: Duration::seconds(-1),
+            ..Default::default()
+        };
+        assert_eq!(s.validate(), Err(SettingsError::RefreshReuseGrace));
+        let s = ProjectSettings {
+            strict_mode: true,
+            ..Default::default()
+        };
+        assert_eq!(s.effective_refresh_reuse_grace(), Duration::ZERO);
+        assert_eq!(s.effective_redirect_uri_policy(), RedirectUriPolicy::strict());
+        assert_eq!(
+            ProjectSettings::default().effective_redirect_uri_policy(),
+            RedirectUriPolicy::default()
+        );
+        assert_eq!(
+            ProjectSettings::default().effective_refresh_reuse_grace(),
+            DEFAULT_REFRESH_REUSE_GRACE
+        );
     }
 
     #[test]

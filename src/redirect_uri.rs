@@ -44,6 +44,20 @@ const DANGEROUS_SCHEMES: [&str; 16] = [
     "jar",
 ];
 
+/// Whether `scheme` can never be a private-use redirect scheme: `http`,
+/// `https`, the schemes that are never a redirect target, and the web
+/// family.
+pub(crate) fn refused_private_use_scheme(scheme: &str) -> bool {
+    scheme == "http" || scheme == "https" || DANGEROUS_SCHEMES.contains(&scheme) || is_web_family(scheme)
+}
+
+/// A scheme a browser may treat as a web scheme, or that impersonates one
+/// (`https-alt`, `http+unix`, `wss`), other than `http` and `https`
+/// themselves: never a private-use scheme.
+fn is_web_family(scheme: &str) -> bool {
+    scheme != "http" && scheme != "https" && (scheme.starts_with("http") || scheme.starts_with("ws"))
+}
+
 /// Why a redirect URI was refused; every case is `invalid_redirect_uri`
 /// at registration.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -101,13 +115,31 @@ impl From<WebUrlError> for RedirectUriError {
 }
 
 /// Which redirect URIs a project accepts beyond `https` and loopback `http`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// [`RedirectUriPolicy::default`] (what new projects get) accepts
+/// private-use schemes, as native MCP clients need (Cursor registers
+/// `cursor://anysphere.cursor-mcp/oauth/callback`);
+/// [`RedirectUriPolicy::strict`] does not. Settings stored without the
+/// field read as strict, as they were written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct RedirectUriPolicy {
     /// Accept private-use schemes (RFC 8252 section 7.1, e.g.
-    /// `cursor://anysphere.cursor-retrieval/oauth/callback`). Off by default.
+    /// `cursor://anysphere.cursor-mcp/oauth/callback`), except the
+    /// schemes that are never a redirect target (`javascript`, `data`,
+    /// `file`, `vbscript`, `about`, `blob`, ...) and any scheme of the
+    /// web family (`http*`, `ws*`) other than `http` and `https`
+    /// themselves. Such URIs match by exact string only. The consent page
+    /// names the scheme and warns: any app on the device may claim it.
     #[serde(default)]
     pub allow_private_use_schemes: bool,
+}
+
+impl Default for RedirectUriPolicy {
+    /// Private-use schemes allowed.
+    fn default() -> Self {
+        Self::with_private_use_schemes()
+    }
 }
 
 impl RedirectUriPolicy {
@@ -199,7 +231,7 @@ impl RedirectUri {
         if raw.get(..scheme.len()) != Some(scheme) {
             return Err(RedirectUriError::NotAbsolute);
         }
-        if DANGEROUS_SCHEMES.contains(&scheme) {
+        if DANGEROUS_SCHEMES.contains(&scheme) || is_web_family(scheme) {
             return Err(RedirectUriError::DangerousScheme);
         }
         if !url.username().is_empty() || url.password().is_some() {
@@ -239,6 +271,13 @@ impl RedirectUri {
     /// schemes without an authority).
     pub fn host(&self) -> Option<String> {
         Url::parse(&self.raw).ok()?.host_str().map(str::to_owned)
+    }
+
+    /// The scheme when it is a private-use one (RFC 8252 section 7.1): not
+    /// `http` or `https`. Such a URI matches by exact string only.
+    pub fn private_use_scheme(&self) -> Option<&str> {
+        let scheme = self.raw.get(..Url::parse(&self.raw).ok()?.scheme().len())?;
+        (scheme != "http" && scheme != "https").then_some(scheme)
     }
 
     /// Whether this is an `http` URI on a loopback host.
@@ -400,6 +439,59 @@ mod tests {
             RedirectUri::parse_with("http://evil.com/", p),
             Err(RedirectUriError::InsecureHttp)
         );
+        for refused in [
+            "javascript:alert(1)",
+            "data:text/html,x",
+            "file:///etc/passwd",
+            "vbscript:x",
+            "about:blank",
+            "blob:https://a.example.com/x",
+            "https-alt://a.example.com/cb",
+            "http+unix://a/cb",
+            "httpx://a.example.com/cb",
+            "wss://a.example.com/cb",
+            "ws-x://a.example.com/cb",
+        ] {
+            assert_eq!(
+                RedirectUri::parse_with(refused, p),
+                Err(RedirectUriError::DangerousScheme),
+                "{refused}"
+            );
+        }
+        // The default policy (new projects) allows them; strict does not.
+        assert_eq!(RedirectUriPolicy::default(), p);
+        assert_eq!(
+            RedirectUri::parse_with(
+                "cursor://anysphere.cursor-mcp/oauth/callback",
+                RedirectUriPolicy::strict()
+            ),
+            Err(RedirectUriError::PrivateUseScheme)
+        );
+        // Settings stored without the field read as strict.
+        let stored: RedirectUriPolicy = serde_json::from_str("{}").unwrap();
+        assert_eq!(stored, RedirectUriPolicy::strict());
+    }
+
+    #[test]
+    fn private_use_uris_match_exactly_and_name_their_scheme() {
+        let p = RedirectUriPolicy::default();
+        let r = RedirectUri::parse_with("cursor://anysphere.cursor-mcp/oauth/callback", p).unwrap();
+        assert!(!r.is_loopback());
+        assert_eq!(r.private_use_scheme(), Some("cursor"));
+        assert!(r.matches("cursor://anysphere.cursor-mcp/oauth/callback"));
+        for no in [
+            "cursor://anysphere.cursor-mcp/oauth/callback/",
+            "CURSOR://anysphere.cursor-mcp/oauth/callback",
+            "cursor://anysphere.cursor-mcp:1/oauth/callback",
+            "cursor://evil@anysphere.cursor-mcp/oauth/callback",
+            "cursor://anysphere.cursor-mcp/oauth/callback?x=1",
+        ] {
+            assert!(!r.matches(no), "{no}");
+        }
+        assert_eq!(ru("https://a.example.com/cb").private_use_scheme(), None);
+        assert_eq!(ru("http://127.0.0.1/cb").private_use_scheme(), None);
+        let native = RedirectUri::parse_with("com.example.app:/oauth2redirect", p).unwrap();
+        assert_eq!(native.private_use_scheme(), Some("com.example.app"));
     }
 
     #[test]
@@ -508,7 +600,7 @@ mod tests {
         }
 
         #[test]
-        fn round_trips(host in "[a-z][a-z0-9-]{0,20}\\.[a-z]{2,6}", path in "(/[A-Za-z0-9_~-][A-Za-z0-9._~-]{0,9}){0,4}") {
+        fn round_trips(host in "[a-w][a-z0-9-]{0,20}\\.[a-z]{2,6}", path in "(/[A-Za-z0-9_~-][A-Za-z0-9._~-]{0,9}){0,4}") {
             let raw = format!("https://{host}{path}");
             let r = RedirectUri::parse(raw.clone()).unwrap();
             prop_assert_eq!(r.as_str(), raw.as_str());

@@ -49,6 +49,32 @@ impl SecretString {
     }
 }
 
+/// HMAC-SHA256 (RFC 2104) of the concatenation of `parts` under `key`.
+pub(crate) fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    const BLOCK: usize = 64;
+    let mut k = [0u8; BLOCK];
+    if key.len() > BLOCK {
+        let digest: [u8; 32] = Sha256::digest(key).into();
+        for (slot, b) in k.iter_mut().zip(digest) {
+            *slot = b;
+        }
+    } else {
+        for (slot, b) in k.iter_mut().zip(key) {
+            *slot = *b;
+        }
+    }
+    let mut inner = Sha256::new();
+    inner.update(k.map(|b| b ^ 0x36));
+    for p in parts {
+        inner.update(p);
+    }
+    let inner: [u8; 32] = inner.finalize().into();
+    let mut outer = Sha256::new();
+    outer.update(k.map(|b| b ^ 0x5c));
+    outer.update(inner);
+    outer.finalize().into()
+}
+
 impl fmt::Debug for SecretString {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("SecretString([redacted])")
@@ -79,6 +105,11 @@ impl SecretHash {
     /// Hashes a secret value.
     pub fn of(secret: &str) -> Self {
         Self(Sha256::digest(secret.as_bytes()).into())
+    }
+
+    /// A hash from its raw digest bytes (as a store read them back).
+    pub const fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
     }
 
     /// The raw digest bytes.
@@ -157,6 +188,27 @@ mod tests {
         let s = SecretString::random_with_prefix("iatk_", &[0xff; 32]);
         assert!(s.expose_secret().starts_with("iatk_"));
         assert_eq!(s.expose_secret().len(), 5 + 43);
+    }
+
+    #[test]
+    fn hmac_sha256_known_answers() {
+        // RFC 4231 test cases 1, 2 and 6 (a key longer than the block).
+        let hex = |b: [u8; 32]| crate::grant::hex(&b);
+        assert_eq!(
+            hex(hmac_sha256(&[0x0b; 20], &[b"Hi There"])),
+            "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"
+        );
+        assert_eq!(
+            hex(hmac_sha256(b"Jefe", &[b"what do ya want ", b"for nothing?"])),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        assert_eq!(
+            hex(hmac_sha256(
+                &[0xaa; 131],
+                &[b"Test Using Larger Than Block-Size Key - Hash Key First"]
+            )),
+            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
+        );
     }
 
     #[test]

@@ -14,10 +14,11 @@ use time::{Duration, OffsetDateTime};
 
 use crate::client::ClientId;
 use crate::error::{ErrorCode, OAuthError};
-use crate::grant::{AccessTokenClaims, AccessTokenRecord, CodeRecord, Grant, RefreshTokenRecord};
+use crate::grant::{AccessTokenClaims, AccessTokenRecord, CodeRecord, Grant, RefreshTokenRecord, RotationNonce};
 use crate::pkce::{CodeVerifier, PkceError};
 use crate::resource::{ResourceError, ResourceSet};
 use crate::scope::{ScopeError, ScopeSet};
+use crate::secret::{SecretHash, SecretString, hmac_sha256};
 
 /// The parameters of a token request (`application/x-www-form-urlencoded`).
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -41,6 +42,10 @@ pub struct TokenRequest {
     pub client_id: Option<String>,
     /// `client_secret`.
     pub client_secret: Option<String>,
+    /// `client_assertion_type` (RFC 7521 section 4.2).
+    pub client_assertion_type: Option<String>,
+    /// `client_assertion` (RFC 7521 section 4.2).
+    pub client_assertion: Option<String>,
 }
 
 impl fmt::Debug for TokenRequest {
@@ -56,6 +61,8 @@ impl fmt::Debug for TokenRequest {
             .field("resource", &self.resource)
             .field("client_id", &self.client_id)
             .field("client_secret", &redact(&self.client_secret))
+            .field("client_assertion_type", &self.client_assertion_type)
+            .field("client_assertion", &redact(&self.client_assertion))
             .finish()
     }
 }
@@ -78,6 +85,8 @@ impl TokenRequest {
                 "scope" => &mut req.scope,
                 "client_id" => &mut req.client_id,
                 "client_secret" => &mut req.client_secret,
+                "client_assertion_type" => &mut req.client_assertion_type,
+                "client_assertion" => &mut req.client_assertion,
                 "resource" => {
                     req.resource.push(value.into_owned());
                     continue;
@@ -131,6 +140,9 @@ pub enum TokenError {
     /// A malformed resource.
     #[error(transparent)]
     Resource(#[from] ResourceError),
+    /// A scope or resource the project refuses (client credentials).
+    #[error(transparent)]
+    Parameter(#[from] crate::authorize::ParameterError),
 }
 
 impl TokenError {
@@ -147,6 +159,7 @@ impl TokenError {
             },
             Self::ScopeWidening | Self::Scope(_) => ErrorCode::InvalidScope,
             Self::ResourceWidening | Self::Resource(_) => ErrorCode::InvalidTarget,
+            Self::Parameter(e) => e.code(),
         }
     }
 }
@@ -165,6 +178,8 @@ pub enum GrantTypeParam {
     AuthorizationCode,
     /// `refresh_token`.
     RefreshToken,
+    /// `client_credentials` (RFC 6749 section 4.4).
+    ClientCredentials,
 }
 
 impl TokenRequest {
@@ -177,6 +192,7 @@ impl TokenRequest {
             None => Err(TokenError::MissingParameter("grant_type")),
             Some("authorization_code") => Ok(GrantTypeParam::AuthorizationCode),
             Some("refresh_token") => Ok(GrantTypeParam::RefreshToken),
+            Some("client_credentials") => Ok(GrantTypeParam::ClientCredentials),
             Some(_) => Err(TokenError::UnsupportedGrantType),
         }
     }
@@ -191,6 +207,19 @@ pub struct Issuance {
     pub scopes: ScopeSet,
     /// Resources (audiences) of the new tokens.
     pub resources: ResourceSet,
+}
+
+/// SHA-256 of an issuance (scopes, then each audience, NUL-separated): what
+/// a rotation's [`crate::grant::RotationMark`] records so that a
+/// presentation within the reuse grace is answered only when it asks for
+/// the same.
+pub fn issuance_digest(issuance: &Issuance) -> SecretHash {
+    let mut s = issuance.scopes.to_string();
+    for a in issuance.resources.audiences() {
+        s.push('\0');
+        s.push_str(&a);
+    }
+    SecretHash::of(&s)
 }
 
 /// Everything about an authorization-code redemption that can be checked
@@ -261,6 +290,118 @@ fn narrow(scopes: &ScopeSet, resources: &ResourceSet, req: &TokenRequest) -> Res
     Ok(Issuance { scopes, resources })
 }
 
+const SUCCESSOR_LABEL: &[u8] = b"authio-mcp/refresh-successor/v1\0";
+const ACCESS_LABEL: &[u8] = b"authio-mcp/refreshed-access-token/v1\0";
+const JTI_LABEL: &[u8] = b"authio-mcp/refreshed-jti/v1\0";
+
+/// The refresh token that replaces `old` at a rotation drawn with `nonce`:
+/// `rt_` and base64url(HMAC-SHA256(key = `old`, label || nonce)).
+///
+/// # Security
+/// Deterministic so that a concurrent presentation of `old` within the
+/// project's reuse grace gets the same successor without the server ever
+/// storing a token in plaintext. Deriving it needs both the old token (the
+/// client's, stored only as a hash) and the nonce (random, stored only on
+/// the server): a thief of one old token cannot compute its successors, so
+/// rotation keeps its meaning. 256 bits of HMAC output, as much entropy as
+/// a freshly drawn token.
+pub fn successor_refresh_token(old: &str, nonce: &RotationNonce) -> SecretString {
+    SecretString::random_with_prefix(
+        "rt_",
+        &hmac_sha256(old.as_bytes(), &[SUCCESSOR_LABEL, nonce.as_bytes()]),
+    )
+}
+
+/// The random inputs of an access token: its string's and its `jti`'s.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AccessTokenRandomness {
+    /// For [`crate::store::TokenIssuer::issue`].
+    pub token: [u8; 32],
+    /// For the `jti`.
+    pub jti: [u8; 16],
+}
+
+impl AccessTokenRandomness {
+    /// From fresh random bytes.
+    pub const fn new(token: [u8; 32], jti: [u8; 16]) -> Self {
+        Self { token, jti }
+    }
+
+    /// The randomness of the access token issued with a refresh rotation,
+    /// derived like [`successor_refresh_token`] (and bound to the scopes
+    /// and audiences of `issuance`), so that a concurrent refresh within
+    /// the grace that asks for the same gets the same access token.
+    pub fn for_rotation(old: &str, nonce: &RotationNonce, issuance: &Issuance) -> Self {
+        let scope = issuance.scopes.to_string();
+        let mut parts: Vec<&[u8]> = vec![nonce.as_bytes(), scope.as_bytes(), b"\0"];
+        let audiences = issuance.resources.audiences();
+        for a in &audiences {
+            parts.push(a.as_bytes());
+            parts.push(b"\0");
+        }
+        let with_label = |label: &'static [u8]| {
+            let mut all = vec![label];
+            all.extend_from_slice(&parts);
+            hmac_sha256(old.as_bytes(), &all)
+        };
+        let token = with_label(ACCESS_LABEL);
+        let jti_full = with_label(JTI_LABEL);
+        let mut jti = [0u8; 16];
+        for (slot, b) in jti.iter_mut().zip(jti_full) {
+            *slot = b;
+        }
+        Self { token, jti }
+    }
+}
+
+/// The client credentials grant (RFC 6749 section 4.4; MCP extension
+/// `io.modelcontextprotocol/oauth-client-credentials`): what an
+/// authenticated client may have. Only a confidential client registered
+/// with the `client_credentials` grant type may use it. Scopes follow the
+/// authorization endpoint's rules ([`crate::authorize::resolve_scopes`]:
+/// unsupported ones dropped, or refused in strict mode; `offline_access`
+/// never granted, no refresh token is issued), and `resource` the same
+/// rules as there ([`crate::authorize::resolve_resources`]: allowed
+/// resources, default, required).
+///
+/// # Errors
+/// `unauthorized_client`, `invalid_scope` or `invalid_target`.
+pub fn check_client_credentials(
+    client: &crate::client::Client,
+    req: &TokenRequest,
+    settings: &crate::project::ProjectSettings,
+) -> Result<Issuance, TokenError> {
+    if !settings.client_credentials_enabled {
+        return Err(TokenError::UnsupportedGrantType);
+    }
+    if !client.is_confidential()
+        || !client
+            .metadata
+            .grant_types
+            .contains(&crate::client::GrantType::ClientCredentials)
+    {
+        return Err(TokenError::UnauthorizedClient);
+    }
+    // A machine client acts with no user and no consent: it gets only
+    // scopes someone listed (the project's, or the client's registered
+    // ones), never "any scope" from an empty list.
+    if settings.scopes_supported.is_empty() && client.metadata.scope.as_ref().is_none_or(ScopeSet::is_empty) {
+        return Err(TokenError::UnauthorizedClient);
+    }
+    let resolved = crate::authorize::resolve_scopes(req.scope.as_deref(), settings, client)?;
+    let mut scopes = ScopeSet::new();
+    for s in resolved
+        .granted
+        .iter()
+        .filter(|s| s.as_str() != crate::authorize::OFFLINE_ACCESS)
+    {
+        scopes.insert(s.clone());
+    }
+    let resources = crate::authorize::resolve_resources(&req.resource, settings)?;
+    Ok(Issuance { scopes, resources })
+}
+
 /// The claims of a new access token.
 pub fn access_token_claims(
     issuer: &str,
@@ -280,6 +421,7 @@ pub fn access_token_claims(
         iat,
         exp: iat + ttl.whole_seconds(),
         jti,
+        auth_time: Some(grant.granted_at.unix_timestamp()),
     }
 }
 
@@ -300,6 +442,9 @@ pub struct TokenResponse {
     /// The granted scope.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub scope: String,
+    /// The OpenID Connect ID token, when `openid` was granted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
 }
 
 impl fmt::Debug for TokenResponse {
@@ -310,6 +455,7 @@ impl fmt::Debug for TokenResponse {
             .field("expires_in", &self.expires_in)
             .field("refresh_token", &self.refresh_token.as_ref().map(|_| "[redacted]"))
             .field("scope", &self.scope)
+            .field("id_token", &self.id_token.as_ref().map(|_| "[redacted]"))
             .finish()
     }
 }
@@ -414,6 +560,10 @@ pub struct TokenReference {
     pub client_id: Option<String>,
     /// `client_secret`.
     pub client_secret: Option<String>,
+    /// `client_assertion_type` (RFC 7521 section 4.2).
+    pub client_assertion_type: Option<String>,
+    /// `client_assertion` (RFC 7521 section 4.2).
+    pub client_assertion: Option<String>,
 }
 
 impl fmt::Debug for TokenReference {
@@ -437,12 +587,16 @@ impl TokenReference {
         let mut hint = None;
         let mut client_id = None;
         let mut client_secret = None;
+        let mut client_assertion_type = None;
+        let mut client_assertion = None;
         for (name, value) in url::form_urlencoded::parse(body) {
             let slot = match name.as_ref() {
                 "token" => &mut token,
                 "token_type_hint" => &mut hint,
                 "client_id" => &mut client_id,
                 "client_secret" => &mut client_secret,
+                "client_assertion_type" => &mut client_assertion_type,
+                "client_assertion" => &mut client_assertion,
                 _ => continue,
             };
             if slot.is_some() {
@@ -457,6 +611,58 @@ impl TokenReference {
             token_type_hint: hint,
             client_id,
             client_secret,
+            client_assertion_type,
+            client_assertion,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resource::ResourceSet;
+
+    fn issuance(scope: &str) -> Issuance {
+        Issuance {
+            scopes: ScopeSet::parse(scope).unwrap(),
+            resources: ResourceSet::parse_all(["https://mcp.example.com/mcp"]).unwrap(),
+        }
+    }
+
+    /// The successor depends on both the old token and the stored nonce:
+    /// the same pair re-derives it, changing either changes it.
+    #[test]
+    fn successor_derivation() {
+        let n1 = RotationNonce::from_random([1; 32]);
+        let n2 = RotationNonce::from_random([2; 32]);
+        let a = successor_refresh_token("rt_old", &n1);
+        assert!(a.ct_eq(successor_refresh_token("rt_old", &n1).expose_secret()));
+        assert!(!a.ct_eq(successor_refresh_token("rt_old", &n2).expose_secret()));
+        assert!(!a.ct_eq(successor_refresh_token("rt_other", &n1).expose_secret()));
+        assert!(a.expose_secret().starts_with("rt_"));
+        assert_eq!(a.expose_secret().len(), 3 + 43, "256 bits, base64url");
+        // Never the old token itself, and a chain does not repeat.
+        let b = successor_refresh_token(a.expose_secret(), &n1);
+        assert!(!b.ct_eq(a.expose_secret()));
+        assert!(!b.ct_eq("rt_old"));
+    }
+
+    #[test]
+    fn access_randomness_is_bound_to_the_issuance() {
+        let n = RotationNonce::from_random([7; 32]);
+        let one = AccessTokenRandomness::for_rotation("rt_old", &n, &issuance("mcp:read mcp:write"));
+        assert_eq!(
+            one,
+            AccessTokenRandomness::for_rotation("rt_old", &n, &issuance("mcp:read mcp:write"))
+        );
+        assert_ne!(
+            one,
+            AccessTokenRandomness::for_rotation("rt_old", &n, &issuance("mcp:read"))
+        );
+        assert_ne!(
+            one,
+            AccessTokenRandomness::for_rotation("rt_other", &n, &issuance("mcp:read mcp:write"))
+        );
+        assert_ne!(one.token[..16], one.jti[..], "independent labels");
     }
 }

@@ -109,6 +109,14 @@ pub(crate) fn check(raw: &str, case_insensitive: bool) -> Result<WebUrl, WebUrlE
     if url.port() == Some(0) {
         return Err(WebUrlError::NotCanonical);
     }
+    // Empty labels (`a..b`, `.a`, `a..`) are names no resolver agrees on
+    // and slip past host lists; one trailing dot (the root) is allowed.
+    if let Some(Host::Domain(d)) = url.host() {
+        let d = d.strip_suffix('.').unwrap_or(d);
+        if d.is_empty() || d.split('.').any(str::is_empty) {
+            return Err(WebUrlError::NotCanonical);
+        }
+    }
     // `scheme://host[:port]` as the browser serializes it. The raw string
     // must start with exactly that (an `@` anywhere in the raw authority
     // would have made userinfo or a different host, and a `%`, a numeric
@@ -219,6 +227,9 @@ mod tests {
             ("https://example.com/./cb", NotCanonical),
             ("https://example.com/{x}", NotCanonical),
             ("https://example.com:0/cb", NotCanonical),
+            ("https://evil.example../cb", NotCanonical),
+            ("https://a..evil.example/cb", NotCanonical),
+            ("https://.evil.example/cb", NotCanonical),
             ("https://example.com:00443/cb", NotCanonical),
             ("https:example.com/cb", Scheme),
             ("https:/example.com/cb", Scheme),

@@ -106,8 +106,10 @@ async fn phase_two_failures_redirect_with_state_and_iss() {
             ok.replace(&format!("code_challenge={}&", challenge.as_str()), ""),
             "invalid_request",
         ),
-        (format!("{ok}&scope=admin"), "invalid_scope"),
         (format!("{ok}&scope=a++b"), "invalid_scope"),
+        (format!("{ok}&prompt=none"), "consent_required"),
+        (format!("{ok}&prompt=none+login"), "invalid_request"),
+        (format!("{ok}&prompt=consent&prompt=login"), "invalid_request"),
         (
             format!("{ok}&resource=https%3A%2F%2Fx.example.com%2Fm%23frag"),
             "invalid_target",
@@ -233,4 +235,110 @@ async fn loopback_redirect_cannot_be_respelled_to_another_host() {
         }
         other => panic!("a different loopback port must be accepted, got {other:?}"),
     }
+}
+
+/// Claude asks for `offline_access openid profile`: the request succeeds,
+/// granting what the project supports; `offline_access` is understood as
+/// the request for a refresh token and the token response names the
+/// granted scope.
+#[tokio::test]
+async fn unsupported_scopes_are_dropped_and_offline_access_understood() {
+    let h = harness().await;
+    let client = h.public_client(1, &[REDIRECT]).await;
+    let v = verifier(1);
+    let q = auth_query(
+        &client,
+        REDIRECT,
+        &v,
+        "&scope=offline_access+openid+profile&prompt=consent",
+    );
+    let p = h.pending(&q).await;
+    assert_eq!(p.scopes.to_string(), "openid");
+    assert_eq!(p.dropped_scopes.to_string(), "profile");
+    assert!(p.offline_access);
+    assert!(p.force_consent);
+    assert!(!p.force_login);
+    let location = h
+        .server
+        .approve(p, authio_mcp::grant::Subject::new("user_demo").unwrap(), None)
+        .await
+        .unwrap();
+    let code = query_param(&location, "code").unwrap();
+    let t = h.exchange(&client, &code, &v, "").await.unwrap();
+    assert_eq!(t.scope, "openid");
+    assert!(t.refresh_token.is_some());
+
+    // Only unknown scopes (and offline_access): the defaults, as if none
+    // had been asked for.
+    let p = h
+        .pending(&auth_query(&client, REDIRECT, &v, "&scope=offline_access+profile"))
+        .await;
+    assert_eq!(p.scopes.to_string(), "mcp:read");
+    assert_eq!(p.dropped_scopes.to_string(), "profile");
+
+    // A project that lists offline_access keeps it in the grant.
+    let mut settings = project_settings();
+    settings.scopes_supported = authio_mcp::scope::ScopeSet::parse("offline_access mcp:read").unwrap();
+    h.server.put_project(&h.project, settings).await.unwrap();
+    let p = h
+        .pending(&auth_query(&client, REDIRECT, &v, "&scope=offline_access+mcp%3Aread"))
+        .await;
+    assert_eq!(p.scopes.to_string(), "offline_access mcp:read");
+    assert!(p.dropped_scopes.is_empty());
+}
+
+#[tokio::test]
+async fn strict_mode_refuses_unsupported_scopes_but_understands_offline_access() {
+    let h = harness().await;
+    let mut settings = project_settings();
+    settings.strict_mode = true;
+    h.server.put_project(&h.project, settings).await.unwrap();
+    let client = h.public_client(1, &[REDIRECT]).await;
+    let v = verifier(1);
+    for scope in ["admin", "openid+profile"] {
+        match h
+            .authorize(&auth_query(&client, REDIRECT, &v, &format!("&scope={scope}")))
+            .await
+        {
+            AuthorizeOutcome::Redirect(location) => {
+                assert_eq!(
+                    query_param(&location, "error").as_deref(),
+                    Some("invalid_scope"),
+                    "{scope}"
+                );
+                assert_eq!(query_param(&location, "iss").as_deref(), Some(ISSUER));
+            }
+            other => panic!("{scope}: expected a redirect, got {other:?}"),
+        }
+    }
+    let p = h
+        .pending(&auth_query(&client, REDIRECT, &v, "&scope=offline_access+openid"))
+        .await;
+    assert_eq!(p.scopes.to_string(), "openid");
+    assert!(p.offline_access);
+}
+
+#[tokio::test]
+async fn login_hint_and_prompt_login_reach_the_host() {
+    let h = harness().await;
+    let client = h.public_client(1, &[REDIRECT]).await;
+    let v = verifier(1);
+    let p = h
+        .pending(&auth_query(
+            &client,
+            REDIRECT,
+            &v,
+            "&prompt=login+select_account&login_hint=ada%40example.com",
+        ))
+        .await;
+    assert!(p.force_login);
+    assert_eq!(p.login_hint.as_deref(), Some("ada@example.com"));
+    // A hint with control characters, or too long, is dropped, not fatal.
+    let p = h.pending(&auth_query(&client, REDIRECT, &v, "&login_hint=a%0Ab")).await;
+    assert_eq!(p.login_hint, None);
+    let long = "a".repeat(300);
+    let p = h
+        .pending(&auth_query(&client, REDIRECT, &v, &format!("&login_hint={long}")))
+        .await;
+    assert_eq!(p.login_hint, None);
 }

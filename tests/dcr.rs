@@ -885,3 +885,320 @@ async fn client_authentication_table() {
         "public: no secret to expire"
     );
 }
+
+/// Cursor's request shape: its app scheme, a loopback URI; no token.
+const CURSOR_LIKE: &str = r#"{"redirect_uris":["cursor://anysphere.cursor-mcp/oauth/callback","http://127.0.0.1:33418/callback"],
+    "client_name":"Cursor","token_endpoint_auth_method":"none","grant_types":["authorization_code","refresh_token"]}"#;
+
+async fn tokenless_env(max_per_source: u32) -> Env {
+    let env = env(DcrMode::InitialAccessToken).await;
+    env.server
+        .edit_project(&env.a, |mut s| {
+            s.tokenless_registration = serde_json::from_value(serde_json::json!({
+                "enabled": true,
+                "loopback": true,
+                "private_use_schemes": ["cursor"],
+                "https_callback_hosts": ["claude.ai"],
+                "max_per_source": max_per_source,
+                "window_seconds": 3600
+            }))
+            .unwrap();
+            s
+        })
+        .await
+        .unwrap();
+    env
+}
+
+#[tokio::test]
+async fn tokenless_registration_admits_only_trusted_redirect_uris() {
+    let env = tokenless_env(10).await;
+    let ip: std::net::IpAddr = "192.0.2.7".parse().unwrap();
+    let r = env
+        .server
+        .register_client_from(&env.a, None, CURSOR_LIKE.as_bytes(), Some(ip))
+        .await
+        .unwrap();
+    assert_eq!(r.metadata.token_endpoint_auth_method, TokenEndpointAuthMethod::None);
+    let last = env.audit.recent(&env.a, 1).into_iter().next().unwrap();
+    match last.kind {
+        AuditKind::ClientTokenlessAdmitted {
+            client_id,
+            source,
+            patterns,
+        } => {
+            assert_eq!(client_id, r.client_id.to_string());
+            assert_eq!(source, "192.0.2.7");
+            assert_eq!(patterns.len(), 2);
+        }
+        other => panic!("{other:?}"),
+    }
+    // One untrusted redirect URI: the missing-token answer, audited with
+    // the reason.
+    let bad = r#"{"redirect_uris":["cursor://anysphere.cursor-mcp/oauth/callback","https://evil.example/cb"],"token_endpoint_auth_method":"none"}"#;
+    let e = env
+        .server
+        .register_client_from(&env.a, None, bad.as_bytes(), Some(ip))
+        .await
+        .unwrap_err();
+    let (status, challenge, _) = render(&e);
+    assert_eq!(status, 401);
+    assert_eq!(challenge.as_deref(), Some(INVALID_TOKEN_CHALLENGE));
+    let last = env.audit.recent(&env.a, 1).into_iter().next().unwrap();
+    match last.kind {
+        AuditKind::ClientRegistrationRejected { reason, .. } => {
+            assert_eq!(
+                reason,
+                "tokenless_untrusted_redirect_uri: redirect_uris[1] matches no trusted pattern"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // The review's finding: trusted redirect URIs do not make a confidential
+    // or machine-to-machine client admissible without a token.
+    for body in [
+        r#"{"redirect_uris":["http://127.0.0.1/cb"],"grant_types":["authorization_code","client_credentials"],"token_endpoint_auth_method":"client_secret_basic"}"#,
+        r#"{"redirect_uris":["http://127.0.0.1/cb"],"token_endpoint_auth_method":"client_secret_post"}"#,
+        r#"{"redirect_uris":["http://127.0.0.1/cb"],"grant_types":["authorization_code","client_credentials"],"token_endpoint_auth_method":"none"}"#,
+    ] {
+        let e = env
+            .server
+            .register_client_from(&env.a, None, body.as_bytes(), Some(ip))
+            .await
+            .unwrap_err();
+        assert_eq!(render(&e).0, 401, "{body}");
+        let last = env.audit.recent(&env.a, 1).into_iter().next().unwrap();
+        match last.kind {
+            AuditKind::ClientRegistrationRejected { reason, .. } => {
+                assert!(reason.starts_with("tokenless_not_public"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // Without a source it cannot be rate-limited: not admitted.
+    let e = env
+        .server
+        .register_client(&env.a, None, CURSOR_LIKE.as_bytes())
+        .await
+        .unwrap_err();
+    assert_eq!(render(&e).0, 401);
+    // Project B (tokenless off) still requires a token.
+    let e = env
+        .server
+        .register_client_from(&env.b, None, CURSOR_LIKE.as_bytes(), Some(ip))
+        .await
+        .unwrap_err();
+    assert_eq!(render(&e).0, 401);
+    // Open and disabled modes are unaffected by the policy.
+    set_mode(&env, DcrMode::Disabled).await;
+    let e = env
+        .server
+        .register_client_from(&env.a, None, CURSOR_LIKE.as_bytes(), Some(ip))
+        .await
+        .unwrap_err();
+    assert_eq!(render(&e).0, 403);
+}
+
+#[tokio::test]
+async fn tokenless_registration_is_rate_limited_per_source() {
+    let env = tokenless_env(2).await;
+    let a: std::net::IpAddr = "2001:db8:1:2::1".parse().unwrap();
+    let same_64: std::net::IpAddr = "2001:db8:1:2::99".parse().unwrap();
+    let other: std::net::IpAddr = "2001:db8:1:3::1".parse().unwrap();
+    for ip in [a, same_64] {
+        env.server
+            .register_client_from(&env.a, None, CURSOR_LIKE.as_bytes(), Some(ip))
+            .await
+            .unwrap();
+    }
+    let e = env
+        .server
+        .register_client_from(&env.a, None, CURSOR_LIKE.as_bytes(), Some(a))
+        .await
+        .unwrap_err();
+    let (status, _, body) = render(&e);
+    assert_eq!(status, 403);
+    assert_eq!(body["error"], "access_denied");
+    // Another source has its own window.
+    env.server
+        .register_client_from(&env.a, None, CURSOR_LIKE.as_bytes(), Some(other))
+        .await
+        .unwrap();
+    // The window passes.
+    env.clock.advance(Duration::hours(1));
+    env.server
+        .register_client_from(&env.a, None, CURSOR_LIKE.as_bytes(), Some(a))
+        .await
+        .unwrap();
+    // A token still works as before, whatever the policy.
+    let issued = env.server.issue_iat(&env.a, IatOptions::new()).await.unwrap();
+    env.server
+        .register_client_from(&env.a, Some(&bearer(&issued.token)), SEED_STEP_3B_BODY.as_bytes(), None)
+        .await
+        .unwrap();
+}
+
+/// Offering several methods meets an IAT pin when the pinned one is offered.
+#[tokio::test]
+async fn iat_pins_accept_an_offer_that_includes_them() {
+    let env = env(DcrMode::InitialAccessToken).await;
+    let issued = env.server.issue_iat(&env.a, IatOptions::new()).await.unwrap();
+    let body = r#"{"redirect_uris":["https://app.example.com/cb"],"token_endpoint_auth_method":"client_secret_basic",
+        "token_endpoint_auth_methods_supported":["client_secret_basic","none"]}"#;
+    let r = env
+        .server
+        .register_client(&env.a, Some(&bearer(&issued.token)), body.as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(r.metadata.token_endpoint_auth_method, TokenEndpointAuthMethod::None);
+    assert!(r.client_secret.is_none());
+    let issued = env.server.issue_iat(&env.a, IatOptions::new()).await.unwrap();
+    let body = r#"{"redirect_uris":["https://app.example.com/cb"],
+        "token_endpoint_auth_methods_supported":["client_secret_basic","client_secret_post"]}"#;
+    let e = env
+        .server
+        .register_client(&env.a, Some(&bearer(&issued.token)), body.as_bytes())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidClientMetadata);
+}
+
+/// The MCP client credentials extension: a confidential machine client,
+/// registered without redirect URIs, gets an access token for itself,
+/// with `resource` honoured and no refresh token.
+#[tokio::test]
+async fn client_credentials_for_confidential_machine_clients() {
+    let env = env(DcrMode::Open).await;
+    env.server
+        .edit_project(&env.a, |mut s| {
+            s.scopes_supported = authio_mcp::scope::ScopeSet::parse("mcp:read mcp:write").unwrap();
+            s.default_scopes = authio_mcp::scope::ScopeSet::parse("mcp:read").unwrap();
+            s
+        })
+        .await
+        .unwrap();
+    // Off by default: neither advertised nor usable.
+    let m = env.server.metadata(&env.a).await.unwrap();
+    assert!(!m.grant_types_supported.iter().any(|g| g == "client_credentials"));
+    let body = r#"{"client_name":"early job","grant_types":["client_credentials"],"token_endpoint_auth_method":"client_secret_basic"}"#;
+    let early = env.server.register_client(&env.a, None, body.as_bytes()).await.unwrap();
+    let basic = basic_header(
+        &early.client_id.to_string(),
+        early.client_secret.as_ref().unwrap().expose_secret(),
+    );
+    let refused = env
+        .server
+        .token(&env.a, Some(&basic), b"grant_type=client_credentials")
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), authio_mcp::ErrorCode::UnsupportedGrantType);
+    env.server
+        .edit_project(&env.a, |mut s| {
+            s.client_credentials_enabled = true;
+            s
+        })
+        .await
+        .unwrap();
+    let m = env.server.metadata(&env.a).await.unwrap();
+    assert!(m.grant_types_supported.iter().any(|g| g == "client_credentials"));
+    let body = r#"{"client_name":"nightly job","grant_types":["client_credentials"],"token_endpoint_auth_method":"client_secret_basic"}"#;
+    let r = env.server.register_client(&env.a, None, body.as_bytes()).await.unwrap();
+    assert!(r.metadata.redirect_uris.is_empty());
+    let id = r.client_id.to_string();
+    let secret = r.client_secret.as_ref().unwrap().expose_secret().to_owned();
+    let basic = basic_header(&id, &secret);
+    let form = "grant_type=client_credentials&scope=mcp%3Awrite+admin&resource=https%3A%2F%2Fmcp.example.com%2Fmcp";
+    let t = env.server.token(&env.a, Some(&basic), form.as_bytes()).await.unwrap();
+    assert_eq!(t.scope, "mcp:write", "unsupported scope dropped");
+    assert!(t.refresh_token.is_none());
+    let info = env
+        .server
+        .introspect(&env.a, format!("token={}", t.access_token).as_bytes())
+        .await
+        .unwrap();
+    assert!(info.active);
+    assert_eq!(info.sub.as_deref(), Some(id.as_str()));
+    assert_eq!(info.client_id.as_deref(), Some(id.as_str()));
+    assert_eq!(info.aud, Some(vec!["https://mcp.example.com/mcp".to_owned()]));
+    // A wrong secret: invalid_client. A bad resource: invalid_target.
+    let e = env
+        .server
+        .token(&env.a, Some(&basic_header(&id, "wrong")), form.as_bytes())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidClient);
+    let e = env
+        .server
+        .token(
+            &env.a,
+            Some(&basic),
+            b"grant_type=client_credentials&resource=not-a-uri",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidTarget);
+    // A public client, or one not registered for the grant: unauthorized_client.
+    let public = env
+        .server
+        .register_client(&env.a, None, SEED_STEP_3B_BODY.as_bytes())
+        .await
+        .unwrap();
+    let e = env
+        .server
+        .token(
+            &env.a,
+            None,
+            format!("grant_type=client_credentials&client_id={}", public.client_id).as_bytes(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::UnauthorizedClient);
+    let web = env
+        .server
+        .register_client(&env.a, None, CONFIDENTIAL_BASIC.as_bytes())
+        .await
+        .unwrap();
+    let basic = basic_header(
+        &web.client_id.to_string(),
+        web.client_secret.as_ref().unwrap().expose_secret(),
+    );
+    let e = env
+        .server
+        .token(&env.a, Some(&basic), b"grant_type=client_credentials")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::UnauthorizedClient);
+    // A public client cannot register for it alone.
+    let e = env
+        .server
+        .register_client(
+            &env.a,
+            None,
+            br#"{"grant_types":["client_credentials"],"token_endpoint_auth_method":"none"}"#,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidClientMetadata);
+}
+
+/// Strict mode follows the MCP rule that redirect URIs are localhost or
+/// https: Cursor's app scheme is refused there, accepted by default.
+#[tokio::test]
+async fn strict_mode_refuses_private_use_redirect_schemes() {
+    let env = env(DcrMode::Open).await;
+    let r = env.server.register_client(&env.a, None, CURSOR_LIKE.as_bytes()).await;
+    assert!(r.is_ok(), "{r:?}");
+    env.server
+        .edit_project(&env.a, |mut s| {
+            s.strict_mode = true;
+            s
+        })
+        .await
+        .unwrap();
+    let e = env
+        .server
+        .register_client(&env.a, None, CURSOR_LIKE.as_bytes())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidRedirectUri);
+}

@@ -770,7 +770,11 @@ async fn an_issuer_with_a_path_is_discoverable_and_served_under_it() {
     };
     let app = app::App::new(config).await.unwrap();
     let router = app.router().await.unwrap();
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    tokio::spawn(async move {
+        axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+            .await
+            .unwrap()
+    });
     let _ = rustls::crypto::ring::default_provider().install_default();
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -1049,10 +1053,9 @@ async fn security_events_are_not_buried_by_anonymous_rejections() {
         .send()
         .await
         .unwrap();
-    let next: u64 = r.headers()["x-audit-next-before"].to_str().unwrap().parse().unwrap();
+    let next: u64 = r.headers()["x-next-cursor"].to_str().unwrap().parse().unwrap();
     let first: Value = r.json().await.unwrap();
     assert_eq!(first.as_array().unwrap().len(), 2);
-    assert_eq!(first[0]["seq"].as_u64().unwrap(), next);
     let (_, second) = s
         .admin(
             reqwest::Method::GET,
@@ -1060,7 +1063,9 @@ async fn security_events_are_not_buried_by_anonymous_rejections() {
             None,
         )
         .await;
-    assert!(second[1]["seq"].as_u64().unwrap() < next);
+    assert_eq!(second.as_array().unwrap().len(), 2);
+    assert_ne!(second, first);
+    assert!(second[1]["at"].as_str().unwrap() <= first[0]["at"].as_str().unwrap());
     let (_, counts) = s
         .admin(reqwest::Method::GET, "/admin/projects/proj_demo/audit/rejections", None)
         .await;

@@ -108,7 +108,9 @@ async fn refresh_reuse_revokes_the_family() {
     let t1 = h.exchange(&client, &code, &v, "").await.unwrap();
     let rt1 = t1.refresh_token.unwrap();
     let t2 = h.refresh(&client, &rt1, "").await.unwrap();
-    // rt1 presented again: reuse. The whole family dies, including t2's tokens.
+    // rt1 presented again after the reuse grace: reuse. The whole family
+    // dies, including t2's tokens.
+    h.clock.advance(authio_mcp::project::DEFAULT_REFRESH_REUSE_GRACE);
     assert_eq!(
         h.refresh(&client, &rt1, "").await.unwrap_err().code(),
         ErrorCode::InvalidGrant
@@ -658,7 +660,7 @@ async fn a_project_with_its_own_issuer_names_it_everywhere() {
         .await
         .unwrap();
     assert_eq!(query_param(&location, "iss").as_deref(), Some(own));
-    let error = h.authorize(&auth_query(&client, REDIRECT, &v, "&scope=admin")).await;
+    let error = h.authorize(&auth_query(&client, REDIRECT, &v, "&prompt=none")).await;
     let authio_mcp::server::AuthorizeOutcome::Redirect(error) = error else {
         panic!("{error:?}")
     };
@@ -672,4 +674,152 @@ async fn a_project_with_its_own_issuer_names_it_everywhere() {
     let s = h.server.project(&h.project).await.unwrap();
     let back: authio_mcp::project::ProjectSettings = serde_json::from_value(serde_json::to_value(&s).unwrap()).unwrap();
     assert_eq!(back, s);
+}
+
+/// Several tabs of one client refresh one token at once: within the
+/// project's grace they all get the same new pair; after it, a reuse still
+/// revokes the family.
+#[tokio::test]
+async fn concurrent_refreshes_within_the_grace_get_the_same_pair() {
+    let h = harness().await;
+    let client = h.public_client(1, &[REDIRECT]).await;
+    let v = verifier(5);
+    let code = h.code_for(&client, &v, "").await;
+    let rt1 = h.exchange(&client, &code, &v, "").await.unwrap().refresh_token.unwrap();
+    let a = h.refresh(&client, &rt1, "").await.unwrap();
+    h.clock.advance(Duration::seconds(2));
+    let b = h.refresh(&client, &rt1, "").await.unwrap();
+    assert_eq!(a.access_token, b.access_token);
+    assert_eq!(a.refresh_token, b.refresh_token);
+    assert_eq!(b.expires_in, a.expires_in - 2, "the same token, 2 seconds older");
+    assert_ne!(a.refresh_token.as_deref(), Some(rt1.as_str()));
+    assert!(h.events().contains(&"refresh_token.concurrent_reuse"));
+    assert!(!h.events().contains(&"refresh_token.reuse_detected"));
+    assert_eq!(h.introspect(&a.access_token).await["active"], true);
+    // rt1 after the grace: reuse, and the whole family is revoked.
+    let rt2 = a.refresh_token.clone().unwrap();
+    let d = h.refresh(&client, &rt2, "").await.unwrap();
+    assert_eq!(h.introspect(&d.access_token).await["active"], true);
+    h.clock.advance(Duration::seconds(3));
+    assert_eq!(
+        h.refresh(&client, &rt1, "").await.unwrap_err().code(),
+        ErrorCode::InvalidGrant
+    );
+    assert!(h.events().contains(&"refresh_token.reuse_detected"));
+    assert_eq!(h.introspect(&d.access_token).await["active"], false);
+    assert_eq!(h.introspect(d.refresh_token.as_deref().unwrap()).await["active"], false);
+}
+
+/// Within the grace only an identical request gets the first pair: asking
+/// for other scopes would mint an access token the first rotation never
+/// issued (review finding), so it is reuse and revokes the family.
+#[tokio::test]
+async fn a_different_request_within_the_grace_is_reuse() {
+    let h = harness().await;
+    let client = h.public_client(1, &[REDIRECT]).await;
+    let v = verifier(6);
+    let code = h.code_for(&client, &v, "&scope=mcp%3Aread+mcp%3Awrite").await;
+    let rt1 = h.exchange(&client, &code, &v, "").await.unwrap().refresh_token.unwrap();
+    let a = h.refresh(&client, &rt1, "").await.unwrap();
+    h.clock.advance(Duration::seconds(1));
+    for extra in ["&scope=mcp%3Aread", "&resource=https%3A%2F%2Fmcp.example.com%2Fother"] {
+        let e = h.refresh(&client, &rt1, extra).await.unwrap_err();
+        assert!(
+            matches!(e.code(), ErrorCode::InvalidGrant | ErrorCode::InvalidTarget),
+            "{extra}: {e:?}"
+        );
+    }
+    assert!(h.events().contains(&"refresh_token.reuse_detected"));
+    assert_eq!(h.introspect(&a.access_token).await["active"], false);
+    assert_eq!(h.introspect(a.refresh_token.as_deref().unwrap()).await["active"], false);
+}
+
+#[tokio::test]
+async fn strict_mode_and_zero_grace_revoke_on_any_reuse() {
+    for strict in [true, false] {
+        let h = harness().await;
+        h.server
+            .edit_project(&h.project, |mut s| {
+                if strict {
+                    s.strict_mode = true;
+                } else {
+                    s.refresh_reuse_grace = Duration::ZERO;
+                }
+                s
+            })
+            .await
+            .unwrap();
+        let client = h.public_client(1, &[REDIRECT]).await;
+        let v = verifier(6);
+        let code = h.code_for(&client, &v, "").await;
+        let rt1 = h.exchange(&client, &code, &v, "").await.unwrap().refresh_token.unwrap();
+        let a = h.refresh(&client, &rt1, "").await.unwrap();
+        assert_eq!(
+            h.refresh(&client, &rt1, "").await.unwrap_err().code(),
+            ErrorCode::InvalidGrant,
+            "strict={strict}"
+        );
+        assert_eq!(h.introspect(&a.access_token).await["active"], false);
+    }
+}
+
+/// A revoked access token is not resurrected by a concurrent refresh.
+#[tokio::test]
+async fn a_grace_replay_never_revives_a_revoked_access_token() {
+    let h = harness().await;
+    let client = h.public_client(1, &[REDIRECT]).await;
+    let v = verifier(7);
+    let code = h.code_for(&client, &v, "").await;
+    let rt1 = h.exchange(&client, &code, &v, "").await.unwrap().refresh_token.unwrap();
+    let a = h.refresh(&client, &rt1, "").await.unwrap();
+    let body = form(&[("token", &a.access_token), ("client_id", client.as_str())]);
+    h.server.revoke(&h.project, None, body.as_bytes()).await.unwrap();
+    assert_eq!(
+        h.refresh(&client, &rt1, "").await.unwrap_err().code(),
+        ErrorCode::InvalidGrant
+    );
+    assert_eq!(h.introspect(&a.access_token).await["active"], false);
+}
+
+/// Codex and others omit `resource` on refresh: the grant's applies. A
+/// resource spelled differently but canonically equal is the same one.
+#[tokio::test]
+async fn refresh_without_resource_keeps_the_grants_and_compares_canonically() {
+    let h = harness().await;
+    let client = h.public_client(1, &[REDIRECT]).await;
+    let v = verifier(8);
+    let code = h.code_for(&client, &v, "").await;
+    let rt = h.exchange(&client, &code, &v, "").await.unwrap().refresh_token.unwrap();
+    let t = h.refresh(&client, &rt, "").await.unwrap();
+    assert_eq!(
+        h.introspect(&t.access_token).await["aud"],
+        serde_json::json!([RESOURCE])
+    );
+    let mut rt = t.refresh_token.unwrap();
+    for spelled in [
+        "HTTPS://MCP.EXAMPLE.COM/mcp",
+        "https://mcp.example.com:443/mcp",
+        "https://Mcp.Example.com/mcp",
+    ] {
+        let t = h
+            .refresh(&client, &rt, &format!("&{}", form(&[("resource", spelled)])))
+            .await
+            .unwrap_or_else(|e| panic!("{spelled}: {e:?}"));
+        assert_eq!(
+            h.introspect(&t.access_token).await["aud"],
+            serde_json::json!([RESOURCE]),
+            "{spelled}"
+        );
+        rt = t.refresh_token.unwrap();
+    }
+    // The path is case-sensitive: another resource.
+    let err = h
+        .refresh(
+            &client,
+            &rt,
+            &format!("&{}", form(&[("resource", "https://mcp.example.com/MCP")])),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidTarget);
 }

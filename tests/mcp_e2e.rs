@@ -14,10 +14,13 @@ mod app;
 #[allow(dead_code)]
 mod mcp_app;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use authio_mcp::discovery::Issuer;
 use authio_mcp::pkce::{CodeChallenge, CodeVerifier};
+use authio_mcp::project::{AccessTokenFormat, ProjectId};
 use authio_mcp::resource::ResourceUri;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -33,9 +36,20 @@ struct Running {
     /// The MCP server's resource URL, `http://127.0.0.1:<port>/mcp`.
     resource: String,
     http: reqwest::Client,
+    /// Requests the authorization server got at its introspection endpoint.
+    introspections: Arc<AtomicUsize>,
+    /// Requests the authorization server got at its JWKS.
+    jwks_fetches: Arc<AtomicUsize>,
 }
 
 async fn start() -> Running {
+    start_with(false).await
+}
+
+/// Both servers; with `jwt`, the authorization server issues RFC 9068
+/// access tokens and the MCP server verifies them locally against the
+/// JWKS it discovered.
+async fn start_with(jwt: bool) -> Running {
     let mcp_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let resource = format!("http://{}/mcp", mcp_listener.local_addr().unwrap());
     let as_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -54,10 +68,45 @@ async fn start() -> Running {
         introspection_token: INTROSPECT.into(),
     };
     let as_app = app::App::new(config).await.unwrap();
-    let as_router = as_app.router().await.unwrap();
+    if jwt {
+        as_app
+            .endpoints
+            .server()
+            .edit_project(&ProjectId::new(app::DEMO_PROJECT).unwrap(), |mut s| {
+                s.access_token_format = AccessTokenFormat::Jwt;
+                s.access_token_ttl = time::Duration::minutes(5);
+                s
+            })
+            .await
+            .unwrap();
+    }
+    let (introspections, jwks_fetches) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let counters = (introspections.clone(), jwks_fetches.clone());
+    let as_router = as_app.router().await.unwrap().layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let (i, j) = counters.clone();
+            async move {
+                match req.uri().path() {
+                    "/oauth2/introspect" => i.fetch_add(1, Ordering::SeqCst),
+                    "/.well-known/jwks.json" => j.fetch_add(1, Ordering::SeqCst),
+                    _ => 0,
+                };
+                next.run(req).await
+            }
+        },
+    ));
     tokio::spawn(async move { axum::serve(as_listener, as_router).await.unwrap() });
 
-    let mcp_config = mcp_app::Config::new(ResourceUri::parse(resource.clone()).unwrap(), issuer, INTROSPECT.into());
+    let mut mcp_config = mcp_app::Config::new(
+        ResourceUri::parse(resource.clone()).unwrap(),
+        issuer.clone(),
+        INTROSPECT.into(),
+    );
+    if jwt {
+        let jwks_uri = mcp_app::discover_jwks_uri(&issuer).await.unwrap().expect("a jwks_uri");
+        assert_eq!(jwks_uri, format!("{auth}/.well-known/jwks.json"));
+        mcp_config = mcp_config.verify(mcp_app::Verify::Jwt { jwks_uri });
+    }
     let mcp_router = mcp_app::router(&mcp_config).unwrap();
     tokio::spawn(async move { axum::serve(mcp_listener, mcp_router).await.unwrap() });
 
@@ -68,7 +117,13 @@ async fn start() -> Running {
         .timeout(Duration::from_secs(20))
         .build()
         .unwrap();
-    Running { auth, resource, http }
+    Running {
+        auth,
+        resource,
+        http,
+        introspections,
+        jwks_fetches,
+    }
 }
 
 /// One JSON-RPC message of a response that is either JSON or SSE-framed.
@@ -361,6 +416,68 @@ async fn mcp_client_journey() {
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
+    // Opaque tokens: the MCP server asked the authorization server (the
+    // counter the JWT test relies on does count).
+    assert!(s.introspections.load(Ordering::SeqCst) > 0);
+    assert_eq!(s.jwks_fetches.load(Ordering::SeqCst), 0);
+}
+
+/// The MCP server verifies JWT access tokens locally: every call is
+/// authorized without one introspection request, with one JWKS fetch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwt_access_tokens_are_verified_without_introspection() {
+    let s = start_with(true).await;
+    let issuer = Issuer::new_allowing_loopback_http_for_development(s.auth.clone()).unwrap();
+    let as_meta: Value = s
+        .http
+        .get(issuer.metadata_url())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let client_id = s
+        .register_client(as_meta["registration_endpoint"].as_str().unwrap())
+        .await;
+    let token = s.access_token(&as_meta, &client_id, &s.resource, "mcp:read").await;
+    assert_eq!(token.split('.').count(), 3, "a JWS compact serialization");
+
+    let r = s.mcp(Some(&token), None, &initialize(1)).await;
+    assert_eq!(r.status, 200, "{:?}", r.message);
+    let session = r.session;
+    for id in 2..5 {
+        let r = s
+            .mcp(
+                Some(&token),
+                session.as_deref(),
+                &json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": "whoami", "arguments": {}}}),
+            )
+            .await;
+        assert_eq!(r.status, 200);
+        let text = r.message.unwrap()["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let who: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(who["client_id"], client_id.as_str());
+        assert_eq!(who["subject"], "user_demo");
+    }
+    // A JWT for another resource, and a forged one, are refused locally too.
+    let other = s
+        .access_token(&as_meta, &client_id, "https://other.example.com/mcp", "mcp:read")
+        .await;
+    assert_eq!(s.mcp(Some(&other), None, &initialize(9)).await.status, 401);
+    let mut forged = token.clone();
+    forged.push('A');
+    assert_eq!(s.mcp(Some(&forged), None, &initialize(10)).await.status, 401);
+
+    assert_eq!(s.introspections.load(Ordering::SeqCst), 0, "no introspection call");
+    assert_eq!(
+        s.jwks_fetches.load(Ordering::SeqCst),
+        1,
+        "one JWKS fetch, then the cache"
+    );
 }
 
 #[tokio::test]
@@ -463,4 +580,118 @@ async fn introspection_verifier_caches_active_results_only() {
     assert!(cached.verify(&token, now).await.is_ok());
     let later = now + time::Duration::seconds(31);
     assert_eq!(cached.verify(&token, later).await, Err(ResourceServerError::Inactive));
+}
+
+/// OpenID Connect against the example server over HTTP: an ID token with
+/// the nonce and the demo user's email, verifiable with the JWKS, and the
+/// userinfo endpoint.
+#[tokio::test]
+async fn openid_connect_over_http() {
+    let s = start_with(true).await;
+    let issuer = Issuer::new_allowing_loopback_http_for_development(s.auth.clone()).unwrap();
+    let oidc: Value = s
+        .http
+        .get(s.as_url("/.well-known/openid-configuration"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(oidc["issuer"], issuer.as_str());
+    assert_eq!(oidc["id_token_signing_alg_values_supported"], json!(["RS256"]));
+    assert_eq!(oidc["subject_types_supported"], json!(["public"]));
+    let client_id = s.register_client(oidc["registration_endpoint"].as_str().unwrap()).await;
+    let verifier = CodeVerifier::from_random(&[3; 32]);
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("response_type", "code")
+        .append_pair("client_id", &client_id)
+        .append_pair("redirect_uri", REDIRECT)
+        .append_pair("code_challenge", CodeChallenge::s256(&verifier).as_str())
+        .append_pair("code_challenge_method", "S256")
+        .append_pair("resource", &s.resource)
+        .append_pair("scope", "openid email mcp:read")
+        .append_pair("nonce", "n-0S6_WzA2Mj")
+        .finish();
+    let r = s
+        .http
+        .get(format!("{}?{query}", oidc["authorization_endpoint"].as_str().unwrap()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FOUND);
+    let location = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
+    let code = location
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .unwrap()
+        .1
+        .into_owned();
+    let body = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("grant_type", "authorization_code")
+        .append_pair("code", &code)
+        .append_pair("client_id", &client_id)
+        .append_pair("redirect_uri", REDIRECT)
+        .append_pair("code_verifier", verifier.as_str())
+        .finish();
+    let t: Value = s
+        .http
+        .post(oidc["token_endpoint"].as_str().unwrap())
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id_token = t["id_token"].as_str().expect("an ID token");
+    let payload = id_token.split('.').nth(1).unwrap();
+    use base64::Engine as _;
+    let claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["nonce"], "n-0S6_WzA2Mj");
+    assert_eq!(claims["aud"], client_id.as_str());
+    assert_eq!(claims["email"], "user_demo@example.com");
+    assert_eq!(claims["email_verified"], true);
+    let jwks: Value = s
+        .http
+        .get(oidc["jwks_uri"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let header: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(id_token.split('.').next().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["kid"] == header["kid"])
+    );
+    let info: Value = s
+        .http
+        .get(oidc["userinfo_endpoint"].as_str().unwrap())
+        .bearer_auth(t["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        info,
+        json!({"sub": "user_demo", "email": "user_demo@example.com", "email_verified": true})
+    );
 }

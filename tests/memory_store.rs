@@ -49,6 +49,13 @@ async fn concurrent_exchanges_of_one_code_succeed_once() {
 #[tokio::test]
 async fn concurrent_rotations_of_one_refresh_token_succeed_once() {
     let h = harness().await;
+    h.server
+        .edit_project(&h.project, |mut s| {
+            s.refresh_reuse_grace = Duration::ZERO;
+            s
+        })
+        .await
+        .unwrap();
     let client = h.public_client(1, &[REDIRECT]).await;
     for round in 0..8u8 {
         let v = verifier(round);
@@ -56,6 +63,33 @@ async fn concurrent_rotations_of_one_refresh_token_succeed_once() {
         let rt = h.exchange(&client, &code, &v, "").await.unwrap().refresh_token.unwrap();
         let wins = race(8, || block_on(h.refresh(&client, &rt, "")).is_ok());
         assert_eq!(wins, 1, "round {round}");
+    }
+}
+
+/// Within the reuse grace, every concurrent refresh of one token gets the
+/// one pair the single winning rotation produced.
+#[tokio::test]
+async fn concurrent_rotations_within_the_grace_all_get_the_same_pair() {
+    let h = harness().await;
+    let client = h.public_client(1, &[REDIRECT]).await;
+    for round in 0..8u8 {
+        let v = verifier(round);
+        let code = h.code_for(&client, &v, "").await;
+        let rt = h.exchange(&client, &code, &v, "").await.unwrap().refresh_token.unwrap();
+        let pairs = std::sync::Mutex::new(Vec::new());
+        let wins = race(8, || match block_on(h.refresh(&client, &rt, "")) {
+            Ok(t) => {
+                pairs.lock().unwrap().push((t.access_token, t.refresh_token));
+                true
+            }
+            Err(_) => false,
+        });
+        assert_eq!(wins, 8, "round {round}");
+        let pairs = pairs.into_inner().unwrap();
+        assert!(pairs.iter().all(|p| p == &pairs[0]), "round {round}");
+        let successor = pairs[0].1.clone().unwrap();
+        assert_eq!(h.introspect(&successor).await["active"], true);
+        assert_eq!(h.introspect(&pairs[0].0).await["active"], true);
     }
 }
 
@@ -76,7 +110,8 @@ async fn reuse_revokes_a_family_spread_over_every_shard() {
     assert_eq!(h.introspect(&last.access_token).await["active"], true);
     // Only the newest MAX_ROTATED_PER_GRANT rotated tokens are remembered
     // (bounded growth): the first one is forgotten, refused without
-    // revoking anything.
+    // revoking anything (after the grace, as a reuse would be).
+    h.clock.advance(authio_mcp::project::DEFAULT_REFRESH_REUSE_GRACE);
     let err = h
         .refresh(&client, first.refresh_token.as_deref().unwrap(), "")
         .await

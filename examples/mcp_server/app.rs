@@ -1,7 +1,7 @@
 //! The example MCP server's application: an rmcp Streamable HTTP server
-//! with one tool, `whoami`, behind `authio_mcp`'s bearer middleware, plus
-//! its RFC 9728 protected resource metadata. Shared with the end-to-end
-//! tests.
+//! with one tool, `whoami`, behind `authio_mcp`'s bearer middleware
+//! (tokens checked locally as JWTs, or by introspection), plus its RFC
+//! 9728 protected resource metadata. Shared with the end-to-end tests.
 
 #![allow(unreachable_pub)]
 
@@ -10,7 +10,10 @@ use std::sync::Arc;
 use authio_mcp::discovery::Issuer;
 use authio_mcp::resource::ResourceUri;
 use authio_mcp::resource_server::axum::{BearerAuth, metadata_router, require_bearer};
-use authio_mcp::resource_server::{IntrospectionVerifier, ProtectedResource, ProtectedResourceMetadata, VerifiedToken};
+use authio_mcp::resource_server::{
+    IntrospectionVerifier, JwtVerifier, JwtVerifierError, ProtectedResource, ProtectedResourceMetadata,
+    ReqwestJwksFetcher, TokenVerifier, VerifiedToken,
+};
 use authio_mcp::scope::ScopeSet;
 use authio_mcp::secret::SecretString;
 use axum::Router;
@@ -26,6 +29,20 @@ pub const SCOPES_SUPPORTED: &str = "mcp:read mcp:write";
 /// The scope every request needs.
 pub const REQUIRED_SCOPE: &str = "mcp:read";
 
+/// How the MCP server checks access tokens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verify {
+    /// Locally, as RFC 9068 JWTs against the authorization server's JWKS
+    /// at this URL: no call to the authorization server per request, but a
+    /// revoked token stays valid until it expires.
+    Jwt {
+        /// The authorization server's `jwks_uri`.
+        jwks_uri: String,
+    },
+    /// By RFC 7662 introspection (cached 30 s at most).
+    Introspection,
+}
+
 /// What the MCP server is configured with.
 #[derive(Clone)]
 pub struct Config {
@@ -37,6 +54,8 @@ pub struct Config {
     pub introspection_endpoint: String,
     /// The credential the authorization server accepts there.
     pub introspection_token: String,
+    /// How tokens are checked.
+    pub verify: Verify,
 }
 
 impl std::fmt::Debug for Config {
@@ -46,6 +65,7 @@ impl std::fmt::Debug for Config {
             .field("issuer", &self.issuer)
             .field("introspection_endpoint", &self.introspection_endpoint)
             .field("introspection_token", &"[redacted]")
+            .field("verify", &self.verify)
             .finish()
     }
 }
@@ -58,7 +78,30 @@ impl Config {
             resource,
             issuer,
             introspection_token,
+            verify: Verify::Introspection,
         }
+    }
+
+    /// Checks tokens as `verify` says.
+    #[must_use]
+    pub fn verify(mut self, verify: Verify) -> Self {
+        self.verify = verify;
+        self
+    }
+}
+
+/// The `jwks_uri` the authorization server publishes in its RFC 8414
+/// metadata, if any (its `issuer` must be `issuer`).
+///
+/// # Errors
+/// The metadata could not be fetched or names another issuer.
+pub async fn discover_jwks_uri(issuer: &Issuer) -> Result<Option<String>, Box<dyn std::error::Error + Send + Sync>> {
+    let fetcher = Arc::new(ReqwestJwksFetcher::new(&[])?);
+    let probe = ResourceUri::parse("https://probe.invalid/")?;
+    match JwtVerifier::discover(issuer, probe, fetcher).await {
+        Ok(v) => Ok(Some(v.jwks_uri().to_owned())),
+        Err(JwtVerifierError::NoJwksUri) => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -66,18 +109,28 @@ impl Config {
 /// metadata at `/.well-known/oauth-protected-resource<path>`.
 pub fn router(config: &Config) -> Result<Router, Box<dyn std::error::Error + Send + Sync>> {
     let url = url::Url::parse(config.resource.as_str())?;
-    let verifier = IntrospectionVerifier::new(
-        config.introspection_endpoint.clone(),
-        SecretString::from(config.introspection_token.as_str()),
-    )?
-    .issuer(&config.issuer);
+    let verifier: Arc<dyn TokenVerifier> = match &config.verify {
+        Verify::Jwt { jwks_uri } => Arc::new(JwtVerifier::new(
+            &config.issuer,
+            config.resource.clone(),
+            jwks_uri.clone(),
+            Arc::new(ReqwestJwksFetcher::new(&[])?),
+        )),
+        Verify::Introspection => Arc::new(
+            IntrospectionVerifier::new(
+                config.introspection_endpoint.clone(),
+                SecretString::from(config.introspection_token.as_str()),
+            )?
+            .issuer(&config.issuer),
+        ),
+    };
     let metadata = ProtectedResourceMetadata::builder(&config.resource)
         .authorization_server(&config.issuer)
         .scopes(&ScopeSet::parse(SCOPES_SUPPORTED)?)
         .resource_name("authio-mcp example MCP server")
         .build();
     let protected = ProtectedResource::new(config.resource.clone()).require_scopes(ScopeSet::parse(REQUIRED_SCOPE)?);
-    let auth = BearerAuth::new(protected, Arc::new(verifier));
+    let auth = BearerAuth::new(protected, verifier);
 
     let mut hosts = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
     if let Some(host) = url.host_str() {

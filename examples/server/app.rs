@@ -25,6 +25,8 @@ use authio_mcp::scope::ScopeSet;
 use authio_mcp::secret::SecretString;
 use authio_mcp::server::AuthorizationServer;
 use authio_mcp::store::memory::MemoryAuditLog;
+use authio_mcp::store::sql::{PostgresStore, SqlOptions, SqliteStore};
+use authio_mcp::store::{AuditCursor, AuditLog, AuditQuery, CachedProjectStore};
 use authio_mcp::{ErrorCode, OAuthError};
 use axum::Router;
 use axum::body::Bytes;
@@ -79,13 +81,79 @@ impl std::fmt::Debug for Config {
     }
 }
 
+/// Where the server keeps its records.
+#[derive(Clone)]
+pub enum Storage {
+    /// In process memory: lost at exit, not shared between instances.
+    Memory,
+    /// One SQLite file.
+    Sqlite(Arc<SqliteStore>),
+    /// A PostgreSQL database, shared by any number of instances.
+    Postgres(Arc<PostgresStore>),
+}
+
+impl Storage {
+    /// Opens and migrates the store a `--database-url` names: `memory:`,
+    /// `sqlite://PATH` (created if missing) or `postgres://...`.
+    pub async fn open(url: &str, options: SqlOptions) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        if url == "memory:" {
+            return Ok(Self::Memory);
+        }
+        if url.starts_with("sqlite:") {
+            let store = SqliteStore::connect(url, options).await?;
+            store.migrate().await?;
+            return Ok(Self::Sqlite(Arc::new(store)));
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let store = PostgresStore::connect(url, options).await?;
+            store.migrate().await?;
+            return Ok(Self::Postgres(Arc::new(store)));
+        }
+        Err(format!("--database-url {url}: expected memory:, sqlite://PATH or postgres://...").into())
+    }
+
+    /// A short description for the start-up banner (no credentials).
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Self::Memory => "memory (lost at exit)",
+            Self::Sqlite(_) => "SQLite",
+            Self::Postgres(_) => "PostgreSQL",
+        }
+    }
+
+    /// Writes queued audit events and closes the database.
+    pub async fn close(&self) {
+        match self {
+            Self::Memory => {}
+            Self::Sqlite(s) => s.close().await,
+            Self::Postgres(s) => s.close().await,
+        }
+    }
+
+    /// Deletes what can go: expired codes and tokens, unusable initial
+    /// access tokens, and (SQL) expired CIMD entries and old audit events.
+    pub async fn purge(&self, server: &AuthorizationServer) -> Result<u64, authio_mcp::store::StoreError> {
+        let now = server.now();
+        match self {
+            Self::Memory => server.purge_expired().await.map(|n| n as u64),
+            Self::Sqlite(s) => s.purge(now).await.map(|r| r.total()),
+            Self::Postgres(s) => s.purge(now).await.map(|r| r.total()),
+        }
+    }
+}
+
 /// The running application's handles.
 #[derive(Clone)]
 pub struct App {
     /// The OAuth endpoints.
     pub endpoints: OAuthEndpoints,
     /// The audit log, for `/admin/.../audit`.
-    pub audit: Arc<MemoryAuditLog>,
+    pub audit: Arc<dyn AuditLog>,
+    /// The memory audit log when storage is in memory, for its rejection
+    /// counts (`/admin/.../audit/rejections`).
+    pub memory_audit: Option<Arc<MemoryAuditLog>>,
+    /// Where the records are.
+    pub storage: Storage,
     config: Arc<Config>,
     consent: Arc<ConsentPage>,
 }
@@ -100,34 +168,76 @@ impl App {
 
     /// Like [`App::new`], with registration limits (e.g. no client quota,
     /// for long load-generator runs).
+    #[allow(dead_code)] // the end-to-end tests use memory
     pub async fn with_registration_policy(
         config: Config,
         policy: RegistrationPolicy,
     ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
-        let audit = Arc::new(MemoryAuditLog::new());
+        Self::with_storage(config, policy, Storage::Memory, std::time::Duration::ZERO).await
+    }
+
+    /// Like [`App::with_registration_policy`], over `storage`. The demo
+    /// project is created (through the MCP cascade) only when the store
+    /// does not have it yet: a restart keeps the project as it was left.
+    /// `project_cache`: how long project settings read from the store are
+    /// reused (zero: read on every request).
+    pub async fn with_storage(
+        config: Config,
+        policy: RegistrationPolicy,
+        storage: Storage,
+        project_cache: std::time::Duration,
+    ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
         let mut fetcher = ReqwestFetcher::builder().danger_allow_loopback_for_development(config.allow_loopback_cimd);
         if let Some(pem) = &config.cimd_root_cert {
             fetcher = fetcher.add_root_certificate_for_development(pem);
         }
-        let server = AuthorizationServer::builder(config.issuer.clone())
-            .audit(audit.clone())
+        let builder = AuthorizationServer::builder(config.issuer.clone())
             .metadata_fetcher(Arc::new(fetcher.build()?))
             .registration_policy(policy)
-            .build();
+            .user_claims(Arc::new(DemoUserClaims));
+        let (builder, audit, memory_audit): (_, Arc<dyn AuditLog>, _) = match &storage {
+            Storage::Memory => {
+                let audit = Arc::new(MemoryAuditLog::new());
+                (builder.audit(audit.clone()), audit.clone(), Some(audit))
+            }
+            Storage::Sqlite(s) => (
+                builder
+                    .projects(s.clone())
+                    .clients(s.clone())
+                    .iats(s.clone())
+                    .grants(s.clone())
+                    .cimd_cache(s.clone())
+                    .audit(s.clone()),
+                s.clone(),
+                None,
+            ),
+            Storage::Postgres(s) => (
+                builder
+                    .projects(s.clone())
+                    .clients(s.clone())
+                    .iats(s.clone())
+                    .grants(s.clone())
+                    .cimd_cache(s.clone())
+                    .audit(s.clone()),
+                s.clone(),
+                None,
+            ),
+        };
+        let builder = match (&storage, project_cache.is_zero()) {
+            (_, true) | (Storage::Memory, _) => builder,
+            (Storage::Sqlite(s), false) => {
+                builder.projects(Arc::new(CachedProjectStore::new(s.clone(), project_cache)))
+            }
+            (Storage::Postgres(s), false) => {
+                builder.projects(Arc::new(CachedProjectStore::new(s.clone(), project_cache)))
+            }
+        };
+        let server = builder.build();
         let project = ProjectId::new(DEMO_PROJECT)?;
-        let mut settings = ProjectSettings::default();
-        settings.scopes_supported = ScopeSet::parse("openid email mcp:read mcp:write")?;
-        settings.default_scopes = ScopeSet::parse("mcp:read mcp:write")?;
-        settings.default_resource = Some(config.resource.clone());
-        server.put_project(&project, settings).await?;
-        server.set_mcp_enabled(&project, true).await?;
-        if let Some(mode) = config.dcr_mode {
-            server
-                .edit_project(&project, |mut s| {
-                    s.dcr_mode = mode;
-                    s
-                })
-                .await?;
+        match server.project(&project).await {
+            Ok(_) => {} // kept from an earlier run: never re-seeded over
+            Err(authio_mcp::server::AdminError::UnknownProject) => Self::seed(&server, &project, &config).await?,
+            Err(e) => return Err(e.into()),
         }
         let endpoints = OAuthEndpoints::new(server, Arc::new(HeaderOrDefaultProjectResolver::new(project)))
             // The credential is the demo project's only: a resource server
@@ -144,9 +254,34 @@ impl App {
         Ok(Self {
             endpoints,
             audit,
+            memory_audit,
+            storage,
             config: Arc::new(config),
             consent,
         })
+    }
+
+    /// Creates the demo project.
+    async fn seed(
+        server: &AuthorizationServer,
+        project: &ProjectId,
+        config: &Config,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let mut settings = ProjectSettings::default();
+        settings.scopes_supported = ScopeSet::parse("openid email mcp:read mcp:write")?;
+        settings.default_scopes = ScopeSet::parse("mcp:read mcp:write")?;
+        settings.default_resource = Some(config.resource.clone());
+        server.put_project(project, settings).await?;
+        server.set_mcp_enabled(project, true).await?;
+        if let Some(mode) = config.dcr_mode {
+            server
+                .edit_project(project, |mut s| {
+                    s.dcr_mode = mode;
+                    s
+                })
+                .await?;
+        }
+        Ok(())
     }
 
     /// The demo project id.
@@ -188,10 +323,17 @@ impl App {
         let iat = self
             .endpoints
             .server()
-            .issue_iat(&self.project(), IatOptions::new().label("printed at start-up"))
+            // Valid for a day: with a persistent store, the tokens printed
+            // by earlier starts must not stay usable forever.
+            .issue_iat(
+                &self.project(),
+                IatOptions::new()
+                    .label("printed at start-up")
+                    .ttl(time::Duration::days(1)),
+            )
             .await?;
         Ok(vec![format!(
-            "initial access token: {} (id {})",
+            "initial access token: {} (id {}, valid for 24 hours)",
             iat.token.expose_secret(),
             iat.id.as_str()
         )])
@@ -348,6 +490,24 @@ async fn admin_set_mcp(State(app): State<App>, Path(id): Path<String>, headers: 
     result.map_or_else(|e| admin_error(&e), |v| json_ok(&v))
 }
 
+/// The demo's user directory for ID tokens and userinfo: every user has
+/// the verified address `<subject>@example.com`.
+struct DemoUserClaims;
+
+#[async_trait]
+impl authio_mcp::store::UserClaimsSource for DemoUserClaims {
+    async fn claims(
+        &self,
+        _project: &ProjectId,
+        subject: &Subject,
+    ) -> Result<authio_mcp::jwt::UserClaims, authio_mcp::store::StoreError> {
+        Ok(authio_mcp::jwt::UserClaims::with_email(
+            format!("{}@example.com", subject.as_str()),
+            true,
+        ))
+    }
+}
+
 /// The fields `PATCH /admin/projects/{id}` may change.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -362,6 +522,12 @@ struct ProjectPatch {
     default_resource: Option<ResourceUri>,
     require_resource: Option<bool>,
     cimd: Option<authio_mcp::cimd::CimdPolicy>,
+    access_token_format: Option<authio_mcp::project::AccessTokenFormat>,
+    signing: Option<authio_mcp::keys::SigningSettings>,
+    strict_mode: Option<bool>,
+    refresh_reuse_grace: Option<i64>,
+    redirect_uri_policy: Option<authio_mcp::redirect_uri::RedirectUriPolicy>,
+    tokenless_registration: Option<authio_mcp::tokenless::TokenlessRegistration>,
 }
 
 async fn admin_patch_project(
@@ -421,81 +587,105 @@ fn apply_patch(s: &mut ProjectSettings, patch: &ProjectPatch) {
     if let Some(v) = &patch.cimd {
         s.cimd = v.clone();
     }
-}
-
-async fn admin_audit(State(app): State<App>, Path(id): Path<String>, uri: http::Uri, headers: HeaderMap) -> Response {
-    let q = AuditQuery::parse(uri.query().unwrap_or_default());
-    let result = async {
-        app.check_admin(&headers)?;
-        let p = project_id(&id)?;
-        app.endpoints.server().project(&p).await.map_err(admin_failure)?;
-        let page = app
-            .audit
-            .query(&p, q.event.as_deref(), q.before, q.limit.unwrap_or(500));
-        // Oldest first within the page, each with its sequence number.
-        let events: Vec<serde_json::Value> = page
-            .events
-            .into_iter()
-            .rev()
-            .map(|(seq, e)| {
-                let mut v = e.to_json();
-                if let serde_json::Value::Object(m) = &mut v {
-                    m.insert("seq".to_owned(), serde_json::Value::from(seq));
-                }
-                v
-            })
-            .collect();
-        Ok((serde_json::Value::Array(events), page.next_before))
+    if let Some(v) = patch.access_token_format {
+        s.access_token_format = v;
     }
-    .await;
-    match result {
-        Err(e) => admin_error(&e),
-        Ok((v, next)) => {
-            let mut r = json_ok(&v);
-            if let Some(next) = next
-                && let Ok(h) = HeaderValue::from_str(&next.to_string())
-            {
-                r.headers_mut().insert("x-audit-next-before", h);
-            }
-            r
-        }
+    if let Some(v) = patch.signing {
+        s.signing = v;
+    }
+    if let Some(v) = patch.strict_mode {
+        s.strict_mode = v;
+    }
+    if let Some(v) = patch.refresh_reuse_grace {
+        s.refresh_reuse_grace = time::Duration::seconds(v);
+    }
+    if let Some(v) = patch.redirect_uri_policy {
+        s.redirect_uri_policy = v;
+    }
+    if let Some(v) = &patch.tokenless_registration {
+        s.tokenless_registration = v.clone();
     }
 }
 
 /// `GET /admin/projects/{id}/audit` query: `event` (a dotted name),
-/// `before` (a `seq` from an earlier page, or the `X-Audit-Next-Before`
-/// header), `limit` (default 500, at most 1000).
+/// `since` / `until` (unix seconds), `limit` (default 500), `before` (the
+/// `X-Next-Cursor` of the previous page).
 #[derive(Default)]
-struct AuditQuery {
+struct AuditParams {
     event: Option<String>,
-    before: Option<u64>,
+    since: Option<i64>,
+    until: Option<i64>,
     limit: Option<usize>,
+    before: Option<u64>,
 }
 
-impl AuditQuery {
-    /// Unknown or malformed parameters are ignored.
-    fn parse(query: &str) -> Self {
-        let mut q = Self::default();
+impl AuditParams {
+    fn parse(query: &str) -> Result<Self, OAuthError> {
+        let mut p = Self::default();
+        let bad = |name: &str| OAuthError::with_description(ErrorCode::InvalidRequest, format!("bad {name}"));
         for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
             match k.as_ref() {
-                "event" => q.event = Some(v.into_owned()),
-                "before" => q.before = v.parse().ok(),
-                "limit" => q.limit = v.parse().ok(),
+                "event" => p.event = Some(v.into_owned()),
+                "since" => p.since = Some(v.parse().map_err(|_| bad("since"))?),
+                "until" => p.until = Some(v.parse().map_err(|_| bad("until"))?),
+                "limit" => p.limit = Some(v.parse().map_err(|_| bad("limit"))?),
+                "before" => p.before = Some(v.parse().map_err(|_| bad("before"))?),
                 _ => {}
             }
         }
-        q
+        Ok(p)
+    }
+}
+
+/// One page of the project's audit events, oldest first (the newest
+/// `limit` of the selection); `X-Next-Cursor` names the older page.
+async fn admin_audit(State(app): State<App>, Path(id): Path<String>, uri: http::Uri, headers: HeaderMap) -> Response {
+    let result = async {
+        let params = AuditParams::parse(uri.query().unwrap_or(""))?;
+        app.check_admin(&headers)?;
+        let p = project_id(&id)?;
+        app.endpoints.server().project(&p).await.map_err(admin_failure)?;
+        let time = |s: Option<i64>| s.and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok());
+        let mut query = AuditQuery::new(p)
+            .between(time(params.since), time(params.until))
+            .limit(params.limit.unwrap_or(500))
+            .before(params.before.map(AuditCursor::new));
+        if let Some(event) = params.event {
+            query = query.event(event);
+        }
+        let mut page = app.audit.query(&query).await.map_err(|_| OAuthError::server_error())?;
+        page.events.reverse();
+        Ok((serde_json::to_value(&page.events).unwrap_or_default(), page.next))
+    }
+    .await;
+    match result {
+        Ok((v, next)) => {
+            let mut response = json_ok(&v);
+            if let Some(next) = next
+                && let Ok(value) = HeaderValue::from_str(&next.get().to_string())
+            {
+                response.headers_mut().insert("x-next-cursor", value);
+            }
+            response
+        }
+        Err(e) => admin_error(&e),
     }
 }
 
 /// `GET /admin/projects/{id}/audit/rejections`: the counts of rejected
-/// anonymous requests per minute, event and reason.
+/// anonymous requests per minute, event and reason (memory storage; the
+/// SQL audit logs store every event, so this answers an empty list there).
 async fn admin_audit_rejections(State(app): State<App>, Path(id): Path<String>, headers: HeaderMap) -> Response {
     let result = async {
         app.check_admin(&headers)?;
         let p = project_id(&id)?;
         app.endpoints.server().project(&p).await.map_err(admin_failure)?;
-        Ok(serde_json::to_value(app.audit.rejection_counts(&p)).unwrap_or_default())
+        let counts = app
+            .memory_audit
+            .as_ref()
+            .map(|log| log.rejection_counts(&p))
+            .unwrap_or_default();
+        Ok(serde_json::to_value(counts).unwrap_or_default())
     }
     .await;
     result.map_or_else(|e| admin_error(&e), |v| json_ok(&v))
@@ -733,12 +923,27 @@ fn render_consent(p: &PendingAuthorization, id: &str, csrf: &str) -> String {
             escape_html(p.client_id.as_str())
         ),
     };
-    let warning = if p.loopback_only {
+    let mut warning = if p.loopback_only {
         "<p id=\"loopback-warning\" class=\"warn\">Warning: this client only redirects to your own computer \
          (localhost). Anyone can publish a client like this; continue only if you started this sign-in yourself.</p>"
+            .to_owned()
     } else {
-        ""
+        String::new()
     };
+    if let Some(scheme) = &p.app_scheme {
+        warning.push_str(&format!(
+            "<p id=\"app-scheme-warning\" class=\"warn\">Warning: you will be sent to the app that handles \
+             <strong>{}:</strong> links on this device. Any installed app can claim such links; continue only if \
+             you started this sign-in yourself.</p>",
+            escape_html(scheme)
+        ));
+    }
+    if !p.dropped_scopes.is_empty() {
+        warning.push_str(&format!(
+            "<p id=\"dropped-scopes\">Not granted (not offered here): {}</p>",
+            escape_html(&p.dropped_scopes.to_string())
+        ));
+    }
     let scopes: String = p
         .scopes
         .iter()
@@ -764,7 +969,7 @@ fn render_consent(p: &PendingAuthorization, id: &str, csrf: &str) -> String {
         redirect = escape_html(p.redirect_host.as_deref().unwrap_or(&p.redirect_uri)),
         id = escape_html(id),
         csrf = escape_html(csrf),
-        subject = DEMO_SUBJECT,
+        subject = escape_html(p.login_hint.as_deref().unwrap_or(DEMO_SUBJECT)),
     )
 }
 

@@ -10,8 +10,9 @@ use std::net::SocketAddr;
 
 use authio_mcp::dcr::RegistrationPolicy;
 use authio_mcp::discovery::Issuer;
-use authio_mcp::project::DcrMode;
+use authio_mcp::project::{AccessTokenFormat, DcrMode, ProjectId};
 use authio_mcp::resource::ResourceUri;
+use authio_mcp::store::sql::SqlOptions;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
@@ -31,7 +32,22 @@ USAGE: cargo run --example server -- [FLAGS]
   --introspection-token TOKEN credential resource servers use at /oauth2/introspect (default: random, printed)
   --purge-interval-secs N     delete expired codes, tokens and initial access tokens every N seconds (default 60; 0: never)
   --max-clients N|none        registered clients per project (default 10000; none: no limit, e.g. for loadgen)
+  --access-token-format F     jwt (default: RFC 9068, 5 minute lifetime, verifiable against the JWKS) | opaque
+  --database-url URL          where records are kept: sqlite://PATH (created on first start),
+                              postgres://USER@HOST:PORT/DB (shared by many instances), or memory:
+                              (default sqlite://authio-example.db, in the working directory)
+  --db-pool-size N            database connections (default 10)
+  --db-acquire-timeout-ms N   how long a request waits for a connection before failing (default 5000)
+  --db-busy-timeout-ms N      SQLite: how long a write waits for the database lock (default 5000)
+  --db-audit-batch            write audit events in the background, many per statement
+                              (faster; kill -9 may lose the last moments' events)
+  --project-cache-ms N        cache project settings for N ms (default 0: read on every request);
+                              with several instances, a settings change made on one applies on
+                              the others after at most N ms
 ";
+
+/// The default `--database-url`: a SQLite file in the working directory.
+const DEFAULT_DATABASE_URL: &str = "sqlite://authio-example.db";
 
 fn random_token() -> String {
     let mut b = [0u8; 32];
@@ -43,6 +59,10 @@ fn random_token() -> String {
 struct Extra {
     purge_interval: Option<std::time::Duration>,
     policy: RegistrationPolicy,
+    access_token_format: AccessTokenFormat,
+    database_url: String,
+    sql: SqlOptions,
+    project_cache: std::time::Duration,
 }
 
 fn parse_args() -> Result<(SocketAddr, app::Config, Extra), String> {
@@ -54,6 +74,10 @@ fn parse_args() -> Result<(SocketAddr, app::Config, Extra), String> {
     let mut extra = Extra {
         purge_interval: Some(std::time::Duration::from_secs(60)),
         policy: RegistrationPolicy::default(),
+        access_token_format: AccessTokenFormat::Jwt,
+        database_url: DEFAULT_DATABASE_URL.to_owned(),
+        sql: SqlOptions::default(),
+        project_cache: std::time::Duration::ZERO,
     };
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -89,6 +113,31 @@ fn parse_args() -> Result<(SocketAddr, app::Config, Extra), String> {
                     "none" => None,
                     n => Some(n.parse().map_err(|_| "--max-clients takes a number or none")?),
                 };
+            }
+            "--access-token-format" => {
+                extra.access_token_format = match value()?.as_str() {
+                    "jwt" => AccessTokenFormat::Jwt,
+                    "opaque" => AccessTokenFormat::Opaque,
+                    v => return Err(format!("--access-token-format {v}: expected jwt or opaque")),
+                };
+            }
+            "--database-url" => extra.database_url = value()?,
+            "--db-pool-size" => {
+                let n: u32 = value()?.parse().map_err(|_| "--db-pool-size takes a number")?;
+                extra.sql = extra.sql.max_connections(n);
+            }
+            "--db-acquire-timeout-ms" => {
+                let ms: u64 = value()?.parse().map_err(|_| "--db-acquire-timeout-ms takes a number")?;
+                extra.sql = extra.sql.acquire_timeout(std::time::Duration::from_millis(ms));
+            }
+            "--db-busy-timeout-ms" => {
+                let ms: u64 = value()?.parse().map_err(|_| "--db-busy-timeout-ms takes a number")?;
+                extra.sql = extra.sql.busy_timeout(std::time::Duration::from_millis(ms));
+            }
+            "--db-audit-batch" => extra.sql = extra.sql.audit_batching(true),
+            "--project-cache-ms" => {
+                let ms: u64 = value()?.parse().map_err(|_| "--project-cache-ms takes a number")?;
+                extra.project_cache = std::time::Duration::from_millis(ms);
             }
             other => return Err(format!("unknown flag {other}; see --help")),
         }
@@ -126,18 +175,49 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         }
     };
     app::install_metrics();
-    let app = app::App::with_registration_policy(config.clone(), extra.policy).await?;
+    // Every database failure is logged for the operator; clients only
+    // ever see `server_error`.
+    let sql = extra.sql.on_error(|e| {
+        let cause = std::error::Error::source(e)
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        tracing::error!(error = %e, %cause, "database failure");
+    });
+    let storage = app::Storage::open(&extra.database_url, sql)
+        .await
+        .map_err(|e| format!("--database-url: {e}"))?;
+    let app = app::App::with_storage(config.clone(), extra.policy, storage, extra.project_cache).await?;
+    let project = ProjectId::new(app::DEMO_PROJECT)?;
+    if extra.access_token_format == AccessTokenFormat::Jwt {
+        // JWTs stay valid to resource servers until they expire, even when
+        // revoked: keep them short.
+        app.endpoints
+            .server()
+            .edit_project(&project, |mut s| {
+                s.access_token_format = AccessTokenFormat::Jwt;
+                s.access_token_ttl = time::Duration::minutes(5);
+                s
+            })
+            .await?;
+    }
     if let Some(every) = extra.purge_interval {
-        // Keeps the in-memory stores bounded on a long-running server.
+        // Keeps the in-memory stores bounded on a long-running server, and
+        // rotates the demo project's signing keys when they are due.
         let server = app.endpoints.server().clone();
+        let storage = app.storage.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.tick().await;
             loop {
                 tick.tick().await;
-                match server.purge_expired().await {
+                match storage.purge(&server).await {
                     Ok(n) => tracing::debug!(removed = n, "purged expired records"),
                     Err(e) => tracing::warn!(error = %e, "purge failed"),
+                }
+                match server.rotate_signing_keys(&project).await {
+                    Ok(r) if !r.is_empty() => tracing::info!(?r, "rotated signing keys"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "key rotation failed"),
                 }
             }
         });
@@ -149,6 +229,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     if config.issuer.as_str().starts_with("http://") {
         println!("  (plain http on loopback: for local development only)");
     }
+    println!("  storage:             {}", app.storage.describe());
     println!("  project:             {} (default; MCP enabled)", app::DEMO_PROJECT);
     println!("  admin token:         {}", config.admin_token);
     println!("  introspection token: {}", config.introspection_token);
@@ -156,15 +237,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         println!("  {line}");
     }
     println!("  discovery:           {}", config.issuer.metadata_url());
-    // The peer address becomes each request's CIMD fetch source.
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(async {
-        let _ = tokio::signal::ctrl_c().await;
-        println!("shutting down");
-    })
-    .await?;
+    println!("  access tokens:       {:?}", extra.access_token_format);
+    // The peer address becomes each request's source (CIMD fetch budgets,
+    // tokenless registration, pending consents).
+    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+            println!("shutting down");
+        })
+        .await?;
+    // Writes queued audit events and closes the database.
+    app.storage.close().await;
     Ok(())
 }

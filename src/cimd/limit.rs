@@ -211,25 +211,31 @@ impl FetchLimits {
 /// the host has not). Behind a reverse proxy, the host must insert the
 /// address it trusts (from its own `X-Forwarded-For` handling), or every
 /// request shares the proxy's source.
+///
+/// One value serves every feature that limits per source (also available
+/// as [`crate::http::RequestSource`]): CIMD first fetches are limited per
+/// source, and a registration without an initial access token is
+/// rate-limited per source address and needs one ([`Self::ip`]; a source
+/// made with [`Self::named`] has no address, so tokenless registration
+/// does not admit it).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct RequestSource(String);
+pub struct RequestSource {
+    key: String,
+    /// The address, IPv6 reduced to its /64, IPv4-mapped as IPv4.
+    ip: Option<IpAddr>,
+}
 
 impl RequestSource {
     /// The source for a client IP. IPv6 addresses are reduced to their /64
     /// (one subscriber usually holds a whole /64); IPv4-mapped addresses
     /// count as their IPv4 address.
     pub fn from_ip(ip: IpAddr) -> Self {
-        match ip {
-            IpAddr::V4(v4) => Self(v4.to_string()),
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => Self(v4.to_string()),
-                None => {
-                    let s = v6.segments();
-                    let prefix = std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0);
-                    Self(format!("{prefix}/64"))
-                }
-            },
-        }
+        let ip = crate::tokenless::source_key(ip);
+        let key = match ip {
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => format!("{v6}/64"),
+        };
+        Self { key, ip: Some(ip) }
     }
 
     /// A source named by the host (at most 128 bytes are kept).
@@ -238,12 +244,21 @@ impl RequestSource {
         while !key.is_char_boundary(end) {
             end -= 1;
         }
-        Self(format!("named:{}", key.get(..end).unwrap_or_default()))
+        Self {
+            key: format!("named:{}", key.get(..end).unwrap_or_default()),
+            ip: None,
+        }
+    }
+
+    /// The source's address ([`Self::from_ip`]; IPv6 reduced to its /64
+    /// network address), `None` for a named source.
+    pub const fn ip(&self) -> Option<IpAddr> {
+        self.ip
     }
 
     /// The key.
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.key
     }
 }
 

@@ -73,9 +73,13 @@ use crate::token::IntrospectionResponse;
 pub mod axum;
 #[cfg(feature = "reqwest")]
 mod introspection;
+mod jwt;
 
 #[cfg(feature = "reqwest")]
 pub use introspection::{IntrospectionVerifier, IntrospectionVerifierConfig};
+#[cfg(feature = "reqwest")]
+pub use jwt::ReqwestJwksFetcher;
+pub use jwt::{JwksFetcher, JwtVerifier, JwtVerifierConfig, JwtVerifierError};
 
 /// `oauth-protected-resource` (RFC 9728 section 3).
 pub const WELL_KNOWN_OAUTH_PROTECTED_RESOURCE: &str = "oauth-protected-resource";
@@ -291,7 +295,8 @@ pub enum ResourceServerError {
     /// naming the scopes needed.
     #[error("the access token lacks the required scope")]
     InsufficientScope {
-        /// The scopes the request needs.
+        /// Every scope the operation needs, in one challenge (the ones the
+        /// token carries among them too, not only the missing ones).
         required: ScopeSet,
     },
     /// The verifier could not find out (storage or introspection
@@ -420,10 +425,15 @@ impl BearerChallenge {
         self
     }
 
-    /// Sets `scope` (space-delimited).
+    /// Sets `scope` (space-delimited). `offline_access` is left out: it
+    /// is the authorization server's, never a resource's.
     #[must_use]
     pub fn scope(mut self, scopes: &ScopeSet) -> Self {
-        self.scope = Some(scopes.to_string());
+        let mut kept = ScopeSet::new();
+        for s in scopes.iter().filter(|s| s.as_str() != OFFLINE_ACCESS) {
+            kept.insert(s.clone());
+        }
+        self.scope = Some(kept.to_string());
         self
     }
 
@@ -644,15 +654,20 @@ impl VerifiedToken {
     /// per-tool or per-route requirement).
     ///
     /// # Errors
-    /// [`ResourceServerError::InsufficientScope`] naming `required`.
+    /// [`ResourceServerError::InsufficientScope`] naming, in one challenge,
+    /// every scope the operation needs (MCP 2026-07-28, scope challenge
+    /// handling: all required scopes at once, not only the missing ones;
+    /// accumulating previously granted scopes is the client's job), never
+    /// `offline_access`, which is not a resource's scope.
     pub fn require_scopes(&self, required: &ScopeSet) -> Result<(), ResourceServerError> {
         if required.is_subset_of(&self.scopes) {
-            Ok(())
-        } else {
-            Err(ResourceServerError::InsufficientScope {
-                required: required.clone(),
-            })
+            return Ok(());
         }
+        let mut all = ScopeSet::new();
+        for s in required.iter().filter(|s| s.as_str() != OFFLINE_ACCESS) {
+            all.insert(s.clone());
+        }
+        Err(ResourceServerError::InsufficientScope { required: all })
     }
 }
 

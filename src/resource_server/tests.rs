@@ -456,13 +456,27 @@ fn refusal_missing_scope() {
             required: scopes("mcp:read mcp:write")
         })
     );
+    // Step-up: one challenge names every scope the operation needs (not
+    // only the missing one).
     assert_eq!(
-        t.require_scopes(&scopes("mcp:admin")),
+        t.require_scopes(&scopes("mcp:read mcp:admin")),
         Err(ResourceServerError::InsufficientScope {
-            required: scopes("mcp:admin")
+            required: scopes("mcp:read mcp:admin")
         })
     );
     assert_eq!(t.require_scopes(&ScopeSet::new()), Ok(()));
+    // offline_access never appears in a resource's challenge.
+    let err = t.require_scopes(&scopes("offline_access mcp:write")).unwrap_err();
+    assert_eq!(
+        err,
+        ResourceServerError::InsufficientScope {
+            required: scopes("mcp:write")
+        }
+    );
+    let challenge = BearerChallenge::new()
+        .scope(&scopes("offline_access mcp:read"))
+        .to_string();
+    assert!(challenge.contains("scope=\"mcp:read\""), "{challenge}");
 }
 
 #[test]

@@ -225,7 +225,7 @@ impl AuthorizationServer {
             &url,
             &fetched.document,
             &settings.cimd,
-            settings.redirect_uri_policy,
+            settings.effective_redirect_uri_policy(),
             fetched.client.issued_at,
         )?;
         Ok(Resolution {
@@ -362,7 +362,7 @@ async fn lookup(
         url,
         &entry.document,
         &settings.cimd,
-        settings.redirect_uri_policy,
+        settings.effective_redirect_uri_policy(),
         entry.fetched_at,
     ) {
         Ok(client) => Ok(Lookup::Fresh(Fetched {
@@ -549,8 +549,13 @@ impl FetchJob {
         let plan = FetchPlan::new(url.clone(), policy.fetch_timeout());
         let response = self.fetcher.fetch(&plan).await?;
         let now = self.clock.now();
-        let (document, client) =
-            cimd::validate_response(url, &response, policy, self.settings.redirect_uri_policy, now)?;
+        let (document, client) = cimd::validate_response(
+            url,
+            &response,
+            policy,
+            self.settings.effective_redirect_uri_policy(),
+            now,
+        )?;
         let mut expires_at = cimd::cache_expiry(&response, now, policy.cache_bounds());
         if let Some(at) = expires_at {
             let entry = CachedDocument::new(document.clone(), client.clone(), now, at);

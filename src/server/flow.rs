@@ -1,21 +1,24 @@
 //! The authorization-code flow: authorize, approve / deny, token,
 //! revocation and introspection.
 
+use time::OffsetDateTime;
+
 use crate::audit::AuditKind;
 use crate::authorize::{
     self, ApprovalError, ApprovalRandomness, AuthorizationRequest, ClientRequestError, PendingAuthorization,
 };
 use crate::cimd::ClientIdUrlPolicy;
 use crate::client::{Client, ClientId};
-use crate::client_auth::{ClientAuthError, ClientCredentials};
+use crate::client_auth::{ClientAuthError, ClientCredentials, PresentedMethod};
 use crate::error::{ErrorCode, OAuthError};
-use crate::grant::{AccessTokenRecord, Grant, RefreshTokenRecord, Subject, hex};
-use crate::project::{ProjectId, ProjectSettings};
+use crate::grant::{AccessTokenRecord, Grant, RefreshTokenRecord, RotationMark, RotationNonce, Subject, hex};
+use crate::project::{AccessTokenFormat, ProjectId, ProjectSettings};
 use crate::scope::ScopeSet;
 use crate::secret::{SecretHash, SecretString};
-use crate::store::{CodeConsumption, RefreshRotation};
+use crate::store::{CodeConsumption, RefreshRotation, TokenIssuer as _};
 use crate::token::{
-    self, GrantTypeParam, IntrospectionResponse, Issuance, TokenError, TokenReference, TokenRequest, TokenResponse,
+    self, AccessTokenRandomness, GrantTypeParam, IntrospectionResponse, Issuance, TokenError, TokenReference,
+    TokenRequest, TokenResponse,
 };
 
 use super::AuthorizationServer;
@@ -35,11 +38,37 @@ pub enum AuthorizeOutcome {
     Pending(Box<PendingAuthorization>),
 }
 
+/// The client-authentication parameters of a form body.
+#[derive(Clone, Copy)]
+pub(crate) struct ClientParams<'a> {
+    pub(crate) client_id: Option<&'a str>,
+    pub(crate) client_secret: Option<&'a str>,
+    pub(crate) assertion_type: Option<&'a str>,
+    pub(crate) assertion: Option<&'a str>,
+}
+
+/// The keys and claims a token response is signed with.
+struct Signing {
+    access: Option<crate::keys::SigningKey>,
+    id: Option<(crate::keys::SigningKey, crate::jwt::UserClaims)>,
+}
+
 /// What was presented twice.
 #[derive(Clone, Copy)]
 enum Reused {
     Code,
     RefreshToken,
+}
+
+/// How an access token is minted: when, from which randomness, and
+/// whether it is the replay of a rotation within the reuse grace.
+struct Minting {
+    issued_at: OffsetDateTime,
+    random: AccessTokenRandomness,
+    replay: bool,
+    /// Issue a first refresh token (code exchange) if the project and the
+    /// client allow it.
+    first_refresh: bool,
 }
 
 /// Why an approval could not be completed.
@@ -230,14 +259,63 @@ impl AuthorizationServer {
                 project,
                 &settings,
                 authorization,
-                req.client_id.as_deref(),
-                req.client_secret.as_deref(),
+                ClientParams {
+                    client_id: req.client_id.as_deref(),
+                    client_secret: req.client_secret.as_deref(),
+                    assertion_type: req.client_assertion_type.as_deref(),
+                    assertion: req.client_assertion.as_deref(),
+                },
             )
             .await?;
         match grant_type {
             GrantTypeParam::AuthorizationCode => self.exchange_code(project, &settings, &client, &req).await,
             GrantTypeParam::RefreshToken => self.refresh(project, &settings, &client, &req).await,
+            GrantTypeParam::ClientCredentials => self.client_credentials(project, &settings, &client, &req).await,
         }
+    }
+
+    /// The client credentials grant: the client acts for itself (`sub` is
+    /// its id); an access token only, never a refresh token.
+    async fn client_credentials(
+        &self,
+        project: &ProjectId,
+        settings: &ProjectSettings,
+        client: &Client,
+        req: &TokenRequest,
+    ) -> Result<TokenResponse, OAuthError> {
+        let issuance = token::check_client_credentials(client, req, settings)?;
+        let now = self.clock.now();
+        let subject = Subject::new(client.client_id.as_str()).map_err(|_| OAuthError::server_error())?;
+        let grant = Grant {
+            id: crate::grant::GrantId::from_random(&self.random_array()),
+            project: project.clone(),
+            client_id: client.client_id.clone(),
+            subject,
+            scopes: issuance.scopes.clone(),
+            resources: issuance.resources.clone(),
+            granted_at: now,
+        };
+        let minting = Minting {
+            issued_at: now,
+            random: AccessTokenRandomness::new(self.random_array(), self.random_array()),
+            replay: false,
+            first_refresh: false,
+        };
+        // No user, so never an ID token; a JWT project signs the access token.
+        let mut signing = self.prepare_signing(settings, &grant, &issuance).await?;
+        signing.id = None;
+        self.issue_tokens(
+            settings,
+            client,
+            &grant,
+            &issuance,
+            None,
+            "client_credentials",
+            minting,
+            signing,
+            None,
+        )
+        .await
     }
 
     pub(crate) async fn project_for_request(&self, project: &ProjectId) -> Result<ProjectSettings, OAuthError> {
@@ -249,21 +327,51 @@ impl AuthorizationServer {
 
     /// Client authentication at the token and revocation endpoints:
     /// registered clients by their registered method, metadata-document
-    /// clients (public) by `client_id` alone. Any failure is one generic
+    /// clients (public) by `client_id` alone, `private_key_jwt` clients of
+    /// either kind by their assertion. Any failure is one generic
     /// `invalid_client` (a CIMD failure included: CIMD draft, section 6).
     pub(crate) async fn authenticate_client(
         &self,
         project: &ProjectId,
         settings: &ProjectSettings,
         authorization: Option<&str>,
-        client_id: Option<&str>,
-        client_secret: Option<&str>,
+        params: ClientParams<'_>,
     ) -> Result<Client, OAuthError> {
         let used_header = authorization.is_some();
-        let creds = ClientCredentials::parse(authorization, client_id, client_secret)
-            .map_err(|e| e.to_oauth_error(used_header))?;
+        let creds = ClientCredentials::parse_with_assertion(
+            authorization,
+            params.client_id,
+            params.client_secret,
+            params.assertion_type,
+            params.assertion,
+        )
+        .map_err(|e| e.to_oauth_error(used_header));
+        let creds = match creds {
+            Ok(c) => c,
+            Err(e) => {
+                if params.assertion.is_some() || params.assertion_type.is_some() {
+                    self.emit(
+                        project,
+                        AuditKind::ClientAssertionRejected {
+                            // Only a well-formed client id reaches the audit log.
+                            client_id: params
+                                .client_id
+                                .and_then(|id| ClientId::parse_with(id, self.client_id_url_policy(settings)).ok())
+                                .map(|id| id.to_string())
+                                .unwrap_or_default(),
+                            reason: "malformed".to_owned(),
+                        },
+                    )
+                    .await;
+                }
+                return Err(e);
+            }
+        };
         let invalid = || ClientAuthError::UnknownClient.to_oauth_error(used_header);
         let id = ClientId::parse_with(creds.client_id(), self.client_id_url_policy(settings)).map_err(|_| invalid())?;
+        if creds.method() == PresentedMethod::PrivateKeyJwt {
+            return self.authenticate_with_assertion(project, settings, &id, &creds).await;
+        }
         match id {
             ClientId::Registered(_) => self.authenticate_registered_client(project, &creds).await,
             ClientId::Metadata(_) => {
@@ -277,9 +385,9 @@ impl AuthorizationServer {
                         ErrorCode::ServerError => e,
                         _ => invalid(),
                     })?;
-                // private_key_jwt assertions are not verified by this server
-                // yet, so confidential metadata-document clients cannot
-                // authenticate.
+                // A confidential (private_key_jwt) document client must
+                // present an assertion: handled above; `client_id` alone
+                // is not enough.
                 if client.is_confidential() {
                     return Err(invalid());
                 }
@@ -308,10 +416,30 @@ impl AuthorizationServer {
         if record.consumed {
             return Err(self.reuse_detected(project, &record.grant, Reused::Code).await);
         }
+        // Keys and user claims before the code is consumed: a failure here
+        // leaves the code redeemable.
+        let signing = self.prepare_signing(settings, &record.grant, &issuance).await?;
         match self.grants.consume_code(project, &hash).await? {
             CodeConsumption::Consumed(record) => {
-                self.issue_tokens(settings, client, &record.grant, &issuance, None, "authorization_code")
-                    .await
+                let nonce = record.nonce.as_deref();
+                let minting = Minting {
+                    issued_at: self.clock.now(),
+                    random: AccessTokenRandomness::new(self.random_array(), self.random_array()),
+                    replay: false,
+                    first_refresh: true,
+                };
+                self.issue_tokens(
+                    settings,
+                    client,
+                    &record.grant,
+                    &issuance,
+                    None,
+                    "authorization_code",
+                    minting,
+                    signing,
+                    nonce,
+                )
+                .await
             }
             CodeConsumption::AlreadyConsumed(record) => {
                 Err(self.reuse_detected(project, &record.grant, Reused::Code).await)
@@ -374,32 +502,66 @@ impl AuthorizationServer {
             // The project stopped issuing refresh tokens: existing ones stop working.
             return Err(TokenError::InvalidGrant("refresh token").into());
         }
+        let now = self.clock.now();
         let hash = SecretHash::of(raw);
         let record = self
             .grants
             .refresh_token(project, &hash)
             .await?
             .ok_or(TokenError::InvalidGrant("refresh token"))?;
-        let issuance = token::check_refresh(&record, &client.client_id, req, self.clock.now())?;
+        // Every check before any state change (a reuse is decided by the
+        // store call below, against the committed state).
+        let issuance = token::check_refresh(&record, &client.client_id, req, now)?;
         if !client.metadata.allows_refresh() {
             return Err(TokenError::UnauthorizedClient.into());
         }
-        if record.rotated {
-            return Err(self.reuse_detected(project, &record.grant, Reused::RefreshToken).await);
-        }
-        let (new_token, new_record) =
-            self.new_refresh_token(settings, &record.grant, &record.scopes, &record.resources);
-        match self.grants.rotate_refresh_token(project, &hash, new_record).await? {
+        // Keys and user claims before the rotation: a failure here leaves
+        // the refresh token usable.
+        let signing = self.prepare_signing(settings, &record.grant, &issuance).await?;
+        let nonce = RotationNonce::from_random(self.random_array());
+        let successor = token::successor_refresh_token(raw, &nonce);
+        let new_record = RefreshTokenRecord {
+            hash: successor.hash(),
+            grant: record.grant.clone(),
+            scopes: record.scopes.clone(),
+            resources: record.resources.clone(),
+            issued_at: now,
+            expires_at: now + settings.refresh_token_ttl,
+            rotated: false,
+            rotation: None,
+        };
+        let mark = RotationMark::new(now, nonce, successor.hash()).with_issuance(token::issuance_digest(&issuance));
+        let grace = settings.effective_refresh_reuse_grace();
+        match self
+            .grants
+            .rotate_refresh_token(project, &hash, new_record, mark, grace)
+            .await?
+        {
             RefreshRotation::Rotated(old) => {
+                let minting = Minting {
+                    issued_at: now,
+                    random: AccessTokenRandomness::for_rotation(raw, &nonce, &issuance),
+                    replay: false,
+                    first_refresh: false,
+                };
+                // An ID token again only while `openid` is still granted,
+                // and never with the original nonce.
                 self.issue_tokens(
                     settings,
                     client,
                     &old.grant,
                     &issuance,
-                    Some(new_token),
+                    Some(successor),
                     "refresh_token",
+                    minting,
+                    signing,
+                    None,
                 )
                 .await
+            }
+            RefreshRotation::WithinGrace(old) => {
+                self.replay_rotation(settings, client, &old, raw, &issuance, signing)
+                    .await
             }
             RefreshRotation::AlreadyRotated(old) => {
                 Err(self.reuse_detected(project, &old.grant, Reused::RefreshToken).await)
@@ -408,29 +570,125 @@ impl AuthorizationServer {
         }
     }
 
+    /// A concurrent refresh within the grace: re-derive the successor and
+    /// the access token of the first rotation from the presented token and
+    /// the recorded nonce, and answer with the same pair.
+    async fn replay_rotation(
+        &self,
+        settings: &ProjectSettings,
+        client: &Client,
+        old: &RefreshTokenRecord,
+        raw: &str,
+        issuance: &Issuance,
+        signing: Signing,
+    ) -> Result<TokenResponse, OAuthError> {
+        let project = &old.grant.project;
+        let Some(mark) = old.rotation.as_ref() else {
+            return Err(self.reuse_detected(project, &old.grant, Reused::RefreshToken).await);
+        };
+        // Only an identical request gets the first rotation's pair: a
+        // replay asking for other scopes or audiences would otherwise mint
+        // access tokens the first rotation never issued. It is reuse.
+        if mark.issuance.as_ref() != Some(&token::issuance_digest(issuance)) {
+            return Err(self.reuse_detected(project, &old.grant, Reused::RefreshToken).await);
+        }
+        let successor = token::successor_refresh_token(raw, &mark.nonce);
+        if successor.hash() != mark.successor {
+            // Cannot happen for a token whose hash matched, unless the
+            // record was altered: treat it as reuse (the safe side).
+            return Err(self.reuse_detected(project, &old.grant, Reused::RefreshToken).await);
+        }
+        self.emit(
+            project,
+            AuditKind::RefreshTokenConcurrentReuse {
+                client_id: old.grant.client_id.to_string(),
+                grant_id: old.grant.id.to_string(),
+                after_seconds: (self.clock.now() - mark.at).whole_seconds(),
+            },
+        )
+        .await;
+        let minting = Minting {
+            issued_at: mark.at,
+            random: AccessTokenRandomness::for_rotation(raw, &mark.nonce, issuance),
+            replay: true,
+            first_refresh: false,
+        };
+        self.issue_tokens(
+            settings,
+            client,
+            &old.grant,
+            issuance,
+            Some(successor),
+            "refresh_token",
+            minting,
+            signing,
+            None,
+        )
+        .await
+    }
+
     fn new_refresh_token(
         &self,
         settings: &ProjectSettings,
         grant: &Grant,
-        scopes: &ScopeSet,
-        resources: &crate::resource::ResourceSet,
+        now: OffsetDateTime,
     ) -> (SecretString, RefreshTokenRecord) {
-        let now = self.clock.now();
         let token = SecretString::random_with_prefix("rt_", &self.random_array::<32>());
         let record = RefreshTokenRecord {
             hash: token.hash(),
             grant: grant.clone(),
-            scopes: scopes.clone(),
-            resources: resources.clone(),
+            scopes: grant.scopes.clone(),
+            resources: grant.resources.clone(),
             issued_at: now,
             expires_at: now + settings.refresh_token_ttl,
             rotated: false,
+            rotation: None,
         };
         (token, record)
     }
 
+    /// What signing a token response needs, gathered before any state
+    /// changes: the access-token key (JWT projects), the ID-token key and
+    /// the user's claims (when `openid` is granted).
+    async fn prepare_signing(
+        &self,
+        settings: &ProjectSettings,
+        grant: &Grant,
+        issuance: &Issuance,
+    ) -> Result<Signing, OAuthError> {
+        let project = &grant.project;
+        let access = match settings.access_token_format {
+            AccessTokenFormat::Jwt => {
+                if issuance.resources.is_empty() {
+                    // RFC 9068 section 2.2: `aud` is required.
+                    return Err(OAuthError::with_description(
+                        ErrorCode::InvalidTarget,
+                        "a resource is required for JWT access tokens",
+                    ));
+                }
+                Some(
+                    self.signing_key(project, settings, settings.signing.access_token_algorithm)
+                        .await?,
+                )
+            }
+            _ => None,
+        };
+        let id = if issuance.scopes.contains("openid") {
+            let key = self
+                .signing_key(project, settings, settings.signing.id_token_algorithm)
+                .await?;
+            let claims = self.user_claims.claims(project, &grant.subject).await?;
+            Some((key, claims))
+        } else {
+            None
+        };
+        Ok(Signing { access, id })
+    }
+
     /// Mints the access token (and, after a code exchange, the first
-    /// refresh token) and records `token.issued`.
+    /// refresh token; with `openid`, the ID token) and records
+    /// `token.issued`.
+    #[allow(clippy::too_many_arguments)]
     async fn issue_tokens(
         &self,
         settings: &ProjectSettings,
@@ -439,22 +697,59 @@ impl AuthorizationServer {
         issuance: &Issuance,
         rotated_refresh: Option<SecretString>,
         grant_type: &str,
+        minting: Minting,
+        signing: Signing,
+        nonce: Option<&str>,
     ) -> Result<TokenResponse, OAuthError> {
         let now = self.clock.now();
-        let jti = hex(&self.random_array::<16>());
         let claims = token::access_token_claims(
             self.issuer_for(settings).as_str(),
             grant,
             issuance,
             settings.access_token_ttl,
-            jti,
-            now,
+            hex(&minting.random.jti),
+            minting.issued_at,
         );
-        let access = self.token_issuer.issue(&claims, &self.random_array::<32>()).await?;
+        let access = match signing.access {
+            Some(key) => {
+                crate::jwt::JwtAccessTokenIssuer::new(key)
+                    .issue(&claims, &minting.random.token)
+                    .await?
+            }
+            None => self.token_issuer.issue(&claims, &minting.random.token).await?,
+        };
+        let id_token = match signing.id {
+            Some((key, user)) => {
+                let id_claims = crate::jwt::id_token_claims(
+                    &claims.iss,
+                    grant,
+                    &issuance.scopes,
+                    crate::jwt::IdTokenBinding {
+                        access_token: access.expose_secret(),
+                        nonce,
+                    },
+                    &user,
+                    settings.access_token_ttl,
+                    minting.issued_at,
+                );
+                Some(crate::jwt::sign_id_token(&key, &id_claims)?)
+            }
+            None => None,
+        };
+        let hash = access.hash();
+        if minting.replay {
+            // The first rotation stored this token already (or is about
+            // to); never overwrite it: a revoked one stays revoked.
+            if let Some(existing) = self.grants.access_token(&grant.project, &hash).await?
+                && (existing.revoked || existing.claims != claims)
+            {
+                return Err(TokenError::InvalidGrant("refresh token").into());
+            }
+        }
         let refresh = match rotated_refresh {
             Some(r) => Some(r),
-            None if settings.issues_refresh_tokens() && client.metadata.allows_refresh() => {
-                let (token, record) = self.new_refresh_token(settings, grant, &grant.scopes, &grant.resources);
+            None if minting.first_refresh && settings.issues_refresh_tokens() && client.metadata.allows_refresh() => {
+                let (token, record) = self.new_refresh_token(settings, grant, now);
                 self.grants.insert_refresh_token(record).await?;
                 Some(token)
             }
@@ -475,19 +770,23 @@ impl AuthorizationServer {
         let response = TokenResponse {
             access_token: access.expose_secret().to_owned(),
             token_type: "Bearer".to_owned(),
-            expires_in: claims.exp - claims.iat,
+            expires_in: (claims.exp - now.unix_timestamp()).max(0),
             refresh_token: refresh.map(|r| r.expose_secret().to_owned()),
             scope: claims.scope.clone(),
+            id_token,
         };
-        self.grants
-            .insert_access_token(AccessTokenRecord {
-                hash: access.hash(),
-                project: grant.project.clone(),
-                grant_id: grant.id.clone(),
-                claims,
-                revoked: false,
-            })
-            .await?;
+        let stored = self.grants.access_token(&grant.project, &hash).await?;
+        if stored.is_none() {
+            self.grants
+                .insert_access_token(AccessTokenRecord {
+                    hash,
+                    project: grant.project.clone(),
+                    grant_id: grant.id.clone(),
+                    claims,
+                    revoked: false,
+                })
+                .await?;
+        }
         Ok(response)
     }
 
@@ -512,8 +811,12 @@ impl AuthorizationServer {
                 project,
                 &settings,
                 authorization,
-                req.client_id.as_deref(),
-                req.client_secret.as_deref(),
+                ClientParams {
+                    client_id: req.client_id.as_deref(),
+                    client_secret: req.client_secret.as_deref(),
+                    assertion_type: req.client_assertion_type.as_deref(),
+                    assertion: req.client_assertion.as_deref(),
+                },
             )
             .await?;
         let hash = SecretHash::of(&req.token);

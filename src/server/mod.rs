@@ -8,6 +8,8 @@ mod cimd;
 mod client_auth;
 mod env;
 mod flow;
+mod keys;
+mod oidc;
 mod register;
 
 use std::sync::Arc;
@@ -17,12 +19,16 @@ pub use self::admin::AdminError;
 pub use self::env::SeededRandom;
 pub use self::env::{Clock, FixedClock, RandomSource, SystemClock, SystemRandom};
 pub use self::flow::{ApproveError, AuthorizeOutcome};
+pub use self::keys::RotationReport;
 pub use self::register::IssuedIat;
 use crate::audit::{AuditEvent, AuditKind};
 use crate::discovery::{EndpointPaths, Issuer};
 use crate::project::ProjectId;
+use crate::store::memory::MemoryKeyStore;
 use crate::store::memory::{MemoryAuditLog, MemoryClientStore, MemoryGrantStore, MemoryIatStore, MemoryProjectStore};
-use crate::store::{AuditSink, ClientStore, GrantStore, IatStore, OpaqueTokenIssuer, ProjectStore, TokenIssuer};
+use crate::store::{
+    AuditSink, ClientStore, GrantStore, IatStore, KeyStore, OpaqueTokenIssuer, ProjectStore, TokenIssuer,
+};
 
 /// An OAuth 2.1 authorization server for many projects, over the host's
 /// stores. Cheap to clone (every part is behind an `Arc`).
@@ -43,6 +49,12 @@ pub struct AuthorizationServer {
     pub(crate) cimd_cache: Arc<dyn crate::store::CimdCache>,
     pub(crate) cimd_inflight: Arc<cimd::InFlight>,
     pub(crate) cimd_limits: crate::cimd::FetchLimits,
+    pub(crate) keys: Arc<dyn KeyStore>,
+    pub(crate) user_claims: Arc<dyn crate::store::UserClaimsSource>,
+    pub(crate) replay: Arc<dyn crate::store::ReplayStore>,
+    pub(crate) rotation_lock: Arc<futures_util::lock::Mutex<()>>,
+    pub(crate) client_jwks: Arc<client_auth::ClientJwksCache>,
+    pub(crate) tokenless_limiter: Arc<register::TokenlessLimiter>,
 }
 
 impl std::fmt::Debug for AuthorizationServer {
@@ -73,6 +85,9 @@ impl AuthorizationServer {
             metadata_fetcher: None,
             cimd_cache: None,
             cimd_limits: crate::cimd::FetchLimits::default(),
+            keys: None,
+            user_claims: None,
+            replay: None,
         }
     }
 
@@ -142,7 +157,8 @@ impl AuthorizationServer {
     pub async fn purge_expired(&self) -> Result<usize, crate::store::StoreError> {
         let now = self.clock.now();
         let grants = self.grants.purge_expired(now).await?;
-        Ok(grants + self.iats.purge(now).await?)
+        let replays = self.replay.purge(now).await?;
+        Ok(grants + replays + self.iats.purge(now).await?)
     }
 }
 
@@ -164,6 +180,9 @@ pub struct AuthorizationServerBuilder {
     metadata_fetcher: Option<Option<Arc<dyn crate::cimd::MetadataFetcher>>>,
     cimd_cache: Option<Arc<dyn crate::store::CimdCache>>,
     cimd_limits: crate::cimd::FetchLimits,
+    keys: Option<Arc<dyn KeyStore>>,
+    user_claims: Option<Arc<dyn crate::store::UserClaimsSource>>,
+    replay: Option<Arc<dyn crate::store::ReplayStore>>,
 }
 
 impl std::fmt::Debug for AuthorizationServerBuilder {
@@ -199,7 +218,9 @@ impl AuthorizationServerBuilder {
         self
     }
 
-    /// How access tokens are minted (default: opaque random tokens).
+    /// How opaque access tokens are minted (default: random tokens).
+    /// Projects with `access_token_format = jwt` sign RFC 9068 tokens with
+    /// their own keys instead ([`crate::jwt::JwtAccessTokenIssuer`]).
     pub fn token_issuer(mut self, issuer: Arc<dyn TokenIssuer>) -> Self {
         self.token_issuer = Some(issuer);
         self
@@ -236,6 +257,28 @@ impl AuthorizationServerBuilder {
         self
     }
 
+    /// The signing-key store (default: [`MemoryKeyStore`], whose keys die
+    /// with the process).
+    pub fn key_store(mut self, store: Arc<dyn KeyStore>) -> Self {
+        self.keys = Some(store);
+        self
+    }
+
+    /// Where ID tokens and the userinfo endpoint get user claims such as
+    /// `email` (default: [`crate::store::NoUserClaims`], `sub` only).
+    pub fn user_claims(mut self, source: Arc<dyn crate::store::UserClaimsSource>) -> Self {
+        self.user_claims = Some(source);
+        self
+    }
+
+    /// The store of used client-assertion `jti`s (default:
+    /// [`crate::store::memory::MemoryReplayStore`]; several instances need
+    /// a shared one).
+    pub fn replay_store(mut self, store: Arc<dyn crate::store::ReplayStore>) -> Self {
+        self.replay = Some(store);
+        self
+    }
+
     /// Builds the server, filling unset parts with the defaults.
     pub fn build(self) -> AuthorizationServer {
         AuthorizationServer {
@@ -254,6 +297,14 @@ impl AuthorizationServerBuilder {
             cimd_cache: self.cimd_cache.unwrap_or_else(cimd::default_cache),
             cimd_inflight: Arc::new(cimd::InFlight::default()),
             cimd_limits: self.cimd_limits,
+            keys: self.keys.unwrap_or_else(|| Arc::new(MemoryKeyStore::new())),
+            user_claims: self.user_claims.unwrap_or_else(|| Arc::new(crate::store::NoUserClaims)),
+            replay: self
+                .replay
+                .unwrap_or_else(|| Arc::new(crate::store::memory::MemoryReplayStore::default())),
+            rotation_lock: Arc::new(futures_util::lock::Mutex::new(())),
+            client_jwks: Arc::new(client_auth::ClientJwksCache::default()),
+            tokenless_limiter: Arc::default(),
         }
     }
 }

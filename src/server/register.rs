@@ -21,6 +21,10 @@
 //! exceed `max_uses`, so the failure is on the safe side (the operator can
 //! issue another token). The request gets `server_error`.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+
 use crate::audit::AuditKind;
 use crate::dcr::{
     CLIENT_SECRET_RANDOM_BYTES, IAT_RANDOM_BYTES, IatError, IatId, IatOptions, IatRecord, IatView, Registration,
@@ -30,6 +34,7 @@ use crate::error::OAuthError;
 use crate::project::{DcrMode, ProjectId, ProjectSettings};
 use crate::secret::SecretString;
 use crate::store::{RevokeOutcome, StoreError, UseOutcome};
+use crate::tokenless::{self, NotAdmitted, SourceWindow};
 
 use super::{AdminError, AuthorizationServer};
 
@@ -218,12 +223,32 @@ impl AuthorizationServer {
         authorization: Option<&str>,
         body: &[u8],
     ) -> Result<RegistrationResponse, OAuthError> {
+        self.register_client_from(project, authorization, body, None).await
+    }
+
+    /// [`AuthorizationServer::register_client`] with the request's source
+    /// address, which a registration without an initial access token needs
+    /// (the project's tokenless-registration policy rate-limits per
+    /// source; without a source such a request is not admitted).
+    ///
+    /// # Errors
+    /// As [`AuthorizationServer::register_client`]; a tokenless request the
+    /// policy does not admit gets the missing-token answer (401
+    /// `invalid_token`), or 403 `access_denied` when its source is over
+    /// the rate limit.
+    pub async fn register_client_from(
+        &self,
+        project: &ProjectId,
+        authorization: Option<&str>,
+        body: &[u8],
+        source: Option<IpAddr>,
+    ) -> Result<RegistrationResponse, OAuthError> {
         let settings = self
             .projects
             .get(project)
             .await?
             .ok_or_else(OAuthError::unknown_project)?;
-        match self.register(project, &settings, authorization, body).await {
+        match self.register(project, &settings, authorization, body, source).await {
             Ok(response) => Ok(response),
             Err(Failure::Store(e)) => Err(e.into()),
             Err(Failure::Refused(error, iat_id)) => {
@@ -247,10 +272,14 @@ impl AuthorizationServer {
         settings: &ProjectSettings,
         authorization: Option<&str>,
         body: &[u8],
+        source: Option<IpAddr>,
     ) -> Result<RegistrationResponse, Failure> {
         let now = self.now();
         let token = match (settings.dcr_mode, authorization) {
             (DcrMode::Disabled, _) => return Err(refused(RegistrationError::Disabled, None)),
+            (DcrMode::InitialAccessToken, None) if settings.tokenless_registration.enabled => {
+                return self.register_tokenless(project, settings, body, source, now).await;
+            }
             (DcrMode::InitialAccessToken, None) => return Err(refused(IatError::Missing, None)),
             (DcrMode::Open, None) => None,
             (DcrMode::InitialAccessToken | DcrMode::Open, Some(header)) => {
@@ -271,8 +300,12 @@ impl AuthorizationServer {
             }
         };
 
-        let metadata = validate_request(body, iat.as_ref().map(|r| &r.pinned), settings.redirect_uri_policy)
-            .map_err(|e| refused(e, iat.as_ref()))?;
+        let metadata = validate_request(
+            body,
+            iat.as_ref().map(|r| &r.pinned),
+            settings.effective_redirect_uri_policy(),
+        )
+        .map_err(|e| refused(e, iat.as_ref()))?;
 
         if let Some(max) = self.registration.max_clients_per_project
             && self.clients.count(project).await? >= max
@@ -297,6 +330,16 @@ impl AuthorizationServer {
             }
         }
 
+        self.mint_and_store(project, metadata, iat.as_ref(), now).await
+    }
+
+    async fn mint_and_store(
+        &self,
+        project: &ProjectId,
+        metadata: crate::client::ValidatedMetadata,
+        iat: Option<&IatRecord>,
+        now: time::OffsetDateTime,
+    ) -> Result<RegistrationResponse, Failure> {
         for _ in 0..ID_ATTEMPTS {
             let mut id_random = [0u8; 12];
             let mut secret_random = [0u8; CLIENT_SECRET_RANDOM_BYTES];
@@ -311,7 +354,7 @@ impl AuthorizationServer {
                     project,
                     AuditKind::ClientRegistered {
                         client_id: registration.response.client_id.to_string(),
-                        iat_id: iat.as_ref().map(|r| r.id.to_string()),
+                        iat_id: iat.map(|r| r.id.to_string()),
                         token_endpoint_auth_method: metadata.token_endpoint_auth_method.as_str().to_owned(),
                     },
                 )
@@ -320,5 +363,83 @@ impl AuthorizationServer {
             }
         }
         Err(StoreError::new("could not draw an unused client id").into())
+    }
+
+    /// A registration without a token in `initial_access_token` mode: the
+    /// metadata is validated, every redirect URI must match a trusted
+    /// pattern, the quota applies, then the source's rate limit counts the
+    /// admission (last, so refused requests cost no admission).
+    async fn register_tokenless(
+        &self,
+        project: &ProjectId,
+        settings: &ProjectSettings,
+        body: &[u8],
+        source: Option<IpAddr>,
+        now: time::OffsetDateTime,
+    ) -> Result<RegistrationResponse, Failure> {
+        let policy = &settings.tokenless_registration;
+        let metadata =
+            validate_request(body, None, settings.effective_redirect_uri_policy()).map_err(|e| refused(e, None))?;
+        let patterns = policy
+            .admits(&metadata)
+            .map_err(|e| refused(RegistrationError::NotAdmitted(e), None))?;
+        let source = source
+            .map(tokenless::source_key)
+            .ok_or_else(|| refused(RegistrationError::NotAdmitted(NotAdmitted::UnknownSource), None))?;
+        if let Some(max) = self.registration.max_clients_per_project
+            && self.clients.count(project).await? >= max
+        {
+            return Err(refused(RegistrationError::QuotaExceeded, None));
+        }
+        self.tokenless_limiter
+            .admit(project, source, policy, now)
+            .map_err(|e| refused(RegistrationError::NotAdmitted(e), None))?;
+        let response = self.mint_and_store(project, metadata, None, now).await?;
+        self.emit(
+            project,
+            AuditKind::ClientTokenlessAdmitted {
+                client_id: response.client_id.to_string(),
+                source: source.to_string(),
+                patterns,
+            },
+        )
+        .await;
+        Ok(response)
+    }
+}
+
+/// The per-source admission windows of tokenless registrations, in this
+/// process (instances behind a load balancer each keep their own, so the
+/// effective limit is per instance). Bounded: when full, expired windows
+/// are forgotten, and if it is still full the admission is refused (the
+/// safe side).
+#[derive(Debug, Default)]
+pub(crate) struct TokenlessLimiter {
+    windows: Mutex<HashMap<(ProjectId, IpAddr), SourceWindow>>,
+}
+
+/// The most sources tracked at once.
+const MAX_TRACKED_SOURCES: usize = 100_000;
+
+impl TokenlessLimiter {
+    fn admit(
+        &self,
+        project: &ProjectId,
+        source: IpAddr,
+        policy: &tokenless::TokenlessRegistration,
+        now: time::OffsetDateTime,
+    ) -> Result<(), NotAdmitted> {
+        let window = policy.window();
+        let mut windows = self.windows.lock().map_err(|_| NotAdmitted::RateLimited)?;
+        let key = (project.clone(), source);
+        if !windows.contains_key(&key) && windows.len() >= MAX_TRACKED_SOURCES {
+            windows.retain(|_, w| !w.expired(now, window));
+            if windows.len() >= MAX_TRACKED_SOURCES {
+                return Err(NotAdmitted::RateLimited);
+            }
+        }
+        let next = SourceWindow::admit(windows.get(&key).copied(), now, policy.max_per_source, window)?;
+        windows.insert(key, next);
+        Ok(())
     }
 }

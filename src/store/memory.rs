@@ -196,11 +196,14 @@ struct Family {
     access: VecDeque<(SecretHash, i64)>,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Tombstone {
     hash: SecretHash,
     issued_at: OffsetDateTime,
     expires_at: OffsetDateTime,
+    /// The rotation's mark, for presentations within the reuse grace;
+    /// cleared by purging once no grace can reach it.
+    rotation: Option<crate::grant::RotationMark>,
 }
 
 impl Families {
@@ -227,6 +230,7 @@ impl Families {
         record.issued_at = t.issued_at;
         record.expires_at = t.expires_at;
         record.rotated = true;
+        record.rotation = t.rotation.clone();
         Some(record)
     }
 }
@@ -361,6 +365,8 @@ impl GrantStore for MemoryGrantStore {
         project: &ProjectId,
         old: &SecretHash,
         new: RefreshTokenRecord,
+        mark: crate::grant::RotationMark,
+        grace: time::Duration,
     ) -> Result<RefreshRotation, StoreError> {
         let (old_shard, new_shard) = (shard_of(old), shard_of(&new.hash));
         // Both shards locked, in shard order, for the whole rotation.
@@ -384,6 +390,7 @@ impl GrantStore for MemoryGrantStore {
                 // made the tombstone held this shard's lock while writing
                 // it, so it is visible here.
                 return Ok(match self.families()?.rotated_record(project, old) {
+                    Some(record) if record.within_reuse_grace(mark.at, grace) => RefreshRotation::WithinGrace(record),
                     Some(record) => RefreshRotation::AlreadyRotated(record),
                     None => RefreshRotation::NotFound,
                 });
@@ -396,6 +403,7 @@ impl GrantStore for MemoryGrantStore {
             return Ok(RefreshRotation::NotFound);
         };
         old_record.rotated = true;
+        old_record.rotation = Some(mark.clone());
         {
             let mut families = self.families()?;
             let key = (project.clone(), old_record.grant.id.clone());
@@ -405,6 +413,7 @@ impl GrantStore for MemoryGrantStore {
                 hash: old_record.hash,
                 issued_at: old_record.issued_at,
                 expires_at: old_record.expires_at,
+                rotation: Some(mark),
             });
             let mut evicted = Vec::new();
             while family.rotated.len() > MAX_ROTATED_PER_GRANT {
@@ -530,10 +539,19 @@ impl GrantStore for MemoryGrantStore {
         let mut families = self.families()?;
         let mut gone_tombstones = Vec::new();
         families.by_grant.retain(|_, f| {
-            f.rotated.retain(|t| {
+            f.rotated.retain_mut(|t| {
                 let keep = t.expires_at > now;
                 if !keep {
                     gone_tombstones.push(t.hash);
+                }
+                // Past every possible grace the mark only lets a copy of
+                // the store and an old token derive later tokens (review
+                // finding F2): it goes, the tombstone stays rotated.
+                if t.rotation
+                    .as_ref()
+                    .is_some_and(|m| m.at + crate::project::MAX_REFRESH_REUSE_GRACE <= now)
+                {
+                    t.rotation = None;
                 }
                 keep
             });
@@ -563,8 +581,9 @@ impl GrantStore for MemoryGrantStore {
 ///   counters), and only the newest [`REJECTION_SAMPLES`] kept whole as
 ///   samples.
 ///
-/// [`MemoryAuditLog::query`] lists with a filter by event name and pages
-/// by sequence number.
+/// [`super::AuditLog::query`] lists every retention (rejection samples
+/// included) with its filters and pages, so security events are found
+/// however many rejections arrived since.
 #[derive(Debug)]
 pub struct MemoryAuditLog {
     inner: Mutex<AuditRings>,
@@ -594,16 +613,6 @@ struct ProjectAudit {
 }
 
 type AuditRing = VecDeque<(u64, AuditEvent)>;
-
-/// One page of [`MemoryAuditLog::query`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct AuditPage {
-    /// Events with their sequence numbers, newest first.
-    pub events: Vec<(u64, AuditEvent)>,
-    /// The `before` of the next (older) page, if there may be one.
-    pub next_before: Option<u64>,
-}
 
 /// How many rejections of one kind arrived in one minute.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -645,41 +654,21 @@ impl MemoryAuditLog {
     /// The newest `limit` events of a project (every retention, rejection
     /// samples included), oldest first.
     pub fn recent(&self, project: &ProjectId, limit: usize) -> Vec<AuditEvent> {
-        let mut page = self.query(project, None, None, limit).events;
-        page.reverse();
-        page.into_iter().map(|(_, e)| e).collect()
-    }
-
-    /// Events of a project, newest first: only those named `event` if
-    /// given, only those with a sequence number below `before` if given,
-    /// at most `limit` (capped at 1000). Security events are found however
-    /// many rejections arrived since.
-    pub fn query(&self, project: &ProjectId, event: Option<&str>, before: Option<u64>, limit: usize) -> AuditPage {
-        let limit = limit.min(1000);
         let Ok(rings) = lock(&self.inner) else {
-            return AuditPage {
-                events: Vec::new(),
-                next_before: None,
-            };
+            return Vec::new();
         };
         let Some(p) = rings.projects.get(project) else {
-            return AuditPage {
-                events: Vec::new(),
-                next_before: None,
-            };
+            return Vec::new();
         };
         let mut all: Vec<&(u64, AuditEvent)> = p
             .security
             .iter()
             .chain(p.activity.iter())
             .chain(p.samples.iter())
-            .filter(|(seq, e)| before.is_none_or(|b| *seq < b) && event.is_none_or(|n| e.name() == n))
             .collect();
-        all.sort_unstable_by_key(|(seq, _)| std::cmp::Reverse(*seq));
-        let more = all.len() > limit;
-        let events: Vec<(u64, AuditEvent)> = all.into_iter().take(limit).cloned().collect();
-        let next_before = if more { events.last().map(|(seq, _)| *seq) } else { None };
-        AuditPage { events, next_before }
+        all.sort_unstable_by_key(|(seq, _)| *seq);
+        let skip = all.len().saturating_sub(limit);
+        all.into_iter().skip(skip).map(|(_, e)| e.clone()).collect()
     }
 
     /// The rejection counts of a project, oldest minute first.
@@ -747,6 +736,37 @@ impl AuditSink for MemoryAuditLog {
             ring.pop_front();
         }
         ring.push_back((seq, event));
+    }
+}
+
+#[async_trait]
+impl super::AuditLog for MemoryAuditLog {
+    async fn query(&self, query: &super::AuditQuery) -> Result<super::AuditPage, StoreError> {
+        let rings = lock(&self.inner)?;
+        let limit = query.limit.clamp(1, 1000);
+        let mut hits: Vec<&(u64, AuditEvent)> = rings
+            .projects
+            .get(&query.project)
+            .map(|p| {
+                p.security
+                    .iter()
+                    .chain(p.activity.iter())
+                    .chain(p.samples.iter())
+                    .filter(|(seq, e)| query.matches(*seq, e))
+                    .collect()
+            })
+            .unwrap_or_default();
+        hits.sort_unstable_by_key(|(seq, _)| std::cmp::Reverse(*seq));
+        let more = hits.len() > limit;
+        hits.truncate(limit);
+        Ok(super::AuditPage {
+            next: if more {
+                hits.last().map(|(seq, _)| super::AuditCursor(*seq))
+            } else {
+                None
+            },
+            events: hits.into_iter().map(|(_, e)| e.clone()).collect(),
+        })
     }
 }
 
@@ -1013,5 +1033,304 @@ mod cimd_cache_tests {
         assert_eq!(cache.len(), 1);
         cache.clear();
         assert!(cache.is_empty());
+    }
+}
+
+/// Signing keys in memory (per process: keys are regenerated on restart,
+/// which invalidates every JWT signed before; use a persistent store when
+/// that matters).
+#[derive(Debug, Default)]
+pub struct MemoryKeyStore {
+    keys: Mutex<HashMap<ProjectId, Vec<crate::keys::SigningKey>>>,
+}
+
+impl MemoryKeyStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+#[async_trait]
+impl super::KeyStore for MemoryKeyStore {
+    async fn keys(&self, project: &ProjectId) -> Result<Vec<crate::keys::SigningKey>, StoreError> {
+        Ok(lock(&self.keys)?.get(project).cloned().unwrap_or_default())
+    }
+
+    async fn insert(&self, key: crate::keys::SigningKey) -> Result<bool, StoreError> {
+        let mut map = lock(&self.keys)?;
+        let keys = map.entry(key.project.clone()).or_default();
+        if keys.iter().any(|k| k.kid == key.kid) {
+            return Ok(false);
+        }
+        keys.push(key);
+        Ok(true)
+    }
+
+    async fn activate(
+        &self,
+        project: &ProjectId,
+        kid: &crate::keys::KeyId,
+        now: OffsetDateTime,
+        retired_publish_until: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        use crate::keys::KeyState;
+        let mut map = lock(&self.keys)?;
+        let Some(keys) = map.get_mut(project) else {
+            return Ok(false);
+        };
+        let Some(alg) = keys
+            .iter()
+            .find(|k| &k.kid == kid && k.state == KeyState::Next)
+            .map(crate::keys::SigningKey::algorithm)
+        else {
+            return Ok(false);
+        };
+        for k in keys.iter_mut() {
+            if &k.kid == kid {
+                k.state = KeyState::Active;
+                k.activated_at = Some(now);
+            } else if k.state == KeyState::Active && k.algorithm() == alg {
+                k.state = KeyState::Retired;
+                k.retired_at = Some(now);
+                k.publish_until = Some(retired_publish_until);
+            } else if k.state == KeyState::Next && k.algorithm() == alg {
+                // A duplicate next key signed nothing: it may leave at once.
+                k.state = KeyState::Retired;
+                k.retired_at = Some(now);
+                k.publish_until = Some(now);
+            }
+        }
+        Ok(true)
+    }
+
+    async fn retire(
+        &self,
+        project: &ProjectId,
+        kid: &crate::keys::KeyId,
+        now: OffsetDateTime,
+        publish_until: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let mut map = lock(&self.keys)?;
+        let key = map.get_mut(project).and_then(|keys| {
+            keys.iter_mut()
+                .find(|k| &k.kid == kid && k.state == crate::keys::KeyState::Active)
+        });
+        Ok(match key {
+            Some(k) => {
+                k.state = crate::keys::KeyState::Retired;
+                k.retired_at = Some(now);
+                k.publish_until = Some(publish_until);
+                true
+            }
+            None => false,
+        })
+    }
+
+    async fn delete_expired(&self, project: &ProjectId, now: OffsetDateTime) -> Result<usize, StoreError> {
+        let mut map = lock(&self.keys)?;
+        let Some(keys) = map.get_mut(project) else {
+            return Ok(0);
+        };
+        let before = keys.len();
+        keys.retain(|k| !(k.state == crate::keys::KeyState::Retired && k.publish_until.is_some_and(|t| t <= now)));
+        Ok(before - keys.len())
+    }
+}
+
+/// Single-use identifiers in memory, with a bound on their number (the
+/// oldest-expiring entries go first when full: an entry is only needed
+/// until the assertion it protects expires, which is at most minutes).
+#[derive(Debug)]
+pub struct MemoryReplayStore {
+    entries: Mutex<HashMap<(ProjectId, String, String), OffsetDateTime>>,
+    max_entries: usize,
+}
+
+impl Default for MemoryReplayStore {
+    fn default() -> Self {
+        Self::new(100_000)
+    }
+}
+
+impl MemoryReplayStore {
+    /// A store holding at most `max_entries` unexpired entries; when full,
+    /// new identifiers are refused (`false`) rather than old ones evicted,
+    /// so a flood can never make a replay succeed.
+    pub fn new(max_entries: usize) -> Self {
+        Self {
+            entries: Mutex::new(HashMap::new()),
+            max_entries,
+        }
+    }
+}
+
+#[async_trait]
+impl super::ReplayStore for MemoryReplayStore {
+    async fn check_and_insert(
+        &self,
+        project: &ProjectId,
+        scope: &str,
+        id: &str,
+        expires_at: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let mut map = lock(&self.entries)?;
+        let key = (project.clone(), scope.to_owned(), id.to_owned());
+        if map.get(&key).is_some_and(|exp| *exp > now) {
+            return Ok(false);
+        }
+        if map.len() >= self.max_entries {
+            map.retain(|_, exp| *exp > now);
+            if map.len() >= self.max_entries {
+                return Ok(false);
+            }
+        }
+        map.insert(key, expires_at);
+        Ok(true)
+    }
+
+    async fn purge(&self, now: OffsetDateTime) -> Result<usize, StoreError> {
+        let mut map = lock(&self.entries)?;
+        let before = map.len();
+        map.retain(|_, exp| *exp > now);
+        Ok(before - map.len())
+    }
+}
+
+#[cfg(test)]
+mod rotation_tests {
+    use super::*;
+    use crate::client::RegisteredClientId;
+    use crate::grant::{Grant, GrantId, RotationMark, RotationNonce, Subject};
+    use crate::resource::ResourceSet;
+    use crate::scope::ScopeSet;
+    use time::Duration;
+    use time::macros::datetime;
+
+    const AT: OffsetDateTime = datetime!(2026-11-26 12:00 UTC);
+
+    fn record(token: &str, project: &ProjectId) -> RefreshTokenRecord {
+        RefreshTokenRecord {
+            hash: SecretHash::of(token),
+            grant: Grant {
+                id: GrantId::from_random(&[9; 16]),
+                project: project.clone(),
+                client_id: ClientId::Registered(RegisteredClientId::from_random(&[1; 12])),
+                subject: Subject::new("u").unwrap(),
+                scopes: ScopeSet::new(),
+                resources: ResourceSet::new(),
+                granted_at: AT,
+            },
+            scopes: ScopeSet::new(),
+            resources: ResourceSet::new(),
+            issued_at: AT,
+            expires_at: AT + Duration::days(1),
+            rotated: false,
+            rotation: None,
+        }
+    }
+
+    fn mark(at: OffsetDateTime, successor: &str) -> RotationMark {
+        RotationMark::new(at, RotationNonce::from_random([3; 32]), SecretHash::of(successor))
+    }
+
+    /// The `rotate_refresh_token` contract the SQL stores port: one winner
+    /// records its mark; later calls decide by the winner's mark and store
+    /// nothing.
+    #[tokio::test]
+    async fn rotation_with_grace() {
+        let store = MemoryGrantStore::new();
+        let p = ProjectId::new("p").unwrap();
+        let grace = Duration::seconds(5);
+        store.insert_refresh_token(record("rt1", &p)).await.unwrap();
+        let won = store
+            .rotate_refresh_token(&p, &SecretHash::of("rt1"), record("rt2", &p), mark(AT, "rt2"), grace)
+            .await
+            .unwrap();
+        let RefreshRotation::Rotated(old) = won else {
+            panic!("{won:?}")
+        };
+        assert!(old.rotated);
+        assert_eq!(old.rotation, Some(mark(AT, "rt2")));
+        // Within the grace: the winner's mark, nothing stored (rt3 absent).
+        let again = store
+            .rotate_refresh_token(
+                &p,
+                &SecretHash::of("rt1"),
+                record("rt3", &p),
+                mark(AT + Duration::seconds(4), "rt3"),
+                grace,
+            )
+            .await
+            .unwrap();
+        let RefreshRotation::WithinGrace(seen) = again else {
+            panic!("{again:?}")
+        };
+        assert_eq!(seen.rotation, Some(mark(AT, "rt2")));
+        assert!(store.refresh_token(&p, &SecretHash::of("rt3")).await.unwrap().is_none());
+        // After it, or with no grace: reuse.
+        for (at, g) in [(AT + grace, grace), (AT, Duration::ZERO)] {
+            let late = store
+                .rotate_refresh_token(&p, &SecretHash::of("rt1"), record("rt4", &p), mark(at, "rt4"), g)
+                .await
+                .unwrap();
+            assert!(matches!(late, RefreshRotation::AlreadyRotated(_)), "{late:?}");
+        }
+        // Another project, or a revoked grant: not found.
+        let q = ProjectId::new("q").unwrap();
+        let other = store
+            .rotate_refresh_token(&q, &SecretHash::of("rt1"), record("rt5", &q), mark(AT, "rt5"), grace)
+            .await
+            .unwrap();
+        assert_eq!(other, RefreshRotation::NotFound);
+        store
+            .revoke_grant(&p, &GrantId::from_random(&[9; 16]), AT)
+            .await
+            .unwrap();
+        let revoked = store
+            .rotate_refresh_token(&p, &SecretHash::of("rt1"), record("rt6", &p), mark(AT, "rt6"), grace)
+            .await
+            .unwrap();
+        assert_eq!(revoked, RefreshRotation::NotFound);
+    }
+
+    /// Review finding F2: once no grace can reach it, purging drops the
+    /// mark of a rotated token (the tombstone stays, rotated), so a copy of
+    /// the store and an old token cannot derive the successor; a reuse is
+    /// still detected. A mark younger than the maximum grace is kept.
+    #[tokio::test]
+    async fn purge_clears_marks_past_the_maximum_grace() {
+        let store = MemoryGrantStore::new();
+        let p = ProjectId::new("p").unwrap();
+        let grace = crate::project::MAX_REFRESH_REUSE_GRACE;
+        store.insert_refresh_token(record("rt1", &p)).await.unwrap();
+        let won = store
+            .rotate_refresh_token(&p, &SecretHash::of("rt1"), record("rt2", &p), mark(AT, "rt2"), grace)
+            .await
+            .unwrap();
+        assert!(matches!(won, RefreshRotation::Rotated(_)), "{won:?}");
+        let rt1 = SecretHash::of("rt1");
+        // Within the maximum grace: kept.
+        store.purge_expired(AT + grace - Duration::seconds(1)).await.unwrap();
+        let kept = store.refresh_token(&p, &rt1).await.unwrap().unwrap();
+        assert_eq!(kept.rotation, Some(mark(AT, "rt2")));
+        // Past it: cleared, still rotated, still a reuse.
+        store.purge_expired(AT + grace).await.unwrap();
+        let cleared = store.refresh_token(&p, &rt1).await.unwrap().unwrap();
+        assert!(cleared.rotated);
+        assert_eq!(cleared.rotation, None);
+        assert_eq!(store.tombstones(), 1);
+        let late = store
+            .rotate_refresh_token(&p, &rt1, record("rt3", &p), mark(AT + grace, "rt3"), grace)
+            .await
+            .unwrap();
+        let RefreshRotation::AlreadyRotated(seen) = late else {
+            panic!("{late:?}")
+        };
+        assert_eq!(seen.rotation, None);
+        // The live successor is untouched.
+        let rt2 = store.refresh_token(&p, &SecretHash::of("rt2")).await.unwrap().unwrap();
+        assert!(!rt2.rotated);
     }
 }

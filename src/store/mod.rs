@@ -3,9 +3,16 @@
 //! All traits take `&self` and are `Send + Sync`: one instance serves every
 //! request. Implementations must never turn a storage failure into a
 //! success; return [`StoreError`] and the driver answers `server_error`.
-//! In-memory implementations live in [`memory`].
+//! In-memory implementations live in [`memory`]; SQLite and PostgreSQL
+//! ones in `sql` (features `sqlite`, `postgres`). The `contract` module
+//! (feature `test-util`) is the test suite every implementation must pass.
 
+mod cached;
+#[cfg(feature = "test-util")]
+pub mod contract;
 pub mod memory;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub mod sql;
 
 use std::fmt;
 
@@ -17,6 +24,8 @@ use crate::client::{Client, RegisteredClientId};
 use crate::grant::{AccessTokenClaims, AccessTokenRecord, CodeRecord, GrantId, RefreshTokenRecord};
 use crate::project::{ProjectId, ProjectSettings};
 use crate::secret::{SecretHash, SecretString};
+
+pub use self::cached::CachedProjectStore;
 
 /// A failure of the host's storage. Rendered to clients as `server_error`
 /// with no detail; the message is for the host's logs.
@@ -121,9 +130,18 @@ pub enum CodeConsumption {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RefreshRotation {
-    /// The old token was marked rotated and the new one stored.
+    /// The old token was marked rotated (with the given
+    /// [`crate::grant::RotationMark`]) and the new one stored; the old
+    /// record as it is now.
     Rotated(RefreshTokenRecord),
-    /// The old token had already been rotated (reuse); nothing was stored.
+    /// The old token had already been rotated, and this presentation falls
+    /// within the reuse grace of its recorded rotation
+    /// ([`RefreshTokenRecord::within_reuse_grace`]); nothing was stored or
+    /// changed. The record carries the first rotation's mark, from which
+    /// the caller re-derives the same successor.
+    WithinGrace(RefreshTokenRecord),
+    /// The old token had already been rotated and the presentation is
+    /// outside the grace (reuse); nothing was stored.
     AlreadyRotated(RefreshTokenRecord),
     /// No such token, or its grant is revoked; nothing was stored.
     NotFound,
@@ -135,7 +153,18 @@ pub enum RefreshRotation {
 /// # Security
 /// - [`GrantStore::consume_code`] must be atomic: of any number of
 ///   concurrent calls for one code, exactly one returns `Consumed`.
-/// - [`GrantStore::rotate_refresh_token`] must be atomic in the same way.
+/// - [`GrantStore::rotate_refresh_token`] must be atomic in the same way:
+///   of any number of concurrent calls for one old token, exactly one
+///   returns `Rotated` (and only that one stores its `new` record and its
+///   `mark`); every other call sees the winner's committed state and
+///   returns `WithinGrace` or `AlreadyRotated` by the winner's
+///   `mark.at`, never its own. With SQL: `UPDATE refresh_tokens SET
+///   rotated = TRUE, rotated_at = :at, rotation_nonce = :nonce,
+///   successor_hash = :successor WHERE project = :p AND hash = :old AND
+///   NOT rotated AND <grant not revoked>` and the insert of `new` in the
+///   same transaction; when no row was updated, read the row in that
+///   transaction and decide with [`RefreshTokenRecord::within_reuse_grace`]
+///   (`mark.at` as `now`).
 /// - After [`GrantStore::revoke_grant`], every code and token of the grant
 ///   must read as absent or revoked, including ones inserted later by a
 ///   request that raced the revocation (inserts for a revoked grant are
@@ -144,21 +173,38 @@ pub enum RefreshRotation {
 ///
 /// # Bounded growth per grant
 /// A grant refreshed a million times must not hold a million records.
+/// Everything here is permitted, not required (the SQL stores keep rotated
+/// tokens whole until they expire); whatever a store forgets, the grace
+/// contract above still holds for what it remembers.
 /// - A rotated refresh token need not be kept whole: a store may keep a
-///   tombstone (its hash, grant, issue and expiry times) and, when it is
+///   tombstone (its hash, grant, issue and expiry times, and its
+///   [`crate::grant::RotationMark`] while one is recorded) and, when it is
 ///   presented again, answer [`GrantStore::refresh_token`] and
 ///   [`GrantStore::rotate_refresh_token`] with a record rebuilt from the
 ///   tombstone and the grant's current token (rotation never changes a
-///   token's grant, scopes or resources), with `rotated = true`, so the
-///   driver detects the reuse and revokes the grant.
+///   token's grant, scopes or resources), with `rotated = true` and the
+///   tombstone's mark as `rotation`: within the grace the answer is
+///   `WithinGrace` exactly as for a whole record, after it
+///   `AlreadyRotated`, so the driver detects the reuse and revokes the
+///   grant.
 /// - A store may forget rotated tokens beyond the newest
 ///   [`memory::MAX_ROTATED_PER_GRANT`] of a grant, and any past its
 ///   `expires_at`; a forgotten token reads as absent (`invalid_grant`
-///   without revoking the grant: it never yields tokens either way).
+///   without revoking the grant: it never yields tokens either way, even
+///   within the grace).
 /// - A store may drop a grant's access-token records once expired, and
 ///   its oldest beyond [`memory::MAX_ACCESS_TOKENS_PER_GRANT`]; a dropped
 ///   one reads as absent (inactive).
 /// - [`GrantStore::purge_expired`] reclaims expired tombstones too.
+///
+/// # Rotation marks past the grace
+/// A mark lets whoever holds the old token re-derive its successor, so it
+/// is needed only within [`crate::project::MAX_REFRESH_REUSE_GRACE`] of
+/// the rotation. [`GrantStore::purge_expired`] should clear the mark
+/// (`rotation = None`, keeping `rotated = true`) of every token rotated
+/// longer ago than that, so that a copy of the store and an old refresh
+/// token cannot derive later tokens; a presentation of such a token is
+/// `AlreadyRotated` (reuse). The memory store does.
 #[async_trait]
 pub trait GrantStore: Send + Sync {
     /// Stores a new authorization code.
@@ -180,13 +226,21 @@ pub trait GrantStore: Send + Sync {
         hash: &SecretHash,
     ) -> Result<Option<RefreshTokenRecord>, StoreError>;
 
-    /// Marks `old` rotated and stores `new`, atomically, if `old` exists,
-    /// is not yet rotated, and its grant is not revoked.
+    /// Marks `old` rotated, records `mark` on it (`rotation`) and stores
+    /// `new`, atomically, if `old` exists, is not yet rotated, and its grant
+    /// is not revoked: `Rotated`. If `old` was already rotated: `WithinGrace`
+    /// when [`RefreshTokenRecord::within_reuse_grace`]`(mark.at, grace)`
+    /// holds for the stored record, else `AlreadyRotated`; either way
+    /// nothing changes. Unknown, other project's, or revoked grant:
+    /// `NotFound`. `mark.successor` is `new.hash`; `grace` is zero when
+    /// the project allows no reuse.
     async fn rotate_refresh_token(
         &self,
         project: &ProjectId,
         old: &SecretHash,
         new: RefreshTokenRecord,
+        mark: crate::grant::RotationMark,
+        grace: time::Duration,
     ) -> Result<RefreshRotation, StoreError>;
 
     /// Stores an access token (dropped if its grant is revoked).
@@ -205,8 +259,10 @@ pub trait GrantStore: Send + Sync {
     /// Revokes a grant: every code and token of it, now and later.
     async fn revoke_grant(&self, project: &ProjectId, grant: &GrantId, now: OffsetDateTime) -> Result<(), StoreError>;
 
-    /// Deletes expired codes and tokens and stale revocation markers;
-    /// returns how many records were removed.
+    /// Deletes expired codes and tokens and stale revocation markers, and
+    /// clears rotation marks older than
+    /// [`crate::project::MAX_REFRESH_REUSE_GRACE`] (see "Rotation marks
+    /// past the grace" above); returns how many records were removed.
     async fn purge_expired(&self, now: OffsetDateTime) -> Result<usize, StoreError>;
 }
 
@@ -241,6 +297,117 @@ impl TokenIssuer for OpaqueTokenIssuer {
 pub trait AuditSink: Send + Sync {
     /// Records one event.
     async fn record(&self, event: AuditEvent);
+}
+
+/// An audit log that can be read back: the admin API's audit listing.
+///
+/// # Security
+/// Pages are scoped by project: an event of one project must never be
+/// returned for another.
+#[async_trait]
+pub trait AuditLog: AuditSink {
+    /// One page of a project's events, newest first.
+    ///
+    /// # Errors
+    /// [`StoreError`] when storage fails.
+    async fn query(&self, query: &AuditQuery) -> Result<AuditPage, StoreError>;
+}
+
+/// Which audit events [`AuditLog::query`] returns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AuditQuery {
+    /// The project.
+    pub project: ProjectId,
+    /// Only events with this dotted name (e.g. `token.issued`).
+    pub event: Option<String>,
+    /// Only events at or after this time (whole seconds).
+    pub since: Option<OffsetDateTime>,
+    /// Only events before this time (whole seconds).
+    pub until: Option<OffsetDateTime>,
+    /// Page size (clamped to 1..=1000).
+    pub limit: usize,
+    /// Continue after this cursor (from the previous page's `next`).
+    pub before: Option<AuditCursor>,
+}
+
+impl AuditQuery {
+    /// The newest 100 events of a project.
+    pub const fn new(project: ProjectId) -> Self {
+        Self {
+            project,
+            event: None,
+            since: None,
+            until: None,
+            limit: 100,
+            before: None,
+        }
+    }
+
+    /// Only events named `event`.
+    #[must_use]
+    pub fn event(mut self, event: impl Into<String>) -> Self {
+        self.event = Some(event.into());
+        self
+    }
+
+    /// Only events in `[since, until)`.
+    #[must_use]
+    pub const fn between(mut self, since: Option<OffsetDateTime>, until: Option<OffsetDateTime>) -> Self {
+        self.since = since;
+        self.until = until;
+        self
+    }
+
+    /// The page size.
+    #[must_use]
+    pub const fn limit(mut self, limit: usize) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    /// The page after `cursor`.
+    #[must_use]
+    pub const fn before(mut self, cursor: Option<AuditCursor>) -> Self {
+        self.before = cursor;
+        self
+    }
+
+    pub(crate) fn matches(&self, seq: u64, event: &AuditEvent) -> bool {
+        let at = event.at.unix_timestamp();
+        event.project_id == self.project
+            && self.event.as_deref().is_none_or(|n| n == event.name())
+            && self.since.is_none_or(|s| at >= s.unix_timestamp())
+            && self.until.is_none_or(|u| at < u.unix_timestamp())
+            && self.before.is_none_or(|c| seq < c.0)
+    }
+}
+
+/// Where the next page of an audit listing starts: an opaque position,
+/// carried through the admin API as a number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AuditCursor(pub(crate) u64);
+
+impl AuditCursor {
+    /// A cursor from the number [`AuditCursor::get`] gave.
+    pub const fn new(position: u64) -> Self {
+        Self(position)
+    }
+
+    /// The number to hand to a client.
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+}
+
+/// One page of [`AuditLog::query`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AuditPage {
+    /// The events, newest first.
+    pub events: Vec<AuditEvent>,
+    /// The cursor of the next (older) page, if there is one.
+    pub next: Option<AuditCursor>,
 }
 
 /// What [`IatStore::use_once`] found.
@@ -360,4 +527,127 @@ pub trait CimdCache: Send + Sync {
 
     /// Removes the entry for a project and URL, if any.
     async fn remove(&self, project: &ProjectId, url: &crate::cimd::ClientIdUrl) -> Result<(), StoreError>;
+}
+
+/// Signing keys per project (see [`crate::keys`]).
+///
+/// # Security
+/// - Private keys are secrets: persist [`crate::jose::PrivateKey::expose_der`]
+///   encrypted at rest, never log it, and return keys only to the driver.
+/// - Keys are scoped by project: one project's key must never be returned
+///   for, or sign for, another.
+/// - [`KeyStore::activate`] must be atomic (one lock, or one transaction
+///   that locks the project's keys of that algorithm): the named key must
+///   still be `next`; every `active` key of the same algorithm becomes
+///   `retired` with `retired_at = now` and the given `publish_until`;
+///   every other `next` key of that algorithm (a duplicate created by a
+///   concurrent rotation; it never signed anything) becomes `retired` with
+///   `retired_at = publish_until = now`; and the named key becomes
+///   `active` with `activated_at = now`, all or nothing. Two servers rotating at once then leave exactly one active
+///   key per algorithm, and no signing key ever disappears from the JWKS
+///   while tokens it signed are valid.
+/// - [`KeyStore::delete_expired`] deletes only `retired` keys whose
+///   `publish_until` is at or before `now`; never a next or active key.
+/// - A storage failure is an error, never an empty key list (an empty list
+///   makes the driver create a key).
+#[async_trait]
+pub trait KeyStore: Send + Sync {
+    /// Every key of a project, in any state.
+    async fn keys(&self, project: &ProjectId) -> Result<Vec<crate::keys::SigningKey>, StoreError>;
+
+    /// Stores a new key. Returns `false` (and stores nothing) when its
+    /// `kid` is taken in the project.
+    async fn insert(&self, key: crate::keys::SigningKey) -> Result<bool, StoreError>;
+
+    /// Activates a `next` key, atomically retiring the active key(s) of its
+    /// algorithm (see the trait's `# Security`). Returns `false` and
+    /// changes nothing when the key is missing or not `next`.
+    async fn activate(
+        &self,
+        project: &ProjectId,
+        kid: &crate::keys::KeyId,
+        now: OffsetDateTime,
+        retired_publish_until: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+
+    /// Retires an `active` key (its algorithm is no longer used):
+    /// `retired_at = now`, `publish_until` as given. Returns `false` and
+    /// changes nothing when the key is missing or not active.
+    async fn retire(
+        &self,
+        project: &ProjectId,
+        kid: &crate::keys::KeyId,
+        now: OffsetDateTime,
+        publish_until: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+
+    /// Deletes the project's retired keys whose `publish_until` is at or
+    /// before `now`; returns how many.
+    async fn delete_expired(&self, project: &ProjectId, now: OffsetDateTime) -> Result<usize, StoreError>;
+}
+
+/// The claims about a user that the host releases in ID tokens and at the
+/// userinfo endpoint (OpenID Connect Core section 5.1). The driver filters
+/// them by the granted scopes ([`crate::jwt::UserClaims::filtered`]).
+///
+/// # Security
+/// Return only claims about `subject` in `project`; an error is answered
+/// `server_error` (no ID token is issued without the claims the scopes
+/// promise).
+#[async_trait]
+pub trait UserClaimsSource: Send + Sync {
+    /// The claims of a user.
+    async fn claims(
+        &self,
+        project: &ProjectId,
+        subject: &crate::grant::Subject,
+    ) -> Result<crate::jwt::UserClaims, StoreError>;
+}
+
+/// No user claims: ID tokens and userinfo carry `sub` only.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoUserClaims;
+
+#[async_trait]
+impl UserClaimsSource for NoUserClaims {
+    async fn claims(
+        &self,
+        _project: &ProjectId,
+        _subject: &crate::grant::Subject,
+    ) -> Result<crate::jwt::UserClaims, StoreError> {
+        Ok(crate::jwt::UserClaims::default())
+    }
+}
+
+/// Single-use identifiers with an expiry: the `jti` of client assertions
+/// (RFC 7523 section 3, item 7).
+///
+/// # Security
+/// - [`ReplayStore::check_and_insert`] must be atomic insert-if-absent
+///   (one lock, `INSERT ... ON CONFLICT DO NOTHING` and reading the row
+///   count, or a unique key): of any number of concurrent calls for one
+///   key, exactly one returns `true`, also across servers sharing the
+///   store.
+/// - An entry must be kept at least until its `expires_at`; a key whose
+///   entry expired may be inserted again (the assertion itself has expired
+///   by then, so it cannot be replayed).
+/// - Keys are scoped by project and `scope` (the client id): the same
+///   `jti` of two clients does not collide.
+/// - A storage failure is an error, never `true`.
+#[async_trait]
+pub trait ReplayStore: Send + Sync {
+    /// Records `id` for `scope` until `expires_at`. Returns `true` when it
+    /// was not recorded (or only expired entries were), `false` when it is
+    /// a replay.
+    async fn check_and_insert(
+        &self,
+        project: &ProjectId,
+        scope: &str,
+        id: &str,
+        expires_at: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+
+    /// Deletes entries expired at `now`; returns how many.
+    async fn purge(&self, now: OffsetDateTime) -> Result<usize, StoreError>;
 }

@@ -74,6 +74,13 @@ pub fn project_settings() -> ProjectSettings {
 }
 
 pub async fn harness() -> Harness {
+    harness_with(|b| b).await
+}
+
+/// Like [`harness`], with extra builder settings.
+pub async fn harness_with(
+    extra: impl FnOnce(authio_mcp::server::AuthorizationServerBuilder) -> authio_mcp::server::AuthorizationServerBuilder,
+) -> Harness {
     let clock = Arc::new(FixedClock::new(START));
     let audit = Arc::new(MemoryAuditLog::new());
     let clients = Arc::new(MemoryClientStore::new());
@@ -84,8 +91,8 @@ pub async fn harness() -> Harness {
         .clients(clients.clone())
         .grants(grants.clone())
         .random(Arc::new(SeededRandom::new(42)))
-        .metadata_fetcher(Arc::new(DocumentFetcher::default()))
-        .build();
+        .metadata_fetcher(Arc::new(DocumentFetcher::default()));
+    let server = extra(server).build();
     let project = ProjectId::new("proj_demo").unwrap();
     server.put_project(&project, project_settings()).await.unwrap();
     Harness {

@@ -1,0 +1,1330 @@
+//! Persistent stores on SQL databases: [`SqliteStore`] (feature `sqlite`,
+//! the embedded default: one file, one process or a few on one host) and
+//! [`PostgresStore`] (feature `postgres`: many server instances on one
+//! database). Each implements every store trait: [`ProjectStore`],
+//! [`ClientStore`], [`IatStore`], [`GrantStore`], [`CimdCache`],
+//! [`AuditSink`] and [`AuditLog`], so one `Arc` of it fills every slot of
+//! [`crate::server::AuthorizationServerBuilder`].
+//!
+//! ```no_run
+//! # #[cfg(feature = "sqlite")]
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use authio_mcp::discovery::Issuer;
+//! use authio_mcp::server::AuthorizationServer;
+//! use authio_mcp::store::sql::{SqlOptions, SqliteStore};
+//!
+//! let store = Arc::new(SqliteStore::connect("sqlite://authio.db", SqlOptions::default()).await?);
+//! store.migrate().await?; // explicit, forward-only, idempotent
+//! let server = AuthorizationServer::builder(Issuer::new("https://auth.example.com")?)
+//!     .projects(store.clone())
+//!     .clients(store.clone())
+//!     .iats(store.clone())
+//!     .grants(store.clone())
+//!     .cimd_cache(store.clone())
+//!     .audit(store.clone())
+//!     .build();
+//! # Ok(()) }
+//! ```
+//!
+//! # Atomicity
+//!
+//! Every `# Security` contract of the traits is held by the database, so it
+//! holds across processes sharing one database:
+//!
+//! | operation | how |
+//! |---|---|
+//! | `GrantStore::consume_code` | one `UPDATE ... SET consumed = TRUE WHERE ... AND consumed = FALSE AND <grant not revoked> RETURNING`: the row lock (PostgreSQL) or the database write lock (SQLite) serializes concurrent updates, and a waiter re-checks `consumed` after the winner commits, so exactly one caller gets the row |
+//! | `GrantStore::rotate_refresh_token` | PostgreSQL: ONE statement, a data-modifying CTE (`WITH old AS (UPDATE ... SET rotated = TRUE WHERE ... AND rotated = FALSE RETURNING ...) INSERT ... SELECT ... FROM old`): the successor is inserted only for the row the conditional update returned, atomically. SQLite: a transaction under its single writer lock whose FIRST statement is that conditional `UPDATE`, followed by the insert. Either way only the winner of the update inserts |
+//! | `IatStore::use_once` | one `UPDATE ... SET uses = uses + 1 WHERE <not revoked> AND <not expired> AND (max_uses IS NULL OR uses < max_uses) RETURNING`: check and count are one statement, so `max_uses` is never exceeded |
+//! | `IatStore::revoke` | one conditional `UPDATE ... WHERE revoked_at IS NULL RETURNING` |
+//! | `ProjectStore::compare_and_swap` | optimistic: the settings are read with their `version`, compared with `current`, and replaced by `UPDATE ... WHERE id = ? AND version = ?`; the update is the atomic step |
+//! | `ClientStore::insert`, `IatStore::insert` | `INSERT ... ON CONFLICT DO NOTHING`: the unique key refuses a taken id or hash |
+//! | `GrantStore::revoke_grant` | a transaction that first writes a revocation marker, then deletes the grant's codes and tokens. Inserts of codes and tokens are `INSERT ... SELECT ... WHERE NOT EXISTS <marker>`, and EVERY read and conditional update also requires that no marker exists, so a record inserted by a request that raced the revocation reads as absent whatever the interleaving |
+//!
+//! SQLite runs in WAL mode with `synchronous = NORMAL`: a committed
+//! transaction survives the process being killed (`kill -9`); only an
+//! operating-system crash or power loss may lose the last transactions.
+//! Every write transaction starts with a write, so SQLite takes its write
+//! lock at once and waits (`busy_timeout`) rather than failing on a lock
+//! upgrade.
+//!
+//! # Schema
+//!
+//! Embedded, versioned, forward-only migrations, applied by
+//! [`SqliteStore::migrate`] / [`PostgresStore::migrate`] (never
+//! implicitly). Each is recorded in `schema_migrations (version, name,
+//! applied_at)`. A run is one transaction that first takes an exclusive
+//! lock (SQLite `BEGIN IMMEDIATE`, PostgreSQL `pg_advisory_xact_lock`), so
+//! processes migrating at once apply each migration exactly once.
+//! A database whose schema is newer than the library refuses to migrate.
+//! Times are unix seconds (SQLite `INTEGER`, PostgreSQL `BIGINT`); hashes
+//! are SHA-256 digests of the secret (32 bytes, `BLOB` / `BYTEA`); JSON
+//! columns hold the serde form of the crate's record types.
+//!
+//! | table (migration) | key | columns | secrets | retention |
+//! |---|---|---|---|---|
+//! | `projects` (1) | `id` | `settings` (JSON), `version`, `updated_at` | none | until replaced |
+//! | `clients` (1) | `(project, id)` | `client` (JSON), `issued_at` | the client secret as its hash only (`secret_hash` in the JSON) | until deleted |
+//! | `initial_access_tokens` (1) | `(project, hash)`, unique `(project, id)` | `label`, `created_at`, `expires_at`, `max_uses`, `uses`, `revoked_at`, `pinned` (JSON) | the token as its hash only | purged once expired, exhausted or revoked |
+//! | `authorization_codes` (1) | `(project, hash)`; indexes `(project, grant_id)`, `expires_at` | `grant_id`, `expires_at`, `consumed`, `record` (JSON) | the code as its hash only (the PKCE challenge is public) | purged once expired |
+//! | `refresh_tokens` (1) | `(project, hash)`; indexes `(project, grant_id)`, `expires_at` | `grant_id`, `expires_at`, `rotated`, `record` (JSON) | the token as its hash only | purged once expired (rotated ones too, so reuse is detected until then) |
+//! | `access_tokens` (1) | `(project, hash)`; indexes `(project, grant_id)`, `expires_at` | `grant_id`, `expires_at` (`exp`), `revoked`, `record` (JSON claims) | the token as its hash only | purged once expired |
+//! | `revoked_grants` (1) | `(project, grant_id)`; index `keep_until` | `revoked_at`, `keep_until` | none | purged after `keep_until` (a day) once no code or token of the grant remains |
+//! | `cimd_cache` (2) | `(project, url)`; index `expires_at` | `entry` (JSON: document and resolved client), `fetched_at`, `expires_at` | none (documents are public) | capped at [`SqlOptions::cimd_capacity`] entries, soonest-expiring evicted first; expired entries purged |
+//! | `audit_events` (2) | `id` (increasing); indexes `(project, id)`, `(project, name, id)`, `at` | `project`, `at`, `name`, `event` (JSON) | none (events never carry secrets) | [`SqlOptions::audit_max_age`] and [`SqlOptions::audit_max_rows_per_project`] |
+//!
+//! Every hot-path lookup is by primary key (`(project, hash)`, `(project,
+//! id)`); the revocation check is a primary-key probe of
+//! `revoked_grants`; purging walks the `expires_at` indexes in batches of
+//! [`SqlOptions::purge_batch`] rows, one short statement per batch.
+//!
+//! # Errors and faults
+//!
+//! A database failure (unreachable, pool exhausted, constraint violation)
+//! is a [`StoreError`] whose message names the operation and whose source
+//! is the driver's error, for the host's logs; the driver renders it as
+//! `server_error` with no detail. [`SqlOptions::on_error`] is called with
+//! every such error, so the operator sees it as it happens. The pool
+//! reconnects by itself when the database comes back.
+
+// Adding a table or a store (for maintainers): write the DDL as the next
+// migration in BOTH `migrations/sqlite/` and `migrations/postgres/` and
+// append it to the `Migration` lists in `sqlite.rs` and `postgres.rs`
+// (never edit an applied migration); put the statements in `queries.rs`
+// (`$N` placeholders, shared by both backends); add the trait impl inside
+// `impl_sql_store!` below, so both backends get it; add the table to the
+// schema table above and the trait's checks to `store::contract`.
+
+mod queries;
+
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+
+#[cfg(feature = "postgres")]
+pub use self::postgres::PostgresStore;
+#[cfg(feature = "sqlite")]
+pub use self::sqlite::SqliteStore;
+#[allow(unused_imports)] // used in the docs of this module
+use super::{AuditLog, AuditSink, CimdCache, ClientStore, GrantStore, IatStore, ProjectStore, StoreError};
+
+/// A callback for every database error (for logs and metrics).
+pub type ErrorHook = Arc<dyn Fn(&StoreError) + Send + Sync>;
+
+/// Pool and retention settings of a SQL store.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct SqlOptions {
+    /// Connections in the pool (default 10; SQLite has one writer at a
+    /// time whatever this is).
+    pub max_connections: u32,
+    /// How long a request waits for a free connection before failing with
+    /// a [`StoreError`] (default 5 s).
+    pub acquire_timeout: Duration,
+    /// How long a SQLite statement waits for the database's write lock
+    /// (default 5 s). Ignored by PostgreSQL.
+    pub busy_timeout: Duration,
+    /// Rows deleted per statement when purging (default 1000).
+    pub purge_batch: u32,
+    /// Entries the shared CIMD cache keeps at most (default 1024).
+    pub cimd_capacity: u32,
+    /// Audit events older than this are purged (default 90 days; `None`:
+    /// kept whatever their age).
+    pub audit_max_age: Option<time::Duration>,
+    /// Audit events kept per project, the newest (default 100,000;
+    /// `None`: no limit).
+    pub audit_max_rows_per_project: Option<u32>,
+    /// Called with every database error.
+    pub on_error: Option<ErrorHook>,
+    /// Write audit events in the background, many per statement (default
+    /// `false`: one insert per event, before the request goes on). Saves
+    /// a round trip per event; a process killed with `kill -9` loses the
+    /// events of the last moments (at most one batch of 256 in flight and
+    /// a queue of up to 10,000); a graceful `close()` writes them all.
+    pub audit_batching: bool,
+}
+
+impl Default for SqlOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(5),
+            busy_timeout: Duration::from_secs(5),
+            purge_batch: 1000,
+            cimd_capacity: 1024,
+            audit_max_age: Some(time::Duration::days(90)),
+            audit_max_rows_per_project: Some(100_000),
+            on_error: None,
+            audit_batching: false,
+        }
+    }
+}
+
+impl SqlOptions {
+    /// The defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets [`SqlOptions::max_connections`] (at least 1).
+    pub fn max_connections(mut self, n: u32) -> Self {
+        self.max_connections = n.max(1);
+        self
+    }
+
+    /// Sets [`SqlOptions::acquire_timeout`].
+    pub const fn acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.acquire_timeout = timeout;
+        self
+    }
+
+    /// Sets [`SqlOptions::busy_timeout`].
+    pub const fn busy_timeout(mut self, timeout: Duration) -> Self {
+        self.busy_timeout = timeout;
+        self
+    }
+
+    /// Sets [`SqlOptions::purge_batch`] (at least 1).
+    pub fn purge_batch(mut self, rows: u32) -> Self {
+        self.purge_batch = rows.max(1);
+        self
+    }
+
+    /// Sets [`SqlOptions::cimd_capacity`] (at least 1).
+    pub fn cimd_capacity(mut self, entries: u32) -> Self {
+        self.cimd_capacity = entries.max(1);
+        self
+    }
+
+    /// Sets [`SqlOptions::audit_max_age`].
+    pub const fn audit_max_age(mut self, age: Option<time::Duration>) -> Self {
+        self.audit_max_age = age;
+        self
+    }
+
+    /// Sets [`SqlOptions::audit_max_rows_per_project`].
+    pub const fn audit_max_rows_per_project(mut self, rows: Option<u32>) -> Self {
+        self.audit_max_rows_per_project = rows;
+        self
+    }
+
+    /// Sets [`SqlOptions::audit_batching`].
+    pub const fn audit_batching(mut self, on: bool) -> Self {
+        self.audit_batching = on;
+        self
+    }
+
+    /// Sets [`SqlOptions::on_error`].
+    pub fn on_error(mut self, hook: impl Fn(&StoreError) + Send + Sync + 'static) -> Self {
+        self.on_error = Some(Arc::new(hook));
+        self
+    }
+}
+
+impl fmt::Debug for SqlOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqlOptions")
+            .field("max_connections", &self.max_connections)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .field("busy_timeout", &self.busy_timeout)
+            .field("purge_batch", &self.purge_batch)
+            .field("cimd_capacity", &self.cimd_capacity)
+            .field("audit_max_age", &self.audit_max_age)
+            .field("audit_max_rows_per_project", &self.audit_max_rows_per_project)
+            .field("on_error", &self.on_error.is_some())
+            .field("audit_batching", &self.audit_batching)
+            .finish()
+    }
+}
+
+/// One embedded migration.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Migration {
+    pub(crate) version: i64,
+    pub(crate) name: &'static str,
+    pub(crate) sql: &'static str,
+}
+
+/// What [`SqliteStore::purge`] / [`PostgresStore::purge`] removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PurgeReport {
+    /// Expired codes, refresh and access tokens, and stale revocation
+    /// markers.
+    pub grants: u64,
+    /// Expired, exhausted or revoked initial access tokens.
+    pub iats: u64,
+    /// Expired CIMD cache entries.
+    pub cimd: u64,
+    /// Audit events past the retention limits.
+    pub audit: u64,
+}
+
+impl PurgeReport {
+    /// Everything removed.
+    pub const fn total(&self) -> u64 {
+        self.grants + self.iats + self.cimd + self.audit
+    }
+}
+
+pub(crate) const fn secs(t: OffsetDateTime) -> i64 {
+    t.unix_timestamp()
+}
+
+pub(crate) fn time_of(s: i64) -> Result<OffsetDateTime, StoreError> {
+    OffsetDateTime::from_unix_timestamp(s).map_err(|e| StoreError::with_source("stored time out of range", e))
+}
+
+pub(crate) fn to_json<T: serde::Serialize>(what: &str, value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::with_source(format!("encoding {what}"), e))
+}
+
+pub(crate) fn from_json<T: serde::de::DeserializeOwned>(what: &str, json: &str) -> Result<T, StoreError> {
+    serde_json::from_str(json).map_err(|e| StoreError::with_source(format!("decoding stored {what}"), e))
+}
+
+pub(crate) fn hash_of(bytes: &[u8]) -> Result<crate::secret::SecretHash, StoreError> {
+    let arr: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| StoreError::new("stored hash is not 32 bytes"))?;
+    Ok(crate::secret::SecretHash::from_bytes(arr))
+}
+
+/// The trait impls shared by both backends: the same SQL
+/// ([`queries`]), the same row handling. `$store` has fields `pool:
+/// sqlx::Pool<_>` and `options: SqlOptions` and a method `fail(&self, op,
+/// sqlx::Error) -> StoreError`.
+macro_rules! impl_sql_store {
+    ($store:ty, $row:ty, $backend:literal, $begin_exclusive:expr, $rotate_in_one:expr, $migrations:expr) => {
+        const BACKEND: &str = $backend;
+        /// Whether refresh rotation is one statement (a data-modifying
+        /// CTE, PostgreSQL) rather than a transaction of two (SQLite).
+        const ROTATE_IN_ONE_STATEMENT: bool = $rotate_in_one;
+        use sqlx::Row as _;
+
+        use $crate::audit::AuditEvent;
+        use $crate::client::{Client, ClientId, RegisteredClientId};
+        use $crate::dcr::{IatId, IatRecord};
+        use $crate::grant::{AccessTokenRecord, CodeRecord, GrantId, RefreshTokenRecord};
+        use $crate::project::{ProjectId, ProjectSettings};
+        use $crate::secret::SecretHash;
+        use $crate::store::sql::{PurgeReport, from_json, hash_of, queries as q, secs, time_of, to_json};
+        use $crate::store::{
+            AuditCursor, AuditPage, AuditQuery, CodeConsumption, RefreshRotation, RevokeOutcome, StoreError, UseOutcome,
+        };
+
+        const MIGRATIONS: &[$crate::store::sql::Migration] = $migrations;
+        const BEGIN_EXCLUSIVE: &str = $begin_exclusive;
+
+        /// Events per batched audit insert.
+        const AUDIT_BATCH: usize = 256;
+        /// Events queued for the batched writer before `record` writes
+        /// directly (backpressure).
+        const AUDIT_QUEUE: usize = 10_000;
+
+        /// The background audit writer ([`SqlOptions::audit_batching`]).
+        struct AuditWriter {
+            queue: std::sync::Mutex<Option<tokio::sync::mpsc::Sender<AuditEvent>>>,
+            task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+        }
+
+        impl AuditWriter {
+            fn none() -> Self {
+                Self {
+                    queue: std::sync::Mutex::new(None),
+                    task: std::sync::Mutex::new(None),
+                }
+            }
+
+            fn start(
+                pool: sqlx::Pool<<$row as sqlx::Row>::Database>,
+                options: $crate::store::sql::SqlOptions,
+                failures: std::sync::Arc<std::sync::atomic::AtomicU64>,
+            ) -> Self {
+                let (tx, mut rx) = tokio::sync::mpsc::channel::<AuditEvent>(AUDIT_QUEUE);
+                let task = tokio::spawn(async move {
+                    let mut batch = Vec::with_capacity(AUDIT_BATCH);
+                    while let Some(first) = rx.recv().await {
+                        batch.push(first);
+                        while batch.len() < AUDIT_BATCH {
+                            match rx.try_recv() {
+                                Ok(e) => batch.push(e),
+                                Err(_) => break,
+                            }
+                        }
+                        if let Err(e) = insert_audit_batch(&pool, &batch).await {
+                            let err = StoreError::with_source(format!("{}: record audit events failed", BACKEND), e);
+                            if let Some(hook) = &options.on_error {
+                                hook(&err);
+                            }
+                            failures.fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        batch.clear();
+                    }
+                });
+                Self {
+                    queue: std::sync::Mutex::new(Some(tx)),
+                    task: std::sync::Mutex::new(Some(task)),
+                }
+            }
+
+            /// Queues an event; gives it back when the queue is full or closed.
+            fn offer(&self, event: AuditEvent) -> Option<AuditEvent> {
+                let Ok(queue) = self.queue.lock() else {
+                    return Some(event);
+                };
+                match queue.as_ref() {
+                    Some(tx) => tx.try_send(event).err().map(|e| match e {
+                        tokio::sync::mpsc::error::TrySendError::Full(e)
+                        | tokio::sync::mpsc::error::TrySendError::Closed(e) => e,
+                    }),
+                    None => Some(event),
+                }
+            }
+
+            /// Stops taking events and waits until every queued one is written.
+            async fn finish(&self) {
+                drop(self.queue.lock().ok().and_then(|mut q| q.take()));
+                let task = self.task.lock().ok().and_then(|mut t| t.take());
+                if let Some(task) = task {
+                    let _ = task.await;
+                }
+            }
+        }
+
+        async fn insert_audit_batch(
+            pool: &sqlx::Pool<<$row as sqlx::Row>::Database>,
+            batch: &[AuditEvent],
+        ) -> Result<(), sqlx::Error> {
+            let mut sql = String::from("INSERT INTO audit_events (project, at, name, event) VALUES ");
+            for i in 0..batch.len() {
+                let n = i * 4;
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&format!("(${}, ${}, ${}, ${})", n + 1, n + 2, n + 3, n + 4));
+            }
+            // Batch sizes vary: do not fill the statement cache with them.
+            let mut insert = sqlx::query(&sql).persistent(false);
+            for event in batch {
+                let json = serde_json::to_string(event).unwrap_or_default();
+                insert = insert
+                    .bind(event.project_id.as_str())
+                    .bind(secs(event.at))
+                    .bind(event.name())
+                    .bind(json);
+            }
+            insert.execute(pool).await.map(|_| ())
+        }
+
+        impl $store {
+            /// Closes the store: writes the queued audit events (with
+            /// [`SqlOptions::audit_batching`]), then closes every connection
+            /// of the pool (waiting for the ones in use).
+            pub async fn close(&self) {
+                self.audit_writer.finish().await;
+                self.pool.close().await;
+            }
+
+            /// Applies every embedded migration not yet applied, in order;
+            /// idempotent, and safe to run from several processes at once
+            /// (each migration's version row is inserted first in its own
+            /// transaction).
+            ///
+            /// # Errors
+            /// [`StoreError`] when the database fails or its schema is newer
+            /// than this library knows.
+            pub async fn migrate(&self) -> Result<(), StoreError> {
+                self.migrate_to(MIGRATIONS.last().map_or(0, |m| m.version)).await
+            }
+
+            /// Applies the embedded migrations up to and including
+            /// `version` (for staged roll-outs and upgrade tests).
+            ///
+            /// # Errors
+            /// As [`Self::migrate`].
+            pub async fn migrate_to(&self, version: i64) -> Result<(), StoreError> {
+                let mut conn = self
+                    .pool
+                    .acquire()
+                    .await
+                    .map_err(|e| self.fail("migrate: connect", e))?;
+                // One exclusive transaction for the whole run: concurrent
+                // migrations from several processes queue on it.
+                sqlx::raw_sql(BEGIN_EXCLUSIVE)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(|e| self.fail("migrate: begin", e))?;
+                let applied = self.apply_migrations(&mut conn, version).await;
+                let end = if applied.is_ok() { "COMMIT" } else { "ROLLBACK" };
+                if let Err(e) = sqlx::raw_sql(end).execute(&mut *conn).await {
+                    // Never hand a connection in an unknown transaction state
+                    // back to the pool.
+                    drop(conn.detach());
+                    return Err(applied.err().unwrap_or_else(|| self.fail("migrate: commit", e)));
+                }
+                applied
+            }
+
+            async fn apply_migrations(
+                &self,
+                conn: &mut sqlx::pool::PoolConnection<<$row as sqlx::Row>::Database>,
+                version: i64,
+            ) -> Result<(), StoreError> {
+                sqlx::raw_sql(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations \
+                     (version BIGINT PRIMARY KEY NOT NULL, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+                )
+                .execute(&mut **conn)
+                .await
+                .map_err(|e| self.fail("create schema_migrations", e))?;
+                let row = sqlx::query("SELECT MAX(version) FROM schema_migrations")
+                    .fetch_one(&mut **conn)
+                    .await
+                    .map_err(|e| self.fail("schema version", e))?;
+                let newest: i64 = row
+                    .try_get::<Option<i64>, _>(0)
+                    .map_err(|e| self.fail("schema version", e))?
+                    .unwrap_or(0);
+                let known = MIGRATIONS.last().map_or(0, |m| m.version);
+                if newest > known {
+                    return Err(StoreError::new(format!(
+                        "the database schema (version {newest}) is newer than this library's ({known})"
+                    )));
+                }
+                let now = secs(OffsetDateTime::now_utc());
+                for m in MIGRATIONS
+                    .iter()
+                    .filter(|m| m.version > newest && m.version <= version)
+                {
+                    sqlx::raw_sql(m.sql)
+                        .execute(&mut **conn)
+                        .await
+                        .map_err(|e| self.fail(m.name, e))?;
+                    sqlx::query("INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)")
+                        .bind(m.version)
+                        .bind(m.name)
+                        .bind(now)
+                        .execute(&mut **conn)
+                        .await
+                        .map_err(|e| self.fail("migrate: record version", e))?;
+                }
+                Ok(())
+            }
+
+            /// The newest migration applied (0: a migration run started
+            /// but applied none).
+            ///
+            /// # Errors
+            /// [`StoreError`] when the database fails, or was never
+            /// migrated (it has no `schema_migrations` table).
+            pub async fn schema_version(&self) -> Result<i64, StoreError> {
+                let row = sqlx::query("SELECT MAX(version) FROM schema_migrations")
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(|e| self.fail("schema version", e))?;
+                let v: Option<i64> = row.try_get(0).map_err(|e| self.fail("schema version", e))?;
+                Ok(v.unwrap_or(0))
+            }
+
+            /// Audit events that could not be stored since the store was
+            /// created (each was also reported to [`SqlOptions::on_error`]).
+            pub fn audit_failures(&self) -> u64 {
+                self.audit_failures.load(std::sync::atomic::Ordering::Relaxed)
+            }
+
+            /// The newest migration this library embeds.
+            pub fn latest_schema_version() -> i64 {
+                MIGRATIONS.last().map_or(0, |m| m.version)
+            }
+
+            /// Purges, in batches of [`SqlOptions::purge_batch`] rows, what
+            /// can go at `now`: expired codes and tokens, stale revocation
+            /// markers, unusable initial access tokens, expired CIMD
+            /// entries, and audit events past the retention limits.
+            ///
+            /// # Errors
+            /// [`StoreError`] when the database fails (what was purged
+            /// before stays purged).
+            pub async fn purge(&self, now: OffsetDateTime) -> Result<PurgeReport, StoreError> {
+                let mut report = PurgeReport::default();
+                report.grants = self.purge_grants(now).await?;
+                report.iats = self.purge_iats(now).await?;
+                report.cimd = self
+                    .delete_batches(
+                        "purge cimd",
+                        "DELETE FROM cimd_cache WHERE (project, url) IN \
+                        (SELECT project, url FROM cimd_cache WHERE expires_at <= $1 LIMIT $2)",
+                        secs(now),
+                    )
+                    .await?;
+                report.audit = self.purge_audit(now).await?;
+                Ok(report)
+            }
+
+            /// Applies the audit retention limits at `now`; returns how many
+            /// events went.
+            ///
+            /// # Errors
+            /// [`StoreError`] when the database fails.
+            pub async fn purge_audit(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+                let mut removed = 0;
+                if let Some(age) = self.options.audit_max_age {
+                    removed += self
+                        .delete_batches("purge audit by age", q::AUDIT_PURGE_AGE, secs(now - age))
+                        .await?;
+                }
+                if let Some(keep) = self.options.audit_max_rows_per_project {
+                    let crowded = sqlx::query(q::AUDIT_CROWDED)
+                        .bind(i64::from(keep))
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(|e| self.fail("audit retention", e))?;
+                    for row in crowded {
+                        let project: String = row.try_get(0).map_err(|e| self.fail("audit retention", e))?;
+                        loop {
+                            let n = sqlx::query(q::AUDIT_PURGE_ROWS)
+                                .bind(&project)
+                                .bind(i64::from(keep))
+                                .bind(i64::from(self.options.purge_batch))
+                                .execute(&self.pool)
+                                .await
+                                .map_err(|e| self.fail("audit retention", e))?
+                                .rows_affected();
+                            removed += n;
+                            if n < u64::from(self.options.purge_batch) {
+                                break;
+                            }
+                        }
+                    }
+                }
+                Ok(removed)
+            }
+
+            async fn purge_grants(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+                let mut removed = 0;
+                for table in ["authorization_codes", "refresh_tokens", "access_tokens"] {
+                    removed += self
+                        .delete_batches(table, &q::purge_expired(table), secs(now))
+                        .await?;
+                }
+                removed += self
+                    .delete_batches("revoked_grants", q::PURGE_MARKERS, secs(now))
+                    .await?;
+                Ok(removed)
+            }
+
+            async fn purge_iats(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+                self.delete_batches("purge initial access tokens", q::IAT_PURGE, secs(now))
+                    .await
+            }
+
+            /// Runs `sql` (`$1`: a time, `$2`: the batch size) until a batch
+            /// deletes fewer rows than the batch size.
+            async fn delete_batches(&self, op: &'static str, sql: &str, at: i64) -> Result<u64, StoreError> {
+                let batch = self.options.purge_batch;
+                let mut removed = 0;
+                loop {
+                    let n = sqlx::query(sql)
+                        .bind(at)
+                        .bind(i64::from(batch))
+                        .execute(&self.pool)
+                        .await
+                        .map_err(|e| self.fail(op, e))?
+                        .rows_affected();
+                    removed += n;
+                    if n < u64::from(batch) {
+                        return Ok(removed);
+                    }
+                }
+            }
+
+            fn iat_from_row(&self, row: &$row) -> Result<IatRecord, StoreError> {
+                let get = |e| self.fail("decode initial access token", e);
+                let hash: Vec<u8> = row.try_get("hash").map_err(get)?;
+                let id: String = row.try_get("id").map_err(get)?;
+                let label: Option<String> = row.try_get("label").map_err(get)?;
+                let created_at: i64 = row.try_get("created_at").map_err(get)?;
+                let expires_at: Option<i64> = row.try_get("expires_at").map_err(get)?;
+                let max_uses: Option<i64> = row.try_get("max_uses").map_err(get)?;
+                let uses: i64 = row.try_get("uses").map_err(get)?;
+                let revoked_at: Option<i64> = row.try_get("revoked_at").map_err(get)?;
+                let pinned: String = row.try_get("pinned").map_err(get)?;
+                let count = |v: i64| u32::try_from(v).map_err(|_| StoreError::new("stored use count out of range"));
+                Ok(IatRecord {
+                    id: IatId::new(id).map_err(|e| StoreError::with_source("stored initial access token id", e))?,
+                    hash: hash_of(&hash)?,
+                    label,
+                    created_at: time_of(created_at)?,
+                    expires_at: expires_at.map(time_of).transpose()?,
+                    max_uses: max_uses.map(count).transpose()?,
+                    uses: count(uses)?,
+                    revoked_at: revoked_at.map(time_of).transpose()?,
+                    pinned: from_json("pinned metadata", &pinned)?,
+                })
+            }
+
+            /// `(flag, record JSON)` rows of the grant tables.
+            fn flagged<T: serde::de::DeserializeOwned>(
+                &self,
+                what: &'static str,
+                row: &$row,
+            ) -> Result<(bool, T), StoreError> {
+                let flag: bool = row.try_get(0).map_err(|e| self.fail(what, e))?;
+                let json: String = row.try_get(1).map_err(|e| self.fail(what, e))?;
+                Ok((flag, from_json(what, &json)?))
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::store::ProjectStore for $store {
+            async fn get(&self, id: &ProjectId) -> Result<Option<ProjectSettings>, StoreError> {
+                let row = sqlx::query(q::PROJECT_GET)
+                    .bind(id.as_str())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(|e| self.fail("get project", e))?;
+                row.map(|r| {
+                    let json: String = r.try_get(0).map_err(|e| self.fail("get project", e))?;
+                    from_json("project settings", &json)
+                })
+                .transpose()
+            }
+
+            async fn put(&self, id: &ProjectId, settings: ProjectSettings) -> Result<(), StoreError> {
+                sqlx::query(q::PROJECT_PUT)
+                    .bind(id.as_str())
+                    .bind(to_json("project settings", &settings)?)
+                    .bind(secs(OffsetDateTime::now_utc()))
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| self.fail("put project", e))?;
+                Ok(())
+            }
+
+            async fn compare_and_swap(
+                &self,
+                id: &ProjectId,
+                current: &ProjectSettings,
+                new: ProjectSettings,
+            ) -> Result<bool, StoreError> {
+                let Some(row) = sqlx::query(q::PROJECT_GET)
+                    .bind(id.as_str())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(|e| self.fail("read project for update", e))?
+                else {
+                    return Ok(false);
+                };
+                let json: String = row
+                    .try_get(0)
+                    .map_err(|e| self.fail("read project for update", e))?;
+                let version: i64 = row
+                    .try_get(1)
+                    .map_err(|e| self.fail("read project for update", e))?;
+                let stored: ProjectSettings = from_json("project settings", &json)?;
+                if &stored != current {
+                    return Ok(false);
+                }
+                let swapped = sqlx::query(q::PROJECT_SWAP)
+                    .bind(id.as_str())
+                    .bind(version)
+                    .bind(to_json("project settings", &new)?)
+                    .bind(secs(OffsetDateTime::now_utc()))
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| self.fail("swap project", e))?
+                    .rows_affected();
+                Ok(swapped == 1)
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::store::ClientStore for $store {
+            async fn get(&self, project: &ProjectId, id: &RegisteredClientId) -> Result<Option<Client>, StoreError> {
+                let row = sqlx::query(q::CLIENT_GET)
+                    .bind(project.as_str())
+                    .bind(id.as_str())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(|e| self.fail("get client", e))?;
+                row.map(|r| {
+                    let json: String = r.try_get(0).map_err(|e| self.fail("get client", e))?;
+                    from_json("client", &json)
+                })
+                .transpose()
+            }
+
+            async fn insert(&self, project: &ProjectId, client: Client) -> Result<bool, StoreError> {
+                let ClientId::Registered(id) = &client.client_id else {
+                    return Err(StoreError::new("only registered clients are stored"));
+                };
+                let inserted = sqlx::query(q::CLIENT_INSERT)
+                    .bind(project.as_str())
+                    .bind(id.as_str())
+                    .bind(to_json("client", &client)?)
+                    .bind(secs(client.issued_at))
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| self.fail("insert client", e))?
+                    .rows_affected();
+                Ok(inserted == 1)
+            }
+
+            async fn delete(&self, project: &ProjectId, id: &RegisteredClientId) -> Result<bool, StoreError> {
+                let deleted = sqlx::query(q::CLIENT_DELETE)
+                    .bind(project.as_str())
+                    .bind(id.as_str())
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| self.fail("delete client", e))?
+                    .rows_affected();
+                Ok(deleted == 1)
+            }
+
+            async fn count(&self, project: &ProjectId) -> Result<usize, StoreError> {
+                let row = sqlx::query(q::CLIENT_COUNT)
+                    .bind(project.as_str())
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(|e| self.fail("count clients", e))?;
+                let n: i64 = row.try_get(0).map_err(|e| self.fail("count clients", e))?;
+                usize::try_from(n).map_err(|_| StoreError::new("client count out of range"))
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::store::IatStore for $store {
+            async fn insert(&self, project: &ProjectId, record: IatRecord) -> Result<bool, StoreError> {
+                let inserted = sqlx::query(q::IAT_INSERT)
+                    .bind(project.as_str())
+                    .bind(record.hash.as_bytes().as_slice())
+                    .bind(record.id.as_str())
+                    .bind(record.label.as_deref())
+                    .bind(secs(record.created_at))
+                    .bind(record.expires_at.map(secs))
+                    .bind(record.max_uses.map(i64::from))
+                    .bind(i64::from(record.uses))
+                    .bind(record.revoked_at.map(secs))
+                    .bind(to_json("pinned metadata", &record.pinned)?)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| self.fail("insert initial access token", e))?
+                    .rows_affected();
+                Ok(inserted == 1)
+            }
+
+            async fn find(&self, project: &ProjectId, hash: &SecretHash) -> Result<Option<IatRecord>, StoreError> {
+                let row = sqlx::query(&q::iat_find())
+                    .bind(project.as_str())
+                    .bind(hash.as_bytes().as_slice())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(|e| self.fail("find initial access token", e))?;
+                row.map(|r| self.iat_from_row(&r)).transpose()
+            }
+
+            async fn use_once(
+                &self,
+                project: &ProjectId,
+                hash: &SecretHash,
+                now: OffsetDateTime,
+            ) -> Result<UseOutcome, StoreError> {
+                let used = sqlx::query(&q::iat_use())
+                    .bind(project.as_str())
+                    .bind(hash.as_bytes().as_slice())
+                    .bind(secs(now))
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(|e| self.fail("use initial access token", e))?;
+                if let Some(row) = used {
+                    return Ok(UseOutcome::Used(self.iat_from_row(&row)?));
+                }
+                // Nothing counted: say why. Every condition only ever
+                // becomes false (uses grow, revocation and expiry stay), so
+                // the record read now is unusable too.
+                let Some(record) = $crate::store::IatStore::find(self, project, hash).await? else {
+                    return Ok(UseOutcome::Unknown);
+                };
+                // Stored times are whole seconds: judge at the second the
+                // update was judged at.
+                let at = time_of(secs(now))?;
+                match record.check(at) {
+                    Err(e) => Ok(UseOutcome::Unusable(e)),
+                    Ok(()) => Err(StoreError::new(
+                        "initial access token was not counted but reads as usable",
+                    )),
+                }
+            }
+
+            async fn list(&self, project: &ProjectId) -> Result<Vec<IatRecord>, StoreError> {
+                let rows = sqlx::query(&q::iat_list())
+                    .bind(project.as_str())
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(|e| self.fail("list initial access tokens", e))?;
+                rows.iter().map(|r| self.iat_from_row(r)).collect()
+            }
+
+            async fn revoke(
+                &self,
+                project: &ProjectId,
+                id: &IatId,
+                now: OffsetDateTime,
+            ) -> Result<RevokeOutcome, StoreError> {
+                let row = sqlx::query(&q::iat_revoke())
+                    .bind(project.as_str())
+                    .bind(id.as_str())
+                    .bind(secs(now))
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(|e| self.fail("revoke initial access token", e))?;
+                if let Some(row) = row {
+                    return Ok(RevokeOutcome::Revoked(self.iat_from_row(&row)?));
+                }
+                let row = sqlx::query(&q::iat_by_id())
+                    .bind(project.as_str())
+                    .bind(id.as_str())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(|e| self.fail("revoke initial access token", e))?;
+                Ok(match row {
+                    Some(row) => RevokeOutcome::AlreadyRevoked(self.iat_from_row(&row)?),
+                    None => RevokeOutcome::Unknown,
+                })
+            }
+
+            async fn purge(&self, now: OffsetDateTime) -> Result<usize, StoreError> {
+                let n = self.purge_iats(now).await?;
+                usize::try_from(n).map_err(|_| StoreError::new("purge count out of range"))
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::store::GrantStore for $store {
+            async fn insert_code(&self, record: CodeRecord) -> Result<(), StoreError> {
+                sqlx::query(q::CODE_INSERT)
+                    .bind(record.grant.project.as_str())
+                    .bind(record.hash.as_bytes().as_slice())
+                    .bind(record.grant.id.as_str())
+                    .bind(secs(record.expires_at))
+                    .bind(record.consumed)
+                    .bind(to_json("code", &record)?)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| self.fail("insert code", e))?;
+                Ok(())
+            }
+
+            async fn code(&self, project: &ProjectId, hash: &SecretHash) -> Result<Option<CodeRecord>, StoreError> {
+                let row = sqlx::query(q::CODE_GET)
+                    .bind(project.as_str())
+                    .bind(hash.as_bytes().as_slice())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(|e| self.fail("get code", e))?;
+                row.map(|r| {
+                    let (consumed, mut record): (bool, CodeRecord) = self.flagged("code", &r)?;
+                    record.consumed = consumed;
+                    Ok(record)
+                })
+                .transpose()
+            }
+
+            async fn consume_code(
+                &self,
+                project: &ProjectId,
+                hash: &SecretHash,
+            ) -> Result<CodeConsumption, StoreError> {
+                let row = sqlx::query(q::CODE_CONSUME)
+                    .bind(project.as_str())
+                    .bind(hash.as_bytes().as_slice())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(|e| self.fail("consume code", e))?;
+                if let Some(row) = row {
+                    let json: String = row.try_get(0).map_err(|e| self.fail("consume code", e))?;
+                    let mut record: CodeRecord = from_json("code", &json)?;
+                    record.consumed = true;
+                    return Ok(CodeConsumption::Consumed(record));
+                }
+                // Not consumed by this call: consumed before, or its grant
+                // is revoked (both a replay to the caller), or absent.
+                let row = sqlx::query(q::CODE_STATE)
+                    .bind(project.as_str())
+                    .bind(hash.as_bytes().as_slice())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(|e| self.fail("consume code", e))?;
+                Ok(match row {
+                    Some(r) => {
+                        let (consumed, mut record): (bool, CodeRecord) = self.flagged("code", &r)?;
+                        record.consumed = consumed;
+                        CodeConsumption::AlreadyConsumed(record)
+                    }
+                    None => CodeConsumption::NotFound,
+                })
+            }
+
+            async fn insert_refresh_token(&self, record: RefreshTokenRecord) -> Result<(), StoreError> {
+                sqlx::query(q::REFRESH_INSERT)
+                    .bind(record.grant.project.as_str())
+                    .bind(record.hash.as_bytes().as_slice())
+                    .bind(record.grant.id.as_str())
+                    .bind(secs(record.expires_at))
+                    .bind(record.rotated)
+                    .bind(to_json("refresh token", &record)?)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| self.fail("insert refresh token", e))?;
+                Ok(())
+            }
+
+            async fn refresh_token(
+                &self,
+                project: &ProjectId,
+                hash: &SecretHash,
+            ) -> Result<Option<RefreshTokenRecord>, StoreError> {
+                let row = sqlx::query(q::REFRESH_GET)
+                    .bind(project.as_str())
+                    .bind(hash.as_bytes().as_slice())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(|e| self.fail("get refresh token", e))?;
+                row.map(|r| {
+                    let (rotated, mut record): (bool, RefreshTokenRecord) = self.flagged("refresh token", &r)?;
+                    record.rotated = rotated;
+                    let rotation: Option<String> = r.try_get(2).map_err(|e| self.fail("refresh token", e))?;
+                    record.rotation = rotation
+                        .map(|json| from_json("refresh token rotation", &json))
+                        .transpose()?;
+                    Ok(record)
+                })
+                .transpose()
+            }
+
+            async fn rotate_refresh_token(
+                &self,
+                project: &ProjectId,
+                old: &SecretHash,
+                new: RefreshTokenRecord,
+                mark: $crate::grant::RotationMark,
+                grace: time::Duration,
+            ) -> Result<RefreshRotation, StoreError> {
+                let new_json = to_json("refresh token", &new)?;
+                let mark_json = to_json("refresh token rotation", &mark)?;
+                // The loser of a race (or a later presentation) reads the
+                // winner's committed mark and applies the grace rule.
+                let after_lost = |record: Option<RefreshTokenRecord>| match record {
+                    Some(record) if record.rotated => {
+                        if record.within_reuse_grace(mark.at, grace) {
+                            RefreshRotation::WithinGrace(record)
+                        } else {
+                            RefreshRotation::AlreadyRotated(record)
+                        }
+                    }
+                    _ => RefreshRotation::NotFound,
+                };
+                if ROTATE_IN_ONE_STATEMENT {
+                    let row = sqlx::query(q::REFRESH_ROTATE_ONE_STATEMENT)
+                        .bind(project.as_str())
+                        .bind(old.as_bytes().as_slice())
+                        .bind(new.grant.project.as_str())
+                        .bind(new.hash.as_bytes().as_slice())
+                        .bind(new.grant.id.as_str())
+                        .bind(secs(new.expires_at))
+                        .bind(new.rotated)
+                        .bind(new_json)
+                        .bind(mark_json)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(|e| self.fail("rotate refresh token", e))?;
+                    if let Some(row) = row {
+                        let json: String = row.try_get(0).map_err(|e| self.fail("rotate refresh token", e))?;
+                        let mut old_record: RefreshTokenRecord = from_json("refresh token", &json)?;
+                        old_record.rotated = true;
+                        old_record.rotation = Some(mark);
+                        return Ok(RefreshRotation::Rotated(old_record));
+                    }
+                    return Ok(after_lost(
+                        $crate::store::GrantStore::refresh_token(self, project, old).await?,
+                    ));
+                }
+                let mut tx = self
+                    .pool
+                    .begin()
+                    .await
+                    .map_err(|e| self.fail("rotate refresh token", e))?;
+                // The conditional update first: it takes the row (or
+                // database) write lock, so of concurrent rotations only one
+                // sees `rotated = FALSE`.
+                let row = sqlx::query(q::REFRESH_ROTATE)
+                    .bind(project.as_str())
+                    .bind(old.as_bytes().as_slice())
+                    .bind(mark_json)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(|e| self.fail("rotate refresh token", e))?;
+                if let Some(row) = row {
+                    let json: String = row.try_get(0).map_err(|e| self.fail("rotate refresh token", e))?;
+                    let mut old_record: RefreshTokenRecord = from_json("refresh token", &json)?;
+                    old_record.rotated = true;
+                    old_record.rotation = Some(mark);
+                    sqlx::query(q::REFRESH_INSERT)
+                        .bind(new.grant.project.as_str())
+                        .bind(new.hash.as_bytes().as_slice())
+                        .bind(new.grant.id.as_str())
+                        .bind(secs(new.expires_at))
+                        .bind(new.rotated)
+                        .bind(new_json)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| self.fail("rotate refresh token: insert", e))?;
+                    tx.commit()
+                        .await
+                        .map_err(|e| self.fail("rotate refresh token: commit", e))?;
+                    return Ok(RefreshRotation::Rotated(old_record));
+                }
+                tx.rollback()
+                    .await
+                    .map_err(|e| self.fail("rotate refresh token", e))?;
+                // absent, its grant revoked, or rotated before
+                Ok(after_lost(
+                    $crate::store::GrantStore::refresh_token(self, project, old).await?,
+                ))
+            }
+
+            async fn insert_access_token(&self, record: AccessTokenRecord) -> Result<(), StoreError> {
+                sqlx::query(q::ACCESS_INSERT)
+                    .bind(record.project.as_str())
+                    .bind(record.hash.as_bytes().as_slice())
+                    .bind(record.grant_id.as_str())
+                    .bind(record.claims.exp)
+                    .bind(record.revoked)
+                    .bind(to_json("access token", &record)?)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| self.fail("insert access token", e))?;
+                Ok(())
+            }
+
+            async fn access_token(
+                &self,
+                project: &ProjectId,
+                hash: &SecretHash,
+            ) -> Result<Option<AccessTokenRecord>, StoreError> {
+                let row = sqlx::query(q::ACCESS_GET)
+                    .bind(project.as_str())
+                    .bind(hash.as_bytes().as_slice())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(|e| self.fail("get access token", e))?;
+                row.map(|r| {
+                    let (revoked, mut record): (bool, AccessTokenRecord) = self.flagged("access token", &r)?;
+                    record.revoked = revoked;
+                    Ok(record)
+                })
+                .transpose()
+            }
+
+            async fn revoke_access_token(&self, project: &ProjectId, hash: &SecretHash) -> Result<bool, StoreError> {
+                let n = sqlx::query(q::ACCESS_REVOKE)
+                    .bind(project.as_str())
+                    .bind(hash.as_bytes().as_slice())
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| self.fail("revoke access token", e))?
+                    .rows_affected();
+                Ok(n == 1)
+            }
+
+            async fn revoke_grant(
+                &self,
+                project: &ProjectId,
+                grant: &GrantId,
+                now: OffsetDateTime,
+            ) -> Result<(), StoreError> {
+                let keep_until = secs(now + time::Duration::days(1));
+                let mut tx = self
+                    .pool
+                    .begin()
+                    .await
+                    .map_err(|e| self.fail("revoke grant", e))?;
+                sqlx::query(q::GRANT_MARK)
+                    .bind(project.as_str())
+                    .bind(grant.as_str())
+                    .bind(secs(now))
+                    .bind(keep_until)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| self.fail("revoke grant: marker", e))?;
+                for sql in [
+                    q::GRANT_DELETE_CODES,
+                    q::GRANT_DELETE_REFRESH,
+                    q::GRANT_DELETE_ACCESS,
+                ] {
+                    sqlx::query(sql)
+                        .bind(project.as_str())
+                        .bind(grant.as_str())
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| self.fail("revoke grant: delete", e))?;
+                }
+                tx.commit()
+                    .await
+                    .map_err(|e| self.fail("revoke grant: commit", e))?;
+                Ok(())
+            }
+
+            async fn purge_expired(&self, now: OffsetDateTime) -> Result<usize, StoreError> {
+                let n = self.purge_grants(now).await?;
+                usize::try_from(n).map_err(|_| StoreError::new("purge count out of range"))
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::store::CimdCache for $store {
+            async fn get(
+                &self,
+                project: &ProjectId,
+                url: &$crate::cimd::ClientIdUrl,
+            ) -> Result<Option<$crate::cimd::CachedDocument>, StoreError> {
+                let row = sqlx::query(q::CIMD_GET)
+                    .bind(project.as_str())
+                    .bind(url.as_str())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(|e| self.fail("get cimd entry", e))?;
+                row.map(|r| {
+                    let json: String = r.try_get(0).map_err(|e| self.fail("get cimd entry", e))?;
+                    from_json("cimd entry", &json)
+                })
+                .transpose()
+            }
+
+            async fn put(
+                &self,
+                project: &ProjectId,
+                url: &$crate::cimd::ClientIdUrl,
+                entry: $crate::cimd::CachedDocument,
+            ) -> Result<(), StoreError> {
+                sqlx::query(q::CIMD_PUT)
+                    .bind(project.as_str())
+                    .bind(url.as_str())
+                    .bind(to_json("cimd entry", &entry)?)
+                    .bind(secs(entry.fetched_at))
+                    .bind(secs(entry.expires_at))
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| self.fail("put cimd entry", e))?;
+                let row = sqlx::query(q::CIMD_COUNT)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(|e| self.fail("count cimd entries", e))?;
+                let held: i64 = row.try_get(0).map_err(|e| self.fail("count cimd entries", e))?;
+                let excess = held - i64::from(self.options.cimd_capacity);
+                if excess > 0 {
+                    sqlx::query(q::CIMD_EVICT)
+                        .bind(excess)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(|e| self.fail("evict cimd entries", e))?;
+                }
+                Ok(())
+            }
+
+            async fn remove(&self, project: &ProjectId, url: &$crate::cimd::ClientIdUrl) -> Result<(), StoreError> {
+                sqlx::query(q::CIMD_REMOVE)
+                    .bind(project.as_str())
+                    .bind(url.as_str())
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| self.fail("remove cimd entry", e))?;
+                Ok(())
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::store::AuditSink for $store {
+            // A failure is reported to `SqlOptions::on_error` and counted
+            // (`audit_failures`); the request goes on.
+            async fn record(&self, event: AuditEvent) {
+                let Some(event) = self.audit_writer.offer(event) else {
+                    return; // queued for the batched writer
+                };
+                let result = match to_json("audit event", &event) {
+                    Ok(json) => sqlx::query(q::AUDIT_INSERT)
+                        .bind(event.project_id.as_str())
+                        .bind(secs(event.at))
+                        .bind(event.name())
+                        .bind(json)
+                        .execute(&self.pool)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| self.fail("record audit event", e)),
+                    Err(e) => Err(e),
+                };
+                if result.is_err() {
+                    self.audit_failures
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::store::AuditLog for $store {
+            async fn query(&self, query: &AuditQuery) -> Result<AuditPage, StoreError> {
+                let limit = i64::try_from(query.limit.clamp(1, 1000)).unwrap_or(1000);
+                let since = query.since.map_or(i64::MIN, secs);
+                let until = query.until.map_or(i64::MAX, secs);
+                let before = query
+                    .before
+                    .map_or(i64::MAX, |c| i64::try_from(c.0).unwrap_or(i64::MAX));
+                let sql = if query.event.is_some() {
+                    q::AUDIT_PAGE_BY_NAME
+                } else {
+                    q::AUDIT_PAGE
+                };
+                let mut select = sqlx::query(sql)
+                    .bind(query.project.as_str())
+                    .bind(since)
+                    .bind(until)
+                    .bind(before)
+                    .bind(limit + 1);
+                if let Some(name) = &query.event {
+                    select = select.bind(name.as_str());
+                }
+                let rows = select
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(|e| self.fail("query audit events", e))?;
+                let mut events = Vec::with_capacity(rows.len());
+                let mut last = None;
+                for row in rows.iter().take(query.limit.clamp(1, 1000)) {
+                    let id: i64 = row.try_get(0).map_err(|e| self.fail("query audit events", e))?;
+                    let json: String = row.try_get(1).map_err(|e| self.fail("query audit events", e))?;
+                    events.push(from_json::<AuditEvent>("audit event", &json)?);
+                    last = Some(id);
+                }
+                let more = rows.len() > events.len();
+                Ok(AuditPage {
+                    events,
+                    next: if more {
+                        last.and_then(|id| u64::try_from(id).ok()).map(AuditCursor)
+                    } else {
+                        None
+                    },
+                })
+            }
+        }
+    };
+}
+pub(crate) use impl_sql_store;

@@ -1,0 +1,100 @@
+//! The PostgreSQL backend.
+
+use std::str::FromStr as _;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use time::OffsetDateTime;
+
+use super::{Migration, SqlOptions};
+
+/// Every store trait on one PostgreSQL database (feature `postgres`), for
+/// any number of server instances sharing it.
+///
+/// Open it with [`PostgresStore::connect`], then call
+/// [`PostgresStore::migrate`]. See the [module docs](super) for the schema
+/// and how each atomic contract is held: transactions run at PostgreSQL's
+/// default `READ COMMITTED`, which is enough because every contended step
+/// is a single conditional `UPDATE`: concurrent updaters of one row queue
+/// on its row lock, and each re-evaluates the `WHERE` against the row the
+/// previous one committed, so exactly one of them matches.
+pub struct PostgresStore {
+    pool: PgPool,
+    options: SqlOptions,
+    audit_failures: Arc<AtomicU64>,
+    audit_writer: AuditWriter,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresStore {
+    /// Connects a pool to `url` (`postgres://user@host:port/db`, with
+    /// `?sslmode=require` for TLS through rustls) with the options' pool
+    /// size and timeouts. Does not migrate.
+    ///
+    /// # Errors
+    /// [`crate::store::StoreError`] for a malformed URL or a database that
+    /// cannot be reached.
+    pub async fn connect(url: &str, options: SqlOptions) -> Result<Self, crate::store::StoreError> {
+        let connect = PgConnectOptions::from_str(url)
+            .map_err(|e| crate::store::StoreError::with_source("postgres: invalid database URL", e))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_with(connect)
+            .await
+            .map_err(|e| crate::store::StoreError::with_source("postgres: cannot connect to the database", e))?;
+        let audit_failures = Arc::new(AtomicU64::new(0));
+        let audit_writer = if options.audit_batching {
+            AuditWriter::start(pool.clone(), options.clone(), audit_failures.clone())
+        } else {
+            AuditWriter::none()
+        };
+        Ok(Self {
+            pool,
+            options,
+            audit_failures,
+            audit_writer,
+        })
+    }
+
+    fn fail(&self, op: &str, e: sqlx::Error) -> crate::store::StoreError {
+        let err = crate::store::StoreError::with_source(format!("postgres: {op} failed"), e);
+        if let Some(hook) = &self.options.on_error {
+            hook(&err);
+        }
+        err
+    }
+}
+
+super::impl_sql_store!(
+    PostgresStore,
+    PgRow,
+    "postgres",
+    "BEGIN; SELECT pg_advisory_xact_lock(7263540117)",
+    true,
+    &[
+        Migration {
+            version: 1,
+            name: "0001_initial",
+            sql: include_str!("migrations/postgres/0001_initial.sql"),
+        },
+        Migration {
+            version: 2,
+            name: "0002_cimd_cache_audit",
+            sql: include_str!("migrations/postgres/0002_cimd_cache_audit.sql"),
+        },
+        Migration {
+            version: 3,
+            name: "0003_refresh_rotation",
+            sql: include_str!("migrations/postgres/0003_refresh_rotation.sql"),
+        },
+    ]
+);

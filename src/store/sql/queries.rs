@@ -1,0 +1,232 @@
+//! The SQL both backends run. Placeholders are `$N`, which PostgreSQL and
+//! SQLite (through sqlx) both accept; booleans are `TRUE`/`FALSE`, row
+//! values and `RETURNING` work on both (SQLite 3.35 or later, which the
+//! bundled library is). Only the DDL differs per backend (see
+//! `migrations/`).
+
+// ---- projects ----
+
+pub(super) const PROJECT_GET: &str = "SELECT settings, version FROM projects WHERE id = $1";
+
+pub(super) const PROJECT_PUT: &str = "INSERT INTO projects (id, settings, version, updated_at) VALUES ($1, $2, 1, $3) \
+     ON CONFLICT (id) DO UPDATE SET settings = excluded.settings, \
+     version = projects.version + 1, updated_at = excluded.updated_at";
+
+/// The compare-and-swap: only the version read before may be replaced.
+pub(super) const PROJECT_SWAP: &str =
+    "UPDATE projects SET settings = $3, version = version + 1, updated_at = $4 WHERE id = $1 AND version = $2";
+
+// ---- clients ----
+
+pub(super) const CLIENT_GET: &str = "SELECT client FROM clients WHERE project = $1 AND id = $2";
+
+pub(super) const CLIENT_INSERT: &str =
+    "INSERT INTO clients (project, id, client, issued_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING";
+
+pub(super) const CLIENT_DELETE: &str = "DELETE FROM clients WHERE project = $1 AND id = $2";
+
+pub(super) const CLIENT_COUNT: &str = "SELECT COUNT(*) FROM clients WHERE project = $1";
+
+// ---- initial access tokens ----
+
+const IAT_COLUMNS: &str = "hash, id, label, created_at, expires_at, max_uses, uses, revoked_at, pinned";
+
+pub(super) const IAT_INSERT: &str = "INSERT INTO initial_access_tokens \
+     (project, hash, id, label, created_at, expires_at, max_uses, uses, revoked_at, pinned) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING";
+
+pub(super) fn iat_find() -> String {
+    format!("SELECT {IAT_COLUMNS} FROM initial_access_tokens WHERE project = $1 AND hash = $2")
+}
+
+/// The one statement that counts a use: every condition of
+/// `IatRecord::check` is in the `WHERE`, so the row lock taken by the
+/// `UPDATE` makes check-and-count one step.
+pub(super) fn iat_use() -> String {
+    format!(
+        "UPDATE initial_access_tokens SET uses = uses + 1 \
+         WHERE project = $1 AND hash = $2 AND revoked_at IS NULL \
+         AND (expires_at IS NULL OR expires_at > $3) \
+         AND (max_uses IS NULL OR uses < max_uses) \
+         RETURNING {IAT_COLUMNS}"
+    )
+}
+
+pub(super) fn iat_list() -> String {
+    format!("SELECT {IAT_COLUMNS} FROM initial_access_tokens WHERE project = $1 ORDER BY created_at, id")
+}
+
+/// Revokes once: a revoked token keeps its first revocation time.
+pub(super) fn iat_revoke() -> String {
+    format!(
+        "UPDATE initial_access_tokens SET revoked_at = $3 \
+         WHERE project = $1 AND id = $2 AND revoked_at IS NULL RETURNING {IAT_COLUMNS}"
+    )
+}
+
+pub(super) fn iat_by_id() -> String {
+    format!("SELECT {IAT_COLUMNS} FROM initial_access_tokens WHERE project = $1 AND id = $2")
+}
+
+pub(super) const IAT_PURGE: &str = "DELETE FROM initial_access_tokens WHERE (project, hash) IN (\
+     SELECT project, hash FROM initial_access_tokens \
+     WHERE revoked_at IS NOT NULL OR (expires_at IS NOT NULL AND expires_at <= $1) \
+     OR (max_uses IS NOT NULL AND uses >= max_uses) LIMIT $2)";
+
+// ---- grants ----
+
+/// `NOT EXISTS` a revocation marker for the row's grant: every read and
+/// every conditional update carries it, so a record inserted by a request
+/// that raced a revocation reads as absent.
+macro_rules! not_revoked {
+    ($table:literal) => {
+        concat!(
+            "NOT EXISTS (SELECT 1 FROM revoked_grants r WHERE r.project = ",
+            $table,
+            ".project AND r.grant_id = ",
+            $table,
+            ".grant_id)"
+        )
+    };
+}
+
+pub(super) const CODE_INSERT: &str = concat!(
+    "INSERT INTO authorization_codes (project, hash, grant_id, expires_at, consumed, record) ",
+    "SELECT $1, $2, $3, $4, $5, $6 WHERE NOT EXISTS ",
+    "(SELECT 1 FROM revoked_grants r WHERE r.project = $1 AND r.grant_id = $3) ",
+    "ON CONFLICT DO NOTHING"
+);
+
+pub(super) const CODE_GET: &str = concat!(
+    "SELECT consumed, record FROM authorization_codes WHERE project = $1 AND hash = $2 AND ",
+    not_revoked!("authorization_codes")
+);
+
+/// Consumes a code: one conditional `UPDATE`; of concurrent callers only
+/// the one whose update flips `consumed` gets the row back.
+pub(super) const CODE_CONSUME: &str = concat!(
+    "UPDATE authorization_codes SET consumed = TRUE WHERE project = $1 AND hash = $2 AND consumed = FALSE AND ",
+    not_revoked!("authorization_codes"),
+    " RETURNING record"
+);
+
+/// After a failed consume: whether the code exists (revoked or not).
+pub(super) const CODE_STATE: &str = "SELECT consumed, record FROM authorization_codes WHERE project = $1 AND hash = $2";
+
+pub(super) const REFRESH_INSERT: &str = concat!(
+    "INSERT INTO refresh_tokens (project, hash, grant_id, expires_at, rotated, record) ",
+    "SELECT $1, $2, $3, $4, $5, $6 WHERE NOT EXISTS ",
+    "(SELECT 1 FROM revoked_grants r WHERE r.project = $1 AND r.grant_id = $3) ",
+    "ON CONFLICT DO NOTHING"
+);
+
+pub(super) const REFRESH_GET: &str = concat!(
+    "SELECT rotated, record, rotation FROM refresh_tokens WHERE project = $1 AND hash = $2 AND ",
+    not_revoked!("refresh_tokens")
+);
+
+/// Marks a refresh token rotated: one conditional `UPDATE`, in the same
+/// transaction as the insert of its successor.
+pub(super) const REFRESH_ROTATE: &str = concat!(
+    "UPDATE refresh_tokens SET rotated = TRUE, rotation = $3 WHERE project = $1 AND hash = $2 AND rotated = FALSE AND ",
+    not_revoked!("refresh_tokens"),
+    " RETURNING record"
+);
+
+/// PostgreSQL only: the rotation as ONE statement. The data-modifying CTE
+/// marks the old token (the row lock serializes concurrent rotations) and
+/// the insert of the successor runs only on the row the update returned;
+/// both commit or neither does. `$1`/`$2`: project and old hash; `$3`..`$8`:
+/// the new row; `$9`: the rotation mark. Returns the old record, or no row.
+pub(super) const REFRESH_ROTATE_ONE_STATEMENT: &str = concat!(
+    "WITH old AS (UPDATE refresh_tokens SET rotated = TRUE, rotation = $9 WHERE project = $1 AND hash = $2 AND rotated = FALSE AND ",
+    not_revoked!("refresh_tokens"),
+    " RETURNING record) ",
+    "INSERT INTO refresh_tokens (project, hash, grant_id, expires_at, rotated, record) ",
+    "SELECT $3, $4, $5, $6, $7, $8 FROM old RETURNING (SELECT record FROM old)"
+);
+
+pub(super) const ACCESS_INSERT: &str = concat!(
+    "INSERT INTO access_tokens (project, hash, grant_id, expires_at, revoked, record) ",
+    "SELECT $1, $2, $3, $4, $5, $6 WHERE NOT EXISTS ",
+    "(SELECT 1 FROM revoked_grants r WHERE r.project = $1 AND r.grant_id = $3) ",
+    "ON CONFLICT DO NOTHING"
+);
+
+pub(super) const ACCESS_GET: &str = concat!(
+    "SELECT revoked, record FROM access_tokens WHERE project = $1 AND hash = $2 AND ",
+    not_revoked!("access_tokens")
+);
+
+pub(super) const ACCESS_REVOKE: &str = "UPDATE access_tokens SET revoked = TRUE WHERE project = $1 AND hash = $2";
+
+/// The marker first (so reads see the revocation from now on), then the
+/// grant's rows go; a second revocation keeps the later `keep_until`.
+pub(super) const GRANT_MARK: &str = "INSERT INTO revoked_grants (project, grant_id, revoked_at, keep_until) \
+     VALUES ($1, $2, $3, $4) ON CONFLICT (project, grant_id) DO UPDATE SET keep_until = \
+     CASE WHEN excluded.keep_until > revoked_grants.keep_until THEN excluded.keep_until \
+     ELSE revoked_grants.keep_until END";
+
+pub(super) const GRANT_DELETE_CODES: &str = "DELETE FROM authorization_codes WHERE project = $1 AND grant_id = $2";
+pub(super) const GRANT_DELETE_REFRESH: &str = "DELETE FROM refresh_tokens WHERE project = $1 AND grant_id = $2";
+pub(super) const GRANT_DELETE_ACCESS: &str = "DELETE FROM access_tokens WHERE project = $1 AND grant_id = $2";
+
+/// Expired rows of one table, at most `$2` of them, through the expiry
+/// index.
+pub(super) fn purge_expired(table: &str) -> String {
+    format!(
+        "DELETE FROM {table} WHERE (project, hash) IN \
+         (SELECT project, hash FROM {table} WHERE expires_at <= $1 LIMIT $2)"
+    )
+}
+
+/// Stale markers: past `keep_until` AND guarding nothing any more (a row
+/// that slipped in while the grant was being revoked keeps its marker
+/// alive until the row itself expires and is purged).
+pub(super) const PURGE_MARKERS: &str = "DELETE FROM revoked_grants WHERE (project, grant_id) IN (\
+     SELECT project, grant_id FROM revoked_grants m WHERE m.keep_until <= $1 \
+     AND NOT EXISTS (SELECT 1 FROM authorization_codes c WHERE c.project = m.project AND c.grant_id = m.grant_id) \
+     AND NOT EXISTS (SELECT 1 FROM refresh_tokens t WHERE t.project = m.project AND t.grant_id = m.grant_id) \
+     AND NOT EXISTS (SELECT 1 FROM access_tokens a WHERE a.project = m.project AND a.grant_id = m.grant_id) \
+     LIMIT $2)";
+
+// ---- CIMD cache ----
+
+pub(super) const CIMD_GET: &str = "SELECT entry FROM cimd_cache WHERE project = $1 AND url = $2";
+
+pub(super) const CIMD_PUT: &str = "INSERT INTO cimd_cache (project, url, entry, fetched_at, expires_at) \
+     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (project, url) DO UPDATE SET \
+     entry = excluded.entry, fetched_at = excluded.fetched_at, expires_at = excluded.expires_at";
+
+pub(super) const CIMD_REMOVE: &str = "DELETE FROM cimd_cache WHERE project = $1 AND url = $2";
+
+pub(super) const CIMD_COUNT: &str = "SELECT COUNT(*) FROM cimd_cache";
+
+/// Evicts `$1` entries, the soonest to expire first (expired ones are the
+/// soonest), through the expiry index.
+pub(super) const CIMD_EVICT: &str = "DELETE FROM cimd_cache WHERE (project, url) IN \
+     (SELECT project, url FROM cimd_cache ORDER BY expires_at, fetched_at LIMIT $1)";
+
+// ---- audit ----
+
+pub(super) const AUDIT_INSERT: &str = "INSERT INTO audit_events (project, at, name, event) VALUES ($1, $2, $3, $4)";
+
+/// One page, newest first: `$2`/`$3` bound the time, `$4` is the cursor
+/// (exclusive), `$5` the page size.
+pub(super) const AUDIT_PAGE: &str = "SELECT id, event FROM audit_events WHERE project = $1 \
+     AND at >= $2 AND at < $3 AND id < $4 ORDER BY id DESC LIMIT $5";
+
+pub(super) const AUDIT_PAGE_BY_NAME: &str = "SELECT id, event FROM audit_events WHERE project = $1 \
+     AND at >= $2 AND at < $3 AND id < $4 AND name = $6 ORDER BY id DESC LIMIT $5";
+
+pub(super) const AUDIT_PURGE_AGE: &str = "DELETE FROM audit_events WHERE id IN \
+     (SELECT id FROM audit_events WHERE at < $1 LIMIT $2)";
+
+/// Projects holding more than `$1` events.
+pub(super) const AUDIT_CROWDED: &str = "SELECT project FROM audit_events GROUP BY project HAVING COUNT(*) > $1";
+
+/// Events of project `$1` older than its `$2` newest, at most `$3` of them.
+pub(super) const AUDIT_PURGE_ROWS: &str = "DELETE FROM audit_events WHERE id IN \
+     (SELECT id FROM audit_events WHERE project = $1 AND id < \
+       (SELECT MIN(id) FROM (SELECT id FROM audit_events WHERE project = $1 ORDER BY id DESC LIMIT $2) AS newest) \
+     ORDER BY id LIMIT $3)";

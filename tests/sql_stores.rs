@@ -1,0 +1,749 @@
+//! The store contract suite against every store the crate ships (memory,
+//! SQLite, PostgreSQL), and what only the SQL stores have: embedded
+//! migrations, bounded purging, the capped CIMD cache, audit retention,
+//! and recovery from database faults.
+//!
+//! PostgreSQL tests run when `AUTHIO_TEST_DATABASE_URL` names a server
+//! (each creates and drops a database of its own); without it they print
+//! one line and pass.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+mod sql_support;
+
+use std::sync::Arc;
+
+use authio_mcp::store::contract::{self, Stores};
+use authio_mcp::store::sql::{SqlOptions, SqliteStore};
+use sql_support::TempDir;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn memory_stores_keep_the_contract() {
+    contract::run_all(&Stores::memory()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_store_keeps_the_contract() {
+    let dir = TempDir::new();
+    let store = SqliteStore::connect(&dir.sqlite_url("contract.db"), SqlOptions::default())
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let store = Arc::new(store);
+    contract::run_all(&Stores::all(store.clone())).await.unwrap();
+    // Twice on one database: the suite's data never collides.
+    contract::run_all(&Stores::all(store.clone())).await.unwrap();
+    assert_eq!(store.audit_failures(), 0);
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_store_keeps_the_contract() {
+    use authio_mcp::store::sql::PostgresStore;
+    let Some(db) = sql_support::pg_database("postgres_store_keeps_the_contract").await else {
+        return;
+    };
+    let store = PostgresStore::connect(&db.url, SqlOptions::default().max_connections(20))
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let store = Arc::new(store);
+    contract::run_all(&Stores::all(store.clone())).await.unwrap();
+    contract::run_all(&Stores::all(store.clone())).await.unwrap();
+    assert_eq!(store.audit_failures(), 0);
+    store.close().await;
+}
+
+mod sqlite_only {
+    use super::*;
+
+    async fn store(dir: &TempDir, options: SqlOptions) -> SqliteStore {
+        let s = SqliteStore::connect(&dir.sqlite_url("t.db"), options).await.unwrap();
+        s.migrate().await.unwrap();
+        s
+    }
+
+    #[tokio::test]
+    async fn migrates_a_version_1_database_with_data_to_the_latest() {
+        let dir = TempDir::new();
+        let s = SqliteStore::connect(&dir.sqlite_url("m.db"), SqlOptions::default())
+            .await
+            .unwrap();
+        super::migration_check(s).await;
+    }
+
+    #[tokio::test]
+    async fn purges_in_bounded_batches() {
+        let dir = TempDir::new();
+        let s = store(&dir, SqlOptions::default().purge_batch(7)).await;
+        super::batch_purge_check(&s, |s, at| Box::pin(s.purge(at))).await;
+    }
+
+    #[tokio::test]
+    async fn cimd_cache_is_capped() {
+        let dir = TempDir::new();
+        let s = store(&dir, SqlOptions::default().cimd_capacity(3)).await;
+        super::cimd_cap_check(&s).await;
+    }
+
+    #[tokio::test]
+    async fn audit_retention_by_rows_and_age() {
+        let dir = TempDir::new();
+        let s = store(
+            &dir,
+            SqlOptions::default()
+                .audit_max_rows_per_project(Some(10))
+                .audit_max_age(Some(time::Duration::days(30)))
+                .purge_batch(4),
+        )
+        .await;
+        super::audit_retention_check(&s, |s, at| Box::pin(s.purge_audit(at))).await;
+    }
+}
+
+#[cfg(feature = "postgres")]
+mod postgres_only {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use authio_mcp::store::ProjectStore;
+    use authio_mcp::store::sql::PostgresStore;
+
+    async fn store(url: &str, options: SqlOptions) -> PostgresStore {
+        let s = PostgresStore::connect(url, options).await.unwrap();
+        s.migrate().await.unwrap();
+        s
+    }
+
+    #[tokio::test]
+    async fn migrates_a_version_1_database_with_data_to_the_latest() {
+        let Some(db) = sql_support::pg_database("migrates_a_version_1_database").await else {
+            return;
+        };
+        let s = PostgresStore::connect(&db.url, SqlOptions::default()).await.unwrap();
+        super::migration_check(s).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_migrations_apply_each_version_once() {
+        let Some(db) = sql_support::pg_database("concurrent_migrations").await else {
+            return;
+        };
+        let stores: Vec<_> = futures_util::future::join_all(
+            (0..4).map(|_| PostgresStore::connect(&db.url, SqlOptions::default().max_connections(2))),
+        )
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+        let results = futures_util::future::join_all(stores.iter().map(|s| s.migrate())).await;
+        for r in results {
+            r.unwrap();
+        }
+        assert_eq!(
+            stores[0].schema_version().await.unwrap(),
+            PostgresStore::latest_schema_version()
+        );
+        for s in stores {
+            s.close().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn purges_in_bounded_batches() {
+        let Some(db) = sql_support::pg_database("purges_in_bounded_batches").await else {
+            return;
+        };
+        let s = store(&db.url, SqlOptions::default().purge_batch(7)).await;
+        super::batch_purge_check(&s, |s, at| Box::pin(s.purge(at))).await;
+        s.close().await;
+    }
+
+    #[tokio::test]
+    async fn cimd_cache_is_capped() {
+        let Some(db) = sql_support::pg_database("cimd_cache_is_capped").await else {
+            return;
+        };
+        let s = store(&db.url, SqlOptions::default().cimd_capacity(3)).await;
+        super::cimd_cap_check(&s).await;
+        s.close().await;
+    }
+
+    #[tokio::test]
+    async fn audit_retention_by_rows_and_age() {
+        let Some(db) = sql_support::pg_database("audit_retention").await else {
+            return;
+        };
+        let s = store(
+            &db.url,
+            SqlOptions::default()
+                .audit_max_rows_per_project(Some(10))
+                .audit_max_age(Some(time::Duration::days(30)))
+                .purge_batch(4),
+        )
+        .await;
+        super::audit_retention_check(&s, |s, at| Box::pin(s.purge_audit(at))).await;
+        s.close().await;
+    }
+
+    /// Killed connections and a database that refuses connections: errors
+    /// (reported to the hook), never a wrong answer, and recovery without
+    /// a restart once the database is back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn recovers_from_killed_connections_and_an_unreachable_database() {
+        let Some(db) = sql_support::pg_database("recovers_from_faults").await else {
+            return;
+        };
+        let errors = Arc::new(AtomicUsize::new(0));
+        let seen = errors.clone();
+        let options = SqlOptions::default()
+            .max_connections(3)
+            .acquire_timeout(std::time::Duration::from_millis(500))
+            .on_error(move |_| {
+                seen.fetch_add(1, Ordering::SeqCst);
+            });
+        let s = store(&db.url, options).await;
+        let p = authio_mcp::project::ProjectId::new("p").unwrap();
+        ProjectStore::put(&s, &p, Default::default()).await.unwrap();
+
+        // 1. Every pooled connection killed under the store's feet.
+        assert!(db.terminate_connections().await >= 1);
+        let mut answered = false;
+        for _ in 0..10 {
+            match ProjectStore::get(&s, &p).await {
+                Ok(found) => {
+                    assert!(found.is_some(), "a killed connection never reads as a missing project");
+                    answered = true;
+                    break;
+                }
+                Err(e) => assert!(e.message().starts_with("postgres: ")),
+            }
+        }
+        assert!(answered, "the pool reconnects by itself");
+
+        // 2. The database refuses every connection: errors, not answers.
+        let mut admin = sql_support::admin_connection(&std::env::var(sql_support::PG_ENV).unwrap()).await;
+        sqlx::Executor::execute(
+            &mut admin,
+            format!("ALTER DATABASE {} ALLOW_CONNECTIONS false", db.name).as_str(),
+        )
+        .await
+        .unwrap();
+        db.terminate_connections().await;
+        let before = errors.load(Ordering::SeqCst);
+        for _ in 0..3 {
+            assert!(
+                ProjectStore::get(&s, &p).await.is_err(),
+                "an unreachable database is an error"
+            );
+        }
+        assert!(
+            errors.load(Ordering::SeqCst) >= before + 3,
+            "each failure reaches the hook"
+        );
+
+        // 3. Back: the same store answers again.
+        sqlx::Executor::execute(
+            &mut admin,
+            format!("ALTER DATABASE {} ALLOW_CONNECTIONS true", db.name).as_str(),
+        )
+        .await
+        .unwrap();
+        let mut back = false;
+        for _ in 0..20 {
+            if let Ok(Some(_)) = ProjectStore::get(&s, &p).await {
+                back = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert!(back, "the store recovers when the database returns");
+        s.close().await;
+    }
+}
+
+use authio_mcp::store::sql::PurgeReport;
+use authio_mcp::store::{AuditLog, CimdCache, GrantStore, ProjectStore, StoreError};
+use std::future::Future;
+use std::pin::Pin;
+
+type Purge<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + 'a>>;
+
+fn now() -> time::OffsetDateTime {
+    time::OffsetDateTime::from_unix_timestamp(time::OffsetDateTime::now_utc().unix_timestamp()).unwrap()
+}
+
+/// A version-1 database with data in it, migrated to the latest: the data
+/// reads back and the later tables work.
+async fn migration_check<S>(s: S)
+where
+    S: MigrateTo
+        + ProjectStore
+        + GrantStore
+        + CimdCache
+        + AuditLog
+        + authio_mcp::store::IatStore
+        + authio_mcp::store::ClientStore,
+{
+    use authio_mcp::dcr::{IatOptions, IatRecord};
+    use authio_mcp::project::{ProjectId, ProjectSettings};
+    use authio_mcp::store::{AuditQuery, ClientStore, IatStore};
+
+    s.migrate_to_version(1).await.unwrap();
+    assert_eq!(s.version().await, 1);
+    let p = ProjectId::new("proj_v1").unwrap();
+    let mut settings = ProjectSettings::default();
+    settings.mcp_enabled = true;
+    ProjectStore::put(&s, &p, settings.clone()).await.unwrap();
+    let (iat, _token) = IatRecord::issue(IatOptions::new().max_uses(3), &[1; 8], &[2; 32], now()).unwrap();
+    IatStore::insert(&s, &p, iat.clone()).await.unwrap();
+    let client = sql_support_client(now());
+    assert!(ClientStore::insert(&s, &p, client.clone()).await.unwrap());
+
+    s.migrate_latest().await.unwrap();
+    assert!(s.version().await >= 2);
+    s.migrate_latest().await.unwrap(); // idempotent
+    assert_eq!(ProjectStore::get(&s, &p).await.unwrap(), Some(settings));
+    assert_eq!(IatStore::find(&s, &p, &iat.hash).await.unwrap(), Some(iat));
+    let authio_mcp::client::ClientId::Registered(id) = &client.client_id else {
+        unreachable!()
+    };
+    assert_eq!(ClientStore::get(&s, &p, id).await.unwrap(), Some(client.clone()));
+    // The tables of migration 2 work.
+    authio_mcp::store::AuditSink::record(
+        &s,
+        authio_mcp::audit::AuditEvent::new(
+            p.clone(),
+            now(),
+            authio_mcp::audit::AuditKind::ProjectSettingsUpdated {},
+        ),
+    )
+    .await;
+    assert_eq!(AuditLog::query(&s, &AuditQuery::new(p)).await.unwrap().events.len(), 1);
+}
+
+fn sql_support_client(at: time::OffsetDateTime) -> authio_mcp::client::Client {
+    use authio_mcp::client::{Client, ClientId, ClientMetadata, MetadataProfile, RegisteredClientId};
+    let m: ClientMetadata = serde_json::from_value(serde_json::json!({
+        "redirect_uris": ["https://c.example/cb"], "token_endpoint_auth_method": "none"
+    }))
+    .unwrap();
+    let m = m
+        .validate(
+            MetadataProfile::Dcr,
+            authio_mcp::redirect_uri::RedirectUriPolicy::strict(),
+        )
+        .unwrap();
+    Client::new(ClientId::Registered(RegisteredClientId::from_random(&[7; 12])), m, at)
+}
+
+/// The migration entry points of both stores, for one check.
+trait MigrateTo {
+    fn migrate_to_version(&self, v: i64) -> Purge<'_, ()>;
+    fn migrate_latest(&self) -> Purge<'_, ()>;
+    fn version(&self) -> Pin<Box<dyn Future<Output = i64> + '_>>;
+}
+
+impl MigrateTo for SqliteStore {
+    fn migrate_to_version(&self, v: i64) -> Purge<'_, ()> {
+        Box::pin(self.migrate_to(v))
+    }
+    fn migrate_latest(&self) -> Purge<'_, ()> {
+        Box::pin(self.migrate())
+    }
+    fn version(&self) -> Pin<Box<dyn Future<Output = i64> + '_>> {
+        Box::pin(async { self.schema_version().await.unwrap() })
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl MigrateTo for authio_mcp::store::sql::PostgresStore {
+    fn migrate_to_version(&self, v: i64) -> Purge<'_, ()> {
+        Box::pin(self.migrate_to(v))
+    }
+    fn migrate_latest(&self) -> Purge<'_, ()> {
+        Box::pin(self.migrate())
+    }
+    fn version(&self) -> Pin<Box<dyn Future<Output = i64> + '_>> {
+        Box::pin(async { self.schema_version().await.unwrap() })
+    }
+}
+
+/// 50 expired codes purged 7 rows at a time: all go, live ones stay.
+async fn batch_purge_check<S: GrantStore>(
+    s: &S,
+    purge: impl for<'a> Fn(&'a S, time::OffsetDateTime) -> Purge<'a, PurgeReport>,
+) {
+    use authio_mcp::grant::{CodeRecord, Grant, GrantId, Subject};
+    use authio_mcp::pkce::{CodeChallenge, CodeVerifier};
+    use authio_mcp::secret::SecretHash;
+    let t0 = now();
+    let p = authio_mcp::project::ProjectId::new("proj_purge").unwrap();
+    let grant: Grant = serde_json::from_value(serde_json::json!({
+        "id": GrantId::from_random(&[3; 16]), "project": p, "client_id": "client_000000000000000000000000",
+        "subject": Subject::new("u").unwrap(), "scopes": "", "resources": [], "granted_at": t0.unix_timestamp()
+    }))
+    .unwrap();
+    let mut hashes = Vec::new();
+    for i in 0..51u32 {
+        let expires = if i == 50 {
+            t0 + time::Duration::days(9)
+        } else {
+            t0 + time::Duration::minutes(1)
+        };
+        let record: CodeRecord = serde_json::from_value(serde_json::json!({
+            "hash": SecretHash::of(&format!("code{i}")), "grant": grant, "redirect_uri": "https://c.example/cb",
+            "code_challenge": CodeChallenge::s256(&CodeVerifier::from_random(&[9; 32])),
+            "expires_at": expires.unix_timestamp(), "consumed": false
+        }))
+        .unwrap();
+        hashes.push(record.hash);
+        s.insert_code(record).await.unwrap();
+    }
+    let report = purge(s, t0 + time::Duration::days(1)).await.unwrap();
+    assert!(report.grants >= 50, "{report:?}");
+    for h in &hashes[..50] {
+        assert!(s.code(&p, h).await.unwrap().is_none());
+    }
+    assert!(s.code(&p, &hashes[50]).await.unwrap().is_some());
+}
+
+/// A cache of 3: a fourth and fifth entry evict the soonest-expiring.
+async fn cimd_cap_check<S: CimdCache>(s: &S) {
+    use authio_mcp::cimd::{CachedDocument, ClientIdUrl};
+    use authio_mcp::client::{Client, ClientId, ClientMetadata, MetadataProfile};
+    let t0 = now();
+    let p = authio_mcp::project::ProjectId::new("proj_cimd").unwrap();
+    let mut urls = Vec::new();
+    for i in 0..5i64 {
+        let url = ClientIdUrl::parse(format!("https://c{i}.example/client.json")).unwrap();
+        let doc: ClientMetadata = serde_json::from_value(serde_json::json!({
+            "client_id": url.as_str(), "client_name": "C", "redirect_uris": ["https://c.example/cb"]
+        }))
+        .unwrap();
+        let m = doc
+            .validate(
+                MetadataProfile::Cimd {
+                    allow_private_key_jwt: false,
+                },
+                authio_mcp::redirect_uri::RedirectUriPolicy::strict(),
+            )
+            .unwrap();
+        let client = Client::new(ClientId::Metadata(url.clone()), m, t0);
+        // Entry 0 expires last; entries 1.. in order.
+        let ttl = if i == 0 { 100 } else { i };
+        let entry = CachedDocument::new(doc, client, t0, t0 + time::Duration::minutes(ttl));
+        s.put(&p, &url, entry).await.unwrap();
+        urls.push(url);
+    }
+    let mut held = Vec::new();
+    for (i, u) in urls.iter().enumerate() {
+        if s.get(&p, u).await.unwrap().is_some() {
+            held.push(i);
+        }
+    }
+    assert_eq!(held, vec![0, 3, 4], "the soonest-expiring entries were evicted");
+}
+
+/// 25 events, 10 kept per project; and an age limit.
+async fn audit_retention_check<S: AuditLog>(
+    s: &S,
+    purge: impl for<'a> Fn(&'a S, time::OffsetDateTime) -> Purge<'a, u64>,
+) {
+    use authio_mcp::audit::{AuditEvent, AuditKind};
+    use authio_mcp::store::AuditQuery;
+    let t0 = now();
+    let p = authio_mcp::project::ProjectId::new("proj_audit").unwrap();
+    let q = authio_mcp::project::ProjectId::new("proj_audit_old").unwrap();
+    for i in 0..25i64 {
+        s.record(AuditEvent::new(
+            p.clone(),
+            t0 + time::Duration::seconds(i),
+            AuditKind::IatRevoked { iat_id: format!("{i}") },
+        ))
+        .await;
+    }
+    s.record(AuditEvent::new(
+        q.clone(),
+        t0 - time::Duration::days(31),
+        AuditKind::ProjectSettingsUpdated {},
+    ))
+    .await;
+    let removed = purge(s, t0).await.unwrap();
+    assert_eq!(removed, 16, "15 over the row limit and 1 over the age limit");
+    let page = s.query(&AuditQuery::new(p).limit(100)).await.unwrap();
+    assert_eq!(page.events.len(), 10);
+    assert_eq!(
+        page.events[0].at,
+        t0 + time::Duration::seconds(24),
+        "the newest are kept"
+    );
+    assert!(s.query(&AuditQuery::new(q)).await.unwrap().events.is_empty());
+}
+
+/// The driver over a PostgreSQL store that stops accepting connections:
+/// `server_error` (503 + `Retry-After` at the revocation endpoint, RFC 7009
+/// section 2.2.1) with no detail, every failure reported to the operator's
+/// hook, and service again once the database is back.
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_answers_server_error_while_the_database_is_down_and_recovers() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use authio_mcp::ErrorCode;
+    use authio_mcp::discovery::Issuer;
+    use authio_mcp::http::{HeaderOrDefaultProjectResolver, OAuthEndpoints};
+    use authio_mcp::project::{ProjectId, ProjectSettings};
+    use authio_mcp::server::AuthorizationServer;
+    use authio_mcp::store::sql::PostgresStore;
+
+    let Some(db) = sql_support::pg_database("server_error_while_down").await else {
+        return;
+    };
+    let errors = Arc::new(AtomicUsize::new(0));
+    let seen = errors.clone();
+    let store = PostgresStore::connect(
+        &db.url,
+        SqlOptions::default()
+            .max_connections(2)
+            .acquire_timeout(std::time::Duration::from_millis(300))
+            .on_error(move |_| {
+                seen.fetch_add(1, Ordering::SeqCst);
+            }),
+    )
+    .await
+    .unwrap();
+    store.migrate().await.unwrap();
+    let store = Arc::new(store);
+    let server = AuthorizationServer::builder(Issuer::new("https://as.example").unwrap())
+        .projects(store.clone())
+        .clients(store.clone())
+        .iats(store.clone())
+        .grants(store.clone())
+        .cimd_cache(store.clone())
+        .audit(store.clone())
+        .without_metadata_fetcher()
+        .build();
+    let p = ProjectId::new("proj_faults").unwrap();
+    server.put_project(&p, ProjectSettings::default()).await.unwrap();
+    server.set_mcp_enabled(&p, true).await.unwrap();
+    let client = sql_support_client(now());
+    assert!(
+        authio_mcp::store::ClientStore::insert(store.as_ref(), &p, client.clone())
+            .await
+            .unwrap()
+    );
+    let body = format!("token=at_x&client_id={}", client.client_id);
+    let endpoints = OAuthEndpoints::new(server.clone(), Arc::new(HeaderOrDefaultProjectResolver::new(p.clone())));
+    let revoke = || {
+        http::Request::builder()
+            .method("POST")
+            .uri("/oauth2/revoke")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body.clone().into_bytes())
+            .unwrap()
+    };
+    assert_eq!(
+        endpoints.revoke(&revoke()).await.status(),
+        200,
+        "unknown tokens: success"
+    );
+
+    let mut admin = sql_support::admin_connection(&std::env::var(sql_support::PG_ENV).unwrap()).await;
+    sqlx::Executor::execute(
+        &mut admin,
+        format!("ALTER DATABASE {} ALLOW_CONNECTIONS false", db.name).as_str(),
+    )
+    .await
+    .unwrap();
+    db.terminate_connections().await;
+
+    let before = errors.load(Ordering::SeqCst);
+    let e = server.metadata(&p).await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::ServerError);
+    let token = server
+        .token(
+            &p,
+            None,
+            b"grant_type=authorization_code&code=ac_x&client_id=client_000000000000000000000000",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(token.code(), ErrorCode::ServerError);
+    for response in [token.to_response(), endpoints.revoke(&revoke()).await] {
+        let body = String::from_utf8(response.body().clone()).unwrap();
+        assert!(
+            !body.contains("postgres") && !body.contains("SELECT") && !body.contains("connection"),
+            "no detail reaches the client: {body}"
+        );
+        assert!(body.contains("server_error"), "{body}");
+    }
+    let revoked = endpoints.revoke(&revoke()).await;
+    assert_eq!(revoked.status(), 503);
+    assert_eq!(revoked.headers()["retry-after"], "1");
+    assert!(errors.load(Ordering::SeqCst) > before, "the operator hears of it");
+
+    sqlx::Executor::execute(
+        &mut admin,
+        format!("ALTER DATABASE {} ALLOW_CONNECTIONS true", db.name).as_str(),
+    )
+    .await
+    .unwrap();
+    let mut back = false;
+    for _ in 0..20 {
+        if server.metadata(&p).await.is_ok() {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(back, "the server recovers by itself");
+    assert_eq!(endpoints.revoke(&revoke()).await.status(), 200);
+    store.close().await;
+}
+
+/// Batched audit writing: every event is stored once the store closes.
+async fn batched_audit_check(log: &(dyn AuditLog + Sync), project: &str, n: i64) {
+    use authio_mcp::audit::{AuditEvent, AuditKind};
+    let p = authio_mcp::project::ProjectId::new(project).unwrap();
+    let t0 = now();
+    futures_util::future::join_all((0..n).map(|i| {
+        let p = p.clone();
+        async move {
+            log.record(AuditEvent::new(
+                p,
+                t0 + time::Duration::seconds(i),
+                AuditKind::IatRevoked { iat_id: format!("{i}") },
+            ))
+            .await;
+        }
+    }))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_batched_audit_loses_nothing_on_close() {
+    use authio_mcp::store::AuditQuery;
+    let dir = TempDir::new();
+    let url = dir.sqlite_url("batched.db");
+    let s = SqliteStore::connect(&url, SqlOptions::default().audit_batching(true))
+        .await
+        .unwrap();
+    s.migrate().await.unwrap();
+    batched_audit_check(&s, "proj_batched", 3000).await;
+    s.close().await;
+    let s = SqliteStore::connect(&url, SqlOptions::default()).await.unwrap();
+    let mut seen = 0;
+    let mut cursor = None;
+    loop {
+        let page = s
+            .query(
+                &AuditQuery::new(authio_mcp::project::ProjectId::new("proj_batched").unwrap())
+                    .limit(1000)
+                    .before(cursor),
+            )
+            .await
+            .unwrap();
+        seen += page.events.len();
+        cursor = page.next;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    assert_eq!(seen, 3000);
+    assert_eq!(s.audit_failures(), 0);
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_batched_audit_loses_nothing_on_close() {
+    use authio_mcp::store::AuditQuery;
+    use authio_mcp::store::sql::PostgresStore;
+    let Some(db) = sql_support::pg_database("postgres_batched_audit").await else {
+        return;
+    };
+    let s = PostgresStore::connect(&db.url, SqlOptions::default().audit_batching(true))
+        .await
+        .unwrap();
+    s.migrate().await.unwrap();
+    batched_audit_check(&s, "proj_batched", 3000).await;
+    s.close().await;
+    let s = PostgresStore::connect(&db.url, SqlOptions::default()).await.unwrap();
+    let page = s
+        .query(&AuditQuery::new(authio_mcp::project::ProjectId::new("proj_batched").unwrap()).limit(1000))
+        .await
+        .unwrap();
+    assert_eq!(page.events.len(), 1000);
+    assert!(page.next.is_some());
+    s.close().await;
+}
+
+/// SQLite locked by another process's writer for longer than the busy
+/// timeout: writes fail with a `StoreError` (reported to the hook), the
+/// code is neither consumed nor reported consumed, and the store works
+/// again once the lock is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_locked_by_another_writer_fails_safe_and_recovers() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use authio_mcp::store::CodeConsumption;
+    use sqlx::Connection as _;
+
+    let dir = TempDir::new();
+    let url = dir.sqlite_url("locked.db");
+    let errors = Arc::new(AtomicUsize::new(0));
+    let seen = errors.clone();
+    let s = SqliteStore::connect(
+        &url,
+        SqlOptions::default()
+            .busy_timeout(std::time::Duration::from_millis(200))
+            .on_error(move |_| {
+                seen.fetch_add(1, Ordering::SeqCst);
+            }),
+    )
+    .await
+    .unwrap();
+    s.migrate().await.unwrap();
+    let p = authio_mcp::project::ProjectId::new("proj_locked").unwrap();
+    let code = locked_fixture_code(&p);
+    s.insert_code(code.clone()).await.unwrap();
+
+    // Another connection (as another process would) holds the write lock.
+    let mut other = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::Executor::execute(&mut other, "BEGIN IMMEDIATE").await.unwrap();
+    let failed = s.consume_code(&p, &code.hash).await;
+    assert!(
+        failed.is_err(),
+        "a write that cannot take the lock is an error, not an answer"
+    );
+    assert!(errors.load(Ordering::SeqCst) >= 1, "the operator hears of it");
+    sqlx::Executor::execute(&mut other, "COMMIT").await.unwrap();
+    other.close().await.unwrap();
+
+    assert!(
+        matches!(
+            s.consume_code(&p, &code.hash).await.unwrap(),
+            CodeConsumption::Consumed(_)
+        ),
+        "the failed attempt consumed nothing; the store works again"
+    );
+    s.close().await;
+}
+
+fn locked_fixture_code(p: &authio_mcp::project::ProjectId) -> authio_mcp::grant::CodeRecord {
+    use authio_mcp::grant::{GrantId, Subject};
+    use authio_mcp::pkce::{CodeChallenge, CodeVerifier};
+    use authio_mcp::secret::SecretHash;
+    let t0 = now();
+    serde_json::from_value(serde_json::json!({
+        "hash": SecretHash::of("locked-code"),
+        "grant": {
+            "id": GrantId::from_random(&[5; 16]), "project": p, "client_id": "client_000000000000000000000000",
+            "subject": Subject::new("u").unwrap(), "scopes": "", "resources": [], "granted_at": t0.unix_timestamp()
+        },
+        "redirect_uri": "https://c.example/cb",
+        "code_challenge": CodeChallenge::s256(&CodeVerifier::from_random(&[9; 32])),
+        "expires_at": (t0 + time::Duration::minutes(1)).unix_timestamp(), "consumed": false
+    }))
+    .unwrap()
+}
