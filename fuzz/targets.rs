@@ -49,6 +49,7 @@ pub(crate) const TARGETS: &[(&str, Target)] = &[
     ("bearer", bearer),
     ("admin_json", admin_json),
     ("endpoints", endpoints),
+    ("upstream", upstream),
 ];
 
 const NOW: OffsetDateTime = datetime!(2026-11-28 12:00 UTC);
@@ -341,3 +342,96 @@ pub(crate) fn endpoints(data: &[u8]) {
         }
     }
 }
+
+/// `callback query\nID token claims (JSON)\ndiscovery document (JSON)`:
+/// the relying party's parsers on what an upstream provider (or an
+/// attacker in its place) sends. A callback passes only with the right
+/// browser binding, a non-empty code and no foreign `iss`; ID token claims
+/// pass only with the provider's issuer, the client in `aud`, the sent
+/// nonce and a usable `sub`; a discovery document passes only for the
+/// configured issuer with https endpoints.
+pub(crate) fn upstream(data: &[u8]) {
+    use authio_mcp::upstream::{
+        CallbackParams, LoginRandomness, ProviderName, UpstreamProvider, check_callback, check_id_token_claims,
+        parse_provider_metadata, start_login,
+    };
+    let input = text(data);
+    let mut parts = input.splitn(3, '\n');
+    let (query, claims, doc) = (
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+    );
+    let issuer = Issuer::new("https://idp.example.com").unwrap();
+    let provider = UpstreamProvider::generic(ProviderName::new("oidc").unwrap(), issuer.clone(), "rp");
+    if let Ok(m) = parse_provider_metadata(doc.as_bytes(), &issuer, false) {
+        assert_eq!(m.issuer, issuer.as_str());
+        for e in [&m.authorization_endpoint, &m.token_endpoint, &m.jwks_uri] {
+            assert_eq!(Url::parse(e).unwrap().scheme(), "https", "{e}");
+        }
+    }
+    let metadata = parse_provider_metadata(
+        br#"{"issuer":"https://idp.example.com","authorization_endpoint":"https://idp.example.com/a",
+            "token_endpoint":"https://idp.example.com/t","jwks_uri":"https://idp.example.com/k"}"#,
+        &issuer,
+        false,
+    )
+    .unwrap();
+    let pending = PENDING.get_or_init(|| {
+        let mut req = AuthorizationRequest::default();
+        req.response_type = Some("code".into());
+        req.code_challenge = Some("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".into());
+        req.code_challenge_method = Some("S256".into());
+        let client_id = ClientId::parse_with("client_0123456789abcdef01234567", ClientIdUrlPolicy::default()).unwrap();
+        let metadata: ClientMetadata =
+            serde_json::from_str(r#"{"redirect_uris":["https://app.example/cb"],"token_endpoint_auth_method":"none"}"#)
+                .unwrap();
+        let v = metadata
+            .validate(MetadataProfile::Dcr, RedirectUriPolicy::strict())
+            .unwrap();
+        let client = authio_mcp::client::Client::new(client_id, v, NOW);
+        authio_mcp::authorize::validate_request(
+            &req,
+            &ProjectId::new("p").unwrap(),
+            &ProjectSettings::default(),
+            &client,
+            "https://app.example/cb".into(),
+            NOW,
+        )
+        .unwrap()
+    });
+    let random = LoginRandomness {
+        state: [1; 32],
+        nonce: [2; 32],
+        verifier: [3; 32],
+        browser: [4; 32],
+    };
+    let start = start_login(
+        pending.clone(),
+        &provider,
+        &metadata,
+        "https://as.example/cb",
+        random,
+        NOW,
+    );
+    let params = CallbackParams::from_query(query);
+    for binding in [None, Some("forged"), Some(start.browser_binding.expose_secret())] {
+        if let Ok(code) = check_callback(&start.login, &provider, &metadata, &params, binding, NOW) {
+            assert_eq!(binding, Some(start.browser_binding.expose_secret()));
+            assert!(!code.is_empty());
+            assert!(params.error.is_none() && !params.duplicated);
+            assert!(params.iss.as_deref().is_none_or(|i| i == issuer.as_str()));
+        }
+    }
+    if let Ok(serde_json::Value::Object(m)) = serde_json::from_str::<serde_json::Value>(claims)
+        && let Ok(id) = check_id_token_claims(&m, &provider, &start.login.nonce, NOW)
+    {
+        assert_eq!(m["iss"], issuer.as_str());
+        assert_eq!(m["nonce"], start.login.nonce.as_str());
+        assert!(!id.subject.is_empty() && id.subject.len() <= 255);
+        let aud = &m["aud"];
+        assert!(aud == "rp" || aud.as_array().is_some_and(|a| a.iter().any(|x| x == "rp")));
+    }
+}
+
+static PENDING: OnceLock<authio_mcp::authorize::PendingAuthorization> = OnceLock::new();

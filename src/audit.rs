@@ -262,6 +262,29 @@ pub enum AuditKind {
         /// `expired`, `wrong_audience`, ...).
         reason: String,
     },
+    /// A user signed in at an upstream identity provider.
+    #[serde(rename = "upstream.login_succeeded")]
+    UpstreamLoginSucceeded {
+        /// The provider's name in the project.
+        provider: String,
+        /// The MCP client the login was for.
+        client_id: String,
+        /// The local subject.
+        subject: String,
+    },
+    /// An upstream login failed.
+    #[serde(rename = "upstream.login_failed")]
+    UpstreamLoginFailed {
+        /// The provider's name in the project.
+        provider: String,
+        /// The MCP client the login was for, when known.
+        client_id: Option<String>,
+        /// Machine-readable reason (`user_cancelled`, `upstream_error`,
+        /// `state_mismatch`, `browser_mismatch`, `replayed_callback`,
+        /// `expired`, `issuer_mismatch`, `token_exchange_failed`,
+        /// `invalid_id_token:<claim>`, `refused_by_policy:<rule>`, ...).
+        reason: String,
+    },
 }
 
 /// Which retention an event belongs to (issue 18: security events cannot
@@ -298,11 +321,13 @@ impl AuditKind {
             | Self::SigningKeysDeleted { .. } => AuditClass::Security,
             Self::CimdFetchFailed { .. }
             | Self::ClientRegistrationRejected { .. }
-            | Self::ClientAssertionRejected { .. } => AuditClass::Rejection,
+            | Self::ClientAssertionRejected { .. }
+            | Self::UpstreamLoginFailed { .. } => AuditClass::Rejection,
             Self::CimdResolved { .. }
             | Self::ClientRegistered { .. }
             | Self::ClientTokenlessAdmitted { .. }
             | Self::RefreshTokenConcurrentReuse { .. }
+            | Self::UpstreamLoginSucceeded { .. }
             | Self::IatUsed { .. }
             | Self::AuthorizationGranted { .. }
             | Self::AuthorizationDenied { .. }
@@ -316,7 +341,8 @@ impl AuditKind {
         match self {
             Self::CimdFetchFailed { reason, .. }
             | Self::ClientRegistrationRejected { reason, .. }
-            | Self::ClientAssertionRejected { reason, .. } => Some(reason),
+            | Self::ClientAssertionRejected { reason, .. }
+            | Self::UpstreamLoginFailed { reason, .. } => Some(reason),
             _ => None,
         }
     }
@@ -347,6 +373,8 @@ impl AuditKind {
             Self::SigningKeyRetired { .. } => "signing_key.retired",
             Self::SigningKeysDeleted { .. } => "signing_key.deleted",
             Self::ClientAssertionRejected { .. } => "oauth_client.assertion_rejected",
+            Self::UpstreamLoginSucceeded { .. } => "upstream.login_succeeded",
+            Self::UpstreamLoginFailed { .. } => "upstream.login_failed",
         }
     }
 }
@@ -442,6 +470,16 @@ mod tests {
                 client_id: s(),
                 reason: s(),
             },
+            AuditKind::UpstreamLoginSucceeded {
+                provider: s(),
+                client_id: s(),
+                subject: s(),
+            },
+            AuditKind::UpstreamLoginFailed {
+                provider: s(),
+                client_id: None,
+                reason: s(),
+            },
         ]
     }
 
@@ -471,6 +509,8 @@ mod tests {
             "signing_key.retired",
             "signing_key.deleted",
             "oauth_client.assertion_rejected",
+            "upstream.login_succeeded",
+            "upstream.login_failed",
         ];
         let project = ProjectId::new("proj_acme_prod").unwrap();
         for (kind, name) in all_kinds().into_iter().zip(expected) {

@@ -17,7 +17,8 @@ use axum::routing::{any, get};
 use http::request::Parts;
 
 use crate::authorize::PendingAuthorization;
-use crate::http::{AuthorizeResponse, OAuthEndpoints};
+use crate::http::{AuthorizeResponse, OAuthEndpoints, UpstreamCallbackResponse};
+use crate::server::SignedIn;
 
 /// The host's login and consent step.
 #[async_trait]
@@ -30,6 +31,24 @@ pub trait ConsentHandler: Send + Sync {
         pending: PendingAuthorization,
         parts: &Parts,
     ) -> http::Response<Vec<u8>>;
+
+    /// Called when a user signed in at an upstream provider and their
+    /// consent is needed (no remembered consent covers the request).
+    /// Show a consent page naming the client and the signed-in user (do
+    /// not ask who they are), then call
+    /// [`OAuthEndpoints::approve_signed_in`] or [`OAuthEndpoints::deny`].
+    ///
+    /// The default fails closed: the user is sent back to the client with
+    /// `access_denied` (a host that configures upstream providers
+    /// implements this).
+    async fn consent_signed_in(
+        &self,
+        endpoints: &OAuthEndpoints,
+        signed_in: SignedIn,
+        _parts: &Parts,
+    ) -> http::Response<Vec<u8>> {
+        endpoints.deny(&signed_in.pending).await
+    }
 }
 
 /// Paths the router mounts.
@@ -52,6 +71,10 @@ pub struct RouterPaths {
     pub jwks: String,
     /// The OpenID Connect userinfo endpoint.
     pub userinfo: String,
+    /// The prefix of the upstream-login endpoints
+    /// (`<prefix>/{provider}/authorize` and `<prefix>/{provider}/callback`),
+    /// default `/v1/auth/oauth`; `None` mounts none.
+    pub upstream: Option<String>,
 }
 
 impl RouterPaths {
@@ -68,6 +91,7 @@ impl RouterPaths {
             introspection: p.introspection.clone(),
             jwks: p.jwks.clone(),
             userinfo: p.userinfo.clone(),
+            upstream: Some(p.upstream.clone()),
         }
     }
 }
@@ -128,6 +152,18 @@ fn mount(prefix: &str, endpoints: OAuthEndpoints, consent: Arc<dyn ConsentHandle
     if !prefix.is_empty() {
         router = router.route(&format!("{prefix}/.well-known/openid-configuration"), any(discovery));
     }
+    if let Some(upstream) = &paths.upstream {
+        let upstream = upstream.trim_end_matches('/');
+        router = router
+            .route(
+                &at(&format!("{upstream}/{{provider}}/authorize")),
+                get(authorize_upstream),
+            )
+            .route(
+                &at(&format!("{upstream}/{{provider}}/callback")),
+                get(upstream_callback),
+            );
+    }
     router
         .route(&at(&paths.authorize), get(authorize))
         .route(&at(&paths.token), any(token))
@@ -179,8 +215,9 @@ async fn discovery(State(s): State<AppState>, req: Request) -> Response {
 /// with `into_make_service_with_connect_info::<SocketAddr>()`), unless the
 /// host already inserted one (e.g. from a trusted `X-Forwarded-For`). The
 /// router does it for every endpoint that reads the source: authorization
-/// and the CIMD preview (CIMD fetch budgets) and registration (tokenless
-/// registration).
+/// (also through an upstream provider) and the CIMD preview (CIMD fetch
+/// budgets), registration (tokenless registration), and the upstream
+/// callback (for the consent handler).
 pub fn with_request_source(mut req: Request) -> Request {
     if req.extensions().get::<crate::http::RequestSource>().is_none()
         && let Some(axum::extract::ConnectInfo(peer)) = req
@@ -213,6 +250,35 @@ async fn authorize(State(s): State<AppState>, req: Request) -> Response {
     match s.endpoints.authorize(&head).await {
         AuthorizeResponse::Response(r) => into_axum(r),
         AuthorizeResponse::Pending(p) => into_axum(s.consent.consent(&s.endpoints, *p, &parts).await),
+    }
+}
+
+/// The last path segment before `/authorize` or `/callback`: the
+/// provider (the route's `{provider}`; read from the path so that the
+/// project prefix's own parameter does not interfere).
+fn provider_segment(path: &str) -> &str {
+    path.rsplit('/').nth(1).unwrap_or_default()
+}
+
+async fn authorize_upstream(State(s): State<AppState>, req: Request) -> Response {
+    let (parts, _) = with_request_source(req).into_parts();
+    let head = http::Request::from_parts(parts, ());
+    let provider = provider_segment(head.uri().path()).to_owned();
+    into_axum(s.endpoints.authorize_with_provider(&head, &provider).await)
+}
+
+async fn upstream_callback(State(s): State<AppState>, req: Request) -> Response {
+    // The source reaches the consent handler (e.g. per-source caps).
+    let (parts, _) = with_request_source(req).into_parts();
+    let head = http::Request::from_parts(parts.clone(), ());
+    let provider = provider_segment(head.uri().path()).to_owned();
+    match s.endpoints.upstream_callback(&head, &provider).await {
+        UpstreamCallbackResponse::SignedIn(signed_in) => {
+            let mut r = s.consent.consent_signed_in(&s.endpoints, *signed_in, &parts).await;
+            crate::http::clear_upstream_cookie(&head, &mut r);
+            into_axum(r)
+        }
+        UpstreamCallbackResponse::Response(r) => into_axum(r),
     }
 }
 

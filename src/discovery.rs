@@ -178,6 +178,15 @@ pub struct EndpointPaths {
     /// The OpenID Connect userinfo endpoint, default `/oauth2/userinfo`.
     #[serde(default = "default_userinfo_path")]
     pub userinfo: String,
+    /// The prefix of the upstream-login endpoints
+    /// (`<prefix>/<provider>/authorize`, `<prefix>/<provider>/callback`),
+    /// default [`crate::upstream::DEFAULT_PATH_PREFIX`].
+    #[serde(default = "default_upstream_prefix")]
+    pub upstream: String,
+}
+
+fn default_upstream_prefix() -> String {
+    crate::upstream::DEFAULT_PATH_PREFIX.to_owned()
 }
 
 fn default_jwks_path() -> String {
@@ -197,6 +206,7 @@ impl Default for EndpointPaths {
             introspection: "/oauth2/introspect".to_owned(),
             jwks: default_jwks_path(),
             userinfo: default_userinfo_path(),
+            upstream: default_upstream_prefix(),
         }
     }
 }
@@ -302,7 +312,9 @@ impl AuthorizationServerMetadata {
             grant_types.push("client_credentials".to_owned());
         }
         let openid = settings.scopes_supported.contains("openid");
-        let signs = openid || settings.access_token_format == crate::project::AccessTokenFormat::Jwt;
+        let signs = openid
+            || settings.access_token_format == crate::project::AccessTokenFormat::Jwt
+            || settings.upstream.uses_private_key_jwt();
         let strings = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
         Self {
             issuer: issuer.as_str().to_owned(),

@@ -25,7 +25,7 @@ use crate::metrics;
 use crate::project::ProjectId;
 use crate::scope::ScopeSet;
 use crate::secret::SecretString;
-use crate::server::{AuthorizationServer, AuthorizeOutcome};
+use crate::server::{AuthorizationServer, AuthorizeOutcome, CallbackOutcome, SignedIn};
 
 /// The header that selects a project: `X-Authio-Project`.
 pub const PROJECT_HEADER: &str = "x-authio-project";
@@ -394,6 +394,84 @@ impl OAuthEndpoints {
                 metrics::request("authorize", "pending", started.elapsed());
                 AuthorizeResponse::Pending(p)
             }
+            other => {
+                metrics::request("authorize", "upstream_login", started.elapsed());
+                AuthorizeResponse::Response(outcome_response(other))
+            }
+        }
+    }
+
+    /// `GET /v1/auth/oauth/{provider}/authorize`: the authorization
+    /// endpoint that signs the user in at the upstream `provider`. Always
+    /// a response (an error page, an error redirect to the client, or the
+    /// redirect to the provider with the browser-binding cookie).
+    pub async fn authorize_with_provider<B>(&self, req: &Request<B>, provider: &str) -> Response<Vec<u8>> {
+        if let Err(e) = allow(req, &[Method::GET]) {
+            return error_page(&e);
+        }
+        let project = match self.project(req) {
+            Ok(p) => p,
+            Err(e) => return error_page(&e),
+        };
+        let started = Instant::now();
+        let query = req.uri().query().unwrap_or_default();
+        let outcome = self
+            .server
+            .authorize_with_provider_from(&project, provider, query, request_source(req))
+            .await;
+        let label = match &outcome {
+            AuthorizeOutcome::ShowError(e) => e.code().as_str(),
+            AuthorizeOutcome::Redirect(_) => "redirect",
+            _ => "upstream_login",
+        };
+        metrics::request("upstream_authorize", label, started.elapsed());
+        outcome_response(outcome)
+    }
+
+    /// `GET /v1/auth/oauth/{provider}/callback`: where the provider sends
+    /// the user back. A response (error page, or a redirect to the MCP
+    /// client with an error or, when the user's remembered consent covers
+    /// the request, the code), or a signed-in user to ask for consent
+    /// (then call [`OAuthEndpoints::approve_signed_in`] or
+    /// [`OAuthEndpoints::deny`]).
+    pub async fn upstream_callback<B>(&self, req: &Request<B>, provider: &str) -> UpstreamCallbackResponse {
+        let started = Instant::now();
+        if let Err(e) = allow(req, &[Method::GET]) {
+            return UpstreamCallbackResponse::Response(error_page(&e));
+        }
+        let project = match self.project(req) {
+            Ok(p) => p,
+            Err(e) => return UpstreamCallbackResponse::Response(error_page(&e)),
+        };
+        let query = req.uri().query().unwrap_or_default();
+        let binding = crate::upstream::CallbackParams::from_query(query)
+            .state
+            .and_then(|state| cookie(req.headers(), &upstream_cookie_name(&state)));
+        let outcome = self
+            .server
+            .finish_upstream_login(&project, provider, query, binding.as_deref())
+            .await;
+        let label = match &outcome {
+            CallbackOutcome::SignedIn(_) => "signed_in",
+            CallbackOutcome::ShowError(e) => e.code().as_str(),
+            CallbackOutcome::Redirect(_) => "redirect",
+        };
+        metrics::request("upstream_callback", label, started.elapsed());
+        let mut response = match outcome {
+            CallbackOutcome::SignedIn(s) => return UpstreamCallbackResponse::SignedIn(s),
+            CallbackOutcome::ShowError(e) => error_page(&e),
+            CallbackOutcome::Redirect(location) => redirect(&location),
+        };
+        clear_upstream_cookie(req, &mut response);
+        UpstreamCallbackResponse::Response(response)
+    }
+
+    /// Completes the authorization of a user signed in upstream with their
+    /// approval (remembering it): a 302 to the client with the code.
+    pub async fn approve_signed_in(&self, signed_in: SignedIn, granted: Option<ScopeSet>) -> Response<Vec<u8>> {
+        match self.server.approve_signed_in(signed_in, granted).await {
+            Ok(location) => redirect(&location),
+            Err(e) => error_page(&OAuthError::with_description(ErrorCode::InvalidRequest, e.to_string())),
         }
     }
 
@@ -571,6 +649,99 @@ impl OAuthEndpoints {
             return Err(too_large());
         }
         Ok((self.project(req)?, body))
+    }
+}
+
+/// What the upstream callback answers.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum UpstreamCallbackResponse {
+    /// Send this response.
+    Response(Response<Vec<u8>>),
+    /// The user signed in upstream; ask for consent (the user is known),
+    /// then call [`OAuthEndpoints::approve_signed_in`] or
+    /// [`OAuthEndpoints::deny`].
+    SignedIn(Box<SignedIn>),
+}
+
+/// The name of the cookie binding an upstream login to the browser that
+/// started it: `authio_ul_` and 16 hex digits of the hash of its `state`
+/// (so parallel logins in one browser do not collide).
+pub fn upstream_cookie_name(state: &str) -> String {
+    let hash = crate::secret::SecretHash::of(state);
+    let hex: String = hash.as_bytes().iter().take(8).map(|b| format!("{b:02x}")).collect();
+    format!("authio_ul_{hex}")
+}
+
+/// Expires the browser-binding cookie of the upstream callback `req` on
+/// `response`: the login is over, whatever happened. Call it on the
+/// response to [`UpstreamCallbackResponse::SignedIn`] too (the axum
+/// router does).
+pub fn clear_upstream_cookie<B>(req: &Request<B>, response: &mut Response<Vec<u8>>) {
+    let state = crate::upstream::CallbackParams::from_query(req.uri().query().unwrap_or_default()).state;
+    if let Some(state) = state
+        && let Ok(v) = HeaderValue::from_str(&format!(
+            "{}=; Max-Age=0; Path={}; HttpOnly; SameSite=Lax",
+            upstream_cookie_name(&state),
+            req.uri().path()
+        ))
+    {
+        response.headers_mut().append(header::SET_COOKIE, v);
+    }
+}
+
+/// The value of cookie `name` in the `Cookie` headers, if exactly one.
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    let mut found = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().strip_prefix(name).and_then(|r| r.strip_prefix('=')));
+    let first = found.next()?;
+    found.next().is_none().then(|| first.to_owned())
+}
+
+/// An authorization outcome that is not `Pending`, as a response: the
+/// upstream login's redirect carries the browser-binding cookie
+/// (`HttpOnly`, `SameSite=Lax` so the provider's top-level redirect back
+/// brings it, `Secure` on https, scoped to the callback path, 10 minutes).
+fn outcome_response(outcome: AuthorizeOutcome) -> Response<Vec<u8>> {
+    match outcome {
+        AuthorizeOutcome::ShowError(e) => error_page(&e),
+        AuthorizeOutcome::Redirect(location) => redirect(&location),
+        AuthorizeOutcome::UpstreamLogin {
+            location,
+            browser_binding,
+            callback_uri,
+        } => {
+            let Some(state) = url::Url::parse(&location)
+                .ok()
+                .and_then(|u| u.query_pairs().find(|(k, _)| k == "state").map(|(_, v)| v.into_owned()))
+            else {
+                return error_page(&OAuthError::server_error());
+            };
+            let Ok(callback) = url::Url::parse(&callback_uri) else {
+                return error_page(&OAuthError::server_error());
+            };
+            let secure = if callback.scheme() == "https" { "; Secure" } else { "" };
+            let value = format!(
+                "{}={}; Max-Age={}; Path={}; HttpOnly; SameSite=Lax{secure}",
+                upstream_cookie_name(&state),
+                browser_binding.expose_secret(),
+                crate::upstream::UPSTREAM_LOGIN_TTL.whole_seconds(),
+                callback.path(),
+            );
+            let mut r = redirect(&location);
+            match HeaderValue::from_str(&value) {
+                Ok(v) => {
+                    r.headers_mut().append(header::SET_COOKIE, v);
+                    r
+                }
+                Err(_) => error_page(&OAuthError::server_error()),
+            }
+        }
+        _ => error_page(&OAuthError::server_error()),
     }
 }
 

@@ -80,6 +80,9 @@ pub struct UserClaims {
     /// `email_verified`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email_verified: Option<bool>,
+    /// `name` (released with the `profile` scope).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 impl UserClaims {
@@ -88,16 +91,22 @@ impl UserClaims {
         Self {
             email: Some(email.into()),
             email_verified: Some(verified),
+            name: None,
         }
     }
 
-    /// The claims `scopes` release (OpenID Connect Core section 5.4).
+    /// The claims `scopes` release (OpenID Connect Core section 5.4):
+    /// `email` and `email_verified` with `email`, `name` with `profile`.
     pub fn filtered(&self, scopes: &ScopeSet) -> Self {
+        let mut out = Self::default();
         if scopes.contains("email") {
-            self.clone()
-        } else {
-            Self::default()
+            out.email.clone_from(&self.email);
+            out.email_verified = self.email_verified;
         }
+        if scopes.contains("profile") {
+            out.name.clone_from(&self.name);
+        }
+        out
     }
 }
 

@@ -116,6 +116,7 @@ pub mod server;
 pub mod store;
 pub mod token;
 pub mod tokenless;
+pub mod upstream;
 mod weburl;
 
 pub use error::{ErrorCode, OAuthError};

@@ -19,6 +19,7 @@
 //! | `authio_reuse_detections_total` | counter | `kind` (`authorization_code`, `refresh_token`) |
 //! | `authio_client_assertions_rejected_total` | counter | `reason` (`bad_signature`, `replayed_jti`, `wrong_audience`, ...) |
 //! | `authio_signing_keys_total` | counter | `change` (`created`, `activated`, `retired`, `deleted`) |
+//! | `authio_upstream_logins_total` | counter | `outcome` (`ok`, or the `upstream.login_failed` reason) |
 //! | `authio_store_errors_total` | counter | |
 //!
 //! Label values come from fixed sets (endpoint names, OAuth error codes,
@@ -89,6 +90,12 @@ pub(crate) fn audit(event: &AuditEvent) {
             }
             AuditKind::SigningKeysDeleted { count } => {
                 ::metrics::counter!("authio_signing_keys_total", "change" => "deleted").increment(*count as u64);
+            }
+            AuditKind::UpstreamLoginSucceeded { .. } => {
+                ::metrics::counter!("authio_upstream_logins_total", "outcome" => "ok").increment(1);
+            }
+            AuditKind::UpstreamLoginFailed { reason, .. } => {
+                ::metrics::counter!("authio_upstream_logins_total", "outcome" => bounded(reason)).increment(1);
             }
             _ => {}
         }

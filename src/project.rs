@@ -210,6 +210,10 @@ pub struct ProjectSettings {
     /// tokens.
     #[serde(default)]
     pub signing: crate::keys::SigningSettings,
+    /// Upstream OpenID Connect providers users sign in through (settings
+    /// stored before this field existed read back with none).
+    #[serde(default)]
+    pub upstream: crate::upstream::UpstreamSettings,
 }
 
 /// The default [`ProjectSettings::refresh_reuse_grace`]: 5 seconds.
@@ -268,6 +272,7 @@ impl Default for ProjectSettings {
             refresh_reuse_grace: DEFAULT_REFRESH_REUSE_GRACE,
             tokenless_registration: TokenlessRegistration::default(),
             client_credentials_enabled: false,
+            upstream: crate::upstream::UpstreamSettings::default(),
         }
     }
 }
@@ -383,6 +388,9 @@ pub enum SettingsError {
     /// The tokenless-registration policy is malformed.
     #[error("invalid tokenless registration policy: {0}")]
     Tokenless(#[from] TokenlessPolicyError),
+    /// The upstream providers are inconsistent.
+    #[error("invalid upstream settings: {0}")]
+    Upstream(#[from] crate::upstream::UpstreamSettingsError),
 }
 
 impl ProjectSettings {
@@ -458,6 +466,38 @@ impl ProjectSettings {
         self.cimd.validate()?;
         self.signing.validate()?;
         self.tokenless_registration.validate()?;
+        self.upstream.validate()?;
+        Ok(())
+    }
+
+    /// Sends every sign-in of the project through the upstream provider
+    /// `name` (which must be configured): `/oauth2/authorize` then starts
+    /// a login there too, and discovery advertises
+    /// `<prefix>/<name>/authorize` (`prefix` as in
+    /// [`crate::discovery::EndpointPaths::upstream`]) as the
+    /// `authorization_endpoint`. `None` returns to the host's own login
+    /// at `/oauth2/authorize`.
+    ///
+    /// # Errors
+    /// [`SettingsError::Upstream`] when no provider has that name.
+    pub fn select_upstream(
+        &mut self,
+        name: Option<crate::upstream::ProviderName>,
+        prefix: &str,
+    ) -> Result<(), SettingsError> {
+        match name {
+            Some(n) => {
+                if self.upstream.provider(&n).is_none() {
+                    return Err(crate::upstream::UpstreamSettingsError::UnknownSelected.into());
+                }
+                self.authorize_endpoint_path = format!("{}/{}/authorize", prefix.trim_end_matches('/'), n.as_str());
+                self.upstream.selected = Some(n);
+            }
+            None => {
+                self.upstream.selected = None;
+                self.authorize_endpoint_path = "/oauth2/authorize".to_owned();
+            }
+        }
         Ok(())
     }
 

@@ -52,6 +52,7 @@ async fn start_with_issuer(auto_approve: bool, cimd_root_cert: Option<Vec<u8>>, 
         dcr_mode: None,
         resource: ResourceUri::parse(RESOURCE).unwrap(),
         introspection_token: INTROSPECT.into(),
+        upstream: None,
     };
     let app = app::App::new(config).await.unwrap();
     let router = app.router().await.unwrap();
@@ -767,6 +768,7 @@ async fn an_issuer_with_a_path_is_discoverable_and_served_under_it() {
         dcr_mode: None,
         resource: ResourceUri::parse(RESOURCE).unwrap(),
         introspection_token: INTROSPECT.into(),
+        upstream: None,
     };
     let app = app::App::new(config).await.unwrap();
     let router = app.router().await.unwrap();

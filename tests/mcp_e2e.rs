@@ -66,6 +66,7 @@ async fn start_with(jwt: bool) -> Running {
         dcr_mode: None,
         resource: ResourceUri::parse(resource.clone()).unwrap(),
         introspection_token: INTROSPECT.into(),
+        upstream: None,
     };
     let as_app = app::App::new(config).await.unwrap();
     if jwt {

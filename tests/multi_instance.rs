@@ -108,6 +108,43 @@ impl Drop for Instance {
     }
 }
 
+/// Fetches what the verifier asks for from `base` instead of the issuer:
+/// the JWKS one particular instance publishes.
+struct InstanceJwks {
+    issuer: String,
+    base: String,
+}
+
+#[async_trait::async_trait]
+impl authio_mcp::resource_server::JwksFetcher for InstanceJwks {
+    async fn fetch(&self, url: &str) -> Result<Vec<u8>, String> {
+        let url = url.replacen(&self.issuer, &self.base, 1);
+        let r = reqwest::get(url).await.map_err(|e| e.to_string())?;
+        if r.status() != 200 {
+            return Err(format!("status {}", r.status()));
+        }
+        Ok(r.bytes().await.map_err(|e| e.to_string())?.to_vec())
+    }
+}
+
+/// Whether a JWT access token verifies against the keys the instance at
+/// `base` publishes (its signature, issuer, audience and expiry).
+async fn verifies_on(issuer: &str, base: &str, token: &str) -> bool {
+    use authio_mcp::resource_server::TokenVerifier as _;
+    let fetcher = Arc::new(InstanceJwks {
+        issuer: issuer.to_owned(),
+        base: base.to_owned(),
+    });
+    let verifier = authio_mcp::resource_server::JwtVerifier::discover(
+        &authio_mcp::discovery::Issuer::new_allowing_loopback_http_for_development(issuer).unwrap(),
+        authio_mcp::resource::ResourceUri::parse(RESOURCE).unwrap(),
+        fetcher,
+    )
+    .await
+    .unwrap();
+    verifier.verify(token, time::OffsetDateTime::now_utc()).await.is_ok()
+}
+
 #[derive(Clone)]
 struct Http(reqwest::Client);
 
@@ -324,6 +361,9 @@ async fn two_processes_on_one_postgres_database() {
     let rt1 = second["refresh_token"].as_str().unwrap().to_owned();
     let at1 = second["access_token"].as_str().unwrap().to_owned();
     assert!(http.active(&b_url, &at1).await);
+    // A JWT A signed verifies against B's JWKS: one key set in the database.
+    assert!(at1.matches('.').count() == 2, "a JWT access token");
+    assert!(verifies_on(&issuer, &b_url, &at1).await, "A's JWT verifies on B's keys");
     // Within the reuse grace (default 5 s) B hands out the very pair A
     // issued: the rotation mark is in the database, not in A's memory.
     let (s, concurrent) = http.refresh(&b_url, &client, &rt0).await;
@@ -471,6 +511,14 @@ async fn two_processes_on_one_postgres_database() {
         before_kill > 0 && issued.len() > before_kill,
         "flows completed before and after the kill"
     );
+    // The signing keys survived the restart: JWTs signed before the kill
+    // (by A or B) verify against the restarted A's JWKS.
+    for (i, (_, access, _)) in issued.iter().take(before_kill).enumerate() {
+        assert!(
+            verifies_on(&issuer, &a2.base, access).await,
+            "access token {i}, issued before the restart, does not verify after it"
+        );
+    }
     // Every token a response delivered still works, on either instance, and
     // every refresh token rotates exactly once (none lost, none doubled).
     for (i, (client, access, refresh)) in issued.iter().enumerate() {

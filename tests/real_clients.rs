@@ -66,7 +66,7 @@ const CLIENTS: &[RealClient] = &[
         scope: Some("offline_access openid profile"),
         extra: &[("prompt", "consent")],
         resource_on_refresh: true,
-        granted: "openid",
+        granted: "openid profile",
     },
     RealClient {
         name: "Claude Code",
@@ -212,6 +212,7 @@ impl Running {
             dcr_mode: None,
             resource: ResourceUri::parse(RESOURCE).unwrap(),
             introspection_token: INTROSPECT.into(),
+            upstream: None,
         };
         let app = app::App::new(config).await.unwrap();
         let router = app.router().await.unwrap();

@@ -54,6 +54,33 @@ async fn postgres_store_keeps_the_contract() {
     store.close().await;
 }
 
+/// Two stores (two pools, as two processes would have) on one SQLite
+/// file: activations and first uses of one `jti` race across them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_keys_and_replay_hold_across_two_stores() {
+    let dir = TempDir::new();
+    let url = dir.sqlite_url("two.db");
+    let a = SqliteStore::connect(&url, SqlOptions::default()).await.unwrap();
+    a.migrate().await.unwrap();
+    let b = SqliteStore::connect(&url, SqlOptions::default()).await.unwrap();
+    contract::signing_key_activation_race(&a, &b).await.unwrap();
+    contract::replay(&a, &b).await.unwrap();
+    // Keys written through one store are read back by the other.
+    let p = contract::fresh_project();
+    let key = authio_mcp::keys::SigningKey::new(
+        p.clone(),
+        authio_mcp::keys::KeyId::new("es256-restart").unwrap(),
+        authio_mcp::jose::PrivateKey::generate(authio_mcp::jose::SigningAlgorithm::Es256, &[7; 32]).unwrap(),
+        time::OffsetDateTime::from_unix_timestamp(1_790_000_000).unwrap(),
+    );
+    assert!(authio_mcp::store::KeyStore::insert(&a, key.clone()).await.unwrap());
+    a.close().await;
+    let back = authio_mcp::store::KeyStore::keys(&b, &p).await.unwrap();
+    assert_eq!(back.len(), 1);
+    assert_eq!(back[0].private_key.public_jwk("k"), key.private_key.public_jwk("k"));
+    b.close().await;
+}
+
 mod sqlite_only {
     use super::*;
 
@@ -122,6 +149,21 @@ mod postgres_only {
         };
         let s = PostgresStore::connect(&db.url, SqlOptions::default()).await.unwrap();
         super::migration_check(s).await;
+    }
+
+    /// Two pools on one database, as two server instances: activations
+    /// and first uses of one `jti` race across them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn keys_and_replay_hold_across_two_stores() {
+        let Some(db) = sql_support::pg_database("keys_and_replay_two_stores").await else {
+            return;
+        };
+        let a = store(&db.url, SqlOptions::default().max_connections(10)).await;
+        let b = store(&db.url, SqlOptions::default().max_connections(10)).await;
+        contract::signing_key_activation_race(&a, &b).await.unwrap();
+        contract::replay(&a, &b).await.unwrap();
+        a.close().await;
+        b.close().await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

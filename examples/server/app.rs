@@ -23,10 +23,11 @@ use authio_mcp::project::{DcrMode, ProjectId, ProjectSettings};
 use authio_mcp::resource::ResourceUri;
 use authio_mcp::scope::ScopeSet;
 use authio_mcp::secret::SecretString;
-use authio_mcp::server::AuthorizationServer;
-use authio_mcp::store::memory::MemoryAuditLog;
+use authio_mcp::server::{AuthorizationServer, SignedIn};
+use authio_mcp::store::memory::{MemoryAuditLog, MemoryUpstreamSecrets};
 use authio_mcp::store::sql::{PostgresStore, SqlOptions, SqliteStore};
 use authio_mcp::store::{AuditCursor, AuditLog, AuditQuery, CachedProjectStore};
+use authio_mcp::upstream::{ProviderName, ReqwestUpstreamHttp, UpstreamClientAuth, UpstreamHttp, UpstreamProvider};
 use authio_mcp::{ErrorCode, OAuthError};
 use axum::Router;
 use axum::body::Bytes;
@@ -65,6 +66,32 @@ pub struct Config {
     pub resource: ResourceUri,
     /// The credential resource servers present to the introspection endpoint.
     pub introspection_token: String,
+    /// Sign users in at an upstream OpenID Connect provider instead of the
+    /// demo login.
+    pub upstream: Option<UpstreamConfig>,
+}
+
+/// `--upstream-*`: the demo project's upstream provider.
+#[derive(Clone)]
+pub struct UpstreamConfig {
+    /// The provider's name in paths (`--upstream-name`, default `oidc`).
+    pub name: ProviderName,
+    /// Its issuer (`--upstream-issuer`).
+    pub issuer: Issuer,
+    /// This server's client id there (`--upstream-client-id`).
+    pub client_id: String,
+    /// Its client secret (`--upstream-client-secret`); `None`: a public
+    /// client (PKCE only).
+    pub client_secret: Option<SecretString>,
+    /// `--upstream-private-key-jwt`: authenticate with a client assertion
+    /// signed by the project's key (register `<issuer>/.well-known/jwks.json`
+    /// at the provider) instead of the secret.
+    pub private_key_jwt: bool,
+    /// `--allow-http-upstream`: an `http://` issuer on loopback.
+    pub allow_http: bool,
+    /// Tests only: the HTTP client to reach the provider with (default: a
+    /// `ReqwestUpstreamHttp`).
+    pub http: Option<Arc<dyn UpstreamHttp>>,
 }
 
 impl std::fmt::Debug for Config {
@@ -77,6 +104,10 @@ impl std::fmt::Debug for Config {
             .field("dcr_mode", &self.dcr_mode)
             .field("resource", &self.resource)
             .field("introspection_token", &"[redacted]")
+            .field(
+                "upstream",
+                &self.upstream.as_ref().map(|u| (u.name.as_str(), u.issuer.as_str())),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -191,10 +222,31 @@ impl App {
         if let Some(pem) = &config.cimd_root_cert {
             fetcher = fetcher.add_root_certificate_for_development(pem);
         }
-        let builder = AuthorizationServer::builder(config.issuer.clone())
+        let project = ProjectId::new(DEMO_PROJECT)?;
+        let mut builder = AuthorizationServer::builder(config.issuer.clone())
             .metadata_fetcher(Arc::new(fetcher.build()?))
-            .registration_policy(policy)
-            .user_claims(Arc::new(DemoUserClaims));
+            .registration_policy(policy);
+        if let Some(up) = &config.upstream {
+            // Upstream users are local users: their claims come from the
+            // user store (the server's default claims source).
+            let http: Arc<dyn UpstreamHttp> = match &up.http {
+                Some(h) => h.clone(),
+                None => {
+                    let mut b = ReqwestUpstreamHttp::builder().allow_http_loopback_for_development(up.allow_http);
+                    if let Some(pem) = &config.cimd_root_cert {
+                        b = b.add_root_certificate_for_development(pem);
+                    }
+                    Arc::new(b.build()?)
+                }
+            };
+            let secrets = MemoryUpstreamSecrets::new();
+            if let Some(secret) = &up.client_secret {
+                secrets.insert(project.clone(), up.name.clone(), secret.clone())?;
+            }
+            builder = builder.upstream_http(http).upstream_secrets(Arc::new(secrets));
+        } else {
+            builder = builder.user_claims(Arc::new(DemoUserClaims));
+        }
         let (builder, audit, memory_audit): (_, Arc<dyn AuditLog>, _) = match &storage {
             Storage::Memory => {
                 let audit = Arc::new(MemoryAuditLog::new());
@@ -207,6 +259,8 @@ impl App {
                     .iats(s.clone())
                     .grants(s.clone())
                     .cimd_cache(s.clone())
+                    .key_store(s.clone())
+                    .replay_store(s.clone())
                     .audit(s.clone()),
                 s.clone(),
                 None,
@@ -218,6 +272,8 @@ impl App {
                     .iats(s.clone())
                     .grants(s.clone())
                     .cimd_cache(s.clone())
+                    .key_store(s.clone())
+                    .replay_store(s.clone())
                     .audit(s.clone()),
                 s.clone(),
                 None,
@@ -233,11 +289,39 @@ impl App {
             }
         };
         let server = builder.build();
-        let project = ProjectId::new(DEMO_PROJECT)?;
         match server.project(&project).await {
             Ok(_) => {} // kept from an earlier run: never re-seeded over
             Err(authio_mcp::server::AdminError::UnknownProject) => Self::seed(&server, &project, &config).await?,
             Err(e) => return Err(e.into()),
+        }
+        if let Some(up) = &config.upstream {
+            // The flags name the provider on every start (also for a kept
+            // project).
+            let prefix = server.paths().upstream.clone();
+            let mut provider = UpstreamProvider::generic(up.name.clone(), up.issuer.clone(), up.client_id.clone());
+            provider.client_auth = if up.private_key_jwt {
+                UpstreamClientAuth::PrivateKeyJwt
+            } else if up.client_secret.is_some() {
+                UpstreamClientAuth::ClientSecretBasic
+            } else {
+                UpstreamClientAuth::None
+            };
+            let failed = Mutex::new(None);
+            server
+                .edit_project(&project, |mut s| {
+                    s.upstream.providers.retain(|p| p.name != provider.name);
+                    s.upstream.providers.push(provider.clone());
+                    if let Err(e) = s.select_upstream(Some(up.name.clone()), prefix.as_str())
+                        && let Ok(mut slot) = failed.lock()
+                    {
+                        *slot = Some(e);
+                    }
+                    s
+                })
+                .await?;
+            if let Some(e) = failed.into_inner().ok().flatten() {
+                return Err(e.into());
+            }
         }
         let endpoints = OAuthEndpoints::new(server, Arc::new(HeaderOrDefaultProjectResolver::new(project)))
             // The credential is the demo project's only: a resource server
@@ -268,7 +352,7 @@ impl App {
         config: &Config,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let mut settings = ProjectSettings::default();
-        settings.scopes_supported = ScopeSet::parse("openid email mcp:read mcp:write")?;
+        settings.scopes_supported = ScopeSet::parse("openid email profile mcp:read mcp:write")?;
         settings.default_scopes = ScopeSet::parse("mcp:read mcp:write")?;
         settings.default_resource = Some(config.resource.clone());
         server.put_project(project, settings).await?;
@@ -298,7 +382,12 @@ impl App {
             .project(&self.project())
             .await
             .map_err(|_| OAuthError::server_error())?;
-        let paths = RouterPaths::new(&self.endpoints, settings.authorize_endpoint_path);
+        // `/oauth2/authorize` stays mounted; with an upstream provider
+        // selected it starts the upstream login too, and the provider's own
+        // `/v1/auth/oauth/{provider}/authorize` (what discovery advertises)
+        // is mounted by the router.
+        let _ = settings;
+        let paths = RouterPaths::new(&self.endpoints, "/oauth2/authorize");
         let oauth = router(self.endpoints.clone(), self.consent.clone(), &paths);
         let admin = Router::new()
             .route(
@@ -769,6 +858,9 @@ async fn admin_revoke_iat(
 /// A pending consent, kept server-side.
 struct Waiting {
     pending: PendingAuthorization,
+    /// The user signed in upstream, when there is one (then the form asks
+    /// for no user name).
+    signed_in: Option<SignedIn>,
     csrf: SecretString,
     cookie: SecretString,
     /// Who started it (the connection's source), for the per-source cap.
@@ -846,13 +938,40 @@ impl ConsentHandler for ConsentPage {
             let subject = Subject::new(DEMO_SUBJECT).unwrap_or_else(|_| unreachable!("a valid literal"));
             return endpoints.approve(pending, subject, None).await;
         }
+        self.show(endpoints, pending, None, parts).await
+    }
+
+    async fn consent_signed_in(
+        &self,
+        endpoints: &OAuthEndpoints,
+        signed_in: SignedIn,
+        parts: &http::request::Parts,
+    ) -> http::Response<Vec<u8>> {
+        // `--auto-approve` skips the consent page only: the user did sign
+        // in upstream to get here.
+        if self.auto_approve {
+            return endpoints.approve_signed_in(signed_in, None).await;
+        }
+        let pending = signed_in.pending.clone();
+        self.show(endpoints, pending, Some(signed_in), parts).await
+    }
+}
+
+impl ConsentPage {
+    async fn show(
+        &self,
+        endpoints: &OAuthEndpoints,
+        pending: PendingAuthorization,
+        signed_in: Option<SignedIn>,
+        parts: &http::request::Parts,
+    ) -> http::Response<Vec<u8>> {
         let random = |n: usize| {
             let mut b = vec![0u8; n];
             endpoints.server().random_source().fill(&mut b);
             URL_SAFE_NO_PAD.encode(b)
         };
         let (id, csrf, cookie) = (random(16), random(32), random(32));
-        let page = render_consent(&pending, &id, &csrf);
+        let page = render_consent(&pending, signed_in.as_ref(), &id, &csrf);
         let form_action = redirect_origin(&pending.redirect_uri);
         {
             let Ok(mut map) = self.pending.lock() else {
@@ -868,6 +987,7 @@ impl ConsentHandler for ConsentPage {
                 id,
                 Waiting {
                     pending,
+                    signed_in,
                     csrf: SecretString::from(csrf),
                     source,
                     cookie: SecretString::from(cookie.as_str()),
@@ -911,7 +1031,7 @@ fn redirect_origin(uri: &str) -> String {
         .unwrap_or_default()
 }
 
-fn render_consent(p: &PendingAuthorization, id: &str, csrf: &str) -> String {
+fn render_consent(p: &PendingAuthorization, signed_in: Option<&SignedIn>, id: &str, csrf: &str) -> String {
     let name = p.client_name.as_deref().unwrap_or("An application");
     let identity = match &p.client_id_host {
         Some(host) => format!(
@@ -954,6 +1074,21 @@ fn render_consent(p: &PendingAuthorization, id: &str, csrf: &str) -> String {
         .iter()
         .map(|r| format!("<li>{}</li>", escape_html(r.canonical())))
         .collect();
+    let who = match signed_in {
+        Some(s) => format!(
+            "<p>Signed in as <strong id=\"signed-in-as\">{}</strong></p>",
+            escape_html(
+                s.user
+                    .email
+                    .as_deref()
+                    .or(s.user.name.as_deref())
+                    .unwrap_or(s.subject.as_str())
+            )
+        ),
+        None => format!(
+            "<label>User name (demo login) <input name=\"username\" id=\"username\" value=\"{DEMO_SUBJECT}\"></label>"
+        ),
+    };
     format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>Sign in to {name}</title>\
          <style>body{{font-family:sans-serif;max-width:36em;margin:2em auto}}.warn{{color:#a00;font-weight:bold}}</style>\
@@ -962,14 +1097,13 @@ fn render_consent(p: &PendingAuthorization, id: &str, csrf: &str) -> String {
          <p>It asks for:</p><ul id=\"scopes\">{scopes}</ul><p>For:</p><ul>{resources}</ul>\
          <form method=\"post\" action=\"/consent\">\
          <input type=\"hidden\" name=\"request_id\" value=\"{id}\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
-         <label>User name (demo login) <input name=\"username\" id=\"username\" value=\"{subject}\"></label>\
+         {who}\
          <p><button id=\"approve\" name=\"action\" value=\"approve\">Allow</button> \
          <button id=\"deny\" name=\"action\" value=\"deny\">Deny</button></p></form></body></html>",
         name = escape_html(name),
         redirect = escape_html(p.redirect_host.as_deref().unwrap_or(&p.redirect_uri)),
         id = escape_html(id),
         csrf = escape_html(csrf),
-        subject = escape_html(p.login_hint.as_deref().unwrap_or(DEMO_SUBJECT)),
     )
 }
 
@@ -1010,8 +1144,9 @@ async fn consent_submit(State(app): State<App>, req: Request) -> Response {
         map.remove(get("request_id"))
     };
     let Some(waiting) = waiting else { return forbidden() };
-    match get("action") {
-        "approve" => match Subject::new(get("username")) {
+    match (get("action"), waiting.signed_in) {
+        ("approve", Some(signed_in)) => into_axum(app.endpoints.approve_signed_in(signed_in, None).await),
+        ("approve", None) => match Subject::new(get("username")) {
             Ok(subject) => into_axum(app.endpoints.approve(waiting.pending, subject, None).await),
             Err(_) => forbidden(),
         },

@@ -12,7 +12,9 @@ use authio_mcp::dcr::RegistrationPolicy;
 use authio_mcp::discovery::Issuer;
 use authio_mcp::project::{AccessTokenFormat, DcrMode, ProjectId};
 use authio_mcp::resource::ResourceUri;
+use authio_mcp::secret::SecretString;
 use authio_mcp::store::sql::SqlOptions;
+use authio_mcp::upstream::ProviderName;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
@@ -44,6 +46,14 @@ USAGE: cargo run --example server -- [FLAGS]
   --project-cache-ms N        cache project settings for N ms (default 0: read on every request);
                               with several instances, a settings change made on one applies on
                               the others after at most N ms
+  --upstream-issuer URL       sign users in at this OpenID Connect provider instead of the demo login
+  --upstream-client-id ID     this server's client id at the provider (required with --upstream-issuer)
+  --upstream-client-secret S  its client secret (client_secret_basic; omit for a public client)
+  --upstream-name NAME        the provider's name in paths (default oidc): discovery advertises
+                              <issuer>/v1/auth/oauth/NAME/authorize; register
+                              <issuer>/v1/auth/oauth/NAME/callback at the provider
+  --upstream-private-key-jwt  authenticate there with private_key_jwt (register <issuer>/.well-known/jwks.json)
+  --allow-http-upstream       development: allow an http:// upstream issuer on loopback
 ";
 
 /// The default `--database-url`: a SQLite file in the working directory.
@@ -71,6 +81,8 @@ fn parse_args() -> Result<(SocketAddr, app::Config, Extra), String> {
     let (mut issuer, mut admin, mut introspection, mut cert, mut dcr) = (None, None, None, None, None);
     let (mut auto_approve, mut allow_loopback) = (false, false);
     let mut resource = "http://127.0.0.1:8090/mcp".to_owned();
+    let (mut up_issuer, mut up_client, mut up_secret, mut up_name, mut up_http) = (None, None, None, None, false);
+    let mut up_pkjwt = false;
     let mut extra = Extra {
         purge_interval: Some(std::time::Duration::from_secs(60)),
         policy: RegistrationPolicy::default(),
@@ -139,6 +151,12 @@ fn parse_args() -> Result<(SocketAddr, app::Config, Extra), String> {
                 let ms: u64 = value()?.parse().map_err(|_| "--project-cache-ms takes a number")?;
                 extra.project_cache = std::time::Duration::from_millis(ms);
             }
+            "--upstream-issuer" => up_issuer = Some(value()?),
+            "--upstream-client-id" => up_client = Some(value()?),
+            "--upstream-client-secret" => up_secret = Some(value()?),
+            "--upstream-name" => up_name = Some(value()?),
+            "--allow-http-upstream" => up_http = true,
+            "--upstream-private-key-jwt" => up_pkjwt = true,
             other => return Err(format!("unknown flag {other}; see --help")),
         }
     }
@@ -146,6 +164,31 @@ fn parse_args() -> Result<(SocketAddr, app::Config, Extra), String> {
     let issuer = Issuer::new_allowing_loopback_http_for_development(issuer.clone())
         .map_err(|e| format!("--issuer {issuer}: {e}"))?;
     let resource = ResourceUri::parse(resource.clone()).map_err(|e| format!("--resource {resource}: {e}"))?;
+    let upstream = match (up_issuer, up_client) {
+        (None, None) if up_secret.is_none() && up_name.is_none() => None,
+        (Some(iss), Some(client_id)) => {
+            let issuer = if up_http {
+                Issuer::new_allowing_loopback_http_for_development(iss.clone())
+            } else {
+                Issuer::new(iss.clone())
+            }
+            .map_err(|e| {
+                format!("--upstream-issuer {iss}: {e} (an http:// issuer on loopback needs --allow-http-upstream)")
+            })?;
+            let name = up_name.unwrap_or_else(|| "oidc".to_owned());
+            let name = ProviderName::new(name.clone()).map_err(|e| format!("--upstream-name {name}: {e}"))?;
+            Some(app::UpstreamConfig {
+                name,
+                issuer,
+                client_id,
+                client_secret: up_secret.map(SecretString::from),
+                private_key_jwt: up_pkjwt,
+                allow_http: up_http,
+                http: None,
+            })
+        }
+        _ => return Err("--upstream-issuer and --upstream-client-id go together".to_owned()),
+    };
     Ok((
         listen,
         app::Config {
@@ -157,6 +200,7 @@ fn parse_args() -> Result<(SocketAddr, app::Config, Extra), String> {
             dcr_mode: dcr,
             resource,
             introspection_token: introspection.unwrap_or_else(random_token),
+            upstream,
         },
         extra,
     ))
@@ -238,6 +282,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     }
     println!("  discovery:           {}", config.issuer.metadata_url());
     println!("  access tokens:       {:?}", extra.access_token_format);
+    match &config.upstream {
+        Some(up) => {
+            let prefix = authio_mcp::upstream::DEFAULT_PATH_PREFIX;
+            println!("  sign-in:             upstream {} at {}", up.name.as_str(), up.issuer);
+            println!(
+                "  authorize:           {}",
+                config
+                    .issuer
+                    .endpoint(&format!("{prefix}/{}/authorize", up.name.as_str()))
+            );
+            println!(
+                "  register redirect:   {}",
+                config
+                    .issuer
+                    .endpoint(&format!("{prefix}/{}/callback", up.name.as_str()))
+            );
+        }
+        None => println!("  sign-in:             demo login (no password; --upstream-issuer for a real one)"),
+    }
     // The peer address becomes each request's source (CIMD fetch budgets,
     // tokenless registration, pending consents).
     axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())

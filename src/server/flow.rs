@@ -36,6 +36,17 @@ pub enum AuthorizeOutcome {
     /// The request is valid: run login and consent, then call
     /// [`AuthorizationServer::approve`] or [`AuthorizationServer::deny`].
     Pending(Box<PendingAuthorization>),
+    /// The request is valid and the user signs in at an upstream provider:
+    /// set the browser-binding cookie and redirect to `location`.
+    UpstreamLogin {
+        /// The provider's authorization URL.
+        location: String,
+        /// The value of the browser-binding cookie (see
+        /// [`crate::http::upstream_cookie_name`]).
+        browser_binding: crate::secret::SecretString,
+        /// The callback URL the provider returns to (the cookie's path).
+        callback_uri: String,
+    },
 }
 
 /// The client-authentication parameters of a form body.
@@ -84,7 +95,11 @@ pub enum ApproveError {
 }
 
 impl AuthorizationServer {
-    /// The authorization endpoint: validates `query` in two phases.
+    /// The authorization endpoint: validates `query` in two phases. When
+    /// the project selected an upstream provider
+    /// ([`crate::upstream::UpstreamSettings::selected`]), a valid request
+    /// starts a login there ([`AuthorizeOutcome::UpstreamLogin`]): no local
+    /// login remains to bypass it.
     pub async fn authorize(&self, project: &ProjectId, query: &str) -> AuthorizeOutcome {
         self.authorize_from(project, query, None).await
     }
@@ -106,8 +121,23 @@ impl AuthorizationServer {
             }
             Err(_) => return AuthorizeOutcome::ShowError(OAuthError::server_error()),
         };
+        let outcome = self.validate_authorization(project, &settings, query, source).await;
+        match (outcome, settings.upstream.selected.clone()) {
+            (AuthorizeOutcome::Pending(p), Some(provider)) => self.start_upstream_login(&settings, *p, &provider).await,
+            (other, _) => other,
+        }
+    }
+
+    /// Both phases of an authorization request.
+    pub(crate) async fn validate_authorization(
+        &self,
+        project: &ProjectId,
+        settings: &ProjectSettings,
+        query: &str,
+        source: Option<&crate::cimd::RequestSource>,
+    ) -> AuthorizeOutcome {
         let req = AuthorizationRequest::from_query(query);
-        let client = match self.authorization_client(project, &settings, &req, source).await {
+        let client = match self.authorization_client(project, settings, &req, source).await {
             Ok(c) => c,
             Err(e) => return AuthorizeOutcome::ShowError(e),
         };
@@ -115,9 +145,9 @@ impl AuthorizationServer {
             Ok(r) => r,
             Err(e) => return AuthorizeOutcome::ShowError(e.to_oauth_error()),
         };
-        match authorize::validate_request(&req, project, &settings, &client, redirect_uri, self.clock.now()) {
+        match authorize::validate_request(&req, project, settings, &client, redirect_uri, self.clock.now()) {
             Ok(p) => AuthorizeOutcome::Pending(Box::new(p)),
-            Err(e) => AuthorizeOutcome::Redirect(e.location(self.issuer_for(&settings).as_str())),
+            Err(e) => AuthorizeOutcome::Redirect(e.location(self.issuer_for(settings).as_str())),
         }
     }
 

@@ -41,6 +41,11 @@ pub(crate) fn algorithms_in_use(settings: &ProjectSettings) -> Vec<SigningAlgori
     if settings.scopes_supported.contains("openid") && !algs.contains(&settings.signing.id_token_algorithm) {
         algs.push(settings.signing.id_token_algorithm);
     }
+    // Client assertions at upstream providers sign with the access-token
+    // algorithm.
+    if settings.upstream.uses_private_key_jwt() && !algs.contains(&settings.signing.access_token_algorithm) {
+        algs.push(settings.signing.access_token_algorithm);
+    }
     algs
 }
 

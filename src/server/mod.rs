@@ -11,6 +11,7 @@ mod flow;
 mod keys;
 mod oidc;
 mod register;
+mod upstream;
 
 use std::sync::Arc;
 
@@ -21,6 +22,7 @@ pub use self::env::{Clock, FixedClock, RandomSource, SystemClock, SystemRandom};
 pub use self::flow::{ApproveError, AuthorizeOutcome};
 pub use self::keys::RotationReport;
 pub use self::register::IssuedIat;
+pub use self::upstream::{CallbackOutcome, SignedIn};
 use crate::audit::{AuditEvent, AuditKind};
 use crate::discovery::{EndpointPaths, Issuer};
 use crate::project::ProjectId;
@@ -55,6 +57,12 @@ pub struct AuthorizationServer {
     pub(crate) rotation_lock: Arc<futures_util::lock::Mutex<()>>,
     pub(crate) client_jwks: Arc<client_auth::ClientJwksCache>,
     pub(crate) tokenless_limiter: Arc<register::TokenlessLimiter>,
+    pub(crate) users: Arc<dyn crate::store::UserStore>,
+    pub(crate) upstream_logins: Arc<dyn crate::store::UpstreamLoginStore>,
+    pub(crate) upstream_secrets: Arc<dyn crate::store::UpstreamSecrets>,
+    pub(crate) upstream_http: Option<Arc<dyn crate::upstream::UpstreamHttp>>,
+    pub(crate) user_policy: Arc<dyn crate::upstream::UserPolicy>,
+    pub(crate) provider_cache: Arc<upstream::ProviderCache>,
 }
 
 impl std::fmt::Debug for AuthorizationServer {
@@ -88,6 +96,11 @@ impl AuthorizationServer {
             keys: None,
             user_claims: None,
             replay: None,
+            users: None,
+            upstream_logins: None,
+            upstream_secrets: None,
+            upstream_http: None,
+            user_policy: None,
         }
     }
 
@@ -158,7 +171,8 @@ impl AuthorizationServer {
         let now = self.clock.now();
         let grants = self.grants.purge_expired(now).await?;
         let replays = self.replay.purge(now).await?;
-        Ok(grants + replays + self.iats.purge(now).await?)
+        let logins = self.upstream_logins.purge(now).await?;
+        Ok(grants + replays + logins + self.iats.purge(now).await?)
     }
 }
 
@@ -183,6 +197,11 @@ pub struct AuthorizationServerBuilder {
     keys: Option<Arc<dyn KeyStore>>,
     user_claims: Option<Arc<dyn crate::store::UserClaimsSource>>,
     replay: Option<Arc<dyn crate::store::ReplayStore>>,
+    users: Option<Arc<dyn crate::store::UserStore>>,
+    upstream_logins: Option<Arc<dyn crate::store::UpstreamLoginStore>>,
+    upstream_secrets: Option<Arc<dyn crate::store::UpstreamSecrets>>,
+    upstream_http: Option<Arc<dyn crate::upstream::UpstreamHttp>>,
+    user_policy: Option<Arc<dyn crate::upstream::UserPolicy>>,
 }
 
 impl std::fmt::Debug for AuthorizationServerBuilder {
@@ -279,8 +298,49 @@ impl AuthorizationServerBuilder {
         self
     }
 
+    /// Local users and remembered consent (default:
+    /// [`crate::store::memory::MemoryUserStore`]). Unless
+    /// [`AuthorizationServerBuilder::user_claims`] is set, ID tokens and
+    /// userinfo take their claims from it.
+    pub fn user_store(mut self, store: Arc<dyn crate::store::UserStore>) -> Self {
+        self.users = Some(store);
+        self
+    }
+
+    /// Upstream logins in flight (default:
+    /// [`crate::store::memory::MemoryUpstreamLoginStore`]; several
+    /// instances need a shared one).
+    pub fn upstream_login_store(mut self, store: Arc<dyn crate::store::UpstreamLoginStore>) -> Self {
+        self.upstream_logins = Some(store);
+        self
+    }
+
+    /// The client secrets at upstream providers (default: none).
+    pub fn upstream_secrets(mut self, secrets: Arc<dyn crate::store::UpstreamSecrets>) -> Self {
+        self.upstream_secrets = Some(secrets);
+        self
+    }
+
+    /// The HTTP client for upstream providers (default: none, so every
+    /// upstream login fails with `temporarily_unavailable`; with the
+    /// `reqwest` feature use [`crate::upstream::ReqwestUpstreamHttp`]).
+    pub fn upstream_http(mut self, http: Arc<dyn crate::upstream::UpstreamHttp>) -> Self {
+        self.upstream_http = Some(http);
+        self
+    }
+
+    /// The host's hook accepting, refusing or mapping upstream users
+    /// (default: [`crate::upstream::AcceptAllUsers`]).
+    pub fn user_policy(mut self, policy: Arc<dyn crate::upstream::UserPolicy>) -> Self {
+        self.user_policy = Some(policy);
+        self
+    }
+
     /// Builds the server, filling unset parts with the defaults.
     pub fn build(self) -> AuthorizationServer {
+        let users: Arc<dyn crate::store::UserStore> = self
+            .users
+            .unwrap_or_else(|| Arc::new(crate::store::memory::MemoryUserStore::new()));
         AuthorizationServer {
             issuer: self.issuer,
             paths: self.paths,
@@ -298,13 +358,27 @@ impl AuthorizationServerBuilder {
             cimd_inflight: Arc::new(cimd::InFlight::default()),
             cimd_limits: self.cimd_limits,
             keys: self.keys.unwrap_or_else(|| Arc::new(MemoryKeyStore::new())),
-            user_claims: self.user_claims.unwrap_or_else(|| Arc::new(crate::store::NoUserClaims)),
+            user_claims: self
+                .user_claims
+                .unwrap_or_else(|| Arc::new(crate::store::UserStoreClaims(users.clone()))),
             replay: self
                 .replay
                 .unwrap_or_else(|| Arc::new(crate::store::memory::MemoryReplayStore::default())),
             rotation_lock: Arc::new(futures_util::lock::Mutex::new(())),
             client_jwks: Arc::new(client_auth::ClientJwksCache::default()),
             tokenless_limiter: Arc::default(),
+            users,
+            upstream_logins: self
+                .upstream_logins
+                .unwrap_or_else(|| Arc::new(crate::store::memory::MemoryUpstreamLoginStore::default())),
+            upstream_secrets: self
+                .upstream_secrets
+                .unwrap_or_else(|| Arc::new(crate::store::memory::MemoryUpstreamSecrets::new())),
+            upstream_http: self.upstream_http,
+            user_policy: self
+                .user_policy
+                .unwrap_or_else(|| Arc::new(crate::upstream::AcceptAllUsers)),
+            provider_cache: Arc::new(upstream::ProviderCache::default()),
         }
     }
 }

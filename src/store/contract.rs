@@ -28,8 +28,11 @@
 //! database, never on production data. Concurrency checks start their
 //! calls together (200 redemptions of one code, 100 uses of an initial
 //! access token with `max_uses = 5`, 50 rotations of one refresh token,
-//! 20 compare-and-swaps); a store backed by a pool needs a few
-//! connections for them to actually overlap.
+//! 20 compare-and-swaps, 16 activations of one algorithm's next keys, 50
+//! first uses of one `jti`); a store backed by a pool needs a few
+//! connections for them to actually overlap. The key and `jti` races take
+//! two handles ([`signing_key_activation_race`], [`replay`]): pass two
+//! stores on one database (two pools) to race them as two processes.
 
 use std::fmt;
 use std::sync::Arc;
@@ -38,11 +41,12 @@ use futures_util::future::join_all;
 use time::{Duration, OffsetDateTime};
 
 use super::memory::{
-    MemoryAuditLog, MemoryCimdCache, MemoryClientStore, MemoryGrantStore, MemoryIatStore, MemoryProjectStore,
+    MemoryAuditLog, MemoryCimdCache, MemoryClientStore, MemoryGrantStore, MemoryIatStore, MemoryKeyStore,
+    MemoryProjectStore, MemoryReplayStore,
 };
 use super::{
-    AuditLog, AuditQuery, CimdCache, ClientStore, CodeConsumption, GrantStore, IatStore, ProjectStore, RefreshRotation,
-    RevokeOutcome, UseOutcome,
+    AuditLog, AuditQuery, CimdCache, ClientStore, CodeConsumption, GrantStore, IatStore, KeyStore, ProjectStore,
+    RefreshRotation, ReplayStore, RevokeOutcome, UseOutcome,
 };
 use crate::audit::{AuditEvent, AuditKind};
 use crate::cimd::{CachedDocument, ClientIdUrl};
@@ -52,6 +56,8 @@ use crate::grant::{
     AccessTokenClaims, AccessTokenRecord, CodeRecord, Grant, GrantId, RefreshTokenRecord, RotationMark, RotationNonce,
     Subject,
 };
+use crate::jose::{PrivateKey, SigningAlgorithm};
+use crate::keys::{KeyId, KeyState, SigningKey};
 use crate::pkce::{CodeChallenge, CodeVerifier};
 use crate::project::{ProjectId, ProjectSettings};
 use crate::redirect_uri::RedirectUriPolicy;
@@ -76,6 +82,10 @@ pub struct Stores {
     pub cimd: Arc<dyn CimdCache>,
     /// The audit log.
     pub audit: Arc<dyn AuditLog>,
+    /// Signing keys.
+    pub keys: Arc<dyn KeyStore>,
+    /// Single-use assertion ids.
+    pub replay: Arc<dyn ReplayStore>,
 }
 
 impl fmt::Debug for Stores {
@@ -94,6 +104,8 @@ impl Stores {
             grants: Arc::new(MemoryGrantStore::new()),
             cimd: Arc::new(MemoryCimdCache::new()),
             audit: Arc::new(MemoryAuditLog::new()),
+            keys: Arc::new(MemoryKeyStore::new()),
+            replay: Arc::new(MemoryReplayStore::default()),
         }
     }
 
@@ -139,10 +151,24 @@ impl Stores {
         self
     }
 
+    /// Replaces the signing-key store.
+    #[must_use]
+    pub fn keys(mut self, store: Arc<dyn KeyStore>) -> Self {
+        self.keys = store;
+        self
+    }
+
+    /// Replaces the replay store.
+    #[must_use]
+    pub fn replay(mut self, store: Arc<dyn ReplayStore>) -> Self {
+        self.replay = store;
+        self
+    }
+
     /// One object implementing every trait (like the SQL stores).
     pub fn all<S>(store: Arc<S>) -> Self
     where
-        S: ProjectStore + ClientStore + IatStore + GrantStore + CimdCache + AuditLog + 'static,
+        S: ProjectStore + ClientStore + IatStore + GrantStore + CimdCache + AuditLog + KeyStore + ReplayStore + 'static,
     {
         Self {
             projects: store.clone(),
@@ -150,7 +176,9 @@ impl Stores {
             iats: store.clone(),
             grants: store.clone(),
             cimd: store.clone(),
-            audit: store,
+            audit: store.clone(),
+            keys: store.clone(),
+            replay: store,
         }
     }
 }
@@ -219,6 +247,9 @@ pub async fn run_all(stores: &Stores) -> Outcome {
     purge(stores.grants.as_ref(), stores.iats.as_ref()).await?;
     cimd_cache(stores.cimd.as_ref()).await?;
     audit(stores.audit.as_ref()).await?;
+    signing_keys(stores.keys.as_ref()).await?;
+    signing_key_activation_race(stores.keys.as_ref(), stores.keys.as_ref()).await?;
+    replay(stores.replay.as_ref(), stores.replay.as_ref()).await?;
     Ok(())
 }
 
@@ -1201,5 +1232,316 @@ pub async fn audit(log: &dyn AuditLog) -> Outcome {
     );
     let other = ok!(log.query(&AuditQuery::new(q)).await, "query");
     ensure!(other.events.len() == 1, "another project sees only its own events");
+    Ok(())
+}
+
+fn signing_key(project: &ProjectId, alg: SigningAlgorithm, at: OffsetDateTime) -> Result<SigningKey, Violation> {
+    // EdDSA and ES256 keys are cheap; a fresh seed per key.
+    let pk = PrivateKey::generate(alg, &random_bytes())
+        .or_else(|_| PrivateKey::generate(alg, &random_bytes()))
+        .map_err(|e| fixture(&e))?;
+    Ok(SigningKey::new(
+        project.clone(),
+        KeyId::from_random(alg, &random_bytes()),
+        pk,
+        at,
+    ))
+}
+
+async fn key_state(store: &dyn KeyStore, project: &ProjectId, kid: &KeyId) -> Result<Option<SigningKey>, Violation> {
+    Ok(ok!(store.keys(project).await, "keys")
+        .into_iter()
+        .find(|k| &k.kid == kid))
+}
+
+/// `KeyStore`: a taken kid is refused; keys are scoped by project and
+/// round-trip (private key included); activation only from `next`,
+/// retiring the active key of the same algorithm only; retire only an
+/// active key; `delete_expired` only retired keys past publication.
+///
+/// # Errors
+/// The first [`Violation`].
+pub async fn signing_keys(store: &dyn KeyStore) -> Outcome {
+    let (p, q) = (fresh_project(), fresh_project());
+    let t0 = now();
+    let a = signing_key(&p, SigningAlgorithm::EdDsa, t0)?;
+    let b = signing_key(&p, SigningAlgorithm::EdDsa, t0)?;
+    let e = signing_key(&p, SigningAlgorithm::Es256, t0)?;
+    ensure!(ok!(store.insert(a.clone()).await, "insert key"), "a new kid is stored");
+    ensure!(
+        !ok!(store.insert(a.clone()).await, "insert key"),
+        "a taken kid is refused"
+    );
+    ensure!(ok!(store.insert(e.clone()).await, "insert key"), "a new kid is stored");
+    ensure!(
+        ok!(store.keys(&q).await, "keys").is_empty(),
+        "keys are scoped by project"
+    );
+    ensure!(
+        !ok!(store.activate(&q, &a.kid, t0, t0).await, "activate"),
+        "a key cannot be activated through another project"
+    );
+    let stored = key_state(store, &p, &a.kid).await?;
+    ensure!(
+        stored.as_ref().is_some_and(|k| k.state == KeyState::Next
+            && k.created_at == t0
+            && k.activated_at.is_none()
+            && k.algorithm() == SigningAlgorithm::EdDsa
+            && k.private_key.public_jwk("x") == a.private_key.public_jwk("x")),
+        "a key reads back as stored, its private key included",
+        "{stored:?}"
+    );
+
+    ensure!(
+        ok!(store.activate(&p, &a.kid, t0, t0).await, "activate"),
+        "a next key activates"
+    );
+    ensure!(
+        ok!(store.activate(&p, &e.kid, t0, t0).await, "activate"),
+        "a next key activates"
+    );
+    ensure!(
+        !ok!(store.activate(&p, &a.kid, t0, t0).await, "activate"),
+        "only a next key activates"
+    );
+    ensure!(ok!(store.insert(b.clone()).await, "insert key"), "a new kid is stored");
+    let t1 = t0 + Duration::days(30);
+    let until = t1 + Duration::minutes(20);
+    ensure!(
+        ok!(store.activate(&p, &b.kid, t1, until).await, "activate"),
+        "a next key activates"
+    );
+    let old = key_state(store, &p, &a.kid).await?;
+    ensure!(
+        old.as_ref().is_some_and(|k| k.state == KeyState::Retired
+            && k.retired_at == Some(t1)
+            && k.publish_until == Some(until)
+            && k.private_key.public_jwk("x") == a.private_key.public_jwk("x")),
+        "activation retires the active key of its algorithm until the given time",
+        "{old:?}"
+    );
+    let new = key_state(store, &p, &b.kid).await?;
+    ensure!(
+        new.as_ref()
+            .is_some_and(|k| k.state == KeyState::Active && k.activated_at == Some(t1)),
+        "the activated key is active from now",
+        "{new:?}"
+    );
+    ensure!(
+        key_state(store, &p, &e.kid)
+            .await?
+            .is_some_and(|k| k.state == KeyState::Active),
+        "activation leaves other algorithms alone"
+    );
+
+    ensure!(
+        ok!(
+            store.delete_expired(&p, until - Duration::SECOND).await,
+            "delete expired"
+        ) == 0,
+        "a retired key stays until its publish_until"
+    );
+    ensure!(
+        ok!(store.delete_expired(&p, until).await, "delete expired") == 1,
+        "a retired key goes at its publish_until"
+    );
+    ensure!(key_state(store, &p, &a.kid).await?.is_none(), "a deleted key is gone");
+    ensure!(
+        ok!(store.keys(&p).await, "keys").len() == 2,
+        "active keys are never deleted"
+    );
+    ensure!(
+        !ok!(store.retire(&p, &a.kid, t1, until).await, "retire"),
+        "a missing key does not retire"
+    );
+    ensure!(
+        !ok!(store.retire(&q, &e.kid, t1, until).await, "retire"),
+        "a key cannot be retired through another project"
+    );
+    ensure!(
+        ok!(store.retire(&p, &e.kid, t1, until).await, "retire"),
+        "an active key retires"
+    );
+    ensure!(
+        !ok!(store.retire(&p, &e.kid, t1, until).await, "retire"),
+        "a retired key does not retire again"
+    );
+    ensure!(
+        key_state(store, &p, &e.kid)
+            .await?
+            .is_some_and(|k| k.state == KeyState::Retired
+                && k.retired_at == Some(t1)
+                && k.publish_until == Some(until)),
+        "retire sets the state and times"
+    );
+    ensure!(
+        key_state(store, &p, &b.kid)
+            .await?
+            .is_some_and(|k| k.state == KeyState::Active),
+        "retiring one algorithm's key leaves the others"
+    );
+    Ok(())
+}
+
+/// `KeyStore::activate` under concurrency: 16 next keys of one algorithm
+/// activated at once, half through `a`, half through `b` (pass two
+/// handles on one database to race two processes), leave exactly one
+/// active key and no next key; the losers are retired and deletable at
+/// once, the previously active key is retired until the given time.
+///
+/// # Errors
+/// The first [`Violation`].
+pub async fn signing_key_activation_race(a: &dyn KeyStore, b: &dyn KeyStore) -> Outcome {
+    let p = fresh_project();
+    let t0 = now();
+    let first = signing_key(&p, SigningAlgorithm::EdDsa, t0)?;
+    ensure!(ok!(a.insert(first.clone()).await, "insert key"), "a new kid is stored");
+    ensure!(
+        ok!(a.activate(&p, &first.kid, t0, t0).await, "activate"),
+        "a next key activates"
+    );
+    let mut keys = Vec::new();
+    for _ in 0..16 {
+        let k = signing_key(&p, SigningAlgorithm::EdDsa, t0)?;
+        ensure!(ok!(a.insert(k.clone()).await, "insert key"), "a new kid is stored");
+        keys.push(k);
+    }
+    let t1 = t0 + Duration::days(30);
+    let until = t1 + Duration::hours(1);
+    let results = join_all(keys.iter().enumerate().map(|(i, k)| {
+        let store = if i % 2 == 0 { a } else { b };
+        store.activate(&p, &k.kid, t1, until)
+    }))
+    .await;
+    let mut wins = 0;
+    for r in results {
+        if ok!(r, "concurrent activate") {
+            wins += 1;
+        }
+    }
+    ensure!(
+        wins == 1,
+        "of concurrent activations of one algorithm's next keys exactly one wins",
+        "{wins} won"
+    );
+    let stored = ok!(a.keys(&p).await, "keys");
+    let active = stored.iter().filter(|k| k.state == KeyState::Active).count();
+    let next = stored.iter().filter(|k| k.state == KeyState::Next).count();
+    ensure!(active == 1, "one active key per algorithm", "{active} active");
+    ensure!(next == 0, "no next key is left behind", "{next} next");
+    ensure!(
+        stored
+            .iter()
+            .find(|k| k.kid == first.kid)
+            .is_some_and(|k| k.state == KeyState::Retired && k.publish_until == Some(until)),
+        "the active key before the race is retired until the given time"
+    );
+    ensure!(
+        ok!(b.delete_expired(&p, t1).await, "delete expired") == keys.len() - 1,
+        "the losing next keys never signed: they are deletable at once"
+    );
+    Ok(())
+}
+
+/// `ReplayStore`: of 50 concurrent first uses of one id (half through
+/// `a`, half through `b`) exactly one succeeds; ids are scoped by project
+/// and client; an id is a replay until it expires and reusable after;
+/// purge removes expired entries and keeps live ones.
+///
+/// # Errors
+/// The first [`Violation`].
+pub async fn replay(a: &dyn ReplayStore, b: &dyn ReplayStore) -> Outcome {
+    let (p, q) = (fresh_project(), fresh_project());
+    let t0 = now();
+    let exp = t0 + Duration::minutes(5);
+    let jti = format!("jti-{}", fresh_project().as_str());
+    let results = join_all((0..50).map(|i| {
+        let store = if i % 2 == 0 { a } else { b };
+        store.check_and_insert(&p, "client_1", &jti, exp, t0)
+    }))
+    .await;
+    let mut wins = 0;
+    for r in results {
+        if ok!(r, "concurrent check_and_insert") {
+            wins += 1;
+        }
+    }
+    ensure!(
+        wins == 1,
+        "of 50 concurrent first uses of one id exactly one succeeds",
+        "{wins} succeeded"
+    );
+    ensure!(
+        ok!(
+            a.check_and_insert(&p, "client_2", &jti, exp, t0).await,
+            "check_and_insert"
+        ),
+        "ids are scoped by client"
+    );
+    ensure!(
+        ok!(
+            a.check_and_insert(&q, "client_1", &jti, exp, t0).await,
+            "check_and_insert"
+        ),
+        "ids are scoped by project"
+    );
+    ensure!(
+        !ok!(
+            b.check_and_insert(&p, "client_1", &jti, exp, exp - Duration::SECOND)
+                .await,
+            "check_and_insert"
+        ),
+        "an id is a replay until it expires"
+    );
+    let later = exp + Duration::minutes(5);
+    ensure!(
+        ok!(
+            b.check_and_insert(&p, "client_1", &jti, later, exp).await,
+            "check_and_insert"
+        ),
+        "an expired id may be used again"
+    );
+    ensure!(
+        !ok!(
+            a.check_and_insert(&p, "client_1", &jti, later, exp).await,
+            "check_and_insert"
+        ),
+        "the renewed id is a replay again"
+    );
+    // A long, arbitrary id is fine (stores may hash it).
+    let long = "j".repeat(4096);
+    ensure!(
+        ok!(
+            a.check_and_insert(&p, "client_1", &long, later, t0).await,
+            "check_and_insert"
+        ),
+        "a long id is recorded"
+    );
+    let live = t0 + Duration::days(400);
+    ensure!(
+        ok!(
+            a.check_and_insert(&p, "client_3", &jti, live, t0).await,
+            "check_and_insert"
+        ),
+        "a new id is recorded"
+    );
+    let removed = ok!(a.purge(later + Duration::minutes(1)).await, "purge");
+    ensure!(removed >= 4, "purge removes expired ids and reports them", "{removed}");
+    ensure!(
+        !ok!(
+            b.check_and_insert(&p, "client_3", &jti, live, later + Duration::minutes(2))
+                .await,
+            "check_and_insert"
+        ),
+        "purge keeps live ids"
+    );
+    ensure!(
+        ok!(
+            b.check_and_insert(&p, "client_1", &long, live, later + Duration::minutes(2))
+                .await,
+            "check_and_insert"
+        ),
+        "a purged id may be used again"
+    );
     Ok(())
 }

@@ -12,6 +12,7 @@ use async_trait::async_trait;
 
 use time::OffsetDateTime;
 
+pub use super::users::{MemoryUpstreamLoginStore, MemoryUpstreamSecrets, MemoryUserStore};
 use super::{AuditSink, ClientStore, CodeConsumption, GrantStore, ProjectStore, RefreshRotation, StoreError};
 use crate::audit::{AuditClass, AuditEvent};
 use crate::client::{Client, ClientId, RegisteredClientId};

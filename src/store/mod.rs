@@ -13,6 +13,7 @@ pub mod contract;
 pub mod memory;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub mod sql;
+mod users;
 
 use std::fmt;
 
@@ -26,6 +27,9 @@ use crate::project::{ProjectId, ProjectSettings};
 use crate::secret::{SecretHash, SecretString};
 
 pub use self::cached::CachedProjectStore;
+pub use self::users::{
+    LocalUser, LoginTake, RememberedConsent, UpstreamLoginStore, UpstreamSecrets, UserStore, UserStoreClaims,
+};
 
 /// A failure of the host's storage. Rendered to clients as `server_error`
 /// with no detail; the message is for the host's logs.
@@ -200,11 +204,12 @@ pub enum RefreshRotation {
 /// # Rotation marks past the grace
 /// A mark lets whoever holds the old token re-derive its successor, so it
 /// is needed only within [`crate::project::MAX_REFRESH_REUSE_GRACE`] of
-/// the rotation. [`GrantStore::purge_expired`] should clear the mark
+/// the rotation. [`GrantStore::purge_expired`] clears the mark
 /// (`rotation = None`, keeping `rotated = true`) of every token rotated
-/// longer ago than that, so that a copy of the store and an old refresh
-/// token cannot derive later tokens; a presentation of such a token is
-/// `AlreadyRotated` (reuse). The memory store does.
+/// longer ago than that (a tombstone's too), so that a copy of the store
+/// and an old refresh token cannot derive later tokens; a presentation of
+/// such a token is `AlreadyRotated` (reuse). The memory and SQL stores
+/// do.
 #[async_trait]
 pub trait GrantStore: Send + Sync {
     /// Stores a new authorization code.

@@ -3,8 +3,10 @@
 //! [`PostgresStore`] (feature `postgres`: many server instances on one
 //! database). Each implements every store trait: [`ProjectStore`],
 //! [`ClientStore`], [`IatStore`], [`GrantStore`], [`CimdCache`],
-//! [`AuditSink`] and [`AuditLog`], so one `Arc` of it fills every slot of
-//! [`crate::server::AuthorizationServerBuilder`].
+//! [`AuditSink`], [`AuditLog`], [`KeyStore`] and [`ReplayStore`], so one
+//! `Arc` of it fills every slot of
+//! [`crate::server::AuthorizationServerBuilder`] (signing keys and `jti`s
+//! through `key_store` and `replay_store`).
 //!
 //! ```no_run
 //! # #[cfg(feature = "sqlite")]
@@ -23,6 +25,8 @@
 //!     .grants(store.clone())
 //!     .cimd_cache(store.clone())
 //!     .audit(store.clone())
+//!     .key_store(store.clone())
+//!     .replay_store(store.clone())
 //!     .build();
 //! # Ok(()) }
 //! ```
@@ -40,6 +44,9 @@
 //! | `IatStore::revoke` | one conditional `UPDATE ... WHERE revoked_at IS NULL RETURNING` |
 //! | `ProjectStore::compare_and_swap` | optimistic: the settings are read with their `version`, compared with `current`, and replaced by `UPDATE ... WHERE id = ? AND version = ?`; the update is the atomic step |
 //! | `ClientStore::insert`, `IatStore::insert` | `INSERT ... ON CONFLICT DO NOTHING`: the unique key refuses a taken id or hash |
+//! | `KeyStore::activate` | one transaction whose FIRST statement upserts the lock row `signing_key_locks (project, alg)` of the key's algorithm: concurrent activations of one algorithm queue on that one row lock (PostgreSQL; a single row, so no deadlock) or the database write lock (SQLite), and each later one reads what the earlier committed. Then: the named key must still be `next`, the active key(s) of the algorithm retire, the other next keys retire at once, the named key becomes active. A partial unique index (`state = 'active'`, per `(project, alg)`) refuses a second active key whatever happens |
+//! | `KeyStore::insert`, `KeyStore::retire` | `INSERT ... ON CONFLICT (project, kid) DO NOTHING`; one conditional `UPDATE ... WHERE state = 'active'` |
+//! | `ReplayStore::check_and_insert` | one `INSERT ... ON CONFLICT (project, scope, id_hash) DO UPDATE SET expires_at = ... WHERE <the stored entry expired>`: one row affected means first use; of concurrent callers the unique key lets one insert and the others find its live row |
 //! | `GrantStore::revoke_grant` | a transaction that first writes a revocation marker, then deletes the grant's codes and tokens. Inserts of codes and tokens are `INSERT ... SELECT ... WHERE NOT EXISTS <marker>`, and EVERY read and conditional update also requires that no marker exists, so a record inserted by a request that raced the revocation reads as absent whatever the interleaving |
 //!
 //! SQLite runs in WAL mode with `synchronous = NORMAL`: a committed
@@ -73,6 +80,9 @@
 //! | `revoked_grants` (1) | `(project, grant_id)`; index `keep_until` | `revoked_at`, `keep_until` | none | purged after `keep_until` (a day) once no code or token of the grant remains |
 //! | `cimd_cache` (2) | `(project, url)`; index `expires_at` | `entry` (JSON: document and resolved client), `fetched_at`, `expires_at` | none (documents are public) | capped at [`SqlOptions::cimd_capacity`] entries, soonest-expiring evicted first; expired entries purged |
 //! | `audit_events` (2) | `id` (increasing); indexes `(project, id)`, `(project, name, id)`, `at` | `project`, `at`, `name`, `event` (JSON) | none (events never carry secrets) | [`SqlOptions::audit_max_age`] and [`SqlOptions::audit_max_rows_per_project`] |
+//! | `signing_keys` (4) | `(project, kid)`; partial unique `(project, alg) WHERE state = 'active'` | `alg`, `state` (`next`/`active`/`retired`), `created_at`, `activated_at`, `retired_at`, `publish_until`, `private_key` | **the private key, UNENCRYPTED**: its DER form (PKCS#8 for ES256/EdDSA, PKCS#1 for RS256). The crate has no at-rest encryption; whoever reads this table or a backup can sign tokens for the project. Never in `Debug`, logs or errors | retired keys deleted once past `publish_until` (by the rotation) |
+//! | `signing_key_locks` (4) | `(project, alg)` | `locked_at` | none | one row per project and algorithm |
+//! | `replay_ids` (4) | `(project, scope, id_hash)`; index `expires_at` | `expires_at` | none (the `jti` as its SHA-256 digest) | purged once expired |
 //!
 //! Every hot-path lookup is by primary key (`(project, hash)`, `(project,
 //! id)`); the revocation check is a primary-key probe of
@@ -114,7 +124,9 @@ pub use self::postgres::PostgresStore;
 #[cfg(feature = "sqlite")]
 pub use self::sqlite::SqliteStore;
 #[allow(unused_imports)] // used in the docs of this module
-use super::{AuditLog, AuditSink, CimdCache, ClientStore, GrantStore, IatStore, ProjectStore, StoreError};
+use super::{
+    AuditLog, AuditSink, CimdCache, ClientStore, GrantStore, IatStore, KeyStore, ProjectStore, ReplayStore, StoreError,
+};
 
 /// A callback for every database error (for logs and metrics).
 pub type ErrorHook = Arc<dyn Fn(&StoreError) + Send + Sync>;
@@ -266,12 +278,14 @@ pub struct PurgeReport {
     pub cimd: u64,
     /// Audit events past the retention limits.
     pub audit: u64,
+    /// Expired client assertion ids (`jti`).
+    pub replay: u64,
 }
 
 impl PurgeReport {
     /// Everything removed.
     pub const fn total(&self) -> u64 {
-        self.grants + self.iats + self.cimd + self.audit
+        self.grants + self.iats + self.cimd + self.audit + self.replay
     }
 }
 
@@ -549,7 +563,8 @@ macro_rules! impl_sql_store {
             /// Purges, in batches of [`SqlOptions::purge_batch`] rows, what
             /// can go at `now`: expired codes and tokens, stale revocation
             /// markers, unusable initial access tokens, expired CIMD
-            /// entries, and audit events past the retention limits.
+            /// entries, audit events past the retention limits, and
+            /// expired client assertion ids (`jti`).
             ///
             /// # Errors
             /// [`StoreError`] when the database fails (what was purged
@@ -567,7 +582,13 @@ macro_rules! impl_sql_store {
                     )
                     .await?;
                 report.audit = self.purge_audit(now).await?;
+                report.replay = self.purge_replay(now).await?;
                 Ok(report)
+            }
+
+            async fn purge_replay(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+                self.delete_batches("purge assertion ids", q::REPLAY_PURGE, secs(now))
+                    .await
             }
 
             /// Applies the audit retention limits at `now`; returns how many
@@ -619,6 +640,14 @@ macro_rules! impl_sql_store {
                 removed += self
                     .delete_batches("revoked_grants", q::PURGE_MARKERS, secs(now))
                     .await?;
+                // Not counted as removed records: the rows stay (rotated,
+                // for reuse detection), only their marks go.
+                self.delete_batches(
+                    "clear rotation marks",
+                    q::CLEAR_ROTATIONS,
+                    secs(now - $crate::project::MAX_REFRESH_REUSE_GRACE),
+                )
+                .await?;
                 Ok(removed)
             }
 
@@ -1044,6 +1073,7 @@ macro_rules! impl_sql_store {
                         .bind(new.rotated)
                         .bind(new_json)
                         .bind(mark_json)
+                        .bind(secs(mark.at))
                         .fetch_optional(&self.pool)
                         .await
                         .map_err(|e| self.fail("rotate refresh token", e))?;
@@ -1070,6 +1100,7 @@ macro_rules! impl_sql_store {
                     .bind(project.as_str())
                     .bind(old.as_bytes().as_slice())
                     .bind(mark_json)
+                    .bind(secs(mark.at))
                     .fetch_optional(&mut *tx)
                     .await
                     .map_err(|e| self.fail("rotate refresh token", e))?;
@@ -1249,6 +1280,217 @@ macro_rules! impl_sql_store {
                     .await
                     .map_err(|e| self.fail("remove cimd entry", e))?;
                 Ok(())
+            }
+        }
+
+        fn key_state_str(state: $crate::keys::KeyState) -> &'static str {
+            match state {
+                $crate::keys::KeyState::Next => "next",
+                $crate::keys::KeyState::Active => "active",
+                $crate::keys::KeyState::Retired => "retired",
+            }
+        }
+
+        fn key_state_of(s: &str) -> Result<$crate::keys::KeyState, StoreError> {
+            match s {
+                "next" => Ok($crate::keys::KeyState::Next),
+                "active" => Ok($crate::keys::KeyState::Active),
+                "retired" => Ok($crate::keys::KeyState::Retired),
+                _ => Err(StoreError::new("stored signing key state is unknown")),
+            }
+        }
+
+        impl $store {
+            /// A signing key from a `KEY_LIST` row. The private key is
+            /// rebuilt from its DER; a bad one is an error that names the
+            /// kid (public), never the bytes.
+            fn key_from_row(&self, project: &ProjectId, row: &$row) -> Result<$crate::keys::SigningKey, StoreError> {
+                let get = |e| self.fail("decode signing key", e);
+                let kid: String = row.try_get(0).map_err(get)?;
+                let alg: String = row.try_get(1).map_err(get)?;
+                let state: String = row.try_get(2).map_err(get)?;
+                let created_at: i64 = row.try_get(3).map_err(get)?;
+                let activated_at: Option<i64> = row.try_get(4).map_err(get)?;
+                let retired_at: Option<i64> = row.try_get(5).map_err(get)?;
+                let publish_until: Option<i64> = row.try_get(6).map_err(get)?;
+                let der: Vec<u8> = row.try_get(7).map_err(get)?;
+                let kid =
+                    $crate::keys::KeyId::new(kid).map_err(|e| StoreError::with_source("stored signing key id", e))?;
+                let alg = $crate::jose::SigningAlgorithm::from_name(&alg)
+                    .ok_or_else(|| StoreError::new(format!("stored signing key {kid}: unknown algorithm")))?;
+                let private_key = $crate::jose::PrivateKey::from_der(alg, der)
+                    .map_err(|_| StoreError::new(format!("stored signing key {kid}: the private key is invalid")))?;
+                let mut key = $crate::keys::SigningKey::new(project.clone(), kid, private_key, time_of(created_at)?);
+                key.state = key_state_of(&state)?;
+                key.activated_at = activated_at.map(time_of).transpose()?;
+                key.retired_at = retired_at.map(time_of).transpose()?;
+                key.publish_until = publish_until.map(time_of).transpose()?;
+                Ok(key)
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::store::KeyStore for $store {
+            async fn keys(&self, project: &ProjectId) -> Result<Vec<$crate::keys::SigningKey>, StoreError> {
+                let rows = sqlx::query(q::KEY_LIST)
+                    .bind(project.as_str())
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(|e| self.fail("list signing keys", e))?;
+                rows.iter().map(|r| self.key_from_row(project, r)).collect()
+            }
+
+            async fn insert(&self, key: $crate::keys::SigningKey) -> Result<bool, StoreError> {
+                let n = sqlx::query(q::KEY_INSERT)
+                    .bind(key.project.as_str())
+                    .bind(key.kid.as_str())
+                    .bind(key.algorithm().as_str())
+                    .bind(key_state_str(key.state))
+                    .bind(secs(key.created_at))
+                    .bind(key.activated_at.map(secs))
+                    .bind(key.retired_at.map(secs))
+                    .bind(key.publish_until.map(secs))
+                    .bind(key.private_key.expose_der())
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| self.fail("insert signing key", e))?
+                    .rows_affected();
+                Ok(n == 1)
+            }
+
+            async fn activate(
+                &self,
+                project: &ProjectId,
+                kid: &$crate::keys::KeyId,
+                now: OffsetDateTime,
+                retired_publish_until: OffsetDateTime,
+            ) -> Result<bool, StoreError> {
+                let mut tx = self
+                    .pool
+                    .begin()
+                    .await
+                    .map_err(|e| self.fail("activate signing key", e))?;
+                // The write first: it takes the locks (see the query), so
+                // what is read next is what concurrent activations left.
+                sqlx::query(q::KEY_LOCK_ALGORITHM)
+                    .bind(project.as_str())
+                    .bind(kid.as_str())
+                    .bind(secs(now))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| self.fail("activate signing key: lock", e))?;
+                let row = sqlx::query(q::KEY_STATE)
+                    .bind(project.as_str())
+                    .bind(kid.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(|e| self.fail("activate signing key: state", e))?;
+                let next_alg = match row {
+                    Some(row) => {
+                        let alg: String = row.try_get(0).map_err(|e| self.fail("activate signing key", e))?;
+                        let state: String = row.try_get(1).map_err(|e| self.fail("activate signing key", e))?;
+                        (state == "next").then_some(alg)
+                    }
+                    None => None,
+                };
+                let Some(alg) = next_alg else {
+                    tx.rollback()
+                        .await
+                        .map_err(|e| self.fail("activate signing key", e))?;
+                    return Ok(false);
+                };
+                for (op, sql) in [
+                    ("activate signing key: retire active", q::KEY_RETIRE_ACTIVE_OF_ALG),
+                    ("activate signing key: retire next", q::KEY_RETIRE_OTHER_NEXT),
+                ] {
+                    sqlx::query(sql)
+                        .bind(project.as_str())
+                        .bind(kid.as_str())
+                        .bind(&alg)
+                        .bind(secs(now))
+                        .bind(secs(retired_publish_until))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| self.fail(op, e))?;
+                }
+                let n = sqlx::query(q::KEY_MAKE_ACTIVE)
+                    .bind(project.as_str())
+                    .bind(kid.as_str())
+                    .bind(secs(now))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| self.fail("activate signing key", e))?
+                    .rows_affected();
+                if n != 1 {
+                    tx.rollback()
+                        .await
+                        .map_err(|e| self.fail("activate signing key", e))?;
+                    return Ok(false);
+                }
+                tx.commit()
+                    .await
+                    .map_err(|e| self.fail("activate signing key: commit", e))?;
+                Ok(true)
+            }
+
+            async fn retire(
+                &self,
+                project: &ProjectId,
+                kid: &$crate::keys::KeyId,
+                now: OffsetDateTime,
+                publish_until: OffsetDateTime,
+            ) -> Result<bool, StoreError> {
+                let n = sqlx::query(q::KEY_RETIRE)
+                    .bind(project.as_str())
+                    .bind(kid.as_str())
+                    .bind(secs(now))
+                    .bind(secs(publish_until))
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| self.fail("retire signing key", e))?
+                    .rows_affected();
+                Ok(n == 1)
+            }
+
+            async fn delete_expired(&self, project: &ProjectId, now: OffsetDateTime) -> Result<usize, StoreError> {
+                let n = sqlx::query(q::KEY_DELETE_EXPIRED)
+                    .bind(project.as_str())
+                    .bind(secs(now))
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| self.fail("delete expired signing keys", e))?
+                    .rows_affected();
+                usize::try_from(n).map_err(|_| StoreError::new("delete count out of range"))
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::store::ReplayStore for $store {
+            async fn check_and_insert(
+                &self,
+                project: &ProjectId,
+                scope: &str,
+                id: &str,
+                expires_at: OffsetDateTime,
+                now: OffsetDateTime,
+            ) -> Result<bool, StoreError> {
+                let id_hash = SecretHash::of(id);
+                let n = sqlx::query(q::REPLAY_CHECK_AND_INSERT)
+                    .bind(project.as_str())
+                    .bind(scope)
+                    .bind(id_hash.as_bytes().as_slice())
+                    .bind(secs(expires_at))
+                    .bind(secs(now))
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| self.fail("check and record assertion id", e))?
+                    .rows_affected();
+                Ok(n == 1)
+            }
+
+            async fn purge(&self, now: OffsetDateTime) -> Result<usize, StoreError> {
+                let n = self.purge_replay(now).await?;
+                usize::try_from(n).map_err(|_| StoreError::new("purge count out of range"))
             }
         }
 

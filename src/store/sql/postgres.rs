@@ -96,5 +96,10 @@ super::impl_sql_store!(
             name: "0003_refresh_rotation",
             sql: include_str!("migrations/postgres/0003_refresh_rotation.sql"),
         },
+        Migration {
+            version: 4,
+            name: "0004_signing_keys_replay",
+            sql: include_str!("migrations/postgres/0004_signing_keys_replay.sql"),
+        },
     ]
 );

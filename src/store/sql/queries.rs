@@ -128,7 +128,7 @@ pub(super) const REFRESH_GET: &str = concat!(
 /// Marks a refresh token rotated: one conditional `UPDATE`, in the same
 /// transaction as the insert of its successor.
 pub(super) const REFRESH_ROTATE: &str = concat!(
-    "UPDATE refresh_tokens SET rotated = TRUE, rotation = $3 WHERE project = $1 AND hash = $2 AND rotated = FALSE AND ",
+    "UPDATE refresh_tokens SET rotated = TRUE, rotation = $3, rotated_at = $4 WHERE project = $1 AND hash = $2 AND rotated = FALSE AND ",
     not_revoked!("refresh_tokens"),
     " RETURNING record"
 );
@@ -137,9 +137,10 @@ pub(super) const REFRESH_ROTATE: &str = concat!(
 /// marks the old token (the row lock serializes concurrent rotations) and
 /// the insert of the successor runs only on the row the update returned;
 /// both commit or neither does. `$1`/`$2`: project and old hash; `$3`..`$8`:
-/// the new row; `$9`: the rotation mark. Returns the old record, or no row.
+/// the new row; `$9`, `$10`: the rotation mark and its time. Returns the old
+/// record, or no row.
 pub(super) const REFRESH_ROTATE_ONE_STATEMENT: &str = concat!(
-    "WITH old AS (UPDATE refresh_tokens SET rotated = TRUE, rotation = $9 WHERE project = $1 AND hash = $2 AND rotated = FALSE AND ",
+    "WITH old AS (UPDATE refresh_tokens SET rotated = TRUE, rotation = $9, rotated_at = $10 WHERE project = $1 AND hash = $2 AND rotated = FALSE AND ",
     not_revoked!("refresh_tokens"),
     " RETURNING record) ",
     "INSERT INTO refresh_tokens (project, hash, grant_id, expires_at, rotated, record) ",
@@ -179,6 +180,12 @@ pub(super) fn purge_expired(table: &str) -> String {
          (SELECT project, hash FROM {table} WHERE expires_at <= $1 LIMIT $2)"
     )
 }
+
+/// Rotation marks past any reuse grace (`$1`: the cutoff), at most `$2`:
+/// the nonce in them could derive the successors of an old token, so they
+/// go as soon as no presentation can be within the grace.
+pub(super) const CLEAR_ROTATIONS: &str = "UPDATE refresh_tokens SET rotation = NULL, rotated_at = NULL WHERE (project, hash) IN \
+     (SELECT project, hash FROM refresh_tokens WHERE rotated_at <= $1 LIMIT $2)";
 
 /// Stale markers: past `keep_until` AND guarding nothing any more (a row
 /// that slipped in while the grant was being revoked keeps its marker
@@ -230,3 +237,59 @@ pub(super) const AUDIT_PURGE_ROWS: &str = "DELETE FROM audit_events WHERE id IN 
      (SELECT id FROM audit_events WHERE project = $1 AND id < \
        (SELECT MIN(id) FROM (SELECT id FROM audit_events WHERE project = $1 ORDER BY id DESC LIMIT $2) AS newest) \
      ORDER BY id LIMIT $3)";
+
+// ---- signing keys ----
+
+pub(super) const KEY_LIST: &str = "SELECT kid, alg, state, created_at, activated_at, retired_at, \
+     publish_until, private_key FROM signing_keys WHERE project = $1 ORDER BY created_at, kid";
+
+/// Refuses a taken kid (and only that: a second active key of an
+/// algorithm is a constraint error, not a "taken" answer).
+pub(super) const KEY_INSERT: &str = "INSERT INTO signing_keys \
+     (project, kid, alg, state, created_at, activated_at, retired_at, publish_until, private_key) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (project, kid) DO NOTHING";
+
+/// The first statement of an activation: an upsert of the one lock row
+/// of the named key's project and algorithm. PostgreSQL: concurrent
+/// activations of one algorithm queue on that row's lock (one row, so no
+/// deadlock), and each later one reads what the earlier committed.
+/// SQLite: it takes the database write lock. `$1`: project, `$2`: kid,
+/// `$3`: now.
+pub(super) const KEY_LOCK_ALGORITHM: &str = "INSERT INTO signing_key_locks (project, alg, locked_at) \
+     SELECT project, alg, $3 FROM signing_keys WHERE project = $1 AND kid = $2 \
+     ON CONFLICT (project, alg) DO UPDATE SET locked_at = excluded.locked_at";
+
+pub(super) const KEY_STATE: &str = "SELECT alg, state FROM signing_keys WHERE project = $1 AND kid = $2";
+
+/// `$3`: the algorithm, `$4`: now, `$5`: publish_until of the retiring
+/// active key(s).
+pub(super) const KEY_RETIRE_ACTIVE_OF_ALG: &str = "UPDATE signing_keys SET state = 'retired', retired_at = $4, \
+     publish_until = $5 WHERE project = $1 AND alg = $3 AND state = 'active' AND kid <> $2";
+
+/// Other next keys of the algorithm never signed: they may leave at once.
+pub(super) const KEY_RETIRE_OTHER_NEXT: &str = "UPDATE signing_keys SET state = 'retired', retired_at = $4, \
+     publish_until = $4 WHERE project = $1 AND alg = $3 AND state = 'next' AND kid <> $2";
+
+pub(super) const KEY_MAKE_ACTIVE: &str = "UPDATE signing_keys SET state = 'active', activated_at = $3 \
+     WHERE project = $1 AND kid = $2 AND state = 'next'";
+
+pub(super) const KEY_RETIRE: &str = "UPDATE signing_keys SET state = 'retired', retired_at = $3, \
+     publish_until = $4 WHERE project = $1 AND kid = $2 AND state = 'active'";
+
+/// Through the primary key's `project` prefix (a project has a handful of
+/// keys).
+pub(super) const KEY_DELETE_EXPIRED: &str = "DELETE FROM signing_keys WHERE project = $1 AND state = 'retired' \
+     AND publish_until IS NOT NULL AND publish_until <= $2";
+
+// ---- replay ids ----
+
+/// Insert-if-absent in one statement: a new id is inserted; an id whose
+/// entry expired (`expires_at <= $5`, now) is taken over; a live entry is
+/// left alone and nothing is affected. One row affected means first use.
+pub(super) const REPLAY_CHECK_AND_INSERT: &str = "INSERT INTO replay_ids (project, scope, id_hash, expires_at) \
+     VALUES ($1, $2, $3, $4) ON CONFLICT (project, scope, id_hash) DO UPDATE SET expires_at = excluded.expires_at \
+     WHERE replay_ids.expires_at <= $5";
+
+/// Expired ids, at most `$2` of them, through the expiry index.
+pub(super) const REPLAY_PURGE: &str = "DELETE FROM replay_ids WHERE (project, scope, id_hash) IN \
+     (SELECT project, scope, id_hash FROM replay_ids WHERE expires_at <= $1 LIMIT $2)";

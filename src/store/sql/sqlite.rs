@@ -102,5 +102,10 @@ super::impl_sql_store!(
             name: "0003_refresh_rotation",
             sql: include_str!("migrations/sqlite/0003_refresh_rotation.sql"),
         },
+        Migration {
+            version: 4,
+            name: "0004_signing_keys_replay",
+            sql: include_str!("migrations/sqlite/0004_signing_keys_replay.sql"),
+        },
     ]
 );

@@ -1,0 +1,391 @@
+//! Local users, remembered consent, upstream logins in flight and the
+//! upstream client secrets: the traits and their in-memory
+//! implementations.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::StoreError;
+use crate::grant::Subject;
+use crate::project::ProjectId;
+use crate::scope::ScopeSet;
+use crate::secret::{SecretHash, SecretString};
+use crate::upstream::{ProviderName, UpstreamLogin};
+
+/// A local user of a project, created by an upstream login.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct LocalUser {
+    /// The project.
+    pub project: ProjectId,
+    /// The local subject ([`crate::upstream::local_subject`] of the
+    /// upstream `iss` and `sub`, or the host's mapping).
+    pub subject: Subject,
+    /// The upstream issuer.
+    pub upstream_issuer: String,
+    /// The upstream `sub`.
+    pub upstream_subject: String,
+    /// `email`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// `email_verified`.
+    #[serde(default)]
+    pub email_verified: bool,
+    /// `name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// First sign-in.
+    #[serde(with = "time::serde::timestamp")]
+    pub created_at: OffsetDateTime,
+    /// Latest sign-in.
+    #[serde(with = "time::serde::timestamp")]
+    pub last_login_at: OffsetDateTime,
+}
+
+impl LocalUser {
+    /// The claims ID tokens and userinfo may release.
+    pub fn claims(&self) -> crate::jwt::UserClaims {
+        let mut c = crate::jwt::UserClaims::default();
+        c.email.clone_from(&self.email);
+        c.email_verified = self.email.as_ref().map(|_| self.email_verified);
+        c.name.clone_from(&self.name);
+        c
+    }
+}
+
+/// What a user allowed a client, remembered so a returning user is not
+/// asked again unless the scopes grow.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct RememberedConsent {
+    /// The scopes allowed so far (the union of every approval).
+    pub scopes: ScopeSet,
+    /// The latest approval.
+    #[serde(with = "time::serde::timestamp")]
+    pub updated_at: OffsetDateTime,
+}
+
+/// Local users and their remembered consent, per project.
+///
+/// # Security
+/// - [`UserStore::upsert`] is one atomic insert-or-update keyed by
+///   `(project, subject)`: it keeps `created_at` of an existing user and
+///   replaces the claims and `last_login_at`. It is called only after the
+///   upstream login fully succeeded (nothing is half-created).
+/// - [`UserStore::remember_consent`] stores the union of the old and new
+///   scopes atomically (two concurrent approvals both count);
+///   [`UserStore::revoke_consent`] deletes it, after which the user is asked
+///   again.
+/// - Everything is scoped by project: a user or a consent of one project
+///   is never visible in another.
+/// - A storage failure is an error, never "no consent" turned into a
+///   silent approval or "a consent" invented.
+#[async_trait]
+pub trait UserStore: Send + Sync {
+    /// Inserts or updates a user; returns the stored user.
+    async fn upsert(&self, user: LocalUser) -> Result<LocalUser, StoreError>;
+
+    /// A user.
+    async fn user(&self, project: &ProjectId, subject: &Subject) -> Result<Option<LocalUser>, StoreError>;
+
+    /// Adds `scopes` to what `subject` allowed `client_id`.
+    async fn remember_consent(
+        &self,
+        project: &ProjectId,
+        subject: &Subject,
+        client_id: &str,
+        scopes: &ScopeSet,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError>;
+
+    /// What `subject` allowed `client_id`.
+    async fn consent(
+        &self,
+        project: &ProjectId,
+        subject: &Subject,
+        client_id: &str,
+    ) -> Result<Option<RememberedConsent>, StoreError>;
+
+    /// Forgets it; returns whether there was one.
+    async fn revoke_consent(&self, project: &ProjectId, subject: &Subject, client_id: &str)
+    -> Result<bool, StoreError>;
+}
+
+/// The result of [`UpstreamLoginStore::take`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum LoginTake {
+    /// Taken now, by this call: the only success.
+    Taken(Box<UpstreamLogin>),
+    /// Already taken before (a replayed callback): the record, so the MCP
+    /// client can be told.
+    AlreadyTaken(Box<UpstreamLogin>),
+    /// No such login (never started, or purged).
+    Unknown,
+}
+
+/// Upstream logins in flight, by the hash of their `state`.
+///
+/// # Security
+/// - [`UpstreamLoginStore::take`] is atomic: of any number of concurrent
+///   calls for one `state`, exactly one gets [`LoginTake::Taken`] (a single
+///   conditional `UPDATE ... SET taken = true WHERE taken = false`, or one
+///   lock); the others get [`LoginTake::AlreadyTaken`].
+/// - A taken record is kept (marked) until it expires, so a replay is
+///   recognized; [`UpstreamLoginStore::purge`] deletes records whose
+///   `expires_at` passed.
+/// - A full store refuses new logins (an error) rather than evicting live
+///   ones.
+/// - Keys are scoped by project.
+#[async_trait]
+pub trait UpstreamLoginStore: Send + Sync {
+    /// Stores a new login.
+    async fn insert(&self, project: &ProjectId, login: UpstreamLogin) -> Result<(), StoreError>;
+
+    /// Takes the login with this `state` hash (see `# Security`).
+    async fn take(&self, project: &ProjectId, state_hash: &SecretHash) -> Result<LoginTake, StoreError>;
+
+    /// Deletes expired records; returns how many.
+    async fn purge(&self, now: OffsetDateTime) -> Result<usize, StoreError>;
+}
+
+/// The client secrets this server uses at its upstream providers. Kept
+/// out of [`crate::project::ProjectSettings`] so that settings can be shown
+/// and logged without leaking them.
+///
+/// # Security
+/// Return the secret of exactly `(project, provider)`; encrypt at rest.
+#[async_trait]
+pub trait UpstreamSecrets: Send + Sync {
+    /// The client secret, if the provider has one.
+    async fn client_secret(
+        &self,
+        project: &ProjectId,
+        provider: &ProviderName,
+    ) -> Result<Option<SecretString>, StoreError>;
+}
+
+fn lock<T>(m: &Mutex<T>) -> Result<MutexGuard<'_, T>, StoreError> {
+    m.lock()
+        .map_err(|_| StoreError::new("a memory store lock was poisoned"))
+}
+
+type UserKey = (ProjectId, String);
+type ConsentKey = (ProjectId, String, String);
+
+/// In-memory [`UserStore`].
+#[derive(Debug, Default)]
+pub struct MemoryUserStore {
+    users: Mutex<HashMap<UserKey, LocalUser>>,
+    consents: Mutex<HashMap<ConsentKey, RememberedConsent>>,
+}
+
+impl MemoryUserStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+#[async_trait]
+impl UserStore for MemoryUserStore {
+    async fn upsert(&self, user: LocalUser) -> Result<LocalUser, StoreError> {
+        let mut users = lock(&self.users)?;
+        let key = (user.project.clone(), user.subject.as_str().to_owned());
+        let stored = match users.get(&key) {
+            Some(old) => LocalUser {
+                created_at: old.created_at,
+                ..user
+            },
+            None => user,
+        };
+        users.insert(key, stored.clone());
+        Ok(stored)
+    }
+
+    async fn user(&self, project: &ProjectId, subject: &Subject) -> Result<Option<LocalUser>, StoreError> {
+        Ok(lock(&self.users)?
+            .get(&(project.clone(), subject.as_str().to_owned()))
+            .cloned())
+    }
+
+    async fn remember_consent(
+        &self,
+        project: &ProjectId,
+        subject: &Subject,
+        client_id: &str,
+        scopes: &ScopeSet,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let mut map = lock(&self.consents)?;
+        let key = (project.clone(), subject.as_str().to_owned(), client_id.to_owned());
+        let merged = match map.get(&key) {
+            Some(old) => {
+                let mut all = old.scopes.clone();
+                for s in scopes.iter() {
+                    all.insert(s.clone());
+                }
+                all
+            }
+            None => scopes.clone(),
+        };
+        map.insert(
+            key,
+            RememberedConsent {
+                scopes: merged,
+                updated_at: now,
+            },
+        );
+        Ok(())
+    }
+
+    async fn consent(
+        &self,
+        project: &ProjectId,
+        subject: &Subject,
+        client_id: &str,
+    ) -> Result<Option<RememberedConsent>, StoreError> {
+        Ok(lock(&self.consents)?
+            .get(&(project.clone(), subject.as_str().to_owned(), client_id.to_owned()))
+            .cloned())
+    }
+
+    async fn revoke_consent(
+        &self,
+        project: &ProjectId,
+        subject: &Subject,
+        client_id: &str,
+    ) -> Result<bool, StoreError> {
+        Ok(lock(&self.consents)?
+            .remove(&(project.clone(), subject.as_str().to_owned(), client_id.to_owned()))
+            .is_some())
+    }
+}
+
+/// In-memory [`UpstreamLoginStore`], holding at most a fixed number of
+/// records.
+#[derive(Debug)]
+pub struct MemoryUpstreamLoginStore {
+    logins: Mutex<HashMap<(ProjectId, SecretHash), (UpstreamLogin, bool)>>,
+    max_entries: usize,
+}
+
+impl Default for MemoryUpstreamLoginStore {
+    fn default() -> Self {
+        Self::new(100_000)
+    }
+}
+
+impl MemoryUpstreamLoginStore {
+    /// A store of at most `max_entries` records (expired ones are purged
+    /// first when it is full).
+    pub fn new(max_entries: usize) -> Self {
+        Self {
+            logins: Mutex::new(HashMap::new()),
+            max_entries,
+        }
+    }
+}
+
+#[async_trait]
+impl UpstreamLoginStore for MemoryUpstreamLoginStore {
+    async fn insert(&self, project: &ProjectId, login: UpstreamLogin) -> Result<(), StoreError> {
+        let mut map = lock(&self.logins)?;
+        if map.len() >= self.max_entries {
+            let now = login.created_at;
+            map.retain(|_, (l, _)| l.expires_at > now);
+            if map.len() >= self.max_entries {
+                return Err(StoreError::new("too many upstream logins in flight"));
+            }
+        }
+        map.insert((project.clone(), login.state_hash), (login, false));
+        Ok(())
+    }
+
+    async fn take(&self, project: &ProjectId, state_hash: &SecretHash) -> Result<LoginTake, StoreError> {
+        let mut map = lock(&self.logins)?;
+        Ok(match map.get_mut(&(project.clone(), *state_hash)) {
+            None => LoginTake::Unknown,
+            Some((login, taken)) if *taken => LoginTake::AlreadyTaken(Box::new(login.clone())),
+            Some((login, taken)) => {
+                *taken = true;
+                LoginTake::Taken(Box::new(login.clone()))
+            }
+        })
+    }
+
+    async fn purge(&self, now: OffsetDateTime) -> Result<usize, StoreError> {
+        let mut map = lock(&self.logins)?;
+        let before = map.len();
+        map.retain(|_, (l, _)| l.expires_at > now);
+        Ok(before - map.len())
+    }
+}
+
+/// In-memory [`UpstreamSecrets`].
+#[derive(Default)]
+pub struct MemoryUpstreamSecrets {
+    secrets: Mutex<HashMap<(ProjectId, ProviderName), SecretString>>,
+}
+
+impl std::fmt::Debug for MemoryUpstreamSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MemoryUpstreamSecrets([redacted])")
+    }
+}
+
+impl MemoryUpstreamSecrets {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the secret of `(project, provider)`.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the lock is poisoned.
+    pub fn insert(&self, project: ProjectId, provider: ProviderName, secret: SecretString) -> Result<(), StoreError> {
+        lock(&self.secrets)?.insert((project, provider), secret);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl UpstreamSecrets for MemoryUpstreamSecrets {
+    async fn client_secret(
+        &self,
+        project: &ProjectId,
+        provider: &ProviderName,
+    ) -> Result<Option<SecretString>, StoreError> {
+        Ok(lock(&self.secrets)?.get(&(project.clone(), provider.clone())).cloned())
+    }
+}
+
+/// Serves the claims of the [`UserStore`]'s users to ID tokens and the
+/// userinfo endpoint: the bridge between upstream logins and the
+/// [`super::UserClaimsSource`] of signed tokens. Subjects that are not
+/// local users (a host's own login) get no claims.
+#[derive(Clone)]
+pub struct UserStoreClaims(pub std::sync::Arc<dyn UserStore>);
+
+impl std::fmt::Debug for UserStoreClaims {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("UserStoreClaims")
+    }
+}
+
+#[async_trait]
+impl super::UserClaimsSource for UserStoreClaims {
+    async fn claims(&self, project: &ProjectId, subject: &Subject) -> Result<crate::jwt::UserClaims, StoreError> {
+        Ok(self
+            .0
+            .user(project, subject)
+            .await?
+            .map(|u| u.claims())
+            .unwrap_or_default())
+    }
+}

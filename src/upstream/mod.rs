@@ -1,0 +1,1165 @@
+//! Signing users in through an upstream OpenID Connect provider (Google,
+//! Microsoft Entra ID, Okta, Keycloak, another authio-mcp): the relying
+//! party that runs as the login step of a pending MCP authorization.
+//!
+//! ```text
+//!  MCP client --authorize--> this server --302--> upstream /authorize
+//!                                                   (user signs in)
+//!  MCP client <--302 code--  this server <--302--  upstream (code, state)
+//!                              | code + PKCE verifier -> upstream /token
+//!                              | ID token verified (JWKS, iss, aud, azp,
+//!                              | exp, iat, nonce), policy, local user
+//! ```
+//!
+//! Everything here is pure: [`start_login`] builds the upstream
+//! authorization URL and the server-side [`UpstreamLogin`] record (PKCE
+//! S256, `state`, `nonce`, a browser binding), [`check_callback`] judges
+//! the redirect back, [`check_id_token_claims`] applies OpenID Connect
+//! Core section 3.1.3.7, [`ProviderRules::check`] the provider's domain
+//! rules, and [`local_subject`] derives the local user id. The driver
+//! (`AuthorizationServer::start_upstream_login`,
+//! `AuthorizationServer::finish_upstream_login`) sequences the store and
+//! HTTP calls ([`UpstreamHttp`]); time and randomness are arguments.
+//!
+//! # Security
+//! - The in-flight login is stored server-side, found by the hash of
+//!   `state`, taken once (atomically) and dead after
+//!   [`UPSTREAM_LOGIN_TTL`]; it carries the pending MCP authorization, so a
+//!   callback can only ever complete the authorization it was started for.
+//! - It is also bound to the browser that started it (a cookie whose hash
+//!   is in the record): a victim lured to the upstream with an attacker's
+//!   `state` cannot complete the attacker's authorization.
+//! - The callback's `iss` (RFC 9207), when present, must be the provider's
+//!   issuer; the ID token's `iss` must be, always (mix-up defence).
+//! - The local subject comes from the upstream `iss` and `sub`, never from
+//!   an email address (emails are reassigned; `sub` is not).
+
+mod fetch;
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use sha2::Digest as _;
+use time::{Duration, OffsetDateTime};
+
+pub use self::fetch::{HttpResponse, UpstreamHttp, UpstreamHttpError};
+#[cfg(feature = "reqwest")]
+pub use self::fetch::{ReqwestUpstreamHttp, ReqwestUpstreamHttpBuilder};
+use crate::authorize::PendingAuthorization;
+use crate::discovery::Issuer;
+use crate::error::ErrorCode;
+use crate::grant::Subject;
+use crate::newtype::string_newtype;
+use crate::pkce::{CodeChallenge, CodeVerifier};
+use crate::scope::ScopeSet;
+use crate::secret::{SecretHash, SecretString};
+
+/// How long an upstream login may take, from the redirect to the provider
+/// to the callback: 10 minutes.
+pub const UPSTREAM_LOGIN_TTL: Duration = Duration::minutes(10);
+
+/// The oldest ID token accepted (its `iat`): 10 minutes, beyond the
+/// leeway. An ID token is fetched right after the login, so an old one is
+/// a replay or a broken provider.
+pub const MAX_ID_TOKEN_AGE: Duration = Duration::minutes(10);
+
+/// The clock-skew leeway for `exp` and `iat`: 60 seconds.
+pub const LEEWAY: Duration = Duration::seconds(60);
+
+/// The path under which the callback and per-provider authorization
+/// endpoints live by default: `/v1/auth/oauth/{provider}/authorize` and
+/// `/v1/auth/oauth/{provider}/callback`.
+pub const DEFAULT_PATH_PREFIX: &str = "/v1/auth/oauth";
+
+const MAX_PARAM: usize = 4096;
+
+/// The name of a provider within a project, as it appears in paths:
+/// 1 to 32 characters of `a-z`, `0-9`, `-`, `_`.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub struct ProviderName(String);
+
+/// A provider name with other characters, or empty, or too long.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("a provider name is 1 to 32 characters of a-z, 0-9, '-' and '_'")]
+pub struct InvalidProviderName;
+
+impl ProviderName {
+    /// Validates a name.
+    ///
+    /// # Errors
+    /// [`InvalidProviderName`].
+    pub fn new(name: impl Into<String>) -> Result<Self, InvalidProviderName> {
+        let name = name.into();
+        let ok = (1..=32).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if ok { Ok(Self(name)) } else { Err(InvalidProviderName) }
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+string_newtype!(ProviderName, InvalidProviderName);
+
+/// How this server authenticates to the provider's token endpoint (OpenID
+/// Connect Core section 9). The secret itself is not part of the settings:
+/// it comes from the host's [`crate::store::UpstreamSecrets`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum UpstreamClientAuth {
+    /// HTTP Basic with the client id and secret (the default).
+    #[default]
+    ClientSecretBasic,
+    /// `client_id` and `client_secret` in the form body.
+    ClientSecretPost,
+    /// A public client: `client_id` in the body, PKCE only.
+    None,
+    /// A client assertion (RFC 7523 section 2.2): a JWT signed with the
+    /// project's active key of `signing.access_token_algorithm`, whose
+    /// public key is in the project's JWKS. Register
+    /// `<issuer>/.well-known/jwks.json` as the client's `jwks_uri` at the
+    /// provider (or its current contents as `jwks`, which then needs
+    /// updating after every key rotation).
+    PrivateKeyJwt,
+}
+
+/// Which ID-token claims carry the user's email, its verification and
+/// name. Defaults: `email`, `email_verified`, `name`. For Microsoft Entra
+/// ID without the optional `email` claim, `preferred_username` holds the
+/// sign-in name (not a verified address).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct ClaimMapping {
+    /// The claim holding the email address.
+    pub email: String,
+    /// The boolean claim saying the address was verified.
+    pub email_verified: String,
+    /// The claim holding the display name.
+    pub name: String,
+}
+
+impl Default for ClaimMapping {
+    fn default() -> Self {
+        Self {
+            email: "email".to_owned(),
+            email_verified: "email_verified".to_owned(),
+            name: "name".to_owned(),
+        }
+    }
+}
+
+/// One upstream OpenID Connect provider of a project.
+///
+/// Build it from a preset ([`UpstreamProvider::google`],
+/// [`UpstreamProvider::microsoft_entra`], [`UpstreamProvider::generic`])
+/// and adjust the public fields. Register
+/// `<issuer>/v1/auth/oauth/<name>/callback` as the redirect URI at the
+/// provider, and give the client secret to the server's
+/// [`crate::store::UpstreamSecrets`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct UpstreamProvider {
+    /// The name in paths (`/v1/auth/oauth/<name>/authorize`).
+    pub name: ProviderName,
+    /// The provider's issuer identifier, exactly as its discovery document
+    /// and ID tokens spell it. `https` only; `http` on a loopback host is
+    /// accepted for local development (it deserializes, but the driver's
+    /// HTTP client refuses it unless built to allow it).
+    pub issuer: Issuer,
+    /// This server's client id at the provider.
+    pub client_id: String,
+    /// How this server authenticates at the token endpoint.
+    #[serde(default)]
+    pub client_auth: UpstreamClientAuth,
+    /// The scopes requested (default `openid email profile`; `openid` is
+    /// always sent).
+    #[serde(default = "default_upstream_scopes")]
+    pub scopes: ScopeSet,
+    /// When not empty, only users whose verified email is in one of these
+    /// domains (exact, case-insensitive) may sign in.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_email_domains: Vec<String>,
+    /// Google Workspace: the `hd` (hosted domain) the user must belong to.
+    /// Sent as the `hd` parameter (a hint only) and checked in the ID
+    /// token (the check is what counts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hosted_domain: Option<String>,
+    /// Refuse users whose email is missing or not verified.
+    #[serde(default)]
+    pub require_verified_email: bool,
+    /// Which claims carry email, verification and name.
+    #[serde(default)]
+    pub claims: ClaimMapping,
+    /// A name to show on pages ("Sign in with ...").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+}
+
+fn default_upstream_scopes() -> ScopeSet {
+    ScopeSet::parse("openid email profile").unwrap_or_default()
+}
+
+impl UpstreamProvider {
+    /// A generic OpenID Connect provider named `name` at `issuer`
+    /// (discovery at `<issuer>/.well-known/openid-configuration`).
+    pub fn generic(name: ProviderName, issuer: Issuer, client_id: impl Into<String>) -> Self {
+        Self {
+            name,
+            issuer,
+            client_id: client_id.into(),
+            client_auth: UpstreamClientAuth::default(),
+            scopes: default_upstream_scopes(),
+            allowed_email_domains: Vec::new(),
+            hosted_domain: None,
+            require_verified_email: false,
+            claims: ClaimMapping::default(),
+            display_name: None,
+        }
+    }
+
+    /// Google (`https://accounts.google.com`), named `google`. Set
+    /// [`UpstreamProvider::hosted_domain`] to admit one Workspace domain
+    /// only.
+    ///
+    /// # Errors
+    /// Never in practice (the literals are valid); kept fallible so no
+    /// `unwrap` is needed.
+    pub fn google(client_id: impl Into<String>) -> Result<Self, InvalidProviderName> {
+        let issuer = Issuer::new("https://accounts.google.com").map_err(|_| InvalidProviderName)?;
+        let mut p = Self::generic(ProviderName::new("google")?, issuer, client_id);
+        p.require_verified_email = true;
+        p.display_name = Some("Google".to_owned());
+        Ok(p)
+    }
+
+    /// Microsoft Entra ID for one tenant (a tenant id or a verified
+    /// domain), named `microsoft`: issuer
+    /// `https://login.microsoftonline.com/<tenant>/v2.0`. The multi-tenant
+    /// `common` and `organizations` endpoints have no single issuer and are
+    /// refused by the issuer check, on purpose. Entra ID sends `email` only
+    /// when configured as an optional claim, and no `email_verified`.
+    ///
+    /// # Errors
+    /// [`InvalidProviderName`] when `tenant` makes an invalid issuer.
+    pub fn microsoft_entra(tenant: &str, client_id: impl Into<String>) -> Result<Self, InvalidProviderName> {
+        if tenant.is_empty()
+            || !tenant
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        {
+            return Err(InvalidProviderName);
+        }
+        let issuer =
+            Issuer::new(format!("https://login.microsoftonline.com/{tenant}/v2.0")).map_err(|_| InvalidProviderName)?;
+        let mut p = Self::generic(ProviderName::new("microsoft")?, issuer, client_id);
+        p.display_name = Some("Microsoft".to_owned());
+        Ok(p)
+    }
+
+    /// The OpenID Connect discovery URL (OpenID Connect Discovery section
+    /// 4: the issuer, without a trailing `/`, then
+    /// `/.well-known/openid-configuration`).
+    pub fn discovery_url(&self) -> String {
+        self.issuer.endpoint("/.well-known/openid-configuration")
+    }
+
+    /// The scopes sent: the configured ones plus `openid`.
+    pub fn requested_scopes(&self) -> String {
+        let mut s = self.scopes.to_string();
+        if !self.scopes.contains("openid") {
+            s = if s.is_empty() {
+                "openid".to_owned()
+            } else {
+                format!("openid {s}")
+            };
+        }
+        s
+    }
+
+    /// The rules applied to a signed-in user.
+    pub fn rules(&self) -> ProviderRules<'_> {
+        ProviderRules { provider: self }
+    }
+}
+
+/// The upstream providers of a project.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct UpstreamSettings {
+    /// The providers, by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub providers: Vec<UpstreamProvider>,
+    /// The provider every sign-in of the project goes through: when set,
+    /// `/oauth2/authorize` also starts a login at it (no local login
+    /// remains to bypass it), and discovery should advertise
+    /// `/v1/auth/oauth/<name>/authorize` (see
+    /// [`crate::project::ProjectSettings::select_upstream`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selected: Option<ProviderName>,
+}
+
+impl UpstreamSettings {
+    /// Whether a provider authenticates with `private_key_jwt` (the
+    /// project then signs, and publishes its JWKS).
+    pub fn uses_private_key_jwt(&self) -> bool {
+        self.providers
+            .iter()
+            .any(|p| p.client_auth == UpstreamClientAuth::PrivateKeyJwt)
+    }
+
+    /// The provider named `name`.
+    pub fn provider(&self, name: &ProviderName) -> Option<&UpstreamProvider> {
+        self.providers.iter().find(|p| &p.name == name)
+    }
+
+    /// Checks: names unique, the selected provider exists, client ids
+    /// present.
+    ///
+    /// # Errors
+    /// A description of the first problem.
+    pub fn validate(&self) -> Result<(), UpstreamSettingsError> {
+        for (i, p) in self.providers.iter().enumerate() {
+            if self.providers.iter().skip(i + 1).any(|q| q.name == p.name) {
+                return Err(UpstreamSettingsError::DuplicateName);
+            }
+            if p.client_id.is_empty() || p.client_id.len() > 512 || p.client_id.chars().any(char::is_control) {
+                return Err(UpstreamSettingsError::ClientId);
+            }
+            if p.allowed_email_domains.iter().any(|d| d.is_empty() || d.contains('@')) {
+                return Err(UpstreamSettingsError::Domain);
+            }
+        }
+        if let Some(s) = &self.selected
+            && self.provider(s).is_none()
+        {
+            return Err(UpstreamSettingsError::UnknownSelected);
+        }
+        Ok(())
+    }
+}
+
+/// Inconsistent upstream settings.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum UpstreamSettingsError {
+    /// Two providers share a name.
+    #[error("two upstream providers have the same name")]
+    DuplicateName,
+    /// The selected provider is not configured.
+    #[error("the selected upstream provider is not configured")]
+    UnknownSelected,
+    /// A client id is empty, too long or has control characters.
+    #[error("an upstream client_id is empty or malformed")]
+    ClientId,
+    /// An allowed email domain is empty or contains `@`.
+    #[error("allowed_email_domains must be bare domains")]
+    Domain,
+}
+
+/// The provider metadata this relying party uses (OpenID Connect
+/// Discovery section 3), validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ProviderMetadata {
+    /// `issuer`, equal to the configured issuer.
+    pub issuer: String,
+    /// `authorization_endpoint`.
+    pub authorization_endpoint: String,
+    /// `token_endpoint`.
+    pub token_endpoint: String,
+    /// `jwks_uri`.
+    pub jwks_uri: String,
+    /// `userinfo_endpoint`, if any.
+    pub userinfo_endpoint: Option<String>,
+    /// `authorization_response_iss_parameter_supported` (RFC 9207): the
+    /// callback must then carry `iss`.
+    pub iss_parameter_supported: bool,
+}
+
+/// Why a provider's discovery document was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MetadataError {
+    /// Not a JSON object.
+    #[error("the discovery document is not a JSON object")]
+    NotJson,
+    /// `issuer` differs from the configured issuer (OpenID Connect
+    /// Discovery section 4.3: MUST be identical).
+    #[error("the discovery document names another issuer")]
+    IssuerMismatch,
+    /// A required endpoint is missing or not an acceptable URL.
+    #[error("the discovery document's {0} is missing or not an https URL")]
+    Endpoint(&'static str),
+    /// `code_challenge_methods_supported` is present without `S256`.
+    #[error("the provider does not support PKCE S256")]
+    NoS256,
+}
+
+/// Parses and checks a discovery document for `issuer`. Endpoints must be
+/// `https` URLs without fragment or credentials (`http` on a loopback host
+/// only when `allow_loopback_http`).
+///
+/// # Errors
+/// A [`MetadataError`].
+pub fn parse_provider_metadata(
+    body: &[u8],
+    issuer: &Issuer,
+    allow_loopback_http: bool,
+) -> Result<ProviderMetadata, MetadataError> {
+    let doc: Map<String, Value> = match serde_json::from_slice(body) {
+        Ok(Value::Object(m)) => m,
+        _ => return Err(MetadataError::NotJson),
+    };
+    if doc.get("issuer").and_then(Value::as_str) != Some(issuer.as_str()) {
+        return Err(MetadataError::IssuerMismatch);
+    }
+    let endpoint = |name: &'static str, required: bool| -> Result<Option<String>, MetadataError> {
+        match doc.get(name) {
+            None | Some(Value::Null) if !required => Ok(None),
+            Some(Value::String(s)) if endpoint_url_ok(s, allow_loopback_http) => Ok(Some(s.clone())),
+            _ => Err(MetadataError::Endpoint(name)),
+        }
+    };
+    if let Some(methods) = doc.get("code_challenge_methods_supported") {
+        let has = methods
+            .as_array()
+            .is_some_and(|a| a.iter().any(|m| m.as_str() == Some("S256")));
+        if !has {
+            return Err(MetadataError::NoS256);
+        }
+    }
+    Ok(ProviderMetadata {
+        issuer: issuer.as_str().to_owned(),
+        authorization_endpoint: endpoint("authorization_endpoint", true)?
+            .ok_or(MetadataError::Endpoint("authorization_endpoint"))?,
+        token_endpoint: endpoint("token_endpoint", true)?.ok_or(MetadataError::Endpoint("token_endpoint"))?,
+        jwks_uri: endpoint("jwks_uri", true)?.ok_or(MetadataError::Endpoint("jwks_uri"))?,
+        userinfo_endpoint: endpoint("userinfo_endpoint", false)?,
+        iss_parameter_supported: doc
+            .get("authorization_response_iss_parameter_supported")
+            .and_then(Value::as_bool)
+            == Some(true),
+    })
+}
+
+/// Whether `s` is an `https` URL (or `http` on a loopback host when
+/// allowed) with a host, no credentials and no fragment, judged by the
+/// WHATWG parse of the `url` crate.
+pub fn endpoint_url_ok(s: &str, allow_loopback_http: bool) -> bool {
+    if s.len() > MAX_PARAM || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return false;
+    }
+    let Ok(u) = url::Url::parse(s) else { return false };
+    if !u.username().is_empty() || u.password().is_some() || u.fragment().is_some() {
+        return false;
+    }
+    match (u.scheme(), u.host()) {
+        ("https", Some(_)) => true,
+        ("http", Some(host)) if allow_loopback_http => match host {
+            url::Host::Domain(d) => d.eq_ignore_ascii_case("localhost"),
+            url::Host::Ipv4(ip) => ip.is_loopback(),
+            url::Host::Ipv6(ip) => ip.is_loopback(),
+        },
+        _ => false,
+    }
+}
+
+/// The random inputs of a login, drawn by the driver.
+#[derive(Clone, Copy)]
+pub struct LoginRandomness {
+    /// For `state`.
+    pub state: [u8; 32],
+    /// For `nonce`.
+    pub nonce: [u8; 32],
+    /// For the PKCE code verifier.
+    pub verifier: [u8; 32],
+    /// For the browser-binding cookie.
+    pub browser: [u8; 32],
+}
+
+impl fmt::Debug for LoginRandomness {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LoginRandomness([redacted])")
+    }
+}
+
+/// An upstream login in flight: everything the callback needs, kept
+/// server-side (see [`crate::store::UpstreamLoginStore`]). Found by the
+/// hash of its `state`.
+#[derive(Clone, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct UpstreamLogin {
+    /// The hash of `state` (the lookup key).
+    pub state_hash: SecretHash,
+    /// The hash of the browser-binding cookie value.
+    pub browser_hash: SecretHash,
+    /// The provider the login went to.
+    pub provider: ProviderName,
+    /// The `nonce` sent, expected in the ID token.
+    pub nonce: String,
+    /// The PKCE code verifier (a secret: sent only to the token endpoint).
+    pub code_verifier: String,
+    /// The redirect URI registered at the provider (this server's callback).
+    pub callback_uri: String,
+    /// The MCP authorization this login completes.
+    pub pending: PendingAuthorization,
+    /// When the login started.
+    #[serde(with = "time::serde::timestamp")]
+    pub created_at: OffsetDateTime,
+    /// When it dies.
+    #[serde(with = "time::serde::timestamp")]
+    pub expires_at: OffsetDateTime,
+}
+
+impl fmt::Debug for UpstreamLogin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UpstreamLogin")
+            .field("provider", &self.provider)
+            .field("client_id", &self.pending.client_id)
+            .field("created_at", &self.created_at)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A started login: where to send the user, what to store, and the
+/// browser-binding value to set as a cookie.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct LoginStart {
+    /// The upstream authorization URL (302 `Location`).
+    pub location: String,
+    /// The record to store before redirecting.
+    pub login: UpstreamLogin,
+    /// The cookie value binding the login to this browser (its hash is in
+    /// the record).
+    pub browser_binding: SecretString,
+}
+
+/// Starts a login at `provider` for `pending`: the authorization request
+/// (OpenID Connect Core section 3.1.2.1) with `response_type=code`, the
+/// scopes, `state`, `nonce`, PKCE S256 (RFC 7636), and `hd` for a
+/// Google hosted domain.
+pub fn start_login(
+    pending: PendingAuthorization,
+    provider: &UpstreamProvider,
+    metadata: &ProviderMetadata,
+    callback_uri: &str,
+    random: LoginRandomness,
+    now: OffsetDateTime,
+) -> LoginStart {
+    let state = SecretString::random_with_prefix("", &random.state);
+    let nonce = SecretString::random_with_prefix("", &random.nonce);
+    let browser = SecretString::random_with_prefix("", &random.browser);
+    let verifier = CodeVerifier::from_random(&random.verifier);
+    let challenge = CodeChallenge::s256(&verifier);
+    let scopes = provider.requested_scopes();
+    let mut params: Vec<(&str, &str)> = vec![
+        ("response_type", "code"),
+        ("client_id", &provider.client_id),
+        ("redirect_uri", callback_uri),
+        ("scope", &scopes),
+        ("state", state.expose_secret()),
+        ("nonce", nonce.expose_secret()),
+        ("code_challenge", challenge.as_str()),
+        ("code_challenge_method", "S256"),
+    ];
+    if let Some(hd) = &provider.hosted_domain {
+        params.push(("hd", hd));
+    }
+    let location = append_query(&metadata.authorization_endpoint, &params);
+    LoginStart {
+        location,
+        login: UpstreamLogin {
+            state_hash: state.hash(),
+            browser_hash: browser.hash(),
+            provider: provider.name.clone(),
+            nonce: nonce.expose_secret().to_owned(),
+            code_verifier: verifier.as_str().to_owned(),
+            callback_uri: callback_uri.to_owned(),
+            pending,
+            created_at: now,
+            expires_at: now + UPSTREAM_LOGIN_TTL,
+        },
+        browser_binding: browser,
+    }
+}
+
+/// The parameters of the provider's redirect back (OAuth 2.1 section
+/// 4.1.2 and 4.1.2.1, RFC 9207).
+#[derive(Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CallbackParams {
+    /// `code`.
+    pub code: Option<String>,
+    /// `state`.
+    pub state: Option<String>,
+    /// `error`.
+    pub error: Option<String>,
+    /// `error_description` (for logs only; never shown as is).
+    pub error_description: Option<String>,
+    /// `iss` (RFC 9207).
+    pub iss: Option<String>,
+    /// A parameter appeared more than once.
+    pub duplicated: bool,
+}
+
+impl fmt::Debug for CallbackParams {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CallbackParams")
+            .field("code", &self.code.as_ref().map(|_| "[redacted]"))
+            .field("error", &self.error)
+            .field("iss", &self.iss)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CallbackParams {
+    /// Parses a query string (without `?`).
+    pub fn from_query(query: &str) -> Self {
+        let mut p = Self::default();
+        for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+            let slot = match name.as_ref() {
+                "code" => &mut p.code,
+                "state" => &mut p.state,
+                "error" => &mut p.error,
+                "error_description" => &mut p.error_description,
+                "iss" => &mut p.iss,
+                _ => continue,
+            };
+            if slot.is_some() {
+                p.duplicated = true;
+            } else {
+                *slot = Some(value.into_owned());
+            }
+        }
+        p
+    }
+
+    /// The hash of `state`, to find the login by; `None` when absent or
+    /// oversized.
+    pub fn state_hash(&self) -> Option<SecretHash> {
+        self.state
+            .as_deref()
+            .filter(|s| !s.is_empty() && s.len() <= MAX_PARAM)
+            .map(SecretHash::of)
+    }
+}
+
+/// Why an upstream login failed. [`LoginFailure::reason`] is the
+/// `upstream.login_failed` audit reason; [`LoginFailure::code`] the OAuth
+/// error the MCP client receives on its redirect URI.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoginFailure {
+    /// The user cancelled at the provider (`error=access_denied`).
+    #[error("the sign-in was cancelled at the identity provider")]
+    Cancelled,
+    /// The provider answered with another error.
+    #[error("the identity provider answered with an error")]
+    UpstreamError {
+        /// The provider's `error` (sanitized, for the audit log).
+        error: String,
+    },
+    /// The callback's `state` matches no login in flight, or it is
+    /// malformed.
+    #[error("the sign-in could not be matched to a request")]
+    StateMismatch,
+    /// The callback came to another browser than the one that started the
+    /// login.
+    #[error("the sign-in did not start in this browser")]
+    BrowserMismatch,
+    /// The login's callback was already used.
+    #[error("the sign-in response was already used")]
+    Replayed,
+    /// The login took longer than [`UPSTREAM_LOGIN_TTL`].
+    #[error("the sign-in took too long")]
+    Expired,
+    /// The callback's `iss` is not the provider's issuer (RFC 9207).
+    #[error("the sign-in response came from another issuer")]
+    IssuerMismatch,
+    /// The callback has neither `code` nor `error`, or has duplicates.
+    #[error("the identity provider's response is malformed")]
+    MalformedCallback,
+    /// The provider's discovery document or JWKS could not be used.
+    #[error("the identity provider is unavailable")]
+    ProviderUnavailable,
+    /// The code exchange failed.
+    #[error("the identity provider refused the code exchange")]
+    TokenExchange,
+    /// The ID token failed verification.
+    #[error("the identity provider's ID token is invalid ({0})")]
+    InvalidIdToken(IdTokenError),
+    /// The provider's rules or the host's policy refused the user.
+    #[error("the user may not sign in here")]
+    RefusedByPolicy {
+        /// Why (for the audit log).
+        reason: Cow<'static, str>,
+    },
+    /// Storage failed.
+    #[error("the sign-in could not be completed")]
+    Storage,
+}
+
+impl LoginFailure {
+    /// The audit reason.
+    pub fn reason(&self) -> Cow<'static, str> {
+        match self {
+            Self::Cancelled => "user_cancelled".into(),
+            Self::UpstreamError { .. } => "upstream_error".into(),
+            Self::StateMismatch => "state_mismatch".into(),
+            Self::BrowserMismatch => "browser_mismatch".into(),
+            Self::Replayed => "replayed_callback".into(),
+            Self::Expired => "expired".into(),
+            Self::IssuerMismatch => "issuer_mismatch".into(),
+            Self::MalformedCallback => "malformed_callback".into(),
+            Self::ProviderUnavailable => "provider_unavailable".into(),
+            Self::TokenExchange => "token_exchange_failed".into(),
+            Self::InvalidIdToken(e) => format!("invalid_id_token:{}", e.reason()).into(),
+            Self::RefusedByPolicy { reason } => format!("refused_by_policy:{reason}").into(),
+            Self::Storage => "storage_error".into(),
+        }
+    }
+
+    /// The OAuth error code for the MCP client: `access_denied` when the
+    /// user or policy said no (or the sign-in must simply be started
+    /// again), `temporarily_unavailable` when the provider is down or said
+    /// so, `server_error` when the provider misbehaved or storage failed.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Cancelled
+            | Self::StateMismatch
+            | Self::BrowserMismatch
+            | Self::Replayed
+            | Self::Expired
+            | Self::IssuerMismatch
+            | Self::RefusedByPolicy { .. } => ErrorCode::AccessDenied,
+            Self::UpstreamError { error } if error == "temporarily_unavailable" => ErrorCode::TemporarilyUnavailable,
+            Self::ProviderUnavailable => ErrorCode::TemporarilyUnavailable,
+            Self::UpstreamError { .. }
+            | Self::MalformedCallback
+            | Self::TokenExchange
+            | Self::InvalidIdToken(_)
+            | Self::Storage => ErrorCode::ServerError,
+        }
+    }
+}
+
+/// Judges the provider's redirect back for the login it belongs to (the
+/// caller found `login` by [`CallbackParams::state_hash`] and took it):
+/// the browser binding, expiry, the RFC 9207 `iss` (required when the
+/// provider's metadata says it sends it, section 2.4; compared exactly
+/// whenever present), then `error` or `code`. Returns the authorization
+/// code to exchange.
+///
+/// # Errors
+/// A [`LoginFailure`].
+pub fn check_callback<'a>(
+    login: &UpstreamLogin,
+    provider: &UpstreamProvider,
+    metadata: &ProviderMetadata,
+    params: &'a CallbackParams,
+    browser_binding: Option<&str>,
+    now: OffsetDateTime,
+) -> Result<&'a str, LoginFailure> {
+    if login.provider != provider.name {
+        return Err(LoginFailure::StateMismatch);
+    }
+    if !browser_binding.is_some_and(|b| login.browser_hash.matches(b)) {
+        return Err(LoginFailure::BrowserMismatch);
+    }
+    if now >= login.expires_at {
+        return Err(LoginFailure::Expired);
+    }
+    if params.duplicated {
+        return Err(LoginFailure::MalformedCallback);
+    }
+    match &params.iss {
+        Some(iss) if iss != provider.issuer.as_str() => return Err(LoginFailure::IssuerMismatch),
+        None if metadata.iss_parameter_supported => return Err(LoginFailure::IssuerMismatch),
+        _ => {}
+    }
+    if let Some(error) = &params.error {
+        return Err(if error == "access_denied" {
+            LoginFailure::Cancelled
+        } else {
+            LoginFailure::UpstreamError { error: sanitize(error) }
+        });
+    }
+    params
+        .code
+        .as_deref()
+        .filter(|c| !c.is_empty() && c.len() <= MAX_PARAM)
+        .ok_or(LoginFailure::MalformedCallback)
+}
+
+fn sanitize(s: &str) -> String {
+    s.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .take(64)
+        .collect()
+}
+
+/// The lifetime of this server's client assertions: 60 seconds.
+pub const CLIENT_ASSERTION_TTL: Duration = Duration::seconds(60);
+
+/// The claims of a `private_key_jwt` client assertion for `provider`
+/// (RFC 7523 section 3): `iss` = `sub` = the client id, `aud` = the
+/// provider's issuer identifier (what draft-ietf-oauth-rfc7523bis asks
+/// for, against audience injection), `iat`, `exp` a minute later, and a
+/// single-use `jti`.
+pub fn client_assertion_claims(provider: &UpstreamProvider, jti: &str, now: OffsetDateTime) -> Value {
+    serde_json::json!({
+        "iss": provider.client_id,
+        "sub": provider.client_id,
+        "aud": provider.issuer.as_str(),
+        "iat": now.unix_timestamp(),
+        "exp": (now + CLIENT_ASSERTION_TTL).unix_timestamp(),
+        "jti": jti,
+    })
+}
+
+/// How this server proves itself at the token endpoint.
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub enum ClientCredential<'a> {
+    /// No credential (a public client).
+    None,
+    /// The client secret (for `client_secret_basic` / `_post`).
+    Secret(&'a SecretString),
+    /// A signed client assertion (for `private_key_jwt`).
+    Assertion(&'a str),
+}
+
+/// The form body of the code exchange (OpenID Connect Core section
+/// 3.1.3.1, RFC 7636 section 4.5) and the `Authorization` header value
+/// for `client_secret_basic` (RFC 6749 section 2.3.1: both parts
+/// form-encoded before base64). A credential that does not fit the
+/// provider's `client_auth` is not sent (`client_id` alone is).
+pub fn token_request(
+    login: &UpstreamLogin,
+    provider: &UpstreamProvider,
+    code: &str,
+    credential: ClientCredential<'_>,
+) -> (String, Option<SecretString>) {
+    use base64::Engine as _;
+    let mut form = url::form_urlencoded::Serializer::new(String::new());
+    form.append_pair("grant_type", "authorization_code");
+    form.append_pair("code", code);
+    form.append_pair("redirect_uri", &login.callback_uri);
+    form.append_pair("code_verifier", &login.code_verifier);
+    let mut header = None;
+    match (provider.client_auth, credential) {
+        (UpstreamClientAuth::ClientSecretBasic, ClientCredential::Secret(s)) => {
+            let enc = |v: &str| url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>();
+            let pair = format!("{}:{}", enc(&provider.client_id), enc(s.expose_secret()));
+            header = Some(SecretString::new(format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(pair)
+            )));
+        }
+        (UpstreamClientAuth::ClientSecretPost, ClientCredential::Secret(s)) => {
+            form.append_pair("client_id", &provider.client_id);
+            form.append_pair("client_secret", s.expose_secret());
+        }
+        (UpstreamClientAuth::PrivateKeyJwt, ClientCredential::Assertion(a)) => {
+            form.append_pair("client_id", &provider.client_id);
+            form.append_pair("client_assertion_type", crate::client_auth::JWT_BEARER_ASSERTION_TYPE);
+            form.append_pair("client_assertion", a);
+        }
+        _ => {
+            form.append_pair("client_id", &provider.client_id);
+        }
+    }
+    (form.finish(), header)
+}
+
+/// The ID token of a successful token response (OAuth 2.1 section 3.2.3,
+/// OpenID Connect Core section 3.1.3.3).
+///
+/// # Errors
+/// [`LoginFailure::TokenExchange`] for a non-200 status or a response
+/// without an `id_token`.
+pub fn id_token_from_response(status: u16, body: &[u8]) -> Result<String, LoginFailure> {
+    if status != 200 {
+        return Err(LoginFailure::TokenExchange);
+    }
+    let v: Value = serde_json::from_slice(body).map_err(|_| LoginFailure::TokenExchange)?;
+    v.get("id_token")
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+        .ok_or(LoginFailure::TokenExchange)
+}
+
+/// Why an ID token was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum IdTokenError {
+    /// Malformed, unsupported algorithm, unknown key or bad signature.
+    #[error("signature or format")]
+    Signature,
+    /// `iss` is not the provider.
+    #[error("wrong issuer")]
+    WrongIssuer,
+    /// `aud` does not contain this client.
+    #[error("wrong audience")]
+    WrongAudience,
+    /// Several audiences without `azp`, or `azp` naming another client.
+    #[error("wrong authorized party")]
+    WrongAuthorizedParty,
+    /// Past `exp`.
+    #[error("expired")]
+    Expired,
+    /// `iat` in the future or older than [`MAX_ID_TOKEN_AGE`].
+    #[error("issued at an unacceptable time")]
+    IssuedAt,
+    /// `nonce` missing or not the one sent.
+    #[error("nonce mismatch")]
+    Nonce,
+    /// A required claim is missing or malformed.
+    #[error("missing or malformed {0}")]
+    Missing(&'static str),
+}
+
+impl IdTokenError {
+    /// A short machine-readable reason.
+    pub const fn reason(&self) -> &'static str {
+        match self {
+            Self::Signature => "signature",
+            Self::WrongIssuer => "iss",
+            Self::WrongAudience => "aud",
+            Self::WrongAuthorizedParty => "azp",
+            Self::Expired => "exp",
+            Self::IssuedAt => "iat",
+            Self::Nonce => "nonce",
+            Self::Missing(c) => c,
+        }
+    }
+}
+
+/// The user the provider vouched for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct UpstreamIdentity {
+    /// The provider's issuer.
+    pub issuer: String,
+    /// The provider's `sub`.
+    pub subject: String,
+    /// The email claim (per the mapping).
+    pub email: Option<String>,
+    /// Whether the provider verified it (`false` when it does not say).
+    pub email_verified: bool,
+    /// The name claim (per the mapping).
+    pub name: Option<String>,
+    /// Google's `hd`.
+    pub hosted_domain: Option<String>,
+}
+
+/// The rules of OpenID Connect Core section 3.1.3.7 for the claims of an
+/// ID token whose signature verified: `iss` equals the provider's issuer
+/// exactly; `aud` contains the client id; with several audiences `azp` is
+/// required, and when present it must be the client id; `exp` not passed
+/// (with [`LEEWAY`]); `iat` present, not in the future and not older than
+/// [`MAX_ID_TOKEN_AGE`]; `nonce` equal to the one sent (constant-time);
+/// `sub` a non-empty string of at most 255 bytes.
+///
+/// # Errors
+/// An [`IdTokenError`].
+pub fn check_id_token_claims(
+    claims: &Map<String, Value>,
+    provider: &UpstreamProvider,
+    nonce: &str,
+    now: OffsetDateTime,
+) -> Result<UpstreamIdentity, IdTokenError> {
+    let s = |k: &str| claims.get(k).and_then(Value::as_str);
+    if s("iss") != Some(provider.issuer.as_str()) {
+        return Err(IdTokenError::WrongIssuer);
+    }
+    let aud: Vec<&str> = match claims.get("aud") {
+        Some(Value::String(a)) => vec![a.as_str()],
+        Some(Value::Array(a)) if !a.is_empty() => a
+            .iter()
+            .map(Value::as_str)
+            .collect::<Option<Vec<_>>>()
+            .ok_or(IdTokenError::Missing("aud"))?,
+        _ => return Err(IdTokenError::Missing("aud")),
+    };
+    if !aud.contains(&provider.client_id.as_str()) {
+        return Err(IdTokenError::WrongAudience);
+    }
+    match claims.get("azp") {
+        None if aud.len() > 1 => return Err(IdTokenError::WrongAuthorizedParty),
+        None => {}
+        Some(v) if v.as_str() == Some(provider.client_id.as_str()) => {}
+        Some(_) => return Err(IdTokenError::WrongAuthorizedParty),
+    }
+    let time = |k: &'static str| {
+        claims
+            .get(k)
+            .and_then(Value::as_i64)
+            .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok())
+            .ok_or(IdTokenError::Missing(k))
+    };
+    let exp = time("exp")?;
+    // Checked: `exp` is the sender's; the largest timestamp plus the
+    // leeway must not overflow.
+    if now >= exp.checked_add(LEEWAY).unwrap_or(exp) {
+        return Err(IdTokenError::Expired);
+    }
+    let iat = time("iat")?;
+    if iat > now + LEEWAY || iat < now - MAX_ID_TOKEN_AGE - LEEWAY {
+        return Err(IdTokenError::IssuedAt);
+    }
+    let sent = SecretString::from(nonce);
+    if !s("nonce").is_some_and(|n| sent.ct_eq(n)) {
+        return Err(IdTokenError::Nonce);
+    }
+    let sub = s("sub")
+        .filter(|v| (1..=255).contains(&v.len()) && !v.chars().any(char::is_control))
+        .ok_or(IdTokenError::Missing("sub"))?;
+    let text = |k: &str| {
+        s(k).filter(|v| !v.is_empty() && v.len() <= 320 && !v.chars().any(char::is_control))
+            .map(str::to_owned)
+    };
+    Ok(UpstreamIdentity {
+        issuer: provider.issuer.as_str().to_owned(),
+        subject: sub.to_owned(),
+        email: text(&provider.claims.email),
+        email_verified: claims.get(&provider.claims.email_verified).and_then(Value::as_bool) == Some(true),
+        name: text(&provider.claims.name),
+        hosted_domain: text("hd"),
+    })
+}
+
+/// The rules a provider's settings impose on a signed-in user.
+#[derive(Clone, Copy, Debug)]
+pub struct ProviderRules<'a> {
+    provider: &'a UpstreamProvider,
+}
+
+impl ProviderRules<'_> {
+    /// `require_verified_email`, `allowed_email_domains` (the domain of a
+    /// verified email, compared exactly and case-insensitively; a
+    /// subdomain does not match) and `hosted_domain` (the ID token's `hd`).
+    ///
+    /// # Errors
+    /// [`LoginFailure::RefusedByPolicy`] naming the rule.
+    pub fn check(&self, user: &UpstreamIdentity) -> Result<(), LoginFailure> {
+        let p = self.provider;
+        let refuse = |reason: &'static str| LoginFailure::RefusedByPolicy { reason: reason.into() };
+        let verified_email = user.email.as_deref().filter(|_| user.email_verified);
+        if p.require_verified_email && verified_email.is_none() {
+            return Err(refuse("email_not_verified"));
+        }
+        if !p.allowed_email_domains.is_empty() {
+            let domain = verified_email
+                .and_then(|e| e.rsplit_once('@'))
+                .map(|(_, d)| d)
+                .ok_or_else(|| refuse("email_not_verified"))?;
+            if !p.allowed_email_domains.iter().any(|d| d.eq_ignore_ascii_case(domain)) {
+                return Err(refuse("email_domain"));
+            }
+        }
+        if let Some(hd) = &p.hosted_domain
+            && !user
+                .hosted_domain
+                .as_deref()
+                .is_some_and(|h| h.eq_ignore_ascii_case(hd))
+        {
+            return Err(refuse("hosted_domain"));
+        }
+        Ok(())
+    }
+}
+
+/// The local subject of an upstream user: `usr_` and 40 hex digits of
+/// SHA-256 over the length-prefixed issuer and `sub`. Stable for as long
+/// as the provider keeps `sub` (OpenID Connect Core section 2: never
+/// reassigned), distinct across providers, and never derived from an
+/// email address.
+pub fn local_subject(issuer: &str, sub: &str) -> Subject {
+    let mut h = sha2::Sha256::new();
+    h.update((issuer.len() as u64).to_be_bytes());
+    h.update(issuer.as_bytes());
+    h.update((sub.len() as u64).to_be_bytes());
+    h.update(sub.as_bytes());
+    let digest = h.finalize();
+    let hex: String = digest.iter().take(20).map(|b| format!("{b:02x}")).collect();
+    Subject::new(format!("usr_{hex}")).unwrap_or_else(|_| unreachable!("44 ASCII characters"))
+}
+
+/// What the host's [`UserPolicy`] decided about a user the provider
+/// vouched for (after the provider's own rules passed).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UserDecision {
+    /// Sign the user in with the derived [`local_subject`].
+    Accept,
+    /// Sign the user in as this subject (e.g. an existing account the
+    /// host linked to this upstream identity).
+    AcceptAs(Subject),
+    /// Refuse; the reason goes to the audit log
+    /// (`refused_by_policy:<reason>`), the MCP client gets
+    /// `access_denied`.
+    Refuse(Cow<'static, str>),
+}
+
+/// The host's hook to accept, refuse or map a user signed in upstream
+/// (for example: only verified emails of one domain, only invited users,
+/// link to an existing account).
+///
+/// # Security
+/// It runs before anything is stored: a refusal creates no user, no
+/// consent and no grant. An error refuses (`server_error`).
+#[async_trait::async_trait]
+pub trait UserPolicy: Send + Sync {
+    /// The decision for `user`, who signed in at `provider` for `project`.
+    ///
+    /// # Errors
+    /// [`crate::store::StoreError`] when the host's own lookups fail.
+    async fn decide(
+        &self,
+        project: &crate::project::ProjectId,
+        provider: &UpstreamProvider,
+        user: &UpstreamIdentity,
+    ) -> Result<UserDecision, crate::store::StoreError>;
+}
+
+/// Accepts every user the provider's rules let through.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AcceptAllUsers;
+
+#[async_trait::async_trait]
+impl UserPolicy for AcceptAllUsers {
+    async fn decide(
+        &self,
+        _project: &crate::project::ProjectId,
+        _provider: &UpstreamProvider,
+        _user: &UpstreamIdentity,
+    ) -> Result<UserDecision, crate::store::StoreError> {
+        Ok(UserDecision::Accept)
+    }
+}
+
+fn append_query(base: &str, params: &[(&str, &str)]) -> String {
+    let mut ser = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in params {
+        ser.append_pair(k, v);
+    }
+    let query = ser.finish();
+    let sep = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{sep}{query}")
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,270 @@
+//! The upstream login through the driver with a fixed clock: B, another
+//! authorization server in the same process, is A's OpenID provider
+//! behind an in-process [`UpstreamHttp`]. Covers what sockets cannot reach
+//! deterministically: JWKS `kid` rotation and a callback after the login
+//! expired.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use authio_mcp::client::{Client, ClientId, ClientMetadata, MetadataProfile, RegisteredClientId};
+use authio_mcp::discovery::Issuer;
+use authio_mcp::grant::Subject;
+use authio_mcp::jose::PrivateKey;
+use authio_mcp::keys::{KeyId, SigningKey};
+use authio_mcp::project::ProjectId;
+use authio_mcp::redirect_uri::RedirectUriPolicy;
+use authio_mcp::scope::ScopeSet;
+use authio_mcp::secret::SecretString;
+use authio_mcp::server::{
+    AuthorizationServer, AuthorizeOutcome, CallbackOutcome, Clock as _, FixedClock, SeededRandom,
+};
+use authio_mcp::store::memory::{MemoryClientStore, MemoryKeyStore};
+use authio_mcp::store::{ClientStore as _, KeyStore as _};
+use authio_mcp::upstream::{
+    self, HttpResponse, ProviderName, UpstreamClientAuth, UpstreamHttp, UpstreamHttpError, UpstreamProvider,
+};
+use common::*;
+
+const IDP: &str = "https://idp.example.com";
+
+/// A's HTTP client, answered by B's driver in-process.
+struct Bridge {
+    b: AuthorizationServer,
+    project: ProjectId,
+    jwks_fetches: AtomicUsize,
+}
+
+#[async_trait]
+impl UpstreamHttp for Bridge {
+    async fn get(&self, url: &str) -> Result<HttpResponse, UpstreamHttpError> {
+        if url == format!("{IDP}/.well-known/openid-configuration") {
+            let m = self.b.metadata(&self.project).await.unwrap();
+            return Ok(HttpResponse::new(200, m.to_json()));
+        }
+        if url == format!("{IDP}/.well-known/jwks.json") {
+            self.jwks_fetches.fetch_add(1, Ordering::SeqCst);
+            let k = self.b.jwks(&self.project).await.unwrap();
+            return Ok(HttpResponse::new(200, k.to_json()));
+        }
+        Ok(HttpResponse::new(404, Vec::new()))
+    }
+
+    async fn post_form(
+        &self,
+        url: &str,
+        form: String,
+        authorization: Option<&SecretString>,
+    ) -> Result<HttpResponse, UpstreamHttpError> {
+        assert_eq!(url, format!("{IDP}/oauth2/token"));
+        let auth = authorization.map(SecretString::expose_secret);
+        Ok(match self.b.token(&self.project, auth, form.as_bytes()).await {
+            Ok(t) => HttpResponse::new(200, t.to_json()),
+            Err(e) => HttpResponse::new(e.status().as_u16(), e.to_json()),
+        })
+    }
+}
+
+struct Setup {
+    a: Harness,
+    bridge: Arc<Bridge>,
+    b_keys: Arc<MemoryKeyStore>,
+    mcp_client: ClientId,
+    /// The clock of both servers (the harness's own is not used).
+    clock: Arc<FixedClock>,
+}
+
+async fn setup() -> Setup {
+    let b_project = ProjectId::new("proj_idp").unwrap();
+    let b_clients = Arc::new(MemoryClientStore::new());
+    let b_keys = Arc::new(MemoryKeyStore::new());
+    // B shares A's clock: built after A's harness.
+    let a_clock = Arc::new(FixedClock::new(START));
+    let b = AuthorizationServer::builder(Issuer::new(IDP).unwrap())
+        .clock(a_clock.clone())
+        .random(Arc::new(SeededRandom::new(7)))
+        .clients(b_clients.clone())
+        .key_store(b_keys.clone())
+        .build();
+    let mut s = project_settings();
+    s.scopes_supported = ScopeSet::parse("openid email profile mcp:read").unwrap();
+    b.put_project(&b_project, s).await.unwrap();
+    // A is a public client of B, redirecting to A's callback.
+    let callback = format!("{ISSUER}/v1/auth/oauth/oidc/callback");
+    let metadata: ClientMetadata = serde_json::from_value(serde_json::json!({
+        "redirect_uris": [callback],
+        "token_endpoint_auth_method": "none",
+    }))
+    .unwrap();
+    let v = metadata
+        .validate(MetadataProfile::Dcr, RedirectUriPolicy::strict())
+        .unwrap();
+    let a_at_b = ClientId::Registered(RegisteredClientId::from_random(&[3; 12]));
+    b_clients
+        .insert(&b_project, Client::new(a_at_b.clone(), v, START))
+        .await
+        .unwrap();
+    let bridge = Arc::new(Bridge {
+        b,
+        project: b_project,
+        jwks_fetches: AtomicUsize::new(0),
+    });
+    let http: Arc<dyn UpstreamHttp> = bridge.clone();
+    let clock = a_clock.clone();
+    let a = harness_with(move |builder| builder.upstream_http(http).clock(clock)).await;
+    let mut provider = UpstreamProvider::generic(
+        ProviderName::new("oidc").unwrap(),
+        Issuer::new(IDP).unwrap(),
+        a_at_b.as_str(),
+    );
+    provider.client_auth = UpstreamClientAuth::None;
+    a.server
+        .edit_project(&a.project, |mut s| {
+            s.upstream.providers.push(provider.clone());
+            s.select_upstream(Some(provider.name.clone()), "/v1/auth/oauth")
+                .unwrap();
+            s
+        })
+        .await
+        .unwrap();
+    let mcp_client = a.public_client(1, &[REDIRECT]).await;
+    Setup {
+        a,
+        bridge,
+        b_keys,
+        mcp_client,
+        clock: a_clock,
+    }
+}
+
+impl Setup {
+    /// A's redirect to B, and the binding cookie value.
+    async fn start(&self) -> (String, String) {
+        let q = auth_query(&self.mcp_client, REDIRECT, &verifier(1), "");
+        match self.a.authorize(&q).await {
+            AuthorizeOutcome::UpstreamLogin {
+                location,
+                browser_binding,
+                ..
+            } => (location, browser_binding.expose_secret().to_owned()),
+            other => panic!("expected an upstream login, got {other:?}"),
+        }
+    }
+
+    /// B signs `user` in and approves: B's redirect back to A.
+    async fn at_b(&self, to_b: &str, user: &str) -> String {
+        let query = to_b.split_once('?').unwrap().1;
+        match self.bridge.b.authorize(&self.bridge.project, query).await {
+            AuthorizeOutcome::Pending(p) => self
+                .bridge
+                .b
+                .approve(*p, Subject::new(user).unwrap(), None)
+                .await
+                .unwrap(),
+            other => panic!("B refused: {other:?}"),
+        }
+    }
+
+    async fn callback(&self, back: &str, binding: &str) -> CallbackOutcome {
+        let query = back.split_once('?').unwrap().1;
+        self.a
+            .server
+            .finish_upstream_login(&self.a.project, "oidc", query, Some(binding))
+            .await
+    }
+
+    /// A whole login for `user`: the subject A's token names.
+    async fn login(&self, user: &str) -> String {
+        let (to_b, binding) = self.start().await;
+        let back = self.at_b(&to_b, user).await;
+        let location = match self.callback(&back, &binding).await {
+            CallbackOutcome::SignedIn(s) => self.a.server.approve_signed_in(*s, None).await.unwrap(),
+            CallbackOutcome::Redirect(l) => l,
+            other => panic!("login failed: {other:?}"),
+        };
+        let code = query_param(&location, "code").unwrap_or_else(|| panic!("{location}"));
+        let t = self
+            .a
+            .exchange(&self.mcp_client, &code, &verifier(1), "")
+            .await
+            .unwrap();
+        let info = self.a.introspect(&t.access_token).await;
+        info["sub"].as_str().unwrap().to_owned()
+    }
+
+    async fn b_rotates_to_a_new_id_token_key(&self) {
+        let alg = authio_mcp::jose::SigningAlgorithm::Rs256;
+        let now = self.clock.now();
+        let key = SigningKey::new(
+            self.bridge.project.clone(),
+            KeyId::from_random(alg, &[5; 16]),
+            PrivateKey::generate(alg, &[5; 32]).unwrap(),
+            now,
+        );
+        let kid = key.kid.clone();
+        assert!(self.b_keys.insert(key).await.unwrap());
+        assert!(
+            self.b_keys
+                .activate(&self.bridge.project, &kid, now, now + time::Duration::hours(1))
+                .await
+                .unwrap()
+        );
+    }
+}
+
+#[tokio::test]
+async fn upstream_jwks_is_cached_and_refetched_for_a_new_kid() {
+    let s = setup().await;
+    let alice = upstream::local_subject(IDP, "alice").as_str().to_owned();
+    assert_eq!(s.login("alice").await, alice);
+    assert_eq!(s.bridge.jwks_fetches.load(Ordering::SeqCst), 1);
+    s.clock.advance(time::Duration::minutes(1));
+    assert_eq!(s.login("alice").await, alice, "remembered consent: straight back");
+    assert_eq!(s.bridge.jwks_fetches.load(Ordering::SeqCst), 1, "cached");
+    // B starts signing with a key A has never seen: one refetch.
+    s.b_rotates_to_a_new_id_token_key().await;
+    s.clock.advance(time::Duration::minutes(1));
+    assert_eq!(s.login("bob").await, upstream::local_subject(IDP, "bob").as_str());
+    assert_eq!(
+        s.bridge.jwks_fetches.load(Ordering::SeqCst),
+        2,
+        "refetched on the unknown kid"
+    );
+    s.clock.advance(time::Duration::minutes(1));
+    s.login("bob").await;
+    assert_eq!(s.bridge.jwks_fetches.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn late_callback_is_refused() {
+    let s = setup().await;
+    let (to_b, binding) = s.start().await;
+    s.clock.advance(upstream::UPSTREAM_LOGIN_TTL);
+    let back = s.at_b(&to_b, "alice").await;
+    match s.callback(&back, &binding).await {
+        CallbackOutcome::Redirect(l) => {
+            assert!(l.starts_with(REDIRECT), "{l}");
+            assert_eq!(query_param(&l, "error").as_deref(), Some("access_denied"));
+            assert_eq!(query_param(&l, "state").as_deref(), Some("st4te"));
+            assert_eq!(query_param(&l, "iss").as_deref(), Some(ISSUER));
+        }
+        other => panic!("{other:?}"),
+    }
+    let failed =
+        s.a.audit
+            .recent(&s.a.project, 100)
+            .iter()
+            .map(authio_mcp::audit::AuditEvent::to_json)
+            .find(|e| e["event"] == "upstream.login_failed")
+            .unwrap();
+    assert_eq!(failed["reason"], "expired");
+    let alice = upstream::local_subject(IDP, "alice");
+    assert!(s.a.server.user(&s.a.project, &alice).await.unwrap().is_none());
+    // Purging drops the expired login.
+    assert!(s.a.server.purge_expired().await.unwrap() >= 1);
+}
