@@ -46,6 +46,8 @@ USAGE: cargo run --release --example soak -- [FLAGS]
   --purge-every-secs S   simulated seconds between purges (default 60)
   --refresh-ttl-secs S   refresh-token lifetime (default 3600)
   --no-purge             never purge (to see the difference)
+  --one-grant            instead: one sign-in, then refresh that one grant
+                         --flows times (memory per refresh must stay flat)
 ";
 
 const REDIRECT: &str = "https://claude.ai/api/mcp/auth_callback";
@@ -60,6 +62,7 @@ fn main() {
     let mut purge_every: i64 = 60;
     let mut refresh_ttl: i64 = 3600;
     let mut purge = true;
+    let mut one_grant = false;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || {
@@ -78,6 +81,7 @@ fn main() {
             "--purge-every-secs" => purge_every = value().max(1),
             "--refresh-ttl-secs" => refresh_ttl = value().max(1),
             "--no-purge" => purge = false,
+            "--one-grant" => one_grant = true,
             other => fail(&format!("unknown flag {other}; see --help")),
         }
     }
@@ -102,16 +106,20 @@ fn main() {
     let register = |iat: &str| {
         block_on(server.register_client(&project, Some(&format!("Bearer {iat}")), REGISTRATION.as_bytes())).unwrap()
     };
+    let step = Duration::milliseconds(step_ms);
     let master = block_on(server.issue_iat(&project, IatOptions::new())).unwrap();
     let pool: Vec<ClientId> = (0..CLIENTS)
         .map(|_| ClientId::Registered(register(master.token.expose_secret()).client_id))
         .collect();
 
+    if one_grant {
+        one_grant_soak(&server, &project, &pool[0], &clock, &grants, flows, step);
+        return;
+    }
     println!("soak: {flows} flows, {step_ms} ms simulated per flow, purge every {purge_every} s (purging: {purge})");
     println!("  baseline: {}", memory());
     let checkpoints = [flows / 10, flows / 2, flows, 100_000, 500_000, 1_000_000];
     let started = Instant::now();
-    let step = Duration::milliseconds(step_ms);
     let mut since_purge = Duration::ZERO;
     let mut purged = 0usize;
     for n in 1..=flows {
@@ -143,6 +151,85 @@ fn main() {
         "  done: {flows} flows in {secs:.1} s ({:.0} flows/s on one thread)",
         flows as f64 / secs
     );
+}
+
+/// One sign-in, then `refreshes` refreshes of that one grant (each also
+/// introspects the new access token), without purging: the grant store's
+/// per-grant bounds alone must keep memory flat.
+fn one_grant_soak(
+    server: &AuthorizationServer,
+    project: &ProjectId,
+    client: &ClientId,
+    clock: &FixedClock,
+    grants: &MemoryGrantStore,
+    refreshes: u64,
+    step: Duration,
+) {
+    println!(
+        "soak: one grant refreshed {refreshes} times, {} ms simulated per refresh, no purge",
+        step.whole_milliseconds()
+    );
+    println!("  baseline: {}", memory());
+    let mut refresh = sign_in(server, project, client).refresh_token.unwrap();
+    let started = Instant::now();
+    let checkpoints = [1_000, 10_000, 100_000, 250_000, 500_000, 750_000, 1_000_000, refreshes];
+    for n in 1..=refreshes {
+        let body = form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &refresh),
+            ("client_id", client.as_str()),
+        ]);
+        let t = block_on(server.token(project, None, body.as_bytes())).unwrap();
+        assert!(
+            block_on(server.introspect_token(project, &t.access_token))
+                .unwrap()
+                .active
+        );
+        refresh = t.refresh_token.unwrap();
+        clock.advance(step);
+        if checkpoints.contains(&n) {
+            println!(
+                "  after {n:>8} refreshes: {}, {} codes+tokens held, {} tombstones, {:.1} s",
+                memory(),
+                grants.len(),
+                grants.tombstones(),
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+}
+
+fn sign_in(server: &AuthorizationServer, project: &ProjectId, client: &ClientId) -> authio_mcp::token::TokenResponse {
+    let mut random = [0u8; 32];
+    SystemRandom.fill(&mut random);
+    let verifier = CodeVerifier::from_random(&random);
+    let query = form(&[
+        ("response_type", "code"),
+        ("client_id", client.as_str()),
+        ("redirect_uri", REDIRECT),
+        ("code_challenge", CodeChallenge::s256(&verifier).as_str()),
+        ("code_challenge_method", "S256"),
+        ("resource", "https://mcp.example.com/mcp"),
+    ]);
+    let pending = match block_on(server.authorize(project, &query)) {
+        AuthorizeOutcome::Pending(p) => *p,
+        other => panic!("authorize: {other:?}"),
+    };
+    let location = block_on(server.approve(pending, Subject::new("user_soak").unwrap(), None)).unwrap();
+    let code = url::Url::parse(&location)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .map(|(_, v)| v.into_owned())
+        .unwrap();
+    let body = form(&[
+        ("grant_type", "authorization_code"),
+        ("code", &code),
+        ("redirect_uri", REDIRECT),
+        ("client_id", client.as_str()),
+        ("code_verifier", verifier.as_str()),
+    ]);
+    block_on(server.token(project, None, body.as_bytes())).unwrap()
 }
 
 fn flow(server: &AuthorizationServer, project: &ProjectId, client: &ClientId) {

@@ -287,7 +287,66 @@ pub enum AuditKind {
     },
 }
 
+/// Which retention an event belongs to (issue 18: security events cannot
+/// be buried under high-volume rejections).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum AuditClass {
+    /// Reuse detections, revocations, admin changes: rare, kept apart.
+    Security,
+    /// Requests anyone can cause that were refused (CIMD fetch failures,
+    /// rejected registrations): high volume, aggregated into counts per
+    /// reason per minute, with only a few recent samples kept whole.
+    Rejection,
+    /// Everything else (grants, issued tokens, registrations, ...).
+    Activity,
+}
+
 impl AuditKind {
+    /// The retention class of the event.
+    pub const fn class(&self) -> AuditClass {
+        match self {
+            Self::ProjectMcpEnabled { .. }
+            | Self::ProjectMcpDisabled { .. }
+            | Self::ProjectSettingsUpdated {}
+            | Self::IatIssued { .. }
+            | Self::IatRevoked { .. }
+            | Self::AuthorizationCodeReuseDetected { .. }
+            | Self::RefreshTokenReuseDetected { .. }
+            | Self::TokenRevoked { .. }
+            | Self::SigningKeyCreated { .. }
+            | Self::SigningKeyActivated { .. }
+            | Self::SigningKeyRetired { .. }
+            | Self::SigningKeysDeleted { .. } => AuditClass::Security,
+            Self::CimdFetchFailed { .. }
+            | Self::ClientRegistrationRejected { .. }
+            | Self::ClientAssertionRejected { .. }
+            | Self::UpstreamLoginFailed { .. } => AuditClass::Rejection,
+            Self::CimdResolved { .. }
+            | Self::ClientRegistered { .. }
+            | Self::ClientTokenlessAdmitted { .. }
+            | Self::RefreshTokenConcurrentReuse { .. }
+            | Self::UpstreamLoginSucceeded { .. }
+            | Self::IatUsed { .. }
+            | Self::AuthorizationGranted { .. }
+            | Self::AuthorizationDenied { .. }
+            | Self::TokenIssued { .. } => AuditClass::Activity,
+        }
+    }
+
+    /// The machine-readable reason of a rejection (what rejections are
+    /// counted by), `None` for other events.
+    pub fn rejection_reason(&self) -> Option<&str> {
+        match self {
+            Self::CimdFetchFailed { reason, .. }
+            | Self::ClientRegistrationRejected { reason, .. }
+            | Self::ClientAssertionRejected { reason, .. }
+            | Self::UpstreamLoginFailed { reason, .. } => Some(reason),
+            _ => None,
+        }
+    }
+
     /// The stable dotted name.
     pub const fn name(&self) -> &'static str {
         match self {

@@ -210,6 +210,27 @@ async fn discovery(State(s): State<AppState>, req: Request) -> Response {
     into_axum(s.endpoints.discovery(&head).await)
 }
 
+/// Inserts a [`crate::http::RequestSource`] from the connection's peer
+/// address (`ConnectInfo<SocketAddr>`, present when the router is served
+/// with `into_make_service_with_connect_info::<SocketAddr>()`), unless the
+/// host already inserted one (e.g. from a trusted `X-Forwarded-For`). The
+/// router does it for every endpoint that reads the source: authorization
+/// (also through an upstream provider) and the CIMD preview (CIMD fetch
+/// budgets), registration (tokenless registration), and the upstream
+/// callback (for the consent handler).
+pub fn with_request_source(mut req: Request) -> Request {
+    if req.extensions().get::<crate::http::RequestSource>().is_none()
+        && let Some(axum::extract::ConnectInfo(peer)) = req
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .copied()
+    {
+        req.extensions_mut()
+            .insert(crate::http::RequestSource::from_ip(peer.ip()));
+    }
+    req
+}
+
 async fn jwks(State(s): State<AppState>, req: Request) -> Response {
     let (parts, _) = req.into_parts();
     let head = http::Request::from_parts(parts, ());
@@ -223,6 +244,7 @@ async fn userinfo(State(s): State<AppState>, req: Request) -> Response {
 }
 
 async fn authorize(State(s): State<AppState>, req: Request) -> Response {
+    let req = with_request_source(req);
     let (parts, _) = req.into_parts();
     let head = http::Request::from_parts(parts.clone(), ());
     match s.endpoints.authorize(&head).await {
@@ -239,14 +261,15 @@ fn provider_segment(path: &str) -> &str {
 }
 
 async fn authorize_upstream(State(s): State<AppState>, req: Request) -> Response {
-    let (parts, _) = req.into_parts();
+    let (parts, _) = with_request_source(req).into_parts();
     let head = http::Request::from_parts(parts, ());
     let provider = provider_segment(head.uri().path()).to_owned();
     into_axum(s.endpoints.authorize_with_provider(&head, &provider).await)
 }
 
 async fn upstream_callback(State(s): State<AppState>, req: Request) -> Response {
-    let (parts, _) = req.into_parts();
+    // The source reaches the consent handler (e.g. per-source caps).
+    let (parts, _) = with_request_source(req).into_parts();
     let head = http::Request::from_parts(parts.clone(), ());
     let provider = provider_segment(head.uri().path()).to_owned();
     match s.endpoints.upstream_callback(&head, &provider).await {
@@ -266,26 +289,15 @@ async fn token(State(s): State<AppState>, req: Request) -> Response {
     }
 }
 
-async fn register(State(s): State<AppState>, mut req: Request) -> Response {
-    // The peer address, when the server was started with connect info and
-    // the host did not set a source itself (e.g. from a trusted proxy).
-    let peer = req
-        .extensions()
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip());
-    if let Some(ip) = peer
-        && req.extensions().get::<crate::http::RequestSource>().is_none()
-    {
-        req.extensions_mut().insert(crate::http::RequestSource(ip));
-    }
-    match buffer(req, s.max_body + 1).await {
+async fn register(State(s): State<AppState>, req: Request) -> Response {
+    match buffer(with_request_source(req), s.max_body + 1).await {
         Ok(req) => into_axum(s.endpoints.register(&req).await),
         Err(r) => r,
     }
 }
 
 async fn cimd_resolve(State(s): State<AppState>, req: Request) -> Response {
-    match buffer(req, s.max_body + 1).await {
+    match buffer(with_request_source(req), s.max_body + 1).await {
         Ok(req) => into_axum(s.endpoints.cimd_resolve(&req).await),
         Err(r) => r,
     }

@@ -708,7 +708,7 @@ impl ClientMetadata {
             }
         };
 
-        Ok(ValidatedMetadata {
+        let validated = ValidatedMetadata {
             redirect_uris,
             token_endpoint_auth_method: method,
             grant_types,
@@ -729,8 +729,92 @@ impl ClientMetadata {
             software_id: bounded(self.software_id.as_deref(), "software_id")?,
             software_version: bounded(self.software_version.as_deref(), "software_version")?,
             application_type,
-        })
+        };
+        if cimd {
+            // The client_id host is a reference too: applied by
+            // `cimd::validate_document`, which knows it.
+            Ok(validated)
+        } else {
+            Ok(validated.with_related_informational_uris(None))
+        }
     }
+}
+
+impl ValidatedMetadata {
+    /// Applies the related-host rule to `client_uri`, `logo_uri`, `tos_uri`
+    /// and `policy_uri` (SPEC-CHECKLIST section 3: self-asserted metadata).
+    ///
+    /// The reference hosts are the hosts of the redirect URIs that are not
+    /// loopback, plus `client_id_host` (a CIMD document's URL host). A URI
+    /// whose host is not [`related_host`] to one of them is dropped: never
+    /// stored, echoed in a registration response, or shown on a consent
+    /// screen. Dropped rather than refused, because real documents put
+    /// these links on sibling domains (ChatGPT's `tos_uri` is on
+    /// openai.com, VS Code's `client_uri` on code.visualstudio.com for a
+    /// vscode.dev `client_id`) and refusing them would lock those clients
+    /// out (SPEC-CHECKLIST section 8, lesson 2). A native client with
+    /// loopback redirect URIs only and no `client_id` host (DCR) keeps none.
+    #[must_use]
+    pub fn with_related_informational_uris(mut self, client_id_host: Option<&str>) -> Self {
+        let mut references: Vec<String> = self
+            .redirect_uris
+            .iter()
+            .filter(|r| !r.is_loopback())
+            .filter_map(|r| url_host(r.as_str()))
+            .collect();
+        references.extend(client_id_host.map(|h| h.to_ascii_lowercase()));
+        let fields = [
+            &mut self.client_uri,
+            &mut self.logo_uri,
+            &mut self.tos_uri,
+            &mut self.policy_uri,
+        ];
+        for value in fields {
+            let related = value
+                .as_deref()
+                .and_then(url_host)
+                .is_some_and(|h| references.iter().any(|r| related_host(&h, r)));
+            if !related {
+                *value = None;
+            }
+        }
+        self
+    }
+}
+
+/// The parsed (WHATWG) host of a URL, lowercased.
+fn url_host(raw: &str) -> Option<String> {
+    url::Url::parse(raw)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+}
+
+/// Whether `host` is related to `reference`: the same host, a subdomain of
+/// it (`docs.app.example` for `app.example`), or a parent of it with at
+/// least two labels (`example.com` for `app.example.com`, never `com`).
+/// IP literals are related only to themselves.
+///
+/// Without a public-suffix list this cannot tell registrable domains:
+/// a parent such as `co.uk` of `app.example.co.uk` is accepted. The URIs
+/// this rule applies to are only displayed as links, and the consent
+/// screen shows the `client_id` and redirect hosts, which are exact.
+pub fn related_host(host: &str, reference: &str) -> bool {
+    let host = host.trim_end_matches('.');
+    let reference = reference.trim_end_matches('.');
+    if host.eq_ignore_ascii_case(reference) {
+        return true;
+    }
+    let is_ip = |h: &str| h.starts_with('[') || h.parse::<std::net::Ipv4Addr>().is_ok();
+    if host.is_empty() || reference.is_empty() || is_ip(host) || is_ip(reference) {
+        return false;
+    }
+    let sub_of = |child: &str, parent: &str| {
+        child.len() > parent.len() + 1
+            && child.get(child.len() - parent.len() - 1..).is_some_and(|tail| {
+                tail.starts_with('.') && tail.get(1..).is_some_and(|t| t.eq_ignore_ascii_case(parent))
+            })
+    };
+    sub_of(host, reference) || (host.contains('.') && sub_of(reference, host))
 }
 
 /// A string a user may read: bounded, and free of characters that would
@@ -817,6 +901,74 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use serde_json::json;
+
+    #[test]
+    fn related_hosts() {
+        for (host, reference, related) in [
+            ("app.example.com", "app.example.com", true),
+            ("APP.example.com", "app.example.com", true),
+            ("docs.app.example.com", "app.example.com", true),
+            ("example.com", "app.example.com", true),
+            ("com", "app.example.com", false),
+            ("evil.example", "app.example.com", false),
+            ("xapp.example.com", "app.example.com", false),
+            ("app.example.com.evil.example", "app.example.com", false),
+            ("127.0.0.1", "127.0.0.1", true),
+            ("0.0.1", "127.0.0.1", false),
+            ("1.127.0.0.1", "127.0.0.1", false),
+        ] {
+            assert_eq!(related_host(host, reference), related, "{host} vs {reference}");
+        }
+    }
+
+    #[test]
+    fn informational_uris_on_unrelated_hosts_are_dropped() {
+        let m: ClientMetadata = serde_json::from_value(json!({
+            "redirect_uris": ["https://app.example.com/cb", "http://127.0.0.1:9/cb"],
+            "client_name": "App",
+            "client_uri": "https://app.example.com",
+            "logo_uri": "https://cdn.app.example.com/l.png",
+            "tos_uri": "https://evil.example/tos",
+            "policy_uri": "https://127.0.0.1/p"
+        }))
+        .unwrap();
+        let v = m.validate(MetadataProfile::Dcr, RedirectUriPolicy::strict()).unwrap();
+        assert_eq!(v.client_uri.as_deref(), Some("https://app.example.com"));
+        assert_eq!(v.logo_uri.as_deref(), Some("https://cdn.app.example.com/l.png"));
+        assert_eq!(v.tos_uri, None, "unrelated host");
+        assert_eq!(v.policy_uri, None, "loopback redirect hosts are no reference");
+        // CIMD: the client_id host is a reference too (applied by the
+        // document check); the profile's validate leaves them alone
+        let v = m.validate(CIMD_PROFILE, RedirectUriPolicy::strict()).unwrap();
+        let v = v.with_related_informational_uris(Some("evil.example"));
+        assert_eq!(v.tos_uri.as_deref(), Some("https://evil.example/tos"));
+        // loopback-only native client: nothing to relate to
+        let native: ClientMetadata = serde_json::from_value(json!({
+            "redirect_uris": ["http://127.0.0.1:9/cb"],
+            "client_uri": "https://anything.example"
+        }))
+        .unwrap();
+        let v = native
+            .validate(MetadataProfile::Dcr, RedirectUriPolicy::strict())
+            .unwrap();
+        assert_eq!(v.client_uri, None);
+        // out-of-range ports never pass the WHATWG check
+        for bad in ["https://app.example.com:99999/", "https://app.example.com:0/"] {
+            let m: ClientMetadata =
+                serde_json::from_value(json!({"redirect_uris": ["https://app.example.com/cb"], "client_uri": bad}))
+                    .unwrap();
+            assert_eq!(
+                m.validate(MetadataProfile::Dcr, RedirectUriPolicy::strict())
+                    .unwrap_err(),
+                ClientMetadataError::InvalidUri { field: "client_uri" },
+                "{bad}"
+            );
+        }
+    }
+
+    const CIMD_PROFILE: MetadataProfile = MetadataProfile::Cimd {
+        allow_private_key_jwt: false,
+    };
 
     fn meta(v: Value) -> ClientMetadata {
         serde_json::from_value(v).unwrap()

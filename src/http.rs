@@ -15,6 +15,10 @@ use std::time::Instant;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
 
 use crate::authorize::PendingAuthorization;
+/// Who caused a request (the same type as [`crate::cimd::RequestSource`]):
+/// one request extension, set once by the edge, read by the CIMD fetch
+/// budgets and by tokenless registration.
+pub use crate::cimd::RequestSource;
 use crate::error::{ErrorCode, OAuthError};
 use crate::grant::Subject;
 use crate::metrics;
@@ -153,6 +157,40 @@ impl BearerCredential {
 impl IntrospectionAuthenticator for BearerCredential {
     fn authenticate(&self, _project: &ProjectId, authorization: Option<&str>) -> bool {
         bearer_token(authorization).is_some_and(|t| self.0.ct_eq(t))
+    }
+}
+
+/// Introspection credentials scoped to projects: a resource server holding
+/// project A's credential can introspect only A's tokens (token lookups
+/// are per project, and B's credential is not accepted for A). Each
+/// project may have several credentials (one per resource server, or
+/// during a rotation); compared in constant time.
+#[derive(Debug, Clone, Default)]
+pub struct ProjectBearerCredentials(std::collections::HashMap<ProjectId, Vec<SecretString>>);
+
+impl ProjectBearerCredentials {
+    /// No credential: every introspection is refused.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a credential for `project`.
+    #[must_use]
+    pub fn with(mut self, project: ProjectId, secret: SecretString) -> Self {
+        self.0.entry(project).or_default().push(secret);
+        self
+    }
+}
+
+impl IntrospectionAuthenticator for ProjectBearerCredentials {
+    fn authenticate(&self, project: &ProjectId, authorization: Option<&str>) -> bool {
+        let Some(token) = bearer_token(authorization) else {
+            return false;
+        };
+        // Compare with every credential of the project (no early exit).
+        self.0
+            .get(project)
+            .is_some_and(|list| list.iter().fold(false, |ok, c| c.ct_eq(token) | ok))
     }
 }
 
@@ -344,7 +382,7 @@ impl OAuthEndpoints {
         };
         match self
             .server
-            .authorize(&project, req.uri().query().unwrap_or_default())
+            .authorize_from(&project, req.uri().query().unwrap_or_default(), request_source(req))
             .await
         {
             AuthorizeOutcome::ShowError(e) => shown(&e),
@@ -377,7 +415,10 @@ impl OAuthEndpoints {
         };
         let started = Instant::now();
         let query = req.uri().query().unwrap_or_default();
-        let outcome = self.server.authorize_with_provider(&project, provider, query).await;
+        let outcome = self
+            .server
+            .authorize_with_provider_from(&project, provider, query, request_source(req))
+            .await;
         let label = match &outcome {
             AuthorizeOutcome::ShowError(e) => e.code().as_str(),
             AuthorizeOutcome::Redirect(_) => "redirect",
@@ -483,7 +524,7 @@ impl OAuthEndpoints {
         let started = Instant::now();
         let result = async {
             let (project, body) = self.json_request(req)?;
-            let source = req.extensions().get::<RequestSource>().map(|s| s.0);
+            let source = request_source(req).and_then(RequestSource::ip);
             self.server
                 .register_client_from(&project, authorization(req), body, source)
                 .await
@@ -502,15 +543,30 @@ impl OAuthEndpoints {
     /// preview. Both outcomes are 200 JSON told apart by `status`
     /// (`resolved` with the normalized client, or `failed` with the exact
     /// reason); a malformed request is a 400 OAuth error.
+    ///
+    /// The answer carries no cache state (see [`crate::cimd::CimdPreview`]);
+    /// [`Self::cimd_resolve_with_cache_details`] is the administrator's
+    /// variant.
     pub async fn cimd_resolve<B: AsRef<[u8]>>(&self, req: &Request<B>) -> Response<Vec<u8>> {
+        self.cimd_resolve_as(req, false).await
+    }
+
+    /// [`Self::cimd_resolve`] with `from_cache` and `cache_expires_at`:
+    /// only for callers the host has authenticated as administrators.
+    pub async fn cimd_resolve_with_cache_details<B: AsRef<[u8]>>(&self, req: &Request<B>) -> Response<Vec<u8>> {
+        self.cimd_resolve_as(req, true).await
+    }
+
+    async fn cimd_resolve_as<B: AsRef<[u8]>>(&self, req: &Request<B>, details: bool) -> Response<Vec<u8>> {
         let started = Instant::now();
         let result = async {
             let (project, body) = self.json_request(req)?;
-            self.server.preview_cimd(&project, body).await
+            self.server.preview_cimd_from(&project, body, request_source(req)).await
         }
         .await;
         observe("cimd_resolve", started, &result);
         match result {
+            Ok(preview) if details => no_store(json(StatusCode::OK, preview.to_json_with_cache_details())),
             Ok(preview) => no_store(json(StatusCode::OK, preview.to_json())),
             Err(e) => error_response(&e),
         }
@@ -699,13 +755,16 @@ fn observe<T>(endpoint: &'static str, started: Instant, result: &Result<T, OAuth
     metrics::request(endpoint, outcome, started.elapsed());
 }
 
-/// The network source of a request: the peer address, or the client
-/// address a proxy the host trusts reports. The host sets it as a request
-/// extension (the `axum` router does so from `ConnectInfo<SocketAddr>`);
-/// a registration without an initial access token is rate-limited by it
-/// and is not admitted without it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct RequestSource(pub std::net::IpAddr);
+/// The request's source, which the host inserts in its extensions
+/// (`req.extensions_mut().insert(RequestSource::from_ip(ip))`), or which
+/// the `axum` router inserts from the connection's peer address when
+/// served with `into_make_service_with_connect_info::<SocketAddr>()`. One
+/// value serves every feature that reads it: CIMD first fetches are
+/// limited per source, and a registration without an initial access token
+/// is rate-limited by its address and not admitted without one.
+pub fn request_source<B>(req: &Request<B>) -> Option<&RequestSource> {
+    req.extensions().get::<RequestSource>()
+}
 
 /// The `Authorization` header as a string, if present and ASCII.
 pub fn authorization<B>(req: &Request<B>) -> Option<&str> {
@@ -872,6 +931,23 @@ pub fn cors_preflight<B>(req: &Request<B>) -> Option<Response<Vec<u8>>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn introspection_credentials_are_per_project() {
+        let a = ProjectId::new("proj_a").unwrap();
+        let b = ProjectId::new("proj_b").unwrap();
+        let creds = ProjectBearerCredentials::new()
+            .with(a.clone(), SecretString::from("secret-a"))
+            .with(a.clone(), SecretString::from("secret-a2"))
+            .with(b.clone(), SecretString::from("secret-b"));
+        assert!(creds.authenticate(&a, Some("Bearer secret-a")));
+        assert!(creds.authenticate(&a, Some("Bearer secret-a2")));
+        assert!(!creds.authenticate(&a, Some("Bearer secret-b")), "B's credential for A");
+        assert!(!creds.authenticate(&b, Some("Bearer secret-a")));
+        assert!(!creds.authenticate(&ProjectId::new("proj_c").unwrap(), Some("Bearer secret-a")));
+        assert!(!creds.authenticate(&a, None));
+        assert!(!ProjectBearerCredentials::new().authenticate(&a, Some("Bearer secret-a")));
+    }
 
     #[test]
     fn project_resolution() {

@@ -12,7 +12,8 @@ use async_trait::async_trait;
 use authio_mcp::ErrorCode;
 use authio_mcp::audit::AuditKind;
 use authio_mcp::cimd::{
-    CimdPolicy, CimdPreview, CimdTrust, ClientIdUrl, FetchError, FetchPlan, FetchResponse, HostPattern, MetadataFetcher,
+    CimdPolicy, CimdPreview, CimdTrust, ClientIdUrl, FetchError, FetchLimits, FetchPlan, FetchResponse, HostPattern,
+    MetadataFetcher, RequestSource,
 };
 use authio_mcp::client::{ApplicationType, GrantType, TokenEndpointAuthMethod};
 use authio_mcp::discovery::Issuer;
@@ -325,6 +326,12 @@ async fn preview_of_a_real_document() {
     assert_eq!(v["token_endpoint_auth_method"], "none");
     assert_eq!(v["grant_types"], json!(["authorization_code", "refresh_token"]));
     assert_eq!(v["application_type"], "native");
+    // the anonymous answer says nothing about the cache (no oracle)
+    assert!(
+        v.get("from_cache").is_none() && v.get("cache_expires_at").is_none(),
+        "{v}"
+    );
+    let v: Value = serde_json::from_slice(&preview.to_json_with_cache_details()).unwrap();
     assert_eq!(v["from_cache"], false);
     assert_eq!(v["cache_expires_at"], "2026-11-26T12:10:00Z");
     assert_eq!(v["consent"]["client_id_host"], "vscode.dev");
@@ -332,7 +339,7 @@ async fn preview_of_a_real_document() {
     assert_eq!(v["consent"]["all_redirect_uris_loopback"], false);
 
     // again: from the cache
-    let v: Value = serde_json::from_slice(&h.preview(VSCODE).await.to_json()).unwrap();
+    let v: Value = serde_json::from_slice(&h.preview(VSCODE).await.to_json_with_cache_details()).unwrap();
     assert_eq!(v["from_cache"], true);
     assert_eq!(h.fetcher.calls(VSCODE), 1);
 }
@@ -795,11 +802,17 @@ async fn hostile_table_is_refused_with_the_expected_reason_and_nothing_cached() 
             // only URLs that are not https URLs at all stop before the resolver
             assert_eq!(case.reason, "invalid_url", "{}: no audit event", case.name);
         }
-        // a second attempt fetches again: the failure was not cached
+        // a second attempt within the negative TTL answers the same
+        // failure without fetching; after it, it fetches again; the
+        // document itself is never cached
         if case.fetches {
             let before = h.fetcher.total();
+            let again = h.preview(&case.client_id).await;
+            assert!(!again.is_resolved(), "{}", case.name);
+            assert_eq!(h.fetcher.total(), before, "{}: failure not remembered", case.name);
+            h.clock.advance(Duration::seconds(11));
             let _ = h.preview(&case.client_id).await;
-            assert_eq!(h.fetcher.total(), before + 1, "{}: failure cached", case.name);
+            assert_eq!(h.fetcher.total(), before + 1, "{}: failure cached too long", case.name);
             assert!(h.cache.is_empty(), "{}", case.name);
         }
     }
@@ -915,8 +928,13 @@ async fn concurrent_failures_share_one_fetch_and_are_not_cached() {
     }
     assert_eq!(h.fetcher.total(), 1);
     assert!(h.cache.is_empty());
-    // fixed at the source: the next resolution fetches again and succeeds
+    // fixed at the source: within the 10 s negative TTL the failure is
+    // answered without a fetch; after it, the next resolution fetches
+    // again and succeeds
     h.fetcher.serve(U, Ok(json_response(&doc_with(json!({})))));
+    assert_eq!(h.resolve(U).await.unwrap_err().http_status(), Some(503));
+    assert_eq!(h.fetcher.total(), 1);
+    h.clock.advance(Duration::seconds(10));
     h.resolve(U).await.unwrap();
     assert_eq!(h.fetcher.total(), 2);
 }
@@ -988,7 +1006,7 @@ async fn no_store_documents_are_fetched_every_time() {
         h.resolve(&url).await.unwrap();
         h.resolve(&url).await.unwrap();
         assert_eq!(h.fetcher.calls(&url), 2, "{cc}");
-        let v: Value = serde_json::from_slice(&h.preview(&url).await.to_json()).unwrap();
+        let v: Value = serde_json::from_slice(&h.preview(&url).await.to_json_with_cache_details()).unwrap();
         assert_eq!(v["cache_expires_at"], Value::Null, "{cc}");
     }
     assert!(h.cache.is_empty());
@@ -1073,7 +1091,8 @@ async fn settings_with_inconsistent_cimd_bounds_are_refused() {
 #[tokio::test]
 async fn fetches_per_host_are_rate_limited_and_refused_fetches_are_audited() {
     let h = Harness::new().await;
-    let url = |i: usize| format!("https://flood.example.com/{i}.json");
+    // One directory per URL: the per-directory budget is tested apart.
+    let url = |i: usize| format!("https://flood.example.com/{i}/c.json");
     let mut limited = 0;
     for i in 0..40 {
         match h.resolve(&url(i)).await {
@@ -1101,4 +1120,129 @@ async fn fetches_per_host_are_rate_limited_and_refused_fetches_are_audited() {
         .filter(|e| matches!(e, AuditKind::CimdFetchFailed { reason, .. } if reason == "rate_limited"))
         .count();
     assert_eq!(limited_events, 11);
+}
+
+// ---------------------------------------------------------------- abuse (issue 18)
+
+impl Harness {
+    async fn resolve_from(
+        &self,
+        url: &str,
+        source: &RequestSource,
+    ) -> Result<authio_mcp::client::Client, authio_mcp::cimd::CimdError> {
+        let url = ClientIdUrl::try_from(url.to_owned()).unwrap();
+        self.server
+            .resolve_cimd_client_from(&self.project, &self.settings, &url, Some(source))
+            .await
+    }
+}
+
+fn ip(i: u8) -> RequestSource {
+    RequestSource::from_ip(std::net::IpAddr::from([198, 51, 100, i]))
+}
+
+#[tokio::test]
+async fn junk_from_many_sources_spends_first_fetches_only_and_the_known_client_revalidates() {
+    let h = Harness::new().await;
+    // the real client signed in once; its document has expired
+    h.fetcher.serve(U, Ok(json_response(&doc_with(json!({})))));
+    h.resolve(U).await.unwrap();
+    h.clock.advance(Duration::hours(2));
+    // junk from 10 sources, one directory each: the host's first-fetch
+    // burst (30) is spent, the 31st is refused
+    let mut limited = 0;
+    for i in 0..40u8 {
+        let junk = format!("https://app.example.com/junk{i}/c.json");
+        h.fetcher.serve(&junk, body(404, None, b""));
+        if let Err(e) = h.resolve_from(&junk, &ip(i % 10)).await
+            && e.reason() == "rate_limited"
+        {
+            limited += 1;
+        }
+    }
+    assert_eq!(limited, 10);
+    let before = h.fetcher.calls(U);
+    h.resolve_from(U, &ip(200)).await.unwrap();
+    assert_eq!(h.fetcher.calls(U), before + 1, "revalidated, not served stale");
+    // a source that spent its first fetches (10) is refused; another is not
+    let s = ip(1);
+    let mut refused = 0;
+    for k in 0..10 {
+        let url = format!("https://new{k}.example.com/c.json");
+        refused += usize::from(h.resolve_from(&url, &s).await.is_err());
+    }
+    assert!(refused > 0 && refused < 10, "{refused}");
+    assert!(
+        h.resolve_from("https://another.example.com/c.json", &ip(99))
+            .await
+            .is_ok()
+    );
+}
+
+#[tokio::test]
+async fn previews_have_their_own_budget() {
+    let h = Harness::new().await;
+    for i in 0..12 {
+        let _ = h.preview(&format!("https://p{i}.example.com/c.json")).await;
+    }
+    let refused = h.preview("https://p99.example.com/c.json").await;
+    let v: Value = serde_json::from_slice(&refused.to_json()).unwrap();
+    assert_eq!(v["reason"], "rate_limited");
+    // first fetches by authorization requests are untouched
+    assert!(h.resolve("https://fresh.example.com/c.json").await.is_ok());
+}
+
+#[tokio::test]
+async fn stale_documents_are_served_within_the_grace_when_the_host_is_busy() {
+    let h = Harness::new().await;
+    h.fetcher.serve(
+        U,
+        Ok(json_response(&doc_with(json!({}))).with_cache_control("max-age=600")),
+    );
+    h.resolve(U).await.unwrap();
+    // expired 30 minutes ago, host answers 503: the stale document serves
+    h.clock.advance(Duration::minutes(40));
+    h.fetcher.serve(U, body(503, None, b""));
+    assert!(h.resolve(U).await.is_ok());
+    assert_eq!(h.fetcher.calls(U), 2);
+    // past the grace (1 hour after expiry): the failure shows
+    h.clock.advance(Duration::minutes(31));
+    assert_eq!(h.resolve(U).await.unwrap_err().http_status(), Some(503));
+    // and a definitive answer (404) ends the stale use at once
+    let h = Harness::new().await;
+    h.fetcher.serve(U, Ok(json_response(&doc_with(json!({})))));
+    h.resolve(U).await.unwrap();
+    h.clock.advance(Duration::minutes(6));
+    h.fetcher.serve(U, body(404, None, b""));
+    assert_eq!(h.resolve(U).await.unwrap_err().http_status(), Some(404));
+    assert!(h.cache.is_empty());
+    // a document that validated before is never negatively cached: fixed,
+    // it is fetched again at once
+    h.fetcher.serve(U, Ok(json_response(&doc_with(json!({})))));
+    assert!(h.resolve(U).await.is_ok());
+}
+
+#[tokio::test]
+async fn stale_documents_are_served_when_the_revalidation_budget_is_spent() {
+    let fetcher = FakeFetcher::default();
+    let h = Harness::with_fetcher(fetcher, |_| {}).await;
+    let server = AuthorizationServer::builder(Issuer::new("https://auth-api.authio.com").unwrap())
+        .audit(h.audit.clone())
+        .clock(h.clock.clone())
+        .metadata_fetcher(h.fetcher.clone())
+        .cimd_cache(h.cache.clone())
+        .cimd_fetch_limits(FetchLimits::default().revalidation(1, Duration::hours(1)))
+        .build();
+    server.put_project(&h.project, h.settings.clone()).await.unwrap();
+    let a = ClientIdUrl::parse("https://a.example.com/c.json").unwrap();
+    let b = ClientIdUrl::parse("https://a.example.com/d.json").unwrap();
+    for u in [&a, &b] {
+        server.resolve_cimd_client(&h.project, &h.settings, u).await.unwrap();
+    }
+    h.clock.advance(Duration::minutes(6));
+    // one revalidation for the host: a fetches, b is served stale
+    server.resolve_cimd_client(&h.project, &h.settings, &a).await.unwrap();
+    server.resolve_cimd_client(&h.project, &h.settings, &b).await.unwrap();
+    assert_eq!(h.fetcher.calls(a.as_str()), 2);
+    assert_eq!(h.fetcher.calls(b.as_str()), 1);
 }

@@ -32,11 +32,19 @@ async fn start(auto_approve: bool) -> Running {
 }
 
 async fn start_with(auto_approve: bool, cimd_root_cert: Option<Vec<u8>>) -> Running {
+    start_with_issuer(auto_approve, cimd_root_cert, None).await
+}
+
+async fn start_with_issuer(auto_approve: bool, cimd_root_cert: Option<Vec<u8>>, issuer: Option<&str>) -> Running {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr: SocketAddr = listener.local_addr().unwrap();
     let base = format!("http://{addr}");
+    let issuer = match issuer {
+        Some(i) => Issuer::new(i).unwrap(),
+        None => Issuer::new_allowing_loopback_http_for_development(base.clone()).unwrap(),
+    };
     let config = app::Config {
-        issuer: Issuer::new_allowing_loopback_http_for_development(base.clone()).unwrap(),
+        issuer,
         admin_token: ADMIN.into(),
         auto_approve,
         allow_loopback_cimd: true,
@@ -48,6 +56,7 @@ async fn start_with(auto_approve: bool, cimd_root_cert: Option<Vec<u8>>) -> Runn
     };
     let app = app::App::new(config).await.unwrap();
     let router = app.router().await.unwrap();
+    // As the example's main: the peer address is each request's source.
     tokio::spawn(async move {
         axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
             .await
@@ -495,6 +504,10 @@ async fn consent_page_with_csrf_protected_form() {
             .unwrap()
             .contains("frame-ancestors 'none'")
     );
+    assert!(
+        !r.headers()["set-cookie"].to_str().unwrap().contains("Secure"),
+        "plain-http development issuer: a Secure cookie would never come back"
+    );
     let cookie = r.headers()["set-cookie"]
         .to_str()
         .unwrap()
@@ -566,6 +579,10 @@ struct DocumentServer {
 
 impl DocumentServer {
     async fn start(redirect: &'static str) -> Self {
+        Self::start_with_cache(redirect, "max-age=600").await
+    }
+
+    async fn start_with_cache(redirect: &'static str, cache_control: &'static str) -> Self {
         use tokio::io::AsyncWriteExt as _;
         let (acceptor, ca_pem) = tls::self_signed_acceptor(&["localhost"]);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -590,7 +607,7 @@ impl DocumentServer {
                         })
                         .to_string();
                         format!(
-                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncache-control: max-age=600\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{doc}",
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncache-control: {cache_control}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{doc}",
                             doc.len()
                         )
                     } else {
@@ -622,6 +639,33 @@ async fn cimd_client_full_pkce_flow_and_preview() {
     assert_eq!(preview["client_name"], "Local CIMD Client");
     assert_eq!(preview["redirect_uris"], json!([redirect]));
     assert_eq!(preview["token_endpoint_auth_method"], "none");
+    // Anonymous: the validation result only, nothing about the cache.
+    assert!(preview.get("from_cache").is_none(), "{preview}");
+    assert!(preview.get("cache_expires_at").is_none(), "{preview}");
+    // The administrator sees the cache state.
+    let r = s
+        .http
+        .post(s.url("/admin/cimd/resolve"))
+        .bearer_auth(ADMIN)
+        .header("X-Authio-Project", "proj_demo")
+        .header("content-type", "application/json")
+        .body(json!({ "client_id": client_id }).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let detailed: Value = r.json().await.unwrap();
+    assert_eq!(detailed["from_cache"], true, "{detailed}");
+    assert!(detailed["cache_expires_at"].is_string(), "{detailed}");
+    let r = s
+        .http
+        .post(s.url("/admin/cimd/resolve"))
+        .header("X-Authio-Project", "proj_demo")
+        .body(json!({ "client_id": client_id }).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "cache details need the admin token");
 
     // Sign in with the document's URL as client_id.
     let verifier = CodeVerifier::from_random(&[11; 32]);
@@ -845,4 +889,237 @@ async fn metrics_behind_the_admin_token_and_request_ids() {
     // Nothing secret or client-chosen in a label.
     assert!(!text.contains(&iat));
     assert!(!text.contains("client.example.com"));
+}
+
+/// Issue 18, point 1: 40 anonymous authorization requests naming junk URLs
+/// on a client's host, and a dozen anonymous previews, do not lock out
+/// the real client of that host, even when its document is never cached
+/// (`no-store`: every sign-in revalidates it).
+#[tokio::test]
+async fn anonymous_junk_on_a_client_host_does_not_lock_out_the_known_client() {
+    let redirect = "http://127.0.0.1:7777/cb";
+    let docs = DocumentServer::start_with_cache(redirect, "no-store").await;
+    let s = start_with(true, Some(docs.ca_pem.clone().into_bytes())).await;
+    let client_id = docs.url("/client.json");
+    let verifier = CodeVerifier::from_random(&[12; 32]);
+    s.sign_in(&client_id, redirect, &verifier).await;
+
+    let mut refused = 0;
+    for n in 0..40 {
+        let query = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("response_type", "code")
+            .append_pair("client_id", &docs.url(&format!("/junk/{n}/c.json")))
+            .append_pair("redirect_uri", redirect)
+            .finish();
+        let r = s
+            .http
+            .get(s.url(&format!("/oauth2/authorize?{query}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        let page = r.text().await.unwrap();
+        refused += usize::from(page.contains("rate_limited"));
+    }
+    assert!(refused > 0, "the attacker's source ran out of first fetches");
+    for n in 0..12 {
+        let v = s.preview(&docs.url(&format!("/junk/p{n}.json"))).await;
+        assert_eq!(v["status"], "failed");
+    }
+    // The real client still signs in: its revalidation has its own budget.
+    let code = s.sign_in(&client_id, redirect, &verifier).await;
+    let r = s
+        .post_form(
+            "/oauth2/token",
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("client_id", &client_id),
+                ("code_verifier", verifier.as_str()),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+}
+
+/// Issue 18, point 8: the consent cookie is `Secure` whenever the issuer
+/// is https.
+#[tokio::test]
+async fn consent_cookie_is_secure_when_the_issuer_is_https() {
+    let s = start_with_issuer(false, None, Some("https://auth.example.com")).await;
+    let iat = s.issue_iat().await;
+    let body = json!({"redirect_uris": ["http://127.0.0.1:5555/cb"], "client_name": "App", "token_endpoint_auth_method": "none"});
+    let (_, v) = s.register(&iat, &body.to_string()).await;
+    let verifier = CodeVerifier::from_random(&[9; 32]);
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("response_type", "code")
+        .append_pair("client_id", v["client_id"].as_str().unwrap())
+        .append_pair("redirect_uri", "http://127.0.0.1:5555/cb")
+        .append_pair("code_challenge", CodeChallenge::s256(&verifier).as_str())
+        .append_pair("code_challenge_method", "S256")
+        .finish();
+    let r = s
+        .http
+        .get(s.url(&format!("/oauth2/authorize?{query}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(cookie.contains("; Secure"), "{cookie}");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+}
+
+/// Issue 18, point 8: the introspection credential is the demo project's
+/// only; presenting it for another project is refused.
+#[tokio::test]
+async fn introspection_credentials_are_scoped_to_their_project() {
+    let s = start(true).await;
+    let for_project = |project: &'static str| {
+        s.http
+            .post(s.url("/oauth2/introspect"))
+            .header("X-Authio-Project", project)
+            .bearer_auth(INTROSPECT)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("token=whatever")
+            .send()
+    };
+    assert_eq!(for_project("proj_demo").await.unwrap().status(), 200);
+    assert_eq!(for_project("proj_other").await.unwrap().status(), 401);
+}
+
+/// Issue 18, point 5: 600 anonymous rejected registrations do not bury a
+/// reuse detection: it stays in the default listing, the listing filters
+/// by event name and pages, and the rejections are counted per minute.
+#[tokio::test]
+async fn security_events_are_not_buried_by_anonymous_rejections() {
+    let s = start(true).await;
+    let iat = s.issue_iat().await;
+    let (_, v) = s.register(&iat, SEED_STEP_3B).await;
+    let client_id = v["client_id"].as_str().unwrap().to_owned();
+    let redirect = "https://my-mcp-server.example.com/oauth/callback";
+    let verifier = CodeVerifier::from_random(&[13; 32]);
+    let code = s.sign_in(&client_id, redirect, &verifier).await;
+    for expected in [200, 400] {
+        let r = s
+            .post_form(
+                "/oauth2/token",
+                &[
+                    ("grant_type", "authorization_code"),
+                    ("code", &code),
+                    ("redirect_uri", redirect),
+                    ("client_id", &client_id),
+                    ("code_verifier", verifier.as_str()),
+                ],
+                None,
+            )
+            .await;
+        assert_eq!(r.status(), expected, "the second is a replay");
+    }
+    for _ in 0..600 {
+        let (status, _) = s.register("iatk_bogus", SEED_STEP_3B).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let (_, all) = s
+        .admin(reqwest::Method::GET, "/admin/projects/proj_demo/audit", None)
+        .await;
+    let names: Vec<&str> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"authorization_code.reuse_detected"), "{names:?}");
+    let rejected = names
+        .iter()
+        .filter(|n| **n == "oauth_client.registration_rejected")
+        .count();
+    assert_eq!(rejected, 100, "only samples of the rejections are kept whole");
+    let (_, only) = s
+        .admin(
+            reqwest::Method::GET,
+            "/admin/projects/proj_demo/audit?event=authorization_code.reuse_detected",
+            None,
+        )
+        .await;
+    assert_eq!(only.as_array().unwrap().len(), 1, "{only}");
+    // Paging: two events per page, newest page first, chained by `before`.
+    let r = s
+        .http
+        .get(s.url("/admin/projects/proj_demo/audit?limit=2"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    let next: u64 = r.headers()["x-next-cursor"].to_str().unwrap().parse().unwrap();
+    let first: Value = r.json().await.unwrap();
+    assert_eq!(first.as_array().unwrap().len(), 2);
+    let (_, second) = s
+        .admin(
+            reqwest::Method::GET,
+            &format!("/admin/projects/proj_demo/audit?limit=2&before={next}"),
+            None,
+        )
+        .await;
+    assert_eq!(second.as_array().unwrap().len(), 2);
+    assert_ne!(second, first);
+    assert!(second[1]["at"].as_str().unwrap() <= first[0]["at"].as_str().unwrap());
+    let (_, counts) = s
+        .admin(reqwest::Method::GET, "/admin/projects/proj_demo/audit/rejections", None)
+        .await;
+    let total: u64 = counts
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["event"] == "oauth_client.registration_rejected")
+        .map(|c| c["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 600);
+}
+
+/// Issue 18, point 4: pending consents are capped per source; a flood
+/// from one address does not stop another address's user from signing in.
+#[tokio::test]
+async fn pending_consents_are_capped_per_source() {
+    let s = start(false).await;
+    let iat = s.issue_iat().await;
+    let body = json!({"redirect_uris": ["http://127.0.0.1:5555/cb"], "client_name": "App", "token_endpoint_auth_method": "none"});
+    let (_, v) = s.register(&iat, &body.to_string()).await;
+    let client_id = v["client_id"].as_str().unwrap().to_owned();
+    let from = |ip: [u8; 4]| {
+        reqwest::Client::builder()
+            .local_address(std::net::IpAddr::from(ip))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+    };
+    let (attacker, user) = (from([127, 0, 0, 2]), from([127, 0, 0, 3]));
+    let verifier = CodeVerifier::from_random(&[14; 32]);
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("response_type", "code")
+        .append_pair("client_id", &client_id)
+        .append_pair("redirect_uri", "http://127.0.0.1:5555/cb")
+        .append_pair("code_challenge", CodeChallenge::s256(&verifier).as_str())
+        .append_pair("code_challenge_method", "S256")
+        .finish();
+    let url = s.url(&format!("/oauth2/authorize?{query}"));
+    let mut shown = 0;
+    let mut refused = 0;
+    for _ in 0..40 {
+        match attacker.get(&url).send().await.unwrap().status().as_u16() {
+            200 => shown += 1,
+            503 => refused += 1,
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!((shown, refused), (32, 8));
+    assert_eq!(
+        user.get(&url).send().await.unwrap().status(),
+        200,
+        "another source still gets its page"
+    );
 }

@@ -10,7 +10,7 @@ use std::sync::Barrier;
 
 use authio_mcp::ErrorCode;
 use authio_mcp::project::ProjectId;
-use authio_mcp::store::memory::GRANT_SHARDS;
+use authio_mcp::store::memory::{GRANT_SHARDS, MAX_ACCESS_TOKENS_PER_GRANT, MAX_ROTATED_PER_GRANT};
 use common::*;
 use futures_executor::block_on;
 use time::Duration;
@@ -108,11 +108,21 @@ async fn reuse_revokes_a_family_spread_over_every_shard() {
     }
     let last = tokens.last().unwrap().clone();
     assert_eq!(h.introspect(&last.access_token).await["active"], true);
-    // Reusing the first refresh token (after the grace) revokes every
-    // token of the grant.
+    // Only the newest MAX_ROTATED_PER_GRANT rotated tokens are remembered
+    // (bounded growth): the first one is forgotten, refused without
+    // revoking anything (after the grace, as a reuse would be).
     h.clock.advance(authio_mcp::project::DEFAULT_REFRESH_REUSE_GRACE);
     let err = h
         .refresh(&client, first.refresh_token.as_deref().unwrap(), "")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidGrant);
+    assert_eq!(h.introspect(&last.access_token).await["active"], true);
+    assert_eq!(h.grants.tombstones(), MAX_ROTATED_PER_GRANT);
+    // Reusing the oldest remembered one revokes every token of the grant.
+    let oldest_remembered = &tokens[tokens.len() - 1 - MAX_ROTATED_PER_GRANT];
+    let err = h
+        .refresh(&client, oldest_remembered.refresh_token.as_deref().unwrap(), "")
         .await
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::InvalidGrant);
@@ -121,6 +131,7 @@ async fn reuse_revokes_a_family_spread_over_every_shard() {
         assert_eq!(h.introspect(t.refresh_token.as_deref().unwrap()).await["active"], false);
     }
     assert!(h.grants.is_empty(), "every record of the grant deleted");
+    assert_eq!(h.grants.tombstones(), 0);
 }
 
 #[tokio::test]
@@ -161,4 +172,27 @@ async fn purging_after_every_lifetime_empties_the_store() {
     // 50 codes, 100 refresh tokens, 100 access tokens, and the marker.
     assert_eq!(h.server.purge_expired().await.unwrap(), 251);
     assert!(h.grants.is_empty());
+    assert_eq!(h.grants.tombstones(), 0, "tombstones reclaimed too");
+}
+
+/// Issue 18, point 3: the records of one grant stay bounded however often
+/// it is refreshed (the memory figure is in BENCHMARKS.md).
+#[tokio::test]
+async fn records_per_grant_are_bounded_across_many_refreshes() {
+    let h = harness().await;
+    let client = h.public_client(1, &[REDIRECT]).await;
+    let v = verifier(2);
+    let code = h.code_for(&client, &v, "").await;
+    let mut t = h.exchange(&client, &code, &v, "").await.unwrap();
+    for _ in 0..300 {
+        t = h
+            .refresh(&client, t.refresh_token.as_deref().unwrap(), "")
+            .await
+            .unwrap();
+        // one code, one live refresh token, the capped access tokens
+        assert!(h.grants.len() <= 2 + MAX_ACCESS_TOKENS_PER_GRANT, "{}", h.grants.len());
+        assert!(h.grants.tombstones() <= MAX_ROTATED_PER_GRANT);
+    }
+    assert_eq!(h.introspect(&t.access_token).await["active"], true);
+    assert_eq!(h.introspect(t.refresh_token.as_deref().unwrap()).await["active"], true);
 }

@@ -16,7 +16,8 @@ use authio_mcp::dcr::{IatId, IatOptions, RegistrationPolicy};
 use authio_mcp::discovery::Issuer;
 use authio_mcp::grant::Subject;
 use authio_mcp::http::{
-    BearerCredential, HeaderOrDefaultProjectResolver, OAuthEndpoints, bearer_token, error_response, escape_html, json,
+    HeaderOrDefaultProjectResolver, OAuthEndpoints, ProjectBearerCredentials, bearer_token, error_response,
+    escape_html, json,
 };
 use authio_mcp::project::{DcrMode, ProjectId, ProjectSettings};
 use authio_mcp::resource::ResourceUri;
@@ -179,6 +180,9 @@ pub struct App {
     pub endpoints: OAuthEndpoints,
     /// The audit log, for `/admin/.../audit`.
     pub audit: Arc<dyn AuditLog>,
+    /// The memory audit log when storage is in memory, for its rejection
+    /// counts (`/admin/.../audit/rejections`).
+    pub memory_audit: Option<Arc<MemoryAuditLog>>,
     /// Where the records are.
     pub storage: Storage,
     config: Arc<Config>,
@@ -243,10 +247,10 @@ impl App {
         } else {
             builder = builder.user_claims(Arc::new(DemoUserClaims));
         }
-        let (builder, audit): (_, Arc<dyn AuditLog>) = match &storage {
+        let (builder, audit, memory_audit): (_, Arc<dyn AuditLog>, _) = match &storage {
             Storage::Memory => {
                 let audit = Arc::new(MemoryAuditLog::new());
-                (builder.audit(audit.clone()), audit)
+                (builder.audit(audit.clone()), audit.clone(), Some(audit))
             }
             Storage::Sqlite(s) => (
                 builder
@@ -259,6 +263,7 @@ impl App {
                     .replay_store(s.clone())
                     .audit(s.clone()),
                 s.clone(),
+                None,
             ),
             Storage::Postgres(s) => (
                 builder
@@ -271,6 +276,7 @@ impl App {
                     .replay_store(s.clone())
                     .audit(s.clone()),
                 s.clone(),
+                None,
             ),
         };
         let builder = match (&storage, project_cache.is_zero()) {
@@ -318,16 +324,21 @@ impl App {
             }
         }
         let endpoints = OAuthEndpoints::new(server, Arc::new(HeaderOrDefaultProjectResolver::new(project)))
-            .with_introspection_authenticator(Arc::new(BearerCredential::new(SecretString::from(
-                config.introspection_token.as_str(),
-            ))));
+            // The credential is the demo project's only: a resource server
+            // of another project cannot read the demo project's tokens.
+            .with_introspection_authenticator(Arc::new(ProjectBearerCredentials::new().with(
+                ProjectId::new(DEMO_PROJECT)?,
+                SecretString::from(config.introspection_token.as_str()),
+            )));
         let consent = Arc::new(ConsentPage {
             pending: Mutex::new(HashMap::new()),
             auto_approve: config.auto_approve,
+            secure_cookie: config.issuer.as_str().starts_with("https://"),
         });
         Ok(Self {
             endpoints,
             audit,
+            memory_audit,
             storage,
             config: Arc::new(config),
             consent,
@@ -385,8 +396,10 @@ impl App {
             )
             .route("/admin/projects/{id}/mcp", post(admin_set_mcp))
             .route("/admin/projects/{id}/audit", get(admin_audit))
+            .route("/admin/projects/{id}/audit/rejections", get(admin_audit_rejections))
             .route("/admin/projects/{id}/iats", post(admin_issue_iat).get(admin_list_iats))
             .route("/admin/projects/{id}/iats/{iat_id}", delete(admin_revoke_iat))
+            .route("/admin/cimd/resolve", post(admin_cimd_resolve))
             .route("/consent", post(consent_submit))
             .route("/metrics", get(metrics_text))
             .with_state(self.clone());
@@ -426,6 +439,19 @@ impl App {
                 "admin token required",
             ))
         }
+    }
+}
+
+/// `POST /admin/cimd/resolve`: the CIMD preview with its cache state
+/// (`from_cache`, `cache_expires_at`), behind the admin token; the
+/// anonymous `/oauth2/cimd/resolve` answers only the validation result.
+async fn admin_cimd_resolve(State(app): State<App>, req: axum::extract::Request) -> Response {
+    if let Err(e) = app.check_admin(req.headers()) {
+        return admin_error(&e);
+    }
+    match authio_mcp::axum::buffer(authio_mcp::axum::with_request_source(req), 64 * 1024).await {
+        Ok(req) => authio_mcp::axum::into_axum(app.endpoints.cimd_resolve_with_cache_details(&req).await),
+        Err(r) => r,
     }
 }
 
@@ -735,6 +761,25 @@ async fn admin_audit(State(app): State<App>, Path(id): Path<String>, uri: http::
     }
 }
 
+/// `GET /admin/projects/{id}/audit/rejections`: the counts of rejected
+/// anonymous requests per minute, event and reason (memory storage; the
+/// SQL audit logs store every event, so this answers an empty list there).
+async fn admin_audit_rejections(State(app): State<App>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    let result = async {
+        app.check_admin(&headers)?;
+        let p = project_id(&id)?;
+        app.endpoints.server().project(&p).await.map_err(admin_failure)?;
+        let counts = app
+            .memory_audit
+            .as_ref()
+            .map(|log| log.rejection_counts(&p))
+            .unwrap_or_default();
+        Ok(serde_json::to_value(counts).unwrap_or_default())
+    }
+    .await;
+    result.map_or_else(|e| admin_error(&e), |v| json_ok(&v))
+}
+
 /// `POST /admin/projects/{id}/iats` body.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -818,16 +863,68 @@ struct Waiting {
     signed_in: Option<SignedIn>,
     csrf: SecretString,
     cookie: SecretString,
+    /// Who started it (the connection's source), for the per-source cap.
+    source: Option<authio_mcp::cimd::RequestSource>,
+}
+
+/// Whether one more pending consent may be kept for `source` and the
+/// request's client: at most [`MAX_WAITING_PER_SOURCE`] per source and
+/// [`MAX_WAITING_PER_CLIENT`] per client; when the whole map is full, the
+/// oldest entry of the source holding the most is dropped, so the global
+/// cap refuses only the noisiest source (which is refused if it is the
+/// requester's own).
+fn admit_waiting(
+    map: &mut HashMap<String, Waiting>,
+    source: Option<&authio_mcp::cimd::RequestSource>,
+    pending: &PendingAuthorization,
+) -> Result<(), OAuthError> {
+    let busy = || OAuthError::new(ErrorCode::TemporarilyUnavailable);
+    if source.is_some() && map.values().filter(|w| w.source.as_ref() == source).count() >= MAX_WAITING_PER_SOURCE {
+        return Err(busy());
+    }
+    let client = &pending.client_id;
+    if map.values().filter(|w| &w.pending.client_id == client).count() >= MAX_WAITING_PER_CLIENT {
+        return Err(busy());
+    }
+    if map.len() < MAX_WAITING {
+        return Ok(());
+    }
+    let mut per_source: HashMap<Option<&authio_mcp::cimd::RequestSource>, usize> = HashMap::new();
+    for w in map.values() {
+        *per_source.entry(w.source.as_ref()).or_default() += 1;
+    }
+    let noisiest = per_source.into_iter().max_by_key(|(_, n)| *n).map(|(s, _)| s.cloned());
+    match noisiest {
+        Some(noisy) if noisy.as_ref() != source => {
+            let oldest = map
+                .iter()
+                .filter(|(_, w)| w.source == noisy)
+                .min_by_key(|(_, w)| w.pending.created_at)
+                .map(|(k, _)| k.clone());
+            if let Some(k) = oldest {
+                map.remove(&k);
+            }
+            Ok(())
+        }
+        _ => Err(busy()),
+    }
 }
 
 /// The login-and-consent page (demo: the user types a name; no password).
 struct ConsentPage {
     pending: Mutex<HashMap<String, Waiting>>,
     auto_approve: bool,
+    /// `Secure` on the consent cookie: whenever the issuer is https.
+    secure_cookie: bool,
 }
 
 const CONSENT_COOKIE: &str = "authio_consent";
 const MAX_WAITING: usize = 10_000;
+/// Pending consents one source may hold.
+const MAX_WAITING_PER_SOURCE: usize = 32;
+/// Pending consents one client may hold (a CIMD client is shared by all
+/// its users, so this is high; the per-source cap is what stops a flood).
+const MAX_WAITING_PER_CLIENT: usize = 2_000;
 
 #[async_trait]
 impl ConsentHandler for ConsentPage {
@@ -835,20 +932,20 @@ impl ConsentHandler for ConsentPage {
         &self,
         endpoints: &OAuthEndpoints,
         pending: PendingAuthorization,
-        _parts: &http::request::Parts,
+        parts: &http::request::Parts,
     ) -> http::Response<Vec<u8>> {
         if self.auto_approve {
             let subject = Subject::new(DEMO_SUBJECT).unwrap_or_else(|_| unreachable!("a valid literal"));
             return endpoints.approve(pending, subject, None).await;
         }
-        self.show(endpoints, pending, None).await
+        self.show(endpoints, pending, None, parts).await
     }
 
     async fn consent_signed_in(
         &self,
         endpoints: &OAuthEndpoints,
         signed_in: SignedIn,
-        _parts: &http::request::Parts,
+        parts: &http::request::Parts,
     ) -> http::Response<Vec<u8>> {
         // `--auto-approve` skips the consent page only: the user did sign
         // in upstream to get here.
@@ -856,7 +953,7 @@ impl ConsentHandler for ConsentPage {
             return endpoints.approve_signed_in(signed_in, None).await;
         }
         let pending = signed_in.pending.clone();
-        self.show(endpoints, pending, Some(signed_in)).await
+        self.show(endpoints, pending, Some(signed_in), parts).await
     }
 }
 
@@ -866,6 +963,7 @@ impl ConsentPage {
         endpoints: &OAuthEndpoints,
         pending: PendingAuthorization,
         signed_in: Option<SignedIn>,
+        parts: &http::request::Parts,
     ) -> http::Response<Vec<u8>> {
         let random = |n: usize| {
             let mut b = vec![0u8; n];
@@ -881,8 +979,9 @@ impl ConsentPage {
             };
             let now = endpoints.server().now();
             map.retain(|_, w| now - w.pending.created_at <= authio_mcp::authorize::PENDING_AUTHORIZATION_TTL);
-            if map.len() >= MAX_WAITING {
-                return error_response(&OAuthError::new(ErrorCode::TemporarilyUnavailable));
+            let source = parts.extensions.get::<authio_mcp::cimd::RequestSource>().cloned();
+            if let Err(e) = admit_waiting(&mut map, source.as_ref(), &pending) {
+                return error_response(&e);
             }
             map.insert(
                 id,
@@ -890,6 +989,7 @@ impl ConsentPage {
                     pending,
                     signed_in,
                     csrf: SecretString::from(csrf),
+                    source,
                     cookie: SecretString::from(cookie.as_str()),
                 },
             );
@@ -909,8 +1009,9 @@ impl ConsentPage {
         if let Ok(v) = HeaderValue::from_str(&csp) {
             h.insert(header::CONTENT_SECURITY_POLICY, v);
         }
+        let secure = if self.secure_cookie { "; Secure" } else { "" };
         if let Ok(v) = HeaderValue::from_str(&format!(
-            "{CONSENT_COOKIE}={cookie}; Path=/consent; HttpOnly; SameSite=Strict"
+            "{CONSENT_COOKIE}={cookie}; Path=/consent; HttpOnly; SameSite=Strict{secure}"
         )) {
             h.insert(header::SET_COOKIE, v);
         }

@@ -301,6 +301,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         }
         None => println!("  sign-in:             demo login (no password; --upstream-issuer for a real one)"),
     }
+    // The peer address becomes each request's source (CIMD fetch budgets,
+    // tokenless registration, pending consents).
     axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;

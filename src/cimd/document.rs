@@ -135,12 +135,14 @@ pub fn validate_document(
             found: document.client_id.as_deref().map(|s| truncate(s, 200)),
         });
     }
-    let metadata = document.validate(
-        MetadataProfile::Cimd {
-            allow_private_key_jwt: policy.allow_private_key_jwt,
-        },
-        redirect_policy,
-    )?;
+    let metadata = document
+        .validate(
+            MetadataProfile::Cimd {
+                allow_private_key_jwt: policy.allow_private_key_jwt,
+            },
+            redirect_policy,
+        )?
+        .with_related_informational_uris(Some(&url.host()));
     if policy.require_same_origin_redirect_uris {
         let origin = url.to_url().map(|u| u.origin());
         let same = |raw: &str| Url::parse(raw).ok().map(|u| u.origin()) == origin;

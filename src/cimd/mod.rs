@@ -43,12 +43,14 @@ pub use self::document::{
 };
 pub use self::error::CimdError;
 pub use self::fetch::{ACCEPT, FetchError, FetchPlan, FetchResponse, MAX_DOCUMENT_BYTES, MetadataFetcher};
-pub use self::limit::{FetchLimits, HostRateLimiter};
+pub use self::limit::{
+    FetchClass, FetchGovernor, FetchLimits, FetchRequest, HostRateLimiter, InFlightCounts, Refusal, RequestSource,
+};
 pub use self::policy::{
     CimdPolicy, CimdPolicyError, CimdTrust, DEFAULT_CACHE_MAX, DEFAULT_CACHE_MIN, DEFAULT_FETCH_TIMEOUT_MS,
-    HostPattern, InvalidHostPattern, TrustRule,
+    DEFAULT_STALE_GRACE, HostPattern, InvalidHostPattern, TrustRule,
 };
 pub use self::preview::{CimdPreview, FailedPreview, ResolvedPreview, parse_preview_request};
 #[cfg(feature = "reqwest")]
-pub use self::reqwest_fetcher::{ReqwestFetcher, ReqwestFetcherBuilder, ReqwestFetcherError};
+pub use self::reqwest_fetcher::{DEFAULT_CONNECT_TIMEOUT, ReqwestFetcher, ReqwestFetcherBuilder, ReqwestFetcherError};
 pub use self::url::{ClientIdUrl, ClientIdUrlError, ClientIdUrlPolicy};

@@ -121,6 +121,8 @@ impl TrustRule {
 pub const DEFAULT_CACHE_MIN: Duration = Duration::minutes(5);
 /// Default longest reuse of a fetched document: 24 hours.
 pub const DEFAULT_CACHE_MAX: Duration = Duration::hours(24);
+/// Default stale-while-revalidate grace: 1 hour.
+pub const DEFAULT_STALE_GRACE: Duration = Duration::hours(1);
 /// Default fetch timeout: 5 seconds.
 pub const DEFAULT_FETCH_TIMEOUT_MS: u64 = 5_000;
 
@@ -153,6 +155,16 @@ pub struct CimdPolicy {
     /// (scheme, host, port). Default `false`: native clients such as VS Code
     /// use loopback redirect URIs.
     pub require_same_origin_redirect_uris: bool,
+    /// Stale-while-revalidate, in seconds (default 3600; at most 1 day): a
+    /// cached document that expired less than this long ago is still
+    /// served, re-validated against this policy, when its revalidation is
+    /// refused by the server's fetch limits or the host is busy (timeout,
+    /// connection failure, HTTP 429 or 5xx). Any other answer (a 404, an
+    /// invalid document, a redirect) ends its use at once. Zero disables
+    /// it. This bounds how long a client whose host is flooded (or down)
+    /// keeps signing users in with the last valid document.
+    #[serde(with = "seconds")]
+    pub stale_grace: Duration,
 }
 
 impl Default for CimdPolicy {
@@ -168,6 +180,7 @@ impl Default for CimdPolicy {
             allow_private_key_jwt: false,
             fetch_timeout_ms: DEFAULT_FETCH_TIMEOUT_MS,
             require_same_origin_redirect_uris: false,
+            stale_grace: DEFAULT_STALE_GRACE,
         }
     }
 }
@@ -182,6 +195,9 @@ pub enum CimdPolicyError {
     /// The fetch timeout is outside 100 ms to 30 s.
     #[error("cimd fetch_timeout_ms must be between 100 and 30000")]
     FetchTimeout,
+    /// The stale grace is negative or above 1 day.
+    #[error("cimd stale_grace must be between 0 and 86400 seconds")]
+    StaleGrace,
 }
 
 impl CimdPolicy {
@@ -198,6 +214,9 @@ impl CimdPolicy {
         }
         if !(100..=30_000).contains(&self.fetch_timeout_ms) {
             return Err(CimdPolicyError::FetchTimeout);
+        }
+        if self.stale_grace.is_negative() || self.stale_grace > Duration::days(1) {
+            return Err(CimdPolicyError::StaleGrace);
         }
         Ok(())
     }

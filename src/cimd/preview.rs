@@ -22,6 +22,11 @@ use crate::error::{ErrorCode, OAuthError};
 /// {"status": "resolved", "client_id": "...", "client_name": "...", ...}
 /// {"status": "failed", "client_id": "...", "reason": "http_status", "http_status": 404, ...}
 /// ```
+///
+/// The anonymous answer ([`Self::to_json`]) carries only the validation
+/// result: whether the document came from the cache, and until when, would
+/// tell anyone whether someone signed in with that client recently. Only an
+/// administrator gets those ([`Self::to_json_with_cache_details`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 #[non_exhaustive]
@@ -38,9 +43,26 @@ impl CimdPreview {
         matches!(self, Self::Resolved(_))
     }
 
-    /// The JSON body.
+    /// The JSON body for anyone: the validation result, no cache state.
     pub fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// The JSON body for an administrator: [`Self::to_json`] plus
+    /// `from_cache` and `cache_expires_at` for a resolved document.
+    pub fn to_json_with_cache_details(&self) -> Vec<u8> {
+        let Ok(mut value) = serde_json::to_value(self) else {
+            return Vec::new();
+        };
+        if let (Self::Resolved(r), Value::Object(map)) = (self, &mut value) {
+            map.insert("from_cache".to_owned(), Value::Bool(r.from_cache));
+            let expires = r
+                .cache_expires_at
+                .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+                .map_or(Value::Null, Value::String);
+            map.insert("cache_expires_at".to_owned(), expires);
+        }
+        serde_json::to_vec(&value).unwrap_or_default()
     }
 }
 
@@ -64,11 +86,14 @@ pub struct ResolvedPreview {
     /// `scope`, if the document states one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
-    /// Whether the answer came from the cache.
+    /// Whether the answer came from the cache (serialized only by
+    /// [`CimdPreview::to_json_with_cache_details`]).
+    #[serde(skip)]
     pub from_cache: bool,
     /// Until when the document is reused (`None`: not cached, e.g.
-    /// `Cache-Control: no-store`).
-    #[serde(with = "time::serde::rfc3339::option")]
+    /// `Cache-Control: no-store`); serialized only by
+    /// [`CimdPreview::to_json_with_cache_details`].
+    #[serde(skip)]
     pub cache_expires_at: Option<OffsetDateTime>,
     /// What a consent screen would show.
     pub consent: ConsentDisplay,

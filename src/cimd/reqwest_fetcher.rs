@@ -29,7 +29,10 @@ const USER_AGENT: &str = concat!(
 /// - redirects are never followed (a 3xx is [`FetchError::Redirect`]);
 /// - a `Content-Length` above the cap is refused before reading, and a
 ///   streamed body is cut at the cap;
-/// - one overall timeout from connecting to the last byte;
+/// - one overall timeout from connecting to the last byte (the plan's),
+///   and a much shorter connect timeout (TCP and TLS handshake, default
+///   [`DEFAULT_CONNECT_TIMEOUT`]) so that tarpit hosts that accept
+///   connections and never answer give their in-flight slot back early;
 /// - no cookies, no credentials, no `Referer`, no proxy (environment
 ///   proxies are ignored), HTTPS only, HTTP/1.1, a fixed `User-Agent`.
 ///
@@ -51,12 +54,27 @@ impl fmt::Debug for ReqwestFetcher {
 }
 
 /// Builds a [`ReqwestFetcher`].
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 #[must_use]
 pub struct ReqwestFetcherBuilder {
     allow_loopback: bool,
     extra_roots_pem: Vec<Vec<u8>>,
+    connect_timeout: std::time::Duration,
 }
+
+impl Default for ReqwestFetcherBuilder {
+    fn default() -> Self {
+        Self {
+            allow_loopback: false,
+            extra_roots_pem: Vec::new(),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+        }
+    }
+}
+
+/// The default connect timeout (TCP and TLS): 1.5 s, against 5 s for the
+/// whole fetch by default.
+pub const DEFAULT_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(1_500);
 
 /// Why a [`ReqwestFetcher`] could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -131,6 +149,13 @@ impl ReqwestFetcherBuilder {
         self
     }
 
+    /// The connect timeout (TCP connection and TLS handshake; default
+    /// [`DEFAULT_CONNECT_TIMEOUT`]). Keep it well below the fetch timeout.
+    pub fn connect_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
     /// Builds the fetcher.
     ///
     /// # Errors
@@ -146,6 +171,7 @@ impl ReqwestFetcherBuilder {
             .http1_only()
             .user_agent(USER_AGENT)
             .pool_max_idle_per_host(0)
+            .connect_timeout(self.connect_timeout)
             .dns_resolver(Arc::new(FilteringResolver {
                 allow_loopback: self.allow_loopback,
             }))

@@ -127,6 +127,19 @@ impl ClientIdUrl {
             .unwrap_or_default()
     }
 
+    /// The URL's directory for fetch budgets: the host (with its port) and
+    /// the parsed path up to and including its last `/`, e.g.
+    /// `a.example:8443/oauth/` for `https://a.example:8443/oauth/c.json`.
+    pub fn directory(&self) -> String {
+        let Ok(u) = Url::parse(&self.0) else {
+            return String::new();
+        };
+        let path = u.path();
+        let dir = path.rfind('/').and_then(|i| path.get(..=i)).unwrap_or("/");
+        let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
+        format!("{}{port}{dir}", u.host_str().unwrap_or_default())
+    }
+
     /// The parsed URL (for a fetcher).
     pub fn to_url(&self) -> Option<Url> {
         Url::parse(&self.0).ok()

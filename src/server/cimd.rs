@@ -11,8 +11,8 @@ use time::OffsetDateTime;
 use super::{AuthorizationServer, AuthorizationServerBuilder, Clock};
 use crate::audit::AuditKind;
 use crate::cimd::{
-    self, CachedDocument, CimdError, CimdPreview, ClientIdUrl, FailedPreview, FetchPlan, MetadataFetcher,
-    ResolvedPreview,
+    self, CachedDocument, CimdError, CimdPreview, ClientIdUrl, FailedPreview, FetchClass, FetchGovernor, FetchPlan,
+    FetchRequest, InFlightCounts, MetadataFetcher, RequestSource, ResolvedPreview,
 };
 use crate::client::{Client, ClientMetadata};
 use crate::error::{ErrorCode, OAuthError};
@@ -46,7 +46,24 @@ impl AuthorizationServer {
         settings: &ProjectSettings,
         url: &ClientIdUrl,
     ) -> Result<Client, CimdError> {
-        self.resolve_cimd(project, settings, url).await.map(|r| r.client)
+        self.resolve_cimd_client_from(project, settings, url, None).await
+    }
+
+    /// [`Self::resolve_cimd_client`] for a request from `source` (the
+    /// client IP, as the HTTP edge knows it): a first fetch of an unknown
+    /// URL is also limited per source ([`cimd::FetchLimits`]).
+    ///
+    /// # Errors
+    /// As [`Self::resolve_cimd_client`].
+    pub async fn resolve_cimd_client_from(
+        &self,
+        project: &ProjectId,
+        settings: &ProjectSettings,
+        url: &ClientIdUrl,
+        source: Option<&RequestSource>,
+    ) -> Result<Client, CimdError> {
+        let ctx = FetchContext { source, preview: false };
+        self.resolve_cimd(project, settings, url, ctx).await.map(|r| r.client)
     }
 
     /// The dashboard's "Preview CIMD" (`POST /oauth2/cimd/resolve`): given
@@ -63,6 +80,22 @@ impl AuthorizationServer {
     /// HTTP layer renders the latter as 404, like [`Self::metadata`]);
     /// `server_error` when the project store fails.
     pub async fn preview_cimd(&self, project: &ProjectId, body: &[u8]) -> Result<CimdPreview, OAuthError> {
+        self.preview_cimd_from(project, body, None).await
+    }
+
+    /// [`Self::preview_cimd`] for a request from `source`. Previews that
+    /// need a fetch draw from their own smaller budget and the source's
+    /// ([`cimd::FetchLimits::preview_burst`]), never from the budgets
+    /// authorization requests use.
+    ///
+    /// # Errors
+    /// As [`Self::preview_cimd`].
+    pub async fn preview_cimd_from(
+        &self,
+        project: &ProjectId,
+        body: &[u8],
+        source: Option<&RequestSource>,
+    ) -> Result<CimdPreview, OAuthError> {
         let settings = self
             .projects
             .get(project)
@@ -73,7 +106,8 @@ impl AuthorizationServer {
             Ok(url) => url,
             Err(e) => return Ok(CimdPreview::Failed(FailedPreview::new(&raw, &CimdError::InvalidUrl(e)))),
         };
-        Ok(match self.resolve_cimd(project, &settings, &url).await {
+        let ctx = FetchContext { source, preview: true };
+        Ok(match self.resolve_cimd(project, &settings, &url, ctx).await {
             Ok(r) => CimdPreview::Resolved(Box::new(ResolvedPreview::new(&r.client, r.from_cache, r.expires_at))),
             Err(e) => CimdPreview::Failed(FailedPreview::new(url.as_str(), &e)),
         })
@@ -91,8 +125,9 @@ impl AuthorizationServer {
         project: &ProjectId,
         settings: &ProjectSettings,
         url: &ClientIdUrl,
+        ctx: FetchContext<'_>,
     ) -> Result<Resolution, CimdError> {
-        let result = self.resolve_cimd_steps(project, settings, url).await;
+        let result = self.resolve_cimd_steps(project, settings, url, ctx).await;
         let client_id = url.as_str().to_owned();
         let kind = match &result {
             Ok(r) => AuditKind::CimdResolved {
@@ -115,6 +150,7 @@ impl AuthorizationServer {
         project: &ProjectId,
         settings: &ProjectSettings,
         url: &ClientIdUrl,
+        ctx: FetchContext<'_>,
     ) -> Result<Resolution, CimdError> {
         if !settings.cimd_enabled {
             return Err(CimdError::Disabled);
@@ -125,26 +161,64 @@ impl AuthorizationServer {
             .is_some_and(|f| f.allows_loopback_for_development());
         let url = cimd::check_url(url, &settings.cimd, allow_loopback)?;
         let now = self.clock.now();
-        if let Some(hit) = cached(self.cimd_cache.as_ref(), project, settings, &url, now).await? {
-            return Ok(hit.into_resolution());
+        let stale = match lookup(self.cimd_cache.as_ref(), project, settings, &url, now).await? {
+            Lookup::Fresh(hit) => return Ok(hit.into_resolution()),
+            Lookup::Stale(entry) => Some(entry),
+            Lookup::Miss => None,
+        };
+        let url_key = FetchGovernor::url_key(project.as_str(), url.as_str());
+        let known = stale.is_some() || self.cimd_inflight.is_known(&url_key, now, &self.cimd_limits);
+        if !known && let Some(e) = self.cimd_inflight.negative(&url_key, now) {
+            return Err(e);
         }
         let fetcher = self.metadata_fetcher.clone().ok_or(CimdError::FetcherUnavailable)?;
         let key = (project.clone(), url.clone());
+        let meta = FetchMeta {
+            class: FetchClass::of(ctx.preview, known),
+            host: url.host(),
+            directory: url.directory(),
+            source: ctx.source.cloned(),
+        };
         let shared = self
             .cimd_inflight
-            .join_or_start(key.clone(), self.clock.now(), &self.cimd_limits, |id| {
+            .join_or_start(key.clone(), meta, now, &self.cimd_limits, |id| {
                 let job = FetchJob {
                     fetcher,
                     cache: self.cimd_cache.clone(),
                     clock: self.clock.clone(),
                     inflight: self.cimd_inflight.clone(),
+                    limits: self.cimd_limits,
                     settings: settings.clone(),
                     key,
                     id,
                 };
                 job.run().boxed()
             });
-        let fetched = shared.await?;
+        let fetched = match (shared.await, stale) {
+            (Ok(f), _) => f,
+            // Stale-while-revalidate: the host is busy or the limits
+            // refused; the last valid document, re-validated under the
+            // current policy, is still good for the grace period.
+            (Err(e), Some(entry)) if is_busy(&e) => {
+                let client = cimd::validate_document(
+                    &url,
+                    &entry.document,
+                    &settings.cimd,
+                    settings.redirect_uri_policy,
+                    entry.fetched_at,
+                )?;
+                return Ok(Resolution {
+                    client,
+                    expires_at: Some(entry.expires_at),
+                    from_cache: true,
+                });
+            }
+            (Err(e), Some(_)) => {
+                let _ = self.cimd_cache.remove(project, &url).await;
+                return Err(e);
+            }
+            (Err(e), None) => return Err(e),
+        };
         // The shared fetch was validated under the settings of whoever
         // started it; re-validate under ours.
         let client = cimd::validate_document(
@@ -189,9 +263,9 @@ impl AuthorizationServerBuilder {
         self
     }
 
-    /// Bounds on outbound document fetches (default: 256 in flight, 30 per
-    /// host in a burst, one more every 2 s). Cache hits and joining a
-    /// fetch in progress are never limited.
+    /// Bounds on outbound document fetches (see [`cimd::FetchLimits`] for
+    /// the budgets and their defaults). Cache hits and joining a fetch in
+    /// progress are never limited.
     pub fn cimd_fetch_limits(mut self, limits: cimd::FetchLimits) -> Self {
         self.cimd_limits = limits;
         self
@@ -244,22 +318,45 @@ impl Fetched {
     }
 }
 
-/// A fresh cache entry, re-validated under the current settings. An entry
-/// that is stale or that the current policy refuses is evicted. A failing
-/// cache counts as a miss.
-async fn cached(
+/// What the caller of a resolution brings: who asked, and whether it is a
+/// preview.
+#[derive(Clone, Copy, Debug)]
+struct FetchContext<'a> {
+    source: Option<&'a RequestSource>,
+    preview: bool,
+}
+
+/// What a cache lookup found.
+enum Lookup {
+    /// A fresh entry, valid under the current settings.
+    Fresh(Fetched),
+    /// An expired entry still within the policy's stale grace (not yet
+    /// re-validated: that happens only if it is served).
+    Stale(CachedDocument),
+    /// Nothing usable.
+    Miss,
+}
+
+/// Looks the URL up in the cache. A fresh entry is re-validated under the
+/// current settings (and evicted with the error if the policy now refuses
+/// it); an entry past its stale grace is evicted. A failing cache counts
+/// as a miss.
+async fn lookup(
     cache: &dyn CimdCache,
     project: &ProjectId,
     settings: &ProjectSettings,
     url: &ClientIdUrl,
     now: OffsetDateTime,
-) -> Result<Option<Fetched>, CimdError> {
+) -> Result<Lookup, CimdError> {
     let Ok(Some(entry)) = cache.get(project, url).await else {
-        return Ok(None);
+        return Ok(Lookup::Miss);
     };
     if !entry.is_fresh(now) {
+        if now - entry.expires_at < settings.cimd.stale_grace {
+            return Ok(Lookup::Stale(entry));
+        }
         let _ = cache.remove(project, url).await;
-        return Ok(None);
+        return Ok(Lookup::Miss);
     }
     match cimd::validate_document(
         url,
@@ -268,7 +365,7 @@ async fn cached(
         settings.effective_redirect_uri_policy(),
         entry.fetched_at,
     ) {
-        Ok(client) => Ok(Some(Fetched {
+        Ok(client) => Ok(Lookup::Fresh(Fetched {
             document: entry.document,
             client,
             expires_at: Some(entry.expires_at),
@@ -281,13 +378,33 @@ async fn cached(
     }
 }
 
+/// Failures that say the host is busy or that we held back, not that the
+/// document is wrong: a stale document may still be served after them.
+fn is_busy(e: &CimdError) -> bool {
+    match e {
+        CimdError::RateLimited | CimdError::Timeout | CimdError::FetchFailed { .. } => true,
+        CimdError::HttpStatus { status } => *status == 429 || *status >= 500,
+        _ => false,
+    }
+}
+
 type Key = (ProjectId, ClientIdUrl);
 type FetchFuture = BoxFuture<'static, Result<Fetched, CimdError>>;
 type SharedFetch = Shared<FetchFuture>;
 
-/// The fetches in progress, one per project and URL (single-flight). Holds
-/// only weak handles: when every caller waiting on a fetch gives up, the
-/// fetch is dropped with them and the next caller starts a new one.
+/// Who a fetch is charged to.
+#[derive(Clone, Debug)]
+struct FetchMeta {
+    class: FetchClass,
+    host: String,
+    directory: String,
+    source: Option<RequestSource>,
+}
+
+/// The fetches in progress, one per project and URL (single-flight), and
+/// the [`FetchGovernor`] deciding new ones. Holds only weak handles: when
+/// every caller waiting on a fetch gives up, the fetch is dropped with them
+/// and the next caller starts a new one.
 #[derive(Default)]
 pub(crate) struct InFlight {
     state: Mutex<InFlightState>,
@@ -296,8 +413,14 @@ pub(crate) struct InFlight {
 #[derive(Default)]
 struct InFlightState {
     next_id: u64,
-    fetches: HashMap<Key, (u64, WeakShared<FetchFuture>)>,
-    limiter: cimd::HostRateLimiter,
+    fetches: HashMap<Key, Running>,
+    governor: FetchGovernor,
+}
+
+struct Running {
+    id: u64,
+    fetch: WeakShared<FetchFuture>,
+    meta: FetchMeta,
 }
 
 impl std::fmt::Debug for InFlight {
@@ -311,23 +434,47 @@ impl InFlight {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn is_known(&self, url_key: &str, now: OffsetDateTime, limits: &cimd::FetchLimits) -> bool {
+        self.state().governor.is_known(url_key, now, limits)
+    }
+
+    fn negative(&self, url_key: &str, now: OffsetDateTime) -> Option<CimdError> {
+        self.state().governor.negative(url_key, now)
+    }
+
     /// The fetch in progress for `key`, or a new one made by `start` if the
-    /// [`cimd::FetchLimits`] allow one (else a fetch that fails with
+    /// [`FetchGovernor`] admits one (else a fetch that fails with
     /// `rate_limited`). Joining a fetch in progress is always allowed.
     fn join_or_start(
         &self,
         key: Key,
-        now: time::OffsetDateTime,
+        meta: FetchMeta,
+        now: OffsetDateTime,
         limits: &cimd::FetchLimits,
         start: impl FnOnce(u64) -> FetchFuture,
     ) -> SharedFetch {
         let mut state = self.state();
-        if let Some(running) = state.fetches.get(&key).and_then(|(_, weak)| weak.upgrade()) {
+        if let Some(running) = state.fetches.get(&key).and_then(|r| r.fetch.upgrade()) {
             return running;
         }
-        state.fetches.retain(|_, (_, weak)| weak.upgrade().is_some());
-        let host = key.1.host();
-        if state.fetches.len() >= limits.max_in_flight || !state.limiter.try_acquire(&host, now, limits) {
+        state.fetches.retain(|_, r| r.fetch.upgrade().is_some());
+        let mut counts = InFlightCounts {
+            total: state.fetches.len(),
+            ..InFlightCounts::default()
+        };
+        for r in state.fetches.values() {
+            counts.first += usize::from(r.meta.class != FetchClass::Revalidation);
+            counts.host += usize::from(r.meta.host == meta.host);
+            counts.source += usize::from(meta.source.is_some() && r.meta.source == meta.source);
+        }
+        let request = FetchRequest {
+            class: meta.class,
+            host: &meta.host,
+            directory: &meta.directory,
+            project: key.0.as_str(),
+            source: meta.source.as_ref(),
+        };
+        if state.governor.try_admit(&request, counts, now, limits).is_err() {
             let refused: FetchFuture = Box::pin(async { Err(CimdError::RateLimited) });
             return refused.shared();
         }
@@ -335,15 +482,29 @@ impl InFlight {
         let id = state.next_id;
         let shared = start(id).shared();
         if let Some(weak) = shared.downgrade() {
-            state.fetches.insert(key, (id, weak));
+            state.fetches.insert(key, Running { id, fetch: weak, meta });
         }
         shared
     }
 
-    /// Forgets the fetch `id` for `key` (it finished).
-    fn finish(&self, key: &Key, id: u64) {
+    /// Forgets the fetch `id` for `key` (it finished) and records its
+    /// outcome for the governor.
+    fn finish(
+        &self,
+        key: &Key,
+        id: u64,
+        outcome: Result<(), &CimdError>,
+        now: OffsetDateTime,
+        limits: &cimd::FetchLimits,
+    ) {
         let mut state = self.state();
-        if state.fetches.get(key).is_some_and(|(current, _)| *current == id) {
+        let url_key = FetchGovernor::url_key(key.0.as_str(), key.1.as_str());
+        match outcome {
+            Ok(()) => state.governor.record_success(&url_key, now, limits),
+            Err(CimdError::RateLimited) => {}
+            Err(e) => state.governor.record_failure(&url_key, e, now, limits),
+        }
+        if state.fetches.get(key).is_some_and(|r| r.id == id) {
             state.fetches.remove(key);
         }
     }
@@ -362,6 +523,7 @@ struct FetchJob {
     cache: Arc<dyn CimdCache>,
     clock: Arc<dyn Clock>,
     inflight: Arc<InFlight>,
+    limits: cimd::FetchLimits,
     settings: ProjectSettings,
     key: Key,
     id: u64,
@@ -370,7 +532,9 @@ struct FetchJob {
 impl FetchJob {
     async fn run(self) -> Result<Fetched, CimdError> {
         let result = self.fetch_validate_store().await;
-        self.inflight.finish(&self.key, self.id);
+        let outcome = result.as_ref().map(|_| ());
+        self.inflight
+            .finish(&self.key, self.id, outcome, self.clock.now(), &self.limits);
         result
     }
 
@@ -379,7 +543,7 @@ impl FetchJob {
         let policy = &self.settings.cimd;
         // A fetch that finished between our cache miss and now has cached
         // its document: use it rather than fetching twice.
-        if let Some(hit) = cached(self.cache.as_ref(), project, &self.settings, url, self.clock.now()).await? {
+        if let Lookup::Fresh(hit) = lookup(self.cache.as_ref(), project, &self.settings, url, self.clock.now()).await? {
             return Ok(hit);
         }
         let plan = FetchPlan::new(url.clone(), policy.fetch_timeout());

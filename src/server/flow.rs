@@ -101,6 +101,19 @@ impl AuthorizationServer {
     /// starts a login there ([`AuthorizeOutcome::UpstreamLogin`]): no local
     /// login remains to bypass it.
     pub async fn authorize(&self, project: &ProjectId, query: &str) -> AuthorizeOutcome {
+        self.authorize_from(project, query, None).await
+    }
+
+    /// [`Self::authorize`] for a request from `source` (the client IP as
+    /// the HTTP edge knows it): the first fetch of an unknown CIMD
+    /// `client_id` is then also limited per source
+    /// ([`crate::cimd::FetchLimits`]).
+    pub async fn authorize_from(
+        &self,
+        project: &ProjectId,
+        query: &str,
+        source: Option<&crate::cimd::RequestSource>,
+    ) -> AuthorizeOutcome {
         let settings = match self.projects.get(project).await {
             Ok(Some(s)) => s,
             Ok(None) => {
@@ -108,7 +121,7 @@ impl AuthorizationServer {
             }
             Err(_) => return AuthorizeOutcome::ShowError(OAuthError::server_error()),
         };
-        let outcome = self.validate_authorization(project, &settings, query).await;
+        let outcome = self.validate_authorization(project, &settings, query, source).await;
         match (outcome, settings.upstream.selected.clone()) {
             (AuthorizeOutcome::Pending(p), Some(provider)) => self.start_upstream_login(&settings, *p, &provider).await,
             (other, _) => other,
@@ -121,9 +134,10 @@ impl AuthorizationServer {
         project: &ProjectId,
         settings: &ProjectSettings,
         query: &str,
+        source: Option<&crate::cimd::RequestSource>,
     ) -> AuthorizeOutcome {
         let req = AuthorizationRequest::from_query(query);
-        let client = match self.authorization_client(project, settings, &req).await {
+        let client = match self.authorization_client(project, settings, &req, source).await {
             Ok(c) => c,
             Err(e) => return AuthorizeOutcome::ShowError(e),
         };
@@ -142,10 +156,11 @@ impl AuthorizationServer {
         project: &ProjectId,
         settings: &ProjectSettings,
         req: &AuthorizationRequest,
+        source: Option<&crate::cimd::RequestSource>,
     ) -> Result<Client, OAuthError> {
         let id = authorize::parse_client_id(req, settings, self.client_id_url_policy(settings))
             .map_err(|e| e.to_oauth_error())?;
-        self.resolve_client(project, settings, &id).await
+        self.resolve_client_from(project, settings, &id, source).await
     }
 
     pub(crate) fn client_id_url_policy(&self, settings: &ProjectSettings) -> ClientIdUrlPolicy {
@@ -160,18 +175,31 @@ impl AuthorizationServer {
         settings: &ProjectSettings,
         id: &ClientId,
     ) -> Result<Client, OAuthError> {
+        self.resolve_client_from(project, settings, id, None).await
+    }
+
+    async fn resolve_client_from(
+        &self,
+        project: &ProjectId,
+        settings: &ProjectSettings,
+        id: &ClientId,
+        source: Option<&crate::cimd::RequestSource>,
+    ) -> Result<Client, OAuthError> {
         match id {
             ClientId::Registered(r) => self
                 .clients
                 .get(project, r)
                 .await?
                 .ok_or_else(|| ClientRequestError::UnknownClient.to_oauth_error()),
-            ClientId::Metadata(url) => self.resolve_cimd_client(project, settings, url).await.map_err(|e| {
-                ClientRequestError::ClientMetadataUnavailable {
-                    reason: e.reason().into(),
-                }
-                .to_oauth_error()
-            }),
+            ClientId::Metadata(url) => self
+                .resolve_cimd_client_from(project, settings, url, source)
+                .await
+                .map_err(|e| {
+                    ClientRequestError::ClientMetadataUnavailable {
+                        reason: e.reason().into(),
+                    }
+                    .to_oauth_error()
+                }),
         }
     }
 

@@ -91,6 +91,18 @@ impl AuthorizationServer {
     /// [`AuthorizationServer::authorize`], then starts a login at
     /// `provider`.
     pub async fn authorize_with_provider(&self, project: &ProjectId, provider: &str, query: &str) -> AuthorizeOutcome {
+        self.authorize_with_provider_from(project, provider, query, None).await
+    }
+
+    /// [`Self::authorize_with_provider`] for a request from `source`, as
+    /// [`AuthorizationServer::authorize_from`].
+    pub async fn authorize_with_provider_from(
+        &self,
+        project: &ProjectId,
+        provider: &str,
+        query: &str,
+        source: Option<&crate::cimd::RequestSource>,
+    ) -> AuthorizeOutcome {
         let settings = match self.projects.get(project).await {
             Ok(Some(s)) => s,
             Ok(None) => return AuthorizeOutcome::ShowError(OAuthError::unknown_project()),
@@ -102,7 +114,7 @@ impl AuthorizationServer {
         else {
             return AuthorizeOutcome::ShowError(unknown_provider());
         };
-        match self.validate_authorization(project, &settings, query).await {
+        match self.validate_authorization(project, &settings, query, source).await {
             AuthorizeOutcome::Pending(p) => self.start_upstream_login(&settings, *p, &name).await,
             other => other,
         }

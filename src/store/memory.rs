@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 
 pub use super::users::{MemoryUpstreamLoginStore, MemoryUpstreamSecrets, MemoryUserStore};
 use super::{AuditSink, ClientStore, CodeConsumption, GrantStore, ProjectStore, RefreshRotation, StoreError};
-use crate::audit::AuditEvent;
+use crate::audit::{AuditClass, AuditEvent};
 use crate::client::{Client, ClientId, RegisteredClientId};
 use crate::grant::{AccessTokenRecord, CodeRecord, GrantId, RefreshTokenRecord};
 use crate::project::{ProjectId, ProjectSettings};
@@ -142,13 +142,99 @@ impl ClientStore for MemoryClientStore {
 ///   taking every lock for them costs little.
 /// - Purging goes shard by shard: each shard is purged atomically, and a
 ///   marker is only dropped once everything it guards has expired.
+/// - Per-grant bookkeeping (the grant's current refresh
+///   token, the tombstones of its rotated ones, its access tokens) sits
+///   behind one more lock, always taken AFTER the shard locks an
+///   operation needs, never before one.
+///
+/// # Bounded growth per grant
+/// A rotated refresh token leaves its shard; only a tombstone (its hash,
+/// issue and expiry times) stays, for reuse detection, until it expires,
+/// and at most [`MAX_ROTATED_PER_GRANT`] of them per grant (the oldest
+/// go first). A reused tombstone is answered as the full record (grant,
+/// scopes and resources of the grant's current token, which rotation
+/// never changes) with `rotated = true`. A grant keeps at most
+/// [`MAX_ACCESS_TOKENS_PER_GRANT`] access-token records: inserting one
+/// drops the grant's expired ones, then its oldest beyond the cap.
+/// Memory per grant is therefore flat however often it is refreshed.
 #[derive(Debug, Default)]
 pub struct MemoryGrantStore {
     shards: [Mutex<GrantMaps>; GRANT_SHARDS],
+    families: Mutex<Families>,
 }
 
 /// The number of shards of a [`MemoryGrantStore`].
 pub const GRANT_SHARDS: usize = 16;
+
+/// Rotated refresh tokens remembered per grant for reuse detection. A
+/// token rotated longer ago than this many rotations is answered as
+/// unknown (`invalid_grant`, without revoking the grant): it never yields
+/// tokens either way; only the revocation of the family on such a late
+/// reuse is lost.
+pub const MAX_ROTATED_PER_GRANT: usize = 32;
+
+/// Access-token records kept per grant; beyond it the oldest is dropped
+/// (it then introspects as inactive).
+pub const MAX_ACCESS_TOKENS_PER_GRANT: usize = 32;
+
+type FamilyKey = (ProjectId, GrantId);
+
+#[derive(Debug, Default)]
+struct Families {
+    by_grant: HashMap<FamilyKey, Family>,
+    /// Tombstone hash -> its grant.
+    tombstones: HashMap<SecretHash, FamilyKey>,
+}
+
+/// One grant's bookkeeping.
+#[derive(Debug, Default)]
+struct Family {
+    /// The grant's current (unrotated) refresh token.
+    head: Option<RefreshTokenRecord>,
+    /// Rotated refresh tokens, oldest first.
+    rotated: VecDeque<Tombstone>,
+    /// Access tokens (hash, exp), oldest first.
+    access: VecDeque<(SecretHash, i64)>,
+}
+
+#[derive(Debug, Clone)]
+struct Tombstone {
+    hash: SecretHash,
+    issued_at: OffsetDateTime,
+    expires_at: OffsetDateTime,
+    /// The rotation's mark, for presentations within the reuse grace;
+    /// cleared by purging once no grace can reach it.
+    rotation: Option<crate::grant::RotationMark>,
+}
+
+impl Families {
+    fn family(&mut self, key: FamilyKey) -> &mut Family {
+        self.by_grant.entry(key).or_default()
+    }
+
+    fn remove(&mut self, key: &FamilyKey) {
+        if let Some(f) = self.by_grant.remove(key) {
+            for t in f.rotated {
+                self.tombstones.remove(&t.hash);
+            }
+        }
+    }
+
+    /// The full record of a rotated token, rebuilt from its tombstone and
+    /// the grant's current token.
+    fn rotated_record(&self, project: &ProjectId, hash: &SecretHash) -> Option<RefreshTokenRecord> {
+        let key = self.tombstones.get(hash).filter(|(p, _)| p == project)?;
+        let family = self.by_grant.get(key)?;
+        let t = family.rotated.iter().find(|t| &t.hash == hash)?;
+        let mut record = family.head.clone()?;
+        record.hash = t.hash;
+        record.issued_at = t.issued_at;
+        record.expires_at = t.expires_at;
+        record.rotated = true;
+        record.rotation = t.rotation.clone();
+        Some(record)
+    }
+}
 
 #[derive(Debug, Default)]
 struct GrantMaps {
@@ -203,6 +289,15 @@ impl MemoryGrantStore {
     fn all_shards(&self) -> Result<Vec<MutexGuard<'_, GrantMaps>>, StoreError> {
         self.shards.iter().map(lock).collect()
     }
+
+    fn families(&self) -> Result<MutexGuard<'_, Families>, StoreError> {
+        lock(&self.families)
+    }
+
+    /// Tombstones held (for tests and benchmarks).
+    pub fn tombstones(&self) -> usize {
+        self.families().map(|f| f.tombstones.len()).unwrap_or(0)
+    }
 }
 
 #[async_trait]
@@ -242,6 +337,8 @@ impl GrantStore for MemoryGrantStore {
     async fn insert_refresh_token(&self, record: RefreshTokenRecord) -> Result<(), StoreError> {
         let mut m = self.shard(&record.hash)?;
         if !m.is_revoked(&record.grant.project, &record.grant.id) {
+            let key = (record.grant.project.clone(), record.grant.id.clone());
+            self.families()?.family(key).head = Some(record.clone());
             m.refresh.insert(record.hash, record);
         }
         Ok(())
@@ -252,11 +349,16 @@ impl GrantStore for MemoryGrantStore {
         project: &ProjectId,
         hash: &SecretHash,
     ) -> Result<Option<RefreshTokenRecord>, StoreError> {
-        let m = self.shard(hash)?;
-        Ok(m.refresh
-            .get(hash)
-            .filter(|r| &r.grant.project == project && !m.is_revoked(project, &r.grant.id))
-            .cloned())
+        {
+            let m = self.shard(hash)?;
+            if let Some(live) = m.refresh.get(hash) {
+                return Ok(Some(live)
+                    .filter(|r| &r.grant.project == project && !m.is_revoked(project, &r.grant.id))
+                    .cloned());
+            }
+        }
+        // A rotated token: its tombstone (gone with a revoked grant).
+        Ok(self.families()?.rotated_record(project, hash))
     }
 
     async fn rotate_refresh_token(
@@ -281,26 +383,48 @@ impl GrantStore for MemoryGrantStore {
             }
         };
         let m = &mut *first;
-        let (rotated, revoked) = match m.refresh.get(old) {
-            Some(r) if &r.grant.project == project => (r.rotated, m.is_revoked(project, &r.grant.id)),
-            _ => return Ok(RefreshRotation::NotFound),
+        let revoked = match m.refresh.get(old) {
+            Some(r) if &r.grant.project == project => m.is_revoked(project, &r.grant.id),
+            Some(_) => return Ok(RefreshRotation::NotFound),
+            None => {
+                // Rotated before (a tombstone) or unknown. The rotation that
+                // made the tombstone held this shard's lock while writing
+                // it, so it is visible here.
+                return Ok(match self.families()?.rotated_record(project, old) {
+                    Some(record) if record.within_reuse_grace(mark.at, grace) => RefreshRotation::WithinGrace(record),
+                    Some(record) => RefreshRotation::AlreadyRotated(record),
+                    None => RefreshRotation::NotFound,
+                });
+            }
         };
         if revoked {
             return Ok(RefreshRotation::NotFound);
         }
-        let Some(record) = m.refresh.get_mut(old) else {
+        let Some(mut old_record) = m.refresh.remove(old) else {
             return Ok(RefreshRotation::NotFound);
         };
-        if rotated {
-            return Ok(if record.within_reuse_grace(mark.at, grace) {
-                RefreshRotation::WithinGrace(record.clone())
-            } else {
-                RefreshRotation::AlreadyRotated(record.clone())
+        old_record.rotated = true;
+        old_record.rotation = Some(mark.clone());
+        {
+            let mut families = self.families()?;
+            let key = (project.clone(), old_record.grant.id.clone());
+            let family = families.family(key.clone());
+            family.head = Some(new.clone());
+            family.rotated.push_back(Tombstone {
+                hash: old_record.hash,
+                issued_at: old_record.issued_at,
+                expires_at: old_record.expires_at,
+                rotation: Some(mark),
             });
+            let mut evicted = Vec::new();
+            while family.rotated.len() > MAX_ROTATED_PER_GRANT {
+                evicted.extend(family.rotated.pop_front().map(|t| t.hash));
+            }
+            for h in evicted {
+                families.tombstones.remove(&h);
+            }
+            families.tombstones.insert(old_record.hash, key);
         }
-        record.rotated = true;
-        record.rotation = Some(mark);
-        let old_record = record.clone();
         // The marker is in every shard: the grant is not revoked in the
         // new token's shard either.
         let target = match second.as_deref_mut() {
@@ -312,9 +436,34 @@ impl GrantStore for MemoryGrantStore {
     }
 
     async fn insert_access_token(&self, record: AccessTokenRecord) -> Result<(), StoreError> {
-        let mut m = self.shard(&record.hash)?;
-        if !m.is_revoked(&record.project, &record.grant_id) {
+        let dropped = {
+            let mut m = self.shard(&record.hash)?;
+            if m.is_revoked(&record.project, &record.grant_id) {
+                return Ok(());
+            }
+            let mut families = self.families()?;
+            let family = families.family((record.project.clone(), record.grant_id.clone()));
+            // The grant's expired access tokens, then its oldest beyond
+            // the cap, are dropped (outside this lock, below).
+            let now = record.claims.iat;
+            let mut dropped: Vec<SecretHash> = Vec::new();
+            family.access.retain(|(h, exp)| {
+                let keep = *exp > now;
+                if !keep {
+                    dropped.push(*h);
+                }
+                keep
+            });
+            family.access.push_back((record.hash, record.claims.exp));
+            while family.access.len() > MAX_ACCESS_TOKENS_PER_GRANT {
+                dropped.extend(family.access.pop_front().map(|(h, _)| h));
+            }
+            drop(families);
             m.access.insert(record.hash, record);
+            dropped
+        };
+        for h in dropped {
+            self.shard(&h)?.access.remove(&h);
         }
         Ok(())
     }
@@ -366,6 +515,7 @@ impl GrantStore for MemoryGrantStore {
         for m in &mut shards {
             m.revoked.insert((project.clone(), grant.clone()), until);
         }
+        self.families()?.remove(&(project.clone(), grant.clone()));
         Ok(())
     }
 
@@ -386,29 +536,99 @@ impl GrantStore for MemoryGrantStore {
                 removed += markers - m.revoked.len();
             }
         }
+        // Tombstones and per-grant indexes of what expired.
+        let mut families = self.families()?;
+        let mut gone_tombstones = Vec::new();
+        families.by_grant.retain(|_, f| {
+            f.rotated.retain_mut(|t| {
+                let keep = t.expires_at > now;
+                if !keep {
+                    gone_tombstones.push(t.hash);
+                }
+                // Past every possible grace the mark only lets a copy of
+                // the store and an old token derive later tokens (review
+                // finding F2): it goes, the tombstone stays rotated.
+                if t.rotation
+                    .as_ref()
+                    .is_some_and(|m| m.at + crate::project::MAX_REFRESH_REUSE_GRACE <= now)
+                {
+                    t.rotation = None;
+                }
+                keep
+            });
+            f.access.retain(|(_, exp)| *exp > ts);
+            if f.head.as_ref().is_some_and(|h| h.expires_at <= now) && f.rotated.is_empty() {
+                f.head = None;
+            }
+            f.head.is_some() || !f.rotated.is_empty() || !f.access.is_empty()
+        });
+        removed += gone_tombstones.len();
+        for h in gone_tombstones {
+            families.tombstones.remove(&h);
+        }
         Ok(removed)
     }
 }
 
-/// A bounded in-memory audit log. Each project keeps its newest `capacity`
-/// events, with `oauth_client.cimd_fetch_failed` in a ring of its own:
-/// anyone can cause those (an authorization request naming a bogus
-/// document URL), and a flood of them must not push out the events an
-/// operator needs, such as `authorization_code.reuse_detected`.
+/// A bounded in-memory audit log, per project, in three retentions so
+/// that anonymous traffic cannot bury what matters:
+///
+/// - security events ([`AuditClass::Security`]: reuse detections,
+///   revocations, admin changes): the newest `capacity`;
+/// - other activity: the newest `capacity`;
+/// - rejections anyone can cause ([`AuditClass::Rejection`]): counted per
+///   minute, event name and reason (the newest [`REJECTION_MINUTES`]
+///   minutes' worth of counts, at most [`MAX_REJECTION_COUNTERS`]
+///   counters), and only the newest [`REJECTION_SAMPLES`] kept whole as
+///   samples.
+///
+/// [`super::AuditLog::query`] lists every retention (rejection samples
+/// included) with its filters and pages, so security events are found
+/// however many rejections arrived since.
 #[derive(Debug)]
 pub struct MemoryAuditLog {
     inner: Mutex<AuditRings>,
     capacity: usize,
 }
 
+/// Rejection samples kept whole per project.
+pub const REJECTION_SAMPLES: usize = 100;
+/// Minutes of rejection counts kept per project.
+pub const REJECTION_MINUTES: i64 = 24 * 60;
+/// Rejection counters kept per project (minute x event x reason).
+pub const MAX_REJECTION_COUNTERS: usize = 10_000;
+
 #[derive(Debug, Default)]
 struct AuditRings {
     seq: u64,
-    /// Per project: (other events, CIMD fetch failures), each `(seq, event)`.
-    projects: HashMap<ProjectId, (AuditRing, AuditRing)>,
+    projects: HashMap<ProjectId, ProjectAudit>,
+}
+
+#[derive(Debug, Default)]
+struct ProjectAudit {
+    security: AuditRing,
+    activity: AuditRing,
+    samples: AuditRing,
+    /// (unix minute, event name, reason) -> count, oldest first by minute.
+    counts: std::collections::BTreeMap<(i64, &'static str, String), u64>,
 }
 
 type AuditRing = VecDeque<(u64, AuditEvent)>;
+
+/// How many rejections of one kind arrived in one minute.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct RejectionCount {
+    /// The minute (its start).
+    #[serde(with = "time::serde::rfc3339")]
+    pub minute: OffsetDateTime,
+    /// The event name.
+    pub event: &'static str,
+    /// The reason.
+    pub reason: String,
+    /// How many.
+    pub count: u64,
+}
 
 impl Default for MemoryAuditLog {
     fn default() -> Self {
@@ -417,13 +637,14 @@ impl Default for MemoryAuditLog {
 }
 
 impl MemoryAuditLog {
-    /// A log keeping 10,000 events per project (and as many CIMD fetch failures).
+    /// A log keeping 10,000 security events and 10,000 other events per
+    /// project.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// A log keeping `capacity` events per project (at least one), and as
-    /// many CIMD fetch failures.
+    /// A log keeping `capacity` security events and `capacity` other
+    /// events per project (at least one each).
     pub fn with_capacity(capacity: usize) -> Self {
         Self {
             inner: Mutex::new(AuditRings::default()),
@@ -431,18 +652,42 @@ impl MemoryAuditLog {
         }
     }
 
-    /// The newest `limit` events of a project, oldest first.
+    /// The newest `limit` events of a project (every retention, rejection
+    /// samples included), oldest first.
     pub fn recent(&self, project: &ProjectId, limit: usize) -> Vec<AuditEvent> {
         let Ok(rings) = lock(&self.inner) else {
             return Vec::new();
         };
-        let Some((main, cimd)) = rings.projects.get(project) else {
+        let Some(p) = rings.projects.get(project) else {
             return Vec::new();
         };
-        let mut all: Vec<&(u64, AuditEvent)> = main.iter().chain(cimd.iter()).collect();
+        let mut all: Vec<&(u64, AuditEvent)> = p
+            .security
+            .iter()
+            .chain(p.activity.iter())
+            .chain(p.samples.iter())
+            .collect();
         all.sort_unstable_by_key(|(seq, _)| *seq);
         let skip = all.len().saturating_sub(limit);
         all.into_iter().skip(skip).map(|(_, e)| e.clone()).collect()
+    }
+
+    /// The rejection counts of a project, oldest minute first.
+    pub fn rejection_counts(&self, project: &ProjectId) -> Vec<RejectionCount> {
+        let Ok(rings) = lock(&self.inner) else {
+            return Vec::new();
+        };
+        rings.projects.get(project).map_or_else(Vec::new, |p| {
+            p.counts
+                .iter()
+                .map(|((minute, event, reason), count)| RejectionCount {
+                    minute: OffsetDateTime::from_unix_timestamp(minute * 60).unwrap_or(OffsetDateTime::UNIX_EPOCH),
+                    event,
+                    reason: reason.clone(),
+                    count: *count,
+                })
+                .collect()
+        })
     }
 
     /// Every event held, oldest first.
@@ -453,7 +698,7 @@ impl MemoryAuditLog {
         let mut all: Vec<&(u64, AuditEvent)> = rings
             .projects
             .values()
-            .flat_map(|(main, cimd)| main.iter().chain(cimd.iter()))
+            .flat_map(|p| p.security.iter().chain(p.activity.iter()).chain(p.samples.iter()))
             .collect();
         all.sort_unstable_by_key(|(seq, _)| *seq);
         all.into_iter().map(|(_, e)| e.clone()).collect()
@@ -466,13 +711,29 @@ impl AuditSink for MemoryAuditLog {
         let Ok(mut rings) = lock(&self.inner) else { return };
         rings.seq += 1;
         let seq = rings.seq;
-        let (main, cimd) = rings.projects.entry(event.project_id.clone()).or_default();
-        let ring = if matches!(event.kind, crate::audit::AuditKind::CimdFetchFailed { .. }) {
-            cimd
-        } else {
-            main
+        let p = rings.projects.entry(event.project_id.clone()).or_default();
+        let (ring, cap) = match event.kind.class() {
+            AuditClass::Security => (&mut p.security, self.capacity),
+            AuditClass::Activity => (&mut p.activity, self.capacity),
+            AuditClass::Rejection => {
+                let minute = event.at.unix_timestamp().div_euclid(60);
+                let reason = event.kind.rejection_reason().unwrap_or_default();
+                let reason: String = reason.chars().take(64).collect();
+                let key = (minute, event.name(), reason);
+                if p.counts.contains_key(&key) || p.counts.len() < MAX_REJECTION_COUNTERS {
+                    *p.counts.entry(key).or_default() += 1;
+                }
+                while p
+                    .counts
+                    .first_key_value()
+                    .is_some_and(|((m, _, _), _)| *m <= minute - REJECTION_MINUTES)
+                {
+                    p.counts.pop_first();
+                }
+                (&mut p.samples, REJECTION_SAMPLES)
+            }
         };
-        if ring.len() >= self.capacity {
+        if ring.len() >= cap {
             ring.pop_front();
         }
         ring.push_back((seq, event));
@@ -487,9 +748,11 @@ impl super::AuditLog for MemoryAuditLog {
         let mut hits: Vec<&(u64, AuditEvent)> = rings
             .projects
             .get(&query.project)
-            .map(|(main, cimd)| {
-                main.iter()
-                    .chain(cimd.iter())
+            .map(|p| {
+                p.security
+                    .iter()
+                    .chain(p.activity.iter())
+                    .chain(p.samples.iter())
                     .filter(|(seq, e)| query.matches(*seq, e))
                     .collect()
             })
@@ -1031,5 +1294,44 @@ mod rotation_tests {
             .await
             .unwrap();
         assert_eq!(revoked, RefreshRotation::NotFound);
+    }
+
+    /// Review finding F2: once no grace can reach it, purging drops the
+    /// mark of a rotated token (the tombstone stays, rotated), so a copy of
+    /// the store and an old token cannot derive the successor; a reuse is
+    /// still detected. A mark younger than the maximum grace is kept.
+    #[tokio::test]
+    async fn purge_clears_marks_past_the_maximum_grace() {
+        let store = MemoryGrantStore::new();
+        let p = ProjectId::new("p").unwrap();
+        let grace = crate::project::MAX_REFRESH_REUSE_GRACE;
+        store.insert_refresh_token(record("rt1", &p)).await.unwrap();
+        let won = store
+            .rotate_refresh_token(&p, &SecretHash::of("rt1"), record("rt2", &p), mark(AT, "rt2"), grace)
+            .await
+            .unwrap();
+        assert!(matches!(won, RefreshRotation::Rotated(_)), "{won:?}");
+        let rt1 = SecretHash::of("rt1");
+        // Within the maximum grace: kept.
+        store.purge_expired(AT + grace - Duration::seconds(1)).await.unwrap();
+        let kept = store.refresh_token(&p, &rt1).await.unwrap().unwrap();
+        assert_eq!(kept.rotation, Some(mark(AT, "rt2")));
+        // Past it: cleared, still rotated, still a reuse.
+        store.purge_expired(AT + grace).await.unwrap();
+        let cleared = store.refresh_token(&p, &rt1).await.unwrap().unwrap();
+        assert!(cleared.rotated);
+        assert_eq!(cleared.rotation, None);
+        assert_eq!(store.tombstones(), 1);
+        let late = store
+            .rotate_refresh_token(&p, &rt1, record("rt3", &p), mark(AT + grace, "rt3"), grace)
+            .await
+            .unwrap();
+        let RefreshRotation::AlreadyRotated(seen) = late else {
+            panic!("{late:?}")
+        };
+        assert_eq!(seen.rotation, None);
+        // The live successor is untouched.
+        let rt2 = store.refresh_token(&p, &SecretHash::of("rt2")).await.unwrap().unwrap();
+        assert!(!rt2.rotated);
     }
 }

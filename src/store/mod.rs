@@ -174,6 +174,42 @@ pub enum RefreshRotation {
 ///   request that raced the revocation (inserts for a revoked grant are
 ///   dropped).
 /// - A storage error must be returned, never reported as success.
+///
+/// # Bounded growth per grant
+/// A grant refreshed a million times must not hold a million records.
+/// Everything here is permitted, not required (the SQL stores keep rotated
+/// tokens whole until they expire); whatever a store forgets, the grace
+/// contract above still holds for what it remembers.
+/// - A rotated refresh token need not be kept whole: a store may keep a
+///   tombstone (its hash, grant, issue and expiry times, and its
+///   [`crate::grant::RotationMark`] while one is recorded) and, when it is
+///   presented again, answer [`GrantStore::refresh_token`] and
+///   [`GrantStore::rotate_refresh_token`] with a record rebuilt from the
+///   tombstone and the grant's current token (rotation never changes a
+///   token's grant, scopes or resources), with `rotated = true` and the
+///   tombstone's mark as `rotation`: within the grace the answer is
+///   `WithinGrace` exactly as for a whole record, after it
+///   `AlreadyRotated`, so the driver detects the reuse and revokes the
+///   grant.
+/// - A store may forget rotated tokens beyond the newest
+///   [`memory::MAX_ROTATED_PER_GRANT`] of a grant, and any past its
+///   `expires_at`; a forgotten token reads as absent (`invalid_grant`
+///   without revoking the grant: it never yields tokens either way, even
+///   within the grace).
+/// - A store may drop a grant's access-token records once expired, and
+///   its oldest beyond [`memory::MAX_ACCESS_TOKENS_PER_GRANT`]; a dropped
+///   one reads as absent (inactive).
+/// - [`GrantStore::purge_expired`] reclaims expired tombstones too.
+///
+/// # Rotation marks past the grace
+/// A mark lets whoever holds the old token re-derive its successor, so it
+/// is needed only within [`crate::project::MAX_REFRESH_REUSE_GRACE`] of
+/// the rotation. [`GrantStore::purge_expired`] clears the mark
+/// (`rotation = None`, keeping `rotated = true`) of every token rotated
+/// longer ago than that (a tombstone's too), so that a copy of the store
+/// and an old refresh token cannot derive later tokens; a presentation of
+/// such a token is `AlreadyRotated` (reuse). The memory and SQL stores
+/// do.
 #[async_trait]
 pub trait GrantStore: Send + Sync {
     /// Stores a new authorization code.
@@ -228,8 +264,10 @@ pub trait GrantStore: Send + Sync {
     /// Revokes a grant: every code and token of it, now and later.
     async fn revoke_grant(&self, project: &ProjectId, grant: &GrantId, now: OffsetDateTime) -> Result<(), StoreError>;
 
-    /// Deletes expired codes and tokens and stale revocation markers;
-    /// returns how many records were removed.
+    /// Deletes expired codes and tokens and stale revocation markers, and
+    /// clears rotation marks older than
+    /// [`crate::project::MAX_REFRESH_REUSE_GRACE`] (see "Rotation marks
+    /// past the grace" above); returns how many records were removed.
     async fn purge_expired(&self, now: OffsetDateTime) -> Result<usize, StoreError>;
 }
 
