@@ -93,10 +93,9 @@ mod sqlite_only {
     #[tokio::test]
     async fn migrates_a_version_1_database_with_data_to_the_latest() {
         let dir = TempDir::new();
-        let s = SqliteStore::connect(&dir.sqlite_url("m.db"), SqlOptions::default())
-            .await
-            .unwrap();
-        super::migration_check(s).await;
+        let url = dir.sqlite_url("m.db");
+        let s = SqliteStore::connect(&url, SqlOptions::default()).await.unwrap();
+        super::migration_check(s, &url).await;
     }
 
     #[tokio::test]
@@ -148,7 +147,7 @@ mod postgres_only {
             return;
         };
         let s = PostgresStore::connect(&db.url, SqlOptions::default()).await.unwrap();
-        super::migration_check(s).await;
+        super::migration_check(s, &db.url).await;
     }
 
     /// Two pools on one database, as two server instances: activations
@@ -317,7 +316,7 @@ fn now() -> time::OffsetDateTime {
 
 /// A version-1 database with data in it, migrated to the latest: the data
 /// reads back and the later tables work.
-async fn migration_check<S>(s: S)
+async fn migration_check<S>(s: S, url: &str)
 where
     S: MigrateTo
         + ProjectStore
@@ -342,8 +341,50 @@ where
     let client = sql_support_client(now());
     assert!(ClientStore::insert(&s, &p, client.clone()).await.unwrap());
 
+    // Version 4 (refresh rotation, before tombstones): a token rotated
+    // then (a whole row marked rotated, written as that version's code
+    // did) is a tombstone after migration 7 and still reads as rotated.
+    s.migrate_to_version(4).await.unwrap();
+    let (rotated, successor) = rotated_pair(&p);
+    let mark = authio_mcp::grant::RotationMark::new(
+        now(),
+        authio_mcp::grant::RotationNonce::from_random([4; 32]),
+        successor.hash,
+    );
+    s.insert_rotated_as_version_4(url, &rotated, &mark).await;
+
     s.migrate_latest().await.unwrap();
-    assert!(s.version().await >= 2);
+    assert!(s.version().await >= 7);
+    GrantStore::insert_refresh_token(&s, successor.clone()).await.unwrap();
+    let back = GrantStore::refresh_token(&s, &p, &rotated.hash).await.unwrap().unwrap();
+    assert!(back.rotated);
+    assert_eq!(back.rotation, Some(mark));
+    assert_eq!(
+        (back.issued_at, back.expires_at),
+        (rotated.issued_at, rotated.expires_at)
+    );
+    assert_eq!(
+        GrantStore::refresh_token(&s, &p, &successor.hash).await.unwrap(),
+        Some(successor.clone())
+    );
+    let probe = rotated_pair(&p).1;
+    assert!(matches!(
+        GrantStore::rotate_refresh_token(
+            &s,
+            &p,
+            &rotated.hash,
+            probe.clone(),
+            authio_mcp::grant::RotationMark::new(
+                now(),
+                authio_mcp::grant::RotationNonce::from_random([5; 32]),
+                probe.hash
+            ),
+            time::Duration::ZERO
+        )
+        .await
+        .unwrap(),
+        authio_mcp::store::RefreshRotation::AlreadyRotated(_)
+    ));
     s.migrate_latest().await.unwrap(); // idempotent
     assert_eq!(ProjectStore::get(&s, &p).await.unwrap(), Some(settings));
     assert_eq!(IatStore::find(&s, &p, &iat.hash).await.unwrap(), Some(iat));
@@ -364,6 +405,36 @@ where
     assert_eq!(AuditLog::query(&s, &AuditQuery::new(p)).await.unwrap().events.len(), 1);
 }
 
+/// A refresh token and a successor of one grant (random hashes).
+fn rotated_pair(
+    p: &authio_mcp::project::ProjectId,
+) -> (
+    authio_mcp::grant::RefreshTokenRecord,
+    authio_mcp::grant::RefreshTokenRecord,
+) {
+    use authio_mcp::grant::{GrantId, RefreshTokenRecord};
+    let t0 = now();
+    let grant = serde_json::json!({
+        "id": GrantId::from_random(&[6; 16]), "project": p, "client_id": "client_000000000000000000000000",
+        "subject": "u", "scopes": "mcp:read", "resources": [], "granted_at": t0.unix_timestamp()
+    });
+    let token = |seed: u8, issued: i64| -> RefreshTokenRecord {
+        serde_json::from_value(serde_json::json!({
+            "hash": authio_mcp::secret::SecretHash::of(&format!("rt-{seed}-{}", rand_suffix())), "grant": grant,
+            "scopes": "mcp:read", "resources": [], "issued_at": t0.unix_timestamp() - issued,
+            "expires_at": (t0 + time::Duration::days(30)).unix_timestamp(), "rotated": false
+        }))
+        .unwrap()
+    };
+    (token(1, 60), token(2, 0))
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
 fn sql_support_client(at: time::OffsetDateTime) -> authio_mcp::client::Client {
     use authio_mcp::client::{Client, ClientId, ClientMetadata, MetadataProfile, RegisteredClientId};
     let m: ClientMetadata = serde_json::from_value(serde_json::json!({
@@ -379,14 +450,49 @@ fn sql_support_client(at: time::OffsetDateTime) -> authio_mcp::client::Client {
     Client::new(ClientId::Registered(RegisteredClientId::from_random(&[7; 12])), m, at)
 }
 
+/// A rotated refresh token as schema versions 3 and 4 stored it.
+const V4_ROTATED_INSERT: &str = "INSERT INTO refresh_tokens \
+     (project, hash, grant_id, expires_at, rotated, record, rotation, rotated_at) \
+     VALUES ($1, $2, $3, $4, TRUE, $5, $6, $7)";
+
 /// The migration entry points of both stores, for one check.
 trait MigrateTo {
+    /// Writes a rotated refresh token as the code of schema version 4 did
+    /// (the whole row, `rotated = TRUE`), through a connection of its own.
+    fn insert_rotated_as_version_4<'a>(
+        &'a self,
+        url: &'a str,
+        record: &'a authio_mcp::grant::RefreshTokenRecord,
+        mark: &'a authio_mcp::grant::RotationMark,
+    ) -> Pin<Box<dyn Future<Output = ()> + 'a>>;
     fn migrate_to_version(&self, v: i64) -> Purge<'_, ()>;
     fn migrate_latest(&self) -> Purge<'_, ()>;
     fn version(&self) -> Pin<Box<dyn Future<Output = i64> + '_>>;
 }
 
 impl MigrateTo for SqliteStore {
+    fn insert_rotated_as_version_4<'a>(
+        &'a self,
+        url: &'a str,
+        record: &'a authio_mcp::grant::RefreshTokenRecord,
+        mark: &'a authio_mcp::grant::RotationMark,
+    ) -> Pin<Box<dyn Future<Output = ()> + 'a>> {
+        Box::pin(async move {
+            let pool = sqlx::Pool::<sqlx::Sqlite>::connect(url).await.unwrap();
+            sqlx::query(V4_ROTATED_INSERT)
+                .bind(record.grant.project.as_str())
+                .bind(record.hash.as_bytes().as_slice())
+                .bind(record.grant.id.as_str())
+                .bind(record.expires_at.unix_timestamp())
+                .bind(serde_json::to_string(record).unwrap())
+                .bind(serde_json::to_string(mark).unwrap())
+                .bind(mark.at.unix_timestamp())
+                .execute(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+        })
+    }
     fn migrate_to_version(&self, v: i64) -> Purge<'_, ()> {
         Box::pin(self.migrate_to(v))
     }
@@ -400,6 +506,28 @@ impl MigrateTo for SqliteStore {
 
 #[cfg(feature = "postgres")]
 impl MigrateTo for authio_mcp::store::sql::PostgresStore {
+    fn insert_rotated_as_version_4<'a>(
+        &'a self,
+        url: &'a str,
+        record: &'a authio_mcp::grant::RefreshTokenRecord,
+        mark: &'a authio_mcp::grant::RotationMark,
+    ) -> Pin<Box<dyn Future<Output = ()> + 'a>> {
+        Box::pin(async move {
+            let pool = sqlx::Pool::<sqlx::Postgres>::connect(url).await.unwrap();
+            sqlx::query(V4_ROTATED_INSERT)
+                .bind(record.grant.project.as_str())
+                .bind(record.hash.as_bytes().as_slice())
+                .bind(record.grant.id.as_str())
+                .bind(record.expires_at.unix_timestamp())
+                .bind(serde_json::to_string(record).unwrap())
+                .bind(serde_json::to_string(mark).unwrap())
+                .bind(mark.at.unix_timestamp())
+                .execute(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+        })
+    }
     fn migrate_to_version(&self, v: i64) -> Purge<'_, ()> {
         Box::pin(self.migrate_to(v))
     }
@@ -416,7 +544,9 @@ async fn batch_purge_check<S: GrantStore>(
     s: &S,
     purge: impl for<'a> Fn(&'a S, time::OffsetDateTime) -> Purge<'a, PurgeReport>,
 ) {
-    use authio_mcp::grant::{CodeRecord, Grant, GrantId, Subject};
+    use authio_mcp::grant::{
+        AccessTokenRecord, CodeRecord, Grant, GrantId, RefreshTokenRecord, RotationMark, RotationNonce, Subject,
+    };
     use authio_mcp::pkce::{CodeChallenge, CodeVerifier};
     use authio_mcp::secret::SecretHash;
     let t0 = now();
@@ -442,12 +572,59 @@ async fn batch_purge_check<S: GrantStore>(
         hashes.push(record.hash);
         s.insert_code(record).await.unwrap();
     }
+    // 20 grants, each with a rotated refresh token (a tombstone) and an
+    // access token that expire in a minute, and a live successor.
+    let mut rotated = Vec::new();
+    for j in 0..20u8 {
+        let mut g = grant.clone();
+        g.id = GrantId::from_random(&[j + 100; 16]);
+        let token = |name: String, expires: time::OffsetDateTime| -> RefreshTokenRecord {
+            serde_json::from_value(serde_json::json!({
+                "hash": SecretHash::of(&name), "grant": g, "scopes": "", "resources": [],
+                "issued_at": t0.unix_timestamp(), "expires_at": expires.unix_timestamp(), "rotated": false
+            }))
+            .unwrap()
+        };
+        let old = token(format!("rt{j}"), t0 + time::Duration::minutes(1));
+        let new = token(format!("rt{j}-next"), t0 + time::Duration::days(9));
+        s.insert_refresh_token(old.clone()).await.unwrap();
+        let mark = RotationMark::new(t0, RotationNonce::from_random([j; 32]), new.hash);
+        let outcome = s
+            .rotate_refresh_token(&p, &old.hash, new.clone(), mark, time::Duration::ZERO)
+            .await
+            .unwrap();
+        assert!(matches!(outcome, authio_mcp::store::RefreshRotation::Rotated(_)));
+        let access: AccessTokenRecord = serde_json::from_value(serde_json::json!({
+            "hash": SecretHash::of(&format!("at{j}")), "project": p, "grant_id": g.id,
+            "claims": {"iss": "https://as.example", "sub": "u", "aud": [], "client_id": "c", "scope": "",
+                       "iat": t0.unix_timestamp(), "exp": (t0 + time::Duration::minutes(1)).unix_timestamp(),
+                       "jti": "j"},
+            "revoked": false
+        }))
+        .unwrap();
+        s.insert_access_token(access.clone()).await.unwrap();
+        rotated.push((old, new, access));
+    }
     let report = purge(s, t0 + time::Duration::days(1)).await.unwrap();
-    assert!(report.grants >= 50, "{report:?}");
+    assert!(report.grants >= 90, "codes, tombstones and access tokens: {report:?}");
     for h in &hashes[..50] {
         assert!(s.code(&p, h).await.unwrap().is_none());
     }
     assert!(s.code(&p, &hashes[50]).await.unwrap().is_some());
+    for (old, new, access) in &rotated {
+        assert!(
+            s.refresh_token(&p, &old.hash).await.unwrap().is_none(),
+            "tombstone purged"
+        );
+        assert!(
+            s.access_token(&p, &access.hash).await.unwrap().is_none(),
+            "access token purged"
+        );
+        assert!(
+            s.refresh_token(&p, &new.hash).await.unwrap().is_some(),
+            "live token kept"
+        );
+    }
 }
 
 /// A cache of 3: a fourth and fifth entry evict the soonest-expiring.

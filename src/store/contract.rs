@@ -45,8 +45,9 @@ use super::memory::{
     MemoryProjectStore, MemoryReplayStore,
 };
 use super::{
-    AuditLog, AuditQuery, CimdCache, ClientStore, CodeConsumption, GrantStore, IatStore, KeyStore, ProjectStore,
-    RefreshRotation, ReplayStore, RevokeOutcome, UseOutcome,
+    AuditLog, AuditQuery, CimdCache, ClientStore, CodeConsumption, GrantStore, IatStore, KeyStore,
+    MAX_ACCESS_TOKENS_PER_GRANT, MAX_ROTATED_PER_GRANT, ProjectStore, RefreshRotation, ReplayStore, RevokeOutcome,
+    UseOutcome,
 };
 use crate::audit::{AuditEvent, AuditKind};
 use crate::cimd::{CachedDocument, ClientIdUrl};
@@ -244,6 +245,8 @@ pub async fn run_all(stores: &Stores) -> Outcome {
     refresh_tokens(stores.grants.as_ref()).await?;
     access_tokens(stores.grants.as_ref()).await?;
     grant_revocation(stores.grants.as_ref()).await?;
+    inserts_never_replace(stores.grants.as_ref()).await?;
+    bounded_grant_growth(stores.grants.as_ref()).await?;
     purge(stores.grants.as_ref(), stores.iats.as_ref()).await?;
     cimd_cache(stores.cimd.as_ref()).await?;
     audit(stores.audit.as_ref()).await?;
@@ -1017,6 +1020,245 @@ pub async fn grant_revocation(store: &dyn GrantStore) -> Outcome {
     ensure!(
         ok!(store.access_token(&p, &oa.hash).await, "access").is_some(),
         "revoking one grant leaves other grants' access tokens"
+    );
+    Ok(())
+}
+
+/// Inserts are insert-if-absent: a second insert of a stored hash changes
+/// nothing, so it cannot un-consume a code, un-revoke an access token or
+/// revive a rotated refresh token.
+///
+/// # Errors
+/// The first [`Violation`].
+pub async fn inserts_never_replace(store: &dyn GrantStore) -> Outcome {
+    let p = fresh_project();
+    let t0 = now();
+    let g = grant(&p, t0);
+
+    let c = code(&g, t0 + Duration::minutes(1));
+    ok!(store.insert_code(c.clone()).await, "insert code");
+    ok!(store.consume_code(&p, &c.hash).await, "consume");
+    ok!(store.insert_code(c.clone()).await, "insert code again");
+    ensure!(
+        ok!(store.code(&p, &c.hash).await, "code").is_some_and(|r| r.consumed),
+        "a second insert of a consumed code leaves it consumed"
+    );
+    ensure!(
+        matches!(
+            ok!(store.consume_code(&p, &c.hash).await, "consume"),
+            CodeConsumption::AlreadyConsumed(_)
+        ),
+        "a re-inserted consumed code cannot be consumed again"
+    );
+
+    let a = access(&g, t0, t0 + Duration::hours(1));
+    ok!(store.insert_access_token(a.clone()).await, "insert access");
+    ensure!(
+        ok!(store.revoke_access_token(&p, &a.hash).await, "revoke"),
+        "revocation reports an existing token"
+    );
+    ok!(store.insert_access_token(a.clone()).await, "insert access again");
+    ensure!(
+        ok!(store.access_token(&p, &a.hash).await, "access").is_some_and(|r| r.revoked),
+        "a second insert of a revoked access token leaves it revoked (review finding L1)"
+    );
+
+    let r1 = refresh(&g, t0, t0 + Duration::days(30));
+    ok!(store.insert_refresh_token(r1.clone()).await, "insert refresh");
+    let mut changed = r1.clone();
+    changed.expires_at = t0 + Duration::days(60);
+    ok!(store.insert_refresh_token(changed).await, "insert refresh again");
+    ensure!(
+        ok!(store.refresh_token(&p, &r1.hash).await, "refresh").as_ref() == Some(&r1),
+        "a second insert of a live refresh token keeps the first record"
+    );
+    let r2 = refresh(&g, t0, t0 + Duration::days(30));
+    let m2 = mark(t0, &r2);
+    ok!(
+        store
+            .rotate_refresh_token(&p, &r1.hash, r2.clone(), m2, Duration::ZERO)
+            .await,
+        "rotate"
+    );
+    ok!(
+        store.insert_refresh_token(r1.clone()).await,
+        "insert rotated refresh again"
+    );
+    ensure!(
+        ok!(store.refresh_token(&p, &r1.hash).await, "refresh").is_some_and(|r| r.rotated),
+        "a second insert of a rotated refresh token leaves it rotated"
+    );
+    let r3 = refresh(&g, t0, t0 + Duration::days(30));
+    ensure!(
+        matches!(
+            ok!(
+                store
+                    .rotate_refresh_token(&p, &r1.hash, r3.clone(), mark(t0, &r3), Duration::ZERO)
+                    .await,
+                "rotate"
+            ),
+            RefreshRotation::AlreadyRotated(_)
+        ),
+        "a re-inserted rotated refresh token is reuse, not a fresh rotation"
+    );
+    Ok(())
+}
+
+/// Bounded growth per grant (see `GrantStore`'s docs): a grant rotated
+/// many times keeps reuse detection (and the grace) for its newest
+/// [`MAX_ROTATED_PER_GRANT`] rotated tokens, rebuilt from tombstones, and
+/// forgets the older ones; it keeps its newest
+/// [`MAX_ACCESS_TOKENS_PER_GRANT`] access tokens and drops the older and
+/// the expired ones without a purge; purging reclaims the tombstones.
+///
+/// # Errors
+/// The first [`Violation`].
+pub async fn bounded_grant_growth(store: &dyn GrantStore) -> Outcome {
+    let p = fresh_project();
+    let t0 = now();
+    let g = grant(&p, t0);
+    let rotations = MAX_ROTATED_PER_GRANT * 2 + 5;
+    let mut tokens = vec![refresh(&g, t0, t0 + Duration::days(30))];
+    ok!(store.insert_refresh_token(tokens[0].clone()).await, "insert refresh");
+    let mut marks = Vec::new();
+    let mut accesses = Vec::new();
+    for i in 0..rotations {
+        let at = t0 + Duration::seconds(i64::try_from(i).unwrap_or(0) + 1);
+        let next = refresh(&g, at, at + Duration::days(30));
+        let m = mark(at, &next);
+        let Some(parent) = tokens.last() else {
+            return Err(fixture(&"no parent token"));
+        };
+        ensure!(
+            matches!(
+                ok!(
+                    store
+                        .rotate_refresh_token(&p, &parent.hash, next.clone(), m.clone(), Duration::ZERO)
+                        .await,
+                    "rotate"
+                ),
+                RefreshRotation::Rotated(_)
+            ),
+            "each rotation of the current token wins"
+        );
+        tokens.push(next);
+        marks.push(m);
+        let a = access(&g, at, at + Duration::hours(1));
+        ok!(store.insert_access_token(a.clone()).await, "insert access");
+        accesses.push(a);
+    }
+    // tokens[0..rotations] are rotated; tokens[rotations] is the current one.
+    let forgotten = rotations - MAX_ROTATED_PER_GRANT;
+    for (i, (t, m)) in tokens.iter().zip(&marks).enumerate() {
+        let read = ok!(store.refresh_token(&p, &t.hash).await, "refresh");
+        if i < forgotten {
+            ensure!(
+                read.is_none(),
+                "rotated tokens beyond the newest MAX_ROTATED_PER_GRANT of a grant are forgotten",
+                "rotated token {i} of {rotations} still read"
+            );
+            continue;
+        }
+        let mut expected = t.clone();
+        expected.rotated = true;
+        expected.rotation = Some(m.clone());
+        ensure!(
+            read.as_ref() == Some(&expected),
+            "a remembered rotated token reads as its whole record, rotated, with its mark",
+            "rotated token {i}: {read:?}"
+        );
+        let probe = refresh(&g, t0, t0 + Duration::days(1));
+        ensure!(
+            matches!(
+                ok!(
+                    store
+                        .rotate_refresh_token(&p, &t.hash, probe.clone(), mark(m.at, &probe), Duration::ZERO)
+                        .await,
+                    "rotate"
+                ),
+                RefreshRotation::AlreadyRotated(_)
+            ),
+            "a remembered rotated token is reuse",
+            "rotated token {i}"
+        );
+    }
+    let (Some(last), Some(last_mark)) = (tokens.get(rotations - 1), marks.last()) else {
+        return Err(fixture(&"no rotations"));
+    };
+    let probe = refresh(&g, t0, t0 + Duration::days(1));
+    let within = ok!(
+        store
+            .rotate_refresh_token(
+                &p,
+                &last.hash,
+                probe.clone(),
+                mark(last_mark.at + Duration::seconds(1), &probe),
+                Duration::seconds(5)
+            )
+            .await,
+        "rotate"
+    );
+    ensure!(
+        matches!(&within, RefreshRotation::WithinGrace(r) if r.rotation.as_ref() == Some(last_mark)),
+        "a rotated token's tombstone answers the grace with the first rotation's mark",
+        "{within:?}"
+    );
+    let dropped = accesses.len() - MAX_ACCESS_TOKENS_PER_GRANT;
+    for (i, a) in accesses.iter().enumerate() {
+        let read = ok!(store.access_token(&p, &a.hash).await, "access");
+        if i < dropped {
+            ensure!(
+                read.is_none(),
+                "access tokens beyond the newest MAX_ACCESS_TOKENS_PER_GRANT of a grant are dropped",
+                "access token {i} of {} still read",
+                accesses.len()
+            );
+        } else {
+            ensure!(
+                read.as_ref() == Some(a),
+                "a grant's newest access tokens are kept",
+                "access token {i}"
+            );
+        }
+    }
+    // Expired access tokens of a grant go when it gets a new one.
+    let h = grant(&p, t0);
+    let short = access(&h, t0, t0 + Duration::seconds(10));
+    ok!(store.insert_access_token(short.clone()).await, "insert access");
+    let later = access(&h, t0 + Duration::seconds(20), t0 + Duration::hours(1));
+    ok!(store.insert_access_token(later.clone()).await, "insert access");
+    ensure!(
+        ok!(store.access_token(&p, &short.hash).await, "access").is_none(),
+        "a grant's expired access token is dropped when it gets a new one"
+    );
+    ensure!(
+        ok!(store.access_token(&p, &later.hash).await, "access").is_some(),
+        "the new access token is kept"
+    );
+    // A purge after the rotated tokens expired reclaims their tombstones,
+    // while the current token lives on.
+    let h2 = grant(&p, t0);
+    let first = refresh(&h2, t0, t0 + Duration::days(1));
+    ok!(store.insert_refresh_token(first.clone()).await, "insert refresh");
+    let second = refresh(&h2, t0, t0 + Duration::days(90));
+    ok!(
+        store
+            .rotate_refresh_token(&p, &first.hash, second.clone(), mark(t0, &second), Duration::ZERO)
+            .await,
+        "rotate"
+    );
+    ensure!(
+        ok!(store.refresh_token(&p, &first.hash).await, "refresh").is_some_and(|r| r.rotated),
+        "a rotated token is remembered before it expires"
+    );
+    ok!(store.purge_expired(t0 + Duration::days(2)).await, "purge");
+    ensure!(
+        ok!(store.refresh_token(&p, &first.hash).await, "refresh").is_none(),
+        "purging reclaims a rotated token's tombstone once it expired"
+    );
+    ensure!(
+        ok!(store.refresh_token(&p, &second.hash).await, "refresh").is_some_and(|r| !r.rotated),
+        "purging keeps the grant's live token"
     );
     Ok(())
 }

@@ -166,16 +166,7 @@ pub struct MemoryGrantStore {
 /// The number of shards of a [`MemoryGrantStore`].
 pub const GRANT_SHARDS: usize = 16;
 
-/// Rotated refresh tokens remembered per grant for reuse detection. A
-/// token rotated longer ago than this many rotations is answered as
-/// unknown (`invalid_grant`, without revoking the grant): it never yields
-/// tokens either way; only the revocation of the family on such a late
-/// reuse is lost.
-pub const MAX_ROTATED_PER_GRANT: usize = 32;
-
-/// Access-token records kept per grant; beyond it the oldest is dropped
-/// (it then introspects as inactive).
-pub const MAX_ACCESS_TOKENS_PER_GRANT: usize = 32;
+pub use super::{MAX_ACCESS_TOKENS_PER_GRANT, MAX_ROTATED_PER_GRANT};
 
 type FamilyKey = (ProjectId, GrantId);
 
@@ -305,7 +296,9 @@ impl GrantStore for MemoryGrantStore {
     async fn insert_code(&self, record: CodeRecord) -> Result<(), StoreError> {
         let mut m = self.shard(&record.hash)?;
         if !m.is_revoked(&record.grant.project, &record.grant.id) {
-            m.codes.insert(record.hash, record);
+            // Insert-if-absent: a stored code (consumed or not) is never
+            // replaced, so a second insert cannot un-consume it.
+            m.codes.entry(record.hash).or_insert(record);
         }
         Ok(())
     }
@@ -336,11 +329,19 @@ impl GrantStore for MemoryGrantStore {
 
     async fn insert_refresh_token(&self, record: RefreshTokenRecord) -> Result<(), StoreError> {
         let mut m = self.shard(&record.hash)?;
-        if !m.is_revoked(&record.grant.project, &record.grant.id) {
-            let key = (record.grant.project.clone(), record.grant.id.clone());
-            self.families()?.family(key).head = Some(record.clone());
-            m.refresh.insert(record.hash, record);
+        if m.is_revoked(&record.grant.project, &record.grant.id) || m.refresh.contains_key(&record.hash) {
+            return Ok(());
         }
+        let mut families = self.families()?;
+        // Insert-if-absent, rotated tokens included: a tombstone's hash is
+        // taken, so a second insert cannot revive a rotated token.
+        if families.tombstones.contains_key(&record.hash) {
+            return Ok(());
+        }
+        let key = (record.grant.project.clone(), record.grant.id.clone());
+        families.family(key).head = Some(record.clone());
+        drop(families);
+        m.refresh.insert(record.hash, record);
         Ok(())
     }
 
@@ -438,7 +439,9 @@ impl GrantStore for MemoryGrantStore {
     async fn insert_access_token(&self, record: AccessTokenRecord) -> Result<(), StoreError> {
         let dropped = {
             let mut m = self.shard(&record.hash)?;
-            if m.is_revoked(&record.project, &record.grant_id) {
+            // Insert-if-absent: a stored record is never replaced, so a
+            // second insert cannot un-revoke a revoked token.
+            if m.is_revoked(&record.project, &record.grant_id) || m.access.contains_key(&record.hash) {
                 return Ok(());
             }
             let mut families = self.families()?;

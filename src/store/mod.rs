@@ -118,6 +118,17 @@ pub trait ClientStore: Send + Sync {
     async fn count(&self, project: &ProjectId) -> Result<usize, StoreError>;
 }
 
+/// Rotated refresh tokens a [`GrantStore`] remembers per grant for reuse
+/// detection (as tombstones). A token rotated longer ago than this many
+/// rotations is answered as unknown (`invalid_grant`, without revoking the
+/// grant): it never yields tokens either way; only the revocation of the
+/// family on such a late reuse is lost.
+pub const MAX_ROTATED_PER_GRANT: usize = 32;
+
+/// Access-token records a [`GrantStore`] keeps per grant; beyond it the
+/// oldest is dropped (it then introspects as inactive).
+pub const MAX_ACCESS_TOKENS_PER_GRANT: usize = 32;
+
 /// The outcome of [`GrantStore::consume_code`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -162,13 +173,12 @@ pub enum RefreshRotation {
 ///   returns `Rotated` (and only that one stores its `new` record and its
 ///   `mark`); every other call sees the winner's committed state and
 ///   returns `WithinGrace` or `AlreadyRotated` by the winner's
-///   `mark.at`, never its own. With SQL: `UPDATE refresh_tokens SET
-///   rotated = TRUE, rotated_at = :at, rotation_nonce = :nonce,
-///   successor_hash = :successor WHERE project = :p AND hash = :old AND
-///   NOT rotated AND <grant not revoked>` and the insert of `new` in the
-///   same transaction; when no row was updated, read the row in that
-///   transaction and decide with [`RefreshTokenRecord::within_reuse_grace`]
-///   (`mark.at` as `now`).
+///   `mark.at`, never its own. With SQL (as `store::sql` does): `DELETE
+///   FROM refresh_tokens WHERE project = :p AND hash = :old AND <grant not
+///   revoked> RETURNING ...`, then the insert of its tombstone (with the
+///   mark) and of `new`, in the same transaction; when no row was deleted,
+///   read the tombstone and decide with
+///   [`RefreshTokenRecord::within_reuse_grace`] (`mark.at` as `now`).
 /// - After [`GrantStore::revoke_grant`], every code and token of the grant
 ///   must read as absent or revoked, including ones inserted later by a
 ///   request that raced the revocation (inserts for a revoked grant are
@@ -176,30 +186,40 @@ pub enum RefreshRotation {
 /// - A storage error must be returned, never reported as success.
 ///
 /// # Bounded growth per grant
-/// A grant refreshed a million times must not hold a million records.
-/// Everything here is permitted, not required (the SQL stores keep rotated
-/// tokens whole until they expire); whatever a store forgets, the grace
-/// contract above still holds for what it remembers.
-/// - A rotated refresh token need not be kept whole: a store may keep a
+/// A grant refreshed a million times must not hold a million records: a
+/// store keeps at most [`MAX_ROTATED_PER_GRANT`] rotated refresh tokens and
+/// [`MAX_ACCESS_TOKENS_PER_GRANT`] access tokens per grant (the memory and
+/// SQL stores do; the contract suite checks it by presenting tokens beyond
+/// the caps, which must read as absent). Whatever a store forgets, the
+/// grace contract above still holds for what it remembers.
+/// - A rotated refresh token is not kept whole: the store keeps a
 ///   tombstone (its hash, grant, issue and expiry times, and its
 ///   [`crate::grant::RotationMark`] while one is recorded) and, when it is
-///   presented again, answer [`GrantStore::refresh_token`] and
+///   presented again, answers [`GrantStore::refresh_token`] and
 ///   [`GrantStore::rotate_refresh_token`] with a record rebuilt from the
 ///   tombstone and the grant's current token (rotation never changes a
 ///   token's grant, scopes or resources), with `rotated = true` and the
 ///   tombstone's mark as `rotation`: within the grace the answer is
 ///   `WithinGrace` exactly as for a whole record, after it
 ///   `AlreadyRotated`, so the driver detects the reuse and revokes the
-///   grant.
-/// - A store may forget rotated tokens beyond the newest
-///   [`memory::MAX_ROTATED_PER_GRANT`] of a grant, and any past its
-///   `expires_at`; a forgotten token reads as absent (`invalid_grant`
-///   without revoking the grant: it never yields tokens either way, even
-///   within the grace).
-/// - A store may drop a grant's access-token records once expired, and
-///   its oldest beyond [`memory::MAX_ACCESS_TOKENS_PER_GRANT`]; a dropped
-///   one reads as absent (inactive).
+///   grant. A tombstone whose grant has no current token left (it expired
+///   and was purged) may read as absent.
+/// - Rotated tokens beyond the newest [`MAX_ROTATED_PER_GRANT`] of a
+///   grant, and any past its `expires_at`, are forgotten; a forgotten
+///   token reads as absent (`invalid_grant` without revoking the grant: it
+///   never yields tokens either way, even within the grace).
+/// - A grant's access-token records are dropped once expired (when the
+///   grant gets a new one, and by purging), and its oldest beyond
+///   [`MAX_ACCESS_TOKENS_PER_GRANT`]; a dropped one reads as absent
+///   (inactive).
 /// - [`GrantStore::purge_expired`] reclaims expired tombstones too.
+///
+/// # Inserts never replace
+/// `insert_code`, `insert_refresh_token` and `insert_access_token` are
+/// insert-if-absent: a hash that is already stored (a consumed code, a
+/// revoked access token, a rotated refresh token's tombstone) keeps its
+/// record, so a second insert can never un-consume, un-revoke or revive
+/// anything.
 ///
 /// # Rotation marks past the grace
 /// A mark lets whoever holds the old token re-derive its successor, so it

@@ -39,7 +39,7 @@
 //! | operation | how |
 //! |---|---|
 //! | `GrantStore::consume_code` | one `UPDATE ... SET consumed = TRUE WHERE ... AND consumed = FALSE AND <grant not revoked> RETURNING`: the row lock (PostgreSQL) or the database write lock (SQLite) serializes concurrent updates, and a waiter re-checks `consumed` after the winner commits, so exactly one caller gets the row |
-//! | `GrantStore::rotate_refresh_token` | PostgreSQL: ONE statement, a data-modifying CTE (`WITH old AS (UPDATE ... SET rotated = TRUE WHERE ... AND rotated = FALSE RETURNING ...) INSERT ... SELECT ... FROM old`): the successor is inserted only for the row the conditional update returned, atomically. SQLite: a transaction under its single writer lock whose FIRST statement is that conditional `UPDATE`, followed by the insert. Either way only the winner of the update inserts |
+//! | `GrantStore::rotate_refresh_token` | PostgreSQL: ONE statement, data-modifying CTEs (`WITH old AS (DELETE FROM refresh_tokens WHERE ... AND <grant not revoked> RETURNING ...), tomb AS (INSERT INTO refresh_tombstones ... FROM old), capped AS (DELETE <the grant's tombstones beyond the cap>) INSERT ... SELECT ... FROM old`): the old token leaves the live table for its tombstone and the successor is inserted only for the row the conditional delete returned, atomically; a concurrent rotation waits on the row lock and finds the row gone. SQLite: a transaction under its single writer lock whose FIRST statement is that conditional `DELETE`, followed by the tombstone, the successor and the cap. Either way only the winner of the delete inserts; a loser reads the tombstone the winner committed |
 //! | `IatStore::use_once` | one `UPDATE ... SET uses = uses + 1 WHERE <not revoked> AND <not expired> AND (max_uses IS NULL OR uses < max_uses) RETURNING`: check and count are one statement, so `max_uses` is never exceeded |
 //! | `IatStore::revoke` | one conditional `UPDATE ... WHERE revoked_at IS NULL RETURNING` |
 //! | `ProjectStore::compare_and_swap` | optimistic: the settings are read with their `version`, compared with `current`, and replaced by `UPDATE ... WHERE id = ? AND version = ?`; the update is the atomic step |
@@ -75,8 +75,9 @@
 //! | `clients` (1) | `(project, id)` | `client` (JSON), `issued_at` | the client secret as its hash only (`secret_hash` in the JSON) | until deleted |
 //! | `initial_access_tokens` (1) | `(project, hash)`, unique `(project, id)` | `label`, `created_at`, `expires_at`, `max_uses`, `uses`, `revoked_at`, `pinned` (JSON) | the token as its hash only | purged once expired, exhausted or revoked |
 //! | `authorization_codes` (1) | `(project, hash)`; indexes `(project, grant_id)`, `expires_at` | `grant_id`, `expires_at`, `consumed`, `record` (JSON) | the code as its hash only (the PKCE challenge is public) | purged once expired |
-//! | `refresh_tokens` (1) | `(project, hash)`; indexes `(project, grant_id)`, `expires_at` | `grant_id`, `expires_at`, `rotated`, `record` (JSON) | the token as its hash only | purged once expired (rotated ones too, so reuse is detected until then) |
-//! | `access_tokens` (1) | `(project, hash)`; indexes `(project, grant_id)`, `expires_at` | `grant_id`, `expires_at` (`exp`), `revoked`, `record` (JSON claims) | the token as its hash only | purged once expired |
+//! | `refresh_tokens` (1) | `(project, hash)`; indexes `(project, grant_id)`, `expires_at` | `grant_id`, `expires_at`, `rotated` (always false since migration 7), `record` (JSON), `rotation`, `rotated_at` (3, unused since 7) | the token as its hash only | live tokens only: a rotation moves the token to `refresh_tombstones`; purged once expired |
+//! | `refresh_tombstones` (7) | `id` (increasing); unique `(project, hash)`; indexes `(project, grant_id, id)`, `expires_at`, `rotated_at` | `grant_id`, `issued_at`, `expires_at`, `rotated_at`, `rotation` (JSON of the `RotationMark`) | the token as its hash only; the mark's nonce derives successors only together with the old token, and is cleared past the reuse grace | at most [`crate::store::MAX_ROTATED_PER_GRANT`] per grant (the oldest go at each rotation); purged once expired; deleted with the grant |
+//! | `access_tokens` (1) | `(project, hash)`; indexes `(project, grant_id)`, `expires_at` | `grant_id`, `expires_at` (`exp`), `revoked`, `record` (JSON claims) | the token as its hash only | at most [`crate::store::MAX_ACCESS_TOKENS_PER_GRANT`] per grant: each insert drops the grant's expired ones and its oldest beyond the cap; purged once expired |
 //! | `revoked_grants` (1) | `(project, grant_id)`; index `keep_until` | `revoked_at`, `keep_until` | none | purged after `keep_until` (a day) once no code or token of the grant remains |
 //! | `cimd_cache` (2) | `(project, url)`; index `expires_at` | `entry` (JSON: document and resolved client), `fetched_at`, `expires_at` | none (documents are public) | capped at [`SqlOptions::cimd_capacity`] entries, soonest-expiring evicted first; expired entries purged |
 //! | `audit_events` (2) | `id` (increasing); indexes `(project, id)`, `(project, name, id)`, `at` | `project`, `at`, `name`, `event` (JSON) | none (events never carry secrets) | [`SqlOptions::audit_max_age`] and [`SqlOptions::audit_max_rows_per_project`] |
@@ -638,7 +639,12 @@ macro_rules! impl_sql_store {
 
             async fn purge_grants(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
                 let mut removed = 0;
-                for table in ["authorization_codes", "refresh_tokens", "access_tokens"] {
+                for table in [
+                    "authorization_codes",
+                    "refresh_tokens",
+                    "refresh_tombstones",
+                    "access_tokens",
+                ] {
                     removed += self
                         .delete_batches(table, &q::purge_expired(table), secs(now))
                         .await?;
@@ -646,8 +652,8 @@ macro_rules! impl_sql_store {
                 removed += self
                     .delete_batches("revoked_grants", q::PURGE_MARKERS, secs(now))
                     .await?;
-                // Not counted as removed records: the rows stay (rotated,
-                // for reuse detection), only their marks go.
+                // Not counted as removed records: the tombstones stay (for
+                // reuse detection), only their marks go.
                 self.delete_batches(
                     "clear rotation marks",
                     q::CLEAR_ROTATIONS,
@@ -1034,10 +1040,35 @@ macro_rules! impl_sql_store {
                     .fetch_optional(&self.pool)
                     .await
                     .map_err(|e| self.fail("get refresh token", e))?;
-                row.map(|r| {
+                if let Some(r) = row {
                     let (rotated, mut record): (bool, RefreshTokenRecord) = self.flagged("refresh token", &r)?;
                     record.rotated = rotated;
                     let rotation: Option<String> = r.try_get(2).map_err(|e| self.fail("refresh token", e))?;
+                    record.rotation = rotation
+                        .map(|json| from_json("refresh token rotation", &json))
+                        .transpose()?;
+                    return Ok(Some(record));
+                }
+                // A rotated token: its tombstone and the grant's current
+                // token (rotation never changes a grant, scopes or
+                // resources).
+                let row = sqlx::query(q::TOMBSTONE_GET)
+                    .bind(project.as_str())
+                    .bind(hash.as_bytes().as_slice())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(|e| self.fail("get refresh token tombstone", e))?;
+                row.map(|r| {
+                    let get = |e| self.fail("decode refresh token tombstone", e);
+                    let issued_at: i64 = r.try_get(0).map_err(get)?;
+                    let expires_at: i64 = r.try_get(1).map_err(get)?;
+                    let rotation: Option<String> = r.try_get(2).map_err(get)?;
+                    let head: String = r.try_get(3).map_err(get)?;
+                    let mut record: RefreshTokenRecord = from_json("refresh token", &head)?;
+                    record.hash = *hash;
+                    record.issued_at = time_of(issued_at)?;
+                    record.expires_at = time_of(expires_at)?;
+                    record.rotated = true;
                     record.rotation = rotation
                         .map(|json| from_json("refresh token rotation", &json))
                         .transpose()?;
@@ -1068,6 +1099,7 @@ macro_rules! impl_sql_store {
                     }
                     _ => RefreshRotation::NotFound,
                 };
+                let keep = i64::try_from($crate::store::MAX_ROTATED_PER_GRANT).unwrap_or(i64::MAX);
                 if ROTATE_IN_ONE_STATEMENT {
                     let row = sqlx::query(q::REFRESH_ROTATE_ONE_STATEMENT)
                         .bind(project.as_str())
@@ -1080,6 +1112,7 @@ macro_rules! impl_sql_store {
                         .bind(new_json)
                         .bind(mark_json)
                         .bind(secs(mark.at))
+                        .bind(keep - 1)
                         .fetch_optional(&self.pool)
                         .await
                         .map_err(|e| self.fail("rotate refresh token", e))?;
@@ -1099,22 +1132,29 @@ macro_rules! impl_sql_store {
                     .begin()
                     .await
                     .map_err(|e| self.fail("rotate refresh token", e))?;
-                // The conditional update first: it takes the row (or
-                // database) write lock, so of concurrent rotations only one
-                // sees `rotated = FALSE`.
-                let row = sqlx::query(q::REFRESH_ROTATE)
+                // The conditional delete first: it takes the database write
+                // lock, so of concurrent rotations only one gets the row.
+                let row = sqlx::query(q::REFRESH_TAKE)
                     .bind(project.as_str())
                     .bind(old.as_bytes().as_slice())
-                    .bind(mark_json)
-                    .bind(secs(mark.at))
                     .fetch_optional(&mut *tx)
                     .await
                     .map_err(|e| self.fail("rotate refresh token", e))?;
                 if let Some(row) = row {
-                    let json: String = row.try_get(0).map_err(|e| self.fail("rotate refresh token", e))?;
+                    let grant_id: String = row.try_get(0).map_err(|e| self.fail("rotate refresh token", e))?;
+                    let json: String = row.try_get(1).map_err(|e| self.fail("rotate refresh token", e))?;
                     let mut old_record: RefreshTokenRecord = from_json("refresh token", &json)?;
-                    old_record.rotated = true;
-                    old_record.rotation = Some(mark);
+                    sqlx::query(q::TOMBSTONE_INSERT)
+                        .bind(project.as_str())
+                        .bind(old.as_bytes().as_slice())
+                        .bind(grant_id.as_str())
+                        .bind(secs(old_record.issued_at))
+                        .bind(secs(old_record.expires_at))
+                        .bind(secs(mark.at))
+                        .bind(mark_json)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| self.fail("rotate refresh token: tombstone", e))?;
                     sqlx::query(q::REFRESH_INSERT)
                         .bind(new.grant.project.as_str())
                         .bind(new.hash.as_bytes().as_slice())
@@ -1125,9 +1165,18 @@ macro_rules! impl_sql_store {
                         .execute(&mut *tx)
                         .await
                         .map_err(|e| self.fail("rotate refresh token: insert", e))?;
+                    sqlx::query(q::TOMBSTONE_CAP)
+                        .bind(project.as_str())
+                        .bind(grant_id.as_str())
+                        .bind(keep)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| self.fail("rotate refresh token: cap", e))?;
                     tx.commit()
                         .await
                         .map_err(|e| self.fail("rotate refresh token: commit", e))?;
+                    old_record.rotated = true;
+                    old_record.rotation = Some(mark);
                     return Ok(RefreshRotation::Rotated(old_record));
                 }
                 tx.rollback()
@@ -1140,16 +1189,47 @@ macro_rules! impl_sql_store {
             }
 
             async fn insert_access_token(&self, record: AccessTokenRecord) -> Result<(), StoreError> {
-                sqlx::query(q::ACCESS_INSERT)
+                // The grant's expired access tokens, and its oldest beyond
+                // the cap, go with every insert (bounded growth per grant).
+                let keep = i64::try_from($crate::store::MAX_ACCESS_TOKENS_PER_GRANT).unwrap_or(i64::MAX) - 1;
+                let json = to_json("access token", &record)?;
+                if ROTATE_IN_ONE_STATEMENT {
+                    sqlx::query(q::ACCESS_INSERT_AND_PRUNE)
+                        .bind(record.project.as_str())
+                        .bind(record.hash.as_bytes().as_slice())
+                        .bind(record.grant_id.as_str())
+                        .bind(record.claims.exp)
+                        .bind(record.revoked)
+                        .bind(json)
+                        .bind(record.claims.iat)
+                        .bind(keep)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(|e| self.fail("insert access token", e))?;
+                    return Ok(());
+                }
+                let inserted = sqlx::query(q::ACCESS_INSERT)
                     .bind(record.project.as_str())
                     .bind(record.hash.as_bytes().as_slice())
                     .bind(record.grant_id.as_str())
                     .bind(record.claims.exp)
                     .bind(record.revoked)
-                    .bind(to_json("access token", &record)?)
+                    .bind(json)
                     .execute(&self.pool)
                     .await
-                    .map_err(|e| self.fail("insert access token", e))?;
+                    .map_err(|e| self.fail("insert access token", e))?
+                    .rows_affected();
+                if inserted == 1 {
+                    sqlx::query(q::ACCESS_PRUNE)
+                        .bind(record.project.as_str())
+                        .bind(record.hash.as_bytes().as_slice())
+                        .bind(record.grant_id.as_str())
+                        .bind(record.claims.iat)
+                        .bind(keep)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(|e| self.fail("insert access token: prune", e))?;
+                }
                 Ok(())
             }
 
@@ -1206,6 +1286,7 @@ macro_rules! impl_sql_store {
                 for sql in [
                     q::GRANT_DELETE_CODES,
                     q::GRANT_DELETE_REFRESH,
+                    q::GRANT_DELETE_TOMBSTONES,
                     q::GRANT_DELETE_ACCESS,
                 ] {
                     sqlx::query(sql)

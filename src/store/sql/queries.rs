@@ -113,10 +113,13 @@ pub(super) const CODE_CONSUME: &str = concat!(
 /// After a failed consume: whether the code exists (revoked or not).
 pub(super) const CODE_STATE: &str = "SELECT consumed, record FROM authorization_codes WHERE project = $1 AND hash = $2";
 
+/// Insert-if-absent: neither a live token nor a tombstone with this hash
+/// is ever replaced (a rotated token cannot be revived).
 pub(super) const REFRESH_INSERT: &str = concat!(
     "INSERT INTO refresh_tokens (project, hash, grant_id, expires_at, rotated, record) ",
     "SELECT $1, $2, $3, $4, $5, $6 WHERE NOT EXISTS ",
     "(SELECT 1 FROM revoked_grants r WHERE r.project = $1 AND r.grant_id = $3) ",
+    "AND NOT EXISTS (SELECT 1 FROM refresh_tombstones t WHERE t.project = $1 AND t.hash = $2) ",
     "ON CONFLICT DO NOTHING"
 );
 
@@ -125,24 +128,55 @@ pub(super) const REFRESH_GET: &str = concat!(
     not_revoked!("refresh_tokens")
 );
 
-/// Marks a refresh token rotated: one conditional `UPDATE`, in the same
-/// transaction as the insert of its successor.
-pub(super) const REFRESH_ROTATE: &str = concat!(
-    "UPDATE refresh_tokens SET rotated = TRUE, rotation = $3, rotated_at = $4 WHERE project = $1 AND hash = $2 AND rotated = FALSE AND ",
-    not_revoked!("refresh_tokens"),
-    " RETURNING record"
+/// A rotated token's tombstone, with the record of its grant's current
+/// token (the newest) to rebuild the full record from. `$1`, `$2`: project
+/// and hash.
+pub(super) const TOMBSTONE_GET: &str = concat!(
+    "SELECT t.issued_at, t.expires_at, t.rotation, h.record FROM refresh_tombstones t ",
+    "JOIN refresh_tokens h ON h.project = t.project AND h.grant_id = t.grant_id ",
+    "WHERE t.project = $1 AND t.hash = $2 AND ",
+    not_revoked!("t"),
+    " ORDER BY h.expires_at DESC LIMIT 1"
 );
 
-/// PostgreSQL only: the rotation as ONE statement. The data-modifying CTE
-/// marks the old token (the row lock serializes concurrent rotations) and
-/// the insert of the successor runs only on the row the update returned;
-/// both commit or neither does. `$1`/`$2`: project and old hash; `$3`..`$8`:
-/// the new row; `$9`, `$10`: the rotation mark and its time. Returns the old
-/// record, or no row.
-pub(super) const REFRESH_ROTATE_ONE_STATEMENT: &str = concat!(
-    "WITH old AS (UPDATE refresh_tokens SET rotated = TRUE, rotation = $9, rotated_at = $10 WHERE project = $1 AND hash = $2 AND rotated = FALSE AND ",
+/// Takes a refresh token out of the live table for its rotation: one
+/// conditional `DELETE`, the first statement of the rotation's transaction
+/// (SQLite); of concurrent callers only one gets the row back.
+pub(super) const REFRESH_TAKE: &str = concat!(
+    "DELETE FROM refresh_tokens WHERE project = $1 AND hash = $2 AND rotated = FALSE AND ",
     not_revoked!("refresh_tokens"),
-    " RETURNING record) ",
+    " RETURNING grant_id, record"
+);
+
+/// The tombstone of a rotated token: `$1` project, `$2` hash, `$3` grant,
+/// `$4` issued at, `$5` expires at, `$6` rotated at, `$7` the mark (JSON).
+pub(super) const TOMBSTONE_INSERT: &str = "INSERT INTO refresh_tombstones \
+     (project, hash, grant_id, issued_at, expires_at, rotated_at, rotation) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+     ON CONFLICT DO NOTHING";
+
+/// A grant's tombstones beyond its newest `$3`.
+pub(super) const TOMBSTONE_CAP: &str = "DELETE FROM refresh_tombstones WHERE project = $1 AND grant_id = $2 \
+     AND id NOT IN (SELECT id FROM refresh_tombstones WHERE project = $1 AND grant_id = $2 ORDER BY id DESC LIMIT $3)";
+
+/// PostgreSQL only: the rotation as ONE statement. The data-modifying CTEs
+/// take the old token out of the live table (its row lock serializes
+/// concurrent rotations: a waiter finds the row gone), write its
+/// tombstone, drop the grant's tombstones beyond the newest `$12` (the
+/// CTEs share one snapshot, so that is the cap less the new one), and
+/// insert the successor only for the row the delete returned; all commit
+/// or none does. `$1`/`$2`: project and old hash; `$3`..`$8`: the new
+/// row; `$9`, `$10`: the rotation mark and its time; `$11`: how many of
+/// the grant's older tombstones to keep. The tombstone's issue time is read
+/// from the old record. Returns the old record, or no row.
+pub(super) const REFRESH_ROTATE_ONE_STATEMENT: &str = concat!(
+    "WITH old AS (DELETE FROM refresh_tokens WHERE project = $1 AND hash = $2 AND rotated = FALSE AND ",
+    not_revoked!("refresh_tokens"),
+    " RETURNING project, hash, grant_id, expires_at, record), ",
+    "tomb AS (INSERT INTO refresh_tombstones (project, hash, grant_id, issued_at, expires_at, rotated_at, rotation) ",
+    "SELECT project, hash, grant_id, (record::json->>'issued_at')::BIGINT, expires_at, $10, $9 FROM old), ",
+    "capped AS (DELETE FROM refresh_tombstones WHERE project = $1 AND grant_id = (SELECT grant_id FROM old) ",
+    "AND id NOT IN (SELECT id FROM refresh_tombstones WHERE project = $1 AND grant_id = (SELECT grant_id FROM old) ",
+    "ORDER BY id DESC LIMIT $11)) ",
     "INSERT INTO refresh_tokens (project, hash, grant_id, expires_at, rotated, record) ",
     "SELECT $3, $4, $5, $6, $7, $8 FROM old RETURNING (SELECT record FROM old)"
 );
@@ -152,6 +186,26 @@ pub(super) const ACCESS_INSERT: &str = concat!(
     "SELECT $1, $2, $3, $4, $5, $6 WHERE NOT EXISTS ",
     "(SELECT 1 FROM revoked_grants r WHERE r.project = $1 AND r.grant_id = $3) ",
     "ON CONFLICT DO NOTHING"
+);
+
+/// After an insert: the grant's other access tokens that expired by `$4`
+/// (the new token's issue time), and its oldest beyond the newest `$5`
+/// others. `$1` project, `$2` the new token's hash, `$3` grant.
+pub(super) const ACCESS_PRUNE: &str = "DELETE FROM access_tokens WHERE project = $1 AND grant_id = $3 AND hash <> $2 \
+     AND (expires_at <= $4 OR hash NOT IN (SELECT hash FROM access_tokens WHERE project = $1 AND grant_id = $3 \
+     AND hash <> $2 ORDER BY expires_at DESC, hash DESC LIMIT $5))";
+
+/// PostgreSQL only: the insert and the prune as one statement (`$1`..`$6`
+/// as [`ACCESS_INSERT`], `$7` now, `$8` how many others to keep); the
+/// prune runs only when the insert did.
+pub(super) const ACCESS_INSERT_AND_PRUNE: &str = concat!(
+    "WITH ins AS (INSERT INTO access_tokens (project, hash, grant_id, expires_at, revoked, record) ",
+    "SELECT $1, $2, $3, $4, $5, $6 WHERE NOT EXISTS ",
+    "(SELECT 1 FROM revoked_grants r WHERE r.project = $1 AND r.grant_id = $3) ",
+    "ON CONFLICT DO NOTHING RETURNING hash) ",
+    "DELETE FROM access_tokens WHERE project = $1 AND grant_id = $3 AND hash <> $2 AND EXISTS (SELECT 1 FROM ins) ",
+    "AND (expires_at <= $7 OR hash NOT IN (SELECT hash FROM access_tokens WHERE project = $1 AND grant_id = $3 ",
+    "AND hash <> $2 ORDER BY expires_at DESC, hash DESC LIMIT $8))"
 );
 
 pub(super) const ACCESS_GET: &str = concat!(
@@ -171,6 +225,7 @@ pub(super) const GRANT_MARK: &str = "INSERT INTO revoked_grants (project, grant_
 pub(super) const GRANT_DELETE_CODES: &str = "DELETE FROM authorization_codes WHERE project = $1 AND grant_id = $2";
 pub(super) const GRANT_DELETE_REFRESH: &str = "DELETE FROM refresh_tokens WHERE project = $1 AND grant_id = $2";
 pub(super) const GRANT_DELETE_ACCESS: &str = "DELETE FROM access_tokens WHERE project = $1 AND grant_id = $2";
+pub(super) const GRANT_DELETE_TOMBSTONES: &str = "DELETE FROM refresh_tombstones WHERE project = $1 AND grant_id = $2";
 
 /// Expired rows of one table, at most `$2` of them, through the expiry
 /// index.
@@ -183,9 +238,10 @@ pub(super) fn purge_expired(table: &str) -> String {
 
 /// Rotation marks past any reuse grace (`$1`: the cutoff), at most `$2`:
 /// the nonce in them could derive the successors of an old token, so they
-/// go as soon as no presentation can be within the grace.
-pub(super) const CLEAR_ROTATIONS: &str = "UPDATE refresh_tokens SET rotation = NULL, rotated_at = NULL WHERE (project, hash) IN \
-     (SELECT project, hash FROM refresh_tokens WHERE rotated_at <= $1 LIMIT $2)";
+/// go as soon as no presentation can be within the grace. Rotated tokens
+/// are tombstones (migration 7).
+pub(super) const CLEAR_ROTATIONS: &str = "UPDATE refresh_tombstones SET rotation = NULL, rotated_at = NULL WHERE id IN \
+     (SELECT id FROM refresh_tombstones WHERE rotated_at <= $1 LIMIT $2)";
 
 /// Stale markers: past `keep_until` AND guarding nothing any more (a row
 /// that slipped in while the grant was being revoked keeps its marker
@@ -195,6 +251,7 @@ pub(super) const PURGE_MARKERS: &str = "DELETE FROM revoked_grants WHERE (projec
      AND NOT EXISTS (SELECT 1 FROM authorization_codes c WHERE c.project = m.project AND c.grant_id = m.grant_id) \
      AND NOT EXISTS (SELECT 1 FROM refresh_tokens t WHERE t.project = m.project AND t.grant_id = m.grant_id) \
      AND NOT EXISTS (SELECT 1 FROM access_tokens a WHERE a.project = m.project AND a.grant_id = m.grant_id) \
+     AND NOT EXISTS (SELECT 1 FROM refresh_tombstones b WHERE b.project = m.project AND b.grant_id = m.grant_id) \
      LIMIT $2)";
 
 // ---- CIMD cache ----

@@ -107,5 +107,10 @@ super::impl_sql_store!(
             name: "0004_signing_keys_replay",
             sql: include_str!("migrations/sqlite/0004_signing_keys_replay.sql"),
         },
+        Migration {
+            version: 7,
+            name: "0007_refresh_tombstones",
+            sql: include_str!("migrations/sqlite/0007_refresh_tombstones.sql"),
+        },
     ]
 );
