@@ -5,6 +5,8 @@
 //!
 //! ```text
 //! cargo run --release --example soak -- --flows 1000000
+//! cargo run --release --example soak -- --one-grant --flows 1000000
+//! cargo run --release --example soak -- --one-grant --flows 100000 --database-url sqlite:///tmp/soak.db
 //! ```
 //!
 //! Each flow: authorize (one of 64 registered clients), approve, exchange
@@ -31,8 +33,9 @@ use authio_mcp::project::{ProjectId, ProjectSettings};
 use authio_mcp::scope::ScopeSet;
 use authio_mcp::server::{AuthorizationServer, AuthorizeOutcome, FixedClock, RandomSource, SystemRandom};
 use authio_mcp::store::ClientStore;
+use authio_mcp::store::GrantStore;
 use authio_mcp::store::memory::{MemoryClientStore, MemoryGrantStore};
-use futures_executor::block_on;
+use authio_mcp::store::sql::{PostgresStore, SqlOptions, SqliteStore};
 use time::Duration;
 use time::macros::datetime;
 
@@ -48,6 +51,10 @@ USAGE: cargo run --release --example soak -- [FLAGS]
   --no-purge             never purge (to see the difference)
   --one-grant            instead: one sign-in, then refresh that one grant
                          --flows times (memory per refresh must stay flat)
+  --database-url URL     with --one-grant: keep codes and tokens in SQLite
+                         (sqlite://PATH, a fresh file) or PostgreSQL
+                         (postgres://..., an empty database) and print the
+                         rows of the grant tables at each checkpoint
 ";
 
 const REDIRECT: &str = "https://claude.ai/api/mcp/auth_callback";
@@ -63,8 +70,13 @@ fn main() {
     let mut refresh_ttl: i64 = 3600;
     let mut purge = true;
     let mut one_grant = false;
+    let mut database_url: Option<String> = None;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
+        if flag == "--database-url" {
+            database_url = Some(args.next().unwrap_or_else(|| fail("--database-url needs a value")));
+            continue;
+        }
         let mut value = || {
             args.next()
                 .unwrap_or_else(|| fail(&format!("{flag} needs a value")))
@@ -89,9 +101,17 @@ fn main() {
     let clock = Arc::new(FixedClock::new(datetime!(2026-11-26 12:00 UTC)));
     let grants = Arc::new(MemoryGrantStore::new());
     let clients = Arc::new(MemoryClientStore::new());
+    if database_url.is_some() && !one_grant {
+        fail("--database-url is for --one-grant");
+    }
+    let sql = database_url.as_deref().map(SqlGrants::open);
+    let grant_store: Arc<dyn GrantStore> = match &sql {
+        Some(s) => s.store(),
+        None => grants.clone(),
+    };
     let server = AuthorizationServer::builder(Issuer::new("https://auth-api.authio.com").unwrap())
         .clock(clock.clone())
-        .grants(grants.clone())
+        .grants(grant_store)
         .clients(clients.clone())
         .registration_policy(RegistrationPolicy::default())
         .build();
@@ -113,7 +133,11 @@ fn main() {
         .collect();
 
     if one_grant {
-        one_grant_soak(&server, &project, &pool[0], &clock, &grants, flows, step);
+        let held = || match &sql {
+            Some(s) => s.rows(),
+            None => format!("{} codes+tokens held, {} tombstones", grants.len(), grants.tombstones()),
+        };
+        one_grant_soak(&server, &project, &pool[0], &clock, &held, flows, step);
         return;
     }
     println!("soak: {flows} flows, {step_ms} ms simulated per flow, purge every {purge_every} s (purging: {purge})");
@@ -161,7 +185,7 @@ fn one_grant_soak(
     project: &ProjectId,
     client: &ClientId,
     clock: &FixedClock,
-    grants: &MemoryGrantStore,
+    held: &dyn Fn() -> String,
     refreshes: u64,
     step: Duration,
 ) {
@@ -189,10 +213,9 @@ fn one_grant_soak(
         clock.advance(step);
         if checkpoints.contains(&n) {
             println!(
-                "  after {n:>8} refreshes: {}, {} codes+tokens held, {} tombstones, {:.1} s",
+                "  after {n:>8} refreshes: {}, {}, {:.1} s",
                 memory(),
-                grants.len(),
-                grants.tombstones(),
+                held(),
                 started.elapsed().as_secs_f64()
             );
         }
@@ -280,6 +303,85 @@ fn form(pairs: &[(&str, &str)]) -> String {
         s.append_pair(k, v);
     }
     s.finish()
+}
+
+/// Every async call of the soak runs on this one runtime (the SQL stores
+/// need tokio; the in-memory ones do not care).
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+        })
+        .block_on(f)
+}
+
+/// The grant tables on SQL, with a second pool that counts their rows.
+enum SqlGrants {
+    Sqlite(Arc<SqliteStore>, sqlx::SqlitePool, String),
+    Postgres(Arc<PostgresStore>, sqlx::PgPool),
+}
+
+const TABLES: [&str; 4] = [
+    "authorization_codes",
+    "refresh_tokens",
+    "refresh_tombstones",
+    "access_tokens",
+];
+
+impl SqlGrants {
+    fn open(url: &str) -> Self {
+        block_on(async {
+            if url.starts_with("sqlite:") {
+                let store = SqliteStore::connect(url, SqlOptions::default()).await.unwrap();
+                store.migrate().await.unwrap();
+                let path = url
+                    .trim_start_matches("sqlite://")
+                    .trim_start_matches("sqlite:")
+                    .to_owned();
+                Self::Sqlite(Arc::new(store), sqlx::SqlitePool::connect(url).await.unwrap(), path)
+            } else {
+                let store = PostgresStore::connect(url, SqlOptions::default()).await.unwrap();
+                store.migrate().await.unwrap();
+                Self::Postgres(Arc::new(store), sqlx::PgPool::connect(url).await.unwrap())
+            }
+        })
+    }
+
+    fn store(&self) -> Arc<dyn GrantStore> {
+        match self {
+            Self::Sqlite(s, ..) => s.clone(),
+            Self::Postgres(s, _) => s.clone(),
+        }
+    }
+
+    /// Rows per grant table (and the SQLite file with its WAL).
+    fn rows(&self) -> String {
+        use sqlx::Row as _;
+        block_on(async {
+            let mut out = Vec::new();
+            for table in TABLES {
+                let sql = format!("SELECT COUNT(*) FROM {table}");
+                let n: i64 = match self {
+                    Self::Sqlite(_, pool, _) => sqlx::query(&sql).fetch_one(pool).await.unwrap().get(0),
+                    Self::Postgres(_, pool) => sqlx::query(&sql).fetch_one(pool).await.unwrap().get(0),
+                };
+                out.push(format!("{table} {n}"));
+            }
+            if let Self::Sqlite(_, _, path) = self {
+                let size = |p: &str| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+                out.push(format!(
+                    "file {:.1} MB + WAL {:.1} MB",
+                    size(path) as f64 / 1e6,
+                    size(&format!("{path}-wal")) as f64 / 1e6
+                ));
+            }
+            format!("rows: {}", out.join(", "))
+        })
+    }
 }
 
 /// `VmRSS` and `VmHWM` (peak RSS) from `/proc/self/status` (Linux).

@@ -180,9 +180,6 @@ pub struct App {
     pub endpoints: OAuthEndpoints,
     /// The audit log, for `/admin/.../audit`.
     pub audit: Arc<dyn AuditLog>,
-    /// The memory audit log when storage is in memory, for its rejection
-    /// counts (`/admin/.../audit/rejections`).
-    pub memory_audit: Option<Arc<MemoryAuditLog>>,
     /// Where the records are.
     pub storage: Storage,
     config: Arc<Config>,
@@ -247,10 +244,10 @@ impl App {
         } else {
             builder = builder.user_claims(Arc::new(DemoUserClaims));
         }
-        let (builder, audit, memory_audit): (_, Arc<dyn AuditLog>, _) = match &storage {
+        let (builder, audit): (_, Arc<dyn AuditLog>) = match &storage {
             Storage::Memory => {
                 let audit = Arc::new(MemoryAuditLog::new());
-                (builder.audit(audit.clone()), audit.clone(), Some(audit))
+                (builder.audit(audit.clone()), audit)
             }
             Storage::Sqlite(s) => (
                 builder
@@ -263,7 +260,6 @@ impl App {
                     .replay_store(s.clone())
                     .audit(s.clone()),
                 s.clone(),
-                None,
             ),
             Storage::Postgres(s) => (
                 builder
@@ -276,7 +272,6 @@ impl App {
                     .replay_store(s.clone())
                     .audit(s.clone()),
                 s.clone(),
-                None,
             ),
         };
         let builder = match (&storage, project_cache.is_zero()) {
@@ -331,14 +326,14 @@ impl App {
                 SecretString::from(config.introspection_token.as_str()),
             )));
         let consent = Arc::new(ConsentPage {
-            pending: Mutex::new(HashMap::new()),
+            pending: Mutex::new(WaitingRoom::default()),
+            limits: ConsentLimits::default(),
             auto_approve: config.auto_approve,
             secure_cookie: config.issuer.as_str().starts_with("https://"),
         });
         Ok(Self {
             endpoints,
             audit,
-            memory_audit,
             storage,
             config: Arc::new(config),
             consent,
@@ -366,6 +361,20 @@ impl App {
                 .await?;
         }
         Ok(())
+    }
+
+    #[allow(dead_code)] // the tests set small limits; main keeps the defaults
+    /// Replaces the pending-consent limits (before [`App::router`]; pending
+    /// consents already held are dropped).
+    #[must_use]
+    pub fn with_consent_limits(mut self, limits: ConsentLimits) -> Self {
+        self.consent = Arc::new(ConsentPage {
+            pending: Mutex::new(WaitingRoom::default()),
+            limits,
+            auto_approve: self.consent.auto_approve,
+            secure_cookie: self.consent.secure_cookie,
+        });
+        self
     }
 
     /// The demo project id.
@@ -762,18 +771,18 @@ async fn admin_audit(State(app): State<App>, Path(id): Path<String>, uri: http::
 }
 
 /// `GET /admin/projects/{id}/audit/rejections`: the counts of rejected
-/// anonymous requests per minute, event and reason (memory storage; the
-/// SQL audit logs store every event, so this answers an empty list there).
+/// anonymous requests per minute, event and reason, from whichever store
+/// keeps the audit log (memory, SQLite or PostgreSQL).
 async fn admin_audit_rejections(State(app): State<App>, Path(id): Path<String>, headers: HeaderMap) -> Response {
     let result = async {
         app.check_admin(&headers)?;
         let p = project_id(&id)?;
         app.endpoints.server().project(&p).await.map_err(admin_failure)?;
         let counts = app
-            .memory_audit
-            .as_ref()
-            .map(|log| log.rejection_counts(&p))
-            .unwrap_or_default();
+            .audit
+            .rejection_counts(&p)
+            .await
+            .map_err(|_| OAuthError::server_error())?;
         Ok(serde_json::to_value(counts).unwrap_or_default())
     }
     .await;
@@ -855,76 +864,179 @@ async fn admin_revoke_iat(
     result.map_or_else(|e| admin_error(&e), |v| json_ok(&v))
 }
 
-/// A pending consent, kept server-side.
-struct Waiting {
-    pending: PendingAuthorization,
-    /// The user signed in upstream, when there is one (then the form asks
-    /// for no user name).
-    signed_in: Option<SignedIn>,
-    csrf: SecretString,
-    cookie: SecretString,
-    /// Who started it (the connection's source), for the per-source cap.
-    source: Option<authio_mcp::cimd::RequestSource>,
+/// Limits of the pending-consent store (pending consents live 10
+/// minutes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConsentLimits {
+    /// Pending consents kept at most, from every source.
+    pub max_entries: usize,
+    /// Bytes kept at most, from every source (each entry counts its
+    /// compact size, [`ConsentLimits::entry_bytes`]).
+    pub max_bytes: usize,
+    /// Pending consents one source (an IPv4 address, an IPv6 /64) may hold.
+    pub per_source: usize,
+    /// Pending consents one client may hold (a CIMD client is shared by
+    /// all its users, so this is high; the per-source cap is what stops a
+    /// flood).
+    pub per_client: usize,
 }
 
-/// Whether one more pending consent may be kept for `source` and the
-/// request's client: at most [`MAX_WAITING_PER_SOURCE`] per source and
-/// [`MAX_WAITING_PER_CLIENT`] per client; when the whole map is full, the
-/// oldest entry of the source holding the most is dropped, so the global
-/// cap refuses only the noisiest source (which is refused if it is the
-/// requester's own).
-fn admit_waiting(
-    map: &mut HashMap<String, Waiting>,
-    source: Option<&authio_mcp::cimd::RequestSource>,
-    pending: &PendingAuthorization,
-) -> Result<(), OAuthError> {
-    let busy = || OAuthError::new(ErrorCode::TemporarilyUnavailable);
-    if source.is_some() && map.values().filter(|w| w.source.as_ref() == source).count() >= MAX_WAITING_PER_SOURCE {
-        return Err(busy());
-    }
-    let client = &pending.client_id;
-    if map.values().filter(|w| &w.pending.client_id == client).count() >= MAX_WAITING_PER_CLIENT {
-        return Err(busy());
-    }
-    if map.len() < MAX_WAITING {
-        return Ok(());
-    }
-    let mut per_source: HashMap<Option<&authio_mcp::cimd::RequestSource>, usize> = HashMap::new();
-    for w in map.values() {
-        *per_source.entry(w.source.as_ref()).or_default() += 1;
-    }
-    let noisiest = per_source.into_iter().max_by_key(|(_, n)| *n).map(|(s, _)| s.cloned());
-    match noisiest {
-        Some(noisy) if noisy.as_ref() != source => {
-            let oldest = map
-                .iter()
-                .filter(|(_, w)| w.source == noisy)
-                .min_by_key(|(_, w)| w.pending.created_at)
-                .map(|(k, _)| k.clone());
-            if let Some(k) = oldest {
-                map.remove(&k);
-            }
-            Ok(())
+impl Default for ConsentLimits {
+    /// 10,000 entries and 32 MiB in all, 32 per source, 2,000 per client.
+    fn default() -> Self {
+        Self {
+            max_entries: 10_000,
+            max_bytes: 32 * 1024 * 1024,
+            per_source: 32,
+            per_client: 2_000,
         }
-        _ => Err(busy()),
+    }
+}
+
+impl ConsentLimits {
+    /// What one entry is counted as: its compact form's heap bytes, its
+    /// id and client id, and the fixed part with the indexes' share.
+    pub const fn entry_bytes(held: usize, key: usize, client: usize) -> usize {
+        held + 3 * key + 2 * client + std::mem::size_of::<Waiting>() + 96
+    }
+}
+
+/// A pending consent, kept server-side in compact form: the authorization
+/// as its JSON bytes (an upstream sign-in, which needs a signed-in user
+/// and so cannot be flooded anonymously, whole), the form's CSRF value and
+/// cookie as SHA-256 digests.
+struct Waiting {
+    held: Held,
+    csrf: authio_mcp::secret::SecretHash,
+    cookie: authio_mcp::secret::SecretHash,
+    /// Who started it (the connection's source), for the per-source cap.
+    source: Option<authio_mcp::cimd::RequestSource>,
+    client: Box<str>,
+    created_at: time::OffsetDateTime,
+    bytes: usize,
+}
+
+enum Held {
+    Pending(Box<[u8]>),
+    SignedIn(Box<SignedIn>),
+}
+
+impl Held {
+    fn heap_bytes(&self) -> usize {
+        match self {
+            Self::Pending(json) => json.len(),
+            // Not flood-prone; counted as its authorization's JSON and a
+            // generous allowance for the user record.
+            Self::SignedIn(s) => serde_json::to_vec(&s.pending).map_or(4096, |v| v.len()) + 1024,
+        }
+    }
+}
+
+/// The pending consents with their per-source and per-client indexes.
+#[derive(Default)]
+struct WaitingRoom {
+    entries: HashMap<String, Waiting>,
+    /// Ids per source, oldest first.
+    by_source: HashMap<Option<authio_mcp::cimd::RequestSource>, std::collections::VecDeque<String>>,
+    per_client: HashMap<Box<str>, usize>,
+    /// Ids in arrival order, for expiry.
+    order: std::collections::VecDeque<(time::OffsetDateTime, String)>,
+    bytes: usize,
+}
+
+impl WaitingRoom {
+    fn insert(&mut self, id: String, w: Waiting) {
+        self.bytes += w.bytes;
+        *self.per_client.entry(w.client.clone()).or_default() += 1;
+        self.by_source
+            .entry(w.source.clone())
+            .or_default()
+            .push_back(id.clone());
+        self.order.push_back((w.created_at, id.clone()));
+        self.entries.insert(id, w);
+    }
+
+    fn remove(&mut self, id: &str) -> Option<Waiting> {
+        let w = self.entries.remove(id)?;
+        self.bytes = self.bytes.saturating_sub(w.bytes);
+        if let Some(n) = self.per_client.get_mut(&w.client) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_client.remove(&w.client);
+            }
+        }
+        if let Some(ids) = self.by_source.get_mut(&w.source) {
+            ids.retain(|i| i != id);
+            if ids.is_empty() {
+                self.by_source.remove(&w.source);
+            }
+        }
+        Some(w)
+    }
+
+    /// Drops what is older than the pending-authorization lifetime.
+    fn expire(&mut self, now: time::OffsetDateTime) {
+        while let Some((at, id)) = self.order.front().cloned() {
+            if now - at <= authio_mcp::authorize::PENDING_AUTHORIZATION_TTL {
+                break;
+            }
+            self.order.pop_front();
+            self.remove(&id);
+        }
+        if self.order.len() > 2 * self.entries.len() + 64 {
+            let entries = &self.entries;
+            self.order.retain(|(_, id)| entries.contains_key(id));
+        }
+    }
+
+    /// Whether one more entry of `bytes` may be kept for `source` and
+    /// `client`: at most `per_source` per source and `per_client` per
+    /// client; when the whole room is full (entries or bytes), the oldest
+    /// entries of the source holding the most are dropped, so the global
+    /// cap refuses only the noisiest source (which is refused if it is the
+    /// requester's own).
+    fn admit(
+        &mut self,
+        limits: &ConsentLimits,
+        source: Option<&authio_mcp::cimd::RequestSource>,
+        client: &str,
+        bytes: usize,
+    ) -> Result<(), OAuthError> {
+        let busy = || OAuthError::new(ErrorCode::TemporarilyUnavailable);
+        let own = source.cloned();
+        if self.by_source.get(&own).map_or(0, |ids| ids.len()) >= limits.per_source || bytes > limits.max_bytes {
+            return Err(busy());
+        }
+        if self.per_client.get(client).copied().unwrap_or(0) >= limits.per_client {
+            return Err(busy());
+        }
+        while self.entries.len() >= limits.max_entries || self.bytes + bytes > limits.max_bytes {
+            let noisiest = self
+                .by_source
+                .iter()
+                .max_by_key(|(_, ids)| ids.len())
+                .map(|(s, ids)| (s.clone(), ids.front().cloned()));
+            match noisiest {
+                Some((noisy, Some(oldest))) if noisy != own => {
+                    self.remove(&oldest);
+                }
+                _ => return Err(busy()),
+            }
+        }
+        Ok(())
     }
 }
 
 /// The login-and-consent page (demo: the user types a name; no password).
 struct ConsentPage {
-    pending: Mutex<HashMap<String, Waiting>>,
+    pending: Mutex<WaitingRoom>,
+    limits: ConsentLimits,
     auto_approve: bool,
     /// `Secure` on the consent cookie: whenever the issuer is https.
     secure_cookie: bool,
 }
 
 const CONSENT_COOKIE: &str = "authio_consent";
-const MAX_WAITING: usize = 10_000;
-/// Pending consents one source may hold.
-const MAX_WAITING_PER_SOURCE: usize = 32;
-/// Pending consents one client may hold (a CIMD client is shared by all
-/// its users, so this is high; the per-source cap is what stops a flood).
-const MAX_WAITING_PER_CLIENT: usize = 2_000;
 
 #[async_trait]
 impl ConsentHandler for ConsentPage {
@@ -973,24 +1085,35 @@ impl ConsentPage {
         let (id, csrf, cookie) = (random(16), random(32), random(32));
         let page = render_consent(&pending, signed_in.as_ref(), &id, &csrf);
         let form_action = redirect_origin(&pending.redirect_uri);
+        let client: Box<str> = pending.client_id.as_str().into();
+        let created_at = pending.created_at;
+        let held = match signed_in {
+            Some(s) => Held::SignedIn(Box::new(s)),
+            None => match serde_json::to_vec(&pending) {
+                Ok(json) => Held::Pending(json.into_boxed_slice()),
+                Err(_) => return error_response(&OAuthError::server_error()),
+            },
+        };
+        let bytes = ConsentLimits::entry_bytes(held.heap_bytes(), id.len(), client.len());
         {
-            let Ok(mut map) = self.pending.lock() else {
+            let Ok(mut room) = self.pending.lock() else {
                 return error_response(&OAuthError::server_error());
             };
-            let now = endpoints.server().now();
-            map.retain(|_, w| now - w.pending.created_at <= authio_mcp::authorize::PENDING_AUTHORIZATION_TTL);
+            room.expire(endpoints.server().now());
             let source = parts.extensions.get::<authio_mcp::cimd::RequestSource>().cloned();
-            if let Err(e) = admit_waiting(&mut map, source.as_ref(), &pending) {
+            if let Err(e) = room.admit(&self.limits, source.as_ref(), &client, bytes) {
                 return error_response(&e);
             }
-            map.insert(
+            room.insert(
                 id,
                 Waiting {
-                    pending,
-                    signed_in,
-                    csrf: SecretString::from(csrf),
+                    held,
+                    csrf: authio_mcp::secret::SecretHash::of(&csrf),
+                    cookie: authio_mcp::secret::SecretHash::of(&cookie),
                     source,
-                    cookie: SecretString::from(cookie.as_str()),
+                    client,
+                    created_at,
+                    bytes,
                 },
             );
         }
@@ -1132,24 +1255,32 @@ async fn consent_submit(State(app): State<App>, req: Request) -> Response {
         ))
     };
     let waiting = {
-        let Ok(mut map) = app.consent.pending.lock() else {
+        let Ok(mut room) = app.consent.pending.lock() else {
             return forbidden();
         };
-        let ok = map
-            .get(get("request_id"))
-            .is_some_and(|w| w.csrf.ct_eq(get("csrf")) && cookie.iter().any(|c| w.cookie.ct_eq(c)));
+        let presented = authio_mcp::secret::SecretHash::of(get("csrf"));
+        let ok = room.entries.get(get("request_id")).is_some_and(|w| {
+            w.csrf == presented && cookie.iter().any(|c| authio_mcp::secret::SecretHash::of(c) == w.cookie)
+        });
         if !ok {
             return forbidden();
         }
-        map.remove(get("request_id"))
+        room.remove(get("request_id"))
     };
     let Some(waiting) = waiting else { return forbidden() };
-    match (get("action"), waiting.signed_in) {
+    let (pending, signed_in) = match waiting.held {
+        Held::SignedIn(s) => (s.pending.clone(), Some(*s)),
+        Held::Pending(json) => match serde_json::from_slice::<PendingAuthorization>(&json) {
+            Ok(p) => (p, None),
+            Err(_) => return into_axum(error_response(&OAuthError::server_error())),
+        },
+    };
+    match (get("action"), signed_in) {
         ("approve", Some(signed_in)) => into_axum(app.endpoints.approve_signed_in(signed_in, None).await),
         ("approve", None) => match Subject::new(get("username")) {
-            Ok(subject) => into_axum(app.endpoints.approve(waiting.pending, subject, None).await),
+            Ok(subject) => into_axum(app.endpoints.approve(pending, subject, None).await),
             Err(_) => forbidden(),
         },
-        _ => into_axum(app.endpoints.deny(&waiting.pending).await),
+        _ => into_axum(app.endpoints.deny(&pending).await),
     }
 }

@@ -1474,6 +1474,99 @@ pub async fn audit(log: &dyn AuditLog) -> Outcome {
     );
     let other = ok!(log.query(&AuditQuery::new(q)).await, "query");
     ensure!(other.events.len() == 1, "another project sees only its own events");
+    rejection_counts(log).await
+}
+
+/// `AuditLog::rejection_counts`: rejections counted per minute, event and
+/// reason, scoped by project, other events not counted, 50 concurrent
+/// rejections counted exactly.
+///
+/// # Errors
+/// The first [`Violation`].
+pub async fn rejection_counts(log: &dyn AuditLog) -> Outcome {
+    let (p, q) = (fresh_project(), fresh_project());
+    // The start of a minute, so that +30 s stays in it.
+    let t0 = now();
+    let minute = t0 - Duration::seconds(t0.unix_timestamp().rem_euclid(60));
+    let rejected = |reason: &str| AuditKind::ClientRegistrationRejected {
+        error: "invalid_token".to_owned(),
+        reason: reason.to_owned(),
+        iat_id: None,
+    };
+    join_all((0..50).map(|_| log.record(AuditEvent::new(p.clone(), minute, rejected("iat_missing"))))).await;
+    log.record(AuditEvent::new(
+        p.clone(),
+        minute + Duration::seconds(30),
+        rejected("iat_unknown"),
+    ))
+    .await;
+    log.record(AuditEvent::new(
+        p.clone(),
+        minute + Duration::seconds(60),
+        rejected("iat_missing"),
+    ))
+    .await;
+    log.record(AuditEvent::new(
+        p.clone(),
+        minute,
+        AuditKind::CimdFetchFailed {
+            client_id: "https://c.example/client.json".to_owned(),
+            reason: "timeout".to_owned(),
+            http_status: None,
+            detail: None,
+        },
+    ))
+    .await;
+    log.record(AuditEvent::new(p.clone(), minute, AuditKind::ProjectSettingsUpdated {}))
+        .await;
+    log.record(AuditEvent::new(q.clone(), minute, rejected("iat_missing")))
+        .await;
+    let counts = ok!(log.rejection_counts(&p).await, "rejection counts");
+    let mut seen: Vec<(i64, String, String, u64)> = counts
+        .iter()
+        .map(|c| (c.minute.unix_timestamp(), c.event.clone(), c.reason.clone(), c.count))
+        .collect();
+    seen.sort();
+    let m = minute.unix_timestamp();
+    let mut expected = vec![
+        (m, "oauth_client.cimd_fetch_failed".to_owned(), "timeout".to_owned(), 1),
+        (
+            m,
+            "oauth_client.registration_rejected".to_owned(),
+            "iat_missing".to_owned(),
+            50,
+        ),
+        (
+            m,
+            "oauth_client.registration_rejected".to_owned(),
+            "iat_unknown".to_owned(),
+            1,
+        ),
+        (
+            m + 60,
+            "oauth_client.registration_rejected".to_owned(),
+            "iat_missing".to_owned(),
+            1,
+        ),
+    ];
+    expected.sort();
+    ensure!(
+        seen == expected,
+        "rejections are counted exactly per minute, event and reason, and nothing else is",
+        "{seen:?}"
+    );
+    ensure!(
+        counts
+            .windows(2)
+            .all(|w| w.first().map(|a| a.minute) <= w.get(1).map(|b| b.minute)),
+        "counts come oldest minute first"
+    );
+    let other = ok!(log.rejection_counts(&q).await, "rejection counts");
+    ensure!(
+        other.len() == 1 && other.first().is_some_and(|c| c.count == 1),
+        "rejection counts are scoped by project",
+        "{other:?}"
+    );
     Ok(())
 }
 

@@ -618,20 +618,7 @@ struct ProjectAudit {
 
 type AuditRing = VecDeque<(u64, AuditEvent)>;
 
-/// How many rejections of one kind arrived in one minute.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-#[non_exhaustive]
-pub struct RejectionCount {
-    /// The minute (its start).
-    #[serde(with = "time::serde::rfc3339")]
-    pub minute: OffsetDateTime,
-    /// The event name.
-    pub event: &'static str,
-    /// The reason.
-    pub reason: String,
-    /// How many.
-    pub count: u64,
-}
+pub use super::RejectionCount;
 
 impl Default for MemoryAuditLog {
     fn default() -> Self {
@@ -685,7 +672,7 @@ impl MemoryAuditLog {
                 .iter()
                 .map(|((minute, event, reason), count)| RejectionCount {
                     minute: OffsetDateTime::from_unix_timestamp(minute * 60).unwrap_or(OffsetDateTime::UNIX_EPOCH),
-                    event,
+                    event: (*event).to_owned(),
                     reason: reason.clone(),
                     count: *count,
                 })
@@ -719,19 +706,18 @@ impl AuditSink for MemoryAuditLog {
             AuditClass::Security => (&mut p.security, self.capacity),
             AuditClass::Activity => (&mut p.activity, self.capacity),
             AuditClass::Rejection => {
-                let minute = event.at.unix_timestamp().div_euclid(60);
-                let reason = event.kind.rejection_reason().unwrap_or_default();
-                let reason: String = reason.chars().take(64).collect();
-                let key = (minute, event.name(), reason);
-                if p.counts.contains_key(&key) || p.counts.len() < MAX_REJECTION_COUNTERS {
-                    *p.counts.entry(key).or_default() += 1;
-                }
-                while p
-                    .counts
-                    .first_key_value()
-                    .is_some_and(|((m, _, _), _)| *m <= minute - REJECTION_MINUTES)
-                {
-                    p.counts.pop_first();
+                if let Some(key) = super::rejection_key(&event) {
+                    let minute = key.0;
+                    if p.counts.contains_key(&key) || p.counts.len() < MAX_REJECTION_COUNTERS {
+                        *p.counts.entry(key).or_default() += 1;
+                    }
+                    while p
+                        .counts
+                        .first_key_value()
+                        .is_some_and(|((m, _, _), _)| *m <= minute - REJECTION_MINUTES)
+                    {
+                        p.counts.pop_first();
+                    }
                 }
                 (&mut p.samples, REJECTION_SAMPLES)
             }
@@ -745,6 +731,10 @@ impl AuditSink for MemoryAuditLog {
 
 #[async_trait]
 impl super::AuditLog for MemoryAuditLog {
+    async fn rejection_counts(&self, project: &ProjectId) -> Result<Vec<RejectionCount>, StoreError> {
+        Ok(Self::rejection_counts(self, project))
+    }
+
     async fn query(&self, query: &super::AuditQuery) -> Result<super::AuditPage, StoreError> {
         let rings = lock(&self.inner)?;
         let limit = query.limit.clamp(1, 1000);

@@ -336,6 +336,51 @@ pub trait AuditLog: AuditSink {
     /// # Errors
     /// [`StoreError`] when storage fails.
     async fn query(&self, query: &AuditQuery) -> Result<AuditPage, StoreError>;
+
+    /// The project's rejection counts per minute, event name and reason
+    /// (rejections anyone can cause are counted, not only listed, so a
+    /// flood of them is seen as a number and cannot bury anything), oldest
+    /// minute first: at least the last day's, at most the newest 10,000
+    /// counters. Counting must be exact across processes sharing the store
+    /// (an atomic increment).
+    ///
+    /// # Errors
+    /// [`StoreError`] when storage fails.
+    async fn rejection_counts(&self, project: &ProjectId) -> Result<Vec<RejectionCount>, StoreError>;
+}
+
+/// How many rejections of one kind (an [`crate::audit::AuditClass::Rejection`]
+/// event) arrived in one minute, for one project.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct RejectionCount {
+    /// The minute (its start).
+    #[serde(with = "time::serde::rfc3339")]
+    pub minute: OffsetDateTime,
+    /// The event name (e.g. `oauth_client.registration_rejected`).
+    pub event: String,
+    /// The reason ([`crate::audit::AuditKind::rejection_reason`], at most
+    /// [`MAX_REJECTION_REASON`] characters).
+    pub reason: String,
+    /// How many.
+    pub count: u64,
+}
+
+/// Characters of a rejection reason kept in its counter.
+pub const MAX_REJECTION_REASON: usize = 64;
+
+/// The counter a rejection event adds one to: its minute (unix minutes),
+/// name and reason; `None` for events of other classes.
+pub(crate) fn rejection_key(event: &AuditEvent) -> Option<(i64, &'static str, String)> {
+    if event.kind.class() != crate::audit::AuditClass::Rejection {
+        return None;
+    }
+    let reason = event.kind.rejection_reason().unwrap_or_default();
+    Some((
+        event.at.unix_timestamp().div_euclid(60),
+        event.name(),
+        reason.chars().take(MAX_REJECTION_REASON).collect(),
+    ))
 }
 
 /// Which audit events [`AuditLog::query`] returns.

@@ -80,6 +80,7 @@
 //! | `access_tokens` (1) | `(project, hash)`; indexes `(project, grant_id)`, `expires_at` | `grant_id`, `expires_at` (`exp`), `revoked`, `record` (JSON claims) | the token as its hash only | at most [`crate::store::MAX_ACCESS_TOKENS_PER_GRANT`] per grant: each insert drops the grant's expired ones and its oldest beyond the cap; purged once expired |
 //! | `revoked_grants` (1) | `(project, grant_id)`; index `keep_until` | `revoked_at`, `keep_until` | none | purged after `keep_until` (a day) once no code or token of the grant remains |
 //! | `cimd_cache` (2) | `(project, url)`; index `expires_at` | `entry` (JSON: document and resolved client), `fetched_at`, `expires_at` | none (documents are public) | capped at [`SqlOptions::cimd_capacity`] entries, soonest-expiring evicted first; expired entries purged |
+//! | `audit_rejection_counts` (7) | `(project, minute, event, reason)`; index `minute` | `count` | none | a day (purged by minute) |
 //! | `audit_events` (2) | `id` (increasing); indexes `(project, id)`, `(project, name, id)`, `at` | `project`, `at`, `name`, `event` (JSON) | none (events never carry secrets) | [`SqlOptions::audit_max_age`] and [`SqlOptions::audit_max_rows_per_project`] |
 //! | `signing_keys` (4) | `(project, kid)`; partial unique `(project, alg) WHERE state = 'active'` | `alg`, `state` (`next`/`active`/`retired`), `created_at`, `activated_at`, `retired_at`, `publish_until`, `private_key` | **the private key, UNENCRYPTED**: its DER form (PKCS#8 for ES256/EdDSA, PKCS#1 for RS256). The crate has no at-rest encryption; whoever reads this table or a backup can sign tokens for the project. Never in `Debug`, logs or errors | retired keys deleted once past `publish_until` (by the rotation) |
 //! | `signing_key_locks` (4) | `(project, alg)` | `locked_at` | none | one row per project and algorithm |
@@ -379,6 +380,13 @@ macro_rules! impl_sql_store {
                                 Err(_) => break,
                             }
                         }
+                        if let Err(e) = count_rejections(&pool, &batch).await {
+                            let err = StoreError::with_source(format!("{}: count rejections failed", BACKEND), e);
+                            if let Some(hook) = &options.on_error {
+                                hook(&err);
+                            }
+                            failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
                         if let Err(e) = insert_audit_batch(&pool, &batch).await {
                             let err = StoreError::with_source(format!("{}: record audit events failed", BACKEND), e);
                             if let Some(hook) = &options.on_error {
@@ -417,6 +425,34 @@ macro_rules! impl_sql_store {
                     let _ = task.await;
                 }
             }
+        }
+
+        /// Adds a batch's rejections to their counters, one upsert per
+        /// distinct counter.
+        async fn count_rejections(
+            pool: &sqlx::Pool<<$row as sqlx::Row>::Database>,
+            batch: &[AuditEvent],
+        ) -> Result<(), sqlx::Error> {
+            let mut counts: std::collections::BTreeMap<(&str, i64, &'static str, String), i64> =
+                std::collections::BTreeMap::new();
+            for event in batch {
+                if let Some((minute, name, reason)) = $crate::store::rejection_key(event) {
+                    *counts
+                        .entry((event.project_id.as_str(), minute, name, reason))
+                        .or_default() += 1;
+                }
+            }
+            for ((project, minute, name, reason), n) in counts {
+                sqlx::query(q::REJECTION_COUNT_ADD)
+                    .bind(project)
+                    .bind(minute)
+                    .bind(name)
+                    .bind(reason)
+                    .bind(n)
+                    .execute(pool)
+                    .await?;
+            }
+            Ok(())
         }
 
         async fn insert_audit_batch(
@@ -602,7 +638,14 @@ macro_rules! impl_sql_store {
             /// # Errors
             /// [`StoreError`] when the database fails.
             pub async fn purge_audit(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
-                let mut removed = 0;
+                // Rejection counters are kept for a day.
+                let mut removed = self
+                    .delete_batches(
+                        "purge rejection counts",
+                        q::REJECTION_COUNTS_PURGE,
+                        secs(now - time::Duration::days(1)).div_euclid(60),
+                    )
+                    .await?;
                 if let Some(age) = self.options.audit_max_age {
                     removed += self
                         .delete_batches("purge audit by age", q::AUDIT_PURGE_AGE, secs(now - age))
@@ -1587,8 +1630,23 @@ macro_rules! impl_sql_store {
             // (`audit_failures`); the request goes on.
             async fn record(&self, event: AuditEvent) {
                 let Some(event) = self.audit_writer.offer(event) else {
-                    return; // queued for the batched writer
+                    return; // queued for the batched writer (which counts it)
                 };
+                if let Some((minute, name, reason)) = $crate::store::rejection_key(&event) {
+                    let counted = sqlx::query(q::REJECTION_COUNT_ADD)
+                        .bind(event.project_id.as_str())
+                        .bind(minute)
+                        .bind(name)
+                        .bind(reason)
+                        .bind(1_i64)
+                        .execute(&self.pool)
+                        .await;
+                    if let Err(e) = counted {
+                        let _ = self.fail("count rejection", e);
+                        self.audit_failures
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
                 let result = match to_json("audit event", &event) {
                     Ok(json) => sqlx::query(q::AUDIT_INSERT)
                         .bind(event.project_id.as_str())
@@ -1610,6 +1668,31 @@ macro_rules! impl_sql_store {
 
         #[async_trait::async_trait]
         impl $crate::store::AuditLog for $store {
+            async fn rejection_counts(
+                &self,
+                project: &ProjectId,
+            ) -> Result<Vec<$crate::store::RejectionCount>, StoreError> {
+                let rows = sqlx::query(q::REJECTION_COUNTS)
+                    .bind(project.as_str())
+                    .bind(10_000_i64)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(|e| self.fail("rejection counts", e))?;
+                let mut out = Vec::with_capacity(rows.len());
+                for row in rows.iter().rev() {
+                    let get = |e| self.fail("decode rejection count", e);
+                    let minute: i64 = row.try_get(0).map_err(get)?;
+                    let count: i64 = row.try_get(3).map_err(get)?;
+                    out.push($crate::store::RejectionCount {
+                        minute: time_of(minute.saturating_mul(60))?,
+                        event: row.try_get(1).map_err(get)?,
+                        reason: row.try_get(2).map_err(get)?,
+                        count: u64::try_from(count).unwrap_or(0),
+                    });
+                }
+                Ok(out)
+            }
+
             async fn query(&self, query: &AuditQuery) -> Result<AuditPage, StoreError> {
                 let limit = i64::try_from(query.limit.clamp(1, 1000)).unwrap_or(1000);
                 let since = query.since.map_or(i64::MIN, secs);

@@ -103,8 +103,8 @@ super::impl_sql_store!(
         },
         Migration {
             version: 7,
-            name: "0007_refresh_tombstones",
-            sql: include_str!("migrations/postgres/0007_refresh_tombstones.sql"),
+            name: "0007_bounded_growth",
+            sql: include_str!("migrations/postgres/0007_bounded_growth.sql"),
         },
     ]
 );

@@ -286,6 +286,21 @@ pub(super) const AUDIT_PAGE_BY_NAME: &str = "SELECT id, event FROM audit_events 
 pub(super) const AUDIT_PURGE_AGE: &str = "DELETE FROM audit_events WHERE id IN \
      (SELECT id FROM audit_events WHERE at < $1 LIMIT $2)";
 
+/// Adds `$5` to the counter of (project, minute, event, reason): one atomic
+/// upsert, exact across processes.
+pub(super) const REJECTION_COUNT_ADD: &str = "INSERT INTO audit_rejection_counts \
+     (project, minute, event, reason, count) VALUES ($1, $2, $3, $4, $5) \
+     ON CONFLICT (project, minute, event, reason) DO UPDATE SET count = audit_rejection_counts.count + excluded.count";
+
+/// A project's newest `$2` counters, newest minute first.
+pub(super) const REJECTION_COUNTS: &str = "SELECT minute, event, reason, count FROM audit_rejection_counts \
+     WHERE project = $1 ORDER BY minute DESC, event, reason LIMIT $2";
+
+/// Counters of minutes before `$1`, at most `$2`.
+pub(super) const REJECTION_COUNTS_PURGE: &str = "DELETE FROM audit_rejection_counts \
+     WHERE (project, minute, event, reason) IN \
+     (SELECT project, minute, event, reason FROM audit_rejection_counts WHERE minute < $1 LIMIT $2)";
+
 /// Events anyone can cause without credentials (rejected registrations,
 /// failed metadata fetches, refused assertions, failed upstream logins):
 /// the per-project row cap counts them apart from every other event, so a

@@ -24,3 +24,17 @@ INSERT INTO refresh_tombstones (project, hash, grant_id, issued_at, expires_at, 
     SELECT project, hash, grant_id, (record::json->>'issued_at')::BIGINT, expires_at, rotated_at, rotation
     FROM refresh_tokens WHERE rotated ORDER BY expires_at, rotated_at;
 DELETE FROM refresh_tokens WHERE rotated;
+
+-- Rejections anyone can cause (rejected registrations, failed metadata
+-- fetches, refused assertions, failed upstream logins) counted per project,
+-- minute (unix minutes), event name and reason: an atomic upsert per event,
+-- so the counts are exact across processes; purged after a day.
+CREATE TABLE audit_rejection_counts (
+    project TEXT NOT NULL,
+    minute BIGINT NOT NULL,
+    event TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    count BIGINT NOT NULL,
+    PRIMARY KEY (project, minute, event, reason)
+);
+CREATE INDEX audit_rejection_counts_minute ON audit_rejection_counts (minute);
