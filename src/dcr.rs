@@ -568,7 +568,25 @@ pub enum RegistrationError {
     /// `access_denied`); the audit event says which.
     #[error("{0}")]
     NotAdmitted(crate::tokenless::NotAdmitted),
+    /// A registration without an initial access token (`dcr_mode = open`,
+    /// or admitted as tokenless) whose metadata would take more than
+    /// [`MAX_ANONYMOUS_METADATA_BYTES`] to store: anonymous clients are
+    /// kept compact, so that a flood of them stays small.
+    #[error(
+        "a registration without an initial access token may store at most {max} bytes of client metadata (this one: {bytes}); register with an initial access token"
+    )]
+    AnonymousMetadataTooLarge {
+        /// The metadata's size, serialized as stored.
+        bytes: usize,
+        /// The limit.
+        max: usize,
+    },
 }
+
+/// The most bytes of client metadata (serialized as stored) a registration
+/// without an initial access token may keep. Real MCP clients' requests
+/// take 300 to 600 bytes.
+pub const MAX_ANONYMOUS_METADATA_BYTES: usize = 4096;
 
 impl RegistrationError {
     /// The OAuth error code: `access_denied` (403) for [`Self::Disabled`]
@@ -586,6 +604,7 @@ impl RegistrationError {
             Self::Token(_) | Self::NotAdmitted(_) => ErrorCode::InvalidToken,
             Self::Metadata(e) => e.code(),
             Self::PinnedAuthMethod { .. } => ClientMetadataError::AuthMethodNotPermitted.code(),
+            Self::AnonymousMetadataTooLarge { .. } => ErrorCode::InvalidClientMetadata,
         }
     }
 
@@ -601,6 +620,7 @@ impl RegistrationError {
                 format!("{}: {e}", e.reason())
             }
             Self::NotAdmitted(e) => e.reason().to_owned(),
+            Self::AnonymousMetadataTooLarge { .. } => "anonymous_metadata_too_large".to_owned(),
         }
     }
 

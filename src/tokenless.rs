@@ -56,6 +56,11 @@ pub struct TokenlessRegistration {
     pub https_callback_hosts: Vec<String>,
     /// At most this many admissions per source address (an IPv6 source
     /// counts per /64) per [`TokenlessRegistration::window_seconds`].
+    /// The rates here (this, the window and
+    /// [`TokenlessRegistration::max_per_window`]) also limit every
+    /// registration without a token in `dcr_mode = open`, whether or not
+    /// tokenless registration is enabled; there, requests whose source is
+    /// unknown share one window.
     #[serde(default = "default_max_per_source")]
     pub max_per_source: u32,
     /// The rate-limit window, in seconds.

@@ -547,3 +547,61 @@ async fn tarpit_hosts_hold_only_their_share_of_fetch_slots() {
         "the flood did reach the tarpits: {max:?} (total {total:?})"
     );
 }
+
+async fn register_anonymously(s: &Running, http: &reqwest::Client, body: &Value) -> (StatusCode, Value) {
+    let r = http
+        .post(s.url("/oauth2/register"))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    (r.status(), r.json().await.unwrap())
+}
+
+/// Point 4: in `open` mode, a flood of anonymous registrations from one
+/// source stops at its share (10 per hour by default) and oversized ones
+/// are refused; a real client from another source registers and signs in.
+#[tokio::test]
+async fn an_open_registration_flood_is_held_per_source_and_a_real_client_registers() {
+    let (l, base) = listener().await;
+    let mut c = config(&base, None);
+    c.dcr_mode = Some(authio_mcp::project::DcrMode::Open);
+    let s = serve(app::App::new(c).await.unwrap(), l, base).await;
+    let body = json!({"redirect_uris": [REDIRECT], "client_name": "Flood", "token_endpoint_auth_method": "none"});
+    let attacker = from([127, 0, 0, 2]);
+    let mut created = 0;
+    let mut refused = 0;
+    for _ in 0..15 {
+        match register_anonymously(&s, &attacker, &body).await {
+            (StatusCode::CREATED, _) => created += 1,
+            (StatusCode::FORBIDDEN, v) => {
+                assert_eq!(v["error"], "access_denied", "{v}");
+                refused += 1;
+            }
+            (other, v) => panic!("unexpected {other}: {v}"),
+        }
+    }
+    assert_eq!((created, refused), (10, 5));
+    let uris: Vec<String> = (0..20).map(|i| format!("{REDIRECT}/{i}/{}", "x".repeat(200))).collect();
+    let (status, v) = register_anonymously(
+        &s,
+        &from([127, 0, 0, 5]),
+        &json!({"redirect_uris": uris, "token_endpoint_auth_method": "none"}),
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_client_metadata"))
+    );
+
+    let user = from([127, 0, 0, 3]);
+    let (status, v) = register_anonymously(
+        &s,
+        &user,
+        &json!({"redirect_uris": [REDIRECT], "client_name": "Real", "token_endpoint_auth_method": "none"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    sign_in_through_consent(&s, &user, v["client_id"].as_str().unwrap(), 60).await;
+}

@@ -1245,3 +1245,94 @@ async fn tokenless_limits_are_layered_per_network_and_project() {
     }
     assert_eq!(more, 3, "the project-wide window caps every source together");
 }
+
+/// Issue 18, point 4: anonymous registrations in `open` mode are limited
+/// per source (an IPv4 address, an IPv6 /64), per project and in size;
+/// requests without a known source share one window; every refusal is a
+/// precise error and an audit event.
+#[tokio::test]
+async fn open_mode_anonymous_registrations_are_bounded_per_source_project_and_size() {
+    let env = env(DcrMode::Open).await;
+    env.server
+        .edit_project(&env.a, |mut s| {
+            s.tokenless_registration.max_per_source = 3;
+            s.tokenless_registration.max_per_window = 7;
+            s
+        })
+        .await
+        .unwrap();
+    let body = br#"{"redirect_uris":["https://app.example.com/cb"],"token_endpoint_auth_method":"none"}"#;
+    let register = |ip: &str| {
+        let ip: std::net::IpAddr = ip.parse().unwrap();
+        env.server.register_client_from(&env.a, None, body, Some(ip))
+    };
+    for _ in 0..3 {
+        register("192.0.2.10").await.unwrap();
+    }
+    let e = register("192.0.2.10").await.unwrap_err();
+    let (status, _, v) = render(&e);
+    assert_eq!((status, v["error"].as_str()), (403, Some("access_denied")), "{v}");
+    // The same /64 is the same source; another /64 is not.
+    for _ in 0..3 {
+        register("2001:db8:1:2::1").await.unwrap();
+    }
+    assert!(register("2001:db8:1:2:ffff::9").await.is_err(), "same /64");
+    register("2001:db8:1:3::1").await.unwrap();
+    // Seven admitted in the project's window: the eighth source is refused
+    // too, and nothing was counted for the refused ones.
+    let e = register("198.51.100.7").await.unwrap_err();
+    assert_eq!(render(&e).0, 403, "the project's window is full");
+    assert_eq!(env.clients.count(&env.a).await.unwrap(), 7);
+    // A new window admits again.
+    env.clock.advance(time::Duration::hours(1));
+    register("198.51.100.7").await.unwrap();
+    // Without a source, requests share one window of max_per_source.
+    for _ in 0..3 {
+        env.server.register_client(&env.a, None, body).await.unwrap();
+    }
+    assert_eq!(
+        render(&env.server.register_client(&env.a, None, body).await.unwrap_err()).0,
+        403
+    );
+    // Anonymous clients are compact: 20 long redirect URIs are refused
+    // without a token (and admitted with one).
+    let uris: Vec<String> = (0..20)
+        .map(|i| format!("https://app.example.com/callback/{i}/{}", "x".repeat(200)))
+        .collect();
+    let big = serde_json::json!({"redirect_uris": uris, "token_endpoint_auth_method": "none"}).to_string();
+    let e = env
+        .server
+        .register_client_from(&env.a, None, big.as_bytes(), Some("203.0.113.9".parse().unwrap()))
+        .await
+        .unwrap_err();
+    let (status, _, v) = render(&e);
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (400, Some("invalid_client_metadata")),
+        "{v}"
+    );
+    assert!(v["error_description"].as_str().unwrap().contains("4096"), "{v}");
+    let iat = env.server.issue_iat(&env.a, IatOptions::new()).await.unwrap();
+    env.server
+        .register_client(&env.a, Some(&bearer(&iat.token)), big.as_bytes())
+        .await
+        .unwrap();
+    let reasons: Vec<String> = env
+        .audit
+        .all()
+        .iter()
+        .filter_map(|e| match &e.kind {
+            authio_mcp::audit::AuditKind::ClientRegistrationRejected { reason, .. } => Some(reason.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        reasons.iter().filter(|r| *r == "tokenless_rate_limited").count(),
+        4,
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r == "anonymous_metadata_too_large"),
+        "{reasons:?}"
+    );
+}

@@ -168,7 +168,16 @@ impl AuthorizationServer {
     ///   disabled for this project"), whatever the token;
     /// - `initial_access_token`: a usable initial access token is required;
     /// - `open`: no token needed, but a token that is sent must be usable,
-    ///   and its pins apply.
+    ///   and its pins apply. A registration without a token is anonymous:
+    ///   its metadata must be compact
+    ///   ([`crate::dcr::MAX_ANONYMOUS_METADATA_BYTES`], else 400
+    ///   `invalid_client_metadata`) and it is rate-limited per source
+    ///   (an IPv4 address, an IPv6 /64), per wider network and per project
+    ///   with the rates of the project's
+    ///   [`crate::tokenless::TokenlessRegistration`] (403 `access_denied`
+    ///   beyond them; use [`AuthorizationServer::register_client_from`]
+    ///   with the request's source address: without one, every such
+    ///   request shares one window).
     ///
     /// A missing, malformed, unknown, expired, exhausted or revoked token
     /// (also one of another project) gets 401 `invalid_token` with
@@ -281,7 +290,7 @@ impl AuthorizationServer {
                 return self.register_tokenless(project, settings, body, source, now).await;
             }
             (DcrMode::InitialAccessToken, None) => return Err(refused(IatError::Missing, None)),
-            (DcrMode::Open, None) => None,
+            (DcrMode::Open, None) => return self.register_anonymous(project, settings, body, source, now).await,
             (DcrMode::InitialAccessToken | DcrMode::Open, Some(header)) => {
                 Some(parse_bearer(header).map_err(|e| refused(e, None))?)
             }
@@ -365,6 +374,40 @@ impl AuthorizationServer {
         Err(StoreError::new("could not draw an unused client id").into())
     }
 
+    /// A registration without a token in `open` mode: the metadata is
+    /// validated and must be compact ([`crate::dcr::MAX_ANONYMOUS_METADATA_BYTES`]),
+    /// the quota applies, then the source's, its network's and the
+    /// project's windows count the admission (the rates of
+    /// [`crate::tokenless::TokenlessRegistration`]; requests without a
+    /// known source share one window), last, so refused requests cost no
+    /// admission.
+    async fn register_anonymous(
+        &self,
+        project: &ProjectId,
+        settings: &ProjectSettings,
+        body: &[u8],
+        source: Option<IpAddr>,
+        now: time::OffsetDateTime,
+    ) -> Result<RegistrationResponse, Failure> {
+        let metadata =
+            validate_request(body, None, settings.effective_redirect_uri_policy()).map_err(|e| refused(e, None))?;
+        check_compact(&metadata)?;
+        if let Some(max) = self.registration.max_clients_per_project
+            && self.clients.count(project).await? >= max
+        {
+            return Err(refused(RegistrationError::QuotaExceeded, None));
+        }
+        self.tokenless_limiter
+            .admit(
+                project,
+                source.map(tokenless::source_key),
+                &settings.tokenless_registration,
+                now,
+            )
+            .map_err(|e| refused(RegistrationError::NotAdmitted(e), None))?;
+        self.mint_and_store(project, metadata, None, now).await
+    }
+
     /// A registration without a token in `initial_access_token` mode: the
     /// metadata is validated, every redirect URI must match a trusted
     /// pattern, the quota applies, then the source's rate limit counts the
@@ -383,6 +426,7 @@ impl AuthorizationServer {
         let patterns = policy
             .admits(&metadata)
             .map_err(|e| refused(RegistrationError::NotAdmitted(e), None))?;
+        check_compact(&metadata)?;
         let source = source
             .map(tokenless::source_key)
             .ok_or_else(|| refused(RegistrationError::NotAdmitted(NotAdmitted::UnknownSource), None))?;
@@ -392,7 +436,7 @@ impl AuthorizationServer {
             return Err(refused(RegistrationError::QuotaExceeded, None));
         }
         self.tokenless_limiter
-            .admit(project, source, policy, now)
+            .admit(project, Some(source), policy, now)
             .map_err(|e| refused(RegistrationError::NotAdmitted(e), None))?;
         let response = self.mint_and_store(project, metadata, None, now).await?;
         self.emit(
@@ -408,7 +452,26 @@ impl AuthorizationServer {
     }
 }
 
-/// The per-source admission windows of tokenless registrations, in this
+/// Anonymous clients are kept compact: their metadata, as stored, within
+/// [`crate::dcr::MAX_ANONYMOUS_METADATA_BYTES`].
+fn check_compact(metadata: &crate::client::ValidatedMetadata) -> Result<(), Failure> {
+    let bytes = serde_json::to_vec(metadata)
+        .map_err(|e| Failure::Store(StoreError::with_source("encoding client metadata", e)))?
+        .len();
+    if bytes > crate::dcr::MAX_ANONYMOUS_METADATA_BYTES {
+        return Err(refused(
+            RegistrationError::AnonymousMetadataTooLarge {
+                bytes,
+                max: crate::dcr::MAX_ANONYMOUS_METADATA_BYTES,
+            },
+            None,
+        ));
+    }
+    Ok(())
+}
+
+/// The per-source admission windows of registrations without a token
+/// (tokenless admissions and `open` mode), in this
 /// process (instances behind a load balancer each keep their own, so the
 /// effective limit is per instance). Bounded: when full, expired windows
 /// are forgotten, and if it is still full the admission is refused (the
@@ -419,11 +482,13 @@ pub(crate) struct TokenlessLimiter {
 }
 
 /// What a window counts: one source (IPv6 /64), its wider network (IPv6
-/// /48, IPv4 /24), or the whole project.
+/// /48, IPv4 /24), every request whose source is unknown, or the whole
+/// project.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Scope {
     Source(IpAddr),
     Network(IpAddr),
+    UnknownSource,
     Project,
 }
 
@@ -432,26 +497,31 @@ enum Scope {
 const MAX_TRACKED_SOURCES: usize = 100_000;
 
 impl TokenlessLimiter {
-    /// Admits one registration from `source` (already reduced to its /64)
-    /// when its source, network and project windows all have room, and
-    /// only then counts it in all three.
+    /// Admits one registration from `source` (already reduced to its /64;
+    /// `None`: unknown, all such requests share one window) when its
+    /// source, network and project windows all have room, and only then
+    /// counts it in all of them.
     fn admit(
         &self,
         project: &ProjectId,
-        source: IpAddr,
+        source: Option<IpAddr>,
         policy: &tokenless::TokenlessRegistration,
         now: time::OffsetDateTime,
     ) -> Result<(), NotAdmitted> {
         let window = policy.window();
         let mut windows = self.windows.lock().map_err(|_| NotAdmitted::RateLimited)?;
-        let scopes = [
-            (Scope::Source(source), policy.max_per_source),
-            (
-                Scope::Network(tokenless::network_key(source)),
-                policy.max_per_source.saturating_mul(tokenless::NETWORK_FACTOR),
-            ),
-            (Scope::Project, policy.max_per_window),
-        ];
+        let mut scopes = Vec::with_capacity(3);
+        match source {
+            Some(source) => {
+                scopes.push((Scope::Source(source), policy.max_per_source));
+                scopes.push((
+                    Scope::Network(tokenless::network_key(source)),
+                    policy.max_per_source.saturating_mul(tokenless::NETWORK_FACTOR),
+                ));
+            }
+            None => scopes.push((Scope::UnknownSource, policy.max_per_source)),
+        }
+        scopes.push((Scope::Project, policy.max_per_window));
         if windows.len() + scopes.len() > MAX_TRACKED_SOURCES {
             windows.retain(|_, w| !w.expired(now, window));
             if windows.len() + scopes.len() > MAX_TRACKED_SOURCES {
