@@ -605,3 +605,67 @@ async fn an_open_registration_flood_is_held_per_source_and_a_real_client_registe
     assert_eq!(status, StatusCode::CREATED, "{v}");
     sign_in_through_consent(&s, &user, v["client_id"].as_str().unwrap(), 60).await;
 }
+
+/// Point 7 over sockets: metadata that would mislead a user or a browser
+/// is refused with a precise error (or, for a link on an unrelated host,
+/// dropped), and a well-formed registration from the same source succeeds.
+#[tokio::test]
+async fn misleading_metadata_is_refused_and_a_clean_registration_succeeds() {
+    let s = start(None, None).await;
+    let iat = issue_iat(&s).await;
+    let http = from([127, 0, 0, 2]);
+    let register = |body: Value| {
+        let http = http.clone();
+        let url = s.url("/oauth2/register");
+        let iat = iat.clone();
+        async move {
+            let r = http
+                .post(url)
+                .bearer_auth(iat)
+                .header("content-type", "application/json")
+                .body(body.to_string())
+                .send()
+                .await
+                .unwrap();
+            (r.status(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let base = json!({"redirect_uris": ["https://app.example.com/cb"], "client_name": "App",
+                      "token_endpoint_auth_method": "none"});
+    let with = |k: &str, v: Value| {
+        let mut b = base.clone();
+        b[k] = v;
+        b
+    };
+    for (body, error) in [
+        (
+            with(
+                "client_uri",
+                json!("https://app.example.com/\"><script>alert(1)</script>"),
+            ),
+            "invalid_client_metadata",
+        ),
+        (
+            with("redirect_uris", json!(["http://127.0.0.1:99999/cb"])),
+            "invalid_redirect_uri",
+        ),
+        (with("client_name", json!("Go\u{202e}elgoo")), "invalid_client_metadata"),
+    ] {
+        let (status, v) = register(body.clone()).await;
+        assert_eq!(
+            (status, v["error"].as_str()),
+            (StatusCode::BAD_REQUEST, Some(error)),
+            "{body}: {v}"
+        );
+        assert!(v["error_description"].as_str().is_some_and(|d| !d.is_empty()), "{v}");
+    }
+    let (status, v) = register(with("tos_uri", json!("https://unrelated.example.net/tos"))).await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    assert!(
+        v.get("tos_uri").is_none(),
+        "a link on an unrelated host is dropped: {v}"
+    );
+    let (status, v) = register(with("tos_uri", json!("https://app.example.com/tos"))).await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    assert_eq!(v["tos_uri"], "https://app.example.com/tos");
+}

@@ -1118,8 +1118,9 @@ pub async fn bounded_grant_growth(store: &dyn GrantStore) -> Outcome {
     let t0 = now();
     let g = grant(&p, t0);
     let rotations = MAX_ROTATED_PER_GRANT * 2 + 5;
-    let mut tokens = vec![refresh(&g, t0, t0 + Duration::days(30))];
-    ok!(store.insert_refresh_token(tokens[0].clone()).await, "insert refresh");
+    let first = refresh(&g, t0, t0 + Duration::days(30));
+    ok!(store.insert_refresh_token(first.clone()).await, "insert refresh");
+    let mut tokens = vec![first];
     let mut marks = Vec::new();
     let mut accesses = Vec::new();
     for i in 0..rotations {
