@@ -602,10 +602,12 @@ macro_rules! impl_sql_store {
             }
 
             /// Purges, in batches of [`SqlOptions::purge_batch`] rows, what
-            /// can go at `now`: expired codes and tokens, stale revocation
-            /// markers, unusable initial access tokens, expired CIMD
-            /// entries, audit events past the retention limits, and
-            /// expired client assertion ids (`jti`).
+            /// can go at `now`: expired codes and tokens (rotated refresh
+            /// tokens' tombstones included), stale revocation markers,
+            /// unusable initial access tokens, expired CIMD entries, audit
+            /// events past the retention limits, rejection counters older
+            /// than a day, and expired client assertion ids (`jti`); and
+            /// clears rotation marks past the reuse grace.
             ///
             /// # Errors
             /// [`StoreError`] when the database fails (what was purged
