@@ -340,7 +340,9 @@ impl SourceWindow {
     /// [`NotAdmitted::RateLimited`].
     pub fn admit(previous: Option<Self>, now: OffsetDateTime, max: u32, window: Duration) -> Result<Self, NotAdmitted> {
         match previous {
-            Some(w) if now >= w.started && now < w.started + window => {
+            // Only a window that ended restarts: a `now` before its start
+            // (requests racing) counts in it.
+            Some(w) if now < w.started + window => {
                 if w.count >= max {
                     Err(NotAdmitted::RateLimited)
                 } else {

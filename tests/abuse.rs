@@ -669,3 +669,43 @@ async fn misleading_metadata_is_refused_and_a_clean_registration_succeeds() {
     assert_eq!(status, StatusCode::CREATED, "{v}");
     assert_eq!(v["tos_uri"], "https://app.example.com/tos");
 }
+
+/// Point 4 across instances: two example servers on one PostgreSQL
+/// database share the admission windows, so a flood from one source split
+/// over both gets exactly its share (10), not 10 per instance; another
+/// source still registers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn open_registration_limits_hold_across_two_instances_on_one_database() {
+    let Some(db) = sql_support::pg_database("open_registration_limits_across_two_instances").await else {
+        return;
+    };
+    let mut servers = Vec::new();
+    for _ in 0..2 {
+        let storage = app::Storage::open(&db.url, SqlOptions::default()).await.unwrap();
+        let (l, base) = listener().await;
+        let mut c = config(&base, None);
+        c.dcr_mode = Some(authio_mcp::project::DcrMode::Open);
+        let a = app::App::with_storage(
+            c,
+            authio_mcp::dcr::RegistrationPolicy::default(),
+            storage,
+            std::time::Duration::ZERO,
+        )
+        .await
+        .unwrap();
+        servers.push(serve(a, l, base).await);
+    }
+    let body = json!({"redirect_uris": [REDIRECT], "client_name": "Flood", "token_endpoint_auth_method": "none"});
+    let attacker = from([127, 0, 0, 2]);
+    let requests = (0..24).map(|i| register_anonymously(&servers[i % 2], &attacker, &body));
+    let statuses: Vec<StatusCode> = futures_util::future::join_all(requests)
+        .await
+        .into_iter()
+        .map(|(status, _)| status)
+        .collect();
+    let created = statuses.iter().filter(|s| **s == StatusCode::CREATED).count();
+    let refused = statuses.iter().filter(|s| **s == StatusCode::FORBIDDEN).count();
+    assert_eq!((created, refused), (10, 14), "{statuses:?}");
+    let (status, v) = register_anonymously(&servers[1], &from([127, 0, 0, 3]), &body).await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+}

@@ -65,6 +65,7 @@ async fn sqlite_keys_and_replay_hold_across_two_stores() {
     let b = SqliteStore::connect(&url, SqlOptions::default()).await.unwrap();
     contract::signing_key_activation_race(&a, &b).await.unwrap();
     contract::replay(&a, &b).await.unwrap();
+    contract::admission_windows(&a, &b).await.unwrap();
     // Keys written through one store are read back by the other.
     let p = contract::fresh_project();
     let key = authio_mcp::keys::SigningKey::new(
@@ -161,6 +162,7 @@ mod postgres_only {
         let b = store(&db.url, SqlOptions::default().max_connections(10)).await;
         contract::signing_key_activation_race(&a, &b).await.unwrap();
         contract::replay(&a, &b).await.unwrap();
+        contract::admission_windows(&a, &b).await.unwrap();
         a.close().await;
         b.close().await;
     }

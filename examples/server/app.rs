@@ -258,6 +258,7 @@ impl App {
                     .cimd_cache(s.clone())
                     .key_store(s.clone())
                     .replay_store(s.clone())
+                    .admission_store(s.clone())
                     .audit(s.clone()),
                 s.clone(),
             ),
@@ -270,6 +271,7 @@ impl App {
                     .cimd_cache(s.clone())
                     .key_store(s.clone())
                     .replay_store(s.clone())
+                    .admission_store(s.clone())
                     .audit(s.clone()),
                 s.clone(),
             ),

@@ -56,7 +56,7 @@ pub struct AuthorizationServer {
     pub(crate) replay: Arc<dyn crate::store::ReplayStore>,
     pub(crate) rotation_lock: Arc<futures_util::lock::Mutex<()>>,
     pub(crate) client_jwks: Arc<client_auth::ClientJwksCache>,
-    pub(crate) tokenless_limiter: Arc<register::TokenlessLimiter>,
+    pub(crate) admissions: Arc<dyn crate::store::AdmissionStore>,
     pub(crate) users: Arc<dyn crate::store::UserStore>,
     pub(crate) upstream_logins: Arc<dyn crate::store::UpstreamLoginStore>,
     pub(crate) upstream_secrets: Arc<dyn crate::store::UpstreamSecrets>,
@@ -96,6 +96,7 @@ impl AuthorizationServer {
             keys: None,
             user_claims: None,
             replay: None,
+            admissions: None,
             users: None,
             upstream_logins: None,
             upstream_secrets: None,
@@ -172,7 +173,8 @@ impl AuthorizationServer {
         let grants = self.grants.purge_expired(now).await?;
         let replays = self.replay.purge(now).await?;
         let logins = self.upstream_logins.purge(now).await?;
-        Ok(grants + replays + logins + self.iats.purge(now).await?)
+        let admissions = self.admissions.purge(now).await?;
+        Ok(grants + replays + logins + admissions + self.iats.purge(now).await?)
     }
 }
 
@@ -197,6 +199,7 @@ pub struct AuthorizationServerBuilder {
     keys: Option<Arc<dyn KeyStore>>,
     user_claims: Option<Arc<dyn crate::store::UserClaimsSource>>,
     replay: Option<Arc<dyn crate::store::ReplayStore>>,
+    admissions: Option<Arc<dyn crate::store::AdmissionStore>>,
     users: Option<Arc<dyn crate::store::UserStore>>,
     upstream_logins: Option<Arc<dyn crate::store::UpstreamLoginStore>>,
     upstream_secrets: Option<Arc<dyn crate::store::UpstreamSecrets>>,
@@ -298,6 +301,16 @@ impl AuthorizationServerBuilder {
         self
     }
 
+    /// The admission windows of registrations without an initial access
+    /// token (default: [`crate::store::memory::MemoryAdmissionStore`], per
+    /// process; several instances need a shared one, such as the SQL
+    /// stores, for the per-source and per-project limits to hold for the
+    /// deployment).
+    pub fn admission_store(mut self, store: Arc<dyn crate::store::AdmissionStore>) -> Self {
+        self.admissions = Some(store);
+        self
+    }
+
     /// Local users and remembered consent (default:
     /// [`crate::store::memory::MemoryUserStore`]). Unless
     /// [`AuthorizationServerBuilder::user_claims`] is set, ID tokens and
@@ -366,7 +379,9 @@ impl AuthorizationServerBuilder {
                 .unwrap_or_else(|| Arc::new(crate::store::memory::MemoryReplayStore::default())),
             rotation_lock: Arc::new(futures_util::lock::Mutex::new(())),
             client_jwks: Arc::new(client_auth::ClientJwksCache::default()),
-            tokenless_limiter: Arc::default(),
+            admissions: self
+                .admissions
+                .unwrap_or_else(|| Arc::new(crate::store::memory::MemoryAdmissionStore::new())),
             users,
             upstream_logins: self
                 .upstream_logins

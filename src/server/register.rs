@@ -21,9 +21,7 @@
 //! exceed `max_uses`, so the failure is on the safe side (the operator can
 //! issue another token). The request gets `server_error`.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
 
 use crate::audit::AuditKind;
 use crate::dcr::{
@@ -34,7 +32,7 @@ use crate::error::OAuthError;
 use crate::project::{DcrMode, ProjectId, ProjectSettings};
 use crate::secret::SecretString;
 use crate::store::{RevokeOutcome, StoreError, UseOutcome};
-use crate::tokenless::{self, NotAdmitted, SourceWindow};
+use crate::tokenless::{self, NotAdmitted};
 
 use super::{AdminError, AuthorizationServer};
 
@@ -374,6 +372,25 @@ impl AuthorizationServer {
         Err(StoreError::new("could not draw an unused client id").into())
     }
 
+    /// Counts one admission without a token in the source's, its
+    /// network's and the project's windows ([`crate::store::AdmissionStore`],
+    /// shared by every instance on the store), or refuses it
+    /// (`NotAdmitted::RateLimited`) and counts nothing.
+    async fn admit_anonymous(
+        &self,
+        project: &ProjectId,
+        source: Option<IpAddr>,
+        policy: &tokenless::TokenlessRegistration,
+        now: time::OffsetDateTime,
+    ) -> Result<(), Failure> {
+        let windows = admission_windows(source, policy);
+        if self.admissions.admit(project, &windows, policy.window(), now).await? {
+            Ok(())
+        } else {
+            Err(refused(RegistrationError::NotAdmitted(NotAdmitted::RateLimited), None))
+        }
+    }
+
     /// A registration without a token in `open` mode: the metadata is
     /// validated and must be compact ([`crate::dcr::MAX_ANONYMOUS_METADATA_BYTES`]),
     /// the quota applies, then the source's, its network's and the
@@ -397,14 +414,13 @@ impl AuthorizationServer {
         {
             return Err(refused(RegistrationError::QuotaExceeded, None));
         }
-        self.tokenless_limiter
-            .admit(
-                project,
-                source.map(tokenless::source_key),
-                &settings.tokenless_registration,
-                now,
-            )
-            .map_err(|e| refused(RegistrationError::NotAdmitted(e), None))?;
+        self.admit_anonymous(
+            project,
+            source.map(tokenless::source_key),
+            &settings.tokenless_registration,
+            now,
+        )
+        .await?;
         self.mint_and_store(project, metadata, None, now).await
     }
 
@@ -435,9 +451,7 @@ impl AuthorizationServer {
         {
             return Err(refused(RegistrationError::QuotaExceeded, None));
         }
-        self.tokenless_limiter
-            .admit(project, Some(source), policy, now)
-            .map_err(|e| refused(RegistrationError::NotAdmitted(e), None))?;
+        self.admit_anonymous(project, Some(source), policy, now).await?;
         let response = self.mint_and_store(project, metadata, None, now).await?;
         self.emit(
             project,
@@ -470,71 +484,21 @@ fn check_compact(metadata: &crate::client::ValidatedMetadata) -> Result<(), Fail
     Ok(())
 }
 
-/// The per-source admission windows of registrations without a token
-/// (tokenless admissions and `open` mode), in this
-/// process (instances behind a load balancer each keep their own, so the
-/// effective limit is per instance). Bounded: when full, expired windows
-/// are forgotten, and if it is still full the admission is refused (the
-/// safe side).
-#[derive(Debug, Default)]
-pub(crate) struct TokenlessLimiter {
-    windows: Mutex<HashMap<(ProjectId, Scope), SourceWindow>>,
-}
-
-/// What a window counts: one source (IPv6 /64), its wider network (IPv6
-/// /48, IPv4 /24), every request whose source is unknown, or the whole
-/// project.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-enum Scope {
-    Source(IpAddr),
-    Network(IpAddr),
-    UnknownSource,
-    Project,
-}
-
-/// The most windows tracked at once (each admission creates at most three,
-/// and the project-wide window bounds admissions per project).
-const MAX_TRACKED_SOURCES: usize = 100_000;
-
-impl TokenlessLimiter {
-    /// Admits one registration from `source` (already reduced to its /64;
-    /// `None`: unknown, all such requests share one window) when its
-    /// source, network and project windows all have room, and only then
-    /// counts it in all of them.
-    fn admit(
-        &self,
-        project: &ProjectId,
-        source: Option<IpAddr>,
-        policy: &tokenless::TokenlessRegistration,
-        now: time::OffsetDateTime,
-    ) -> Result<(), NotAdmitted> {
-        let window = policy.window();
-        let mut windows = self.windows.lock().map_err(|_| NotAdmitted::RateLimited)?;
-        let mut scopes = Vec::with_capacity(3);
-        match source {
-            Some(source) => {
-                scopes.push((Scope::Source(source), policy.max_per_source));
-                scopes.push((
-                    Scope::Network(tokenless::network_key(source)),
-                    policy.max_per_source.saturating_mul(tokenless::NETWORK_FACTOR),
-                ));
-            }
-            None => scopes.push((Scope::UnknownSource, policy.max_per_source)),
+/// The windows an admission from `source` (already reduced to its /64;
+/// `None`: unknown, all such requests share one window) counts in: its
+/// source, its network and the project, with their limits.
+fn admission_windows(source: Option<IpAddr>, policy: &tokenless::TokenlessRegistration) -> Vec<(String, u32)> {
+    let mut windows = Vec::with_capacity(3);
+    match source {
+        Some(source) => {
+            windows.push((format!("source:{source}"), policy.max_per_source));
+            windows.push((
+                format!("network:{}", tokenless::network_key(source)),
+                policy.max_per_source.saturating_mul(tokenless::NETWORK_FACTOR),
+            ));
         }
-        scopes.push((Scope::Project, policy.max_per_window));
-        if windows.len() + scopes.len() > MAX_TRACKED_SOURCES {
-            windows.retain(|_, w| !w.expired(now, window));
-            if windows.len() + scopes.len() > MAX_TRACKED_SOURCES {
-                return Err(NotAdmitted::RateLimited);
-            }
-        }
-        let mut next = Vec::with_capacity(scopes.len());
-        for (scope, max) in scopes {
-            let key = (project.clone(), scope);
-            let admitted = SourceWindow::admit(windows.get(&key).copied(), now, max, window)?;
-            next.push((key, admitted));
-        }
-        windows.extend(next);
-        Ok(())
+        None => windows.push(("source:unknown".to_owned(), policy.max_per_source)),
     }
+    windows.push(("project".to_owned(), policy.max_per_window));
+    windows
 }

@@ -41,11 +41,11 @@ use futures_util::future::join_all;
 use time::{Duration, OffsetDateTime};
 
 use super::memory::{
-    MemoryAuditLog, MemoryCimdCache, MemoryClientStore, MemoryGrantStore, MemoryIatStore, MemoryKeyStore,
-    MemoryProjectStore, MemoryReplayStore,
+    MemoryAdmissionStore, MemoryAuditLog, MemoryCimdCache, MemoryClientStore, MemoryGrantStore, MemoryIatStore,
+    MemoryKeyStore, MemoryProjectStore, MemoryReplayStore,
 };
 use super::{
-    AuditLog, AuditQuery, CimdCache, ClientStore, CodeConsumption, GrantStore, IatStore, KeyStore,
+    AdmissionStore, AuditLog, AuditQuery, CimdCache, ClientStore, CodeConsumption, GrantStore, IatStore, KeyStore,
     MAX_ACCESS_TOKENS_PER_GRANT, MAX_ROTATED_PER_GRANT, ProjectStore, RefreshRotation, ReplayStore, RevokeOutcome,
     UseOutcome,
 };
@@ -87,6 +87,8 @@ pub struct Stores {
     pub keys: Arc<dyn KeyStore>,
     /// Single-use assertion ids.
     pub replay: Arc<dyn ReplayStore>,
+    /// Admission windows of registrations without a token.
+    pub admissions: Arc<dyn AdmissionStore>,
 }
 
 impl fmt::Debug for Stores {
@@ -107,6 +109,7 @@ impl Stores {
             audit: Arc::new(MemoryAuditLog::new()),
             keys: Arc::new(MemoryKeyStore::new()),
             replay: Arc::new(MemoryReplayStore::default()),
+            admissions: Arc::new(MemoryAdmissionStore::new()),
         }
     }
 
@@ -166,10 +169,26 @@ impl Stores {
         self
     }
 
+    /// Replaces the admission store.
+    #[must_use]
+    pub fn admissions(mut self, store: Arc<dyn AdmissionStore>) -> Self {
+        self.admissions = store;
+        self
+    }
+
     /// One object implementing every trait (like the SQL stores).
     pub fn all<S>(store: Arc<S>) -> Self
     where
-        S: ProjectStore + ClientStore + IatStore + GrantStore + CimdCache + AuditLog + KeyStore + ReplayStore + 'static,
+        S: ProjectStore
+            + ClientStore
+            + IatStore
+            + GrantStore
+            + CimdCache
+            + AuditLog
+            + KeyStore
+            + ReplayStore
+            + AdmissionStore
+            + 'static,
     {
         Self {
             projects: store.clone(),
@@ -179,7 +198,8 @@ impl Stores {
             cimd: store.clone(),
             audit: store.clone(),
             keys: store.clone(),
-            replay: store,
+            replay: store.clone(),
+            admissions: store,
         }
     }
 }
@@ -253,6 +273,7 @@ pub async fn run_all(stores: &Stores) -> Outcome {
     signing_keys(stores.keys.as_ref()).await?;
     signing_key_activation_race(stores.keys.as_ref(), stores.keys.as_ref()).await?;
     replay(stores.replay.as_ref(), stores.replay.as_ref()).await?;
+    admission_windows(stores.admissions.as_ref(), stores.admissions.as_ref()).await?;
     Ok(())
 }
 
@@ -1879,5 +1900,115 @@ pub async fn replay(a: &dyn ReplayStore, b: &dyn ReplayStore) -> Outcome {
         ),
         "a purged id may be used again"
     );
+    Ok(())
+}
+
+/// `AdmissionStore`: windows count up to their `max`, all or nothing
+/// (a refused admission counts in no window), restart when they end, are
+/// scoped by project, and hold under 30 concurrent admissions split over
+/// two handles (pass two stores on one database to race them as two
+/// processes).
+///
+/// # Errors
+/// The first [`Violation`].
+pub async fn admission_windows(a: &dyn AdmissionStore, b: &dyn AdmissionStore) -> Outcome {
+    let (p, q) = (fresh_project(), fresh_project());
+    let t0 = now();
+    let minute = Duration::minutes(1);
+    let w = |key: &str, max: u32| (key.to_owned(), max);
+    for i in 0..3 {
+        ensure!(
+            ok!(
+                a.admit(&p, &[w("source:a", 3), w("project", 5)], minute, t0).await,
+                "admit"
+            ),
+            "a window admits up to its max",
+            "admission {i}"
+        );
+    }
+    ensure!(
+        !ok!(
+            a.admit(&p, &[w("source:a", 3), w("project", 5)], minute, t0).await,
+            "admit"
+        ),
+        "a full window refuses"
+    );
+    ensure!(
+        ok!(
+            a.admit(&q, &[w("source:a", 3), w("project", 5)], minute, t0).await,
+            "admit"
+        ),
+        "windows are scoped by project"
+    );
+    for _ in 0..2 {
+        ensure!(
+            ok!(
+                b.admit(&p, &[w("source:b", 3), w("project", 5)], minute, t0).await,
+                "admit"
+            ),
+            "another source's window admits"
+        );
+    }
+    ensure!(
+        !ok!(
+            b.admit(&p, &[w("source:b", 3), w("project", 5)], minute, t0).await,
+            "admit"
+        ),
+        "a full project window refuses every source"
+    );
+    ensure!(
+        !ok!(a.admit(&p, &[w("source:z", 0)], minute, t0).await, "admit"),
+        "a window of zero admits nothing"
+    );
+    // The refused admission counted nowhere: in the next window, source b
+    // has its whole share again (3), and the project its 5.
+    let t1 = t0 + minute;
+    for i in 0..3 {
+        ensure!(
+            ok!(
+                a.admit(&p, &[w("source:b", 3), w("project", 5)], minute, t1).await,
+                "admit"
+            ),
+            "a window restarts once it ended; refusals counted nothing",
+            "admission {i}"
+        );
+    }
+    // A request that read the clock just before the window started counts
+    // in it (it does not restart the window).
+    let late = fresh_project();
+    for i in 0..2 {
+        ensure!(
+            ok!(a.admit(&late, &[w("source:d", 2)], minute, t1).await, "admit"),
+            "a window admits up to its max",
+            "admission {i}"
+        );
+    }
+    ensure!(
+        !ok!(
+            a.admit(&late, &[w("source:d", 2)], minute, t1 - Duration::seconds(1))
+                .await,
+            "admit"
+        ),
+        "an admission dated before the window's start counts in it and cannot restart it"
+    );
+    // Concurrent admissions over two handles: exactly the max.
+    let r = fresh_project();
+    let r = &r;
+    let results = join_all((0..30).map(|i| {
+        let store = if i % 2 == 0 { a } else { b };
+        async move { store.admit(r, &[w("source:c", 5), w("project", 100)], minute, t0).await }
+    }))
+    .await;
+    let mut admitted = 0;
+    for res in results {
+        admitted += usize::from(ok!(res, "concurrent admit"));
+    }
+    ensure!(
+        admitted == 5,
+        "of 30 concurrent admissions to a window of 5 exactly 5 succeed",
+        "{admitted} admitted"
+    );
+    let purged = ok!(a.purge(t0 + Duration::minutes(10)).await, "purge");
+    ensure!(purged >= 4, "purge forgets ended windows", "{purged}");
     Ok(())
 }

@@ -1328,3 +1328,67 @@ mod rotation_tests {
         assert!(!rt2.rotated);
     }
 }
+
+/// Admission windows in memory (one process). Bounded: at most
+/// [`MAX_ADMISSION_WINDOWS`] windows; when full, ended ones are forgotten,
+/// and if it is still full the admission is refused (the safe side).
+#[derive(Debug, Default)]
+pub struct MemoryAdmissionStore {
+    windows: Mutex<HashMap<(ProjectId, String), (OffsetDateTime, OffsetDateTime, u32)>>,
+}
+
+/// The most admission windows a [`MemoryAdmissionStore`] tracks.
+pub const MAX_ADMISSION_WINDOWS: usize = 100_000;
+
+impl MemoryAdmissionStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+#[async_trait]
+impl super::AdmissionStore for MemoryAdmissionStore {
+    async fn admit(
+        &self,
+        project: &ProjectId,
+        windows: &[(String, u32)],
+        length: time::Duration,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let mut map = lock(&self.windows)?;
+        if map.len() + windows.len() > MAX_ADMISSION_WINDOWS {
+            map.retain(|_, (_, ends, _)| *ends > now);
+            if map.len() + windows.len() > MAX_ADMISSION_WINDOWS {
+                return Ok(false);
+            }
+        }
+        let mut next = Vec::with_capacity(windows.len());
+        for (key, max) in windows {
+            let k = (project.clone(), key.clone());
+            let counted = match map.get(&k) {
+                // A window restarts only once it ended: a request that read
+                // the clock just before the window's start (a race, or
+                // another instance's clock) counts in it.
+                Some((started, ends, count)) if now < *ends => {
+                    if count >= max {
+                        return Ok(false);
+                    }
+                    (*started, *ends, count + 1)
+                }
+                _ if *max == 0 => return Ok(false),
+                _ => (now, now + length, 1),
+            };
+            next.push((k, counted));
+        }
+        map.extend(next);
+        Ok(true)
+    }
+
+    async fn purge(&self, now: OffsetDateTime) -> Result<usize, StoreError> {
+        let mut map = lock(&self.windows)?;
+        let before = map.len();
+        map.retain(|_, (_, ends, _)| *ends > now);
+        Ok(before - map.len())
+    }
+}

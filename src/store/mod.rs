@@ -689,6 +689,44 @@ impl UserClaimsSource for NoUserClaims {
     }
 }
 
+/// Fixed-window admission counters: how many registrations without an
+/// initial access token a source, its network and a project have made in
+/// the current window (see [`crate::tokenless`]). Shared by every server
+/// instance on one store, so the limits hold for the deployment, not per
+/// process.
+///
+/// # Security
+/// - [`AdmissionStore::admit`] is all or nothing and atomic: it counts one
+///   admission in every named window only when each has room, and of any
+///   number of concurrent calls (also from servers sharing the store) no
+///   more than a window's `max` ever succeed within it. With SQL: one
+///   transaction of conditional upserts (`INSERT ... ON CONFLICT DO UPDATE
+///   SET count = count + 1 ... WHERE <window over> OR count < max`), in
+///   the order given; when one affects no row, roll back.
+/// - A window starts at the first admission after the previous one ended
+///   (`now >= started_at + length`) and then counts from one; an
+///   admission whose `now` is before the window's start (a race between
+///   requests, or another instance's clock) counts in the window, never
+///   restarts it.
+/// - Keys are scoped by project.
+/// - A storage failure is an error, never an admission.
+#[async_trait]
+pub trait AdmissionStore: Send + Sync {
+    /// Counts one admission at `now` in each window `(key, max)` of
+    /// `windows` (each `length` long) if every one has room; returns
+    /// whether it did.
+    async fn admit(
+        &self,
+        project: &ProjectId,
+        windows: &[(String, u32)],
+        length: time::Duration,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+
+    /// Forgets windows that ended by `now`; returns how many.
+    async fn purge(&self, now: OffsetDateTime) -> Result<usize, StoreError>;
+}
+
 /// Single-use identifiers with an expiry: the `jti` of client assertions
 /// (RFC 7523 section 3, item 7).
 ///

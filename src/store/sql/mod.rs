@@ -3,7 +3,8 @@
 //! [`PostgresStore`] (feature `postgres`: many server instances on one
 //! database). Each implements every store trait: [`ProjectStore`],
 //! [`ClientStore`], [`IatStore`], [`GrantStore`], [`CimdCache`],
-//! [`AuditSink`], [`AuditLog`], [`KeyStore`] and [`ReplayStore`], so one
+//! [`AuditSink`], [`AuditLog`], [`KeyStore`], [`ReplayStore`] and
+//! [`AdmissionStore`], so one
 //! `Arc` of it fills every slot of
 //! [`crate::server::AuthorizationServerBuilder`] (signing keys and `jti`s
 //! through `key_store` and `replay_store`).
@@ -46,6 +47,7 @@
 //! | `ClientStore::insert`, `IatStore::insert` | `INSERT ... ON CONFLICT DO NOTHING`: the unique key refuses a taken id or hash |
 //! | `KeyStore::activate` | one transaction whose FIRST statement upserts the lock row `signing_key_locks (project, alg)` of the key's algorithm: concurrent activations of one algorithm queue on that one row lock (PostgreSQL; a single row, so no deadlock) or the database write lock (SQLite), and each later one reads what the earlier committed. Then: the named key must still be `next`, the active key(s) of the algorithm retire, the other next keys retire at once, the named key becomes active. A partial unique index (`state = 'active'`, per `(project, alg)`) refuses a second active key whatever happens |
 //! | `KeyStore::insert`, `KeyStore::retire` | `INSERT ... ON CONFLICT (project, kid) DO NOTHING`; one conditional `UPDATE ... WHERE state = 'active'` |
+//! | `AdmissionStore::admit` | one transaction of conditional upserts, one per window in the order given (`INSERT ... ON CONFLICT (project, window_key) DO UPDATE SET count = count + 1 ... WHERE <window ended> OR count < max`); the first that affects no row rolls the transaction back. A concurrent admission waits on the row's lock (PostgreSQL) or the write lock (SQLite) and re-checks the count the winner committed, so no window ever admits more than its `max` |
 //! | `ReplayStore::check_and_insert` | one `INSERT ... ON CONFLICT (project, scope, id_hash) DO UPDATE SET expires_at = ... WHERE <the stored entry expired>`: one row affected means first use; of concurrent callers the unique key lets one insert and the others find its live row |
 //! | `GrantStore::revoke_grant` | a transaction that first writes a revocation marker, then deletes the grant's codes and tokens. Inserts of codes and tokens are `INSERT ... SELECT ... WHERE NOT EXISTS <marker>`, and EVERY read and conditional update also requires that no marker exists, so a record inserted by a request that raced the revocation reads as absent whatever the interleaving |
 //!
@@ -84,6 +86,7 @@
 //! | `audit_events` (2) | `id` (increasing); indexes `(project, id)`, `(project, name, id)`, `at` | `project`, `at`, `name`, `event` (JSON) | none (events never carry secrets) | [`SqlOptions::audit_max_age`] and [`SqlOptions::audit_max_rows_per_project`] |
 //! | `signing_keys` (4) | `(project, kid)`; partial unique `(project, alg) WHERE state = 'active'` | `alg`, `state` (`next`/`active`/`retired`), `created_at`, `activated_at`, `retired_at`, `publish_until`, `private_key` | **the private key, UNENCRYPTED**: its DER form (PKCS#8 for ES256/EdDSA, PKCS#1 for RS256). The crate has no at-rest encryption; whoever reads this table or a backup can sign tokens for the project. Never in `Debug`, logs or errors | retired keys deleted once past `publish_until` (by the rotation) |
 //! | `signing_key_locks` (4) | `(project, alg)` | `locked_at` | none | one row per project and algorithm |
+//! | `admission_windows` (7) | `(project, window_key)`; index `ends_at` | `started_at`, `ends_at`, `count` | none (keys are source addresses reduced to /64 or /24 networks) | purged once the window ended |
 //! | `replay_ids` (4) | `(project, scope, id_hash)`; index `expires_at` | `expires_at` | none (the `jti` as its SHA-256 digest) | purged once expired |
 //!
 //! Every hot-path lookup is by primary key (`(project, hash)`, `(project,
@@ -127,7 +130,8 @@ pub use self::postgres::PostgresStore;
 pub use self::sqlite::SqliteStore;
 #[allow(unused_imports)] // used in the docs of this module
 use super::{
-    AuditLog, AuditSink, CimdCache, ClientStore, GrantStore, IatStore, KeyStore, ProjectStore, ReplayStore, StoreError,
+    AdmissionStore, AuditLog, AuditSink, CimdCache, ClientStore, GrantStore, IatStore, KeyStore, ProjectStore,
+    ReplayStore, StoreError,
 };
 
 /// A callback for every database error (for logs and metrics).
@@ -286,12 +290,14 @@ pub struct PurgeReport {
     pub audit: u64,
     /// Expired client assertion ids (`jti`).
     pub replay: u64,
+    /// Ended admission windows of registrations without a token.
+    pub admissions: u64,
 }
 
 impl PurgeReport {
     /// Everything removed.
     pub const fn total(&self) -> u64 {
-        self.grants + self.iats + self.cimd + self.audit + self.replay
+        self.grants + self.iats + self.cimd + self.audit + self.replay + self.admissions
     }
 }
 
@@ -626,6 +632,9 @@ macro_rules! impl_sql_store {
                     .await?;
                 report.audit = self.purge_audit(now).await?;
                 report.replay = self.purge_replay(now).await?;
+                report.admissions = self
+                    .delete_batches("purge admission windows", q::ADMISSION_PURGE, secs(now))
+                    .await?;
                 Ok(report)
             }
 
@@ -1593,6 +1602,47 @@ macro_rules! impl_sql_store {
                     .map_err(|e| self.fail("delete expired signing keys", e))?
                     .rows_affected();
                 usize::try_from(n).map_err(|_| StoreError::new("delete count out of range"))
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::store::AdmissionStore for $store {
+            async fn admit(
+                &self,
+                project: &ProjectId,
+                windows: &[(String, u32)],
+                length: time::Duration,
+                now: OffsetDateTime,
+            ) -> Result<bool, StoreError> {
+                if windows.iter().any(|(_, max)| *max == 0) {
+                    return Ok(false);
+                }
+                let mut tx = self.pool.begin().await.map_err(|e| self.fail("admit", e))?;
+                for (key, max) in windows {
+                    let n = sqlx::query(q::ADMISSION_COUNT)
+                        .bind(project.as_str())
+                        .bind(key.as_str())
+                        .bind(secs(now))
+                        .bind(secs(now + length))
+                        .bind(i64::from(*max))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| self.fail("admit", e))?
+                        .rows_affected();
+                    if n == 0 {
+                        tx.rollback().await.map_err(|e| self.fail("admit: rollback", e))?;
+                        return Ok(false);
+                    }
+                }
+                tx.commit().await.map_err(|e| self.fail("admit: commit", e))?;
+                Ok(true)
+            }
+
+            async fn purge(&self, now: OffsetDateTime) -> Result<usize, StoreError> {
+                let n = self
+                    .delete_batches("purge admission windows", q::ADMISSION_PURGE, secs(now))
+                    .await?;
+                usize::try_from(n).map_err(|_| StoreError::new("purge count out of range"))
             }
         }
 

@@ -374,6 +374,28 @@ pub(super) const KEY_RETIRE: &str = "UPDATE signing_keys SET state = 'retired', 
 pub(super) const KEY_DELETE_EXPIRED: &str = "DELETE FROM signing_keys WHERE project = $1 AND state = 'retired' \
      AND publish_until IS NOT NULL AND publish_until <= $2";
 
+// ---- admission windows ----
+
+/// Counts one admission in window `$2` of project `$1` at `$3` (a new
+/// window ends at `$4`) when it has room for `$5`. Only a window that
+/// ended restarts at one: a request that read the clock before the
+/// window's start (a race, or another instance's clock) counts in it. No
+/// row affected: full.
+pub(super) const ADMISSION_COUNT: &str = "INSERT INTO admission_windows \
+     (project, window_key, started_at, ends_at, count) VALUES ($1, $2, $3, $4, 1) \
+     ON CONFLICT (project, window_key) DO UPDATE SET \
+     started_at = CASE WHEN admission_windows.ends_at <= excluded.started_at THEN excluded.started_at \
+       ELSE admission_windows.started_at END, \
+     ends_at = CASE WHEN admission_windows.ends_at <= excluded.started_at THEN excluded.ends_at \
+       ELSE admission_windows.ends_at END, \
+     count = CASE WHEN admission_windows.ends_at <= excluded.started_at THEN 1 \
+       ELSE admission_windows.count + 1 END \
+     WHERE admission_windows.ends_at <= excluded.started_at OR admission_windows.count < $5";
+
+/// Ended windows, at most `$2`.
+pub(super) const ADMISSION_PURGE: &str = "DELETE FROM admission_windows WHERE (project, window_key) IN \
+     (SELECT project, window_key FROM admission_windows WHERE ends_at <= $1 LIMIT $2)";
+
 // ---- replay ids ----
 
 /// Insert-if-absent in one statement: a new id is inserted; an id whose

@@ -38,3 +38,17 @@ CREATE TABLE audit_rejection_counts (
     PRIMARY KEY (project, minute, event, reason)
 );
 CREATE INDEX audit_rejection_counts_minute ON audit_rejection_counts (minute);
+
+-- Fixed-window admission counters for registrations without an initial
+-- access token (per source, network and project): one conditional upsert
+-- per window inside one transaction, so the limits hold across every
+-- server instance on the database; purged once the window ended.
+CREATE TABLE admission_windows (
+    project TEXT NOT NULL,
+    window_key TEXT NOT NULL,
+    started_at BIGINT NOT NULL,
+    ends_at BIGINT NOT NULL,
+    count BIGINT NOT NULL,
+    PRIMARY KEY (project, window_key)
+);
+CREATE INDEX admission_windows_ends ON admission_windows (ends_at);
