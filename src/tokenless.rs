@@ -18,8 +18,11 @@
 //! an anonymous registration harmless enough; what remains (anyone may
 //! register a client *named* like a well-known one; any app on a device
 //! may claim a listed scheme) is what the consent page's warnings are for.
-//! Each admission is audited and rate-limited per source
-//! ([`SourceWindow`]). Off by default.
+//! Each admission is audited and rate-limited per source, per wider
+//! network and per project, in fixed windows ([`SourceWindow`] is the
+//! rule; the counts live in the server's
+//! [`crate::store::AdmissionStore`], shared by every instance on one
+//! store). Off by default.
 //!
 //! Everything here is pure: the driver supplies `now` and the request's
 //! source address.
