@@ -1334,8 +1334,11 @@ mod rotation_tests {
 /// and if it is still full the admission is refused (the safe side).
 #[derive(Debug, Default)]
 pub struct MemoryAdmissionStore {
-    windows: Mutex<HashMap<(ProjectId, String), (OffsetDateTime, OffsetDateTime, u32)>>,
+    windows: Mutex<HashMap<(ProjectId, String), AdmissionWindow>>,
 }
+
+/// A window's start, end and count.
+type AdmissionWindow = (OffsetDateTime, OffsetDateTime, u32);
 
 /// The most admission windows a [`MemoryAdmissionStore`] tracks.
 pub const MAX_ADMISSION_WINDOWS: usize = 100_000;
