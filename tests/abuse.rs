@@ -148,7 +148,12 @@ fn form_value(page: &str, name: &str) -> String {
 
 /// Shows the consent page to `user`, approves it, and exchanges the code:
 /// the whole sign-in of a legitimate user.
-async fn sign_in_through_consent(s: &Running, user: &reqwest::Client, client_id: &str, seed: u8) {
+async fn sign_in_through_consent(
+    s: &Running,
+    user: &reqwest::Client,
+    client_id: &str,
+    seed: u8,
+) -> Vec<(String, String)> {
     let verifier = CodeVerifier::from_random(&[seed; 32]);
     let r = user
         .get(authorize_url(s, client_id, &verifier, &[]))
@@ -185,20 +190,29 @@ async fn sign_in_through_consent(s: &Running, user: &reqwest::Client, client_id:
         .find(|(k, _)| k == "code")
         .map(|(_, v)| v.into_owned())
         .unwrap();
-    let r = user
-        .post(s.url("/oauth2/token"))
+    let exchange: Vec<(String, String)> = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", REDIRECT),
+        ("client_id", client_id),
+        ("code_verifier", verifier.as_str()),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect();
+    let r = post_form(user, &s.url("/oauth2/token"), &exchange).await;
+    assert_eq!(r.status(), StatusCode::OK, "the code is exchanged");
+    exchange
+}
+
+async fn post_form(http: &reqwest::Client, url: &str, form: &[(String, String)]) -> reqwest::Response {
+    let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    http.post(url)
         .header("content-type", "application/x-www-form-urlencoded")
-        .body(encode(&[
-            ("grant_type", "authorization_code"),
-            ("code", code.as_str()),
-            ("redirect_uri", REDIRECT),
-            ("client_id", client_id),
-            ("code_verifier", verifier.as_str()),
-        ]))
+        .body(encode(&pairs))
         .send()
         .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK, "the code is exchanged");
+        .unwrap()
 }
 
 /// Point 4: one source floods the consent page; it fills its own share
@@ -335,8 +349,39 @@ async fn rejection_counts_work_on_sqlite_and_across_two_postgres_instances() {
     .await
     .unwrap();
     let s = serve(a, l, base).await;
-    reject_registrations(&s, 25).await;
-    assert_eq!(rejections(&s).await, 25);
+    // The scenario of the issue on SQLite: a code replay (reuse detected),
+    // then 600 anonymous rejections; the default audit listing (the newest
+    // 500) still shows the reuse detection, and the rejections are counted.
+    let user = from([127, 0, 0, 3]);
+    let client_id = register_client(&s).await;
+    let exchange = sign_in_through_consent(&s, &user, &client_id, 70).await;
+    let replay = post_form(&user, &s.url("/oauth2/token"), &exchange).await;
+    assert_eq!(replay.status(), StatusCode::BAD_REQUEST, "a replayed code");
+    for _ in 0..12 {
+        reject_registrations(&s, 50).await;
+    }
+    assert_eq!(rejections(&s).await, 600);
+    let listing: Value = from([127, 0, 0, 1])
+        .get(s.url("/admin/projects/proj_demo/audit"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = listing
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"authorization_code.reuse_detected"), "{names:?}");
+    let stored = names
+        .iter()
+        .filter(|n| **n == "oauth_client.registration_rejected")
+        .count();
+    assert!(stored <= 20, "only samples of the flood are stored: {stored}");
 
     let Some(db) = sql_support::pg_database("rejection_counts_across_two_postgres_instances").await else {
         return;

@@ -713,13 +713,15 @@ async fn audit_retention_check<S: AuditLog>(
         },
     ))
     .await;
+    // Thirty different reasons (so each counter keeps its sample): the
+    // class cap is what bounds them.
     for i in 0..30i64 {
         s.record(AuditEvent::new(
             r.clone(),
             t0 + time::Duration::seconds(i + 1),
             AuditKind::ClientRegistrationRejected {
                 error: "invalid_token".into(),
-                reason: "missing_token".into(),
+                reason: format!("missing_token_{i}"),
                 iat_id: None,
             },
         ))
@@ -741,6 +743,32 @@ async fn audit_retention_check<S: AuditLog>(
         .await
         .unwrap();
     assert_eq!(rejections.events.len(), 10);
+
+    // Thirty identical rejections in one minute: all counted, only the
+    // first REJECTION_SAMPLES_PER_MINUTE stored whole.
+    let f = authio_mcp::project::ProjectId::new("proj_audit_samples").unwrap();
+    let minute = t0 - time::Duration::seconds(t0.unix_timestamp().rem_euclid(60));
+    for _ in 0..30 {
+        s.record(AuditEvent::new(
+            f.clone(),
+            minute,
+            AuditKind::ClientRegistrationRejected {
+                error: "invalid_token".into(),
+                reason: "missing_token".into(),
+                iat_id: None,
+            },
+        ))
+        .await;
+    }
+    let stored = s.query(&AuditQuery::new(f.clone()).limit(100)).await.unwrap();
+    assert_eq!(
+        stored.events.len(),
+        authio_mcp::store::sql::REJECTION_SAMPLES_PER_MINUTE as usize,
+        "only samples of a flood are stored whole"
+    );
+    let counts = s.rejection_counts(&f).await.unwrap();
+    assert_eq!(counts.len(), 1);
+    assert_eq!(counts[0].count, 30, "every rejection is counted");
 }
 
 /// The driver over a PostgreSQL store that stops accepting connections:
@@ -1008,4 +1036,49 @@ fn locked_fixture_code(p: &authio_mcp::project::ProjectId) -> authio_mcp::grant:
         "expires_at": (t0 + time::Duration::minutes(1)).unix_timestamp(), "consumed": false
     }))
     .unwrap()
+}
+
+/// With audit batching, a flood of identical rejections is counted in
+/// full and stored as samples only, like without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_batched_rejections_are_counted_and_sampled() {
+    use authio_mcp::audit::{AuditEvent, AuditKind};
+    use authio_mcp::store::{AuditQuery, AuditSink};
+    let dir = TempDir::new();
+    let url = dir.sqlite_url("batched_rejections.db");
+    let s = SqliteStore::connect(&url, SqlOptions::default().audit_batching(true))
+        .await
+        .unwrap();
+    s.migrate().await.unwrap();
+    let p = authio_mcp::project::ProjectId::new("proj_batched_rejections").unwrap();
+    let t0 = now();
+    let minute = t0 - time::Duration::seconds(t0.unix_timestamp().rem_euclid(60));
+    for i in 0..300 {
+        s.record(AuditEvent::new(
+            p.clone(),
+            minute,
+            AuditKind::ClientRegistrationRejected {
+                error: "invalid_token".into(),
+                reason: "missing_token".into(),
+                iat_id: None,
+            },
+        ))
+        .await;
+        if i == 150 {
+            tokio::task::yield_now().await;
+        }
+    }
+    s.record(AuditEvent::new(p.clone(), minute, AuditKind::ProjectSettingsUpdated {}))
+        .await;
+    s.close().await;
+    let s = SqliteStore::connect(&url, SqlOptions::default()).await.unwrap();
+    let stored = s.query(&AuditQuery::new(p.clone()).limit(1000)).await.unwrap();
+    assert_eq!(
+        stored.events.len(),
+        authio_mcp::store::sql::REJECTION_SAMPLES_PER_MINUTE as usize + 1,
+        "samples of the flood and the other event"
+    );
+    let counts = s.rejection_counts(&p).await.unwrap();
+    assert_eq!(counts.iter().map(|c| c.count).sum::<u64>(), 300);
+    assert_eq!(s.audit_failures(), 0);
 }

@@ -82,7 +82,7 @@
 //! | `access_tokens` (1) | `(project, hash)`; indexes `(project, grant_id)`, `expires_at` | `grant_id`, `expires_at` (`exp`), `revoked`, `record` (JSON claims) | the token as its hash only | at most [`crate::store::MAX_ACCESS_TOKENS_PER_GRANT`] per grant: each insert drops the grant's expired ones and its oldest beyond the cap; purged once expired |
 //! | `revoked_grants` (1) | `(project, grant_id)`; index `keep_until` | `revoked_at`, `keep_until` | none | purged after `keep_until` (a day) once no code or token of the grant remains |
 //! | `cimd_cache` (2) | `(project, url)`; index `expires_at` | `entry` (JSON: document and resolved client), `fetched_at`, `expires_at` | none (documents are public) | capped at [`SqlOptions::cimd_capacity`] entries, soonest-expiring evicted first; expired entries purged |
-//! | `audit_rejection_counts` (7) | `(project, minute, event, reason)`; index `minute` | `count` | none | a day (purged by minute) |
+//! | `audit_rejection_counts` (7) | `(project, minute, event, reason)`; index `minute` | `count` | none | a day (purged by minute); of each counter only the first [`REJECTION_SAMPLES_PER_MINUTE`] events go to `audit_events` |
 //! | `audit_events` (2) | `id` (increasing); indexes `(project, id)`, `(project, name, id)`, `at` | `project`, `at`, `name`, `event` (JSON) | none (events never carry secrets) | [`SqlOptions::audit_max_age`] and [`SqlOptions::audit_max_rows_per_project`] |
 //! | `signing_keys` (4) | `(project, kid)`; partial unique `(project, alg) WHERE state = 'active'` | `alg`, `state` (`next`/`active`/`retired`), `created_at`, `activated_at`, `retired_at`, `publish_until`, `private_key` | **the private key, UNENCRYPTED**: its DER form (PKCS#8 for ES256/EdDSA, PKCS#1 for RS256). The crate has no at-rest encryption; whoever reads this table or a backup can sign tokens for the project. Never in `Debug`, logs or errors | retired keys deleted once past `publish_until` (by the rotation) |
 //! | `signing_key_locks` (4) | `(project, alg)` | `locked_at` | none | one row per project and algorithm |
@@ -133,6 +133,13 @@ use super::{
     AdmissionStore, AuditLog, AuditSink, CimdCache, ClientStore, GrantStore, IatStore, KeyStore, ProjectStore,
     ReplayStore, StoreError,
 };
+
+/// Rejections anyone can cause (an [`crate::audit::AuditClass::Rejection`]
+/// event) are counted per project, minute, event and reason
+/// (`AuditLog::rejection_counts`); of each such counter only the first
+/// this many events are stored whole, so a flood of them is a number, not
+/// thousands of rows burying everything else in the audit listing.
+pub const REJECTION_SAMPLES_PER_MINUTE: u32 = 5;
 
 /// A callback for every database error (for logs and metrics).
 pub type ErrorHook = Arc<dyn Fn(&StoreError) + Send + Sync>;
@@ -342,7 +349,9 @@ macro_rules! impl_sql_store {
         use $crate::grant::{AccessTokenRecord, CodeRecord, GrantId, RefreshTokenRecord};
         use $crate::project::{ProjectId, ProjectSettings};
         use $crate::secret::SecretHash;
-        use $crate::store::sql::{PurgeReport, from_json, hash_of, queries as q, secs, time_of, to_json};
+        use $crate::store::sql::{
+            PurgeReport, REJECTION_SAMPLES_PER_MINUTE, from_json, hash_of, queries as q, secs, time_of, to_json,
+        };
         use $crate::store::{
             AuditCursor, AuditPage, AuditQuery, CodeConsumption, RefreshRotation, RevokeOutcome, StoreError, UseOutcome,
         };
@@ -386,12 +395,22 @@ macro_rules! impl_sql_store {
                                 Err(_) => break,
                             }
                         }
-                        if let Err(e) = count_rejections(&pool, &batch).await {
-                            let err = StoreError::with_source(format!("{}: count rejections failed", BACKEND), e);
-                            if let Some(hook) = &options.on_error {
-                                hook(&err);
+                        match count_rejections(&pool, &batch).await {
+                            Ok(keep) => {
+                                let mut k = keep.into_iter();
+                                batch.retain(|_| k.next().unwrap_or(true));
                             }
-                            failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            // Uncounted: every event is stored (the safe side).
+                            Err(e) => {
+                                let err = StoreError::with_source(format!("{}: count rejections failed", BACKEND), e);
+                                if let Some(hook) = &options.on_error {
+                                    hook(&err);
+                                }
+                                failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            }
+                        }
+                        if batch.is_empty() {
+                            continue;
                         }
                         if let Err(e) = insert_audit_batch(&pool, &batch).await {
                             let err = StoreError::with_source(format!("{}: record audit events failed", BACKEND), e);
@@ -434,31 +453,43 @@ macro_rules! impl_sql_store {
         }
 
         /// Adds a batch's rejections to their counters, one upsert per
-        /// distinct counter.
+        /// distinct counter, and says which events to store whole: every
+        /// event that is not a rejection, and the first
+        /// [`REJECTION_SAMPLES_PER_MINUTE`] of each counter.
         async fn count_rejections(
             pool: &sqlx::Pool<<$row as sqlx::Row>::Database>,
             batch: &[AuditEvent],
-        ) -> Result<(), sqlx::Error> {
-            let mut counts: std::collections::BTreeMap<(&str, i64, &'static str, String), i64> =
+        ) -> Result<Vec<bool>, sqlx::Error> {
+            let mut counts: std::collections::BTreeMap<(&str, i64, &'static str, String), Vec<usize>> =
                 std::collections::BTreeMap::new();
-            for event in batch {
+            let mut keep = vec![true; batch.len()];
+            for (i, event) in batch.iter().enumerate() {
                 if let Some((minute, name, reason)) = $crate::store::rejection_key(event) {
-                    *counts
+                    counts
                         .entry((event.project_id.as_str(), minute, name, reason))
-                        .or_default() += 1;
+                        .or_default()
+                        .push(i);
                 }
             }
-            for ((project, minute, name, reason), n) in counts {
-                sqlx::query(q::REJECTION_COUNT_ADD)
+            for ((project, minute, name, reason), events) in counts {
+                let n = i64::try_from(events.len()).unwrap_or(i64::MAX);
+                let after: i64 = sqlx::query(q::REJECTION_COUNT_ADD)
                     .bind(project)
                     .bind(minute)
                     .bind(name)
                     .bind(reason)
                     .bind(n)
-                    .execute(pool)
-                    .await?;
+                    .fetch_one(pool)
+                    .await?
+                    .try_get(0)?;
+                let room = usize::try_from(i64::from(REJECTION_SAMPLES_PER_MINUTE) - (after - n)).unwrap_or(0);
+                for i in events.into_iter().skip(room) {
+                    if let Some(k) = keep.get_mut(i) {
+                        *k = false;
+                    }
+                }
             }
-            Ok(())
+            Ok(keep)
         }
 
         async fn insert_audit_batch(
@@ -1691,12 +1722,19 @@ macro_rules! impl_sql_store {
                         .bind(name)
                         .bind(reason)
                         .bind(1_i64)
-                        .execute(&self.pool)
-                        .await;
-                    if let Err(e) = counted {
-                        let _ = self.fail("count rejection", e);
-                        self.audit_failures
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        .fetch_one(&self.pool)
+                        .await
+                        .and_then(|row| row.try_get::<i64, _>(0));
+                    match counted {
+                        // Counted; only the first few of a minute are kept whole.
+                        Ok(n) if n > i64::from(REJECTION_SAMPLES_PER_MINUTE) => return,
+                        Ok(_) => {}
+                        // Uncounted: the event is stored (the safe side).
+                        Err(e) => {
+                            let _ = self.fail("count rejection", e);
+                            self.audit_failures
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
                     }
                 }
                 let result = match to_json("audit event", &event) {
