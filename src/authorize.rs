@@ -21,6 +21,7 @@ use crate::client::{Client, ClientId, ClientIdError};
 use crate::error::{ErrorCode, OAuthError};
 use crate::grant::{CodeRecord, Grant, GrantId, Subject};
 use crate::pkce::CodeChallenge;
+use crate::presentation::ConsentPresentation;
 use crate::project::{ProjectId, ProjectSettings};
 use crate::redirect_uri::RedirectUri;
 use crate::resource::{ResourceSet, ResourceUri};
@@ -305,9 +306,17 @@ pub struct PendingAuthorization {
     /// When the request was validated.
     #[serde(with = "time::serde::timestamp")]
     pub created_at: OffsetDateTime,
+    /// Everything a consent page shows, verified facts first (see
+    /// [`crate::presentation`]): the built-in page renders it, and a host's
+    /// own page should show the same. Pending authorizations stored before
+    /// this field existed read back with an empty one.
+    #[serde(default)]
+    pub presentation: ConsentPresentation,
 }
 
-/// Phase 2: everything but the client and redirect URI.
+/// Phase 2: everything but the client and redirect URI. `issuer` is the
+/// project's issuer, whose host names the service on the consent page when
+/// the project has no display name.
 ///
 /// # Errors
 /// A [`RedirectError`] to send back to the client.
@@ -317,6 +326,7 @@ pub fn validate_request(
     settings: &ProjectSettings,
     client: &Client,
     redirect_uri: String,
+    issuer: &str,
     now: OffsetDateTime,
 ) -> Result<PendingAuthorization, RedirectError> {
     let fail = |code: ErrorCode, description: Cow<'static, str>| RedirectError {
@@ -382,7 +392,7 @@ pub fn validate_request(
         .login_hint
         .clone()
         .filter(|h| !h.is_empty() && h.chars().count() <= MAX_LOGIN_HINT && !h.chars().any(char::is_control));
-    Ok(PendingAuthorization {
+    let mut pending = PendingAuthorization {
         project: project.clone(),
         client_id: client.client_id.clone(),
         client_name: client.metadata.client_name.clone(),
@@ -402,7 +412,10 @@ pub fn validate_request(
         code_challenge,
         nonce: req.nonce.clone().filter(|n| !n.is_empty()),
         created_at: now,
-    })
+        presentation: ConsentPresentation::default(),
+    };
+    pending.presentation = ConsentPresentation::new(settings, client, &pending, issuer);
+    Ok(pending)
 }
 
 /// A scope or resource failure, before it becomes a redirect or a token error.

@@ -11,6 +11,7 @@ use time::Duration;
 
 use crate::cimd::{CimdPolicy, CimdPolicyError};
 use crate::newtype::string_newtype;
+use crate::presentation::{DisplaySettingsError, ProjectDisplay};
 use crate::redirect_uri::RedirectUriPolicy;
 use crate::resource::{ResourceSet, ResourceUri};
 use crate::scope::ScopeSet;
@@ -214,6 +215,11 @@ pub struct ProjectSettings {
     /// stored before this field existed read back with none).
     #[serde(default)]
     pub upstream: crate::upstream::UpstreamSettings,
+    /// How the project presents itself on consent and error pages: the
+    /// service's name and logo, scope descriptions, resource names
+    /// (settings stored before this field existed read back with none).
+    #[serde(default)]
+    pub display: ProjectDisplay,
 }
 
 /// The default [`ProjectSettings::refresh_reuse_grace`]: 5 seconds.
@@ -273,6 +279,7 @@ impl Default for ProjectSettings {
             tokenless_registration: TokenlessRegistration::default(),
             client_credentials_enabled: false,
             upstream: crate::upstream::UpstreamSettings::default(),
+            display: ProjectDisplay::default(),
         }
     }
 }
@@ -391,6 +398,9 @@ pub enum SettingsError {
     /// The upstream providers are inconsistent.
     #[error("invalid upstream settings: {0}")]
     Upstream(#[from] crate::upstream::UpstreamSettingsError),
+    /// The display settings are malformed.
+    #[error("invalid display settings: {0}")]
+    Display(#[from] DisplaySettingsError),
 }
 
 impl ProjectSettings {
@@ -467,6 +477,7 @@ impl ProjectSettings {
         self.signing.validate()?;
         self.tokenless_registration.validate()?;
         self.upstream.validate()?;
+        self.display.validate()?;
         Ok(())
     }
 
