@@ -487,4 +487,4 @@ fn visible_text(s: &str, max_chars: usize) -> bool {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
