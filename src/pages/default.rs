@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use super::{ConsentUser, ConsentView, ErrorView, Html, PageRenderer, escape_html};
+use super::{ConsentUser, ConsentView, ErrorKind, ErrorView, Html, PageRenderer, escape_html};
 use crate::presentation::{ClientIdentity, ClientLink, ConsentPresentation};
 
 /// The built-in consent and error pages.
@@ -71,6 +71,11 @@ dt{color:#566070;margin-top:.375rem}\
 dd{margin:0;overflow-wrap:anywhere}\
 .details{margin-top:1.25rem;padding-top:.75rem;border-top:1px solid #eceff3}\
 .details h2{margin-top:0;font-size:.875rem;color:#566070}\
+.kind-app{border-top:4px solid #b45309}.kind-app .eyebrow{color:#92400e}\
+.kind-again{border-top:4px solid #1c5bb8}.kind-again .eyebrow{color:#1c5bb8}\
+.kind-address{border-top:4px solid #566070}\
+.kind-server{border-top:4px solid #b42318}.kind-server .eyebrow{color:#b42318}\
+.kind-busy{border-top:4px solid #566070}\
 @media (min-width:36rem){main{padding:3rem 1rem}.card{padding:1.75rem}.actions{flex-direction:row-reverse}.actions button{width:auto;flex:1}}";
 
 impl PageRenderer for DefaultPages {
@@ -164,7 +169,7 @@ impl PageRenderer for DefaultPages {
              <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
              <meta name=\"referrer\" content=\"no-referrer\">\
              <title>{headline}</title><style>{STYLE}</style></head><body><main>\
-             <div class=\"card\" role=\"alert\">\
+             <div class=\"card {class}\" role=\"alert\">\
              <p class=\"eyebrow\" id=\"error-kind\">{label}</p>\
              <h1 id=\"error-title\">{headline}</h1>\
              <p id=\"error-explanation\">{explanation}</p>\
@@ -172,6 +177,7 @@ impl PageRenderer for DefaultPages {
              <section class=\"details\" aria-labelledby=\"details-title\"><h2 id=\"details-title\">Details</h2><dl>\
              <dt>Error</dt><dd><code id=\"error-code\">{code}</code></dd>",
             lang = escape_html(&view.lang),
+            class = kind_class(kind),
             label = kind.label(),
             headline = kind.headline(),
             explanation = kind.explanation(),
@@ -194,6 +200,17 @@ impl PageRenderer for DefaultPages {
         }
         out.push_str("</dl></section></div></main></body></html>");
         Html::new(out).allow_inline_style(STYLE)
+    }
+}
+
+/// The error card's accent, by whose fault it is.
+const fn kind_class(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::ClientMisconfigured => "kind-app",
+        ErrorKind::StartAgain => "kind-again",
+        ErrorKind::UnknownService => "kind-address",
+        ErrorKind::Busy => "kind-busy",
+        _ => "kind-server",
     }
 }
 
@@ -242,8 +259,7 @@ fn client_section(out: &mut String, p: &ConsentPresentation) {
         _ => {
             let _ = write!(
                 out,
-                "<p class=\"label\" id=\"client-label\">Request from an app whose name is not verified. \
-                 Access will be sent to</p>"
+                "<p class=\"label\" id=\"client-label\">Access will be sent to</p>"
             );
             match (&redirect_host, &p.redirect.app_scheme) {
                 (Some(h), _) => {
@@ -262,7 +278,8 @@ fn client_section(out: &mut String, p: &ConsentPresentation) {
                 out,
                 "<p class=\"claimed\">It calls itself <strong id=\"client-name\">{name}</strong> \
                  <span class=\"badge unverified\" id=\"unverified-name\">Unverified name</span></p>\
-                 <p class=\"hint\">Any app can register under any name. This one has not been checked.</p>"
+                 <p class=\"hint\">Any app can register under any name; this one has not been checked. \
+                 Continue only if you recognise the host above.</p>"
             );
             links(out, &p.client.links);
         }
@@ -346,7 +363,7 @@ fn resources_section(out: &mut String, p: &ConsentPresentation) {
         return;
     }
     out.push_str(
-        "<h2 id=\"resources-title\">On</h2><ul class=\"list\" id=\"resources\" aria-labelledby=\"resources-title\">",
+        "<h2 id=\"resources-title\">With access to</h2><ul class=\"list\" id=\"resources\" aria-labelledby=\"resources-title\">",
     );
     for r in &p.resources {
         match &r.name {
