@@ -213,7 +213,8 @@ impl Driver {
             .unwrap();
         assert!(bytes.starts_with(b"\x89PNG"), "a PNG");
         let dir = std::path::Path::new(
-            &std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/target").into()),
+            &std::env::var("CARGO_TARGET_DIR")
+                .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/target").into()),
         )
         .join("browser-screenshots");
         std::fs::create_dir_all(&dir).unwrap();
@@ -344,14 +345,20 @@ async fn consent_page_renders_and_approving_redirects_with_a_code() {
     assert_eq!(driver.text("#client-name").await, "Browser Test Client");
     assert_eq!(driver.text("#unverified-name").await, "Unverified name");
     assert_eq!(driver.text("#redirect-host").await, "127.0.0.1");
-    assert!(driver.element("#client-host").await.is_none(), "nothing verified to show");
+    assert!(
+        driver.element("#client-host").await.is_none(),
+        "nothing verified to show"
+    );
     assert!(driver.top("#service-name").await < driver.top("#redirect-host").await);
     assert!(driver.top("#redirect-host").await < driver.top("#client-name").await);
     assert!(driver.text("#loopback-warning").await.contains("localhost"));
     // Scopes in words, the resource by its name.
     let scopes = driver.text("#scopes").await;
     assert!(scopes.contains("Read your data through the MCP server"), "{scopes}");
-    assert!(scopes.contains("Create and change your data through the MCP server"), "{scopes}");
+    assert!(
+        scopes.contains("Create and change your data through the MCP server"),
+        "{scopes}"
+    );
     assert!(driver.text("#resources").await.contains("Demo MCP server"));
     // Readable at 390 px; Allow is the primary action, full width, above Deny.
     driver.assert_fits_viewport().await;
@@ -366,7 +373,10 @@ async fn consent_page_renders_and_approving_redirects_with_a_code() {
     assert!(buttons["aw"].as_i64().unwrap() >= 300, "{buttons}");
     assert!(buttons["at"].as_f64() < buttons["dt"].as_f64(), "{buttons}");
     assert_ne!(buttons["abg"], buttons["dbg"], "Allow and Deny look different");
-    assert_eq!(buttons["dbg"], "rgb(255, 255, 255)", "Deny is the secondary, outlined button");
+    assert_eq!(
+        buttons["dbg"], "rgb(255, 255, 255)",
+        "Deny is the secondary, outlined button"
+    );
     assert!(buttons["label"].as_str().unwrap().contains("User name"));
     driver.screenshot("consent-dcr-390").await;
     let approve = driver.element("#approve").await.expect("an approve button");
@@ -513,7 +523,10 @@ async fn cimd_consent_page_leads_with_the_verified_host() {
         let logo = driver
             .script("const i = document.querySelector('#client img'); return i ? i.naturalWidth : -1")
             .await;
-        assert!(logo.as_i64().unwrap() > 0, "the verified logo loads under the CSP: {logo}");
+        assert!(
+            logo.as_i64().unwrap() > 0,
+            "the verified logo loads under the CSP: {logo}"
+        );
         let scopes = driver.text("#scopes").await;
         for words in [
             "Confirm who you are",

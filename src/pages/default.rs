@@ -257,10 +257,7 @@ fn client_section(out: &mut String, p: &ConsentPresentation) {
             }
         }
         _ => {
-            let _ = write!(
-                out,
-                "<p class=\"label\" id=\"client-label\">Access will be sent to</p>"
-            );
+            let _ = write!(out, "<p class=\"label\" id=\"client-label\">Access will be sent to</p>");
             match (&redirect_host, &p.redirect.app_scheme) {
                 (Some(h), _) => {
                     let _ = write!(out, "<p class=\"host\" id=\"redirect-host\">{h}</p>");
