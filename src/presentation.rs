@@ -47,7 +47,8 @@ pub const MAX_DISPLAY_ENTRIES: usize = 100;
 /// through the host's admin API like every other setting).
 ///
 /// Every string is text a user reads: bounded, and free of the invisible
-/// and reordering characters [`crate::display_text`] refuses.
+/// and reordering characters that client names may not carry either
+/// (bidirectional overrides, zero-width and control characters).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]

@@ -16,10 +16,11 @@ pub(crate) const NOW: time::OffsetDateTime = datetime!(2026-11-26 12:00 UTC);
 pub(crate) const ISSUER: &str = "https://auth.example.com";
 
 pub(crate) fn settings() -> ProjectSettings {
-    let mut s = ProjectSettings::default();
-    s.scopes_supported = ScopeSet::parse("openid email profile offline_access mcp:read mcp:write mcp:deploy").unwrap();
-    s.default_scopes = ScopeSet::parse("mcp:read").unwrap();
-    s
+    ProjectSettings {
+        scopes_supported: ScopeSet::parse("openid email profile offline_access mcp:read mcp:write mcp:deploy").unwrap(),
+        default_scopes: ScopeSet::parse("mcp:read").unwrap(),
+        ..ProjectSettings::default()
+    }
 }
 
 pub(crate) fn client(id: ClientId, doc: Value) -> Client {
