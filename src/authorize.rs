@@ -21,11 +21,14 @@ use crate::client::{Client, ClientId, ClientIdError};
 use crate::error::{ErrorCode, OAuthError};
 use crate::grant::{CodeRecord, Grant, GrantId, Subject};
 use crate::pkce::CodeChallenge;
-use crate::presentation::ConsentPresentation;
+use crate::presentation::{
+    self, ClientDisplay, ClientIdentity, ConsentPresentation, LinkKind, RedirectDisplay, ResourceDisplay, ScopeDisplay,
+    ServiceDisplay,
+};
 use crate::project::{ProjectId, ProjectSettings};
 use crate::redirect_uri::RedirectUri;
 use crate::resource::{ResourceSet, ResourceUri};
-use crate::scope::ScopeSet;
+use crate::scope::{Scope, ScopeSet};
 use crate::secret::SecretString;
 
 /// How long a user may take to log in and consent.
@@ -416,6 +419,88 @@ pub fn validate_request(
     };
     pending.presentation = ConsentPresentation::new(settings, client, &pending, issuer);
     Ok(pending)
+}
+
+impl ConsentPresentation {
+    /// What the consent page for `pending` shows, from the project's
+    /// settings, the resolved client and the issuer the project uses.
+    /// [`validate_request`] calls it. (Defined here, above
+    /// [`crate::presentation`], which knows nothing of requests.)
+    pub fn new(settings: &ProjectSettings, client: &Client, pending: &PendingAuthorization, issuer: &str) -> Self {
+        let display = &settings.display;
+        let service = ServiceDisplay {
+            name: display
+                .name
+                .clone()
+                .or_else(|| presentation::url_host(issuer))
+                .unwrap_or_else(|| issuer.to_owned()),
+            logo_uri: display.logo_uri.clone(),
+        };
+        let (identity, verified_host) = match &client.client_id {
+            ClientId::Metadata(url) => {
+                let host = url.host();
+                (ClientIdentity::Verified { host: host.clone() }, Some(host))
+            }
+            ClientId::Registered(id) => (
+                ClientIdentity::Unverified {
+                    client_id: id.as_str().to_owned(),
+                },
+                None,
+            ),
+        };
+        let meta = &client.metadata;
+        let link = |kind: LinkKind, uri: &Option<String>| {
+            presentation::client_link(kind, uri.as_deref(), verified_host.as_deref())
+        };
+        let links = [
+            link(LinkKind::Homepage, &meta.client_uri),
+            link(LinkKind::Terms, &meta.tos_uri),
+            link(LinkKind::Privacy, &meta.policy_uri),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let client_display = ClientDisplay {
+            identity,
+            name: meta.client_name.clone(),
+            logo: link(LinkKind::Logo, &meta.logo_uri),
+            links,
+        };
+        let describe = |scope: &str| ScopeDisplay {
+            scope: scope.to_owned(),
+            description: display.scope_description(scope).map(Cow::into_owned),
+        };
+        let mut scopes: Vec<ScopeDisplay> = pending
+            .scopes
+            .iter()
+            .map(Scope::as_str)
+            .filter(|s| *s != OFFLINE_ACCESS)
+            .map(describe)
+            .collect();
+        if pending.offline_access && settings.issues_refresh_tokens() && meta.allows_refresh() {
+            scopes.push(describe(OFFLINE_ACCESS));
+        }
+        let resources = pending
+            .resources
+            .iter()
+            .map(|r| ResourceDisplay {
+                uri: r.canonical().to_owned(),
+                name: display.resource_name(r).map(str::to_owned),
+            })
+            .collect();
+        Self {
+            service,
+            client: client_display,
+            redirect: RedirectDisplay {
+                host: pending.redirect_host.clone(),
+                app_scheme: pending.app_scheme.clone(),
+                loopback_only: pending.loopback_only,
+            },
+            scopes,
+            dropped_scopes: pending.dropped_scopes.iter().map(|s| s.as_str().to_owned()).collect(),
+            resources,
+        }
+    }
 }
 
 /// A scope or resource failure, before it becomes a redirect or a token error.

@@ -21,17 +21,16 @@
 //!   DCR client are kept but marked unverified; anything else is left out.
 //!
 //! Everything here is pure: built from the project settings, the resolved
-//! client and the validated request, with no I/O.
+//! client and the validated request, with no I/O
+//! ([`ConsentPresentation::new`], in [`crate::authorize`], which this
+//! module sits below).
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::authorize::{OFFLINE_ACCESS, PendingAuthorization};
-use crate::client::{Client, ClientId};
 use crate::display_text;
-use crate::project::ProjectSettings;
 use crate::resource::ResourceUri;
 use crate::scope::Scope;
 use crate::weburl;
@@ -175,7 +174,9 @@ pub fn builtin_scope_description(scope: &str) -> Option<Cow<'static, str>> {
         "openid" => "Confirm who you are with your account identifier",
         "profile" => "See your name and basic profile",
         "email" => "See your email address",
-        OFFLINE_ACCESS => "Stay connected when you are not using it, until you revoke access",
+        // `authorize::OFFLINE_ACCESS` (named here: this module sits below
+        // `authorize`, which builds presentations).
+        "offline_access" => "Stay connected when you are not using it, until you revoke access",
         "mcp:read" => "Read your data through the MCP server",
         "mcp:write" => "Create and change your data through the MCP server",
         "mcp:tools" => "Use the MCP server's tools on your behalf",
@@ -352,83 +353,6 @@ pub struct ResourceDisplay {
 }
 
 impl ConsentPresentation {
-    /// What the consent page for `pending` shows, from the project's
-    /// settings, the resolved client and the issuer the project uses.
-    /// [`crate::authorize::validate_request`] calls it.
-    pub fn new(settings: &ProjectSettings, client: &Client, pending: &PendingAuthorization, issuer: &str) -> Self {
-        let display = &settings.display;
-        let service = ServiceDisplay {
-            name: display
-                .name
-                .clone()
-                .or_else(|| url_host(issuer))
-                .unwrap_or_else(|| issuer.to_owned()),
-            logo_uri: display.logo_uri.clone(),
-        };
-        let (identity, verified_host) = match &client.client_id {
-            ClientId::Metadata(url) => {
-                let host = url.host();
-                (ClientIdentity::Verified { host: host.clone() }, Some(host))
-            }
-            ClientId::Registered(id) => (
-                ClientIdentity::Unverified {
-                    client_id: id.as_str().to_owned(),
-                },
-                None,
-            ),
-        };
-        let meta = &client.metadata;
-        let link = |kind: LinkKind, uri: &Option<String>| client_link(kind, uri.as_deref(), verified_host.as_deref());
-        let links = [
-            link(LinkKind::Homepage, &meta.client_uri),
-            link(LinkKind::Terms, &meta.tos_uri),
-            link(LinkKind::Privacy, &meta.policy_uri),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
-        let client_display = ClientDisplay {
-            identity,
-            name: meta.client_name.clone(),
-            logo: link(LinkKind::Logo, &meta.logo_uri),
-            links,
-        };
-        let describe = |scope: &str| ScopeDisplay {
-            scope: scope.to_owned(),
-            description: display.scope_description(scope).map(Cow::into_owned),
-        };
-        let mut scopes: Vec<ScopeDisplay> = pending
-            .scopes
-            .iter()
-            .map(Scope::as_str)
-            .filter(|s| *s != OFFLINE_ACCESS)
-            .map(describe)
-            .collect();
-        if pending.offline_access && settings.issues_refresh_tokens() && meta.allows_refresh() {
-            scopes.push(describe(OFFLINE_ACCESS));
-        }
-        let resources = pending
-            .resources
-            .iter()
-            .map(|r| ResourceDisplay {
-                uri: r.canonical().to_owned(),
-                name: display.resource_name(r).map(str::to_owned),
-            })
-            .collect();
-        Self {
-            service,
-            client: client_display,
-            redirect: RedirectDisplay {
-                host: pending.redirect_host.clone(),
-                app_scheme: pending.app_scheme.clone(),
-                loopback_only: pending.loopback_only,
-            },
-            scopes,
-            dropped_scopes: pending.dropped_scopes.iter().map(|s| s.as_str().to_owned()).collect(),
-            resources,
-        }
-    }
-
     /// The name to show for the client: its claimed name, or a neutral
     /// phrase when it has none.
     pub fn client_name_or_default(&self) -> &str {
@@ -439,7 +363,7 @@ impl ConsentPresentation {
 /// A client link as shown: for a CIMD client only when on its verified
 /// host or a subdomain of it (then verified), for a DCR client always
 /// (unverified). Only `https` URLs with a host.
-fn client_link(kind: LinkKind, uri: Option<&str>, verified_host: Option<&str>) -> Option<ClientLink> {
+pub(crate) fn client_link(kind: LinkKind, uri: Option<&str>, verified_host: Option<&str>) -> Option<ClientLink> {
     let uri = uri?;
     if !is_https_url(uri) {
         return None;
@@ -479,7 +403,7 @@ fn is_https_url(s: &str) -> bool {
     s.len() <= 2048 && s.starts_with("https://") && weburl::check(s, true).is_ok()
 }
 
-fn url_host(s: &str) -> Option<String> {
+pub(crate) fn url_host(s: &str) -> Option<String> {
     url::Url::parse(s).ok()?.host_str().map(str::to_owned)
 }
 
