@@ -62,7 +62,7 @@
 //! ## Example
 //!
 //! ```
-//! use authio_mcp::discovery::Issuer;
+//! use authio_mcp::issuer::Issuer;
 //! use authio_mcp::project::{ProjectId, ProjectSettings};
 //! use authio_mcp::scope::ScopeSet;
 //! use authio_mcp::server::AuthorizationServer;
@@ -100,6 +100,7 @@ mod display_text;
 pub mod error;
 pub mod grant;
 pub mod http;
+pub mod issuer;
 pub mod jose;
 pub mod jwt;
 pub mod keys;

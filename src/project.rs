@@ -167,7 +167,7 @@ pub struct ProjectSettings {
     /// authorization responses (`iss`) and tokens then name it. `None`:
     /// the server's issuer, shared by every project.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub issuer: Option<crate::discovery::Issuer>,
+    pub issuer: Option<crate::issuer::Issuer>,
     /// How Client ID Metadata Documents are trusted, fetched and cached.
     #[serde(default)]
     pub cimd: CimdPolicy,

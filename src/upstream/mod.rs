@@ -48,9 +48,9 @@ pub use self::fetch::{HttpResponse, UpstreamHttp, UpstreamHttpError};
 #[cfg(feature = "reqwest")]
 pub use self::fetch::{ReqwestUpstreamHttp, ReqwestUpstreamHttpBuilder};
 use crate::authorize::PendingAuthorization;
-use crate::discovery::Issuer;
 use crate::error::ErrorCode;
 use crate::grant::Subject;
+use crate::issuer::Issuer;
 use crate::newtype::string_newtype;
 use crate::pkce::{CodeChallenge, CodeVerifier};
 use crate::scope::ScopeSet;
