@@ -94,6 +94,7 @@ pub mod axum;
 pub mod cimd;
 pub mod client;
 pub mod client_auth;
+mod client_id_url;
 pub mod dcr;
 pub mod discovery;
 mod display_text;
