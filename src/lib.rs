@@ -92,6 +92,7 @@ pub mod authorize;
 #[cfg(feature = "axum")]
 pub mod axum;
 pub mod cimd;
+mod claims;
 pub mod client;
 pub mod client_auth;
 mod client_id_url;
@@ -109,6 +110,7 @@ pub mod metrics;
 mod newtype;
 pub mod pkce;
 pub mod project;
+mod project_id;
 pub mod redirect_uri;
 pub mod resource;
 pub mod resource_server;
