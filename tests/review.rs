@@ -97,3 +97,110 @@ async fn f1_concurrent_unknown_kids_fetch_at_most_once() {
     let n = fetcher.fetches.load(Ordering::SeqCst);
     assert!(n <= 1, "20 concurrent junk tokens caused {n} JWKS fetches");
 }
+
+// ---------------------------------------------------------------------
+// F2: a client's `jwks_uri` is fetched outside the CIMD fetch governor:
+// no single flight, no per-host/per-source budget, no negative cache.
+// ---------------------------------------------------------------------
+
+mod f2 {
+    use super::*;
+    use authio_mcp::ErrorCode;
+    use authio_mcp::cimd::{FetchError, FetchPlan, FetchResponse, MetadataFetcher};
+    use authio_mcp::client_auth::JWT_BEARER_ASSERTION_TYPE;
+    use authio_mcp::jose::{PrivateKey, SigningAlgorithm};
+
+    pub(super) const DOC: &str = "https://agent.example.com/client.json";
+    pub(super) const JWKS: &str = "https://victim.example.net/keys/jwks.json";
+
+    pub(super) fn client_key() -> PrivateKey {
+        PrivateKey::generate(SigningAlgorithm::EdDsa, &[11; 32]).unwrap()
+    }
+
+    /// Serves a confidential metadata document whose `jwks_uri` is on
+    /// another host; the JWK Set answer takes a network round trip
+    /// (yields) and is counted.
+    #[derive(Default)]
+    pub(super) struct SlowKeys {
+        pub(super) jwks_fetches: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl MetadataFetcher for SlowKeys {
+        async fn fetch(&self, plan: &FetchPlan) -> Result<FetchResponse, FetchError> {
+            let body = match plan.url().as_str() {
+                DOC => json!({
+                    "client_id": DOC,
+                    "client_name": "Keyed agent",
+                    "redirect_uris": ["https://agent.example.com/callback"],
+                    "token_endpoint_auth_method": "private_key_jwt",
+                    "jwks_uri": JWKS,
+                }),
+                JWKS => {
+                    self.jwks_fetches.fetch_add(1, Ordering::SeqCst);
+                    tokio::task::yield_now().await;
+                    json!({"keys": [client_key().public_jwk("ck1")]})
+                }
+                _ => return Ok(FetchResponse::new(404, Vec::new())),
+            };
+            Ok(FetchResponse::new(200, body.to_string().into_bytes()).with_content_type("application/json"))
+        }
+    }
+
+    pub(super) fn assertion(key: &PrivateKey, kid: &str, client: &str, jti: &str, now: i64) -> String {
+        let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+        h.kid = Some(kid.to_owned());
+        let claims = json!({"iss": client, "sub": client, "aud": ISSUER, "iat": now, "exp": now + 60, "jti": jti});
+        jsonwebtoken::encode(&h, &claims, &jsonwebtoken::EncodingKey::from_ed_der(key.expose_der())).unwrap()
+    }
+
+    pub(super) fn token_body(assertion: &str) -> String {
+        form(&[
+            ("grant_type", "authorization_code"),
+            ("code", "not-a-code"),
+            ("redirect_uri", "https://agent.example.com/callback"),
+            ("code_verifier", verifier(1).as_str()),
+            ("client_assertion_type", JWT_BEARER_ASSERTION_TYPE),
+            ("client_assertion", assertion),
+        ])
+    }
+
+    /// Demonstrates finding F2: 20 concurrent token requests whose
+    /// assertions name an unknown `kid` make the server fetch the
+    /// client's `jwks_uri` 20 times (the 30 s refetch rule is checked
+    /// against a cache snapshot each request took before any of them
+    /// fetched), none of them through the CIMD fetch governor. The
+    /// `jwks_uri` host is whatever the (attacker's) document names.
+    #[tokio::test]
+    #[ignore = "demonstrates finding F2"]
+    async fn f2_client_jwks_uri_fetches_are_coalesced() {
+        let fetcher = Arc::new(SlowKeys::default());
+        let h = harness_with(|b| b.metadata_fetcher(fetcher.clone())).await;
+        let mut s = project_settings();
+        s.cimd.allow_private_key_jwt = true;
+        h.server.put_project(&h.project, s).await.unwrap();
+        // One good assertion: the document and the JWK Set are cached.
+        let now = START.unix_timestamp();
+        let good = assertion(&client_key(), "ck1", DOC, "warm", now);
+        let e = h
+            .server
+            .token(&h.project, None, token_body(&good).as_bytes())
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), ErrorCode::InvalidGrant, "authenticated, then the junk code");
+        assert_eq!(fetcher.jwks_fetches.load(Ordering::SeqCst), 1);
+        // 31 s later, a burst of assertions with made-up key ids.
+        h.clock.advance(time::Duration::seconds(31));
+        let now = now + 31;
+        let stranger = PrivateKey::generate(SigningAlgorithm::EdDsa, &[13; 32]).unwrap();
+        let bodies: Vec<String> = (0..20)
+            .map(|i| token_body(&assertion(&stranger, &format!("kid-{i}"), DOC, &format!("j{i}"), now)))
+            .collect();
+        let results =
+            futures_util::future::join_all(bodies.iter().map(|b| h.server.token(&h.project, None, b.as_bytes())))
+                .await;
+        assert!(results.iter().all(|r| r.as_ref().is_err_and(|e| e.code() == ErrorCode::InvalidClient)));
+        let n = fetcher.jwks_fetches.load(Ordering::SeqCst);
+        assert!(n <= 2, "20 concurrent unknown-kid assertions caused {} jwks_uri fetches", n - 1);
+    }
+}
