@@ -204,3 +204,85 @@ mod f2 {
         assert!(n <= 2, "20 concurrent unknown-kid assertions caused {} jwks_uri fetches", n - 1);
     }
 }
+
+// ---------------------------------------------------------------------
+// F3: one client fills the shared replay store and locks every
+// private_key_jwt client of every project out.
+// ---------------------------------------------------------------------
+
+mod f3 {
+    use super::*;
+    use authio_mcp::ErrorCode;
+    use authio_mcp::client::{Client, ClientId, ClientMetadata, MetadataProfile, RegisteredClientId};
+    use authio_mcp::project::ProjectId;
+    use authio_mcp::redirect_uri::RedirectUriPolicy;
+    use authio_mcp::store::ClientStore as _;
+    use authio_mcp::store::memory::MemoryReplayStore;
+
+    async fn keyed_client(h: &Harness, project: &ProjectId, n: u8) -> ClientId {
+        let metadata: ClientMetadata = serde_json::from_value(json!({
+            "redirect_uris": [REDIRECT],
+            "client_name": format!("Keyed {n}"),
+            "token_endpoint_auth_method": "private_key_jwt",
+            "grant_types": ["authorization_code"],
+            "jwks": {"keys": [f2::client_key().public_jwk("ck1")]},
+        }))
+        .unwrap();
+        let v = metadata
+            .validate(MetadataProfile::Dcr, RedirectUriPolicy::strict())
+            .unwrap();
+        let id = ClientId::Registered(RegisteredClientId::from_random(&[n; 12]));
+        assert!(h.clients.insert(project, Client::new(id.clone(), v, START)).await.unwrap());
+        id
+    }
+
+    /// Demonstrates finding F3: the server's replay store (memory by
+    /// default) has ONE bound for all projects and clients, and a full
+    /// store answers "replay". An attacker's own client in its own
+    /// project sends assertions with fresh `jti`s (each one is recorded
+    /// as soon as the signature verifies, before the grant is looked at)
+    /// until the store is full; from then on, for up to the assertion
+    /// lifetime (6 minutes), every private_key_jwt client of every
+    /// project gets `invalid_client`. With the default bound of 100,000
+    /// that is about 280 cheap requests per second. Here the bound is 8
+    /// so the test stays small.
+    #[tokio::test]
+    #[ignore = "demonstrates finding F3"]
+    async fn f3_one_client_cannot_exhaust_the_replay_store_of_others() {
+        let h = harness_with(|b| b.replay_store(Arc::new(MemoryReplayStore::new(8)))).await;
+        let evil = ProjectId::new("proj_evil").unwrap();
+        h.server.put_project(&evil, project_settings()).await.unwrap();
+        let attacker = keyed_client(&h, &evil, 1).await;
+        let victim = keyed_client(&h, &h.project, 2).await;
+        let now = START.unix_timestamp();
+        let key = f2::client_key();
+        for i in 0..8 {
+            let a = f2::assertion(&key, "ck1", attacker.as_str(), &format!("flood-{i}"), now);
+            let e = h
+                .server
+                .token(&evil, None, f2::token_body(&a).as_bytes())
+                .await
+                .unwrap_err();
+            assert_eq!(e.code(), ErrorCode::InvalidGrant, "the attacker authenticates every time");
+        }
+        let a = f2::assertion(&key, "ck1", victim.as_str(), "first-use", now);
+        let e = h
+            .server
+            .token(&h.project, None, f2::token_body(&a).as_bytes())
+            .await
+            .unwrap_err();
+        let reasons: Vec<String> = h
+            .audit
+            .recent(&h.project, 10)
+            .iter()
+            .map(authio_mcp::audit::AuditEvent::to_json)
+            .filter(|e| e["event"] == "oauth_client.assertion_rejected")
+            .map(|e| e["reason"].to_string())
+            .collect();
+        assert_eq!(
+            e.code(),
+            ErrorCode::InvalidGrant,
+            "the victim's first use of a fresh jti in another project must authenticate (rejected as {reasons:?})"
+        );
+    }
+}
