@@ -286,3 +286,52 @@ mod f3 {
         );
     }
 }
+
+// ---------------------------------------------------------------------
+// F4: the upstream relying party's HTTP client (discovery, JWKS, token
+// endpoint) connects to special-use addresses.
+// ---------------------------------------------------------------------
+
+mod f4 {
+    use super::*;
+    use authio_mcp::upstream::{ReqwestUpstreamHttp, UpstreamHttp as _, UpstreamHttpError};
+
+    /// Demonstrates finding F4: a project's upstream issuer (a setting the
+    /// project's admin chooses) and the endpoints its discovery document
+    /// names (`jwks_uri`, `token_endpoint`: any https URL on any host) are
+    /// requested by `ReqwestUpstreamHttp` without the special-use address
+    /// checks the CIMD fetcher makes: the server connects to loopback,
+    /// RFC 1918, link-local ... addresses, by IP literal or by a name that
+    /// resolves there (blind SSRF: GET, and a form POST carrying the client
+    /// credential to the token endpoint).
+    #[tokio::test]
+    #[ignore = "demonstrates finding F4"]
+    async fn f4_upstream_http_never_connects_to_special_use_addresses() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        let server = tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                drop(socket);
+            }
+        });
+        let http = ReqwestUpstreamHttp::builder().build().unwrap();
+        let mut results = Vec::new();
+        for url in [
+            format!("https://127.0.0.1:{port}/.well-known/openid-configuration"),
+            format!("https://localhost:{port}/.well-known/openid-configuration"),
+        ] {
+            results.push((url.clone(), http.get(&url).await));
+        }
+        let url = format!("https://127.0.0.1:{port}/token");
+        results.push((url.clone(), http.post_form(&url, "code=x".into(), None).await));
+        server.abort();
+        let n = accepted.load(Ordering::SeqCst);
+        assert_eq!(n, 0, "{n} connections were made to 127.0.0.1: {results:?}");
+        for (url, r) in results {
+            assert!(matches!(r, Err(UpstreamHttpError::UrlRefused)), "{url}: {r:?}");
+        }
+    }
+}
