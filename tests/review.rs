@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 mod common;
+mod sql_support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -333,5 +334,60 @@ mod f4 {
         for (url, r) in results {
             assert!(matches!(r, Err(UpstreamHttpError::UrlRefused)), "{url}: {r:?}");
         }
+    }
+}
+
+// ---------------------------------------------------------------------
+// F5: the SQL KeyStore keeps every signing key as plaintext DER, by
+// default and with no way to plug in encryption.
+// ---------------------------------------------------------------------
+
+mod f5 {
+    use super::*;
+    use authio_mcp::jose::{PrivateKey, SigningAlgorithm};
+    use authio_mcp::project::AccessTokenFormat;
+    use authio_mcp::store::sql::{SqlOptions, SqliteStore};
+
+    /// Demonstrates finding F5: with the default SQL store, whoever can
+    /// read `signing_keys` (a backup, a read replica, an analytics
+    /// export, SQL injection in the host's own code) gets the active
+    /// keys, and with them can sign access tokens every resource server
+    /// accepts and ID tokens every client accepts, for any user. The
+    /// `KeyStore` trait's own contract says keys are "encrypted at rest";
+    /// CONVENTIONS 11 says an insecure choice must be an explicit
+    /// `danger_*` opt-in. Today the bytes read back are a usable key.
+    #[tokio::test]
+    #[ignore = "demonstrates finding F5"]
+    async fn f5_signing_keys_are_not_readable_from_the_database() {
+        let dir = sql_support::TempDir::new();
+        let url = dir.sqlite_url("keys.db");
+        let store = Arc::new(SqliteStore::connect(&url, SqlOptions::default()).await.unwrap());
+        store.migrate().await.unwrap();
+        let h = harness_with(|b| b.key_store(store.clone())).await;
+        let mut s = project_settings();
+        s.access_token_format = AccessTokenFormat::Jwt;
+        h.server.put_project(&h.project, s).await.unwrap();
+        let jwks = h.server.jwks(&h.project).await.unwrap();
+        assert!(!jwks.keys.is_empty());
+        // A reader of the table, nothing else.
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        let rows: Vec<(String, String, Vec<u8>)> = sqlx::query_as("SELECT kid, alg, private_key FROM signing_keys")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        assert!(!rows.is_empty());
+        let mut usable = Vec::new();
+        for (kid, alg, der) in rows {
+            let alg = SigningAlgorithm::from_name(&alg).unwrap();
+            if let Ok(k) = PrivateKey::from_der(alg, der)
+                && jwks.keys.contains(&k.public_jwk(&kid))
+            {
+                usable.push(kid);
+            }
+        }
+        assert!(
+            usable.is_empty(),
+            "published signing keys {usable:?} read back from the table as plaintext private keys"
+        );
     }
 }
