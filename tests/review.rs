@@ -391,3 +391,311 @@ mod f5 {
         );
     }
 }
+
+// ---------------------------------------------------------------------
+// Upstream login findings (F6, F7, F8): A signs users in at B, another
+// authorization server in this process, behind an in-process
+// `UpstreamHttp`.
+// ---------------------------------------------------------------------
+
+mod up {
+    use super::*;
+    use authio_mcp::client::{Client, ClientId, ClientMetadata, MetadataProfile, RegisteredClientId};
+    use authio_mcp::grant::Subject;
+    use authio_mcp::project::{ProjectId, ProjectSettings};
+    use authio_mcp::redirect_uri::RedirectUriPolicy;
+    use authio_mcp::scope::ScopeSet;
+    use authio_mcp::secret::SecretString;
+    use authio_mcp::server::{AuthorizationServer, AuthorizeOutcome, CallbackOutcome, FixedClock, SeededRandom};
+    use authio_mcp::store::ClientStore as _;
+    use authio_mcp::store::memory::MemoryClientStore;
+    use authio_mcp::upstream::{
+        HttpResponse, ProviderName, UpstreamClientAuth, UpstreamHttp, UpstreamHttpError, UpstreamProvider,
+    };
+
+    pub(super) const IDP: &str = "https://idp.example.com";
+
+    pub(super) struct Bridge {
+        pub(super) b: AuthorizationServer,
+        pub(super) project: ProjectId,
+    }
+
+    #[async_trait]
+    impl UpstreamHttp for Bridge {
+        async fn get(&self, url: &str) -> Result<HttpResponse, UpstreamHttpError> {
+            if url == format!("{IDP}/.well-known/openid-configuration") {
+                let m = self.b.metadata(&self.project).await.unwrap();
+                return Ok(HttpResponse::new(200, m.to_json()));
+            }
+            if url == format!("{IDP}/.well-known/jwks.json") {
+                let k = self.b.jwks(&self.project).await.unwrap();
+                return Ok(HttpResponse::new(200, k.to_json()));
+            }
+            Ok(HttpResponse::new(404, Vec::new()))
+        }
+
+        async fn post_form(
+            &self,
+            _url: &str,
+            form: String,
+            authorization: Option<&SecretString>,
+        ) -> Result<HttpResponse, UpstreamHttpError> {
+            let auth = authorization.map(SecretString::expose_secret);
+            Ok(match self.b.token(&self.project, auth, form.as_bytes()).await {
+                Ok(t) => HttpResponse::new(200, t.to_json()),
+                Err(e) => HttpResponse::new(e.status().as_u16(), e.to_json()),
+            })
+        }
+    }
+
+    pub(super) struct Setup {
+        pub(super) a: Harness,
+        pub(super) bridge: Arc<Bridge>,
+        pub(super) provider: UpstreamProvider,
+    }
+
+    pub(super) async fn setup(
+        extra: impl FnOnce(authio_mcp::server::AuthorizationServerBuilder) -> authio_mcp::server::AuthorizationServerBuilder,
+    ) -> Setup {
+        let clock = Arc::new(FixedClock::new(START));
+        let b_project = ProjectId::new("proj_idp").unwrap();
+        let b_clients = Arc::new(MemoryClientStore::new());
+        let b = AuthorizationServer::builder(Issuer::new(IDP).unwrap())
+            .clock(clock.clone())
+            .random(Arc::new(SeededRandom::new(7)))
+            .clients(b_clients.clone())
+            .build();
+        let mut s = project_settings();
+        s.scopes_supported = ScopeSet::parse("openid email profile mcp:read").unwrap();
+        b.put_project(&b_project, s).await.unwrap();
+        let callback = format!("{ISSUER}/v1/auth/oauth/oidc/callback");
+        let metadata: ClientMetadata = serde_json::from_value(json!({
+            "redirect_uris": [callback],
+            "token_endpoint_auth_method": "none",
+        }))
+        .unwrap();
+        let v = metadata
+            .validate(MetadataProfile::Dcr, RedirectUriPolicy::strict())
+            .unwrap();
+        let a_at_b = ClientId::Registered(RegisteredClientId::from_random(&[3; 12]));
+        b_clients
+            .insert(&b_project, Client::new(a_at_b.clone(), v, START))
+            .await
+            .unwrap();
+        let bridge = Arc::new(Bridge { b, project: b_project });
+        let http: Arc<dyn UpstreamHttp> = bridge.clone();
+        let a = harness_with(move |builder| extra(builder.upstream_http(http).clock(clock))).await;
+        let mut provider =
+            UpstreamProvider::generic(ProviderName::new("oidc").unwrap(), Issuer::new(IDP).unwrap(), a_at_b.as_str());
+        provider.client_auth = UpstreamClientAuth::None;
+        let setup = Setup { a, bridge, provider };
+        setup.use_upstream(&setup.a.project.clone(), project_settings()).await;
+        setup
+    }
+
+    impl Setup {
+        /// Puts `project` with `settings`, every sign-in through B.
+        pub(super) async fn use_upstream(&self, project: &ProjectId, mut settings: ProjectSettings) {
+            settings.upstream.providers.push(self.provider.clone());
+            settings
+                .select_upstream(Some(self.provider.name.clone()), "/v1/auth/oauth")
+                .unwrap();
+            self.a.server.put_project(project, settings).await.unwrap();
+        }
+
+        /// The MCP authorization request of `client` in `project`: A's
+        /// redirect to B and the browser-binding cookie, or what A
+        /// answered instead.
+        pub(super) async fn start(
+            &self,
+            project: &ProjectId,
+            client: &ClientId,
+            extra: &str,
+        ) -> Result<(String, String), AuthorizeOutcome> {
+            let q = auth_query(client, REDIRECT, &verifier(1), extra);
+            match self.a.server.authorize(project, &q).await {
+                AuthorizeOutcome::UpstreamLogin {
+                    location,
+                    browser_binding,
+                    ..
+                } => Ok((location, browser_binding.expose_secret().to_owned())),
+                other => Err(other),
+            }
+        }
+
+        /// B signs `user` in: B's redirect back to A's callback.
+        pub(super) async fn at_b(&self, to_b: &str, user: &str) -> String {
+            let query = to_b.split_once('?').unwrap().1;
+            match self.bridge.b.authorize(&self.bridge.project, query).await {
+                AuthorizeOutcome::Pending(p) => self
+                    .bridge
+                    .b
+                    .approve(*p, Subject::new(user).unwrap(), None)
+                    .await
+                    .unwrap(),
+                other => panic!("B refused: {other:?}"),
+            }
+        }
+
+        pub(super) async fn callback(&self, back: &str, binding: Option<&str>) -> CallbackOutcome {
+            let query = back.split_once('?').unwrap().1;
+            self.a
+                .server
+                .finish_upstream_login(&self.a.project, "oidc", query, binding)
+                .await
+        }
+    }
+}
+
+/// The upstream harness works: a whole sign-in at B ends signed in at A
+/// (a baseline for F6..F8, not a finding).
+#[tokio::test]
+async fn upstream_harness_signs_a_user_in() {
+    use authio_mcp::server::CallbackOutcome;
+    let s = up::setup(|b| b).await;
+    let client = s.a.public_client(1, &[REDIRECT]).await;
+    let (to_b, binding) = s.start(&s.a.project, &client, "").await.unwrap();
+    let back = s.at_b(&to_b, "alice").await;
+    match s.callback(&back, Some(&binding)).await {
+        CallbackOutcome::SignedIn(signed_in) => {
+            let location = s.a.server.approve_signed_in(*signed_in, None).await.unwrap();
+            assert!(query_param(&location, "code").is_some(), "{location}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+mod f6 {
+    use super::*;
+    use authio_mcp::project::ProjectId;
+    use authio_mcp::store::memory::MemoryUpstreamLoginStore;
+
+    /// Demonstrates finding F6: upstream logins in flight are created by
+    /// an unauthenticated `GET /authorize` (any public client of any
+    /// project whose sign-in goes upstream), each holds a whole
+    /// `PendingAuthorization` for 10 minutes, and the store has one bound
+    /// for every project and source (100,000 by default, about 170
+    /// requests per second, hundreds of MB in memory). When it is full,
+    /// every project's users get an error instead of a sign-in. Here the
+    /// bound is 5 so the test stays small.
+    #[tokio::test]
+    #[ignore = "demonstrates finding F6"]
+    async fn f6_one_project_cannot_fill_the_login_store_of_others() {
+        let s = up::setup(|b| b.upstream_login_store(Arc::new(MemoryUpstreamLoginStore::new(5)))).await;
+        let evil = ProjectId::new("proj_evil").unwrap();
+        s.use_upstream(&evil, project_settings()).await;
+        let evil_client = {
+            // A public client of the attacker's project.
+            use authio_mcp::client::{Client, ClientId, ClientMetadata, MetadataProfile, RegisteredClientId};
+            use authio_mcp::redirect_uri::RedirectUriPolicy;
+            use authio_mcp::store::ClientStore as _;
+            let m: ClientMetadata = serde_json::from_value(json!({
+                "redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none"
+            }))
+            .unwrap();
+            let v = m.validate(MetadataProfile::Dcr, RedirectUriPolicy::strict()).unwrap();
+            let id = ClientId::Registered(RegisteredClientId::from_random(&[66; 12]));
+            s.a.clients.insert(&evil, Client::new(id.clone(), v, START)).await.unwrap();
+            id
+        };
+        for _ in 0..5 {
+            s.start(&evil, &evil_client, "").await.unwrap();
+        }
+        let victim_client = s.a.public_client(1, &[REDIRECT]).await;
+        let r = s.start(&s.a.project, &victim_client, "").await;
+        assert!(
+            r.is_ok(),
+            "another project's user cannot start a sign-in once the attacker filled the store: {:?}",
+            r.err()
+        );
+    }
+}
+
+mod f7 {
+    use super::*;
+    use authio_mcp::resource::ResourceUri;
+    use authio_mcp::server::CallbackOutcome;
+
+    const PAYROLL: &str = "https://payroll.example.com/mcp";
+
+    /// Demonstrates finding F7: a remembered consent is keyed by (user,
+    /// client) and covers scopes only. Once a user allowed a client
+    /// `mcp:read` on the calendar MCP server, the same client (or anyone
+    /// holding its `client_id` and a registered redirect URI, e.g. a
+    /// public CIMD client) gets a code for ANOTHER resource of the
+    /// project, the payroll MCP server, without the user being asked:
+    /// the consent screen named one audience, the token carries another.
+    #[tokio::test]
+    #[ignore = "demonstrates finding F7"]
+    async fn f7_remembered_consent_does_not_cover_another_resource() {
+        let s = up::setup(|b| b).await;
+        let mut settings = project_settings();
+        settings.allowed_resources.insert(ResourceUri::parse(RESOURCE).unwrap());
+        settings.allowed_resources.insert(ResourceUri::parse(PAYROLL).unwrap());
+        s.use_upstream(&s.a.project, settings).await;
+        let client = s.a.public_client(1, &[REDIRECT]).await;
+        // First sign-in: consent for the calendar server (RESOURCE).
+        let (to_b, binding) = s.start(&s.a.project, &client, "").await.unwrap();
+        let back = s.at_b(&to_b, "alice").await;
+        let CallbackOutcome::SignedIn(signed_in) = s.callback(&back, Some(&binding)).await else {
+            panic!("consent expected on the first sign-in");
+        };
+        s.a.server.approve_signed_in(*signed_in, None).await.unwrap();
+        // Second: the same scopes for the payroll server.
+        let q = auth_query(&client, REDIRECT, &verifier(1), "")
+            .replace(&form(&[("resource", RESOURCE)]), &form(&[("resource", PAYROLL)]));
+        let to_b = match s.a.server.authorize(&s.a.project, &q).await {
+            authio_mcp::server::AuthorizeOutcome::UpstreamLogin { location, browser_binding, .. } => {
+                (location, browser_binding.expose_secret().to_owned())
+            }
+            other => panic!("{other:?}"),
+        };
+        let back = s.at_b(&to_b.0, "alice").await;
+        match s.callback(&back, Some(&to_b.1)).await {
+            CallbackOutcome::SignedIn(_) => {}
+            CallbackOutcome::Redirect(location) => {
+                let code = query_param(&location, "code").unwrap();
+                let t = s.a.exchange(&client, &code, &verifier(1), "").await.unwrap();
+                let aud = s.a.introspect(&t.access_token).await["aud"].clone();
+                panic!("no consent asked for a new audience: straight to {location}, token aud {aud}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+mod f8 {
+    use super::*;
+    use authio_mcp::server::CallbackOutcome;
+
+    /// Demonstrates finding F8: the login is TAKEN (single use spent)
+    /// before the browser binding is checked, and a callback from a
+    /// browser without the binding cookie is answered with the error
+    /// redirect to the MCP client carrying the client's own `state`. So
+    /// whoever learns an upstream `state` (Referer, logs, a shared link;
+    /// the upstream `code` is not needed) and calls the callback first
+    /// (a) kills the victim's sign-in and (b) receives the victim
+    /// client's redirect URI and `state`, the value the MCP client uses
+    /// against CSRF on its own callback.
+    #[tokio::test]
+    #[ignore = "demonstrates finding F8"]
+    async fn f8_a_callback_without_the_binding_neither_spends_the_login_nor_redirects() {
+        let s = up::setup(|b| b).await;
+        let client = s.a.public_client(1, &[REDIRECT]).await;
+        let (to_b, binding) = s.start(&s.a.project, &client, "").await.unwrap();
+        let back = s.at_b(&to_b, "alice").await;
+        // The attacker replays the callback URL (or only its state) first,
+        // from a browser without the cookie.
+        let state = query_param(&back, "state").unwrap();
+        let attacker = format!("{ISSUER}/v1/auth/oauth/oidc/callback?{}", form(&[("state", &state), ("code", "x")]));
+        let first = s.callback(&attacker, None).await;
+        // The user's own browser must still complete the sign-in.
+        let second = s.callback(&back, Some(&binding)).await;
+        let leaked = matches!(&first, CallbackOutcome::Redirect(l) if l.contains("state=st4te"));
+        let spent = !matches!(second, CallbackOutcome::SignedIn(_));
+        assert!(
+            !leaked && !spent,
+            "bindingless caller got {first:?}; the victim's own callback then got {second:?}"
+        );
+    }
+}
