@@ -699,3 +699,31 @@ mod f8 {
         );
     }
 }
+
+mod f9 {
+    use super::*;
+    use authio_mcp::jwt::{DEFAULT_LEEWAY, check_client_assertion};
+
+    /// Demonstrates finding F9: a client assertion whose `aud` is an
+    /// ARRAY naming another authorization server and this server's token
+    /// endpoint is accepted. draft-ietf-oauth-rfc7523bis requires the
+    /// issuer identifier as the SOLE value, because of audience injection:
+    /// a client that talks to an attacker's AS (any CIMD client does: one
+    /// document, one key, every AS) and derives `aud` from that AS's
+    /// metadata sends the attacker an assertion this server accepts.
+    #[test]
+    #[ignore = "demonstrates finding F9"]
+    fn f9_assertion_audience_must_be_this_issuer_alone() {
+        let token_endpoint = format!("{ISSUER}/oauth2/token");
+        let now = START.unix_timestamp();
+        let claims = json!({
+            "iss": "client_1", "sub": "client_1",
+            "aud": ["https://attacker-as.example", token_endpoint],
+            "iat": now, "exp": now + 60, "jti": "j1"
+        });
+        let serde_json::Value::Object(claims) = claims else { unreachable!() };
+        let accepted = [ISSUER, token_endpoint.as_str()];
+        let r = check_client_assertion(&claims, "client_1", &accepted, DEFAULT_LEEWAY, START);
+        assert!(r.is_err(), "a multi-valued aud naming another AS was accepted: {r:?}");
+    }
+}
