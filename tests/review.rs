@@ -124,6 +124,9 @@ mod f2 {
     #[derive(Default)]
     pub(super) struct SlowKeys {
         pub(super) jwks_fetches: AtomicUsize,
+        /// Answer the JWK Set request with 404 (a victim host that has
+        /// no such document).
+        pub(super) jwks_missing: bool,
     }
 
     #[async_trait]
@@ -140,6 +143,9 @@ mod f2 {
                 JWKS => {
                     self.jwks_fetches.fetch_add(1, Ordering::SeqCst);
                     tokio::task::yield_now().await;
+                    if self.jwks_missing {
+                        return Ok(FetchResponse::new(404, Vec::new()));
+                    }
                     json!({"keys": [client_key().public_jwk("ck1")]})
                 }
                 _ => return Ok(FetchResponse::new(404, Vec::new())),
@@ -203,6 +209,32 @@ mod f2 {
         assert!(results.iter().all(|r| r.as_ref().is_err_and(|e| e.code() == ErrorCode::InvalidClient)));
         let n = fetcher.jwks_fetches.load(Ordering::SeqCst);
         assert!(n <= 2, "20 concurrent unknown-kid assertions caused {} jwks_uri fetches", n - 1);
+    }
+
+    /// Demonstrates finding F2 (no negative cache): when the `jwks_uri`
+    /// fails, nothing is remembered, so EVERY token request naming the
+    /// client fetches it again: one unauthenticated request, one
+    /// outbound request to a URL of the attacker's choosing (its own
+    /// metadata document names it), with no budget at all.
+    #[tokio::test]
+    #[ignore = "demonstrates finding F2"]
+    async fn f2_a_failing_jwks_uri_is_not_fetched_on_every_request() {
+        let fetcher = Arc::new(SlowKeys {
+            jwks_missing: true,
+            ..SlowKeys::default()
+        });
+        let h = harness_with(|b| b.metadata_fetcher(fetcher.clone())).await;
+        let mut s = project_settings();
+        s.cimd.allow_private_key_jwt = true;
+        h.server.put_project(&h.project, s).await.unwrap();
+        let now = START.unix_timestamp();
+        for i in 0..10 {
+            let a = assertion(&client_key(), "ck1", DOC, &format!("j{i}"), now);
+            let e = h.server.token(&h.project, None, token_body(&a).as_bytes()).await.unwrap_err();
+            assert_eq!(e.code(), ErrorCode::InvalidClient);
+        }
+        let n = fetcher.jwks_fetches.load(Ordering::SeqCst);
+        assert!(n <= 1, "10 token requests within one second fetched the failing jwks_uri {n} times");
     }
 }
 
