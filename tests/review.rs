@@ -555,6 +555,25 @@ mod up {
             }
         }
 
+        /// Like [`Setup::start`] for a raw authorization query.
+        pub(super) async fn start_query(&self, project: &ProjectId, query: &str) -> (String, String) {
+            match self.a.server.authorize(project, query).await {
+                AuthorizeOutcome::UpstreamLogin {
+                    location,
+                    browser_binding,
+                    ..
+                } => (location, browser_binding.expose_secret().to_owned()),
+                other => panic!("expected an upstream login, got {other:?}"),
+            }
+        }
+
+        /// A whole sign-in of `user` for `query`, ending at A's callback.
+        pub(super) async fn sign_in(&self, query: &str, user: &str) -> CallbackOutcome {
+            let (to_b, binding) = self.start_query(&self.a.project, query).await;
+            let back = self.at_b(&to_b, user).await;
+            self.callback(&back, Some(&binding)).await
+        }
+
         /// B signs `user` in: B's redirect back to A's callback.
         pub(super) async fn at_b(&self, to_b: &str, user: &str) -> String {
             let query = to_b.split_once('?').unwrap().1;
@@ -690,6 +709,63 @@ mod f7 {
                 let t = s.a.exchange(&client, &code, &verifier(1), "").await.unwrap();
                 let aud = s.a.introspect(&t.access_token).await["aud"].clone();
                 panic!("no consent asked for a new audience: straight to {location}, token aud {aud}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+mod f7b {
+    use super::*;
+    use authio_mcp::server::CallbackOutcome;
+
+    /// Demonstrates finding F7 (`prompt=consent`): the client asks for the
+    /// consent screen again (`PendingAuthorization::force_consent`, whose
+    /// doc still says "this crate keeps no consent memory, so consent is
+    /// asked every time anyway"), and the remembered consent answers with
+    /// a code instead.
+    #[tokio::test]
+    #[ignore = "demonstrates finding F7"]
+    async fn f7_prompt_consent_is_honoured_after_a_remembered_consent() {
+        let s = up::setup(|b| b).await;
+        let client = s.a.public_client(1, &[REDIRECT]).await;
+        let q = auth_query(&client, REDIRECT, &verifier(1), "");
+        let CallbackOutcome::SignedIn(first) = s.sign_in(&q, "alice").await else {
+            panic!("consent expected on the first sign-in");
+        };
+        s.a.server.approve_signed_in(*first, None).await.unwrap();
+        let q = auth_query(&client, REDIRECT, &verifier(1), "&prompt=consent");
+        match s.sign_in(&q, "alice").await {
+            CallbackOutcome::SignedIn(p) => assert!(p.pending.force_consent),
+            other => panic!("prompt=consent, yet no consent screen: {other:?}"),
+        }
+    }
+
+    /// Demonstrates finding F7 (native public clients): RFC 8252 section
+    /// 8.6 says a request must not be approved automatically just because
+    /// the user approved this client id before, unless the client's
+    /// identity is assured; a public client with loopback redirect URIs
+    /// (the CIMD document of a desktop MCP client, usable by any local
+    /// process) is not. The consent page would warn (`loopback_only`);
+    /// the remembered consent skips the page and hands the code to
+    /// whatever listens on the port the request names.
+    #[tokio::test]
+    #[ignore = "demonstrates finding F7"]
+    async fn f7_loopback_public_clients_are_not_approved_silently() {
+        let s = up::setup(|b| b).await;
+        let client = s.a.public_client(2, &["http://127.0.0.1/callback"]).await;
+        let q = auth_query(&client, "http://127.0.0.1:49152/callback", &verifier(1), "");
+        let CallbackOutcome::SignedIn(first) = s.sign_in(&q, "alice").await else {
+            panic!("consent expected on the first sign-in");
+        };
+        assert!(first.pending.loopback_only);
+        s.a.server.approve_signed_in(*first, None).await.unwrap();
+        // Later, another local process, another port.
+        let q = auth_query(&client, "http://127.0.0.1:6666/callback", &verifier(2), "");
+        match s.sign_in(&q, "alice").await {
+            CallbackOutcome::SignedIn(_) => {}
+            CallbackOutcome::Redirect(location) => {
+                panic!("code sent to a new loopback listener without any consent screen: {location}")
             }
             other => panic!("{other:?}"),
         }
