@@ -204,11 +204,18 @@ mod f2 {
             .map(|i| token_body(&assertion(&stranger, &format!("kid-{i}"), DOC, &format!("j{i}"), now)))
             .collect();
         let results =
-            futures_util::future::join_all(bodies.iter().map(|b| h.server.token(&h.project, None, b.as_bytes())))
-                .await;
-        assert!(results.iter().all(|r| r.as_ref().is_err_and(|e| e.code() == ErrorCode::InvalidClient)));
+            futures_util::future::join_all(bodies.iter().map(|b| h.server.token(&h.project, None, b.as_bytes()))).await;
+        assert!(
+            results
+                .iter()
+                .all(|r| r.as_ref().is_err_and(|e| e.code() == ErrorCode::InvalidClient))
+        );
         let n = fetcher.jwks_fetches.load(Ordering::SeqCst);
-        assert!(n <= 2, "20 concurrent unknown-kid assertions caused {} jwks_uri fetches", n - 1);
+        assert!(
+            n <= 2,
+            "20 concurrent unknown-kid assertions caused {} jwks_uri fetches",
+            n - 1
+        );
     }
 
     /// Demonstrates finding F2 (no negative cache): when the `jwks_uri`
@@ -230,11 +237,18 @@ mod f2 {
         let now = START.unix_timestamp();
         for i in 0..10 {
             let a = assertion(&client_key(), "ck1", DOC, &format!("j{i}"), now);
-            let e = h.server.token(&h.project, None, token_body(&a).as_bytes()).await.unwrap_err();
+            let e = h
+                .server
+                .token(&h.project, None, token_body(&a).as_bytes())
+                .await
+                .unwrap_err();
             assert_eq!(e.code(), ErrorCode::InvalidClient);
         }
         let n = fetcher.jwks_fetches.load(Ordering::SeqCst);
-        assert!(n <= 1, "10 token requests within one second fetched the failing jwks_uri {n} times");
+        assert!(
+            n <= 1,
+            "10 token requests within one second fetched the failing jwks_uri {n} times"
+        );
     }
 }
 
@@ -265,7 +279,12 @@ mod f3 {
             .validate(MetadataProfile::Dcr, RedirectUriPolicy::strict())
             .unwrap();
         let id = ClientId::Registered(RegisteredClientId::from_random(&[n; 12]));
-        assert!(h.clients.insert(project, Client::new(id.clone(), v, START)).await.unwrap());
+        assert!(
+            h.clients
+                .insert(project, Client::new(id.clone(), v, START))
+                .await
+                .unwrap()
+        );
         id
     }
 
@@ -296,7 +315,11 @@ mod f3 {
                 .token(&evil, None, f2::token_body(&a).as_bytes())
                 .await
                 .unwrap_err();
-            assert_eq!(e.code(), ErrorCode::InvalidGrant, "the attacker authenticates every time");
+            assert_eq!(
+                e.code(),
+                ErrorCode::InvalidGrant,
+                "the attacker authenticates every time"
+            );
         }
         let a = f2::assertion(&key, "ck1", victim.as_str(), "first-use", now);
         let e = h
@@ -517,8 +540,11 @@ mod up {
         let bridge = Arc::new(Bridge { b, project: b_project });
         let http: Arc<dyn UpstreamHttp> = bridge.clone();
         let a = harness_with(move |builder| extra(builder.upstream_http(http).clock(clock))).await;
-        let mut provider =
-            UpstreamProvider::generic(ProviderName::new("oidc").unwrap(), Issuer::new(IDP).unwrap(), a_at_b.as_str());
+        let mut provider = UpstreamProvider::generic(
+            ProviderName::new("oidc").unwrap(),
+            Issuer::new(IDP).unwrap(),
+            a_at_b.as_str(),
+        );
         provider.client_auth = UpstreamClientAuth::None;
         let setup = Setup { a, bridge, provider };
         setup.use_upstream(&setup.a.project.clone(), project_settings()).await;
@@ -646,7 +672,10 @@ mod f6 {
             .unwrap();
             let v = m.validate(MetadataProfile::Dcr, RedirectUriPolicy::strict()).unwrap();
             let id = ClientId::Registered(RegisteredClientId::from_random(&[66; 12]));
-            s.a.clients.insert(&evil, Client::new(id.clone(), v, START)).await.unwrap();
+            s.a.clients
+                .insert(&evil, Client::new(id.clone(), v, START))
+                .await
+                .unwrap();
             id
         };
         for _ in 0..5 {
@@ -696,9 +725,11 @@ mod f7 {
         let q = auth_query(&client, REDIRECT, &verifier(1), "")
             .replace(&form(&[("resource", RESOURCE)]), &form(&[("resource", PAYROLL)]));
         let to_b = match s.a.server.authorize(&s.a.project, &q).await {
-            authio_mcp::server::AuthorizeOutcome::UpstreamLogin { location, browser_binding, .. } => {
-                (location, browser_binding.expose_secret().to_owned())
-            }
+            authio_mcp::server::AuthorizeOutcome::UpstreamLogin {
+                location,
+                browser_binding,
+                ..
+            } => (location, browser_binding.expose_secret().to_owned()),
             other => panic!("{other:?}"),
         };
         let back = s.at_b(&to_b.0, "alice").await;
@@ -795,7 +826,10 @@ mod f8 {
         // The attacker replays the callback URL (or only its state) first,
         // from a browser without the cookie.
         let state = query_param(&back, "state").unwrap();
-        let attacker = format!("{ISSUER}/v1/auth/oauth/oidc/callback?{}", form(&[("state", &state), ("code", "x")]));
+        let attacker = format!(
+            "{ISSUER}/v1/auth/oauth/oidc/callback?{}",
+            form(&[("state", &state), ("code", "x")])
+        );
         let first = s.callback(&attacker, None).await;
         // The user's own browser must still complete the sign-in.
         let second = s.callback(&back, Some(&binding)).await;
@@ -829,7 +863,9 @@ mod f9 {
             "aud": ["https://attacker-as.example", token_endpoint],
             "iat": now, "exp": now + 60, "jti": "j1"
         });
-        let serde_json::Value::Object(claims) = claims else { unreachable!() };
+        let serde_json::Value::Object(claims) = claims else {
+            unreachable!()
+        };
         let accepted = [ISSUER, token_endpoint.as_str()];
         let r = check_client_assertion(&claims, "client_1", &accepted, DEFAULT_LEEWAY, START);
         assert!(r.is_err(), "a multi-valued aud naming another AS was accepted: {r:?}");
