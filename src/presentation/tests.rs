@@ -4,11 +4,11 @@ use serde_json::{Value, json};
 use time::macros::datetime;
 
 use super::*;
-use crate::authorize::{AuthorizationRequest, validate_request};
+use crate::authorize::{AuthorizationRequest, OFFLINE_ACCESS, PendingAuthorization, validate_request};
 use crate::cimd::ClientIdUrl;
-use crate::client::{ClientMetadata, MetadataProfile, RegisteredClientId};
+use crate::client::{Client, ClientId, ClientMetadata, MetadataProfile, RegisteredClientId};
 use crate::pkce::{CodeChallenge, CodeVerifier};
-use crate::project::ProjectId;
+use crate::project::{ProjectId, ProjectSettings};
 use crate::redirect_uri::RedirectUriPolicy;
 use crate::scope::ScopeSet;
 
