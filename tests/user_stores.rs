@@ -134,11 +134,11 @@ async fn login_store_contract(store: Arc<dyn UpstreamLoginStore>) {
     let (ha, hb) = (a.state_hash, b.state_hash);
     store.insert(&p, a).await.unwrap();
     store.insert(&p, b).await.unwrap();
-    assert!(matches!(store.take(&q, &ha).await.unwrap(), LoginTake::Unknown));
+    assert!(matches!(store.take(&q, &ha, T0).await.unwrap(), LoginTake::Unknown));
     let mut tasks = Vec::new();
     for _ in 0..8 {
         let (store, p) = (store.clone(), p.clone());
-        tasks.push(tokio::spawn(async move { store.take(&p, &ha).await.unwrap() }));
+        tasks.push(tokio::spawn(async move { store.take(&p, &ha, T0).await.unwrap() }));
     }
     let mut wins = 0;
     for t in tasks {
@@ -154,8 +154,8 @@ async fn login_store_contract(store: Arc<dyn UpstreamLoginStore>) {
     assert_eq!(wins, 1);
     // Only the first login has expired at T0 + 10 minutes.
     assert_eq!(store.purge(T0 + upstream::UPSTREAM_LOGIN_TTL).await.unwrap(), 1);
-    assert!(matches!(store.take(&p, &ha).await.unwrap(), LoginTake::Unknown));
-    assert!(matches!(store.take(&p, &hb).await.unwrap(), LoginTake::Taken(_)));
+    assert!(matches!(store.take(&p, &ha, T0).await.unwrap(), LoginTake::Unknown));
+    assert!(matches!(store.take(&p, &hb, T0).await.unwrap(), LoginTake::Taken(_)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -172,7 +172,7 @@ async fn a_full_login_store_refuses_rather_than_evicts() {
     let ha = a.state_hash;
     store.insert(&p, a).await.unwrap();
     assert!(store.insert(&p, login(2, T0)).await.is_err());
-    assert!(matches!(store.take(&p, &ha).await.unwrap(), LoginTake::Taken(_)));
+    assert!(matches!(store.take(&p, &ha, T0).await.unwrap(), LoginTake::Taken(_)));
     // Once the first has expired, there is room again.
     assert!(
         store

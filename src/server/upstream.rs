@@ -186,12 +186,19 @@ impl AuthorizationServer {
             self.emit(project, unmatched("state_mismatch")).await;
             return CallbackOutcome::ShowError(no_login());
         };
-        let login = match self.upstream_logins.take(project, &hash).await {
+        let login = match self.upstream_logins.take(project, &hash, self.clock.now()).await {
             Ok(LoginTake::Taken(l)) => *l,
             Ok(LoginTake::AlreadyTaken(l)) => {
                 let name = l.provider.clone();
                 return CallbackOutcome::Redirect(
                     self.login_failed(&settings, &l.pending, &name, &LoginFailure::Replayed)
+                        .await,
+                );
+            }
+            Ok(LoginTake::Expired(l)) => {
+                let name = l.provider.clone();
+                return CallbackOutcome::Redirect(
+                    self.login_failed(&settings, &l.pending, &name, &LoginFailure::Expired)
                         .await,
                 );
             }

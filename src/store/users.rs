@@ -124,6 +124,10 @@ pub enum LoginTake {
     /// Already taken before (a replayed callback): the record, so the MCP
     /// client can be told.
     AlreadyTaken(Box<UpstreamLogin>),
+    /// Not taken: the login expired before this call (a late callback).
+    /// The record, so the MCP client can be told; it stays untaken and is
+    /// purged later.
+    Expired(Box<UpstreamLogin>),
     /// No such login (never started, or purged).
     Unknown,
 }
@@ -132,12 +136,20 @@ pub enum LoginTake {
 ///
 /// # Security
 /// - [`UpstreamLoginStore::take`] is atomic: of any number of concurrent
-///   calls for one `state`, exactly one gets [`LoginTake::Taken`] (a single
-///   conditional `UPDATE ... SET taken = true WHERE taken = false`, or one
-///   lock); the others get [`LoginTake::AlreadyTaken`].
+///   calls for one `state`, also from several processes sharing one
+///   database, exactly one gets [`LoginTake::Taken`] (a single
+///   conditional `UPDATE ... SET taken = true WHERE taken = false AND
+///   expires_at > now`, or one lock); the others get
+///   [`LoginTake::AlreadyTaken`].
+/// - Expiry is the store's to honour: a login whose `expires_at` is not
+///   after `now` is never [`LoginTake::Taken`] (it is
+///   [`LoginTake::Expired`]).
 /// - A taken record is kept (marked) until it expires, so a replay is
 ///   recognized; [`UpstreamLoginStore::purge`] deletes records whose
-///   `expires_at` passed.
+///   `expires_at` is not after `now`.
+/// - [`UpstreamLoginStore::insert`] never overwrites: a `state` hash that
+///   is already stored is an error (hashes of 256 random bits do not
+///   collide; a duplicate is a bug or an attack).
 /// - A full store refuses new logins (an error) rather than evicting live
 ///   ones.
 /// - Keys are scoped by project.
@@ -146,8 +158,13 @@ pub trait UpstreamLoginStore: Send + Sync {
     /// Stores a new login.
     async fn insert(&self, project: &ProjectId, login: UpstreamLogin) -> Result<(), StoreError>;
 
-    /// Takes the login with this `state` hash (see `# Security`).
-    async fn take(&self, project: &ProjectId, state_hash: &SecretHash) -> Result<LoginTake, StoreError>;
+    /// Takes the login with this `state` hash at `now` (see `# Security`).
+    async fn take(
+        &self,
+        project: &ProjectId,
+        state_hash: &SecretHash,
+        now: OffsetDateTime,
+    ) -> Result<LoginTake, StoreError>;
 
     /// Deletes expired records; returns how many.
     async fn purge(&self, now: OffsetDateTime) -> Result<usize, StoreError>;
@@ -302,15 +319,28 @@ impl UpstreamLoginStore for MemoryUpstreamLoginStore {
                 return Err(StoreError::new("too many upstream logins in flight"));
             }
         }
-        map.insert((project.clone(), login.state_hash), (login, false));
-        Ok(())
+        match map.entry((project.clone(), login.state_hash)) {
+            std::collections::hash_map::Entry::Occupied(_) => {
+                Err(StoreError::new("an upstream login with this state is already stored"))
+            }
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert((login, false));
+                Ok(())
+            }
+        }
     }
 
-    async fn take(&self, project: &ProjectId, state_hash: &SecretHash) -> Result<LoginTake, StoreError> {
+    async fn take(
+        &self,
+        project: &ProjectId,
+        state_hash: &SecretHash,
+        now: OffsetDateTime,
+    ) -> Result<LoginTake, StoreError> {
         let mut map = lock(&self.logins)?;
         Ok(match map.get_mut(&(project.clone(), *state_hash)) {
             None => LoginTake::Unknown,
             Some((login, taken)) if *taken => LoginTake::AlreadyTaken(Box::new(login.clone())),
+            Some((login, _)) if login.expires_at <= now => LoginTake::Expired(Box::new(login.clone())),
             Some((login, taken)) => {
                 *taken = true;
                 LoginTake::Taken(Box::new(login.clone()))

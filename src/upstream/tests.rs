@@ -51,6 +51,7 @@ fn pending() -> PendingAuthorization {
         offline_access: false,
         force_login: false,
         force_consent: false,
+        prompt_none: false,
         login_hint: None,
         app_scheme: None,
     }
@@ -595,21 +596,21 @@ async fn login_store_takes_once() {
     let hash = s.login.state_hash;
     store.insert(&project, s.login).await.unwrap();
     let other = ProjectId::new("proj_other").unwrap();
-    assert!(matches!(store.take(&other, &hash).await.unwrap(), LoginTake::Unknown));
+    assert!(matches!(store.take(&other, &hash, NOW).await.unwrap(), LoginTake::Unknown));
     let mut tasks = Vec::new();
     for _ in 0..16 {
         let (store, project) = (store.clone(), project.clone());
-        tasks.push(tokio::spawn(async move { store.take(&project, &hash).await.unwrap() }));
+        tasks.push(tokio::spawn(async move { store.take(&project, &hash, NOW).await.unwrap() }));
     }
     let mut taken = 0;
     for t in tasks {
         match t.await.unwrap() {
             LoginTake::Taken(_) => taken += 1,
             LoginTake::AlreadyTaken(_) => {}
-            LoginTake::Unknown => panic!("a taken login must stay recognizable"),
+            other => panic!("a taken login must stay recognizable: {other:?}"),
         }
     }
     assert_eq!(taken, 1, "exactly one callback wins");
     assert_eq!(store.purge(NOW + UPSTREAM_LOGIN_TTL).await.unwrap(), 1);
-    assert!(matches!(store.take(&project, &hash).await.unwrap(), LoginTake::Unknown));
+    assert!(matches!(store.take(&project, &hash, NOW).await.unwrap(), LoginTake::Unknown));
 }
