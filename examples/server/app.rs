@@ -162,7 +162,8 @@ impl Storage {
     }
 
     /// Deletes what can go: expired codes and tokens, unusable initial
-    /// access tokens, and (SQL) expired CIMD entries and old audit events.
+    /// access tokens, expired upstream logins, and (SQL) expired CIMD
+    /// entries and old audit events.
     pub async fn purge(&self, server: &AuthorizationServer) -> Result<u64, authio_mcp::store::StoreError> {
         let now = server.now();
         match self {
@@ -261,6 +262,11 @@ impl App {
                     .cimd_cache(s.clone())
                     .key_store(s.clone())
                     .replay_store(s.clone())
+                    // Local users and remembered consent survive a
+                    // restart; logins in flight are shared, so the
+                    // provider's callback may reach any instance.
+                    .user_store(s.clone())
+                    .upstream_login_store(s.clone())
                     .audit(s.clone()),
                 s.clone(),
                 None,
@@ -274,6 +280,11 @@ impl App {
                     .cimd_cache(s.clone())
                     .key_store(s.clone())
                     .replay_store(s.clone())
+                    // Local users and remembered consent survive a
+                    // restart; logins in flight are shared, so the
+                    // provider's callback may reach any instance.
+                    .user_store(s.clone())
+                    .upstream_login_store(s.clone())
                     .audit(s.clone()),
                 s.clone(),
                 None,

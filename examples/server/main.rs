@@ -35,8 +35,10 @@ USAGE: cargo run --example server -- [FLAGS]
   --purge-interval-secs N     delete expired codes, tokens and initial access tokens every N seconds (default 60; 0: never)
   --max-clients N|none        registered clients per project (default 10000; none: no limit, e.g. for loadgen)
   --access-token-format F     jwt (default: RFC 9068, 5 minute lifetime, verifiable against the JWKS) | opaque
-  --database-url URL          where records are kept: sqlite://PATH (created on first start),
-                              postgres://USER@HOST:PORT/DB (shared by many instances), or memory:
+  --database-url URL          where records are kept (clients, tokens, keys, local users, remembered
+                              consent, upstream logins in flight): sqlite://PATH (created on first
+                              start), postgres://USER@HOST:PORT/DB (shared by many instances: an
+                              upstream callback may reach any of them), or memory:
                               (default sqlite://authio-example.db, in the working directory)
   --db-pool-size N            database connections (default 10)
   --db-acquire-timeout-ms N   how long a request waits for a connection before failing (default 5000)
