@@ -292,16 +292,25 @@ impl Chain {
     }
 
     async fn start(&self, path: &str, scope: &str) -> Started {
+        self.start_with(path, scope, &[]).await
+    }
+
+    /// [`Self::start`] with more authorization parameters.
+    async fn start_with(&self, path: &str, scope: &str, extra: &[(&str, &str)]) -> Started {
         let verifier = CodeVerifier::from_random(&[7; 32]);
-        let query = url::form_urlencoded::Serializer::new(String::new())
+        let mut query = url::form_urlencoded::Serializer::new(String::new());
+        query
             .append_pair("response_type", "code")
             .append_pair("client_id", &self.client_id)
             .append_pair("redirect_uri", MCP_REDIRECT)
             .append_pair("code_challenge", CodeChallenge::s256(&verifier).as_str())
             .append_pair("code_challenge_method", "S256")
             .append_pair("state", "mcp-state")
-            .append_pair("scope", scope)
-            .finish();
+            .append_pair("scope", scope);
+        for (k, v) in extra {
+            query.append_pair(k, v);
+        }
+        let query = query.finish();
         let r = self
             .http
             .get(format!("{}{path}?{query}", self.a.base))
@@ -582,6 +591,46 @@ async fn consent_is_remembered_per_user_client_and_scopes() {
             .unwrap();
     assert!(revoked);
     assert_eq!(consent_page("mcp:read").await.status(), 200);
+}
+
+#[tokio::test]
+async fn prompt_and_login_hint_reach_the_upstream_provider() {
+    let c = chain(Options {
+        a_auto_approve: true,
+        b_auto_approve: true,
+        ..Options::default()
+    })
+    .await;
+    // prompt=login and login_hint go to B; B authenticates afresh (its ID
+    // token's auth_time is now), so A accepts.
+    let s = c
+        .start_with(
+            "/v1/auth/oauth/oidc/authorize",
+            "mcp:read",
+            &[("prompt", "login"), ("login_hint", "demo@example.com")],
+        )
+        .await;
+    assert_eq!(param(&s.to_b, "prompt").as_deref(), Some("login"));
+    assert_eq!(param(&s.to_b, "max_age").as_deref(), Some("0"));
+    assert_eq!(param(&s.to_b, "login_hint").as_deref(), Some("demo@example.com"));
+    let back = c.at_b(&s.to_b, "approve", "").await;
+    let r = c.callback(&back, Some(&s.cookie)).await;
+    assert!(param(&location(&r), "code").is_some(), "{}", location(&r));
+    // prompt=none goes to B too; B (no remembered consent of its own)
+    // answers consent_required, which the MCP client receives as such.
+    let s = c
+        .start_with("/v1/auth/oauth/oidc/authorize", "mcp:read", &[("prompt", "none")])
+        .await;
+    assert_eq!(param(&s.to_b, "prompt").as_deref(), Some("none"));
+    let back = c.at_b(&s.to_b, "approve", "").await;
+    assert_eq!(param(&back, "error").as_deref(), Some("consent_required"), "{back}");
+    let r = c.callback(&back, Some(&s.cookie)).await;
+    assert_eq!(client_error(&location(&r), &c.a.base), "consent_required");
+    assert_eq!(c.last_failure_reason().await, "interaction_required:consent_required");
+    // The same answer through /oauth2/authorize, which also starts the
+    // upstream login when a provider is selected.
+    let s = c.start_with("/oauth2/authorize", "mcp:read", &[("prompt", "none")]).await;
+    assert_eq!(param(&s.to_b, "prompt").as_deref(), Some("none"));
 }
 
 #[tokio::test]

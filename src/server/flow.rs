@@ -121,7 +121,12 @@ impl AuthorizationServer {
             }
             Err(_) => return AuthorizeOutcome::ShowError(OAuthError::server_error()),
         };
-        let outcome = self.validate_authorization(project, &settings, query, source).await;
+        // `prompt=none` can be answered only through an upstream login
+        // (a silent sign-in there, and remembered consent).
+        let options = authorize::RequestOptions::new().allow_prompt_none(settings.upstream.selected.is_some());
+        let outcome = self
+            .validate_authorization(project, &settings, query, source, options)
+            .await;
         match (outcome, settings.upstream.selected.clone()) {
             (AuthorizeOutcome::Pending(p), Some(provider)) => self.start_upstream_login(&settings, *p, &provider).await,
             (other, _) => other,
@@ -135,6 +140,7 @@ impl AuthorizationServer {
         settings: &ProjectSettings,
         query: &str,
         source: Option<&crate::cimd::RequestSource>,
+        options: authorize::RequestOptions,
     ) -> AuthorizeOutcome {
         let req = AuthorizationRequest::from_query(query);
         let client = match self.authorization_client(project, settings, &req, source).await {
@@ -145,7 +151,15 @@ impl AuthorizationServer {
             Ok(r) => r,
             Err(e) => return AuthorizeOutcome::ShowError(e.to_oauth_error()),
         };
-        match authorize::validate_request(&req, project, settings, &client, redirect_uri, self.clock.now()) {
+        match authorize::validate_request_with(
+            &req,
+            project,
+            settings,
+            &client,
+            redirect_uri,
+            self.clock.now(),
+            options,
+        ) {
             Ok(p) => AuthorizeOutcome::Pending(Box::new(p)),
             Err(e) => AuthorizeOutcome::Redirect(e.location(self.issuer_for(settings).as_str())),
         }

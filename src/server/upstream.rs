@@ -114,7 +114,11 @@ impl AuthorizationServer {
         else {
             return AuthorizeOutcome::ShowError(unknown_provider());
         };
-        match self.validate_authorization(project, &settings, query, source).await {
+        let options = crate::authorize::RequestOptions::new().allow_prompt_none(true);
+        match self
+            .validate_authorization(project, &settings, query, source, options)
+            .await
+        {
             AuthorizeOutcome::Pending(p) => self.start_upstream_login(&settings, *p, &name).await,
             other => other,
         }
@@ -137,6 +141,13 @@ impl AuthorizationServer {
             Ok(m) => m,
             Err(f) => return AuthorizeOutcome::Redirect(self.login_failed(settings, &pending, provider, &f).await),
         };
+        if pending.prompt_none && !metadata.supports_prompt("none") {
+            // The provider cannot be asked for a silent sign-in, so no
+            // sign-in can happen without a page (OpenID Connect Core 1.0
+            // section 3.1.2.6).
+            let f = LoginFailure::InteractionRequired(crate::error::ErrorCode::LoginRequired);
+            return AuthorizeOutcome::Redirect(self.login_failed(settings, &pending, provider, &f).await);
+        }
         let random = LoginRandomness {
             state: self.random_array(),
             nonce: self.random_array(),
@@ -227,6 +238,18 @@ impl AuthorizationServer {
                 Ok(UserDecision::Refuse(reason)) => return Err(LoginFailure::RefusedByPolicy { reason }),
                 Err(_) => return Err(LoginFailure::Storage),
             };
+            // What the user allowed this client before, read before
+            // anything is stored: a silent (`prompt=none`) login that it
+            // does not cover fails without creating the user.
+            let remembered = self
+                .users
+                .consent(project, &subject, login.pending.client_id.as_str())
+                .await
+                .map_err(|_| LoginFailure::Storage)?;
+            let covered = remembered.is_some_and(|c| login.pending.scopes.is_subset_of(&c.scopes));
+            if login.pending.prompt_none && !covered {
+                return Err(LoginFailure::InteractionRequired(crate::error::ErrorCode::ConsentRequired));
+            }
             let now = self.clock.now();
             let user = LocalUser {
                 project: project.clone(),
@@ -240,10 +263,10 @@ impl AuthorizationServer {
                 last_login_at: now,
             };
             let user = self.users.upsert(user).await.map_err(|_| LoginFailure::Storage)?;
-            Ok((subject, user))
+            Ok((subject, user, covered))
         }
         .await;
-        let (subject, user) = match result {
+        let (subject, user, covered) = match result {
             Ok(v) => v,
             Err(f) => {
                 return CallbackOutcome::Redirect(self.login_failed(&settings, &login.pending, &name, &f).await);
@@ -258,35 +281,28 @@ impl AuthorizationServer {
             },
         )
         .await;
-        let remembered = self
-            .users
-            .consent(project, &subject, login.pending.client_id.as_str())
-            .await;
-        match remembered {
-            Ok(Some(c)) if login.pending.scopes.is_subset_of(&c.scopes) => {
-                match self.approve(login.pending.clone(), subject, None).await {
-                    Ok(location) => CallbackOutcome::Redirect(location),
-                    Err(e) => {
-                        let f = match e {
-                            super::ApproveError::Approval(crate::authorize::ApprovalError::Expired) => {
-                                LoginFailure::Expired
-                            }
-                            _ => LoginFailure::Storage,
-                        };
-                        CallbackOutcome::Redirect(self.login_failed(&settings, &login.pending, &name, &f).await)
-                    }
+        // Remembered consent that covers the request answers at once,
+        // unless the client asked for the consent page (`prompt=consent`).
+        if covered && !login.pending.force_consent {
+            match self.approve(login.pending.clone(), subject, None).await {
+                Ok(location) => CallbackOutcome::Redirect(location),
+                Err(e) => {
+                    let f = match e {
+                        super::ApproveError::Approval(crate::authorize::ApprovalError::Expired) => {
+                            LoginFailure::Expired
+                        }
+                        _ => LoginFailure::Storage,
+                    };
+                    CallbackOutcome::Redirect(self.login_failed(&settings, &login.pending, &name, &f).await)
                 }
             }
-            Ok(_) => CallbackOutcome::SignedIn(Box::new(SignedIn {
+        } else {
+            CallbackOutcome::SignedIn(Box::new(SignedIn {
                 pending: login.pending,
                 subject,
                 user,
                 provider: name,
-            })),
-            Err(_) => CallbackOutcome::Redirect(
-                self.login_failed(&settings, &login.pending, &name, &LoginFailure::Storage)
-                    .await,
-            ),
+            }))
         }
     }
 
@@ -402,8 +418,13 @@ impl AuthorizationServer {
         let header = jose::peek(&id_token, expect).map_err(bad)?;
         let keys = self.provider_keys(&metadata.jwks_uri, &header.kid).await?;
         let (_, claims) = jose::verify(&id_token, &keys, expect).map_err(bad)?;
-        upstream::check_id_token_claims(&claims, p, &login.nonce, self.clock.now())
-            .map_err(LoginFailure::InvalidIdToken)
+        let now = self.clock.now();
+        let identity =
+            upstream::check_id_token_claims(&claims, p, &login.nonce, now).map_err(LoginFailure::InvalidIdToken)?;
+        if login.pending.force_login {
+            upstream::check_auth_time(&claims, login.created_at, now).map_err(LoginFailure::InvalidIdToken)?;
+        }
+        Ok(identity)
     }
 
     /// A `private_key_jwt` client assertion for `p`, signed with the

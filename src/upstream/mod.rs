@@ -383,6 +383,27 @@ pub struct ProviderMetadata {
     /// `authorization_response_iss_parameter_supported` (RFC 9207): the
     /// callback must then carry `iss`.
     pub iss_parameter_supported: bool,
+    /// `prompt_values_supported` (OpenID Connect Prompt Create section
+    /// 4.1), when the provider lists them; see
+    /// [`ProviderMetadata::supports_prompt`].
+    pub prompt_values_supported: Option<Vec<String>>,
+}
+
+/// The `prompt` values OpenID Connect Core 1.0 section 3.1.2.1 defines,
+/// which a provider that lists none is assumed to understand.
+const CORE_PROMPT_VALUES: [&str; 4] = ["none", "login", "consent", "select_account"];
+
+impl ProviderMetadata {
+    /// Whether the provider accepts `prompt=<value>`: it is in its
+    /// `prompt_values_supported` when it publishes that list, otherwise
+    /// it is one of the values OpenID Connect Core defines (`none`,
+    /// `login`, `consent`, `select_account`).
+    pub fn supports_prompt(&self, value: &str) -> bool {
+        match &self.prompt_values_supported {
+            Some(list) => list.iter().any(|v| v == value),
+            None => CORE_PROMPT_VALUES.contains(&value),
+        }
+    }
 }
 
 /// Why a provider's discovery document was refused.
@@ -402,6 +423,9 @@ pub enum MetadataError {
     /// `code_challenge_methods_supported` is present without `S256`.
     #[error("the provider does not support PKCE S256")]
     NoS256,
+    /// An optional member has the wrong type.
+    #[error("the discovery document's {0} is malformed")]
+    Malformed(&'static str),
 }
 
 /// Parses and checks a discovery document for `issuer`. Endpoints must be
@@ -448,6 +472,19 @@ pub fn parse_provider_metadata(
             .get("authorization_response_iss_parameter_supported")
             .and_then(Value::as_bool)
             == Some(true),
+        prompt_values_supported: match doc.get("prompt_values_supported") {
+            None | Some(Value::Null) => None,
+            Some(Value::Array(values)) => Some(
+                values
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .filter(|v| v.len() <= 64)
+                    .take(32)
+                    .map(str::to_owned)
+                    .collect(),
+            ),
+            Some(_) => return Err(MetadataError::Malformed("prompt_values_supported")),
+        },
     })
 }
 
@@ -545,10 +582,37 @@ pub struct LoginStart {
     pub browser_binding: SecretString,
 }
 
+/// The `prompt` to send upstream for `pending` (OpenID Connect Core 1.0
+/// section 3.1.2.1): `none` for `prompt=none`, otherwise `login` and
+/// `consent` as the MCP client asked, each only when the provider
+/// supports it ([`ProviderMetadata::supports_prompt`]). `None` when
+/// nothing is to be sent.
+///
+/// A `prompt=none` the provider does not support is not sent: the driver
+/// answers the client `login_required` without going upstream (a silent
+/// sign-in cannot be promised). A `prompt=login` the provider does not
+/// support is replaced by `max_age=0`, which [`start_login`] always sends
+/// with it (see [`check_auth_time`]).
+pub fn upstream_prompt(pending: &PendingAuthorization, metadata: &ProviderMetadata) -> Option<String> {
+    if pending.prompt_none {
+        return metadata.supports_prompt("none").then(|| "none".to_owned());
+    }
+    let values: Vec<&str> = [("login", pending.force_login), ("consent", pending.force_consent)]
+        .into_iter()
+        .filter(|(v, asked)| *asked && metadata.supports_prompt(v))
+        .map(|(v, _)| v)
+        .collect();
+    (!values.is_empty()).then(|| values.join(" "))
+}
+
 /// Starts a login at `provider` for `pending`: the authorization request
 /// (OpenID Connect Core section 3.1.2.1) with `response_type=code`, the
 /// scopes, `state`, `nonce`, PKCE S256 (RFC 7636), and `hd` for a
-/// Google hosted domain.
+/// Google hosted domain. What the MCP client asked of the login step is
+/// forwarded: its `login_hint` (already checked: at most 256 characters,
+/// no control characters), its `prompt` as [`upstream_prompt`] decides,
+/// and, for `prompt=login`, `max_age=0` (section 3.1.2.1: the provider
+/// must then authenticate the user afresh and report `auth_time`).
 pub fn start_login(
     pending: PendingAuthorization,
     provider: &UpstreamProvider,
@@ -575,6 +639,16 @@ pub fn start_login(
     ];
     if let Some(hd) = &provider.hosted_domain {
         params.push(("hd", hd));
+    }
+    let prompt = upstream_prompt(&pending, metadata);
+    if let Some(p) = &prompt {
+        params.push(("prompt", p));
+    }
+    if pending.force_login && !pending.prompt_none {
+        params.push(("max_age", "0"));
+    }
+    if let Some(hint) = &pending.login_hint {
+        params.push(("login_hint", hint));
     }
     let location = append_query(&metadata.authorization_endpoint, &params);
     LoginStart {
@@ -664,6 +738,14 @@ pub enum LoginFailure {
     /// The user cancelled at the provider (`error=access_denied`).
     #[error("the sign-in was cancelled at the identity provider")]
     Cancelled,
+    /// The provider could not sign the user in without showing a page
+    /// (`login_required`, `consent_required`, `interaction_required`,
+    /// `account_selection_required` in answer to `prompt=none`, OpenID
+    /// Connect Core 1.0 section 3.1.2.6), or this server could not (the
+    /// provider does not support `prompt=none`, or the user's remembered
+    /// consent does not cover the request): the MCP client gets that code.
+    #[error("the sign-in needs the user's interaction")]
+    InteractionRequired(ErrorCode),
     /// The provider answered with another error.
     #[error("the identity provider answered with an error")]
     UpstreamError {
@@ -715,6 +797,7 @@ impl LoginFailure {
     pub fn reason(&self) -> Cow<'static, str> {
         match self {
             Self::Cancelled => "user_cancelled".into(),
+            Self::InteractionRequired(code) => format!("interaction_required:{}", code.as_str()).into(),
             Self::UpstreamError { .. } => "upstream_error".into(),
             Self::StateMismatch => "state_mismatch".into(),
             Self::BrowserMismatch => "browser_mismatch".into(),
@@ -733,9 +816,12 @@ impl LoginFailure {
     /// The OAuth error code for the MCP client: `access_denied` when the
     /// user or policy said no (or the sign-in must simply be started
     /// again), `temporarily_unavailable` when the provider is down or said
-    /// so, `server_error` when the provider misbehaved or storage failed.
+    /// so, the OpenID Connect code when a `prompt=none` request needs
+    /// interaction, `server_error` when the provider misbehaved or storage
+    /// failed.
     pub fn code(&self) -> ErrorCode {
         match self {
+            Self::InteractionRequired(code) => *code,
             Self::Cancelled
             | Self::StateMismatch
             | Self::BrowserMismatch
@@ -789,10 +875,13 @@ pub fn check_callback<'a>(
         _ => {}
     }
     if let Some(error) = &params.error {
-        return Err(if error == "access_denied" {
-            LoginFailure::Cancelled
-        } else {
-            LoginFailure::UpstreamError { error: sanitize(error) }
+        return Err(match error.as_str() {
+            "access_denied" => LoginFailure::Cancelled,
+            "login_required" => LoginFailure::InteractionRequired(ErrorCode::LoginRequired),
+            "consent_required" => LoginFailure::InteractionRequired(ErrorCode::ConsentRequired),
+            "interaction_required" => LoginFailure::InteractionRequired(ErrorCode::InteractionRequired),
+            "account_selection_required" => LoginFailure::InteractionRequired(ErrorCode::AccountSelectionRequired),
+            _ => LoginFailure::UpstreamError { error: sanitize(error) },
         });
     }
     params
@@ -929,6 +1018,10 @@ pub enum IdTokenError {
     /// A required claim is missing or malformed.
     #[error("missing or malformed {0}")]
     Missing(&'static str),
+    /// `prompt=login` was asked, but `auth_time` says the user
+    /// authenticated before the login started (or is in the future).
+    #[error("the user was not authenticated afresh")]
+    AuthTime,
 }
 
 impl IdTokenError {
@@ -943,6 +1036,7 @@ impl IdTokenError {
             Self::IssuedAt => "iat",
             Self::Nonce => "nonce",
             Self::Missing(c) => c,
+            Self::AuthTime => "auth_time",
         }
     }
 }
@@ -1039,6 +1133,31 @@ pub fn check_id_token_claims(
         name: text(&provider.claims.name),
         hosted_domain: text("hd"),
     })
+}
+
+/// For a login started with `prompt=login` (and `max_age=0`, see
+/// [`start_login`]): the ID token's `auth_time` (OpenID Connect Core 1.0
+/// section 2, REQUIRED when `max_age` was sent) must say the user
+/// authenticated after the login started (`started`, less [`LEEWAY`])
+/// and not in the future.
+///
+/// # Errors
+/// [`IdTokenError::Missing`] without `auth_time`, [`IdTokenError::AuthTime`]
+/// when it is too old or in the future.
+pub fn check_auth_time(
+    claims: &Map<String, Value>,
+    started: OffsetDateTime,
+    now: OffsetDateTime,
+) -> Result<(), IdTokenError> {
+    let at = claims
+        .get("auth_time")
+        .and_then(Value::as_i64)
+        .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok())
+        .ok_or(IdTokenError::Missing("auth_time"))?;
+    if at < started - LEEWAY || at > now + LEEWAY {
+        return Err(IdTokenError::AuthTime);
+    }
+    Ok(())
 }
 
 /// The rules a provider's settings impose on a signed-in user.

@@ -282,6 +282,140 @@ fn failures_map_to_oauth_codes_and_reasons() {
     }
 }
 
+fn metadata_with_prompts(values: Value) -> ProviderMetadata {
+    let body = json!({
+        "issuer": ISS,
+        "authorization_endpoint": "https://idp.example.com/authorize",
+        "token_endpoint": "https://idp.example.com/token",
+        "jwks_uri": "https://idp.example.com/jwks",
+        "prompt_values_supported": values,
+    });
+    parse_provider_metadata(body.to_string().as_bytes(), &Issuer::new(ISS).unwrap(), false).unwrap()
+}
+
+fn location_for(pending: PendingAuthorization, metadata: &ProviderMetadata) -> String {
+    start_login(pending, &provider(), metadata, "https://as.example/cb", random(1), NOW).location
+}
+
+#[test]
+fn login_hint_and_prompt_are_forwarded_upstream() {
+    // Nothing asked: nothing forwarded.
+    let plain = location_for(pending(), &metadata());
+    for name in ["prompt", "max_age", "login_hint"] {
+        assert_eq!(param(&plain, name), None, "{name}");
+    }
+    let mut p = pending();
+    p.login_hint = Some("jane@example.org".into());
+    p.force_login = true;
+    let loc = location_for(p.clone(), &metadata());
+    assert_eq!(param(&loc, "login_hint").as_deref(), Some("jane@example.org"));
+    assert_eq!(param(&loc, "prompt").as_deref(), Some("login"));
+    assert_eq!(param(&loc, "max_age").as_deref(), Some("0"), "fresh authentication, checked by auth_time");
+    p.force_consent = true;
+    assert_eq!(param(&location_for(p, &metadata()), "prompt").as_deref(), Some("login consent"));
+    let mut p = pending();
+    p.force_consent = true;
+    let loc = location_for(p, &metadata());
+    assert_eq!(param(&loc, "prompt").as_deref(), Some("consent"));
+    assert_eq!(param(&loc, "max_age"), None);
+    let mut p = pending();
+    p.prompt_none = true;
+    let loc = location_for(p, &metadata());
+    assert_eq!(param(&loc, "prompt").as_deref(), Some("none"));
+    assert_eq!(param(&loc, "max_age"), None);
+}
+
+#[test]
+fn only_prompt_values_the_provider_supports_are_sent() {
+    // A provider without `login` (like Google): prompt=login becomes
+    // max_age=0 alone.
+    let m = metadata_with_prompts(json!(["none", "consent", "select_account"]));
+    assert!(m.supports_prompt("none") && !m.supports_prompt("login"));
+    let mut p = pending();
+    p.force_login = true;
+    p.force_consent = true;
+    let loc = location_for(p.clone(), &m);
+    assert_eq!(param(&loc, "prompt").as_deref(), Some("consent"));
+    assert_eq!(param(&loc, "max_age").as_deref(), Some("0"));
+    p.force_consent = false;
+    assert_eq!(upstream_prompt(&p, &m), None);
+    // Without `none`, prompt=none is not sent (the driver answers
+    // login_required instead of going upstream).
+    let m = metadata_with_prompts(json!(["login", "consent"]));
+    let mut p = pending();
+    p.prompt_none = true;
+    assert_eq!(upstream_prompt(&p, &m), None);
+    // Without the list, the OpenID Connect Core values are assumed.
+    assert!(metadata().supports_prompt("none") && metadata().supports_prompt("login"));
+    assert!(!metadata().supports_prompt("create"));
+    // A list that is not a list is a broken document.
+    let body = json!({
+        "issuer": ISS,
+        "authorization_endpoint": "https://idp.example.com/authorize",
+        "token_endpoint": "https://idp.example.com/token",
+        "jwks_uri": "https://idp.example.com/jwks",
+        "prompt_values_supported": "none login",
+    });
+    assert_eq!(
+        parse_provider_metadata(body.to_string().as_bytes(), &Issuer::new(ISS).unwrap(), false),
+        Err(MetadataError::Malformed("prompt_values_supported"))
+    );
+}
+
+#[test]
+fn interaction_errors_from_upstream_reach_the_client_as_such() {
+    use ErrorCode::*;
+    let s = started();
+    let state = param(&s.location, "state").unwrap();
+    let cookie = s.browser_binding.expose_secret().to_owned();
+    for (error, code) in [
+        ("login_required", LoginRequired),
+        ("consent_required", ConsentRequired),
+        ("interaction_required", InteractionRequired),
+        ("account_selection_required", AccountSelectionRequired),
+    ] {
+        let params = callback(&format!("state={state}&error={error}"));
+        let f = check_callback(&s.login, &provider(), &metadata(), &params, Some(&cookie), NOW).unwrap_err();
+        assert_eq!(f, LoginFailure::InteractionRequired(code), "{error}");
+        assert_eq!(f.code(), code);
+        assert_eq!(f.code().as_str(), error, "the client gets the provider's code");
+        assert_eq!(f.reason(), format!("interaction_required:{error}"));
+    }
+    // Other codes stay provider errors.
+    let params = callback(&format!("state={state}&error=invalid_request"));
+    let f = check_callback(&s.login, &provider(), &metadata(), &params, Some(&cookie), NOW).unwrap_err();
+    assert_eq!(f.code(), ServerError);
+}
+
+#[test]
+fn auth_time_must_be_fresh_after_prompt_login() {
+    let started = NOW - Duration::minutes(2);
+    let t = |at: OffsetDateTime| claims(json!({ "auth_time": at.unix_timestamp() }));
+    assert_eq!(check_auth_time(&t(NOW - Duration::minutes(1)), started, NOW), Ok(()));
+    assert_eq!(check_auth_time(&t(started - LEEWAY), started, NOW), Ok(()), "leeway");
+    assert_eq!(
+        check_auth_time(&t(started - LEEWAY - Duration::SECOND), started, NOW),
+        Err(IdTokenError::AuthTime),
+        "an old session is not a fresh login"
+    );
+    assert_eq!(
+        check_auth_time(&t(NOW + LEEWAY + Duration::SECOND), started, NOW),
+        Err(IdTokenError::AuthTime)
+    );
+    assert_eq!(
+        check_auth_time(&claims(json!({})), started, NOW),
+        Err(IdTokenError::Missing("auth_time"))
+    );
+    assert_eq!(
+        check_auth_time(&claims(json!({"auth_time": "yesterday"})), started, NOW),
+        Err(IdTokenError::Missing("auth_time"))
+    );
+    assert_eq!(
+        LoginFailure::InvalidIdToken(IdTokenError::AuthTime).reason(),
+        "invalid_id_token:auth_time"
+    );
+}
+
 fn claims(extra: Value) -> Map<String, Value> {
     let t = NOW.unix_timestamp();
     let mut m = match json!({
