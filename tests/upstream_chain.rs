@@ -69,6 +69,10 @@ struct Options {
     b_auto_approve: bool,
     wrong_secret: bool,
     tamper_id_token: bool,
+    /// The `sub` B's userinfo responses are rewritten to name.
+    tamper_userinfo_sub: Option<&'static str>,
+    /// A calls userinfo on every sign-in.
+    a_userinfo: bool,
     provider_down: bool,
     private_key_jwt: bool,
 }
@@ -79,16 +83,34 @@ struct Chain {
     http: reqwest::Client,
     /// The MCP client registered at A.
     client_id: String,
+    /// How often A called B's userinfo endpoint.
+    userinfo_calls: Arc<std::sync::atomic::AtomicUsize>,
 }
 
-/// Breaks the signature of the ID token in B's token response (flips one
-/// payload character), to drive the invalid-ID-token path over sockets.
-struct Tampering(ReqwestUpstreamHttp);
+/// A's HTTP client to B, over sockets, changing what B answers: breaks the
+/// signature of the ID token in B's token response (flips one payload
+/// character) to drive the invalid-ID-token path, or rewrites the `sub`
+/// of B's userinfo responses; counts userinfo requests.
+struct Tampering {
+    inner: ReqwestUpstreamHttp,
+    id_token: bool,
+    userinfo_sub: Option<&'static str>,
+    userinfo_calls: Arc<std::sync::atomic::AtomicUsize>,
+}
 
 #[async_trait]
 impl UpstreamHttp for Tampering {
     async fn get(&self, url: &str) -> Result<HttpResponse, UpstreamHttpError> {
-        self.0.get(url).await
+        self.inner.get(url).await
+    }
+
+    async fn get_with_bearer(&self, url: &str, token: &SecretString) -> Result<HttpResponse, UpstreamHttpError> {
+        self.userinfo_calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let r = self.inner.get_with_bearer(url, token).await?;
+        let Some(sub) = self.userinfo_sub else { return Ok(r) };
+        let mut v: Value = serde_json::from_slice(&r.body).unwrap();
+        v["sub"] = Value::String(sub.to_owned());
+        Ok(HttpResponse::new(r.status, serde_json::to_vec(&v).unwrap()))
     }
 
     async fn post_form(
@@ -97,7 +119,10 @@ impl UpstreamHttp for Tampering {
         form: String,
         authorization: Option<&SecretString>,
     ) -> Result<HttpResponse, UpstreamHttpError> {
-        let r = self.0.post_form(url, form, authorization).await?;
+        let r = self.inner.post_form(url, form, authorization).await?;
+        if !self.id_token {
+            return Ok(r);
+        }
         let mut v: Value = serde_json::from_slice(&r.body).unwrap();
         let token = v["id_token"].as_str().unwrap().to_owned();
         let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
@@ -162,7 +187,13 @@ async fn chain(o: Options) -> Chain {
         .allow_http_loopback_for_development(true)
         .build()
         .unwrap();
-    let upstream_http: Option<Arc<dyn UpstreamHttp>> = o.tamper_id_token.then(|| Arc::new(Tampering(inner)) as _);
+    let userinfo_calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let upstream_http: Option<Arc<dyn UpstreamHttp>> = Some(Arc::new(Tampering {
+        inner,
+        id_token: o.tamper_id_token,
+        userinfo_sub: o.tamper_userinfo_sub,
+        userinfo_calls: userinfo_calls.clone(),
+    }));
     let up = app::UpstreamConfig {
         name: ProviderName::new("oidc").unwrap(),
         issuer: Issuer::new_allowing_loopback_http_for_development(issuer).unwrap(),
@@ -170,6 +201,7 @@ async fn chain(o: Options) -> Chain {
         client_secret: (!o.private_key_jwt).then(|| SecretString::from(secret)),
         private_key_jwt: o.private_key_jwt,
         allow_http: true,
+        userinfo: o.a_userinfo,
         http: upstream_http,
     };
     let a = serve(la, config(&a_base, o.a_auto_approve, Some(up))).await;
@@ -246,6 +278,7 @@ async fn chain(o: Options) -> Chain {
         b,
         http,
         client_id: v["client_id"].as_str().unwrap().to_owned(),
+        userinfo_calls,
     }
 }
 
@@ -631,6 +664,58 @@ async fn prompt_and_login_hint_reach_the_upstream_provider() {
     // upstream login when a provider is selected.
     let s = c.start_with("/oauth2/authorize", "mcp:read", &[("prompt", "none")]).await;
     assert_eq!(param(&s.to_b, "prompt").as_deref(), Some("none"));
+}
+
+#[tokio::test]
+async fn userinfo_is_called_when_configured() {
+    // B's ID tokens carry the email: by default A does not call userinfo.
+    let c = chain(Options {
+        a_auto_approve: true,
+        b_auto_approve: true,
+        ..Options::default()
+    })
+    .await;
+    let (_, l) = c.sign_in("mcp:read").await;
+    assert!(param(&l, "code").is_some(), "{l}");
+    assert_eq!(c.userinfo_calls.load(std::sync::atomic::Ordering::SeqCst), 0);
+    // Configured to (--upstream-userinfo): called, over sockets, with B's
+    // access token; its sub is B's user's.
+    let c = chain(Options {
+        a_auto_approve: true,
+        b_auto_approve: true,
+        a_userinfo: true,
+        ..Options::default()
+    })
+    .await;
+    let (_, l) = c.sign_in("mcp:read").await;
+    assert!(param(&l, "code").is_some(), "{l}");
+    assert_eq!(c.userinfo_calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let user = c
+        .a
+        .app
+        .endpoints
+        .server()
+        .user(&c.project(), &c.subject_of(app::DEMO_SUBJECT))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(user.email.as_deref(), Some("user_demo@example.com"));
+}
+
+#[tokio::test]
+async fn userinfo_about_another_user_is_refused() {
+    let c = chain(Options {
+        a_auto_approve: true,
+        b_auto_approve: true,
+        a_userinfo: true,
+        tamper_userinfo_sub: Some("someone_else"),
+        ..Options::default()
+    })
+    .await;
+    let (_, l) = c.sign_in("mcp:read").await;
+    assert_eq!(client_error(&l, &c.a.base), "server_error");
+    assert_eq!(c.last_failure_reason().await, "userinfo:sub_mismatch");
+    assert!(!c.user_exists(app::DEMO_SUBJECT).await, "nothing half-created");
 }
 
 #[tokio::test]

@@ -40,6 +40,9 @@ struct Bridge {
     jwks_fetches: AtomicUsize,
     /// `prompt_values_supported` to add to B's discovery document.
     prompt_values: std::sync::Mutex<Option<serde_json::Value>>,
+    /// Members to set in B's userinfo responses.
+    userinfo_override: std::sync::Mutex<Option<serde_json::Value>>,
+    userinfo_calls: AtomicUsize,
 }
 
 #[async_trait]
@@ -59,6 +62,23 @@ impl UpstreamHttp for Bridge {
             return Ok(HttpResponse::new(200, k.to_json()));
         }
         Ok(HttpResponse::new(404, Vec::new()))
+    }
+
+    async fn get_with_bearer(&self, url: &str, token: &SecretString) -> Result<HttpResponse, UpstreamHttpError> {
+        assert_eq!(url, format!("{IDP}/oauth2/userinfo"));
+        self.userinfo_calls.fetch_add(1, Ordering::SeqCst);
+        let auth = format!("Bearer {}", token.expose_secret());
+        Ok(match self.b.userinfo(&self.project, Some(&auth)).await {
+            Ok(mut v) => {
+                if let Some(serde_json::Value::Object(extra)) = self.userinfo_override.lock().unwrap().clone() {
+                    for (k, x) in extra {
+                        v[k] = x;
+                    }
+                }
+                HttpResponse::new(200, serde_json::to_vec(&v).unwrap())
+            }
+            Err(e) => HttpResponse::new(e.status().as_u16(), e.to_json()),
+        })
     }
 
     async fn post_form(
@@ -139,6 +159,8 @@ async fn setup() -> Setup {
         project: b_project,
         jwks_fetches: AtomicUsize::new(0),
         prompt_values: std::sync::Mutex::new(None),
+        userinfo_override: std::sync::Mutex::new(None),
+        userinfo_calls: AtomicUsize::new(0),
     });
     let http: Arc<dyn UpstreamHttp> = bridge.clone();
     let clock = a_clock.clone();
@@ -469,4 +491,41 @@ async fn prompt_login_and_login_hint_are_forwarded_and_auth_time_checked() {
     assert_eq!(query_param(&to_b, "max_age"), None);
     let back = s.at_b(&to_b, "alice").await;
     assert!(!matches!(s.callback(&back, &binding).await, CallbackOutcome::Redirect(_)));
+}
+
+#[tokio::test]
+async fn userinfo_fills_in_what_the_id_token_lacks() {
+    let s = setup().await;
+    // B's ID tokens carry no email (B has no user claims): A asks B's
+    // userinfo endpoint with B's access token, and takes its claims.
+    s.bridge.userinfo_override.lock().unwrap().replace(serde_json::json!({
+        "email": "alice@example.org", "email_verified": true, "name": "Alice",
+    }));
+    let alice = upstream::local_subject(IDP, "alice");
+    assert_eq!(s.login("alice").await, alice.as_str());
+    assert_eq!(s.bridge.userinfo_calls.load(Ordering::SeqCst), 1);
+    let user = s.a.server.user(&s.a.project, &alice).await.unwrap().unwrap();
+    assert_eq!(user.email.as_deref(), Some("alice@example.org"));
+    assert!(user.email_verified);
+    assert_eq!(user.name.as_deref(), Some("Alice"));
+}
+
+#[tokio::test]
+async fn userinfo_about_another_user_is_refused() {
+    let s = setup().await;
+    s.bridge.userinfo_override.lock().unwrap().replace(serde_json::json!({
+        "sub": "mallory", "email": "mallory@example.org", "email_verified": true,
+    }));
+    let (to_b, binding) = s.start().await;
+    let back = s.at_b(&to_b, "alice").await;
+    assert_eq!(client_error(s.callback(&back, &binding).await), "server_error");
+    assert_eq!(s.failure_reason().await, "userinfo:sub_mismatch");
+    assert_eq!(s.bridge.userinfo_calls.load(Ordering::SeqCst), 1);
+    for user in ["alice", "mallory"] {
+        let subject = upstream::local_subject(IDP, user);
+        assert!(
+            s.a.server.user(&s.a.project, &subject).await.unwrap().is_none(),
+            "nothing half-created ({user})"
+        );
+    }
 }

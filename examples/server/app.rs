@@ -89,6 +89,9 @@ pub struct UpstreamConfig {
     pub private_key_jwt: bool,
     /// `--allow-http-upstream`: an `http://` issuer on loopback.
     pub allow_http: bool,
+    /// `--upstream-userinfo`: call the provider's userinfo endpoint on
+    /// every sign-in (otherwise only when the ID token has no email).
+    pub userinfo: bool,
     /// Tests only: the HTTP client to reach the provider with (default: a
     /// `ReqwestUpstreamHttp`).
     pub http: Option<Arc<dyn UpstreamHttp>>,
@@ -310,6 +313,7 @@ impl App {
             // project).
             let prefix = server.paths().upstream.clone();
             let mut provider = UpstreamProvider::generic(up.name.clone(), up.issuer.clone(), up.client_id.clone());
+            provider.fetch_userinfo = up.userinfo;
             provider.client_auth = if up.private_key_jwt {
                 UpstreamClientAuth::PrivateKeyJwt
             } else if up.client_secret.is_some() {

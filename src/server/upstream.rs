@@ -380,7 +380,9 @@ impl AuthorizationServer {
         .location(self.issuer_for(settings).as_str())
     }
 
-    /// Exchanges the code and verifies the ID token.
+    /// Exchanges the code, verifies the ID token and, when it is wanted
+    /// ([`upstream::userinfo_endpoint`]), merges the userinfo response
+    /// (whose `sub` must be the ID token's).
     async fn redeem(
         &self,
         project: &ProjectId,
@@ -409,7 +411,8 @@ impl AuthorizationServer {
             .post_form(&metadata.token_endpoint, form, authorization.as_ref())
             .await
             .map_err(|_| LoginFailure::TokenExchange)?;
-        let id_token = upstream::id_token_from_response(response.status, &response.body)?;
+        let tokens = upstream::tokens_from_response(response.status, &response.body)?;
+        let id_token = tokens.id_token;
         let expect = jose::Expect {
             algorithms: &SigningAlgorithm::ALL,
             typ: None,
@@ -424,7 +427,19 @@ impl AuthorizationServer {
         if login.pending.force_login {
             upstream::check_auth_time(&claims, login.created_at, now).map_err(LoginFailure::InvalidIdToken)?;
         }
-        Ok(identity)
+        let Some(endpoint) = upstream::userinfo_endpoint(p, metadata, &identity).map_err(LoginFailure::Userinfo)?
+        else {
+            return Ok(identity);
+        };
+        let token = tokens
+            .access_token
+            .as_ref()
+            .ok_or(LoginFailure::Userinfo(upstream::UserinfoError::NoAccessToken))?;
+        let response = http
+            .get_with_bearer(endpoint, token)
+            .await
+            .map_err(|_| LoginFailure::Userinfo(upstream::UserinfoError::Unreachable))?;
+        upstream::merge_userinfo(identity, p, response.status, &response.body).map_err(LoginFailure::Userinfo)
     }
 
     /// A `private_key_jwt` client assertion for `p`, signed with the

@@ -202,6 +202,13 @@ pub struct UpstreamProvider {
     /// A name to show on pages ("Sign in with ...").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub display_name: Option<String>,
+    /// Call the provider's userinfo endpoint on every sign-in and merge
+    /// its claims (see [`merge_userinfo`]); a provider without one then
+    /// fails the sign-in. When `false` (the default), userinfo is called
+    /// only when the ID token lacks the email claim and the provider
+    /// publishes a `userinfo_endpoint`.
+    #[serde(default)]
+    pub fetch_userinfo: bool,
 }
 
 fn default_upstream_scopes() -> ScopeSet {
@@ -223,6 +230,7 @@ impl UpstreamProvider {
             require_verified_email: false,
             claims: ClaimMapping::default(),
             display_name: None,
+            fetch_userinfo: false,
         }
     }
 
@@ -781,6 +789,9 @@ pub enum LoginFailure {
     /// The ID token failed verification.
     #[error("the identity provider's ID token is invalid ({0})")]
     InvalidIdToken(IdTokenError),
+    /// The userinfo request failed or its answer was refused.
+    #[error("the identity provider's userinfo response is unusable ({0})")]
+    Userinfo(UserinfoError),
     /// The provider's rules or the host's policy refused the user.
     #[error("the user may not sign in here")]
     RefusedByPolicy {
@@ -808,6 +819,7 @@ impl LoginFailure {
             Self::ProviderUnavailable => "provider_unavailable".into(),
             Self::TokenExchange => "token_exchange_failed".into(),
             Self::InvalidIdToken(e) => format!("invalid_id_token:{}", e.reason()).into(),
+            Self::Userinfo(e) => format!("userinfo:{}", e.reason()).into(),
             Self::RefusedByPolicy { reason } => format!("refused_by_policy:{reason}").into(),
             Self::Storage => "storage_error".into(),
         }
@@ -830,11 +842,12 @@ impl LoginFailure {
             | Self::IssuerMismatch
             | Self::RefusedByPolicy { .. } => ErrorCode::AccessDenied,
             Self::UpstreamError { error } if error == "temporarily_unavailable" => ErrorCode::TemporarilyUnavailable,
-            Self::ProviderUnavailable => ErrorCode::TemporarilyUnavailable,
+            Self::ProviderUnavailable | Self::Userinfo(UserinfoError::Unreachable) => ErrorCode::TemporarilyUnavailable,
             Self::UpstreamError { .. }
             | Self::MalformedCallback
             | Self::TokenExchange
             | Self::InvalidIdToken(_)
+            | Self::Userinfo(_)
             | Self::Storage => ErrorCode::ServerError,
         }
     }
@@ -979,15 +992,165 @@ pub fn token_request(
 /// [`LoginFailure::TokenExchange`] for a non-200 status or a response
 /// without an `id_token`.
 pub fn id_token_from_response(status: u16, body: &[u8]) -> Result<String, LoginFailure> {
+    tokens_from_response(status, body).map(|t| t.id_token)
+}
+
+/// What this relying party uses of the provider's token response.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct UpstreamTokens {
+    /// The ID token (not yet verified).
+    pub id_token: String,
+    /// The access token, when it is a bearer token (`token_type` `Bearer`,
+    /// compared case-insensitively, RFC 6749 section 7.1): used only for
+    /// the userinfo request, never kept.
+    pub access_token: Option<SecretString>,
+}
+
+/// The ID token and bearer access token of a successful token response
+/// (OAuth 2.1 section 3.2.3, OpenID Connect Core section 3.1.3.3).
+///
+/// # Errors
+/// [`LoginFailure::TokenExchange`] for a non-200 status or a response
+/// without an `id_token`.
+pub fn tokens_from_response(status: u16, body: &[u8]) -> Result<UpstreamTokens, LoginFailure> {
     if status != 200 {
         return Err(LoginFailure::TokenExchange);
     }
     let v: Value = serde_json::from_slice(body).map_err(|_| LoginFailure::TokenExchange)?;
-    v.get("id_token")
+    let id_token = v
+        .get("id_token")
         .and_then(Value::as_str)
         .filter(|t| !t.is_empty())
         .map(str::to_owned)
-        .ok_or(LoginFailure::TokenExchange)
+        .ok_or(LoginFailure::TokenExchange)?;
+    let bearer = v
+        .get("token_type")
+        .and_then(Value::as_str)
+        .is_some_and(|t| t.eq_ignore_ascii_case("bearer"));
+    let access_token = v
+        .get("access_token")
+        .and_then(Value::as_str)
+        .filter(|t| bearer && !t.is_empty() && t.len() <= MAX_PARAM && !t.chars().any(|c| c.is_control()))
+        .map(SecretString::from);
+    Ok(UpstreamTokens { id_token, access_token })
+}
+
+/// Why the userinfo step failed (OpenID Connect Core section 5.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum UserinfoError {
+    /// [`UpstreamProvider::fetch_userinfo`] is set but the provider's
+    /// discovery document has no `userinfo_endpoint`.
+    #[error("the provider has no userinfo endpoint")]
+    NoEndpoint,
+    /// The token response had no bearer access token to call it with.
+    #[error("no bearer access token to call userinfo with")]
+    NoAccessToken,
+    /// The request failed (connection, TLS, timeout, size).
+    #[error("the userinfo endpoint could not be reached")]
+    Unreachable,
+    /// The endpoint answered with another status than 200.
+    #[error("the userinfo endpoint refused the request")]
+    Status,
+    /// The body is not a JSON object with a string `sub` (a signed or
+    /// encrypted userinfo response is not supported).
+    #[error("the userinfo response is malformed")]
+    Malformed,
+    /// Its `sub` is not the ID token's: the response MUST NOT be used
+    /// (OpenID Connect Core section 5.3.2), and the sign-in is refused.
+    #[error("the userinfo response is about another user")]
+    SubjectMismatch,
+}
+
+impl UserinfoError {
+    /// A short machine-readable reason (`userinfo:<reason>` in the audit
+    /// log).
+    pub const fn reason(&self) -> &'static str {
+        match self {
+            Self::NoEndpoint => "no_endpoint",
+            Self::NoAccessToken => "no_access_token",
+            Self::Unreachable => "unreachable",
+            Self::Status => "status",
+            Self::Malformed => "malformed",
+            Self::SubjectMismatch => "sub_mismatch",
+        }
+    }
+}
+
+/// Whether to call userinfo after the ID token verified, and where: when
+/// the provider is configured to ([`UpstreamProvider::fetch_userinfo`];
+/// then a provider without a `userinfo_endpoint` is an error), or when the
+/// ID token lacks the email claim and the provider has one.
+///
+/// # Errors
+/// [`UserinfoError::NoEndpoint`].
+pub fn userinfo_endpoint<'a>(
+    provider: &UpstreamProvider,
+    metadata: &'a ProviderMetadata,
+    identity: &UpstreamIdentity,
+) -> Result<Option<&'a str>, UserinfoError> {
+    let endpoint = metadata.userinfo_endpoint.as_deref();
+    if provider.fetch_userinfo {
+        return endpoint.map(Some).ok_or(UserinfoError::NoEndpoint);
+    }
+    Ok(endpoint.filter(|_| identity.email.is_none()))
+}
+
+/// Merges the userinfo response (`status`, `body`: a JSON object, OpenID
+/// Connect Core section 5.3.2) into the identity the ID token gave.
+///
+/// Its `sub` must equal the ID token's exactly, or nothing of it is used
+/// and the sign-in is refused. The ID token's claims win (they are
+/// signed); userinfo fills what it lacks: the email with its own
+/// verification flag (an `email_verified` is only ever taken together
+/// with the address it is about), the name, Google's `hd`. Claim names
+/// follow the provider's [`ClaimMapping`].
+///
+/// # Errors
+/// [`UserinfoError::Status`], [`UserinfoError::Malformed`],
+/// [`UserinfoError::SubjectMismatch`].
+pub fn merge_userinfo(
+    identity: UpstreamIdentity,
+    provider: &UpstreamProvider,
+    status: u16,
+    body: &[u8],
+) -> Result<UpstreamIdentity, UserinfoError> {
+    if status != 200 {
+        return Err(UserinfoError::Status);
+    }
+    let claims: Map<String, Value> = match serde_json::from_slice(body) {
+        Ok(Value::Object(m)) => m,
+        _ => return Err(UserinfoError::Malformed),
+    };
+    let sub = claims.get("sub").and_then(Value::as_str).ok_or(UserinfoError::Malformed)?;
+    if sub != identity.subject {
+        return Err(UserinfoError::SubjectMismatch);
+    }
+    let mut merged = identity;
+    if merged.email.is_none()
+        && let Some(email) = claim_text(&claims, &provider.claims.email)
+    {
+        merged.email = Some(email);
+        merged.email_verified = claims.get(&provider.claims.email_verified).and_then(Value::as_bool) == Some(true);
+    }
+    if merged.name.is_none() {
+        merged.name = claim_text(&claims, &provider.claims.name);
+    }
+    if merged.hosted_domain.is_none() {
+        merged.hosted_domain = claim_text(&claims, "hd");
+    }
+    Ok(merged)
+}
+
+/// A displayable text claim: a non-empty string of at most 320
+/// characters without control characters.
+fn claim_text(claims: &Map<String, Value>, name: &str) -> Option<String> {
+    claims
+        .get(name)
+        .and_then(Value::as_str)
+        .filter(|v| !v.is_empty() && v.len() <= 320 && !v.chars().any(char::is_control))
+        .map(str::to_owned)
 }
 
 /// Why an ID token was refused.
@@ -1121,10 +1284,7 @@ pub fn check_id_token_claims(
     let sub = s("sub")
         .filter(|v| (1..=255).contains(&v.len()) && !v.chars().any(char::is_control))
         .ok_or(IdTokenError::Missing("sub"))?;
-    let text = |k: &str| {
-        s(k).filter(|v| !v.is_empty() && v.len() <= 320 && !v.chars().any(char::is_control))
-            .map(str::to_owned)
-    };
+    let text = |k: &str| claim_text(claims, k);
     Ok(UpstreamIdentity {
         issuer: provider.issuer.as_str().to_owned(),
         subject: sub.to_owned(),

@@ -748,3 +748,118 @@ async fn login_store_takes_once() {
     assert_eq!(store.purge(NOW + UPSTREAM_LOGIN_TTL).await.unwrap(), 1);
     assert!(matches!(store.take(&project, &hash, NOW).await.unwrap(), LoginTake::Unknown));
 }
+
+#[test]
+fn only_bearer_access_tokens_are_kept_for_userinfo() {
+    let t = tokens_from_response(200, br#"{"access_token":"at-1","token_type":"Bearer","id_token":"x.y.z"}"#).unwrap();
+    assert_eq!(t.id_token, "x.y.z");
+    assert_eq!(t.access_token.as_ref().map(SecretString::expose_secret), Some("at-1"));
+    let t = tokens_from_response(200, br#"{"access_token":"at-1","token_type":"bearer","id_token":"x.y.z"}"#).unwrap();
+    assert!(t.access_token.is_some(), "token_type is case-insensitive");
+    for body in [
+        &br#"{"access_token":"at-1","token_type":"DPoP","id_token":"x.y.z"}"#[..],
+        br#"{"access_token":"at-1","id_token":"x.y.z"}"#,
+        br#"{"access_token":"","token_type":"Bearer","id_token":"x.y.z"}"#,
+        br#"{"token_type":"Bearer","id_token":"x.y.z"}"#,
+    ] {
+        let t = tokens_from_response(200, body).unwrap();
+        assert!(t.access_token.is_none(), "{}", String::from_utf8_lossy(body));
+    }
+    assert!(!format!("{t:?}", t = tokens_from_response(200, br#"{"access_token":"at-secret","token_type":"Bearer","id_token":"x"}"#).unwrap()).contains("at-secret"));
+}
+
+fn identity(email: Option<&str>) -> UpstreamIdentity {
+    UpstreamIdentity {
+        issuer: ISS.into(),
+        subject: "248289761001".into(),
+        email: email.map(str::to_owned),
+        email_verified: email.is_some(),
+        name: None,
+        hosted_domain: None,
+    }
+}
+
+#[test]
+fn when_userinfo_is_called() {
+    let mut m = metadata();
+    let mut p = provider();
+    // Default: only when the ID token has no email, and only if the
+    // provider has the endpoint.
+    assert_eq!(userinfo_endpoint(&p, &m, &identity(Some("jane@example.org"))), Ok(None));
+    assert_eq!(userinfo_endpoint(&p, &m, &identity(None)), Ok(None), "no endpoint: nothing to call");
+    m.userinfo_endpoint = Some("https://idp.example.com/userinfo".into());
+    assert_eq!(
+        userinfo_endpoint(&p, &m, &identity(None)),
+        Ok(Some("https://idp.example.com/userinfo"))
+    );
+    assert_eq!(userinfo_endpoint(&p, &m, &identity(Some("jane@example.org"))), Ok(None));
+    // Configured: always, and a provider without the endpoint fails.
+    p.fetch_userinfo = true;
+    assert_eq!(
+        userinfo_endpoint(&p, &m, &identity(Some("jane@example.org"))),
+        Ok(Some("https://idp.example.com/userinfo"))
+    );
+    m.userinfo_endpoint = None;
+    assert_eq!(
+        userinfo_endpoint(&p, &m, &identity(Some("jane@example.org"))),
+        Err(UserinfoError::NoEndpoint)
+    );
+}
+
+#[test]
+fn userinfo_must_be_about_the_id_token_subject() {
+    let p = provider();
+    let merge = |status: u16, body: Value| merge_userinfo(identity(None), &p, status, body.to_string().as_bytes());
+    // OpenID Connect Core 5.3.2: sub MUST be exactly the ID token's.
+    for sub in [json!("someone-else"), json!("248289761001 "), json!("248289761002"), json!(248289761001_u64)] {
+        let r = merge(200, json!({"sub": sub, "email": "mallory@example.org", "email_verified": true}));
+        assert!(
+            matches!(r, Err(UserinfoError::SubjectMismatch | UserinfoError::Malformed)),
+            "{sub}: {r:?}"
+        );
+    }
+    assert_eq!(
+        merge(200, json!({"sub": "someone-else"})),
+        Err(UserinfoError::SubjectMismatch)
+    );
+    assert_eq!(merge(200, json!({"email": "x@example.org"})), Err(UserinfoError::Malformed));
+    assert_eq!(merge(401, json!({"sub": "248289761001"})), Err(UserinfoError::Status));
+    assert_eq!(
+        merge_userinfo(identity(None), &p, 200, b"eyJhbGciOi.signed.jwt"),
+        Err(UserinfoError::Malformed),
+        "signed userinfo is not supported"
+    );
+    let f = LoginFailure::Userinfo(UserinfoError::SubjectMismatch);
+    assert_eq!((f.code(), f.reason().as_ref()), (ErrorCode::ServerError, "userinfo:sub_mismatch"));
+    let f = LoginFailure::Userinfo(UserinfoError::Unreachable);
+    assert_eq!(f.code(), ErrorCode::TemporarilyUnavailable);
+}
+
+#[test]
+fn userinfo_fills_only_what_the_id_token_lacks() {
+    let p = provider();
+    let body = json!({
+        "sub": "248289761001", "email": "jane@example.org", "email_verified": true,
+        "name": "Jane", "hd": "example.org",
+    })
+    .to_string();
+    let merged = merge_userinfo(identity(None), &p, 200, body.as_bytes()).unwrap();
+    assert_eq!(merged.email.as_deref(), Some("jane@example.org"));
+    assert!(merged.email_verified);
+    assert_eq!(merged.name.as_deref(), Some("Jane"));
+    assert_eq!(merged.hosted_domain.as_deref(), Some("example.org"));
+    // The ID token's (signed) claims win, and its email keeps its own
+    // verification flag.
+    let mut from_token = identity(Some("jane.doe@example.org"));
+    from_token.email_verified = false;
+    from_token.name = Some("Jane Doe".into());
+    let merged = merge_userinfo(from_token, &p, 200, body.as_bytes()).unwrap();
+    assert_eq!(merged.email.as_deref(), Some("jane.doe@example.org"));
+    assert!(!merged.email_verified, "a verified flag about another address is not taken");
+    assert_eq!(merged.name.as_deref(), Some("Jane Doe"));
+    // An unverified userinfo email stays unverified.
+    let body = json!({"sub": "248289761001", "email": "jane@example.org"}).to_string();
+    let merged = merge_userinfo(identity(None), &p, 200, body.as_bytes()).unwrap();
+    assert_eq!(merged.email.as_deref(), Some("jane@example.org"));
+    assert!(!merged.email_verified);
+}
