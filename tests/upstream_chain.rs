@@ -662,7 +662,9 @@ async fn prompt_and_login_hint_reach_the_upstream_provider() {
     assert_eq!(c.last_failure_reason().await, "interaction_required:consent_required");
     // The same answer through /oauth2/authorize, which also starts the
     // upstream login when a provider is selected.
-    let s = c.start_with("/oauth2/authorize", "mcp:read", &[("prompt", "none")]).await;
+    let s = c
+        .start_with("/oauth2/authorize", "mcp:read", &[("prompt", "none")])
+        .await;
     assert_eq!(param(&s.to_b, "prompt").as_deref(), Some("none"));
 }
 
@@ -690,15 +692,14 @@ async fn userinfo_is_called_when_configured() {
     let (_, l) = c.sign_in("mcp:read").await;
     assert!(param(&l, "code").is_some(), "{l}");
     assert_eq!(c.userinfo_calls.load(std::sync::atomic::Ordering::SeqCst), 1);
-    let user = c
-        .a
-        .app
-        .endpoints
-        .server()
-        .user(&c.project(), &c.subject_of(app::DEMO_SUBJECT))
-        .await
-        .unwrap()
-        .unwrap();
+    let user =
+        c.a.app
+            .endpoints
+            .server()
+            .user(&c.project(), &c.subject_of(app::DEMO_SUBJECT))
+            .await
+            .unwrap()
+            .unwrap();
     assert_eq!(user.email.as_deref(), Some("user_demo@example.com"));
 }
 

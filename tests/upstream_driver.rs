@@ -253,9 +253,9 @@ impl Setup {
             .audit
             .recent(&self.a.project, 100)
             .iter()
+            .rev()
             .map(authio_mcp::audit::AuditEvent::to_json)
-            .filter(|e| e["event"] == "upstream.login_failed")
-            .last()
+            .find(|e| e["event"] == "upstream.login_failed")
             .map(|e| e["reason"].as_str().unwrap().to_owned())
             .unwrap()
     }
@@ -430,7 +430,10 @@ async fn prompt_none_signs_in_silently_only_with_remembered_consent() {
     assert_eq!(client_error(s.callback(&back, &binding).await), "consent_required");
     assert_eq!(s.failure_reason().await, "interaction_required:consent_required");
     let bob = upstream::local_subject(IDP, "bob");
-    assert!(s.a.server.user(&s.a.project, &bob).await.unwrap().is_none(), "nothing half-created");
+    assert!(
+        s.a.server.user(&s.a.project, &bob).await.unwrap().is_none(),
+        "nothing half-created"
+    );
     // Alice allowed it once: her silent sign-in goes straight back.
     let alice = upstream::local_subject(IDP, "alice");
     assert_eq!(s.login("alice").await, alice.as_str());
@@ -446,7 +449,12 @@ async fn prompt_none_signs_in_silently_only_with_remembered_consent() {
     let back = s.at_b_silently(&to_b, "alice").await;
     assert_eq!(client_error(s.callback(&back, &binding).await), "consent_required");
     // Her consent revoked: consent_required again.
-    assert!(s.a.server.revoke_consent(&s.a.project, &alice, s.mcp_client.as_str()).await.unwrap());
+    assert!(
+        s.a.server
+            .revoke_consent(&s.a.project, &alice, s.mcp_client.as_str())
+            .await
+            .unwrap()
+    );
     let (to_b, binding) = s.start_with("&prompt=none").await;
     let back = s.at_b_silently(&to_b, "alice").await;
     assert_eq!(client_error(s.callback(&back, &binding).await), "consent_required");
@@ -469,15 +477,16 @@ async fn prompt_consent_shows_the_consent_page_despite_remembered_consent() {
 #[tokio::test]
 async fn prompt_login_and_login_hint_are_forwarded_and_auth_time_checked() {
     let s = setup().await;
-    let (to_b, binding) = s
-        .start_with("&prompt=login&login_hint=alice%40example.org")
-        .await;
+    let (to_b, binding) = s.start_with("&prompt=login&login_hint=alice%40example.org").await;
     assert_eq!(query_param(&to_b, "prompt").as_deref(), Some("login"));
     assert_eq!(query_param(&to_b, "max_age").as_deref(), Some("0"));
     assert_eq!(query_param(&to_b, "login_hint").as_deref(), Some("alice@example.org"));
     // B authenticates the user now: auth_time is fresh.
     let back = s.at_b(&to_b, "alice").await;
-    assert!(matches!(s.callback(&back, &binding).await, CallbackOutcome::SignedIn(_)));
+    assert!(matches!(
+        s.callback(&back, &binding).await,
+        CallbackOutcome::SignedIn(_)
+    ));
     // A provider that answers prompt=login from an old session (its
     // auth_time, here B's clock, five minutes behind the login's start):
     // refused.
@@ -490,7 +499,10 @@ async fn prompt_login_and_login_hint_are_forwarded_and_auth_time_checked() {
     let (to_b, binding) = s.start().await;
     assert_eq!(query_param(&to_b, "max_age"), None);
     let back = s.at_b(&to_b, "alice").await;
-    assert!(!matches!(s.callback(&back, &binding).await, CallbackOutcome::Redirect(_)));
+    assert!(!matches!(
+        s.callback(&back, &binding).await,
+        CallbackOutcome::Redirect(_)
+    ));
 }
 
 #[tokio::test]

@@ -260,7 +260,10 @@ impl Setup {
         assert_eq!(page.status(), 200);
         let cookie = set_cookie(&page, "authio_consent=").unwrap();
         let html = page.text().await.unwrap();
-        assert!(html.contains("signed-in-as"), "the consent page names the signed-in user");
+        assert!(
+            html.contains("signed-in-as"),
+            "the consent page names the signed-in user"
+        );
         let form = url::form_urlencoded::Serializer::new(String::new())
             .append_pair("request_id", &hidden(&html, "request_id"))
             .append_pair("csrf", &hidden(&html, "csrf"))
@@ -426,7 +429,10 @@ async fn upstream_logins_are_shared_by_instances_and_survive_restarts() {
     let r = setup.deliver(&third, &a2.base).await;
     assert_eq!(r.status(), StatusCode::FOUND, "remembered consent: no page");
     let redirect = location(&r);
-    assert_eq!(setup.subject(&a2.base, &redirect, &third.verifier).await, alice.as_str());
+    assert_eq!(
+        setup.subject(&a2.base, &redirect, &third.verifier).await,
+        alice.as_str()
+    );
 
     // And a login started before the restart (still in flight in the
     // database) completes after it.
@@ -436,7 +442,10 @@ async fn upstream_logins_are_shared_by_instances_and_survive_restarts() {
     let r = setup.deliver(&pending, &b2.base).await;
     assert_eq!(r.status(), StatusCode::FOUND);
     let redirect = location(&r);
-    assert_eq!(setup.subject(&b2.base, &redirect, &pending.verifier).await, alice.as_str());
+    assert_eq!(
+        setup.subject(&b2.base, &redirect, &pending.verifier).await,
+        alice.as_str()
+    );
     drop(b2);
     drop(idp);
 }

@@ -248,7 +248,9 @@ impl AuthorizationServer {
                 .map_err(|_| LoginFailure::Storage)?;
             let covered = remembered.is_some_and(|c| login.pending.scopes.is_subset_of(&c.scopes));
             if login.pending.prompt_none && !covered {
-                return Err(LoginFailure::InteractionRequired(crate::error::ErrorCode::ConsentRequired));
+                return Err(LoginFailure::InteractionRequired(
+                    crate::error::ErrorCode::ConsentRequired,
+                ));
             }
             let now = self.clock.now();
             let user = LocalUser {

@@ -1627,7 +1627,10 @@ pub async fn users(store: &dyn UserStore) -> Outcome {
     let mut changed = local_user(&p, "alice", None, t1);
     changed.name = None;
     let second = ok!(store.upsert(changed.clone()).await, "upsert");
-    ensure!(second.created_at == t0, "an upsert keeps the first sign-in's created_at");
+    ensure!(
+        second.created_at == t0,
+        "an upsert keeps the first sign-in's created_at"
+    );
     ensure!(second.last_login_at == t1, "an upsert records the latest sign-in");
     ensure!(
         second.email.is_none() && !second.email_verified && second.name.is_none(),
@@ -1635,7 +1638,11 @@ pub async fn users(store: &dyn UserStore) -> Outcome {
         "{second:?}"
     );
     let read = ok!(store.user(&p, &second.subject).await, "user");
-    ensure!(read.as_ref() == Some(&second), "a user reads back as upserted", "{read:?}");
+    ensure!(
+        read.as_ref() == Some(&second),
+        "a user reads back as upserted",
+        "{read:?}"
+    );
     ensure!(
         ok!(store.user(&q, &second.subject).await, "user").is_none(),
         "users are scoped by project"
@@ -1697,7 +1704,9 @@ pub async fn users(store: &dyn UserStore) -> Outcome {
         "consent is per project"
     );
     ok!(
-        store.remember_consent(&p, alice, "client_contract_b", &ScopeSet::new(), t0).await,
+        store
+            .remember_consent(&p, alice, "client_contract_b", &ScopeSet::new(), t0)
+            .await,
         "remember consent"
     );
     ensure!(
@@ -1792,7 +1801,15 @@ fn upstream_login(project: &ProjectId, at: OffsetDateTime) -> Result<crate::upst
         verifier: random_bytes(),
         browser: random_bytes(),
     };
-    Ok(upstream::start_login(pending, &provider, &metadata, "https://as.contract.example/cb", random, at).login)
+    Ok(upstream::start_login(
+        pending,
+        &provider,
+        &metadata,
+        "https://as.contract.example/cb",
+        random,
+        at,
+    )
+    .login)
 }
 
 /// The stored form of a login, for comparing what comes back.

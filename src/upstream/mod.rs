@@ -1123,7 +1123,10 @@ pub fn merge_userinfo(
         Ok(Value::Object(m)) => m,
         _ => return Err(UserinfoError::Malformed),
     };
-    let sub = claims.get("sub").and_then(Value::as_str).ok_or(UserinfoError::Malformed)?;
+    let sub = claims
+        .get("sub")
+        .and_then(Value::as_str)
+        .ok_or(UserinfoError::Malformed)?;
     if sub != identity.subject {
         return Err(UserinfoError::SubjectMismatch);
     }

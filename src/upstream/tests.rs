@@ -310,9 +310,16 @@ fn login_hint_and_prompt_are_forwarded_upstream() {
     let loc = location_for(p.clone(), &metadata());
     assert_eq!(param(&loc, "login_hint").as_deref(), Some("jane@example.org"));
     assert_eq!(param(&loc, "prompt").as_deref(), Some("login"));
-    assert_eq!(param(&loc, "max_age").as_deref(), Some("0"), "fresh authentication, checked by auth_time");
+    assert_eq!(
+        param(&loc, "max_age").as_deref(),
+        Some("0"),
+        "fresh authentication, checked by auth_time"
+    );
     p.force_consent = true;
-    assert_eq!(param(&location_for(p, &metadata()), "prompt").as_deref(), Some("login consent"));
+    assert_eq!(
+        param(&location_for(p, &metadata()), "prompt").as_deref(),
+        Some("login consent")
+    );
     let mut p = pending();
     p.force_consent = true;
     let loc = location_for(p, &metadata());
@@ -730,11 +737,16 @@ async fn login_store_takes_once() {
     let hash = s.login.state_hash;
     store.insert(&project, s.login).await.unwrap();
     let other = ProjectId::new("proj_other").unwrap();
-    assert!(matches!(store.take(&other, &hash, NOW).await.unwrap(), LoginTake::Unknown));
+    assert!(matches!(
+        store.take(&other, &hash, NOW).await.unwrap(),
+        LoginTake::Unknown
+    ));
     let mut tasks = Vec::new();
     for _ in 0..16 {
         let (store, project) = (store.clone(), project.clone());
-        tasks.push(tokio::spawn(async move { store.take(&project, &hash, NOW).await.unwrap() }));
+        tasks.push(tokio::spawn(
+            async move { store.take(&project, &hash, NOW).await.unwrap() },
+        ));
     }
     let mut taken = 0;
     for t in tasks {
@@ -746,15 +758,26 @@ async fn login_store_takes_once() {
     }
     assert_eq!(taken, 1, "exactly one callback wins");
     assert_eq!(store.purge(NOW + UPSTREAM_LOGIN_TTL).await.unwrap(), 1);
-    assert!(matches!(store.take(&project, &hash, NOW).await.unwrap(), LoginTake::Unknown));
+    assert!(matches!(
+        store.take(&project, &hash, NOW).await.unwrap(),
+        LoginTake::Unknown
+    ));
 }
 
 #[test]
 fn only_bearer_access_tokens_are_kept_for_userinfo() {
-    let t = tokens_from_response(200, br#"{"access_token":"at-1","token_type":"Bearer","id_token":"x.y.z"}"#).unwrap();
+    let t = tokens_from_response(
+        200,
+        br#"{"access_token":"at-1","token_type":"Bearer","id_token":"x.y.z"}"#,
+    )
+    .unwrap();
     assert_eq!(t.id_token, "x.y.z");
     assert_eq!(t.access_token.as_ref().map(SecretString::expose_secret), Some("at-1"));
-    let t = tokens_from_response(200, br#"{"access_token":"at-1","token_type":"bearer","id_token":"x.y.z"}"#).unwrap();
+    let t = tokens_from_response(
+        200,
+        br#"{"access_token":"at-1","token_type":"bearer","id_token":"x.y.z"}"#,
+    )
+    .unwrap();
     assert!(t.access_token.is_some(), "token_type is case-insensitive");
     for body in [
         &br#"{"access_token":"at-1","token_type":"DPoP","id_token":"x.y.z"}"#[..],
@@ -765,7 +788,17 @@ fn only_bearer_access_tokens_are_kept_for_userinfo() {
         let t = tokens_from_response(200, body).unwrap();
         assert!(t.access_token.is_none(), "{}", String::from_utf8_lossy(body));
     }
-    assert!(!format!("{t:?}", t = tokens_from_response(200, br#"{"access_token":"at-secret","token_type":"Bearer","id_token":"x"}"#).unwrap()).contains("at-secret"));
+    assert!(
+        !format!(
+            "{t:?}",
+            t = tokens_from_response(
+                200,
+                br#"{"access_token":"at-secret","token_type":"Bearer","id_token":"x"}"#
+            )
+            .unwrap()
+        )
+        .contains("at-secret")
+    );
 }
 
 fn identity(email: Option<&str>) -> UpstreamIdentity {
@@ -786,7 +819,11 @@ fn when_userinfo_is_called() {
     // Default: only when the ID token has no email, and only if the
     // provider has the endpoint.
     assert_eq!(userinfo_endpoint(&p, &m, &identity(Some("jane@example.org"))), Ok(None));
-    assert_eq!(userinfo_endpoint(&p, &m, &identity(None)), Ok(None), "no endpoint: nothing to call");
+    assert_eq!(
+        userinfo_endpoint(&p, &m, &identity(None)),
+        Ok(None),
+        "no endpoint: nothing to call"
+    );
     m.userinfo_endpoint = Some("https://idp.example.com/userinfo".into());
     assert_eq!(
         userinfo_endpoint(&p, &m, &identity(None)),
@@ -811,8 +848,16 @@ fn userinfo_must_be_about_the_id_token_subject() {
     let p = provider();
     let merge = |status: u16, body: Value| merge_userinfo(identity(None), &p, status, body.to_string().as_bytes());
     // OpenID Connect Core 5.3.2: sub MUST be exactly the ID token's.
-    for sub in [json!("someone-else"), json!("248289761001 "), json!("248289761002"), json!(248289761001_u64)] {
-        let r = merge(200, json!({"sub": sub, "email": "mallory@example.org", "email_verified": true}));
+    for sub in [
+        json!("someone-else"),
+        json!("248289761001 "),
+        json!("248289761002"),
+        json!(248289761001_u64),
+    ] {
+        let r = merge(
+            200,
+            json!({"sub": sub, "email": "mallory@example.org", "email_verified": true}),
+        );
         assert!(
             matches!(r, Err(UserinfoError::SubjectMismatch | UserinfoError::Malformed)),
             "{sub}: {r:?}"
@@ -822,7 +867,10 @@ fn userinfo_must_be_about_the_id_token_subject() {
         merge(200, json!({"sub": "someone-else"})),
         Err(UserinfoError::SubjectMismatch)
     );
-    assert_eq!(merge(200, json!({"email": "x@example.org"})), Err(UserinfoError::Malformed));
+    assert_eq!(
+        merge(200, json!({"email": "x@example.org"})),
+        Err(UserinfoError::Malformed)
+    );
     assert_eq!(merge(401, json!({"sub": "248289761001"})), Err(UserinfoError::Status));
     assert_eq!(
         merge_userinfo(identity(None), &p, 200, b"eyJhbGciOi.signed.jwt"),
@@ -830,7 +878,10 @@ fn userinfo_must_be_about_the_id_token_subject() {
         "signed userinfo is not supported"
     );
     let f = LoginFailure::Userinfo(UserinfoError::SubjectMismatch);
-    assert_eq!((f.code(), f.reason().as_ref()), (ErrorCode::ServerError, "userinfo:sub_mismatch"));
+    assert_eq!(
+        (f.code(), f.reason().as_ref()),
+        (ErrorCode::ServerError, "userinfo:sub_mismatch")
+    );
     let f = LoginFailure::Userinfo(UserinfoError::Unreachable);
     assert_eq!(f.code(), ErrorCode::TemporarilyUnavailable);
 }
@@ -855,7 +906,10 @@ fn userinfo_fills_only_what_the_id_token_lacks() {
     from_token.name = Some("Jane Doe".into());
     let merged = merge_userinfo(from_token, &p, 200, body.as_bytes()).unwrap();
     assert_eq!(merged.email.as_deref(), Some("jane.doe@example.org"));
-    assert!(!merged.email_verified, "a verified flag about another address is not taken");
+    assert!(
+        !merged.email_verified,
+        "a verified flag about another address is not taken"
+    );
     assert_eq!(merged.name.as_deref(), Some("Jane Doe"));
     // An unverified userinfo email stays unverified.
     let body = json!({"sub": "248289761001", "email": "jane@example.org"}).to_string();

@@ -1649,7 +1649,9 @@ macro_rules! impl_sql_store {
                     .fetch_one(&mut *tx)
                     .await
                     .map_err(|e| self.fail("remember consent: read", e))?;
-                let stored: String = row.try_get(0).map_err(|e| self.fail("remember consent: read", e))?;
+                let stored: String = row
+                    .try_get(0)
+                    .map_err(|e| self.fail("remember consent: read", e))?;
                 let mut merged = stored_scopes(&stored)?;
                 for s in scopes.iter() {
                     merged.insert(s.clone());
@@ -1717,7 +1719,11 @@ macro_rules! impl_sql_store {
         // losers only, a read saying why.
         #[async_trait::async_trait]
         impl $crate::store::UpstreamLoginStore for $store {
-            async fn insert(&self, project: &ProjectId, login: $crate::upstream::UpstreamLogin) -> Result<(), StoreError> {
+            async fn insert(
+                &self,
+                project: &ProjectId,
+                login: $crate::upstream::UpstreamLogin,
+            ) -> Result<(), StoreError> {
                 let n = sqlx::query(q::LOGIN_INSERT)
                     .bind(project.as_str())
                     .bind(login.state_hash.as_bytes().as_slice())
@@ -1765,7 +1771,8 @@ macro_rules! impl_sql_store {
                 Ok(match row {
                     None => LoginTake::Unknown,
                     Some(r) => {
-                        let (taken, login): (bool, $crate::upstream::UpstreamLogin) = self.flagged("upstream login", &r)?;
+                        let (taken, login): (bool, $crate::upstream::UpstreamLogin) =
+                            self.flagged("upstream login", &r)?;
                         if taken {
                             LoginTake::AlreadyTaken(Box::new(login))
                         } else {

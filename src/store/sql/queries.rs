@@ -363,8 +363,7 @@ pub(super) const LOGIN_TAKE: &str = "UPDATE upstream_logins SET taken = TRUE \
      WHERE project = $1 AND state_hash = $2 AND taken = FALSE AND expires_at > $3 RETURNING login";
 
 /// After a failed take: why (taken before, expired, or absent).
-pub(super) const LOGIN_STATE: &str =
-    "SELECT taken, login FROM upstream_logins WHERE project = $1 AND state_hash = $2";
+pub(super) const LOGIN_STATE: &str = "SELECT taken, login FROM upstream_logins WHERE project = $1 AND state_hash = $2";
 
 /// Expired logins, at most `$2` of them, through the expiry index.
 pub(super) const LOGIN_PURGE: &str = "DELETE FROM upstream_logins WHERE (project, state_hash) IN \
