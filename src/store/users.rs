@@ -194,7 +194,10 @@ fn lock<T>(m: &Mutex<T>) -> Result<MutexGuard<'_, T>, StoreError> {
 type UserKey = (ProjectId, String);
 type ConsentKey = (ProjectId, String, String);
 
-/// In-memory [`UserStore`].
+/// In-memory [`UserStore`]. Atomicity: each call holds the map's lock for
+/// its whole read-modify-write (the consent union is merged under it), so
+/// concurrent approvals all count. One process only: users and consent
+/// die with it (use the SQL stores to keep them).
 #[derive(Debug, Default)]
 pub struct MemoryUserStore {
     users: Mutex<HashMap<UserKey, LocalUser>>,
@@ -284,7 +287,10 @@ impl UserStore for MemoryUserStore {
 }
 
 /// In-memory [`UpstreamLoginStore`], holding at most a fixed number of
-/// records.
+/// records. Atomicity: `take` checks and marks a record under one lock,
+/// so exactly one caller of one process gets it; logins are not shared
+/// between processes (instances behind a load balancer need the SQL
+/// stores, or sticky routing of the provider's callback).
 #[derive(Debug)]
 pub struct MemoryUpstreamLoginStore {
     logins: Mutex<HashMap<(ProjectId, SecretHash), (UpstreamLogin, bool)>>,
