@@ -144,6 +144,11 @@ pub enum ClientRequestError {
     /// `redirect_uri` matches none of the registered ones.
     #[error("redirect_uri does not match any registered redirect URI")]
     RedirectUriMismatch,
+    /// The registered redirect URI uses a private-use scheme, which the
+    /// project's redirect-URI policy no longer allows (the client
+    /// registered before the policy was narrowed, e.g. strict mode).
+    #[error("the redirect_uri's scheme is not allowed by this project's redirect URI policy")]
+    RedirectUriNotAllowed,
     /// The client may not use the authorization-code grant.
     #[error("the client is not allowed to use the authorization code grant")]
     GrantNotAllowed,
@@ -190,9 +195,18 @@ pub fn parse_client_id(
 /// Phase 1, the `redirect_uri` part, once the client is resolved: the exact
 /// redirect URI to use.
 ///
+/// `policy` is the project's redirect-URI policy in force now
+/// ([`ProjectSettings::effective_redirect_uri_policy`]): a client that
+/// registered a private-use scheme while the project allowed them gets no
+/// redirect there once the project stops allowing them.
+///
 /// # Errors
 /// [`ClientRequestError`].
-pub fn check_redirect_uri(req: &AuthorizationRequest, client: &Client) -> Result<String, ClientRequestError> {
+pub fn check_redirect_uri(
+    req: &AuthorizationRequest,
+    client: &Client,
+    policy: crate::redirect_uri::RedirectUriPolicy,
+) -> Result<String, ClientRequestError> {
     if req.is_duplicated("redirect_uri") {
         return Err(ClientRequestError::DuplicateParameter("redirect_uri"));
     }
@@ -205,6 +219,9 @@ pub fn check_redirect_uri(req: &AuthorizationRequest, client: &Client) -> Result
     }
     let requested = req.redirect_uri.as_deref();
     match client.metadata.match_redirect_uri(requested) {
+        Some(registered) if registered.private_use_scheme().is_some() && !policy.allow_private_use_schemes => {
+            Err(ClientRequestError::RedirectUriNotAllowed)
+        }
         Some(registered) => Ok(requested.unwrap_or(registered.as_str()).to_owned()),
         None if requested.is_none() => Err(ClientRequestError::MissingRedirectUri),
         None => Err(ClientRequestError::RedirectUriMismatch),

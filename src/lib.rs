@@ -62,7 +62,7 @@
 //! ## Example
 //!
 //! ```
-//! use authio_mcp::discovery::Issuer;
+//! use authio_mcp::issuer::Issuer;
 //! use authio_mcp::project::{ProjectId, ProjectSettings};
 //! use authio_mcp::scope::ScopeSet;
 //! use authio_mcp::server::AuthorizationServer;
@@ -92,14 +92,17 @@ pub mod authorize;
 #[cfg(feature = "axum")]
 pub mod axum;
 pub mod cimd;
+mod claims;
 pub mod client;
 pub mod client_auth;
+mod client_id_url;
 pub mod dcr;
 pub mod discovery;
 mod display_text;
 pub mod error;
 pub mod grant;
 pub mod http;
+pub mod issuer;
 pub mod jose;
 pub mod jwt;
 pub mod keys;
@@ -107,6 +110,7 @@ pub mod metrics;
 mod newtype;
 pub mod pkce;
 pub mod project;
+mod project_id;
 pub mod redirect_uri;
 pub mod resource;
 pub mod resource_server;

@@ -147,7 +147,8 @@ impl AuthorizationServer {
             Ok(c) => c,
             Err(e) => return AuthorizeOutcome::ShowError(e),
         };
-        let redirect_uri = match authorize::check_redirect_uri(&req, &client) {
+        let redirect_uri = match authorize::check_redirect_uri(&req, &client, settings.effective_redirect_uri_policy())
+        {
             Ok(r) => r,
             Err(e) => return AuthorizeOutcome::ShowError(e.to_oauth_error()),
         };
