@@ -475,6 +475,15 @@ fn upstream_login(
     n: u16,
     at: time::OffsetDateTime,
 ) -> authio_mcp::upstream::UpstreamLogin {
+    upstream_login_and_browser(p, n, at).0
+}
+
+/// [`upstream_login`] and the hash of its browser binding.
+fn upstream_login_and_browser(
+    p: &authio_mcp::project::ProjectId,
+    n: u16,
+    at: time::OffsetDateTime,
+) -> (authio_mcp::upstream::UpstreamLogin, authio_mcp::secret::SecretHash) {
     use authio_mcp::authorize::{AuthorizationRequest, validate_request};
     use authio_mcp::client::{Client, ClientId, ClientMetadata, MetadataProfile};
     use authio_mcp::discovery::Issuer;
@@ -513,7 +522,8 @@ fn upstream_login(
         verifier: [2; 32],
         browser: [3; 32],
     };
-    upstream::start_login(pending, &provider, &metadata, "https://as.example/cb", random, at).login
+    let start = upstream::start_login(pending, &provider, &metadata, "https://as.example/cb", random, at);
+    (start.login, start.browser_binding.hash())
 }
 
 /// A store holding at most 3 live logins per project refuses a fourth
@@ -532,10 +542,14 @@ async fn login_cap_and_purge_check<S: authio_mcp::store::UpstreamLoginStore>(
     for l in &first {
         s.insert(&p, l.clone()).await.unwrap();
     }
+    let browser = upstream_login_and_browser(&p, 0, t0).1;
     let refused = s.insert(&p, upstream_login(&p, 3, t0)).await;
     assert!(refused.is_err(), "a full project refuses a new login");
     assert!(
-        matches!(s.take(&p, &first[0].state_hash, t0).await.unwrap(), LoginTake::Taken(_)),
+        matches!(
+            s.take(&p, &first[0].state_hash, &browser, t0).await.unwrap(),
+            LoginTake::Taken(_)
+        ),
         "the live logins stay"
     );
     s.insert(&q, upstream_login(&q, 4, t0)).await.unwrap();
@@ -553,11 +567,11 @@ async fn login_cap_and_purge_check<S: authio_mcp::store::UpstreamLoginStore>(
     let report = purge(s, later).await.unwrap();
     assert_eq!(report.upstream_logins, 3 + 1 + 40, "{report:?}");
     assert!(matches!(
-        s.take(&p, &first[1].state_hash, later).await.unwrap(),
+        s.take(&p, &first[1].state_hash, &browser, later).await.unwrap(),
         LoginTake::Unknown
     ));
     assert!(matches!(
-        s.take(&p, &live.state_hash, later).await.unwrap(),
+        s.take(&p, &live.state_hash, &browser, later).await.unwrap(),
         LoginTake::Taken(_)
     ));
 }

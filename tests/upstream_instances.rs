@@ -28,7 +28,10 @@ use serde_json::{Value, json};
 
 const ADMIN: &str = "admin-upstream-instances";
 const INTROSPECT: &str = "introspect-upstream-instances";
-const MCP_REDIRECT: &str = "http://127.0.0.1:33419/callback";
+/// An https redirect URI: a client whose redirect URIs are all loopback
+/// ones never has its consent remembered (RFC 8252 section 8.6), and
+/// this test never follows the redirect to the client anyway.
+const MCP_REDIRECT: &str = "https://mcp-client.example/callback";
 
 fn server_binary() -> std::path::PathBuf {
     if let Some(path) = std::env::var_os("AUTHIO_TEST_SERVER_BIN") {

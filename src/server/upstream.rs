@@ -17,6 +17,7 @@ use crate::grant::Subject;
 use crate::jose::{self, JwkSet, SigningAlgorithm};
 use crate::project::{ProjectId, ProjectSettings};
 use crate::scope::ScopeSet;
+use crate::secret::SecretHash;
 use crate::store::{LocalUser, LoginTake};
 use crate::upstream::{
     self, CallbackParams, LoginFailure, LoginRandomness, ProviderMetadata, ProviderName, UpstreamLogin,
@@ -64,8 +65,11 @@ pub struct SignedIn {
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum CallbackOutcome {
-    /// The callback matches no login (unknown or malformed `state`):
-    /// there is no client to send the user back to; show this error.
+    /// The callback matches no login (unknown or malformed `state`), or
+    /// comes from another browser than the one the login started in (its
+    /// binding cookie missing or wrong: the login is left for its own
+    /// browser, and the caller is not sent to the MCP client): show this
+    /// error.
     ShowError(OAuthError),
     /// Redirect the user agent to the MCP client: an error (with `state`
     /// and `iss`), or the code when the user's remembered consent already
@@ -197,8 +201,23 @@ impl AuthorizationServer {
             self.emit(project, unmatched("state_mismatch")).await;
             return CallbackOutcome::ShowError(no_login());
         };
-        let login = match self.upstream_logins.take(project, &hash, self.clock.now()).await {
+        // The browser binding goes into the take itself: a caller without
+        // it (whoever learned a `state` from a log, a Referer or a shared
+        // link) neither spends the user's login nor learns the MCP
+        // client's redirect and `state`: an error page, nothing else. A
+        // missing cookie is the empty value, which no login's binding (256
+        // random bits) ever is.
+        let browser_hash = SecretHash::of(browser_binding.unwrap_or_default());
+        let taken = self
+            .upstream_logins
+            .take(project, &hash, &browser_hash, self.clock.now())
+            .await;
+        let login = match taken {
             Ok(LoginTake::Taken(l)) => *l,
+            Ok(LoginTake::WrongBrowser) => {
+                self.emit(project, unmatched("browser_mismatch")).await;
+                return CallbackOutcome::ShowError(wrong_browser());
+            }
             Ok(LoginTake::AlreadyTaken(l)) => {
                 let name = l.provider.clone();
                 return CallbackOutcome::Redirect(
@@ -246,7 +265,7 @@ impl AuthorizationServer {
                 .consent(project, &subject, login.pending.client_id.as_str())
                 .await
                 .map_err(|_| LoginFailure::Storage)?;
-            let covered = remembered.is_some_and(|c| login.pending.scopes.is_subset_of(&c.scopes));
+            let covered = remembered.is_some_and(|c| consent_covers(&login.pending, &c));
             if login.pending.prompt_none && !covered {
                 return Err(LoginFailure::InteractionRequired(
                     crate::error::ErrorCode::ConsentRequired,
@@ -321,10 +340,11 @@ impl AuthorizationServer {
     ) -> Result<String, super::ApproveError> {
         let SignedIn { pending, subject, .. } = signed_in;
         let scopes = granted.clone().unwrap_or_else(|| pending.scopes.clone());
+        let resources = pending.resources.clone();
         let (project, client) = (pending.project.clone(), pending.client_id.to_string());
         let location = self.approve(pending, subject.clone(), granted).await?;
         self.users
-            .remember_consent(&project, &subject, &client, &scopes, self.clock.now())
+            .remember_consent(&project, &subject, &client, &scopes, &resources, self.clock.now())
             .await
             .map_err(|_| super::ApproveError::Server)?;
         Ok(location)
@@ -534,6 +554,28 @@ impl AuthorizationServer {
         }
         Ok(entry.keys)
     }
+}
+
+/// Whether a remembered consent answers `pending` without asking: it
+/// covers every requested scope AND every requested resource (a consent
+/// given for one MCP server never covers another), and the client's
+/// identity is assured. A public client whose redirect URIs are all
+/// loopback ones, or that redirects to a private-use URI scheme, is not
+/// (any local process or installed app can claim it), so it is asked
+/// every time (RFC 8252 section 8.6).
+fn consent_covers(pending: &PendingAuthorization, consent: &crate::store::RememberedConsent) -> bool {
+    let identity_assured = !pending.loopback_only && pending.app_scheme.is_none();
+    identity_assured
+        && pending.scopes.is_subset_of(&consent.scopes)
+        && pending.resources.is_subset_of(&consent.resources)
+}
+
+fn wrong_browser() -> OAuthError {
+    OAuthError::with_description(
+        ErrorCode::AccessDenied,
+        "this sign-in did not start in this browser; start again from the application",
+    )
+    .with_status(http::StatusCode::BAD_REQUEST)
 }
 
 fn unknown_provider() -> OAuthError {

@@ -1601,11 +1601,33 @@ fn scopes(s: &str) -> ScopeSet {
     ScopeSet::parse(s).unwrap_or_default()
 }
 
+fn resources(uris: &[&str]) -> ResourceSet {
+    ResourceSet::parse_all(uris.iter().copied()).unwrap_or_default()
+}
+
+const CALENDAR: &str = "https://calendar.contract.example/mcp";
+const PAYROLL: &str = "https://payroll.contract.example/mcp";
+
+/// Whether the remembered consent of `(subject, client)` covers `want`
+/// scopes for `want_resources`.
+async fn covers(
+    store: &dyn UserStore,
+    p: &ProjectId,
+    subject: &Subject,
+    client: &str,
+    want: &str,
+    want_resources: &[&str],
+) -> Result<bool, Violation> {
+    let c = ok!(store.consent(p, subject, client).await, "consent");
+    Ok(c.is_some_and(|c| scopes(want).is_subset_of(&c.scopes) && resources(want_resources).is_subset_of(&c.resources)))
+}
+
 /// `UserStore`: an upsert keeps the first `created_at` and replaces every
 /// claim (a claim that disappeared upstream is cleared); users are per
-/// project. Remembered consent is the union of every approval (so a
-/// returning user whose request is covered is not asked again, and one
-/// asking for more is), per project, user and client; 16 concurrent
+/// project. Remembered consent is the union of every approval, scopes
+/// and resources (audiences) both, so a returning user whose request is
+/// covered is not asked again, and one asking for more scopes or another
+/// resource is; it is per project, user and client; 16 concurrent
 /// approvals of distinct scopes all count; revoking forgets it (and says
 /// whether there was one), after which the user is asked again.
 ///
@@ -1655,17 +1677,20 @@ pub async fn users(store: &dyn UserStore) -> Outcome {
 
     let alice = &second.subject;
     let client = "client_contract_a";
+    let calendar = resources(&[CALENDAR]);
     ensure!(
         ok!(store.consent(&p, alice, client).await, "consent").is_none(),
         "no consent before an approval"
     );
     ok!(
-        store.remember_consent(&p, alice, client, &scopes("mcp:read"), t0).await,
+        store
+            .remember_consent(&p, alice, client, &scopes("mcp:read"), &calendar, t0)
+            .await,
         "remember consent"
     );
     ok!(
         store
-            .remember_consent(&p, alice, client, &scopes("mcp:write openid"), t1)
+            .remember_consent(&p, alice, client, &scopes("mcp:write openid"), &calendar, t1)
             .await,
         "remember consent"
     );
@@ -1682,14 +1707,34 @@ pub async fn users(store: &dyn UserStore) -> Outcome {
         "{}",
         c.scopes
     );
+    ensure!(
+        c.resources == calendar,
+        "remembered consent keeps the resources allowed",
+        "{:?}",
+        c.resources
+    );
     ensure!(c.updated_at == t1, "remembered consent records the latest approval");
     ensure!(
-        scopes("mcp:read").is_subset_of(&c.scopes),
+        covers(store, &p, alice, client, "mcp:read", &[CALENDAR]).await?,
         "a returning user asking for what was allowed is not asked again"
     );
     ensure!(
-        !scopes("mcp:read mcp:admin").is_subset_of(&c.scopes),
-        "a returning user asking for more is asked again"
+        !covers(store, &p, alice, client, "mcp:read mcp:admin", &[CALENDAR]).await?,
+        "a returning user asking for more scopes is asked again"
+    );
+    ensure!(
+        !covers(store, &p, alice, client, "mcp:read", &[PAYROLL]).await?,
+        "a consent for one resource does not cover another"
+    );
+    ok!(
+        store
+            .remember_consent(&p, alice, client, &scopes("mcp:read"), &resources(&[PAYROLL]), t1)
+            .await,
+        "remember consent"
+    );
+    ensure!(
+        covers(store, &p, alice, client, "mcp:read", &[CALENDAR, PAYROLL]).await?,
+        "resources allowed in separate approvals are both remembered"
     );
     ensure!(
         ok!(store.consent(&p, alice, "client_contract_b").await, "consent").is_none(),
@@ -1705,30 +1750,48 @@ pub async fn users(store: &dyn UserStore) -> Outcome {
     );
     ok!(
         store
-            .remember_consent(&p, alice, "client_contract_b", &ScopeSet::new(), t0)
+            .remember_consent(
+                &p,
+                alice,
+                "client_contract_b",
+                &ScopeSet::new(),
+                &ResourceSet::new(),
+                t0
+            )
             .await,
         "remember consent"
     );
     ensure!(
-        ok!(store.consent(&p, alice, "client_contract_b").await, "consent").is_some_and(|c| c.scopes.is_empty()),
+        ok!(store.consent(&p, alice, "client_contract_b").await, "consent")
+            .is_some_and(|c| c.scopes.is_empty() && c.resources.is_empty()),
         "an approval of no scopes is remembered too"
     );
 
-    // Concurrent approvals of distinct scopes: none is lost.
-    let concurrent: Vec<ScopeSet> = (0..16).map(|i| scopes(&format!("s{i}"))).collect();
+    // Concurrent approvals of distinct scopes and resources: none is lost.
+    let concurrent: Vec<(ScopeSet, ResourceSet)> = (0..16)
+        .map(|i| {
+            (
+                scopes(&format!("s{i}")),
+                resources(&[&format!("https://r{i}.contract.example/mcp")]),
+            )
+        })
+        .collect();
     let results = join_all(
         concurrent
             .iter()
-            .map(|s| store.remember_consent(&p, &bob.subject, client, s, t0)),
+            .map(|(s, r)| store.remember_consent(&p, &bob.subject, client, s, r, t0)),
     )
     .await;
     for r in results {
         ok!(r, "concurrent remember consent");
     }
-    let c = ok!(store.consent(&p, &bob.subject, client).await, "consent").map(|c| c.scopes);
+    let c = ok!(store.consent(&p, &bob.subject, client).await, "consent");
     ensure!(
-        c.as_ref()
-            .is_some_and(|c| c.len() == 16 && concurrent.iter().all(|s| s.is_subset_of(c))),
+        c.as_ref().is_some_and(|c| c.scopes.len() == 16
+            && c.resources.len() == 16
+            && concurrent
+                .iter()
+                .all(|(s, r)| s.is_subset_of(&c.scopes) && r.is_subset_of(&c.resources))),
         "concurrent approvals all count",
         "{c:?}"
     );
@@ -1750,17 +1813,25 @@ pub async fn users(store: &dyn UserStore) -> Outcome {
         "revoking one client's consent keeps the others"
     );
     ok!(
-        store.remember_consent(&p, alice, client, &scopes("mcp:read"), t1).await,
+        store
+            .remember_consent(&p, alice, client, &scopes("mcp:read"), &calendar, t1)
+            .await,
         "remember consent"
     );
     ensure!(
-        ok!(store.consent(&p, alice, client).await, "consent").is_some_and(|c| c.scopes == scopes("mcp:read")),
+        ok!(store.consent(&p, alice, client).await, "consent")
+            .is_some_and(|c| c.scopes == scopes("mcp:read") && c.resources == calendar),
         "after a revocation only new approvals count"
     );
     Ok(())
 }
 
-fn upstream_login(project: &ProjectId, at: OffsetDateTime) -> Result<crate::upstream::UpstreamLogin, Violation> {
+/// A login of `project` started at `at`, and the browser-binding value
+/// (its hash is the login's `browser_hash`).
+fn upstream_login(
+    project: &ProjectId,
+    at: OffsetDateTime,
+) -> Result<(crate::upstream::UpstreamLogin, SecretHash), Violation> {
     use crate::discovery::Issuer;
     use crate::upstream::{self, ProviderName, UpstreamProvider};
     let issuer = Issuer::new("https://idp.contract.example").map_err(|e| fixture(&e))?;
@@ -1801,15 +1872,15 @@ fn upstream_login(project: &ProjectId, at: OffsetDateTime) -> Result<crate::upst
         verifier: random_bytes(),
         browser: random_bytes(),
     };
-    Ok(upstream::start_login(
+    let start = upstream::start_login(
         pending,
         &provider,
         &metadata,
         "https://as.contract.example/cb",
         random,
         at,
-    )
-    .login)
+    );
+    Ok((start.login, start.browser_binding.hash()))
 }
 
 /// The stored form of a login, for comparing what comes back.
@@ -1820,42 +1891,51 @@ fn login_json(login: &crate::upstream::UpstreamLogin) -> String {
 /// `UpstreamLoginStore`: a login reads back whole; of 100 concurrent takes
 /// of one login (half through `a`, half through `b`: pass two stores on
 /// one database to race them as two processes) exactly one gets it and
-/// the others see it taken; a later take is a replay; a login is never
-/// taken once expired; logins are scoped by project; a stored `state` is
-/// never overwritten; purge deletes expired logins (taken or not) and
-/// keeps live ones.
+/// the others see it taken; a later take is a replay; a take from another
+/// browser never takes it nor shows it, whatever its state; a login is
+/// never taken once expired; logins are scoped by project; a stored
+/// `state` is never overwritten; purge deletes expired logins (taken or
+/// not) and keeps live ones.
 ///
 /// # Errors
 /// The first [`Violation`].
 pub async fn upstream_logins(a: &dyn UpstreamLoginStore, b: &dyn UpstreamLoginStore) -> Outcome {
     let (p, q) = (fresh_project(), fresh_project());
     let t0 = now();
-    let login = upstream_login(&p, t0)?;
+    let (login, browser) = upstream_login(&p, t0)?;
     let h = login.state_hash;
     let stored = login_json(&login);
+    let stranger = hash();
     ok!(a.insert(&p, login.clone()).await, "insert upstream login");
     ensure!(
-        a.insert(&p, upstream_login(&p, t0)?).await.is_ok(),
+        a.insert(&p, upstream_login(&p, t0)?.0).await.is_ok(),
         "a second login of a project is stored"
     );
-    let mut other = upstream_login(&p, t0)?;
+    let (mut other, _) = upstream_login(&p, t0)?;
     other.state_hash = h;
     ensure!(
         b.insert(&p, other).await.is_err(),
         "a stored state is never overwritten: a second insert of its hash is an error"
     );
     ensure!(
-        matches!(ok!(b.take(&q, &h, t0).await, "take"), LoginTake::Unknown),
+        matches!(ok!(b.take(&q, &h, &browser, t0).await, "take"), LoginTake::Unknown),
         "logins are scoped by project"
     );
     ensure!(
-        matches!(ok!(b.take(&p, &hash(), t0).await, "take"), LoginTake::Unknown),
+        matches!(ok!(b.take(&p, &hash(), &browser, t0).await, "take"), LoginTake::Unknown),
         "an unknown state is unknown"
     );
     let at = t0 + Duration::minutes(1);
+    ensure!(
+        matches!(
+            ok!(a.take(&p, &h, &stranger, at).await, "take"),
+            LoginTake::WrongBrowser
+        ),
+        "another browser does not take a login"
+    );
     let results = join_all((0..100).map(|i| {
         let store = if i % 2 == 0 { a } else { b };
-        store.take(&p, &h, at)
+        store.take(&p, &h, &browser, at)
     }))
     .await;
     let (mut wins, mut replays) = (0, 0);
@@ -1871,7 +1951,7 @@ pub async fn upstream_logins(a: &dyn UpstreamLoginStore, b: &dyn UpstreamLoginSt
             }
             other => {
                 return Err(Violation {
-                    rule: "a live login is taken or already taken",
+                    rule: "a live login is taken or already taken by its own browser",
                     detail: format!("{other:?}"),
                 });
             }
@@ -1879,31 +1959,54 @@ pub async fn upstream_logins(a: &dyn UpstreamLoginStore, b: &dyn UpstreamLoginSt
     }
     ensure!(
         wins == 1 && replays == 99,
-        "of 100 concurrent takes of one login exactly one gets it",
+        "of 100 concurrent takes of one login exactly one gets it (the first try from another browser spent nothing)",
         "{wins} took it, {replays} saw it taken"
     );
     ensure!(
-        matches!(ok!(a.take(&p, &h, at).await, "take"), LoginTake::AlreadyTaken(_)),
+        matches!(
+            ok!(a.take(&p, &h, &browser, at).await, "take"),
+            LoginTake::AlreadyTaken(_)
+        ),
         "a later take is a replay"
+    );
+    ensure!(
+        matches!(
+            ok!(b.take(&p, &h, &stranger, at).await, "take"),
+            LoginTake::WrongBrowser
+        ),
+        "another browser learns nothing of a taken login"
     );
 
     // Expiry: never taken at or after expires_at, and stays untaken.
-    let late = upstream_login(&p, t0)?;
+    let (late, late_browser) = upstream_login(&p, t0)?;
     let hl = late.state_hash;
     let expires = late.expires_at;
     ok!(b.insert(&p, late).await, "insert upstream login");
     ensure!(
-        matches!(ok!(a.take(&p, &hl, expires).await, "take"), LoginTake::Expired(_)),
+        matches!(
+            ok!(a.take(&p, &hl, &stranger, expires).await, "take"),
+            LoginTake::WrongBrowser
+        ),
+        "another browser learns nothing of an expired login"
+    );
+    ensure!(
+        matches!(
+            ok!(a.take(&p, &hl, &late_browser, expires).await, "take"),
+            LoginTake::Expired(_)
+        ),
         "a login is not taken once expired"
     );
     ensure!(
         matches!(
-            ok!(b.take(&p, &hl, expires + Duration::minutes(1)).await, "take"),
+            ok!(
+                b.take(&p, &hl, &late_browser, expires + Duration::minutes(1)).await,
+                "take"
+            ),
             LoginTake::Expired(_)
         ),
         "an expired login stays untaken"
     );
-    let live = upstream_login(&p, expires)?;
+    let (live, live_browser) = upstream_login(&p, expires)?;
     let hlive = live.state_hash;
     ok!(a.insert(&p, live).await, "insert upstream login");
     let removed = ok!(a.purge(expires).await, "purge");
@@ -1913,11 +2016,14 @@ pub async fn upstream_logins(a: &dyn UpstreamLoginStore, b: &dyn UpstreamLoginSt
         "{removed}"
     );
     ensure!(
-        matches!(ok!(b.take(&p, &h, expires).await, "take"), LoginTake::Unknown),
+        matches!(ok!(b.take(&p, &h, &browser, expires).await, "take"), LoginTake::Unknown),
         "a purged login is unknown"
     );
     ensure!(
-        matches!(ok!(b.take(&p, &hlive, expires).await, "take"), LoginTake::Taken(_)),
+        matches!(
+            ok!(b.take(&p, &hlive, &live_browser, expires).await, "take"),
+            LoginTake::Taken(_)
+        ),
         "purge keeps live logins"
     );
     Ok(())

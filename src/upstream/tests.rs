@@ -735,18 +735,19 @@ async fn login_store_takes_once() {
     let project = ProjectId::new("proj_t").unwrap();
     let s = started();
     let hash = s.login.state_hash;
+    let browser = s.browser_binding.hash();
     store.insert(&project, s.login).await.unwrap();
     let other = ProjectId::new("proj_other").unwrap();
     assert!(matches!(
-        store.take(&other, &hash, NOW).await.unwrap(),
+        store.take(&other, &hash, &browser, NOW).await.unwrap(),
         LoginTake::Unknown
     ));
     let mut tasks = Vec::new();
     for _ in 0..16 {
         let (store, project) = (store.clone(), project.clone());
-        tasks.push(tokio::spawn(
-            async move { store.take(&project, &hash, NOW).await.unwrap() },
-        ));
+        tasks.push(tokio::spawn(async move {
+            store.take(&project, &hash, &browser, NOW).await.unwrap()
+        }));
     }
     let mut taken = 0;
     for t in tasks {
@@ -759,7 +760,7 @@ async fn login_store_takes_once() {
     assert_eq!(taken, 1, "exactly one callback wins");
     assert_eq!(store.purge(NOW + UPSTREAM_LOGIN_TTL).await.unwrap(), 1);
     assert!(matches!(
-        store.take(&project, &hash, NOW).await.unwrap(),
+        store.take(&project, &hash, &browser, NOW).await.unwrap(),
         LoginTake::Unknown
     ));
 }

@@ -60,10 +60,10 @@
 //! | `KeyStore::activate` | one transaction whose FIRST statement upserts the lock row `signing_key_locks (project, alg)` of the key's algorithm: concurrent activations of one algorithm queue on that one row lock (PostgreSQL; a single row, so no deadlock) or the database write lock (SQLite), and each later one reads what the earlier committed. Then: the named key must still be `next`, the active key(s) of the algorithm retire, the other next keys retire at once, the named key becomes active. A partial unique index (`state = 'active'`, per `(project, alg)`) refuses a second active key whatever happens |
 //! | `KeyStore::insert`, `KeyStore::retire` | `INSERT ... ON CONFLICT (project, kid) DO NOTHING`; one conditional `UPDATE ... WHERE state = 'active'` |
 //! | `ReplayStore::check_and_insert` | one `INSERT ... ON CONFLICT (project, scope, id_hash) DO UPDATE SET expires_at = ... WHERE <the stored entry expired>`: one row affected means first use; of concurrent callers the unique key lets one insert and the others find its live row |
-//! | `UpstreamLoginStore::take` | one `UPDATE ... SET taken = TRUE WHERE ... AND taken = FALSE AND expires_at > now RETURNING login`: as for codes, the row lock (PostgreSQL) or the database write lock (SQLite) lets exactly one caller flip `taken`, whichever process it runs in; an expired login is never taken. The losers then read the row to answer `AlreadyTaken` or `Expired` |
+//! | `UpstreamLoginStore::take` | one `UPDATE ... SET taken = TRUE WHERE ... AND taken = FALSE AND expires_at > now AND browser_hash = <the caller's> RETURNING login`: as for codes, the row lock (PostgreSQL) or the database write lock (SQLite) lets exactly one caller flip `taken`, whichever process it runs in; an expired login, or a caller from another browser, never takes it. The losers then read the row to answer `WrongBrowser` (checked first), `AlreadyTaken` or `Expired` |
 //! | `UpstreamLoginStore::insert` | one `INSERT ... SELECT ... WHERE <fewer than SqlOptions::upstream_login_capacity live logins in the project>`; a stored `state` hash is a primary-key violation (an error), never an overwrite |
 //! | `UserStore::upsert` | one `INSERT ... ON CONFLICT (project, subject) DO UPDATE ... RETURNING created_at`: the first sign-in's `created_at` is kept |
-//! | `UserStore::remember_consent` | a transaction whose FIRST statement upserts the consent row (`INSERT ... ON CONFLICT DO UPDATE`): it takes that row's lock (PostgreSQL, `READ COMMITTED`) or the database write lock (SQLite), so the read, union and write of the scopes that follow see every approval committed before, and a concurrent approval waits and merges into this one's |
+//! | `UserStore::remember_consent` | a transaction whose FIRST statement upserts the consent row (`INSERT ... ON CONFLICT DO UPDATE`): it takes that row's lock (PostgreSQL, `READ COMMITTED`) or the database write lock (SQLite), so the read, union and write of the scopes and resources that follow see every approval committed before, and a concurrent approval waits and merges into this one's |
 //! | `UserStore::revoke_consent` | one `DELETE`; one row affected means there was a consent |
 //! | `GrantStore::revoke_grant` | a transaction that first writes a revocation marker, then deletes the grant's codes and tokens. Inserts of codes and tokens are `INSERT ... SELECT ... WHERE NOT EXISTS <marker>`, and EVERY read and conditional update also requires that no marker exists, so a record inserted by a request that raced the revocation reads as absent whatever the interleaving |
 //!
@@ -102,8 +102,8 @@
 //! | `signing_key_locks` (4) | `(project, alg)` | `locked_at` | none | one row per project and algorithm |
 //! | `replay_ids` (4) | `(project, scope, id_hash)`; index `expires_at` | `expires_at` | none (the `jti` as its SHA-256 digest) | purged once expired |
 //! | `local_users` (5) | `(project, subject)`; index `(project, upstream_issuer, upstream_subject)` | `upstream_issuer`, `upstream_subject`, `email`, `email_verified`, `name`, `created_at`, `last_login_at` | none (personal data: the user's email and name) | until deleted by the host |
-//! | `user_consents` (5) | `(project, subject, client_id)` | `scopes` (space-delimited union of every approval), `updated_at` | none | until revoked (`UserStore::revoke_consent`) |
-//! | `upstream_logins` (5) | `(project, state_hash)`; indexes `(project, expires_at)`, `expires_at` | `taken`, `created_at`, `expires_at`, `login` (JSON of `UpstreamLogin`) | `state` as its hash only; the PKCE code verifier and the `nonce` sent upstream **in clear** inside `login` (the callback must send the verifier to the provider; both are worthless without the provider's code, which only ever reaches the callback) | at most 10 minutes live; purged once expired; at most [`SqlOptions::upstream_login_capacity`] live per project |
+//! | `user_consents` (5) | `(project, subject, client_id)` | `scopes` (space-delimited union of every approval), `resources` (JSON array, union of every approval), `updated_at` | none | until revoked (`UserStore::revoke_consent`) |
+//! | `upstream_logins` (5) | `(project, state_hash)`; indexes `(project, expires_at)`, `expires_at` | `browser_hash` (SHA-256 of the browser-binding cookie), `taken`, `created_at`, `expires_at`, `login` (JSON of `UpstreamLogin`) | `state` as its hash only; the PKCE code verifier and the `nonce` sent upstream **in clear** inside `login` (the callback must send the verifier to the provider; both are worthless without the provider's code, which only ever reaches the callback) | at most 10 minutes live; purged once expired; at most [`SqlOptions::upstream_login_capacity`] live per project |
 //!
 //! Every hot-path lookup is by primary key (`(project, hash)`, `(project,
 //! id)`); the revocation check is a primary-key probe of
@@ -1626,6 +1626,7 @@ macro_rules! impl_sql_store {
                 subject: &$crate::grant::Subject,
                 client_id: &str,
                 scopes: &$crate::scope::ScopeSet,
+                resources: &$crate::resource::ResourceSet,
                 now: OffsetDateTime,
             ) -> Result<(), StoreError> {
                 let mut tx = self
@@ -1652,15 +1653,24 @@ macro_rules! impl_sql_store {
                 let stored: String = row
                     .try_get(0)
                     .map_err(|e| self.fail("remember consent: read", e))?;
+                let stored_resources: String = row
+                    .try_get(1)
+                    .map_err(|e| self.fail("remember consent: read", e))?;
                 let mut merged = stored_scopes(&stored)?;
                 for s in scopes.iter() {
                     merged.insert(s.clone());
                 }
-                sqlx::query(q::CONSENT_SET_SCOPES)
+                let mut merged_resources: $crate::resource::ResourceSet =
+                    from_json("consent resources", &stored_resources)?;
+                for r in resources.iter() {
+                    merged_resources.insert(r.clone());
+                }
+                sqlx::query(q::CONSENT_SET)
                     .bind(project.as_str())
                     .bind(subject.as_str())
                     .bind(client_id)
                     .bind(merged.to_string())
+                    .bind(to_json("consent resources", &merged_resources)?)
                     .execute(&mut *tx)
                     .await
                     .map_err(|e| self.fail("remember consent: write", e))?;
@@ -1685,9 +1695,11 @@ macro_rules! impl_sql_store {
                     .map_err(|e| self.fail("get consent", e))?;
                 row.map(|r| {
                     let scopes: String = r.try_get(0).map_err(|e| self.fail("get consent", e))?;
-                    let updated_at: i64 = r.try_get(1).map_err(|e| self.fail("get consent", e))?;
+                    let resources: String = r.try_get(1).map_err(|e| self.fail("get consent", e))?;
+                    let updated_at: i64 = r.try_get(2).map_err(|e| self.fail("get consent", e))?;
                     Ok($crate::store::RememberedConsent {
                         scopes: stored_scopes(&scopes)?,
+                        resources: from_json("consent resources", &resources)?,
                         updated_at: time_of(updated_at)?,
                     })
                 })
@@ -1731,6 +1743,7 @@ macro_rules! impl_sql_store {
                     .bind(secs(login.expires_at))
                     .bind(to_json("upstream login", &login)?)
                     .bind(i64::from(self.options.upstream_login_capacity))
+                    .bind(login.browser_hash.as_bytes().as_slice())
                     .execute(&self.pool)
                     .await
                     .map_err(|e| self.fail("insert upstream login", e))?
@@ -1748,6 +1761,7 @@ macro_rules! impl_sql_store {
                 &self,
                 project: &ProjectId,
                 state_hash: &SecretHash,
+                browser_hash: &SecretHash,
                 now: OffsetDateTime,
             ) -> Result<$crate::store::LoginTake, StoreError> {
                 use $crate::store::LoginTake;
@@ -1755,6 +1769,7 @@ macro_rules! impl_sql_store {
                     .bind(project.as_str())
                     .bind(state_hash.as_bytes().as_slice())
                     .bind(secs(now))
+                    .bind(browser_hash.as_bytes().as_slice())
                     .fetch_optional(&self.pool)
                     .await
                     .map_err(|e| self.fail("take upstream login", e))?;
@@ -1771,6 +1786,11 @@ macro_rules! impl_sql_store {
                 Ok(match row {
                     None => LoginTake::Unknown,
                     Some(r) => {
+                        let stored_browser: Vec<u8> = r.try_get(2).map_err(|e| self.fail("take upstream login", e))?;
+                        if hash_of(&stored_browser)? != *browser_hash {
+                            // Checked first: another browser learns nothing.
+                            return Ok(LoginTake::WrongBrowser);
+                        }
                         let (taken, login): (bool, $crate::upstream::UpstreamLogin) =
                             self.flagged("upstream login", &r)?;
                         if taken {

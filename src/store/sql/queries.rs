@@ -333,14 +333,15 @@ pub(super) const USER_GET: &str = "SELECT upstream_issuer, upstream_subject, ema
 /// yet) or touches it, taking its row lock (PostgreSQL) or the database
 /// write lock (SQLite), so the read-merge-write that follows cannot lose a
 /// concurrent approval.
-pub(super) const CONSENT_LOCK: &str = "INSERT INTO user_consents (project, subject, client_id, scopes, updated_at) \
-     VALUES ($1, $2, $3, '', $4) ON CONFLICT (project, subject, client_id) DO UPDATE SET updated_at = excluded.updated_at";
+pub(super) const CONSENT_LOCK: &str = "INSERT INTO user_consents \
+     (project, subject, client_id, scopes, resources, updated_at) VALUES ($1, $2, $3, '', '[]', $4) \
+     ON CONFLICT (project, subject, client_id) DO UPDATE SET updated_at = excluded.updated_at";
 
-pub(super) const CONSENT_GET: &str =
-    "SELECT scopes, updated_at FROM user_consents WHERE project = $1 AND subject = $2 AND client_id = $3";
+pub(super) const CONSENT_GET: &str = "SELECT scopes, resources, updated_at FROM user_consents \
+     WHERE project = $1 AND subject = $2 AND client_id = $3";
 
-pub(super) const CONSENT_SET_SCOPES: &str =
-    "UPDATE user_consents SET scopes = $4 WHERE project = $1 AND subject = $2 AND client_id = $3";
+pub(super) const CONSENT_SET: &str =
+    "UPDATE user_consents SET scopes = $4, resources = $5 WHERE project = $1 AND subject = $2 AND client_id = $3";
 
 pub(super) const CONSENT_REVOKE: &str =
     "DELETE FROM user_consents WHERE project = $1 AND subject = $2 AND client_id = $3";
@@ -352,18 +353,22 @@ pub(super) const CONSENT_REVOKE: &str =
 /// full project costs one bounded index scan. A taken `state_hash` is a
 /// constraint error, never an overwrite.
 pub(super) const LOGIN_INSERT: &str = "INSERT INTO upstream_logins \
-     (project, state_hash, taken, created_at, expires_at, login) \
-     SELECT $1, $2, FALSE, $3, $4, $5 WHERE (SELECT COUNT(*) FROM (SELECT 1 FROM upstream_logins \
+     (project, state_hash, browser_hash, taken, created_at, expires_at, login) \
+     SELECT $1, $2, $7, FALSE, $3, $4, $5 WHERE (SELECT COUNT(*) FROM (SELECT 1 FROM upstream_logins \
      WHERE project = $1 AND expires_at > $3 LIMIT $6) AS live) < $6";
 
 /// Takes a login: one conditional `UPDATE`; of concurrent callers only the
-/// one whose update flips `taken` gets the row back, and never once the
-/// login expired (`$3`: now).
+/// one whose update flips `taken` gets the row back, never once the login
+/// expired (`$3`: now), and only from the browser it started in (`$4`:
+/// the hash of its binding cookie).
 pub(super) const LOGIN_TAKE: &str = "UPDATE upstream_logins SET taken = TRUE \
-     WHERE project = $1 AND state_hash = $2 AND taken = FALSE AND expires_at > $3 RETURNING login";
+     WHERE project = $1 AND state_hash = $2 AND taken = FALSE AND expires_at > $3 AND browser_hash = $4 \
+     RETURNING login";
 
-/// After a failed take: why (taken before, expired, or absent).
-pub(super) const LOGIN_STATE: &str = "SELECT taken, login FROM upstream_logins WHERE project = $1 AND state_hash = $2";
+/// After a failed take: why (another browser, taken before, expired, or
+/// absent).
+pub(super) const LOGIN_STATE: &str =
+    "SELECT taken, login, browser_hash FROM upstream_logins WHERE project = $1 AND state_hash = $2";
 
 /// Expired logins, at most `$2` of them, through the expiry index.
 pub(super) const LOGIN_PURGE: &str = "DELETE FROM upstream_logins WHERE (project, state_hash) IN \

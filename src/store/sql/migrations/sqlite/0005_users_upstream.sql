@@ -19,14 +19,16 @@ CREATE TABLE local_users (
 CREATE INDEX local_users_upstream ON local_users (project, upstream_issuer, upstream_subject);
 
 -- What a user allowed a client: the union of every approval, as the
--- space-delimited scope string. Updated in a transaction whose first
--- statement writes this row (row lock / database write lock), so
--- concurrent approvals both count.
+-- space-delimited scope string and the JSON array of the resources
+-- (audiences) allowed. Updated in a transaction whose first statement
+-- writes this row (row lock / database write lock), so concurrent
+-- approvals both count.
 CREATE TABLE user_consents (
     project TEXT NOT NULL,
     subject TEXT NOT NULL,
     client_id TEXT NOT NULL,
     scopes TEXT NOT NULL,
+    resources TEXT NOT NULL,
     updated_at INTEGER NOT NULL,
     PRIMARY KEY (project, subject, client_id)
 );
@@ -37,10 +39,12 @@ CREATE TABLE user_consents (
 -- upstream (the callback must send the verifier to the provider's token
 -- endpoint). They are worthless without the provider's authorization
 -- code, live for at most 10 minutes and are purged once expired.
--- `taken` is flipped by one conditional UPDATE: exactly-once.
+-- `taken` is flipped by one conditional UPDATE: exactly-once, and only
+-- by the browser whose binding cookie hashes to `browser_hash`.
 CREATE TABLE upstream_logins (
     project TEXT NOT NULL,
     state_hash BLOB NOT NULL,
+    browser_hash BLOB NOT NULL,
     taken BOOLEAN NOT NULL,
     created_at INTEGER NOT NULL,
     expires_at INTEGER NOT NULL,
