@@ -65,6 +65,7 @@ async fn sqlite_keys_and_replay_hold_across_two_stores() {
     let b = SqliteStore::connect(&url, SqlOptions::default()).await.unwrap();
     contract::signing_key_activation_race(&a, &b).await.unwrap();
     contract::replay(&a, &b).await.unwrap();
+    contract::upstream_logins(&a, &b).await.unwrap();
     // Keys written through one store are read back by the other.
     let p = contract::fresh_project();
     let key = authio_mcp::keys::SigningKey::new(
@@ -104,6 +105,13 @@ mod sqlite_only {
         let dir = TempDir::new();
         let s = store(&dir, SqlOptions::default().purge_batch(7)).await;
         super::batch_purge_check(&s, |s, at| Box::pin(s.purge(at))).await;
+    }
+
+    #[tokio::test]
+    async fn upstream_logins_are_capped_and_purged_in_batches() {
+        let dir = TempDir::new();
+        let s = store(&dir, SqlOptions::default().upstream_login_capacity(3).purge_batch(7)).await;
+        super::login_cap_and_purge_check(&s, |s, at| Box::pin(s.purge(at))).await;
     }
 
     #[tokio::test]
@@ -162,6 +170,7 @@ mod postgres_only {
         let b = store(&db.url, SqlOptions::default().max_connections(10)).await;
         contract::signing_key_activation_race(&a, &b).await.unwrap();
         contract::replay(&a, &b).await.unwrap();
+        contract::upstream_logins(&a, &b).await.unwrap();
         a.close().await;
         b.close().await;
     }
@@ -198,6 +207,16 @@ mod postgres_only {
         };
         let s = store(&db.url, SqlOptions::default().purge_batch(7)).await;
         super::batch_purge_check(&s, |s, at| Box::pin(s.purge(at))).await;
+        s.close().await;
+    }
+
+    #[tokio::test]
+    async fn upstream_logins_are_capped_and_purged_in_batches() {
+        let Some(db) = sql_support::pg_database("upstream_logins_capped").await else {
+            return;
+        };
+        let s = store(&db.url, SqlOptions::default().upstream_login_capacity(3).purge_batch(7)).await;
+        super::login_cap_and_purge_check(&s, |s, at| Box::pin(s.purge(at))).await;
         s.close().await;
     }
 
@@ -448,6 +467,122 @@ async fn batch_purge_check<S: GrantStore>(
         assert!(s.code(&p, h).await.unwrap().is_none());
     }
     assert!(s.code(&p, &hashes[50]).await.unwrap().is_some());
+}
+
+/// An upstream login of project `p` started at `at`, its `state` from `n`.
+fn upstream_login(
+    p: &authio_mcp::project::ProjectId,
+    n: u16,
+    at: time::OffsetDateTime,
+) -> authio_mcp::upstream::UpstreamLogin {
+    upstream_login_and_browser(p, n, at).0
+}
+
+/// [`upstream_login`] and the hash of its browser binding.
+fn upstream_login_and_browser(
+    p: &authio_mcp::project::ProjectId,
+    n: u16,
+    at: time::OffsetDateTime,
+) -> (authio_mcp::upstream::UpstreamLogin, authio_mcp::secret::SecretHash) {
+    use authio_mcp::authorize::{AuthorizationRequest, validate_request};
+    use authio_mcp::client::{Client, ClientId, ClientMetadata, MetadataProfile};
+    use authio_mcp::discovery::Issuer;
+    use authio_mcp::upstream::{self, LoginRandomness, ProviderName, UpstreamProvider};
+    let mut req = AuthorizationRequest::default();
+    req.response_type = Some("code".into());
+    req.code_challenge = Some("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".into());
+    req.code_challenge_method = Some("S256".into());
+    let id = ClientId::parse_with("client_0123456789abcdef01234567", Default::default()).unwrap();
+    let metadata: ClientMetadata =
+        serde_json::from_str(r#"{"redirect_uris":["https://app.example/cb"],"token_endpoint_auth_method":"none"}"#)
+            .unwrap();
+    let v = metadata
+        .validate(
+            MetadataProfile::Dcr,
+            authio_mcp::redirect_uri::RedirectUriPolicy::strict(),
+        )
+        .unwrap();
+    let client = Client::new(id, v, at);
+    let settings = authio_mcp::project::ProjectSettings::default();
+    let pending = validate_request(
+        &req,
+        p,
+        &settings,
+        &client,
+        "https://app.example/cb".into(),
+        "https://as.example",
+        at,
+    )
+    .unwrap();
+    let issuer = Issuer::new("https://idp.example.com").unwrap();
+    let provider = UpstreamProvider::generic(ProviderName::new("oidc").unwrap(), issuer.clone(), "rp");
+    let metadata = upstream::parse_provider_metadata(
+        br#"{"issuer":"https://idp.example.com","authorization_endpoint":"https://idp.example.com/a",
+            "token_endpoint":"https://idp.example.com/t","jwks_uri":"https://idp.example.com/k"}"#,
+        &issuer,
+        false,
+    )
+    .unwrap();
+    let mut state = [0u8; 32];
+    state[..2].copy_from_slice(&n.to_be_bytes());
+    let random = LoginRandomness {
+        state,
+        nonce: [1; 32],
+        verifier: [2; 32],
+        browser: [3; 32],
+    };
+    let start = upstream::start_login(pending, &provider, &metadata, "https://as.example/cb", random, at);
+    (start.login, start.browser_binding.hash())
+}
+
+/// A store holding at most 3 live logins per project refuses a fourth
+/// (never evicting a live one), has room again once they expired, counts
+/// per project; 40 expired logins are purged 7 rows at a time and the
+/// live ones stay.
+async fn login_cap_and_purge_check<S: authio_mcp::store::UpstreamLoginStore>(
+    s: &S,
+    purge: impl for<'a> Fn(&'a S, time::OffsetDateTime) -> Purge<'a, PurgeReport>,
+) {
+    use authio_mcp::store::LoginTake;
+    let t0 = now();
+    let p = authio_mcp::project::ProjectId::new("proj_logins").unwrap();
+    let q = authio_mcp::project::ProjectId::new("proj_logins_other").unwrap();
+    let first: Vec<_> = (0..3).map(|n| upstream_login(&p, n, t0)).collect();
+    for l in &first {
+        s.insert(&p, l.clone()).await.unwrap();
+    }
+    let browser = upstream_login_and_browser(&p, 0, t0).1;
+    let refused = s.insert(&p, upstream_login(&p, 3, t0)).await;
+    assert!(refused.is_err(), "a full project refuses a new login");
+    assert!(
+        matches!(
+            s.take(&p, &first[0].state_hash, &browser, t0).await.unwrap(),
+            LoginTake::Taken(_)
+        ),
+        "the live logins stay"
+    );
+    s.insert(&q, upstream_login(&q, 4, t0)).await.unwrap();
+    // Ten minutes later the first three are dead: room again.
+    let later = t0 + authio_mcp::upstream::UPSTREAM_LOGIN_TTL;
+    let live = upstream_login(&p, 5, later);
+    s.insert(&p, live.clone()).await.unwrap();
+    // 40 more, started 11 minutes apart in the past (so each is dead
+    // before the next starts, and the cap is never in the way).
+    let r = authio_mcp::project::ProjectId::new("proj_logins_many").unwrap();
+    for n in 0..40u16 {
+        let at = t0 - time::Duration::hours(8) + time::Duration::minutes(11 * i64::from(n));
+        s.insert(&r, upstream_login(&r, 100 + n, at)).await.unwrap();
+    }
+    let report = purge(s, later).await.unwrap();
+    assert_eq!(report.upstream_logins, 3 + 1 + 40, "{report:?}");
+    assert!(matches!(
+        s.take(&p, &first[1].state_hash, &browser, later).await.unwrap(),
+        LoginTake::Unknown
+    ));
+    assert!(matches!(
+        s.take(&p, &live.state_hash, &browser, later).await.unwrap(),
+        LoginTake::Taken(_)
+    ));
 }
 
 /// A cache of 3: a fourth and fifth entry evict the soonest-expiring.

@@ -90,6 +90,9 @@ pub struct UpstreamConfig {
     pub private_key_jwt: bool,
     /// `--allow-http-upstream`: an `http://` issuer on loopback.
     pub allow_http: bool,
+    /// `--upstream-userinfo`: call the provider's userinfo endpoint on
+    /// every sign-in (otherwise only when the ID token has no email).
+    pub userinfo: bool,
     /// Tests only: the HTTP client to reach the provider with (default: a
     /// `ReqwestUpstreamHttp`).
     pub http: Option<Arc<dyn UpstreamHttp>>,
@@ -163,7 +166,8 @@ impl Storage {
     }
 
     /// Deletes what can go: expired codes and tokens, unusable initial
-    /// access tokens, and (SQL) expired CIMD entries and old audit events.
+    /// access tokens, expired upstream logins, and (SQL) expired CIMD
+    /// entries and old audit events.
     pub async fn purge(&self, server: &AuthorizationServer) -> Result<u64, authio_mcp::store::StoreError> {
         let now = server.now();
         match self {
@@ -262,6 +266,11 @@ impl App {
                     .cimd_cache(s.clone())
                     .key_store(s.clone())
                     .replay_store(s.clone())
+                    // Local users and remembered consent survive a
+                    // restart; logins in flight are shared, so the
+                    // provider's callback may reach any instance.
+                    .user_store(s.clone())
+                    .upstream_login_store(s.clone())
                     .audit(s.clone()),
                 s.clone(),
                 None,
@@ -275,6 +284,11 @@ impl App {
                     .cimd_cache(s.clone())
                     .key_store(s.clone())
                     .replay_store(s.clone())
+                    // Local users and remembered consent survive a
+                    // restart; logins in flight are shared, so the
+                    // provider's callback may reach any instance.
+                    .user_store(s.clone())
+                    .upstream_login_store(s.clone())
                     .audit(s.clone()),
                 s.clone(),
                 None,
@@ -300,6 +314,7 @@ impl App {
             // project).
             let prefix = server.paths().upstream.clone();
             let mut provider = UpstreamProvider::generic(up.name.clone(), up.issuer.clone(), up.client_id.clone());
+            provider.fetch_userinfo = up.userinfo;
             provider.client_auth = if up.private_key_jwt {
                 UpstreamClientAuth::PrivateKeyJwt
             } else if up.client_secret.is_some() {

@@ -121,7 +121,12 @@ impl AuthorizationServer {
             }
             Err(_) => return AuthorizeOutcome::ShowError(OAuthError::server_error()),
         };
-        let outcome = self.validate_authorization(project, &settings, query, source).await;
+        // `prompt=none` can be answered only through an upstream login
+        // (a silent sign-in there, and remembered consent).
+        let allow_prompt_none = settings.upstream.selected.is_some();
+        let outcome = self
+            .validate_authorization(project, &settings, query, source, allow_prompt_none)
+            .await;
         match (outcome, settings.upstream.selected.clone()) {
             (AuthorizeOutcome::Pending(p), Some(provider)) => self.start_upstream_login(&settings, *p, &provider).await,
             (other, _) => other,
@@ -135,6 +140,7 @@ impl AuthorizationServer {
         settings: &ProjectSettings,
         query: &str,
         source: Option<&crate::cimd::RequestSource>,
+        allow_prompt_none: bool,
     ) -> AuthorizeOutcome {
         let req = AuthorizationRequest::from_query(query);
         let client = match self.authorization_client(project, settings, &req, source).await {
@@ -147,7 +153,15 @@ impl AuthorizationServer {
             Err(e) => return AuthorizeOutcome::ShowError(e.to_oauth_error()),
         };
         let issuer = self.issuer_for(settings).as_str();
-        match authorize::validate_request(&req, project, settings, &client, redirect_uri, issuer, self.clock.now()) {
+        match authorize::validate_request_with(
+            &req,
+            project,
+            settings,
+            &client,
+            redirect_uri,
+            self.clock.now(),
+            authorize::RequestOptions::new(issuer).allow_prompt_none(allow_prompt_none),
+        ) {
             Ok(p) => AuthorizeOutcome::Pending(Box::new(p)),
             Err(e) => AuthorizeOutcome::Redirect(e.location(issuer)),
         }

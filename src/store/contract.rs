@@ -29,10 +29,12 @@
 //! calls together (200 redemptions of one code, 100 uses of an initial
 //! access token with `max_uses = 5`, 50 rotations of one refresh token,
 //! 20 compare-and-swaps, 16 activations of one algorithm's next keys, 50
-//! first uses of one `jti`); a store backed by a pool needs a few
-//! connections for them to actually overlap. The key and `jti` races take
-//! two handles ([`signing_key_activation_race`], [`replay`]): pass two
-//! stores on one database (two pools) to race them as two processes.
+//! first uses of one `jti`, 100 takes of one upstream login, 16
+//! approvals of one user's consent); a store backed by a pool needs a few
+//! connections for them to actually overlap. The key, `jti` and upstream
+//! login races take two handles ([`signing_key_activation_race`],
+//! [`replay`], [`upstream_logins`]): pass two stores on one database (two
+//! pools) to race them as two processes.
 
 use std::fmt;
 use std::sync::Arc;
@@ -44,9 +46,10 @@ use super::memory::{
     MemoryAuditLog, MemoryCimdCache, MemoryClientStore, MemoryGrantStore, MemoryIatStore, MemoryKeyStore,
     MemoryProjectStore, MemoryReplayStore,
 };
+use super::memory::{MemoryUpstreamLoginStore, MemoryUserStore};
 use super::{
-    AuditLog, AuditQuery, CimdCache, ClientStore, CodeConsumption, GrantStore, IatStore, KeyStore, ProjectStore,
-    RefreshRotation, ReplayStore, RevokeOutcome, UseOutcome,
+    AuditLog, AuditQuery, CimdCache, ClientStore, CodeConsumption, GrantStore, IatStore, KeyStore, LocalUser,
+    LoginTake, ProjectStore, RefreshRotation, ReplayStore, RevokeOutcome, UpstreamLoginStore, UseOutcome, UserStore,
 };
 use crate::audit::{AuditEvent, AuditKind};
 use crate::cimd::{CachedDocument, ClientIdUrl};
@@ -86,6 +89,10 @@ pub struct Stores {
     pub keys: Arc<dyn KeyStore>,
     /// Single-use assertion ids.
     pub replay: Arc<dyn ReplayStore>,
+    /// Local users and remembered consent.
+    pub users: Arc<dyn UserStore>,
+    /// Upstream logins in flight.
+    pub upstream_logins: Arc<dyn UpstreamLoginStore>,
 }
 
 impl fmt::Debug for Stores {
@@ -106,6 +113,8 @@ impl Stores {
             audit: Arc::new(MemoryAuditLog::new()),
             keys: Arc::new(MemoryKeyStore::new()),
             replay: Arc::new(MemoryReplayStore::default()),
+            users: Arc::new(MemoryUserStore::new()),
+            upstream_logins: Arc::new(MemoryUpstreamLoginStore::default()),
         }
     }
 
@@ -165,10 +174,34 @@ impl Stores {
         self
     }
 
+    /// Replaces the user store.
+    #[must_use]
+    pub fn users(mut self, store: Arc<dyn UserStore>) -> Self {
+        self.users = store;
+        self
+    }
+
+    /// Replaces the upstream login store.
+    #[must_use]
+    pub fn upstream_logins(mut self, store: Arc<dyn UpstreamLoginStore>) -> Self {
+        self.upstream_logins = store;
+        self
+    }
+
     /// One object implementing every trait (like the SQL stores).
     pub fn all<S>(store: Arc<S>) -> Self
     where
-        S: ProjectStore + ClientStore + IatStore + GrantStore + CimdCache + AuditLog + KeyStore + ReplayStore + 'static,
+        S: ProjectStore
+            + ClientStore
+            + IatStore
+            + GrantStore
+            + CimdCache
+            + AuditLog
+            + KeyStore
+            + ReplayStore
+            + UserStore
+            + UpstreamLoginStore
+            + 'static,
     {
         Self {
             projects: store.clone(),
@@ -178,7 +211,9 @@ impl Stores {
             cimd: store.clone(),
             audit: store.clone(),
             keys: store.clone(),
-            replay: store,
+            replay: store.clone(),
+            users: store.clone(),
+            upstream_logins: store,
         }
     }
 }
@@ -250,6 +285,8 @@ pub async fn run_all(stores: &Stores) -> Outcome {
     signing_keys(stores.keys.as_ref()).await?;
     signing_key_activation_race(stores.keys.as_ref(), stores.keys.as_ref()).await?;
     replay(stores.replay.as_ref(), stores.replay.as_ref()).await?;
+    users(stores.users.as_ref()).await?;
+    upstream_logins(stores.upstream_logins.as_ref(), stores.upstream_logins.as_ref()).await?;
     Ok(())
 }
 
@@ -1542,6 +1579,453 @@ pub async fn replay(a: &dyn ReplayStore, b: &dyn ReplayStore) -> Outcome {
             "check_and_insert"
         ),
         "a purged id may be used again"
+    );
+    Ok(())
+}
+
+fn local_user(project: &ProjectId, sub: &str, email: Option<&str>, at: OffsetDateTime) -> LocalUser {
+    LocalUser {
+        project: project.clone(),
+        subject: crate::upstream::local_subject("https://idp.contract.example", sub),
+        upstream_issuer: "https://idp.contract.example".to_owned(),
+        upstream_subject: sub.to_owned(),
+        email: email.map(str::to_owned),
+        email_verified: email.is_some(),
+        name: Some(format!("User {sub}")),
+        created_at: at,
+        last_login_at: at,
+    }
+}
+
+fn scopes(s: &str) -> ScopeSet {
+    ScopeSet::parse(s).unwrap_or_default()
+}
+
+fn resources(uris: &[&str]) -> ResourceSet {
+    ResourceSet::parse_all(uris.iter().copied()).unwrap_or_default()
+}
+
+const CALENDAR: &str = "https://calendar.contract.example/mcp";
+const PAYROLL: &str = "https://payroll.contract.example/mcp";
+
+/// Whether the remembered consent of `(subject, client)` covers `want`
+/// scopes for `want_resources`.
+async fn covers(
+    store: &dyn UserStore,
+    p: &ProjectId,
+    subject: &Subject,
+    client: &str,
+    want: &str,
+    want_resources: &[&str],
+) -> Result<bool, Violation> {
+    let c = ok!(store.consent(p, subject, client).await, "consent");
+    Ok(c.is_some_and(|c| scopes(want).is_subset_of(&c.scopes) && resources(want_resources).is_subset_of(&c.resources)))
+}
+
+/// `UserStore`: an upsert keeps the first `created_at` and replaces every
+/// claim (a claim that disappeared upstream is cleared); users are per
+/// project. Remembered consent is the union of every approval, scopes
+/// and resources (audiences) both, so a returning user whose request is
+/// covered is not asked again, and one asking for more scopes or another
+/// resource is; it is per project, user and client; 16 concurrent
+/// approvals of distinct scopes all count; revoking forgets it (and says
+/// whether there was one), after which the user is asked again.
+///
+/// # Errors
+/// The first [`Violation`].
+pub async fn users(store: &dyn UserStore) -> Outcome {
+    let (p, q) = (fresh_project(), fresh_project());
+    let t0 = now();
+    let t1 = t0 + Duration::days(1);
+    let first = ok!(
+        store.upsert(local_user(&p, "alice", Some("old@example.com"), t0)).await,
+        "upsert"
+    );
+    ensure!(
+        first == local_user(&p, "alice", Some("old@example.com"), t0),
+        "a new user is stored as given",
+        "{first:?}"
+    );
+    let mut changed = local_user(&p, "alice", None, t1);
+    changed.name = None;
+    let second = ok!(store.upsert(changed.clone()).await, "upsert");
+    ensure!(
+        second.created_at == t0,
+        "an upsert keeps the first sign-in's created_at"
+    );
+    ensure!(second.last_login_at == t1, "an upsert records the latest sign-in");
+    ensure!(
+        second.email.is_none() && !second.email_verified && second.name.is_none(),
+        "an upsert replaces the claims, clearing those that disappeared",
+        "{second:?}"
+    );
+    let read = ok!(store.user(&p, &second.subject).await, "user");
+    ensure!(
+        read.as_ref() == Some(&second),
+        "a user reads back as upserted",
+        "{read:?}"
+    );
+    ensure!(
+        ok!(store.user(&q, &second.subject).await, "user").is_none(),
+        "users are scoped by project"
+    );
+    let bob = local_user(&p, "bob", Some("bob@example.com"), t0);
+    ensure!(
+        ok!(store.user(&p, &bob.subject).await, "user").is_none(),
+        "an unknown user is absent"
+    );
+
+    let alice = &second.subject;
+    let client = "client_contract_a";
+    let calendar = resources(&[CALENDAR]);
+    ensure!(
+        ok!(store.consent(&p, alice, client).await, "consent").is_none(),
+        "no consent before an approval"
+    );
+    ok!(
+        store
+            .remember_consent(&p, alice, client, &scopes("mcp:read"), &calendar, t0)
+            .await,
+        "remember consent"
+    );
+    ok!(
+        store
+            .remember_consent(&p, alice, client, &scopes("mcp:write openid"), &calendar, t1)
+            .await,
+        "remember consent"
+    );
+    let c = ok!(store.consent(&p, alice, client).await, "consent");
+    let Some(c) = c else {
+        return Err(Violation {
+            rule: "an approval is remembered",
+            detail: "no consent".to_owned(),
+        });
+    };
+    ensure!(
+        scopes("mcp:read mcp:write openid").is_subset_of(&c.scopes) && c.scopes.len() == 3,
+        "remembered consent is the union of the approvals",
+        "{}",
+        c.scopes
+    );
+    ensure!(
+        c.resources == calendar,
+        "remembered consent keeps the resources allowed",
+        "{:?}",
+        c.resources
+    );
+    ensure!(c.updated_at == t1, "remembered consent records the latest approval");
+    ensure!(
+        covers(store, &p, alice, client, "mcp:read", &[CALENDAR]).await?,
+        "a returning user asking for what was allowed is not asked again"
+    );
+    ensure!(
+        !covers(store, &p, alice, client, "mcp:read mcp:admin", &[CALENDAR]).await?,
+        "a returning user asking for more scopes is asked again"
+    );
+    ensure!(
+        !covers(store, &p, alice, client, "mcp:read", &[PAYROLL]).await?,
+        "a consent for one resource does not cover another"
+    );
+    ok!(
+        store
+            .remember_consent(&p, alice, client, &scopes("mcp:read"), &resources(&[PAYROLL]), t1)
+            .await,
+        "remember consent"
+    );
+    ensure!(
+        covers(store, &p, alice, client, "mcp:read", &[CALENDAR, PAYROLL]).await?,
+        "resources allowed in separate approvals are both remembered"
+    );
+    ensure!(
+        ok!(store.consent(&p, alice, "client_contract_b").await, "consent").is_none(),
+        "consent is per client"
+    );
+    ensure!(
+        ok!(store.consent(&p, &bob.subject, client).await, "consent").is_none(),
+        "consent is per user"
+    );
+    ensure!(
+        ok!(store.consent(&q, alice, client).await, "consent").is_none(),
+        "consent is per project"
+    );
+    ok!(
+        store
+            .remember_consent(
+                &p,
+                alice,
+                "client_contract_b",
+                &ScopeSet::new(),
+                &ResourceSet::new(),
+                t0
+            )
+            .await,
+        "remember consent"
+    );
+    ensure!(
+        ok!(store.consent(&p, alice, "client_contract_b").await, "consent")
+            .is_some_and(|c| c.scopes.is_empty() && c.resources.is_empty()),
+        "an approval of no scopes is remembered too"
+    );
+
+    // Concurrent approvals of distinct scopes and resources: none is lost.
+    let concurrent: Vec<(ScopeSet, ResourceSet)> = (0..16)
+        .map(|i| {
+            (
+                scopes(&format!("s{i}")),
+                resources(&[&format!("https://r{i}.contract.example/mcp")]),
+            )
+        })
+        .collect();
+    let results = join_all(
+        concurrent
+            .iter()
+            .map(|(s, r)| store.remember_consent(&p, &bob.subject, client, s, r, t0)),
+    )
+    .await;
+    for r in results {
+        ok!(r, "concurrent remember consent");
+    }
+    let c = ok!(store.consent(&p, &bob.subject, client).await, "consent");
+    ensure!(
+        c.as_ref().is_some_and(|c| c.scopes.len() == 16
+            && c.resources.len() == 16
+            && concurrent
+                .iter()
+                .all(|(s, r)| s.is_subset_of(&c.scopes) && r.is_subset_of(&c.resources))),
+        "concurrent approvals all count",
+        "{c:?}"
+    );
+
+    ensure!(
+        ok!(store.revoke_consent(&p, alice, client).await, "revoke consent"),
+        "revoking a consent says there was one"
+    );
+    ensure!(
+        ok!(store.consent(&p, alice, client).await, "consent").is_none(),
+        "a revoked consent is forgotten: the user is asked again"
+    );
+    ensure!(
+        !ok!(store.revoke_consent(&p, alice, client).await, "revoke consent"),
+        "revoking twice says there was none"
+    );
+    ensure!(
+        ok!(store.consent(&p, alice, "client_contract_b").await, "consent").is_some(),
+        "revoking one client's consent keeps the others"
+    );
+    ok!(
+        store
+            .remember_consent(&p, alice, client, &scopes("mcp:read"), &calendar, t1)
+            .await,
+        "remember consent"
+    );
+    ensure!(
+        ok!(store.consent(&p, alice, client).await, "consent")
+            .is_some_and(|c| c.scopes == scopes("mcp:read") && c.resources == calendar),
+        "after a revocation only new approvals count"
+    );
+    Ok(())
+}
+
+/// A login of `project` started at `at`, and the browser-binding value
+/// (its hash is the login's `browser_hash`).
+fn upstream_login(
+    project: &ProjectId,
+    at: OffsetDateTime,
+) -> Result<(crate::upstream::UpstreamLogin, SecretHash), Violation> {
+    use crate::discovery::Issuer;
+    use crate::upstream::{self, ProviderName, UpstreamProvider};
+    let issuer = Issuer::new("https://idp.contract.example").map_err(|e| fixture(&e))?;
+    let provider = UpstreamProvider::generic(ProviderName::new("oidc").map_err(|e| fixture(&e))?, issuer, "rp");
+    let metadata = upstream::parse_provider_metadata(
+        br#"{"issuer":"https://idp.contract.example","authorization_endpoint":"https://idp.contract.example/a",
+            "token_endpoint":"https://idp.contract.example/t","jwks_uri":"https://idp.contract.example/k"}"#,
+        &provider.issuer,
+        false,
+    )
+    .map_err(|e| fixture(&e))?;
+    let grant = grant(project, at);
+    let pending = crate::authorize::PendingAuthorization {
+        project: project.clone(),
+        client_id: grant.client_id,
+        client_name: Some("Contract".to_owned()),
+        client_id_host: None,
+        redirect_uri: "https://app.contract.example/cb".to_owned(),
+        redirect_host: Some("app.contract.example".to_owned()),
+        loopback_only: false,
+        scopes: grant.scopes,
+        dropped_scopes: ScopeSet::new(),
+        offline_access: false,
+        force_login: false,
+        force_consent: false,
+        prompt_none: false,
+        login_hint: None,
+        app_scheme: None,
+        resources: ResourceSet::new(),
+        state: Some("contract-state".to_owned()),
+        code_challenge: CodeChallenge::s256(&CodeVerifier::from_random(&random_bytes())),
+        nonce: None,
+        created_at: at,
+        presentation: Default::default(),
+    };
+    let random = upstream::LoginRandomness {
+        state: random_bytes(),
+        nonce: random_bytes(),
+        verifier: random_bytes(),
+        browser: random_bytes(),
+    };
+    let start = upstream::start_login(
+        pending,
+        &provider,
+        &metadata,
+        "https://as.contract.example/cb",
+        random,
+        at,
+    );
+    Ok((start.login, start.browser_binding.hash()))
+}
+
+/// The stored form of a login, for comparing what comes back.
+fn login_json(login: &crate::upstream::UpstreamLogin) -> String {
+    serde_json::to_string(login).unwrap_or_default()
+}
+
+/// `UpstreamLoginStore`: a login reads back whole; of 100 concurrent takes
+/// of one login (half through `a`, half through `b`: pass two stores on
+/// one database to race them as two processes) exactly one gets it and
+/// the others see it taken; a later take is a replay; a take from another
+/// browser never takes it nor shows it, whatever its state; a login is
+/// never taken once expired; logins are scoped by project; a stored
+/// `state` is never overwritten; purge deletes expired logins (taken or
+/// not) and keeps live ones.
+///
+/// # Errors
+/// The first [`Violation`].
+pub async fn upstream_logins(a: &dyn UpstreamLoginStore, b: &dyn UpstreamLoginStore) -> Outcome {
+    let (p, q) = (fresh_project(), fresh_project());
+    let t0 = now();
+    let (login, browser) = upstream_login(&p, t0)?;
+    let h = login.state_hash;
+    let stored = login_json(&login);
+    let stranger = hash();
+    ok!(a.insert(&p, login.clone()).await, "insert upstream login");
+    ensure!(
+        a.insert(&p, upstream_login(&p, t0)?.0).await.is_ok(),
+        "a second login of a project is stored"
+    );
+    let (mut other, _) = upstream_login(&p, t0)?;
+    other.state_hash = h;
+    ensure!(
+        b.insert(&p, other).await.is_err(),
+        "a stored state is never overwritten: a second insert of its hash is an error"
+    );
+    ensure!(
+        matches!(ok!(b.take(&q, &h, &browser, t0).await, "take"), LoginTake::Unknown),
+        "logins are scoped by project"
+    );
+    ensure!(
+        matches!(ok!(b.take(&p, &hash(), &browser, t0).await, "take"), LoginTake::Unknown),
+        "an unknown state is unknown"
+    );
+    let at = t0 + Duration::minutes(1);
+    ensure!(
+        matches!(
+            ok!(a.take(&p, &h, &stranger, at).await, "take"),
+            LoginTake::WrongBrowser
+        ),
+        "another browser does not take a login"
+    );
+    let results = join_all((0..100).map(|i| {
+        let store = if i % 2 == 0 { a } else { b };
+        store.take(&p, &h, &browser, at)
+    }))
+    .await;
+    let (mut wins, mut replays) = (0, 0);
+    for r in results {
+        match ok!(r, "concurrent take") {
+            LoginTake::Taken(l) => {
+                ensure!(login_json(&l) == stored, "a taken login reads back whole");
+                wins += 1;
+            }
+            LoginTake::AlreadyTaken(l) => {
+                ensure!(login_json(&l) == stored, "a replayed login reads back whole");
+                replays += 1;
+            }
+            other => {
+                return Err(Violation {
+                    rule: "a live login is taken or already taken by its own browser",
+                    detail: format!("{other:?}"),
+                });
+            }
+        }
+    }
+    ensure!(
+        wins == 1 && replays == 99,
+        "of 100 concurrent takes of one login exactly one gets it (the first try from another browser spent nothing)",
+        "{wins} took it, {replays} saw it taken"
+    );
+    ensure!(
+        matches!(
+            ok!(a.take(&p, &h, &browser, at).await, "take"),
+            LoginTake::AlreadyTaken(_)
+        ),
+        "a later take is a replay"
+    );
+    ensure!(
+        matches!(
+            ok!(b.take(&p, &h, &stranger, at).await, "take"),
+            LoginTake::WrongBrowser
+        ),
+        "another browser learns nothing of a taken login"
+    );
+
+    // Expiry: never taken at or after expires_at, and stays untaken.
+    let (late, late_browser) = upstream_login(&p, t0)?;
+    let hl = late.state_hash;
+    let expires = late.expires_at;
+    ok!(b.insert(&p, late).await, "insert upstream login");
+    ensure!(
+        matches!(
+            ok!(a.take(&p, &hl, &stranger, expires).await, "take"),
+            LoginTake::WrongBrowser
+        ),
+        "another browser learns nothing of an expired login"
+    );
+    ensure!(
+        matches!(
+            ok!(a.take(&p, &hl, &late_browser, expires).await, "take"),
+            LoginTake::Expired(_)
+        ),
+        "a login is not taken once expired"
+    );
+    ensure!(
+        matches!(
+            ok!(
+                b.take(&p, &hl, &late_browser, expires + Duration::minutes(1)).await,
+                "take"
+            ),
+            LoginTake::Expired(_)
+        ),
+        "an expired login stays untaken"
+    );
+    let (live, live_browser) = upstream_login(&p, expires)?;
+    let hlive = live.state_hash;
+    ok!(a.insert(&p, live).await, "insert upstream login");
+    let removed = ok!(a.purge(expires).await, "purge");
+    ensure!(
+        removed >= 3,
+        "purge deletes expired logins, taken or not, and reports them",
+        "{removed}"
+    );
+    ensure!(
+        matches!(ok!(b.take(&p, &h, &browser, expires).await, "take"), LoginTake::Unknown),
+        "a purged login is unknown"
+    );
+    ensure!(
+        matches!(
+            ok!(b.take(&p, &hlive, &live_browser, expires).await, "take"),
+            LoginTake::Taken(_)
+        ),
+        "purge keeps live logins"
     );
     Ok(())
 }

@@ -3,10 +3,21 @@
 //! [`PostgresStore`] (feature `postgres`: many server instances on one
 //! database). Each implements every store trait: [`ProjectStore`],
 //! [`ClientStore`], [`IatStore`], [`GrantStore`], [`CimdCache`],
-//! [`AuditSink`], [`AuditLog`], [`KeyStore`] and [`ReplayStore`], so one
-//! `Arc` of it fills every slot of
-//! [`crate::server::AuthorizationServerBuilder`] (signing keys and `jti`s
-//! through `key_store` and `replay_store`).
+//! [`AuditSink`], [`AuditLog`], [`KeyStore`], [`ReplayStore`],
+//! [`UserStore`] and [`UpstreamLoginStore`], so one `Arc` of it fills
+//! every slot of [`crate::server::AuthorizationServerBuilder`] (signing
+//! keys and `jti`s through `key_store` and `replay_store`; local users,
+//! remembered consent and upstream logins through `user_store` and
+//! `upstream_login_store`).
+//!
+//! [`UpstreamSecrets`] has no SQL form, on purpose: the client secret at an
+//! upstream provider must be returned in clear to authenticate there, so a
+//! table could only hold it in clear or encrypted under a key kept beside
+//! it, and every database backup would then carry a reusable credential.
+//! It is configuration: give it to the server from the host's secret
+//! manager or environment ([`crate::store::memory::MemoryUpstreamSecrets`]
+//! filled at start-up, or an implementation over the host's KMS), or use
+//! `private_key_jwt`, which needs no shared secret.
 //!
 //! ```no_run
 //! # #[cfg(feature = "sqlite")]
@@ -27,6 +38,8 @@
 //!     .audit(store.clone())
 //!     .key_store(store.clone())
 //!     .replay_store(store.clone())
+//!     .user_store(store.clone())
+//!     .upstream_login_store(store.clone())
 //!     .build();
 //! # Ok(()) }
 //! ```
@@ -47,6 +60,11 @@
 //! | `KeyStore::activate` | one transaction whose FIRST statement upserts the lock row `signing_key_locks (project, alg)` of the key's algorithm: concurrent activations of one algorithm queue on that one row lock (PostgreSQL; a single row, so no deadlock) or the database write lock (SQLite), and each later one reads what the earlier committed. Then: the named key must still be `next`, the active key(s) of the algorithm retire, the other next keys retire at once, the named key becomes active. A partial unique index (`state = 'active'`, per `(project, alg)`) refuses a second active key whatever happens |
 //! | `KeyStore::insert`, `KeyStore::retire` | `INSERT ... ON CONFLICT (project, kid) DO NOTHING`; one conditional `UPDATE ... WHERE state = 'active'` |
 //! | `ReplayStore::check_and_insert` | one `INSERT ... ON CONFLICT (project, scope, id_hash) DO UPDATE SET expires_at = ... WHERE <the stored entry expired>`: one row affected means first use; of concurrent callers the unique key lets one insert and the others find its live row |
+//! | `UpstreamLoginStore::take` | one `UPDATE ... SET taken = TRUE WHERE ... AND taken = FALSE AND expires_at > now AND browser_hash = <the caller's> RETURNING login`: as for codes, the row lock (PostgreSQL) or the database write lock (SQLite) lets exactly one caller flip `taken`, whichever process it runs in; an expired login, or a caller from another browser, never takes it. The losers then read the row to answer `WrongBrowser` (checked first), `AlreadyTaken` or `Expired` |
+//! | `UpstreamLoginStore::insert` | one `INSERT ... SELECT ... WHERE <fewer than SqlOptions::upstream_login_capacity live logins in the project>`; a stored `state` hash is a primary-key violation (an error), never an overwrite |
+//! | `UserStore::upsert` | one `INSERT ... ON CONFLICT (project, subject) DO UPDATE ... RETURNING created_at`: the first sign-in's `created_at` is kept |
+//! | `UserStore::remember_consent` | a transaction whose FIRST statement upserts the consent row (`INSERT ... ON CONFLICT DO UPDATE`): it takes that row's lock (PostgreSQL, `READ COMMITTED`) or the database write lock (SQLite), so the read, union and write of the scopes and resources that follow see every approval committed before, and a concurrent approval waits and merges into this one's |
+//! | `UserStore::revoke_consent` | one `DELETE`; one row affected means there was a consent |
 //! | `GrantStore::revoke_grant` | a transaction that first writes a revocation marker, then deletes the grant's codes and tokens. Inserts of codes and tokens are `INSERT ... SELECT ... WHERE NOT EXISTS <marker>`, and EVERY read and conditional update also requires that no marker exists, so a record inserted by a request that raced the revocation reads as absent whatever the interleaving |
 //!
 //! SQLite runs in WAL mode with `synchronous = NORMAL`: a committed
@@ -83,6 +101,9 @@
 //! | `signing_keys` (4) | `(project, kid)`; partial unique `(project, alg) WHERE state = 'active'` | `alg`, `state` (`next`/`active`/`retired`), `created_at`, `activated_at`, `retired_at`, `publish_until`, `private_key` | **the private key, UNENCRYPTED**: its DER form (PKCS#8 for ES256/EdDSA, PKCS#1 for RS256). The crate has no at-rest encryption; whoever reads this table or a backup can sign tokens for the project. Never in `Debug`, logs or errors | retired keys deleted once past `publish_until` (by the rotation) |
 //! | `signing_key_locks` (4) | `(project, alg)` | `locked_at` | none | one row per project and algorithm |
 //! | `replay_ids` (4) | `(project, scope, id_hash)`; index `expires_at` | `expires_at` | none (the `jti` as its SHA-256 digest) | purged once expired |
+//! | `local_users` (5) | `(project, subject)`; index `(project, upstream_issuer, upstream_subject)` | `upstream_issuer`, `upstream_subject`, `email`, `email_verified`, `name`, `created_at`, `last_login_at` | none (personal data: the user's email and name) | until deleted by the host |
+//! | `user_consents` (5) | `(project, subject, client_id)` | `scopes` (space-delimited union of every approval), `resources` (JSON array, union of every approval), `updated_at` | none | until revoked (`UserStore::revoke_consent`) |
+//! | `upstream_logins` (5) | `(project, state_hash)`; indexes `(project, expires_at)`, `expires_at` | `browser_hash` (SHA-256 of the browser-binding cookie), `taken`, `created_at`, `expires_at`, `login` (JSON of `UpstreamLogin`) | `state` as its hash only; the PKCE code verifier and the `nonce` sent upstream **in clear** inside `login` (the callback must send the verifier to the provider; both are worthless without the provider's code, which only ever reaches the callback) | at most 10 minutes live; purged once expired; at most [`SqlOptions::upstream_login_capacity`] live per project |
 //!
 //! Every hot-path lookup is by primary key (`(project, hash)`, `(project,
 //! id)`); the revocation check is a primary-key probe of
@@ -126,6 +147,7 @@ pub use self::sqlite::SqliteStore;
 #[allow(unused_imports)] // used in the docs of this module
 use super::{
     AuditLog, AuditSink, CimdCache, ClientStore, GrantStore, IatStore, KeyStore, ProjectStore, ReplayStore, StoreError,
+    UpstreamLoginStore, UpstreamSecrets, UserStore,
 };
 
 /// A callback for every database error (for logs and metrics).
@@ -158,6 +180,12 @@ pub struct SqlOptions {
     /// cap of this size, so a flood of them never pushes out security
     /// events such as reuse detections or revocations.
     pub audit_max_rows_per_project: Option<u32>,
+    /// Upstream logins in flight a project may hold (default 100,000):
+    /// past it, new logins are refused (the user retries) rather than
+    /// live ones evicted. Bounds what anonymous callers can make the
+    /// database hold; concurrent inserts may overshoot it by at most
+    /// their number.
+    pub upstream_login_capacity: u32,
     /// Called with every database error.
     pub on_error: Option<ErrorHook>,
     /// Write audit events in the background, many per statement (default
@@ -178,6 +206,7 @@ impl Default for SqlOptions {
             cimd_capacity: 1024,
             audit_max_age: Some(time::Duration::days(90)),
             audit_max_rows_per_project: Some(100_000),
+            upstream_login_capacity: 100_000,
             on_error: None,
             audit_batching: false,
         }
@@ -232,6 +261,12 @@ impl SqlOptions {
         self
     }
 
+    /// Sets [`SqlOptions::upstream_login_capacity`] (at least 1).
+    pub fn upstream_login_capacity(mut self, logins: u32) -> Self {
+        self.upstream_login_capacity = logins.max(1);
+        self
+    }
+
     /// Sets [`SqlOptions::audit_batching`].
     pub const fn audit_batching(mut self, on: bool) -> Self {
         self.audit_batching = on;
@@ -255,6 +290,7 @@ impl fmt::Debug for SqlOptions {
             .field("cimd_capacity", &self.cimd_capacity)
             .field("audit_max_age", &self.audit_max_age)
             .field("audit_max_rows_per_project", &self.audit_max_rows_per_project)
+            .field("upstream_login_capacity", &self.upstream_login_capacity)
             .field("on_error", &self.on_error.is_some())
             .field("audit_batching", &self.audit_batching)
             .finish()
@@ -284,12 +320,14 @@ pub struct PurgeReport {
     pub audit: u64,
     /// Expired client assertion ids (`jti`).
     pub replay: u64,
+    /// Expired upstream logins (taken or not).
+    pub upstream_logins: u64,
 }
 
 impl PurgeReport {
     /// Everything removed.
     pub const fn total(&self) -> u64 {
-        self.grants + self.iats + self.cimd + self.audit + self.replay
+        self.grants + self.iats + self.cimd + self.audit + self.replay + self.upstream_logins
     }
 }
 
@@ -567,8 +605,8 @@ macro_rules! impl_sql_store {
             /// Purges, in batches of [`SqlOptions::purge_batch`] rows, what
             /// can go at `now`: expired codes and tokens, stale revocation
             /// markers, unusable initial access tokens, expired CIMD
-            /// entries, audit events past the retention limits, and
-            /// expired client assertion ids (`jti`).
+            /// entries, audit events past the retention limits, expired
+            /// client assertion ids (`jti`) and expired upstream logins.
             ///
             /// # Errors
             /// [`StoreError`] when the database fails (what was purged
@@ -587,6 +625,7 @@ macro_rules! impl_sql_store {
                     .await?;
                 report.audit = self.purge_audit(now).await?;
                 report.replay = self.purge_replay(now).await?;
+                report.upstream_logins = self.purge_upstream_logins(now).await?;
                 Ok(report)
             }
 
@@ -1496,6 +1535,276 @@ macro_rules! impl_sql_store {
 
             async fn purge(&self, now: OffsetDateTime) -> Result<usize, StoreError> {
                 let n = self.purge_replay(now).await?;
+                usize::try_from(n).map_err(|_| StoreError::new("purge count out of range"))
+            }
+        }
+
+        impl $store {
+            fn user_from_row(
+                &self,
+                project: &ProjectId,
+                subject: &$crate::grant::Subject,
+                row: &$row,
+            ) -> Result<$crate::store::LocalUser, StoreError> {
+                let get = |e| self.fail("decode local user", e);
+                let created_at: i64 = row.try_get(5).map_err(get)?;
+                let last_login_at: i64 = row.try_get(6).map_err(get)?;
+                Ok($crate::store::LocalUser {
+                    project: project.clone(),
+                    subject: subject.clone(),
+                    upstream_issuer: row.try_get(0).map_err(get)?,
+                    upstream_subject: row.try_get(1).map_err(get)?,
+                    email: row.try_get(2).map_err(get)?,
+                    email_verified: row.try_get(3).map_err(get)?,
+                    name: row.try_get(4).map_err(get)?,
+                    created_at: time_of(created_at)?,
+                    last_login_at: time_of(last_login_at)?,
+                })
+            }
+
+            async fn purge_upstream_logins(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+                self.delete_batches("purge upstream logins", q::LOGIN_PURGE, secs(now))
+                    .await
+            }
+        }
+
+        /// Scopes as stored: the space-delimited union of every approval
+        /// (read without the request-size cap of `ScopeSet::parse`, since
+        /// a union may grow past it).
+        fn stored_scopes(s: &str) -> Result<$crate::scope::ScopeSet, StoreError> {
+            $crate::scope::ScopeSet::from_tokens(s.split(' ').filter(|t| !t.is_empty()))
+                .map_err(|e| StoreError::with_source("stored consent scopes", e))
+        }
+
+        // `upsert`: one INSERT ... ON CONFLICT DO UPDATE ... RETURNING
+        // created_at. `remember_consent`: a transaction whose FIRST
+        // statement writes the consent row (PostgreSQL: its row lock;
+        // SQLite: the database write lock), then reads, merges and writes
+        // the scopes: a concurrent approval waits and merges into what
+        // this one committed. `revoke_consent`: one DELETE.
+        #[async_trait::async_trait]
+        impl $crate::store::UserStore for $store {
+            async fn upsert(&self, user: $crate::store::LocalUser) -> Result<$crate::store::LocalUser, StoreError> {
+                let row = sqlx::query(q::USER_UPSERT)
+                    .bind(user.project.as_str())
+                    .bind(user.subject.as_str())
+                    .bind(&user.upstream_issuer)
+                    .bind(&user.upstream_subject)
+                    .bind(user.email.as_deref())
+                    .bind(user.email_verified)
+                    .bind(user.name.as_deref())
+                    .bind(secs(user.created_at))
+                    .bind(secs(user.last_login_at))
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(|e| self.fail("upsert local user", e))?;
+                let created_at: i64 = row.try_get(0).map_err(|e| self.fail("upsert local user", e))?;
+                Ok($crate::store::LocalUser {
+                    created_at: time_of(created_at)?,
+                    last_login_at: time_of(secs(user.last_login_at))?,
+                    ..user
+                })
+            }
+
+            async fn user(
+                &self,
+                project: &ProjectId,
+                subject: &$crate::grant::Subject,
+            ) -> Result<Option<$crate::store::LocalUser>, StoreError> {
+                let row = sqlx::query(q::USER_GET)
+                    .bind(project.as_str())
+                    .bind(subject.as_str())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(|e| self.fail("get local user", e))?;
+                row.map(|r| self.user_from_row(project, subject, &r)).transpose()
+            }
+
+            async fn remember_consent(
+                &self,
+                project: &ProjectId,
+                subject: &$crate::grant::Subject,
+                client_id: &str,
+                scopes: &$crate::scope::ScopeSet,
+                resources: &$crate::resource::ResourceSet,
+                now: OffsetDateTime,
+            ) -> Result<(), StoreError> {
+                let mut tx = self
+                    .pool
+                    .begin()
+                    .await
+                    .map_err(|e| self.fail("remember consent", e))?;
+                // The write first: it takes the lock (see the query).
+                sqlx::query(q::CONSENT_LOCK)
+                    .bind(project.as_str())
+                    .bind(subject.as_str())
+                    .bind(client_id)
+                    .bind(secs(now))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| self.fail("remember consent: lock", e))?;
+                let row = sqlx::query(q::CONSENT_GET)
+                    .bind(project.as_str())
+                    .bind(subject.as_str())
+                    .bind(client_id)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(|e| self.fail("remember consent: read", e))?;
+                let stored: String = row
+                    .try_get(0)
+                    .map_err(|e| self.fail("remember consent: read", e))?;
+                let stored_resources: String = row
+                    .try_get(1)
+                    .map_err(|e| self.fail("remember consent: read", e))?;
+                let mut merged = stored_scopes(&stored)?;
+                for s in scopes.iter() {
+                    merged.insert(s.clone());
+                }
+                let mut merged_resources: $crate::resource::ResourceSet =
+                    from_json("consent resources", &stored_resources)?;
+                for r in resources.iter() {
+                    merged_resources.insert(r.clone());
+                }
+                sqlx::query(q::CONSENT_SET)
+                    .bind(project.as_str())
+                    .bind(subject.as_str())
+                    .bind(client_id)
+                    .bind(merged.to_string())
+                    .bind(to_json("consent resources", &merged_resources)?)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| self.fail("remember consent: write", e))?;
+                tx.commit()
+                    .await
+                    .map_err(|e| self.fail("remember consent: commit", e))?;
+                Ok(())
+            }
+
+            async fn consent(
+                &self,
+                project: &ProjectId,
+                subject: &$crate::grant::Subject,
+                client_id: &str,
+            ) -> Result<Option<$crate::store::RememberedConsent>, StoreError> {
+                let row = sqlx::query(q::CONSENT_GET)
+                    .bind(project.as_str())
+                    .bind(subject.as_str())
+                    .bind(client_id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(|e| self.fail("get consent", e))?;
+                row.map(|r| {
+                    let scopes: String = r.try_get(0).map_err(|e| self.fail("get consent", e))?;
+                    let resources: String = r.try_get(1).map_err(|e| self.fail("get consent", e))?;
+                    let updated_at: i64 = r.try_get(2).map_err(|e| self.fail("get consent", e))?;
+                    Ok($crate::store::RememberedConsent {
+                        scopes: stored_scopes(&scopes)?,
+                        resources: from_json("consent resources", &resources)?,
+                        updated_at: time_of(updated_at)?,
+                    })
+                })
+                .transpose()
+            }
+
+            async fn revoke_consent(
+                &self,
+                project: &ProjectId,
+                subject: &$crate::grant::Subject,
+                client_id: &str,
+            ) -> Result<bool, StoreError> {
+                let n = sqlx::query(q::CONSENT_REVOKE)
+                    .bind(project.as_str())
+                    .bind(subject.as_str())
+                    .bind(client_id)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| self.fail("revoke consent", e))?
+                    .rows_affected();
+                Ok(n > 0)
+            }
+        }
+
+        // `take`: one conditional UPDATE ... SET taken = TRUE WHERE taken =
+        // FALSE AND expires_at > now RETURNING (the row lock or the
+        // database write lock serializes concurrent takes; a waiter
+        // re-checks `taken` after the winner commits), then, for the
+        // losers only, a read saying why.
+        #[async_trait::async_trait]
+        impl $crate::store::UpstreamLoginStore for $store {
+            async fn insert(
+                &self,
+                project: &ProjectId,
+                login: $crate::upstream::UpstreamLogin,
+            ) -> Result<(), StoreError> {
+                let n = sqlx::query(q::LOGIN_INSERT)
+                    .bind(project.as_str())
+                    .bind(login.state_hash.as_bytes().as_slice())
+                    .bind(secs(login.created_at))
+                    .bind(secs(login.expires_at))
+                    .bind(to_json("upstream login", &login)?)
+                    .bind(i64::from(self.options.upstream_login_capacity))
+                    .bind(login.browser_hash.as_bytes().as_slice())
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| self.fail("insert upstream login", e))?
+                    .rows_affected();
+                if n != 1 {
+                    return Err(StoreError::new(format!(
+                        "{BACKEND}: too many upstream logins in flight for project {}",
+                        project.as_str()
+                    )));
+                }
+                Ok(())
+            }
+
+            async fn take(
+                &self,
+                project: &ProjectId,
+                state_hash: &SecretHash,
+                browser_hash: &SecretHash,
+                now: OffsetDateTime,
+            ) -> Result<$crate::store::LoginTake, StoreError> {
+                use $crate::store::LoginTake;
+                let row = sqlx::query(q::LOGIN_TAKE)
+                    .bind(project.as_str())
+                    .bind(state_hash.as_bytes().as_slice())
+                    .bind(secs(now))
+                    .bind(browser_hash.as_bytes().as_slice())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(|e| self.fail("take upstream login", e))?;
+                if let Some(row) = row {
+                    let json: String = row.try_get(0).map_err(|e| self.fail("take upstream login", e))?;
+                    return Ok(LoginTake::Taken(Box::new(from_json("upstream login", &json)?)));
+                }
+                let row = sqlx::query(q::LOGIN_STATE)
+                    .bind(project.as_str())
+                    .bind(state_hash.as_bytes().as_slice())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(|e| self.fail("take upstream login", e))?;
+                Ok(match row {
+                    None => LoginTake::Unknown,
+                    Some(r) => {
+                        let stored_browser: Vec<u8> = r.try_get(2).map_err(|e| self.fail("take upstream login", e))?;
+                        if hash_of(&stored_browser)? != *browser_hash {
+                            // Checked first: another browser learns nothing.
+                            return Ok(LoginTake::WrongBrowser);
+                        }
+                        let (taken, login): (bool, $crate::upstream::UpstreamLogin) =
+                            self.flagged("upstream login", &r)?;
+                        if taken {
+                            LoginTake::AlreadyTaken(Box::new(login))
+                        } else {
+                            // Not taken by the update: it had expired.
+                            LoginTake::Expired(Box::new(login))
+                        }
+                    }
+                })
+            }
+
+            async fn purge(&self, now: OffsetDateTime) -> Result<usize, StoreError> {
+                let n = self.purge_upstream_logins(now).await?;
                 usize::try_from(n).map_err(|_| StoreError::new("purge count out of range"))
             }
         }

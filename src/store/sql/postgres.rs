@@ -101,5 +101,10 @@ super::impl_sql_store!(
             name: "0004_signing_keys_replay",
             sql: include_str!("migrations/postgres/0004_signing_keys_replay.sql"),
         },
+        Migration {
+            version: 5,
+            name: "0005_users_upstream",
+            sql: include_str!("migrations/postgres/0005_users_upstream.sql"),
+        },
     ]
 );

@@ -314,3 +314,62 @@ pub(super) const REPLAY_CHECK_AND_INSERT: &str = "INSERT INTO replay_ids (projec
 /// Expired ids, at most `$2` of them, through the expiry index.
 pub(super) const REPLAY_PURGE: &str = "DELETE FROM replay_ids WHERE (project, scope, id_hash) IN \
      (SELECT project, scope, id_hash FROM replay_ids WHERE expires_at <= $1 LIMIT $2)";
+
+// ---- local users and remembered consent ----
+
+/// Insert or update in one statement: an existing user keeps its
+/// `created_at` (returned), everything else is replaced.
+pub(super) const USER_UPSERT: &str = "INSERT INTO local_users \
+     (project, subject, upstream_issuer, upstream_subject, email, email_verified, name, created_at, last_login_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (project, subject) DO UPDATE SET \
+     upstream_issuer = excluded.upstream_issuer, upstream_subject = excluded.upstream_subject, \
+     email = excluded.email, email_verified = excluded.email_verified, name = excluded.name, \
+     last_login_at = excluded.last_login_at RETURNING created_at";
+
+pub(super) const USER_GET: &str = "SELECT upstream_issuer, upstream_subject, email, email_verified, name, \
+     created_at, last_login_at FROM local_users WHERE project = $1 AND subject = $2";
+
+/// The first statement of `remember_consent`: creates the row (no scopes
+/// yet) or touches it, taking its row lock (PostgreSQL) or the database
+/// write lock (SQLite), so the read-merge-write that follows cannot lose a
+/// concurrent approval.
+pub(super) const CONSENT_LOCK: &str = "INSERT INTO user_consents \
+     (project, subject, client_id, scopes, resources, updated_at) VALUES ($1, $2, $3, '', '[]', $4) \
+     ON CONFLICT (project, subject, client_id) DO UPDATE SET updated_at = excluded.updated_at";
+
+pub(super) const CONSENT_GET: &str = "SELECT scopes, resources, updated_at FROM user_consents \
+     WHERE project = $1 AND subject = $2 AND client_id = $3";
+
+pub(super) const CONSENT_SET: &str =
+    "UPDATE user_consents SET scopes = $4, resources = $5 WHERE project = $1 AND subject = $2 AND client_id = $3";
+
+pub(super) const CONSENT_REVOKE: &str =
+    "DELETE FROM user_consents WHERE project = $1 AND subject = $2 AND client_id = $3";
+
+// ---- upstream logins in flight ----
+
+/// Stores a login unless the project already has `$6` live ones (`$3`,
+/// the login's start, is "now"). The count is bounded by the limit, so a
+/// full project costs one bounded index scan. A taken `state_hash` is a
+/// constraint error, never an overwrite.
+pub(super) const LOGIN_INSERT: &str = "INSERT INTO upstream_logins \
+     (project, state_hash, browser_hash, taken, created_at, expires_at, login) \
+     SELECT $1, $2, $7, FALSE, $3, $4, $5 WHERE (SELECT COUNT(*) FROM (SELECT 1 FROM upstream_logins \
+     WHERE project = $1 AND expires_at > $3 LIMIT $6) AS live) < $6";
+
+/// Takes a login: one conditional `UPDATE`; of concurrent callers only the
+/// one whose update flips `taken` gets the row back, never once the login
+/// expired (`$3`: now), and only from the browser it started in (`$4`:
+/// the hash of its binding cookie).
+pub(super) const LOGIN_TAKE: &str = "UPDATE upstream_logins SET taken = TRUE \
+     WHERE project = $1 AND state_hash = $2 AND taken = FALSE AND expires_at > $3 AND browser_hash = $4 \
+     RETURNING login";
+
+/// After a failed take: why (another browser, taken before, expired, or
+/// absent).
+pub(super) const LOGIN_STATE: &str =
+    "SELECT taken, login, browser_hash FROM upstream_logins WHERE project = $1 AND state_hash = $2";
+
+/// Expired logins, at most `$2` of them, through the expiry index.
+pub(super) const LOGIN_PURGE: &str = "DELETE FROM upstream_logins WHERE (project, state_hash) IN \
+     (SELECT project, state_hash FROM upstream_logins WHERE expires_at <= $1 LIMIT $2)";
