@@ -564,8 +564,9 @@ pub fn resolve_scopes(
 }
 
 /// The resources of an authorization request: the requested ones if valid
-/// and allowed, else the project's default resource, else an empty set
-/// unless the project requires one.
+/// and accepted ([`ProjectSettings::accepts_resource`]: by default only the
+/// project's known resources), else the project's default resource, else
+/// an empty set unless the project requires one.
 ///
 /// # Errors
 /// `invalid_target`.
@@ -579,10 +580,10 @@ pub fn resolve_resources(requested: &[String], settings: &ProjectSettings) -> Re
     let mut set = ResourceSet::new();
     for raw in requested {
         let r = ResourceUri::parse(raw.as_str()).map_err(|e| ParameterError::new(e.code(), e.to_string()))?;
-        if !settings.allowed_resources.is_empty() && !settings.allowed_resources.contains(&r) {
+        if !settings.accepts_resource(&r) {
             return Err(ParameterError::new(
                 ErrorCode::InvalidTarget,
-                "the requested resource is not served by this project",
+                format!("the resource {r} is not known to this project"),
             ));
         }
         set.insert(r);

@@ -147,7 +147,13 @@ impl AuthorizationServer {
         };
         match authorize::validate_request(&req, project, settings, &client, redirect_uri, self.clock.now()) {
             Ok(p) => AuthorizeOutcome::Pending(Box::new(p)),
-            Err(e) => AuthorizeOutcome::Redirect(e.location(self.issuer_for(settings).as_str())),
+            Err(e) => {
+                if e.error.code() == ErrorCode::InvalidTarget {
+                    self.resource_refused(project, &client.client_id, "authorize", &e.error)
+                        .await;
+                }
+                AuthorizeOutcome::Redirect(e.location(self.issuer_for(settings).as_str()))
+            }
         }
     }
 
@@ -297,11 +303,32 @@ impl AuthorizationServer {
                 },
             )
             .await?;
-        match grant_type {
+        let result = match grant_type {
             GrantTypeParam::AuthorizationCode => self.exchange_code(project, &settings, &client, &req).await,
             GrantTypeParam::RefreshToken => self.refresh(project, &settings, &client, &req).await,
             GrantTypeParam::ClientCredentials => self.client_credentials(project, &settings, &client, &req).await,
+        };
+        if let Err(e) = &result
+            && e.code() == ErrorCode::InvalidTarget
+        {
+            self.resource_refused(project, &client.client_id, "token", e).await;
         }
+        result
+    }
+
+    /// Records `resource.refused`: a request named a resource the project
+    /// does not accept (or a malformed one, or none where one is
+    /// required).
+    async fn resource_refused(&self, project: &ProjectId, client_id: &ClientId, endpoint: &str, error: &OAuthError) {
+        self.emit(
+            project,
+            AuditKind::ResourceRefused {
+                client_id: client_id.to_string(),
+                endpoint: endpoint.to_owned(),
+                detail: error.description().unwrap_or_default().to_owned(),
+            },
+        )
+        .await;
     }
 
     /// The client credentials grant: the client acts for itself (`sub` is
@@ -443,6 +470,7 @@ impl AuthorizationServer {
         // Every check before any state change: an invalid replay neither
         // consumes the code nor revokes anything.
         let issuance = token::check_code_redemption(&record, &client.client_id, req, self.clock.now())?;
+        check_resources_accepted(settings, &issuance)?;
         if record.consumed {
             return Err(self.reuse_detected(project, &record.grant, Reused::Code).await);
         }
@@ -542,6 +570,7 @@ impl AuthorizationServer {
         // Every check before any state change (a reuse is decided by the
         // store call below, against the committed state).
         let issuance = token::check_refresh(&record, &client.client_id, req, now)?;
+        check_resources_accepted(settings, &issuance)?;
         if !client.metadata.allows_refresh() {
             return Err(TokenError::UnauthorizedClient.into());
         }
@@ -923,5 +952,19 @@ impl AuthorizationServer {
             return Ok(IntrospectionResponse::from_refresh_token(&refresh, issuer.as_str()));
         }
         Ok(IntrospectionResponse::inactive())
+    }
+}
+
+/// The resources of a code exchange or refresh must still be accepted by
+/// the project ([`ProjectSettings::accepts_resource`]): a resource the
+/// operator removed from the known list gets no more tokens, also for
+/// grants made before. Checked before any state change.
+fn check_resources_accepted(settings: &ProjectSettings, issuance: &Issuance) -> Result<(), OAuthError> {
+    match settings.unaccepted_resource(&issuance.resources) {
+        Some(r) => Err(OAuthError::with_description(
+            ErrorCode::InvalidTarget,
+            format!("the resource {r} is no longer known to this project"),
+        )),
+        None => Ok(()),
     }
 }

@@ -331,12 +331,13 @@ macro_rules! impl_sql_store {
         use $crate::audit::AuditEvent;
         use $crate::client::{Client, ClientId, RegisteredClientId};
         use $crate::dcr::{IatId, IatRecord};
-        use $crate::grant::{AccessTokenRecord, CodeRecord, GrantId, RefreshTokenRecord};
+        use $crate::grant::{AccessTokenRecord, CodeRecord, GrantId, GrantSummary, RefreshTokenRecord, Subject};
         use $crate::project::{ProjectId, ProjectSettings};
         use $crate::secret::SecretHash;
         use $crate::store::sql::{PurgeReport, from_json, hash_of, queries as q, secs, time_of, to_json};
         use $crate::store::{
-            AuditCursor, AuditPage, AuditQuery, CodeConsumption, RefreshRotation, RevokeOutcome, StoreError, UseOutcome,
+            AuditCursor, AuditPage, AuditQuery, CodeConsumption, GrantSelector, Page, PageRequest, RefreshRotation,
+            RevokeOutcome, StoreError, UseOutcome,
         };
 
         const MIGRATIONS: &[$crate::store::sql::Migration] = $migrations;
@@ -644,6 +645,13 @@ macro_rules! impl_sql_store {
                         .await?;
                 }
                 removed += self
+                    .delete_batches(
+                        "grant summaries",
+                        q::PURGE_SUMMARIES,
+                        secs(now - $crate::store::GRANT_SUMMARY_GRACE),
+                    )
+                    .await?;
+                removed += self
                     .delete_batches("revoked_grants", q::PURGE_MARKERS, secs(now))
                     .await?;
                 // Not counted as removed records: the rows stay (rotated,
@@ -705,6 +713,51 @@ macro_rules! impl_sql_store {
                     revoked_at: revoked_at.map(time_of).transpose()?,
                     pinned: from_json("pinned metadata", &pinned)?,
                 })
+            }
+
+            /// A client from a `(client JSON, disabled_at)` row: the column
+            /// is authoritative for `disabled_at`.
+            fn client_from_row(&self, row: &$row) -> Result<Client, StoreError> {
+                let json: String = row.try_get(0).map_err(|e| self.fail("decode client", e))?;
+                let disabled_at: Option<i64> = row.try_get(1).map_err(|e| self.fail("decode client", e))?;
+                let mut client: Client = from_json("client", &json)?;
+                client.disabled_at = disabled_at.map(time_of).transpose()?;
+                Ok(client)
+            }
+
+            /// A grant summary from a `(record, last_used_at, expires_at)`
+            /// row.
+            fn summary_from_row(&self, row: &$row) -> Result<GrantSummary, StoreError> {
+                let get = |e| self.fail("decode grant summary", e);
+                let json: String = row.try_get(0).map_err(get)?;
+                let last_used_at: Option<i64> = row.try_get(1).map_err(get)?;
+                let expires_at: i64 = row.try_get(2).map_err(get)?;
+                let mut summary = GrantSummary::new(from_json("grant", &json)?, time_of(expires_at)?);
+                summary.last_used_at = last_used_at.map(time_of).transpose()?;
+                Ok(summary)
+            }
+
+            /// Creates or extends the summary of `grant` (see
+            /// `queries::GRANT_TOUCH`).
+            async fn touch_grant(
+                &self,
+                grant: &$crate::grant::Grant,
+                used_at: Option<OffsetDateTime>,
+                expires_at: OffsetDateTime,
+            ) -> Result<(), StoreError> {
+                sqlx::query(q::GRANT_TOUCH)
+                    .bind(grant.project.as_str())
+                    .bind(grant.id.as_str())
+                    .bind(grant.client_id.as_str())
+                    .bind(grant.subject.as_str())
+                    .bind(secs(grant.granted_at))
+                    .bind(used_at.map(secs))
+                    .bind(secs(expires_at))
+                    .bind(to_json("grant", grant)?)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| self.fail("record grant summary", e))?;
+                Ok(())
             }
 
             /// `(flag, record JSON)` rows of the grant tables.
@@ -791,11 +844,7 @@ macro_rules! impl_sql_store {
                     .fetch_optional(&self.pool)
                     .await
                     .map_err(|e| self.fail("get client", e))?;
-                row.map(|r| {
-                    let json: String = r.try_get(0).map_err(|e| self.fail("get client", e))?;
-                    from_json("client", &json)
-                })
-                .transpose()
+                row.map(|r| self.client_from_row(&r)).transpose()
             }
 
             async fn insert(&self, project: &ProjectId, client: Client) -> Result<bool, StoreError> {
@@ -811,6 +860,9 @@ macro_rules! impl_sql_store {
                     .await
                     .map_err(|e| self.fail("insert client", e))?
                     .rows_affected();
+                if inserted == 1 && client.disabled_at.is_some() {
+                    $crate::store::ClientStore::set_disabled(self, project, id, client.disabled_at).await?;
+                }
                 Ok(inserted == 1)
             }
 
@@ -833,6 +885,39 @@ macro_rules! impl_sql_store {
                     .map_err(|e| self.fail("count clients", e))?;
                 let n: i64 = row.try_get(0).map_err(|e| self.fail("count clients", e))?;
                 usize::try_from(n).map_err(|_| StoreError::new("client count out of range"))
+            }
+
+            async fn list(&self, project: &ProjectId, page: &PageRequest) -> Result<Page<Client>, StoreError> {
+                let (at, id) = page.cursor().map_or((i64::MIN, ""), |c| (c.at(), c.id()));
+                let rows = sqlx::query(q::CLIENT_LIST)
+                    .bind(project.as_str())
+                    .bind(at)
+                    .bind(id)
+                    .bind(i64::try_from(page.limit() + 1).unwrap_or(i64::MAX))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(|e| self.fail("list clients", e))?;
+                let items = rows
+                    .iter()
+                    .map(|r| self.client_from_row(r))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(page.page(items, $crate::store::memory::client_cursor))
+            }
+
+            async fn set_disabled(
+                &self,
+                project: &ProjectId,
+                id: &RegisteredClientId,
+                disabled_at: Option<OffsetDateTime>,
+            ) -> Result<Option<Client>, StoreError> {
+                let row = sqlx::query(q::CLIENT_SET_DISABLED)
+                    .bind(project.as_str())
+                    .bind(id.as_str())
+                    .bind(disabled_at.map(secs))
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(|e| self.fail("disable client", e))?;
+                row.map(|r| self.client_from_row(&r)).transpose()
             }
         }
 
@@ -946,6 +1031,9 @@ macro_rules! impl_sql_store {
         #[async_trait::async_trait]
         impl $crate::store::GrantStore for $store {
             async fn insert_code(&self, record: CodeRecord) -> Result<(), StoreError> {
+                // The summary first: the grant is listed (and found by a
+                // bulk revocation) before its code can be read.
+                self.touch_grant(&record.grant, None, record.expires_at).await?;
                 sqlx::query(q::CODE_INSERT)
                     .bind(record.grant.project.as_str())
                     .bind(record.hash.as_bytes().as_slice())
@@ -1010,6 +1098,8 @@ macro_rules! impl_sql_store {
             }
 
             async fn insert_refresh_token(&self, record: RefreshTokenRecord) -> Result<(), StoreError> {
+                self.touch_grant(&record.grant, Some(record.issued_at), record.expires_at)
+                    .await?;
                 sqlx::query(q::REFRESH_INSERT)
                     .bind(record.grant.project.as_str())
                     .bind(record.hash.as_bytes().as_slice())
@@ -1088,6 +1178,8 @@ macro_rules! impl_sql_store {
                         let mut old_record: RefreshTokenRecord = from_json("refresh token", &json)?;
                         old_record.rotated = true;
                         old_record.rotation = Some(mark);
+                        self.touch_grant(&new.grant, Some(new.issued_at), new.expires_at)
+                            .await?;
                         return Ok(RefreshRotation::Rotated(old_record));
                     }
                     return Ok(after_lost(
@@ -1128,6 +1220,8 @@ macro_rules! impl_sql_store {
                     tx.commit()
                         .await
                         .map_err(|e| self.fail("rotate refresh token: commit", e))?;
+                    self.touch_grant(&new.grant, Some(new.issued_at), new.expires_at)
+                        .await?;
                     return Ok(RefreshRotation::Rotated(old_record));
                 }
                 tx.rollback()
@@ -1150,6 +1244,14 @@ macro_rules! impl_sql_store {
                     .execute(&self.pool)
                     .await
                     .map_err(|e| self.fail("insert access token", e))?;
+                sqlx::query(q::GRANT_EXTEND)
+                    .bind(record.project.as_str())
+                    .bind(record.grant_id.as_str())
+                    .bind(record.claims.iat)
+                    .bind(record.claims.exp)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| self.fail("extend grant summary", e))?;
                 Ok(())
             }
 
@@ -1207,6 +1309,7 @@ macro_rules! impl_sql_store {
                     q::GRANT_DELETE_CODES,
                     q::GRANT_DELETE_REFRESH,
                     q::GRANT_DELETE_ACCESS,
+                    q::GRANT_DELETE_SUMMARY,
                 ] {
                     sqlx::query(sql)
                         .bind(project.as_str())
@@ -1219,6 +1322,97 @@ macro_rules! impl_sql_store {
                     .await
                     .map_err(|e| self.fail("revoke grant: commit", e))?;
                 Ok(())
+            }
+
+            async fn grants_of_subject(
+                &self,
+                project: &ProjectId,
+                subject: &Subject,
+                page: &PageRequest,
+                now: OffsetDateTime,
+            ) -> Result<Page<GrantSummary>, StoreError> {
+                let (at, id) = page.cursor().map_or((i64::MIN, ""), |c| (c.at(), c.id()));
+                let rows = sqlx::query(q::GRANT_SUBJECT_PAGE)
+                    .bind(project.as_str())
+                    .bind(subject.as_str())
+                    .bind(at)
+                    .bind(id)
+                    .bind(secs(now))
+                    .bind(i64::try_from(page.limit() + 1).unwrap_or(i64::MAX))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(|e| self.fail("list grants", e))?;
+                let items = rows
+                    .iter()
+                    .map(|r| self.summary_from_row(r))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(page.page(items, $crate::store::memory::grant_cursor))
+            }
+
+            async fn revoke_grants(
+                &self,
+                project: &ProjectId,
+                selector: &GrantSelector,
+                limit: usize,
+                now: OffsetDateTime,
+            ) -> Result<Vec<GrantSummary>, StoreError> {
+                let fail = |e| self.fail("revoke grants", e);
+                let (filter, value, subject) = match selector {
+                    GrantSelector::Subject(s) => ("subject = $2", s.as_str(), None),
+                    GrantSelector::Client(c) => ("client_id = $2", c.as_str(), None),
+                    GrantSelector::Grant { subject, grant } => (
+                        "grant_id = $2 AND subject = $6",
+                        grant.as_str(),
+                        Some(subject.as_str()),
+                    ),
+                };
+                let mark_sql = q::grant_mark_selected(filter);
+                let mut tx = self.pool.begin().await.map_err(fail)?;
+                // The markers first: this write takes the lock and fixes
+                // the batch; from here on every read of the grants' codes
+                // and tokens sees them revoked.
+                let mut mark = sqlx::query(&mark_sql)
+                    .bind(project.as_str())
+                    .bind(value)
+                    .bind(secs(now))
+                    .bind(secs(now + time::Duration::days(1)))
+                    .bind(i64::try_from(limit.max(1)).unwrap_or(i64::MAX));
+                if let Some(subject) = subject {
+                    mark = mark.bind(subject);
+                }
+                let marked = mark.fetch_all(&mut *tx).await.map_err(fail)?;
+                let mut revoked = Vec::with_capacity(marked.len());
+                for row in &marked {
+                    let grant_id: String = row.try_get(0).map_err(fail)?;
+                    for sql in [
+                        q::GRANT_DELETE_CODES,
+                        q::GRANT_DELETE_REFRESH,
+                        q::GRANT_DELETE_ACCESS,
+                    ] {
+                        sqlx::query(sql)
+                            .bind(project.as_str())
+                            .bind(grant_id.as_str())
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(fail)?;
+                    }
+                    let summary = sqlx::query(q::GRANT_DELETE_SUMMARY)
+                        .bind(project.as_str())
+                        .bind(grant_id.as_str())
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(fail)?;
+                    if let Some(row) = summary {
+                        revoked.push(self.summary_from_row(&row)?);
+                    }
+                }
+                tx.commit()
+                    .await
+                    .map_err(|e| self.fail("revoke grants: commit", e))?;
+                revoked.sort_by(|a, b| {
+                    (a.grant.granted_at, a.grant.id.as_str()).cmp(&(b.grant.granted_at, b.grant.id.as_str()))
+                });
+                Ok(revoked)
             }
 
             async fn purge_expired(&self, now: OffsetDateTime) -> Result<usize, StoreError> {

@@ -107,5 +107,12 @@ super::impl_sql_store!(
             name: "0004_signing_keys_replay",
             sql: include_str!("migrations/sqlite/0004_signing_keys_replay.sql"),
         },
+        // Version 5 is reserved for the user tables (users and remembered
+        // consent), which come from another change.
+        Migration {
+            version: 6,
+            name: "0006_lifecycle",
+            sql: include_str!("migrations/sqlite/0006_lifecycle.sql"),
+        },
     ]
 );
