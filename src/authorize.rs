@@ -129,6 +129,9 @@ pub enum ClientRequestError {
     /// The client is not known to this project.
     #[error("unknown client")]
     UnknownClient,
+    /// An administrator disabled the (registered) client.
+    #[error("this client has been disabled by the administrator of this service")]
+    DisabledClient,
     /// The client's metadata document could not be used.
     #[error("the client's metadata document could not be used ({reason})")]
     ClientMetadataUnavailable {
@@ -156,7 +159,7 @@ impl ClientRequestError {
             Self::UnknownClient | Self::ClientMetadataUnavailable { .. } | Self::CimdDisabled => {
                 ErrorCode::InvalidClient
             }
-            Self::GrantNotAllowed => ErrorCode::UnauthorizedClient,
+            Self::GrantNotAllowed | Self::DisabledClient => ErrorCode::UnauthorizedClient,
             _ => ErrorCode::InvalidRequest,
         }
     }

@@ -166,7 +166,8 @@ impl AuthorizationServer {
     ) -> Result<Client, OAuthError> {
         let id = authorize::parse_client_id(req, settings, self.client_id_url_policy(settings))
             .map_err(|e| e.to_oauth_error())?;
-        self.resolve_client_from(project, settings, &id, source).await
+        self.resolve_client_from(project, settings, &id, source, "authorize")
+            .await
     }
 
     pub(crate) fn client_id_url_policy(&self, settings: &ProjectSettings) -> ClientIdUrlPolicy {
@@ -181,22 +182,32 @@ impl AuthorizationServer {
         settings: &ProjectSettings,
         id: &ClientId,
     ) -> Result<Client, OAuthError> {
-        self.resolve_client_from(project, settings, id, None).await
+        self.resolve_client_from(project, settings, id, None, "client_authentication")
+            .await
     }
 
+    /// `endpoint` names the step for the audit event of a disabled client.
     async fn resolve_client_from(
         &self,
         project: &ProjectId,
         settings: &ProjectSettings,
         id: &ClientId,
         source: Option<&crate::cimd::RequestSource>,
+        endpoint: &str,
     ) -> Result<Client, OAuthError> {
         match id {
-            ClientId::Registered(r) => self
-                .clients
-                .get(project, r)
-                .await?
-                .ok_or_else(|| ClientRequestError::UnknownClient.to_oauth_error()),
+            ClientId::Registered(r) => {
+                let client = self
+                    .clients
+                    .get(project, r)
+                    .await?
+                    .ok_or_else(|| ClientRequestError::UnknownClient.to_oauth_error())?;
+                if client.is_disabled() {
+                    self.disabled_client_refused(project, id, endpoint).await;
+                    return Err(ClientRequestError::DisabledClient.to_oauth_error());
+                }
+                Ok(client)
+            }
             ClientId::Metadata(url) => self
                 .resolve_cimd_client_from(project, settings, url, source)
                 .await
@@ -915,7 +926,8 @@ impl AuthorizationServer {
 
     /// Token introspection (RFC 7662). The caller must already be
     /// authenticated by the host (a resource server's credential); this
-    /// answers for access and refresh tokens of the project.
+    /// answers for access and refresh tokens of the project. A token of a
+    /// registered client that was disabled or deleted is inactive.
     ///
     /// # Errors
     /// `invalid_request` for a malformed request.
@@ -937,21 +949,57 @@ impl AuthorizationServer {
         let now = self.clock.now();
         let hash = SecretHash::of(token);
         if let Some(access) = self.grants.access_token(project, &hash).await? {
-            return Ok(if access.revoked || access.is_expired(now) {
-                IntrospectionResponse::inactive()
-            } else {
-                IntrospectionResponse::from_access_token(&access)
-            });
+            return Ok(
+                if access.revoked
+                    || access.is_expired(now)
+                    || !self.client_active(project, &access.claims.client_id).await?
+                {
+                    IntrospectionResponse::inactive()
+                } else {
+                    IntrospectionResponse::from_access_token(&access)
+                },
+            );
         }
         if let Some(refresh) = self.grants.refresh_token(project, &hash).await?
             && !refresh.rotated
             && now < refresh.expires_at
+            && self.client_active(project, refresh.grant.client_id.as_str()).await?
         {
             let settings = self.projects.get(project).await?;
             let issuer = settings.as_ref().map_or(&self.issuer, |s| self.issuer_for(s));
             return Ok(IntrospectionResponse::from_refresh_token(&refresh, issuer.as_str()));
         }
         Ok(IntrospectionResponse::inactive())
+    }
+}
+
+impl AuthorizationServer {
+    /// Whether the tokens of `client_id` may still be used: a registered
+    /// client must exist and not be disabled (metadata-document clients
+    /// are not stored, so always). Asked by introspection and userinfo on
+    /// every token, so a disabled or deleted client's tokens stop working
+    /// at once.
+    pub(crate) async fn client_active(
+        &self,
+        project: &ProjectId,
+        client_id: &str,
+    ) -> Result<bool, crate::store::StoreError> {
+        match crate::client::RegisteredClientId::new(client_id) {
+            Ok(id) => Ok(self.clients.get(project, &id).await?.is_some_and(|c| !c.is_disabled())),
+            Err(_) => Ok(true),
+        }
+    }
+
+    /// Records `oauth_client.disabled_refused`.
+    pub(crate) async fn disabled_client_refused(&self, project: &ProjectId, client_id: &ClientId, endpoint: &str) {
+        self.emit(
+            project,
+            AuditKind::DisabledClientRefused {
+                client_id: client_id.to_string(),
+                endpoint: endpoint.to_owned(),
+            },
+        )
+        .await;
     }
 }
 
