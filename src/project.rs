@@ -916,16 +916,24 @@ mod tests {
 
     #[test]
     fn lints() {
+        // MCP projects here know their MCP server (see `resource_lints`).
+        let known = || Some(ResourceUri::parse("https://mcp.example.com/mcp").unwrap());
         let (s, _) = ProjectSettings {
             dcr_mode: DcrMode::Open,
+            default_resource: known(),
             ..Default::default()
         }
         .set_mcp_enabled(true);
         assert_eq!(s.lints(), vec![SettingsLint::OpenRegistrationWithMcp]);
-        let (s, _) = ProjectSettings::default().set_mcp_enabled(true);
+        let (s, _) = ProjectSettings {
+            default_resource: known(),
+            ..Default::default()
+        }
+        .set_mcp_enabled(true);
         assert!(s.lints().is_empty());
         let s = ProjectSettings {
             mcp_enabled: true,
+            default_resource: known(),
             ..Default::default()
         };
         assert_eq!(s.lints(), vec![SettingsLint::McpWithoutClientRegistration]);
@@ -934,7 +942,11 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(s.lints(), vec![SettingsLint::LongLivedAccessTokens]);
-        let (mut s, _) = ProjectSettings::default().set_mcp_enabled(true);
+        let (mut s, _) = ProjectSettings {
+            default_resource: known(),
+            ..Default::default()
+        }
+        .set_mcp_enabled(true);
         s.tokenless_registration.enabled = true;
         assert_eq!(s.lints(), vec![SettingsLint::TokenlessRegistration]);
         s.dcr_mode = DcrMode::Open;

@@ -515,6 +515,11 @@ impl MemoryGrantStore {
             .collect())
     }
 
+    /// Grant summaries held (for tests and benchmarks).
+    pub fn grant_summaries(&self) -> usize {
+        self.index().map(|i| i.by_grant.len()).unwrap_or(0)
+    }
+
     /// Tombstones held (for tests and benchmarks).
     pub fn tombstones(&self) -> usize {
         self.families().map(|f| f.tombstones.len()).unwrap_or(0)
