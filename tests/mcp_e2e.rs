@@ -375,7 +375,10 @@ async fn mcp_client_journey() {
         .append_pair("response_type", "code")
         .append_pair("client_id", &client_id)
         .append_pair("redirect_uri", REDIRECT)
-        .append_pair("code_challenge", CodeChallenge::s256(&CodeVerifier::from_random(&[9; 32])).as_str())
+        .append_pair(
+            "code_challenge",
+            CodeChallenge::s256(&CodeVerifier::from_random(&[9; 32])).as_str(),
+        )
         .append_pair("code_challenge_method", "S256")
         .append_pair("resource", "https://unknown.example.com/mcp")
         .finish();
@@ -387,9 +390,7 @@ async fn mcp_client_journey() {
     //    ...and a token issued for another resource the project serves is
     //    refused by this one (no passthrough), even on an established
     //    session.
-    let other = s
-        .access_token(&as_meta, &client_id, OTHER_RESOURCE, "mcp:read")
-        .await;
+    let other = s.access_token(&as_meta, &client_id, OTHER_RESOURCE, "mcp:read").await;
     for session in [None, session.as_deref()] {
         let r = s.mcp(Some(&other), session, &initialize(4)).await;
         assert_eq!(r.status, 401);
@@ -499,9 +500,7 @@ async fn jwt_access_tokens_are_verified_without_introspection() {
         assert_eq!(who["subject"], "user_demo");
     }
     // A JWT for another resource, and a forged one, are refused locally too.
-    let other = s
-        .access_token(&as_meta, &client_id, OTHER_RESOURCE, "mcp:read")
-        .await;
+    let other = s.access_token(&as_meta, &client_id, OTHER_RESOURCE, "mcp:read").await;
     assert_eq!(s.mcp(Some(&other), None, &initialize(9)).await.status, 401);
     let mut forged = token.clone();
     forged.push('A');

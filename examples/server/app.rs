@@ -12,9 +12,9 @@ use async_trait::async_trait;
 use authio_mcp::authorize::PendingAuthorization;
 use authio_mcp::axum::{ConsentHandler, RouterPaths, buffer, into_axum, router};
 use authio_mcp::cimd::ReqwestFetcher;
+use authio_mcp::client::{Client, RegisteredClientId};
 use authio_mcp::dcr::{IatId, IatOptions, RegistrationPolicy};
 use authio_mcp::discovery::Issuer;
-use authio_mcp::client::{Client, RegisteredClientId};
 use authio_mcp::grant::{GrantId, GrantSummary, Subject};
 use authio_mcp::http::{
     HeaderOrDefaultProjectResolver, OAuthEndpoints, ProjectBearerCredentials, bearer_token, error_response,
@@ -420,7 +420,10 @@ impl App {
                 "/admin/projects/{id}/clients/{client_id}/disable",
                 post(admin_disable_client),
             )
-            .route("/admin/projects/{id}/clients/{client_id}/enable", post(admin_enable_client))
+            .route(
+                "/admin/projects/{id}/clients/{client_id}/enable",
+                post(admin_enable_client),
+            )
             .route(
                 "/admin/projects/{id}/users/{subject}/grants",
                 get(admin_user_grants).delete(admin_revoke_user_grants),
@@ -937,7 +940,8 @@ fn page_request(uri: &http::Uri) -> Result<PageRequest, OAuthError> {
                     .ok_or_else(|| bad_request("limit must be a number from 1 to 500"))?;
             }
             "after" => {
-                after = Some(PageCursor::parse(&v).map_err(|_| bad_request("after is not a cursor this API returned"))?);
+                after =
+                    Some(PageCursor::parse(&v).map_err(|_| bad_request("after is not a cursor this API returned"))?);
             }
             _ => {}
         }
