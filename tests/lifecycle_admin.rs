@@ -77,7 +77,10 @@ impl Http {
             .await
             .unwrap();
         assert_eq!(r.status(), 201);
-        r.json::<Value>().await.unwrap()["client_id"].as_str().unwrap().to_owned()
+        r.json::<Value>().await.unwrap()["client_id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
     }
 
     /// `GET /oauth2/authorize` (auto-approved): the redirect's `Location`,
@@ -234,11 +237,17 @@ async fn clients_are_listed_shown_disabled_enabled_and_deleted() {
         assert_eq!(status, 200, "{v}");
         pages += 1;
         for c in v["clients"].as_array().unwrap() {
-            assert!(c.get("secret_hash").is_none() && c.get("client_secret").is_none(), "{c}");
+            assert!(
+                c.get("secret_hash").is_none() && c.get("client_secret").is_none(),
+                "{c}"
+            );
             assert_eq!(c["disabled"], false);
             assert_eq!(c["confidential"], false);
             assert_eq!(c["redirect_uris"], json!([REDIRECT]));
-            listed.push((c["issued_at"].as_i64().unwrap(), c["client_id"].as_str().unwrap().to_owned()));
+            listed.push((
+                c["issued_at"].as_i64().unwrap(),
+                c["client_id"].as_str().unwrap().to_owned(),
+            ));
         }
         match v["next"].as_str() {
             Some(next) => {
@@ -277,7 +286,11 @@ async fn clients_are_listed_shown_disabled_enabled_and_deleted() {
     assert_eq!(v["client_name"], "Client 0");
     for unknown in ["client_000000000000000000000000", "nope"] {
         let (status, v) = s
-            .admin(Method::GET, &format!("/admin/projects/proj_demo/clients/{unknown}"), None)
+            .admin(
+                Method::GET,
+                &format!("/admin/projects/proj_demo/clients/{unknown}"),
+                None,
+            )
             .await;
         assert_eq!(status, 404, "{v}");
         assert_eq!(v["error_description"], "unknown client");
@@ -322,7 +335,11 @@ async fn clients_are_listed_shown_disabled_enabled_and_deleted() {
 
     // Enabled again: the same tokens work.
     let (status, v) = s
-        .admin(Method::POST, &format!("/admin/projects/proj_demo/clients/{id}/enable"), None)
+        .admin(
+            Method::POST,
+            &format!("/admin/projects/proj_demo/clients/{id}/enable"),
+            None,
+        )
         .await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["disabled"], false);
@@ -370,10 +387,7 @@ async fn clients_are_listed_shown_disabled_enabled_and_deleted() {
 #[tokio::test]
 async fn a_users_grants_are_listed_and_revoked_one_or_all() {
     let s = start().await;
-    let (a, b) = (
-        s.http.register(&s.base, "A").await,
-        s.http.register(&s.base, "B").await,
-    );
+    let (a, b) = (s.http.register(&s.base, "A").await, s.http.register(&s.base, "B").await);
     let ta = s.http.tokens(&s.base, &a, RESOURCE, 1).await;
     let tb = s.http.tokens(&s.base, &b, RESOURCE, 2).await;
     let grants = "/admin/projects/proj_demo/users/user_demo/grants";
@@ -397,7 +411,11 @@ async fn a_users_grants_are_listed_and_revoked_one_or_all() {
     let mut expected = vec![a.clone(), b.clone()];
     expected.sort();
     assert_eq!(clients, expected);
-    let first = if page_one["client_id"] == a.as_str() { page_one } else { page_two };
+    let first = if page_one["client_id"] == a.as_str() {
+        page_one
+    } else {
+        page_two
+    };
     assert_eq!(first["subject"], "user_demo");
     assert_eq!(first["scope"], "mcp:read");
     assert_eq!(first["resources"], json!([RESOURCE]));
@@ -423,7 +441,10 @@ async fn a_users_grants_are_listed_and_revoked_one_or_all() {
     let (status, _) = s
         .admin(
             Method::DELETE,
-            &format!("/admin/projects/proj_demo/users/nobody/grants/{}", first["grant_id"].as_str().unwrap()),
+            &format!(
+                "/admin/projects/proj_demo/users/nobody/grants/{}",
+                first["grant_id"].as_str().unwrap()
+            ),
             None,
         )
         .await;
@@ -472,10 +493,17 @@ async fn only_known_resources_get_tokens_and_the_list_is_managed_through_the_api
 
     // Listed: accepted, with its name.
     let (status, v) = s
-        .admin(Method::POST, resources, Some(json!({"resource": OTHER, "name": "Acme CRM"})))
+        .admin(
+            Method::POST,
+            resources,
+            Some(json!({"resource": OTHER, "name": "Acme CRM"})),
+        )
         .await;
     assert_eq!(status, 200, "{v}");
-    assert_eq!(v["resources"][1], json!({"resource": OTHER, "name": "Acme CRM", "default": false}));
+    assert_eq!(
+        v["resources"][1],
+        json!({"resource": OTHER, "name": "Acme CRM", "default": false})
+    );
     let t = s.http.tokens(&s.base, &client, OTHER, 3).await;
     let crm_refresh = t["refresh_token"].as_str().unwrap().to_owned();
     // Renamed in place.
@@ -523,7 +551,10 @@ async fn only_known_resources_get_tokens_and_the_list_is_managed_through_the_api
         .await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["lints"], json!(["any_resource"]));
-    let t = s.http.tokens(&s.base, &client, "https://anything.example.com/mcp", 5).await;
+    let t = s
+        .http
+        .tokens(&s.base, &client, "https://anything.example.com/mcp", 5)
+        .await;
     assert!(s.http.active(&s.base, t["access_token"].as_str().unwrap()).await);
     // The whole list through PATCH, back to known_only.
     let (status, v) = s
@@ -626,7 +657,12 @@ async fn admin_bodies_must_be_json() {
         let r = send(method.clone(), path, Some("application/json"), "{").await.unwrap();
         assert_eq!(r.status(), 400, "{method} {path}");
         let v: Value = r.json().await.unwrap();
-        assert!(v["error_description"].as_str().unwrap().starts_with("invalid JSON body"));
+        assert!(
+            v["error_description"]
+                .as_str()
+                .unwrap()
+                .starts_with("invalid JSON body")
+        );
         // The right type, with a charset or a +json type: accepted.
         let r = send(method.clone(), path, Some("application/json; charset=utf-8"), body)
             .await
@@ -643,7 +679,9 @@ async fn admin_bodies_must_be_json() {
     .unwrap();
     assert_eq!(r.status(), 200);
     // An IAT with no body at all needs no content type.
-    let r = send(Method::POST, "/admin/projects/proj_demo/iats", None, "").await.unwrap();
+    let r = send(Method::POST, "/admin/projects/proj_demo/iats", None, "")
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
 }
 
@@ -652,7 +690,10 @@ async fn lifecycle_routes_need_the_admin_token() {
     let s = start().await;
     for (method, path) in [
         (Method::GET, "/admin/projects/proj_demo/clients"),
-        (Method::GET, "/admin/projects/proj_demo/clients/client_000000000000000000000000"),
+        (
+            Method::GET,
+            "/admin/projects/proj_demo/clients/client_000000000000000000000000",
+        ),
         (
             Method::POST,
             "/admin/projects/proj_demo/clients/client_000000000000000000000000/disable",
@@ -724,10 +765,15 @@ async fn registration_401_says_what_is_wrong_with_the_token() {
         }
         req.send()
     };
-    let r = register(Some(format!("Bearer {}", once.token.expose_secret()))).await.unwrap();
+    let r = register(Some(format!("Bearer {}", once.token.expose_secret())))
+        .await
+        .unwrap();
     assert_eq!(r.status(), 201);
     let cases = [
-        (None, "an initial access token is required: send it as Authorization: Bearer iatk_..."),
+        (
+            None,
+            "an initial access token is required: send it as Authorization: Bearer iatk_...",
+        ),
         (
             Some("Basic dXNlcjpwYXNz".to_owned()),
             "the Authorization header must be Bearer followed by the initial access token",
@@ -790,7 +836,11 @@ async fn two_processes_share_the_lifecycle() {
         }
         let exe = std::env::current_exe().unwrap();
         let bin = exe.parent().unwrap().parent().unwrap().join("examples").join("server");
-        assert!(bin.exists(), "{} missing: run `cargo build --example server`", bin.display());
+        assert!(
+            bin.exists(),
+            "{} missing: run `cargo build --example server`",
+            bin.display()
+        );
         bin
     }
     fn port() -> u16 {
@@ -824,7 +874,10 @@ async fn two_processes_share_the_lifecycle() {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("instance did not start: {}", std::fs::read_to_string(&log).unwrap_or_default());
+        panic!(
+            "instance did not start: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
     }
 
     let Some(db) = sql_support::pg_database("two_processes_share_the_lifecycle").await else {
@@ -843,14 +896,24 @@ async fn two_processes_share_the_lifecycle() {
     let access = t["access_token"].as_str().unwrap().to_owned();
     assert!(http.active(&a, &access).await);
     let (status, _) = http
-        .admin(&a, Method::POST, &format!("/admin/projects/proj_demo/clients/{client}/disable"), None)
+        .admin(
+            &a,
+            Method::POST,
+            &format!("/admin/projects/proj_demo/clients/{client}/disable"),
+            None,
+        )
         .await;
     assert_eq!(status, 200);
     assert!(!http.active(&b, &access).await, "disabled through A, refused by B");
     let (status, _) = http.refresh(&b, &client, t["refresh_token"].as_str().unwrap()).await;
     assert_eq!(status, 401);
     let (status, _) = http
-        .admin(&b, Method::POST, &format!("/admin/projects/proj_demo/clients/{client}/enable"), None)
+        .admin(
+            &b,
+            Method::POST,
+            &format!("/admin/projects/proj_demo/clients/{client}/enable"),
+            None,
+        )
         .await;
     assert_eq!(status, 200);
     assert!(http.active(&a, &access).await, "enabled through B, honoured by A");
@@ -859,7 +922,9 @@ async fn two_processes_share_the_lifecycle() {
     let mut refresh_tokens = vec![t["refresh_token"].as_str().unwrap().to_owned()];
     let mut access_tokens = vec![access];
     for seed in 2..13u8 {
-        let t = http.tokens(if seed % 2 == 0 { &a } else { &b }, &client, RESOURCE, seed).await;
+        let t = http
+            .tokens(if seed % 2 == 0 { &a } else { &b }, &client, RESOURCE, seed)
+            .await;
         refresh_tokens.push(t["refresh_token"].as_str().unwrap().to_owned());
         access_tokens.push(t["access_token"].as_str().unwrap().to_owned());
     }
@@ -867,7 +932,12 @@ async fn two_processes_share_the_lifecycle() {
         let (http, b, client) = (&http, &b, &client);
         async move { http.refresh(b, client, r).await }
     }));
-    let revoke = http.admin(&a, Method::DELETE, "/admin/projects/proj_demo/users/user_demo/grants", None);
+    let revoke = http.admin(
+        &a,
+        Method::DELETE,
+        "/admin/projects/proj_demo/users/user_demo/grants",
+        None,
+    );
     let (refreshed, (status, v)) = futures_util::future::join(refreshes, revoke).await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["grants_revoked"], 12);
@@ -879,7 +949,10 @@ async fn two_processes_share_the_lifecycle() {
     }
     for token in access_tokens.iter().chain(&refresh_tokens) {
         for base in [&a, &b] {
-            assert!(!http.active(base, token).await, "a token outlived the revocation of every grant");
+            assert!(
+                !http.active(base, token).await,
+                "a token outlived the revocation of every grant"
+            );
         }
     }
     for r in &refresh_tokens {
@@ -887,17 +960,32 @@ async fn two_processes_share_the_lifecycle() {
         assert_eq!(status, 400);
     }
     let (_, v) = http
-        .admin(&b, Method::GET, "/admin/projects/proj_demo/users/user_demo/grants", None)
+        .admin(
+            &b,
+            Method::GET,
+            "/admin/projects/proj_demo/users/user_demo/grants",
+            None,
+        )
         .await;
     assert_eq!(v["grants"], json!([]));
 
     // Deleted through B: gone on A.
     let (status, _) = http
-        .admin(&b, Method::DELETE, &format!("/admin/projects/proj_demo/clients/{client}"), None)
+        .admin(
+            &b,
+            Method::DELETE,
+            &format!("/admin/projects/proj_demo/clients/{client}"),
+            None,
+        )
         .await;
     assert_eq!(status, 200);
     let (status, _) = http
-        .admin(&a, Method::GET, &format!("/admin/projects/proj_demo/clients/{client}"), None)
+        .admin(
+            &a,
+            Method::GET,
+            &format!("/admin/projects/proj_demo/clients/{client}"),
+            None,
+        )
         .await;
     assert_eq!(status, 404);
 }
