@@ -852,16 +852,19 @@ async fn two_processes_share_the_lifecycle() {
     }
     async fn instance(port: u16, issuer: &str, db: &str) -> Instance {
         let log = std::env::temp_dir().join(format!("authio-lifecycle-{port}.log"));
-        let child = Command::new(binary())
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--issuer", issuer, "--database-url", db])
-            .args(["--admin-token", ADMIN, "--introspection-token", INTROSPECT])
-            .args(["--auto-approve", "--max-clients", "none", "--purge-interval-secs", "0"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
-            .spawn()
-            .unwrap();
-        let base = format!("http://127.0.0.1:{port}");
+        let child = Instance(
+            Command::new(binary())
+                .args(["--listen", &format!("127.0.0.1:{port}")])
+                .args(["--issuer", issuer, "--database-url", db])
+                .args(["--admin-token", ADMIN, "--introspection-token", INTROSPECT])
+                .args(["--auto-approve", "--max-clients", "none", "--purge-interval-secs", "0"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
+                .spawn()
+                .unwrap(),
+            format!("http://127.0.0.1:{port}"),
+        );
+        let base = child.1.clone();
         let http = reqwest::Client::new();
         for _ in 0..200 {
             if let Ok(r) = http
@@ -870,7 +873,7 @@ async fn two_processes_share_the_lifecycle() {
                 .await
                 && r.status() == 200
             {
-                return Instance(child, base);
+                return child;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -886,9 +889,9 @@ async fn two_processes_share_the_lifecycle() {
     let (pa, pb) = (port(), port());
     let issuer = format!("http://127.0.0.1:{pa}");
     // One after the other: the first migrates and seeds the project.
-    let a = instance(pa, &issuer, &db.url).await;
-    let b = instance(pb, &issuer, &db.url).await;
-    let (a, b) = (a.1.clone(), b.1.clone());
+    let first = instance(pa, &issuer, &db.url).await;
+    let second = instance(pb, &issuer, &db.url).await;
+    let (a, b) = (first.1.clone(), second.1.clone());
     let http = Http::new();
 
     let client = http.register(&a, "Shared").await;

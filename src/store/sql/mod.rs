@@ -47,7 +47,10 @@
 //! | `KeyStore::activate` | one transaction whose FIRST statement upserts the lock row `signing_key_locks (project, alg)` of the key's algorithm: concurrent activations of one algorithm queue on that one row lock (PostgreSQL; a single row, so no deadlock) or the database write lock (SQLite), and each later one reads what the earlier committed. Then: the named key must still be `next`, the active key(s) of the algorithm retire, the other next keys retire at once, the named key becomes active. A partial unique index (`state = 'active'`, per `(project, alg)`) refuses a second active key whatever happens |
 //! | `KeyStore::insert`, `KeyStore::retire` | `INSERT ... ON CONFLICT (project, kid) DO NOTHING`; one conditional `UPDATE ... WHERE state = 'active'` |
 //! | `ReplayStore::check_and_insert` | one `INSERT ... ON CONFLICT (project, scope, id_hash) DO UPDATE SET expires_at = ... WHERE <the stored entry expired>`: one row affected means first use; of concurrent callers the unique key lets one insert and the others find its live row |
-//! | `GrantStore::revoke_grant` | a transaction that first writes a revocation marker, then deletes the grant's codes and tokens. Inserts of codes and tokens are `INSERT ... SELECT ... WHERE NOT EXISTS <marker>`, and EVERY read and conditional update also requires that no marker exists, so a record inserted by a request that raced the revocation reads as absent whatever the interleaving |
+//! | `GrantStore::revoke_grant` | a transaction that first writes a revocation marker, then deletes the grant's codes, tokens and summary. Inserts of codes and tokens are `INSERT ... SELECT ... WHERE NOT EXISTS <marker>`, and EVERY read and conditional update also requires that no marker exists, so a record inserted by a request that raced the revocation reads as absent whatever the interleaving |
+//! | `GrantStore::revoke_grants` | a transaction whose FIRST statement writes the markers of the whole batch (`INSERT INTO revoked_grants SELECT ... FROM grants WHERE <selector> AND NOT EXISTS <marker> ORDER BY ... LIMIT ... RETURNING grant_id`, through the `grants_subject` / `grants_client` index): it takes the write lock and fixes the batch; then each grant's codes, tokens and summary go. Each batch has `revoke_grant`'s guarantees, so a refresh racing the revocation of every grant of a user never leaves a live token |
+//! | grant summaries | written by `INSERT ... SELECT ... WHERE NOT EXISTS <marker> ON CONFLICT DO UPDATE` (use and expiry only grow) before the code or refresh token that creates them, and extended by a plain `UPDATE` for access tokens; a summary stored again by a write that raced a revocation (PostgreSQL, `READ COMMITTED`) is skipped by every listing and selection through the marker, like a racing token row |
+//! | `ClientStore::set_disabled` | one `UPDATE ... SET disabled_at = CASE ... COALESCE(disabled_at, $3) ... RETURNING` (a disabled client keeps its first time) |
 //!
 //! SQLite runs in WAL mode with `synchronous = NORMAL`: a committed
 //! transaction survives the process being killed (`kill -9`); only an
@@ -72,7 +75,7 @@
 //! | table (migration) | key | columns | secrets | retention |
 //! |---|---|---|---|---|
 //! | `projects` (1) | `id` | `settings` (JSON), `version`, `updated_at` | none | until replaced |
-//! | `clients` (1) | `(project, id)` | `client` (JSON), `issued_at` | the client secret as its hash only (`secret_hash` in the JSON) | until deleted |
+//! | `clients` (1, 6) | `(project, id)`; index `clients_listing (project, issued_at, id)` (6) | `client` (JSON), `issued_at`, `disabled_at` (6; authoritative, never in the JSON) | the client secret as its hash only (`secret_hash` in the JSON) | until deleted |
 //! | `initial_access_tokens` (1) | `(project, hash)`, unique `(project, id)` | `label`, `created_at`, `expires_at`, `max_uses`, `uses`, `revoked_at`, `pinned` (JSON) | the token as its hash only | purged once expired, exhausted or revoked |
 //! | `authorization_codes` (1) | `(project, hash)`; indexes `(project, grant_id)`, `expires_at` | `grant_id`, `expires_at`, `consumed`, `record` (JSON) | the code as its hash only (the PKCE challenge is public) | purged once expired |
 //! | `refresh_tokens` (1) | `(project, hash)`; indexes `(project, grant_id)`, `expires_at` | `grant_id`, `expires_at`, `rotated`, `record` (JSON) | the token as its hash only | purged once expired (rotated ones too, so reuse is detected until then) |
@@ -83,11 +86,19 @@
 //! | `signing_keys` (4) | `(project, kid)`; partial unique `(project, alg) WHERE state = 'active'` | `alg`, `state` (`next`/`active`/`retired`), `created_at`, `activated_at`, `retired_at`, `publish_until`, `private_key` | **the private key, UNENCRYPTED**: its DER form (PKCS#8 for ES256/EdDSA, PKCS#1 for RS256). The crate has no at-rest encryption; whoever reads this table or a backup can sign tokens for the project. Never in `Debug`, logs or errors | retired keys deleted once past `publish_until` (by the rotation) |
 //! | `signing_key_locks` (4) | `(project, alg)` | `locked_at` | none | one row per project and algorithm |
 //! | `replay_ids` (4) | `(project, scope, id_hash)`; index `expires_at` | `expires_at` | none (the `jti` as its SHA-256 digest) | purged once expired |
+//! | `grants` (6) | `(project, grant_id)`; indexes `grants_subject (project, subject, granted_at, grant_id)`, `grants_client (project, client_id, granted_at, grant_id)`, `grants_expiry (expires_at)` | `client_id`, `subject`, `granted_at`, `last_used_at`, `expires_at`, `record` (JSON of the grant) | none (ids, scopes, resources) | deleted with the grant's revocation; purged [`crate::store::GRANT_SUMMARY_GRACE`] after `expires_at`. Migration 6 fills it from the live refresh tokens stored before it |
+//!
+//! Migration version 5 is reserved for the user tables of another change
+//! (local users and remembered consent); a database migrated by a build
+//! without it records versions 1 to 4 and 6.
 //!
 //! Every hot-path lookup is by primary key (`(project, hash)`, `(project,
 //! id)`); the revocation check is a primary-key probe of
 //! `revoked_grants`; purging walks the `expires_at` indexes in batches of
-//! [`SqlOptions::purge_batch`] rows, one short statement per batch.
+//! [`SqlOptions::purge_batch`] rows, one short statement per batch. The
+//! admin listings (a project's clients, a user's grants) are keyset pages
+//! through their indexes (`(issued_at, id) > cursor ... LIMIT n`), never a
+//! scan.
 //!
 //! # Errors and faults
 //!

@@ -148,10 +148,9 @@ mod tests {
             "expected the index {index}: {plan:?}"
         );
         for line in plan {
-            assert!(
-                !(line.starts_with("SCAN ") && !line.contains("USING")),
-                "a table scan: {plan:?}"
-            );
+            // A full scan of a table or of an index: both grow with the
+            // table.
+            assert!(!line.starts_with("SCAN "), "a scan: {plan:?}");
         }
     }
 
