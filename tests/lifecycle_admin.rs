@@ -865,7 +865,7 @@ async fn two_processes_share_the_lifecycle() {
             format!("http://127.0.0.1:{port}"),
         );
         let base = child.1.clone();
-        let http = reqwest::Client::new();
+        let http = Http::new().0;
         for _ in 0..200 {
             if let Ok(r) = http
                 .get(format!("{base}/.well-known/oauth-authorization-server"))
