@@ -396,6 +396,7 @@ pub(crate) fn upstream(data: &[u8]) {
             &ProjectSettings::default(),
             &client,
             "https://app.example/cb".into(),
+            "https://as.example",
             NOW,
         )
         .unwrap()

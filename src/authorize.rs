@@ -21,10 +21,14 @@ use crate::client::{Client, ClientId, ClientIdError};
 use crate::error::{ErrorCode, OAuthError};
 use crate::grant::{CodeRecord, Grant, GrantId, Subject};
 use crate::pkce::CodeChallenge;
+use crate::presentation::{
+    self, ClientDisplay, ClientIdentity, ConsentPresentation, LinkKind, RedirectDisplay, ResourceDisplay, ScopeDisplay,
+    ServiceDisplay,
+};
 use crate::project::{ProjectId, ProjectSettings};
 use crate::redirect_uri::RedirectUri;
 use crate::resource::{ResourceSet, ResourceUri};
-use crate::scope::ScopeSet;
+use crate::scope::{Scope, ScopeSet};
 use crate::secret::SecretString;
 
 /// How long a user may take to log in and consent.
@@ -147,6 +151,11 @@ pub enum ClientRequestError {
     /// `redirect_uri` matches none of the registered ones.
     #[error("redirect_uri does not match any registered redirect URI")]
     RedirectUriMismatch,
+    /// The registered redirect URI uses a private-use scheme, which the
+    /// project's redirect-URI policy no longer allows (the client
+    /// registered before the policy was narrowed, e.g. strict mode).
+    #[error("the redirect_uri's scheme is not allowed by this project's redirect URI policy")]
+    RedirectUriNotAllowed,
     /// The client may not use the authorization-code grant.
     #[error("the client is not allowed to use the authorization code grant")]
     GrantNotAllowed,
@@ -193,9 +202,18 @@ pub fn parse_client_id(
 /// Phase 1, the `redirect_uri` part, once the client is resolved: the exact
 /// redirect URI to use.
 ///
+/// `policy` is the project's redirect-URI policy in force now
+/// ([`ProjectSettings::effective_redirect_uri_policy`]): a client that
+/// registered a private-use scheme while the project allowed them gets no
+/// redirect there once the project stops allowing them.
+///
 /// # Errors
 /// [`ClientRequestError`].
-pub fn check_redirect_uri(req: &AuthorizationRequest, client: &Client) -> Result<String, ClientRequestError> {
+pub fn check_redirect_uri(
+    req: &AuthorizationRequest,
+    client: &Client,
+    policy: crate::redirect_uri::RedirectUriPolicy,
+) -> Result<String, ClientRequestError> {
     if req.is_duplicated("redirect_uri") {
         return Err(ClientRequestError::DuplicateParameter("redirect_uri"));
     }
@@ -208,6 +226,9 @@ pub fn check_redirect_uri(req: &AuthorizationRequest, client: &Client) -> Result
     }
     let requested = req.redirect_uri.as_deref();
     match client.metadata.match_redirect_uri(requested) {
+        Some(registered) if registered.private_use_scheme().is_some() && !policy.allow_private_use_schemes => {
+            Err(ClientRequestError::RedirectUriNotAllowed)
+        }
         Some(registered) => Ok(requested.unwrap_or(registered.as_str()).to_owned()),
         None if requested.is_none() => Err(ClientRequestError::MissingRedirectUri),
         None => Err(ClientRequestError::RedirectUriMismatch),
@@ -308,9 +329,17 @@ pub struct PendingAuthorization {
     /// When the request was validated.
     #[serde(with = "time::serde::timestamp")]
     pub created_at: OffsetDateTime,
+    /// Everything a consent page shows, verified facts first (see
+    /// [`crate::presentation`]): the built-in page renders it, and a host's
+    /// own page should show the same. Pending authorizations stored before
+    /// this field existed read back with an empty one.
+    #[serde(default)]
+    pub presentation: ConsentPresentation,
 }
 
-/// Phase 2: everything but the client and redirect URI.
+/// Phase 2: everything but the client and redirect URI. `issuer` is the
+/// project's issuer, whose host names the service on the consent page when
+/// the project has no display name.
 ///
 /// # Errors
 /// A [`RedirectError`] to send back to the client.
@@ -320,6 +349,7 @@ pub fn validate_request(
     settings: &ProjectSettings,
     client: &Client,
     redirect_uri: String,
+    issuer: &str,
     now: OffsetDateTime,
 ) -> Result<PendingAuthorization, RedirectError> {
     let fail = |code: ErrorCode, description: Cow<'static, str>| RedirectError {
@@ -385,7 +415,7 @@ pub fn validate_request(
         .login_hint
         .clone()
         .filter(|h| !h.is_empty() && h.chars().count() <= MAX_LOGIN_HINT && !h.chars().any(char::is_control));
-    Ok(PendingAuthorization {
+    let mut pending = PendingAuthorization {
         project: project.clone(),
         client_id: client.client_id.clone(),
         client_name: client.metadata.client_name.clone(),
@@ -405,7 +435,97 @@ pub fn validate_request(
         code_challenge,
         nonce: req.nonce.clone().filter(|n| !n.is_empty()),
         created_at: now,
-    })
+        presentation: ConsentPresentation::default(),
+    };
+    pending.presentation = ConsentPresentation::new(settings, client, &pending, issuer);
+    Ok(pending)
+}
+
+impl ConsentPresentation {
+    /// What the consent page for `pending` shows, from the project's
+    /// settings, the resolved client and the issuer the project uses.
+    /// [`validate_request`] calls it. (Defined here, above
+    /// [`crate::presentation`], which knows nothing of requests.)
+    pub fn new(settings: &ProjectSettings, client: &Client, pending: &PendingAuthorization, issuer: &str) -> Self {
+        let display = &settings.display;
+        let service = ServiceDisplay {
+            name: display
+                .name
+                .clone()
+                .or_else(|| presentation::url_host(issuer))
+                .unwrap_or_else(|| issuer.to_owned()),
+            logo_uri: display.logo_uri.clone(),
+        };
+        let (identity, verified_host) = match &client.client_id {
+            ClientId::Metadata(url) => {
+                let host = url.host();
+                (ClientIdentity::Verified { host: host.clone() }, Some(host))
+            }
+            ClientId::Registered(id) => (
+                ClientIdentity::Unverified {
+                    client_id: id.as_str().to_owned(),
+                },
+                None,
+            ),
+        };
+        let meta = &client.metadata;
+        let link = |kind: LinkKind, uri: &Option<String>| {
+            presentation::client_link(kind, uri.as_deref(), verified_host.as_deref())
+        };
+        let links = [
+            link(LinkKind::Homepage, &meta.client_uri),
+            link(LinkKind::Terms, &meta.tos_uri),
+            link(LinkKind::Privacy, &meta.policy_uri),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let client_display = ClientDisplay {
+            identity,
+            name: meta.client_name.clone(),
+            logo: link(LinkKind::Logo, &meta.logo_uri),
+            links,
+        };
+        let describe = |scope: &str| ScopeDisplay {
+            scope: scope.to_owned(),
+            description: display.scope_description(scope).map(Cow::into_owned),
+        };
+        let mut scopes: Vec<ScopeDisplay> = pending
+            .scopes
+            .iter()
+            .map(Scope::as_str)
+            .filter(|s| *s != OFFLINE_ACCESS)
+            .map(describe)
+            .collect();
+        if pending.offline_access && settings.issues_refresh_tokens() && meta.allows_refresh() {
+            scopes.push(describe(OFFLINE_ACCESS));
+        }
+        let resources = pending
+            .resources
+            .iter()
+            .map(|r| ResourceDisplay {
+                uri: r.canonical().to_owned(),
+                // The presentation's name wins; else the known-resource
+                // list's (`ProjectSettings::resources`).
+                name: display
+                    .resource_name(r)
+                    .or_else(|| settings.resource_name(r))
+                    .map(str::to_owned),
+            })
+            .collect();
+        Self {
+            service,
+            client: client_display,
+            redirect: RedirectDisplay {
+                host: pending.redirect_host.clone(),
+                app_scheme: pending.app_scheme.clone(),
+                loopback_only: pending.loopback_only,
+            },
+            scopes,
+            dropped_scopes: pending.dropped_scopes.iter().map(|s| s.as_str().to_owned()).collect(),
+            resources,
+        }
+    }
 }
 
 /// A scope or resource failure, before it becomes a redirect or a token error.

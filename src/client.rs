@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
-use crate::cimd::{ClientIdUrl, ClientIdUrlError, ClientIdUrlPolicy};
+use crate::client_id_url::{ClientIdUrl, ClientIdUrlError, ClientIdUrlPolicy};
 use crate::display_text;
 use crate::error::ErrorCode;
 use crate::newtype::string_newtype;

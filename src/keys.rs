@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 
 use crate::jose::{JwkSet, PrivateKey, SigningAlgorithm};
-use crate::project::ProjectId;
+use crate::project_id::ProjectId;
 
 /// How long a verifier may cache a JWKS response (`Cache-Control:
 /// max-age`): 5 minutes. [`SigningSettings::pre_publication`] must be

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use time::Duration;
 
 use crate::cimd::{CimdPolicy, CimdPolicyError};
-use crate::newtype::string_newtype;
+use crate::presentation::{DisplaySettingsError, ProjectDisplay};
 use crate::redirect_uri::RedirectUriPolicy;
 use crate::resource::{ResourceSet, ResourceUri};
 use crate::scope::ScopeSet;
@@ -20,38 +20,7 @@ use crate::tokenless::{TokenlessPolicyError, TokenlessRegistration};
 /// 4.1.2 recommends at most 10 minutes).
 pub const MAX_CODE_TTL: Duration = Duration::minutes(10);
 
-/// A project identifier: 1 to 64 characters of `[A-Za-z0-9_-]`
-/// (`proj_acme_prod`).
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct ProjectId(String);
-
-/// The string was not a valid project id.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("project id must be 1 to 64 characters of [A-Za-z0-9_-]")]
-pub struct InvalidProjectId;
-
-impl ProjectId {
-    /// Validates a project id.
-    ///
-    /// # Errors
-    /// [`InvalidProjectId`].
-    pub fn new(id: impl Into<String>) -> Result<Self, InvalidProjectId> {
-        let id = id.into();
-        if (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
-            Ok(Self(id))
-        } else {
-            Err(InvalidProjectId)
-        }
-    }
-
-    /// The id.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-string_newtype!(ProjectId, InvalidProjectId);
+pub use crate::project_id::{InvalidProjectId, ProjectId};
 
 /// How a project accepts Dynamic Client Registration (RFC 7591).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -180,7 +149,7 @@ pub struct ProjectSettings {
     /// authorization responses (`iss`) and tokens then name it. `None`:
     /// the server's issuer, shared by every project.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub issuer: Option<crate::discovery::Issuer>,
+    pub issuer: Option<crate::issuer::Issuer>,
     /// How Client ID Metadata Documents are trusted, fetched and cached.
     #[serde(default)]
     pub cimd: CimdPolicy,
@@ -227,6 +196,11 @@ pub struct ProjectSettings {
     /// stored before this field existed read back with none).
     #[serde(default)]
     pub upstream: crate::upstream::UpstreamSettings,
+    /// How the project presents itself on consent and error pages: the
+    /// service's name and logo, scope descriptions, resource names
+    /// (settings stored before this field existed read back with none).
+    #[serde(default)]
+    pub display: ProjectDisplay,
 }
 
 /// The default [`ProjectSettings::refresh_reuse_grace`]: 5 seconds.
@@ -482,6 +456,7 @@ impl Default for ProjectSettings {
             tokenless_registration: TokenlessRegistration::default(),
             client_credentials_enabled: false,
             upstream: crate::upstream::UpstreamSettings::default(),
+            display: ProjectDisplay::default(),
         }
     }
 }
@@ -623,6 +598,9 @@ pub enum SettingsError {
     /// The upstream providers are inconsistent.
     #[error("invalid upstream settings: {0}")]
     Upstream(#[from] crate::upstream::UpstreamSettingsError),
+    /// The display settings are malformed.
+    #[error("invalid display settings: {0}")]
+    Display(#[from] DisplaySettingsError),
 }
 
 impl ProjectSettings {
@@ -694,6 +672,7 @@ impl ProjectSettings {
         self.signing.validate()?;
         self.tokenless_registration.validate()?;
         self.upstream.validate()?;
+        self.display.validate()?;
         Ok(())
     }
 

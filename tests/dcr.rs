@@ -1232,8 +1232,25 @@ async fn client_credentials_for_confidential_machine_clients() {
 #[tokio::test]
 async fn strict_mode_refuses_private_use_redirect_schemes() {
     let env = env(DcrMode::Open).await;
+    env.server
+        .edit_project(&env.a, |mut s| {
+            s.mcp_enabled = true;
+            s
+        })
+        .await
+        .unwrap();
     let r = env.server.register_client(&env.a, None, CURSOR_LIKE.as_bytes()).await;
-    assert!(r.is_ok(), "{r:?}");
+    let registered = r.unwrap();
+    let query = format!(
+        "response_type=code&client_id={}&redirect_uri=cursor%3A%2F%2Fanysphere.cursor-mcp%2Foauth%2Fcallback\
+         &code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256&state=s",
+        registered.client_id.as_str()
+    );
+    let before = env.server.authorize(&env.a, &query).await;
+    assert!(
+        matches!(before, authio_mcp::server::AuthorizeOutcome::Pending(_)),
+        "{before:?}"
+    );
     env.server
         .edit_project(&env.a, |mut s| {
             s.strict_mode = true;
@@ -1241,6 +1258,15 @@ async fn strict_mode_refuses_private_use_redirect_schemes() {
         })
         .await
         .unwrap();
+    // A client that registered its app scheme before strict mode gets no
+    // redirect there afterwards: the error stays on the page.
+    match env.server.authorize(&env.a, &query).await {
+        authio_mcp::server::AuthorizeOutcome::ShowError(e) => {
+            assert_eq!(e.code(), ErrorCode::InvalidRequest);
+            assert!(e.to_string().contains("redirect URI policy"), "{e}");
+        }
+        other => panic!("expected an error page, got {other:?}"),
+    }
     let e = env
         .server
         .register_client(&env.a, None, CURSOR_LIKE.as_bytes())

@@ -99,6 +99,7 @@ fn pending() -> PendingAuthorization {
         &ProjectSettings::default(),
         &client,
         "https://app.example/cb".into(),
+        "https://as.example",
         T0,
     )
     .unwrap()

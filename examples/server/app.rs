@@ -17,9 +17,10 @@ use authio_mcp::dcr::{IatId, IatOptions, RegistrationPolicy};
 use authio_mcp::discovery::Issuer;
 use authio_mcp::grant::{GrantId, GrantSummary, Subject};
 use authio_mcp::http::{
-    HeaderOrDefaultProjectResolver, OAuthEndpoints, ProjectBearerCredentials, bearer_token, error_response,
-    escape_html, json,
+    HeaderOrDefaultProjectResolver, OAuthEndpoints, ProjectBearerCredentials, bearer_token, error_response, json,
 };
+use authio_mcp::pages::{ConsentUser, ConsentView, ErrorKind, REQUEST_ID_HEADER, request_id};
+use authio_mcp::presentation::ProjectDisplay;
 use authio_mcp::project::{DcrMode, KnownResource, ProjectId, ProjectSettings};
 use authio_mcp::resource::ResourceUri;
 use authio_mcp::scope::ScopeSet;
@@ -357,10 +358,17 @@ impl App {
         settings.default_scopes = ScopeSet::parse("mcp:read mcp:write")?;
         settings.default_resource = Some(config.resource.clone());
         // The default resource is known as it is; listing it too gives it
-        // the name consent pages show.
+        // its name in the known-resource list (admin API).
         settings
             .resources
             .upsert(KnownResource::new(config.resource.clone(), "Demo MCP server")?);
+        // What the consent page names: the service, and the MCP server.
+        let mut display = ProjectDisplay::default();
+        display.name = Some("Authio demo".to_owned());
+        display
+            .resource_names
+            .insert(config.resource.as_str().to_owned(), "Demo MCP server".to_owned());
+        settings.display = display;
         server.put_project(project, settings).await?;
         server.set_mcp_enabled(project, true).await?;
         if let Some(mode) = config.dcr_mode {
@@ -523,13 +531,18 @@ async fn metrics_text(State(app): State<App>, headers: HeaderMap) -> Response {
 /// One log line per request: method, path (never the query, which can
 /// carry codes), status, duration; every line logged while the request
 /// runs carries its request id (also sent back as `x-request-id`).
-async fn log_request(req: Request, next: Next) -> Response {
+async fn log_request(mut req: Request, next: Next) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let started = Instant::now();
     let mut id = [0u8; 8];
     authio_mcp::server::RandomSource::fill(&authio_mcp::server::SystemRandom, &mut id);
     let request_id: String = id.iter().map(|b| format!("{b:02x}")).collect();
+    // The id goes on the request too (replacing any the client sent), so
+    // the library's error pages show the id this log line carries.
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        req.headers_mut().insert(REQUEST_ID_HEADER, v);
+    }
     let span = tracing::info_span!("request", id = %request_id);
     let mut response = async {
         let response = next.run(req).await;
@@ -683,6 +696,9 @@ struct ProjectPatch {
     refresh_reuse_grace: Option<i64>,
     redirect_uri_policy: Option<authio_mcp::redirect_uri::RedirectUriPolicy>,
     tokenless_registration: Option<authio_mcp::tokenless::TokenlessRegistration>,
+    /// The consent page's service name and logo, scope descriptions and
+    /// resource names (replaced as a whole).
+    display: Option<ProjectDisplay>,
 }
 
 async fn admin_patch_project(
@@ -764,6 +780,9 @@ fn apply_patch(s: &mut ProjectSettings, patch: &ProjectPatch) {
     }
     if let Some(v) = &patch.tokenless_registration {
         s.tokenless_registration = v.clone();
+    }
+    if let Some(v) = &patch.display {
+        s.display = v.clone();
     }
 }
 
@@ -1407,17 +1426,38 @@ impl ConsentPage {
             URL_SAFE_NO_PAD.encode(b)
         };
         let (id, csrf, cookie) = (random(16), random(32), random(32));
-        let page = render_consent(&pending, signed_in.as_ref(), &id, &csrf);
-        let form_action = redirect_origin(&pending.redirect_uri);
+        // The library's page (DefaultPages unless the endpoints were given
+        // another renderer), from what the pending authorization presents.
+        let user = match &signed_in {
+            Some(s) => ConsentUser::SignedIn {
+                display: s
+                    .user
+                    .email
+                    .clone()
+                    .or_else(|| s.user.name.clone())
+                    .unwrap_or_else(|| s.subject.as_str().to_owned()),
+            },
+            None => ConsentUser::LoginField {
+                name: "username".to_owned(),
+                label: "User name (demo login, no password)".to_owned(),
+                value: DEMO_SUBJECT.to_owned(),
+            },
+        };
+        let view = ConsentView::new(&pending, "/consent")
+            .hidden_field("request_id", id.as_str())
+            .hidden_field("csrf", csrf.as_str())
+            .user(user)
+            .request_id(request_id(&parts.headers));
+        let mut r = endpoints.consent_page(&view);
         {
             let Ok(mut map) = self.pending.lock() else {
-                return error_response(&OAuthError::server_error());
+                return endpoints.error_page_for(&parts.headers, &OAuthError::server_error(), None);
             };
             let now = endpoints.server().now();
             map.retain(|_, w| now - w.pending.created_at <= authio_mcp::authorize::PENDING_AUTHORIZATION_TTL);
             let source = parts.extensions.get::<authio_mcp::cimd::RequestSource>().cloned();
             if let Err(e) = admit_waiting(&mut map, source.as_ref(), &pending) {
-                return error_response(&e);
+                return endpoints.error_page_for(&parts.headers, &e, None);
             }
             map.insert(
                 id,
@@ -1430,117 +1470,14 @@ impl ConsentPage {
                 },
             );
         }
-        let mut r = http::Response::new(page.into_bytes());
-        let h = r.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/html; charset=utf-8"),
-        );
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-        h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-        let csp = format!(
-            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self' {form_action}; frame-ancestors 'none'; base-uri 'none'"
-        );
-        if let Ok(v) = HeaderValue::from_str(&csp) {
-            h.insert(header::CONTENT_SECURITY_POLICY, v);
-        }
         let secure = if self.secure_cookie { "; Secure" } else { "" };
         if let Ok(v) = HeaderValue::from_str(&format!(
             "{CONSENT_COOKIE}={cookie}; Path=/consent; HttpOnly; SameSite=Strict{secure}"
         )) {
-            h.insert(header::SET_COOKIE, v);
+            r.headers_mut().insert(header::SET_COOKIE, v);
         }
         r
     }
-}
-
-/// The scheme and authority of a redirect URI, for CSP `form-action`
-/// (browsers apply it to the redirect after the consent form posts).
-fn redirect_origin(uri: &str) -> String {
-    url::Url::parse(uri)
-        .ok()
-        .map(|u| match u.host_str() {
-            Some(_) => u.origin().ascii_serialization(),
-            None => format!("{}:", u.scheme()),
-        })
-        .unwrap_or_default()
-}
-
-fn render_consent(p: &PendingAuthorization, signed_in: Option<&SignedIn>, id: &str, csrf: &str) -> String {
-    let name = p.client_name.as_deref().unwrap_or("An application");
-    let identity = match &p.client_id_host {
-        Some(host) => format!(
-            "<p>Client identity verified at <strong id=\"client-host\">{}</strong></p>",
-            escape_html(host)
-        ),
-        None => format!(
-            "<p>Registered client <code>{}</code></p>",
-            escape_html(p.client_id.as_str())
-        ),
-    };
-    let mut warning = if p.loopback_only {
-        "<p id=\"loopback-warning\" class=\"warn\">Warning: this client only redirects to your own computer \
-         (localhost). Anyone can publish a client like this; continue only if you started this sign-in yourself.</p>"
-            .to_owned()
-    } else {
-        String::new()
-    };
-    if let Some(scheme) = &p.app_scheme {
-        warning.push_str(&format!(
-            "<p id=\"app-scheme-warning\" class=\"warn\">Warning: you will be sent to the app that handles \
-             <strong>{}:</strong> links on this device. Any installed app can claim such links; continue only if \
-             you started this sign-in yourself.</p>",
-            escape_html(scheme)
-        ));
-    }
-    if !p.dropped_scopes.is_empty() {
-        warning.push_str(&format!(
-            "<p id=\"dropped-scopes\">Not granted (not offered here): {}</p>",
-            escape_html(&p.dropped_scopes.to_string())
-        ));
-    }
-    let scopes: String = p
-        .scopes
-        .iter()
-        .map(|s| format!("<li>{}</li>", escape_html(s.as_str())))
-        .collect();
-    let resources: String = p
-        .resources
-        .iter()
-        .map(|r| format!("<li>{}</li>", escape_html(r.canonical())))
-        .collect();
-    let who = match signed_in {
-        Some(s) => format!(
-            "<p>Signed in as <strong id=\"signed-in-as\">{}</strong></p>",
-            escape_html(
-                s.user
-                    .email
-                    .as_deref()
-                    .or(s.user.name.as_deref())
-                    .unwrap_or(s.subject.as_str())
-            )
-        ),
-        None => format!(
-            "<label>User name (demo login) <input name=\"username\" id=\"username\" value=\"{DEMO_SUBJECT}\"></label>"
-        ),
-    };
-    format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Sign in to {name}</title>\
-         <style>body{{font-family:sans-serif;max-width:36em;margin:2em auto}}.warn{{color:#a00;font-weight:bold}}</style>\
-         </head><body><h1>Sign in and allow <span id=\"client-name\">{name}</span>?</h1>{identity}\
-         <p>After you decide, you will be sent to <strong id=\"redirect-host\">{redirect}</strong>.</p>{warning}\
-         <p>It asks for:</p><ul id=\"scopes\">{scopes}</ul><p>For:</p><ul>{resources}</ul>\
-         <form method=\"post\" action=\"/consent\">\
-         <input type=\"hidden\" name=\"request_id\" value=\"{id}\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
-         {who}\
-         <p><button id=\"approve\" name=\"action\" value=\"approve\">Allow</button> \
-         <button id=\"deny\" name=\"action\" value=\"deny\">Deny</button></p></form></body></html>",
-        name = escape_html(name),
-        redirect = escape_html(p.redirect_host.as_deref().unwrap_or(&p.redirect_uri)),
-        id = escape_html(id),
-        csrf = escape_html(csrf),
-    )
 }
 
 async fn consent_submit(State(app): State<App>, req: Request) -> Response {
@@ -1553,19 +1490,31 @@ async fn consent_submit(State(app): State<App>, req: Request) -> Response {
         .filter_map(|c| c.trim().strip_prefix(CONSENT_COOKIE).and_then(|r| r.strip_prefix('=')))
         .map(str::to_owned)
         .collect::<Vec<_>>();
+    let request_headers = req.headers().clone();
     let Ok(req) = buffer(req, 8 * 1024).await else {
-        return admin_error(&OAuthError::new(ErrorCode::InvalidRequest));
+        let too_large = OAuthError::with_description(ErrorCode::InvalidRequest, "the consent form is too large")
+            .with_status(StatusCode::PAYLOAD_TOO_LARGE);
+        return into_axum(app.endpoints.error_page_for(&request_headers, &too_large, None));
     };
     let mut fields: HashMap<String, String> = HashMap::new();
     for (k, v) in url::form_urlencoded::parse(req.body()) {
         fields.insert(k.into_owned(), v.into_owned());
     }
     let get = |k: &str| fields.get(k).map(String::as_str).unwrap_or_default();
+    // An unknown, expired, forged or already used form: the user starts
+    // again from the app (the page shows the request id).
     let forbidden = || {
-        into_axum(authio_mcp::http::error_page(
-            &OAuthError::with_description(ErrorCode::AccessDenied, "the consent form is invalid or has expired")
+        into_axum(
+            app.endpoints.error_page_for(
+                &request_headers,
+                &OAuthError::with_description(
+                    ErrorCode::AccessDenied,
+                    "the consent form is invalid, has expired or was already used",
+                )
                 .with_status(StatusCode::FORBIDDEN),
-        ))
+                Some(ErrorKind::StartAgain),
+            ),
+        )
     };
     let waiting = {
         let Ok(mut map) = app.consent.pending.lock() else {

@@ -11,8 +11,8 @@ use super::address::{is_loopback, is_special_use};
 use super::error::{CimdError, truncate};
 use super::fetch::{FetchResponse, MAX_DOCUMENT_BYTES};
 use super::policy::{CimdPolicy, TrustRule};
-use super::url::ClientIdUrl;
 use crate::client::{Client, ClientId, ClientMetadata, MetadataProfile};
+use crate::client_id_url::ClientIdUrl;
 use crate::redirect_uri::RedirectUriPolicy;
 
 /// Everything decided before a fetch: the URL under the project's URL

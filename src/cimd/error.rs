@@ -2,8 +2,8 @@
 
 use super::fetch::FetchError;
 use super::policy::TrustRule;
-use super::url::ClientIdUrlError;
 use crate::client::ClientMetadataError;
+use crate::client_id_url::ClientIdUrlError;
 use crate::error::ErrorCode;
 
 /// Why a Client ID Metadata Document could not be used.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::url::ClientIdUrl;
+use crate::client_id_url::ClientIdUrl;
 
 /// The largest metadata document accepted, in bytes (the CIMD draft's
 /// RECOMMENDED 5 KB).

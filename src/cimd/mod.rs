@@ -33,7 +33,6 @@ mod policy;
 mod preview;
 #[cfg(feature = "reqwest")]
 pub(crate) mod reqwest_fetcher;
-mod url;
 
 pub use self::address::{is_loopback, is_special_use};
 pub use self::cache::{CacheBounds, CacheDirectives, CachedDocument, cache_expiry, parse_http_date};
@@ -53,4 +52,4 @@ pub use self::policy::{
 pub use self::preview::{CimdPreview, FailedPreview, ResolvedPreview, parse_preview_request};
 #[cfg(feature = "reqwest")]
 pub use self::reqwest_fetcher::{DEFAULT_CONNECT_TIMEOUT, ReqwestFetcher, ReqwestFetcherBuilder, ReqwestFetcherError};
-pub use self::url::{ClientIdUrl, ClientIdUrlError, ClientIdUrlPolicy};
+pub use crate::client_id_url::{ClientIdUrl, ClientIdUrlError, ClientIdUrlPolicy};

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use time::Duration;
 
 use super::cache::CacheBounds;
-use super::url::ClientIdUrlPolicy;
+use crate::client_id_url::ClientIdUrlPolicy;
 use crate::newtype::string_newtype;
 
 /// Which `client_id` hosts a project fetches from (SPEC-CHECKLIST section

@@ -123,7 +123,7 @@ impl IntrospectionVerifier {
     /// issuer (recommended: an endpoint reached through a misconfigured
     /// proxy then cannot vouch for another server's tokens).
     #[must_use]
-    pub fn issuer(mut self, issuer: &crate::discovery::Issuer) -> Self {
+    pub fn issuer(mut self, issuer: &crate::issuer::Issuer) -> Self {
         self.issuer = Some(issuer.as_str().to_owned());
         self
     }

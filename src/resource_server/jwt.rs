@@ -122,7 +122,7 @@ impl JwtVerifier {
     /// A verifier for tokens of `issuer` meant for `resource`, with keys
     /// from `jwks_uri`.
     pub fn new(
-        issuer: &crate::discovery::Issuer,
+        issuer: &crate::issuer::Issuer,
         resource: ResourceUri,
         jwks_uri: impl Into<String>,
         fetcher: Arc<dyn JwksFetcher>,
@@ -139,14 +139,14 @@ impl JwtVerifier {
     }
 
     /// Discovers `jwks_uri` from the issuer's RFC 8414 metadata (at
-    /// [`crate::discovery::Issuer::metadata_url`]); its `issuer` must be
+    /// [`crate::issuer::Issuer::metadata_url`]); its `issuer` must be
     /// exactly `issuer`.
     ///
     /// # Errors
     /// A [`JwtVerifierError`]; [`JwtVerifierError::NoJwksUri`] means the
     /// server issues opaque tokens only (use introspection).
     pub async fn discover(
-        issuer: &crate::discovery::Issuer,
+        issuer: &crate::issuer::Issuer,
         resource: ResourceUri,
         fetcher: Arc<dyn JwksFetcher>,
     ) -> Result<Self, JwtVerifierError> {

@@ -29,7 +29,7 @@
 //! ## Example
 //!
 //! ```
-//! use authio_mcp::discovery::Issuer;
+//! use authio_mcp::issuer::Issuer;
 //! use authio_mcp::resource::ResourceUri;
 //! use authio_mcp::resource_server::{ProtectedResource, ProtectedResourceMetadata, ResourceServerError};
 //! use authio_mcp::scope::ScopeSet;
@@ -61,8 +61,8 @@ use http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::discovery::{Issuer, well_known_url};
 use crate::error::{ErrorCode, OAuthError};
+use crate::issuer::{Issuer, well_known_url};
 use crate::project::ProjectId;
 use crate::resource::ResourceUri;
 use crate::scope::ScopeSet;

@@ -140,8 +140,8 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::discovery::Issuer;
     use crate::error::ErrorCode;
+    use crate::issuer::Issuer;
     use crate::project::DcrMode;
     use crate::server::FixedClock;
     use crate::store::memory::MemoryAuditLog;

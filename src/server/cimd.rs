@@ -598,7 +598,7 @@ pub(crate) mod test_support {
 mod tests {
     use super::*;
     use crate::cimd::{FetchError, FetchResponse};
-    use crate::discovery::Issuer;
+    use crate::issuer::Issuer;
     use crate::server::FixedClock;
     use crate::store::memory::MemoryAuditLog;
     use async_trait::async_trait;

@@ -141,18 +141,20 @@ impl AuthorizationServer {
             Ok(c) => c,
             Err(e) => return AuthorizeOutcome::ShowError(e),
         };
-        let redirect_uri = match authorize::check_redirect_uri(&req, &client) {
+        let redirect_uri = match authorize::check_redirect_uri(&req, &client, settings.effective_redirect_uri_policy())
+        {
             Ok(r) => r,
             Err(e) => return AuthorizeOutcome::ShowError(e.to_oauth_error()),
         };
-        match authorize::validate_request(&req, project, settings, &client, redirect_uri, self.clock.now()) {
+        let issuer = self.issuer_for(settings).as_str();
+        match authorize::validate_request(&req, project, settings, &client, redirect_uri, issuer, self.clock.now()) {
             Ok(p) => AuthorizeOutcome::Pending(Box::new(p)),
             Err(e) => {
                 if e.error.code() == ErrorCode::InvalidTarget {
                     self.resource_refused(project, &client.client_id, "authorize", &e.error)
                         .await;
                 }
-                AuthorizeOutcome::Redirect(e.location(self.issuer_for(settings).as_str()))
+                AuthorizeOutcome::Redirect(e.location(issuer))
             }
         }
     }

@@ -184,7 +184,7 @@ impl AuthorizationServer {
     ///
     /// ```
     /// use authio_mcp::dcr::IatOptions;
-    /// use authio_mcp::discovery::Issuer;
+    /// use authio_mcp::issuer::Issuer;
     /// use authio_mcp::project::{ProjectId, ProjectSettings};
     /// use authio_mcp::server::AuthorizationServer;
     ///

@@ -2,6 +2,7 @@
 //! read costs a database round trip on every request.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -29,6 +30,11 @@ pub struct CachedProjectStore {
     ttl: Duration,
     capacity: usize,
     entries: RwLock<HashMap<ProjectId, (Instant, ProjectSettings)>>,
+    /// Bumped by every local write before and after it reaches the inner
+    /// store. A read-through only fills the cache when no write started or
+    /// finished while it read, so a read that raced a local write can never
+    /// put the settings from before that write back into the cache.
+    writes: AtomicU64,
 }
 
 impl std::fmt::Debug for CachedProjectStore {
@@ -48,14 +54,41 @@ impl CachedProjectStore {
             ttl,
             capacity: 10_000,
             entries: RwLock::new(HashMap::new()),
+            writes: AtomicU64::new(0),
         }
     }
 
     fn remember(&self, id: &ProjectId, settings: Option<&ProjectSettings>) {
         let Ok(mut entries) = self.entries.write() else { return };
+        Self::remember_locked(&mut entries, self.capacity, id, settings);
+    }
+
+    /// Fills the cache from a read-through that began when the write
+    /// counter stood at `seen`, unless a local write happened since.
+    fn remember_read(&self, id: &ProjectId, settings: Option<&ProjectSettings>, seen: u64) {
+        let Ok(mut entries) = self.entries.write() else { return };
+        // Checked under the lock: a write bumps the counter before it
+        // touches the entry, so a read that saw the old counter and loses
+        // this comparison leaves the entry to the writer.
+        if self.writes.load(Ordering::SeqCst) != seen {
+            return;
+        }
+        Self::remember_locked(&mut entries, self.capacity, id, settings);
+    }
+
+    fn begin_write(&self) {
+        self.writes.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn remember_locked(
+        entries: &mut HashMap<ProjectId, (Instant, ProjectSettings)>,
+        capacity: usize,
+        id: &ProjectId,
+        settings: Option<&ProjectSettings>,
+    ) {
         match settings {
             Some(s) => {
-                if entries.len() >= self.capacity && !entries.contains_key(id) {
+                if entries.len() >= capacity && !entries.contains_key(id) {
                     entries.clear();
                 }
                 entries.insert(id.clone(), (Instant::now(), s.clone()));
@@ -76,16 +109,22 @@ impl ProjectStore for CachedProjectStore {
         {
             return Ok(Some(settings.clone()));
         }
+        let seen = self.writes.load(Ordering::SeqCst);
         let settings = self.inner.get(id).await?;
-        self.remember(id, settings.as_ref());
+        self.remember_read(id, settings.as_ref(), seen);
         Ok(settings)
     }
 
     async fn put(&self, id: &ProjectId, settings: ProjectSettings) -> Result<(), StoreError> {
+        self.begin_write();
         self.remember(id, None);
-        self.inner.put(id, settings.clone()).await?;
-        self.remember(id, Some(&settings));
-        Ok(())
+        let written = self.inner.put(id, settings.clone()).await;
+        self.begin_write();
+        match written {
+            Ok(()) => self.remember(id, Some(&settings)),
+            Err(_) => self.remember(id, None),
+        }
+        written
     }
 
     async fn compare_and_swap(
@@ -94,7 +133,9 @@ impl ProjectStore for CachedProjectStore {
         current: &ProjectSettings,
         new: ProjectSettings,
     ) -> Result<bool, StoreError> {
+        self.begin_write();
         let swapped = self.inner.compare_and_swap(id, current, new.clone()).await;
+        self.begin_write();
         match swapped {
             Ok(true) => self.remember(id, Some(&new)),
             // Someone else changed it (or the call failed): read it again next time.
@@ -136,5 +177,67 @@ mod tests {
         let fresh = CachedProjectStore::new(inner.clone(), Duration::ZERO);
         inner.put(&p, a.clone()).await.unwrap();
         assert_eq!(fresh.get(&p).await.unwrap(), Some(a), "a zero ttl always reads through");
+    }
+
+    /// Reads the inner store, then waits for the test to open the gate
+    /// before answering: a read-through held in flight.
+    struct GatedStore {
+        inner: MemoryProjectStore,
+        read_done: tokio::sync::Notify,
+        gate: tokio::sync::Semaphore,
+    }
+
+    #[async_trait]
+    impl ProjectStore for GatedStore {
+        async fn get(&self, id: &ProjectId) -> Result<Option<ProjectSettings>, StoreError> {
+            let read = self.inner.get(id).await;
+            self.read_done.notify_one();
+            let _permit = self.gate.acquire().await;
+            read
+        }
+        async fn put(&self, id: &ProjectId, settings: ProjectSettings) -> Result<(), StoreError> {
+            self.inner.put(id, settings).await
+        }
+        async fn compare_and_swap(
+            &self,
+            id: &ProjectId,
+            current: &ProjectSettings,
+            new: ProjectSettings,
+        ) -> Result<bool, StoreError> {
+            self.inner.compare_and_swap(id, current, new).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_read_racing_a_local_write_never_reinstates_the_old_settings() {
+        let p = ProjectId::new("p").unwrap();
+        let gated = Arc::new(GatedStore {
+            inner: MemoryProjectStore::new(),
+            read_done: tokio::sync::Notify::new(),
+            gate: tokio::sync::Semaphore::new(0),
+        });
+        let old = ProjectSettings::default();
+        gated.inner.put(&p, old.clone()).await.unwrap();
+        let cached = Arc::new(CachedProjectStore::new(gated.clone(), Duration::from_secs(3600)));
+
+        // A read-through fetches the old settings and is held before it fills the cache...
+        let reader = tokio::spawn({
+            let cached = cached.clone();
+            let p = p.clone();
+            async move { cached.get(&p).await }
+        });
+        gated.read_done.notified().await;
+        // ...while a local write switches MCP on.
+        let mut new = old.clone();
+        new.mcp_enabled = true;
+        gated.gate.add_permits(1_000);
+        cached.put(&p, new.clone()).await.unwrap();
+        assert_eq!(
+            reader.await.unwrap().unwrap(),
+            Some(old),
+            "the racing read answers what it read"
+        );
+        // The late read must not have put the old settings back for the ttl.
+        assert_eq!(cached.get(&p).await.unwrap(), Some(new));
     }
 }

@@ -820,7 +820,7 @@ pub trait KeyStore: Send + Sync {
 
 /// The claims about a user that the host releases in ID tokens and at the
 /// userinfo endpoint (OpenID Connect Core section 5.1). The driver filters
-/// them by the granted scopes ([`crate::jwt::UserClaims::filtered`]).
+/// them by the granted scopes ([`crate::claims::UserClaims::filtered`]).
 ///
 /// # Security
 /// Return only claims about `subject` in `project`; an error is answered
@@ -833,7 +833,7 @@ pub trait UserClaimsSource: Send + Sync {
         &self,
         project: &ProjectId,
         subject: &crate::grant::Subject,
-    ) -> Result<crate::jwt::UserClaims, StoreError>;
+    ) -> Result<crate::claims::UserClaims, StoreError>;
 }
 
 /// No user claims: ID tokens and userinfo carry `sub` only.
@@ -846,8 +846,8 @@ impl UserClaimsSource for NoUserClaims {
         &self,
         _project: &ProjectId,
         _subject: &crate::grant::Subject,
-    ) -> Result<crate::jwt::UserClaims, StoreError> {
-        Ok(crate::jwt::UserClaims::default())
+    ) -> Result<crate::claims::UserClaims, StoreError> {
+        Ok(crate::claims::UserClaims::default())
     }
 }
 

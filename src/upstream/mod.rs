@@ -48,9 +48,9 @@ pub use self::fetch::{HttpResponse, UpstreamHttp, UpstreamHttpError};
 #[cfg(feature = "reqwest")]
 pub use self::fetch::{ReqwestUpstreamHttp, ReqwestUpstreamHttpBuilder};
 use crate::authorize::PendingAuthorization;
-use crate::discovery::Issuer;
 use crate::error::ErrorCode;
 use crate::grant::Subject;
+use crate::issuer::Issuer;
 use crate::newtype::string_newtype;
 use crate::pkce::{CodeChallenge, CodeVerifier};
 use crate::scope::ScopeSet;
@@ -1129,7 +1129,7 @@ pub trait UserPolicy: Send + Sync {
     /// [`crate::store::StoreError`] when the host's own lookups fail.
     async fn decide(
         &self,
-        project: &crate::project::ProjectId,
+        project: &crate::project_id::ProjectId,
         provider: &UpstreamProvider,
         user: &UpstreamIdentity,
     ) -> Result<UserDecision, crate::store::StoreError>;
@@ -1143,7 +1143,7 @@ pub struct AcceptAllUsers;
 impl UserPolicy for AcceptAllUsers {
     async fn decide(
         &self,
-        _project: &crate::project::ProjectId,
+        _project: &crate::project_id::ProjectId,
         _provider: &UpstreamProvider,
         _user: &UpstreamIdentity,
     ) -> Result<UserDecision, crate::store::StoreError> {

@@ -53,6 +53,7 @@ fn pending() -> PendingAuthorization {
         force_consent: false,
         login_hint: None,
         app_scheme: None,
+        presentation: crate::presentation::ConsentPresentation::default(),
     }
 }
 

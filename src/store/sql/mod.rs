@@ -12,7 +12,7 @@
 //! # #[cfg(feature = "sqlite")]
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::sync::Arc;
-//! use authio_mcp::discovery::Issuer;
+//! use authio_mcp::issuer::Issuer;
 //! use authio_mcp::server::AuthorizationServer;
 //! use authio_mcp::store::sql::{SqlOptions, SqliteStore};
 //!

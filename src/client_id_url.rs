@@ -1,4 +1,8 @@
 //! The CIMD `client_id` URL, validated on its raw string.
+//!
+//! Below both [`crate::client`] (a client id may be such a URL) and
+//! [`crate::cimd`] (which fetches it), so neither imports the other for it;
+//! public as [`crate::cimd::ClientIdUrl`].
 
 use std::fmt;
 

@@ -1,0 +1,876 @@
+//! Security review of the signed-token, key, client-authentication and
+//! upstream-login code: each test here demonstrates one finding of the
+//! review report (F1..Fn). A test marked `#[ignore]` fails today and
+//! passes once its finding is fixed; run them with
+//! `cargo test --all-features --test review -- --ignored`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+mod common;
+mod sql_support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use authio_mcp::discovery::Issuer;
+use authio_mcp::resource_server::{JwksFetcher, JwtVerifier, TokenVerifier as _};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use common::*;
+use serde_json::json;
+
+// ---------------------------------------------------------------------
+// F1: JwtVerifier's unknown-kid rate limit does not hold while the JWKS
+// cannot be fetched (cold cache, or concurrent callers).
+// ---------------------------------------------------------------------
+
+/// A JWKS endpoint that is down: every fetch fails after yielding once
+/// (as a network call would), and is counted.
+#[derive(Default)]
+struct DownJwks {
+    fetches: AtomicUsize,
+}
+
+#[async_trait]
+impl JwksFetcher for DownJwks {
+    async fn fetch(&self, _url: &str) -> Result<Vec<u8>, String> {
+        self.fetches.fetch_add(1, Ordering::SeqCst);
+        tokio::task::yield_now().await;
+        Err("connection refused".to_owned())
+    }
+}
+
+/// A token whose header passes every check made before the key lookup
+/// (`ES256`, `at+jwt`, a well-formed `kid`): what an attacker sends for
+/// free. The signature is junk; it is never reached.
+fn token_with_kid(kid: &str) -> String {
+    let header = json!({"alg": "ES256", "typ": "at+jwt", "kid": kid});
+    let claims = json!({"iss": ISSUER, "sub": "u", "aud": RESOURCE, "exp": START.unix_timestamp() + 60});
+    format!(
+        "{}.{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string()),
+        URL_SAFE_NO_PAD.encode([7u8; 64])
+    )
+}
+
+fn verifier_over(fetcher: Arc<DownJwks>) -> JwtVerifier {
+    JwtVerifier::new(
+        &Issuer::new(ISSUER).unwrap(),
+        resource(),
+        format!("{ISSUER}/.well-known/jwks.json"),
+        fetcher,
+    )
+}
+
+/// Demonstrates finding F1 (cold cache): while no JWKS was ever fetched,
+/// `keys_for` refetches on EVERY token (`cache.keys.is_none()` bypasses
+/// `min_refetch_interval`), so a flood of junk tokens becomes a flood of
+/// JWKS requests, each holding the fetch lock up to the fetch timeout.
+#[tokio::test]
+#[ignore = "demonstrates finding F1"]
+async fn f1_cold_jwks_cache_still_rate_limits_fetches() {
+    let fetcher = Arc::new(DownJwks::default());
+    let v = verifier_over(fetcher.clone());
+    for i in 0..20 {
+        assert!(v.verify(&token_with_kid(&format!("k{i}")), START).await.is_err());
+    }
+    let n = fetcher.fetches.load(Ordering::SeqCst);
+    assert!(
+        n <= 1,
+        "20 junk tokens within one second caused {n} JWKS fetches (min_refetch_interval is 30 s)"
+    );
+}
+
+/// Demonstrates finding F1 (concurrency): callers that passed the
+/// `may_try` check together queue on the fetch lock, and `refresh` only
+/// skips the fetch when `fetched_at` changed, which a FAILED fetch does
+/// not do: N concurrent junk tokens cause N sequential fetches.
+#[tokio::test]
+#[ignore = "demonstrates finding F1"]
+async fn f1_concurrent_unknown_kids_fetch_at_most_once() {
+    let fetcher = Arc::new(DownJwks::default());
+    let v = verifier_over(fetcher.clone());
+    let tokens: Vec<String> = (0..20).map(|i| token_with_kid(&format!("k{i}"))).collect();
+    let results = futures_util::future::join_all(tokens.iter().map(|t| v.verify(t, START))).await;
+    assert!(results.iter().all(Result::is_err));
+    let n = fetcher.fetches.load(Ordering::SeqCst);
+    assert!(n <= 1, "20 concurrent junk tokens caused {n} JWKS fetches");
+}
+
+// ---------------------------------------------------------------------
+// F2: a client's `jwks_uri` is fetched outside the CIMD fetch governor:
+// no single flight, no per-host/per-source budget, no negative cache.
+// ---------------------------------------------------------------------
+
+mod f2 {
+    use super::*;
+    use authio_mcp::ErrorCode;
+    use authio_mcp::cimd::{FetchError, FetchPlan, FetchResponse, MetadataFetcher};
+    use authio_mcp::client_auth::JWT_BEARER_ASSERTION_TYPE;
+    use authio_mcp::jose::{PrivateKey, SigningAlgorithm};
+
+    pub(super) const DOC: &str = "https://agent.example.com/client.json";
+    pub(super) const JWKS: &str = "https://victim.example.net/keys/jwks.json";
+
+    pub(super) fn client_key() -> PrivateKey {
+        PrivateKey::generate(SigningAlgorithm::EdDsa, &[11; 32]).unwrap()
+    }
+
+    /// Serves a confidential metadata document whose `jwks_uri` is on
+    /// another host; the JWK Set answer takes a network round trip
+    /// (yields) and is counted.
+    #[derive(Default)]
+    pub(super) struct SlowKeys {
+        pub(super) jwks_fetches: AtomicUsize,
+        /// Answer the JWK Set request with 404 (a victim host that has
+        /// no such document).
+        pub(super) jwks_missing: bool,
+    }
+
+    #[async_trait]
+    impl MetadataFetcher for SlowKeys {
+        async fn fetch(&self, plan: &FetchPlan) -> Result<FetchResponse, FetchError> {
+            let body = match plan.url().as_str() {
+                DOC => json!({
+                    "client_id": DOC,
+                    "client_name": "Keyed agent",
+                    "redirect_uris": ["https://agent.example.com/callback"],
+                    "token_endpoint_auth_method": "private_key_jwt",
+                    "jwks_uri": JWKS,
+                }),
+                JWKS => {
+                    self.jwks_fetches.fetch_add(1, Ordering::SeqCst);
+                    tokio::task::yield_now().await;
+                    if self.jwks_missing {
+                        return Ok(FetchResponse::new(404, Vec::new()));
+                    }
+                    json!({"keys": [client_key().public_jwk("ck1")]})
+                }
+                _ => return Ok(FetchResponse::new(404, Vec::new())),
+            };
+            Ok(FetchResponse::new(200, body.to_string().into_bytes()).with_content_type("application/json"))
+        }
+    }
+
+    pub(super) fn assertion(key: &PrivateKey, kid: &str, client: &str, jti: &str, now: i64) -> String {
+        let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+        h.kid = Some(kid.to_owned());
+        let claims = json!({"iss": client, "sub": client, "aud": ISSUER, "iat": now, "exp": now + 60, "jti": jti});
+        jsonwebtoken::encode(&h, &claims, &jsonwebtoken::EncodingKey::from_ed_der(key.expose_der())).unwrap()
+    }
+
+    pub(super) fn token_body(assertion: &str) -> String {
+        form(&[
+            ("grant_type", "authorization_code"),
+            ("code", "not-a-code"),
+            ("redirect_uri", "https://agent.example.com/callback"),
+            ("code_verifier", verifier(1).as_str()),
+            ("client_assertion_type", JWT_BEARER_ASSERTION_TYPE),
+            ("client_assertion", assertion),
+        ])
+    }
+
+    /// Demonstrates finding F2: 20 concurrent token requests whose
+    /// assertions name an unknown `kid` make the server fetch the
+    /// client's `jwks_uri` 20 times (the 30 s refetch rule is checked
+    /// against a cache snapshot each request took before any of them
+    /// fetched), none of them through the CIMD fetch governor. The
+    /// `jwks_uri` host is whatever the (attacker's) document names.
+    #[tokio::test]
+    #[ignore = "demonstrates finding F2"]
+    async fn f2_client_jwks_uri_fetches_are_coalesced() {
+        let fetcher = Arc::new(SlowKeys::default());
+        let h = harness_with(|b| b.metadata_fetcher(fetcher.clone())).await;
+        let mut s = project_settings();
+        s.cimd.allow_private_key_jwt = true;
+        h.server.put_project(&h.project, s).await.unwrap();
+        // One good assertion: the document and the JWK Set are cached.
+        let now = START.unix_timestamp();
+        let good = assertion(&client_key(), "ck1", DOC, "warm", now);
+        let e = h
+            .server
+            .token(&h.project, None, token_body(&good).as_bytes())
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), ErrorCode::InvalidGrant, "authenticated, then the junk code");
+        assert_eq!(fetcher.jwks_fetches.load(Ordering::SeqCst), 1);
+        // 31 s later, a burst of assertions with made-up key ids.
+        h.clock.advance(time::Duration::seconds(31));
+        let now = now + 31;
+        let stranger = PrivateKey::generate(SigningAlgorithm::EdDsa, &[13; 32]).unwrap();
+        let bodies: Vec<String> = (0..20)
+            .map(|i| token_body(&assertion(&stranger, &format!("kid-{i}"), DOC, &format!("j{i}"), now)))
+            .collect();
+        let results =
+            futures_util::future::join_all(bodies.iter().map(|b| h.server.token(&h.project, None, b.as_bytes()))).await;
+        assert!(
+            results
+                .iter()
+                .all(|r| r.as_ref().is_err_and(|e| e.code() == ErrorCode::InvalidClient))
+        );
+        let n = fetcher.jwks_fetches.load(Ordering::SeqCst);
+        assert!(
+            n <= 2,
+            "20 concurrent unknown-kid assertions caused {} jwks_uri fetches",
+            n - 1
+        );
+    }
+
+    /// Demonstrates finding F2 (no negative cache): when the `jwks_uri`
+    /// fails, nothing is remembered, so EVERY token request naming the
+    /// client fetches it again: one unauthenticated request, one
+    /// outbound request to a URL of the attacker's choosing (its own
+    /// metadata document names it), with no budget at all.
+    #[tokio::test]
+    #[ignore = "demonstrates finding F2"]
+    async fn f2_a_failing_jwks_uri_is_not_fetched_on_every_request() {
+        let fetcher = Arc::new(SlowKeys {
+            jwks_missing: true,
+            ..SlowKeys::default()
+        });
+        let h = harness_with(|b| b.metadata_fetcher(fetcher.clone())).await;
+        let mut s = project_settings();
+        s.cimd.allow_private_key_jwt = true;
+        h.server.put_project(&h.project, s).await.unwrap();
+        let now = START.unix_timestamp();
+        for i in 0..10 {
+            let a = assertion(&client_key(), "ck1", DOC, &format!("j{i}"), now);
+            let e = h
+                .server
+                .token(&h.project, None, token_body(&a).as_bytes())
+                .await
+                .unwrap_err();
+            assert_eq!(e.code(), ErrorCode::InvalidClient);
+        }
+        let n = fetcher.jwks_fetches.load(Ordering::SeqCst);
+        assert!(
+            n <= 1,
+            "10 token requests within one second fetched the failing jwks_uri {n} times"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------
+// F3: one client fills the shared replay store and locks every
+// private_key_jwt client of every project out.
+// ---------------------------------------------------------------------
+
+mod f3 {
+    use super::*;
+    use authio_mcp::ErrorCode;
+    use authio_mcp::client::{Client, ClientId, ClientMetadata, MetadataProfile, RegisteredClientId};
+    use authio_mcp::project::ProjectId;
+    use authio_mcp::redirect_uri::RedirectUriPolicy;
+    use authio_mcp::store::ClientStore as _;
+    use authio_mcp::store::memory::MemoryReplayStore;
+
+    async fn keyed_client(h: &Harness, project: &ProjectId, n: u8) -> ClientId {
+        let metadata: ClientMetadata = serde_json::from_value(json!({
+            "redirect_uris": [REDIRECT],
+            "client_name": format!("Keyed {n}"),
+            "token_endpoint_auth_method": "private_key_jwt",
+            "grant_types": ["authorization_code"],
+            "jwks": {"keys": [f2::client_key().public_jwk("ck1")]},
+        }))
+        .unwrap();
+        let v = metadata
+            .validate(MetadataProfile::Dcr, RedirectUriPolicy::strict())
+            .unwrap();
+        let id = ClientId::Registered(RegisteredClientId::from_random(&[n; 12]));
+        assert!(
+            h.clients
+                .insert(project, Client::new(id.clone(), v, START))
+                .await
+                .unwrap()
+        );
+        id
+    }
+
+    /// Demonstrates finding F3: the server's replay store (memory by
+    /// default) has ONE bound for all projects and clients, and a full
+    /// store answers "replay". An attacker's own client in its own
+    /// project sends assertions with fresh `jti`s (each one is recorded
+    /// as soon as the signature verifies, before the grant is looked at)
+    /// until the store is full; from then on, for up to the assertion
+    /// lifetime (6 minutes), every private_key_jwt client of every
+    /// project gets `invalid_client`. With the default bound of 100,000
+    /// that is about 280 cheap requests per second. Here the bound is 8
+    /// so the test stays small.
+    #[tokio::test]
+    #[ignore = "demonstrates finding F3"]
+    async fn f3_one_client_cannot_exhaust_the_replay_store_of_others() {
+        let h = harness_with(|b| b.replay_store(Arc::new(MemoryReplayStore::new(8)))).await;
+        let evil = ProjectId::new("proj_evil").unwrap();
+        h.server.put_project(&evil, project_settings()).await.unwrap();
+        let attacker = keyed_client(&h, &evil, 1).await;
+        let victim = keyed_client(&h, &h.project, 2).await;
+        let now = START.unix_timestamp();
+        let key = f2::client_key();
+        for i in 0..8 {
+            let a = f2::assertion(&key, "ck1", attacker.as_str(), &format!("flood-{i}"), now);
+            let e = h
+                .server
+                .token(&evil, None, f2::token_body(&a).as_bytes())
+                .await
+                .unwrap_err();
+            assert_eq!(
+                e.code(),
+                ErrorCode::InvalidGrant,
+                "the attacker authenticates every time"
+            );
+        }
+        let a = f2::assertion(&key, "ck1", victim.as_str(), "first-use", now);
+        let e = h
+            .server
+            .token(&h.project, None, f2::token_body(&a).as_bytes())
+            .await
+            .unwrap_err();
+        let reasons: Vec<String> = h
+            .audit
+            .recent(&h.project, 10)
+            .iter()
+            .map(authio_mcp::audit::AuditEvent::to_json)
+            .filter(|e| e["event"] == "oauth_client.assertion_rejected")
+            .map(|e| e["reason"].to_string())
+            .collect();
+        assert_eq!(
+            e.code(),
+            ErrorCode::InvalidGrant,
+            "the victim's first use of a fresh jti in another project must authenticate (rejected as {reasons:?})"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------
+// F4: the upstream relying party's HTTP client (discovery, JWKS, token
+// endpoint) connects to special-use addresses.
+// ---------------------------------------------------------------------
+
+mod f4 {
+    use super::*;
+    use authio_mcp::upstream::{ReqwestUpstreamHttp, UpstreamHttp as _, UpstreamHttpError};
+
+    /// Demonstrates finding F4: a project's upstream issuer (a setting the
+    /// project's admin chooses) and the endpoints its discovery document
+    /// names (`jwks_uri`, `token_endpoint`: any https URL on any host) are
+    /// requested by `ReqwestUpstreamHttp` without the special-use address
+    /// checks the CIMD fetcher makes: the server connects to loopback,
+    /// RFC 1918, link-local ... addresses, by IP literal or by a name that
+    /// resolves there (blind SSRF: GET, and a form POST carrying the client
+    /// credential to the token endpoint).
+    #[tokio::test]
+    #[ignore = "demonstrates finding F4"]
+    async fn f4_upstream_http_never_connects_to_special_use_addresses() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        let server = tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                drop(socket);
+            }
+        });
+        let http = ReqwestUpstreamHttp::builder().build().unwrap();
+        let mut results = Vec::new();
+        for url in [
+            format!("https://127.0.0.1:{port}/.well-known/openid-configuration"),
+            format!("https://localhost:{port}/.well-known/openid-configuration"),
+        ] {
+            results.push((url.clone(), http.get(&url).await));
+        }
+        let url = format!("https://127.0.0.1:{port}/token");
+        results.push((url.clone(), http.post_form(&url, "code=x".into(), None).await));
+        server.abort();
+        let n = accepted.load(Ordering::SeqCst);
+        assert_eq!(n, 0, "{n} connections were made to 127.0.0.1: {results:?}");
+        for (url, r) in results {
+            assert!(matches!(r, Err(UpstreamHttpError::UrlRefused)), "{url}: {r:?}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------
+// F5: the SQL KeyStore keeps every signing key as plaintext DER, by
+// default and with no way to plug in encryption.
+// ---------------------------------------------------------------------
+
+mod f5 {
+    use super::*;
+    use authio_mcp::jose::{PrivateKey, SigningAlgorithm};
+    use authio_mcp::project::AccessTokenFormat;
+    use authio_mcp::store::sql::{SqlOptions, SqliteStore};
+
+    /// Demonstrates finding F5: with the default SQL store, whoever can
+    /// read `signing_keys` (a backup, a read replica, an analytics
+    /// export, SQL injection in the host's own code) gets the active
+    /// keys, and with them can sign access tokens every resource server
+    /// accepts and ID tokens every client accepts, for any user. The
+    /// `KeyStore` trait's own contract says keys are "encrypted at rest";
+    /// CONVENTIONS 11 says an insecure choice must be an explicit
+    /// `danger_*` opt-in. Today the bytes read back are a usable key.
+    #[tokio::test]
+    #[ignore = "demonstrates finding F5"]
+    async fn f5_signing_keys_are_not_readable_from_the_database() {
+        let dir = sql_support::TempDir::new();
+        let url = dir.sqlite_url("keys.db");
+        let store = Arc::new(SqliteStore::connect(&url, SqlOptions::default()).await.unwrap());
+        store.migrate().await.unwrap();
+        let h = harness_with(|b| b.key_store(store.clone())).await;
+        let mut s = project_settings();
+        s.access_token_format = AccessTokenFormat::Jwt;
+        h.server.put_project(&h.project, s).await.unwrap();
+        let jwks = h.server.jwks(&h.project).await.unwrap();
+        assert!(!jwks.keys.is_empty());
+        // A reader of the table, nothing else.
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        let rows: Vec<(String, String, Vec<u8>)> = sqlx::query_as("SELECT kid, alg, private_key FROM signing_keys")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        assert!(!rows.is_empty());
+        let mut usable = Vec::new();
+        for (kid, alg, der) in rows {
+            let alg = SigningAlgorithm::from_name(&alg).unwrap();
+            if let Ok(k) = PrivateKey::from_der(alg, der)
+                && jwks.keys.contains(&k.public_jwk(&kid))
+            {
+                usable.push(kid);
+            }
+        }
+        assert!(
+            usable.is_empty(),
+            "published signing keys {usable:?} read back from the table as plaintext private keys"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------
+// Upstream login findings (F6, F7, F8): A signs users in at B, another
+// authorization server in this process, behind an in-process
+// `UpstreamHttp`.
+// ---------------------------------------------------------------------
+
+mod up {
+    use super::*;
+    use authio_mcp::client::{Client, ClientId, ClientMetadata, MetadataProfile, RegisteredClientId};
+    use authio_mcp::grant::Subject;
+    use authio_mcp::project::{ProjectId, ProjectSettings};
+    use authio_mcp::redirect_uri::RedirectUriPolicy;
+    use authio_mcp::scope::ScopeSet;
+    use authio_mcp::secret::SecretString;
+    use authio_mcp::server::{AuthorizationServer, AuthorizeOutcome, CallbackOutcome, FixedClock, SeededRandom};
+    use authio_mcp::store::ClientStore as _;
+    use authio_mcp::store::memory::MemoryClientStore;
+    use authio_mcp::upstream::{
+        HttpResponse, ProviderName, UpstreamClientAuth, UpstreamHttp, UpstreamHttpError, UpstreamProvider,
+    };
+
+    pub(super) const IDP: &str = "https://idp.example.com";
+
+    pub(super) struct Bridge {
+        pub(super) b: AuthorizationServer,
+        pub(super) project: ProjectId,
+    }
+
+    #[async_trait]
+    impl UpstreamHttp for Bridge {
+        async fn get(&self, url: &str) -> Result<HttpResponse, UpstreamHttpError> {
+            if url == format!("{IDP}/.well-known/openid-configuration") {
+                let m = self.b.metadata(&self.project).await.unwrap();
+                return Ok(HttpResponse::new(200, m.to_json()));
+            }
+            if url == format!("{IDP}/.well-known/jwks.json") {
+                let k = self.b.jwks(&self.project).await.unwrap();
+                return Ok(HttpResponse::new(200, k.to_json()));
+            }
+            Ok(HttpResponse::new(404, Vec::new()))
+        }
+
+        async fn post_form(
+            &self,
+            _url: &str,
+            form: String,
+            authorization: Option<&SecretString>,
+        ) -> Result<HttpResponse, UpstreamHttpError> {
+            let auth = authorization.map(SecretString::expose_secret);
+            Ok(match self.b.token(&self.project, auth, form.as_bytes()).await {
+                Ok(t) => HttpResponse::new(200, t.to_json()),
+                Err(e) => HttpResponse::new(e.status().as_u16(), e.to_json()),
+            })
+        }
+    }
+
+    pub(super) struct Setup {
+        pub(super) a: Harness,
+        pub(super) bridge: Arc<Bridge>,
+        pub(super) provider: UpstreamProvider,
+    }
+
+    pub(super) async fn setup(
+        extra: impl FnOnce(authio_mcp::server::AuthorizationServerBuilder) -> authio_mcp::server::AuthorizationServerBuilder,
+    ) -> Setup {
+        let clock = Arc::new(FixedClock::new(START));
+        let b_project = ProjectId::new("proj_idp").unwrap();
+        let b_clients = Arc::new(MemoryClientStore::new());
+        let b = AuthorizationServer::builder(Issuer::new(IDP).unwrap())
+            .clock(clock.clone())
+            .random(Arc::new(SeededRandom::new(7)))
+            .clients(b_clients.clone())
+            .build();
+        let mut s = project_settings();
+        s.scopes_supported = ScopeSet::parse("openid email profile mcp:read").unwrap();
+        b.put_project(&b_project, s).await.unwrap();
+        let callback = format!("{ISSUER}/v1/auth/oauth/oidc/callback");
+        let metadata: ClientMetadata = serde_json::from_value(json!({
+            "redirect_uris": [callback],
+            "token_endpoint_auth_method": "none",
+        }))
+        .unwrap();
+        let v = metadata
+            .validate(MetadataProfile::Dcr, RedirectUriPolicy::strict())
+            .unwrap();
+        let a_at_b = ClientId::Registered(RegisteredClientId::from_random(&[3; 12]));
+        b_clients
+            .insert(&b_project, Client::new(a_at_b.clone(), v, START))
+            .await
+            .unwrap();
+        let bridge = Arc::new(Bridge { b, project: b_project });
+        let http: Arc<dyn UpstreamHttp> = bridge.clone();
+        let a = harness_with(move |builder| extra(builder.upstream_http(http).clock(clock))).await;
+        let mut provider = UpstreamProvider::generic(
+            ProviderName::new("oidc").unwrap(),
+            Issuer::new(IDP).unwrap(),
+            a_at_b.as_str(),
+        );
+        provider.client_auth = UpstreamClientAuth::None;
+        let setup = Setup { a, bridge, provider };
+        setup.use_upstream(&setup.a.project.clone(), project_settings()).await;
+        setup
+    }
+
+    impl Setup {
+        /// Puts `project` with `settings`, every sign-in through B.
+        pub(super) async fn use_upstream(&self, project: &ProjectId, mut settings: ProjectSettings) {
+            settings.upstream.providers.push(self.provider.clone());
+            settings
+                .select_upstream(Some(self.provider.name.clone()), "/v1/auth/oauth")
+                .unwrap();
+            self.a.server.put_project(project, settings).await.unwrap();
+        }
+
+        /// The MCP authorization request of `client` in `project`: A's
+        /// redirect to B and the browser-binding cookie, or what A
+        /// answered instead.
+        pub(super) async fn start(
+            &self,
+            project: &ProjectId,
+            client: &ClientId,
+            extra: &str,
+        ) -> Result<(String, String), AuthorizeOutcome> {
+            let q = auth_query(client, REDIRECT, &verifier(1), extra);
+            match self.a.server.authorize(project, &q).await {
+                AuthorizeOutcome::UpstreamLogin {
+                    location,
+                    browser_binding,
+                    ..
+                } => Ok((location, browser_binding.expose_secret().to_owned())),
+                other => Err(other),
+            }
+        }
+
+        /// Like [`Setup::start`] for a raw authorization query.
+        pub(super) async fn start_query(&self, project: &ProjectId, query: &str) -> (String, String) {
+            match self.a.server.authorize(project, query).await {
+                AuthorizeOutcome::UpstreamLogin {
+                    location,
+                    browser_binding,
+                    ..
+                } => (location, browser_binding.expose_secret().to_owned()),
+                other => panic!("expected an upstream login, got {other:?}"),
+            }
+        }
+
+        /// A whole sign-in of `user` for `query`, ending at A's callback.
+        pub(super) async fn sign_in(&self, query: &str, user: &str) -> CallbackOutcome {
+            let (to_b, binding) = self.start_query(&self.a.project, query).await;
+            let back = self.at_b(&to_b, user).await;
+            self.callback(&back, Some(&binding)).await
+        }
+
+        /// B signs `user` in: B's redirect back to A's callback.
+        pub(super) async fn at_b(&self, to_b: &str, user: &str) -> String {
+            let query = to_b.split_once('?').unwrap().1;
+            match self.bridge.b.authorize(&self.bridge.project, query).await {
+                AuthorizeOutcome::Pending(p) => self
+                    .bridge
+                    .b
+                    .approve(*p, Subject::new(user).unwrap(), None)
+                    .await
+                    .unwrap(),
+                other => panic!("B refused: {other:?}"),
+            }
+        }
+
+        pub(super) async fn callback(&self, back: &str, binding: Option<&str>) -> CallbackOutcome {
+            let query = back.split_once('?').unwrap().1;
+            self.a
+                .server
+                .finish_upstream_login(&self.a.project, "oidc", query, binding)
+                .await
+        }
+    }
+}
+
+/// The upstream harness works: a whole sign-in at B ends signed in at A
+/// (a baseline for F6..F8, not a finding).
+#[tokio::test]
+async fn upstream_harness_signs_a_user_in() {
+    use authio_mcp::server::CallbackOutcome;
+    let s = up::setup(|b| b).await;
+    let client = s.a.public_client(1, &[REDIRECT]).await;
+    let (to_b, binding) = s.start(&s.a.project, &client, "").await.unwrap();
+    let back = s.at_b(&to_b, "alice").await;
+    match s.callback(&back, Some(&binding)).await {
+        CallbackOutcome::SignedIn(signed_in) => {
+            let location = s.a.server.approve_signed_in(*signed_in, None).await.unwrap();
+            assert!(query_param(&location, "code").is_some(), "{location}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+mod f6 {
+    use super::*;
+    use authio_mcp::project::ProjectId;
+    use authio_mcp::store::memory::MemoryUpstreamLoginStore;
+
+    /// Demonstrates finding F6: upstream logins in flight are created by
+    /// an unauthenticated `GET /authorize` (any public client of any
+    /// project whose sign-in goes upstream), each holds a whole
+    /// `PendingAuthorization` for 10 minutes, and the store has one bound
+    /// for every project and source (100,000 by default, about 170
+    /// requests per second, hundreds of MB in memory). When it is full,
+    /// every project's users get an error instead of a sign-in. Here the
+    /// bound is 5 so the test stays small.
+    #[tokio::test]
+    #[ignore = "demonstrates finding F6"]
+    async fn f6_one_project_cannot_fill_the_login_store_of_others() {
+        let s = up::setup(|b| b.upstream_login_store(Arc::new(MemoryUpstreamLoginStore::new(5)))).await;
+        let evil = ProjectId::new("proj_evil").unwrap();
+        s.use_upstream(&evil, project_settings()).await;
+        let evil_client = {
+            // A public client of the attacker's project.
+            use authio_mcp::client::{Client, ClientId, ClientMetadata, MetadataProfile, RegisteredClientId};
+            use authio_mcp::redirect_uri::RedirectUriPolicy;
+            use authio_mcp::store::ClientStore as _;
+            let m: ClientMetadata = serde_json::from_value(json!({
+                "redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none"
+            }))
+            .unwrap();
+            let v = m.validate(MetadataProfile::Dcr, RedirectUriPolicy::strict()).unwrap();
+            let id = ClientId::Registered(RegisteredClientId::from_random(&[66; 12]));
+            s.a.clients
+                .insert(&evil, Client::new(id.clone(), v, START))
+                .await
+                .unwrap();
+            id
+        };
+        for _ in 0..5 {
+            s.start(&evil, &evil_client, "").await.unwrap();
+        }
+        let victim_client = s.a.public_client(1, &[REDIRECT]).await;
+        let r = s.start(&s.a.project, &victim_client, "").await;
+        assert!(
+            r.is_ok(),
+            "another project's user cannot start a sign-in once the attacker filled the store: {:?}",
+            r.err()
+        );
+    }
+}
+
+mod f7 {
+    use super::*;
+    use authio_mcp::resource::ResourceUri;
+    use authio_mcp::server::CallbackOutcome;
+
+    const PAYROLL: &str = "https://payroll.example.com/mcp";
+
+    /// Demonstrates finding F7: a remembered consent is keyed by (user,
+    /// client) and covers scopes only. Once a user allowed a client
+    /// `mcp:read` on the calendar MCP server, the same client (or anyone
+    /// holding its `client_id` and a registered redirect URI, e.g. a
+    /// public CIMD client) gets a code for ANOTHER resource of the
+    /// project, the payroll MCP server, without the user being asked:
+    /// the consent screen named one audience, the token carries another.
+    #[tokio::test]
+    #[ignore = "demonstrates finding F7"]
+    async fn f7_remembered_consent_does_not_cover_another_resource() {
+        let s = up::setup(|b| b).await;
+        let mut settings = project_settings();
+        for (uri, name) in [(RESOURCE, "Calendar"), (PAYROLL, "Payroll")] {
+            settings
+                .resources
+                .upsert(authio_mcp::project::KnownResource::new(ResourceUri::parse(uri).unwrap(), name).unwrap());
+        }
+        s.use_upstream(&s.a.project, settings).await;
+        let client = s.a.public_client(1, &[REDIRECT]).await;
+        // First sign-in: consent for the calendar server (RESOURCE).
+        let (to_b, binding) = s.start(&s.a.project, &client, "").await.unwrap();
+        let back = s.at_b(&to_b, "alice").await;
+        let CallbackOutcome::SignedIn(signed_in) = s.callback(&back, Some(&binding)).await else {
+            panic!("consent expected on the first sign-in");
+        };
+        s.a.server.approve_signed_in(*signed_in, None).await.unwrap();
+        // Second: the same scopes for the payroll server.
+        let q = auth_query(&client, REDIRECT, &verifier(1), "")
+            .replace(&form(&[("resource", RESOURCE)]), &form(&[("resource", PAYROLL)]));
+        let to_b = match s.a.server.authorize(&s.a.project, &q).await {
+            authio_mcp::server::AuthorizeOutcome::UpstreamLogin {
+                location,
+                browser_binding,
+                ..
+            } => (location, browser_binding.expose_secret().to_owned()),
+            other => panic!("{other:?}"),
+        };
+        let back = s.at_b(&to_b.0, "alice").await;
+        match s.callback(&back, Some(&to_b.1)).await {
+            CallbackOutcome::SignedIn(_) => {}
+            CallbackOutcome::Redirect(location) => {
+                let code = query_param(&location, "code").unwrap();
+                let t = s.a.exchange(&client, &code, &verifier(1), "").await.unwrap();
+                let aud = s.a.introspect(&t.access_token).await["aud"].clone();
+                panic!("no consent asked for a new audience: straight to {location}, token aud {aud}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+mod f7b {
+    use super::*;
+    use authio_mcp::server::CallbackOutcome;
+
+    /// Demonstrates finding F7 (`prompt=consent`): the client asks for the
+    /// consent screen again (`PendingAuthorization::force_consent`, whose
+    /// doc still says "this crate keeps no consent memory, so consent is
+    /// asked every time anyway"), and the remembered consent answers with
+    /// a code instead.
+    #[tokio::test]
+    #[ignore = "demonstrates finding F7"]
+    async fn f7_prompt_consent_is_honoured_after_a_remembered_consent() {
+        let s = up::setup(|b| b).await;
+        let client = s.a.public_client(1, &[REDIRECT]).await;
+        let q = auth_query(&client, REDIRECT, &verifier(1), "");
+        let CallbackOutcome::SignedIn(first) = s.sign_in(&q, "alice").await else {
+            panic!("consent expected on the first sign-in");
+        };
+        s.a.server.approve_signed_in(*first, None).await.unwrap();
+        let q = auth_query(&client, REDIRECT, &verifier(1), "&prompt=consent");
+        match s.sign_in(&q, "alice").await {
+            CallbackOutcome::SignedIn(p) => assert!(p.pending.force_consent),
+            other => panic!("prompt=consent, yet no consent screen: {other:?}"),
+        }
+    }
+
+    /// Demonstrates finding F7 (native public clients): RFC 8252 section
+    /// 8.6 says a request must not be approved automatically just because
+    /// the user approved this client id before, unless the client's
+    /// identity is assured; a public client with loopback redirect URIs
+    /// (the CIMD document of a desktop MCP client, usable by any local
+    /// process) is not. The consent page would warn (`loopback_only`);
+    /// the remembered consent skips the page and hands the code to
+    /// whatever listens on the port the request names.
+    #[tokio::test]
+    #[ignore = "demonstrates finding F7"]
+    async fn f7_loopback_public_clients_are_not_approved_silently() {
+        let s = up::setup(|b| b).await;
+        let client = s.a.public_client(2, &["http://127.0.0.1/callback"]).await;
+        let q = auth_query(&client, "http://127.0.0.1:49152/callback", &verifier(1), "");
+        let CallbackOutcome::SignedIn(first) = s.sign_in(&q, "alice").await else {
+            panic!("consent expected on the first sign-in");
+        };
+        assert!(first.pending.loopback_only);
+        s.a.server.approve_signed_in(*first, None).await.unwrap();
+        // Later, another local process, another port.
+        let q = auth_query(&client, "http://127.0.0.1:6666/callback", &verifier(2), "");
+        match s.sign_in(&q, "alice").await {
+            CallbackOutcome::SignedIn(_) => {}
+            CallbackOutcome::Redirect(location) => {
+                panic!("code sent to a new loopback listener without any consent screen: {location}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+mod f8 {
+    use super::*;
+    use authio_mcp::server::CallbackOutcome;
+
+    /// Demonstrates finding F8: the login is TAKEN (single use spent)
+    /// before the browser binding is checked, and a callback from a
+    /// browser without the binding cookie is answered with the error
+    /// redirect to the MCP client carrying the client's own `state`. So
+    /// whoever learns an upstream `state` (Referer, logs, a shared link;
+    /// the upstream `code` is not needed) and calls the callback first
+    /// (a) kills the victim's sign-in and (b) receives the victim
+    /// client's redirect URI and `state`, the value the MCP client uses
+    /// against CSRF on its own callback.
+    #[tokio::test]
+    #[ignore = "demonstrates finding F8"]
+    async fn f8_a_callback_without_the_binding_neither_spends_the_login_nor_redirects() {
+        let s = up::setup(|b| b).await;
+        let client = s.a.public_client(1, &[REDIRECT]).await;
+        let (to_b, binding) = s.start(&s.a.project, &client, "").await.unwrap();
+        let back = s.at_b(&to_b, "alice").await;
+        // The attacker replays the callback URL (or only its state) first,
+        // from a browser without the cookie.
+        let state = query_param(&back, "state").unwrap();
+        let attacker = format!(
+            "{ISSUER}/v1/auth/oauth/oidc/callback?{}",
+            form(&[("state", &state), ("code", "x")])
+        );
+        let first = s.callback(&attacker, None).await;
+        // The user's own browser must still complete the sign-in.
+        let second = s.callback(&back, Some(&binding)).await;
+        let leaked = matches!(&first, CallbackOutcome::Redirect(l) if l.contains("state=st4te"));
+        let spent = !matches!(second, CallbackOutcome::SignedIn(_));
+        assert!(
+            !leaked && !spent,
+            "bindingless caller got {first:?}; the victim's own callback then got {second:?}"
+        );
+    }
+}
+
+mod f9 {
+    use super::*;
+    use authio_mcp::jwt::{DEFAULT_LEEWAY, check_client_assertion};
+
+    /// Demonstrates finding F9: a client assertion whose `aud` is an
+    /// ARRAY naming another authorization server and this server's token
+    /// endpoint is accepted. draft-ietf-oauth-rfc7523bis requires the
+    /// issuer identifier as the SOLE value, because of audience injection:
+    /// a client that talks to an attacker's AS (any CIMD client does: one
+    /// document, one key, every AS) and derives `aud` from that AS's
+    /// metadata sends the attacker an assertion this server accepts.
+    #[test]
+    #[ignore = "demonstrates finding F9"]
+    fn f9_assertion_audience_must_be_this_issuer_alone() {
+        let token_endpoint = format!("{ISSUER}/oauth2/token");
+        let now = START.unix_timestamp();
+        let claims = json!({
+            "iss": "client_1", "sub": "client_1",
+            "aud": ["https://attacker-as.example", token_endpoint],
+            "iat": now, "exp": now + 60, "jti": "j1"
+        });
+        let serde_json::Value::Object(claims) = claims else {
+            unreachable!()
+        };
+        let accepted = [ISSUER, token_endpoint.as_str()];
+        let r = check_client_assertion(&claims, "client_1", &accepted, DEFAULT_LEEWAY, START);
+        assert!(r.is_err(), "a multi-valued aud naming another AS was accepted: {r:?}");
+    }
+}
