@@ -133,6 +133,9 @@ pub enum ClientRequestError {
     /// The client is not known to this project.
     #[error("unknown client")]
     UnknownClient,
+    /// An administrator disabled the (registered) client.
+    #[error("this client has been disabled by the administrator of this service")]
+    DisabledClient,
     /// The client's metadata document could not be used.
     #[error("the client's metadata document could not be used ({reason})")]
     ClientMetadataUnavailable {
@@ -165,7 +168,7 @@ impl ClientRequestError {
             Self::UnknownClient | Self::ClientMetadataUnavailable { .. } | Self::CimdDisabled => {
                 ErrorCode::InvalidClient
             }
-            Self::GrantNotAllowed => ErrorCode::UnauthorizedClient,
+            Self::GrantNotAllowed | Self::DisabledClient => ErrorCode::UnauthorizedClient,
             _ => ErrorCode::InvalidRequest,
         }
     }
@@ -572,7 +575,12 @@ impl ConsentPresentation {
             .iter()
             .map(|r| ResourceDisplay {
                 uri: r.canonical().to_owned(),
-                name: display.resource_name(r).map(str::to_owned),
+                // The presentation's name wins; else the known-resource
+                // list's (`ProjectSettings::resources`).
+                name: display
+                    .resource_name(r)
+                    .or_else(|| settings.resource_name(r))
+                    .map(str::to_owned),
             })
             .collect();
         Self {
@@ -749,8 +757,9 @@ pub fn resolve_scopes(
 }
 
 /// The resources of an authorization request: the requested ones if valid
-/// and allowed, else the project's default resource, else an empty set
-/// unless the project requires one.
+/// and accepted ([`ProjectSettings::accepts_resource`]: by default only the
+/// project's known resources), else the project's default resource, else
+/// an empty set unless the project requires one.
 ///
 /// # Errors
 /// `invalid_target`.
@@ -764,10 +773,10 @@ pub fn resolve_resources(requested: &[String], settings: &ProjectSettings) -> Re
     let mut set = ResourceSet::new();
     for raw in requested {
         let r = ResourceUri::parse(raw.as_str()).map_err(|e| ParameterError::new(e.code(), e.to_string()))?;
-        if !settings.allowed_resources.is_empty() && !settings.allowed_resources.contains(&r) {
+        if !settings.accepts_resource(&r) {
             return Err(ParameterError::new(
                 ErrorCode::InvalidTarget,
-                "the requested resource is not served by this project",
+                format!("the resource {r} is not known to this project"),
             ));
         }
         set.insert(r);

@@ -717,8 +717,11 @@ mod f7 {
     async fn f7_remembered_consent_does_not_cover_another_resource() {
         let s = up::setup(|b| b).await;
         let mut settings = project_settings();
-        settings.allowed_resources.insert(ResourceUri::parse(RESOURCE).unwrap());
-        settings.allowed_resources.insert(ResourceUri::parse(PAYROLL).unwrap());
+        for (uri, name) in [(RESOURCE, "Calendar"), (PAYROLL, "Payroll")] {
+            settings
+                .resources
+                .upsert(authio_mcp::project::KnownResource::new(ResourceUri::parse(uri).unwrap(), name).unwrap());
+        }
         s.use_upstream(&s.a.project, settings).await;
         let client = s.a.public_client(1, &[REDIRECT]).await;
         // First sign-in: consent for the calendar server (RESOURCE).

@@ -82,8 +82,49 @@ async fn sqlite_keys_and_replay_hold_across_two_stores() {
     b.close().await;
 }
 
+/// Two stores on one SQLite file: refreshes through one race the
+/// revocation of every grant of their user through the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_subject_revocation_holds_across_two_stores() {
+    let dir = TempDir::new();
+    let url = dir.sqlite_url("race.db");
+    let a = SqliteStore::connect(&url, SqlOptions::default()).await.unwrap();
+    a.migrate().await.unwrap();
+    let b = SqliteStore::connect(&url, SqlOptions::default()).await.unwrap();
+    for _ in 0..3 {
+        contract::subject_revocation_race(&a, &b).await.unwrap();
+    }
+    a.close().await;
+    b.close().await;
+}
+
 mod sqlite_only {
     use super::*;
+
+    /// A refresh token stored before migration 6 (no grant summaries yet)
+    /// is summarized by it: the grant is listed and revocable per user.
+    #[tokio::test]
+    async fn migration_6_summarizes_existing_grants() {
+        let dir = TempDir::new();
+        let url = dir.sqlite_url("backfill.db");
+        let s = SqliteStore::connect(&url, SqlOptions::default()).await.unwrap();
+        s.migrate_to(4).await.unwrap();
+        let raw = sqlx::SqlitePool::connect(&url).await.unwrap();
+        super::backfill_check(&s, |sql, binds| {
+            let mut q = sqlx::query(sql);
+            for b in binds {
+                q = match b {
+                    Bind::Text(t) => q.bind(t),
+                    Bind::Int(i) => q.bind(i),
+                    Bind::Bytes(v) => q.bind(v),
+                    Bind::Bool(v) => q.bind(v),
+                };
+            }
+            let pool = raw.clone();
+            Box::pin(async move { q.execute(&pool).await.map(|_| ()).unwrap() })
+        })
+        .await;
+    }
 
     async fn store(dir: &TempDir, options: SqlOptions) -> SqliteStore {
         let s = SqliteStore::connect(&dir.sqlite_url("t.db"), options).await.unwrap();
@@ -157,6 +198,48 @@ mod postgres_only {
         };
         let s = PostgresStore::connect(&db.url, SqlOptions::default()).await.unwrap();
         super::migration_check(s).await;
+    }
+
+    /// Two pools on one database, as two server instances: refreshes
+    /// through one race the revocation of every grant of their user
+    /// through the other; no token of the user stays readable.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn subject_revocation_holds_across_two_stores() {
+        let Some(db) = sql_support::pg_database("subject_revocation_two_stores").await else {
+            return;
+        };
+        let a = store(&db.url, SqlOptions::default().max_connections(10)).await;
+        let b = store(&db.url, SqlOptions::default().max_connections(10)).await;
+        for _ in 0..5 {
+            contract::subject_revocation_race(&a, &b).await.unwrap();
+        }
+        a.close().await;
+        b.close().await;
+    }
+
+    #[tokio::test]
+    async fn migration_6_summarizes_existing_grants() {
+        let Some(db) = sql_support::pg_database("migration_6_backfill").await else {
+            return;
+        };
+        let s = PostgresStore::connect(&db.url, SqlOptions::default()).await.unwrap();
+        s.migrate_to(4).await.unwrap();
+        let raw = sqlx::PgPool::connect(&db.url).await.unwrap();
+        super::backfill_check(&s, |sql, binds| {
+            let mut q = sqlx::query(sql);
+            for b in binds {
+                q = match b {
+                    Bind::Text(t) => q.bind(t),
+                    Bind::Int(i) => q.bind(i),
+                    Bind::Bytes(v) => q.bind(v),
+                    Bind::Bool(v) => q.bind(v),
+                };
+            }
+            let pool = raw.clone();
+            Box::pin(async move { q.execute(&pool).await.map(|_| ()).unwrap() })
+        })
+        .await;
+        s.close().await;
     }
 
     /// Two pools on one database, as two server instances: activations
@@ -428,6 +511,98 @@ impl MigrateTo for authio_mcp::store::sql::PostgresStore {
     fn version(&self) -> Pin<Box<dyn Future<Output = i64> + '_>> {
         Box::pin(async { self.schema_version().await.unwrap() })
     }
+}
+
+/// A value bound to a raw statement.
+enum Bind {
+    Text(String),
+    Int(i64),
+    Bytes(Vec<u8>),
+    Bool(bool),
+}
+
+/// A raw statement runner on a schema-4 database.
+type RawExec<'c> = Box<dyn FnMut(&'static str, Vec<Bind>) -> Pin<Box<dyn Future<Output = ()> + 'c>> + 'c>;
+
+/// Rows written before migration 6 (a live refresh token of grant `g`, a
+/// rotated one of grant `h` whose head is revoked, a live one of a revoked
+/// grant): after the migration `g` alone is listed for its user, with the
+/// token's issue time as its last use, and revoking the user's grants
+/// revokes it.
+async fn backfill_check<'c, S>(
+    s: &S,
+    exec: impl FnMut(&'static str, Vec<Bind>) -> Pin<Box<dyn Future<Output = ()> + 'c>> + 'c,
+) where
+    S: MigrateTo + GrantStore,
+{
+    use authio_mcp::grant::{Grant, GrantId, RefreshTokenRecord, Subject};
+    use authio_mcp::secret::SecretHash;
+    use authio_mcp::store::{GrantSelector, PageRequest};
+    let mut exec: RawExec<'c> = Box::new(exec);
+    let t0 = now();
+    let p = authio_mcp::project::ProjectId::new("proj_backfill").unwrap();
+    let grant = |n: u8| -> Grant {
+        serde_json::from_value(serde_json::json!({
+            "id": GrantId::from_random(&[n; 16]), "project": p, "client_id": "client_000000000000000000000001",
+            "subject": "old_user", "scopes": "mcp:read", "resources": ["https://mcp.example.com/mcp"],
+            "granted_at": t0.unix_timestamp() - 3600
+        }))
+        .unwrap()
+    };
+    let (g, revoked) = (grant(1), grant(2));
+    let insert = "INSERT INTO refresh_tokens (project, hash, grant_id, expires_at, rotated, record) \
+                  VALUES ($1, $2, $3, $4, $5, $6)";
+    for (n, g, rotated) in [(1u8, &g, true), (2, &g, false), (3, &revoked, false)] {
+        let record: RefreshTokenRecord = serde_json::from_value(serde_json::json!({
+            "hash": SecretHash::of(&format!("rt{n}")), "grant": g, "scopes": "mcp:read",
+            "resources": ["https://mcp.example.com/mcp"], "issued_at": t0.unix_timestamp() - i64::from(n),
+            "expires_at": t0.unix_timestamp() + 86_400, "rotated": rotated
+        }))
+        .unwrap();
+        exec(
+            insert,
+            vec![
+                Bind::Text(p.as_str().to_owned()),
+                Bind::Bytes(record.hash.as_bytes().to_vec()),
+                Bind::Text(g.id.as_str().to_owned()),
+                Bind::Int(record.expires_at.unix_timestamp()),
+                Bind::Bool(rotated),
+                Bind::Text(serde_json::to_string(&record).unwrap()),
+            ],
+        )
+        .await;
+    }
+    exec(
+        "INSERT INTO revoked_grants (project, grant_id, revoked_at, keep_until) VALUES ($1, $2, $3, $4)",
+        vec![
+            Bind::Text(p.as_str().to_owned()),
+            Bind::Text(revoked.id.as_str().to_owned()),
+            Bind::Int(t0.unix_timestamp()),
+            Bind::Int(t0.unix_timestamp() + 86_400),
+        ],
+    )
+    .await;
+    drop(exec);
+    s.migrate_latest().await.unwrap();
+    let user = Subject::new("old_user").unwrap();
+    let page = s
+        .grants_of_subject(&p, &user, &PageRequest::first(10), t0)
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 1, "{page:?}");
+    let summary = &page.items[0];
+    assert_eq!(summary.grant, g);
+    assert_eq!(
+        summary.last_used_at.map(|t| t.unix_timestamp()),
+        Some(t0.unix_timestamp() - 2)
+    );
+    assert_eq!(summary.expires_at.unix_timestamp(), t0.unix_timestamp() + 86_400);
+    let revoked_now = s
+        .revoke_grants(&p, &GrantSelector::Subject(user), 10, t0)
+        .await
+        .unwrap();
+    assert_eq!(revoked_now.len(), 1);
+    assert!(s.refresh_token(&p, &SecretHash::of("rt2")).await.unwrap().is_none());
 }
 
 /// 50 expired codes purged 7 rows at a time: all go, live ones stay.

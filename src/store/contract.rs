@@ -30,10 +30,12 @@
 //! access token with `max_uses = 5`, 50 rotations of one refresh token,
 //! 20 compare-and-swaps, 16 activations of one algorithm's next keys, 50
 //! first uses of one `jti`, 100 takes of one upstream login, 16
-//! approvals of one user's consent); a store backed by a pool needs a few
-//! connections for them to actually overlap. The key, `jti` and upstream
-//! login races take two handles ([`signing_key_activation_race`],
-//! [`replay`], [`upstream_logins`]): pass two stores on one database (two
+//! approvals of one user's consent, 12 refreshes racing the revocation of
+//! every grant of their user); a store backed by a pool needs a few
+//! connections for them to actually overlap. The key, `jti`, upstream
+//! login and revocation races take two handles
+//! ([`signing_key_activation_race`], [`replay`], [`upstream_logins`],
+//! [`subject_revocation_race`]): pass two stores on one database (two
 //! pools) to race them as two processes.
 
 use std::fmt;
@@ -48,16 +50,17 @@ use super::memory::{
 };
 use super::memory::{MemoryUpstreamLoginStore, MemoryUserStore};
 use super::{
-    AuditLog, AuditQuery, CimdCache, ClientStore, CodeConsumption, GrantStore, IatStore, KeyStore, LocalUser,
-    LoginTake, ProjectStore, RefreshRotation, ReplayStore, RevokeOutcome, UpstreamLoginStore, UseOutcome, UserStore,
+    AuditLog, AuditQuery, CimdCache, ClientStore, CodeConsumption, GrantSelector, GrantStore, IatStore, KeyStore,
+    LocalUser, LoginTake, PageRequest, ProjectStore, RefreshRotation, ReplayStore, RevokeOutcome, UpstreamLoginStore,
+    UseOutcome, UserStore,
 };
 use crate::audit::{AuditEvent, AuditKind};
 use crate::cimd::{CachedDocument, ClientIdUrl};
 use crate::client::{Client, ClientId, ClientMetadata, MetadataProfile, RegisteredClientId};
 use crate::dcr::{IatError, IatOptions, IatRecord};
 use crate::grant::{
-    AccessTokenClaims, AccessTokenRecord, CodeRecord, Grant, GrantId, RefreshTokenRecord, RotationMark, RotationNonce,
-    Subject,
+    AccessTokenClaims, AccessTokenRecord, CodeRecord, Grant, GrantId, GrantSummary, RefreshTokenRecord, RotationMark,
+    RotationNonce, Subject,
 };
 use crate::jose::{PrivateKey, SigningAlgorithm};
 use crate::keys::{KeyId, KeyState, SigningKey};
@@ -279,6 +282,10 @@ pub async fn run_all(stores: &Stores) -> Outcome {
     refresh_tokens(stores.grants.as_ref()).await?;
     access_tokens(stores.grants.as_ref()).await?;
     grant_revocation(stores.grants.as_ref()).await?;
+    client_lifecycle(stores.clients.as_ref()).await?;
+    grant_summaries(stores.grants.as_ref()).await?;
+    bulk_revocation(stores.grants.as_ref()).await?;
+    subject_revocation_race(stores.grants.as_ref(), stores.grants.as_ref()).await?;
     purge(stores.grants.as_ref(), stores.iats.as_ref()).await?;
     cimd_cache(stores.cimd.as_ref()).await?;
     audit(stores.audit.as_ref()).await?;
@@ -1058,6 +1065,513 @@ pub async fn grant_revocation(store: &dyn GrantStore) -> Outcome {
     Ok(())
 }
 
+/// A grant of `subject` for `client`, approved at `at`.
+fn grant_of(project: &ProjectId, subject: &str, client: &ClientId, at: OffsetDateTime) -> Grant {
+    let mut g = grant(project, at);
+    g.subject = Subject::new(subject).unwrap_or_else(|_| unreachable_subject());
+    g.client_id = client.clone();
+    g
+}
+
+fn registered_id() -> ClientId {
+    ClientId::Registered(RegisteredClientId::from_random(&random_bytes()))
+}
+
+/// `ClientStore` listing and disabling: a stable order by `(issued_at,
+/// id)` across pages, project scoping, the first disabling time kept.
+///
+/// # Errors
+/// The first [`Violation`].
+pub async fn client_lifecycle(store: &dyn ClientStore) -> Outcome {
+    let (p, q) = (fresh_project(), fresh_project());
+    let t0 = now();
+    // Five clients, two of them issued in the same second (the id breaks
+    // the tie), inserted out of order; one in another project.
+    let mut clients = Vec::new();
+    for offset in [3, 0, 1, 1, 2] {
+        let c = registered_client(t0 + Duration::seconds(offset))?;
+        ensure!(
+            ok!(store.insert(&p, c.clone()).await, "insert"),
+            "a new client is stored"
+        );
+        clients.push(c);
+    }
+    ok!(store.insert(&q, registered_client(t0)?).await, "insert");
+    clients.sort_by(|a, b| (a.issued_at, a.client_id.as_str()).cmp(&(b.issued_at, b.client_id.as_str())));
+    let mut listed = Vec::new();
+    let mut page = PageRequest::first(2);
+    let mut pages = 0;
+    loop {
+        let got = ok!(store.list(&p, &page).await, "list");
+        pages += 1;
+        ensure!(
+            got.items.len() <= 2,
+            "a page holds at most its limit",
+            "{}",
+            got.items.len()
+        );
+        listed.extend(got.items);
+        match got.next {
+            Some(next) => page = PageRequest::first(2).after(Some(next)),
+            None => break,
+        }
+        ensure!(pages < 10, "listing ends");
+    }
+    ensure!(
+        listed == clients,
+        "the pages list every client of the project once, by issued_at then id",
+        "{:?}",
+        listed
+            .iter()
+            .map(|c| c.client_id.as_str().to_owned())
+            .collect::<Vec<_>>()
+    );
+    ensure!(pages == 3, "five clients in pages of two are three pages", "{pages}");
+    let one = ok!(store.list(&q, &PageRequest::first(100)).await, "list");
+    ensure!(one.items.len() == 1 && one.next.is_none(), "a listing is per project");
+    ensure!(
+        ok!(store.list(&fresh_project(), &PageRequest::first(10)).await, "list")
+            .items
+            .is_empty(),
+        "an unknown project lists nothing"
+    );
+
+    let target = clients.first().cloned().ok_or_else(|| fixture(&"no clients"))?;
+    let ClientId::Registered(id) = target.client_id.clone() else {
+        return Err(fixture(&"not a registered client"));
+    };
+    let t1 = t0 + Duration::minutes(1);
+    let disabled = ok!(store.set_disabled(&p, &id, Some(t1)).await, "disable");
+    ensure!(
+        disabled.as_ref().and_then(|c| c.disabled_at) == Some(t1),
+        "disabling returns the client, disabled at the given time"
+    );
+    ensure!(
+        ok!(store.get(&p, &id).await, "get").and_then(|c| c.disabled_at) == Some(t1),
+        "a disabled client reads back disabled"
+    );
+    let again = ok!(
+        store.set_disabled(&p, &id, Some(t1 + Duration::hours(1))).await,
+        "disable"
+    );
+    ensure!(
+        again.and_then(|c| c.disabled_at) == Some(t1),
+        "disabling a disabled client keeps the first time"
+    );
+    ensure!(
+        ok!(store.set_disabled(&q, &id, Some(t1)).await, "disable").is_none(),
+        "a client cannot be disabled through another project"
+    );
+    let first = ok!(store.list(&p, &PageRequest::first(1)).await, "list");
+    ensure!(
+        first.items.first().and_then(|c| c.disabled_at) == Some(t1),
+        "a disabled client is listed, disabled"
+    );
+    let enabled = ok!(store.set_disabled(&p, &id, None).await, "enable");
+    ensure!(
+        enabled.as_ref() == Some(&target),
+        "enabling returns the client as it was before"
+    );
+    ensure!(
+        ok!(store.get(&p, &id).await, "get").as_ref() == Some(&target),
+        "an enabled client reads back enabled"
+    );
+    let unknown = RegisteredClientId::from_random(&random_bytes());
+    ensure!(
+        ok!(store.set_disabled(&p, &unknown, Some(t1)).await, "disable").is_none(),
+        "an unknown client is not disabled"
+    );
+    ensure!(ok!(store.delete(&p, &id).await, "delete"), "delete");
+    let rest = ok!(store.list(&p, &PageRequest::first(100)).await, "list");
+    ensure!(
+        rest.items.len() == 4 && !rest.items.iter().any(|c| c.client_id == target.client_id),
+        "a deleted client is no longer listed"
+    );
+    Ok(())
+}
+
+async fn listed(
+    store: &dyn GrantStore,
+    p: &ProjectId,
+    subject: &str,
+    at: OffsetDateTime,
+) -> Result<Vec<GrantSummary>, Violation> {
+    let subject = Subject::new(subject).unwrap_or_else(|_| unreachable_subject());
+    let mut all = Vec::new();
+    let mut page = PageRequest::first(2);
+    for _ in 0..100 {
+        let got = ok!(store.grants_of_subject(p, &subject, &page, at).await, "list grants");
+        all.extend(got.items);
+        match got.next {
+            Some(next) => page = PageRequest::first(2).after(Some(next)),
+            None => return Ok(all),
+        }
+    }
+    Err(Violation {
+        rule: "a grant listing ends",
+        detail: "more than 100 pages".to_owned(),
+    })
+}
+
+/// `GrantStore` summaries: created with the first code, extended by
+/// tokens (never shortened), listed per user in a stable order across
+/// pages, only while alive, gone with a revocation and never recreated
+/// for a revoked grant.
+///
+/// # Errors
+/// The first [`Violation`].
+pub async fn grant_summaries(store: &dyn GrantStore) -> Outcome {
+    let (p, q) = (fresh_project(), fresh_project());
+    let t0 = now();
+    let (c1, c2) = (registered_id(), registered_id());
+    let g = grant_of(&p, "alice", &c1, t0);
+    let c = code(&g, t0 + Duration::minutes(1));
+    ok!(store.insert_code(c.clone()).await, "insert code");
+    let got = listed(store, &p, "alice", t0).await?;
+    ensure!(
+        got == vec![GrantSummary::new(g.clone(), c.expires_at)],
+        "a stored code's grant is listed, unused, alive until the code expires",
+        "{got:?}"
+    );
+    ensure!(
+        listed(store, &q, "alice", t0).await?.is_empty(),
+        "a grant is not listed in another project"
+    );
+    ensure!(
+        listed(store, &p, "bob", t0).await?.is_empty(),
+        "a grant is listed for its own user only"
+    );
+    let t1 = t0 + Duration::seconds(30);
+    let r1 = refresh(&g, t1, t1 + Duration::days(30));
+    ok!(store.insert_refresh_token(r1.clone()).await, "insert refresh");
+    let a1 = access(&g, t1, t1 + Duration::hours(1));
+    ok!(store.insert_access_token(a1).await, "insert access");
+    let got = listed(store, &p, "alice", t1).await?;
+    ensure!(
+        got.len() == 1
+            && got.first().and_then(|s| s.last_used_at) == Some(t1)
+            && got.first().map(|s| s.expires_at) == Some(r1.expires_at),
+        "a refresh token extends the summary: used at its issue, alive until it expires",
+        "{got:?}"
+    );
+    let t2 = t1 + Duration::hours(2);
+    let r2 = refresh(&g, t2, t2 + Duration::days(30));
+    ok!(
+        store
+            .rotate_refresh_token(&p, &r1.hash, r2.clone(), mark(t2, &r2), Duration::ZERO)
+            .await,
+        "rotate"
+    );
+    let got = listed(store, &p, "alice", t2).await?;
+    ensure!(
+        got.first().and_then(|s| s.last_used_at) == Some(t2)
+            && got.first().map(|s| s.expires_at) == Some(r2.expires_at),
+        "a rotation extends the summary",
+        "{got:?}"
+    );
+    // An older access token (or an earlier one arriving late) never
+    // moves the summary back.
+    ok!(
+        store.insert_access_token(access(&g, t1, t1 + Duration::hours(1))).await,
+        "insert access"
+    );
+    let got = listed(store, &p, "alice", t2).await?;
+    ensure!(
+        got.first().and_then(|s| s.last_used_at) == Some(t2)
+            && got.first().map(|s| s.expires_at) == Some(r2.expires_at),
+        "a summary's last use and expiry never go back",
+        "{got:?}"
+    );
+    ensure!(
+        listed(store, &p, "alice", r2.expires_at).await?.is_empty(),
+        "a grant past its expiry is not listed"
+    );
+    // Access tokens alone keep a grant alive (no refresh tokens).
+    let h = grant_of(&p, "alice", &c2, t0);
+    ok!(
+        store.insert_code(code(&h, t0 + Duration::minutes(1))).await,
+        "insert code"
+    );
+    ok!(
+        store.insert_access_token(access(&h, t1, t1 + Duration::hours(1))).await,
+        "insert access"
+    );
+    let later = listed(store, &p, "alice", t0 + Duration::minutes(30)).await?;
+    ensure!(
+        later.iter().any(|s| s.grant.id == h.id && s.last_used_at == Some(t1)),
+        "an access token extends its grant's summary",
+        "{later:?}"
+    );
+    // Stable order: by granted_at, then id, across pages.
+    let mut more = Vec::new();
+    for i in 0..5 {
+        let gi = grant_of(&p, "alice", &c2, t0 - Duration::seconds(i % 2));
+        ok!(
+            store.insert_code(code(&gi, t0 + Duration::minutes(1))).await,
+            "insert code"
+        );
+        more.push(gi);
+    }
+    let all = listed(store, &p, "alice", t0).await?;
+    let mut keys: Vec<_> = all
+        .iter()
+        .map(|s| (s.grant.granted_at, s.grant.id.as_str().to_owned()))
+        .collect();
+    let sorted = {
+        let mut k = keys.clone();
+        k.sort();
+        k
+    };
+    ensure!(keys == sorted, "grants are listed by granted_at, then id", "{keys:?}");
+    keys.dedup();
+    ensure!(
+        keys.len() == 7,
+        "every live grant is listed once across pages",
+        "{}",
+        keys.len()
+    );
+
+    // Revocation removes the summary; a later insert for the revoked
+    // grant does not bring it back.
+    ok!(store.revoke_grant(&p, &g.id, t2).await, "revoke grant");
+    ok!(
+        store
+            .insert_refresh_token(refresh(&g, t2, t2 + Duration::days(30)))
+            .await,
+        "insert refresh"
+    );
+    ok!(
+        store.insert_code(code(&g, t2 + Duration::minutes(1))).await,
+        "insert code"
+    );
+    ensure!(
+        !listed(store, &p, "alice", t2).await?.iter().any(|s| s.grant.id == g.id),
+        "a revoked grant is not listed, whatever is inserted for it afterwards"
+    );
+    Ok(())
+}
+
+/// `GrantStore::revoke_grants`: per user, per client and one grant of a
+/// user; in batches; everything of the selected grants reads as absent;
+/// others untouched.
+///
+/// # Errors
+/// The first [`Violation`].
+pub async fn bulk_revocation(store: &dyn GrantStore) -> Outcome {
+    let (p, q) = (fresh_project(), fresh_project());
+    let t0 = now();
+    let (c1, c2) = (registered_id(), registered_id());
+    let alice = Subject::new("alice").unwrap_or_else(|_| unreachable_subject());
+    let bob = Subject::new("bob").unwrap_or_else(|_| unreachable_subject());
+    // (grant, its refresh token, its access token)
+    let mut live = Vec::new();
+    for (project, subject, client) in [
+        (&p, "alice", &c1),
+        (&p, "alice", &c1),
+        (&p, "alice", &c2),
+        (&p, "bob", &c1),
+        (&p, "bob", &c2),
+        (&q, "alice", &c1),
+    ] {
+        let g = grant_of(project, subject, client, t0);
+        ok!(
+            store.insert_code(code(&g, t0 + Duration::minutes(1))).await,
+            "insert code"
+        );
+        let r = refresh(&g, t0, t0 + Duration::days(30));
+        let a = access(&g, t0, t0 + Duration::hours(1));
+        ok!(store.insert_refresh_token(r.clone()).await, "insert refresh");
+        ok!(store.insert_access_token(a.clone()).await, "insert access");
+        live.push((g, r, a));
+    }
+    let [a1, a2, a3, b1, b2, other] = live.as_slice() else {
+        return Err(fixture(&"six grants"));
+    };
+    let gone = |(g, r, a): &(Grant, RefreshTokenRecord, AccessTokenRecord)| {
+        let (g, r, a) = (g.clone(), r.clone(), a.clone());
+        async move {
+            let refresh = store.refresh_token(&g.project, &r.hash).await;
+            let access = store.access_token(&g.project, &a.hash).await;
+            Ok::<bool, Violation>(ok!(refresh, "refresh").is_none() && ok!(access, "access").is_none())
+        }
+    };
+
+    // One grant, only through its own user.
+    let one = |subject: &Subject, g: &Grant| GrantSelector::Grant {
+        subject: subject.clone(),
+        grant: g.id.clone(),
+    };
+    ensure!(
+        ok!(store.revoke_grants(&p, &one(&bob, &a1.0), 10, t0).await, "revoke").is_empty(),
+        "another user's grant is not revoked through one's own"
+    );
+    ensure!(!gone(a1).await?, "a refused revocation changes nothing");
+    let revoked = ok!(store.revoke_grants(&p, &one(&alice, &a1.0), 10, t0).await, "revoke");
+    ensure!(
+        revoked.iter().map(|s| s.grant.id.clone()).collect::<Vec<_>>() == vec![a1.0.id.clone()],
+        "one grant of a user is revoked and returned"
+    );
+    ensure!(gone(a1).await?, "a revoked grant's tokens read as absent");
+    ensure!(!gone(a2).await?, "revoking one grant leaves the user's others");
+
+    // Every grant of a client, in batches of one.
+    let mut batches = 0;
+    let mut by_client = Vec::new();
+    loop {
+        let got = ok!(
+            store.revoke_grants(&p, &GrantSelector::Client(c2.clone()), 1, t0).await,
+            "revoke"
+        );
+        batches += 1;
+        ensure!(got.len() <= 1, "a batch holds at most its limit");
+        if got.is_empty() {
+            break;
+        }
+        by_client.extend(got.into_iter().map(|s| s.grant.id));
+        ensure!(batches < 10, "bulk revocation ends");
+    }
+    by_client.sort();
+    let mut expected = vec![a3.0.id.clone(), b2.0.id.clone()];
+    expected.sort();
+    ensure!(
+        by_client == expected,
+        "revoking a client's grants revokes exactly them",
+        "{by_client:?}"
+    );
+    ensure!(
+        gone(a3).await? && gone(b2).await?,
+        "a client's revoked grants read as absent"
+    );
+    ensure!(!gone(b1).await?, "another client's grants stay");
+
+    // Every grant of a user.
+    let all = ok!(
+        store
+            .revoke_grants(&p, &GrantSelector::Subject(alice.clone()), 100, t0)
+            .await,
+        "revoke"
+    );
+    ensure!(
+        all.iter().map(|s| s.grant.id.clone()).collect::<Vec<_>>() == vec![a2.0.id.clone()],
+        "revoking a user's grants revokes the ones left",
+        "{all:?}"
+    );
+    ensure!(gone(a2).await?, "a user's revoked grants read as absent");
+    ensure!(!gone(b1).await?, "another user's grants stay");
+    ensure!(
+        !gone(other).await?,
+        "the same user in another project keeps their grants"
+    );
+    ensure!(
+        listed(store, &p, "alice", t0).await?.is_empty(),
+        "a user whose grants were revoked lists none"
+    );
+    ensure!(
+        listed(store, &q, "alice", t0).await?.len() == 1,
+        "the same user in another project still lists theirs"
+    );
+    ensure!(
+        ok!(
+            store.revoke_grants(&p, &GrantSelector::Subject(alice), 100, t0).await,
+            "revoke"
+        )
+        .is_empty(),
+        "revoking again finds nothing"
+    );
+    // What arrives for a revoked grant afterwards is dropped.
+    let late = refresh(&a2.0, t0, t0 + Duration::days(30));
+    ok!(store.insert_refresh_token(late.clone()).await, "insert refresh");
+    ensure!(
+        ok!(store.refresh_token(&p, &late.hash).await, "refresh").is_none(),
+        "a token inserted after a bulk revocation reads as absent"
+    );
+    Ok(())
+}
+
+/// Refreshes racing the revocation of every grant of their user (account
+/// deletion): 12 grants each rotate their refresh token and store an
+/// access token through `a` while `b` revokes the user's grants, all at
+/// once. Afterwards no refresh or access token of any of them is
+/// readable, whatever the interleaving. Pass two stores on one database
+/// to race two processes.
+///
+/// # Errors
+/// The first [`Violation`].
+pub async fn subject_revocation_race(a: &dyn GrantStore, b: &dyn GrantStore) -> Outcome {
+    let p = fresh_project();
+    let t0 = now();
+    let client = registered_id();
+    let mut heads = Vec::new();
+    for _ in 0..12 {
+        let g = grant_of(&p, "leaver", &client, t0);
+        ok!(a.insert_code(code(&g, t0 + Duration::minutes(1))).await, "insert code");
+        let r = refresh(&g, t0, t0 + Duration::days(30));
+        ok!(a.insert_refresh_token(r.clone()).await, "insert refresh");
+        heads.push(r);
+    }
+    let successors: Vec<_> = heads
+        .iter()
+        .map(|r| refresh(&r.grant, t0, t0 + Duration::days(30)))
+        .collect();
+    let accesses: Vec<_> = heads
+        .iter()
+        .map(|r| access(&r.grant, t0, t0 + Duration::hours(1)))
+        .collect();
+    let p = &p;
+    let refreshes = join_all(
+        heads
+            .iter()
+            .zip(&successors)
+            .zip(&accesses)
+            .map(|((old, new), at)| async move {
+                let rotated = a
+                    .rotate_refresh_token(p, &old.hash, new.clone(), mark(t0, new), Duration::ZERO)
+                    .await?;
+                if matches!(rotated, RefreshRotation::Rotated(_)) {
+                    a.insert_access_token(at.clone()).await?;
+                }
+                Ok::<_, super::StoreError>(())
+            }),
+    );
+    let revoke = async {
+        let subject = Subject::new("leaver").unwrap_or_else(|_| unreachable_subject());
+        let mut n = 0;
+        loop {
+            let got = b
+                .revoke_grants(p, &GrantSelector::Subject(subject.clone()), 5, t0)
+                .await?;
+            n += got.len();
+            if got.len() < 5 {
+                return Ok::<_, super::StoreError>(n);
+            }
+        }
+    };
+    let (refreshed, revoked) = futures_util::future::join(refreshes, revoke).await;
+    for r in refreshed {
+        ok!(r, "racing refresh");
+    }
+    let revoked = ok!(revoked, "racing revocation");
+    ensure!(revoked == 12, "every grant of the user is revoked", "{revoked}");
+    for ((old, new), at) in heads.iter().zip(&successors).zip(&accesses) {
+        for store in [a, b] {
+            ensure!(
+                ok!(store.refresh_token(p, &old.hash).await, "refresh").is_none()
+                    && ok!(store.refresh_token(p, &new.hash).await, "refresh").is_none(),
+                "no refresh token of a revoked user's grant stays readable after a racing refresh"
+            );
+            ensure!(
+                ok!(store.access_token(p, &at.hash).await, "access").is_none(),
+                "no access token of a revoked user's grant stays readable after a racing refresh"
+            );
+        }
+    }
+    ensure!(
+        listed(b, p, "leaver", t0).await?.is_empty(),
+        "a revoked user lists no grants after the race"
+    );
+    Ok(())
+}
+
 /// Purging: expired codes and tokens go, live ones stay; revocation
 /// markers outlive what they guard.
 ///
@@ -1120,6 +1634,22 @@ pub async fn purge(grants: &dyn GrantStore, iats: &dyn IatStore) -> Outcome {
         ok!(grants.refresh_token(&p, &late.hash).await, "refresh").is_none(),
         "a revoked grant stays revoked after a purge"
     );
+    // A summary outlives its grant's expiry by the grace, then goes.
+    let h = grant(&p, t0);
+    let c = code(&h, t0 + Duration::minutes(1));
+    ok!(grants.insert_code(c.clone()).await, "insert code");
+    let (subject, p, id) = (&h.subject, &p, &h.id);
+    let still = |at| async move {
+        let page = grants.grants_of_subject(p, subject, &PageRequest::first(100), at).await;
+        Ok::<bool, Violation>(ok!(page, "list grants").items.iter().any(|s| &s.grant.id == id))
+    };
+    ok!(grants.purge_expired(c.expires_at).await, "purge");
+    ensure!(still(t0).await?, "a summary is kept through its grace");
+    ok!(
+        grants.purge_expired(c.expires_at + super::GRANT_SUMMARY_GRACE).await,
+        "purge"
+    );
+    ensure!(!still(t0).await?, "purge removes summaries past their expiry and grace");
     ok!(iats.purge(at).await, "purge iats");
     Ok(())
 }

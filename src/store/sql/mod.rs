@@ -65,7 +65,10 @@
 //! | `UserStore::upsert` | one `INSERT ... ON CONFLICT (project, subject) DO UPDATE ... RETURNING created_at`: the first sign-in's `created_at` is kept |
 //! | `UserStore::remember_consent` | a transaction whose FIRST statement upserts the consent row (`INSERT ... ON CONFLICT DO UPDATE`): it takes that row's lock (PostgreSQL, `READ COMMITTED`) or the database write lock (SQLite), so the read, union and write of the scopes and resources that follow see every approval committed before, and a concurrent approval waits and merges into this one's |
 //! | `UserStore::revoke_consent` | one `DELETE`; one row affected means there was a consent |
-//! | `GrantStore::revoke_grant` | a transaction that first writes a revocation marker, then deletes the grant's codes and tokens. Inserts of codes and tokens are `INSERT ... SELECT ... WHERE NOT EXISTS <marker>`, and EVERY read and conditional update also requires that no marker exists, so a record inserted by a request that raced the revocation reads as absent whatever the interleaving |
+//! | `GrantStore::revoke_grant` | a transaction that first writes a revocation marker, then deletes the grant's codes, tokens and summary. Inserts of codes and tokens are `INSERT ... SELECT ... WHERE NOT EXISTS <marker>`, and EVERY read and conditional update also requires that no marker exists, so a record inserted by a request that raced the revocation reads as absent whatever the interleaving |
+//! | `GrantStore::revoke_grants` | a transaction whose FIRST statement writes the markers of the whole batch (`INSERT INTO revoked_grants SELECT ... FROM grants WHERE <selector> AND NOT EXISTS <marker> ORDER BY ... LIMIT ... RETURNING grant_id`, through the `grants_subject` / `grants_client` index): it takes the write lock and fixes the batch; then each grant's codes, tokens and summary go. Each batch has `revoke_grant`'s guarantees, so a refresh racing the revocation of every grant of a user never leaves a live token |
+//! | grant summaries | written by `INSERT ... SELECT ... WHERE NOT EXISTS <marker> ON CONFLICT DO UPDATE` (use and expiry only grow) before the code or refresh token that creates them, and extended by a plain `UPDATE` for access tokens; a summary stored again by a write that raced a revocation (PostgreSQL, `READ COMMITTED`) is skipped by every listing and selection through the marker, like a racing token row |
+//! | `ClientStore::set_disabled` | one `UPDATE ... SET disabled_at = CASE ... COALESCE(disabled_at, $3) ... RETURNING` (a disabled client keeps its first time) |
 //!
 //! SQLite runs in WAL mode with `synchronous = NORMAL`: a committed
 //! transaction survives the process being killed (`kill -9`); only an
@@ -90,7 +93,7 @@
 //! | table (migration) | key | columns | secrets | retention |
 //! |---|---|---|---|---|
 //! | `projects` (1) | `id` | `settings` (JSON), `version`, `updated_at` | none | until replaced |
-//! | `clients` (1) | `(project, id)` | `client` (JSON), `issued_at` | the client secret as its hash only (`secret_hash` in the JSON) | until deleted |
+//! | `clients` (1, 6) | `(project, id)`; index `clients_listing (project, issued_at, id)` (6) | `client` (JSON), `issued_at`, `disabled_at` (6; authoritative, never in the JSON) | the client secret as its hash only (`secret_hash` in the JSON) | until deleted |
 //! | `initial_access_tokens` (1) | `(project, hash)`, unique `(project, id)` | `label`, `created_at`, `expires_at`, `max_uses`, `uses`, `revoked_at`, `pinned` (JSON) | the token as its hash only | purged once expired, exhausted or revoked |
 //! | `authorization_codes` (1) | `(project, hash)`; indexes `(project, grant_id)`, `expires_at` | `grant_id`, `expires_at`, `consumed`, `record` (JSON) | the code as its hash only (the PKCE challenge is public) | purged once expired |
 //! | `refresh_tokens` (1) | `(project, hash)`; indexes `(project, grant_id)`, `expires_at` | `grant_id`, `expires_at`, `rotated`, `record` (JSON) | the token as its hash only | purged once expired (rotated ones too, so reuse is detected until then) |
@@ -104,11 +107,15 @@
 //! | `local_users` (5) | `(project, subject)`; index `(project, upstream_issuer, upstream_subject)` | `upstream_issuer`, `upstream_subject`, `email`, `email_verified`, `name`, `created_at`, `last_login_at` | none (personal data: the user's email and name) | until deleted by the host |
 //! | `user_consents` (5) | `(project, subject, client_id)` | `scopes` (space-delimited union of every approval), `resources` (JSON array, union of every approval), `updated_at` | none | until revoked (`UserStore::revoke_consent`) |
 //! | `upstream_logins` (5) | `(project, state_hash)`; indexes `(project, expires_at)`, `expires_at` | `browser_hash` (SHA-256 of the browser-binding cookie), `taken`, `created_at`, `expires_at`, `login` (JSON of `UpstreamLogin`) | `state` as its hash only; the PKCE code verifier and the `nonce` sent upstream **in clear** inside `login` (the callback must send the verifier to the provider; both are worthless without the provider's code, which only ever reaches the callback) | at most 10 minutes live; purged once expired; at most [`SqlOptions::upstream_login_capacity`] live per project |
+//! | `grants` (6) | `(project, grant_id)`; indexes `grants_subject (project, subject, granted_at, grant_id)`, `grants_client (project, client_id, granted_at, grant_id)`, `grants_expiry (expires_at)` | `client_id`, `subject`, `granted_at`, `last_used_at`, `expires_at`, `record` (JSON of the grant) | none (ids, scopes, resources) | deleted with the grant's revocation; purged [`crate::store::GRANT_SUMMARY_GRACE`] after `expires_at`. Migration 6 fills it from the live refresh tokens stored before it |
 //!
 //! Every hot-path lookup is by primary key (`(project, hash)`, `(project,
 //! id)`); the revocation check is a primary-key probe of
 //! `revoked_grants`; purging walks the `expires_at` indexes in batches of
-//! [`SqlOptions::purge_batch`] rows, one short statement per batch.
+//! [`SqlOptions::purge_batch`] rows, one short statement per batch. The
+//! admin listings (a project's clients, a user's grants) are keyset pages
+//! through their indexes (`(issued_at, id) > cursor ... LIMIT n`), never a
+//! scan.
 //!
 //! # Errors and faults
 //!
@@ -369,12 +376,13 @@ macro_rules! impl_sql_store {
         use $crate::audit::AuditEvent;
         use $crate::client::{Client, ClientId, RegisteredClientId};
         use $crate::dcr::{IatId, IatRecord};
-        use $crate::grant::{AccessTokenRecord, CodeRecord, GrantId, RefreshTokenRecord};
+        use $crate::grant::{AccessTokenRecord, CodeRecord, GrantId, GrantSummary, RefreshTokenRecord, Subject};
         use $crate::project::{ProjectId, ProjectSettings};
         use $crate::secret::SecretHash;
         use $crate::store::sql::{PurgeReport, from_json, hash_of, queries as q, secs, time_of, to_json};
         use $crate::store::{
-            AuditCursor, AuditPage, AuditQuery, CodeConsumption, RefreshRotation, RevokeOutcome, StoreError, UseOutcome,
+            AuditCursor, AuditPage, AuditQuery, CodeConsumption, GrantSelector, Page, PageRequest, RefreshRotation,
+            RevokeOutcome, StoreError, UseOutcome,
         };
 
         const MIGRATIONS: &[$crate::store::sql::Migration] = $migrations;
@@ -683,6 +691,13 @@ macro_rules! impl_sql_store {
                         .await?;
                 }
                 removed += self
+                    .delete_batches(
+                        "grant summaries",
+                        q::PURGE_SUMMARIES,
+                        secs(now - $crate::store::GRANT_SUMMARY_GRACE),
+                    )
+                    .await?;
+                removed += self
                     .delete_batches("revoked_grants", q::PURGE_MARKERS, secs(now))
                     .await?;
                 // Not counted as removed records: the rows stay (rotated,
@@ -744,6 +759,51 @@ macro_rules! impl_sql_store {
                     revoked_at: revoked_at.map(time_of).transpose()?,
                     pinned: from_json("pinned metadata", &pinned)?,
                 })
+            }
+
+            /// A client from a `(client JSON, disabled_at)` row: the column
+            /// is authoritative for `disabled_at`.
+            fn client_from_row(&self, row: &$row) -> Result<Client, StoreError> {
+                let json: String = row.try_get(0).map_err(|e| self.fail("decode client", e))?;
+                let disabled_at: Option<i64> = row.try_get(1).map_err(|e| self.fail("decode client", e))?;
+                let mut client: Client = from_json("client", &json)?;
+                client.disabled_at = disabled_at.map(time_of).transpose()?;
+                Ok(client)
+            }
+
+            /// A grant summary from a `(record, last_used_at, expires_at)`
+            /// row.
+            fn summary_from_row(&self, row: &$row) -> Result<GrantSummary, StoreError> {
+                let get = |e| self.fail("decode grant summary", e);
+                let json: String = row.try_get(0).map_err(get)?;
+                let last_used_at: Option<i64> = row.try_get(1).map_err(get)?;
+                let expires_at: i64 = row.try_get(2).map_err(get)?;
+                let mut summary = GrantSummary::new(from_json("grant", &json)?, time_of(expires_at)?);
+                summary.last_used_at = last_used_at.map(time_of).transpose()?;
+                Ok(summary)
+            }
+
+            /// Creates or extends the summary of `grant` (see
+            /// `queries::GRANT_TOUCH`).
+            async fn touch_grant(
+                &self,
+                grant: &$crate::grant::Grant,
+                used_at: Option<OffsetDateTime>,
+                expires_at: OffsetDateTime,
+            ) -> Result<(), StoreError> {
+                sqlx::query(q::GRANT_TOUCH)
+                    .bind(grant.project.as_str())
+                    .bind(grant.id.as_str())
+                    .bind(grant.client_id.as_str())
+                    .bind(grant.subject.as_str())
+                    .bind(secs(grant.granted_at))
+                    .bind(used_at.map(secs))
+                    .bind(secs(expires_at))
+                    .bind(to_json("grant", grant)?)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| self.fail("record grant summary", e))?;
+                Ok(())
             }
 
             /// `(flag, record JSON)` rows of the grant tables.
@@ -830,11 +890,7 @@ macro_rules! impl_sql_store {
                     .fetch_optional(&self.pool)
                     .await
                     .map_err(|e| self.fail("get client", e))?;
-                row.map(|r| {
-                    let json: String = r.try_get(0).map_err(|e| self.fail("get client", e))?;
-                    from_json("client", &json)
-                })
-                .transpose()
+                row.map(|r| self.client_from_row(&r)).transpose()
             }
 
             async fn insert(&self, project: &ProjectId, client: Client) -> Result<bool, StoreError> {
@@ -850,6 +906,9 @@ macro_rules! impl_sql_store {
                     .await
                     .map_err(|e| self.fail("insert client", e))?
                     .rows_affected();
+                if inserted == 1 && client.disabled_at.is_some() {
+                    $crate::store::ClientStore::set_disabled(self, project, id, client.disabled_at).await?;
+                }
                 Ok(inserted == 1)
             }
 
@@ -872,6 +931,39 @@ macro_rules! impl_sql_store {
                     .map_err(|e| self.fail("count clients", e))?;
                 let n: i64 = row.try_get(0).map_err(|e| self.fail("count clients", e))?;
                 usize::try_from(n).map_err(|_| StoreError::new("client count out of range"))
+            }
+
+            async fn list(&self, project: &ProjectId, page: &PageRequest) -> Result<Page<Client>, StoreError> {
+                let (at, id) = page.cursor().map_or((i64::MIN, ""), |c| (c.at(), c.id()));
+                let rows = sqlx::query(q::CLIENT_LIST)
+                    .bind(project.as_str())
+                    .bind(at)
+                    .bind(id)
+                    .bind(i64::try_from(page.limit() + 1).unwrap_or(i64::MAX))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(|e| self.fail("list clients", e))?;
+                let items = rows
+                    .iter()
+                    .map(|r| self.client_from_row(r))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(page.page(items, $crate::store::memory::client_cursor))
+            }
+
+            async fn set_disabled(
+                &self,
+                project: &ProjectId,
+                id: &RegisteredClientId,
+                disabled_at: Option<OffsetDateTime>,
+            ) -> Result<Option<Client>, StoreError> {
+                let row = sqlx::query(q::CLIENT_SET_DISABLED)
+                    .bind(project.as_str())
+                    .bind(id.as_str())
+                    .bind(disabled_at.map(secs))
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(|e| self.fail("disable client", e))?;
+                row.map(|r| self.client_from_row(&r)).transpose()
             }
         }
 
@@ -985,6 +1077,9 @@ macro_rules! impl_sql_store {
         #[async_trait::async_trait]
         impl $crate::store::GrantStore for $store {
             async fn insert_code(&self, record: CodeRecord) -> Result<(), StoreError> {
+                // The summary first: the grant is listed (and found by a
+                // bulk revocation) before its code can be read.
+                self.touch_grant(&record.grant, None, record.expires_at).await?;
                 sqlx::query(q::CODE_INSERT)
                     .bind(record.grant.project.as_str())
                     .bind(record.hash.as_bytes().as_slice())
@@ -1049,6 +1144,8 @@ macro_rules! impl_sql_store {
             }
 
             async fn insert_refresh_token(&self, record: RefreshTokenRecord) -> Result<(), StoreError> {
+                self.touch_grant(&record.grant, Some(record.issued_at), record.expires_at)
+                    .await?;
                 sqlx::query(q::REFRESH_INSERT)
                     .bind(record.grant.project.as_str())
                     .bind(record.hash.as_bytes().as_slice())
@@ -1127,6 +1224,8 @@ macro_rules! impl_sql_store {
                         let mut old_record: RefreshTokenRecord = from_json("refresh token", &json)?;
                         old_record.rotated = true;
                         old_record.rotation = Some(mark);
+                        self.touch_grant(&new.grant, Some(new.issued_at), new.expires_at)
+                            .await?;
                         return Ok(RefreshRotation::Rotated(old_record));
                     }
                     return Ok(after_lost(
@@ -1167,6 +1266,8 @@ macro_rules! impl_sql_store {
                     tx.commit()
                         .await
                         .map_err(|e| self.fail("rotate refresh token: commit", e))?;
+                    self.touch_grant(&new.grant, Some(new.issued_at), new.expires_at)
+                        .await?;
                     return Ok(RefreshRotation::Rotated(old_record));
                 }
                 tx.rollback()
@@ -1189,6 +1290,14 @@ macro_rules! impl_sql_store {
                     .execute(&self.pool)
                     .await
                     .map_err(|e| self.fail("insert access token", e))?;
+                sqlx::query(q::GRANT_EXTEND)
+                    .bind(record.project.as_str())
+                    .bind(record.grant_id.as_str())
+                    .bind(record.claims.iat)
+                    .bind(record.claims.exp)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| self.fail("extend grant summary", e))?;
                 Ok(())
             }
 
@@ -1246,6 +1355,7 @@ macro_rules! impl_sql_store {
                     q::GRANT_DELETE_CODES,
                     q::GRANT_DELETE_REFRESH,
                     q::GRANT_DELETE_ACCESS,
+                    q::GRANT_DELETE_SUMMARY,
                 ] {
                     sqlx::query(sql)
                         .bind(project.as_str())
@@ -1258,6 +1368,97 @@ macro_rules! impl_sql_store {
                     .await
                     .map_err(|e| self.fail("revoke grant: commit", e))?;
                 Ok(())
+            }
+
+            async fn grants_of_subject(
+                &self,
+                project: &ProjectId,
+                subject: &Subject,
+                page: &PageRequest,
+                now: OffsetDateTime,
+            ) -> Result<Page<GrantSummary>, StoreError> {
+                let (at, id) = page.cursor().map_or((i64::MIN, ""), |c| (c.at(), c.id()));
+                let rows = sqlx::query(q::GRANT_SUBJECT_PAGE)
+                    .bind(project.as_str())
+                    .bind(subject.as_str())
+                    .bind(at)
+                    .bind(id)
+                    .bind(secs(now))
+                    .bind(i64::try_from(page.limit() + 1).unwrap_or(i64::MAX))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(|e| self.fail("list grants", e))?;
+                let items = rows
+                    .iter()
+                    .map(|r| self.summary_from_row(r))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(page.page(items, $crate::store::memory::grant_cursor))
+            }
+
+            async fn revoke_grants(
+                &self,
+                project: &ProjectId,
+                selector: &GrantSelector,
+                limit: usize,
+                now: OffsetDateTime,
+            ) -> Result<Vec<GrantSummary>, StoreError> {
+                let fail = |e| self.fail("revoke grants", e);
+                let (filter, value, subject) = match selector {
+                    GrantSelector::Subject(s) => ("subject = $2", s.as_str(), None),
+                    GrantSelector::Client(c) => ("client_id = $2", c.as_str(), None),
+                    GrantSelector::Grant { subject, grant } => (
+                        "grant_id = $2 AND subject = $6",
+                        grant.as_str(),
+                        Some(subject.as_str()),
+                    ),
+                };
+                let mark_sql = q::grant_mark_selected(filter);
+                let mut tx = self.pool.begin().await.map_err(fail)?;
+                // The markers first: this write takes the lock and fixes
+                // the batch; from here on every read of the grants' codes
+                // and tokens sees them revoked.
+                let mut mark = sqlx::query(&mark_sql)
+                    .bind(project.as_str())
+                    .bind(value)
+                    .bind(secs(now))
+                    .bind(secs(now + time::Duration::days(1)))
+                    .bind(i64::try_from(limit.max(1)).unwrap_or(i64::MAX));
+                if let Some(subject) = subject {
+                    mark = mark.bind(subject);
+                }
+                let marked = mark.fetch_all(&mut *tx).await.map_err(fail)?;
+                let mut revoked = Vec::with_capacity(marked.len());
+                for row in &marked {
+                    let grant_id: String = row.try_get(0).map_err(fail)?;
+                    for sql in [
+                        q::GRANT_DELETE_CODES,
+                        q::GRANT_DELETE_REFRESH,
+                        q::GRANT_DELETE_ACCESS,
+                    ] {
+                        sqlx::query(sql)
+                            .bind(project.as_str())
+                            .bind(grant_id.as_str())
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(fail)?;
+                    }
+                    let summary = sqlx::query(q::GRANT_DELETE_SUMMARY)
+                        .bind(project.as_str())
+                        .bind(grant_id.as_str())
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(fail)?;
+                    if let Some(row) = summary {
+                        revoked.push(self.summary_from_row(&row)?);
+                    }
+                }
+                tx.commit()
+                    .await
+                    .map_err(|e| self.fail("revoke grants: commit", e))?;
+                revoked.sort_by(|a, b| {
+                    (a.grant.granted_at, a.grant.id.as_str()).cmp(&(b.grant.granted_at, b.grant.id.as_str()))
+                });
+                Ok(revoked)
             }
 
             async fn purge_expired(&self, now: OffsetDateTime) -> Result<usize, StoreError> {
