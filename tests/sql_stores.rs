@@ -126,6 +126,58 @@ mod sqlite_only {
         .await;
     }
 
+    /// A database migrated by a build that lacked a migration numbered
+    /// below its newest one (branches landing in another order) gets the
+    /// missing one applied; a migration this library does not know is
+    /// refused.
+    #[tokio::test]
+    async fn a_missing_middle_migration_is_applied_and_an_unknown_one_refused() {
+        let dir = TempDir::new();
+        let url = dir.sqlite_url("gap.db");
+        let s = SqliteStore::connect(&url, SqlOptions::default()).await.unwrap();
+        s.migrate_to(4).await.unwrap();
+        let raw = sqlx::SqlitePool::connect(&url).await.unwrap();
+        // Record 5 as applied without its tables: migrate must leave it
+        // alone and apply everything else, so the later tables exist and
+        // migration 5's do not.
+        sqlx::query("INSERT INTO schema_migrations (version, name, applied_at) VALUES (5, 'pretend', 0)")
+            .execute(&raw)
+            .await
+            .unwrap();
+        s.migrate().await.unwrap();
+        let has = |table: &'static str| {
+            let raw = raw.clone();
+            async move {
+                sqlx::query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1")
+                    .bind(table)
+                    .fetch_optional(&raw)
+                    .await
+                    .unwrap()
+                    .is_some()
+            }
+        };
+        assert!(!has("local_users").await, "a recorded migration is not run again");
+        assert!(has("grants").await, "migration 6 ran above the recorded 5");
+        // Now the gap: forget 6's record but keep 5 missing; migrate applies
+        // only what is missing and never fails on the gap.
+        sqlx::query("DELETE FROM schema_migrations WHERE version = 5")
+            .execute(&raw)
+            .await
+            .unwrap();
+        s.migrate().await.unwrap();
+        assert!(
+            has("local_users").await,
+            "the missing migration 5 was applied below the newest one"
+        );
+        // A version this library does not embed.
+        sqlx::query("INSERT INTO schema_migrations (version, name, applied_at) VALUES (9999, 'future', 0)")
+            .execute(&raw)
+            .await
+            .unwrap();
+        let e = s.migrate().await.unwrap_err();
+        assert!(e.to_string().contains("9999"), "{e}");
+    }
+
     async fn store(dir: &TempDir, options: SqlOptions) -> SqliteStore {
         let s = SqliteStore::connect(&dir.sqlite_url("t.db"), options).await.unwrap();
         s.migrate().await.unwrap();

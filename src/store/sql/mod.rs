@@ -550,24 +550,29 @@ macro_rules! impl_sql_store {
                 .execute(&mut **conn)
                 .await
                 .map_err(|e| self.fail("create schema_migrations", e))?;
-                let row = sqlx::query("SELECT MAX(version) FROM schema_migrations")
-                    .fetch_one(&mut **conn)
+                let rows = sqlx::query("SELECT version FROM schema_migrations")
+                    .fetch_all(&mut **conn)
                     .await
                     .map_err(|e| self.fail("schema version", e))?;
-                let newest: i64 = row
-                    .try_get::<Option<i64>, _>(0)
-                    .map_err(|e| self.fail("schema version", e))?
-                    .unwrap_or(0);
-                let known = MIGRATIONS.last().map_or(0, |m| m.version);
-                if newest > known {
+                let mut applied = std::collections::BTreeSet::new();
+                for row in &rows {
+                    applied.insert(row.try_get::<i64, _>(0).map_err(|e| self.fail("schema version", e))?);
+                }
+                // A version this library does not embed: the database was
+                // migrated by a newer (or different) build.
+                if let Some(unknown) = applied.iter().find(|v| !MIGRATIONS.iter().any(|m| m.version == **v)) {
+                    let known = MIGRATIONS.last().map_or(0, |m| m.version);
                     return Err(StoreError::new(format!(
-                        "the database schema (version {newest}) is newer than this library's ({known})"
+                        "the database schema has migration {unknown}, which this library (schema version {known}) does not know"
                     )));
                 }
                 let now = secs(OffsetDateTime::now_utc());
+                // Every embedded migration not yet applied, in order, also
+                // one numbered below the newest applied (a database migrated
+                // by a build that lacked it).
                 for m in MIGRATIONS
                     .iter()
-                    .filter(|m| m.version > newest && m.version <= version)
+                    .filter(|m| !applied.contains(&m.version) && m.version <= version)
                 {
                     sqlx::raw_sql(m.sql)
                         .execute(&mut **conn)
