@@ -62,11 +62,18 @@ pub enum ErrorCode {
     /// `consent_required` (OpenID Connect Core 1.0 section 3.1.2.6):
     /// `prompt=none` but the user must consent.
     ConsentRequired,
+    /// `interaction_required` (OpenID Connect Core 1.0 section 3.1.2.6):
+    /// `prompt=none` but a page would have to be shown (e.g. the upstream
+    /// provider said so).
+    InteractionRequired,
+    /// `account_selection_required` (OpenID Connect Core 1.0 section
+    /// 3.1.2.6): `prompt=none` but the user must choose an account.
+    AccountSelectionRequired,
 }
 
 impl ErrorCode {
     /// Every code, in declaration order.
-    pub const ALL: [Self; 20] = [
+    pub const ALL: [Self; 22] = [
         Self::InvalidRequest,
         Self::UnauthorizedClient,
         Self::AccessDenied,
@@ -87,6 +94,8 @@ impl ErrorCode {
         Self::InvalidTarget,
         Self::LoginRequired,
         Self::ConsentRequired,
+        Self::InteractionRequired,
+        Self::AccountSelectionRequired,
     ];
 
     /// The RFC string, e.g. `"invalid_grant"`.
@@ -112,6 +121,8 @@ impl ErrorCode {
             Self::InvalidTarget => "invalid_target",
             Self::LoginRequired => "login_required",
             Self::ConsentRequired => "consent_required",
+            Self::InteractionRequired => "interaction_required",
+            Self::AccountSelectionRequired => "account_selection_required",
         }
     }
 

@@ -307,6 +307,18 @@ async fn a_full_consent_store_refuses_only_the_noisiest_source() {
         ..app::ConsentLimits::default()
     };
     let s = start(Some(limits), None).await;
+    // Only known resources are accepted: list the large ones.
+    for (i, resource) in big_resources.iter().enumerate() {
+        let r = from([127, 0, 0, 1])
+            .post(s.url("/admin/projects/proj_demo/resources"))
+            .bearer_auth(ADMIN)
+            .header("content-type", "application/json")
+            .body(json!({"resource": resource, "name": format!("MCP {i}")}).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+    }
     let client_id = register_client(&s).await;
     let mut shown = 0;
     for source in 2..=8u8 {

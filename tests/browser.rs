@@ -715,6 +715,7 @@ async fn upstream_login_walks_through_both_pages() {
         )),
         private_key_jwt: false,
         allow_http: true,
+        userinfo: false,
         http: None,
     };
     let a = serve(demo_config(&a_base, Some(upstream)), la).await;

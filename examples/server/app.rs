@@ -12,22 +12,23 @@ use async_trait::async_trait;
 use authio_mcp::authorize::PendingAuthorization;
 use authio_mcp::axum::{ConsentHandler, RouterPaths, buffer, into_axum, router};
 use authio_mcp::cimd::ReqwestFetcher;
+use authio_mcp::client::{Client, RegisteredClientId};
 use authio_mcp::dcr::{IatId, IatOptions, RegistrationPolicy};
 use authio_mcp::discovery::Issuer;
-use authio_mcp::grant::Subject;
+use authio_mcp::grant::{GrantId, GrantSummary, Subject};
 use authio_mcp::http::{
     HeaderOrDefaultProjectResolver, OAuthEndpoints, ProjectBearerCredentials, bearer_token, error_response, json,
 };
 use authio_mcp::pages::{ConsentUser, ConsentView, ErrorKind, REQUEST_ID_HEADER, request_id};
 use authio_mcp::presentation::ProjectDisplay;
-use authio_mcp::project::{DcrMode, ProjectId, ProjectSettings};
+use authio_mcp::project::{DcrMode, KnownResource, ProjectId, ProjectSettings};
 use authio_mcp::resource::ResourceUri;
 use authio_mcp::scope::ScopeSet;
 use authio_mcp::secret::SecretString;
 use authio_mcp::server::{AuthorizationServer, SignedIn};
 use authio_mcp::store::memory::{MemoryAuditLog, MemoryUpstreamSecrets};
 use authio_mcp::store::sql::{PostgresStore, SqlOptions, SqliteStore};
-use authio_mcp::store::{AuditCursor, AuditLog, AuditQuery, CachedProjectStore};
+use authio_mcp::store::{AuditCursor, AuditLog, AuditQuery, CachedProjectStore, PageCursor, PageRequest};
 use authio_mcp::upstream::{ProviderName, ReqwestUpstreamHttp, UpstreamClientAuth, UpstreamHttp, UpstreamProvider};
 use authio_mcp::{ErrorCode, OAuthError};
 use axum::Router;
@@ -90,6 +91,9 @@ pub struct UpstreamConfig {
     pub private_key_jwt: bool,
     /// `--allow-http-upstream`: an `http://` issuer on loopback.
     pub allow_http: bool,
+    /// `--upstream-userinfo`: call the provider's userinfo endpoint on
+    /// every sign-in (otherwise only when the ID token has no email).
+    pub userinfo: bool,
     /// Tests only: the HTTP client to reach the provider with (default: a
     /// `ReqwestUpstreamHttp`).
     pub http: Option<Arc<dyn UpstreamHttp>>,
@@ -163,7 +167,8 @@ impl Storage {
     }
 
     /// Deletes what can go: expired codes and tokens, unusable initial
-    /// access tokens, and (SQL) expired CIMD entries and old audit events.
+    /// access tokens, expired upstream logins, and (SQL) expired CIMD
+    /// entries and old audit events.
     pub async fn purge(&self, server: &AuthorizationServer) -> Result<u64, authio_mcp::store::StoreError> {
         let now = server.now();
         match self {
@@ -260,6 +265,11 @@ impl App {
                     .key_store(s.clone())
                     .replay_store(s.clone())
                     .admission_store(s.clone())
+                    // Local users and remembered consent survive a
+                    // restart; logins in flight are shared, so the
+                    // provider's callback may reach any instance.
+                    .user_store(s.clone())
+                    .upstream_login_store(s.clone())
                     .audit(s.clone()),
                 s.clone(),
             ),
@@ -273,6 +283,11 @@ impl App {
                     .key_store(s.clone())
                     .replay_store(s.clone())
                     .admission_store(s.clone())
+                    // Local users and remembered consent survive a
+                    // restart; logins in flight are shared, so the
+                    // provider's callback may reach any instance.
+                    .user_store(s.clone())
+                    .upstream_login_store(s.clone())
                     .audit(s.clone()),
                 s.clone(),
             ),
@@ -297,6 +312,7 @@ impl App {
             // project).
             let prefix = server.paths().upstream.clone();
             let mut provider = UpstreamProvider::generic(up.name.clone(), up.issuer.clone(), up.client_id.clone());
+            provider.fetch_userinfo = up.userinfo;
             provider.client_auth = if up.private_key_jwt {
                 UpstreamClientAuth::PrivateKeyJwt
             } else if up.client_secret.is_some() {
@@ -353,6 +369,11 @@ impl App {
         settings.scopes_supported = ScopeSet::parse("openid email profile mcp:read mcp:write")?;
         settings.default_scopes = ScopeSet::parse("mcp:read mcp:write")?;
         settings.default_resource = Some(config.resource.clone());
+        // The default resource is known as it is; listing it too gives it
+        // its name in the known-resource list (admin API).
+        settings
+            .resources
+            .upsert(KnownResource::new(config.resource.clone(), "Demo MCP server")?);
         // What the consent page names: the service, and the MCP server.
         let mut display = ProjectDisplay::default();
         display.name = Some("Authio demo".to_owned());
@@ -418,6 +439,33 @@ impl App {
             .route("/admin/projects/{id}/audit/rejections", get(admin_audit_rejections))
             .route("/admin/projects/{id}/iats", post(admin_issue_iat).get(admin_list_iats))
             .route("/admin/projects/{id}/iats/{iat_id}", delete(admin_revoke_iat))
+            .route(
+                "/admin/projects/{id}/resources",
+                get(admin_list_resources)
+                    .post(admin_put_resource)
+                    .delete(admin_remove_resource),
+            )
+            .route("/admin/projects/{id}/clients", get(admin_list_clients))
+            .route(
+                "/admin/projects/{id}/clients/{client_id}",
+                get(admin_get_client).delete(admin_delete_client),
+            )
+            .route(
+                "/admin/projects/{id}/clients/{client_id}/disable",
+                post(admin_disable_client),
+            )
+            .route(
+                "/admin/projects/{id}/clients/{client_id}/enable",
+                post(admin_enable_client),
+            )
+            .route(
+                "/admin/projects/{id}/users/{subject}/grants",
+                get(admin_user_grants).delete(admin_revoke_user_grants),
+            )
+            .route(
+                "/admin/projects/{id}/users/{subject}/grants/{grant_id}",
+                delete(admin_revoke_user_grant),
+            )
             .route("/admin/cimd/resolve", post(admin_cimd_resolve))
             .route("/consent", post(consent_submit))
             .route("/metrics", get(metrics_text))
@@ -565,8 +613,38 @@ fn admin_failure(e: authio_mcp::server::AdminError) -> OAuthError {
         AdminError::Conflict => {
             OAuthError::with_description(ErrorCode::TemporarilyUnavailable, "concurrent update; retry")
         }
+        AdminError::UnknownClient => not_found("unknown client"),
+        AdminError::UnknownGrant => not_found("unknown grant"),
         _ => OAuthError::server_error(),
     }
+}
+
+fn not_found(what: &'static str) -> OAuthError {
+    OAuthError::with_description(ErrorCode::InvalidRequest, what).with_status(StatusCode::NOT_FOUND)
+}
+
+fn bad_request(description: impl Into<String>) -> OAuthError {
+    OAuthError::with_description(ErrorCode::InvalidRequest, description.into())
+}
+
+/// The JSON body of an admin request: `Content-Type: application/json`
+/// (or a `+json` type) is required, else 415 with a JSON error; a body
+/// that does not parse is 400 naming the problem.
+fn json_body<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Result<T, OAuthError> {
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|m| m.trim().to_ascii_lowercase())
+        .is_some_and(|m| m == "application/json" || (m.starts_with("application/") && m.ends_with("+json")));
+    if !json {
+        return Err(OAuthError::with_description(
+            ErrorCode::InvalidRequest,
+            "the body must be JSON: send Content-Type: application/json",
+        )
+        .with_status(StatusCode::UNSUPPORTED_MEDIA_TYPE));
+    }
+    serde_json::from_slice(body).map_err(|e| bad_request(format!("invalid JSON body: {e}")))
 }
 
 async fn admin_get_project(State(app): State<App>, Path(id): Path<String>, headers: HeaderMap) -> Response {
@@ -589,8 +667,7 @@ async fn admin_set_mcp(State(app): State<App>, Path(id): Path<String>, headers: 
     let result = async {
         app.check_admin(&headers)?;
         let p = project_id(&id)?;
-        let body: McpSwitch = serde_json::from_slice(&body)
-            .map_err(|e| OAuthError::with_description(ErrorCode::InvalidRequest, e.to_string()))?;
+        let body: McpSwitch = json_body(&headers, &body)?;
         let (settings, changes) = app
             .endpoints
             .server()
@@ -634,6 +711,10 @@ struct ProjectPatch {
     default_scopes: Option<ScopeSet>,
     default_resource: Option<ResourceUri>,
     require_resource: Option<bool>,
+    resource_policy: Option<authio_mcp::project::ResourcePolicy>,
+    /// The whole list of known resources (`[{"resource", "name"}]`),
+    /// replacing the current one.
+    resources: Option<authio_mcp::project::KnownResources>,
     cimd: Option<authio_mcp::cimd::CimdPolicy>,
     access_token_format: Option<authio_mcp::project::AccessTokenFormat>,
     signing: Option<authio_mcp::keys::SigningSettings>,
@@ -655,8 +736,7 @@ async fn admin_patch_project(
     let result = async {
         app.check_admin(&headers)?;
         let p = project_id(&id)?;
-        let patch: ProjectPatch = serde_json::from_slice(&body)
-            .map_err(|e| OAuthError::with_description(ErrorCode::InvalidRequest, e.to_string()))?;
+        let patch: ProjectPatch = json_body(&headers, &body)?;
         let settings = app
             .endpoints
             .server()
@@ -699,6 +779,12 @@ fn apply_patch(s: &mut ProjectSettings, patch: &ProjectPatch) {
     }
     if let Some(v) = patch.require_resource {
         s.require_resource = v;
+    }
+    if let Some(v) = patch.resource_policy {
+        s.resource_policy = v;
+    }
+    if let Some(v) = &patch.resources {
+        s.resources = v.clone();
     }
     if let Some(v) = &patch.cimd {
         s.cimd = v.clone();
@@ -827,8 +913,7 @@ async fn admin_issue_iat(State(app): State<App>, Path(id): Path<String>, headers
         let req: IatRequest = if body.is_empty() {
             IatRequest::default()
         } else {
-            serde_json::from_slice(&body)
-                .map_err(|e| OAuthError::with_description(ErrorCode::InvalidRequest, e.to_string()))?
+            json_body(&headers, &body)?
         };
         let mut options = IatOptions::new();
         if let Some(n) = req.max_uses {
@@ -880,6 +965,372 @@ async fn admin_revoke_iat(
             .await
             .map_err(admin_failure)?;
         Ok(serde_json::to_value(view).unwrap_or_default())
+    }
+    .await;
+    result.map_or_else(|e| admin_error(&e), |v| json_ok(&v))
+}
+
+/// `?limit=&after=` of the admin listings: at most `limit` items (default
+/// 50, at most 500) after the cursor a previous page returned as `next`.
+fn page_request(uri: &http::Uri) -> Result<PageRequest, OAuthError> {
+    let mut limit = 50;
+    let mut after = None;
+    for (k, v) in url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes()) {
+        match k.as_ref() {
+            "limit" => {
+                limit = v
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=authio_mcp::store::MAX_PAGE_SIZE).contains(n))
+                    .ok_or_else(|| bad_request("limit must be a number from 1 to 500"))?;
+            }
+            "after" => {
+                after =
+                    Some(PageCursor::parse(&v).map_err(|_| bad_request("after is not a cursor this API returned"))?);
+            }
+            _ => {}
+        }
+    }
+    Ok(PageRequest::first(limit).after(after))
+}
+
+/// A registered client as the admin API shows it: its public metadata,
+/// state and times; never its secret or the secret's hash.
+fn client_view(client: &Client) -> serde_json::Value {
+    let mut v = serde_json::to_value(&client.metadata).unwrap_or_default();
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("client_id".into(), client.client_id.as_str().into());
+        obj.insert("issued_at".into(), client.issued_at.unix_timestamp().into());
+        obj.insert("confidential".into(), client.is_confidential().into());
+        obj.insert(
+            "secret_expires_at".into(),
+            client.secret_expires_at.map(|t| t.unix_timestamp()).into(),
+        );
+        obj.insert("disabled".into(), client.is_disabled().into());
+        obj.insert(
+            "disabled_at".into(),
+            client.disabled_at.map(|t| t.unix_timestamp()).into(),
+        );
+    }
+    v
+}
+
+/// A grant as the admin API shows it.
+fn grant_view(s: &GrantSummary) -> serde_json::Value {
+    serde_json::json!({
+        "grant_id": s.grant.id,
+        "client_id": s.grant.client_id.as_str(),
+        "subject": s.grant.subject.as_str(),
+        "scope": s.grant.scopes.to_string(),
+        "resources": s.grant.resources.audiences(),
+        "granted_at": s.grant.granted_at.unix_timestamp(),
+        "last_used_at": s.last_used_at.map(|t| t.unix_timestamp()),
+        "expires_at": s.expires_at.unix_timestamp(),
+    })
+}
+
+fn client_id(id: &str) -> Result<RegisteredClientId, OAuthError> {
+    RegisteredClientId::new(id).map_err(|_| not_found("unknown client"))
+}
+
+fn subject(s: &str) -> Result<Subject, OAuthError> {
+    Subject::new(s).map_err(|e| bad_request(e.to_string()))
+}
+
+/// The project's known resources: `{"default_resource", "resource_policy",
+/// "resources": [{"resource", "name", "default"}]}` (the default resource
+/// first, named when it is also listed).
+fn resources_view(settings: &ProjectSettings) -> serde_json::Value {
+    let mut list = Vec::new();
+    if let Some(d) = &settings.default_resource {
+        list.push(serde_json::json!({
+            "resource": d.canonical(),
+            "name": settings.resource_name(d),
+            "default": true,
+        }));
+    }
+    for k in &settings.resources {
+        if settings.default_resource.as_ref() != Some(&k.resource) {
+            list.push(serde_json::json!({"resource": k.resource.canonical(), "name": k.name, "default": false}));
+        }
+    }
+    serde_json::json!({
+        "default_resource": settings.default_resource.as_ref().map(ResourceUri::canonical),
+        "resource_policy": settings.resource_policy,
+        "resources": list,
+        "lints": settings.lints(),
+    })
+}
+
+/// `GET /admin/projects/{id}/resources`.
+async fn admin_list_resources(State(app): State<App>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    let result = async {
+        app.check_admin(&headers)?;
+        let p = project_id(&id)?;
+        let settings = app.endpoints.server().project(&p).await.map_err(admin_failure)?;
+        Ok(resources_view(&settings))
+    }
+    .await;
+    result.map_or_else(|e| admin_error(&e), |v| json_ok(&v))
+}
+
+/// `POST /admin/projects/{id}/resources` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResourceEntry {
+    resource: ResourceUri,
+    name: String,
+}
+
+/// `POST /admin/projects/{id}/resources`: adds a known resource, or
+/// renames a listed one (`{"resource", "name"}`).
+async fn admin_put_resource(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let result = async {
+        app.check_admin(&headers)?;
+        let p = project_id(&id)?;
+        let entry: ResourceEntry = json_body(&headers, &body)?;
+        let known = KnownResource::new(entry.resource, entry.name).map_err(|e| bad_request(e.to_string()))?;
+        let settings = app
+            .endpoints
+            .server()
+            .edit_project(&p, |mut s| {
+                s.resources.upsert(known.clone());
+                s
+            })
+            .await
+            .map_err(admin_failure)?;
+        Ok(resources_view(&settings))
+    }
+    .await;
+    result.map_or_else(|e| admin_error(&e), |v| json_ok(&v))
+}
+
+/// `DELETE /admin/projects/{id}/resources?resource=URI`: removes a listed
+/// resource (404 when it is not listed). The default resource stays known
+/// as long as it is the default.
+async fn admin_remove_resource(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    uri: http::Uri,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        app.check_admin(&headers)?;
+        let p = project_id(&id)?;
+        let raw = url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+            .find(|(k, _)| k == "resource")
+            .map(|(_, v)| v.into_owned())
+            .ok_or_else(|| bad_request("the resource query parameter is required"))?;
+        let resource = ResourceUri::parse(raw).map_err(|e| bad_request(e.to_string()))?;
+        let server = app.endpoints.server();
+        if !server
+            .project(&p)
+            .await
+            .map_err(admin_failure)?
+            .resources
+            .contains(&resource)
+        {
+            return Err(not_found("the resource is not listed"));
+        }
+        let settings = server
+            .edit_project(&p, |mut s| {
+                s.resources.remove(&resource);
+                s
+            })
+            .await
+            .map_err(admin_failure)?;
+        Ok(resources_view(&settings))
+    }
+    .await;
+    result.map_or_else(|e| admin_error(&e), |v| json_ok(&v))
+}
+
+/// `GET /admin/projects/{id}/clients?limit=&after=`: one page of the
+/// registered clients, oldest first: `{"clients": [...], "next": cursor or
+/// null}`.
+async fn admin_list_clients(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    uri: http::Uri,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        app.check_admin(&headers)?;
+        let p = project_id(&id)?;
+        let page = page_request(&uri)?;
+        let page = app
+            .endpoints
+            .server()
+            .list_clients(&p, &page)
+            .await
+            .map_err(admin_failure)?;
+        Ok(serde_json::json!({
+            "clients": page.items.iter().map(client_view).collect::<Vec<_>>(),
+            "next": page.next.map(|c| c.to_string()),
+        }))
+    }
+    .await;
+    result.map_or_else(|e| admin_error(&e), |v| json_ok(&v))
+}
+
+/// `GET /admin/projects/{id}/clients/{client_id}`.
+async fn admin_get_client(
+    State(app): State<App>,
+    Path((id, cid)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        app.check_admin(&headers)?;
+        let p = project_id(&id)?;
+        let client = app
+            .endpoints
+            .server()
+            .client(&p, &client_id(&cid)?)
+            .await
+            .map_err(admin_failure)?;
+        Ok(client_view(&client))
+    }
+    .await;
+    result.map_or_else(|e| admin_error(&e), |v| json_ok(&v))
+}
+
+/// `POST /admin/projects/{id}/clients/{client_id}/disable`.
+async fn admin_disable_client(
+    State(app): State<App>,
+    Path((id, cid)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        app.check_admin(&headers)?;
+        let p = project_id(&id)?;
+        let client = app
+            .endpoints
+            .server()
+            .disable_client(&p, &client_id(&cid)?)
+            .await
+            .map_err(admin_failure)?;
+        Ok(client_view(&client))
+    }
+    .await;
+    result.map_or_else(|e| admin_error(&e), |v| json_ok(&v))
+}
+
+/// `POST /admin/projects/{id}/clients/{client_id}/enable`.
+async fn admin_enable_client(
+    State(app): State<App>,
+    Path((id, cid)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        app.check_admin(&headers)?;
+        let p = project_id(&id)?;
+        let client = app
+            .endpoints
+            .server()
+            .enable_client(&p, &client_id(&cid)?)
+            .await
+            .map_err(admin_failure)?;
+        Ok(client_view(&client))
+    }
+    .await;
+    result.map_or_else(|e| admin_error(&e), |v| json_ok(&v))
+}
+
+/// `DELETE /admin/projects/{id}/clients/{client_id}`: deletes the client
+/// and revokes its grants: `{"client_id", "grants_revoked"}`.
+async fn admin_delete_client(
+    State(app): State<App>,
+    Path((id, cid)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        app.check_admin(&headers)?;
+        let p = project_id(&id)?;
+        let cid = client_id(&cid)?;
+        let n = app
+            .endpoints
+            .server()
+            .delete_client(&p, &cid)
+            .await
+            .map_err(admin_failure)?;
+        Ok(serde_json::json!({"client_id": cid.as_str(), "grants_revoked": n}))
+    }
+    .await;
+    result.map_or_else(|e| admin_error(&e), |v| json_ok(&v))
+}
+
+/// `GET /admin/projects/{id}/users/{subject}/grants?limit=&after=`: one
+/// page of the user's grants: `{"grants": [...], "next": cursor or null}`.
+async fn admin_user_grants(
+    State(app): State<App>,
+    Path((id, sub)): Path<(String, String)>,
+    uri: http::Uri,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        app.check_admin(&headers)?;
+        let p = project_id(&id)?;
+        let page = page_request(&uri)?;
+        let page = app
+            .endpoints
+            .server()
+            .user_grants(&p, &subject(&sub)?, &page)
+            .await
+            .map_err(admin_failure)?;
+        Ok(serde_json::json!({
+            "grants": page.items.iter().map(grant_view).collect::<Vec<_>>(),
+            "next": page.next.map(|c| c.to_string()),
+        }))
+    }
+    .await;
+    result.map_or_else(|e| admin_error(&e), |v| json_ok(&v))
+}
+
+/// `DELETE /admin/projects/{id}/users/{subject}/grants/{grant_id}`.
+async fn admin_revoke_user_grant(
+    State(app): State<App>,
+    Path((id, sub, grant)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        app.check_admin(&headers)?;
+        let p = project_id(&id)?;
+        let grant = GrantId::new(grant).map_err(|_| not_found("unknown grant"))?;
+        let summary = app
+            .endpoints
+            .server()
+            .revoke_user_grant(&p, &subject(&sub)?, &grant)
+            .await
+            .map_err(admin_failure)?;
+        Ok(grant_view(&summary))
+    }
+    .await;
+    result.map_or_else(|e| admin_error(&e), |v| json_ok(&v))
+}
+
+/// `DELETE /admin/projects/{id}/users/{subject}/grants`: revokes every
+/// grant of the user (account deletion): `{"subject", "grants_revoked"}`.
+async fn admin_revoke_user_grants(
+    State(app): State<App>,
+    Path((id, sub)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        app.check_admin(&headers)?;
+        let p = project_id(&id)?;
+        let sub = subject(&sub)?;
+        let n = app
+            .endpoints
+            .server()
+            .revoke_user_grants(&p, &sub)
+            .await
+            .map_err(admin_failure)?;
+        Ok(serde_json::json!({"subject": sub.as_str(), "grants_revoked": n}))
     }
     .await;
     result.map_or_else(|e| admin_error(&e), |v| json_ok(&v))

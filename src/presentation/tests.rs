@@ -233,6 +233,23 @@ fn resources_are_shown_by_the_project_name() {
         Some("Acme MCP"),
         "matched in canonical form"
     );
+    // A listed resource without a display name is named by the
+    // known-resource list.
+    s.resources.upsert(
+        crate::project::KnownResource::new(ResourceUri::parse("https://crm.acme.example/mcp").unwrap(), "Acme CRM")
+            .unwrap(),
+    );
+    let p = pending_for(
+        &s,
+        &c,
+        "https://app.example.com/cb",
+        "&resource=https%3A%2F%2Fcrm.acme.example%2Fmcp",
+    )
+    .presentation;
+    assert_eq!(p.resources[0].name.as_deref(), Some("Acme CRM"));
+    // A resource accepted only because the project accepts any has no
+    // name: the page shows its URI.
+    s.resource_policy = crate::project::ResourcePolicy::Any;
     let p = pending_for(
         &s,
         &c,

@@ -30,6 +30,12 @@ pub enum AdminError {
     /// No initial access token with this id in the project.
     #[error("unknown initial access token")]
     UnknownIat,
+    /// No registered client with this id in the project.
+    #[error("unknown client")]
+    UnknownClient,
+    /// The user has no such grant (or it was revoked already).
+    #[error("unknown grant")]
+    UnknownGrant,
 }
 
 /// Compare-and-swap attempts before giving up with [`AdminError::Conflict`].

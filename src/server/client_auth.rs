@@ -22,7 +22,8 @@ impl AuthorizationServer {
     ///
     /// # Errors
     /// 401 `invalid_client` for an unknown client (also a client of another
-    /// project, or an id that is not a registered one) and for every failed
+    /// project, or an id that is not a registered one), a disabled client
+    /// (recorded as `oauth_client.disabled_refused`) and for every failed
     /// check, with the same description whatever the reason, and with
     /// `WWW-Authenticate: Basic` when the client used HTTP Basic (RFC 6749
     /// section 5.2); `server_error` when storage fails.
@@ -40,6 +41,13 @@ impl AuthorizationServer {
             return Err(fail(ClientAuthError::UnknownClient));
         };
         creds.verify(&client, self.now()).map_err(fail)?;
+        // Checked after the credentials, so the audit log records only
+        // disabled clients that could otherwise authenticate.
+        if client.is_disabled() {
+            self.disabled_client_refused(project, &client.client_id, "client_authentication")
+                .await;
+            return Err(fail(ClientAuthError::UnknownClient));
+        }
         Ok(client)
     }
 }
