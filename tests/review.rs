@@ -289,19 +289,25 @@ mod f3 {
     }
 
     /// Demonstrates finding F3: the server's replay store (memory by
-    /// default) has ONE bound for all projects and clients, and a full
-    /// store answers "replay". An attacker's own client in its own
-    /// project sends assertions with fresh `jti`s (each one is recorded
-    /// as soon as the signature verifies, before the grant is looked at)
-    /// until the store is full; from then on, for up to the assertion
-    /// lifetime (6 minutes), every private_key_jwt client of every
-    /// project gets `invalid_client`. With the default bound of 100,000
-    /// that is about 280 cheap requests per second. Here the bound is 8
-    /// so the test stays small.
+    /// default) had ONE bound for all projects and clients, and a full
+    /// store answered "replay". An attacker's own client in its own
+    /// project sent assertions with fresh `jti`s (each one is recorded as
+    /// soon as the signature verifies, before the grant is looked at)
+    /// until the store was full; from then on, for up to the assertion
+    /// lifetime (6 minutes), every private_key_jwt client of every project
+    /// got `invalid_client`. Fixed: each (project, client) has a quota in
+    /// front of the global bound, and a full quota refuses only that
+    /// client. Here the global bound is 8 and the quota 4, so the test
+    /// stays small: the attacker gets 4 through, is refused after that
+    /// (audited as `jti_quota_exceeded`), and the victim in another
+    /// project still authenticates.
     #[tokio::test]
-    #[ignore = "demonstrates finding F3"]
     async fn f3_one_client_cannot_exhaust_the_replay_store_of_others() {
-        let h = harness_with(|b| b.replay_store(Arc::new(MemoryReplayStore::new(8)))).await;
+        let h = harness_with(|b| {
+            b.replay_store(Arc::new(MemoryReplayStore::new(8)))
+                .assertion_jti_quota(4)
+        })
+        .await;
         let evil = ProjectId::new("proj_evil").unwrap();
         h.server.put_project(&evil, project_settings()).await.unwrap();
         let attacker = keyed_client(&h, &evil, 1).await;
@@ -315,12 +321,26 @@ mod f3 {
                 .token(&evil, None, f2::token_body(&a).as_bytes())
                 .await
                 .unwrap_err();
-            assert_eq!(
-                e.code(),
-                ErrorCode::InvalidGrant,
-                "the attacker authenticates every time"
-            );
+            let want = if i < 4 {
+                ErrorCode::InvalidGrant // authenticated, then the junk code
+            } else {
+                ErrorCode::InvalidClient // its own quota is full
+            };
+            assert_eq!(e.code(), want, "attacker assertion {i}");
         }
+        let refused: Vec<String> = h
+            .audit
+            .recent(&evil, 20)
+            .iter()
+            .map(authio_mcp::audit::AuditEvent::to_json)
+            .filter(|e| e["event"] == "oauth_client.assertion_rejected")
+            .map(|e| e["reason"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        assert_eq!(
+            refused,
+            vec!["jti_quota_exceeded"; 4],
+            "the attacker's refusals are audited"
+        );
         let a = f2::assertion(&key, "ck1", victim.as_str(), "first-use", now);
         let e = h
             .server
@@ -854,7 +874,6 @@ mod f9 {
     /// document, one key, every AS) and derives `aud` from that AS's
     /// metadata sends the attacker an assertion this server accepts.
     #[test]
-    #[ignore = "demonstrates finding F9"]
     fn f9_assertion_audience_must_be_this_issuer_alone() {
         let token_endpoint = format!("{ISSUER}/oauth2/token");
         let now = START.unix_timestamp();

@@ -4,6 +4,7 @@ use crate::client::{Client, RegisteredClientId};
 use crate::client_auth::{ClientAuthError, ClientCredentials, PresentedMethod};
 use crate::error::OAuthError;
 use crate::project::ProjectId;
+use crate::store::ReplayCheck;
 
 use super::AuthorizationServer;
 
@@ -82,7 +83,16 @@ impl AuthorizationServer {
         };
         let issuer = self.issuer_for(settings);
         let token_endpoint = issuer.endpoint(&self.paths.token);
-        let audiences = [issuer.as_str(), token_endpoint.as_str()];
+        // The issuer alone (draft-ietf-oauth-rfc7523bis); the token
+        // endpoint URL only for registered clients of a project that opted
+        // in for compatibility.
+        let compat = settings.danger_accept_token_endpoint_assertion_audience
+            && matches!(client.client_id, crate::client::ClientId::Registered(_));
+        let audiences: &[&str] = if compat {
+            &[issuer.as_str(), token_endpoint.as_str()]
+        } else {
+            &[issuer.as_str()]
+        };
         let now = self.now();
         let mut verified = Err(ClientAuthError::InvalidAssertion("no_keys"));
         // Cached keys first; on an unknown key, fetch once more (a client
@@ -96,7 +106,7 @@ impl AuthorizationServer {
                     break;
                 }
             };
-            verified = creds.verify_assertion(&client, &keys, &audiences, now);
+            verified = creds.verify_assertion(&client, &keys, audiences, now);
             if !matches!(verified, Err(ClientAuthError::InvalidAssertion("unknown_key"))) {
                 break;
             }
@@ -112,7 +122,7 @@ impl AuthorizationServer {
                 return Err(fail());
             }
         };
-        let fresh = self
+        let check = self
             .replay
             .check_and_insert(
                 project,
@@ -120,13 +130,17 @@ impl AuthorizationServer {
                 &assertion.jti,
                 assertion.exp + REPLAY_MARGIN,
                 now,
+                self.assertion_jti_quota,
             )
             .await?;
-        if !fresh {
-            self.reject_assertion(project, id, "replayed_jti").await;
-            return Err(fail());
-        }
-        Ok(client)
+        let reason = match check {
+            ReplayCheck::Fresh => return Ok(client),
+            ReplayCheck::Replayed => "replayed_jti",
+            ReplayCheck::QuotaExceeded => "jti_quota_exceeded",
+            _ => "replay_store_full",
+        };
+        self.reject_assertion(project, id, reason).await;
+        Err(fail())
     }
 
     async fn reject_assertion(&self, project: &ProjectId, id: &crate::client::ClientId, reason: &str) {

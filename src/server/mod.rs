@@ -55,6 +55,7 @@ pub struct AuthorizationServer {
     pub(crate) keys: Arc<dyn KeyStore>,
     pub(crate) user_claims: Arc<dyn crate::store::UserClaimsSource>,
     pub(crate) replay: Arc<dyn crate::store::ReplayStore>,
+    pub(crate) assertion_jti_quota: u32,
     pub(crate) rotation_lock: Arc<futures_util::lock::Mutex<()>>,
     pub(crate) client_jwks: Arc<client_auth::ClientJwksCache>,
     pub(crate) tokenless_limiter: Arc<register::TokenlessLimiter>,
@@ -97,6 +98,7 @@ impl AuthorizationServer {
             keys: None,
             user_claims: None,
             replay: None,
+            assertion_jti_quota: crate::client_auth::DEFAULT_ASSERTION_JTI_QUOTA,
             users: None,
             upstream_logins: None,
             upstream_secrets: None,
@@ -198,6 +200,7 @@ pub struct AuthorizationServerBuilder {
     keys: Option<Arc<dyn KeyStore>>,
     user_claims: Option<Arc<dyn crate::store::UserClaimsSource>>,
     replay: Option<Arc<dyn crate::store::ReplayStore>>,
+    assertion_jti_quota: u32,
     users: Option<Arc<dyn crate::store::UserStore>>,
     upstream_logins: Option<Arc<dyn crate::store::UpstreamLoginStore>>,
     upstream_secrets: Option<Arc<dyn crate::store::UpstreamSecrets>>,
@@ -299,6 +302,20 @@ impl AuthorizationServerBuilder {
         self
     }
 
+    /// How many unexpired client-assertion `jti`s one `private_key_jwt`
+    /// client of one project may hold in the replay store (default
+    /// [`crate::client_auth::DEFAULT_ASSERTION_JTI_QUOTA`]). A client past
+    /// it is refused (`invalid_client`, audited as
+    /// `oauth_client.assertion_rejected` with reason `jti_quota_exceeded`)
+    /// until its older assertions expire; no other client is affected.
+    /// An assertion's `jti` is kept until its `exp` plus a minute, at most
+    /// six minutes, so the default allows a client a sustained rate of
+    /// about three assertions a second even with the longest lifetime.
+    pub fn assertion_jti_quota(mut self, quota: u32) -> Self {
+        self.assertion_jti_quota = quota;
+        self
+    }
+
     /// Local users and remembered consent (default:
     /// [`crate::store::memory::MemoryUserStore`]). Unless
     /// [`AuthorizationServerBuilder::user_claims`] is set, ID tokens and
@@ -365,6 +382,7 @@ impl AuthorizationServerBuilder {
             replay: self
                 .replay
                 .unwrap_or_else(|| Arc::new(crate::store::memory::MemoryReplayStore::default())),
+            assertion_jti_quota: self.assertion_jti_quota,
             rotation_lock: Arc::new(futures_util::lock::Mutex::new(())),
             client_jwks: Arc::new(client_auth::ClientJwksCache::default()),
             tokenless_limiter: Arc::default(),

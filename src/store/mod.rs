@@ -631,19 +631,35 @@ impl UserClaimsSource for NoUserClaims {
 /// - [`ReplayStore::check_and_insert`] must be atomic insert-if-absent
 ///   (one lock, `INSERT ... ON CONFLICT DO NOTHING` and reading the row
 ///   count, or a unique key): of any number of concurrent calls for one
-///   key, exactly one returns `true`, also across servers sharing the
-///   store.
+///   key, exactly one returns [`ReplayCheck::Fresh`], also across servers
+///   sharing the store.
 /// - An entry must be kept at least until its `expires_at`; a key whose
 ///   entry expired may be inserted again (the assertion itself has expired
 ///   by then, so it cannot be replayed).
 /// - Keys are scoped by project and `scope` (the client id): the same
 ///   `jti` of two clients does not collide.
-/// - A storage failure is an error, never `true`.
+/// - **Quota per scope.** A (project, scope) pair holds at most `quota`
+///   unexpired entries. A call that would exceed it records nothing and
+///   answers [`ReplayCheck::QuotaExceeded`]; the check and the insert are
+///   one atomic step (the same lock or transaction), so concurrent calls,
+///   also from several servers, never leave more than `quota` live
+///   entries in one scope. A full quota refuses only that scope: every
+///   other client, of this project or another, is unaffected. This is
+///   what keeps one client (which can mint fresh `jti`s as fast as it can
+///   sign) from filling the store for everyone.
+/// - **A global bound** may sit behind the quotas (the in-memory store has
+///   one, to bound its memory): when it is reached the call records
+///   nothing and answers [`ReplayCheck::Full`]. Never evict a live entry
+///   to make room: a forgotten `jti` is a replay that succeeds.
+/// - A live entry is reported as [`ReplayCheck::Replayed`] whatever the
+///   quota or the bound say.
+/// - A storage failure is an error, never [`ReplayCheck::Fresh`].
 #[async_trait]
 pub trait ReplayStore: Send + Sync {
-    /// Records `id` for `scope` until `expires_at`. Returns `true` when it
-    /// was not recorded (or only expired entries were), `false` when it is
-    /// a replay.
+    /// Records `id` for `scope` until `expires_at`, if it is not recorded
+    /// (or only expired entries are) and the scope holds fewer than `quota`
+    /// unexpired entries at `now`. See the trait's `# Security` for the
+    /// outcomes.
     async fn check_and_insert(
         &self,
         project: &ProjectId,
@@ -651,8 +667,43 @@ pub trait ReplayStore: Send + Sync {
         id: &str,
         expires_at: OffsetDateTime,
         now: OffsetDateTime,
-    ) -> Result<bool, StoreError>;
+        quota: u32,
+    ) -> Result<ReplayCheck, StoreError>;
 
     /// Deletes entries expired at `now`; returns how many.
     async fn purge(&self, now: OffsetDateTime) -> Result<usize, StoreError>;
+}
+
+/// What [`ReplayStore::check_and_insert`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReplayCheck {
+    /// First use: recorded until its expiry. The only answer that lets
+    /// the assertion through.
+    Fresh,
+    /// A live entry exists: a replay. Nothing changed.
+    Replayed,
+    /// The scope already holds its quota of live entries; nothing was
+    /// recorded. Only this scope (client) is refused.
+    QuotaExceeded,
+    /// The store as a whole is at its bound; nothing was recorded.
+    Full,
+}
+
+impl ReplayCheck {
+    /// Whether the id was recorded now (first use).
+    pub const fn is_fresh(self) -> bool {
+        matches!(self, Self::Fresh)
+    }
+
+    /// A short stable name (`fresh`, `replayed`, `quota_exceeded`,
+    /// `full`), for logs and audit reasons.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Fresh => "fresh",
+            Self::Replayed => "replayed",
+            Self::QuotaExceeded => "quota_exceeded",
+            Self::Full => "full",
+        }
+    }
 }

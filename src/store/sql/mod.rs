@@ -46,7 +46,7 @@
 //! | `ClientStore::insert`, `IatStore::insert` | `INSERT ... ON CONFLICT DO NOTHING`: the unique key refuses a taken id or hash |
 //! | `KeyStore::activate` | one transaction whose FIRST statement upserts the lock row `signing_key_locks (project, alg)` of the key's algorithm: concurrent activations of one algorithm queue on that one row lock (PostgreSQL; a single row, so no deadlock) or the database write lock (SQLite), and each later one reads what the earlier committed. Then: the named key must still be `next`, the active key(s) of the algorithm retire, the other next keys retire at once, the named key becomes active. A partial unique index (`state = 'active'`, per `(project, alg)`) refuses a second active key whatever happens |
 //! | `KeyStore::insert`, `KeyStore::retire` | `INSERT ... ON CONFLICT (project, kid) DO NOTHING`; one conditional `UPDATE ... WHERE state = 'active'` |
-//! | `ReplayStore::check_and_insert` | one `INSERT ... ON CONFLICT (project, scope, id_hash) DO UPDATE SET expires_at = ... WHERE <the stored entry expired>`: one row affected means first use; of concurrent callers the unique key lets one insert and the others find its live row |
+//! | `ReplayStore::check_and_insert` | a transaction around one `INSERT ... SELECT ... WHERE <the scope holds fewer than quota live ids> ON CONFLICT (project, scope, id_hash) DO UPDATE SET expires_at = ... WHERE <the stored entry expired>`: one row affected means first use; of concurrent callers the unique key lets one insert and the others find its live row. The quota's count and the insert are one step: SQLite runs the statement under its write lock; PostgreSQL first takes a transaction-scoped advisory lock on the (project, client) scope, so concurrent checks of one client queue and each counts what the previous committed. No global bound beyond the quotas: `purge` removes expired ids (each lives at most the assertion lifetime plus a minute) |
 //! | `GrantStore::revoke_grant` | a transaction that first writes a revocation marker, then deletes the grant's codes and tokens. Inserts of codes and tokens are `INSERT ... SELECT ... WHERE NOT EXISTS <marker>`, and EVERY read and conditional update also requires that no marker exists, so a record inserted by a request that raced the revocation reads as absent whatever the interleaving |
 //!
 //! SQLite runs in WAL mode with `synchronous = NORMAL`: a committed
@@ -1479,19 +1479,49 @@ macro_rules! impl_sql_store {
                 id: &str,
                 expires_at: OffsetDateTime,
                 now: OffsetDateTime,
-            ) -> Result<bool, StoreError> {
+                quota: u32,
+            ) -> Result<$crate::store::ReplayCheck, StoreError> {
+                let op = "check and record assertion id";
                 let id_hash = SecretHash::of(id);
+                let mut tx = self.pool.begin().await.map_err(|e| self.fail(op, e))?;
+                if BACKEND == "postgres" {
+                    sqlx::query(q::REPLAY_LOCK_SCOPE_POSTGRES)
+                        .bind(project.as_str())
+                        .bind(scope)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| self.fail(op, e))?;
+                }
                 let n = sqlx::query(q::REPLAY_CHECK_AND_INSERT)
                     .bind(project.as_str())
                     .bind(scope)
                     .bind(id_hash.as_bytes().as_slice())
                     .bind(secs(expires_at))
                     .bind(secs(now))
-                    .execute(&self.pool)
+                    .bind(i64::from(quota))
+                    .execute(&mut *tx)
                     .await
-                    .map_err(|e| self.fail("check and record assertion id", e))?
+                    .map_err(|e| self.fail(op, e))?
                     .rows_affected();
-                Ok(n == 1)
+                let outcome = if n == 1 {
+                    $crate::store::ReplayCheck::Fresh
+                } else {
+                    let live = sqlx::query(q::REPLAY_LIVE)
+                        .bind(project.as_str())
+                        .bind(scope)
+                        .bind(id_hash.as_bytes().as_slice())
+                        .bind(secs(now))
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(|e| self.fail(op, e))?;
+                    if live.is_some() {
+                        $crate::store::ReplayCheck::Replayed
+                    } else {
+                        $crate::store::ReplayCheck::QuotaExceeded
+                    }
+                };
+                tx.commit().await.map_err(|e| self.fail(op, e))?;
+                Ok(outcome)
             }
 
             async fn purge(&self, now: OffsetDateTime) -> Result<usize, StoreError> {
