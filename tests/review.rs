@@ -422,36 +422,54 @@ mod f5 {
     use authio_mcp::project::AccessTokenFormat;
     use authio_mcp::store::sql::{SqlOptions, SqliteStore};
 
-    /// Demonstrates finding F5: with the default SQL store, whoever can
-    /// read `signing_keys` (a backup, a read replica, an analytics
-    /// export, SQL injection in the host's own code) gets the active
-    /// keys, and with them can sign access tokens every resource server
-    /// accepts and ID tokens every client accepts, for any user. The
-    /// `KeyStore` trait's own contract says keys are "encrypted at rest";
-    /// CONVENTIONS 11 says an insecure choice must be an explicit
-    /// `danger_*` opt-in. Today the bytes read back are a usable key.
+    /// Demonstrates finding F5: with the default SQL store, whoever could
+    /// read `signing_keys` (a backup, a read replica, an analytics export,
+    /// SQL injection in the host's own code) got the active keys, and
+    /// with them could sign access tokens every resource server accepts
+    /// and ID tokens every client accepts, for any user. The `KeyStore`
+    /// trait's own contract says keys are "encrypted at rest"; CONVENTIONS
+    /// 11 says an insecure choice must be an explicit `danger_*` opt-in.
+    /// Fixed: a store with the default options refuses to store a key at
+    /// all (the JWKS answers `server_error`, nothing lands in the table);
+    /// with `SqlOptions::key_encryption` the table holds only sealed bytes.
     #[tokio::test]
-    #[ignore = "demonstrates finding F5"]
     async fn f5_signing_keys_are_not_readable_from_the_database() {
         let dir = sql_support::TempDir::new();
-        let url = dir.sqlite_url("keys.db");
+        // The defaults: no key protection chosen, so no key is stored.
+        let url = dir.sqlite_url("default.db");
         let store = Arc::new(SqliteStore::connect(&url, SqlOptions::default()).await.unwrap());
         store.migrate().await.unwrap();
         let h = harness_with(|b| b.key_store(store.clone())).await;
         let mut s = project_settings();
         s.access_token_format = AccessTokenFormat::Jwt;
+        h.server.put_project(&h.project, s.clone()).await.unwrap();
+        let e = h.server.jwks(&h.project).await.unwrap_err();
+        assert_eq!(e.code(), authio_mcp::ErrorCode::ServerError);
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM signing_keys")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(n, 0, "no key was stored without a protection chosen");
+        // Sealed: the store works, and the table holds no usable key.
+        let url = dir.sqlite_url("keys.db");
+        let store = Arc::new(SqliteStore::connect(&url, sql_support::sealed_options()).await.unwrap());
+        store.migrate().await.unwrap();
+        let h = harness_with(|b| b.key_store(store.clone())).await;
         h.server.put_project(&h.project, s).await.unwrap();
         let jwks = h.server.jwks(&h.project).await.unwrap();
         assert!(!jwks.keys.is_empty());
         // A reader of the table, nothing else.
         let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-        let rows: Vec<(String, String, Vec<u8>)> = sqlx::query_as("SELECT kid, alg, private_key FROM signing_keys")
-            .fetch_all(&pool)
-            .await
-            .unwrap();
+        let rows: Vec<(String, String, Vec<u8>, String)> =
+            sqlx::query_as("SELECT kid, alg, private_key, key_protection FROM signing_keys")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
         assert!(!rows.is_empty());
         let mut usable = Vec::new();
-        for (kid, alg, der) in rows {
+        for (kid, alg, der, protection) in rows {
+            assert_eq!(protection, "sealed");
             let alg = SigningAlgorithm::from_name(&alg).unwrap();
             if let Ok(k) = PrivateKey::from_der(alg, der)
                 && jwks.keys.contains(&k.public_jwk(&kid))

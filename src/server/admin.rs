@@ -30,6 +30,9 @@ pub enum AdminError {
     /// No initial access token with this id in the project.
     #[error("unknown initial access token")]
     UnknownIat,
+    /// No signing key with this id in the project.
+    #[error("unknown signing key")]
+    UnknownSigningKey,
 }
 
 /// Compare-and-swap attempts before giving up with [`AdminError::Conflict`].

@@ -20,7 +20,7 @@ pub use self::admin::AdminError;
 pub use self::env::SeededRandom;
 pub use self::env::{Clock, FixedClock, RandomSource, SystemClock, SystemRandom};
 pub use self::flow::{ApproveError, AuthorizeOutcome};
-pub use self::keys::RotationReport;
+pub use self::keys::{DEFAULT_SIGNING_KEY_CACHE_TTL, KeyRevocation, RotationReport};
 pub use self::register::IssuedIat;
 pub use self::upstream::{CallbackOutcome, SignedIn};
 use crate::audit::{AuditEvent, AuditKind};
@@ -53,6 +53,8 @@ pub struct AuthorizationServer {
     pub(crate) cimd_inflight: Arc<cimd::InFlight>,
     pub(crate) cimd_limits: crate::cimd::FetchLimits,
     pub(crate) keys: Arc<dyn KeyStore>,
+    pub(crate) key_cache: Arc<keys::KeyCache>,
+    pub(crate) key_cache_ttl: time::Duration,
     pub(crate) user_claims: Arc<dyn crate::store::UserClaimsSource>,
     pub(crate) replay: Arc<dyn crate::store::ReplayStore>,
     pub(crate) assertion_jti_quota: u32,
@@ -96,6 +98,7 @@ impl AuthorizationServer {
             cimd_cache: None,
             cimd_limits: crate::cimd::FetchLimits::default(),
             keys: None,
+            key_cache_ttl: keys::DEFAULT_SIGNING_KEY_CACHE_TTL,
             user_claims: None,
             replay: None,
             assertion_jti_quota: crate::client_auth::DEFAULT_ASSERTION_JTI_QUOTA,
@@ -198,6 +201,7 @@ pub struct AuthorizationServerBuilder {
     cimd_cache: Option<Arc<dyn crate::store::CimdCache>>,
     cimd_limits: crate::cimd::FetchLimits,
     keys: Option<Arc<dyn KeyStore>>,
+    key_cache_ttl: time::Duration,
     user_claims: Option<Arc<dyn crate::store::UserClaimsSource>>,
     replay: Option<Arc<dyn crate::store::ReplayStore>>,
     assertion_jti_quota: u32,
@@ -284,6 +288,24 @@ impl AuthorizationServerBuilder {
     /// with the process).
     pub fn key_store(mut self, store: Arc<dyn KeyStore>) -> Self {
         self.keys = Some(store);
+        self
+    }
+
+    /// How long this server reuses a project's signing keys read from the
+    /// key store (default [`DEFAULT_SIGNING_KEY_CACHE_TTL`], 10 s; zero:
+    /// read them on every JWKS request and every signature). A persistent
+    /// store decrypts and parses every private key on each read, which
+    /// costs far more than the JWKS response itself.
+    ///
+    /// Rotations and revocations made by THIS server apply at once.
+    /// Those made by other servers sharing the store apply here within
+    /// this time: until then this server may still sign with, and publish,
+    /// the key it read. Rotation is unaffected (a retired key stays
+    /// published long after), but a key revoked elsewhere in an
+    /// emergency ([`AuthorizationServer::revoke_signing_key`]) may still
+    /// sign here for up to this long: keep it short.
+    pub fn signing_key_cache_ttl(mut self, ttl: time::Duration) -> Self {
+        self.key_cache_ttl = ttl;
         self
     }
 
@@ -376,6 +398,8 @@ impl AuthorizationServerBuilder {
             cimd_inflight: Arc::new(cimd::InFlight::default()),
             cimd_limits: self.cimd_limits,
             keys: self.keys.unwrap_or_else(|| Arc::new(MemoryKeyStore::new())),
+            key_cache: Arc::new(keys::KeyCache::default()),
+            key_cache_ttl: self.key_cache_ttl,
             user_claims: self
                 .user_claims
                 .unwrap_or_else(|| Arc::new(crate::store::UserStoreClaims(users.clone()))),

@@ -1257,7 +1257,8 @@ async fn key_state(store: &dyn KeyStore, project: &ProjectId, kid: &KeyId) -> Re
 /// `KeyStore`: a taken kid is refused; keys are scoped by project and
 /// round-trip (private key included); activation only from `next`,
 /// retiring the active key of the same algorithm only; retire only an
-/// active key; `delete_expired` only retired keys past publication.
+/// active key; `delete_expired` only retired keys past publication;
+/// `delete` one key of one project, whatever its state.
 ///
 /// # Errors
 /// The first [`Violation`].
@@ -1379,6 +1380,34 @@ pub async fn signing_keys(store: &dyn KeyStore) -> Outcome {
             .await?
             .is_some_and(|k| k.state == KeyState::Active),
         "retiring one algorithm's key leaves the others"
+    );
+    // Emergency revocation: one key goes, whatever its state.
+    ensure!(
+        !ok!(store.delete(&q, &b.kid).await, "delete key"),
+        "a key cannot be deleted through another project"
+    );
+    let n = signing_key(&p, SigningAlgorithm::EdDsa, t1)?;
+    ensure!(ok!(store.insert(n.clone()).await, "insert key"), "a new kid is stored");
+    for (kid, what) in [(&b.kid, "active"), (&n.kid, "next"), (&e.kid, "retired")] {
+        ensure!(
+            ok!(store.delete(&p, kid).await, "delete key"),
+            "delete removes a key whatever its state",
+            "{what}"
+        );
+        ensure!(
+            key_state(store, &p, kid).await?.is_none(),
+            "a deleted key is gone",
+            "{what}"
+        );
+        ensure!(
+            !ok!(store.delete(&p, kid).await, "delete key"),
+            "a deleted key is not deleted twice",
+            "{what}"
+        );
+    }
+    ensure!(
+        ok!(store.keys(&p).await, "keys").is_empty(),
+        "every key of the project was deleted"
     );
     Ok(())
 }

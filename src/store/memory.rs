@@ -1137,6 +1137,16 @@ impl super::KeyStore for MemoryKeyStore {
         keys.retain(|k| !(k.state == crate::keys::KeyState::Retired && k.publish_until.is_some_and(|t| t <= now)));
         Ok(before - keys.len())
     }
+
+    async fn delete(&self, project: &ProjectId, kid: &crate::keys::KeyId) -> Result<bool, StoreError> {
+        let mut map = lock(&self.keys)?;
+        let Some(keys) = map.get_mut(project) else {
+            return Ok(false);
+        };
+        let before = keys.len();
+        keys.retain(|k| &k.kid != kid);
+        Ok(keys.len() < before)
+    }
 }
 
 /// Single-use identifiers in memory.

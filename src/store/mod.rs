@@ -10,6 +10,7 @@
 mod cached;
 #[cfg(feature = "test-util")]
 pub mod contract;
+mod key_encryption;
 pub mod memory;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub mod sql;
@@ -27,6 +28,9 @@ use crate::project::{ProjectId, ProjectSettings};
 use crate::secret::{SecretHash, SecretString};
 
 pub use self::cached::CachedProjectStore;
+pub use self::key_encryption::KeyEncryption;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use self::key_encryption::{Aes256GcmKeyEncryption, InvalidKeyEncryptionKey};
 pub use self::users::{
     LocalUser, LoginTake, RememberedConsent, UpstreamLoginStore, UpstreamSecrets, UserStore, UserStoreClaims,
 };
@@ -537,8 +541,14 @@ pub trait CimdCache: Send + Sync {
 /// Signing keys per project (see [`crate::keys`]).
 ///
 /// # Security
-/// - Private keys are secrets: persist [`crate::jose::PrivateKey::expose_der`]
-///   encrypted at rest, never log it, and return keys only to the driver.
+/// - Private keys are secrets: a store that persists them must persist
+///   [`crate::jose::PrivateKey::expose_der`] encrypted at rest (sealed with
+///   a [`KeyEncryption`] such as [`Aes256GcmKeyEncryption`], bound to the
+///   project and key id), unless the host explicitly opted out with a
+///   `danger_*` setting; never log it; return keys only to the driver. A
+///   stored record that fails to open is an error, never a key. The SQL
+///   stores refuse to store or read keys until the host chose
+///   (`SqlOptions::key_encryption` or `SqlOptions::danger_plaintext_keys`).
 /// - Keys are scoped by project: one project's key must never be returned
 ///   for, or sign for, another.
 /// - [`KeyStore::activate`] must be atomic (one lock, or one transaction
@@ -589,6 +599,13 @@ pub trait KeyStore: Send + Sync {
     /// Deletes the project's retired keys whose `publish_until` is at or
     /// before `now`; returns how many.
     async fn delete_expired(&self, project: &ProjectId, now: OffsetDateTime) -> Result<usize, StoreError>;
+
+    /// Deletes one key of the project whatever its state (the emergency
+    /// revocation of a compromised key: from now on it is neither
+    /// published nor used). Returns whether it existed. The driver
+    /// activates a replacement before it deletes an active key
+    /// ([`crate::server::AuthorizationServer::revoke_signing_key`]).
+    async fn delete(&self, project: &ProjectId, kid: &crate::keys::KeyId) -> Result<bool, StoreError>;
 }
 
 /// The claims about a user that the host releases in ID tokens and at the

@@ -166,6 +166,20 @@ pub struct SqlOptions {
     /// events of the last moments (at most one batch of 256 in flight and
     /// a queue of up to 10,000); a graceful `close()` writes them all.
     pub audit_batching: bool,
+    /// Seals private signing keys at rest (see [`crate::store::KeyEncryption`];
+    /// [`crate::store::Aes256GcmKeyEncryption`] with a key the host keeps
+    /// outside the database). Default `None`: until this (or
+    /// [`SqlOptions::danger_plaintext_keys`]) is set, storing or reading a
+    /// signing key fails with a [`StoreError`] saying so; every other
+    /// table works as before.
+    pub key_encryption: Option<Arc<dyn crate::store::KeyEncryption>>,
+    /// Stores signing keys unencrypted (their DER form), and reads keys
+    /// stored so (default `false`). Whoever reads the `signing_keys`
+    /// table, or a backup of it, can then sign tokens for every project.
+    /// With [`SqlOptions::key_encryption`] also set, new keys are sealed
+    /// and this only lets keys stored in plaintext before be read (until
+    /// `reseal_signing_keys` seals them).
+    pub danger_plaintext_keys: bool,
 }
 
 impl Default for SqlOptions {
@@ -180,6 +194,8 @@ impl Default for SqlOptions {
             audit_max_rows_per_project: Some(100_000),
             on_error: None,
             audit_batching: false,
+            key_encryption: None,
+            danger_plaintext_keys: false,
         }
     }
 }
@@ -238,6 +254,19 @@ impl SqlOptions {
         self
     }
 
+    /// Sets [`SqlOptions::key_encryption`].
+    pub fn key_encryption(mut self, encryption: Arc<dyn crate::store::KeyEncryption>) -> Self {
+        self.key_encryption = Some(encryption);
+        self
+    }
+
+    /// Sets [`SqlOptions::danger_plaintext_keys`]: signing keys stored
+    /// unencrypted.
+    pub const fn danger_plaintext_keys(mut self) -> Self {
+        self.danger_plaintext_keys = true;
+        self
+    }
+
     /// Sets [`SqlOptions::on_error`].
     pub fn on_error(mut self, hook: impl Fn(&StoreError) + Send + Sync + 'static) -> Self {
         self.on_error = Some(Arc::new(hook));
@@ -257,6 +286,8 @@ impl fmt::Debug for SqlOptions {
             .field("audit_max_rows_per_project", &self.audit_max_rows_per_project)
             .field("on_error", &self.on_error.is_some())
             .field("audit_batching", &self.audit_batching)
+            .field("key_encryption", &self.key_encryption.is_some())
+            .field("danger_plaintext_keys", &self.danger_plaintext_keys)
             .finish()
     }
 }
@@ -1306,11 +1337,20 @@ macro_rules! impl_sql_store {
             }
         }
 
+        /// What a sealed key is bound to: its project, id and algorithm.
+        fn key_context(project: &str, kid: &str, alg: &str) -> Vec<u8> {
+            format!("signing_key\0{project}\0{kid}\0{alg}").into_bytes()
+        }
+
         impl $store {
             /// A signing key from a `KEY_LIST` row. The private key is
-            /// rebuilt from its DER; a bad one is an error that names the
-            /// kid (public), never the bytes.
-            fn key_from_row(&self, project: &ProjectId, row: &$row) -> Result<$crate::keys::SigningKey, StoreError> {
+            /// opened (sealed rows) and rebuilt from its DER; a failure is
+            /// an error that names the kid (public), never the bytes.
+            async fn key_from_row(
+                &self,
+                project: &ProjectId,
+                row: &$row,
+            ) -> Result<$crate::keys::SigningKey, StoreError> {
                 let get = |e| self.fail("decode signing key", e);
                 let kid: String = row.try_get(0).map_err(get)?;
                 let alg: String = row.try_get(1).map_err(get)?;
@@ -1319,12 +1359,16 @@ macro_rules! impl_sql_store {
                 let activated_at: Option<i64> = row.try_get(4).map_err(get)?;
                 let retired_at: Option<i64> = row.try_get(5).map_err(get)?;
                 let publish_until: Option<i64> = row.try_get(6).map_err(get)?;
-                let der: Vec<u8> = row.try_get(7).map_err(get)?;
+                let stored: Vec<u8> = row.try_get(7).map_err(get)?;
+                let protection: String = row.try_get(8).map_err(get)?;
+                let der = self
+                    .open_key(project.as_str(), &kid, &alg, &protection, &stored)
+                    .await?;
                 let kid =
                     $crate::keys::KeyId::new(kid).map_err(|e| StoreError::with_source("stored signing key id", e))?;
                 let alg = $crate::jose::SigningAlgorithm::from_name(&alg)
                     .ok_or_else(|| StoreError::new(format!("stored signing key {kid}: unknown algorithm")))?;
-                let private_key = $crate::jose::PrivateKey::from_der(alg, der)
+                let private_key = $crate::jose::PrivateKey::from_der(alg, der.to_vec())
                     .map_err(|_| StoreError::new(format!("stored signing key {kid}: the private key is invalid")))?;
                 let mut key = $crate::keys::SigningKey::new(project.clone(), kid, private_key, time_of(created_at)?);
                 key.state = key_state_of(&state)?;
@@ -1333,6 +1377,116 @@ macro_rules! impl_sql_store {
                 key.publish_until = publish_until.map(time_of).transpose()?;
                 Ok(key)
             }
+
+            /// The DER of a stored key: opened when sealed; as stored when
+            /// plaintext and the host allowed plaintext keys.
+            async fn open_key(
+                &self,
+                project: &str,
+                kid: &str,
+                alg: &str,
+                protection: &str,
+                stored: &[u8],
+            ) -> Result<zeroize::Zeroizing<Vec<u8>>, StoreError> {
+                match (protection, &self.options.key_encryption) {
+                    ("sealed", Some(enc)) => enc
+                        .open(stored, &key_context(project, kid, alg))
+                        .await
+                        .map_err(|e| {
+                            StoreError::new(format!(
+                                "stored signing key {kid} of project {project}: {}",
+                                e.message()
+                            ))
+                        }),
+                    ("sealed", None) => Err(StoreError::new(format!(
+                        "stored signing key {kid} of project {project} is sealed, and no \
+                         SqlOptions::key_encryption is configured to open it"
+                    ))),
+                    ("plaintext", _) if self.options.danger_plaintext_keys => {
+                        Ok(zeroize::Zeroizing::new(stored.to_vec()))
+                    }
+                    ("plaintext", Some(_)) => Err(StoreError::new(format!(
+                        "stored signing key {kid} of project {project} is not sealed: call \
+                         reseal_signing_keys() once to seal the keys stored before key encryption was \
+                         configured (or allow plaintext keys with SqlOptions::danger_plaintext_keys)"
+                    ))),
+                    ("plaintext", None) => Err(unprotected_keys()),
+                    _ => Err(StoreError::new(format!(
+                        "stored signing key {kid} of project {project}: unknown key protection"
+                    ))),
+                }
+            }
+
+            /// Seals every stored signing key that is not sealed under the
+            /// current key-encryption key: keys stored in plaintext (before
+            /// key encryption was configured, or with
+            /// [`SqlOptions::danger_plaintext_keys`]) and keys sealed under
+            /// an older key-encryption key
+            /// ([`crate::store::KeyEncryption::needs_reseal`]). Each row is
+            /// replaced by one conditional `UPDATE` (only if it still holds
+            /// what was read), so running it from several processes at
+            /// once, or during rotations, is safe. Returns how many keys
+            /// were sealed. Idempotent: run it after configuring
+            /// encryption and after rotating the key-encryption key.
+            ///
+            /// # Errors
+            /// [`StoreError`] when no [`SqlOptions::key_encryption`] is
+            /// configured, a stored key cannot be opened or is invalid, or
+            /// the database fails (keys sealed before stay sealed).
+            pub async fn reseal_signing_keys(&self) -> Result<u64, StoreError> {
+                let enc = self
+                    .options
+                    .key_encryption
+                    .clone()
+                    .ok_or_else(|| StoreError::new("reseal_signing_keys needs SqlOptions::key_encryption"))?;
+                let rows = sqlx::query(q::KEY_ALL_FOR_SEALING)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(|e| self.fail("list signing keys for sealing", e))?;
+                let mut sealed = 0;
+                for row in rows {
+                    let get = |e| self.fail("decode signing key", e);
+                    let project: String = row.try_get(0).map_err(get)?;
+                    let kid: String = row.try_get(1).map_err(get)?;
+                    let alg: String = row.try_get(2).map_err(get)?;
+                    let protection: String = row.try_get(3).map_err(get)?;
+                    let stored: Vec<u8> = row.try_get(4).map_err(get)?;
+                    let context = key_context(&project, &kid, &alg);
+                    let der = match protection.as_str() {
+                        "plaintext" => zeroize::Zeroizing::new(stored.clone()),
+                        "sealed" if enc.needs_reseal(&stored) => enc.open(&stored, &context).await?,
+                        _ => continue,
+                    };
+                    let algorithm = $crate::jose::SigningAlgorithm::from_name(&alg)
+                        .ok_or_else(|| StoreError::new(format!("stored signing key {kid}: unknown algorithm")))?;
+                    if $crate::jose::PrivateKey::from_der(algorithm, der.to_vec()).is_err() {
+                        return Err(StoreError::new(format!(
+                            "stored signing key {kid} of project {project}: the private key is invalid"
+                        )));
+                    }
+                    let resealed = enc.seal(&der, &context).await?;
+                    let n = sqlx::query(q::KEY_RESEAL)
+                        .bind(&project)
+                        .bind(&kid)
+                        .bind(&stored)
+                        .bind(&resealed)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(|e| self.fail("seal signing key", e))?
+                        .rows_affected();
+                    sealed += n;
+                }
+                Ok(sealed)
+            }
+        }
+
+        /// The error for a signing key with no protection chosen.
+        fn unprotected_keys() -> StoreError {
+            StoreError::new(
+                "signing keys are private keys and are sealed at rest: configure \
+                 SqlOptions::key_encryption (e.g. Aes256GcmKeyEncryption with a key kept outside the \
+                 database), or accept plaintext keys explicitly with SqlOptions::danger_plaintext_keys",
+            )
         }
 
         #[async_trait::async_trait]
@@ -1343,23 +1497,48 @@ macro_rules! impl_sql_store {
                     .fetch_all(&self.pool)
                     .await
                     .map_err(|e| self.fail("list signing keys", e))?;
-                rows.iter().map(|r| self.key_from_row(project, r)).collect()
+                let mut keys = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    keys.push(self.key_from_row(project, row).await?);
+                }
+                Ok(keys)
             }
 
             async fn insert(&self, key: $crate::keys::SigningKey) -> Result<bool, StoreError> {
+                let alg = key.algorithm().as_str();
+                let (stored, protection) = match &self.options.key_encryption {
+                    Some(enc) => {
+                        let context = key_context(key.project.as_str(), key.kid.as_str(), alg);
+                        (enc.seal(key.private_key.expose_der(), &context).await?, "sealed")
+                    }
+                    None if self.options.danger_plaintext_keys => (key.private_key.expose_der().to_vec(), "plaintext"),
+                    None => return Err(unprotected_keys()),
+                };
                 let n = sqlx::query(q::KEY_INSERT)
                     .bind(key.project.as_str())
                     .bind(key.kid.as_str())
-                    .bind(key.algorithm().as_str())
+                    .bind(alg)
                     .bind(key_state_str(key.state))
                     .bind(secs(key.created_at))
                     .bind(key.activated_at.map(secs))
                     .bind(key.retired_at.map(secs))
                     .bind(key.publish_until.map(secs))
-                    .bind(key.private_key.expose_der())
+                    .bind(&stored)
+                    .bind(protection)
                     .execute(&self.pool)
                     .await
                     .map_err(|e| self.fail("insert signing key", e))?
+                    .rows_affected();
+                Ok(n == 1)
+            }
+
+            async fn delete(&self, project: &ProjectId, kid: &$crate::keys::KeyId) -> Result<bool, StoreError> {
+                let n = sqlx::query(q::KEY_DELETE)
+                    .bind(project.as_str())
+                    .bind(kid.as_str())
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| self.fail("delete signing key", e))?
                     .rows_affected();
                 Ok(n == 1)
             }

@@ -101,5 +101,10 @@ super::impl_sql_store!(
             name: "0004_signing_keys_replay",
             sql: include_str!("migrations/postgres/0004_signing_keys_replay.sql"),
         },
+        Migration {
+            version: 10,
+            name: "0010_sealed_signing_keys",
+            sql: include_str!("migrations/postgres/0010_sealed_signing_keys.sql"),
+        },
     ]
 );

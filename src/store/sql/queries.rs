@@ -262,13 +262,26 @@ pub(super) const AUDIT_PURGE_ROWS: &str = concat!(
 // ---- signing keys ----
 
 pub(super) const KEY_LIST: &str = "SELECT kid, alg, state, created_at, activated_at, retired_at, \
-     publish_until, private_key FROM signing_keys WHERE project = $1 ORDER BY created_at, kid";
+     publish_until, private_key, key_protection FROM signing_keys WHERE project = $1 ORDER BY created_at, kid";
 
 /// Refuses a taken kid (and only that: a second active key of an
 /// algorithm is a constraint error, not a "taken" answer).
 pub(super) const KEY_INSERT: &str = "INSERT INTO signing_keys \
-     (project, kid, alg, state, created_at, activated_at, retired_at, publish_until, private_key) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (project, kid) DO NOTHING";
+     (project, kid, alg, state, created_at, activated_at, retired_at, publish_until, private_key, key_protection) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (project, kid) DO NOTHING";
+
+/// One key, whatever its state (emergency revocation).
+pub(super) const KEY_DELETE: &str = "DELETE FROM signing_keys WHERE project = $1 AND kid = $2";
+
+/// Every stored key, for re-sealing.
+pub(super) const KEY_ALL_FOR_SEALING: &str =
+    "SELECT project, kid, alg, key_protection, private_key FROM signing_keys ORDER BY project, kid";
+
+/// Replaces a key's stored form with its sealed form, only if the row
+/// still holds what was read (`$3`): a concurrent re-seal or deletion
+/// wins, nothing is overwritten blindly.
+pub(super) const KEY_RESEAL: &str = "UPDATE signing_keys SET private_key = $4, key_protection = 'sealed' \
+     WHERE project = $1 AND kid = $2 AND private_key = $3";
 
 /// The first statement of an activation: an upsert of the one lock row
 /// of the named key's project and algorithm. PostgreSQL: concurrent
