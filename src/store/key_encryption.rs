@@ -197,8 +197,17 @@ mod aes {
         aad
     }
 
-    /// Splits a sealed record into (header, key id, nonce, ciphertext).
-    fn parse(sealed: &[u8]) -> Option<(&[u8], &[u8], [u8; NONCE_LEN], &[u8])> {
+    /// A sealed record, split.
+    struct Parsed<'a> {
+        /// Magic, id length and id: authenticated.
+        header: &'a [u8],
+        id: &'a [u8],
+        nonce: [u8; NONCE_LEN],
+        ciphertext: &'a [u8],
+    }
+
+    /// Splits a sealed record.
+    fn parse(sealed: &[u8]) -> Option<Parsed<'_>> {
         let rest = sealed.strip_prefix(MAGIC.as_slice())?;
         let (&len, rest) = rest.split_first()?;
         let len = usize::from(len);
@@ -207,8 +216,12 @@ mod aes {
         }
         let (id, rest) = rest.split_at(len);
         let (nonce, ciphertext) = rest.split_at(NONCE_LEN);
-        let header = sealed.get(..MAGIC.len() + 1 + len)?;
-        Some((header, id, nonce.try_into().ok()?, ciphertext))
+        Some(Parsed {
+            header: sealed.get(..MAGIC.len() + 1 + len)?,
+            id,
+            nonce: nonce.try_into().ok()?,
+            ciphertext,
+        })
     }
 
     #[async_trait]
@@ -240,14 +253,19 @@ mod aes {
                     "a sealed signing key could not be opened (tampered, moved, or sealed under an unknown key-encryption key)",
                 )
             };
-            let (header, id, nonce, ciphertext) = parse(sealed).ok_or_else(refused)?;
+            let Parsed {
+                header,
+                id,
+                nonce,
+                ciphertext,
+            } = parse(sealed).ok_or_else(refused)?;
             let key = self.key_for(id).ok_or_else(refused)?;
             let mut in_out = zeroize::Zeroizing::new(ciphertext.to_vec());
             let plain_len = key
                 .open_in_place(
                     Nonce::assume_unique_for_key(nonce),
                     Aad::from(aad(header, context)),
-                    &mut *in_out,
+                    &mut in_out,
                 )
                 .map_err(|_| refused())?
                 .len();
@@ -256,7 +274,7 @@ mod aes {
         }
 
         fn needs_reseal(&self, sealed: &[u8]) -> bool {
-            parse(sealed).is_none_or(|(_, id, _, _)| id != self.current.0.as_bytes())
+            parse(sealed).is_none_or(|p| p.id != self.current.0.as_bytes())
         }
     }
 

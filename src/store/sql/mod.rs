@@ -1454,7 +1454,12 @@ macro_rules! impl_sql_store {
                     let context = key_context(&project, &kid, &alg);
                     let der = match protection.as_str() {
                         "plaintext" => zeroize::Zeroizing::new(stored.clone()),
-                        "sealed" if enc.needs_reseal(&stored) => enc.open(&stored, &context).await?,
+                        "sealed" if enc.needs_reseal(&stored) => enc.open(&stored, &context).await.map_err(|e| {
+                            StoreError::new(format!(
+                                "stored signing key {kid} of project {project}: {}",
+                                e.message()
+                            ))
+                        })?,
                         _ => continue,
                     };
                     let algorithm = $crate::jose::SigningAlgorithm::from_name(&alg)
