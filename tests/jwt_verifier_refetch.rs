@@ -85,7 +85,11 @@ async fn a_cold_verifier_retries_once_per_interval_and_recovers() {
     // without fetching again.
     fetcher.down.store(false, Ordering::SeqCst);
     let r = v.verify(&token, t0 + Duration::seconds(45)).await;
-    assert_eq!(r.unwrap_err(), ResourceServerError::Unavailable, "still within the interval");
+    assert_eq!(
+        r.unwrap_err(),
+        ResourceServerError::Unavailable,
+        "still within the interval"
+    );
     assert_eq!(fetcher.attempts.load(Ordering::SeqCst), 2);
     v.verify(&token, t0 + Duration::seconds(60)).await.unwrap();
     v.verify(&token, t0 + Duration::seconds(61)).await.unwrap();
@@ -112,7 +116,11 @@ async fn unknown_kids_during_an_outage_cost_one_attempt() {
     let later = t0 + Duration::seconds(40);
     let results = futures_util::future::join_all((0..20).map(|_| v.verify(&junk, later))).await;
     assert!(results.iter().all(Result::is_err));
-    assert_eq!(fetcher.attempts.load(Ordering::SeqCst), 2, "one attempt for 20 unknown kids");
+    assert_eq!(
+        fetcher.attempts.load(Ordering::SeqCst),
+        2,
+        "one attempt for 20 unknown kids"
+    );
     // The good token still verifies from the cached (stale-allowed) keys.
     v.verify(&token, later).await.unwrap();
     assert_eq!(fetcher.attempts.load(Ordering::SeqCst), 2);

@@ -16,8 +16,16 @@
 //! use authio_mcp::server::AuthorizationServer;
 //! use authio_mcp::store::sql::{SqlOptions, SqliteStore};
 //!
-//! let store = Arc::new(SqliteStore::connect("sqlite://authio.db", SqlOptions::default()).await?);
+//! use authio_mcp::store::Aes256GcmKeyEncryption;
+//!
+//! // The key-encryption key lives outside the database (a file, a secret
+//! // manager); it seals the signing keys stored in the database.
+//! # let kek_bytes = [0u8; 32];
+//! let kek = Aes256GcmKeyEncryption::new("kek-2026", &kek_bytes)?;
+//! let options = SqlOptions::default().key_encryption(Arc::new(kek));
+//! let store = Arc::new(SqliteStore::connect("sqlite://authio.db", options).await?);
 //! store.migrate().await?; // explicit, forward-only, idempotent
+//! store.reseal_signing_keys().await?; // seals keys stored before encryption was on
 //! let server = AuthorizationServer::builder(Issuer::new("https://auth.example.com")?)
 //!     .projects(store.clone())
 //!     .clients(store.clone())
@@ -80,9 +88,9 @@
 //! | `revoked_grants` (1) | `(project, grant_id)`; index `keep_until` | `revoked_at`, `keep_until` | none | purged after `keep_until` (a day) once no code or token of the grant remains |
 //! | `cimd_cache` (2) | `(project, url)`; index `expires_at` | `entry` (JSON: document and resolved client), `fetched_at`, `expires_at` | none (documents are public) | capped at [`SqlOptions::cimd_capacity`] entries, soonest-expiring evicted first; expired entries purged |
 //! | `audit_events` (2) | `id` (increasing); indexes `(project, id)`, `(project, name, id)`, `at` | `project`, `at`, `name`, `event` (JSON) | none (events never carry secrets) | [`SqlOptions::audit_max_age`] and [`SqlOptions::audit_max_rows_per_project`] |
-//! | `signing_keys` (4) | `(project, kid)`; partial unique `(project, alg) WHERE state = 'active'` | `alg`, `state` (`next`/`active`/`retired`), `created_at`, `activated_at`, `retired_at`, `publish_until`, `private_key` | **the private key, UNENCRYPTED**: its DER form (PKCS#8 for ES256/EdDSA, PKCS#1 for RS256). The crate has no at-rest encryption; whoever reads this table or a backup can sign tokens for the project. Never in `Debug`, logs or errors | retired keys deleted once past `publish_until` (by the rotation) |
+//! | `signing_keys` (4, 10) | `(project, kid)`; partial unique `(project, alg) WHERE state = 'active'` | `alg`, `state` (`next`/`active`/`retired`), `created_at`, `activated_at`, `retired_at`, `publish_until`, `private_key`, `key_protection` (`sealed`/`plaintext`, 10) | **the private key**, sealed by [`SqlOptions::key_encryption`] (authenticated encryption bound to project, kid and algorithm; without the key-encryption key the column is useless, and a row cannot be planted or moved); in plaintext DER only with [`SqlOptions::danger_plaintext_keys`] or for rows stored before migration 10 (refused by a sealing store until `reseal_signing_keys`). Never in `Debug`, logs or errors | retired keys deleted once past `publish_until` (by the rotation); one key at once by `KeyStore::delete` (emergency revocation) |
 //! | `signing_key_locks` (4) | `(project, alg)` | `locked_at` | none | one row per project and algorithm |
-//! | `replay_ids` (4) | `(project, scope, id_hash)`; index `expires_at` | `expires_at` | none (the `jti` as its SHA-256 digest) | purged once expired |
+//! | `replay_ids` (4) | `(project, scope, id_hash)`; index `expires_at` | `expires_at` | none (the `jti` as its SHA-256 digest) | purged once expired; at most the caller's quota of live ids per `(project, scope)` |
 //!
 //! Every hot-path lookup is by primary key (`(project, hash)`, `(project,
 //! id)`); the revocation check is a primary-key probe of
