@@ -93,6 +93,8 @@ fn settings() -> ProjectSettings {
     let mut s = ProjectSettings::default();
     s.scopes_supported = ScopeSet::parse("openid email mcp:read mcp:write").unwrap();
     s.default_scopes = ScopeSet::parse("mcp:read").unwrap();
+    // The MCP server the requests name must be known to the project.
+    s.default_resource = Some(authio_mcp::resource::ResourceUri::parse(RESOURCE).unwrap());
     s.set_mcp_enabled(true).0
 }
 

@@ -101,6 +101,8 @@ fn main() {
     settings.default_scopes = ScopeSet::parse("mcp:read").unwrap();
     settings.access_token_ttl = Duration::minutes(15);
     settings.refresh_token_ttl = Duration::seconds(refresh_ttl);
+    // The MCP server the requests name must be known to the project.
+    settings.default_resource = Some(authio_mcp::resource::ResourceUri::parse("https://mcp.example.com/mcp").unwrap());
     block_on(server.put_project(&project, settings.set_mcp_enabled(true).0)).unwrap();
 
     let register = |iat: &str| {

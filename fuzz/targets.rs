@@ -349,7 +349,9 @@ pub(crate) fn endpoints(data: &[u8]) {
 /// browser binding, a non-empty code and no foreign `iss`; ID token claims
 /// pass only with the provider's issuer, the client in `aud`, the sent
 /// nonce and a usable `sub`; a discovery document passes only for the
-/// configured issuer with https endpoints.
+/// configured issuer with https endpoints; a userinfo response is merged
+/// only when its `sub` is the ID token's, and never over an ID-token
+/// claim.
 pub(crate) fn upstream(data: &[u8]) {
     use authio_mcp::upstream::{
         CallbackParams, LoginRandomness, ProviderName, UpstreamProvider, check_callback, check_id_token_claims,
@@ -396,6 +398,7 @@ pub(crate) fn upstream(data: &[u8]) {
             &ProjectSettings::default(),
             &client,
             "https://app.example/cb".into(),
+            "https://as.example",
             NOW,
         )
         .unwrap()
@@ -431,6 +434,21 @@ pub(crate) fn upstream(data: &[u8]) {
         assert!(!id.subject.is_empty() && id.subject.len() <= 255);
         let aud = &m["aud"];
         assert!(aud == "rp" || aud.as_array().is_some_and(|a| a.iter().any(|x| x == "rp")));
+    }
+    // The same JSON as a userinfo response about the ID token's user: used
+    // only when its `sub` is exactly that user's, and never replacing an
+    // ID-token claim.
+    let from_token: authio_mcp::upstream::UpstreamIdentity = serde_json::from_value(serde_json::json!({
+        "issuer": issuer.as_str(), "subject": "248289761001", "email": "jane@example.org",
+        "email_verified": false, "name": null, "hosted_domain": null,
+    }))
+    .unwrap();
+    if let Ok(merged) = authio_mcp::upstream::merge_userinfo(from_token.clone(), &provider, 200, claims.as_bytes()) {
+        let v: serde_json::Value = serde_json::from_str(claims).unwrap();
+        assert_eq!(v["sub"], "248289761001");
+        assert_eq!(merged.subject, from_token.subject);
+        assert_eq!(merged.email, from_token.email);
+        assert!(!merged.email_verified, "a flag about another address is never taken");
     }
 }
 

@@ -283,6 +283,58 @@ pub enum AuditKind {
         /// The local subject.
         subject: String,
     },
+    /// A request named a resource the project does not accept (RFC 8707
+    /// `invalid_target`): not among its known resources, malformed, or
+    /// missing where one is required.
+    #[serde(rename = "resource.refused")]
+    ResourceRefused {
+        /// The client.
+        client_id: String,
+        /// `authorize` or `token`.
+        endpoint: String,
+        /// The `error_description` sent.
+        detail: String,
+    },
+    /// A registered client was disabled by an administrator: it can no
+    /// longer authorize, exchange or refresh, and its tokens introspect as
+    /// inactive.
+    #[serde(rename = "oauth_client.disabled")]
+    ClientDisabled {
+        /// The client.
+        client_id: String,
+    },
+    /// A disabled client was enabled again.
+    #[serde(rename = "oauth_client.enabled")]
+    ClientEnabled {
+        /// The client.
+        client_id: String,
+    },
+    /// A registered client was deleted by an administrator, and its
+    /// grants revoked.
+    #[serde(rename = "oauth_client.deleted")]
+    ClientDeleted {
+        /// The client.
+        client_id: String,
+        /// Grants revoked with it.
+        grants_revoked: usize,
+    },
+    /// A disabled client was refused.
+    #[serde(rename = "oauth_client.disabled_refused")]
+    DisabledClientRefused {
+        /// The client.
+        client_id: String,
+        /// `authorize`, `token` or `revoke`.
+        endpoint: String,
+    },
+    /// Every grant of a user was revoked (account deletion, "sign out
+    /// everywhere"), and their remembered consents forgotten.
+    #[serde(rename = "user.grants_revoked")]
+    UserGrantsRevoked {
+        /// The user.
+        subject: String,
+        /// How many grants.
+        grants_revoked: usize,
+    },
     /// An upstream login failed.
     #[serde(rename = "upstream.login_failed")]
     UpstreamLoginFailed {
@@ -330,11 +382,17 @@ impl AuditKind {
             | Self::SigningKeyActivated { .. }
             | Self::SigningKeyRetired { .. }
             | Self::SigningKeysDeleted { .. }
-            | Self::SigningKeyRevoked { .. } => AuditClass::Security,
+            | Self::SigningKeyRevoked { .. }
+            | Self::ClientDisabled { .. }
+            | Self::ClientEnabled { .. }
+            | Self::ClientDeleted { .. }
+            | Self::UserGrantsRevoked { .. } => AuditClass::Security,
             Self::CimdFetchFailed { .. }
             | Self::ClientRegistrationRejected { .. }
             | Self::ClientAssertionRejected { .. }
-            | Self::UpstreamLoginFailed { .. } => AuditClass::Rejection,
+            | Self::UpstreamLoginFailed { .. }
+            | Self::ResourceRefused { .. }
+            | Self::DisabledClientRefused { .. } => AuditClass::Rejection,
             Self::CimdResolved { .. }
             | Self::ClientRegistered { .. }
             | Self::ClientTokenlessAdmitted { .. }
@@ -355,6 +413,7 @@ impl AuditKind {
             | Self::ClientRegistrationRejected { reason, .. }
             | Self::ClientAssertionRejected { reason, .. }
             | Self::UpstreamLoginFailed { reason, .. } => Some(reason),
+            Self::ResourceRefused { endpoint, .. } | Self::DisabledClientRefused { endpoint, .. } => Some(endpoint),
             _ => None,
         }
     }
@@ -388,6 +447,12 @@ impl AuditKind {
             Self::ClientAssertionRejected { .. } => "oauth_client.assertion_rejected",
             Self::UpstreamLoginSucceeded { .. } => "upstream.login_succeeded",
             Self::UpstreamLoginFailed { .. } => "upstream.login_failed",
+            Self::ResourceRefused { .. } => "resource.refused",
+            Self::ClientDisabled { .. } => "oauth_client.disabled",
+            Self::ClientEnabled { .. } => "oauth_client.enabled",
+            Self::ClientDeleted { .. } => "oauth_client.deleted",
+            Self::DisabledClientRefused { .. } => "oauth_client.disabled_refused",
+            Self::UserGrantsRevoked { .. } => "user.grants_revoked",
         }
     }
 }
@@ -497,6 +562,25 @@ mod tests {
                 client_id: None,
                 reason: s(),
             },
+            AuditKind::ResourceRefused {
+                client_id: s(),
+                endpoint: s(),
+                detail: s(),
+            },
+            AuditKind::ClientDisabled { client_id: s() },
+            AuditKind::ClientEnabled { client_id: s() },
+            AuditKind::ClientDeleted {
+                client_id: s(),
+                grants_revoked: 2,
+            },
+            AuditKind::DisabledClientRefused {
+                client_id: s(),
+                endpoint: s(),
+            },
+            AuditKind::UserGrantsRevoked {
+                subject: s(),
+                grants_revoked: 3,
+            },
         ]
     }
 
@@ -529,7 +613,14 @@ mod tests {
             "oauth_client.assertion_rejected",
             "upstream.login_succeeded",
             "upstream.login_failed",
+            "resource.refused",
+            "oauth_client.disabled",
+            "oauth_client.enabled",
+            "oauth_client.deleted",
+            "oauth_client.disabled_refused",
+            "user.grants_revoked",
         ];
+        assert_eq!(all_kinds().len(), expected.len());
         let project = ProjectId::new("proj_acme_prod").unwrap();
         for (kind, name) in all_kinds().into_iter().zip(expected) {
             let e = AuditEvent::new(project.clone(), datetime!(2026-11-26 12:00 UTC), kind);

@@ -21,10 +21,14 @@ use crate::client::{Client, ClientId, ClientIdError};
 use crate::error::{ErrorCode, OAuthError};
 use crate::grant::{CodeRecord, Grant, GrantId, Subject};
 use crate::pkce::CodeChallenge;
+use crate::presentation::{
+    self, ClientDisplay, ClientIdentity, ConsentPresentation, LinkKind, RedirectDisplay, ResourceDisplay, ScopeDisplay,
+    ServiceDisplay,
+};
 use crate::project::{ProjectId, ProjectSettings};
 use crate::redirect_uri::RedirectUri;
 use crate::resource::{ResourceSet, ResourceUri};
-use crate::scope::ScopeSet;
+use crate::scope::{Scope, ScopeSet};
 use crate::secret::SecretString;
 
 /// How long a user may take to log in and consent.
@@ -129,6 +133,9 @@ pub enum ClientRequestError {
     /// The client is not known to this project.
     #[error("unknown client")]
     UnknownClient,
+    /// An administrator disabled the (registered) client.
+    #[error("this client has been disabled by the administrator of this service")]
+    DisabledClient,
     /// The client's metadata document could not be used.
     #[error("the client's metadata document could not be used ({reason})")]
     ClientMetadataUnavailable {
@@ -161,7 +168,7 @@ impl ClientRequestError {
             Self::UnknownClient | Self::ClientMetadataUnavailable { .. } | Self::CimdDisabled => {
                 ErrorCode::InvalidClient
             }
-            Self::GrantNotAllowed => ErrorCode::UnauthorizedClient,
+            Self::GrantNotAllowed | Self::DisabledClient => ErrorCode::UnauthorizedClient,
             _ => ErrorCode::InvalidRequest,
         }
     }
@@ -296,10 +303,20 @@ pub struct PendingAuthorization {
     /// a session (OpenID Connect Core 1.0 section 3.1.2.1).
     #[serde(default)]
     pub force_login: bool,
-    /// `prompt=consent`: the host must ask for consent again. This crate
-    /// keeps no consent memory, so consent is asked every time anyway.
+    /// `prompt=consent`: the host must ask for consent again, even when
+    /// the user's consent is remembered (the upstream login step then
+    /// never skips the consent page).
     #[serde(default)]
     pub force_consent: bool,
+    /// `prompt=none`: no page may be shown to the user (OpenID Connect
+    /// Core 1.0 section 3.1.2.1). Only ever set for a request that goes
+    /// through an upstream login ([`validate_request_with`] with
+    /// [`RequestOptions::allow_prompt_none`]): the provider is asked for a
+    /// silent sign-in, and the user's remembered consent must cover the
+    /// request; otherwise the client gets `login_required` /
+    /// `consent_required`. [`validate_request`] refuses `prompt=none`.
+    #[serde(default)]
+    pub prompt_none: bool,
     /// `login_hint`, for prefilling the login form (at most 256 characters,
     /// no control characters; dropped otherwise). Never trust it as an
     /// identity.
@@ -322,9 +339,51 @@ pub struct PendingAuthorization {
     /// When the request was validated.
     #[serde(with = "time::serde::timestamp")]
     pub created_at: OffsetDateTime,
+    /// Everything a consent page shows, verified facts first (see
+    /// [`crate::presentation`]): the built-in page renders it, and a host's
+    /// own page should show the same. Pending authorizations stored before
+    /// this field existed read back with an empty one.
+    #[serde(default)]
+    pub presentation: ConsentPresentation,
 }
 
-/// Phase 2: everything but the client and redirect URI.
+/// How phase 2 treats what depends on the request's context: the issuer
+/// (whose host names the service on the consent page when the project has
+/// no display name) and the login step that follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RequestOptions<'a> {
+    /// The project's issuer.
+    pub issuer: &'a str,
+    /// Accept `prompt=none` (setting [`PendingAuthorization::prompt_none`])
+    /// instead of refusing it with `consent_required`. Only for a request
+    /// whose login is an upstream login, where a silent sign-in at the
+    /// provider and the user's remembered consent can answer it without a
+    /// page.
+    pub allow_prompt_none: bool,
+}
+
+impl<'a> RequestOptions<'a> {
+    /// The defaults for `issuer`: `prompt=none` is refused.
+    pub const fn new(issuer: &'a str) -> Self {
+        Self {
+            issuer,
+            allow_prompt_none: false,
+        }
+    }
+
+    /// Sets [`RequestOptions::allow_prompt_none`].
+    #[must_use]
+    pub const fn allow_prompt_none(mut self, allow: bool) -> Self {
+        self.allow_prompt_none = allow;
+        self
+    }
+}
+
+/// Phase 2: everything but the client and redirect URI. `issuer` is the
+/// project's issuer, whose host names the service on the consent page when
+/// the project has no display name. `prompt=none` is refused with
+/// `consent_required` (see [`validate_request_with`]).
 ///
 /// # Errors
 /// A [`RedirectError`] to send back to the client.
@@ -334,8 +393,34 @@ pub fn validate_request(
     settings: &ProjectSettings,
     client: &Client,
     redirect_uri: String,
+    issuer: &str,
     now: OffsetDateTime,
 ) -> Result<PendingAuthorization, RedirectError> {
+    validate_request_with(
+        req,
+        project,
+        settings,
+        client,
+        redirect_uri,
+        now,
+        RequestOptions::new(issuer),
+    )
+}
+
+/// Phase 2 with [`RequestOptions`].
+///
+/// # Errors
+/// A [`RedirectError`] to send back to the client.
+pub fn validate_request_with(
+    req: &AuthorizationRequest,
+    project: &ProjectId,
+    settings: &ProjectSettings,
+    client: &Client,
+    redirect_uri: String,
+    now: OffsetDateTime,
+    options: RequestOptions<'_>,
+) -> Result<PendingAuthorization, RedirectError> {
+    let issuer = options.issuer;
     let fail = |code: ErrorCode, description: Cow<'static, str>| RedirectError {
         redirect_uri: redirect_uri.clone(),
         error: OAuthError::with_description(code, description),
@@ -379,10 +464,10 @@ pub fn validate_request(
     let scopes = resolve_scopes(req.scope.as_deref(), settings, client).map_err(|e| fail(e.code(), e.description))?;
     let resources = resolve_resources(&req.resource, settings).map_err(|e| fail(e.code(), e.description))?;
     let prompt = Prompt::parse(req.prompt.as_deref()).map_err(|e| fail(e.code(), e.description))?;
-    if prompt.none {
-        // No consent is remembered by this crate, so a request that forbids
-        // interaction can never be approved silently (OpenID Connect Core
-        // 1.0 section 3.1.2.6).
+    if prompt.none && !options.allow_prompt_none {
+        // Without an upstream login there is no remembered consent to
+        // answer with, so a request that forbids interaction can never be
+        // approved silently (OpenID Connect Core 1.0 section 3.1.2.6).
         return Err(fail(
             ErrorCode::ConsentRequired,
             "prompt=none, but the user must consent to this request".into(),
@@ -399,7 +484,7 @@ pub fn validate_request(
         .login_hint
         .clone()
         .filter(|h| !h.is_empty() && h.chars().count() <= MAX_LOGIN_HINT && !h.chars().any(char::is_control));
-    Ok(PendingAuthorization {
+    let mut pending = PendingAuthorization {
         project: project.clone(),
         client_id: client.client_id.clone(),
         client_name: client.metadata.client_name.clone(),
@@ -412,6 +497,7 @@ pub fn validate_request(
         offline_access: scopes.offline_access,
         force_login: prompt.login,
         force_consent: prompt.consent,
+        prompt_none: prompt.none,
         login_hint,
         app_scheme,
         resources,
@@ -419,7 +505,97 @@ pub fn validate_request(
         code_challenge,
         nonce: req.nonce.clone().filter(|n| !n.is_empty()),
         created_at: now,
-    })
+        presentation: ConsentPresentation::default(),
+    };
+    pending.presentation = ConsentPresentation::new(settings, client, &pending, issuer);
+    Ok(pending)
+}
+
+impl ConsentPresentation {
+    /// What the consent page for `pending` shows, from the project's
+    /// settings, the resolved client and the issuer the project uses.
+    /// [`validate_request`] calls it. (Defined here, above
+    /// [`crate::presentation`], which knows nothing of requests.)
+    pub fn new(settings: &ProjectSettings, client: &Client, pending: &PendingAuthorization, issuer: &str) -> Self {
+        let display = &settings.display;
+        let service = ServiceDisplay {
+            name: display
+                .name
+                .clone()
+                .or_else(|| presentation::url_host(issuer))
+                .unwrap_or_else(|| issuer.to_owned()),
+            logo_uri: display.logo_uri.clone(),
+        };
+        let (identity, verified_host) = match &client.client_id {
+            ClientId::Metadata(url) => {
+                let host = url.host();
+                (ClientIdentity::Verified { host: host.clone() }, Some(host))
+            }
+            ClientId::Registered(id) => (
+                ClientIdentity::Unverified {
+                    client_id: id.as_str().to_owned(),
+                },
+                None,
+            ),
+        };
+        let meta = &client.metadata;
+        let link = |kind: LinkKind, uri: &Option<String>| {
+            presentation::client_link(kind, uri.as_deref(), verified_host.as_deref())
+        };
+        let links = [
+            link(LinkKind::Homepage, &meta.client_uri),
+            link(LinkKind::Terms, &meta.tos_uri),
+            link(LinkKind::Privacy, &meta.policy_uri),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let client_display = ClientDisplay {
+            identity,
+            name: meta.client_name.clone(),
+            logo: link(LinkKind::Logo, &meta.logo_uri),
+            links,
+        };
+        let describe = |scope: &str| ScopeDisplay {
+            scope: scope.to_owned(),
+            description: display.scope_description(scope).map(Cow::into_owned),
+        };
+        let mut scopes: Vec<ScopeDisplay> = pending
+            .scopes
+            .iter()
+            .map(Scope::as_str)
+            .filter(|s| *s != OFFLINE_ACCESS)
+            .map(describe)
+            .collect();
+        if pending.offline_access && settings.issues_refresh_tokens() && meta.allows_refresh() {
+            scopes.push(describe(OFFLINE_ACCESS));
+        }
+        let resources = pending
+            .resources
+            .iter()
+            .map(|r| ResourceDisplay {
+                uri: r.canonical().to_owned(),
+                // The presentation's name wins; else the known-resource
+                // list's (`ProjectSettings::resources`).
+                name: display
+                    .resource_name(r)
+                    .or_else(|| settings.resource_name(r))
+                    .map(str::to_owned),
+            })
+            .collect();
+        Self {
+            service,
+            client: client_display,
+            redirect: RedirectDisplay {
+                host: pending.redirect_host.clone(),
+                app_scheme: pending.app_scheme.clone(),
+                loopback_only: pending.loopback_only,
+            },
+            scopes,
+            dropped_scopes: pending.dropped_scopes.iter().map(|s| s.as_str().to_owned()).collect(),
+            resources,
+        }
+    }
 }
 
 /// A scope or resource failure, before it becomes a redirect or a token error.
@@ -581,8 +757,9 @@ pub fn resolve_scopes(
 }
 
 /// The resources of an authorization request: the requested ones if valid
-/// and allowed, else the project's default resource, else an empty set
-/// unless the project requires one.
+/// and accepted ([`ProjectSettings::accepts_resource`]: by default only the
+/// project's known resources), else the project's default resource, else
+/// an empty set unless the project requires one.
 ///
 /// # Errors
 /// `invalid_target`.
@@ -596,10 +773,10 @@ pub fn resolve_resources(requested: &[String], settings: &ProjectSettings) -> Re
     let mut set = ResourceSet::new();
     for raw in requested {
         let r = ResourceUri::parse(raw.as_str()).map_err(|e| ParameterError::new(e.code(), e.to_string()))?;
-        if !settings.allowed_resources.is_empty() && !settings.allowed_resources.contains(&r) {
+        if !settings.accepts_resource(&r) {
             return Err(ParameterError::new(
                 ErrorCode::InvalidTarget,
-                "the requested resource is not served by this project",
+                format!("the resource {r} is not known to this project"),
             ));
         }
         set.insert(r);

@@ -5,6 +5,13 @@
 //! handed to its [`ConsentHandler`], which shows a page, authenticates the
 //! user and later calls [`OAuthEndpoints::approve`] or
 //! [`OAuthEndpoints::deny`].
+//!
+//! Pages are themeable: the router renders every error page with the
+//! endpoints' [`crate::pages::PageRenderer`] (set it with
+//! [`OAuthEndpoints::with_pages`]; [`crate::pages::DefaultPages`] by
+//! default), and a consent handler renders its page with the same
+//! renderer through [`OAuthEndpoints::consent_page`] and a
+//! [`crate::pages::ConsentView`] of the pending authorization.
 
 use std::sync::Arc;
 
@@ -24,7 +31,10 @@ use crate::server::SignedIn;
 #[async_trait]
 pub trait ConsentHandler: Send + Sync {
     /// Called with a validated authorization request; returns the page (or
-    /// redirect) to show. Keep `pending` server-side.
+    /// redirect) to show. Keep `pending` server-side. Show at least what
+    /// [`PendingAuthorization::presentation`] holds, verified facts first;
+    /// [`OAuthEndpoints::consent_page`] renders it with the endpoints'
+    /// page renderer.
     async fn consent(
         &self,
         endpoints: &OAuthEndpoints,

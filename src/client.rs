@@ -875,6 +875,16 @@ pub struct Client {
     /// When the client was registered or resolved.
     #[serde(with = "time::serde::timestamp")]
     pub issued_at: OffsetDateTime,
+    /// When an administrator disabled this registered client
+    /// ([`crate::store::ClientStore::set_disabled`]); `None`: enabled. A
+    /// disabled client cannot authorize, exchange codes, refresh or revoke,
+    /// and its tokens introspect as inactive.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::timestamp::option"
+    )]
+    pub disabled_at: Option<OffsetDateTime>,
 }
 
 impl Client {
@@ -886,7 +896,13 @@ impl Client {
             secret_hash: None,
             secret_expires_at: None,
             issued_at,
+            disabled_at: None,
         }
+    }
+
+    /// Whether an administrator disabled the client.
+    pub const fn is_disabled(&self) -> bool {
+        self.disabled_at.is_some()
     }
 
     /// Whether the client authenticates at the token endpoint (has a secret

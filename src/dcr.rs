@@ -223,10 +223,9 @@ impl IatOptions {
 
 /// Why an initial access token cannot be issued or used.
 ///
-/// Every state error ([`IatError::Unknown`] to [`IatError::Revoked`]) is
-/// answered identically (401 `invalid_token`, see
-/// [`IatError::to_oauth_error`]); the variants exist for audit events and
-/// the host's logs only.
+/// Every state error ([`IatError::Missing`] to [`IatError::Revoked`]) is
+/// answered 401 `invalid_token` with a Bearer challenge and a description
+/// naming the state (see [`IatError::to_oauth_error`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum IatError {
@@ -288,12 +287,37 @@ impl IatError {
 
     /// The response to a registration request whose token failed:
     /// 401 `invalid_token` with `WWW-Authenticate: Bearer
-    /// error="invalid_token"` and one fixed description, whichever the
-    /// reason (RFC 7591 section 3, RFC 6750 section 3.1): a caller learns
-    /// nothing about which tokens exist.
+    /// error="invalid_token"` (RFC 7591 section 3, RFC 6750 section 3.1)
+    /// and a description saying what is wrong: missing, not a bearer
+    /// token, unknown, expired, used up or revoked, so a developer knows
+    /// what to fix.
+    ///
+    /// # Security
+    /// Tokens are looked up in the request's project only, so a token of
+    /// another project is "unknown" exactly like one that never existed:
+    /// the answer reveals nothing about other projects. Expired, used-up
+    /// and revoked are told only to a caller who holds that project's
+    /// token (256 random bits).
     pub fn to_oauth_error(self) -> OAuthError {
-        OAuthError::with_description(ErrorCode::InvalidToken, "a valid initial access token is required")
+        OAuthError::with_description(ErrorCode::InvalidToken, self.description())
             .with_challenge(crate::error::Challenge::Bearer)
+    }
+
+    /// The `error_description` of [`IatError::to_oauth_error`].
+    pub const fn description(self) -> &'static str {
+        match self {
+            Self::Missing => "an initial access token is required: send it as Authorization: Bearer iatk_...",
+            Self::Malformed => "the Authorization header must be Bearer followed by the initial access token",
+            Self::Unknown => "the initial access token is not valid for this project",
+            Self::Expired => "the initial access token has expired",
+            Self::Exhausted => "the initial access token has been used up (max_uses reached)",
+            Self::Revoked => "the initial access token was revoked",
+            Self::MalformedId => "an initial access token id is iat_ followed by 16 lowercase hex digits",
+            Self::InvalidLabel => "the label must be at most 200 bytes without control characters",
+            Self::InvalidTtl => "the lifetime must be positive",
+            Self::InvalidMaxUses => "max_uses must be at least 1",
+            Self::InvalidPin => "the pinned token_endpoint_auth_method cannot be satisfied",
+        }
     }
 }
 
@@ -872,32 +896,42 @@ mod tests {
     }
 
     #[test]
-    fn every_state_error_renders_identically() {
-        let rendered: Vec<_> = [
+    fn every_state_error_is_a_bearer_challenge_naming_the_state() {
+        let states = [
             IatError::Missing,
             IatError::Malformed,
             IatError::Unknown,
             IatError::Expired,
             IatError::Exhausted,
             IatError::Revoked,
-        ]
-        .into_iter()
-        .map(|e| {
+        ];
+        let mut descriptions = Vec::new();
+        for e in states {
             let r = RegistrationError::Token(e).to_oauth_error().to_response();
-            (r.status(), r.headers().clone(), r.into_body())
-        })
-        .collect();
-        let first = &rendered[0];
-        assert_eq!(first.0, 401);
-        assert!(
-            first.1[http::header::WWW_AUTHENTICATE]
-                .to_str()
-                .unwrap()
-                .starts_with("Bearer error=\"invalid_token\"")
-        );
-        let body: Value = serde_json::from_slice(&first.2).unwrap();
-        assert_eq!(body["error"], "invalid_token");
-        assert!(rendered.iter().all(|r| r == first));
+            assert_eq!(r.status(), 401, "{e:?}");
+            let challenge = r.headers()[http::header::WWW_AUTHENTICATE].to_str().unwrap().to_owned();
+            assert!(challenge.starts_with("Bearer error=\"invalid_token\""), "{challenge}");
+            let body: Value = serde_json::from_slice(r.body()).unwrap();
+            assert_eq!(body["error"], "invalid_token");
+            let d = body["error_description"].as_str().unwrap().to_owned();
+            assert_eq!(d, e.description());
+            assert!(challenge.contains(&d), "{challenge}");
+            descriptions.push(d);
+        }
+        for (word, e) in [
+            ("required", 0),
+            ("Bearer", 1),
+            ("not valid", 2),
+            ("expired", 3),
+            ("used up", 4),
+            ("revoked", 5),
+        ] {
+            assert!(descriptions[e].contains(word), "{}", descriptions[e]);
+        }
+        let mut unique = descriptions.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), states.len(), "each state says what is wrong");
     }
 
     #[test]

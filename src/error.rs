@@ -62,11 +62,18 @@ pub enum ErrorCode {
     /// `consent_required` (OpenID Connect Core 1.0 section 3.1.2.6):
     /// `prompt=none` but the user must consent.
     ConsentRequired,
+    /// `interaction_required` (OpenID Connect Core 1.0 section 3.1.2.6):
+    /// `prompt=none` but a page would have to be shown (e.g. the upstream
+    /// provider said so).
+    InteractionRequired,
+    /// `account_selection_required` (OpenID Connect Core 1.0 section
+    /// 3.1.2.6): `prompt=none` but the user must choose an account.
+    AccountSelectionRequired,
 }
 
 impl ErrorCode {
     /// Every code, in declaration order.
-    pub const ALL: [Self; 20] = [
+    pub const ALL: [Self; 22] = [
         Self::InvalidRequest,
         Self::UnauthorizedClient,
         Self::AccessDenied,
@@ -87,6 +94,8 @@ impl ErrorCode {
         Self::InvalidTarget,
         Self::LoginRequired,
         Self::ConsentRequired,
+        Self::InteractionRequired,
+        Self::AccountSelectionRequired,
     ];
 
     /// The RFC string, e.g. `"invalid_grant"`.
@@ -112,6 +121,8 @@ impl ErrorCode {
             Self::InvalidTarget => "invalid_target",
             Self::LoginRequired => "login_required",
             Self::ConsentRequired => "consent_required",
+            Self::InteractionRequired => "interaction_required",
+            Self::AccountSelectionRequired => "account_selection_required",
         }
     }
 
@@ -187,6 +198,7 @@ pub struct OAuthError {
     uri: Option<String>,
     challenge: Option<Challenge>,
     status: Option<StatusCode>,
+    allow: Option<Box<str>>,
 }
 
 impl OAuthError {
@@ -198,6 +210,7 @@ impl OAuthError {
             uri: None,
             challenge: None,
             status: None,
+            allow: None,
         }
     }
 
@@ -221,6 +234,7 @@ impl OAuthError {
             uri: None,
             challenge: None,
             status: None,
+            allow: None,
         }
     }
 
@@ -255,6 +269,20 @@ impl OAuthError {
     pub const fn with_status(mut self, status: StatusCode) -> Self {
         self.status = Some(status);
         self
+    }
+
+    /// Names the methods the endpoint accepts, sent as the `Allow` header
+    /// of the rendered response (RFC 9110 section 15.5.6: a 405 must carry
+    /// it). `methods` is the header value, e.g. `"POST, OPTIONS"`.
+    #[must_use]
+    pub fn with_allow(mut self, methods: impl Into<String>) -> Self {
+        self.allow = Some(methods.into().into_boxed_str());
+        self
+    }
+
+    /// The `Allow` header value set by [`OAuthError::with_allow`].
+    pub fn allow(&self) -> Option<&str> {
+        self.allow.as_deref()
     }
 
     /// The code.
@@ -328,6 +356,11 @@ impl OAuthError {
         {
             headers.insert(header::WWW_AUTHENTICATE, value);
         }
+        if let Some(allow) = self.allow.as_deref()
+            && let Ok(value) = HeaderValue::from_str(allow)
+        {
+            headers.insert(header::ALLOW, value);
+        }
         response
     }
 }
@@ -359,7 +392,12 @@ struct ErrorBody<'a> {
 }
 
 /// Keeps the characters RFC 6749 section 5.2 allows in `error_description`
-/// and replaces every other one with `?`; caps the length at 512 bytes.
+/// (printable ASCII but `"` and `\`); caps the length at 512 bytes.
+///
+/// Quotes, which messages from serde and from this crate's validators use
+/// to name a value (`invalid type: string "x"`), become `'` (also the
+/// typographic ones), so the message still reads as written; a backslash
+/// becomes `/`, whitespace controls a space, and any other character `?`.
 fn sanitize_description(d: Cow<'static, str>) -> Cow<'static, str> {
     const MAX: usize = 512;
     let allowed = |c: char| matches!(c, '\x20'..='\x21' | '\x23'..='\x5B' | '\x5D'..='\x7E');
@@ -371,7 +409,13 @@ fn sanitize_description(d: Cow<'static, str>) -> Cow<'static, str> {
         if out.len() >= MAX {
             break;
         }
-        out.push(if allowed(c) { c } else { '?' });
+        out.push(match c {
+            c if allowed(c) => c,
+            '"' | '\u{2018}' | '\u{2019}' | '\u{201C}' | '\u{201D}' => '\'',
+            '\\' => '/',
+            '\t' | '\n' | '\r' => ' ',
+            _ => '?',
+        });
     }
     Cow::Owned(out)
 }
@@ -426,14 +470,14 @@ mod tests {
 
     #[test]
     fn descriptions_cannot_break_headers() {
-        let e = OAuthError::with_description(ErrorCode::InvalidToken, "a \"quoted\"\r\nInjected: x\\ é");
+        let e = OAuthError::with_description(ErrorCode::InvalidToken, "a \"quoted\"\r\nInjected: x\\ é\u{7}");
         let d = e.description().unwrap();
-        assert_eq!(d, "a ?quoted???Injected: x? ?");
+        assert_eq!(d, "a 'quoted'  Injected: x/ ??");
         let r = e.to_response();
         assert_eq!(r.status(), 401);
         assert_eq!(
             r.headers()[header::WWW_AUTHENTICATE],
-            "Bearer error=\"invalid_token\", error_description=\"a ?quoted???Injected: x? ?\""
+            "Bearer error=\"invalid_token\", error_description=\"a 'quoted'  Injected: x/ ??\""
         );
         let long = "x".repeat(2000);
         assert!(
@@ -442,6 +486,40 @@ mod tests {
                 .unwrap()
                 .len()
                 <= 512
+        );
+    }
+
+    #[test]
+    fn quotes_in_descriptions_read_as_quotes() {
+        // What serde says about a wrong JSON type, as the admin API and
+        // registration pass it on.
+        let serde_msg = serde_json::from_str::<Vec<String>>("\"abc\"").unwrap_err().to_string();
+        assert!(serde_msg.contains('"'), "{serde_msg}");
+        let e = OAuthError::with_description(ErrorCode::InvalidRequest, serde_msg);
+        let d = e.description().unwrap();
+        assert!(d.contains("string 'abc'"), "{d}");
+        assert!(!d.contains('?'), "{d}");
+        let body: serde_json::Value = serde_json::from_slice(&e.to_json()).unwrap();
+        assert_eq!(body["error_description"], d);
+        let typographic =
+            OAuthError::with_description(ErrorCode::InvalidRequest, "\u{201C}x\u{201D} \u{2018}y\u{2019}");
+        assert_eq!(typographic.description(), Some("'x' 'y'"));
+    }
+
+    #[test]
+    fn allow_header_names_the_endpoint_methods() {
+        let r = OAuthError::new(ErrorCode::InvalidRequest)
+            .with_status(StatusCode::METHOD_NOT_ALLOWED)
+            .with_allow("POST, OPTIONS")
+            .to_response();
+        assert_eq!(r.status(), 405);
+        assert_eq!(r.headers()[header::ALLOW], "POST, OPTIONS");
+        assert!(
+            OAuthError::new(ErrorCode::InvalidRequest)
+                .to_response()
+                .headers()
+                .get(header::ALLOW)
+                .is_none()
         );
     }
 

@@ -31,11 +31,33 @@ impl GrantId {
         Self(format!("grant_{}", hex(random)))
     }
 
+    /// An id that sorts before every other (a range bound for indexes).
+    pub(crate) const fn lowest() -> Self {
+        Self(String::new())
+    }
+
+    /// Validates the form: `grant_` and 32 lowercase hex digits.
+    ///
+    /// # Errors
+    /// [`InvalidGrantId`].
+    pub fn new(id: impl Into<String>) -> Result<Self, InvalidGrantId> {
+        let id = id.into();
+        let ok = id
+            .strip_prefix("grant_")
+            .is_some_and(|h| h.len() == 32 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')));
+        if ok { Ok(Self(id)) } else { Err(InvalidGrantId) }
+    }
+
     /// The id.
     pub fn as_str(&self) -> &str {
         &self.0
     }
 }
+
+/// The string was not `grant_` and 32 lowercase hex digits.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("a grant id is grant_ followed by 32 lowercase hex digits")]
+pub struct InvalidGrantId;
 
 impl fmt::Debug for GrantId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -109,6 +131,41 @@ pub struct Grant {
     /// When the user approved.
     #[serde(with = "time::serde::timestamp")]
     pub granted_at: OffsetDateTime,
+}
+
+/// A grant as its user and the administrator see it ("connected apps"):
+/// what was granted, when, and when it was last used. The
+/// [`crate::store::GrantStore`] keeps one from the moment the user
+/// approves (the code is stored) for as long as any code or token of the
+/// grant may be alive, and forgets it when the grant is revoked.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct GrantSummary {
+    /// The grant: client, user, scopes, resources, when approved.
+    pub grant: Grant,
+    /// When a token was last issued for it (code exchange or refresh);
+    /// `None` while the code has not been exchanged.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::timestamp::option"
+    )]
+    pub last_used_at: Option<OffsetDateTime>,
+    /// When the last of its codes and tokens expires (as far as the store
+    /// knows); a grant past it is no longer listed.
+    #[serde(with = "time::serde::timestamp")]
+    pub expires_at: OffsetDateTime,
+}
+
+impl GrantSummary {
+    /// A summary of a grant approved just now, alive until `expires_at`.
+    pub const fn new(grant: Grant, expires_at: OffsetDateTime) -> Self {
+        Self {
+            grant,
+            last_used_at: None,
+            expires_at,
+        }
+    }
 }
 
 /// A stored authorization code.

@@ -8,6 +8,11 @@
 //! CORS for the endpoints browser-based MCP clients call, and rendering of
 //! every OAuth error. Mount its methods on any framework; the `axum`
 //! feature does it for axum.
+//!
+//! Error pages (and the consent page, when the host asks for it) are
+//! rendered through a [`PageRenderer`] ([`OAuthEndpoints::with_pages`];
+//! [`DefaultPages`] by default) and show the request id of the request's
+//! `X-Request-Id` header ([`crate::pages::request_id`]).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -22,10 +27,14 @@ pub use crate::cimd::RequestSource;
 use crate::error::{ErrorCode, OAuthError};
 use crate::grant::Subject;
 use crate::metrics;
+/// Escapes text for HTML (moved to [`crate::pages`]; kept here for hosts
+/// that used it from this module).
+pub use crate::pages::escape_html;
+use crate::pages::{ConsentView, DefaultPages, ErrorKind, ErrorView, PageRenderer, request_id};
 use crate::project::ProjectId;
 use crate::scope::ScopeSet;
 use crate::secret::SecretString;
-use crate::server::{AuthorizationServer, AuthorizeOutcome, CallbackOutcome, SignedIn};
+use crate::server::{ApproveError, AuthorizationServer, AuthorizeOutcome, CallbackOutcome, SignedIn};
 
 /// The header that selects a project: `X-Authio-Project`.
 pub const PROJECT_HEADER: &str = "x-authio-project";
@@ -220,6 +229,7 @@ pub struct OAuthEndpoints {
     resolver: Arc<dyn ProjectResolver>,
     introspection: Option<Arc<dyn IntrospectionAuthenticator>>,
     max_body: usize,
+    pages: Arc<dyn PageRenderer>,
 }
 
 impl std::fmt::Debug for OAuthEndpoints {
@@ -240,7 +250,42 @@ impl OAuthEndpoints {
             resolver,
             introspection: None,
             max_body: DEFAULT_MAX_BODY,
+            pages: Arc::new(DefaultPages),
         }
+    }
+
+    /// Renders the consent and error pages with `pages` instead of
+    /// [`DefaultPages`] (a themed look, another language).
+    #[must_use]
+    pub fn with_pages(mut self, pages: Arc<dyn PageRenderer>) -> Self {
+        self.pages = pages;
+        self
+    }
+
+    /// The page renderer.
+    pub fn pages(&self) -> &dyn PageRenderer {
+        self.pages.as_ref()
+    }
+
+    /// The consent page for `view`, rendered with [`Self::pages`], with
+    /// the headers of [`crate::pages::consent_response`] (its CSP lets the
+    /// form post only to this server and the verified redirect origin).
+    pub fn consent_page(&self, view: &ConsentView<'_>) -> Response<Vec<u8>> {
+        crate::pages::render_consent(self.pages.as_ref(), view)
+    }
+
+    /// The error page for `e` in answer to a request with `headers` (its
+    /// request id is shown), rendered with [`Self::pages`]. The kind
+    /// (whose fault) is [`ErrorKind::of`] unless `kind` says otherwise.
+    /// A 405 carries the error's `Allow` header.
+    pub fn error_page_for(&self, headers: &HeaderMap, e: &OAuthError, kind: Option<ErrorKind>) -> Response<Vec<u8>> {
+        let mut view = ErrorView::new(e).with_request_id(request_id(headers));
+        if let Some(kind) = kind {
+            view = view.with_kind(kind);
+        }
+        let mut r = crate::pages::render_error(self.pages.as_ref(), &view);
+        add_allow(&mut r, e);
+        r
     }
 
     /// Who may introspect.
@@ -283,7 +328,7 @@ impl OAuthEndpoints {
         }
         let started = Instant::now();
         let result = async {
-            allow(req, &[Method::GET, Method::HEAD])?;
+            allow(req, &[Method::GET, Method::HEAD, Method::OPTIONS])?;
             let project = self.project(req)?;
             let m = self.server.metadata(&project).await?;
             Ok(m.to_json())
@@ -317,7 +362,7 @@ impl OAuthEndpoints {
         }
         let started = Instant::now();
         let result = async {
-            allow(req, &[Method::GET, Method::HEAD])?;
+            allow(req, &[Method::GET, Method::HEAD, Method::OPTIONS])?;
             let project = self.project(req)?;
             Ok(self.server.jwks(&project).await?.to_json())
         }
@@ -352,7 +397,7 @@ impl OAuthEndpoints {
         }
         let started = Instant::now();
         let result = async {
-            allow(req, &[Method::GET, Method::POST])?;
+            allow(req, &[Method::GET, Method::POST, Method::OPTIONS])?;
             let project = self.project(req)?;
             self.server.userinfo(&project, authorization(req)).await
         }
@@ -371,7 +416,7 @@ impl OAuthEndpoints {
         let started = Instant::now();
         let shown = |e: &OAuthError| {
             metrics::request("authorize", e.code().as_str(), started.elapsed());
-            AuthorizeResponse::Response(error_page(e))
+            AuthorizeResponse::Response(self.error_page_for(req.headers(), e, None))
         };
         if let Err(e) = allow(req, &[Method::GET]) {
             return shown(&e);
@@ -396,7 +441,7 @@ impl OAuthEndpoints {
             }
             other => {
                 metrics::request("authorize", "upstream_login", started.elapsed());
-                AuthorizeResponse::Response(outcome_response(other))
+                AuthorizeResponse::Response(self.outcome_response(req.headers(), other))
             }
         }
     }
@@ -407,11 +452,11 @@ impl OAuthEndpoints {
     /// redirect to the provider with the browser-binding cookie).
     pub async fn authorize_with_provider<B>(&self, req: &Request<B>, provider: &str) -> Response<Vec<u8>> {
         if let Err(e) = allow(req, &[Method::GET]) {
-            return error_page(&e);
+            return self.error_page_for(req.headers(), &e, None);
         }
         let project = match self.project(req) {
             Ok(p) => p,
-            Err(e) => return error_page(&e),
+            Err(e) => return self.error_page_for(req.headers(), &e, None),
         };
         let started = Instant::now();
         let query = req.uri().query().unwrap_or_default();
@@ -425,7 +470,7 @@ impl OAuthEndpoints {
             _ => "upstream_login",
         };
         metrics::request("upstream_authorize", label, started.elapsed());
-        outcome_response(outcome)
+        self.outcome_response(req.headers(), outcome)
     }
 
     /// `GET /v1/auth/oauth/{provider}/callback`: where the provider sends
@@ -437,11 +482,11 @@ impl OAuthEndpoints {
     pub async fn upstream_callback<B>(&self, req: &Request<B>, provider: &str) -> UpstreamCallbackResponse {
         let started = Instant::now();
         if let Err(e) = allow(req, &[Method::GET]) {
-            return UpstreamCallbackResponse::Response(error_page(&e));
+            return UpstreamCallbackResponse::Response(self.error_page_for(req.headers(), &e, None));
         }
         let project = match self.project(req) {
             Ok(p) => p,
-            Err(e) => return UpstreamCallbackResponse::Response(error_page(&e)),
+            Err(e) => return UpstreamCallbackResponse::Response(self.error_page_for(req.headers(), &e, None)),
         };
         let query = req.uri().query().unwrap_or_default();
         let binding = crate::upstream::CallbackParams::from_query(query)
@@ -459,7 +504,7 @@ impl OAuthEndpoints {
         metrics::request("upstream_callback", label, started.elapsed());
         let mut response = match outcome {
             CallbackOutcome::SignedIn(s) => return UpstreamCallbackResponse::SignedIn(s),
-            CallbackOutcome::ShowError(e) => error_page(&e),
+            CallbackOutcome::ShowError(e) => self.error_page_for(req.headers(), &e, None),
             CallbackOutcome::Redirect(location) => redirect(&location),
         };
         clear_upstream_cookie(req, &mut response);
@@ -471,7 +516,7 @@ impl OAuthEndpoints {
     pub async fn approve_signed_in(&self, signed_in: SignedIn, granted: Option<ScopeSet>) -> Response<Vec<u8>> {
         match self.server.approve_signed_in(signed_in, granted).await {
             Ok(location) => redirect(&location),
-            Err(e) => error_page(&OAuthError::with_description(ErrorCode::InvalidRequest, e.to_string())),
+            Err(e) => self.approve_error_page(&e),
         }
     }
 
@@ -485,8 +530,69 @@ impl OAuthEndpoints {
     ) -> Response<Vec<u8>> {
         match self.server.approve(pending, subject, granted).await {
             Ok(location) => redirect(&location),
-            Err(e) => error_page(&OAuthError::with_description(ErrorCode::InvalidRequest, e.to_string())),
+            Err(e) => self.approve_error_page(&e),
         }
+    }
+
+    /// An authorization outcome that is not `Pending`, as a response: the
+    /// upstream login's redirect carries the browser-binding cookie
+    /// (`HttpOnly`, `SameSite=Lax` so the provider's top-level redirect back
+    /// brings it, `Secure` on https, scoped to the callback path, 10 minutes).
+    fn outcome_response(&self, headers: &HeaderMap, outcome: AuthorizeOutcome) -> Response<Vec<u8>> {
+        match outcome {
+            AuthorizeOutcome::ShowError(e) => self.error_page_for(headers, &e, None),
+            AuthorizeOutcome::Redirect(location) => redirect(&location),
+            AuthorizeOutcome::UpstreamLogin {
+                location,
+                browser_binding,
+                callback_uri,
+            } => {
+                let Some(state) = url::Url::parse(&location)
+                    .ok()
+                    .and_then(|u| u.query_pairs().find(|(k, _)| k == "state").map(|(_, v)| v.into_owned()))
+                else {
+                    return self.error_page_for(headers, &OAuthError::server_error(), None);
+                };
+                let Ok(callback) = url::Url::parse(&callback_uri) else {
+                    return self.error_page_for(headers, &OAuthError::server_error(), None);
+                };
+                let secure = if callback.scheme() == "https" { "; Secure" } else { "" };
+                let value = format!(
+                    "{}={}; Max-Age={}; Path={}; HttpOnly; SameSite=Lax{secure}",
+                    upstream_cookie_name(&state),
+                    browser_binding.expose_secret(),
+                    crate::upstream::UPSTREAM_LOGIN_TTL.whole_seconds(),
+                    callback.path(),
+                );
+                let mut r = redirect(&location);
+                match HeaderValue::from_str(&value) {
+                    Ok(v) => {
+                        r.headers_mut().append(header::SET_COOKIE, v);
+                        r
+                    }
+                    Err(_) => self.error_page_for(headers, &OAuthError::server_error(), None),
+                }
+            }
+            _ => self.error_page_for(headers, &OAuthError::server_error(), None),
+        }
+    }
+
+    /// The page for a failed approval: an expired request is the user's
+    /// to start again, a scope widening is the host's bug and a storage
+    /// failure the server's (both "server trouble").
+    fn approve_error_page(&self, e: &ApproveError) -> Response<Vec<u8>> {
+        let (error, kind) = match e {
+            ApproveError::Approval(crate::authorize::ApprovalError::Expired) => (
+                OAuthError::with_description(ErrorCode::AccessDenied, e.to_string()),
+                ErrorKind::StartAgain,
+            ),
+            ApproveError::Approval(_) => (
+                OAuthError::with_description(ErrorCode::ServerError, e.to_string()),
+                ErrorKind::ServerTrouble,
+            ),
+            _ => (OAuthError::server_error(), ErrorKind::ServerTrouble),
+        };
+        self.error_page_for(&HeaderMap::new(), &error, Some(kind))
     }
 
     /// Completes a pending authorization with a denial: a 302 to the client
@@ -502,7 +608,7 @@ impl OAuthEndpoints {
         }
         let started = Instant::now();
         let result = async {
-            let (project, body) = self.form_request(req)?;
+            let (project, body) = self.form_request(req, &[Method::POST, Method::OPTIONS])?;
             self.server
                 .token_from(&project, authorization(req), body, request_source(req))
                 .await
@@ -525,7 +631,7 @@ impl OAuthEndpoints {
         }
         let started = Instant::now();
         let result = async {
-            let (project, body) = self.json_request(req)?;
+            let (project, body) = self.json_request_allowing(req, &[Method::POST, Method::OPTIONS])?;
             let source = request_source(req).and_then(RequestSource::ip);
             self.server
                 .register_client_from(&project, authorization(req), body, source)
@@ -582,7 +688,7 @@ impl OAuthEndpoints {
         }
         let started = Instant::now();
         let result = async {
-            let (project, body) = self.form_request(req)?;
+            let (project, body) = self.form_request(req, &[Method::POST, Method::OPTIONS])?;
             self.server.revoke(&project, authorization(req), body).await
         }
         .await;
@@ -608,7 +714,7 @@ impl OAuthEndpoints {
     pub async fn introspect<B: AsRef<[u8]>>(&self, req: &Request<B>) -> Response<Vec<u8>> {
         let started = Instant::now();
         let result = async {
-            let (project, body) = self.form_request(req)?;
+            let (project, body) = self.form_request(req, &[Method::POST])?;
             let allowed = self
                 .introspection
                 .as_ref()
@@ -629,8 +735,15 @@ impl OAuthEndpoints {
         }
     }
 
-    fn form_request<'a, B: AsRef<[u8]>>(&self, req: &'a Request<B>) -> Result<(ProjectId, &'a [u8]), OAuthError> {
-        allow(req, &[Method::POST])?;
+    fn form_request<'a, B: AsRef<[u8]>>(
+        &self,
+        req: &'a Request<B>,
+        methods: &[Method],
+    ) -> Result<(ProjectId, &'a [u8]), OAuthError> {
+        allow(req, methods)?;
+        if req.method() != Method::POST {
+            return Err(method_not_allowed(methods));
+        }
         content_type_is(req, "application/x-www-form-urlencoded")?;
         let body = req.body().as_ref();
         if body.len() > self.max_body {
@@ -644,7 +757,20 @@ impl OAuthEndpoints {
     /// # Errors
     /// 405, 415 or 413 as OAuth errors, or the resolver's error.
     pub fn json_request<'a, B: AsRef<[u8]>>(&self, req: &'a Request<B>) -> Result<(ProjectId, &'a [u8]), OAuthError> {
-        allow(req, &[Method::POST])?;
+        self.json_request_allowing(req, &[Method::POST])
+    }
+
+    /// [`Self::json_request`] for an endpoint that also answers `methods`
+    /// other than POST (named in the 405's `Allow`).
+    fn json_request_allowing<'a, B: AsRef<[u8]>>(
+        &self,
+        req: &'a Request<B>,
+        methods: &[Method],
+    ) -> Result<(ProjectId, &'a [u8]), OAuthError> {
+        allow(req, methods)?;
+        if req.method() != Method::POST {
+            return Err(method_not_allowed(methods));
+        }
         content_type_is(req, "application/json")?;
         let body = req.body().as_ref();
         if body.len() > self.max_body {
@@ -704,49 +830,6 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     found.next().is_none().then(|| first.to_owned())
 }
 
-/// An authorization outcome that is not `Pending`, as a response: the
-/// upstream login's redirect carries the browser-binding cookie
-/// (`HttpOnly`, `SameSite=Lax` so the provider's top-level redirect back
-/// brings it, `Secure` on https, scoped to the callback path, 10 minutes).
-fn outcome_response(outcome: AuthorizeOutcome) -> Response<Vec<u8>> {
-    match outcome {
-        AuthorizeOutcome::ShowError(e) => error_page(&e),
-        AuthorizeOutcome::Redirect(location) => redirect(&location),
-        AuthorizeOutcome::UpstreamLogin {
-            location,
-            browser_binding,
-            callback_uri,
-        } => {
-            let Some(state) = url::Url::parse(&location)
-                .ok()
-                .and_then(|u| u.query_pairs().find(|(k, _)| k == "state").map(|(_, v)| v.into_owned()))
-            else {
-                return error_page(&OAuthError::server_error());
-            };
-            let Ok(callback) = url::Url::parse(&callback_uri) else {
-                return error_page(&OAuthError::server_error());
-            };
-            let secure = if callback.scheme() == "https" { "; Secure" } else { "" };
-            let value = format!(
-                "{}={}; Max-Age={}; Path={}; HttpOnly; SameSite=Lax{secure}",
-                upstream_cookie_name(&state),
-                browser_binding.expose_secret(),
-                crate::upstream::UPSTREAM_LOGIN_TTL.whole_seconds(),
-                callback.path(),
-            );
-            let mut r = redirect(&location);
-            match HeaderValue::from_str(&value) {
-                Ok(v) => {
-                    r.headers_mut().append(header::SET_COOKIE, v);
-                    r
-                }
-                Err(_) => error_page(&OAuthError::server_error()),
-            }
-        }
-        _ => error_page(&OAuthError::server_error()),
-    }
-}
-
 /// Records a request's outcome (`ok` or its OAuth error code) and
 /// duration with [`crate::metrics`].
 fn observe<T>(endpoint: &'static str, started: Instant, result: &Result<T, OAuthError>) {
@@ -781,10 +864,25 @@ pub fn allow<B>(req: &Request<B>, methods: &[Method]) -> Result<(), OAuthError> 
     if methods.contains(req.method()) {
         Ok(())
     } else {
-        Err(
-            OAuthError::with_description(ErrorCode::InvalidRequest, "method not allowed")
-                .with_status(StatusCode::METHOD_NOT_ALLOWED),
-        )
+        Err(method_not_allowed(methods))
+    }
+}
+
+/// 405 `invalid_request` whose `Allow` header lists `methods`.
+fn method_not_allowed(methods: &[Method]) -> OAuthError {
+    let list: Vec<&str> = methods.iter().map(Method::as_str).collect();
+    OAuthError::with_description(
+        ErrorCode::InvalidRequest,
+        format!("method not allowed; this endpoint accepts {}", list.join(", ")),
+    )
+    .with_status(StatusCode::METHOD_NOT_ALLOWED)
+    .with_allow(list.join(", "))
+}
+
+/// Copies the error's `Allow` methods onto a page.
+fn add_allow(r: &mut Response<Vec<u8>>, e: &OAuthError) {
+    if let Some(v) = e.allow().and_then(|a| HeaderValue::from_str(a).ok()) {
+        r.headers_mut().insert(header::ALLOW, v);
     }
 }
 
@@ -833,14 +931,10 @@ pub fn no_store(mut r: Response<Vec<u8>>) -> Response<Vec<u8>> {
     r
 }
 
-/// An OAuth error as a JSON response, with `Allow` on 405.
+/// An OAuth error as a JSON response (with the endpoint's `Allow` on a
+/// 405 from [`allow`]).
 pub fn error_response(e: &OAuthError) -> Response<Vec<u8>> {
-    let mut r = e.to_response();
-    if r.status() == StatusCode::METHOD_NOT_ALLOWED {
-        r.headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("GET, POST, OPTIONS"));
-    }
-    r
+    e.to_response()
 }
 
 /// A 302 redirect that is never cached.
@@ -855,45 +949,14 @@ pub fn redirect(location: &str) -> Response<Vec<u8>> {
     no_store(r)
 }
 
-/// The page shown for an authorization error that must not be redirected.
+/// The page shown for an authorization error that must not be redirected,
+/// rendered by [`DefaultPages`] without a request id. Inside a request,
+/// prefer [`OAuthEndpoints::error_page_for`] (the host's renderer, the
+/// request id).
 pub fn error_page(e: &OAuthError) -> Response<Vec<u8>> {
-    let html = format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Authorization error</title></head>\
-         <body><h1>Authorization error</h1><p><code>{}</code></p><p>{}</p>\
-         <p>The application that sent you here is misconfigured or not trusted; you have not been sent back to it.</p>\
-         </body></html>",
-        escape_html(e.code().as_str()),
-        escape_html(e.description().unwrap_or_default()),
-    );
-    let mut r = Response::new(html.into_bytes());
-    *r.status_mut() = e.status();
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
-    );
-    no_store(r)
-}
-
-/// Escapes `& < > " '` for HTML text and attribute values.
-pub fn escape_html(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
+    let mut r = crate::pages::render_error(&DefaultPages, &ErrorView::new(e));
+    add_allow(&mut r, e);
+    r
 }
 
 /// CORS for endpoints that browser-based MCP clients call directly

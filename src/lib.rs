@@ -25,6 +25,9 @@
 //!              signing and verification
 //!  [ resource_server ]  the MCP server side: RFC 9728 metadata,
 //!              bearer challenges, audience-checked token validation
+//!  [ pages ]   consent and error pages through a `PageRenderer`
+//!              (built-in `DefaultPages`), showing the `presentation`
+//!              a pending authorization carries: verified facts first
 //! ```
 //!
 //! The core does no I/O, reads no clock and draws no randomness: every
@@ -47,7 +50,7 @@
 //! | `iss` in every authorization response, errors included, and `authorization_response_iss_parameter_supported: true` (SHOULD, MUST when sent) | [`authorize::RedirectError::location`], [`discovery`] |
 //! | exact redirect-URI matching (MUST); only the loopback port may vary | [`redirect_uri`] |
 //! | redirect URIs are `localhost` or `https` (MUST): held in [`project::ProjectSettings::strict_mode`]; by default private-use schemes are also accepted for native clients (RFC 8252 section 7.1), named and warned about on the consent page | [`redirect_uri::RedirectUriPolicy`] |
-//! | the redirect URI's host shown at consent (MUST), extra warning for localhost-only clients (SHOULD) | [`authorize::PendingAuthorization`] |
+//! | the redirect URI's host shown at consent (MUST), extra warning for localhost-only clients (SHOULD) | [`authorize::PendingAuthorization`], [`presentation`], [`pages`] |
 //! | refresh tokens rotated for public clients (MUST); short-lived access tokens (SHOULD) | [`token`], [`project::SettingsLint`] |
 //! | `offline_access` may be in the server's `scopes_supported`, never in a resource's metadata or challenges (SHOULD NOT) | [`authorize::resolve_scopes`], [`resource_server`] |
 //! | `resource` bound to the grant and the token's audience; resources compared in canonical form | [`resource`], [`token`] |
@@ -108,7 +111,9 @@ pub mod jwt;
 pub mod keys;
 pub mod metrics;
 mod newtype;
+pub mod pages;
 pub mod pkce;
+pub mod presentation;
 pub mod project;
 mod project_id;
 pub mod redirect_uri;

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use time::Duration;
 
 use crate::cimd::{CimdPolicy, CimdPolicyError};
+use crate::presentation::{DisplaySettingsError, ProjectDisplay};
 use crate::redirect_uri::RedirectUriPolicy;
 use crate::resource::{ResourceSet, ResourceUri};
 use crate::scope::ScopeSet;
@@ -119,10 +120,23 @@ pub struct ProjectSettings {
     pub scopes_supported: ScopeSet,
     /// The scopes granted when a request names none.
     pub default_scopes: ScopeSet,
-    /// The resource (MCP server) used when a request names none.
+    /// The resource (MCP server) used when a request names none. Always
+    /// a known resource (see [`ProjectSettings::resource_policy`]).
     pub default_resource: Option<ResourceUri>,
-    /// The resources tokens may be issued for; empty means any valid one.
-    pub allowed_resources: ResourceSet,
+    /// The resources (MCP servers) this project serves besides
+    /// [`ProjectSettings::default_resource`], each with the name users
+    /// see. Settings stored before this field had names read back from
+    /// their `allowed_resources` list, each named by its URI.
+    #[serde(default, alias = "allowed_resources")]
+    pub resources: KnownResources,
+    /// Which requested resources are accepted: by default only known ones
+    /// (the default resource and [`ProjectSettings::resources`]); `any`
+    /// is an explicit opt-in, flagged by [`SettingsLint::AnyResource`].
+    /// Settings stored before this field existed read back as
+    /// `known_only`: a project that listed no resources then accepts its
+    /// default resource only.
+    #[serde(default)]
+    pub resource_policy: ResourcePolicy,
     /// Refuse requests that name no resource and have no default.
     pub require_resource: bool,
     /// The path of the project's authorization endpoint, e.g.
@@ -195,6 +209,11 @@ pub struct ProjectSettings {
     /// [`crate::jwt::check_client_assertion`].
     #[serde(default)]
     pub danger_accept_token_endpoint_assertion_audience: bool,
+    /// How the project presents itself on consent and error pages: the
+    /// service's name and logo, scope descriptions, resource names
+    /// (settings stored before this field existed read back with none).
+    #[serde(default)]
+    pub display: ProjectDisplay,
 }
 
 /// The default [`ProjectSettings::refresh_reuse_grace`]: 5 seconds.
@@ -225,6 +244,201 @@ pub enum AccessTokenFormat {
     Jwt,
 }
 
+/// Which requested resources (RFC 8707 `resource`) a project accepts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ResourcePolicy {
+    /// Only the project's known resources: its default resource and the
+    /// ones in [`ProjectSettings::resources`]. Any other `resource` is
+    /// refused with `invalid_target`, at the authorization endpoint and
+    /// at the token endpoint (a resource removed from the list stops
+    /// getting tokens, also for existing grants).
+    #[default]
+    KnownOnly,
+    /// Any valid absolute URI. Tokens can then name any audience a client
+    /// asks for, including servers the project does not run; a resource
+    /// server that checks `aud` still refuses them, one that does not is
+    /// exposed. Flagged by [`SettingsLint::AnyResource`].
+    Any,
+}
+
+impl ResourcePolicy {
+    /// The snake_case name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::KnownOnly => "known_only",
+            Self::Any => "any",
+        }
+    }
+}
+
+/// The longest display name of a known resource, in characters.
+pub const MAX_RESOURCE_NAME_CHARS: usize = 100;
+
+/// The most resources [`ProjectSettings::resources`] may list.
+pub const MAX_KNOWN_RESOURCES: usize = 100;
+
+/// A resource (MCP server) a project serves, with the name users see on a
+/// consent page ("Acme CRM") instead of its URI.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct KnownResource {
+    /// The resource indicator.
+    pub resource: ResourceUri,
+    /// Its display name: 1 to [`MAX_RESOURCE_NAME_CHARS`] characters,
+    /// without control, bidirectional or invisible characters.
+    pub name: String,
+}
+
+impl KnownResource {
+    /// A resource and its display name, validated.
+    ///
+    /// # Errors
+    /// [`SettingsError::ResourceName`] for an empty, too long or
+    /// deceptive name.
+    pub fn new(resource: ResourceUri, name: impl Into<String>) -> Result<Self, SettingsError> {
+        let name = name.into();
+        check_resource_name(&name)?;
+        Ok(Self { resource, name })
+    }
+}
+
+fn check_resource_name(name: &str) -> Result<(), SettingsError> {
+    let chars = name.chars().count();
+    if chars == 0
+        || chars > MAX_RESOURCE_NAME_CHARS
+        || name.trim() != name
+        || crate::display_text::has_hidden_characters(name)
+    {
+        return Err(SettingsError::ResourceName);
+    }
+    Ok(())
+}
+
+/// The resources a project serves besides its default one
+/// ([`ProjectSettings::resources`]), in the order they were added, one
+/// entry per resource (compared by canonical form).
+///
+/// Serialized as a JSON array of `{"resource", "name"}` objects. A plain
+/// string in the array (the `allowed_resources` form stored by earlier
+/// versions) reads back as a resource named by its URI.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct KnownResources(Vec<KnownResource>);
+
+impl KnownResources {
+    /// No resources.
+    pub const fn new() -> Self {
+        Self(Vec::new())
+    }
+
+    /// The entry of `resource`, if listed.
+    pub fn get(&self, resource: &ResourceUri) -> Option<&KnownResource> {
+        self.0.iter().find(|k| &k.resource == resource)
+    }
+
+    /// Whether `resource` is listed.
+    pub fn contains(&self, resource: &ResourceUri) -> bool {
+        self.get(resource).is_some()
+    }
+
+    /// Adds `entry`, or renames the listed resource equal to it. Returns
+    /// whether it was new.
+    pub fn upsert(&mut self, entry: KnownResource) -> bool {
+        match self.0.iter_mut().find(|k| k.resource == entry.resource) {
+            Some(existing) => {
+                *existing = entry;
+                false
+            }
+            None => {
+                self.0.push(entry);
+                true
+            }
+        }
+    }
+
+    /// Removes `resource`; returns whether it was listed.
+    pub fn remove(&mut self, resource: &ResourceUri) -> bool {
+        let before = self.0.len();
+        self.0.retain(|k| &k.resource != resource);
+        self.0.len() != before
+    }
+
+    /// The entries.
+    pub fn iter(&self) -> std::slice::Iter<'_, KnownResource> {
+        self.0.iter()
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether nothing is listed.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn validate(&self) -> Result<(), SettingsError> {
+        if self.0.len() > MAX_KNOWN_RESOURCES {
+            return Err(SettingsError::TooManyResources);
+        }
+        for (i, k) in self.0.iter().enumerate() {
+            check_resource_name(&k.name)?;
+            if self.0.iter().take(i).any(|other| other.resource == k.resource) {
+                return Err(SettingsError::DuplicateResource);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl FromIterator<KnownResource> for KnownResources {
+    fn from_iter<I: IntoIterator<Item = KnownResource>>(iter: I) -> Self {
+        let mut list = Self::new();
+        for k in iter {
+            list.upsert(k);
+        }
+        list
+    }
+}
+
+impl<'a> IntoIterator for &'a KnownResources {
+    type Item = &'a KnownResource;
+    type IntoIter = std::slice::Iter<'a, KnownResource>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl<'de> Deserialize<'de> for KnownResources {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        /// An entry as stored now, or as a bare URI (earlier versions).
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Entry {
+            Named { resource: ResourceUri, name: String },
+            Bare(ResourceUri),
+        }
+        let entries = Vec::<Entry>::deserialize(d)?;
+        // Duplicates and bad names are kept as read, for
+        // `ProjectSettings::validate` to report.
+        Ok(Self(
+            entries
+                .into_iter()
+                .map(|e| match e {
+                    Entry::Named { resource, name } => KnownResource { resource, name },
+                    Entry::Bare(resource) => {
+                        let name = resource.canonical().to_owned();
+                        KnownResource { resource, name }
+                    }
+                })
+                .collect(),
+        ))
+    }
+}
+
 impl Default for ProjectSettings {
     /// MCP off, CIMD off, DCR disabled; 1 hour access tokens, 30 day
     /// refresh tokens, 1 minute codes; no scopes; `/oauth2/authorize`;
@@ -241,7 +455,8 @@ impl Default for ProjectSettings {
             scopes_supported: ScopeSet::new(),
             default_scopes: ScopeSet::new(),
             default_resource: None,
-            allowed_resources: ResourceSet::new(),
+            resources: KnownResources::new(),
+            resource_policy: ResourcePolicy::KnownOnly,
             require_resource: false,
             authorize_endpoint_path: "/oauth2/authorize".to_owned(),
             redirect_uri_policy: RedirectUriPolicy::default(),
@@ -255,6 +470,7 @@ impl Default for ProjectSettings {
             client_credentials_enabled: false,
             upstream: crate::upstream::UpstreamSettings::default(),
             danger_accept_token_endpoint_assertion_audience: false,
+            display: ProjectDisplay::default(),
         }
     }
 }
@@ -313,6 +529,13 @@ pub enum SettingsLint {
     /// is on: registered `private_key_jwt` clients are exposed to
     /// audience injection.
     TokenEndpointAssertionAudience,
+    /// `resource_policy = any`: tokens are issued for whatever audience a
+    /// client names.
+    AnyResource,
+    /// MCP is enabled, `resource_policy = known_only`, and the project
+    /// knows no resource (no default, empty list): every request naming a
+    /// resource (as MCP clients do) fails with `invalid_target`.
+    NoKnownResource,
 }
 
 impl SettingsLint {
@@ -344,6 +567,14 @@ impl SettingsLint {
                  that names this token endpoint as its own can replay its clients' assertions here (audience \
                  injection); turn it off once every registered private_key_jwt client sends the issuer as aud"
             }
+            Self::AnyResource => {
+                "resource_policy is any: tokens are issued for any resource a client names, including servers \
+                 this project does not run; prefer known_only and list the MCP servers in resources"
+            }
+            Self::NoKnownResource => {
+                "MCP is enabled but the project knows no resource: set default_resource or add resources, \
+                 or every MCP client's request fails with invalid_target"
+            }
         }
     }
 }
@@ -361,9 +592,17 @@ pub enum SettingsError {
     /// A default scope that is not supported.
     #[error("default_scopes must be a subset of scopes_supported")]
     DefaultScopes,
-    /// The default resource is not among the allowed resources.
-    #[error("default_resource must be one of allowed_resources")]
-    DefaultResource,
+    /// A resource is listed twice in `resources`.
+    #[error("resources lists the same resource twice")]
+    DuplicateResource,
+    /// A resource's display name is empty, longer than 100 characters,
+    /// has leading or trailing spaces, or holds control, bidirectional or
+    /// invisible characters.
+    #[error("a resource name must be 1 to 100 characters without control, bidirectional or invisible characters")]
+    ResourceName,
+    /// More than [`MAX_KNOWN_RESOURCES`] resources.
+    #[error("resources may list at most 100 resources")]
+    TooManyResources,
     /// The authorize path does not start with `/` or has a query or fragment.
     #[error("authorize_endpoint_path must be an absolute path without query or fragment")]
     AuthorizePath,
@@ -382,6 +621,9 @@ pub enum SettingsError {
     /// The upstream providers are inconsistent.
     #[error("invalid upstream settings: {0}")]
     Upstream(#[from] crate::upstream::UpstreamSettingsError),
+    /// The display settings are malformed.
+    #[error("invalid display settings: {0}")]
+    Display(#[from] DisplaySettingsError),
 }
 
 impl ProjectSettings {
@@ -440,12 +682,7 @@ impl ProjectSettings {
         if !self.default_scopes.is_subset_of(&self.scopes_supported) {
             return Err(SettingsError::DefaultScopes);
         }
-        if let Some(r) = &self.default_resource
-            && !self.allowed_resources.is_empty()
-            && !self.allowed_resources.contains(r)
-        {
-            return Err(SettingsError::DefaultResource);
-        }
+        self.resources.validate()?;
         let p = &self.authorize_endpoint_path;
         if !p.starts_with('/')
             || p.starts_with("//")
@@ -458,6 +695,7 @@ impl ProjectSettings {
         self.signing.validate()?;
         self.tokenless_registration.validate()?;
         self.upstream.validate()?;
+        self.display.validate()?;
         Ok(())
     }
 
@@ -517,7 +755,42 @@ impl ProjectSettings {
         if self.danger_accept_token_endpoint_assertion_audience {
             lints.push(SettingsLint::TokenEndpointAssertionAudience);
         }
+        match self.resource_policy {
+            ResourcePolicy::Any => lints.push(SettingsLint::AnyResource),
+            ResourcePolicy::KnownOnly => {
+                if self.mcp_enabled && self.default_resource.is_none() && self.resources.is_empty() {
+                    lints.push(SettingsLint::NoKnownResource);
+                }
+            }
+        }
         lints
+    }
+
+    /// Whether `resource` is one this project knows: its default resource
+    /// or one in [`ProjectSettings::resources`].
+    pub fn is_known_resource(&self, resource: &ResourceUri) -> bool {
+        self.default_resource.as_ref() == Some(resource) || self.resources.contains(resource)
+    }
+
+    /// Whether a request may name `resource` under
+    /// [`ProjectSettings::resource_policy`].
+    pub fn accepts_resource(&self, resource: &ResourceUri) -> bool {
+        match self.resource_policy {
+            ResourcePolicy::Any => true,
+            ResourcePolicy::KnownOnly => self.is_known_resource(resource),
+        }
+    }
+
+    /// The first of `resources` this project does not accept, if any.
+    pub fn unaccepted_resource<'a>(&self, resources: &'a ResourceSet) -> Option<&'a ResourceUri> {
+        resources.iter().find(|r| !self.accepts_resource(r))
+    }
+
+    /// The display name of a listed resource (for a consent page); `None`
+    /// for a resource not in [`ProjectSettings::resources`] (show its
+    /// URI).
+    pub fn resource_name(&self, resource: &ResourceUri) -> Option<&str> {
+        self.resources.get(resource).map(|k| k.name.as_str())
     }
 
     /// Whether tokens of this project come with refresh tokens.
@@ -648,16 +921,24 @@ mod tests {
 
     #[test]
     fn lints() {
+        // MCP projects here know their MCP server (see `resource_lints`).
+        let known = || Some(ResourceUri::parse("https://mcp.example.com/mcp").unwrap());
         let (s, _) = ProjectSettings {
             dcr_mode: DcrMode::Open,
+            default_resource: known(),
             ..Default::default()
         }
         .set_mcp_enabled(true);
         assert_eq!(s.lints(), vec![SettingsLint::OpenRegistrationWithMcp]);
-        let (s, _) = ProjectSettings::default().set_mcp_enabled(true);
+        let (s, _) = ProjectSettings {
+            default_resource: known(),
+            ..Default::default()
+        }
+        .set_mcp_enabled(true);
         assert!(s.lints().is_empty());
         let s = ProjectSettings {
             mcp_enabled: true,
+            default_resource: known(),
             ..Default::default()
         };
         assert_eq!(s.lints(), vec![SettingsLint::McpWithoutClientRegistration]);
@@ -666,7 +947,11 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(s.lints(), vec![SettingsLint::LongLivedAccessTokens]);
-        let (mut s, _) = ProjectSettings::default().set_mcp_enabled(true);
+        let (mut s, _) = ProjectSettings {
+            default_resource: known(),
+            ..Default::default()
+        }
+        .set_mcp_enabled(true);
         s.tokenless_registration.enabled = true;
         assert_eq!(s.lints(), vec![SettingsLint::TokenlessRegistration]);
         s.dcr_mode = DcrMode::Open;
@@ -738,11 +1023,38 @@ mod tests {
             ),
             (
                 ProjectSettings {
-                    default_resource: Some(ResourceUri::parse("https://a.example.com/mcp").unwrap()),
-                    allowed_resources: ResourceSet::parse_all(["https://b.example.com/mcp"]).unwrap(),
+                    resources: KnownResources(vec![
+                        KnownResource {
+                            resource: ResourceUri::parse("https://a.example.com/mcp").unwrap(),
+                            name: "A".into(),
+                        },
+                        KnownResource {
+                            resource: ResourceUri::parse("https://A.example.com/mcp/").unwrap(),
+                            name: "A again".into(),
+                        },
+                    ]),
                     ..Default::default()
                 },
-                SettingsError::DefaultResource,
+                SettingsError::DuplicateResource,
+            ),
+            (
+                ProjectSettings {
+                    resources: KnownResources(vec![KnownResource {
+                        resource: ResourceUri::parse("https://a.example.com/mcp").unwrap(),
+                        name: "Acme\u{202E}MRC".into(),
+                    }]),
+                    ..Default::default()
+                },
+                SettingsError::ResourceName,
+            ),
+            (
+                ProjectSettings {
+                    resources: (0..=MAX_KNOWN_RESOURCES)
+                        .map(|i| named(&format!("https://r{i}.example.com/mcp"), "R"))
+                        .collect(),
+                    ..Default::default()
+                },
+                SettingsError::TooManyResources,
             ),
             (
                 ProjectSettings {
@@ -827,6 +1139,124 @@ mod tests {
             ProjectSettings::default().effective_refresh_reuse_grace(),
             DEFAULT_REFRESH_REUSE_GRACE
         );
+    }
+
+    fn named(uri: &str, name: &str) -> KnownResource {
+        KnownResource::new(ResourceUri::parse(uri).unwrap(), name).unwrap()
+    }
+
+    #[test]
+    fn resource_names_are_checked() {
+        let r = || ResourceUri::parse("https://mcp.example.com/mcp").unwrap();
+        assert!(KnownResource::new(r(), "Acme CRM").is_ok());
+        assert!(KnownResource::new(r(), "日本語のサーバー").is_ok());
+        for bad in ["", " Acme", "Acme ", "Acme\nCRM", "Ac\u{200B}me", &"x".repeat(101)] {
+            assert_eq!(
+                KnownResource::new(r(), bad),
+                Err(SettingsError::ResourceName),
+                "{bad:?}"
+            );
+        }
+        assert!(KnownResource::new(r(), "x".repeat(100)).is_ok());
+    }
+
+    #[test]
+    fn only_known_resources_are_accepted_by_default() {
+        let default = ResourceUri::parse("https://mcp.example.com/mcp").unwrap();
+        let listed = ResourceUri::parse("https://crm.example.com/mcp").unwrap();
+        let other = ResourceUri::parse("https://other.example.com/mcp").unwrap();
+        let mut s = ProjectSettings::default();
+        assert_eq!(s.resource_policy, ResourcePolicy::KnownOnly);
+        // Nothing known: nothing accepted.
+        for r in [&default, &listed, &other] {
+            assert!(!s.accepts_resource(r));
+        }
+        s.default_resource = Some(default.clone());
+        assert!(s.accepts_resource(&default));
+        // Compared by canonical form, like every resource comparison.
+        assert!(s.accepts_resource(&ResourceUri::parse("https://MCP.example.com/mcp/").unwrap()));
+        assert!(!s.accepts_resource(&listed));
+        assert!(s.resources.upsert(named("https://crm.example.com/mcp", "CRM")));
+        assert!(s.accepts_resource(&listed));
+        assert_eq!(s.resource_name(&listed), Some("CRM"));
+        assert_eq!(s.resource_name(&default), None);
+        assert!(!s.accepts_resource(&other));
+        let set: ResourceSet = [default.clone(), other.clone()].into_iter().collect();
+        assert_eq!(s.unaccepted_resource(&set), Some(&other));
+        // Renaming keeps one entry.
+        assert!(!s.resources.upsert(named("https://crm.example.com/mcp/", "Acme CRM")));
+        assert_eq!(s.resources.len(), 1);
+        assert_eq!(s.resource_name(&listed), Some("Acme CRM"));
+        // `any` is an explicit choice.
+        s.resource_policy = ResourcePolicy::Any;
+        assert!(s.accepts_resource(&other));
+        assert_eq!(s.unaccepted_resource(&set), None);
+        assert!(s.resources.remove(&listed));
+        assert!(!s.resources.remove(&listed));
+    }
+
+    #[test]
+    fn resource_lints() {
+        let (mut s, _) = ProjectSettings::default().set_mcp_enabled(true);
+        assert_eq!(s.lints(), vec![SettingsLint::NoKnownResource]);
+        s.default_resource = Some(ResourceUri::parse("https://mcp.example.com/mcp").unwrap());
+        assert!(s.lints().is_empty());
+        s.default_resource = None;
+        s.resources.upsert(named("https://crm.example.com/mcp", "CRM"));
+        assert!(s.lints().is_empty());
+        s.resource_policy = ResourcePolicy::Any;
+        assert_eq!(s.lints(), vec![SettingsLint::AnyResource]);
+        s.resources = KnownResources::new();
+        assert_eq!(s.lints(), vec![SettingsLint::AnyResource]);
+        assert!(SettingsLint::AnyResource.message().contains("known_only"));
+        // Without MCP, knowing no resource is the operator's business.
+        assert!(ProjectSettings::default().lints().is_empty());
+    }
+
+    #[test]
+    fn settings_stored_before_the_resource_list_still_read() {
+        // An earlier version's settings: `allowed_resources` as bare URIs,
+        // no `resource_policy`.
+        let mut v = serde_json::to_value(ProjectSettings::default()).unwrap();
+        let obj = v.as_object_mut().unwrap();
+        obj.remove("resources");
+        obj.remove("resource_policy");
+        obj.insert(
+            "allowed_resources".into(),
+            serde_json::json!(["https://CRM.example.com/mcp"]),
+        );
+        obj.insert(
+            "default_resource".into(),
+            serde_json::json!("https://mcp.example.com/mcp"),
+        );
+        let back: ProjectSettings = serde_json::from_value(v.clone()).unwrap();
+        assert_eq!(back.validate(), Ok(()));
+        assert_eq!(back.resource_policy, ResourcePolicy::KnownOnly);
+        let crm = ResourceUri::parse("https://crm.example.com/mcp").unwrap();
+        assert_eq!(back.resource_name(&crm), Some("https://crm.example.com/mcp"));
+        assert!(back.accepts_resource(&crm));
+        // An empty list used to mean "any": it now means the default only.
+        let obj = v.as_object_mut().unwrap();
+        obj.insert("allowed_resources".into(), serde_json::json!([]));
+        let back: ProjectSettings = serde_json::from_value(v.clone()).unwrap();
+        assert!(back.resources.is_empty());
+        assert!(back.accepts_resource(&ResourceUri::parse("https://mcp.example.com/mcp").unwrap()));
+        assert!(!back.accepts_resource(&crm));
+        // And with neither field at all.
+        let obj = v.as_object_mut().unwrap();
+        obj.remove("allowed_resources");
+        let back: ProjectSettings = serde_json::from_value(v).unwrap();
+        assert!(back.resources.is_empty());
+        // The current form round-trips.
+        let mut s = ProjectSettings::default();
+        s.resources.upsert(named("https://crm.example.com/mcp", "Acme CRM"));
+        let v = serde_json::to_value(&s).unwrap();
+        assert_eq!(
+            v["resources"],
+            serde_json::json!([{"resource": "https://crm.example.com/mcp", "name": "Acme CRM"}])
+        );
+        assert_eq!(v["resource_policy"], "known_only");
+        assert_eq!(serde_json::from_value::<ProjectSettings>(v).unwrap(), s);
     }
 
     #[test]

@@ -7,6 +7,8 @@ mod common;
 
 use authio_mcp::ErrorCode;
 use authio_mcp::pkce::CodeChallenge;
+use authio_mcp::project::{KnownResource, ResourcePolicy};
+use authio_mcp::resource::ResourceUri;
 use authio_mcp::server::AuthorizeOutcome;
 use common::*;
 
@@ -139,6 +141,7 @@ async fn resources_are_policy_checked() {
     let v = verifier(1);
     let no_resource =
         auth_query(&client, REDIRECT, &v, "").replace("&resource=https%3A%2F%2Fmcp.example.com%2Fmcp", "");
+    let refused = |l: &str| query_param(l, "error").as_deref() == Some("invalid_target");
 
     // No resource and no default: an empty audience is allowed by default...
     let p = h.pending(&no_resource).await;
@@ -154,24 +157,122 @@ async fn resources_are_policy_checked() {
     let AuthorizeOutcome::Redirect(l) = h.authorize(&no_resource).await else {
         panic!()
     };
-    assert_eq!(query_param(&l, "error").as_deref(), Some("invalid_target"));
+    assert!(refused(&l), "{l}");
     // ...and filled from the project default when there is one.
     h.server
         .edit_project(&h.project, |mut s| {
-            s.default_resource = Some(resource());
-            s.allowed_resources = [resource()].into_iter().collect();
+            s.default_resource = Some(ResourceUri::parse("https://default.example.com/mcp").unwrap());
             s
         })
         .await
         .unwrap();
     let p = h.pending(&no_resource).await;
-    assert_eq!(p.resources.audiences(), vec![RESOURCE]);
-    // A resource the project does not serve is refused.
+    assert_eq!(p.resources.audiences(), vec!["https://default.example.com/mcp"]);
+    // The default and the listed resource are known, with or without a
+    // trailing slash or uppercase host.
+    for known in [
+        "https%3A%2F%2Fdefault.example.com%2Fmcp",
+        "https%3A%2F%2Fmcp.example.com%2Fmcp",
+        "https%3A%2F%2FMCP.example.com%2Fmcp%2F",
+    ] {
+        let p = h.pending(&format!("{no_resource}&resource={known}")).await;
+        assert_eq!(p.resources.len(), 1, "{known}");
+    }
+    // Any other resource is refused: accepting any is an explicit setting.
     let other = format!("{no_resource}&resource=https%3A%2F%2Fother.example.com%2Fmcp");
     let AuthorizeOutcome::Redirect(l) = h.authorize(&other).await else {
         panic!()
     };
-    assert_eq!(query_param(&l, "error").as_deref(), Some("invalid_target"));
+    assert!(refused(&l), "{l}");
+    assert_eq!(
+        query_param(&l, "error_description").as_deref(),
+        Some("the resource https://other.example.com/mcp is not known to this project")
+    );
+    let event = h.audit.recent(&h.project, 50);
+    let event = event
+        .iter()
+        .find(|e| e.name() == "resource.refused")
+        .expect("an audit event");
+    assert_eq!(event.to_json()["endpoint"], "authorize");
+    assert_eq!(event.to_json()["client_id"], client.as_str());
+    // One unknown resource among known ones refuses the request.
+    let mixed = format!("{other}&resource=https%3A%2F%2Fmcp.example.com%2Fmcp");
+    assert!(matches!(h.authorize(&mixed).await, AuthorizeOutcome::Redirect(l) if refused(&l)));
+    // Listing it makes it known...
+    h.server
+        .edit_project(&h.project, |mut s| {
+            s.resources.upsert(
+                KnownResource::new(ResourceUri::parse("https://other.example.com/mcp").unwrap(), "Other").unwrap(),
+            );
+            s
+        })
+        .await
+        .unwrap();
+    assert_eq!(h.pending(&other).await.resources.len(), 1);
+    // ...and so does the explicit `any` policy, for anything else.
+    let third = format!("{no_resource}&resource=https%3A%2F%2Fthird.example.com%2Fmcp");
+    assert!(matches!(h.authorize(&third).await, AuthorizeOutcome::Redirect(l) if refused(&l)));
+    let settings = h
+        .server
+        .edit_project(&h.project, |mut s| {
+            s.resource_policy = ResourcePolicy::Any;
+            s
+        })
+        .await
+        .unwrap();
+    assert!(
+        settings
+            .lints()
+            .contains(&authio_mcp::project::SettingsLint::AnyResource)
+    );
+    assert_eq!(h.pending(&third).await.resources.len(), 1);
+}
+
+/// A resource removed from the known list gets no more tokens, also for
+/// a grant made while it was known: code exchange and refresh answer
+/// `invalid_target` before any state changes.
+#[tokio::test]
+async fn forgotten_resources_get_no_more_tokens() {
+    let h = harness().await;
+    let client = h.public_client(1, &[REDIRECT]).await;
+    let v = verifier(1);
+    let code = h.code_for(&client, &v, "").await;
+    let tokens = h.exchange(&client, &code, &v, "").await.unwrap();
+    let refresh = tokens.refresh_token.clone().expect("a refresh token");
+    let code2 = h.code_for(&client, &verifier(2), "").await;
+    let forget = |known: bool| {
+        let server = h.server.clone();
+        let project = h.project.clone();
+        async move {
+            server
+                .edit_project(&project, move |mut s| {
+                    let r = ResourceUri::parse(RESOURCE).unwrap();
+                    if known {
+                        s.resources.upsert(KnownResource::new(r, "Example MCP server").unwrap());
+                    } else {
+                        s.resources.remove(&r);
+                    }
+                    s
+                })
+                .await
+                .unwrap();
+        }
+    };
+    forget(false).await;
+    let e = h.refresh(&client, &refresh, "").await.unwrap_err();
+    assert_eq!(e.code(), authio_mcp::ErrorCode::InvalidTarget);
+    let e = h.exchange(&client, &code2, &verifier(2), "").await.unwrap_err();
+    assert_eq!(e.code(), authio_mcp::ErrorCode::InvalidTarget);
+    assert!(
+        h.audit
+            .recent(&h.project, 50)
+            .iter()
+            .any(|e| e.name() == "resource.refused" && e.to_json()["endpoint"] == "token")
+    );
+    // Nothing was consumed or rotated: known again, both still work.
+    forget(true).await;
+    assert!(h.refresh(&client, &refresh, "").await.is_ok());
+    assert!(h.exchange(&client, &code2, &verifier(2), "").await.is_ok());
 }
 
 #[tokio::test]

@@ -40,8 +40,23 @@ const CONFIDENTIAL_BASIC: &str =
     r#"{"redirect_uris":["https://app.example.com/cb"],"token_endpoint_auth_method":"client_secret_basic"}"#;
 const CONFIDENTIAL_POST: &str =
     r#"{"redirect_uris":["https://app.example.com/cb"],"token_endpoint_auth_method":"client_secret_post"}"#;
-const INVALID_TOKEN_CHALLENGE: &str =
-    "Bearer error=\"invalid_token\", error_description=\"a valid initial access token is required\"";
+const INVALID_TOKEN_CHALLENGE: &str = "Bearer error=\"invalid_token\", error_description=\"an initial access token is required: send it as Authorization: Bearer iatk_...\"";
+
+/// The `error_description` a registration refused for its token state
+/// carries (also in the challenge).
+fn token_state_description(state: TokenState) -> &'static str {
+    match state {
+        TokenState::None => "an initial access token is required: send it as Authorization: Bearer iatk_...",
+        TokenState::NotBearer => "the Authorization header must be Bearer followed by the initial access token",
+        // A token of another project is unknown here, exactly like one
+        // that never existed.
+        TokenState::Unknown | TokenState::WrongProject => "the initial access token is not valid for this project",
+        TokenState::Expired => "the initial access token has expired",
+        TokenState::Exhausted => "the initial access token has been used up (max_uses reached)",
+        TokenState::Revoked => "the initial access token was revoked",
+        TokenState::Valid => unreachable!("a valid token is not refused"),
+    }
+}
 
 struct Env {
     server: AuthorizationServer,
@@ -257,8 +272,16 @@ async fn mode_by_token_state_table() {
                 assert_eq!(got_status, status, "{row}");
                 assert_eq!(body["error"], code, "{row}");
                 if code == "invalid_token" {
-                    assert_eq!(challenge.as_deref(), Some(INVALID_TOKEN_CHALLENGE), "{row}");
-                    invalid_token_bodies.push(body);
+                    let description = token_state_description(state);
+                    assert_eq!(
+                        challenge,
+                        Some(format!(
+                            "Bearer error=\"invalid_token\", error_description=\"{description}\""
+                        )),
+                        "{row}"
+                    );
+                    assert_eq!(body["error_description"], description, "{row}");
+                    invalid_token_bodies.push((state, body));
                 } else {
                     assert_eq!(challenge, Option::None, "{row}");
                     assert_eq!(
@@ -277,8 +300,15 @@ async fn mode_by_token_state_table() {
             (other, _) => panic!("{row}: unexpected {other:?}"),
         }
     }
-    // No detail about which token state failed.
-    assert!(invalid_token_bodies.windows(2).all(|w| w[0] == w[1]));
+    // A token of another project and a token that never existed get the
+    // same answer: nothing is revealed about other projects.
+    let unknown: Vec<_> = invalid_token_bodies
+        .iter()
+        .filter(|(s, _)| matches!(s, TokenState::Unknown | TokenState::WrongProject))
+        .map(|(_, b)| b)
+        .collect();
+    assert_eq!(unknown.len(), 4);
+    assert!(unknown.windows(2).all(|w| w[0] == w[1]));
 }
 
 #[tokio::test]
@@ -1073,6 +1103,14 @@ async fn client_credentials_for_confidential_machine_clients() {
         .edit_project(&env.a, |mut s| {
             s.scopes_supported = authio_mcp::scope::ScopeSet::parse("mcp:read mcp:write").unwrap();
             s.default_scopes = authio_mcp::scope::ScopeSet::parse("mcp:read").unwrap();
+            // The MCP server the machine client calls: a known resource.
+            s.resources.upsert(
+                authio_mcp::project::KnownResource::new(
+                    authio_mcp::resource::ResourceUri::parse("https://mcp.example.com/mcp").unwrap(),
+                    "Example MCP server",
+                )
+                .unwrap(),
+            );
             s
         })
         .await
@@ -1107,6 +1145,14 @@ async fn client_credentials_for_confidential_machine_clients() {
     let id = r.client_id.to_string();
     let secret = r.client_secret.as_ref().unwrap().expose_secret().to_owned();
     let basic = basic_header(&id, &secret);
+    // A resource the project does not know is refused, for machines too.
+    let unknown = "grant_type=client_credentials&resource=https%3A%2F%2Fother.example.com%2Fmcp";
+    let e = env
+        .server
+        .token(&env.a, Some(&basic), unknown.as_bytes())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), authio_mcp::ErrorCode::InvalidTarget);
     let form = "grant_type=client_credentials&scope=mcp%3Awrite+admin&resource=https%3A%2F%2Fmcp.example.com%2Fmcp";
     let t = env.server.token(&env.a, Some(&basic), form.as_bytes()).await.unwrap();
     assert_eq!(t.scope, "mcp:write", "unsupported scope dropped");

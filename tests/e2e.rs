@@ -570,6 +570,112 @@ async fn phase_one_errors_are_pages_not_redirects() {
     assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
 }
 
+/// The request id the example server logs and returns in `X-Request-Id`
+/// is the one its error pages show, so a user quoting it can be found.
+#[tokio::test]
+async fn error_pages_show_the_logged_request_id() {
+    let s = start(false).await;
+    let r = s
+        .http
+        .get(s.url("/oauth2/authorize?response_type=code&client_id=client_ffffffffffffffffffffffff"))
+        .header("x-request-id", "client-chosen")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_ne!(id, "client-chosen", "the server's own id replaces the client's");
+    let html = r.text().await.unwrap();
+    assert!(html.contains(&format!("id=\"request-id\">{id}<")), "{html}");
+    assert!(html.contains("misconfigured"));
+}
+
+/// The consent page's service name, scope descriptions and resource
+/// names are project settings the admin API sets; malformed ones are
+/// refused with a precise error.
+#[tokio::test]
+async fn display_settings_through_the_admin_api() {
+    let s = start(false).await;
+    let (st, v) = s
+        .admin(
+            reqwest::Method::PATCH,
+            "/admin/projects/proj_demo",
+            Some(json!({"display": {
+                "name": "Acme Cloud",
+                "logo_uri": "https://static.acme.example/logo.svg",
+                "scope_descriptions": {"mcp:read": "Read your Acme projects"},
+                "resource_names": {RESOURCE: "Acme MCP"}
+            }})),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["settings"]["display"]["name"], "Acme Cloud");
+    let (_, v) = s.admin(reqwest::Method::GET, "/admin/projects/proj_demo", None).await;
+    assert_eq!(
+        v["settings"]["display"]["scope_descriptions"]["mcp:read"],
+        "Read your Acme projects"
+    );
+
+    let iat = s.issue_iat().await;
+    let body = json!({"redirect_uris": ["http://127.0.0.1:5556/cb"], "client_name": "Display App", "token_endpoint_auth_method": "none"});
+    let (_, reg) = s.register(&iat, &body.to_string()).await;
+    let verifier = CodeVerifier::from_random(&[8; 32]);
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("response_type", "code")
+        .append_pair("client_id", reg["client_id"].as_str().unwrap())
+        .append_pair("redirect_uri", "http://127.0.0.1:5556/cb")
+        .append_pair("code_challenge", CodeChallenge::s256(&verifier).as_str())
+        .append_pair("code_challenge_method", "S256")
+        .append_pair("scope", "mcp:read")
+        .finish();
+    let r = s
+        .http
+        .get(s.url(&format!("/oauth2/authorize?{query}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let csp = r.headers()["content-security-policy"].to_str().unwrap().to_owned();
+    assert!(csp.contains("img-src https://static.acme.example;"), "{csp}");
+    let html = r.text().await.unwrap();
+    assert!(html.contains("<title>Sign in to Acme Cloud</title>"));
+    assert!(html.contains("Read your Acme projects"));
+    assert!(html.contains("Acme MCP"));
+
+    for (bad, says) in [
+        (json!({"name": "Acme\u{202E}duolC"}), "display.name"),
+        (
+            json!({"logo_uri": "http://static.acme.example/logo.svg"}),
+            "display.logo_uri",
+        ),
+        (
+            json!({"scope_descriptions": {"bad scope": "x"}}),
+            "display.scope_descriptions",
+        ),
+        (json!({"resource_names": {"not a uri": "x"}}), "display.resource_names"),
+    ] {
+        let (st, v) = s
+            .admin(
+                reqwest::Method::PATCH,
+                "/admin/projects/proj_demo",
+                Some(json!({ "display": bad })),
+            )
+            .await;
+        assert_eq!(st, 400, "{v}");
+        assert_eq!(v["error"], "invalid_request");
+        let d = v["error_description"].as_str().unwrap();
+        assert!(d.contains(says) && !d.contains('?'), "{d}");
+    }
+    let (st, v) = s
+        .admin(
+            reqwest::Method::PATCH,
+            "/admin/projects/proj_demo",
+            Some(json!({"display": {"nmae": "typo"}})),
+        )
+        .await;
+    assert_eq!(st, 400, "unknown display fields are refused: {v}");
+}
+
 /// An HTTPS server on 127.0.0.1 serving one CIMD document at
 /// `/client.json` (404 elsewhere), with a self-signed certificate.
 struct DocumentServer {

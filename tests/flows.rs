@@ -361,10 +361,16 @@ async fn purge_keeps_memory_bounded() {
         h.exchange(&client, &code, &v, "").await.unwrap();
     }
     assert_eq!(h.grants.len(), 60, "20 codes, 20 refresh tokens, 20 access tokens");
+    assert_eq!(h.grants.grant_summaries(), 20, "one summary per grant");
     h.clock.advance(Duration::days(31));
     use authio_mcp::store::GrantStore;
-    assert_eq!(h.grants.purge_expired(h.server.now()).await.unwrap(), 60);
+    assert_eq!(
+        h.grants.purge_expired(h.server.now()).await.unwrap(),
+        80,
+        "the records and the grant summaries"
+    );
     assert!(h.grants.is_empty());
+    assert_eq!(h.grants.grant_summaries(), 0);
 }
 
 /// One whole flow for a client obtained the way real MCP clients obtain

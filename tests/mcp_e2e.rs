@@ -29,6 +29,8 @@ const ADMIN: &str = "admin-secret";
 const INTROSPECT: &str = "introspect-secret";
 const REDIRECT: &str = "http://127.0.0.1:33418/callback";
 const ACCEPT: &str = "application/json, text/event-stream";
+/// A second MCP server of the project.
+const OTHER_RESOURCE: &str = "https://other.example.com/mcp";
 
 struct Running {
     /// The authorization server's base URL (its issuer).
@@ -69,6 +71,23 @@ async fn start_with(jwt: bool) -> Running {
         upstream: None,
     };
     let as_app = app::App::new(config).await.unwrap();
+    // The project serves a second MCP server: tokens for it exist, and the
+    // first must refuse them (no passthrough).
+    as_app
+        .endpoints
+        .server()
+        .edit_project(&ProjectId::new(app::DEMO_PROJECT).unwrap(), |mut s| {
+            s.resources.upsert(
+                authio_mcp::project::KnownResource::new(
+                    ResourceUri::parse(OTHER_RESOURCE).unwrap(),
+                    "Other MCP server",
+                )
+                .unwrap(),
+            );
+            s
+        })
+        .await
+        .unwrap();
     if jwt {
         as_app
             .endpoints
@@ -351,11 +370,27 @@ async fn mcp_client_journey() {
         json!({"subject": "user_demo", "client_id": client_id, "scopes": ["mcp:read"]})
     );
 
-    // 6. A token issued for another resource is refused (no passthrough),
-    //    even on an established session.
-    let other = s
-        .access_token(&as_meta, &client_id, "https://other.example.com/mcp", "mcp:read")
-        .await;
+    // 6. A resource the project does not know gets no token at all...
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("response_type", "code")
+        .append_pair("client_id", &client_id)
+        .append_pair("redirect_uri", REDIRECT)
+        .append_pair(
+            "code_challenge",
+            CodeChallenge::s256(&CodeVerifier::from_random(&[9; 32])).as_str(),
+        )
+        .append_pair("code_challenge_method", "S256")
+        .append_pair("resource", "https://unknown.example.com/mcp")
+        .finish();
+    let authorize = as_meta["authorization_endpoint"].as_str().unwrap();
+    let r = s.http.get(format!("{authorize}?{query}")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::FOUND);
+    let location = r.headers()["location"].to_str().unwrap();
+    assert!(location.contains("error=invalid_target"), "{location}");
+    //    ...and a token issued for another resource the project serves is
+    //    refused by this one (no passthrough), even on an established
+    //    session.
+    let other = s.access_token(&as_meta, &client_id, OTHER_RESOURCE, "mcp:read").await;
     for session in [None, session.as_deref()] {
         let r = s.mcp(Some(&other), session, &initialize(4)).await;
         assert_eq!(r.status, 401);
@@ -465,9 +500,7 @@ async fn jwt_access_tokens_are_verified_without_introspection() {
         assert_eq!(who["subject"], "user_demo");
     }
     // A JWT for another resource, and a forged one, are refused locally too.
-    let other = s
-        .access_token(&as_meta, &client_id, "https://other.example.com/mcp", "mcp:read")
-        .await;
+    let other = s.access_token(&as_meta, &client_id, OTHER_RESOURCE, "mcp:read").await;
     assert_eq!(s.mcp(Some(&other), None, &initialize(9)).await.status, 401);
     let mut forged = token.clone();
     forged.push('A');

@@ -2,7 +2,8 @@
 //! upstream-login code: each test here demonstrates one finding of the
 //! review report (F1..Fn). A test marked `#[ignore]` fails today and
 //! passes once its finding is fixed; run them with
-//! `cargo test --all-features --test review -- --ignored`.
+//! `cargo test --all-features --test review -- --ignored`. F1 to F3 and
+//! F5 to F9 are fixed (the tests run); F4 is not.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
@@ -536,6 +537,14 @@ mod up {
                 Err(e) => HttpResponse::new(e.status().as_u16(), e.to_json()),
             })
         }
+
+        async fn get_with_bearer(&self, _url: &str, token: &SecretString) -> Result<HttpResponse, UpstreamHttpError> {
+            let auth = format!("Bearer {}", token.expose_secret());
+            Ok(match self.b.userinfo(&self.project, Some(&auth)).await {
+                Ok(v) => HttpResponse::new(200, serde_json::to_vec(&v).unwrap()),
+                Err(e) => HttpResponse::new(e.status().as_u16(), e.to_json()),
+            })
+        }
     }
 
     pub(super) struct Setup {
@@ -691,7 +700,6 @@ mod f6 {
     /// every project's users get an error instead of a sign-in. Here the
     /// bound is 5 so the test stays small.
     #[tokio::test]
-    #[ignore = "demonstrates finding F6"]
     async fn f6_one_project_cannot_fill_the_login_store_of_others() {
         let s = up::setup(|b| b.upstream_login_store(Arc::new(MemoryUpstreamLoginStore::new(5)))).await;
         let evil = ProjectId::new("proj_evil").unwrap();
@@ -741,12 +749,14 @@ mod f7 {
     /// project, the payroll MCP server, without the user being asked:
     /// the consent screen named one audience, the token carries another.
     #[tokio::test]
-    #[ignore = "demonstrates finding F7"]
     async fn f7_remembered_consent_does_not_cover_another_resource() {
         let s = up::setup(|b| b).await;
         let mut settings = project_settings();
-        settings.allowed_resources.insert(ResourceUri::parse(RESOURCE).unwrap());
-        settings.allowed_resources.insert(ResourceUri::parse(PAYROLL).unwrap());
+        for (uri, name) in [(RESOURCE, "Calendar"), (PAYROLL, "Payroll")] {
+            settings
+                .resources
+                .upsert(authio_mcp::project::KnownResource::new(ResourceUri::parse(uri).unwrap(), name).unwrap());
+        }
         s.use_upstream(&s.a.project, settings).await;
         let client = s.a.public_client(1, &[REDIRECT]).await;
         // First sign-in: consent for the calendar server (RESOURCE).
@@ -791,7 +801,6 @@ mod f7b {
     /// asked every time anyway"), and the remembered consent answers with
     /// a code instead.
     #[tokio::test]
-    #[ignore = "demonstrates finding F7"]
     async fn f7_prompt_consent_is_honoured_after_a_remembered_consent() {
         let s = up::setup(|b| b).await;
         let client = s.a.public_client(1, &[REDIRECT]).await;
@@ -816,7 +825,6 @@ mod f7b {
     /// the remembered consent skips the page and hands the code to
     /// whatever listens on the port the request names.
     #[tokio::test]
-    #[ignore = "demonstrates finding F7"]
     async fn f7_loopback_public_clients_are_not_approved_silently() {
         let s = up::setup(|b| b).await;
         let client = s.a.public_client(2, &["http://127.0.0.1/callback"]).await;
@@ -852,7 +860,6 @@ mod f8 {
     /// client's redirect URI and `state`, the value the MCP client uses
     /// against CSRF on its own callback.
     #[tokio::test]
-    #[ignore = "demonstrates finding F8"]
     async fn f8_a_callback_without_the_binding_neither_spends_the_login_nor_redirects() {
         let s = up::setup(|b| b).await;
         let client = s.a.public_client(1, &[REDIRECT]).await;

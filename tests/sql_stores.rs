@@ -65,6 +65,7 @@ async fn sqlite_keys_and_replay_hold_across_two_stores() {
     let b = SqliteStore::connect(&url, sql_support::sealed_options()).await.unwrap();
     contract::signing_key_activation_race(&a, &b).await.unwrap();
     contract::replay(&a, &b).await.unwrap();
+    contract::upstream_logins(&a, &b).await.unwrap();
     // Keys written through one store are read back by the other.
     let p = contract::fresh_project();
     let key = authio_mcp::keys::SigningKey::new(
@@ -81,8 +82,101 @@ async fn sqlite_keys_and_replay_hold_across_two_stores() {
     b.close().await;
 }
 
+/// Two stores on one SQLite file: refreshes through one race the
+/// revocation of every grant of their user through the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_subject_revocation_holds_across_two_stores() {
+    let dir = TempDir::new();
+    let url = dir.sqlite_url("race.db");
+    let a = SqliteStore::connect(&url, SqlOptions::default()).await.unwrap();
+    a.migrate().await.unwrap();
+    let b = SqliteStore::connect(&url, SqlOptions::default()).await.unwrap();
+    for _ in 0..3 {
+        contract::subject_revocation_race(&a, &b).await.unwrap();
+    }
+    a.close().await;
+    b.close().await;
+}
+
 mod sqlite_only {
     use super::*;
+
+    /// A refresh token stored before migration 6 (no grant summaries yet)
+    /// is summarized by it: the grant is listed and revocable per user.
+    #[tokio::test]
+    async fn migration_6_summarizes_existing_grants() {
+        let dir = TempDir::new();
+        let url = dir.sqlite_url("backfill.db");
+        let s = SqliteStore::connect(&url, SqlOptions::default()).await.unwrap();
+        s.migrate_to(4).await.unwrap();
+        let raw = sqlx::SqlitePool::connect(&url).await.unwrap();
+        super::backfill_check(&s, |sql, binds| {
+            let mut q = sqlx::query(sql);
+            for b in binds {
+                q = match b {
+                    Bind::Text(t) => q.bind(t),
+                    Bind::Int(i) => q.bind(i),
+                    Bind::Bytes(v) => q.bind(v),
+                    Bind::Bool(v) => q.bind(v),
+                };
+            }
+            let pool = raw.clone();
+            Box::pin(async move { q.execute(&pool).await.map(|_| ()).unwrap() })
+        })
+        .await;
+    }
+
+    /// A database migrated by a build that lacked a migration numbered
+    /// below its newest one (branches landing in another order) gets the
+    /// missing one applied; a migration this library does not know is
+    /// refused.
+    #[tokio::test]
+    async fn a_missing_middle_migration_is_applied_and_an_unknown_one_refused() {
+        let dir = TempDir::new();
+        let url = dir.sqlite_url("gap.db");
+        let s = SqliteStore::connect(&url, SqlOptions::default()).await.unwrap();
+        s.migrate_to(4).await.unwrap();
+        let raw = sqlx::SqlitePool::connect(&url).await.unwrap();
+        // Record 5 as applied without its tables: migrate must leave it
+        // alone and apply everything else, so the later tables exist and
+        // migration 5's do not.
+        sqlx::query("INSERT INTO schema_migrations (version, name, applied_at) VALUES (5, 'pretend', 0)")
+            .execute(&raw)
+            .await
+            .unwrap();
+        s.migrate().await.unwrap();
+        let has = |table: &'static str| {
+            let raw = raw.clone();
+            async move {
+                sqlx::query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1")
+                    .bind(table)
+                    .fetch_optional(&raw)
+                    .await
+                    .unwrap()
+                    .is_some()
+            }
+        };
+        assert!(!has("local_users").await, "a recorded migration is not run again");
+        assert!(has("grants").await, "migration 6 ran above the recorded 5");
+        // Now the gap: forget 6's record but keep 5 missing; migrate applies
+        // only what is missing and never fails on the gap.
+        sqlx::query("DELETE FROM schema_migrations WHERE version = 5")
+            .execute(&raw)
+            .await
+            .unwrap();
+        s.migrate().await.unwrap();
+        assert!(
+            has("local_users").await,
+            "the missing migration 5 was applied below the newest one"
+        );
+        // A version this library does not embed.
+        sqlx::query("INSERT INTO schema_migrations (version, name, applied_at) VALUES (9999, 'future', 0)")
+            .execute(&raw)
+            .await
+            .unwrap();
+        let e = s.migrate().await.unwrap_err();
+        assert!(e.to_string().contains("9999"), "{e}");
+    }
 
     async fn store(dir: &TempDir, options: SqlOptions) -> SqliteStore {
         let s = SqliteStore::connect(&dir.sqlite_url("t.db"), options).await.unwrap();
@@ -104,6 +198,13 @@ mod sqlite_only {
         let dir = TempDir::new();
         let s = store(&dir, SqlOptions::default().purge_batch(7)).await;
         super::batch_purge_check(&s, |s, at| Box::pin(s.purge(at))).await;
+    }
+
+    #[tokio::test]
+    async fn upstream_logins_are_capped_and_purged_in_batches() {
+        let dir = TempDir::new();
+        let s = store(&dir, SqlOptions::default().upstream_login_capacity(3).purge_batch(7)).await;
+        super::login_cap_and_purge_check(&s, |s, at| Box::pin(s.purge(at))).await;
     }
 
     #[tokio::test]
@@ -151,6 +252,48 @@ mod postgres_only {
         super::migration_check(s).await;
     }
 
+    /// Two pools on one database, as two server instances: refreshes
+    /// through one race the revocation of every grant of their user
+    /// through the other; no token of the user stays readable.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn subject_revocation_holds_across_two_stores() {
+        let Some(db) = sql_support::pg_database("subject_revocation_two_stores").await else {
+            return;
+        };
+        let a = store(&db.url, SqlOptions::default().max_connections(10)).await;
+        let b = store(&db.url, SqlOptions::default().max_connections(10)).await;
+        for _ in 0..5 {
+            contract::subject_revocation_race(&a, &b).await.unwrap();
+        }
+        a.close().await;
+        b.close().await;
+    }
+
+    #[tokio::test]
+    async fn migration_6_summarizes_existing_grants() {
+        let Some(db) = sql_support::pg_database("migration_6_backfill").await else {
+            return;
+        };
+        let s = PostgresStore::connect(&db.url, SqlOptions::default()).await.unwrap();
+        s.migrate_to(4).await.unwrap();
+        let raw = sqlx::PgPool::connect(&db.url).await.unwrap();
+        super::backfill_check(&s, |sql, binds| {
+            let mut q = sqlx::query(sql);
+            for b in binds {
+                q = match b {
+                    Bind::Text(t) => q.bind(t),
+                    Bind::Int(i) => q.bind(i),
+                    Bind::Bytes(v) => q.bind(v),
+                    Bind::Bool(v) => q.bind(v),
+                };
+            }
+            let pool = raw.clone();
+            Box::pin(async move { q.execute(&pool).await.map(|_| ()).unwrap() })
+        })
+        .await;
+        s.close().await;
+    }
+
     /// Two pools on one database, as two server instances: activations
     /// and first uses of one `jti` race across them.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -162,6 +305,7 @@ mod postgres_only {
         let b = store(&db.url, sql_support::sealed_options().max_connections(10)).await;
         contract::signing_key_activation_race(&a, &b).await.unwrap();
         contract::replay(&a, &b).await.unwrap();
+        contract::upstream_logins(&a, &b).await.unwrap();
         a.close().await;
         b.close().await;
     }
@@ -198,6 +342,16 @@ mod postgres_only {
         };
         let s = store(&db.url, SqlOptions::default().purge_batch(7)).await;
         super::batch_purge_check(&s, |s, at| Box::pin(s.purge(at))).await;
+        s.close().await;
+    }
+
+    #[tokio::test]
+    async fn upstream_logins_are_capped_and_purged_in_batches() {
+        let Some(db) = sql_support::pg_database("upstream_logins_capped").await else {
+            return;
+        };
+        let s = store(&db.url, SqlOptions::default().upstream_login_capacity(3).purge_batch(7)).await;
+        super::login_cap_and_purge_check(&s, |s, at| Box::pin(s.purge(at))).await;
         s.close().await;
     }
 
@@ -411,6 +565,98 @@ impl MigrateTo for authio_mcp::store::sql::PostgresStore {
     }
 }
 
+/// A value bound to a raw statement.
+enum Bind {
+    Text(String),
+    Int(i64),
+    Bytes(Vec<u8>),
+    Bool(bool),
+}
+
+/// A raw statement runner on a schema-4 database.
+type RawExec<'c> = Box<dyn FnMut(&'static str, Vec<Bind>) -> Pin<Box<dyn Future<Output = ()> + 'c>> + 'c>;
+
+/// Rows written before migration 6 (a live refresh token of grant `g`, a
+/// rotated one of grant `h` whose head is revoked, a live one of a revoked
+/// grant): after the migration `g` alone is listed for its user, with the
+/// token's issue time as its last use, and revoking the user's grants
+/// revokes it.
+async fn backfill_check<'c, S>(
+    s: &S,
+    exec: impl FnMut(&'static str, Vec<Bind>) -> Pin<Box<dyn Future<Output = ()> + 'c>> + 'c,
+) where
+    S: MigrateTo + GrantStore,
+{
+    use authio_mcp::grant::{Grant, GrantId, RefreshTokenRecord, Subject};
+    use authio_mcp::secret::SecretHash;
+    use authio_mcp::store::{GrantSelector, PageRequest};
+    let mut exec: RawExec<'c> = Box::new(exec);
+    let t0 = now();
+    let p = authio_mcp::project::ProjectId::new("proj_backfill").unwrap();
+    let grant = |n: u8| -> Grant {
+        serde_json::from_value(serde_json::json!({
+            "id": GrantId::from_random(&[n; 16]), "project": p, "client_id": "client_000000000000000000000001",
+            "subject": "old_user", "scopes": "mcp:read", "resources": ["https://mcp.example.com/mcp"],
+            "granted_at": t0.unix_timestamp() - 3600
+        }))
+        .unwrap()
+    };
+    let (g, revoked) = (grant(1), grant(2));
+    let insert = "INSERT INTO refresh_tokens (project, hash, grant_id, expires_at, rotated, record) \
+                  VALUES ($1, $2, $3, $4, $5, $6)";
+    for (n, g, rotated) in [(1u8, &g, true), (2, &g, false), (3, &revoked, false)] {
+        let record: RefreshTokenRecord = serde_json::from_value(serde_json::json!({
+            "hash": SecretHash::of(&format!("rt{n}")), "grant": g, "scopes": "mcp:read",
+            "resources": ["https://mcp.example.com/mcp"], "issued_at": t0.unix_timestamp() - i64::from(n),
+            "expires_at": t0.unix_timestamp() + 86_400, "rotated": rotated
+        }))
+        .unwrap();
+        exec(
+            insert,
+            vec![
+                Bind::Text(p.as_str().to_owned()),
+                Bind::Bytes(record.hash.as_bytes().to_vec()),
+                Bind::Text(g.id.as_str().to_owned()),
+                Bind::Int(record.expires_at.unix_timestamp()),
+                Bind::Bool(rotated),
+                Bind::Text(serde_json::to_string(&record).unwrap()),
+            ],
+        )
+        .await;
+    }
+    exec(
+        "INSERT INTO revoked_grants (project, grant_id, revoked_at, keep_until) VALUES ($1, $2, $3, $4)",
+        vec![
+            Bind::Text(p.as_str().to_owned()),
+            Bind::Text(revoked.id.as_str().to_owned()),
+            Bind::Int(t0.unix_timestamp()),
+            Bind::Int(t0.unix_timestamp() + 86_400),
+        ],
+    )
+    .await;
+    drop(exec);
+    s.migrate_latest().await.unwrap();
+    let user = Subject::new("old_user").unwrap();
+    let page = s
+        .grants_of_subject(&p, &user, &PageRequest::first(10), t0)
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 1, "{page:?}");
+    let summary = &page.items[0];
+    assert_eq!(summary.grant, g);
+    assert_eq!(
+        summary.last_used_at.map(|t| t.unix_timestamp()),
+        Some(t0.unix_timestamp() - 2)
+    );
+    assert_eq!(summary.expires_at.unix_timestamp(), t0.unix_timestamp() + 86_400);
+    let revoked_now = s
+        .revoke_grants(&p, &GrantSelector::Subject(user), 10, t0)
+        .await
+        .unwrap();
+    assert_eq!(revoked_now.len(), 1);
+    assert!(s.refresh_token(&p, &SecretHash::of("rt2")).await.unwrap().is_none());
+}
+
 /// 50 expired codes purged 7 rows at a time: all go, live ones stay.
 async fn batch_purge_check<S: GrantStore>(
     s: &S,
@@ -448,6 +694,122 @@ async fn batch_purge_check<S: GrantStore>(
         assert!(s.code(&p, h).await.unwrap().is_none());
     }
     assert!(s.code(&p, &hashes[50]).await.unwrap().is_some());
+}
+
+/// An upstream login of project `p` started at `at`, its `state` from `n`.
+fn upstream_login(
+    p: &authio_mcp::project::ProjectId,
+    n: u16,
+    at: time::OffsetDateTime,
+) -> authio_mcp::upstream::UpstreamLogin {
+    upstream_login_and_browser(p, n, at).0
+}
+
+/// [`upstream_login`] and the hash of its browser binding.
+fn upstream_login_and_browser(
+    p: &authio_mcp::project::ProjectId,
+    n: u16,
+    at: time::OffsetDateTime,
+) -> (authio_mcp::upstream::UpstreamLogin, authio_mcp::secret::SecretHash) {
+    use authio_mcp::authorize::{AuthorizationRequest, validate_request};
+    use authio_mcp::client::{Client, ClientId, ClientMetadata, MetadataProfile};
+    use authio_mcp::discovery::Issuer;
+    use authio_mcp::upstream::{self, LoginRandomness, ProviderName, UpstreamProvider};
+    let mut req = AuthorizationRequest::default();
+    req.response_type = Some("code".into());
+    req.code_challenge = Some("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".into());
+    req.code_challenge_method = Some("S256".into());
+    let id = ClientId::parse_with("client_0123456789abcdef01234567", Default::default()).unwrap();
+    let metadata: ClientMetadata =
+        serde_json::from_str(r#"{"redirect_uris":["https://app.example/cb"],"token_endpoint_auth_method":"none"}"#)
+            .unwrap();
+    let v = metadata
+        .validate(
+            MetadataProfile::Dcr,
+            authio_mcp::redirect_uri::RedirectUriPolicy::strict(),
+        )
+        .unwrap();
+    let client = Client::new(id, v, at);
+    let settings = authio_mcp::project::ProjectSettings::default();
+    let pending = validate_request(
+        &req,
+        p,
+        &settings,
+        &client,
+        "https://app.example/cb".into(),
+        "https://as.example",
+        at,
+    )
+    .unwrap();
+    let issuer = Issuer::new("https://idp.example.com").unwrap();
+    let provider = UpstreamProvider::generic(ProviderName::new("oidc").unwrap(), issuer.clone(), "rp");
+    let metadata = upstream::parse_provider_metadata(
+        br#"{"issuer":"https://idp.example.com","authorization_endpoint":"https://idp.example.com/a",
+            "token_endpoint":"https://idp.example.com/t","jwks_uri":"https://idp.example.com/k"}"#,
+        &issuer,
+        false,
+    )
+    .unwrap();
+    let mut state = [0u8; 32];
+    state[..2].copy_from_slice(&n.to_be_bytes());
+    let random = LoginRandomness {
+        state,
+        nonce: [1; 32],
+        verifier: [2; 32],
+        browser: [3; 32],
+    };
+    let start = upstream::start_login(pending, &provider, &metadata, "https://as.example/cb", random, at);
+    (start.login, start.browser_binding.hash())
+}
+
+/// A store holding at most 3 live logins per project refuses a fourth
+/// (never evicting a live one), has room again once they expired, counts
+/// per project; 40 expired logins are purged 7 rows at a time and the
+/// live ones stay.
+async fn login_cap_and_purge_check<S: authio_mcp::store::UpstreamLoginStore>(
+    s: &S,
+    purge: impl for<'a> Fn(&'a S, time::OffsetDateTime) -> Purge<'a, PurgeReport>,
+) {
+    use authio_mcp::store::LoginTake;
+    let t0 = now();
+    let p = authio_mcp::project::ProjectId::new("proj_logins").unwrap();
+    let q = authio_mcp::project::ProjectId::new("proj_logins_other").unwrap();
+    let first: Vec<_> = (0..3).map(|n| upstream_login(&p, n, t0)).collect();
+    for l in &first {
+        s.insert(&p, l.clone()).await.unwrap();
+    }
+    let browser = upstream_login_and_browser(&p, 0, t0).1;
+    let refused = s.insert(&p, upstream_login(&p, 3, t0)).await;
+    assert!(refused.is_err(), "a full project refuses a new login");
+    assert!(
+        matches!(
+            s.take(&p, &first[0].state_hash, &browser, t0).await.unwrap(),
+            LoginTake::Taken(_)
+        ),
+        "the live logins stay"
+    );
+    s.insert(&q, upstream_login(&q, 4, t0)).await.unwrap();
+    // Ten minutes later the first three are dead: room again.
+    let later = t0 + authio_mcp::upstream::UPSTREAM_LOGIN_TTL;
+    let live = upstream_login(&p, 5, later);
+    s.insert(&p, live.clone()).await.unwrap();
+    // 40 more, started 11 minutes apart in the past (so each is dead
+    // before the next starts, and the cap is never in the way).
+    let r = authio_mcp::project::ProjectId::new("proj_logins_many").unwrap();
+    for n in 0..40u16 {
+        let at = t0 - time::Duration::hours(8) + time::Duration::minutes(11 * i64::from(n));
+        s.insert(&r, upstream_login(&r, 100 + n, at)).await.unwrap();
+    }
+    let report = purge(s, later).await.unwrap();
+    assert_eq!(report.upstream_logins, 3 + 1 + 40, "{report:?}");
+    assert!(matches!(
+        s.take(&p, &first[1].state_hash, &browser, later).await.unwrap(),
+        LoginTake::Unknown
+    ));
+    assert!(matches!(
+        s.take(&p, &live.state_hash, &browser, later).await.unwrap(),
+        LoginTake::Taken(_)
+    ));
 }
 
 /// A cache of 3: a fourth and fifth entry evict the soonest-expiring.

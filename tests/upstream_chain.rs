@@ -27,7 +27,10 @@ use serde_json::{Value, json};
 const ADMIN: &str = "admin-secret";
 const INTROSPECT: &str = "introspect-secret";
 const RESOURCE: &str = "http://127.0.0.1:8090/mcp";
-const MCP_REDIRECT: &str = "http://127.0.0.1:33418/callback";
+/// An https redirect URI: a client whose redirect URIs are all loopback
+/// ones never has its consent remembered (RFC 8252 section 8.6), and
+/// these tests never follow the redirect to the client anyway.
+const MCP_REDIRECT: &str = "https://mcp-client.example/callback";
 
 struct Node {
     base: String,
@@ -69,6 +72,10 @@ struct Options {
     b_auto_approve: bool,
     wrong_secret: bool,
     tamper_id_token: bool,
+    /// The `sub` B's userinfo responses are rewritten to name.
+    tamper_userinfo_sub: Option<&'static str>,
+    /// A calls userinfo on every sign-in.
+    a_userinfo: bool,
     provider_down: bool,
     private_key_jwt: bool,
 }
@@ -79,16 +86,34 @@ struct Chain {
     http: reqwest::Client,
     /// The MCP client registered at A.
     client_id: String,
+    /// How often A called B's userinfo endpoint.
+    userinfo_calls: Arc<std::sync::atomic::AtomicUsize>,
 }
 
-/// Breaks the signature of the ID token in B's token response (flips one
-/// payload character), to drive the invalid-ID-token path over sockets.
-struct Tampering(ReqwestUpstreamHttp);
+/// A's HTTP client to B, over sockets, changing what B answers: breaks the
+/// signature of the ID token in B's token response (flips one payload
+/// character) to drive the invalid-ID-token path, or rewrites the `sub`
+/// of B's userinfo responses; counts userinfo requests.
+struct Tampering {
+    inner: ReqwestUpstreamHttp,
+    id_token: bool,
+    userinfo_sub: Option<&'static str>,
+    userinfo_calls: Arc<std::sync::atomic::AtomicUsize>,
+}
 
 #[async_trait]
 impl UpstreamHttp for Tampering {
     async fn get(&self, url: &str) -> Result<HttpResponse, UpstreamHttpError> {
-        self.0.get(url).await
+        self.inner.get(url).await
+    }
+
+    async fn get_with_bearer(&self, url: &str, token: &SecretString) -> Result<HttpResponse, UpstreamHttpError> {
+        self.userinfo_calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let r = self.inner.get_with_bearer(url, token).await?;
+        let Some(sub) = self.userinfo_sub else { return Ok(r) };
+        let mut v: Value = serde_json::from_slice(&r.body).unwrap();
+        v["sub"] = Value::String(sub.to_owned());
+        Ok(HttpResponse::new(r.status, serde_json::to_vec(&v).unwrap()))
     }
 
     async fn post_form(
@@ -97,7 +122,10 @@ impl UpstreamHttp for Tampering {
         form: String,
         authorization: Option<&SecretString>,
     ) -> Result<HttpResponse, UpstreamHttpError> {
-        let r = self.0.post_form(url, form, authorization).await?;
+        let r = self.inner.post_form(url, form, authorization).await?;
+        if !self.id_token {
+            return Ok(r);
+        }
         let mut v: Value = serde_json::from_slice(&r.body).unwrap();
         let token = v["id_token"].as_str().unwrap().to_owned();
         let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
@@ -162,7 +190,13 @@ async fn chain(o: Options) -> Chain {
         .allow_http_loopback_for_development(true)
         .build()
         .unwrap();
-    let upstream_http: Option<Arc<dyn UpstreamHttp>> = o.tamper_id_token.then(|| Arc::new(Tampering(inner)) as _);
+    let userinfo_calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let upstream_http: Option<Arc<dyn UpstreamHttp>> = Some(Arc::new(Tampering {
+        inner,
+        id_token: o.tamper_id_token,
+        userinfo_sub: o.tamper_userinfo_sub,
+        userinfo_calls: userinfo_calls.clone(),
+    }));
     let up = app::UpstreamConfig {
         name: ProviderName::new("oidc").unwrap(),
         issuer: Issuer::new_allowing_loopback_http_for_development(issuer).unwrap(),
@@ -170,6 +204,7 @@ async fn chain(o: Options) -> Chain {
         client_secret: (!o.private_key_jwt).then(|| SecretString::from(secret)),
         private_key_jwt: o.private_key_jwt,
         allow_http: true,
+        userinfo: o.a_userinfo,
         http: upstream_http,
     };
     let a = serve(la, config(&a_base, o.a_auto_approve, Some(up))).await;
@@ -246,6 +281,7 @@ async fn chain(o: Options) -> Chain {
         b,
         http,
         client_id: v["client_id"].as_str().unwrap().to_owned(),
+        userinfo_calls,
     }
 }
 
@@ -292,16 +328,25 @@ impl Chain {
     }
 
     async fn start(&self, path: &str, scope: &str) -> Started {
+        self.start_with(path, scope, &[]).await
+    }
+
+    /// [`Self::start`] with more authorization parameters.
+    async fn start_with(&self, path: &str, scope: &str, extra: &[(&str, &str)]) -> Started {
         let verifier = CodeVerifier::from_random(&[7; 32]);
-        let query = url::form_urlencoded::Serializer::new(String::new())
+        let mut query = url::form_urlencoded::Serializer::new(String::new());
+        query
             .append_pair("response_type", "code")
             .append_pair("client_id", &self.client_id)
             .append_pair("redirect_uri", MCP_REDIRECT)
             .append_pair("code_challenge", CodeChallenge::s256(&verifier).as_str())
             .append_pair("code_challenge_method", "S256")
             .append_pair("state", "mcp-state")
-            .append_pair("scope", scope)
-            .finish();
+            .append_pair("scope", scope);
+        for (k, v) in extra {
+            query.append_pair(k, v);
+        }
+        let query = query.finish();
         let r = self
             .http
             .get(format!("{}{path}?{query}", self.a.base))
@@ -585,6 +630,99 @@ async fn consent_is_remembered_per_user_client_and_scopes() {
 }
 
 #[tokio::test]
+async fn prompt_and_login_hint_reach_the_upstream_provider() {
+    let c = chain(Options {
+        a_auto_approve: true,
+        b_auto_approve: true,
+        ..Options::default()
+    })
+    .await;
+    // prompt=login and login_hint go to B; B authenticates afresh (its ID
+    // token's auth_time is now), so A accepts.
+    let s = c
+        .start_with(
+            "/v1/auth/oauth/oidc/authorize",
+            "mcp:read",
+            &[("prompt", "login"), ("login_hint", "demo@example.com")],
+        )
+        .await;
+    assert_eq!(param(&s.to_b, "prompt").as_deref(), Some("login"));
+    assert_eq!(param(&s.to_b, "max_age").as_deref(), Some("0"));
+    assert_eq!(param(&s.to_b, "login_hint").as_deref(), Some("demo@example.com"));
+    let back = c.at_b(&s.to_b, "approve", "").await;
+    let r = c.callback(&back, Some(&s.cookie)).await;
+    assert!(param(&location(&r), "code").is_some(), "{}", location(&r));
+    // prompt=none goes to B too; B (no remembered consent of its own)
+    // answers consent_required, which the MCP client receives as such.
+    let s = c
+        .start_with("/v1/auth/oauth/oidc/authorize", "mcp:read", &[("prompt", "none")])
+        .await;
+    assert_eq!(param(&s.to_b, "prompt").as_deref(), Some("none"));
+    let back = c.at_b(&s.to_b, "approve", "").await;
+    assert_eq!(param(&back, "error").as_deref(), Some("consent_required"), "{back}");
+    let r = c.callback(&back, Some(&s.cookie)).await;
+    assert_eq!(client_error(&location(&r), &c.a.base), "consent_required");
+    assert_eq!(c.last_failure_reason().await, "interaction_required:consent_required");
+    // The same answer through /oauth2/authorize, which also starts the
+    // upstream login when a provider is selected.
+    let s = c
+        .start_with("/oauth2/authorize", "mcp:read", &[("prompt", "none")])
+        .await;
+    assert_eq!(param(&s.to_b, "prompt").as_deref(), Some("none"));
+}
+
+#[tokio::test]
+async fn userinfo_is_called_when_configured() {
+    // B's ID tokens carry the email: by default A does not call userinfo.
+    let c = chain(Options {
+        a_auto_approve: true,
+        b_auto_approve: true,
+        ..Options::default()
+    })
+    .await;
+    let (_, l) = c.sign_in("mcp:read").await;
+    assert!(param(&l, "code").is_some(), "{l}");
+    assert_eq!(c.userinfo_calls.load(std::sync::atomic::Ordering::SeqCst), 0);
+    // Configured to (--upstream-userinfo): called, over sockets, with B's
+    // access token; its sub is B's user's.
+    let c = chain(Options {
+        a_auto_approve: true,
+        b_auto_approve: true,
+        a_userinfo: true,
+        ..Options::default()
+    })
+    .await;
+    let (_, l) = c.sign_in("mcp:read").await;
+    assert!(param(&l, "code").is_some(), "{l}");
+    assert_eq!(c.userinfo_calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let user =
+        c.a.app
+            .endpoints
+            .server()
+            .user(&c.project(), &c.subject_of(app::DEMO_SUBJECT))
+            .await
+            .unwrap()
+            .unwrap();
+    assert_eq!(user.email.as_deref(), Some("user_demo@example.com"));
+}
+
+#[tokio::test]
+async fn userinfo_about_another_user_is_refused() {
+    let c = chain(Options {
+        a_auto_approve: true,
+        b_auto_approve: true,
+        a_userinfo: true,
+        tamper_userinfo_sub: Some("someone_else"),
+        ..Options::default()
+    })
+    .await;
+    let (_, l) = c.sign_in("mcp:read").await;
+    assert_eq!(client_error(&l, &c.a.base), "server_error");
+    assert_eq!(c.last_failure_reason().await, "userinfo:sub_mismatch");
+    assert!(!c.user_exists(app::DEMO_SUBJECT).await, "nothing half-created");
+}
+
+#[tokio::test]
 async fn user_cancels_at_the_upstream_provider() {
     let c = chain(Options {
         a_auto_approve: true,
@@ -694,23 +832,30 @@ async fn callback_in_another_browser_is_refused() {
     })
     .await;
     // An attacker starts the login and lures a victim through B: the
-    // victim's browser has no binding cookie.
+    // victim's browser has no binding cookie. An error page: no redirect
+    // (which would carry the MCP client's state), nothing spent.
     let s = c.start("/v1/auth/oauth/oidc/authorize", "mcp:read").await;
     let back = c.at_b(&s.to_b, "approve", "").await;
     let r = c.callback(&back, None).await;
-    assert_eq!(client_error(&location(&r), &c.a.base), "access_denied");
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r.headers().get("location").is_none());
     assert_eq!(c.last_failure_reason().await, "browser_mismatch");
     assert!(!c.user_exists(app::DEMO_SUBJECT).await);
-    // A forged cookie value fares no better (and the login is used up).
-    let s = c.start("/v1/auth/oauth/oidc/authorize", "mcp:read").await;
-    let back = c.at_b(&s.to_b, "approve", "").await;
+    // A forged cookie value fares no better.
     let name = s.cookie.split('=').next().unwrap();
     let r = c.callback(&back, Some(&format!("{name}=forged"))).await;
-    assert_eq!(client_error(&location(&r), &c.a.base), "access_denied");
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r.headers().get("location").is_none());
     assert_eq!(c.last_failure_reason().await, "browser_mismatch");
+    // The browser that started it still completes it, once.
+    let r = c.callback(&back, Some(&s.cookie)).await;
+    assert!(param(&location(&r), "code").is_some(), "{}", location(&r));
     let r = c.callback(&back, Some(&s.cookie)).await;
     assert_eq!(client_error(&location(&r), &c.a.base), "access_denied");
     assert_eq!(c.last_failure_reason().await, "replayed_callback");
+    // Another browser replaying it then learns nothing either.
+    let r = c.callback(&back, None).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
 }
 
 #[tokio::test]

@@ -12,21 +12,23 @@ use async_trait::async_trait;
 use authio_mcp::authorize::PendingAuthorization;
 use authio_mcp::axum::{ConsentHandler, RouterPaths, buffer, into_axum, router};
 use authio_mcp::cimd::ReqwestFetcher;
+use authio_mcp::client::{Client, RegisteredClientId};
 use authio_mcp::dcr::{IatId, IatOptions, RegistrationPolicy};
 use authio_mcp::discovery::Issuer;
-use authio_mcp::grant::Subject;
+use authio_mcp::grant::{GrantId, GrantSummary, Subject};
 use authio_mcp::http::{
-    HeaderOrDefaultProjectResolver, OAuthEndpoints, ProjectBearerCredentials, bearer_token, error_response,
-    escape_html, json,
+    HeaderOrDefaultProjectResolver, OAuthEndpoints, ProjectBearerCredentials, bearer_token, error_response, json,
 };
-use authio_mcp::project::{DcrMode, ProjectId, ProjectSettings};
+use authio_mcp::pages::{ConsentUser, ConsentView, ErrorKind, REQUEST_ID_HEADER, request_id};
+use authio_mcp::presentation::ProjectDisplay;
+use authio_mcp::project::{DcrMode, KnownResource, ProjectId, ProjectSettings};
 use authio_mcp::resource::ResourceUri;
 use authio_mcp::scope::ScopeSet;
 use authio_mcp::secret::SecretString;
 use authio_mcp::server::{AuthorizationServer, SignedIn};
 use authio_mcp::store::memory::{MemoryAuditLog, MemoryUpstreamSecrets};
 use authio_mcp::store::sql::{PostgresStore, SqlOptions, SqliteStore};
-use authio_mcp::store::{AuditCursor, AuditLog, AuditQuery, CachedProjectStore};
+use authio_mcp::store::{AuditCursor, AuditLog, AuditQuery, CachedProjectStore, PageCursor, PageRequest};
 use authio_mcp::upstream::{ProviderName, ReqwestUpstreamHttp, UpstreamClientAuth, UpstreamHttp, UpstreamProvider};
 use authio_mcp::{ErrorCode, OAuthError};
 use axum::Router;
@@ -89,6 +91,9 @@ pub struct UpstreamConfig {
     pub private_key_jwt: bool,
     /// `--allow-http-upstream`: an `http://` issuer on loopback.
     pub allow_http: bool,
+    /// `--upstream-userinfo`: call the provider's userinfo endpoint on
+    /// every sign-in (otherwise only when the ID token has no email).
+    pub userinfo: bool,
     /// Tests only: the HTTP client to reach the provider with (default: a
     /// `ReqwestUpstreamHttp`).
     pub http: Option<Arc<dyn UpstreamHttp>>,
@@ -277,7 +282,8 @@ impl Storage {
     }
 
     /// Deletes what can go: expired codes and tokens, unusable initial
-    /// access tokens, and (SQL) expired CIMD entries and old audit events.
+    /// access tokens, expired upstream logins, and (SQL) expired CIMD
+    /// entries and old audit events.
     pub async fn purge(&self, server: &AuthorizationServer) -> Result<u64, authio_mcp::store::StoreError> {
         let now = server.now();
         match self {
@@ -376,6 +382,11 @@ impl App {
                     .cimd_cache(s.clone())
                     .key_store(s.clone())
                     .replay_store(s.clone())
+                    // Local users and remembered consent survive a
+                    // restart; logins in flight are shared, so the
+                    // provider's callback may reach any instance.
+                    .user_store(s.clone())
+                    .upstream_login_store(s.clone())
                     .audit(s.clone()),
                 s.clone(),
                 None,
@@ -389,6 +400,11 @@ impl App {
                     .cimd_cache(s.clone())
                     .key_store(s.clone())
                     .replay_store(s.clone())
+                    // Local users and remembered consent survive a
+                    // restart; logins in flight are shared, so the
+                    // provider's callback may reach any instance.
+                    .user_store(s.clone())
+                    .upstream_login_store(s.clone())
                     .audit(s.clone()),
                 s.clone(),
                 None,
@@ -414,6 +430,7 @@ impl App {
             // project).
             let prefix = server.paths().upstream.clone();
             let mut provider = UpstreamProvider::generic(up.name.clone(), up.issuer.clone(), up.client_id.clone());
+            provider.fetch_userinfo = up.userinfo;
             provider.client_auth = if up.private_key_jwt {
                 UpstreamClientAuth::PrivateKeyJwt
             } else if up.client_secret.is_some() {
@@ -470,6 +487,18 @@ impl App {
         settings.scopes_supported = ScopeSet::parse("openid email profile mcp:read mcp:write")?;
         settings.default_scopes = ScopeSet::parse("mcp:read mcp:write")?;
         settings.default_resource = Some(config.resource.clone());
+        // The default resource is known as it is; listing it too gives it
+        // its name in the known-resource list (admin API).
+        settings
+            .resources
+            .upsert(KnownResource::new(config.resource.clone(), "Demo MCP server")?);
+        // What the consent page names: the service, and the MCP server.
+        let mut display = ProjectDisplay::default();
+        display.name = Some("Authio demo".to_owned());
+        display
+            .resource_names
+            .insert(config.resource.as_str().to_owned(), "Demo MCP server".to_owned());
+        settings.display = display;
         server.put_project(project, settings).await?;
         server.set_mcp_enabled(project, true).await?;
         if let Some(mode) = config.dcr_mode {
@@ -517,6 +546,33 @@ impl App {
             .route(
                 "/admin/projects/{id}/signing-keys/{kid}/revoke",
                 post(admin_revoke_signing_key),
+            )
+            .route(
+                "/admin/projects/{id}/resources",
+                get(admin_list_resources)
+                    .post(admin_put_resource)
+                    .delete(admin_remove_resource),
+            )
+            .route("/admin/projects/{id}/clients", get(admin_list_clients))
+            .route(
+                "/admin/projects/{id}/clients/{client_id}",
+                get(admin_get_client).delete(admin_delete_client),
+            )
+            .route(
+                "/admin/projects/{id}/clients/{client_id}/disable",
+                post(admin_disable_client),
+            )
+            .route(
+                "/admin/projects/{id}/clients/{client_id}/enable",
+                post(admin_enable_client),
+            )
+            .route(
+                "/admin/projects/{id}/users/{subject}/grants",
+                get(admin_user_grants).delete(admin_revoke_user_grants),
+            )
+            .route(
+                "/admin/projects/{id}/users/{subject}/grants/{grant_id}",
+                delete(admin_revoke_user_grant),
             )
             .route("/admin/cimd/resolve", post(admin_cimd_resolve))
             .route("/consent", post(consent_submit))
@@ -609,13 +665,18 @@ async fn metrics_text(State(app): State<App>, headers: HeaderMap) -> Response {
 /// One log line per request: method, path (never the query, which can
 /// carry codes), status, duration; every line logged while the request
 /// runs carries its request id (also sent back as `x-request-id`).
-async fn log_request(req: Request, next: Next) -> Response {
+async fn log_request(mut req: Request, next: Next) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let started = Instant::now();
     let mut id = [0u8; 8];
     authio_mcp::server::RandomSource::fill(&authio_mcp::server::SystemRandom, &mut id);
     let request_id: String = id.iter().map(|b| format!("{b:02x}")).collect();
+    // The id goes on the request too (replacing any the client sent), so
+    // the library's error pages show the id this log line carries.
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        req.headers_mut().insert(REQUEST_ID_HEADER, v);
+    }
     let span = tracing::info_span!("request", id = %request_id);
     let mut response = async {
         let response = next.run(req).await;
@@ -660,8 +721,38 @@ fn admin_failure(e: authio_mcp::server::AdminError) -> OAuthError {
         AdminError::Conflict => {
             OAuthError::with_description(ErrorCode::TemporarilyUnavailable, "concurrent update; retry")
         }
+        AdminError::UnknownClient => not_found("unknown client"),
+        AdminError::UnknownGrant => not_found("unknown grant"),
         _ => OAuthError::server_error(),
     }
+}
+
+fn not_found(what: &'static str) -> OAuthError {
+    OAuthError::with_description(ErrorCode::InvalidRequest, what).with_status(StatusCode::NOT_FOUND)
+}
+
+fn bad_request(description: impl Into<String>) -> OAuthError {
+    OAuthError::with_description(ErrorCode::InvalidRequest, description.into())
+}
+
+/// The JSON body of an admin request: `Content-Type: application/json`
+/// (or a `+json` type) is required, else 415 with a JSON error; a body
+/// that does not parse is 400 naming the problem.
+fn json_body<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Result<T, OAuthError> {
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|m| m.trim().to_ascii_lowercase())
+        .is_some_and(|m| m == "application/json" || (m.starts_with("application/") && m.ends_with("+json")));
+    if !json {
+        return Err(OAuthError::with_description(
+            ErrorCode::InvalidRequest,
+            "the body must be JSON: send Content-Type: application/json",
+        )
+        .with_status(StatusCode::UNSUPPORTED_MEDIA_TYPE));
+    }
+    serde_json::from_slice(body).map_err(|e| bad_request(format!("invalid JSON body: {e}")))
 }
 
 async fn admin_get_project(State(app): State<App>, Path(id): Path<String>, headers: HeaderMap) -> Response {
@@ -684,8 +775,7 @@ async fn admin_set_mcp(State(app): State<App>, Path(id): Path<String>, headers: 
     let result = async {
         app.check_admin(&headers)?;
         let p = project_id(&id)?;
-        let body: McpSwitch = serde_json::from_slice(&body)
-            .map_err(|e| OAuthError::with_description(ErrorCode::InvalidRequest, e.to_string()))?;
+        let body: McpSwitch = json_body(&headers, &body)?;
         let (settings, changes) = app
             .endpoints
             .server()
@@ -729,6 +819,10 @@ struct ProjectPatch {
     default_scopes: Option<ScopeSet>,
     default_resource: Option<ResourceUri>,
     require_resource: Option<bool>,
+    resource_policy: Option<authio_mcp::project::ResourcePolicy>,
+    /// The whole list of known resources (`[{"resource", "name"}]`),
+    /// replacing the current one.
+    resources: Option<authio_mcp::project::KnownResources>,
     cimd: Option<authio_mcp::cimd::CimdPolicy>,
     access_token_format: Option<authio_mcp::project::AccessTokenFormat>,
     signing: Option<authio_mcp::keys::SigningSettings>,
@@ -736,6 +830,9 @@ struct ProjectPatch {
     refresh_reuse_grace: Option<i64>,
     redirect_uri_policy: Option<authio_mcp::redirect_uri::RedirectUriPolicy>,
     tokenless_registration: Option<authio_mcp::tokenless::TokenlessRegistration>,
+    /// The consent page's service name and logo, scope descriptions and
+    /// resource names (replaced as a whole).
+    display: Option<ProjectDisplay>,
 }
 
 async fn admin_patch_project(
@@ -747,8 +844,7 @@ async fn admin_patch_project(
     let result = async {
         app.check_admin(&headers)?;
         let p = project_id(&id)?;
-        let patch: ProjectPatch = serde_json::from_slice(&body)
-            .map_err(|e| OAuthError::with_description(ErrorCode::InvalidRequest, e.to_string()))?;
+        let patch: ProjectPatch = json_body(&headers, &body)?;
         let settings = app
             .endpoints
             .server()
@@ -792,6 +888,12 @@ fn apply_patch(s: &mut ProjectSettings, patch: &ProjectPatch) {
     if let Some(v) = patch.require_resource {
         s.require_resource = v;
     }
+    if let Some(v) = patch.resource_policy {
+        s.resource_policy = v;
+    }
+    if let Some(v) = &patch.resources {
+        s.resources = v.clone();
+    }
     if let Some(v) = &patch.cimd {
         s.cimd = v.clone();
     }
@@ -812,6 +914,9 @@ fn apply_patch(s: &mut ProjectSettings, patch: &ProjectPatch) {
     }
     if let Some(v) = &patch.tokenless_registration {
         s.tokenless_registration = v.clone();
+    }
+    if let Some(v) = &patch.display {
+        s.display = v.clone();
     }
 }
 
@@ -916,8 +1021,7 @@ async fn admin_issue_iat(State(app): State<App>, Path(id): Path<String>, headers
         let req: IatRequest = if body.is_empty() {
             IatRequest::default()
         } else {
-            serde_json::from_slice(&body)
-                .map_err(|e| OAuthError::with_description(ErrorCode::InvalidRequest, e.to_string()))?
+            json_body(&headers, &body)?
         };
         let mut options = IatOptions::new();
         if let Some(n) = req.max_uses {
@@ -1003,6 +1107,372 @@ async fn admin_revoke_signing_key(
             "kid": r.kid.as_str(),
             "replaced_by": r.replaced_by.as_ref().map(authio_mcp::keys::KeyId::as_str),
         }))
+    }
+    .await;
+    result.map_or_else(|e| admin_error(&e), |v| json_ok(&v))
+}
+
+/// `?limit=&after=` of the admin listings: at most `limit` items (default
+/// 50, at most 500) after the cursor a previous page returned as `next`.
+fn page_request(uri: &http::Uri) -> Result<PageRequest, OAuthError> {
+    let mut limit = 50;
+    let mut after = None;
+    for (k, v) in url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes()) {
+        match k.as_ref() {
+            "limit" => {
+                limit = v
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=authio_mcp::store::MAX_PAGE_SIZE).contains(n))
+                    .ok_or_else(|| bad_request("limit must be a number from 1 to 500"))?;
+            }
+            "after" => {
+                after =
+                    Some(PageCursor::parse(&v).map_err(|_| bad_request("after is not a cursor this API returned"))?);
+            }
+            _ => {}
+        }
+    }
+    Ok(PageRequest::first(limit).after(after))
+}
+
+/// A registered client as the admin API shows it: its public metadata,
+/// state and times; never its secret or the secret's hash.
+fn client_view(client: &Client) -> serde_json::Value {
+    let mut v = serde_json::to_value(&client.metadata).unwrap_or_default();
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("client_id".into(), client.client_id.as_str().into());
+        obj.insert("issued_at".into(), client.issued_at.unix_timestamp().into());
+        obj.insert("confidential".into(), client.is_confidential().into());
+        obj.insert(
+            "secret_expires_at".into(),
+            client.secret_expires_at.map(|t| t.unix_timestamp()).into(),
+        );
+        obj.insert("disabled".into(), client.is_disabled().into());
+        obj.insert(
+            "disabled_at".into(),
+            client.disabled_at.map(|t| t.unix_timestamp()).into(),
+        );
+    }
+    v
+}
+
+/// A grant as the admin API shows it.
+fn grant_view(s: &GrantSummary) -> serde_json::Value {
+    serde_json::json!({
+        "grant_id": s.grant.id,
+        "client_id": s.grant.client_id.as_str(),
+        "subject": s.grant.subject.as_str(),
+        "scope": s.grant.scopes.to_string(),
+        "resources": s.grant.resources.audiences(),
+        "granted_at": s.grant.granted_at.unix_timestamp(),
+        "last_used_at": s.last_used_at.map(|t| t.unix_timestamp()),
+        "expires_at": s.expires_at.unix_timestamp(),
+    })
+}
+
+fn client_id(id: &str) -> Result<RegisteredClientId, OAuthError> {
+    RegisteredClientId::new(id).map_err(|_| not_found("unknown client"))
+}
+
+fn subject(s: &str) -> Result<Subject, OAuthError> {
+    Subject::new(s).map_err(|e| bad_request(e.to_string()))
+}
+
+/// The project's known resources: `{"default_resource", "resource_policy",
+/// "resources": [{"resource", "name", "default"}]}` (the default resource
+/// first, named when it is also listed).
+fn resources_view(settings: &ProjectSettings) -> serde_json::Value {
+    let mut list = Vec::new();
+    if let Some(d) = &settings.default_resource {
+        list.push(serde_json::json!({
+            "resource": d.canonical(),
+            "name": settings.resource_name(d),
+            "default": true,
+        }));
+    }
+    for k in &settings.resources {
+        if settings.default_resource.as_ref() != Some(&k.resource) {
+            list.push(serde_json::json!({"resource": k.resource.canonical(), "name": k.name, "default": false}));
+        }
+    }
+    serde_json::json!({
+        "default_resource": settings.default_resource.as_ref().map(ResourceUri::canonical),
+        "resource_policy": settings.resource_policy,
+        "resources": list,
+        "lints": settings.lints(),
+    })
+}
+
+/// `GET /admin/projects/{id}/resources`.
+async fn admin_list_resources(State(app): State<App>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    let result = async {
+        app.check_admin(&headers)?;
+        let p = project_id(&id)?;
+        let settings = app.endpoints.server().project(&p).await.map_err(admin_failure)?;
+        Ok(resources_view(&settings))
+    }
+    .await;
+    result.map_or_else(|e| admin_error(&e), |v| json_ok(&v))
+}
+
+/// `POST /admin/projects/{id}/resources` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResourceEntry {
+    resource: ResourceUri,
+    name: String,
+}
+
+/// `POST /admin/projects/{id}/resources`: adds a known resource, or
+/// renames a listed one (`{"resource", "name"}`).
+async fn admin_put_resource(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let result = async {
+        app.check_admin(&headers)?;
+        let p = project_id(&id)?;
+        let entry: ResourceEntry = json_body(&headers, &body)?;
+        let known = KnownResource::new(entry.resource, entry.name).map_err(|e| bad_request(e.to_string()))?;
+        let settings = app
+            .endpoints
+            .server()
+            .edit_project(&p, |mut s| {
+                s.resources.upsert(known.clone());
+                s
+            })
+            .await
+            .map_err(admin_failure)?;
+        Ok(resources_view(&settings))
+    }
+    .await;
+    result.map_or_else(|e| admin_error(&e), |v| json_ok(&v))
+}
+
+/// `DELETE /admin/projects/{id}/resources?resource=URI`: removes a listed
+/// resource (404 when it is not listed). The default resource stays known
+/// as long as it is the default.
+async fn admin_remove_resource(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    uri: http::Uri,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        app.check_admin(&headers)?;
+        let p = project_id(&id)?;
+        let raw = url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+            .find(|(k, _)| k == "resource")
+            .map(|(_, v)| v.into_owned())
+            .ok_or_else(|| bad_request("the resource query parameter is required"))?;
+        let resource = ResourceUri::parse(raw).map_err(|e| bad_request(e.to_string()))?;
+        let server = app.endpoints.server();
+        if !server
+            .project(&p)
+            .await
+            .map_err(admin_failure)?
+            .resources
+            .contains(&resource)
+        {
+            return Err(not_found("the resource is not listed"));
+        }
+        let settings = server
+            .edit_project(&p, |mut s| {
+                s.resources.remove(&resource);
+                s
+            })
+            .await
+            .map_err(admin_failure)?;
+        Ok(resources_view(&settings))
+    }
+    .await;
+    result.map_or_else(|e| admin_error(&e), |v| json_ok(&v))
+}
+
+/// `GET /admin/projects/{id}/clients?limit=&after=`: one page of the
+/// registered clients, oldest first: `{"clients": [...], "next": cursor or
+/// null}`.
+async fn admin_list_clients(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    uri: http::Uri,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        app.check_admin(&headers)?;
+        let p = project_id(&id)?;
+        let page = page_request(&uri)?;
+        let page = app
+            .endpoints
+            .server()
+            .list_clients(&p, &page)
+            .await
+            .map_err(admin_failure)?;
+        Ok(serde_json::json!({
+            "clients": page.items.iter().map(client_view).collect::<Vec<_>>(),
+            "next": page.next.map(|c| c.to_string()),
+        }))
+    }
+    .await;
+    result.map_or_else(|e| admin_error(&e), |v| json_ok(&v))
+}
+
+/// `GET /admin/projects/{id}/clients/{client_id}`.
+async fn admin_get_client(
+    State(app): State<App>,
+    Path((id, cid)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        app.check_admin(&headers)?;
+        let p = project_id(&id)?;
+        let client = app
+            .endpoints
+            .server()
+            .client(&p, &client_id(&cid)?)
+            .await
+            .map_err(admin_failure)?;
+        Ok(client_view(&client))
+    }
+    .await;
+    result.map_or_else(|e| admin_error(&e), |v| json_ok(&v))
+}
+
+/// `POST /admin/projects/{id}/clients/{client_id}/disable`.
+async fn admin_disable_client(
+    State(app): State<App>,
+    Path((id, cid)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        app.check_admin(&headers)?;
+        let p = project_id(&id)?;
+        let client = app
+            .endpoints
+            .server()
+            .disable_client(&p, &client_id(&cid)?)
+            .await
+            .map_err(admin_failure)?;
+        Ok(client_view(&client))
+    }
+    .await;
+    result.map_or_else(|e| admin_error(&e), |v| json_ok(&v))
+}
+
+/// `POST /admin/projects/{id}/clients/{client_id}/enable`.
+async fn admin_enable_client(
+    State(app): State<App>,
+    Path((id, cid)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        app.check_admin(&headers)?;
+        let p = project_id(&id)?;
+        let client = app
+            .endpoints
+            .server()
+            .enable_client(&p, &client_id(&cid)?)
+            .await
+            .map_err(admin_failure)?;
+        Ok(client_view(&client))
+    }
+    .await;
+    result.map_or_else(|e| admin_error(&e), |v| json_ok(&v))
+}
+
+/// `DELETE /admin/projects/{id}/clients/{client_id}`: deletes the client
+/// and revokes its grants: `{"client_id", "grants_revoked"}`.
+async fn admin_delete_client(
+    State(app): State<App>,
+    Path((id, cid)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        app.check_admin(&headers)?;
+        let p = project_id(&id)?;
+        let cid = client_id(&cid)?;
+        let n = app
+            .endpoints
+            .server()
+            .delete_client(&p, &cid)
+            .await
+            .map_err(admin_failure)?;
+        Ok(serde_json::json!({"client_id": cid.as_str(), "grants_revoked": n}))
+    }
+    .await;
+    result.map_or_else(|e| admin_error(&e), |v| json_ok(&v))
+}
+
+/// `GET /admin/projects/{id}/users/{subject}/grants?limit=&after=`: one
+/// page of the user's grants: `{"grants": [...], "next": cursor or null}`.
+async fn admin_user_grants(
+    State(app): State<App>,
+    Path((id, sub)): Path<(String, String)>,
+    uri: http::Uri,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        app.check_admin(&headers)?;
+        let p = project_id(&id)?;
+        let page = page_request(&uri)?;
+        let page = app
+            .endpoints
+            .server()
+            .user_grants(&p, &subject(&sub)?, &page)
+            .await
+            .map_err(admin_failure)?;
+        Ok(serde_json::json!({
+            "grants": page.items.iter().map(grant_view).collect::<Vec<_>>(),
+            "next": page.next.map(|c| c.to_string()),
+        }))
+    }
+    .await;
+    result.map_or_else(|e| admin_error(&e), |v| json_ok(&v))
+}
+
+/// `DELETE /admin/projects/{id}/users/{subject}/grants/{grant_id}`.
+async fn admin_revoke_user_grant(
+    State(app): State<App>,
+    Path((id, sub, grant)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        app.check_admin(&headers)?;
+        let p = project_id(&id)?;
+        let grant = GrantId::new(grant).map_err(|_| not_found("unknown grant"))?;
+        let summary = app
+            .endpoints
+            .server()
+            .revoke_user_grant(&p, &subject(&sub)?, &grant)
+            .await
+            .map_err(admin_failure)?;
+        Ok(grant_view(&summary))
+    }
+    .await;
+    result.map_or_else(|e| admin_error(&e), |v| json_ok(&v))
+}
+
+/// `DELETE /admin/projects/{id}/users/{subject}/grants`: revokes every
+/// grant of the user (account deletion): `{"subject", "grants_revoked"}`.
+async fn admin_revoke_user_grants(
+    State(app): State<App>,
+    Path((id, sub)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        app.check_admin(&headers)?;
+        let p = project_id(&id)?;
+        let sub = subject(&sub)?;
+        let n = app
+            .endpoints
+            .server()
+            .revoke_user_grants(&p, &sub)
+            .await
+            .map_err(admin_failure)?;
+        Ok(serde_json::json!({"subject": sub.as_str(), "grants_revoked": n}))
     }
     .await;
     result.map_or_else(|e| admin_error(&e), |v| json_ok(&v))
@@ -1124,17 +1594,38 @@ impl ConsentPage {
             URL_SAFE_NO_PAD.encode(b)
         };
         let (id, csrf, cookie) = (random(16), random(32), random(32));
-        let page = render_consent(&pending, signed_in.as_ref(), &id, &csrf);
-        let form_action = redirect_origin(&pending.redirect_uri);
+        // The library's page (DefaultPages unless the endpoints were given
+        // another renderer), from what the pending authorization presents.
+        let user = match &signed_in {
+            Some(s) => ConsentUser::SignedIn {
+                display: s
+                    .user
+                    .email
+                    .clone()
+                    .or_else(|| s.user.name.clone())
+                    .unwrap_or_else(|| s.subject.as_str().to_owned()),
+            },
+            None => ConsentUser::LoginField {
+                name: "username".to_owned(),
+                label: "User name (demo login, no password)".to_owned(),
+                value: DEMO_SUBJECT.to_owned(),
+            },
+        };
+        let view = ConsentView::new(&pending, "/consent")
+            .hidden_field("request_id", id.as_str())
+            .hidden_field("csrf", csrf.as_str())
+            .user(user)
+            .request_id(request_id(&parts.headers));
+        let mut r = endpoints.consent_page(&view);
         {
             let Ok(mut map) = self.pending.lock() else {
-                return error_response(&OAuthError::server_error());
+                return endpoints.error_page_for(&parts.headers, &OAuthError::server_error(), None);
             };
             let now = endpoints.server().now();
             map.retain(|_, w| now - w.pending.created_at <= authio_mcp::authorize::PENDING_AUTHORIZATION_TTL);
             let source = parts.extensions.get::<authio_mcp::cimd::RequestSource>().cloned();
             if let Err(e) = admit_waiting(&mut map, source.as_ref(), &pending) {
-                return error_response(&e);
+                return endpoints.error_page_for(&parts.headers, &e, None);
             }
             map.insert(
                 id,
@@ -1147,117 +1638,14 @@ impl ConsentPage {
                 },
             );
         }
-        let mut r = http::Response::new(page.into_bytes());
-        let h = r.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/html; charset=utf-8"),
-        );
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-        h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-        let csp = format!(
-            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self' {form_action}; frame-ancestors 'none'; base-uri 'none'"
-        );
-        if let Ok(v) = HeaderValue::from_str(&csp) {
-            h.insert(header::CONTENT_SECURITY_POLICY, v);
-        }
         let secure = if self.secure_cookie { "; Secure" } else { "" };
         if let Ok(v) = HeaderValue::from_str(&format!(
             "{CONSENT_COOKIE}={cookie}; Path=/consent; HttpOnly; SameSite=Strict{secure}"
         )) {
-            h.insert(header::SET_COOKIE, v);
+            r.headers_mut().insert(header::SET_COOKIE, v);
         }
         r
     }
-}
-
-/// The scheme and authority of a redirect URI, for CSP `form-action`
-/// (browsers apply it to the redirect after the consent form posts).
-fn redirect_origin(uri: &str) -> String {
-    url::Url::parse(uri)
-        .ok()
-        .map(|u| match u.host_str() {
-            Some(_) => u.origin().ascii_serialization(),
-            None => format!("{}:", u.scheme()),
-        })
-        .unwrap_or_default()
-}
-
-fn render_consent(p: &PendingAuthorization, signed_in: Option<&SignedIn>, id: &str, csrf: &str) -> String {
-    let name = p.client_name.as_deref().unwrap_or("An application");
-    let identity = match &p.client_id_host {
-        Some(host) => format!(
-            "<p>Client identity verified at <strong id=\"client-host\">{}</strong></p>",
-            escape_html(host)
-        ),
-        None => format!(
-            "<p>Registered client <code>{}</code></p>",
-            escape_html(p.client_id.as_str())
-        ),
-    };
-    let mut warning = if p.loopback_only {
-        "<p id=\"loopback-warning\" class=\"warn\">Warning: this client only redirects to your own computer \
-         (localhost). Anyone can publish a client like this; continue only if you started this sign-in yourself.</p>"
-            .to_owned()
-    } else {
-        String::new()
-    };
-    if let Some(scheme) = &p.app_scheme {
-        warning.push_str(&format!(
-            "<p id=\"app-scheme-warning\" class=\"warn\">Warning: you will be sent to the app that handles \
-             <strong>{}:</strong> links on this device. Any installed app can claim such links; continue only if \
-             you started this sign-in yourself.</p>",
-            escape_html(scheme)
-        ));
-    }
-    if !p.dropped_scopes.is_empty() {
-        warning.push_str(&format!(
-            "<p id=\"dropped-scopes\">Not granted (not offered here): {}</p>",
-            escape_html(&p.dropped_scopes.to_string())
-        ));
-    }
-    let scopes: String = p
-        .scopes
-        .iter()
-        .map(|s| format!("<li>{}</li>", escape_html(s.as_str())))
-        .collect();
-    let resources: String = p
-        .resources
-        .iter()
-        .map(|r| format!("<li>{}</li>", escape_html(r.canonical())))
-        .collect();
-    let who = match signed_in {
-        Some(s) => format!(
-            "<p>Signed in as <strong id=\"signed-in-as\">{}</strong></p>",
-            escape_html(
-                s.user
-                    .email
-                    .as_deref()
-                    .or(s.user.name.as_deref())
-                    .unwrap_or(s.subject.as_str())
-            )
-        ),
-        None => format!(
-            "<label>User name (demo login) <input name=\"username\" id=\"username\" value=\"{DEMO_SUBJECT}\"></label>"
-        ),
-    };
-    format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Sign in to {name}</title>\
-         <style>body{{font-family:sans-serif;max-width:36em;margin:2em auto}}.warn{{color:#a00;font-weight:bold}}</style>\
-         </head><body><h1>Sign in and allow <span id=\"client-name\">{name}</span>?</h1>{identity}\
-         <p>After you decide, you will be sent to <strong id=\"redirect-host\">{redirect}</strong>.</p>{warning}\
-         <p>It asks for:</p><ul id=\"scopes\">{scopes}</ul><p>For:</p><ul>{resources}</ul>\
-         <form method=\"post\" action=\"/consent\">\
-         <input type=\"hidden\" name=\"request_id\" value=\"{id}\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
-         {who}\
-         <p><button id=\"approve\" name=\"action\" value=\"approve\">Allow</button> \
-         <button id=\"deny\" name=\"action\" value=\"deny\">Deny</button></p></form></body></html>",
-        name = escape_html(name),
-        redirect = escape_html(p.redirect_host.as_deref().unwrap_or(&p.redirect_uri)),
-        id = escape_html(id),
-        csrf = escape_html(csrf),
-    )
 }
 
 async fn consent_submit(State(app): State<App>, req: Request) -> Response {
@@ -1270,19 +1658,31 @@ async fn consent_submit(State(app): State<App>, req: Request) -> Response {
         .filter_map(|c| c.trim().strip_prefix(CONSENT_COOKIE).and_then(|r| r.strip_prefix('=')))
         .map(str::to_owned)
         .collect::<Vec<_>>();
+    let request_headers = req.headers().clone();
     let Ok(req) = buffer(req, 8 * 1024).await else {
-        return admin_error(&OAuthError::new(ErrorCode::InvalidRequest));
+        let too_large = OAuthError::with_description(ErrorCode::InvalidRequest, "the consent form is too large")
+            .with_status(StatusCode::PAYLOAD_TOO_LARGE);
+        return into_axum(app.endpoints.error_page_for(&request_headers, &too_large, None));
     };
     let mut fields: HashMap<String, String> = HashMap::new();
     for (k, v) in url::form_urlencoded::parse(req.body()) {
         fields.insert(k.into_owned(), v.into_owned());
     }
     let get = |k: &str| fields.get(k).map(String::as_str).unwrap_or_default();
+    // An unknown, expired, forged or already used form: the user starts
+    // again from the app (the page shows the request id).
     let forbidden = || {
-        into_axum(authio_mcp::http::error_page(
-            &OAuthError::with_description(ErrorCode::AccessDenied, "the consent form is invalid or has expired")
+        into_axum(
+            app.endpoints.error_page_for(
+                &request_headers,
+                &OAuthError::with_description(
+                    ErrorCode::AccessDenied,
+                    "the consent form is invalid, has expired or was already used",
+                )
                 .with_status(StatusCode::FORBIDDEN),
-        ))
+                Some(ErrorKind::StartAgain),
+            ),
+        )
     };
     let waiting = {
         let Ok(mut map) = app.consent.pending.lock() else {

@@ -35,8 +35,10 @@ USAGE: cargo run --example server -- [FLAGS]
   --purge-interval-secs N     delete expired codes, tokens and initial access tokens every N seconds (default 60; 0: never)
   --max-clients N|none        registered clients per project (default 10000; none: no limit, e.g. for loadgen)
   --access-token-format F     jwt (default: RFC 9068, 5 minute lifetime, verifiable against the JWKS) | opaque
-  --database-url URL          where records are kept: sqlite://PATH (created on first start),
-                              postgres://USER@HOST:PORT/DB (shared by many instances), or memory:
+  --database-url URL          where records are kept (clients, tokens, keys, local users, remembered
+                              consent, upstream logins in flight): sqlite://PATH (created on first
+                              start), postgres://USER@HOST:PORT/DB (shared by many instances: an
+                              upstream callback may reach any of them), or memory:
                               (default sqlite://authio-example.db, in the working directory)
   --key-encryption-key-file F the 256-bit key sealing signing keys in the database (standard base64,
                               one line; created with a random key if missing; default: next to the
@@ -57,6 +59,8 @@ USAGE: cargo run --example server -- [FLAGS]
                               <issuer>/v1/auth/oauth/NAME/authorize; register
                               <issuer>/v1/auth/oauth/NAME/callback at the provider
   --upstream-private-key-jwt  authenticate there with private_key_jwt (register <issuer>/.well-known/jwks.json)
+  --upstream-userinfo         call the provider's userinfo endpoint on every sign-in and merge its
+                              claims (default: only when the ID token carries no email)
   --allow-http-upstream       development: allow an http:// upstream issuer on loopback
 ";
 
@@ -87,7 +91,7 @@ fn parse_args() -> Result<(SocketAddr, app::Config, Extra), String> {
     let (mut auto_approve, mut allow_loopback) = (false, false);
     let mut resource = "http://127.0.0.1:8090/mcp".to_owned();
     let (mut up_issuer, mut up_client, mut up_secret, mut up_name, mut up_http) = (None, None, None, None, false);
-    let mut up_pkjwt = false;
+    let (mut up_pkjwt, mut up_userinfo) = (false, false);
     let mut extra = Extra {
         purge_interval: Some(std::time::Duration::from_secs(60)),
         policy: RegistrationPolicy::default(),
@@ -164,6 +168,7 @@ fn parse_args() -> Result<(SocketAddr, app::Config, Extra), String> {
             "--upstream-name" => up_name = Some(value()?),
             "--allow-http-upstream" => up_http = true,
             "--upstream-private-key-jwt" => up_pkjwt = true,
+            "--upstream-userinfo" => up_userinfo = true,
             other => return Err(format!("unknown flag {other}; see --help")),
         }
     }
@@ -191,6 +196,7 @@ fn parse_args() -> Result<(SocketAddr, app::Config, Extra), String> {
                 client_secret: up_secret.map(SecretString::from),
                 private_key_jwt: up_pkjwt,
                 allow_http: up_http,
+                userinfo: up_userinfo,
                 http: None,
             })
         }

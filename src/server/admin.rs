@@ -33,6 +33,12 @@ pub enum AdminError {
     /// No signing key with this id in the project.
     #[error("unknown signing key")]
     UnknownSigningKey,
+    /// No registered client with this id in the project.
+    #[error("unknown client")]
+    UnknownClient,
+    /// The user has no such grant (or it was revoked already).
+    #[error("unknown grant")]
+    UnknownGrant,
 }
 
 /// Compare-and-swap attempts before giving up with [`AdminError::Conflict`].

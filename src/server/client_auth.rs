@@ -25,7 +25,8 @@ impl AuthorizationServer {
     ///
     /// # Errors
     /// 401 `invalid_client` for an unknown client (also a client of another
-    /// project, or an id that is not a registered one) and for every failed
+    /// project, or an id that is not a registered one), a disabled client
+    /// (recorded as `oauth_client.disabled_refused`) and for every failed
     /// check, with the same description whatever the reason, and with
     /// `WWW-Authenticate: Basic` when the client used HTTP Basic (RFC 6749
     /// section 5.2); `server_error` when storage fails.
@@ -43,6 +44,13 @@ impl AuthorizationServer {
             return Err(fail(ClientAuthError::UnknownClient));
         };
         creds.verify(&client, self.now()).map_err(fail)?;
+        // Checked after the credentials, so the audit log records only
+        // disabled clients that could otherwise authenticate.
+        if client.is_disabled() {
+            self.disabled_client_refused(project, &client.client_id, "client_authentication")
+                .await;
+            return Err(fail(ClientAuthError::UnknownClient));
+        }
         Ok(client)
     }
 }
@@ -90,7 +98,10 @@ impl AuthorizationServer {
         source: Option<&crate::cimd::RequestSource>,
     ) -> Result<Client, OAuthError> {
         let fail = || ClientAuthError::UnknownClient.to_oauth_error(false);
-        let client = match self.resolve_client_from(project, settings, id, source).await {
+        let client = match self
+            .resolve_client_from(project, settings, id, source, "client_authentication")
+            .await
+        {
             Ok(c) => c,
             Err(e) if e.code() == crate::error::ErrorCode::ServerError => return Err(e),
             Err(_) => {

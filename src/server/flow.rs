@@ -124,7 +124,12 @@ impl AuthorizationServer {
             }
             Err(_) => return AuthorizeOutcome::ShowError(OAuthError::server_error()),
         };
-        let outcome = self.validate_authorization(project, &settings, query, source).await;
+        // `prompt=none` can be answered only through an upstream login
+        // (a silent sign-in there, and remembered consent).
+        let allow_prompt_none = settings.upstream.selected.is_some();
+        let outcome = self
+            .validate_authorization(project, &settings, query, source, allow_prompt_none)
+            .await;
         match (outcome, settings.upstream.selected.clone()) {
             (AuthorizeOutcome::Pending(p), Some(provider)) => self.start_upstream_login(&settings, *p, &provider).await,
             (other, _) => other,
@@ -138,6 +143,7 @@ impl AuthorizationServer {
         settings: &ProjectSettings,
         query: &str,
         source: Option<&crate::cimd::RequestSource>,
+        allow_prompt_none: bool,
     ) -> AuthorizeOutcome {
         let req = AuthorizationRequest::from_query(query);
         let client = match self.authorization_client(project, settings, &req, source).await {
@@ -149,9 +155,24 @@ impl AuthorizationServer {
             Ok(r) => r,
             Err(e) => return AuthorizeOutcome::ShowError(e.to_oauth_error()),
         };
-        match authorize::validate_request(&req, project, settings, &client, redirect_uri, self.clock.now()) {
+        let issuer = self.issuer_for(settings).as_str();
+        match authorize::validate_request_with(
+            &req,
+            project,
+            settings,
+            &client,
+            redirect_uri,
+            self.clock.now(),
+            authorize::RequestOptions::new(issuer).allow_prompt_none(allow_prompt_none),
+        ) {
             Ok(p) => AuthorizeOutcome::Pending(Box::new(p)),
-            Err(e) => AuthorizeOutcome::Redirect(e.location(self.issuer_for(settings).as_str())),
+            Err(e) => {
+                if e.error.code() == ErrorCode::InvalidTarget {
+                    self.resource_refused(project, &client.client_id, "authorize", &e.error)
+                        .await;
+                }
+                AuthorizeOutcome::Redirect(e.location(issuer))
+            }
         }
     }
 
@@ -164,7 +185,8 @@ impl AuthorizationServer {
     ) -> Result<Client, OAuthError> {
         let id = authorize::parse_client_id(req, settings, self.client_id_url_policy(settings))
             .map_err(|e| e.to_oauth_error())?;
-        self.resolve_client_from(project, settings, &id, source).await
+        self.resolve_client_from(project, settings, &id, source, "authorize")
+            .await
     }
 
     pub(crate) fn client_id_url_policy(&self, settings: &ProjectSettings) -> ClientIdUrlPolicy {
@@ -173,20 +195,29 @@ impl AuthorizationServer {
 
     /// Resolves a client id to a client: the client store for registered
     /// ids, the metadata-document resolver for URLs (a first fetch limited
-    /// per `source` too).
+    /// per `source` too). `endpoint` names the step for the audit event of
+    /// a disabled client.
     pub(crate) async fn resolve_client_from(
         &self,
         project: &ProjectId,
         settings: &ProjectSettings,
         id: &ClientId,
         source: Option<&crate::cimd::RequestSource>,
+        endpoint: &str,
     ) -> Result<Client, OAuthError> {
         match id {
-            ClientId::Registered(r) => self
-                .clients
-                .get(project, r)
-                .await?
-                .ok_or_else(|| ClientRequestError::UnknownClient.to_oauth_error()),
+            ClientId::Registered(r) => {
+                let client = self
+                    .clients
+                    .get(project, r)
+                    .await?
+                    .ok_or_else(|| ClientRequestError::UnknownClient.to_oauth_error())?;
+                if client.is_disabled() {
+                    self.disabled_client_refused(project, id, endpoint).await;
+                    return Err(ClientRequestError::DisabledClient.to_oauth_error());
+                }
+                Ok(client)
+            }
             ClientId::Metadata(url) => self
                 .resolve_cimd_client_from(project, settings, url, source)
                 .await
@@ -311,11 +342,32 @@ impl AuthorizationServer {
                 },
             )
             .await?;
-        match grant_type {
+        let result = match grant_type {
             GrantTypeParam::AuthorizationCode => self.exchange_code(project, &settings, &client, &req).await,
             GrantTypeParam::RefreshToken => self.refresh(project, &settings, &client, &req).await,
             GrantTypeParam::ClientCredentials => self.client_credentials(project, &settings, &client, &req).await,
+        };
+        if let Err(e) = &result
+            && e.code() == ErrorCode::InvalidTarget
+        {
+            self.resource_refused(project, &client.client_id, "token", e).await;
         }
+        result
+    }
+
+    /// Records `resource.refused`: a request named a resource the project
+    /// does not accept (or a malformed one, or none where one is
+    /// required).
+    async fn resource_refused(&self, project: &ProjectId, client_id: &ClientId, endpoint: &str, error: &OAuthError) {
+        self.emit(
+            project,
+            AuditKind::ResourceRefused {
+                client_id: client_id.to_string(),
+                endpoint: endpoint.to_owned(),
+                detail: error.description().unwrap_or_default().to_owned(),
+            },
+        )
+        .await;
     }
 
     /// The client credentials grant: the client acts for itself (`sub` is
@@ -425,7 +477,7 @@ impl AuthorizationServer {
                     return Err(invalid());
                 }
                 let client = self
-                    .resolve_client_from(project, settings, &id, params.source)
+                    .resolve_client_from(project, settings, &id, params.source, "client_authentication")
                     .await
                     .map_err(|e| match e.code() {
                         ErrorCode::ServerError => e,
@@ -459,6 +511,7 @@ impl AuthorizationServer {
         // Every check before any state change: an invalid replay neither
         // consumes the code nor revokes anything.
         let issuance = token::check_code_redemption(&record, &client.client_id, req, self.clock.now())?;
+        check_resources_accepted(settings, &issuance)?;
         if record.consumed {
             return Err(self.reuse_detected(project, &record.grant, Reused::Code).await);
         }
@@ -558,6 +611,7 @@ impl AuthorizationServer {
         // Every check before any state change (a reuse is decided by the
         // store call below, against the committed state).
         let issuance = token::check_refresh(&record, &client.client_id, req, now)?;
+        check_resources_accepted(settings, &issuance)?;
         if !client.metadata.allows_refresh() {
             return Err(TokenError::UnauthorizedClient.into());
         }
@@ -903,7 +957,8 @@ impl AuthorizationServer {
 
     /// Token introspection (RFC 7662). The caller must already be
     /// authenticated by the host (a resource server's credential); this
-    /// answers for access and refresh tokens of the project.
+    /// answers for access and refresh tokens of the project. A token of a
+    /// registered client that was disabled or deleted is inactive.
     ///
     /// # Errors
     /// `invalid_request` for a malformed request.
@@ -925,20 +980,70 @@ impl AuthorizationServer {
         let now = self.clock.now();
         let hash = SecretHash::of(token);
         if let Some(access) = self.grants.access_token(project, &hash).await? {
-            return Ok(if access.revoked || access.is_expired(now) {
-                IntrospectionResponse::inactive()
-            } else {
-                IntrospectionResponse::from_access_token(&access)
-            });
+            return Ok(
+                if access.revoked
+                    || access.is_expired(now)
+                    || !self.client_active(project, &access.claims.client_id).await?
+                {
+                    IntrospectionResponse::inactive()
+                } else {
+                    IntrospectionResponse::from_access_token(&access)
+                },
+            );
         }
         if let Some(refresh) = self.grants.refresh_token(project, &hash).await?
             && !refresh.rotated
             && now < refresh.expires_at
+            && self.client_active(project, refresh.grant.client_id.as_str()).await?
         {
             let settings = self.projects.get(project).await?;
             let issuer = settings.as_ref().map_or(&self.issuer, |s| self.issuer_for(s));
             return Ok(IntrospectionResponse::from_refresh_token(&refresh, issuer.as_str()));
         }
         Ok(IntrospectionResponse::inactive())
+    }
+}
+
+impl AuthorizationServer {
+    /// Whether the tokens of `client_id` may still be used: a registered
+    /// client must exist and not be disabled (metadata-document clients
+    /// are not stored, so always). Asked by introspection and userinfo on
+    /// every token, so a disabled or deleted client's tokens stop working
+    /// at once.
+    pub(crate) async fn client_active(
+        &self,
+        project: &ProjectId,
+        client_id: &str,
+    ) -> Result<bool, crate::store::StoreError> {
+        match crate::client::RegisteredClientId::new(client_id) {
+            Ok(id) => Ok(self.clients.get(project, &id).await?.is_some_and(|c| !c.is_disabled())),
+            Err(_) => Ok(true),
+        }
+    }
+
+    /// Records `oauth_client.disabled_refused`.
+    pub(crate) async fn disabled_client_refused(&self, project: &ProjectId, client_id: &ClientId, endpoint: &str) {
+        self.emit(
+            project,
+            AuditKind::DisabledClientRefused {
+                client_id: client_id.to_string(),
+                endpoint: endpoint.to_owned(),
+            },
+        )
+        .await;
+    }
+}
+
+/// The resources of a code exchange or refresh must still be accepted by
+/// the project ([`ProjectSettings::accepts_resource`]): a resource the
+/// operator removed from the known list gets no more tokens, also for
+/// grants made before. Checked before any state change.
+fn check_resources_accepted(settings: &ProjectSettings, issuance: &Issuance) -> Result<(), OAuthError> {
+    match settings.unaccepted_resource(&issuance.resources) {
+        Some(r) => Err(OAuthError::with_description(
+            ErrorCode::InvalidTarget,
+            format!("the resource {r} is no longer known to this project"),
+        )),
+        None => Ok(()),
     }
 }

@@ -9,6 +9,7 @@ mod client_auth;
 mod env;
 mod flow;
 mod keys;
+mod lifecycle;
 mod oidc;
 mod register;
 mod upstream;

@@ -19,7 +19,7 @@ impl AuthorizationServer {
     ///
     /// # Errors
     /// 401 `invalid_token` for a missing, unknown, revoked or expired
-    /// token; 403 `insufficient_scope` without `openid`; `server_error`
+    /// token, or one of a disabled or deleted client; 403 `insufficient_scope` without `openid`; `server_error`
     /// when storage fails.
     pub async fn userinfo(
         &self,
@@ -34,7 +34,10 @@ impl AuthorizationServer {
             .access_token(project, &SecretHash::of(token))
             .await?
             .ok_or_else(invalid)?;
-        if record.revoked || record.is_expired(self.clock.now()) {
+        if record.revoked
+            || record.is_expired(self.clock.now())
+            || !self.client_active(project, &record.claims.client_id).await?
+        {
             return Err(invalid());
         }
         let scopes = ScopeSet::parse(&record.claims.scope).map_err(|_| invalid())?;

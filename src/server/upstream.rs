@@ -17,6 +17,7 @@ use crate::grant::Subject;
 use crate::jose::{self, JwkSet, SigningAlgorithm};
 use crate::project::{ProjectId, ProjectSettings};
 use crate::scope::ScopeSet;
+use crate::secret::SecretHash;
 use crate::store::{LocalUser, LoginTake};
 use crate::upstream::{
     self, CallbackParams, LoginFailure, LoginRandomness, ProviderMetadata, ProviderName, UpstreamLogin,
@@ -64,8 +65,11 @@ pub struct SignedIn {
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum CallbackOutcome {
-    /// The callback matches no login (unknown or malformed `state`):
-    /// there is no client to send the user back to; show this error.
+    /// The callback matches no login (unknown or malformed `state`), or
+    /// comes from another browser than the one the login started in (its
+    /// binding cookie missing or wrong: the login is left for its own
+    /// browser, and the caller is not sent to the MCP client): show this
+    /// error.
     ShowError(OAuthError),
     /// Redirect the user agent to the MCP client: an error (with `state`
     /// and `iss`), or the code when the user's remembered consent already
@@ -114,7 +118,10 @@ impl AuthorizationServer {
         else {
             return AuthorizeOutcome::ShowError(unknown_provider());
         };
-        match self.validate_authorization(project, &settings, query, source).await {
+        match self
+            .validate_authorization(project, &settings, query, source, true)
+            .await
+        {
             AuthorizeOutcome::Pending(p) => self.start_upstream_login(&settings, *p, &name).await,
             other => other,
         }
@@ -137,6 +144,13 @@ impl AuthorizationServer {
             Ok(m) => m,
             Err(f) => return AuthorizeOutcome::Redirect(self.login_failed(settings, &pending, provider, &f).await),
         };
+        if pending.prompt_none && !metadata.supports_prompt("none") {
+            // The provider cannot be asked for a silent sign-in, so no
+            // sign-in can happen without a page (OpenID Connect Core 1.0
+            // section 3.1.2.6).
+            let f = LoginFailure::InteractionRequired(crate::error::ErrorCode::LoginRequired);
+            return AuthorizeOutcome::Redirect(self.login_failed(settings, &pending, provider, &f).await);
+        }
         let random = LoginRandomness {
             state: self.random_array(),
             nonce: self.random_array(),
@@ -186,12 +200,34 @@ impl AuthorizationServer {
             self.emit(project, unmatched("state_mismatch")).await;
             return CallbackOutcome::ShowError(no_login());
         };
-        let login = match self.upstream_logins.take(project, &hash).await {
+        // The browser binding goes into the take itself: a caller without
+        // it (whoever learned a `state` from a log, a Referer or a shared
+        // link) neither spends the user's login nor learns the MCP
+        // client's redirect and `state`: an error page, nothing else. A
+        // missing cookie is the empty value, which no login's binding (256
+        // random bits) ever is.
+        let browser_hash = SecretHash::of(browser_binding.unwrap_or_default());
+        let taken = self
+            .upstream_logins
+            .take(project, &hash, &browser_hash, self.clock.now())
+            .await;
+        let login = match taken {
             Ok(LoginTake::Taken(l)) => *l,
+            Ok(LoginTake::WrongBrowser) => {
+                self.emit(project, unmatched("browser_mismatch")).await;
+                return CallbackOutcome::ShowError(wrong_browser());
+            }
             Ok(LoginTake::AlreadyTaken(l)) => {
                 let name = l.provider.clone();
                 return CallbackOutcome::Redirect(
                     self.login_failed(&settings, &l.pending, &name, &LoginFailure::Replayed)
+                        .await,
+                );
+            }
+            Ok(LoginTake::Expired(l)) => {
+                let name = l.provider.clone();
+                return CallbackOutcome::Redirect(
+                    self.login_failed(&settings, &l.pending, &name, &LoginFailure::Expired)
                         .await,
                 );
             }
@@ -220,6 +256,20 @@ impl AuthorizationServer {
                 Ok(UserDecision::Refuse(reason)) => return Err(LoginFailure::RefusedByPolicy { reason }),
                 Err(_) => return Err(LoginFailure::Storage),
             };
+            // What the user allowed this client before, read before
+            // anything is stored: a silent (`prompt=none`) login that it
+            // does not cover fails without creating the user.
+            let remembered = self
+                .users
+                .consent(project, &subject, login.pending.client_id.as_str())
+                .await
+                .map_err(|_| LoginFailure::Storage)?;
+            let covered = remembered.is_some_and(|c| consent_covers(&login.pending, &c));
+            if login.pending.prompt_none && !covered {
+                return Err(LoginFailure::InteractionRequired(
+                    crate::error::ErrorCode::ConsentRequired,
+                ));
+            }
             let now = self.clock.now();
             let user = LocalUser {
                 project: project.clone(),
@@ -233,10 +283,10 @@ impl AuthorizationServer {
                 last_login_at: now,
             };
             let user = self.users.upsert(user).await.map_err(|_| LoginFailure::Storage)?;
-            Ok((subject, user))
+            Ok((subject, user, covered))
         }
         .await;
-        let (subject, user) = match result {
+        let (subject, user, covered) = match result {
             Ok(v) => v,
             Err(f) => {
                 return CallbackOutcome::Redirect(self.login_failed(&settings, &login.pending, &name, &f).await);
@@ -251,35 +301,28 @@ impl AuthorizationServer {
             },
         )
         .await;
-        let remembered = self
-            .users
-            .consent(project, &subject, login.pending.client_id.as_str())
-            .await;
-        match remembered {
-            Ok(Some(c)) if login.pending.scopes.is_subset_of(&c.scopes) => {
-                match self.approve(login.pending.clone(), subject, None).await {
-                    Ok(location) => CallbackOutcome::Redirect(location),
-                    Err(e) => {
-                        let f = match e {
-                            super::ApproveError::Approval(crate::authorize::ApprovalError::Expired) => {
-                                LoginFailure::Expired
-                            }
-                            _ => LoginFailure::Storage,
-                        };
-                        CallbackOutcome::Redirect(self.login_failed(&settings, &login.pending, &name, &f).await)
-                    }
+        // Remembered consent that covers the request answers at once,
+        // unless the client asked for the consent page (`prompt=consent`).
+        if covered && !login.pending.force_consent {
+            match self.approve(login.pending.clone(), subject, None).await {
+                Ok(location) => CallbackOutcome::Redirect(location),
+                Err(e) => {
+                    let f = match e {
+                        super::ApproveError::Approval(crate::authorize::ApprovalError::Expired) => {
+                            LoginFailure::Expired
+                        }
+                        _ => LoginFailure::Storage,
+                    };
+                    CallbackOutcome::Redirect(self.login_failed(&settings, &login.pending, &name, &f).await)
                 }
             }
-            Ok(_) => CallbackOutcome::SignedIn(Box::new(SignedIn {
+        } else {
+            CallbackOutcome::SignedIn(Box::new(SignedIn {
                 pending: login.pending,
                 subject,
                 user,
                 provider: name,
-            })),
-            Err(_) => CallbackOutcome::Redirect(
-                self.login_failed(&settings, &login.pending, &name, &LoginFailure::Storage)
-                    .await,
-            ),
+            }))
         }
     }
 
@@ -296,10 +339,11 @@ impl AuthorizationServer {
     ) -> Result<String, super::ApproveError> {
         let SignedIn { pending, subject, .. } = signed_in;
         let scopes = granted.clone().unwrap_or_else(|| pending.scopes.clone());
+        let resources = pending.resources.clone();
         let (project, client) = (pending.project.clone(), pending.client_id.to_string());
         let location = self.approve(pending, subject.clone(), granted).await?;
         self.users
-            .remember_consent(&project, &subject, &client, &scopes, self.clock.now())
+            .remember_consent(&project, &subject, &client, &scopes, &resources, self.clock.now())
             .await
             .map_err(|_| super::ApproveError::Server)?;
         Ok(location)
@@ -357,7 +401,9 @@ impl AuthorizationServer {
         .location(self.issuer_for(settings).as_str())
     }
 
-    /// Exchanges the code and verifies the ID token.
+    /// Exchanges the code, verifies the ID token and, when it is wanted
+    /// ([`upstream::userinfo_endpoint`]), merges the userinfo response
+    /// (whose `sub` must be the ID token's).
     async fn redeem(
         &self,
         project: &ProjectId,
@@ -386,7 +432,8 @@ impl AuthorizationServer {
             .post_form(&metadata.token_endpoint, form, authorization.as_ref())
             .await
             .map_err(|_| LoginFailure::TokenExchange)?;
-        let id_token = upstream::id_token_from_response(response.status, &response.body)?;
+        let tokens = upstream::tokens_from_response(response.status, &response.body)?;
+        let id_token = tokens.id_token;
         let expect = jose::Expect {
             algorithms: &SigningAlgorithm::ALL,
             typ: None,
@@ -395,8 +442,25 @@ impl AuthorizationServer {
         let header = jose::peek(&id_token, expect).map_err(bad)?;
         let keys = self.provider_keys(&metadata.jwks_uri, &header.kid).await?;
         let (_, claims) = jose::verify(&id_token, &keys, expect).map_err(bad)?;
-        upstream::check_id_token_claims(&claims, p, &login.nonce, self.clock.now())
-            .map_err(LoginFailure::InvalidIdToken)
+        let now = self.clock.now();
+        let identity =
+            upstream::check_id_token_claims(&claims, p, &login.nonce, now).map_err(LoginFailure::InvalidIdToken)?;
+        if login.pending.force_login {
+            upstream::check_auth_time(&claims, login.created_at, now).map_err(LoginFailure::InvalidIdToken)?;
+        }
+        let Some(endpoint) = upstream::userinfo_endpoint(p, metadata, &identity).map_err(LoginFailure::Userinfo)?
+        else {
+            return Ok(identity);
+        };
+        let token = tokens
+            .access_token
+            .as_ref()
+            .ok_or(LoginFailure::Userinfo(upstream::UserinfoError::NoAccessToken))?;
+        let response = http
+            .get_with_bearer(endpoint, token)
+            .await
+            .map_err(|_| LoginFailure::Userinfo(upstream::UserinfoError::Unreachable))?;
+        upstream::merge_userinfo(identity, p, response.status, &response.body).map_err(LoginFailure::Userinfo)
     }
 
     /// A `private_key_jwt` client assertion for `p`, signed with the
@@ -489,6 +553,28 @@ impl AuthorizationServer {
         }
         Ok(entry.keys)
     }
+}
+
+/// Whether a remembered consent answers `pending` without asking: it
+/// covers every requested scope AND every requested resource (a consent
+/// given for one MCP server never covers another), and the client's
+/// identity is assured. A public client whose redirect URIs are all
+/// loopback ones, or that redirects to a private-use URI scheme, is not
+/// (any local process or installed app can claim it), so it is asked
+/// every time (RFC 8252 section 8.6).
+fn consent_covers(pending: &PendingAuthorization, consent: &crate::store::RememberedConsent) -> bool {
+    let identity_assured = !pending.loopback_only && pending.app_scheme.is_none();
+    identity_assured
+        && pending.scopes.is_subset_of(&consent.scopes)
+        && pending.resources.is_subset_of(&consent.resources)
+}
+
+fn wrong_browser() -> OAuthError {
+    OAuthError::with_description(
+        ErrorCode::AccessDenied,
+        "this sign-in did not start in this browser; start again from the application",
+    )
+    .with_status(http::StatusCode::BAD_REQUEST)
 }
 
 fn unknown_provider() -> OAuthError {

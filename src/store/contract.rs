@@ -29,10 +29,14 @@
 //! calls together (200 redemptions of one code, 100 uses of an initial
 //! access token with `max_uses = 5`, 50 rotations of one refresh token,
 //! 20 compare-and-swaps, 16 activations of one algorithm's next keys, 50
-//! first uses of one `jti`); a store backed by a pool needs a few
-//! connections for them to actually overlap. The key and `jti` races take
-//! two handles ([`signing_key_activation_race`], [`replay`]): pass two
-//! stores on one database (two pools) to race them as two processes.
+//! first uses of one `jti`, 100 takes of one upstream login, 16
+//! approvals of one user's consent, 12 refreshes racing the revocation of
+//! every grant of their user); a store backed by a pool needs a few
+//! connections for them to actually overlap. The key, `jti`, upstream
+//! login and revocation races take two handles
+//! ([`signing_key_activation_race`], [`replay`], [`upstream_logins`],
+//! [`subject_revocation_race`]): pass two stores on one database (two
+//! pools) to race them as two processes.
 
 use std::fmt;
 use std::sync::Arc;
@@ -44,17 +48,19 @@ use super::memory::{
     MemoryAuditLog, MemoryCimdCache, MemoryClientStore, MemoryGrantStore, MemoryIatStore, MemoryKeyStore,
     MemoryProjectStore, MemoryReplayStore,
 };
+use super::memory::{MemoryUpstreamLoginStore, MemoryUserStore};
 use super::{
-    AuditLog, AuditQuery, CimdCache, ClientStore, CodeConsumption, GrantStore, IatStore, KeyStore, ProjectStore,
-    RefreshRotation, ReplayCheck, ReplayStore, RevokeOutcome, UseOutcome,
+    AuditLog, AuditQuery, CimdCache, ClientStore, CodeConsumption, GrantSelector, GrantStore, IatStore, KeyStore,
+    LocalUser, LoginTake, PageRequest, ProjectStore, RefreshRotation, ReplayCheck, ReplayStore, RevokeOutcome,
+    UpstreamLoginStore, UseOutcome, UserStore,
 };
 use crate::audit::{AuditEvent, AuditKind};
 use crate::cimd::{CachedDocument, ClientIdUrl};
 use crate::client::{Client, ClientId, ClientMetadata, MetadataProfile, RegisteredClientId};
 use crate::dcr::{IatError, IatOptions, IatRecord};
 use crate::grant::{
-    AccessTokenClaims, AccessTokenRecord, CodeRecord, Grant, GrantId, RefreshTokenRecord, RotationMark, RotationNonce,
-    Subject,
+    AccessTokenClaims, AccessTokenRecord, CodeRecord, Grant, GrantId, GrantSummary, RefreshTokenRecord, RotationMark,
+    RotationNonce, Subject,
 };
 use crate::jose::{PrivateKey, SigningAlgorithm};
 use crate::keys::{KeyId, KeyState, SigningKey};
@@ -86,6 +92,10 @@ pub struct Stores {
     pub keys: Arc<dyn KeyStore>,
     /// Single-use assertion ids.
     pub replay: Arc<dyn ReplayStore>,
+    /// Local users and remembered consent.
+    pub users: Arc<dyn UserStore>,
+    /// Upstream logins in flight.
+    pub upstream_logins: Arc<dyn UpstreamLoginStore>,
 }
 
 impl fmt::Debug for Stores {
@@ -106,6 +116,8 @@ impl Stores {
             audit: Arc::new(MemoryAuditLog::new()),
             keys: Arc::new(MemoryKeyStore::new()),
             replay: Arc::new(MemoryReplayStore::default()),
+            users: Arc::new(MemoryUserStore::new()),
+            upstream_logins: Arc::new(MemoryUpstreamLoginStore::default()),
         }
     }
 
@@ -165,10 +177,34 @@ impl Stores {
         self
     }
 
+    /// Replaces the user store.
+    #[must_use]
+    pub fn users(mut self, store: Arc<dyn UserStore>) -> Self {
+        self.users = store;
+        self
+    }
+
+    /// Replaces the upstream login store.
+    #[must_use]
+    pub fn upstream_logins(mut self, store: Arc<dyn UpstreamLoginStore>) -> Self {
+        self.upstream_logins = store;
+        self
+    }
+
     /// One object implementing every trait (like the SQL stores).
     pub fn all<S>(store: Arc<S>) -> Self
     where
-        S: ProjectStore + ClientStore + IatStore + GrantStore + CimdCache + AuditLog + KeyStore + ReplayStore + 'static,
+        S: ProjectStore
+            + ClientStore
+            + IatStore
+            + GrantStore
+            + CimdCache
+            + AuditLog
+            + KeyStore
+            + ReplayStore
+            + UserStore
+            + UpstreamLoginStore
+            + 'static,
     {
         Self {
             projects: store.clone(),
@@ -178,7 +214,9 @@ impl Stores {
             cimd: store.clone(),
             audit: store.clone(),
             keys: store.clone(),
-            replay: store,
+            replay: store.clone(),
+            users: store.clone(),
+            upstream_logins: store,
         }
     }
 }
@@ -244,12 +282,18 @@ pub async fn run_all(stores: &Stores) -> Outcome {
     refresh_tokens(stores.grants.as_ref()).await?;
     access_tokens(stores.grants.as_ref()).await?;
     grant_revocation(stores.grants.as_ref()).await?;
+    client_lifecycle(stores.clients.as_ref()).await?;
+    grant_summaries(stores.grants.as_ref()).await?;
+    bulk_revocation(stores.grants.as_ref()).await?;
+    subject_revocation_race(stores.grants.as_ref(), stores.grants.as_ref()).await?;
     purge(stores.grants.as_ref(), stores.iats.as_ref()).await?;
     cimd_cache(stores.cimd.as_ref()).await?;
     audit(stores.audit.as_ref()).await?;
     signing_keys(stores.keys.as_ref()).await?;
     signing_key_activation_race(stores.keys.as_ref(), stores.keys.as_ref()).await?;
     replay(stores.replay.as_ref(), stores.replay.as_ref()).await?;
+    users(stores.users.as_ref()).await?;
+    upstream_logins(stores.upstream_logins.as_ref(), stores.upstream_logins.as_ref()).await?;
     Ok(())
 }
 
@@ -1021,6 +1065,513 @@ pub async fn grant_revocation(store: &dyn GrantStore) -> Outcome {
     Ok(())
 }
 
+/// A grant of `subject` for `client`, approved at `at`.
+fn grant_of(project: &ProjectId, subject: &str, client: &ClientId, at: OffsetDateTime) -> Grant {
+    let mut g = grant(project, at);
+    g.subject = Subject::new(subject).unwrap_or_else(|_| unreachable_subject());
+    g.client_id = client.clone();
+    g
+}
+
+fn registered_id() -> ClientId {
+    ClientId::Registered(RegisteredClientId::from_random(&random_bytes()))
+}
+
+/// `ClientStore` listing and disabling: a stable order by `(issued_at,
+/// id)` across pages, project scoping, the first disabling time kept.
+///
+/// # Errors
+/// The first [`Violation`].
+pub async fn client_lifecycle(store: &dyn ClientStore) -> Outcome {
+    let (p, q) = (fresh_project(), fresh_project());
+    let t0 = now();
+    // Five clients, two of them issued in the same second (the id breaks
+    // the tie), inserted out of order; one in another project.
+    let mut clients = Vec::new();
+    for offset in [3, 0, 1, 1, 2] {
+        let c = registered_client(t0 + Duration::seconds(offset))?;
+        ensure!(
+            ok!(store.insert(&p, c.clone()).await, "insert"),
+            "a new client is stored"
+        );
+        clients.push(c);
+    }
+    ok!(store.insert(&q, registered_client(t0)?).await, "insert");
+    clients.sort_by(|a, b| (a.issued_at, a.client_id.as_str()).cmp(&(b.issued_at, b.client_id.as_str())));
+    let mut listed = Vec::new();
+    let mut page = PageRequest::first(2);
+    let mut pages = 0;
+    loop {
+        let got = ok!(store.list(&p, &page).await, "list");
+        pages += 1;
+        ensure!(
+            got.items.len() <= 2,
+            "a page holds at most its limit",
+            "{}",
+            got.items.len()
+        );
+        listed.extend(got.items);
+        match got.next {
+            Some(next) => page = PageRequest::first(2).after(Some(next)),
+            None => break,
+        }
+        ensure!(pages < 10, "listing ends");
+    }
+    ensure!(
+        listed == clients,
+        "the pages list every client of the project once, by issued_at then id",
+        "{:?}",
+        listed
+            .iter()
+            .map(|c| c.client_id.as_str().to_owned())
+            .collect::<Vec<_>>()
+    );
+    ensure!(pages == 3, "five clients in pages of two are three pages", "{pages}");
+    let one = ok!(store.list(&q, &PageRequest::first(100)).await, "list");
+    ensure!(one.items.len() == 1 && one.next.is_none(), "a listing is per project");
+    ensure!(
+        ok!(store.list(&fresh_project(), &PageRequest::first(10)).await, "list")
+            .items
+            .is_empty(),
+        "an unknown project lists nothing"
+    );
+
+    let target = clients.first().cloned().ok_or_else(|| fixture(&"no clients"))?;
+    let ClientId::Registered(id) = target.client_id.clone() else {
+        return Err(fixture(&"not a registered client"));
+    };
+    let t1 = t0 + Duration::minutes(1);
+    let disabled = ok!(store.set_disabled(&p, &id, Some(t1)).await, "disable");
+    ensure!(
+        disabled.as_ref().and_then(|c| c.disabled_at) == Some(t1),
+        "disabling returns the client, disabled at the given time"
+    );
+    ensure!(
+        ok!(store.get(&p, &id).await, "get").and_then(|c| c.disabled_at) == Some(t1),
+        "a disabled client reads back disabled"
+    );
+    let again = ok!(
+        store.set_disabled(&p, &id, Some(t1 + Duration::hours(1))).await,
+        "disable"
+    );
+    ensure!(
+        again.and_then(|c| c.disabled_at) == Some(t1),
+        "disabling a disabled client keeps the first time"
+    );
+    ensure!(
+        ok!(store.set_disabled(&q, &id, Some(t1)).await, "disable").is_none(),
+        "a client cannot be disabled through another project"
+    );
+    let first = ok!(store.list(&p, &PageRequest::first(1)).await, "list");
+    ensure!(
+        first.items.first().and_then(|c| c.disabled_at) == Some(t1),
+        "a disabled client is listed, disabled"
+    );
+    let enabled = ok!(store.set_disabled(&p, &id, None).await, "enable");
+    ensure!(
+        enabled.as_ref() == Some(&target),
+        "enabling returns the client as it was before"
+    );
+    ensure!(
+        ok!(store.get(&p, &id).await, "get").as_ref() == Some(&target),
+        "an enabled client reads back enabled"
+    );
+    let unknown = RegisteredClientId::from_random(&random_bytes());
+    ensure!(
+        ok!(store.set_disabled(&p, &unknown, Some(t1)).await, "disable").is_none(),
+        "an unknown client is not disabled"
+    );
+    ensure!(ok!(store.delete(&p, &id).await, "delete"), "delete");
+    let rest = ok!(store.list(&p, &PageRequest::first(100)).await, "list");
+    ensure!(
+        rest.items.len() == 4 && !rest.items.iter().any(|c| c.client_id == target.client_id),
+        "a deleted client is no longer listed"
+    );
+    Ok(())
+}
+
+async fn listed(
+    store: &dyn GrantStore,
+    p: &ProjectId,
+    subject: &str,
+    at: OffsetDateTime,
+) -> Result<Vec<GrantSummary>, Violation> {
+    let subject = Subject::new(subject).unwrap_or_else(|_| unreachable_subject());
+    let mut all = Vec::new();
+    let mut page = PageRequest::first(2);
+    for _ in 0..100 {
+        let got = ok!(store.grants_of_subject(p, &subject, &page, at).await, "list grants");
+        all.extend(got.items);
+        match got.next {
+            Some(next) => page = PageRequest::first(2).after(Some(next)),
+            None => return Ok(all),
+        }
+    }
+    Err(Violation {
+        rule: "a grant listing ends",
+        detail: "more than 100 pages".to_owned(),
+    })
+}
+
+/// `GrantStore` summaries: created with the first code, extended by
+/// tokens (never shortened), listed per user in a stable order across
+/// pages, only while alive, gone with a revocation and never recreated
+/// for a revoked grant.
+///
+/// # Errors
+/// The first [`Violation`].
+pub async fn grant_summaries(store: &dyn GrantStore) -> Outcome {
+    let (p, q) = (fresh_project(), fresh_project());
+    let t0 = now();
+    let (c1, c2) = (registered_id(), registered_id());
+    let g = grant_of(&p, "alice", &c1, t0);
+    let c = code(&g, t0 + Duration::minutes(1));
+    ok!(store.insert_code(c.clone()).await, "insert code");
+    let got = listed(store, &p, "alice", t0).await?;
+    ensure!(
+        got == vec![GrantSummary::new(g.clone(), c.expires_at)],
+        "a stored code's grant is listed, unused, alive until the code expires",
+        "{got:?}"
+    );
+    ensure!(
+        listed(store, &q, "alice", t0).await?.is_empty(),
+        "a grant is not listed in another project"
+    );
+    ensure!(
+        listed(store, &p, "bob", t0).await?.is_empty(),
+        "a grant is listed for its own user only"
+    );
+    let t1 = t0 + Duration::seconds(30);
+    let r1 = refresh(&g, t1, t1 + Duration::days(30));
+    ok!(store.insert_refresh_token(r1.clone()).await, "insert refresh");
+    let a1 = access(&g, t1, t1 + Duration::hours(1));
+    ok!(store.insert_access_token(a1).await, "insert access");
+    let got = listed(store, &p, "alice", t1).await?;
+    ensure!(
+        got.len() == 1
+            && got.first().and_then(|s| s.last_used_at) == Some(t1)
+            && got.first().map(|s| s.expires_at) == Some(r1.expires_at),
+        "a refresh token extends the summary: used at its issue, alive until it expires",
+        "{got:?}"
+    );
+    let t2 = t1 + Duration::hours(2);
+    let r2 = refresh(&g, t2, t2 + Duration::days(30));
+    ok!(
+        store
+            .rotate_refresh_token(&p, &r1.hash, r2.clone(), mark(t2, &r2), Duration::ZERO)
+            .await,
+        "rotate"
+    );
+    let got = listed(store, &p, "alice", t2).await?;
+    ensure!(
+        got.first().and_then(|s| s.last_used_at) == Some(t2)
+            && got.first().map(|s| s.expires_at) == Some(r2.expires_at),
+        "a rotation extends the summary",
+        "{got:?}"
+    );
+    // An older access token (or an earlier one arriving late) never
+    // moves the summary back.
+    ok!(
+        store.insert_access_token(access(&g, t1, t1 + Duration::hours(1))).await,
+        "insert access"
+    );
+    let got = listed(store, &p, "alice", t2).await?;
+    ensure!(
+        got.first().and_then(|s| s.last_used_at) == Some(t2)
+            && got.first().map(|s| s.expires_at) == Some(r2.expires_at),
+        "a summary's last use and expiry never go back",
+        "{got:?}"
+    );
+    ensure!(
+        listed(store, &p, "alice", r2.expires_at).await?.is_empty(),
+        "a grant past its expiry is not listed"
+    );
+    // Access tokens alone keep a grant alive (no refresh tokens).
+    let h = grant_of(&p, "alice", &c2, t0);
+    ok!(
+        store.insert_code(code(&h, t0 + Duration::minutes(1))).await,
+        "insert code"
+    );
+    ok!(
+        store.insert_access_token(access(&h, t1, t1 + Duration::hours(1))).await,
+        "insert access"
+    );
+    let later = listed(store, &p, "alice", t0 + Duration::minutes(30)).await?;
+    ensure!(
+        later.iter().any(|s| s.grant.id == h.id && s.last_used_at == Some(t1)),
+        "an access token extends its grant's summary",
+        "{later:?}"
+    );
+    // Stable order: by granted_at, then id, across pages.
+    let mut more = Vec::new();
+    for i in 0..5 {
+        let gi = grant_of(&p, "alice", &c2, t0 - Duration::seconds(i % 2));
+        ok!(
+            store.insert_code(code(&gi, t0 + Duration::minutes(1))).await,
+            "insert code"
+        );
+        more.push(gi);
+    }
+    let all = listed(store, &p, "alice", t0).await?;
+    let mut keys: Vec<_> = all
+        .iter()
+        .map(|s| (s.grant.granted_at, s.grant.id.as_str().to_owned()))
+        .collect();
+    let sorted = {
+        let mut k = keys.clone();
+        k.sort();
+        k
+    };
+    ensure!(keys == sorted, "grants are listed by granted_at, then id", "{keys:?}");
+    keys.dedup();
+    ensure!(
+        keys.len() == 7,
+        "every live grant is listed once across pages",
+        "{}",
+        keys.len()
+    );
+
+    // Revocation removes the summary; a later insert for the revoked
+    // grant does not bring it back.
+    ok!(store.revoke_grant(&p, &g.id, t2).await, "revoke grant");
+    ok!(
+        store
+            .insert_refresh_token(refresh(&g, t2, t2 + Duration::days(30)))
+            .await,
+        "insert refresh"
+    );
+    ok!(
+        store.insert_code(code(&g, t2 + Duration::minutes(1))).await,
+        "insert code"
+    );
+    ensure!(
+        !listed(store, &p, "alice", t2).await?.iter().any(|s| s.grant.id == g.id),
+        "a revoked grant is not listed, whatever is inserted for it afterwards"
+    );
+    Ok(())
+}
+
+/// `GrantStore::revoke_grants`: per user, per client and one grant of a
+/// user; in batches; everything of the selected grants reads as absent;
+/// others untouched.
+///
+/// # Errors
+/// The first [`Violation`].
+pub async fn bulk_revocation(store: &dyn GrantStore) -> Outcome {
+    let (p, q) = (fresh_project(), fresh_project());
+    let t0 = now();
+    let (c1, c2) = (registered_id(), registered_id());
+    let alice = Subject::new("alice").unwrap_or_else(|_| unreachable_subject());
+    let bob = Subject::new("bob").unwrap_or_else(|_| unreachable_subject());
+    // (grant, its refresh token, its access token)
+    let mut live = Vec::new();
+    for (project, subject, client) in [
+        (&p, "alice", &c1),
+        (&p, "alice", &c1),
+        (&p, "alice", &c2),
+        (&p, "bob", &c1),
+        (&p, "bob", &c2),
+        (&q, "alice", &c1),
+    ] {
+        let g = grant_of(project, subject, client, t0);
+        ok!(
+            store.insert_code(code(&g, t0 + Duration::minutes(1))).await,
+            "insert code"
+        );
+        let r = refresh(&g, t0, t0 + Duration::days(30));
+        let a = access(&g, t0, t0 + Duration::hours(1));
+        ok!(store.insert_refresh_token(r.clone()).await, "insert refresh");
+        ok!(store.insert_access_token(a.clone()).await, "insert access");
+        live.push((g, r, a));
+    }
+    let [a1, a2, a3, b1, b2, other] = live.as_slice() else {
+        return Err(fixture(&"six grants"));
+    };
+    let gone = |(g, r, a): &(Grant, RefreshTokenRecord, AccessTokenRecord)| {
+        let (g, r, a) = (g.clone(), r.clone(), a.clone());
+        async move {
+            let refresh = store.refresh_token(&g.project, &r.hash).await;
+            let access = store.access_token(&g.project, &a.hash).await;
+            Ok::<bool, Violation>(ok!(refresh, "refresh").is_none() && ok!(access, "access").is_none())
+        }
+    };
+
+    // One grant, only through its own user.
+    let one = |subject: &Subject, g: &Grant| GrantSelector::Grant {
+        subject: subject.clone(),
+        grant: g.id.clone(),
+    };
+    ensure!(
+        ok!(store.revoke_grants(&p, &one(&bob, &a1.0), 10, t0).await, "revoke").is_empty(),
+        "another user's grant is not revoked through one's own"
+    );
+    ensure!(!gone(a1).await?, "a refused revocation changes nothing");
+    let revoked = ok!(store.revoke_grants(&p, &one(&alice, &a1.0), 10, t0).await, "revoke");
+    ensure!(
+        revoked.iter().map(|s| s.grant.id.clone()).collect::<Vec<_>>() == vec![a1.0.id.clone()],
+        "one grant of a user is revoked and returned"
+    );
+    ensure!(gone(a1).await?, "a revoked grant's tokens read as absent");
+    ensure!(!gone(a2).await?, "revoking one grant leaves the user's others");
+
+    // Every grant of a client, in batches of one.
+    let mut batches = 0;
+    let mut by_client = Vec::new();
+    loop {
+        let got = ok!(
+            store.revoke_grants(&p, &GrantSelector::Client(c2.clone()), 1, t0).await,
+            "revoke"
+        );
+        batches += 1;
+        ensure!(got.len() <= 1, "a batch holds at most its limit");
+        if got.is_empty() {
+            break;
+        }
+        by_client.extend(got.into_iter().map(|s| s.grant.id));
+        ensure!(batches < 10, "bulk revocation ends");
+    }
+    by_client.sort();
+    let mut expected = vec![a3.0.id.clone(), b2.0.id.clone()];
+    expected.sort();
+    ensure!(
+        by_client == expected,
+        "revoking a client's grants revokes exactly them",
+        "{by_client:?}"
+    );
+    ensure!(
+        gone(a3).await? && gone(b2).await?,
+        "a client's revoked grants read as absent"
+    );
+    ensure!(!gone(b1).await?, "another client's grants stay");
+
+    // Every grant of a user.
+    let all = ok!(
+        store
+            .revoke_grants(&p, &GrantSelector::Subject(alice.clone()), 100, t0)
+            .await,
+        "revoke"
+    );
+    ensure!(
+        all.iter().map(|s| s.grant.id.clone()).collect::<Vec<_>>() == vec![a2.0.id.clone()],
+        "revoking a user's grants revokes the ones left",
+        "{all:?}"
+    );
+    ensure!(gone(a2).await?, "a user's revoked grants read as absent");
+    ensure!(!gone(b1).await?, "another user's grants stay");
+    ensure!(
+        !gone(other).await?,
+        "the same user in another project keeps their grants"
+    );
+    ensure!(
+        listed(store, &p, "alice", t0).await?.is_empty(),
+        "a user whose grants were revoked lists none"
+    );
+    ensure!(
+        listed(store, &q, "alice", t0).await?.len() == 1,
+        "the same user in another project still lists theirs"
+    );
+    ensure!(
+        ok!(
+            store.revoke_grants(&p, &GrantSelector::Subject(alice), 100, t0).await,
+            "revoke"
+        )
+        .is_empty(),
+        "revoking again finds nothing"
+    );
+    // What arrives for a revoked grant afterwards is dropped.
+    let late = refresh(&a2.0, t0, t0 + Duration::days(30));
+    ok!(store.insert_refresh_token(late.clone()).await, "insert refresh");
+    ensure!(
+        ok!(store.refresh_token(&p, &late.hash).await, "refresh").is_none(),
+        "a token inserted after a bulk revocation reads as absent"
+    );
+    Ok(())
+}
+
+/// Refreshes racing the revocation of every grant of their user (account
+/// deletion): 12 grants each rotate their refresh token and store an
+/// access token through `a` while `b` revokes the user's grants, all at
+/// once. Afterwards no refresh or access token of any of them is
+/// readable, whatever the interleaving. Pass two stores on one database
+/// to race two processes.
+///
+/// # Errors
+/// The first [`Violation`].
+pub async fn subject_revocation_race(a: &dyn GrantStore, b: &dyn GrantStore) -> Outcome {
+    let p = fresh_project();
+    let t0 = now();
+    let client = registered_id();
+    let mut heads = Vec::new();
+    for _ in 0..12 {
+        let g = grant_of(&p, "leaver", &client, t0);
+        ok!(a.insert_code(code(&g, t0 + Duration::minutes(1))).await, "insert code");
+        let r = refresh(&g, t0, t0 + Duration::days(30));
+        ok!(a.insert_refresh_token(r.clone()).await, "insert refresh");
+        heads.push(r);
+    }
+    let successors: Vec<_> = heads
+        .iter()
+        .map(|r| refresh(&r.grant, t0, t0 + Duration::days(30)))
+        .collect();
+    let accesses: Vec<_> = heads
+        .iter()
+        .map(|r| access(&r.grant, t0, t0 + Duration::hours(1)))
+        .collect();
+    let p = &p;
+    let refreshes = join_all(
+        heads
+            .iter()
+            .zip(&successors)
+            .zip(&accesses)
+            .map(|((old, new), at)| async move {
+                let rotated = a
+                    .rotate_refresh_token(p, &old.hash, new.clone(), mark(t0, new), Duration::ZERO)
+                    .await?;
+                if matches!(rotated, RefreshRotation::Rotated(_)) {
+                    a.insert_access_token(at.clone()).await?;
+                }
+                Ok::<_, super::StoreError>(())
+            }),
+    );
+    let revoke = async {
+        let subject = Subject::new("leaver").unwrap_or_else(|_| unreachable_subject());
+        let mut n = 0;
+        loop {
+            let got = b
+                .revoke_grants(p, &GrantSelector::Subject(subject.clone()), 5, t0)
+                .await?;
+            n += got.len();
+            if got.len() < 5 {
+                return Ok::<_, super::StoreError>(n);
+            }
+        }
+    };
+    let (refreshed, revoked) = futures_util::future::join(refreshes, revoke).await;
+    for r in refreshed {
+        ok!(r, "racing refresh");
+    }
+    let revoked = ok!(revoked, "racing revocation");
+    ensure!(revoked == 12, "every grant of the user is revoked", "{revoked}");
+    for ((old, new), at) in heads.iter().zip(&successors).zip(&accesses) {
+        for store in [a, b] {
+            ensure!(
+                ok!(store.refresh_token(p, &old.hash).await, "refresh").is_none()
+                    && ok!(store.refresh_token(p, &new.hash).await, "refresh").is_none(),
+                "no refresh token of a revoked user's grant stays readable after a racing refresh"
+            );
+            ensure!(
+                ok!(store.access_token(p, &at.hash).await, "access").is_none(),
+                "no access token of a revoked user's grant stays readable after a racing refresh"
+            );
+        }
+    }
+    ensure!(
+        listed(b, p, "leaver", t0).await?.is_empty(),
+        "a revoked user lists no grants after the race"
+    );
+    Ok(())
+}
+
 /// Purging: expired codes and tokens go, live ones stay; revocation
 /// markers outlive what they guard.
 ///
@@ -1083,6 +1634,22 @@ pub async fn purge(grants: &dyn GrantStore, iats: &dyn IatStore) -> Outcome {
         ok!(grants.refresh_token(&p, &late.hash).await, "refresh").is_none(),
         "a revoked grant stays revoked after a purge"
     );
+    // A summary outlives its grant's expiry by the grace, then goes.
+    let h = grant(&p, t0);
+    let c = code(&h, t0 + Duration::minutes(1));
+    ok!(grants.insert_code(c.clone()).await, "insert code");
+    let (subject, p, id) = (&h.subject, &p, &h.id);
+    let still = |at| async move {
+        let page = grants.grants_of_subject(p, subject, &PageRequest::first(100), at).await;
+        Ok::<bool, Violation>(ok!(page, "list grants").items.iter().any(|s| &s.grant.id == id))
+    };
+    ok!(grants.purge_expired(c.expires_at).await, "purge");
+    ensure!(still(t0).await?, "a summary is kept through its grace");
+    ok!(
+        grants.purge_expired(c.expires_at + super::GRANT_SUMMARY_GRACE).await,
+        "purge"
+    );
+    ensure!(!still(t0).await?, "purge removes summaries past their expiry and grace");
     ok!(iats.purge(at).await, "purge iats");
     Ok(())
 }
@@ -1697,6 +2264,453 @@ pub async fn replay_quota(a: &dyn ReplayStore, b: &dyn ReplayStore) -> Outcome {
         recorded == 5 && refused == 19,
         "of 24 concurrent distinct ids with quota 5 exactly 5 are recorded",
         "{recorded} recorded, {refused} refused"
+    );
+    Ok(())
+}
+
+fn local_user(project: &ProjectId, sub: &str, email: Option<&str>, at: OffsetDateTime) -> LocalUser {
+    LocalUser {
+        project: project.clone(),
+        subject: crate::upstream::local_subject("https://idp.contract.example", sub),
+        upstream_issuer: "https://idp.contract.example".to_owned(),
+        upstream_subject: sub.to_owned(),
+        email: email.map(str::to_owned),
+        email_verified: email.is_some(),
+        name: Some(format!("User {sub}")),
+        created_at: at,
+        last_login_at: at,
+    }
+}
+
+fn scopes(s: &str) -> ScopeSet {
+    ScopeSet::parse(s).unwrap_or_default()
+}
+
+fn resources(uris: &[&str]) -> ResourceSet {
+    ResourceSet::parse_all(uris.iter().copied()).unwrap_or_default()
+}
+
+const CALENDAR: &str = "https://calendar.contract.example/mcp";
+const PAYROLL: &str = "https://payroll.contract.example/mcp";
+
+/// Whether the remembered consent of `(subject, client)` covers `want`
+/// scopes for `want_resources`.
+async fn covers(
+    store: &dyn UserStore,
+    p: &ProjectId,
+    subject: &Subject,
+    client: &str,
+    want: &str,
+    want_resources: &[&str],
+) -> Result<bool, Violation> {
+    let c = ok!(store.consent(p, subject, client).await, "consent");
+    Ok(c.is_some_and(|c| scopes(want).is_subset_of(&c.scopes) && resources(want_resources).is_subset_of(&c.resources)))
+}
+
+/// `UserStore`: an upsert keeps the first `created_at` and replaces every
+/// claim (a claim that disappeared upstream is cleared); users are per
+/// project. Remembered consent is the union of every approval, scopes
+/// and resources (audiences) both, so a returning user whose request is
+/// covered is not asked again, and one asking for more scopes or another
+/// resource is; it is per project, user and client; 16 concurrent
+/// approvals of distinct scopes all count; revoking forgets it (and says
+/// whether there was one), after which the user is asked again.
+///
+/// # Errors
+/// The first [`Violation`].
+pub async fn users(store: &dyn UserStore) -> Outcome {
+    let (p, q) = (fresh_project(), fresh_project());
+    let t0 = now();
+    let t1 = t0 + Duration::days(1);
+    let first = ok!(
+        store.upsert(local_user(&p, "alice", Some("old@example.com"), t0)).await,
+        "upsert"
+    );
+    ensure!(
+        first == local_user(&p, "alice", Some("old@example.com"), t0),
+        "a new user is stored as given",
+        "{first:?}"
+    );
+    let mut changed = local_user(&p, "alice", None, t1);
+    changed.name = None;
+    let second = ok!(store.upsert(changed.clone()).await, "upsert");
+    ensure!(
+        second.created_at == t0,
+        "an upsert keeps the first sign-in's created_at"
+    );
+    ensure!(second.last_login_at == t1, "an upsert records the latest sign-in");
+    ensure!(
+        second.email.is_none() && !second.email_verified && second.name.is_none(),
+        "an upsert replaces the claims, clearing those that disappeared",
+        "{second:?}"
+    );
+    let read = ok!(store.user(&p, &second.subject).await, "user");
+    ensure!(
+        read.as_ref() == Some(&second),
+        "a user reads back as upserted",
+        "{read:?}"
+    );
+    ensure!(
+        ok!(store.user(&q, &second.subject).await, "user").is_none(),
+        "users are scoped by project"
+    );
+    let bob = local_user(&p, "bob", Some("bob@example.com"), t0);
+    ensure!(
+        ok!(store.user(&p, &bob.subject).await, "user").is_none(),
+        "an unknown user is absent"
+    );
+
+    let alice = &second.subject;
+    let client = "client_contract_a";
+    let calendar = resources(&[CALENDAR]);
+    ensure!(
+        ok!(store.consent(&p, alice, client).await, "consent").is_none(),
+        "no consent before an approval"
+    );
+    ok!(
+        store
+            .remember_consent(&p, alice, client, &scopes("mcp:read"), &calendar, t0)
+            .await,
+        "remember consent"
+    );
+    ok!(
+        store
+            .remember_consent(&p, alice, client, &scopes("mcp:write openid"), &calendar, t1)
+            .await,
+        "remember consent"
+    );
+    let c = ok!(store.consent(&p, alice, client).await, "consent");
+    let Some(c) = c else {
+        return Err(Violation {
+            rule: "an approval is remembered",
+            detail: "no consent".to_owned(),
+        });
+    };
+    ensure!(
+        scopes("mcp:read mcp:write openid").is_subset_of(&c.scopes) && c.scopes.len() == 3,
+        "remembered consent is the union of the approvals",
+        "{}",
+        c.scopes
+    );
+    ensure!(
+        c.resources == calendar,
+        "remembered consent keeps the resources allowed",
+        "{:?}",
+        c.resources
+    );
+    ensure!(c.updated_at == t1, "remembered consent records the latest approval");
+    ensure!(
+        covers(store, &p, alice, client, "mcp:read", &[CALENDAR]).await?,
+        "a returning user asking for what was allowed is not asked again"
+    );
+    ensure!(
+        !covers(store, &p, alice, client, "mcp:read mcp:admin", &[CALENDAR]).await?,
+        "a returning user asking for more scopes is asked again"
+    );
+    ensure!(
+        !covers(store, &p, alice, client, "mcp:read", &[PAYROLL]).await?,
+        "a consent for one resource does not cover another"
+    );
+    ok!(
+        store
+            .remember_consent(&p, alice, client, &scopes("mcp:read"), &resources(&[PAYROLL]), t1)
+            .await,
+        "remember consent"
+    );
+    ensure!(
+        covers(store, &p, alice, client, "mcp:read", &[CALENDAR, PAYROLL]).await?,
+        "resources allowed in separate approvals are both remembered"
+    );
+    ensure!(
+        ok!(store.consent(&p, alice, "client_contract_b").await, "consent").is_none(),
+        "consent is per client"
+    );
+    ensure!(
+        ok!(store.consent(&p, &bob.subject, client).await, "consent").is_none(),
+        "consent is per user"
+    );
+    ensure!(
+        ok!(store.consent(&q, alice, client).await, "consent").is_none(),
+        "consent is per project"
+    );
+    ok!(
+        store
+            .remember_consent(
+                &p,
+                alice,
+                "client_contract_b",
+                &ScopeSet::new(),
+                &ResourceSet::new(),
+                t0
+            )
+            .await,
+        "remember consent"
+    );
+    ensure!(
+        ok!(store.consent(&p, alice, "client_contract_b").await, "consent")
+            .is_some_and(|c| c.scopes.is_empty() && c.resources.is_empty()),
+        "an approval of no scopes is remembered too"
+    );
+
+    // Concurrent approvals of distinct scopes and resources: none is lost.
+    let concurrent: Vec<(ScopeSet, ResourceSet)> = (0..16)
+        .map(|i| {
+            (
+                scopes(&format!("s{i}")),
+                resources(&[&format!("https://r{i}.contract.example/mcp")]),
+            )
+        })
+        .collect();
+    let results = join_all(
+        concurrent
+            .iter()
+            .map(|(s, r)| store.remember_consent(&p, &bob.subject, client, s, r, t0)),
+    )
+    .await;
+    for r in results {
+        ok!(r, "concurrent remember consent");
+    }
+    let c = ok!(store.consent(&p, &bob.subject, client).await, "consent");
+    ensure!(
+        c.as_ref().is_some_and(|c| c.scopes.len() == 16
+            && c.resources.len() == 16
+            && concurrent
+                .iter()
+                .all(|(s, r)| s.is_subset_of(&c.scopes) && r.is_subset_of(&c.resources))),
+        "concurrent approvals all count",
+        "{c:?}"
+    );
+
+    ensure!(
+        ok!(store.revoke_consent(&p, alice, client).await, "revoke consent"),
+        "revoking a consent says there was one"
+    );
+    ensure!(
+        ok!(store.consent(&p, alice, client).await, "consent").is_none(),
+        "a revoked consent is forgotten: the user is asked again"
+    );
+    ensure!(
+        !ok!(store.revoke_consent(&p, alice, client).await, "revoke consent"),
+        "revoking twice says there was none"
+    );
+    ensure!(
+        ok!(store.consent(&p, alice, "client_contract_b").await, "consent").is_some(),
+        "revoking one client's consent keeps the others"
+    );
+    ok!(
+        store
+            .remember_consent(&p, alice, client, &scopes("mcp:read"), &calendar, t1)
+            .await,
+        "remember consent"
+    );
+    ensure!(
+        ok!(store.consent(&p, alice, client).await, "consent")
+            .is_some_and(|c| c.scopes == scopes("mcp:read") && c.resources == calendar),
+        "after a revocation only new approvals count"
+    );
+    Ok(())
+}
+
+/// A login of `project` started at `at`, and the browser-binding value
+/// (its hash is the login's `browser_hash`).
+fn upstream_login(
+    project: &ProjectId,
+    at: OffsetDateTime,
+) -> Result<(crate::upstream::UpstreamLogin, SecretHash), Violation> {
+    use crate::discovery::Issuer;
+    use crate::upstream::{self, ProviderName, UpstreamProvider};
+    let issuer = Issuer::new("https://idp.contract.example").map_err(|e| fixture(&e))?;
+    let provider = UpstreamProvider::generic(ProviderName::new("oidc").map_err(|e| fixture(&e))?, issuer, "rp");
+    let metadata = upstream::parse_provider_metadata(
+        br#"{"issuer":"https://idp.contract.example","authorization_endpoint":"https://idp.contract.example/a",
+            "token_endpoint":"https://idp.contract.example/t","jwks_uri":"https://idp.contract.example/k"}"#,
+        &provider.issuer,
+        false,
+    )
+    .map_err(|e| fixture(&e))?;
+    let grant = grant(project, at);
+    let pending = crate::authorize::PendingAuthorization {
+        project: project.clone(),
+        client_id: grant.client_id,
+        client_name: Some("Contract".to_owned()),
+        client_id_host: None,
+        redirect_uri: "https://app.contract.example/cb".to_owned(),
+        redirect_host: Some("app.contract.example".to_owned()),
+        loopback_only: false,
+        scopes: grant.scopes,
+        dropped_scopes: ScopeSet::new(),
+        offline_access: false,
+        force_login: false,
+        force_consent: false,
+        prompt_none: false,
+        login_hint: None,
+        app_scheme: None,
+        resources: ResourceSet::new(),
+        state: Some("contract-state".to_owned()),
+        code_challenge: CodeChallenge::s256(&CodeVerifier::from_random(&random_bytes())),
+        nonce: None,
+        created_at: at,
+        presentation: Default::default(),
+    };
+    let random = upstream::LoginRandomness {
+        state: random_bytes(),
+        nonce: random_bytes(),
+        verifier: random_bytes(),
+        browser: random_bytes(),
+    };
+    let start = upstream::start_login(
+        pending,
+        &provider,
+        &metadata,
+        "https://as.contract.example/cb",
+        random,
+        at,
+    );
+    Ok((start.login, start.browser_binding.hash()))
+}
+
+/// The stored form of a login, for comparing what comes back.
+fn login_json(login: &crate::upstream::UpstreamLogin) -> String {
+    serde_json::to_string(login).unwrap_or_default()
+}
+
+/// `UpstreamLoginStore`: a login reads back whole; of 100 concurrent takes
+/// of one login (half through `a`, half through `b`: pass two stores on
+/// one database to race them as two processes) exactly one gets it and
+/// the others see it taken; a later take is a replay; a take from another
+/// browser never takes it nor shows it, whatever its state; a login is
+/// never taken once expired; logins are scoped by project; a stored
+/// `state` is never overwritten; purge deletes expired logins (taken or
+/// not) and keeps live ones.
+///
+/// # Errors
+/// The first [`Violation`].
+pub async fn upstream_logins(a: &dyn UpstreamLoginStore, b: &dyn UpstreamLoginStore) -> Outcome {
+    let (p, q) = (fresh_project(), fresh_project());
+    let t0 = now();
+    let (login, browser) = upstream_login(&p, t0)?;
+    let h = login.state_hash;
+    let stored = login_json(&login);
+    let stranger = hash();
+    ok!(a.insert(&p, login.clone()).await, "insert upstream login");
+    ensure!(
+        a.insert(&p, upstream_login(&p, t0)?.0).await.is_ok(),
+        "a second login of a project is stored"
+    );
+    let (mut other, _) = upstream_login(&p, t0)?;
+    other.state_hash = h;
+    ensure!(
+        b.insert(&p, other).await.is_err(),
+        "a stored state is never overwritten: a second insert of its hash is an error"
+    );
+    ensure!(
+        matches!(ok!(b.take(&q, &h, &browser, t0).await, "take"), LoginTake::Unknown),
+        "logins are scoped by project"
+    );
+    ensure!(
+        matches!(ok!(b.take(&p, &hash(), &browser, t0).await, "take"), LoginTake::Unknown),
+        "an unknown state is unknown"
+    );
+    let at = t0 + Duration::minutes(1);
+    ensure!(
+        matches!(
+            ok!(a.take(&p, &h, &stranger, at).await, "take"),
+            LoginTake::WrongBrowser
+        ),
+        "another browser does not take a login"
+    );
+    let results = join_all((0..100).map(|i| {
+        let store = if i % 2 == 0 { a } else { b };
+        store.take(&p, &h, &browser, at)
+    }))
+    .await;
+    let (mut wins, mut replays) = (0, 0);
+    for r in results {
+        match ok!(r, "concurrent take") {
+            LoginTake::Taken(l) => {
+                ensure!(login_json(&l) == stored, "a taken login reads back whole");
+                wins += 1;
+            }
+            LoginTake::AlreadyTaken(l) => {
+                ensure!(login_json(&l) == stored, "a replayed login reads back whole");
+                replays += 1;
+            }
+            other => {
+                return Err(Violation {
+                    rule: "a live login is taken or already taken by its own browser",
+                    detail: format!("{other:?}"),
+                });
+            }
+        }
+    }
+    ensure!(
+        wins == 1 && replays == 99,
+        "of 100 concurrent takes of one login exactly one gets it (the first try from another browser spent nothing)",
+        "{wins} took it, {replays} saw it taken"
+    );
+    ensure!(
+        matches!(
+            ok!(a.take(&p, &h, &browser, at).await, "take"),
+            LoginTake::AlreadyTaken(_)
+        ),
+        "a later take is a replay"
+    );
+    ensure!(
+        matches!(
+            ok!(b.take(&p, &h, &stranger, at).await, "take"),
+            LoginTake::WrongBrowser
+        ),
+        "another browser learns nothing of a taken login"
+    );
+
+    // Expiry: never taken at or after expires_at, and stays untaken.
+    let (late, late_browser) = upstream_login(&p, t0)?;
+    let hl = late.state_hash;
+    let expires = late.expires_at;
+    ok!(b.insert(&p, late).await, "insert upstream login");
+    ensure!(
+        matches!(
+            ok!(a.take(&p, &hl, &stranger, expires).await, "take"),
+            LoginTake::WrongBrowser
+        ),
+        "another browser learns nothing of an expired login"
+    );
+    ensure!(
+        matches!(
+            ok!(a.take(&p, &hl, &late_browser, expires).await, "take"),
+            LoginTake::Expired(_)
+        ),
+        "a login is not taken once expired"
+    );
+    ensure!(
+        matches!(
+            ok!(
+                b.take(&p, &hl, &late_browser, expires + Duration::minutes(1)).await,
+                "take"
+            ),
+            LoginTake::Expired(_)
+        ),
+        "an expired login stays untaken"
+    );
+    let (live, live_browser) = upstream_login(&p, expires)?;
+    let hlive = live.state_hash;
+    ok!(a.insert(&p, live).await, "insert upstream login");
+    let removed = ok!(a.purge(expires).await, "purge");
+    ensure!(
+        removed >= 3,
+        "purge deletes expired logins, taken or not, and reports them",
+        "{removed}"
+    );
+    ensure!(
+        matches!(ok!(b.take(&p, &h, &browser, expires).await, "take"), LoginTake::Unknown),
+        "a purged login is unknown"
+    );
+    ensure!(
+        matches!(
+            ok!(b.take(&p, &hlive, &live_browser, expires).await, "take"),
+            LoginTake::Taken(_)
+        ),
+        "purge keeps live logins"
     );
     Ok(())
 }

@@ -5,7 +5,8 @@
 //! under one lock) but not shared between processes: a deployment with
 //! several instances needs a shared store.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::ops::Bound;
 use std::sync::{Mutex, MutexGuard, RwLock};
 
 use async_trait::async_trait;
@@ -13,10 +14,13 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 pub use super::users::{MemoryUpstreamLoginStore, MemoryUpstreamSecrets, MemoryUserStore};
-use super::{AuditSink, ClientStore, CodeConsumption, GrantStore, ProjectStore, RefreshRotation, StoreError};
+use super::{
+    AuditSink, ClientStore, CodeConsumption, GrantSelector, GrantStore, Page, PageCursor, PageRequest, ProjectStore,
+    RefreshRotation, StoreError,
+};
 use crate::audit::{AuditClass, AuditEvent};
 use crate::client::{Client, ClientId, RegisteredClientId};
-use crate::grant::{AccessTokenRecord, CodeRecord, GrantId, RefreshTokenRecord};
+use crate::grant::{AccessTokenRecord, CodeRecord, Grant, GrantId, GrantSummary, RefreshTokenRecord, Subject};
 use crate::project::{ProjectId, ProjectSettings};
 use crate::secret::SecretHash;
 
@@ -68,10 +72,18 @@ impl ProjectStore for MemoryProjectStore {
 }
 
 /// Registered clients in memory, per project: lookups borrow the keys (no
-/// allocation) and counting a project's clients is O(1).
+/// allocation), counting a project's clients is O(1), and listing walks an
+/// ordered index from the cursor (no scan of the project's clients).
 #[derive(Debug, Default)]
 pub struct MemoryClientStore {
-    clients: RwLock<HashMap<ProjectId, HashMap<RegisteredClientId, Client>>>,
+    clients: RwLock<HashMap<ProjectId, ProjectClients>>,
+}
+
+#[derive(Debug, Default)]
+struct ProjectClients {
+    by_id: HashMap<RegisteredClientId, Client>,
+    /// `(issued_at, id)`: the listing order.
+    order: BTreeSet<(i64, String)>,
 }
 
 impl MemoryClientStore {
@@ -85,7 +97,7 @@ impl MemoryClientStore {
 impl ClientStore for MemoryClientStore {
     async fn get(&self, project: &ProjectId, id: &RegisteredClientId) -> Result<Option<Client>, StoreError> {
         let map = self.clients.read().map_err(|_| StoreError::new("lock poisoned"))?;
-        Ok(map.get(project).and_then(|p| p.get(id)).cloned())
+        Ok(map.get(project).and_then(|p| p.by_id.get(id)).cloned())
     }
 
     async fn insert(&self, project: &ProjectId, client: Client) -> Result<bool, StoreError> {
@@ -94,10 +106,13 @@ impl ClientStore for MemoryClientStore {
         };
         let mut map = self.clients.write().map_err(|_| StoreError::new("lock poisoned"))?;
         let clients = map.entry(project.clone()).or_default();
-        if clients.contains_key(id) {
+        if clients.by_id.contains_key(id) {
             return Ok(false);
         }
-        clients.insert(id.clone(), client);
+        clients
+            .order
+            .insert((client.issued_at.unix_timestamp(), id.as_str().to_owned()));
+        clients.by_id.insert(id.clone(), client);
         Ok(true)
     }
 
@@ -106,17 +121,69 @@ impl ClientStore for MemoryClientStore {
         let Some(clients) = map.get_mut(project) else {
             return Ok(false);
         };
-        let existed = clients.remove(id).is_some();
-        if clients.is_empty() {
+        let removed = clients.by_id.remove(id);
+        if let Some(c) = &removed {
+            clients
+                .order
+                .remove(&(c.issued_at.unix_timestamp(), id.as_str().to_owned()));
+        }
+        if clients.by_id.is_empty() {
             map.remove(project);
         }
-        Ok(existed)
+        Ok(removed.is_some())
     }
 
     async fn count(&self, project: &ProjectId) -> Result<usize, StoreError> {
         let map = self.clients.read().map_err(|_| StoreError::new("lock poisoned"))?;
-        Ok(map.get(project).map_or(0, HashMap::len))
+        Ok(map.get(project).map_or(0, |p| p.by_id.len()))
     }
+
+    async fn list(&self, project: &ProjectId, page: &PageRequest) -> Result<Page<Client>, StoreError> {
+        let map = self.clients.read().map_err(|_| StoreError::new("lock poisoned"))?;
+        let Some(clients) = map.get(project) else {
+            return Ok(page.page(Vec::new(), client_cursor));
+        };
+        let start = match page.cursor() {
+            Some(c) => Bound::Excluded((c.at(), c.id().to_owned())),
+            None => Bound::Unbounded,
+        };
+        let mut items = Vec::with_capacity(page.limit() + 1);
+        for (_, id) in clients.order.range((start, Bound::Unbounded)).take(page.limit() + 1) {
+            let client = RegisteredClientId::new(id.as_str())
+                .ok()
+                .and_then(|id| clients.by_id.get(&id))
+                .ok_or_else(|| StoreError::new("client index out of step"))?;
+            items.push(client.clone());
+        }
+        Ok(page.page(items, client_cursor))
+    }
+
+    async fn set_disabled(
+        &self,
+        project: &ProjectId,
+        id: &RegisteredClientId,
+        disabled_at: Option<OffsetDateTime>,
+    ) -> Result<Option<Client>, StoreError> {
+        let mut map = self.clients.write().map_err(|_| StoreError::new("lock poisoned"))?;
+        let Some(client) = map.get_mut(project).and_then(|p| p.by_id.get_mut(id)) else {
+            return Ok(None);
+        };
+        client.disabled_at = match disabled_at {
+            Some(at) => Some(client.disabled_at.unwrap_or(at)),
+            None => None,
+        };
+        Ok(Some(client.clone()))
+    }
+}
+
+/// The listing cursor of a grant: `(granted_at, id)`.
+pub(crate) fn grant_cursor(s: &GrantSummary) -> PageCursor {
+    PageCursor::new(s.grant.granted_at, s.grant.id.as_str())
+}
+
+/// The listing cursor of a client: `(issued_at, id)`.
+pub(crate) fn client_cursor(c: &Client) -> PageCursor {
+    PageCursor::new(c.issued_at, c.client_id.as_str())
 }
 
 /// Codes, tokens and grant revocations in memory, in [`GRANT_SHARDS`]
@@ -157,10 +224,110 @@ impl ClientStore for MemoryClientStore {
 /// [`MAX_ACCESS_TOKENS_PER_GRANT`] access-token records: inserting one
 /// drops the grant's expired ones, then its oldest beyond the cap.
 /// Memory per grant is therefore flat however often it is refreshed.
+///
+/// # Grant summaries
+/// One [`GrantSummary`] per grant, behind a lock taken AFTER the shard
+/// locks (and after the per-grant bookkeeping lock when both are needed):
+/// it is written under the lock of the shard whose record created or
+/// extended it, and removed under every shard lock by a revocation, so a
+/// revoked grant never gets a summary again. Two ordered sets index the
+/// summaries by user and by client for listing and bulk revocation.
 #[derive(Debug, Default)]
 pub struct MemoryGrantStore {
     shards: [Mutex<GrantMaps>; GRANT_SHARDS],
     families: Mutex<Families>,
+    index: Mutex<GrantIndex>,
+}
+
+/// `(project, subject or client id, granted_at, grant id)`.
+type IndexKey = (ProjectId, String, i64, GrantId);
+
+#[derive(Debug, Default)]
+struct GrantIndex {
+    by_grant: HashMap<FamilyKey, GrantSummary>,
+    by_subject: BTreeSet<IndexKey>,
+    by_client: BTreeSet<IndexKey>,
+}
+
+fn subject_key(g: &Grant) -> IndexKey {
+    (
+        g.project.clone(),
+        g.subject.as_str().to_owned(),
+        g.granted_at.unix_timestamp(),
+        g.id.clone(),
+    )
+}
+
+fn client_key(g: &Grant) -> IndexKey {
+    (
+        g.project.clone(),
+        g.client_id.as_str().to_owned(),
+        g.granted_at.unix_timestamp(),
+        g.id.clone(),
+    )
+}
+
+/// Later use and expiry extend a summary, never shorten it.
+fn extend(summary: &mut GrantSummary, used_at: Option<OffsetDateTime>, expires_at: OffsetDateTime) {
+    if let Some(at) = used_at
+        && summary.last_used_at.is_none_or(|last| at > last)
+    {
+        summary.last_used_at = Some(at);
+    }
+    summary.expires_at = summary.expires_at.max(expires_at);
+}
+
+impl GrantIndex {
+    /// Creates or extends the summary of `grant`.
+    fn touch(&mut self, grant: &Grant, used_at: Option<OffsetDateTime>, expires_at: OffsetDateTime) {
+        let key = (grant.project.clone(), grant.id.clone());
+        if let Some(summary) = self.by_grant.get_mut(&key) {
+            extend(summary, used_at, expires_at);
+            return;
+        }
+        self.by_subject.insert(subject_key(grant));
+        self.by_client.insert(client_key(grant));
+        let mut summary = GrantSummary::new(grant.clone(), expires_at);
+        summary.last_used_at = used_at;
+        self.by_grant.insert(key, summary);
+    }
+
+    /// Extends an existing summary.
+    fn extend(&mut self, key: &FamilyKey, used_at: OffsetDateTime, expires_at: OffsetDateTime) {
+        if let Some(summary) = self.by_grant.get_mut(key) {
+            extend(summary, Some(used_at), expires_at);
+        }
+    }
+
+    fn remove(&mut self, key: &FamilyKey) -> Option<GrantSummary> {
+        let summary = self.by_grant.remove(key)?;
+        self.by_subject.remove(&subject_key(&summary.grant));
+        self.by_client.remove(&client_key(&summary.grant));
+        Some(summary)
+    }
+
+    /// The summaries `selector` picks, at most `limit`, in index order.
+    fn select(&self, project: &ProjectId, selector: &GrantSelector, limit: usize) -> Vec<FamilyKey> {
+        let (set, value) = match selector {
+            GrantSelector::Subject(s) => (&self.by_subject, s.as_str()),
+            GrantSelector::Client(c) => (&self.by_client, c.as_str()),
+            GrantSelector::Grant { subject, grant } => {
+                let key = (project.clone(), grant.clone());
+                return self
+                    .by_grant
+                    .get(&key)
+                    .filter(|s| &s.grant.subject == subject)
+                    .map(|_| vec![key])
+                    .unwrap_or_default();
+            }
+        };
+        let from = (project.clone(), value.to_owned(), i64::MIN, GrantId::lowest());
+        set.range(from..)
+            .take_while(|(p, v, _, _)| p == project && v == value)
+            .map(|(p, _, _, id)| (p.clone(), id.clone()))
+            .take(limit)
+            .collect()
+    }
 }
 
 /// The number of shards of a [`MemoryGrantStore`].
@@ -294,6 +461,65 @@ impl MemoryGrantStore {
         lock(&self.families)
     }
 
+    fn index(&self) -> Result<MutexGuard<'_, GrantIndex>, StoreError> {
+        lock(&self.index)
+    }
+
+    /// Revokes `grants` of `project` with every shard locked (see the
+    /// type's docs): their records go, their markers are written in every
+    /// shard, their bookkeeping and summaries go.
+    fn revoke_locked(
+        &self,
+        shards: &mut [MutexGuard<'_, GrantMaps>],
+        project: &ProjectId,
+        grants: &HashSet<GrantId>,
+        now: OffsetDateTime,
+    ) -> Result<Vec<GrantSummary>, StoreError> {
+        if grants.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Keep each marker while anything of its grant could still be
+        // alive: codes live 10 minutes, access tokens at most a day;
+        // refresh tokens inserted after this point are dropped.
+        let mut until: HashMap<GrantId, OffsetDateTime> = grants
+            .iter()
+            .map(|g| (g.clone(), now + time::Duration::days(1)))
+            .collect();
+        for m in shards.iter_mut() {
+            m.codes
+                .retain(|_, c| !(&c.grant.project == project && grants.contains(&c.grant.id)));
+            m.access.retain(|_, a| {
+                let same = &a.project == project && grants.contains(&a.grant_id);
+                if same && let Some(u) = until.get_mut(&a.grant_id) {
+                    *u = (*u).max(OffsetDateTime::from_unix_timestamp(a.claims.exp).unwrap_or(*u));
+                }
+                !same
+            });
+            m.refresh
+                .retain(|_, r| !(&r.grant.project == project && grants.contains(&r.grant.id)));
+        }
+        for m in shards.iter_mut() {
+            for (g, u) in &until {
+                m.revoked.insert((project.clone(), g.clone()), *u);
+            }
+        }
+        let mut families = self.families()?;
+        for g in grants {
+            families.remove(&(project.clone(), g.clone()));
+        }
+        drop(families);
+        let mut index = self.index()?;
+        Ok(grants
+            .iter()
+            .filter_map(|g| index.remove(&(project.clone(), g.clone())))
+            .collect())
+    }
+
+    /// Grant summaries held (for tests and benchmarks).
+    pub fn grant_summaries(&self) -> usize {
+        self.index().map(|i| i.by_grant.len()).unwrap_or(0)
+    }
+
     /// Tombstones held (for tests and benchmarks).
     pub fn tombstones(&self) -> usize {
         self.families().map(|f| f.tombstones.len()).unwrap_or(0)
@@ -305,6 +531,8 @@ impl GrantStore for MemoryGrantStore {
     async fn insert_code(&self, record: CodeRecord) -> Result<(), StoreError> {
         let mut m = self.shard(&record.hash)?;
         if !m.is_revoked(&record.grant.project, &record.grant.id) {
+            // The summary first: listed before the code can be read.
+            self.index()?.touch(&record.grant, None, record.expires_at);
             m.codes.insert(record.hash, record);
         }
         Ok(())
@@ -339,6 +567,8 @@ impl GrantStore for MemoryGrantStore {
         if !m.is_revoked(&record.grant.project, &record.grant.id) {
             let key = (record.grant.project.clone(), record.grant.id.clone());
             self.families()?.family(key).head = Some(record.clone());
+            self.index()?
+                .touch(&record.grant, Some(record.issued_at), record.expires_at);
             m.refresh.insert(record.hash, record);
         }
         Ok(())
@@ -425,6 +655,7 @@ impl GrantStore for MemoryGrantStore {
             }
             families.tombstones.insert(old_record.hash, key);
         }
+        self.index()?.touch(&new.grant, Some(new.issued_at), new.expires_at);
         // The marker is in every shard: the grant is not revoked in the
         // new token's shard either.
         let target = match second.as_deref_mut() {
@@ -459,6 +690,13 @@ impl GrantStore for MemoryGrantStore {
                 dropped.extend(family.access.pop_front().map(|(h, _)| h));
             }
             drop(families);
+            if let (Ok(iat), Ok(exp)) = (
+                OffsetDateTime::from_unix_timestamp(record.claims.iat),
+                OffsetDateTime::from_unix_timestamp(record.claims.exp),
+            ) {
+                self.index()?
+                    .extend(&(record.project.clone(), record.grant_id.clone()), iat, exp);
+            }
             m.access.insert(record.hash, record);
             dropped
         };
@@ -495,28 +733,58 @@ impl GrantStore for MemoryGrantStore {
         // Every shard locked at once: the revocation is one atomic step
         // with respect to every other operation (see the type's docs).
         let mut shards = self.all_shards()?;
-        // Keep the marker while anything of the grant could still be alive:
-        // codes live 10 minutes, access tokens at most a day; refresh
-        // tokens inserted after this point are dropped.
-        let mut until = now + time::Duration::days(1);
-        for m in &mut shards {
-            m.codes
-                .retain(|_, c| !(&c.grant.project == project && &c.grant.id == grant));
-            m.access.retain(|_, a| {
-                let same = &a.project == project && &a.grant_id == grant;
-                if same {
-                    until = until.max(OffsetDateTime::from_unix_timestamp(a.claims.exp).unwrap_or(until));
-                }
-                !same
-            });
-            m.refresh
-                .retain(|_, r| !(&r.grant.project == project && &r.grant.id == grant));
-        }
-        for m in &mut shards {
-            m.revoked.insert((project.clone(), grant.clone()), until);
-        }
-        self.families()?.remove(&(project.clone(), grant.clone()));
+        self.revoke_locked(&mut shards, project, &HashSet::from([grant.clone()]), now)?;
         Ok(())
+    }
+
+    async fn grants_of_subject(
+        &self,
+        project: &ProjectId,
+        subject: &Subject,
+        page: &PageRequest,
+        now: OffsetDateTime,
+    ) -> Result<Page<GrantSummary>, StoreError> {
+        let index = self.index()?;
+        let start = match page.cursor() {
+            Some(c) => Bound::Excluded((
+                project.clone(),
+                subject.as_str().to_owned(),
+                c.at(),
+                GrantId::new(c.id()).unwrap_or_else(|_| GrantId::lowest()),
+            )),
+            None => Bound::Included((
+                project.clone(),
+                subject.as_str().to_owned(),
+                i64::MIN,
+                GrantId::lowest(),
+            )),
+        };
+        let items: Vec<GrantSummary> = index
+            .by_subject
+            .range((start, Bound::Unbounded))
+            .take_while(|(p, s, _, _)| p == project && s == subject.as_str())
+            .filter_map(|(p, _, _, id)| index.by_grant.get(&(p.clone(), id.clone())))
+            .filter(|summary| summary.expires_at > now)
+            .take(page.limit() + 1)
+            .cloned()
+            .collect();
+        Ok(page.page(items, grant_cursor))
+    }
+
+    async fn revoke_grants(
+        &self,
+        project: &ProjectId,
+        selector: &GrantSelector,
+        limit: usize,
+        now: OffsetDateTime,
+    ) -> Result<Vec<GrantSummary>, StoreError> {
+        let mut shards = self.all_shards()?;
+        let keys = self.index()?.select(project, selector, limit.max(1));
+        let grants: HashSet<GrantId> = keys.into_iter().map(|(_, g)| g).collect();
+        let mut revoked = self.revoke_locked(&mut shards, project, &grants, now)?;
+        revoked
+            .sort_by(|a, b| (a.grant.granted_at, a.grant.id.as_str()).cmp(&(b.grant.granted_at, b.grant.id.as_str())));
+        Ok(revoked)
     }
 
     async fn purge_expired(&self, now: OffsetDateTime) -> Result<usize, StoreError> {
@@ -566,6 +834,20 @@ impl GrantStore for MemoryGrantStore {
         for h in gone_tombstones {
             families.tombstones.remove(&h);
         }
+        drop(families);
+        // Summaries past their expiry (and the grace).
+        let mut index = self.index()?;
+        let cutoff = now - super::GRANT_SUMMARY_GRACE;
+        let stale: Vec<FamilyKey> = index
+            .by_grant
+            .iter()
+            .filter(|(_, s)| s.expires_at <= cutoff)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &stale {
+            index.remove(k);
+        }
+        removed += stale.len();
         Ok(removed)
     }
 }

@@ -22,8 +22,10 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use crate::audit::AuditEvent;
-use crate::client::{Client, RegisteredClientId};
-use crate::grant::{AccessTokenClaims, AccessTokenRecord, CodeRecord, GrantId, RefreshTokenRecord};
+use crate::client::{Client, ClientId, RegisteredClientId};
+use crate::grant::{
+    AccessTokenClaims, AccessTokenRecord, CodeRecord, Grant, GrantId, GrantSummary, RefreshTokenRecord, Subject,
+};
 use crate::project::{ProjectId, ProjectSettings};
 use crate::secret::{SecretHash, SecretString};
 
@@ -100,12 +102,133 @@ pub trait ProjectStore: Send + Sync {
     ) -> Result<bool, StoreError>;
 }
 
+/// The most items one page of a listing holds ([`PageRequest`]).
+pub const MAX_PAGE_SIZE: usize = 500;
+
+/// Where a listing continues: after the item with this sort key (a time
+/// in unix seconds and an id). Handed to callers as the opaque string
+/// `<seconds>.<id>` ([`PageCursor::parse`], `Display`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PageCursor {
+    at: i64,
+    id: String,
+}
+
+/// The string is not a cursor a listing handed out.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("malformed page cursor")]
+pub struct InvalidCursor;
+
+impl PageCursor {
+    /// The cursor after the item sorted at `(at, id)`.
+    pub fn new(at: OffsetDateTime, id: impl Into<String>) -> Self {
+        Self {
+            at: at.unix_timestamp(),
+            id: id.into(),
+        }
+    }
+
+    /// Parses a cursor from its string form.
+    ///
+    /// # Errors
+    /// [`InvalidCursor`].
+    pub fn parse(s: &str) -> Result<Self, InvalidCursor> {
+        let (at, id) = s.split_once('.').ok_or(InvalidCursor)?;
+        let at: i64 = at.parse().map_err(|_| InvalidCursor)?;
+        if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+            return Err(InvalidCursor);
+        }
+        Ok(Self { at, id: id.to_owned() })
+    }
+
+    /// The time part (unix seconds).
+    pub const fn at(&self) -> i64 {
+        self.at
+    }
+
+    /// The id part.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+impl fmt::Display for PageCursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.at, self.id)
+    }
+}
+
+/// Which page of a listing to return.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PageRequest {
+    limit: usize,
+    after: Option<PageCursor>,
+}
+
+impl PageRequest {
+    /// The first page of at most `limit` items (clamped to
+    /// `1..=`[`MAX_PAGE_SIZE`]).
+    pub fn first(limit: usize) -> Self {
+        Self {
+            limit: limit.clamp(1, MAX_PAGE_SIZE),
+            after: None,
+        }
+    }
+
+    /// The page after `cursor` (`None`: the first page).
+    #[must_use]
+    pub fn after(mut self, cursor: Option<PageCursor>) -> Self {
+        self.after = cursor;
+        self
+    }
+
+    /// The page size, within `1..=`[`MAX_PAGE_SIZE`].
+    pub const fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Where the page starts (exclusive).
+    pub const fn cursor(&self) -> Option<&PageCursor> {
+        self.after.as_ref()
+    }
+
+    /// Whether an item sorted at `(at, id)` comes after the cursor.
+    pub fn admits(&self, at: i64, id: &str) -> bool {
+        self.after.as_ref().is_none_or(|c| (at, id) > (c.at, c.id.as_str()))
+    }
+
+    /// A page from up to `limit + 1` items read in order: the extra item,
+    /// if read, only says that a next page exists.
+    pub fn page<T>(&self, mut items: Vec<T>, key: impl Fn(&T) -> PageCursor) -> Page<T> {
+        let next = if items.len() > self.limit {
+            items.truncate(self.limit);
+            items.last().map(key)
+        } else {
+            None
+        };
+        Page { items, next }
+    }
+}
+
+/// One page of a listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Page<T> {
+    /// The items, in the listing's order.
+    pub items: Vec<T>,
+    /// The cursor of the next page, if there is one.
+    pub next: Option<PageCursor>,
+}
+
 /// Clients registered through DCR, per project.
 ///
 /// # Security
 /// Clients are scoped by project: a client of one project must never be
 /// returned for another. [`ClientStore::insert`] must refuse (not
-/// overwrite) an existing id.
+/// overwrite) an existing id. [`ClientStore::get`] returns disabled
+/// clients too, with [`Client::disabled_at`] set: the driver refuses them.
+/// Listing goes through an index on `(project, issued_at, id)`, never a
+/// scan of every client.
 #[async_trait]
 pub trait ClientStore: Send + Sync {
     /// A registered client.
@@ -120,6 +243,51 @@ pub trait ClientStore: Send + Sync {
 
     /// Number of clients of a project (for quotas).
     async fn count(&self, project: &ProjectId) -> Result<usize, StoreError>;
+
+    /// One page of a project's clients in a stable order: by `issued_at`,
+    /// then id (the cursor of a client is `(issued_at, id)`). Disabled
+    /// clients are listed too. Fetch `page.limit() + 1` rows and build the
+    /// result with [`PageRequest::page`].
+    async fn list(&self, project: &ProjectId, page: &PageRequest) -> Result<Page<Client>, StoreError>;
+
+    /// Disables a client (`Some(at)`; a client already disabled keeps its
+    /// first time) or enables it (`None`), atomically. Returns the client
+    /// as stored now, or `None` when there is no such client in the
+    /// project.
+    async fn set_disabled(
+        &self,
+        project: &ProjectId,
+        id: &RegisteredClientId,
+        disabled_at: Option<OffsetDateTime>,
+    ) -> Result<Option<Client>, StoreError>;
+}
+
+/// Which grants [`GrantStore::revoke_grants`] revokes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum GrantSelector {
+    /// Every grant of a user (account deletion, "sign out everywhere").
+    Subject(Subject),
+    /// Every grant of a registered client (the client is being deleted).
+    Client(ClientId),
+    /// One grant, only if it is the user's.
+    Grant {
+        /// The user it must belong to.
+        subject: Subject,
+        /// The grant.
+        grant: GrantId,
+    },
+}
+
+impl GrantSelector {
+    /// Whether `grant` is selected.
+    pub fn matches(&self, grant: &Grant) -> bool {
+        match self {
+            Self::Subject(s) => &grant.subject == s,
+            Self::Client(c) => &grant.client_id == c,
+            Self::Grant { subject, grant: id } => &grant.subject == subject && &grant.id == id,
+        }
+    }
 }
 
 /// The outcome of [`GrantStore::consume_code`].
@@ -178,6 +346,33 @@ pub enum RefreshRotation {
 ///   request that raced the revocation (inserts for a revoked grant are
 ///   dropped).
 /// - A storage error must be returned, never reported as success.
+///
+/// # Grant summaries
+/// The store keeps a [`GrantSummary`] per grant, for
+/// [`GrantStore::grants_of_subject`] and [`GrantStore::revoke_grants`]:
+/// - [`GrantStore::insert_code`] creates it (from the code's grant,
+///   `last_used_at = None`, `expires_at` the code's) BEFORE the code can be
+///   read, so a grant is listed (and found by `revoke_grants`) before any
+///   token of it can exist;
+/// - [`GrantStore::insert_refresh_token`] and a successful
+///   [`GrantStore::rotate_refresh_token`] create or update it (from the
+///   token's grant, so grants stored before summaries existed are picked
+///   up): `last_used_at` becomes the token's `issued_at` if later,
+///   `expires_at` the token's if later;
+/// - [`GrantStore::insert_access_token`] updates an existing one the same
+///   way (`iat`, `exp`);
+/// - a revoked grant's summary is never listed nor selected again:
+///   [`GrantStore::revoke_grant`] and [`GrantStore::revoke_grants`] delete
+///   it, and none of the calls above stores it again once the revocation
+///   is committed (with SQL: the same `NOT EXISTS <marker>` as the token
+///   inserts; a write that raced the revocation may leave a row behind,
+///   which every read and selection skips by the marker, like a racing
+///   token row); [`GrantStore::purge_expired`] deletes summaries past
+///   `expires_at` (at least [`GRANT_SUMMARY_GRACE`] past, so one is never
+///   purged while its grant's code is being exchanged).
+/// - Listing goes through an index on `(project, subject, granted_at,
+///   grant id)`, revoking a client's grants through one on `(project,
+///   client id)`: never a scan of every grant.
 ///
 /// # Bounded growth per grant
 /// A grant refreshed a million times must not hold a million records.
@@ -265,8 +460,35 @@ pub trait GrantStore: Send + Sync {
     /// Revokes one access token; returns whether it existed.
     async fn revoke_access_token(&self, project: &ProjectId, hash: &SecretHash) -> Result<bool, StoreError>;
 
-    /// Revokes a grant: every code and token of it, now and later.
+    /// Revokes a grant: every code and token of it, now and later, and its
+    /// summary.
     async fn revoke_grant(&self, project: &ProjectId, grant: &GrantId, now: OffsetDateTime) -> Result<(), StoreError>;
+
+    /// One page of a user's grants whose summaries are alive at `now`
+    /// (`expires_at > now`) and not revoked, by `granted_at`, then grant
+    /// id (the cursor of a grant is `(granted_at, id)`). Fetch
+    /// `page.limit() + 1` rows and build the result with
+    /// [`PageRequest::page`].
+    async fn grants_of_subject(
+        &self,
+        project: &ProjectId,
+        subject: &Subject,
+        page: &PageRequest,
+        now: OffsetDateTime,
+    ) -> Result<Page<GrantSummary>, StoreError>;
+
+    /// Revokes up to `limit` grants that `selector` selects among the
+    /// project's summaries (expired ones included), each exactly as
+    /// [`GrantStore::revoke_grant`] does, all in one atomic step (one
+    /// transaction, or every lock); returns their summaries (empty: none
+    /// left). The caller repeats until fewer than `limit` come back.
+    async fn revoke_grants(
+        &self,
+        project: &ProjectId,
+        selector: &GrantSelector,
+        limit: usize,
+        now: OffsetDateTime,
+    ) -> Result<Vec<GrantSummary>, StoreError>;
 
     /// Deletes expired codes and tokens and stale revocation markers, and
     /// clears rotation marks older than
@@ -274,6 +496,11 @@ pub trait GrantStore: Send + Sync {
     /// past the grace" above); returns how many records were removed.
     async fn purge_expired(&self, now: OffsetDateTime) -> Result<usize, StoreError>;
 }
+
+/// How long past its `expires_at` a grant summary is kept before
+/// [`GrantStore::purge_expired`] may delete it (it is no longer listed
+/// meanwhile): covers a code exchanged in its last second.
+pub const GRANT_SUMMARY_GRACE: time::Duration = time::Duration::hours(1);
 
 /// Turns access-token claims into the token string a client presents.
 ///

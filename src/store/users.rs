@@ -12,6 +12,7 @@ use time::OffsetDateTime;
 use super::StoreError;
 use crate::grant::Subject;
 use crate::project::ProjectId;
+use crate::resource::ResourceSet;
 use crate::scope::ScopeSet;
 use crate::secret::{SecretHash, SecretString};
 use crate::upstream::{ProviderName, UpstreamLogin};
@@ -58,12 +59,18 @@ impl LocalUser {
 }
 
 /// What a user allowed a client, remembered so a returning user is not
-/// asked again unless the scopes grow.
+/// asked again unless the request asks for more: scopes or resources
+/// (audiences) not allowed before.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct RememberedConsent {
     /// The scopes allowed so far (the union of every approval).
     pub scopes: ScopeSet,
+    /// The resources (RFC 8707 audiences) allowed so far (the union of
+    /// every approval): a consent given for one MCP server never covers
+    /// another.
+    #[serde(default)]
+    pub resources: ResourceSet,
     /// The latest approval.
     #[serde(with = "time::serde::timestamp")]
     pub updated_at: OffsetDateTime,
@@ -77,7 +84,8 @@ pub struct RememberedConsent {
 ///   replaces the claims and `last_login_at`. It is called only after the
 ///   upstream login fully succeeded (nothing is half-created).
 /// - [`UserStore::remember_consent`] stores the union of the old and new
-///   scopes atomically (two concurrent approvals both count);
+///   scopes, and of the old and new resources, atomically (two concurrent
+///   approvals both count);
 ///   [`UserStore::revoke_consent`] deletes it, after which the user is asked
 ///   again.
 /// - Everything is scoped by project: a user or a consent of one project
@@ -92,13 +100,15 @@ pub trait UserStore: Send + Sync {
     /// A user.
     async fn user(&self, project: &ProjectId, subject: &Subject) -> Result<Option<LocalUser>, StoreError>;
 
-    /// Adds `scopes` to what `subject` allowed `client_id`.
+    /// Adds `scopes` for `resources` to what `subject` allowed
+    /// `client_id`.
     async fn remember_consent(
         &self,
         project: &ProjectId,
         subject: &Subject,
         client_id: &str,
         scopes: &ScopeSet,
+        resources: &ResourceSet,
         now: OffsetDateTime,
     ) -> Result<(), StoreError>;
 
@@ -124,6 +134,15 @@ pub enum LoginTake {
     /// Already taken before (a replayed callback): the record, so the MCP
     /// client can be told.
     AlreadyTaken(Box<UpstreamLogin>),
+    /// Not taken: the login expired before this call (a late callback).
+    /// The record, so the MCP client can be told; it stays untaken and is
+    /// purged later.
+    Expired(Box<UpstreamLogin>),
+    /// Not taken, and not shown: the caller's browser is not the one the
+    /// login started in (its binding cookie is missing or another). The
+    /// login stays as it was, for its own browser; the caller learns
+    /// nothing of it (not the MCP client's redirect URI, not its `state`).
+    WrongBrowser,
     /// No such login (never started, or purged).
     Unknown,
 }
@@ -132,22 +151,44 @@ pub enum LoginTake {
 ///
 /// # Security
 /// - [`UpstreamLoginStore::take`] is atomic: of any number of concurrent
-///   calls for one `state`, exactly one gets [`LoginTake::Taken`] (a single
-///   conditional `UPDATE ... SET taken = true WHERE taken = false`, or one
-///   lock); the others get [`LoginTake::AlreadyTaken`].
+///   calls for one `state`, also from several processes sharing one
+///   database, exactly one gets [`LoginTake::Taken`] (a single
+///   conditional `UPDATE ... SET taken = true WHERE taken = false AND
+///   expires_at > now`, or one lock); the others get
+///   [`LoginTake::AlreadyTaken`].
+/// - Expiry is the store's to honour: a login whose `expires_at` is not
+///   after `now` is never [`LoginTake::Taken`] (it is
+///   [`LoginTake::Expired`]).
+/// - The browser binding is checked BEFORE anything else, in the same
+///   atomic step: a call whose `browser_hash` is not the login's never
+///   takes it and gets [`LoginTake::WrongBrowser`] whatever the login's
+///   state, so whoever learns a `state` cannot spend the user's login nor
+///   learn the MCP client's redirect URI and `state` from it.
 /// - A taken record is kept (marked) until it expires, so a replay is
 ///   recognized; [`UpstreamLoginStore::purge`] deletes records whose
-///   `expires_at` passed.
+///   `expires_at` is not after `now`.
+/// - [`UpstreamLoginStore::insert`] never overwrites: a `state` hash that
+///   is already stored is an error (hashes of 256 random bits do not
+///   collide; a duplicate is a bug or an attack).
 /// - A full store refuses new logins (an error) rather than evicting live
-///   ones.
+///   ones; its bound is per project, so one project's traffic (logins are
+///   started by anonymous requests) cannot stop the sign-ins of another.
 /// - Keys are scoped by project.
 #[async_trait]
 pub trait UpstreamLoginStore: Send + Sync {
     /// Stores a new login.
     async fn insert(&self, project: &ProjectId, login: UpstreamLogin) -> Result<(), StoreError>;
 
-    /// Takes the login with this `state` hash (see `# Security`).
-    async fn take(&self, project: &ProjectId, state_hash: &SecretHash) -> Result<LoginTake, StoreError>;
+    /// Takes the login with this `state` hash for the browser whose
+    /// binding cookie hashes to `browser_hash`, at `now` (see
+    /// `# Security`).
+    async fn take(
+        &self,
+        project: &ProjectId,
+        state_hash: &SecretHash,
+        browser_hash: &SecretHash,
+        now: OffsetDateTime,
+    ) -> Result<LoginTake, StoreError>;
 
     /// Deletes expired records; returns how many.
     async fn purge(&self, now: OffsetDateTime) -> Result<usize, StoreError>;
@@ -177,7 +218,10 @@ fn lock<T>(m: &Mutex<T>) -> Result<MutexGuard<'_, T>, StoreError> {
 type UserKey = (ProjectId, String);
 type ConsentKey = (ProjectId, String, String);
 
-/// In-memory [`UserStore`].
+/// In-memory [`UserStore`]. Atomicity: each call holds the map's lock for
+/// its whole read-modify-write (the consent union is merged under it), so
+/// concurrent approvals all count. One process only: users and consent
+/// die with it (use the SQL stores to keep them).
 #[derive(Debug, Default)]
 pub struct MemoryUserStore {
     users: Mutex<HashMap<UserKey, LocalUser>>,
@@ -219,24 +263,26 @@ impl UserStore for MemoryUserStore {
         subject: &Subject,
         client_id: &str,
         scopes: &ScopeSet,
+        resources: &ResourceSet,
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
         let mut map = lock(&self.consents)?;
         let key = (project.clone(), subject.as_str().to_owned(), client_id.to_owned());
-        let merged = match map.get(&key) {
-            Some(old) => {
-                let mut all = old.scopes.clone();
-                for s in scopes.iter() {
-                    all.insert(s.clone());
-                }
-                all
-            }
-            None => scopes.clone(),
+        let (mut all_scopes, mut all_resources) = match map.get(&key) {
+            Some(old) => (old.scopes.clone(), old.resources.clone()),
+            None => (ScopeSet::new(), ResourceSet::new()),
         };
+        for s in scopes.iter() {
+            all_scopes.insert(s.clone());
+        }
+        for r in resources.iter() {
+            all_resources.insert(r.clone());
+        }
         map.insert(
             key,
             RememberedConsent {
-                scopes: merged,
+                scopes: all_scopes,
+                resources: all_resources,
                 updated_at: now,
             },
         );
@@ -266,11 +312,17 @@ impl UserStore for MemoryUserStore {
     }
 }
 
+/// One project's logins in flight, by `state` hash, with their taken flag.
+type ProjectLogins = HashMap<SecretHash, (UpstreamLogin, bool)>;
+
 /// In-memory [`UpstreamLoginStore`], holding at most a fixed number of
-/// records.
+/// records per project. Atomicity: `take` checks and marks a record under
+/// one lock, so exactly one caller of one process gets it; logins are not
+/// shared between processes (instances behind a load balancer need the
+/// SQL stores, or sticky routing of the provider's callback).
 #[derive(Debug)]
 pub struct MemoryUpstreamLoginStore {
-    logins: Mutex<HashMap<(ProjectId, SecretHash), (UpstreamLogin, bool)>>,
+    logins: Mutex<HashMap<ProjectId, ProjectLogins>>,
     max_entries: usize,
 }
 
@@ -281,8 +333,8 @@ impl Default for MemoryUpstreamLoginStore {
 }
 
 impl MemoryUpstreamLoginStore {
-    /// A store of at most `max_entries` records (expired ones are purged
-    /// first when it is full).
+    /// A store of at most `max_entries` records per project (a full
+    /// project's expired ones are purged first).
     pub fn new(max_entries: usize) -> Self {
         Self {
             logins: Mutex::new(HashMap::new()),
@@ -294,23 +346,39 @@ impl MemoryUpstreamLoginStore {
 #[async_trait]
 impl UpstreamLoginStore for MemoryUpstreamLoginStore {
     async fn insert(&self, project: &ProjectId, login: UpstreamLogin) -> Result<(), StoreError> {
-        let mut map = lock(&self.logins)?;
+        let mut projects = lock(&self.logins)?;
+        let map = projects.entry(project.clone()).or_default();
         if map.len() >= self.max_entries {
             let now = login.created_at;
             map.retain(|_, (l, _)| l.expires_at > now);
             if map.len() >= self.max_entries {
-                return Err(StoreError::new("too many upstream logins in flight"));
+                return Err(StoreError::new("too many upstream logins in flight for the project"));
             }
         }
-        map.insert((project.clone(), login.state_hash), (login, false));
-        Ok(())
+        match map.entry(login.state_hash) {
+            std::collections::hash_map::Entry::Occupied(_) => {
+                Err(StoreError::new("an upstream login with this state is already stored"))
+            }
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert((login, false));
+                Ok(())
+            }
+        }
     }
 
-    async fn take(&self, project: &ProjectId, state_hash: &SecretHash) -> Result<LoginTake, StoreError> {
-        let mut map = lock(&self.logins)?;
-        Ok(match map.get_mut(&(project.clone(), *state_hash)) {
+    async fn take(
+        &self,
+        project: &ProjectId,
+        state_hash: &SecretHash,
+        browser_hash: &SecretHash,
+        now: OffsetDateTime,
+    ) -> Result<LoginTake, StoreError> {
+        let mut projects = lock(&self.logins)?;
+        Ok(match projects.get_mut(project).and_then(|m| m.get_mut(state_hash)) {
             None => LoginTake::Unknown,
+            Some((login, _)) if login.browser_hash != *browser_hash => LoginTake::WrongBrowser,
             Some((login, taken)) if *taken => LoginTake::AlreadyTaken(Box::new(login.clone())),
+            Some((login, _)) if login.expires_at <= now => LoginTake::Expired(Box::new(login.clone())),
             Some((login, taken)) => {
                 *taken = true;
                 LoginTake::Taken(Box::new(login.clone()))
@@ -319,10 +387,15 @@ impl UpstreamLoginStore for MemoryUpstreamLoginStore {
     }
 
     async fn purge(&self, now: OffsetDateTime) -> Result<usize, StoreError> {
-        let mut map = lock(&self.logins)?;
-        let before = map.len();
-        map.retain(|_, (l, _)| l.expires_at > now);
-        Ok(before - map.len())
+        let mut projects = lock(&self.logins)?;
+        let mut removed = 0;
+        for map in projects.values_mut() {
+            let before = map.len();
+            map.retain(|_, (l, _)| l.expires_at > now);
+            removed += before - map.len();
+        }
+        projects.retain(|_, m| !m.is_empty());
+        Ok(removed)
     }
 }
 

@@ -36,9 +36,11 @@ pub enum UpstreamHttpError {
     TooLarge,
 }
 
-/// The three HTTP calls of an OpenID Connect relying party: the discovery
-/// document, the JWKS (both `GET`, JSON) and the code exchange (a form
-/// `POST` to the token endpoint).
+/// The HTTP calls of an OpenID Connect relying party: the discovery
+/// document, the JWKS (both `GET`, JSON), the code exchange (a form
+/// `POST` to the token endpoint) and the optional userinfo request (a
+/// `GET` with the provider's access token, OpenID Connect Core section
+/// 5.3.1).
 ///
 /// # Security
 /// Implementations MUST NOT follow redirects (a 3xx is returned as is),
@@ -47,7 +49,7 @@ pub enum UpstreamHttpError {
 /// loopback host, and MUST NOT send cookies or use an environment proxy.
 /// The URLs are the operator's configured issuer and the endpoints its
 /// discovery document names; the `authorization` value is a client secret
-/// and must never be logged.
+/// and the bearer token an access token: neither may ever be logged.
 #[async_trait]
 pub trait UpstreamHttp: Send + Sync {
     /// `GET url` with `Accept: application/json`.
@@ -67,6 +69,13 @@ pub trait UpstreamHttp: Send + Sync {
         form: String,
         authorization: Option<&SecretString>,
     ) -> Result<HttpResponse, UpstreamHttpError>;
+
+    /// `GET url` with `Accept: application/json` and `Authorization:
+    /// Bearer <token>` (RFC 6750 section 2.1): the userinfo request.
+    ///
+    /// # Errors
+    /// An [`UpstreamHttpError`].
+    async fn get_with_bearer(&self, url: &str, token: &SecretString) -> Result<HttpResponse, UpstreamHttpError>;
 }
 
 /// An [`UpstreamHttp`] on reqwest and rustls (feature `reqwest`): no
@@ -192,6 +201,18 @@ impl UpstreamHttp for ReqwestUpstreamHttp {
             v.set_sensitive(true);
             req = req.header(http::header::AUTHORIZATION, v);
         }
+        self.send(url, req).await
+    }
+
+    async fn get_with_bearer(&self, url: &str, token: &SecretString) -> Result<HttpResponse, UpstreamHttpError> {
+        let mut v = http::HeaderValue::from_str(&format!("Bearer {}", token.expose_secret()))
+            .map_err(|_| UpstreamHttpError::Transport("the access token is not a valid header value".to_owned()))?;
+        v.set_sensitive(true);
+        let req = self
+            .client
+            .get(url)
+            .header(http::header::ACCEPT, "application/json")
+            .header(http::header::AUTHORIZATION, v);
         self.send(url, req).await
     }
 }

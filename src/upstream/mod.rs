@@ -202,6 +202,13 @@ pub struct UpstreamProvider {
     /// A name to show on pages ("Sign in with ...").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub display_name: Option<String>,
+    /// Call the provider's userinfo endpoint on every sign-in and merge
+    /// its claims (see [`merge_userinfo`]); a provider without one then
+    /// fails the sign-in. When `false` (the default), userinfo is called
+    /// only when the ID token lacks the email claim and the provider
+    /// publishes a `userinfo_endpoint`.
+    #[serde(default)]
+    pub fetch_userinfo: bool,
 }
 
 fn default_upstream_scopes() -> ScopeSet {
@@ -223,6 +230,7 @@ impl UpstreamProvider {
             require_verified_email: false,
             claims: ClaimMapping::default(),
             display_name: None,
+            fetch_userinfo: false,
         }
     }
 
@@ -383,6 +391,27 @@ pub struct ProviderMetadata {
     /// `authorization_response_iss_parameter_supported` (RFC 9207): the
     /// callback must then carry `iss`.
     pub iss_parameter_supported: bool,
+    /// `prompt_values_supported` (OpenID Connect Prompt Create section
+    /// 4.1), when the provider lists them; see
+    /// [`ProviderMetadata::supports_prompt`].
+    pub prompt_values_supported: Option<Vec<String>>,
+}
+
+/// The `prompt` values OpenID Connect Core 1.0 section 3.1.2.1 defines,
+/// which a provider that lists none is assumed to understand.
+const CORE_PROMPT_VALUES: [&str; 4] = ["none", "login", "consent", "select_account"];
+
+impl ProviderMetadata {
+    /// Whether the provider accepts `prompt=<value>`: it is in its
+    /// `prompt_values_supported` when it publishes that list, otherwise
+    /// it is one of the values OpenID Connect Core defines (`none`,
+    /// `login`, `consent`, `select_account`).
+    pub fn supports_prompt(&self, value: &str) -> bool {
+        match &self.prompt_values_supported {
+            Some(list) => list.iter().any(|v| v == value),
+            None => CORE_PROMPT_VALUES.contains(&value),
+        }
+    }
 }
 
 /// Why a provider's discovery document was refused.
@@ -402,6 +431,9 @@ pub enum MetadataError {
     /// `code_challenge_methods_supported` is present without `S256`.
     #[error("the provider does not support PKCE S256")]
     NoS256,
+    /// An optional member has the wrong type.
+    #[error("the discovery document's {0} is malformed")]
+    Malformed(&'static str),
 }
 
 /// Parses and checks a discovery document for `issuer`. Endpoints must be
@@ -448,6 +480,19 @@ pub fn parse_provider_metadata(
             .get("authorization_response_iss_parameter_supported")
             .and_then(Value::as_bool)
             == Some(true),
+        prompt_values_supported: match doc.get("prompt_values_supported") {
+            None | Some(Value::Null) => None,
+            Some(Value::Array(values)) => Some(
+                values
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .filter(|v| v.len() <= 64)
+                    .take(32)
+                    .map(str::to_owned)
+                    .collect(),
+            ),
+            Some(_) => return Err(MetadataError::Malformed("prompt_values_supported")),
+        },
     })
 }
 
@@ -545,10 +590,37 @@ pub struct LoginStart {
     pub browser_binding: SecretString,
 }
 
+/// The `prompt` to send upstream for `pending` (OpenID Connect Core 1.0
+/// section 3.1.2.1): `none` for `prompt=none`, otherwise `login` and
+/// `consent` as the MCP client asked, each only when the provider
+/// supports it ([`ProviderMetadata::supports_prompt`]). `None` when
+/// nothing is to be sent.
+///
+/// A `prompt=none` the provider does not support is not sent: the driver
+/// answers the client `login_required` without going upstream (a silent
+/// sign-in cannot be promised). A `prompt=login` the provider does not
+/// support is replaced by `max_age=0`, which [`start_login`] always sends
+/// with it (see [`check_auth_time`]).
+pub fn upstream_prompt(pending: &PendingAuthorization, metadata: &ProviderMetadata) -> Option<String> {
+    if pending.prompt_none {
+        return metadata.supports_prompt("none").then(|| "none".to_owned());
+    }
+    let values: Vec<&str> = [("login", pending.force_login), ("consent", pending.force_consent)]
+        .into_iter()
+        .filter(|(v, asked)| *asked && metadata.supports_prompt(v))
+        .map(|(v, _)| v)
+        .collect();
+    (!values.is_empty()).then(|| values.join(" "))
+}
+
 /// Starts a login at `provider` for `pending`: the authorization request
 /// (OpenID Connect Core section 3.1.2.1) with `response_type=code`, the
 /// scopes, `state`, `nonce`, PKCE S256 (RFC 7636), and `hd` for a
-/// Google hosted domain.
+/// Google hosted domain. What the MCP client asked of the login step is
+/// forwarded: its `login_hint` (already checked: at most 256 characters,
+/// no control characters), its `prompt` as [`upstream_prompt`] decides,
+/// and, for `prompt=login`, `max_age=0` (section 3.1.2.1: the provider
+/// must then authenticate the user afresh and report `auth_time`).
 pub fn start_login(
     pending: PendingAuthorization,
     provider: &UpstreamProvider,
@@ -575,6 +647,16 @@ pub fn start_login(
     ];
     if let Some(hd) = &provider.hosted_domain {
         params.push(("hd", hd));
+    }
+    let prompt = upstream_prompt(&pending, metadata);
+    if let Some(p) = &prompt {
+        params.push(("prompt", p));
+    }
+    if pending.force_login && !pending.prompt_none {
+        params.push(("max_age", "0"));
+    }
+    if let Some(hint) = &pending.login_hint {
+        params.push(("login_hint", hint));
     }
     let location = append_query(&metadata.authorization_endpoint, &params);
     LoginStart {
@@ -664,6 +746,14 @@ pub enum LoginFailure {
     /// The user cancelled at the provider (`error=access_denied`).
     #[error("the sign-in was cancelled at the identity provider")]
     Cancelled,
+    /// The provider could not sign the user in without showing a page
+    /// (`login_required`, `consent_required`, `interaction_required`,
+    /// `account_selection_required` in answer to `prompt=none`, OpenID
+    /// Connect Core 1.0 section 3.1.2.6), or this server could not (the
+    /// provider does not support `prompt=none`, or the user's remembered
+    /// consent does not cover the request): the MCP client gets that code.
+    #[error("the sign-in needs the user's interaction")]
+    InteractionRequired(ErrorCode),
     /// The provider answered with another error.
     #[error("the identity provider answered with an error")]
     UpstreamError {
@@ -699,6 +789,9 @@ pub enum LoginFailure {
     /// The ID token failed verification.
     #[error("the identity provider's ID token is invalid ({0})")]
     InvalidIdToken(IdTokenError),
+    /// The userinfo request failed or its answer was refused.
+    #[error("the identity provider's userinfo response is unusable ({0})")]
+    Userinfo(UserinfoError),
     /// The provider's rules or the host's policy refused the user.
     #[error("the user may not sign in here")]
     RefusedByPolicy {
@@ -715,6 +808,7 @@ impl LoginFailure {
     pub fn reason(&self) -> Cow<'static, str> {
         match self {
             Self::Cancelled => "user_cancelled".into(),
+            Self::InteractionRequired(code) => format!("interaction_required:{}", code.as_str()).into(),
             Self::UpstreamError { .. } => "upstream_error".into(),
             Self::StateMismatch => "state_mismatch".into(),
             Self::BrowserMismatch => "browser_mismatch".into(),
@@ -725,6 +819,7 @@ impl LoginFailure {
             Self::ProviderUnavailable => "provider_unavailable".into(),
             Self::TokenExchange => "token_exchange_failed".into(),
             Self::InvalidIdToken(e) => format!("invalid_id_token:{}", e.reason()).into(),
+            Self::Userinfo(e) => format!("userinfo:{}", e.reason()).into(),
             Self::RefusedByPolicy { reason } => format!("refused_by_policy:{reason}").into(),
             Self::Storage => "storage_error".into(),
         }
@@ -733,9 +828,12 @@ impl LoginFailure {
     /// The OAuth error code for the MCP client: `access_denied` when the
     /// user or policy said no (or the sign-in must simply be started
     /// again), `temporarily_unavailable` when the provider is down or said
-    /// so, `server_error` when the provider misbehaved or storage failed.
+    /// so, the OpenID Connect code when a `prompt=none` request needs
+    /// interaction, `server_error` when the provider misbehaved or storage
+    /// failed.
     pub fn code(&self) -> ErrorCode {
         match self {
+            Self::InteractionRequired(code) => *code,
             Self::Cancelled
             | Self::StateMismatch
             | Self::BrowserMismatch
@@ -744,11 +842,12 @@ impl LoginFailure {
             | Self::IssuerMismatch
             | Self::RefusedByPolicy { .. } => ErrorCode::AccessDenied,
             Self::UpstreamError { error } if error == "temporarily_unavailable" => ErrorCode::TemporarilyUnavailable,
-            Self::ProviderUnavailable => ErrorCode::TemporarilyUnavailable,
+            Self::ProviderUnavailable | Self::Userinfo(UserinfoError::Unreachable) => ErrorCode::TemporarilyUnavailable,
             Self::UpstreamError { .. }
             | Self::MalformedCallback
             | Self::TokenExchange
             | Self::InvalidIdToken(_)
+            | Self::Userinfo(_)
             | Self::Storage => ErrorCode::ServerError,
         }
     }
@@ -789,10 +888,13 @@ pub fn check_callback<'a>(
         _ => {}
     }
     if let Some(error) = &params.error {
-        return Err(if error == "access_denied" {
-            LoginFailure::Cancelled
-        } else {
-            LoginFailure::UpstreamError { error: sanitize(error) }
+        return Err(match error.as_str() {
+            "access_denied" => LoginFailure::Cancelled,
+            "login_required" => LoginFailure::InteractionRequired(ErrorCode::LoginRequired),
+            "consent_required" => LoginFailure::InteractionRequired(ErrorCode::ConsentRequired),
+            "interaction_required" => LoginFailure::InteractionRequired(ErrorCode::InteractionRequired),
+            "account_selection_required" => LoginFailure::InteractionRequired(ErrorCode::AccountSelectionRequired),
+            _ => LoginFailure::UpstreamError { error: sanitize(error) },
         });
     }
     params
@@ -890,15 +992,168 @@ pub fn token_request(
 /// [`LoginFailure::TokenExchange`] for a non-200 status or a response
 /// without an `id_token`.
 pub fn id_token_from_response(status: u16, body: &[u8]) -> Result<String, LoginFailure> {
+    tokens_from_response(status, body).map(|t| t.id_token)
+}
+
+/// What this relying party uses of the provider's token response.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct UpstreamTokens {
+    /// The ID token (not yet verified).
+    pub id_token: String,
+    /// The access token, when it is a bearer token (`token_type` `Bearer`,
+    /// compared case-insensitively, RFC 6749 section 7.1): used only for
+    /// the userinfo request, never kept.
+    pub access_token: Option<SecretString>,
+}
+
+/// The ID token and bearer access token of a successful token response
+/// (OAuth 2.1 section 3.2.3, OpenID Connect Core section 3.1.3.3).
+///
+/// # Errors
+/// [`LoginFailure::TokenExchange`] for a non-200 status or a response
+/// without an `id_token`.
+pub fn tokens_from_response(status: u16, body: &[u8]) -> Result<UpstreamTokens, LoginFailure> {
     if status != 200 {
         return Err(LoginFailure::TokenExchange);
     }
     let v: Value = serde_json::from_slice(body).map_err(|_| LoginFailure::TokenExchange)?;
-    v.get("id_token")
+    let id_token = v
+        .get("id_token")
         .and_then(Value::as_str)
         .filter(|t| !t.is_empty())
         .map(str::to_owned)
-        .ok_or(LoginFailure::TokenExchange)
+        .ok_or(LoginFailure::TokenExchange)?;
+    let bearer = v
+        .get("token_type")
+        .and_then(Value::as_str)
+        .is_some_and(|t| t.eq_ignore_ascii_case("bearer"));
+    let access_token = v
+        .get("access_token")
+        .and_then(Value::as_str)
+        .filter(|t| bearer && !t.is_empty() && t.len() <= MAX_PARAM && !t.chars().any(|c| c.is_control()))
+        .map(SecretString::from);
+    Ok(UpstreamTokens { id_token, access_token })
+}
+
+/// Why the userinfo step failed (OpenID Connect Core section 5.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum UserinfoError {
+    /// [`UpstreamProvider::fetch_userinfo`] is set but the provider's
+    /// discovery document has no `userinfo_endpoint`.
+    #[error("the provider has no userinfo endpoint")]
+    NoEndpoint,
+    /// The token response had no bearer access token to call it with.
+    #[error("no bearer access token to call userinfo with")]
+    NoAccessToken,
+    /// The request failed (connection, TLS, timeout, size).
+    #[error("the userinfo endpoint could not be reached")]
+    Unreachable,
+    /// The endpoint answered with another status than 200.
+    #[error("the userinfo endpoint refused the request")]
+    Status,
+    /// The body is not a JSON object with a string `sub` (a signed or
+    /// encrypted userinfo response is not supported).
+    #[error("the userinfo response is malformed")]
+    Malformed,
+    /// Its `sub` is not the ID token's: the response MUST NOT be used
+    /// (OpenID Connect Core section 5.3.2), and the sign-in is refused.
+    #[error("the userinfo response is about another user")]
+    SubjectMismatch,
+}
+
+impl UserinfoError {
+    /// A short machine-readable reason (`userinfo:<reason>` in the audit
+    /// log).
+    pub const fn reason(&self) -> &'static str {
+        match self {
+            Self::NoEndpoint => "no_endpoint",
+            Self::NoAccessToken => "no_access_token",
+            Self::Unreachable => "unreachable",
+            Self::Status => "status",
+            Self::Malformed => "malformed",
+            Self::SubjectMismatch => "sub_mismatch",
+        }
+    }
+}
+
+/// Whether to call userinfo after the ID token verified, and where: when
+/// the provider is configured to ([`UpstreamProvider::fetch_userinfo`];
+/// then a provider without a `userinfo_endpoint` is an error), or when the
+/// ID token lacks the email claim and the provider has one.
+///
+/// # Errors
+/// [`UserinfoError::NoEndpoint`].
+pub fn userinfo_endpoint<'a>(
+    provider: &UpstreamProvider,
+    metadata: &'a ProviderMetadata,
+    identity: &UpstreamIdentity,
+) -> Result<Option<&'a str>, UserinfoError> {
+    let endpoint = metadata.userinfo_endpoint.as_deref();
+    if provider.fetch_userinfo {
+        return endpoint.map(Some).ok_or(UserinfoError::NoEndpoint);
+    }
+    Ok(endpoint.filter(|_| identity.email.is_none()))
+}
+
+/// Merges the userinfo response (`status`, `body`: a JSON object, OpenID
+/// Connect Core section 5.3.2) into the identity the ID token gave.
+///
+/// Its `sub` must equal the ID token's exactly, or nothing of it is used
+/// and the sign-in is refused. The ID token's claims win (they are
+/// signed); userinfo fills what it lacks: the email with its own
+/// verification flag (an `email_verified` is only ever taken together
+/// with the address it is about), the name, Google's `hd`. Claim names
+/// follow the provider's [`ClaimMapping`].
+///
+/// # Errors
+/// [`UserinfoError::Status`], [`UserinfoError::Malformed`],
+/// [`UserinfoError::SubjectMismatch`].
+pub fn merge_userinfo(
+    identity: UpstreamIdentity,
+    provider: &UpstreamProvider,
+    status: u16,
+    body: &[u8],
+) -> Result<UpstreamIdentity, UserinfoError> {
+    if status != 200 {
+        return Err(UserinfoError::Status);
+    }
+    let claims: Map<String, Value> = match serde_json::from_slice(body) {
+        Ok(Value::Object(m)) => m,
+        _ => return Err(UserinfoError::Malformed),
+    };
+    let sub = claims
+        .get("sub")
+        .and_then(Value::as_str)
+        .ok_or(UserinfoError::Malformed)?;
+    if sub != identity.subject {
+        return Err(UserinfoError::SubjectMismatch);
+    }
+    let mut merged = identity;
+    if merged.email.is_none()
+        && let Some(email) = claim_text(&claims, &provider.claims.email)
+    {
+        merged.email = Some(email);
+        merged.email_verified = claims.get(&provider.claims.email_verified).and_then(Value::as_bool) == Some(true);
+    }
+    if merged.name.is_none() {
+        merged.name = claim_text(&claims, &provider.claims.name);
+    }
+    if merged.hosted_domain.is_none() {
+        merged.hosted_domain = claim_text(&claims, "hd");
+    }
+    Ok(merged)
+}
+
+/// A displayable text claim: a non-empty string of at most 320
+/// characters without control characters.
+fn claim_text(claims: &Map<String, Value>, name: &str) -> Option<String> {
+    claims
+        .get(name)
+        .and_then(Value::as_str)
+        .filter(|v| !v.is_empty() && v.len() <= 320 && !v.chars().any(char::is_control))
+        .map(str::to_owned)
 }
 
 /// Why an ID token was refused.
@@ -929,6 +1184,10 @@ pub enum IdTokenError {
     /// A required claim is missing or malformed.
     #[error("missing or malformed {0}")]
     Missing(&'static str),
+    /// `prompt=login` was asked, but `auth_time` says the user
+    /// authenticated before the login started (or is in the future).
+    #[error("the user was not authenticated afresh")]
+    AuthTime,
 }
 
 impl IdTokenError {
@@ -943,6 +1202,7 @@ impl IdTokenError {
             Self::IssuedAt => "iat",
             Self::Nonce => "nonce",
             Self::Missing(c) => c,
+            Self::AuthTime => "auth_time",
         }
     }
 }
@@ -1027,10 +1287,7 @@ pub fn check_id_token_claims(
     let sub = s("sub")
         .filter(|v| (1..=255).contains(&v.len()) && !v.chars().any(char::is_control))
         .ok_or(IdTokenError::Missing("sub"))?;
-    let text = |k: &str| {
-        s(k).filter(|v| !v.is_empty() && v.len() <= 320 && !v.chars().any(char::is_control))
-            .map(str::to_owned)
-    };
+    let text = |k: &str| claim_text(claims, k);
     Ok(UpstreamIdentity {
         issuer: provider.issuer.as_str().to_owned(),
         subject: sub.to_owned(),
@@ -1039,6 +1296,31 @@ pub fn check_id_token_claims(
         name: text(&provider.claims.name),
         hosted_domain: text("hd"),
     })
+}
+
+/// For a login started with `prompt=login` (and `max_age=0`, see
+/// [`start_login`]): the ID token's `auth_time` (OpenID Connect Core 1.0
+/// section 2, REQUIRED when `max_age` was sent) must say the user
+/// authenticated after the login started (`started`, less [`LEEWAY`])
+/// and not in the future.
+///
+/// # Errors
+/// [`IdTokenError::Missing`] without `auth_time`, [`IdTokenError::AuthTime`]
+/// when it is too old or in the future.
+pub fn check_auth_time(
+    claims: &Map<String, Value>,
+    started: OffsetDateTime,
+    now: OffsetDateTime,
+) -> Result<(), IdTokenError> {
+    let at = claims
+        .get("auth_time")
+        .and_then(Value::as_i64)
+        .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok())
+        .ok_or(IdTokenError::Missing("auth_time"))?;
+    if at < started - LEEWAY || at > now + LEEWAY {
+        return Err(IdTokenError::AuthTime);
+    }
+    Ok(())
 }
 
 /// The rules a provider's settings impose on a signed-in user.

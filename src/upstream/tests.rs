@@ -51,8 +51,10 @@ fn pending() -> PendingAuthorization {
         offline_access: false,
         force_login: false,
         force_consent: false,
+        prompt_none: false,
         login_hint: None,
         app_scheme: None,
+        presentation: crate::presentation::ConsentPresentation::default(),
     }
 }
 
@@ -279,6 +281,147 @@ fn failures_map_to_oauth_codes_and_reasons() {
         assert_eq!(f.code(), code, "{f:?}");
         assert_eq!(f.reason(), reason);
     }
+}
+
+fn metadata_with_prompts(values: Value) -> ProviderMetadata {
+    let body = json!({
+        "issuer": ISS,
+        "authorization_endpoint": "https://idp.example.com/authorize",
+        "token_endpoint": "https://idp.example.com/token",
+        "jwks_uri": "https://idp.example.com/jwks",
+        "prompt_values_supported": values,
+    });
+    parse_provider_metadata(body.to_string().as_bytes(), &Issuer::new(ISS).unwrap(), false).unwrap()
+}
+
+fn location_for(pending: PendingAuthorization, metadata: &ProviderMetadata) -> String {
+    start_login(pending, &provider(), metadata, "https://as.example/cb", random(1), NOW).location
+}
+
+#[test]
+fn login_hint_and_prompt_are_forwarded_upstream() {
+    // Nothing asked: nothing forwarded.
+    let plain = location_for(pending(), &metadata());
+    for name in ["prompt", "max_age", "login_hint"] {
+        assert_eq!(param(&plain, name), None, "{name}");
+    }
+    let mut p = pending();
+    p.login_hint = Some("jane@example.org".into());
+    p.force_login = true;
+    let loc = location_for(p.clone(), &metadata());
+    assert_eq!(param(&loc, "login_hint").as_deref(), Some("jane@example.org"));
+    assert_eq!(param(&loc, "prompt").as_deref(), Some("login"));
+    assert_eq!(
+        param(&loc, "max_age").as_deref(),
+        Some("0"),
+        "fresh authentication, checked by auth_time"
+    );
+    p.force_consent = true;
+    assert_eq!(
+        param(&location_for(p, &metadata()), "prompt").as_deref(),
+        Some("login consent")
+    );
+    let mut p = pending();
+    p.force_consent = true;
+    let loc = location_for(p, &metadata());
+    assert_eq!(param(&loc, "prompt").as_deref(), Some("consent"));
+    assert_eq!(param(&loc, "max_age"), None);
+    let mut p = pending();
+    p.prompt_none = true;
+    let loc = location_for(p, &metadata());
+    assert_eq!(param(&loc, "prompt").as_deref(), Some("none"));
+    assert_eq!(param(&loc, "max_age"), None);
+}
+
+#[test]
+fn only_prompt_values_the_provider_supports_are_sent() {
+    // A provider without `login` (like Google): prompt=login becomes
+    // max_age=0 alone.
+    let m = metadata_with_prompts(json!(["none", "consent", "select_account"]));
+    assert!(m.supports_prompt("none") && !m.supports_prompt("login"));
+    let mut p = pending();
+    p.force_login = true;
+    p.force_consent = true;
+    let loc = location_for(p.clone(), &m);
+    assert_eq!(param(&loc, "prompt").as_deref(), Some("consent"));
+    assert_eq!(param(&loc, "max_age").as_deref(), Some("0"));
+    p.force_consent = false;
+    assert_eq!(upstream_prompt(&p, &m), None);
+    // Without `none`, prompt=none is not sent (the driver answers
+    // login_required instead of going upstream).
+    let m = metadata_with_prompts(json!(["login", "consent"]));
+    let mut p = pending();
+    p.prompt_none = true;
+    assert_eq!(upstream_prompt(&p, &m), None);
+    // Without the list, the OpenID Connect Core values are assumed.
+    assert!(metadata().supports_prompt("none") && metadata().supports_prompt("login"));
+    assert!(!metadata().supports_prompt("create"));
+    // A list that is not a list is a broken document.
+    let body = json!({
+        "issuer": ISS,
+        "authorization_endpoint": "https://idp.example.com/authorize",
+        "token_endpoint": "https://idp.example.com/token",
+        "jwks_uri": "https://idp.example.com/jwks",
+        "prompt_values_supported": "none login",
+    });
+    assert_eq!(
+        parse_provider_metadata(body.to_string().as_bytes(), &Issuer::new(ISS).unwrap(), false),
+        Err(MetadataError::Malformed("prompt_values_supported"))
+    );
+}
+
+#[test]
+fn interaction_errors_from_upstream_reach_the_client_as_such() {
+    use ErrorCode::*;
+    let s = started();
+    let state = param(&s.location, "state").unwrap();
+    let cookie = s.browser_binding.expose_secret().to_owned();
+    for (error, code) in [
+        ("login_required", LoginRequired),
+        ("consent_required", ConsentRequired),
+        ("interaction_required", InteractionRequired),
+        ("account_selection_required", AccountSelectionRequired),
+    ] {
+        let params = callback(&format!("state={state}&error={error}"));
+        let f = check_callback(&s.login, &provider(), &metadata(), &params, Some(&cookie), NOW).unwrap_err();
+        assert_eq!(f, LoginFailure::InteractionRequired(code), "{error}");
+        assert_eq!(f.code(), code);
+        assert_eq!(f.code().as_str(), error, "the client gets the provider's code");
+        assert_eq!(f.reason(), format!("interaction_required:{error}"));
+    }
+    // Other codes stay provider errors.
+    let params = callback(&format!("state={state}&error=invalid_request"));
+    let f = check_callback(&s.login, &provider(), &metadata(), &params, Some(&cookie), NOW).unwrap_err();
+    assert_eq!(f.code(), ServerError);
+}
+
+#[test]
+fn auth_time_must_be_fresh_after_prompt_login() {
+    let started = NOW - Duration::minutes(2);
+    let t = |at: OffsetDateTime| claims(json!({ "auth_time": at.unix_timestamp() }));
+    assert_eq!(check_auth_time(&t(NOW - Duration::minutes(1)), started, NOW), Ok(()));
+    assert_eq!(check_auth_time(&t(started - LEEWAY), started, NOW), Ok(()), "leeway");
+    assert_eq!(
+        check_auth_time(&t(started - LEEWAY - Duration::SECOND), started, NOW),
+        Err(IdTokenError::AuthTime),
+        "an old session is not a fresh login"
+    );
+    assert_eq!(
+        check_auth_time(&t(NOW + LEEWAY + Duration::SECOND), started, NOW),
+        Err(IdTokenError::AuthTime)
+    );
+    assert_eq!(
+        check_auth_time(&claims(json!({})), started, NOW),
+        Err(IdTokenError::Missing("auth_time"))
+    );
+    assert_eq!(
+        check_auth_time(&claims(json!({"auth_time": "yesterday"})), started, NOW),
+        Err(IdTokenError::Missing("auth_time"))
+    );
+    assert_eq!(
+        LoginFailure::InvalidIdToken(IdTokenError::AuthTime).reason(),
+        "invalid_id_token:auth_time"
+    );
 }
 
 fn claims(extra: Value) -> Map<String, Value> {
@@ -593,23 +736,186 @@ async fn login_store_takes_once() {
     let project = ProjectId::new("proj_t").unwrap();
     let s = started();
     let hash = s.login.state_hash;
+    let browser = s.browser_binding.hash();
     store.insert(&project, s.login).await.unwrap();
     let other = ProjectId::new("proj_other").unwrap();
-    assert!(matches!(store.take(&other, &hash).await.unwrap(), LoginTake::Unknown));
+    assert!(matches!(
+        store.take(&other, &hash, &browser, NOW).await.unwrap(),
+        LoginTake::Unknown
+    ));
     let mut tasks = Vec::new();
     for _ in 0..16 {
         let (store, project) = (store.clone(), project.clone());
-        tasks.push(tokio::spawn(async move { store.take(&project, &hash).await.unwrap() }));
+        tasks.push(tokio::spawn(async move {
+            store.take(&project, &hash, &browser, NOW).await.unwrap()
+        }));
     }
     let mut taken = 0;
     for t in tasks {
         match t.await.unwrap() {
             LoginTake::Taken(_) => taken += 1,
             LoginTake::AlreadyTaken(_) => {}
-            LoginTake::Unknown => panic!("a taken login must stay recognizable"),
+            other => panic!("a taken login must stay recognizable: {other:?}"),
         }
     }
     assert_eq!(taken, 1, "exactly one callback wins");
     assert_eq!(store.purge(NOW + UPSTREAM_LOGIN_TTL).await.unwrap(), 1);
-    assert!(matches!(store.take(&project, &hash).await.unwrap(), LoginTake::Unknown));
+    assert!(matches!(
+        store.take(&project, &hash, &browser, NOW).await.unwrap(),
+        LoginTake::Unknown
+    ));
+}
+
+#[test]
+fn only_bearer_access_tokens_are_kept_for_userinfo() {
+    let t = tokens_from_response(
+        200,
+        br#"{"access_token":"at-1","token_type":"Bearer","id_token":"x.y.z"}"#,
+    )
+    .unwrap();
+    assert_eq!(t.id_token, "x.y.z");
+    assert_eq!(t.access_token.as_ref().map(SecretString::expose_secret), Some("at-1"));
+    let t = tokens_from_response(
+        200,
+        br#"{"access_token":"at-1","token_type":"bearer","id_token":"x.y.z"}"#,
+    )
+    .unwrap();
+    assert!(t.access_token.is_some(), "token_type is case-insensitive");
+    for body in [
+        &br#"{"access_token":"at-1","token_type":"DPoP","id_token":"x.y.z"}"#[..],
+        br#"{"access_token":"at-1","id_token":"x.y.z"}"#,
+        br#"{"access_token":"","token_type":"Bearer","id_token":"x.y.z"}"#,
+        br#"{"token_type":"Bearer","id_token":"x.y.z"}"#,
+    ] {
+        let t = tokens_from_response(200, body).unwrap();
+        assert!(t.access_token.is_none(), "{}", String::from_utf8_lossy(body));
+    }
+    assert!(
+        !format!(
+            "{t:?}",
+            t = tokens_from_response(
+                200,
+                br#"{"access_token":"at-secret","token_type":"Bearer","id_token":"x"}"#
+            )
+            .unwrap()
+        )
+        .contains("at-secret")
+    );
+}
+
+fn identity(email: Option<&str>) -> UpstreamIdentity {
+    UpstreamIdentity {
+        issuer: ISS.into(),
+        subject: "248289761001".into(),
+        email: email.map(str::to_owned),
+        email_verified: email.is_some(),
+        name: None,
+        hosted_domain: None,
+    }
+}
+
+#[test]
+fn when_userinfo_is_called() {
+    let mut m = metadata();
+    let mut p = provider();
+    // Default: only when the ID token has no email, and only if the
+    // provider has the endpoint.
+    assert_eq!(userinfo_endpoint(&p, &m, &identity(Some("jane@example.org"))), Ok(None));
+    assert_eq!(
+        userinfo_endpoint(&p, &m, &identity(None)),
+        Ok(None),
+        "no endpoint: nothing to call"
+    );
+    m.userinfo_endpoint = Some("https://idp.example.com/userinfo".into());
+    assert_eq!(
+        userinfo_endpoint(&p, &m, &identity(None)),
+        Ok(Some("https://idp.example.com/userinfo"))
+    );
+    assert_eq!(userinfo_endpoint(&p, &m, &identity(Some("jane@example.org"))), Ok(None));
+    // Configured: always, and a provider without the endpoint fails.
+    p.fetch_userinfo = true;
+    assert_eq!(
+        userinfo_endpoint(&p, &m, &identity(Some("jane@example.org"))),
+        Ok(Some("https://idp.example.com/userinfo"))
+    );
+    m.userinfo_endpoint = None;
+    assert_eq!(
+        userinfo_endpoint(&p, &m, &identity(Some("jane@example.org"))),
+        Err(UserinfoError::NoEndpoint)
+    );
+}
+
+#[test]
+fn userinfo_must_be_about_the_id_token_subject() {
+    let p = provider();
+    let merge = |status: u16, body: Value| merge_userinfo(identity(None), &p, status, body.to_string().as_bytes());
+    // OpenID Connect Core 5.3.2: sub MUST be exactly the ID token's.
+    for sub in [
+        json!("someone-else"),
+        json!("248289761001 "),
+        json!("248289761002"),
+        json!(248289761001_u64),
+    ] {
+        let r = merge(
+            200,
+            json!({"sub": sub, "email": "mallory@example.org", "email_verified": true}),
+        );
+        assert!(
+            matches!(r, Err(UserinfoError::SubjectMismatch | UserinfoError::Malformed)),
+            "{sub}: {r:?}"
+        );
+    }
+    assert_eq!(
+        merge(200, json!({"sub": "someone-else"})),
+        Err(UserinfoError::SubjectMismatch)
+    );
+    assert_eq!(
+        merge(200, json!({"email": "x@example.org"})),
+        Err(UserinfoError::Malformed)
+    );
+    assert_eq!(merge(401, json!({"sub": "248289761001"})), Err(UserinfoError::Status));
+    assert_eq!(
+        merge_userinfo(identity(None), &p, 200, b"eyJhbGciOi.signed.jwt"),
+        Err(UserinfoError::Malformed),
+        "signed userinfo is not supported"
+    );
+    let f = LoginFailure::Userinfo(UserinfoError::SubjectMismatch);
+    assert_eq!(
+        (f.code(), f.reason().as_ref()),
+        (ErrorCode::ServerError, "userinfo:sub_mismatch")
+    );
+    let f = LoginFailure::Userinfo(UserinfoError::Unreachable);
+    assert_eq!(f.code(), ErrorCode::TemporarilyUnavailable);
+}
+
+#[test]
+fn userinfo_fills_only_what_the_id_token_lacks() {
+    let p = provider();
+    let body = json!({
+        "sub": "248289761001", "email": "jane@example.org", "email_verified": true,
+        "name": "Jane", "hd": "example.org",
+    })
+    .to_string();
+    let merged = merge_userinfo(identity(None), &p, 200, body.as_bytes()).unwrap();
+    assert_eq!(merged.email.as_deref(), Some("jane@example.org"));
+    assert!(merged.email_verified);
+    assert_eq!(merged.name.as_deref(), Some("Jane"));
+    assert_eq!(merged.hosted_domain.as_deref(), Some("example.org"));
+    // The ID token's (signed) claims win, and its email keeps its own
+    // verification flag.
+    let mut from_token = identity(Some("jane.doe@example.org"));
+    from_token.email_verified = false;
+    from_token.name = Some("Jane Doe".into());
+    let merged = merge_userinfo(from_token, &p, 200, body.as_bytes()).unwrap();
+    assert_eq!(merged.email.as_deref(), Some("jane.doe@example.org"));
+    assert!(
+        !merged.email_verified,
+        "a verified flag about another address is not taken"
+    );
+    assert_eq!(merged.name.as_deref(), Some("Jane Doe"));
+    // An unverified userinfo email stays unverified.
+    let body = json!({"sub": "248289761001", "email": "jane@example.org"}).to_string();
+    let merged = merge_userinfo(identity(None), &p, 200, body.as_bytes()).unwrap();
+    assert_eq!(merged.email.as_deref(), Some("jane@example.org"));
+    assert!(!merged.email_verified);
 }

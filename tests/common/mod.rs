@@ -65,8 +65,13 @@ pub struct Harness {
     pub project: ProjectId,
 }
 
+/// The demo project: MCP on, the MCP server at [`RESOURCE`] known (listed,
+/// not the default: a request without `resource` gets no audience).
 pub fn project_settings() -> ProjectSettings {
     let mut s = ProjectSettings::default();
+    s.resources.upsert(
+        authio_mcp::project::KnownResource::new(ResourceUri::parse(RESOURCE).unwrap(), "Example MCP server").unwrap(),
+    );
     s.scopes_supported = ScopeSet::parse("openid email mcp:read mcp:write").unwrap();
     s.default_scopes = ScopeSet::parse("mcp:read").unwrap();
     s.access_token_ttl = time::Duration::minutes(15);

@@ -3,10 +3,21 @@
 //! [`PostgresStore`] (feature `postgres`: many server instances on one
 //! database). Each implements every store trait: [`ProjectStore`],
 //! [`ClientStore`], [`IatStore`], [`GrantStore`], [`CimdCache`],
-//! [`AuditSink`], [`AuditLog`], [`KeyStore`] and [`ReplayStore`], so one
-//! `Arc` of it fills every slot of
-//! [`crate::server::AuthorizationServerBuilder`] (signing keys and `jti`s
-//! through `key_store` and `replay_store`).
+//! [`AuditSink`], [`AuditLog`], [`KeyStore`], [`ReplayStore`],
+//! [`UserStore`] and [`UpstreamLoginStore`], so one `Arc` of it fills
+//! every slot of [`crate::server::AuthorizationServerBuilder`] (signing
+//! keys and `jti`s through `key_store` and `replay_store`; local users,
+//! remembered consent and upstream logins through `user_store` and
+//! `upstream_login_store`).
+//!
+//! [`UpstreamSecrets`] has no SQL form, on purpose: the client secret at an
+//! upstream provider must be returned in clear to authenticate there, so a
+//! table could only hold it in clear or encrypted under a key kept beside
+//! it, and every database backup would then carry a reusable credential.
+//! It is configuration: give it to the server from the host's secret
+//! manager or environment ([`crate::store::memory::MemoryUpstreamSecrets`]
+//! filled at start-up, or an implementation over the host's KMS), or use
+//! `private_key_jwt`, which needs no shared secret.
 //!
 //! ```no_run
 //! # #[cfg(feature = "sqlite")]
@@ -35,6 +46,8 @@
 //!     .audit(store.clone())
 //!     .key_store(store.clone())
 //!     .replay_store(store.clone())
+//!     .user_store(store.clone())
+//!     .upstream_login_store(store.clone())
 //!     .build();
 //! # Ok(()) }
 //! ```
@@ -55,7 +68,15 @@
 //! | `KeyStore::activate` | one transaction whose FIRST statement upserts the lock row `signing_key_locks (project, alg)` of the key's algorithm: concurrent activations of one algorithm queue on that one row lock (PostgreSQL; a single row, so no deadlock) or the database write lock (SQLite), and each later one reads what the earlier committed. Then: the named key must still be `next`, the active key(s) of the algorithm retire, the other next keys retire at once, the named key becomes active. A partial unique index (`state = 'active'`, per `(project, alg)`) refuses a second active key whatever happens |
 //! | `KeyStore::insert`, `KeyStore::retire` | `INSERT ... ON CONFLICT (project, kid) DO NOTHING`; one conditional `UPDATE ... WHERE state = 'active'` |
 //! | `ReplayStore::check_and_insert` | a transaction around one `INSERT ... SELECT ... WHERE <the scope holds fewer than quota live ids> ON CONFLICT (project, scope, id_hash) DO UPDATE SET expires_at = ... WHERE <the stored entry expired>`: one row affected means first use; of concurrent callers the unique key lets one insert and the others find its live row. The quota's count and the insert are one step: SQLite runs the statement under its write lock; PostgreSQL first takes a transaction-scoped advisory lock on the (project, client) scope, so concurrent checks of one client queue and each counts what the previous committed. No global bound beyond the quotas: `purge` removes expired ids (each lives at most the assertion lifetime plus a minute) |
-//! | `GrantStore::revoke_grant` | a transaction that first writes a revocation marker, then deletes the grant's codes and tokens. Inserts of codes and tokens are `INSERT ... SELECT ... WHERE NOT EXISTS <marker>`, and EVERY read and conditional update also requires that no marker exists, so a record inserted by a request that raced the revocation reads as absent whatever the interleaving |
+//! | `UpstreamLoginStore::take` | one `UPDATE ... SET taken = TRUE WHERE ... AND taken = FALSE AND expires_at > now AND browser_hash = <the caller's> RETURNING login`: as for codes, the row lock (PostgreSQL) or the database write lock (SQLite) lets exactly one caller flip `taken`, whichever process it runs in; an expired login, or a caller from another browser, never takes it. The losers then read the row to answer `WrongBrowser` (checked first), `AlreadyTaken` or `Expired` |
+//! | `UpstreamLoginStore::insert` | one `INSERT ... SELECT ... WHERE <fewer than SqlOptions::upstream_login_capacity live logins in the project>`; a stored `state` hash is a primary-key violation (an error), never an overwrite |
+//! | `UserStore::upsert` | one `INSERT ... ON CONFLICT (project, subject) DO UPDATE ... RETURNING created_at`: the first sign-in's `created_at` is kept |
+//! | `UserStore::remember_consent` | a transaction whose FIRST statement upserts the consent row (`INSERT ... ON CONFLICT DO UPDATE`): it takes that row's lock (PostgreSQL, `READ COMMITTED`) or the database write lock (SQLite), so the read, union and write of the scopes and resources that follow see every approval committed before, and a concurrent approval waits and merges into this one's |
+//! | `UserStore::revoke_consent` | one `DELETE`; one row affected means there was a consent |
+//! | `GrantStore::revoke_grant` | a transaction that first writes a revocation marker, then deletes the grant's codes, tokens and summary. Inserts of codes and tokens are `INSERT ... SELECT ... WHERE NOT EXISTS <marker>`, and EVERY read and conditional update also requires that no marker exists, so a record inserted by a request that raced the revocation reads as absent whatever the interleaving |
+//! | `GrantStore::revoke_grants` | a transaction whose FIRST statement writes the markers of the whole batch (`INSERT INTO revoked_grants SELECT ... FROM grants WHERE <selector> AND NOT EXISTS <marker> ORDER BY ... LIMIT ... RETURNING grant_id`, through the `grants_subject` / `grants_client` index): it takes the write lock and fixes the batch; then each grant's codes, tokens and summary go. Each batch has `revoke_grant`'s guarantees, so a refresh racing the revocation of every grant of a user never leaves a live token |
+//! | grant summaries | written by `INSERT ... SELECT ... WHERE NOT EXISTS <marker> ON CONFLICT DO UPDATE` (use and expiry only grow) before the code or refresh token that creates them, and extended by a plain `UPDATE` for access tokens; a summary stored again by a write that raced a revocation (PostgreSQL, `READ COMMITTED`) is skipped by every listing and selection through the marker, like a racing token row |
+//! | `ClientStore::set_disabled` | one `UPDATE ... SET disabled_at = CASE ... COALESCE(disabled_at, $3) ... RETURNING` (a disabled client keeps its first time) |
 //!
 //! SQLite runs in WAL mode with `synchronous = NORMAL`: a committed
 //! transaction survives the process being killed (`kill -9`); only an
@@ -80,7 +101,7 @@
 //! | table (migration) | key | columns | secrets | retention |
 //! |---|---|---|---|---|
 //! | `projects` (1) | `id` | `settings` (JSON), `version`, `updated_at` | none | until replaced |
-//! | `clients` (1) | `(project, id)` | `client` (JSON), `issued_at` | the client secret as its hash only (`secret_hash` in the JSON) | until deleted |
+//! | `clients` (1, 6) | `(project, id)`; index `clients_listing (project, issued_at, id)` (6) | `client` (JSON), `issued_at`, `disabled_at` (6; authoritative, never in the JSON) | the client secret as its hash only (`secret_hash` in the JSON) | until deleted |
 //! | `initial_access_tokens` (1) | `(project, hash)`, unique `(project, id)` | `label`, `created_at`, `expires_at`, `max_uses`, `uses`, `revoked_at`, `pinned` (JSON) | the token as its hash only | purged once expired, exhausted or revoked |
 //! | `authorization_codes` (1) | `(project, hash)`; indexes `(project, grant_id)`, `expires_at` | `grant_id`, `expires_at`, `consumed`, `record` (JSON) | the code as its hash only (the PKCE challenge is public) | purged once expired |
 //! | `refresh_tokens` (1) | `(project, hash)`; indexes `(project, grant_id)`, `expires_at` | `grant_id`, `expires_at`, `rotated`, `record` (JSON) | the token as its hash only | purged once expired (rotated ones too, so reuse is detected until then) |
@@ -91,11 +112,18 @@
 //! | `signing_keys` (4, 10) | `(project, kid)`; partial unique `(project, alg) WHERE state = 'active'` | `alg`, `state` (`next`/`active`/`retired`), `created_at`, `activated_at`, `retired_at`, `publish_until`, `private_key`, `key_protection` (`sealed`/`plaintext`, 10) | **the private key**, sealed by [`SqlOptions::key_encryption`] (authenticated encryption bound to project, kid and algorithm; without the key-encryption key the column is useless, and a row cannot be planted or moved); in plaintext DER only with [`SqlOptions::danger_plaintext_keys`] or for rows stored before migration 10 (refused by a sealing store until `reseal_signing_keys`). Never in `Debug`, logs or errors | retired keys deleted once past `publish_until` (by the rotation); one key at once by `KeyStore::delete` (emergency revocation) |
 //! | `signing_key_locks` (4) | `(project, alg)` | `locked_at` | none | one row per project and algorithm |
 //! | `replay_ids` (4) | `(project, scope, id_hash)`; index `expires_at` | `expires_at` | none (the `jti` as its SHA-256 digest) | purged once expired; at most the caller's quota of live ids per `(project, scope)` |
+//! | `local_users` (5) | `(project, subject)`; index `(project, upstream_issuer, upstream_subject)` | `upstream_issuer`, `upstream_subject`, `email`, `email_verified`, `name`, `created_at`, `last_login_at` | none (personal data: the user's email and name) | until deleted by the host |
+//! | `user_consents` (5) | `(project, subject, client_id)` | `scopes` (space-delimited union of every approval), `resources` (JSON array, union of every approval), `updated_at` | none | until revoked (`UserStore::revoke_consent`) |
+//! | `upstream_logins` (5) | `(project, state_hash)`; indexes `(project, expires_at)`, `expires_at` | `browser_hash` (SHA-256 of the browser-binding cookie), `taken`, `created_at`, `expires_at`, `login` (JSON of `UpstreamLogin`) | `state` as its hash only; the PKCE code verifier and the `nonce` sent upstream **in clear** inside `login` (the callback must send the verifier to the provider; both are worthless without the provider's code, which only ever reaches the callback) | at most 10 minutes live; purged once expired; at most [`SqlOptions::upstream_login_capacity`] live per project |
+//! | `grants` (6) | `(project, grant_id)`; indexes `grants_subject (project, subject, granted_at, grant_id)`, `grants_client (project, client_id, granted_at, grant_id)`, `grants_expiry (expires_at)` | `client_id`, `subject`, `granted_at`, `last_used_at`, `expires_at`, `record` (JSON of the grant) | none (ids, scopes, resources) | deleted with the grant's revocation; purged [`crate::store::GRANT_SUMMARY_GRACE`] after `expires_at`. Migration 6 fills it from the live refresh tokens stored before it |
 //!
 //! Every hot-path lookup is by primary key (`(project, hash)`, `(project,
 //! id)`); the revocation check is a primary-key probe of
 //! `revoked_grants`; purging walks the `expires_at` indexes in batches of
-//! [`SqlOptions::purge_batch`] rows, one short statement per batch.
+//! [`SqlOptions::purge_batch`] rows, one short statement per batch. The
+//! admin listings (a project's clients, a user's grants) are keyset pages
+//! through their indexes (`(issued_at, id) > cursor ... LIMIT n`), never a
+//! scan.
 //!
 //! # Errors and faults
 //!
@@ -134,6 +162,7 @@ pub use self::sqlite::SqliteStore;
 #[allow(unused_imports)] // used in the docs of this module
 use super::{
     AuditLog, AuditSink, CimdCache, ClientStore, GrantStore, IatStore, KeyStore, ProjectStore, ReplayStore, StoreError,
+    UpstreamLoginStore, UpstreamSecrets, UserStore,
 };
 
 /// A callback for every database error (for logs and metrics).
@@ -166,6 +195,12 @@ pub struct SqlOptions {
     /// cap of this size, so a flood of them never pushes out security
     /// events such as reuse detections or revocations.
     pub audit_max_rows_per_project: Option<u32>,
+    /// Upstream logins in flight a project may hold (default 100,000):
+    /// past it, new logins are refused (the user retries) rather than
+    /// live ones evicted. Bounds what anonymous callers can make the
+    /// database hold; concurrent inserts may overshoot it by at most
+    /// their number.
+    pub upstream_login_capacity: u32,
     /// Called with every database error.
     pub on_error: Option<ErrorHook>,
     /// Write audit events in the background, many per statement (default
@@ -200,6 +235,7 @@ impl Default for SqlOptions {
             cimd_capacity: 1024,
             audit_max_age: Some(time::Duration::days(90)),
             audit_max_rows_per_project: Some(100_000),
+            upstream_login_capacity: 100_000,
             on_error: None,
             audit_batching: false,
             key_encryption: None,
@@ -256,6 +292,12 @@ impl SqlOptions {
         self
     }
 
+    /// Sets [`SqlOptions::upstream_login_capacity`] (at least 1).
+    pub fn upstream_login_capacity(mut self, logins: u32) -> Self {
+        self.upstream_login_capacity = logins.max(1);
+        self
+    }
+
     /// Sets [`SqlOptions::audit_batching`].
     pub const fn audit_batching(mut self, on: bool) -> Self {
         self.audit_batching = on;
@@ -292,6 +334,7 @@ impl fmt::Debug for SqlOptions {
             .field("cimd_capacity", &self.cimd_capacity)
             .field("audit_max_age", &self.audit_max_age)
             .field("audit_max_rows_per_project", &self.audit_max_rows_per_project)
+            .field("upstream_login_capacity", &self.upstream_login_capacity)
             .field("on_error", &self.on_error.is_some())
             .field("audit_batching", &self.audit_batching)
             .field("key_encryption", &self.key_encryption.is_some())
@@ -323,12 +366,14 @@ pub struct PurgeReport {
     pub audit: u64,
     /// Expired client assertion ids (`jti`).
     pub replay: u64,
+    /// Expired upstream logins (taken or not).
+    pub upstream_logins: u64,
 }
 
 impl PurgeReport {
     /// Everything removed.
     pub const fn total(&self) -> u64 {
-        self.grants + self.iats + self.cimd + self.audit + self.replay
+        self.grants + self.iats + self.cimd + self.audit + self.replay + self.upstream_logins
     }
 }
 
@@ -370,12 +415,13 @@ macro_rules! impl_sql_store {
         use $crate::audit::AuditEvent;
         use $crate::client::{Client, ClientId, RegisteredClientId};
         use $crate::dcr::{IatId, IatRecord};
-        use $crate::grant::{AccessTokenRecord, CodeRecord, GrantId, RefreshTokenRecord};
+        use $crate::grant::{AccessTokenRecord, CodeRecord, GrantId, GrantSummary, RefreshTokenRecord, Subject};
         use $crate::project::{ProjectId, ProjectSettings};
         use $crate::secret::SecretHash;
         use $crate::store::sql::{PurgeReport, from_json, hash_of, queries as q, secs, time_of, to_json};
         use $crate::store::{
-            AuditCursor, AuditPage, AuditQuery, CodeConsumption, RefreshRotation, RevokeOutcome, StoreError, UseOutcome,
+            AuditCursor, AuditPage, AuditQuery, CodeConsumption, GrantSelector, Page, PageRequest, RefreshRotation,
+            RevokeOutcome, StoreError, UseOutcome,
         };
 
         const MIGRATIONS: &[$crate::store::sql::Migration] = $migrations;
@@ -543,24 +589,29 @@ macro_rules! impl_sql_store {
                 .execute(&mut **conn)
                 .await
                 .map_err(|e| self.fail("create schema_migrations", e))?;
-                let row = sqlx::query("SELECT MAX(version) FROM schema_migrations")
-                    .fetch_one(&mut **conn)
+                let rows = sqlx::query("SELECT version FROM schema_migrations")
+                    .fetch_all(&mut **conn)
                     .await
                     .map_err(|e| self.fail("schema version", e))?;
-                let newest: i64 = row
-                    .try_get::<Option<i64>, _>(0)
-                    .map_err(|e| self.fail("schema version", e))?
-                    .unwrap_or(0);
-                let known = MIGRATIONS.last().map_or(0, |m| m.version);
-                if newest > known {
+                let mut applied = std::collections::BTreeSet::new();
+                for row in &rows {
+                    applied.insert(row.try_get::<i64, _>(0).map_err(|e| self.fail("schema version", e))?);
+                }
+                // A version this library does not embed: the database was
+                // migrated by a newer (or different) build.
+                if let Some(unknown) = applied.iter().find(|v| !MIGRATIONS.iter().any(|m| m.version == **v)) {
+                    let known = MIGRATIONS.last().map_or(0, |m| m.version);
                     return Err(StoreError::new(format!(
-                        "the database schema (version {newest}) is newer than this library's ({known})"
+                        "the database schema has migration {unknown}, which this library (schema version {known}) does not know"
                     )));
                 }
                 let now = secs(OffsetDateTime::now_utc());
+                // Every embedded migration not yet applied, in order, also
+                // one numbered below the newest applied (a database migrated
+                // by a build that lacked it).
                 for m in MIGRATIONS
                     .iter()
-                    .filter(|m| m.version > newest && m.version <= version)
+                    .filter(|m| !applied.contains(&m.version) && m.version <= version)
                 {
                     sqlx::raw_sql(m.sql)
                         .execute(&mut **conn)
@@ -606,8 +657,8 @@ macro_rules! impl_sql_store {
             /// Purges, in batches of [`SqlOptions::purge_batch`] rows, what
             /// can go at `now`: expired codes and tokens, stale revocation
             /// markers, unusable initial access tokens, expired CIMD
-            /// entries, audit events past the retention limits, and
-            /// expired client assertion ids (`jti`).
+            /// entries, audit events past the retention limits, expired
+            /// client assertion ids (`jti`) and expired upstream logins.
             ///
             /// # Errors
             /// [`StoreError`] when the database fails (what was purged
@@ -626,6 +677,7 @@ macro_rules! impl_sql_store {
                     .await?;
                 report.audit = self.purge_audit(now).await?;
                 report.replay = self.purge_replay(now).await?;
+                report.upstream_logins = self.purge_upstream_logins(now).await?;
                 Ok(report)
             }
 
@@ -682,6 +734,13 @@ macro_rules! impl_sql_store {
                         .delete_batches(table, &q::purge_expired(table), secs(now))
                         .await?;
                 }
+                removed += self
+                    .delete_batches(
+                        "grant summaries",
+                        q::PURGE_SUMMARIES,
+                        secs(now - $crate::store::GRANT_SUMMARY_GRACE),
+                    )
+                    .await?;
                 removed += self
                     .delete_batches("revoked_grants", q::PURGE_MARKERS, secs(now))
                     .await?;
@@ -744,6 +803,51 @@ macro_rules! impl_sql_store {
                     revoked_at: revoked_at.map(time_of).transpose()?,
                     pinned: from_json("pinned metadata", &pinned)?,
                 })
+            }
+
+            /// A client from a `(client JSON, disabled_at)` row: the column
+            /// is authoritative for `disabled_at`.
+            fn client_from_row(&self, row: &$row) -> Result<Client, StoreError> {
+                let json: String = row.try_get(0).map_err(|e| self.fail("decode client", e))?;
+                let disabled_at: Option<i64> = row.try_get(1).map_err(|e| self.fail("decode client", e))?;
+                let mut client: Client = from_json("client", &json)?;
+                client.disabled_at = disabled_at.map(time_of).transpose()?;
+                Ok(client)
+            }
+
+            /// A grant summary from a `(record, last_used_at, expires_at)`
+            /// row.
+            fn summary_from_row(&self, row: &$row) -> Result<GrantSummary, StoreError> {
+                let get = |e| self.fail("decode grant summary", e);
+                let json: String = row.try_get(0).map_err(get)?;
+                let last_used_at: Option<i64> = row.try_get(1).map_err(get)?;
+                let expires_at: i64 = row.try_get(2).map_err(get)?;
+                let mut summary = GrantSummary::new(from_json("grant", &json)?, time_of(expires_at)?);
+                summary.last_used_at = last_used_at.map(time_of).transpose()?;
+                Ok(summary)
+            }
+
+            /// Creates or extends the summary of `grant` (see
+            /// `queries::GRANT_TOUCH`).
+            async fn touch_grant(
+                &self,
+                grant: &$crate::grant::Grant,
+                used_at: Option<OffsetDateTime>,
+                expires_at: OffsetDateTime,
+            ) -> Result<(), StoreError> {
+                sqlx::query(q::GRANT_TOUCH)
+                    .bind(grant.project.as_str())
+                    .bind(grant.id.as_str())
+                    .bind(grant.client_id.as_str())
+                    .bind(grant.subject.as_str())
+                    .bind(secs(grant.granted_at))
+                    .bind(used_at.map(secs))
+                    .bind(secs(expires_at))
+                    .bind(to_json("grant", grant)?)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| self.fail("record grant summary", e))?;
+                Ok(())
             }
 
             /// `(flag, record JSON)` rows of the grant tables.
@@ -830,11 +934,7 @@ macro_rules! impl_sql_store {
                     .fetch_optional(&self.pool)
                     .await
                     .map_err(|e| self.fail("get client", e))?;
-                row.map(|r| {
-                    let json: String = r.try_get(0).map_err(|e| self.fail("get client", e))?;
-                    from_json("client", &json)
-                })
-                .transpose()
+                row.map(|r| self.client_from_row(&r)).transpose()
             }
 
             async fn insert(&self, project: &ProjectId, client: Client) -> Result<bool, StoreError> {
@@ -850,6 +950,9 @@ macro_rules! impl_sql_store {
                     .await
                     .map_err(|e| self.fail("insert client", e))?
                     .rows_affected();
+                if inserted == 1 && client.disabled_at.is_some() {
+                    $crate::store::ClientStore::set_disabled(self, project, id, client.disabled_at).await?;
+                }
                 Ok(inserted == 1)
             }
 
@@ -872,6 +975,39 @@ macro_rules! impl_sql_store {
                     .map_err(|e| self.fail("count clients", e))?;
                 let n: i64 = row.try_get(0).map_err(|e| self.fail("count clients", e))?;
                 usize::try_from(n).map_err(|_| StoreError::new("client count out of range"))
+            }
+
+            async fn list(&self, project: &ProjectId, page: &PageRequest) -> Result<Page<Client>, StoreError> {
+                let (at, id) = page.cursor().map_or((i64::MIN, ""), |c| (c.at(), c.id()));
+                let rows = sqlx::query(q::CLIENT_LIST)
+                    .bind(project.as_str())
+                    .bind(at)
+                    .bind(id)
+                    .bind(i64::try_from(page.limit() + 1).unwrap_or(i64::MAX))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(|e| self.fail("list clients", e))?;
+                let items = rows
+                    .iter()
+                    .map(|r| self.client_from_row(r))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(page.page(items, $crate::store::memory::client_cursor))
+            }
+
+            async fn set_disabled(
+                &self,
+                project: &ProjectId,
+                id: &RegisteredClientId,
+                disabled_at: Option<OffsetDateTime>,
+            ) -> Result<Option<Client>, StoreError> {
+                let row = sqlx::query(q::CLIENT_SET_DISABLED)
+                    .bind(project.as_str())
+                    .bind(id.as_str())
+                    .bind(disabled_at.map(secs))
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(|e| self.fail("disable client", e))?;
+                row.map(|r| self.client_from_row(&r)).transpose()
             }
         }
 
@@ -985,6 +1121,9 @@ macro_rules! impl_sql_store {
         #[async_trait::async_trait]
         impl $crate::store::GrantStore for $store {
             async fn insert_code(&self, record: CodeRecord) -> Result<(), StoreError> {
+                // The summary first: the grant is listed (and found by a
+                // bulk revocation) before its code can be read.
+                self.touch_grant(&record.grant, None, record.expires_at).await?;
                 sqlx::query(q::CODE_INSERT)
                     .bind(record.grant.project.as_str())
                     .bind(record.hash.as_bytes().as_slice())
@@ -1049,6 +1188,8 @@ macro_rules! impl_sql_store {
             }
 
             async fn insert_refresh_token(&self, record: RefreshTokenRecord) -> Result<(), StoreError> {
+                self.touch_grant(&record.grant, Some(record.issued_at), record.expires_at)
+                    .await?;
                 sqlx::query(q::REFRESH_INSERT)
                     .bind(record.grant.project.as_str())
                     .bind(record.hash.as_bytes().as_slice())
@@ -1127,6 +1268,8 @@ macro_rules! impl_sql_store {
                         let mut old_record: RefreshTokenRecord = from_json("refresh token", &json)?;
                         old_record.rotated = true;
                         old_record.rotation = Some(mark);
+                        self.touch_grant(&new.grant, Some(new.issued_at), new.expires_at)
+                            .await?;
                         return Ok(RefreshRotation::Rotated(old_record));
                     }
                     return Ok(after_lost(
@@ -1167,6 +1310,8 @@ macro_rules! impl_sql_store {
                     tx.commit()
                         .await
                         .map_err(|e| self.fail("rotate refresh token: commit", e))?;
+                    self.touch_grant(&new.grant, Some(new.issued_at), new.expires_at)
+                        .await?;
                     return Ok(RefreshRotation::Rotated(old_record));
                 }
                 tx.rollback()
@@ -1189,6 +1334,14 @@ macro_rules! impl_sql_store {
                     .execute(&self.pool)
                     .await
                     .map_err(|e| self.fail("insert access token", e))?;
+                sqlx::query(q::GRANT_EXTEND)
+                    .bind(record.project.as_str())
+                    .bind(record.grant_id.as_str())
+                    .bind(record.claims.iat)
+                    .bind(record.claims.exp)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| self.fail("extend grant summary", e))?;
                 Ok(())
             }
 
@@ -1246,6 +1399,7 @@ macro_rules! impl_sql_store {
                     q::GRANT_DELETE_CODES,
                     q::GRANT_DELETE_REFRESH,
                     q::GRANT_DELETE_ACCESS,
+                    q::GRANT_DELETE_SUMMARY,
                 ] {
                     sqlx::query(sql)
                         .bind(project.as_str())
@@ -1258,6 +1412,97 @@ macro_rules! impl_sql_store {
                     .await
                     .map_err(|e| self.fail("revoke grant: commit", e))?;
                 Ok(())
+            }
+
+            async fn grants_of_subject(
+                &self,
+                project: &ProjectId,
+                subject: &Subject,
+                page: &PageRequest,
+                now: OffsetDateTime,
+            ) -> Result<Page<GrantSummary>, StoreError> {
+                let (at, id) = page.cursor().map_or((i64::MIN, ""), |c| (c.at(), c.id()));
+                let rows = sqlx::query(q::GRANT_SUBJECT_PAGE)
+                    .bind(project.as_str())
+                    .bind(subject.as_str())
+                    .bind(at)
+                    .bind(id)
+                    .bind(secs(now))
+                    .bind(i64::try_from(page.limit() + 1).unwrap_or(i64::MAX))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(|e| self.fail("list grants", e))?;
+                let items = rows
+                    .iter()
+                    .map(|r| self.summary_from_row(r))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(page.page(items, $crate::store::memory::grant_cursor))
+            }
+
+            async fn revoke_grants(
+                &self,
+                project: &ProjectId,
+                selector: &GrantSelector,
+                limit: usize,
+                now: OffsetDateTime,
+            ) -> Result<Vec<GrantSummary>, StoreError> {
+                let fail = |e| self.fail("revoke grants", e);
+                let (filter, value, subject) = match selector {
+                    GrantSelector::Subject(s) => ("subject = $2", s.as_str(), None),
+                    GrantSelector::Client(c) => ("client_id = $2", c.as_str(), None),
+                    GrantSelector::Grant { subject, grant } => (
+                        "grant_id = $2 AND subject = $6",
+                        grant.as_str(),
+                        Some(subject.as_str()),
+                    ),
+                };
+                let mark_sql = q::grant_mark_selected(filter);
+                let mut tx = self.pool.begin().await.map_err(fail)?;
+                // The markers first: this write takes the lock and fixes
+                // the batch; from here on every read of the grants' codes
+                // and tokens sees them revoked.
+                let mut mark = sqlx::query(&mark_sql)
+                    .bind(project.as_str())
+                    .bind(value)
+                    .bind(secs(now))
+                    .bind(secs(now + time::Duration::days(1)))
+                    .bind(i64::try_from(limit.max(1)).unwrap_or(i64::MAX));
+                if let Some(subject) = subject {
+                    mark = mark.bind(subject);
+                }
+                let marked = mark.fetch_all(&mut *tx).await.map_err(fail)?;
+                let mut revoked = Vec::with_capacity(marked.len());
+                for row in &marked {
+                    let grant_id: String = row.try_get(0).map_err(fail)?;
+                    for sql in [
+                        q::GRANT_DELETE_CODES,
+                        q::GRANT_DELETE_REFRESH,
+                        q::GRANT_DELETE_ACCESS,
+                    ] {
+                        sqlx::query(sql)
+                            .bind(project.as_str())
+                            .bind(grant_id.as_str())
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(fail)?;
+                    }
+                    let summary = sqlx::query(q::GRANT_DELETE_SUMMARY)
+                        .bind(project.as_str())
+                        .bind(grant_id.as_str())
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(fail)?;
+                    if let Some(row) = summary {
+                        revoked.push(self.summary_from_row(&row)?);
+                    }
+                }
+                tx.commit()
+                    .await
+                    .map_err(|e| self.fail("revoke grants: commit", e))?;
+                revoked.sort_by(|a, b| {
+                    (a.grant.granted_at, a.grant.id.as_str()).cmp(&(b.grant.granted_at, b.grant.id.as_str()))
+                });
+                Ok(revoked)
             }
 
             async fn purge_expired(&self, now: OffsetDateTime) -> Result<usize, StoreError> {
@@ -1718,6 +1963,276 @@ macro_rules! impl_sql_store {
 
             async fn purge(&self, now: OffsetDateTime) -> Result<usize, StoreError> {
                 let n = self.purge_replay(now).await?;
+                usize::try_from(n).map_err(|_| StoreError::new("purge count out of range"))
+            }
+        }
+
+        impl $store {
+            fn user_from_row(
+                &self,
+                project: &ProjectId,
+                subject: &$crate::grant::Subject,
+                row: &$row,
+            ) -> Result<$crate::store::LocalUser, StoreError> {
+                let get = |e| self.fail("decode local user", e);
+                let created_at: i64 = row.try_get(5).map_err(get)?;
+                let last_login_at: i64 = row.try_get(6).map_err(get)?;
+                Ok($crate::store::LocalUser {
+                    project: project.clone(),
+                    subject: subject.clone(),
+                    upstream_issuer: row.try_get(0).map_err(get)?,
+                    upstream_subject: row.try_get(1).map_err(get)?,
+                    email: row.try_get(2).map_err(get)?,
+                    email_verified: row.try_get(3).map_err(get)?,
+                    name: row.try_get(4).map_err(get)?,
+                    created_at: time_of(created_at)?,
+                    last_login_at: time_of(last_login_at)?,
+                })
+            }
+
+            async fn purge_upstream_logins(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+                self.delete_batches("purge upstream logins", q::LOGIN_PURGE, secs(now))
+                    .await
+            }
+        }
+
+        /// Scopes as stored: the space-delimited union of every approval
+        /// (read without the request-size cap of `ScopeSet::parse`, since
+        /// a union may grow past it).
+        fn stored_scopes(s: &str) -> Result<$crate::scope::ScopeSet, StoreError> {
+            $crate::scope::ScopeSet::from_tokens(s.split(' ').filter(|t| !t.is_empty()))
+                .map_err(|e| StoreError::with_source("stored consent scopes", e))
+        }
+
+        // `upsert`: one INSERT ... ON CONFLICT DO UPDATE ... RETURNING
+        // created_at. `remember_consent`: a transaction whose FIRST
+        // statement writes the consent row (PostgreSQL: its row lock;
+        // SQLite: the database write lock), then reads, merges and writes
+        // the scopes: a concurrent approval waits and merges into what
+        // this one committed. `revoke_consent`: one DELETE.
+        #[async_trait::async_trait]
+        impl $crate::store::UserStore for $store {
+            async fn upsert(&self, user: $crate::store::LocalUser) -> Result<$crate::store::LocalUser, StoreError> {
+                let row = sqlx::query(q::USER_UPSERT)
+                    .bind(user.project.as_str())
+                    .bind(user.subject.as_str())
+                    .bind(&user.upstream_issuer)
+                    .bind(&user.upstream_subject)
+                    .bind(user.email.as_deref())
+                    .bind(user.email_verified)
+                    .bind(user.name.as_deref())
+                    .bind(secs(user.created_at))
+                    .bind(secs(user.last_login_at))
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(|e| self.fail("upsert local user", e))?;
+                let created_at: i64 = row.try_get(0).map_err(|e| self.fail("upsert local user", e))?;
+                Ok($crate::store::LocalUser {
+                    created_at: time_of(created_at)?,
+                    last_login_at: time_of(secs(user.last_login_at))?,
+                    ..user
+                })
+            }
+
+            async fn user(
+                &self,
+                project: &ProjectId,
+                subject: &$crate::grant::Subject,
+            ) -> Result<Option<$crate::store::LocalUser>, StoreError> {
+                let row = sqlx::query(q::USER_GET)
+                    .bind(project.as_str())
+                    .bind(subject.as_str())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(|e| self.fail("get local user", e))?;
+                row.map(|r| self.user_from_row(project, subject, &r)).transpose()
+            }
+
+            async fn remember_consent(
+                &self,
+                project: &ProjectId,
+                subject: &$crate::grant::Subject,
+                client_id: &str,
+                scopes: &$crate::scope::ScopeSet,
+                resources: &$crate::resource::ResourceSet,
+                now: OffsetDateTime,
+            ) -> Result<(), StoreError> {
+                let mut tx = self
+                    .pool
+                    .begin()
+                    .await
+                    .map_err(|e| self.fail("remember consent", e))?;
+                // The write first: it takes the lock (see the query).
+                sqlx::query(q::CONSENT_LOCK)
+                    .bind(project.as_str())
+                    .bind(subject.as_str())
+                    .bind(client_id)
+                    .bind(secs(now))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| self.fail("remember consent: lock", e))?;
+                let row = sqlx::query(q::CONSENT_GET)
+                    .bind(project.as_str())
+                    .bind(subject.as_str())
+                    .bind(client_id)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(|e| self.fail("remember consent: read", e))?;
+                let stored: String = row
+                    .try_get(0)
+                    .map_err(|e| self.fail("remember consent: read", e))?;
+                let stored_resources: String = row
+                    .try_get(1)
+                    .map_err(|e| self.fail("remember consent: read", e))?;
+                let mut merged = stored_scopes(&stored)?;
+                for s in scopes.iter() {
+                    merged.insert(s.clone());
+                }
+                let mut merged_resources: $crate::resource::ResourceSet =
+                    from_json("consent resources", &stored_resources)?;
+                for r in resources.iter() {
+                    merged_resources.insert(r.clone());
+                }
+                sqlx::query(q::CONSENT_SET)
+                    .bind(project.as_str())
+                    .bind(subject.as_str())
+                    .bind(client_id)
+                    .bind(merged.to_string())
+                    .bind(to_json("consent resources", &merged_resources)?)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| self.fail("remember consent: write", e))?;
+                tx.commit()
+                    .await
+                    .map_err(|e| self.fail("remember consent: commit", e))?;
+                Ok(())
+            }
+
+            async fn consent(
+                &self,
+                project: &ProjectId,
+                subject: &$crate::grant::Subject,
+                client_id: &str,
+            ) -> Result<Option<$crate::store::RememberedConsent>, StoreError> {
+                let row = sqlx::query(q::CONSENT_GET)
+                    .bind(project.as_str())
+                    .bind(subject.as_str())
+                    .bind(client_id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(|e| self.fail("get consent", e))?;
+                row.map(|r| {
+                    let scopes: String = r.try_get(0).map_err(|e| self.fail("get consent", e))?;
+                    let resources: String = r.try_get(1).map_err(|e| self.fail("get consent", e))?;
+                    let updated_at: i64 = r.try_get(2).map_err(|e| self.fail("get consent", e))?;
+                    Ok($crate::store::RememberedConsent {
+                        scopes: stored_scopes(&scopes)?,
+                        resources: from_json("consent resources", &resources)?,
+                        updated_at: time_of(updated_at)?,
+                    })
+                })
+                .transpose()
+            }
+
+            async fn revoke_consent(
+                &self,
+                project: &ProjectId,
+                subject: &$crate::grant::Subject,
+                client_id: &str,
+            ) -> Result<bool, StoreError> {
+                let n = sqlx::query(q::CONSENT_REVOKE)
+                    .bind(project.as_str())
+                    .bind(subject.as_str())
+                    .bind(client_id)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| self.fail("revoke consent", e))?
+                    .rows_affected();
+                Ok(n > 0)
+            }
+        }
+
+        // `take`: one conditional UPDATE ... SET taken = TRUE WHERE taken =
+        // FALSE AND expires_at > now RETURNING (the row lock or the
+        // database write lock serializes concurrent takes; a waiter
+        // re-checks `taken` after the winner commits), then, for the
+        // losers only, a read saying why.
+        #[async_trait::async_trait]
+        impl $crate::store::UpstreamLoginStore for $store {
+            async fn insert(
+                &self,
+                project: &ProjectId,
+                login: $crate::upstream::UpstreamLogin,
+            ) -> Result<(), StoreError> {
+                let n = sqlx::query(q::LOGIN_INSERT)
+                    .bind(project.as_str())
+                    .bind(login.state_hash.as_bytes().as_slice())
+                    .bind(secs(login.created_at))
+                    .bind(secs(login.expires_at))
+                    .bind(to_json("upstream login", &login)?)
+                    .bind(i64::from(self.options.upstream_login_capacity))
+                    .bind(login.browser_hash.as_bytes().as_slice())
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| self.fail("insert upstream login", e))?
+                    .rows_affected();
+                if n != 1 {
+                    return Err(StoreError::new(format!(
+                        "{BACKEND}: too many upstream logins in flight for project {}",
+                        project.as_str()
+                    )));
+                }
+                Ok(())
+            }
+
+            async fn take(
+                &self,
+                project: &ProjectId,
+                state_hash: &SecretHash,
+                browser_hash: &SecretHash,
+                now: OffsetDateTime,
+            ) -> Result<$crate::store::LoginTake, StoreError> {
+                use $crate::store::LoginTake;
+                let row = sqlx::query(q::LOGIN_TAKE)
+                    .bind(project.as_str())
+                    .bind(state_hash.as_bytes().as_slice())
+                    .bind(secs(now))
+                    .bind(browser_hash.as_bytes().as_slice())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(|e| self.fail("take upstream login", e))?;
+                if let Some(row) = row {
+                    let json: String = row.try_get(0).map_err(|e| self.fail("take upstream login", e))?;
+                    return Ok(LoginTake::Taken(Box::new(from_json("upstream login", &json)?)));
+                }
+                let row = sqlx::query(q::LOGIN_STATE)
+                    .bind(project.as_str())
+                    .bind(state_hash.as_bytes().as_slice())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(|e| self.fail("take upstream login", e))?;
+                Ok(match row {
+                    None => LoginTake::Unknown,
+                    Some(r) => {
+                        let stored_browser: Vec<u8> = r.try_get(2).map_err(|e| self.fail("take upstream login", e))?;
+                        if hash_of(&stored_browser)? != *browser_hash {
+                            // Checked first: another browser learns nothing.
+                            return Ok(LoginTake::WrongBrowser);
+                        }
+                        let (taken, login): (bool, $crate::upstream::UpstreamLogin) =
+                            self.flagged("upstream login", &r)?;
+                        if taken {
+                            LoginTake::AlreadyTaken(Box::new(login))
+                        } else {
+                            // Not taken by the update: it had expired.
+                            LoginTake::Expired(Box::new(login))
+                        }
+                    }
+                })
+            }
+
+            async fn purge(&self, now: OffsetDateTime) -> Result<usize, StoreError> {
+                let n = self.purge_upstream_logins(now).await?;
                 usize::try_from(n).map_err(|_| StoreError::new("purge count out of range"))
             }
         }

@@ -18,10 +18,23 @@ pub(super) const PROJECT_SWAP: &str =
 
 // ---- clients ----
 
-pub(super) const CLIENT_GET: &str = "SELECT client FROM clients WHERE project = $1 AND id = $2";
+pub(super) const CLIENT_GET: &str = "SELECT client, disabled_at FROM clients WHERE project = $1 AND id = $2";
 
+/// Inserts an enabled client (a client inserted disabled is then disabled
+/// with [`CLIENT_SET_DISABLED`]).
 pub(super) const CLIENT_INSERT: &str =
     "INSERT INTO clients (project, id, client, issued_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING";
+
+/// One page of a project's clients through `clients_listing (project,
+/// issued_at, id)`: `$2`/`$3` the cursor (exclusive), `$4` the row count.
+pub(super) const CLIENT_LIST: &str = "SELECT client, disabled_at FROM clients \
+     WHERE project = $1 AND (issued_at, id) > ($2, $3) ORDER BY issued_at, id LIMIT $4";
+
+/// Disables (`$3` a time; an already disabled client keeps its first
+/// time) or enables (`$3` NULL) a client, in one statement.
+pub(super) const CLIENT_SET_DISABLED: &str = "UPDATE clients SET disabled_at = \
+     CASE WHEN $3 IS NULL THEN NULL ELSE COALESCE(disabled_at, $3) END \
+     WHERE project = $1 AND id = $2 RETURNING client, disabled_at";
 
 pub(super) const CLIENT_DELETE: &str = "DELETE FROM clients WHERE project = $1 AND id = $2";
 
@@ -168,9 +181,68 @@ pub(super) const GRANT_MARK: &str = "INSERT INTO revoked_grants (project, grant_
      CASE WHEN excluded.keep_until > revoked_grants.keep_until THEN excluded.keep_until \
      ELSE revoked_grants.keep_until END";
 
+pub(super) const GRANT_DELETE_SUMMARY: &str =
+    "DELETE FROM grants WHERE project = $1 AND grant_id = $2 RETURNING record, last_used_at, expires_at";
 pub(super) const GRANT_DELETE_CODES: &str = "DELETE FROM authorization_codes WHERE project = $1 AND grant_id = $2";
 pub(super) const GRANT_DELETE_REFRESH: &str = "DELETE FROM refresh_tokens WHERE project = $1 AND grant_id = $2";
 pub(super) const GRANT_DELETE_ACCESS: &str = "DELETE FROM access_tokens WHERE project = $1 AND grant_id = $2";
+
+/// Creates or extends a grant's summary, unless the grant is revoked:
+/// `$1`..`$5` project, grant id, client id, subject, granted_at; `$6` the
+/// time of use (NULL for a code), `$7` the expiry of the record that
+/// touches it, `$8` the grant's JSON. Use and expiry only ever grow.
+pub(super) const GRANT_TOUCH: &str = "INSERT INTO grants \
+     (project, grant_id, client_id, subject, granted_at, last_used_at, expires_at, record) \
+     SELECT $1, $2, $3, $4, $5, $6, $7, $8 WHERE NOT EXISTS \
+     (SELECT 1 FROM revoked_grants r WHERE r.project = $1 AND r.grant_id = $2) \
+     ON CONFLICT (project, grant_id) DO UPDATE SET \
+     last_used_at = CASE WHEN excluded.last_used_at IS NULL THEN grants.last_used_at \
+     WHEN grants.last_used_at IS NULL OR excluded.last_used_at > grants.last_used_at THEN excluded.last_used_at \
+     ELSE grants.last_used_at END, \
+     expires_at = CASE WHEN excluded.expires_at > grants.expires_at THEN excluded.expires_at \
+     ELSE grants.expires_at END";
+
+/// Extends an existing summary (an access token was issued): `$3` its
+/// `iat`, `$4` its `exp`.
+pub(super) const GRANT_EXTEND: &str = "UPDATE grants SET \
+     last_used_at = CASE WHEN last_used_at IS NULL OR $3 > last_used_at THEN $3 ELSE last_used_at END, \
+     expires_at = CASE WHEN $4 > expires_at THEN $4 ELSE expires_at END \
+     WHERE project = $1 AND grant_id = $2";
+
+/// One page of a user's live grants through `grants_subject (project,
+/// subject, granted_at, grant_id)`: `$3`/`$4` the cursor (exclusive), `$5`
+/// now, `$6` the row count.
+pub(super) const GRANT_SUBJECT_PAGE: &str = concat!(
+    "SELECT record, last_used_at, expires_at FROM grants WHERE project = $1 AND subject = $2 ",
+    "AND (granted_at, grant_id) > ($3, $4) AND expires_at > $5 AND ",
+    not_revoked!("grants"),
+    " ORDER BY granted_at, grant_id LIMIT $6"
+);
+
+/// Marks up to `$5` selected grants revoked (`$3` now, `$4` keep_until),
+/// the first statement of a bulk revocation: it takes the write lock and
+/// fixes the batch, whose ids it returns. `filter` selects by `$2`
+/// (subject or client id; `grant_id = $2 AND subject = $6` for one grant)
+/// through `grants_subject` / `grants_client` / the primary key.
+/// Grants already revoked are skipped: a summary that a write racing the
+/// revocation stored again (PostgreSQL, `READ COMMITTED`) is never listed
+/// nor revoked twice, and goes with the purge.
+pub(super) fn grant_mark_selected(filter: &str) -> String {
+    format!(
+        "INSERT INTO revoked_grants (project, grant_id, revoked_at, keep_until) \
+         SELECT project, grant_id, $3, $4 FROM grants WHERE project = $1 AND {filter} AND {} \
+         ORDER BY granted_at, grant_id LIMIT $5 \
+         ON CONFLICT (project, grant_id) DO UPDATE SET keep_until = \
+         CASE WHEN excluded.keep_until > revoked_grants.keep_until THEN excluded.keep_until \
+         ELSE revoked_grants.keep_until END RETURNING grant_id",
+        not_revoked!("grants")
+    )
+}
+
+/// Summaries past `$1` (now less the grace), at most `$2` of them, through
+/// the expiry index.
+pub(super) const PURGE_SUMMARIES: &str = "DELETE FROM grants WHERE (project, grant_id) IN \
+     (SELECT project, grant_id FROM grants WHERE expires_at <= $1 LIMIT $2)";
 
 /// Expired rows of one table, at most `$2` of them, through the expiry
 /// index.
@@ -195,6 +267,7 @@ pub(super) const PURGE_MARKERS: &str = "DELETE FROM revoked_grants WHERE (projec
      AND NOT EXISTS (SELECT 1 FROM authorization_codes c WHERE c.project = m.project AND c.grant_id = m.grant_id) \
      AND NOT EXISTS (SELECT 1 FROM refresh_tokens t WHERE t.project = m.project AND t.grant_id = m.grant_id) \
      AND NOT EXISTS (SELECT 1 FROM access_tokens a WHERE a.project = m.project AND a.grant_id = m.grant_id) \
+     AND NOT EXISTS (SELECT 1 FROM grants s WHERE s.project = m.project AND s.grant_id = m.grant_id) \
      LIMIT $2)";
 
 // ---- CIMD cache ----
@@ -237,7 +310,8 @@ pub(super) const AUDIT_PURGE_AGE: &str = "DELETE FROM audit_events WHERE id IN \
 macro_rules! flood_prone {
     () => {
         "name IN ('oauth_client.cimd_fetch_failed', 'oauth_client.registration_rejected', \
-         'oauth_client.assertion_rejected', 'upstream.login_failed')"
+         'oauth_client.assertion_rejected', 'upstream.login_failed', 'resource.refused', \
+         'oauth_client.disabled_refused')"
     };
 }
 
@@ -350,3 +424,62 @@ pub(super) const REPLAY_LOCK_SCOPE_POSTGRES: &str =
 /// Expired ids, at most `$2` of them, through the expiry index.
 pub(super) const REPLAY_PURGE: &str = "DELETE FROM replay_ids WHERE (project, scope, id_hash) IN \
      (SELECT project, scope, id_hash FROM replay_ids WHERE expires_at <= $1 LIMIT $2)";
+
+// ---- local users and remembered consent ----
+
+/// Insert or update in one statement: an existing user keeps its
+/// `created_at` (returned), everything else is replaced.
+pub(super) const USER_UPSERT: &str = "INSERT INTO local_users \
+     (project, subject, upstream_issuer, upstream_subject, email, email_verified, name, created_at, last_login_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (project, subject) DO UPDATE SET \
+     upstream_issuer = excluded.upstream_issuer, upstream_subject = excluded.upstream_subject, \
+     email = excluded.email, email_verified = excluded.email_verified, name = excluded.name, \
+     last_login_at = excluded.last_login_at RETURNING created_at";
+
+pub(super) const USER_GET: &str = "SELECT upstream_issuer, upstream_subject, email, email_verified, name, \
+     created_at, last_login_at FROM local_users WHERE project = $1 AND subject = $2";
+
+/// The first statement of `remember_consent`: creates the row (no scopes
+/// yet) or touches it, taking its row lock (PostgreSQL) or the database
+/// write lock (SQLite), so the read-merge-write that follows cannot lose a
+/// concurrent approval.
+pub(super) const CONSENT_LOCK: &str = "INSERT INTO user_consents \
+     (project, subject, client_id, scopes, resources, updated_at) VALUES ($1, $2, $3, '', '[]', $4) \
+     ON CONFLICT (project, subject, client_id) DO UPDATE SET updated_at = excluded.updated_at";
+
+pub(super) const CONSENT_GET: &str = "SELECT scopes, resources, updated_at FROM user_consents \
+     WHERE project = $1 AND subject = $2 AND client_id = $3";
+
+pub(super) const CONSENT_SET: &str =
+    "UPDATE user_consents SET scopes = $4, resources = $5 WHERE project = $1 AND subject = $2 AND client_id = $3";
+
+pub(super) const CONSENT_REVOKE: &str =
+    "DELETE FROM user_consents WHERE project = $1 AND subject = $2 AND client_id = $3";
+
+// ---- upstream logins in flight ----
+
+/// Stores a login unless the project already has `$6` live ones (`$3`,
+/// the login's start, is "now"). The count is bounded by the limit, so a
+/// full project costs one bounded index scan. A taken `state_hash` is a
+/// constraint error, never an overwrite.
+pub(super) const LOGIN_INSERT: &str = "INSERT INTO upstream_logins \
+     (project, state_hash, browser_hash, taken, created_at, expires_at, login) \
+     SELECT $1, $2, $7, FALSE, $3, $4, $5 WHERE (SELECT COUNT(*) FROM (SELECT 1 FROM upstream_logins \
+     WHERE project = $1 AND expires_at > $3 LIMIT $6) AS live) < $6";
+
+/// Takes a login: one conditional `UPDATE`; of concurrent callers only the
+/// one whose update flips `taken` gets the row back, never once the login
+/// expired (`$3`: now), and only from the browser it started in (`$4`:
+/// the hash of its binding cookie).
+pub(super) const LOGIN_TAKE: &str = "UPDATE upstream_logins SET taken = TRUE \
+     WHERE project = $1 AND state_hash = $2 AND taken = FALSE AND expires_at > $3 AND browser_hash = $4 \
+     RETURNING login";
+
+/// After a failed take: why (another browser, taken before, expired, or
+/// absent).
+pub(super) const LOGIN_STATE: &str =
+    "SELECT taken, login, browser_hash FROM upstream_logins WHERE project = $1 AND state_hash = $2";
+
+/// Expired logins, at most `$2` of them, through the expiry index.
+pub(super) const LOGIN_PURGE: &str = "DELETE FROM upstream_logins WHERE (project, state_hash) IN \
+     (SELECT project, state_hash FROM upstream_logins WHERE expires_at <= $1 LIMIT $2)";
