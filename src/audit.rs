@@ -253,6 +253,17 @@ pub enum AuditKind {
         /// How many.
         count: usize,
     },
+    /// A signing key was revoked in an emergency (believed compromised):
+    /// removed from the JWKS and from signing at once, its active role
+    /// taken over by a new key.
+    #[serde(rename = "signing_key.revoked")]
+    SigningKeyRevoked {
+        /// The revoked key.
+        kid: String,
+        /// The key activated in its place, when it was active.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        replaced_by: Option<String>,
+    },
     /// A client assertion (`private_key_jwt`, RFC 7523) was refused.
     #[serde(rename = "oauth_client.assertion_rejected")]
     ClientAssertionRejected {
@@ -371,6 +382,7 @@ impl AuditKind {
             | Self::SigningKeyActivated { .. }
             | Self::SigningKeyRetired { .. }
             | Self::SigningKeysDeleted { .. }
+            | Self::SigningKeyRevoked { .. }
             | Self::ClientDisabled { .. }
             | Self::ClientEnabled { .. }
             | Self::ClientDeleted { .. }
@@ -431,6 +443,7 @@ impl AuditKind {
             Self::SigningKeyActivated { .. } => "signing_key.activated",
             Self::SigningKeyRetired { .. } => "signing_key.retired",
             Self::SigningKeysDeleted { .. } => "signing_key.deleted",
+            Self::SigningKeyRevoked { .. } => "signing_key.revoked",
             Self::ClientAssertionRejected { .. } => "oauth_client.assertion_rejected",
             Self::UpstreamLoginSucceeded { .. } => "upstream.login_succeeded",
             Self::UpstreamLoginFailed { .. } => "upstream.login_failed",
@@ -531,6 +544,10 @@ mod tests {
             AuditKind::SigningKeyActivated { kid: s() },
             AuditKind::SigningKeyRetired { kid: s() },
             AuditKind::SigningKeysDeleted { count: 1 },
+            AuditKind::SigningKeyRevoked {
+                kid: s(),
+                replaced_by: Some(s()),
+            },
             AuditKind::ClientAssertionRejected {
                 client_id: s(),
                 reason: s(),
@@ -592,6 +609,7 @@ mod tests {
             "signing_key.activated",
             "signing_key.retired",
             "signing_key.deleted",
+            "signing_key.revoked",
             "oauth_client.assertion_rejected",
             "upstream.login_succeeded",
             "upstream.login_failed",

@@ -225,8 +225,9 @@ async fn discovery(State(s): State<AppState>, req: Request) -> Response {
 /// with `into_make_service_with_connect_info::<SocketAddr>()`), unless the
 /// host already inserted one (e.g. from a trusted `X-Forwarded-For`). The
 /// router does it for every endpoint that reads the source: authorization
-/// (also through an upstream provider) and the CIMD preview (CIMD fetch
-/// budgets), registration (tokenless registration), and the upstream
+/// (also through an upstream provider), the token endpoint (client
+/// authentication may fetch a metadata document or a `jwks_uri`) and the
+/// CIMD preview (CIMD fetch budgets), registration (tokenless registration), and the upstream
 /// callback (for the consent handler).
 pub fn with_request_source(mut req: Request) -> Request {
     if req.extensions().get::<crate::http::RequestSource>().is_none()
@@ -293,7 +294,7 @@ async fn upstream_callback(State(s): State<AppState>, req: Request) -> Response 
 }
 
 async fn token(State(s): State<AppState>, req: Request) -> Response {
-    match buffer(req, s.max_body + 1).await {
+    match buffer(with_request_source(req), s.max_body + 1).await {
         Ok(req) => into_axum(s.endpoints.token(&req).await),
         Err(r) => r,
     }

@@ -60,6 +60,12 @@ pub enum PresentedMethod {
     PrivateKeyJwt,
 }
 
+/// The default quota of unexpired client-assertion `jti`s one client of
+/// one project may hold in the replay store: 1,000 (see
+/// [`crate::store::ReplayStore`] and
+/// [`crate::server::AuthorizationServerBuilder::assertion_jti_quota`]).
+pub const DEFAULT_ASSERTION_JTI_QUOTA: u32 = 1_000;
+
 /// The `client_assertion_type` of `private_key_jwt` (RFC 7523 section
 /// 2.2).
 pub const JWT_BEARER_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
@@ -226,6 +232,7 @@ impl ClientCredentials {
             ClientAuthError::InvalidAssertion(match e {
                 ClaimsError::WrongSubject => "wrong_subject",
                 ClaimsError::WrongAudience => "wrong_audience",
+                ClaimsError::AudienceNotAString => "audience_not_a_string",
                 ClaimsError::Expired => "expired",
                 ClaimsError::NotYetValid | ClaimsError::IssuedInFuture => "not_yet_valid",
                 ClaimsError::LifetimeTooLong => "lifetime_too_long",

@@ -609,7 +609,9 @@ impl OAuthEndpoints {
         let started = Instant::now();
         let result = async {
             let (project, body) = self.form_request(req, &[Method::POST, Method::OPTIONS])?;
-            self.server.token(&project, authorization(req), body).await
+            self.server
+                .token_from(&project, authorization(req), body, request_source(req))
+                .await
         }
         .await;
         observe("token", started, &result);

@@ -173,6 +173,10 @@ pub enum ClaimsError {
     /// A client assertion's `iss` or `sub` is not the client.
     #[error("the assertion's iss and sub must be the client id")]
     WrongSubject,
+    /// A client assertion's `aud` is an array (even of one value): it
+    /// must be a single JSON string (draft-ietf-oauth-rfc7523bis).
+    #[error("the assertion's aud must be a single string")]
+    AudienceNotAString,
 }
 
 /// The claims of a verified JWT access token.
@@ -253,13 +257,18 @@ pub struct ClientAssertion {
 /// 4.2), as this server applies them:
 ///
 /// - `iss` and `sub` both equal `client_id` exactly;
-/// - `aud` (a string or an array) contains one of `audiences`: the
-///   server's issuer identifier or the URL of the endpoint the assertion
-///   was sent to (the token endpoint; no other URL). The issuer alone is
-///   what draft-ietf-oauth-rfc7523bis asks clients to send, against
-///   audience-injection attacks; the token endpoint URL is what RFC 7523
-///   section 3 suggested and many deployed clients still send, so both
-///   are accepted; an array may carry either;
+/// - `aud` is a single JSON string (an array, even of one value, is
+///   refused: [`ClaimsError::AudienceNotAString`]) equal, by simple
+///   string comparison, to one of `audiences_accepted`. The caller passes
+///   the server's issuer identifier, which draft-ietf-oauth-rfc7523bis
+///   requires as the sole audience value: an assertion whose audience
+///   names several servers, or an endpoint URL that another (attacker's)
+///   authorization server can claim as its own in its metadata, could
+///   have been obtained by that server from an honest client and replayed
+///   here (audience injection). The token endpoint URL is only passed
+///   for projects that opt in for compatibility with RFC 7523-era clients
+///   ([`crate::project::ProjectSettings::danger_accept_token_endpoint_assertion_audience`]),
+///   and never for metadata-document clients;
 /// - `exp` is required, `now` is before it (plus `leeway`), and it is at
 ///   most [`MAX_ASSERTION_LIFETIME`] after `now` (and after `iat` when
 ///   present): a short window bounds what the replay store must remember;
@@ -280,8 +289,12 @@ pub fn check_client_assertion(
     if s("iss") != Some(client_id) || s("sub") != Some(client_id) {
         return Err(ClaimsError::WrongSubject);
     }
-    let aud = audiences(claims).ok_or(ClaimsError::Missing("aud"))?;
-    if !aud.iter().any(|a| audiences_accepted.contains(&a.as_str())) {
+    let aud = match claims.get("aud") {
+        Some(Value::String(aud)) => aud,
+        Some(Value::Array(_)) => return Err(ClaimsError::AudienceNotAString),
+        _ => return Err(ClaimsError::Missing("aud")),
+    };
+    if !audiences_accepted.contains(&aud.as_str()) {
         return Err(ClaimsError::WrongAudience);
     }
     let exp = check_times(claims, leeway, now)?;
@@ -427,9 +440,28 @@ mod tests {
         let auds = ["https://as.example", "https://as.example/oauth2/token"];
         let check = |m| check_client_assertion(&m, "client_1", &auds, DEFAULT_LEEWAY, NOW);
         assert_eq!(check(assertion(json!({}))).unwrap().jti, "abc");
-        assert!(check(assertion(json!({"aud": ["https://as.example/oauth2/token"]}))).is_ok());
+        assert!(check(assertion(json!({"aud": "https://as.example/oauth2/token"}))).is_ok());
+        // Only the caller's list counts: the issuer alone.
+        let issuer_only = check_client_assertion(
+            &assertion(json!({"aud": "https://as.example/oauth2/token"})),
+            "client_1",
+            &auds[..1],
+            DEFAULT_LEEWAY,
+            NOW,
+        );
+        assert_eq!(issuer_only, Err(ClaimsError::WrongAudience));
         let t = NOW.unix_timestamp();
         let cases = [
+            // draft-ietf-oauth-rfc7523bis: one JSON string, the sole value.
+            (json!({"aud": ["https://as.example"]}), ClaimsError::AudienceNotAString),
+            (
+                json!({"aud": ["https://as.example", "https://evil.example"]}),
+                ClaimsError::AudienceNotAString,
+            ),
+            (json!({"aud": "https://as.example/"}), ClaimsError::WrongAudience),
+            (json!({"aud": "HTTPS://as.example"}), ClaimsError::WrongAudience),
+            (json!({"aud": 5}), ClaimsError::Missing("aud")),
+            (json!({"aud": null}), ClaimsError::Missing("aud")),
             (json!({"iss": "client_2"}), ClaimsError::WrongSubject),
             (json!({"sub": "client_2"}), ClaimsError::WrongSubject),
             (json!({"aud": "https://evil.example"}), ClaimsError::WrongAudience),

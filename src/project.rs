@@ -196,6 +196,19 @@ pub struct ProjectSettings {
     /// stored before this field existed read back with none).
     #[serde(default)]
     pub upstream: crate::upstream::UpstreamSettings,
+    /// Compatibility: also accept a `private_key_jwt` assertion whose
+    /// `aud` is this project's token endpoint URL (a single string), as
+    /// RFC 7523 section 3 suggested and some older client libraries still
+    /// send. Off by default: draft-ietf-oauth-rfc7523bis requires the
+    /// issuer identifier as the sole audience, because an endpoint URL is
+    /// what a malicious authorization server can claim as its own token
+    /// endpoint in its metadata, obtain an assertion for from an honest
+    /// client, and replay here (audience injection). Never applies to
+    /// metadata-document (CIMD) clients, which by design talk to every
+    /// authorization server with one key. See
+    /// [`crate::jwt::check_client_assertion`].
+    #[serde(default)]
+    pub danger_accept_token_endpoint_assertion_audience: bool,
     /// How the project presents itself on consent and error pages: the
     /// service's name and logo, scope descriptions, resource names
     /// (settings stored before this field existed read back with none).
@@ -456,6 +469,7 @@ impl Default for ProjectSettings {
             tokenless_registration: TokenlessRegistration::default(),
             client_credentials_enabled: false,
             upstream: crate::upstream::UpstreamSettings::default(),
+            danger_accept_token_endpoint_assertion_audience: false,
             display: ProjectDisplay::default(),
         }
     }
@@ -511,6 +525,10 @@ pub enum SettingsLint {
     /// Tokenless registration is on but `dcr_mode` is not
     /// `initial_access_token`, where alone it applies.
     TokenlessRegistrationWithoutEffect,
+    /// [`ProjectSettings::danger_accept_token_endpoint_assertion_audience`]
+    /// is on: registered `private_key_jwt` clients are exposed to
+    /// audience injection.
+    TokenEndpointAssertionAudience,
     /// `resource_policy = any`: tokens are issued for whatever audience a
     /// client names.
     AnyResource,
@@ -543,6 +561,11 @@ impl SettingsLint {
             }
             Self::TokenlessRegistrationWithoutEffect => {
                 "tokenless registration only applies in initial_access_token mode; it has no effect now"
+            }
+            Self::TokenEndpointAssertionAudience => {
+                "client assertions addressed to the token endpoint URL are accepted: a malicious authorization server \
+                 that names this token endpoint as its own can replay its clients' assertions here (audience \
+                 injection); turn it off once every registered private_key_jwt client sends the issuer as aud"
             }
             Self::AnyResource => {
                 "resource_policy is any: tokens are issued for any resource a client names, including servers \
@@ -728,6 +751,9 @@ impl ProjectSettings {
             } else {
                 SettingsLint::TokenlessRegistrationWithoutEffect
             });
+        }
+        if self.danger_accept_token_endpoint_assertion_audience {
+            lints.push(SettingsLint::TokenEndpointAssertionAudience);
         }
         match self.resource_policy {
             ResourcePolicy::Any => lints.push(SettingsLint::AnyResource),

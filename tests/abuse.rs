@@ -348,7 +348,7 @@ async fn a_full_consent_store_refuses_only_the_noisiest_source() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rejection_counts_work_on_sqlite_and_across_two_postgres_instances() {
     let dir = sql_support::TempDir::new();
-    let storage = app::Storage::open(&dir.sqlite_url("abuse.db"), SqlOptions::default())
+    let storage = app::Storage::open(&dir.sqlite_url("abuse.db"), SqlOptions::default(), None)
         .await
         .unwrap();
     let (l, base) = listener().await;
@@ -398,9 +398,13 @@ async fn rejection_counts_work_on_sqlite_and_across_two_postgres_instances() {
     let Some(db) = sql_support::pg_database("rejection_counts_across_two_postgres_instances").await else {
         return;
     };
+    // Both instances seal signing keys with one key file.
+    let key_file = dir.0.join("postgres.kek");
     let mut servers = Vec::new();
     for _ in 0..2 {
-        let storage = app::Storage::open(&db.url, SqlOptions::default()).await.unwrap();
+        let storage = app::Storage::open(&db.url, SqlOptions::default(), key_file.to_str())
+            .await
+            .unwrap();
         let (l, base) = listener().await;
         let a = app::App::with_storage(
             config(&base, None),
@@ -736,9 +740,14 @@ async fn open_registration_limits_hold_across_two_instances_on_one_database() {
     let Some(db) = sql_support::pg_database("open_registration_limits_across_two_instances").await else {
         return;
     };
+    // Both instances seal signing keys with one key file.
+    let dir = sql_support::TempDir::new();
+    let key_file = dir.0.join("postgres.kek");
     let mut servers = Vec::new();
     for _ in 0..2 {
-        let storage = app::Storage::open(&db.url, SqlOptions::default()).await.unwrap();
+        let storage = app::Storage::open(&db.url, SqlOptions::default(), key_file.to_str())
+            .await
+            .unwrap();
         let (l, base) = listener().await;
         let mut c = config(&base, None);
         c.dcr_mode = Some(authio_mcp::project::DcrMode::Open);

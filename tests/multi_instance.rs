@@ -64,6 +64,8 @@ impl Instance {
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--issuer", issuer])
             .args(["--database-url", database_url])
+            .arg("--key-encryption-key-file")
+            .arg(Self::key_file(database_url))
             .args(["--admin-token", ADMIN, "--introspection-token", INTROSPECT])
             .args(["--auto-approve", "--max-clients", "none", "--purge-interval-secs", "0"])
             .args(["--db-pool-size", "24", "--db-acquire-timeout-ms", "30000"])
@@ -88,6 +90,13 @@ impl Instance {
         let _ = child.wait();
         let log = std::fs::read_to_string(Self::log(port)).unwrap_or_default();
         panic!("instance on port {port} did not start:\n{log}");
+    }
+
+    /// One key-encryption key file per database, shared by its instances
+    /// (created by whichever starts first).
+    fn key_file(database_url: &str) -> std::path::PathBuf {
+        let db = database_url.rsplit('/').next().unwrap_or("db");
+        std::env::temp_dir().join(format!("authio-multi-instance-{db}.kek"))
     }
 
     fn log(port: u16) -> std::path::PathBuf {

@@ -25,7 +25,7 @@ async fn memory_stores_keep_the_contract() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sqlite_store_keeps_the_contract() {
     let dir = TempDir::new();
-    let store = SqliteStore::connect(&dir.sqlite_url("contract.db"), SqlOptions::default())
+    let store = SqliteStore::connect(&dir.sqlite_url("contract.db"), sql_support::sealed_options())
         .await
         .unwrap();
     store.migrate().await.unwrap();
@@ -43,7 +43,7 @@ async fn postgres_store_keeps_the_contract() {
     let Some(db) = sql_support::pg_database("postgres_store_keeps_the_contract").await else {
         return;
     };
-    let store = PostgresStore::connect(&db.url, SqlOptions::default().max_connections(20))
+    let store = PostgresStore::connect(&db.url, sql_support::sealed_options().max_connections(20))
         .await
         .unwrap();
     store.migrate().await.unwrap();
@@ -60,9 +60,9 @@ async fn postgres_store_keeps_the_contract() {
 async fn sqlite_keys_and_replay_hold_across_two_stores() {
     let dir = TempDir::new();
     let url = dir.sqlite_url("two.db");
-    let a = SqliteStore::connect(&url, SqlOptions::default()).await.unwrap();
+    let a = SqliteStore::connect(&url, sql_support::sealed_options()).await.unwrap();
     a.migrate().await.unwrap();
-    let b = SqliteStore::connect(&url, SqlOptions::default()).await.unwrap();
+    let b = SqliteStore::connect(&url, sql_support::sealed_options()).await.unwrap();
     contract::signing_key_activation_race(&a, &b).await.unwrap();
     contract::replay(&a, &b).await.unwrap();
     contract::admission_windows(&a, &b).await.unwrap();
@@ -301,8 +301,8 @@ mod postgres_only {
         let Some(db) = sql_support::pg_database("keys_and_replay_two_stores").await else {
             return;
         };
-        let a = store(&db.url, SqlOptions::default().max_connections(10)).await;
-        let b = store(&db.url, SqlOptions::default().max_connections(10)).await;
+        let a = store(&db.url, sql_support::sealed_options().max_connections(10)).await;
+        let b = store(&db.url, sql_support::sealed_options().max_connections(10)).await;
         contract::signing_key_activation_race(&a, &b).await.unwrap();
         contract::replay(&a, &b).await.unwrap();
         contract::admission_windows(&a, &b).await.unwrap();

@@ -128,21 +128,136 @@ pub enum Storage {
     Postgres(Arc<PostgresStore>),
 }
 
+/// Where the key-encryption key lives when `--key-encryption-key-file`
+/// is not given: next to a SQLite database file (`PATH.kek`), else
+/// `authio-example.kek` in the working directory (several instances on
+/// one PostgreSQL database must all be given the same file).
+pub fn key_encryption_key_path(database_url: &str) -> std::path::PathBuf {
+    let file = database_url
+        .strip_prefix("sqlite://")
+        .or_else(|| database_url.strip_prefix("sqlite:"))
+        .map(|rest| rest.split('?').next().unwrap_or_default())
+        .filter(|f| !f.is_empty() && !f.contains(":memory:"));
+    match file {
+        Some(f) => std::path::PathBuf::from(format!("{f}.kek")),
+        None => std::path::PathBuf::from("authio-example.kek"),
+    }
+}
+
+/// Reads the 256-bit key-encryption key (standard base64 on one line, as
+/// `openssl rand -base64 32` writes it) from `path`, creating the file
+/// with a fresh random key (mode 0600) when it does not exist. Two
+/// processes starting at once agree on one key: the file appears whole,
+/// by a hard link, or not at all. The key id is a fingerprint of the key,
+/// so replacing the file is noticed.
+pub fn load_or_create_key_encryption_key(
+    path: &std::path::Path,
+) -> Result<authio_mcp::store::Aes256GcmKeyEncryption, Box<dyn std::error::Error + Send + Sync>> {
+    use base64::engine::general_purpose::STANDARD;
+    use sha2::Digest as _;
+    if !path.exists() {
+        let key = authio_mcp::store::Aes256GcmKeyEncryption::generate_key()?;
+        let mut nonce = [0u8; 8];
+        authio_mcp::server::RandomSource::fill(&authio_mcp::server::SystemRandom, &mut nonce);
+        let nonce: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
+        let tmp = path.with_extension(format!("kek-{}-{nonce}.tmp", std::process::id()));
+        let mut open = std::fs::OpenOptions::new();
+        open.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut open, 0o600);
+        {
+            use std::io::Write as _;
+            let mut f = open.open(&tmp)?;
+            writeln!(f, "{}", STANDARD.encode(*key))?;
+            f.sync_all()?;
+        }
+        let linked = std::fs::hard_link(&tmp, path);
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => tracing::warn!(
+                path = %path.display(),
+                "created a new key-encryption key: signing keys in the database are sealed with it; \
+                 back it up apart from the database (without it they cannot be read)"
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        if std::fs::metadata(path)?.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(path = %path.display(), "the key-encryption key file is readable by other users");
+        }
+    }
+    let text = zeroize::Zeroizing::new(std::fs::read_to_string(path)?);
+    let bytes = zeroize::Zeroizing::new(
+        STANDARD
+            .decode(text.trim())
+            .map_err(|_| "expected 32 bytes in standard base64 on one line")?,
+    );
+    let key: &[u8; 32] = bytes
+        .as_slice()
+        .try_into()
+        .map_err(|_| "expected 32 bytes in standard base64 on one line")?;
+    let digest = sha2::Sha256::digest(key);
+    let id: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    Ok(authio_mcp::store::Aes256GcmKeyEncryption::new(
+        &format!("file-{id}"),
+        key,
+    )?)
+}
+
+/// Logs what start-up sealing did; a key that cannot be opened (the
+/// database was sealed with another key file) stops the start.
+fn report_sealed(
+    sealed: Result<u64, authio_mcp::store::StoreError>,
+    path: &std::path::Path,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    match sealed {
+        Ok(0) => Ok(()),
+        Ok(n) => {
+            tracing::info!(keys = n, key_file = %path.display(), "sealed signing keys stored unsealed or under another key");
+            Ok(())
+        }
+        Err(e) => Err(format!(
+            "{e} (is {} the key-encryption key file this database was sealed with?)",
+            path.display()
+        )
+        .into()),
+    }
+}
+
 impl Storage {
     /// Opens and migrates the store a `--database-url` names: `memory:`,
-    /// `sqlite://PATH` (created if missing) or `postgres://...`.
-    pub async fn open(url: &str, options: SqlOptions) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+    /// `sqlite://PATH` (created if missing) or `postgres://...`. SQL
+    /// stores seal signing keys with the key-encryption key in
+    /// `key_file` (see [`key_encryption_key_path`]; created on first
+    /// start), and seal whatever an earlier run stored otherwise.
+    pub async fn open(
+        url: &str,
+        options: SqlOptions,
+        key_file: Option<&str>,
+    ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
         if url == "memory:" {
             return Ok(Self::Memory);
         }
+        let path = key_file.map_or_else(|| key_encryption_key_path(url), std::path::PathBuf::from);
+        let kek = load_or_create_key_encryption_key(&path)
+            .map_err(|e| format!("key-encryption key file {}: {e}", path.display()))?;
+        let options = options.key_encryption(Arc::new(kek));
         if url.starts_with("sqlite:") {
             let store = SqliteStore::connect(url, options).await?;
             store.migrate().await?;
+            let sealed = store.reseal_signing_keys().await;
+            report_sealed(sealed, &path)?;
             return Ok(Self::Sqlite(Arc::new(store)));
         }
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let store = PostgresStore::connect(url, options).await?;
             store.migrate().await?;
+            let sealed = store.reseal_signing_keys().await;
+            report_sealed(sealed, &path)?;
             return Ok(Self::Postgres(Arc::new(store)));
         }
         Err(format!("--database-url {url}: expected memory:, sqlite://PATH or postgres://...").into())
@@ -439,6 +554,10 @@ impl App {
             .route("/admin/projects/{id}/audit/rejections", get(admin_audit_rejections))
             .route("/admin/projects/{id}/iats", post(admin_issue_iat).get(admin_list_iats))
             .route("/admin/projects/{id}/iats/{iat_id}", delete(admin_revoke_iat))
+            .route(
+                "/admin/projects/{id}/signing-keys/{kid}/revoke",
+                post(admin_revoke_signing_key),
+            )
             .route(
                 "/admin/projects/{id}/resources",
                 get(admin_list_resources)
@@ -965,6 +1084,40 @@ async fn admin_revoke_iat(
             .await
             .map_err(admin_failure)?;
         Ok(serde_json::to_value(view).unwrap_or_default())
+    }
+    .await;
+    result.map_or_else(|e| admin_error(&e), |v| json_ok(&v))
+}
+
+/// `POST /admin/projects/{id}/signing-keys/{kid}/revoke`: the emergency
+/// revocation of a signing key believed compromised (unpublished and
+/// replaced at once); answers `{"kid": ..., "replaced_by": ...}`.
+async fn admin_revoke_signing_key(
+    State(app): State<App>,
+    Path((id, kid)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        app.check_admin(&headers)?;
+        let p = project_id(&id)?;
+        let unknown = || {
+            OAuthError::with_description(ErrorCode::InvalidRequest, "unknown signing key")
+                .with_status(StatusCode::NOT_FOUND)
+        };
+        let kid = authio_mcp::keys::KeyId::new(kid).map_err(|_| unknown())?;
+        let r = app
+            .endpoints
+            .server()
+            .revoke_signing_key(&p, &kid)
+            .await
+            .map_err(|e| match e {
+                authio_mcp::server::AdminError::UnknownSigningKey => unknown(),
+                e => admin_failure(e),
+            })?;
+        Ok(serde_json::json!({
+            "kid": r.kid.as_str(),
+            "replaced_by": r.replaced_by.as_ref().map(authio_mcp::keys::KeyId::as_str),
+        }))
     }
     .await;
     result.map_or_else(|e| admin_error(&e), |v| json_ok(&v))

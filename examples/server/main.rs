@@ -40,6 +40,10 @@ USAGE: cargo run --example server -- [FLAGS]
                               start), postgres://USER@HOST:PORT/DB (shared by many instances: an
                               upstream callback may reach any of them), or memory:
                               (default sqlite://authio-example.db, in the working directory)
+  --key-encryption-key-file F the 256-bit key sealing signing keys in the database (standard base64,
+                              one line; created with a random key if missing; default: next to the
+                              SQLite file as PATH.kek, or ./authio-example.kek for PostgreSQL).
+                              Back it up apart from the database; every instance needs the same one
   --db-pool-size N            database connections (default 10)
   --db-acquire-timeout-ms N   how long a request waits for a connection before failing (default 5000)
   --db-busy-timeout-ms N      SQLite: how long a write waits for the database lock (default 5000)
@@ -77,6 +81,7 @@ struct Extra {
     database_url: String,
     sql: SqlOptions,
     project_cache: std::time::Duration,
+    key_file: Option<String>,
 }
 
 fn parse_args() -> Result<(SocketAddr, app::Config, Extra), String> {
@@ -94,6 +99,7 @@ fn parse_args() -> Result<(SocketAddr, app::Config, Extra), String> {
         database_url: DEFAULT_DATABASE_URL.to_owned(),
         sql: SqlOptions::default(),
         project_cache: std::time::Duration::ZERO,
+        key_file: None,
     };
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -138,6 +144,7 @@ fn parse_args() -> Result<(SocketAddr, app::Config, Extra), String> {
                 };
             }
             "--database-url" => extra.database_url = value()?,
+            "--key-encryption-key-file" => extra.key_file = Some(value()?),
             "--db-pool-size" => {
                 let n: u32 = value()?.parse().map_err(|_| "--db-pool-size takes a number")?;
                 extra.sql = extra.sql.max_connections(n);
@@ -233,7 +240,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             .unwrap_or_default();
         tracing::error!(error = %e, %cause, "database failure");
     });
-    let storage = app::Storage::open(&extra.database_url, sql)
+    let storage = app::Storage::open(&extra.database_url, sql, extra.key_file.as_deref())
         .await
         .map_err(|e| format!("--database-url: {e}"))?;
     let app = app::App::with_storage(config.clone(), extra.policy, storage, extra.project_cache).await?;

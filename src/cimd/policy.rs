@@ -9,8 +9,9 @@ use crate::client_id_url::ClientIdUrlPolicy;
 use crate::newtype::string_newtype;
 
 /// Which `client_id` hosts a project fetches from (SPEC-CHECKLIST section
-/// 1, "trust policies"). The deny-list of [`CimdPolicy::denied_hosts`]
-/// applies in every mode and wins.
+/// 1, "trust policies"), and likewise which hosts the `jwks_uri` of a
+/// `private_key_jwt` client may name. The deny-list of
+/// [`CimdPolicy::denied_hosts`] applies in every mode and wins.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "mode", rename_all = "snake_case")]
 #[non_exhaustive]
@@ -135,7 +136,8 @@ pub const DEFAULT_FETCH_TIMEOUT_MS: u64 = 5_000;
 pub struct CimdPolicy {
     /// Which hosts are fetched from (default: any https host).
     pub trust: CimdTrust,
-    /// Hosts never fetched from, whatever the trust mode.
+    /// Hosts never fetched from (documents and clients' `jwks_uri`),
+    /// whatever the trust mode.
     pub denied_hosts: Vec<HostPattern>,
     /// Which URL forms are accepted (default: a non-root path, no query).
     pub url_policy: ClientIdUrlPolicy,

@@ -44,9 +44,13 @@ pub struct JwtVerifierConfig {
     /// (default 1 hour); after that, verification is
     /// [`ResourceServerError::Unavailable`].
     pub max_stale: Duration,
-    /// The least time between two fetches triggered by an unknown `kid`
-    /// (default 30 s): a flood of tokens with made-up key ids costs at
-    /// most one fetch per interval.
+    /// The least time between two JWKS fetch attempts, counted from the
+    /// start of the last one, successful or not (default 30 s): a flood of
+    /// tokens with made-up key ids costs at most one fetch per interval,
+    /// also before any JWKS was loaded and while the JWKS cannot be
+    /// fetched. The other side of it: after a failed fetch, tokens are
+    /// answered [`ResourceServerError::Unavailable`] (when no usable JWKS
+    /// is cached) until the interval has passed.
     pub min_refetch_interval: Duration,
 }
 
@@ -187,14 +191,30 @@ impl JwtVerifier {
         })
     }
 
-    /// Fetches the JWKS unless another task did since `seen` (the fetch
-    /// time the caller saw); returns the current cache.
-    async fn refresh(&self, seen: Option<OffsetDateTime>, now: OffsetDateTime) -> Result<Cache, ResourceServerError> {
+    /// Whether a fetch may start at `now`: none was attempted (successful
+    /// or not) within [`JwtVerifierConfig::min_refetch_interval`].
+    fn may_try(&self, cache: &Cache, now: OffsetDateTime) -> bool {
+        cache
+            .last_attempt
+            .is_none_or(|t| t > now || now - t >= self.config.min_refetch_interval)
+    }
+
+    /// Fetches the JWKS, one task at a time, unless a fetch was attempted
+    /// within the refetch interval: re-checked under the lock, so tasks
+    /// that queued behind a fetch (failed or not) do not fetch again.
+    /// Returns the current cache.
+    async fn refresh(&self, now: OffsetDateTime) -> Result<Cache, ResourceServerError> {
         let _one_at_a_time = self.fetch_lock.lock().await;
         let current = self.cached()?;
-        if current.fetched_at != seen {
+        if !self.may_try(&current, now) {
             return Ok(current);
         }
+        // The attempt counts from its start, whatever its outcome (also
+        // when the caller gives up while it runs).
+        self.cache
+            .lock()
+            .map_err(|_| ResourceServerError::Unavailable)?
+            .last_attempt = Some(now);
         let fetched = match self.fetcher.fetch(&self.jwks_uri).await {
             Ok(body) => serde_json::from_slice::<serde_json::Value>(&body)
                 .ok()
@@ -202,7 +222,6 @@ impl JwtVerifier {
             Err(_) => None,
         };
         let mut c = self.cache.lock().map_err(|_| ResourceServerError::Unavailable)?;
-        c.last_attempt = Some(now);
         if let Some(keys) = fetched {
             c.keys = Some(keys);
             c.fetched_at = Some(now);
@@ -214,16 +233,19 @@ impl JwtVerifier {
         })
     }
 
+    /// The keys to verify a token with key id `kid`. The JWKS is fetched
+    /// when none was ever loaded, when the cached one is older than
+    /// [`JwtVerifierConfig::cache_ttl`], or when it lacks `kid`, but in
+    /// every case at most once per
+    /// [`JwtVerifierConfig::min_refetch_interval`], counted from the last
+    /// attempt: a flood of junk tokens, also while the JWKS cannot be
+    /// fetched (a cold start, an outage), costs one fetch per interval.
     async fn keys_for(&self, kid: &str, now: OffsetDateTime) -> Result<JwkSet, ResourceServerError> {
         let mut cache = self.cached()?;
-        let fresh = |c: &Cache| c.fetched_at.is_some_and(|t| now - t < self.config.cache_ttl);
-        let may_try = |c: &Cache| {
-            c.last_attempt
-                .is_none_or(|t| now - t >= self.config.min_refetch_interval)
-        };
-        let known = |c: &Cache| c.keys.as_ref().is_some_and(|k| k.contains_kid(kid));
-        if cache.keys.is_none() || (!fresh(&cache) && may_try(&cache)) || (!known(&cache) && may_try(&cache)) {
-            cache = self.refresh(cache.fetched_at, now).await?;
+        let fresh = cache.fetched_at.is_some_and(|t| now - t < self.config.cache_ttl);
+        let known = cache.keys.as_ref().is_some_and(|k| k.contains_kid(kid));
+        if (!fresh || !known) && self.may_try(&cache, now) {
+            cache = self.refresh(now).await?;
         }
         let usable = cache
             .fetched_at

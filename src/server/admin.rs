@@ -30,6 +30,9 @@ pub enum AdminError {
     /// No initial access token with this id in the project.
     #[error("unknown initial access token")]
     UnknownIat,
+    /// No signing key with this id in the project.
+    #[error("unknown signing key")]
+    UnknownSigningKey,
     /// No registered client with this id in the project.
     #[error("unknown client")]
     UnknownClient,

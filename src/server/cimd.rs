@@ -391,20 +391,24 @@ fn is_busy(e: &CimdError) -> bool {
 type Key = (ProjectId, ClientIdUrl);
 type FetchFuture = BoxFuture<'static, Result<Fetched, CimdError>>;
 type SharedFetch = Shared<FetchFuture>;
+/// A shared fetch of a client's JWK Set (`jwks_uri`).
+pub(crate) type JwksFuture = BoxFuture<'static, Result<crate::jose::JwkSet, CimdError>>;
 
 /// Who a fetch is charged to.
 #[derive(Clone, Debug)]
-struct FetchMeta {
-    class: FetchClass,
-    host: String,
-    directory: String,
-    source: Option<RequestSource>,
+pub(crate) struct FetchMeta {
+    pub(crate) class: FetchClass,
+    pub(crate) host: String,
+    pub(crate) directory: String,
+    pub(crate) source: Option<RequestSource>,
 }
 
 /// The fetches in progress, one per project and URL (single-flight), and
-/// the [`FetchGovernor`] deciding new ones. Holds only weak handles: when
-/// every caller waiting on a fetch gives up, the fetch is dropped with them
-/// and the next caller starts a new one.
+/// the [`FetchGovernor`] deciding new ones. Two kinds share the governor
+/// and the in-flight bounds: metadata documents, and clients' JWK Sets
+/// (`jwks_uri`, see `client_auth`). Holds only weak handles: when every
+/// caller waiting on a fetch gives up, the fetch is dropped with them and
+/// the next caller starts a new one.
 #[derive(Default)]
 pub(crate) struct InFlight {
     state: Mutex<InFlightState>,
@@ -413,14 +417,56 @@ pub(crate) struct InFlight {
 #[derive(Default)]
 struct InFlightState {
     next_id: u64,
-    fetches: HashMap<Key, Running>,
+    fetches: HashMap<Key, Running<FetchFuture>>,
+    jwks: HashMap<Key, Running<JwksFuture>>,
     governor: FetchGovernor,
 }
 
-struct Running {
+struct Running<F: std::future::Future>
+where
+    F::Output: Clone,
+{
     id: u64,
-    fetch: WeakShared<FetchFuture>,
+    fetch: WeakShared<F>,
     meta: FetchMeta,
+}
+
+/// Which table of [`InFlightState`] a fetch lives in, and its governor
+/// key (a JWK Set URL is kept apart from a document at the same URL).
+trait Kind {
+    type Fut: std::future::Future<Output: Clone>;
+    fn table(state: &mut InFlightState) -> &mut HashMap<Key, Running<Self::Fut>>;
+    fn url_key(key: &Key) -> String;
+}
+
+struct DocumentKind;
+
+impl Kind for DocumentKind {
+    type Fut = FetchFuture;
+    fn table(state: &mut InFlightState) -> &mut HashMap<Key, Running<FetchFuture>> {
+        &mut state.fetches
+    }
+    fn url_key(key: &Key) -> String {
+        FetchGovernor::url_key(key.0.as_str(), key.1.as_str())
+    }
+}
+
+struct JwksKind;
+
+impl Kind for JwksKind {
+    type Fut = JwksFuture;
+    fn table(state: &mut InFlightState) -> &mut HashMap<Key, Running<JwksFuture>> {
+        &mut state.jwks
+    }
+    fn url_key(key: &Key) -> String {
+        jwks_url_key(&key.0, &key.1)
+    }
+}
+
+/// The governor key of a JWK Set URL (`jwks:` never starts a document's
+/// `https://` URL).
+pub(crate) fn jwks_url_key(project: &ProjectId, url: &ClientIdUrl) -> String {
+    FetchGovernor::url_key(project.as_str(), &format!("jwks:{}", url.as_str()))
 }
 
 impl std::fmt::Debug for InFlight {
@@ -434,17 +480,17 @@ impl InFlight {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn is_known(&self, url_key: &str, now: OffsetDateTime, limits: &cimd::FetchLimits) -> bool {
+    pub(crate) fn is_known(&self, url_key: &str, now: OffsetDateTime, limits: &cimd::FetchLimits) -> bool {
         self.state().governor.is_known(url_key, now, limits)
     }
 
-    fn negative(&self, url_key: &str, now: OffsetDateTime) -> Option<CimdError> {
+    pub(crate) fn negative(&self, url_key: &str, now: OffsetDateTime) -> Option<CimdError> {
         self.state().governor.negative(url_key, now)
     }
 
-    /// The fetch in progress for `key`, or a new one made by `start` if the
-    /// [`FetchGovernor`] admits one (else a fetch that fails with
-    /// `rate_limited`). Joining a fetch in progress is always allowed.
+    /// The document fetch in progress for `key`, or a new one made by
+    /// `start` if the [`FetchGovernor`] admits one (else a fetch that fails
+    /// with `rate_limited`). Joining a fetch in progress is always allowed.
     fn join_or_start(
         &self,
         key: Key,
@@ -453,19 +499,61 @@ impl InFlight {
         limits: &cimd::FetchLimits,
         start: impl FnOnce(u64) -> FetchFuture,
     ) -> SharedFetch {
-        let mut state = self.state();
-        if let Some(running) = state.fetches.get(&key).and_then(|r| r.fetch.upgrade()) {
+        self.join_or_start_kind::<DocumentKind>(key, meta, now, limits, start, || {
+            Box::pin(async { Err(CimdError::RateLimited) })
+        })
+    }
+
+    /// The JWK Set fetch in progress for `key`, if any (joining one is
+    /// always allowed).
+    pub(crate) fn running_jwks(&self, key: &Key) -> Option<Shared<JwksFuture>> {
+        self.state().jwks.get(key).and_then(|r| r.fetch.upgrade())
+    }
+
+    /// [`Self::join_or_start`] for a client's JWK Set: the same governor,
+    /// the same in-flight bounds, one fetch per project and URL.
+    pub(crate) fn join_or_start_jwks(
+        &self,
+        key: Key,
+        meta: FetchMeta,
+        now: OffsetDateTime,
+        limits: &cimd::FetchLimits,
+        start: impl FnOnce(u64) -> JwksFuture,
+    ) -> Shared<JwksFuture> {
+        self.join_or_start_kind::<JwksKind>(key, meta, now, limits, start, || {
+            Box::pin(async { Err(CimdError::RateLimited) })
+        })
+    }
+
+    fn join_or_start_kind<K: Kind>(
+        &self,
+        key: Key,
+        meta: FetchMeta,
+        now: OffsetDateTime,
+        limits: &cimd::FetchLimits,
+        start: impl FnOnce(u64) -> K::Fut,
+        refused: impl FnOnce() -> K::Fut,
+    ) -> Shared<K::Fut> {
+        let mut guard = self.state();
+        let state = &mut *guard;
+        if let Some(running) = K::table(state).get(&key).and_then(|r| r.fetch.upgrade()) {
             return running;
         }
         state.fetches.retain(|_, r| r.fetch.upgrade().is_some());
+        state.jwks.retain(|_, r| r.fetch.upgrade().is_some());
         let mut counts = InFlightCounts {
-            total: state.fetches.len(),
+            total: state.fetches.len() + state.jwks.len(),
             ..InFlightCounts::default()
         };
-        for r in state.fetches.values() {
-            counts.first += usize::from(r.meta.class != FetchClass::Revalidation);
-            counts.host += usize::from(r.meta.host == meta.host);
-            counts.source += usize::from(meta.source.is_some() && r.meta.source == meta.source);
+        let running = state
+            .fetches
+            .values()
+            .map(|r| &r.meta)
+            .chain(state.jwks.values().map(|r| &r.meta));
+        for m in running {
+            counts.first += usize::from(m.class != FetchClass::Revalidation);
+            counts.host += usize::from(m.host == meta.host);
+            counts.source += usize::from(meta.source.is_some() && m.source == meta.source);
         }
         let request = FetchRequest {
             class: meta.class,
@@ -475,20 +563,19 @@ impl InFlight {
             source: meta.source.as_ref(),
         };
         if state.governor.try_admit(&request, counts, now, limits).is_err() {
-            let refused: FetchFuture = Box::pin(async { Err(CimdError::RateLimited) });
-            return refused.shared();
+            return refused().shared();
         }
         state.next_id = state.next_id.wrapping_add(1);
         let id = state.next_id;
         let shared = start(id).shared();
         if let Some(weak) = shared.downgrade() {
-            state.fetches.insert(key, Running { id, fetch: weak, meta });
+            K::table(state).insert(key, Running { id, fetch: weak, meta });
         }
         shared
     }
 
-    /// Forgets the fetch `id` for `key` (it finished) and records its
-    /// outcome for the governor.
+    /// Forgets the document fetch `id` for `key` (it finished) and records
+    /// its outcome for the governor.
     fn finish(
         &self,
         key: &Key,
@@ -497,22 +584,48 @@ impl InFlight {
         now: OffsetDateTime,
         limits: &cimd::FetchLimits,
     ) {
-        let mut state = self.state();
-        let url_key = FetchGovernor::url_key(key.0.as_str(), key.1.as_str());
+        self.finish_kind::<DocumentKind>(key, id, outcome, now, limits);
+    }
+
+    /// [`Self::finish`] for a JWK Set fetch.
+    pub(crate) fn finish_jwks(
+        &self,
+        key: &Key,
+        id: u64,
+        outcome: Result<(), &CimdError>,
+        now: OffsetDateTime,
+        limits: &cimd::FetchLimits,
+    ) {
+        self.finish_kind::<JwksKind>(key, id, outcome, now, limits);
+    }
+
+    fn finish_kind<K: Kind>(
+        &self,
+        key: &Key,
+        id: u64,
+        outcome: Result<(), &CimdError>,
+        now: OffsetDateTime,
+        limits: &cimd::FetchLimits,
+    ) {
+        let mut guard = self.state();
+        let state = &mut *guard;
+        let url_key = K::url_key(key);
         match outcome {
             Ok(()) => state.governor.record_success(&url_key, now, limits),
             Err(CimdError::RateLimited) => {}
             Err(e) => state.governor.record_failure(&url_key, e, now, limits),
         }
-        if state.fetches.get(key).is_some_and(|r| r.id == id) {
-            state.fetches.remove(key);
+        let table = K::table(state);
+        if table.get(key).is_some_and(|r| r.id == id) {
+            table.remove(key);
         }
     }
 
     /// The number of fetches in progress (for tests).
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.state().fetches.len()
+        let state = self.state();
+        state.fetches.len() + state.jwks.len()
     }
 }
 

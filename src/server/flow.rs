@@ -56,6 +56,9 @@ pub(crate) struct ClientParams<'a> {
     pub(crate) client_secret: Option<&'a str>,
     pub(crate) assertion_type: Option<&'a str>,
     pub(crate) assertion: Option<&'a str>,
+    /// Who sent the request, for the fetch budgets of a metadata document
+    /// or a `jwks_uri` the authentication needs.
+    pub(crate) source: Option<&'a crate::cimd::RequestSource>,
 }
 
 /// The keys and claims a token response is signed with.
@@ -191,19 +194,10 @@ impl AuthorizationServer {
     }
 
     /// Resolves a client id to a client: the client store for registered
-    /// ids, the metadata-document resolver for URLs.
-    pub(crate) async fn resolve_client(
-        &self,
-        project: &ProjectId,
-        settings: &ProjectSettings,
-        id: &ClientId,
-    ) -> Result<Client, OAuthError> {
-        self.resolve_client_from(project, settings, id, None, "client_authentication")
-            .await
-    }
-
-    /// `endpoint` names the step for the audit event of a disabled client.
-    async fn resolve_client_from(
+    /// ids, the metadata-document resolver for URLs (a first fetch limited
+    /// per `source` too). `endpoint` names the step for the audit event of
+    /// a disabled client.
+    pub(crate) async fn resolve_client_from(
         &self,
         project: &ProjectId,
         settings: &ProjectSettings,
@@ -314,6 +308,23 @@ impl AuthorizationServer {
         authorization: Option<&str>,
         body: &[u8],
     ) -> Result<TokenResponse, OAuthError> {
+        self.token_from(project, authorization, body, None).await
+    }
+
+    /// [`Self::token`] for a request from `source` (the client IP as the
+    /// HTTP edge knows it): a metadata document or `jwks_uri` that client
+    /// authentication must fetch for the first time is also limited per
+    /// source ([`crate::cimd::FetchLimits`]).
+    ///
+    /// # Errors
+    /// As [`Self::token`].
+    pub async fn token_from(
+        &self,
+        project: &ProjectId,
+        authorization: Option<&str>,
+        body: &[u8],
+        source: Option<&crate::cimd::RequestSource>,
+    ) -> Result<TokenResponse, OAuthError> {
         let settings = self.project_for_request(project).await?;
         let req = TokenRequest::from_form(body)?;
         let grant_type = req.grant_type()?;
@@ -327,6 +338,7 @@ impl AuthorizationServer {
                     client_secret: req.client_secret.as_deref(),
                     assertion_type: req.client_assertion_type.as_deref(),
                     assertion: req.client_assertion.as_deref(),
+                    source,
                 },
             )
             .await?;
@@ -454,7 +466,9 @@ impl AuthorizationServer {
         let invalid = || ClientAuthError::UnknownClient.to_oauth_error(used_header);
         let id = ClientId::parse_with(creds.client_id(), self.client_id_url_policy(settings)).map_err(|_| invalid())?;
         if creds.method() == PresentedMethod::PrivateKeyJwt {
-            return self.authenticate_with_assertion(project, settings, &id, &creds).await;
+            return self
+                .authenticate_with_assertion(project, settings, &id, &creds, params.source)
+                .await;
         }
         match id {
             ClientId::Registered(_) => self.authenticate_registered_client(project, &creds).await,
@@ -463,7 +477,7 @@ impl AuthorizationServer {
                     return Err(invalid());
                 }
                 let client = self
-                    .resolve_client(project, settings, &id)
+                    .resolve_client_from(project, settings, &id, params.source, "client_authentication")
                     .await
                     .map_err(|e| match e.code() {
                         ErrorCode::ServerError => e,
@@ -902,6 +916,7 @@ impl AuthorizationServer {
                     client_secret: req.client_secret.as_deref(),
                     assertion_type: req.client_assertion_type.as_deref(),
                     assertion: req.client_assertion.as_deref(),
+                    source: None,
                 },
             )
             .await?;

@@ -1,14 +1,35 @@
 //! Signing keys in the driver: rotation with the injected clock and
 //! randomness, the JWKS, and the active key for signing.
 
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use time::{Duration, OffsetDateTime};
+
 use crate::audit::AuditKind;
 use crate::error::OAuthError;
 use crate::jose::{JoseError, JwkSet, PrivateKey, SigningAlgorithm};
-use crate::keys::{self, KeyId, RotationAction, SigningKey};
+use crate::keys::{self, KeyId, KeyState, RotationAction, SigningKey};
 use crate::project::{AccessTokenFormat, ProjectId, ProjectSettings};
 use crate::store::StoreError;
 
-use super::AuthorizationServer;
+use super::{AdminError, AuthorizationServer};
+
+/// How long a process reuses a project's signing keys read from the
+/// [`crate::store::KeyStore`] by default: 10 seconds (see
+/// [`super::AuthorizationServerBuilder::signing_key_cache_ttl`]).
+pub const DEFAULT_SIGNING_KEY_CACHE_TTL: Duration = Duration::seconds(10);
+
+/// What [`AuthorizationServer::revoke_signing_key`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct KeyRevocation {
+    /// The revoked key (deleted from the store).
+    pub kid: KeyId,
+    /// The key activated in its place, when the revoked key was the
+    /// active key of its algorithm.
+    pub replaced_by: Option<KeyId>,
+}
 
 /// What one rotation did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -77,6 +98,8 @@ impl AuthorizationServer {
         settings: &ProjectSettings,
     ) -> Result<RotationReport, OAuthError> {
         let _serialized = self.rotation_lock.lock().await;
+        // Whatever happens below, this process's copy is stale after it.
+        let _invalidate = InvalidateOnDrop(&self.key_cache, project);
         let algs = algorithms_in_use(settings);
         let mut report = RotationReport::default();
         let now = self.clock.now();
@@ -160,17 +183,112 @@ impl AuthorizationServer {
     ///
     /// # Errors
     /// `unknown_project`; `server_error` when storage fails.
+    ///
+    /// The keys come from this process's copy of the project's keys when
+    /// it is younger than the signing-key cache lifetime
+    /// ([`super::AuthorizationServerBuilder::signing_key_cache_ttl`]), so
+    /// a JWKS request neither reads nor decrypts nor parses private keys
+    /// on every call.
     pub async fn jwks(&self, project: &ProjectId) -> Result<JwkSet, OAuthError> {
         let settings = self.project_for_request(project).await?;
-        let mut keys = self.keys.keys(project).await?;
+        let mut keys = self.project_keys(project).await?;
         let missing = algorithms_in_use(&settings)
             .into_iter()
             .any(|a| keys::active_key(&keys, a).is_none());
         if missing {
             self.rotate_with(project, &settings).await?;
-            keys = self.keys.keys(project).await?;
+            keys = self.project_keys(project).await?;
         }
         Ok(keys::jwks(&keys, self.clock.now()))
+    }
+
+    /// Revokes a signing key at once, for a key believed compromised:
+    /// when it is the active key of its algorithm, a new key is created
+    /// and activated in its place immediately (no pre-publication) and the
+    /// revoked key retires with no publication time left; then the key is
+    /// deleted from the store whatever its state (next, active or
+    /// retired). From then on this process neither publishes it in the
+    /// JWKS nor signs with it; other processes sharing the store follow
+    /// within their signing-key cache lifetime (default 10 s,
+    /// [`super::AuthorizationServerBuilder::signing_key_cache_ttl`]).
+    /// Records `signing_key.revoked` (and `signing_key.created` /
+    /// `signing_key.activated` for the replacement).
+    ///
+    /// Tokens it signed stop verifying wherever the JWKS is fetched anew:
+    /// resource servers that cached the JWKS (it is cacheable for 5
+    /// minutes) accept them until their copy expires. Revoke the grants
+    /// concerned as well if their refresh tokens must stop working.
+    ///
+    /// # Errors
+    /// [`AdminError::UnknownProject`], [`AdminError::UnknownSigningKey`]
+    /// (no such key in the project), or [`AdminError::Store`] (storage or
+    /// key generation failed; what was done stays done: retry).
+    pub async fn revoke_signing_key(&self, project: &ProjectId, kid: &KeyId) -> Result<KeyRevocation, AdminError> {
+        self.project(project).await?;
+        let _serialized = self.rotation_lock.lock().await;
+        let _invalidate = InvalidateOnDrop(&self.key_cache, project);
+        let keys = self.keys.keys(project).await?;
+        let key = keys
+            .iter()
+            .find(|k| &k.kid == kid)
+            .ok_or(AdminError::UnknownSigningKey)?;
+        let now = self.clock.now();
+        let mut replaced_by = None;
+        if key.state == KeyState::Active {
+            let algorithm = key.algorithm();
+            let new = self
+                .generate_key(project, algorithm)
+                .map_err(|_| StoreError::new("generating a replacement signing key failed"))?;
+            let new_kid = new.kid.clone();
+            if !self.keys.insert(new).await? {
+                return Err(StoreError::new("signing key id collision").into());
+            }
+            self.emit(
+                project,
+                AuditKind::SigningKeyCreated {
+                    kid: new_kid.to_string(),
+                    algorithm: algorithm.as_str().to_owned(),
+                },
+            )
+            .await;
+            // Activated now; the compromised key retires unpublished.
+            if self.keys.activate(project, &new_kid, now, now).await? {
+                self.emit(
+                    project,
+                    AuditKind::SigningKeyActivated {
+                        kid: new_kid.to_string(),
+                    },
+                )
+                .await;
+                replaced_by = Some(new_kid);
+            }
+        }
+        self.keys.delete(project, kid).await?;
+        self.emit(
+            project,
+            AuditKind::SigningKeyRevoked {
+                kid: kid.to_string(),
+                replaced_by: replaced_by.as_ref().map(ToString::to_string),
+            },
+        )
+        .await;
+        Ok(KeyRevocation {
+            kid: kid.clone(),
+            replaced_by,
+        })
+    }
+
+    /// A project's keys: this process's copy when it is younger than the
+    /// cache lifetime, else read from the store (and kept).
+    pub(crate) async fn project_keys(&self, project: &ProjectId) -> Result<Vec<SigningKey>, StoreError> {
+        let now = self.clock.now();
+        if let Some(keys) = self.key_cache.get(project, now, self.key_cache_ttl) {
+            return Ok(keys);
+        }
+        let generation = self.key_cache.generation();
+        let keys = self.keys.keys(project).await?;
+        self.key_cache.put(project, &keys, now, generation, self.key_cache_ttl);
+        Ok(keys)
     }
 
     /// The active key of `alg` for a project, rotating first when there is
@@ -182,17 +300,93 @@ impl AuthorizationServer {
         alg: SigningAlgorithm,
     ) -> Result<SigningKey, OAuthError> {
         let now = self.clock.now();
-        let keys = self.keys.keys(project).await?;
+        let keys = self.project_keys(project).await?;
         let algs = algorithms_in_use(settings);
         let plan = keys::plan_rotation(&keys, &algs, &settings.signing, settings.access_token_ttl, now);
         let keys = if plan.is_empty() && keys::active_key(&keys, alg).is_some() {
             keys
         } else {
             self.rotate_with(project, settings).await?;
-            self.keys.keys(project).await?
+            self.project_keys(project).await?
         };
         keys::active_key(&keys, alg)
             .cloned()
             .ok_or_else(OAuthError::server_error)
+    }
+}
+
+/// The most projects whose keys one process keeps.
+const KEY_CACHE_MAX_PROJECTS: usize = 10_000;
+
+/// Each process's copy of its projects' signing keys (parsed, opened),
+/// reused for the cache lifetime. Local rotations and revocations drop
+/// the project's copy; a read that raced one of them is not kept (the
+/// generation moved on), so this process never goes back to keys from
+/// before its own change. Changes made by other processes are seen once
+/// the copy is older than the lifetime.
+#[derive(Default)]
+pub(crate) struct KeyCache {
+    state: Mutex<KeyCacheState>,
+}
+
+#[derive(Default)]
+struct KeyCacheState {
+    entries: HashMap<ProjectId, (OffsetDateTime, Vec<SigningKey>)>,
+    generation: u64,
+}
+
+impl std::fmt::Debug for KeyCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyCache").finish_non_exhaustive()
+    }
+}
+
+impl KeyCache {
+    fn state(&self) -> MutexGuard<'_, KeyCacheState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The copy, if read at most `ttl` ago (and not in the future: a
+    /// clock that went back does not extend it).
+    fn get(&self, project: &ProjectId, now: OffsetDateTime, ttl: Duration) -> Option<Vec<SigningKey>> {
+        let state = self.state();
+        let (at, keys) = state.entries.get(project)?;
+        (*at <= now && now - *at < ttl).then(|| keys.clone())
+    }
+
+    fn generation(&self) -> u64 {
+        self.state().generation
+    }
+
+    /// Keeps what a read that began at `generation` found, unless a local
+    /// change happened since.
+    fn put(&self, project: &ProjectId, keys: &[SigningKey], now: OffsetDateTime, generation: u64, ttl: Duration) {
+        if !ttl.is_positive() {
+            return;
+        }
+        let mut state = self.state();
+        if state.generation != generation {
+            return;
+        }
+        if state.entries.len() >= KEY_CACHE_MAX_PROJECTS && !state.entries.contains_key(project) {
+            state.entries.clear();
+        }
+        state.entries.insert(project.clone(), (now, keys.to_vec()));
+    }
+
+    fn invalidate(&self, project: &ProjectId) {
+        let mut state = self.state();
+        state.generation = state.generation.wrapping_add(1);
+        state.entries.remove(project);
+    }
+}
+
+/// Drops a project's cached keys when it goes out of scope: after a
+/// rotation or revocation, whether it finished or failed half-way.
+struct InvalidateOnDrop<'a>(&'a KeyCache, &'a ProjectId);
+
+impl Drop for InvalidateOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.invalidate(self.1);
     }
 }

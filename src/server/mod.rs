@@ -21,7 +21,7 @@ pub use self::admin::AdminError;
 pub use self::env::SeededRandom;
 pub use self::env::{Clock, FixedClock, RandomSource, SystemClock, SystemRandom};
 pub use self::flow::{ApproveError, AuthorizeOutcome};
-pub use self::keys::RotationReport;
+pub use self::keys::{DEFAULT_SIGNING_KEY_CACHE_TTL, KeyRevocation, RotationReport};
 pub use self::register::IssuedIat;
 pub use self::upstream::{CallbackOutcome, SignedIn};
 use crate::audit::{AuditEvent, AuditKind};
@@ -54,8 +54,11 @@ pub struct AuthorizationServer {
     pub(crate) cimd_inflight: Arc<cimd::InFlight>,
     pub(crate) cimd_limits: crate::cimd::FetchLimits,
     pub(crate) keys: Arc<dyn KeyStore>,
+    pub(crate) key_cache: Arc<keys::KeyCache>,
+    pub(crate) key_cache_ttl: time::Duration,
     pub(crate) user_claims: Arc<dyn crate::store::UserClaimsSource>,
     pub(crate) replay: Arc<dyn crate::store::ReplayStore>,
+    pub(crate) assertion_jti_quota: u32,
     pub(crate) rotation_lock: Arc<futures_util::lock::Mutex<()>>,
     pub(crate) client_jwks: Arc<client_auth::ClientJwksCache>,
     pub(crate) admissions: Arc<dyn crate::store::AdmissionStore>,
@@ -96,9 +99,11 @@ impl AuthorizationServer {
             cimd_cache: None,
             cimd_limits: crate::cimd::FetchLimits::default(),
             keys: None,
+            key_cache_ttl: keys::DEFAULT_SIGNING_KEY_CACHE_TTL,
             user_claims: None,
             replay: None,
             admissions: None,
+            assertion_jti_quota: crate::client_auth::DEFAULT_ASSERTION_JTI_QUOTA,
             users: None,
             upstream_logins: None,
             upstream_secrets: None,
@@ -199,9 +204,11 @@ pub struct AuthorizationServerBuilder {
     cimd_cache: Option<Arc<dyn crate::store::CimdCache>>,
     cimd_limits: crate::cimd::FetchLimits,
     keys: Option<Arc<dyn KeyStore>>,
+    key_cache_ttl: time::Duration,
     user_claims: Option<Arc<dyn crate::store::UserClaimsSource>>,
     replay: Option<Arc<dyn crate::store::ReplayStore>>,
     admissions: Option<Arc<dyn crate::store::AdmissionStore>>,
+    assertion_jti_quota: u32,
     users: Option<Arc<dyn crate::store::UserStore>>,
     upstream_logins: Option<Arc<dyn crate::store::UpstreamLoginStore>>,
     upstream_secrets: Option<Arc<dyn crate::store::UpstreamSecrets>>,
@@ -288,6 +295,24 @@ impl AuthorizationServerBuilder {
         self
     }
 
+    /// How long this server reuses a project's signing keys read from the
+    /// key store (default [`DEFAULT_SIGNING_KEY_CACHE_TTL`], 10 s; zero:
+    /// read them on every JWKS request and every signature). A persistent
+    /// store decrypts and parses every private key on each read, which
+    /// costs far more than the JWKS response itself.
+    ///
+    /// Rotations and revocations made by THIS server apply at once.
+    /// Those made by other servers sharing the store apply here within
+    /// this time: until then this server may still sign with, and publish,
+    /// the key it read. Rotation is unaffected (a retired key stays
+    /// published long after), but a key revoked elsewhere in an
+    /// emergency ([`AuthorizationServer::revoke_signing_key`]) may still
+    /// sign here for up to this long: keep it short.
+    pub fn signing_key_cache_ttl(mut self, ttl: time::Duration) -> Self {
+        self.key_cache_ttl = ttl;
+        self
+    }
+
     /// Where ID tokens and the userinfo endpoint get user claims such as
     /// `email` (default: [`crate::store::NoUserClaims`], `sub` only).
     pub fn user_claims(mut self, source: Arc<dyn crate::store::UserClaimsSource>) -> Self {
@@ -310,6 +335,20 @@ impl AuthorizationServerBuilder {
     /// deployment).
     pub fn admission_store(mut self, store: Arc<dyn crate::store::AdmissionStore>) -> Self {
         self.admissions = Some(store);
+        self
+    }
+
+    /// How many unexpired client-assertion `jti`s one `private_key_jwt`
+    /// client of one project may hold in the replay store (default
+    /// [`crate::client_auth::DEFAULT_ASSERTION_JTI_QUOTA`]). A client past
+    /// it is refused (`invalid_client`, audited as
+    /// `oauth_client.assertion_rejected` with reason `jti_quota_exceeded`)
+    /// until its older assertions expire; no other client is affected.
+    /// An assertion's `jti` is kept until its `exp` plus a minute, at most
+    /// six minutes, so the default allows a client a sustained rate of
+    /// about three assertions a second even with the longest lifetime.
+    pub fn assertion_jti_quota(mut self, quota: u32) -> Self {
+        self.assertion_jti_quota = quota;
         self
     }
 
@@ -373,12 +412,15 @@ impl AuthorizationServerBuilder {
             cimd_inflight: Arc::new(cimd::InFlight::default()),
             cimd_limits: self.cimd_limits,
             keys: self.keys.unwrap_or_else(|| Arc::new(MemoryKeyStore::new())),
+            key_cache: Arc::new(keys::KeyCache::default()),
+            key_cache_ttl: self.key_cache_ttl,
             user_claims: self
                 .user_claims
                 .unwrap_or_else(|| Arc::new(crate::store::UserStoreClaims(users.clone()))),
             replay: self
                 .replay
                 .unwrap_or_else(|| Arc::new(crate::store::memory::MemoryReplayStore::default())),
+            assertion_jti_quota: self.assertion_jti_quota,
             rotation_lock: Arc::new(futures_util::lock::Mutex::new(())),
             client_jwks: Arc::new(client_auth::ClientJwksCache::default()),
             admissions: self

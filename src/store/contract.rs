@@ -52,7 +52,7 @@ use super::memory::{MemoryUpstreamLoginStore, MemoryUserStore};
 use super::{
     AdmissionStore, AuditLog, AuditQuery, CimdCache, ClientStore, CodeConsumption, GrantSelector, GrantStore, IatStore,
     KeyStore, LocalUser, LoginTake, MAX_ACCESS_TOKENS_PER_GRANT, MAX_ROTATED_PER_GRANT, PageRequest, ProjectStore,
-    RefreshRotation, ReplayStore, RevokeOutcome, UpstreamLoginStore, UseOutcome, UserStore,
+    RefreshRotation, ReplayCheck, ReplayStore, RevokeOutcome, UpstreamLoginStore, UseOutcome, UserStore,
 };
 use crate::audit::{AuditEvent, AuditKind};
 use crate::cimd::{CachedDocument, ClientIdUrl};
@@ -2172,7 +2172,8 @@ async fn key_state(store: &dyn KeyStore, project: &ProjectId, kid: &KeyId) -> Re
 /// `KeyStore`: a taken kid is refused; keys are scoped by project and
 /// round-trip (private key included); activation only from `next`,
 /// retiring the active key of the same algorithm only; retire only an
-/// active key; `delete_expired` only retired keys past publication.
+/// active key; `delete_expired` only retired keys past publication;
+/// `delete` one key of one project, whatever its state.
 ///
 /// # Errors
 /// The first [`Violation`].
@@ -2295,6 +2296,34 @@ pub async fn signing_keys(store: &dyn KeyStore) -> Outcome {
             .is_some_and(|k| k.state == KeyState::Active),
         "retiring one algorithm's key leaves the others"
     );
+    // Emergency revocation: one key goes, whatever its state.
+    ensure!(
+        !ok!(store.delete(&q, &b.kid).await, "delete key"),
+        "a key cannot be deleted through another project"
+    );
+    let n = signing_key(&p, SigningAlgorithm::EdDsa, t1)?;
+    ensure!(ok!(store.insert(n.clone()).await, "insert key"), "a new kid is stored");
+    for (kid, what) in [(&b.kid, "active"), (&n.kid, "next"), (&e.kid, "retired")] {
+        ensure!(
+            ok!(store.delete(&p, kid).await, "delete key"),
+            "delete removes a key whatever its state",
+            "{what}"
+        );
+        ensure!(
+            key_state(store, &p, kid).await?.is_none(),
+            "a deleted key is gone",
+            "{what}"
+        );
+        ensure!(
+            !ok!(store.delete(&p, kid).await, "delete key"),
+            "a deleted key is not deleted twice",
+            "{what}"
+        );
+    }
+    ensure!(
+        ok!(store.keys(&p).await, "keys").is_empty(),
+        "every key of the project was deleted"
+    );
     Ok(())
 }
 
@@ -2361,7 +2390,8 @@ pub async fn signing_key_activation_race(a: &dyn KeyStore, b: &dyn KeyStore) -> 
 /// `ReplayStore`: of 50 concurrent first uses of one id (half through
 /// `a`, half through `b`) exactly one succeeds; ids are scoped by project
 /// and client; an id is a replay until it expires and reusable after;
-/// purge removes expired entries and keeps live ones.
+/// purge removes expired entries and keeps live ones; the quota per
+/// project and client ([`replay_quota`]).
 ///
 /// # Errors
 /// The first [`Violation`].
@@ -2370,15 +2400,23 @@ pub async fn replay(a: &dyn ReplayStore, b: &dyn ReplayStore) -> Outcome {
     let t0 = now();
     let exp = t0 + Duration::minutes(5);
     let jti = format!("jti-{}", fresh_project().as_str());
+    let fresh = |r: Result<ReplayCheck, super::StoreError>| r.map(ReplayCheck::is_fresh);
     let results = join_all((0..50).map(|i| {
         let store = if i % 2 == 0 { a } else { b };
-        store.check_and_insert(&p, "client_1", &jti, exp, t0)
+        store.check_and_insert(&p, "client_1", &jti, exp, t0, QUOTA)
     }))
     .await;
     let mut wins = 0;
     for r in results {
-        if ok!(r, "concurrent check_and_insert") {
-            wins += 1;
+        match ok!(r, "concurrent check_and_insert") {
+            ReplayCheck::Fresh => wins += 1,
+            ReplayCheck::Replayed => {}
+            other => {
+                return Err(Violation {
+                    rule: "a concurrent first use is fresh or a replay",
+                    detail: format!("{other:?}"),
+                });
+            }
         }
     }
     ensure!(
@@ -2388,46 +2426,48 @@ pub async fn replay(a: &dyn ReplayStore, b: &dyn ReplayStore) -> Outcome {
     );
     ensure!(
         ok!(
-            a.check_and_insert(&p, "client_2", &jti, exp, t0).await,
+            fresh(a.check_and_insert(&p, "client_2", &jti, exp, t0, QUOTA).await),
             "check_and_insert"
         ),
         "ids are scoped by client"
     );
     ensure!(
         ok!(
-            a.check_and_insert(&q, "client_1", &jti, exp, t0).await,
+            fresh(a.check_and_insert(&q, "client_1", &jti, exp, t0, QUOTA).await),
             "check_and_insert"
         ),
         "ids are scoped by project"
     );
+    let again = ok!(
+        b.check_and_insert(&p, "client_1", &jti, exp, exp - Duration::SECOND, QUOTA)
+            .await,
+        "check_and_insert"
+    );
     ensure!(
-        !ok!(
-            b.check_and_insert(&p, "client_1", &jti, exp, exp - Duration::SECOND)
-                .await,
-            "check_and_insert"
-        ),
-        "an id is a replay until it expires"
+        again == ReplayCheck::Replayed,
+        "an id is a replay until it expires",
+        "{again:?}"
     );
     let later = exp + Duration::minutes(5);
     ensure!(
         ok!(
-            b.check_and_insert(&p, "client_1", &jti, later, exp).await,
+            fresh(b.check_and_insert(&p, "client_1", &jti, later, exp, QUOTA).await),
             "check_and_insert"
         ),
         "an expired id may be used again"
     );
     ensure!(
-        !ok!(
-            a.check_and_insert(&p, "client_1", &jti, later, exp).await,
+        ok!(
+            a.check_and_insert(&p, "client_1", &jti, later, exp, QUOTA).await,
             "check_and_insert"
-        ),
+        ) == ReplayCheck::Replayed,
         "the renewed id is a replay again"
     );
     // A long, arbitrary id is fine (stores may hash it).
     let long = "j".repeat(4096);
     ensure!(
         ok!(
-            a.check_and_insert(&p, "client_1", &long, later, t0).await,
+            fresh(a.check_and_insert(&p, "client_1", &long, later, t0, QUOTA).await),
             "check_and_insert"
         ),
         "a long id is recorded"
@@ -2435,7 +2475,7 @@ pub async fn replay(a: &dyn ReplayStore, b: &dyn ReplayStore) -> Outcome {
     let live = t0 + Duration::days(400);
     ensure!(
         ok!(
-            a.check_and_insert(&p, "client_3", &jti, live, t0).await,
+            fresh(a.check_and_insert(&p, "client_3", &jti, live, t0, QUOTA).await),
             "check_and_insert"
         ),
         "a new id is recorded"
@@ -2443,20 +2483,135 @@ pub async fn replay(a: &dyn ReplayStore, b: &dyn ReplayStore) -> Outcome {
     let removed = ok!(a.purge(later + Duration::minutes(1)).await, "purge");
     ensure!(removed >= 4, "purge removes expired ids and reports them", "{removed}");
     ensure!(
-        !ok!(
-            b.check_and_insert(&p, "client_3", &jti, live, later + Duration::minutes(2))
+        ok!(
+            b.check_and_insert(&p, "client_3", &jti, live, later + Duration::minutes(2), QUOTA)
                 .await,
             "check_and_insert"
-        ),
+        ) == ReplayCheck::Replayed,
         "purge keeps live ids"
     );
     ensure!(
         ok!(
-            b.check_and_insert(&p, "client_1", &long, live, later + Duration::minutes(2))
-                .await,
+            fresh(
+                b.check_and_insert(&p, "client_1", &long, live, later + Duration::minutes(2), QUOTA)
+                    .await
+            ),
             "check_and_insert"
         ),
         "a purged id may be used again"
+    );
+    replay_quota(a, b).await
+}
+
+/// The quota a `replay` check passes for scopes that never come near it.
+const QUOTA: u32 = 1_000;
+
+/// `ReplayStore` quotas: a (project, client) scope holds at most `quota`
+/// live ids; past it a new id is refused as `QuotaExceeded` and nothing is
+/// recorded, while a live id is still reported as a replay; other clients
+/// of the project and the same client in another project are unaffected;
+/// expired ids free their place. Of 24 concurrent first uses of distinct
+/// ids with quota 5 (half through `a`, half through `b`), exactly 5 are
+/// recorded.
+///
+/// # Errors
+/// The first [`Violation`].
+pub async fn replay_quota(a: &dyn ReplayStore, b: &dyn ReplayStore) -> Outcome {
+    let (p, q) = (fresh_project(), fresh_project());
+    let t0 = now();
+    let exp = t0 + Duration::minutes(2);
+    for i in 0..3 {
+        let r = ok!(
+            a.check_and_insert(&p, "greedy", &format!("g{i}"), exp, t0, 3).await,
+            "check_and_insert"
+        );
+        ensure!(
+            r == ReplayCheck::Fresh,
+            "ids within the quota are recorded",
+            "{i}: {r:?}"
+        );
+    }
+    let over = ok!(
+        b.check_and_insert(&p, "greedy", "g3", exp, t0, 3).await,
+        "check_and_insert"
+    );
+    ensure!(
+        over == ReplayCheck::QuotaExceeded,
+        "a new id past the client's quota is refused as such",
+        "{over:?}"
+    );
+    let replayed = ok!(
+        b.check_and_insert(&p, "greedy", "g0", exp, t0, 3).await,
+        "check_and_insert"
+    );
+    ensure!(
+        replayed == ReplayCheck::Replayed,
+        "a live id is a replay whatever the quota says",
+        "{replayed:?}"
+    );
+    let r = ok!(
+        a.check_and_insert(&p, "modest", "g3", exp, t0, 3).await,
+        "check_and_insert"
+    );
+    ensure!(
+        r == ReplayCheck::Fresh,
+        "another client of the project is not limited by a full quota",
+        "{r:?}"
+    );
+    let r = ok!(
+        a.check_and_insert(&q, "greedy", "g3", exp, t0, 3).await,
+        "check_and_insert"
+    );
+    ensure!(
+        r == ReplayCheck::Fresh,
+        "the same client id in another project is not limited",
+        "{r:?}"
+    );
+    let r = ok!(
+        a.check_and_insert(&p, "greedy", "g3", exp, t0, 3).await,
+        "check_and_insert"
+    );
+    ensure!(
+        r == ReplayCheck::QuotaExceeded,
+        "a refused id was not recorded, and the quota still holds",
+        "{r:?}"
+    );
+    let after = exp + Duration::SECOND;
+    let r = ok!(
+        b.check_and_insert(&p, "greedy", "g4", after + Duration::minutes(2), after, 3)
+            .await,
+        "check_and_insert"
+    );
+    ensure!(
+        r == ReplayCheck::Fresh,
+        "expired ids free their place in the quota",
+        "{r:?}"
+    );
+
+    let race = &fresh_project();
+    let results = join_all((0..24).map(|i| {
+        let store = if i % 2 == 0 { a } else { b };
+        let id = format!("r{i}");
+        async move { store.check_and_insert(race, "client_1", &id, exp, t0, 5).await }
+    }))
+    .await;
+    let (mut recorded, mut refused) = (0, 0);
+    for r in results {
+        match ok!(r, "concurrent check_and_insert") {
+            ReplayCheck::Fresh => recorded += 1,
+            ReplayCheck::QuotaExceeded => refused += 1,
+            other => {
+                return Err(Violation {
+                    rule: "a distinct id is fresh or over the quota",
+                    detail: format!("{other:?}"),
+                });
+            }
+        }
+    }
+    ensure!(
+        recorded == 5 && refused == 19,
+        "of 24 concurrent distinct ids with quota 5 exactly 5 are recorded",
+        "{recorded} recorded, {refused} refused"
     );
     Ok(())
 }

@@ -1413,32 +1413,95 @@ impl super::KeyStore for MemoryKeyStore {
         keys.retain(|k| !(k.state == crate::keys::KeyState::Retired && k.publish_until.is_some_and(|t| t <= now)));
         Ok(before - keys.len())
     }
+
+    async fn delete(&self, project: &ProjectId, kid: &crate::keys::KeyId) -> Result<bool, StoreError> {
+        let mut map = lock(&self.keys)?;
+        let Some(keys) = map.get_mut(project) else {
+            return Ok(false);
+        };
+        let before = keys.len();
+        keys.retain(|k| &k.kid != kid);
+        Ok(keys.len() < before)
+    }
 }
 
-/// Single-use identifiers in memory, with a bound on their number (the
-/// oldest-expiring entries go first when full: an entry is only needed
-/// until the assertion it protects expires, which is at most minutes).
+/// Single-use identifiers in memory.
+///
+/// Two bounds, both refusing (never forgetting a live entry, which would
+/// let a replay through): the quota per project and client that the
+/// driver passes with every call ([`super::ReplayStore`]), so one client
+/// filling its own quota refuses only itself; and behind it a global bound
+/// on all entries ([`MemoryReplayStore::new`], default
+/// [`DEFAULT_REPLAY_MAX_ENTRIES`]), which keeps memory bounded whatever
+/// the number of clients. Ids are kept as their SHA-256 digest, so an
+/// entry costs the same whatever the `jti`'s length. Expired entries are
+/// dropped by [`super::ReplayStore::purge`], and by a call that finds its
+/// quota or the bound reached.
 #[derive(Debug)]
 pub struct MemoryReplayStore {
-    entries: Mutex<HashMap<(ProjectId, String, String), OffsetDateTime>>,
+    inner: Mutex<ReplayEntries>,
     max_entries: usize,
+}
+
+/// The default global bound of a [`MemoryReplayStore`]: 100,000 entries
+/// (a few MB).
+pub const DEFAULT_REPLAY_MAX_ENTRIES: usize = 100_000;
+
+#[derive(Debug, Default)]
+struct ReplayEntries {
+    /// Live (and not yet swept) ids per project and scope.
+    scopes: HashMap<(ProjectId, String), HashMap<SecretHash, OffsetDateTime>>,
+    /// Entries over every scope.
+    total: usize,
+    /// No entry expires before this: a global sweep earlier frees nothing.
+    earliest_expiry: Option<OffsetDateTime>,
+}
+
+impl ReplayEntries {
+    /// Drops every entry expired at `now`; returns how many went.
+    fn sweep(&mut self, now: OffsetDateTime) -> usize {
+        let before = self.total;
+        let mut earliest: Option<OffsetDateTime> = None;
+        self.scopes.retain(|_, ids| {
+            ids.retain(|_, exp| *exp > now);
+            for exp in ids.values() {
+                earliest = Some(earliest.map_or(*exp, |e| e.min(*exp)));
+            }
+            !ids.is_empty()
+        });
+        self.total = self.scopes.values().map(HashMap::len).sum();
+        self.earliest_expiry = earliest;
+        before - self.total
+    }
 }
 
 impl Default for MemoryReplayStore {
     fn default() -> Self {
-        Self::new(100_000)
+        Self::new(DEFAULT_REPLAY_MAX_ENTRIES)
     }
 }
 
 impl MemoryReplayStore {
-    /// A store holding at most `max_entries` unexpired entries; when full,
-    /// new identifiers are refused (`false`) rather than old ones evicted,
-    /// so a flood can never make a replay succeed.
+    /// A store holding at most `max_entries` unexpired entries over all
+    /// projects and clients; when full, new identifiers are refused
+    /// ([`super::ReplayCheck::Full`]) rather than old ones evicted, so a
+    /// flood can never make a replay succeed. The per-client quotas the
+    /// driver passes keep one client from reaching this bound alone.
     pub fn new(max_entries: usize) -> Self {
         Self {
-            entries: Mutex::new(HashMap::new()),
+            inner: Mutex::new(ReplayEntries::default()),
             max_entries,
         }
+    }
+
+    /// Entries held (expired ones not yet swept included).
+    pub fn len(&self) -> usize {
+        lock(&self.inner).map(|e| e.total).unwrap_or(0)
+    }
+
+    /// Whether the store holds no entry.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -1451,27 +1514,53 @@ impl super::ReplayStore for MemoryReplayStore {
         id: &str,
         expires_at: OffsetDateTime,
         now: OffsetDateTime,
-    ) -> Result<bool, StoreError> {
-        let mut map = lock(&self.entries)?;
-        let key = (project.clone(), scope.to_owned(), id.to_owned());
-        if map.get(&key).is_some_and(|exp| *exp > now) {
-            return Ok(false);
+        quota: u32,
+    ) -> Result<super::ReplayCheck, StoreError> {
+        use super::ReplayCheck;
+        let digest = SecretHash::of(id);
+        let key = (project.clone(), scope.to_owned());
+        let mut guard = lock(&self.inner)?;
+        let e = &mut *guard;
+        let quota = usize::try_from(quota).unwrap_or(usize::MAX);
+        // One lock for the whole decision: replay, quota, bound, insert.
+        let mut held = 0;
+        let mut replaced = false;
+        if let Some(ids) = e.scopes.get_mut(&key) {
+            match ids.get(&digest) {
+                Some(exp) if *exp > now => return Ok(ReplayCheck::Replayed),
+                Some(_) => replaced = true,
+                None => {}
+            }
+            if ids.len() >= quota {
+                // Only this scope's expired entries can make room in it.
+                let before = ids.len();
+                ids.retain(|_, exp| *exp > now);
+                replaced = false; // an expired entry of this id went too
+                e.total -= before - ids.len();
+            }
+            held = ids.len();
         }
-        if map.len() >= self.max_entries {
-            map.retain(|_, exp| *exp > now);
-            if map.len() >= self.max_entries {
-                return Ok(false);
+        if held >= quota {
+            return Ok(ReplayCheck::QuotaExceeded);
+        }
+        if !replaced && e.total >= self.max_entries {
+            if e.earliest_expiry.is_some_and(|t| t <= now) {
+                e.sweep(now);
+            }
+            if e.total >= self.max_entries {
+                return Ok(ReplayCheck::Full);
             }
         }
-        map.insert(key, expires_at);
-        Ok(true)
+        let ids = e.scopes.entry(key).or_default();
+        if ids.insert(digest, expires_at).is_none() {
+            e.total += 1;
+        }
+        e.earliest_expiry = Some(e.earliest_expiry.map_or(expires_at, |t| t.min(expires_at)));
+        Ok(ReplayCheck::Fresh)
     }
 
     async fn purge(&self, now: OffsetDateTime) -> Result<usize, StoreError> {
-        let mut map = lock(&self.entries)?;
-        let before = map.len();
-        map.retain(|_, exp| *exp > now);
-        Ok(before - map.len())
+        Ok(lock(&self.inner)?.sweep(now))
     }
 }
 

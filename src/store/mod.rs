@@ -10,6 +10,7 @@
 mod cached;
 #[cfg(feature = "test-util")]
 pub mod contract;
+mod key_encryption;
 pub mod memory;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub mod sql;
@@ -29,6 +30,9 @@ use crate::project::{ProjectId, ProjectSettings};
 use crate::secret::{SecretHash, SecretString};
 
 pub use self::cached::CachedProjectStore;
+pub use self::key_encryption::KeyEncryption;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use self::key_encryption::{Aes256GcmKeyEncryption, InvalidKeyEncryptionKey};
 pub use self::users::{
     LocalUser, LoginTake, RememberedConsent, UpstreamLoginStore, UpstreamSecrets, UserStore, UserStoreClaims,
 };
@@ -829,8 +833,14 @@ pub trait CimdCache: Send + Sync {
 /// Signing keys per project (see [`crate::keys`]).
 ///
 /// # Security
-/// - Private keys are secrets: persist [`crate::jose::PrivateKey::expose_der`]
-///   encrypted at rest, never log it, and return keys only to the driver.
+/// - Private keys are secrets: a store that persists them must persist
+///   [`crate::jose::PrivateKey::expose_der`] encrypted at rest (sealed with
+///   a [`KeyEncryption`] such as [`Aes256GcmKeyEncryption`], bound to the
+///   project and key id), unless the host explicitly opted out with a
+///   `danger_*` setting; never log it; return keys only to the driver. A
+///   stored record that fails to open is an error, never a key. The SQL
+///   stores refuse to store or read keys until the host chose
+///   (`SqlOptions::key_encryption` or `SqlOptions::danger_plaintext_keys`).
 /// - Keys are scoped by project: one project's key must never be returned
 ///   for, or sign for, another.
 /// - [`KeyStore::activate`] must be atomic (one lock, or one transaction
@@ -881,6 +891,13 @@ pub trait KeyStore: Send + Sync {
     /// Deletes the project's retired keys whose `publish_until` is at or
     /// before `now`; returns how many.
     async fn delete_expired(&self, project: &ProjectId, now: OffsetDateTime) -> Result<usize, StoreError>;
+
+    /// Deletes one key of the project whatever its state (the emergency
+    /// revocation of a compromised key: from now on it is neither
+    /// published nor used). Returns whether it existed. The driver
+    /// activates a replacement before it deletes an active key
+    /// ([`crate::server::AuthorizationServer::revoke_signing_key`]).
+    async fn delete(&self, project: &ProjectId, kid: &crate::keys::KeyId) -> Result<bool, StoreError>;
 }
 
 /// The claims about a user that the host releases in ID tokens and at the
@@ -961,19 +978,35 @@ pub trait AdmissionStore: Send + Sync {
 /// - [`ReplayStore::check_and_insert`] must be atomic insert-if-absent
 ///   (one lock, `INSERT ... ON CONFLICT DO NOTHING` and reading the row
 ///   count, or a unique key): of any number of concurrent calls for one
-///   key, exactly one returns `true`, also across servers sharing the
-///   store.
+///   key, exactly one returns [`ReplayCheck::Fresh`], also across servers
+///   sharing the store.
 /// - An entry must be kept at least until its `expires_at`; a key whose
 ///   entry expired may be inserted again (the assertion itself has expired
 ///   by then, so it cannot be replayed).
 /// - Keys are scoped by project and `scope` (the client id): the same
 ///   `jti` of two clients does not collide.
-/// - A storage failure is an error, never `true`.
+/// - **Quota per scope.** A (project, scope) pair holds at most `quota`
+///   unexpired entries. A call that would exceed it records nothing and
+///   answers [`ReplayCheck::QuotaExceeded`]; the check and the insert are
+///   one atomic step (the same lock or transaction), so concurrent calls,
+///   also from several servers, never leave more than `quota` live
+///   entries in one scope. A full quota refuses only that scope: every
+///   other client, of this project or another, is unaffected. This is
+///   what keeps one client (which can mint fresh `jti`s as fast as it can
+///   sign) from filling the store for everyone.
+/// - **A global bound** may sit behind the quotas (the in-memory store has
+///   one, to bound its memory): when it is reached the call records
+///   nothing and answers [`ReplayCheck::Full`]. Never evict a live entry
+///   to make room: a forgotten `jti` is a replay that succeeds.
+/// - A live entry is reported as [`ReplayCheck::Replayed`] whatever the
+///   quota or the bound say.
+/// - A storage failure is an error, never [`ReplayCheck::Fresh`].
 #[async_trait]
 pub trait ReplayStore: Send + Sync {
-    /// Records `id` for `scope` until `expires_at`. Returns `true` when it
-    /// was not recorded (or only expired entries were), `false` when it is
-    /// a replay.
+    /// Records `id` for `scope` until `expires_at`, if it is not recorded
+    /// (or only expired entries are) and the scope holds fewer than `quota`
+    /// unexpired entries at `now`. See the trait's `# Security` for the
+    /// outcomes.
     async fn check_and_insert(
         &self,
         project: &ProjectId,
@@ -981,8 +1014,43 @@ pub trait ReplayStore: Send + Sync {
         id: &str,
         expires_at: OffsetDateTime,
         now: OffsetDateTime,
-    ) -> Result<bool, StoreError>;
+        quota: u32,
+    ) -> Result<ReplayCheck, StoreError>;
 
     /// Deletes entries expired at `now`; returns how many.
     async fn purge(&self, now: OffsetDateTime) -> Result<usize, StoreError>;
+}
+
+/// What [`ReplayStore::check_and_insert`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReplayCheck {
+    /// First use: recorded until its expiry. The only answer that lets
+    /// the assertion through.
+    Fresh,
+    /// A live entry exists: a replay. Nothing changed.
+    Replayed,
+    /// The scope already holds its quota of live entries; nothing was
+    /// recorded. Only this scope (client) is refused.
+    QuotaExceeded,
+    /// The store as a whole is at its bound; nothing was recorded.
+    Full,
+}
+
+impl ReplayCheck {
+    /// Whether the id was recorded now (first use).
+    pub const fn is_fresh(self) -> bool {
+        matches!(self, Self::Fresh)
+    }
+
+    /// A short stable name (`fresh`, `replayed`, `quota_exceeded`,
+    /// `full`), for logs and audit reasons.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Fresh => "fresh",
+            Self::Replayed => "replayed",
+            Self::QuotaExceeded => "quota_exceeded",
+            Self::Full => "full",
+        }
+    }
 }

@@ -15,6 +15,13 @@ fn random_suffix() -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// SQL store options for tests: the defaults, with signing keys sealed
+/// under a fixed test key-encryption key.
+pub fn sealed_options() -> authio_mcp::store::sql::SqlOptions {
+    let kek = authio_mcp::store::Aes256GcmKeyEncryption::new("test-kek", &[42; 32]).unwrap();
+    authio_mcp::store::sql::SqlOptions::default().key_encryption(std::sync::Arc::new(kek))
+}
+
 /// A temporary directory, removed on drop.
 pub struct TempDir(pub PathBuf);
 

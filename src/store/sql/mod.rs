@@ -27,8 +27,16 @@
 //! use authio_mcp::server::AuthorizationServer;
 //! use authio_mcp::store::sql::{SqlOptions, SqliteStore};
 //!
-//! let store = Arc::new(SqliteStore::connect("sqlite://authio.db", SqlOptions::default()).await?);
+//! use authio_mcp::store::Aes256GcmKeyEncryption;
+//!
+//! // The key-encryption key lives outside the database (a file, a secret
+//! // manager); it seals the signing keys stored in the database.
+//! # let kek_bytes = [0u8; 32];
+//! let kek = Aes256GcmKeyEncryption::new("kek-2026", &kek_bytes)?;
+//! let options = SqlOptions::default().key_encryption(Arc::new(kek));
+//! let store = Arc::new(SqliteStore::connect("sqlite://authio.db", options).await?);
 //! store.migrate().await?; // explicit, forward-only, idempotent
+//! store.reseal_signing_keys().await?; // seals keys stored before encryption was on
 //! let server = AuthorizationServer::builder(Issuer::new("https://auth.example.com")?)
 //!     .projects(store.clone())
 //!     .clients(store.clone())
@@ -60,7 +68,7 @@
 //! | `KeyStore::activate` | one transaction whose FIRST statement upserts the lock row `signing_key_locks (project, alg)` of the key's algorithm: concurrent activations of one algorithm queue on that one row lock (PostgreSQL; a single row, so no deadlock) or the database write lock (SQLite), and each later one reads what the earlier committed. Then: the named key must still be `next`, the active key(s) of the algorithm retire, the other next keys retire at once, the named key becomes active. A partial unique index (`state = 'active'`, per `(project, alg)`) refuses a second active key whatever happens |
 //! | `KeyStore::insert`, `KeyStore::retire` | `INSERT ... ON CONFLICT (project, kid) DO NOTHING`; one conditional `UPDATE ... WHERE state = 'active'` |
 //! | `AdmissionStore::admit` | one transaction of conditional upserts, one per window in the order given (`INSERT ... ON CONFLICT (project, window_key) DO UPDATE SET count = count + 1 ... WHERE <window ended> OR count < max`); the first that affects no row rolls the transaction back. A concurrent admission waits on the row's lock (PostgreSQL) or the write lock (SQLite) and re-checks the count the winner committed, so no window ever admits more than its `max` |
-//! | `ReplayStore::check_and_insert` | one `INSERT ... ON CONFLICT (project, scope, id_hash) DO UPDATE SET expires_at = ... WHERE <the stored entry expired>`: one row affected means first use; of concurrent callers the unique key lets one insert and the others find its live row |
+//! | `ReplayStore::check_and_insert` | a transaction around one `INSERT ... SELECT ... WHERE <the scope holds fewer than quota live ids> ON CONFLICT (project, scope, id_hash) DO UPDATE SET expires_at = ... WHERE <the stored entry expired>`: one row affected means first use; of concurrent callers the unique key lets one insert and the others find its live row. The quota's count and the insert are one step: SQLite runs the statement under its write lock; PostgreSQL first takes a transaction-scoped advisory lock on the (project, client) scope, so concurrent checks of one client queue and each counts what the previous committed. No global bound beyond the quotas: `purge` removes expired ids (each lives at most the assertion lifetime plus a minute) |
 //! | `UpstreamLoginStore::take` | one `UPDATE ... SET taken = TRUE WHERE ... AND taken = FALSE AND expires_at > now AND browser_hash = <the caller's> RETURNING login`: as for codes, the row lock (PostgreSQL) or the database write lock (SQLite) lets exactly one caller flip `taken`, whichever process it runs in; an expired login, or a caller from another browser, never takes it. The losers then read the row to answer `WrongBrowser` (checked first), `AlreadyTaken` or `Expired` |
 //! | `UpstreamLoginStore::insert` | one `INSERT ... SELECT ... WHERE <fewer than SqlOptions::upstream_login_capacity live logins in the project>`; a stored `state` hash is a primary-key violation (an error), never an overwrite |
 //! | `UserStore::upsert` | one `INSERT ... ON CONFLICT (project, subject) DO UPDATE ... RETURNING created_at`: the first sign-in's `created_at` is kept |
@@ -104,10 +112,10 @@
 //! | `cimd_cache` (2) | `(project, url)`; index `expires_at` | `entry` (JSON: document and resolved client), `fetched_at`, `expires_at` | none (documents are public) | capped at [`SqlOptions::cimd_capacity`] entries, soonest-expiring evicted first; expired entries purged |
 //! | `audit_rejection_counts` (7) | `(project, minute, event, reason)`; index `minute` | `count` | none | a day (purged by minute); of each counter only the first [`REJECTION_SAMPLES_PER_MINUTE`] events go to `audit_events` |
 //! | `audit_events` (2) | `id` (increasing); indexes `(project, id)`, `(project, name, id)`, `at` | `project`, `at`, `name`, `event` (JSON) | none (events never carry secrets) | [`SqlOptions::audit_max_age`] and [`SqlOptions::audit_max_rows_per_project`] |
-//! | `signing_keys` (4) | `(project, kid)`; partial unique `(project, alg) WHERE state = 'active'` | `alg`, `state` (`next`/`active`/`retired`), `created_at`, `activated_at`, `retired_at`, `publish_until`, `private_key` | **the private key, UNENCRYPTED**: its DER form (PKCS#8 for ES256/EdDSA, PKCS#1 for RS256). The crate has no at-rest encryption; whoever reads this table or a backup can sign tokens for the project. Never in `Debug`, logs or errors | retired keys deleted once past `publish_until` (by the rotation) |
+//! | `signing_keys` (4, 10) | `(project, kid)`; partial unique `(project, alg) WHERE state = 'active'` | `alg`, `state` (`next`/`active`/`retired`), `created_at`, `activated_at`, `retired_at`, `publish_until`, `private_key`, `key_protection` (`sealed`/`plaintext`, 10) | **the private key**, sealed by [`SqlOptions::key_encryption`] (authenticated encryption bound to project, kid and algorithm; without the key-encryption key the column is useless, and a row cannot be planted or moved); in plaintext DER only with [`SqlOptions::danger_plaintext_keys`] or for rows stored before migration 10 (refused by a sealing store until `reseal_signing_keys`). Never in `Debug`, logs or errors | retired keys deleted once past `publish_until` (by the rotation); one key at once by `KeyStore::delete` (emergency revocation) |
 //! | `signing_key_locks` (4) | `(project, alg)` | `locked_at` | none | one row per project and algorithm |
 //! | `admission_windows` (7) | `(project, window_key)`; index `ends_at` | `started_at`, `ends_at`, `count` | none (keys are source addresses reduced to /64 or /24 networks) | purged once the window ended |
-//! | `replay_ids` (4) | `(project, scope, id_hash)`; index `expires_at` | `expires_at` | none (the `jti` as its SHA-256 digest) | purged once expired |
+//! | `replay_ids` (4) | `(project, scope, id_hash)`; index `expires_at` | `expires_at` | none (the `jti` as its SHA-256 digest) | purged once expired; at most the caller's quota of live ids per `(project, scope)` |
 //! | `local_users` (5) | `(project, subject)`; index `(project, upstream_issuer, upstream_subject)` | `upstream_issuer`, `upstream_subject`, `email`, `email_verified`, `name`, `created_at`, `last_login_at` | none (personal data: the user's email and name) | until deleted by the host |
 //! | `user_consents` (5) | `(project, subject, client_id)` | `scopes` (space-delimited union of every approval), `resources` (JSON array, union of every approval), `updated_at` | none | until revoked (`UserStore::revoke_consent`) |
 //! | `upstream_logins` (5) | `(project, state_hash)`; indexes `(project, expires_at)`, `expires_at` | `browser_hash` (SHA-256 of the browser-binding cookie), `taken`, `created_at`, `expires_at`, `login` (JSON of `UpstreamLogin`) | `state` as its hash only; the PKCE code verifier and the `nonce` sent upstream **in clear** inside `login` (the callback must send the verifier to the provider; both are worthless without the provider's code, which only ever reaches the callback) | at most 10 minutes live; purged once expired; at most [`SqlOptions::upstream_login_capacity`] live per project |
@@ -212,6 +220,20 @@ pub struct SqlOptions {
     /// events of the last moments (at most one batch of 256 in flight and
     /// a queue of up to 10,000); a graceful `close()` writes them all.
     pub audit_batching: bool,
+    /// Seals private signing keys at rest (see [`crate::store::KeyEncryption`];
+    /// [`crate::store::Aes256GcmKeyEncryption`] with a key the host keeps
+    /// outside the database). Default `None`: until this (or
+    /// [`SqlOptions::danger_plaintext_keys`]) is set, storing or reading a
+    /// signing key fails with a [`StoreError`] saying so; every other
+    /// table works as before.
+    pub key_encryption: Option<Arc<dyn crate::store::KeyEncryption>>,
+    /// Stores signing keys unencrypted (their DER form), and reads keys
+    /// stored so (default `false`). Whoever reads the `signing_keys`
+    /// table, or a backup of it, can then sign tokens for every project.
+    /// With [`SqlOptions::key_encryption`] also set, new keys are sealed
+    /// and this only lets keys stored in plaintext before be read (until
+    /// `reseal_signing_keys` seals them).
+    pub danger_plaintext_keys: bool,
 }
 
 impl Default for SqlOptions {
@@ -227,6 +249,8 @@ impl Default for SqlOptions {
             upstream_login_capacity: 100_000,
             on_error: None,
             audit_batching: false,
+            key_encryption: None,
+            danger_plaintext_keys: false,
         }
     }
 }
@@ -291,6 +315,19 @@ impl SqlOptions {
         self
     }
 
+    /// Sets [`SqlOptions::key_encryption`].
+    pub fn key_encryption(mut self, encryption: Arc<dyn crate::store::KeyEncryption>) -> Self {
+        self.key_encryption = Some(encryption);
+        self
+    }
+
+    /// Sets [`SqlOptions::danger_plaintext_keys`]: signing keys stored
+    /// unencrypted.
+    pub const fn danger_plaintext_keys(mut self) -> Self {
+        self.danger_plaintext_keys = true;
+        self
+    }
+
     /// Sets [`SqlOptions::on_error`].
     pub fn on_error(mut self, hook: impl Fn(&StoreError) + Send + Sync + 'static) -> Self {
         self.on_error = Some(Arc::new(hook));
@@ -311,6 +348,8 @@ impl fmt::Debug for SqlOptions {
             .field("upstream_login_capacity", &self.upstream_login_capacity)
             .field("on_error", &self.on_error.is_some())
             .field("audit_batching", &self.audit_batching)
+            .field("key_encryption", &self.key_encryption.is_some())
+            .field("danger_plaintext_keys", &self.danger_plaintext_keys)
             .finish()
     }
 }
@@ -1723,11 +1762,20 @@ macro_rules! impl_sql_store {
             }
         }
 
+        /// What a sealed key is bound to: its project, id and algorithm.
+        fn key_context(project: &str, kid: &str, alg: &str) -> Vec<u8> {
+            format!("signing_key\0{project}\0{kid}\0{alg}").into_bytes()
+        }
+
         impl $store {
             /// A signing key from a `KEY_LIST` row. The private key is
-            /// rebuilt from its DER; a bad one is an error that names the
-            /// kid (public), never the bytes.
-            fn key_from_row(&self, project: &ProjectId, row: &$row) -> Result<$crate::keys::SigningKey, StoreError> {
+            /// opened (sealed rows) and rebuilt from its DER; a failure is
+            /// an error that names the kid (public), never the bytes.
+            async fn key_from_row(
+                &self,
+                project: &ProjectId,
+                row: &$row,
+            ) -> Result<$crate::keys::SigningKey, StoreError> {
                 let get = |e| self.fail("decode signing key", e);
                 let kid: String = row.try_get(0).map_err(get)?;
                 let alg: String = row.try_get(1).map_err(get)?;
@@ -1736,12 +1784,16 @@ macro_rules! impl_sql_store {
                 let activated_at: Option<i64> = row.try_get(4).map_err(get)?;
                 let retired_at: Option<i64> = row.try_get(5).map_err(get)?;
                 let publish_until: Option<i64> = row.try_get(6).map_err(get)?;
-                let der: Vec<u8> = row.try_get(7).map_err(get)?;
+                let stored: Vec<u8> = row.try_get(7).map_err(get)?;
+                let protection: String = row.try_get(8).map_err(get)?;
+                let der = self
+                    .open_key(project.as_str(), &kid, &alg, &protection, &stored)
+                    .await?;
                 let kid =
                     $crate::keys::KeyId::new(kid).map_err(|e| StoreError::with_source("stored signing key id", e))?;
                 let alg = $crate::jose::SigningAlgorithm::from_name(&alg)
                     .ok_or_else(|| StoreError::new(format!("stored signing key {kid}: unknown algorithm")))?;
-                let private_key = $crate::jose::PrivateKey::from_der(alg, der)
+                let private_key = $crate::jose::PrivateKey::from_der(alg, der.to_vec())
                     .map_err(|_| StoreError::new(format!("stored signing key {kid}: the private key is invalid")))?;
                 let mut key = $crate::keys::SigningKey::new(project.clone(), kid, private_key, time_of(created_at)?);
                 key.state = key_state_of(&state)?;
@@ -1750,6 +1802,121 @@ macro_rules! impl_sql_store {
                 key.publish_until = publish_until.map(time_of).transpose()?;
                 Ok(key)
             }
+
+            /// The DER of a stored key: opened when sealed; as stored when
+            /// plaintext and the host allowed plaintext keys.
+            async fn open_key(
+                &self,
+                project: &str,
+                kid: &str,
+                alg: &str,
+                protection: &str,
+                stored: &[u8],
+            ) -> Result<zeroize::Zeroizing<Vec<u8>>, StoreError> {
+                match (protection, &self.options.key_encryption) {
+                    ("sealed", Some(enc)) => enc
+                        .open(stored, &key_context(project, kid, alg))
+                        .await
+                        .map_err(|e| {
+                            StoreError::new(format!(
+                                "stored signing key {kid} of project {project}: {}",
+                                e.message()
+                            ))
+                        }),
+                    ("sealed", None) => Err(StoreError::new(format!(
+                        "stored signing key {kid} of project {project} is sealed, and no \
+                         SqlOptions::key_encryption is configured to open it"
+                    ))),
+                    ("plaintext", _) if self.options.danger_plaintext_keys => {
+                        Ok(zeroize::Zeroizing::new(stored.to_vec()))
+                    }
+                    ("plaintext", Some(_)) => Err(StoreError::new(format!(
+                        "stored signing key {kid} of project {project} is not sealed: call \
+                         reseal_signing_keys() once to seal the keys stored before key encryption was \
+                         configured (or allow plaintext keys with SqlOptions::danger_plaintext_keys)"
+                    ))),
+                    ("plaintext", None) => Err(unprotected_keys()),
+                    _ => Err(StoreError::new(format!(
+                        "stored signing key {kid} of project {project}: unknown key protection"
+                    ))),
+                }
+            }
+
+            /// Seals every stored signing key that is not sealed under the
+            /// current key-encryption key: keys stored in plaintext (before
+            /// key encryption was configured, or with
+            /// [`SqlOptions::danger_plaintext_keys`]) and keys sealed under
+            /// an older key-encryption key
+            /// ([`crate::store::KeyEncryption::needs_reseal`]). Each row is
+            /// replaced by one conditional `UPDATE` (only if it still holds
+            /// what was read), so running it from several processes at
+            /// once, or during rotations, is safe. Returns how many keys
+            /// were sealed. Idempotent: run it after configuring
+            /// encryption and after rotating the key-encryption key.
+            ///
+            /// # Errors
+            /// [`StoreError`] when no [`SqlOptions::key_encryption`] is
+            /// configured, a stored key cannot be opened or is invalid, or
+            /// the database fails (keys sealed before stay sealed).
+            pub async fn reseal_signing_keys(&self) -> Result<u64, StoreError> {
+                let enc = self
+                    .options
+                    .key_encryption
+                    .clone()
+                    .ok_or_else(|| StoreError::new("reseal_signing_keys needs SqlOptions::key_encryption"))?;
+                let rows = sqlx::query(q::KEY_ALL_FOR_SEALING)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(|e| self.fail("list signing keys for sealing", e))?;
+                let mut sealed = 0;
+                for row in rows {
+                    let get = |e| self.fail("decode signing key", e);
+                    let project: String = row.try_get(0).map_err(get)?;
+                    let kid: String = row.try_get(1).map_err(get)?;
+                    let alg: String = row.try_get(2).map_err(get)?;
+                    let protection: String = row.try_get(3).map_err(get)?;
+                    let stored: Vec<u8> = row.try_get(4).map_err(get)?;
+                    let context = key_context(&project, &kid, &alg);
+                    let der = match protection.as_str() {
+                        "plaintext" => zeroize::Zeroizing::new(stored.clone()),
+                        "sealed" if enc.needs_reseal(&stored) => enc.open(&stored, &context).await.map_err(|e| {
+                            StoreError::new(format!(
+                                "stored signing key {kid} of project {project}: {}",
+                                e.message()
+                            ))
+                        })?,
+                        _ => continue,
+                    };
+                    let algorithm = $crate::jose::SigningAlgorithm::from_name(&alg)
+                        .ok_or_else(|| StoreError::new(format!("stored signing key {kid}: unknown algorithm")))?;
+                    if $crate::jose::PrivateKey::from_der(algorithm, der.to_vec()).is_err() {
+                        return Err(StoreError::new(format!(
+                            "stored signing key {kid} of project {project}: the private key is invalid"
+                        )));
+                    }
+                    let resealed = enc.seal(&der, &context).await?;
+                    let n = sqlx::query(q::KEY_RESEAL)
+                        .bind(&project)
+                        .bind(&kid)
+                        .bind(&stored)
+                        .bind(&resealed)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(|e| self.fail("seal signing key", e))?
+                        .rows_affected();
+                    sealed += n;
+                }
+                Ok(sealed)
+            }
+        }
+
+        /// The error for a signing key with no protection chosen.
+        fn unprotected_keys() -> StoreError {
+            StoreError::new(
+                "signing keys are private keys and are sealed at rest: configure \
+                 SqlOptions::key_encryption (e.g. Aes256GcmKeyEncryption with a key kept outside the \
+                 database), or accept plaintext keys explicitly with SqlOptions::danger_plaintext_keys",
+            )
         }
 
         #[async_trait::async_trait]
@@ -1760,23 +1927,48 @@ macro_rules! impl_sql_store {
                     .fetch_all(&self.pool)
                     .await
                     .map_err(|e| self.fail("list signing keys", e))?;
-                rows.iter().map(|r| self.key_from_row(project, r)).collect()
+                let mut keys = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    keys.push(self.key_from_row(project, row).await?);
+                }
+                Ok(keys)
             }
 
             async fn insert(&self, key: $crate::keys::SigningKey) -> Result<bool, StoreError> {
+                let alg = key.algorithm().as_str();
+                let (stored, protection) = match &self.options.key_encryption {
+                    Some(enc) => {
+                        let context = key_context(key.project.as_str(), key.kid.as_str(), alg);
+                        (enc.seal(key.private_key.expose_der(), &context).await?, "sealed")
+                    }
+                    None if self.options.danger_plaintext_keys => (key.private_key.expose_der().to_vec(), "plaintext"),
+                    None => return Err(unprotected_keys()),
+                };
                 let n = sqlx::query(q::KEY_INSERT)
                     .bind(key.project.as_str())
                     .bind(key.kid.as_str())
-                    .bind(key.algorithm().as_str())
+                    .bind(alg)
                     .bind(key_state_str(key.state))
                     .bind(secs(key.created_at))
                     .bind(key.activated_at.map(secs))
                     .bind(key.retired_at.map(secs))
                     .bind(key.publish_until.map(secs))
-                    .bind(key.private_key.expose_der())
+                    .bind(&stored)
+                    .bind(protection)
                     .execute(&self.pool)
                     .await
                     .map_err(|e| self.fail("insert signing key", e))?
+                    .rows_affected();
+                Ok(n == 1)
+            }
+
+            async fn delete(&self, project: &ProjectId, kid: &$crate::keys::KeyId) -> Result<bool, StoreError> {
+                let n = sqlx::query(q::KEY_DELETE)
+                    .bind(project.as_str())
+                    .bind(kid.as_str())
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| self.fail("delete signing key", e))?
                     .rows_affected();
                 Ok(n == 1)
             }
@@ -1937,19 +2129,49 @@ macro_rules! impl_sql_store {
                 id: &str,
                 expires_at: OffsetDateTime,
                 now: OffsetDateTime,
-            ) -> Result<bool, StoreError> {
+                quota: u32,
+            ) -> Result<$crate::store::ReplayCheck, StoreError> {
+                let op = "check and record assertion id";
                 let id_hash = SecretHash::of(id);
+                let mut tx = self.pool.begin().await.map_err(|e| self.fail(op, e))?;
+                if BACKEND == "postgres" {
+                    sqlx::query(q::REPLAY_LOCK_SCOPE_POSTGRES)
+                        .bind(project.as_str())
+                        .bind(scope)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| self.fail(op, e))?;
+                }
                 let n = sqlx::query(q::REPLAY_CHECK_AND_INSERT)
                     .bind(project.as_str())
                     .bind(scope)
                     .bind(id_hash.as_bytes().as_slice())
                     .bind(secs(expires_at))
                     .bind(secs(now))
-                    .execute(&self.pool)
+                    .bind(i64::from(quota))
+                    .execute(&mut *tx)
                     .await
-                    .map_err(|e| self.fail("check and record assertion id", e))?
+                    .map_err(|e| self.fail(op, e))?
                     .rows_affected();
-                Ok(n == 1)
+                let outcome = if n == 1 {
+                    $crate::store::ReplayCheck::Fresh
+                } else {
+                    let live = sqlx::query(q::REPLAY_LIVE)
+                        .bind(project.as_str())
+                        .bind(scope)
+                        .bind(id_hash.as_bytes().as_slice())
+                        .bind(secs(now))
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(|e| self.fail(op, e))?;
+                    if live.is_some() {
+                        $crate::store::ReplayCheck::Replayed
+                    } else {
+                        $crate::store::ReplayCheck::QuotaExceeded
+                    }
+                };
+                tx.commit().await.map_err(|e| self.fail(op, e))?;
+                Ok(outcome)
             }
 
             async fn purge(&self, now: OffsetDateTime) -> Result<usize, StoreError> {

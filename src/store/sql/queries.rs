@@ -409,13 +409,26 @@ pub(super) const AUDIT_PURGE_ROWS: &str = concat!(
 // ---- signing keys ----
 
 pub(super) const KEY_LIST: &str = "SELECT kid, alg, state, created_at, activated_at, retired_at, \
-     publish_until, private_key FROM signing_keys WHERE project = $1 ORDER BY created_at, kid";
+     publish_until, private_key, key_protection FROM signing_keys WHERE project = $1 ORDER BY created_at, kid";
 
 /// Refuses a taken kid (and only that: a second active key of an
 /// algorithm is a constraint error, not a "taken" answer).
 pub(super) const KEY_INSERT: &str = "INSERT INTO signing_keys \
-     (project, kid, alg, state, created_at, activated_at, retired_at, publish_until, private_key) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (project, kid) DO NOTHING";
+     (project, kid, alg, state, created_at, activated_at, retired_at, publish_until, private_key, key_protection) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (project, kid) DO NOTHING";
+
+/// One key, whatever its state (emergency revocation).
+pub(super) const KEY_DELETE: &str = "DELETE FROM signing_keys WHERE project = $1 AND kid = $2";
+
+/// Every stored key, for re-sealing.
+pub(super) const KEY_ALL_FOR_SEALING: &str =
+    "SELECT project, kid, alg, key_protection, private_key FROM signing_keys ORDER BY project, kid";
+
+/// Replaces a key's stored form with its sealed form, only if the row
+/// still holds what was read (`$3`): a concurrent re-seal or deletion
+/// wins, nothing is overwritten blindly.
+pub(super) const KEY_RESEAL: &str = "UPDATE signing_keys SET private_key = $4, key_protection = 'sealed' \
+     WHERE project = $1 AND kid = $2 AND private_key = $3";
 
 /// The first statement of an activation: an upsert of the one lock row
 /// of the named key's project and algorithm. PostgreSQL: concurrent
@@ -473,12 +486,35 @@ pub(super) const ADMISSION_PURGE: &str = "DELETE FROM admission_windows WHERE (p
 
 // ---- replay ids ----
 
-/// Insert-if-absent in one statement: a new id is inserted; an id whose
-/// entry expired (`expires_at <= $5`, now) is taken over; a live entry is
-/// left alone and nothing is affected. One row affected means first use.
+/// Insert-if-absent under a quota, in one statement: a new id is
+/// inserted only while the scope (`$1` project, `$2` client) holds fewer
+/// than `$6` unexpired ids; an id whose entry expired (`expires_at <= $5`,
+/// now) is taken over; a live entry is left alone. One row affected means
+/// first use; none means a replay or a full quota ([`REPLAY_LIVE`] tells
+/// which). The count walks the primary key's `(project, scope)` prefix,
+/// at most the quota's rows. SQLite runs the statement under its write
+/// lock, so count and insert are one step; PostgreSQL first takes
+/// [`REPLAY_LOCK_SCOPE_POSTGRES`] in the same transaction.
 pub(super) const REPLAY_CHECK_AND_INSERT: &str = "INSERT INTO replay_ids (project, scope, id_hash, expires_at) \
-     VALUES ($1, $2, $3, $4) ON CONFLICT (project, scope, id_hash) DO UPDATE SET expires_at = excluded.expires_at \
+     SELECT $1, $2, $3, $4 WHERE (SELECT COUNT(*) FROM replay_ids \
+     WHERE project = $1 AND scope = $2 AND expires_at > $5) < $6 \
+     ON CONFLICT (project, scope, id_hash) DO UPDATE SET expires_at = excluded.expires_at \
      WHERE replay_ids.expires_at <= $5";
+
+/// Whether an id is live (`$4`: now): after [`REPLAY_CHECK_AND_INSERT`]
+/// affected nothing, a replay rather than a full quota.
+pub(super) const REPLAY_LIVE: &str =
+    "SELECT 1 FROM replay_ids WHERE project = $1 AND scope = $2 AND id_hash = $3 AND expires_at > $4";
+
+/// PostgreSQL: the first statement of a replay check's transaction, a
+/// transaction-scoped advisory lock on the scope (`$1` project, `$2`
+/// client; a hash collision only makes two scopes queue on one lock).
+/// Concurrent checks of one scope, from any process, run one after the
+/// other, so the quota's count is exact; checks of other scopes do not
+/// wait. The two-key form never collides with the migration lock (one
+/// `bigint` key).
+pub(super) const REPLAY_LOCK_SCOPE_POSTGRES: &str =
+    "SELECT pg_advisory_xact_lock(726354012, hashtext($1 || '/' || $2))";
 
 /// Expired ids, at most `$2` of them, through the expiry index.
 pub(super) const REPLAY_PURGE: &str = "DELETE FROM replay_ids WHERE (project, scope, id_hash) IN \

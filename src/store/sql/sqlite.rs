@@ -122,6 +122,11 @@ super::impl_sql_store!(
             name: "0007_bounded_growth",
             sql: include_str!("migrations/sqlite/0007_bounded_growth.sql"),
         },
+        Migration {
+            version: 10,
+            name: "0010_sealed_signing_keys",
+            sql: include_str!("migrations/sqlite/0010_sealed_signing_keys.sql"),
+        },
     ]
 );
 
