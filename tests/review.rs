@@ -379,7 +379,6 @@ mod f4 {
     /// resolves there (blind SSRF: GET, and a form POST carrying the client
     /// credential to the token endpoint).
     #[tokio::test]
-    #[ignore = "demonstrates finding F4"]
     async fn f4_upstream_http_never_connects_to_special_use_addresses() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -396,6 +395,9 @@ mod f4 {
         for url in [
             format!("https://127.0.0.1:{port}/.well-known/openid-configuration"),
             format!("https://localhost:{port}/.well-known/openid-configuration"),
+            format!("https://[::ffff:127.0.0.1]:{port}/.well-known/jwks.json"),
+            "https://169.254.169.254/latest/meta-data/".to_owned(),
+            "https://10.0.0.1/.well-known/jwks.json".to_owned(),
         ] {
             results.push((url.clone(), http.get(&url).await));
         }

@@ -253,10 +253,12 @@ impl ReqwestFetcher {
     }
 }
 
-/// Resolves with the system resolver, then drops special-use addresses;
-/// refuses a name with nothing left.
-struct FilteringResolver {
-    allow_loopback: bool,
+/// Resolves with the system resolver, then drops special-use addresses
+/// ([`address_refused`]); refuses a name with nothing left. Shared by every
+/// HTTP client of the crate that fetches URLs others choose (CIMD
+/// documents, the upstream provider's endpoints).
+pub(crate) struct FilteringResolver {
+    pub(crate) allow_loopback: bool,
 }
 
 impl Resolve for FilteringResolver {
@@ -280,7 +282,20 @@ impl Resolve for FilteringResolver {
 
 /// The resolver's refusal, found again in reqwest's error chain.
 #[derive(Debug)]
-struct Blocked(Option<IpAddr>);
+pub(crate) struct Blocked(Option<IpAddr>);
+
+/// Whether `e` (a reqwest error) was caused by [`FilteringResolver`]'s
+/// refusal.
+pub(crate) fn is_blocked(e: &reqwest::Error) -> bool {
+    let mut source: Option<&(dyn StdError + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.downcast_ref::<Blocked>().is_some() {
+            return true;
+        }
+        source = next_cause(err);
+    }
+    false
+}
 
 impl fmt::Display for Blocked {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -500,10 +500,10 @@ impl AuthorizationServer {
         if response.status != 200 {
             return Err(LoginFailure::ProviderUnavailable);
         }
-        // Loopback http endpoints only for a loopback http issuer (which
-        // only development configurations have); the HTTP implementation
-        // refuses http anyway unless built to allow it.
-        let dev = p.issuer.as_str().starts_with("http://");
+        // Loopback endpoints only for a loopback issuer (which only
+        // development configurations have); the HTTP implementation refuses
+        // loopback anyway unless built to allow it.
+        let dev = upstream::is_loopback_issuer(&p.issuer);
         let m = upstream::parse_provider_metadata(&response.body, &p.issuer, dev)
             .map_err(|_| LoginFailure::ProviderUnavailable)?;
         if let Ok(mut cache) = self.provider_cache.metadata.lock() {

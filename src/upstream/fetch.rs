@@ -25,7 +25,8 @@ impl HttpResponse {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum UpstreamHttpError {
-    /// The URL is not `https` (or loopback `http` when allowed).
+    /// The URL is not `https` (or loopback `http` when allowed), or its
+    /// host is or resolves to a special-use address.
     #[error("the URL is not allowed")]
     UrlRefused,
     /// Connecting, TLS, a timeout, or reading failed.
@@ -47,6 +48,16 @@ pub enum UpstreamHttpError {
 /// MUST cap the body (64 KiB is plenty), MUST time out, MUST refuse URLs
 /// that are not `https` unless a development switch allows `http` on a
 /// loopback host, and MUST NOT send cookies or use an environment proxy.
+/// They MUST refuse to connect to RFC 6890 special-use addresses
+/// ([`crate::cimd::is_special_use`]: loopback, private, link-local and
+/// cloud metadata, ...), judged on the address actually connected to
+/// (IP literals, and every address a name resolves to, against DNS
+/// rebinding), answering [`UpstreamHttpError::UrlRefused`]: the issuer is
+/// a project setting and the endpoints are whatever its discovery
+/// document names, so without this any project administrator (or
+/// provider) could make the server probe its internal network, or POST a
+/// client credential there. Only a development switch may let loopback
+/// through.
 /// The URLs are the operator's configured issuer and the endpoints its
 /// discovery document names; the `authorization` value is a client secret
 /// and the bearer token an access token: neither may ever be logged.
@@ -80,7 +91,11 @@ pub trait UpstreamHttp: Send + Sync {
 
 /// An [`UpstreamHttp`] on reqwest and rustls (feature `reqwest`): no
 /// redirects, no proxy, no cookies, a 10 second timeout, a 64 KiB body
-/// cap, `https` only unless built with
+/// cap, `https` only, and never a special-use address: IP-literal and
+/// `localhost` URLs are refused before any connection, DNS answers are
+/// filtered like the CIMD fetcher's ([`crate::cimd::ReqwestFetcher`]), and
+/// the peer address of the connection is checked again. Loopback (and
+/// `http` on it) only when built with
 /// [`ReqwestUpstreamHttpBuilder::allow_http_loopback_for_development`].
 #[cfg(feature = "reqwest")]
 #[derive(Clone, Debug)]
@@ -100,8 +115,11 @@ pub struct ReqwestUpstreamHttpBuilder {
 
 #[cfg(feature = "reqwest")]
 impl ReqwestUpstreamHttpBuilder {
-    /// Development only: also allow `http` URLs on `localhost`,
-    /// `127.0.0.0/8` and `[::1]` (a provider running on this machine).
+    /// Development only: allow loopback addresses (`localhost`,
+    /// `127.0.0.0/8`, `[::1]`), over `https` or `http` (a provider running
+    /// on this machine). Every other special-use address stays refused.
+    /// Never in production: it opens the server's own loopback services
+    /// to whoever chooses an upstream issuer.
     pub const fn allow_http_loopback_for_development(mut self, allow: bool) -> Self {
         self.allow_loopback_http = allow;
         self
@@ -125,6 +143,10 @@ impl ReqwestUpstreamHttpBuilder {
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .timeout(std::time::Duration::from_secs(10))
+            .referer(false)
+            .dns_resolver(std::sync::Arc::new(crate::cimd::reqwest_fetcher::FilteringResolver {
+                allow_loopback: self.allow_loopback_http,
+            }))
             .user_agent(concat!(
                 "authio-mcp/",
                 env!("CARGO_PKG_VERSION"),
@@ -150,13 +172,24 @@ impl ReqwestUpstreamHttp {
     }
 
     async fn send(&self, url: &str, req: reqwest::RequestBuilder) -> Result<HttpResponse, UpstreamHttpError> {
+        // Special-use IP literals and `localhost` are refused here, before
+        // any connection (they skip the resolver).
         if !super::endpoint_url_ok(url, self.allow_loopback_http) {
             return Err(UpstreamHttpError::UrlRefused);
         }
-        let mut response = req
-            .send()
-            .await
-            .map_err(|e| UpstreamHttpError::Transport(e.without_url().to_string()))?;
+        let mut response = req.send().await.map_err(|e| {
+            if crate::cimd::reqwest_fetcher::is_blocked(&e) {
+                UpstreamHttpError::UrlRefused
+            } else {
+                UpstreamHttpError::Transport(e.without_url().to_string())
+            }
+        })?;
+        // The address actually connected to (defence in depth: the
+        // resolver already dropped special-use answers); unknown: refused.
+        match response.remote_addr() {
+            Some(peer) if !crate::cimd::address_refused(peer.ip(), self.allow_loopback_http) => {}
+            _ => return Err(UpstreamHttpError::UrlRefused),
+        }
         if response.content_length().is_some_and(|l| l > Self::MAX_BODY as u64) {
             return Err(UpstreamHttpError::TooLarge);
         }
@@ -214,5 +247,56 @@ impl UpstreamHttp for ReqwestUpstreamHttp {
             .header(http::header::ACCEPT, "application/json")
             .header(http::header::AUTHORIZATION, v);
         self.send(url, req).await
+    }
+}
+
+#[cfg(all(test, feature = "reqwest"))]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// Counts the TCP connections accepted on a loopback port.
+    async fn counting_listener() -> (u16, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                drop(socket);
+            }
+        });
+        (port, accepted, task)
+    }
+
+    /// The client's resolver drops special-use answers: a NAME that
+    /// resolves to loopback (here `localhost`, sent past the literal
+    /// checks of `send` straight to the client) is never connected to,
+    /// and the refusal is recognized as such. With the development
+    /// switch, the same request connects.
+    #[tokio::test]
+    async fn names_resolving_to_special_use_addresses_are_never_connected_to() {
+        let (port, accepted, task) = counting_listener().await;
+        let url = format!("https://localhost:{port}/.well-known/openid-configuration");
+        let http = ReqwestUpstreamHttp::builder().build().unwrap();
+        let e = http.client.get(&url).send().await.unwrap_err();
+        assert!(crate::cimd::reqwest_fetcher::is_blocked(&e), "{e:?}");
+        assert_eq!(accepted.load(Ordering::SeqCst), 0);
+        assert_eq!(http.get(&url).await, Err(UpstreamHttpError::UrlRefused));
+        assert_eq!(accepted.load(Ordering::SeqCst), 0);
+
+        let dev = ReqwestUpstreamHttp::builder()
+            .allow_http_loopback_for_development(true)
+            .build()
+            .unwrap();
+        let e = dev.client.get(&url).send().await.unwrap_err();
+        assert!(!crate::cimd::reqwest_fetcher::is_blocked(&e), "{e:?}");
+        assert!(matches!(dev.get(&url).await, Err(UpstreamHttpError::Transport(_))));
+        assert!(accepted.load(Ordering::SeqCst) >= 1, "the development switch connects");
+        task.abort();
     }
 }

@@ -426,7 +426,7 @@ pub enum MetadataError {
     #[error("the discovery document names another issuer")]
     IssuerMismatch,
     /// A required endpoint is missing or not an acceptable URL.
-    #[error("the discovery document's {0} is missing or not an https URL")]
+    #[error("the discovery document's {0} is missing, not an https URL, or on a special-use host")]
     Endpoint(&'static str),
     /// `code_challenge_methods_supported` is present without `S256`.
     #[error("the provider does not support PKCE S256")]
@@ -437,15 +437,17 @@ pub enum MetadataError {
 }
 
 /// Parses and checks a discovery document for `issuer`. Endpoints must be
-/// `https` URLs without fragment or credentials (`http` on a loopback host
-/// only when `allow_loopback_http`).
+/// `https` URLs without fragment or credentials, on a host that is not a
+/// special-use IP literal or `localhost` ([`endpoint_url_ok`]); loopback
+/// hosts, also over `http`, only when `allow_loopback` (a development
+/// provider, see [`is_loopback_issuer`]).
 ///
 /// # Errors
 /// A [`MetadataError`].
 pub fn parse_provider_metadata(
     body: &[u8],
     issuer: &Issuer,
-    allow_loopback_http: bool,
+    allow_loopback: bool,
 ) -> Result<ProviderMetadata, MetadataError> {
     let doc: Map<String, Value> = match serde_json::from_slice(body) {
         Ok(Value::Object(m)) => m,
@@ -457,7 +459,7 @@ pub fn parse_provider_metadata(
     let endpoint = |name: &'static str, required: bool| -> Result<Option<String>, MetadataError> {
         match doc.get(name) {
             None | Some(Value::Null) if !required => Ok(None),
-            Some(Value::String(s)) if endpoint_url_ok(s, allow_loopback_http) => Ok(Some(s.clone())),
+            Some(Value::String(s)) if endpoint_url_ok(s, allow_loopback) => Ok(Some(s.clone())),
             _ => Err(MetadataError::Endpoint(name)),
         }
     };
@@ -498,8 +500,15 @@ pub fn parse_provider_metadata(
 
 /// Whether `s` is an `https` URL (or `http` on a loopback host when
 /// allowed) with a host, no credentials and no fragment, judged by the
-/// WHATWG parse of the `url` crate.
-pub fn endpoint_url_ok(s: &str, allow_loopback_http: bool) -> bool {
+/// WHATWG parse of the `url` crate, whose host is not a special-use one
+/// it names without a lookup: an IP literal in an RFC 6890 special-use
+/// block ([`crate::cimd::is_special_use`]: loopback, private, link-local,
+/// ...) or `localhost` / `*.localhost`. With `allow_loopback` (a
+/// development issuer on this machine) loopback literals and `localhost`
+/// pass, every other special-use address stays refused. Names that
+/// resolve to special-use addresses are the HTTP implementation's to
+/// refuse at connect time ([`UpstreamHttp`]).
+pub fn endpoint_url_ok(s: &str, allow_loopback: bool) -> bool {
     if s.len() > MAX_PARAM || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return false;
     }
@@ -507,14 +516,44 @@ pub fn endpoint_url_ok(s: &str, allow_loopback_http: bool) -> bool {
     if !u.username().is_empty() || u.password().is_some() || u.fragment().is_some() {
         return false;
     }
-    match (u.scheme(), u.host()) {
-        ("https", Some(_)) => true,
-        ("http", Some(host)) if allow_loopback_http => match host {
-            url::Host::Domain(d) => d.eq_ignore_ascii_case("localhost"),
-            url::Host::Ipv4(ip) => ip.is_loopback(),
-            url::Host::Ipv6(ip) => ip.is_loopback(),
-        },
+    let Some(host) = u.host() else { return false };
+    let (special, loopback) = match host {
+        url::Host::Domain(d) => {
+            let d = d.trim_end_matches('.').to_ascii_lowercase();
+            let local = d == "localhost" || d.ends_with(".localhost");
+            (local, local)
+        }
+        url::Host::Ipv4(ip) => (
+            crate::cimd::is_special_use(ip.into()),
+            crate::cimd::is_loopback(ip.into()),
+        ),
+        url::Host::Ipv6(ip) => (
+            crate::cimd::is_special_use(ip.into()),
+            crate::cimd::is_loopback(ip.into()),
+        ),
+    };
+    if special && !(allow_loopback && loopback) {
+        return false;
+    }
+    match u.scheme() {
+        "https" => true,
+        "http" => allow_loopback && loopback,
         _ => false,
+    }
+}
+
+/// Whether `issuer` is on a loopback host (`localhost`, `127.0.0.0/8`,
+/// `[::1]`): only development configurations have such an upstream, whose
+/// endpoints may then be on loopback too.
+pub fn is_loopback_issuer(issuer: &Issuer) -> bool {
+    match url::Url::parse(issuer.as_str()).ok().as_ref().and_then(url::Url::host) {
+        Some(url::Host::Domain(d)) => {
+            let d = d.trim_end_matches('.').to_ascii_lowercase();
+            d == "localhost" || d.ends_with(".localhost")
+        }
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
     }
 }
 

@@ -634,6 +634,62 @@ fn discovery_document_checks() {
     assert!(parse_provider_metadata(&doc(loopback), &iss, true).is_ok());
     assert!(!endpoint_url_ok("http://10.0.0.1/token", true), "loopback only");
     assert!(!endpoint_url_ok("http://localhost.evil.com/token", true));
+    // Endpoints named by an https discovery document on special-use hosts
+    // (the server would connect to its own network).
+    for endpoint in [
+        "https://127.0.0.1:9/token",
+        "https://127.1/token",
+        "https://0x7f000001/token",
+        "https://localhost/token",
+        "https://LOCALHOST./token",
+        "https://admin.localhost/token",
+        "https://[::1]/token",
+        "https://[::ffff:127.0.0.1]/token",
+        "https://10.1.2.3/token",
+        "https://169.254.169.254/latest/meta-data",
+        "https://192.168.1.1/token",
+        "https://[fd00::1]/token",
+        "https://0.0.0.0/token",
+    ] {
+        assert!(!endpoint_url_ok(endpoint, false), "{endpoint}");
+        let e = parse_provider_metadata(&doc(json!({ "jwks_uri": endpoint })), &iss, false);
+        assert_eq!(e, Err(MetadataError::Endpoint("jwks_uri")), "{endpoint}");
+    }
+    // The development switch lets loopback through, over https too, and
+    // nothing else.
+    for endpoint in [
+        "https://127.0.0.1:9/token",
+        "https://localhost/token",
+        "https://[::1]/token",
+    ] {
+        assert!(endpoint_url_ok(endpoint, true), "{endpoint}");
+    }
+    for endpoint in [
+        "https://10.1.2.3/token",
+        "https://169.254.169.254/x",
+        "http://192.168.1.1/token",
+    ] {
+        assert!(!endpoint_url_ok(endpoint, true), "{endpoint}");
+    }
+    assert!(
+        endpoint_url_ok("https://93.184.216.34/token", false),
+        "a public address"
+    );
+    assert!(endpoint_url_ok("https://login.example.com/token", false));
+}
+
+#[test]
+fn only_a_loopback_issuer_is_a_development_one() {
+    for (issuer, loopback) in [
+        ("https://idp.example.com", false),
+        ("https://127.0.0.1:8443", true),
+        ("https://localhost:8443/realm", true),
+        ("https://[::1]", true),
+    ] {
+        assert_eq!(is_loopback_issuer(&Issuer::new(issuer).unwrap()), loopback, "{issuer}");
+    }
+    let dev = Issuer::new_allowing_loopback_http_for_development("http://127.0.0.1:8081").unwrap();
+    assert!(is_loopback_issuer(&dev));
 }
 
 #[test]
