@@ -173,9 +173,27 @@ impl ClientRequestError {
         }
     }
 
+    /// A short machine-readable reason for logs and audit events, e.g.
+    /// `redirect_uri_mismatch`.
+    pub const fn reason(&self) -> &'static str {
+        match self {
+            Self::MissingClientId => "missing_client_id",
+            Self::DuplicateParameter(_) => "duplicate_parameter",
+            Self::MalformedClientId(_) => "malformed_client_id",
+            Self::UnknownClient => "unknown_client",
+            Self::DisabledClient => "disabled_client",
+            Self::ClientMetadataUnavailable { .. } => "client_metadata_unavailable",
+            Self::CimdDisabled => "cimd_disabled",
+            Self::MissingRedirectUri => "missing_redirect_uri",
+            Self::RedirectUriMismatch => "redirect_uri_mismatch",
+            Self::RedirectUriNotAllowed => "redirect_uri_not_allowed",
+            Self::GrantNotAllowed => "grant_type_not_allowed",
+        }
+    }
+
     /// As an [`OAuthError`] for the error page.
     pub fn to_oauth_error(&self) -> OAuthError {
-        OAuthError::with_description(self.code(), self.to_string())
+        OAuthError::with_description(self.code(), self.to_string()).with_reason(self.reason())
     }
 }
 
@@ -421,55 +439,71 @@ pub fn validate_request_with(
     options: RequestOptions<'_>,
 ) -> Result<PendingAuthorization, RedirectError> {
     let issuer = options.issuer;
-    let fail = |code: ErrorCode, description: Cow<'static, str>| RedirectError {
+    let fail = |code: ErrorCode, reason: &'static str, description: Cow<'static, str>| RedirectError {
         redirect_uri: redirect_uri.clone(),
-        error: OAuthError::with_description(code, description),
+        error: OAuthError::with_description(code, description).with_reason(reason),
         state: req.state.clone().filter(|s| s.len() <= MAX_STATE),
     };
     if let Some(name) = req.duplicated.first() {
         return Err(fail(
             ErrorCode::InvalidRequest,
+            "duplicate_parameter",
             format!("the {name} parameter appears more than once").into(),
         ));
     }
     if req.state.as_ref().is_some_and(|s| s.len() > MAX_STATE) {
-        return Err(fail(ErrorCode::InvalidRequest, "state is too long".into()));
+        return Err(fail(ErrorCode::InvalidRequest, "state_too_long", "state is too long".into()));
     }
     if req
         .nonce
         .as_ref()
         .is_some_and(|n| n.len() > MAX_STATE || n.chars().any(char::is_control))
     {
-        return Err(fail(ErrorCode::InvalidRequest, "nonce is too long or malformed".into()));
+        return Err(fail(
+            ErrorCode::InvalidRequest,
+            "malformed_nonce",
+            "nonce is too long or malformed".into(),
+        ));
     }
     if req.request_object {
         return Err(fail(
             ErrorCode::InvalidRequest,
+            "request_object",
             "request objects are not supported".into(),
         ));
     }
     match req.response_type.as_deref() {
         Some("code") => {}
-        None => return Err(fail(ErrorCode::InvalidRequest, "response_type is required".into())),
+        None => {
+            return Err(fail(
+                ErrorCode::InvalidRequest,
+                "missing_response_type",
+                "response_type is required".into(),
+            ));
+        }
         Some(_) => {
             return Err(fail(
                 ErrorCode::UnsupportedResponseType,
+                "unsupported_response_type",
                 "only response_type=code is supported".into(),
             ));
         }
     }
     let code_challenge =
         CodeChallenge::from_request(req.code_challenge.as_deref(), req.code_challenge_method.as_deref())
-            .map_err(|e| fail(e.code(), e.to_string().into()))?;
-    let scopes = resolve_scopes(req.scope.as_deref(), settings, client).map_err(|e| fail(e.code(), e.description))?;
-    let resources = resolve_resources(&req.resource, settings).map_err(|e| fail(e.code(), e.description))?;
-    let prompt = Prompt::parse(req.prompt.as_deref()).map_err(|e| fail(e.code(), e.description))?;
+            .map_err(|e| fail(e.code(), e.reason(), e.to_string().into()))?;
+    let scopes = resolve_scopes(req.scope.as_deref(), settings, client)
+        .map_err(|e| fail(e.code(), "scope_refused", e.description))?;
+    let resources =
+        resolve_resources(&req.resource, settings).map_err(|e| fail(e.code(), "resource_refused", e.description))?;
+    let prompt = Prompt::parse(req.prompt.as_deref()).map_err(|e| fail(e.code(), "invalid_prompt", e.description))?;
     if prompt.none && !options.allow_prompt_none {
         // Without an upstream login there is no remembered consent to
         // answer with, so a request that forbids interaction can never be
         // approved silently (OpenID Connect Core 1.0 section 3.1.2.6).
         return Err(fail(
             ErrorCode::ConsentRequired,
+            "consent_required",
             "prompt=none, but the user must consent to this request".into(),
         ));
     }
@@ -575,12 +609,9 @@ impl ConsentPresentation {
             .iter()
             .map(|r| ResourceDisplay {
                 uri: r.canonical().to_owned(),
-                // The presentation's name wins; else the known-resource
-                // list's (`ProjectSettings::resources`).
-                name: display
-                    .resource_name(r)
-                    .or_else(|| settings.resource_name(r))
-                    .map(str::to_owned),
+                // Names live in the known-resource list only
+                // (`ProjectSettings::resources`).
+                name: settings.resource_name(r).map(str::to_owned),
             })
             .collect();
         Self {

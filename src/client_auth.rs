@@ -389,12 +389,34 @@ impl ClientAuthError {
         }
     }
 
+    /// A short machine-readable reason for logs and audit events, e.g.
+    /// `wrong_secret` (never sent: clients see a generic answer).
+    pub const fn reason(self) -> &'static str {
+        match self {
+            Self::MalformedBasic => "malformed_basic",
+            Self::Malformed => "malformed_credentials",
+            Self::MultipleMethods => "multiple_methods",
+            Self::ClientIdMismatch => "client_id_mismatch",
+            Self::SecretWithoutClientId => "secret_without_client_id",
+            Self::NoClient => "no_client",
+            Self::UnknownClient => "unknown_client",
+            Self::WrongMethod => "wrong_method",
+            Self::MissingSecret => "missing_secret",
+            Self::WrongSecret => "wrong_secret",
+            Self::SecretExpired => "secret_expired",
+            Self::SecretForPublicClient => "secret_for_public_client",
+            Self::MalformedAssertion => "malformed_assertion",
+            Self::UnsupportedAssertionType => "unsupported_assertion_type",
+            Self::InvalidAssertion(_) => "invalid_assertion",
+        }
+    }
+
     /// The response: the code with a generic description (an
     /// `invalid_client` never tells which check failed), plus
     /// `WWW-Authenticate: Basic` for `invalid_client` when the client used
     /// the `Authorization` header.
     pub fn to_oauth_error(self, used_authorization_header: bool) -> OAuthError {
-        match self.code() {
+        let e = match self.code() {
             ErrorCode::InvalidClient => {
                 let e = OAuthError::with_description(ErrorCode::InvalidClient, "client authentication failed");
                 if used_authorization_header {
@@ -404,7 +426,8 @@ impl ClientAuthError {
                 }
             }
             code => OAuthError::with_description(code, self.to_string()),
-        }
+        };
+        e.with_reason(self.reason())
     }
 }
 

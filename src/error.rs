@@ -191,7 +191,11 @@ pub enum Challenge {
 /// The description is restricted to the characters RFC 6749 section 5.2
 /// allows (`%x20-21 / %x23-5B / %x5D-7E`); anything else is replaced, so a
 /// description can never break the JSON or the `WWW-Authenticate` header.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// Besides what is sent, an error may carry a machine-readable
+/// [`OAuthError::reason`] for logs and audit events; it is never rendered
+/// and does not take part in equality.
+#[derive(Clone, Debug)]
 pub struct OAuthError {
     code: ErrorCode,
     description: Option<Cow<'static, str>>,
@@ -199,7 +203,24 @@ pub struct OAuthError {
     challenge: Option<Challenge>,
     status: Option<StatusCode>,
     allow: Option<Box<str>>,
+    reason: Option<&'static str>,
+    /// Already recorded as a specific audit event: the endpoint records no
+    /// generic rejection for it.
+    audited: bool,
 }
+
+impl PartialEq for OAuthError {
+    fn eq(&self, other: &Self) -> bool {
+        self.code == other.code
+            && self.description == other.description
+            && self.uri == other.uri
+            && self.challenge == other.challenge
+            && self.status == other.status
+            && self.allow == other.allow
+    }
+}
+
+impl Eq for OAuthError {}
 
 impl OAuthError {
     /// An error with a code and no description.
@@ -211,6 +232,8 @@ impl OAuthError {
             challenge: None,
             status: None,
             allow: None,
+            reason: None,
+            audited: false,
         }
     }
 
@@ -235,6 +258,8 @@ impl OAuthError {
             challenge: None,
             status: None,
             allow: None,
+            reason: None,
+            audited: false,
         }
     }
 
@@ -278,6 +303,33 @@ impl OAuthError {
     pub fn with_allow(mut self, methods: impl Into<String>) -> Self {
         self.allow = Some(methods.into().into_boxed_str());
         self
+    }
+
+    /// Sets the machine-readable reason ([`OAuthError::reason`]).
+    #[must_use]
+    pub const fn with_reason(mut self, reason: &'static str) -> Self {
+        self.reason = Some(reason);
+        self
+    }
+
+    /// Why, for logs and audit events (`pkce_mismatch`, `unknown_client`,
+    /// `redirect_uri_mismatch`, ...): more specific than the code, and
+    /// never sent to the client (an `invalid_client` answer, for one, does
+    /// not tell which check failed).
+    pub const fn reason(&self) -> Option<&'static str> {
+        self.reason
+    }
+
+    /// Marks the error as already recorded as a specific audit event.
+    #[must_use]
+    pub(crate) const fn audited(mut self) -> Self {
+        self.audited = true;
+        self
+    }
+
+    /// Whether [`OAuthError::audited`] marked it.
+    pub(crate) const fn is_audited(&self) -> bool {
+        self.audited
     }
 
     /// The `Allow` header value set by [`OAuthError::with_allow`].

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
+use tracing::Instrument as _;
 
 use crate::authorize::PendingAuthorization;
 /// Who caused a request (the same type as [`crate::cimd::RequestSource`]):
@@ -35,6 +36,7 @@ use crate::project::ProjectId;
 use crate::scope::ScopeSet;
 use crate::secret::SecretString;
 use crate::server::{ApproveError, AuthorizationServer, AuthorizeOutcome, CallbackOutcome, SignedIn};
+use crate::trace;
 
 /// The header that selects a project: `X-Authio-Project`.
 pub const PROJECT_HEADER: &str = "x-authio-project";
@@ -317,7 +319,9 @@ impl OAuthEndpoints {
     /// # Errors
     /// The resolver's error.
     pub fn project<B>(&self, req: &Request<B>) -> Result<ProjectId, OAuthError> {
-        self.resolver.resolve(req.headers(), req.uri())
+        let project = self.resolver.resolve(req.headers(), req.uri())?;
+        trace::record_project(&project);
+        Ok(project)
     }
 
     /// `GET /.well-known/oauth-authorization-server` (and
@@ -326,15 +330,13 @@ impl OAuthEndpoints {
         if let Some(r) = cors_preflight(req) {
             return r;
         }
-        let started = Instant::now();
-        let result = async {
-            allow(req, &[Method::GET, Method::HEAD, Method::OPTIONS])?;
-            let project = self.project(req)?;
-            let m = self.server.metadata(&project).await?;
-            Ok(m.to_json())
-        }
+        let result = traced("discovery", async {
+                allow(req, &[Method::GET, Method::HEAD, Method::OPTIONS])?;
+                let project = self.project(req)?;
+                let m = self.server.metadata(&project).await?;
+                Ok(m.to_json())
+        })
         .await;
-        observe("discovery", started, &result);
         let mut response = match result {
             Ok(body) => {
                 let mut r = json(StatusCode::OK, body);
@@ -360,14 +362,12 @@ impl OAuthEndpoints {
         if let Some(r) = cors_preflight(req) {
             return r;
         }
-        let started = Instant::now();
-        let result = async {
-            allow(req, &[Method::GET, Method::HEAD, Method::OPTIONS])?;
-            let project = self.project(req)?;
-            Ok(self.server.jwks(&project).await?.to_json())
-        }
+        let result = traced("jwks", async {
+                allow(req, &[Method::GET, Method::HEAD, Method::OPTIONS])?;
+                let project = self.project(req)?;
+                Ok(self.server.jwks(&project).await?.to_json())
+        })
         .await;
-        observe("jwks", started, &result);
         let mut response = match result {
             Ok(body) => {
                 let mut r = json(StatusCode::OK, body);
@@ -395,14 +395,12 @@ impl OAuthEndpoints {
         if let Some(r) = cors_preflight(req) {
             return r;
         }
-        let started = Instant::now();
-        let result = async {
-            allow(req, &[Method::GET, Method::POST, Method::OPTIONS])?;
-            let project = self.project(req)?;
-            self.server.userinfo(&project, authorization(req)).await
-        }
+        let result = traced("userinfo", async {
+                allow(req, &[Method::GET, Method::POST, Method::OPTIONS])?;
+                let project = self.project(req)?;
+                self.server.userinfo(&project, authorization(req)).await
+        })
         .await;
-        observe("userinfo", started, &result);
         let mut response = match result {
             Ok(body) => no_store(json(StatusCode::OK, serde_json::to_vec(&body).unwrap_or_default())),
             Err(e) => error_response(&e),
@@ -413,34 +411,33 @@ impl OAuthEndpoints {
 
     /// `GET /oauth2/authorize`.
     pub async fn authorize<B>(&self, req: &Request<B>) -> AuthorizeResponse {
+        let span = trace::request_span("authorize");
         let started = Instant::now();
-        let shown = |e: &OAuthError| {
-            metrics::request("authorize", e.code().as_str(), started.elapsed());
-            AuthorizeResponse::Response(self.error_page_for(req.headers(), e, None))
-        };
-        if let Err(e) = allow(req, &[Method::GET]) {
-            return shown(&e);
+        let outcome = async {
+            allow(req, &[Method::GET])?;
+            let project = self.project(req)?;
+            let query = req.uri().query().unwrap_or_default();
+            Ok::<_, OAuthError>(self.server.authorize_from(&project, query, request_source(req)).await)
         }
-        let project = match self.project(req) {
-            Ok(p) => p,
-            Err(e) => return shown(&e),
-        };
-        match self
-            .server
-            .authorize_from(&project, req.uri().query().unwrap_or_default(), request_source(req))
-            .await
-        {
-            AuthorizeOutcome::ShowError(e) => shown(&e),
+        .instrument(span.clone())
+        .await
+        .unwrap_or_else(AuthorizeOutcome::ShowError);
+        let end = |outcome: &str, e: Option<&OAuthError>| ended("authorize", &span, started, outcome, e);
+        match outcome {
+            AuthorizeOutcome::ShowError(e) => {
+                end(e.code().as_str(), Some(&e));
+                AuthorizeResponse::Response(self.error_page_for(req.headers(), &e, None))
+            }
             AuthorizeOutcome::Redirect(location) => {
-                metrics::request("authorize", "redirect", started.elapsed());
+                end("redirect", None);
                 AuthorizeResponse::Response(redirect(&location))
             }
             AuthorizeOutcome::Pending(p) => {
-                metrics::request("authorize", "pending", started.elapsed());
+                end("pending", None);
                 AuthorizeResponse::Pending(p)
             }
             other => {
-                metrics::request("authorize", "upstream_login", started.elapsed());
+                end("upstream_login", None);
                 AuthorizeResponse::Response(self.outcome_response(req.headers(), other))
             }
         }
@@ -451,25 +448,26 @@ impl OAuthEndpoints {
     /// a response (an error page, an error redirect to the client, or the
     /// redirect to the provider with the browser-binding cookie).
     pub async fn authorize_with_provider<B>(&self, req: &Request<B>, provider: &str) -> Response<Vec<u8>> {
-        if let Err(e) = allow(req, &[Method::GET]) {
-            return self.error_page_for(req.headers(), &e, None);
-        }
-        let project = match self.project(req) {
-            Ok(p) => p,
-            Err(e) => return self.error_page_for(req.headers(), &e, None),
-        };
+        let span = trace::request_span("upstream_authorize");
         let started = Instant::now();
-        let query = req.uri().query().unwrap_or_default();
-        let outcome = self
-            .server
-            .authorize_with_provider_from(&project, provider, query, request_source(req))
-            .await;
-        let label = match &outcome {
-            AuthorizeOutcome::ShowError(e) => e.code().as_str(),
-            AuthorizeOutcome::Redirect(_) => "redirect",
-            _ => "upstream_login",
-        };
-        metrics::request("upstream_authorize", label, started.elapsed());
+        let outcome = async {
+            allow(req, &[Method::GET])?;
+            let project = self.project(req)?;
+            let query = req.uri().query().unwrap_or_default();
+            Ok::<_, OAuthError>(
+                self.server
+                    .authorize_with_provider_from(&project, provider, query, request_source(req))
+                    .await,
+            )
+        }
+        .instrument(span.clone())
+        .await
+        .unwrap_or_else(AuthorizeOutcome::ShowError);
+        match &outcome {
+            AuthorizeOutcome::ShowError(e) => ended("upstream_authorize", &span, started, e.code().as_str(), Some(e)),
+            AuthorizeOutcome::Redirect(_) => ended("upstream_authorize", &span, started, "redirect", None),
+            _ => ended("upstream_authorize", &span, started, "upstream_login", None),
+        }
         self.outcome_response(req.headers(), outcome)
     }
 
@@ -480,28 +478,35 @@ impl OAuthEndpoints {
     /// (then call [`OAuthEndpoints::approve_signed_in`] or
     /// [`OAuthEndpoints::deny`]).
     pub async fn upstream_callback<B>(&self, req: &Request<B>, provider: &str) -> UpstreamCallbackResponse {
+        let span = trace::request_span("upstream_callback");
         let started = Instant::now();
-        if let Err(e) = allow(req, &[Method::GET]) {
-            return UpstreamCallbackResponse::Response(self.error_page_for(req.headers(), &e, None));
+        let outcome = async {
+            allow(req, &[Method::GET])?;
+            let project = self.project(req)?;
+            let query = req.uri().query().unwrap_or_default();
+            let binding = crate::upstream::CallbackParams::from_query(query)
+                .state
+                .and_then(|state| cookie(req.headers(), &upstream_cookie_name(&state)));
+            Ok::<_, OAuthError>(
+                self.server
+                    .finish_upstream_login(&project, provider, query, binding.as_deref())
+                    .await,
+            )
         }
-        let project = match self.project(req) {
-            Ok(p) => p,
-            Err(e) => return UpstreamCallbackResponse::Response(self.error_page_for(req.headers(), &e, None)),
+        .instrument(span.clone())
+        .await;
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(e) => {
+                ended("upstream_callback", &span, started, e.code().as_str(), Some(&e));
+                return UpstreamCallbackResponse::Response(self.error_page_for(req.headers(), &e, None));
+            }
         };
-        let query = req.uri().query().unwrap_or_default();
-        let binding = crate::upstream::CallbackParams::from_query(query)
-            .state
-            .and_then(|state| cookie(req.headers(), &upstream_cookie_name(&state)));
-        let outcome = self
-            .server
-            .finish_upstream_login(&project, provider, query, binding.as_deref())
-            .await;
-        let label = match &outcome {
-            CallbackOutcome::SignedIn(_) => "signed_in",
-            CallbackOutcome::ShowError(e) => e.code().as_str(),
-            CallbackOutcome::Redirect(_) => "redirect",
-        };
-        metrics::request("upstream_callback", label, started.elapsed());
+        match &outcome {
+            CallbackOutcome::SignedIn(_) => ended("upstream_callback", &span, started, "signed_in", None),
+            CallbackOutcome::ShowError(e) => ended("upstream_callback", &span, started, e.code().as_str(), Some(e)),
+            CallbackOutcome::Redirect(_) => ended("upstream_callback", &span, started, "redirect", None),
+        }
         let mut response = match outcome {
             CallbackOutcome::SignedIn(s) => return UpstreamCallbackResponse::SignedIn(s),
             CallbackOutcome::ShowError(e) => self.error_page_for(req.headers(), &e, None),
@@ -514,10 +519,14 @@ impl OAuthEndpoints {
     /// Completes the authorization of a user signed in upstream with their
     /// approval (remembering it): a 302 to the client with the code.
     pub async fn approve_signed_in(&self, signed_in: SignedIn, granted: Option<ScopeSet>) -> Response<Vec<u8>> {
-        match self.server.approve_signed_in(signed_in, granted).await {
-            Ok(location) => redirect(&location),
-            Err(e) => self.approve_error_page(&e),
-        }
+        let span = trace::request_span("approve");
+        let started = Instant::now();
+        let result = self
+            .server
+            .approve_signed_in(signed_in, granted)
+            .instrument(span.clone())
+            .await;
+        self.approved(&span, started, result)
     }
 
     /// Completes a pending authorization with the user's approval: a 302 to
@@ -528,9 +537,32 @@ impl OAuthEndpoints {
         subject: Subject,
         granted: Option<ScopeSet>,
     ) -> Response<Vec<u8>> {
-        match self.server.approve(pending, subject, granted).await {
-            Ok(location) => redirect(&location),
-            Err(e) => self.approve_error_page(&e),
+        let span = trace::request_span("approve");
+        let started = Instant::now();
+        let result = self
+            .server
+            .approve(pending, subject, granted)
+            .instrument(span.clone())
+            .await;
+        self.approved(&span, started, result)
+    }
+
+    fn approved(
+        &self,
+        span: &tracing::Span,
+        started: Instant,
+        result: Result<String, ApproveError>,
+    ) -> Response<Vec<u8>> {
+        match result {
+            Ok(location) => {
+                ended("approve", span, started, "redirect", None);
+                redirect(&location)
+            }
+            Err(e) => {
+                let (page, error) = self.approve_error_page(&e);
+                ended("approve", span, started, error.code().as_str(), Some(&error));
+                page
+            }
         }
     }
 
@@ -580,7 +612,7 @@ impl OAuthEndpoints {
     /// The page for a failed approval: an expired request is the user's
     /// to start again, a scope widening is the host's bug and a storage
     /// failure the server's (both "server trouble").
-    fn approve_error_page(&self, e: &ApproveError) -> Response<Vec<u8>> {
+    fn approve_error_page(&self, e: &ApproveError) -> (Response<Vec<u8>>, OAuthError) {
         let (error, kind) = match e {
             ApproveError::Approval(crate::authorize::ApprovalError::Expired) => (
                 OAuthError::with_description(ErrorCode::AccessDenied, e.to_string()),
@@ -592,7 +624,7 @@ impl OAuthEndpoints {
             ),
             _ => (OAuthError::server_error(), ErrorKind::ServerTrouble),
         };
-        self.error_page_for(&HeaderMap::new(), &error, Some(kind))
+        (self.error_page_for(&HeaderMap::new(), &error, Some(kind)), error)
     }
 
     /// Completes a pending authorization with a denial: a 302 to the client
@@ -606,15 +638,13 @@ impl OAuthEndpoints {
         if let Some(r) = cors_preflight(req) {
             return r;
         }
-        let started = Instant::now();
-        let result = async {
-            let (project, body) = self.form_request(req, &[Method::POST, Method::OPTIONS])?;
-            self.server
-                .token_from(&project, authorization(req), body, request_source(req))
-                .await
-        }
+        let result = traced("token", async {
+                let (project, body) = self.form_request(req, &[Method::POST, Method::OPTIONS])?;
+                self.server
+                    .token_from(&project, authorization(req), body, request_source(req))
+                    .await
+        })
         .await;
-        observe("token", started, &result);
         let mut response = match result {
             Ok(t) => no_store(json(StatusCode::OK, t.to_json())),
             Err(e) => error_response(&e),
@@ -629,16 +659,14 @@ impl OAuthEndpoints {
         if let Some(r) = cors_preflight(req) {
             return r;
         }
-        let started = Instant::now();
-        let result = async {
-            let (project, body) = self.json_request_allowing(req, &[Method::POST, Method::OPTIONS])?;
-            let source = request_source(req).and_then(RequestSource::ip);
-            self.server
-                .register_client_from(&project, authorization(req), body, source)
-                .await
-        }
+        let result = traced("register", async {
+                let (project, body) = self.json_request_allowing(req, &[Method::POST, Method::OPTIONS])?;
+                let source = request_source(req).and_then(RequestSource::ip);
+                self.server
+                    .register_client_from(&project, authorization(req), body, source)
+                    .await
+        })
         .await;
-        observe("register", started, &result);
         let mut response = match result {
             Ok(r) => r.to_response(),
             Err(e) => no_store(error_response(&e)),
@@ -666,13 +694,11 @@ impl OAuthEndpoints {
     }
 
     async fn cimd_resolve_as<B: AsRef<[u8]>>(&self, req: &Request<B>, details: bool) -> Response<Vec<u8>> {
-        let started = Instant::now();
-        let result = async {
-            let (project, body) = self.json_request(req)?;
-            self.server.preview_cimd_from(&project, body, request_source(req)).await
-        }
+        let result = traced("cimd_resolve", async {
+                let (project, body) = self.json_request(req)?;
+                self.server.preview_cimd_from(&project, body, request_source(req)).await
+        })
         .await;
-        observe("cimd_resolve", started, &result);
         match result {
             Ok(preview) if details => no_store(json(StatusCode::OK, preview.to_json_with_cache_details())),
             Ok(preview) => no_store(json(StatusCode::OK, preview.to_json())),
@@ -686,13 +712,11 @@ impl OAuthEndpoints {
         if let Some(r) = cors_preflight(req) {
             return r;
         }
-        let started = Instant::now();
-        let result = async {
-            let (project, body) = self.form_request(req, &[Method::POST, Method::OPTIONS])?;
-            self.server.revoke(&project, authorization(req), body).await
-        }
+        let result = traced("revoke", async {
+                let (project, body) = self.form_request(req, &[Method::POST, Method::OPTIONS])?;
+                self.server.revoke(&project, authorization(req), body).await
+        })
         .await;
-        observe("revoke", started, &result);
         let mut response = match result {
             Ok(()) => no_store(Response::new(Vec::new())),
             // RFC 7009 section 2.2.1: a 503 tells the client the token may
@@ -712,23 +736,21 @@ impl OAuthEndpoints {
     /// `POST /oauth2/introspect` (RFC 7662), for callers the introspection
     /// authenticator accepts.
     pub async fn introspect<B: AsRef<[u8]>>(&self, req: &Request<B>) -> Response<Vec<u8>> {
-        let started = Instant::now();
-        let result = async {
-            let (project, body) = self.form_request(req, &[Method::POST])?;
-            let allowed = self
-                .introspection
-                .as_ref()
-                .is_some_and(|a| a.authenticate(&project, authorization(req)));
-            if !allowed {
-                return Err(OAuthError::with_description(
-                    ErrorCode::InvalidToken,
-                    "introspection requires a valid credential",
-                ));
-            }
-            self.server.introspect(&project, body).await
-        }
+        let result = traced("introspect", async {
+                let (project, body) = self.form_request(req, &[Method::POST])?;
+                let allowed = self
+                    .introspection
+                    .as_ref()
+                    .is_some_and(|a| a.authenticate(&project, authorization(req)));
+                if !allowed {
+                    return Err(OAuthError::with_description(
+                        ErrorCode::InvalidToken,
+                        "introspection requires a valid credential",
+                    ));
+                }
+                self.server.introspect(&project, body).await
+        })
         .await;
-        observe("introspect", started, &result);
         match result {
             Ok(r) => no_store(json(StatusCode::OK, r.to_json())),
             Err(e) => error_response(&e),
@@ -830,14 +852,27 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     found.next().is_none().then(|| first.to_owned())
 }
 
-/// Records a request's outcome (`ok` or its OAuth error code) and
-/// duration with [`crate::metrics`].
-fn observe<T>(endpoint: &'static str, started: Instant, result: &Result<T, OAuthError>) {
-    let outcome = match result {
-        Ok(_) => "ok",
-        Err(e) => e.code().as_str(),
-    };
+/// Runs one endpoint call in its `authio.request` span ([`crate::trace`]),
+/// then records its outcome (`ok` or its OAuth error code) and duration
+/// with [`crate::metrics`] and the span's closing event.
+async fn traced<T>(
+    endpoint: &'static str,
+    call: impl std::future::Future<Output = Result<T, OAuthError>>,
+) -> Result<T, OAuthError> {
+    let span = trace::request_span(endpoint);
+    let started = Instant::now();
+    let result = call.instrument(span.clone()).await;
+    match &result {
+        Ok(_) => ended(endpoint, &span, started, "ok", None),
+        Err(e) => ended(endpoint, &span, started, e.code().as_str(), Some(e)),
+    }
+    result
+}
+
+/// The end of an endpoint call: metrics and the span's closing event.
+fn ended(endpoint: &'static str, span: &tracing::Span, started: Instant, outcome: &str, error: Option<&OAuthError>) {
     metrics::request(endpoint, outcome, started.elapsed());
+    trace::finish(span, outcome, error);
 }
 
 /// The request's source, which the host inserts in its extensions

@@ -125,6 +125,7 @@ pub mod server;
 pub mod store;
 pub mod token;
 pub mod tokenless;
+pub mod trace;
 pub mod upstream;
 mod weburl;
 

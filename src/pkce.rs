@@ -56,6 +56,21 @@ impl PkceError {
             _ => ErrorCode::InvalidRequest,
         }
     }
+
+    /// A short machine-readable reason for logs and audit events, e.g.
+    /// `pkce_mismatch`.
+    pub const fn reason(&self) -> &'static str {
+        match self {
+            Self::ChallengeMissing => "pkce_challenge_missing",
+            Self::MethodMissing => "pkce_method_missing",
+            Self::PlainNotSupported => "pkce_plain",
+            Self::UnsupportedMethod => "pkce_unsupported_method",
+            Self::MalformedChallenge => "pkce_malformed_challenge",
+            Self::VerifierMissing => "pkce_verifier_missing",
+            Self::MalformedVerifier => "pkce_malformed_verifier",
+            Self::Mismatch => "pkce_mismatch",
+        }
+    }
 }
 
 /// The only supported `code_challenge_method`.

@@ -64,10 +64,13 @@ pub struct ProjectDisplay {
     /// descriptions ([`builtin_scope_description`]).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub scope_descriptions: BTreeMap<String, String>,
-    /// The name of each resource (MCP server) the project serves, keyed by
-    /// its URI (`"https://mcp.acme.example/mcp": "Acme MCP"`); matched in
-    /// canonical form. A resource without a name is shown by its URI.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    /// Resource names keyed by URI, as earlier versions stored them: read
+    /// (and accepted in edits) for compatibility, moved into
+    /// [`crate::project::ProjectSettings::resources`] (the one place
+    /// resource names live) whenever settings are read or stored
+    /// ([`crate::project::ProjectSettings::fold_display_resource_names`]),
+    /// and never written.
+    #[serde(default, skip_serializing)]
     pub resource_names: BTreeMap<String, String>,
 }
 
@@ -157,7 +160,9 @@ impl ProjectDisplay {
         }
     }
 
-    /// The project's name for `resource`, compared in canonical form.
+    /// The name `resource` has in [`ProjectDisplay::resource_names`]
+    /// (compared in canonical form), before it is moved into the project's
+    /// known resources.
     pub fn resource_name(&self, resource: &ResourceUri) -> Option<&str> {
         self.resource_names
             .iter()

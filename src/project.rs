@@ -99,7 +99,12 @@ impl From<CodeTtl> for i64 {
 /// Fields are public so a host can build and edit them freely; call
 /// [`ProjectSettings::validate`] before storing (the driver does).
 /// Durations serialize as whole seconds.
+///
+/// Resource names have one home, [`ProjectSettings::resources`]: names
+/// found in the older `display.resource_names` map are moved there when
+/// settings are read ([`ProjectSettings::fold_display_resource_names`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 #[non_exhaustive]
 pub struct ProjectSettings {
     /// The "MCP enabled" flag (dashboard: Settings, Connect / MCP).
@@ -210,10 +215,27 @@ pub struct ProjectSettings {
     #[serde(default)]
     pub danger_accept_token_endpoint_assertion_audience: bool,
     /// How the project presents itself on consent and error pages: the
-    /// service's name and logo, scope descriptions, resource names
-    /// (settings stored before this field existed read back with none).
+    /// service's name and logo, scope descriptions (settings stored before
+    /// this field existed read back with none). Resource names live in
+    /// [`ProjectSettings::resources`].
     #[serde(default)]
     pub display: ProjectDisplay,
+}
+
+impl Serialize for ProjectSettings {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        Self::serialize(self, s)
+    }
+}
+
+impl<'de> Deserialize<'de> for ProjectSettings {
+    /// Reads settings, moving names from the older
+    /// `display.resource_names` into [`ProjectSettings::resources`].
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut settings = Self::deserialize(d)?;
+        settings.fold_display_resource_names();
+        Ok(settings)
+    }
 }
 
 /// The default [`ProjectSettings::refresh_reuse_grace`]: 5 seconds.
@@ -793,6 +815,32 @@ impl ProjectSettings {
         self.resources.get(resource).map(|k| k.name.as_str())
     }
 
+    /// Moves the names of the older `display.resource_names` map
+    /// ([`ProjectDisplay::resource_names`]) into
+    /// [`ProjectSettings::resources`], the one place resource names live,
+    /// and empties the map. A name there renames the listed resource (it
+    /// used to win on consent pages); a name for the default resource, or
+    /// for any resource under [`ResourcePolicy::Any`], lists it with that
+    /// name. Names of resources the project does not accept (they could
+    /// never be shown), names that are not valid
+    /// [`KnownResource`] names and keys that are not resource URIs are
+    /// dropped. Reading settings and storing them through the driver do
+    /// this; hosts never need to.
+    pub fn fold_display_resource_names(&mut self) {
+        for (uri, name) in std::mem::take(&mut self.display.resource_names) {
+            let Ok(resource) = ResourceUri::parse(uri) else {
+                continue;
+            };
+            let listed = self.is_known_resource(&resource) || self.resource_policy == ResourcePolicy::Any;
+            if listed
+                && self.resources.len() < MAX_KNOWN_RESOURCES
+                && let Ok(entry) = KnownResource::new(resource, name)
+            {
+                self.resources.upsert(entry);
+            }
+        }
+    }
+
     /// Whether tokens of this project come with refresh tokens.
     pub fn issues_refresh_tokens(&self) -> bool {
         self.refresh_token_ttl.is_positive()
@@ -1143,6 +1191,45 @@ mod tests {
 
     fn named(uri: &str, name: &str) -> KnownResource {
         KnownResource::new(ResourceUri::parse(uri).unwrap(), name).unwrap()
+    }
+
+    #[test]
+    fn resource_names_live_in_the_known_resources_only() {
+        let mcp = ResourceUri::parse("https://mcp.acme.example/mcp").unwrap();
+        let crm = ResourceUri::parse("https://crm.acme.example/mcp").unwrap();
+        let mut s = ProjectSettings {
+            default_resource: Some(mcp.clone()),
+            ..ProjectSettings::default()
+        };
+        s.resources.upsert(named("https://crm.acme.example/mcp", "CRM"));
+        // Settings as an earlier version stored them: names in both places.
+        let mut stored = serde_json::to_value(&s).unwrap();
+        stored["display"] = serde_json::json!({
+            "name": "Acme",
+            "resource_names": {
+                "HTTPS://CRM.acme.example/mcp": "Acme CRM",
+                "https://mcp.acme.example/mcp": "Acme MCP",
+                "https://unknown.example/mcp": "Not served",
+                "not a uri": "x"
+            }
+        });
+        let read: ProjectSettings = serde_json::from_value(stored).unwrap();
+        assert!(read.display.resource_names.is_empty(), "moved, not copied");
+        assert_eq!(read.display.name.as_deref(), Some("Acme"));
+        // The display name won on consent pages before: it renames.
+        assert_eq!(read.resource_name(&crm), Some("Acme CRM"));
+        assert_eq!(read.resource_name(&mcp), Some("Acme MCP"));
+        // A resource the project does not accept is not made known by a name.
+        let unknown = ResourceUri::parse("https://unknown.example/mcp").unwrap();
+        assert!(!read.is_known_resource(&unknown));
+        assert_eq!(read.resources.len(), 2);
+        assert_eq!(read.validate(), Ok(()));
+        // Written back, the names appear once, in `resources`.
+        let written = serde_json::to_value(&read).unwrap();
+        assert!(written["display"].get("resource_names").is_none(), "{written}");
+        assert_eq!(written["resources"][0]["name"], "Acme CRM");
+        let again: ProjectSettings = serde_json::from_value(written).unwrap();
+        assert_eq!(again, read);
     }
 
     #[test]

@@ -164,9 +164,31 @@ impl TokenError {
     }
 }
 
+impl TokenError {
+    /// A short machine-readable reason for logs and audit events, e.g.
+    /// `invalid_code` or `pkce_mismatch`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::DuplicateParameter(_) => "duplicate_parameter",
+            Self::MissingParameter(_) => "missing_parameter",
+            Self::UnsupportedGrantType => "unsupported_grant_type",
+            Self::UnauthorizedClient => "grant_type_not_allowed",
+            Self::InvalidGrant(what) if what.starts_with("refresh") => "invalid_refresh_token",
+            Self::InvalidGrant(_) => "invalid_code",
+            Self::RedirectUriMismatch => "redirect_uri_mismatch",
+            Self::Pkce(e) => e.reason(),
+            Self::ScopeWidening => "scope_widening",
+            Self::Scope(_) => "invalid_scope",
+            Self::ResourceWidening => "resource_widening",
+            Self::Resource(_) => "invalid_resource",
+            Self::Parameter(_) => "parameter_refused",
+        }
+    }
+}
+
 impl From<TokenError> for OAuthError {
     fn from(e: TokenError) -> Self {
-        Self::with_description(e.code(), e.to_string())
+        Self::with_description(e.code(), e.to_string()).with_reason(e.reason())
     }
 }
 
@@ -180,6 +202,17 @@ pub enum GrantTypeParam {
     RefreshToken,
     /// `client_credentials` (RFC 6749 section 4.4).
     ClientCredentials,
+}
+
+impl GrantTypeParam {
+    /// The `grant_type` value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::AuthorizationCode => "authorization_code",
+            Self::RefreshToken => "refresh_token",
+            Self::ClientCredentials => "client_credentials",
+        }
+    }
 }
 
 impl TokenRequest {

@@ -5,10 +5,13 @@
 #![allow(unreachable_pub)]
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use async_trait::async_trait;
+use authio_mcp::audit::{RequestMeta, TeeAuditSink};
 use authio_mcp::authorize::PendingAuthorization;
 use authio_mcp::axum::{ConsentHandler, RouterPaths, buffer, into_axum, router};
 use authio_mcp::cimd::ReqwestFetcher;
@@ -28,12 +31,14 @@ use authio_mcp::secret::SecretString;
 use authio_mcp::server::{AuthorizationServer, SignedIn};
 use authio_mcp::store::memory::{MemoryAuditLog, MemoryUpstreamSecrets};
 use authio_mcp::store::sql::{PostgresStore, SqlOptions, SqliteStore};
-use authio_mcp::store::{AuditCursor, AuditLog, AuditQuery, CachedProjectStore, PageCursor, PageRequest};
+use authio_mcp::store::{
+    AuditCursor, AuditLog, AuditQuery, AuditSink, CachedProjectStore, PageCursor, PageRequest, StoreError,
+};
 use authio_mcp::upstream::{ProviderName, ReqwestUpstreamHttp, UpstreamClientAuth, UpstreamHttp, UpstreamProvider};
 use authio_mcp::{ErrorCode, OAuthError};
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, Request, State};
+use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::{delete, get, post};
@@ -272,6 +277,16 @@ impl Storage {
         }
     }
 
+    /// Whether the store answers: a memory store always does, a SQL
+    /// store when a query goes through.
+    pub async fn check(&self) -> Result<(), StoreError> {
+        match self {
+            Self::Memory => Ok(()),
+            Self::Sqlite(s) => s.schema_version().await.map(drop),
+            Self::Postgres(s) => s.schema_version().await.map(drop),
+        }
+    }
+
     /// Writes queued audit events and closes the database.
     pub async fn close(&self) {
         match self {
@@ -305,6 +320,8 @@ pub struct App {
     pub storage: Storage,
     config: Arc<Config>,
     consent: Arc<ConsentPage>,
+    /// Set once shutdown began: `/readyz` answers 503 from then on.
+    draining: Arc<AtomicBool>,
 }
 
 impl App {
@@ -335,6 +352,18 @@ impl App {
         policy: RegistrationPolicy,
         storage: Storage,
         project_cache: std::time::Duration,
+    ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Self::with_storage_and_audit(config, policy, storage, project_cache, None).await
+    }
+
+    /// Like [`App::with_storage`]; every audit event also goes to
+    /// `extra_audit` (`--audit-jsonl`), after the store's log.
+    pub async fn with_storage_and_audit(
+        config: Config,
+        policy: RegistrationPolicy,
+        storage: Storage,
+        project_cache: std::time::Duration,
+        extra_audit: Option<Arc<dyn AuditSink>>,
     ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
         let mut fetcher = ReqwestFetcher::builder().danger_allow_loopback_for_development(config.allow_loopback_cimd);
         if let Some(pem) = &config.cimd_root_cert {
@@ -407,6 +436,10 @@ impl App {
                 s.clone(),
             ),
         };
+        let builder = match extra_audit {
+            Some(extra) => builder.audit(Arc::new(TeeAuditSink::new(audit.clone(), extra))),
+            None => builder,
+        };
         let builder = match (&storage, project_cache.is_zero()) {
             (_, true) | (Storage::Memory, _) => builder,
             (Storage::Sqlite(s), false) => {
@@ -471,6 +504,7 @@ impl App {
             storage,
             config: Arc::new(config),
             consent,
+            draining: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -485,16 +519,13 @@ impl App {
         settings.default_scopes = ScopeSet::parse("mcp:read mcp:write")?;
         settings.default_resource = Some(config.resource.clone());
         // The default resource is known as it is; listing it too gives it
-        // its name in the known-resource list (admin API).
+        // the name the consent page and the admin API show.
         settings
             .resources
             .upsert(KnownResource::new(config.resource.clone(), "Demo MCP server")?);
-        // What the consent page names: the service, and the MCP server.
+        // What the consent page names: the service.
         let mut display = ProjectDisplay::default();
         display.name = Some("Authio demo".to_owned());
-        display
-            .resource_names
-            .insert(config.resource.as_str().to_owned(), "Demo MCP server".to_owned());
         settings.display = display;
         server.put_project(project, settings).await?;
         server.set_mcp_enabled(project, true).await?;
@@ -588,6 +619,8 @@ impl App {
             .route("/admin/cimd/resolve", post(admin_cimd_resolve))
             .route("/consent", post(consent_submit))
             .route("/metrics", get(metrics_text))
+            .route("/healthz", get(healthz))
+            .route("/readyz", get(readyz))
             .with_state(self.clone());
         Ok(oauth.merge(admin).layer(axum::middleware::from_fn(log_request)))
     }
@@ -612,6 +645,12 @@ impl App {
             iat.token.expose_secret(),
             iat.id.as_str()
         )])
+    }
+
+    /// Shutdown began: `/readyz` answers 503 so load balancers stop
+    /// sending new requests while the ones in flight finish.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
     }
 
     fn check_admin(&self, headers: &HeaderMap) -> Result<(), OAuthError> {
@@ -673,9 +712,56 @@ async fn metrics_text(State(app): State<App>, headers: HeaderMap) -> Response {
     r
 }
 
+/// A small JSON status answer, never cached.
+fn status_json(status: StatusCode, body: serde_json::Value) -> Response {
+    let mut r = into_axum(json(status, serde_json::to_vec(&body).unwrap_or_default()));
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// `GET /healthz`: 200 when the store answers, 503 otherwise (the
+/// failure is logged, never shown). No credentials needed; nothing
+/// secret in the answer.
+async fn healthz(State(app): State<App>) -> Response {
+    match app.storage.check().await {
+        Ok(()) => status_json(StatusCode::OK, serde_json::json!({"status": "ok", "store": "ok"})),
+        Err(e) => {
+            e.log();
+            status_json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                serde_json::json!({"status": "unavailable", "store": "unreachable"}),
+            )
+        }
+    }
+}
+
+/// `GET /readyz`: 200 while the server takes new requests (started, the
+/// store answering, not shutting down), 503 otherwise.
+async fn readyz(State(app): State<App>) -> Response {
+    if app.draining.load(Ordering::Relaxed) {
+        return status_json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({"status": "draining"}),
+        );
+    }
+    match app.storage.check().await {
+        Ok(()) => status_json(StatusCode::OK, serde_json::json!({"status": "ready"})),
+        Err(e) => {
+            e.log();
+            status_json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                serde_json::json!({"status": "unavailable", "store": "unreachable"}),
+            )
+        }
+    }
+}
+
 /// One log line per request: method, path (never the query, which can
 /// carry codes), status, duration; every line logged while the request
-/// runs carries its request id (also sent back as `x-request-id`).
+/// runs carries its request id (also sent back as `x-request-id`), and
+/// every audit event it causes records the id, the peer address and the
+/// user agent ([`RequestMeta::scope`]).
 async fn log_request(mut req: Request, next: Next) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
@@ -688,9 +774,16 @@ async fn log_request(mut req: Request, next: Next) -> Response {
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         req.headers_mut().insert(REQUEST_ID_HEADER, v);
     }
+    let mut meta = RequestMeta::new().request_id(&request_id);
+    if let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>() {
+        meta = meta.client_ip(peer.ip());
+    }
+    if let Some(ua) = req.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok()) {
+        meta = meta.user_agent(ua);
+    }
     let span = tracing::info_span!("request", id = %request_id);
     let mut response = async {
-        let response = next.run(req).await;
+        let response = meta.scope(next.run(req)).await;
         tracing::info!(
             %method,
             path,

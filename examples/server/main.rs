@@ -7,12 +7,16 @@
 mod app;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+
+use authio_mcp::audit::JsonLinesAuditSink;
 
 use authio_mcp::dcr::RegistrationPolicy;
 use authio_mcp::discovery::Issuer;
 use authio_mcp::project::{AccessTokenFormat, DcrMode, ProjectId};
 use authio_mcp::resource::ResourceUri;
 use authio_mcp::secret::SecretString;
+use authio_mcp::store::AuditSink;
 use authio_mcp::store::sql::SqlOptions;
 use authio_mcp::upstream::ProviderName;
 use base64::Engine as _;
@@ -62,6 +66,14 @@ USAGE: cargo run --example server -- [FLAGS]
   --upstream-userinfo         call the provider's userinfo endpoint on every sign-in and merge its
                               claims (default: only when the ID token carries no email)
   --allow-http-upstream       development: allow an http:// upstream issuer on loopback
+  --audit-jsonl PATH          also append every audit event to PATH as one JSON object per line
+
+Logs go to standard error (RUST_LOG sets the filter, default info), without
+colours unless standard error is a terminal; every line of a request carries
+its request id, which the response's x-request-id header repeats.
+GET /healthz answers 200 when the store is reachable (503 otherwise), GET
+/readyz 200 while the server takes requests (503 when the store is
+unreachable or the server is shutting down).
 ";
 
 /// The default `--database-url`: a SQLite file in the working directory.
@@ -82,6 +94,7 @@ struct Extra {
     sql: SqlOptions,
     project_cache: std::time::Duration,
     key_file: Option<String>,
+    audit_jsonl: Option<String>,
 }
 
 fn parse_args() -> Result<(SocketAddr, app::Config, Extra), String> {
@@ -100,6 +113,7 @@ fn parse_args() -> Result<(SocketAddr, app::Config, Extra), String> {
         sql: SqlOptions::default(),
         project_cache: std::time::Duration::ZERO,
         key_file: None,
+        audit_jsonl: None,
     };
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -169,12 +183,21 @@ fn parse_args() -> Result<(SocketAddr, app::Config, Extra), String> {
             "--allow-http-upstream" => up_http = true,
             "--upstream-private-key-jwt" => up_pkjwt = true,
             "--upstream-userinfo" => up_userinfo = true,
+            "--audit-jsonl" => extra.audit_jsonl = Some(value()?),
             other => return Err(format!("unknown flag {other}; see --help")),
         }
     }
     let issuer = issuer.unwrap_or_else(|| format!("http://{listen}"));
-    let issuer = Issuer::new_allowing_loopback_http_for_development(issuer.clone())
-        .map_err(|e| format!("--issuer {issuer}: {e}"))?;
+    let issuer = Issuer::new_allowing_loopback_http_for_development(issuer.clone()).map_err(|e| {
+        if issuer.starts_with("http://") && e == authio_mcp::issuer::IssuerError::NotHttps {
+            format!(
+                "--issuer {issuer}: an issuer must be an https URL; plain http is accepted only on \
+                 127.0.0.1, [::1] or localhost, for local development"
+            )
+        } else {
+            format!("--issuer {issuer}: {e}")
+        }
+    })?;
     let resource = ResourceUri::parse(resource.clone()).map_err(|e| format!("--resource {resource}: {e}"))?;
     let upstream = match (up_issuer, up_client) {
         (None, None) if up_secret.is_none() && up_name.is_none() => None,
@@ -220,9 +243,14 @@ fn parse_args() -> Result<(SocketAddr, app::Config, Extra), String> {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+async fn main() {
+    // Colours only for a person at a terminal: log files and collectors
+    // get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .init();
     let (listen, config, extra) = match parse_args() {
         Ok(c) => c,
@@ -231,19 +259,65 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             std::process::exit(2);
         }
     };
+    // Errors are sentences for the operator (Display), never debug dumps.
+    if let Err(e) = run(listen, config, extra).await {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// Binds `listen`, with a sentence for the common failures.
+async fn bind(listen: SocketAddr) -> Result<tokio::net::TcpListener, String> {
+    tokio::net::TcpListener::bind(listen).await.map_err(|e| match e.kind() {
+        std::io::ErrorKind::AddrInUse => format!(
+            "cannot listen on {listen}: the address is already in use (is another server running there?); \
+             choose another with --listen"
+        ),
+        std::io::ErrorKind::PermissionDenied => {
+            format!("cannot listen on {listen}: permission denied (ports below 1024 need privileges)")
+        }
+        _ => format!("cannot listen on {listen}: {e}"),
+    })
+}
+
+async fn run(
+    listen: SocketAddr,
+    config: app::Config,
+    extra: Extra,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    // First, so a taken port is reported before any other work.
+    let listener = bind(listen).await?;
     app::install_metrics();
-    // Every database failure is logged for the operator; clients only
-    // ever see `server_error`.
+    // Each failing database call is reported here; the library logs the
+    // failures that become `server_error` answers once more, at ERROR.
     let sql = extra.sql.on_error(|e| {
         let cause = std::error::Error::source(e)
             .map(ToString::to_string)
             .unwrap_or_default();
-        tracing::error!(error = %e, %cause, "database failure");
+        tracing::warn!(error = %e, %cause, "database call failed");
     });
+    let audit_jsonl: Option<Arc<dyn AuditSink>> = match &extra.audit_jsonl {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| format!("--audit-jsonl {path}: {e}"))?;
+            Some(Arc::new(JsonLinesAuditSink::new(std::io::LineWriter::new(file))))
+        }
+        None => None,
+    };
     let storage = app::Storage::open(&extra.database_url, sql, extra.key_file.as_deref())
         .await
         .map_err(|e| format!("--database-url: {e}"))?;
-    let app = app::App::with_storage(config.clone(), extra.policy, storage, extra.project_cache).await?;
+    let app = app::App::with_storage_and_audit(
+        config.clone(),
+        extra.policy,
+        storage,
+        extra.project_cache,
+        audit_jsonl,
+    )
+    .await?;
     let project = ProjectId::new(app::DEMO_PROJECT)?;
     if extra.access_token_format == AccessTokenFormat::Jwt {
         // JWTs stay valid to resource servers until they expire, even when
@@ -280,7 +354,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         });
     }
     let router = app.router().await?;
-    let listener = tokio::net::TcpListener::bind(listen).await?;
     println!("authio-mcp example authorization server");
     println!("  issuer:              {}", config.issuer);
     if config.issuer.as_str().starts_with("http://") {
@@ -317,9 +390,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     // The peer address becomes each request's source (CIMD fetch budgets,
     // tokenless registration, pending consents).
     axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-            println!("shutting down");
+        .with_graceful_shutdown({
+            let app = app.clone();
+            async move {
+                let _ = tokio::signal::ctrl_c().await;
+                app.start_draining();
+                println!("shutting down");
+            }
         })
         .await?;
     // Writes queued audit events and closes the database.

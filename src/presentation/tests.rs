@@ -222,9 +222,13 @@ fn resources_are_shown_by_the_project_name() {
     let c = cimd_client(json!({}));
     let mut s = settings();
     s.default_resource = Some(ResourceUri::parse("https://mcp.acme.example/mcp").unwrap());
+    // A name given in the older display map lives in the known-resource
+    // list once the settings are read or stored.
     s.display
         .resource_names
         .insert("HTTPS://MCP.acme.example/mcp/".into(), "Acme MCP".into());
+    s.fold_display_resource_names();
+    assert!(s.display.resource_names.is_empty());
     let p = pending_for(&s, &c, "https://app.example.com/cb", "").presentation;
     assert_eq!(p.resources.len(), 1);
     assert_eq!(p.resources[0].uri, "https://mcp.acme.example/mcp");

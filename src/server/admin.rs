@@ -49,7 +49,11 @@ impl AuthorizationServer {
     ///
     /// # Errors
     /// [`AdminError::InvalidSettings`] or [`AdminError::Store`].
-    pub async fn put_project(&self, id: &ProjectId, settings: ProjectSettings) -> Result<(), AdminError> {
+    pub async fn put_project(&self, id: &ProjectId, mut settings: ProjectSettings) -> Result<(), AdminError> {
+        // Checked as given (the older resource-name map included), then
+        // with its names moved into the known resources.
+        settings.validate()?;
+        settings.fold_display_resource_names();
         settings.validate()?;
         self.projects.put(id, settings).await?;
         Ok(())
@@ -115,7 +119,9 @@ impl AuthorizationServer {
     ) -> Result<(ProjectSettings, T), AdminError> {
         for _ in 0..CAS_ATTEMPTS {
             let current = self.project(id).await?;
-            let (new, extra) = f(current.clone())?;
+            let (mut new, extra) = f(current.clone())?;
+            new.validate()?;
+            new.fold_display_resource_names();
             new.validate()?;
             if self.projects.compare_and_swap(id, &current, new.clone()).await? {
                 return Ok((new, extra));

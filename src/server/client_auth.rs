@@ -49,7 +49,7 @@ impl AuthorizationServer {
         if client.is_disabled() {
             self.disabled_client_refused(project, &client.client_id, "client_authentication")
                 .await;
-            return Err(fail(ClientAuthError::UnknownClient));
+            return Err(fail(ClientAuthError::UnknownClient).audited());
         }
         Ok(client)
     }
@@ -97,7 +97,8 @@ impl AuthorizationServer {
         creds: &ClientCredentials,
         source: Option<&crate::cimd::RequestSource>,
     ) -> Result<Client, OAuthError> {
-        let fail = || ClientAuthError::UnknownClient.to_oauth_error(false);
+        // Every refusal below is recorded as `oauth_client.assertion_rejected`.
+        let fail = || ClientAuthError::UnknownClient.to_oauth_error(false).audited();
         let client = match self
             .resolve_client_from(project, settings, id, source, "client_authentication")
             .await

@@ -97,6 +97,21 @@ pub enum ApproveError {
     Server,
 }
 
+/// What a token request revealed before it failed, for its audit event.
+#[derive(Default)]
+struct TokenSeen {
+    client_id: Option<ClientId>,
+    grant_type: Option<GrantTypeParam>,
+}
+
+impl ApproveError {
+    /// A storage failure: logged ([`crate::store::StoreError::log`]) once here.
+    pub(crate) fn from_store(e: crate::store::StoreError) -> Self {
+        e.log();
+        Self::Server
+    }
+}
+
 impl AuthorizationServer {
     /// The authorization endpoint: validates `query` in two phases. When
     /// the project selected an upstream provider
@@ -122,7 +137,7 @@ impl AuthorizationServer {
             Ok(None) => {
                 return AuthorizeOutcome::ShowError(OAuthError::unknown_project());
             }
-            Err(_) => return AuthorizeOutcome::ShowError(OAuthError::server_error()),
+            Err(e) => return AuthorizeOutcome::ShowError(e.into()),
         };
         // `prompt=none` can be answered only through an upstream login
         // (a silent sign-in there, and remembered consent).
@@ -148,12 +163,25 @@ impl AuthorizationServer {
         let req = AuthorizationRequest::from_query(query);
         let client = match self.authorization_client(project, settings, &req, source).await {
             Ok(c) => c,
-            Err(e) => return AuthorizeOutcome::ShowError(e),
+            Err(e) => {
+                let id = req
+                    .client_id
+                    .as_deref()
+                    .and_then(|id| ClientId::parse_with(id, self.client_id_url_policy(settings)).ok());
+                self.authorization_rejected(project, id.as_ref(), &e, false).await;
+                return AuthorizeOutcome::ShowError(e);
+            }
         };
+        crate::trace::record_client(&client.client_id);
         let redirect_uri = match authorize::check_redirect_uri(&req, &client, settings.effective_redirect_uri_policy())
         {
             Ok(r) => r,
-            Err(e) => return AuthorizeOutcome::ShowError(e.to_oauth_error()),
+            Err(e) => {
+                let e = e.to_oauth_error();
+                self.authorization_rejected(project, Some(&client.client_id), &e, false)
+                    .await;
+                return AuthorizeOutcome::ShowError(e);
+            }
         };
         let issuer = self.issuer_for(settings).as_str();
         match authorize::validate_request_with(
@@ -170,10 +198,37 @@ impl AuthorizationServer {
                 if e.error.code() == ErrorCode::InvalidTarget {
                     self.resource_refused(project, &client.client_id, "authorize", &e.error)
                         .await;
+                } else {
+                    self.authorization_rejected(project, Some(&client.client_id), &e.error, true)
+                        .await;
                 }
                 AuthorizeOutcome::Redirect(e.location(issuer))
             }
         }
+    }
+
+    /// Records `authorization.rejected`, unless the refusal was a storage
+    /// failure or is already recorded as a more specific event.
+    async fn authorization_rejected(
+        &self,
+        project: &ProjectId,
+        client_id: Option<&ClientId>,
+        error: &OAuthError,
+        redirected: bool,
+    ) {
+        if error.code() == ErrorCode::ServerError || error.is_audited() {
+            return;
+        }
+        self.emit(
+            project,
+            AuditKind::AuthorizationRejected {
+                client_id: client_id.map(ToString::to_string),
+                error: error.code().as_str().to_owned(),
+                reason: error.reason().unwrap_or(error.code().as_str()).to_owned(),
+                redirected,
+            },
+        )
+        .await;
     }
 
     async fn authorization_client(
@@ -214,7 +269,7 @@ impl AuthorizationServer {
                     .ok_or_else(|| ClientRequestError::UnknownClient.to_oauth_error())?;
                 if client.is_disabled() {
                     self.disabled_client_refused(project, id, endpoint).await;
-                    return Err(ClientRequestError::DisabledClient.to_oauth_error());
+                    return Err(ClientRequestError::DisabledClient.to_oauth_error().audited());
                 }
                 Ok(client)
             }
@@ -222,10 +277,12 @@ impl AuthorizationServer {
                 .resolve_cimd_client_from(project, settings, url, source)
                 .await
                 .map_err(|e| {
+                    // Recorded as `oauth_client.cimd_fetch_failed`.
                     ClientRequestError::ClientMetadataUnavailable {
                         reason: e.reason().into(),
                     }
                     .to_oauth_error()
+                    .audited()
                 }),
         }
     }
@@ -247,8 +304,7 @@ impl AuthorizationServer {
             .projects
             .get(&project)
             .await
-            .ok()
-            .flatten()
+            .map_err(ApproveError::from_store)?
             .ok_or(ApproveError::Server)?;
         let random = ApprovalRandomness {
             grant_id: self.random_array(),
@@ -265,7 +321,7 @@ impl AuthorizationServer {
         self.grants
             .insert_code(approval.record.clone())
             .await
-            .map_err(|_| ApproveError::Server)?;
+            .map_err(ApproveError::from_store)?;
         let grant = &approval.record.grant;
         self.emit(
             &project,
@@ -325,9 +381,45 @@ impl AuthorizationServer {
         body: &[u8],
         source: Option<&crate::cimd::RequestSource>,
     ) -> Result<TokenResponse, OAuthError> {
-        let settings = self.project_for_request(project).await?;
+        let mut seen = TokenSeen::default();
+        let result = self
+            .token_steps(project, authorization, body, source, &mut seen)
+            .await;
+        if let Err(e) = &result
+            && e.code() != ErrorCode::ServerError
+            && !e.is_audited()
+        {
+            self.emit(
+                project,
+                AuditKind::TokenRejected {
+                    client_id: seen.client_id.map(|id| id.to_string()),
+                    grant_type: seen.grant_type.map(|g| g.as_str().to_owned()),
+                    error: e.code().as_str().to_owned(),
+                    reason: e.reason().unwrap_or(e.code().as_str()).to_owned(),
+                },
+            )
+            .await;
+        }
+        result
+    }
+
+    async fn token_steps(
+        &self,
+        project: &ProjectId,
+        authorization: Option<&str>,
+        body: &[u8],
+        source: Option<&crate::cimd::RequestSource>,
+        seen: &mut TokenSeen,
+    ) -> Result<TokenResponse, OAuthError> {
+        // No project, nothing to record (an unknown project has no log).
+        let settings = self.project_for_request(project).await.map_err(OAuthError::audited)?;
         let req = TokenRequest::from_form(body)?;
+        seen.client_id = req
+            .client_id
+            .as_deref()
+            .and_then(|id| ClientId::parse_with(id, self.client_id_url_policy(&settings)).ok());
         let grant_type = req.grant_type()?;
+        seen.grant_type = Some(grant_type);
         let client = self
             .authenticate_client(
                 project,
@@ -342,6 +434,8 @@ impl AuthorizationServer {
                 },
             )
             .await?;
+        crate::trace::record_client(&client.client_id);
+        seen.client_id = Some(client.client_id.clone());
         let result = match grant_type {
             GrantTypeParam::AuthorizationCode => self.exchange_code(project, &settings, &client, &req).await,
             GrantTypeParam::RefreshToken => self.refresh(project, &settings, &client, &req).await,
@@ -351,6 +445,7 @@ impl AuthorizationServer {
             && e.code() == ErrorCode::InvalidTarget
         {
             self.resource_refused(project, &client.client_id, "token", e).await;
+            return result.map_err(OAuthError::audited);
         }
         result
     }
@@ -459,6 +554,7 @@ impl AuthorizationServer {
                         },
                     )
                     .await;
+                    return Err(e.audited());
                 }
                 return Err(e);
             }
@@ -481,6 +577,7 @@ impl AuthorizationServer {
                     .await
                     .map_err(|e| match e.code() {
                         ErrorCode::ServerError => e,
+                        _ if e.is_audited() => invalid().audited(),
                         _ => invalid(),
                     })?;
                 // A confidential (private_key_jwt) document client must
@@ -571,8 +668,8 @@ impl AuthorizationServer {
             ),
         };
         self.emit(project, detected).await;
-        if revoked.is_err() {
-            return OAuthError::server_error();
+        if let Err(e) = revoked {
+            return e.into();
         }
         self.emit(
             project,
@@ -583,7 +680,8 @@ impl AuthorizationServer {
             },
         )
         .await;
-        TokenError::InvalidGrant(token).into()
+        // Recorded as the reuse detection.
+        OAuthError::from(TokenError::InvalidGrant(token)).audited()
     }
 
     async fn refresh(

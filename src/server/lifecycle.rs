@@ -191,8 +191,9 @@ impl AuthorizationServer {
     }
 
     /// Revokes every grant of a user (account deletion, "sign out
-    /// everywhere") and forgets their remembered consent for each client
-    /// of those grants; returns how many grants went. Records
+    /// everywhere") and forgets every consent they remembered, for any
+    /// client (also clients whose grants expired or were revoked before);
+    /// returns how many grants went. Records
     /// `token.revoked` per grant (reason `user_grants_revoked`) and
     /// `user.grants_revoked`.
     ///
@@ -212,7 +213,9 @@ impl AuthorizationServer {
         let revoked = self
             .revoke_all(project, &GrantSelector::Subject(subject.clone()))
             .await?;
-        self.forget_consents(project, &revoked).await?;
+        // Every remembered consent of the user, also for clients whose
+        // grants are gone already (expired, revoked one by one).
+        self.users.revoke_all_consents(project, subject).await?;
         for summary in &revoked {
             self.emit(
                 project,

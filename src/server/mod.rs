@@ -139,7 +139,10 @@ impl AuthorizationServer {
     }
 
     pub(crate) async fn emit(&self, project: &ProjectId, kind: AuditKind) {
-        let event = AuditEvent::new(project.clone(), self.clock.now(), kind);
+        let mut event = AuditEvent::new(project.clone(), self.clock.now(), kind);
+        if let Some(request) = crate::audit::RequestMeta::current() {
+            event.request = request;
+        }
         crate::metrics::audit(&event);
         self.audit.record(event).await;
     }

@@ -110,7 +110,7 @@ impl AuthorizationServer {
         let settings = match self.projects.get(project).await {
             Ok(Some(s)) => s,
             Ok(None) => return AuthorizeOutcome::ShowError(OAuthError::unknown_project()),
-            Err(_) => return AuthorizeOutcome::ShowError(OAuthError::server_error()),
+            Err(e) => return AuthorizeOutcome::ShowError(e.into()),
         };
         let Some(name) = ProviderName::new(provider)
             .ok()
@@ -187,7 +187,7 @@ impl AuthorizationServer {
         let settings = match self.projects.get(project).await {
             Ok(Some(s)) => s,
             Ok(None) => return CallbackOutcome::ShowError(OAuthError::unknown_project()),
-            Err(_) => return CallbackOutcome::ShowError(OAuthError::server_error()),
+            Err(e) => return CallbackOutcome::ShowError(e.into()),
         };
         let params = CallbackParams::from_query(query);
         let provider_label = provider.chars().take(32).collect::<String>();
@@ -345,7 +345,7 @@ impl AuthorizationServer {
         self.users
             .remember_consent(&project, &subject, &client, &scopes, &resources, self.clock.now())
             .await
-            .map_err(|_| super::ApproveError::Server)?;
+            .map_err(super::ApproveError::from_store)?;
         Ok(location)
     }
 

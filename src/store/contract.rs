@@ -2966,6 +2966,38 @@ pub async fn users(store: &dyn UserStore) -> Outcome {
             .is_some_and(|c| c.scopes == scopes("mcp:read") && c.resources == calendar),
         "after a revocation only new approvals count"
     );
+
+    // Account deletion: every consent of the user goes, whatever the
+    // client; other users' and other projects' stay.
+    ok!(
+        store
+            .remember_consent(&q, alice, client, &scopes("mcp:read"), &calendar, t1)
+            .await,
+        "remember consent"
+    );
+    let forgotten = ok!(store.revoke_all_consents(&p, alice).await, "revoke all consents");
+    ensure!(
+        forgotten == 2,
+        "revoking all of a user's consents forgets each of them",
+        "{forgotten}"
+    );
+    ensure!(
+        ok!(store.consent(&p, alice, client).await, "consent").is_none()
+            && ok!(store.consent(&p, alice, "client_contract_b").await, "consent").is_none(),
+        "no consent of the user is left behind"
+    );
+    ensure!(
+        ok!(store.consent(&p, &bob.subject, client).await, "consent").is_some(),
+        "revoking a user's consents keeps other users'"
+    );
+    ensure!(
+        ok!(store.consent(&q, alice, client).await, "consent").is_some(),
+        "revoking a user's consents keeps the user's consents in other projects"
+    );
+    ensure!(
+        ok!(store.revoke_all_consents(&p, alice).await, "revoke all consents") == 0,
+        "revoking all consents twice finds none"
+    );
     Ok(())
 }
 

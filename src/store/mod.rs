@@ -68,11 +68,38 @@ impl StoreError {
     pub fn message(&self) -> &str {
         &self.message
     }
+
+    /// Logs the failure through `tracing` at ERROR (target
+    /// `authio_mcp::store`, with its message and its source chain) and
+    /// counts it ([`crate::metrics`]). The driver calls this exactly once,
+    /// where the failure becomes a `server_error` answer; the client sees
+    /// none of it.
+    pub fn log(&self) {
+        crate::metrics::store_error();
+        if tracing::enabled!(target: "authio_mcp::store", tracing::Level::ERROR) {
+            let mut causes = String::new();
+            let mut next = std::error::Error::source(self);
+            while let Some(cause) = next {
+                if !causes.is_empty() {
+                    causes.push_str(": ");
+                }
+                causes.push_str(&cause.to_string());
+                next = cause.source();
+            }
+            tracing::error!(
+                target: "authio_mcp::store",
+                error = %self.message,
+                cause = causes.as_str(),
+                "storage failure; answered server_error"
+            );
+        }
+    }
 }
 
 impl From<StoreError> for crate::error::OAuthError {
-    fn from(_: StoreError) -> Self {
-        crate::metrics::store_error();
+    /// Logs the failure ([`StoreError::log`]) and answers `server_error`.
+    fn from(e: StoreError) -> Self {
+        e.log();
         Self::server_error()
     }
 }

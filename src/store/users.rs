@@ -123,6 +123,16 @@ pub trait UserStore: Send + Sync {
     /// Forgets it; returns whether there was one.
     async fn revoke_consent(&self, project: &ProjectId, subject: &Subject, client_id: &str)
     -> Result<bool, StoreError>;
+
+    /// Forgets everything `subject` allowed any client in `project`
+    /// (account deletion, "sign out everywhere"), also consents of clients
+    /// that hold no grant any more; returns how many there were.
+    ///
+    /// # Security
+    /// Must not leave a consent of the user behind, whatever its client:
+    /// a forgotten one would approve that client silently on the next
+    /// sign-in.
+    async fn revoke_all_consents(&self, project: &ProjectId, subject: &Subject) -> Result<usize, StoreError>;
 }
 
 /// The result of [`UpstreamLoginStore::take`].
@@ -309,6 +319,13 @@ impl UserStore for MemoryUserStore {
         Ok(lock(&self.consents)?
             .remove(&(project.clone(), subject.as_str().to_owned(), client_id.to_owned()))
             .is_some())
+    }
+
+    async fn revoke_all_consents(&self, project: &ProjectId, subject: &Subject) -> Result<usize, StoreError> {
+        let mut map = lock(&self.consents)?;
+        let before = map.len();
+        map.retain(|(p, s, _), _| !(p == project && s == subject.as_str()));
+        Ok(before - map.len())
     }
 }
 

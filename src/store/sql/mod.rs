@@ -74,6 +74,7 @@
 //! | `UserStore::upsert` | one `INSERT ... ON CONFLICT (project, subject) DO UPDATE ... RETURNING created_at`: the first sign-in's `created_at` is kept |
 //! | `UserStore::remember_consent` | a transaction whose FIRST statement upserts the consent row (`INSERT ... ON CONFLICT DO UPDATE`): it takes that row's lock (PostgreSQL, `READ COMMITTED`) or the database write lock (SQLite), so the read, union and write of the scopes and resources that follow see every approval committed before, and a concurrent approval waits and merges into this one's |
 //! | `UserStore::revoke_consent` | one `DELETE`; one row affected means there was a consent |
+//! | `UserStore::revoke_all_consents` | one `DELETE` of the user's rows in the project |
 //! | `GrantStore::revoke_grant` | a transaction that first writes a revocation marker, then deletes the grant's codes, tokens and summary. Inserts of codes and tokens are `INSERT ... SELECT ... WHERE NOT EXISTS <marker>`, and EVERY read and conditional update also requires that no marker exists, so a record inserted by a request that raced the revocation reads as absent whatever the interleaving |
 //! | `GrantStore::revoke_grants` | a transaction whose FIRST statement writes the markers of the whole batch (`INSERT INTO revoked_grants SELECT ... FROM grants WHERE <selector> AND NOT EXISTS <marker> ORDER BY ... LIMIT ... RETURNING grant_id`, through the `grants_subject` / `grants_client` index): it takes the write lock and fixes the batch; then each grant's codes, tokens and summary go. Each batch has `revoke_grant`'s guarantees, so a refresh racing the revocation of every grant of a user never leaves a live token |
 //! | grant summaries | written by `INSERT ... SELECT ... WHERE NOT EXISTS <marker> ON CONFLICT DO UPDATE` (use and expiry only grow) before the code or refresh token that creates them, and extended by a plain `UPDATE` for access tokens; a summary stored again by a write that raced a revocation (PostgreSQL, `READ COMMITTED`) is skipped by every listing and selection through the marker, like a racing token row |
@@ -2362,6 +2363,21 @@ macro_rules! impl_sql_store {
                     .map_err(|e| self.fail("revoke consent", e))?
                     .rows_affected();
                 Ok(n > 0)
+            }
+
+            async fn revoke_all_consents(
+                &self,
+                project: &ProjectId,
+                subject: &$crate::grant::Subject,
+            ) -> Result<usize, StoreError> {
+                let n = sqlx::query(q::CONSENT_REVOKE_ALL)
+                    .bind(project.as_str())
+                    .bind(subject.as_str())
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| self.fail("revoke all consents", e))?
+                    .rows_affected();
+                Ok(usize::try_from(n).unwrap_or(usize::MAX))
             }
         }
 

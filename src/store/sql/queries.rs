@@ -384,7 +384,7 @@ macro_rules! flood_prone {
     () => {
         "name IN ('oauth_client.cimd_fetch_failed', 'oauth_client.registration_rejected', \
          'oauth_client.assertion_rejected', 'upstream.login_failed', 'resource.refused', \
-         'oauth_client.disabled_refused')"
+         'oauth_client.disabled_refused', 'token.rejected', 'authorization.rejected')"
     };
 }
 
@@ -551,6 +551,8 @@ pub(super) const CONSENT_SET: &str =
 pub(super) const CONSENT_REVOKE: &str =
     "DELETE FROM user_consents WHERE project = $1 AND subject = $2 AND client_id = $3";
 
+pub(super) const CONSENT_REVOKE_ALL: &str = "DELETE FROM user_consents WHERE project = $1 AND subject = $2";
+
 // ---- upstream logins in flight ----
 
 /// Stores a login unless the project already has `$6` live ones (`$3`,
@@ -578,3 +580,16 @@ pub(super) const LOGIN_STATE: &str =
 /// Expired logins, at most `$2` of them, through the expiry index.
 pub(super) const LOGIN_PURGE: &str = "DELETE FROM upstream_logins WHERE (project, state_hash) IN \
      (SELECT project, state_hash FROM upstream_logins WHERE expires_at <= $1 LIMIT $2)";
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_rejection_event_is_counted_apart() {
+        let flood_prone: &str = flood_prone!();
+        for kind in crate::audit::tests::all_kinds() {
+            let listed = flood_prone.contains(&format!("'{}'", kind.name()));
+            let rejection = kind.class() == crate::audit::AuditClass::Rejection;
+            assert_eq!(listed, rejection, "{}", kind.name());
+        }
+    }
+}

@@ -3,11 +3,23 @@
 //! Every event has a stable dotted name ([`AuditEvent::name`]) that hosts
 //! can alert on, e.g. `oauth_client.cimd_fetch_failed`. Events carry ids
 //! (client ids, IAT ids, grant ids), never raw tokens, secrets or codes.
+//!
+//! Events recorded inside a [`RequestMeta::scope`] carry the host's request
+//! id, client address and user agent. Besides the stores' audit logs,
+//! [`TracingAuditSink`] hands events to `tracing`, [`JsonLinesAuditSink`]
+//! writes them as JSON lines to any writer, and [`TeeAuditSink`] sends
+//! each event to two sinks.
+
+mod meta;
+mod sinks;
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::project::{ProjectId, SettingChange};
+
+pub use self::meta::{MAX_META_LEN, RequestMeta, RequestScope};
+pub use self::sinks::{JsonLinesAuditSink, TeeAuditSink, TracingAuditSink};
 
 /// One audit record.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,12 +33,32 @@ pub struct AuditEvent {
     /// What happened, with its structured fields.
     #[serde(flatten)]
     pub kind: AuditKind,
+    /// The request it happened in, as far as the host told
+    /// ([`RequestMeta::scope`]); members absent from the JSON when unknown.
+    #[serde(flatten)]
+    pub request: RequestMeta,
 }
 
 impl AuditEvent {
-    /// A new event.
+    /// A new event, with no request metadata.
     pub const fn new(project_id: ProjectId, at: OffsetDateTime, kind: AuditKind) -> Self {
-        Self { project_id, at, kind }
+        Self {
+            project_id,
+            at,
+            kind,
+            request: RequestMeta {
+                request_id: None,
+                client_ip: None,
+                user_agent: None,
+            },
+        }
+    }
+
+    /// The event with `request` as its request metadata.
+    #[must_use]
+    pub fn with_request(mut self, request: RequestMeta) -> Self {
+        self.request = request;
+        self
     }
 
     /// The stable dotted name, e.g. `oauth_client.cimd_fetch_failed`.
@@ -335,6 +367,44 @@ pub enum AuditKind {
         /// How many grants.
         grants_revoked: usize,
     },
+    /// A token request was refused (any refusal not recorded as a more
+    /// specific event such as `resource.refused`,
+    /// `oauth_client.assertion_rejected` or a reuse detection).
+    #[serde(rename = "token.rejected")]
+    TokenRejected {
+        /// The client, when the request named a well-formed one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client_id: Option<String>,
+        /// The `grant_type`, when it is one this server knows.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        grant_type: Option<String>,
+        /// The OAuth error code sent.
+        error: String,
+        /// Machine-readable reason (`invalid_code`, `pkce_mismatch`,
+        /// `redirect_uri_mismatch`, `wrong_secret`, `unknown_client`,
+        /// `scope_widening`, ...).
+        reason: String,
+    },
+    /// An authorization request was refused: shown to the user as an error
+    /// page (`redirected: false`, phase 1: client and redirect URI) or sent
+    /// back to the client (`redirected: true`, phase 2). Refusals recorded
+    /// as a more specific event (`resource.refused`,
+    /// `oauth_client.cimd_fetch_failed`, `oauth_client.disabled_refused`)
+    /// are not recorded again.
+    #[serde(rename = "authorization.rejected")]
+    AuthorizationRejected {
+        /// The client, when the request named a well-formed one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client_id: Option<String>,
+        /// The OAuth error code.
+        error: String,
+        /// Machine-readable reason (`unknown_client`,
+        /// `redirect_uri_mismatch`, `pkce_missing`, `invalid_scope`,
+        /// `unsupported_response_type`, ...).
+        reason: String,
+        /// Whether the error went back to the client's redirect URI.
+        redirected: bool,
+    },
     /// An upstream login failed.
     #[serde(rename = "upstream.login_failed")]
     UpstreamLoginFailed {
@@ -392,7 +462,9 @@ impl AuditKind {
             | Self::ClientAssertionRejected { .. }
             | Self::UpstreamLoginFailed { .. }
             | Self::ResourceRefused { .. }
-            | Self::DisabledClientRefused { .. } => AuditClass::Rejection,
+            | Self::DisabledClientRefused { .. }
+            | Self::TokenRejected { .. }
+            | Self::AuthorizationRejected { .. } => AuditClass::Rejection,
             Self::CimdResolved { .. }
             | Self::ClientRegistered { .. }
             | Self::ClientTokenlessAdmitted { .. }
@@ -412,7 +484,9 @@ impl AuditKind {
             Self::CimdFetchFailed { reason, .. }
             | Self::ClientRegistrationRejected { reason, .. }
             | Self::ClientAssertionRejected { reason, .. }
-            | Self::UpstreamLoginFailed { reason, .. } => Some(reason),
+            | Self::UpstreamLoginFailed { reason, .. }
+            | Self::TokenRejected { reason, .. }
+            | Self::AuthorizationRejected { reason, .. } => Some(reason),
             Self::ResourceRefused { endpoint, .. } | Self::DisabledClientRefused { endpoint, .. } => Some(endpoint),
             _ => None,
         }
@@ -453,16 +527,19 @@ impl AuditKind {
             Self::ClientDeleted { .. } => "oauth_client.deleted",
             Self::DisabledClientRefused { .. } => "oauth_client.disabled_refused",
             Self::UserGrantsRevoked { .. } => "user.grants_revoked",
+            Self::TokenRejected { .. } => "token.rejected",
+            Self::AuthorizationRejected { .. } => "authorization.rejected",
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use time::macros::datetime;
 
-    fn all_kinds() -> Vec<AuditKind> {
+    /// One event of every kind.
+    pub(crate) fn all_kinds() -> Vec<AuditKind> {
         let s = String::new;
         vec![
             AuditKind::ProjectMcpEnabled { changes: vec![] },
@@ -581,6 +658,18 @@ mod tests {
                 subject: s(),
                 grants_revoked: 3,
             },
+            AuditKind::TokenRejected {
+                client_id: Some(s()),
+                grant_type: None,
+                error: s(),
+                reason: s(),
+            },
+            AuditKind::AuthorizationRejected {
+                client_id: None,
+                error: s(),
+                reason: s(),
+                redirected: true,
+            },
         ]
     }
 
@@ -619,6 +708,8 @@ mod tests {
             "oauth_client.deleted",
             "oauth_client.disabled_refused",
             "user.grants_revoked",
+            "token.rejected",
+            "authorization.rejected",
         ];
         assert_eq!(all_kinds().len(), expected.len());
         let project = ProjectId::new("proj_acme_prod").unwrap();
@@ -632,6 +723,50 @@ mod tests {
             let back: AuditEvent = serde_json::from_value(j).unwrap();
             assert_eq!(back, e);
         }
+    }
+
+    #[test]
+    fn request_metadata_is_flat_and_optional() {
+        let e = AuditEvent::new(
+            ProjectId::new("p").unwrap(),
+            datetime!(2026-11-26 12:00 UTC),
+            AuditKind::TokenRejected {
+                client_id: Some("client_0123".into()),
+                grant_type: Some("authorization_code".into()),
+                error: "invalid_grant".into(),
+                reason: "pkce_mismatch".into(),
+            },
+        )
+        .with_request(
+            RequestMeta::new()
+                .request_id("req-1")
+                .client_ip("2001:db8::7".parse().unwrap())
+                .user_agent("claude-code/2"),
+        );
+        let j = e.to_json();
+        assert_eq!(
+            j,
+            serde_json::json!({
+                "event": "token.rejected",
+                "project_id": "p",
+                "at": "2026-11-26T12:00:00Z",
+                "client_id": "client_0123",
+                "grant_type": "authorization_code",
+                "error": "invalid_grant",
+                "reason": "pkce_mismatch",
+                "request_id": "req-1",
+                "client_ip": "2001:db8::7",
+                "user_agent": "claude-code/2"
+            })
+        );
+        assert_eq!(serde_json::from_value::<AuditEvent>(j).unwrap(), e);
+        // Events stored before request metadata existed still read.
+        let old = serde_json::json!({
+            "event": "token.revoked", "project_id": "p", "at": "2026-11-26T12:00:00Z",
+            "client_id": "c", "grant_id": "g", "reason": "revocation_request"
+        });
+        let back: AuditEvent = serde_json::from_value(old).unwrap();
+        assert!(back.request.is_empty());
     }
 
     #[test]
