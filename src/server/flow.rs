@@ -300,6 +300,8 @@ impl AuthorizationServer {
         granted: Option<ScopeSet>,
     ) -> Result<String, ApproveError> {
         let project = pending.project.clone();
+        crate::trace::record_project(&project);
+        crate::trace::record_client(&pending.client_id);
         let settings = self
             .projects
             .get(&project)
@@ -418,6 +420,9 @@ impl AuthorizationServer {
             .client_id
             .as_deref()
             .and_then(|id| ClientId::parse_with(id, self.client_id_url_policy(&settings)).ok());
+        if let Some(id) = &seen.client_id {
+            crate::trace::record_client(id);
+        }
         let grant_type = req.grant_type()?;
         seen.grant_type = Some(grant_type);
         let client = self
