@@ -452,7 +452,11 @@ pub fn validate_request_with(
         ));
     }
     if req.state.as_ref().is_some_and(|s| s.len() > MAX_STATE) {
-        return Err(fail(ErrorCode::InvalidRequest, "state_too_long", "state is too long".into()));
+        return Err(fail(
+            ErrorCode::InvalidRequest,
+            "state_too_long",
+            "state is too long".into(),
+        ));
     }
     if req
         .nonce

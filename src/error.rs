@@ -199,24 +199,31 @@ pub enum Challenge {
 pub struct OAuthError {
     code: ErrorCode,
     description: Option<Cow<'static, str>>,
-    uri: Option<String>,
+    /// `error_uri` and `Allow`, rarely set: boxed, so the error (carried
+    /// in many `Result`s) stays small.
+    rare: Option<Box<Rare>>,
     challenge: Option<Challenge>,
     status: Option<StatusCode>,
-    allow: Option<Box<str>>,
     reason: Option<&'static str>,
     /// Already recorded as a specific audit event: the endpoint records no
     /// generic rejection for it.
     audited: bool,
 }
 
+#[derive(Clone, Debug, Default)]
+struct Rare {
+    uri: Option<Box<str>>,
+    allow: Option<Box<str>>,
+}
+
 impl PartialEq for OAuthError {
     fn eq(&self, other: &Self) -> bool {
         self.code == other.code
             && self.description == other.description
-            && self.uri == other.uri
+            && self.uri() == other.uri()
             && self.challenge == other.challenge
             && self.status == other.status
-            && self.allow == other.allow
+            && self.allow() == other.allow()
     }
 }
 
@@ -228,10 +235,9 @@ impl OAuthError {
         Self {
             code,
             description: None,
-            uri: None,
+            rare: None,
             challenge: None,
             status: None,
-            allow: None,
             reason: None,
             audited: false,
         }
@@ -254,10 +260,9 @@ impl OAuthError {
         Self {
             code: ErrorCode::ServerError,
             description: Some(Cow::Borrowed("the authorization server could not complete the request")),
-            uri: None,
+            rare: None,
             challenge: None,
             status: None,
-            allow: None,
             reason: None,
             audited: false,
         }
@@ -276,7 +281,7 @@ impl OAuthError {
     pub fn with_uri(mut self, uri: impl Into<String>) -> Self {
         let uri = uri.into();
         if uri.bytes().all(|b| matches!(b, 0x21 | 0x23..=0x5B | 0x5D..=0x7E)) {
-            self.uri = Some(uri);
+            self.rare.get_or_insert_default().uri = Some(uri.into_boxed_str());
         }
         self
     }
@@ -301,7 +306,7 @@ impl OAuthError {
     /// it). `methods` is the header value, e.g. `"POST, OPTIONS"`.
     #[must_use]
     pub fn with_allow(mut self, methods: impl Into<String>) -> Self {
-        self.allow = Some(methods.into().into_boxed_str());
+        self.rare.get_or_insert_default().allow = Some(methods.into().into_boxed_str());
         self
     }
 
@@ -334,7 +339,7 @@ impl OAuthError {
 
     /// The `Allow` header value set by [`OAuthError::with_allow`].
     pub fn allow(&self) -> Option<&str> {
-        self.allow.as_deref()
+        self.rare.as_ref().and_then(|r| r.allow.as_deref())
     }
 
     /// The code.
@@ -349,7 +354,7 @@ impl OAuthError {
 
     /// The error URI, if any.
     pub fn uri(&self) -> Option<&str> {
-        self.uri.as_deref()
+        self.rare.as_ref().and_then(|r| r.uri.as_deref())
     }
 
     /// The HTTP status of a direct response carrying this error.
@@ -365,7 +370,7 @@ impl OAuthError {
         let body = ErrorBody {
             error: self.code,
             error_description: self.description.as_deref(),
-            error_uri: self.uri.as_deref(),
+            error_uri: self.uri(),
         };
         serde_json::to_vec(&body).unwrap_or_else(|_| br#"{"error":"server_error"}"#.to_vec())
     }
@@ -408,7 +413,7 @@ impl OAuthError {
         {
             headers.insert(header::WWW_AUTHENTICATE, value);
         }
-        if let Some(allow) = self.allow.as_deref()
+        if let Some(allow) = self.allow()
             && let Ok(value) = HeaderValue::from_str(allow)
         {
             headers.insert(header::ALLOW, value);

@@ -331,10 +331,10 @@ impl OAuthEndpoints {
             return r;
         }
         let result = traced("discovery", async {
-                allow(req, &[Method::GET, Method::HEAD, Method::OPTIONS])?;
-                let project = self.project(req)?;
-                let m = self.server.metadata(&project).await?;
-                Ok(m.to_json())
+            allow(req, &[Method::GET, Method::HEAD, Method::OPTIONS])?;
+            let project = self.project(req)?;
+            let m = self.server.metadata(&project).await?;
+            Ok(m.to_json())
         })
         .await;
         let mut response = match result {
@@ -363,9 +363,9 @@ impl OAuthEndpoints {
             return r;
         }
         let result = traced("jwks", async {
-                allow(req, &[Method::GET, Method::HEAD, Method::OPTIONS])?;
-                let project = self.project(req)?;
-                Ok(self.server.jwks(&project).await?.to_json())
+            allow(req, &[Method::GET, Method::HEAD, Method::OPTIONS])?;
+            let project = self.project(req)?;
+            Ok(self.server.jwks(&project).await?.to_json())
         })
         .await;
         let mut response = match result {
@@ -396,9 +396,9 @@ impl OAuthEndpoints {
             return r;
         }
         let result = traced("userinfo", async {
-                allow(req, &[Method::GET, Method::POST, Method::OPTIONS])?;
-                let project = self.project(req)?;
-                self.server.userinfo(&project, authorization(req)).await
+            allow(req, &[Method::GET, Method::POST, Method::OPTIONS])?;
+            let project = self.project(req)?;
+            self.server.userinfo(&project, authorization(req)).await
         })
         .await;
         let mut response = match result {
@@ -639,10 +639,10 @@ impl OAuthEndpoints {
             return r;
         }
         let result = traced("token", async {
-                let (project, body) = self.form_request(req, &[Method::POST, Method::OPTIONS])?;
-                self.server
-                    .token_from(&project, authorization(req), body, request_source(req))
-                    .await
+            let (project, body) = self.form_request(req, &[Method::POST, Method::OPTIONS])?;
+            self.server
+                .token_from(&project, authorization(req), body, request_source(req))
+                .await
         })
         .await;
         let mut response = match result {
@@ -660,11 +660,11 @@ impl OAuthEndpoints {
             return r;
         }
         let result = traced("register", async {
-                let (project, body) = self.json_request_allowing(req, &[Method::POST, Method::OPTIONS])?;
-                let source = request_source(req).and_then(RequestSource::ip);
-                self.server
-                    .register_client_from(&project, authorization(req), body, source)
-                    .await
+            let (project, body) = self.json_request_allowing(req, &[Method::POST, Method::OPTIONS])?;
+            let source = request_source(req).and_then(RequestSource::ip);
+            self.server
+                .register_client_from(&project, authorization(req), body, source)
+                .await
         })
         .await;
         let mut response = match result {
@@ -695,8 +695,8 @@ impl OAuthEndpoints {
 
     async fn cimd_resolve_as<B: AsRef<[u8]>>(&self, req: &Request<B>, details: bool) -> Response<Vec<u8>> {
         let result = traced("cimd_resolve", async {
-                let (project, body) = self.json_request(req)?;
-                self.server.preview_cimd_from(&project, body, request_source(req)).await
+            let (project, body) = self.json_request(req)?;
+            self.server.preview_cimd_from(&project, body, request_source(req)).await
         })
         .await;
         match result {
@@ -713,8 +713,8 @@ impl OAuthEndpoints {
             return r;
         }
         let result = traced("revoke", async {
-                let (project, body) = self.form_request(req, &[Method::POST, Method::OPTIONS])?;
-                self.server.revoke(&project, authorization(req), body).await
+            let (project, body) = self.form_request(req, &[Method::POST, Method::OPTIONS])?;
+            self.server.revoke(&project, authorization(req), body).await
         })
         .await;
         let mut response = match result {
@@ -737,18 +737,18 @@ impl OAuthEndpoints {
     /// authenticator accepts.
     pub async fn introspect<B: AsRef<[u8]>>(&self, req: &Request<B>) -> Response<Vec<u8>> {
         let result = traced("introspect", async {
-                let (project, body) = self.form_request(req, &[Method::POST])?;
-                let allowed = self
-                    .introspection
-                    .as_ref()
-                    .is_some_and(|a| a.authenticate(&project, authorization(req)));
-                if !allowed {
-                    return Err(OAuthError::with_description(
-                        ErrorCode::InvalidToken,
-                        "introspection requires a valid credential",
-                    ));
-                }
-                self.server.introspect(&project, body).await
+            let (project, body) = self.form_request(req, &[Method::POST])?;
+            let allowed = self
+                .introspection
+                .as_ref()
+                .is_some_and(|a| a.authenticate(&project, authorization(req)));
+            if !allowed {
+                return Err(OAuthError::with_description(
+                    ErrorCode::InvalidToken,
+                    "introspection requires a valid credential",
+                ));
+            }
+            self.server.introspect(&project, body).await
         })
         .await;
         match result {

@@ -87,7 +87,10 @@ impl Server {
         };
         let http = client();
         for _ in 0..400 {
-            if let Ok(r) = http.get(server.url("/.well-known/oauth-authorization-server")).send().await
+            if let Ok(r) = http
+                .get(server.url("/.well-known/oauth-authorization-server"))
+                .send()
+                .await
                 && r.status() == 200
             {
                 return server;
@@ -182,7 +185,9 @@ async fn request_ids_tag_responses_log_lines_and_audit_events() {
         "{log}"
     );
     assert!(
-        tagged.iter().any(|l| l.contains("status=401") && l.contains("path=\"/oauth2/token\"")),
+        tagged
+            .iter()
+            .any(|l| l.contains("status=401") && l.contains("path=\"/oauth2/token\"")),
         "the example's request line: {log}"
     );
     let rejected = lines
@@ -279,7 +284,9 @@ fn a_taken_port_is_reported_as_a_sentence() {
     let (code, stderr) = run_to_exit(&["--listen", &addr]);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(
-        stderr.contains(&format!("error: cannot listen on {addr}: the address is already in use")),
+        stderr.contains(&format!(
+            "error: cannot listen on {addr}: the address is already in use"
+        )),
         "{stderr}"
     );
     assert!(stderr.contains("--listen"), "says what to do: {stderr}");

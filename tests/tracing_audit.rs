@@ -153,7 +153,10 @@ async fn token_failures_are_audited_once_with_a_reason() {
             )
         })
         .collect();
-    assert!(reasons.contains(&("unsupported_grant_type".to_owned(), None)), "{reasons:?}");
+    assert!(
+        reasons.contains(&("unsupported_grant_type".to_owned(), None)),
+        "{reasons:?}"
+    );
     assert!(
         reasons.contains(&("unknown_client".to_owned(), Some("refresh_token".to_owned()))),
         "{reasons:?}"
@@ -187,15 +190,15 @@ async fn authorization_failures_are_audited_with_a_specific_reason() {
     };
 
     // Phase 1, shown to the user.
-    let unknown = authio_mcp::client::ClientId::Registered(authio_mcp::client::RegisteredClientId::from_random(
-        &[9; 12],
-    ));
+    let unknown =
+        authio_mcp::client::ClientId::Registered(authio_mcp::client::RegisteredClientId::from_random(&[9; 12]));
     assert!(matches!(
         h.authorize(&auth_query(&unknown, REDIRECT, &v, "")).await,
         AuthorizeOutcome::ShowError(_)
     ));
     assert!(matches!(
-        h.authorize(&auth_query(&client, "https://evil.example/cb", &v, "")).await,
+        h.authorize(&auth_query(&client, "https://evil.example/cb", &v, ""))
+            .await,
         AuthorizeOutcome::ShowError(_)
     ));
     let r = rejected(&h);
@@ -281,9 +284,10 @@ async fn request_metadata_is_recorded_on_every_event_in_its_scope() {
 #[tokio::test]
 async fn the_sqlite_audit_log_keeps_request_metadata() {
     let dir = sql_support::TempDir::new();
-    let store = authio_mcp::store::sql::SqliteStore::connect(&dir.sqlite_url("audit.db"), sql_support::sealed_options())
-        .await
-        .unwrap();
+    let store =
+        authio_mcp::store::sql::SqliteStore::connect(&dir.sqlite_url("audit.db"), sql_support::sealed_options())
+            .await
+            .unwrap();
     store.migrate().await.unwrap();
     let project = ProjectId::new("proj_sql").unwrap();
     let meta = RequestMeta::new()
@@ -303,7 +307,10 @@ async fn the_sqlite_audit_log_keeps_request_metadata() {
     assert_eq!(page.events[0].request, meta);
     let counts = store.rejection_counts(&project).await.unwrap();
     assert_eq!(counts.len(), 1);
-    assert_eq!((counts[0].event.as_str(), counts[0].reason.as_str()), ("token.rejected", "invalid_refresh_token"));
+    assert_eq!(
+        (counts[0].event.as_str(), counts[0].reason.as_str()),
+        ("token.rejected", "invalid_refresh_token")
+    );
 }
 
 /// A project store whose every call fails, as a database that went away.
@@ -314,13 +321,21 @@ impl ProjectStore for BrokenProjects {
     async fn get(&self, _: &ProjectId) -> Result<Option<ProjectSettings>, StoreError> {
         Err(StoreError::with_source(
             "reading project settings",
-            std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused by db.internal"),
+            std::io::Error::new(
+                std::io::ErrorKind::ConnectionRefused,
+                "connection refused by db.internal",
+            ),
         ))
     }
     async fn put(&self, _: &ProjectId, _: ProjectSettings) -> Result<(), StoreError> {
         Ok(())
     }
-    async fn compare_and_swap(&self, _: &ProjectId, _: &ProjectSettings, _: ProjectSettings) -> Result<bool, StoreError> {
+    async fn compare_and_swap(
+        &self,
+        _: &ProjectId,
+        _: &ProjectSettings,
+        _: ProjectSettings,
+    ) -> Result<bool, StoreError> {
         Ok(false)
     }
 }
@@ -344,8 +359,10 @@ async fn a_store_failure_is_logged_once_with_its_message_and_cause() {
     assert!(errors[0].contains("authio.request"), "inside the request span: {log}");
     // The request's closing event says server_error.
     assert!(
-        log.lines()
-            .any(|l| l.contains("request handled") && l.contains("outcome=\"server_error\"") || l.contains("outcome=server_error")),
+        log.lines().any(
+            |l| l.contains("request handled") && l.contains("outcome=\"server_error\"")
+                || l.contains("outcome=server_error")
+        ),
         "{log}"
     );
 }
@@ -387,9 +404,13 @@ async fn spans_and_events_name_the_request_and_never_a_secret() {
     };
     let bad = verifier(2);
     secrets.push(bad.as_str().to_owned());
-    let r = e.token(&post_form("/oauth2/token", &exchange(&code, bad.as_str()), None)).await;
+    let r = e
+        .token(&post_form("/oauth2/token", &exchange(&code, bad.as_str()), None))
+        .await;
     assert_eq!(r.status(), 400);
-    let r = e.token(&post_form("/oauth2/token", &exchange(&code, v.as_str()), None)).await;
+    let r = e
+        .token(&post_form("/oauth2/token", &exchange(&code, v.as_str()), None))
+        .await;
     assert_eq!(r.status(), 200);
     let t = body_json(r);
     let (access, refresh) = (
@@ -452,12 +473,13 @@ async fn spans_and_events_name_the_request_and_never_a_secret() {
     let r = e.token(&post_form("/oauth2/token", &body, None)).await;
     assert_eq!(r.status(), 400);
     // Introspection and revocation, also through the HTTP layer.
-    let r = e.revoke(&post_form(
-        "/oauth2/revoke",
-        &form(&[("token", &access), ("client_id", client.as_str())]),
-        None,
-    ))
-    .await;
+    let r = e
+        .revoke(&post_form(
+            "/oauth2/revoke",
+            &form(&[("token", &access), ("client_id", client.as_str())]),
+            None,
+        ))
+        .await;
     assert_eq!(r.status(), 200);
 
     let log = captured.text();
@@ -492,7 +514,12 @@ async fn spans_and_events_name_the_request_and_never_a_secret() {
         );
     }
     // Audit events through the tracing sink, with their names.
-    for name in ["token.rejected", "token.issued", "oauth_client.registered", "authorization.granted"] {
+    for name in [
+        "token.rejected",
+        "token.issued",
+        "oauth_client.registered",
+        "authorization.granted",
+    ] {
         assert!(
             log.lines()
                 .any(|l| l.contains("authio_mcp::audit") && l.contains(&format!("event=\"{name}\""))),
@@ -528,7 +555,10 @@ async fn json_lines_hold_every_audit_event_and_no_secret() {
     let out = String::from_utf8(Arc::into_inner(jsonl).unwrap().into_inner()).unwrap();
     let events: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let names: Vec<&str> = events.iter().map(|e| e["event"].as_str().unwrap()).collect();
-    assert!(names.contains(&"authorization.granted") && names.contains(&"token.issued"), "{names:?}");
+    assert!(
+        names.contains(&"authorization.granted") && names.contains(&"token.issued"),
+        "{names:?}"
+    );
     let granted = events.iter().find(|e| e["event"] == "authorization.granted").unwrap();
     assert_eq!(granted["request_id"], "r-1");
     for secret in [code.as_str(), v.as_str(), t.access_token.as_str()] {
@@ -571,5 +601,11 @@ async fn revoking_a_users_grants_forgets_every_remembered_consent() {
             "{c}: every consent of the user is forgotten"
         );
     }
-    assert!(users.consent(&h.project, &bob, client.as_str()).await.unwrap().is_some());
+    assert!(
+        users
+            .consent(&h.project, &bob, client.as_str())
+            .await
+            .unwrap()
+            .is_some()
+    );
 }

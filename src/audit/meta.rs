@@ -76,10 +76,7 @@ impl RequestMeta {
     /// events recorded while it runs carry it. Scopes nest (the inner one
     /// wins); work spawned onto other tasks does not inherit it.
     pub fn scope<F: Future>(self, fut: F) -> RequestScope<F> {
-        RequestScope {
-            meta: Some(self),
-            fut,
-        }
+        RequestScope { meta: Some(self), fut }
     }
 
     /// The metadata of the innermost enclosing [`RequestMeta::scope`], if
@@ -126,7 +123,10 @@ impl<F: Future> Future for RequestScope<F> {
         // back out after it (also when the inner future panics), so a
         // task moving between threads takes it along.
         let outer = CURRENT.with(|c| c.replace(this.meta.take()));
-        let restore = Restore { outer: Some(outer), meta: this.meta };
+        let restore = Restore {
+            outer: Some(outer),
+            meta: this.meta,
+        };
         let poll = this.fut.poll(cx);
         drop(restore);
         poll

@@ -196,7 +196,10 @@ mod tests {
             tee.record(event("x")).await;
             let project = ProjectId::new("proj_a").unwrap();
             for log in [&a, &b] {
-                let page = log.query(&crate::store::AuditQuery::new(project.clone())).await.unwrap();
+                let page = log
+                    .query(&crate::store::AuditQuery::new(project.clone()))
+                    .await
+                    .unwrap();
                 assert_eq!(page.events, vec![event("x")]);
             }
         });

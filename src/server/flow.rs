@@ -384,9 +384,7 @@ impl AuthorizationServer {
         source: Option<&crate::cimd::RequestSource>,
     ) -> Result<TokenResponse, OAuthError> {
         let mut seen = TokenSeen::default();
-        let result = self
-            .token_steps(project, authorization, body, source, &mut seen)
-            .await;
+        let result = self.token_steps(project, authorization, body, source, &mut seen).await;
         if let Err(e) = &result
             && e.code() != ErrorCode::ServerError
             && !e.is_audited()
