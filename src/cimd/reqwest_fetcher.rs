@@ -201,9 +201,7 @@ impl MetadataFetcher for ReqwestFetcher {
 
 impl ReqwestFetcher {
     async fn fetch_within(&self, plan: &FetchPlan) -> Result<FetchResponse, FetchError> {
-        let url = plan.url().to_url().ok_or_else(|| FetchError::Other {
-            detail: "unparsable URL".to_owned(),
-        })?;
+        let url = plan.url().url().clone();
         // IP-literal hosts skip DNS: check them here, before connecting.
         let literal = match url.host() {
             Some(Host::Ipv4(v4)) => Some(IpAddr::V4(v4)),

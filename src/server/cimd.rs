@@ -175,7 +175,7 @@ impl AuthorizationServer {
         let key = (project.clone(), url.clone());
         let meta = FetchMeta {
             class: FetchClass::of(ctx.preview, known),
-            host: url.host(),
+            host: url.host().to_owned(),
             directory: url.directory(),
             source: ctx.source.cloned(),
         };
