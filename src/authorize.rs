@@ -512,7 +512,7 @@ pub fn validate_request_with(
         ));
     }
     let client_id_host = match &client.client_id {
-        ClientId::Metadata(url) => Some(url.host()),
+        ClientId::Metadata(url) => Some(url.host().to_owned()),
         ClientId::Registered(_) => None,
     };
     let registered = client.metadata.match_redirect_uri(Some(&redirect_uri));
@@ -566,7 +566,7 @@ impl ConsentPresentation {
         };
         let (identity, verified_host) = match &client.client_id {
             ClientId::Metadata(url) => {
-                let host = url.host();
+                let host = url.host().to_owned();
                 (ClientIdentity::Verified { host: host.clone() }, Some(host))
             }
             ClientId::Registered(id) => (

@@ -63,11 +63,48 @@ pub struct ClientIdUrlPolicy {
     pub allow_query: bool,
 }
 
-/// A Client ID Metadata Document URL, kept as its exact string: the
-/// document's `client_id` must equal it by simple string comparison.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// A Client ID Metadata Document URL, kept as its exact string (the
+/// document's `client_id` must equal it by simple string comparison) and
+/// as its WHATWG parse (what the fetcher connects to), both fixed by
+/// [`ClientIdUrl::parse_with`], so no use parses it again.
+///
+/// Equality, ordering and hashing are those of the string.
+/// Deserializing runs the same validation as [`ClientIdUrl::parse_with`]
+/// with the most permissive [`ClientIdUrlPolicy`] (root path and query
+/// allowed): a stored URL was accepted under some project's policy, and
+/// the project decides again when it is used.
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct ClientIdUrl(String);
+pub struct ClientIdUrl {
+    raw: String,
+    url: Url,
+}
+
+impl PartialEq for ClientIdUrl {
+    fn eq(&self, other: &Self) -> bool {
+        self.raw == other.raw
+    }
+}
+
+impl Eq for ClientIdUrl {}
+
+impl std::hash::Hash for ClientIdUrl {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.raw.hash(state);
+    }
+}
+
+impl PartialOrd for ClientIdUrl {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ClientIdUrl {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.raw.cmp(&other.raw)
+    }
+}
 
 impl ClientIdUrl {
     /// Validates with the strict default policy.
@@ -114,39 +151,39 @@ impl ClientIdUrl {
         if !written_path || (url.path() == "/" && !policy.allow_root_path) {
             return Err(ClientIdUrlError::MissingPath);
         }
-        Ok(Self(raw))
+        if url.host_str().is_none() {
+            return Err(ClientIdUrlError::NotHttps);
+        }
+        let url = url.clone();
+        Ok(Self { raw, url })
     }
 
     /// The URL string.
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.raw
     }
 
     /// The host, lowercased, for display on a consent screen and for trust
     /// policies. IPv6 hosts keep their brackets.
-    pub fn host(&self) -> String {
-        Url::parse(&self.0)
-            .ok()
-            .and_then(|u| u.host_str().map(str::to_owned))
-            .unwrap_or_default()
+    pub fn host(&self) -> &str {
+        // Never empty: `parse_with` refuses a URL without a host.
+        self.url.host_str().unwrap_or_default()
     }
 
     /// The URL's directory for fetch budgets: the host (with its port) and
     /// the parsed path up to and including its last `/`, e.g.
     /// `a.example:8443/oauth/` for `https://a.example:8443/oauth/c.json`.
     pub fn directory(&self) -> String {
-        let Ok(u) = Url::parse(&self.0) else {
-            return String::new();
-        };
+        let u = &self.url;
         let path = u.path();
         let dir = path.rfind('/').and_then(|i| path.get(..=i)).unwrap_or("/");
         let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
         format!("{}{port}{dir}", u.host_str().unwrap_or_default())
     }
 
-    /// The parsed URL (for a fetcher).
-    pub fn to_url(&self) -> Option<Url> {
-        Url::parse(&self.0).ok()
+    /// The WHATWG parse (for a fetcher): what a browser would use.
+    pub fn url(&self) -> &Url {
+        &self.url
     }
 }
 
@@ -191,13 +228,13 @@ fn is_dot_segment(segment: &str) -> bool {
 
 impl fmt::Debug for ClientIdUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("ClientIdUrl").field(&self.0).finish()
+        f.debug_tuple("ClientIdUrl").field(&self.raw).finish()
     }
 }
 
 impl fmt::Display for ClientIdUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.raw)
     }
 }
 
@@ -216,7 +253,7 @@ impl TryFrom<String> for ClientIdUrl {
 
 impl From<ClientIdUrl> for String {
     fn from(u: ClientIdUrl) -> Self {
-        u.0
+        u.raw
     }
 }
 
@@ -313,6 +350,31 @@ mod tests {
             ClientIdUrl::parse("https://Claude.AI/oauth/x").unwrap().host(),
             "claude.ai"
         );
+    }
+
+    #[test]
+    fn raw_form_kept_parse_fixed_and_serde_validates() {
+        let u = ClientIdUrl::parse("https://Claude.AI/oauth/x").unwrap();
+        // The exact string for comparison, the parse for connecting.
+        assert_eq!(u.as_str(), "https://Claude.AI/oauth/x");
+        assert_eq!(u.url().as_str(), "https://claude.ai/oauth/x");
+        assert_ne!(u, ClientIdUrl::parse("https://claude.ai/oauth/x").unwrap());
+        let json = serde_json::to_string(&u).unwrap();
+        assert_eq!(json, r#""https://Claude.AI/oauth/x""#);
+        assert_eq!(serde_json::from_str::<ClientIdUrl>(&json).unwrap(), u);
+        // Deserializing refuses what parsing refuses, whatever the policy.
+        for bad in [
+            r#""http://a.example/x""#,
+            r#""https://user@a.example/x""#,
+            r#""https://a.example/x#f""#,
+            r#""https://a.example/../x""#,
+            r#""https://a.example\x""#,
+        ] {
+            assert!(serde_json::from_str::<ClientIdUrl>(bad).is_err(), "{bad}");
+        }
+        // Only the permissive parts of the policy are relaxed.
+        assert!(serde_json::from_str::<ClientIdUrl>(r#""https://a.example/""#).is_ok());
+        assert!(serde_json::from_str::<ClientIdUrl>(r#""https://a.example/x?q=1""#).is_ok());
     }
 
     proptest! {

@@ -110,6 +110,8 @@ pub mod jose;
 pub mod jwt;
 pub mod keys;
 pub mod metrics;
+#[cfg(feature = "reqwest")]
+pub mod net;
 mod newtype;
 pub mod pages;
 pub mod pkce;

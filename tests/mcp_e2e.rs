@@ -558,9 +558,8 @@ async fn introspection_failures_are_never_active() {
 
 #[tokio::test]
 async fn introspection_verifier_caches_active_results_only() {
-    use authio_mcp::resource_server::{
-        IntrospectionVerifier, IntrospectionVerifierConfig, ResourceServerError, TokenVerifier,
-    };
+    use authio_mcp::net::{IntrospectionVerifier, IntrospectionVerifierConfig};
+    use authio_mcp::resource_server::{ResourceServerError, TokenVerifier};
     use authio_mcp::secret::SecretString;
 
     let s = start().await;

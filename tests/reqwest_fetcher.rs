@@ -8,10 +8,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use authio_mcp::cimd::{
-    ClientIdUrl, FetchError, FetchPlan, MetadataFetcher, ReqwestFetcher, ReqwestFetcherBuilder, ReqwestFetcherError,
-};
+use authio_mcp::cimd::{ClientIdUrl, FetchError, FetchPlan, MetadataFetcher};
 use authio_mcp::discovery::Issuer;
+use authio_mcp::net::{ClientBuildError, ReqwestFetcher, ReqwestFetcherBuilder};
 use authio_mcp::project::{ProjectId, ProjectSettings};
 use authio_mcp::server::AuthorizationServer;
 use tokio::io::AsyncWriteExt as _;
@@ -334,6 +333,6 @@ fn a_bad_development_certificate_is_refused() {
             .add_root_certificate_for_development(pem)
             .build()
             .unwrap_err();
-        assert!(matches!(e, ReqwestFetcherError::InvalidCertificate), "{e:?}");
+        assert!(matches!(e, ClientBuildError::InvalidCertificate), "{e:?}");
     }
 }

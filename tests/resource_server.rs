@@ -7,8 +7,9 @@
 mod common;
 
 use authio_mcp::resource::ResourceUri;
-use authio_mcp::resource_server::{LocalTokenVerifier, ProtectedResource, ResourceServerError, TokenVerifier};
+use authio_mcp::resource_server::{ProtectedResource, ResourceServerError, TokenVerifier};
 use authio_mcp::scope::ScopeSet;
+use authio_mcp::server::LocalTokenVerifier;
 use common::*;
 use http::{HeaderMap, HeaderValue, Uri, header};
 

@@ -368,7 +368,8 @@ mod f3 {
 
 mod f4 {
     use super::*;
-    use authio_mcp::upstream::{ReqwestUpstreamHttp, UpstreamHttp as _, UpstreamHttpError};
+    use authio_mcp::net::ReqwestUpstreamHttp;
+    use authio_mcp::upstream::{UpstreamHttp as _, UpstreamHttpError};
 
     /// Demonstrates finding F4: a project's upstream issuer (a setting the
     /// project's admin chooses) and the endpoints its discovery document

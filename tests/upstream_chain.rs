@@ -17,10 +17,11 @@ use async_trait::async_trait;
 use authio_mcp::client::TokenEndpointAuthMethod;
 use authio_mcp::dcr::{IatOptions, PinnedMetadata};
 use authio_mcp::discovery::Issuer;
+use authio_mcp::net::ReqwestUpstreamHttp;
 use authio_mcp::pkce::{CodeChallenge, CodeVerifier};
 use authio_mcp::resource::ResourceUri;
 use authio_mcp::secret::SecretString;
-use authio_mcp::upstream::{self, HttpResponse, ProviderName, ReqwestUpstreamHttp, UpstreamHttp, UpstreamHttpError};
+use authio_mcp::upstream::{self, HttpResponse, ProviderName, UpstreamHttp, UpstreamHttpError};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 

@@ -8,11 +8,11 @@
 use std::sync::Arc;
 
 use authio_mcp::discovery::Issuer;
+use authio_mcp::net::{IntrospectionVerifier, ReqwestJwksFetcher};
 use authio_mcp::resource::ResourceUri;
 use authio_mcp::resource_server::axum::{BearerAuth, metadata_router, require_bearer};
 use authio_mcp::resource_server::{
-    IntrospectionVerifier, JwtVerifier, JwtVerifierError, ProtectedResource, ProtectedResourceMetadata,
-    ReqwestJwksFetcher, TokenVerifier, VerifiedToken,
+    JwtVerifier, JwtVerifierError, ProtectedResource, ProtectedResourceMetadata, TokenVerifier, VerifiedToken,
 };
 use authio_mcp::scope::ScopeSet;
 use authio_mcp::secret::SecretString;

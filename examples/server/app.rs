@@ -14,7 +14,6 @@ use async_trait::async_trait;
 use authio_mcp::audit::{RequestMeta, TeeAuditSink};
 use authio_mcp::authorize::PendingAuthorization;
 use authio_mcp::axum::{ConsentHandler, RouterPaths, buffer, into_axum, router};
-use authio_mcp::cimd::ReqwestFetcher;
 use authio_mcp::client::{Client, RegisteredClientId};
 use authio_mcp::dcr::{IatId, IatOptions, RegistrationPolicy};
 use authio_mcp::discovery::Issuer;
@@ -22,6 +21,7 @@ use authio_mcp::grant::{GrantId, GrantSummary, Subject};
 use authio_mcp::http::{
     HeaderOrDefaultProjectResolver, OAuthEndpoints, ProjectBearerCredentials, bearer_token, error_response, json,
 };
+use authio_mcp::net::{ReqwestFetcher, ReqwestUpstreamHttp};
 use authio_mcp::pages::{ConsentUser, ConsentView, ErrorKind, REQUEST_ID_HEADER, request_id};
 use authio_mcp::presentation::ProjectDisplay;
 use authio_mcp::project::{DcrMode, KnownResource, ProjectId, ProjectSettings};
@@ -34,7 +34,7 @@ use authio_mcp::store::sql::{PostgresStore, SqlOptions, SqliteStore};
 use authio_mcp::store::{
     AuditCursor, AuditLog, AuditQuery, AuditSink, CachedProjectStore, PageCursor, PageRequest, StoreError,
 };
-use authio_mcp::upstream::{ProviderName, ReqwestUpstreamHttp, UpstreamClientAuth, UpstreamHttp, UpstreamProvider};
+use authio_mcp::upstream::{ProviderName, UpstreamClientAuth, UpstreamHttp, UpstreamProvider};
 use authio_mcp::{ErrorCode, OAuthError};
 use axum::Router;
 use axum::body::Bytes;

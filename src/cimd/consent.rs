@@ -38,7 +38,7 @@ impl ConsentDisplay {
     /// The display data of a client.
     pub fn for_client(client: &Client) -> Self {
         let client_id_host = match &client.client_id {
-            ClientId::Metadata(url) => Some(url.host()),
+            ClientId::Metadata(url) => Some(url.host().to_owned()),
             ClientId::Registered(_) => None,
         };
         let mut redirect_uri_hosts: Vec<String> = Vec::new();

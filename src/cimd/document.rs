@@ -28,10 +28,8 @@ use crate::redirect_uri::RedirectUriPolicy;
 /// [`CimdError::BlockedAddress`].
 pub fn check_url(url: &ClientIdUrl, policy: &CimdPolicy, allow_loopback: bool) -> Result<ClientIdUrl, CimdError> {
     let url = ClientIdUrl::parse_with(url.as_str(), policy.url_policy)?;
-    let parsed = url
-        .to_url()
-        .ok_or(CimdError::InvalidUrl(super::ClientIdUrlError::Malformed))?;
-    let host = url.host();
+    let parsed = url.url();
+    let host = url.host().to_owned();
     policy.check_host(&host).map_err(|rule| CimdError::PolicyDenied {
         host: host.clone(),
         rule,
@@ -142,13 +140,13 @@ pub fn validate_document(
             },
             redirect_policy,
         )?
-        .with_related_informational_uris(Some(&url.host()));
+        .with_related_informational_uris(Some(url.host()));
     if policy.require_same_origin_redirect_uris {
-        let origin = url.to_url().map(|u| u.origin());
+        let origin = Some(url.url().origin());
         let same = |raw: &str| Url::parse(raw).ok().map(|u| u.origin()) == origin;
         if !metadata.redirect_uris.iter().all(|r| same(r.as_str())) {
             return Err(CimdError::PolicyDenied {
-                host: url.host(),
+                host: url.host().to_owned(),
                 rule: TrustRule::RedirectUriNotSameOrigin,
             });
         }

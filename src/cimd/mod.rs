@@ -31,8 +31,6 @@ mod fetch;
 mod limit;
 mod policy;
 mod preview;
-#[cfg(feature = "reqwest")]
-pub(crate) mod reqwest_fetcher;
 
 pub use self::address::{is_loopback, is_special_use};
 pub use self::cache::{CacheBounds, CacheDirectives, CachedDocument, cache_expiry, parse_http_date};
@@ -41,6 +39,8 @@ pub use self::document::{
     address_refused, check_url, is_json_content_type, parse_response, validate_document, validate_response,
 };
 pub use self::error::CimdError;
+#[cfg(feature = "reqwest")]
+pub(crate) use self::error::truncate;
 pub use self::fetch::{ACCEPT, FetchError, FetchPlan, FetchResponse, MAX_DOCUMENT_BYTES, MetadataFetcher};
 pub use self::limit::{
     FetchClass, FetchGovernor, FetchLimits, FetchRequest, HostRateLimiter, InFlightCounts, Refusal, RequestSource,
@@ -50,6 +50,4 @@ pub use self::policy::{
     DEFAULT_STALE_GRACE, HostPattern, InvalidHostPattern, TrustRule,
 };
 pub use self::preview::{CimdPreview, FailedPreview, ResolvedPreview, parse_preview_request};
-#[cfg(feature = "reqwest")]
-pub use self::reqwest_fetcher::{DEFAULT_CONNECT_TIMEOUT, ReqwestFetcher, ReqwestFetcherBuilder, ReqwestFetcherError};
 pub use crate::client_id_url::{ClientIdUrl, ClientIdUrlError, ClientIdUrlPolicy};

@@ -21,8 +21,8 @@
 //! [`ProtectedResource::check`] applies expiry, audience and scope rules to
 //! a [`VerifiedToken`], and [`ResourceServerError`] maps every refusal to a
 //! status and a challenge in one place. A [`TokenVerifier`] turns a token
-//! string into a [`VerifiedToken`]: [`LocalTokenVerifier`] asks an
-//! in-process [`AuthorizationServer`]; `IntrospectionVerifier` (feature
+//! string into a [`VerifiedToken`]: [`crate::server::LocalTokenVerifier`] asks
+//! an in-process authorization server; `net::IntrospectionVerifier` (feature
 //! `reqwest`) asks an RFC 7662 introspection endpoint. The `axum` feature
 //! adds a middleware (module `resource_server::axum`).
 //!
@@ -63,22 +63,14 @@ use time::OffsetDateTime;
 
 use crate::error::{ErrorCode, OAuthError};
 use crate::issuer::{Issuer, well_known_url};
-use crate::project::ProjectId;
 use crate::resource::ResourceUri;
 use crate::scope::ScopeSet;
-use crate::server::AuthorizationServer;
 use crate::token::IntrospectionResponse;
 
 #[cfg(feature = "axum")]
 pub mod axum;
-#[cfg(feature = "reqwest")]
-mod introspection;
 mod jwt;
 
-#[cfg(feature = "reqwest")]
-pub use introspection::{IntrospectionVerifier, IntrospectionVerifierConfig};
-#[cfg(feature = "reqwest")]
-pub use jwt::ReqwestJwksFetcher;
 pub use jwt::{JwksFetcher, JwtVerifier, JwtVerifierConfig, JwtVerifierError};
 
 /// `oauth-protected-resource` (RFC 9728 section 3).
@@ -689,34 +681,6 @@ pub trait TokenVerifier: Send + Sync {
     /// A [`ResourceServerError`]: an `invalid_token` variant, or
     /// [`ResourceServerError::Unavailable`].
     async fn verify(&self, token: &str, now: OffsetDateTime) -> Result<VerifiedToken, ResourceServerError>;
-}
-
-/// A [`TokenVerifier`] over an in-process [`AuthorizationServer`], for
-/// hosts that run the authorization server and the MCP server together:
-/// no network, no cache, revocation takes effect at once.
-#[derive(Clone, Debug)]
-pub struct LocalTokenVerifier {
-    server: AuthorizationServer,
-    project: ProjectId,
-}
-
-impl LocalTokenVerifier {
-    /// Verifies tokens of `project` with `server`.
-    pub const fn new(server: AuthorizationServer, project: ProjectId) -> Self {
-        Self { server, project }
-    }
-}
-
-#[async_trait]
-impl TokenVerifier for LocalTokenVerifier {
-    async fn verify(&self, token: &str, _now: OffsetDateTime) -> Result<VerifiedToken, ResourceServerError> {
-        let r = self
-            .server
-            .introspect_token(&self.project, token)
-            .await
-            .map_err(|_| ResourceServerError::Unavailable)?;
-        VerifiedToken::from_introspection(&r)
-    }
 }
 
 /// One protected resource (an MCP server endpoint): its identifier, its

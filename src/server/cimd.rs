@@ -175,7 +175,7 @@ impl AuthorizationServer {
         let key = (project.clone(), url.clone());
         let meta = FetchMeta {
             class: FetchClass::of(ctx.preview, known),
-            host: url.host(),
+            host: url.host().to_owned(),
             directory: url.directory(),
             source: ctx.source.cloned(),
         };
@@ -242,7 +242,7 @@ impl AuthorizationServer {
 
 impl AuthorizationServerBuilder {
     /// The fetcher for Client ID Metadata Documents. Default: with feature
-    /// `reqwest`, a `cimd::ReqwestFetcher` with its secure defaults;
+    /// `reqwest`, a `net::ReqwestFetcher` with its secure defaults;
     /// without it, none (CIMD is then not advertised and resolution fails
     /// with `fetcher_unavailable`).
     pub fn metadata_fetcher(mut self, fetcher: Arc<dyn MetadataFetcher>) -> Self {
@@ -276,7 +276,7 @@ impl AuthorizationServerBuilder {
 pub(super) fn default_fetcher() -> Option<Arc<dyn MetadataFetcher>> {
     #[cfg(feature = "reqwest")]
     {
-        cimd::ReqwestFetcher::builder()
+        crate::net::ReqwestFetcher::builder()
             .build()
             .ok()
             .map(|f| Arc::new(f) as Arc<dyn MetadataFetcher>)

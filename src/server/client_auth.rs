@@ -242,7 +242,7 @@ impl AuthorizationServer {
         self.client_jwks.mark_attempt(cache_key.clone(), now);
         let meta = super::cimd::FetchMeta {
             class: crate::cimd::FetchClass::of(false, known),
-            host: url.host(),
+            host: url.host().to_owned(),
             directory: url.directory(),
             source: source.cloned(),
         };

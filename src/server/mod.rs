@@ -10,6 +10,7 @@ mod env;
 mod flow;
 mod keys;
 mod lifecycle;
+mod local_verifier;
 mod oidc;
 mod register;
 mod upstream;
@@ -22,6 +23,7 @@ pub use self::env::SeededRandom;
 pub use self::env::{Clock, FixedClock, RandomSource, SystemClock, SystemRandom};
 pub use self::flow::{ApproveError, AuthorizeOutcome};
 pub use self::keys::{DEFAULT_SIGNING_KEY_CACHE_TTL, KeyRevocation, RotationReport};
+pub use self::local_verifier::LocalTokenVerifier;
 pub use self::register::IssuedIat;
 pub use self::upstream::{CallbackOutcome, SignedIn};
 use crate::audit::{AuditEvent, AuditKind};
@@ -380,7 +382,7 @@ impl AuthorizationServerBuilder {
 
     /// The HTTP client for upstream providers (default: none, so every
     /// upstream login fails with `temporarily_unavailable`; with the
-    /// `reqwest` feature use [`crate::upstream::ReqwestUpstreamHttp`]).
+    /// `reqwest` feature use [`crate::net::ReqwestUpstreamHttp`]).
     pub fn upstream_http(mut self, http: Arc<dyn crate::upstream::UpstreamHttp>) -> Self {
         self.upstream_http = Some(http);
         self

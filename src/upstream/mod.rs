@@ -45,8 +45,6 @@ use sha2::Digest as _;
 use time::{Duration, OffsetDateTime};
 
 pub use self::fetch::{HttpResponse, UpstreamHttp, UpstreamHttpError};
-#[cfg(feature = "reqwest")]
-pub use self::fetch::{ReqwestUpstreamHttp, ReqwestUpstreamHttpBuilder};
 use crate::authorize::PendingAuthorization;
 use crate::error::ErrorCode;
 use crate::grant::Subject;

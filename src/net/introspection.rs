@@ -1,5 +1,4 @@
-//! RFC 7662 token introspection over HTTP (feature `reqwest`), with a
-//! bounded cache.
+//! RFC 7662 token introspection over HTTP, with a bounded cache.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -7,9 +6,10 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use time::{Duration, OffsetDateTime};
 
-use super::{ResourceServerError, TokenVerifier, VerifiedToken};
+use super::tls::{ClientBuildError, rustls_client_config};
 use crate::http::PROJECT_HEADER;
 use crate::project::ProjectId;
+use crate::resource_server::{ResourceServerError, TokenVerifier, VerifiedToken};
 use crate::secret::{SecretHash, SecretString};
 use crate::token::IntrospectionResponse;
 
@@ -82,17 +82,14 @@ impl IntrospectionVerifier {
     ///
     /// # Errors
     /// The client could not be built.
-    pub fn new(
-        endpoint: impl Into<String>,
-        credential: SecretString,
-    ) -> Result<Self, crate::cimd::ReqwestFetcherError> {
-        let tls = crate::cimd::reqwest_fetcher::rustls_client_config(&[])?;
+    pub fn new(endpoint: impl Into<String>, credential: SecretString) -> Result<Self, ClientBuildError> {
+        let tls = rustls_client_config(&[])?;
         let client = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .build()
-            .map_err(|e| crate::cimd::ReqwestFetcherError::Client(e.to_string()))?;
+            .map_err(|e| ClientBuildError::Client(e.to_string()))?;
         Ok(Self::with_client(client, endpoint, credential))
     }
 

@@ -1,16 +1,16 @@
-//! A ready [`MetadataFetcher`] on reqwest and rustls (feature `reqwest`).
+//! A ready [`MetadataFetcher`] on reqwest and rustls.
 
 use std::error::Error as StdError;
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use url::Host;
 
-use super::document::address_refused;
-use super::fetch::{FetchError, FetchPlan, FetchResponse, MetadataFetcher};
+use super::resolver::{Blocked, FilteringResolver, check_peer, next_cause};
+use super::tls::{ClientBuildError, rustls_client_config};
+use crate::cimd::{FetchError, FetchPlan, FetchResponse, MetadataFetcher, address_refused, truncate};
 
 /// The `User-Agent` of every fetch.
 const USER_AGENT: &str = concat!(
@@ -22,7 +22,7 @@ const USER_AGENT: &str = concat!(
 /// A [`MetadataFetcher`] on reqwest with rustls (ring provider, Mozilla
 /// roots from `webpki-roots`) that keeps the trait's security contract:
 ///
-/// - DNS answers are filtered through [`super::is_special_use`]: special-use
+/// - DNS answers are filtered through [`crate::cimd::is_special_use`]: special-use
 ///   addresses are dropped, and a host with only special-use addresses is
 ///   refused before any connection; IP-literal hosts are checked before
 ///   connecting; the peer address of the connection is checked again;
@@ -76,52 +76,6 @@ impl Default for ReqwestFetcherBuilder {
 /// whole fetch by default.
 pub const DEFAULT_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(1_500);
 
-/// Why a [`ReqwestFetcher`] could not be built.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ReqwestFetcherError {
-    /// A development root certificate is not valid PEM or not a usable
-    /// certificate.
-    #[error("invalid development root certificate")]
-    InvalidCertificate,
-    /// The TLS configuration could not be built.
-    #[error("TLS configuration failed: {0}")]
-    Tls(String),
-    /// The HTTP client could not be built.
-    #[error("HTTP client construction failed: {0}")]
-    Client(String),
-}
-
-/// The rustls configuration of the crate's HTTP clients: the ring provider
-/// (reqwest is built without a default one), the webpki roots plus any
-/// development roots, HTTP/1.1.
-pub(crate) fn rustls_client_config(extra_roots_pem: &[Vec<u8>]) -> Result<rustls::ClientConfig, ReqwestFetcherError> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject as _;
-
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    for pem in extra_roots_pem {
-        let mut any = false;
-        for cert in CertificateDer::pem_slice_iter(pem) {
-            let cert = cert.map_err(|_| ReqwestFetcherError::InvalidCertificate)?;
-            roots.add(cert).map_err(|_| ReqwestFetcherError::InvalidCertificate)?;
-            any = true;
-        }
-        if !any {
-            return Err(ReqwestFetcherError::InvalidCertificate);
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ReqwestFetcherError::Tls(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(tls)
-}
-
 impl ReqwestFetcher {
     /// A builder with the secure defaults.
     pub fn builder() -> ReqwestFetcherBuilder {
@@ -159,8 +113,8 @@ impl ReqwestFetcherBuilder {
     /// Builds the fetcher.
     ///
     /// # Errors
-    /// A [`ReqwestFetcherError`].
-    pub fn build(self) -> Result<ReqwestFetcher, ReqwestFetcherError> {
+    /// A [`ClientBuildError`].
+    pub fn build(self) -> Result<ReqwestFetcher, ClientBuildError> {
         let tls = rustls_client_config(&self.extra_roots_pem)?;
         let client = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
@@ -176,7 +130,7 @@ impl ReqwestFetcherBuilder {
                 allow_loopback: self.allow_loopback,
             }))
             .build()
-            .map_err(|e| ReqwestFetcherError::Client(e.to_string()))?;
+            .map_err(|e| ClientBuildError::Client(e.to_string()))?;
         Ok(ReqwestFetcher {
             client,
             allow_loopback: self.allow_loopback,
@@ -201,9 +155,7 @@ impl MetadataFetcher for ReqwestFetcher {
 
 impl ReqwestFetcher {
     async fn fetch_within(&self, plan: &FetchPlan) -> Result<FetchResponse, FetchError> {
-        let url = plan.url().to_url().ok_or_else(|| FetchError::Other {
-            detail: "unparsable URL".to_owned(),
-        })?;
+        let url = plan.url().url().clone();
         // IP-literal hosts skip DNS: check them here, before connecting.
         let literal = match url.host() {
             Some(Host::Ipv4(v4)) => Some(IpAddr::V4(v4)),
@@ -253,58 +205,6 @@ impl ReqwestFetcher {
     }
 }
 
-/// Resolves with the system resolver, then drops special-use addresses
-/// ([`address_refused`]); refuses a name with nothing left. Shared by every
-/// HTTP client of the crate that fetches URLs others choose (CIMD
-/// documents, the upstream provider's endpoints).
-pub(crate) struct FilteringResolver {
-    pub(crate) allow_loopback: bool,
-}
-
-impl Resolve for FilteringResolver {
-    fn resolve(&self, name: Name) -> Resolving {
-        let host = name.as_str().to_owned();
-        let allow_loopback = self.allow_loopback;
-        Box::pin(async move {
-            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let first_refused = found.first().map(SocketAddr::ip);
-            let usable: Vec<SocketAddr> = found
-                .into_iter()
-                .filter(|a| !address_refused(a.ip(), allow_loopback))
-                .collect();
-            if usable.is_empty() {
-                return Err(Box::new(Blocked(first_refused)) as Box<dyn StdError + Send + Sync>);
-            }
-            Ok(Box::new(usable.into_iter()) as Addrs)
-        })
-    }
-}
-
-/// The resolver's refusal, found again in reqwest's error chain.
-#[derive(Debug)]
-pub(crate) struct Blocked(Option<IpAddr>);
-
-/// Whether `e` (a reqwest error) was caused by [`FilteringResolver`]'s
-/// refusal.
-pub(crate) fn is_blocked(e: &reqwest::Error) -> bool {
-    let mut source: Option<&(dyn StdError + 'static)> = Some(e);
-    while let Some(err) = source {
-        if err.downcast_ref::<Blocked>().is_some() {
-            return true;
-        }
-        source = next_cause(err);
-    }
-    false
-}
-
-impl fmt::Display for Blocked {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("the host resolves only to special-use addresses")
-    }
-}
-
-impl StdError for Blocked {}
-
 fn map_error(e: reqwest::Error) -> FetchError {
     let mut source: Option<&(dyn StdError + 'static)> = Some(&e);
     while let Some(err) = source {
@@ -313,7 +213,7 @@ fn map_error(e: reqwest::Error) -> FetchError {
         }
         if let Some(tls) = err.downcast_ref::<rustls::Error>() {
             return FetchError::Tls {
-                detail: super::error::truncate(&tls.to_string(), 300),
+                detail: truncate(&tls.to_string(), 300),
             };
         }
         source = next_cause(err);
@@ -333,16 +233,6 @@ fn map_error(e: reqwest::Error) -> FetchError {
     }
 }
 
-/// The next error in a chain. An `io::Error` wrapping another error
-/// reports that error's source, skipping the wrapped error itself (where
-/// rustls errors hide): step into it instead.
-fn next_cause<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a (dyn StdError + 'static)> {
-    if let Some(inner) = err.downcast_ref::<std::io::Error>().and_then(std::io::Error::get_ref) {
-        return Some(inner);
-    }
-    err.source()
-}
-
 fn error_chain(e: &reqwest::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
@@ -351,47 +241,5 @@ fn error_chain(e: &reqwest::Error) -> String {
         out.push_str(&err.to_string());
         source = err.source();
     }
-    super::error::truncate(&out, 300)
-}
-
-/// The connected peer must be known and allowed; an unknown peer is
-/// refused (fail closed).
-fn check_peer(peer: Option<std::net::SocketAddr>, allow_loopback: bool) -> Result<(), FetchError> {
-    match peer {
-        Some(p) if !address_refused(p.ip(), allow_loopback) => Ok(()),
-        peer => Err(FetchError::BlockedAddress {
-            address: peer.map(|p| p.ip()),
-        }),
-    }
-}
-
-#[cfg(test)]
-mod peer_tests {
-    use super::*;
-
-    #[test]
-    fn the_connected_peer_is_checked_and_unknown_peers_fail_closed() {
-        let at = |s: &str| Some(s.parse::<std::net::SocketAddr>().unwrap());
-        assert!(check_peer(at("93.184.216.34:443"), false).is_ok());
-        assert!(check_peer(at("[2606:4700::1111]:443"), false).is_ok());
-        for refused in [
-            "127.0.0.1:443",
-            "10.0.0.5:443",
-            "169.254.169.254:443",
-            "[::1]:443",
-            "[::ffff:10.0.0.1]:443",
-        ] {
-            assert!(
-                matches!(check_peer(at(refused), false), Err(FetchError::BlockedAddress { .. })),
-                "{refused}"
-            );
-        }
-        assert!(matches!(
-            check_peer(None, false),
-            Err(FetchError::BlockedAddress { address: None })
-        ));
-        // The development switch lets loopback through, nothing else.
-        assert!(check_peer(at("127.0.0.1:443"), true).is_ok());
-        assert!(check_peer(at("10.0.0.5:443"), true).is_err());
-    }
+    truncate(&out, 300)
 }
