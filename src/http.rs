@@ -205,12 +205,11 @@ impl IntrospectionAuthenticator for ProjectBearerCredentials {
     }
 }
 
-/// The token of an `Authorization: Bearer <token>` header value (scheme
-/// case-insensitive, RFC 6750 section 2.1).
+/// The token of an `Authorization: Bearer <token>` header value (RFC 6750
+/// section 2.1: scheme case-insensitive, the token a `b64token` of at most
+/// 4,096 bytes); the crate's one bearer parser.
 pub fn bearer_token(authorization: Option<&str>) -> Option<&str> {
-    let (scheme, token) = authorization?.split_once(' ')?;
-    let token = token.trim_start_matches(' ');
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && !token.contains(' ')).then_some(token)
+    crate::bearer::parse(authorization?).ok()
 }
 
 /// What the authorization endpoint answers.

@@ -94,6 +94,7 @@ pub mod audit;
 pub mod authorize;
 #[cfg(feature = "axum")]
 pub mod axum;
+mod bearer;
 pub mod cimd;
 mod claims;
 pub mod client;

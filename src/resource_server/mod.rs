@@ -61,6 +61,7 @@ use http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use crate::bearer::BearerError;
 use crate::error::{ErrorCode, OAuthError};
 use crate::issuer::{Issuer, well_known_url};
 use crate::resource::ResourceUri;
@@ -78,7 +79,7 @@ pub const WELL_KNOWN_OAUTH_PROTECTED_RESOURCE: &str = "oauth-protected-resource"
 
 /// The longest bearer token accepted, in bytes. Longer values are refused
 /// as malformed before any lookup.
-pub const MAX_TOKEN_LEN: usize = 4096;
+pub const MAX_TOKEN_LEN: usize = crate::bearer::MAX_TOKEN_LEN;
 
 /// The scope that asks for a refresh token: it belongs in the
 /// authorization server's `scopes_supported`, never in a resource's.
@@ -503,17 +504,12 @@ pub fn extract_bearer<'a>(headers: &'a HeaderMap, uri: &Uri) -> Result<&'a str, 
     let value = value
         .to_str()
         .map_err(|_| ResourceServerError::MalformedAuthorization)?;
-    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
-    if !scheme.eq_ignore_ascii_case("bearer") {
+    crate::bearer::parse(value).map_err(|e| match e {
         // Another scheme: the client did not know a bearer token was
         // needed (RFC 6750 section 3.1: no error code).
-        return Err(ResourceServerError::MissingToken);
-    }
-    let token = rest.trim_matches(' ');
-    if token.is_empty() || token.len() > MAX_TOKEN_LEN || !is_b64token(token) {
-        return Err(ResourceServerError::MalformedAuthorization);
-    }
-    Ok(token)
+        BearerError::OtherScheme => ResourceServerError::MissingToken,
+        BearerError::Malformed => ResourceServerError::MalformedAuthorization,
+    })
 }
 
 /// Whether a request body carries an `access_token` form parameter (RFC
@@ -529,15 +525,6 @@ pub fn is_form(content_type: Option<&str>) -> bool {
     content_type
         .and_then(|ct| ct.split(';').next())
         .is_some_and(|ct| ct.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"))
-}
-
-/// RFC 6750 section 2.1: `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
-fn is_b64token(token: &str) -> bool {
-    let body = token.trim_end_matches('=');
-    !body.is_empty()
-        && body
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/'))
 }
 
 /// What a verified access token says: who, which client, which scopes,
