@@ -555,18 +555,14 @@ impl AuthorizationServer {
     }
 }
 
-/// Whether a remembered consent answers `pending` without asking: it
-/// covers every requested scope AND every requested resource (a consent
-/// given for one MCP server never covers another), and the client's
-/// identity is assured. A public client whose redirect URIs are all
-/// loopback ones, or that redirects to a private-use URI scheme, is not
-/// (any local process or installed app can claim it), so it is asked
-/// every time (RFC 8252 section 8.6).
+/// Whether a remembered consent answers `pending` without asking: the
+/// client's identity is assured for this very request
+/// ([`PendingAuthorization::client_identity_assured`]: not a public client
+/// redirecting to a loopback URI or a private-use scheme, RFC 8252 section
+/// 8.6), and, for every requested resource, the requested scopes were
+/// allowed for that resource ([`crate::store::RememberedConsent::covers`]).
 fn consent_covers(pending: &PendingAuthorization, consent: &crate::store::RememberedConsent) -> bool {
-    let identity_assured = !pending.loopback_only && pending.app_scheme.is_none();
-    identity_assured
-        && pending.scopes.is_subset_of(&consent.scopes)
-        && pending.resources.is_subset_of(&consent.resources)
+    pending.client_identity_assured() && consent.covers(&pending.scopes, &pending.resources)
 }
 
 fn wrong_browser() -> OAuthError {

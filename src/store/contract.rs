@@ -51,7 +51,7 @@ use super::memory::{
 use super::memory::{MemoryUpstreamLoginStore, MemoryUserStore};
 use super::{
     AdmissionStore, AuditLog, AuditQuery, CimdCache, ClientStore, CodeConsumption, GrantSelector, GrantStore, IatStore,
-    KeyStore, LocalUser, LoginTake, MAX_ACCESS_TOKENS_PER_GRANT, MAX_ROTATED_PER_GRANT, PageRequest, ProjectStore,
+    ConsentTarget, KeyStore, LocalUser, LoginTake, MAX_ACCESS_TOKENS_PER_GRANT, MAX_ROTATED_PER_GRANT, PageRequest, ProjectStore,
     RefreshRotation, ReplayCheck, ReplayStore, RevokeOutcome, UpstreamLoginStore, UseOutcome, UserStore,
 };
 use crate::audit::{AuditEvent, AuditKind};
@@ -2762,17 +2762,38 @@ async fn covers(
     want_resources: &[&str],
 ) -> Result<bool, Violation> {
     let c = ok!(store.consent(p, subject, client).await, "consent");
-    Ok(c.is_some_and(|c| scopes(want).is_subset_of(&c.scopes) && resources(want_resources).is_subset_of(&c.resources)))
+    Ok(c.is_some_and(|c| c.covers(&scopes(want), &resources(want_resources))))
+}
+
+/// The scopes remembered for `resource` (`None`: no resource).
+async fn allowed_for(
+    store: &dyn UserStore,
+    p: &ProjectId,
+    subject: &Subject,
+    client: &str,
+    resource: Option<&str>,
+) -> Result<Option<ScopeSet>, Violation> {
+    let target = match resource {
+        None => ConsentTarget::NoResource,
+        Some(r) => ConsentTarget::of(&resources(&[r]))
+            .pop()
+            .unwrap_or(ConsentTarget::NoResource),
+    };
+    let c = ok!(store.consent(p, subject, client).await, "consent");
+    Ok(c.and_then(|c| c.scopes_for(&target).cloned()))
 }
 
 /// `UserStore`: an upsert keeps the first `created_at` and replaces every
 /// claim (a claim that disappeared upstream is cleared); users are per
-/// project. Remembered consent is the union of every approval, scopes
-/// and resources (audiences) both, so a returning user whose request is
-/// covered is not asked again, and one asking for more scopes or another
-/// resource is; it is per project, user and client; 16 concurrent
-/// approvals of distinct scopes all count; revoking forgets it (and says
-/// whether there was one), after which the user is asked again.
+/// project. Remembered consent is kept per resource (audience): each
+/// resource's scopes are the union of the approvals for THAT resource, so
+/// a returning user whose request is covered is not asked again, one
+/// asking for more scopes or another resource is, and scopes approved for
+/// one resource never cover another; a request without a resource is its
+/// own entry; it is per project, user and client; 16 concurrent approvals
+/// of distinct scopes, for distinct resources and for one resource, all
+/// count; revoking forgets all of it (and says whether there was one),
+/// after which the user is asked again.
 ///
 /// # Errors
 /// The first [`Violation`].
@@ -2837,24 +2858,22 @@ pub async fn users(store: &dyn UserStore) -> Outcome {
             .await,
         "remember consent"
     );
-    let c = ok!(store.consent(&p, alice, client).await, "consent");
-    let Some(c) = c else {
+    let Some(c) = ok!(store.consent(&p, alice, client).await, "consent") else {
         return Err(Violation {
             rule: "an approval is remembered",
             detail: "no consent".to_owned(),
         });
     };
     ensure!(
-        scopes("mcp:read mcp:write openid").is_subset_of(&c.scopes) && c.scopes.len() == 3,
-        "remembered consent is the union of the approvals",
-        "{}",
-        c.scopes
+        c.scopes_for(&ConsentTarget::of(&calendar).pop().unwrap_or(ConsentTarget::NoResource))
+            == Some(&scopes("mcp:read mcp:write openid")),
+        "remembered consent for a resource is the union of its approvals",
+        "{c:?}"
     );
     ensure!(
-        c.resources == calendar,
-        "remembered consent keeps the resources allowed",
-        "{:?}",
-        c.resources
+        c.targets().count() == 1,
+        "remembered consent keeps exactly the resources allowed",
+        "{c:?}"
     );
     ensure!(c.updated_at == t1, "remembered consent records the latest approval");
     ensure!(
@@ -2871,13 +2890,40 @@ pub async fn users(store: &dyn UserStore) -> Outcome {
     );
     ok!(
         store
-            .remember_consent(&p, alice, client, &scopes("mcp:read"), &resources(&[PAYROLL]), t1)
+            .remember_consent(&p, alice, client, &scopes("mcp:admin"), &resources(&[PAYROLL]), t1)
             .await,
         "remember consent"
     );
     ensure!(
-        covers(store, &p, alice, client, "mcp:read", &[CALENDAR, PAYROLL]).await?,
-        "resources allowed in separate approvals are both remembered"
+        ok!(allowed_for(store, &p, alice, client, Some(PAYROLL)).await, "consent") == Some(scopes("mcp:admin"))
+            && ok!(allowed_for(store, &p, alice, client, Some(CALENDAR)).await, "consent")
+                == Some(scopes("mcp:read mcp:write openid")),
+        "each resource keeps its own scopes: an approval for one resource never adds scopes to another"
+    );
+    ensure!(
+        !covers(store, &p, alice, client, "mcp:admin", &[CALENDAR]).await?
+            && !covers(store, &p, alice, client, "mcp:read", &[PAYROLL]).await?,
+        "scopes allowed for one resource do not cover another resource"
+    );
+    ensure!(
+        covers(store, &p, alice, client, "mcp:admin", &[PAYROLL]).await?
+            && !covers(store, &p, alice, client, "mcp:admin", &[CALENDAR, PAYROLL]).await?,
+        "a request for several resources is covered only if every one of them allowed its scopes"
+    );
+    ensure!(
+        !covers(store, &p, alice, client, "mcp:read", &[]).await?,
+        "a consent for resources does not cover a request without one"
+    );
+    ok!(
+        store
+            .remember_consent(&p, alice, client, &scopes("mcp:read"), &ResourceSet::new(), t1)
+            .await,
+        "remember consent"
+    );
+    ensure!(
+        covers(store, &p, alice, client, "mcp:read", &[]).await?
+            && ok!(allowed_for(store, &p, alice, client, None).await, "consent") == Some(scopes("mcp:read")),
+        "an approval without a resource is remembered as its own entry"
     );
     ensure!(
         ok!(store.consent(&p, alice, "client_contract_b").await, "consent").is_none(),
@@ -2893,24 +2939,18 @@ pub async fn users(store: &dyn UserStore) -> Outcome {
     );
     ok!(
         store
-            .remember_consent(
-                &p,
-                alice,
-                "client_contract_b",
-                &ScopeSet::new(),
-                &ResourceSet::new(),
-                t0
-            )
+            .remember_consent(&p, alice, "client_contract_b", &ScopeSet::new(), &calendar, t0)
             .await,
         "remember consent"
     );
     ensure!(
-        ok!(store.consent(&p, alice, "client_contract_b").await, "consent")
-            .is_some_and(|c| c.scopes.is_empty() && c.resources.is_empty()),
-        "an approval of no scopes is remembered too"
+        covers(store, &p, alice, "client_contract_b", "", &[CALENDAR]).await?
+            && !covers(store, &p, alice, "client_contract_b", "", &[PAYROLL]).await?,
+        "an approval of no scopes is remembered too, for its resource"
     );
 
-    // Concurrent approvals of distinct scopes and resources: none is lost.
+    // Concurrent approvals of distinct scopes for distinct resources, and
+    // for one resource: none is lost.
     let concurrent: Vec<(ScopeSet, ResourceSet)> = (0..16)
         .map(|i| {
             (
@@ -2930,13 +2970,28 @@ pub async fn users(store: &dyn UserStore) -> Outcome {
     }
     let c = ok!(store.consent(&p, &bob.subject, client).await, "consent");
     ensure!(
-        c.as_ref().is_some_and(|c| c.scopes.len() == 16
-            && c.resources.len() == 16
-            && concurrent
+        c.as_ref().is_some_and(|c| c.targets().count() == 16
+            && concurrent.iter().all(|(s, r)| ConsentTarget::of(r)
                 .iter()
-                .all(|(s, r)| s.is_subset_of(&c.scopes) && r.is_subset_of(&c.resources))),
-        "concurrent approvals all count",
+                .all(|t| c.scopes_for(t) == Some(s)))),
+        "concurrent approvals for distinct resources all count, each for its resource",
         "{c:?}"
+    );
+    let results = join_all(
+        concurrent
+            .iter()
+            .map(|(s, _)| store.remember_consent(&p, &bob.subject, "client_contract_c", s, &calendar, t0)),
+    )
+    .await;
+    for r in results {
+        ok!(r, "concurrent remember consent");
+    }
+    let all = ScopeSet::from_tokens((0..16).map(|i| format!("s{i}")).collect::<Vec<_>>().iter().map(String::as_str))
+        .unwrap_or_default();
+    ensure!(
+        ok!(allowed_for(store, &p, &bob.subject, "client_contract_c", Some(CALENDAR)).await, "consent")
+            .is_some_and(|s| s == all),
+        "concurrent approvals for one resource are all merged into it"
     );
 
     ensure!(
@@ -2961,10 +3016,14 @@ pub async fn users(store: &dyn UserStore) -> Outcome {
             .await,
         "remember consent"
     );
+    let c = ok!(store.consent(&p, alice, client).await, "consent");
     ensure!(
-        ok!(store.consent(&p, alice, client).await, "consent")
-            .is_some_and(|c| c.scopes == scopes("mcp:read") && c.resources == calendar),
-        "after a revocation only new approvals count"
+        c.as_ref().is_some_and(|c| c.targets().count() == 1)
+            && !covers(store, &p, alice, client, "mcp:admin", &[PAYROLL]).await?
+            && !covers(store, &p, alice, client, "mcp:write", &[CALENDAR]).await?
+            && !covers(store, &p, alice, client, "mcp:read", &[]).await?,
+        "a revocation forgets every resource: after it only new approvals count",
+        "{c:?}"
     );
     Ok(())
 }
@@ -2995,6 +3054,7 @@ fn upstream_login(
         redirect_uri: "https://app.contract.example/cb".to_owned(),
         redirect_host: Some("app.contract.example".to_owned()),
         loopback_only: false,
+        confidential: false,
         scopes: grant.scopes,
         dropped_scopes: ScopeSet::new(),
         offline_access: false,

@@ -34,7 +34,7 @@ pub use self::key_encryption::KeyEncryption;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use self::key_encryption::{Aes256GcmKeyEncryption, InvalidKeyEncryptionKey};
 pub use self::users::{
-    LocalUser, LoginTake, RememberedConsent, UpstreamLoginStore, UpstreamSecrets, UserStore, UserStoreClaims,
+    ConsentTarget, LocalUser, LoginTake, RememberedConsent, UpstreamLoginStore, UpstreamSecrets, UserStore, UserStoreClaims,
 };
 
 /// A failure of the host's storage. Rendered to clients as `server_error`

@@ -41,6 +41,7 @@ fn pending() -> PendingAuthorization {
         redirect_uri: "https://app.example/cb".into(),
         redirect_host: Some("app.example".into()),
         loopback_only: false,
+        confidential: false,
         scopes: ScopeSet::parse("mcp:read").unwrap(),
         resources: ResourceSet::new(),
         state: Some("client-state".into()),

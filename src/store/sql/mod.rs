@@ -72,8 +72,9 @@
 //! | `UpstreamLoginStore::take` | one `UPDATE ... SET taken = TRUE WHERE ... AND taken = FALSE AND expires_at > now AND browser_hash = <the caller's> RETURNING login`: as for codes, the row lock (PostgreSQL) or the database write lock (SQLite) lets exactly one caller flip `taken`, whichever process it runs in; an expired login, or a caller from another browser, never takes it. The losers then read the row to answer `WrongBrowser` (checked first), `AlreadyTaken` or `Expired` |
 //! | `UpstreamLoginStore::insert` | one `INSERT ... SELECT ... WHERE <fewer than SqlOptions::upstream_login_capacity live logins in the project>`; a stored `state` hash is a primary-key violation (an error), never an overwrite |
 //! | `UserStore::upsert` | one `INSERT ... ON CONFLICT (project, subject) DO UPDATE ... RETURNING created_at`: the first sign-in's `created_at` is kept |
-//! | `UserStore::remember_consent` | a transaction whose FIRST statement upserts the consent row (`INSERT ... ON CONFLICT DO UPDATE`): it takes that row's lock (PostgreSQL, `READ COMMITTED`) or the database write lock (SQLite), so the read, union and write of the scopes and resources that follow see every approval committed before, and a concurrent approval waits and merges into this one's |
-//! | `UserStore::revoke_consent` | one `DELETE`; one row affected means there was a consent |
+//! | `UserStore::remember_consent` | a transaction whose FIRST statement upserts the consent row (`INSERT ... ON CONFLICT DO UPDATE`): it takes that row's lock (PostgreSQL, `READ COMMITTED`) or the database write lock (SQLite), so the read of the per-resource scopes, their union with the approval and the upsert of each approved resource's row that follow see every approval committed before, and a concurrent approval waits and merges into this one's |
+//! | `UserStore::consent` | one `SELECT` joining the consent row and its per-resource rows (one snapshot) |
+//! | `UserStore::revoke_consent` | a transaction that first deletes the consent row (taking the lock an approval in flight holds, so that approval commits first; one row affected means there was a consent), then its per-resource rows |
 //! | `GrantStore::revoke_grant` | a transaction that first writes a revocation marker, then deletes the grant's codes, tokens and summary. Inserts of codes and tokens are `INSERT ... SELECT ... WHERE NOT EXISTS <marker>`, and EVERY read and conditional update also requires that no marker exists, so a record inserted by a request that raced the revocation reads as absent whatever the interleaving |
 //! | `GrantStore::revoke_grants` | a transaction whose FIRST statement writes the markers of the whole batch (`INSERT INTO revoked_grants SELECT ... FROM grants WHERE <selector> AND NOT EXISTS <marker> ORDER BY ... LIMIT ... RETURNING grant_id`, through the `grants_subject` / `grants_client` index): it takes the write lock and fixes the batch; then each grant's codes, tokens and summary go. Each batch has `revoke_grant`'s guarantees, so a refresh racing the revocation of every grant of a user never leaves a live token |
 //! | grant summaries | written by `INSERT ... SELECT ... WHERE NOT EXISTS <marker> ON CONFLICT DO UPDATE` (use and expiry only grow) before the code or refresh token that creates them, and extended by a plain `UPDATE` for access tokens; a summary stored again by a write that raced a revocation (PostgreSQL, `READ COMMITTED`) is skipped by every listing and selection through the marker, like a racing token row |
@@ -117,7 +118,8 @@
 //! | `admission_windows` (7) | `(project, window_key)`; index `ends_at` | `started_at`, `ends_at`, `count` | none (keys are source addresses reduced to /64 or /24 networks) | purged once the window ended |
 //! | `replay_ids` (4) | `(project, scope, id_hash)`; index `expires_at` | `expires_at` | none (the `jti` as its SHA-256 digest) | purged once expired; at most the caller's quota of live ids per `(project, scope)` |
 //! | `local_users` (5) | `(project, subject)`; index `(project, upstream_issuer, upstream_subject)` | `upstream_issuer`, `upstream_subject`, `email`, `email_verified`, `name`, `created_at`, `last_login_at` | none (personal data: the user's email and name) | until deleted by the host |
-//! | `user_consents` (5) | `(project, subject, client_id)` | `scopes` (space-delimited union of every approval), `resources` (JSON array, union of every approval), `updated_at` | none | until revoked (`UserStore::revoke_consent`) |
+//! | `user_consents` (5, 9) | `(project, subject, client_id)` | `updated_at` (the scopes and resources columns of 5 left in migration 9) | none | until revoked (`UserStore::revoke_consent`) |
+//! | `user_consent_scopes` (9) | `(project, subject, client_id, resource)` | `scopes` (space-delimited union of every approval for that resource; `resource` is the canonical URI, `''` for `ConsentTarget::NoResource`). Migration 9 gave each resource of a stored consent its whole scope union, and a consent without resources the `''` entry | none | deleted with its consent (`UserStore::revoke_consent`) |
 //! | `upstream_logins` (5) | `(project, state_hash)`; indexes `(project, expires_at)`, `expires_at` | `browser_hash` (SHA-256 of the browser-binding cookie), `taken`, `created_at`, `expires_at`, `login` (JSON of `UpstreamLogin`) | `state` as its hash only; the PKCE code verifier and the `nonce` sent upstream **in clear** inside `login` (the callback must send the verifier to the provider; both are worthless without the provider's code, which only ever reaches the callback) | at most 10 minutes live; purged once expired; at most [`SqlOptions::upstream_login_capacity`] live per project |
 //! | `grants` (6) | `(project, grant_id)`; indexes `grants_subject (project, subject, granted_at, grant_id)`, `grants_client (project, client_id, granted_at, grant_id)`, `grants_expiry (expires_at)` | `client_id`, `subject`, `granted_at`, `last_used_at`, `expires_at`, `record` (JSON of the grant) | none (ids, scopes, resources) | deleted with the grant's revocation; purged [`crate::store::GRANT_SUMMARY_GRACE`] after `expires_at`. Migration 6 fills it from the live refresh tokens stored before it |
 //!
@@ -2203,6 +2205,31 @@ macro_rules! impl_sql_store {
                 })
             }
 
+            /// A consent from the rows of `CONSENT_GET`: `None` without a
+            /// row; the per-resource scopes of every row that has them
+            /// (a key stored twice, e.g. in raw and canonical form by
+            /// migration 9, is merged).
+            fn consent_from_rows(
+                &self,
+                rows: &[$row],
+            ) -> Result<Option<$crate::store::RememberedConsent>, StoreError> {
+                let Some(first) = rows.first() else {
+                    return Ok(None);
+                };
+                let updated_at: i64 = first.try_get(0).map_err(|e| self.fail("get consent", e))?;
+                let mut consent = $crate::store::RememberedConsent::new(time_of(updated_at)?);
+                for r in rows {
+                    let resource: Option<String> = r.try_get(1).map_err(|e| self.fail("get consent", e))?;
+                    let scopes: Option<String> = r.try_get(2).map_err(|e| self.fail("get consent", e))?;
+                    if let (Some(resource), Some(scopes)) = (resource, scopes) {
+                        let target = $crate::store::ConsentTarget::from_key(&resource)
+                            .map_err(|e| StoreError::with_source("stored consent resource", e))?;
+                        consent.allow_target(target, &stored_scopes(&scopes)?);
+                    }
+                }
+                Ok(Some(consent))
+            }
+
             async fn purge_upstream_logins(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
                 self.delete_batches("purge upstream logins", q::LOGIN_PURGE, secs(now))
                     .await
@@ -2284,37 +2311,32 @@ macro_rules! impl_sql_store {
                     .execute(&mut *tx)
                     .await
                     .map_err(|e| self.fail("remember consent: lock", e))?;
-                let row = sqlx::query(q::CONSENT_GET)
+                let rows = sqlx::query(q::CONSENT_GET)
                     .bind(project.as_str())
                     .bind(subject.as_str())
                     .bind(client_id)
-                    .fetch_one(&mut *tx)
+                    .fetch_all(&mut *tx)
                     .await
                     .map_err(|e| self.fail("remember consent: read", e))?;
-                let stored: String = row
-                    .try_get(0)
-                    .map_err(|e| self.fail("remember consent: read", e))?;
-                let stored_resources: String = row
-                    .try_get(1)
-                    .map_err(|e| self.fail("remember consent: read", e))?;
-                let mut merged = stored_scopes(&stored)?;
-                for s in scopes.iter() {
-                    merged.insert(s.clone());
+                let Some(mut merged) = self.consent_from_rows(&rows)? else {
+                    return Err(StoreError::new(format!("{BACKEND}: remember consent: the locked row is missing")));
+                };
+                merged.allow(scopes, resources);
+                for target in $crate::store::ConsentTarget::of(resources) {
+                    let allowed = merged
+                        .scopes_for(&target)
+                        .map(ToString::to_string)
+                        .unwrap_or_default();
+                    sqlx::query(q::CONSENT_SET_SCOPES)
+                        .bind(project.as_str())
+                        .bind(subject.as_str())
+                        .bind(client_id)
+                        .bind(target.key())
+                        .bind(allowed)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| self.fail("remember consent: write", e))?;
                 }
-                let mut merged_resources: $crate::resource::ResourceSet =
-                    from_json("consent resources", &stored_resources)?;
-                for r in resources.iter() {
-                    merged_resources.insert(r.clone());
-                }
-                sqlx::query(q::CONSENT_SET)
-                    .bind(project.as_str())
-                    .bind(subject.as_str())
-                    .bind(client_id)
-                    .bind(merged.to_string())
-                    .bind(to_json("consent resources", &merged_resources)?)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| self.fail("remember consent: write", e))?;
                 tx.commit()
                     .await
                     .map_err(|e| self.fail("remember consent: commit", e))?;
@@ -2327,24 +2349,14 @@ macro_rules! impl_sql_store {
                 subject: &$crate::grant::Subject,
                 client_id: &str,
             ) -> Result<Option<$crate::store::RememberedConsent>, StoreError> {
-                let row = sqlx::query(q::CONSENT_GET)
+                let rows = sqlx::query(q::CONSENT_GET)
                     .bind(project.as_str())
                     .bind(subject.as_str())
                     .bind(client_id)
-                    .fetch_optional(&self.pool)
+                    .fetch_all(&self.pool)
                     .await
                     .map_err(|e| self.fail("get consent", e))?;
-                row.map(|r| {
-                    let scopes: String = r.try_get(0).map_err(|e| self.fail("get consent", e))?;
-                    let resources: String = r.try_get(1).map_err(|e| self.fail("get consent", e))?;
-                    let updated_at: i64 = r.try_get(2).map_err(|e| self.fail("get consent", e))?;
-                    Ok($crate::store::RememberedConsent {
-                        scopes: stored_scopes(&scopes)?,
-                        resources: from_json("consent resources", &resources)?,
-                        updated_at: time_of(updated_at)?,
-                    })
-                })
-                .transpose()
+                self.consent_from_rows(&rows)
             }
 
             async fn revoke_consent(
@@ -2353,14 +2365,31 @@ macro_rules! impl_sql_store {
                 subject: &$crate::grant::Subject,
                 client_id: &str,
             ) -> Result<bool, StoreError> {
+                let mut tx = self
+                    .pool
+                    .begin()
+                    .await
+                    .map_err(|e| self.fail("revoke consent", e))?;
+                // The consent's row first: an approval in flight holds its
+                // lock, so it commits before its scopes are deleted.
                 let n = sqlx::query(q::CONSENT_REVOKE)
                     .bind(project.as_str())
                     .bind(subject.as_str())
                     .bind(client_id)
-                    .execute(&self.pool)
+                    .execute(&mut *tx)
                     .await
                     .map_err(|e| self.fail("revoke consent", e))?
                     .rows_affected();
+                sqlx::query(q::CONSENT_REVOKE_SCOPES)
+                    .bind(project.as_str())
+                    .bind(subject.as_str())
+                    .bind(client_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| self.fail("revoke consent: scopes", e))?;
+                tx.commit()
+                    .await
+                    .map_err(|e| self.fail("revoke consent: commit", e))?;
                 Ok(n > 0)
             }
         }

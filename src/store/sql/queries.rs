@@ -534,20 +534,37 @@ pub(super) const USER_UPSERT: &str = "INSERT INTO local_users \
 pub(super) const USER_GET: &str = "SELECT upstream_issuer, upstream_subject, email, email_verified, name, \
      created_at, last_login_at FROM local_users WHERE project = $1 AND subject = $2";
 
-/// The first statement of `remember_consent`: creates the row (no scopes
-/// yet) or touches it, taking its row lock (PostgreSQL) or the database
-/// write lock (SQLite), so the read-merge-write that follows cannot lose a
-/// concurrent approval.
+/// The first statement of `remember_consent`: creates the consent's row
+/// or touches it, taking its row lock (PostgreSQL) or the database write
+/// lock (SQLite), so the read-merge-write of its per-resource scopes that
+/// follows cannot lose a concurrent approval.
 pub(super) const CONSENT_LOCK: &str = "INSERT INTO user_consents \
-     (project, subject, client_id, scopes, resources, updated_at) VALUES ($1, $2, $3, '', '[]', $4) \
+     (project, subject, client_id, updated_at) VALUES ($1, $2, $3, $4) \
      ON CONFLICT (project, subject, client_id) DO UPDATE SET updated_at = excluded.updated_at";
 
-pub(super) const CONSENT_GET: &str = "SELECT scopes, resources, updated_at FROM user_consents \
-     WHERE project = $1 AND subject = $2 AND client_id = $3";
+/// A consent and its per-resource scopes in one statement (one snapshot):
+/// one row per resource, or one row of NULLs for a consent that allows no
+/// resource yet; no row at all when there is no consent.
+pub(super) const CONSENT_GET: &str = "SELECT c.updated_at, r.resource, r.scopes FROM user_consents AS c \
+     LEFT JOIN user_consent_scopes AS r \
+     ON r.project = c.project AND r.subject = c.subject AND r.client_id = c.client_id \
+     WHERE c.project = $1 AND c.subject = $2 AND c.client_id = $3";
 
-pub(super) const CONSENT_SET: &str =
-    "UPDATE user_consents SET scopes = $4, resources = $5 WHERE project = $1 AND subject = $2 AND client_id = $3";
+/// The scopes allowed for one resource (`$4`, a `ConsentTarget` key),
+/// replaced by the merged union (under the lock of [`CONSENT_LOCK`]).
+pub(super) const CONSENT_SET_SCOPES: &str = "INSERT INTO user_consent_scopes \
+     (project, subject, client_id, resource, scopes) VALUES ($1, $2, $3, $4, $5) \
+     ON CONFLICT (project, subject, client_id, resource) DO UPDATE SET scopes = excluded.scopes";
 
+/// `revoke_consent`, second statement: the per-resource scopes (read
+/// after the first statement waited for any approval in flight, so none
+/// is left behind).
+pub(super) const CONSENT_REVOKE_SCOPES: &str =
+    "DELETE FROM user_consent_scopes WHERE project = $1 AND subject = $2 AND client_id = $3";
+
+/// `revoke_consent`, first statement: the consent itself (one row
+/// affected: there was one). It takes the row lock that approvals take
+/// first, so an approval in flight commits before the scopes are deleted.
 pub(super) const CONSENT_REVOKE: &str =
     "DELETE FROM user_consents WHERE project = $1 AND subject = $2 AND client_id = $3";
 
