@@ -98,6 +98,10 @@ pub struct Stores {
     pub users: Arc<dyn UserStore>,
     /// Upstream logins in flight.
     pub upstream_logins: Arc<dyn UpstreamLoginStore>,
+    /// The per-source bound [`Stores::upstream_logins`] was configured with
+    /// (default [`super::DEFAULT_UPSTREAM_LOGINS_PER_SOURCE`]); its project
+    /// bound must exceed it by at least 2.
+    pub upstream_logins_per_source: u32,
 }
 
 impl fmt::Debug for Stores {
@@ -121,6 +125,7 @@ impl Stores {
             admissions: Arc::new(MemoryAdmissionStore::new()),
             users: Arc::new(MemoryUserStore::new()),
             upstream_logins: Arc::new(MemoryUpstreamLoginStore::default()),
+            upstream_logins_per_source: super::DEFAULT_UPSTREAM_LOGINS_PER_SOURCE,
         }
     }
 
@@ -201,6 +206,13 @@ impl Stores {
         self
     }
 
+    /// Sets [`Stores::upstream_logins_per_source`].
+    #[must_use]
+    pub const fn upstream_logins_per_source(mut self, logins: u32) -> Self {
+        self.upstream_logins_per_source = logins;
+        self
+    }
+
     /// One object implementing every trait (like the SQL stores).
     pub fn all<S>(store: Arc<S>) -> Self
     where
@@ -229,6 +241,7 @@ impl Stores {
             admissions: store.clone(),
             users: store.clone(),
             upstream_logins: store,
+            upstream_logins_per_source: super::DEFAULT_UPSTREAM_LOGINS_PER_SOURCE,
         }
     }
 }
@@ -309,6 +322,12 @@ pub async fn run_all(stores: &Stores) -> Outcome {
     admission_windows(stores.admissions.as_ref(), stores.admissions.as_ref()).await?;
     users(stores.users.as_ref()).await?;
     upstream_logins(stores.upstream_logins.as_ref(), stores.upstream_logins.as_ref()).await?;
+    upstream_logins_per_source(
+        stores.upstream_logins.as_ref(),
+        stores.upstream_logins.as_ref(),
+        stores.upstream_logins_per_source,
+    )
+    .await?;
     Ok(())
 }
 
@@ -3110,15 +3129,15 @@ pub async fn upstream_logins(a: &dyn UpstreamLoginStore, b: &dyn UpstreamLoginSt
     let h = login.state_hash;
     let stored = login_json(&login);
     let stranger = hash();
-    ok!(a.insert(&p, login.clone()).await, "insert upstream login");
+    ok!(a.insert(&p, login.clone(), None).await, "insert upstream login");
     ensure!(
-        a.insert(&p, upstream_login(&p, t0)?.0).await.is_ok(),
+        a.insert(&p, upstream_login(&p, t0)?.0, None).await.is_ok(),
         "a second login of a project is stored"
     );
     let (mut other, _) = upstream_login(&p, t0)?;
     other.state_hash = h;
     ensure!(
-        b.insert(&p, other).await.is_err(),
+        b.insert(&p, other, None).await.is_err(),
         "a stored state is never overwritten: a second insert of its hash is an error"
     );
     ensure!(
@@ -3185,7 +3204,7 @@ pub async fn upstream_logins(a: &dyn UpstreamLoginStore, b: &dyn UpstreamLoginSt
     let (late, late_browser) = upstream_login(&p, t0)?;
     let hl = late.state_hash;
     let expires = late.expires_at;
-    ok!(b.insert(&p, late).await, "insert upstream login");
+    ok!(b.insert(&p, late, None).await, "insert upstream login");
     ensure!(
         matches!(
             ok!(a.take(&p, &hl, &stranger, expires).await, "take"),
@@ -3212,7 +3231,7 @@ pub async fn upstream_logins(a: &dyn UpstreamLoginStore, b: &dyn UpstreamLoginSt
     );
     let (live, live_browser) = upstream_login(&p, expires)?;
     let hlive = live.state_hash;
-    ok!(a.insert(&p, live).await, "insert upstream login");
+    ok!(a.insert(&p, live, None).await, "insert upstream login");
     let removed = ok!(a.purge(expires).await, "purge");
     ensure!(
         removed >= 3,
@@ -3229,6 +3248,106 @@ pub async fn upstream_logins(a: &dyn UpstreamLoginStore, b: &dyn UpstreamLoginSt
             LoginTake::Taken(_)
         ),
         "purge keeps live logins"
+    );
+    Ok(())
+}
+
+/// `UpstreamLoginStore`, the per-source bound (`per_source`, what the store
+/// was configured with): of `2 * per_source` concurrent inserts from one
+/// source into one project (half through `a`, half through `b`: pass two
+/// stores on one database to race them as two processes) exactly
+/// `per_source` succeed, and every refusal is
+/// [`super::StoreErrorKind::CapacityExceeded`], not a failure; another
+/// source, a login without a source and the same source in another
+/// project are still admitted; expired logins no longer count.
+///
+/// # Errors
+/// The first [`Violation`].
+pub async fn upstream_logins_per_source(
+    a: &dyn UpstreamLoginStore,
+    b: &dyn UpstreamLoginStore,
+    per_source: u32,
+) -> Outcome {
+    use crate::cimd::RequestSource;
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let (p, q) = (fresh_project(), fresh_project());
+    let t0 = now();
+    let flood = RequestSource::from_ip(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7)));
+    // Another address of the same /64 is the same source.
+    let same = RequestSource::from_ip(IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, 1)));
+    let same_64 = RequestSource::from_ip(IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 9, 9, 9, 9)));
+    let other = RequestSource::from_ip(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 9)));
+    let n = per_source as usize;
+    let mut logins = Vec::with_capacity(2 * n);
+    for _ in 0..2 * n {
+        logins.push(upstream_login(&p, t0)?.0);
+    }
+    let results = join_all(logins.into_iter().enumerate().map(|(i, l)| {
+        let store = if i % 2 == 0 { a } else { b };
+        store.insert(&p, l, Some(&flood))
+    }))
+    .await;
+    let mut stored = 0;
+    for r in results {
+        match r {
+            Ok(()) => stored += 1,
+            Err(e) if e.kind() == super::StoreErrorKind::CapacityExceeded => {}
+            Err(e) => {
+                return Err(Violation {
+                    rule: "a source over its bound is refused as capacity exceeded, not as a store failure",
+                    detail: format!("{e}"),
+                });
+            }
+        }
+    }
+    ensure!(
+        stored == n,
+        "of twice the per-source bound of concurrent inserts from one source exactly the bound succeed",
+        "{stored} of {} stored, bound {n}",
+        2 * n
+    );
+    let refused = a.insert(&p, upstream_login(&p, t0)?.0, Some(&flood)).await;
+    ensure!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.kind() == super::StoreErrorKind::CapacityExceeded),
+        "a full source is refused as capacity exceeded",
+        "{refused:?}"
+    );
+    ensure!(
+        b.insert(&p, upstream_login(&p, t0)?.0, Some(&other)).await.is_ok(),
+        "a full source does not stop another source of its project"
+    );
+    ensure!(
+        a.insert(&p, upstream_login(&p, t0)?.0, None).await.is_ok(),
+        "a login without a source counts against the project bound only"
+    );
+    ensure!(
+        b.insert(&q, upstream_login(&q, t0)?.0, Some(&flood)).await.is_ok(),
+        "the per-source bound is per project"
+    );
+    // An IPv6 source is its /64.
+    for _ in 0..n {
+        ok!(
+            a.insert(&q, upstream_login(&q, t0)?.0, Some(&same)).await,
+            "insert upstream login"
+        );
+    }
+    let refused = b.insert(&q, upstream_login(&q, t0)?.0, Some(&same_64)).await;
+    ensure!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.kind() == super::StoreErrorKind::CapacityExceeded),
+        "addresses of one IPv6 /64 are one source",
+        "{refused:?}"
+    );
+    // Once the flood's logins expired, the source is admitted again.
+    let (later, _) = upstream_login(&p, t0)?;
+    let expired_at = later.expires_at;
+    let (fresh, _) = upstream_login(&p, expired_at)?;
+    ensure!(
+        b.insert(&p, fresh, Some(&flood)).await.is_ok(),
+        "expired logins no longer count against their source"
     );
     Ok(())
 }

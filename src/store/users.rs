@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::StoreError;
+use crate::cimd::RequestSource;
 use crate::grant::Subject;
 use crate::project::ProjectId;
 use crate::resource::{ResourceError, ResourceSet, ResourceUri};
@@ -303,14 +304,31 @@ pub enum LoginTake {
 /// - [`UpstreamLoginStore::insert`] never overwrites: a `state` hash that
 ///   is already stored is an error (hashes of 256 random bits do not
 ///   collide; a duplicate is a bug or an attack).
-/// - A full store refuses new logins (an error) rather than evicting live
-///   ones; its bound is per project, so one project's traffic (logins are
-///   started by anonymous requests) cannot stop the sign-ins of another.
+/// - A full store refuses new logins rather than evicting live ones, with
+///   a [`StoreError`] of kind [`super::StoreErrorKind::CapacityExceeded`]
+///   (never a plain failure, so the server can answer
+///   `temporarily_unavailable` rather than `server_error`). Logins are
+///   started by anonymous requests, so there are two bounds on the live
+///   (unexpired, taken or not) logins: one per project, so one project's
+///   traffic cannot stop the sign-ins of another, and, when the caller
+///   names the request's `source` (the client address,
+///   [`RequestSource`]), one per `(project, source)`, so one address
+///   cannot fill its project's share. The per-source count and the insert
+///   are one atomic step, also across processes sharing one database: of
+///   concurrent inserts from one source, never more than the bound
+///   succeed. A login without a source counts against the project bound
+///   only.
 /// - Keys are scoped by project.
 #[async_trait]
 pub trait UpstreamLoginStore: Send + Sync {
-    /// Stores a new login.
-    async fn insert(&self, project: &ProjectId, login: UpstreamLogin) -> Result<(), StoreError>;
+    /// Stores a new login, started by a request from `source` (see
+    /// `# Security` for both bounds).
+    async fn insert(
+        &self,
+        project: &ProjectId,
+        login: UpstreamLogin,
+        source: Option<&RequestSource>,
+    ) -> Result<(), StoreError>;
 
     /// Takes the login with this `state` hash for the browser whose
     /// binding cookie hashes to `browser_hash`, at `now` (see
@@ -430,18 +448,44 @@ impl UserStore for MemoryUserStore {
     }
 }
 
-/// One project's logins in flight, by `state` hash, with their taken flag.
-type ProjectLogins = HashMap<SecretHash, (UpstreamLogin, bool)>;
+/// The live logins a request source may have in one project by default
+/// ([`MemoryUpstreamLoginStore::per_source_limit`],
+/// `SqlOptions::upstream_logins_per_source`): a person signs in a few
+/// times in ten minutes; an office behind one address may need more.
+pub const DEFAULT_UPSTREAM_LOGINS_PER_SOURCE: u32 = 100;
+
+/// One project's logins in flight: by `state` hash with their taken flag,
+/// and the expiry times of the logins of each source.
+#[derive(Debug, Default)]
+struct ProjectLogins {
+    logins: HashMap<SecretHash, (UpstreamLogin, bool)>,
+    by_source: HashMap<String, Vec<OffsetDateTime>>,
+}
+
+impl ProjectLogins {
+    fn forget_expired(&mut self, now: OffsetDateTime) -> usize {
+        let before = self.logins.len();
+        self.logins.retain(|_, (l, _)| l.expires_at > now);
+        for expiries in self.by_source.values_mut() {
+            expiries.retain(|e| *e > now);
+        }
+        self.by_source.retain(|_, e| !e.is_empty());
+        before - self.logins.len()
+    }
+}
 
 /// In-memory [`UpstreamLoginStore`], holding at most a fixed number of
-/// records per project. Atomicity: `take` checks and marks a record under
-/// one lock, so exactly one caller of one process gets it; logins are not
-/// shared between processes (instances behind a load balancer need the
-/// SQL stores, or sticky routing of the provider's callback).
+/// records per project, and of live logins per request source in a
+/// project. Atomicity: `insert` counts and stores, and `take` checks and
+/// marks a record, under one lock, so both bounds are exact and exactly
+/// one caller of one process gets a login; logins are not shared between
+/// processes (instances behind a load balancer need the SQL stores, or
+/// sticky routing of the provider's callback).
 #[derive(Debug)]
 pub struct MemoryUpstreamLoginStore {
     logins: Mutex<HashMap<ProjectId, ProjectLogins>>,
     max_entries: usize,
+    per_source: usize,
 }
 
 impl Default for MemoryUpstreamLoginStore {
@@ -452,36 +496,59 @@ impl Default for MemoryUpstreamLoginStore {
 
 impl MemoryUpstreamLoginStore {
     /// A store of at most `max_entries` records per project (a full
-    /// project's expired ones are purged first).
+    /// project's expired ones are purged first), and at most
+    /// [`DEFAULT_UPSTREAM_LOGINS_PER_SOURCE`] live logins per source.
     pub fn new(max_entries: usize) -> Self {
         Self {
             logins: Mutex::new(HashMap::new()),
             max_entries,
+            per_source: DEFAULT_UPSTREAM_LOGINS_PER_SOURCE as usize,
         }
+    }
+
+    /// Sets how many live logins one request source may have in one
+    /// project (at least 1).
+    #[must_use]
+    pub fn per_source_limit(mut self, logins: usize) -> Self {
+        self.per_source = logins.max(1);
+        self
     }
 }
 
 #[async_trait]
 impl UpstreamLoginStore for MemoryUpstreamLoginStore {
-    async fn insert(&self, project: &ProjectId, login: UpstreamLogin) -> Result<(), StoreError> {
+    async fn insert(
+        &self,
+        project: &ProjectId,
+        login: UpstreamLogin,
+        source: Option<&RequestSource>,
+    ) -> Result<(), StoreError> {
         let mut projects = lock(&self.logins)?;
         let map = projects.entry(project.clone()).or_default();
-        if map.len() >= self.max_entries {
-            let now = login.created_at;
-            map.retain(|_, (l, _)| l.expires_at > now);
-            if map.len() >= self.max_entries {
-                return Err(StoreError::new("too many upstream logins in flight for the project"));
+        let now = login.created_at;
+        if map.logins.len() >= self.max_entries {
+            map.forget_expired(now);
+            if map.logins.len() >= self.max_entries {
+                return Err(StoreError::capacity_exceeded(
+                    "too many upstream logins in flight for the project",
+                ));
             }
         }
-        match map.entry(login.state_hash) {
-            std::collections::hash_map::Entry::Occupied(_) => {
-                Err(StoreError::new("an upstream login with this state is already stored"))
-            }
-            std::collections::hash_map::Entry::Vacant(slot) => {
-                slot.insert((login, false));
-                Ok(())
-            }
+        if map.logins.contains_key(&login.state_hash) {
+            return Err(StoreError::new("an upstream login with this state is already stored"));
         }
+        if let Some(source) = source {
+            let expiries = map.by_source.entry(source.as_str().to_owned()).or_default();
+            expiries.retain(|e| *e > now);
+            if expiries.len() >= self.per_source {
+                return Err(StoreError::capacity_exceeded(
+                    "too many upstream logins in flight from this source",
+                ));
+            }
+            expiries.push(login.expires_at);
+        }
+        map.logins.insert(login.state_hash, (login, false));
+        Ok(())
     }
 
     async fn take(
@@ -492,7 +559,7 @@ impl UpstreamLoginStore for MemoryUpstreamLoginStore {
         now: OffsetDateTime,
     ) -> Result<LoginTake, StoreError> {
         let mut projects = lock(&self.logins)?;
-        Ok(match projects.get_mut(project).and_then(|m| m.get_mut(state_hash)) {
+        Ok(match projects.get_mut(project).and_then(|m| m.logins.get_mut(state_hash)) {
             None => LoginTake::Unknown,
             Some((login, _)) if login.browser_hash != *browser_hash => LoginTake::WrongBrowser,
             Some((login, taken)) if *taken => LoginTake::AlreadyTaken(Box::new(login.clone())),
@@ -508,11 +575,9 @@ impl UpstreamLoginStore for MemoryUpstreamLoginStore {
         let mut projects = lock(&self.logins)?;
         let mut removed = 0;
         for map in projects.values_mut() {
-            let before = map.len();
-            map.retain(|_, (l, _)| l.expires_at > now);
-            removed += before - map.len();
+            removed += map.forget_expired(now);
         }
-        projects.retain(|_, m| !m.is_empty());
+        projects.retain(|_, m| !m.logins.is_empty());
         Ok(removed)
     }
 }

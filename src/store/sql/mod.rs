@@ -70,7 +70,7 @@
 //! | `AdmissionStore::admit` | one transaction of conditional upserts, one per window in the order given (`INSERT ... ON CONFLICT (project, window_key) DO UPDATE SET count = count + 1 ... WHERE <window ended> OR count < max`); the first that affects no row rolls the transaction back. A concurrent admission waits on the row's lock (PostgreSQL) or the write lock (SQLite) and re-checks the count the winner committed, so no window ever admits more than its `max` |
 //! | `ReplayStore::check_and_insert` | a transaction around one `INSERT ... SELECT ... WHERE <the scope holds fewer than quota live ids> ON CONFLICT (project, scope, id_hash) DO UPDATE SET expires_at = ... WHERE <the stored entry expired>`: one row affected means first use; of concurrent callers the unique key lets one insert and the others find its live row. The quota's count and the insert are one step: SQLite runs the statement under its write lock; PostgreSQL first takes a transaction-scoped advisory lock on the (project, client) scope, so concurrent checks of one client queue and each counts what the previous committed. No global bound beyond the quotas: `purge` removes expired ids (each lives at most the assertion lifetime plus a minute) |
 //! | `UpstreamLoginStore::take` | one `UPDATE ... SET taken = TRUE WHERE ... AND taken = FALSE AND expires_at > now AND browser_hash = <the caller's> RETURNING login`: as for codes, the row lock (PostgreSQL) or the database write lock (SQLite) lets exactly one caller flip `taken`, whichever process it runs in; an expired login, or a caller from another browser, never takes it. The losers then read the row to answer `WrongBrowser` (checked first), `AlreadyTaken` or `Expired` |
-//! | `UpstreamLoginStore::insert` | one `INSERT ... SELECT ... WHERE <fewer than SqlOptions::upstream_login_capacity live logins in the project>`; a stored `state` hash is a primary-key violation (an error), never an overwrite |
+//! | `UpstreamLoginStore::insert` | one `INSERT ... SELECT ... WHERE <fewer than SqlOptions::upstream_login_capacity live logins in the project> AND <fewer than SqlOptions::upstream_logins_per_source live logins of the source in the project>` (a refusal is `StoreErrorKind::CapacityExceeded`); SQLite runs it under its write lock, PostgreSQL first takes a transaction-scoped advisory lock on the (project, source) pair, so concurrent inserts from one source, from any process, count what the previous committed and the per-source bound is exact (the project bound may be overshot by the number of concurrent inserts from different sources); a stored `state` hash is a primary-key violation (an error), never an overwrite |
 //! | `UserStore::upsert` | one `INSERT ... ON CONFLICT (project, subject) DO UPDATE ... RETURNING created_at`: the first sign-in's `created_at` is kept |
 //! | `UserStore::remember_consent` | a transaction whose FIRST statement upserts the consent row (`INSERT ... ON CONFLICT DO UPDATE`): it takes that row's lock (PostgreSQL, `READ COMMITTED`) or the database write lock (SQLite), so the read of the per-resource scopes, their union with the approval and the upsert of each approved resource's row that follow see every approval committed before, and a concurrent approval waits and merges into this one's |
 //! | `UserStore::consent` | one `SELECT` joining the consent row and its per-resource rows (one snapshot) |
@@ -120,7 +120,7 @@
 //! | `local_users` (5) | `(project, subject)`; index `(project, upstream_issuer, upstream_subject)` | `upstream_issuer`, `upstream_subject`, `email`, `email_verified`, `name`, `created_at`, `last_login_at` | none (personal data: the user's email and name) | until deleted by the host |
 //! | `user_consents` (5, 9) | `(project, subject, client_id)` | `updated_at` (the scopes and resources columns of 5 left in migration 9) | none | until revoked (`UserStore::revoke_consent`) |
 //! | `user_consent_scopes` (9) | `(project, subject, client_id, resource)` | `scopes` (space-delimited union of every approval for that resource; `resource` is the canonical URI, `''` for `ConsentTarget::NoResource`). Migration 9 gave each resource of a stored consent its whole scope union, and a consent without resources the `''` entry | none | deleted with its consent (`UserStore::revoke_consent`) |
-//! | `upstream_logins` (5) | `(project, state_hash)`; indexes `(project, expires_at)`, `expires_at` | `browser_hash` (SHA-256 of the browser-binding cookie), `taken`, `created_at`, `expires_at`, `login` (JSON of `UpstreamLogin`) | `state` as its hash only; the PKCE code verifier and the `nonce` sent upstream **in clear** inside `login` (the callback must send the verifier to the provider; both are worthless without the provider's code, which only ever reaches the callback) | at most 10 minutes live; purged once expired; at most [`SqlOptions::upstream_login_capacity`] live per project |
+//! | `upstream_logins` (5, 9) | `(project, state_hash)`; indexes `(project, expires_at)`, `expires_at`, `(project, source, expires_at)` (9) | `source` (9: the request source's key, an address or its /64, or the host's name for it; `NULL` when none was given), `browser_hash` (SHA-256 of the browser-binding cookie), `taken`, `created_at`, `expires_at`, `login` (JSON of `UpstreamLogin`) | `state` as its hash only; the PKCE code verifier and the `nonce` sent upstream **in clear** inside `login` (the callback must send the verifier to the provider; both are worthless without the provider's code, which only ever reaches the callback) | at most 10 minutes live; purged once expired; at most [`SqlOptions::upstream_login_capacity`] live per project and [`SqlOptions::upstream_logins_per_source`] per source in a project |
 //! | `grants` (6) | `(project, grant_id)`; indexes `grants_subject (project, subject, granted_at, grant_id)`, `grants_client (project, client_id, granted_at, grant_id)`, `grants_expiry (expires_at)` | `client_id`, `subject`, `granted_at`, `last_used_at`, `expires_at`, `record` (JSON of the grant) | none (ids, scopes, resources) | deleted with the grant's revocation; purged [`crate::store::GRANT_SUMMARY_GRACE`] after `expires_at`. Migration 6 fills it from the live refresh tokens stored before it |
 //!
 //! Every hot-path lookup is by primary key (`(project, hash)`, `(project,
@@ -214,6 +214,15 @@ pub struct SqlOptions {
     /// database hold; concurrent inserts may overshoot it by at most
     /// their number.
     pub upstream_login_capacity: u32,
+    /// Upstream logins in flight one request source (the client address
+    /// the server was given, [`crate::cimd::RequestSource`]) may hold in
+    /// one project (default
+    /// [`crate::store::DEFAULT_UPSTREAM_LOGINS_PER_SOURCE`]): one address
+    /// cannot fill its project's share. Exact across processes: the
+    /// count and the insert are one statement under SQLite's write lock,
+    /// and PostgreSQL first takes an advisory lock on the (project,
+    /// source) pair.
+    pub upstream_logins_per_source: u32,
     /// Called with every database error.
     pub on_error: Option<ErrorHook>,
     /// Write audit events in the background, many per statement (default
@@ -249,6 +258,7 @@ impl Default for SqlOptions {
             audit_max_age: Some(time::Duration::days(90)),
             audit_max_rows_per_project: Some(100_000),
             upstream_login_capacity: 100_000,
+            upstream_logins_per_source: crate::store::DEFAULT_UPSTREAM_LOGINS_PER_SOURCE,
             on_error: None,
             audit_batching: false,
             key_encryption: None,
@@ -311,6 +321,12 @@ impl SqlOptions {
         self
     }
 
+    /// Sets [`SqlOptions::upstream_logins_per_source`] (at least 1).
+    pub fn upstream_logins_per_source(mut self, logins: u32) -> Self {
+        self.upstream_logins_per_source = logins.max(1);
+        self
+    }
+
     /// Sets [`SqlOptions::audit_batching`].
     pub const fn audit_batching(mut self, on: bool) -> Self {
         self.audit_batching = on;
@@ -348,6 +364,7 @@ impl fmt::Debug for SqlOptions {
             .field("audit_max_age", &self.audit_max_age)
             .field("audit_max_rows_per_project", &self.audit_max_rows_per_project)
             .field("upstream_login_capacity", &self.upstream_login_capacity)
+            .field("upstream_logins_per_source", &self.upstream_logins_per_source)
             .field("on_error", &self.on_error.is_some())
             .field("audit_batching", &self.audit_batching)
             .field("key_encryption", &self.key_encryption.is_some())
@@ -2405,7 +2422,21 @@ macro_rules! impl_sql_store {
                 &self,
                 project: &ProjectId,
                 login: $crate::upstream::UpstreamLogin,
+                source: Option<&$crate::cimd::RequestSource>,
             ) -> Result<(), StoreError> {
+                let op = "insert upstream login";
+                let source = source.map($crate::cimd::RequestSource::as_str);
+                let mut tx = self.pool.begin().await.map_err(|e| self.fail(op, e))?;
+                if BACKEND == "postgres"
+                    && let Some(source) = source
+                {
+                    sqlx::query(q::LOGIN_LOCK_SOURCE_POSTGRES)
+                        .bind(project.as_str())
+                        .bind(source)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| self.fail(op, e))?;
+                }
                 let n = sqlx::query(q::LOGIN_INSERT)
                     .bind(project.as_str())
                     .bind(login.state_hash.as_bytes().as_slice())
@@ -2414,13 +2445,17 @@ macro_rules! impl_sql_store {
                     .bind(to_json("upstream login", &login)?)
                     .bind(i64::from(self.options.upstream_login_capacity))
                     .bind(login.browser_hash.as_bytes().as_slice())
-                    .execute(&self.pool)
+                    .bind(source)
+                    .bind(i64::from(self.options.upstream_logins_per_source))
+                    .execute(&mut *tx)
                     .await
-                    .map_err(|e| self.fail("insert upstream login", e))?
+                    .map_err(|e| self.fail(op, e))?
                     .rows_affected();
+                tx.commit().await.map_err(|e| self.fail(op, e))?;
                 if n != 1 {
-                    return Err(StoreError::new(format!(
-                        "{BACKEND}: too many upstream logins in flight for project {}",
+                    // A bound, not a failure: not reported to `on_error`.
+                    return Err(StoreError::capacity_exceeded(format!(
+                        "{BACKEND}: too many upstream logins in flight for project {} or from its source",
                         project.as_str()
                     )));
                 }

@@ -570,14 +570,29 @@ pub(super) const CONSENT_REVOKE: &str =
 
 // ---- upstream logins in flight ----
 
-/// Stores a login unless the project already has `$6` live ones (`$3`,
-/// the login's start, is "now"). The count is bounded by the limit, so a
-/// full project costs one bounded index scan. A taken `state_hash` is a
-/// constraint error, never an overwrite.
+/// Stores a login unless the project already has `$6` live ones, or its
+/// source (`$8`, `NULL` for none) already has `$9` live ones in the
+/// project (`$3`, the login's start, is "now"). Each count is bounded by
+/// its limit, so a full project or source costs one bounded index scan.
+/// A taken `state_hash` is a constraint error, never an overwrite.
+/// PostgreSQL runs it after [`LOGIN_LOCK_SOURCE_POSTGRES`] in the same
+/// transaction, so the per-source count is exact across processes.
 pub(super) const LOGIN_INSERT: &str = "INSERT INTO upstream_logins \
-     (project, state_hash, browser_hash, taken, created_at, expires_at, login) \
-     SELECT $1, $2, $7, FALSE, $3, $4, $5 WHERE (SELECT COUNT(*) FROM (SELECT 1 FROM upstream_logins \
-     WHERE project = $1 AND expires_at > $3 LIMIT $6) AS live) < $6";
+     (project, state_hash, browser_hash, taken, created_at, expires_at, login, source) \
+     SELECT $1, $2, $7, FALSE, $3, $4, $5, $8 WHERE (SELECT COUNT(*) FROM (SELECT 1 FROM upstream_logins \
+     WHERE project = $1 AND expires_at > $3 LIMIT $6) AS live) < $6 \
+     AND ($8 IS NULL OR (SELECT COUNT(*) FROM (SELECT 1 FROM upstream_logins \
+     WHERE project = $1 AND source = $8 AND expires_at > $3 LIMIT $9) AS mine) < $9)";
+
+/// PostgreSQL: the first statement of a login insert's transaction when
+/// the request has a source, a transaction-scoped advisory lock on
+/// (`$1` project, `$2` source): concurrent inserts from one source, from
+/// any process, run one after the other, each counting what the previous
+/// committed (a hash collision only makes two sources queue on one lock).
+/// Its first key differs from the replay store's and from the migration
+/// lock's.
+pub(super) const LOGIN_LOCK_SOURCE_POSTGRES: &str =
+    "SELECT pg_advisory_xact_lock(726354013, hashtext($1 || '/' || $2))";
 
 /// Takes a login: one conditional `UPDATE`; of concurrent callers only the
 /// one whose update flips `taken` gets the row back, never once the login
