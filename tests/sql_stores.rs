@@ -67,6 +67,9 @@ async fn sqlite_keys_and_replay_hold_across_two_stores() {
     contract::replay(&a, &b).await.unwrap();
     contract::admission_windows(&a, &b).await.unwrap();
     contract::upstream_logins(&a, &b).await.unwrap();
+    contract::upstream_logins_per_source(&a, &b, authio_mcp::store::DEFAULT_UPSTREAM_LOGINS_PER_SOURCE)
+        .await
+        .unwrap();
     // Keys written through one store are read back by the other.
     let p = contract::fresh_project();
     let key = authio_mcp::keys::SigningKey::new(
@@ -320,6 +323,9 @@ mod postgres_only {
         contract::replay(&a, &b).await.unwrap();
         contract::admission_windows(&a, &b).await.unwrap();
         contract::upstream_logins(&a, &b).await.unwrap();
+        contract::upstream_logins_per_source(&a, &b, authio_mcp::store::DEFAULT_UPSTREAM_LOGINS_PER_SOURCE)
+            .await
+            .unwrap();
         a.close().await;
         b.close().await;
     }

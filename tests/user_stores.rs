@@ -70,6 +70,9 @@ async fn memory_stores_keep_the_contracts() {
     contract::users(&MemoryUserStore::new()).await.unwrap();
     let logins = MemoryUpstreamLoginStore::default();
     contract::upstream_logins(&logins, &logins).await.unwrap();
+    contract::upstream_logins_per_source(&logins, &logins, authio_mcp::store::DEFAULT_UPSTREAM_LOGINS_PER_SOURCE)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
