@@ -614,6 +614,28 @@ mod tests {
         assert!(!ru("https://localhost/cb").is_loopback());
     }
 
+    #[test]
+    fn claimable_on_device() {
+        let p = RedirectUriPolicy::with_private_use_schemes();
+        for yes in [
+            "http://127.0.0.1/cb",
+            "http://127.0.0.1:49152/cb",
+            "http://[::1]:8080/cb",
+            "http://localhost:3000/cb",
+            "https://localhost/cb",
+            "https://app.localhost/cb",
+            "https://127.0.0.2/cb",
+            "https://[::1]/cb",
+            "cursor://anysphere.cursor-mcp/oauth/callback",
+            "com.example.app:/callback",
+        ] {
+            assert!(RedirectUri::parse_with(yes, p).unwrap().is_claimable_on_device(), "{yes}");
+        }
+        for no in ["https://app.example.com/cb", "https://localhost.example.com/cb", "https://10.0.0.1/cb"] {
+            assert!(!RedirectUri::parse_with(no, p).unwrap().is_claimable_on_device(), "{no}");
+        }
+    }
+
     proptest! {
         #[test]
         fn never_panics(s in ".{0,200}", t in ".{0,200}") {
