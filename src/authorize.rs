@@ -622,8 +622,11 @@ impl ConsentPresentation {
 /// that does not parse is judged claimable (the stricter answer).
 fn identity_assured(confidential: bool, redirect_uri: &str) -> bool {
     confidential
-        || RedirectUri::parse_with(redirect_uri, crate::redirect_uri::RedirectUriPolicy::with_private_use_schemes())
-            .is_ok_and(|r| !r.is_claimable_on_device())
+        || RedirectUri::parse_with(
+            redirect_uri,
+            crate::redirect_uri::RedirectUriPolicy::with_private_use_schemes(),
+        )
+        .is_ok_and(|r| !r.is_claimable_on_device())
 }
 
 /// A scope or resource failure, before it becomes a redirect or a token error.

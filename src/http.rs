@@ -563,12 +563,7 @@ impl OAuthEndpoints {
                     return self.error_page_for(headers, &OAuthError::server_error(), None);
                 };
                 let secure = callback.scheme() == "https";
-                let value = upstream_cookie(
-                    &state,
-                    Some(browser_binding.expose_secret()),
-                    secure,
-                    callback.path(),
-                );
+                let value = upstream_cookie(&state, Some(browser_binding.expose_secret()), secure, callback.path());
                 let mut r = redirect(&location);
                 match HeaderValue::from_str(&value) {
                     Ok(v) => {

@@ -629,10 +629,20 @@ mod tests {
             "cursor://anysphere.cursor-mcp/oauth/callback",
             "com.example.app:/callback",
         ] {
-            assert!(RedirectUri::parse_with(yes, p).unwrap().is_claimable_on_device(), "{yes}");
+            assert!(
+                RedirectUri::parse_with(yes, p).unwrap().is_claimable_on_device(),
+                "{yes}"
+            );
         }
-        for no in ["https://app.example.com/cb", "https://localhost.example.com/cb", "https://10.0.0.1/cb"] {
-            assert!(!RedirectUri::parse_with(no, p).unwrap().is_claimable_on_device(), "{no}");
+        for no in [
+            "https://app.example.com/cb",
+            "https://localhost.example.com/cb",
+            "https://10.0.0.1/cb",
+        ] {
+            assert!(
+                !RedirectUri::parse_with(no, p).unwrap().is_claimable_on_device(),
+                "{no}"
+            );
         }
     }
 

@@ -754,10 +754,8 @@ mod f6_source {
     /// audited, while another address still signs in.
     #[tokio::test]
     async fn f6_one_source_cannot_fill_its_projects_login_store() {
-        let s = up::setup(|b| {
-            b.upstream_login_store(Arc::new(MemoryUpstreamLoginStore::new(100).per_source_limit(3)))
-        })
-        .await;
+        let s = up::setup(|b| b.upstream_login_store(Arc::new(MemoryUpstreamLoginStore::new(100).per_source_limit(3))))
+            .await;
         let client = s.a.public_client(1, &[REDIRECT]).await;
         let q = auth_query(&client, REDIRECT, &verifier(1), "");
         let flood = RequestSource::from_ip("203.0.113.9".parse().unwrap());
@@ -776,15 +774,14 @@ mod f6_source {
             }
             other => panic!("a fourth login from one source was not refused: {other:?}"),
         }
-        let reasons: Vec<String> = s
-            .a
-            .audit
-            .recent(&s.a.project, 20)
-            .iter()
-            .map(authio_mcp::audit::AuditEvent::to_json)
-            .filter(|e| e["event"] == "upstream.login_failed")
-            .map(|e| e["reason"].as_str().unwrap_or_default().to_owned())
-            .collect();
+        let reasons: Vec<String> =
+            s.a.audit
+                .recent(&s.a.project, 20)
+                .iter()
+                .map(authio_mcp::audit::AuditEvent::to_json)
+                .filter(|e| e["event"] == "upstream.login_failed")
+                .map(|e| e["reason"].as_str().unwrap_or_default().to_owned())
+                .collect();
         assert_eq!(reasons, vec!["too_many_logins"], "the refusal is audited");
         let other = RequestSource::from_ip("198.51.100.4".parse().unwrap());
         let r = s.a.server.authorize_from(&s.a.project, &q, Some(&other)).await;
@@ -919,8 +916,13 @@ mod f7_strict {
     const LOOPBACK: &str = "http://127.0.0.1/callback";
 
     fn query(client: &ClientId, redirect: &str, n: u8, scope: &str, resource: &str) -> String {
-        auth_query(client, redirect, &verifier(n), &format!("&{}", form(&[("scope", scope)])))
-            .replace(&form(&[("resource", RESOURCE)]), &form(&[("resource", resource)]))
+        auth_query(
+            client,
+            redirect,
+            &verifier(n),
+            &format!("&{}", form(&[("scope", scope)])),
+        )
+        .replace(&form(&[("resource", RESOURCE)]), &form(&[("resource", resource)]))
     }
 
     async fn approve(s: &up::Setup, q: &str) {
@@ -948,7 +950,10 @@ mod f7_strict {
         let client = s.a.public_client(1, &[REDIRECT]).await;
         approve(&s, &query(&client, REDIRECT, 1, "mcp:read", RESOURCE)).await;
         approve(&s, &query(&client, REDIRECT, 2, "mcp:write", PAYROLL)).await;
-        match s.sign_in(&query(&client, REDIRECT, 3, "mcp:write", RESOURCE), "alice").await {
+        match s
+            .sign_in(&query(&client, REDIRECT, 3, "mcp:write", RESOURCE), "alice")
+            .await
+        {
             CallbackOutcome::SignedIn(p) => assert_eq!(p.pending.scopes.to_string(), "mcp:write"),
             other => panic!("mcp:write on the calendar server was never allowed, yet: {other:?}"),
         }
@@ -977,7 +982,10 @@ mod f7_strict {
             CallbackOutcome::SignedIn(p) => assert!(!p.pending.client_identity_assured()),
             other => panic!("code sent to a loopback listener without a consent page: {other:?}"),
         }
-        match s.sign_in(&query(&client, REDIRECT, 3, "mcp:read", RESOURCE), "alice").await {
+        match s
+            .sign_in(&query(&client, REDIRECT, 3, "mcp:read", RESOURCE), "alice")
+            .await
+        {
             CallbackOutcome::Redirect(l) => assert!(query_param(&l, "code").is_some(), "{l}"),
             other => panic!("the https redirect is answered by remembered consent: {other:?}"),
         }
@@ -1048,7 +1056,10 @@ mod f7_strict {
             .unwrap();
         let redirect = "http://127.0.0.1:49152/callback";
         approve(&s, &query(&client, redirect, 1, "mcp:read", RESOURCE)).await;
-        match s.sign_in(&query(&client, redirect, 2, "mcp:read", RESOURCE), "alice").await {
+        match s
+            .sign_in(&query(&client, redirect, 2, "mcp:read", RESOURCE), "alice")
+            .await
+        {
             CallbackOutcome::Redirect(l) => assert!(query_param(&l, "code").is_some(), "{l}"),
             other => panic!("a confidential client's remembered consent: {other:?}"),
         }
@@ -1095,7 +1106,9 @@ mod f8 {
 
 mod f8_strict {
     use super::*;
-    use authio_mcp::http::{AuthorizeResponse, HeaderOrDefaultProjectResolver, OAuthEndpoints, UpstreamCallbackResponse};
+    use authio_mcp::http::{
+        AuthorizeResponse, HeaderOrDefaultProjectResolver, OAuthEndpoints, UpstreamCallbackResponse,
+    };
     use authio_mcp::server::CallbackOutcome;
 
     /// Stricter F8: a replayed callback (the login already taken: a reload,
@@ -1139,7 +1152,9 @@ mod f8_strict {
             Arc::new(HeaderOrDefaultProjectResolver::new(s.a.project.clone())),
         );
         let q = auth_query(&client, REDIRECT, &verifier(1), "");
-        let AuthorizeResponse::Response(r) = endpoints.authorize(&get(&format!("{ISSUER}/oauth2/authorize?{q}"), None)).await
+        let AuthorizeResponse::Response(r) = endpoints
+            .authorize(&get(&format!("{ISSUER}/oauth2/authorize?{q}"), None))
+            .await
         else {
             panic!("an upstream login was expected");
         };

@@ -1510,7 +1510,10 @@ async fn consent_conversion_check<S: authio_mcp::store::UserStore>(s: &S) {
     assert_eq!(alice.updated_at.unix_timestamp(), 1_790_000_000);
     assert_eq!(alice.targets().count(), 2, "{alice:?}");
     for r in [calendar, payroll] {
-        assert!(alice.covers(&scopes("mcp:read mcp:write"), &set(&[r])), "{r}: {alice:?}");
+        assert!(
+            alice.covers(&scopes("mcp:read mcp:write"), &set(&[r])),
+            "{r}: {alice:?}"
+        );
     }
     assert!(!alice.covers(&scopes("mcp:read"), &set(&[])), "{alice:?}");
     assert!(!alice.covers(&scopes("mcp:read"), &set(&["https://other.example.com/mcp"])));

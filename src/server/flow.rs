@@ -132,8 +132,7 @@ impl AuthorizationServer {
             .await;
         match (outcome, settings.upstream.selected.clone()) {
             (AuthorizeOutcome::Pending(p), Some(provider)) => {
-                self.start_upstream_login_from(&settings, *p, &provider, source)
-                    .await
+                self.start_upstream_login_from(&settings, *p, &provider, source).await
             }
             (other, _) => other,
         }

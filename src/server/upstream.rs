@@ -142,8 +142,7 @@ impl AuthorizationServer {
         pending: PendingAuthorization,
         provider: &ProviderName,
     ) -> AuthorizeOutcome {
-        self.start_upstream_login_from(settings, pending, provider, None)
-            .await
+        self.start_upstream_login_from(settings, pending, provider, None).await
     }
 
     /// [`Self::start_upstream_login`] for a request from `source` (the

@@ -50,9 +50,10 @@ use super::memory::{
 };
 use super::memory::{MemoryUpstreamLoginStore, MemoryUserStore};
 use super::{
-    AdmissionStore, AuditLog, AuditQuery, CimdCache, ClientStore, CodeConsumption, GrantSelector, GrantStore, IatStore,
-    ConsentTarget, KeyStore, LocalUser, LoginTake, MAX_ACCESS_TOKENS_PER_GRANT, MAX_ROTATED_PER_GRANT, PageRequest, ProjectStore,
-    RefreshRotation, ReplayCheck, ReplayStore, RevokeOutcome, UpstreamLoginStore, UseOutcome, UserStore,
+    AdmissionStore, AuditLog, AuditQuery, CimdCache, ClientStore, CodeConsumption, ConsentTarget, GrantSelector,
+    GrantStore, IatStore, KeyStore, LocalUser, LoginTake, MAX_ACCESS_TOKENS_PER_GRANT, MAX_ROTATED_PER_GRANT,
+    PageRequest, ProjectStore, RefreshRotation, ReplayCheck, ReplayStore, RevokeOutcome, UpstreamLoginStore,
+    UseOutcome, UserStore,
 };
 use crate::audit::{AuditEvent, AuditKind};
 use crate::cimd::{CachedDocument, ClientIdUrl};
@@ -3002,9 +3003,9 @@ pub async fn users(store: &dyn UserStore) -> Outcome {
     let c = ok!(store.consent(&p, &bob.subject, client).await, "consent");
     ensure!(
         c.as_ref().is_some_and(|c| c.targets().count() == 16
-            && concurrent.iter().all(|(s, r)| ConsentTarget::of(r)
-                .iter()
-                .all(|t| c.scopes_for(t).is_some_and(|got| got.is_subset_of(s) && s.is_subset_of(got))))),
+            && concurrent.iter().all(|(s, r)| ConsentTarget::of(r).iter().all(|t| c
+                .scopes_for(t)
+                .is_some_and(|got| got.is_subset_of(s) && s.is_subset_of(got))))),
         "concurrent approvals for distinct resources all count, each for its resource",
         "{c:?}"
     );
@@ -3017,8 +3018,14 @@ pub async fn users(store: &dyn UserStore) -> Outcome {
     for r in results {
         ok!(r, "concurrent remember consent");
     }
-    let all = ScopeSet::from_tokens((0..16).map(|i| format!("s{i}")).collect::<Vec<_>>().iter().map(String::as_str))
-        .unwrap_or_default();
+    let all = ScopeSet::from_tokens(
+        (0..16)
+            .map(|i| format!("s{i}"))
+            .collect::<Vec<_>>()
+            .iter()
+            .map(String::as_str),
+    )
+    .unwrap_or_default();
     ensure!(
         allowed_for(store, &p, &bob.subject, "client_contract_c", Some(CALENDAR))
             .await?

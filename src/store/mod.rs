@@ -34,7 +34,8 @@ pub use self::key_encryption::KeyEncryption;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use self::key_encryption::{Aes256GcmKeyEncryption, InvalidKeyEncryptionKey};
 pub use self::users::{
-    ConsentTarget, DEFAULT_UPSTREAM_LOGINS_PER_SOURCE, LocalUser, LoginTake, RememberedConsent, UpstreamLoginStore, UpstreamSecrets, UserStore, UserStoreClaims,
+    ConsentTarget, DEFAULT_UPSTREAM_LOGINS_PER_SOURCE, LocalUser, LoginTake, RememberedConsent, UpstreamLoginStore,
+    UpstreamSecrets, UserStore, UserStoreClaims,
 };
 
 /// A failure of the host's storage. Rendered to clients as `server_error`
