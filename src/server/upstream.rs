@@ -69,11 +69,12 @@ pub struct SignedIn {
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum CallbackOutcome {
-    /// The callback matches no login (unknown or malformed `state`), or
-    /// comes from another browser than the one the login started in (its
+    /// The callback matches no login (unknown or malformed `state`), comes
+    /// from another browser than the one the login started in (its
     /// binding cookie missing or wrong: the login is left for its own
-    /// browser, and the caller is not sent to the MCP client): show this
-    /// error.
+    /// browser, and the caller is not sent to the MCP client), or replays
+    /// a callback already used (its answer went to the MCP client once):
+    /// show this error.
     ShowError(OAuthError),
     /// Redirect the user agent to the MCP client: an error (with `state`
     /// and `iss`), or the code when the user's remembered consent already

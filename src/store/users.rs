@@ -265,8 +265,9 @@ pub trait UserStore: Send + Sync {
 pub enum LoginTake {
     /// Taken now, by this call: the only success.
     Taken(Box<UpstreamLogin>),
-    /// Already taken before (a replayed callback): the record, so the MCP
-    /// client can be told.
+    /// Already taken before (a replayed callback): the record, for the
+    /// audit log. The caller shows an error page: the login's one answer
+    /// went to the MCP client already.
     AlreadyTaken(Box<UpstreamLogin>),
     /// Not taken: the login expired before this call (a late callback).
     /// The record, so the MCP client can be told; it stays untaken and is
