@@ -301,8 +301,17 @@ pub struct PendingAuthorization {
     /// Its host, for display (MCP: MUST be shown).
     pub redirect_host: Option<String>,
     /// Every registered redirect URI is a loopback one: anyone can claim
-    /// such a client, so warn the user.
+    /// such a client, so warn the user. (A property of the client, for the
+    /// consent page; whether THIS request may be approved by a remembered
+    /// consent is [`PendingAuthorization::client_identity_assured`].)
     pub loopback_only: bool,
+    /// The client authenticates at the token endpoint (a confidential
+    /// client: a registered secret, or `private_key_jwt` keys), so a code
+    /// that reaches another process is worthless without the client's
+    /// credential. Pending authorizations stored before this field existed
+    /// read back as public clients (the stricter answer).
+    #[serde(default)]
+    pub confidential: bool,
     /// The scopes that will be granted if the user approves: the requested
     /// ones this project and client support (or the defaults), which is
     /// what the consent page shows.
@@ -511,6 +520,17 @@ pub fn validate_request_with(
             "prompt=none, but the user must consent to this request".into(),
         ));
     }
+    if prompt.none && !identity_assured(client.is_confidential(), &redirect_uri) {
+        // No remembered consent can answer for a client whose identity
+        // this request does not assure, so a request that forbids
+        // interaction fails at once, before any sign-in.
+        return Err(fail(
+            ErrorCode::ConsentRequired,
+            "client_identity_not_assured",
+            "prompt=none, but this client's redirect URI can be claimed by any app on the device, so the user must consent"
+                .into(),
+        ));
+    }
     let client_id_host = match &client.client_id {
         ClientId::Metadata(url) => Some(url.host().to_owned()),
         ClientId::Registered(_) => None,
@@ -529,6 +549,7 @@ pub fn validate_request_with(
         client_id_host,
         redirect_host,
         loopback_only: client.metadata.all_redirects_loopback(),
+        confidential: client.is_confidential(),
         redirect_uri,
         scopes: scopes.granted,
         dropped_scopes: scopes.dropped,
@@ -631,6 +652,17 @@ impl ConsentPresentation {
             resources,
         }
     }
+}
+
+/// See [`PendingAuthorization::client_identity_assured`]: a redirect URI
+/// that does not parse is judged claimable (the stricter answer).
+fn identity_assured(confidential: bool, redirect_uri: &str) -> bool {
+    confidential
+        || RedirectUri::parse_with(
+            redirect_uri,
+            crate::redirect_uri::RedirectUriPolicy::with_private_use_schemes(),
+        )
+        .is_ok_and(|r| !r.is_claimable_on_device())
 }
 
 /// A scope or resource failure, before it becomes a redirect or a token error.
@@ -866,6 +898,19 @@ pub struct ApprovalRandomness {
 }
 
 impl PendingAuthorization {
+    /// Whether the client's identity is assured for THIS request, so that
+    /// a consent the user gave the client before may answer it without a
+    /// page: the client is confidential, or the code goes to a redirect
+    /// URI that no other process on the user's device can claim. A public
+    /// client redirecting to a loopback URI or a private-use scheme (any
+    /// local process or installed app can claim those, RFC 8252 section
+    /// 8.6) is not, whatever else it registered: its user is asked every
+    /// time, and `prompt=none` gets `consent_required` (OpenID Connect
+    /// Core 1.0 section 3.1.2.6).
+    pub fn client_identity_assured(&self) -> bool {
+        identity_assured(self.confidential, &self.redirect_uri)
+    }
+
     /// Approves for `subject`, granting `granted` scopes (a subset of the
     /// requested ones; `None` grants all requested).
     ///

@@ -285,8 +285,9 @@ async fn upstream_callback(State(s): State<AppState>, req: Request) -> Response 
     let provider = provider_segment(head.uri().path()).to_owned();
     match s.endpoints.upstream_callback(&head, &provider).await {
         UpstreamCallbackResponse::SignedIn(signed_in) => {
+            let secure = signed_in.secure_cookie;
             let mut r = s.consent.consent_signed_in(&s.endpoints, *signed_in, &parts).await;
-            crate::http::clear_upstream_cookie(&head, &mut r);
+            crate::http::clear_upstream_cookie(&head, &mut r, secure);
             into_axum(r)
         }
         UpstreamCallbackResponse::Response(r) => into_axum(r),

@@ -483,18 +483,23 @@ impl OAuthEndpoints {
             allow(req, &[Method::GET])?;
             let project = self.project(req)?;
             let query = req.uri().query().unwrap_or_default();
+            // On an https issuer only the `__Host-` cookie counts: a plain
+            // cookie of the same login's name (planted by a sibling
+            // subdomain or over plain http) is no binding.
+            let secure = self.server.upstream_cookie_secure(&project).await;
             let binding = crate::upstream::CallbackParams::from_query(query)
                 .state
-                .and_then(|state| cookie(req.headers(), &upstream_cookie_name(&state)));
-            Ok::<_, OAuthError>(
+                .and_then(|state| cookie(req.headers(), &upstream_cookie_name(&state, secure)));
+            Ok::<_, OAuthError>((
                 self.server
                     .finish_upstream_login(&project, provider, query, binding.as_deref())
                     .await,
-            )
+                secure,
+            ))
         }
         .instrument(span.clone())
         .await;
-        let outcome = match outcome {
+        let (outcome, secure) = match outcome {
             Ok(o) => o,
             Err(e) => {
                 ended("upstream_callback", &span, started, e.code().as_str(), Some(&e));
@@ -511,7 +516,7 @@ impl OAuthEndpoints {
             CallbackOutcome::ShowError(e) => self.error_page_for(req.headers(), &e, None),
             CallbackOutcome::Redirect(location) => redirect(&location),
         };
-        clear_upstream_cookie(req, &mut response);
+        clear_upstream_cookie(req, &mut response, secure);
         UpstreamCallbackResponse::Response(response)
     }
 
@@ -568,7 +573,9 @@ impl OAuthEndpoints {
     /// An authorization outcome that is not `Pending`, as a response: the
     /// upstream login's redirect carries the browser-binding cookie
     /// (`HttpOnly`, `SameSite=Lax` so the provider's top-level redirect back
-    /// brings it, `Secure` on https, scoped to the callback path, 10 minutes).
+    /// brings it, 10 minutes; on an https issuer a `__Host-` cookie with
+    /// `Secure` and `Path=/`, on plain http scoped to the callback path:
+    /// see [`upstream_cookie_name`]).
     fn outcome_response(&self, headers: &HeaderMap, outcome: AuthorizeOutcome) -> Response<Vec<u8>> {
         match outcome {
             AuthorizeOutcome::ShowError(e) => self.error_page_for(headers, &e, None),
@@ -587,14 +594,8 @@ impl OAuthEndpoints {
                 let Ok(callback) = url::Url::parse(&callback_uri) else {
                     return self.error_page_for(headers, &OAuthError::server_error(), None);
                 };
-                let secure = if callback.scheme() == "https" { "; Secure" } else { "" };
-                let value = format!(
-                    "{}={}; Max-Age={}; Path={}; HttpOnly; SameSite=Lax{secure}",
-                    upstream_cookie_name(&state),
-                    browser_binding.expose_secret(),
-                    crate::upstream::UPSTREAM_LOGIN_TTL.whole_seconds(),
-                    callback.path(),
-                );
+                let secure = callback.scheme() == "https";
+                let value = upstream_cookie(&state, Some(browser_binding.expose_secret()), secure, callback.path());
                 let mut r = redirect(&location);
                 match HeaderValue::from_str(&value) {
                     Ok(v) => {
@@ -816,24 +817,51 @@ pub enum UpstreamCallbackResponse {
 /// The name of the cookie binding an upstream login to the browser that
 /// started it: `authio_ul_` and 16 hex digits of the hash of its `state`
 /// (so parallel logins in one browser do not collide).
-pub fn upstream_cookie_name(state: &str) -> String {
+///
+/// `secure` (the project's issuer is `https`): the name carries the
+/// `__Host-` prefix, so a browser accepts it only when set over https with
+/// `Secure`, `Path=/` and no `Domain` (RFC 6265bis section 4.1.3.2): a
+/// sibling subdomain or a plain-http response cannot plant or overwrite
+/// it. Without `secure` (a loopback development issuer on plain http,
+/// where a `Secure` cookie would not come back) the plain name is used.
+pub fn upstream_cookie_name(state: &str, secure: bool) -> String {
     let hash = crate::secret::SecretHash::of(state);
     let hex: String = hash.as_bytes().iter().take(8).map(|b| format!("{b:02x}")).collect();
-    format!("authio_ul_{hex}")
+    if secure {
+        format!("__Host-authio_ul_{hex}")
+    } else {
+        format!("authio_ul_{hex}")
+    }
+}
+
+/// The `Set-Cookie` value of the browser-binding cookie of the login whose
+/// upstream `state` is `state`: `HttpOnly`, `SameSite=Lax` (so the
+/// provider's top-level redirect back brings it), for the login's lifetime;
+/// with `secure`, the `__Host-` name with `Secure` and `Path=/`, else
+/// scoped to `callback_path`. `value` `None` expires it.
+fn upstream_cookie(state: &str, value: Option<&str>, secure: bool, callback_path: &str) -> String {
+    let max_age = match value {
+        Some(_) => crate::upstream::UPSTREAM_LOGIN_TTL.whole_seconds(),
+        None => 0,
+    };
+    let (path, flags) = if secure { ("/", "; Secure") } else { (callback_path, "") };
+    format!(
+        "{}={}; Max-Age={max_age}; Path={path}; HttpOnly; SameSite=Lax{flags}",
+        upstream_cookie_name(state, secure),
+        value.unwrap_or_default(),
+    )
 }
 
 /// Expires the browser-binding cookie of the upstream callback `req` on
-/// `response`: the login is over, whatever happened. Call it on the
-/// response to [`UpstreamCallbackResponse::SignedIn`] too (the axum
-/// router does).
-pub fn clear_upstream_cookie<B>(req: &Request<B>, response: &mut Response<Vec<u8>>) {
+/// `response`: the login is over, whatever happened. `secure` as for
+/// [`upstream_cookie_name`] (the project's issuer is `https`;
+/// [`crate::server::SignedIn::secure_cookie`] says it for a signed-in
+/// user). Call it on the response to [`UpstreamCallbackResponse::SignedIn`]
+/// too (the axum router does).
+pub fn clear_upstream_cookie<B>(req: &Request<B>, response: &mut Response<Vec<u8>>, secure: bool) {
     let state = crate::upstream::CallbackParams::from_query(req.uri().query().unwrap_or_default()).state;
     if let Some(state) = state
-        && let Ok(v) = HeaderValue::from_str(&format!(
-            "{}=; Max-Age=0; Path={}; HttpOnly; SameSite=Lax",
-            upstream_cookie_name(&state),
-            req.uri().path()
-        ))
+        && let Ok(v) = HeaderValue::from_str(&upstream_cookie(&state, None, secure, req.uri().path()))
     {
         response.headers_mut().append(header::SET_COOKIE, v);
     }

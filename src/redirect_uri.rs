@@ -285,6 +285,30 @@ impl RedirectUri {
         self.loopback.is_some()
     }
 
+    /// Whether whatever runs on the user's device can claim this URI, so
+    /// that reaching it proves nothing about who receives the code (RFC
+    /// 8252 section 8.6): a loopback host (`http`, or `https` on
+    /// `localhost`, `*.localhost`, 127.0.0.0/8 or `[::1]`: any local
+    /// process can listen on a port) or a private-use scheme (any
+    /// installed app can register it).
+    pub fn is_claimable_on_device(&self) -> bool {
+        if self.loopback.is_some() || self.private_use_scheme().is_some() {
+            return true;
+        }
+        let Ok(url) = Url::parse(&self.raw) else {
+            return true;
+        };
+        match url.host() {
+            Some(Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(Host::Ipv6(ip)) => ip.is_loopback(),
+            Some(Host::Domain(d)) => {
+                let d = d.trim_end_matches('.').to_ascii_lowercase();
+                d == "localhost" || d.ends_with(".localhost")
+            }
+            None => true,
+        }
+    }
+
     /// Whether a redirect URI sent in a request matches this registered one:
     /// the same string, or, for `http` on a loopback host, the same string
     /// but for the port (RFC 8252 section 7.3).
@@ -588,6 +612,38 @@ mod tests {
         );
         assert!(ru("http://[::1]:1/cb").is_loopback());
         assert!(!ru("https://localhost/cb").is_loopback());
+    }
+
+    #[test]
+    fn claimable_on_device() {
+        let p = RedirectUriPolicy::with_private_use_schemes();
+        for yes in [
+            "http://127.0.0.1/cb",
+            "http://127.0.0.1:49152/cb",
+            "http://[::1]:8080/cb",
+            "http://localhost:3000/cb",
+            "https://localhost/cb",
+            "https://app.localhost/cb",
+            "https://127.0.0.2/cb",
+            "https://[::1]/cb",
+            "cursor://anysphere.cursor-mcp/oauth/callback",
+            "com.example.app:/callback",
+        ] {
+            assert!(
+                RedirectUri::parse_with(yes, p).unwrap().is_claimable_on_device(),
+                "{yes}"
+            );
+        }
+        for no in [
+            "https://app.example.com/cb",
+            "https://localhost.example.com/cb",
+            "https://10.0.0.1/cb",
+        ] {
+            assert!(
+                !RedirectUri::parse_with(no, p).unwrap().is_claimable_on_device(),
+                "{no}"
+            );
+        }
     }
 
     proptest! {

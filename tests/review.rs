@@ -2,8 +2,11 @@
 //! upstream-login code: each test here demonstrates one finding of the
 //! review report (F1..Fn). A test marked `#[ignore]` fails today and
 //! passes once its finding is fixed; run them with
-//! `cargo test --all-features --test review -- --ignored`. F1 to F3 and
-//! F5 to F9 are fixed (the tests run); F4 is not.
+//! `cargo test --all-features --test review -- --ignored`. F1 to F9 are
+//! fixed (the tests run); F6 to F8 also in their stricter forms: logins
+//! in flight bounded per source, remembered consent per resource and
+//! judged on the request's own redirect URI, a `__Host-` binding cookie
+//! and an error page for a replayed callback.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
@@ -737,6 +740,59 @@ mod f6 {
     }
 }
 
+mod f6_source {
+    use super::*;
+    use authio_mcp::cimd::RequestSource;
+    use authio_mcp::server::AuthorizeOutcome;
+    use authio_mcp::store::memory::MemoryUpstreamLoginStore;
+
+    /// Stricter F6: the per-project bound still let ONE source (one client
+    /// address, anonymous `GET /authorize` requests) fill its whole
+    /// project's share, so nobody else could sign in to that project.
+    /// Fixed: a bound per (project, source). Here 3 per source: the fourth
+    /// login from one address is refused with `temporarily_unavailable`
+    /// on the redirect (not `server_error`: the store is not broken) and
+    /// audited, while another address still signs in.
+    #[tokio::test]
+    async fn f6_one_source_cannot_fill_its_projects_login_store() {
+        let s = up::setup(|b| b.upstream_login_store(Arc::new(MemoryUpstreamLoginStore::new(100).per_source_limit(3))))
+            .await;
+        let client = s.a.public_client(1, &[REDIRECT]).await;
+        let q = auth_query(&client, REDIRECT, &verifier(1), "");
+        let flood = RequestSource::from_ip("203.0.113.9".parse().unwrap());
+        for i in 0..3 {
+            let r = s.a.server.authorize_from(&s.a.project, &q, Some(&flood)).await;
+            assert!(matches!(r, AuthorizeOutcome::UpstreamLogin { .. }), "login {i}: {r:?}");
+        }
+        match s.a.server.authorize_from(&s.a.project, &q, Some(&flood)).await {
+            AuthorizeOutcome::Redirect(location) => {
+                assert_eq!(
+                    query_param(&location, "error").as_deref(),
+                    Some("temporarily_unavailable"),
+                    "{location}"
+                );
+                assert_eq!(query_param(&location, "state").as_deref(), Some("st4te"));
+            }
+            other => panic!("a fourth login from one source was not refused: {other:?}"),
+        }
+        let reasons: Vec<String> =
+            s.a.audit
+                .recent(&s.a.project, 20)
+                .iter()
+                .map(authio_mcp::audit::AuditEvent::to_json)
+                .filter(|e| e["event"] == "upstream.login_failed")
+                .map(|e| e["reason"].as_str().unwrap_or_default().to_owned())
+                .collect();
+        assert_eq!(reasons, vec!["too_many_logins"], "the refusal is audited");
+        let other = RequestSource::from_ip("198.51.100.4".parse().unwrap());
+        let r = s.a.server.authorize_from(&s.a.project, &q, Some(&other)).await;
+        assert!(
+            matches!(r, AuthorizeOutcome::UpstreamLogin { .. }),
+            "another source is still admitted: {r:?}"
+        );
+    }
+}
+
 mod f7 {
     use super::*;
     use authio_mcp::resource::ResourceUri;
@@ -849,6 +905,168 @@ mod f7b {
     }
 }
 
+mod f7_strict {
+    use super::*;
+    use authio_mcp::client::{Client, ClientId, ClientMetadata, MetadataProfile, RegisteredClientId};
+    use authio_mcp::redirect_uri::RedirectUriPolicy;
+    use authio_mcp::resource::ResourceUri;
+    use authio_mcp::server::{AuthorizeOutcome, CallbackOutcome};
+    use authio_mcp::store::ClientStore as _;
+
+    const PAYROLL: &str = "https://payroll.example.com/mcp";
+    const LOOPBACK: &str = "http://127.0.0.1/callback";
+
+    fn query(client: &ClientId, redirect: &str, n: u8, scope: &str, resource: &str) -> String {
+        auth_query(
+            client,
+            redirect,
+            &verifier(n),
+            &format!("&{}", form(&[("scope", scope)])),
+        )
+        .replace(&form(&[("resource", RESOURCE)]), &form(&[("resource", resource)]))
+    }
+
+    async fn approve(s: &up::Setup, q: &str) {
+        match s.sign_in(q, "alice").await {
+            CallbackOutcome::SignedIn(signed_in) => {
+                s.a.server.approve_signed_in(*signed_in, None).await.unwrap();
+            }
+            other => panic!("consent expected: {other:?}"),
+        }
+    }
+
+    /// Stricter F7: remembered consent pooled the scopes and the resources
+    /// of every approval, so approving `mcp:read` for the calendar server
+    /// and later `mcp:write` for the payroll server silently covered
+    /// `mcp:write` for the calendar server, which the user never allowed.
+    /// Fixed: scopes are remembered per resource.
+    #[tokio::test]
+    async fn f7_scopes_allowed_for_one_resource_do_not_cover_another() {
+        let s = up::setup(|b| b).await;
+        let mut settings = project_settings();
+        settings
+            .resources
+            .upsert(authio_mcp::project::KnownResource::new(ResourceUri::parse(PAYROLL).unwrap(), "Payroll").unwrap());
+        s.use_upstream(&s.a.project, settings).await;
+        let client = s.a.public_client(1, &[REDIRECT]).await;
+        approve(&s, &query(&client, REDIRECT, 1, "mcp:read", RESOURCE)).await;
+        approve(&s, &query(&client, REDIRECT, 2, "mcp:write", PAYROLL)).await;
+        match s
+            .sign_in(&query(&client, REDIRECT, 3, "mcp:write", RESOURCE), "alice")
+            .await
+        {
+            CallbackOutcome::SignedIn(p) => assert_eq!(p.pending.scopes.to_string(), "mcp:write"),
+            other => panic!("mcp:write on the calendar server was never allowed, yet: {other:?}"),
+        }
+        // What was allowed for each resource still answers at once.
+        for (n, scope, resource) in [(4, "mcp:read", RESOURCE), (5, "mcp:write", PAYROLL)] {
+            match s.sign_in(&query(&client, REDIRECT, n, scope, resource), "alice").await {
+                CallbackOutcome::Redirect(l) => assert!(query_param(&l, "code").is_some(), "{l}"),
+                other => panic!("{scope} on {resource} was allowed: {other:?}"),
+            }
+        }
+    }
+
+    /// Stricter F7: `loopback_only` describes the client (ALL its redirect
+    /// URIs are loopback), so a public client registering an https URI
+    /// AND a loopback one was approved by remembered consent while the
+    /// code went to the loopback one, where any local process may listen
+    /// (RFC 8252 section 8.6). Fixed: the redirect URI of THIS request
+    /// decides; the https one still answers from remembered consent.
+    #[tokio::test]
+    async fn f7_a_loopback_redirect_of_a_mixed_public_client_is_asked_every_time() {
+        let s = up::setup(|b| b).await;
+        let client = s.a.public_client(2, &[REDIRECT, LOOPBACK]).await;
+        approve(&s, &query(&client, REDIRECT, 1, "mcp:read", RESOURCE)).await;
+        let to_loopback = query(&client, "http://127.0.0.1:49152/callback", 2, "mcp:read", RESOURCE);
+        match s.sign_in(&to_loopback, "alice").await {
+            CallbackOutcome::SignedIn(p) => assert!(!p.pending.client_identity_assured()),
+            other => panic!("code sent to a loopback listener without a consent page: {other:?}"),
+        }
+        match s
+            .sign_in(&query(&client, REDIRECT, 3, "mcp:read", RESOURCE), "alice")
+            .await
+        {
+            CallbackOutcome::Redirect(l) => assert!(query_param(&l, "code").is_some(), "{l}"),
+            other => panic!("the https redirect is answered by remembered consent: {other:?}"),
+        }
+    }
+
+    /// Stricter F7: `prompt=none` for a request whose client identity is
+    /// not assured (a public client, a loopback redirect) can never be
+    /// answered silently, so it gets `consent_required` on the redirect at
+    /// once (OpenID Connect Core 1.0 section 3.1.2.6), even with a
+    /// remembered consent, and no login starts.
+    #[tokio::test]
+    async fn f7_prompt_none_for_an_unassured_client_is_consent_required() {
+        let s = up::setup(|b| b).await;
+        let client = s.a.public_client(2, &[REDIRECT, LOOPBACK]).await;
+        approve(&s, &query(&client, REDIRECT, 1, "mcp:read", RESOURCE)).await;
+        let q = query(&client, "http://127.0.0.1:49152/callback", 2, "mcp:read", RESOURCE) + "&prompt=none";
+        match s.a.server.authorize(&s.a.project, &q).await {
+            AuthorizeOutcome::Redirect(l) => {
+                assert!(l.starts_with("http://127.0.0.1:49152/callback?"), "{l}");
+                assert_eq!(query_param(&l, "error").as_deref(), Some("consent_required"), "{l}");
+                assert_eq!(query_param(&l, "state").as_deref(), Some("st4te"));
+            }
+            other => panic!("prompt=none for a loopback public client: {other:?}"),
+        }
+    }
+
+    /// A private-use scheme (`cursor://...`) is claimable by any installed
+    /// app: a public client redirecting there is asked every time.
+    #[tokio::test]
+    async fn f7_a_private_use_scheme_redirect_is_asked_every_time() {
+        const APP: &str = "cursor://anysphere.cursor-mcp/oauth/callback";
+        let s = up::setup(|b| b).await;
+        let mut settings = project_settings();
+        settings.redirect_uri_policy = RedirectUriPolicy::with_private_use_schemes();
+        s.use_upstream(&s.a.project, settings).await;
+        let m: ClientMetadata =
+            serde_json::from_value(json!({"redirect_uris": [APP], "token_endpoint_auth_method": "none"})).unwrap();
+        let v = m
+            .validate(MetadataProfile::Dcr, RedirectUriPolicy::with_private_use_schemes())
+            .unwrap();
+        let client = ClientId::Registered(RegisteredClientId::from_random(&[9; 12]));
+        s.a.clients
+            .insert(&s.a.project, Client::new(client.clone(), v, START))
+            .await
+            .unwrap();
+        approve(&s, &query(&client, APP, 1, "mcp:read", RESOURCE)).await;
+        match s.sign_in(&query(&client, APP, 2, "mcp:read", RESOURCE), "alice").await {
+            CallbackOutcome::SignedIn(p) => assert_eq!(p.pending.app_scheme.as_deref(), Some("cursor")),
+            other => panic!("code sent to an app scheme without a consent page: {other:?}"),
+        }
+    }
+
+    /// A confidential client's code is worthless without its credential,
+    /// so its identity is assured even on a loopback redirect: remembered
+    /// consent answers it.
+    #[tokio::test]
+    async fn f7_a_confidential_client_on_loopback_is_answered_by_remembered_consent() {
+        let s = up::setup(|b| b).await;
+        let m: ClientMetadata = serde_json::from_value(json!({
+            "redirect_uris": [LOOPBACK], "token_endpoint_auth_method": "client_secret_basic"
+        }))
+        .unwrap();
+        let v = m.validate(MetadataProfile::Dcr, RedirectUriPolicy::strict()).unwrap();
+        let client = ClientId::Registered(RegisteredClientId::from_random(&[8; 12]));
+        s.a.clients
+            .insert(&s.a.project, Client::new(client.clone(), v, START))
+            .await
+            .unwrap();
+        let redirect = "http://127.0.0.1:49152/callback";
+        approve(&s, &query(&client, redirect, 1, "mcp:read", RESOURCE)).await;
+        match s
+            .sign_in(&query(&client, redirect, 2, "mcp:read", RESOURCE), "alice")
+            .await
+        {
+            CallbackOutcome::Redirect(l) => assert!(query_param(&l, "code").is_some(), "{l}"),
+            other => panic!("a confidential client's remembered consent: {other:?}"),
+        }
+    }
+}
+
 mod f8 {
     use super::*;
     use authio_mcp::server::CallbackOutcome;
@@ -884,6 +1102,93 @@ mod f8 {
             !leaked && !spent,
             "bindingless caller got {first:?}; the victim's own callback then got {second:?}"
         );
+    }
+}
+
+mod f8_strict {
+    use super::*;
+    use authio_mcp::http::{
+        AuthorizeResponse, HeaderOrDefaultProjectResolver, OAuthEndpoints, UpstreamCallbackResponse,
+    };
+    use authio_mcp::server::CallbackOutcome;
+
+    /// Stricter F8: a replayed callback (the login already taken: a reload,
+    /// or a copy of the URL with the cookie) was answered with a second
+    /// redirect to the MCP client. Fixed: an error page.
+    #[tokio::test]
+    async fn f8_a_replayed_callback_shows_an_error_page() {
+        let s = up::setup(|b| b).await;
+        let client = s.a.public_client(1, &[REDIRECT]).await;
+        let (to_b, binding) = s.start(&s.a.project, &client, "").await.unwrap();
+        let back = s.at_b(&to_b, "alice").await;
+        assert!(matches!(
+            s.callback(&back, Some(&binding)).await,
+            CallbackOutcome::SignedIn(_)
+        ));
+        match s.callback(&back, Some(&binding)).await {
+            CallbackOutcome::ShowError(e) => assert_eq!(e.status(), 400),
+            other => panic!("a replayed callback: {other:?}"),
+        }
+    }
+
+    fn get(url: &str, cookie: Option<&str>) -> http::Request<()> {
+        let mut b = http::Request::get(url);
+        if let Some(c) = cookie {
+            b = b.header("cookie", c);
+        }
+        b.body(()).unwrap()
+    }
+
+    /// Stricter F8: on an https issuer the binding cookie is a `__Host-`
+    /// one (`Secure`, `Path=/`, no `Domain`), so a sibling subdomain or a
+    /// plain-http response cannot plant it; a cookie of the plain name is
+    /// no binding (and spends nothing); clearing uses the same name and
+    /// attributes.
+    #[tokio::test]
+    async fn f8_the_binding_cookie_is_host_prefixed_on_https() {
+        let s = up::setup(|b| b).await;
+        let client = s.a.public_client(1, &[REDIRECT]).await;
+        let endpoints = OAuthEndpoints::new(
+            s.a.server.clone(),
+            Arc::new(HeaderOrDefaultProjectResolver::new(s.a.project.clone())),
+        );
+        let q = auth_query(&client, REDIRECT, &verifier(1), "");
+        let AuthorizeResponse::Response(r) = endpoints
+            .authorize(&get(&format!("{ISSUER}/oauth2/authorize?{q}"), None))
+            .await
+        else {
+            panic!("an upstream login was expected");
+        };
+        let set = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+        assert!(set.starts_with("__Host-authio_ul_"), "{set}");
+        for attribute in ["; Path=/;", "; Secure", "; HttpOnly", "; SameSite=Lax"] {
+            assert!(set.contains(attribute), "{attribute} missing: {set}");
+        }
+        assert!(!set.to_ascii_lowercase().contains("domain="), "{set}");
+        let pair = set.split(';').next().unwrap().to_owned();
+        let location = r.headers()["location"].to_str().unwrap().to_owned();
+        let back = s.at_b(&location, "alice").await;
+        // The same name and value without the prefix: no binding.
+        let plain = pair.trim_start_matches("__Host-").to_owned();
+        match endpoints.upstream_callback(&get(&back, Some(&plain)), "oidc").await {
+            UpstreamCallbackResponse::Response(r) => {
+                assert_eq!(r.status(), 400);
+                assert!(r.headers().get("location").is_none(), "never a redirect to the client");
+                let cleared = r.headers()["set-cookie"].to_str().unwrap();
+                assert!(
+                    cleared.starts_with("__Host-authio_ul_")
+                        && cleared.contains("Max-Age=0")
+                        && cleared.contains("; Path=/;")
+                        && cleared.contains("; Secure"),
+                    "{cleared}"
+                );
+            }
+            other => panic!("a plain-named cookie bound the login: {other:?}"),
+        }
+        match endpoints.upstream_callback(&get(&back, Some(&pair)), "oidc").await {
+            UpstreamCallbackResponse::SignedIn(signed_in) => assert!(signed_in.secure_cookie),
+            other => panic!("the __Host- cookie is the binding: {other:?}"),
+        }
     }
 }
 

@@ -67,6 +67,9 @@ async fn sqlite_keys_and_replay_hold_across_two_stores() {
     contract::replay(&a, &b).await.unwrap();
     contract::admission_windows(&a, &b).await.unwrap();
     contract::upstream_logins(&a, &b).await.unwrap();
+    contract::upstream_logins_per_source(&a, &b, authio_mcp::store::DEFAULT_UPSTREAM_LOGINS_PER_SOURCE)
+        .await
+        .unwrap();
     // Keys written through one store are read back by the other.
     let p = contract::fresh_project();
     let key = authio_mcp::keys::SigningKey::new(
@@ -128,20 +131,24 @@ mod sqlite_only {
     }
 
     /// A database migrated by a build that lacked a migration numbered
-    /// below its newest one (branches landing in another order) gets the
-    /// missing one applied; a migration this library does not know is
-    /// refused.
+    /// below its newest one (branches landing in another order: 1..7 and
+    /// 10, before 9 existed) gets the missing one applied; a migration
+    /// this library does not know is refused. Migration 9 then converts
+    /// the consent stored before it (see `consent_conversion_check`).
     #[tokio::test]
     async fn a_missing_middle_migration_is_applied_and_an_unknown_one_refused() {
         let dir = TempDir::new();
         let url = dir.sqlite_url("gap.db");
         let s = SqliteStore::connect(&url, SqlOptions::default()).await.unwrap();
-        s.migrate_to(4).await.unwrap();
+        s.migrate_to(7).await.unwrap();
         let raw = sqlx::SqlitePool::connect(&url).await.unwrap();
-        // Record 5 as applied without its tables: migrate must leave it
-        // alone and apply everything else, so the later tables exist and
-        // migration 5's do not.
-        sqlx::query("INSERT INTO schema_migrations (version, name, applied_at) VALUES (5, 'pretend', 0)")
+        for q in super::OLD_CONSENTS {
+            sqlx::query(q).execute(&raw).await.unwrap();
+        }
+        // Record 9 as applied without running it: migrate must leave it
+        // alone and apply everything else, so 10 runs and 9's table does
+        // not exist.
+        sqlx::query("INSERT INTO schema_migrations (version, name, applied_at) VALUES (9, 'pretend', 0)")
             .execute(&raw)
             .await
             .unwrap();
@@ -157,19 +164,28 @@ mod sqlite_only {
                     .is_some()
             }
         };
-        assert!(!has("local_users").await, "a recorded migration is not run again");
-        assert!(has("grants").await, "migration 6 ran above the recorded 5");
-        // Now the gap: forget 6's record but keep 5 missing; migrate applies
-        // only what is missing and never fails on the gap.
-        sqlx::query("DELETE FROM schema_migrations WHERE version = 5")
+        assert!(
+            !has("user_consent_scopes").await,
+            "a recorded migration is not run again"
+        );
+        let sealed: Option<(String,)> =
+            sqlx::query_as("SELECT name FROM pragma_table_info('signing_keys') WHERE name = 'key_protection'")
+                .fetch_optional(&raw)
+                .await
+                .unwrap();
+        assert!(sealed.is_some(), "migration 10 ran above the recorded 9");
+        // Now the gap, as a database migrated by a build without 9 has it:
+        // migrate applies only what is missing and never fails on the gap.
+        sqlx::query("DELETE FROM schema_migrations WHERE version = 9")
             .execute(&raw)
             .await
             .unwrap();
         s.migrate().await.unwrap();
         assert!(
-            has("local_users").await,
-            "the missing migration 5 was applied below the newest one"
+            has("user_consent_scopes").await,
+            "the missing migration 9 was applied below the newest one"
         );
+        super::consent_conversion_check(&s).await;
         // A version this library does not embed.
         sqlx::query("INSERT INTO schema_migrations (version, name, applied_at) VALUES (9999, 'future', 0)")
             .execute(&raw)
@@ -307,6 +323,9 @@ mod postgres_only {
         contract::replay(&a, &b).await.unwrap();
         contract::admission_windows(&a, &b).await.unwrap();
         contract::upstream_logins(&a, &b).await.unwrap();
+        contract::upstream_logins_per_source(&a, &b, authio_mcp::store::DEFAULT_UPSTREAM_LOGINS_PER_SOURCE)
+            .await
+            .unwrap();
         a.close().await;
         b.close().await;
     }
@@ -334,6 +353,25 @@ mod postgres_only {
         for s in stores {
             s.close().await;
         }
+    }
+
+    /// Migration 9 on PostgreSQL: a consent stored before it keeps each
+    /// of its resources with the scopes the user allowed.
+    #[tokio::test]
+    async fn migration_9_keeps_each_resource_with_the_scopes_allowed() {
+        let Some(db) = sql_support::pg_database("migration_9_consent").await else {
+            return;
+        };
+        let s = PostgresStore::connect(&db.url, SqlOptions::default()).await.unwrap();
+        s.migrate_to(7).await.unwrap();
+        let raw = sqlx::PgPool::connect(&db.url).await.unwrap();
+        for q in super::OLD_CONSENTS {
+            sqlx::query(q).execute(&raw).await.unwrap();
+        }
+        s.migrate().await.unwrap();
+        super::consent_conversion_check(&s).await;
+        raw.close().await;
+        s.close().await;
     }
 
     #[tokio::test]
@@ -955,10 +993,10 @@ async fn login_cap_and_purge_check<S: authio_mcp::store::UpstreamLoginStore>(
     let q = authio_mcp::project::ProjectId::new("proj_logins_other").unwrap();
     let first: Vec<_> = (0..3).map(|n| upstream_login(&p, n, t0)).collect();
     for l in &first {
-        s.insert(&p, l.clone()).await.unwrap();
+        s.insert(&p, l.clone(), None).await.unwrap();
     }
     let browser = upstream_login_and_browser(&p, 0, t0).1;
-    let refused = s.insert(&p, upstream_login(&p, 3, t0)).await;
+    let refused = s.insert(&p, upstream_login(&p, 3, t0), None).await;
     assert!(refused.is_err(), "a full project refuses a new login");
     assert!(
         matches!(
@@ -967,17 +1005,17 @@ async fn login_cap_and_purge_check<S: authio_mcp::store::UpstreamLoginStore>(
         ),
         "the live logins stay"
     );
-    s.insert(&q, upstream_login(&q, 4, t0)).await.unwrap();
+    s.insert(&q, upstream_login(&q, 4, t0), None).await.unwrap();
     // Ten minutes later the first three are dead: room again.
     let later = t0 + authio_mcp::upstream::UPSTREAM_LOGIN_TTL;
     let live = upstream_login(&p, 5, later);
-    s.insert(&p, live.clone()).await.unwrap();
+    s.insert(&p, live.clone(), None).await.unwrap();
     // 40 more, started 11 minutes apart in the past (so each is dead
     // before the next starts, and the cap is never in the way).
     let r = authio_mcp::project::ProjectId::new("proj_logins_many").unwrap();
     for n in 0..40u16 {
         let at = t0 - time::Duration::hours(8) + time::Duration::minutes(11 * i64::from(n));
-        s.insert(&r, upstream_login(&r, 100 + n, at)).await.unwrap();
+        s.insert(&r, upstream_login(&r, 100 + n, at), None).await.unwrap();
     }
     let report = purge(s, later).await.unwrap();
     assert_eq!(report.upstream_logins, 3 + 1 + 40, "{report:?}");
@@ -1443,4 +1481,65 @@ async fn sqlite_batched_rejections_are_counted_and_sampled() {
     let counts = s.rejection_counts(&p).await.unwrap();
     assert_eq!(counts.iter().map(|c| c.count).sum::<u64>(), 300);
     assert_eq!(s.audit_failures(), 0);
+}
+
+/// Consent rows as migration 5 stored them (scope union, resource union).
+const OLD_CONSENTS: [&str; 1] = [
+    "INSERT INTO user_consents (project, subject, client_id, scopes, resources, updated_at) VALUES \
+     ('proj_old', 'alice', 'client_old', 'mcp:read mcp:write', \
+      '[\"https://calendar.example.com/mcp\",\"https://payroll.example.com/mcp\"]', 1790000000), \
+     ('proj_old', 'bob', 'client_old', 'mcp:read', '[]', 1790000000)",
+];
+
+/// After migration 9, the consent of [`OLD_CONSENTS`]: each stored
+/// resource allows the stored scope union; a consent without resources
+/// covers requests without one, and nothing else.
+async fn consent_conversion_check<S: authio_mcp::store::UserStore>(s: &S) {
+    use authio_mcp::grant::Subject;
+    use authio_mcp::resource::ResourceSet;
+    use authio_mcp::scope::ScopeSet;
+    let p = authio_mcp::project::ProjectId::new("proj_old").unwrap();
+    let set = |uris: &[&str]| ResourceSet::parse_all(uris.iter().copied()).unwrap();
+    let scopes = |s: &str| ScopeSet::parse(s).unwrap();
+    let (calendar, payroll) = ("https://calendar.example.com/mcp", "https://payroll.example.com/mcp");
+    let alice = s
+        .consent(&p, &Subject::new("alice").unwrap(), "client_old")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(alice.updated_at.unix_timestamp(), 1_790_000_000);
+    assert_eq!(alice.targets().count(), 2, "{alice:?}");
+    for r in [calendar, payroll] {
+        assert!(
+            alice.covers(&scopes("mcp:read mcp:write"), &set(&[r])),
+            "{r}: {alice:?}"
+        );
+    }
+    assert!(!alice.covers(&scopes("mcp:read"), &set(&[])), "{alice:?}");
+    assert!(!alice.covers(&scopes("mcp:read"), &set(&["https://other.example.com/mcp"])));
+    let bob = s
+        .consent(&p, &Subject::new("bob").unwrap(), "client_old")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(bob.covers(&scopes("mcp:read"), &set(&[])), "{bob:?}");
+    assert!(!bob.covers(&scopes("mcp:read"), &set(&[calendar])), "{bob:?}");
+    // Remembering more after the conversion merges into the converted rows.
+    s.remember_consent(
+        &p,
+        &Subject::new("alice").unwrap(),
+        "client_old",
+        &scopes("mcp:admin"),
+        &set(&[calendar]),
+        time::OffsetDateTime::from_unix_timestamp(1_790_000_100).unwrap(),
+    )
+    .await
+    .unwrap();
+    let alice = s
+        .consent(&p, &Subject::new("alice").unwrap(), "client_old")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(alice.covers(&scopes("mcp:read mcp:write mcp:admin"), &set(&[calendar])));
+    assert!(!alice.covers(&scopes("mcp:admin"), &set(&[payroll])), "{alice:?}");
 }

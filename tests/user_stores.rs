@@ -70,6 +70,9 @@ async fn memory_stores_keep_the_contracts() {
     contract::users(&MemoryUserStore::new()).await.unwrap();
     let logins = MemoryUpstreamLoginStore::default();
     contract::upstream_logins(&logins, &logins).await.unwrap();
+    contract::upstream_logins_per_source(&logins, &logins, authio_mcp::store::DEFAULT_UPSTREAM_LOGINS_PER_SOURCE)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -78,8 +81,8 @@ async fn a_full_login_store_refuses_rather_than_evicts() {
     let p = ProjectId::new("proj_a").unwrap();
     let (a, browser) = login(1, T0);
     let ha = a.state_hash;
-    store.insert(&p, a).await.unwrap();
-    assert!(store.insert(&p, login(2, T0).0).await.is_err());
+    store.insert(&p, a, None).await.unwrap();
+    assert!(store.insert(&p, login(2, T0).0, None).await.is_err());
     assert!(matches!(
         store.take(&p, &ha, &browser, T0).await.unwrap(),
         LoginTake::Taken(_)
@@ -87,7 +90,7 @@ async fn a_full_login_store_refuses_rather_than_evicts() {
     // Once the first has expired, there is room again.
     assert!(
         store
-            .insert(&p, login(3, T0 + upstream::UPSTREAM_LOGIN_TTL).0)
+            .insert(&p, login(3, T0 + upstream::UPSTREAM_LOGIN_TTL).0, None)
             .await
             .is_ok()
     );
@@ -97,15 +100,15 @@ async fn a_full_login_store_refuses_rather_than_evicts() {
 async fn one_project_cannot_fill_the_login_store_of_another() {
     let store = MemoryUpstreamLoginStore::new(2);
     let (evil, victim) = (ProjectId::new("proj_evil").unwrap(), ProjectId::new("proj_a").unwrap());
-    store.insert(&evil, login(1, T0).0).await.unwrap();
-    store.insert(&evil, login(2, T0).0).await.unwrap();
+    store.insert(&evil, login(1, T0).0, None).await.unwrap();
+    store.insert(&evil, login(2, T0).0, None).await.unwrap();
     assert!(
-        store.insert(&evil, login(3, T0).0).await.is_err(),
+        store.insert(&evil, login(3, T0).0, None).await.is_err(),
         "the bound holds per project"
     );
     let (l, browser) = login(4, T0);
     let h = l.state_hash;
-    store.insert(&victim, l).await.unwrap();
+    store.insert(&victim, l, None).await.unwrap();
     assert!(matches!(
         store.take(&victim, &h, &browser, T0).await.unwrap(),
         LoginTake::Taken(_)

@@ -146,7 +146,9 @@ impl AuthorizationServer {
             .validate_authorization(project, &settings, query, source, allow_prompt_none)
             .await;
         match (outcome, settings.upstream.selected.clone()) {
-            (AuthorizeOutcome::Pending(p), Some(provider)) => self.start_upstream_login(&settings, *p, &provider).await,
+            (AuthorizeOutcome::Pending(p), Some(provider)) => {
+                self.start_upstream_login_from(&settings, *p, &provider, source).await
+            }
             (other, _) => other,
         }
     }

@@ -59,17 +59,22 @@ pub struct SignedIn {
     pub user: LocalUser,
     /// The provider.
     pub provider: ProviderName,
+    /// The project's issuer is `https`, so the browser-binding cookie is a
+    /// `__Host-` one: pass it to [`crate::http::clear_upstream_cookie`] on
+    /// the consent page's response.
+    pub secure_cookie: bool,
 }
 
 /// What the upstream callback decided.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum CallbackOutcome {
-    /// The callback matches no login (unknown or malformed `state`), or
-    /// comes from another browser than the one the login started in (its
+    /// The callback matches no login (unknown or malformed `state`), comes
+    /// from another browser than the one the login started in (its
     /// binding cookie missing or wrong: the login is left for its own
-    /// browser, and the caller is not sent to the MCP client): show this
-    /// error.
+    /// browser, and the caller is not sent to the MCP client), or replays
+    /// a callback already used (its answer went to the MCP client once):
+    /// show this error.
     ShowError(OAuthError),
     /// Redirect the user agent to the MCP client: an error (with `state`
     /// and `iss`), or the code when the user's remembered consent already
@@ -122,20 +127,36 @@ impl AuthorizationServer {
             .validate_authorization(project, &settings, query, source, true)
             .await
         {
-            AuthorizeOutcome::Pending(p) => self.start_upstream_login(&settings, *p, &name).await,
+            AuthorizeOutcome::Pending(p) => self.start_upstream_login_from(&settings, *p, &name, source).await,
             other => other,
         }
     }
 
     /// Starts a login at `provider` for a validated authorization: stores
     /// the login and answers [`AuthorizeOutcome::UpstreamLogin`]; a
-    /// provider that cannot be reached sends the MCP client
+    /// provider that cannot be reached, or a login store that holds as
+    /// many logins as it may, sends the MCP client
     /// `temporarily_unavailable`.
     pub async fn start_upstream_login(
         &self,
         settings: &ProjectSettings,
         pending: PendingAuthorization,
         provider: &ProviderName,
+    ) -> AuthorizeOutcome {
+        self.start_upstream_login_from(settings, pending, provider, None).await
+    }
+
+    /// [`Self::start_upstream_login`] for a request from `source` (the
+    /// client IP as the HTTP edge knows it): the login store also bounds
+    /// the logins in flight per source
+    /// ([`crate::store::UpstreamLoginStore`]), so one address cannot fill
+    /// the project's share.
+    pub async fn start_upstream_login_from(
+        &self,
+        settings: &ProjectSettings,
+        pending: PendingAuthorization,
+        provider: &ProviderName,
+        source: Option<&crate::cimd::RequestSource>,
     ) -> AuthorizeOutcome {
         let Some(p) = settings.upstream.provider(provider) else {
             return AuthorizeOutcome::ShowError(unknown_provider());
@@ -161,11 +182,14 @@ impl AuthorizationServer {
         let project = pending.project.clone();
         let start = upstream::start_login(pending, p, &metadata, &callback, random, self.clock.now());
         let pending = start.login.pending.clone();
-        if self.upstream_logins.insert(&project, start.login).await.is_err() {
-            return AuthorizeOutcome::Redirect(
-                self.login_failed(settings, &pending, provider, &LoginFailure::Storage)
-                    .await,
-            );
+        if let Err(e) = self.upstream_logins.insert(&project, start.login, source).await {
+            // A bound reached is not a failure of the store: the user may
+            // retry once older logins expired (`temporarily_unavailable`).
+            let failure = match e.kind() {
+                crate::store::StoreErrorKind::CapacityExceeded => LoginFailure::TooManyLogins,
+                _ => LoginFailure::Storage,
+            };
+            return AuthorizeOutcome::Redirect(self.login_failed(settings, &pending, provider, &failure).await);
         }
         AuthorizeOutcome::UpstreamLogin {
             location: start.location,
@@ -218,11 +242,20 @@ impl AuthorizationServer {
                 return CallbackOutcome::ShowError(wrong_browser());
             }
             Ok(LoginTake::AlreadyTaken(l)) => {
-                let name = l.provider.clone();
-                return CallbackOutcome::Redirect(
-                    self.login_failed(&settings, &l.pending, &name, &LoginFailure::Replayed)
-                        .await,
-                );
+                // A replay (a reload, a back button, or someone else's copy
+                // of the URL with the cookie): the login's one answer went
+                // to the MCP client already. An error page, never a second
+                // redirect to the client.
+                self.emit(
+                    project,
+                    AuditKind::UpstreamLoginFailed {
+                        provider: l.provider.as_str().to_owned(),
+                        client_id: Some(l.pending.client_id.to_string()),
+                        reason: LoginFailure::Replayed.reason().into_owned(),
+                    },
+                )
+                .await;
+                return CallbackOutcome::ShowError(replayed());
             }
             Ok(LoginTake::Expired(l)) => {
                 let name = l.provider.clone();
@@ -322,7 +355,19 @@ impl AuthorizationServer {
                 subject,
                 user,
                 provider: name,
+                secure_cookie: is_https(self.issuer_for(&settings)),
             }))
+        }
+    }
+
+    /// Whether the browser-binding cookie of `project`'s upstream logins
+    /// is a `__Host-` one ([`crate::http::upstream_cookie_name`]): its
+    /// issuer is `https`. A project that cannot be read counts as `https`
+    /// (the stricter cookie; its callback fails anyway).
+    pub(crate) async fn upstream_cookie_secure(&self, project: &ProjectId) -> bool {
+        match self.projects.get(project).await {
+            Ok(Some(settings)) => is_https(self.issuer_for(&settings)),
+            _ => true,
         }
     }
 
@@ -555,18 +600,28 @@ impl AuthorizationServer {
     }
 }
 
-/// Whether a remembered consent answers `pending` without asking: it
-/// covers every requested scope AND every requested resource (a consent
-/// given for one MCP server never covers another), and the client's
-/// identity is assured. A public client whose redirect URIs are all
-/// loopback ones, or that redirects to a private-use URI scheme, is not
-/// (any local process or installed app can claim it), so it is asked
-/// every time (RFC 8252 section 8.6).
+/// Whether a remembered consent answers `pending` without asking: the
+/// client's identity is assured for this very request
+/// ([`PendingAuthorization::client_identity_assured`]: not a public client
+/// redirecting to a loopback URI or a private-use scheme, RFC 8252 section
+/// 8.6), and, for every requested resource, the requested scopes were
+/// allowed for that resource ([`crate::store::RememberedConsent::covers`]).
 fn consent_covers(pending: &PendingAuthorization, consent: &crate::store::RememberedConsent) -> bool {
-    let identity_assured = !pending.loopback_only && pending.app_scheme.is_none();
-    identity_assured
-        && pending.scopes.is_subset_of(&consent.scopes)
-        && pending.resources.is_subset_of(&consent.resources)
+    pending.client_identity_assured() && consent.covers(&pending.scopes, &pending.resources)
+}
+
+/// Whether `issuer` is served over https (not a loopback development
+/// issuer on plain http).
+fn is_https(issuer: &crate::issuer::Issuer) -> bool {
+    issuer.as_str().starts_with("https://")
+}
+
+fn replayed() -> OAuthError {
+    OAuthError::with_description(
+        ErrorCode::AccessDenied,
+        "this sign-in response was already used; start again from the application",
+    )
+    .with_status(http::StatusCode::BAD_REQUEST)
 }
 
 fn wrong_browser() -> OAuthError {

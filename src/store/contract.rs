@@ -50,9 +50,10 @@ use super::memory::{
 };
 use super::memory::{MemoryUpstreamLoginStore, MemoryUserStore};
 use super::{
-    AdmissionStore, AuditLog, AuditQuery, CimdCache, ClientStore, CodeConsumption, GrantSelector, GrantStore, IatStore,
-    KeyStore, LocalUser, LoginTake, MAX_ACCESS_TOKENS_PER_GRANT, MAX_ROTATED_PER_GRANT, PageRequest, ProjectStore,
-    RefreshRotation, ReplayCheck, ReplayStore, RevokeOutcome, UpstreamLoginStore, UseOutcome, UserStore,
+    AdmissionStore, AuditLog, AuditQuery, CimdCache, ClientStore, CodeConsumption, ConsentTarget, GrantSelector,
+    GrantStore, IatStore, KeyStore, LocalUser, LoginTake, MAX_ACCESS_TOKENS_PER_GRANT, MAX_ROTATED_PER_GRANT,
+    PageRequest, ProjectStore, RefreshRotation, ReplayCheck, ReplayStore, RevokeOutcome, UpstreamLoginStore,
+    UseOutcome, UserStore,
 };
 use crate::audit::{AuditEvent, AuditKind};
 use crate::cimd::{CachedDocument, ClientIdUrl};
@@ -98,6 +99,10 @@ pub struct Stores {
     pub users: Arc<dyn UserStore>,
     /// Upstream logins in flight.
     pub upstream_logins: Arc<dyn UpstreamLoginStore>,
+    /// The per-source bound [`Stores::upstream_logins`] was configured with
+    /// (default [`super::DEFAULT_UPSTREAM_LOGINS_PER_SOURCE`]); its project
+    /// bound must exceed it by at least 2.
+    pub upstream_logins_per_source: u32,
 }
 
 impl fmt::Debug for Stores {
@@ -121,6 +126,7 @@ impl Stores {
             admissions: Arc::new(MemoryAdmissionStore::new()),
             users: Arc::new(MemoryUserStore::new()),
             upstream_logins: Arc::new(MemoryUpstreamLoginStore::default()),
+            upstream_logins_per_source: super::DEFAULT_UPSTREAM_LOGINS_PER_SOURCE,
         }
     }
 
@@ -201,6 +207,13 @@ impl Stores {
         self
     }
 
+    /// Sets [`Stores::upstream_logins_per_source`].
+    #[must_use]
+    pub const fn upstream_logins_per_source(mut self, logins: u32) -> Self {
+        self.upstream_logins_per_source = logins;
+        self
+    }
+
     /// One object implementing every trait (like the SQL stores).
     pub fn all<S>(store: Arc<S>) -> Self
     where
@@ -229,6 +242,7 @@ impl Stores {
             admissions: store.clone(),
             users: store.clone(),
             upstream_logins: store,
+            upstream_logins_per_source: super::DEFAULT_UPSTREAM_LOGINS_PER_SOURCE,
         }
     }
 }
@@ -309,6 +323,12 @@ pub async fn run_all(stores: &Stores) -> Outcome {
     admission_windows(stores.admissions.as_ref(), stores.admissions.as_ref()).await?;
     users(stores.users.as_ref()).await?;
     upstream_logins(stores.upstream_logins.as_ref(), stores.upstream_logins.as_ref()).await?;
+    upstream_logins_per_source(
+        stores.upstream_logins.as_ref(),
+        stores.upstream_logins.as_ref(),
+        stores.upstream_logins_per_source,
+    )
+    .await?;
     Ok(())
 }
 
@@ -2762,17 +2782,44 @@ async fn covers(
     want_resources: &[&str],
 ) -> Result<bool, Violation> {
     let c = ok!(store.consent(p, subject, client).await, "consent");
-    Ok(c.is_some_and(|c| scopes(want).is_subset_of(&c.scopes) && resources(want_resources).is_subset_of(&c.resources)))
+    Ok(c.is_some_and(|c| c.covers(&scopes(want), &resources(want_resources))))
+}
+
+/// Whether `got` holds exactly the scopes of `want` (in any order).
+fn same_scopes(got: Option<&ScopeSet>, want: &str) -> bool {
+    let want = scopes(want);
+    got.is_some_and(|g| g.is_subset_of(&want) && want.is_subset_of(g))
+}
+
+/// The scopes remembered for `resource` (`None`: no resource).
+async fn allowed_for(
+    store: &dyn UserStore,
+    p: &ProjectId,
+    subject: &Subject,
+    client: &str,
+    resource: Option<&str>,
+) -> Result<Option<ScopeSet>, Violation> {
+    let target = match resource {
+        None => ConsentTarget::NoResource,
+        Some(r) => ConsentTarget::of(&resources(&[r]))
+            .pop()
+            .unwrap_or(ConsentTarget::NoResource),
+    };
+    let c = ok!(store.consent(p, subject, client).await, "consent");
+    Ok(c.and_then(|c| c.scopes_for(&target).cloned()))
 }
 
 /// `UserStore`: an upsert keeps the first `created_at` and replaces every
 /// claim (a claim that disappeared upstream is cleared); users are per
-/// project. Remembered consent is the union of every approval, scopes
-/// and resources (audiences) both, so a returning user whose request is
-/// covered is not asked again, and one asking for more scopes or another
-/// resource is; it is per project, user and client; 16 concurrent
-/// approvals of distinct scopes all count; revoking forgets it (and says
-/// whether there was one), after which the user is asked again.
+/// project. Remembered consent is kept per resource (audience): each
+/// resource's scopes are the union of the approvals for THAT resource, so
+/// a returning user whose request is covered is not asked again, one
+/// asking for more scopes or another resource is, and scopes approved for
+/// one resource never cover another; a request without a resource is its
+/// own entry; it is per project, user and client; 16 concurrent approvals
+/// of distinct scopes, for distinct resources and for one resource, all
+/// count; revoking forgets all of it (and says whether there was one),
+/// after which the user is asked again.
 ///
 /// # Errors
 /// The first [`Violation`].
@@ -2837,24 +2884,24 @@ pub async fn users(store: &dyn UserStore) -> Outcome {
             .await,
         "remember consent"
     );
-    let c = ok!(store.consent(&p, alice, client).await, "consent");
-    let Some(c) = c else {
+    let Some(c) = ok!(store.consent(&p, alice, client).await, "consent") else {
         return Err(Violation {
             rule: "an approval is remembered",
             detail: "no consent".to_owned(),
         });
     };
     ensure!(
-        scopes("mcp:read mcp:write openid").is_subset_of(&c.scopes) && c.scopes.len() == 3,
-        "remembered consent is the union of the approvals",
-        "{}",
-        c.scopes
+        same_scopes(
+            c.scopes_for(&ConsentTarget::of(&calendar).pop().unwrap_or(ConsentTarget::NoResource)),
+            "mcp:read mcp:write openid"
+        ),
+        "remembered consent for a resource is the union of its approvals",
+        "{c:?}"
     );
     ensure!(
-        c.resources == calendar,
-        "remembered consent keeps the resources allowed",
-        "{:?}",
-        c.resources
+        c.targets().count() == 1,
+        "remembered consent keeps exactly the resources allowed",
+        "{c:?}"
     );
     ensure!(c.updated_at == t1, "remembered consent records the latest approval");
     ensure!(
@@ -2871,13 +2918,44 @@ pub async fn users(store: &dyn UserStore) -> Outcome {
     );
     ok!(
         store
-            .remember_consent(&p, alice, client, &scopes("mcp:read"), &resources(&[PAYROLL]), t1)
+            .remember_consent(&p, alice, client, &scopes("mcp:admin"), &resources(&[PAYROLL]), t1)
             .await,
         "remember consent"
     );
     ensure!(
-        covers(store, &p, alice, client, "mcp:read", &[CALENDAR, PAYROLL]).await?,
-        "resources allowed in separate approvals are both remembered"
+        same_scopes(
+            allowed_for(store, &p, alice, client, Some(PAYROLL)).await?.as_ref(),
+            "mcp:admin"
+        ) && same_scopes(
+            allowed_for(store, &p, alice, client, Some(CALENDAR)).await?.as_ref(),
+            "mcp:read mcp:write openid"
+        ),
+        "each resource keeps its own scopes: an approval for one resource never adds scopes to another"
+    );
+    ensure!(
+        !covers(store, &p, alice, client, "mcp:admin", &[CALENDAR]).await?
+            && !covers(store, &p, alice, client, "mcp:read", &[PAYROLL]).await?,
+        "scopes allowed for one resource do not cover another resource"
+    );
+    ensure!(
+        covers(store, &p, alice, client, "mcp:admin", &[PAYROLL]).await?
+            && !covers(store, &p, alice, client, "mcp:admin", &[CALENDAR, PAYROLL]).await?,
+        "a request for several resources is covered only if every one of them allowed its scopes"
+    );
+    ensure!(
+        !covers(store, &p, alice, client, "mcp:read", &[]).await?,
+        "a consent for resources does not cover a request without one"
+    );
+    ok!(
+        store
+            .remember_consent(&p, alice, client, &scopes("mcp:read"), &ResourceSet::new(), t1)
+            .await,
+        "remember consent"
+    );
+    ensure!(
+        covers(store, &p, alice, client, "mcp:read", &[]).await?
+            && same_scopes(allowed_for(store, &p, alice, client, None).await?.as_ref(), "mcp:read"),
+        "an approval without a resource is remembered as its own entry"
     );
     ensure!(
         ok!(store.consent(&p, alice, "client_contract_b").await, "consent").is_none(),
@@ -2893,24 +2971,18 @@ pub async fn users(store: &dyn UserStore) -> Outcome {
     );
     ok!(
         store
-            .remember_consent(
-                &p,
-                alice,
-                "client_contract_b",
-                &ScopeSet::new(),
-                &ResourceSet::new(),
-                t0
-            )
+            .remember_consent(&p, alice, "client_contract_b", &ScopeSet::new(), &calendar, t0)
             .await,
         "remember consent"
     );
     ensure!(
-        ok!(store.consent(&p, alice, "client_contract_b").await, "consent")
-            .is_some_and(|c| c.scopes.is_empty() && c.resources.is_empty()),
-        "an approval of no scopes is remembered too"
+        covers(store, &p, alice, "client_contract_b", "", &[CALENDAR]).await?
+            && !covers(store, &p, alice, "client_contract_b", "", &[PAYROLL]).await?,
+        "an approval of no scopes is remembered too, for its resource"
     );
 
-    // Concurrent approvals of distinct scopes and resources: none is lost.
+    // Concurrent approvals of distinct scopes for distinct resources, and
+    // for one resource: none is lost.
     let concurrent: Vec<(ScopeSet, ResourceSet)> = (0..16)
         .map(|i| {
             (
@@ -2930,13 +3002,35 @@ pub async fn users(store: &dyn UserStore) -> Outcome {
     }
     let c = ok!(store.consent(&p, &bob.subject, client).await, "consent");
     ensure!(
-        c.as_ref().is_some_and(|c| c.scopes.len() == 16
-            && c.resources.len() == 16
-            && concurrent
-                .iter()
-                .all(|(s, r)| s.is_subset_of(&c.scopes) && r.is_subset_of(&c.resources))),
-        "concurrent approvals all count",
+        c.as_ref().is_some_and(|c| c.targets().count() == 16
+            && concurrent.iter().all(|(s, r)| ConsentTarget::of(r).iter().all(|t| c
+                .scopes_for(t)
+                .is_some_and(|got| got.is_subset_of(s) && s.is_subset_of(got))))),
+        "concurrent approvals for distinct resources all count, each for its resource",
         "{c:?}"
+    );
+    let results = join_all(
+        concurrent
+            .iter()
+            .map(|(s, _)| store.remember_consent(&p, &bob.subject, "client_contract_c", s, &calendar, t0)),
+    )
+    .await;
+    for r in results {
+        ok!(r, "concurrent remember consent");
+    }
+    let all = ScopeSet::from_tokens(
+        (0..16)
+            .map(|i| format!("s{i}"))
+            .collect::<Vec<_>>()
+            .iter()
+            .map(String::as_str),
+    )
+    .unwrap_or_default();
+    ensure!(
+        allowed_for(store, &p, &bob.subject, "client_contract_c", Some(CALENDAR))
+            .await?
+            .is_some_and(|s| s.is_subset_of(&all) && all.is_subset_of(&s)),
+        "concurrent approvals for one resource are all merged into it"
     );
 
     ensure!(
@@ -2961,10 +3055,14 @@ pub async fn users(store: &dyn UserStore) -> Outcome {
             .await,
         "remember consent"
     );
+    let c = ok!(store.consent(&p, alice, client).await, "consent");
     ensure!(
-        ok!(store.consent(&p, alice, client).await, "consent")
-            .is_some_and(|c| c.scopes == scopes("mcp:read") && c.resources == calendar),
-        "after a revocation only new approvals count"
+        c.as_ref().is_some_and(|c| c.targets().count() == 1)
+            && !covers(store, &p, alice, client, "mcp:admin", &[PAYROLL]).await?
+            && !covers(store, &p, alice, client, "mcp:write", &[CALENDAR]).await?
+            && !covers(store, &p, alice, client, "mcp:read", &[]).await?,
+        "a revocation forgets every resource: after it only new approvals count",
+        "{c:?}"
     );
 
     // Account deletion: every consent of the user goes, whatever the
@@ -3027,6 +3125,7 @@ fn upstream_login(
         redirect_uri: "https://app.contract.example/cb".to_owned(),
         redirect_host: Some("app.contract.example".to_owned()),
         loopback_only: false,
+        confidential: false,
         scopes: grant.scopes,
         dropped_scopes: ScopeSet::new(),
         offline_access: false,
@@ -3082,15 +3181,15 @@ pub async fn upstream_logins(a: &dyn UpstreamLoginStore, b: &dyn UpstreamLoginSt
     let h = login.state_hash;
     let stored = login_json(&login);
     let stranger = hash();
-    ok!(a.insert(&p, login.clone()).await, "insert upstream login");
+    ok!(a.insert(&p, login.clone(), None).await, "insert upstream login");
     ensure!(
-        a.insert(&p, upstream_login(&p, t0)?.0).await.is_ok(),
+        a.insert(&p, upstream_login(&p, t0)?.0, None).await.is_ok(),
         "a second login of a project is stored"
     );
     let (mut other, _) = upstream_login(&p, t0)?;
     other.state_hash = h;
     ensure!(
-        b.insert(&p, other).await.is_err(),
+        b.insert(&p, other, None).await.is_err(),
         "a stored state is never overwritten: a second insert of its hash is an error"
     );
     ensure!(
@@ -3157,7 +3256,7 @@ pub async fn upstream_logins(a: &dyn UpstreamLoginStore, b: &dyn UpstreamLoginSt
     let (late, late_browser) = upstream_login(&p, t0)?;
     let hl = late.state_hash;
     let expires = late.expires_at;
-    ok!(b.insert(&p, late).await, "insert upstream login");
+    ok!(b.insert(&p, late, None).await, "insert upstream login");
     ensure!(
         matches!(
             ok!(a.take(&p, &hl, &stranger, expires).await, "take"),
@@ -3184,7 +3283,7 @@ pub async fn upstream_logins(a: &dyn UpstreamLoginStore, b: &dyn UpstreamLoginSt
     );
     let (live, live_browser) = upstream_login(&p, expires)?;
     let hlive = live.state_hash;
-    ok!(a.insert(&p, live).await, "insert upstream login");
+    ok!(a.insert(&p, live, None).await, "insert upstream login");
     let removed = ok!(a.purge(expires).await, "purge");
     ensure!(
         removed >= 3,
@@ -3201,6 +3300,106 @@ pub async fn upstream_logins(a: &dyn UpstreamLoginStore, b: &dyn UpstreamLoginSt
             LoginTake::Taken(_)
         ),
         "purge keeps live logins"
+    );
+    Ok(())
+}
+
+/// `UpstreamLoginStore`, the per-source bound (`per_source`, what the store
+/// was configured with): of `2 * per_source` concurrent inserts from one
+/// source into one project (half through `a`, half through `b`: pass two
+/// stores on one database to race them as two processes) exactly
+/// `per_source` succeed, and every refusal is
+/// [`super::StoreErrorKind::CapacityExceeded`], not a failure; another
+/// source, a login without a source and the same source in another
+/// project are still admitted; expired logins no longer count.
+///
+/// # Errors
+/// The first [`Violation`].
+pub async fn upstream_logins_per_source(
+    a: &dyn UpstreamLoginStore,
+    b: &dyn UpstreamLoginStore,
+    per_source: u32,
+) -> Outcome {
+    use crate::cimd::RequestSource;
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let (p, q) = (fresh_project(), fresh_project());
+    let t0 = now();
+    let flood = RequestSource::from_ip(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7)));
+    // Another address of the same /64 is the same source.
+    let same = RequestSource::from_ip(IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, 1)));
+    let same_64 = RequestSource::from_ip(IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 9, 9, 9, 9)));
+    let other = RequestSource::from_ip(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 9)));
+    let n = per_source as usize;
+    let mut logins = Vec::with_capacity(2 * n);
+    for _ in 0..2 * n {
+        logins.push(upstream_login(&p, t0)?.0);
+    }
+    let results = join_all(logins.into_iter().enumerate().map(|(i, l)| {
+        let store = if i % 2 == 0 { a } else { b };
+        store.insert(&p, l, Some(&flood))
+    }))
+    .await;
+    let mut stored = 0;
+    for r in results {
+        match r {
+            Ok(()) => stored += 1,
+            Err(e) if e.kind() == super::StoreErrorKind::CapacityExceeded => {}
+            Err(e) => {
+                return Err(Violation {
+                    rule: "a source over its bound is refused as capacity exceeded, not as a store failure",
+                    detail: format!("{e}"),
+                });
+            }
+        }
+    }
+    ensure!(
+        stored == n,
+        "of twice the per-source bound of concurrent inserts from one source exactly the bound succeed",
+        "{stored} of {} stored, bound {n}",
+        2 * n
+    );
+    let refused = a.insert(&p, upstream_login(&p, t0)?.0, Some(&flood)).await;
+    ensure!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.kind() == super::StoreErrorKind::CapacityExceeded),
+        "a full source is refused as capacity exceeded",
+        "{refused:?}"
+    );
+    ensure!(
+        b.insert(&p, upstream_login(&p, t0)?.0, Some(&other)).await.is_ok(),
+        "a full source does not stop another source of its project"
+    );
+    ensure!(
+        a.insert(&p, upstream_login(&p, t0)?.0, None).await.is_ok(),
+        "a login without a source counts against the project bound only"
+    );
+    ensure!(
+        b.insert(&q, upstream_login(&q, t0)?.0, Some(&flood)).await.is_ok(),
+        "the per-source bound is per project"
+    );
+    // An IPv6 source is its /64.
+    for _ in 0..n {
+        ok!(
+            a.insert(&q, upstream_login(&q, t0)?.0, Some(&same)).await,
+            "insert upstream login"
+        );
+    }
+    let refused = b.insert(&q, upstream_login(&q, t0)?.0, Some(&same_64)).await;
+    ensure!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.kind() == super::StoreErrorKind::CapacityExceeded),
+        "addresses of one IPv6 /64 are one source",
+        "{refused:?}"
+    );
+    // Once the flood's logins expired, the source is admitted again.
+    let (later, _) = upstream_login(&p, t0)?;
+    let expired_at = later.expires_at;
+    let (fresh, _) = upstream_login(&p, expired_at)?;
+    ensure!(
+        b.insert(&p, fresh, Some(&flood)).await.is_ok(),
+        "expired logins no longer count against their source"
     );
     Ok(())
 }

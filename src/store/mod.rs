@@ -34,33 +34,63 @@ pub use self::key_encryption::KeyEncryption;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use self::key_encryption::{Aes256GcmKeyEncryption, InvalidKeyEncryptionKey};
 pub use self::users::{
-    LocalUser, LoginTake, RememberedConsent, UpstreamLoginStore, UpstreamSecrets, UserStore, UserStoreClaims,
+    ConsentTarget, DEFAULT_UPSTREAM_LOGINS_PER_SOURCE, LocalUser, LoginTake, RememberedConsent, UpstreamLoginStore,
+    UpstreamSecrets, UserStore, UserStoreClaims,
 };
 
 /// A failure of the host's storage. Rendered to clients as `server_error`
-/// with no detail; the message is for the host's logs.
+/// with no detail, unless it is a refusal to hold more
+/// ([`StoreErrorKind::CapacityExceeded`]); the message is for the host's
+/// logs.
 #[derive(Debug, thiserror::Error)]
 #[error("storage failure: {message}")]
 pub struct StoreError {
     message: String,
+    kind: StoreErrorKind,
     #[source]
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
 
+/// What a [`StoreError`] says about the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreErrorKind {
+    /// The store failed (unreachable, a constraint violated, corrupt data,
+    /// a bug): the server answers `server_error`.
+    Failure,
+    /// The store works, and refused to hold more on purpose: a bound (per
+    /// project, per request source) is reached, e.g.
+    /// [`UpstreamLoginStore::insert`]. The same request may succeed once
+    /// older records expire: the server answers `temporarily_unavailable`
+    /// (HTTP 503) and audits the refusal.
+    CapacityExceeded,
+}
+
 impl StoreError {
-    /// A failure with a message.
+    /// A failure with a message ([`StoreErrorKind::Failure`]).
     pub fn new(message: impl fmt::Display) -> Self {
         Self {
             message: message.to_string(),
+            kind: StoreErrorKind::Failure,
             source: None,
         }
     }
 
-    /// A failure caused by another error.
+    /// A failure caused by another error ([`StoreErrorKind::Failure`]).
     pub fn with_source(message: impl fmt::Display, source: impl std::error::Error + Send + Sync + 'static) -> Self {
         Self {
             message: message.to_string(),
+            kind: StoreErrorKind::Failure,
             source: Some(Box::new(source)),
+        }
+    }
+
+    /// A refusal to hold more ([`StoreErrorKind::CapacityExceeded`]).
+    pub fn capacity_exceeded(message: impl fmt::Display) -> Self {
+        Self {
+            message: message.to_string(),
+            kind: StoreErrorKind::CapacityExceeded,
+            source: None,
         }
     }
 
@@ -93,6 +123,11 @@ impl StoreError {
                 "storage failure; answered server_error"
             );
         }
+    }
+
+    /// What kind of error this is.
+    pub const fn kind(&self) -> StoreErrorKind {
+        self.kind
     }
 }
 

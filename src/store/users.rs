@@ -2,7 +2,7 @@
 //! upstream client secrets: the traits and their in-memory
 //! implementations.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
@@ -10,9 +10,10 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::StoreError;
+use crate::cimd::RequestSource;
 use crate::grant::Subject;
 use crate::project::ProjectId;
-use crate::resource::ResourceSet;
+use crate::resource::{ResourceError, ResourceSet, ResourceUri};
 use crate::scope::ScopeSet;
 use crate::secret::{SecretHash, SecretString};
 use crate::upstream::{ProviderName, UpstreamLogin};
@@ -58,22 +59,152 @@ impl LocalUser {
     }
 }
 
+/// What a remembered consent is keyed by: the RFC 8707 resource (the
+/// audience of the tokens) a request was for.
+///
+/// The resources of a request are resolved before consent is asked
+/// ([`crate::authorize::resolve_resources`]): a request that names none
+/// gets the project's default resource, and is keyed by that resource,
+/// exactly as if it had named it (so a consent given while the default
+/// was one MCP server never covers another after the default changed).
+/// Only a request that names none in a project WITHOUT a default resource
+/// is keyed by [`ConsentTarget::NoResource`], which covers such requests
+/// and nothing else.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ConsentTarget {
+    /// A request without any resource (and no project default).
+    NoResource,
+    /// A resource (compared in its canonical form).
+    Resource(ResourceUri),
+}
+
+impl ConsentTarget {
+    /// The targets of a request for `resources`: one per resource, or
+    /// [`ConsentTarget::NoResource`] alone when there is none.
+    pub fn of(resources: &ResourceSet) -> Vec<Self> {
+        if resources.is_empty() {
+            return vec![Self::NoResource];
+        }
+        resources.iter().cloned().map(Self::Resource).collect()
+    }
+
+    /// The stored key: the empty string for [`ConsentTarget::NoResource`],
+    /// the canonical URI of a resource.
+    pub fn key(&self) -> &str {
+        match self {
+            Self::NoResource => "",
+            Self::Resource(r) => r.canonical(),
+        }
+    }
+
+    /// The target of a stored [`ConsentTarget::key`].
+    ///
+    /// # Errors
+    /// A [`ResourceError`] when a non-empty key is not a resource URI.
+    pub fn from_key(key: &str) -> Result<Self, ResourceError> {
+        if key.is_empty() {
+            Ok(Self::NoResource)
+        } else {
+            ResourceUri::parse(key).map(Self::Resource)
+        }
+    }
+}
+
+impl PartialOrd for ConsentTarget {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ConsentTarget {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key().cmp(other.key())
+    }
+}
+
+impl Serialize for ConsentTarget {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.key())
+    }
+}
+
+impl<'de> Deserialize<'de> for ConsentTarget {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let key = String::deserialize(deserializer)?;
+        Self::from_key(&key).map_err(serde::de::Error::custom)
+    }
+}
+
 /// What a user allowed a client, remembered so a returning user is not
-/// asked again unless the request asks for more: scopes or resources
-/// (audiences) not allowed before.
+/// asked again unless the request asks for more: per resource (RFC 8707
+/// audience, [`ConsentTarget`]), the scopes allowed for that resource.
+///
+/// A consent covers a request only if, for EVERY resource the request is
+/// for, the requested scopes are a subset of the scopes allowed for that
+/// resource ([`RememberedConsent::covers`]). Approving `mcp:read` for the
+/// calendar server and later `mcp:write` for the payroll server therefore
+/// never covers `mcp:write` for the calendar server: scopes are not pooled
+/// across resources.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct RememberedConsent {
-    /// The scopes allowed so far (the union of every approval).
-    pub scopes: ScopeSet,
-    /// The resources (RFC 8707 audiences) allowed so far (the union of
-    /// every approval): a consent given for one MCP server never covers
-    /// another.
-    #[serde(default)]
-    pub resources: ResourceSet,
+    /// Per resource, the union of the scopes of every approval for it.
+    allowed: BTreeMap<ConsentTarget, ScopeSet>,
     /// The latest approval.
     #[serde(with = "time::serde::timestamp")]
     pub updated_at: OffsetDateTime,
+}
+
+impl RememberedConsent {
+    /// A consent that allows nothing yet, last approved at `updated_at`
+    /// (fill it with [`RememberedConsent::allow`] or
+    /// [`RememberedConsent::allow_target`]).
+    pub const fn new(updated_at: OffsetDateTime) -> Self {
+        Self {
+            allowed: BTreeMap::new(),
+            updated_at,
+        }
+    }
+
+    /// Adds an approval of `scopes` for `resources`: for each of its
+    /// targets ([`ConsentTarget::of`]), the union with what was allowed
+    /// for that target before.
+    pub fn allow(&mut self, scopes: &ScopeSet, resources: &ResourceSet) {
+        for target in ConsentTarget::of(resources) {
+            self.allow_target(target, scopes);
+        }
+    }
+
+    /// Adds `scopes` to what is allowed for `target` (a target allowed with
+    /// no scopes is remembered too: it covers requests for no scopes).
+    pub fn allow_target(&mut self, target: ConsentTarget, scopes: &ScopeSet) {
+        let allowed = self.allowed.entry(target).or_default();
+        for s in scopes.iter() {
+            allowed.insert(s.clone());
+        }
+    }
+
+    /// The scopes allowed for `target`, if it was ever allowed.
+    pub fn scopes_for(&self, target: &ConsentTarget) -> Option<&ScopeSet> {
+        self.allowed.get(target)
+    }
+
+    /// Every target allowed, with its scopes.
+    pub fn targets(&self) -> impl Iterator<Item = (&ConsentTarget, &ScopeSet)> {
+        self.allowed.iter()
+    }
+
+    /// Whether this consent covers a request for `scopes` on `resources`:
+    /// every target of the request ([`ConsentTarget::of`]) was allowed,
+    /// with at least the requested scopes. This judges what was allowed
+    /// only; whether a remembered consent may answer a request at all
+    /// (the client's identity must be assured) is the driver's to decide.
+    pub fn covers(&self, scopes: &ScopeSet, resources: &ResourceSet) -> bool {
+        ConsentTarget::of(resources)
+            .iter()
+            .all(|t| self.allowed.get(t).is_some_and(|allowed| scopes.is_subset_of(allowed)))
+    }
 }
 
 /// Local users and their remembered consent, per project.
@@ -83,9 +214,11 @@ pub struct RememberedConsent {
 ///   `(project, subject)`: it keeps `created_at` of an existing user and
 ///   replaces the claims and `last_login_at`. It is called only after the
 ///   upstream login fully succeeded (nothing is half-created).
-/// - [`UserStore::remember_consent`] stores the union of the old and new
-///   scopes, and of the old and new resources, atomically (two concurrent
-///   approvals both count);
+/// - [`UserStore::remember_consent`] adds the approved scopes to what is
+///   allowed for EACH approved resource ([`RememberedConsent::allow`]: a
+///   union per resource, never one pool of scopes across resources),
+///   atomically, also across processes sharing one database (two
+///   concurrent approvals both count);
 ///   [`UserStore::revoke_consent`] deletes it, after which the user is asked
 ///   again.
 /// - Everything is scoped by project: a user or a consent of one project
@@ -100,8 +233,9 @@ pub trait UserStore: Send + Sync {
     /// A user.
     async fn user(&self, project: &ProjectId, subject: &Subject) -> Result<Option<LocalUser>, StoreError>;
 
-    /// Adds `scopes` for `resources` to what `subject` allowed
-    /// `client_id`.
+    /// Adds `scopes` to what `subject` allowed `client_id` for each of
+    /// `resources` ([`RememberedConsent::allow`]; no resource at all is
+    /// [`ConsentTarget::NoResource`]).
     async fn remember_consent(
         &self,
         project: &ProjectId,
@@ -120,7 +254,7 @@ pub trait UserStore: Send + Sync {
         client_id: &str,
     ) -> Result<Option<RememberedConsent>, StoreError>;
 
-    /// Forgets it; returns whether there was one.
+    /// Forgets all of it (every resource); returns whether there was one.
     async fn revoke_consent(&self, project: &ProjectId, subject: &Subject, client_id: &str)
     -> Result<bool, StoreError>;
 
@@ -141,8 +275,9 @@ pub trait UserStore: Send + Sync {
 pub enum LoginTake {
     /// Taken now, by this call: the only success.
     Taken(Box<UpstreamLogin>),
-    /// Already taken before (a replayed callback): the record, so the MCP
-    /// client can be told.
+    /// Already taken before (a replayed callback): the record, for the
+    /// audit log. The caller shows an error page: the login's one answer
+    /// went to the MCP client already.
     AlreadyTaken(Box<UpstreamLogin>),
     /// Not taken: the login expired before this call (a late callback).
     /// The record, so the MCP client can be told; it stays untaken and is
@@ -180,14 +315,31 @@ pub enum LoginTake {
 /// - [`UpstreamLoginStore::insert`] never overwrites: a `state` hash that
 ///   is already stored is an error (hashes of 256 random bits do not
 ///   collide; a duplicate is a bug or an attack).
-/// - A full store refuses new logins (an error) rather than evicting live
-///   ones; its bound is per project, so one project's traffic (logins are
-///   started by anonymous requests) cannot stop the sign-ins of another.
+/// - A full store refuses new logins rather than evicting live ones, with
+///   a [`StoreError`] of kind [`super::StoreErrorKind::CapacityExceeded`]
+///   (never a plain failure, so the server can answer
+///   `temporarily_unavailable` rather than `server_error`). Logins are
+///   started by anonymous requests, so there are two bounds on the live
+///   (unexpired, taken or not) logins: one per project, so one project's
+///   traffic cannot stop the sign-ins of another, and, when the caller
+///   names the request's `source` (the client address,
+///   [`RequestSource`]), one per `(project, source)`, so one address
+///   cannot fill its project's share. The per-source count and the insert
+///   are one atomic step, also across processes sharing one database: of
+///   concurrent inserts from one source, never more than the bound
+///   succeed. A login without a source counts against the project bound
+///   only.
 /// - Keys are scoped by project.
 #[async_trait]
 pub trait UpstreamLoginStore: Send + Sync {
-    /// Stores a new login.
-    async fn insert(&self, project: &ProjectId, login: UpstreamLogin) -> Result<(), StoreError>;
+    /// Stores a new login, started by a request from `source` (see
+    /// `# Security` for both bounds).
+    async fn insert(
+        &self,
+        project: &ProjectId,
+        login: UpstreamLogin,
+        source: Option<&RequestSource>,
+    ) -> Result<(), StoreError>;
 
     /// Takes the login with this `state` hash for the browser whose
     /// binding cookie hashes to `browser_hash`, at `now` (see
@@ -229,7 +381,7 @@ type UserKey = (ProjectId, String);
 type ConsentKey = (ProjectId, String, String);
 
 /// In-memory [`UserStore`]. Atomicity: each call holds the map's lock for
-/// its whole read-modify-write (the consent union is merged under it), so
+/// its whole read-modify-write (the per-resource union is merged under it), so
 /// concurrent approvals all count. One process only: users and consent
 /// die with it (use the SQL stores to keep them).
 #[derive(Debug, Default)]
@@ -278,24 +430,9 @@ impl UserStore for MemoryUserStore {
     ) -> Result<(), StoreError> {
         let mut map = lock(&self.consents)?;
         let key = (project.clone(), subject.as_str().to_owned(), client_id.to_owned());
-        let (mut all_scopes, mut all_resources) = match map.get(&key) {
-            Some(old) => (old.scopes.clone(), old.resources.clone()),
-            None => (ScopeSet::new(), ResourceSet::new()),
-        };
-        for s in scopes.iter() {
-            all_scopes.insert(s.clone());
-        }
-        for r in resources.iter() {
-            all_resources.insert(r.clone());
-        }
-        map.insert(
-            key,
-            RememberedConsent {
-                scopes: all_scopes,
-                resources: all_resources,
-                updated_at: now,
-            },
-        );
+        let consent = map.entry(key).or_insert_with(|| RememberedConsent::new(now));
+        consent.allow(scopes, resources);
+        consent.updated_at = now;
         Ok(())
     }
 
@@ -329,18 +466,44 @@ impl UserStore for MemoryUserStore {
     }
 }
 
-/// One project's logins in flight, by `state` hash, with their taken flag.
-type ProjectLogins = HashMap<SecretHash, (UpstreamLogin, bool)>;
+/// The live logins a request source may have in one project by default
+/// ([`MemoryUpstreamLoginStore::per_source_limit`],
+/// `SqlOptions::upstream_logins_per_source`): a person signs in a few
+/// times in ten minutes; an office behind one address may need more.
+pub const DEFAULT_UPSTREAM_LOGINS_PER_SOURCE: u32 = 100;
+
+/// One project's logins in flight: by `state` hash with their taken flag,
+/// and the expiry times of the logins of each source.
+#[derive(Debug, Default)]
+struct ProjectLogins {
+    logins: HashMap<SecretHash, (UpstreamLogin, bool)>,
+    by_source: HashMap<String, Vec<OffsetDateTime>>,
+}
+
+impl ProjectLogins {
+    fn forget_expired(&mut self, now: OffsetDateTime) -> usize {
+        let before = self.logins.len();
+        self.logins.retain(|_, (l, _)| l.expires_at > now);
+        for expiries in self.by_source.values_mut() {
+            expiries.retain(|e| *e > now);
+        }
+        self.by_source.retain(|_, e| !e.is_empty());
+        before - self.logins.len()
+    }
+}
 
 /// In-memory [`UpstreamLoginStore`], holding at most a fixed number of
-/// records per project. Atomicity: `take` checks and marks a record under
-/// one lock, so exactly one caller of one process gets it; logins are not
-/// shared between processes (instances behind a load balancer need the
-/// SQL stores, or sticky routing of the provider's callback).
+/// records per project, and of live logins per request source in a
+/// project. Atomicity: `insert` counts and stores, and `take` checks and
+/// marks a record, under one lock, so both bounds are exact and exactly
+/// one caller of one process gets a login; logins are not shared between
+/// processes (instances behind a load balancer need the SQL stores, or
+/// sticky routing of the provider's callback).
 #[derive(Debug)]
 pub struct MemoryUpstreamLoginStore {
     logins: Mutex<HashMap<ProjectId, ProjectLogins>>,
     max_entries: usize,
+    per_source: usize,
 }
 
 impl Default for MemoryUpstreamLoginStore {
@@ -351,36 +514,59 @@ impl Default for MemoryUpstreamLoginStore {
 
 impl MemoryUpstreamLoginStore {
     /// A store of at most `max_entries` records per project (a full
-    /// project's expired ones are purged first).
+    /// project's expired ones are purged first), and at most
+    /// [`DEFAULT_UPSTREAM_LOGINS_PER_SOURCE`] live logins per source.
     pub fn new(max_entries: usize) -> Self {
         Self {
             logins: Mutex::new(HashMap::new()),
             max_entries,
+            per_source: DEFAULT_UPSTREAM_LOGINS_PER_SOURCE as usize,
         }
+    }
+
+    /// Sets how many live logins one request source may have in one
+    /// project (at least 1).
+    #[must_use]
+    pub fn per_source_limit(mut self, logins: usize) -> Self {
+        self.per_source = logins.max(1);
+        self
     }
 }
 
 #[async_trait]
 impl UpstreamLoginStore for MemoryUpstreamLoginStore {
-    async fn insert(&self, project: &ProjectId, login: UpstreamLogin) -> Result<(), StoreError> {
+    async fn insert(
+        &self,
+        project: &ProjectId,
+        login: UpstreamLogin,
+        source: Option<&RequestSource>,
+    ) -> Result<(), StoreError> {
         let mut projects = lock(&self.logins)?;
         let map = projects.entry(project.clone()).or_default();
-        if map.len() >= self.max_entries {
-            let now = login.created_at;
-            map.retain(|_, (l, _)| l.expires_at > now);
-            if map.len() >= self.max_entries {
-                return Err(StoreError::new("too many upstream logins in flight for the project"));
+        let now = login.created_at;
+        if map.logins.len() >= self.max_entries {
+            map.forget_expired(now);
+            if map.logins.len() >= self.max_entries {
+                return Err(StoreError::capacity_exceeded(
+                    "too many upstream logins in flight for the project",
+                ));
             }
         }
-        match map.entry(login.state_hash) {
-            std::collections::hash_map::Entry::Occupied(_) => {
-                Err(StoreError::new("an upstream login with this state is already stored"))
-            }
-            std::collections::hash_map::Entry::Vacant(slot) => {
-                slot.insert((login, false));
-                Ok(())
-            }
+        if map.logins.contains_key(&login.state_hash) {
+            return Err(StoreError::new("an upstream login with this state is already stored"));
         }
+        if let Some(source) = source {
+            let expiries = map.by_source.entry(source.as_str().to_owned()).or_default();
+            expiries.retain(|e| *e > now);
+            if expiries.len() >= self.per_source {
+                return Err(StoreError::capacity_exceeded(
+                    "too many upstream logins in flight from this source",
+                ));
+            }
+            expiries.push(login.expires_at);
+        }
+        map.logins.insert(login.state_hash, (login, false));
+        Ok(())
     }
 
     async fn take(
@@ -391,27 +577,27 @@ impl UpstreamLoginStore for MemoryUpstreamLoginStore {
         now: OffsetDateTime,
     ) -> Result<LoginTake, StoreError> {
         let mut projects = lock(&self.logins)?;
-        Ok(match projects.get_mut(project).and_then(|m| m.get_mut(state_hash)) {
-            None => LoginTake::Unknown,
-            Some((login, _)) if login.browser_hash != *browser_hash => LoginTake::WrongBrowser,
-            Some((login, taken)) if *taken => LoginTake::AlreadyTaken(Box::new(login.clone())),
-            Some((login, _)) if login.expires_at <= now => LoginTake::Expired(Box::new(login.clone())),
-            Some((login, taken)) => {
-                *taken = true;
-                LoginTake::Taken(Box::new(login.clone()))
-            }
-        })
+        Ok(
+            match projects.get_mut(project).and_then(|m| m.logins.get_mut(state_hash)) {
+                None => LoginTake::Unknown,
+                Some((login, _)) if login.browser_hash != *browser_hash => LoginTake::WrongBrowser,
+                Some((login, taken)) if *taken => LoginTake::AlreadyTaken(Box::new(login.clone())),
+                Some((login, _)) if login.expires_at <= now => LoginTake::Expired(Box::new(login.clone())),
+                Some((login, taken)) => {
+                    *taken = true;
+                    LoginTake::Taken(Box::new(login.clone()))
+                }
+            },
+        )
     }
 
     async fn purge(&self, now: OffsetDateTime) -> Result<usize, StoreError> {
         let mut projects = lock(&self.logins)?;
         let mut removed = 0;
         for map in projects.values_mut() {
-            let before = map.len();
-            map.retain(|_, (l, _)| l.expires_at > now);
-            removed += before - map.len();
+            removed += map.forget_expired(now);
         }
-        projects.retain(|_, m| !m.is_empty());
+        projects.retain(|_, m| !m.logins.is_empty());
         Ok(removed)
     }
 }

@@ -838,6 +838,11 @@ pub enum LoginFailure {
     /// Storage failed.
     #[error("the sign-in could not be completed")]
     Storage,
+    /// The login store holds as many logins in flight as it may, for the
+    /// project or for the request's source: the user may try again once
+    /// older ones expired.
+    #[error("too many sign-ins are in progress; try again later")]
+    TooManyLogins,
 }
 
 impl LoginFailure {
@@ -859,13 +864,14 @@ impl LoginFailure {
             Self::Userinfo(e) => format!("userinfo:{}", e.reason()).into(),
             Self::RefusedByPolicy { reason } => format!("refused_by_policy:{reason}").into(),
             Self::Storage => "storage_error".into(),
+            Self::TooManyLogins => "too_many_logins".into(),
         }
     }
 
     /// The OAuth error code for the MCP client: `access_denied` when the
     /// user or policy said no (or the sign-in must simply be started
     /// again), `temporarily_unavailable` when the provider is down or said
-    /// so, the OpenID Connect code when a `prompt=none` request needs
+    /// so or too many sign-ins are in flight, the OpenID Connect code when a `prompt=none` request needs
     /// interaction, `server_error` when the provider misbehaved or storage
     /// failed.
     pub fn code(&self) -> ErrorCode {
@@ -879,7 +885,9 @@ impl LoginFailure {
             | Self::IssuerMismatch
             | Self::RefusedByPolicy { .. } => ErrorCode::AccessDenied,
             Self::UpstreamError { error } if error == "temporarily_unavailable" => ErrorCode::TemporarilyUnavailable,
-            Self::ProviderUnavailable | Self::Userinfo(UserinfoError::Unreachable) => ErrorCode::TemporarilyUnavailable,
+            Self::ProviderUnavailable | Self::Userinfo(UserinfoError::Unreachable) | Self::TooManyLogins => {
+                ErrorCode::TemporarilyUnavailable
+            }
             Self::UpstreamError { .. }
             | Self::MalformedCallback
             | Self::TokenExchange

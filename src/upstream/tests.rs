@@ -41,6 +41,7 @@ fn pending() -> PendingAuthorization {
         redirect_uri: "https://app.example/cb".into(),
         redirect_host: Some("app.example".into()),
         loopback_only: false,
+        confidential: false,
         scopes: ScopeSet::parse("mcp:read").unwrap(),
         resources: ResourceSet::new(),
         state: Some("client-state".into()),
@@ -793,7 +794,7 @@ async fn login_store_takes_once() {
     let s = started();
     let hash = s.login.state_hash;
     let browser = s.browser_binding.hash();
-    store.insert(&project, s.login).await.unwrap();
+    store.insert(&project, s.login, None).await.unwrap();
     let other = ProjectId::new("proj_other").unwrap();
     assert!(matches!(
         store.take(&other, &hash, &browser, NOW).await.unwrap(),

@@ -70,11 +70,12 @@
 //! | `AdmissionStore::admit` | one transaction of conditional upserts, one per window in the order given (`INSERT ... ON CONFLICT (project, window_key) DO UPDATE SET count = count + 1 ... WHERE <window ended> OR count < max`); the first that affects no row rolls the transaction back. A concurrent admission waits on the row's lock (PostgreSQL) or the write lock (SQLite) and re-checks the count the winner committed, so no window ever admits more than its `max` |
 //! | `ReplayStore::check_and_insert` | a transaction around one `INSERT ... SELECT ... WHERE <the scope holds fewer than quota live ids> ON CONFLICT (project, scope, id_hash) DO UPDATE SET expires_at = ... WHERE <the stored entry expired>`: one row affected means first use; of concurrent callers the unique key lets one insert and the others find its live row. The quota's count and the insert are one step: SQLite runs the statement under its write lock; PostgreSQL first takes a transaction-scoped advisory lock on the (project, client) scope, so concurrent checks of one client queue and each counts what the previous committed. No global bound beyond the quotas: `purge` removes expired ids (each lives at most the assertion lifetime plus a minute) |
 //! | `UpstreamLoginStore::take` | one `UPDATE ... SET taken = TRUE WHERE ... AND taken = FALSE AND expires_at > now AND browser_hash = <the caller's> RETURNING login`: as for codes, the row lock (PostgreSQL) or the database write lock (SQLite) lets exactly one caller flip `taken`, whichever process it runs in; an expired login, or a caller from another browser, never takes it. The losers then read the row to answer `WrongBrowser` (checked first), `AlreadyTaken` or `Expired` |
-//! | `UpstreamLoginStore::insert` | one `INSERT ... SELECT ... WHERE <fewer than SqlOptions::upstream_login_capacity live logins in the project>`; a stored `state` hash is a primary-key violation (an error), never an overwrite |
+//! | `UpstreamLoginStore::insert` | one `INSERT ... SELECT ... WHERE <fewer than SqlOptions::upstream_login_capacity live logins in the project> AND <fewer than SqlOptions::upstream_logins_per_source live logins of the source in the project>` (a refusal is `StoreErrorKind::CapacityExceeded`); SQLite runs it under its write lock, PostgreSQL first takes a transaction-scoped advisory lock on the (project, source) pair, so concurrent inserts from one source, from any process, count what the previous committed and the per-source bound is exact (the project bound may be overshot by the number of concurrent inserts from different sources); a stored `state` hash is a primary-key violation (an error), never an overwrite |
 //! | `UserStore::upsert` | one `INSERT ... ON CONFLICT (project, subject) DO UPDATE ... RETURNING created_at`: the first sign-in's `created_at` is kept |
-//! | `UserStore::remember_consent` | a transaction whose FIRST statement upserts the consent row (`INSERT ... ON CONFLICT DO UPDATE`): it takes that row's lock (PostgreSQL, `READ COMMITTED`) or the database write lock (SQLite), so the read, union and write of the scopes and resources that follow see every approval committed before, and a concurrent approval waits and merges into this one's |
-//! | `UserStore::revoke_consent` | one `DELETE`; one row affected means there was a consent |
-//! | `UserStore::revoke_all_consents` | one `DELETE` of the user's rows in the project |
+//! | `UserStore::remember_consent` | a transaction whose FIRST statement upserts the consent row (`INSERT ... ON CONFLICT DO UPDATE`): it takes that row's lock (PostgreSQL, `READ COMMITTED`) or the database write lock (SQLite), so the read of the per-resource scopes, their union with the approval and the upsert of each approved resource's row that follow see every approval committed before, and a concurrent approval waits and merges into this one's |
+//! | `UserStore::consent` | one `SELECT` joining the consent row and its per-resource rows (one snapshot) |
+//! | `UserStore::revoke_consent` | a transaction that first deletes the consent row (taking the lock an approval in flight holds, so that approval commits first; one row affected means there was a consent), then its per-resource rows |
+//! | `UserStore::revoke_all_consents` | a transaction that first deletes the user's consent rows in the project (as `revoke_consent`, after any approval in flight), then their per-resource rows |
 //! | `GrantStore::revoke_grant` | a transaction that first writes a revocation marker, then deletes the grant's codes, tokens and summary. Inserts of codes and tokens are `INSERT ... SELECT ... WHERE NOT EXISTS <marker>`, and EVERY read and conditional update also requires that no marker exists, so a record inserted by a request that raced the revocation reads as absent whatever the interleaving |
 //! | `GrantStore::revoke_grants` | a transaction whose FIRST statement writes the markers of the whole batch (`INSERT INTO revoked_grants SELECT ... FROM grants WHERE <selector> AND NOT EXISTS <marker> ORDER BY ... LIMIT ... RETURNING grant_id`, through the `grants_subject` / `grants_client` index): it takes the write lock and fixes the batch; then each grant's codes, tokens and summary go. Each batch has `revoke_grant`'s guarantees, so a refresh racing the revocation of every grant of a user never leaves a live token |
 //! | grant summaries | written by `INSERT ... SELECT ... WHERE NOT EXISTS <marker> ON CONFLICT DO UPDATE` (use and expiry only grow) before the code or refresh token that creates them, and extended by a plain `UPDATE` for access tokens; a summary stored again by a write that raced a revocation (PostgreSQL, `READ COMMITTED`) is skipped by every listing and selection through the marker, like a racing token row |
@@ -118,8 +119,9 @@
 //! | `admission_windows` (7) | `(project, window_key)`; index `ends_at` | `started_at`, `ends_at`, `count` | none (keys are source addresses reduced to /64 or /24 networks) | purged once the window ended |
 //! | `replay_ids` (4) | `(project, scope, id_hash)`; index `expires_at` | `expires_at` | none (the `jti` as its SHA-256 digest) | purged once expired; at most the caller's quota of live ids per `(project, scope)` |
 //! | `local_users` (5) | `(project, subject)`; index `(project, upstream_issuer, upstream_subject)` | `upstream_issuer`, `upstream_subject`, `email`, `email_verified`, `name`, `created_at`, `last_login_at` | none (personal data: the user's email and name) | until deleted by the host |
-//! | `user_consents` (5) | `(project, subject, client_id)` | `scopes` (space-delimited union of every approval), `resources` (JSON array, union of every approval), `updated_at` | none | until revoked (`UserStore::revoke_consent`) |
-//! | `upstream_logins` (5) | `(project, state_hash)`; indexes `(project, expires_at)`, `expires_at` | `browser_hash` (SHA-256 of the browser-binding cookie), `taken`, `created_at`, `expires_at`, `login` (JSON of `UpstreamLogin`) | `state` as its hash only; the PKCE code verifier and the `nonce` sent upstream **in clear** inside `login` (the callback must send the verifier to the provider; both are worthless without the provider's code, which only ever reaches the callback) | at most 10 minutes live; purged once expired; at most [`SqlOptions::upstream_login_capacity`] live per project |
+//! | `user_consents` (5, 9) | `(project, subject, client_id)` | `updated_at` (the scopes and resources columns of 5 left in migration 9) | none | until revoked (`UserStore::revoke_consent`) |
+//! | `user_consent_scopes` (9) | `(project, subject, client_id, resource)` | `scopes` (space-delimited union of every approval for that resource; `resource` is the canonical URI, `''` for `ConsentTarget::NoResource`). Migration 9 gave each resource of a stored consent its whole scope union, and a consent without resources the `''` entry | none | deleted with its consent (`UserStore::revoke_consent`) |
+//! | `upstream_logins` (5, 9) | `(project, state_hash)`; indexes `(project, expires_at)`, `expires_at`, `(project, source, expires_at)` (9) | `source` (9: the request source's key, an address or its /64, or the host's name for it; `NULL` when none was given), `browser_hash` (SHA-256 of the browser-binding cookie), `taken`, `created_at`, `expires_at`, `login` (JSON of `UpstreamLogin`) | `state` as its hash only; the PKCE code verifier and the `nonce` sent upstream **in clear** inside `login` (the callback must send the verifier to the provider; both are worthless without the provider's code, which only ever reaches the callback) | at most 10 minutes live; purged once expired; at most [`SqlOptions::upstream_login_capacity`] live per project and [`SqlOptions::upstream_logins_per_source`] per source in a project |
 //! | `grants` (6) | `(project, grant_id)`; indexes `grants_subject (project, subject, granted_at, grant_id)`, `grants_client (project, client_id, granted_at, grant_id)`, `grants_expiry (expires_at)` | `client_id`, `subject`, `granted_at`, `last_used_at`, `expires_at`, `record` (JSON of the grant) | none (ids, scopes, resources) | deleted with the grant's revocation; purged [`crate::store::GRANT_SUMMARY_GRACE`] after `expires_at`. Migration 6 fills it from the live refresh tokens stored before it |
 //!
 //! Every hot-path lookup is by primary key (`(project, hash)`, `(project,
@@ -213,6 +215,15 @@ pub struct SqlOptions {
     /// database hold; concurrent inserts may overshoot it by at most
     /// their number.
     pub upstream_login_capacity: u32,
+    /// Upstream logins in flight one request source (the client address
+    /// the server was given, [`crate::cimd::RequestSource`]) may hold in
+    /// one project (default
+    /// [`crate::store::DEFAULT_UPSTREAM_LOGINS_PER_SOURCE`]): one address
+    /// cannot fill its project's share. Exact across processes: the
+    /// count and the insert are one statement under SQLite's write lock,
+    /// and PostgreSQL first takes an advisory lock on the (project,
+    /// source) pair.
+    pub upstream_logins_per_source: u32,
     /// Called with every database error.
     pub on_error: Option<ErrorHook>,
     /// Write audit events in the background, many per statement (default
@@ -248,6 +259,7 @@ impl Default for SqlOptions {
             audit_max_age: Some(time::Duration::days(90)),
             audit_max_rows_per_project: Some(100_000),
             upstream_login_capacity: 100_000,
+            upstream_logins_per_source: crate::store::DEFAULT_UPSTREAM_LOGINS_PER_SOURCE,
             on_error: None,
             audit_batching: false,
             key_encryption: None,
@@ -310,6 +322,12 @@ impl SqlOptions {
         self
     }
 
+    /// Sets [`SqlOptions::upstream_logins_per_source`] (at least 1).
+    pub fn upstream_logins_per_source(mut self, logins: u32) -> Self {
+        self.upstream_logins_per_source = logins.max(1);
+        self
+    }
+
     /// Sets [`SqlOptions::audit_batching`].
     pub const fn audit_batching(mut self, on: bool) -> Self {
         self.audit_batching = on;
@@ -347,6 +365,7 @@ impl fmt::Debug for SqlOptions {
             .field("audit_max_age", &self.audit_max_age)
             .field("audit_max_rows_per_project", &self.audit_max_rows_per_project)
             .field("upstream_login_capacity", &self.upstream_login_capacity)
+            .field("upstream_logins_per_source", &self.upstream_logins_per_source)
             .field("on_error", &self.on_error.is_some())
             .field("audit_batching", &self.audit_batching)
             .field("key_encryption", &self.key_encryption.is_some())
@@ -2204,6 +2223,31 @@ macro_rules! impl_sql_store {
                 })
             }
 
+            /// A consent from the rows of `CONSENT_GET`: `None` without a
+            /// row; the per-resource scopes of every row that has them
+            /// (a key stored twice, e.g. in raw and canonical form by
+            /// migration 9, is merged).
+            fn consent_from_rows(
+                &self,
+                rows: &[$row],
+            ) -> Result<Option<$crate::store::RememberedConsent>, StoreError> {
+                let Some(first) = rows.first() else {
+                    return Ok(None);
+                };
+                let updated_at: i64 = first.try_get(0).map_err(|e| self.fail("get consent", e))?;
+                let mut consent = $crate::store::RememberedConsent::new(time_of(updated_at)?);
+                for r in rows {
+                    let resource: Option<String> = r.try_get(1).map_err(|e| self.fail("get consent", e))?;
+                    let scopes: Option<String> = r.try_get(2).map_err(|e| self.fail("get consent", e))?;
+                    if let (Some(resource), Some(scopes)) = (resource, scopes) {
+                        let target = $crate::store::ConsentTarget::from_key(&resource)
+                            .map_err(|e| StoreError::with_source("stored consent resource", e))?;
+                        consent.allow_target(target, &stored_scopes(&scopes)?);
+                    }
+                }
+                Ok(Some(consent))
+            }
+
             async fn purge_upstream_logins(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
                 self.delete_batches("purge upstream logins", q::LOGIN_PURGE, secs(now))
                     .await
@@ -2285,37 +2329,32 @@ macro_rules! impl_sql_store {
                     .execute(&mut *tx)
                     .await
                     .map_err(|e| self.fail("remember consent: lock", e))?;
-                let row = sqlx::query(q::CONSENT_GET)
+                let rows = sqlx::query(q::CONSENT_GET)
                     .bind(project.as_str())
                     .bind(subject.as_str())
                     .bind(client_id)
-                    .fetch_one(&mut *tx)
+                    .fetch_all(&mut *tx)
                     .await
                     .map_err(|e| self.fail("remember consent: read", e))?;
-                let stored: String = row
-                    .try_get(0)
-                    .map_err(|e| self.fail("remember consent: read", e))?;
-                let stored_resources: String = row
-                    .try_get(1)
-                    .map_err(|e| self.fail("remember consent: read", e))?;
-                let mut merged = stored_scopes(&stored)?;
-                for s in scopes.iter() {
-                    merged.insert(s.clone());
+                let Some(mut merged) = self.consent_from_rows(&rows)? else {
+                    return Err(StoreError::new(format!("{BACKEND}: remember consent: the locked row is missing")));
+                };
+                merged.allow(scopes, resources);
+                for target in $crate::store::ConsentTarget::of(resources) {
+                    let allowed = merged
+                        .scopes_for(&target)
+                        .map(ToString::to_string)
+                        .unwrap_or_default();
+                    sqlx::query(q::CONSENT_SET_SCOPES)
+                        .bind(project.as_str())
+                        .bind(subject.as_str())
+                        .bind(client_id)
+                        .bind(target.key())
+                        .bind(allowed)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| self.fail("remember consent: write", e))?;
                 }
-                let mut merged_resources: $crate::resource::ResourceSet =
-                    from_json("consent resources", &stored_resources)?;
-                for r in resources.iter() {
-                    merged_resources.insert(r.clone());
-                }
-                sqlx::query(q::CONSENT_SET)
-                    .bind(project.as_str())
-                    .bind(subject.as_str())
-                    .bind(client_id)
-                    .bind(merged.to_string())
-                    .bind(to_json("consent resources", &merged_resources)?)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| self.fail("remember consent: write", e))?;
                 tx.commit()
                     .await
                     .map_err(|e| self.fail("remember consent: commit", e))?;
@@ -2328,24 +2367,14 @@ macro_rules! impl_sql_store {
                 subject: &$crate::grant::Subject,
                 client_id: &str,
             ) -> Result<Option<$crate::store::RememberedConsent>, StoreError> {
-                let row = sqlx::query(q::CONSENT_GET)
+                let rows = sqlx::query(q::CONSENT_GET)
                     .bind(project.as_str())
                     .bind(subject.as_str())
                     .bind(client_id)
-                    .fetch_optional(&self.pool)
+                    .fetch_all(&self.pool)
                     .await
                     .map_err(|e| self.fail("get consent", e))?;
-                row.map(|r| {
-                    let scopes: String = r.try_get(0).map_err(|e| self.fail("get consent", e))?;
-                    let resources: String = r.try_get(1).map_err(|e| self.fail("get consent", e))?;
-                    let updated_at: i64 = r.try_get(2).map_err(|e| self.fail("get consent", e))?;
-                    Ok($crate::store::RememberedConsent {
-                        scopes: stored_scopes(&scopes)?,
-                        resources: from_json("consent resources", &resources)?,
-                        updated_at: time_of(updated_at)?,
-                    })
-                })
-                .transpose()
+                self.consent_from_rows(&rows)
             }
 
             async fn revoke_consent(
@@ -2354,14 +2383,31 @@ macro_rules! impl_sql_store {
                 subject: &$crate::grant::Subject,
                 client_id: &str,
             ) -> Result<bool, StoreError> {
+                let mut tx = self
+                    .pool
+                    .begin()
+                    .await
+                    .map_err(|e| self.fail("revoke consent", e))?;
+                // The consent's row first: an approval in flight holds its
+                // lock, so it commits before its scopes are deleted.
                 let n = sqlx::query(q::CONSENT_REVOKE)
                     .bind(project.as_str())
                     .bind(subject.as_str())
                     .bind(client_id)
-                    .execute(&self.pool)
+                    .execute(&mut *tx)
                     .await
                     .map_err(|e| self.fail("revoke consent", e))?
                     .rows_affected();
+                sqlx::query(q::CONSENT_REVOKE_SCOPES)
+                    .bind(project.as_str())
+                    .bind(subject.as_str())
+                    .bind(client_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| self.fail("revoke consent: scopes", e))?;
+                tx.commit()
+                    .await
+                    .map_err(|e| self.fail("revoke consent: commit", e))?;
                 Ok(n > 0)
             }
 
@@ -2370,13 +2416,27 @@ macro_rules! impl_sql_store {
                 project: &ProjectId,
                 subject: &$crate::grant::Subject,
             ) -> Result<usize, StoreError> {
+                let mut tx = self
+                    .pool
+                    .begin()
+                    .await
+                    .map_err(|e| self.fail("revoke all consents", e))?;
                 let n = sqlx::query(q::CONSENT_REVOKE_ALL)
                     .bind(project.as_str())
                     .bind(subject.as_str())
-                    .execute(&self.pool)
+                    .execute(&mut *tx)
                     .await
                     .map_err(|e| self.fail("revoke all consents", e))?
                     .rows_affected();
+                sqlx::query(q::CONSENT_REVOKE_ALL_SCOPES)
+                    .bind(project.as_str())
+                    .bind(subject.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| self.fail("revoke all consents: scopes", e))?;
+                tx.commit()
+                    .await
+                    .map_err(|e| self.fail("revoke all consents: commit", e))?;
                 Ok(usize::try_from(n).unwrap_or(usize::MAX))
             }
         }
@@ -2392,7 +2452,21 @@ macro_rules! impl_sql_store {
                 &self,
                 project: &ProjectId,
                 login: $crate::upstream::UpstreamLogin,
+                source: Option<&$crate::cimd::RequestSource>,
             ) -> Result<(), StoreError> {
+                let op = "insert upstream login";
+                let source = source.map($crate::cimd::RequestSource::as_str);
+                let mut tx = self.pool.begin().await.map_err(|e| self.fail(op, e))?;
+                if BACKEND == "postgres"
+                    && let Some(source) = source
+                {
+                    sqlx::query(q::LOGIN_LOCK_SOURCE_POSTGRES)
+                        .bind(project.as_str())
+                        .bind(source)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| self.fail(op, e))?;
+                }
                 let n = sqlx::query(q::LOGIN_INSERT)
                     .bind(project.as_str())
                     .bind(login.state_hash.as_bytes().as_slice())
@@ -2401,13 +2475,17 @@ macro_rules! impl_sql_store {
                     .bind(to_json("upstream login", &login)?)
                     .bind(i64::from(self.options.upstream_login_capacity))
                     .bind(login.browser_hash.as_bytes().as_slice())
-                    .execute(&self.pool)
+                    .bind(source)
+                    .bind(i64::from(self.options.upstream_logins_per_source))
+                    .execute(&mut *tx)
                     .await
-                    .map_err(|e| self.fail("insert upstream login", e))?
+                    .map_err(|e| self.fail(op, e))?
                     .rows_affected();
+                tx.commit().await.map_err(|e| self.fail(op, e))?;
                 if n != 1 {
-                    return Err(StoreError::new(format!(
-                        "{BACKEND}: too many upstream logins in flight for project {}",
+                    // A bound, not a failure: not reported to `on_error`.
+                    return Err(StoreError::capacity_exceeded(format!(
+                        "{BACKEND}: too many upstream logins in flight for project {} or from its source",
                         project.as_str()
                     )));
                 }

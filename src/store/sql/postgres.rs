@@ -117,6 +117,11 @@ super::impl_sql_store!(
             sql: include_str!("migrations/postgres/0007_bounded_growth.sql"),
         },
         Migration {
+            version: 9,
+            name: "0009_consent_per_resource",
+            sql: include_str!("migrations/postgres/0009_consent_per_resource.sql"),
+        },
+        Migration {
             version: 10,
             name: "0010_sealed_signing_keys",
             sql: include_str!("migrations/postgres/0010_sealed_signing_keys.sql"),

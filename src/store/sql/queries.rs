@@ -534,35 +534,71 @@ pub(super) const USER_UPSERT: &str = "INSERT INTO local_users \
 pub(super) const USER_GET: &str = "SELECT upstream_issuer, upstream_subject, email, email_verified, name, \
      created_at, last_login_at FROM local_users WHERE project = $1 AND subject = $2";
 
-/// The first statement of `remember_consent`: creates the row (no scopes
-/// yet) or touches it, taking its row lock (PostgreSQL) or the database
-/// write lock (SQLite), so the read-merge-write that follows cannot lose a
-/// concurrent approval.
+/// The first statement of `remember_consent`: creates the consent's row
+/// or touches it, taking its row lock (PostgreSQL) or the database write
+/// lock (SQLite), so the read-merge-write of its per-resource scopes that
+/// follows cannot lose a concurrent approval.
 pub(super) const CONSENT_LOCK: &str = "INSERT INTO user_consents \
-     (project, subject, client_id, scopes, resources, updated_at) VALUES ($1, $2, $3, '', '[]', $4) \
+     (project, subject, client_id, updated_at) VALUES ($1, $2, $3, $4) \
      ON CONFLICT (project, subject, client_id) DO UPDATE SET updated_at = excluded.updated_at";
 
-pub(super) const CONSENT_GET: &str = "SELECT scopes, resources, updated_at FROM user_consents \
-     WHERE project = $1 AND subject = $2 AND client_id = $3";
+/// A consent and its per-resource scopes in one statement (one snapshot):
+/// one row per resource, or one row of NULLs for a consent that allows no
+/// resource yet; no row at all when there is no consent.
+pub(super) const CONSENT_GET: &str = "SELECT c.updated_at, r.resource, r.scopes FROM user_consents AS c \
+     LEFT JOIN user_consent_scopes AS r \
+     ON r.project = c.project AND r.subject = c.subject AND r.client_id = c.client_id \
+     WHERE c.project = $1 AND c.subject = $2 AND c.client_id = $3";
 
-pub(super) const CONSENT_SET: &str =
-    "UPDATE user_consents SET scopes = $4, resources = $5 WHERE project = $1 AND subject = $2 AND client_id = $3";
+/// The scopes allowed for one resource (`$4`, a `ConsentTarget` key),
+/// replaced by the merged union (under the lock of [`CONSENT_LOCK`]).
+pub(super) const CONSENT_SET_SCOPES: &str = "INSERT INTO user_consent_scopes \
+     (project, subject, client_id, resource, scopes) VALUES ($1, $2, $3, $4, $5) \
+     ON CONFLICT (project, subject, client_id, resource) DO UPDATE SET scopes = excluded.scopes";
 
+/// `revoke_consent`, second statement: the per-resource scopes (read
+/// after the first statement waited for any approval in flight, so none
+/// is left behind).
+pub(super) const CONSENT_REVOKE_SCOPES: &str =
+    "DELETE FROM user_consent_scopes WHERE project = $1 AND subject = $2 AND client_id = $3";
+
+/// `revoke_consent`, first statement: the consent itself (one row
+/// affected: there was one). It takes the row lock that approvals take
+/// first, so an approval in flight commits before the scopes are deleted.
 pub(super) const CONSENT_REVOKE: &str =
     "DELETE FROM user_consents WHERE project = $1 AND subject = $2 AND client_id = $3";
 
 pub(super) const CONSENT_REVOKE_ALL: &str = "DELETE FROM user_consents WHERE project = $1 AND subject = $2";
 
+/// Every per-resource row of a user's consents in a project.
+pub(super) const CONSENT_REVOKE_ALL_SCOPES: &str =
+    "DELETE FROM user_consent_scopes WHERE project = $1 AND subject = $2";
+
 // ---- upstream logins in flight ----
 
-/// Stores a login unless the project already has `$6` live ones (`$3`,
-/// the login's start, is "now"). The count is bounded by the limit, so a
-/// full project costs one bounded index scan. A taken `state_hash` is a
-/// constraint error, never an overwrite.
+/// Stores a login unless the project already has `$6` live ones, or its
+/// source (`$8`, `NULL` for none) already has `$9` live ones in the
+/// project (`$3`, the login's start, is "now"). Each count is bounded by
+/// its limit, so a full project or source costs one bounded index scan.
+/// A taken `state_hash` is a constraint error, never an overwrite.
+/// PostgreSQL runs it after [`LOGIN_LOCK_SOURCE_POSTGRES`] in the same
+/// transaction, so the per-source count is exact across processes.
 pub(super) const LOGIN_INSERT: &str = "INSERT INTO upstream_logins \
-     (project, state_hash, browser_hash, taken, created_at, expires_at, login) \
-     SELECT $1, $2, $7, FALSE, $3, $4, $5 WHERE (SELECT COUNT(*) FROM (SELECT 1 FROM upstream_logins \
-     WHERE project = $1 AND expires_at > $3 LIMIT $6) AS live) < $6";
+     (project, state_hash, browser_hash, taken, created_at, expires_at, login, source) \
+     SELECT $1, $2, $7, FALSE, $3, $4, $5, $8 WHERE (SELECT COUNT(*) FROM (SELECT 1 FROM upstream_logins \
+     WHERE project = $1 AND expires_at > $3 LIMIT $6) AS live) < $6 \
+     AND ($8 IS NULL OR (SELECT COUNT(*) FROM (SELECT 1 FROM upstream_logins \
+     WHERE project = $1 AND source = $8 AND expires_at > $3 LIMIT $9) AS mine) < $9)";
+
+/// PostgreSQL: the first statement of a login insert's transaction when
+/// the request has a source, a transaction-scoped advisory lock on
+/// (`$1` project, `$2` source): concurrent inserts from one source, from
+/// any process, run one after the other, each counting what the previous
+/// committed (a hash collision only makes two sources queue on one lock).
+/// Its first key differs from the replay store's and from the migration
+/// lock's.
+pub(super) const LOGIN_LOCK_SOURCE_POSTGRES: &str =
+    "SELECT pg_advisory_xact_lock(726354013, hashtext($1 || '/' || $2))";
 
 /// Takes a login: one conditional `UPDATE`; of concurrent callers only the
 /// one whose update flips `taken` gets the row back, never once the login
