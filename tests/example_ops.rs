@@ -307,3 +307,14 @@ fn an_http_issuer_is_explained() {
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("must not have a query or fragment"), "{stderr}");
 }
+
+/// Admin and introspection credentials are sent as bearer tokens, so the
+/// server refuses one that no client could send (RFC 6750 `b64token`).
+#[test]
+fn a_credential_that_is_not_a_bearer_token_is_refused() {
+    for flag in ["--admin-token", "--introspection-token"] {
+        let (code, stderr) = run_to_exit(&[flag, "my secret!"]);
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(stderr.contains(&format!("{flag} must be a bearer token")), "{stderr}");
+    }
+}

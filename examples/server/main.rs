@@ -97,6 +97,24 @@ struct Extra {
     audit_jsonl: Option<String>,
 }
 
+/// A credential clients send as `Authorization: Bearer <value>`: RFC 6750
+/// allows only `b64token` characters, and the server refuses anything else.
+fn bearer_flag(flag: &str, value: String) -> Result<String, String> {
+    let body = value.trim_end_matches('=');
+    let ok = !body.is_empty()
+        && value.len() <= 4096
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/'));
+    if ok {
+        Ok(value)
+    } else {
+        Err(format!(
+            "{flag} must be a bearer token: letters, digits and - . _ ~ + / (then optional =), at most 4096 bytes"
+        ))
+    }
+}
+
 fn parse_args() -> Result<(SocketAddr, app::Config, Extra), String> {
     let mut args = std::env::args().skip(1);
     let mut listen: SocketAddr = "127.0.0.1:8080".parse().map_err(|_| "bad default")?;
@@ -124,8 +142,8 @@ fn parse_args() -> Result<(SocketAddr, app::Config, Extra), String> {
             }
             "--listen" => listen = value()?.parse().map_err(|_| "--listen takes host:port")?,
             "--issuer" => issuer = Some(value()?),
-            "--admin-token" => admin = Some(value()?),
-            "--introspection-token" => introspection = Some(value()?),
+            "--admin-token" => admin = Some(bearer_flag(&flag, value()?)?),
+            "--introspection-token" => introspection = Some(bearer_flag(&flag, value()?)?),
             "--auto-approve" => auto_approve = true,
             "--allow-loopback-cimd" => allow_loopback = true,
             "--cimd-root-cert" => {
