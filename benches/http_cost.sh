@@ -18,8 +18,8 @@ N=${2:-}
 ROUNDS=${3:-}
 shift $(( $# < 3 ? $# : 3 ))
 export CARGO_INCREMENTAL=0
-cargo build --release --quiet --example server --example http_cost
-S=target/release/examples/server
+[ -n "${SERVER:-}" ] || cargo build --release --quiet --example server --example http_cost
+S=${SERVER:-target/release/examples/server}
 H=target/release/examples/http_cost
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 TOKEN=http-cost-admin

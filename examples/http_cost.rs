@@ -534,67 +534,71 @@ struct InProc {
 
 fn run_inproc(args: &Args) -> Result<()> {
     let me = std::process::id().to_string();
-    futures_executor::block_on(async {
-        let server = inproc_server().await?;
-        let project = ProjectId::new(PROJECT)?;
-        let iat = server
-            .issue_iat(&project, IatOptions::new().label("http_cost"))
-            .await?
-            .token
-            .expose_secret()
-            .to_owned();
-        let mut ctx = InProc {
-            server,
-            project,
-            iat: format!("Bearer {iat}"),
-            client_id: String::new(),
-            source: RequestSource::from_ip(IpAddr::V4(Ipv4Addr::LOCALHOST)),
-        };
-        ctx.client_id = ctx
-            .server
-            .register_client_from(
-                &ctx.project,
-                Some(&ctx.iat),
-                registration_body().as_bytes(),
-                ctx.source.ip(),
-            )
-            .await?
-            .client_id
-            .as_str()
-            .to_owned();
-        let mut samples = Vec::new();
-        for round in 0..=args.rounds {
-            let n = if round == 0 { args.warm } else { args.n };
-            for op in OPS {
-                let codes = match op {
-                    Op::Token => inproc_codes(&ctx, n).await?,
-                    _ => Vec::new(),
-                };
-                let bodies: Vec<String> = codes
-                    .iter()
-                    .map(|(code, v)| token_body(code, &ctx.client_id, v))
-                    .collect();
-                let s = if round == 0 {
-                    drive_inproc(&ctx, op, n, &bodies).await?;
-                    Sample::default()
-                } else {
-                    measured(&me, None, n, async {
-                        match op {
-                            Op::Discovery => measure_inproc_discovery(&ctx, n),
-                            Op::Register => measure_inproc_register(&ctx, n),
-                            Op::Token => measure_inproc_token(&ctx, &bodies),
-                        }
-                    })
-                    .await?
-                };
-                if round > 0 {
-                    samples.push((op, s));
-                }
+    let ctx = futures_executor::block_on(inproc_context())?;
+    let mut samples = Vec::new();
+    for round in 0..=args.rounds {
+        let n = if round == 0 { args.warm } else { args.n };
+        for op in OPS {
+            let codes = match op {
+                Op::Token => futures_executor::block_on(inproc_codes(&ctx, n))?,
+                _ => Vec::new(),
+            };
+            let bodies: Vec<String> = codes
+                .iter()
+                .map(|(code, v)| token_body(code, &ctx.client_id, v))
+                .collect();
+            if round == 0 {
+                futures_executor::block_on(drive_inproc(&ctx, op, n, &bodies))?;
+                continue;
             }
+            let (stat0, sched0) = cpu_seconds(&me)?;
+            match op {
+                Op::Discovery => measure_inproc_discovery(&ctx, n)?,
+                Op::Register => measure_inproc_register(&ctx, n)?,
+                Op::Token => measure_inproc_token(&ctx, &bodies)?,
+            }
+            let (stat1, sched1) = cpu_seconds(&me)?;
+            let s = Sample {
+                stat_us: (stat1 - stat0) * 1e6 / n as f64,
+                sched_us: (sched1 - sched0) * 1e6 / n as f64,
+                instructions: None,
+            };
+            samples.push((op, s));
         }
-        report("in process (driver, this process's CPU)", &samples);
-        Ok(())
-    })
+    }
+    report("in process (driver, this process's CPU)", &samples);
+    Ok(())
+}
+
+async fn inproc_context() -> Result<InProc> {
+    let server = inproc_server().await?;
+    let project = ProjectId::new(PROJECT)?;
+    let iat = server
+        .issue_iat(&project, IatOptions::new().label("http_cost"))
+        .await?
+        .token
+        .expose_secret()
+        .to_owned();
+    let mut ctx = InProc {
+        server,
+        project,
+        iat: format!("Bearer {iat}"),
+        client_id: String::new(),
+        source: RequestSource::from_ip(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+    };
+    ctx.client_id = ctx
+        .server
+        .register_client_from(
+            &ctx.project,
+            Some(&ctx.iat),
+            registration_body().as_bytes(),
+            ctx.source.ip(),
+        )
+        .await?
+        .client_id
+        .as_str()
+        .to_owned();
+    Ok(ctx)
 }
 
 /// The measured discovery calls (a function of their own, for
