@@ -20,7 +20,7 @@ shift $(( $# < 3 ? $# : 3 ))
 export CARGO_INCREMENTAL=0
 [ -n "${SERVER:-}" ] || cargo build --release --quiet --example server --example http_cost
 S=${SERVER:-target/release/examples/server}
-H=target/release/examples/http_cost
+H=${HARNESS:-target/release/examples/http_cost}
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 TOKEN=http-cost-admin
 OUT=$(mktemp -d)
