@@ -609,9 +609,14 @@ impl OAuthEndpoints {
         let started = Instant::now();
         let result = async {
             let (project, body) = self.form_request(req, &[Method::POST, Method::OPTIONS])?;
-            self.server
-                .token_from(&project, authorization(req), body, request_source(req))
-                .await
+            // Boxed: the driver's token future is several kilobytes, and
+            // every future that holds it inline is moved (copied) as a
+            // whole by each layer above (the router, the framework).
+            Box::pin(
+                self.server
+                    .token_from(&project, authorization(req), body, request_source(req)),
+            )
+            .await
         }
         .await;
         observe("token", started, &result);
@@ -633,9 +638,12 @@ impl OAuthEndpoints {
         let result = async {
             let (project, body) = self.json_request_allowing(req, &[Method::POST, Method::OPTIONS])?;
             let source = request_source(req).and_then(RequestSource::ip);
-            self.server
-                .register_client_from(&project, authorization(req), body, source)
-                .await
+            // Boxed, as in `token`.
+            Box::pin(
+                self.server
+                    .register_client_from(&project, authorization(req), body, source),
+            )
+            .await
         }
         .await;
         observe("register", started, &result);
