@@ -31,7 +31,7 @@ use std::error::Error;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
-use authio_mcp::cimd::{ReqwestFetcher, RequestSource};
+use authio_mcp::cimd::{RequestSource, ReqwestFetcher};
 use authio_mcp::dcr::{IatOptions, RegistrationPolicy};
 use authio_mcp::discovery::Issuer;
 use authio_mcp::grant::Subject;

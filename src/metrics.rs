@@ -114,7 +114,11 @@ pub(crate) fn store_error() {
 /// `.`, `:` or `-`; anything else becomes `other`.
 #[cfg(feature = "metrics")]
 fn bounded(value: &str) -> String {
-    if is_bounded(value) { value.to_owned() } else { "other".to_owned() }
+    if is_bounded(value) {
+        value.to_owned()
+    } else {
+        "other".to_owned()
+    }
 }
 
 /// Whether `value` is in the label vocabulary of [`bounded`].
