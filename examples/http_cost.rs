@@ -325,7 +325,11 @@ async fn http_main(args: &Args) -> Result<()> {
         .send()
         .await?;
     let v: serde_json::Value = serde_json::from_slice(&r.bytes().await?)?;
-    let iat = v["token"].as_str().ok_or("no initial access token")?.to_owned();
+    let iat = v
+        .get("token")
+        .and_then(serde_json::Value::as_str)
+        .ok_or("no initial access token")?
+        .to_owned();
     let client_id = http_register(&http, base, &iat).await?;
     let mut samples = Vec::new();
     for round in 0..=args.rounds {
@@ -437,7 +441,10 @@ async fn http_register(http: &reqwest::Client, base: &str, iat: &str) -> Result<
         .await?;
     let body = check(r, 201).await?;
     let v: serde_json::Value = serde_json::from_slice(&body)?;
-    Ok(v["client_id"].as_str().ok_or("no client_id")?.to_owned())
+    Ok(v.get("client_id")
+        .and_then(serde_json::Value::as_str)
+        .ok_or("no client_id")?
+        .to_owned())
 }
 
 /// `n` authorization codes (the example server auto-approves).
