@@ -106,12 +106,16 @@ impl RouterPaths {
     }
 }
 
-#[derive(Clone)]
-struct AppState {
+/// What every handler shares, behind one `Arc`: axum clones a handler's
+/// state for each request, and cloning [`OAuthEndpoints`] itself would
+/// take a reference on each of its many shared parts.
+struct Shared {
     endpoints: OAuthEndpoints,
     consent: Arc<dyn ConsentHandler>,
     max_body: usize,
 }
+
+type AppState = Arc<Shared>;
 
 /// A router with the discovery documents, the authorization endpoint and
 /// the registration, CIMD preview, token, revocation, introspection, JWKS
@@ -148,11 +152,11 @@ pub fn project_path_router(
 
 fn mount(prefix: &str, endpoints: OAuthEndpoints, consent: Arc<dyn ConsentHandler>, paths: &RouterPaths) -> Router {
     let at = |path: &str| format!("{prefix}{path}");
-    let state = AppState {
+    let state: AppState = Arc::new(Shared {
         max_body: endpoints.max_body(),
         endpoints,
         consent,
-    };
+    });
     let mut router = Router::new()
         .route(
             &format!("/.well-known/oauth-authorization-server{prefix}"),

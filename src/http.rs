@@ -421,7 +421,7 @@ impl OAuthEndpoints {
         .instrument(span.clone())
         .await
         .unwrap_or_else(AuthorizeOutcome::ShowError);
-        let end = |outcome: &str, e: Option<&OAuthError>| ended("authorize", &span, started, outcome, e);
+        let end = |outcome: &'static str, e: Option<&OAuthError>| ended("authorize", &span, started, outcome, e);
         match outcome {
             AuthorizeOutcome::ShowError(e) => {
                 end(e.code().as_str(), Some(&e));
@@ -640,9 +640,14 @@ impl OAuthEndpoints {
         }
         let result = traced("token", async {
             let (project, body) = self.form_request(req, &[Method::POST, Method::OPTIONS])?;
-            self.server
-                .token_from(&project, authorization(req), body, request_source(req))
-                .await
+            // Boxed: the driver's token future is several kilobytes, and
+            // every future that holds it inline is moved (copied) as a
+            // whole by each layer above (the router, the framework).
+            Box::pin(
+                self.server
+                    .token_from(&project, authorization(req), body, request_source(req)),
+            )
+            .await
         })
         .await;
         let mut response = match result {
@@ -662,9 +667,12 @@ impl OAuthEndpoints {
         let result = traced("register", async {
             let (project, body) = self.json_request_allowing(req, &[Method::POST, Method::OPTIONS])?;
             let source = request_source(req).and_then(RequestSource::ip);
-            self.server
-                .register_client_from(&project, authorization(req), body, source)
-                .await
+            // Boxed, as in `token`.
+            Box::pin(
+                self.server
+                    .register_client_from(&project, authorization(req), body, source),
+            )
+            .await
         })
         .await;
         let mut response = match result {
@@ -897,7 +905,13 @@ async fn traced<T>(
 }
 
 /// The end of an endpoint call: metrics and the span's closing event.
-fn ended(endpoint: &'static str, span: &tracing::Span, started: Instant, outcome: &str, error: Option<&OAuthError>) {
+fn ended(
+    endpoint: &'static str,
+    span: &tracing::Span,
+    started: Instant,
+    outcome: &'static str,
+    error: Option<&OAuthError>,
+) {
     metrics::request(endpoint, outcome, started.elapsed());
     trace::finish(span, outcome, error);
 }

@@ -32,13 +32,15 @@ use std::time::Duration;
 use crate::audit::AuditEvent;
 
 /// Records one request of `endpoint` with its `outcome` and duration.
-pub(crate) fn request(endpoint: &'static str, outcome: &str, elapsed: Duration) {
+pub(crate) fn request(endpoint: &'static str, outcome: &'static str, elapsed: Duration) {
     #[cfg(not(feature = "metrics"))]
     let _ = (endpoint, outcome, elapsed);
     #[cfg(feature = "metrics")]
     {
-        ::metrics::counter!("authio_requests_total", "endpoint" => endpoint, "outcome" => bounded(outcome))
-            .increment(1);
+        // Both values are static strings: the labels borrow them (no
+        // per-request copy).
+        let outcome = if is_bounded(outcome) { outcome } else { "other" };
+        ::metrics::counter!("authio_requests_total", "endpoint" => endpoint, "outcome" => outcome).increment(1);
         ::metrics::histogram!("authio_request_duration_seconds", "endpoint" => endpoint).record(elapsed.as_secs_f64());
     }
 }
@@ -112,12 +114,21 @@ pub(crate) fn store_error() {
 /// `.`, `:` or `-`; anything else becomes `other`.
 #[cfg(feature = "metrics")]
 fn bounded(value: &str) -> String {
-    let ok = !value.is_empty()
+    if is_bounded(value) {
+        value.to_owned()
+    } else {
+        "other".to_owned()
+    }
+}
+
+/// Whether `value` is in the label vocabulary of [`bounded`].
+#[cfg(feature = "metrics")]
+fn is_bounded(value: &str) -> bool {
+    !value.is_empty()
         && value.len() <= 48
         && value
             .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b':' | b'-'));
-    if ok { value.to_owned() } else { "other".to_owned() }
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b':' | b'-'))
 }
 
 #[cfg(all(test, feature = "metrics"))]

@@ -5,6 +5,7 @@
 //! `proj_demo` with MCP enabled. Run with `--help` for the flags.
 
 mod app;
+mod serve;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -400,17 +401,18 @@ async fn run(
         None => println!("  sign-in:             demo login (no password; --upstream-issuer for a real one)"),
     }
     // The peer address becomes each request's source (CIMD fetch budgets,
-    // tokenless registration, pending consents).
-    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown({
-            let app = app.clone();
-            async move {
-                let _ = tokio::signal::ctrl_c().await;
-                app.start_draining();
-                println!("shutting down");
-            }
-        })
-        .await?;
+    // tokenless registration, pending consents). `serve::serve` is
+    // `axum::serve` with connect info and graceful shutdown, minus a
+    // scheduler round trip per request with a body (see serve.rs).
+    serve::serve(listener, router, {
+        let app = app.clone();
+        async move {
+            let _ = tokio::signal::ctrl_c().await;
+            app.start_draining();
+            println!("shutting down");
+        }
+    })
+    .await;
     // Writes queued audit events and closes the database.
     app.storage.close().await;
     Ok(())
