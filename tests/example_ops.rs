@@ -122,13 +122,34 @@ impl Drop for Server {
 
 /// Runs the server with `args` until it exits; its exit code and
 /// standard error.
+/// Runs the server with `args` on a free port and waits for it to exit;
+/// one that starts instead (it should have refused) is killed after 60 s
+/// and fails the test rather than hanging it.
 fn run_to_exit(args: &[&str]) -> (Option<i32>, String) {
-    let out = Command::new(server_binary())
-        .args(["--database-url", "memory:", "--purge-interval-secs", "0"])
+    let mut child = Command::new(server_binary())
+        .args([
+            "--database-url",
+            "memory:",
+            "--purge-interval-secs",
+            "0",
+            "--listen",
+            "127.0.0.1:0",
+        ])
         .args(args)
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("the server did not exit with {args:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
     (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
