@@ -422,8 +422,24 @@ pub(crate) fn to_json<T: serde::Serialize>(what: &str, value: &T) -> Result<Stri
     serde_json::to_string(value).map_err(|e| StoreError::with_source(format!("encoding {what}"), e))
 }
 
+/// Decodes a stored JSON column. The error names the kind of failure and
+/// its position only: serde_json's messages quote the offending value,
+/// and a stored record can hold a code verifier, a nonce or an email that
+/// must never reach a log line ([`StoreError::log`]).
 pub(crate) fn from_json<T: serde::de::DeserializeOwned>(what: &str, json: &str) -> Result<T, StoreError> {
-    serde_json::from_str(json).map_err(|e| StoreError::with_source(format!("decoding stored {what}"), e))
+    serde_json::from_str(json).map_err(|e| {
+        let kind = match e.classify() {
+            serde_json::error::Category::Io => "I/O",
+            serde_json::error::Category::Syntax => "syntax",
+            serde_json::error::Category::Data => "data",
+            serde_json::error::Category::Eof => "end-of-input",
+        };
+        StoreError::new(format!(
+            "decoding stored {what}: {kind} error at line {} column {}",
+            e.line(),
+            e.column()
+        ))
+    })
 }
 
 pub(crate) fn hash_of(bytes: &[u8]) -> Result<crate::secret::SecretHash, StoreError> {
@@ -2667,3 +2683,30 @@ macro_rules! impl_sql_store {
     };
 }
 pub(crate) use impl_sql_store;
+
+#[cfg(test)]
+mod json_error_tests {
+    use super::*;
+
+    /// A malformed stored record never puts its values into the error
+    /// (which is logged): only the kind and position of the failure.
+    #[test]
+    fn decoding_errors_never_quote_stored_values() {
+        for stored in [
+            r#""SECRET_MARKER""#,
+            r#"{"code_verifier": "SECRET_MARKER"}"#,
+            r#"["SECRET_MARKER", 1]"#,
+            r#"SECRET_MARKER"#,
+        ] {
+            let e = from_json::<i64>("upstream login", stored).unwrap_err();
+            let mut text = format!("{e} {e:?}");
+            let mut next = std::error::Error::source(&e);
+            while let Some(cause) = next {
+                text.push_str(&cause.to_string());
+                next = cause.source();
+            }
+            assert!(!text.contains("SECRET_MARKER"), "{text}");
+            assert!(text.contains("decoding stored upstream login"), "{text}");
+        }
+    }
+}
