@@ -21,6 +21,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, h
 use tracing::Instrument as _;
 
 use crate::authorize::PendingAuthorization;
+pub use crate::bearer::is_bearer_token;
 /// Who caused a request (the same type as [`crate::cimd::RequestSource`]):
 /// one request extension, set once by the edge, read by the CIMD fetch
 /// budgets and by tokenless registration.

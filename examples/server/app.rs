@@ -322,6 +322,8 @@ pub struct App {
     consent: Arc<ConsentPage>,
     /// Set once shutdown began: `/readyz` answers 503 from then on.
     draining: Arc<AtomicBool>,
+    /// `/readyz`'s last store check.
+    ready: Arc<ReadyCheck>,
 }
 
 impl App {
@@ -505,6 +507,7 @@ impl App {
             config: Arc::new(config),
             consent,
             draining: Arc::new(AtomicBool::new(false)),
+            ready: Arc::default(),
         })
     }
 
@@ -720,24 +723,61 @@ fn status_json(status: StatusCode, body: serde_json::Value) -> Response {
     r
 }
 
-/// `GET /healthz`: 200 when the store answers, 503 otherwise (the
-/// failure is logged, never shown). No credentials needed; nothing
-/// secret in the answer.
-async fn healthz(State(app): State<App>) -> Response {
-    match app.storage.check().await {
-        Ok(()) => status_json(StatusCode::OK, serde_json::json!({"status": "ok", "store": "ok"})),
-        Err(e) => {
-            e.log();
-            status_json(
-                StatusCode::SERVICE_UNAVAILABLE,
-                serde_json::json!({"status": "unavailable", "store": "unreachable"}),
-            )
+/// `GET /healthz`: 200 while the process serves requests (liveness). It
+/// never touches the store: a database outage must not make an
+/// orchestrator restart healthy processes. No credentials needed.
+async fn healthz() -> Response {
+    status_json(StatusCode::OK, serde_json::json!({"status": "ok"}))
+}
+
+/// How long `/readyz` reuses its last store check.
+const READY_CACHE: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long `/readyz` waits for the store.
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The last store check of `/readyz`: reused for [`READY_CACHE`], and one
+/// check at a time (concurrent probes wait for it and share its answer),
+/// so probes cost the database at most one query per second.
+#[derive(Default)]
+struct ReadyCheck {
+    /// When, whether the store answered, and checks made so far.
+    last: tokio::sync::Mutex<(Option<(Instant, bool)>, u64)>,
+}
+
+impl ReadyCheck {
+    /// Whether the store answered (at most [`READY_CACHE`] ago), and how
+    /// many checks were made so far.
+    async fn store_ok(&self, storage: &Storage) -> (bool, u64) {
+        let mut last = self.last.lock().await;
+        if let (Some((at, ok)), n) = *last
+            && at.elapsed() < READY_CACHE
+        {
+            return (ok, n);
         }
+        let ok = match tokio::time::timeout(READY_TIMEOUT, storage.check()).await {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                e.log();
+                false
+            }
+            Err(_) => {
+                tracing::warn!(
+                    timeout_ms = READY_TIMEOUT.as_millis() as u64,
+                    "readiness: the store did not answer in time"
+                );
+                false
+            }
+        };
+        last.1 += 1;
+        last.0 = Some((Instant::now(), ok));
+        (ok, last.1)
     }
 }
 
 /// `GET /readyz`: 200 while the server takes new requests (started, the
-/// store answering, not shutting down), 503 otherwise.
+/// store answering within 500 ms, not shutting down), 503 otherwise. The
+/// store check is made at most once a second ([`ReadyCheck`]);
+/// `store_checks` counts them. The failure is logged, never shown.
 async fn readyz(State(app): State<App>) -> Response {
     if app.draining.load(Ordering::Relaxed) {
         return status_json(
@@ -745,15 +785,15 @@ async fn readyz(State(app): State<App>) -> Response {
             serde_json::json!({"status": "draining"}),
         );
     }
-    match app.storage.check().await {
-        Ok(()) => status_json(StatusCode::OK, serde_json::json!({"status": "ready"})),
-        Err(e) => {
-            e.log();
-            status_json(
-                StatusCode::SERVICE_UNAVAILABLE,
-                serde_json::json!({"status": "unavailable", "store": "unreachable"}),
-            )
-        }
+    match app.ready.store_ok(&app.storage).await {
+        (true, n) => status_json(
+            StatusCode::OK,
+            serde_json::json!({"status": "ready", "store": "ok", "store_checks": n}),
+        ),
+        (false, n) => status_json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({"status": "unavailable", "store": "unreachable", "store_checks": n}),
+        ),
     }
 }
 
@@ -774,12 +814,12 @@ async fn log_request(mut req: Request, next: Next) -> Response {
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         req.headers_mut().insert(REQUEST_ID_HEADER, v);
     }
-    let mut meta = RequestMeta::new().request_id(&request_id);
+    let mut meta = RequestMeta::new().with_request_id(&request_id);
     if let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>() {
-        meta = meta.client_ip(peer.ip());
+        meta = meta.with_client_ip(peer.ip());
     }
     if let Some(ua) = req.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok()) {
-        meta = meta.user_agent(ua);
+        meta = meta.with_user_agent(ua);
     }
     let span = tracing::info_span!("request", id = %request_id);
     let mut response = async {

@@ -72,9 +72,10 @@ USAGE: cargo run --example server -- [FLAGS]
 Logs go to standard error (RUST_LOG sets the filter, default info), without
 colours unless standard error is a terminal; every line of a request carries
 its request id, which the response's x-request-id header repeats.
-GET /healthz answers 200 when the store is reachable (503 otherwise), GET
-/readyz 200 while the server takes requests (503 when the store is
-unreachable or the server is shutting down).
+GET /healthz answers 200 while the process runs (it never queries the
+store), GET /readyz 200 while the server takes requests (503 when the store
+did not answer within 500 ms or the server is shutting down; the store is
+checked at most once a second).
 ";
 
 /// The default `--database-url`: a SQLite file in the working directory.
@@ -101,13 +102,7 @@ struct Extra {
 /// A credential clients send as `Authorization: Bearer <value>`: RFC 6750
 /// allows only `b64token` characters, and the server refuses anything else.
 fn bearer_flag(flag: &str, value: String) -> Result<String, String> {
-    let body = value.trim_end_matches('=');
-    let ok = !body.is_empty()
-        && value.len() <= 4096
-        && body
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/'));
-    if ok {
+    if authio_mcp::http::is_bearer_token(&value) {
         Ok(value)
     } else {
         Err(format!(
@@ -317,12 +312,15 @@ async fn run(
     });
     let audit_jsonl: Option<Arc<dyn AuditSink>> = match &extra.audit_jsonl {
         Some(path) => {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(|e| format!("--audit-jsonl {path}: {e}"))?;
-            Some(Arc::new(JsonLinesAuditSink::new(std::io::LineWriter::new(file))))
+            let mut options = std::fs::OpenOptions::new();
+            options.create(true).append(true);
+            // Audit events name users and clients: readable by the
+            // server's user only (when the file is created here).
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let file = options.open(path).map_err(|e| format!("--audit-jsonl {path}: {e}"))?;
+            // Written on the sink's own thread, one whole line per write.
+            Some(Arc::new(JsonLinesAuditSink::new(file)))
         }
         None => None,
     };

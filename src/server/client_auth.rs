@@ -178,6 +178,7 @@ impl AuthorizationServer {
             crate::audit::AuditKind::ClientAssertionRejected {
                 client_id: id.to_string(),
                 reason: reason.to_owned(),
+                client_authenticated: false,
             },
         )
         .await;

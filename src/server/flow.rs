@@ -102,6 +102,8 @@ pub enum ApproveError {
 struct TokenSeen {
     client_id: Option<ClientId>,
     grant_type: Option<GrantTypeParam>,
+    /// Whether client authentication succeeded.
+    authenticated: bool,
 }
 
 impl ApproveError {
@@ -228,6 +230,7 @@ impl AuthorizationServer {
                 error: error.code().as_str().to_owned(),
                 reason: error.reason().unwrap_or(error.code().as_str()).to_owned(),
                 redirected,
+                client_authenticated: false,
             },
         )
         .await;
@@ -398,6 +401,7 @@ impl AuthorizationServer {
                     grant_type: seen.grant_type.map(|g| g.as_str().to_owned()),
                     error: e.code().as_str().to_owned(),
                     reason: e.reason().unwrap_or(e.code().as_str()).to_owned(),
+                    client_authenticated: seen.authenticated,
                 },
             )
             .await;
@@ -441,6 +445,7 @@ impl AuthorizationServer {
             .await?;
         crate::trace::record_client(&client.client_id);
         seen.client_id = Some(client.client_id.clone());
+        seen.authenticated = true;
         let result = match grant_type {
             GrantTypeParam::AuthorizationCode => self.exchange_code(project, &settings, &client, &req).await,
             GrantTypeParam::RefreshToken => self.refresh(project, &settings, &client, &req).await,
@@ -465,6 +470,9 @@ impl AuthorizationServer {
                 client_id: client_id.to_string(),
                 endpoint: endpoint.to_owned(),
                 detail: error.description().unwrap_or_default().to_owned(),
+                // The token endpoint refuses resources after client
+                // authentication; an authorization request has none.
+                client_authenticated: endpoint == "token",
             },
         )
         .await;
@@ -556,6 +564,7 @@ impl AuthorizationServer {
                                 .map(|id| id.to_string())
                                 .unwrap_or_default(),
                             reason: "malformed".to_owned(),
+                            client_authenticated: false,
                         },
                     )
                     .await;

@@ -237,3 +237,29 @@ pub fn query_param(location: &str, name: &str) -> Option<String> {
 pub fn resource() -> ResourceUri {
     ResourceUri::parse(RESOURCE).unwrap()
 }
+
+/// The example server's binary: `AUTHIO_TEST_SERVER_BIN`, else the one
+/// cargo built next to the test (`target/debug/deps/TEST-HASH` ->
+/// `target/debug/examples/server`; `cargo test` builds examples first).
+pub fn server_binary() -> std::path::PathBuf {
+    if let Some(path) = std::env::var_os("AUTHIO_TEST_SERVER_BIN") {
+        return path.into();
+    }
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().unwrap().parent().unwrap().join("examples").join("server");
+    assert!(
+        bin.exists(),
+        "{} missing: run `cargo build --example server`",
+        bin.display()
+    );
+    bin
+}
+
+/// A loopback port free at the time of asking.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
