@@ -363,7 +363,16 @@ async fn upstream_logins_are_shared_by_instances_and_survive_restarts() {
         assert_eq!(r.status(), StatusCode::BAD_REQUEST);
         assert!(r.headers().get("location").is_none(), "never a second redirect");
     }
-    let reasons = setup.failure_reasons(&a_url).await;
+    // B's rejection reaches the database with its next rejection flush
+    // (once a second): read on A until it is there.
+    let mut reasons = Vec::new();
+    for _ in 0..50 {
+        reasons = setup.failure_reasons(&a_url).await;
+        if reasons.iter().filter(|r| *r == "replayed_callback").count() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(
         reasons.iter().filter(|r| *r == "replayed_callback").count(),
         2,

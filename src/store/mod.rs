@@ -635,7 +635,12 @@ pub trait AuditLog: AuditSink {
     /// flood of them is seen as a number and cannot bury anything), oldest
     /// minute first: at least the last day's, at most the newest 10,000
     /// counters. Counting must be exact across processes sharing the store
-    /// (an atomic increment).
+    /// (an atomic increment). A store may count in memory and write the
+    /// counters in batches, so that junk requests are not a database write
+    /// each: this process's pending counts are written before it answers,
+    /// another process's within its flush interval (the SQL stores: at
+    /// most `sql::REJECTION_FLUSH_INTERVAL`, a second, with the `sqlite` or
+    /// `postgres` feature).
     ///
     /// # Errors
     /// [`StoreError`] when storage fails.

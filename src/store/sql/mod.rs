@@ -947,6 +947,8 @@ macro_rules! impl_sql_store {
             /// # Errors
             /// [`StoreError`] when the database fails.
             pub async fn purge_audit(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+                // Pending rejections first, so the limits apply to them too.
+                self.flush_rejections().await;
                 // Rejection counters are kept for a day.
                 let mut removed = self
                     .delete_batches(
