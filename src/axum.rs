@@ -20,7 +20,7 @@ use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
+use axum::routing::{MethodRouter, any, get};
 use http::request::Parts;
 
 use crate::authorize::PendingAuthorization;
@@ -71,7 +71,7 @@ pub struct RouterPaths {
     pub token: String,
     /// Registration endpoint.
     pub registration: String,
-    /// The CIMD preview endpoint (`/oauth2/cimd/resolve`).
+    /// The CIMD preview endpoint (default `/oauth2/cimd/resolve`).
     pub cimd_resolve: String,
     /// Revocation endpoint.
     pub revocation: String,
@@ -88,7 +88,8 @@ pub struct RouterPaths {
 }
 
 impl RouterPaths {
-    /// The server's endpoint paths, with `authorize` as the authorization
+    /// The server's endpoint paths ([`crate::server::AuthorizationServer::paths`],
+    /// where every path is defined), with `authorize` as the authorization
     /// endpoint.
     pub fn new(endpoints: &OAuthEndpoints, authorize: impl Into<String>) -> Self {
         let p = endpoints.server().paths();
@@ -96,7 +97,7 @@ impl RouterPaths {
             authorize: authorize.into(),
             token: p.token.clone(),
             registration: p.registration.clone(),
-            cimd_resolve: "/oauth2/cimd/resolve".to_owned(),
+            cimd_resolve: p.cimd_resolve.clone(),
             revocation: p.revocation.clone(),
             introspection: p.introspection.clone(),
             jwks: p.jwks.clone(),
@@ -180,11 +181,11 @@ fn mount(prefix: &str, endpoints: OAuthEndpoints, consent: Arc<dyn ConsentHandle
     }
     router
         .route(&at(&paths.authorize), get(authorize))
-        .route(&at(&paths.token), any(token))
-        .route(&at(&paths.registration), any(register))
-        .route(&at(&paths.cimd_resolve), any(cimd_resolve))
-        .route(&at(&paths.revocation), any(revoke))
-        .route(&at(&paths.introspection), any(introspect))
+        .route(&at(&paths.token), buffered(BodyEndpoint::Token))
+        .route(&at(&paths.registration), buffered(BodyEndpoint::Register))
+        .route(&at(&paths.cimd_resolve), buffered(BodyEndpoint::CimdResolve))
+        .route(&at(&paths.revocation), buffered(BodyEndpoint::Revoke))
+        .route(&at(&paths.introspection), buffered(BodyEndpoint::Introspect))
         .route(&at(&paths.jwks), any(jwks))
         .route(&at(&paths.userinfo), any(userinfo))
         .with_state(state)
@@ -298,37 +299,41 @@ async fn upstream_callback(State(s): State<AppState>, req: Request) -> Response 
     }
 }
 
-async fn token(State(s): State<AppState>, req: Request) -> Response {
-    match buffer(with_request_source(req), s.max_body + 1).await {
-        Ok(req) => into_axum(s.endpoints.token(&req).await),
-        Err(r) => r,
-    }
+/// The endpoints that read a body.
+#[derive(Clone, Copy, Debug)]
+enum BodyEndpoint {
+    Token,
+    Register,
+    CimdResolve,
+    Revoke,
+    Introspect,
 }
 
-async fn register(State(s): State<AppState>, req: Request) -> Response {
-    match buffer(with_request_source(req), s.max_body + 1).await {
-        Ok(req) => into_axum(s.endpoints.register(&req).await),
-        Err(r) => r,
-    }
+/// The route of an endpoint that reads a body: one handler for all of
+/// them, [`buffered_call`].
+fn buffered(endpoint: BodyEndpoint) -> MethodRouter<AppState> {
+    any(move |State(s): State<AppState>, req: Request| buffered_call(s, endpoint, req))
 }
 
-async fn cimd_resolve(State(s): State<AppState>, req: Request) -> Response {
-    match buffer(with_request_source(req), s.max_body + 1).await {
-        Ok(req) => into_axum(s.endpoints.cimd_resolve(&req).await),
-        Err(r) => r,
-    }
-}
-
-async fn revoke(State(s): State<AppState>, req: Request) -> Response {
-    match buffer(req, s.max_body + 1).await {
-        Ok(req) => into_axum(s.endpoints.revoke(&req).await),
-        Err(r) => r,
-    }
-}
-
-async fn introspect(State(s): State<AppState>, req: Request) -> Response {
-    match buffer(req, s.max_body + 1).await {
-        Ok(req) => into_axum(s.endpoints.introspect(&req).await),
-        Err(r) => r,
-    }
+/// The body up to the endpoints' limit (413 beyond; one byte more is read
+/// so that the endpoint itself refuses a body just over it), then the
+/// endpoint. The request's source is inserted for the endpoints that read
+/// it.
+async fn buffered_call(s: AppState, endpoint: BodyEndpoint, req: Request) -> Response {
+    let req = match endpoint {
+        BodyEndpoint::Token | BodyEndpoint::Register | BodyEndpoint::CimdResolve => with_request_source(req),
+        BodyEndpoint::Revoke | BodyEndpoint::Introspect => req,
+    };
+    let req = match buffer(req, s.max_body.saturating_add(1)).await {
+        Ok(req) => req,
+        Err(r) => return r,
+    };
+    let endpoints = &s.endpoints;
+    into_axum(match endpoint {
+        BodyEndpoint::Token => endpoints.token(&req).await,
+        BodyEndpoint::Register => endpoints.register(&req).await,
+        BodyEndpoint::CimdResolve => endpoints.cimd_resolve(&req).await,
+        BodyEndpoint::Revoke => endpoints.revoke(&req).await,
+        BodyEndpoint::Introspect => endpoints.introspect(&req).await,
+    })
 }
