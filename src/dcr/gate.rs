@@ -26,7 +26,7 @@ pub enum RegistrationError {
         /// The pinned method.
         pinned: &'static str,
     },
-    /// The project holds [`RegistrationPolicy::max_clients_per_project`]
+    /// The project holds [`RegistrationPolicy::max_clients_per_project`](super::RegistrationPolicy::max_clients_per_project)
     /// clients.
     #[error("the project has reached its limit of registered clients")]
     QuotaExceeded,

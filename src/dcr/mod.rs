@@ -14,7 +14,7 @@
 //! An IAT is `iatk_` followed by the unpadded base64url encoding of 32
 //! random bytes (256 bits). It is shown once, when issued
 //! ([`IatRecord::issue`]); the [`IatRecord`] keeps only its SHA-256
-//! [`SecretHash`]. Because the token has 256 bits of entropy, an unsalted
+//! [`SecretHash`](crate::secret::SecretHash). Because the token has 256 bits of entropy, an unsalted
 //! fast hash is a safe lookup key, and looking a record up by hash leaks
 //! nothing useful through timing; equality of hashes is constant-time.
 //!
