@@ -13,6 +13,7 @@
 //! renderer through [`OAuthEndpoints::consent_page`] and a
 //! [`crate::pages::ConsentView`] of the pending authorization.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -20,7 +21,7 @@ use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, any, get};
+use axum::routing::{any, get};
 use http::request::Parts;
 
 use crate::authorize::PendingAuthorization;
@@ -181,11 +182,11 @@ fn mount(prefix: &str, endpoints: OAuthEndpoints, consent: Arc<dyn ConsentHandle
     }
     router
         .route(&at(&paths.authorize), get(authorize))
-        .route(&at(&paths.token), buffered(BodyEndpoint::Token))
-        .route(&at(&paths.registration), buffered(BodyEndpoint::Register))
-        .route(&at(&paths.cimd_resolve), buffered(BodyEndpoint::CimdResolve))
-        .route(&at(&paths.revocation), buffered(BodyEndpoint::Revoke))
-        .route(&at(&paths.introspection), buffered(BodyEndpoint::Introspect))
+        .route(&at(&paths.token), any(buffered::<Token>))
+        .route(&at(&paths.registration), any(buffered::<Register>))
+        .route(&at(&paths.cimd_resolve), any(buffered::<CimdResolve>))
+        .route(&at(&paths.revocation), any(buffered::<Revoke>))
+        .route(&at(&paths.introspection), any(buffered::<Introspect>))
         .route(&at(&paths.jwks), any(jwks))
         .route(&at(&paths.userinfo), any(userinfo))
         .with_state(state)
@@ -299,41 +300,52 @@ async fn upstream_callback(State(s): State<AppState>, req: Request) -> Response 
     }
 }
 
-/// The endpoints that read a body.
-#[derive(Clone, Copy, Debug)]
-enum BodyEndpoint {
-    Token,
-    Register,
-    CimdResolve,
-    Revoke,
-    Introspect,
+/// An endpoint that reads a body, for the one generic handler
+/// [`buffered`] (monomorphized per endpoint, so each route's future holds
+/// only its own endpoint's future).
+trait BodyEndpoint {
+    /// Whether the endpoint reads the request's source.
+    const READS_SOURCE: bool;
+
+    /// Calls the endpoint.
+    fn call<'a>(
+        endpoints: &'a OAuthEndpoints,
+        req: &'a http::Request<Bytes>,
+    ) -> impl Future<Output = http::Response<Vec<u8>>> + Send + 'a;
 }
 
-/// The route of an endpoint that reads a body: one handler for all of
-/// them, [`buffered_call`].
-fn buffered(endpoint: BodyEndpoint) -> MethodRouter<AppState> {
-    any(move |State(s): State<AppState>, req: Request| buffered_call(s, endpoint, req))
+/// Declares a [`BodyEndpoint`] calling one method of [`OAuthEndpoints`].
+macro_rules! body_endpoint {
+    ($name:ident, $method:ident, reads_source: $source:literal) => {
+        struct $name;
+
+        impl BodyEndpoint for $name {
+            const READS_SOURCE: bool = $source;
+
+            fn call<'a>(
+                endpoints: &'a OAuthEndpoints,
+                req: &'a http::Request<Bytes>,
+            ) -> impl Future<Output = http::Response<Vec<u8>>> + Send + 'a {
+                endpoints.$method(req)
+            }
+        }
+    };
 }
 
-/// The body up to the endpoints' limit (413 beyond; one byte more is read
-/// so that the endpoint itself refuses a body just over it), then the
-/// endpoint. The request's source is inserted for the endpoints that read
-/// it.
-async fn buffered_call(s: AppState, endpoint: BodyEndpoint, req: Request) -> Response {
-    let req = match endpoint {
-        BodyEndpoint::Token | BodyEndpoint::Register | BodyEndpoint::CimdResolve => with_request_source(req),
-        BodyEndpoint::Revoke | BodyEndpoint::Introspect => req,
-    };
-    let req = match buffer(req, s.max_body.saturating_add(1)).await {
-        Ok(req) => req,
-        Err(r) => return r,
-    };
-    let endpoints = &s.endpoints;
-    into_axum(match endpoint {
-        BodyEndpoint::Token => endpoints.token(&req).await,
-        BodyEndpoint::Register => endpoints.register(&req).await,
-        BodyEndpoint::CimdResolve => endpoints.cimd_resolve(&req).await,
-        BodyEndpoint::Revoke => endpoints.revoke(&req).await,
-        BodyEndpoint::Introspect => endpoints.introspect(&req).await,
-    })
+body_endpoint!(Token, token, reads_source: true);
+body_endpoint!(Register, register, reads_source: true);
+body_endpoint!(CimdResolve, cimd_resolve, reads_source: true);
+body_endpoint!(Revoke, revoke, reads_source: false);
+body_endpoint!(Introspect, introspect, reads_source: false);
+
+/// The handler of every endpoint that reads a body: the body up to the
+/// endpoints' limit (413 beyond; one byte more is read so that the
+/// endpoint itself refuses a body just over it), then the endpoint. The
+/// request's source is inserted for the endpoints that read it.
+async fn buffered<E: BodyEndpoint>(State(s): State<AppState>, req: Request) -> Response {
+    let req = if E::READS_SOURCE { with_request_source(req) } else { req };
+    match buffer(req, s.max_body.saturating_add(1)).await {
+        Ok(req) => into_axum(E::call(&s.endpoints, &req).await),
+        Err(r) => r,
+    }
 }
