@@ -5,6 +5,8 @@
 //! `proj_demo` with MCP enabled. Run with `--help` for the flags.
 
 mod app;
+#[path = "../common/cli.rs"]
+mod cli;
 mod serve;
 
 use std::net::SocketAddr;
@@ -112,7 +114,6 @@ fn bearer_flag(flag: &str, value: String) -> Result<String, String> {
 }
 
 fn parse_args() -> Result<(SocketAddr, app::Config, Extra), String> {
-    let mut args = std::env::args().skip(1);
     let mut listen: SocketAddr = "127.0.0.1:8080".parse().map_err(|_| "bad default")?;
     let (mut issuer, mut admin, mut introspection, mut cert, mut dcr) = (None, None, None, None, None);
     let (mut auto_approve, mut allow_loopback) = (false, false);
@@ -129,13 +130,11 @@ fn parse_args() -> Result<(SocketAddr, app::Config, Extra), String> {
         key_file: None,
         audit_jsonl: None,
     };
-    while let Some(flag) = args.next() {
-        let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
+    let mut flags = cli::Flags::from_env();
+    while let Some(flag) = flags.next_flag() {
+        let mut value = || flags.value(&flag);
         match flag.as_str() {
-            "--help" | "-h" => {
-                print!("{HELP}");
-                std::process::exit(0);
-            }
+            "--help" | "-h" => cli::print_help(HELP),
             "--listen" => listen = value()?.parse().map_err(|_| "--listen takes host:port")?,
             "--issuer" => issuer = Some(value()?),
             "--admin-token" => admin = Some(bearer_flag(&flag, value()?)?),
@@ -198,7 +197,7 @@ fn parse_args() -> Result<(SocketAddr, app::Config, Extra), String> {
             "--upstream-private-key-jwt" => up_pkjwt = true,
             "--upstream-userinfo" => up_userinfo = true,
             "--audit-jsonl" => extra.audit_jsonl = Some(value()?),
-            other => return Err(format!("unknown flag {other}; see --help")),
+            other => return Err(cli::unknown(other)),
         }
     }
     let issuer = issuer.unwrap_or_else(|| format!("http://{listen}"));

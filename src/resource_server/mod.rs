@@ -522,9 +522,7 @@ pub fn form_body_has_access_token(content_type: Option<&str>, body: &[u8]) -> bo
 
 /// Whether a `Content-Type` is `application/x-www-form-urlencoded`.
 pub fn is_form(content_type: Option<&str>) -> bool {
-    content_type
-        .and_then(|ct| ct.split(';').next())
-        .is_some_and(|ct| ct.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"))
+    crate::media_type::MediaType::Form.matches(content_type)
 }
 
 /// What a verified access token says: who, which client, which scopes,
