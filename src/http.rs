@@ -397,7 +397,7 @@ impl OAuthEndpoints {
         let result = traced("userinfo", async {
             allow(req, &[Method::GET, Method::POST, Method::OPTIONS])?;
             let project = self.project(req)?;
-            self.server.userinfo(&project, authorization(req)).await
+            self.server.userinfo(&project, authorization(req)).await.map_err(OAuthError::from)
         })
         .await;
         let mut response = match result {
@@ -648,6 +648,7 @@ impl OAuthEndpoints {
                     .token_from(&project, authorization(req), body, request_source(req)),
             )
             .await
+            .map_err(OAuthError::from)
         })
         .await;
         let mut response = match result {
@@ -673,6 +674,7 @@ impl OAuthEndpoints {
                     .register_client_from(&project, authorization(req), body, source),
             )
             .await
+            .map_err(OAuthError::from)
         })
         .await;
         let mut response = match result {
@@ -704,7 +706,10 @@ impl OAuthEndpoints {
     async fn cimd_resolve_as<B: AsRef<[u8]>>(&self, req: &Request<B>, details: bool) -> Response<Vec<u8>> {
         let result = traced("cimd_resolve", async {
             let (project, body) = self.json_request(req)?;
-            self.server.preview_cimd_from(&project, body, request_source(req)).await
+            self.server
+                .preview_cimd_from(&project, body, request_source(req))
+                .await
+                .map_err(OAuthError::from)
         })
         .await;
         match result {
@@ -722,7 +727,7 @@ impl OAuthEndpoints {
         }
         let result = traced("revoke", async {
             let (project, body) = self.form_request(req, &[Method::POST, Method::OPTIONS])?;
-            self.server.revoke(&project, authorization(req), body).await
+            self.server.revoke(&project, authorization(req), body).await.map_err(OAuthError::from)
         })
         .await;
         let mut response = match result {
@@ -756,7 +761,7 @@ impl OAuthEndpoints {
                     "introspection requires a valid credential",
                 ));
             }
-            self.server.introspect(&project, body).await
+            self.server.introspect(&project, body).await.map_err(OAuthError::from)
         })
         .await;
         match result {

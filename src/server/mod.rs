@@ -7,6 +7,7 @@ mod admin;
 mod cimd;
 mod client_auth;
 mod env;
+mod error;
 mod flow;
 mod keys;
 mod lifecycle;
@@ -20,6 +21,7 @@ use std::sync::Arc;
 pub use self::admin::AdminError;
 #[cfg(any(test, feature = "test-util"))]
 pub use self::env::SeededRandom;
+pub use self::error::{EndpointError, ErrorKind};
 pub use self::env::{Clock, FixedClock, RandomSource, SystemClock, SystemRandom};
 pub use self::flow::{ApproveError, AuthorizeOutcome};
 pub use self::keys::{DEFAULT_SIGNING_KEY_CACHE_TTL, KeyRevocation, RotationReport};
