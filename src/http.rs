@@ -397,7 +397,10 @@ impl OAuthEndpoints {
         let result = traced("userinfo", async {
             allow(req, &[Method::GET, Method::POST, Method::OPTIONS])?;
             let project = self.project(req)?;
-            self.server.userinfo(&project, authorization(req)).await.map_err(OAuthError::from)
+            self.server
+                .userinfo(&project, authorization(req))
+                .await
+                .map_err(OAuthError::from)
         })
         .await;
         let mut response = match result {
@@ -727,7 +730,10 @@ impl OAuthEndpoints {
         }
         let result = traced("revoke", async {
             let (project, body) = self.form_request(req, &[Method::POST, Method::OPTIONS])?;
-            self.server.revoke(&project, authorization(req), body).await.map_err(OAuthError::from)
+            self.server
+                .revoke(&project, authorization(req), body)
+                .await
+                .map_err(OAuthError::from)
         })
         .await;
         let mut response = match result {

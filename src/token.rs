@@ -17,8 +17,8 @@ use crate::error::{ErrorCode, OAuthError};
 use crate::grant::{
     AccessTokenClaims, AccessTokenRecord, CodeRecord, Grant, RefreshTokenRecord, RotationMark, RotationNonce,
 };
-use crate::project::ProjectSettings;
 use crate::pkce::{CodeVerifier, PkceError};
+use crate::project::ProjectSettings;
 use crate::resource::{ResourceError, ResourceSet};
 use crate::scope::{ScopeError, ScopeSet};
 use crate::secret::{SecretHash, SecretString, hmac_sha256};
@@ -460,11 +460,7 @@ pub fn successor_record(
 /// identical replay of the first rotation (same scopes and audiences, and
 /// the recorded successor derives from the presented token). `None`:
 /// treat it as reuse (revoke the grant).
-pub fn replayed_successor(
-    mark: Option<&RotationMark>,
-    presented: &str,
-    issuance: &Issuance,
-) -> Option<SecretString> {
+pub fn replayed_successor(mark: Option<&RotationMark>, presented: &str, issuance: &Issuance) -> Option<SecretString> {
     let mark = mark?;
     // Only an identical request gets the first rotation's pair: a replay
     // asking for other scopes or audiences would otherwise mint access
@@ -1025,7 +1021,8 @@ mod tests {
                 scopes: g.scopes.clone(),
                 resources: g.resources.clone(),
             };
-            let mut claims = access_token_claims("https://as.example", &g, &issuance, Duration::hours(1), "j".into(), NOW);
+            let mut claims =
+                access_token_claims("https://as.example", &g, &issuance, Duration::hours(1), "j".into(), NOW);
             claims.exp = exp.unix_timestamp();
             AccessTokenRecord {
                 hash: SecretHash::of("at"),
@@ -1042,7 +1039,10 @@ mod tests {
             let other = client_id(2);
             let v = verifier();
             let good = [("grant_type", "authorization_code"), ("code_verifier", v.as_str())];
-            let bad_pkce = [("grant_type", "authorization_code"), ("code_verifier", "x".repeat(43).leak() as &str)];
+            let bad_pkce = [
+                ("grant_type", "authorization_code"),
+                ("code_verifier", "x".repeat(43).leak() as &str),
+            ];
             let table: [(&CodeRecord, &ClientId, &[(&str, &str)], Result<bool, ErrorCode>); 5] = [
                 (&code(&me, false), &me, &good, Ok(true)),
                 // A consumed code presented correctly: the replay rule.
@@ -1061,7 +1061,13 @@ mod tests {
                 }
             }
             // An expired code.
-            let late = decide_code_exchange(&code(&me, false), &me, &form(&good), &settings(), NOW + Duration::hours(1));
+            let late = decide_code_exchange(
+                &code(&me, false),
+                &me,
+                &form(&good),
+                &settings(),
+                NOW + Duration::hours(1),
+            );
             assert_eq!(late.unwrap_err().code(), ErrorCode::InvalidGrant);
             // A resource the project no longer knows.
             let forgot = ProjectSettings {
@@ -1107,10 +1113,19 @@ mod tests {
             let got = replayed_successor(Some(&mark), "rt_old", &asked).unwrap();
             assert!(got.ct_eq(successor.expose_secret()));
             assert!(replayed_successor(None, "rt_old", &asked).is_none(), "no mark: reuse");
-            assert!(replayed_successor(Some(&mark), "rt_old", &issuance("mcp:read")).is_none(), "other scopes");
-            assert!(replayed_successor(Some(&mark), "rt_forged", &asked).is_none(), "successor mismatch");
+            assert!(
+                replayed_successor(Some(&mark), "rt_old", &issuance("mcp:read")).is_none(),
+                "other scopes"
+            );
+            assert!(
+                replayed_successor(Some(&mark), "rt_forged", &asked).is_none(),
+                "successor mismatch"
+            );
             let unbound = RotationMark::new(NOW, nonce, successor.hash());
-            assert!(replayed_successor(Some(&unbound), "rt_old", &asked).is_none(), "old mark without digest");
+            assert!(
+                replayed_successor(Some(&unbound), "rt_old", &asked).is_none(),
+                "old mark without digest"
+            );
         }
 
         #[test]
@@ -1154,13 +1169,22 @@ mod tests {
             let other = client_id(2);
             let access = access_record(&me, false, NOW + Duration::hours(1));
             let refresh = refresh_record(&me, false, NOW + Duration::hours(1));
-            assert_eq!(revocation_target(FoundToken::Access(&access), &me), RevocationTarget::AccessToken);
-            assert_eq!(revocation_target(FoundToken::Access(&access), &other), RevocationTarget::Nothing);
+            assert_eq!(
+                revocation_target(FoundToken::Access(&access), &me),
+                RevocationTarget::AccessToken
+            );
+            assert_eq!(
+                revocation_target(FoundToken::Access(&access), &other),
+                RevocationTarget::Nothing
+            );
             assert_eq!(
                 revocation_target(FoundToken::Refresh(&refresh), &me),
                 RevocationTarget::Grant(refresh.grant.id.clone())
             );
-            assert_eq!(revocation_target(FoundToken::Refresh(&refresh), &other), RevocationTarget::Nothing);
+            assert_eq!(
+                revocation_target(FoundToken::Refresh(&refresh), &other),
+                RevocationTarget::Nothing
+            );
         }
 
         #[test]
@@ -1182,7 +1206,10 @@ mod tests {
             let mut disabled = client.clone();
             disabled.disabled_at = Some(NOW);
             assert!(!client_tokens_usable(id.as_str(), Some(&disabled)), "disabled");
-            assert!(client_tokens_usable("https://app.example.com/client.json", None), "document clients");
+            assert!(
+                client_tokens_usable("https://app.example.com/client.json", None),
+                "document clients"
+            );
         }
 
         #[test]

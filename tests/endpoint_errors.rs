@@ -28,7 +28,12 @@ impl ProjectStore for BrokenProjects {
     async fn put(&self, _: &ProjectId, _: ProjectSettings) -> Result<(), StoreError> {
         Ok(())
     }
-    async fn compare_and_swap(&self, _: &ProjectId, _: &ProjectSettings, _: ProjectSettings) -> Result<bool, StoreError> {
+    async fn compare_and_swap(
+        &self,
+        _: &ProjectId,
+        _: &ProjectSettings,
+        _: ProjectSettings,
+    ) -> Result<bool, StoreError> {
         Ok(false)
     }
 }
@@ -94,15 +99,25 @@ async fn the_client_sees_a_sanitized_server_error() {
 #[tokio::test]
 async fn a_protocol_refusal_keeps_its_code_and_reason() {
     let server = AuthorizationServer::builder(Issuer::new("https://auth.example.com").unwrap()).build();
-    server.put_project(&project(), ProjectSettings::default()).await.unwrap();
-    let e = server.token(&project(), None, b"grant_type=password").await.unwrap_err();
+    server
+        .put_project(&project(), ProjectSettings::default())
+        .await
+        .unwrap();
+    let e = server
+        .token(&project(), None, b"grant_type=password")
+        .await
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Rejected);
     assert_eq!(e.code(), ErrorCode::UnsupportedGrantType);
     assert!(e.source().is_none());
     assert_eq!(e.to_oauth().code(), ErrorCode::UnsupportedGrantType);
 
     let e = server
-        .token(&project(), None, b"grant_type=authorization_code&code=x&client_id=nobody_here")
+        .token(
+            &project(),
+            None,
+            b"grant_type=authorization_code&code=x&client_id=nobody_here",
+        )
         .await
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::ClientAuthentication);

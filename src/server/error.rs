@@ -84,6 +84,14 @@ impl EndpointError {
         }
     }
 
+    /// The HTTP status of the response the client is sent.
+    pub fn status(&self) -> http::StatusCode {
+        match &self.repr {
+            Repr::Store(_) => ErrorCode::ServerError.status(),
+            Repr::Refused(e) => e.status(),
+        }
+    }
+
     /// The storage failure, for [`ErrorKind::Store`].
     pub fn store_error(&self) -> Option<&StoreError> {
         match &self.repr {
@@ -234,9 +242,15 @@ mod tests {
     fn kinds_follow_the_refusal() {
         let table = [
             (OAuthError::new(ErrorCode::InvalidGrant), ErrorKind::Rejected),
-            (OAuthError::new(ErrorCode::InvalidClient), ErrorKind::ClientAuthentication),
+            (
+                OAuthError::new(ErrorCode::InvalidClient),
+                ErrorKind::ClientAuthentication,
+            ),
             (OAuthError::server_error(), ErrorKind::Internal),
-            (OAuthError::new(ErrorCode::TemporarilyUnavailable), ErrorKind::Unavailable),
+            (
+                OAuthError::new(ErrorCode::TemporarilyUnavailable),
+                ErrorKind::Unavailable,
+            ),
         ];
         for (oauth, kind) in table {
             let e = EndpointError::from(oauth.clone().with_reason("why"));

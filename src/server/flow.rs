@@ -18,8 +18,8 @@ use crate::scope::ScopeSet;
 use crate::secret::{SecretHash, SecretString};
 use crate::store::{CodeConsumption, RefreshRotation, TokenIssuer as _};
 use crate::token::{
-    self, AccessTokenRandomness, CodeExchange, FoundToken, RevocationTarget, GrantTypeParam, IntrospectionResponse, Issuance, TokenError, TokenReference,
-    TokenRequest, TokenResponse,
+    self, AccessTokenRandomness, CodeExchange, FoundToken, GrantTypeParam, IntrospectionResponse, Issuance,
+    RevocationTarget, TokenError, TokenReference, TokenRequest, TokenResponse,
 };
 
 use super::AuthorizationServer;
@@ -422,7 +422,10 @@ impl AuthorizationServer {
         seen: &mut TokenSeen,
     ) -> Result<TokenResponse, EndpointError> {
         // No project, nothing to record (an unknown project has no log).
-        let settings = self.project_for_request(project).await.map_err(EndpointError::audited)?;
+        let settings = self
+            .project_for_request(project)
+            .await
+            .map_err(EndpointError::audited)?;
         let req = TokenRequest::from_form(body)?;
         seen.client_id = req
             .client_id
@@ -628,11 +631,10 @@ impl AuthorizationServer {
             .ok_or(TokenError::InvalidGrant("authorization code"))?;
         // Every check before any state change: an invalid replay neither
         // consumes the code nor revokes anything.
-        let issuance =
-            match token::decide_code_exchange(&record, &client.client_id, req, settings, self.clock.now())? {
-                CodeExchange::Redeem(issuance) => issuance,
-                CodeExchange::Replay => return Err(self.reuse_detected(project, &record.grant, Reused::Code).await),
-            };
+        let issuance = match token::decide_code_exchange(&record, &client.client_id, req, settings, self.clock.now())? {
+            CodeExchange::Redeem(issuance) => issuance,
+            CodeExchange::Replay => return Err(self.reuse_detected(project, &record.grant, Reused::Code).await),
+        };
         // Keys and user claims before the code is consumed: a failure here
         // leaves the code redeemable.
         let signing = self.prepare_signing(settings, &record.grant, &issuance).await?;

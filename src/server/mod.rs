@@ -21,8 +21,8 @@ use std::sync::Arc;
 pub use self::admin::AdminError;
 #[cfg(any(test, feature = "test-util"))]
 pub use self::env::SeededRandom;
-pub use self::error::{EndpointError, ErrorKind};
 pub use self::env::{Clock, FixedClock, RandomSource, SystemClock, SystemRandom};
+pub use self::error::{EndpointError, ErrorKind};
 pub use self::flow::{ApproveError, AuthorizeOutcome};
 pub use self::keys::{DEFAULT_SIGNING_KEY_CACHE_TTL, KeyRevocation, RotationReport};
 pub use self::local_verifier::LocalTokenVerifier;

@@ -42,7 +42,9 @@ impl AuthorizationServer {
         }
         let scopes = ScopeSet::parse(&record.claims.scope).map_err(|_| invalid())?;
         if !scopes.contains("openid") {
-            return Err(OAuthError::with_description(ErrorCode::InsufficientScope, "the openid scope is required").into());
+            return Err(
+                OAuthError::with_description(ErrorCode::InsufficientScope, "the openid scope is required").into(),
+            );
         }
         let subject = Subject::new(record.claims.sub.clone()).map_err(|_| invalid())?;
         let claims = self.user_claims.claims(project, &subject).await?.filtered(&scopes);
