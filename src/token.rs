@@ -1043,7 +1043,13 @@ mod tests {
                 ("grant_type", "authorization_code"),
                 ("code_verifier", "x".repeat(43).leak() as &str),
             ];
-            let table: [(&CodeRecord, &ClientId, &[(&str, &str)], Result<bool, ErrorCode>); 5] = [
+            type Row<'a> = (
+                &'a CodeRecord,
+                &'a ClientId,
+                &'a [(&'a str, &'a str)],
+                Result<bool, ErrorCode>,
+            );
+            let table: [Row<'_>; 5] = [
                 (&code(&me, false), &me, &good, Ok(true)),
                 // A consumed code presented correctly: the replay rule.
                 (&code(&me, true), &me, &good, Ok(false)),
@@ -1109,7 +1115,7 @@ mod tests {
             let nonce = RotationNonce::from_random([3; 32]);
             let asked = issuance("mcp:read mcp:write");
             let successor = successor_refresh_token("rt_old", &nonce);
-            let mark = RotationMark::new(NOW, nonce.clone(), successor.hash()).with_issuance(issuance_digest(&asked));
+            let mark = RotationMark::new(NOW, nonce, successor.hash()).with_issuance(issuance_digest(&asked));
             let got = replayed_successor(Some(&mark), "rt_old", &asked).unwrap();
             assert!(got.ct_eq(successor.expose_secret()));
             assert!(replayed_successor(None, "rt_old", &asked).is_none(), "no mark: reuse");
