@@ -822,33 +822,28 @@ impl IntrospectionResponse {
     }
 }
 
-/// The parameters of a revocation (RFC 7009) or introspection (RFC 7662)
-/// request.
-#[derive(Clone, Default, PartialEq, Eq)]
+/// The parameters of a revocation (RFC 7009 section 2.1,
+/// <https://www.rfc-editor.org/rfc/rfc7009#section-2.1>) or introspection
+/// (RFC 7662 section 2.1,
+/// <https://www.rfc-editor.org/rfc/rfc7662#section-2.1>) request. The
+/// token, client secret and assertion are [`SecretString`]s.
+#[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct TokenReference {
     /// `token`.
-    pub token: String,
+    pub token: SecretString,
     /// `token_type_hint`.
     pub token_type_hint: Option<String>,
     /// `client_id` (form-based client authentication).
     pub client_id: Option<String>,
     /// `client_secret`.
-    pub client_secret: Option<String>,
-    /// `client_assertion_type` (RFC 7521 section 4.2).
+    pub client_secret: Option<SecretString>,
+    /// `client_assertion_type` (RFC 7521 section 4.2,
+    /// <https://www.rfc-editor.org/rfc/rfc7521#section-4.2>).
     pub client_assertion_type: Option<String>,
-    /// `client_assertion` (RFC 7521 section 4.2).
-    pub client_assertion: Option<String>,
-}
-
-impl fmt::Debug for TokenReference {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TokenReference")
-            .field("token", &"[redacted]")
-            .field("token_type_hint", &self.token_type_hint)
-            .field("client_id", &self.client_id)
-            .finish_non_exhaustive()
-    }
+    /// `client_assertion` (RFC 7521 section 4.2,
+    /// <https://www.rfc-editor.org/rfc/rfc7521#section-4.2>).
+    pub client_assertion: Option<SecretString>,
 }
 
 impl TokenReference {
@@ -866,22 +861,25 @@ impl TokenReference {
         let mut client_assertion = None;
         for (name, value) in url::form_urlencoded::parse(body) {
             let slot = match name.as_ref() {
-                "token" => &mut token,
-                "token_type_hint" => &mut hint,
-                "client_id" => &mut client_id,
-                "client_secret" => &mut client_secret,
-                "client_assertion_type" => &mut client_assertion_type,
-                "client_assertion" => &mut client_assertion,
+                "token" => Slot::Secret(&mut token),
+                "token_type_hint" => Slot::Plain(&mut hint),
+                "client_id" => Slot::Plain(&mut client_id),
+                "client_secret" => Slot::Secret(&mut client_secret),
+                "client_assertion_type" => Slot::Plain(&mut client_assertion_type),
+                "client_assertion" => Slot::Secret(&mut client_assertion),
                 _ => continue,
             };
-            if slot.is_some() {
+            let filled = match slot {
+                Slot::Plain(s) => s.replace(value.into_owned()).is_some(),
+                Slot::Secret(s) => s.replace(SecretString::new(value.into_owned())).is_some(),
+            };
+            if filled {
                 return Err(TokenError::DuplicateParameter(name.into_owned()));
             }
-            *slot = Some(value.into_owned());
         }
         Ok(Self {
             token: token
-                .filter(|t| !t.is_empty())
+                .filter(|t| !t.expose_secret().is_empty())
                 .ok_or(TokenError::MissingParameter("token"))?,
             token_type_hint: hint,
             client_id,
@@ -902,6 +900,37 @@ mod tests {
             scopes: ScopeSet::parse(scope).unwrap(),
             resources: ResourceSet::parse_all(["https://mcp.example.com/mcp"]).unwrap(),
         }
+    }
+
+    #[test]
+    fn request_secrets_are_redacted_and_duplicates_refused() {
+        let req = TokenRequest::from_form(
+            b"grant_type=authorization_code&code=c0de-s3cret&code_verifier=v3rifier&client_secret=cl1ent&refresh_token=r3fresh&client_assertion=a55ertion",
+        )
+        .unwrap();
+        let debug = format!("{req:?}");
+        for secret in ["c0de-s3cret", "v3rifier", "cl1ent", "r3fresh", "a55ertion"] {
+            assert!(!debug.contains(secret), "{debug}");
+        }
+        assert!(req.code.as_ref().unwrap().ct_eq("c0de-s3cret"));
+        assert_eq!(
+            TokenRequest::from_form(b"code=a&code=b").unwrap_err(),
+            TokenError::DuplicateParameter("code".into())
+        );
+        let r = TokenReference::from_form(b"token=t0ken&client_secret=cl1ent&client_assertion=a55").unwrap();
+        let debug = format!("{r:?}");
+        for secret in ["t0ken", "cl1ent", "a55"] {
+            assert!(!debug.contains(secret), "{debug}");
+        }
+        assert!(r.token.ct_eq("t0ken"));
+        assert_eq!(
+            TokenReference::from_form(b"token=").unwrap_err(),
+            TokenError::MissingParameter("token")
+        );
+        assert_eq!(
+            TokenReference::from_form(b"token=a&token=b").unwrap_err(),
+            TokenError::DuplicateParameter("token".into())
+        );
     }
 
     /// The successor depends on both the old token and the stored nonce:

@@ -1004,14 +1004,14 @@ impl AuthorizationServer {
                 authorization,
                 ClientParams {
                     client_id: req.client_id.as_deref(),
-                    client_secret: req.client_secret.as_deref(),
+                    client_secret: req.client_secret.as_ref().map(SecretString::expose_secret),
                     assertion_type: req.client_assertion_type.as_deref(),
-                    assertion: req.client_assertion.as_deref(),
+                    assertion: req.client_assertion.as_ref().map(SecretString::expose_secret),
                     source: None,
                 },
             )
             .await?;
-        let hash = SecretHash::of(&req.token);
+        let hash = req.token.hash();
         if let Some(access) = self.grants.access_token(project, &hash).await? {
             if token::revocation_target(FoundToken::Access(&access), &client.client_id) == RevocationTarget::AccessToken
             {
@@ -1056,7 +1056,7 @@ impl AuthorizationServer {
     pub async fn introspect(&self, project: &ProjectId, body: &[u8]) -> Result<IntrospectionResponse, EndpointError> {
         self.project_for_request(project).await?;
         let req = TokenReference::from_form(body)?;
-        Ok(self.introspect_token(project, &req.token).await?)
+        Ok(self.introspect_token(project, req.token.expose_secret()).await?)
     }
 
     /// Introspects one token string.

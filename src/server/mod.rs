@@ -1,7 +1,14 @@
 //! The async driver: [`AuthorizationServer`] sequences store calls around
 //! the pure core. It decides nothing itself; every rule lives in a core
-//! module. Time and randomness come from the injected [`Clock`] and
-//! [`RandomSource`], so a test can drive whole flows deterministically.
+//! module (the token endpoint's exchange, refresh, replay, revocation and
+//! "active at `now`" rules in [`crate::token`], client authentication in
+//! [`crate::client_auth`]). Time and randomness come from the injected
+//! [`Clock`] and [`RandomSource`], so a test can drive whole flows
+//! deterministically.
+//!
+//! Endpoints fail with an [`EndpointError`]: the host matches on its
+//! [`ErrorKind`] and reason and logs its source; the client is sent
+//! [`EndpointError::to_oauth`], the one mapping to the wire.
 
 mod admin;
 mod cimd;
