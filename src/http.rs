@@ -330,7 +330,7 @@ impl OAuthEndpoints {
     pub async fn discovery<B>(&self, req: &Request<B>) -> Response<Vec<u8>> {
         let call = |project: ProjectId, _: &[u8]| async move {
             let m = self.server.metadata(&project).await?;
-            Ok(m.to_json())
+            Ok::<_, crate::server::EndpointError>(m.to_json())
         };
         self.endpoint(req, None, &DISCOVERY, call, |body| {
             let mut r = json(StatusCode::OK, body);
@@ -350,7 +350,9 @@ impl OAuthEndpoints {
     /// pre-publication window, so caches see a next key before it signs);
     /// verifiers refetch on an unknown `kid` anyway.
     pub async fn jwks<B>(&self, req: &Request<B>) -> Response<Vec<u8>> {
-        let call = |project: ProjectId, _: &[u8]| async move { Ok(self.server.jwks(&project).await?.to_json()) };
+        let call = |project: ProjectId, _: &[u8]| async move {
+            Ok::<_, crate::server::EndpointError>(self.server.jwks(&project).await?.to_json())
+        };
         self.endpoint(req, None, &JWKS, call, |body| {
             let mut r = json(StatusCode::OK, body);
             r.headers_mut().insert(
@@ -695,7 +697,7 @@ impl OAuthEndpoints {
                     "introspection requires a valid credential",
                 ));
             }
-            self.server.introspect(&project, body).await
+            self.server.introspect(&project, body).await.map_err(OAuthError::from)
         };
         self.endpoint(req, Some(req.body().as_ref()), &INTROSPECT, call, |r| {
             no_store(json(StatusCode::OK, r.to_json()))
@@ -710,7 +712,7 @@ impl OAuthEndpoints {
     /// span; `ok` renders its value, every error is rendered as an OAuth
     /// error (`no-store`). `body` is the request's body (`None`: the
     /// endpoint reads none).
-    async fn endpoint<'r, B, T, Fut>(
+    async fn endpoint<'r, B, T, E, Fut>(
         &self,
         req: &'r Request<B>,
         body: Option<&'r [u8]>,
@@ -719,7 +721,8 @@ impl OAuthEndpoints {
         ok: impl FnOnce(T) -> Response<Vec<u8>>,
     ) -> Response<Vec<u8>>
     where
-        Fut: std::future::Future<Output = Result<T, OAuthError>>,
+        Fut: std::future::Future<Output = Result<T, E>>,
+        E: Into<OAuthError>,
     {
         if endpoint.cors
             && let Some(r) = cors_preflight(req)
@@ -733,7 +736,7 @@ impl OAuthEndpoints {
                 None => &[],
             };
             let project = self.project(req)?;
-            call(project, body).await
+            call(project, body).await.map_err(Into::into)
         })
         .await;
         let mut response = match result {

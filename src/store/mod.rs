@@ -131,14 +131,6 @@ impl StoreError {
     }
 }
 
-impl From<StoreError> for crate::error::OAuthError {
-    /// Logs the failure ([`StoreError::log`]) and answers `server_error`.
-    fn from(e: StoreError) -> Self {
-        e.log();
-        Self::server_error()
-    }
-}
-
 /// Project settings by id.
 ///
 /// # Security

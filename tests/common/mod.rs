@@ -170,7 +170,10 @@ impl Harness {
             ("client_id", client.as_str()),
             ("code_verifier", verifier.as_str()),
         ]) + extra;
-        self.server.token(&self.project, None, body.as_bytes()).await
+        self.server
+            .token(&self.project, None, body.as_bytes())
+            .await
+            .map_err(authio_mcp::OAuthError::from)
     }
 
     pub async fn refresh(
@@ -184,7 +187,10 @@ impl Harness {
             ("refresh_token", rt),
             ("client_id", client.as_str()),
         ]) + extra;
-        self.server.token(&self.project, None, body.as_bytes()).await
+        self.server
+            .token(&self.project, None, body.as_bytes())
+            .await
+            .map_err(authio_mcp::OAuthError::from)
     }
 
     pub async fn introspect(&self, token: &str) -> serde_json::Value {
