@@ -1271,3 +1271,69 @@ impl ReplayCheck {
         }
     }
 }
+
+#[cfg(test)]
+mod rejection_key_tests {
+    use time::macros::datetime;
+
+    use super::*;
+    use crate::audit::AuditKind;
+
+    fn wrong_secret(client: &str) -> AuditEvent {
+        AuditEvent::new(
+            ProjectId::new("proj_a").unwrap(),
+            datetime!(2026-11-26 12:00 UTC),
+            AuditKind::TokenRejected {
+                client_id: Some(client.into()),
+                grant_type: None,
+                error: "invalid_client".into(),
+                reason: "wrong_secret".into(),
+                client_authenticated: false,
+            },
+        )
+    }
+
+    #[test]
+    fn long_client_ids_sharing_a_prefix_get_counters_of_their_own() {
+        let prefix = "https://a.example/".to_owned() + &"x".repeat(300);
+        let (_, _, a) = rejection_key(&wrong_secret(&format!("{prefix}/a"))).unwrap();
+        let (_, _, b) = rejection_key(&wrong_secret(&format!("{prefix}/b"))).unwrap();
+        assert_ne!(a, b);
+        let client = a.strip_prefix("wrong_secret client=").unwrap();
+        assert_eq!(client.chars().count(), MAX_REJECTION_CLIENT_PREFIX + 1 + 16);
+        assert!(client.starts_with(&prefix[..MAX_REJECTION_CLIENT_PREFIX]));
+        // Short ids are kept whole.
+        let (_, _, short) = rejection_key(&wrong_secret("client_0123")).unwrap();
+        assert_eq!(short, "wrong_secret client=client_0123");
+        let exact = "y".repeat(MAX_REJECTION_CLIENT);
+        let (_, _, exact_reason) = rejection_key(&wrong_secret(&exact)).unwrap();
+        assert_eq!(exact_reason, format!("wrong_secret client={exact}"));
+    }
+
+    #[test]
+    fn a_projects_minute_counts_its_first_clients_apart() {
+        let mut clients = RejectionClients::default();
+        for i in 0..MAX_REJECTION_CLIENTS_PER_MINUTE {
+            let reason = format!("wrong_secret client=c{i}");
+            assert_eq!(clients.admit("p", 10, reason.clone()), reason);
+        }
+        assert_eq!(
+            clients.admit("p", 10, "wrong_secret client=late".into()),
+            "wrong_secret client=*"
+        );
+        // Known clients stay apart; other projects and minutes have their own share.
+        assert_eq!(
+            clients.admit("p", 10, "wrong_secret client=c0".into()),
+            "wrong_secret client=c0"
+        );
+        assert_eq!(
+            clients.admit("q", 10, "wrong_secret client=late".into()),
+            "wrong_secret client=late"
+        );
+        assert_eq!(
+            clients.admit("p", 11, "wrong_secret client=late".into()),
+            "wrong_secret client=late"
+        );
+        assert_eq!(clients.admit("p", 11, "invalid_code".into()), "invalid_code");
+    }
+}

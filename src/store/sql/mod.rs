@@ -112,7 +112,7 @@
 //! | `access_tokens` (1) | `(project, hash)`; indexes `(project, grant_id)`, `expires_at` | `grant_id`, `expires_at` (`exp`), `revoked`, `record` (JSON claims) | the token as its hash only | at most [`crate::store::MAX_ACCESS_TOKENS_PER_GRANT`] per grant: each insert drops the grant's expired ones and its oldest beyond the cap; purged once expired |
 //! | `revoked_grants` (1) | `(project, grant_id)`; index `keep_until` | `revoked_at`, `keep_until` | none | purged after `keep_until` (a day) once no code or token of the grant remains |
 //! | `cimd_cache` (2) | `(project, url)`; index `expires_at` | `entry` (JSON: document and resolved client), `fetched_at`, `expires_at` | none (documents are public) | capped at [`SqlOptions::cimd_capacity`] entries, soonest-expiring evicted first; expired entries purged |
-//! | `audit_rejection_counts` (7) | `(project, minute, event, reason)`; index `minute` | `count` | none | a day (purged by minute); of each counter only the first [`REJECTION_SAMPLES_PER_MINUTE`] events go to `audit_events`; counted in memory and written once per [`REJECTION_FLUSH_INTERVAL`] (one upsert per counter), not per request |
+//! | `audit_rejection_counts` (7) | `(project, minute, event, reason)`; index `minute` | `count` | none | a day (purged by minute); of each counter only the first [`REJECTION_SAMPLES_PER_MINUTE`] events go to `audit_events`; counted in memory and written once per [`REJECTION_FLUSH_INTERVAL`] (one upsert statement per 256 counters, within [`REJECTION_FLUSH_DEADLINE`]), not per request; while the database does not answer, the counts and samples of that time are lost |
 //! | `audit_events` (2) | `id` (increasing); indexes `(project, id)`, `(project, name, id)`, `at` | `project`, `at`, `name`, `event` (JSON) | none (events never carry secrets) | [`SqlOptions::audit_max_age`] and [`SqlOptions::audit_max_rows_per_project`] |
 //! | `signing_keys` (4, 10) | `(project, kid)`; partial unique `(project, alg) WHERE state = 'active'` | `alg`, `state` (`next`/`active`/`retired`), `created_at`, `activated_at`, `retired_at`, `publish_until`, `private_key`, `key_protection` (`sealed`/`plaintext`, 10) | **the private key**, sealed by [`SqlOptions::key_encryption`] (authenticated encryption bound to project, kid and algorithm; without the key-encryption key the column is useless, and a row cannot be planted or moved); in plaintext DER only with [`SqlOptions::danger_plaintext_keys`] or for rows stored before migration 10 (refused by a sealing store until `reseal_signing_keys`). Never in `Debug`, logs or errors | retired keys deleted once past `publish_until` (by the rotation); one key at once by `KeyStore::delete` (emergency revocation) |
 //! | `signing_key_locks` (4) | `(project, alg)` | `locked_at` | none | one row per project and algorithm |
@@ -742,9 +742,13 @@ macro_rules! impl_sql_store {
         }
 
         impl $store {
-            /// Closes the store: writes the queued audit events (with
-            /// [`SqlOptions::audit_batching`]), then closes every connection
-            /// of the pool (waiting for the ones in use).
+            /// Closes the store: lets the background rejection flush finish
+            /// and writes the counts left (each for at most
+            /// [`crate::store::sql::REJECTION_READ_WAIT`]; rejections
+            /// recorded later are dropped and counted), writes the queued
+            /// audit events (with [`SqlOptions::audit_batching`]), then
+            /// closes every connection of the pool (waiting for the ones in
+            /// use).
             pub async fn close(&self) {
                 // Waits for a flush under way and writes the rest, each for
                 // at most `REJECTION_READ_WAIT`; later rejections are dropped.
@@ -758,17 +762,23 @@ macro_rules! impl_sql_store {
             /// before every read of the audit log, and by `close()`).
             ///
             /// Rejections ([`crate::audit::AuditClass::Rejection`]) are
-            /// counted in memory and written in batches, one upsert per
-            /// counter per flush, so a flood of junk requests is not a
-            /// database write each; a process that dies loses the counts of
-            /// at most the last interval.
+            /// counted in memory and written in batches, one upsert
+            /// statement per 256 counters, so a flood of junk requests is
+            /// not a database write each; a process that dies loses the
+            /// counts of at most the last interval, and while the database
+            /// does not answer the counts and samples of that time are lost
+            /// (counted in `audit_failures`). Waits at most
+            /// [`crate::store::sql::REJECTION_READ_WAIT`] (for a flush under
+            /// way, then this one); a flush stops at its first failed write
+            /// or after [`crate::store::sql::REJECTION_FLUSH_DEADLINE`].
             pub async fn flush_rejections(&self) {
                 self.audit_writer.rejections.flush().await;
             }
 
             /// Rejections not counted because
             /// [`crate::store::sql::MAX_PENDING_REJECTION_COUNTERS`] counters
-            /// were waiting for a flush.
+            /// were waiting for a flush (also logged at most once a minute),
+            /// or because the store was closed.
             pub fn rejections_dropped(&self) -> u64 {
                 self.audit_writer.rejections.dropped()
             }
