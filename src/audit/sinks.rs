@@ -686,7 +686,10 @@ mod tests {
             .iter()
             .filter(|l| l["event"] == "audit.rejections_counted")
             .collect();
-        assert_eq!(counted.iter().map(|l| l["count"].as_u64().unwrap()).sum::<u64>(), 10_002);
+        assert_eq!(
+            counted.iter().map(|l| l["count"].as_u64().unwrap()).sum::<u64>(),
+            10_002
+        );
         let count_of = |reason: &str| {
             counted
                 .iter()

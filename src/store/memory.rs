@@ -1842,12 +1842,8 @@ mod rejection_tests {
         assert!(counts.len() <= MAX_REJECTION_COUNTERS);
         assert!(counts.iter().any(|c| c.reason == "invalid_code"));
         // The target is counted, apart or in the minute's shared counter.
-        assert!(
-            counts
-                .iter()
-                .any(|c| c.minute == datetime!(2026-11-26 03:20 UTC)
-                    && (c.reason == "wrong_secret client=target" || c.reason == "wrong_secret client=*"))
-        );
+        assert!(counts.iter().any(|c| c.minute == datetime!(2026-11-26 03:20 UTC)
+            && (c.reason == "wrong_secret client=target" || c.reason == "wrong_secret client=*")));
         // At most 64 clients apart in a minute.
         let first = counts
             .iter()

@@ -127,10 +127,7 @@ pub(super) async fn readyz(State(app): State<App>) -> Response {
         );
     }
     match app.ready.store_ok(&app.storage).await {
-        (true, _) => status_json(
-            StatusCode::OK,
-            serde_json::json!({"status": "ready", "store": "ok"}),
-        ),
+        (true, _) => status_json(StatusCode::OK, serde_json::json!({"status": "ready", "store": "ok"})),
         (false, _) => status_json(
             StatusCode::SERVICE_UNAVAILABLE,
             serde_json::json!({"status": "unavailable", "store": "unreachable"}),

@@ -192,7 +192,12 @@ impl RejectionBuffer {
     /// flush stops: the counts not written are lost (counted in
     /// [`Flushed::failed`] and in `failures`): retrying could count them
     /// twice.
-    pub(crate) async fn flush(&self, writer: &dyn RejectionWriter, deadline: Duration, failures: &AtomicU64) -> Flushed {
+    pub(crate) async fn flush(
+        &self,
+        writer: &dyn RejectionWriter,
+        deadline: Duration,
+        failures: &AtomicU64,
+    ) -> Flushed {
         let _one = self.flushing.lock().await;
         let pending = std::mem::take(&mut self.state.lock().unwrap_or_else(PoisonError::into_inner).pending);
         let mut flushed = Flushed::default();
@@ -234,7 +239,10 @@ impl RejectionBuffer {
             samples.sort_by_key(|e| e.at);
             for chunk in samples.chunks(SAMPLES_PER_INSERT) {
                 // Counted already; a lost sample only loses its detail.
-                if !matches!(tokio::time::timeout_at(end, writer.insert_samples(chunk)).await, Ok(Ok(()))) {
+                if !matches!(
+                    tokio::time::timeout_at(end, writer.insert_samples(chunk)).await,
+                    Ok(Ok(()))
+                ) {
                     break;
                 }
             }
@@ -529,13 +537,17 @@ mod tests {
             buffer.add(rejection(&format!("r{i}"), 0));
         }
         let started = std::time::Instant::now();
-        let flushed = buffer
-            .flush(&writer, Duration::from_millis(200), &failures)
-            .await;
+        let flushed = buffer.flush(&writer, Duration::from_millis(200), &failures).await;
         assert!(started.elapsed() < Duration::from_secs(2));
         // The first write hung: no further one was tried, all is lost and counted.
         assert_eq!(writer.writes.load(Ordering::Relaxed), 1);
-        assert_eq!(flushed, Flushed { counted: 0, failed: 1000 });
+        assert_eq!(
+            flushed,
+            Flushed {
+                counted: 0,
+                failed: 1000
+            }
+        );
         assert_eq!(failures.load(Ordering::Relaxed), 1000);
         assert!(buffer.is_empty());
     }
@@ -579,7 +591,10 @@ mod tests {
             }
         });
         tokio::time::sleep(Duration::from_millis(100)).await;
-        assert!(!reader.is_finished(), "the reader answered before the counts were written");
+        assert!(
+            !reader.is_finished(),
+            "the reader answered before the counts were written"
+        );
         writer.gate.add_permits(100);
         assert_eq!(reader.await.unwrap(), 2);
     }
@@ -634,12 +649,18 @@ mod tests {
     fn a_flusher_of_an_ended_runtime_is_replaced() {
         let writer = Arc::new(CountingWriter::default());
         let counter = counter(&writer);
-        let first = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let first = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         first.block_on(async {
             counter.add(rejection("invalid_code", 0));
         });
         drop(first);
-        let second = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let second = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         second.block_on(async {
             counter.add(rejection("invalid_code", 1));
             // The background flush of this runtime writes both, unasked.
@@ -692,10 +713,19 @@ mod tests {
         assert_eq!(buffer.dropped(), 0);
         buffer.flush(&writer, FLUSH_DEADLINE, &AtomicU64::new(0)).await;
         let counters = writer.counters.lock().unwrap();
-        let by_reason = |r: &str| counters.iter().filter(|(k, _)| k.reason == r).map(|(_, n)| *n).sum::<u64>();
+        let by_reason = |r: &str| {
+            counters
+                .iter()
+                .filter(|(k, _)| k.reason == r)
+                .map(|(_, n)| *n)
+                .sum::<u64>()
+        };
         assert_eq!(by_reason("invalid_code"), 1);
         // 64 decoys counted by client, the rest (and the target) together.
-        let per_client = counters.keys().filter(|k| k.reason.starts_with("wrong_secret client=decoy_")).count();
+        let per_client = counters
+            .keys()
+            .filter(|k| k.reason.starts_with("wrong_secret client=decoy_"))
+            .count();
         assert_eq!(per_client, crate::store::MAX_REJECTION_CLIENTS_PER_MINUTE);
         assert_eq!(
             by_reason("wrong_secret client=*"),
