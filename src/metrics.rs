@@ -21,6 +21,7 @@
 //! | `authio_signing_keys_total` | counter | `change` (`created`, `activated`, `retired`, `deleted`) |
 //! | `authio_upstream_logins_total` | counter | `outcome` (`ok`, or the `upstream.login_failed` reason) |
 //! | `authio_store_errors_total` | counter | |
+//! | `authio_audit_rejections_dropped_total` | counter | `sink` (`sql`, `memory`, `jsonl`): rejections dropped uncounted because too many counters were held |
 //!
 //! Label values come from fixed sets (endpoint names, OAuth error codes,
 //! audit names and reasons); anything else is reported as `other`, so
@@ -102,6 +103,15 @@ pub(crate) fn audit(event: &AuditEvent) {
             _ => {}
         }
     }
+}
+
+/// Records a rejection dropped uncounted (too many counters held) by
+/// `sink` (`sql`, `memory`, `jsonl`).
+pub(crate) fn rejection_dropped(sink: &'static str) {
+    #[cfg(feature = "metrics")]
+    ::metrics::counter!("authio_audit_rejections_dropped_total", "sink" => sink).increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = sink;
 }
 
 /// Records a storage failure.

@@ -1408,3 +1408,38 @@ async fn open_mode_anonymous_registrations_are_bounded_per_source_project_and_si
         "{reasons:?}"
     );
 }
+
+/// A wrong secret sent with HTTP Basic (no `client_id` in the form) is
+/// recorded with the client it names, and counted per client like one
+/// sent in the form.
+#[tokio::test]
+async fn a_wrong_basic_secret_is_recorded_with_its_client() {
+    let env = env_with(RegistrationPolicy::default());
+    env.server.put_project(&env.a, settings(DcrMode::Open)).await.unwrap();
+    let basic = env
+        .server
+        .register_client(&env.a, None, CONFIDENTIAL_BASIC.as_bytes())
+        .await
+        .unwrap();
+    let id = basic.client_id.as_str();
+    let err = env
+        .server
+        .token(
+            &env.a,
+            Some(&basic_header(id, "wrong")),
+            b"grant_type=client_credentials",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidClient);
+    let rejected = env.audit.all().pop().unwrap();
+    let AuditKind::TokenRejected { client_id, reason, .. } = &rejected.kind else {
+        panic!("{rejected:?}")
+    };
+    assert_eq!((client_id.as_deref(), reason.as_str()), (Some(id), "wrong_secret"));
+    let counts = env.audit.rejection_counts(&env.a);
+    assert!(
+        counts.iter().any(|c| c.reason == format!("wrong_secret client={id}")),
+        "{counts:?}"
+    );
+}

@@ -79,19 +79,27 @@ impl AuditSink for TracingAuditSink {
 ///   only the first [`Self::SAMPLES_PER_MINUTE`] of each counter are
 ///   written whole, and each counter is written as one
 ///   `audit.rejections_counted` line (`project_id`, `minute`,
-///   `counted_event`, `reason`, `count`) once its minute is over (a later
-///   rejection arrives, or the writer thread notices a minute passed) and
-///   when the sink is closed. A counter may be written in several lines
+///   `counted_event`, `reason`, `count`) by the writer thread once its
+///   minute is over (a later rejection arrives, or the clock, checked
+///   after every line and at least once a second, says so) and when the
+///   sink is closed; these lines never wait in the queue, so a full queue
+///   never drops them. A counter may be written in several lines
 ///   (rejections of a minute arriving after its line was written): add
-///   them up. At most [`Self::MAX_COUNTERS`] counters are held; a
-///   rejection needing one more is dropped and counted.
+///   them up. At most [`Self::MAX_COUNTERS`] counters are held, of which
+///   those naming a client (the first
+///   [`crate::store::MAX_REJECTION_CLIENTS_PER_MINUTE`] clients of a
+///   project's minute; the others are counted together as `client=*`)
+///   may take three quarters; a rejection needing one more is dropped and
+///   counted ([`Self::dropped`], and a `tracing` warning at most once a
+///   minute).
 /// - **Whole lines.** Each line is written with one `write_all` and
 ///   flushed; after a failed write (logged through `tracing` at ERROR,
 ///   counted in [`Self::write_failures`]) the next line starts with a
 ///   newline, so a partial line never corrupts the next event.
 ///
-/// Dropping the sink (or [`Self::into_inner`]) writes the queued lines and
-/// pending counts and waits for the thread.
+/// Dropping the sink writes the queued lines and pending counts, waiting
+/// at most 2 s for the thread (a writer that hangs is left behind);
+/// [`Self::into_inner`] waits as long as it takes.
 pub struct JsonLinesAuditSink<W: Write + Send + 'static> {
     queue: Option<mpsc::SyncSender<Vec<u8>>>,
     thread: Option<std::thread::JoinHandle<W>>,
@@ -114,28 +122,61 @@ type CounterKey = (ProjectId, i64, &'static str, String);
 struct Shared {
     counters: Mutex<Counters>,
     dropped: AtomicU64,
+    /// Rejections dropped uncounted (also in `dropped`).
+    uncounted: crate::store::RejectionDrops,
     write_failures: AtomicU64,
+    /// The unix minute now (tests set their own; `None`: the wall clock).
+    clock: Option<fn() -> i64>,
 }
 
 #[derive(Debug, Default)]
 struct Counters {
     latest_minute: i64,
-    /// Count, and how many of them were written whole.
-    by_key: HashMap<CounterKey, (u64, u32)>,
+    /// Count, how many of them were written whole, and the wall-clock
+    /// unix minute the counter was opened.
+    by_key: HashMap<CounterKey, (u64, u32, i64)>,
+    clients: crate::store::RejectionClients,
 }
 
 impl Shared {
-    /// Takes the counters of minutes before `minute` as summary lines.
-    fn take_before(&self, minute: i64) -> Vec<Vec<u8>> {
+    /// Takes as summary lines the counters that are done: of a minute
+    /// before the latest rejection's, or opened in a wall-clock minute
+    /// before `now` (every counter, for `i64::MAX`).
+    fn take_done(&self, now: i64) -> Vec<Vec<u8>> {
         let mut counters = self.counters.lock().unwrap_or_else(PoisonError::into_inner);
-        let past: Vec<CounterKey> = counters.by_key.keys().filter(|k| k.1 < minute).cloned().collect();
+        let latest = counters.latest_minute;
+        let past: Vec<CounterKey> = counters
+            .by_key
+            .iter()
+            .filter(|(k, (_, _, opened))| k.1 < latest || *opened < now)
+            .map(|(k, _)| k.clone())
+            .collect();
         let mut lines = Vec::with_capacity(past.len());
         for key in past {
-            if let Some((count, _)) = counters.by_key.remove(&key) {
+            if let Some((count, _, _)) = counters.by_key.remove(&key) {
                 lines.push(summary_line(&key, count));
             }
         }
         lines
+    }
+
+    /// What decides which counters are done: the latest rejection's
+    /// minute and the wall-clock minute.
+    fn clock(&self) -> (i64, i64) {
+        let latest = self
+            .counters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .latest_minute;
+        (latest, self.minute())
+    }
+
+    /// The unix minute now.
+    fn minute(&self) -> i64 {
+        match self.clock {
+            Some(clock) => clock(),
+            None => OffsetDateTime::now_utc().unix_timestamp().div_euclid(60),
+        }
     }
 }
 
@@ -174,8 +215,15 @@ impl<W: Write + Send + 'static> JsonLinesAuditSink<W> {
 
     /// A sink queuing at most `capacity` lines (at least one).
     pub fn with_queue(writer: W, capacity: usize) -> Self {
+        Self::with_clock(writer, capacity, None)
+    }
+
+    fn with_clock(writer: W, capacity: usize, clock: Option<fn() -> i64>) -> Self {
         let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(capacity.max(1));
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared {
+            clock,
+            ..Shared::default()
+        });
         let for_thread = shared.clone();
         let thread = std::thread::Builder::new()
             .name("authio-audit-jsonl".to_owned())
@@ -223,58 +271,81 @@ impl<W: Write + Send + 'static> JsonLinesAuditSink<W> {
         self.thread.take().and_then(|t| t.join().ok())
     }
 
+    /// Closes the queue and waits at most `deadline` for the thread to
+    /// write what is left; a writer that hangs (a stalled pipe) is left
+    /// behind, still running, rather than blocking the caller.
+    fn stop_within(&mut self, deadline: Duration) {
+        drop(self.queue.take());
+        let Some(thread) = self.thread.take() else { return };
+        let started = std::time::Instant::now();
+        while !thread.is_finished() {
+            if started.elapsed() >= deadline {
+                tracing::error!(
+                    target: "authio_mcp::audit",
+                    "the audit writer did not finish in time; the lines it still holds may be lost"
+                );
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        drop(thread.join());
+    }
+
     fn send(&self, line: Vec<u8>) {
         if self.queue.as_ref().is_none_or(|q| q.try_send(line).is_err()) {
             self.shared.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    /// Counts a rejection; whether to write it whole.
+    /// Counts a rejection; whether to write it whole. The counters of
+    /// past minutes are written by the writer thread (never queued, so
+    /// never dropped for a full queue).
     fn count(&self, event: &AuditEvent) -> bool {
         let Some((minute, name, reason)) = crate::store::rejection_key(event) else {
             return true;
         };
-        let past = {
-            let mut counters = self.shared.counters.lock().unwrap_or_else(PoisonError::into_inner);
-            let newer = minute > counters.latest_minute;
-            counters.latest_minute = counters.latest_minute.max(minute);
-            let key = (event.project_id.clone(), minute, name, reason);
-            let full = counters.by_key.len() >= Self::MAX_COUNTERS;
-            let sample = match counters.by_key.get_mut(&key) {
-                Some((count, sampled)) => {
-                    *count += 1;
-                    let sample = *sampled < Self::SAMPLES_PER_MINUTE;
-                    *sampled += u32::from(sample);
-                    sample
-                }
-                None if full => {
-                    self.shared.dropped.fetch_add(1, Ordering::Relaxed);
-                    return false;
-                }
-                None => {
-                    counters.by_key.insert(key, (1, 1));
-                    true
-                }
-            };
-            if !newer {
-                return sample;
-            }
-            drop(counters);
-            (sample, self.shared.take_before(minute))
-        };
-        let (sample, lines) = past;
-        for line in lines {
-            self.send(line);
+        let mut counters = self.shared.counters.lock().unwrap_or_else(PoisonError::into_inner);
+        counters.latest_minute = counters.latest_minute.max(minute);
+        let reason = counters.clients.admit(event.project_id.as_str(), minute, reason);
+        let mut key = (event.project_id.clone(), minute, name, reason);
+        // Counters naming a client leave a quarter to the others.
+        if crate::store::RejectionClients::names_client(&key.3)
+            && !counters.by_key.contains_key(&key)
+            && counters.by_key.len() >= Self::MAX_COUNTERS - Self::MAX_COUNTERS / 4
+        {
+            key.3 = crate::store::RejectionClients::shared(&key.3);
         }
-        sample
+        let full = counters.by_key.len() >= Self::MAX_COUNTERS;
+        match counters.by_key.get_mut(&key) {
+            Some((count, sampled, _)) => {
+                *count += 1;
+                let sample = *sampled < Self::SAMPLES_PER_MINUTE;
+                *sampled += u32::from(sample);
+                sample
+            }
+            None if full => {
+                drop(counters);
+                self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+                self.shared.uncounted.add(minute, "jsonl");
+                false
+            }
+            None => {
+                let opened = self.shared.minute();
+                counters.by_key.insert(key, (1, 1, opened));
+                true
+            }
+        }
     }
 }
 
 impl<W: Write + Send + 'static> Drop for JsonLinesAuditSink<W> {
     fn drop(&mut self) {
-        drop(self.stop());
+        self.stop_within(DROP_WAIT);
     }
 }
+
+/// How long dropping a [`JsonLinesAuditSink`] waits for its writer thread.
+const DROP_WAIT: Duration = Duration::from_secs(2);
 
 /// The writer thread: one `write_all` per line, a fresh line after a
 /// failure; counters of past minutes written when a minute passes; all
@@ -299,19 +370,28 @@ fn write_lines<W: Write>(mut w: W, rx: &mpsc::Receiver<Vec<u8>>, shared: &Shared
             );
         }
     };
+    let mut checked = (i64::MIN, i64::MIN);
     loop {
-        match rx.recv_timeout(Duration::from_secs(1)) {
-            Ok(line) => put(&mut w, &line),
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                let now = OffsetDateTime::now_utc().unix_timestamp().div_euclid(60);
-                for line in shared.take_before(now) {
-                    put(&mut w, &line);
-                }
-            }
+        let line = match rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(line) => Some(line),
+            Err(mpsc::RecvTimeoutError::Timeout) => None,
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
+        // Every turn, busy or not (before the line: a rejection of a later
+        // minute was counted before its line was queued): a minute is
+        // over when the clock or a later rejection says so.
+        let clock = shared.clock();
+        if clock != checked {
+            checked = clock;
+            for summary in shared.take_done(clock.1) {
+                put(&mut w, &summary);
+            }
+        }
+        if let Some(line) = line {
+            put(&mut w, &line);
         }
     }
-    for line in shared.take_before(i64::MAX) {
+    for line in shared.take_done(i64::MAX) {
         put(&mut w, &line);
     }
     w
@@ -463,12 +543,16 @@ mod tests {
         });
         let lines = lines(&sink.into_inner().unwrap());
         let names: Vec<&str> = lines.iter().map(|l| l["event"].as_str().unwrap()).collect();
-        // Five samples, then the first minute's count before the next
-        // minute's sample, then its count at close.
-        assert_eq!(names[5], "audit.rejections_counted", "{names:?}");
-        assert_eq!(lines[5]["count"], 7);
-        assert_eq!(names[6], "token.rejected");
+        // Six samples; the first minute's count (written as soon as the
+        // writer sees the later minute, before the later sample), then
+        // the later minute's count at close.
+        assert_eq!(names.len(), 8, "{names:?}");
+        let first = names.iter().position(|n| *n == "audit.rejections_counted").unwrap();
+        assert_eq!(lines[first]["count"], 7);
+        assert_eq!(lines[first]["minute"], "2026-11-26T12:00:00Z");
         assert_eq!(lines[7]["count"], 1);
+        assert_eq!(lines[7]["minute"], "2026-11-26T12:01:00Z");
+        assert_eq!(names[6], "token.rejected", "the later sample comes last: {names:?}");
     }
 
     /// A writer stuck on a slow disk: `record` neither blocks nor grows
@@ -501,6 +585,123 @@ mod tests {
         let out = sink.into_inner().unwrap().1;
         let written = lines(&out).len() as u64;
         assert!((1..=3).contains(&written), "{written}");
+    }
+
+    /// A writer others can read while the sink runs.
+    #[derive(Clone, Default)]
+    struct SharedOut(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for SharedOut {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    static MINUTE: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(100);
+
+    /// Under steady traffic (never a second without a line) a minute's
+    /// counts are written once the clock says the minute is over, not at
+    /// shutdown.
+    #[test]
+    fn counts_are_written_when_the_minute_passes_under_steady_traffic() {
+        let out = SharedOut::default();
+        let sink = JsonLinesAuditSink::with_clock(out.clone(), 64, Some(|| MINUTE.load(Ordering::Relaxed)));
+        futures_executor::block_on(sink.record(event("pkce_mismatch")));
+        let counted = || {
+            String::from_utf8(out.0.lock().unwrap().clone())
+                .unwrap()
+                .contains("audit.rejections_counted")
+        };
+        let mut seen = false;
+        for i in 0..150 {
+            if i == 5 {
+                MINUTE.store(101, Ordering::Relaxed);
+            }
+            futures_executor::block_on(sink.record(activity(i)));
+            std::thread::sleep(Duration::from_millis(20));
+            if counted() {
+                seen = true;
+                break;
+            }
+        }
+        assert!(seen, "the minute's count waited for the shutdown");
+        drop(sink);
+    }
+
+    /// Dropping the sink while its writer hangs (a stalled pipe) returns
+    /// within a bounded time.
+    #[test]
+    fn dropping_the_sink_does_not_wait_forever_for_a_hung_writer() {
+        struct Hung(std::sync::mpsc::Receiver<()>);
+        impl Write for Hung {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                let _ = self.0.recv();
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let (release, hung) = std::sync::mpsc::channel();
+        let sink = JsonLinesAuditSink::new(Hung(hung));
+        futures_executor::block_on(sink.record(activity(1)));
+        let started = std::time::Instant::now();
+        drop(sink);
+        let waited = started.elapsed();
+        assert!(waited < DROP_WAIT + Duration::from_secs(1), "{waited:?}");
+        assert!(waited >= DROP_WAIT - Duration::from_millis(100), "{waited:?}");
+        drop(release);
+    }
+
+    /// Decoy clients do not stop the counting: the first 64 clients of a
+    /// minute are counted apart, the others (the target too) together.
+    #[test]
+    fn decoy_clients_never_stop_the_counting() {
+        let sink = JsonLinesAuditSink::new(Vec::new());
+        let wrong_secret = |client: &str| {
+            let mut e = event("wrong_secret");
+            e.kind = AuditKind::TokenRejected {
+                client_id: Some(client.into()),
+                grant_type: None,
+                error: "invalid_client".into(),
+                reason: "wrong_secret".into(),
+                client_authenticated: false,
+            };
+            e
+        };
+        futures_executor::block_on(async {
+            for i in 0..10_000 {
+                sink.record(wrong_secret(&format!("decoy_{i}"))).await;
+            }
+            sink.record(wrong_secret("target")).await;
+            sink.record(event("invalid_code")).await;
+        });
+        assert_eq!(sink.shared.uncounted.count(), 0);
+        let lines = lines(&sink.into_inner().unwrap());
+        let counted: Vec<_> = lines
+            .iter()
+            .filter(|l| l["event"] == "audit.rejections_counted")
+            .collect();
+        assert_eq!(
+            counted.iter().map(|l| l["count"].as_u64().unwrap()).sum::<u64>(),
+            10_002
+        );
+        let count_of = |reason: &str| {
+            counted
+                .iter()
+                .filter(|l| l["reason"] == reason)
+                .map(|l| l["count"].as_u64().unwrap())
+                .sum::<u64>()
+        };
+        assert_eq!(count_of("invalid_code"), 1);
+        assert_eq!(
+            count_of("wrong_secret client=*"),
+            10_001 - crate::store::MAX_REJECTION_CLIENTS_PER_MINUTE as u64
+        );
     }
 
     /// A write that fails half-way through a line: the next event still

@@ -440,19 +440,20 @@ impl AuthorizationServer {
         }
         let grant_type = req.grant_type()?;
         seen.grant_type = Some(grant_type);
+        let params = ClientParams {
+            client_id: req.client_id.as_deref(),
+            client_secret: req.client_secret.as_ref().map(SecretString::expose_secret),
+            assertion_type: req.client_assertion_type.as_deref(),
+            assertion: req.client_assertion.as_ref().map(SecretString::expose_secret),
+            source,
+        };
+        // HTTP Basic or an assertion's `sub` name the client when the form does not.
+        seen.client_id = seen
+            .client_id
+            .take()
+            .or_else(|| self.presented_client_id(&settings, authorization, params));
         let client = self
-            .authenticate_client(
-                project,
-                &settings,
-                authorization,
-                ClientParams {
-                    client_id: req.client_id.as_deref(),
-                    client_secret: req.client_secret.as_ref().map(SecretString::expose_secret),
-                    assertion_type: req.client_assertion_type.as_deref(),
-                    assertion: req.client_assertion.as_ref().map(SecretString::expose_secret),
-                    source,
-                },
-            )
+            .authenticate_client(project, &settings, authorization, params)
             .await?;
         crate::trace::record_client(&client.client_id);
         seen.client_id = Some(client.client_id.clone());

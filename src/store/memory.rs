@@ -865,7 +865,11 @@ impl GrantStore for MemoryGrantStore {
 /// - rejections anyone can cause ([`AuditClass::Rejection`]): counted per
 ///   minute, event name and reason (the newest [`REJECTION_MINUTES`]
 ///   minutes' worth of counts, at most [`MAX_REJECTION_COUNTERS`]
-///   counters), and only the newest [`REJECTION_SAMPLES`] kept whole as
+///   counters, of which those naming a client (at most
+///   [`super::MAX_REJECTION_CLIENTS_PER_MINUTE`] clients a minute, the
+///   others counted together as `client=*`) may take three quarters;
+///   a rejection needing one more is dropped and counted,
+///   [`MemoryAuditLog::rejections_dropped`]), and only the newest [`REJECTION_SAMPLES`] kept whole as
 ///   samples.
 ///
 /// [`super::AuditLog::query`] lists every retention (rejection samples
@@ -875,6 +879,7 @@ impl GrantStore for MemoryGrantStore {
 pub struct MemoryAuditLog {
     inner: Mutex<AuditRings>,
     capacity: usize,
+    dropped: super::RejectionDrops,
 }
 
 /// Rejection samples kept whole per project.
@@ -897,6 +902,7 @@ struct ProjectAudit {
     samples: AuditRing,
     /// (unix minute, event name, reason) -> count, oldest first by minute.
     counts: std::collections::BTreeMap<(i64, &'static str, String), u64>,
+    clients: super::RejectionClients,
 }
 
 type AuditRing = VecDeque<(u64, AuditEvent)>;
@@ -922,6 +928,7 @@ impl MemoryAuditLog {
         Self {
             inner: Mutex::new(AuditRings::default()),
             capacity: capacity.max(1),
+            dropped: super::RejectionDrops::default(),
         }
     }
 
@@ -963,6 +970,14 @@ impl MemoryAuditLog {
         })
     }
 
+    /// Rejections not counted because their project held
+    /// [`MAX_REJECTION_COUNTERS`] counters (also logged, at most once a
+    /// minute, and reported as the metric
+    /// `authio_audit_rejections_dropped_total`).
+    pub fn rejections_dropped(&self) -> u64 {
+        self.dropped.count()
+    }
+
     /// Every event held, oldest first.
     pub fn all(&self) -> Vec<AuditEvent> {
         let Ok(rings) = lock(&self.inner) else {
@@ -989,10 +1004,20 @@ impl AuditSink for MemoryAuditLog {
             AuditClass::Security => (&mut p.security, self.capacity),
             AuditClass::Activity => (&mut p.activity, self.capacity),
             AuditClass::Rejection => {
-                if let Some(key) = super::rejection_key(&event) {
-                    let minute = key.0;
+                if let Some((minute, name, reason)) = super::rejection_key(&event) {
+                    let reason = p.clients.admit(event.project_id.as_str(), minute, reason);
+                    let mut key = (minute, name, reason);
+                    // Counters naming a client leave a quarter to the others.
+                    if super::RejectionClients::names_client(&key.2)
+                        && !p.counts.contains_key(&key)
+                        && p.counts.len() >= MAX_REJECTION_COUNTERS - MAX_REJECTION_COUNTERS / 4
+                    {
+                        key.2 = super::RejectionClients::shared(&key.2);
+                    }
                     if p.counts.contains_key(&key) || p.counts.len() < MAX_REJECTION_COUNTERS {
                         *p.counts.entry(key).or_default() += 1;
+                    } else {
+                        self.dropped.add(minute, "memory");
                     }
                     while p
                         .counts
@@ -1765,5 +1790,65 @@ impl super::AdmissionStore for MemoryAdmissionStore {
         let before = map.len();
         map.retain(|_, (_, ends, _)| *ends > now);
         Ok(before - map.len())
+    }
+}
+
+#[cfg(test)]
+mod rejection_tests {
+    use time::macros::datetime;
+
+    use super::*;
+    use crate::audit::AuditKind;
+
+    fn wrong_secret(client: &str, minute: i64) -> AuditEvent {
+        AuditEvent::new(
+            ProjectId::new("proj_a").unwrap(),
+            datetime!(2026-11-26 00:00 UTC) + time::Duration::minutes(minute),
+            AuditKind::TokenRejected {
+                client_id: Some(client.into()),
+                grant_type: Some("client_credentials".into()),
+                error: "invalid_client".into(),
+                reason: "wrong_secret".into(),
+                client_authenticated: false,
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn decoy_clients_never_stop_the_counting() {
+        let log = MemoryAuditLog::new();
+        let project = ProjectId::new("proj_a").unwrap();
+        let mut total = 0;
+        for minute in 0..200 {
+            for i in 0..100 {
+                log.record(wrong_secret(&format!("decoy_{minute}_{i}"), minute)).await;
+                total += 1;
+            }
+        }
+        log.record(wrong_secret("target", 200)).await;
+        let mut other = wrong_secret("x", 200);
+        other.kind = AuditKind::TokenRejected {
+            client_id: None,
+            grant_type: None,
+            error: "invalid_grant".into(),
+            reason: "invalid_code".into(),
+            client_authenticated: false,
+        };
+        log.record(other).await;
+        total += 2;
+        assert_eq!(log.rejections_dropped(), 0);
+        let counts = log.rejection_counts(&project);
+        assert_eq!(counts.iter().map(|c| c.count).sum::<u64>(), total);
+        assert!(counts.len() <= MAX_REJECTION_COUNTERS);
+        assert!(counts.iter().any(|c| c.reason == "invalid_code"));
+        // The target is counted, apart or in the minute's shared counter.
+        assert!(counts.iter().any(|c| c.minute == datetime!(2026-11-26 03:20 UTC)
+            && (c.reason == "wrong_secret client=target" || c.reason == "wrong_secret client=*")));
+        // At most 64 clients apart in a minute.
+        let first = counts
+            .iter()
+            .filter(|c| c.minute == datetime!(2026-11-26 00:00 UTC) && c.reason != "wrong_secret client=*")
+            .count();
+        assert_eq!(first, crate::store::MAX_REJECTION_CLIENTS_PER_MINUTE);
     }
 }

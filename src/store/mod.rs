@@ -655,7 +655,9 @@ pub struct RejectionCount {
     /// `invalid_assertion`, a refused assertion), followed by ` client=`
     /// and the client id (at most [`MAX_REJECTION_CLIENT`] characters),
     /// e.g. `wrong_secret client=client_0123`: such failures are counted
-    /// and sampled per client.
+    /// and sampled per client, for the first
+    /// [`MAX_REJECTION_CLIENTS_PER_MINUTE`] clients of a project's minute;
+    /// the further ones are counted together as `client=*`.
     pub reason: String,
     /// How many.
     pub count: u64,
@@ -664,8 +666,9 @@ pub struct RejectionCount {
 /// Characters of a rejection reason kept in its counter.
 pub const MAX_REJECTION_REASON: usize = 64;
 
-/// Characters of a client id kept in a rejection counter's reason (see
-/// [`RejectionCount::reason`]).
+/// Characters of a client id kept whole in a rejection counter's reason
+/// (see [`RejectionCount::reason`]); a longer id is kept as its first 200
+/// characters, `~` and 16 hex digits of its SHA-256 (217 characters).
 pub const MAX_REJECTION_CLIENT: usize = 256;
 
 /// The counter a rejection event adds one to: its minute (unix minutes),
@@ -684,9 +687,140 @@ pub(crate) fn rejection_key(event: &AuditEvent) -> Option<(i64, &'static str, St
     let mut reason: String = reason.chars().take(MAX_REJECTION_REASON).collect();
     if let Some(client) = event.kind.guessed_client() {
         reason.push_str(" client=");
-        reason.extend(client.chars().take(MAX_REJECTION_CLIENT));
+        push_rejection_client(&mut reason, client);
     }
     Some((event.at.unix_timestamp().div_euclid(60), event.name(), reason))
+}
+
+/// Appends `client` whole when it has at most [`MAX_REJECTION_CLIENT`]
+/// characters, else its first 200, `~` and 16 hex digits of the SHA-256
+/// of the whole id, so long ids sharing a prefix stay apart.
+fn push_rejection_client(reason: &mut String, client: &str) {
+    if client.chars().nth(MAX_REJECTION_CLIENT).is_none() {
+        reason.push_str(client);
+        return;
+    }
+    use sha2::Digest as _;
+    reason.extend(client.chars().take(MAX_REJECTION_CLIENT_PREFIX));
+    reason.push('~');
+    let digest = sha2::Sha256::digest(client.as_bytes());
+    for byte in digest.iter().take(8) {
+        reason.push_str(&format!("{byte:02x}"));
+    }
+}
+
+/// Characters of a long client id kept before its hash.
+const MAX_REJECTION_CLIENT_PREFIX: usize = 200;
+
+/// Distinct clients counted apart per project and minute; the rejections
+/// of further clients are counted together, as client `*`
+/// ([`RejectionCount::reason`]).
+pub const MAX_REJECTION_CLIENTS_PER_MINUTE: usize = 64;
+
+/// Which clients get a rejection counter of their own: the first
+/// [`MAX_REJECTION_CLIENTS_PER_MINUTE`] per project and minute; the others
+/// share the counter `... client=*`, so minting decoy clients (CIMD client
+/// ids are free) cannot grow the counters without bound, nor crowd out
+/// the counts of the rest.
+#[derive(Debug, Default)]
+pub(crate) struct RejectionClients {
+    /// (project, minute) -> hashes of the clients counted apart.
+    seen: std::collections::HashMap<(String, i64), std::collections::HashSet<u64>>,
+    latest: i64,
+    hasher: std::hash::RandomState,
+}
+
+/// Project-minutes [`RejectionClients`] tracks at most.
+const MAX_REJECTION_CLIENT_MINUTES: usize = 1024;
+
+impl RejectionClients {
+    const MARK: &'static str = " client=";
+
+    /// The reason a rejection is counted under: `reason` itself, or its
+    /// client replaced by `*` once the project's minute has its share of
+    /// clients.
+    pub(crate) fn admit(&mut self, project: &str, minute: i64, reason: String) -> String {
+        let Some(at) = reason.find(Self::MARK) else {
+            return reason;
+        };
+        let client = &reason[at + Self::MARK.len()..];
+        if client == "*" {
+            return reason;
+        }
+        if minute > self.latest {
+            self.latest = minute;
+            // Minutes well past are done with.
+            self.seen.retain(|(_, m), _| *m >= minute - 2);
+        }
+        let hash = std::hash::BuildHasher::hash_one(&self.hasher, client);
+        let key = (project.to_owned(), minute);
+        let room = self.seen.len() < MAX_REJECTION_CLIENT_MINUTES && minute >= self.latest - 2;
+        let admitted = match self.seen.get_mut(&key) {
+            Some(clients) => {
+                clients.contains(&hash) || (clients.len() < MAX_REJECTION_CLIENTS_PER_MINUTE && clients.insert(hash))
+            }
+            None if room => {
+                self.seen.insert(key, std::iter::once(hash).collect());
+                true
+            }
+            None => false,
+        };
+        if admitted { reason } else { Self::shared(&reason) }
+    }
+
+    /// Whether `reason` names one client (not the shared `*`).
+    pub(crate) fn names_client(reason: &str) -> bool {
+        reason
+            .find(Self::MARK)
+            .is_some_and(|at| &reason[at + Self::MARK.len()..] != "*")
+    }
+
+    /// `reason` with its client replaced by `*`.
+    pub(crate) fn shared(reason: &str) -> String {
+        match reason.find(Self::MARK) {
+            Some(at) => format!("{}{}*", &reason[..at], Self::MARK),
+            None => reason.to_owned(),
+        }
+    }
+}
+
+/// Rejections not counted (too many counters held), counted, and logged at
+/// most once a minute (`tracing` WARN, target `authio_mcp::audit`) and
+/// reported as the metric `authio_audit_rejections_dropped_total`.
+#[derive(Debug, Default)]
+pub(crate) struct RejectionDrops {
+    count: std::sync::atomic::AtomicU64,
+    /// The unix minute (+ 1) of the last warning.
+    warned: std::sync::atomic::AtomicI64,
+}
+
+impl RejectionDrops {
+    /// Counts one dropped rejection of `minute`; `sink` names the counter
+    /// (`sql`, `memory`, `jsonl`).
+    pub(crate) fn add(&self, minute: i64, sink: &'static str) {
+        use std::sync::atomic::Ordering;
+        let total = self.count.fetch_add(1, Ordering::Relaxed) + 1;
+        crate::metrics::rejection_dropped(sink);
+        let last = self.warned.load(Ordering::Relaxed);
+        if minute + 1 > last
+            && self
+                .warned
+                .compare_exchange(last, minute + 1, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                target: "authio_mcp::audit",
+                sink,
+                dropped = total,
+                "too many rejection counters: rejections are dropped uncounted"
+            );
+        }
+    }
+
+    /// Rejections dropped so far.
+    pub(crate) fn count(&self) -> u64 {
+        self.count.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// Which audit events [`AuditLog::query`] returns.
@@ -1127,5 +1261,71 @@ impl ReplayCheck {
             Self::QuotaExceeded => "quota_exceeded",
             Self::Full => "full",
         }
+    }
+}
+
+#[cfg(test)]
+mod rejection_key_tests {
+    use time::macros::datetime;
+
+    use super::*;
+    use crate::audit::AuditKind;
+
+    fn wrong_secret(client: &str) -> AuditEvent {
+        AuditEvent::new(
+            ProjectId::new("proj_a").unwrap(),
+            datetime!(2026-11-26 12:00 UTC),
+            AuditKind::TokenRejected {
+                client_id: Some(client.into()),
+                grant_type: None,
+                error: "invalid_client".into(),
+                reason: "wrong_secret".into(),
+                client_authenticated: false,
+            },
+        )
+    }
+
+    #[test]
+    fn long_client_ids_sharing_a_prefix_get_counters_of_their_own() {
+        let prefix = "https://a.example/".to_owned() + &"x".repeat(300);
+        let (_, _, a) = rejection_key(&wrong_secret(&format!("{prefix}/a"))).unwrap();
+        let (_, _, b) = rejection_key(&wrong_secret(&format!("{prefix}/b"))).unwrap();
+        assert_ne!(a, b);
+        let client = a.strip_prefix("wrong_secret client=").unwrap();
+        assert_eq!(client.chars().count(), MAX_REJECTION_CLIENT_PREFIX + 1 + 16);
+        assert!(client.starts_with(&prefix[..MAX_REJECTION_CLIENT_PREFIX]));
+        // Short ids are kept whole.
+        let (_, _, short) = rejection_key(&wrong_secret("client_0123")).unwrap();
+        assert_eq!(short, "wrong_secret client=client_0123");
+        let exact = "y".repeat(MAX_REJECTION_CLIENT);
+        let (_, _, exact_reason) = rejection_key(&wrong_secret(&exact)).unwrap();
+        assert_eq!(exact_reason, format!("wrong_secret client={exact}"));
+    }
+
+    #[test]
+    fn a_projects_minute_counts_its_first_clients_apart() {
+        let mut clients = RejectionClients::default();
+        for i in 0..MAX_REJECTION_CLIENTS_PER_MINUTE {
+            let reason = format!("wrong_secret client=c{i}");
+            assert_eq!(clients.admit("p", 10, reason.clone()), reason);
+        }
+        assert_eq!(
+            clients.admit("p", 10, "wrong_secret client=late".into()),
+            "wrong_secret client=*"
+        );
+        // Known clients stay apart; other projects and minutes have their own share.
+        assert_eq!(
+            clients.admit("p", 10, "wrong_secret client=c0".into()),
+            "wrong_secret client=c0"
+        );
+        assert_eq!(
+            clients.admit("q", 10, "wrong_secret client=late".into()),
+            "wrong_secret client=late"
+        );
+        assert_eq!(
+            clients.admit("p", 11, "wrong_secret client=late".into()),
+            "wrong_secret client=late"
+        );
+        assert_eq!(clients.admit("p", 11, "invalid_code".into()), "invalid_code");
     }
 }

@@ -112,7 +112,7 @@
 //! | `access_tokens` (1) | `(project, hash)`; indexes `(project, grant_id)`, `expires_at` | `grant_id`, `expires_at` (`exp`), `revoked`, `record` (JSON claims) | the token as its hash only | at most [`crate::store::MAX_ACCESS_TOKENS_PER_GRANT`] per grant: each insert drops the grant's expired ones and its oldest beyond the cap; purged once expired |
 //! | `revoked_grants` (1) | `(project, grant_id)`; index `keep_until` | `revoked_at`, `keep_until` | none | purged after `keep_until` (a day) once no code or token of the grant remains |
 //! | `cimd_cache` (2) | `(project, url)`; index `expires_at` | `entry` (JSON: document and resolved client), `fetched_at`, `expires_at` | none (documents are public) | capped at [`SqlOptions::cimd_capacity`] entries, soonest-expiring evicted first; expired entries purged |
-//! | `audit_rejection_counts` (7) | `(project, minute, event, reason)`; index `minute` | `count` | none | a day (purged by minute); of each counter only the first [`REJECTION_SAMPLES_PER_MINUTE`] events go to `audit_events`; counted in memory and written once per [`REJECTION_FLUSH_INTERVAL`] (one upsert per counter), not per request |
+//! | `audit_rejection_counts` (7) | `(project, minute, event, reason)`; index `minute` | `count` | none | a day (purged by minute); of each counter only the first [`REJECTION_SAMPLES_PER_MINUTE`] events go to `audit_events`; counted in memory and written once per [`REJECTION_FLUSH_INTERVAL`] (one upsert statement per 256 counters, within [`REJECTION_FLUSH_DEADLINE`]), not per request; while the database does not answer, the counts and samples of that time are lost |
 //! | `audit_events` (2) | `id` (increasing); indexes `(project, id)`, `(project, name, id)`, `at` | `project`, `at`, `name`, `event` (JSON) | none (events never carry secrets) | [`SqlOptions::audit_max_age`] and [`SqlOptions::audit_max_rows_per_project`] |
 //! | `signing_keys` (4, 10) | `(project, kid)`; partial unique `(project, alg) WHERE state = 'active'` | `alg`, `state` (`next`/`active`/`retired`), `created_at`, `activated_at`, `retired_at`, `publish_until`, `private_key`, `key_protection` (`sealed`/`plaintext`, 10) | **the private key**, sealed by [`SqlOptions::key_encryption`] (authenticated encryption bound to project, kid and algorithm; without the key-encryption key the column is useless, and a row cannot be planted or moved); in plaintext DER only with [`SqlOptions::danger_plaintext_keys`] or for rows stored before migration 10 (refused by a sealing store until `reseal_signing_keys`). Never in `Debug`, logs or errors | retired keys deleted once past `publish_until` (by the rotation); one key at once by `KeyStore::delete` (emergency revocation) |
 //! | `signing_key_locks` (4) | `(project, alg)` | `locked_at` | none | one row per project and algorithm |
@@ -166,7 +166,8 @@ use time::OffsetDateTime;
 #[cfg(feature = "postgres")]
 pub use self::postgres::PostgresStore;
 pub use self::rejections::{
-    FLUSH_INTERVAL as REJECTION_FLUSH_INTERVAL, MAX_PENDING_COUNTERS as MAX_PENDING_REJECTION_COUNTERS,
+    FLUSH_DEADLINE as REJECTION_FLUSH_DEADLINE, FLUSH_INTERVAL as REJECTION_FLUSH_INTERVAL,
+    MAX_PENDING_COUNTERS as MAX_PENDING_REJECTION_COUNTERS, READ_WAIT as REJECTION_READ_WAIT,
 };
 #[cfg(feature = "sqlite")]
 pub use self::sqlite::SqliteStore;
@@ -497,8 +498,7 @@ macro_rules! impl_sql_store {
         struct AuditWriter {
             queue: std::sync::Mutex<Option<tokio::sync::mpsc::Sender<AuditEvent>>>,
             task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
-            rejections: std::sync::Arc<$crate::store::sql::rejections::RejectionBuffer>,
-            flusher: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+            rejections: $crate::store::sql::rejections::RejectionCounter,
         }
 
         /// Writes flushed rejection counters and samples.
@@ -519,22 +519,54 @@ macro_rules! impl_sql_store {
 
         #[async_trait::async_trait]
         impl $crate::store::sql::rejections::RejectionWriter for SqlRejectionWriter {
-            async fn add_count(
+            async fn add_counts(
                 &self,
-                key: &$crate::store::sql::rejections::CounterKey,
-                n: u64,
-            ) -> Result<u64, StoreError> {
-                let after: i64 = sqlx::query(q::REJECTION_COUNT_ADD)
-                    .bind(key.project.as_str())
-                    .bind(key.minute)
-                    .bind(key.event)
-                    .bind(key.reason.as_str())
-                    .bind(i64::try_from(n).unwrap_or(i64::MAX))
-                    .fetch_one(&self.pool)
+                counts: &[(&$crate::store::sql::rejections::CounterKey, u64)],
+            ) -> Result<Vec<u64>, StoreError> {
+                // One statement: atomic, one round trip for up to 256 counters.
+                let mut sql = String::from(q::REJECTION_COUNTS_ADD_HEAD);
+                for i in 0..counts.len() {
+                    let n = i * 5;
+                    if i > 0 {
+                        sql.push_str(", ");
+                    }
+                    sql.push_str(&format!("(${}, ${}, ${}, ${}, ${})", n + 1, n + 2, n + 3, n + 4, n + 5));
+                }
+                sql.push_str(q::REJECTION_COUNTS_ADD_TAIL);
+                let mut upsert = sqlx::query(&sql).persistent(false);
+                for (key, n) in counts {
+                    upsert = upsert
+                        .bind(key.project.as_str())
+                        .bind(key.minute)
+                        .bind(key.event)
+                        .bind(key.reason.as_str())
+                        .bind(i64::try_from(*n).unwrap_or(i64::MAX));
+                }
+                let rows = upsert
+                    .fetch_all(&self.pool)
                     .await
-                    .and_then(|row| row.try_get(0))
                     .map_err(|e| self.fail("count rejections", e))?;
-                Ok(u64::try_from(after).unwrap_or(0))
+                // RETURNING promises no order: match the rows by key.
+                let mut after = std::collections::HashMap::with_capacity(rows.len());
+                for row in &rows {
+                    let get = |e| self.fail("count rejections", e);
+                    let project: String = row.try_get(0).map_err(get)?;
+                    let minute: i64 = row.try_get(1).map_err(get)?;
+                    let event: String = row.try_get(2).map_err(get)?;
+                    let reason: String = row.try_get(3).map_err(get)?;
+                    let count: i64 = row.try_get(4).map_err(get)?;
+                    after.insert((project, minute, event, reason), u64::try_from(count).unwrap_or(0));
+                }
+                Ok(counts
+                    .iter()
+                    .map(|(key, n)| {
+                        // A row missing from the answer: assume the minute's samples are taken.
+                        after
+                            .get(&(key.project.clone(), key.minute, key.event.to_owned(), key.reason.clone()))
+                            .copied()
+                            .unwrap_or(u64::from(REJECTION_SAMPLES_PER_MINUTE).saturating_add(*n))
+                    })
+                    .collect())
             }
 
             async fn insert_samples(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
@@ -545,70 +577,28 @@ macro_rules! impl_sql_store {
         }
 
         impl AuditWriter {
-            fn none() -> Self {
+            fn none(
+                pool: sqlx::Pool<<$row as sqlx::Row>::Database>,
+                options: $crate::store::sql::SqlOptions,
+                failures: std::sync::Arc<std::sync::atomic::AtomicU64>,
+            ) -> Self {
                 Self {
                     queue: std::sync::Mutex::new(None),
                     task: std::sync::Mutex::new(None),
-                    rejections: std::sync::Arc::default(),
-                    flusher: std::sync::Mutex::new(None),
+                    rejections: Self::rejections(pool, &options, failures),
                 }
             }
 
-            /// Starts the periodic rejection flush (once; only inside a
-            /// tokio runtime, else counts wait for a read or `close()`).
-            /// The task ends when the store is dropped.
-            fn start_flusher(
-                &self,
-                pool: &sqlx::Pool<<$row as sqlx::Row>::Database>,
+            fn rejections(
+                pool: sqlx::Pool<<$row as sqlx::Row>::Database>,
                 options: &$crate::store::sql::SqlOptions,
-                failures: &std::sync::Arc<std::sync::atomic::AtomicU64>,
-            ) {
-                let Ok(mut flusher) = self.flusher.lock() else { return };
-                if flusher.is_some() {
-                    return;
-                }
-                let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-                    return;
-                };
-                let buffer = std::sync::Arc::downgrade(&self.rejections);
+                failures: std::sync::Arc<std::sync::atomic::AtomicU64>,
+            ) -> $crate::store::sql::rejections::RejectionCounter {
                 let writer = SqlRejectionWriter {
-                    pool: pool.clone(),
+                    pool,
                     on_error: options.on_error.clone(),
                 };
-                let failures = failures.clone();
-                *flusher = Some(runtime.spawn(async move {
-                    let mut tick = tokio::time::interval($crate::store::sql::REJECTION_FLUSH_INTERVAL);
-                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                    tick.tick().await;
-                    loop {
-                        tick.tick().await;
-                        let Some(buffer) = buffer.upgrade() else { break };
-                        let flushed = buffer.flush(&writer).await;
-                        if flushed.failed > 0 {
-                            failures.fetch_add(flushed.failed, std::sync::atomic::Ordering::Relaxed);
-                        }
-                    }
-                }));
-            }
-
-            /// Writes the pending rejection counters now.
-            async fn flush_rejections(
-                &self,
-                pool: &sqlx::Pool<<$row as sqlx::Row>::Database>,
-                options: &$crate::store::sql::SqlOptions,
-                failures: &std::sync::atomic::AtomicU64,
-            ) {
-                if self.rejections.is_empty() {
-                    return;
-                }
-                let writer = SqlRejectionWriter {
-                    pool: pool.clone(),
-                    on_error: options.on_error.clone(),
-                };
-                let flushed = self.rejections.flush(&writer).await;
-                if flushed.failed > 0 {
-                    failures.fetch_add(flushed.failed, std::sync::atomic::Ordering::Relaxed);
-                }
+                $crate::store::sql::rejections::RejectionCounter::new(std::sync::Arc::new(writer), failures)
             }
 
             fn start(
@@ -616,6 +606,7 @@ macro_rules! impl_sql_store {
                 options: $crate::store::sql::SqlOptions,
                 failures: std::sync::Arc<std::sync::atomic::AtomicU64>,
             ) -> Self {
+                let rejections = Self::rejections(pool.clone(), &options, failures.clone());
                 let (tx, mut rx) = tokio::sync::mpsc::channel::<AuditEvent>(AUDIT_QUEUE);
                 let task = tokio::spawn(async move {
                     let mut batch = Vec::with_capacity(AUDIT_BATCH);
@@ -657,8 +648,7 @@ macro_rules! impl_sql_store {
                 Self {
                     queue: std::sync::Mutex::new(Some(tx)),
                     task: std::sync::Mutex::new(Some(task)),
-                    rejections: std::sync::Arc::default(),
-                    flusher: std::sync::Mutex::new(None),
+                    rejections,
                 }
             }
 
@@ -752,14 +742,17 @@ macro_rules! impl_sql_store {
         }
 
         impl $store {
-            /// Closes the store: writes the queued audit events (with
-            /// [`SqlOptions::audit_batching`]), then closes every connection
-            /// of the pool (waiting for the ones in use).
+            /// Closes the store: lets the background rejection flush finish
+            /// and writes the counts left (each for at most
+            /// [`crate::store::sql::REJECTION_READ_WAIT`]; rejections
+            /// recorded later are dropped and counted), writes the queued
+            /// audit events (with [`SqlOptions::audit_batching`]), then
+            /// closes every connection of the pool (waiting for the ones in
+            /// use).
             pub async fn close(&self) {
-                self.flush_rejections().await;
-                if let Some(task) = self.audit_writer.flusher.lock().ok().and_then(|mut t| t.take()) {
-                    task.abort();
-                }
+                // Waits for a flush under way and writes the rest, each for
+                // at most `REJECTION_READ_WAIT`; later rejections are dropped.
+                self.audit_writer.rejections.close().await;
                 self.audit_writer.finish().await;
                 self.pool.close().await;
             }
@@ -769,19 +762,23 @@ macro_rules! impl_sql_store {
             /// before every read of the audit log, and by `close()`).
             ///
             /// Rejections ([`crate::audit::AuditClass::Rejection`]) are
-            /// counted in memory and written in batches, one upsert per
-            /// counter per flush, so a flood of junk requests is not a
-            /// database write each; a process that dies loses the counts of
-            /// at most the last interval.
+            /// counted in memory and written in batches, one upsert
+            /// statement per 256 counters, so a flood of junk requests is
+            /// not a database write each; a process that dies loses the
+            /// counts of at most the last interval, and while the database
+            /// does not answer the counts and samples of that time are lost
+            /// (counted in `audit_failures`). Waits at most
+            /// [`crate::store::sql::REJECTION_READ_WAIT`] (for a flush under
+            /// way, then this one); a flush stops at its first failed write
+            /// or after [`crate::store::sql::REJECTION_FLUSH_DEADLINE`].
             pub async fn flush_rejections(&self) {
-                self.audit_writer
-                    .flush_rejections(&self.pool, &self.options, &self.audit_failures)
-                    .await;
+                self.audit_writer.rejections.flush().await;
             }
 
             /// Rejections not counted because
             /// [`crate::store::sql::MAX_PENDING_REJECTION_COUNTERS`] counters
-            /// were waiting for a flush.
+            /// were waiting for a flush (also logged at most once a minute),
+            /// or because the store was closed.
             pub fn rejections_dropped(&self) -> u64 {
                 self.audit_writer.rejections.dropped()
             }
@@ -2710,8 +2707,6 @@ macro_rules! impl_sql_store {
             async fn record(&self, event: AuditEvent) {
                 // Rejections are counted in memory and flushed in batches.
                 let Some(event) = self.audit_writer.rejections.add(event) else {
-                    self.audit_writer
-                        .start_flusher(&self.pool, &self.options, &self.audit_failures);
                     return;
                 };
                 let Some(event) = self.audit_writer.offer(event) else {

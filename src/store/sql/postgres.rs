@@ -55,7 +55,7 @@ impl PostgresStore {
         let audit_writer = if options.audit_batching {
             AuditWriter::start(pool.clone(), options.clone(), audit_failures.clone())
         } else {
-            AuditWriter::none()
+            AuditWriter::none(pool.clone(), options.clone(), audit_failures.clone())
         };
         Ok(Self {
             pool,

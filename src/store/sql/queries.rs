@@ -366,6 +366,17 @@ pub(super) const REJECTION_COUNT_ADD: &str = "INSERT INTO audit_rejection_counts
      ON CONFLICT (project, minute, event, reason) DO UPDATE SET count = audit_rejection_counts.count + excluded.count \
      RETURNING count";
 
+/// Adds to many rejection counters in one statement: the head, then
+/// `($1, $2, $3, $4, $5), ...` (project, minute, event, reason, count),
+/// then the tail; returns every counter's key and value after the
+/// addition.
+pub(super) const REJECTION_COUNTS_ADD_HEAD: &str = "INSERT INTO audit_rejection_counts \
+     (project, minute, event, reason, count) VALUES ";
+/// See [`REJECTION_COUNTS_ADD_HEAD`].
+pub(super) const REJECTION_COUNTS_ADD_TAIL: &str = " ON CONFLICT (project, minute, event, reason) \
+     DO UPDATE SET count = audit_rejection_counts.count + excluded.count \
+     RETURNING project, minute, event, reason, count";
+
 /// A project's newest `$2` counters, newest minute first.
 pub(super) const REJECTION_COUNTS: &str = "SELECT minute, event, reason, count FROM audit_rejection_counts \
      WHERE project = $1 ORDER BY minute DESC, event, reason LIMIT $2";

@@ -61,7 +61,7 @@ impl SqliteStore {
         let audit_writer = if options.audit_batching {
             AuditWriter::start(pool.clone(), options.clone(), audit_failures.clone())
         } else {
-            AuditWriter::none()
+            AuditWriter::none(pool.clone(), options.clone(), audit_failures.clone())
         };
         Ok(Self {
             pool,
