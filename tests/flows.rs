@@ -18,10 +18,10 @@ async fn registered_public_client_full_flow() {
     let v = verifier(1);
     let q = auth_query(&client, REDIRECT, &v, "&scope=mcp%3Aread+mcp%3Awrite");
     let pending = h.pending(&q).await;
-    assert_eq!(pending.client_name.as_deref(), Some("Client 1"));
-    assert_eq!(pending.redirect_host.as_deref(), Some("my-mcp-server.example.com"));
-    assert!(!pending.loopback_only);
-    assert_eq!(pending.scopes.to_string(), "mcp:read mcp:write");
+    assert_eq!(pending.client_name().as_deref(), Some("Client 1"));
+    assert_eq!(pending.redirect_host().as_deref(), Some("my-mcp-server.example.com"));
+    assert!(!pending.loopback_only());
+    assert_eq!(pending.scopes().to_string(), "mcp:read mcp:write");
 
     let location = h
         .server
@@ -321,7 +321,7 @@ async fn deny_redirects_access_denied() {
     let h = harness().await;
     let client = h.public_client(1, &[REDIRECT]).await;
     let pending = h.pending(&auth_query(&client, REDIRECT, &verifier(1), "")).await;
-    let location = h.server.deny(&pending).await;
+    let location = h.server.deny(pending).await;
     assert_eq!(query_param(&location, "error").as_deref(), Some("access_denied"));
     assert_eq!(query_param(&location, "state").as_deref(), Some("st4te"));
     assert_eq!(query_param(&location, "iss").as_deref(), Some(ISSUER));
@@ -333,22 +333,20 @@ async fn approval_cannot_widen_and_expires() {
     let h = harness().await;
     let client = h.public_client(1, &[REDIRECT]).await;
     let pending = h.pending(&auth_query(&client, REDIRECT, &verifier(1), "")).await;
+    // A second one from the same request, at the same time (approving
+    // consumes a pending authorization).
+    let later = h.pending(&auth_query(&client, REDIRECT, &verifier(1), "")).await;
     let r = h
         .server
         .approve(
-            pending.clone(),
+            pending,
             Subject::new("u").unwrap(),
             Some(ScopeSet::parse("mcp:write").unwrap()),
         )
         .await;
     assert!(r.is_err());
     h.clock.advance(Duration::minutes(11));
-    assert!(
-        h.server
-            .approve(pending, Subject::new("u").unwrap(), None)
-            .await
-            .is_err()
-    );
+    assert!(h.server.approve(later, Subject::new("u").unwrap(), None).await.is_err());
 }
 
 #[tokio::test]
@@ -659,7 +657,8 @@ async fn a_project_with_its_own_issuer_names_it_everywhere() {
     let client = h.public_client(1, &[REDIRECT]).await;
     let v = verifier(38);
     let pending = h.pending(&auth_query(&client, REDIRECT, &v, "")).await;
-    assert_eq!(query_param(&h.server.deny(&pending).await, "iss").as_deref(), Some(own));
+    assert_eq!(query_param(&h.server.deny(pending).await, "iss").as_deref(), Some(own));
+    let pending = h.pending(&auth_query(&client, REDIRECT, &v, "")).await;
     let location = h
         .server
         .approve(pending, Subject::new("u").unwrap(), None)
