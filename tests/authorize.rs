@@ -238,7 +238,7 @@ async fn forgotten_resources_get_no_more_tokens() {
     let v = verifier(1);
     let code = h.code_for(&client, &v, "").await;
     let tokens = h.exchange(&client, &code, &v, "").await.unwrap();
-    let refresh = tokens.refresh_token.clone().expect("a refresh token");
+    let refresh = tokens.refresh_token().clone().expect("a refresh token");
     let code2 = h.code_for(&client, &verifier(2), "").await;
     let forget = |known: bool| {
         let server = h.server.clone();
@@ -367,7 +367,7 @@ async fn unsupported_scopes_are_dropped_and_offline_access_understood() {
     let code = query_param(&location, "code").unwrap();
     let t = h.exchange(&client, &code, &v, "").await.unwrap();
     assert_eq!(t.scope, "openid");
-    assert!(t.refresh_token.is_some());
+    assert!(t.refresh_token().is_some());
 
     // Only unknown scopes (and offline_access): the defaults, as if none
     // had been asked for.
