@@ -37,7 +37,7 @@ async fn registered_public_client_full_flow() {
     assert_eq!(t.token_type, "Bearer");
     assert_eq!(t.expires_in, 15 * 60, "project access-token TTL");
     assert_eq!(t.scope, "mcp:read mcp:write");
-    let info = h.introspect(&t.access_token()).await;
+    let info = h.introspect(t.access_token()).await;
     assert_eq!(info["active"], true);
     assert_eq!(info["aud"], serde_json::json!([RESOURCE]));
     assert_eq!(info["sub"], "user_demo");
@@ -48,14 +48,14 @@ async fn registered_public_client_full_flow() {
     // Refresh twice: each rotation invalidates the previous refresh token.
     let rt1 = t.refresh_token().clone().unwrap();
     h.clock.advance(Duration::minutes(20));
-    assert_eq!(h.introspect(&t.access_token()).await["active"], false, "expired");
+    assert_eq!(h.introspect(t.access_token()).await["active"], false, "expired");
     let t2 = h.refresh(&client, &rt1, "").await.unwrap();
     let rt2 = t2.refresh_token().clone().unwrap();
     assert_ne!(rt1, rt2);
     assert_eq!(h.introspect(&rt1).await["active"], false);
     let t3 = h.refresh(&client, &rt2, "&scope=mcp%3Aread").await.unwrap();
     assert_eq!(t3.scope, "mcp:read", "refresh may narrow scope");
-    let info = h.introspect(&t3.access_token()).await;
+    let info = h.introspect(t3.access_token()).await;
     assert_eq!(info["aud"], serde_json::json!([RESOURCE]));
     assert_eq!(info["scope"], "mcp:read");
 
@@ -64,7 +64,7 @@ async fn registered_public_client_full_flow() {
     let body = form(&[("token", &rt3), ("client_id", client.as_str())]);
     h.server.revoke(&h.project, None, body.as_bytes()).await.unwrap();
     assert_eq!(h.introspect(&rt3).await["active"], false);
-    assert_eq!(h.introspect(&t3.access_token()).await["active"], false);
+    assert_eq!(h.introspect(t3.access_token()).await["active"], false);
     assert_eq!(
         h.refresh(&client, &rt3, "").await.unwrap_err().code(),
         ErrorCode::InvalidGrant
@@ -83,20 +83,20 @@ async fn code_replay_revokes_the_grant() {
     let v = verifier(2);
     let code = h.code_for(&client, &v, "").await;
     let t = h.exchange(&client, &code, &v, "").await.unwrap();
-    assert_eq!(h.introspect(&t.access_token()).await["active"], true);
+    assert_eq!(h.introspect(t.access_token()).await["active"], true);
 
     // An invalid replay (wrong verifier) neither revokes nor counts as reuse.
     let err = h.exchange(&client, &code, &verifier(9), "").await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::InvalidGrant);
-    assert_eq!(h.introspect(&t.access_token()).await["active"], true);
+    assert_eq!(h.introspect(t.access_token()).await["active"], true);
     assert!(!h.events().contains(&"authorization_code.reuse_detected"));
 
     // A valid replay is refused and revokes everything issued from the code.
     let err = h.exchange(&client, &code, &v, "").await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::InvalidGrant);
-    assert_eq!(h.introspect(&t.access_token()).await["active"], false);
+    assert_eq!(h.introspect(t.access_token()).await["active"], false);
     assert_eq!(
-        h.introspect(t.refresh_token().as_deref().unwrap()).await["active"],
+        h.introspect(t.refresh_token().unwrap()).await["active"],
         false
     );
     assert!(h.events().contains(&"authorization_code.reuse_detected"));
@@ -118,7 +118,7 @@ async fn refresh_reuse_revokes_the_family() {
         h.refresh(&client, &rt1, "").await.unwrap_err().code(),
         ErrorCode::InvalidGrant
     );
-    assert_eq!(h.introspect(&t2.access_token()).await["active"], false);
+    assert_eq!(h.introspect(t2.access_token()).await["active"], false);
     let rt2 = t2.refresh_token().unwrap().to_owned();
     assert_eq!(
         h.refresh(&client, &rt2, "").await.unwrap_err().code(),
@@ -144,7 +144,7 @@ async fn widening_is_refused_without_consuming_the_code() {
         .await
         .unwrap();
     assert_eq!(
-        h.introspect(&t.access_token()).await["aud"],
+        h.introspect(t.access_token()).await["aud"],
         serde_json::json!([RESOURCE])
     );
 }
@@ -397,7 +397,7 @@ async fn whole_flow(h: &Harness, client_id: &str, redirect: &str, seed: u8) {
         ("code_verifier", v.as_str()),
     ]);
     let t = h.server.token(&h.project, None, body.as_bytes()).await.unwrap();
-    let info = h.introspect(&t.access_token()).await;
+    let info = h.introspect(t.access_token()).await;
     assert_eq!(
         info["aud"],
         serde_json::json!([RESOURCE]),
@@ -514,10 +514,10 @@ async fn one_users_replay_never_revokes_another_users_grant() {
     let tb = h.exchange(&client, &code_b, &vb, "").await.unwrap();
     // A's code is replayed: A's grant dies, B's (same client) does not.
     assert!(h.exchange(&client, &code_a, &va, "").await.is_err());
-    assert_eq!(h.introspect(&ta.access_token()).await["active"], false);
-    assert_eq!(h.introspect(&tb.access_token()).await["active"], true);
+    assert_eq!(h.introspect(ta.access_token()).await["active"], false);
+    assert_eq!(h.introspect(tb.access_token()).await["active"], true);
     assert_eq!(
-        h.introspect(tb.refresh_token().as_deref().unwrap()).await["active"],
+        h.introspect(tb.refresh_token().unwrap()).await["active"],
         true
     );
 }
@@ -530,7 +530,7 @@ async fn revoking_another_clients_token_is_ignored() {
     let v = verifier(33);
     let code = h.code_for(&owner, &v, "").await;
     let t = h.exchange(&owner, &code, &v, "").await.unwrap();
-    for token in [t.access_token(), t.refresh_token().as_deref().unwrap()] {
+    for token in [t.access_token(), t.refresh_token().unwrap()] {
         let body = form(&[("token", token), ("client_id", other.as_str())]);
         h.server.revoke(&h.project, None, body.as_bytes()).await.unwrap();
         assert_eq!(
@@ -646,12 +646,12 @@ async fn revoking_an_access_token_leaves_the_grant() {
     let code = h.code_for(&client, &v, "").await;
     let t = h.exchange(&client, &code, &v, "").await.unwrap();
     let body = form(&[
-        ("token", &t.access_token()),
+        ("token", t.access_token()),
         ("client_id", client.as_str()),
         ("token_type_hint", "access_token"),
     ]);
     h.server.revoke(&h.project, None, body.as_bytes()).await.unwrap();
-    assert_eq!(h.introspect(&t.access_token()).await["active"], false);
+    assert_eq!(h.introspect(t.access_token()).await["active"], false);
     let rt = t.refresh_token().unwrap().to_owned();
     assert_eq!(
         h.introspect(&rt).await["active"],
@@ -659,7 +659,7 @@ async fn revoking_an_access_token_leaves_the_grant() {
         "only the access token was revoked"
     );
     let t2 = h.refresh(&client, &rt, "").await.unwrap();
-    assert_eq!(h.introspect(&t2.access_token()).await["active"], true);
+    assert_eq!(h.introspect(t2.access_token()).await["active"], true);
 }
 
 #[tokio::test]
@@ -697,8 +697,8 @@ async fn a_project_with_its_own_issuer_names_it_everywhere() {
 
     let code = query_param(&location, "code").unwrap();
     let t = h.exchange(&client, &code, &v, "").await.unwrap();
-    assert_eq!(h.introspect(&t.access_token()).await["iss"], own);
-    assert_eq!(h.introspect(t.refresh_token().as_deref().unwrap()).await["iss"], own);
+    assert_eq!(h.introspect(t.access_token()).await["iss"], own);
+    assert_eq!(h.introspect(t.refresh_token().unwrap()).await["iss"], own);
     // Settings with an issuer round-trip through serde.
     let s = h.server.project(&h.project).await.unwrap();
     let back: authio_mcp::project::ProjectSettings = serde_json::from_value(serde_json::to_value(&s).unwrap()).unwrap();
@@ -727,23 +727,23 @@ async fn concurrent_refreshes_within_the_grace_get_the_same_pair() {
     assert_eq!(a.access_token(), b.access_token());
     assert_eq!(a.refresh_token(), b.refresh_token());
     assert_eq!(b.expires_in, a.expires_in - 2, "the same token, 2 seconds older");
-    assert_ne!(a.refresh_token().as_deref(), Some(rt1.as_str()));
+    assert_ne!(a.refresh_token(), Some(rt1.as_str()));
     assert!(h.events().contains(&"refresh_token.concurrent_reuse"));
     assert!(!h.events().contains(&"refresh_token.reuse_detected"));
-    assert_eq!(h.introspect(&a.access_token()).await["active"], true);
+    assert_eq!(h.introspect(a.access_token()).await["active"], true);
     // rt1 after the grace: reuse, and the whole family is revoked.
     let rt2 = a.refresh_token().clone().unwrap();
     let d = h.refresh(&client, &rt2, "").await.unwrap();
-    assert_eq!(h.introspect(&d.access_token()).await["active"], true);
+    assert_eq!(h.introspect(d.access_token()).await["active"], true);
     h.clock.advance(Duration::seconds(3));
     assert_eq!(
         h.refresh(&client, &rt1, "").await.unwrap_err().code(),
         ErrorCode::InvalidGrant
     );
     assert!(h.events().contains(&"refresh_token.reuse_detected"));
-    assert_eq!(h.introspect(&d.access_token()).await["active"], false);
+    assert_eq!(h.introspect(d.access_token()).await["active"], false);
     assert_eq!(
-        h.introspect(d.refresh_token().as_deref().unwrap()).await["active"],
+        h.introspect(d.refresh_token().unwrap()).await["active"],
         false
     );
 }
@@ -774,9 +774,9 @@ async fn a_different_request_within_the_grace_is_reuse() {
         );
     }
     assert!(h.events().contains(&"refresh_token.reuse_detected"));
-    assert_eq!(h.introspect(&a.access_token()).await["active"], false);
+    assert_eq!(h.introspect(a.access_token()).await["active"], false);
     assert_eq!(
-        h.introspect(a.refresh_token().as_deref().unwrap()).await["active"],
+        h.introspect(a.refresh_token().unwrap()).await["active"],
         false
     );
 }
@@ -812,7 +812,7 @@ async fn strict_mode_and_zero_grace_revoke_on_any_reuse() {
             ErrorCode::InvalidGrant,
             "strict={strict}"
         );
-        assert_eq!(h.introspect(&a.access_token()).await["active"], false);
+        assert_eq!(h.introspect(a.access_token()).await["active"], false);
     }
 }
 
@@ -831,13 +831,13 @@ async fn a_grace_replay_never_revives_a_revoked_access_token() {
         .unwrap()
         .to_owned();
     let a = h.refresh(&client, &rt1, "").await.unwrap();
-    let body = form(&[("token", &a.access_token()), ("client_id", client.as_str())]);
+    let body = form(&[("token", a.access_token()), ("client_id", client.as_str())]);
     h.server.revoke(&h.project, None, body.as_bytes()).await.unwrap();
     assert_eq!(
         h.refresh(&client, &rt1, "").await.unwrap_err().code(),
         ErrorCode::InvalidGrant
     );
-    assert_eq!(h.introspect(&a.access_token()).await["active"], false);
+    assert_eq!(h.introspect(a.access_token()).await["active"], false);
 }
 
 /// Codex and others omit `resource` on refresh: the grant's applies. A
@@ -857,7 +857,7 @@ async fn refresh_without_resource_keeps_the_grants_and_compares_canonically() {
         .to_owned();
     let t = h.refresh(&client, &rt, "").await.unwrap();
     assert_eq!(
-        h.introspect(&t.access_token()).await["aud"],
+        h.introspect(t.access_token()).await["aud"],
         serde_json::json!([RESOURCE])
     );
     let mut rt = t.refresh_token().unwrap().to_owned();
@@ -871,7 +871,7 @@ async fn refresh_without_resource_keeps_the_grants_and_compares_canonically() {
             .await
             .unwrap_or_else(|e| panic!("{spelled}: {e:?}"));
         assert_eq!(
-            h.introspect(&t.access_token()).await["aud"],
+            h.introspect(t.access_token()).await["aud"],
             serde_json::json!([RESOURCE]),
             "{spelled}"
         );

@@ -122,29 +122,29 @@ async fn reuse_revokes_a_family_spread_over_every_shard() {
         tokens.push(h.refresh(&client, &rt, "").await.unwrap());
     }
     let last = tokens.last().unwrap().clone();
-    assert_eq!(h.introspect(&last.access_token()).await["active"], true);
+    assert_eq!(h.introspect(last.access_token()).await["active"], true);
     // Only the newest MAX_ROTATED_PER_GRANT rotated tokens are remembered
     // (bounded growth): the first one is forgotten, refused without
     // revoking anything (after the grace, as a reuse would be).
     h.clock.advance(authio_mcp::project::DEFAULT_REFRESH_REUSE_GRACE);
     let err = h
-        .refresh(&client, first.refresh_token().as_deref().unwrap(), "")
+        .refresh(&client, first.refresh_token().unwrap(), "")
         .await
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::InvalidGrant);
-    assert_eq!(h.introspect(&last.access_token()).await["active"], true);
+    assert_eq!(h.introspect(last.access_token()).await["active"], true);
     assert_eq!(h.grants.tombstones(), MAX_ROTATED_PER_GRANT);
     // Reusing the oldest remembered one revokes every token of the grant.
     let oldest_remembered = &tokens[tokens.len() - 1 - MAX_ROTATED_PER_GRANT];
     let err = h
-        .refresh(&client, oldest_remembered.refresh_token().as_deref().unwrap(), "")
+        .refresh(&client, oldest_remembered.refresh_token().unwrap(), "")
         .await
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::InvalidGrant);
     for t in &tokens {
-        assert_eq!(h.introspect(&t.access_token()).await["active"], false);
+        assert_eq!(h.introspect(t.access_token()).await["active"], false);
         assert_eq!(
-            h.introspect(t.refresh_token().as_deref().unwrap()).await["active"],
+            h.introspect(t.refresh_token().unwrap()).await["active"],
             false
         );
     }
@@ -161,10 +161,10 @@ async fn tokens_are_scoped_to_their_project() {
     let v = verifier(1);
     let code = h.code_for(&client, &v, "").await;
     let t = h.exchange(&client, &code, &v, "").await.unwrap();
-    let body = form(&[("token", &t.access_token())]);
+    let body = form(&[("token", t.access_token())]);
     let info = h.server.introspect(&other, body.as_bytes()).await.unwrap();
     assert!(!info.active);
-    assert_eq!(h.introspect(&t.access_token()).await["active"], true);
+    assert_eq!(h.introspect(t.access_token()).await["active"], true);
 }
 
 #[tokio::test]
@@ -175,7 +175,7 @@ async fn purging_after_every_lifetime_empties_the_store() {
         let v = verifier(n);
         let code = h.code_for(&client, &v, "").await;
         let t = h.exchange(&client, &code, &v, "").await.unwrap();
-        h.refresh(&client, t.refresh_token().as_deref().unwrap(), "")
+        h.refresh(&client, t.refresh_token().unwrap(), "")
             .await
             .unwrap();
     }
@@ -206,16 +206,16 @@ async fn records_per_grant_are_bounded_across_many_refreshes() {
     let mut t = h.exchange(&client, &code, &v, "").await.unwrap();
     for _ in 0..300 {
         t = h
-            .refresh(&client, t.refresh_token().as_deref().unwrap(), "")
+            .refresh(&client, t.refresh_token().unwrap(), "")
             .await
             .unwrap();
         // one code, one live refresh token, the capped access tokens
         assert!(h.grants.len() <= 2 + MAX_ACCESS_TOKENS_PER_GRANT, "{}", h.grants.len());
         assert!(h.grants.tombstones() <= MAX_ROTATED_PER_GRANT);
     }
-    assert_eq!(h.introspect(&t.access_token()).await["active"], true);
+    assert_eq!(h.introspect(t.access_token()).await["active"], true);
     assert_eq!(
-        h.introspect(t.refresh_token().as_deref().unwrap()).await["active"],
+        h.introspect(t.refresh_token().unwrap()).await["active"],
         true
     );
 }

@@ -331,7 +331,7 @@ async fn metadata_document_client_with_jwks_uri() {
             &h.project,
             None,
             form(&[
-                ("token", &t.access_token()),
+                ("token", t.access_token()),
                 ("client_assertion_type", JWT_BEARER_ASSERTION_TYPE),
                 ("client_assertion", &b),
             ])
@@ -339,7 +339,7 @@ async fn metadata_document_client_with_jwks_uri() {
         )
         .await
         .unwrap();
-    assert_eq!(h.introspect(&t.access_token()).await["active"], false);
+    assert_eq!(h.introspect(t.access_token()).await["active"], false);
     // The client's JWK Set was fetched once and then reused.
     assert_eq!(fetcher.jwks_fetches.load(std::sync::atomic::Ordering::SeqCst), 1);
     // An assertion from an unknown key: one refetch at most (the cached

@@ -848,7 +848,7 @@ mod f7 {
             CallbackOutcome::Redirect(location) => {
                 let code = query_param(&location, "code").unwrap();
                 let t = s.a.exchange(&client, &code, &verifier(1), "").await.unwrap();
-                let aud = s.a.introspect(&t.access_token()).await["aud"].clone();
+                let aud = s.a.introspect(t.access_token()).await["aud"].clone();
                 panic!("no consent asked for a new audience: straight to {location}, token aud {aud}")
             }
             other => panic!("{other:?}"),

@@ -199,7 +199,7 @@ fn one_grant_soak(
         ]);
         let t = block_on(server.token(project, None, body.as_bytes())).unwrap();
         assert!(
-            block_on(server.introspect_token(project, &t.access_token()))
+            block_on(server.introspect_token(project, t.access_token()))
                 .unwrap()
                 .active
         );
@@ -283,11 +283,11 @@ fn flow(server: &AuthorizationServer, project: &ProjectId, client: &ClientId) {
     let tokens = block_on(server.token(project, None, body.as_bytes())).unwrap();
     let body = form(&[
         ("grant_type", "refresh_token"),
-        ("refresh_token", tokens.refresh_token().as_deref().unwrap()),
+        ("refresh_token", tokens.refresh_token().unwrap()),
         ("client_id", client.as_str()),
     ]);
     let refreshed = block_on(server.token(project, None, body.as_bytes())).unwrap();
-    let info = block_on(server.introspect_token(project, &refreshed.access_token())).unwrap();
+    let info = block_on(server.introspect_token(project, refreshed.access_token())).unwrap();
     assert!(info.active);
 }
 

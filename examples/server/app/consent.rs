@@ -76,7 +76,7 @@ struct Waiting {
 /// user signed in upstream.
 enum Consenting {
     Pending(PendingAuthorization),
-    SignedIn(SignedIn),
+    SignedIn(Box<SignedIn>),
 }
 
 enum Held {
@@ -227,7 +227,7 @@ impl ConsentHandler for ConsentPage {
         if self.auto_approve {
             return endpoints.approve_signed_in(signed_in, None).await;
         }
-        self.show(endpoints, Consenting::SignedIn(signed_in), parts).await
+        self.show(endpoints, Consenting::SignedIn(Box::new(signed_in)), parts).await
     }
 }
 
@@ -276,7 +276,7 @@ impl ConsentPage {
         let client: Box<str> = pending.client_id().as_str().into();
         let created_at = pending.created_at();
         let held = match consenting {
-            Consenting::SignedIn(s) => Held::SignedIn(Box::new(s)),
+            Consenting::SignedIn(s) => Held::SignedIn(s),
             // Parked: the session store is this process's memory, never
             // the browser.
             Consenting::Pending(p) => match serde_json::to_vec(&p.park()) {
