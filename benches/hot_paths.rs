@@ -302,7 +302,7 @@ fn driver(c: &mut Criterion) {
                 let n = CHUNK.min(iters - done);
                 let body = bench.exchange_body(&bench.code());
                 let first = block_on(bench.server.token(&bench.project, None, body.as_bytes())).unwrap();
-                let mut refresh = bench.refresh_body(&first.refresh_token().unwrap());
+                let mut refresh = bench.refresh_body(first.refresh_token().unwrap());
                 let start = Instant::now();
                 for _ in 0..n {
                     let t = block_on(bench.server.token(&bench.project, None, refresh.as_bytes())).unwrap();

@@ -238,7 +238,7 @@ async fn forgotten_resources_get_no_more_tokens() {
     let v = verifier(1);
     let code = h.code_for(&client, &v, "").await;
     let tokens = h.exchange(&client, &code, &v, "").await.unwrap();
-    let refresh = tokens.refresh_token().clone().expect("a refresh token");
+    let refresh = tokens.refresh_token().expect("a refresh token");
     let code2 = h.code_for(&client, &verifier(2), "").await;
     let forget = |known: bool| {
         let server = h.server.clone();
@@ -259,7 +259,7 @@ async fn forgotten_resources_get_no_more_tokens() {
         }
     };
     forget(false).await;
-    let e = h.refresh(&client, &refresh, "").await.unwrap_err();
+    let e = h.refresh(&client, refresh, "").await.unwrap_err();
     assert_eq!(e.code(), authio_mcp::ErrorCode::InvalidTarget);
     let e = h.exchange(&client, &code2, &verifier(2), "").await.unwrap_err();
     assert_eq!(e.code(), authio_mcp::ErrorCode::InvalidTarget);
@@ -271,7 +271,7 @@ async fn forgotten_resources_get_no_more_tokens() {
     );
     // Nothing was consumed or rotated: known again, both still work.
     forget(true).await;
-    assert!(h.refresh(&client, &refresh, "").await.is_ok());
+    assert!(h.refresh(&client, refresh, "").await.is_ok());
     assert!(h.exchange(&client, &code2, &verifier(2), "").await.is_ok());
 }
 
@@ -283,7 +283,7 @@ async fn loopback_clients_are_flagged_and_port_relaxed() {
     let p = h.pending(&auth_query(&client, "http://127.0.0.1:51000/", &v, "")).await;
     assert!(p.loopback_only());
     assert_eq!(p.redirect_uri(), "http://127.0.0.1:51000/");
-    assert_eq!(p.redirect_host().as_deref(), Some("127.0.0.1"));
+    assert_eq!(p.redirect_host(), Some("127.0.0.1"));
     // The code goes to the port the client asked for.
     let location = h
         .server
@@ -332,7 +332,7 @@ async fn loopback_redirect_cannot_be_respelled_to_another_host() {
     match h.authorize(&auth_query(&client, ok, &v, "")).await {
         AuthorizeOutcome::Pending(pending) => {
             assert_eq!(pending.redirect_uri(), ok);
-            assert_eq!(pending.redirect_host().as_deref(), Some("[::1]"));
+            assert_eq!(pending.redirect_host(), Some("[::1]"));
         }
         other => panic!("a different loopback port must be accepted, got {other:?}"),
     }
@@ -433,7 +433,7 @@ async fn login_hint_and_prompt_login_reach_the_host() {
         ))
         .await;
     assert!(p.force_login());
-    assert_eq!(p.login_hint().as_deref(), Some("ada@example.com"));
+    assert_eq!(p.login_hint(), Some("ada@example.com"));
     // A hint with control characters, or too long, is dropped, not fatal.
     let p = h.pending(&auth_query(&client, REDIRECT, &v, "&login_hint=a%0Ab")).await;
     assert_eq!(p.login_hint(), None);

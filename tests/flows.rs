@@ -18,8 +18,8 @@ async fn registered_public_client_full_flow() {
     let v = verifier(1);
     let q = auth_query(&client, REDIRECT, &v, "&scope=mcp%3Aread+mcp%3Awrite");
     let pending = h.pending(&q).await;
-    assert_eq!(pending.client_name().as_deref(), Some("Client 1"));
-    assert_eq!(pending.redirect_host().as_deref(), Some("my-mcp-server.example.com"));
+    assert_eq!(pending.client_name(), Some("Client 1"));
+    assert_eq!(pending.redirect_host(), Some("my-mcp-server.example.com"));
     assert!(!pending.loopback_only());
     assert_eq!(pending.scopes().to_string(), "mcp:read mcp:write");
 
@@ -46,27 +46,27 @@ async fn registered_public_client_full_flow() {
     assert_eq!(info["exp"].as_i64().unwrap() - info["iat"].as_i64().unwrap(), 15 * 60);
 
     // Refresh twice: each rotation invalidates the previous refresh token.
-    let rt1 = t.refresh_token().clone().unwrap();
+    let rt1 = t.refresh_token().unwrap();
     h.clock.advance(Duration::minutes(20));
     assert_eq!(h.introspect(t.access_token()).await["active"], false, "expired");
-    let t2 = h.refresh(&client, &rt1, "").await.unwrap();
-    let rt2 = t2.refresh_token().clone().unwrap();
+    let t2 = h.refresh(&client, rt1, "").await.unwrap();
+    let rt2 = t2.refresh_token().unwrap();
     assert_ne!(rt1, rt2);
-    assert_eq!(h.introspect(&rt1).await["active"], false);
-    let t3 = h.refresh(&client, &rt2, "&scope=mcp%3Aread").await.unwrap();
+    assert_eq!(h.introspect(rt1).await["active"], false);
+    let t3 = h.refresh(&client, rt2, "&scope=mcp%3Aread").await.unwrap();
     assert_eq!(t3.scope, "mcp:read", "refresh may narrow scope");
     let info = h.introspect(t3.access_token()).await;
     assert_eq!(info["aud"], serde_json::json!([RESOURCE]));
     assert_eq!(info["scope"], "mcp:read");
 
     // Revoking the refresh token revokes the grant: every token of it.
-    let rt3 = t3.refresh_token().clone().unwrap();
-    let body = form(&[("token", &rt3), ("client_id", client.as_str())]);
+    let rt3 = t3.refresh_token().unwrap();
+    let body = form(&[("token", rt3), ("client_id", client.as_str())]);
     h.server.revoke(&h.project, None, body.as_bytes()).await.unwrap();
-    assert_eq!(h.introspect(&rt3).await["active"], false);
+    assert_eq!(h.introspect(rt3).await["active"], false);
     assert_eq!(h.introspect(t3.access_token()).await["active"], false);
     assert_eq!(
-        h.refresh(&client, &rt3, "").await.unwrap_err().code(),
+        h.refresh(&client, rt3, "").await.unwrap_err().code(),
         ErrorCode::InvalidGrant
     );
 
@@ -95,10 +95,7 @@ async fn code_replay_revokes_the_grant() {
     let err = h.exchange(&client, &code, &v, "").await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::InvalidGrant);
     assert_eq!(h.introspect(t.access_token()).await["active"], false);
-    assert_eq!(
-        h.introspect(t.refresh_token().unwrap()).await["active"],
-        false
-    );
+    assert_eq!(h.introspect(t.refresh_token().unwrap()).await["active"], false);
     assert!(h.events().contains(&"authorization_code.reuse_detected"));
 }
 
@@ -516,10 +513,7 @@ async fn one_users_replay_never_revokes_another_users_grant() {
     assert!(h.exchange(&client, &code_a, &va, "").await.is_err());
     assert_eq!(h.introspect(ta.access_token()).await["active"], false);
     assert_eq!(h.introspect(tb.access_token()).await["active"], true);
-    assert_eq!(
-        h.introspect(tb.refresh_token().unwrap()).await["active"],
-        true
-    );
+    assert_eq!(h.introspect(tb.refresh_token().unwrap()).await["active"], true);
 }
 
 #[tokio::test]
@@ -732,8 +726,8 @@ async fn concurrent_refreshes_within_the_grace_get_the_same_pair() {
     assert!(!h.events().contains(&"refresh_token.reuse_detected"));
     assert_eq!(h.introspect(a.access_token()).await["active"], true);
     // rt1 after the grace: reuse, and the whole family is revoked.
-    let rt2 = a.refresh_token().clone().unwrap();
-    let d = h.refresh(&client, &rt2, "").await.unwrap();
+    let rt2 = a.refresh_token().unwrap();
+    let d = h.refresh(&client, rt2, "").await.unwrap();
     assert_eq!(h.introspect(d.access_token()).await["active"], true);
     h.clock.advance(Duration::seconds(3));
     assert_eq!(
@@ -742,10 +736,7 @@ async fn concurrent_refreshes_within_the_grace_get_the_same_pair() {
     );
     assert!(h.events().contains(&"refresh_token.reuse_detected"));
     assert_eq!(h.introspect(d.access_token()).await["active"], false);
-    assert_eq!(
-        h.introspect(d.refresh_token().unwrap()).await["active"],
-        false
-    );
+    assert_eq!(h.introspect(d.refresh_token().unwrap()).await["active"], false);
 }
 
 /// Within the grace only an identical request gets the first pair: asking
@@ -775,10 +766,7 @@ async fn a_different_request_within_the_grace_is_reuse() {
     }
     assert!(h.events().contains(&"refresh_token.reuse_detected"));
     assert_eq!(h.introspect(a.access_token()).await["active"], false);
-    assert_eq!(
-        h.introspect(a.refresh_token().unwrap()).await["active"],
-        false
-    );
+    assert_eq!(h.introspect(a.refresh_token().unwrap()).await["active"], false);
 }
 
 #[tokio::test]

@@ -327,8 +327,8 @@ async fn id_tokens_nonce_at_hash_refresh_and_userinfo() {
     assert_eq!(e.status(), http::StatusCode::UNAUTHORIZED);
 
     // Refresh keeping openid: a new ID token, without the nonce.
-    let rt = t.refresh_token().clone().unwrap();
-    let t2 = h.refresh(&client, &rt, "").await.unwrap();
+    let rt = t.refresh_token().unwrap();
+    let t2 = h.refresh(&client, rt, "").await.unwrap();
     let c2 = part(t2.id_token.as_deref().unwrap(), 1);
     assert!(c2.get("nonce").is_none());
     // Refresh narrowed to mcp:read: no ID token, and userinfo refuses.

@@ -126,7 +126,7 @@ async fn a_disabled_client_can_do_nothing_until_enabled() {
     let id = registered(&client);
     let t = sign_in(&h, &client, "alice", 1, "&scope=openid+mcp%3Aread").await;
     let other_tokens = sign_in(&h, &other, "alice", 2, "").await;
-    let refresh = t.refresh_token().clone().unwrap();
+    let refresh = t.refresh_token().unwrap();
     // A code approved before the client is disabled.
     let v = verifier(3);
     let pending_code = h.code_for(&client, &v, "").await;
@@ -153,7 +153,7 @@ async fn a_disabled_client_can_do_nothing_until_enabled() {
     // Code exchange and refresh: invalid_client, nothing consumed.
     let e = h.exchange(&client, &pending_code, &v, "").await.unwrap_err();
     assert_eq!(e.code(), ErrorCode::InvalidClient);
-    let e = h.refresh(&client, &refresh, "").await.unwrap_err();
+    let e = h.refresh(&client, refresh, "").await.unwrap_err();
     assert_eq!(e.code(), ErrorCode::InvalidClient);
     // Revocation: the client cannot authenticate.
     let body = form(&[("token", t.access_token()), ("client_id", client.as_str())]);
@@ -161,7 +161,7 @@ async fn a_disabled_client_can_do_nothing_until_enabled() {
     assert_eq!(e.code(), ErrorCode::InvalidClient);
     // Its tokens: inactive at introspection, refused at userinfo.
     assert_eq!(h.introspect(t.access_token()).await["active"], false);
-    assert_eq!(h.introspect(&refresh).await["active"], false);
+    assert_eq!(h.introspect(refresh).await["active"], false);
     let bearer = format!("Bearer {}", t.access_token());
     let e = h.server.userinfo(&h.project, Some(&bearer)).await.unwrap_err();
     assert_eq!(e.code(), ErrorCode::InvalidToken);
@@ -184,7 +184,7 @@ async fn a_disabled_client_can_do_nothing_until_enabled() {
     assert!(h.events().contains(&"oauth_client.enabled"));
     assert_eq!(h.introspect(t.access_token()).await["active"], true);
     assert!(h.exchange(&client, &pending_code, &v, "").await.is_ok());
-    assert!(h.refresh(&client, &refresh, "").await.is_ok());
+    assert!(h.refresh(&client, refresh, "").await.is_ok());
     assert!(matches!(
         h.authorize(&auth_query(&client, REDIRECT, &verifier(5), "")).await,
         AuthorizeOutcome::Pending(_)
@@ -231,10 +231,7 @@ async fn deleting_a_client_revokes_its_grants_and_forgets_consent() {
     ));
     for t in [&a, &b] {
         assert_eq!(h.introspect(t.access_token()).await["active"], false);
-        assert_eq!(
-            h.introspect(t.refresh_token().unwrap()).await["active"],
-            false
-        );
+        assert_eq!(h.introspect(t.refresh_token().unwrap()).await["active"], false);
     }
     assert!(h.exchange(&client, &unexchanged, &verifier(4), "").await.is_err());
     assert_eq!(h.introspect(kept.access_token()).await["active"], true);
@@ -290,10 +287,7 @@ async fn a_users_grants_are_listed_with_use_and_revoked_one_or_all() {
     let bobs = sign_in(&h, &c1, "bob", 4, "").await;
     // A refresh later: the grant's last use moves.
     h.clock.advance(Duration::minutes(10));
-    let refreshed = h
-        .refresh(&c1, first.refresh_token().unwrap(), "")
-        .await
-        .unwrap();
+    let refreshed = h.refresh(&c1, first.refresh_token().unwrap(), "").await.unwrap();
     for c in [&c1, &c2] {
         users
             .remember_consent(
@@ -346,10 +340,7 @@ async fn a_users_grants_are_listed_with_use_and_revoked_one_or_all() {
     let gone = h.server.revoke_user_grant(&h.project, &alice, &one).await.unwrap();
     assert_eq!(gone.grant.id, one);
     assert_eq!(h.introspect(second.access_token()).await["active"], false);
-    assert_eq!(
-        h.introspect(second.refresh_token().unwrap()).await["active"],
-        false
-    );
+    assert_eq!(h.introspect(second.refresh_token().unwrap()).await["active"], false);
     assert!(users.consent(&h.project, &alice, c2.as_str()).await.unwrap().is_none());
     assert!(users.consent(&h.project, &alice, c1.as_str()).await.unwrap().is_some());
     assert_eq!(h.introspect(refreshed.access_token()).await["active"], true);
@@ -370,10 +361,7 @@ async fn a_users_grants_are_listed_with_use_and_revoked_one_or_all() {
     assert_eq!(n, 2);
     for t in [&refreshed, &third] {
         assert_eq!(h.introspect(t.access_token()).await["active"], false);
-        assert_eq!(
-            h.introspect(t.refresh_token().unwrap()).await["active"],
-            false
-        );
+        assert_eq!(h.introspect(t.refresh_token().unwrap()).await["active"], false);
         assert!(h.refresh(&c1, t.refresh_token().unwrap(), "").await.is_err());
     }
     assert!(users.consent(&h.project, &alice, c1.as_str()).await.unwrap().is_none());

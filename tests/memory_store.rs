@@ -118,8 +118,8 @@ async fn reuse_revokes_a_family_spread_over_every_shard() {
     // Enough rotations that the family's tokens land in many shards.
     let mut tokens = vec![first.clone()];
     for _ in 0..(4 * GRANT_SHARDS) {
-        let rt = tokens.last().unwrap().refresh_token().clone().unwrap();
-        tokens.push(h.refresh(&client, &rt, "").await.unwrap());
+        let rt = tokens.last().unwrap().refresh_token().unwrap();
+        tokens.push(h.refresh(&client, rt, "").await.unwrap());
     }
     let last = tokens.last().unwrap().clone();
     assert_eq!(h.introspect(last.access_token()).await["active"], true);
@@ -143,10 +143,7 @@ async fn reuse_revokes_a_family_spread_over_every_shard() {
     assert_eq!(err.code(), ErrorCode::InvalidGrant);
     for t in &tokens {
         assert_eq!(h.introspect(t.access_token()).await["active"], false);
-        assert_eq!(
-            h.introspect(t.refresh_token().unwrap()).await["active"],
-            false
-        );
+        assert_eq!(h.introspect(t.refresh_token().unwrap()).await["active"], false);
     }
     assert!(h.grants.is_empty(), "every record of the grant deleted");
     assert_eq!(h.grants.tombstones(), 0);
@@ -175,9 +172,7 @@ async fn purging_after_every_lifetime_empties_the_store() {
         let v = verifier(n);
         let code = h.code_for(&client, &v, "").await;
         let t = h.exchange(&client, &code, &v, "").await.unwrap();
-        h.refresh(&client, t.refresh_token().unwrap(), "")
-            .await
-            .unwrap();
+        h.refresh(&client, t.refresh_token().unwrap(), "").await.unwrap();
     }
     // A replay leaves a revocation marker behind too.
     let v = verifier(200);
@@ -205,17 +200,11 @@ async fn records_per_grant_are_bounded_across_many_refreshes() {
     let code = h.code_for(&client, &v, "").await;
     let mut t = h.exchange(&client, &code, &v, "").await.unwrap();
     for _ in 0..300 {
-        t = h
-            .refresh(&client, t.refresh_token().unwrap(), "")
-            .await
-            .unwrap();
+        t = h.refresh(&client, t.refresh_token().unwrap(), "").await.unwrap();
         // one code, one live refresh token, the capped access tokens
         assert!(h.grants.len() <= 2 + MAX_ACCESS_TOKENS_PER_GRANT, "{}", h.grants.len());
         assert!(h.grants.tombstones() <= MAX_ROTATED_PER_GRANT);
     }
     assert_eq!(h.introspect(t.access_token()).await["active"], true);
-    assert_eq!(
-        h.introspect(t.refresh_token().unwrap()).await["active"],
-        true
-    );
+    assert_eq!(h.introspect(t.refresh_token().unwrap()).await["active"], true);
 }

@@ -1040,7 +1040,7 @@ mod f7_strict {
             .unwrap();
         approve(&s, &query(&client, APP, 1, "mcp:read", RESOURCE)).await;
         match s.sign_in(&query(&client, APP, 2, "mcp:read", RESOURCE), "alice").await {
-            CallbackOutcome::SignedIn(p) => assert_eq!(p.pending.app_scheme().as_deref(), Some("cursor")),
+            CallbackOutcome::SignedIn(p) => assert_eq!(p.pending.app_scheme(), Some("cursor")),
             other => panic!("code sent to an app scheme without a consent page: {other:?}"),
         }
     }

@@ -75,7 +75,7 @@ struct Waiting {
 /// Whose consent page is shown: a pending authorization, or one whose
 /// user signed in upstream.
 enum Consenting {
-    Pending(PendingAuthorization),
+    Pending(Box<PendingAuthorization>),
     SignedIn(Box<SignedIn>),
 }
 
@@ -213,7 +213,8 @@ impl ConsentHandler for ConsentPage {
             let subject = Subject::new(DEMO_SUBJECT).unwrap_or_else(|_| unreachable!("a valid literal"));
             return endpoints.approve(pending, subject, None).await;
         }
-        self.show(endpoints, Consenting::Pending(pending), parts).await
+        self.show(endpoints, Consenting::Pending(Box::new(pending)), parts)
+            .await
     }
 
     async fn consent_signed_in(
@@ -227,7 +228,8 @@ impl ConsentHandler for ConsentPage {
         if self.auto_approve {
             return endpoints.approve_signed_in(signed_in, None).await;
         }
-        self.show(endpoints, Consenting::SignedIn(Box::new(signed_in)), parts).await
+        self.show(endpoints, Consenting::SignedIn(Box::new(signed_in)), parts)
+            .await
     }
 }
 
@@ -238,7 +240,7 @@ impl ConsentPage {
         consenting: Consenting,
         parts: &http::request::Parts,
     ) -> http::Response<Vec<u8>> {
-        let pending = match &consenting {
+        let pending: &PendingAuthorization = match &consenting {
             Consenting::Pending(p) => p,
             Consenting::SignedIn(s) => &s.pending,
         };
