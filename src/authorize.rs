@@ -294,8 +294,8 @@ impl RedirectError {
 /// read back from JSON:
 ///
 /// ```compile_fail
-/// fn copy(p: &authio_mcp::authorize::PendingAuthorization) {
-///     let _ = p.clone();
+/// fn copy(p: &authio_mcp::authorize::PendingAuthorization) -> authio_mcp::authorize::PendingAuthorization {
+///     Clone::clone(p)
 /// }
 /// ```
 ///
@@ -393,8 +393,8 @@ pub struct PendingAuthorization {
 /// `Clone`: resume it once.
 ///
 /// ```compile_fail
-/// fn copy(p: &authio_mcp::authorize::ParkedAuthorization) {
-///     let _ = p.clone();
+/// fn copy(p: &authio_mcp::authorize::ParkedAuthorization) -> authio_mcp::authorize::ParkedAuthorization {
+///     Clone::clone(p)
 /// }
 /// ```
 #[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
