@@ -302,11 +302,11 @@ fn driver(c: &mut Criterion) {
                 let n = CHUNK.min(iters - done);
                 let body = bench.exchange_body(&bench.code());
                 let first = block_on(bench.server.token(&bench.project, None, body.as_bytes())).unwrap();
-                let mut refresh = bench.refresh_body(&first.refresh_token.unwrap());
+                let mut refresh = bench.refresh_body(first.refresh_token().unwrap());
                 let start = Instant::now();
                 for _ in 0..n {
                     let t = block_on(bench.server.token(&bench.project, None, refresh.as_bytes())).unwrap();
-                    refresh = bench.refresh_body(t.refresh_token.as_deref().unwrap());
+                    refresh = bench.refresh_body(t.refresh_token().unwrap());
                 }
                 total += start.elapsed();
                 done += n;
@@ -352,7 +352,7 @@ fn driver(c: &mut Criterion) {
             .token(&bench.project, None, bench.exchange_body(&bench.code()).as_bytes()),
     )
     .unwrap();
-    let body = form(&[("token", &token.access_token)]);
+    let body = form(&[("token", token.access_token())]);
     g.bench_function("introspect_access_token", |b| {
         b.iter(|| {
             let r = block_on(bench.server.introspect(&bench.project, black_box(body.as_bytes()))).unwrap();
@@ -373,7 +373,7 @@ fn executors(c: &mut Criterion) {
             .token(&bench.project, None, bench.exchange_body(&bench.code()).as_bytes()),
     )
     .unwrap();
-    let body = form(&[("token", &token.access_token)]);
+    let body = form(&[("token", token.access_token())]);
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
     let mut g = c.benchmark_group("executor");
     g.bench_function("futures_executor_block_on", |b| {

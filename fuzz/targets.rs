@@ -297,9 +297,10 @@ pub(crate) fn endpoints(data: &[u8]) {
                 AuthorizeResponse::Response(r) => Some(r),
                 AuthorizeResponse::Pending(pending) => {
                     assert!(
-                        pending.redirect_uri == FUZZ_REDIRECT || pending.redirect_uri.starts_with("http://127.0.0.1:")
+                        pending.redirect_uri() == FUZZ_REDIRECT
+                            || pending.redirect_uri().starts_with("http://127.0.0.1:")
                     );
-                    Some(endpoints.deny(&pending).await)
+                    Some(endpoints.deny(*pending).await)
                 }
                 _ => None,
             },
@@ -401,22 +402,19 @@ pub(crate) fn upstream(data: &[u8]) {
             "https://as.example",
             NOW,
         )
+        .map(|p| serde_json::to_string(&p.park()).unwrap())
         .unwrap()
     });
+    let pending = serde_json::from_str::<authio_mcp::authorize::ParkedAuthorization>(pending)
+        .unwrap()
+        .resume();
     let random = LoginRandomness {
         state: [1; 32],
         nonce: [2; 32],
         verifier: [3; 32],
         browser: [4; 32],
     };
-    let start = start_login(
-        pending.clone(),
-        &provider,
-        &metadata,
-        "https://as.example/cb",
-        random,
-        NOW,
-    );
+    let start = start_login(pending, &provider, &metadata, "https://as.example/cb", random, NOW);
     let params = CallbackParams::from_query(query);
     for binding in [None, Some("forged"), Some(start.browser_binding.expose_secret())] {
         if let Ok(code) = check_callback(&start.login, &provider, &metadata, &params, binding, NOW) {
@@ -452,4 +450,5 @@ pub(crate) fn upstream(data: &[u8]) {
     }
 }
 
-static PENDING: OnceLock<authio_mcp::authorize::PendingAuthorization> = OnceLock::new();
+/// The pending authorization, parked (JSON): it is not `Clone`.
+static PENDING: OnceLock<String> = OnceLock::new();

@@ -281,60 +281,72 @@ impl RedirectError {
 }
 
 /// Everything the host's login and consent step needs, after both phases
-/// passed. Keep it server-side (in the host's session store): it is the
-/// authority for what will be granted, so it must never round-trip through
-/// the browser.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
+/// passed. It is the authority for what will be granted, so it must never
+/// round-trip through the browser: it is neither `Clone` nor
+/// deserializable, its fields are read through accessors, and
+/// [`crate::server::AuthorizationServer::approve`] and
+/// [`crate::server::AuthorizationServer::deny`] consume it, so one pending
+/// authorization is answered once. A host that keeps it between the
+/// consent page's `GET` and `POST` parks it ([`PendingAuthorization::park`])
+/// in its server-side session store.
+///
+/// It serializes (the JSON of its parked form) but cannot be copied, nor
+/// read back from JSON:
+///
+/// ```compile_fail
+/// fn copy(p: &authio_mcp::authorize::PendingAuthorization) -> authio_mcp::authorize::PendingAuthorization {
+///     Clone::clone(p)
+/// }
+/// ```
+///
+/// ```compile_fail
+/// let _: authio_mcp::authorize::PendingAuthorization = serde_json::from_str("{}").unwrap();
+/// ```
+#[derive(Debug, PartialEq, Eq)]
 pub struct PendingAuthorization {
     /// The project.
-    pub project: ProjectId,
+    pub(crate) project: ProjectId,
     /// The client.
-    pub client_id: ClientId,
+    pub(crate) client_id: ClientId,
     /// The client's name, for display.
-    pub client_name: Option<String>,
+    pub(crate) client_name: Option<String>,
     /// The host of the `client_id` URL (CIMD clients): show it, it is the
     /// verified identity.
-    pub client_id_host: Option<String>,
+    pub(crate) client_id_host: Option<String>,
     /// The exact redirect URI the code will be sent to.
-    pub redirect_uri: String,
+    pub(crate) redirect_uri: String,
     /// Its host, for display (MCP: MUST be shown).
-    pub redirect_host: Option<String>,
+    pub(crate) redirect_host: Option<String>,
     /// Every registered redirect URI is a loopback one: anyone can claim
     /// such a client, so warn the user. (A property of the client, for the
     /// consent page; whether THIS request may be approved by a remembered
     /// consent is [`PendingAuthorization::client_identity_assured`].)
-    pub loopback_only: bool,
+    pub(crate) loopback_only: bool,
     /// The client authenticates at the token endpoint (a confidential
     /// client: a registered secret, or `private_key_jwt` keys), so a code
     /// that reaches another process is worthless without the client's
     /// credential. Pending authorizations stored before this field existed
     /// read back as public clients (the stricter answer).
-    #[serde(default)]
-    pub confidential: bool,
+    pub(crate) confidential: bool,
     /// The scopes that will be granted if the user approves: the requested
     /// ones this project and client support (or the defaults), which is
     /// what the consent page shows.
-    pub scopes: ScopeSet,
+    pub(crate) scopes: ScopeSet,
     /// Requested scopes left out of [`PendingAuthorization::scopes`]
     /// because the project or the client does not support them (RFC 6749
     /// section 3.3 lets the server grant less than asked).
-    #[serde(default, skip_serializing_if = "ScopeSet::is_empty")]
-    pub dropped_scopes: ScopeSet,
+    pub(crate) dropped_scopes: ScopeSet,
     /// The client asked for `offline_access`, the request for a refresh
     /// token: one is issued when the project issues refresh tokens and the
     /// client may use the `refresh_token` grant.
-    #[serde(default)]
-    pub offline_access: bool,
+    pub(crate) offline_access: bool,
     /// `prompt=login`: the host must authenticate the user again even with
     /// a session (OpenID Connect Core 1.0 section 3.1.2.1).
-    #[serde(default)]
-    pub force_login: bool,
+    pub(crate) force_login: bool,
     /// `prompt=consent`: the host must ask for consent again, even when
     /// the user's consent is remembered (the upstream login step then
     /// never skips the consent page).
-    #[serde(default)]
-    pub force_consent: bool,
+    pub(crate) force_consent: bool,
     /// `prompt=none`: no page may be shown to the user (OpenID Connect
     /// Core 1.0 section 3.1.2.1). Only ever set for a request that goes
     /// through an upstream login ([`validate_request_with`] with
@@ -342,36 +354,115 @@ pub struct PendingAuthorization {
     /// silent sign-in, and the user's remembered consent must cover the
     /// request; otherwise the client gets `login_required` /
     /// `consent_required`. [`validate_request`] refuses `prompt=none`.
-    #[serde(default)]
-    pub prompt_none: bool,
+    pub(crate) prompt_none: bool,
     /// `login_hint`, for prefilling the login form (at most 256 characters,
     /// no control characters; dropped otherwise). Never trust it as an
     /// identity.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub login_hint: Option<String>,
+    pub(crate) login_hint: Option<String>,
     /// The redirect URI uses a private-use scheme (RFC 8252 section 7.1,
     /// e.g. `cursor`): the code goes to whichever app on the user's device
     /// claimed that scheme. Name it on the consent page, with a warning.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub app_scheme: Option<String>,
+    pub(crate) app_scheme: Option<String>,
     /// The requested resources (audiences).
-    pub resources: ResourceSet,
+    pub(crate) resources: ResourceSet,
     /// `state`, echoed on the redirect.
-    pub state: Option<String>,
+    pub(crate) state: Option<String>,
     /// The PKCE challenge.
-    pub code_challenge: CodeChallenge,
+    pub(crate) code_challenge: CodeChallenge,
     /// The OpenID Connect `nonce`, carried to the ID token.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub nonce: Option<String>,
+    pub(crate) nonce: Option<String>,
     /// When the request was validated.
-    #[serde(with = "time::serde::timestamp")]
-    pub created_at: OffsetDateTime,
+    pub(crate) created_at: OffsetDateTime,
     /// Everything a consent page shows, verified facts first (see
     /// [`crate::presentation`]): the built-in page renders it, and a host's
     /// own page should show the same. Pending authorizations stored before
     /// this field existed read back with an empty one.
+    pub(crate) presentation: ConsentPresentation,
+}
+
+/// A [`PendingAuthorization`] parked for server-side storage between the
+/// consent page's `GET` and its `POST`, or inside an upstream login record
+/// ([`crate::upstream::UpstreamLogin`]): an opaque handle, serializable
+/// (JSON) so that a session or login store can keep it, and turned back
+/// into the pending authorization with [`ParkedAuthorization::resume`].
+///
+/// # Security
+/// Server-side storage only: the serialized form is not authenticated
+/// (anyone who can edit it can widen the scopes or change the redirect
+/// URI), so never send it to the browser or accept it from one. It is not
+/// `Clone`: resume it once.
+///
+/// ```compile_fail
+/// fn copy(p: &authio_mcp::authorize::ParkedAuthorization) -> authio_mcp::authorize::ParkedAuthorization {
+///     Clone::clone(p)
+/// }
+/// ```
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ParkedAuthorization(#[serde(with = "PendingAuthorizationForm")] pub(crate) PendingAuthorization);
+
+impl ParkedAuthorization {
+    /// The pending authorization, to show its consent page or answer it.
+    pub fn resume(self) -> PendingAuthorization {
+        self.0
+    }
+
+    /// A copy, for a store that must keep the record it returns (the
+    /// in-memory upstream login store). Not public: a host gets one
+    /// pending authorization per request.
+    pub(crate) fn duplicate(&self) -> Self {
+        Self(self.0.duplicate())
+    }
+}
+
+/// The same JSON as its parked form: for measuring or inspecting it
+/// server-side. It does not read back: park it to store it.
+impl Serialize for PendingAuthorization {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        PendingAuthorizationForm::serialize(self, serializer)
+    }
+}
+
+/// The stored (JSON) form of a [`PendingAuthorization`], used only through
+/// [`ParkedAuthorization`]. Its fields and serde attributes are the ones
+/// `PendingAuthorization` serialized with before it was parked, so records
+/// stored then still read.
+#[derive(Serialize, Deserialize)]
+#[serde(remote = "PendingAuthorization")]
+struct PendingAuthorizationForm {
+    project: ProjectId,
+    client_id: ClientId,
+    client_name: Option<String>,
+    client_id_host: Option<String>,
+    redirect_uri: String,
+    redirect_host: Option<String>,
+    loopback_only: bool,
     #[serde(default)]
-    pub presentation: ConsentPresentation,
+    confidential: bool,
+    scopes: ScopeSet,
+    #[serde(default, skip_serializing_if = "ScopeSet::is_empty")]
+    dropped_scopes: ScopeSet,
+    #[serde(default)]
+    offline_access: bool,
+    #[serde(default)]
+    force_login: bool,
+    #[serde(default)]
+    force_consent: bool,
+    #[serde(default)]
+    prompt_none: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    login_hint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    app_scheme: Option<String>,
+    resources: ResourceSet,
+    state: Option<String>,
+    code_challenge: CodeChallenge,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    nonce: Option<String>,
+    #[serde(with = "time::serde::timestamp")]
+    created_at: OffsetDateTime,
+    #[serde(default)]
+    presentation: ConsentPresentation,
 }
 
 /// How phase 2 treats what depends on the request's context: the issuer
@@ -898,6 +989,173 @@ pub struct ApprovalRandomness {
 }
 
 impl PendingAuthorization {
+    /// Parks it for server-side storage (see [`ParkedAuthorization`]).
+    pub fn park(self) -> ParkedAuthorization {
+        ParkedAuthorization(self)
+    }
+
+    /// The project.
+    pub const fn project(&self) -> &ProjectId {
+        &self.project
+    }
+
+    /// The client.
+    pub const fn client_id(&self) -> &ClientId {
+        &self.client_id
+    }
+
+    /// The client's name, for display.
+    pub fn client_name(&self) -> Option<&str> {
+        self.client_name.as_deref()
+    }
+
+    /// The host of the `client_id` URL (CIMD clients): show it, it is the
+    /// verified identity.
+    pub fn client_id_host(&self) -> Option<&str> {
+        self.client_id_host.as_deref()
+    }
+
+    /// The exact redirect URI the code will be sent to.
+    pub fn redirect_uri(&self) -> &str {
+        &self.redirect_uri
+    }
+
+    /// Its host, for display (MCP: MUST be shown).
+    pub fn redirect_host(&self) -> Option<&str> {
+        self.redirect_host.as_deref()
+    }
+
+    /// Every registered redirect URI is a loopback one: anyone can claim
+    /// such a client, so warn the user. (A property of the client, for the
+    /// consent page; whether THIS request may be approved by a remembered
+    /// consent is [`PendingAuthorization::client_identity_assured`].)
+    pub const fn loopback_only(&self) -> bool {
+        self.loopback_only
+    }
+
+    /// The client authenticates at the token endpoint (a confidential
+    /// client: a registered secret, or `private_key_jwt` keys), so a code
+    /// that reaches another process is worthless without the client's
+    /// credential.
+    pub const fn confidential(&self) -> bool {
+        self.confidential
+    }
+
+    /// The scopes that will be granted if the user approves: the requested
+    /// ones this project and client support (or the defaults), which is
+    /// what the consent page shows.
+    pub const fn scopes(&self) -> &ScopeSet {
+        &self.scopes
+    }
+
+    /// Requested scopes left out of [`PendingAuthorization::scopes`]
+    /// because the project or the client does not support them (RFC 6749
+    /// section 3.3 lets the server grant less than asked).
+    pub const fn dropped_scopes(&self) -> &ScopeSet {
+        &self.dropped_scopes
+    }
+
+    /// The client asked for `offline_access`, the request for a refresh
+    /// token: one is issued when the project issues refresh tokens and the
+    /// client may use the `refresh_token` grant.
+    pub const fn offline_access(&self) -> bool {
+        self.offline_access
+    }
+
+    /// `prompt=login`: the host must authenticate the user again even with
+    /// a session (OpenID Connect Core 1.0 section 3.1.2.1).
+    pub const fn force_login(&self) -> bool {
+        self.force_login
+    }
+
+    /// `prompt=consent`: the host must ask for consent again, even when
+    /// the user's consent is remembered.
+    pub const fn force_consent(&self) -> bool {
+        self.force_consent
+    }
+
+    /// `prompt=none`: no page may be shown to the user (OpenID Connect
+    /// Core 1.0 section 3.1.2.1); only ever set for a request that goes
+    /// through an upstream login ([`RequestOptions::allow_prompt_none`]).
+    pub const fn prompt_none(&self) -> bool {
+        self.prompt_none
+    }
+
+    /// `login_hint`, for prefilling the login form (at most 256
+    /// characters, no control characters). Never trust it as an identity.
+    pub fn login_hint(&self) -> Option<&str> {
+        self.login_hint.as_deref()
+    }
+
+    /// The private-use scheme of the redirect URI (RFC 8252 section 7.1,
+    /// e.g. `cursor`), if it uses one: name it on the consent page, with a
+    /// warning.
+    pub fn app_scheme(&self) -> Option<&str> {
+        self.app_scheme.as_deref()
+    }
+
+    /// The requested resources (audiences).
+    pub const fn resources(&self) -> &ResourceSet {
+        &self.resources
+    }
+
+    /// `state`, echoed on the redirect.
+    pub fn state(&self) -> Option<&str> {
+        self.state.as_deref()
+    }
+
+    /// The PKCE challenge.
+    pub const fn code_challenge(&self) -> &CodeChallenge {
+        &self.code_challenge
+    }
+
+    /// The OpenID Connect `nonce`, carried to the ID token.
+    pub fn nonce(&self) -> Option<&str> {
+        self.nonce.as_deref()
+    }
+
+    /// When the request was validated.
+    pub const fn created_at(&self) -> OffsetDateTime {
+        self.created_at
+    }
+
+    /// Everything a consent page shows, verified facts first (see
+    /// [`crate::presentation`]): the built-in page renders it, and a host's
+    /// own page should show the same.
+    pub const fn presentation(&self) -> &ConsentPresentation {
+        &self.presentation
+    }
+
+    /// A copy, for the crate's own flows that keep the authorization to
+    /// report a failure after handing it on. Not public: see the type's
+    /// docs.
+    pub(crate) fn duplicate(&self) -> Self {
+        Self {
+            project: self.project.clone(),
+            client_id: self.client_id.clone(),
+            client_name: self.client_name.clone(),
+            client_id_host: self.client_id_host.clone(),
+            redirect_uri: self.redirect_uri.clone(),
+            redirect_host: self.redirect_host.clone(),
+            loopback_only: self.loopback_only,
+            confidential: self.confidential,
+            scopes: self.scopes.clone(),
+            dropped_scopes: self.dropped_scopes.clone(),
+            offline_access: self.offline_access,
+            force_login: self.force_login,
+            force_consent: self.force_consent,
+            prompt_none: self.prompt_none,
+            login_hint: self.login_hint.clone(),
+            app_scheme: self.app_scheme.clone(),
+            resources: self.resources.clone(),
+            state: self.state.clone(),
+            code_challenge: self.code_challenge.clone(),
+            nonce: self.nonce.clone(),
+            created_at: self.created_at,
+            presentation: self.presentation.clone(),
+        }
+    }
+
     /// Whether the client's identity is assured for THIS request, so that
     /// a consent the user gave the client before may answer it without a
     /// page: the client is confidential, or the code goes to a redirect
@@ -961,11 +1219,11 @@ impl PendingAuthorization {
     }
 
     /// Denies: the redirect carries `error=access_denied`, `state`, `iss`.
-    pub fn deny(&self, issuer: &str) -> String {
+    pub fn deny(self, issuer: &str) -> String {
         RedirectError {
-            redirect_uri: self.redirect_uri.clone(),
+            redirect_uri: self.redirect_uri,
             error: OAuthError::with_description(ErrorCode::AccessDenied, "the user denied the request"),
-            state: self.state.clone(),
+            state: self.state,
         }
         .location(issuer)
     }

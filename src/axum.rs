@@ -58,7 +58,7 @@ pub trait ConsentHandler: Send + Sync {
         signed_in: SignedIn,
         _parts: &Parts,
     ) -> http::Response<Vec<u8>> {
-        endpoints.deny(&signed_in.pending).await
+        endpoints.deny(signed_in.pending).await
     }
 }
 

@@ -602,7 +602,7 @@ impl OAuthEndpoints {
 
     /// Completes a pending authorization with a denial: a 302 to the client
     /// with `error=access_denied`.
-    pub async fn deny(&self, pending: &PendingAuthorization) -> Response<Vec<u8>> {
+    pub async fn deny(&self, pending: PendingAuthorization) -> Response<Vec<u8>> {
         redirect(&self.server.deny(pending).await)
     }
 

@@ -678,26 +678,69 @@ pub fn access_token_claims(
     }
 }
 
-/// A successful token response (RFC 6749 section 5.1). `Debug` redacts
-/// the tokens.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A successful token response (RFC 6749 section 5.1,
+/// <https://www.rfc-editor.org/rfc/rfc6749#section-5.1>). The access and
+/// refresh tokens are held as [`SecretString`]s: `Debug` redacts them,
+/// and they are read through [`TokenResponse::access_token`] and
+/// [`TokenResponse::refresh_token`]. The JSON body ([`TokenResponse::to_json`],
+/// `Serialize`) is the wire format.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(into = "TokenResponseWire", from = "TokenResponseWire")]
 #[non_exhaustive]
 pub struct TokenResponse {
     /// The access token.
-    pub access_token: String,
+    access_token: SecretString,
     /// Always `Bearer`.
     pub token_type: String,
     /// Seconds until the access token expires.
     pub expires_in: i64,
     /// The new refresh token, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub refresh_token: Option<String>,
+    refresh_token: Option<SecretString>,
     /// The granted scope.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub scope: String,
     /// The OpenID Connect ID token, when `openid` was granted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id_token: Option<String>,
+}
+
+/// The wire form of a [`TokenResponse`] (the order and names of its
+/// members, what is left out when empty).
+#[derive(Serialize, Deserialize)]
+struct TokenResponseWire {
+    access_token: String,
+    token_type: String,
+    expires_in: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    scope: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    id_token: Option<String>,
+}
+
+impl From<TokenResponse> for TokenResponseWire {
+    fn from(r: TokenResponse) -> Self {
+        Self {
+            access_token: r.access_token.expose_secret().to_owned(),
+            token_type: r.token_type,
+            expires_in: r.expires_in,
+            refresh_token: r.refresh_token.map(|t| t.expose_secret().to_owned()),
+            scope: r.scope,
+            id_token: r.id_token,
+        }
+    }
+}
+
+impl From<TokenResponseWire> for TokenResponse {
+    fn from(w: TokenResponseWire) -> Self {
+        Self {
+            access_token: SecretString::from(w.access_token),
+            token_type: w.token_type,
+            expires_in: w.expires_in,
+            refresh_token: w.refresh_token.map(SecretString::from),
+            scope: w.scope,
+            id_token: w.id_token,
+        }
+    }
 }
 
 impl fmt::Debug for TokenResponse {
@@ -727,18 +770,34 @@ impl TokenResponse {
         id_token: Option<String>,
     ) -> Self {
         Self {
-            access_token: access_token.expose_secret().to_owned(),
+            access_token: access_token.clone(),
             token_type: "Bearer".to_owned(),
             expires_in: (claims.exp - now.unix_timestamp()).max(0),
-            refresh_token: refresh_token.map(|r| r.expose_secret().to_owned()),
+            refresh_token: refresh_token.cloned(),
             scope: claims.scope.clone(),
             id_token,
         }
     }
 
+    /// The access token.
+    ///
+    /// # Security
+    /// A bearer credential: send it to the client only, never log it.
+    pub fn access_token(&self) -> &str {
+        self.access_token.expose_secret()
+    }
+
+    /// The refresh token, if one was issued.
+    ///
+    /// # Security
+    /// A long-lived credential: send it to the client only, never log it.
+    pub fn refresh_token(&self) -> Option<&str> {
+        self.refresh_token.as_ref().map(SecretString::expose_secret)
+    }
+
     /// The JSON body.
     pub fn to_json(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
+        serde_json::to_vec(&TokenResponseWire::from(self.clone())).unwrap_or_default()
     }
 }
 
@@ -1257,10 +1316,37 @@ mod tests {
             assert_eq!(r.token_type, "Bearer");
             assert_eq!(r.expires_in, 90);
             assert_eq!(r.scope, "mcp:read mcp:write");
-            assert_eq!(r.refresh_token.as_deref(), Some(rt.expose_secret()));
+            assert_eq!(r.refresh_token(), Some(rt.expose_secret()));
+            assert_eq!(r.access_token(), at.expose_secret());
             let late = TokenResponse::bearer(&at, &record.claims, NOW + Duration::hours(1), None, None);
             assert_eq!(late.expires_in, 0, "never negative");
-            assert!(late.refresh_token.is_none());
+            assert!(late.refresh_token().is_none());
+        }
+
+        #[test]
+        fn token_response_wire_format_and_redacted_debug() {
+            let me = client_id(1);
+            let record = access_record(&me, false, NOW + Duration::seconds(90));
+            let at = SecretString::from("at_wire");
+            let rt = SecretString::from("rt_wire");
+            let r = TokenResponse::bearer(&at, &record.claims, NOW, Some(&rt), Some("id.token.jwt".into()));
+            let wire = r#"{"access_token":"at_wire","token_type":"Bearer","expires_in":90,"refresh_token":"rt_wire","scope":"mcp:read mcp:write","id_token":"id.token.jwt"}"#;
+            assert_eq!(String::from_utf8(r.to_json()).unwrap(), wire);
+            assert_eq!(serde_json::to_string(&r).unwrap(), wire, "Serialize is the wire format");
+            let back: TokenResponse = serde_json::from_str(wire).unwrap();
+            assert_eq!(back.to_json(), r.to_json(), "and reads back");
+            let mut bare = TokenResponse::bearer(&at, &record.claims, NOW, None, None);
+            bare.scope = String::new();
+            assert_eq!(
+                String::from_utf8(bare.to_json()).unwrap(),
+                r#"{"access_token":"at_wire","token_type":"Bearer","expires_in":90}"#,
+                "absent members are left out"
+            );
+            let debug = format!("{r:?}");
+            assert!(
+                !debug.contains("at_wire") && !debug.contains("rt_wire") && !debug.contains("id.token"),
+                "{debug}"
+            );
         }
     }
 }

@@ -145,7 +145,7 @@ async fn resources_are_policy_checked() {
 
     // No resource and no default: an empty audience is allowed by default...
     let p = h.pending(&no_resource).await;
-    assert!(p.resources.is_empty());
+    assert!(p.resources().is_empty());
     // ...refused when the project requires one...
     h.server
         .edit_project(&h.project, |mut s| {
@@ -167,7 +167,7 @@ async fn resources_are_policy_checked() {
         .await
         .unwrap();
     let p = h.pending(&no_resource).await;
-    assert_eq!(p.resources.audiences(), vec!["https://default.example.com/mcp"]);
+    assert_eq!(p.resources().audiences(), vec!["https://default.example.com/mcp"]);
     // The default and the listed resource are known, with or without a
     // trailing slash or uppercase host.
     for known in [
@@ -176,7 +176,7 @@ async fn resources_are_policy_checked() {
         "https%3A%2F%2FMCP.example.com%2Fmcp%2F",
     ] {
         let p = h.pending(&format!("{no_resource}&resource={known}")).await;
-        assert_eq!(p.resources.len(), 1, "{known}");
+        assert_eq!(p.resources().len(), 1, "{known}");
     }
     // Any other resource is refused: accepting any is an explicit setting.
     let other = format!("{no_resource}&resource=https%3A%2F%2Fother.example.com%2Fmcp");
@@ -208,7 +208,7 @@ async fn resources_are_policy_checked() {
         })
         .await
         .unwrap();
-    assert_eq!(h.pending(&other).await.resources.len(), 1);
+    assert_eq!(h.pending(&other).await.resources().len(), 1);
     // ...and so does the explicit `any` policy, for anything else.
     let third = format!("{no_resource}&resource=https%3A%2F%2Fthird.example.com%2Fmcp");
     assert!(matches!(h.authorize(&third).await, AuthorizeOutcome::Redirect(l) if refused(&l)));
@@ -225,7 +225,7 @@ async fn resources_are_policy_checked() {
             .lints()
             .contains(&authio_mcp::project::SettingsLint::AnyResource)
     );
-    assert_eq!(h.pending(&third).await.resources.len(), 1);
+    assert_eq!(h.pending(&third).await.resources().len(), 1);
 }
 
 /// A resource removed from the known list gets no more tokens, also for
@@ -238,7 +238,7 @@ async fn forgotten_resources_get_no_more_tokens() {
     let v = verifier(1);
     let code = h.code_for(&client, &v, "").await;
     let tokens = h.exchange(&client, &code, &v, "").await.unwrap();
-    let refresh = tokens.refresh_token.clone().expect("a refresh token");
+    let refresh = tokens.refresh_token().expect("a refresh token");
     let code2 = h.code_for(&client, &verifier(2), "").await;
     let forget = |known: bool| {
         let server = h.server.clone();
@@ -259,7 +259,7 @@ async fn forgotten_resources_get_no_more_tokens() {
         }
     };
     forget(false).await;
-    let e = h.refresh(&client, &refresh, "").await.unwrap_err();
+    let e = h.refresh(&client, refresh, "").await.unwrap_err();
     assert_eq!(e.code(), authio_mcp::ErrorCode::InvalidTarget);
     let e = h.exchange(&client, &code2, &verifier(2), "").await.unwrap_err();
     assert_eq!(e.code(), authio_mcp::ErrorCode::InvalidTarget);
@@ -271,7 +271,7 @@ async fn forgotten_resources_get_no_more_tokens() {
     );
     // Nothing was consumed or rotated: known again, both still work.
     forget(true).await;
-    assert!(h.refresh(&client, &refresh, "").await.is_ok());
+    assert!(h.refresh(&client, refresh, "").await.is_ok());
     assert!(h.exchange(&client, &code2, &verifier(2), "").await.is_ok());
 }
 
@@ -281,9 +281,9 @@ async fn loopback_clients_are_flagged_and_port_relaxed() {
     let client = h.public_client(3, &["http://127.0.0.1:33418/"]).await;
     let v = verifier(1);
     let p = h.pending(&auth_query(&client, "http://127.0.0.1:51000/", &v, "")).await;
-    assert!(p.loopback_only);
-    assert_eq!(p.redirect_uri, "http://127.0.0.1:51000/");
-    assert_eq!(p.redirect_host.as_deref(), Some("127.0.0.1"));
+    assert!(p.loopback_only());
+    assert_eq!(p.redirect_uri(), "http://127.0.0.1:51000/");
+    assert_eq!(p.redirect_host(), Some("127.0.0.1"));
     // The code goes to the port the client asked for.
     let location = h
         .server
@@ -298,7 +298,7 @@ async fn default_scopes_when_omitted() {
     let h = harness().await;
     let client = h.public_client(1, &[REDIRECT]).await;
     let p = h.pending(&auth_query(&client, REDIRECT, &verifier(1), "")).await;
-    assert_eq!(p.scopes.to_string(), "mcp:read");
+    assert_eq!(p.scopes().to_string(), "mcp:read");
 }
 
 /// The external review's finding (RFC 9700 section 4.1): a loopback
@@ -331,8 +331,8 @@ async fn loopback_redirect_cannot_be_respelled_to_another_host() {
     let ok = "http://[::1]:51234/callback";
     match h.authorize(&auth_query(&client, ok, &v, "")).await {
         AuthorizeOutcome::Pending(pending) => {
-            assert_eq!(pending.redirect_uri, ok);
-            assert_eq!(pending.redirect_host.as_deref(), Some("[::1]"));
+            assert_eq!(pending.redirect_uri(), ok);
+            assert_eq!(pending.redirect_host(), Some("[::1]"));
         }
         other => panic!("a different loopback port must be accepted, got {other:?}"),
     }
@@ -354,11 +354,11 @@ async fn unsupported_scopes_are_dropped_and_offline_access_understood() {
         "&scope=offline_access+openid+profile&prompt=consent",
     );
     let p = h.pending(&q).await;
-    assert_eq!(p.scopes.to_string(), "openid");
-    assert_eq!(p.dropped_scopes.to_string(), "profile");
-    assert!(p.offline_access);
-    assert!(p.force_consent);
-    assert!(!p.force_login);
+    assert_eq!(p.scopes().to_string(), "openid");
+    assert_eq!(p.dropped_scopes().to_string(), "profile");
+    assert!(p.offline_access());
+    assert!(p.force_consent());
+    assert!(!p.force_login());
     let location = h
         .server
         .approve(p, authio_mcp::grant::Subject::new("user_demo").unwrap(), None)
@@ -367,15 +367,15 @@ async fn unsupported_scopes_are_dropped_and_offline_access_understood() {
     let code = query_param(&location, "code").unwrap();
     let t = h.exchange(&client, &code, &v, "").await.unwrap();
     assert_eq!(t.scope, "openid");
-    assert!(t.refresh_token.is_some());
+    assert!(t.refresh_token().is_some());
 
     // Only unknown scopes (and offline_access): the defaults, as if none
     // had been asked for.
     let p = h
         .pending(&auth_query(&client, REDIRECT, &v, "&scope=offline_access+profile"))
         .await;
-    assert_eq!(p.scopes.to_string(), "mcp:read");
-    assert_eq!(p.dropped_scopes.to_string(), "profile");
+    assert_eq!(p.scopes().to_string(), "mcp:read");
+    assert_eq!(p.dropped_scopes().to_string(), "profile");
 
     // A project that lists offline_access keeps it in the grant.
     let mut settings = project_settings();
@@ -384,8 +384,8 @@ async fn unsupported_scopes_are_dropped_and_offline_access_understood() {
     let p = h
         .pending(&auth_query(&client, REDIRECT, &v, "&scope=offline_access+mcp%3Aread"))
         .await;
-    assert_eq!(p.scopes.to_string(), "offline_access mcp:read");
-    assert!(p.dropped_scopes.is_empty());
+    assert_eq!(p.scopes().to_string(), "offline_access mcp:read");
+    assert!(p.dropped_scopes().is_empty());
 }
 
 #[tokio::test]
@@ -415,8 +415,8 @@ async fn strict_mode_refuses_unsupported_scopes_but_understands_offline_access()
     let p = h
         .pending(&auth_query(&client, REDIRECT, &v, "&scope=offline_access+openid"))
         .await;
-    assert_eq!(p.scopes.to_string(), "openid");
-    assert!(p.offline_access);
+    assert_eq!(p.scopes().to_string(), "openid");
+    assert!(p.offline_access());
 }
 
 #[tokio::test]
@@ -432,14 +432,14 @@ async fn login_hint_and_prompt_login_reach_the_host() {
             "&prompt=login+select_account&login_hint=ada%40example.com",
         ))
         .await;
-    assert!(p.force_login);
-    assert_eq!(p.login_hint.as_deref(), Some("ada@example.com"));
+    assert!(p.force_login());
+    assert_eq!(p.login_hint(), Some("ada@example.com"));
     // A hint with control characters, or too long, is dropped, not fatal.
     let p = h.pending(&auth_query(&client, REDIRECT, &v, "&login_hint=a%0Ab")).await;
-    assert_eq!(p.login_hint, None);
+    assert_eq!(p.login_hint(), None);
     let long = "a".repeat(300);
     let p = h
         .pending(&auth_query(&client, REDIRECT, &v, &format!("&login_hint={long}")))
         .await;
-    assert_eq!(p.login_hint, None);
+    assert_eq!(p.login_hint(), None);
 }

@@ -24,7 +24,7 @@ impl ConsentHandler for NoConsent {
         pending: PendingAuthorization,
         _parts: &http::request::Parts,
     ) -> http::Response<Vec<u8>> {
-        endpoints.deny(&pending).await
+        endpoints.deny(pending).await
     }
 }
 

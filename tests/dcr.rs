@@ -1156,10 +1156,10 @@ async fn client_credentials_for_confidential_machine_clients() {
     let form = "grant_type=client_credentials&scope=mcp%3Awrite+admin&resource=https%3A%2F%2Fmcp.example.com%2Fmcp";
     let t = env.server.token(&env.a, Some(&basic), form.as_bytes()).await.unwrap();
     assert_eq!(t.scope, "mcp:write", "unsupported scope dropped");
-    assert!(t.refresh_token.is_none());
+    assert!(t.refresh_token().is_none());
     let info = env
         .server
-        .introspect(&env.a, format!("token={}", t.access_token).as_bytes())
+        .introspect(&env.a, format!("token={}", t.access_token()).as_bytes())
         .await
         .unwrap();
     assert!(info.active);

@@ -18,10 +18,10 @@ async fn registered_public_client_full_flow() {
     let v = verifier(1);
     let q = auth_query(&client, REDIRECT, &v, "&scope=mcp%3Aread+mcp%3Awrite");
     let pending = h.pending(&q).await;
-    assert_eq!(pending.client_name.as_deref(), Some("Client 1"));
-    assert_eq!(pending.redirect_host.as_deref(), Some("my-mcp-server.example.com"));
-    assert!(!pending.loopback_only);
-    assert_eq!(pending.scopes.to_string(), "mcp:read mcp:write");
+    assert_eq!(pending.client_name(), Some("Client 1"));
+    assert_eq!(pending.redirect_host(), Some("my-mcp-server.example.com"));
+    assert!(!pending.loopback_only());
+    assert_eq!(pending.scopes().to_string(), "mcp:read mcp:write");
 
     let location = h
         .server
@@ -37,7 +37,7 @@ async fn registered_public_client_full_flow() {
     assert_eq!(t.token_type, "Bearer");
     assert_eq!(t.expires_in, 15 * 60, "project access-token TTL");
     assert_eq!(t.scope, "mcp:read mcp:write");
-    let info = h.introspect(&t.access_token).await;
+    let info = h.introspect(t.access_token()).await;
     assert_eq!(info["active"], true);
     assert_eq!(info["aud"], serde_json::json!([RESOURCE]));
     assert_eq!(info["sub"], "user_demo");
@@ -46,27 +46,27 @@ async fn registered_public_client_full_flow() {
     assert_eq!(info["exp"].as_i64().unwrap() - info["iat"].as_i64().unwrap(), 15 * 60);
 
     // Refresh twice: each rotation invalidates the previous refresh token.
-    let rt1 = t.refresh_token.clone().unwrap();
+    let rt1 = t.refresh_token().unwrap();
     h.clock.advance(Duration::minutes(20));
-    assert_eq!(h.introspect(&t.access_token).await["active"], false, "expired");
-    let t2 = h.refresh(&client, &rt1, "").await.unwrap();
-    let rt2 = t2.refresh_token.clone().unwrap();
+    assert_eq!(h.introspect(t.access_token()).await["active"], false, "expired");
+    let t2 = h.refresh(&client, rt1, "").await.unwrap();
+    let rt2 = t2.refresh_token().unwrap();
     assert_ne!(rt1, rt2);
-    assert_eq!(h.introspect(&rt1).await["active"], false);
-    let t3 = h.refresh(&client, &rt2, "&scope=mcp%3Aread").await.unwrap();
+    assert_eq!(h.introspect(rt1).await["active"], false);
+    let t3 = h.refresh(&client, rt2, "&scope=mcp%3Aread").await.unwrap();
     assert_eq!(t3.scope, "mcp:read", "refresh may narrow scope");
-    let info = h.introspect(&t3.access_token).await;
+    let info = h.introspect(t3.access_token()).await;
     assert_eq!(info["aud"], serde_json::json!([RESOURCE]));
     assert_eq!(info["scope"], "mcp:read");
 
     // Revoking the refresh token revokes the grant: every token of it.
-    let rt3 = t3.refresh_token.clone().unwrap();
-    let body = form(&[("token", &rt3), ("client_id", client.as_str())]);
+    let rt3 = t3.refresh_token().unwrap();
+    let body = form(&[("token", rt3), ("client_id", client.as_str())]);
     h.server.revoke(&h.project, None, body.as_bytes()).await.unwrap();
-    assert_eq!(h.introspect(&rt3).await["active"], false);
-    assert_eq!(h.introspect(&t3.access_token).await["active"], false);
+    assert_eq!(h.introspect(rt3).await["active"], false);
+    assert_eq!(h.introspect(t3.access_token()).await["active"], false);
     assert_eq!(
-        h.refresh(&client, &rt3, "").await.unwrap_err().code(),
+        h.refresh(&client, rt3, "").await.unwrap_err().code(),
         ErrorCode::InvalidGrant
     );
 
@@ -83,19 +83,19 @@ async fn code_replay_revokes_the_grant() {
     let v = verifier(2);
     let code = h.code_for(&client, &v, "").await;
     let t = h.exchange(&client, &code, &v, "").await.unwrap();
-    assert_eq!(h.introspect(&t.access_token).await["active"], true);
+    assert_eq!(h.introspect(t.access_token()).await["active"], true);
 
     // An invalid replay (wrong verifier) neither revokes nor counts as reuse.
     let err = h.exchange(&client, &code, &verifier(9), "").await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::InvalidGrant);
-    assert_eq!(h.introspect(&t.access_token).await["active"], true);
+    assert_eq!(h.introspect(t.access_token()).await["active"], true);
     assert!(!h.events().contains(&"authorization_code.reuse_detected"));
 
     // A valid replay is refused and revokes everything issued from the code.
     let err = h.exchange(&client, &code, &v, "").await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::InvalidGrant);
-    assert_eq!(h.introspect(&t.access_token).await["active"], false);
-    assert_eq!(h.introspect(t.refresh_token.as_deref().unwrap()).await["active"], false);
+    assert_eq!(h.introspect(t.access_token()).await["active"], false);
+    assert_eq!(h.introspect(t.refresh_token().unwrap()).await["active"], false);
     assert!(h.events().contains(&"authorization_code.reuse_detected"));
 }
 
@@ -106,7 +106,7 @@ async fn refresh_reuse_revokes_the_family() {
     let v = verifier(3);
     let code = h.code_for(&client, &v, "").await;
     let t1 = h.exchange(&client, &code, &v, "").await.unwrap();
-    let rt1 = t1.refresh_token.unwrap();
+    let rt1 = t1.refresh_token().unwrap().to_owned();
     let t2 = h.refresh(&client, &rt1, "").await.unwrap();
     // rt1 presented again after the reuse grace: reuse. The whole family
     // dies, including t2's tokens.
@@ -115,8 +115,8 @@ async fn refresh_reuse_revokes_the_family() {
         h.refresh(&client, &rt1, "").await.unwrap_err().code(),
         ErrorCode::InvalidGrant
     );
-    assert_eq!(h.introspect(&t2.access_token).await["active"], false);
-    let rt2 = t2.refresh_token.unwrap();
+    assert_eq!(h.introspect(t2.access_token()).await["active"], false);
+    let rt2 = t2.refresh_token().unwrap().to_owned();
     assert_eq!(
         h.refresh(&client, &rt2, "").await.unwrap_err().code(),
         ErrorCode::InvalidGrant
@@ -141,7 +141,7 @@ async fn widening_is_refused_without_consuming_the_code() {
         .await
         .unwrap();
     assert_eq!(
-        h.introspect(&t.access_token).await["aud"],
+        h.introspect(t.access_token()).await["aud"],
         serde_json::json!([RESOURCE])
     );
 }
@@ -321,7 +321,7 @@ async fn deny_redirects_access_denied() {
     let h = harness().await;
     let client = h.public_client(1, &[REDIRECT]).await;
     let pending = h.pending(&auth_query(&client, REDIRECT, &verifier(1), "")).await;
-    let location = h.server.deny(&pending).await;
+    let location = h.server.deny(pending).await;
     assert_eq!(query_param(&location, "error").as_deref(), Some("access_denied"));
     assert_eq!(query_param(&location, "state").as_deref(), Some("st4te"));
     assert_eq!(query_param(&location, "iss").as_deref(), Some(ISSUER));
@@ -333,22 +333,20 @@ async fn approval_cannot_widen_and_expires() {
     let h = harness().await;
     let client = h.public_client(1, &[REDIRECT]).await;
     let pending = h.pending(&auth_query(&client, REDIRECT, &verifier(1), "")).await;
+    // A second one from the same request, at the same time (approving
+    // consumes a pending authorization).
+    let later = h.pending(&auth_query(&client, REDIRECT, &verifier(1), "")).await;
     let r = h
         .server
         .approve(
-            pending.clone(),
+            pending,
             Subject::new("u").unwrap(),
             Some(ScopeSet::parse("mcp:write").unwrap()),
         )
         .await;
     assert!(r.is_err());
     h.clock.advance(Duration::minutes(11));
-    assert!(
-        h.server
-            .approve(pending, Subject::new("u").unwrap(), None)
-            .await
-            .is_err()
-    );
+    assert!(h.server.approve(later, Subject::new("u").unwrap(), None).await.is_err());
 }
 
 #[tokio::test]
@@ -396,7 +394,7 @@ async fn whole_flow(h: &Harness, client_id: &str, redirect: &str, seed: u8) {
         ("code_verifier", v.as_str()),
     ]);
     let t = h.server.token(&h.project, None, body.as_bytes()).await.unwrap();
-    let info = h.introspect(&t.access_token).await;
+    let info = h.introspect(t.access_token()).await;
     assert_eq!(
         info["aud"],
         serde_json::json!([RESOURCE]),
@@ -409,14 +407,14 @@ async fn whole_flow(h: &Harness, client_id: &str, redirect: &str, seed: u8) {
     );
     assert_eq!(info["client_id"], client_id);
     // Refresh twice, then revoke, then introspect.
-    let mut rt = t.refresh_token.unwrap();
-    let mut last_access = t.access_token;
+    let mut rt = t.refresh_token().unwrap().to_owned();
+    let mut last_access = t.access_token().to_owned();
     for _ in 0..2 {
         h.clock.advance(Duration::minutes(5));
         let t = h.refresh(&client, &rt, "").await.unwrap();
         assert_eq!(h.introspect(&rt).await["active"], false, "rotated");
-        rt = t.refresh_token.unwrap();
-        last_access = t.access_token;
+        rt = t.refresh_token().unwrap().to_owned();
+        last_access = t.access_token().to_owned();
     }
     assert_eq!(h.introspect(&last_access).await["active"], true);
     let body = form(&[("token", &rt), ("client_id", client_id)]);
@@ -479,7 +477,13 @@ async fn refresh_widening_is_refused_without_rotating() {
     let client = h.public_client(1, &[REDIRECT]).await;
     let v = verifier(30);
     let code = h.code_for(&client, &v, "&scope=mcp%3Aread").await;
-    let rt = h.exchange(&client, &code, &v, "").await.unwrap().refresh_token.unwrap();
+    let rt = h
+        .exchange(&client, &code, &v, "")
+        .await
+        .unwrap()
+        .refresh_token()
+        .unwrap()
+        .to_owned();
     let err = h
         .refresh(&client, &rt, "&scope=mcp%3Aread+mcp%3Awrite")
         .await
@@ -507,9 +511,9 @@ async fn one_users_replay_never_revokes_another_users_grant() {
     let tb = h.exchange(&client, &code_b, &vb, "").await.unwrap();
     // A's code is replayed: A's grant dies, B's (same client) does not.
     assert!(h.exchange(&client, &code_a, &va, "").await.is_err());
-    assert_eq!(h.introspect(&ta.access_token).await["active"], false);
-    assert_eq!(h.introspect(&tb.access_token).await["active"], true);
-    assert_eq!(h.introspect(tb.refresh_token.as_deref().unwrap()).await["active"], true);
+    assert_eq!(h.introspect(ta.access_token()).await["active"], false);
+    assert_eq!(h.introspect(tb.access_token()).await["active"], true);
+    assert_eq!(h.introspect(tb.refresh_token().unwrap()).await["active"], true);
 }
 
 #[tokio::test]
@@ -520,7 +524,7 @@ async fn revoking_another_clients_token_is_ignored() {
     let v = verifier(33);
     let code = h.code_for(&owner, &v, "").await;
     let t = h.exchange(&owner, &code, &v, "").await.unwrap();
-    for token in [t.access_token.as_str(), t.refresh_token.as_deref().unwrap()] {
+    for token in [t.access_token(), t.refresh_token().unwrap()] {
         let body = form(&[("token", token), ("client_id", other.as_str())]);
         h.server.revoke(&h.project, None, body.as_bytes()).await.unwrap();
         assert_eq!(
@@ -540,7 +544,13 @@ async fn refresh_requires_the_refresh_grant_type() {
     let client = h.public_client(1, &[REDIRECT]).await;
     let v = verifier(34);
     let code = h.code_for(&client, &v, "").await;
-    let rt = h.exchange(&client, &code, &v, "").await.unwrap().refresh_token.unwrap();
+    let rt = h
+        .exchange(&client, &code, &v, "")
+        .await
+        .unwrap()
+        .refresh_token()
+        .unwrap()
+        .to_owned();
     // The client's metadata changes to authorization_code only.
     let ClientId::Registered(id) = &client else {
         unreachable!()
@@ -565,7 +575,13 @@ async fn refresh_tokens_stop_when_the_project_stops_issuing_them() {
     let client = h.public_client(1, &[REDIRECT]).await;
     let v = verifier(35);
     let code = h.code_for(&client, &v, "").await;
-    let rt = h.exchange(&client, &code, &v, "").await.unwrap().refresh_token.unwrap();
+    let rt = h
+        .exchange(&client, &code, &v, "")
+        .await
+        .unwrap()
+        .refresh_token()
+        .unwrap()
+        .to_owned();
     h.server
         .edit_project(&h.project, |mut s| {
             s.refresh_token_ttl = Duration::ZERO;
@@ -624,20 +640,20 @@ async fn revoking_an_access_token_leaves_the_grant() {
     let code = h.code_for(&client, &v, "").await;
     let t = h.exchange(&client, &code, &v, "").await.unwrap();
     let body = form(&[
-        ("token", &t.access_token),
+        ("token", t.access_token()),
         ("client_id", client.as_str()),
         ("token_type_hint", "access_token"),
     ]);
     h.server.revoke(&h.project, None, body.as_bytes()).await.unwrap();
-    assert_eq!(h.introspect(&t.access_token).await["active"], false);
-    let rt = t.refresh_token.unwrap();
+    assert_eq!(h.introspect(t.access_token()).await["active"], false);
+    let rt = t.refresh_token().unwrap().to_owned();
     assert_eq!(
         h.introspect(&rt).await["active"],
         true,
         "only the access token was revoked"
     );
     let t2 = h.refresh(&client, &rt, "").await.unwrap();
-    assert_eq!(h.introspect(&t2.access_token).await["active"], true);
+    assert_eq!(h.introspect(t2.access_token()).await["active"], true);
 }
 
 #[tokio::test]
@@ -659,7 +675,8 @@ async fn a_project_with_its_own_issuer_names_it_everywhere() {
     let client = h.public_client(1, &[REDIRECT]).await;
     let v = verifier(38);
     let pending = h.pending(&auth_query(&client, REDIRECT, &v, "")).await;
-    assert_eq!(query_param(&h.server.deny(&pending).await, "iss").as_deref(), Some(own));
+    assert_eq!(query_param(&h.server.deny(pending).await, "iss").as_deref(), Some(own));
+    let pending = h.pending(&auth_query(&client, REDIRECT, &v, "")).await;
     let location = h
         .server
         .approve(pending, Subject::new("u").unwrap(), None)
@@ -674,8 +691,8 @@ async fn a_project_with_its_own_issuer_names_it_everywhere() {
 
     let code = query_param(&location, "code").unwrap();
     let t = h.exchange(&client, &code, &v, "").await.unwrap();
-    assert_eq!(h.introspect(&t.access_token).await["iss"], own);
-    assert_eq!(h.introspect(t.refresh_token.as_deref().unwrap()).await["iss"], own);
+    assert_eq!(h.introspect(t.access_token()).await["iss"], own);
+    assert_eq!(h.introspect(t.refresh_token().unwrap()).await["iss"], own);
     // Settings with an issuer round-trip through serde.
     let s = h.server.project(&h.project).await.unwrap();
     let back: authio_mcp::project::ProjectSettings = serde_json::from_value(serde_json::to_value(&s).unwrap()).unwrap();
@@ -691,29 +708,35 @@ async fn concurrent_refreshes_within_the_grace_get_the_same_pair() {
     let client = h.public_client(1, &[REDIRECT]).await;
     let v = verifier(5);
     let code = h.code_for(&client, &v, "").await;
-    let rt1 = h.exchange(&client, &code, &v, "").await.unwrap().refresh_token.unwrap();
+    let rt1 = h
+        .exchange(&client, &code, &v, "")
+        .await
+        .unwrap()
+        .refresh_token()
+        .unwrap()
+        .to_owned();
     let a = h.refresh(&client, &rt1, "").await.unwrap();
     h.clock.advance(Duration::seconds(2));
     let b = h.refresh(&client, &rt1, "").await.unwrap();
-    assert_eq!(a.access_token, b.access_token);
-    assert_eq!(a.refresh_token, b.refresh_token);
+    assert_eq!(a.access_token(), b.access_token());
+    assert_eq!(a.refresh_token(), b.refresh_token());
     assert_eq!(b.expires_in, a.expires_in - 2, "the same token, 2 seconds older");
-    assert_ne!(a.refresh_token.as_deref(), Some(rt1.as_str()));
+    assert_ne!(a.refresh_token(), Some(rt1.as_str()));
     assert!(h.events().contains(&"refresh_token.concurrent_reuse"));
     assert!(!h.events().contains(&"refresh_token.reuse_detected"));
-    assert_eq!(h.introspect(&a.access_token).await["active"], true);
+    assert_eq!(h.introspect(a.access_token()).await["active"], true);
     // rt1 after the grace: reuse, and the whole family is revoked.
-    let rt2 = a.refresh_token.clone().unwrap();
-    let d = h.refresh(&client, &rt2, "").await.unwrap();
-    assert_eq!(h.introspect(&d.access_token).await["active"], true);
+    let rt2 = a.refresh_token().unwrap();
+    let d = h.refresh(&client, rt2, "").await.unwrap();
+    assert_eq!(h.introspect(d.access_token()).await["active"], true);
     h.clock.advance(Duration::seconds(3));
     assert_eq!(
         h.refresh(&client, &rt1, "").await.unwrap_err().code(),
         ErrorCode::InvalidGrant
     );
     assert!(h.events().contains(&"refresh_token.reuse_detected"));
-    assert_eq!(h.introspect(&d.access_token).await["active"], false);
-    assert_eq!(h.introspect(d.refresh_token.as_deref().unwrap()).await["active"], false);
+    assert_eq!(h.introspect(d.access_token()).await["active"], false);
+    assert_eq!(h.introspect(d.refresh_token().unwrap()).await["active"], false);
 }
 
 /// Within the grace only an identical request gets the first pair: asking
@@ -725,7 +748,13 @@ async fn a_different_request_within_the_grace_is_reuse() {
     let client = h.public_client(1, &[REDIRECT]).await;
     let v = verifier(6);
     let code = h.code_for(&client, &v, "&scope=mcp%3Aread+mcp%3Awrite").await;
-    let rt1 = h.exchange(&client, &code, &v, "").await.unwrap().refresh_token.unwrap();
+    let rt1 = h
+        .exchange(&client, &code, &v, "")
+        .await
+        .unwrap()
+        .refresh_token()
+        .unwrap()
+        .to_owned();
     let a = h.refresh(&client, &rt1, "").await.unwrap();
     h.clock.advance(Duration::seconds(1));
     for extra in ["&scope=mcp%3Aread", "&resource=https%3A%2F%2Fmcp.example.com%2Fother"] {
@@ -736,8 +765,8 @@ async fn a_different_request_within_the_grace_is_reuse() {
         );
     }
     assert!(h.events().contains(&"refresh_token.reuse_detected"));
-    assert_eq!(h.introspect(&a.access_token).await["active"], false);
-    assert_eq!(h.introspect(a.refresh_token.as_deref().unwrap()).await["active"], false);
+    assert_eq!(h.introspect(a.access_token()).await["active"], false);
+    assert_eq!(h.introspect(a.refresh_token().unwrap()).await["active"], false);
 }
 
 #[tokio::test]
@@ -758,14 +787,20 @@ async fn strict_mode_and_zero_grace_revoke_on_any_reuse() {
         let client = h.public_client(1, &[REDIRECT]).await;
         let v = verifier(6);
         let code = h.code_for(&client, &v, "").await;
-        let rt1 = h.exchange(&client, &code, &v, "").await.unwrap().refresh_token.unwrap();
+        let rt1 = h
+            .exchange(&client, &code, &v, "")
+            .await
+            .unwrap()
+            .refresh_token()
+            .unwrap()
+            .to_owned();
         let a = h.refresh(&client, &rt1, "").await.unwrap();
         assert_eq!(
             h.refresh(&client, &rt1, "").await.unwrap_err().code(),
             ErrorCode::InvalidGrant,
             "strict={strict}"
         );
-        assert_eq!(h.introspect(&a.access_token).await["active"], false);
+        assert_eq!(h.introspect(a.access_token()).await["active"], false);
     }
 }
 
@@ -776,15 +811,21 @@ async fn a_grace_replay_never_revives_a_revoked_access_token() {
     let client = h.public_client(1, &[REDIRECT]).await;
     let v = verifier(7);
     let code = h.code_for(&client, &v, "").await;
-    let rt1 = h.exchange(&client, &code, &v, "").await.unwrap().refresh_token.unwrap();
+    let rt1 = h
+        .exchange(&client, &code, &v, "")
+        .await
+        .unwrap()
+        .refresh_token()
+        .unwrap()
+        .to_owned();
     let a = h.refresh(&client, &rt1, "").await.unwrap();
-    let body = form(&[("token", &a.access_token), ("client_id", client.as_str())]);
+    let body = form(&[("token", a.access_token()), ("client_id", client.as_str())]);
     h.server.revoke(&h.project, None, body.as_bytes()).await.unwrap();
     assert_eq!(
         h.refresh(&client, &rt1, "").await.unwrap_err().code(),
         ErrorCode::InvalidGrant
     );
-    assert_eq!(h.introspect(&a.access_token).await["active"], false);
+    assert_eq!(h.introspect(a.access_token()).await["active"], false);
 }
 
 /// Codex and others omit `resource` on refresh: the grant's applies. A
@@ -795,13 +836,19 @@ async fn refresh_without_resource_keeps_the_grants_and_compares_canonically() {
     let client = h.public_client(1, &[REDIRECT]).await;
     let v = verifier(8);
     let code = h.code_for(&client, &v, "").await;
-    let rt = h.exchange(&client, &code, &v, "").await.unwrap().refresh_token.unwrap();
+    let rt = h
+        .exchange(&client, &code, &v, "")
+        .await
+        .unwrap()
+        .refresh_token()
+        .unwrap()
+        .to_owned();
     let t = h.refresh(&client, &rt, "").await.unwrap();
     assert_eq!(
-        h.introspect(&t.access_token).await["aud"],
+        h.introspect(t.access_token()).await["aud"],
         serde_json::json!([RESOURCE])
     );
-    let mut rt = t.refresh_token.unwrap();
+    let mut rt = t.refresh_token().unwrap().to_owned();
     for spelled in [
         "HTTPS://MCP.EXAMPLE.COM/mcp",
         "https://mcp.example.com:443/mcp",
@@ -812,11 +859,11 @@ async fn refresh_without_resource_keeps_the_grants_and_compares_canonically() {
             .await
             .unwrap_or_else(|e| panic!("{spelled}: {e:?}"));
         assert_eq!(
-            h.introspect(&t.access_token).await["aud"],
+            h.introspect(t.access_token()).await["aud"],
             serde_json::json!([RESOURCE]),
             "{spelled}"
         );
-        rt = t.refresh_token.unwrap();
+        rt = t.refresh_token().unwrap().to_owned();
     }
     // The path is case-sensitive: another resource.
     let err = h

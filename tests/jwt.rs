@@ -124,10 +124,10 @@ async fn jwt_access_tokens_verify_locally_for_every_algorithm() {
         let h = jwt_harness(alg).await;
         let client = h.public_client(1, &[REDIRECT]).await;
         let t = jwt_tokens(&h, &client, 1, "&scope=mcp%3Aread").await;
-        let header = part(&t.access_token, 0);
+        let header = part(t.access_token(), 0);
         assert_eq!(header["typ"], "at+jwt");
         assert_eq!(header["alg"], alg.as_str());
-        let claims = part(&t.access_token, 1);
+        let claims = part(t.access_token(), 1);
         assert_eq!(claims["iss"], ISSUER);
         assert_eq!(claims["aud"], json!([RESOURCE]));
         assert_eq!(claims["sub"], "user_demo");
@@ -138,30 +138,30 @@ async fn jwt_access_tokens_verify_locally_for_every_algorithm() {
         assert!(claims["jti"].as_str().is_some_and(|j| j.len() == 32));
 
         let (v, fetcher) = verifier_for(&h).await;
-        let ok = v.verify(&t.access_token, h.server.now()).await.unwrap();
+        let ok = v.verify(t.access_token(), h.server.now()).await.unwrap();
         assert_eq!(ok.subject, "user_demo");
         assert!(ok.scopes.contains("mcp:read"));
         let ok = ProtectedResource::new(resource()).check(ok, h.server.now()).unwrap();
         assert_eq!(ok.client_id, client.as_str());
         // Verified again: from the cached JWKS (one metadata + one JWKS fetch).
-        v.verify(&t.access_token, h.server.now()).await.unwrap();
+        v.verify(t.access_token(), h.server.now()).await.unwrap();
         assert_eq!(fetcher.fetches.load(Ordering::SeqCst), 2);
 
         // Introspection and revocation still work on the stored record; a
         // local verifier keeps accepting the revoked JWT until it expires.
-        assert_eq!(h.introspect(&t.access_token).await["active"], true);
+        assert_eq!(h.introspect(t.access_token()).await["active"], true);
         h.server
             .revoke(
                 &h.project,
                 None,
-                form(&[("token", &t.access_token), ("client_id", client.as_str())]).as_bytes(),
+                form(&[("token", t.access_token()), ("client_id", client.as_str())]).as_bytes(),
             )
             .await
             .unwrap();
-        assert_eq!(h.introspect(&t.access_token).await["active"], false);
-        assert!(v.verify(&t.access_token, h.server.now()).await.is_ok());
+        assert_eq!(h.introspect(t.access_token()).await["active"], false);
+        assert!(v.verify(t.access_token(), h.server.now()).await.is_ok());
         h.clock.advance(Duration::minutes(10));
-        let expired = v.verify(&t.access_token, h.server.now()).await;
+        let expired = v.verify(t.access_token(), h.server.now()).await;
         assert!(
             matches!(expired, Err(ResourceServerError::Expired)) || {
                 let t = expired.unwrap();
@@ -203,9 +203,9 @@ async fn key_rotation_with_a_fixed_clock() {
     let jwks = h.server.jwks(&h.project).await.unwrap();
     let first = kids(&jwks);
     assert_eq!(first.len(), 1);
-    assert_eq!(part(&t0.access_token, 0)["kid"], first[0].as_str());
+    assert_eq!(part(t0.access_token(), 0)["kid"], first[0].as_str());
     let (v, fetcher) = verifier_for(&h).await;
-    v.verify(&t0.access_token, h.server.now()).await.unwrap();
+    v.verify(t0.access_token(), h.server.now()).await.unwrap();
 
     // Day 29: within the one-day pre-publication window, a next key is
     // published but signs nothing.
@@ -222,7 +222,7 @@ async fn key_rotation_with_a_fixed_clock() {
     );
     let t1 = jwt_tokens(&h, &client, 2, "&scope=mcp%3Aread").await;
     assert_eq!(
-        part(&t1.access_token, 0)["kid"],
+        part(t1.access_token(), 0)["kid"],
         first[0].as_str(),
         "the next key signs nothing"
     );
@@ -245,13 +245,13 @@ async fn key_rotation_with_a_fixed_clock() {
         "active, then retired"
     );
     let after = jwt_tokens(&h, &client, 4, "&scope=mcp%3Aread").await;
-    assert_eq!(part(&after.access_token, 0)["kid"], next.as_str());
+    assert_eq!(part(after.access_token(), 0)["kid"], next.as_str());
     // The verifier has never seen the new kid: it refetches once.
     let before_fetches = fetcher.fetches.load(Ordering::SeqCst);
-    v.verify(&after.access_token, h.server.now()).await.unwrap();
+    v.verify(after.access_token(), h.server.now()).await.unwrap();
     assert_eq!(fetcher.fetches.load(Ordering::SeqCst), before_fetches + 1);
     // A token signed before the rotation still verifies.
-    v.verify(&before.access_token, h.server.now()).await.unwrap();
+    v.verify(before.access_token(), h.server.now()).await.unwrap();
 
     // 15 minutes later the retired key has left the JWKS.
     h.clock.advance(Duration::minutes(15));
@@ -262,7 +262,7 @@ async fn key_rotation_with_a_fixed_clock() {
     // A verifier that only knows the current JWKS refuses the old key.
     let (fresh, _) = verifier_for(&h).await;
     let old_key = fresh
-        .verify(&before.access_token, h.server.now() - Duration::minutes(15))
+        .verify(before.access_token(), h.server.now() - Duration::minutes(15))
         .await;
     assert_eq!(old_key, Err(ResourceServerError::Inactive));
     let events = h.events();
@@ -289,7 +289,7 @@ async fn id_tokens_nonce_at_hash_refresh_and_userinfo() {
     assert_eq!(c["email_verified"], true);
     assert_eq!(c["auth_time"], START.unix_timestamp());
     use sha2::Digest as _;
-    let digest = sha2::Sha256::digest(t.access_token.as_bytes());
+    let digest = sha2::Sha256::digest(t.access_token().as_bytes());
     assert_eq!(c["at_hash"], URL_SAFE_NO_PAD.encode(&digest[..16]));
     // The ID token verifies with its key from the JWKS, as an OpenID
     // Connect library would check it (independently of our code).
@@ -316,7 +316,7 @@ async fn id_tokens_nonce_at_hash_refresh_and_userinfo() {
     );
 
     // Userinfo: sub and the email claims.
-    let bearer = format!("Bearer {}", t.access_token);
+    let bearer = format!("Bearer {}", t.access_token());
     let info = h.server.userinfo(&h.project, Some(&bearer)).await.unwrap();
     assert_eq!(
         info,
@@ -327,19 +327,19 @@ async fn id_tokens_nonce_at_hash_refresh_and_userinfo() {
     assert_eq!(e.status(), http::StatusCode::UNAUTHORIZED);
 
     // Refresh keeping openid: a new ID token, without the nonce.
-    let rt = t.refresh_token.clone().unwrap();
-    let t2 = h.refresh(&client, &rt, "").await.unwrap();
+    let rt = t.refresh_token().unwrap();
+    let t2 = h.refresh(&client, rt, "").await.unwrap();
     let c2 = part(t2.id_token.as_deref().unwrap(), 1);
     assert!(c2.get("nonce").is_none());
     // Refresh narrowed to mcp:read: no ID token, and userinfo refuses.
     let t3 = h
-        .refresh(&client, t2.refresh_token.as_deref().unwrap(), "&scope=mcp%3Aread")
+        .refresh(&client, t2.refresh_token().unwrap(), "&scope=mcp%3Aread")
         .await
         .unwrap();
     assert!(t3.id_token.is_none());
     let e = h
         .server
-        .userinfo(&h.project, Some(&format!("Bearer {}", t3.access_token)))
+        .userinfo(&h.project, Some(&format!("Bearer {}", t3.access_token())))
         .await
         .unwrap_err();
     assert_eq!(e.code(), ErrorCode::InsufficientScope);
@@ -356,7 +356,10 @@ async fn id_tokens_nonce_at_hash_refresh_and_userinfo() {
 async fn hostile_tokens_are_refused_by_the_jwt_verifier() {
     let h = jwt_harness(SigningAlgorithm::Es256).await;
     let client = h.public_client(1, &[REDIRECT]).await;
-    let good = jwt_tokens(&h, &client, 1, "&scope=mcp%3Aread").await.access_token;
+    let good = jwt_tokens(&h, &client, 1, "&scope=mcp%3Aread")
+        .await
+        .access_token()
+        .to_owned();
     let (v, fetcher) = verifier_for(&h).await;
     let now = h.server.now();
     v.verify(&good, now).await.unwrap();
@@ -516,7 +519,7 @@ async fn jwks_and_userinfo_over_oauth_endpoints() {
     let client = h.public_client(1, &[REDIRECT]).await;
     let t = jwt_tokens(&h, &client, 1, "&scope=openid+mcp%3Aread").await;
     let req = http::Request::get("/p/proj_demo/oauth2/userinfo")
-        .header("authorization", format!("Bearer {}", t.access_token))
+        .header("authorization", format!("Bearer {}", t.access_token()))
         .body(Vec::<u8>::new())
         .unwrap();
     let r = endpoints.userinfo(&req).await;
@@ -525,7 +528,7 @@ async fn jwks_and_userinfo_over_oauth_endpoints() {
     let body: Value = serde_json::from_slice(r.body()).unwrap();
     assert_eq!(body, json!({"sub": "user_demo"}), "no email without the email scope");
     // The token's iss is the project's issuer.
-    assert_eq!(part(&t.access_token, 1)["iss"], format!("{ISSUER}/p/proj_demo"));
+    assert_eq!(part(t.access_token(), 1)["iss"], format!("{ISSUER}/p/proj_demo"));
 }
 
 /// Switching a project's access-token algorithm retires the old key: it
@@ -535,18 +538,18 @@ async fn changing_the_algorithm_retires_the_old_key() {
     let h = jwt_harness(SigningAlgorithm::EdDsa).await;
     let client = h.public_client(1, &[REDIRECT]).await;
     let old = jwt_tokens(&h, &client, 1, "&scope=mcp%3Aread").await;
-    let old_kid = part(&old.access_token, 0)["kid"].as_str().unwrap().to_owned();
+    let old_kid = part(old.access_token(), 0)["kid"].as_str().unwrap().to_owned();
     let mut s = h.server.project(&h.project).await.unwrap();
     s.signing.access_token_algorithm = SigningAlgorithm::Es256;
     s.signing.id_token_algorithm = SigningAlgorithm::Es256;
     h.server.put_project(&h.project, s).await.unwrap();
     let new = jwt_tokens(&h, &client, 2, "&scope=mcp%3Aread").await;
-    assert_eq!(part(&new.access_token, 0)["alg"], "ES256");
+    assert_eq!(part(new.access_token(), 0)["alg"], "ES256");
     let jwks = h.server.jwks(&h.project).await.unwrap();
     assert_eq!(kids(&jwks).len(), 2);
     assert!(jwks.contains_kid(&old_kid), "still published for its tokens");
     let (v, _) = verifier_for(&h).await;
-    v.verify(&old.access_token, h.server.now()).await.unwrap();
+    v.verify(old.access_token(), h.server.now()).await.unwrap();
     h.clock.advance(Duration::minutes(15));
     let report = h.server.rotate_signing_keys(&h.project).await.unwrap();
     assert_eq!(report.deleted, 1);
@@ -662,15 +665,15 @@ async fn a_refresh_within_the_grace_returns_the_same_jwts() {
     let h = jwt_harness(SigningAlgorithm::Es256).await;
     let client = h.public_client(1, &[REDIRECT]).await;
     let t = jwt_tokens(&h, &client, 1, "&scope=openid+mcp%3Aread").await;
-    let rt1 = t.refresh_token.unwrap();
+    let rt1 = t.refresh_token().unwrap().to_owned();
     let a = h.refresh(&client, &rt1, "").await.unwrap();
     h.clock.advance(Duration::seconds(2));
     let b = h.refresh(&client, &rt1, "").await.unwrap();
-    assert_eq!(a.access_token, b.access_token);
+    assert_eq!(a.access_token(), b.access_token());
     assert_eq!(a.id_token, b.id_token);
     assert!(a.id_token.is_some());
-    assert_eq!(a.access_token.split('.').count(), 3);
+    assert_eq!(a.access_token().split('.').count(), 3);
     let (v, _) = verifier_for(&h).await;
-    v.verify(&b.access_token, h.server.now()).await.unwrap();
-    assert_eq!(h.introspect(&b.access_token).await["active"], true);
+    v.verify(b.access_token(), h.server.now()).await.unwrap();
+    assert_eq!(h.introspect(b.access_token()).await["active"], true);
 }

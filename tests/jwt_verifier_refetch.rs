@@ -51,7 +51,12 @@ async fn setup() -> (Harness, Arc<Switchable>, JwtVerifier, String) {
     let client = h.public_client(1, &[REDIRECT]).await;
     let v = verifier(1);
     let code = h.code_for(&client, &v, "").await;
-    let token = h.exchange(&client, &code, &v, "").await.unwrap().access_token;
+    let token = h
+        .exchange(&client, &code, &v, "")
+        .await
+        .unwrap()
+        .access_token()
+        .to_owned();
     let fetcher = Arc::new(Switchable {
         server: h.server.clone(),
         project: h.project.clone(),

@@ -126,7 +126,7 @@ async fn a_disabled_client_can_do_nothing_until_enabled() {
     let id = registered(&client);
     let t = sign_in(&h, &client, "alice", 1, "&scope=openid+mcp%3Aread").await;
     let other_tokens = sign_in(&h, &other, "alice", 2, "").await;
-    let refresh = t.refresh_token.clone().unwrap();
+    let refresh = t.refresh_token().unwrap();
     // A code approved before the client is disabled.
     let v = verifier(3);
     let pending_code = h.code_for(&client, &v, "").await;
@@ -153,20 +153,20 @@ async fn a_disabled_client_can_do_nothing_until_enabled() {
     // Code exchange and refresh: invalid_client, nothing consumed.
     let e = h.exchange(&client, &pending_code, &v, "").await.unwrap_err();
     assert_eq!(e.code(), ErrorCode::InvalidClient);
-    let e = h.refresh(&client, &refresh, "").await.unwrap_err();
+    let e = h.refresh(&client, refresh, "").await.unwrap_err();
     assert_eq!(e.code(), ErrorCode::InvalidClient);
     // Revocation: the client cannot authenticate.
-    let body = form(&[("token", &t.access_token), ("client_id", client.as_str())]);
+    let body = form(&[("token", t.access_token()), ("client_id", client.as_str())]);
     let e = h.server.revoke(&h.project, None, body.as_bytes()).await.unwrap_err();
     assert_eq!(e.code(), ErrorCode::InvalidClient);
     // Its tokens: inactive at introspection, refused at userinfo.
-    assert_eq!(h.introspect(&t.access_token).await["active"], false);
-    assert_eq!(h.introspect(&refresh).await["active"], false);
-    let bearer = format!("Bearer {}", t.access_token);
+    assert_eq!(h.introspect(t.access_token()).await["active"], false);
+    assert_eq!(h.introspect(refresh).await["active"], false);
+    let bearer = format!("Bearer {}", t.access_token());
     let e = h.server.userinfo(&h.project, Some(&bearer)).await.unwrap_err();
     assert_eq!(e.code(), ErrorCode::InvalidToken);
     // Other clients are untouched.
-    assert_eq!(h.introspect(&other_tokens.access_token).await["active"], true);
+    assert_eq!(h.introspect(other_tokens.access_token()).await["active"], true);
     // Every refusal is audited.
     let refused: Vec<_> = h
         .audit
@@ -182,9 +182,9 @@ async fn a_disabled_client_can_do_nothing_until_enabled() {
     let enabled = h.server.enable_client(&h.project, &id).await.unwrap();
     assert!(enabled.disabled_at.is_none());
     assert!(h.events().contains(&"oauth_client.enabled"));
-    assert_eq!(h.introspect(&t.access_token).await["active"], true);
+    assert_eq!(h.introspect(t.access_token()).await["active"], true);
     assert!(h.exchange(&client, &pending_code, &v, "").await.is_ok());
-    assert!(h.refresh(&client, &refresh, "").await.is_ok());
+    assert!(h.refresh(&client, refresh, "").await.is_ok());
     assert!(matches!(
         h.authorize(&auth_query(&client, REDIRECT, &verifier(5), "")).await,
         AuthorizeOutcome::Pending(_)
@@ -230,11 +230,11 @@ async fn deleting_a_client_revokes_its_grants_and_forgets_consent() {
         Err(AdminError::UnknownClient)
     ));
     for t in [&a, &b] {
-        assert_eq!(h.introspect(&t.access_token).await["active"], false);
-        assert_eq!(h.introspect(t.refresh_token.as_deref().unwrap()).await["active"], false);
+        assert_eq!(h.introspect(t.access_token()).await["active"], false);
+        assert_eq!(h.introspect(t.refresh_token().unwrap()).await["active"], false);
     }
     assert!(h.exchange(&client, &unexchanged, &verifier(4), "").await.is_err());
-    assert_eq!(h.introspect(&kept.access_token).await["active"], true);
+    assert_eq!(h.introspect(kept.access_token()).await["active"], true);
     assert!(
         users
             .consent(&h.project, &alice, client.as_str())
@@ -287,10 +287,7 @@ async fn a_users_grants_are_listed_with_use_and_revoked_one_or_all() {
     let bobs = sign_in(&h, &c1, "bob", 4, "").await;
     // A refresh later: the grant's last use moves.
     h.clock.advance(Duration::minutes(10));
-    let refreshed = h
-        .refresh(&c1, first.refresh_token.as_deref().unwrap(), "")
-        .await
-        .unwrap();
+    let refreshed = h.refresh(&c1, first.refresh_token().unwrap(), "").await.unwrap();
     for c in [&c1, &c2] {
         users
             .remember_consent(
@@ -342,14 +339,11 @@ async fn a_users_grants_are_listed_with_use_and_revoked_one_or_all() {
     ));
     let gone = h.server.revoke_user_grant(&h.project, &alice, &one).await.unwrap();
     assert_eq!(gone.grant.id, one);
-    assert_eq!(h.introspect(&second.access_token).await["active"], false);
-    assert_eq!(
-        h.introspect(second.refresh_token.as_deref().unwrap()).await["active"],
-        false
-    );
+    assert_eq!(h.introspect(second.access_token()).await["active"], false);
+    assert_eq!(h.introspect(second.refresh_token().unwrap()).await["active"], false);
     assert!(users.consent(&h.project, &alice, c2.as_str()).await.unwrap().is_none());
     assert!(users.consent(&h.project, &alice, c1.as_str()).await.unwrap().is_some());
-    assert_eq!(h.introspect(&refreshed.access_token).await["active"], true);
+    assert_eq!(h.introspect(refreshed.access_token()).await["active"], true);
     assert!(matches!(
         h.server.revoke_user_grant(&h.project, &alice, &one).await,
         Err(AdminError::UnknownGrant)
@@ -366,9 +360,9 @@ async fn a_users_grants_are_listed_with_use_and_revoked_one_or_all() {
     let n = h.server.revoke_user_grants(&h.project, &alice).await.unwrap();
     assert_eq!(n, 2);
     for t in [&refreshed, &third] {
-        assert_eq!(h.introspect(&t.access_token).await["active"], false);
-        assert_eq!(h.introspect(t.refresh_token.as_deref().unwrap()).await["active"], false);
-        assert!(h.refresh(&c1, t.refresh_token.as_deref().unwrap(), "").await.is_err());
+        assert_eq!(h.introspect(t.access_token()).await["active"], false);
+        assert_eq!(h.introspect(t.refresh_token().unwrap()).await["active"], false);
+        assert!(h.refresh(&c1, t.refresh_token().unwrap(), "").await.is_err());
     }
     assert!(users.consent(&h.project, &alice, c1.as_str()).await.unwrap().is_none());
     assert!(
@@ -379,7 +373,7 @@ async fn a_users_grants_are_listed_with_use_and_revoked_one_or_all() {
             .items
             .is_empty()
     );
-    assert_eq!(h.introspect(&bobs.access_token).await["active"], true);
+    assert_eq!(h.introspect(bobs.access_token()).await["active"], true);
     let summary = h
         .audit
         .recent(&h.project, 200)
@@ -405,14 +399,14 @@ async fn revoking_all_grants_racing_refreshes_leaves_no_live_token() {
     let refreshes = futures_util::future::join_all(tokens.iter().map(|t| {
         let h = &h;
         let client = &client;
-        async move { h.refresh(client, t.refresh_token.as_deref().unwrap(), "").await.ok() }
+        async move { h.refresh(client, t.refresh_token().unwrap(), "").await.ok() }
     }));
     let revoke = h.server.revoke_user_grants(&h.project, &alice);
     let (refreshed, revoked) = futures_util::future::join(refreshes, revoke).await;
     assert_eq!(revoked.unwrap(), 16);
     for t in tokens.iter().chain(refreshed.iter().flatten()) {
-        assert_eq!(h.introspect(&t.access_token).await["active"], false);
-        if let Some(r) = &t.refresh_token {
+        assert_eq!(h.introspect(t.access_token()).await["active"], false);
+        if let Some(r) = &t.refresh_token() {
             assert_eq!(h.introspect(r).await["active"], false);
         }
     }
@@ -456,5 +450,5 @@ async fn lifecycle_calls_are_scoped_to_their_project() {
         h.server.revoke_user_grant(&other, &alice, &grant).await,
         Err(AdminError::UnknownGrant)
     ));
-    assert_eq!(h.introspect(&t.access_token).await["active"], true);
+    assert_eq!(h.introspect(t.access_token()).await["active"], true);
 }

@@ -60,7 +60,13 @@ async fn concurrent_rotations_of_one_refresh_token_succeed_once() {
     for round in 0..8u8 {
         let v = verifier(round);
         let code = h.code_for(&client, &v, "").await;
-        let rt = h.exchange(&client, &code, &v, "").await.unwrap().refresh_token.unwrap();
+        let rt = h
+            .exchange(&client, &code, &v, "")
+            .await
+            .unwrap()
+            .refresh_token()
+            .unwrap()
+            .to_owned();
         let wins = race(8, || block_on(h.refresh(&client, &rt, "")).is_ok());
         assert_eq!(wins, 1, "round {round}");
     }
@@ -75,11 +81,20 @@ async fn concurrent_rotations_within_the_grace_all_get_the_same_pair() {
     for round in 0..8u8 {
         let v = verifier(round);
         let code = h.code_for(&client, &v, "").await;
-        let rt = h.exchange(&client, &code, &v, "").await.unwrap().refresh_token.unwrap();
+        let rt = h
+            .exchange(&client, &code, &v, "")
+            .await
+            .unwrap()
+            .refresh_token()
+            .unwrap()
+            .to_owned();
         let pairs = std::sync::Mutex::new(Vec::new());
         let wins = race(8, || match block_on(h.refresh(&client, &rt, "")) {
             Ok(t) => {
-                pairs.lock().unwrap().push((t.access_token, t.refresh_token));
+                pairs
+                    .lock()
+                    .unwrap()
+                    .push((t.access_token().to_owned(), t.refresh_token().map(str::to_owned)));
                 true
             }
             Err(_) => false,
@@ -103,32 +118,32 @@ async fn reuse_revokes_a_family_spread_over_every_shard() {
     // Enough rotations that the family's tokens land in many shards.
     let mut tokens = vec![first.clone()];
     for _ in 0..(4 * GRANT_SHARDS) {
-        let rt = tokens.last().unwrap().refresh_token.clone().unwrap();
-        tokens.push(h.refresh(&client, &rt, "").await.unwrap());
+        let rt = tokens.last().unwrap().refresh_token().unwrap();
+        tokens.push(h.refresh(&client, rt, "").await.unwrap());
     }
     let last = tokens.last().unwrap().clone();
-    assert_eq!(h.introspect(&last.access_token).await["active"], true);
+    assert_eq!(h.introspect(last.access_token()).await["active"], true);
     // Only the newest MAX_ROTATED_PER_GRANT rotated tokens are remembered
     // (bounded growth): the first one is forgotten, refused without
     // revoking anything (after the grace, as a reuse would be).
     h.clock.advance(authio_mcp::project::DEFAULT_REFRESH_REUSE_GRACE);
     let err = h
-        .refresh(&client, first.refresh_token.as_deref().unwrap(), "")
+        .refresh(&client, first.refresh_token().unwrap(), "")
         .await
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::InvalidGrant);
-    assert_eq!(h.introspect(&last.access_token).await["active"], true);
+    assert_eq!(h.introspect(last.access_token()).await["active"], true);
     assert_eq!(h.grants.tombstones(), MAX_ROTATED_PER_GRANT);
     // Reusing the oldest remembered one revokes every token of the grant.
     let oldest_remembered = &tokens[tokens.len() - 1 - MAX_ROTATED_PER_GRANT];
     let err = h
-        .refresh(&client, oldest_remembered.refresh_token.as_deref().unwrap(), "")
+        .refresh(&client, oldest_remembered.refresh_token().unwrap(), "")
         .await
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::InvalidGrant);
     for t in &tokens {
-        assert_eq!(h.introspect(&t.access_token).await["active"], false);
-        assert_eq!(h.introspect(t.refresh_token.as_deref().unwrap()).await["active"], false);
+        assert_eq!(h.introspect(t.access_token()).await["active"], false);
+        assert_eq!(h.introspect(t.refresh_token().unwrap()).await["active"], false);
     }
     assert!(h.grants.is_empty(), "every record of the grant deleted");
     assert_eq!(h.grants.tombstones(), 0);
@@ -143,10 +158,10 @@ async fn tokens_are_scoped_to_their_project() {
     let v = verifier(1);
     let code = h.code_for(&client, &v, "").await;
     let t = h.exchange(&client, &code, &v, "").await.unwrap();
-    let body = form(&[("token", &t.access_token)]);
+    let body = form(&[("token", t.access_token())]);
     let info = h.server.introspect(&other, body.as_bytes()).await.unwrap();
     assert!(!info.active);
-    assert_eq!(h.introspect(&t.access_token).await["active"], true);
+    assert_eq!(h.introspect(t.access_token()).await["active"], true);
 }
 
 #[tokio::test]
@@ -157,9 +172,7 @@ async fn purging_after_every_lifetime_empties_the_store() {
         let v = verifier(n);
         let code = h.code_for(&client, &v, "").await;
         let t = h.exchange(&client, &code, &v, "").await.unwrap();
-        h.refresh(&client, t.refresh_token.as_deref().unwrap(), "")
-            .await
-            .unwrap();
+        h.refresh(&client, t.refresh_token().unwrap(), "").await.unwrap();
     }
     // A replay leaves a revocation marker behind too.
     let v = verifier(200);
@@ -187,14 +200,11 @@ async fn records_per_grant_are_bounded_across_many_refreshes() {
     let code = h.code_for(&client, &v, "").await;
     let mut t = h.exchange(&client, &code, &v, "").await.unwrap();
     for _ in 0..300 {
-        t = h
-            .refresh(&client, t.refresh_token.as_deref().unwrap(), "")
-            .await
-            .unwrap();
+        t = h.refresh(&client, t.refresh_token().unwrap(), "").await.unwrap();
         // one code, one live refresh token, the capped access tokens
         assert!(h.grants.len() <= 2 + MAX_ACCESS_TOKENS_PER_GRANT, "{}", h.grants.len());
         assert!(h.grants.tombstones() <= MAX_ROTATED_PER_GRANT);
     }
-    assert_eq!(h.introspect(&t.access_token).await["active"], true);
-    assert_eq!(h.introspect(t.refresh_token.as_deref().unwrap()).await["active"], true);
+    assert_eq!(h.introspect(t.access_token()).await["active"], true);
+    assert_eq!(h.introspect(t.refresh_token().unwrap()).await["active"], true);
 }

@@ -142,12 +142,12 @@ async fn the_consent_page_leads_with_the_verified_cimd_host() {
         other => panic!("{other:?}"),
     };
     assert_eq!(
-        pending.presentation.client.identity,
+        pending.presentation().client.identity,
         ClientIdentity::Verified {
             host: "claude.ai".into()
         }
     );
-    assert_eq!(pending.presentation.service.name, "auth-api.authio.com");
+    assert_eq!(pending.presentation().service.name, "auth-api.authio.com");
     let view = ConsentView::new(&pending, "/consent").hidden_field("csrf", "t");
     let r = e.consent_page(&view);
     assert_eq!(r.status(), 200);

@@ -113,7 +113,7 @@ async fn dcr_client_authenticates_with_an_assertion_once() {
     // endpoint URL only where the project opted in (tests/assertion_audience.rs).
     let a = sign(&key, "ck1", &claims(client.as_str(), "jti-1", ISSUER));
     let t = try_assertion(&h, &client, 1, &a).await.unwrap();
-    assert!(t.access_token.starts_with("at_"));
+    assert!(t.access_token().starts_with("at_"));
     let a2 = sign(&key, "ck1", &claims(client.as_str(), "jti-2", TOKEN_ENDPOINT));
     let e = try_assertion(&h, &client, 2, &a2).await.unwrap_err();
     assert_eq!(e.code(), ErrorCode::InvalidClient);
@@ -323,7 +323,7 @@ async fn metadata_document_client_with_jwks_uri() {
         )
         .await
         .unwrap();
-    assert!(!t.access_token.is_empty());
+    assert!(!t.access_token().is_empty());
     // Revocation authenticates the same way.
     let b = sign(&client_key(), "ck1", &claims(CIMD_KEYS_URL, "cimd-2", ISSUER));
     h.server
@@ -331,7 +331,7 @@ async fn metadata_document_client_with_jwks_uri() {
             &h.project,
             None,
             form(&[
-                ("token", &t.access_token),
+                ("token", t.access_token()),
                 ("client_assertion_type", JWT_BEARER_ASSERTION_TYPE),
                 ("client_assertion", &b),
             ])
@@ -339,7 +339,7 @@ async fn metadata_document_client_with_jwks_uri() {
         )
         .await
         .unwrap();
-    assert_eq!(h.introspect(&t.access_token).await["active"], false);
+    assert_eq!(h.introspect(t.access_token()).await["active"], false);
     // The client's JWK Set was fetched once and then reused.
     assert_eq!(fetcher.jwks_fetches.load(std::sync::atomic::Ordering::SeqCst), 1);
     // An assertion from an unknown key: one refetch at most (the cached

@@ -25,8 +25,8 @@ async fn issue(h: &Harness, scope: &str) -> Issued {
     let code = h.code_for(&client, &v, &format!("&scope={scope}")).await;
     let t = h.exchange(&client, &code, &v, "").await.unwrap();
     Issued {
-        access: t.access_token,
-        refresh: t.refresh_token,
+        access: t.access_token().to_owned(),
+        refresh: t.refresh_token().map(str::to_owned),
         client,
     }
 }

@@ -848,7 +848,7 @@ mod f7 {
             CallbackOutcome::Redirect(location) => {
                 let code = query_param(&location, "code").unwrap();
                 let t = s.a.exchange(&client, &code, &verifier(1), "").await.unwrap();
-                let aud = s.a.introspect(&t.access_token).await["aud"].clone();
+                let aud = s.a.introspect(t.access_token()).await["aud"].clone();
                 panic!("no consent asked for a new audience: straight to {location}, token aud {aud}")
             }
             other => panic!("{other:?}"),
@@ -876,7 +876,7 @@ mod f7b {
         s.a.server.approve_signed_in(*first, None).await.unwrap();
         let q = auth_query(&client, REDIRECT, &verifier(1), "&prompt=consent");
         match s.sign_in(&q, "alice").await {
-            CallbackOutcome::SignedIn(p) => assert!(p.pending.force_consent),
+            CallbackOutcome::SignedIn(p) => assert!(p.pending.force_consent()),
             other => panic!("prompt=consent, yet no consent screen: {other:?}"),
         }
     }
@@ -897,7 +897,7 @@ mod f7b {
         let CallbackOutcome::SignedIn(first) = s.sign_in(&q, "alice").await else {
             panic!("consent expected on the first sign-in");
         };
-        assert!(first.pending.loopback_only);
+        assert!(first.pending.loopback_only());
         s.a.server.approve_signed_in(*first, None).await.unwrap();
         // Later, another local process, another port.
         let q = auth_query(&client, "http://127.0.0.1:6666/callback", &verifier(2), "");
@@ -961,7 +961,7 @@ mod f7_strict {
             .sign_in(&query(&client, REDIRECT, 3, "mcp:write", RESOURCE), "alice")
             .await
         {
-            CallbackOutcome::SignedIn(p) => assert_eq!(p.pending.scopes.to_string(), "mcp:write"),
+            CallbackOutcome::SignedIn(p) => assert_eq!(p.pending.scopes().to_string(), "mcp:write"),
             other => panic!("mcp:write on the calendar server was never allowed, yet: {other:?}"),
         }
         // What was allowed for each resource still answers at once.
@@ -1040,7 +1040,7 @@ mod f7_strict {
             .unwrap();
         approve(&s, &query(&client, APP, 1, "mcp:read", RESOURCE)).await;
         match s.sign_in(&query(&client, APP, 2, "mcp:read", RESOURCE), "alice").await {
-            CallbackOutcome::SignedIn(p) => assert_eq!(p.pending.app_scheme.as_deref(), Some("cursor")),
+            CallbackOutcome::SignedIn(p) => assert_eq!(p.pending.app_scheme(), Some("cursor")),
             other => panic!("code sent to an app scheme without a consent page: {other:?}"),
         }
     }

@@ -85,7 +85,7 @@ fn kid_of(token: &str) -> String {
 async fn token_kid(h: &Harness, client: &ClientId, n: u8) -> String {
     let v = verifier(n);
     let code = h.code_for(client, &v, "").await;
-    kid_of(&h.exchange(client, &code, &v, "").await.unwrap().access_token)
+    kid_of(h.exchange(client, &code, &v, "").await.unwrap().access_token())
 }
 
 #[tokio::test]

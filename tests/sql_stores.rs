@@ -991,25 +991,23 @@ async fn login_cap_and_purge_check<S: authio_mcp::store::UpstreamLoginStore>(
     let t0 = now();
     let p = authio_mcp::project::ProjectId::new("proj_logins").unwrap();
     let q = authio_mcp::project::ProjectId::new("proj_logins_other").unwrap();
-    let first: Vec<_> = (0..3).map(|n| upstream_login(&p, n, t0)).collect();
-    for l in &first {
-        s.insert(&p, l.clone(), None).await.unwrap();
+    // Built twice (the same, from the same seed): a login is not `Clone`.
+    let first: Vec<_> = (0..3).map(|n| upstream_login(&p, n, t0).state_hash).collect();
+    for n in 0..3 {
+        s.insert(&p, upstream_login(&p, n, t0), None).await.unwrap();
     }
     let browser = upstream_login_and_browser(&p, 0, t0).1;
     let refused = s.insert(&p, upstream_login(&p, 3, t0), None).await;
     assert!(refused.is_err(), "a full project refuses a new login");
     assert!(
-        matches!(
-            s.take(&p, &first[0].state_hash, &browser, t0).await.unwrap(),
-            LoginTake::Taken(_)
-        ),
+        matches!(s.take(&p, &first[0], &browser, t0).await.unwrap(), LoginTake::Taken(_)),
         "the live logins stay"
     );
     s.insert(&q, upstream_login(&q, 4, t0), None).await.unwrap();
     // Ten minutes later the first three are dead: room again.
     let later = t0 + authio_mcp::upstream::UPSTREAM_LOGIN_TTL;
-    let live = upstream_login(&p, 5, later);
-    s.insert(&p, live.clone(), None).await.unwrap();
+    let live = upstream_login(&p, 5, later).state_hash;
+    s.insert(&p, upstream_login(&p, 5, later), None).await.unwrap();
     // 40 more, started 11 minutes apart in the past (so each is dead
     // before the next starts, and the cap is never in the way).
     let r = authio_mcp::project::ProjectId::new("proj_logins_many").unwrap();
@@ -1020,11 +1018,11 @@ async fn login_cap_and_purge_check<S: authio_mcp::store::UpstreamLoginStore>(
     let report = purge(s, later).await.unwrap();
     assert_eq!(report.upstream_logins, 3 + 1 + 40, "{report:?}");
     assert!(matches!(
-        s.take(&p, &first[1].state_hash, &browser, later).await.unwrap(),
+        s.take(&p, &first[1], &browser, later).await.unwrap(),
         LoginTake::Unknown
     ));
     assert!(matches!(
-        s.take(&p, &live.state_hash, &browser, later).await.unwrap(),
+        s.take(&p, &live, &browser, later).await.unwrap(),
         LoginTake::Taken(_)
     ));
 }

@@ -734,7 +734,7 @@ async fn json_lines_hold_every_audit_event_and_no_secret() {
     );
     let granted = events.iter().find(|e| e["event"] == "authorization.granted").unwrap();
     assert_eq!(granted["request_id"], "r-1");
-    for secret in [code.as_str(), v.as_str(), t.access_token.as_str()] {
+    for secret in [code.as_str(), v.as_str(), t.access_token()] {
         assert!(!out.contains(secret), "{out}");
     }
 }

@@ -289,7 +289,7 @@ impl Setup {
             .exchange(&self.mcp_client, &code, &verifier(1), "")
             .await
             .unwrap();
-        let info = self.a.introspect(&t.access_token).await;
+        let info = self.a.introspect(t.access_token()).await;
         info["sub"].as_str().unwrap().to_owned()
     }
 

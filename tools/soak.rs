@@ -188,7 +188,7 @@ fn one_grant_soak(
         step.whole_milliseconds()
     );
     println!("  baseline: {}", memory());
-    let mut refresh = sign_in(server, project, client).refresh_token.unwrap();
+    let mut refresh = sign_in(server, project, client).refresh_token().unwrap().to_owned();
     let started = Instant::now();
     let checkpoints = [1_000, 10_000, 100_000, 250_000, 500_000, 750_000, 1_000_000, refreshes];
     for n in 1..=refreshes {
@@ -199,11 +199,11 @@ fn one_grant_soak(
         ]);
         let t = block_on(server.token(project, None, body.as_bytes())).unwrap();
         assert!(
-            block_on(server.introspect_token(project, &t.access_token))
+            block_on(server.introspect_token(project, t.access_token()))
                 .unwrap()
                 .active
         );
-        refresh = t.refresh_token.unwrap();
+        refresh = t.refresh_token().unwrap().to_owned();
         clock.advance(step);
         if checkpoints.contains(&n) {
             println!(
@@ -283,11 +283,11 @@ fn flow(server: &AuthorizationServer, project: &ProjectId, client: &ClientId) {
     let tokens = block_on(server.token(project, None, body.as_bytes())).unwrap();
     let body = form(&[
         ("grant_type", "refresh_token"),
-        ("refresh_token", tokens.refresh_token.as_deref().unwrap()),
+        ("refresh_token", tokens.refresh_token().unwrap()),
         ("client_id", client.as_str()),
     ]);
     let refreshed = block_on(server.token(project, None, body.as_bytes())).unwrap();
-    let info = block_on(server.introspect_token(project, &refreshed.access_token)).unwrap();
+    let info = block_on(server.introspect_token(project, refreshed.access_token())).unwrap();
     assert!(info.active);
 }
 

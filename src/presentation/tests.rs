@@ -4,7 +4,9 @@ use serde_json::{Value, json};
 use time::macros::datetime;
 
 use super::*;
-use crate::authorize::{AuthorizationRequest, OFFLINE_ACCESS, PendingAuthorization, validate_request};
+use crate::authorize::{
+    AuthorizationRequest, OFFLINE_ACCESS, ParkedAuthorization, PendingAuthorization, validate_request,
+};
 use crate::cimd::ClientIdUrl;
 use crate::client::{Client, ClientId, ClientMetadata, MetadataProfile, RegisteredClientId};
 use crate::pkce::{CodeChallenge, CodeVerifier};
@@ -354,9 +356,9 @@ fn settings_without_display_read_back_with_defaults() {
     // And a pending authorization stored before the presentation existed.
     let c = cimd_client(json!({}));
     let pending = pending_for(&settings(), &c, "https://app.example.com/cb", "");
-    let mut v = serde_json::to_value(&pending).unwrap();
+    let mut v = serde_json::to_value(pending.park()).unwrap();
     v.as_object_mut().unwrap().remove("presentation");
-    let back: PendingAuthorization = serde_json::from_value(v).unwrap();
+    let back = serde_json::from_value::<ParkedAuthorization>(v).unwrap().resume();
     assert_eq!(back.presentation, ConsentPresentation::default());
 }
 
@@ -370,4 +372,62 @@ fn subdomain_rule() {
     );
     assert!(!same_or_subdomain("evilapp.example.com", "app.example.com"));
     assert!(!same_or_subdomain("1.2.3.4", "2.3.4"));
+}
+
+/// A pending authorization as hosts and the upstream login stores stored
+/// it (JSON) before it became opaque: the parked form reads it, and writes
+/// the same bytes back.
+const STORED_PENDING: &str = r#"{"project":"proj_t","client_id":"https://app.example.com/oauth/client.json","client_name":"Example App","client_id_host":"app.example.com","redirect_uri":"https://app.example.com/cb","redirect_host":"app.example.com","loopback_only":false,"confidential":false,"scopes":"mcp:read offline_access","dropped_scopes":"unknown:x","offline_access":true,"force_login":false,"force_consent":true,"prompt_none":false,"login_hint":"jane@example.org","resources":[],"state":"s1","code_challenge":"VtX6czP210fbQsI5QH5dpMMvTHnzXQkrE0_TWkAtnFw","nonce":"n1","created_at":1795694400,"presentation":{"service":{"name":"auth.example.com"},"client":{"identity":{"kind":"verified","host":"app.example.com"},"name":"Example App"},"redirect":{"host":"app.example.com","loopback_only":false},"scopes":[{"scope":"mcp:read","description":"Read your data through the MCP server"},{"scope":"offline_access","description":"Stay connected when you are not using it, until you revoke access"}],"dropped_scopes":["unknown:x"],"resources":[]}}"#;
+
+#[test]
+fn parked_authorization_reads_the_stored_pending_format() {
+    let parked: ParkedAuthorization = serde_json::from_str(STORED_PENDING).unwrap();
+    assert_eq!(
+        serde_json::to_string(&parked).unwrap(),
+        STORED_PENDING,
+        "same bytes back"
+    );
+    let p = parked.resume();
+    let c = cimd_client(json!({}));
+    let fresh = pending_for(
+        &settings(),
+        &c,
+        "https://app.example.com/cb",
+        "&scope=mcp:read+offline_access+unknown:x&state=s1&nonce=n1&login_hint=jane%40example.org&prompt=consent",
+    );
+    assert_eq!(p, fresh, "every field reads back");
+    assert_eq!(p.client_name(), Some("Example App"));
+    assert_eq!(p.client_id_host(), Some("app.example.com"));
+    assert_eq!(p.redirect_host(), Some("app.example.com"));
+    assert_eq!(p.redirect_uri(), "https://app.example.com/cb");
+    assert_eq!(p.scopes().to_string(), "mcp:read offline_access");
+    assert_eq!(p.dropped_scopes().to_string(), "unknown:x");
+    assert!(p.offline_access() && p.force_consent() && !p.force_login() && !p.prompt_none());
+    assert_eq!(
+        (p.state(), p.nonce(), p.login_hint()),
+        (Some("s1"), Some("n1"), Some("jane@example.org"))
+    );
+    assert_eq!(p.created_at().unix_timestamp(), 1_795_694_400);
+    assert_eq!(p.presentation(), &fresh.presentation);
+    // A record from before the optional fields existed reads with their
+    // defaults (the stricter answers: public client, no prompt).
+    let mut v: Value = serde_json::from_str(STORED_PENDING).unwrap();
+    for k in [
+        "confidential",
+        "dropped_scopes",
+        "offline_access",
+        "force_login",
+        "force_consent",
+        "prompt_none",
+        "login_hint",
+        "app_scheme",
+        "nonce",
+        "presentation",
+    ] {
+        v.as_object_mut().unwrap().remove(k);
+    }
+    let old = serde_json::from_value::<ParkedAuthorization>(v).unwrap().resume();
+    assert!(!old.confidential() && !old.force_consent() && !old.offline_access());
+    assert!(old.dropped_scopes().is_empty() && old.login_hint().is_none());
+    assert_eq!(old.presentation(), &ConsentPresentation::default());
 }

@@ -352,8 +352,9 @@ impl AuthorizationServer {
     }
 
     /// Denies a pending authorization: records `authorization.denied` and
-    /// returns the redirect `Location` (`error=access_denied`).
-    pub async fn deny(&self, pending: &PendingAuthorization) -> String {
+    /// returns the redirect `Location` (`error=access_denied`). Consumes
+    /// `pending`: one authorization is answered once.
+    pub async fn deny(&self, pending: PendingAuthorization) -> String {
         self.emit(
             &pending.project,
             AuditKind::AuthorizationDenied {

@@ -48,7 +48,7 @@ struct JwksEntry {
 /// consent page for `pending` (the user is known: do not ask who they
 /// are), then call [`AuthorizationServer::approve_signed_in`] or
 /// [`AuthorizationServer::deny`].
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 #[non_exhaustive]
 pub struct SignedIn {
     /// The MCP authorization the login was for.
@@ -181,7 +181,7 @@ impl AuthorizationServer {
         let callback = self.upstream_callback_uri(settings, provider);
         let project = pending.project.clone();
         let start = upstream::start_login(pending, p, &metadata, &callback, random, self.clock.now());
-        let pending = start.login.pending.clone();
+        let pending = start.login.pending.0.duplicate();
         if let Err(e) = self.upstream_logins.insert(&project, start.login, source).await {
             // A bound reached is not a failure of the store: the user may
             // retry once older logins expired (`temporarily_unavailable`).
@@ -250,7 +250,7 @@ impl AuthorizationServer {
                     project,
                     AuditKind::UpstreamLoginFailed {
                         provider: l.provider.as_str().to_owned(),
-                        client_id: Some(l.pending.client_id.to_string()),
+                        client_id: Some(l.pending.0.client_id.to_string()),
                         reason: LoginFailure::Replayed.reason().into_owned(),
                     },
                 )
@@ -260,7 +260,7 @@ impl AuthorizationServer {
             Ok(LoginTake::Expired(l)) => {
                 let name = l.provider.clone();
                 return CallbackOutcome::Redirect(
-                    self.login_failed(&settings, &l.pending, &name, &LoginFailure::Expired)
+                    self.login_failed(&settings, &l.pending.0, &name, &LoginFailure::Expired)
                         .await,
                 );
             }
@@ -294,11 +294,11 @@ impl AuthorizationServer {
             // does not cover fails without creating the user.
             let remembered = self
                 .users
-                .consent(project, &subject, login.pending.client_id.as_str())
+                .consent(project, &subject, login.pending.0.client_id.as_str())
                 .await
                 .map_err(|_| LoginFailure::Storage)?;
-            let covered = remembered.is_some_and(|c| consent_covers(&login.pending, &c));
-            if login.pending.prompt_none && !covered {
+            let covered = remembered.is_some_and(|c| consent_covers(&login.pending.0, &c));
+            if login.pending.0.prompt_none && !covered {
                 return Err(LoginFailure::InteractionRequired(
                     crate::error::ErrorCode::ConsentRequired,
                 ));
@@ -322,22 +322,22 @@ impl AuthorizationServer {
         let (subject, user, covered) = match result {
             Ok(v) => v,
             Err(f) => {
-                return CallbackOutcome::Redirect(self.login_failed(&settings, &login.pending, &name, &f).await);
+                return CallbackOutcome::Redirect(self.login_failed(&settings, &login.pending.0, &name, &f).await);
             }
         };
         self.emit(
             project,
             AuditKind::UpstreamLoginSucceeded {
                 provider: name.as_str().to_owned(),
-                client_id: login.pending.client_id.to_string(),
+                client_id: login.pending.0.client_id.to_string(),
                 subject: subject.as_str().to_owned(),
             },
         )
         .await;
         // Remembered consent that covers the request answers at once,
         // unless the client asked for the consent page (`prompt=consent`).
-        if covered && !login.pending.force_consent {
-            match self.approve(login.pending.clone(), subject, None).await {
+        if covered && !login.pending.0.force_consent {
+            match self.approve(login.pending.0.duplicate(), subject, None).await {
                 Ok(location) => CallbackOutcome::Redirect(location),
                 Err(e) => {
                     let f = match e {
@@ -346,12 +346,12 @@ impl AuthorizationServer {
                         }
                         _ => LoginFailure::Storage,
                     };
-                    CallbackOutcome::Redirect(self.login_failed(&settings, &login.pending, &name, &f).await)
+                    CallbackOutcome::Redirect(self.login_failed(&settings, &login.pending.0, &name, &f).await)
                 }
             }
         } else {
             CallbackOutcome::SignedIn(Box::new(SignedIn {
-                pending: login.pending,
+                pending: login.pending.resume(),
                 subject,
                 user,
                 provider: name,
@@ -490,7 +490,7 @@ impl AuthorizationServer {
         let now = self.clock.now();
         let identity =
             upstream::check_id_token_claims(&claims, p, &login.nonce, now).map_err(LoginFailure::InvalidIdToken)?;
-        if login.pending.force_login {
+        if login.pending.0.force_login {
             upstream::check_auth_time(&claims, login.created_at, now).map_err(LoginFailure::InvalidIdToken)?;
         }
         let Some(endpoint) = upstream::userinfo_endpoint(p, metadata, &identity).map_err(LoginFailure::Userinfo)?

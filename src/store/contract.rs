@@ -3181,7 +3181,7 @@ pub async fn upstream_logins(a: &dyn UpstreamLoginStore, b: &dyn UpstreamLoginSt
     let h = login.state_hash;
     let stored = login_json(&login);
     let stranger = hash();
-    ok!(a.insert(&p, login.clone(), None).await, "insert upstream login");
+    ok!(a.insert(&p, login.duplicate(), None).await, "insert upstream login");
     ensure!(
         a.insert(&p, upstream_login(&p, t0)?.0, None).await.is_ok(),
         "a second login of a project is stored"

@@ -581,11 +581,11 @@ impl UpstreamLoginStore for MemoryUpstreamLoginStore {
             match projects.get_mut(project).and_then(|m| m.logins.get_mut(state_hash)) {
                 None => LoginTake::Unknown,
                 Some((login, _)) if login.browser_hash != *browser_hash => LoginTake::WrongBrowser,
-                Some((login, taken)) if *taken => LoginTake::AlreadyTaken(Box::new(login.clone())),
-                Some((login, _)) if login.expires_at <= now => LoginTake::Expired(Box::new(login.clone())),
+                Some((login, taken)) if *taken => LoginTake::AlreadyTaken(Box::new(login.duplicate())),
+                Some((login, _)) if login.expires_at <= now => LoginTake::Expired(Box::new(login.duplicate())),
                 Some((login, taken)) => {
                     *taken = true;
-                    LoginTake::Taken(Box::new(login.clone()))
+                    LoginTake::Taken(Box::new(login.duplicate()))
                 }
             },
         )

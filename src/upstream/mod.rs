@@ -45,7 +45,7 @@ use sha2::Digest as _;
 use time::{Duration, OffsetDateTime};
 
 pub use self::fetch::{HttpResponse, UpstreamHttp, UpstreamHttpError};
-use crate::authorize::PendingAuthorization;
+use crate::authorize::{ParkedAuthorization, PendingAuthorization};
 use crate::error::ErrorCode;
 use crate::grant::Subject;
 use crate::issuer::Issuer;
@@ -577,7 +577,7 @@ impl fmt::Debug for LoginRandomness {
 /// An upstream login in flight: everything the callback needs, kept
 /// server-side (see [`crate::store::UpstreamLoginStore`]). Found by the
 /// hash of its `state`.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct UpstreamLogin {
     /// The hash of `state` (the lookup key).
@@ -592,8 +592,9 @@ pub struct UpstreamLogin {
     pub code_verifier: String,
     /// The redirect URI registered at the provider (this server's callback).
     pub callback_uri: String,
-    /// The MCP authorization this login completes.
-    pub pending: PendingAuthorization,
+    /// The MCP authorization this login completes, parked (it is stored
+    /// with the login, server-side only).
+    pub pending: ParkedAuthorization,
     /// When the login started.
     #[serde(with = "time::serde::timestamp")]
     pub created_at: OffsetDateTime,
@@ -602,11 +603,30 @@ pub struct UpstreamLogin {
     pub expires_at: OffsetDateTime,
 }
 
+impl UpstreamLogin {
+    /// A copy, for a store that keeps the record it returns (the
+    /// in-memory one). Not public: the record holds a parked
+    /// authorization, which is resumed once.
+    pub(crate) fn duplicate(&self) -> Self {
+        Self {
+            state_hash: self.state_hash,
+            browser_hash: self.browser_hash,
+            provider: self.provider.clone(),
+            nonce: self.nonce.clone(),
+            code_verifier: self.code_verifier.clone(),
+            callback_uri: self.callback_uri.clone(),
+            pending: self.pending.duplicate(),
+            created_at: self.created_at,
+            expires_at: self.expires_at,
+        }
+    }
+}
+
 impl fmt::Debug for UpstreamLogin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("UpstreamLogin")
             .field("provider", &self.provider)
-            .field("client_id", &self.pending.client_id)
+            .field("client_id", &self.pending.0.client_id)
             .field("created_at", &self.created_at)
             .field("expires_at", &self.expires_at)
             .finish_non_exhaustive()
@@ -705,7 +725,7 @@ pub fn start_login(
             nonce: nonce.expose_secret().to_owned(),
             code_verifier: verifier.as_str().to_owned(),
             callback_uri: callback_uri.to_owned(),
-            pending,
+            pending: pending.park(),
             created_at: now,
             expires_at: now + UPSTREAM_LOGIN_TTL,
         },

@@ -124,7 +124,7 @@ fn authorization_url_carries_pkce_state_nonce() {
     assert_ne!(state, s.login.nonce);
     assert!(s.login.browser_hash.matches(s.browser_binding.expose_secret()));
     assert_eq!(s.login.expires_at, NOW + UPSTREAM_LOGIN_TTL);
-    assert_eq!(s.login.pending, pending(), "bound to the pending MCP authorization");
+    assert_eq!(s.login.pending.0, pending(), "bound to the pending MCP authorization");
     // Other randomness, other values.
     let other = start_login(
         pending(),
@@ -309,7 +309,7 @@ fn login_hint_and_prompt_are_forwarded_upstream() {
     let mut p = pending();
     p.login_hint = Some("jane@example.org".into());
     p.force_login = true;
-    let loc = location_for(p.clone(), &metadata());
+    let loc = location_for(p.duplicate(), &metadata());
     assert_eq!(param(&loc, "login_hint").as_deref(), Some("jane@example.org"));
     assert_eq!(param(&loc, "prompt").as_deref(), Some("login"));
     assert_eq!(
@@ -343,7 +343,7 @@ fn only_prompt_values_the_provider_supports_are_sent() {
     let mut p = pending();
     p.force_login = true;
     p.force_consent = true;
-    let loc = location_for(p.clone(), &m);
+    let loc = location_for(p.duplicate(), &m);
     assert_eq!(param(&loc, "prompt").as_deref(), Some("consent"));
     assert_eq!(param(&loc, "max_age").as_deref(), Some("0"));
     p.force_consent = false;

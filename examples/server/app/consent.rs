@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use authio_mcp::authorize::PendingAuthorization;
+use authio_mcp::authorize::{ParkedAuthorization, PendingAuthorization};
 use authio_mcp::axum::{ConsentHandler, buffer, into_axum};
 use authio_mcp::grant::Subject;
 use authio_mcp::http::OAuthEndpoints;
@@ -70,6 +70,13 @@ struct Waiting {
     client: Box<str>,
     created_at: time::OffsetDateTime,
     bytes: usize,
+}
+
+/// Whose consent page is shown: a pending authorization, or one whose
+/// user signed in upstream.
+enum Consenting {
+    Pending(Box<PendingAuthorization>),
+    SignedIn(Box<SignedIn>),
 }
 
 enum Held {
@@ -206,7 +213,8 @@ impl ConsentHandler for ConsentPage {
             let subject = Subject::new(DEMO_SUBJECT).unwrap_or_else(|_| unreachable!("a valid literal"));
             return endpoints.approve(pending, subject, None).await;
         }
-        self.show(endpoints, pending, None, parts).await
+        self.show(endpoints, Consenting::Pending(Box::new(pending)), parts)
+            .await
     }
 
     async fn consent_signed_in(
@@ -220,8 +228,8 @@ impl ConsentHandler for ConsentPage {
         if self.auto_approve {
             return endpoints.approve_signed_in(signed_in, None).await;
         }
-        let pending = signed_in.pending.clone();
-        self.show(endpoints, pending, Some(signed_in), parts).await
+        self.show(endpoints, Consenting::SignedIn(Box::new(signed_in)), parts)
+            .await
     }
 }
 
@@ -229,10 +237,13 @@ impl ConsentPage {
     async fn show(
         &self,
         endpoints: &OAuthEndpoints,
-        pending: PendingAuthorization,
-        signed_in: Option<SignedIn>,
+        consenting: Consenting,
         parts: &http::request::Parts,
     ) -> http::Response<Vec<u8>> {
+        let pending: &PendingAuthorization = match &consenting {
+            Consenting::Pending(p) => p,
+            Consenting::SignedIn(s) => &s.pending,
+        };
         let random = |n: usize| {
             let mut b = vec![0u8; n];
             endpoints.server().random_source().fill(&mut b);
@@ -241,8 +252,8 @@ impl ConsentPage {
         let (id, csrf, cookie) = (random(16), random(32), random(32));
         // The library's page (DefaultPages unless the endpoints were given
         // another renderer), from what the pending authorization presents.
-        let user = match &signed_in {
-            Some(s) => ConsentUser::SignedIn {
+        let user = match &consenting {
+            Consenting::SignedIn(s) => ConsentUser::SignedIn {
                 display: s
                     .user
                     .email
@@ -250,25 +261,27 @@ impl ConsentPage {
                     .or_else(|| s.user.name.clone())
                     .unwrap_or_else(|| s.subject.as_str().to_owned()),
             },
-            None => ConsentUser::LoginField {
+            Consenting::Pending(_) => ConsentUser::LoginField {
                 name: "username".to_owned(),
                 label: "User name (demo login, no password)".to_owned(),
                 value: DEMO_SUBJECT.to_owned(),
             },
         };
         let mut r = {
-            let view = ConsentView::new(&pending, "/consent")
+            let view = ConsentView::new(pending, "/consent")
                 .hidden_field("request_id", id.as_str())
                 .hidden_field("csrf", csrf.as_str())
                 .user(user)
                 .request_id(request_id(&parts.headers));
             endpoints.consent_page(&view)
         };
-        let client: Box<str> = pending.client_id.as_str().into();
-        let created_at = pending.created_at;
-        let held = match signed_in {
-            Some(s) => Held::SignedIn(Box::new(s)),
-            None => match serde_json::to_vec(&pending) {
+        let client: Box<str> = pending.client_id().as_str().into();
+        let created_at = pending.created_at();
+        let held = match consenting {
+            Consenting::SignedIn(s) => Held::SignedIn(s),
+            // Parked: the session store is this process's memory, never
+            // the browser.
+            Consenting::Pending(p) => match serde_json::to_vec(&p.park()) {
                 Ok(json) => Held::Pending(json.into_boxed_slice()),
                 Err(_) => return endpoints.error_page_for(&parts.headers, &OAuthError::server_error(), None),
             },
@@ -357,9 +370,9 @@ pub(super) async fn consent_submit(State(app): State<App>, req: Request) -> Resp
     };
     let Some(waiting) = waiting else { return forbidden() };
     let (pending, signed_in) = match waiting.held {
-        Held::SignedIn(s) => (s.pending.clone(), Some(*s)),
-        Held::Pending(json) => match serde_json::from_slice::<PendingAuthorization>(&json) {
-            Ok(p) => (p, None),
+        Held::SignedIn(s) => (None, Some(*s)),
+        Held::Pending(json) => match serde_json::from_slice::<ParkedAuthorization>(&json) {
+            Ok(p) => (Some(p.resume()), None),
             Err(_) => {
                 return into_axum(
                     app.endpoints
@@ -368,12 +381,14 @@ pub(super) async fn consent_submit(State(app): State<App>, req: Request) -> Resp
             }
         },
     };
-    match (get("action"), signed_in) {
-        ("approve", Some(signed_in)) => into_axum(app.endpoints.approve_signed_in(signed_in, None).await),
-        ("approve", None) => match Subject::new(get("username")) {
+    match (get("action"), pending, signed_in) {
+        ("approve", _, Some(signed_in)) => into_axum(app.endpoints.approve_signed_in(signed_in, None).await),
+        ("approve", Some(pending), None) => match Subject::new(get("username")) {
             Ok(subject) => into_axum(app.endpoints.approve(pending, subject, None).await),
             Err(_) => forbidden(),
         },
-        _ => into_axum(app.endpoints.deny(&pending).await),
+        (_, _, Some(signed_in)) => into_axum(app.endpoints.deny(signed_in.pending).await),
+        (_, Some(pending), None) => into_axum(app.endpoints.deny(pending).await),
+        (_, None, None) => forbidden(),
     }
 }
