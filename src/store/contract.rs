@@ -309,6 +309,7 @@ pub async fn run_all(stores: &Stores) -> Outcome {
     access_tokens(stores.grants.as_ref()).await?;
     grant_revocation(stores.grants.as_ref()).await?;
     inserts_never_replace(stores.grants.as_ref()).await?;
+    issuing(stores.grants.as_ref()).await?;
     bounded_grant_growth(stores.grants.as_ref()).await?;
     client_lifecycle(stores.clients.as_ref()).await?;
     grant_summaries(stores.grants.as_ref()).await?;
@@ -938,6 +939,238 @@ pub async fn refresh_tokens(store: &dyn GrantStore) -> Outcome {
         if let Some(next) = stored.pop() {
             parent = next;
         }
+    }
+    Ok(())
+}
+
+/// `GrantStore::consume_code_issuing` and
+/// `GrantStore::rotate_refresh_token_issuing`: only the call that consumes
+/// (rotates) stores its tokens, and the grant's summary records their use;
+/// a replay, a reuse, an unknown code or token, or a revoked grant stores
+/// nothing; of 200 concurrent issuing consumes of one code (50 rotations
+/// of one token) exactly one wins, its tokens exist and no loser's do.
+///
+/// # Errors
+/// The first [`Violation`].
+#[allow(clippy::too_many_lines)]
+pub async fn issuing(store: &dyn GrantStore) -> Outcome {
+    let p = fresh_project();
+    let t0 = now();
+    let g = grant_of(&p, "issuing", &registered_id(), t0);
+    let c = code(&g, t0 + Duration::minutes(1));
+    ok!(store.insert_code(c.clone()).await, "insert code");
+    let t1 = t0 + Duration::seconds(10);
+    let (r, a) = (refresh(&g, t1, t1 + Duration::days(30)), access(&g, t1, t1 + Duration::hours(1)));
+    let mut consumed = c.clone();
+    consumed.consumed = true;
+    ensure!(
+        ok!(
+            store.consume_code_issuing(&p, &c.hash, Some(r.clone()), a.clone()).await,
+            "consume issuing"
+        ) == CodeConsumption::Consumed(consumed.clone()),
+        "an issuing consume wins like consume_code and returns the record"
+    );
+    ensure!(
+        ok!(store.refresh_token(&p, &r.hash).await, "refresh").as_ref() == Some(&r)
+            && ok!(store.access_token(&p, &a.hash).await, "access").as_ref() == Some(&a),
+        "the winning consume stores its refresh and access tokens"
+    );
+    let got = listed(store, &p, "issuing", t1).await?;
+    ensure!(
+        got.len() == 1
+            && got.first().and_then(|s| s.last_used_at) == Some(t1)
+            && got.first().map(|s| s.expires_at) == Some(r.expires_at),
+        "an issuing consume extends the grant's summary like the inserts it replaces",
+        "{got:?}"
+    );
+    let (r2, a2) = (refresh(&g, t1, t1 + Duration::days(30)), access(&g, t1, t1 + Duration::hours(1)));
+    ensure!(
+        ok!(
+            store.consume_code_issuing(&p, &c.hash, Some(r2.clone()), a2.clone()).await,
+            "consume issuing"
+        ) == CodeConsumption::AlreadyConsumed(consumed),
+        "a second issuing consume is a replay"
+    );
+    ensure!(
+        ok!(store.refresh_token(&p, &r2.hash).await, "refresh").is_none()
+            && ok!(store.access_token(&p, &a2.hash).await, "access").is_none(),
+        "a replayed consume stores no token"
+    );
+    ensure!(
+        ok!(
+            store.consume_code_issuing(&p, &hash(), Some(r2.clone()), a2.clone()).await,
+            "consume issuing"
+        ) == CodeConsumption::NotFound
+            && ok!(store.refresh_token(&p, &r2.hash).await, "refresh").is_none()
+            && ok!(store.access_token(&p, &a2.hash).await, "access").is_none(),
+        "an unknown code is NotFound and stores no token"
+    );
+
+    // Without a refresh token: the access token alone.
+    let c2 = code(&g, t0 + Duration::minutes(1));
+    ok!(store.insert_code(c2.clone()).await, "insert code");
+    let a3 = access(&g, t1, t1 + Duration::hours(1));
+    ensure!(
+        matches!(
+            ok!(store.consume_code_issuing(&p, &c2.hash, None, a3.clone()).await, "consume issuing"),
+            CodeConsumption::Consumed(_)
+        ) && ok!(store.access_token(&p, &a3.hash).await, "access").as_ref() == Some(&a3),
+        "an issuing consume without a refresh token stores the access token"
+    );
+
+    // A revoked grant's code issues nothing.
+    let gr = grant_of(&p, "issuing", &registered_id(), t0);
+    let cr = code(&gr, t0 + Duration::minutes(1));
+    ok!(store.insert_code(cr.clone()).await, "insert code");
+    ok!(store.revoke_grant(&p, &gr.id, t0).await, "revoke grant");
+    let (rr, ar) = (refresh(&gr, t1, t1 + Duration::days(30)), access(&gr, t1, t1 + Duration::hours(1)));
+    ensure!(
+        !matches!(
+            ok!(
+                store.consume_code_issuing(&p, &cr.hash, Some(rr.clone()), ar.clone()).await,
+                "consume issuing"
+            ),
+            CodeConsumption::Consumed(_)
+        ) && ok!(store.refresh_token(&p, &rr.hash).await, "refresh").is_none()
+            && ok!(store.access_token(&p, &ar.hash).await, "access").is_none(),
+        "a revoked grant's code is not consumed and issues no token"
+    );
+
+    // 200 concurrent issuing consumes of one code.
+    let race = code(&g, t0 + Duration::minutes(1));
+    ok!(store.insert_code(race.clone()).await, "insert code");
+    let tokens: Vec<_> = (0..200)
+        .map(|_| (refresh(&g, t1, t1 + Duration::days(30)), access(&g, t1, t1 + Duration::hours(1))))
+        .collect();
+    let results = join_all(
+        tokens
+            .iter()
+            .map(|(r, a)| store.consume_code_issuing(&p, &race.hash, Some(r.clone()), a.clone())),
+    )
+    .await;
+    let mut winners = Vec::new();
+    for (i, r) in results.into_iter().enumerate() {
+        match ok!(r, "concurrent consume issuing") {
+            CodeConsumption::Consumed(_) => winners.push(i),
+            CodeConsumption::AlreadyConsumed(_) => {}
+            other => ensure!(
+                false,
+                "a concurrent issuing consume is Consumed or AlreadyConsumed",
+                "{other:?}"
+            ),
+        }
+    }
+    ensure!(
+        winners.len() == 1,
+        "of 200 concurrent issuing consumes of one code exactly one wins",
+        "{} won",
+        winners.len()
+    );
+    for (i, (r, a)) in tokens.iter().enumerate() {
+        let stored = (
+            ok!(store.refresh_token(&p, &r.hash).await, "refresh").is_some(),
+            ok!(store.access_token(&p, &a.hash).await, "access").is_some(),
+        );
+        let won = winners.contains(&i);
+        ensure!(
+            stored == (won, won),
+            "the winning issuing consume's tokens exist and no loser's do",
+            "call {i}: won {won}, stored {stored:?}"
+        );
+    }
+
+    // Rotation: the successor and the access token only for the winner.
+    let grace = Duration::seconds(5);
+    let parent = refresh(&g, t1, t1 + Duration::days(30));
+    ok!(store.insert_refresh_token(parent.clone()).await, "insert refresh");
+    let t2 = t1 + Duration::seconds(10);
+    let (n1, a4) = (refresh(&g, t2, t2 + Duration::days(30)), access(&g, t2, t2 + Duration::hours(1)));
+    let m1 = mark(t2, &n1);
+    let mut parent_rotated = parent.clone();
+    parent_rotated.rotated = true;
+    parent_rotated.rotation = Some(m1.clone());
+    ensure!(
+        ok!(
+            store
+                .rotate_refresh_token_issuing(&p, &parent.hash, n1.clone(), m1, grace, a4.clone())
+                .await,
+            "rotate issuing"
+        ) == RefreshRotation::Rotated(parent_rotated.clone()),
+        "an issuing rotation wins like rotate_refresh_token and returns the old record with its mark"
+    );
+    ensure!(
+        ok!(store.refresh_token(&p, &n1.hash).await, "refresh").as_ref() == Some(&n1)
+            && ok!(store.access_token(&p, &a4.hash).await, "access").as_ref() == Some(&a4),
+        "the winning rotation stores its successor and access token"
+    );
+    let got = listed(store, &p, "issuing", t2).await?;
+    ensure!(
+        got.len() == 1
+            && got.first().and_then(|s| s.last_used_at) == Some(t2)
+            && got.first().map(|s| s.expires_at) == Some(n1.expires_at),
+        "an issuing rotation extends the grant's summary",
+        "{got:?}"
+    );
+    let (n2, a5) = (refresh(&g, t2, t2 + Duration::days(30)), access(&g, t2, t2 + Duration::hours(1)));
+    ensure!(
+        ok!(
+            store
+                .rotate_refresh_token_issuing(&p, &parent.hash, n2.clone(), mark(t2, &n2), grace, a5.clone())
+                .await,
+            "rotate issuing"
+        ) == RefreshRotation::WithinGrace(parent_rotated.clone()),
+        "a second issuing rotation within the grace gets the winner's record"
+    );
+    ensure!(
+        ok!(
+            store
+                .rotate_refresh_token_issuing(&p, &parent.hash, n2.clone(), mark(t2, &n2), Duration::ZERO, a5.clone())
+                .await,
+            "rotate issuing"
+        ) == RefreshRotation::AlreadyRotated(parent_rotated),
+        "a second issuing rotation without a grace is reuse"
+    );
+    ensure!(
+        ok!(store.refresh_token(&p, &n2.hash).await, "refresh").is_none()
+            && ok!(store.access_token(&p, &a5.hash).await, "access").is_none(),
+        "a rotation that did not win stores no token"
+    );
+    let tokens: Vec<_> = (0..50)
+        .map(|_| (refresh(&g, t2, t2 + Duration::days(30)), access(&g, t2, t2 + Duration::hours(1))))
+        .collect();
+    let results = join_all(tokens.iter().map(|(n, a)| {
+        store.rotate_refresh_token_issuing(&p, &n1.hash, n.clone(), mark(t2, n), grace, a.clone())
+    }))
+    .await;
+    let mut winners = Vec::new();
+    for (i, r) in results.into_iter().enumerate() {
+        match ok!(r, "concurrent rotate issuing") {
+            RefreshRotation::Rotated(_) => winners.push(i),
+            RefreshRotation::WithinGrace(_) => {}
+            other => ensure!(
+                false,
+                "a concurrent issuing rotation is Rotated or WithinGrace",
+                "{other:?}"
+            ),
+        }
+    }
+    ensure!(
+        winners.len() == 1,
+        "of 50 concurrent issuing rotations of one token exactly one wins",
+        "{} won",
+        winners.len()
+    );
+    for (i, (n, a)) in tokens.iter().enumerate() {
+        let stored = (
+            ok!(store.refresh_token(&p, &n.hash).await, "refresh").is_some(),
+            ok!(store.access_token(&p, &a.hash).await, "access").is_some(),
+        );
+        let won = winners.contains(&i);
+        ensure!(
+            stored == (won, won),
+            "the winning issuing rotation's tokens exist and no loser's do",
+            "call {i}: won {won}, stored {stored:?}"
+        );
     }
     Ok(())
 }

@@ -29,7 +29,7 @@ use crate::grant::{
 use crate::project::{ProjectId, ProjectSettings};
 use crate::secret::{SecretHash, SecretString};
 
-pub use self::cached::CachedProjectStore;
+pub use self::cached::{CachedClientStore, CachedProjectStore};
 pub use self::key_encryption::KeyEncryption;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use self::key_encryption::{Aes256GcmKeyEncryption, InvalidKeyEncryptionKey};
@@ -531,6 +531,67 @@ pub trait GrantStore: Send + Sync {
 
     /// Stores an access token (dropped if its grant is revoked).
     async fn insert_access_token(&self, record: AccessTokenRecord) -> Result<(), StoreError>;
+
+    /// A code exchange's whole state change in one call:
+    /// [`GrantStore::consume_code`], and only when that returns
+    /// `Consumed`, [`GrantStore::insert_refresh_token`] of `refresh` (if
+    /// any) and [`GrantStore::insert_access_token`] of `access`. Any other
+    /// outcome stores nothing.
+    ///
+    /// The default composes those calls, so every store has it; a database
+    /// store should override it with one statement or one transaction (the
+    /// SQL stores do), which also makes the consume and the inserts commit
+    /// together.
+    ///
+    /// # Security
+    /// Exactly as for [`GrantStore::consume_code`]: of any number of
+    /// concurrent calls for one code, exactly one returns `Consumed`, and
+    /// only that call's tokens are stored. The inserts keep their own
+    /// rules (insert-if-absent; dropped when the grant is revoked).
+    async fn consume_code_issuing(
+        &self,
+        project: &ProjectId,
+        hash: &SecretHash,
+        refresh: Option<RefreshTokenRecord>,
+        access: AccessTokenRecord,
+    ) -> Result<CodeConsumption, StoreError> {
+        let outcome = self.consume_code(project, hash).await?;
+        if matches!(outcome, CodeConsumption::Consumed(_)) {
+            if let Some(refresh) = refresh {
+                self.insert_refresh_token(refresh).await?;
+            }
+            self.insert_access_token(access).await?;
+        }
+        Ok(outcome)
+    }
+
+    /// A refresh's whole state change in one call:
+    /// [`GrantStore::rotate_refresh_token`], and only when that returns
+    /// `Rotated`, [`GrantStore::insert_access_token`] of `access`. Any
+    /// other outcome stores nothing.
+    ///
+    /// The default composes those calls; a database store should override
+    /// it with one statement or one transaction (the SQL stores do).
+    ///
+    /// # Security
+    /// Exactly as for [`GrantStore::rotate_refresh_token`]: of any number
+    /// of concurrent calls for one old token, exactly one returns
+    /// `Rotated`, and only that call's `new` and `access` are stored.
+    async fn rotate_refresh_token_issuing(
+        &self,
+        project: &ProjectId,
+        old: &SecretHash,
+        new: RefreshTokenRecord,
+        mark: crate::grant::RotationMark,
+        grace: time::Duration,
+        access: AccessTokenRecord,
+    ) -> Result<RefreshRotation, StoreError> {
+        let outcome = self.rotate_refresh_token(project, old, new, mark, grace).await?;
+        if matches!(outcome, RefreshRotation::Rotated(_)) {
+            self.insert_access_token(access).await?;
+        }
+        Ok(outcome)
+    }
 
     /// Reads an access token (absent if its grant is revoked).
     async fn access_token(
