@@ -32,7 +32,8 @@ use authio_mcp::server::{AuthorizationServer, SignedIn};
 use authio_mcp::store::memory::{MemoryAuditLog, MemoryUpstreamSecrets};
 use authio_mcp::store::sql::{PostgresStore, SqlOptions, SqliteStore};
 use authio_mcp::store::{
-    AuditCursor, AuditLog, AuditQuery, AuditSink, CachedClientStore, CachedProjectStore, PageCursor, PageRequest, StoreError,
+    AuditCursor, AuditLog, AuditQuery, AuditSink, CachedClientStore, CachedProjectStore, PageCursor, PageRequest,
+    StoreError,
 };
 use authio_mcp::upstream::{ProviderName, UpstreamClientAuth, UpstreamHttp, UpstreamProvider};
 use authio_mcp::{ErrorCode, OAuthError};
@@ -455,9 +456,7 @@ impl App {
         let builder = match (&storage, client_cache.is_zero()) {
             (_, true) | (Storage::Memory, _) => builder,
             (Storage::Sqlite(s), false) => builder.clients(Arc::new(CachedClientStore::new(s.clone(), client_cache))),
-            (Storage::Postgres(s), false) => {
-                builder.clients(Arc::new(CachedClientStore::new(s.clone(), client_cache)))
-            }
+            (Storage::Postgres(s), false) => builder.clients(Arc::new(CachedClientStore::new(s.clone(), client_cache))),
         };
         let server = builder.build();
         match server.project(&project).await {

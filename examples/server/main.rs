@@ -338,8 +338,15 @@ async fn run(
     let storage = app::Storage::open(&extra.database_url, sql, extra.key_file.as_deref())
         .await
         .map_err(|e| format!("--database-url: {e}"))?;
-    let app = app::App::with_storage_and_audit(config.clone(), extra.policy, storage, extra.project_cache, extra.client_cache, audit_jsonl)
-        .await?;
+    let app = app::App::with_storage_and_audit(
+        config.clone(),
+        extra.policy,
+        storage,
+        extra.project_cache,
+        extra.client_cache,
+        audit_jsonl,
+    )
+    .await?;
     let project = ProjectId::new(app::DEMO_PROJECT)?;
     if extra.access_token_format == AccessTokenFormat::Jwt {
         // JWTs stay valid to resource servers until they expire, even when

@@ -151,9 +151,9 @@ impl ProjectStore for CachedProjectStore {
 /// [`ClientStore`]: the token endpoint and the authorization endpoint read
 /// the client on every request.
 ///
-/// Writes through this cache (`insert`, `delete`, `set_disabled`) go to the
-/// inner store and drop this process's entry before and after, so they
-/// apply here at once; a client deleted, disabled or re-enabled by ANOTHER
+/// `delete` and `set_disabled` through this cache go to the inner store
+/// and drop this process's entry before and after, so they apply here at
+/// once (`insert` passes through: it never changes a stored client); a client deleted, disabled or re-enabled by ANOTHER
 /// process sharing the inner store is seen after at most `ttl`. That is
 /// the staleness bound: for up to `ttl` after an administrator disables a
 /// client on one instance, another instance may still let it obtain tokens
@@ -237,18 +237,11 @@ impl ClientStore for CachedClientStore {
     }
 
     async fn insert(&self, project: &ProjectId, client: Client) -> Result<bool, StoreError> {
-        let id = match &client.client_id {
-            crate::client::ClientId::Registered(id) => Some(id.clone()),
-            crate::client::ClientId::Metadata(_) => None,
-        };
-        if let Some(id) = &id {
-            self.forget(project, id);
-        }
-        let inserted = self.inner.insert(project, client).await;
-        if let Some(id) = &id {
-            self.forget(project, id);
-        }
-        inserted
+        // No invalidation: an insert never changes a stored client (a
+        // taken id is refused), so no read racing it can cache anything
+        // it changed. (Bumping the write counter here would keep every
+        // read from filling the cache while registrations are under way.)
+        self.inner.insert(project, client).await
     }
 
     async fn delete(&self, project: &ProjectId, id: &RegisteredClientId) -> Result<bool, StoreError> {
@@ -413,7 +406,11 @@ mod tests {
         let disabled = cached.set_disabled(&p, &id, Some(at)).await.unwrap();
         assert!(disabled.as_ref().is_some_and(|c| c.disabled_at.is_some()));
         assert!(
-            cached.get(&p, &id).await.unwrap().is_some_and(|c| c.disabled_at.is_some()),
+            cached
+                .get(&p, &id)
+                .await
+                .unwrap()
+                .is_some_and(|c| c.disabled_at.is_some()),
             "a local disabling applies at once"
         );
         assert!(cached.delete(&p, &id).await.unwrap());

@@ -26,7 +26,9 @@
 //! row. It calls `purge_expired` / `purge` with a time far in the future,
 //! which deletes the expired records of every project: run it on a test
 //! database, never on production data. Concurrency checks start their
-//! calls together (200 redemptions of one code, 100 uses of an initial
+//! calls together (200 redemptions of one code, 200 issuing redemptions
+//! of one code and 50 issuing rotations of one refresh token
+//! ([`issuing`]), 100 uses of an initial
 //! access token with `max_uses = 5`, 50 rotations of one refresh token,
 //! 20 compare-and-swaps, 16 activations of one algorithm's next keys, 50
 //! first uses of one `jti`, 100 takes of one upstream login, 16
@@ -960,12 +962,17 @@ pub async fn issuing(store: &dyn GrantStore) -> Outcome {
     let c = code(&g, t0 + Duration::minutes(1));
     ok!(store.insert_code(c.clone()).await, "insert code");
     let t1 = t0 + Duration::seconds(10);
-    let (r, a) = (refresh(&g, t1, t1 + Duration::days(30)), access(&g, t1, t1 + Duration::hours(1)));
+    let (r, a) = (
+        refresh(&g, t1, t1 + Duration::days(30)),
+        access(&g, t1, t1 + Duration::hours(1)),
+    );
     let mut consumed = c.clone();
     consumed.consumed = true;
     ensure!(
         ok!(
-            store.consume_code_issuing(&p, &c.hash, Some(r.clone()), a.clone()).await,
+            store
+                .consume_code_issuing(&p, &c.hash, Some(r.clone()), a.clone())
+                .await,
             "consume issuing"
         ) == CodeConsumption::Consumed(consumed.clone()),
         "an issuing consume wins like consume_code and returns the record"
@@ -983,10 +990,15 @@ pub async fn issuing(store: &dyn GrantStore) -> Outcome {
         "an issuing consume extends the grant's summary like the inserts it replaces",
         "{got:?}"
     );
-    let (r2, a2) = (refresh(&g, t1, t1 + Duration::days(30)), access(&g, t1, t1 + Duration::hours(1)));
+    let (r2, a2) = (
+        refresh(&g, t1, t1 + Duration::days(30)),
+        access(&g, t1, t1 + Duration::hours(1)),
+    );
     ensure!(
         ok!(
-            store.consume_code_issuing(&p, &c.hash, Some(r2.clone()), a2.clone()).await,
+            store
+                .consume_code_issuing(&p, &c.hash, Some(r2.clone()), a2.clone())
+                .await,
             "consume issuing"
         ) == CodeConsumption::AlreadyConsumed(consumed),
         "a second issuing consume is a replay"
@@ -998,7 +1010,9 @@ pub async fn issuing(store: &dyn GrantStore) -> Outcome {
     );
     ensure!(
         ok!(
-            store.consume_code_issuing(&p, &hash(), Some(r2.clone()), a2.clone()).await,
+            store
+                .consume_code_issuing(&p, &hash(), Some(r2.clone()), a2.clone())
+                .await,
             "consume issuing"
         ) == CodeConsumption::NotFound
             && ok!(store.refresh_token(&p, &r2.hash).await, "refresh").is_none()
@@ -1012,7 +1026,10 @@ pub async fn issuing(store: &dyn GrantStore) -> Outcome {
     let a3 = access(&g, t1, t1 + Duration::hours(1));
     ensure!(
         matches!(
-            ok!(store.consume_code_issuing(&p, &c2.hash, None, a3.clone()).await, "consume issuing"),
+            ok!(
+                store.consume_code_issuing(&p, &c2.hash, None, a3.clone()).await,
+                "consume issuing"
+            ),
             CodeConsumption::Consumed(_)
         ) && ok!(store.access_token(&p, &a3.hash).await, "access").as_ref() == Some(&a3),
         "an issuing consume without a refresh token stores the access token"
@@ -1023,11 +1040,16 @@ pub async fn issuing(store: &dyn GrantStore) -> Outcome {
     let cr = code(&gr, t0 + Duration::minutes(1));
     ok!(store.insert_code(cr.clone()).await, "insert code");
     ok!(store.revoke_grant(&p, &gr.id, t0).await, "revoke grant");
-    let (rr, ar) = (refresh(&gr, t1, t1 + Duration::days(30)), access(&gr, t1, t1 + Duration::hours(1)));
+    let (rr, ar) = (
+        refresh(&gr, t1, t1 + Duration::days(30)),
+        access(&gr, t1, t1 + Duration::hours(1)),
+    );
     ensure!(
         !matches!(
             ok!(
-                store.consume_code_issuing(&p, &cr.hash, Some(rr.clone()), ar.clone()).await,
+                store
+                    .consume_code_issuing(&p, &cr.hash, Some(rr.clone()), ar.clone())
+                    .await,
                 "consume issuing"
             ),
             CodeConsumption::Consumed(_)
@@ -1040,7 +1062,12 @@ pub async fn issuing(store: &dyn GrantStore) -> Outcome {
     let race = code(&g, t0 + Duration::minutes(1));
     ok!(store.insert_code(race.clone()).await, "insert code");
     let tokens: Vec<_> = (0..200)
-        .map(|_| (refresh(&g, t1, t1 + Duration::days(30)), access(&g, t1, t1 + Duration::hours(1))))
+        .map(|_| {
+            (
+                refresh(&g, t1, t1 + Duration::days(30)),
+                access(&g, t1, t1 + Duration::hours(1)),
+            )
+        })
         .collect();
     let results = join_all(
         tokens
@@ -1084,7 +1111,10 @@ pub async fn issuing(store: &dyn GrantStore) -> Outcome {
     let parent = refresh(&g, t1, t1 + Duration::days(30));
     ok!(store.insert_refresh_token(parent.clone()).await, "insert refresh");
     let t2 = t1 + Duration::seconds(10);
-    let (n1, a4) = (refresh(&g, t2, t2 + Duration::days(30)), access(&g, t2, t2 + Duration::hours(1)));
+    let (n1, a4) = (
+        refresh(&g, t2, t2 + Duration::days(30)),
+        access(&g, t2, t2 + Duration::hours(1)),
+    );
     let m1 = mark(t2, &n1);
     let mut parent_rotated = parent.clone();
     parent_rotated.rotated = true;
@@ -1111,7 +1141,10 @@ pub async fn issuing(store: &dyn GrantStore) -> Outcome {
         "an issuing rotation extends the grant's summary",
         "{got:?}"
     );
-    let (n2, a5) = (refresh(&g, t2, t2 + Duration::days(30)), access(&g, t2, t2 + Duration::hours(1)));
+    let (n2, a5) = (
+        refresh(&g, t2, t2 + Duration::days(30)),
+        access(&g, t2, t2 + Duration::hours(1)),
+    );
     ensure!(
         ok!(
             store
@@ -1136,11 +1169,18 @@ pub async fn issuing(store: &dyn GrantStore) -> Outcome {
         "a rotation that did not win stores no token"
     );
     let tokens: Vec<_> = (0..50)
-        .map(|_| (refresh(&g, t2, t2 + Duration::days(30)), access(&g, t2, t2 + Duration::hours(1))))
+        .map(|_| {
+            (
+                refresh(&g, t2, t2 + Duration::days(30)),
+                access(&g, t2, t2 + Duration::hours(1)),
+            )
+        })
         .collect();
-    let results = join_all(tokens.iter().map(|(n, a)| {
-        store.rotate_refresh_token_issuing(&p, &n1.hash, n.clone(), mark(t2, n), grace, a.clone())
-    }))
+    let results = join_all(
+        tokens
+            .iter()
+            .map(|(n, a)| store.rotate_refresh_token_issuing(&p, &n1.hash, n.clone(), mark(t2, n), grace, a.clone())),
+    )
     .await;
     let mut winners = Vec::new();
     for (i, r) in results.into_iter().enumerate() {

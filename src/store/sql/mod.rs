@@ -455,7 +455,9 @@ pub(crate) fn issuing_records_agree(
     if access.project == *project && refresh_ok {
         Ok(())
     } else {
-        Err(StoreError::new("token records of one response disagree on project or grant"))
+        Err(StoreError::new(
+            "token records of one response disagree on project or grant",
+        ))
     }
 }
 
