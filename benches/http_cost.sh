@@ -7,7 +7,7 @@
 #
 # Both start the example server (memory storage, opaque access tokens, the
 # default log level, output to /dev/null, no purge task), drive it with
-# examples/http_cost.rs over one keep-alive connection in alternating
+# tools/http_cost.rs over one keep-alive connection in alternating
 # phases (discovery GET, registration, code exchange), then run the same
 # sequence in process. Extra arguments after ROUNDS go to `http_cost http`
 # (e.g. --concurrency 8).

@@ -13,6 +13,7 @@
 //! renderer through [`OAuthEndpoints::consent_page`] and a
 //! [`crate::pages::ConsentView`] of the pending authorization.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -71,7 +72,7 @@ pub struct RouterPaths {
     pub token: String,
     /// Registration endpoint.
     pub registration: String,
-    /// The CIMD preview endpoint (`/oauth2/cimd/resolve`).
+    /// The CIMD preview endpoint (default `/oauth2/cimd/resolve`).
     pub cimd_resolve: String,
     /// Revocation endpoint.
     pub revocation: String,
@@ -88,7 +89,8 @@ pub struct RouterPaths {
 }
 
 impl RouterPaths {
-    /// The server's endpoint paths, with `authorize` as the authorization
+    /// The server's endpoint paths ([`crate::server::AuthorizationServer::paths`],
+    /// where every path is defined), with `authorize` as the authorization
     /// endpoint.
     pub fn new(endpoints: &OAuthEndpoints, authorize: impl Into<String>) -> Self {
         let p = endpoints.server().paths();
@@ -96,7 +98,7 @@ impl RouterPaths {
             authorize: authorize.into(),
             token: p.token.clone(),
             registration: p.registration.clone(),
-            cimd_resolve: "/oauth2/cimd/resolve".to_owned(),
+            cimd_resolve: p.cimd_resolve.clone(),
             revocation: p.revocation.clone(),
             introspection: p.introspection.clone(),
             jwks: p.jwks.clone(),
@@ -180,11 +182,11 @@ fn mount(prefix: &str, endpoints: OAuthEndpoints, consent: Arc<dyn ConsentHandle
     }
     router
         .route(&at(&paths.authorize), get(authorize))
-        .route(&at(&paths.token), any(token))
-        .route(&at(&paths.registration), any(register))
-        .route(&at(&paths.cimd_resolve), any(cimd_resolve))
-        .route(&at(&paths.revocation), any(revoke))
-        .route(&at(&paths.introspection), any(introspect))
+        .route(&at(&paths.token), any(buffered::<Token>))
+        .route(&at(&paths.registration), any(buffered::<Register>))
+        .route(&at(&paths.cimd_resolve), any(buffered::<CimdResolve>))
+        .route(&at(&paths.revocation), any(buffered::<Revoke>))
+        .route(&at(&paths.introspection), any(buffered::<Introspect>))
         .route(&at(&paths.jwks), any(jwks))
         .route(&at(&paths.userinfo), any(userinfo))
         .with_state(state)
@@ -298,37 +300,52 @@ async fn upstream_callback(State(s): State<AppState>, req: Request) -> Response 
     }
 }
 
-async fn token(State(s): State<AppState>, req: Request) -> Response {
-    match buffer(with_request_source(req), s.max_body + 1).await {
-        Ok(req) => into_axum(s.endpoints.token(&req).await),
-        Err(r) => r,
-    }
+/// An endpoint that reads a body, for the one generic handler
+/// [`buffered`] (monomorphized per endpoint, so each route's future holds
+/// only its own endpoint's future).
+trait BodyEndpoint {
+    /// Whether the endpoint reads the request's source.
+    const READS_SOURCE: bool;
+
+    /// Calls the endpoint.
+    fn call<'a>(
+        endpoints: &'a OAuthEndpoints,
+        req: &'a http::Request<Bytes>,
+    ) -> impl Future<Output = http::Response<Vec<u8>>> + Send + 'a;
 }
 
-async fn register(State(s): State<AppState>, req: Request) -> Response {
-    match buffer(with_request_source(req), s.max_body + 1).await {
-        Ok(req) => into_axum(s.endpoints.register(&req).await),
-        Err(r) => r,
-    }
+/// Declares a [`BodyEndpoint`] calling one method of [`OAuthEndpoints`].
+macro_rules! body_endpoint {
+    ($name:ident, $method:ident, reads_source: $source:literal) => {
+        struct $name;
+
+        impl BodyEndpoint for $name {
+            const READS_SOURCE: bool = $source;
+
+            fn call<'a>(
+                endpoints: &'a OAuthEndpoints,
+                req: &'a http::Request<Bytes>,
+            ) -> impl Future<Output = http::Response<Vec<u8>>> + Send + 'a {
+                endpoints.$method(req)
+            }
+        }
+    };
 }
 
-async fn cimd_resolve(State(s): State<AppState>, req: Request) -> Response {
-    match buffer(with_request_source(req), s.max_body + 1).await {
-        Ok(req) => into_axum(s.endpoints.cimd_resolve(&req).await),
-        Err(r) => r,
-    }
-}
+body_endpoint!(Token, token, reads_source: true);
+body_endpoint!(Register, register, reads_source: true);
+body_endpoint!(CimdResolve, cimd_resolve, reads_source: true);
+body_endpoint!(Revoke, revoke, reads_source: false);
+body_endpoint!(Introspect, introspect, reads_source: false);
 
-async fn revoke(State(s): State<AppState>, req: Request) -> Response {
-    match buffer(req, s.max_body + 1).await {
-        Ok(req) => into_axum(s.endpoints.revoke(&req).await),
-        Err(r) => r,
-    }
-}
-
-async fn introspect(State(s): State<AppState>, req: Request) -> Response {
-    match buffer(req, s.max_body + 1).await {
-        Ok(req) => into_axum(s.endpoints.introspect(&req).await),
+/// The handler of every endpoint that reads a body: the body up to the
+/// endpoints' limit (413 beyond; one byte more is read so that the
+/// endpoint itself refuses a body just over it), then the endpoint. The
+/// request's source is inserted for the endpoints that read it.
+async fn buffered<E: BodyEndpoint>(State(s): State<AppState>, req: Request) -> Response {
+    let req = if E::READS_SOURCE { with_request_source(req) } else { req };
+    match buffer(req, s.max_body.saturating_add(1)).await {
+        Ok(req) => into_axum(E::call(&s.endpoints, &req).await),
         Err(r) => r,
     }
 }

@@ -36,6 +36,25 @@ pub(crate) fn parse(value: &str) -> Result<&str, BearerError> {
     Ok(token)
 }
 
+/// Whether `token` is a bearer token this crate accepts in an
+/// `Authorization: Bearer` field: an RFC 6750 section 2.1 `b64token`
+/// (`1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`) of at
+/// most 4096 bytes. Hosts use it to check a credential they configure
+/// (an admin or introspection token) before handing it out, so that
+/// every client can present it.
+///
+/// # Examples
+/// ```
+/// use authio_mcp::http::is_bearer_token;
+/// assert!(is_bearer_token("at_Zm9vYmFy-._~+/=="));
+/// assert!(!is_bearer_token("two words"));
+/// assert!(!is_bearer_token("=="));
+/// assert!(!is_bearer_token(""));
+/// ```
+pub fn is_bearer_token(token: &str) -> bool {
+    token.len() <= MAX_TOKEN_LEN && is_b64token(token)
+}
+
 /// `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`
 fn is_b64token(s: &str) -> bool {
     let body = s.trim_end_matches('=');
@@ -65,6 +84,25 @@ mod tests {
         }
         let longest = format!("Bearer {}", "a".repeat(MAX_TOKEN_LEN));
         assert!(parse(&longest).is_ok());
+    }
+
+    #[test]
+    fn the_public_check_agrees_with_the_parser() {
+        for t in [
+            "abc",
+            "abc.DEF-_~+/=",
+            "iatk_AbC-123==",
+            "=",
+            "==abc",
+            "a b",
+            "a,b",
+            "",
+            "é",
+        ] {
+            assert_eq!(is_bearer_token(t), parse(&format!("Bearer {t}")).is_ok(), "{t:?}");
+        }
+        assert!(is_bearer_token(&"a".repeat(MAX_TOKEN_LEN)));
+        assert!(!is_bearer_token(&"a".repeat(MAX_TOKEN_LEN + 1)));
     }
 
     #[test]

@@ -431,6 +431,37 @@ impl ClientAuthError {
     }
 }
 
+/// The rule for a metadata-document client (`client_id` is a URL, CIMD
+/// draft section 6) authenticating without an assertion, before its
+/// document is resolved: such a client is public and identifies itself by
+/// `client_id` alone (RFC 6749 section 2.1,
+/// <https://www.rfc-editor.org/rfc/rfc6749#section-2.1>), so presenting a
+/// secret fails authentication.
+///
+/// # Errors
+/// [`ClientAuthError::UnknownClient`] (the generic `invalid_client`).
+pub fn check_document_credentials(creds: &ClientCredentials) -> Result<(), ClientAuthError> {
+    if creds.has_secret() {
+        return Err(ClientAuthError::UnknownClient);
+    }
+    Ok(())
+}
+
+/// The rule for a resolved metadata-document client that presented no
+/// assertion: a confidential (`private_key_jwt`) document client must
+/// authenticate with an assertion (RFC 7523 section 2.2,
+/// <https://www.rfc-editor.org/rfc/rfc7523#section-2.2>); its `client_id`
+/// alone is not enough.
+///
+/// # Errors
+/// [`ClientAuthError::UnknownClient`] (the generic `invalid_client`).
+pub fn check_document_client(client: &Client) -> Result<(), ClientAuthError> {
+    if client.is_confidential() {
+        return Err(ClientAuthError::UnknownClient);
+    }
+    Ok(())
+}
+
 /// Decodes `Basic base64(urlencode(id) ":" urlencode(secret))`.
 fn parse_basic(header: &str) -> Result<(String, String), ClientAuthError> {
     let bad = ClientAuthError::MalformedBasic;
@@ -511,6 +542,24 @@ mod tests {
         c.secret_hash = secret.map(crate::secret::SecretHash::of);
         c.secret_expires_at = expires;
         c
+    }
+
+    #[test]
+    fn document_clients_are_public_without_an_assertion() {
+        let url = "https://app.example.com/client.json";
+        let by_id = ClientCredentials::parse(None, Some(url), None).unwrap();
+        assert_eq!(check_document_credentials(&by_id), Ok(()));
+        let with_secret = ClientCredentials::parse(None, Some(url), Some("s3cret")).unwrap();
+        assert_eq!(
+            check_document_credentials(&with_secret),
+            Err(ClientAuthError::UnknownClient)
+        );
+        assert_eq!(check_document_client(&client("none", None, None)), Ok(()));
+        // A confidential document client needs its assertion.
+        assert_eq!(
+            check_document_client(&client("client_secret_basic", Some("s"), None)),
+            Err(ClientAuthError::UnknownClient)
+        );
     }
 
     #[test]

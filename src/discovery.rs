@@ -33,6 +33,10 @@ pub struct EndpointPaths {
     /// The OpenID Connect userinfo endpoint, default `/oauth2/userinfo`.
     #[serde(default = "default_userinfo_path")]
     pub userinfo: String,
+    /// The CIMD preview endpoint (not published in the metadata), default
+    /// `/oauth2/cimd/resolve`.
+    #[serde(default = "default_cimd_resolve_path")]
+    pub cimd_resolve: String,
     /// The prefix of the upstream-login endpoints
     /// (`<prefix>/<provider>/authorize`, `<prefix>/<provider>/callback`),
     /// default [`crate::upstream::DEFAULT_PATH_PREFIX`].
@@ -52,6 +56,10 @@ fn default_userinfo_path() -> String {
     "/oauth2/userinfo".to_owned()
 }
 
+fn default_cimd_resolve_path() -> String {
+    "/oauth2/cimd/resolve".to_owned()
+}
+
 impl Default for EndpointPaths {
     fn default() -> Self {
         Self {
@@ -61,6 +69,7 @@ impl Default for EndpointPaths {
             introspection: "/oauth2/introspect".to_owned(),
             jwks: default_jwks_path(),
             userinfo: default_userinfo_path(),
+            cimd_resolve: default_cimd_resolve_path(),
             upstream: default_upstream_prefix(),
         }
     }

@@ -18,7 +18,7 @@ pub(crate) fn has_hidden_characters(s: &str) -> bool {
     s.chars().any(is_hidden)
 }
 
-fn is_hidden(c: char) -> bool {
+pub(crate) fn is_hidden(c: char) -> bool {
     if c.is_control() || (c.is_whitespace() && c != ' ') {
         return true;
     }

@@ -14,6 +14,9 @@ use std::str::FromStr;
 use http::{HeaderValue, StatusCode, header};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+/// The description of [`OAuthError::server_error`].
+pub(crate) const SERVER_ERROR_DESCRIPTION: &str = "the authorization server could not complete the request";
+
 /// A protocol error code, serialized as its RFC string.
 ///
 /// Variants are grouped by the RFC that defines them, in RFC order.
@@ -259,7 +262,7 @@ impl OAuthError {
     pub const fn server_error() -> Self {
         Self {
             code: ErrorCode::ServerError,
-            description: Some(Cow::Borrowed("the authorization server could not complete the request")),
+            description: Some(Cow::Borrowed(SERVER_ERROR_DESCRIPTION)),
             rare: None,
             challenge: None,
             status: None,
@@ -377,7 +380,10 @@ impl OAuthError {
 
     /// The `WWW-Authenticate` value, when a challenge was requested or the
     /// code requires one (`invalid_token` and `insufficient_scope` always
-    /// carry a Bearer challenge).
+    /// carry a Bearer challenge, RFC 6750 section 3:
+    /// <https://www.rfc-editor.org/rfc/rfc6750#section-3>). A Bearer
+    /// challenge is rendered by [`BearerChallenge`], the one renderer the
+    /// resource-server refusals use too.
     pub fn www_authenticate(&self) -> Option<String> {
         let challenge = match (self.challenge, self.code) {
             (Some(c), _) => c,
@@ -387,13 +393,11 @@ impl OAuthError {
         Some(match challenge {
             Challenge::Basic => "Basic realm=\"oauth\"".to_owned(),
             Challenge::Bearer => {
-                let mut v = format!("Bearer error=\"{}\"", self.code.as_str());
+                let mut c = BearerChallenge::new().error(self.code);
                 if let Some(d) = &self.description {
-                    v.push_str(", error_description=\"");
-                    v.push_str(d);
-                    v.push('"');
+                    c = c.description(d.as_ref());
                 }
-                v
+                c.to_string()
             }
         })
     }
@@ -437,6 +441,89 @@ impl From<ErrorCode> for OAuthError {
     fn from(code: ErrorCode) -> Self {
         Self::new(code)
     }
+}
+
+/// A `WWW-Authenticate: Bearer` challenge (RFC 6750 section 3, RFC 9728
+/// section 5.1). Parameters appear in the order `error`,
+/// `error_description`, `scope`, `resource_metadata`; every value is a
+/// quoted string with `"` and `\` escaped and any byte outside visible
+/// ASCII percent-encoded, so no value can break the header.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BearerChallenge {
+    error: Option<ErrorCode>,
+    description: Option<String>,
+    scope: Option<String>,
+    resource_metadata: Option<String>,
+}
+
+impl BearerChallenge {
+    /// A bare `Bearer` challenge.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets `error`.
+    #[must_use]
+    pub const fn error(mut self, code: ErrorCode) -> Self {
+        self.error = Some(code);
+        self
+    }
+
+    /// Sets `error_description`.
+    #[must_use]
+    pub fn description(mut self, description: impl Into<String>) -> Self {
+        self.description = Some(description.into());
+        self
+    }
+
+    /// Sets `scope` from its already space-delimited form (the
+    /// `ScopeSet` setter lives beside the resource-server rules).
+    #[must_use]
+    pub(crate) fn with_scope_string(mut self, scope: String) -> Self {
+        self.scope = Some(scope);
+        self
+    }
+
+    /// Sets `resource_metadata` (RFC 9728 section 5.1).
+    #[must_use]
+    pub fn resource_metadata(mut self, url: impl Into<String>) -> Self {
+        self.resource_metadata = Some(url.into());
+        self
+    }
+}
+
+impl fmt::Display for BearerChallenge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Bearer")?;
+        let params = [
+            ("error", self.error.map(ErrorCode::as_str)),
+            ("error_description", self.description.as_deref()),
+            ("scope", self.scope.as_deref()),
+            ("resource_metadata", self.resource_metadata.as_deref()),
+        ];
+        let mut first = true;
+        for (name, value) in params {
+            let Some(value) = value else { continue };
+            f.write_str(if first { " " } else { ", " })?;
+            first = false;
+            write!(f, "{name}=\"")?;
+            write_quoted(f, value)?;
+            f.write_str("\"")?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes the inside of an RFC 9110 quoted-string.
+fn write_quoted(f: &mut fmt::Formatter<'_>, value: &str) -> fmt::Result {
+    for b in value.bytes() {
+        match b {
+            b'"' | b'\\' => write!(f, "\\{}", char::from(b))?,
+            0x20..=0x7E => write!(f, "{}", char::from(b))?,
+            _ => write!(f, "%{b:02X}")?,
+        }
+    }
+    Ok(())
 }
 
 #[derive(Serialize)]

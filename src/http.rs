@@ -21,12 +21,14 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, h
 use tracing::Instrument as _;
 
 use crate::authorize::PendingAuthorization;
+pub use crate::bearer::is_bearer_token;
 /// Who caused a request (the same type as [`crate::cimd::RequestSource`]):
 /// one request extension, set once by the edge, read by the CIMD fetch
 /// budgets and by tokenless registration.
 pub use crate::cimd::RequestSource;
 use crate::error::{ErrorCode, OAuthError};
 use crate::grant::Subject;
+use crate::media_type::MediaType;
 use crate::metrics;
 /// Escapes text for HTML (moved to [`crate::pages`]; kept here for hosts
 /// that used it from this module).
@@ -326,30 +328,20 @@ impl OAuthEndpoints {
     /// `GET /.well-known/oauth-authorization-server` (and
     /// `openid-configuration`): the project's RFC 8414 metadata.
     pub async fn discovery<B>(&self, req: &Request<B>) -> Response<Vec<u8>> {
-        if let Some(r) = cors_preflight(req) {
-            return r;
-        }
-        let result = traced("discovery", async {
-            allow(req, &[Method::GET, Method::HEAD, Method::OPTIONS])?;
-            let project = self.project(req)?;
+        let call = |project: ProjectId, _: &[u8]| async move {
             let m = self.server.metadata(&project).await?;
-            Ok(m.to_json())
-        })
-        .await;
-        let mut response = match result {
-            Ok(body) => {
-                let mut r = json(StatusCode::OK, body);
-                r.headers_mut()
-                    .insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=60"));
-                // The document depends on the project, which the header may select.
-                r.headers_mut()
-                    .insert(header::VARY, HeaderValue::from_static("x-authio-project"));
-                r
-            }
-            Err(e) => error_response(&e),
+            Ok::<_, crate::server::EndpointError>(m.to_json())
         };
-        add_cors(&mut response);
-        response
+        self.endpoint(req, None, &DISCOVERY, call, |body| {
+            let mut r = json(StatusCode::OK, body);
+            r.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=60"));
+            // The document depends on the project, which the header may select.
+            r.headers_mut()
+                .insert(header::VARY, HeaderValue::from_static("x-authio-project"));
+            r
+        })
+        .await
     }
 
     /// `GET <issuer>/.well-known/jwks.json`: the project's public signing
@@ -358,54 +350,35 @@ impl OAuthEndpoints {
     /// pre-publication window, so caches see a next key before it signs);
     /// verifiers refetch on an unknown `kid` anyway.
     pub async fn jwks<B>(&self, req: &Request<B>) -> Response<Vec<u8>> {
-        if let Some(r) = cors_preflight(req) {
-            return r;
-        }
-        let result = traced("jwks", async {
-            allow(req, &[Method::GET, Method::HEAD, Method::OPTIONS])?;
-            let project = self.project(req)?;
-            Ok(self.server.jwks(&project).await?.to_json())
-        })
-        .await;
-        let mut response = match result {
-            Ok(body) => {
-                let mut r = json(StatusCode::OK, body);
-                r.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/jwk-set+json"),
-                );
-                let cache = format!("public, max-age={}", crate::keys::JWKS_MAX_AGE_SECS);
-                if let Ok(v) = HeaderValue::from_str(&cache) {
-                    r.headers_mut().insert(header::CACHE_CONTROL, v);
-                }
-                r.headers_mut()
-                    .insert(header::VARY, HeaderValue::from_static("x-authio-project"));
-                r
-            }
-            Err(e) => error_response(&e),
+        let call = |project: ProjectId, _: &[u8]| async move {
+            Ok::<_, crate::server::EndpointError>(self.server.jwks(&project).await?.to_json())
         };
-        add_cors(&mut response);
-        response
+        self.endpoint(req, None, &JWKS, call, |body| {
+            let mut r = json(StatusCode::OK, body);
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/jwk-set+json"),
+            );
+            let cache = format!("public, max-age={}", crate::keys::JWKS_MAX_AGE_SECS);
+            if let Ok(v) = HeaderValue::from_str(&cache) {
+                r.headers_mut().insert(header::CACHE_CONTROL, v);
+            }
+            r.headers_mut()
+                .insert(header::VARY, HeaderValue::from_static("x-authio-project"));
+            r
+        })
+        .await
     }
 
     /// `GET` or `POST /oauth2/userinfo` (OpenID Connect Core section 5.3)
     /// with `Authorization: Bearer <access token>`.
     pub async fn userinfo<B>(&self, req: &Request<B>) -> Response<Vec<u8>> {
-        if let Some(r) = cors_preflight(req) {
-            return r;
-        }
-        let result = traced("userinfo", async {
-            allow(req, &[Method::GET, Method::POST, Method::OPTIONS])?;
-            let project = self.project(req)?;
-            self.server.userinfo(&project, authorization(req)).await
+        let call =
+            |project: ProjectId, _: &[u8]| async move { self.server.userinfo(&project, authorization(req)).await };
+        self.endpoint(req, None, &USERINFO, call, |body| {
+            no_store(json(StatusCode::OK, serde_json::to_vec(&body).unwrap_or_default()))
         })
-        .await;
-        let mut response = match result {
-            Ok(body) => no_store(json(StatusCode::OK, serde_json::to_vec(&body).unwrap_or_default())),
-            Err(e) => error_response(&e),
-        };
-        add_cors(&mut response);
-        response
+        .await
     }
 
     /// `GET /oauth2/authorize`.
@@ -635,52 +608,36 @@ impl OAuthEndpoints {
 
     /// `POST /oauth2/token`.
     pub async fn token<B: AsRef<[u8]>>(&self, req: &Request<B>) -> Response<Vec<u8>> {
-        if let Some(r) = cors_preflight(req) {
-            return r;
-        }
-        let result = traced("token", async {
-            let (project, body) = self.form_request(req, &[Method::POST, Method::OPTIONS])?;
+        let call = |project: ProjectId, body| {
             // Boxed: the driver's token future is several kilobytes, and
             // every future that holds it inline is moved (copied) as a
             // whole by each layer above (the router, the framework).
-            Box::pin(
+            Box::pin(async move {
                 self.server
-                    .token_from(&project, authorization(req), body, request_source(req)),
-            )
-            .await
-        })
-        .await;
-        let mut response = match result {
-            Ok(t) => no_store(json(StatusCode::OK, t.to_json())),
-            Err(e) => error_response(&e),
+                    .token_from(&project, authorization(req), body, request_source(req))
+                    .await
+            })
         };
-        add_cors(&mut response);
-        response
+        self.endpoint(req, Some(req.body().as_ref()), &TOKEN, call, |t| {
+            no_store(json(StatusCode::OK, t.to_json()))
+        })
+        .await
     }
 
     /// `POST /oauth2/register` (RFC 7591): 201 with the registered client,
     /// or 400 / 401 / 403 as OAuth errors.
     pub async fn register<B: AsRef<[u8]>>(&self, req: &Request<B>) -> Response<Vec<u8>> {
-        if let Some(r) = cors_preflight(req) {
-            return r;
-        }
-        let result = traced("register", async {
-            let (project, body) = self.json_request_allowing(req, &[Method::POST, Method::OPTIONS])?;
+        let call = |project: ProjectId, body| {
             let source = request_source(req).and_then(RequestSource::ip);
             // Boxed, as in `token`.
-            Box::pin(
+            Box::pin(async move {
                 self.server
-                    .register_client_from(&project, authorization(req), body, source),
-            )
-            .await
-        })
-        .await;
-        let mut response = match result {
-            Ok(r) => r.to_response(),
-            Err(e) => no_store(error_response(&e)),
+                    .register_client_from(&project, authorization(req), body, source)
+                    .await
+            })
         };
-        add_cors(&mut response);
-        response
+        self.endpoint(req, Some(req.body().as_ref()), &REGISTER, call, |r| r.to_response())
+            .await
     }
 
     /// `POST /oauth2/cimd/resolve` with `{"client_id": url}`: the CIMD
@@ -702,50 +659,34 @@ impl OAuthEndpoints {
     }
 
     async fn cimd_resolve_as<B: AsRef<[u8]>>(&self, req: &Request<B>, details: bool) -> Response<Vec<u8>> {
-        let result = traced("cimd_resolve", async {
-            let (project, body) = self.json_request(req)?;
+        let call = |project: ProjectId, body| async move {
             self.server.preview_cimd_from(&project, body, request_source(req)).await
+        };
+        self.endpoint(req, Some(req.body().as_ref()), &CIMD_RESOLVE, call, |preview| {
+            if details {
+                no_store(json(StatusCode::OK, preview.to_json_with_cache_details()))
+            } else {
+                no_store(json(StatusCode::OK, preview.to_json()))
+            }
         })
-        .await;
-        match result {
-            Ok(preview) if details => no_store(json(StatusCode::OK, preview.to_json_with_cache_details())),
-            Ok(preview) => no_store(json(StatusCode::OK, preview.to_json())),
-            Err(e) => error_response(&e),
-        }
+        .await
     }
 
     /// `POST /oauth2/revoke` (RFC 7009): 200 with an empty body on success;
     /// 503 `server_error` with `Retry-After` when storage fails.
     pub async fn revoke<B: AsRef<[u8]>>(&self, req: &Request<B>) -> Response<Vec<u8>> {
-        if let Some(r) = cors_preflight(req) {
-            return r;
-        }
-        let result = traced("revoke", async {
-            let (project, body) = self.form_request(req, &[Method::POST, Method::OPTIONS])?;
-            self.server.revoke(&project, authorization(req), body).await
+        let call =
+            |project: ProjectId, body| async move { self.server.revoke(&project, authorization(req), body).await };
+        self.endpoint(req, Some(req.body().as_ref()), &REVOKE, call, |()| {
+            no_store(Response::new(Vec::new()))
         })
-        .await;
-        let mut response = match result {
-            Ok(()) => no_store(Response::new(Vec::new())),
-            // RFC 7009 section 2.2.1: a 503 tells the client the token may
-            // still exist and to retry (storage is unavailable).
-            Err(e) if e.code() == crate::error::ErrorCode::ServerError => {
-                let mut r = error_response(&e.with_status(StatusCode::SERVICE_UNAVAILABLE));
-                r.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                r
-            }
-            Err(e) => error_response(&e),
-        };
-        add_cors(&mut response);
-        response
+        .await
     }
 
     /// `POST /oauth2/introspect` (RFC 7662), for callers the introspection
     /// authenticator accepts.
     pub async fn introspect<B: AsRef<[u8]>>(&self, req: &Request<B>) -> Response<Vec<u8>> {
-        let result = traced("introspect", async {
-            let (project, body) = self.form_request(req, &[Method::POST])?;
+        let call = |project: ProjectId, body| async move {
             let allowed = self
                 .introspection
                 .as_ref()
@@ -756,59 +697,147 @@ impl OAuthEndpoints {
                     "introspection requires a valid credential",
                 ));
             }
-            self.server.introspect(&project, body).await
+            self.server.introspect(&project, body).await.map_err(OAuthError::from)
+        };
+        self.endpoint(req, Some(req.body().as_ref()), &INTROSPECT, call, |r| {
+            no_store(json(StatusCode::OK, r.to_json()))
+        })
+        .await
+    }
+
+    /// Every endpoint's skeleton: the CORS preflight and headers (for
+    /// endpoints browsers call), the method check (405 with `Allow`), for
+    /// an endpoint with a body a POST of its media type within the body
+    /// limit (405, 415, 413), the project, then `call` in the endpoint's
+    /// span; `ok` renders its value, every error is rendered as an OAuth
+    /// error (`no-store`). `body` is the request's body (`None`: the
+    /// endpoint reads none).
+    async fn endpoint<'r, B, T, E, Fut>(
+        &self,
+        req: &'r Request<B>,
+        body: Option<&'r [u8]>,
+        endpoint: &Endpoint,
+        call: impl FnOnce(ProjectId, &'r [u8]) -> Fut,
+        ok: impl FnOnce(T) -> Response<Vec<u8>>,
+    ) -> Response<Vec<u8>>
+    where
+        Fut: std::future::Future<Output = Result<T, E>>,
+        E: Into<OAuthError>,
+    {
+        if endpoint.cors
+            && let Some(r) = cors_preflight(req)
+        {
+            return r;
+        }
+        let result = traced(endpoint.name, async {
+            allow(req, endpoint.methods)?;
+            let body = match endpoint.body {
+                Some(media) => self.checked_body(req, body.unwrap_or_default(), endpoint.methods, media)?,
+                None => &[],
+            };
+            let project = self.project(req)?;
+            call(project, body).await.map_err(Into::into)
         })
         .await;
-        match result {
-            Ok(r) => no_store(json(StatusCode::OK, r.to_json())),
-            Err(e) => error_response(&e),
+        let mut response = match result {
+            Ok(value) => ok(value),
+            Err(e) => endpoint.error_response(e),
+        };
+        if endpoint.cors {
+            add_cors(&mut response);
         }
+        response
     }
 
-    fn form_request<'a, B: AsRef<[u8]>>(
+    /// The body of an endpoint that reads one: a POST (405 naming
+    /// `methods` otherwise) of `media` (415) within the body limit (413).
+    fn checked_body<'r, B>(
         &self,
-        req: &'a Request<B>,
+        req: &Request<B>,
+        body: &'r [u8],
         methods: &[Method],
-    ) -> Result<(ProjectId, &'a [u8]), OAuthError> {
-        allow(req, methods)?;
+        media: MediaType,
+    ) -> Result<&'r [u8], OAuthError> {
         if req.method() != Method::POST {
             return Err(method_not_allowed(methods));
         }
-        content_type_is(req, "application/x-www-form-urlencoded")?;
-        let body = req.body().as_ref();
+        content_type_is(req, media)?;
         if body.len() > self.max_body {
             return Err(too_large());
         }
-        Ok((self.project(req)?, body))
-    }
-
-    /// A JSON request: method POST, `application/json`, within the limit.
-    ///
-    /// # Errors
-    /// 405, 415 or 413 as OAuth errors, or the resolver's error.
-    pub fn json_request<'a, B: AsRef<[u8]>>(&self, req: &'a Request<B>) -> Result<(ProjectId, &'a [u8]), OAuthError> {
-        self.json_request_allowing(req, &[Method::POST])
-    }
-
-    /// [`Self::json_request`] for an endpoint that also answers `methods`
-    /// other than POST (named in the 405's `Allow`).
-    fn json_request_allowing<'a, B: AsRef<[u8]>>(
-        &self,
-        req: &'a Request<B>,
-        methods: &[Method],
-    ) -> Result<(ProjectId, &'a [u8]), OAuthError> {
-        allow(req, methods)?;
-        if req.method() != Method::POST {
-            return Err(method_not_allowed(methods));
-        }
-        content_type_is(req, "application/json")?;
-        let body = req.body().as_ref();
-        if body.len() > self.max_body {
-            return Err(too_large());
-        }
-        Ok((self.project(req)?, body))
+        Ok(body)
     }
 }
+
+/// What sets one endpoint apart; [`OAuthEndpoints::endpoint`] does the
+/// rest.
+#[derive(Debug)]
+struct Endpoint {
+    /// Its name in spans and metrics.
+    name: &'static str,
+    /// The methods it answers (the 405's `Allow`).
+    methods: &'static [Method],
+    /// The media type of its body (it must be a POST); `None`: no body.
+    body: Option<MediaType>,
+    /// Browser-based MCP clients call it: CORS preflight and headers.
+    cors: bool,
+    /// A storage failure is a 503 with `Retry-After`.
+    unavailable_on_server_error: bool,
+}
+
+impl Endpoint {
+    /// An endpoint that reads no body and answers no browser.
+    const fn new(name: &'static str, methods: &'static [Method]) -> Self {
+        Self {
+            name,
+            methods,
+            body: None,
+            cors: false,
+            unavailable_on_server_error: false,
+        }
+    }
+
+    const fn body(mut self, media: MediaType) -> Self {
+        self.body = Some(media);
+        self
+    }
+
+    const fn cors(mut self) -> Self {
+        self.cors = true;
+        self
+    }
+
+    /// The endpoint's error as a response.
+    fn error_response(&self, e: OAuthError) -> Response<Vec<u8>> {
+        if self.unavailable_on_server_error && e.code() == ErrorCode::ServerError {
+            // RFC 7009 section 2.2.1: a 503 tells the client the token may
+            // still exist and to retry (storage is unavailable).
+            let mut r = error_response(&e.with_status(StatusCode::SERVICE_UNAVAILABLE));
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return r;
+        }
+        error_response(&e)
+    }
+}
+
+const READ: &[Method] = &[Method::GET, Method::HEAD, Method::OPTIONS];
+const POST: &[Method] = &[Method::POST];
+const POST_OR_PREFLIGHT: &[Method] = &[Method::POST, Method::OPTIONS];
+
+const DISCOVERY: Endpoint = Endpoint::new("discovery", READ).cors();
+const JWKS: Endpoint = Endpoint::new("jwks", READ).cors();
+const USERINFO: Endpoint = Endpoint::new("userinfo", &[Method::GET, Method::POST, Method::OPTIONS]).cors();
+const TOKEN: Endpoint = Endpoint::new("token", POST_OR_PREFLIGHT).body(MediaType::Form).cors();
+const REGISTER: Endpoint = Endpoint::new("register", POST_OR_PREFLIGHT)
+    .body(MediaType::Json)
+    .cors();
+const CIMD_RESOLVE: Endpoint = Endpoint::new("cimd_resolve", POST).body(MediaType::Json);
+const REVOKE: Endpoint = Endpoint {
+    unavailable_on_server_error: true,
+    ..Endpoint::new("revoke", POST_OR_PREFLIGHT).body(MediaType::Form).cors()
+};
+const INTROSPECT: Endpoint = Endpoint::new("introspect", POST).body(MediaType::Form);
 
 /// What the upstream callback answers.
 #[derive(Debug)]
@@ -923,12 +952,12 @@ fn ended(
 /// value serves every feature that reads it: CIMD first fetches are
 /// limited per source, and a registration without an initial access token
 /// is rate-limited by its address and not admitted without one.
-pub fn request_source<B>(req: &Request<B>) -> Option<&RequestSource> {
+pub(crate) fn request_source<B>(req: &Request<B>) -> Option<&RequestSource> {
     req.extensions().get::<RequestSource>()
 }
 
 /// The `Authorization` header as a string, if present and ASCII.
-pub fn authorization<B>(req: &Request<B>) -> Option<&str> {
+pub(crate) fn authorization<B>(req: &Request<B>) -> Option<&str> {
     req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())
 }
 
@@ -936,7 +965,7 @@ pub fn authorization<B>(req: &Request<B>) -> Option<&str> {
 ///
 /// # Errors
 /// `invalid_request` with status 405.
-pub fn allow<B>(req: &Request<B>, methods: &[Method]) -> Result<(), OAuthError> {
+pub(crate) fn allow<B>(req: &Request<B>, methods: &[Method]) -> Result<(), OAuthError> {
     if methods.contains(req.method()) {
         Ok(())
     } else {
@@ -967,20 +996,16 @@ fn add_allow(r: &mut Response<Vec<u8>>, e: &OAuthError) {
 ///
 /// # Errors
 /// `invalid_request` with status 415.
-pub fn content_type_is<B>(req: &Request<B>, expected: &str) -> Result<(), OAuthError> {
-    let ok = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|m| m.trim().eq_ignore_ascii_case(expected));
-    if ok {
+fn content_type_is<B>(req: &Request<B>, expected: MediaType) -> Result<(), OAuthError> {
+    let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    if expected.matches(content_type) {
         Ok(())
     } else {
-        Err(
-            OAuthError::with_description(ErrorCode::InvalidRequest, format!("the body must be {expected}"))
-                .with_status(StatusCode::UNSUPPORTED_MEDIA_TYPE),
+        Err(OAuthError::with_description(
+            ErrorCode::InvalidRequest,
+            format!("the body must be {}", expected.as_str()),
         )
+        .with_status(StatusCode::UNSUPPORTED_MEDIA_TYPE))
     }
 }
 
@@ -999,7 +1024,7 @@ pub fn json(status: StatusCode, body: Vec<u8>) -> Response<Vec<u8>> {
 }
 
 /// Adds `Cache-Control: no-store` and `Pragma: no-cache`.
-pub fn no_store(mut r: Response<Vec<u8>>) -> Response<Vec<u8>> {
+pub(crate) fn no_store(mut r: Response<Vec<u8>>) -> Response<Vec<u8>> {
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r.headers_mut()
@@ -1007,14 +1032,13 @@ pub fn no_store(mut r: Response<Vec<u8>>) -> Response<Vec<u8>> {
     r
 }
 
-/// An OAuth error as a JSON response (with the endpoint's `Allow` on a
-/// 405 from [`allow`]).
+/// An OAuth error as a JSON response (with its `Allow` header on a 405).
 pub fn error_response(e: &OAuthError) -> Response<Vec<u8>> {
     e.to_response()
 }
 
 /// A 302 redirect that is never cached.
-pub fn redirect(location: &str) -> Response<Vec<u8>> {
+pub(crate) fn redirect(location: &str) -> Response<Vec<u8>> {
     let mut r = Response::new(Vec::new());
     *r.status_mut() = StatusCode::FOUND;
     if let Ok(v) = HeaderValue::from_str(location) {
@@ -1038,7 +1062,7 @@ pub fn error_page(e: &OAuthError) -> Response<Vec<u8>> {
 /// CORS for endpoints that browser-based MCP clients call directly
 /// (discovery, registration, token, revocation): any origin, no
 /// credentials.
-pub fn add_cors(r: &mut Response<Vec<u8>>) {
+pub(crate) fn add_cors(r: &mut Response<Vec<u8>>) {
     r.headers_mut()
         .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
     // Browser clients must be able to read the challenge of a 401.
@@ -1049,7 +1073,7 @@ pub fn add_cors(r: &mut Response<Vec<u8>>) {
 }
 
 /// Answers a CORS preflight (`OPTIONS`) with 204.
-pub fn cors_preflight<B>(req: &Request<B>) -> Option<Response<Vec<u8>>> {
+pub(crate) fn cors_preflight<B>(req: &Request<B>) -> Option<Response<Vec<u8>>> {
     if req.method() != Method::OPTIONS {
         return None;
     }
@@ -1180,7 +1204,7 @@ mod tests {
             .header("content-type", "application/x-www-form-urlencoded; charset=UTF-8")
             .body(Vec::<u8>::new())
             .unwrap();
-        assert!(content_type_is(&req, "application/x-www-form-urlencoded").is_ok());
-        assert_eq!(content_type_is(&req, "application/json").unwrap_err().status(), 415);
+        assert!(content_type_is(&req, MediaType::Form).is_ok());
+        assert_eq!(content_type_is(&req, MediaType::Json).unwrap_err().status(), 415);
     }
 }

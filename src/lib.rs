@@ -110,6 +110,7 @@ pub mod issuer;
 pub mod jose;
 pub mod jwt;
 pub mod keys;
+mod media_type;
 pub mod metrics;
 #[cfg(feature = "reqwest")]
 pub mod net;

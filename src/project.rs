@@ -818,22 +818,26 @@ impl ProjectSettings {
     /// Moves the names of the older `display.resource_names` map
     /// ([`ProjectDisplay::resource_names`]) into
     /// [`ProjectSettings::resources`], the one place resource names live,
-    /// and empties the map. A name there renames the listed resource (it
-    /// used to win on consent pages); a name for the default resource, or
-    /// for any resource under [`ResourcePolicy::Any`], lists it with that
-    /// name. Names of resources the project does not accept (they could
-    /// never be shown), names that are not valid
-    /// [`KnownResource`] names and keys that are not resource URIs are
-    /// dropped. Reading settings and storing them through the driver do
-    /// this; hosts never need to.
+    /// and empties the map. A name there renames a resource already in
+    /// [`ProjectSettings::resources`] (it used to win on consent pages).
+    ///
+    /// # Security
+    /// A name never makes a resource known: names of resources not in the
+    /// list are dropped, also the default resource's (which stays accepted
+    /// as the default, unnamed) and any resource's under
+    /// [`ResourcePolicy::Any`]. Listing a named default resource would keep
+    /// it accepted after the default changes; listing a name under `Any`
+    /// would keep it accepted after the policy is tightened. Names that are
+    /// not valid [`KnownResource`] names and keys that are not resource
+    /// URIs are dropped too. Reading settings and storing them through the
+    /// driver do this; hosts never need to (they list a resource with its
+    /// name through the admin API instead).
     pub fn fold_display_resource_names(&mut self) {
         for (uri, name) in std::mem::take(&mut self.display.resource_names) {
             let Ok(resource) = ResourceUri::parse(uri) else {
                 continue;
             };
-            let listed = self.is_known_resource(&resource) || self.resource_policy == ResourcePolicy::Any;
-            if listed
-                && self.resources.len() < MAX_KNOWN_RESOURCES
+            if self.resources.contains(&resource)
                 && let Ok(entry) = KnownResource::new(resource, name)
             {
                 self.resources.upsert(entry);
@@ -1218,11 +1222,11 @@ mod tests {
         assert_eq!(read.display.name.as_deref(), Some("Acme"));
         // The display name won on consent pages before: it renames.
         assert_eq!(read.resource_name(&crm), Some("Acme CRM"));
-        assert_eq!(read.resource_name(&mcp), Some("Acme MCP"));
-        // A resource the project does not accept is not made known by a name.
+        // A name does not list a resource, not even the default one.
+        assert_eq!(read.resource_name(&mcp), None);
         let unknown = ResourceUri::parse("https://unknown.example/mcp").unwrap();
         assert!(!read.is_known_resource(&unknown));
-        assert_eq!(read.resources.len(), 2);
+        assert_eq!(read.resources.len(), 1);
         assert_eq!(read.validate(), Ok(()));
         // Written back, the names appear once, in `resources`.
         let written = serde_json::to_value(&read).unwrap();
@@ -1230,6 +1234,36 @@ mod tests {
         assert_eq!(written["resources"][0]["name"], "Acme CRM");
         let again: ProjectSettings = serde_json::from_value(written).unwrap();
         assert_eq!(again, read);
+    }
+
+    /// A name given for a resource only named, never listed, must not make
+    /// the project accept it: not the default resource once the default
+    /// changes, not a resource named under `ResourcePolicy::Any` once the
+    /// policy is tightened.
+    #[test]
+    fn a_resource_name_never_makes_a_resource_accepted() {
+        let old = ResourceUri::parse("https://old.acme.example/mcp").unwrap();
+        let new = ResourceUri::parse("https://new.acme.example/mcp").unwrap();
+        let any = ResourceUri::parse("https://any.acme.example/mcp").unwrap();
+        let mut s = ProjectSettings {
+            default_resource: Some(old.clone()),
+            ..ProjectSettings::default()
+        };
+        s.display.resource_names.insert(old.as_str().into(), "Old MCP".into());
+        s.fold_display_resource_names();
+        assert!(s.resources.is_empty(), "{:?}", s.resources);
+        s.default_resource = Some(new);
+        assert!(!s.accepts_resource(&old), "the old default stays accepted");
+
+        let mut s = ProjectSettings {
+            resource_policy: ResourcePolicy::Any,
+            ..ProjectSettings::default()
+        };
+        s.display.resource_names.insert(any.as_str().into(), "Any MCP".into());
+        s.fold_display_resource_names();
+        assert!(s.resources.is_empty(), "{:?}", s.resources);
+        s.resource_policy = ResourcePolicy::KnownOnly;
+        assert!(!s.accepts_resource(&any));
     }
 
     #[test]

@@ -14,62 +14,59 @@ use time::{Duration, OffsetDateTime};
 
 use crate::client::ClientId;
 use crate::error::{ErrorCode, OAuthError};
-use crate::grant::{AccessTokenClaims, AccessTokenRecord, CodeRecord, Grant, RefreshTokenRecord, RotationNonce};
+use crate::grant::{
+    AccessTokenClaims, AccessTokenRecord, CodeRecord, Grant, RefreshTokenRecord, RotationMark, RotationNonce,
+};
 use crate::pkce::{CodeVerifier, PkceError};
+use crate::project::ProjectSettings;
 use crate::resource::{ResourceError, ResourceSet};
 use crate::scope::{ScopeError, ScopeSet};
 use crate::secret::{SecretHash, SecretString, hmac_sha256};
 
-/// The parameters of a token request (`application/x-www-form-urlencoded`).
-#[derive(Clone, Default, PartialEq, Eq)]
+/// The parameters of a token request (`application/x-www-form-urlencoded`,
+/// RFC 6749 section 4.1.3,
+/// <https://www.rfc-editor.org/rfc/rfc6749#section-4.1.3>, and section 6,
+/// <https://www.rfc-editor.org/rfc/rfc6749#section-6>).
+///
+/// Codes, verifiers, refresh tokens, client secrets and assertions are
+/// [`SecretString`]s: `Debug` redacts them and they compare only in
+/// constant time.
+#[derive(Clone, Debug, Default)]
 #[non_exhaustive]
 pub struct TokenRequest {
     /// `grant_type`.
     pub grant_type: Option<String>,
     /// `code`.
-    pub code: Option<String>,
+    pub code: Option<SecretString>,
     /// `redirect_uri`.
     pub redirect_uri: Option<String>,
-    /// `code_verifier`.
-    pub code_verifier: Option<String>,
+    /// `code_verifier` (RFC 7636 section 4.5,
+    /// <https://www.rfc-editor.org/rfc/rfc7636#section-4.5>).
+    pub code_verifier: Option<SecretString>,
     /// `refresh_token`.
-    pub refresh_token: Option<String>,
+    pub refresh_token: Option<SecretString>,
     /// `scope`.
     pub scope: Option<String>,
-    /// `resource`, every occurrence.
+    /// `resource`, every occurrence (RFC 8707 section 2,
+    /// <https://www.rfc-editor.org/rfc/rfc8707#section-2>).
     pub resource: Vec<String>,
     /// `client_id`.
     pub client_id: Option<String>,
-    /// `client_secret`.
-    pub client_secret: Option<String>,
-    /// `client_assertion_type` (RFC 7521 section 4.2).
+    /// `client_secret` (RFC 6749 section 2.3.1,
+    /// <https://www.rfc-editor.org/rfc/rfc6749#section-2.3.1>).
+    pub client_secret: Option<SecretString>,
+    /// `client_assertion_type` (RFC 7521 section 4.2,
+    /// <https://www.rfc-editor.org/rfc/rfc7521#section-4.2>).
     pub client_assertion_type: Option<String>,
-    /// `client_assertion` (RFC 7521 section 4.2).
-    pub client_assertion: Option<String>,
-}
-
-impl fmt::Debug for TokenRequest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let redact = |o: &Option<String>| o.as_ref().map(|_| "[redacted]");
-        f.debug_struct("TokenRequest")
-            .field("grant_type", &self.grant_type)
-            .field("code", &redact(&self.code))
-            .field("redirect_uri", &self.redirect_uri)
-            .field("code_verifier", &redact(&self.code_verifier))
-            .field("refresh_token", &redact(&self.refresh_token))
-            .field("scope", &self.scope)
-            .field("resource", &self.resource)
-            .field("client_id", &self.client_id)
-            .field("client_secret", &redact(&self.client_secret))
-            .field("client_assertion_type", &self.client_assertion_type)
-            .field("client_assertion", &redact(&self.client_assertion))
-            .finish()
-    }
+    /// `client_assertion` (RFC 7521 section 4.2,
+    /// <https://www.rfc-editor.org/rfc/rfc7521#section-4.2>).
+    pub client_assertion: Option<SecretString>,
 }
 
 impl TokenRequest {
     /// Parses a form body. Every parameter but `resource` may appear once
-    /// (RFC 6749 section 3.2).
+    /// (RFC 6749 section 3.2,
+    /// <https://www.rfc-editor.org/rfc/rfc6749#section-3.2>).
     ///
     /// # Errors
     /// [`TokenError::DuplicateParameter`].
@@ -77,29 +74,38 @@ impl TokenRequest {
         let mut req = Self::default();
         for (name, value) in url::form_urlencoded::parse(body) {
             let slot = match name.as_ref() {
-                "grant_type" => &mut req.grant_type,
-                "code" => &mut req.code,
-                "redirect_uri" => &mut req.redirect_uri,
-                "code_verifier" => &mut req.code_verifier,
-                "refresh_token" => &mut req.refresh_token,
-                "scope" => &mut req.scope,
-                "client_id" => &mut req.client_id,
-                "client_secret" => &mut req.client_secret,
-                "client_assertion_type" => &mut req.client_assertion_type,
-                "client_assertion" => &mut req.client_assertion,
+                "grant_type" => Slot::Plain(&mut req.grant_type),
+                "code" => Slot::Secret(&mut req.code),
+                "redirect_uri" => Slot::Plain(&mut req.redirect_uri),
+                "code_verifier" => Slot::Secret(&mut req.code_verifier),
+                "refresh_token" => Slot::Secret(&mut req.refresh_token),
+                "scope" => Slot::Plain(&mut req.scope),
+                "client_id" => Slot::Plain(&mut req.client_id),
+                "client_secret" => Slot::Secret(&mut req.client_secret),
+                "client_assertion_type" => Slot::Plain(&mut req.client_assertion_type),
+                "client_assertion" => Slot::Secret(&mut req.client_assertion),
                 "resource" => {
                     req.resource.push(value.into_owned());
                     continue;
                 }
                 _ => continue,
             };
-            if slot.is_some() {
+            let filled = match slot {
+                Slot::Plain(s) => s.replace(value.into_owned()).is_some(),
+                Slot::Secret(s) => s.replace(SecretString::new(value.into_owned())).is_some(),
+            };
+            if filled {
                 return Err(TokenError::DuplicateParameter(name.into_owned()));
             }
-            *slot = Some(value.into_owned());
         }
         Ok(req)
     }
+}
+
+/// Where one form parameter goes.
+enum Slot<'a> {
+    Plain(&'a mut Option<String>),
+    Secret(&'a mut Option<SecretString>),
 }
 
 /// Why a token request failed.
@@ -276,7 +282,11 @@ pub fn check_code_redemption(
     {
         return Err(TokenError::RedirectUriMismatch);
     }
-    let verifier = req.code_verifier.as_deref().ok_or(PkceError::VerifierMissing)?;
+    let verifier = req
+        .code_verifier
+        .as_ref()
+        .map(SecretString::expose_secret)
+        .ok_or(PkceError::VerifierMissing)?;
     let verifier = CodeVerifier::new(verifier)?;
     record.code_challenge.verify(&verifier)?;
     narrow(&record.grant.scopes, &record.grant.resources, req)
@@ -321,6 +331,216 @@ fn narrow(scopes: &ScopeSet, resources: &ResourceSet, req: &TokenRequest) -> Res
         requested
     };
     Ok(Issuance { scopes, resources })
+}
+
+/// What a code exchange ([`decide_code_exchange`]) does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CodeExchange {
+    /// Consume the code and issue tokens for this.
+    Redeem(Issuance),
+    /// The code was already consumed: a replay. Revoke the whole grant
+    /// and answer `invalid_grant` (RFC 6749 section 4.1.2,
+    /// <https://www.rfc-editor.org/rfc/rfc6749#section-4.1.2>).
+    Replay,
+}
+
+/// The decision on an authorization-code exchange (RFC 6749 section
+/// 4.1.3, <https://www.rfc-editor.org/rfc/rfc6749#section-4.1.3>), made
+/// before any state changes: every check of [`check_code_redemption`],
+/// then that the project still accepts the resources
+/// ([`check_resources_accepted`]), then whether the code was consumed
+/// already. An invalid replay (wrong client, PKCE, ...) is refused
+/// without revoking anything.
+///
+/// # Errors
+/// The refusal as an [`OAuthError`].
+pub fn decide_code_exchange(
+    record: &CodeRecord,
+    client_id: &ClientId,
+    req: &TokenRequest,
+    settings: &ProjectSettings,
+    now: OffsetDateTime,
+) -> Result<CodeExchange, OAuthError> {
+    let issuance = check_code_redemption(record, client_id, req, now)?;
+    check_resources_accepted(settings, &issuance)?;
+    Ok(if record.consumed {
+        CodeExchange::Replay
+    } else {
+        CodeExchange::Redeem(issuance)
+    })
+}
+
+/// The decision on a refresh (RFC 6749 section 6,
+/// <https://www.rfc-editor.org/rfc/rfc6749#section-6>), made before any
+/// state changes: every check of [`check_refresh`], that the project
+/// still accepts the resources ([`check_resources_accepted`]) and that
+/// the client may still refresh. Whether the token was rotated already is
+/// decided by the store's atomic rotation, against the committed state.
+///
+/// # Errors
+/// The refusal as an [`OAuthError`].
+pub fn decide_refresh(
+    record: &RefreshTokenRecord,
+    client: &crate::client::Client,
+    req: &TokenRequest,
+    settings: &ProjectSettings,
+    now: OffsetDateTime,
+) -> Result<Issuance, OAuthError> {
+    let issuance = check_refresh(record, &client.client_id, req, now)?;
+    check_resources_accepted(settings, &issuance)?;
+    if !client.metadata.allows_refresh() {
+        return Err(TokenError::UnauthorizedClient.into());
+    }
+    Ok(issuance)
+}
+
+/// The resources of a code exchange or refresh must still be accepted by
+/// the project ([`ProjectSettings::accepts_resource`]): a resource the
+/// operator removed from the known list gets no more tokens, also for
+/// grants made before (RFC 8707 section 2,
+/// <https://www.rfc-editor.org/rfc/rfc8707#section-2>).
+///
+/// # Errors
+/// `invalid_target` naming the resource.
+pub fn check_resources_accepted(settings: &ProjectSettings, issuance: &Issuance) -> Result<(), OAuthError> {
+    match settings.unaccepted_resource(&issuance.resources) {
+        Some(r) => Err(OAuthError::with_description(
+            ErrorCode::InvalidTarget,
+            format!("the resource {r} is no longer known to this project"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// A new refresh-token record: issued at `now`, expiring `ttl` later,
+/// allowed at most `scopes` and `resources` of `grant`.
+pub fn refresh_token_record(
+    hash: SecretHash,
+    grant: Grant,
+    scopes: ScopeSet,
+    resources: ResourceSet,
+    now: OffsetDateTime,
+    ttl: Duration,
+) -> RefreshTokenRecord {
+    RefreshTokenRecord {
+        hash,
+        grant,
+        scopes,
+        resources,
+        issued_at: now,
+        expires_at: now + ttl,
+        rotated: false,
+        rotation: None,
+    }
+}
+
+/// The record of the refresh token that replaces `old` at a rotation at
+/// `now` (RFC 9700 section 4.14.2,
+/// <https://www.rfc-editor.org/rfc/rfc9700#section-4.14.2>): the same
+/// grant and limits, a fresh lifetime of `ttl`.
+pub fn successor_record(
+    old: &RefreshTokenRecord,
+    successor: SecretHash,
+    now: OffsetDateTime,
+    ttl: Duration,
+) -> RefreshTokenRecord {
+    refresh_token_record(
+        successor,
+        old.grant.clone(),
+        old.scopes.clone(),
+        old.resources.clone(),
+        now,
+        ttl,
+    )
+}
+
+/// A presentation of an already rotated refresh token within the reuse
+/// grace: the successor to answer with again, when the request is the
+/// identical replay of the first rotation (same scopes and audiences, and
+/// the recorded successor derives from the presented token). `None`:
+/// treat it as reuse (revoke the grant).
+pub fn replayed_successor(mark: Option<&RotationMark>, presented: &str, issuance: &Issuance) -> Option<SecretString> {
+    let mark = mark?;
+    // Only an identical request gets the first rotation's pair: a replay
+    // asking for other scopes or audiences would otherwise mint access
+    // tokens the first rotation never issued.
+    if mark.issuance.as_ref() != Some(&issuance_digest(issuance)) {
+        return None;
+    }
+    let successor = successor_refresh_token(presented, &mark.nonce);
+    // A mismatch cannot happen for a token whose hash matched, unless the
+    // record was altered: reuse (the safe side).
+    (successor.hash() == mark.successor).then_some(successor)
+}
+
+/// Whether the access token a replayed rotation re-derives may be
+/// answered: it is not stored yet (the first rotation is about to store
+/// it), or it is stored unrevoked with the same claims. A revoked one stays
+/// revoked.
+pub fn replayed_access_token_usable(existing: Option<&AccessTokenRecord>, claims: &AccessTokenClaims) -> bool {
+    existing.is_none_or(|e| !e.revoked && &e.claims == claims)
+}
+
+/// Whether an access token is active at `now` (RFC 7662 section 2.2,
+/// <https://www.rfc-editor.org/rfc/rfc7662#section-2.2>): neither revoked
+/// nor expired. Whether its client may still use it is the caller's
+/// second question ([`client_tokens_usable`]).
+pub fn access_token_active(record: &AccessTokenRecord, now: OffsetDateTime) -> bool {
+    !record.revoked && !record.is_expired(now)
+}
+
+/// Whether a refresh token is active at `now` (RFC 7662 section 2.2,
+/// <https://www.rfc-editor.org/rfc/rfc7662#section-2.2>): not rotated
+/// and not expired.
+pub fn refresh_token_active(record: &RefreshTokenRecord, now: OffsetDateTime) -> bool {
+    !record.rotated && now < record.expires_at
+}
+
+/// Whether the tokens of a client may still be used, given what the
+/// client store holds for it: a registered client must exist and not be
+/// disabled; a metadata-document client (never stored) always may.
+pub fn client_tokens_usable(client_id: &str, stored: Option<&crate::client::Client>) -> bool {
+    match crate::client::RegisteredClientId::new(client_id) {
+        Ok(_) => stored.is_some_and(|c| !c.is_disabled()),
+        Err(_) => true,
+    }
+}
+
+/// A token a revocation request (RFC 7009 section 2.1,
+/// <https://www.rfc-editor.org/rfc/rfc7009#section-2.1>) found.
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub enum FoundToken<'a> {
+    /// An access token.
+    Access(&'a AccessTokenRecord),
+    /// A refresh token.
+    Refresh(&'a RefreshTokenRecord),
+}
+
+/// What a revocation request revokes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RevocationTarget {
+    /// Nothing: the token belongs to another client. The request still
+    /// succeeds (no token probing, RFC 7009 section 2.2).
+    Nothing,
+    /// The access token itself.
+    AccessToken,
+    /// The whole grant of a refresh token (RFC 7009 section 2.1: the
+    /// server should also invalidate the access tokens of the grant).
+    Grant(crate::grant::GrantId),
+}
+
+/// The revocation target rule: a client may revoke only its own tokens;
+/// revoking an access token revokes that token, revoking a refresh token
+/// revokes its whole grant.
+pub fn revocation_target(found: FoundToken<'_>, client_id: &ClientId) -> RevocationTarget {
+    match found {
+        FoundToken::Access(a) if a.claims.client_id == client_id.as_str() => RevocationTarget::AccessToken,
+        FoundToken::Refresh(r) if &r.grant.client_id == client_id => RevocationTarget::Grant(r.grant.id.clone()),
+        _ => RevocationTarget::Nothing,
+    }
 }
 
 const SUCCESSOR_LABEL: &[u8] = b"authio-mcp/refresh-successor/v1\0";
@@ -494,6 +714,28 @@ impl fmt::Debug for TokenResponse {
 }
 
 impl TokenResponse {
+    /// The response for an access token minted with `claims` at `now`
+    /// (RFC 6749 section 5.1,
+    /// <https://www.rfc-editor.org/rfc/rfc6749#section-5.1>): type
+    /// `Bearer`, `expires_in` from the claims' `exp` (never negative),
+    /// the granted scope, and the refresh and ID tokens, if any.
+    pub fn bearer(
+        access_token: &SecretString,
+        claims: &AccessTokenClaims,
+        now: OffsetDateTime,
+        refresh_token: Option<&SecretString>,
+        id_token: Option<String>,
+    ) -> Self {
+        Self {
+            access_token: access_token.expose_secret().to_owned(),
+            token_type: "Bearer".to_owned(),
+            expires_in: (claims.exp - now.unix_timestamp()).max(0),
+            refresh_token: refresh_token.map(|r| r.expose_secret().to_owned()),
+            scope: claims.scope.clone(),
+            id_token,
+        }
+    }
+
     /// The JSON body.
     pub fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()
@@ -580,33 +822,28 @@ impl IntrospectionResponse {
     }
 }
 
-/// The parameters of a revocation (RFC 7009) or introspection (RFC 7662)
-/// request.
-#[derive(Clone, Default, PartialEq, Eq)]
+/// The parameters of a revocation (RFC 7009 section 2.1,
+/// <https://www.rfc-editor.org/rfc/rfc7009#section-2.1>) or introspection
+/// (RFC 7662 section 2.1,
+/// <https://www.rfc-editor.org/rfc/rfc7662#section-2.1>) request. The
+/// token, client secret and assertion are [`SecretString`]s.
+#[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct TokenReference {
     /// `token`.
-    pub token: String,
+    pub token: SecretString,
     /// `token_type_hint`.
     pub token_type_hint: Option<String>,
     /// `client_id` (form-based client authentication).
     pub client_id: Option<String>,
     /// `client_secret`.
-    pub client_secret: Option<String>,
-    /// `client_assertion_type` (RFC 7521 section 4.2).
+    pub client_secret: Option<SecretString>,
+    /// `client_assertion_type` (RFC 7521 section 4.2,
+    /// <https://www.rfc-editor.org/rfc/rfc7521#section-4.2>).
     pub client_assertion_type: Option<String>,
-    /// `client_assertion` (RFC 7521 section 4.2).
-    pub client_assertion: Option<String>,
-}
-
-impl fmt::Debug for TokenReference {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TokenReference")
-            .field("token", &"[redacted]")
-            .field("token_type_hint", &self.token_type_hint)
-            .field("client_id", &self.client_id)
-            .finish_non_exhaustive()
-    }
+    /// `client_assertion` (RFC 7521 section 4.2,
+    /// <https://www.rfc-editor.org/rfc/rfc7521#section-4.2>).
+    pub client_assertion: Option<SecretString>,
 }
 
 impl TokenReference {
@@ -624,22 +861,25 @@ impl TokenReference {
         let mut client_assertion = None;
         for (name, value) in url::form_urlencoded::parse(body) {
             let slot = match name.as_ref() {
-                "token" => &mut token,
-                "token_type_hint" => &mut hint,
-                "client_id" => &mut client_id,
-                "client_secret" => &mut client_secret,
-                "client_assertion_type" => &mut client_assertion_type,
-                "client_assertion" => &mut client_assertion,
+                "token" => Slot::Secret(&mut token),
+                "token_type_hint" => Slot::Plain(&mut hint),
+                "client_id" => Slot::Plain(&mut client_id),
+                "client_secret" => Slot::Secret(&mut client_secret),
+                "client_assertion_type" => Slot::Plain(&mut client_assertion_type),
+                "client_assertion" => Slot::Secret(&mut client_assertion),
                 _ => continue,
             };
-            if slot.is_some() {
+            let filled = match slot {
+                Slot::Plain(s) => s.replace(value.into_owned()).is_some(),
+                Slot::Secret(s) => s.replace(SecretString::new(value.into_owned())).is_some(),
+            };
+            if filled {
                 return Err(TokenError::DuplicateParameter(name.into_owned()));
             }
-            *slot = Some(value.into_owned());
         }
         Ok(Self {
             token: token
-                .filter(|t| !t.is_empty())
+                .filter(|t| !t.expose_secret().is_empty())
                 .ok_or(TokenError::MissingParameter("token"))?,
             token_type_hint: hint,
             client_id,
@@ -660,6 +900,37 @@ mod tests {
             scopes: ScopeSet::parse(scope).unwrap(),
             resources: ResourceSet::parse_all(["https://mcp.example.com/mcp"]).unwrap(),
         }
+    }
+
+    #[test]
+    fn request_secrets_are_redacted_and_duplicates_refused() {
+        let req = TokenRequest::from_form(
+            b"grant_type=authorization_code&code=c0de-s3cret&code_verifier=v3rifier&client_secret=cl1ent&refresh_token=r3fresh&client_assertion=a55ertion",
+        )
+        .unwrap();
+        let debug = format!("{req:?}");
+        for secret in ["c0de-s3cret", "v3rifier", "cl1ent", "r3fresh", "a55ertion"] {
+            assert!(!debug.contains(secret), "{debug}");
+        }
+        assert!(req.code.as_ref().unwrap().ct_eq("c0de-s3cret"));
+        assert_eq!(
+            TokenRequest::from_form(b"code=a&code=b").unwrap_err(),
+            TokenError::DuplicateParameter("code".into())
+        );
+        let r = TokenReference::from_form(b"token=t0ken&client_secret=cl1ent&client_assertion=a55").unwrap();
+        let debug = format!("{r:?}");
+        for secret in ["t0ken", "cl1ent", "a55"] {
+            assert!(!debug.contains(secret), "{debug}");
+        }
+        assert!(r.token.ct_eq("t0ken"));
+        assert_eq!(
+            TokenReference::from_form(b"token=").unwrap_err(),
+            TokenError::MissingParameter("token")
+        );
+        assert_eq!(
+            TokenReference::from_form(b"token=a&token=b").unwrap_err(),
+            TokenError::DuplicateParameter("token".into())
+        );
     }
 
     /// The successor depends on both the old token and the stored nonce:
@@ -697,5 +968,299 @@ mod tests {
             AccessTokenRandomness::for_rotation("rt_other", &n, &issuance("mcp:read mcp:write"))
         );
         assert_ne!(one.token[..16], one.jti[..], "independent labels");
+    }
+
+    mod decisions {
+        use time::macros::datetime;
+
+        use super::super::*;
+        use super::issuance;
+        use crate::client::{Client, RegisteredClientId};
+        use crate::grant::{GrantId, Subject};
+        use crate::pkce::{CodeChallenge, CodeVerifier};
+        use crate::resource::ResourceSet;
+
+        const NOW: OffsetDateTime = datetime!(2026-01-01 12:00 UTC);
+        const MCP: &str = "https://mcp.example.com/mcp";
+
+        fn client_id(n: u8) -> ClientId {
+            ClientId::Registered(RegisteredClientId::from_random(&[n; 12]))
+        }
+
+        fn grant(client: &ClientId) -> Grant {
+            Grant {
+                id: GrantId::from_random(&[9; 16]),
+                project: crate::project::ProjectId::new("proj_a").unwrap(),
+                client_id: client.clone(),
+                subject: Subject::new("user_1").unwrap(),
+                scopes: ScopeSet::parse("mcp:read mcp:write").unwrap(),
+                resources: ResourceSet::parse_all([MCP]).unwrap(),
+                granted_at: NOW,
+            }
+        }
+
+        fn verifier() -> CodeVerifier {
+            CodeVerifier::from_random(&[5; 32])
+        }
+
+        fn code(client: &ClientId, consumed: bool) -> CodeRecord {
+            CodeRecord {
+                hash: SecretHash::of("c"),
+                grant: grant(client),
+                redirect_uri: "https://client.example/cb".to_owned(),
+                code_challenge: CodeChallenge::s256(&verifier()),
+                nonce: None,
+                expires_at: NOW + Duration::minutes(1),
+                consumed,
+            }
+        }
+
+        fn form(pairs: &[(&str, &str)]) -> TokenRequest {
+            let body = url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(pairs)
+                .finish();
+            TokenRequest::from_form(body.as_bytes()).unwrap()
+        }
+
+        fn settings() -> ProjectSettings {
+            ProjectSettings {
+                default_resource: Some(crate::resource::ResourceUri::parse(MCP).unwrap()),
+                ..ProjectSettings::default()
+            }
+        }
+
+        fn refresh_record(client: &ClientId, rotated: bool, expires_at: OffsetDateTime) -> RefreshTokenRecord {
+            let g = grant(client);
+            let mut r = refresh_token_record(
+                SecretHash::of("rt"),
+                g.clone(),
+                g.scopes.clone(),
+                g.resources.clone(),
+                NOW - Duration::hours(1),
+                Duration::hours(1),
+            );
+            r.expires_at = expires_at;
+            r.rotated = rotated;
+            r
+        }
+
+        fn access_record(client: &ClientId, revoked: bool, exp: OffsetDateTime) -> AccessTokenRecord {
+            let g = grant(client);
+            let issuance = Issuance {
+                scopes: g.scopes.clone(),
+                resources: g.resources.clone(),
+            };
+            let mut claims =
+                access_token_claims("https://as.example", &g, &issuance, Duration::hours(1), "j".into(), NOW);
+            claims.exp = exp.unix_timestamp();
+            AccessTokenRecord {
+                hash: SecretHash::of("at"),
+                project: g.project.clone(),
+                grant_id: g.id.clone(),
+                claims,
+                revoked,
+            }
+        }
+
+        #[test]
+        fn code_exchange_table() {
+            let me = client_id(1);
+            let other = client_id(2);
+            let v = verifier();
+            let good = [("grant_type", "authorization_code"), ("code_verifier", v.as_str())];
+            let bad_pkce = [
+                ("grant_type", "authorization_code"),
+                ("code_verifier", "x".repeat(43).leak() as &str),
+            ];
+            type Row<'a> = (
+                &'a CodeRecord,
+                &'a ClientId,
+                &'a [(&'a str, &'a str)],
+                Result<bool, ErrorCode>,
+            );
+            let table: [Row<'_>; 5] = [
+                (&code(&me, false), &me, &good, Ok(true)),
+                // A consumed code presented correctly: the replay rule.
+                (&code(&me, true), &me, &good, Ok(false)),
+                // An invalid replay is refused without being called one.
+                (&code(&me, true), &other, &good, Err(ErrorCode::InvalidGrant)),
+                (&code(&me, true), &me, &bad_pkce, Err(ErrorCode::InvalidGrant)),
+                (&code(&other, false), &me, &good, Err(ErrorCode::InvalidGrant)),
+            ];
+            for (i, (record, client, pairs, want)) in table.into_iter().enumerate() {
+                let got = decide_code_exchange(record, client, &form(pairs), &settings(), NOW);
+                match (got, want) {
+                    (Ok(CodeExchange::Redeem(_)), Ok(true)) | (Ok(CodeExchange::Replay), Ok(false)) => {}
+                    (Err(e), Err(code)) => assert_eq!(e.code(), code, "row {i}"),
+                    (got, want) => panic!("row {i}: {got:?} != {want:?}"),
+                }
+            }
+            // An expired code.
+            let late = decide_code_exchange(
+                &code(&me, false),
+                &me,
+                &form(&good),
+                &settings(),
+                NOW + Duration::hours(1),
+            );
+            assert_eq!(late.unwrap_err().code(), ErrorCode::InvalidGrant);
+            // A resource the project no longer knows.
+            let forgot = ProjectSettings {
+                default_resource: Some(crate::resource::ResourceUri::parse("https://other.example/mcp").unwrap()),
+                ..ProjectSettings::default()
+            };
+            let e = decide_code_exchange(&code(&me, false), &me, &form(&good), &forgot, NOW).unwrap_err();
+            assert_eq!(e.code(), ErrorCode::InvalidTarget);
+        }
+
+        #[test]
+        fn refresh_records_expire_one_ttl_after_issue() {
+            let me = client_id(1);
+            let g = grant(&me);
+            let r = refresh_token_record(
+                SecretHash::of("a"),
+                g.clone(),
+                g.scopes.clone(),
+                g.resources.clone(),
+                NOW,
+                Duration::days(30),
+            );
+            assert_eq!(r.issued_at, NOW);
+            assert_eq!(r.expires_at, NOW + Duration::days(30));
+            assert!(!r.rotated && r.rotation.is_none());
+            let mut narrowed = r.clone();
+            narrowed.scopes = ScopeSet::parse("mcp:read").unwrap();
+            let later = NOW + Duration::days(3);
+            let s = successor_record(&narrowed, SecretHash::of("b"), later, Duration::days(30));
+            assert_eq!(s.hash, SecretHash::of("b"));
+            assert_eq!(s.scopes, narrowed.scopes, "a successor keeps the narrowed limits");
+            assert_eq!(s.grant, narrowed.grant);
+            assert_eq!((s.issued_at, s.expires_at), (later, later + Duration::days(30)));
+            assert!(!s.rotated && s.rotation.is_none());
+        }
+
+        #[test]
+        fn rotation_replays_only_the_identical_request() {
+            let nonce = RotationNonce::from_random([3; 32]);
+            let asked = issuance("mcp:read mcp:write");
+            let successor = successor_refresh_token("rt_old", &nonce);
+            let mark = RotationMark::new(NOW, nonce, successor.hash()).with_issuance(issuance_digest(&asked));
+            let got = replayed_successor(Some(&mark), "rt_old", &asked).unwrap();
+            assert!(got.ct_eq(successor.expose_secret()));
+            assert!(replayed_successor(None, "rt_old", &asked).is_none(), "no mark: reuse");
+            assert!(
+                replayed_successor(Some(&mark), "rt_old", &issuance("mcp:read")).is_none(),
+                "other scopes"
+            );
+            assert!(
+                replayed_successor(Some(&mark), "rt_forged", &asked).is_none(),
+                "successor mismatch"
+            );
+            let unbound = RotationMark::new(NOW, nonce, successor.hash());
+            assert!(
+                replayed_successor(Some(&unbound), "rt_old", &asked).is_none(),
+                "old mark without digest"
+            );
+        }
+
+        #[test]
+        fn replayed_access_tokens_never_revive_a_revoked_one() {
+            let me = client_id(1);
+            let stored = access_record(&me, false, NOW + Duration::hours(1));
+            assert!(replayed_access_token_usable(None, &stored.claims));
+            assert!(replayed_access_token_usable(Some(&stored), &stored.claims));
+            let revoked = access_record(&me, true, NOW + Duration::hours(1));
+            assert!(!replayed_access_token_usable(Some(&revoked), &stored.claims));
+            let mut other = stored.claims.clone();
+            other.scope = "mcp:read".into();
+            assert!(!replayed_access_token_usable(Some(&stored), &other));
+        }
+
+        #[test]
+        fn active_at_now_table() {
+            let me = client_id(1);
+            let table = [
+                (access_record(&me, false, NOW + Duration::seconds(1)), true),
+                (access_record(&me, true, NOW + Duration::hours(1)), false),
+                (access_record(&me, false, NOW), false),
+                (access_record(&me, false, NOW - Duration::seconds(1)), false),
+            ];
+            for (i, (record, active)) in table.iter().enumerate() {
+                assert_eq!(access_token_active(record, NOW), *active, "access row {i}");
+            }
+            let table = [
+                (refresh_record(&me, false, NOW + Duration::seconds(1)), true),
+                (refresh_record(&me, true, NOW + Duration::hours(1)), false),
+                (refresh_record(&me, false, NOW), false),
+            ];
+            for (i, (record, active)) in table.iter().enumerate() {
+                assert_eq!(refresh_token_active(record, NOW), *active, "refresh row {i}");
+            }
+        }
+
+        #[test]
+        fn only_the_owner_revokes_and_a_refresh_token_takes_its_grant() {
+            let me = client_id(1);
+            let other = client_id(2);
+            let access = access_record(&me, false, NOW + Duration::hours(1));
+            let refresh = refresh_record(&me, false, NOW + Duration::hours(1));
+            assert_eq!(
+                revocation_target(FoundToken::Access(&access), &me),
+                RevocationTarget::AccessToken
+            );
+            assert_eq!(
+                revocation_target(FoundToken::Access(&access), &other),
+                RevocationTarget::Nothing
+            );
+            assert_eq!(
+                revocation_target(FoundToken::Refresh(&refresh), &me),
+                RevocationTarget::Grant(refresh.grant.id.clone())
+            );
+            assert_eq!(
+                revocation_target(FoundToken::Refresh(&refresh), &other),
+                RevocationTarget::Nothing
+            );
+        }
+
+        #[test]
+        fn client_standing_table() {
+            let id = client_id(1);
+            let client = Client::new(
+                id.clone(),
+                serde_json::from_value::<crate::client::ClientMetadata>(serde_json::json!({
+                    "redirect_uris": ["https://client.example/cb"],
+                    "token_endpoint_auth_method": "none"
+                }))
+                .unwrap()
+                .validate(crate::client::MetadataProfile::Dcr, Default::default())
+                .unwrap(),
+                NOW,
+            );
+            assert!(client_tokens_usable(id.as_str(), Some(&client)));
+            assert!(!client_tokens_usable(id.as_str(), None), "deleted");
+            let mut disabled = client.clone();
+            disabled.disabled_at = Some(NOW);
+            assert!(!client_tokens_usable(id.as_str(), Some(&disabled)), "disabled");
+            assert!(
+                client_tokens_usable("https://app.example.com/client.json", None),
+                "document clients"
+            );
+        }
+
+        #[test]
+        fn bearer_response_shape() {
+            let me = client_id(1);
+            let record = access_record(&me, false, NOW + Duration::seconds(90));
+            let at = SecretString::random_with_prefix("at_", &[1; 32]);
+            let rt = SecretString::random_with_prefix("rt_", &[2; 32]);
+            let r = TokenResponse::bearer(&at, &record.claims, NOW, Some(&rt), None);
+            assert_eq!(r.token_type, "Bearer");
+            assert_eq!(r.expires_in, 90);
+            assert_eq!(r.scope, "mcp:read mcp:write");
+            assert_eq!(r.refresh_token.as_deref(), Some(rt.expose_secret()));
+            let late = TokenResponse::bearer(&at, &record.claims, NOW + Duration::hours(1), None, None);
+            assert_eq!(late.expires_in, 0, "never negative");
+            assert!(late.refresh_token.is_none());
+        }
     }
 }

@@ -166,7 +166,7 @@ async fn set_mode(env: &Env, mode: DcrMode) {
         .unwrap();
 }
 
-fn render(e: &OAuthError) -> (u16, Option<String>, Value) {
+fn render(e: &authio_mcp::server::EndpointError) -> (u16, Option<String>, Value) {
     let r = e.to_response();
     let header = r
         .headers()
@@ -885,7 +885,7 @@ async fn client_authentication_table() {
                 assert!(client_id.as_str().starts_with("client_"), "{row}");
             }
             (Err(e), Some((status, code, challenge))) => {
-                let (got, header, body) = render(&e);
+                let (got, header, body) = render(&e.clone().into());
                 assert_eq!((got, body["error"].as_str().unwrap()), (status, code), "{row}");
                 assert_eq!(header.as_deref(), challenge.then_some("Basic realm=\"oauth\""), "{row}");
                 if code == "invalid_client" {

@@ -12,11 +12,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
+mod common;
 mod sql_support;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+
+use common::{free_port, server_binary};
 
 use serde_json::Value;
 
@@ -26,29 +29,6 @@ const ADMIN: &str = "admin-ops";
 fn client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::new()
-}
-
-fn server_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("AUTHIO_TEST_SERVER_BIN") {
-        return path.into();
-    }
-    // target/debug/deps/example_ops-HASH -> target/debug/examples/server
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().unwrap().parent().unwrap().join("examples").join("server");
-    assert!(
-        bin.exists(),
-        "{} missing: run `cargo build --example server`",
-        bin.display()
-    );
-    bin
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn temp_path(name: &str) -> PathBuf {
@@ -233,6 +213,13 @@ async fn request_ids_tag_responses_log_lines_and_audit_events() {
     for secret in ["ac_secret_looking_code", "verifier-that-must-not-be-logged", ADMIN] {
         assert!(!log.contains(secret), "{secret} in the log:\n{log}");
     }
+    // The audit file is the server user's only.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&audit).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    }
     drop(server);
     let _ = std::fs::remove_file(&audit);
 }
@@ -251,6 +238,63 @@ async fn healthz_and_readyz_on_a_working_store() {
         let v: Value = r.json().await.unwrap();
         assert_eq!(v["status"], status, "{path}");
     }
+}
+
+/// Probes cost the database at most one query a second: `/readyz` reuses
+/// its last check (concurrent probes share one), `/healthz` never asks.
+#[tokio::test]
+async fn readiness_checks_the_store_at_most_once_a_second() {
+    let dir = sql_support::TempDir::new();
+    let url = dir.sqlite_url("ready.db");
+    let server = Server::start(&["--database-url", &url]).await;
+    let http = client();
+    let checks = |v: &Value| v["store_checks"].as_u64().unwrap();
+    let first: Value = http
+        .get(server.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let burst = (0..30).map(|_| {
+        let http = http.clone();
+        let url = server.url("/readyz");
+        async move {
+            let r = http.get(url).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.json::<Value>().await.unwrap()
+        }
+    });
+    let answers = futures_util::future::join_all(burst).await;
+    let most = answers.iter().map(checks).max().unwrap();
+    assert!(
+        most <= checks(&first) + 1,
+        "30 probes made {} checks",
+        most - checks(&first)
+    );
+    for _ in 0..20 {
+        let v: Value = http
+            .get(server.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(v, serde_json::json!({"status": "ok"}));
+    }
+    // Past the cache, the next probe checks again.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let later: Value = http
+        .get(server.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(checks(&later) > most, "{later}");
 }
 
 #[cfg(feature = "postgres")]
@@ -274,13 +318,21 @@ async fn healthz_and_readyz_fail_when_the_database_is_gone() {
     // The database is dropped under the running server (its connections
     // terminated).
     drop(db);
-    for path in ["/healthz", "/readyz"] {
-        let r = http.get(server.url(path)).send().await.unwrap();
-        assert_eq!(r.status(), 503, "{path}");
-        let v: Value = r.json().await.unwrap();
-        assert_eq!(v["store"], "unreachable", "{path}: {v}");
-        assert!(!v.to_string().contains("authio_test_"), "no database detail: {v}");
+    // Liveness does not depend on the database.
+    assert_eq!(http.get(server.url("/healthz")).send().await.unwrap().status(), 200);
+    // Readiness fails (at once, or after its cached answer expired).
+    let mut last = None;
+    for _ in 0..40 {
+        let r = http.get(server.url("/readyz")).send().await.unwrap();
+        if r.status() == 503 {
+            last = Some(r.json::<Value>().await.unwrap());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let v = last.expect("/readyz never answered 503");
+    assert_eq!(v["store"], "unreachable", "{v}");
+    assert!(!v.to_string().contains("authio_test_"), "no database detail: {v}");
     // A request that needs the store answers server_error; the operator's
     // log has the database's message.
     let r = http

@@ -13,11 +13,14 @@
 #![cfg(feature = "postgres")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
+mod common;
 mod sql_support;
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
+
+use common::{free_port, server_binary};
 
 use authio_mcp::pkce::{CodeChallenge, CodeVerifier};
 use reqwest::StatusCode;
@@ -27,29 +30,6 @@ const ADMIN: &str = "admin-multi";
 const INTROSPECT: &str = "introspect-multi";
 const RESOURCE: &str = "http://127.0.0.1:8090/mcp";
 const REDIRECT: &str = "https://client.example.com/cb";
-
-fn server_binary() -> std::path::PathBuf {
-    if let Some(path) = std::env::var_os("AUTHIO_TEST_SERVER_BIN") {
-        return path.into();
-    }
-    // target/debug/deps/multi_instance-HASH -> target/debug/examples/server
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().unwrap().parent().unwrap().join("examples").join("server");
-    assert!(
-        bin.exists(),
-        "{} missing: run `cargo build --example server`",
-        bin.display()
-    );
-    bin
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// One server process.
 struct Instance {

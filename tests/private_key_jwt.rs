@@ -80,7 +80,10 @@ async fn exchange_with(
         ("code_verifier", v.as_str()),
     ];
     pairs.extend_from_slice(assertion_params);
-    h.server.token(&h.project, None, form(&pairs).as_bytes()).await
+    h.server
+        .token(&h.project, None, form(&pairs).as_bytes())
+        .await
+        .map_err(authio_mcp::OAuthError::from)
 }
 
 fn with_assertion(a: &str) -> Vec<(&'static str, String)> {

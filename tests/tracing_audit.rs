@@ -254,9 +254,9 @@ async fn request_metadata_is_recorded_on_every_event_in_its_scope() {
     let client = h.public_client(1, &[REDIRECT]).await;
     let v = verifier(1);
     let meta = RequestMeta::new()
-        .request_id("req-7f3a")
-        .client_ip("203.0.113.9".parse().unwrap())
-        .user_agent("Claude-User/1.0");
+        .with_request_id("req-7f3a")
+        .with_client_ip("203.0.113.9".parse().unwrap())
+        .with_user_agent("Claude-User/1.0");
     let code = meta.clone().scope(h.code_for(&client, &v, "")).await;
     meta.clone()
         .scope(async {
@@ -291,14 +291,15 @@ async fn the_sqlite_audit_log_keeps_request_metadata() {
     store.migrate().await.unwrap();
     let project = ProjectId::new("proj_sql").unwrap();
     let meta = RequestMeta::new()
-        .request_id("req-1")
-        .client_ip("2001:db8::1".parse().unwrap())
-        .user_agent("cursor/1.2");
+        .with_request_id("req-1")
+        .with_client_ip("2001:db8::1".parse().unwrap())
+        .with_user_agent("cursor/1.2");
     let kind = authio_mcp::audit::AuditKind::TokenRejected {
         client_id: None,
         grant_type: Some("refresh_token".into()),
         error: "invalid_grant".into(),
         reason: "invalid_refresh_token".into(),
+        client_authenticated: false,
     };
     let event = AuditEvent::new(project.clone(), START, kind).with_request(meta.clone());
     store.record(event.clone()).await;
@@ -310,6 +311,178 @@ async fn the_sqlite_audit_log_keeps_request_metadata() {
     assert_eq!(
         (counts[0].event.as_str(), counts[0].reason.as_str()),
         ("token.rejected", "invalid_refresh_token")
+    );
+}
+
+fn wrong_secret(project: &ProjectId, client: &str, second: i64) -> AuditEvent {
+    AuditEvent::new(
+        project.clone(),
+        START + time::Duration::seconds(second),
+        authio_mcp::audit::AuditKind::TokenRejected {
+            client_id: Some(client.to_owned()),
+            grant_type: Some("refresh_token".into()),
+            error: "invalid_client".into(),
+            reason: "wrong_secret".into(),
+            client_authenticated: false,
+        },
+    )
+}
+
+/// A burst of rejections is counted in memory: no database write per
+/// request, and exact counts once flushed (another store on the same
+/// database sees nothing before, everything after).
+#[tokio::test]
+async fn sql_rejection_counts_are_flushed_in_batches_and_add_up() {
+    let dir = sql_support::TempDir::new();
+    let url = dir.sqlite_url("burst.db");
+    let store = authio_mcp::store::sql::SqliteStore::connect(&url, sql_support::sealed_options())
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let other = authio_mcp::store::sql::SqliteStore::connect(&url, sql_support::sealed_options())
+        .await
+        .unwrap();
+    let project = ProjectId::new("proj_sql").unwrap();
+    for i in 0..2000 {
+        store.record(wrong_secret(&project, "client_a", i % 60)).await;
+    }
+    // Nothing written yet (the background flush runs once a second).
+    assert!(other.rejection_counts(&project).await.unwrap().is_empty());
+    store.flush_rejections().await;
+    let counts = other.rejection_counts(&project).await.unwrap();
+    assert_eq!(counts.len(), 1, "{counts:?}");
+    assert_eq!(counts[0].count, 2000);
+    assert_eq!(counts[0].reason, "wrong_secret client=client_a");
+    let page = other.query(&AuditQuery::new(project.clone())).await.unwrap();
+    assert_eq!(
+        page.events.len(),
+        authio_mcp::store::sql::REJECTION_SAMPLES_PER_MINUTE as usize
+    );
+    // More of the same minute: counted on, no more samples.
+    for _ in 0..10 {
+        store.record(wrong_secret(&project, "client_a", 59)).await;
+    }
+    // The background flush writes them without being asked.
+    tokio::time::sleep(authio_mcp::store::sql::REJECTION_FLUSH_INTERVAL * 3).await;
+    assert_eq!(other.rejection_counts(&project).await.unwrap()[0].count, 2010);
+    assert_eq!(
+        other
+            .query(&AuditQuery::new(project.clone()))
+            .await
+            .unwrap()
+            .events
+            .len(),
+        authio_mcp::store::sql::REJECTION_SAMPLES_PER_MINUTE as usize
+    );
+    // close() writes what is pending.
+    store.record(wrong_secret(&project, "client_a", 59)).await;
+    store.close().await;
+    assert_eq!(other.rejection_counts(&project).await.unwrap()[0].count, 2011);
+    assert_eq!(store.rejections_dropped(), 0);
+}
+
+/// Decoy failures against one client cannot use up the minute's samples
+/// and hide the client being brute-forced: credential failures are
+/// counted and sampled per client.
+#[tokio::test]
+async fn credential_failures_are_counted_and_sampled_per_client() {
+    let dir = sql_support::TempDir::new();
+    let store =
+        authio_mcp::store::sql::SqliteStore::connect(&dir.sqlite_url("decoy.db"), sql_support::sealed_options())
+            .await
+            .unwrap();
+    store.migrate().await.unwrap();
+    let project = ProjectId::new("proj_sql").unwrap();
+    for i in 0..5 {
+        store.record(wrong_secret(&project, "client_decoy", i)).await;
+    }
+    for i in 5..50 {
+        store.record(wrong_secret(&project, "client_target", i)).await;
+    }
+    let page = store.query(&AuditQuery::new(project.clone())).await.unwrap();
+    let sampled: Vec<String> = page
+        .events
+        .iter()
+        .map(|e| e.to_json()["client_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(sampled.iter().any(|c| c == "client_target"), "{sampled:?}");
+    let mut counts: Vec<(String, u64)> = store
+        .rejection_counts(&project)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.reason, c.count))
+        .collect();
+    counts.sort();
+    assert_eq!(
+        counts,
+        vec![
+            ("wrong_secret client=client_decoy".to_owned(), 5),
+            ("wrong_secret client=client_target".to_owned(), 45)
+        ]
+    );
+    store.close().await;
+}
+
+/// Token rejections say whether the client id they name was proven.
+#[tokio::test]
+async fn token_rejections_say_whether_the_client_authenticated() {
+    let h = harness().await;
+    let e = endpoints(&h);
+    let options = IatOptions::new().pinned(authio_mcp::dcr::PinnedMetadata::unpinned());
+    let iat = h.server.issue_iat(&h.project, options).await.unwrap();
+    let iat = iat.token.expose_secret().to_owned();
+    let reg = http::Request::builder()
+        .method("POST")
+        .uri("/oauth2/register")
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {iat}"))
+        .body(
+            serde_json::json!({
+                "redirect_uris": [REDIRECT],
+                "client_name": "Confidential",
+                "token_endpoint_auth_method": "client_secret_post",
+                "grant_types": ["authorization_code", "refresh_token"]
+            })
+            .to_string()
+            .into_bytes(),
+        )
+        .unwrap();
+    let reg = body_json(e.register(&reg).await);
+    let cid = reg["client_id"].as_str().unwrap().to_owned();
+    let secret = reg["client_secret"].as_str().unwrap().to_owned();
+    let wrong = format!("{secret}x");
+    let body = |secret: &str| {
+        form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", "rt_unknown"),
+            ("client_id", &cid),
+            ("client_secret", secret),
+        ])
+    };
+    assert_eq!(
+        e.token(&post_form("/oauth2/token", &body(&wrong), None)).await.status(),
+        401
+    );
+    assert_eq!(
+        e.token(&post_form("/oauth2/token", &body(&secret), None))
+            .await
+            .status(),
+        400
+    );
+    let all = events(&h);
+    let rejected: Vec<serde_json::Value> = named(&all, "token.rejected").iter().map(|e| e.to_json()).collect();
+    assert_eq!(rejected.len(), 2, "{rejected:?}");
+    assert_eq!(rejected[0]["reason"], "wrong_secret");
+    assert_eq!(rejected[0]["client_authenticated"], false);
+    assert_eq!(rejected[1]["client_authenticated"], true);
+    assert_eq!(rejected[1]["client_id"], cid.as_str());
+    let counts = AuditLog::rejection_counts(h.audit.as_ref(), &h.project).await.unwrap();
+    assert!(
+        counts
+            .iter()
+            .any(|c| c.reason == format!("wrong_secret client={cid}") && c.count == 1),
+        "{counts:?}"
     );
 }
 
@@ -547,12 +720,12 @@ async fn json_lines_hold_every_audit_event_and_no_secret() {
     let client = h.public_client(1, &[REDIRECT]).await;
     let v = verifier(1);
     let code = RequestMeta::new()
-        .request_id("r-1")
+        .with_request_id("r-1")
         .scope(h.code_for(&client, &v, ""))
         .await;
     let t = h.exchange(&client, &code, &v, "").await.unwrap();
     drop(h);
-    let out = String::from_utf8(Arc::into_inner(jsonl).unwrap().into_inner()).unwrap();
+    let out = String::from_utf8(Arc::into_inner(jsonl).unwrap().into_inner().unwrap()).unwrap();
     let events: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let names: Vec<&str> = events.iter().map(|e| e["event"].as_str().unwrap()).collect();
     assert!(

@@ -77,7 +77,10 @@ impl UpstreamHttp for Bridge {
                 }
                 HttpResponse::new(200, serde_json::to_vec(&v).unwrap())
             }
-            Err(e) => HttpResponse::new(e.status().as_u16(), e.to_json()),
+            Err(e) => {
+                let e = authio_mcp::OAuthError::from(e);
+                HttpResponse::new(e.status().as_u16(), e.to_json())
+            }
         })
     }
 
@@ -91,7 +94,10 @@ impl UpstreamHttp for Bridge {
         let auth = authorization.map(SecretString::expose_secret);
         Ok(match self.b.token(&self.project, auth, form.as_bytes()).await {
             Ok(t) => HttpResponse::new(200, t.to_json()),
-            Err(e) => HttpResponse::new(e.status().as_u16(), e.to_json()),
+            Err(e) => {
+                let e = authio_mcp::OAuthError::from(e);
+                HttpResponse::new(e.status().as_u16(), e.to_json())
+            }
         })
     }
 }

@@ -17,10 +17,13 @@
 #![cfg(feature = "postgres")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
+mod common;
 mod sql_support;
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+
+use common::{free_port, server_binary};
 
 use authio_mcp::pkce::{CodeChallenge, CodeVerifier};
 use reqwest::StatusCode;
@@ -32,29 +35,6 @@ const INTROSPECT: &str = "introspect-upstream-instances";
 /// ones never has its consent remembered (RFC 8252 section 8.6), and
 /// this test never follows the redirect to the client anyway.
 const MCP_REDIRECT: &str = "https://mcp-client.example/callback";
-
-fn server_binary() -> std::path::PathBuf {
-    if let Some(path) = std::env::var_os("AUTHIO_TEST_SERVER_BIN") {
-        return path.into();
-    }
-    // target/debug/deps/upstream_instances-HASH -> target/debug/examples/server
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().unwrap().parent().unwrap().join("examples").join("server");
-    assert!(
-        bin.exists(),
-        "{} missing: run `cargo build --example server`",
-        bin.display()
-    );
-    bin
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// One server process, killed on drop.
 struct Instance {
@@ -383,7 +363,16 @@ async fn upstream_logins_are_shared_by_instances_and_survive_restarts() {
         assert_eq!(r.status(), StatusCode::BAD_REQUEST);
         assert!(r.headers().get("location").is_none(), "never a second redirect");
     }
-    let reasons = setup.failure_reasons(&a_url).await;
+    // B's rejection reaches the database with its next rejection flush
+    // (once a second): read on A until it is there.
+    let mut reasons = Vec::new();
+    for _ in 0..50 {
+        reasons = setup.failure_reasons(&a_url).await;
+        if reasons.iter().filter(|r| *r == "replayed_callback").count() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(
         reasons.iter().filter(|r| *r == "replayed_callback").count(),
         2,

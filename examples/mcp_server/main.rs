@@ -8,6 +8,8 @@
 //! Run with `--help` for the flags.
 
 mod app;
+#[path = "../common/cli.rs"]
+mod cli;
 
 use std::net::SocketAddr;
 
@@ -35,18 +37,15 @@ enum VerifyFlag {
 }
 
 fn parse_args() -> Result<(SocketAddr, app::Config, VerifyFlag), String> {
-    let mut args = std::env::args().skip(1);
     let mut listen: SocketAddr = "127.0.0.1:8090".parse().map_err(|_| "bad default")?;
     let mut issuer = "http://127.0.0.1:8080".to_owned();
     let mut token = None;
     let mut verify = VerifyFlag::Auto;
-    while let Some(flag) = args.next() {
-        let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
+    let mut flags = cli::Flags::from_env();
+    while let Some(flag) = flags.next_flag() {
+        let mut value = || flags.value(&flag);
         match flag.as_str() {
-            "--help" | "-h" => {
-                print!("{HELP}");
-                std::process::exit(0);
-            }
+            "--help" | "-h" => cli::print_help(HELP),
             "--listen" => listen = value()?.parse().map_err(|_| "--listen takes host:port")?,
             "--issuer" => issuer = value()?,
             "--introspection-token" => token = Some(value()?),
@@ -57,7 +56,7 @@ fn parse_args() -> Result<(SocketAddr, app::Config, VerifyFlag), String> {
                     v => return Err(format!("--verify {v}: expected jwt or introspection")),
                 };
             }
-            other => return Err(format!("unknown flag {other}; see --help")),
+            other => return Err(cli::unknown(other)),
         }
     }
     if verify == VerifyFlag::Introspection && token.is_none() {

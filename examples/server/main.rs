@@ -5,6 +5,8 @@
 //! `proj_demo` with MCP enabled. Run with `--help` for the flags.
 
 mod app;
+#[path = "../common/cli.rs"]
+mod cli;
 mod serve;
 
 use std::net::SocketAddr;
@@ -75,9 +77,10 @@ USAGE: cargo run --example server -- [FLAGS]
 Logs go to standard error (RUST_LOG sets the filter, default info), without
 colours unless standard error is a terminal; every line of a request carries
 its request id, which the response's x-request-id header repeats.
-GET /healthz answers 200 when the store is reachable (503 otherwise), GET
-/readyz 200 while the server takes requests (503 when the store is
-unreachable or the server is shutting down).
+GET /healthz answers 200 while the process runs (it never queries the
+store), GET /readyz 200 while the server takes requests (503 when the store
+did not answer within 500 ms or the server is shutting down; the store is
+checked at most once a second).
 ";
 
 /// The default `--database-url`: a SQLite file in the working directory.
@@ -105,13 +108,7 @@ struct Extra {
 /// A credential clients send as `Authorization: Bearer <value>`: RFC 6750
 /// allows only `b64token` characters, and the server refuses anything else.
 fn bearer_flag(flag: &str, value: String) -> Result<String, String> {
-    let body = value.trim_end_matches('=');
-    let ok = !body.is_empty()
-        && value.len() <= 4096
-        && body
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/'));
-    if ok {
+    if authio_mcp::http::is_bearer_token(&value) {
         Ok(value)
     } else {
         Err(format!(
@@ -121,7 +118,6 @@ fn bearer_flag(flag: &str, value: String) -> Result<String, String> {
 }
 
 fn parse_args() -> Result<(SocketAddr, app::Config, Extra), String> {
-    let mut args = std::env::args().skip(1);
     let mut listen: SocketAddr = "127.0.0.1:8080".parse().map_err(|_| "bad default")?;
     let (mut issuer, mut admin, mut introspection, mut cert, mut dcr) = (None, None, None, None, None);
     let (mut auto_approve, mut allow_loopback) = (false, false);
@@ -139,13 +135,11 @@ fn parse_args() -> Result<(SocketAddr, app::Config, Extra), String> {
         key_file: None,
         audit_jsonl: None,
     };
-    while let Some(flag) = args.next() {
-        let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
+    let mut flags = cli::Flags::from_env();
+    while let Some(flag) = flags.next_flag() {
+        let mut value = || flags.value(&flag);
         match flag.as_str() {
-            "--help" | "-h" => {
-                print!("{HELP}");
-                std::process::exit(0);
-            }
+            "--help" | "-h" => cli::print_help(HELP),
             "--listen" => listen = value()?.parse().map_err(|_| "--listen takes host:port")?,
             "--issuer" => issuer = Some(value()?),
             "--admin-token" => admin = Some(bearer_flag(&flag, value()?)?),
@@ -212,7 +206,7 @@ fn parse_args() -> Result<(SocketAddr, app::Config, Extra), String> {
             "--upstream-private-key-jwt" => up_pkjwt = true,
             "--upstream-userinfo" => up_userinfo = true,
             "--audit-jsonl" => extra.audit_jsonl = Some(value()?),
-            other => return Err(format!("unknown flag {other}; see --help")),
+            other => return Err(cli::unknown(other)),
         }
     }
     let issuer = issuer.unwrap_or_else(|| format!("http://{listen}"));
@@ -326,12 +320,15 @@ async fn run(
     });
     let audit_jsonl: Option<Arc<dyn AuditSink>> = match &extra.audit_jsonl {
         Some(path) => {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(|e| format!("--audit-jsonl {path}: {e}"))?;
-            Some(Arc::new(JsonLinesAuditSink::new(std::io::LineWriter::new(file))))
+            let mut options = std::fs::OpenOptions::new();
+            options.create(true).append(true);
+            // Audit events name users and clients: readable by the
+            // server's user only (when the file is created here).
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let file = options.open(path).map_err(|e| format!("--audit-jsonl {path}: {e}"))?;
+            // Written on the sink's own thread, one whole line per write.
+            Some(Arc::new(JsonLinesAuditSink::new(file)))
         }
         None => None,
     };

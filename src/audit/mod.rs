@@ -46,11 +46,7 @@ impl AuditEvent {
             project_id,
             at,
             kind,
-            request: RequestMeta {
-                request_id: None,
-                client_ip: None,
-                user_agent: None,
-            },
+            request: RequestMeta::new(),
         }
     }
 
@@ -304,6 +300,11 @@ pub enum AuditKind {
         /// Machine-readable reason (`bad_signature`, `replayed_jti`,
         /// `expired`, `wrong_audience`, ...).
         reason: String,
+        /// Always `false`: the assertion was refused, so `client_id` is
+        /// only what the request claimed (present for readers that check
+        /// the same field on every rejection).
+        #[serde(default)]
+        client_authenticated: bool,
     },
     /// A user signed in at an upstream identity provider.
     #[serde(rename = "upstream.login_succeeded")]
@@ -326,6 +327,11 @@ pub enum AuditKind {
         endpoint: String,
         /// The `error_description` sent.
         detail: String,
+        /// Whether the client proved its identity (client authentication
+        /// succeeded) before the refusal; when `false`, `client_id` is only
+        /// what the request claimed.
+        #[serde(default)]
+        client_authenticated: bool,
     },
     /// A registered client was disabled by an administrator: it can no
     /// longer authorize, exchange or refresh, and its tokens introspect as
@@ -384,6 +390,11 @@ pub enum AuditKind {
         /// `redirect_uri_mismatch`, `wrong_secret`, `unknown_client`,
         /// `scope_widening`, ...).
         reason: String,
+        /// Whether the client proved its identity (client authentication
+        /// succeeded) before the refusal; when `false`, `client_id` is only
+        /// what the request claimed.
+        #[serde(default)]
+        client_authenticated: bool,
     },
     /// An authorization request was refused: shown to the user as an error
     /// page (`redirected: false`, phase 1: client and redirect URI) or sent
@@ -404,6 +415,10 @@ pub enum AuditKind {
         reason: String,
         /// Whether the error went back to the client's redirect URI.
         redirected: bool,
+        /// Always `false`: an authorization request does not authenticate
+        /// the client, so `client_id` is only what the request named.
+        #[serde(default)]
+        client_authenticated: bool,
     },
     /// An upstream login failed.
     #[serde(rename = "upstream.login_failed")]
@@ -419,6 +434,10 @@ pub enum AuditKind {
         reason: String,
     },
 }
+
+/// Token-endpoint rejection reasons of a client that exists whose
+/// credentials did not verify ([`AuditKind::guessed_client`]).
+const CLIENT_GUESSING_REASONS: &[&str] = &["wrong_secret", "secret_expired", "invalid_assertion"];
 
 /// Which retention an event belongs to (issue 18: security events cannot
 /// be buried under high-volume rejections).
@@ -488,6 +507,30 @@ impl AuditKind {
             | Self::TokenRejected { reason, .. }
             | Self::AuthorizationRejected { reason, .. } => Some(reason),
             Self::ResourceRefused { endpoint, .. } | Self::DisabledClientRefused { endpoint, .. } => Some(endpoint),
+            _ => None,
+        }
+    }
+
+    /// The client whose credentials a rejection suggests are being
+    /// guessed: a failed authentication of a client that exists
+    /// (`wrong_secret`, `secret_expired`, `invalid_assertion`, or a
+    /// refused assertion other than `unknown_client` and `malformed`).
+    /// Such rejections are counted and sampled per client
+    /// ([`crate::store::RejectionCount::reason`]). `None` for every other
+    /// event, and where the client id may be any string an anonymous
+    /// caller chose (which would let it make unbounded counters).
+    pub fn guessed_client(&self) -> Option<&str> {
+        match self {
+            Self::TokenRejected {
+                client_id: Some(client_id),
+                reason,
+                ..
+            } if CLIENT_GUESSING_REASONS.contains(&reason.as_str()) => Some(client_id),
+            Self::ClientAssertionRejected { client_id, reason, .. }
+                if !client_id.is_empty() && !matches!(reason.as_str(), "unknown_client" | "malformed") =>
+            {
+                Some(client_id)
+            }
             _ => None,
         }
     }
@@ -628,6 +671,7 @@ pub(crate) mod tests {
             AuditKind::ClientAssertionRejected {
                 client_id: s(),
                 reason: s(),
+                client_authenticated: false,
             },
             AuditKind::UpstreamLoginSucceeded {
                 provider: s(),
@@ -643,6 +687,7 @@ pub(crate) mod tests {
                 client_id: s(),
                 endpoint: s(),
                 detail: s(),
+                client_authenticated: true,
             },
             AuditKind::ClientDisabled { client_id: s() },
             AuditKind::ClientEnabled { client_id: s() },
@@ -663,12 +708,14 @@ pub(crate) mod tests {
                 grant_type: None,
                 error: s(),
                 reason: s(),
+                client_authenticated: false,
             },
             AuditKind::AuthorizationRejected {
                 client_id: None,
                 error: s(),
                 reason: s(),
                 redirected: true,
+                client_authenticated: false,
             },
         ]
     }
@@ -735,13 +782,14 @@ pub(crate) mod tests {
                 grant_type: Some("authorization_code".into()),
                 error: "invalid_grant".into(),
                 reason: "pkce_mismatch".into(),
+                client_authenticated: true,
             },
         )
         .with_request(
             RequestMeta::new()
-                .request_id("req-1")
-                .client_ip("2001:db8::7".parse().unwrap())
-                .user_agent("claude-code/2"),
+                .with_request_id("req-1")
+                .with_client_ip("2001:db8::7".parse().unwrap())
+                .with_user_agent("claude-code/2"),
         );
         let j = e.to_json();
         assert_eq!(
@@ -754,6 +802,7 @@ pub(crate) mod tests {
                 "grant_type": "authorization_code",
                 "error": "invalid_grant",
                 "reason": "pkce_mismatch",
+                "client_authenticated": true,
                 "request_id": "req-1",
                 "client_ip": "2001:db8::7",
                 "user_agent": "claude-code/2"

@@ -175,16 +175,7 @@ pub fn validate_response(
 /// `application/json` or `application/<x>+json`, any case, with or without
 /// parameters.
 pub fn is_json_content_type(value: &str) -> bool {
-    let essence = value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
-    let Some(subtype) = essence.strip_prefix("application/") else {
-        return false;
-    };
-    let token = |s: &str| {
-        !s.is_empty()
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
-    };
-    subtype == "json" || subtype.strip_suffix("+json").is_some_and(token)
+    crate::media_type::is_json_like(value)
 }
 
 fn deserialize_metadata(value: Value) -> Result<ClientMetadata, crate::client::ClientMetadataError> {

@@ -394,7 +394,7 @@ pub fn request_id(headers: &HeaderMap) -> Option<&str> {
     (values.next().is_none() && valid_request_id(first)).then_some(first)
 }
 
-fn valid_request_id(id: &str) -> bool {
+pub(crate) fn valid_request_id(id: &str) -> bool {
     (1..=64).contains(&id.len())
         && id
             .bytes()

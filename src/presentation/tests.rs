@@ -222,8 +222,11 @@ fn resources_are_shown_by_the_project_name() {
     let c = cimd_client(json!({}));
     let mut s = settings();
     s.default_resource = Some(ResourceUri::parse("https://mcp.acme.example/mcp").unwrap());
-    // A name given in the older display map lives in the known-resource
-    // list once the settings are read or stored.
+    s.resources.upsert(
+        crate::project::KnownResource::new(ResourceUri::parse("https://mcp.acme.example/mcp").unwrap(), "MCP").unwrap(),
+    );
+    // A name given in the older display map renames a listed resource
+    // once the settings are read or stored.
     s.display
         .resource_names
         .insert("HTTPS://MCP.acme.example/mcp/".into(), "Acme MCP".into());

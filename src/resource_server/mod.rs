@@ -54,14 +54,13 @@
 //! # Ok(()) }
 //! ```
 
-use std::fmt;
-
 use async_trait::async_trait;
 use http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::bearer::BearerError;
+pub use crate::error::BearerChallenge;
 use crate::error::{ErrorCode, OAuthError};
 use crate::issuer::{Issuer, well_known_url};
 use crate::resource::ResourceUri;
@@ -385,91 +384,17 @@ impl ResourceServerError {
     }
 }
 
-/// A `WWW-Authenticate: Bearer` challenge (RFC 6750 section 3, RFC 9728
-/// section 5.1). Parameters appear in the order `error`,
-/// `error_description`, `scope`, `resource_metadata`; every value is a
-/// quoted string with `"` and `\` escaped and any byte outside visible
-/// ASCII percent-encoded, so no value can break the header.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct BearerChallenge {
-    error: Option<ErrorCode>,
-    description: Option<String>,
-    scope: Option<String>,
-    resource_metadata: Option<String>,
-}
-
 impl BearerChallenge {
-    /// A bare `Bearer` challenge.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Sets `error`.
-    #[must_use]
-    pub const fn error(mut self, code: ErrorCode) -> Self {
-        self.error = Some(code);
-        self
-    }
-
-    /// Sets `error_description`.
-    #[must_use]
-    pub fn description(mut self, description: impl Into<String>) -> Self {
-        self.description = Some(description.into());
-        self
-    }
-
     /// Sets `scope` (space-delimited). `offline_access` is left out: it
     /// is the authorization server's, never a resource's.
     #[must_use]
-    pub fn scope(mut self, scopes: &ScopeSet) -> Self {
+    pub fn scope(self, scopes: &ScopeSet) -> Self {
         let mut kept = ScopeSet::new();
         for s in scopes.iter().filter(|s| s.as_str() != OFFLINE_ACCESS) {
             kept.insert(s.clone());
         }
-        self.scope = Some(kept.to_string());
-        self
+        self.with_scope_string(kept.to_string())
     }
-
-    /// Sets `resource_metadata` (RFC 9728 section 5.1).
-    #[must_use]
-    pub fn resource_metadata(mut self, url: impl Into<String>) -> Self {
-        self.resource_metadata = Some(url.into());
-        self
-    }
-}
-
-impl fmt::Display for BearerChallenge {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Bearer")?;
-        let params = [
-            ("error", self.error.map(ErrorCode::as_str)),
-            ("error_description", self.description.as_deref()),
-            ("scope", self.scope.as_deref()),
-            ("resource_metadata", self.resource_metadata.as_deref()),
-        ];
-        let mut first = true;
-        for (name, value) in params {
-            let Some(value) = value else { continue };
-            f.write_str(if first { " " } else { ", " })?;
-            first = false;
-            write!(f, "{name}=\"")?;
-            write_quoted(f, value)?;
-            f.write_str("\"")?;
-        }
-        Ok(())
-    }
-}
-
-/// Writes the inside of an RFC 9110 quoted-string.
-fn write_quoted(f: &mut fmt::Formatter<'_>, value: &str) -> fmt::Result {
-    for b in value.bytes() {
-        match b {
-            b'"' | b'\\' => write!(f, "\\{}", char::from(b))?,
-            0x20..=0x7E => write!(f, "{}", char::from(b))?,
-            _ => write!(f, "%{b:02X}")?,
-        }
-    }
-    Ok(())
 }
 
 /// Reads the bearer token of a request: from the `Authorization` header
@@ -522,9 +447,7 @@ pub fn form_body_has_access_token(content_type: Option<&str>, body: &[u8]) -> bo
 
 /// Whether a `Content-Type` is `application/x-www-form-urlencoded`.
 pub fn is_form(content_type: Option<&str>) -> bool {
-    content_type
-        .and_then(|ct| ct.split(';').next())
-        .is_some_and(|ct| ct.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"))
+    crate::media_type::MediaType::Form.matches(content_type)
 }
 
 /// What a verified access token says: who, which client, which scopes,

@@ -1,5 +1,6 @@
 //! Project administration and discovery: the dashboard's actions.
 
+use super::EndpointError;
 use crate::audit::AuditKind;
 use crate::discovery::AuthorizationServerMetadata;
 use crate::error::OAuthError;
@@ -135,7 +136,7 @@ impl AuthorizationServer {
     /// # Errors
     /// `invalid_request` (rendered as 404 by the HTTP layer) for an unknown
     /// project; `server_error` when storage fails.
-    pub async fn metadata(&self, id: &ProjectId) -> Result<AuthorizationServerMetadata, OAuthError> {
+    pub async fn metadata(&self, id: &ProjectId) -> Result<AuthorizationServerMetadata, EndpointError> {
         let settings = self.projects.get(id).await?.ok_or_else(OAuthError::unknown_project)?;
         let mut metadata = AuthorizationServerMetadata::build(self.issuer_for(&settings), &settings, &self.paths);
         // Advertise CIMD only when a fetcher can actually resolve documents.

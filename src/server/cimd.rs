@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use futures_util::future::{BoxFuture, FutureExt as _, Shared, WeakShared};
 use time::OffsetDateTime;
 
+use super::EndpointError;
 use super::{AuthorizationServer, AuthorizationServerBuilder, Clock};
 use crate::audit::AuditKind;
 use crate::cimd::{
@@ -79,7 +80,7 @@ impl AuthorizationServer {
     /// `invalid_request` for a malformed body or an unknown project (the
     /// HTTP layer renders the latter as 404, like [`Self::metadata`]);
     /// `server_error` when the project store fails.
-    pub async fn preview_cimd(&self, project: &ProjectId, body: &[u8]) -> Result<CimdPreview, OAuthError> {
+    pub async fn preview_cimd(&self, project: &ProjectId, body: &[u8]) -> Result<CimdPreview, EndpointError> {
         self.preview_cimd_from(project, body, None).await
     }
 
@@ -95,7 +96,7 @@ impl AuthorizationServer {
         project: &ProjectId,
         body: &[u8],
         source: Option<&RequestSource>,
-    ) -> Result<CimdPreview, OAuthError> {
+    ) -> Result<CimdPreview, EndpointError> {
         let settings = self
             .projects
             .get(project)

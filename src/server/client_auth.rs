@@ -1,8 +1,8 @@
 //! Client authentication at the token endpoint for registered clients.
 
+use super::EndpointError;
 use crate::client::{Client, RegisteredClientId};
 use crate::client_auth::{ClientAuthError, ClientCredentials, PresentedMethod};
-use crate::error::OAuthError;
 use crate::project::ProjectId;
 use crate::store::ReplayCheck;
 
@@ -34,9 +34,9 @@ impl AuthorizationServer {
         &self,
         project: &ProjectId,
         creds: &ClientCredentials,
-    ) -> Result<Client, OAuthError> {
+    ) -> Result<Client, EndpointError> {
         let basic = creds.method() == PresentedMethod::ClientSecretBasic;
-        let fail = |e: ClientAuthError| e.to_oauth_error(basic);
+        let fail = |e: ClientAuthError| EndpointError::from(e.to_oauth_error(basic));
         let Ok(id) = RegisteredClientId::new(creds.client_id()) else {
             return Err(fail(ClientAuthError::UnknownClient));
         };
@@ -96,7 +96,7 @@ impl AuthorizationServer {
         id: &crate::client::ClientId,
         creds: &ClientCredentials,
         source: Option<&crate::cimd::RequestSource>,
-    ) -> Result<Client, OAuthError> {
+    ) -> Result<Client, EndpointError> {
         // Every refusal below is recorded as `oauth_client.assertion_rejected`.
         let fail = || ClientAuthError::UnknownClient.to_oauth_error(false).audited();
         let client = match self
@@ -107,7 +107,7 @@ impl AuthorizationServer {
             Err(e) if e.code() == crate::error::ErrorCode::ServerError => return Err(e),
             Err(_) => {
                 self.reject_assertion(project, id, "unknown_client").await;
-                return Err(fail());
+                return Err(fail().into());
             }
         };
         let issuer = self.issuer_for(settings);
@@ -148,7 +148,7 @@ impl AuthorizationServer {
                     _ => "wrong_method",
                 };
                 self.reject_assertion(project, id, reason).await;
-                return Err(fail());
+                return Err(fail().into());
             }
         };
         let check = self
@@ -169,7 +169,7 @@ impl AuthorizationServer {
             _ => "replay_store_full",
         };
         self.reject_assertion(project, id, reason).await;
-        Err(fail())
+        Err(fail().into())
     }
 
     async fn reject_assertion(&self, project: &ProjectId, id: &crate::client::ClientId, reason: &str) {
@@ -178,6 +178,7 @@ impl AuthorizationServer {
             crate::audit::AuditKind::ClientAssertionRejected {
                 client_id: id.to_string(),
                 reason: reason.to_owned(),
+                client_authenticated: false,
             },
         )
         .await;

@@ -3,6 +3,7 @@
 
 use time::OffsetDateTime;
 
+use super::EndpointError;
 use crate::audit::AuditKind;
 use crate::authorize::{
     self, ApprovalError, ApprovalRandomness, AuthorizationRequest, ClientRequestError, PendingAuthorization,
@@ -17,8 +18,8 @@ use crate::scope::ScopeSet;
 use crate::secret::{SecretHash, SecretString};
 use crate::store::{CodeConsumption, RefreshRotation, TokenIssuer as _};
 use crate::token::{
-    self, AccessTokenRandomness, GrantTypeParam, IntrospectionResponse, Issuance, TokenError, TokenReference,
-    TokenRequest, TokenResponse,
+    self, AccessTokenRandomness, CodeExchange, FoundToken, GrantTypeParam, IntrospectionResponse, Issuance,
+    RevocationTarget, TokenError, TokenReference, TokenRequest, TokenResponse,
 };
 
 use super::AuthorizationServer;
@@ -103,9 +104,13 @@ pub enum ApproveError {
     /// The approval itself was refused.
     #[error(transparent)]
     Approval(#[from] ApprovalError),
-    /// The project is gone, or storage failed.
+    /// The project is gone.
     #[error("the authorization could not be completed")]
     Server,
+    /// Storage failed (logged once, when it became this error); the
+    /// client sees `server_error`.
+    #[error("the authorization could not be completed: storage failure")]
+    Store(#[source] crate::store::StoreError),
 }
 
 /// What a token request revealed before it failed, for its audit event.
@@ -113,13 +118,15 @@ pub enum ApproveError {
 struct TokenSeen {
     client_id: Option<ClientId>,
     grant_type: Option<GrantTypeParam>,
+    /// Whether client authentication succeeded.
+    authenticated: bool,
 }
 
 impl ApproveError {
     /// A storage failure: logged ([`crate::store::StoreError::log`]) once here.
     pub(crate) fn from_store(e: crate::store::StoreError) -> Self {
         e.log();
-        Self::Server
+        Self::Store(e)
     }
 }
 
@@ -148,7 +155,7 @@ impl AuthorizationServer {
             Ok(None) => {
                 return AuthorizeOutcome::ShowError(OAuthError::unknown_project());
             }
-            Err(e) => return AuthorizeOutcome::ShowError(e.into()),
+            Err(e) => return AuthorizeOutcome::ShowError(EndpointError::from(e).into_oauth()),
         };
         // `prompt=none` can be answered only through an upstream login
         // (a silent sign-in there, and remembered consent).
@@ -177,6 +184,7 @@ impl AuthorizationServer {
         let client = match self.authorization_client(project, settings, &req, source).await {
             Ok(c) => c,
             Err(e) => {
+                let e = e.into_oauth();
                 let id = req
                     .client_id
                     .as_deref()
@@ -209,7 +217,7 @@ impl AuthorizationServer {
             Ok(p) => AuthorizeOutcome::Pending(Box::new(p)),
             Err(e) => {
                 if e.error.code() == ErrorCode::InvalidTarget {
-                    self.resource_refused(project, &client.client_id, "authorize", &e.error)
+                    self.resource_refused(project, &client.client_id, "authorize", e.error.description())
                         .await;
                 } else {
                     self.authorization_rejected(project, Some(&client.client_id), &e.error, true)
@@ -239,6 +247,7 @@ impl AuthorizationServer {
                 error: error.code().as_str().to_owned(),
                 reason: error.reason().unwrap_or(error.code().as_str()).to_owned(),
                 redirected,
+                client_authenticated: false,
             },
         )
         .await;
@@ -250,7 +259,7 @@ impl AuthorizationServer {
         settings: &ProjectSettings,
         req: &AuthorizationRequest,
         source: Option<&crate::cimd::RequestSource>,
-    ) -> Result<Client, OAuthError> {
+    ) -> Result<Client, EndpointError> {
         let id = authorize::parse_client_id(req, settings, self.client_id_url_policy(settings))
             .map_err(|e| e.to_oauth_error())?;
         self.resolve_client_from(project, settings, &id, source, "authorize")
@@ -272,7 +281,7 @@ impl AuthorizationServer {
         id: &ClientId,
         source: Option<&crate::cimd::RequestSource>,
         endpoint: &str,
-    ) -> Result<Client, OAuthError> {
+    ) -> Result<Client, EndpointError> {
         match id {
             ClientId::Registered(r) => {
                 let client = self
@@ -282,7 +291,7 @@ impl AuthorizationServer {
                     .ok_or_else(|| ClientRequestError::UnknownClient.to_oauth_error())?;
                 if client.is_disabled() {
                     self.disabled_client_refused(project, id, endpoint).await;
-                    return Err(ClientRequestError::DisabledClient.to_oauth_error().audited());
+                    return Err(ClientRequestError::DisabledClient.to_oauth_error().audited().into());
                 }
                 Ok(client)
             }
@@ -291,11 +300,13 @@ impl AuthorizationServer {
                 .await
                 .map_err(|e| {
                     // Recorded as `oauth_client.cimd_fetch_failed`.
-                    ClientRequestError::ClientMetadataUnavailable {
-                        reason: e.reason().into(),
-                    }
-                    .to_oauth_error()
-                    .audited()
+                    EndpointError::from(
+                        ClientRequestError::ClientMetadataUnavailable {
+                            reason: e.reason().into(),
+                        }
+                        .to_oauth_error()
+                        .audited(),
+                    )
                 }),
         }
     }
@@ -378,7 +389,7 @@ impl AuthorizationServer {
         project: &ProjectId,
         authorization: Option<&str>,
         body: &[u8],
-    ) -> Result<TokenResponse, OAuthError> {
+    ) -> Result<TokenResponse, EndpointError> {
         self.token_from(project, authorization, body, None).await
     }
 
@@ -395,7 +406,7 @@ impl AuthorizationServer {
         authorization: Option<&str>,
         body: &[u8],
         source: Option<&crate::cimd::RequestSource>,
-    ) -> Result<TokenResponse, OAuthError> {
+    ) -> Result<TokenResponse, EndpointError> {
         let mut seen = TokenSeen::default();
         let result = self.token_steps(project, authorization, body, source, &mut seen).await;
         if let Err(e) = &result
@@ -409,6 +420,7 @@ impl AuthorizationServer {
                     grant_type: seen.grant_type.map(|g| g.as_str().to_owned()),
                     error: e.code().as_str().to_owned(),
                     reason: e.reason().unwrap_or(e.code().as_str()).to_owned(),
+                    client_authenticated: seen.authenticated,
                 },
             )
             .await;
@@ -423,9 +435,12 @@ impl AuthorizationServer {
         body: &[u8],
         source: Option<&crate::cimd::RequestSource>,
         seen: &mut TokenSeen,
-    ) -> Result<TokenResponse, OAuthError> {
+    ) -> Result<TokenResponse, EndpointError> {
         // No project, nothing to record (an unknown project has no log).
-        let settings = self.project_for_request(project).await.map_err(OAuthError::audited)?;
+        let settings = self
+            .project_for_request(project)
+            .await
+            .map_err(EndpointError::audited)?;
         let req = TokenRequest::from_form(body)?;
         seen.client_id = req
             .client_id
@@ -443,15 +458,16 @@ impl AuthorizationServer {
                 authorization,
                 ClientParams {
                     client_id: req.client_id.as_deref(),
-                    client_secret: req.client_secret.as_deref(),
+                    client_secret: req.client_secret.as_ref().map(SecretString::expose_secret),
                     assertion_type: req.client_assertion_type.as_deref(),
-                    assertion: req.client_assertion.as_deref(),
+                    assertion: req.client_assertion.as_ref().map(SecretString::expose_secret),
                     source,
                 },
             )
             .await?;
         crate::trace::record_client(&client.client_id);
         seen.client_id = Some(client.client_id.clone());
+        seen.authenticated = true;
         let result = match grant_type {
             GrantTypeParam::AuthorizationCode => self.exchange_code(project, &settings, &client, &req).await,
             GrantTypeParam::RefreshToken => self.refresh(project, &settings, &client, &req).await,
@@ -460,8 +476,9 @@ impl AuthorizationServer {
         if let Err(e) = &result
             && e.code() == ErrorCode::InvalidTarget
         {
-            self.resource_refused(project, &client.client_id, "token", e).await;
-            return result.map_err(OAuthError::audited);
+            self.resource_refused(project, &client.client_id, "token", e.description())
+                .await;
+            return result.map_err(EndpointError::audited);
         }
         result
     }
@@ -469,13 +486,22 @@ impl AuthorizationServer {
     /// Records `resource.refused`: a request named a resource the project
     /// does not accept (or a malformed one, or none where one is
     /// required).
-    async fn resource_refused(&self, project: &ProjectId, client_id: &ClientId, endpoint: &str, error: &OAuthError) {
+    async fn resource_refused(
+        &self,
+        project: &ProjectId,
+        client_id: &ClientId,
+        endpoint: &str,
+        description: Option<&str>,
+    ) {
         self.emit(
             project,
             AuditKind::ResourceRefused {
                 client_id: client_id.to_string(),
                 endpoint: endpoint.to_owned(),
-                detail: error.description().unwrap_or_default().to_owned(),
+                detail: description.unwrap_or_default().to_owned(),
+                // The token endpoint refuses resources after client
+                // authentication; an authorization request has none.
+                client_authenticated: endpoint == "token",
             },
         )
         .await;
@@ -489,7 +515,7 @@ impl AuthorizationServer {
         settings: &ProjectSettings,
         client: &Client,
         req: &TokenRequest,
-    ) -> Result<TokenResponse, OAuthError> {
+    ) -> Result<TokenResponse, EndpointError> {
         let issuance = token::check_client_credentials(client, req, settings)?;
         let now = self.clock.now();
         let subject = Subject::new(client.client_id.as_str()).map_err(|_| OAuthError::server_error())?;
@@ -525,11 +551,11 @@ impl AuthorizationServer {
         .await
     }
 
-    pub(crate) async fn project_for_request(&self, project: &ProjectId) -> Result<ProjectSettings, OAuthError> {
+    pub(crate) async fn project_for_request(&self, project: &ProjectId) -> Result<ProjectSettings, EndpointError> {
         self.projects
             .get(project)
             .await?
-            .ok_or_else(OAuthError::unknown_project)
+            .ok_or_else(|| OAuthError::unknown_project().into())
     }
 
     /// Client authentication at the token and revocation endpoints:
@@ -543,7 +569,7 @@ impl AuthorizationServer {
         settings: &ProjectSettings,
         authorization: Option<&str>,
         params: ClientParams<'_>,
-    ) -> Result<Client, OAuthError> {
+    ) -> Result<Client, EndpointError> {
         let used_header = authorization.is_some();
         let creds = ClientCredentials::parse_with_assertion(
             authorization,
@@ -567,12 +593,13 @@ impl AuthorizationServer {
                                 .map(|id| id.to_string())
                                 .unwrap_or_default(),
                             reason: "malformed".to_owned(),
+                            client_authenticated: false,
                         },
                     )
                     .await;
-                    return Err(e.audited());
+                    return Err(e.audited().into());
                 }
-                return Err(e);
+                return Err(e.into());
             }
         };
         let invalid = || ClientAuthError::UnknownClient.to_oauth_error(used_header);
@@ -585,23 +612,20 @@ impl AuthorizationServer {
         match id {
             ClientId::Registered(_) => self.authenticate_registered_client(project, &creds).await,
             ClientId::Metadata(_) => {
-                if creds.has_secret() {
-                    return Err(invalid());
-                }
+                crate::client_auth::check_document_credentials(&creds)
+                    .map_err(|e| EndpointError::from(e.to_oauth_error(used_header)))?;
                 let client = self
                     .resolve_client_from(project, settings, &id, params.source, "client_authentication")
                     .await
                     .map_err(|e| match e.code() {
                         ErrorCode::ServerError => e,
-                        _ if e.is_audited() => invalid().audited(),
-                        _ => invalid(),
+                        _ if e.is_audited() => invalid().audited().into(),
+                        _ => invalid().into(),
                     })?;
                 // A confidential (private_key_jwt) document client must
-                // present an assertion: handled above; `client_id` alone
-                // is not enough.
-                if client.is_confidential() {
-                    return Err(invalid());
-                }
+                // present an assertion (handled above).
+                crate::client_auth::check_document_client(&client)
+                    .map_err(|e| EndpointError::from(e.to_oauth_error(used_header)))?;
                 Ok(client)
             }
         }
@@ -613,8 +637,12 @@ impl AuthorizationServer {
         settings: &ProjectSettings,
         client: &Client,
         req: &TokenRequest,
-    ) -> Result<TokenResponse, OAuthError> {
-        let code = req.code.as_deref().ok_or(TokenError::MissingParameter("code"))?;
+    ) -> Result<TokenResponse, EndpointError> {
+        let code = req
+            .code
+            .as_ref()
+            .map(SecretString::expose_secret)
+            .ok_or(TokenError::MissingParameter("code"))?;
         let hash = SecretHash::of(code);
         let record = self
             .grants
@@ -623,11 +651,10 @@ impl AuthorizationServer {
             .ok_or(TokenError::InvalidGrant("authorization code"))?;
         // Every check before any state change: an invalid replay neither
         // consumes the code nor revokes anything.
-        let issuance = token::check_code_redemption(&record, &client.client_id, req, self.clock.now())?;
-        check_resources_accepted(settings, &issuance)?;
-        if record.consumed {
-            return Err(self.reuse_detected(project, &record.grant, Reused::Code).await);
-        }
+        let issuance = match token::decide_code_exchange(&record, &client.client_id, req, settings, self.clock.now())? {
+            CodeExchange::Redeem(issuance) => issuance,
+            CodeExchange::Replay => return Err(self.reuse_detected(project, &record.grant, Reused::Code).await),
+        };
         // Keys, user claims and the tokens themselves before the code is
         // consumed: a failure here leaves the code redeemable. (A code's
         // grant never changes, so the record read above is the one the
@@ -672,7 +699,7 @@ impl AuthorizationServer {
 
     /// A replayed code or a reused refresh token: revoke the whole grant,
     /// record the detection and the revocation, answer `invalid_grant`.
-    async fn reuse_detected(&self, project: &ProjectId, grant: &Grant, what: Reused) -> OAuthError {
+    async fn reuse_detected(&self, project: &ProjectId, grant: &Grant, what: Reused) -> EndpointError {
         let revoked = self.grants.revoke_grant(project, &grant.id, self.clock.now()).await;
         let (client_id, grant_id) = (grant.client_id.to_string(), grant.id.to_string());
         let (detected, reason, token) = match what {
@@ -707,7 +734,7 @@ impl AuthorizationServer {
         )
         .await;
         // Recorded as the reuse detection.
-        OAuthError::from(TokenError::InvalidGrant(token)).audited()
+        EndpointError::from(OAuthError::from(TokenError::InvalidGrant(token)).audited())
     }
 
     async fn refresh(
@@ -716,10 +743,11 @@ impl AuthorizationServer {
         settings: &ProjectSettings,
         client: &Client,
         req: &TokenRequest,
-    ) -> Result<TokenResponse, OAuthError> {
+    ) -> Result<TokenResponse, EndpointError> {
         let raw = req
             .refresh_token
-            .as_deref()
+            .as_ref()
+            .map(SecretString::expose_secret)
             .ok_or(TokenError::MissingParameter("refresh_token"))?;
         if !settings.issues_refresh_tokens() {
             // The project stopped issuing refresh tokens: existing ones stop working.
@@ -734,26 +762,13 @@ impl AuthorizationServer {
             .ok_or(TokenError::InvalidGrant("refresh token"))?;
         // Every check before any state change (a reuse is decided by the
         // store call below, against the committed state).
-        let issuance = token::check_refresh(&record, &client.client_id, req, now)?;
-        check_resources_accepted(settings, &issuance)?;
-        if !client.metadata.allows_refresh() {
-            return Err(TokenError::UnauthorizedClient.into());
-        }
+        let issuance = token::decide_refresh(&record, client, req, settings, now)?;
         // Keys and user claims before the rotation: a failure here leaves
         // the refresh token usable.
         let signing = self.prepare_signing(settings, &record.grant, &issuance).await?;
         let nonce = RotationNonce::from_random(self.random_array());
         let successor = token::successor_refresh_token(raw, &nonce);
-        let new_record = RefreshTokenRecord {
-            hash: successor.hash(),
-            grant: record.grant.clone(),
-            scopes: record.scopes.clone(),
-            resources: record.resources.clone(),
-            issued_at: now,
-            expires_at: now + settings.refresh_token_ttl,
-            rotated: false,
-            rotation: None,
-        };
+        let new_record = token::successor_record(&record, successor.hash(), now, settings.refresh_token_ttl);
         let mark = RotationMark::new(now, nonce, successor.hash()).with_issuance(token::issuance_digest(&issuance));
         let grace = settings.effective_refresh_reuse_grace();
         // The response is minted before the rotation (rotation never
@@ -814,23 +829,14 @@ impl AuthorizationServer {
         raw: &str,
         issuance: &Issuance,
         signing: Signing,
-    ) -> Result<TokenResponse, OAuthError> {
+    ) -> Result<TokenResponse, EndpointError> {
         let project = &old.grant.project;
-        let Some(mark) = old.rotation.as_ref() else {
+        let (Some(mark), Some(successor)) = (
+            old.rotation.as_ref(),
+            token::replayed_successor(old.rotation.as_ref(), raw, issuance),
+        ) else {
             return Err(self.reuse_detected(project, &old.grant, Reused::RefreshToken).await);
         };
-        // Only an identical request gets the first rotation's pair: a
-        // replay asking for other scopes or audiences would otherwise mint
-        // access tokens the first rotation never issued. It is reuse.
-        if mark.issuance.as_ref() != Some(&token::issuance_digest(issuance)) {
-            return Err(self.reuse_detected(project, &old.grant, Reused::RefreshToken).await);
-        }
-        let successor = token::successor_refresh_token(raw, &mark.nonce);
-        if successor.hash() != mark.successor {
-            // Cannot happen for a token whose hash matched, unless the
-            // record was altered: treat it as reuse (the safe side).
-            return Err(self.reuse_detected(project, &old.grant, Reused::RefreshToken).await);
-        }
         self.emit(
             project,
             AuditKind::RefreshTokenConcurrentReuse {
@@ -867,16 +873,14 @@ impl AuthorizationServer {
         now: OffsetDateTime,
     ) -> (SecretString, RefreshTokenRecord) {
         let token = SecretString::random_with_prefix("rt_", &self.random_array::<32>());
-        let record = RefreshTokenRecord {
-            hash: token.hash(),
-            grant: grant.clone(),
-            scopes: grant.scopes.clone(),
-            resources: grant.resources.clone(),
-            issued_at: now,
-            expires_at: now + settings.refresh_token_ttl,
-            rotated: false,
-            rotation: None,
-        };
+        let record = token::refresh_token_record(
+            token.hash(),
+            grant.clone(),
+            grant.scopes.clone(),
+            grant.resources.clone(),
+            now,
+            settings.refresh_token_ttl,
+        );
         (token, record)
     }
 
@@ -888,7 +892,7 @@ impl AuthorizationServer {
         settings: &ProjectSettings,
         grant: &Grant,
         issuance: &Issuance,
-    ) -> Result<Signing, OAuthError> {
+    ) -> Result<Signing, EndpointError> {
         let project = &grant.project;
         let access = match settings.access_token_format {
             AccessTokenFormat::Jwt => {
@@ -897,7 +901,8 @@ impl AuthorizationServer {
                     return Err(OAuthError::with_description(
                         ErrorCode::InvalidTarget,
                         "a resource is required for JWT access tokens",
-                    ));
+                    )
+                    .into());
                 }
                 Some(
                     self.signing_key(project, settings, settings.signing.access_token_algorithm)
@@ -933,7 +938,7 @@ impl AuthorizationServer {
         minting: Minting,
         signing: Signing,
         nonce: Option<&str>,
-    ) -> Result<TokenResponse, OAuthError> {
+    ) -> Result<TokenResponse, EndpointError> {
         let replay = minting.replay;
         let minted = self
             .mint_tokens(
@@ -950,10 +955,7 @@ impl AuthorizationServer {
             .await?;
         let hash = minted.access.hash;
         let stored = self.grants.access_token(&grant.project, &hash).await?;
-        if replay
-            && let Some(existing) = &stored
-            && (existing.revoked || existing.claims != minted.access.claims)
-        {
+        if replay && !token::replayed_access_token_usable(stored.as_ref(), &minted.access.claims) {
             // The first rotation stored this token already (or is about
             // to); never overwrite it: a revoked one stays revoked.
             return Err(TokenError::InvalidGrant("refresh token").into());
@@ -983,7 +985,7 @@ impl AuthorizationServer {
         minting: Minting,
         signing: Signing,
         nonce: Option<&str>,
-    ) -> Result<Minted, OAuthError> {
+    ) -> Result<Minted, EndpointError> {
         let now = self.clock.now();
         let claims = token::access_token_claims(
             self.issuer_for(settings).as_str(),
@@ -1035,14 +1037,7 @@ impl AuthorizationServer {
             scope: claims.scope.clone(),
             audience: claims.aud.clone(),
         };
-        let response = TokenResponse {
-            access_token: access.expose_secret().to_owned(),
-            token_type: "Bearer".to_owned(),
-            expires_in: (claims.exp - now.unix_timestamp()).max(0),
-            refresh_token: refresh.0.map(|r| r.expose_secret().to_owned()),
-            scope: claims.scope.clone(),
-            id_token,
-        };
+        let response = TokenResponse::bearer(&access, &claims, now, refresh.0.as_ref(), id_token);
         Ok(Minted {
             response,
             access: AccessTokenRecord {
@@ -1070,7 +1065,7 @@ impl AuthorizationServer {
         project: &ProjectId,
         authorization: Option<&str>,
         body: &[u8],
-    ) -> Result<(), OAuthError> {
+    ) -> Result<(), EndpointError> {
         let settings = self.project_for_request(project).await?;
         let req = TokenReference::from_form(body)?;
         let client = self
@@ -1080,16 +1075,17 @@ impl AuthorizationServer {
                 authorization,
                 ClientParams {
                     client_id: req.client_id.as_deref(),
-                    client_secret: req.client_secret.as_deref(),
+                    client_secret: req.client_secret.as_ref().map(SecretString::expose_secret),
                     assertion_type: req.client_assertion_type.as_deref(),
-                    assertion: req.client_assertion.as_deref(),
+                    assertion: req.client_assertion.as_ref().map(SecretString::expose_secret),
                     source: None,
                 },
             )
             .await?;
-        let hash = SecretHash::of(&req.token);
+        let hash = req.token.hash();
         if let Some(access) = self.grants.access_token(project, &hash).await? {
-            if access.claims.client_id == client.client_id.as_str() {
+            if token::revocation_target(FoundToken::Access(&access), &client.client_id) == RevocationTarget::AccessToken
+            {
                 self.grants.revoke_access_token(project, &hash).await?;
                 self.emit(
                     project,
@@ -1104,11 +1100,10 @@ impl AuthorizationServer {
             return Ok(());
         }
         if let Some(refresh) = self.grants.refresh_token(project, &hash).await?
-            && refresh.grant.client_id == client.client_id
+            && let RevocationTarget::Grant(grant_id) =
+                token::revocation_target(FoundToken::Refresh(&refresh), &client.client_id)
         {
-            self.grants
-                .revoke_grant(project, &refresh.grant.id, self.clock.now())
-                .await?;
+            self.grants.revoke_grant(project, &grant_id, self.clock.now()).await?;
             self.emit(
                 project,
                 AuditKind::TokenRevoked {
@@ -1129,10 +1124,10 @@ impl AuthorizationServer {
     ///
     /// # Errors
     /// `invalid_request` for a malformed request.
-    pub async fn introspect(&self, project: &ProjectId, body: &[u8]) -> Result<IntrospectionResponse, OAuthError> {
+    pub async fn introspect(&self, project: &ProjectId, body: &[u8]) -> Result<IntrospectionResponse, EndpointError> {
         self.project_for_request(project).await?;
         let req = TokenReference::from_form(body)?;
-        Ok(self.introspect_token(project, &req.token).await?)
+        Ok(self.introspect_token(project, req.token.expose_secret()).await?)
     }
 
     /// Introspects one token string.
@@ -1148,8 +1143,7 @@ impl AuthorizationServer {
         let hash = SecretHash::of(token);
         if let Some(access) = self.grants.access_token(project, &hash).await? {
             return Ok(
-                if access.revoked
-                    || access.is_expired(now)
+                if !token::access_token_active(&access, now)
                     || !self.client_active(project, &access.claims.client_id).await?
                 {
                     IntrospectionResponse::inactive()
@@ -1159,8 +1153,7 @@ impl AuthorizationServer {
             );
         }
         if let Some(refresh) = self.grants.refresh_token(project, &hash).await?
-            && !refresh.rotated
-            && now < refresh.expires_at
+            && token::refresh_token_active(&refresh, now)
             && self.client_active(project, refresh.grant.client_id.as_str()).await?
         {
             let settings = self.projects.get(project).await?;
@@ -1182,10 +1175,11 @@ impl AuthorizationServer {
         project: &ProjectId,
         client_id: &str,
     ) -> Result<bool, crate::store::StoreError> {
-        match crate::client::RegisteredClientId::new(client_id) {
-            Ok(id) => Ok(self.clients.get(project, &id).await?.is_some_and(|c| !c.is_disabled())),
-            Err(_) => Ok(true),
-        }
+        let stored = match crate::client::RegisteredClientId::new(client_id) {
+            Ok(id) => self.clients.get(project, &id).await?,
+            Err(_) => None,
+        };
+        Ok(token::client_tokens_usable(client_id, stored.as_ref()))
     }
 
     /// Records `oauth_client.disabled_refused`.
@@ -1198,19 +1192,5 @@ impl AuthorizationServer {
             },
         )
         .await;
-    }
-}
-
-/// The resources of a code exchange or refresh must still be accepted by
-/// the project ([`ProjectSettings::accepts_resource`]): a resource the
-/// operator removed from the known list gets no more tokens, also for
-/// grants made before. Checked before any state change.
-fn check_resources_accepted(settings: &ProjectSettings, issuance: &Issuance) -> Result<(), OAuthError> {
-    match settings.unaccepted_resource(&issuance.resources) {
-        Some(r) => Err(OAuthError::with_description(
-            ErrorCode::InvalidTarget,
-            format!("the resource {r} is no longer known to this project"),
-        )),
-        None => Ok(()),
     }
 }

@@ -6,6 +6,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use time::{Duration, OffsetDateTime};
 
+use super::EndpointError;
 use crate::audit::AuditKind;
 use crate::error::OAuthError;
 use crate::jose::{JoseError, JwkSet, PrivateKey, SigningAlgorithm};
@@ -87,7 +88,7 @@ impl AuthorizationServer {
     /// # Errors
     /// `unknown_project`; `server_error` when storage or key generation
     /// fails (never with detail).
-    pub async fn rotate_signing_keys(&self, project: &ProjectId) -> Result<RotationReport, OAuthError> {
+    pub async fn rotate_signing_keys(&self, project: &ProjectId) -> Result<RotationReport, EndpointError> {
         let settings = self.project_for_request(project).await?;
         self.rotate_with(project, &settings).await
     }
@@ -96,7 +97,7 @@ impl AuthorizationServer {
         &self,
         project: &ProjectId,
         settings: &ProjectSettings,
-    ) -> Result<RotationReport, OAuthError> {
+    ) -> Result<RotationReport, EndpointError> {
         let _serialized = self.rotation_lock.lock().await;
         // Whatever happens below, this process's copy is stale after it.
         let _invalidate = InvalidateOnDrop(&self.key_cache, project);
@@ -159,7 +160,7 @@ impl AuthorizationServer {
         Ok(report)
     }
 
-    fn generate_key(&self, project: &ProjectId, alg: SigningAlgorithm) -> Result<SigningKey, OAuthError> {
+    fn generate_key(&self, project: &ProjectId, alg: SigningAlgorithm) -> Result<SigningKey, EndpointError> {
         // A P-256 scalar is invalid with probability about 2^-128 per
         // draw; a few tries cannot all fail unless the random source is
         // broken.
@@ -173,7 +174,7 @@ impl AuthorizationServer {
                 Err(_) => break,
             }
         }
-        Err(OAuthError::server_error())
+        Err(OAuthError::server_error().into())
     }
 
     /// The JWKS of a project at the clock's `now`: next, active and
@@ -189,7 +190,7 @@ impl AuthorizationServer {
     /// ([`super::AuthorizationServerBuilder::signing_key_cache_ttl`]), so
     /// a JWKS request neither reads nor decrypts nor parses private keys
     /// on every call.
-    pub async fn jwks(&self, project: &ProjectId) -> Result<JwkSet, OAuthError> {
+    pub async fn jwks(&self, project: &ProjectId) -> Result<JwkSet, EndpointError> {
         let settings = self.project_for_request(project).await?;
         let mut keys = self.project_keys(project).await?;
         let missing = algorithms_in_use(&settings)
@@ -298,7 +299,7 @@ impl AuthorizationServer {
         project: &ProjectId,
         settings: &ProjectSettings,
         alg: SigningAlgorithm,
-    ) -> Result<SigningKey, OAuthError> {
+    ) -> Result<SigningKey, EndpointError> {
         let now = self.clock.now();
         let keys = self.project_keys(project).await?;
         let algs = algorithms_in_use(settings);
@@ -311,7 +312,7 @@ impl AuthorizationServer {
         };
         keys::active_key(&keys, alg)
             .cloned()
-            .ok_or_else(OAuthError::server_error)
+            .ok_or_else(|| OAuthError::server_error().into())
     }
 }
 

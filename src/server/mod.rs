@@ -1,12 +1,20 @@
 //! The async driver: [`AuthorizationServer`] sequences store calls around
 //! the pure core. It decides nothing itself; every rule lives in a core
-//! module. Time and randomness come from the injected [`Clock`] and
-//! [`RandomSource`], so a test can drive whole flows deterministically.
+//! module (the token endpoint's exchange, refresh, replay, revocation and
+//! "active at `now`" rules in [`crate::token`], client authentication in
+//! [`crate::client_auth`]). Time and randomness come from the injected
+//! [`Clock`] and [`RandomSource`], so a test can drive whole flows
+//! deterministically.
+//!
+//! Endpoints fail with an [`EndpointError`]: the host matches on its
+//! [`ErrorKind`] and reason and logs its source; the client is sent
+//! [`EndpointError::to_oauth`], the one mapping to the wire.
 
 mod admin;
 mod cimd;
 mod client_auth;
 mod env;
+mod error;
 mod flow;
 mod keys;
 mod lifecycle;
@@ -21,6 +29,7 @@ pub use self::admin::AdminError;
 #[cfg(any(test, feature = "test-util"))]
 pub use self::env::SeededRandom;
 pub use self::env::{Clock, FixedClock, RandomSource, SystemClock, SystemRandom};
+pub use self::error::{EndpointError, ErrorKind};
 pub use self::flow::{ApproveError, AuthorizeOutcome};
 pub use self::keys::{DEFAULT_SIGNING_KEY_CACHE_TTL, KeyRevocation, RotationReport};
 pub use self::local_verifier::LocalTokenVerifier;

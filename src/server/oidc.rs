@@ -1,6 +1,7 @@
 //! OpenID Connect: the userinfo endpoint (OpenID Connect Core section
 //! 5.3).
 
+use super::EndpointError;
 use crate::error::{ErrorCode, OAuthError};
 use crate::grant::Subject;
 use crate::project::ProjectId;
@@ -25,7 +26,7 @@ impl AuthorizationServer {
         &self,
         project: &ProjectId,
         authorization: Option<&str>,
-    ) -> Result<serde_json::Value, OAuthError> {
+    ) -> Result<serde_json::Value, EndpointError> {
         self.project_for_request(project).await?;
         let invalid = || OAuthError::with_description(ErrorCode::InvalidToken, "a valid access token is required");
         let token = crate::http::bearer_token(authorization).ok_or_else(invalid)?;
@@ -34,18 +35,16 @@ impl AuthorizationServer {
             .access_token(project, &SecretHash::of(token))
             .await?
             .ok_or_else(invalid)?;
-        if record.revoked
-            || record.is_expired(self.clock.now())
+        if !crate::token::access_token_active(&record, self.clock.now())
             || !self.client_active(project, &record.claims.client_id).await?
         {
-            return Err(invalid());
+            return Err(invalid().into());
         }
         let scopes = ScopeSet::parse(&record.claims.scope).map_err(|_| invalid())?;
         if !scopes.contains("openid") {
-            return Err(OAuthError::with_description(
-                ErrorCode::InsufficientScope,
-                "the openid scope is required",
-            ));
+            return Err(
+                OAuthError::with_description(ErrorCode::InsufficientScope, "the openid scope is required").into(),
+            );
         }
         let subject = Subject::new(record.claims.sub.clone()).map_err(|_| invalid())?;
         let claims = self.user_claims.claims(project, &subject).await?.filtered(&scopes);

@@ -23,6 +23,7 @@
 
 use std::net::IpAddr;
 
+use super::EndpointError;
 use crate::audit::AuditKind;
 use crate::dcr::{
     CLIENT_SECRET_RANDOM_BYTES, IAT_RANDOM_BYTES, IatError, IatId, IatOptions, IatRecord, IatView, Registration,
@@ -229,7 +230,7 @@ impl AuthorizationServer {
         project: &ProjectId,
         authorization: Option<&str>,
         body: &[u8],
-    ) -> Result<RegistrationResponse, OAuthError> {
+    ) -> Result<RegistrationResponse, EndpointError> {
         self.register_client_from(project, authorization, body, None).await
     }
 
@@ -249,7 +250,7 @@ impl AuthorizationServer {
         authorization: Option<&str>,
         body: &[u8],
         source: Option<IpAddr>,
-    ) -> Result<RegistrationResponse, OAuthError> {
+    ) -> Result<RegistrationResponse, EndpointError> {
         let settings = self
             .projects
             .get(project)
@@ -268,7 +269,7 @@ impl AuthorizationServer {
                     },
                 )
                 .await;
-                Err(error.to_oauth_error())
+                Err(error.to_oauth_error().into())
             }
         }
     }

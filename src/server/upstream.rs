@@ -115,7 +115,7 @@ impl AuthorizationServer {
         let settings = match self.projects.get(project).await {
             Ok(Some(s)) => s,
             Ok(None) => return AuthorizeOutcome::ShowError(OAuthError::unknown_project()),
-            Err(e) => return AuthorizeOutcome::ShowError(e.into()),
+            Err(e) => return AuthorizeOutcome::ShowError(super::EndpointError::from(e).into_oauth()),
         };
         let Some(name) = ProviderName::new(provider)
             .ok()
@@ -211,7 +211,7 @@ impl AuthorizationServer {
         let settings = match self.projects.get(project).await {
             Ok(Some(s)) => s,
             Ok(None) => return CallbackOutcome::ShowError(OAuthError::unknown_project()),
-            Err(e) => return CallbackOutcome::ShowError(e.into()),
+            Err(e) => return CallbackOutcome::ShowError(super::EndpointError::from(e).into_oauth()),
         };
         let params = CallbackParams::from_query(query);
         let provider_label = provider.chars().take(32).collect::<String>();

@@ -131,14 +131,6 @@ impl StoreError {
     }
 }
 
-impl From<StoreError> for crate::error::OAuthError {
-    /// Logs the failure ([`StoreError::log`]) and answers `server_error`.
-    fn from(e: StoreError) -> Self {
-        e.log();
-        Self::server_error()
-    }
-}
-
 /// Project settings by id.
 ///
 /// # Security
@@ -696,7 +688,12 @@ pub trait AuditLog: AuditSink {
     /// flood of them is seen as a number and cannot bury anything), oldest
     /// minute first: at least the last day's, at most the newest 10,000
     /// counters. Counting must be exact across processes sharing the store
-    /// (an atomic increment).
+    /// (an atomic increment). A store may count in memory and write the
+    /// counters in batches, so that junk requests are not a database write
+    /// each: this process's pending counts are written before it answers,
+    /// another process's within its flush interval (the SQL stores: at
+    /// most `sql::REJECTION_FLUSH_INTERVAL`, a second, with the `sqlite` or
+    /// `postgres` feature).
     ///
     /// # Errors
     /// [`StoreError`] when storage fails.
@@ -714,7 +711,12 @@ pub struct RejectionCount {
     /// The event name (e.g. `oauth_client.registration_rejected`).
     pub event: String,
     /// The reason ([`crate::audit::AuditKind::rejection_reason`], at most
-    /// [`MAX_REJECTION_REASON`] characters).
+    /// [`MAX_REJECTION_REASON`] characters); for a failed authentication
+    /// of a registered client (`wrong_secret`, `secret_expired`,
+    /// `invalid_assertion`, a refused assertion), followed by ` client=`
+    /// and the client id (at most [`MAX_REJECTION_CLIENT`] characters),
+    /// e.g. `wrong_secret client=client_0123`: such failures are counted
+    /// and sampled per client.
     pub reason: String,
     /// How many.
     pub count: u64,
@@ -723,18 +725,29 @@ pub struct RejectionCount {
 /// Characters of a rejection reason kept in its counter.
 pub const MAX_REJECTION_REASON: usize = 64;
 
+/// Characters of a client id kept in a rejection counter's reason (see
+/// [`RejectionCount::reason`]).
+pub const MAX_REJECTION_CLIENT: usize = 256;
+
 /// The counter a rejection event adds one to: its minute (unix minutes),
 /// name and reason; `None` for events of other classes.
+///
+/// Failed client authentications of a registered client (credential
+/// guessing: [`crate::audit::AuditKind::guessed_client`]) are counted and
+/// sampled per client: the reason is followed by ` client=` and the client
+/// id, so decoy failures against one client cannot use up the samples of
+/// the minute and hide which client is being attacked.
 pub(crate) fn rejection_key(event: &AuditEvent) -> Option<(i64, &'static str, String)> {
     if event.kind.class() != crate::audit::AuditClass::Rejection {
         return None;
     }
     let reason = event.kind.rejection_reason().unwrap_or_default();
-    Some((
-        event.at.unix_timestamp().div_euclid(60),
-        event.name(),
-        reason.chars().take(MAX_REJECTION_REASON).collect(),
-    ))
+    let mut reason: String = reason.chars().take(MAX_REJECTION_REASON).collect();
+    if let Some(client) = event.kind.guessed_client() {
+        reason.push_str(" client=");
+        reason.extend(client.chars().take(MAX_REJECTION_CLIENT));
+    }
+    Some((event.at.unix_timestamp().div_euclid(60), event.name(), reason))
 }
 
 /// Which audit events [`AuditLog::query`] returns.

@@ -170,7 +170,10 @@ impl Harness {
             ("client_id", client.as_str()),
             ("code_verifier", verifier.as_str()),
         ]) + extra;
-        self.server.token(&self.project, None, body.as_bytes()).await
+        self.server
+            .token(&self.project, None, body.as_bytes())
+            .await
+            .map_err(authio_mcp::OAuthError::from)
     }
 
     pub async fn refresh(
@@ -184,7 +187,10 @@ impl Harness {
             ("refresh_token", rt),
             ("client_id", client.as_str()),
         ]) + extra;
-        self.server.token(&self.project, None, body.as_bytes()).await
+        self.server
+            .token(&self.project, None, body.as_bytes())
+            .await
+            .map_err(authio_mcp::OAuthError::from)
     }
 
     pub async fn introspect(&self, token: &str) -> serde_json::Value {
@@ -236,4 +242,30 @@ pub fn query_param(location: &str, name: &str) -> Option<String> {
 
 pub fn resource() -> ResourceUri {
     ResourceUri::parse(RESOURCE).unwrap()
+}
+
+/// The example server's binary: `AUTHIO_TEST_SERVER_BIN`, else the one
+/// cargo built next to the test (`target/debug/deps/TEST-HASH` ->
+/// `target/debug/examples/server`; `cargo test` builds examples first).
+pub fn server_binary() -> std::path::PathBuf {
+    if let Some(path) = std::env::var_os("AUTHIO_TEST_SERVER_BIN") {
+        return path.into();
+    }
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().unwrap().parent().unwrap().join("examples").join("server");
+    assert!(
+        bin.exists(),
+        "{} missing: run `cargo build --example server`",
+        bin.display()
+    );
+    bin
+}
+
+/// A loopback port free at the time of asking.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

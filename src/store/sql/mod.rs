@@ -112,7 +112,7 @@
 //! | `access_tokens` (1) | `(project, hash)`; indexes `(project, grant_id)`, `expires_at` | `grant_id`, `expires_at` (`exp`), `revoked`, `record` (JSON claims) | the token as its hash only | at most [`crate::store::MAX_ACCESS_TOKENS_PER_GRANT`] per grant: each insert drops the grant's expired ones and its oldest beyond the cap; purged once expired |
 //! | `revoked_grants` (1) | `(project, grant_id)`; index `keep_until` | `revoked_at`, `keep_until` | none | purged after `keep_until` (a day) once no code or token of the grant remains |
 //! | `cimd_cache` (2) | `(project, url)`; index `expires_at` | `entry` (JSON: document and resolved client), `fetched_at`, `expires_at` | none (documents are public) | capped at [`SqlOptions::cimd_capacity`] entries, soonest-expiring evicted first; expired entries purged |
-//! | `audit_rejection_counts` (7) | `(project, minute, event, reason)`; index `minute` | `count` | none | a day (purged by minute); of each counter only the first [`REJECTION_SAMPLES_PER_MINUTE`] events go to `audit_events` |
+//! | `audit_rejection_counts` (7) | `(project, minute, event, reason)`; index `minute` | `count` | none | a day (purged by minute); of each counter only the first [`REJECTION_SAMPLES_PER_MINUTE`] events go to `audit_events`; counted in memory and written once per [`REJECTION_FLUSH_INTERVAL`] (one upsert per counter), not per request |
 //! | `audit_events` (2) | `id` (increasing); indexes `(project, id)`, `(project, name, id)`, `at` | `project`, `at`, `name`, `event` (JSON) | none (events never carry secrets) | [`SqlOptions::audit_max_age`] and [`SqlOptions::audit_max_rows_per_project`] |
 //! | `signing_keys` (4, 10) | `(project, kid)`; partial unique `(project, alg) WHERE state = 'active'` | `alg`, `state` (`next`/`active`/`retired`), `created_at`, `activated_at`, `retired_at`, `publish_until`, `private_key`, `key_protection` (`sealed`/`plaintext`, 10) | **the private key**, sealed by [`SqlOptions::key_encryption`] (authenticated encryption bound to project, kid and algorithm; without the key-encryption key the column is useless, and a row cannot be planted or moved); in plaintext DER only with [`SqlOptions::danger_plaintext_keys`] or for rows stored before migration 10 (refused by a sealing store until `reseal_signing_keys`). Never in `Debug`, logs or errors | retired keys deleted once past `publish_until` (by the rotation); one key at once by `KeyStore::delete` (emergency revocation) |
 //! | `signing_key_locks` (4) | `(project, alg)` | `locked_at` | none | one row per project and algorithm |
@@ -150,6 +150,7 @@
 // schema table above and the trait's checks to `store::contract`.
 
 mod queries;
+mod rejections;
 
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -164,6 +165,9 @@ use time::OffsetDateTime;
 
 #[cfg(feature = "postgres")]
 pub use self::postgres::PostgresStore;
+pub use self::rejections::{
+    FLUSH_INTERVAL as REJECTION_FLUSH_INTERVAL, MAX_PENDING_COUNTERS as MAX_PENDING_REJECTION_COUNTERS,
+};
 #[cfg(feature = "sqlite")]
 pub use self::sqlite::SqliteStore;
 #[allow(unused_imports)] // used in the docs of this module
@@ -231,6 +235,9 @@ pub struct SqlOptions {
     /// a round trip per event; a process killed with `kill -9` loses the
     /// events of the last moments (at most one batch of 256 in flight and
     /// a queue of up to 10,000); a graceful `close()` writes them all.
+    /// Rejections ([`crate::audit::AuditClass::Rejection`]) are counted in
+    /// memory and written in batches whatever this says (see
+    /// [`REJECTION_FLUSH_INTERVAL`]).
     pub audit_batching: bool,
     /// Seals private signing keys at rest (see [`crate::store::KeyEncryption`];
     /// [`crate::store::Aes256GcmKeyEncryption`] with a key the host keeps
@@ -541,10 +548,57 @@ macro_rules! impl_sql_store {
         /// directly (backpressure).
         const AUDIT_QUEUE: usize = 10_000;
 
-        /// The background audit writer ([`SqlOptions::audit_batching`]).
+        /// The background audit writer ([`SqlOptions::audit_batching`]),
+        /// and the rejection counters flushed in the background whatever
+        /// the batching.
         struct AuditWriter {
             queue: std::sync::Mutex<Option<tokio::sync::mpsc::Sender<AuditEvent>>>,
             task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+            rejections: std::sync::Arc<$crate::store::sql::rejections::RejectionBuffer>,
+            flusher: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+        }
+
+        /// Writes flushed rejection counters and samples.
+        struct SqlRejectionWriter {
+            pool: sqlx::Pool<<$row as sqlx::Row>::Database>,
+            on_error: Option<$crate::store::sql::ErrorHook>,
+        }
+
+        impl SqlRejectionWriter {
+            fn fail(&self, op: &str, e: sqlx::Error) -> StoreError {
+                let err = StoreError::with_source(format!("{}: {op} failed", BACKEND), e);
+                if let Some(hook) = &self.on_error {
+                    hook(&err);
+                }
+                err
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::store::sql::rejections::RejectionWriter for SqlRejectionWriter {
+            async fn add_count(
+                &self,
+                key: &$crate::store::sql::rejections::CounterKey,
+                n: u64,
+            ) -> Result<u64, StoreError> {
+                let after: i64 = sqlx::query(q::REJECTION_COUNT_ADD)
+                    .bind(key.project.as_str())
+                    .bind(key.minute)
+                    .bind(key.event)
+                    .bind(key.reason.as_str())
+                    .bind(i64::try_from(n).unwrap_or(i64::MAX))
+                    .fetch_one(&self.pool)
+                    .await
+                    .and_then(|row| row.try_get(0))
+                    .map_err(|e| self.fail("count rejections", e))?;
+                Ok(u64::try_from(after).unwrap_or(0))
+            }
+
+            async fn insert_samples(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+                insert_audit_batch(&self.pool, events)
+                    .await
+                    .map_err(|e| self.fail("record rejection samples", e))
+            }
         }
 
         impl AuditWriter {
@@ -552,6 +606,65 @@ macro_rules! impl_sql_store {
                 Self {
                     queue: std::sync::Mutex::new(None),
                     task: std::sync::Mutex::new(None),
+                    rejections: std::sync::Arc::default(),
+                    flusher: std::sync::Mutex::new(None),
+                }
+            }
+
+            /// Starts the periodic rejection flush (once; only inside a
+            /// tokio runtime, else counts wait for a read or `close()`).
+            /// The task ends when the store is dropped.
+            fn start_flusher(
+                &self,
+                pool: &sqlx::Pool<<$row as sqlx::Row>::Database>,
+                options: &$crate::store::sql::SqlOptions,
+                failures: &std::sync::Arc<std::sync::atomic::AtomicU64>,
+            ) {
+                let Ok(mut flusher) = self.flusher.lock() else { return };
+                if flusher.is_some() {
+                    return;
+                }
+                let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                    return;
+                };
+                let buffer = std::sync::Arc::downgrade(&self.rejections);
+                let writer = SqlRejectionWriter {
+                    pool: pool.clone(),
+                    on_error: options.on_error.clone(),
+                };
+                let failures = failures.clone();
+                *flusher = Some(runtime.spawn(async move {
+                    let mut tick = tokio::time::interval($crate::store::sql::REJECTION_FLUSH_INTERVAL);
+                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    tick.tick().await;
+                    loop {
+                        tick.tick().await;
+                        let Some(buffer) = buffer.upgrade() else { break };
+                        let flushed = buffer.flush(&writer).await;
+                        if flushed.failed > 0 {
+                            failures.fetch_add(flushed.failed, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                }));
+            }
+
+            /// Writes the pending rejection counters now.
+            async fn flush_rejections(
+                &self,
+                pool: &sqlx::Pool<<$row as sqlx::Row>::Database>,
+                options: &$crate::store::sql::SqlOptions,
+                failures: &std::sync::atomic::AtomicU64,
+            ) {
+                if self.rejections.is_empty() {
+                    return;
+                }
+                let writer = SqlRejectionWriter {
+                    pool: pool.clone(),
+                    on_error: options.on_error.clone(),
+                };
+                let flushed = self.rejections.flush(&writer).await;
+                if flushed.failed > 0 {
+                    failures.fetch_add(flushed.failed, std::sync::atomic::Ordering::Relaxed);
                 }
             }
 
@@ -601,6 +714,8 @@ macro_rules! impl_sql_store {
                 Self {
                     queue: std::sync::Mutex::new(Some(tx)),
                     task: std::sync::Mutex::new(Some(task)),
+                    rejections: std::sync::Arc::default(),
+                    flusher: std::sync::Mutex::new(None),
                 }
             }
 
@@ -698,8 +813,34 @@ macro_rules! impl_sql_store {
             /// [`SqlOptions::audit_batching`]), then closes every connection
             /// of the pool (waiting for the ones in use).
             pub async fn close(&self) {
+                self.flush_rejections().await;
+                if let Some(task) = self.audit_writer.flusher.lock().ok().and_then(|mut t| t.take()) {
+                    task.abort();
+                }
                 self.audit_writer.finish().await;
                 self.pool.close().await;
+            }
+
+            /// Writes the rejection counts held in memory now (they are
+            /// written every [`crate::store::sql::REJECTION_FLUSH_INTERVAL`] in the background,
+            /// before every read of the audit log, and by `close()`).
+            ///
+            /// Rejections ([`crate::audit::AuditClass::Rejection`]) are
+            /// counted in memory and written in batches, one upsert per
+            /// counter per flush, so a flood of junk requests is not a
+            /// database write each; a process that dies loses the counts of
+            /// at most the last interval.
+            pub async fn flush_rejections(&self) {
+                self.audit_writer
+                    .flush_rejections(&self.pool, &self.options, &self.audit_failures)
+                    .await;
+            }
+
+            /// Rejections not counted because
+            /// [`crate::store::sql::MAX_PENDING_REJECTION_COUNTERS`] counters
+            /// were waiting for a flush.
+            pub fn rejections_dropped(&self) -> u64 {
+                self.audit_writer.rejections.dropped()
             }
 
             /// Applies every embedded migration not yet applied, in order;
@@ -863,6 +1004,8 @@ macro_rules! impl_sql_store {
             /// # Errors
             /// [`StoreError`] when the database fails.
             pub async fn purge_audit(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+                // Pending rejections first, so the limits apply to them too.
+                self.flush_rejections().await;
                 // Rejection counters are kept for a day.
                 let mut removed = self
                     .delete_batches(
@@ -2941,31 +3084,15 @@ macro_rules! impl_sql_store {
             // A failure is reported to `SqlOptions::on_error` and counted
             // (`audit_failures`); the request goes on.
             async fn record(&self, event: AuditEvent) {
-                let Some(event) = self.audit_writer.offer(event) else {
-                    return; // queued for the batched writer (which counts it)
+                // Rejections are counted in memory and flushed in batches.
+                let Some(event) = self.audit_writer.rejections.add(event) else {
+                    self.audit_writer
+                        .start_flusher(&self.pool, &self.options, &self.audit_failures);
+                    return;
                 };
-                if let Some((minute, name, reason)) = $crate::store::rejection_key(&event) {
-                    let counted = sqlx::query(q::REJECTION_COUNT_ADD)
-                        .bind(event.project_id.as_str())
-                        .bind(minute)
-                        .bind(name)
-                        .bind(reason)
-                        .bind(1_i64)
-                        .fetch_one(&self.pool)
-                        .await
-                        .and_then(|row| row.try_get::<i64, _>(0));
-                    match counted {
-                        // Counted; only the first few of a minute are kept whole.
-                        Ok(n) if n > i64::from(REJECTION_SAMPLES_PER_MINUTE) => return,
-                        Ok(_) => {}
-                        // Uncounted: the event is stored (the safe side).
-                        Err(e) => {
-                            let _ = self.fail("count rejection", e);
-                            self.audit_failures
-                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        }
-                    }
-                }
+                let Some(event) = self.audit_writer.offer(event) else {
+                    return; // queued for the batched writer
+                };
                 let result = match to_json("audit event", &event) {
                     Ok(json) => sqlx::query(q::AUDIT_INSERT)
                         .bind(event.project_id.as_str())
@@ -2991,6 +3118,7 @@ macro_rules! impl_sql_store {
                 &self,
                 project: &ProjectId,
             ) -> Result<Vec<$crate::store::RejectionCount>, StoreError> {
+                self.flush_rejections().await;
                 let rows = sqlx::query(q::REJECTION_COUNTS)
                     .bind(project.as_str())
                     .bind(10_000_i64)
@@ -3013,6 +3141,7 @@ macro_rules! impl_sql_store {
             }
 
             async fn query(&self, query: &AuditQuery) -> Result<AuditPage, StoreError> {
+                self.flush_rejections().await;
                 let limit = i64::try_from(query.limit.clamp(1, 1000)).unwrap_or(1000);
                 let since = query.since.map_or(i64::MIN, secs);
                 let until = query.until.map_or(i64::MAX, secs);

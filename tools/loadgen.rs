@@ -28,6 +28,9 @@
 #![allow(missing_docs)]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
+#[path = "../examples/common/cli.rs"]
+mod cli;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -85,27 +88,21 @@ fn parse_args() -> Result<Args, String> {
         db_pool_size: None,
         server_args: Vec::new(),
     };
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
+    let mut flags = cli::Flags::from_env();
+    while let Some(flag) = flags.next_flag() {
         match flag.as_str() {
-            "--help" | "-h" => {
-                print!("{HELP}");
-                std::process::exit(0);
-            }
-            "--base" => a.base = value()?.trim_end_matches('/').to_owned(),
-            "--admin-token" => a.admin_token = value()?,
-            "--project" => a.project = value()?,
-            "--workers" => a.workers = value()?.parse().map_err(|_| "--workers takes a number")?,
-            "--flows" => a.flows = value()?.parse().map_err(|_| "--flows takes a number")?,
-            "--duration-secs" => {
-                a.duration = Duration::from_secs(value()?.parse().map_err(|_| "--duration-secs takes a number")?)
-            }
-            "--resource" => a.resource = value()?,
-            "--database-url" => a.database_url = Some(value()?),
-            "--db-pool-size" => a.db_pool_size = Some(value()?),
-            "--server-arg" => a.server_args.push(value()?),
-            other => return Err(format!("unknown flag {other}; see --help")),
+            "--help" | "-h" => cli::print_help(HELP),
+            "--base" => a.base = flags.value(&flag)?.trim_end_matches('/').to_owned(),
+            "--admin-token" => a.admin_token = flags.value(&flag)?,
+            "--project" => a.project = flags.value(&flag)?,
+            "--workers" => a.workers = flags.number(&flag)?,
+            "--flows" => a.flows = flags.number(&flag)?,
+            "--duration-secs" => a.duration = Duration::from_secs(flags.number(&flag)?),
+            "--resource" => a.resource = flags.value(&flag)?,
+            "--database-url" => a.database_url = Some(flags.value(&flag)?),
+            "--db-pool-size" => a.db_pool_size = Some(flags.value(&flag)?),
+            "--server-arg" => a.server_args.push(flags.value(&flag)?),
+            other => return Err(cli::unknown(other)),
         }
     }
     if a.admin_token.is_empty() && a.database_url.is_none() {

@@ -27,6 +27,9 @@
 //! `measure_inproc_register`, `measure_inproc_token`), for
 //! `--toggle-collect`.
 
+#[path = "../examples/common/cli.rs"]
+mod cli;
+
 use std::error::Error;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -101,8 +104,8 @@ struct Args {
 }
 
 fn parse_args() -> std::result::Result<Args, String> {
-    let mut args = std::env::args().skip(1);
-    let http = match args.next().as_deref() {
+    let mut flags = cli::Flags::from_env();
+    let http = match flags.next_flag().as_deref() {
         Some("http") => true,
         Some("inproc") => false,
         _ => return Err(HELP.to_owned()),
@@ -118,17 +121,15 @@ fn parse_args() -> std::result::Result<Args, String> {
         concurrency: 1,
         callgrind: false,
     };
-    let number = |flag: &str, v: String| v.parse::<usize>().map_err(|_| format!("{flag} takes a number"));
-    while let Some(flag) = args.next() {
-        let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
+    while let Some(flag) = flags.next_flag() {
         match flag.as_str() {
-            "--base" => a.base = value()?.trim_end_matches('/').to_owned(),
-            "--admin-token" => a.admin_token = value()?,
-            "--pid" => a.pid = Some(value()?.parse().map_err(|_| "--pid takes a number")?),
-            "--n" => a.n = number(&flag, value()?)?,
-            "--rounds" => a.rounds = number(&flag, value()?)?,
-            "--warm" => a.warm = number(&flag, value()?)?,
-            "--concurrency" => a.concurrency = number(&flag, value()?)?.max(1),
+            "--base" => a.base = flags.value(&flag)?.trim_end_matches('/').to_owned(),
+            "--admin-token" => a.admin_token = flags.value(&flag)?,
+            "--pid" => a.pid = Some(flags.number(&flag)?),
+            "--n" => a.n = flags.number(&flag)?,
+            "--rounds" => a.rounds = flags.number(&flag)?,
+            "--warm" => a.warm = flags.number(&flag)?,
+            "--concurrency" => a.concurrency = flags.number::<usize>(&flag)?.max(1),
             "--callgrind" => a.callgrind = true,
             "--help" | "-h" => return Err(HELP.to_owned()),
             other => return Err(format!("unknown flag {other}\n\n{HELP}")),

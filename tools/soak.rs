@@ -21,6 +21,9 @@
 #![allow(missing_docs)]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
+#[path = "../examples/common/cli.rs"]
+mod cli;
+
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -71,30 +74,19 @@ fn main() {
     let mut purge = true;
     let mut one_grant = false;
     let mut database_url: Option<String> = None;
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        if flag == "--database-url" {
-            database_url = Some(args.next().unwrap_or_else(|| fail("--database-url needs a value")));
-            continue;
-        }
-        let mut value = || {
-            args.next()
-                .unwrap_or_else(|| fail(&format!("{flag} needs a value")))
-                .parse::<i64>()
-                .unwrap_or_else(|_| fail(&format!("{flag} takes a number")))
-        };
+    let number = |flags: &mut cli::Flags, flag: &str| flags.number::<i64>(flag).unwrap_or_else(|e| fail(&e));
+    let mut flags = cli::Flags::from_env();
+    while let Some(flag) = flags.next_flag() {
         match flag.as_str() {
-            "--help" | "-h" => {
-                print!("{HELP}");
-                return;
-            }
-            "--flows" => flows = value().max(1) as u64,
-            "--step-ms" => step_ms = value().max(1),
-            "--purge-every-secs" => purge_every = value().max(1),
-            "--refresh-ttl-secs" => refresh_ttl = value().max(1),
+            "--help" | "-h" => cli::print_help(HELP),
+            "--database-url" => database_url = Some(flags.value(&flag).unwrap_or_else(|e| fail(&e))),
+            "--flows" => flows = number(&mut flags, &flag).max(1) as u64,
+            "--step-ms" => step_ms = number(&mut flags, &flag).max(1),
+            "--purge-every-secs" => purge_every = number(&mut flags, &flag).max(1),
+            "--refresh-ttl-secs" => refresh_ttl = number(&mut flags, &flag).max(1),
             "--no-purge" => purge = false,
             "--one-grant" => one_grant = true,
-            other => fail(&format!("unknown flag {other}; see --help")),
+            other => fail(&cli::unknown(other)),
         }
     }
 

@@ -1,0 +1,127 @@
+//! The driver's structured errors: a host sees why a call failed (kind,
+//! reason, the storage failure as the source); the client sees only the
+//! sanitized OAuth error.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::error::Error as _;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use authio_mcp::issuer::Issuer;
+use authio_mcp::project::{ProjectId, ProjectSettings};
+use authio_mcp::server::{AuthorizationServer, EndpointError, ErrorKind};
+use authio_mcp::store::{ProjectStore, StoreError, StoreErrorKind};
+use authio_mcp::{ErrorCode, OAuthError};
+
+/// A project store whose reads fail, as a database that went away.
+struct BrokenProjects;
+
+#[async_trait]
+impl ProjectStore for BrokenProjects {
+    async fn get(&self, _: &ProjectId) -> Result<Option<ProjectSettings>, StoreError> {
+        Err(StoreError::with_source(
+            "reading project settings",
+            std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused by db.internal:5432"),
+        ))
+    }
+    async fn put(&self, _: &ProjectId, _: ProjectSettings) -> Result<(), StoreError> {
+        Ok(())
+    }
+    async fn compare_and_swap(
+        &self,
+        _: &ProjectId,
+        _: &ProjectSettings,
+        _: ProjectSettings,
+    ) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+}
+
+fn broken() -> AuthorizationServer {
+    AuthorizationServer::builder(Issuer::new("https://auth.example.com").unwrap())
+        .projects(Arc::new(BrokenProjects))
+        .build()
+}
+
+fn project() -> ProjectId {
+    ProjectId::new("proj_acme").unwrap()
+}
+
+#[tokio::test]
+async fn a_host_matches_on_a_store_failure_and_reads_its_source() {
+    let server = broken();
+    let e: EndpointError = server
+        .token(&project(), None, b"grant_type=authorization_code&code=x")
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Store);
+    assert_eq!(e.reason(), Some("store_failure"));
+    let store = e
+        .source()
+        .and_then(|s| s.downcast_ref::<StoreError>())
+        .expect("the StoreError is the source");
+    assert_eq!(store.message(), "reading project settings");
+    assert_eq!(store.kind(), StoreErrorKind::Failure);
+    // Its own cause is still there for the host's log.
+    assert_eq!(store.source().unwrap().to_string(), "refused by db.internal:5432");
+    assert!(std::ptr::eq(e.store_error().unwrap(), store));
+
+    // Every endpoint keeps the cause the same way.
+    let revoke = server.revoke(&project(), None, b"token=t").await.unwrap_err();
+    assert_eq!(revoke.kind(), ErrorKind::Store);
+    let introspect = server.introspect(&project(), b"token=t").await.unwrap_err();
+    assert_eq!(introspect.kind(), ErrorKind::Store);
+    let metadata = server.metadata(&project()).await.unwrap_err();
+    assert_eq!(metadata.kind(), ErrorKind::Store);
+    let jwks = server.jwks(&project()).await.unwrap_err();
+    assert!(jwks.store_error().is_some());
+}
+
+#[tokio::test]
+async fn the_client_sees_a_sanitized_server_error() {
+    let server = broken();
+    let e = server
+        .token(&project(), None, b"grant_type=authorization_code&code=x")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::ServerError);
+    let oauth = OAuthError::from(e);
+    assert_eq!(oauth, OAuthError::server_error());
+    assert_eq!(oauth.reason(), None, "no cause rides along on the client's error");
+    let response = oauth.to_response();
+    assert_eq!(response.status(), 500);
+    let body = String::from_utf8(response.into_body()).unwrap();
+    assert!(!body.contains("db.internal"), "{body}");
+    assert!(!body.contains("reading project settings"), "{body}");
+}
+
+#[tokio::test]
+async fn a_protocol_refusal_keeps_its_code_and_reason() {
+    let server = AuthorizationServer::builder(Issuer::new("https://auth.example.com").unwrap()).build();
+    server
+        .put_project(&project(), ProjectSettings::default())
+        .await
+        .unwrap();
+    let e = server
+        .token(&project(), None, b"grant_type=password")
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Rejected);
+    assert_eq!(e.code(), ErrorCode::UnsupportedGrantType);
+    assert!(e.source().is_none());
+    assert_eq!(e.to_oauth().code(), ErrorCode::UnsupportedGrantType);
+
+    let e = server
+        .token(
+            &project(),
+            None,
+            b"grant_type=authorization_code&code=x&client_id=nobody_here",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::ClientAuthentication);
+    assert_eq!(e.code(), ErrorCode::InvalidClient);
+    assert_eq!(e.reason(), Some("unknown_client"));
+    assert_eq!(e.to_oauth().description(), Some("client authentication failed"));
+}
