@@ -680,10 +680,12 @@ impl AuthorizationServer {
             )
             .await?;
         // One store call consumes the code and stores the tokens: only
-        // the winner of a concurrent redemption stores any.
+        // the winner of a concurrent redemption stores any. The time is
+        // read again: a code that expired while the tokens were minted is
+        // not consumed (`NotFound`, so `invalid_grant`).
         match self
             .grants
-            .consume_code_issuing(project, &hash, minted.refresh, minted.access)
+            .consume_code_issuing(project, &hash, self.clock.now(), minted.refresh, minted.access)
             .await?
         {
             CodeConsumption::Consumed(_) => {
@@ -769,7 +771,7 @@ impl AuthorizationServer {
         let nonce = RotationNonce::from_random(self.random_array());
         let successor = token::successor_refresh_token(raw, &nonce);
         let new_record = token::successor_record(&record, successor.hash(), now, settings.refresh_token_ttl);
-        let mark = RotationMark::new(now, nonce, successor.hash()).with_issuance(token::issuance_digest(&issuance));
+        let successor_hash = successor.hash();
         let grace = settings.effective_refresh_reuse_grace();
         // The response is minted before the rotation (rotation never
         // changes a token's grant), so one store call rotates and stores
@@ -795,6 +797,11 @@ impl AuthorizationServer {
                 None,
             )
             .await?;
+        // The rotation's time is read again: a token that expired while
+        // the tokens were minted is not rotated (`NotFound`, so
+        // `invalid_grant`).
+        let mark =
+            RotationMark::new(self.clock.now(), nonce, successor_hash).with_issuance(token::issuance_digest(&issuance));
         match self
             .grants
             .rotate_refresh_token_issuing(project, &hash, new_record, mark, grace, minted.access)

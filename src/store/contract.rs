@@ -312,6 +312,7 @@ pub async fn run_all(stores: &Stores) -> Outcome {
     grant_revocation(stores.grants.as_ref()).await?;
     inserts_never_replace(stores.grants.as_ref()).await?;
     issuing(stores.grants.as_ref()).await?;
+    expiry_at_consume(stores.grants.as_ref()).await?;
     bounded_grant_growth(stores.grants.as_ref()).await?;
     client_lifecycle(stores.clients.as_ref()).await?;
     grant_summaries(stores.grants.as_ref()).await?;
@@ -753,21 +754,21 @@ pub async fn codes(store: &dyn GrantStore) -> Outcome {
         "a code is unknown in another project"
     );
     ensure!(
-        ok!(store.consume_code(&q, &c.hash).await, "consume") == CodeConsumption::NotFound,
+        ok!(store.consume_code(&q, &c.hash, t0).await, "consume") == CodeConsumption::NotFound,
         "consume in another project finds nothing"
     );
     ensure!(
-        ok!(store.consume_code(&p, &hash()).await, "consume") == CodeConsumption::NotFound,
+        ok!(store.consume_code(&p, &hash(), t0).await, "consume") == CodeConsumption::NotFound,
         "an unknown code is NotFound"
     );
     let mut consumed = c.clone();
     consumed.consumed = true;
     ensure!(
-        ok!(store.consume_code(&p, &c.hash).await, "consume") == CodeConsumption::Consumed(consumed.clone()),
+        ok!(store.consume_code(&p, &c.hash, t0).await, "consume") == CodeConsumption::Consumed(consumed.clone()),
         "the first consume wins and returns the record"
     );
     ensure!(
-        ok!(store.consume_code(&p, &c.hash).await, "consume") == CodeConsumption::AlreadyConsumed(consumed.clone()),
+        ok!(store.consume_code(&p, &c.hash, t0).await, "consume") == CodeConsumption::AlreadyConsumed(consumed.clone()),
         "a second consume is a replay"
     );
     ensure!(
@@ -777,7 +778,7 @@ pub async fn codes(store: &dyn GrantStore) -> Outcome {
 
     let race = code(&g, t0 + Duration::minutes(1));
     ok!(store.insert_code(race.clone()).await, "insert code");
-    let results = join_all((0..200).map(|_| store.consume_code(&p, &race.hash))).await;
+    let results = join_all((0..200).map(|_| store.consume_code(&p, &race.hash, t0))).await;
     let mut wins = 0;
     for r in results {
         match ok!(r, "concurrent consume") {
@@ -971,7 +972,7 @@ pub async fn issuing(store: &dyn GrantStore) -> Outcome {
     ensure!(
         ok!(
             store
-                .consume_code_issuing(&p, &c.hash, Some(r.clone()), a.clone())
+                .consume_code_issuing(&p, &c.hash, t0, Some(r.clone()), a.clone())
                 .await,
             "consume issuing"
         ) == CodeConsumption::Consumed(consumed.clone()),
@@ -997,7 +998,7 @@ pub async fn issuing(store: &dyn GrantStore) -> Outcome {
     ensure!(
         ok!(
             store
-                .consume_code_issuing(&p, &c.hash, Some(r2.clone()), a2.clone())
+                .consume_code_issuing(&p, &c.hash, t0, Some(r2.clone()), a2.clone())
                 .await,
             "consume issuing"
         ) == CodeConsumption::AlreadyConsumed(consumed),
@@ -1011,7 +1012,7 @@ pub async fn issuing(store: &dyn GrantStore) -> Outcome {
     ensure!(
         ok!(
             store
-                .consume_code_issuing(&p, &hash(), Some(r2.clone()), a2.clone())
+                .consume_code_issuing(&p, &hash(), t0, Some(r2.clone()), a2.clone())
                 .await,
             "consume issuing"
         ) == CodeConsumption::NotFound
@@ -1027,7 +1028,7 @@ pub async fn issuing(store: &dyn GrantStore) -> Outcome {
     ensure!(
         matches!(
             ok!(
-                store.consume_code_issuing(&p, &c2.hash, None, a3.clone()).await,
+                store.consume_code_issuing(&p, &c2.hash, t0, None, a3.clone()).await,
                 "consume issuing"
             ),
             CodeConsumption::Consumed(_)
@@ -1048,7 +1049,7 @@ pub async fn issuing(store: &dyn GrantStore) -> Outcome {
         !matches!(
             ok!(
                 store
-                    .consume_code_issuing(&p, &cr.hash, Some(rr.clone()), ar.clone())
+                    .consume_code_issuing(&p, &cr.hash, t0, Some(rr.clone()), ar.clone())
                     .await,
                 "consume issuing"
             ),
@@ -1072,7 +1073,7 @@ pub async fn issuing(store: &dyn GrantStore) -> Outcome {
     let results = join_all(
         tokens
             .iter()
-            .map(|(r, a)| store.consume_code_issuing(&p, &race.hash, Some(r.clone()), a.clone())),
+            .map(|(r, a)| store.consume_code_issuing(&p, &race.hash, t0, Some(r.clone()), a.clone())),
     )
     .await;
     let mut winners = Vec::new();
@@ -1215,6 +1216,134 @@ pub async fn issuing(store: &dyn GrantStore) -> Outcome {
     Ok(())
 }
 
+/// Expiry decided by the store call itself: a code expired at the
+/// consume's `now`, or a refresh token expired at the rotation's
+/// `mark.at`, is `NotFound` (as an unknown one: the driver answers
+/// `invalid_grant` without revoking anything), is not consumed (rotated),
+/// and its issuing call stores no token; one second earlier it is.
+///
+/// # Errors
+/// The first [`Violation`].
+#[allow(clippy::too_many_lines)]
+pub async fn expiry_at_consume(store: &dyn GrantStore) -> Outcome {
+    let p = fresh_project();
+    let t0 = now();
+    let g = grant_of(&p, "expiry", &registered_id(), t0);
+    let exp = t0 + Duration::minutes(1);
+    let before = exp - Duration::seconds(1);
+
+    let c = code(&g, exp);
+    ok!(store.insert_code(c.clone()).await, "insert code");
+    ensure!(
+        ok!(store.consume_code(&p, &c.hash, exp).await, "consume") == CodeConsumption::NotFound,
+        "a code expired at now is not consumed (NotFound)"
+    );
+    ensure!(
+        ok!(store.code(&p, &c.hash).await, "code").is_some_and(|r| !r.consumed),
+        "a code refused as expired stays unconsumed"
+    );
+    ensure!(
+        matches!(
+            ok!(store.consume_code(&p, &c.hash, before).await, "consume"),
+            CodeConsumption::Consumed(_)
+        ),
+        "a code one second before its expiry is consumed"
+    );
+
+    let c2 = code(&g, exp);
+    ok!(store.insert_code(c2.clone()).await, "insert code");
+    for refresh_token in [true, false] {
+        let (r, a) = (
+            refresh(&g, exp, exp + Duration::days(30)),
+            access(&g, exp, exp + Duration::hours(1)),
+        );
+        ensure!(
+            ok!(
+                store
+                    .consume_code_issuing(&p, &c2.hash, exp, refresh_token.then(|| r.clone()), a.clone())
+                    .await,
+                "consume issuing"
+            ) == CodeConsumption::NotFound
+                && ok!(store.refresh_token(&p, &r.hash).await, "refresh").is_none()
+                && ok!(store.access_token(&p, &a.hash).await, "access").is_none(),
+            "an issuing consume of a code expired at now is NotFound and stores no token",
+            "with a refresh token: {refresh_token}"
+        );
+    }
+    ensure!(
+        ok!(store.code(&p, &c2.hash).await, "code").is_some_and(|r| !r.consumed),
+        "a code refused as expired by an issuing consume stays unconsumed"
+    );
+    let (r, a) = (
+        refresh(&g, before, before + Duration::days(30)),
+        access(&g, before, before + Duration::hours(1)),
+    );
+    ensure!(
+        matches!(
+            ok!(
+                store
+                    .consume_code_issuing(&p, &c2.hash, before, Some(r.clone()), a.clone())
+                    .await,
+                "consume issuing"
+            ),
+            CodeConsumption::Consumed(_)
+        ) && ok!(store.refresh_token(&p, &r.hash).await, "refresh").is_some()
+            && ok!(store.access_token(&p, &a.hash).await, "access").is_some(),
+        "an issuing consume one second before the code's expiry issues"
+    );
+
+    let grace = Duration::seconds(5);
+    let old = refresh(&g, t0, exp);
+    ok!(store.insert_refresh_token(old.clone()).await, "insert refresh");
+    let n1 = refresh(&g, exp, exp + Duration::days(30));
+    ensure!(
+        ok!(
+            store
+                .rotate_refresh_token(&p, &old.hash, n1.clone(), mark(exp, &n1), grace)
+                .await,
+            "rotate"
+        ) == RefreshRotation::NotFound
+            && ok!(store.refresh_token(&p, &n1.hash).await, "refresh").is_none(),
+        "a refresh token expired at the rotation's time is not rotated (NotFound)"
+    );
+    let (n2, a2) = (
+        refresh(&g, exp, exp + Duration::days(30)),
+        access(&g, exp, exp + Duration::hours(1)),
+    );
+    ensure!(
+        ok!(
+            store
+                .rotate_refresh_token_issuing(&p, &old.hash, n2.clone(), mark(exp, &n2), grace, a2.clone())
+                .await,
+            "rotate issuing"
+        ) == RefreshRotation::NotFound
+            && ok!(store.refresh_token(&p, &n2.hash).await, "refresh").is_none()
+            && ok!(store.access_token(&p, &a2.hash).await, "access").is_none(),
+        "an issuing rotation of a token expired at its time is NotFound and stores no token"
+    );
+    ensure!(
+        ok!(store.refresh_token(&p, &old.hash).await, "refresh").is_some_and(|r| !r.rotated),
+        "a refresh token refused as expired stays unrotated"
+    );
+    let (n3, a3) = (
+        refresh(&g, before, before + Duration::days(30)),
+        access(&g, before, before + Duration::hours(1)),
+    );
+    ensure!(
+        matches!(
+            ok!(
+                store
+                    .rotate_refresh_token_issuing(&p, &old.hash, n3.clone(), mark(before, &n3), grace, a3.clone())
+                    .await,
+                "rotate issuing"
+            ),
+            RefreshRotation::Rotated(_)
+        ) && ok!(store.access_token(&p, &a3.hash).await, "access").is_some(),
+        "an issuing rotation one second before the token's expiry rotates"
+    );
+    Ok(())
+}
+
 /// A rotation mark naming `successor`.
 fn mark(at: OffsetDateTime, successor: &RefreshTokenRecord) -> RotationMark {
     RotationMark::new(at, RotationNonce::from_random(random_bytes()), successor.hash)
@@ -1292,7 +1421,7 @@ pub async fn grant_revocation(store: &dyn GrantStore) -> Outcome {
     );
     ensure!(
         !matches!(
-            ok!(store.consume_code(&p, &c.hash).await, "consume"),
+            ok!(store.consume_code(&p, &c.hash, t0).await, "consume"),
             CodeConsumption::Consumed(_)
         ),
         "a revoked grant's code cannot be consumed"
@@ -1386,7 +1515,7 @@ pub async fn inserts_never_replace(store: &dyn GrantStore) -> Outcome {
 
     let c = code(&g, t0 + Duration::minutes(1));
     ok!(store.insert_code(c.clone()).await, "insert code");
-    ok!(store.consume_code(&p, &c.hash).await, "consume");
+    ok!(store.consume_code(&p, &c.hash, t0).await, "consume");
     ok!(store.insert_code(c.clone()).await, "insert code again");
     ensure!(
         ok!(store.code(&p, &c.hash).await, "code").is_some_and(|r| r.consumed),
@@ -1394,7 +1523,7 @@ pub async fn inserts_never_replace(store: &dyn GrantStore) -> Outcome {
     );
     ensure!(
         matches!(
-            ok!(store.consume_code(&p, &c.hash).await, "consume"),
+            ok!(store.consume_code(&p, &c.hash, t0).await, "consume"),
             CodeConsumption::AlreadyConsumed(_)
         ),
         "a re-inserted consumed code cannot be consumed again"

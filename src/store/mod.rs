@@ -491,8 +491,21 @@ pub trait GrantStore: Send + Sync {
     /// Reads a code without consuming it.
     async fn code(&self, project: &ProjectId, hash: &SecretHash) -> Result<Option<CodeRecord>, StoreError>;
 
-    /// Consumes a code, atomically.
-    async fn consume_code(&self, project: &ProjectId, hash: &SecretHash) -> Result<CodeConsumption, StoreError>;
+    /// Consumes a code, atomically, if it is not consumed, its grant is
+    /// not revoked and it is still valid at `now` (`now < expires_at`):
+    /// `Consumed`. Consumed before, or its grant revoked:
+    /// `AlreadyConsumed`. Unknown, other project's, or expired at `now`
+    /// (and not consumed): `NotFound`, and nothing changes.
+    ///
+    /// `now` is the caller's time of the consume, read after any slow
+    /// work (signing, minting), so a code that expired meanwhile is not
+    /// redeemed.
+    async fn consume_code(
+        &self,
+        project: &ProjectId,
+        hash: &SecretHash,
+        now: OffsetDateTime,
+    ) -> Result<CodeConsumption, StoreError>;
 
     /// Stores a refresh token (dropped if its grant is revoked).
     async fn insert_refresh_token(&self, record: RefreshTokenRecord) -> Result<(), StoreError>;
@@ -506,11 +519,14 @@ pub trait GrantStore: Send + Sync {
 
     /// Marks `old` rotated, records `mark` on it (`rotation`) and stores
     /// `new`, atomically, if `old` exists, is not yet rotated, and its grant
-    /// is not revoked: `Rotated`. If `old` was already rotated: `WithinGrace`
+    /// is not revoked and `old` is still valid at `mark.at` (`mark.at <
+    /// expires_at`): `Rotated`. If `old` was already rotated: `WithinGrace`
     /// when [`RefreshTokenRecord::within_reuse_grace`]`(mark.at, grace)`
     /// holds for the stored record, else `AlreadyRotated`; either way
-    /// nothing changes. Unknown, other project's, or revoked grant:
-    /// `NotFound`. `mark.successor` is `new.hash`; `grace` is zero when
+    /// nothing changes. Unknown, other project's, revoked grant, or (not
+    /// rotated and) expired at `mark.at`: `NotFound`. `mark.at` is the
+    /// caller's time of the rotation, read after any slow work (signing,
+    /// minting), so a token that expired meanwhile is not rotated. `mark.successor` is `new.hash`; `grace` is zero when
     /// the project allows no reuse.
     async fn rotate_refresh_token(
         &self,
@@ -536,18 +552,20 @@ pub trait GrantStore: Send + Sync {
     /// together.
     ///
     /// # Security
-    /// Exactly as for [`GrantStore::consume_code`]: of any number of
-    /// concurrent calls for one code, exactly one returns `Consumed`, and
-    /// only that call's tokens are stored. The inserts keep their own
+    /// Exactly as for [`GrantStore::consume_code`] (`now` included: a
+    /// code expired at `now` is `NotFound`): of any number of concurrent
+    /// calls for one code, exactly one returns `Consumed`, and only that
+    /// call's tokens are stored. The inserts keep their own
     /// rules (insert-if-absent; dropped when the grant is revoked).
     async fn consume_code_issuing(
         &self,
         project: &ProjectId,
         hash: &SecretHash,
+        now: OffsetDateTime,
         refresh: Option<RefreshTokenRecord>,
         access: AccessTokenRecord,
     ) -> Result<CodeConsumption, StoreError> {
-        let outcome = self.consume_code(project, hash).await?;
+        let outcome = self.consume_code(project, hash, now).await?;
         if matches!(outcome, CodeConsumption::Consumed(_)) {
             if let Some(refresh) = refresh {
                 self.insert_refresh_token(refresh).await?;

@@ -1559,10 +1559,12 @@ macro_rules! impl_sql_store {
                 &self,
                 project: &ProjectId,
                 hash: &SecretHash,
+                now: OffsetDateTime,
             ) -> Result<CodeConsumption, StoreError> {
                 let row = sqlx::query(q::CODE_CONSUME)
                     .bind(project.as_str())
                     .bind(hash.as_bytes().as_slice())
+                    .bind(secs(now))
                     .fetch_optional(&self.pool)
                     .await
                     .map_err(|e| self.fail("consume code", e))?;
@@ -1573,7 +1575,8 @@ macro_rules! impl_sql_store {
                     return Ok(CodeConsumption::Consumed(record));
                 }
                 // Not consumed by this call: consumed before, or its grant
-                // is revoked (both a replay to the caller), or absent.
+                // is revoked (both a replay to the caller), or expired at
+                // `now` (as absent), or absent.
                 let row = sqlx::query(q::CODE_STATE)
                     .bind(project.as_str())
                     .bind(hash.as_bytes().as_slice())
@@ -1584,7 +1587,11 @@ macro_rules! impl_sql_store {
                     Some(r) => {
                         let (consumed, mut record): (bool, CodeRecord) = self.flagged("code", &r)?;
                         record.consumed = consumed;
-                        CodeConsumption::AlreadyConsumed(record)
+                        if !consumed && now >= record.expires_at {
+                            CodeConsumption::NotFound
+                        } else {
+                            CodeConsumption::AlreadyConsumed(record)
+                        }
                     }
                     None => CodeConsumption::NotFound,
                 })
@@ -1716,6 +1723,7 @@ macro_rules! impl_sql_store {
                 let row = sqlx::query(q::REFRESH_TAKE)
                     .bind(project.as_str())
                     .bind(old.as_bytes().as_slice())
+                    .bind(secs(mark.at))
                     .fetch_optional(&mut *tx)
                     .await
                     .map_err(|e| self.fail("rotate refresh token", e))?;
@@ -1823,6 +1831,7 @@ macro_rules! impl_sql_store {
                 &self,
                 project: &ProjectId,
                 hash: &SecretHash,
+                now: OffsetDateTime,
                 refresh: Option<RefreshTokenRecord>,
                 access: AccessTokenRecord,
             ) -> Result<CodeConsumption, StoreError> {
@@ -1859,6 +1868,7 @@ macro_rules! impl_sql_store {
                         .bind(summary.used_at)
                         .bind(summary.expires_at)
                         .bind(summary.json)
+                        .bind(secs(now))
                         .fetch_optional(&self.pool)
                         .await
                         .map_err(|e| self.fail("consume code", e))?;
@@ -1873,6 +1883,7 @@ macro_rules! impl_sql_store {
                     let row = sqlx::query(q::CODE_CONSUME)
                         .bind(project.as_str())
                         .bind(hash.as_bytes().as_slice())
+                        .bind(secs(now))
                         .fetch_optional(&mut *tx)
                         .await
                         .map_err(|e| self.fail("consume code", e))?;
@@ -1909,7 +1920,8 @@ macro_rules! impl_sql_store {
                     tx.rollback().await.map_err(|e| self.fail("consume code", e))?;
                 }
                 // Not consumed by this call: consumed before, or its grant
-                // is revoked (both a replay to the caller), or absent.
+                // is revoked (both a replay to the caller), or expired at
+                // `now` (as absent), or absent.
                 let row = sqlx::query(q::CODE_STATE)
                     .bind(project.as_str())
                     .bind(hash.as_bytes().as_slice())
@@ -1920,7 +1932,11 @@ macro_rules! impl_sql_store {
                     Some(r) => {
                         let (consumed, mut record): (bool, CodeRecord) = self.flagged("code", &r)?;
                         record.consumed = consumed;
-                        CodeConsumption::AlreadyConsumed(record)
+                        if !consumed && now >= record.expires_at {
+                            CodeConsumption::NotFound
+                        } else {
+                            CodeConsumption::AlreadyConsumed(record)
+                        }
                     }
                     None => CodeConsumption::NotFound,
                 })
@@ -2009,6 +2025,7 @@ macro_rules! impl_sql_store {
                 let row = sqlx::query(q::REFRESH_TAKE)
                     .bind(project.as_str())
                     .bind(old.as_bytes().as_slice())
+                    .bind(secs(mark.at))
                     .fetch_optional(&mut *tx)
                     .await
                     .map_err(|e| self.fail("rotate refresh token", e))?;

@@ -134,9 +134,11 @@ pub(super) const CODE_GET: &str = concat!(
 );
 
 /// Consumes a code: one conditional `UPDATE`; of concurrent callers only
-/// the one whose update flips `consumed` gets the row back.
+/// the one whose update flips `consumed` gets the row back. `$3` now: a
+/// code expired at `now` is not consumed.
 pub(super) const CODE_CONSUME: &str = concat!(
     "UPDATE authorization_codes SET consumed = TRUE WHERE project = $1 AND hash = $2 AND consumed = FALSE AND ",
+    "authorization_codes.expires_at > $3 AND ",
     not_revoked!("authorization_codes"),
     " RETURNING record"
 );
@@ -172,9 +174,11 @@ pub(super) const TOMBSTONE_GET: &str = concat!(
 
 /// Takes a refresh token out of the live table for its rotation: one
 /// conditional `DELETE`, the first statement of the rotation's transaction
-/// (SQLite); of concurrent callers only one gets the row back.
+/// (SQLite); of concurrent callers only one gets the row back. `$3` the
+/// rotation's time: a token expired by then is not taken.
 pub(super) const REFRESH_TAKE: &str = concat!(
     "DELETE FROM refresh_tokens WHERE project = $1 AND hash = $2 AND rotated = FALSE AND ",
+    "refresh_tokens.expires_at > $3 AND ",
     not_revoked!("refresh_tokens"),
     " RETURNING grant_id, record"
 );
@@ -198,9 +202,11 @@ pub(super) const TOMBSTONE_CAP: &str = "DELETE FROM refresh_tombstones WHERE pro
 /// or none does. `$1`/`$2`: project and old hash; `$3`..`$8`: the new
 /// row; `$9`, `$10`: the rotation mark and its time; `$11`: how many of
 /// the grant's older tombstones to keep. The tombstone's issue time is read
-/// from the old record. Returns the old record, or no row.
+/// from the old record. A token expired at `$10` is not taken. Returns the
+/// old record, or no row.
 pub(super) const REFRESH_ROTATE_ONE_STATEMENT: &str = concat!(
     "WITH old AS (DELETE FROM refresh_tokens WHERE project = $1 AND hash = $2 AND rotated = FALSE AND ",
+    "refresh_tokens.expires_at > $10 AND ",
     not_revoked!("refresh_tokens"),
     " RETURNING project, hash, grant_id, expires_at, record), ",
     "tomb AS (INSERT INTO refresh_tombstones (project, hash, grant_id, issued_at, expires_at, rotated_at, rotation) ",
@@ -287,10 +293,11 @@ macro_rules! issuing_tail {
 /// others pruned as [`ACCESS_INSERT_AND_PRUNE`] (`$8`..`$12` hash, grant,
 /// expiry, revoked, JSON; `$13` its `iat`; `$14` how many others to keep)
 /// and the grant summary written (`issuing_tail!`); all commit or none
-/// does. Returns the code's record, or no row.
+/// does. `$21` now: a code expired at `now` is not consumed. Returns the
+/// code's record, or no row.
 pub(super) const CODE_CONSUME_ISSUING: &str = concat!(
     "WITH c AS (UPDATE authorization_codes SET consumed = TRUE WHERE project = $1 AND hash = $2 ",
-    "AND consumed = FALSE AND ",
+    "AND consumed = FALSE AND authorization_codes.expires_at > $21 AND ",
     not_revoked!("authorization_codes"),
     " RETURNING record), ",
     "rt AS (INSERT INTO refresh_tokens (project, hash, grant_id, expires_at, rotated, record) ",
@@ -307,10 +314,11 @@ pub(super) const CODE_CONSUME_ISSUING: &str = concat!(
 /// hash `$3`, grant `$4`, expiry `$5`, rotated `$6`, JSON `$7`; `$21` the
 /// mark, `$22` its time, `$23` tombstones to keep) and, only for the row
 /// its delete returned, the access token and the grant summary as in
-/// [`CODE_CONSUME_ISSUING`] (`$8`..`$20`). Returns the old record, or no
-/// row.
+/// [`CODE_CONSUME_ISSUING`] (`$8`..`$20`). A token expired at `$22` (the
+/// mark's time) is not taken. Returns the old record, or no row.
 pub(super) const REFRESH_ROTATE_ISSUING: &str = concat!(
     "WITH old AS (DELETE FROM refresh_tokens WHERE project = $1 AND hash = $2 AND rotated = FALSE AND ",
+    "refresh_tokens.expires_at > $22 AND ",
     not_revoked!("refresh_tokens"),
     " RETURNING project, hash, grant_id, expires_at, record), ",
     "tomb AS (INSERT INTO refresh_tombstones (project, hash, grant_id, issued_at, expires_at, rotated_at, rotation) ",
