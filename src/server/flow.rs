@@ -1175,15 +1175,19 @@ impl AuthorizationServer {
     /// Whether the tokens of `client_id` may still be used: a registered
     /// client must exist and not be disabled (metadata-document clients
     /// are not stored, so always). Asked by introspection and userinfo on
-    /// every token, so a disabled or deleted client's tokens stop working
-    /// at once.
+    /// every token, through [`crate::store::ClientStore::client_uncached`]
+    /// (a client cache is bypassed), so a disabled or deleted client's
+    /// tokens stop working at once, on every instance. (With a client
+    /// cache, the client itself may still authenticate and obtain new
+    /// tokens elsewhere for up to the cache's TTL; see
+    /// [`crate::store::CachedClientStore`].)
     pub(crate) async fn client_active(
         &self,
         project: &ProjectId,
         client_id: &str,
     ) -> Result<bool, crate::store::StoreError> {
         let stored = match crate::client::RegisteredClientId::new(client_id) {
-            Ok(id) => self.clients.get(project, &id).await?,
+            Ok(id) => self.clients.client_uncached(project, &id).await?,
             Err(_) => None,
         };
         Ok(token::client_tokens_usable(client_id, stored.as_ref()))

@@ -153,12 +153,19 @@ impl ProjectStore for CachedProjectStore {
 ///
 /// `delete` and `set_disabled` through this cache go to the inner store
 /// and drop this process's entry before and after, so they apply here at
-/// once (`insert` passes through: it never changes a stored client); a client deleted, disabled or re-enabled by ANOTHER
-/// process sharing the inner store is seen after at most `ttl`. That is
-/// the staleness bound: for up to `ttl` after an administrator disables a
-/// client on one instance, another instance may still let it obtain tokens
-/// (revoking its grants, which deletion does, takes effect at once, since
-/// the grant store is not cached). `count` and `list` always read through.
+/// once (`insert` passes through: it never changes a stored client); a
+/// client deleted, disabled or re-enabled by ANOTHER process sharing the
+/// inner store is seen after at most `ttl`. That is the staleness bound:
+/// for up to `ttl` after an administrator deletes or disables a client on
+/// one instance, another instance may still authenticate it and let it
+/// obtain NEW tokens (start authorizations, exchange codes, refresh its
+/// grants until they are revoked). Only what does not read the cached
+/// client applies at once: a deletion's revocation of the grants that
+/// existed when it ran (the grant store is not cached), and the token
+/// checks of introspection and userinfo, which ask
+/// [`ClientStore::client_uncached`] (forwarded to the inner store), so a
+/// deleted or disabled client's tokens read as inactive everywhere at
+/// once. `count` and `list` always read through.
 ///
 /// # Security
 /// Only `get` may be stale, by at most `ttl`; choose it as the longest
@@ -234,6 +241,14 @@ impl ClientStore for CachedClientStore {
             }
         }
         Ok(client)
+    }
+
+    async fn client_uncached(
+        &self,
+        project: &ProjectId,
+        id: &RegisteredClientId,
+    ) -> Result<Option<Client>, StoreError> {
+        self.inner.client_uncached(project, id).await
     }
 
     async fn insert(&self, project: &ProjectId, client: Client) -> Result<bool, StoreError> {
@@ -401,6 +416,15 @@ mod tests {
         // Disabled elsewhere (the inner store directly): stale within the ttl.
         inner.set_disabled(&p, &id, Some(at)).await.unwrap();
         assert_eq!(cached.get(&p, &id).await.unwrap(), Some(c.clone()));
+        // ...but never for the uncached read (introspection's check).
+        assert!(
+            cached
+                .client_uncached(&p, &id)
+                .await
+                .unwrap()
+                .is_some_and(|c| c.disabled_at.is_some()),
+            "client_uncached bypasses the cache"
+        );
         // Re-enabled, then disabled through the cache: applies at once.
         inner.set_disabled(&p, &id, None).await.unwrap();
         let disabled = cached.set_disabled(&p, &id, Some(at)).await.unwrap();

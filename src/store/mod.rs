@@ -288,6 +288,20 @@ pub trait ClientStore: Send + Sync {
     /// A registered client.
     async fn get(&self, project: &ProjectId, id: &RegisteredClientId) -> Result<Option<Client>, StoreError>;
 
+    /// A registered client as the backing store holds it now, bypassing
+    /// any cache (see [`crate::store::CachedClientStore`]). The driver
+    /// asks it where staleness would extend a client's life: whether a
+    /// token's client is still active (introspection, userinfo). The
+    /// default is [`ClientStore::get`], right for every store without a
+    /// cache; a caching store must forward it to the store it caches.
+    async fn client_uncached(
+        &self,
+        project: &ProjectId,
+        id: &RegisteredClientId,
+    ) -> Result<Option<Client>, StoreError> {
+        self.get(project, id).await
+    }
+
     /// Stores a new client. Returns `false` (and stores nothing) when the id
     /// is taken.
     async fn insert(&self, project: &ProjectId, client: Client) -> Result<bool, StoreError>;
