@@ -1713,9 +1713,12 @@ macro_rules! impl_sql_store {
                         $crate::store::GrantStore::refresh_token(self, project, old).await?,
                     ));
                 }
+                // SQLite only (PostgreSQL returned above): `BEGIN IMMEDIATE`,
+                // so the transaction holds the write lock from its start and
+                // no later edit can turn it into a read-then-write race.
                 let mut tx = self
                     .pool
-                    .begin()
+                    .begin_with(BEGIN_EXCLUSIVE)
                     .await
                     .map_err(|e| self.fail("rotate refresh token", e))?;
                 // The conditional delete first: it takes the database write
@@ -1876,7 +1879,13 @@ macro_rules! impl_sql_store {
                         return consumed(&row);
                     }
                 } else {
-                    let mut tx = self.pool.begin().await.map_err(|e| self.fail("consume code", e))?;
+                    // SQLite: `BEGIN IMMEDIATE` (the write lock from the
+                    // start, so no later edit can make it read-then-write).
+                    let mut tx = self
+                        .pool
+                        .begin_with(BEGIN_EXCLUSIVE)
+                        .await
+                        .map_err(|e| self.fail("consume code", e))?;
                     // The conditional update first: it takes the database
                     // write lock, so of concurrent consumers only one gets
                     // the row.
@@ -2015,9 +2024,12 @@ macro_rules! impl_sql_store {
                         $crate::store::GrantStore::refresh_token(self, project, old).await?,
                     ));
                 }
+                // SQLite only (PostgreSQL returned above): `BEGIN IMMEDIATE`,
+                // so the transaction holds the write lock from its start and
+                // no later edit can turn it into a read-then-write race.
                 let mut tx = self
                     .pool
-                    .begin()
+                    .begin_with(BEGIN_EXCLUSIVE)
                     .await
                     .map_err(|e| self.fail("rotate refresh token", e))?;
                 // The conditional delete first: it takes the database write
