@@ -1059,6 +1059,42 @@ pub async fn issuing(store: &dyn GrantStore) -> Outcome {
         "a revoked grant's code is not consumed and issues no token"
     );
 
+    // Tokens of another grant than the code's (or the old token's): an
+    // error, nothing stored, the code (token) still usable.
+    let other = grant_of(&p, "issuing", &registered_id(), t0);
+    let cm = code(&g, t0 + Duration::minutes(1));
+    ok!(store.insert_code(cm.clone()).await, "insert code");
+    let (rm, am) = (
+        refresh(&other, t1, t1 + Duration::days(30)),
+        access(&other, t1, t1 + Duration::hours(1)),
+    );
+    ensure!(
+        store
+            .consume_code_issuing(&p, &cm.hash, t0, Some(rm.clone()), am.clone())
+            .await
+            .is_err()
+            && ok!(store.refresh_token(&p, &rm.hash).await, "refresh").is_none()
+            && ok!(store.access_token(&p, &am.hash).await, "access").is_none()
+            && ok!(store.code(&p, &cm.hash).await, "code").is_some_and(|c| !c.consumed),
+        "an issuing consume with tokens of another grant fails and stores nothing"
+    );
+    let pm = refresh(&g, t1, t1 + Duration::days(30));
+    ok!(store.insert_refresh_token(pm.clone()).await, "insert refresh");
+    let (nm, am2) = (
+        refresh(&other, t1, t1 + Duration::days(30)),
+        access(&other, t1, t1 + Duration::hours(1)),
+    );
+    ensure!(
+        store
+            .rotate_refresh_token_issuing(&p, &pm.hash, nm.clone(), mark(t1, &nm), Duration::ZERO, am2.clone())
+            .await
+            .is_err()
+            && ok!(store.refresh_token(&p, &nm.hash).await, "refresh").is_none()
+            && ok!(store.access_token(&p, &am2.hash).await, "access").is_none()
+            && ok!(store.refresh_token(&p, &pm.hash).await, "refresh").is_some_and(|r| !r.rotated),
+        "an issuing rotation with tokens of another grant fails and stores nothing"
+    );
+
     // 200 concurrent issuing consumes of one code.
     let race = code(&g, t0 + Duration::minutes(1));
     ok!(store.insert_code(race.clone()).await, "insert code");

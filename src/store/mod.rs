@@ -579,6 +579,15 @@ pub trait GrantStore: Send + Sync {
         refresh: Option<RefreshTokenRecord>,
         access: AccessTokenRecord,
     ) -> Result<CodeConsumption, StoreError> {
+        // The tokens must be of the code's grant (a code's grant never
+        // changes, so reading it first is enough).
+        if self
+            .code(project, hash)
+            .await?
+            .is_some_and(|c| c.grant.id != access.grant_id)
+        {
+            return Err(StoreError::new("issued tokens are not of the code's grant"));
+        }
         let outcome = self.consume_code(project, hash, now).await?;
         if matches!(outcome, CodeConsumption::Consumed(_)) {
             if let Some(refresh) = refresh {
@@ -610,6 +619,16 @@ pub trait GrantStore: Send + Sync {
         grace: time::Duration,
         access: AccessTokenRecord,
     ) -> Result<RefreshRotation, StoreError> {
+        // The tokens must be of the old token's grant (rotation never
+        // changes a token's grant, so reading it first is enough).
+        let foreign = |g: &GrantId| g != &new.grant.id || g != &access.grant_id;
+        if self
+            .refresh_token(project, old)
+            .await?
+            .is_some_and(|r| foreign(&r.grant.id))
+        {
+            return Err(StoreError::new("issued tokens are not of the refresh token's grant"));
+        }
         let outcome = self.rotate_refresh_token(project, old, new, mark, grace).await?;
         if matches!(outcome, RefreshRotation::Rotated(_)) {
             self.insert_access_token(access).await?;

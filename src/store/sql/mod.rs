@@ -1898,6 +1898,10 @@ macro_rules! impl_sql_store {
                         .map_err(|e| self.fail("consume code", e))?;
                     if let Some(row) = row {
                         let outcome = consumed(&row)?;
+                        if matches!(&outcome, CodeConsumption::Consumed(c) if c.grant.id != access.grant_id) {
+                            tx.rollback().await.map_err(|e| self.fail("consume code", e))?;
+                            return Err(StoreError::new("issued tokens are not of the code's grant"));
+                        }
                         if let (Some(r), Some(json)) = (&refresh, refresh_json) {
                             sqlx::query(q::GRANT_TOUCH)
                                 .bind(project.as_str())
@@ -1941,6 +1945,9 @@ macro_rules! impl_sql_store {
                     Some(r) => {
                         let (consumed, mut record): (bool, CodeRecord) = self.flagged("code", &r)?;
                         record.consumed = consumed;
+                        if record.grant.id != access.grant_id {
+                            return Err(StoreError::new("issued tokens are not of the code's grant"));
+                        }
                         if !consumed && now >= record.expires_at {
                             CodeConsumption::NotFound
                         } else {
@@ -2020,9 +2027,11 @@ macro_rules! impl_sql_store {
                         let json: String = row.try_get(0).map_err(|e| self.fail("rotate refresh token", e))?;
                         return rotated(&json);
                     }
-                    return Ok(after_lost(
-                        $crate::store::GrantStore::refresh_token(self, project, old).await?,
-                    ));
+                    let record = $crate::store::GrantStore::refresh_token(self, project, old).await?;
+                    if record.as_ref().is_some_and(|r| r.grant.id != new.grant.id) {
+                        return Err(StoreError::new("issued tokens are not of the refresh token's grant"));
+                    }
+                    return Ok(after_lost(record));
                 }
                 // SQLite only (PostgreSQL returned above): `BEGIN IMMEDIATE`,
                 // so the transaction holds the write lock from its start and
@@ -2050,6 +2059,12 @@ macro_rules! impl_sql_store {
                     ));
                 };
                 let grant_id: String = row.try_get(0).map_err(|e| self.fail("rotate refresh token", e))?;
+                if grant_id != new.grant.id.as_str() {
+                    tx.rollback()
+                        .await
+                        .map_err(|e| self.fail("rotate refresh token", e))?;
+                    return Err(StoreError::new("issued tokens are not of the refresh token's grant"));
+                }
                 let json: String = row.try_get(1).map_err(|e| self.fail("rotate refresh token", e))?;
                 let old_record: RefreshTokenRecord = from_json("refresh token", &json)?;
                 sqlx::query(q::TOMBSTONE_INSERT)

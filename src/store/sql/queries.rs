@@ -293,11 +293,12 @@ macro_rules! issuing_tail {
 /// others pruned as [`ACCESS_INSERT_AND_PRUNE`] (`$8`..`$12` hash, grant,
 /// expiry, revoked, JSON; `$13` its `iat`; `$14` how many others to keep)
 /// and the grant summary written (`issuing_tail!`); all commit or none
-/// does. `$21` now: a code expired at `now` is not consumed. Returns the
+/// does. `$21` now: a code expired at `now` is not consumed; a code of
+/// another grant than the tokens' (`$9`) is not consumed either. Returns the
 /// code's record, or no row.
 pub(super) const CODE_CONSUME_ISSUING: &str = concat!(
     "WITH c AS (UPDATE authorization_codes SET consumed = TRUE WHERE project = $1 AND hash = $2 ",
-    "AND consumed = FALSE AND authorization_codes.expires_at > $21 AND ",
+    "AND consumed = FALSE AND authorization_codes.expires_at > $21 AND authorization_codes.grant_id = $9 AND ",
     not_revoked!("authorization_codes"),
     " RETURNING record), ",
     "rt AS (INSERT INTO refresh_tokens (project, hash, grant_id, expires_at, rotated, record) ",
@@ -315,10 +316,11 @@ pub(super) const CODE_CONSUME_ISSUING: &str = concat!(
 /// mark, `$22` its time, `$23` tombstones to keep) and, only for the row
 /// its delete returned, the access token and the grant summary as in
 /// [`CODE_CONSUME_ISSUING`] (`$8`..`$20`). A token expired at `$22` (the
-/// mark's time) is not taken. Returns the old record, or no row.
+/// mark's time), or of another grant than the successor's (`$4`), is not
+/// taken. Returns the old record, or no row.
 pub(super) const REFRESH_ROTATE_ISSUING: &str = concat!(
     "WITH old AS (DELETE FROM refresh_tokens WHERE project = $1 AND hash = $2 AND rotated = FALSE AND ",
-    "refresh_tokens.expires_at > $22 AND ",
+    "refresh_tokens.expires_at > $22 AND refresh_tokens.grant_id = $4 AND ",
     not_revoked!("refresh_tokens"),
     " RETURNING project, hash, grant_id, expires_at, record), ",
     "tomb AS (INSERT INTO refresh_tombstones (project, hash, grant_id, issued_at, expires_at, rotated_at, rotation) ",
