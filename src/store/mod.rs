@@ -422,7 +422,8 @@ pub enum RefreshRotation {
 /// - After [`GrantStore::revoke_grant`], every code and token of the grant
 ///   must read as absent or revoked, including ones inserted later by a
 ///   request that raced the revocation (inserts for a revoked grant are
-///   dropped).
+///   dropped, or, racing the revocation on PostgreSQL under READ
+///   COMMITTED, stored and hidden: every read filters revoked grants).
 /// - A storage error must be returned, never reported as success.
 ///
 /// # Grant summaries
@@ -521,7 +522,9 @@ pub trait GrantStore: Send + Sync {
         now: OffsetDateTime,
     ) -> Result<CodeConsumption, StoreError>;
 
-    /// Stores a refresh token (dropped if its grant is revoked).
+    /// Stores a refresh token (dropped if its grant is revoked; on
+    /// PostgreSQL under READ COMMITTED, one racing the revocation may be
+    /// stored and then hidden: every read filters revoked grants).
     async fn insert_refresh_token(&self, record: RefreshTokenRecord) -> Result<(), StoreError>;
 
     /// Reads a refresh token (absent if its grant is revoked).
@@ -551,7 +554,9 @@ pub trait GrantStore: Send + Sync {
         grace: time::Duration,
     ) -> Result<RefreshRotation, StoreError>;
 
-    /// Stores an access token (dropped if its grant is revoked).
+    /// Stores an access token (dropped if its grant is revoked; one racing
+    /// the revocation may instead be hidden, as for
+    /// [`GrantStore::insert_refresh_token`]).
     async fn insert_access_token(&self, record: AccessTokenRecord) -> Result<(), StoreError>;
 
     /// A code exchange's whole state change in one call:
@@ -570,7 +575,8 @@ pub trait GrantStore: Send + Sync {
     /// code expired at `now` is `NotFound`): of any number of concurrent
     /// calls for one code, exactly one returns `Consumed`, and only that
     /// call's tokens are stored. The inserts keep their own
-    /// rules (insert-if-absent; dropped when the grant is revoked).
+    /// rules (insert-if-absent; dropped, or hidden from every read when
+    /// racing the revocation, when the grant is revoked).
     async fn consume_code_issuing(
         &self,
         project: &ProjectId,
@@ -609,7 +615,9 @@ pub trait GrantStore: Send + Sync {
     /// # Security
     /// Exactly as for [`GrantStore::rotate_refresh_token`]: of any number
     /// of concurrent calls for one old token, exactly one returns
-    /// `Rotated`, and only that call's `new` and `access` are stored.
+    /// `Rotated`, and only that call's `new` and `access` are stored
+    /// (dropped, or hidden from every read when racing a revocation, when
+    /// the grant is revoked).
     async fn rotate_refresh_token_issuing(
         &self,
         project: &ProjectId,
