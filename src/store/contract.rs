@@ -1095,6 +1095,34 @@ pub async fn issuing(store: &dyn GrantStore) -> Outcome {
         "an issuing rotation with tokens of another grant fails and stores nothing"
     );
 
+    // A rotation of a revoked grant's token stores nothing.
+    let gv = grant_of(&p, "issuing", &registered_id(), t0);
+    let pv = refresh(&gv, t1, t1 + Duration::days(30));
+    ok!(store.insert_refresh_token(pv.clone()).await, "insert refresh");
+    ok!(store.revoke_grant(&p, &gv.id, t1).await, "revoke grant");
+    let (nv, av) = (
+        refresh(&gv, t1, t1 + Duration::days(30)),
+        access(&gv, t1, t1 + Duration::hours(1)),
+    );
+    ensure!(
+        ok!(
+            store
+                .rotate_refresh_token_issuing(
+                    &p,
+                    &pv.hash,
+                    nv.clone(),
+                    mark(t1, &nv),
+                    Duration::seconds(5),
+                    av.clone()
+                )
+                .await,
+            "rotate issuing"
+        ) == RefreshRotation::NotFound
+            && ok!(store.refresh_token(&p, &nv.hash).await, "refresh").is_none()
+            && ok!(store.access_token(&p, &av.hash).await, "access").is_none(),
+        "an issuing rotation of a revoked grant's token is NotFound and stores nothing"
+    );
+
     // 200 concurrent issuing consumes of one code.
     let race = code(&g, t0 + Duration::minutes(1));
     ok!(store.insert_code(race.clone()).await, "insert code");
