@@ -1399,7 +1399,7 @@ async fn sqlite_locked_by_another_writer_fails_safe_and_recovers() {
     // Another connection (as another process would) holds the write lock.
     let mut other = sqlx::SqliteConnection::connect(&url).await.unwrap();
     sqlx::Executor::execute(&mut other, "BEGIN IMMEDIATE").await.unwrap();
-    let failed = s.consume_code(&p, &code.hash).await;
+    let failed = s.consume_code(&p, &code.hash, time::OffsetDateTime::now_utc()).await;
     assert!(
         failed.is_err(),
         "a write that cannot take the lock is an error, not an answer"
@@ -1410,7 +1410,9 @@ async fn sqlite_locked_by_another_writer_fails_safe_and_recovers() {
 
     assert!(
         matches!(
-            s.consume_code(&p, &code.hash).await.unwrap(),
+            s.consume_code(&p, &code.hash, time::OffsetDateTime::now_utc())
+                .await
+                .unwrap(),
             CodeConsumption::Consumed(_)
         ),
         "the failed attempt consumed nothing; the store works again"

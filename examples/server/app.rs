@@ -20,7 +20,7 @@ use authio_mcp::scope::ScopeSet;
 use authio_mcp::secret::SecretString;
 use authio_mcp::server::AuthorizationServer;
 use authio_mcp::store::memory::{MemoryAuditLog, MemoryUpstreamSecrets};
-use authio_mcp::store::{AuditLog, AuditSink, CachedProjectStore};
+use authio_mcp::store::{AuditLog, AuditSink, CachedClientStore, CachedProjectStore};
 use authio_mcp::upstream::{UpstreamClientAuth, UpstreamHttp, UpstreamProvider};
 use authio_mcp::{ErrorCode, OAuthError};
 use axum::Router;
@@ -107,16 +107,19 @@ impl App {
         storage: Storage,
         project_cache: std::time::Duration,
     ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
-        Self::with_storage_and_audit(config, policy, storage, project_cache, None).await
+        Self::with_storage_and_audit(config, policy, storage, project_cache, std::time::Duration::ZERO, None).await
     }
 
     /// Like [`App::with_storage`]; every audit event also goes to
     /// `extra_audit` (`--audit-jsonl`), after the store's log.
+    /// `client_cache`: how long registered clients read from the store are
+    /// reused (zero: read on every request).
     pub async fn with_storage_and_audit(
         config: Config,
         policy: RegistrationPolicy,
         storage: Storage,
         project_cache: std::time::Duration,
+        client_cache: std::time::Duration,
         extra_audit: Option<Arc<dyn AuditSink>>,
     ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
         let mut fetcher = ReqwestFetcher::builder().danger_allow_loopback_for_development(config.allow_loopback_cimd);
@@ -202,6 +205,11 @@ impl App {
             (Storage::Postgres(s), false) => {
                 builder.projects(Arc::new(CachedProjectStore::new(s.clone(), project_cache)))
             }
+        };
+        let builder = match (&storage, client_cache.is_zero()) {
+            (_, true) | (Storage::Memory, _) => builder,
+            (Storage::Sqlite(s), false) => builder.clients(Arc::new(CachedClientStore::new(s.clone(), client_cache))),
+            (Storage::Postgres(s), false) => builder.clients(Arc::new(CachedClientStore::new(s.clone(), client_cache))),
         };
         let server = builder.build();
         match server.project(&project).await {

@@ -59,6 +59,9 @@ USAGE: cargo run --example server -- [FLAGS]
   --project-cache-ms N        cache project settings for N ms (default 0: read on every request);
                               with several instances, a settings change made on one applies on
                               the others after at most N ms
+  --client-cache-ms N         cache registered clients for N ms (default 0: read on every request);
+                              with several instances, a client disabled or deleted on one is
+                              refused by the others after at most N ms
   --upstream-issuer URL       sign users in at this OpenID Connect provider instead of the demo login
   --upstream-client-id ID     this server's client id at the provider (required with --upstream-issuer)
   --upstream-client-secret S  its client secret (client_secret_basic; omit for a public client)
@@ -97,6 +100,7 @@ struct Extra {
     database_url: String,
     sql: SqlOptions,
     project_cache: std::time::Duration,
+    client_cache: std::time::Duration,
     key_file: Option<String>,
     audit_jsonl: Option<String>,
 }
@@ -127,6 +131,7 @@ fn parse_args() -> Result<(SocketAddr, app::Config, Extra), String> {
         database_url: DEFAULT_DATABASE_URL.to_owned(),
         sql: SqlOptions::default(),
         project_cache: std::time::Duration::ZERO,
+        client_cache: std::time::Duration::ZERO,
         key_file: None,
         audit_jsonl: None,
     };
@@ -188,6 +193,10 @@ fn parse_args() -> Result<(SocketAddr, app::Config, Extra), String> {
             "--project-cache-ms" => {
                 let ms: u64 = value()?.parse().map_err(|_| "--project-cache-ms takes a number")?;
                 extra.project_cache = std::time::Duration::from_millis(ms);
+            }
+            "--client-cache-ms" => {
+                let ms: u64 = value()?.parse().map_err(|_| "--client-cache-ms takes a number")?;
+                extra.client_cache = std::time::Duration::from_millis(ms);
             }
             "--upstream-issuer" => up_issuer = Some(value()?),
             "--upstream-client-id" => up_client = Some(value()?),
@@ -326,8 +335,15 @@ async fn run(
     let storage = app::Storage::open(&extra.database_url, sql, extra.key_file.as_deref())
         .await
         .map_err(|e| format!("--database-url: {e}"))?;
-    let app = app::App::with_storage_and_audit(config.clone(), extra.policy, storage, extra.project_cache, audit_jsonl)
-        .await?;
+    let app = app::App::with_storage_and_audit(
+        config.clone(),
+        extra.policy,
+        storage,
+        extra.project_cache,
+        extra.client_cache,
+        audit_jsonl,
+    )
+    .await?;
     let project = ProjectId::new(app::DEMO_PROJECT)?;
     if extra.access_token_format == AccessTokenFormat::Jwt {
         // JWTs stay valid to resource servers until they expire, even when

@@ -86,6 +86,17 @@ struct Minting {
     first_refresh: bool,
 }
 
+/// A token response minted and not yet stored: the records its store call
+/// writes and the event recorded once it did.
+struct Minted {
+    response: TokenResponse,
+    access: AccessTokenRecord,
+    /// A first refresh token to store (a code exchange); a rotation's
+    /// successor is stored by the rotation itself.
+    refresh: Option<RefreshTokenRecord>,
+    issued: AuditKind,
+}
+
 /// Why an approval could not be completed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -646,30 +657,42 @@ impl AuthorizationServer {
             CodeExchange::Redeem(issuance) => issuance,
             CodeExchange::Replay => return Err(self.reuse_detected(project, &record.grant, Reused::Code).await),
         };
-        // Keys and user claims before the code is consumed: a failure here
-        // leaves the code redeemable.
+        // Keys, user claims and the tokens themselves before the code is
+        // consumed: a failure here leaves the code redeemable. (A code's
+        // grant never changes, so the record read above is the one the
+        // consume returns.)
         let signing = self.prepare_signing(settings, &record.grant, &issuance).await?;
-        match self.grants.consume_code(project, &hash).await? {
-            CodeConsumption::Consumed(record) => {
-                let nonce = record.nonce.as_deref();
-                let minting = Minting {
-                    issued_at: self.clock.now(),
-                    random: AccessTokenRandomness::new(self.random_array(), self.random_array()),
-                    replay: false,
-                    first_refresh: true,
-                };
-                self.issue_tokens(
-                    settings,
-                    client,
-                    &record.grant,
-                    &issuance,
-                    None,
-                    "authorization_code",
-                    minting,
-                    signing,
-                    nonce,
-                )
-                .await
+        let minting = Minting {
+            issued_at: self.clock.now(),
+            random: AccessTokenRandomness::new(self.random_array(), self.random_array()),
+            replay: false,
+            first_refresh: true,
+        };
+        let minted = self
+            .mint_tokens(
+                settings,
+                client,
+                &record.grant,
+                &issuance,
+                None,
+                "authorization_code",
+                minting,
+                signing,
+                record.nonce.as_deref(),
+            )
+            .await?;
+        // One store call consumes the code and stores the tokens: only
+        // the winner of a concurrent redemption stores any. The time is
+        // read again: a code that expired while the tokens were minted is
+        // not consumed (`NotFound`, so `invalid_grant`).
+        match self
+            .grants
+            .consume_code_issuing(project, &hash, self.clock.now(), minted.refresh, minted.access)
+            .await?
+        {
+            CodeConsumption::Consumed(_) => {
+                self.emit(project, minted.issued).await;
+                Ok(minted.response)
             }
             CodeConsumption::AlreadyConsumed(record) => {
                 Err(self.reuse_detected(project, &record.grant, Reused::Code).await)
@@ -750,36 +773,50 @@ impl AuthorizationServer {
         let nonce = RotationNonce::from_random(self.random_array());
         let successor = token::successor_refresh_token(raw, &nonce);
         let new_record = token::successor_record(&record, successor.hash(), now, settings.refresh_token_ttl);
-        let mark = RotationMark::new(now, nonce, successor.hash()).with_issuance(token::issuance_digest(&issuance));
+        let successor_hash = successor.hash();
         let grace = settings.effective_refresh_reuse_grace();
+        // The response is minted before the rotation (rotation never
+        // changes a token's grant), so one store call rotates and stores
+        // the access token: only the winner of concurrent rotations does.
+        // An ID token again only while `openid` is still granted, and
+        // never with the original nonce.
+        let minting = Minting {
+            issued_at: now,
+            random: AccessTokenRandomness::for_rotation(raw, &nonce, &issuance),
+            replay: false,
+            first_refresh: false,
+        };
+        let minted = self
+            .mint_tokens(
+                settings,
+                client,
+                &record.grant,
+                &issuance,
+                Some(successor),
+                "refresh_token",
+                minting,
+                signing,
+                None,
+            )
+            .await?;
+        // The rotation's time is read again: a token that expired while
+        // the tokens were minted is not rotated (`NotFound`, so
+        // `invalid_grant`).
+        let mark =
+            RotationMark::new(self.clock.now(), nonce, successor_hash).with_issuance(token::issuance_digest(&issuance));
         match self
             .grants
-            .rotate_refresh_token(project, &hash, new_record, mark, grace)
+            .rotate_refresh_token_issuing(project, &hash, new_record, mark, grace, minted.access)
             .await?
         {
-            RefreshRotation::Rotated(old) => {
-                let minting = Minting {
-                    issued_at: now,
-                    random: AccessTokenRandomness::for_rotation(raw, &nonce, &issuance),
-                    replay: false,
-                    first_refresh: false,
-                };
-                // An ID token again only while `openid` is still granted,
-                // and never with the original nonce.
-                self.issue_tokens(
-                    settings,
-                    client,
-                    &old.grant,
-                    &issuance,
-                    Some(successor),
-                    "refresh_token",
-                    minting,
-                    signing,
-                    None,
-                )
-                .await
+            RefreshRotation::Rotated(_) => {
+                self.emit(project, minted.issued).await;
+                Ok(minted.response)
             }
             RefreshRotation::WithinGrace(old) => {
+                // Rare (a concurrent refresh): the keys and claims again,
+                // the minted ones went with the lost rotation.
+                let signing = self.prepare_signing(settings, &old.grant, &issuance).await?;
                 self.replay_rotation(settings, client, &old, raw, &issuance, signing)
                     .await
             }
@@ -895,8 +932,8 @@ impl AuthorizationServer {
         Ok(Signing { access, id })
     }
 
-    /// Mints the access token (and, after a code exchange, the first
-    /// refresh token; with `openid`, the ID token) and records
+    /// Mints the tokens of a replayed rotation (within the reuse grace)
+    /// and stores its access token unless the first rotation did; records
     /// `token.issued`.
     #[allow(clippy::too_many_arguments)]
     async fn issue_tokens(
@@ -911,6 +948,53 @@ impl AuthorizationServer {
         signing: Signing,
         nonce: Option<&str>,
     ) -> Result<TokenResponse, EndpointError> {
+        let replay = minting.replay;
+        let minted = self
+            .mint_tokens(
+                settings,
+                client,
+                grant,
+                issuance,
+                rotated_refresh,
+                grant_type,
+                minting,
+                signing,
+                nonce,
+            )
+            .await?;
+        let hash = minted.access.hash;
+        let stored = self.grants.access_token(&grant.project, &hash).await?;
+        if replay && !token::replayed_access_token_usable(stored.as_ref(), &minted.access.claims) {
+            // The first rotation stored this token already (or is about
+            // to); never overwrite it: a revoked one stays revoked.
+            return Err(TokenError::InvalidGrant("refresh token").into());
+        }
+        if let Some(record) = minted.refresh {
+            self.grants.insert_refresh_token(record).await?;
+        }
+        self.emit(&grant.project, minted.issued).await;
+        if stored.is_none() {
+            self.grants.insert_access_token(minted.access).await?;
+        }
+        Ok(minted.response)
+    }
+
+    /// Mints the access token (and, after a code exchange, the first
+    /// refresh token; with `openid`, the ID token) and the records and
+    /// `token.issued` event that go with them; stores nothing.
+    #[allow(clippy::too_many_arguments)]
+    async fn mint_tokens(
+        &self,
+        settings: &ProjectSettings,
+        client: &Client,
+        grant: &Grant,
+        issuance: &Issuance,
+        rotated_refresh: Option<SecretString>,
+        grant_type: &str,
+        minting: Minting,
+        signing: Signing,
+        nonce: Option<&str>,
+    ) -> Result<Minted, EndpointError> {
         let now = self.clock.now();
         let claims = token::access_token_claims(
             self.issuer_for(settings).as_str(),
@@ -946,50 +1030,35 @@ impl AuthorizationServer {
             }
             None => None,
         };
-        let hash = access.hash();
-        if minting.replay {
-            // The first rotation stored this token already (or is about
-            // to); never overwrite it: a revoked one stays revoked.
-            let existing = self.grants.access_token(&grant.project, &hash).await?;
-            if !token::replayed_access_token_usable(existing.as_ref(), &claims) {
-                return Err(TokenError::InvalidGrant("refresh token").into());
-            }
-        }
         let refresh = match rotated_refresh {
-            Some(r) => Some(r),
+            Some(r) => (Some(r), None),
             None if minting.first_refresh && settings.issues_refresh_tokens() && client.metadata.allows_refresh() => {
                 let (token, record) = self.new_refresh_token(settings, grant, now);
-                self.grants.insert_refresh_token(record).await?;
-                Some(token)
+                (Some(token), Some(record))
             }
-            None => None,
+            None => (None, None),
         };
-        self.emit(
-            &grant.project,
-            AuditKind::TokenIssued {
-                client_id: grant.client_id.to_string(),
-                subject: grant.subject.as_str().to_owned(),
-                grant_id: grant.id.to_string(),
-                grant_type: grant_type.to_owned(),
-                scope: claims.scope.clone(),
-                audience: claims.aud.clone(),
+        let issued = AuditKind::TokenIssued {
+            client_id: grant.client_id.to_string(),
+            subject: grant.subject.as_str().to_owned(),
+            grant_id: grant.id.to_string(),
+            grant_type: grant_type.to_owned(),
+            scope: claims.scope.clone(),
+            audience: claims.aud.clone(),
+        };
+        let response = TokenResponse::bearer(&access, &claims, now, refresh.0.as_ref(), id_token);
+        Ok(Minted {
+            response,
+            access: AccessTokenRecord {
+                hash: access.hash(),
+                project: grant.project.clone(),
+                grant_id: grant.id.clone(),
+                claims,
+                revoked: false,
             },
-        )
-        .await;
-        let response = TokenResponse::bearer(&access, &claims, now, refresh.as_ref(), id_token);
-        let stored = self.grants.access_token(&grant.project, &hash).await?;
-        if stored.is_none() {
-            self.grants
-                .insert_access_token(AccessTokenRecord {
-                    hash,
-                    project: grant.project.clone(),
-                    grant_id: grant.id.clone(),
-                    claims,
-                    revoked: false,
-                })
-                .await?;
-        }
-        Ok(response)
+            refresh: refresh.1,
+            issued,
+        })
     }
 
     /// Token revocation (RFC 7009). Unknown tokens, and tokens of other
@@ -1108,15 +1177,19 @@ impl AuthorizationServer {
     /// Whether the tokens of `client_id` may still be used: a registered
     /// client must exist and not be disabled (metadata-document clients
     /// are not stored, so always). Asked by introspection and userinfo on
-    /// every token, so a disabled or deleted client's tokens stop working
-    /// at once.
+    /// every token, through [`crate::store::ClientStore::client_uncached`]
+    /// (a client cache is bypassed), so a disabled or deleted client's
+    /// tokens stop working at once, on every instance. (With a client
+    /// cache, the client itself may still authenticate and obtain new
+    /// tokens elsewhere for up to the cache's TTL; see
+    /// [`crate::store::CachedClientStore`].)
     pub(crate) async fn client_active(
         &self,
         project: &ProjectId,
         client_id: &str,
     ) -> Result<bool, crate::store::StoreError> {
         let stored = match crate::client::RegisteredClientId::new(client_id) {
-            Ok(id) => self.clients.get(project, &id).await?,
+            Ok(id) => self.clients.client_uncached(project, &id).await?,
             Err(_) => None,
         };
         Ok(token::client_tokens_usable(client_id, stored.as_ref()))

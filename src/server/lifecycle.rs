@@ -111,7 +111,11 @@ impl AuthorizationServer {
     /// grant that a request racing the deletion created is revoked too; a
     /// token minted in that window is refused anyway, because the tokens
     /// of an unknown client introspect as inactive and it can no longer
-    /// authenticate. A failure half-way leaves the client in place (the
+    /// authenticate. With a client cache
+    /// ([`crate::store::CachedClientStore`]) another instance may still
+    /// authenticate the client, and issue it new grants and tokens, for up
+    /// to the cache's TTL; their introspection reads the client uncached,
+    /// so those tokens introspect as inactive at once. A failure half-way leaves the client in place (the
     /// call can be repeated) or its remaining grants unusable.
     ///
     /// # Errors

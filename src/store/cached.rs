@@ -1,5 +1,6 @@
-//! A read-through cache in front of a [`ProjectStore`], for stores where a
-//! read costs a database round trip on every request.
+//! Read-through caches in front of a [`ProjectStore`] and a
+//! [`ClientStore`], for stores where a read costs a database round trip on
+//! every request.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use super::{ProjectStore, StoreError};
+use super::{ClientStore, Page, PageRequest, ProjectStore, StoreError};
+use crate::client::{Client, RegisteredClientId};
 use crate::project::{ProjectId, ProjectSettings};
 
 /// Caches project settings for a fixed time in front of another
@@ -145,6 +147,146 @@ impl ProjectStore for CachedProjectStore {
     }
 }
 
+/// Caches registered clients for a fixed time in front of another
+/// [`ClientStore`]: the token endpoint and the authorization endpoint read
+/// the client on every request.
+///
+/// `delete` and `set_disabled` through this cache go to the inner store
+/// and drop this process's entry before and after, so they apply here at
+/// once (`insert` passes through: it never changes a stored client); a
+/// client deleted, disabled or re-enabled by ANOTHER process sharing the
+/// inner store is seen after at most `ttl`. That is the staleness bound:
+/// for up to `ttl` after an administrator deletes or disables a client on
+/// one instance, another instance may still authenticate it and let it
+/// obtain NEW tokens (start authorizations, exchange codes, refresh its
+/// grants until they are revoked). Only what does not read the cached
+/// client applies at once: a deletion's revocation of the grants that
+/// existed when it ran (the grant store is not cached), and the token
+/// checks of introspection and userinfo, which ask
+/// [`ClientStore::client_uncached`] (forwarded to the inner store), so a
+/// deleted or disabled client's tokens read as inactive everywhere at
+/// once. `count` and `list` always read through.
+///
+/// # Security
+/// Only `get` may be stale, by at most `ttl`; choose it as the longest
+/// time a disabling or deletion made elsewhere may take to apply here.
+/// Unknown clients are not cached (probing random ids cannot grow the
+/// cache), which holds at most `capacity` entries.
+pub struct CachedClientStore {
+    inner: Arc<dyn ClientStore>,
+    ttl: Duration,
+    capacity: usize,
+    entries: RwLock<HashMap<(ProjectId, RegisteredClientId), (Instant, Client)>>,
+    /// As [`CachedProjectStore`]'s: a read that raced a local write never
+    /// fills the cache.
+    writes: AtomicU64,
+}
+
+impl std::fmt::Debug for CachedClientStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CachedClientStore")
+            .field("ttl", &self.ttl)
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CachedClientStore {
+    /// A cache of at most 100,000 clients, each read kept for `ttl`.
+    pub fn new(inner: Arc<dyn ClientStore>, ttl: Duration) -> Self {
+        Self {
+            inner,
+            ttl,
+            capacity: 100_000,
+            entries: RwLock::new(HashMap::new()),
+            writes: AtomicU64::new(0),
+        }
+    }
+
+    fn forget(&self, project: &ProjectId, id: &RegisteredClientId) {
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        if let Ok(mut entries) = self.entries.write() {
+            entries.remove(&(project.clone(), id.clone()));
+        }
+    }
+}
+
+#[async_trait]
+impl ClientStore for CachedClientStore {
+    async fn get(&self, project: &ProjectId, id: &RegisteredClientId) -> Result<Option<Client>, StoreError> {
+        let key = (project.clone(), id.clone());
+        if let Ok(entries) = self.entries.read()
+            && let Some((at, client)) = entries.get(&key)
+            && at.elapsed() < self.ttl
+        {
+            return Ok(Some(client.clone()));
+        }
+        let seen = self.writes.load(Ordering::SeqCst);
+        let client = self.inner.get(project, id).await?;
+        if let Ok(mut entries) = self.entries.write()
+            // Checked under the lock: a local write bumps the counter
+            // before it drops the entry.
+            && self.writes.load(Ordering::SeqCst) == seen
+        {
+            match &client {
+                Some(c) => {
+                    if entries.len() >= self.capacity && !entries.contains_key(&key) {
+                        entries.clear();
+                    }
+                    entries.insert(key, (Instant::now(), c.clone()));
+                }
+                None => {
+                    entries.remove(&key);
+                }
+            }
+        }
+        Ok(client)
+    }
+
+    async fn client_uncached(
+        &self,
+        project: &ProjectId,
+        id: &RegisteredClientId,
+    ) -> Result<Option<Client>, StoreError> {
+        self.inner.client_uncached(project, id).await
+    }
+
+    async fn insert(&self, project: &ProjectId, client: Client) -> Result<bool, StoreError> {
+        // No invalidation: an insert never changes a stored client (a
+        // taken id is refused), so no read racing it can cache anything
+        // it changed. (Bumping the write counter here would keep every
+        // read from filling the cache while registrations are under way.)
+        self.inner.insert(project, client).await
+    }
+
+    async fn delete(&self, project: &ProjectId, id: &RegisteredClientId) -> Result<bool, StoreError> {
+        self.forget(project, id);
+        let deleted = self.inner.delete(project, id).await;
+        self.forget(project, id);
+        deleted
+    }
+
+    async fn count(&self, project: &ProjectId) -> Result<usize, StoreError> {
+        self.inner.count(project).await
+    }
+
+    async fn list(&self, project: &ProjectId, page: &PageRequest) -> Result<Page<Client>, StoreError> {
+        self.inner.list(project, page).await
+    }
+
+    async fn set_disabled(
+        &self,
+        project: &ProjectId,
+        id: &RegisteredClientId,
+        disabled_at: Option<time::OffsetDateTime>,
+    ) -> Result<Option<Client>, StoreError> {
+        self.forget(project, id);
+        let set = self.inner.set_disabled(project, id, disabled_at).await;
+        self.forget(project, id);
+        set
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,5 +381,76 @@ mod tests {
         );
         // The late read must not have put the old settings back for the ttl.
         assert_eq!(cached.get(&p).await.unwrap(), Some(new));
+    }
+
+    fn client(at: time::OffsetDateTime) -> Client {
+        use crate::client::{ClientId, ClientMetadata, MetadataProfile};
+        let m: ClientMetadata = serde_json::from_value(serde_json::json!({
+            "client_name": "A", "redirect_uris": ["https://a.example/cb"], "token_endpoint_auth_method": "none"
+        }))
+        .unwrap();
+        let m = m
+            .validate(MetadataProfile::Dcr, crate::redirect_uri::RedirectUriPolicy::strict())
+            .unwrap();
+        Client::new(ClientId::Registered(RegisteredClientId::from_random(&[7; 12])), m, at)
+    }
+
+    #[tokio::test]
+    async fn clients_are_cached_for_the_ttl_and_local_writes_apply_at_once() {
+        use crate::store::memory::MemoryClientStore;
+        let inner = Arc::new(MemoryClientStore::new());
+        let cached = CachedClientStore::new(inner.clone(), Duration::from_secs(3600));
+        let p = ProjectId::new("p").unwrap();
+        let at = time::macros::datetime!(2026-11-29 12:00 UTC);
+        let c = client(at);
+        let crate::client::ClientId::Registered(id) = c.client_id.clone() else {
+            unreachable!()
+        };
+        assert!(cached.get(&p, &id).await.unwrap().is_none());
+        inner.insert(&p, c.clone()).await.unwrap();
+        assert_eq!(
+            cached.get(&p, &id).await.unwrap(),
+            Some(c.clone()),
+            "unknown clients are not cached"
+        );
+        // Disabled elsewhere (the inner store directly): stale within the ttl.
+        inner.set_disabled(&p, &id, Some(at)).await.unwrap();
+        assert_eq!(cached.get(&p, &id).await.unwrap(), Some(c.clone()));
+        // ...but never for the uncached read (introspection's check).
+        assert!(
+            cached
+                .client_uncached(&p, &id)
+                .await
+                .unwrap()
+                .is_some_and(|c| c.disabled_at.is_some()),
+            "client_uncached bypasses the cache"
+        );
+        // Re-enabled, then disabled through the cache: applies at once.
+        inner.set_disabled(&p, &id, None).await.unwrap();
+        let disabled = cached.set_disabled(&p, &id, Some(at)).await.unwrap();
+        assert!(disabled.as_ref().is_some_and(|c| c.disabled_at.is_some()));
+        assert!(
+            cached
+                .get(&p, &id)
+                .await
+                .unwrap()
+                .is_some_and(|c| c.disabled_at.is_some()),
+            "a local disabling applies at once"
+        );
+        assert!(cached.delete(&p, &id).await.unwrap());
+        assert!(
+            cached.get(&p, &id).await.unwrap().is_none(),
+            "a local deletion applies at once"
+        );
+        assert!(cached.get(&ProjectId::new("q").unwrap(), &id).await.unwrap().is_none());
+
+        let fresh = CachedClientStore::new(inner.clone(), Duration::ZERO);
+        inner.insert(&p, c.clone()).await.unwrap();
+        assert!(fresh.get(&p, &id).await.unwrap().is_some());
+        inner.delete(&p, &id).await.unwrap();
+        assert!(
+            fresh.get(&p, &id).await.unwrap().is_none(),
+            "a zero ttl always reads through"
+        );
     }
 }

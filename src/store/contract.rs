@@ -26,7 +26,9 @@
 //! row. It calls `purge_expired` / `purge` with a time far in the future,
 //! which deletes the expired records of every project: run it on a test
 //! database, never on production data. Concurrency checks start their
-//! calls together (200 redemptions of one code, 100 uses of an initial
+//! calls together (200 redemptions of one code, 200 issuing redemptions
+//! of one code and 50 issuing rotations of one refresh token
+//! ([`issuing`]), 100 uses of an initial
 //! access token with `max_uses = 5`, 50 rotations of one refresh token,
 //! 20 compare-and-swaps, 16 activations of one algorithm's next keys, 50
 //! first uses of one `jti`, 100 takes of one upstream login, 16
@@ -309,6 +311,8 @@ pub async fn run_all(stores: &Stores) -> Outcome {
     access_tokens(stores.grants.as_ref()).await?;
     grant_revocation(stores.grants.as_ref()).await?;
     inserts_never_replace(stores.grants.as_ref()).await?;
+    issuing(stores.grants.as_ref()).await?;
+    expiry_at_consume(stores.grants.as_ref()).await?;
     bounded_grant_growth(stores.grants.as_ref()).await?;
     client_lifecycle(stores.clients.as_ref()).await?;
     grant_summaries(stores.grants.as_ref()).await?;
@@ -750,21 +754,21 @@ pub async fn codes(store: &dyn GrantStore) -> Outcome {
         "a code is unknown in another project"
     );
     ensure!(
-        ok!(store.consume_code(&q, &c.hash).await, "consume") == CodeConsumption::NotFound,
+        ok!(store.consume_code(&q, &c.hash, t0).await, "consume") == CodeConsumption::NotFound,
         "consume in another project finds nothing"
     );
     ensure!(
-        ok!(store.consume_code(&p, &hash()).await, "consume") == CodeConsumption::NotFound,
+        ok!(store.consume_code(&p, &hash(), t0).await, "consume") == CodeConsumption::NotFound,
         "an unknown code is NotFound"
     );
     let mut consumed = c.clone();
     consumed.consumed = true;
     ensure!(
-        ok!(store.consume_code(&p, &c.hash).await, "consume") == CodeConsumption::Consumed(consumed.clone()),
+        ok!(store.consume_code(&p, &c.hash, t0).await, "consume") == CodeConsumption::Consumed(consumed.clone()),
         "the first consume wins and returns the record"
     );
     ensure!(
-        ok!(store.consume_code(&p, &c.hash).await, "consume") == CodeConsumption::AlreadyConsumed(consumed.clone()),
+        ok!(store.consume_code(&p, &c.hash, t0).await, "consume") == CodeConsumption::AlreadyConsumed(consumed.clone()),
         "a second consume is a replay"
     );
     ensure!(
@@ -774,7 +778,7 @@ pub async fn codes(store: &dyn GrantStore) -> Outcome {
 
     let race = code(&g, t0 + Duration::minutes(1));
     ok!(store.insert_code(race.clone()).await, "insert code");
-    let results = join_all((0..200).map(|_| store.consume_code(&p, &race.hash))).await;
+    let results = join_all((0..200).map(|_| store.consume_code(&p, &race.hash, t0))).await;
     let mut wins = 0;
     for r in results {
         match ok!(r, "concurrent consume") {
@@ -942,6 +946,468 @@ pub async fn refresh_tokens(store: &dyn GrantStore) -> Outcome {
     Ok(())
 }
 
+/// `GrantStore::consume_code_issuing` and
+/// `GrantStore::rotate_refresh_token_issuing`: only the call that consumes
+/// (rotates) stores its tokens, and the grant's summary records their use;
+/// a replay, a reuse, an unknown code or token, or a revoked grant stores
+/// nothing; of 200 concurrent issuing consumes of one code (50 rotations
+/// of one token) exactly one wins, its tokens exist and no loser's do.
+///
+/// # Errors
+/// The first [`Violation`].
+#[allow(clippy::too_many_lines)]
+pub async fn issuing(store: &dyn GrantStore) -> Outcome {
+    let p = fresh_project();
+    let t0 = now();
+    let g = grant_of(&p, "issuing", &registered_id(), t0);
+    let c = code(&g, t0 + Duration::minutes(1));
+    ok!(store.insert_code(c.clone()).await, "insert code");
+    let t1 = t0 + Duration::seconds(10);
+    let (r, a) = (
+        refresh(&g, t1, t1 + Duration::days(30)),
+        access(&g, t1, t1 + Duration::hours(1)),
+    );
+    let mut consumed = c.clone();
+    consumed.consumed = true;
+    ensure!(
+        ok!(
+            store
+                .consume_code_issuing(&p, &c.hash, t0, Some(r.clone()), a.clone())
+                .await,
+            "consume issuing"
+        ) == CodeConsumption::Consumed(consumed.clone()),
+        "an issuing consume wins like consume_code and returns the record"
+    );
+    ensure!(
+        ok!(store.refresh_token(&p, &r.hash).await, "refresh").as_ref() == Some(&r)
+            && ok!(store.access_token(&p, &a.hash).await, "access").as_ref() == Some(&a),
+        "the winning consume stores its refresh and access tokens"
+    );
+    let got = listed(store, &p, "issuing", t1).await?;
+    ensure!(
+        got.len() == 1
+            && got.first().and_then(|s| s.last_used_at) == Some(t1)
+            && got.first().map(|s| s.expires_at) == Some(r.expires_at),
+        "an issuing consume extends the grant's summary like the inserts it replaces",
+        "{got:?}"
+    );
+    let (r2, a2) = (
+        refresh(&g, t1, t1 + Duration::days(30)),
+        access(&g, t1, t1 + Duration::hours(1)),
+    );
+    ensure!(
+        ok!(
+            store
+                .consume_code_issuing(&p, &c.hash, t0, Some(r2.clone()), a2.clone())
+                .await,
+            "consume issuing"
+        ) == CodeConsumption::AlreadyConsumed(consumed),
+        "a second issuing consume is a replay"
+    );
+    ensure!(
+        ok!(store.refresh_token(&p, &r2.hash).await, "refresh").is_none()
+            && ok!(store.access_token(&p, &a2.hash).await, "access").is_none(),
+        "a replayed consume stores no token"
+    );
+    ensure!(
+        ok!(
+            store
+                .consume_code_issuing(&p, &hash(), t0, Some(r2.clone()), a2.clone())
+                .await,
+            "consume issuing"
+        ) == CodeConsumption::NotFound
+            && ok!(store.refresh_token(&p, &r2.hash).await, "refresh").is_none()
+            && ok!(store.access_token(&p, &a2.hash).await, "access").is_none(),
+        "an unknown code is NotFound and stores no token"
+    );
+
+    // Without a refresh token: the access token alone.
+    let c2 = code(&g, t0 + Duration::minutes(1));
+    ok!(store.insert_code(c2.clone()).await, "insert code");
+    let a3 = access(&g, t1, t1 + Duration::hours(1));
+    ensure!(
+        matches!(
+            ok!(
+                store.consume_code_issuing(&p, &c2.hash, t0, None, a3.clone()).await,
+                "consume issuing"
+            ),
+            CodeConsumption::Consumed(_)
+        ) && ok!(store.access_token(&p, &a3.hash).await, "access").as_ref() == Some(&a3),
+        "an issuing consume without a refresh token stores the access token"
+    );
+
+    // A revoked grant's code issues nothing.
+    let gr = grant_of(&p, "issuing", &registered_id(), t0);
+    let cr = code(&gr, t0 + Duration::minutes(1));
+    ok!(store.insert_code(cr.clone()).await, "insert code");
+    ok!(store.revoke_grant(&p, &gr.id, t0).await, "revoke grant");
+    let (rr, ar) = (
+        refresh(&gr, t1, t1 + Duration::days(30)),
+        access(&gr, t1, t1 + Duration::hours(1)),
+    );
+    ensure!(
+        !matches!(
+            ok!(
+                store
+                    .consume_code_issuing(&p, &cr.hash, t0, Some(rr.clone()), ar.clone())
+                    .await,
+                "consume issuing"
+            ),
+            CodeConsumption::Consumed(_)
+        ) && ok!(store.refresh_token(&p, &rr.hash).await, "refresh").is_none()
+            && ok!(store.access_token(&p, &ar.hash).await, "access").is_none(),
+        "a revoked grant's code is not consumed and issues no token"
+    );
+
+    // Tokens of another grant than the code's (or the old token's): an
+    // error, nothing stored, the code (token) still usable.
+    let other = grant_of(&p, "issuing", &registered_id(), t0);
+    let cm = code(&g, t0 + Duration::minutes(1));
+    ok!(store.insert_code(cm.clone()).await, "insert code");
+    let (rm, am) = (
+        refresh(&other, t1, t1 + Duration::days(30)),
+        access(&other, t1, t1 + Duration::hours(1)),
+    );
+    ensure!(
+        store
+            .consume_code_issuing(&p, &cm.hash, t0, Some(rm.clone()), am.clone())
+            .await
+            .is_err()
+            && ok!(store.refresh_token(&p, &rm.hash).await, "refresh").is_none()
+            && ok!(store.access_token(&p, &am.hash).await, "access").is_none()
+            && ok!(store.code(&p, &cm.hash).await, "code").is_some_and(|c| !c.consumed),
+        "an issuing consume with tokens of another grant fails and stores nothing"
+    );
+    let pm = refresh(&g, t1, t1 + Duration::days(30));
+    ok!(store.insert_refresh_token(pm.clone()).await, "insert refresh");
+    let (nm, am2) = (
+        refresh(&other, t1, t1 + Duration::days(30)),
+        access(&other, t1, t1 + Duration::hours(1)),
+    );
+    ensure!(
+        store
+            .rotate_refresh_token_issuing(&p, &pm.hash, nm.clone(), mark(t1, &nm), Duration::ZERO, am2.clone())
+            .await
+            .is_err()
+            && ok!(store.refresh_token(&p, &nm.hash).await, "refresh").is_none()
+            && ok!(store.access_token(&p, &am2.hash).await, "access").is_none()
+            && ok!(store.refresh_token(&p, &pm.hash).await, "refresh").is_some_and(|r| !r.rotated),
+        "an issuing rotation with tokens of another grant fails and stores nothing"
+    );
+
+    // A rotation of a revoked grant's token stores nothing.
+    let gv = grant_of(&p, "issuing", &registered_id(), t0);
+    let pv = refresh(&gv, t1, t1 + Duration::days(30));
+    ok!(store.insert_refresh_token(pv.clone()).await, "insert refresh");
+    ok!(store.revoke_grant(&p, &gv.id, t1).await, "revoke grant");
+    let (nv, av) = (
+        refresh(&gv, t1, t1 + Duration::days(30)),
+        access(&gv, t1, t1 + Duration::hours(1)),
+    );
+    ensure!(
+        ok!(
+            store
+                .rotate_refresh_token_issuing(
+                    &p,
+                    &pv.hash,
+                    nv.clone(),
+                    mark(t1, &nv),
+                    Duration::seconds(5),
+                    av.clone()
+                )
+                .await,
+            "rotate issuing"
+        ) == RefreshRotation::NotFound
+            && ok!(store.refresh_token(&p, &nv.hash).await, "refresh").is_none()
+            && ok!(store.access_token(&p, &av.hash).await, "access").is_none(),
+        "an issuing rotation of a revoked grant's token is NotFound and stores nothing"
+    );
+
+    // 200 concurrent issuing consumes of one code.
+    let race = code(&g, t0 + Duration::minutes(1));
+    ok!(store.insert_code(race.clone()).await, "insert code");
+    let tokens: Vec<_> = (0..200)
+        .map(|_| {
+            (
+                refresh(&g, t1, t1 + Duration::days(30)),
+                access(&g, t1, t1 + Duration::hours(1)),
+            )
+        })
+        .collect();
+    let results = join_all(
+        tokens
+            .iter()
+            .map(|(r, a)| store.consume_code_issuing(&p, &race.hash, t0, Some(r.clone()), a.clone())),
+    )
+    .await;
+    let mut winners = Vec::new();
+    for (i, r) in results.into_iter().enumerate() {
+        match ok!(r, "concurrent consume issuing") {
+            CodeConsumption::Consumed(_) => winners.push(i),
+            CodeConsumption::AlreadyConsumed(_) => {}
+            other => ensure!(
+                false,
+                "a concurrent issuing consume is Consumed or AlreadyConsumed",
+                "{other:?}"
+            ),
+        }
+    }
+    ensure!(
+        winners.len() == 1,
+        "of 200 concurrent issuing consumes of one code exactly one wins",
+        "{} won",
+        winners.len()
+    );
+    for (i, (r, a)) in tokens.iter().enumerate() {
+        let stored = (
+            ok!(store.refresh_token(&p, &r.hash).await, "refresh").is_some(),
+            ok!(store.access_token(&p, &a.hash).await, "access").is_some(),
+        );
+        let won = winners.contains(&i);
+        ensure!(
+            stored == (won, won),
+            "the winning issuing consume's tokens exist and no loser's do",
+            "call {i}: won {won}, stored {stored:?}"
+        );
+    }
+
+    // Rotation: the successor and the access token only for the winner.
+    let grace = Duration::seconds(5);
+    let parent = refresh(&g, t1, t1 + Duration::days(30));
+    ok!(store.insert_refresh_token(parent.clone()).await, "insert refresh");
+    let t2 = t1 + Duration::seconds(10);
+    let (n1, a4) = (
+        refresh(&g, t2, t2 + Duration::days(30)),
+        access(&g, t2, t2 + Duration::hours(1)),
+    );
+    let m1 = mark(t2, &n1);
+    let mut parent_rotated = parent.clone();
+    parent_rotated.rotated = true;
+    parent_rotated.rotation = Some(m1.clone());
+    ensure!(
+        ok!(
+            store
+                .rotate_refresh_token_issuing(&p, &parent.hash, n1.clone(), m1, grace, a4.clone())
+                .await,
+            "rotate issuing"
+        ) == RefreshRotation::Rotated(parent_rotated.clone()),
+        "an issuing rotation wins like rotate_refresh_token and returns the old record with its mark"
+    );
+    ensure!(
+        ok!(store.refresh_token(&p, &n1.hash).await, "refresh").as_ref() == Some(&n1)
+            && ok!(store.access_token(&p, &a4.hash).await, "access").as_ref() == Some(&a4),
+        "the winning rotation stores its successor and access token"
+    );
+    let got = listed(store, &p, "issuing", t2).await?;
+    ensure!(
+        got.len() == 1
+            && got.first().and_then(|s| s.last_used_at) == Some(t2)
+            && got.first().map(|s| s.expires_at) == Some(n1.expires_at),
+        "an issuing rotation extends the grant's summary",
+        "{got:?}"
+    );
+    let (n2, a5) = (
+        refresh(&g, t2, t2 + Duration::days(30)),
+        access(&g, t2, t2 + Duration::hours(1)),
+    );
+    ensure!(
+        ok!(
+            store
+                .rotate_refresh_token_issuing(&p, &parent.hash, n2.clone(), mark(t2, &n2), grace, a5.clone())
+                .await,
+            "rotate issuing"
+        ) == RefreshRotation::WithinGrace(parent_rotated.clone()),
+        "a second issuing rotation within the grace gets the winner's record"
+    );
+    ensure!(
+        ok!(
+            store
+                .rotate_refresh_token_issuing(&p, &parent.hash, n2.clone(), mark(t2, &n2), Duration::ZERO, a5.clone())
+                .await,
+            "rotate issuing"
+        ) == RefreshRotation::AlreadyRotated(parent_rotated),
+        "a second issuing rotation without a grace is reuse"
+    );
+    ensure!(
+        ok!(store.refresh_token(&p, &n2.hash).await, "refresh").is_none()
+            && ok!(store.access_token(&p, &a5.hash).await, "access").is_none(),
+        "a rotation that did not win stores no token"
+    );
+    let tokens: Vec<_> = (0..50)
+        .map(|_| {
+            (
+                refresh(&g, t2, t2 + Duration::days(30)),
+                access(&g, t2, t2 + Duration::hours(1)),
+            )
+        })
+        .collect();
+    let results = join_all(
+        tokens
+            .iter()
+            .map(|(n, a)| store.rotate_refresh_token_issuing(&p, &n1.hash, n.clone(), mark(t2, n), grace, a.clone())),
+    )
+    .await;
+    let mut winners = Vec::new();
+    for (i, r) in results.into_iter().enumerate() {
+        match ok!(r, "concurrent rotate issuing") {
+            RefreshRotation::Rotated(_) => winners.push(i),
+            RefreshRotation::WithinGrace(_) => {}
+            other => ensure!(
+                false,
+                "a concurrent issuing rotation is Rotated or WithinGrace",
+                "{other:?}"
+            ),
+        }
+    }
+    ensure!(
+        winners.len() == 1,
+        "of 50 concurrent issuing rotations of one token exactly one wins",
+        "{} won",
+        winners.len()
+    );
+    for (i, (n, a)) in tokens.iter().enumerate() {
+        let stored = (
+            ok!(store.refresh_token(&p, &n.hash).await, "refresh").is_some(),
+            ok!(store.access_token(&p, &a.hash).await, "access").is_some(),
+        );
+        let won = winners.contains(&i);
+        ensure!(
+            stored == (won, won),
+            "the winning issuing rotation's tokens exist and no loser's do",
+            "call {i}: won {won}, stored {stored:?}"
+        );
+    }
+    Ok(())
+}
+
+/// Expiry decided by the store call itself: a code expired at the
+/// consume's `now`, or a refresh token expired at the rotation's
+/// `mark.at`, is `NotFound` (as an unknown one: the driver answers
+/// `invalid_grant` without revoking anything), is not consumed (rotated),
+/// and its issuing call stores no token; one second earlier it is.
+///
+/// # Errors
+/// The first [`Violation`].
+#[allow(clippy::too_many_lines)]
+pub async fn expiry_at_consume(store: &dyn GrantStore) -> Outcome {
+    let p = fresh_project();
+    let t0 = now();
+    let g = grant_of(&p, "expiry", &registered_id(), t0);
+    let exp = t0 + Duration::minutes(1);
+    let before = exp - Duration::seconds(1);
+
+    let c = code(&g, exp);
+    ok!(store.insert_code(c.clone()).await, "insert code");
+    ensure!(
+        ok!(store.consume_code(&p, &c.hash, exp).await, "consume") == CodeConsumption::NotFound,
+        "a code expired at now is not consumed (NotFound)"
+    );
+    ensure!(
+        ok!(store.code(&p, &c.hash).await, "code").is_some_and(|r| !r.consumed),
+        "a code refused as expired stays unconsumed"
+    );
+    ensure!(
+        matches!(
+            ok!(store.consume_code(&p, &c.hash, before).await, "consume"),
+            CodeConsumption::Consumed(_)
+        ),
+        "a code one second before its expiry is consumed"
+    );
+
+    let c2 = code(&g, exp);
+    ok!(store.insert_code(c2.clone()).await, "insert code");
+    for refresh_token in [true, false] {
+        let (r, a) = (
+            refresh(&g, exp, exp + Duration::days(30)),
+            access(&g, exp, exp + Duration::hours(1)),
+        );
+        ensure!(
+            ok!(
+                store
+                    .consume_code_issuing(&p, &c2.hash, exp, refresh_token.then(|| r.clone()), a.clone())
+                    .await,
+                "consume issuing"
+            ) == CodeConsumption::NotFound
+                && ok!(store.refresh_token(&p, &r.hash).await, "refresh").is_none()
+                && ok!(store.access_token(&p, &a.hash).await, "access").is_none(),
+            "an issuing consume of a code expired at now is NotFound and stores no token",
+            "with a refresh token: {refresh_token}"
+        );
+    }
+    ensure!(
+        ok!(store.code(&p, &c2.hash).await, "code").is_some_and(|r| !r.consumed),
+        "a code refused as expired by an issuing consume stays unconsumed"
+    );
+    let (r, a) = (
+        refresh(&g, before, before + Duration::days(30)),
+        access(&g, before, before + Duration::hours(1)),
+    );
+    ensure!(
+        matches!(
+            ok!(
+                store
+                    .consume_code_issuing(&p, &c2.hash, before, Some(r.clone()), a.clone())
+                    .await,
+                "consume issuing"
+            ),
+            CodeConsumption::Consumed(_)
+        ) && ok!(store.refresh_token(&p, &r.hash).await, "refresh").is_some()
+            && ok!(store.access_token(&p, &a.hash).await, "access").is_some(),
+        "an issuing consume one second before the code's expiry issues"
+    );
+
+    let grace = Duration::seconds(5);
+    let old = refresh(&g, t0, exp);
+    ok!(store.insert_refresh_token(old.clone()).await, "insert refresh");
+    let n1 = refresh(&g, exp, exp + Duration::days(30));
+    ensure!(
+        ok!(
+            store
+                .rotate_refresh_token(&p, &old.hash, n1.clone(), mark(exp, &n1), grace)
+                .await,
+            "rotate"
+        ) == RefreshRotation::NotFound
+            && ok!(store.refresh_token(&p, &n1.hash).await, "refresh").is_none(),
+        "a refresh token expired at the rotation's time is not rotated (NotFound)"
+    );
+    let (n2, a2) = (
+        refresh(&g, exp, exp + Duration::days(30)),
+        access(&g, exp, exp + Duration::hours(1)),
+    );
+    ensure!(
+        ok!(
+            store
+                .rotate_refresh_token_issuing(&p, &old.hash, n2.clone(), mark(exp, &n2), grace, a2.clone())
+                .await,
+            "rotate issuing"
+        ) == RefreshRotation::NotFound
+            && ok!(store.refresh_token(&p, &n2.hash).await, "refresh").is_none()
+            && ok!(store.access_token(&p, &a2.hash).await, "access").is_none(),
+        "an issuing rotation of a token expired at its time is NotFound and stores no token"
+    );
+    ensure!(
+        ok!(store.refresh_token(&p, &old.hash).await, "refresh").is_some_and(|r| !r.rotated),
+        "a refresh token refused as expired stays unrotated"
+    );
+    let (n3, a3) = (
+        refresh(&g, before, before + Duration::days(30)),
+        access(&g, before, before + Duration::hours(1)),
+    );
+    ensure!(
+        matches!(
+            ok!(
+                store
+                    .rotate_refresh_token_issuing(&p, &old.hash, n3.clone(), mark(before, &n3), grace, a3.clone())
+                    .await,
+                "rotate issuing"
+            ),
+            RefreshRotation::Rotated(_)
+        ) && ok!(store.access_token(&p, &a3.hash).await, "access").is_some(),
+        "an issuing rotation one second before the token's expiry rotates"
+    );
+    Ok(())
+}
+
 /// A rotation mark naming `successor`.
 fn mark(at: OffsetDateTime, successor: &RefreshTokenRecord) -> RotationMark {
     RotationMark::new(at, RotationNonce::from_random(random_bytes()), successor.hash)
@@ -1019,7 +1485,7 @@ pub async fn grant_revocation(store: &dyn GrantStore) -> Outcome {
     );
     ensure!(
         !matches!(
-            ok!(store.consume_code(&p, &c.hash).await, "consume"),
+            ok!(store.consume_code(&p, &c.hash, t0).await, "consume"),
             CodeConsumption::Consumed(_)
         ),
         "a revoked grant's code cannot be consumed"
@@ -1113,7 +1579,7 @@ pub async fn inserts_never_replace(store: &dyn GrantStore) -> Outcome {
 
     let c = code(&g, t0 + Duration::minutes(1));
     ok!(store.insert_code(c.clone()).await, "insert code");
-    ok!(store.consume_code(&p, &c.hash).await, "consume");
+    ok!(store.consume_code(&p, &c.hash, t0).await, "consume");
     ok!(store.insert_code(c.clone()).await, "insert code again");
     ensure!(
         ok!(store.code(&p, &c.hash).await, "code").is_some_and(|r| r.consumed),
@@ -1121,7 +1587,7 @@ pub async fn inserts_never_replace(store: &dyn GrantStore) -> Outcome {
     );
     ensure!(
         matches!(
-            ok!(store.consume_code(&p, &c.hash).await, "consume"),
+            ok!(store.consume_code(&p, &c.hash, t0).await, "consume"),
             CodeConsumption::AlreadyConsumed(_)
         ),
         "a re-inserted consumed code cannot be consumed again"

@@ -539,7 +539,12 @@ impl GrantStore for MemoryGrantStore {
             .cloned())
     }
 
-    async fn consume_code(&self, project: &ProjectId, hash: &SecretHash) -> Result<CodeConsumption, StoreError> {
+    async fn consume_code(
+        &self,
+        project: &ProjectId,
+        hash: &SecretHash,
+        now: OffsetDateTime,
+    ) -> Result<CodeConsumption, StoreError> {
         let mut m = self.shard(hash)?;
         let revoked = match m.codes.get(hash) {
             Some(c) if &c.grant.project == project => m.is_revoked(project, &c.grant.id),
@@ -548,7 +553,15 @@ impl GrantStore for MemoryGrantStore {
         let Some(code) = m.codes.get_mut(hash) else {
             return Ok(CodeConsumption::NotFound);
         };
-        if code.consumed || revoked {
+        if code.consumed {
+            return Ok(CodeConsumption::AlreadyConsumed(code.clone()));
+        }
+        // Expired at `now` (it may have expired while the caller minted):
+        // as absent, never consumed.
+        if now >= code.expires_at {
+            return Ok(CodeConsumption::NotFound);
+        }
+        if revoked {
             return Ok(CodeConsumption::AlreadyConsumed(code.clone()));
         }
         code.consumed = true;
@@ -629,7 +642,10 @@ impl GrantStore for MemoryGrantStore {
                 });
             }
         };
-        if revoked {
+        // Revoked, or expired at the rotation's time (it may have expired
+        // while the caller minted): as absent, nothing changes.
+        let expired = m.refresh.get(old).is_some_and(|r| mark.at >= r.expires_at);
+        if revoked || expired {
             return Ok(RefreshRotation::NotFound);
         }
         let Some(mut old_record) = m.refresh.remove(old) else {

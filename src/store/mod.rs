@@ -29,7 +29,7 @@ use crate::grant::{
 use crate::project::{ProjectId, ProjectSettings};
 use crate::secret::{SecretHash, SecretString};
 
-pub use self::cached::CachedProjectStore;
+pub use self::cached::{CachedClientStore, CachedProjectStore};
 pub use self::key_encryption::KeyEncryption;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use self::key_encryption::{Aes256GcmKeyEncryption, InvalidKeyEncryptionKey};
@@ -288,6 +288,20 @@ pub trait ClientStore: Send + Sync {
     /// A registered client.
     async fn get(&self, project: &ProjectId, id: &RegisteredClientId) -> Result<Option<Client>, StoreError>;
 
+    /// A registered client as the backing store holds it now, bypassing
+    /// any cache (see [`crate::store::CachedClientStore`]). The driver
+    /// asks it where staleness would extend a client's life: whether a
+    /// token's client is still active (introspection, userinfo). The
+    /// default is [`ClientStore::get`], right for every store without a
+    /// cache; a caching store must forward it to the store it caches.
+    async fn client_uncached(
+        &self,
+        project: &ProjectId,
+        id: &RegisteredClientId,
+    ) -> Result<Option<Client>, StoreError> {
+        self.get(project, id).await
+    }
+
     /// Stores a new client. Returns `false` (and stores nothing) when the id
     /// is taken.
     async fn insert(&self, project: &ProjectId, client: Client) -> Result<bool, StoreError>;
@@ -408,7 +422,8 @@ pub enum RefreshRotation {
 /// - After [`GrantStore::revoke_grant`], every code and token of the grant
 ///   must read as absent or revoked, including ones inserted later by a
 ///   request that raced the revocation (inserts for a revoked grant are
-///   dropped).
+///   dropped, or, racing the revocation on PostgreSQL under READ
+///   COMMITTED, stored and hidden: every read filters revoked grants).
 /// - A storage error must be returned, never reported as success.
 ///
 /// # Grant summaries
@@ -491,10 +506,25 @@ pub trait GrantStore: Send + Sync {
     /// Reads a code without consuming it.
     async fn code(&self, project: &ProjectId, hash: &SecretHash) -> Result<Option<CodeRecord>, StoreError>;
 
-    /// Consumes a code, atomically.
-    async fn consume_code(&self, project: &ProjectId, hash: &SecretHash) -> Result<CodeConsumption, StoreError>;
+    /// Consumes a code, atomically, if it is not consumed, its grant is
+    /// not revoked and it is still valid at `now` (`now < expires_at`):
+    /// `Consumed`. Consumed before, or its grant revoked:
+    /// `AlreadyConsumed`. Unknown, other project's, or expired at `now`
+    /// (and not consumed): `NotFound`, and nothing changes.
+    ///
+    /// `now` is the caller's time of the consume, read after any slow
+    /// work (signing, minting), so a code that expired meanwhile is not
+    /// redeemed.
+    async fn consume_code(
+        &self,
+        project: &ProjectId,
+        hash: &SecretHash,
+        now: OffsetDateTime,
+    ) -> Result<CodeConsumption, StoreError>;
 
-    /// Stores a refresh token (dropped if its grant is revoked).
+    /// Stores a refresh token (dropped if its grant is revoked; on
+    /// PostgreSQL under READ COMMITTED, one racing the revocation may be
+    /// stored and then hidden: every read filters revoked grants).
     async fn insert_refresh_token(&self, record: RefreshTokenRecord) -> Result<(), StoreError>;
 
     /// Reads a refresh token (absent if its grant is revoked).
@@ -506,11 +536,14 @@ pub trait GrantStore: Send + Sync {
 
     /// Marks `old` rotated, records `mark` on it (`rotation`) and stores
     /// `new`, atomically, if `old` exists, is not yet rotated, and its grant
-    /// is not revoked: `Rotated`. If `old` was already rotated: `WithinGrace`
+    /// is not revoked and `old` is still valid at `mark.at` (`mark.at <
+    /// expires_at`): `Rotated`. If `old` was already rotated: `WithinGrace`
     /// when [`RefreshTokenRecord::within_reuse_grace`]`(mark.at, grace)`
     /// holds for the stored record, else `AlreadyRotated`; either way
-    /// nothing changes. Unknown, other project's, or revoked grant:
-    /// `NotFound`. `mark.successor` is `new.hash`; `grace` is zero when
+    /// nothing changes. Unknown, other project's, revoked grant, or (not
+    /// rotated and) expired at `mark.at`: `NotFound`. `mark.at` is the
+    /// caller's time of the rotation, read after any slow work (signing,
+    /// minting), so a token that expired meanwhile is not rotated. `mark.successor` is `new.hash`; `grace` is zero when
     /// the project allows no reuse.
     async fn rotate_refresh_token(
         &self,
@@ -521,8 +554,95 @@ pub trait GrantStore: Send + Sync {
         grace: time::Duration,
     ) -> Result<RefreshRotation, StoreError>;
 
-    /// Stores an access token (dropped if its grant is revoked).
+    /// Stores an access token (dropped if its grant is revoked; one racing
+    /// the revocation may instead be hidden, as for
+    /// [`GrantStore::insert_refresh_token`]).
     async fn insert_access_token(&self, record: AccessTokenRecord) -> Result<(), StoreError>;
+
+    /// A code exchange's whole state change in one call:
+    /// [`GrantStore::consume_code`], and only when that returns
+    /// `Consumed`, [`GrantStore::insert_refresh_token`] of `refresh` (if
+    /// any) and [`GrantStore::insert_access_token`] of `access`. Any other
+    /// outcome stores nothing.
+    ///
+    /// The default composes those calls, so every store has it; a database
+    /// store should override it with one statement or one transaction (the
+    /// SQL stores do), which also makes the consume and the inserts commit
+    /// together.
+    ///
+    /// # Security
+    /// Exactly as for [`GrantStore::consume_code`] (`now` included: a
+    /// code expired at `now` is `NotFound`): of any number of concurrent
+    /// calls for one code, exactly one returns `Consumed`, and only that
+    /// call's tokens are stored. The inserts keep their own
+    /// rules (insert-if-absent; dropped, or hidden from every read when
+    /// racing the revocation, when the grant is revoked).
+    async fn consume_code_issuing(
+        &self,
+        project: &ProjectId,
+        hash: &SecretHash,
+        now: OffsetDateTime,
+        refresh: Option<RefreshTokenRecord>,
+        access: AccessTokenRecord,
+    ) -> Result<CodeConsumption, StoreError> {
+        // The tokens must be of the code's grant (a code's grant never
+        // changes, so reading it first is enough).
+        if self
+            .code(project, hash)
+            .await?
+            .is_some_and(|c| c.grant.id != access.grant_id)
+        {
+            return Err(StoreError::new("issued tokens are not of the code's grant"));
+        }
+        let outcome = self.consume_code(project, hash, now).await?;
+        if matches!(outcome, CodeConsumption::Consumed(_)) {
+            if let Some(refresh) = refresh {
+                self.insert_refresh_token(refresh).await?;
+            }
+            self.insert_access_token(access).await?;
+        }
+        Ok(outcome)
+    }
+
+    /// A refresh's whole state change in one call:
+    /// [`GrantStore::rotate_refresh_token`], and only when that returns
+    /// `Rotated`, [`GrantStore::insert_access_token`] of `access`. Any
+    /// other outcome stores nothing.
+    ///
+    /// The default composes those calls; a database store should override
+    /// it with one statement or one transaction (the SQL stores do).
+    ///
+    /// # Security
+    /// Exactly as for [`GrantStore::rotate_refresh_token`]: of any number
+    /// of concurrent calls for one old token, exactly one returns
+    /// `Rotated`, and only that call's `new` and `access` are stored
+    /// (dropped, or hidden from every read when racing a revocation, when
+    /// the grant is revoked).
+    async fn rotate_refresh_token_issuing(
+        &self,
+        project: &ProjectId,
+        old: &SecretHash,
+        new: RefreshTokenRecord,
+        mark: crate::grant::RotationMark,
+        grace: time::Duration,
+        access: AccessTokenRecord,
+    ) -> Result<RefreshRotation, StoreError> {
+        // The tokens must be of the old token's grant (rotation never
+        // changes a token's grant, so reading it first is enough).
+        let foreign = |g: &GrantId| g != &new.grant.id || g != &access.grant_id;
+        if self
+            .refresh_token(project, old)
+            .await?
+            .is_some_and(|r| foreign(&r.grant.id))
+        {
+            return Err(StoreError::new("issued tokens are not of the refresh token's grant"));
+        }
+        let outcome = self.rotate_refresh_token(project, old, new, mark, grace).await?;
+        if matches!(outcome, RefreshRotation::Rotated(_)) {
+            self.insert_access_token(access).await?;
+        }
+        Ok(outcome)
+    }
 
     /// Reads an access token (absent if its grant is revoked).
     async fn access_token(

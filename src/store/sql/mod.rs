@@ -450,6 +450,63 @@ pub(crate) fn from_json<T: serde::de::DeserializeOwned>(what: &str, json: &str) 
     })
 }
 
+/// The records of one token response belong together: every one to
+/// `project`, the refresh token (if any) to the access token's grant. The
+/// issuing statements store them under `project` and that grant, so a
+/// mismatch (a caller's bug) is refused rather than stored elsewhere.
+pub(crate) fn issuing_records_agree(
+    project: &crate::project::ProjectId,
+    refresh: Option<&crate::grant::RefreshTokenRecord>,
+    access: &crate::grant::AccessTokenRecord,
+) -> Result<(), StoreError> {
+    let refresh_ok = refresh.is_none_or(|r| r.grant.project == *project && r.grant.id == access.grant_id);
+    if access.project == *project && refresh_ok {
+        Ok(())
+    } else {
+        Err(StoreError::new(
+            "token records of one response disagree on project or grant",
+        ))
+    }
+}
+
+/// The grant-summary columns a token response's statement writes
+/// (PostgreSQL): from the refresh token's grant when there is one (the
+/// summary is created or extended), else only the access token's times
+/// (an existing summary is extended).
+pub(crate) struct IssuingSummary {
+    pub(crate) client_id: Option<String>,
+    pub(crate) subject: Option<String>,
+    pub(crate) granted_at: Option<i64>,
+    pub(crate) used_at: i64,
+    pub(crate) expires_at: i64,
+    pub(crate) json: Option<String>,
+}
+
+pub(crate) fn issuing_summary(
+    refresh: Option<&crate::grant::RefreshTokenRecord>,
+    access: &crate::grant::AccessTokenRecord,
+) -> Result<IssuingSummary, StoreError> {
+    let (iat, exp) = (access.claims.iat, access.claims.exp);
+    Ok(match refresh {
+        Some(r) => IssuingSummary {
+            client_id: Some(r.grant.client_id.as_str().to_owned()),
+            subject: Some(r.grant.subject.as_str().to_owned()),
+            granted_at: Some(secs(r.grant.granted_at)),
+            used_at: secs(r.issued_at).max(iat),
+            expires_at: secs(r.expires_at).max(exp),
+            json: Some(to_json("grant", &r.grant)?),
+        },
+        None => IssuingSummary {
+            client_id: None,
+            subject: None,
+            granted_at: None,
+            used_at: iat,
+            expires_at: exp,
+            json: None,
+        },
+    })
+}
+
 pub(crate) fn hash_of(bytes: &[u8]) -> Result<crate::secret::SecretHash, StoreError> {
     let arr: [u8; 32] = bytes
         .try_into()
@@ -1107,6 +1164,50 @@ macro_rules! impl_sql_store {
                 Ok(())
             }
 
+            /// Inside a token response's transaction (SQLite): the access
+            /// token's insert, the prune of the grant's others when it was
+            /// inserted, and the summary's extension.
+            async fn issue_access_in(
+                &self,
+                tx: &mut sqlx::Transaction<'_, <$row as sqlx::Row>::Database>,
+                project: &ProjectId,
+                access: &AccessTokenRecord,
+                json: String,
+                keep: i64,
+            ) -> Result<(), StoreError> {
+                let inserted = sqlx::query(q::ACCESS_INSERT)
+                    .bind(project.as_str())
+                    .bind(access.hash.as_bytes().as_slice())
+                    .bind(access.grant_id.as_str())
+                    .bind(access.claims.exp)
+                    .bind(access.revoked)
+                    .bind(json)
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(|e| self.fail("insert access token", e))?
+                    .rows_affected();
+                if inserted == 1 {
+                    sqlx::query(q::ACCESS_PRUNE)
+                        .bind(project.as_str())
+                        .bind(access.hash.as_bytes().as_slice())
+                        .bind(access.grant_id.as_str())
+                        .bind(access.claims.iat)
+                        .bind(keep)
+                        .execute(&mut **tx)
+                        .await
+                        .map_err(|e| self.fail("insert access token: prune", e))?;
+                }
+                sqlx::query(q::GRANT_EXTEND)
+                    .bind(project.as_str())
+                    .bind(access.grant_id.as_str())
+                    .bind(access.claims.iat)
+                    .bind(access.claims.exp)
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(|e| self.fail("extend grant summary", e))?;
+                Ok(())
+            }
+
             /// Creates or extends the summary of `grant` (see
             /// `queries::GRANT_TOUCH`).
             async fn touch_grant(
@@ -1401,6 +1502,25 @@ macro_rules! impl_sql_store {
         #[async_trait::async_trait]
         impl $crate::store::GrantStore for $store {
             async fn insert_code(&self, record: CodeRecord) -> Result<(), StoreError> {
+                if ROTATE_IN_ONE_STATEMENT {
+                    // PostgreSQL: the summary and the code in one statement
+                    // (both visible at its commit).
+                    sqlx::query(q::CODE_INSERT_WITH_SUMMARY)
+                        .bind(record.grant.project.as_str())
+                        .bind(record.hash.as_bytes().as_slice())
+                        .bind(record.grant.id.as_str())
+                        .bind(secs(record.expires_at))
+                        .bind(record.consumed)
+                        .bind(to_json("code", &record)?)
+                        .bind(record.grant.client_id.as_str())
+                        .bind(record.grant.subject.as_str())
+                        .bind(secs(record.grant.granted_at))
+                        .bind(to_json("grant", &record.grant)?)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(|e| self.fail("insert code", e))?;
+                    return Ok(());
+                }
                 // The summary first: the grant is listed (and found by a
                 // bulk revocation) before its code can be read.
                 self.touch_grant(&record.grant, None, record.expires_at).await?;
@@ -1436,10 +1556,12 @@ macro_rules! impl_sql_store {
                 &self,
                 project: &ProjectId,
                 hash: &SecretHash,
+                now: OffsetDateTime,
             ) -> Result<CodeConsumption, StoreError> {
                 let row = sqlx::query(q::CODE_CONSUME)
                     .bind(project.as_str())
                     .bind(hash.as_bytes().as_slice())
+                    .bind(secs(now))
                     .fetch_optional(&self.pool)
                     .await
                     .map_err(|e| self.fail("consume code", e))?;
@@ -1450,7 +1572,8 @@ macro_rules! impl_sql_store {
                     return Ok(CodeConsumption::Consumed(record));
                 }
                 // Not consumed by this call: consumed before, or its grant
-                // is revoked (both a replay to the caller), or absent.
+                // is revoked (both a replay to the caller), or expired at
+                // `now` (as absent), or absent.
                 let row = sqlx::query(q::CODE_STATE)
                     .bind(project.as_str())
                     .bind(hash.as_bytes().as_slice())
@@ -1461,7 +1584,11 @@ macro_rules! impl_sql_store {
                     Some(r) => {
                         let (consumed, mut record): (bool, CodeRecord) = self.flagged("code", &r)?;
                         record.consumed = consumed;
-                        CodeConsumption::AlreadyConsumed(record)
+                        if !consumed && now >= record.expires_at {
+                            CodeConsumption::NotFound
+                        } else {
+                            CodeConsumption::AlreadyConsumed(record)
+                        }
                     }
                     None => CodeConsumption::NotFound,
                 })
@@ -1583,9 +1710,12 @@ macro_rules! impl_sql_store {
                         $crate::store::GrantStore::refresh_token(self, project, old).await?,
                     ));
                 }
+                // SQLite only (PostgreSQL returned above): `BEGIN IMMEDIATE`,
+                // so the transaction holds the write lock from its start and
+                // no later edit can turn it into a read-then-write race.
                 let mut tx = self
                     .pool
-                    .begin()
+                    .begin_with(BEGIN_EXCLUSIVE)
                     .await
                     .map_err(|e| self.fail("rotate refresh token", e))?;
                 // The conditional delete first: it takes the database write
@@ -1593,6 +1723,7 @@ macro_rules! impl_sql_store {
                 let row = sqlx::query(q::REFRESH_TAKE)
                     .bind(project.as_str())
                     .bind(old.as_bytes().as_slice())
+                    .bind(secs(mark.at))
                     .fetch_optional(&mut *tx)
                     .await
                     .map_err(|e| self.fail("rotate refresh token", e))?;
@@ -1689,6 +1820,295 @@ macro_rules! impl_sql_store {
                         .map_err(|e| self.fail("insert access token: prune", e))?;
                 }
                 self.extend_grant(&record).await
+            }
+
+            /// PostgreSQL: one statement (`queries::CODE_CONSUME_ISSUING`,
+            /// a data-modifying CTE: the consume's row lock decides the
+            /// winner, and the inserts ride on the row it returns). SQLite:
+            /// one `BEGIN IMMEDIATE` transaction (the database write lock
+            /// decides the winner; everything commits together).
+            async fn consume_code_issuing(
+                &self,
+                project: &ProjectId,
+                hash: &SecretHash,
+                now: OffsetDateTime,
+                refresh: Option<RefreshTokenRecord>,
+                access: AccessTokenRecord,
+            ) -> Result<CodeConsumption, StoreError> {
+                $crate::store::sql::issuing_records_agree(project, refresh.as_ref(), &access)?;
+                let consumed = |row: &$row| -> Result<CodeConsumption, StoreError> {
+                    let json: String = row.try_get(0).map_err(|e| self.fail("consume code", e))?;
+                    let mut record: CodeRecord = from_json("code", &json)?;
+                    record.consumed = true;
+                    Ok(CodeConsumption::Consumed(record))
+                };
+                let keep = i64::try_from($crate::store::MAX_ACCESS_TOKENS_PER_GRANT).unwrap_or(i64::MAX) - 1;
+                let access_json = to_json("access token", &access)?;
+                let refresh_json = refresh.as_ref().map(|r| to_json("refresh token", r)).transpose()?;
+                if ROTATE_IN_ONE_STATEMENT {
+                    let summary = $crate::store::sql::issuing_summary(refresh.as_ref(), &access)?;
+                    let row = sqlx::query(q::CODE_CONSUME_ISSUING)
+                        .bind(project.as_str())
+                        .bind(hash.as_bytes().as_slice())
+                        .bind(refresh.as_ref().map(|r| r.hash.as_bytes().to_vec()))
+                        .bind(refresh.as_ref().map(|r| r.grant.id.as_str().to_owned()))
+                        .bind(refresh.as_ref().map(|r| secs(r.expires_at)))
+                        .bind(refresh.as_ref().map(|r| r.rotated))
+                        .bind(refresh_json)
+                        .bind(access.hash.as_bytes().as_slice())
+                        .bind(access.grant_id.as_str())
+                        .bind(access.claims.exp)
+                        .bind(access.revoked)
+                        .bind(access_json)
+                        .bind(access.claims.iat)
+                        .bind(keep)
+                        .bind(summary.client_id)
+                        .bind(summary.subject)
+                        .bind(summary.granted_at)
+                        .bind(summary.used_at)
+                        .bind(summary.expires_at)
+                        .bind(summary.json)
+                        .bind(secs(now))
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(|e| self.fail("consume code", e))?;
+                    if let Some(row) = row {
+                        return consumed(&row);
+                    }
+                } else {
+                    // SQLite: `BEGIN IMMEDIATE` (the write lock from the
+                    // start, so no later edit can make it read-then-write).
+                    let mut tx = self
+                        .pool
+                        .begin_with(BEGIN_EXCLUSIVE)
+                        .await
+                        .map_err(|e| self.fail("consume code", e))?;
+                    // The conditional update first: it takes the database
+                    // write lock, so of concurrent consumers only one gets
+                    // the row.
+                    let row = sqlx::query(q::CODE_CONSUME)
+                        .bind(project.as_str())
+                        .bind(hash.as_bytes().as_slice())
+                        .bind(secs(now))
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(|e| self.fail("consume code", e))?;
+                    if let Some(row) = row {
+                        let outcome = consumed(&row)?;
+                        if matches!(&outcome, CodeConsumption::Consumed(c) if c.grant.id != access.grant_id) {
+                            tx.rollback().await.map_err(|e| self.fail("consume code", e))?;
+                            return Err(StoreError::new("issued tokens are not of the code's grant"));
+                        }
+                        if let (Some(r), Some(json)) = (&refresh, refresh_json) {
+                            sqlx::query(q::GRANT_TOUCH)
+                                .bind(project.as_str())
+                                .bind(r.grant.id.as_str())
+                                .bind(r.grant.client_id.as_str())
+                                .bind(r.grant.subject.as_str())
+                                .bind(secs(r.grant.granted_at))
+                                .bind(Some(secs(r.issued_at)))
+                                .bind(secs(r.expires_at))
+                                .bind(to_json("grant", &r.grant)?)
+                                .execute(&mut *tx)
+                                .await
+                                .map_err(|e| self.fail("consume code: grant summary", e))?;
+                            sqlx::query(q::REFRESH_INSERT)
+                                .bind(project.as_str())
+                                .bind(r.hash.as_bytes().as_slice())
+                                .bind(r.grant.id.as_str())
+                                .bind(secs(r.expires_at))
+                                .bind(r.rotated)
+                                .bind(json)
+                                .execute(&mut *tx)
+                                .await
+                                .map_err(|e| self.fail("consume code: refresh token", e))?;
+                        }
+                        self.issue_access_in(&mut tx, project, &access, access_json, keep).await?;
+                        tx.commit().await.map_err(|e| self.fail("consume code: commit", e))?;
+                        return Ok(outcome);
+                    }
+                    tx.rollback().await.map_err(|e| self.fail("consume code", e))?;
+                }
+                // Not consumed by this call: consumed before, or its grant
+                // is revoked (both a replay to the caller), or expired at
+                // `now` (as absent), or absent.
+                let row = sqlx::query(q::CODE_STATE)
+                    .bind(project.as_str())
+                    .bind(hash.as_bytes().as_slice())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(|e| self.fail("consume code", e))?;
+                Ok(match row {
+                    Some(r) => {
+                        let (consumed, mut record): (bool, CodeRecord) = self.flagged("code", &r)?;
+                        record.consumed = consumed;
+                        if record.grant.id != access.grant_id {
+                            return Err(StoreError::new("issued tokens are not of the code's grant"));
+                        }
+                        if !consumed && now >= record.expires_at {
+                            CodeConsumption::NotFound
+                        } else {
+                            CodeConsumption::AlreadyConsumed(record)
+                        }
+                    }
+                    None => CodeConsumption::NotFound,
+                })
+            }
+
+            /// PostgreSQL: one statement (`queries::REFRESH_ROTATE_ISSUING`:
+            /// the rotation statement with the access-token insert and the
+            /// grant summary riding on the row its delete returned).
+            /// SQLite: the rotation's transaction with the access token and
+            /// the summary added before its commit.
+            async fn rotate_refresh_token_issuing(
+                &self,
+                project: &ProjectId,
+                old: &SecretHash,
+                new: RefreshTokenRecord,
+                mark: $crate::grant::RotationMark,
+                grace: time::Duration,
+                access: AccessTokenRecord,
+            ) -> Result<RefreshRotation, StoreError> {
+                $crate::store::sql::issuing_records_agree(project, Some(&new), &access)?;
+                let new_json = to_json("refresh token", &new)?;
+                let mark_json = to_json("refresh token rotation", &mark)?;
+                let access_json = to_json("access token", &access)?;
+                let keep_access = i64::try_from($crate::store::MAX_ACCESS_TOKENS_PER_GRANT).unwrap_or(i64::MAX) - 1;
+                let keep = i64::try_from($crate::store::MAX_ROTATED_PER_GRANT).unwrap_or(i64::MAX);
+                let after_lost = |record: Option<RefreshTokenRecord>| match record {
+                    Some(record) if record.rotated => {
+                        if record.within_reuse_grace(mark.at, grace) {
+                            RefreshRotation::WithinGrace(record)
+                        } else {
+                            RefreshRotation::AlreadyRotated(record)
+                        }
+                    }
+                    _ => RefreshRotation::NotFound,
+                };
+                let rotated = |json: &str| -> Result<RefreshRotation, StoreError> {
+                    let mut old_record: RefreshTokenRecord = from_json("refresh token", json)?;
+                    old_record.rotated = true;
+                    old_record.rotation = Some(mark.clone());
+                    Ok(RefreshRotation::Rotated(old_record))
+                };
+                if ROTATE_IN_ONE_STATEMENT {
+                    let summary = $crate::store::sql::issuing_summary(Some(&new), &access)?;
+                    let row = sqlx::query(q::REFRESH_ROTATE_ISSUING)
+                        .bind(project.as_str())
+                        .bind(old.as_bytes().as_slice())
+                        .bind(Some(new.hash.as_bytes().to_vec()))
+                        .bind(new.grant.id.as_str())
+                        .bind(secs(new.expires_at))
+                        .bind(new.rotated)
+                        .bind(new_json)
+                        .bind(access.hash.as_bytes().as_slice())
+                        .bind(access.grant_id.as_str())
+                        .bind(access.claims.exp)
+                        .bind(access.revoked)
+                        .bind(access_json)
+                        .bind(access.claims.iat)
+                        .bind(keep_access)
+                        .bind(summary.client_id)
+                        .bind(summary.subject)
+                        .bind(summary.granted_at)
+                        .bind(summary.used_at)
+                        .bind(summary.expires_at)
+                        .bind(summary.json)
+                        .bind(mark_json)
+                        .bind(secs(mark.at))
+                        .bind(keep - 1)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(|e| self.fail("rotate refresh token", e))?;
+                    if let Some(row) = row {
+                        let json: String = row.try_get(0).map_err(|e| self.fail("rotate refresh token", e))?;
+                        return rotated(&json);
+                    }
+                    let record = $crate::store::GrantStore::refresh_token(self, project, old).await?;
+                    if record.as_ref().is_some_and(|r| r.grant.id != new.grant.id) {
+                        return Err(StoreError::new("issued tokens are not of the refresh token's grant"));
+                    }
+                    return Ok(after_lost(record));
+                }
+                // SQLite only (PostgreSQL returned above): `BEGIN IMMEDIATE`,
+                // so the transaction holds the write lock from its start and
+                // no later edit can turn it into a read-then-write race.
+                let mut tx = self
+                    .pool
+                    .begin_with(BEGIN_EXCLUSIVE)
+                    .await
+                    .map_err(|e| self.fail("rotate refresh token", e))?;
+                // The conditional delete first: it takes the database write
+                // lock, so of concurrent rotations only one gets the row.
+                let row = sqlx::query(q::REFRESH_TAKE)
+                    .bind(project.as_str())
+                    .bind(old.as_bytes().as_slice())
+                    .bind(secs(mark.at))
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(|e| self.fail("rotate refresh token", e))?;
+                let Some(row) = row else {
+                    tx.rollback()
+                        .await
+                        .map_err(|e| self.fail("rotate refresh token", e))?;
+                    return Ok(after_lost(
+                        $crate::store::GrantStore::refresh_token(self, project, old).await?,
+                    ));
+                };
+                let grant_id: String = row.try_get(0).map_err(|e| self.fail("rotate refresh token", e))?;
+                if grant_id != new.grant.id.as_str() {
+                    tx.rollback()
+                        .await
+                        .map_err(|e| self.fail("rotate refresh token", e))?;
+                    return Err(StoreError::new("issued tokens are not of the refresh token's grant"));
+                }
+                let json: String = row.try_get(1).map_err(|e| self.fail("rotate refresh token", e))?;
+                let old_record: RefreshTokenRecord = from_json("refresh token", &json)?;
+                sqlx::query(q::TOMBSTONE_INSERT)
+                    .bind(project.as_str())
+                    .bind(old.as_bytes().as_slice())
+                    .bind(grant_id.as_str())
+                    .bind(secs(old_record.issued_at))
+                    .bind(secs(old_record.expires_at))
+                    .bind(secs(mark.at))
+                    .bind(mark_json)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| self.fail("rotate refresh token: tombstone", e))?;
+                sqlx::query(q::REFRESH_INSERT)
+                    .bind(project.as_str())
+                    .bind(new.hash.as_bytes().as_slice())
+                    .bind(new.grant.id.as_str())
+                    .bind(secs(new.expires_at))
+                    .bind(new.rotated)
+                    .bind(new_json)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| self.fail("rotate refresh token: insert", e))?;
+                sqlx::query(q::TOMBSTONE_CAP)
+                    .bind(project.as_str())
+                    .bind(grant_id.as_str())
+                    .bind(keep)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| self.fail("rotate refresh token: cap", e))?;
+                sqlx::query(q::GRANT_TOUCH)
+                    .bind(project.as_str())
+                    .bind(new.grant.id.as_str())
+                    .bind(new.grant.client_id.as_str())
+                    .bind(new.grant.subject.as_str())
+                    .bind(secs(new.grant.granted_at))
+                    .bind(Some(secs(new.issued_at)))
+                    .bind(secs(new.expires_at))
+                    .bind(to_json("grant", &new.grant)?)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| self.fail("rotate refresh token: grant summary", e))?;
+                self.issue_access_in(&mut tx, project, &access, access_json, keep_access).await?;
+                tx.commit()
+                    .await
+                    .map_err(|e| self.fail("rotate refresh token: commit", e))?;
+                rotated(&json)
             }
 
             async fn access_token(

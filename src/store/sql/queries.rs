@@ -110,15 +110,35 @@ pub(super) const CODE_INSERT: &str = concat!(
     "ON CONFLICT DO NOTHING"
 );
 
+/// PostgreSQL only: [`GRANT_TOUCH`] for a code (no use, `$4` its expiry)
+/// and [`CODE_INSERT`] as ONE statement, so a code and its grant's summary
+/// become visible together. `$1`..`$6` as [`CODE_INSERT`]; `$7`..`$10`
+/// the grant's client id, subject, granted_at and JSON.
+pub(super) const CODE_INSERT_WITH_SUMMARY: &str = concat!(
+    "WITH touch AS (INSERT INTO grants ",
+    "(project, grant_id, client_id, subject, granted_at, last_used_at, expires_at, record) ",
+    "SELECT $1, $3, $7, $8, $9, CAST(NULL AS BIGINT), $4, $10 WHERE NOT EXISTS ",
+    "(SELECT 1 FROM revoked_grants r WHERE r.project = $1 AND r.grant_id = $3) ",
+    "ON CONFLICT (project, grant_id) DO UPDATE SET ",
+    "expires_at = CASE WHEN excluded.expires_at > grants.expires_at THEN excluded.expires_at ",
+    "ELSE grants.expires_at END) ",
+    "INSERT INTO authorization_codes (project, hash, grant_id, expires_at, consumed, record) ",
+    "SELECT $1, $2, $3, $4, $5, $6 WHERE NOT EXISTS ",
+    "(SELECT 1 FROM revoked_grants r WHERE r.project = $1 AND r.grant_id = $3) ",
+    "ON CONFLICT DO NOTHING"
+);
+
 pub(super) const CODE_GET: &str = concat!(
     "SELECT consumed, record FROM authorization_codes WHERE project = $1 AND hash = $2 AND ",
     not_revoked!("authorization_codes")
 );
 
 /// Consumes a code: one conditional `UPDATE`; of concurrent callers only
-/// the one whose update flips `consumed` gets the row back.
+/// the one whose update flips `consumed` gets the row back. `$3` now: a
+/// code expired at `now` is not consumed.
 pub(super) const CODE_CONSUME: &str = concat!(
     "UPDATE authorization_codes SET consumed = TRUE WHERE project = $1 AND hash = $2 AND consumed = FALSE AND ",
+    "authorization_codes.expires_at > $3 AND ",
     not_revoked!("authorization_codes"),
     " RETURNING record"
 );
@@ -154,9 +174,11 @@ pub(super) const TOMBSTONE_GET: &str = concat!(
 
 /// Takes a refresh token out of the live table for its rotation: one
 /// conditional `DELETE`, the first statement of the rotation's transaction
-/// (SQLite); of concurrent callers only one gets the row back.
+/// (SQLite); of concurrent callers only one gets the row back. `$3` the
+/// rotation's time: a token expired by then is not taken.
 pub(super) const REFRESH_TAKE: &str = concat!(
     "DELETE FROM refresh_tokens WHERE project = $1 AND hash = $2 AND rotated = FALSE AND ",
+    "refresh_tokens.expires_at > $3 AND ",
     not_revoked!("refresh_tokens"),
     " RETURNING grant_id, record"
 );
@@ -180,9 +202,11 @@ pub(super) const TOMBSTONE_CAP: &str = "DELETE FROM refresh_tombstones WHERE pro
 /// or none does. `$1`/`$2`: project and old hash; `$3`..`$8`: the new
 /// row; `$9`, `$10`: the rotation mark and its time; `$11`: how many of
 /// the grant's older tombstones to keep. The tombstone's issue time is read
-/// from the old record. Returns the old record, or no row.
+/// from the old record. A token expired at `$10` is not taken. Returns the
+/// old record, or no row.
 pub(super) const REFRESH_ROTATE_ONE_STATEMENT: &str = concat!(
     "WITH old AS (DELETE FROM refresh_tokens WHERE project = $1 AND hash = $2 AND rotated = FALSE AND ",
+    "refresh_tokens.expires_at > $10 AND ",
     not_revoked!("refresh_tokens"),
     " RETURNING project, hash, grant_id, expires_at, record), ",
     "tomb AS (INSERT INTO refresh_tombstones (project, hash, grant_id, issued_at, expires_at, rotated_at, rotation) ",
@@ -219,6 +243,95 @@ pub(super) const ACCESS_INSERT_AND_PRUNE: &str = concat!(
     "DELETE FROM access_tokens WHERE project = $1 AND grant_id = $3 AND hash <> $2 AND EXISTS (SELECT 1 FROM ins) ",
     "AND (expires_at <= $7 OR hash NOT IN (SELECT hash FROM access_tokens WHERE project = $1 AND grant_id = $3 ",
     "AND hash <> $2 ORDER BY expires_at DESC, hash DESC LIMIT $8))"
+);
+
+/// The grant-summary part of a token response's statement (PostgreSQL):
+/// with a new refresh token (`$3` not NULL) the summary is created or
+/// extended like [`GRANT_TOUCH`] (`$15`..`$17` client id, subject,
+/// granted_at; `$18` the latest use, `$19` the latest expiry; `$20` the
+/// grant's JSON; grant id `$9`), without one only extended like
+/// [`GRANT_EXTEND`] (`$13` the access token's `iat`, `$10` its `exp`).
+/// Exactly one of the two runs, so the row is written once. `$src` is the
+/// CTE whose row means "this call won".
+macro_rules! issuing_tail {
+    ($src:literal) => {
+        concat!(
+            "touch AS (INSERT INTO grants (project, grant_id, client_id, subject, granted_at, last_used_at, ",
+            "expires_at, record) SELECT $1, $9, $15, $16, $17, $18, $19, $20 FROM ",
+            $src,
+            " WHERE $3::BYTEA IS NOT NULL AND NOT EXISTS ",
+            "(SELECT 1 FROM revoked_grants r WHERE r.project = $1 AND r.grant_id = $9) ",
+            "ON CONFLICT (project, grant_id) DO UPDATE SET ",
+            "last_used_at = CASE WHEN grants.last_used_at IS NULL OR excluded.last_used_at > grants.last_used_at ",
+            "THEN excluded.last_used_at ELSE grants.last_used_at END, ",
+            "expires_at = CASE WHEN excluded.expires_at > grants.expires_at THEN excluded.expires_at ",
+            "ELSE grants.expires_at END), ",
+            "extend AS (UPDATE grants SET ",
+            "last_used_at = CASE WHEN last_used_at IS NULL OR $13 > last_used_at THEN $13 ELSE last_used_at END, ",
+            "expires_at = CASE WHEN $10 > expires_at THEN $10 ELSE expires_at END ",
+            "WHERE project = $1 AND grant_id = $9 AND $3::BYTEA IS NULL AND EXISTS (SELECT 1 FROM ",
+            $src,
+            ")), ",
+            "ins AS (INSERT INTO access_tokens (project, hash, grant_id, expires_at, revoked, record) ",
+            "SELECT $1, $8, $9, $10, $11, $12 FROM ",
+            $src,
+            " WHERE NOT EXISTS (SELECT 1 FROM revoked_grants r WHERE r.project = $1 AND r.grant_id = $9) ",
+            "ON CONFLICT DO NOTHING RETURNING hash), ",
+            "pruned AS (DELETE FROM access_tokens WHERE project = $1 AND grant_id = $9 AND hash <> $8 ",
+            "AND EXISTS (SELECT 1 FROM ins) AND (expires_at <= $13 OR hash NOT IN (SELECT hash FROM access_tokens ",
+            "WHERE project = $1 AND grant_id = $9 AND hash <> $8 ORDER BY expires_at DESC, hash DESC LIMIT $14))) "
+        )
+    };
+}
+
+/// PostgreSQL only: a code exchange as ONE statement. The conditional
+/// `UPDATE` of [`CODE_CONSUME`] (its row lock serializes concurrent
+/// consumers; a waiter re-checks `consumed = FALSE` and gets no row); only
+/// for the row it returns: the first refresh token inserted as
+/// [`REFRESH_INSERT`] (when `$3` is not NULL: `$3`..`$7` hash, grant,
+/// expiry, rotated, JSON), the access token inserted and the grant's
+/// others pruned as [`ACCESS_INSERT_AND_PRUNE`] (`$8`..`$12` hash, grant,
+/// expiry, revoked, JSON; `$13` its `iat`; `$14` how many others to keep)
+/// and the grant summary written (`issuing_tail!`); all commit or none
+/// does. `$21` now: a code expired at `now` is not consumed; a code of
+/// another grant than the tokens' (`$9`) is not consumed either. Returns the
+/// code's record, or no row.
+pub(super) const CODE_CONSUME_ISSUING: &str = concat!(
+    "WITH c AS (UPDATE authorization_codes SET consumed = TRUE WHERE project = $1 AND hash = $2 ",
+    "AND consumed = FALSE AND authorization_codes.expires_at > $21 AND authorization_codes.grant_id = $9 AND ",
+    not_revoked!("authorization_codes"),
+    " RETURNING record), ",
+    "rt AS (INSERT INTO refresh_tokens (project, hash, grant_id, expires_at, rotated, record) ",
+    "SELECT $1, $3, $4, $5, $6, $7 FROM c WHERE $3::BYTEA IS NOT NULL AND NOT EXISTS ",
+    "(SELECT 1 FROM revoked_grants r WHERE r.project = $1 AND r.grant_id = $4) ",
+    "AND NOT EXISTS (SELECT 1 FROM refresh_tombstones t WHERE t.project = $1 AND t.hash = $3) ",
+    "ON CONFLICT DO NOTHING), ",
+    issuing_tail!("c"),
+    "SELECT record FROM c"
+);
+
+/// PostgreSQL only: a refresh as ONE statement: the rotation of
+/// [`REFRESH_ROTATE_ONE_STATEMENT`] (`$1`..`$8` as there, the successor's
+/// hash `$3`, grant `$4`, expiry `$5`, rotated `$6`, JSON `$7`; `$21` the
+/// mark, `$22` its time, `$23` tombstones to keep) and, only for the row
+/// its delete returned, the access token and the grant summary as in
+/// [`CODE_CONSUME_ISSUING`] (`$8`..`$20`). A token expired at `$22` (the
+/// mark's time), or of another grant than the successor's (`$4`), is not
+/// taken. Returns the old record, or no row.
+pub(super) const REFRESH_ROTATE_ISSUING: &str = concat!(
+    "WITH old AS (DELETE FROM refresh_tokens WHERE project = $1 AND hash = $2 AND rotated = FALSE AND ",
+    "refresh_tokens.expires_at > $22 AND refresh_tokens.grant_id = $4 AND ",
+    not_revoked!("refresh_tokens"),
+    " RETURNING project, hash, grant_id, expires_at, record), ",
+    "tomb AS (INSERT INTO refresh_tombstones (project, hash, grant_id, issued_at, expires_at, rotated_at, rotation) ",
+    "SELECT project, hash, grant_id, (record::json->>'issued_at')::BIGINT, expires_at, $22, $21 FROM old), ",
+    "capped AS (DELETE FROM refresh_tombstones WHERE project = $1 AND grant_id = (SELECT grant_id FROM old) ",
+    "AND id NOT IN (SELECT id FROM refresh_tombstones WHERE project = $1 AND grant_id = (SELECT grant_id FROM old) ",
+    "ORDER BY id DESC LIMIT $23)), ",
+    "rt AS (INSERT INTO refresh_tokens (project, hash, grant_id, expires_at, rotated, record) ",
+    "SELECT $1, $3, $4, $5, $6, $7 FROM old), ",
+    issuing_tail!("old"),
+    "SELECT record FROM old"
 );
 
 pub(super) const ACCESS_GET: &str = concat!(
