@@ -2,14 +2,17 @@
 //!
 //! Phase 1 establishes who the client is and where to send the user back:
 //! `client_id` and `redirect_uri`. Until both are known to be good, an
-//! error must be shown to the user and never redirected (RFC 6749 section
-//! 4.1.2.1; the CIMD draft says the same for a failed document). Phase 2
+//! error must be shown to the user and never redirected ([RFC 6749 section
+//! 4.1.2.1]; the CIMD draft says the same for a failed document). Phase 2
 //! checks everything else; its errors go back to the client's redirect
-//! URI with `error`, `state` and `iss` (RFC 9207).
+//! URI with `error`, `state` and `iss` ([RFC 9207]).
 //!
 //! Success yields a [`PendingAuthorization`]: what the host's login and
 //! consent step needs. The host approves it for a subject (which issues an
 //! authorization code) or denies it.
+//!
+//! [RFC 6749 section 4.1.2.1]: https://www.rfc-editor.org/rfc/rfc6749#section-4.1.2.1
+//! [RFC 9207]: https://www.rfc-editor.org/rfc/rfc9207
 
 use std::borrow::Cow;
 
@@ -42,8 +45,12 @@ const MAX_LOGIN_HINT: usize = 256;
 pub const OFFLINE_ACCESS: &str = "offline_access";
 const MAX_RESOURCES: usize = 10;
 
-/// The parameters of an authorization request, as sent (RFC 6749 section
-/// 4.1.1, RFC 7636 section 4.3, RFC 8707 section 2).
+/// The parameters of an authorization request, as sent ([RFC 6749 section
+/// 4.1.1], [RFC 7636 section 4.3], [RFC 8707 section 2]).
+///
+/// [RFC 6749 section 4.1.1]: https://www.rfc-editor.org/rfc/rfc6749#section-4.1.1
+/// [RFC 7636 section 4.3]: https://www.rfc-editor.org/rfc/rfc7636#section-4.3
+/// [RFC 8707 section 2]: https://www.rfc-editor.org/rfc/rfc8707#section-2
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct AuthorizationRequest {
@@ -333,8 +340,10 @@ pub struct PendingAuthorization {
     /// what the consent page shows.
     pub(crate) scopes: ScopeSet,
     /// Requested scopes left out of [`PendingAuthorization::scopes`]
-    /// because the project or the client does not support them (RFC 6749
-    /// section 3.3 lets the server grant less than asked).
+    /// because the project or the client does not support them ([RFC 6749
+    /// section 3.3] lets the server grant less than asked).
+    ///
+    /// [RFC 6749 section 3.3]: https://www.rfc-editor.org/rfc/rfc6749#section-3.3
     pub(crate) dropped_scopes: ScopeSet,
     /// The client asked for `offline_access`, the request for a refresh
     /// token: one is issued when the project issues refresh tokens and the
@@ -359,9 +368,11 @@ pub struct PendingAuthorization {
     /// no control characters; dropped otherwise). Never trust it as an
     /// identity.
     pub(crate) login_hint: Option<String>,
-    /// The redirect URI uses a private-use scheme (RFC 8252 section 7.1,
+    /// The redirect URI uses a private-use scheme ([RFC 8252 section 7.1],
     /// e.g. `cursor`): the code goes to whichever app on the user's device
     /// claimed that scheme. Name it on the consent page, with a warning.
+    ///
+    /// [RFC 8252 section 7.1]: https://www.rfc-editor.org/rfc/rfc8252#section-7.1
     pub(crate) app_scheme: Option<String>,
     /// The requested resources (audiences).
     pub(crate) resources: ResourceSet,
@@ -855,12 +866,14 @@ pub struct ScopeResolution {
 /// - Any other scope the project (its non-empty `scopes_supported`) or the
 ///   client (its registered `scope`) does not support: in strict mode the
 ///   request fails with `invalid_scope`; otherwise the scope is dropped
-///   (RFC 6749 section 3.3). When nothing but `offline_access` and dropped
+///   ([RFC 6749 section 3.3]). When nothing but `offline_access` and dropped
 ///   scopes was requested, the defaults apply as if none had been.
 ///
 /// # Errors
 /// `invalid_scope` for a malformed scope, or an unsupported one in strict
 /// mode.
+///
+/// [RFC 6749 section 3.3]: https://www.rfc-editor.org/rfc/rfc6749#section-3.3
 pub fn resolve_scopes(
     requested: Option<&str>,
     settings: &ProjectSettings,
@@ -1049,8 +1062,10 @@ impl PendingAuthorization {
     }
 
     /// Requested scopes left out of [`PendingAuthorization::scopes`]
-    /// because the project or the client does not support them (RFC 6749
-    /// section 3.3 lets the server grant less than asked).
+    /// because the project or the client does not support them ([RFC 6749
+    /// section 3.3] lets the server grant less than asked).
+    ///
+    /// [RFC 6749 section 3.3]: https://www.rfc-editor.org/rfc/rfc6749#section-3.3
     pub const fn dropped_scopes(&self) -> &ScopeSet {
         &self.dropped_scopes
     }
@@ -1087,9 +1102,11 @@ impl PendingAuthorization {
         self.login_hint.as_deref()
     }
 
-    /// The private-use scheme of the redirect URI (RFC 8252 section 7.1,
+    /// The private-use scheme of the redirect URI ([RFC 8252 section 7.1],
     /// e.g. `cursor`), if it uses one: name it on the consent page, with a
     /// warning.
+    ///
+    /// [RFC 8252 section 7.1]: https://www.rfc-editor.org/rfc/rfc8252#section-7.1
     pub fn app_scheme(&self) -> Option<&str> {
         self.app_scheme.as_deref()
     }
@@ -1161,10 +1178,12 @@ impl PendingAuthorization {
     /// page: the client is confidential, or the code goes to a redirect
     /// URI that no other process on the user's device can claim. A public
     /// client redirecting to a loopback URI or a private-use scheme (any
-    /// local process or installed app can claim those, RFC 8252 section
-    /// 8.6) is not, whatever else it registered: its user is asked every
+    /// local process or installed app can claim those, [RFC 8252 section
+    /// 8.6]) is not, whatever else it registered: its user is asked every
     /// time, and `prompt=none` gets `consent_required` (OpenID Connect
     /// Core 1.0 section 3.1.2.6).
+    ///
+    /// [RFC 8252 section 8.6]: https://www.rfc-editor.org/rfc/rfc8252#section-8.6
     pub fn client_identity_assured(&self) -> bool {
         identity_assured(self.confidential, &self.redirect_uri)
     }

@@ -1,12 +1,15 @@
-//! The one parser of `Authorization: Bearer` credentials (RFC 6750
-//! section 2.1), used by every endpoint that takes a bearer token: the
+//! The one parser of `Authorization: Bearer` credentials ([RFC 6750
+//! section 2.1]), used by every endpoint that takes a bearer token: the
 //! registration endpoint (initial access tokens), introspection and admin
 //! credentials, userinfo, and the resource server.
 //!
 //! `credentials = "Bearer" 1*SP b64token`: the scheme is
 //! case-insensitive, one or more spaces separate it from the token, and
 //! spaces around the whole field value are ignored (they are not part of
-//! an HTTP field value, RFC 9110 section 5.5).
+//! an HTTP field value, [RFC 9110 section 5.5]).
+//!
+//! [RFC 6750 section 2.1]: https://www.rfc-editor.org/rfc/rfc6750#section-2.1
+//! [RFC 9110 section 5.5]: https://www.rfc-editor.org/rfc/rfc9110#section-5.5
 
 /// The longest token accepted, in bytes.
 pub(crate) const MAX_TOKEN_LEN: usize = 4096;
@@ -15,8 +18,10 @@ pub(crate) const MAX_TOKEN_LEN: usize = 4096;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum BearerError {
     /// Another authentication scheme: the caller did not present a bearer
-    /// token (a resource server then answers without an error code, RFC
-    /// 6750 section 3.1).
+    /// token (a resource server then answers without an error code, [RFC
+    /// 6750 section 3.1]).
+    ///
+    /// [RFC 6750 section 3.1]: https://www.rfc-editor.org/rfc/rfc6750#section-3.1
     OtherScheme,
     /// The `Bearer` scheme with a missing, overlong or malformed token.
     Malformed,
@@ -37,7 +42,7 @@ pub(crate) fn parse(value: &str) -> Result<&str, BearerError> {
 }
 
 /// Whether `token` is a bearer token this crate accepts in an
-/// `Authorization: Bearer` field: an RFC 6750 section 2.1 `b64token`
+/// `Authorization: Bearer` field: an [RFC 6750 section 2.1] `b64token`
 /// (`1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`) of at
 /// most 4096 bytes. Hosts use it to check a credential they configure
 /// (an admin or introspection token) before handing it out, so that
@@ -51,6 +56,8 @@ pub(crate) fn parse(value: &str) -> Result<&str, BearerError> {
 /// assert!(!is_bearer_token("=="));
 /// assert!(!is_bearer_token(""));
 /// ```
+///
+/// [RFC 6750 section 2.1]: https://www.rfc-editor.org/rfc/rfc6750#section-2.1
 pub fn is_bearer_token(token: &str) -> bool {
     token.len() <= MAX_TOKEN_LEN && is_b64token(token)
 }

@@ -1,4 +1,4 @@
-//! Client authentication at the token endpoint (RFC 6749 section 2.3),
+//! Client authentication at the token endpoint ([RFC 6749 section 2.3]),
 //! the pure half: parsing the credentials a request presents, and checking
 //! them against a registered [`Client`].
 //!
@@ -6,12 +6,12 @@
 //!
 //! - `client_secret_basic`: `Authorization: Basic base64(id ":" secret)`,
 //!   where id and secret are first `application/x-www-form-urlencoded`
-//!   (RFC 6749 section 2.3.1), so both are decoded after base64.
+//!   ([RFC 6749 section 2.3.1]), so both are decoded after base64.
 //! - `client_secret_post`: `client_id` and `client_secret` form parameters.
-//! - `none`: a `client_id` form parameter alone (public clients, RFC 6749
-//!   section 2.3 / OAuth 2.1 section 2.4).
+//! - `none`: a `client_id` form parameter alone (public clients, [RFC 6749
+//!   section 2.3] / OAuth 2.1 section 2.4).
 //!
-//! - `private_key_jwt` (RFC 7523 section 2.2, RFC 7521 section 4.2): a
+//! - `private_key_jwt` ([RFC 7523 section 2.2], [RFC 7521 section 4.2]): a
 //!   `client_assertion` JWT signed with one of the client's registered
 //!   keys, with `client_assertion_type =
 //!   urn:ietf:params:oauth:client-assertion-type:jwt-bearer`; see
@@ -24,7 +24,7 @@
 //! parameter next to a Basic header is accepted when it names the same
 //! client. Failures to authenticate are 401 `invalid_client`, with
 //! `WWW-Authenticate: Basic` when the client used the `Authorization`
-//! header (RFC 6749 section 5.2).
+//! header ([RFC 6749 section 5.2]).
 //!
 //! # Public clients that send a secret
 //!
@@ -34,6 +34,12 @@
 //! a credential hides that. A Basic header with an empty password
 //! (`client_id:`) counts as no secret, as some libraries send that for
 //! public clients.
+//!
+//! [RFC 6749 section 2.3]: https://www.rfc-editor.org/rfc/rfc6749#section-2.3
+//! [RFC 6749 section 2.3.1]: https://www.rfc-editor.org/rfc/rfc6749#section-2.3.1
+//! [RFC 7523 section 2.2]: https://www.rfc-editor.org/rfc/rfc7523#section-2.2
+//! [RFC 7521 section 4.2]: https://www.rfc-editor.org/rfc/rfc7521#section-4.2
+//! [RFC 6749 section 5.2]: https://www.rfc-editor.org/rfc/rfc6749#section-5.2
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
@@ -56,7 +62,9 @@ pub enum PresentedMethod {
     ClientSecretPost,
     /// `client_id` alone.
     None,
-    /// A `client_assertion` JWT (RFC 7523 section 2.2).
+    /// A `client_assertion` JWT ([RFC 7523 section 2.2]).
+    ///
+    /// [RFC 7523 section 2.2]: https://www.rfc-editor.org/rfc/rfc7523#section-2.2
     PrivateKeyJwt,
 }
 
@@ -66,8 +74,10 @@ pub enum PresentedMethod {
 /// [`crate::server::AuthorizationServerBuilder::assertion_jti_quota`]).
 pub const DEFAULT_ASSERTION_JTI_QUOTA: u32 = 1_000;
 
-/// The `client_assertion_type` of `private_key_jwt` (RFC 7523 section
-/// 2.2).
+/// The `client_assertion_type` of `private_key_jwt` ([RFC 7523 section
+/// 2.2]).
+///
+/// [RFC 7523 section 2.2]: https://www.rfc-editor.org/rfc/rfc7523#section-2.2
 pub const JWT_BEARER_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 /// The client credentials of a token-endpoint request, parsed but not yet
@@ -132,7 +142,7 @@ impl ClientCredentials {
     }
 
     /// Like [`ClientCredentials::parse`], also understanding a
-    /// `client_assertion` (RFC 7521 section 4.2): with
+    /// `client_assertion` ([RFC 7521 section 4.2]): with
     /// `client_assertion_type` equal to [`JWT_BEARER_ASSERTION_TYPE`], no
     /// `Authorization` header and no `client_secret`. The client is the
     /// `client_id` parameter when present, else the assertion's (not yet
@@ -144,6 +154,8 @@ impl ClientCredentials {
     /// one of the two parameters without the other or an unreadable
     /// assertion, [`ClientAuthError::UnsupportedAssertionType`],
     /// [`ClientAuthError::MultipleMethods`].
+    ///
+    /// [RFC 7521 section 4.2]: https://www.rfc-editor.org/rfc/rfc7521#section-4.2
     pub fn parse_with_assertion(
         authorization: Option<&str>,
         form_client_id: Option<&str>,

@@ -1,10 +1,12 @@
-//! Authorization server metadata (RFC 8414), built from a project's
+//! Authorization server metadata ([RFC 8414]), built from a project's
 //! settings, and well-known URL construction.
 //!
 //! Two members are Authio extensions, not in any RFC:
 //! `client_id_metadata_document_supported` (from the CIMD draft, section
 //! 5) and `mcp_authorization_supported` (vendor-specific: true when the
 //! project has the "MCP enabled" flag).
+//!
+//! [RFC 8414]: https://www.rfc-editor.org/rfc/rfc8414
 
 use serde::{Deserialize, Serialize};
 
@@ -26,8 +28,10 @@ pub struct EndpointPaths {
     pub revocation: String,
     /// Introspection endpoint, default `/oauth2/introspect`.
     pub introspection: String,
-    /// The JWK Set (RFC 7517), default `/.well-known/jwks.json`, under the
+    /// The JWK Set ([RFC 7517]), default `/.well-known/jwks.json`, under the
     /// issuer like every other endpoint.
+    ///
+    /// [RFC 7517]: https://www.rfc-editor.org/rfc/rfc7517
     #[serde(default = "default_jwks_path")]
     pub jwks: String,
     /// The OpenID Connect userinfo endpoint, default `/oauth2/userinfo`.
@@ -75,9 +79,11 @@ impl Default for EndpointPaths {
     }
 }
 
-/// RFC 8414 authorization server metadata, as published.
+/// [RFC 8414] authorization server metadata, as published.
 ///
 /// Optional members that are empty are omitted.
+///
+/// [RFC 8414]: https://www.rfc-editor.org/rfc/rfc8414
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct AuthorizationServerMetadata {
@@ -104,19 +110,25 @@ pub struct AuthorizationServerMetadata {
     /// `token_endpoint_auth_methods_supported`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub token_endpoint_auth_methods_supported: Vec<String>,
-    /// `revocation_endpoint` (RFC 7009).
+    /// `revocation_endpoint` ([RFC 7009]).
+    ///
+    /// [RFC 7009]: https://www.rfc-editor.org/rfc/rfc7009
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revocation_endpoint: Option<String>,
     /// `revocation_endpoint_auth_methods_supported`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub revocation_endpoint_auth_methods_supported: Vec<String>,
-    /// `introspection_endpoint` (RFC 7662).
+    /// `introspection_endpoint` ([RFC 7662]).
+    ///
+    /// [RFC 7662]: https://www.rfc-editor.org/rfc/rfc7662
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub introspection_endpoint: Option<String>,
     /// `code_challenge_methods_supported`: `["S256"]`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub code_challenge_methods_supported: Vec<String>,
-    /// `authorization_response_iss_parameter_supported` (RFC 9207): true.
+    /// `authorization_response_iss_parameter_supported` ([RFC 9207]): true.
+    ///
+    /// [RFC 9207]: https://www.rfc-editor.org/rfc/rfc9207
     #[serde(default)]
     pub authorization_response_iss_parameter_supported: bool,
     /// `client_id_metadata_document_supported` (CIMD draft): true iff CIMD is enabled.

@@ -23,41 +23,77 @@ pub(crate) const SERVER_ERROR_DESCRIPTION: &str = "the authorization server coul
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorCode {
-    /// `invalid_request` (RFC 6749 section 4.1.2.1 and 5.2).
+    /// `invalid_request` ([RFC 6749 section 4.1.2.1] and 5.2).
+    ///
+    /// [RFC 6749 section 4.1.2.1]: https://www.rfc-editor.org/rfc/rfc6749#section-4.1.2.1
     InvalidRequest,
-    /// `unauthorized_client` (RFC 6749 section 4.1.2.1 and 5.2).
+    /// `unauthorized_client` ([RFC 6749 section 4.1.2.1] and 5.2).
+    ///
+    /// [RFC 6749 section 4.1.2.1]: https://www.rfc-editor.org/rfc/rfc6749#section-4.1.2.1
     UnauthorizedClient,
-    /// `access_denied` (RFC 6749 section 4.1.2.1).
+    /// `access_denied` ([RFC 6749 section 4.1.2.1]).
+    ///
+    /// [RFC 6749 section 4.1.2.1]: https://www.rfc-editor.org/rfc/rfc6749#section-4.1.2.1
     AccessDenied,
-    /// `unsupported_response_type` (RFC 6749 section 4.1.2.1).
+    /// `unsupported_response_type` ([RFC 6749 section 4.1.2.1]).
+    ///
+    /// [RFC 6749 section 4.1.2.1]: https://www.rfc-editor.org/rfc/rfc6749#section-4.1.2.1
     UnsupportedResponseType,
-    /// `invalid_scope` (RFC 6749 section 4.1.2.1 and 5.2).
+    /// `invalid_scope` ([RFC 6749 section 4.1.2.1] and 5.2).
+    ///
+    /// [RFC 6749 section 4.1.2.1]: https://www.rfc-editor.org/rfc/rfc6749#section-4.1.2.1
     InvalidScope,
-    /// `server_error` (RFC 6749 section 4.1.2.1).
+    /// `server_error` ([RFC 6749 section 4.1.2.1]).
+    ///
+    /// [RFC 6749 section 4.1.2.1]: https://www.rfc-editor.org/rfc/rfc6749#section-4.1.2.1
     ServerError,
-    /// `temporarily_unavailable` (RFC 6749 section 4.1.2.1).
+    /// `temporarily_unavailable` ([RFC 6749 section 4.1.2.1]).
+    ///
+    /// [RFC 6749 section 4.1.2.1]: https://www.rfc-editor.org/rfc/rfc6749#section-4.1.2.1
     TemporarilyUnavailable,
-    /// `invalid_client` (RFC 6749 section 5.2).
+    /// `invalid_client` ([RFC 6749 section 5.2]).
+    ///
+    /// [RFC 6749 section 5.2]: https://www.rfc-editor.org/rfc/rfc6749#section-5.2
     InvalidClient,
-    /// `invalid_grant` (RFC 6749 section 5.2).
+    /// `invalid_grant` ([RFC 6749 section 5.2]).
+    ///
+    /// [RFC 6749 section 5.2]: https://www.rfc-editor.org/rfc/rfc6749#section-5.2
     InvalidGrant,
-    /// `unsupported_grant_type` (RFC 6749 section 5.2).
+    /// `unsupported_grant_type` ([RFC 6749 section 5.2]).
+    ///
+    /// [RFC 6749 section 5.2]: https://www.rfc-editor.org/rfc/rfc6749#section-5.2
     UnsupportedGrantType,
-    /// `invalid_token` (RFC 6750 section 3.1).
+    /// `invalid_token` ([RFC 6750 section 3.1]).
+    ///
+    /// [RFC 6750 section 3.1]: https://www.rfc-editor.org/rfc/rfc6750#section-3.1
     InvalidToken,
-    /// `insufficient_scope` (RFC 6750 section 3.1).
+    /// `insufficient_scope` ([RFC 6750 section 3.1]).
+    ///
+    /// [RFC 6750 section 3.1]: https://www.rfc-editor.org/rfc/rfc6750#section-3.1
     InsufficientScope,
-    /// `unsupported_token_type` (RFC 7009 section 2.2.1).
+    /// `unsupported_token_type` ([RFC 7009 section 2.2.1]).
+    ///
+    /// [RFC 7009 section 2.2.1]: https://www.rfc-editor.org/rfc/rfc7009#section-2.2.1
     UnsupportedTokenType,
-    /// `invalid_redirect_uri` (RFC 7591 section 3.2.2).
+    /// `invalid_redirect_uri` ([RFC 7591 section 3.2.2]).
+    ///
+    /// [RFC 7591 section 3.2.2]: https://www.rfc-editor.org/rfc/rfc7591#section-3.2.2
     InvalidRedirectUri,
-    /// `invalid_client_metadata` (RFC 7591 section 3.2.2).
+    /// `invalid_client_metadata` ([RFC 7591 section 3.2.2]).
+    ///
+    /// [RFC 7591 section 3.2.2]: https://www.rfc-editor.org/rfc/rfc7591#section-3.2.2
     InvalidClientMetadata,
-    /// `invalid_software_statement` (RFC 7591 section 3.2.2).
+    /// `invalid_software_statement` ([RFC 7591 section 3.2.2]).
+    ///
+    /// [RFC 7591 section 3.2.2]: https://www.rfc-editor.org/rfc/rfc7591#section-3.2.2
     InvalidSoftwareStatement,
-    /// `unapproved_software_statement` (RFC 7591 section 3.2.2).
+    /// `unapproved_software_statement` ([RFC 7591 section 3.2.2]).
+    ///
+    /// [RFC 7591 section 3.2.2]: https://www.rfc-editor.org/rfc/rfc7591#section-3.2.2
     UnapprovedSoftwareStatement,
-    /// `invalid_target` (RFC 8707 section 2).
+    /// `invalid_target` ([RFC 8707 section 2]).
+    ///
+    /// [RFC 8707 section 2]: https://www.rfc-editor.org/rfc/rfc8707#section-2
     InvalidTarget,
     /// `login_required` (OpenID Connect Core 1.0 section 3.1.2.6): `prompt=none`
     /// but the user must log in.
@@ -131,9 +167,12 @@ impl ErrorCode {
 
     /// The HTTP status a direct (non-redirect) response with this code uses.
     ///
-    /// 401 for client and token authentication failures (RFC 6749 section
-    /// 5.2, RFC 6750 section 3.1), 403 for `insufficient_scope`, 500 and 503
+    /// 401 for client and token authentication failures ([RFC 6749 section
+    /// 5.2], [RFC 6750 section 3.1]), 403 for `insufficient_scope`, 500 and 503
     /// for server conditions, 400 for everything else.
+    ///
+    /// [RFC 6749 section 5.2]: https://www.rfc-editor.org/rfc/rfc6749#section-5.2
+    /// [RFC 6750 section 3.1]: https://www.rfc-editor.org/rfc/rfc6750#section-3.1
     pub const fn status(self) -> StatusCode {
         match self {
             Self::InvalidClient | Self::InvalidToken => StatusCode::UNAUTHORIZED,
@@ -181,23 +220,29 @@ impl<'de> Deserialize<'de> for ErrorCode {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Challenge {
-    /// `WWW-Authenticate: Basic` (RFC 6749 section 5.2, failed client auth
+    /// `WWW-Authenticate: Basic` ([RFC 6749 section 5.2], failed client auth
     /// through the `Authorization` header).
+    ///
+    /// [RFC 6749 section 5.2]: https://www.rfc-editor.org/rfc/rfc6749#section-5.2
     Basic,
-    /// `WWW-Authenticate: Bearer error="..."` (RFC 6750 section 3).
+    /// `WWW-Authenticate: Bearer error="..."` ([RFC 6750 section 3]).
+    ///
+    /// [RFC 6750 section 3]: https://www.rfc-editor.org/rfc/rfc6750#section-3
     Bearer,
 }
 
 /// An OAuth error as sent to a client: a code, an optional human-readable
 /// description and an optional URI.
 ///
-/// The description is restricted to the characters RFC 6749 section 5.2
+/// The description is restricted to the characters [RFC 6749 section 5.2]
 /// allows (`%x20-21 / %x23-5B / %x5D-7E`); anything else is replaced, so a
 /// description can never break the JSON or the `WWW-Authenticate` header.
 ///
 /// Besides what is sent, an error may carry a machine-readable
 /// [`OAuthError::reason`] for logs and audit events; it is never rendered
 /// and does not take part in equality.
+///
+/// [RFC 6749 section 5.2]: https://www.rfc-editor.org/rfc/rfc6749#section-5.2
 #[derive(Clone, Debug)]
 pub struct OAuthError {
     code: ErrorCode,
@@ -278,8 +323,10 @@ impl OAuthError {
         self
     }
 
-    /// Sets `error_uri`. A URI with characters outside the RFC 6749 set is
+    /// Sets `error_uri`. A URI with characters outside the [RFC 6749] set is
     /// dropped.
+    ///
+    /// [RFC 6749]: https://www.rfc-editor.org/rfc/rfc6749
     #[must_use]
     pub fn with_uri(mut self, uri: impl Into<String>) -> Self {
         let uri = uri.into();
@@ -305,8 +352,10 @@ impl OAuthError {
     }
 
     /// Names the methods the endpoint accepts, sent as the `Allow` header
-    /// of the rendered response (RFC 9110 section 15.5.6: a 405 must carry
+    /// of the rendered response ([RFC 9110 section 15.5.6]: a 405 must carry
     /// it). `methods` is the header value, e.g. `"POST, OPTIONS"`.
+    ///
+    /// [RFC 9110 section 15.5.6]: https://www.rfc-editor.org/rfc/rfc9110#section-15.5.6
     #[must_use]
     pub fn with_allow(mut self, methods: impl Into<String>) -> Self {
         self.rare.get_or_insert_default().allow = Some(methods.into().into_boxed_str());
@@ -443,11 +492,14 @@ impl From<ErrorCode> for OAuthError {
     }
 }
 
-/// A `WWW-Authenticate: Bearer` challenge (RFC 6750 section 3, RFC 9728
-/// section 5.1). Parameters appear in the order `error`,
+/// A `WWW-Authenticate: Bearer` challenge ([RFC 6750 section 3], [RFC 9728
+/// section 5.1]). Parameters appear in the order `error`,
 /// `error_description`, `scope`, `resource_metadata`; every value is a
 /// quoted string with `"` and `\` escaped and any byte outside visible
 /// ASCII percent-encoded, so no value can break the header.
+///
+/// [RFC 6750 section 3]: https://www.rfc-editor.org/rfc/rfc6750#section-3
+/// [RFC 9728 section 5.1]: https://www.rfc-editor.org/rfc/rfc9728#section-5.1
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct BearerChallenge {
     error: Option<ErrorCode>,
@@ -484,7 +536,9 @@ impl BearerChallenge {
         self
     }
 
-    /// Sets `resource_metadata` (RFC 9728 section 5.1).
+    /// Sets `resource_metadata` ([RFC 9728 section 5.1]).
+    ///
+    /// [RFC 9728 section 5.1]: https://www.rfc-editor.org/rfc/rfc9728#section-5.1
     #[must_use]
     pub fn resource_metadata(mut self, url: impl Into<String>) -> Self {
         self.resource_metadata = Some(url.into());
@@ -514,7 +568,9 @@ impl fmt::Display for BearerChallenge {
     }
 }
 
-/// Writes the inside of an RFC 9110 quoted-string.
+/// Writes the inside of an [RFC 9110] quoted-string.
+///
+/// [RFC 9110]: https://www.rfc-editor.org/rfc/rfc9110
 fn write_quoted(f: &mut fmt::Formatter<'_>, value: &str) -> fmt::Result {
     for b in value.bytes() {
         match b {
@@ -535,13 +591,15 @@ struct ErrorBody<'a> {
     error_uri: Option<&'a str>,
 }
 
-/// Keeps the characters RFC 6749 section 5.2 allows in `error_description`
+/// Keeps the characters [RFC 6749 section 5.2] allows in `error_description`
 /// (printable ASCII but `"` and `\`); caps the length at 512 bytes.
 ///
 /// Quotes, which messages from serde and from this crate's validators use
 /// to name a value (`invalid type: string "x"`), become `'` (also the
 /// typographic ones), so the message still reads as written; a backslash
 /// becomes `/`, whitespace controls a space, and any other character `?`.
+///
+/// [RFC 6749 section 5.2]: https://www.rfc-editor.org/rfc/rfc6749#section-5.2
 fn sanitize_description(d: Cow<'static, str>) -> Cow<'static, str> {
     const MAX: usize = 512;
     let allowed = |c: char| matches!(c, '\x20'..='\x21' | '\x23'..='\x5B' | '\x5D'..='\x7E');

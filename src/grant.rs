@@ -337,7 +337,9 @@ impl From<RotationNonce> for String {
     }
 }
 
-/// The claims of an access token (RFC 9068 names).
+/// The claims of an access token ([RFC 9068] names).
+///
+/// [RFC 9068]: https://www.rfc-editor.org/rfc/rfc9068
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct AccessTokenClaims {
@@ -357,8 +359,10 @@ pub struct AccessTokenClaims {
     pub exp: i64,
     /// Unique token id.
     pub jti: String,
-    /// When the user authenticated (seconds since the epoch; RFC 9068
-    /// section 2.2.1): the time of the approval that created the grant.
+    /// When the user authenticated (seconds since the epoch; [RFC 9068
+    /// section 2.2.1]): the time of the approval that created the grant.
+    ///
+    /// [RFC 9068 section 2.2.1]: https://www.rfc-editor.org/rfc/rfc9068#section-2.2.1
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_time: Option<i64>,
 }

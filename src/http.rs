@@ -91,10 +91,12 @@ impl ProjectResolver for HeaderOrDefaultProjectResolver {
 /// project its own issuer `<base><prefix>/<project>` (for example
 /// `https://auth.example.com/p/proj_acme`): real MCP clients send no custom
 /// header, but they do follow the issuer's URLs. Recognizes
-/// `<prefix>/<project>/...` and the RFC 8414 well-known forms
+/// `<prefix>/<project>/...` and the [RFC 8414] well-known forms
 /// `/.well-known/<name><prefix>/<project>`. Each project's
 /// [`crate::project::ProjectSettings::issuer`] must be set to its URL; see
 /// `axum::project_path_router`.
+///
+/// [RFC 8414]: https://www.rfc-editor.org/rfc/rfc8414
 #[derive(Clone, Debug)]
 pub struct IssuerPathProjectResolver {
     prefix: String,
@@ -147,8 +149,10 @@ fn project_from_header(headers: &HeaderMap) -> Result<Option<ProjectId>, OAuthEr
     ProjectId::new(s).map(Some).map_err(|_| bad())
 }
 
-/// Decides whether a caller may use the introspection endpoint (RFC 7662
-/// section 2.1 requires the caller to be authorized).
+/// Decides whether a caller may use the introspection endpoint ([RFC 7662
+/// section 2.1] requires the caller to be authorized).
+///
+/// [RFC 7662 section 2.1]: https://www.rfc-editor.org/rfc/rfc7662#section-2.1
 pub trait IntrospectionAuthenticator: Send + Sync {
     /// Whether the `Authorization` header value authorizes introspection
     /// for `project`.
@@ -207,9 +211,11 @@ impl IntrospectionAuthenticator for ProjectBearerCredentials {
     }
 }
 
-/// The token of an `Authorization: Bearer <token>` header value (RFC 6750
-/// section 2.1: scheme case-insensitive, the token a `b64token` of at most
+/// The token of an `Authorization: Bearer <token>` header value ([RFC 6750
+/// section 2.1]: scheme case-insensitive, the token a `b64token` of at most
 /// 4,096 bytes); the crate's one bearer parser.
+///
+/// [RFC 6750 section 2.1]: https://www.rfc-editor.org/rfc/rfc6750#section-2.1
 pub fn bearer_token(authorization: Option<&str>) -> Option<&str> {
     crate::bearer::parse(authorization?).ok()
 }
@@ -326,7 +332,9 @@ impl OAuthEndpoints {
     }
 
     /// `GET /.well-known/oauth-authorization-server` (and
-    /// `openid-configuration`): the project's RFC 8414 metadata.
+    /// `openid-configuration`): the project's [RFC 8414] metadata.
+    ///
+    /// [RFC 8414]: https://www.rfc-editor.org/rfc/rfc8414
     pub async fn discovery<B>(&self, req: &Request<B>) -> Response<Vec<u8>> {
         let call = |project: ProjectId, _: &[u8]| async move {
             let m = self.server.metadata(&project).await?;
@@ -345,10 +353,12 @@ impl OAuthEndpoints {
     }
 
     /// `GET <issuer>/.well-known/jwks.json`: the project's public signing
-    /// keys (RFC 7517 section 5). Cacheable for
+    /// keys ([RFC 7517 section 5]). Cacheable for
     /// [`crate::keys::JWKS_MAX_AGE_SECS`] (shorter than any
     /// pre-publication window, so caches see a next key before it signs);
     /// verifiers refetch on an unknown `kid` anyway.
+    ///
+    /// [RFC 7517 section 5]: https://www.rfc-editor.org/rfc/rfc7517#section-5
     pub async fn jwks<B>(&self, req: &Request<B>) -> Response<Vec<u8>> {
         let call = |project: ProjectId, _: &[u8]| async move {
             Ok::<_, crate::server::EndpointError>(self.server.jwks(&project).await?.to_json())
@@ -393,10 +403,11 @@ impl OAuthEndpoints {
         }
         .instrument(span.clone())
         .await
-        .unwrap_or_else(AuthorizeOutcome::ShowError);
+        .unwrap_or_else(|e| AuthorizeOutcome::ShowError(e.into()));
         let end = |outcome: &'static str, e: Option<&OAuthError>| ended("authorize", &span, started, outcome, e);
         match outcome {
             AuthorizeOutcome::ShowError(e) => {
+                let e = e.into_oauth();
                 end(e.code().as_str(), Some(&e));
                 AuthorizeResponse::Response(self.error_page_for(req.headers(), &e, None))
             }
@@ -434,9 +445,17 @@ impl OAuthEndpoints {
         }
         .instrument(span.clone())
         .await
-        .unwrap_or_else(AuthorizeOutcome::ShowError);
+        .unwrap_or_else(|e| AuthorizeOutcome::ShowError(e.into()));
         match &outcome {
-            AuthorizeOutcome::ShowError(e) => ended("upstream_authorize", &span, started, e.code().as_str(), Some(e)),
+            AuthorizeOutcome::ShowError(e) => {
+                ended(
+                    "upstream_authorize",
+                    &span,
+                    started,
+                    e.code().as_str(),
+                    Some(&e.to_oauth()),
+                );
+            }
             AuthorizeOutcome::Redirect(_) => ended("upstream_authorize", &span, started, "redirect", None),
             _ => ended("upstream_authorize", &span, started, "upstream_login", None),
         }
@@ -481,12 +500,20 @@ impl OAuthEndpoints {
         };
         match &outcome {
             CallbackOutcome::SignedIn(_) => ended("upstream_callback", &span, started, "signed_in", None),
-            CallbackOutcome::ShowError(e) => ended("upstream_callback", &span, started, e.code().as_str(), Some(e)),
+            CallbackOutcome::ShowError(e) => {
+                ended(
+                    "upstream_callback",
+                    &span,
+                    started,
+                    e.code().as_str(),
+                    Some(&e.to_oauth()),
+                );
+            }
             CallbackOutcome::Redirect(_) => ended("upstream_callback", &span, started, "redirect", None),
         }
         let mut response = match outcome {
             CallbackOutcome::SignedIn(s) => return UpstreamCallbackResponse::SignedIn(s),
-            CallbackOutcome::ShowError(e) => self.error_page_for(req.headers(), &e, None),
+            CallbackOutcome::ShowError(e) => self.error_page_for(req.headers(), &e.into_oauth(), None),
             CallbackOutcome::Redirect(location) => redirect(&location),
         };
         clear_upstream_cookie(req, &mut response, secure);
@@ -551,7 +578,7 @@ impl OAuthEndpoints {
     /// see [`upstream_cookie_name`]).
     fn outcome_response(&self, headers: &HeaderMap, outcome: AuthorizeOutcome) -> Response<Vec<u8>> {
         match outcome {
-            AuthorizeOutcome::ShowError(e) => self.error_page_for(headers, &e, None),
+            AuthorizeOutcome::ShowError(e) => self.error_page_for(headers, &e.into_oauth(), None),
             AuthorizeOutcome::Redirect(location) => redirect(&location),
             AuthorizeOutcome::UpstreamLogin {
                 location,
@@ -624,8 +651,10 @@ impl OAuthEndpoints {
         .await
     }
 
-    /// `POST /oauth2/register` (RFC 7591): 201 with the registered client,
+    /// `POST /oauth2/register` ([RFC 7591]): 201 with the registered client,
     /// or 400 / 401 / 403 as OAuth errors.
+    ///
+    /// [RFC 7591]: https://www.rfc-editor.org/rfc/rfc7591
     pub async fn register<B: AsRef<[u8]>>(&self, req: &Request<B>) -> Response<Vec<u8>> {
         let call = |project: ProjectId, body| {
             let source = request_source(req).and_then(RequestSource::ip);
@@ -672,8 +701,10 @@ impl OAuthEndpoints {
         .await
     }
 
-    /// `POST /oauth2/revoke` (RFC 7009): 200 with an empty body on success;
+    /// `POST /oauth2/revoke` ([RFC 7009]): 200 with an empty body on success;
     /// 503 `server_error` with `Retry-After` when storage fails.
+    ///
+    /// [RFC 7009]: https://www.rfc-editor.org/rfc/rfc7009
     pub async fn revoke<B: AsRef<[u8]>>(&self, req: &Request<B>) -> Response<Vec<u8>> {
         let call =
             |project: ProjectId, body| async move { self.server.revoke(&project, authorization(req), body).await };
@@ -683,8 +714,10 @@ impl OAuthEndpoints {
         .await
     }
 
-    /// `POST /oauth2/introspect` (RFC 7662), for callers the introspection
+    /// `POST /oauth2/introspect` ([RFC 7662]), for callers the introspection
     /// authenticator accepts.
+    ///
+    /// [RFC 7662]: https://www.rfc-editor.org/rfc/rfc7662
     pub async fn introspect<B: AsRef<[u8]>>(&self, req: &Request<B>) -> Response<Vec<u8>> {
         let call = |project: ProjectId, body| async move {
             let allowed = self
@@ -857,10 +890,12 @@ pub enum UpstreamCallbackResponse {
 ///
 /// `secure` (the project's issuer is `https`): the name carries the
 /// `__Host-` prefix, so a browser accepts it only when set over https with
-/// `Secure`, `Path=/` and no `Domain` (RFC 6265bis section 4.1.3.2): a
+/// `Secure`, `Path=/` and no `Domain` ([RFC 6265]bis section 4.1.3.2): a
 /// sibling subdomain or a plain-http response cannot plant or overwrite
 /// it. Without `secure` (a loopback development issuer on plain http,
 /// where a `Secure` cookie would not come back) the plain name is used.
+///
+/// [RFC 6265]: https://www.rfc-editor.org/rfc/rfc6265
 pub fn upstream_cookie_name(state: &str, secure: bool) -> String {
     let hash = crate::secret::SecretHash::of(state);
     let hex: String = hash.as_bytes().iter().take(8).map(|b| format!("{b:02x}")).collect();

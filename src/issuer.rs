@@ -1,9 +1,13 @@
-//! The issuer identifier (RFC 8414 section 2) and well-known URL
-//! construction (RFC 8414 section 3.1, RFC 9728 section 3.1).
+//! The issuer identifier ([RFC 8414 section 2]) and well-known URL
+//! construction ([RFC 8414 section 3.1], [RFC 9728 section 3.1]).
 //!
 //! Below both [`crate::project`] (a project may pin its issuer) and
 //! [`crate::discovery`] (the metadata names it), so neither imports the
 //! other for it.
+//!
+//! [RFC 8414 section 2]: https://www.rfc-editor.org/rfc/rfc8414#section-2
+//! [RFC 8414 section 3.1]: https://www.rfc-editor.org/rfc/rfc8414#section-3.1
+//! [RFC 9728 section 3.1]: https://www.rfc-editor.org/rfc/rfc9728#section-3.1
 
 use std::fmt;
 
@@ -18,7 +22,9 @@ pub enum IssuerError {
     /// Not an absolute `https` URL with a host.
     #[error("issuer must be an https URL with a host")]
     NotHttps,
-    /// A query or fragment is present (RFC 8414 section 2).
+    /// A query or fragment is present ([RFC 8414 section 2]).
+    ///
+    /// [RFC 8414 section 2]: https://www.rfc-editor.org/rfc/rfc8414#section-2
     #[error("issuer must not have a query or fragment")]
     QueryOrFragment,
     /// Credentials in the authority.
@@ -27,8 +33,11 @@ pub enum IssuerError {
 }
 
 /// The issuer identifier of an authorization server: an `https` URL with
-/// no query or fragment (RFC 8414 section 2), kept as the exact string
-/// (RFC 9207 `iss` is compared by simple string comparison).
+/// no query or fragment ([RFC 8414 section 2]), kept as the exact string
+/// ([RFC 9207] `iss` is compared by simple string comparison).
+///
+/// [RFC 8414 section 2]: https://www.rfc-editor.org/rfc/rfc8414#section-2
+/// [RFC 9207]: https://www.rfc-editor.org/rfc/rfc9207
 #[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(into = "String", try_from = "String")]
 pub struct Issuer(String);
@@ -88,7 +97,9 @@ impl Issuer {
         s
     }
 
-    /// The RFC 8414 metadata URL of this issuer.
+    /// The [RFC 8414] metadata URL of this issuer.
+    ///
+    /// [RFC 8414]: https://www.rfc-editor.org/rfc/rfc8414
     pub fn metadata_url(&self) -> String {
         well_known_url(&self.0, WELL_KNOWN_OAUTH_AUTHORIZATION_SERVER)
     }
@@ -122,13 +133,15 @@ impl From<Issuer> for String {
     }
 }
 
-/// `oauth-authorization-server` (RFC 8414 section 3).
+/// `oauth-authorization-server` ([RFC 8414 section 3]).
+///
+/// [RFC 8414 section 3]: https://www.rfc-editor.org/rfc/rfc8414#section-3
 pub const WELL_KNOWN_OAUTH_AUTHORIZATION_SERVER: &str = "oauth-authorization-server";
 /// `openid-configuration` (OpenID Connect Discovery 1.0 section 4).
 pub const WELL_KNOWN_OPENID_CONFIGURATION: &str = "openid-configuration";
 
 /// Inserts `/.well-known/<name>` between the host and the path of `base`
-/// (RFC 8414 section 3.1, RFC 9728 section 3.1), removing a terminating
+/// ([RFC 8414 section 3.1], [RFC 9728 section 3.1]), removing a terminating
 /// `/` from the path first:
 /// `https://as.example.com/tenant1/` becomes
 /// `https://as.example.com/.well-known/oauth-authorization-server/tenant1`.
@@ -136,6 +149,9 @@ pub const WELL_KNOWN_OPENID_CONFIGURATION: &str = "openid-configuration";
 /// `base` is expected to be an absolute URL without query or fragment (an
 /// [`Issuer`] or a resource identifier); anything from `?` or `#` on is
 /// dropped.
+///
+/// [RFC 8414 section 3.1]: https://www.rfc-editor.org/rfc/rfc8414#section-3.1
+/// [RFC 9728 section 3.1]: https://www.rfc-editor.org/rfc/rfc9728#section-3.1
 pub fn well_known_url(base: &str, name: &str) -> String {
     let base = base.split(['?', '#']).next().unwrap_or_default();
     // The split between origin and path is the parser's, not ours.

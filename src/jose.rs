@@ -1,25 +1,32 @@
-//! JOSE (RFC 7515 JWS, RFC 7517 JWK, RFC 7519 JWT) behind one small
+//! JOSE ([RFC 7515] JWS, [RFC 7517] JWK, [RFC 7519] JWT) behind one small
 //! module: key generation, public JWKs, compact signing and verification.
 //!
 //! Every other module goes through this one, so the crates doing the
 //! cryptography can change without touching the driver. Today: the
 //! RustCrypto crates (`p256`, `ed25519-dalek`, `rsa`) generate keys, export
 //! public JWKs and sign (keys parsed once and kept in [`PrivateKey`]; this
-//! module only assembles the compact JWS of RFC 7515 section 7.1), and
+//! module only assembles the compact JWS of [RFC 7515 section 7.1]), and
 //! `jsonwebtoken` with its pure-Rust RustCrypto backend verifies. No
 //! signature algorithm is implemented here; a test checks our signatures
 //! byte for byte against `jsonwebtoken`'s.
 //!
 //! Three algorithms exist, and only three: ES256 (the default), EdDSA
-//! (Ed25519, RFC 8037) and RS256 (required for ID tokens by OpenID Connect
+//! (Ed25519, [RFC 8037]) and RS256 (required for ID tokens by OpenID Connect
 //! Discovery section 3). `none` and the HMAC algorithms are not
 //! representable, so a token claiming them is refused before any key is
-//! looked at (RFC 8725 section 3.1: no algorithm confusion).
+//! looked at ([RFC 8725 section 3.1]: no algorithm confusion).
 //!
 //! Verification here checks the structure, the header and the signature
 //! only. Claims (`iss`, `aud`, `exp`, ...) are checked by the callers'
 //! pure rule functions, which take `now` as an argument; nothing here reads
 //! the clock.
+//!
+//! [RFC 7515]: https://www.rfc-editor.org/rfc/rfc7515
+//! [RFC 7517]: https://www.rfc-editor.org/rfc/rfc7517
+//! [RFC 7519]: https://www.rfc-editor.org/rfc/rfc7519
+//! [RFC 7515 section 7.1]: https://www.rfc-editor.org/rfc/rfc7515#section-7.1
+//! [RFC 8037]: https://www.rfc-editor.org/rfc/rfc8037
+//! [RFC 8725 section 3.1]: https://www.rfc-editor.org/rfc/rfc8725#section-3.1
 
 use std::fmt;
 
@@ -38,8 +45,11 @@ pub const MAX_KID_LEN: usize = 128;
 /// The RSA modulus size of generated keys.
 pub const RSA_BITS: usize = 2048;
 
-/// A JWS signing algorithm this crate signs and verifies with (RFC 7518
-/// section 3.1, RFC 8037 section 3.1).
+/// A JWS signing algorithm this crate signs and verifies with ([RFC 7518
+/// section 3.1], [RFC 8037 section 3.1]).
+///
+/// [RFC 7518 section 3.1]: https://www.rfc-editor.org/rfc/rfc7518#section-3.1
+/// [RFC 8037 section 3.1]: https://www.rfc-editor.org/rfc/rfc8037#section-3.1
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum SigningAlgorithm {
@@ -47,7 +57,9 @@ pub enum SigningAlgorithm {
     #[default]
     #[serde(rename = "ES256")]
     Es256,
-    /// Ed25519 (RFC 8037).
+    /// Ed25519 ([RFC 8037]).
+    ///
+    /// [RFC 8037]: https://www.rfc-editor.org/rfc/rfc8037
     #[serde(rename = "EdDSA")]
     EdDsa,
     /// RSASSA-PKCS1-v1_5 with SHA-256 (2048-bit keys).
@@ -164,9 +176,12 @@ enum Signer {
 }
 
 impl Signer {
-    /// The JWS signature (RFC 7518 section 3.3 / 3.4, RFC 8037 section 3.1):
+    /// The JWS signature ([RFC 7518 section 3.3] / 3.4, [RFC 8037 section 3.1]):
     /// `R || S` for ES256, the 64-byte signature for EdDSA, the PKCS#1 v1.5
     /// signature for RS256. All three are deterministic.
+    ///
+    /// [RFC 7518 section 3.3]: https://www.rfc-editor.org/rfc/rfc7518#section-3.3
+    /// [RFC 8037 section 3.1]: https://www.rfc-editor.org/rfc/rfc8037#section-3.1
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, JoseError> {
         use rsa::signature::{SignatureEncoding as _, Signer as _};
         match self {
@@ -296,8 +311,10 @@ impl PrivateKey {
         &self.der
     }
 
-    /// The public JWK of this key (RFC 7517 section 4), with `kid`,
+    /// The public JWK of this key ([RFC 7517 section 4]), with `kid`,
     /// `use: sig` and `alg`.
+    ///
+    /// [RFC 7517 section 4]: https://www.rfc-editor.org/rfc/rfc7517#section-4
     pub fn public_jwk(&self, kid: &str) -> PublicJwk {
         let mut m = self.public.clone();
         m.insert("kid".into(), kid.into());
@@ -318,12 +335,17 @@ impl PrivateKey {
     }
 }
 
-/// The members a public JWK must never carry (RFC 7518 section 6.2.2,
-/// 6.3.2, 6.4.1; RFC 8037 section 2).
+/// The members a public JWK must never carry ([RFC 7518 section 6.2.2],
+/// 6.3.2, 6.4.1; [RFC 8037 section 2]).
+///
+/// [RFC 7518 section 6.2.2]: https://www.rfc-editor.org/rfc/rfc7518#section-6.2.2
+/// [RFC 8037 section 2]: https://www.rfc-editor.org/rfc/rfc8037#section-2
 const PRIVATE_MEMBERS: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
 
-/// A public JSON Web Key (RFC 7517): an EC P-256, OKP Ed25519 or RSA key,
+/// A public JSON Web Key ([RFC 7517]): an EC P-256, OKP Ed25519 or RSA key,
 /// never a private or symmetric one. Unknown members are kept.
+///
+/// [RFC 7517]: https://www.rfc-editor.org/rfc/rfc7517
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
 pub struct PublicJwk(Map<String, Value>);
@@ -403,11 +425,13 @@ impl<'de> Deserialize<'de> for PublicJwk {
     }
 }
 
-/// A JWK Set (RFC 7517 section 5) of public keys.
+/// A JWK Set ([RFC 7517 section 5]) of public keys.
 ///
 /// Deserializing skips keys this crate cannot use (other curves, `oct`
-/// keys) rather than failing the whole set, as RFC 7517 section 5 asks,
+/// keys) rather than failing the whole set, as [RFC 7517 section 5] asks,
 /// but a set with a private member anywhere is refused.
+///
+/// [RFC 7517 section 5]: https://www.rfc-editor.org/rfc/rfc7517#section-5
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct JwkSet {
     /// The keys.
@@ -491,8 +515,10 @@ pub(crate) struct Expect<'a> {
     /// The algorithms accepted (never empty in practice; empty refuses all).
     pub(crate) algorithms: &'a [SigningAlgorithm],
     /// The required `typ` (compared case-insensitively, an
-    /// `application/` prefix allowed, RFC 7515 section 4.1.9); `None`:
+    /// `application/` prefix allowed, [RFC 7515 section 4.1.9]); `None`:
     /// any or none.
+    ///
+    /// [RFC 7515 section 4.1.9]: https://www.rfc-editor.org/rfc/rfc7515#section-4.1.9
     pub(crate) typ: Option<&'a str>,
 }
 
@@ -747,8 +773,10 @@ mod tests {
         assert!(PrivateKey::from_der(SigningAlgorithm::Es256, vec![1, 2, 3]).is_err());
     }
 
-    /// RFC 8037 appendix A.1-A.4: Ed25519 key, public key, and the JWS of
+    /// [RFC 8037] appendix A.1-A.4: Ed25519 key, public key, and the JWS of
     /// "Example of Ed25519 signing".
+    ///
+    /// [RFC 8037]: https://www.rfc-editor.org/rfc/rfc8037
     #[test]
     fn rfc8037_ed25519_vector() {
         let d = URL_SAFE_NO_PAD
@@ -770,7 +798,9 @@ mod tests {
         assert!(check_signature(input, &bad, &jwk, SigningAlgorithm::EdDsa).is_err());
     }
 
-    /// RFC 7515 appendix A.3: the ES256 example verifies with its key.
+    /// [RFC 7515] appendix A.3: the ES256 example verifies with its key.
+    ///
+    /// [RFC 7515]: https://www.rfc-editor.org/rfc/rfc7515
     #[test]
     fn rfc7515_a3_es256_verification() {
         let jwk = PublicJwk::from_json(serde_json::json!({

@@ -1,21 +1,26 @@
 //! The JWT profiles this crate issues and accepts, as pure rules:
 //!
-//! - JWT access tokens (RFC 9068): [`JwtAccessTokenIssuer`] signs the
+//! - JWT access tokens ([RFC 9068]): [`JwtAccessTokenIssuer`] signs the
 //!   claims the driver computed; [`check_access_token_claims`] is what a
 //!   resource server applies after the signature verified.
 //! - OpenID Connect ID tokens (OpenID Connect Core 1.0 section 2):
 //!   [`id_token_claims`].
-//! - Client assertions for `private_key_jwt` (RFC 7523 section 3, RFC
-//!   7521 section 4.2): [`check_client_assertion`].
+//! - Client assertions for `private_key_jwt` ([RFC 7523 section 3], [RFC
+//!   7521 section 4.2]): [`check_client_assertion`].
 //!
 //! Signatures and headers are the business of [`crate::jose`]; every
 //! function here takes `now` and reads no clock.
 //!
 //! # Security
 //! A JWT access token is checked by resource servers without asking the
-//! authorization server, so revoking it (RFC 7009) does not reach them: it
+//! authorization server, so revoking it ([RFC 7009]) does not reach them: it
 //! stays valid to them until its `exp`. Introspection reports it inactive
 //! at once. Keep JWT lifetimes short.
+//!
+//! [RFC 9068]: https://www.rfc-editor.org/rfc/rfc9068
+//! [RFC 7523 section 3]: https://www.rfc-editor.org/rfc/rfc7523#section-3
+//! [RFC 7521 section 4.2]: https://www.rfc-editor.org/rfc/rfc7521#section-4.2
+//! [RFC 7009]: https://www.rfc-editor.org/rfc/rfc7009
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -31,7 +36,9 @@ use crate::store::{StoreError, TokenIssuer};
 
 pub use crate::claims::UserClaims;
 
-/// The `typ` of a JWT access token (RFC 9068 section 2.1).
+/// The `typ` of a JWT access token ([RFC 9068 section 2.1]).
+///
+/// [RFC 9068 section 2.1]: https://www.rfc-editor.org/rfc/rfc9068#section-2.1
 pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
 
 /// The `typ` of an ID token: plain `JWT` (OpenID Connect Core does not
@@ -46,9 +53,11 @@ pub const DEFAULT_LEEWAY: Duration = Duration::seconds(60);
 /// at least that long.
 pub const MAX_ASSERTION_LIFETIME: Duration = Duration::minutes(5);
 
-/// Signs access tokens as RFC 9068 JWTs with one signing key (the
+/// Signs access tokens as [RFC 9068] JWTs with one signing key (the
 /// project's active key of its access-token algorithm; the driver builds
 /// one per request).
+///
+/// [RFC 9068]: https://www.rfc-editor.org/rfc/rfc9068
 #[derive(Clone, Debug)]
 pub struct JwtAccessTokenIssuer {
     key: SigningKey,
@@ -195,7 +204,7 @@ pub struct AccessTokenJwtClaims {
     pub exp: OffsetDateTime,
 }
 
-/// The rules of RFC 9068 section 4 for the claims of an access token whose
+/// The rules of [RFC 9068 section 4] for the claims of an access token whose
 /// signature and `typ` already verified: `iss` equals `issuer` exactly;
 /// `aud` (a string or an array) contains `audience` (compared by
 /// `audience_matches`); `exp` is required and `now` is before it (plus
@@ -205,6 +214,8 @@ pub struct AccessTokenJwtClaims {
 ///
 /// # Errors
 /// A [`ClaimsError`].
+///
+/// [RFC 9068 section 4]: https://www.rfc-editor.org/rfc/rfc9068#section-4
 pub fn check_access_token_claims(
     claims: &Map<String, Value>,
     issuer: &str,
@@ -253,8 +264,8 @@ pub struct ClientAssertion {
 }
 
 /// The rules for the claims of a `private_key_jwt` client assertion whose
-/// signature already verified (RFC 7523 section 3; RFC 7521 section
-/// 4.2), as this server applies them:
+/// signature already verified ([RFC 7523 section 3]; [RFC 7521 section
+/// 4.2]), as this server applies them:
 ///
 /// - `iss` and `sub` both equal `client_id` exactly;
 /// - `aud` is a single JSON string (an array, even of one value, is
@@ -266,7 +277,7 @@ pub struct ClientAssertion {
 ///   authorization server can claim as its own in its metadata, could
 ///   have been obtained by that server from an honest client and replayed
 ///   here (audience injection). The token endpoint URL is only passed
-///   for projects that opt in for compatibility with RFC 7523-era clients
+///   for projects that opt in for compatibility with [RFC 7523]-era clients
 ///   ([`crate::project::ProjectSettings::danger_accept_token_endpoint_assertion_audience`]),
 ///   and never for metadata-document clients;
 /// - `exp` is required, `now` is before it (plus `leeway`), and it is at
@@ -278,6 +289,10 @@ pub struct ClientAssertion {
 ///
 /// # Errors
 /// A [`ClaimsError`].
+///
+/// [RFC 7523 section 3]: https://www.rfc-editor.org/rfc/rfc7523#section-3
+/// [RFC 7521 section 4.2]: https://www.rfc-editor.org/rfc/rfc7521#section-4.2
+/// [RFC 7523]: https://www.rfc-editor.org/rfc/rfc7523
 pub fn check_client_assertion(
     claims: &Map<String, Value>,
     client_id: &str,

@@ -331,8 +331,10 @@ pub fn active_key(keys: &[SigningKey], alg: SigningAlgorithm) -> Option<&Signing
         .max_by_key(|k| k.activated_at)
 }
 
-/// The public JWKS of a project at `now` (RFC 7517 section 5): every
+/// The public JWKS of a project at `now` ([RFC 7517 section 5]): every
 /// published key, the active ones first.
+///
+/// [RFC 7517 section 5]: https://www.rfc-editor.org/rfc/rfc7517#section-5
 pub fn jwks(keys: &[SigningKey], now: OffsetDateTime) -> JwkSet {
     let rank = |s: KeyState| match s {
         KeyState::Active => 0,

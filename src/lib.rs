@@ -4,7 +4,7 @@
 //! VS Code, Cursor, custom agents) sign users in to a Rust service with
 //! OAuth 2.1: Client ID Metadata Documents as the primary client identity,
 //! Dynamic Client Registration gated by initial access tokens as the
-//! fallback, mandatory S256 PKCE, exact redirect URIs and RFC 8707
+//! fallback, mandatory S256 PKCE, exact redirect URIs and [RFC 8707]
 //! resource indicators, per project.
 //!
 //! ## Architecture
@@ -49,7 +49,7 @@
 //! | DCR kept for backwards compatibility (deprecated, MAY) | [`dcr`], [`tokenless`] |
 //! | `iss` in every authorization response, errors included, and `authorization_response_iss_parameter_supported: true` (SHOULD, MUST when sent) | [`authorize::RedirectError::location`], [`discovery`] |
 //! | exact redirect-URI matching (MUST); only the loopback port may vary | [`redirect_uri`] |
-//! | redirect URIs are `localhost` or `https` (MUST): held in [`project::ProjectSettings::strict_mode`]; by default private-use schemes are also accepted for native clients (RFC 8252 section 7.1), named and warned about on the consent page | [`redirect_uri::RedirectUriPolicy`] |
+//! | redirect URIs are `localhost` or `https` (MUST): held in [`project::ProjectSettings::strict_mode`]; by default private-use schemes are also accepted for native clients ([RFC 8252 section 7.1]), named and warned about on the consent page | [`redirect_uri::RedirectUriPolicy`] |
 //! | the redirect URI's host shown at consent (MUST), extra warning for localhost-only clients (SHOULD) | [`authorize::PendingAuthorization`], [`presentation`], [`pages`] |
 //! | refresh tokens rotated for public clients (MUST); short-lived access tokens (SHOULD) | [`token`], [`project::SettingsLint`] |
 //! | `offline_access` may be in the server's `scopes_supported`, never in a resource's metadata or challenges (SHOULD NOT) | [`authorize::resolve_scopes`], [`resource_server`] |
@@ -89,6 +89,9 @@
 //! # Ok(()) }
 //! # futures_executor::block_on(demo()).unwrap();
 //! ```
+//!
+//! [RFC 8707]: https://www.rfc-editor.org/rfc/rfc8707
+//! [RFC 8252 section 7.1]: https://www.rfc-editor.org/rfc/rfc8252#section-7.1
 
 pub mod audit;
 pub mod authorize;

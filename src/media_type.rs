@@ -1,9 +1,11 @@
 //! The crate's one media-type check: the essence of a `Content-Type`
-//! value (RFC 9110 section 8.3.1: `type/subtype`, parameters such as
+//! value ([RFC 9110 section 8.3.1]: `type/subtype`, parameters such as
 //! `charset` ignored, compared case-insensitively). Used by the endpoints
 //! (415 for a body of the wrong type), the resource server (a form body
 //! may carry an `access_token`) and the CIMD fetch (a metadata document
 //! must be JSON).
+//!
+//! [RFC 9110 section 8.3.1]: https://www.rfc-editor.org/rfc/rfc9110#section-8.3.1
 
 /// A media type an endpoint reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,10 +1,13 @@
-//! Proof Key for Code Exchange (RFC 7636), S256 only.
+//! Proof Key for Code Exchange ([RFC 7636]), S256 only.
 //!
 //! OAuth 2.1 makes PKCE mandatory for the authorization-code flow, and this
 //! crate supports only the `S256` method: `plain` offers no protection when
 //! the authorization request leaks, and a request without
-//! `code_challenge_method` means `plain` (RFC 7636 section 4.3), so it is
+//! `code_challenge_method` means `plain` ([RFC 7636 section 4.3]), so it is
 //! refused too.
+//!
+//! [RFC 7636]: https://www.rfc-editor.org/rfc/rfc7636
+//! [RFC 7636 section 4.3]: https://www.rfc-editor.org/rfc/rfc7636#section-4.3
 
 use std::fmt;
 
@@ -49,7 +52,9 @@ pub enum PkceError {
 impl PkceError {
     /// The OAuth error code: `invalid_request` for malformed or missing
     /// parameters, `invalid_grant` for a verifier that does not match
-    /// (RFC 7636 section 4.6).
+    /// ([RFC 7636 section 4.6]).
+    ///
+    /// [RFC 7636 section 4.6]: https://www.rfc-editor.org/rfc/rfc7636#section-4.6
     pub const fn code(&self) -> ErrorCode {
         match self {
             Self::Mismatch => ErrorCode::InvalidGrant,
@@ -101,8 +106,10 @@ impl CodeChallengeMethod {
     }
 }
 
-/// A code verifier (RFC 7636 section 4.1): 43 to 128 characters of
+/// A code verifier ([RFC 7636 section 4.1]): 43 to 128 characters of
 /// `[A-Za-z0-9-._~]`. Treated as a secret: `Debug` is redacted.
+///
+/// [RFC 7636 section 4.1]: https://www.rfc-editor.org/rfc/rfc7636#section-4.1
 #[derive(Clone)]
 pub struct CodeVerifier(String);
 
@@ -139,9 +146,11 @@ impl fmt::Debug for CodeVerifier {
 
 /// An S256 code challenge: exactly 43 base64url characters.
 ///
-/// RFC 7636 allows 43 to 128 unreserved characters for any method, but an
+/// [RFC 7636] allows 43 to 128 unreserved characters for any method, but an
 /// S256 challenge is always the 43-character encoding of a SHA-256 digest,
 /// so anything else could never verify and is refused up front.
+///
+/// [RFC 7636]: https://www.rfc-editor.org/rfc/rfc7636
 #[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct CodeChallenge(String);

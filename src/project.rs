@@ -16,13 +16,17 @@ use crate::resource::{ResourceSet, ResourceUri};
 use crate::scope::ScopeSet;
 use crate::tokenless::{TokenlessPolicyError, TokenlessRegistration};
 
-/// The longest authorization-code lifetime allowed (RFC 6749 section
-/// 4.1.2 recommends at most 10 minutes).
+/// The longest authorization-code lifetime allowed ([RFC 6749 section
+/// 4.1.2] recommends at most 10 minutes).
+///
+/// [RFC 6749 section 4.1.2]: https://www.rfc-editor.org/rfc/rfc6749#section-4.1.2
 pub const MAX_CODE_TTL: Duration = Duration::minutes(10);
 
 pub use crate::project_id::{InvalidProjectId, ProjectId};
 
-/// How a project accepts Dynamic Client Registration (RFC 7591).
+/// How a project accepts Dynamic Client Registration ([RFC 7591]).
+///
+/// [RFC 7591]: https://www.rfc-editor.org/rfc/rfc7591
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DcrMode {
@@ -162,12 +166,14 @@ pub struct ProjectSettings {
     /// instead of accommodating MCP clients as they behave in the field.
     /// Off by default. When on, a requested scope the project or the client
     /// does not support fails the request with `invalid_scope` (instead of
-    /// being dropped from the grant, RFC 6749 section 3.3),
+    /// being dropped from the grant, [RFC 6749 section 3.3]),
     /// [`ProjectSettings::refresh_reuse_grace`] is ignored (every reuse of a
     /// rotated refresh token revokes the grant), and private-use redirect
     /// schemes are refused whatever
     /// [`ProjectSettings::redirect_uri_policy`] says (MCP: redirect URIs are
     /// `localhost` or `https`).
+    ///
+    /// [RFC 6749 section 3.3]: https://www.rfc-editor.org/rfc/rfc6749#section-3.3
     #[serde(default)]
     pub strict_mode: bool,
     /// How long after a refresh token was rotated a second presentation of
@@ -181,12 +187,14 @@ pub struct ProjectSettings {
     /// trusted pattern (see [`crate::tokenless`]). Off by default.
     #[serde(default)]
     pub tokenless_registration: TokenlessRegistration,
-    /// Allow the `client_credentials` grant (RFC 6749 section 4.4, the MCP
+    /// Allow the `client_credentials` grant ([RFC 6749 section 4.4], the MCP
     /// client credentials extension) for confidential registered clients
     /// that registered it. Off by default: such tokens act for a machine,
     /// with no user and no consent, so a project opts in. The project must
     /// also list its scopes (`scopes_supported`) or the client its own
     /// `scope`: a machine client is never granted "any scope".
+    ///
+    /// [RFC 6749 section 4.4]: https://www.rfc-editor.org/rfc/rfc6749#section-4.4
     #[serde(default)]
     pub client_credentials_enabled: bool,
     /// The format of access tokens (default opaque; settings stored
@@ -203,7 +211,7 @@ pub struct ProjectSettings {
     pub upstream: crate::upstream::UpstreamSettings,
     /// Compatibility: also accept a `private_key_jwt` assertion whose
     /// `aud` is this project's token endpoint URL (a single string), as
-    /// RFC 7523 section 3 suggested and some older client libraries still
+    /// [RFC 7523 section 3] suggested and some older client libraries still
     /// send. Off by default: draft-ietf-oauth-rfc7523bis requires the
     /// issuer identifier as the sole audience, because an endpoint URL is
     /// what a malicious authorization server can claim as its own token
@@ -212,6 +220,8 @@ pub struct ProjectSettings {
     /// metadata-document (CIMD) clients, which by design talk to every
     /// authorization server with one key. See
     /// [`crate::jwt::check_client_assertion`].
+    ///
+    /// [RFC 7523 section 3]: https://www.rfc-editor.org/rfc/rfc7523#section-3
     #[serde(default)]
     pub danger_accept_token_endpoint_assertion_audience: bool,
     /// How the project presents itself on consent and error pages: the
@@ -259,14 +269,20 @@ const fn default_refresh_reuse_grace() -> Duration {
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum AccessTokenFormat {
-    /// Random opaque strings, validated by introspection (RFC 7662).
+    /// Random opaque strings, validated by introspection ([RFC 7662]).
+    ///
+    /// [RFC 7662]: https://www.rfc-editor.org/rfc/rfc7662
     #[default]
     Opaque,
-    /// Signed JWTs (RFC 9068), verifiable locally against the JWKS.
+    /// Signed JWTs ([RFC 9068]), verifiable locally against the JWKS.
+    ///
+    /// [RFC 9068]: https://www.rfc-editor.org/rfc/rfc9068
     Jwt,
 }
 
-/// Which requested resources (RFC 8707 `resource`) a project accepts.
+/// Which requested resources ([RFC 8707] `resource`) a project accepts.
+///
+/// [RFC 8707]: https://www.rfc-editor.org/rfc/rfc8707
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]

@@ -1,8 +1,8 @@
 //! Redirect URIs: registration rules and exact matching.
 //!
 //! A [`RedirectUri`] keeps the string as registered; matching is simple
-//! string comparison (OAuth 2.1 section 2.3.1, RFC 9700 section 2.1), with
-//! one exception from RFC 8252 section 7.3: for `http` on a loopback host
+//! string comparison (OAuth 2.1 section 2.3.1, [RFC 9700 section 2.1]), with
+//! one exception from [RFC 8252 section 7.3]: for `http` on a loopback host
 //! (`127.0.0.1`, `[::1]`, `localhost`) the port may differ, because native
 //! apps bind an ephemeral port at run time. Nothing else is relaxed: not the
 //! case, not a trailing slash, not the path or query.
@@ -13,7 +13,11 @@
 //! written (userinfo, percent-encoded or numeric hosts, dot segments,
 //! backslashes) is refused, and the loopback exception compares the
 //! *parsed* host, so `http://[::1]@evil.example/cb` can never pass for
-//! `http://[::1]:PORT/cb` (RFC 9700 section 4.1).
+//! `http://[::1]:PORT/cb` ([RFC 9700 section 4.1]).
+//!
+//! [RFC 9700 section 2.1]: https://www.rfc-editor.org/rfc/rfc9700#section-2.1
+//! [RFC 8252 section 7.3]: https://www.rfc-editor.org/rfc/rfc8252#section-7.3
+//! [RFC 9700 section 4.1]: https://www.rfc-editor.org/rfc/rfc9700#section-4.1
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
@@ -124,13 +128,15 @@ impl From<WebUrlError> for RedirectUriError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct RedirectUriPolicy {
-    /// Accept private-use schemes (RFC 8252 section 7.1, e.g.
+    /// Accept private-use schemes ([RFC 8252 section 7.1], e.g.
     /// `cursor://anysphere.cursor-mcp/oauth/callback`), except the
     /// schemes that are never a redirect target (`javascript`, `data`,
     /// `file`, `vbscript`, `about`, `blob`, ...) and any scheme of the
     /// web family (`http*`, `ws*`) other than `http` and `https`
     /// themselves. Such URIs match by exact string only. The consent page
     /// names the scheme and warns: any app on the device may claim it.
+    ///
+    /// [RFC 8252 section 7.1]: https://www.rfc-editor.org/rfc/rfc8252#section-7.1
     #[serde(default)]
     pub allow_private_use_schemes: bool,
 }
@@ -166,7 +172,9 @@ impl RedirectUriPolicy {
 pub struct RedirectUri {
     raw: String,
     /// For `http` on a loopback host: the parsed host and where the path
-    /// starts in `raw`, for the RFC 8252 port exception.
+    /// starts in `raw`, for the [RFC 8252] port exception.
+    ///
+    /// [RFC 8252]: https://www.rfc-editor.org/rfc/rfc8252
     loopback: Option<Loopback>,
 }
 
@@ -273,8 +281,10 @@ impl RedirectUri {
         Url::parse(&self.raw).ok()?.host_str().map(str::to_owned)
     }
 
-    /// The scheme when it is a private-use one (RFC 8252 section 7.1): not
+    /// The scheme when it is a private-use one ([RFC 8252 section 7.1]): not
     /// `http` or `https`. Such a URI matches by exact string only.
+    ///
+    /// [RFC 8252 section 7.1]: https://www.rfc-editor.org/rfc/rfc8252#section-7.1
     pub fn private_use_scheme(&self) -> Option<&str> {
         let scheme = self.raw.get(..Url::parse(&self.raw).ok()?.scheme().len())?;
         (scheme != "http" && scheme != "https").then_some(scheme)
@@ -286,11 +296,13 @@ impl RedirectUri {
     }
 
     /// Whether whatever runs on the user's device can claim this URI, so
-    /// that reaching it proves nothing about who receives the code (RFC
-    /// 8252 section 8.6): a loopback host (`http`, or `https` on
+    /// that reaching it proves nothing about who receives the code ([RFC
+    /// 8252 section 8.6]): a loopback host (`http`, or `https` on
     /// `localhost`, `*.localhost`, 127.0.0.0/8 or `[::1]`: any local
     /// process can listen on a port) or a private-use scheme (any
     /// installed app can register it).
+    ///
+    /// [RFC 8252 section 8.6]: https://www.rfc-editor.org/rfc/rfc8252#section-8.6
     pub fn is_claimable_on_device(&self) -> bool {
         if self.loopback.is_some() || self.private_use_scheme().is_some() {
             return true;
@@ -311,7 +323,7 @@ impl RedirectUri {
 
     /// Whether a redirect URI sent in a request matches this registered one:
     /// the same string, or, for `http` on a loopback host, the same string
-    /// but for the port (RFC 8252 section 7.3).
+    /// but for the port ([RFC 8252 section 7.3]).
     ///
     /// # Security
     /// The port exception is decided on the WHATWG parse of `requested`
@@ -319,6 +331,8 @@ impl RedirectUri {
     /// URI must itself be written as a browser reads it, its parsed host
     /// must be the same loopback host, and its path and query must be
     /// byte-for-byte those registered. Only the port may differ.
+    ///
+    /// [RFC 8252 section 7.3]: https://www.rfc-editor.org/rfc/rfc8252#section-7.3
     pub fn matches(&self, requested: &str) -> bool {
         if self.raw == requested {
             return true;

@@ -1,4 +1,4 @@
-//! Resource indicators (RFC 8707): the MCP servers a token is meant for.
+//! Resource indicators ([RFC 8707]): the MCP servers a token is meant for.
 //!
 //! A [`ResourceUri`] keeps the string the client sent and a canonical form
 //! used for every comparison: scheme and host lowercased, the default port
@@ -6,6 +6,8 @@
 //! send both `https://mcp.example.com/mcp` and `https://mcp.example.com/mcp/`
 //! for one server). The canonical form is what goes into an access token's
 //! `aud`, so that a resource server compares one stable string.
+//!
+//! [RFC 8707]: https://www.rfc-editor.org/rfc/rfc8707
 
 use std::fmt;
 
@@ -24,7 +26,9 @@ pub enum ResourceError {
     /// A scheme other than `https` or `http`.
     #[error("resource must be an https (or http) URI")]
     UnsupportedScheme,
-    /// A fragment is present (RFC 8707 section 2).
+    /// A fragment is present ([RFC 8707 section 2]).
+    ///
+    /// [RFC 8707 section 2]: https://www.rfc-editor.org/rfc/rfc8707#section-2
     #[error("resource must not contain a fragment")]
     Fragment,
     /// Credentials in the authority.
@@ -63,7 +67,9 @@ impl ResourceError {
     }
 }
 
-/// An RFC 8707 resource indicator.
+/// An [RFC 8707] resource indicator.
+///
+/// [RFC 8707]: https://www.rfc-editor.org/rfc/rfc8707
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct ResourceUri {

@@ -1,4 +1,6 @@
-//! Scopes (RFC 6749 section 3.3): space-delimited, case-sensitive tokens.
+//! Scopes ([RFC 6749 section 3.3]): space-delimited, case-sensitive tokens.
+//!
+//! [RFC 6749 section 3.3]: https://www.rfc-editor.org/rfc/rfc6749#section-3.3
 
 use std::fmt;
 

@@ -49,7 +49,9 @@ impl SecretString {
     }
 }
 
-/// HMAC-SHA256 (RFC 2104) of the concatenation of `parts` under `key`.
+/// HMAC-SHA256 ([RFC 2104]) of the concatenation of `parts` under `key`.
+///
+/// [RFC 2104]: https://www.rfc-editor.org/rfc/rfc2104
 pub(crate) fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     const BLOCK: usize = 64;
     let mut k = [0u8; BLOCK];

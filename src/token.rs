@@ -1,11 +1,14 @@
-//! The token endpoint (OAuth 2.1 section 3.2), revocation (RFC 7009) and
-//! introspection (RFC 7662): request parsing, the checks that must pass
+//! The token endpoint (OAuth 2.1 section 3.2), revocation ([RFC 7009]) and
+//! introspection ([RFC 7662]): request parsing, the checks that must pass
 //! before any state changes, and the response shapes.
 //!
 //! The checks here are pure: the driver looks records up, calls these,
 //! and only then consumes a code or rotates a refresh token, in one atomic
 //! store call (SPEC-CHECKLIST: validate `resource` and `scope` before any
 //! state change).
+//!
+//! [RFC 7009]: https://www.rfc-editor.org/rfc/rfc7009
+//! [RFC 7662]: https://www.rfc-editor.org/rfc/rfc7662
 
 use std::fmt;
 
@@ -152,7 +155,9 @@ pub enum TokenError {
 }
 
 impl TokenError {
-    /// The RFC 6749 section 5.2 code.
+    /// The [RFC 6749 section 5.2] code.
+    ///
+    /// [RFC 6749 section 5.2]: https://www.rfc-editor.org/rfc/rfc6749#section-5.2
     pub const fn code(&self) -> ErrorCode {
         match self {
             Self::DuplicateParameter(_) | Self::MissingParameter(_) => ErrorCode::InvalidRequest,
@@ -206,7 +211,9 @@ pub enum GrantTypeParam {
     AuthorizationCode,
     /// `refresh_token`.
     RefreshToken,
-    /// `client_credentials` (RFC 6749 section 4.4).
+    /// `client_credentials` ([RFC 6749 section 4.4]).
+    ///
+    /// [RFC 6749 section 4.4]: https://www.rfc-editor.org/rfc/rfc6749#section-4.4
     ClientCredentials,
 }
 
@@ -523,12 +530,16 @@ pub enum FoundToken<'a> {
 #[non_exhaustive]
 pub enum RevocationTarget {
     /// Nothing: the token belongs to another client. The request still
-    /// succeeds (no token probing, RFC 7009 section 2.2).
+    /// succeeds (no token probing, [RFC 7009 section 2.2]).
+    ///
+    /// [RFC 7009 section 2.2]: https://www.rfc-editor.org/rfc/rfc7009#section-2.2
     Nothing,
     /// The access token itself.
     AccessToken,
-    /// The whole grant of a refresh token (RFC 7009 section 2.1: the
+    /// The whole grant of a refresh token ([RFC 7009 section 2.1]: the
     /// server should also invalidate the access tokens of the grant).
+    ///
+    /// [RFC 7009 section 2.1]: https://www.rfc-editor.org/rfc/rfc7009#section-2.1
     Grant(crate::grant::GrantId),
 }
 
@@ -608,7 +619,7 @@ impl AccessTokenRandomness {
     }
 }
 
-/// The client credentials grant (RFC 6749 section 4.4; MCP extension
+/// The client credentials grant ([RFC 6749 section 4.4]; MCP extension
 /// `io.modelcontextprotocol/oauth-client-credentials`): what an
 /// authenticated client may have. Only a confidential client registered
 /// with the `client_credentials` grant type may use it. Scopes follow the
@@ -620,6 +631,8 @@ impl AccessTokenRandomness {
 ///
 /// # Errors
 /// `unauthorized_client`, `invalid_scope` or `invalid_target`.
+///
+/// [RFC 6749 section 4.4]: https://www.rfc-editor.org/rfc/rfc6749#section-4.4
 pub fn check_client_credentials(
     client: &crate::client::Client,
     req: &TokenRequest,
@@ -801,7 +814,9 @@ impl TokenResponse {
     }
 }
 
-/// An introspection response (RFC 7662 section 2.2).
+/// An introspection response ([RFC 7662 section 2.2]).
+///
+/// [RFC 7662 section 2.2]: https://www.rfc-editor.org/rfc/rfc7662#section-2.2
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct IntrospectionResponse {

@@ -13,10 +13,12 @@
 //! cannot change where a browser goes: ASCII case in the host (when the
 //! caller allows it), an explicit default port, and a missing `/` path.
 //!
-//! This is the decision SPEC-CHECKLIST section 9 asks for (RFC 9700
-//! section 4.1): once a string passes, the host a browser visits is the
+//! This is the decision SPEC-CHECKLIST section 9 asks for ([RFC 9700
+//! section 4.1]): once a string passes, the host a browser visits is the
 //! host [`WebUrl::url`] names, and callers compare parsed parts (host,
 //! port, path, query) instead of slicing the string by hand.
+//!
+//! [RFC 9700 section 4.1]: https://www.rfc-editor.org/rfc/rfc9700#section-4.1
 
 use url::{Host, Position, Url};
 
@@ -156,8 +158,10 @@ pub(crate) fn check(raw: &str, case_insensitive: bool) -> Result<WebUrl, WebUrlE
 }
 
 /// Whether a parsed host is a loopback literal or `localhost`, the hosts on
-/// which RFC 8252 section 7.3 lets the port vary (`127.0.0.1` and `::1`
+/// which [RFC 8252 section 7.3] lets the port vary (`127.0.0.1` and `::1`
 /// exactly; `localhost` as MCP clients register it).
+///
+/// [RFC 8252 section 7.3]: https://www.rfc-editor.org/rfc/rfc8252#section-7.3
 pub(crate) fn is_loopback_host(host: &Host<&str>) -> bool {
     match host {
         Host::Ipv4(ip) => ip.octets() == [127, 0, 0, 1],

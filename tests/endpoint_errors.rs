@@ -125,3 +125,70 @@ async fn a_protocol_refusal_keeps_its_code_and_reason() {
     assert_eq!(e.reason(), Some("unknown_client"));
     assert_eq!(e.to_oauth().description(), Some("client authentication failed"));
 }
+
+#[tokio::test]
+async fn an_authorization_error_page_keeps_the_store_failure_for_the_host() {
+    use authio_mcp::server::{AuthorizeOutcome, CallbackOutcome};
+    let server = broken();
+    let query = "response_type=code&client_id=https%3A%2F%2Fapp.example%2Fclient.json\
+                 &redirect_uri=https%3A%2F%2Fapp.example%2Fcb&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM\
+                 &code_challenge_method=S256&state=s";
+    match server.authorize(&project(), query).await {
+        AuthorizeOutcome::ShowError(e) => {
+            assert_eq!(e.kind(), ErrorKind::Store);
+            assert_eq!(e.store_error().unwrap().message(), "reading project settings");
+            assert_eq!(e.to_oauth(), OAuthError::server_error());
+        }
+        other => panic!("expected an error page, got {other:?}"),
+    }
+    match server.authorize_with_provider(&project(), "google", query).await {
+        AuthorizeOutcome::ShowError(e) => assert_eq!(e.kind(), ErrorKind::Store),
+        other => panic!("expected an error page, got {other:?}"),
+    }
+    match server
+        .finish_upstream_login(&project(), "google", "state=abc&code=xyz", Some("cookie"))
+        .await
+    {
+        CallbackOutcome::ShowError(e) => {
+            assert_eq!(e.kind(), ErrorKind::Store);
+            assert!(e.source().is_some());
+        }
+        other => panic!("expected an error page, got {other:?}"),
+    }
+
+    // Over HTTP the page is a bare server error: no cause reaches the user.
+    let endpoints = authio_mcp::http::OAuthEndpoints::new(
+        server,
+        Arc::new(authio_mcp::http::HeaderOrDefaultProjectResolver::new(project())),
+    );
+    let req = http::Request::get(format!("/oauth2/authorize?{query}"))
+        .body(Vec::<u8>::new())
+        .unwrap();
+    match endpoints.authorize(&req).await {
+        authio_mcp::http::AuthorizeResponse::Response(r) => {
+            assert_eq!(r.status(), 500);
+            let body = String::from_utf8(r.into_body()).unwrap();
+            assert!(!body.contains("db.internal"), "{body}");
+            assert!(!body.contains("reading project settings"), "{body}");
+        }
+        _ => panic!("expected a response"),
+    }
+}
+
+#[tokio::test]
+async fn an_authorization_refusal_keeps_its_reason() {
+    use authio_mcp::server::AuthorizeOutcome;
+    let server = AuthorizationServer::builder(Issuer::new("https://auth.example.com").unwrap()).build();
+    server
+        .put_project(&project(), ProjectSettings::default())
+        .await
+        .unwrap();
+    match server.authorize(&project(), "response_type=code").await {
+        AuthorizeOutcome::ShowError(e) => {
+            assert_eq!(e.kind(), ErrorKind::Rejected);
+            assert!(e.store_error().is_none());
+            assert!(e.reason().is_some(), "{e:?}");
+        }
+        other => panic!("expected an error page, got {other:?}"),
+    }
+}

@@ -27,7 +27,9 @@ pub use self::sinks::{JsonLinesAuditSink, TeeAuditSink, TracingAuditSink};
 pub struct AuditEvent {
     /// The project.
     pub project_id: ProjectId,
-    /// When it happened (RFC 3339 in JSON).
+    /// When it happened ([RFC 3339] in JSON).
+    ///
+    /// [RFC 3339]: https://www.rfc-editor.org/rfc/rfc3339
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
     /// What happened, with its structured fields.
@@ -292,7 +294,9 @@ pub enum AuditKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         replaced_by: Option<String>,
     },
-    /// A client assertion (`private_key_jwt`, RFC 7523) was refused.
+    /// A client assertion (`private_key_jwt`, [RFC 7523]) was refused.
+    ///
+    /// [RFC 7523]: https://www.rfc-editor.org/rfc/rfc7523
     #[serde(rename = "oauth_client.assertion_rejected")]
     ClientAssertionRejected {
         /// The client the assertion claimed to be.
@@ -316,9 +320,11 @@ pub enum AuditKind {
         /// The local subject.
         subject: String,
     },
-    /// A request named a resource the project does not accept (RFC 8707
+    /// A request named a resource the project does not accept ([RFC 8707]
     /// `invalid_target`): not among its known resources, malformed, or
     /// missing where one is required.
+    ///
+    /// [RFC 8707]: https://www.rfc-editor.org/rfc/rfc8707
     #[serde(rename = "resource.refused")]
     ResourceRefused {
         /// The client.

@@ -1,5 +1,5 @@
 //! Special-use IP addresses a metadata fetch must never connect to
-//! (RFC 6890 and the IANA special-purpose address registries).
+//! ([RFC 6890] and the IANA special-purpose address registries).
 //!
 //! The CIMD draft (-01 onwards) requires the authorization server to refuse
 //! `client_id` URLs that resolve to special-use addresses: otherwise any
@@ -7,6 +7,8 @@
 //! (SSRF). The check belongs at connect time, on the address actually
 //! connected to, so that DNS rebinding cannot slip past a pre-flight lookup;
 //! see [`crate::cimd::MetadataFetcher`].
+//!
+//! [RFC 6890]: https://www.rfc-editor.org/rfc/rfc6890
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -21,13 +23,13 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 /// IPv6, stricter than the registry where that costs nothing: only global
 /// unicast (`2000::/3`) is acceptable, minus `2001::/23` (IETF protocol
 /// assignments, including Teredo `2001::/32`), `2001:db8::/32`,
-/// `2002::/16` (6to4: deprecated by RFC 7526; refused whole, whatever IPv4
+/// `2002::/16` (6to4: deprecated by [RFC 7526]; refused whole, whatever IPv4
 /// it embeds) and `3fff::/20`. Outside `2000::/3`, so refused: `::/128`,
 /// `::1/128`, `100::/64`, `fc00::/7`, `fe80::/10`, `ff00::/8` and every
 /// unassigned or deprecated block. Two translation prefixes are judged by
 /// the IPv4 address they embed: IPv4-mapped `::ffff:0:0/96` and the NAT64
 /// well-known prefix `64:ff9b::/96`. The local-use NAT64 prefix
-/// `64:ff9b:1::/48` (RFC 8215) is refused whole.
+/// `64:ff9b:1::/48` ([RFC 8215]) is refused whole.
 ///
 /// # Examples
 /// ```
@@ -41,6 +43,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 /// assert!(!is_special_use(ip("93.184.215.14")));
 /// assert!(!is_special_use(ip("2606:4700::6810:84e5")));
 /// ```
+///
+/// [RFC 7526]: https://www.rfc-editor.org/rfc/rfc7526
+/// [RFC 8215]: https://www.rfc-editor.org/rfc/rfc8215
 pub fn is_special_use(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => is_special_use_v4(v4),

@@ -1,8 +1,8 @@
-//! How long a fetched document may be reused: RFC 9111 directives turned
+//! How long a fetched document may be reused: [RFC 9111] directives turned
 //! into an expiry clamped to the project's bounds, and the cache entry.
 //!
 //! The authorization server uses one fetched document for many users, so it
-//! behaves as a shared cache (RFC 9111 section 3): `s-maxage` wins over
+//! behaves as a shared cache ([RFC 9111 section 3]): `s-maxage` wins over
 //! `max-age`, and `private` forbids storing.
 //!
 //! Decisions (SPEC-CHECKLIST section 1, "caching"):
@@ -19,7 +19,11 @@
 //!   `Expires` in the past is cached for the minimum, which bounds how
 //!   often one document can make this server fetch.
 //! - A malformed `max-age`/`s-maxage` value counts as zero; an unparsable
-//!   `Expires` counts as already expired (RFC 9111 section 5.3).
+//!   `Expires` counts as already expired ([RFC 9111 section 5.3]).
+//!
+//! [RFC 9111]: https://www.rfc-editor.org/rfc/rfc9111
+//! [RFC 9111 section 3]: https://www.rfc-editor.org/rfc/rfc9111#section-3
+//! [RFC 9111 section 5.3]: https://www.rfc-editor.org/rfc/rfc9111#section-5.3
 
 use serde::{Deserialize, Serialize};
 use time::format_description::BorrowedFormatItem;
@@ -80,7 +84,9 @@ fn min_opt(current: Option<u64>, new: u64) -> u64 {
     current.map_or(new, |c| c.min(new))
 }
 
-/// RFC 9111 delta-seconds; malformed counts as 0, huge values saturate.
+/// [RFC 9111] delta-seconds; malformed counts as 0, huge values saturate.
+///
+/// [RFC 9111]: https://www.rfc-editor.org/rfc/rfc9111
 fn delta_seconds(arg: Option<&str>) -> u64 {
     match arg {
         Some(a) if !a.is_empty() && a.bytes().all(|b| b.is_ascii_digit()) => a.parse().unwrap_or(u64::MAX),
@@ -115,8 +121,10 @@ pub fn cache_expiry(response: &FetchResponse, now: OffsetDateTime, bounds: Cache
     now.checked_add(clamped)
 }
 
-/// The response's own freshness lifetime (RFC 9111 section 4.2.1), minus
+/// The response's own freshness lifetime ([RFC 9111 section 4.2.1]), minus
 /// its `Age`; `None` when it states none.
+///
+/// [RFC 9111 section 4.2.1]: https://www.rfc-editor.org/rfc/rfc9111#section-4.2.1
 fn freshness_lifetime(response: &FetchResponse, d: &CacheDirectives, now: OffsetDateTime) -> Option<Duration> {
     let lifetime = if let Some(s) = d.s_maxage.or(d.max_age) {
         Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX))

@@ -13,7 +13,7 @@
 //! 3. [`validate_response`]: status 200, JSON content type, 5120-byte cap,
 //!    UTF-8, a JSON object, no secrets, `client_id` equal to the URL, then
 //!    [`crate::client::ClientMetadata::validate`] with the CIMD profile;
-//! 4. [`cache_expiry`]: RFC 9111 directives clamped to the project's bounds,
+//! 4. [`cache_expiry`]: [RFC 9111] directives clamped to the project's bounds,
 //!    into a [`CachedDocument`] that is re-validated on every use;
 //! 5. [`ConsentDisplay`] for the consent screen and [`CimdPreview`] for the
 //!    dashboard's preview.
@@ -21,6 +21,8 @@
 //! Every failure is a [`CimdError`] with a stable [`CimdError::reason`].
 //! The driver that sequences these steps (with a cache and single-flight
 //! fetching) is [`crate::server::AuthorizationServer::resolve_cimd_client`].
+//!
+//! [RFC 9111]: https://www.rfc-editor.org/rfc/rfc9111
 
 mod address;
 mod cache;

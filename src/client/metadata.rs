@@ -1,5 +1,7 @@
-//! RFC 7591 client metadata: the fields, the profiles (DCR, CIMD) and
+//! [RFC 7591] client metadata: the fields, the profiles (DCR, CIMD) and
 //! the validated form.
+//!
+//! [RFC 7591]: https://www.rfc-editor.org/rfc/rfc7591
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -18,12 +20,16 @@ pub enum TokenEndpointAuthMethod {
     ClientSecretBasic,
     /// Client secret in the form body.
     ClientSecretPost,
-    /// A signed JWT assertion (RFC 7523); CIMD confidential clients only.
+    /// A signed JWT assertion ([RFC 7523]); CIMD confidential clients only.
+    ///
+    /// [RFC 7523]: https://www.rfc-editor.org/rfc/rfc7523
     PrivateKeyJwt,
 }
 
 impl TokenEndpointAuthMethod {
-    /// The RFC 7591 string.
+    /// The [RFC 7591] string.
+    ///
+    /// [RFC 7591]: https://www.rfc-editor.org/rfc/rfc7591
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::None => "none",
@@ -49,12 +55,14 @@ impl TokenEndpointAuthMethod {
     }
 }
 
-/// Whether this server verifies `private_key_jwt` client assertions (RFC
-/// 7523) at its token endpoint: it does (see [`crate::client_auth`]), so a
+/// Whether this server verifies `private_key_jwt` client assertions ([RFC
+/// 7523]) at its token endpoint: it does (see [`crate::client_auth`]), so a
 /// client that offers several methods (OpenID Connect RP Metadata Choices)
 /// and publishes keys is given `private_key_jwt` by negotiation where the
 /// profile allows it (CIMD: only when the project's CIMD policy allows
 /// confidential clients).
+///
+/// [RFC 7523]: https://www.rfc-editor.org/rfc/rfc7523
 pub const VERIFIES_PRIVATE_KEY_JWT: bool = true;
 
 /// The server's preference among the methods a client offers: keys over
@@ -101,9 +109,11 @@ pub enum GrantType {
     AuthorizationCode,
     /// `refresh_token`.
     RefreshToken,
-    /// `client_credentials` (RFC 6749 section 4.4; the MCP extension
+    /// `client_credentials` ([RFC 6749 section 4.4]; the MCP extension
     /// `io.modelcontextprotocol/oauth-client-credentials`): confidential
     /// registered clients only.
+    ///
+    /// [RFC 6749 section 4.4]: https://www.rfc-editor.org/rfc/rfc6749#section-4.4
     ClientCredentials,
 }
 
@@ -138,9 +148,11 @@ pub enum ApplicationType {
     Native,
 }
 
-/// Client metadata as sent by a client (RFC 7591 section 2) or published in
+/// Client metadata as sent by a client ([RFC 7591 section 2]) or published in
 /// a CIMD document: unvalidated. Unknown members are kept in `extra` and
 /// otherwise ignored.
+///
+/// [RFC 7591 section 2]: https://www.rfc-editor.org/rfc/rfc7591#section-2
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct ClientMetadata {
@@ -220,15 +232,19 @@ pub struct ClientMetadata {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum MetadataProfile {
-    /// RFC 7591 registration: the auth method defaults to
+    /// [RFC 7591] registration: the auth method defaults to
     /// `client_secret_basic`; `client_secret` members in the request are
     /// ignored (the server issues secrets).
+    ///
+    /// [RFC 7591]: https://www.rfc-editor.org/rfc/rfc7591
     Dcr,
     /// A Client ID Metadata Document: `client_name` is required (MCP); the
-    /// auth method defaults to `none` (RFC 7591's default
+    /// auth method defaults to `none` ([RFC 7591]'s default
     /// `client_secret_basic` is forbidden for CIMD); shared-secret methods
     /// and `client_secret` members are refused; `private_key_jwt` only when
     /// allowed.
+    ///
+    /// [RFC 7591]: https://www.rfc-editor.org/rfc/rfc7591
     Cimd {
         /// Accept `private_key_jwt` clients (with `jwks` or `jwks_uri`).
         allow_private_key_jwt: bool,
@@ -239,7 +255,9 @@ pub enum MetadataProfile {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientMetadataError {
-    /// The body is not a JSON object of the RFC 7591 shape.
+    /// The body is not a JSON object of the [RFC 7591] shape.
+    ///
+    /// [RFC 7591]: https://www.rfc-editor.org/rfc/rfc7591
     #[error("client metadata is not valid JSON of the expected shape: {0}")]
     Json(String),
     /// `redirect_uris` is missing or empty.
@@ -322,7 +340,9 @@ pub enum ClientMetadataError {
 impl ClientMetadataError {
     /// `invalid_redirect_uri` for redirect-URI problems,
     /// `invalid_software_statement` for statements, `invalid_client_metadata`
-    /// for everything else (RFC 7591 section 3.2.2).
+    /// for everything else ([RFC 7591 section 3.2.2]).
+    ///
+    /// [RFC 7591 section 3.2.2]: https://www.rfc-editor.org/rfc/rfc7591#section-3.2.2
     pub const fn code(&self) -> ErrorCode {
         match self {
             Self::MissingRedirectUris | Self::RedirectUri { .. } => ErrorCode::InvalidRedirectUri,
@@ -333,8 +353,10 @@ impl ClientMetadataError {
 }
 
 /// Client metadata after validation: every value checked, defaults filled,
-/// unknown grant and response types dropped. Serializes with the RFC 7591
+/// unknown grant and response types dropped. Serializes with the [RFC 7591]
 /// member names.
+///
+/// [RFC 7591]: https://www.rfc-editor.org/rfc/rfc7591
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct ValidatedMetadata {

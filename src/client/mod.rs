@@ -1,9 +1,11 @@
-//! Clients: identifiers, RFC 7591 metadata, and the validation shared by
+//! Clients: identifiers, [RFC 7591] metadata, and the validation shared by
 //! Dynamic Client Registration and Client ID Metadata Documents.
 //!
 //! Every path that yields a client goes through [`ClientMetadata::validate`]
 //! with a [`MetadataProfile`]; the profiles differ only where the
 //! specifications do (defaults, secrets, required fields).
+//!
+//! [RFC 7591]: https://www.rfc-editor.org/rfc/rfc7591
 
 mod id;
 mod metadata;

@@ -59,12 +59,15 @@ pub const MAX_ANONYMOUS_METADATA_BYTES: usize = 4096;
 impl RegistrationError {
     /// The OAuth error code: `access_denied` (403) for [`Self::Disabled`]
     /// and [`Self::QuotaExceeded`], `invalid_token` (401) for token
-    /// failures, and the RFC 7591 section 3.2.2 codes for metadata.
+    /// failures, and the [RFC 7591 section 3.2.2] codes for metadata.
     ///
-    /// RFC 7591 defines no code for "registration is not offered";
+    /// [RFC 7591] defines no code for "registration is not offered";
     /// `access_denied` renders as 403 Forbidden, which says "this endpoint
     /// refuses you" without suggesting that a different request could
     /// succeed.
+    ///
+    /// [RFC 7591 section 3.2.2]: https://www.rfc-editor.org/rfc/rfc7591#section-3.2.2
+    /// [RFC 7591]: https://www.rfc-editor.org/rfc/rfc7591
     pub const fn code(&self) -> ErrorCode {
         match self {
             Self::Disabled | Self::QuotaExceeded => ErrorCode::AccessDenied,

@@ -63,7 +63,9 @@ string_newtype!(IatId, IatError);
 ///
 /// A request that names a different value is refused with
 /// `invalid_client_metadata`; a request that omits the member gets the
-/// pinned value (instead of RFC 7591's default `client_secret_basic`).
+/// pinned value (instead of [RFC 7591]'s default `client_secret_basic`).
+///
+/// [RFC 7591]: https://www.rfc-editor.org/rfc/rfc7591
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct PinnedMetadata {
@@ -242,7 +244,7 @@ impl IatError {
 
     /// The response to a registration request whose token failed:
     /// 401 `invalid_token` with `WWW-Authenticate: Bearer
-    /// error="invalid_token"` (RFC 7591 section 3, RFC 6750 section 3.1)
+    /// error="invalid_token"` ([RFC 7591 section 3], [RFC 6750 section 3.1])
     /// and a description saying what is wrong: missing, not a bearer
     /// token, unknown, expired, used up or revoked, so a developer knows
     /// what to fix.
@@ -253,6 +255,9 @@ impl IatError {
     /// the answer reveals nothing about other projects. Expired, used-up
     /// and revoked are told only to a caller who holds that project's
     /// token (256 random bits).
+    ///
+    /// [RFC 7591 section 3]: https://www.rfc-editor.org/rfc/rfc7591#section-3
+    /// [RFC 6750 section 3.1]: https://www.rfc-editor.org/rfc/rfc6750#section-3.1
     pub fn to_oauth_error(self) -> OAuthError {
         OAuthError::with_description(ErrorCode::InvalidToken, self.description())
             .with_challenge(crate::error::Challenge::Bearer)
@@ -438,7 +443,9 @@ pub struct IatView {
     /// The label.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
-    /// When it was issued (RFC 3339 in JSON).
+    /// When it was issued ([RFC 3339] in JSON).
+    ///
+    /// [RFC 3339]: https://www.rfc-editor.org/rfc/rfc3339
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     /// When it expires.
@@ -467,13 +474,15 @@ pub struct IatView {
 }
 
 /// Extracts the token of an `Authorization: Bearer <token>` header value
-/// (RFC 6750 section 2.1): the scheme is case-insensitive, spaces separate
+/// ([RFC 6750 section 2.1]): the scheme is case-insensitive, spaces separate
 /// it from the token, and the token is a `b64token` of at most 4,096
 /// bytes (the crate's one bearer parser). The
 /// `iatk_` prefix is not required: an unknown token simply fails lookup.
 ///
 /// # Errors
 /// [`IatError::Malformed`].
+///
+/// [RFC 6750 section 2.1]: https://www.rfc-editor.org/rfc/rfc6750#section-2.1
 pub fn parse_bearer(authorization: &str) -> Result<SecretString, IatError> {
     crate::bearer::parse(authorization)
         .map(SecretString::from)

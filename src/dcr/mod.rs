@@ -1,9 +1,9 @@
-//! Dynamic Client Registration (RFC 7591) gated by initial access tokens.
+//! Dynamic Client Registration ([RFC 7591]) gated by initial access tokens.
 //!
 //! The pure half of registration: initial access tokens (IATs) and their
 //! lifecycle, the `Authorization: Bearer` parser of the registration
 //! endpoint, the pins an IAT imposes on the metadata, and the minting of a
-//! client with its RFC 7591 section 3.2.1 response. Nothing here reads a
+//! client with its [RFC 7591 section 3.2.1] response. Nothing here reads a
 //! clock, draws randomness or touches a store: `now` and random bytes are
 //! arguments. The driver (`AuthorizationServer::register_client`) sequences
 //! these functions around the [`crate::store::IatStore`] and
@@ -30,7 +30,7 @@
 //! once in the registration response and stored only as its hash. Its
 //! lifetime is [`RegistrationPolicy::client_secret_ttl`]: `None` (the
 //! default) means it never expires and the response says
-//! `"client_secret_expires_at": 0` (RFC 7591 section 3.2.1).
+//! `"client_secret_expires_at": 0` ([RFC 7591 section 3.2.1]).
 //!
 //! # Layout
 //!
@@ -38,6 +38,9 @@
 //! records, options, pins, the bearer parser), the gate (why a
 //! registration is refused: [`RegistrationError`]), and the registration
 //! itself (request validation, minting, the response).
+//!
+//! [RFC 7591]: https://www.rfc-editor.org/rfc/rfc7591
+//! [RFC 7591 section 3.2.1]: https://www.rfc-editor.org/rfc/rfc7591#section-3.2.1
 
 mod gate;
 mod iat;

@@ -1,5 +1,7 @@
 //! The registration itself: request validation under an initial access
-//! token's pins, minting a client, and the RFC 7591 response.
+//! token's pins, minting a client, and the [RFC 7591] response.
+//!
+//! [RFC 7591]: https://www.rfc-editor.org/rfc/rfc7591
 
 use serde::Serialize;
 use time::{Duration, OffsetDateTime};
@@ -23,8 +25,10 @@ pub const MAX_REGISTRATION_BODY: usize = 64 * 1024;
 #[non_exhaustive]
 pub struct RegistrationPolicy {
     /// Lifetime of issued client secrets (`None`: never expire, reported as
-    /// `client_secret_expires_at: 0`). The default is `None`: without RFC
-    /// 7592 client management a client has no way to obtain a new secret.
+    /// `client_secret_expires_at: 0`). The default is `None`: without [RFC
+    /// 7592] client management a client has no way to obtain a new secret.
+    ///
+    /// [RFC 7592]: https://www.rfc-editor.org/rfc/rfc7592
     pub client_secret_ttl: Option<Duration>,
     /// The most registered clients a project may hold (`None`: no limit).
     /// Keeps storage bounded against registration spam (SPEC-CHECKLIST 8.5).
@@ -116,13 +120,15 @@ impl Registration {
     }
 }
 
-/// The RFC 7591 section 3.2.1 response (HTTP 201): every registered
+/// The [RFC 7591 section 3.2.1] response (HTTP 201): every registered
 /// metadata value plus `client_id` and `client_id_issued_at`, and for
 /// confidential clients `client_secret` and `client_secret_expires_at`
 /// (0 = never).
 ///
 /// `Debug` redacts the secret; serializing (or [`Self::to_json`]) is the
 /// one place it is written out.
+///
+/// [RFC 7591 section 3.2.1]: https://www.rfc-editor.org/rfc/rfc7591#section-3.2.1
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct RegistrationResponse {

@@ -1,4 +1,6 @@
-//! RFC 7662 token introspection over HTTP, with a bounded cache.
+//! [RFC 7662] token introspection over HTTP, with a bounded cache.
+//!
+//! [RFC 7662]: https://www.rfc-editor.org/rfc/rfc7662
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -41,7 +43,7 @@ impl Default for IntrospectionVerifierConfig {
     }
 }
 
-/// A [`TokenVerifier`] that asks an RFC 7662 introspection endpoint:
+/// A [`TokenVerifier`] that asks an [RFC 7662] introspection endpoint:
 /// `POST token=...&token_type_hint=access_token` with the resource
 /// server's own bearer credential (section 2.1 requires the caller to be
 /// authorized).
@@ -62,6 +64,8 @@ impl Default for IntrospectionVerifierConfig {
 /// token. The client built by [`IntrospectionVerifier::new`] follows no
 /// redirects; a client passed to [`IntrospectionVerifier::with_client`]
 /// should not either, so the credential never travels elsewhere.
+///
+/// [RFC 7662]: https://www.rfc-editor.org/rfc/rfc7662
 #[derive(Debug)]
 pub struct IntrospectionVerifier {
     client: reqwest::Client,

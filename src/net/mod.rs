@@ -11,10 +11,12 @@
 //! | [`ReqwestFetcher`] | [`crate::cimd::MetadataFetcher`] | Client ID Metadata Documents (and client `jwks_uri`s) |
 //! | [`ReqwestUpstreamHttp`] | [`crate::upstream::UpstreamHttp`] | the upstream OpenID provider's discovery, JWKS, token and userinfo endpoints |
 //! | [`ReqwestJwksFetcher`] | [`crate::resource_server::JwksFetcher`] | a resource server's copy of the authorization server's JWKS |
-//! | [`IntrospectionVerifier`] | [`crate::resource_server::TokenVerifier`] | a resource server asking the introspection endpoint (RFC 7662) |
+//! | [`IntrospectionVerifier`] | [`crate::resource_server::TokenVerifier`] | a resource server asking the introspection endpoint ([RFC 7662]) |
 //!
 //! A host that brings its own HTTP stack implements the traits instead
 //! and does not enable the feature.
+//!
+//! [RFC 7662]: https://www.rfc-editor.org/rfc/rfc7662
 
 mod cimd_fetcher;
 mod introspection;

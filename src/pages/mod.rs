@@ -27,7 +27,9 @@
 //! the request id from the host's `X-Request-Id` header
 //! ([`request_id`]). An error page never links or redirects to the
 //! client: errors before the redirect URI is verified must stay on the
-//! page (RFC 6749 section 4.1.2.1).
+//! page ([RFC 6749 section 4.1.2.1]).
+//!
+//! [RFC 6749 section 4.1.2.1]: https://www.rfc-editor.org/rfc/rfc6749#section-4.1.2.1
 
 use std::fmt;
 

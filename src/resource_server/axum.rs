@@ -1,6 +1,6 @@
 //! axum glue for protected resources (feature `axum`): a middleware that
 //! refuses requests without a valid token and hands the handler the
-//! [`VerifiedToken`], and a router serving the RFC 9728 metadata.
+//! [`VerifiedToken`], and a router serving the [RFC 9728] metadata.
 //!
 //! ```no_run
 //! # use std::sync::Arc;
@@ -24,6 +24,8 @@
 //!     .merge(metadata_router(&metadata));
 //! # Ok(app) }
 //! ```
+//!
+//! [RFC 9728]: https://www.rfc-editor.org/rfc/rfc9728
 
 use std::sync::Arc;
 

@@ -1,6 +1,8 @@
-//! Local verification of JWT access tokens (RFC 9068 section 4) against
+//! Local verification of JWT access tokens ([RFC 9068 section 4]) against
 //! the authorization server's JWKS: no call to the authorization server
 //! per request.
+//!
+//! [RFC 9068 section 4]: https://www.rfc-editor.org/rfc/rfc9068#section-4
 
 use std::sync::{Arc, Mutex};
 
@@ -73,7 +75,7 @@ struct Cache {
     last_attempt: Option<OffsetDateTime>,
 }
 
-/// A [`TokenVerifier`] for RFC 9068 JWT access tokens, verified locally:
+/// A [`TokenVerifier`] for [RFC 9068] JWT access tokens, verified locally:
 /// the signature against the issuer's JWKS (cached; refetched when it is
 /// old, and on an unknown `kid` at most once per
 /// [`JwtVerifierConfig::min_refetch_interval`]), `typ` `at+jwt`, the
@@ -86,6 +88,8 @@ struct Cache {
 /// `net::IntrospectionVerifier` (feature `reqwest`) where revocation must take effect at
 /// once. The token's own header can never choose the key source (`jku`,
 /// `jwk`, `x5u` are refused) or the algorithm family.
+///
+/// [RFC 9068]: https://www.rfc-editor.org/rfc/rfc9068
 pub struct JwtVerifier {
     issuer: String,
     resource: ResourceUri,
@@ -114,7 +118,9 @@ pub enum JwtVerifierError {
     #[error("the authorization server metadata could not be fetched: {0}")]
     Fetch(String),
     /// The metadata is not JSON, or its `issuer` is not the expected one
-    /// (RFC 8414 section 3.3).
+    /// ([RFC 8414 section 3.3]).
+    ///
+    /// [RFC 8414 section 3.3]: https://www.rfc-editor.org/rfc/rfc8414#section-3.3
     #[error("the authorization server metadata is invalid or names another issuer")]
     InvalidMetadata,
     /// The metadata has no `jwks_uri`: the server issues no JWTs.
@@ -142,13 +148,15 @@ impl JwtVerifier {
         }
     }
 
-    /// Discovers `jwks_uri` from the issuer's RFC 8414 metadata (at
+    /// Discovers `jwks_uri` from the issuer's [RFC 8414] metadata (at
     /// [`crate::issuer::Issuer::metadata_url`]); its `issuer` must be
     /// exactly `issuer`.
     ///
     /// # Errors
     /// A [`JwtVerifierError`]; [`JwtVerifierError::NoJwksUri`] means the
     /// server issues opaque tokens only (use introspection).
+    ///
+    /// [RFC 8414]: https://www.rfc-editor.org/rfc/rfc8414
     pub async fn discover(
         issuer: &crate::issuer::Issuer,
         resource: ResourceUri,

@@ -1,5 +1,5 @@
-//! The MCP server (resource server) side: RFC 9728 protected resource
-//! metadata, RFC 6750 bearer extraction and `WWW-Authenticate`
+//! The MCP server (resource server) side: [RFC 9728] protected resource
+//! metadata, [RFC 6750] bearer extraction and `WWW-Authenticate`
 //! challenges, and audience-checked token validation.
 //!
 //! An MCP client starts at the MCP server, not at the authorization
@@ -23,7 +23,7 @@
 //! status and a challenge in one place. A [`TokenVerifier`] turns a token
 //! string into a [`VerifiedToken`]: [`crate::server::LocalTokenVerifier`] asks
 //! an in-process authorization server; `net::IntrospectionVerifier` (feature
-//! `reqwest`) asks an RFC 7662 introspection endpoint. The `axum` feature
+//! `reqwest`) asks an [RFC 7662] introspection endpoint. The `axum` feature
 //! adds a middleware (module `resource_server::axum`).
 //!
 //! ## Example
@@ -53,6 +53,10 @@
 //! );
 //! # Ok(()) }
 //! ```
+//!
+//! [RFC 9728]: https://www.rfc-editor.org/rfc/rfc9728
+//! [RFC 6750]: https://www.rfc-editor.org/rfc/rfc6750
+//! [RFC 7662]: https://www.rfc-editor.org/rfc/rfc7662
 
 use async_trait::async_trait;
 use http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
@@ -73,7 +77,9 @@ mod jwt;
 
 pub use jwt::{JwksFetcher, JwtVerifier, JwtVerifierConfig, JwtVerifierError};
 
-/// `oauth-protected-resource` (RFC 9728 section 3).
+/// `oauth-protected-resource` ([RFC 9728 section 3]).
+///
+/// [RFC 9728 section 3]: https://www.rfc-editor.org/rfc/rfc9728#section-3
 pub const WELL_KNOWN_OAUTH_PROTECTED_RESOURCE: &str = "oauth-protected-resource";
 
 /// The longest bearer token accepted, in bytes. Longer values are refused
@@ -84,13 +90,15 @@ pub const MAX_TOKEN_LEN: usize = crate::bearer::MAX_TOKEN_LEN;
 /// authorization server's `scopes_supported`, never in a resource's.
 const OFFLINE_ACCESS: &str = "offline_access";
 
-/// The RFC 9728 metadata URL of a resource: `/.well-known/oauth-protected-resource`
+/// The [RFC 9728] metadata URL of a resource: `/.well-known/oauth-protected-resource`
 /// inserted between the host and the path (section 3.1), e.g.
 /// `https://mcp.example.com/mcp` gives
 /// `https://mcp.example.com/.well-known/oauth-protected-resource/mcp`.
 ///
 /// Built from the resource as configured ([`ResourceUri::as_str`]), the
 /// same string published as `resource`, as section 3.3 requires.
+///
+/// [RFC 9728]: https://www.rfc-editor.org/rfc/rfc9728
 pub fn metadata_url(resource: &ResourceUri) -> String {
     well_known_url(resource.as_str(), WELL_KNOWN_OAUTH_PROTECTED_RESOURCE)
 }
@@ -108,8 +116,10 @@ fn path_of_metadata_url(url: &str) -> String {
     }
 }
 
-/// RFC 9728 protected resource metadata (section 2), as published at
+/// [RFC 9728] protected resource metadata (section 2), as published at
 /// [`metadata_url`]. Optional members that are empty are omitted.
+///
+/// [RFC 9728]: https://www.rfc-editor.org/rfc/rfc9728
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct ProtectedResourceMetadata {
@@ -124,8 +134,10 @@ pub struct ProtectedResourceMetadata {
     /// `offline_access`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scopes_supported: Vec<String>,
-    /// `bearer_methods_supported`: `["header"]` (RFC 6750 section 2.1
+    /// `bearer_methods_supported`: `["header"]` ([RFC 6750 section 2.1]
     /// only; query and body tokens are refused).
+    ///
+    /// [RFC 6750 section 2.1]: https://www.rfc-editor.org/rfc/rfc6750#section-2.1
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub bearer_methods_supported: Vec<String>,
     /// `resource_name`: a human-readable name.
@@ -241,25 +253,33 @@ impl ProtectedResourceMetadataBuilder {
 
 /// Why a request to a protected resource was refused. Each variant maps
 /// to one status and one challenge ([`ResourceServerError::status`],
-/// [`ResourceServerError::challenge`]); variants are in RFC 6750 section
-/// 3.1 order.
+/// [`ResourceServerError::challenge`]); variants are in [RFC 6750 section
+/// 3.1] order.
+///
+/// [RFC 6750 section 3.1]: https://www.rfc-editor.org/rfc/rfc6750#section-3.1
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ResourceServerError {
     /// No credentials, or credentials of another scheme: 401 with a
-    /// challenge carrying no error code (RFC 6750 section 3.1).
+    /// challenge carrying no error code ([RFC 6750 section 3.1]).
+    ///
+    /// [RFC 6750 section 3.1]: https://www.rfc-editor.org/rfc/rfc6750#section-3.1
     #[error("the request carries no bearer token")]
     MissingToken,
     /// An `Authorization: Bearer` header that is malformed, or several
     /// `Authorization` headers: 400 `invalid_request`.
     #[error("the Authorization header is malformed")]
     MalformedAuthorization,
-    /// An `access_token` query parameter (RFC 6750 section 2.3; the MCP
+    /// An `access_token` query parameter ([RFC 6750 section 2.3]; the MCP
     /// specification forbids it): 400 `invalid_request`.
+    ///
+    /// [RFC 6750 section 2.3]: https://www.rfc-editor.org/rfc/rfc6750#section-2.3
     #[error("access tokens are not accepted in the query string")]
     TokenInQuery,
-    /// An `access_token` form-body parameter (RFC 6750 section 2.2): 400
+    /// An `access_token` form-body parameter ([RFC 6750 section 2.2]): 400
     /// `invalid_request`.
+    ///
+    /// [RFC 6750 section 2.2]: https://www.rfc-editor.org/rfc/rfc6750#section-2.2
     #[error("access tokens are not accepted in the request body")]
     TokenInBody,
     /// Unknown, revoked, or otherwise not active: 401 `invalid_token`.
@@ -298,7 +318,9 @@ pub enum ResourceServerError {
 }
 
 impl ResourceServerError {
-    /// The RFC 6750 error code; `None` when the token is absent.
+    /// The [RFC 6750] error code; `None` when the token is absent.
+    ///
+    /// [RFC 6750]: https://www.rfc-editor.org/rfc/rfc6750
     pub const fn code(&self) -> Option<ErrorCode> {
         match self {
             Self::MissingToken => None,
@@ -398,7 +420,7 @@ impl BearerChallenge {
 }
 
 /// Reads the bearer token of a request: from the `Authorization` header
-/// only (RFC 6750 section 2.1).
+/// only ([RFC 6750 section 2.1]).
 ///
 /// - an `access_token` query parameter is refused
 ///   ([`ResourceServerError::TokenInQuery`]), with or without a header;
@@ -413,6 +435,8 @@ impl BearerChallenge {
 ///
 /// # Errors
 /// The refusal, as above.
+///
+/// [RFC 6750 section 2.1]: https://www.rfc-editor.org/rfc/rfc6750#section-2.1
 pub fn extract_bearer<'a>(headers: &'a HeaderMap, uri: &Uri) -> Result<&'a str, ResourceServerError> {
     if let Some(query) = uri.query()
         && url::form_urlencoded::parse(query.as_bytes()).any(|(k, _)| k == "access_token")
@@ -437,10 +461,12 @@ pub fn extract_bearer<'a>(headers: &'a HeaderMap, uri: &Uri) -> Result<&'a str, 
     })
 }
 
-/// Whether a request body carries an `access_token` form parameter (RFC
-/// 6750 section 2.2), which a resource server accepting only the header
+/// Whether a request body carries an `access_token` form parameter ([RFC
+/// 6750 section 2.2]), which a resource server accepting only the header
 /// method must refuse with [`ResourceServerError::TokenInBody`]. Only an
 /// `application/x-www-form-urlencoded` body can carry one.
+///
+/// [RFC 6750 section 2.2]: https://www.rfc-editor.org/rfc/rfc6750#section-2.2
 pub fn form_body_has_access_token(content_type: Option<&str>, body: &[u8]) -> bool {
     is_form(content_type) && url::form_urlencoded::parse(body).any(|(k, _)| k == "access_token")
 }
@@ -486,7 +512,7 @@ impl VerifiedToken {
         }
     }
 
-    /// Reads an RFC 7662 introspection response: it must be active, not a
+    /// Reads an [RFC 7662] introspection response: it must be active, not a
     /// refresh token, and carry `sub`, `client_id` and a well-formed
     /// `scope` (absent means none). Expiry, audience and scopes are checked
     /// later, by [`ProtectedResource::check`].
@@ -495,6 +521,8 @@ impl VerifiedToken {
     /// [`ResourceServerError::Inactive`],
     /// [`ResourceServerError::NotAnAccessToken`] or
     /// [`ResourceServerError::IncompleteClaims`].
+    ///
+    /// [RFC 7662]: https://www.rfc-editor.org/rfc/rfc7662
     pub fn from_introspection(r: &IntrospectionResponse) -> Result<Self, ResourceServerError> {
         Self::from_introspection_by(r, None)
     }
@@ -624,7 +652,9 @@ impl ProtectedResource {
         &self.resource
     }
 
-    /// The RFC 9728 metadata URL named in every challenge.
+    /// The [RFC 9728] metadata URL named in every challenge.
+    ///
+    /// [RFC 9728]: https://www.rfc-editor.org/rfc/rfc9728
     pub fn metadata_url(&self) -> &str {
         &self.metadata_url
     }

@@ -10,6 +10,16 @@ use crate::store::StoreError;
 use super::AuthorizationServer;
 
 /// Why an admin action failed.
+///
+/// The admin calls (projects, initial access tokens, signing keys, client
+/// and grant lifecycle) are the host's own API, not OAuth endpoints, so
+/// this error has no mapping to an [`OAuthError`]: the host chooses the
+/// response (the example server's admin API maps each variant to a JSON
+/// error and a status, and logs a storage failure with
+/// [`StoreError::log`]). It is structured like
+/// [`EndpointError`]: match on the variant; a storage failure is
+/// [`AdminError::Store`] with the [`StoreError`] kept (its own source
+/// through [`std::error::Error::source`]).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AdminError {
@@ -131,11 +141,13 @@ impl AuthorizationServer {
         Err(AdminError::Conflict)
     }
 
-    /// The RFC 8414 metadata of a project.
+    /// The [RFC 8414] metadata of a project.
     ///
     /// # Errors
     /// `invalid_request` (rendered as 404 by the HTTP layer) for an unknown
     /// project; `server_error` when storage fails.
+    ///
+    /// [RFC 8414]: https://www.rfc-editor.org/rfc/rfc8414
     pub async fn metadata(&self, id: &ProjectId) -> Result<AuthorizationServerMetadata, EndpointError> {
         let settings = self.projects.get(id).await?.ok_or_else(OAuthError::unknown_project)?;
         let mut metadata = AuthorizationServerMetadata::build(self.issuer_for(&settings), &settings, &self.paths);

@@ -48,8 +48,10 @@ impl AuthorizationServer {
     /// project, or an id that is not a registered one), a disabled client
     /// (recorded as `oauth_client.disabled_refused`) and for every failed
     /// check, with the same description whatever the reason, and with
-    /// `WWW-Authenticate: Basic` when the client used HTTP Basic (RFC 6749
-    /// section 5.2); `server_error` when storage fails.
+    /// `WWW-Authenticate: Basic` when the client used HTTP Basic ([RFC 6749
+    /// section 5.2]); `server_error` when storage fails.
+    ///
+    /// [RFC 6749 section 5.2]: https://www.rfc-editor.org/rfc/rfc6749#section-5.2
     pub async fn authenticate_registered_client(
         &self,
         project: &ProjectId,

@@ -29,9 +29,12 @@ use super::AuthorizationServer;
 #[non_exhaustive]
 pub enum AuthorizeOutcome {
     /// Phase 1 failed (unknown client, bad redirect URI, unusable metadata
-    /// document, unknown project): show this error to the user. Never
-    /// redirect.
-    ShowError(OAuthError),
+    /// document, unknown project, a storage failure): show this error to
+    /// the user. Never redirect. The page shows
+    /// [`EndpointError::to_oauth`]; the host can log the cause
+    /// ([`EndpointError::kind`], [`EndpointError::reason`],
+    /// [`EndpointError::store_error`]).
+    ShowError(EndpointError),
     /// Phase 2 failed: redirect the user agent to this `Location`.
     Redirect(String),
     /// The request is valid: run login and consent, then call
@@ -153,9 +156,9 @@ impl AuthorizationServer {
         let settings = match self.projects.get(project).await {
             Ok(Some(s)) => s,
             Ok(None) => {
-                return AuthorizeOutcome::ShowError(OAuthError::unknown_project());
+                return AuthorizeOutcome::ShowError(OAuthError::unknown_project().into());
             }
-            Err(e) => return AuthorizeOutcome::ShowError(EndpointError::from(e).into_oauth()),
+            Err(e) => return AuthorizeOutcome::ShowError(EndpointError::from(e)),
         };
         // `prompt=none` can be answered only through an upstream login
         // (a silent sign-in there, and remembered consent).
@@ -184,12 +187,12 @@ impl AuthorizationServer {
         let client = match self.authorization_client(project, settings, &req, source).await {
             Ok(c) => c,
             Err(e) => {
-                let e = e.into_oauth();
                 let id = req
                     .client_id
                     .as_deref()
                     .and_then(|id| ClientId::parse_with(id, self.client_id_url_policy(settings)).ok());
-                self.authorization_rejected(project, id.as_ref(), &e, false).await;
+                self.authorization_rejected(project, id.as_ref(), &e.to_oauth(), false)
+                    .await;
                 return AuthorizeOutcome::ShowError(e);
             }
         };
@@ -201,7 +204,7 @@ impl AuthorizationServer {
                 let e = e.to_oauth_error();
                 self.authorization_rejected(project, Some(&client.client_id), &e, false)
                     .await;
-                return AuthorizeOutcome::ShowError(e);
+                return AuthorizeOutcome::ShowError(e.into());
             }
         };
         let issuer = self.issuer_for(settings).as_str();
@@ -384,7 +387,9 @@ impl AuthorizationServer {
     /// header, `body` the form body.
     ///
     /// # Errors
-    /// An RFC 6749 section 5.2 error.
+    /// An [RFC 6749 section 5.2] error.
+    ///
+    /// [RFC 6749 section 5.2]: https://www.rfc-editor.org/rfc/rfc6749#section-5.2
     pub async fn token(
         &self,
         project: &ProjectId,
@@ -1061,7 +1066,7 @@ impl AuthorizationServer {
         })
     }
 
-    /// Token revocation (RFC 7009). Unknown tokens, and tokens of other
+    /// Token revocation ([RFC 7009]). Unknown tokens, and tokens of other
     /// clients, are answered with success and left alone (no token
     /// probing). Revoking a refresh token revokes its whole grant; revoking
     /// an access token revokes that token.
@@ -1069,6 +1074,8 @@ impl AuthorizationServer {
     /// # Errors
     /// `invalid_request` for a malformed request, `invalid_client` when
     /// client authentication fails.
+    ///
+    /// [RFC 7009]: https://www.rfc-editor.org/rfc/rfc7009
     pub async fn revoke(
         &self,
         project: &ProjectId,
@@ -1126,13 +1133,15 @@ impl AuthorizationServer {
         Ok(())
     }
 
-    /// Token introspection (RFC 7662). The caller must already be
+    /// Token introspection ([RFC 7662]). The caller must already be
     /// authenticated by the host (a resource server's credential); this
     /// answers for access and refresh tokens of the project. A token of a
     /// registered client that was disabled or deleted is inactive.
     ///
     /// # Errors
     /// `invalid_request` for a malformed request.
+    ///
+    /// [RFC 7662]: https://www.rfc-editor.org/rfc/rfc7662
     pub async fn introspect(&self, project: &ProjectId, body: &[u8]) -> Result<IntrospectionResponse, EndpointError> {
         self.project_for_request(project).await?;
         let req = TokenReference::from_form(body)?;

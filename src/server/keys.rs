@@ -178,7 +178,7 @@ impl AuthorizationServer {
     }
 
     /// The JWKS of a project at the clock's `now`: next, active and
-    /// not-yet-expired retired keys (RFC 7517 section 5), public members
+    /// not-yet-expired retired keys ([RFC 7517 section 5]), public members
     /// only. Creates the project's first keys when it signs with an
     /// algorithm that has none yet.
     ///
@@ -190,6 +190,8 @@ impl AuthorizationServer {
     /// ([`super::AuthorizationServerBuilder::signing_key_cache_ttl`]), so
     /// a JWKS request neither reads nor decrypts nor parses private keys
     /// on every call.
+    ///
+    /// [RFC 7517 section 5]: https://www.rfc-editor.org/rfc/rfc7517#section-5
     pub async fn jwks(&self, project: &ProjectId) -> Result<JwkSet, EndpointError> {
         let settings = self.project_for_request(project).await?;
         let mut keys = self.project_keys(project).await?;

@@ -264,8 +264,10 @@ impl AuthorizationServerBuilder {
     }
 
     /// How opaque access tokens are minted (default: random tokens).
-    /// Projects with `access_token_format = jwt` sign RFC 9068 tokens with
+    /// Projects with `access_token_format = jwt` sign [RFC 9068] tokens with
     /// their own keys instead ([`crate::jwt::JwtAccessTokenIssuer`]).
+    ///
+    /// [RFC 9068]: https://www.rfc-editor.org/rfc/rfc9068
     pub fn token_issuer(mut self, issuer: Arc<dyn TokenIssuer>) -> Self {
         self.token_issuer = Some(issuer);
         self

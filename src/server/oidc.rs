@@ -12,7 +12,7 @@ use super::AuthorizationServer;
 
 impl AuthorizationServer {
     /// The userinfo endpoint: `authorization` is the raw `Authorization`
-    /// header carrying the access token (`Bearer`, RFC 6750 section 2.1).
+    /// header carrying the access token (`Bearer`, [RFC 6750 section 2.1]).
     /// The token is looked up by its hash whatever its format, so a
     /// revoked or expired token is refused at once. Returns `sub` and the
     /// claims the token's scopes release (`email`, `email_verified` with
@@ -22,6 +22,8 @@ impl AuthorizationServer {
     /// 401 `invalid_token` for a missing, unknown, revoked or expired
     /// token, or one of a disabled or deleted client; 403 `insufficient_scope` without `openid`; `server_error`
     /// when storage fails.
+    ///
+    /// [RFC 6750 section 2.1]: https://www.rfc-editor.org/rfc/rfc6750#section-2.1
     pub async fn userinfo(
         &self,
         project: &ProjectId,

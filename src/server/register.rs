@@ -1,4 +1,4 @@
-//! Dynamic Client Registration (RFC 7591) and initial access tokens: the
+//! Dynamic Client Registration ([RFC 7591]) and initial access tokens: the
 //! driver. Every rule lives in [`crate::dcr`]; this file sequences the
 //! stores around it.
 //!
@@ -20,6 +20,8 @@
 //! refund is not atomic with the failed insert and could let a token
 //! exceed `max_uses`, so the failure is on the safe side (the operator can
 //! issue another token). The request gets `server_error`.
+//!
+//! [RFC 7591]: https://www.rfc-editor.org/rfc/rfc7591
 
 use std::net::IpAddr;
 
@@ -158,7 +160,7 @@ impl AuthorizationServer {
         self.iats.purge(self.now()).await
     }
 
-    /// The registration endpoint (RFC 7591 section 3): `authorization` is
+    /// The registration endpoint ([RFC 7591 section 3]): `authorization` is
     /// the raw `Authorization` header value, `body` the JSON request body.
     /// On success, answer [`RegistrationResponse::to_response`] (201).
     ///
@@ -225,6 +227,8 @@ impl AuthorizationServer {
     /// `access_denied` when the project's client quota is reached;
     /// `invalid_request` for an unknown project; `server_error` when
     /// storage fails.
+    ///
+    /// [RFC 7591 section 3]: https://www.rfc-editor.org/rfc/rfc7591#section-3
     pub async fn register_client(
         &self,
         project: &ProjectId,

@@ -74,8 +74,9 @@ pub enum CallbackOutcome {
     /// binding cookie missing or wrong: the login is left for its own
     /// browser, and the caller is not sent to the MCP client), or replays
     /// a callback already used (its answer went to the MCP client once):
-    /// show this error.
-    ShowError(OAuthError),
+    /// show this error ([`super::EndpointError::to_oauth`] on the page; the
+    /// cause, a storage failure say, for the host's log).
+    ShowError(super::EndpointError),
     /// Redirect the user agent to the MCP client: an error (with `state`
     /// and `iss`), or the code when the user's remembered consent already
     /// covers the request.
@@ -114,14 +115,14 @@ impl AuthorizationServer {
     ) -> AuthorizeOutcome {
         let settings = match self.projects.get(project).await {
             Ok(Some(s)) => s,
-            Ok(None) => return AuthorizeOutcome::ShowError(OAuthError::unknown_project()),
-            Err(e) => return AuthorizeOutcome::ShowError(super::EndpointError::from(e).into_oauth()),
+            Ok(None) => return AuthorizeOutcome::ShowError(OAuthError::unknown_project().into()),
+            Err(e) => return AuthorizeOutcome::ShowError(super::EndpointError::from(e)),
         };
         let Some(name) = ProviderName::new(provider)
             .ok()
             .filter(|n| settings.upstream.provider(n).is_some())
         else {
-            return AuthorizeOutcome::ShowError(unknown_provider());
+            return AuthorizeOutcome::ShowError(unknown_provider().into());
         };
         match self
             .validate_authorization(project, &settings, query, source, true)
@@ -159,7 +160,7 @@ impl AuthorizationServer {
         source: Option<&crate::cimd::RequestSource>,
     ) -> AuthorizeOutcome {
         let Some(p) = settings.upstream.provider(provider) else {
-            return AuthorizeOutcome::ShowError(unknown_provider());
+            return AuthorizeOutcome::ShowError(unknown_provider().into());
         };
         let metadata = match self.provider_metadata(p).await {
             Ok(m) => m,
@@ -210,8 +211,8 @@ impl AuthorizationServer {
     ) -> CallbackOutcome {
         let settings = match self.projects.get(project).await {
             Ok(Some(s)) => s,
-            Ok(None) => return CallbackOutcome::ShowError(OAuthError::unknown_project()),
-            Err(e) => return CallbackOutcome::ShowError(super::EndpointError::from(e).into_oauth()),
+            Ok(None) => return CallbackOutcome::ShowError(OAuthError::unknown_project().into()),
+            Err(e) => return CallbackOutcome::ShowError(super::EndpointError::from(e)),
         };
         let params = CallbackParams::from_query(query);
         let provider_label = provider.chars().take(32).collect::<String>();
@@ -222,7 +223,7 @@ impl AuthorizationServer {
         };
         let Some(hash) = params.state_hash() else {
             self.emit(project, unmatched("state_mismatch")).await;
-            return CallbackOutcome::ShowError(no_login());
+            return CallbackOutcome::ShowError(no_login().into());
         };
         // The browser binding goes into the take itself: a caller without
         // it (whoever learned a `state` from a log, a Referer or a shared
@@ -239,7 +240,7 @@ impl AuthorizationServer {
             Ok(LoginTake::Taken(l)) => *l,
             Ok(LoginTake::WrongBrowser) => {
                 self.emit(project, unmatched("browser_mismatch")).await;
-                return CallbackOutcome::ShowError(wrong_browser());
+                return CallbackOutcome::ShowError(wrong_browser().into());
             }
             Ok(LoginTake::AlreadyTaken(l)) => {
                 // A replay (a reload, a back button, or someone else's copy
@@ -255,7 +256,7 @@ impl AuthorizationServer {
                     },
                 )
                 .await;
-                return CallbackOutcome::ShowError(replayed());
+                return CallbackOutcome::ShowError(replayed().into());
             }
             Ok(LoginTake::Expired(l)) => {
                 let name = l.provider.clone();
@@ -266,11 +267,12 @@ impl AuthorizationServer {
             }
             Ok(_) => {
                 self.emit(project, unmatched("state_mismatch")).await;
-                return CallbackOutcome::ShowError(no_login());
+                return CallbackOutcome::ShowError(no_login().into());
             }
-            Err(_) => {
+            Err(e) => {
+                let e = super::EndpointError::from(e);
                 self.emit(project, unmatched("storage_error")).await;
-                return CallbackOutcome::ShowError(OAuthError::server_error());
+                return CallbackOutcome::ShowError(e);
             }
         };
         let name = login.provider.clone();
@@ -603,9 +605,11 @@ impl AuthorizationServer {
 /// Whether a remembered consent answers `pending` without asking: the
 /// client's identity is assured for this very request
 /// ([`PendingAuthorization::client_identity_assured`]: not a public client
-/// redirecting to a loopback URI or a private-use scheme, RFC 8252 section
-/// 8.6), and, for every requested resource, the requested scopes were
+/// redirecting to a loopback URI or a private-use scheme, [RFC 8252 section
+/// 8.6]), and, for every requested resource, the requested scopes were
 /// allowed for that resource ([`crate::store::RememberedConsent::covers`]).
+///
+/// [RFC 8252 section 8.6]: https://www.rfc-editor.org/rfc/rfc8252#section-8.6
 fn consent_covers(pending: &PendingAuthorization, consent: &crate::store::RememberedConsent) -> bool {
     pending.client_identity_assured() && consent.covers(&pending.scopes, &pending.resources)
 }

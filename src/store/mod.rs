@@ -701,7 +701,9 @@ pub const GRANT_SUMMARY_GRACE: time::Duration = time::Duration::hours(1);
 /// The driver stores the claims under the hash of the returned string, so
 /// introspection and revocation work whatever the format. The default,
 /// [`OpaqueTokenIssuer`], makes random opaque tokens; a host may sign JWTs
-/// (RFC 9068) instead.
+/// ([RFC 9068]) instead.
+///
+/// [RFC 9068]: https://www.rfc-editor.org/rfc/rfc9068
 #[async_trait]
 pub trait TokenIssuer: Send + Sync {
     /// The token for `claims`. `random` is 32 fresh random bytes.
@@ -1066,7 +1068,7 @@ pub enum RevokeOutcome {
     Unknown,
 }
 
-/// Initial access tokens (RFC 7591 section 3), per project, keyed by the
+/// Initial access tokens ([RFC 7591 section 3]), per project, keyed by the
 /// SHA-256 hash of the token. Raw tokens are never given to the store.
 ///
 /// # Security
@@ -1083,6 +1085,8 @@ pub enum RevokeOutcome {
 ///   in every other.
 /// - A failure is an error, never a success: when in doubt, count nothing
 ///   and return [`StoreError`].
+///
+/// [RFC 7591 section 3]: https://www.rfc-editor.org/rfc/rfc7591#section-3
 #[async_trait]
 pub trait IatStore: Send + Sync {
     /// Stores a new record. Returns `false` (and stores nothing) when its id
@@ -1301,7 +1305,7 @@ pub trait AdmissionStore: Send + Sync {
 }
 
 /// Single-use identifiers with an expiry: the `jti` of client assertions
-/// (RFC 7523 section 3, item 7).
+/// ([RFC 7523 section 3], item 7).
 ///
 /// # Security
 /// - [`ReplayStore::check_and_insert`] must be atomic insert-if-absent
@@ -1330,6 +1334,8 @@ pub trait AdmissionStore: Send + Sync {
 /// - A live entry is reported as [`ReplayCheck::Replayed`] whatever the
 ///   quota or the bound say.
 /// - A storage failure is an error, never [`ReplayCheck::Fresh`].
+///
+/// [RFC 7523 section 3]: https://www.rfc-editor.org/rfc/rfc7523#section-3
 #[async_trait]
 pub trait ReplayStore: Send + Sync {
     /// Records `id` for `scope` until `expires_at`, if it is not recorded

@@ -59,7 +59,7 @@ impl LocalUser {
     }
 }
 
-/// What a remembered consent is keyed by: the RFC 8707 resource (the
+/// What a remembered consent is keyed by: the [RFC 8707] resource (the
 /// audience of the tokens) a request was for.
 ///
 /// The resources of a request are resolved before consent is asked
@@ -70,6 +70,8 @@ impl LocalUser {
 /// Only a request that names none in a project WITHOUT a default resource
 /// is keyed by [`ConsentTarget::NoResource`], which covers such requests
 /// and nothing else.
+///
+/// [RFC 8707]: https://www.rfc-editor.org/rfc/rfc8707
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ConsentTarget {
@@ -137,7 +139,7 @@ impl<'de> Deserialize<'de> for ConsentTarget {
 }
 
 /// What a user allowed a client, remembered so a returning user is not
-/// asked again unless the request asks for more: per resource (RFC 8707
+/// asked again unless the request asks for more: per resource ([RFC 8707]
 /// audience, [`ConsentTarget`]), the scopes allowed for that resource.
 ///
 /// A consent covers a request only if, for EVERY resource the request is
@@ -146,6 +148,8 @@ impl<'de> Deserialize<'de> for ConsentTarget {
 /// calendar server and later `mcp:write` for the payroll server therefore
 /// never covers `mcp:write` for the calendar server: scopes are not pooled
 /// across resources.
+///
+/// [RFC 8707]: https://www.rfc-editor.org/rfc/rfc8707
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct RememberedConsent {

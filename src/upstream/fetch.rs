@@ -48,7 +48,7 @@ pub enum UpstreamHttpError {
 /// MUST cap the body (64 KiB is plenty), MUST time out, MUST refuse URLs
 /// that are not `https` unless a development switch allows `http` on a
 /// loopback host, and MUST NOT send cookies or use an environment proxy.
-/// They MUST refuse to connect to RFC 6890 special-use addresses
+/// They MUST refuse to connect to [RFC 6890] special-use addresses
 /// ([`crate::cimd::is_special_use`]: loopback, private, link-local and
 /// cloud metadata, ...), judged on the address actually connected to
 /// (IP literals, and every address a name resolves to, against DNS
@@ -61,6 +61,8 @@ pub enum UpstreamHttpError {
 /// The URLs are the operator's configured issuer and the endpoints its
 /// discovery document names; the `authorization` value is a client secret
 /// and the bearer token an access token: neither may ever be logged.
+///
+/// [RFC 6890]: https://www.rfc-editor.org/rfc/rfc6890
 #[async_trait]
 pub trait UpstreamHttp: Send + Sync {
     /// `GET url` with `Accept: application/json`.
@@ -82,9 +84,11 @@ pub trait UpstreamHttp: Send + Sync {
     ) -> Result<HttpResponse, UpstreamHttpError>;
 
     /// `GET url` with `Accept: application/json` and `Authorization:
-    /// Bearer <token>` (RFC 6750 section 2.1): the userinfo request.
+    /// Bearer <token>` ([RFC 6750 section 2.1]): the userinfo request.
     ///
     /// # Errors
     /// An [`UpstreamHttpError`].
+    ///
+    /// [RFC 6750 section 2.1]: https://www.rfc-editor.org/rfc/rfc6750#section-2.1
     async fn get_with_bearer(&self, url: &str, token: &SecretString) -> Result<HttpResponse, UpstreamHttpError>;
 }

@@ -29,10 +29,12 @@
 //! - It is also bound to the browser that started it (a cookie whose hash
 //!   is in the record): a victim lured to the upstream with an attacker's
 //!   `state` cannot complete the attacker's authorization.
-//! - The callback's `iss` (RFC 9207), when present, must be the provider's
+//! - The callback's `iss` ([RFC 9207]), when present, must be the provider's
 //!   issuer; the ID token's `iss` must be, always (mix-up defence).
 //! - The local subject comes from the upstream `iss` and `sub`, never from
 //!   an email address (emails are reassigned; `sub` is not).
+//!
+//! [RFC 9207]: https://www.rfc-editor.org/rfc/rfc9207
 
 mod fetch;
 
@@ -120,12 +122,14 @@ pub enum UpstreamClientAuth {
     ClientSecretPost,
     /// A public client: `client_id` in the body, PKCE only.
     None,
-    /// A client assertion (RFC 7523 section 2.2): a JWT signed with the
+    /// A client assertion ([RFC 7523 section 2.2]): a JWT signed with the
     /// project's active key of `signing.access_token_algorithm`, whose
     /// public key is in the project's JWKS. Register
     /// `<issuer>/.well-known/jwks.json` as the client's `jwks_uri` at the
     /// provider (or its current contents as `jwks`, which then needs
     /// updating after every key rotation).
+    ///
+    /// [RFC 7523 section 2.2]: https://www.rfc-editor.org/rfc/rfc7523#section-2.2
     PrivateKeyJwt,
 }
 
@@ -386,8 +390,10 @@ pub struct ProviderMetadata {
     pub jwks_uri: String,
     /// `userinfo_endpoint`, if any.
     pub userinfo_endpoint: Option<String>,
-    /// `authorization_response_iss_parameter_supported` (RFC 9207): the
+    /// `authorization_response_iss_parameter_supported` ([RFC 9207]): the
     /// callback must then carry `iss`.
+    ///
+    /// [RFC 9207]: https://www.rfc-editor.org/rfc/rfc9207
     pub iss_parameter_supported: bool,
     /// `prompt_values_supported` (OpenID Connect Prompt Create section
     /// 4.1), when the provider lists them; see
@@ -499,13 +505,15 @@ pub fn parse_provider_metadata(
 /// Whether `s` is an `https` URL (or `http` on a loopback host when
 /// allowed) with a host, no credentials and no fragment, judged by the
 /// WHATWG parse of the `url` crate, whose host is not a special-use one
-/// it names without a lookup: an IP literal in an RFC 6890 special-use
+/// it names without a lookup: an IP literal in an [RFC 6890] special-use
 /// block ([`crate::cimd::is_special_use`]: loopback, private, link-local,
 /// ...) or `localhost` / `*.localhost`. With `allow_loopback` (a
 /// development issuer on this machine) loopback literals and `localhost`
 /// pass, every other special-use address stays refused. Names that
 /// resolve to special-use addresses are the HTTP implementation's to
 /// refuse at connect time ([`UpstreamHttp`]).
+///
+/// [RFC 6890]: https://www.rfc-editor.org/rfc/rfc6890
 pub fn endpoint_url_ok(s: &str, allow_loopback: bool) -> bool {
     if s.len() > MAX_PARAM || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return false;
@@ -672,12 +680,14 @@ pub fn upstream_prompt(pending: &PendingAuthorization, metadata: &ProviderMetada
 
 /// Starts a login at `provider` for `pending`: the authorization request
 /// (OpenID Connect Core section 3.1.2.1) with `response_type=code`, the
-/// scopes, `state`, `nonce`, PKCE S256 (RFC 7636), and `hd` for a
+/// scopes, `state`, `nonce`, PKCE S256 ([RFC 7636]), and `hd` for a
 /// Google hosted domain. What the MCP client asked of the login step is
 /// forwarded: its `login_hint` (already checked: at most 256 characters,
 /// no control characters), its `prompt` as [`upstream_prompt`] decides,
 /// and, for `prompt=login`, `max_age=0` (section 3.1.2.1: the provider
 /// must then authenticate the user afresh and report `auth_time`).
+///
+/// [RFC 7636]: https://www.rfc-editor.org/rfc/rfc7636
 pub fn start_login(
     pending: PendingAuthorization,
     provider: &UpstreamProvider,
@@ -734,7 +744,9 @@ pub fn start_login(
 }
 
 /// The parameters of the provider's redirect back (OAuth 2.1 section
-/// 4.1.2 and 4.1.2.1, RFC 9207).
+/// 4.1.2 and 4.1.2.1, [RFC 9207]).
+///
+/// [RFC 9207]: https://www.rfc-editor.org/rfc/rfc9207
 #[derive(Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct CallbackParams {
@@ -746,7 +758,9 @@ pub struct CallbackParams {
     pub error: Option<String>,
     /// `error_description` (for logs only; never shown as is).
     pub error_description: Option<String>,
-    /// `iss` (RFC 9207).
+    /// `iss` ([RFC 9207]).
+    ///
+    /// [RFC 9207]: https://www.rfc-editor.org/rfc/rfc9207
     pub iss: Option<String>,
     /// A parameter appeared more than once.
     pub duplicated: bool,
@@ -831,7 +845,9 @@ pub enum LoginFailure {
     /// The login took longer than [`UPSTREAM_LOGIN_TTL`].
     #[error("the sign-in took too long")]
     Expired,
-    /// The callback's `iss` is not the provider's issuer (RFC 9207).
+    /// The callback's `iss` is not the provider's issuer ([RFC 9207]).
+    ///
+    /// [RFC 9207]: https://www.rfc-editor.org/rfc/rfc9207
     #[error("the sign-in response came from another issuer")]
     IssuerMismatch,
     /// The callback has neither `code` nor `error`, or has duplicates.
@@ -920,13 +936,15 @@ impl LoginFailure {
 
 /// Judges the provider's redirect back for the login it belongs to (the
 /// caller found `login` by [`CallbackParams::state_hash`] and took it):
-/// the browser binding, expiry, the RFC 9207 `iss` (required when the
+/// the browser binding, expiry, the [RFC 9207] `iss` (required when the
 /// provider's metadata says it sends it, section 2.4; compared exactly
 /// whenever present), then `error` or `code`. Returns the authorization
 /// code to exchange.
 ///
 /// # Errors
 /// A [`LoginFailure`].
+///
+/// [RFC 9207]: https://www.rfc-editor.org/rfc/rfc9207
 pub fn check_callback<'a>(
     login: &UpstreamLogin,
     provider: &UpstreamProvider,
@@ -980,10 +998,12 @@ fn sanitize(s: &str) -> String {
 pub const CLIENT_ASSERTION_TTL: Duration = Duration::seconds(60);
 
 /// The claims of a `private_key_jwt` client assertion for `provider`
-/// (RFC 7523 section 3): `iss` = `sub` = the client id, `aud` = the
+/// ([RFC 7523 section 3]): `iss` = `sub` = the client id, `aud` = the
 /// provider's issuer identifier (what draft-ietf-oauth-rfc7523bis asks
 /// for, against audience injection), `iat`, `exp` a minute later, and a
 /// single-use `jti`.
+///
+/// [RFC 7523 section 3]: https://www.rfc-editor.org/rfc/rfc7523#section-3
 pub fn client_assertion_claims(provider: &UpstreamProvider, jti: &str, now: OffsetDateTime) -> Value {
     serde_json::json!({
         "iss": provider.client_id,
@@ -1008,10 +1028,13 @@ pub enum ClientCredential<'a> {
 }
 
 /// The form body of the code exchange (OpenID Connect Core section
-/// 3.1.3.1, RFC 7636 section 4.5) and the `Authorization` header value
-/// for `client_secret_basic` (RFC 6749 section 2.3.1: both parts
+/// 3.1.3.1, [RFC 7636 section 4.5]) and the `Authorization` header value
+/// for `client_secret_basic` ([RFC 6749 section 2.3.1]: both parts
 /// form-encoded before base64). A credential that does not fit the
 /// provider's `client_auth` is not sent (`client_id` alone is).
+///
+/// [RFC 7636 section 4.5]: https://www.rfc-editor.org/rfc/rfc7636#section-4.5
+/// [RFC 6749 section 2.3.1]: https://www.rfc-editor.org/rfc/rfc6749#section-2.3.1
 pub fn token_request(
     login: &UpstreamLogin,
     provider: &UpstreamProvider,
@@ -1067,8 +1090,10 @@ pub struct UpstreamTokens {
     /// The ID token (not yet verified).
     pub id_token: String,
     /// The access token, when it is a bearer token (`token_type` `Bearer`,
-    /// compared case-insensitively, RFC 6749 section 7.1): used only for
+    /// compared case-insensitively, [RFC 6749 section 7.1]): used only for
     /// the userinfo request, never kept.
+    ///
+    /// [RFC 6749 section 7.1]: https://www.rfc-editor.org/rfc/rfc6749#section-7.1
     pub access_token: Option<SecretString>,
 }
 

@@ -59,6 +59,11 @@ fn admin_failure(e: authio_mcp::server::AdminError) -> OAuthError {
         }
         AdminError::UnknownClient => not_found("unknown client"),
         AdminError::UnknownGrant => not_found("unknown grant"),
+        AdminError::Store(e) => {
+            // The cause goes to the log, never to the response.
+            e.log();
+            OAuthError::server_error()
+        }
         _ => OAuthError::server_error(),
     }
 }

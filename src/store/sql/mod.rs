@@ -675,23 +675,8 @@ macro_rules! impl_sql_store {
                                 Err(_) => break,
                             }
                         }
-                        match count_rejections(&pool, &batch).await {
-                            Ok(keep) => {
-                                let mut k = keep.into_iter();
-                                batch.retain(|_| k.next().unwrap_or(true));
-                            }
-                            // Uncounted: every event is stored (the safe side).
-                            Err(e) => {
-                                let err = StoreError::with_source(format!("{}: count rejections failed", BACKEND), e);
-                                if let Some(hook) = &options.on_error {
-                                    hook(&err);
-                                }
-                                failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            }
-                        }
-                        if batch.is_empty() {
-                            continue;
-                        }
+                        // Rejections never reach this queue: `record` hands
+                        // them to the in-memory counters first.
                         if let Err(e) = insert_audit_batch(&pool, &batch).await {
                             let err = StoreError::with_source(format!("{}: record audit events failed", BACKEND), e);
                             if let Some(hook) = &options.on_error {
@@ -731,46 +716,6 @@ macro_rules! impl_sql_store {
                     let _ = task.await;
                 }
             }
-        }
-
-        /// Adds a batch's rejections to their counters, one upsert per
-        /// distinct counter, and says which events to store whole: every
-        /// event that is not a rejection, and the first
-        /// [`REJECTION_SAMPLES_PER_MINUTE`] of each counter.
-        async fn count_rejections(
-            pool: &sqlx::Pool<<$row as sqlx::Row>::Database>,
-            batch: &[AuditEvent],
-        ) -> Result<Vec<bool>, sqlx::Error> {
-            let mut counts: std::collections::BTreeMap<(&str, i64, &'static str, String), Vec<usize>> =
-                std::collections::BTreeMap::new();
-            let mut keep = vec![true; batch.len()];
-            for (i, event) in batch.iter().enumerate() {
-                if let Some((minute, name, reason)) = $crate::store::rejection_key(event) {
-                    counts
-                        .entry((event.project_id.as_str(), minute, name, reason))
-                        .or_default()
-                        .push(i);
-                }
-            }
-            for ((project, minute, name, reason), events) in counts {
-                let n = i64::try_from(events.len()).unwrap_or(i64::MAX);
-                let after: i64 = sqlx::query(q::REJECTION_COUNT_ADD)
-                    .bind(project)
-                    .bind(minute)
-                    .bind(name)
-                    .bind(reason)
-                    .bind(n)
-                    .fetch_one(pool)
-                    .await?
-                    .try_get(0)?;
-                let room = usize::try_from(i64::from(REJECTION_SAMPLES_PER_MINUTE) - (after - n)).unwrap_or(0);
-                for i in events.into_iter().skip(room) {
-                    if let Some(k) = keep.get_mut(i) {
-                        *k = false;
-                    }
-                }
-            }
-            Ok(keep)
         }
 
         async fn insert_audit_batch(

@@ -472,13 +472,6 @@ pub(super) const AUDIT_PAGE_BY_NAME: &str = "SELECT id, event FROM audit_events 
 pub(super) const AUDIT_PURGE_AGE: &str = "DELETE FROM audit_events WHERE id IN \
      (SELECT id FROM audit_events WHERE at < $1 LIMIT $2)";
 
-/// Adds `$5` to the counter of (project, minute, event, reason): one atomic
-/// upsert, exact across processes; returns the new count.
-pub(super) const REJECTION_COUNT_ADD: &str = "INSERT INTO audit_rejection_counts \
-     (project, minute, event, reason, count) VALUES ($1, $2, $3, $4, $5) \
-     ON CONFLICT (project, minute, event, reason) DO UPDATE SET count = audit_rejection_counts.count + excluded.count \
-     RETURNING count";
-
 /// Adds to many rejection counters in one statement: the head, then
 /// `($1, $2, $3, $4, $5), ...` (project, minute, event, reason, count),
 /// then the tail; returns every counter's key and value after the
