@@ -166,13 +166,53 @@ struct Sample {
     stat_us: f64,
     /// Run time of all threads from `schedstat`, microseconds per request.
     sched_us: f64,
+    /// `stime` alone (time in the kernel), microseconds per request.
+    sys_us: f64,
+    /// Context switches of all threads (voluntary and not), per request.
+    switches: f64,
     /// Instructions per request (callgrind), if counted.
     instructions: Option<f64>,
 }
 
-/// CPU time of process `pid` so far: (`utime + stime` in seconds, the sum
-/// of its threads' `schedstat` run times in seconds).
-fn cpu_seconds(pid: &str) -> Result<(f64, f64)> {
+/// What process `pid` has used so far.
+#[derive(Clone, Copy, Default)]
+struct Usage {
+    /// `utime + stime`, seconds.
+    stat: f64,
+    /// `stime` alone, seconds.
+    sys: f64,
+    /// The sum of the threads' `schedstat` run times, seconds.
+    sched: f64,
+    /// The threads' context switches, voluntary and not.
+    switches: f64,
+}
+
+/// CPU time and context switches of process `pid` so far.
+fn usage(pid: &str) -> Result<Usage> {
+    let (stat, sys, sched) = cpu_seconds(pid)?;
+    let mut switches = 0f64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        // A thread may exit between the listing and the read.
+        if let Ok(s) = std::fs::read_to_string(task?.path().join("status")) {
+            switches += s
+                .lines()
+                .filter(|l| l.starts_with("voluntary_ctxt_switches:") || l.starts_with("nonvoluntary_ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1))
+                .filter_map(|n| n.parse::<f64>().ok())
+                .sum::<f64>();
+        }
+    }
+    Ok(Usage {
+        stat,
+        sys,
+        sched,
+        switches,
+    })
+}
+
+/// CPU time of process `pid` so far: (`utime + stime` in seconds, `stime`
+/// in seconds, the sum of its threads' `schedstat` run times in seconds).
+fn cpu_seconds(pid: &str) -> Result<(f64, f64, f64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).ok_or("bad stat")?;
     // Fields after the name start at field 3 (state); utime and stime are
@@ -180,6 +220,7 @@ fn cpu_seconds(pid: &str) -> Result<(f64, f64)> {
     let fields: Vec<&str> = after_name.split_whitespace().collect();
     let ticks = |i: usize| -> Result<f64> { Ok(fields.get(i).ok_or("short stat")?.parse::<f64>()?) };
     let stat_secs = (ticks(11)? + ticks(12)?) / clock_ticks();
+    let sys_secs = ticks(12)? / clock_ticks();
     let mut sched_ns = 0f64;
     for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
         let path = task?.path().join("schedstat");
@@ -188,7 +229,7 @@ fn cpu_seconds(pid: &str) -> Result<(f64, f64)> {
             sched_ns += s.split_whitespace().next().unwrap_or("0").parse::<f64>().unwrap_or(0.0);
         }
     }
-    Ok((stat_secs, sched_ns / 1e9))
+    Ok((stat_secs, sys_secs, sched_ns / 1e9))
 }
 
 /// `sysconf(_SC_CLK_TCK)`, through `getconf` (100 on Linux).
@@ -231,16 +272,18 @@ async fn measured<F: Future<Output = Result<()>>>(
     if let Some(p) = callgrind_pid {
         callgrind("-z", p)?;
     }
-    let (stat0, sched0) = cpu_seconds(pid)?;
+    let u0 = usage(pid)?;
     run.await?;
-    let (stat1, sched1) = cpu_seconds(pid)?;
+    let u1 = usage(pid)?;
     let instructions = match callgrind_pid {
         Some(p) => Some(callgrind("-e", p)? / n as f64),
         None => None,
     };
     Ok(Sample {
-        stat_us: (stat1 - stat0) * 1e6 / n as f64,
-        sched_us: (sched1 - sched0) * 1e6 / n as f64,
+        stat_us: (u1.stat - u0.stat) * 1e6 / n as f64,
+        sched_us: (u1.sched - u0.sched) * 1e6 / n as f64,
+        sys_us: (u1.sys - u0.sys) * 1e6 / n as f64,
+        switches: (u1.switches - u0.switches) / n as f64,
         instructions,
     })
 }
@@ -268,6 +311,8 @@ fn report(label: &str, samples: &[(Op, Sample)]) {
         };
         let stat = of(|s| Some(s.stat_us)).unwrap_or_default();
         let sched = of(|s| Some(s.sched_us)).unwrap_or_default();
+        let sys = of(|s| Some(s.sys_us)).unwrap_or_default();
+        let switches = of(|s| Some(s.switches)).unwrap_or_default();
         let instr = of(|s| s.instructions);
         let per_round: Vec<String> = samples
             .iter()
@@ -275,7 +320,7 @@ fn report(label: &str, samples: &[(Op, Sample)]) {
             .map(|(_, s)| format!("{:.1}", s.stat_us))
             .collect();
         println!(
-            "  {:<10} stat {stat:>7.2} us  schedstat {sched:>7.2} us  instructions {:>10}   (stat per round: {})",
+            "  {:<10} stat {stat:>7.2} us (kernel {sys:>6.2})  schedstat {sched:>7.2} us  switches {switches:>5.2}  instructions {:>10}   (stat per round: {})",
             op.name(),
             instr.map_or_else(|| "-".to_owned(), |i| format!("{i:.0}")),
             per_round.join(" ")
@@ -354,6 +399,8 @@ async fn http_main(args: &Args) -> Result<()> {
                 let w = k as f64;
                 total.stat_us += s.stat_us * w;
                 total.sched_us += s.sched_us * w;
+                total.sys_us += s.sys_us * w;
+                total.switches += s.switches * w;
                 total.instructions = s.instructions.map(|i| i * w + total.instructions.unwrap_or_default());
                 done += k;
             }
@@ -361,6 +408,8 @@ async fn http_main(args: &Args) -> Result<()> {
             let s = Sample {
                 stat_us: total.stat_us / w,
                 sched_us: total.sched_us / w,
+                sys_us: total.sys_us / w,
+                switches: total.switches / w,
                 instructions: total.instructions.map(|i| i / w),
             };
             if round > 0 {
@@ -582,16 +631,18 @@ fn run_inproc(args: &Args) -> Result<()> {
                 futures_executor::block_on(drive_inproc(&ctx, op, n, &bodies))?;
                 continue;
             }
-            let (stat0, sched0) = cpu_seconds(&me)?;
+            let u0 = usage(&me)?;
             match op {
                 Op::Discovery => measure_inproc_discovery(&ctx, n)?,
                 Op::Register => measure_inproc_register(&ctx, n)?,
                 Op::Token => measure_inproc_token(&ctx, &bodies)?,
             }
-            let (stat1, sched1) = cpu_seconds(&me)?;
+            let u1 = usage(&me)?;
             let s = Sample {
-                stat_us: (stat1 - stat0) * 1e6 / n as f64,
-                sched_us: (sched1 - sched0) * 1e6 / n as f64,
+                stat_us: (u1.stat - u0.stat) * 1e6 / n as f64,
+                sched_us: (u1.sched - u0.sched) * 1e6 / n as f64,
+                sys_us: (u1.sys - u0.sys) * 1e6 / n as f64,
+                switches: (u1.switches - u0.switches) / n as f64,
                 instructions: None,
             };
             samples.push((op, s));
