@@ -890,12 +890,12 @@ pub enum UpstreamCallbackResponse {
 ///
 /// `secure` (the project's issuer is `https`): the name carries the
 /// `__Host-` prefix, so a browser accepts it only when set over https with
-/// `Secure`, `Path=/` and no `Domain` ([RFC 6265]bis section 4.1.3.2): a
+/// `Secure`, `Path=/` and no `Domain` ([RFC 6265bis section 4.1.3.2]): a
 /// sibling subdomain or a plain-http response cannot plant or overwrite
 /// it. Without `secure` (a loopback development issuer on plain http,
 /// where a `Secure` cookie would not come back) the plain name is used.
 ///
-/// [RFC 6265]: https://www.rfc-editor.org/rfc/rfc6265
+/// [RFC 6265bis section 4.1.3.2]: https://datatracker.ietf.org/doc/html/draft-ietf-httpbis-rfc6265bis#section-4.1.3.2
 pub fn upstream_cookie_name(state: &str, secure: bool) -> String {
     let hash = crate::secret::SecretHash::of(state);
     let hex: String = hash.as_bytes().iter().take(8).map(|b| format!("{b:02x}")).collect();

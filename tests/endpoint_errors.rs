@@ -192,3 +192,84 @@ async fn an_authorization_refusal_keeps_its_reason() {
         other => panic!("expected an error page, got {other:?}"),
     }
 }
+
+/// An upstream-login store whose `take` fails, as a database that went away.
+struct FailingLogins;
+
+#[async_trait]
+impl authio_mcp::store::UpstreamLoginStore for FailingLogins {
+    async fn insert(
+        &self,
+        _: &ProjectId,
+        _: authio_mcp::upstream::UpstreamLogin,
+        _: Option<&authio_mcp::cimd::RequestSource>,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+    async fn take(
+        &self,
+        _: &ProjectId,
+        _: &authio_mcp::secret::SecretHash,
+        _: &authio_mcp::secret::SecretHash,
+        _: time::OffsetDateTime,
+    ) -> Result<authio_mcp::store::LoginTake, StoreError> {
+        Err(StoreError::with_source(
+            "taking an upstream login",
+            std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by db.internal:5432"),
+        ))
+    }
+    async fn purge(&self, _: time::OffsetDateTime) -> Result<usize, StoreError> {
+        Ok(0)
+    }
+}
+
+#[tokio::test]
+async fn a_failed_upstream_login_take_keeps_its_cause_for_the_host() {
+    use authio_mcp::server::CallbackOutcome;
+    let audit = Arc::new(authio_mcp::store::memory::MemoryAuditLog::new());
+    let server = AuthorizationServer::builder(Issuer::new("https://auth.example.com").unwrap())
+        .upstream_login_store(Arc::new(FailingLogins))
+        .audit(audit.clone())
+        .build();
+    server
+        .put_project(&project(), ProjectSettings::default())
+        .await
+        .unwrap();
+    let query = "state=abc&code=xyz";
+    match server
+        .finish_upstream_login(&project(), "google", query, Some("cookie"))
+        .await
+    {
+        CallbackOutcome::ShowError(e) => {
+            assert_eq!(e.kind(), ErrorKind::Store);
+            assert_eq!(e.store_error().unwrap().message(), "taking an upstream login");
+            assert_eq!(e.to_oauth(), OAuthError::server_error());
+        }
+        other => panic!("expected an error page, got {other:?}"),
+    }
+    let events = audit.recent(&project(), 10);
+    assert!(
+        events.iter().any(|e| e.name() == "upstream.login_failed"
+            && serde_json::to_string(e).unwrap().contains("storage_error")),
+        "{events:?}"
+    );
+
+    // Over HTTP: a bare server error page, no cause.
+    let endpoints = authio_mcp::http::OAuthEndpoints::new(
+        server,
+        Arc::new(authio_mcp::http::HeaderOrDefaultProjectResolver::new(project())),
+    );
+    let req = http::Request::get(format!("/v1/auth/oauth/google/callback?{query}"))
+        .header("cookie", "authio_ul_0=cookie")
+        .body(Vec::<u8>::new())
+        .unwrap();
+    match endpoints.upstream_callback(&req, "google").await {
+        authio_mcp::http::UpstreamCallbackResponse::Response(r) => {
+            assert_eq!(r.status(), 500);
+            let body = String::from_utf8(r.into_body()).unwrap();
+            assert!(!body.contains("db.internal"), "{body}");
+            assert!(!body.contains("taking an upstream login"), "{body}");
+        }
+        _ => panic!("expected a response"),
+    }
+}

@@ -31,9 +31,10 @@ pub enum AuthorizeOutcome {
     /// Phase 1 failed (unknown client, bad redirect URI, unusable metadata
     /// document, unknown project, a storage failure): show this error to
     /// the user. Never redirect. The page shows
-    /// [`EndpointError::to_oauth`]; the host can log the cause
+    /// [`EndpointError::to_oauth`]; the host can tell why
     /// ([`EndpointError::kind`], [`EndpointError::reason`],
-    /// [`EndpointError::store_error`]).
+    /// [`EndpointError::store_error`]). A storage failure is already
+    /// logged, once, by the crate ([`crate::store::StoreError::log`]).
     ShowError(EndpointError),
     /// Phase 2 failed: redirect the user agent to this `Location`.
     Redirect(String),

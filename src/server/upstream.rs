@@ -75,7 +75,8 @@ pub enum CallbackOutcome {
     /// browser, and the caller is not sent to the MCP client), or replays
     /// a callback already used (its answer went to the MCP client once):
     /// show this error ([`super::EndpointError::to_oauth`] on the page; the
-    /// cause, a storage failure say, for the host's log).
+    /// cause, a storage failure say, for the host to match on: the crate
+    /// has logged a storage failure once already).
     ShowError(super::EndpointError),
     /// Redirect the user agent to the MCP client: an error (with `state`
     /// and `iss`), or the code when the user's remembered consent already
@@ -188,7 +189,7 @@ impl AuthorizationServer {
             // retry once older logins expired (`temporarily_unavailable`).
             let failure = match e.kind() {
                 crate::store::StoreErrorKind::CapacityExceeded => LoginFailure::TooManyLogins,
-                _ => LoginFailure::Storage,
+                _ => storage_failure(e),
             };
             return AuthorizeOutcome::Redirect(self.login_failed(settings, &pending, provider, &failure).await);
         }
@@ -298,7 +299,7 @@ impl AuthorizationServer {
                 .users
                 .consent(project, &subject, login.pending.0.client_id.as_str())
                 .await
-                .map_err(|_| LoginFailure::Storage)?;
+                .map_err(storage_failure)?;
             let covered = remembered.is_some_and(|c| consent_covers(&login.pending.0, &c));
             if login.pending.0.prompt_none && !covered {
                 return Err(LoginFailure::InteractionRequired(
@@ -317,7 +318,7 @@ impl AuthorizationServer {
                 created_at: now,
                 last_login_at: now,
             };
-            let user = self.users.upsert(user).await.map_err(|_| LoginFailure::Storage)?;
+            let user = self.users.upsert(user).await.map_err(storage_failure)?;
             Ok((subject, user, covered))
         }
         .await;
@@ -463,7 +464,7 @@ impl AuthorizationServer {
             .upstream_secrets
             .client_secret(project, &p.name)
             .await
-            .map_err(|_| LoginFailure::Storage)?;
+            .map_err(storage_failure)?;
         let assertion = match p.client_auth {
             upstream::UpstreamClientAuth::PrivateKeyJwt => Some(self.client_assertion(project, p).await?),
             _ => None,
@@ -647,4 +648,12 @@ fn no_login() -> OAuthError {
         "this sign-in response matches no sign-in in progress; start again from the application",
     )
     .with_status(http::StatusCode::BAD_REQUEST)
+}
+
+/// A storage failure during an upstream login: logged here, once
+/// ([`crate::store::StoreError::log`]); the user is sent back to the client
+/// with `server_error`, which names no cause.
+fn storage_failure(e: crate::store::StoreError) -> LoginFailure {
+    e.log();
+    LoginFailure::Storage
 }

@@ -314,6 +314,7 @@ pub async fn run_all(stores: &Stores) -> Outcome {
     issuing(stores.grants.as_ref()).await?;
     expiry_at_consume(stores.grants.as_ref()).await?;
     bounded_grant_growth(stores.grants.as_ref()).await?;
+    issuing_bounded_growth(stores.grants.as_ref()).await?;
     client_lifecycle(stores.clients.as_ref()).await?;
     grant_summaries(stores.grants.as_ref()).await?;
     bulk_revocation(stores.grants.as_ref()).await?;
@@ -1928,6 +1929,113 @@ pub async fn grant_summaries(store: &dyn GrantStore) -> Outcome {
     ensure!(
         !listed(store, &p, "alice", t2).await?.iter().any(|s| s.grant.id == g.id),
         "a revoked grant is not listed, whatever is inserted for it afterwards"
+    );
+    Ok(())
+}
+
+/// Bounded growth and the grant summary through the issuing calls (the
+/// path every token response takes): a grant whose tokens all come from
+/// `consume_code_issuing` and `rotate_refresh_token_issuing` keeps its
+/// newest [`MAX_ACCESS_TOKENS_PER_GRANT`] access tokens, drops the older
+/// ones and its expired ones without a purge, and its summary follows
+/// every issuance (`last_used_at` the newest issue time, `expires_at` the
+/// latest expiry).
+///
+/// # Errors
+/// The first [`Violation`].
+pub async fn issuing_bounded_growth(store: &dyn GrantStore) -> Outcome {
+    let p = fresh_project();
+    let t0 = now();
+    let g = grant_of(&p, "issuing-growth", &registered_id(), t0);
+    let c = code(&g, t0 + Duration::minutes(1));
+    ok!(store.insert_code(c.clone()).await, "insert code");
+    // The first access token expires early: dropped once a later one is
+    // issued after its expiry.
+    let first_access = access(&g, t0, t0 + Duration::seconds(5));
+    let mut current = refresh(&g, t0, t0 + Duration::days(30));
+    ensure!(
+        matches!(
+            ok!(
+                store
+                    .consume_code_issuing(&p, &c.hash, t0, Some(current.clone()), first_access.clone())
+                    .await,
+                "consume issuing"
+            ),
+            CodeConsumption::Consumed(_)
+        ),
+        "the issuing consume wins"
+    );
+    let rotations = MAX_ACCESS_TOKENS_PER_GRANT + 6;
+    let mut accesses = Vec::new();
+    let mut last_at = t0;
+    for i in 0..rotations {
+        let at = t0 + Duration::seconds(10 + i64::try_from(i).unwrap_or(0));
+        // Each rotation issues a refresh token that lives longer than the
+        // last: the summary's expiry must follow.
+        let next = refresh(
+            &g,
+            at,
+            at + Duration::days(30) + Duration::seconds(i64::try_from(i).unwrap_or(0)),
+        );
+        let a = access(&g, at, at + Duration::hours(1));
+        ensure!(
+            matches!(
+                ok!(
+                    store
+                        .rotate_refresh_token_issuing(
+                            &p,
+                            &current.hash,
+                            next.clone(),
+                            mark(at, &next),
+                            Duration::ZERO,
+                            a.clone()
+                        )
+                        .await,
+                    "rotate issuing"
+                ),
+                RefreshRotation::Rotated(_)
+            ),
+            "each issuing rotation of the current token wins",
+            "rotation {i}"
+        );
+        let got = listed(store, &p, "issuing-growth", at).await?;
+        ensure!(
+            got.len() == 1
+                && got.first().and_then(|s| s.last_used_at) == Some(at)
+                && got.first().map(|s| s.expires_at) == Some(next.expires_at),
+            "an issuing rotation extends the grant's summary (last use, expiry)",
+            "rotation {i}: {got:?}"
+        );
+        current = next;
+        accesses.push(a);
+        last_at = at;
+    }
+    ensure!(
+        ok!(store.access_token(&p, &first_access.hash).await, "access").is_none(),
+        "an issuing call drops the grant's expired access tokens"
+    );
+    let dropped = accesses.len() - MAX_ACCESS_TOKENS_PER_GRANT;
+    for (i, a) in accesses.iter().enumerate() {
+        let read = ok!(store.access_token(&p, &a.hash).await, "access");
+        if i < dropped {
+            ensure!(
+                read.is_none(),
+                "issuing calls keep at most MAX_ACCESS_TOKENS_PER_GRANT access tokens per grant",
+                "access token {i} of {} still read",
+                accesses.len()
+            );
+        } else {
+            ensure!(
+                read.as_ref() == Some(a),
+                "issuing calls keep a grant's newest access tokens",
+                "access token {i}"
+            );
+        }
+    }
+    ensure!(
+        ok!(store.refresh_token(&p, &current.hash).await, "refresh").as_ref() == Some(&current),
+        "the newest refresh token is current",
+        "after the rotation at {last_at}"
     );
     Ok(())
 }

@@ -677,6 +677,7 @@ macro_rules! impl_sql_store {
                         }
                         // Rejections never reach this queue: `record` hands
                         // them to the in-memory counters first.
+                        debug_assert!(batch.iter().all(|e| $crate::store::rejection_key(e).is_none()));
                         if let Err(e) = insert_audit_batch(&pool, &batch).await {
                             let err = StoreError::with_source(format!("{}: record audit events failed", BACKEND), e);
                             if let Some(hook) = &options.on_error {
