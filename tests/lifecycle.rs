@@ -452,3 +452,40 @@ async fn lifecycle_calls_are_scoped_to_their_project() {
     ));
     assert_eq!(h.introspect(t.access_token()).await["active"], true);
 }
+
+/// With a client cache (`CachedClientStore`), a client disabled on another
+/// instance (here: straight in the shared store) may still be served from
+/// this instance's cache for up to its TTL, but its tokens read as
+/// inactive here at once: introspection asks `client_uncached`.
+#[tokio::test]
+async fn a_client_disabled_elsewhere_has_inactive_tokens_at_once_despite_a_client_cache() {
+    use authio_mcp::store::memory::MemoryClientStore;
+    use authio_mcp::store::{CachedClientStore, ClientStore as _};
+    let shared = Arc::new(MemoryClientStore::new());
+    let cached = Arc::new(CachedClientStore::new(
+        shared.clone(),
+        std::time::Duration::from_secs(3600),
+    ));
+    let h = {
+        let cached = cached.clone();
+        harness_with(move |b| b.clients(cached)).await
+    };
+    let client = h.public_client_in(shared.as_ref(), 7, &[REDIRECT]).await;
+    let v = verifier(7);
+    let code = h.code_for(&client, &v, "").await;
+    let t = h.exchange(&client, &code, &v, "").await.unwrap();
+    assert_eq!(h.introspect(t.access_token()).await["active"], true);
+
+    // Another instance disables it.
+    let id = registered(&client);
+    shared
+        .set_disabled(&h.project, &id, Some(START))
+        .await
+        .unwrap()
+        .unwrap();
+    // This instance's cache still holds it enabled (the documented
+    // staleness) ...
+    assert_eq!(cached.get(&h.project, &id).await.unwrap().unwrap().disabled_at, None);
+    // ... but its tokens are inactive here at once.
+    assert_eq!(h.introspect(t.access_token()).await["active"], false);
+}

@@ -113,6 +113,12 @@ pub async fn harness_with(
 impl Harness {
     /// Stores a public client with the given redirect URIs directly.
     pub async fn public_client(&self, n: u8, redirects: &[&str]) -> ClientId {
+        self.public_client_in(self.clients.as_ref(), n, redirects).await
+    }
+
+    /// [`Harness::public_client`], stored in `store` (a store the server
+    /// reaches through a wrapper, say).
+    pub async fn public_client_in(&self, store: &dyn ClientStore, n: u8, redirects: &[&str]) -> ClientId {
         let metadata: ClientMetadata = serde_json::from_value(serde_json::json!({
             "redirect_uris": redirects,
             "client_name": format!("Client {n}"),
@@ -125,7 +131,7 @@ impl Harness {
             .unwrap();
         let id = ClientId::Registered(RegisteredClientId::from_random(&[n; 12]));
         assert!(
-            self.clients
+            store
                 .insert(&self.project, Client::new(id.clone(), v, START))
                 .await
                 .unwrap()
