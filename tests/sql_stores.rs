@@ -421,6 +421,38 @@ mod postgres_only {
         s.close().await;
     }
 
+    /// A pooled connection idle longer than `ping_after_idle` is pinged
+    /// before use: one the database dropped meanwhile is replaced, and the
+    /// request it was meant for does not fail.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn idle_connections_dropped_by_the_database_are_replaced_unseen() {
+        let Some(db) = sql_support::pg_database("idle_ping").await else {
+            return;
+        };
+        let errors = Arc::new(AtomicUsize::new(0));
+        let seen = errors.clone();
+        let options = SqlOptions::default()
+            .max_connections(2)
+            .ping_after_idle(std::time::Duration::from_millis(50))
+            .on_error(move |_| {
+                seen.fetch_add(1, Ordering::SeqCst);
+            });
+        let s = store(&db.url, options).await;
+        let p = authio_mcp::project::ProjectId::new("p").unwrap();
+        ProjectStore::put(&s, &p, Default::default()).await.unwrap();
+        for round in 0..3 {
+            tokio::time::sleep(std::time::Duration::from_millis(120)).await;
+            assert!(db.terminate_connections().await >= 1, "round {round}");
+            let found = ProjectStore::get(&s, &p).await;
+            assert!(
+                matches!(found, Ok(Some(_))),
+                "round {round}: the first request after the drop is answered: {found:?}"
+            );
+        }
+        assert_eq!(errors.load(Ordering::SeqCst), 0, "no statement failed");
+        s.close().await;
+    }
+
     /// Killed connections and a database that refuses connections: errors
     /// (reported to the hook), never a wrong answer, and recovery without
     /// a restart once the database is back.

@@ -48,6 +48,9 @@ USAGE: cargo run --release --example loadgen -- [FLAGS]
   --admin-token TOKEN   the server's admin token, to issue an initial access token (required)
   --project ID          project for the admin API (default proj_demo)
   --workers N           concurrent workers (default 8)
+  --iats N              initial access tokens to issue; registrations take turns with them
+                        (default 1: every registration uses one token, as a shared onboarding
+                        token would; one per worker removes that one hot record)
   --flows M             stop after M flows in total (default 1000)
   --duration-secs S     stop after S seconds (default 60)
   --resource URL        the resource to request (default http://127.0.0.1:8090/mcp)
@@ -67,6 +70,7 @@ struct Args {
     admin_token: String,
     project: String,
     workers: usize,
+    iats: usize,
     flows: u64,
     duration: Duration,
     resource: String,
@@ -81,6 +85,7 @@ fn parse_args() -> Result<Args, String> {
         admin_token: String::new(),
         project: "proj_demo".into(),
         workers: 8,
+        iats: 1,
         flows: 1000,
         duration: Duration::from_secs(60),
         resource: "http://127.0.0.1:8090/mcp".into(),
@@ -96,6 +101,7 @@ fn parse_args() -> Result<Args, String> {
             "--admin-token" => a.admin_token = flags.value(&flag)?,
             "--project" => a.project = flags.value(&flag)?,
             "--workers" => a.workers = flags.number(&flag)?,
+            "--iats" => a.iats = flags.number::<usize>(&flag)?.max(1),
             "--flows" => a.flows = flags.number(&flag)?,
             "--duration-secs" => a.duration = Duration::from_secs(flags.number(&flag)?),
             "--resource" => a.resource = flags.value(&flag)?,
@@ -120,7 +126,9 @@ struct Samples([Vec<Duration>; 4]);
 
 struct Shared {
     args: Args,
-    iat: String,
+    /// The initial access tokens registrations take turns with.
+    iats: Vec<String>,
+    next_iat: std::sync::atomic::AtomicUsize,
     started: AtomicU64,
     stop: AtomicBool,
     deadline: Instant,
@@ -206,12 +214,16 @@ async fn run(mut args: Args) -> Result<(), String> {
     // insists on one.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let http = client()?;
-    let iat = issue_iat(&http, &args).await?;
+    let mut iats = Vec::with_capacity(args.iats);
+    for _ in 0..args.iats {
+        iats.push(issue_iat(&http, &args).await?);
+    }
     let workers = args.workers;
     let shared = Arc::new(Shared {
         deadline: Instant::now() + args.duration,
         args,
-        iat,
+        iats,
+        next_iat: std::sync::atomic::AtomicUsize::new(0),
         started: AtomicU64::new(0),
         stop: AtomicBool::new(false),
     });
@@ -312,7 +324,12 @@ async fn flow(http: &reqwest::Client, shared: &Shared, samples: &mut Samples) ->
     let registered: Value = timed(samples, 0, async {
         let r = http
             .post(format!("{base}/oauth2/register"))
-            .bearer_auth(&shared.iat)
+            .bearer_auth(
+                shared
+                    .iats
+                    .get(shared.next_iat.fetch_add(1, Ordering::Relaxed) % shared.iats.len())
+                    .map_or("", String::as_str),
+            )
             .header("content-type", "application/json")
             .body(body)
             .send()

@@ -54,6 +54,8 @@ USAGE: cargo run --example server -- [FLAGS]
   --db-pool-size N            database connections (default 10)
   --db-acquire-timeout-ms N   how long a request waits for a connection before failing (default 5000)
   --db-busy-timeout-ms N      SQLite: how long a write waits for the database lock (default 5000)
+  --db-ping-after-idle-ms N   ping a pooled connection before use when it sat idle this long
+                              (default 10000; 0: before every statement, one more round trip each)
   --db-audit-batch            write audit events in the background, many per statement
                               (faster; kill -9 may lose the last moments' events)
   --project-cache-ms N        cache project settings for N ms (default 0: read on every request);
@@ -188,6 +190,10 @@ fn parse_args() -> Result<(SocketAddr, app::Config, Extra), String> {
             "--db-busy-timeout-ms" => {
                 let ms: u64 = value()?.parse().map_err(|_| "--db-busy-timeout-ms takes a number")?;
                 extra.sql = extra.sql.busy_timeout(std::time::Duration::from_millis(ms));
+            }
+            "--db-ping-after-idle-ms" => {
+                let ms: u64 = value()?.parse().map_err(|_| "--db-ping-after-idle-ms takes a number")?;
+                extra.sql = extra.sql.ping_after_idle(std::time::Duration::from_millis(ms));
             }
             "--db-audit-batch" => extra.sql = extra.sql.audit_batching(true),
             "--project-cache-ms" => {

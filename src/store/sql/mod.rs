@@ -200,6 +200,15 @@ pub struct SqlOptions {
     /// How long a SQLite statement waits for the database's write lock
     /// (default 5 s). Ignored by PostgreSQL.
     pub busy_timeout: Duration,
+    /// A pooled connection that sat idle longer than this is pinged (a
+    /// round trip) before it is handed out, so one the database or a
+    /// proxy dropped meanwhile is replaced instead of failing a request
+    /// (default 10 s). A connection in steady use is handed out as is:
+    /// pinging it on every statement (sqlx's own default, which
+    /// `Duration::ZERO` restores) doubled the round trips of every
+    /// request. A connection that dies while in use fails that one
+    /// statement with a [`StoreError`] and is replaced by the pool.
+    pub ping_after_idle: Duration,
     /// Rows deleted per statement when purging (default 1000).
     pub purge_batch: u32,
     /// Entries the shared CIMD cache keeps at most (default 1024).
@@ -262,6 +271,7 @@ impl Default for SqlOptions {
             max_connections: 10,
             acquire_timeout: Duration::from_secs(5),
             busy_timeout: Duration::from_secs(5),
+            ping_after_idle: Duration::from_secs(10),
             purge_batch: 1000,
             cimd_capacity: 1024,
             audit_max_age: Some(time::Duration::days(90)),
@@ -297,6 +307,12 @@ impl SqlOptions {
     /// Sets [`SqlOptions::busy_timeout`].
     pub const fn busy_timeout(mut self, timeout: Duration) -> Self {
         self.busy_timeout = timeout;
+        self
+    }
+
+    /// Sets [`SqlOptions::ping_after_idle`].
+    pub const fn ping_after_idle(mut self, idle: Duration) -> Self {
+        self.ping_after_idle = idle;
         self
     }
 
@@ -368,6 +384,7 @@ impl fmt::Debug for SqlOptions {
             .field("max_connections", &self.max_connections)
             .field("acquire_timeout", &self.acquire_timeout)
             .field("busy_timeout", &self.busy_timeout)
+            .field("ping_after_idle", &self.ping_after_idle)
             .field("purge_batch", &self.purge_batch)
             .field("cimd_capacity", &self.cimd_capacity)
             .field("audit_max_age", &self.audit_max_age)

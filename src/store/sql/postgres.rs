@@ -35,9 +35,16 @@ impl std::fmt::Debug for PostgresStore {
 }
 
 impl PostgresStore {
-    /// Connects a pool to `url` (`postgres://user@host:port/db`, with
-    /// `?sslmode=require` for TLS through rustls) with the options' pool
-    /// size and timeouts. Does not migrate.
+    /// Connects a pool to `url` (`postgres://user@host:port/db`) with the
+    /// options' pool size and timeouts. Does not migrate.
+    ///
+    /// TLS (through rustls) follows the URL's `sslmode`: the default,
+    /// `prefer`, encrypts whenever the server offers TLS, also to a server
+    /// on the same host; `?sslmode=require` (or `verify-full`) insists on
+    /// it, as a database reached over a network should; `?sslmode=disable`
+    /// for a server on the same host saves the encryption on both sides
+    /// (about a third of this store's CPU per statement in the example
+    /// server's load test, see BENCHMARKS.md).
     ///
     /// # Errors
     /// [`crate::store::StoreError`] for a malformed URL or a database that
@@ -45,9 +52,21 @@ impl PostgresStore {
     pub async fn connect(url: &str, options: SqlOptions) -> Result<Self, crate::store::StoreError> {
         let connect = PgConnectOptions::from_str(url)
             .map_err(|e| crate::store::StoreError::with_source("postgres: invalid database URL", e))?;
+        let ping_after_idle = options.ping_after_idle;
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
+            // Ping only connections idle for a while (see
+            // `SqlOptions::ping_after_idle`), not before every statement.
+            .test_before_acquire(false)
+            .before_acquire(move |conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= ping_after_idle {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_with(connect)
             .await
             .map_err(|e| crate::store::StoreError::with_source("postgres: cannot connect to the database", e))?;
