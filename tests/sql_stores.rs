@@ -441,8 +441,8 @@ mod postgres_only {
         let p = authio_mcp::project::ProjectId::new("p").unwrap();
         ProjectStore::put(&s, &p, Default::default()).await.unwrap();
         for round in 0..3 {
-            tokio::time::sleep(std::time::Duration::from_millis(120)).await;
             assert!(db.terminate_connections().await >= 1, "round {round}");
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
             let found = ProjectStore::get(&s, &p).await;
             assert!(
                 matches!(found, Ok(Some(_))),
@@ -450,6 +450,40 @@ mod postgres_only {
             );
         }
         assert_eq!(errors.load(Ordering::SeqCst), 0, "no statement failed");
+        s.close().await;
+    }
+
+    /// The other side of `ping_after_idle`: a connection used more
+    /// recently is not pinged, so one the database dropped meanwhile fails
+    /// the one statement sent on it (an error, never a wrong answer), and
+    /// the pool replaces it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn recently_used_connections_dropped_by_the_database_fail_once() {
+        let Some(db) = sql_support::pg_database("no_idle_ping").await else {
+            return;
+        };
+        let errors = Arc::new(AtomicUsize::new(0));
+        let seen = errors.clone();
+        let options = SqlOptions::default()
+            .max_connections(1)
+            .ping_after_idle(std::time::Duration::from_secs(3600))
+            .on_error(move |_| {
+                seen.fetch_add(1, Ordering::SeqCst);
+            });
+        let s = store(&db.url, options).await;
+        let p = authio_mcp::project::ProjectId::new("p").unwrap();
+        ProjectStore::put(&s, &p, Default::default()).await.unwrap();
+        // sqlx pings a connection as it goes back to the pool, in a task
+        // of its own: let that finish before the drop (a ping after it
+        // would find the connection dead and replace it).
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert!(db.terminate_connections().await >= 1);
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let first = ProjectStore::get(&s, &p).await;
+        assert!(first.is_err(), "the dropped connection is used unpinged: {first:?}");
+        assert_eq!(errors.load(Ordering::SeqCst), 1);
+        let again = ProjectStore::get(&s, &p).await;
+        assert!(matches!(again, Ok(Some(_))), "replaced: {again:?}");
         s.close().await;
     }
 

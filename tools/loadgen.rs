@@ -101,7 +101,12 @@ fn parse_args() -> Result<Args, String> {
             "--admin-token" => a.admin_token = flags.value(&flag)?,
             "--project" => a.project = flags.value(&flag)?,
             "--workers" => a.workers = flags.number(&flag)?,
-            "--iats" => a.iats = flags.number::<usize>(&flag)?.max(1),
+            "--iats" => {
+                a.iats = flags.number::<usize>(&flag)?.max(1);
+                if a.iats > 10_000 {
+                    return Err("--iats takes at most 10000".into());
+                }
+            }
             "--flows" => a.flows = flags.number(&flag)?,
             "--duration-secs" => a.duration = Duration::from_secs(flags.number(&flag)?),
             "--resource" => a.resource = flags.value(&flag)?,

@@ -200,14 +200,24 @@ pub struct SqlOptions {
     /// How long a SQLite statement waits for the database's write lock
     /// (default 5 s). Ignored by PostgreSQL.
     pub busy_timeout: Duration,
-    /// A pooled connection that sat idle longer than this is pinged (a
+    /// A pooled connection that sat idle at least this long is pinged (a
     /// round trip) before it is handed out, so one the database or a
     /// proxy dropped meanwhile is replaced instead of failing a request
-    /// (default 10 s). A connection in steady use is handed out as is:
-    /// pinging it on every statement (sqlx's own default, which
-    /// `Duration::ZERO` restores) doubled the round trips of every
-    /// request. A connection that dies while in use fails that one
-    /// statement with a [`StoreError`] and is replaced by the pool.
+    /// (default 10 s). A connection used more recently is handed out
+    /// as is: pinging before every statement (sqlx's own default, which
+    /// `Duration::ZERO` restores) added a round trip to each on the
+    /// request's path. (sqlx also pings a connection when it goes back
+    /// to the pool, off the request's path; that cannot be turned off.)
+    ///
+    /// The price: a connection dropped less than this long after its
+    /// last use (a database restart or failover under load, say) fails
+    /// the one statement next sent on it with a [`StoreError`], once per
+    /// pooled connection; the database never ran that statement, so
+    /// nothing is applied (a single-use step stays unspent), and the
+    /// pool replaces the connection. A connection that silently stops
+    /// answering is no longer caught by the ping's `acquire_timeout`
+    /// either: its statement waits for the operating system to give up
+    /// on the TCP connection.
     pub ping_after_idle: Duration,
     /// Rows deleted per statement when purging (default 1000).
     pub purge_batch: u32,

@@ -38,13 +38,20 @@ impl PostgresStore {
     /// Connects a pool to `url` (`postgres://user@host:port/db`) with the
     /// options' pool size and timeouts. Does not migrate.
     ///
-    /// TLS (through rustls) follows the URL's `sslmode`: the default,
-    /// `prefer`, encrypts whenever the server offers TLS, also to a server
-    /// on the same host; `?sslmode=require` (or `verify-full`) insists on
-    /// it, as a database reached over a network should; `?sslmode=disable`
-    /// for a server on the same host saves the encryption on both sides
-    /// (about a third of this store's CPU per statement in the example
-    /// server's load test, see BENCHMARKS.md).
+    /// TLS (through rustls) follows the URL's `sslmode`, as sqlx reads it
+    /// (without one in the URL: the `PGSSLMODE` environment variable, else
+    /// `prefer`): `prefer` encrypts whenever the server offers TLS (also
+    /// to a server on the same host), checks no certificate, and falls
+    /// back to plain text when the server (or whoever sits in between)
+    /// declines;
+    /// `require` insists on TLS and still checks no certificate (it stops
+    /// a passive eavesdropper, not an active attacker); `verify-full`
+    /// checks the certificate chain (against `sslrootcert=PATH` for a
+    /// private CA, else the public web roots) and the host name: use it
+    /// for a database reached over a network. `?sslmode=disable` for a
+    /// server on the same host saves the encryption on both sides (in the
+    /// example server's load test, a third of the server's CPU in the
+    /// store was TLS; see BENCHMARKS.md).
     ///
     /// # Errors
     /// [`crate::store::StoreError`] for a malformed URL or a database that
