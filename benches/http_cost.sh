@@ -10,7 +10,9 @@
 # tools/http_cost.rs over one keep-alive connection in alternating
 # phases (discovery GET, registration, code exchange), then run the same
 # sequence in process. Extra arguments after ROUNDS go to `http_cost http`
-# (e.g. --concurrency 8).
+# (e.g. --concurrency 8). SERVER_CPUS / HARNESS_CPUS (taskset CPU lists,
+# e.g. SERVER_CPUS=1 HARNESS_CPUS=0) pin the server and the harness in the
+# `cpu` mode; the in-process run is pinned like the server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODE=${1:-cpu}
@@ -41,12 +43,15 @@ wait_ready() {
 case "$MODE" in
   cpu)
     N=${N:-20000}; ROUNDS=${ROUNDS:-5}
-    "$S" "${SERVER_ARGS[@]}" >/dev/null 2>"$OUT/server.err" &
+    PIN_S=(); PIN_H=()
+    if [ -n "${SERVER_CPUS:-}" ]; then PIN_S=(taskset -c "$SERVER_CPUS"); fi
+    if [ -n "${HARNESS_CPUS:-}" ]; then PIN_H=(taskset -c "$HARNESS_CPUS"); fi
+    "${PIN_S[@]}" "$S" "${SERVER_ARGS[@]}" >/dev/null 2>"$OUT/server.err" &
     PID=$!
     wait_ready
-    "$H" http --base "http://127.0.0.1:$PORT" --admin-token "$TOKEN" --pid "$PID" --n "$N" --rounds "$ROUNDS" "$@"
+    "${PIN_H[@]}" "$H" http --base "http://127.0.0.1:$PORT" --admin-token "$TOKEN" --pid "$PID" --n "$N" --rounds "$ROUNDS" "$@"
     cleanup; PID=
-    "$H" inproc --n "$N" --rounds "$ROUNDS"
+    "${PIN_S[@]}" "$H" inproc --n "$N" --rounds "$ROUNDS"
     ;;
   callgrind)
     N=${N:-2000}; ROUNDS=${ROUNDS:-3}
