@@ -23,13 +23,15 @@ pub(crate) const SERVER_ERROR_DESCRIPTION: &str = "the authorization server coul
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorCode {
-    /// `invalid_request` ([RFC 6749 section 4.1.2.1] and 5.2).
+    /// `invalid_request` ([RFC 6749 section 4.1.2.1] and [section 5.2]).
     ///
     /// [RFC 6749 section 4.1.2.1]: https://www.rfc-editor.org/rfc/rfc6749#section-4.1.2.1
+    /// [section 5.2]: https://www.rfc-editor.org/rfc/rfc6749#section-5.2
     InvalidRequest,
-    /// `unauthorized_client` ([RFC 6749 section 4.1.2.1] and 5.2).
+    /// `unauthorized_client` ([RFC 6749 section 4.1.2.1] and [section 5.2]).
     ///
     /// [RFC 6749 section 4.1.2.1]: https://www.rfc-editor.org/rfc/rfc6749#section-4.1.2.1
+    /// [section 5.2]: https://www.rfc-editor.org/rfc/rfc6749#section-5.2
     UnauthorizedClient,
     /// `access_denied` ([RFC 6749 section 4.1.2.1]).
     ///
@@ -39,9 +41,10 @@ pub enum ErrorCode {
     ///
     /// [RFC 6749 section 4.1.2.1]: https://www.rfc-editor.org/rfc/rfc6749#section-4.1.2.1
     UnsupportedResponseType,
-    /// `invalid_scope` ([RFC 6749 section 4.1.2.1] and 5.2).
+    /// `invalid_scope` ([RFC 6749 section 4.1.2.1] and [section 5.2]).
     ///
     /// [RFC 6749 section 4.1.2.1]: https://www.rfc-editor.org/rfc/rfc6749#section-4.1.2.1
+    /// [section 5.2]: https://www.rfc-editor.org/rfc/rfc6749#section-5.2
     InvalidScope,
     /// `server_error` ([RFC 6749 section 4.1.2.1]).
     ///

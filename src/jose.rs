@@ -336,9 +336,11 @@ impl PrivateKey {
 }
 
 /// The members a public JWK must never carry ([RFC 7518 section 6.2.2],
-/// 6.3.2, 6.4.1; [RFC 8037 section 2]).
+/// [6.3.2], [6.4.1]; [RFC 8037 section 2]).
 ///
 /// [RFC 7518 section 6.2.2]: https://www.rfc-editor.org/rfc/rfc7518#section-6.2.2
+/// [6.3.2]: https://www.rfc-editor.org/rfc/rfc7518#section-6.3.2
+/// [6.4.1]: https://www.rfc-editor.org/rfc/rfc7518#section-6.4.1
 /// [RFC 8037 section 2]: https://www.rfc-editor.org/rfc/rfc8037#section-2
 const PRIVATE_MEMBERS: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
 

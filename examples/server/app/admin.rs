@@ -10,7 +10,7 @@ use authio_mcp::presentation::ProjectDisplay;
 use authio_mcp::project::{DcrMode, KnownResource, ProjectId, ProjectSettings};
 use authio_mcp::resource::ResourceUri;
 use authio_mcp::scope::ScopeSet;
-use authio_mcp::store::{AuditCursor, AuditQuery, PageCursor, PageRequest};
+use authio_mcp::store::{AuditCursor, AuditQuery, PageCursor, PageRequest, StoreErrorKind};
 use authio_mcp::{ErrorCode, OAuthError};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -59,6 +59,10 @@ fn admin_failure(e: authio_mcp::server::AdminError) -> OAuthError {
         }
         AdminError::UnknownClient => not_found("unknown client"),
         AdminError::UnknownGrant => not_found("unknown grant"),
+        // A bound reached is not a failure: the caller may retry later.
+        AdminError::Store(e) if e.kind() == StoreErrorKind::CapacityExceeded => {
+            OAuthError::with_description(ErrorCode::TemporarilyUnavailable, "storage capacity reached; retry later")
+        }
         AdminError::Store(e) => {
             // The cause goes to the log, never to the response.
             e.log();
