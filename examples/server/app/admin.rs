@@ -60,9 +60,10 @@ fn admin_failure(e: authio_mcp::server::AdminError) -> OAuthError {
         AdminError::UnknownClient => not_found("unknown client"),
         AdminError::UnknownGrant => not_found("unknown grant"),
         // A bound reached is not a failure: the caller may retry later.
-        AdminError::Store(e) if e.kind() == StoreErrorKind::CapacityExceeded => {
-            OAuthError::with_description(ErrorCode::TemporarilyUnavailable, "storage capacity reached; retry later")
-        }
+        AdminError::Store(e) if e.kind() == StoreErrorKind::CapacityExceeded => OAuthError::with_description(
+            ErrorCode::TemporarilyUnavailable,
+            "storage capacity reached; retry later",
+        ),
         AdminError::Store(e) => {
             // The cause goes to the log, never to the response.
             e.log();
