@@ -1246,3 +1246,32 @@ async fn stale_documents_are_served_when_the_revalidation_budget_is_spent() {
     assert_eq!(h.fetcher.calls(a.as_str()), 2);
     assert_eq!(h.fetcher.calls(b.as_str()), 1);
 }
+
+/// A stale document served while the host is busy is re-validated under
+/// the CURRENT effective policy, strict mode included, exactly like a
+/// fresh one: strict mode refuses a private-use redirect scheme on every
+/// path that yields a client.
+#[tokio::test]
+async fn stale_documents_are_rechecked_under_strict_mode() {
+    let mut h = Harness::new().await;
+    let doc = doc_with(json!({"redirect_uris": ["cursor://anysphere.cursor-retrieval/oauth/callback"]}));
+    h.fetcher
+        .serve(U, Ok(json_response(&doc).with_cache_control("max-age=600")));
+    h.resolve(U).await.unwrap();
+    // The fresh cached path refuses it under strict mode...
+    h.settings.strict_mode = true;
+    assert!(h.resolve(U).await.is_err(), "fresh cache, strict mode");
+    h.settings.strict_mode = false;
+    assert!(h.resolve(U).await.is_ok());
+    // ... and so does the stale path (expired, the host busy).
+    h.clock.advance(Duration::minutes(40));
+    h.fetcher.serve(U, body(503, None, b""));
+    assert!(h.resolve(U).await.is_ok(), "stale, default policy");
+    h.settings.strict_mode = true;
+    let e = h.resolve(U).await.unwrap_err();
+    assert_ne!(
+        e.http_status(),
+        Some(503),
+        "refused by the policy, not the fetch: {e:?}"
+    );
+}

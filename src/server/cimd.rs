@@ -205,7 +205,7 @@ impl AuthorizationServer {
                     &url,
                     &entry.document,
                     &settings.cimd,
-                    settings.redirect_uri_policy,
+                    settings.effective_redirect_uri_policy(),
                     entry.fetched_at,
                 )?;
                 return Ok(Resolution {
