@@ -895,6 +895,19 @@ mod tests {
             JwkSet::from_json(serde_json::json!({"keys": [{"kty": "RSA", "n": "AA", "e": "AQAB", "d": "AA"}]}))
                 .is_err()
         );
+        // Every private member alone, on an otherwise public RSA key: a key
+        // and a set carrying it are refused.
+        for member in ["d", "p", "q", "dp", "dq", "qi", "oth", "k"] {
+            let mut key = serde_json::json!({"kty": "RSA", "n": "AA", "e": "AQAB"});
+            if let Some(o) = key.as_object_mut() {
+                o.insert(member.to_owned(), serde_json::json!("AA"));
+            }
+            assert!(PublicJwk::from_json(key.clone()).is_err(), "{member}");
+            assert!(
+                JwkSet::from_json(serde_json::json!({ "keys": [key] })).is_err(),
+                "{member}"
+            );
+        }
     }
 
     #[test]

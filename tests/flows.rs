@@ -876,3 +876,71 @@ async fn refresh_without_resource_keeps_the_grants_and_compares_canonically() {
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::InvalidTarget);
 }
+
+/// Several resources in one authorization (RFC 8707 section 2: the
+/// parameter may repeat): the grant holds all of them, a token request
+/// may only narrow them, and the access token's `aud` is what was
+/// granted for it; more than the limit is `invalid_target`.
+#[tokio::test]
+async fn several_resources_are_granted_and_token_requests_only_narrow_them() {
+    use authio_mcp::project::KnownResource;
+    use authio_mcp::resource::ResourceUri;
+    const OTHER: &str = "https://other.example.com/mcp";
+    let h = harness().await;
+    h.server
+        .edit_project(&h.project, |mut s| {
+            s.resources
+                .upsert(KnownResource::new(ResourceUri::parse(OTHER).unwrap(), "Other").unwrap());
+            s
+        })
+        .await
+        .unwrap();
+    let client = h.public_client(31, &[REDIRECT]).await;
+    let both = format!("&{}", form(&[("resource", OTHER)]));
+    let aud = |v: &serde_json::Value| -> Vec<String> {
+        let mut a: Vec<String> = match &v["aud"] {
+            serde_json::Value::String(s) => vec![s.clone()],
+            serde_json::Value::Array(a) => a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect(),
+            other => panic!("aud: {other}"),
+        };
+        a.sort();
+        a
+    };
+
+    // No `resource` at the token endpoint: every granted resource.
+    let v = verifier(31);
+    let code = h.code_for(&client, &v, &both).await;
+    let t = h.exchange(&client, &code, &v, "").await.unwrap();
+    assert_eq!(
+        aud(&h.introspect(t.access_token()).await),
+        vec![RESOURCE.to_owned(), OTHER.to_owned()]
+    );
+    // Narrowed to one of them at the exchange, and again at a refresh.
+    let v = verifier(32);
+    let code = h.code_for(&client, &v, &both).await;
+    let narrow = format!("&{}", form(&[("resource", OTHER)]));
+    let t = h.exchange(&client, &code, &v, &narrow).await.unwrap();
+    assert_eq!(aud(&h.introspect(t.access_token()).await), vec![OTHER.to_owned()]);
+    let rt = t.refresh_token().expect("a refresh token").to_owned();
+    let narrow_other = format!("&{}", form(&[("resource", RESOURCE)]));
+    let r = h.refresh(&client, &rt, &narrow_other).await.unwrap();
+    assert_eq!(aud(&h.introspect(r.access_token()).await), vec![RESOURCE.to_owned()]);
+
+    // A grant of one resource cannot be widened to the other.
+    let v = verifier(33);
+    let code = h.code_for(&client, &v, "").await;
+    let e = h.exchange(&client, &code, &v, &narrow).await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidTarget);
+
+    // More than ten `resource` parameters: refused before anything else.
+    let many: String = (0..10)
+        .map(|i| format!("&{}", form(&[("resource", &format!("https://r{i}.example.com/mcp"))])))
+        .collect();
+    match h.authorize(&auth_query(&client, REDIRECT, &verifier(34), &many)).await {
+        authio_mcp::server::AuthorizeOutcome::Redirect(location) => {
+            assert_eq!(query_param(&location, "error").as_deref(), Some("invalid_target"));
+            assert!(query_param(&location, "code").is_none());
+        }
+        other => panic!("expected an error redirect, got {other:?}"),
+    }
+}
