@@ -1275,3 +1275,53 @@ async fn stale_documents_are_rechecked_under_strict_mode() {
         "refused by the policy, not the fetch: {e:?}"
     );
 }
+
+/// PKCE with S256 is enforced on the metadata-document path exactly as on
+/// the registered-client path (a peer skipped it there): no challenge, a
+/// `plain` one, or one without its method is an error redirect with
+/// `iss` and no code.
+#[tokio::test]
+async fn a_metadata_document_client_gets_no_code_without_s256_pkce() {
+    use authio_mcp::server::AuthorizeOutcome;
+    let h = Harness::new().await;
+    h.fetcher.serve(U, Ok(json_response(&doc_with(json!({})))));
+    let challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+    let query = |extra: &[(&str, &str)]| {
+        let mut s = url::form_urlencoded::Serializer::new(String::new());
+        s.append_pair("response_type", "code")
+            .append_pair("client_id", U)
+            .append_pair("redirect_uri", "https://app.example.com/cb")
+            .append_pair("state", "st4te");
+        for (k, v) in extra {
+            s.append_pair(k, v);
+        }
+        s.finish()
+    };
+    let cases: [(&str, Vec<(&str, &str)>); 3] = [
+        ("no challenge", vec![]),
+        (
+            "plain",
+            vec![("code_challenge", challenge), ("code_challenge_method", "plain")],
+        ),
+        ("no method", vec![("code_challenge", challenge)]),
+    ];
+    for (why, extra) in cases {
+        match h.server.authorize(&h.project, &query(&extra)).await {
+            AuthorizeOutcome::Redirect(location) => {
+                let url = url::Url::parse(&location).unwrap();
+                let get = |k: &str| url.query_pairs().find(|(n, _)| n == k).map(|(_, v)| v.into_owned());
+                assert!(location.starts_with("https://app.example.com/cb?"), "{why}: {location}");
+                assert_eq!(get("error").as_deref(), Some("invalid_request"), "{why}");
+                assert!(get("iss").is_some(), "{why}");
+                assert!(get("code").is_none(), "{why}");
+            }
+            other => panic!("{why}: expected an error redirect, got {other:?}"),
+        }
+    }
+    // The same client with S256 is fine.
+    let ok = query(&[("code_challenge", challenge), ("code_challenge_method", "S256")]);
+    assert!(matches!(
+        h.server.authorize(&h.project, &ok).await,
+        AuthorizeOutcome::Pending(_)
+    ));
+}

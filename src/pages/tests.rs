@@ -364,3 +364,14 @@ fn a_themed_renderer_is_used_as_is() {
     let csp = r.headers()[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
     assert!(!csp.contains("style-src"), "no declared style, none allowed: {csp}");
 }
+
+#[test]
+fn a_loopback_only_client_gets_the_extra_warning_and_others_do_not() {
+    let c = dcr_client("Local tool", "http://127.0.0.1:33418/callback", json!({}));
+    let pending = pending_for(&settings(), &c, "http://127.0.0.1:33418/callback", "");
+    let html = consent_html(&pending);
+    assert!(text_of(&html, "loopback-warning").contains("Warning"), "{html}");
+    let c = dcr_client("Web app", "https://app.example.net/cb", json!({}));
+    let pending = pending_for(&settings(), &c, "https://app.example.net/cb", "");
+    assert!(!consent_html(&pending).contains("loopback-warning"));
+}
