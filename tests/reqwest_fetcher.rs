@@ -336,3 +336,90 @@ fn a_bad_development_certificate_is_refused() {
         assert!(matches!(e, ClientBuildError::InvalidCertificate), "{e:?}");
     }
 }
+
+/// Counts the TCP connections accepted on a loopback port (and drops them).
+async fn counting_listener() -> (u16, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            drop(socket);
+        }
+    });
+    (port, accepted)
+}
+
+const PROXY_CHILD: &str = "AUTHIO_TEST_PROXY_CHILD_TARGET";
+
+/// The outbound clients ignore proxies from the environment: a proxy would
+/// see (and could redirect) every fetch, and the fetchers' address checks
+/// would then judge the proxy's address instead of the target's. The
+/// environment cannot be changed inside this process (`unsafe`), so the
+/// test runs itself again with `HTTP(S)_PROXY` / `ALL_PROXY` pointing at a
+/// counting listener; the child fetches a second listener (the target)
+/// with the CIMD fetcher, the upstream-provider client, the JWKS fetcher
+/// and the introspection client, and the parent
+/// checks that the target was connected to and the proxy never.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn environment_proxies_are_never_used() {
+    if let Ok(port) = std::env::var(PROXY_CHILD) {
+        // The child: fetch the target; the answers do not matter.
+        let fetcher = ReqwestFetcher::builder()
+            .danger_allow_loopback_for_development(true)
+            .build()
+            .unwrap();
+        let url = ClientIdUrl::parse(format!("https://localhost:{port}/client.json")).unwrap();
+        let _ = fetcher.fetch(&plan(url, Duration::from_secs(5))).await;
+        let upstream = authio_mcp::net::ReqwestUpstreamHttp::builder()
+            .allow_http_loopback_for_development(true)
+            .build()
+            .unwrap();
+        let _ = authio_mcp::upstream::UpstreamHttp::get(&upstream, &format!("http://127.0.0.1:{port}/x")).await;
+        let jwks = authio_mcp::net::ReqwestJwksFetcher::new(&[]).unwrap();
+        let _ = authio_mcp::resource_server::JwksFetcher::fetch(&jwks, &format!("http://127.0.0.1:{port}/jwks")).await;
+        let introspection = authio_mcp::net::IntrospectionVerifier::new(
+            format!("http://127.0.0.1:{port}/introspect"),
+            authio_mcp::secret::SecretString::new("client:secret".to_owned()),
+        )
+        .unwrap();
+        let _ = authio_mcp::resource_server::TokenVerifier::verify(
+            &introspection,
+            "token",
+            time::OffsetDateTime::now_utc(),
+        )
+        .await;
+        return;
+    }
+    let (proxy_port, proxied) = counting_listener().await;
+    let (target_port, reached) = counting_listener().await;
+    let proxy = format!("http://127.0.0.1:{proxy_port}");
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap());
+    child
+        .args(["--exact", "environment_proxies_are_never_used", "--nocapture"])
+        .env(PROXY_CHILD, target_port.to_string())
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy");
+    for var in [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+    ] {
+        child.env(var, &proxy);
+    }
+    let status = tokio::task::spawn_blocking(move || child.status())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "the child run failed: {status}");
+    assert!(
+        reached.load(Ordering::SeqCst) >= 4,
+        "all four clients connected to the target"
+    );
+    assert_eq!(proxied.load(Ordering::SeqCst), 0, "a proxy was used");
+}
