@@ -446,20 +446,26 @@ impl OAuthEndpoints {
         .instrument(span.clone())
         .await
         .unwrap_or_else(|e| AuthorizeOutcome::ShowError(e.into()));
-        match &outcome {
+        let end =
+            |outcome: &'static str, e: Option<&OAuthError>| ended("upstream_authorize", &span, started, outcome, e);
+        match outcome {
             AuthorizeOutcome::ShowError(e) => {
-                ended(
-                    "upstream_authorize",
-                    &span,
-                    started,
-                    e.code().as_str(),
-                    Some(&e.to_oauth()),
-                );
+                let e = e.into_oauth();
+                end(e.code().as_str(), Some(&e));
+                self.error_page_for(req.headers(), &e, None)
             }
-            AuthorizeOutcome::Redirect(_) => ended("upstream_authorize", &span, started, "redirect", None),
-            _ => ended("upstream_authorize", &span, started, "upstream_login", None),
+            other => {
+                end(
+                    if matches!(other, AuthorizeOutcome::Redirect(_)) {
+                        "redirect"
+                    } else {
+                        "upstream_login"
+                    },
+                    None,
+                );
+                self.outcome_response(req.headers(), other)
+            }
         }
-        self.outcome_response(req.headers(), outcome)
     }
 
     /// `GET /v1/auth/oauth/{provider}/callback`: where the provider sends
@@ -491,30 +497,29 @@ impl OAuthEndpoints {
         }
         .instrument(span.clone())
         .await;
+        let end =
+            |outcome: &'static str, e: Option<&OAuthError>| ended("upstream_callback", &span, started, outcome, e);
         let (outcome, secure) = match outcome {
             Ok(o) => o,
             Err(e) => {
-                ended("upstream_callback", &span, started, e.code().as_str(), Some(&e));
+                end(e.code().as_str(), Some(&e));
                 return UpstreamCallbackResponse::Response(self.error_page_for(req.headers(), &e, None));
             }
         };
-        match &outcome {
-            CallbackOutcome::SignedIn(_) => ended("upstream_callback", &span, started, "signed_in", None),
-            CallbackOutcome::ShowError(e) => {
-                ended(
-                    "upstream_callback",
-                    &span,
-                    started,
-                    e.code().as_str(),
-                    Some(&e.to_oauth()),
-                );
-            }
-            CallbackOutcome::Redirect(_) => ended("upstream_callback", &span, started, "redirect", None),
-        }
         let mut response = match outcome {
-            CallbackOutcome::SignedIn(s) => return UpstreamCallbackResponse::SignedIn(s),
-            CallbackOutcome::ShowError(e) => self.error_page_for(req.headers(), &e.into_oauth(), None),
-            CallbackOutcome::Redirect(location) => redirect(&location),
+            CallbackOutcome::SignedIn(s) => {
+                end("signed_in", None);
+                return UpstreamCallbackResponse::SignedIn(s);
+            }
+            CallbackOutcome::ShowError(e) => {
+                let e = e.into_oauth();
+                end(e.code().as_str(), Some(&e));
+                self.error_page_for(req.headers(), &e, None)
+            }
+            CallbackOutcome::Redirect(location) => {
+                end("redirect", None);
+                redirect(&location)
+            }
         };
         clear_upstream_cookie(req, &mut response, secure);
         UpstreamCallbackResponse::Response(response)

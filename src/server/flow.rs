@@ -84,7 +84,6 @@ enum Reused {
 struct Minting {
     issued_at: OffsetDateTime,
     random: AccessTokenRandomness,
-    replay: bool,
     /// Issue a first refresh token (code exchange) if the project and the
     /// client allow it.
     first_refresh: bool,
@@ -539,24 +538,25 @@ impl AuthorizationServer {
         let minting = Minting {
             issued_at: now,
             random: AccessTokenRandomness::new(self.random_array(), self.random_array()),
-            replay: false,
             first_refresh: false,
         };
         // No user, so never an ID token; a JWT project signs the access token.
         let mut signing = self.prepare_signing(settings, &grant, &issuance).await?;
         signing.id = None;
-        self.issue_tokens(
-            settings,
-            client,
-            &grant,
-            &issuance,
-            None,
-            "client_credentials",
-            minting,
-            signing,
-            None,
-        )
-        .await
+        let minted = self
+            .mint_tokens(
+                settings,
+                client,
+                &grant,
+                &issuance,
+                None,
+                "client_credentials",
+                minting,
+                signing,
+                None,
+            )
+            .await?;
+        self.store_minted(&grant.project, minted, false).await
     }
 
     pub(crate) async fn project_for_request(&self, project: &ProjectId) -> Result<ProjectSettings, EndpointError> {
@@ -671,7 +671,6 @@ impl AuthorizationServer {
         let minting = Minting {
             issued_at: self.clock.now(),
             random: AccessTokenRandomness::new(self.random_array(), self.random_array()),
-            replay: false,
             first_refresh: true,
         };
         let minted = self
@@ -789,7 +788,6 @@ impl AuthorizationServer {
         let minting = Minting {
             issued_at: now,
             random: AccessTokenRandomness::for_rotation(raw, &nonce, &issuance),
-            replay: false,
             first_refresh: false,
         };
         let minted = self
@@ -864,21 +862,22 @@ impl AuthorizationServer {
         let minting = Minting {
             issued_at: mark.at,
             random: AccessTokenRandomness::for_rotation(raw, &mark.nonce, issuance),
-            replay: true,
             first_refresh: false,
         };
-        self.issue_tokens(
-            settings,
-            client,
-            &old.grant,
-            issuance,
-            Some(successor),
-            "refresh_token",
-            minting,
-            signing,
-            None,
-        )
-        .await
+        let minted = self
+            .mint_tokens(
+                settings,
+                client,
+                &old.grant,
+                issuance,
+                Some(successor),
+                "refresh_token",
+                minting,
+                signing,
+                None,
+            )
+            .await?;
+        self.store_minted(project, minted, true).await
     }
 
     fn new_refresh_token(
@@ -938,38 +937,17 @@ impl AuthorizationServer {
         Ok(Signing { access, id })
     }
 
-    /// Mints the tokens of a replayed rotation (within the reuse grace)
-    /// and stores its access token unless the first rotation did; records
+    /// Stores what [`Self::mint_tokens`] minted for a client-credentials
+    /// grant or a replayed rotation (within the reuse grace, `replay`):
+    /// the access token unless the first rotation did; records
     /// `token.issued`.
-    #[allow(clippy::too_many_arguments)]
-    async fn issue_tokens(
+    async fn store_minted(
         &self,
-        settings: &ProjectSettings,
-        client: &Client,
-        grant: &Grant,
-        issuance: &Issuance,
-        rotated_refresh: Option<SecretString>,
-        grant_type: &str,
-        minting: Minting,
-        signing: Signing,
-        nonce: Option<&str>,
+        project: &ProjectId,
+        minted: Minted,
+        replay: bool,
     ) -> Result<TokenResponse, EndpointError> {
-        let replay = minting.replay;
-        let minted = self
-            .mint_tokens(
-                settings,
-                client,
-                grant,
-                issuance,
-                rotated_refresh,
-                grant_type,
-                minting,
-                signing,
-                nonce,
-            )
-            .await?;
-        let hash = minted.access.hash;
-        let stored = self.grants.access_token(&grant.project, &hash).await?;
+        let stored = self.grants.access_token(project, &minted.access.hash).await?;
         if replay && !token::replayed_access_token_usable(stored.as_ref(), &minted.access.claims) {
             // The first rotation stored this token already (or is about
             // to); never overwrite it: a revoked one stays revoked.
@@ -978,7 +956,7 @@ impl AuthorizationServer {
         if let Some(record) = minted.refresh {
             self.grants.insert_refresh_token(record).await?;
         }
-        self.emit(&grant.project, minted.issued).await;
+        self.emit(project, minted.issued).await;
         if stored.is_none() {
             self.grants.insert_access_token(minted.access).await?;
         }

@@ -184,6 +184,22 @@ use super::{
 /// thousands of rows burying everything else in the audit listing.
 pub const REJECTION_SAMPLES_PER_MINUTE: u32 = 5;
 
+/// The pools' `before_acquire` callback: pings a connection that sat idle
+/// at least `after` ([`SqlOptions::ping_after_idle`]), hands out any other
+/// as is.
+fn ping_if_idle<C: sqlx::Connection>(
+    conn: &mut C,
+    meta: sqlx::pool::PoolConnectionMetadata,
+    after: Duration,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool, sqlx::Error>> + Send + '_>> {
+    Box::pin(async move {
+        if meta.idle_for >= after {
+            conn.ping().await?;
+        }
+        Ok(true)
+    })
+}
+
 /// A callback for every database error (for logs and metrics).
 pub type ErrorHook = Arc<dyn Fn(&StoreError) + Send + Sync>;
 

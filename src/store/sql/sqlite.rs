@@ -58,14 +58,7 @@ impl SqliteStore {
             // Ping only connections idle for a while (see
             // `SqlOptions::ping_after_idle`), not before every statement.
             .test_before_acquire(false)
-            .before_acquire(move |conn, meta| {
-                Box::pin(async move {
-                    if meta.idle_for >= ping_after_idle {
-                        sqlx::Connection::ping(conn).await?;
-                    }
-                    Ok(true)
-                })
-            })
+            .before_acquire(move |conn, meta| super::ping_if_idle(conn, meta, ping_after_idle))
             .connect_with(connect)
             .await
             .map_err(|e| crate::store::StoreError::with_source("sqlite: cannot open the database", e))?;
