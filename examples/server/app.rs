@@ -61,6 +61,19 @@ pub const DEMO_PROJECT: &str = "proj_demo";
 /// The subject `--auto-approve` signs in as.
 pub const DEMO_SUBJECT: &str = "user_demo";
 
+/// What the example server keeps in process instead of reading the store
+/// on every request (all off by default; the `--project-cache-ms`,
+/// `--client-cache-ms` and `--recent-records` flags).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Caches {
+    /// How long project settings read from the store are reused.
+    pub project: std::time::Duration,
+    /// How long registered clients read from the store are reused.
+    pub client: std::time::Duration,
+    /// [`authio_mcp::server::AuthorizationServerBuilder::recent_records`].
+    pub recent_records: usize,
+}
+
 /// The running application's handles.
 #[derive(Clone)]
 pub struct App {
@@ -107,19 +120,22 @@ impl App {
         storage: Storage,
         project_cache: std::time::Duration,
     ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
-        Self::with_storage_and_audit(config, policy, storage, project_cache, std::time::Duration::ZERO, None).await
+        let caches = Caches {
+            project: project_cache,
+            ..Caches::default()
+        };
+        Self::with_storage_and_audit(config, policy, storage, caches, None).await
     }
 
     /// Like [`App::with_storage`]; every audit event also goes to
     /// `extra_audit` (`--audit-jsonl`), after the store's log.
-    /// `client_cache`: how long registered clients read from the store are
-    /// reused (zero: read on every request).
+    /// `caches`: what is kept in this process instead of read from the
+    /// store on every request.
     pub async fn with_storage_and_audit(
         config: Config,
         policy: RegistrationPolicy,
         storage: Storage,
-        project_cache: std::time::Duration,
-        client_cache: std::time::Duration,
+        caches: Caches,
         extra_audit: Option<Arc<dyn AuditSink>>,
     ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
         let mut fetcher = ReqwestFetcher::builder().danger_allow_loopback_for_development(config.allow_loopback_cimd);
@@ -197,6 +213,12 @@ impl App {
             Some(extra) => builder.audit(Arc::new(TeeAuditSink::new(audit.clone(), extra))),
             None => builder,
         };
+        let Caches {
+            project: project_cache,
+            client: client_cache,
+            recent_records,
+        } = caches;
+        let builder = builder.recent_records(recent_records);
         let builder = match (&storage, project_cache.is_zero()) {
             (_, true) | (Storage::Memory, _) => builder,
             (Storage::Sqlite(s), false) => {

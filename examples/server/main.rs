@@ -64,6 +64,9 @@ USAGE: cargo run --example server -- [FLAGS]
   --client-cache-ms N         cache registered clients for N ms (default 0: read on every request);
                               with several instances, a client disabled or deleted on one is
                               refused by the others after at most N ms
+  --recent-records N          keep the last N codes, refresh tokens and initial access tokens this
+                              instance stored or used, so the next request for each skips a read
+                              (default 0: off; the atomic store calls still decide every use)
   --upstream-issuer URL       sign users in at this OpenID Connect provider instead of the demo login
   --upstream-client-id ID     this server's client id at the provider (required with --upstream-issuer)
   --upstream-client-secret S  its client secret (client_secret_basic; omit for a public client)
@@ -101,8 +104,7 @@ struct Extra {
     access_token_format: AccessTokenFormat,
     database_url: String,
     sql: SqlOptions,
-    project_cache: std::time::Duration,
-    client_cache: std::time::Duration,
+    caches: app::Caches,
     key_file: Option<String>,
     audit_jsonl: Option<String>,
 }
@@ -132,8 +134,7 @@ fn parse_args() -> Result<(SocketAddr, app::Config, Extra), String> {
         access_token_format: AccessTokenFormat::Jwt,
         database_url: DEFAULT_DATABASE_URL.to_owned(),
         sql: SqlOptions::default(),
-        project_cache: std::time::Duration::ZERO,
-        client_cache: std::time::Duration::ZERO,
+        caches: app::Caches::default(),
         key_file: None,
         audit_jsonl: None,
     };
@@ -198,11 +199,14 @@ fn parse_args() -> Result<(SocketAddr, app::Config, Extra), String> {
             "--db-audit-batch" => extra.sql = extra.sql.audit_batching(true),
             "--project-cache-ms" => {
                 let ms: u64 = value()?.parse().map_err(|_| "--project-cache-ms takes a number")?;
-                extra.project_cache = std::time::Duration::from_millis(ms);
+                extra.caches.project = std::time::Duration::from_millis(ms);
             }
             "--client-cache-ms" => {
                 let ms: u64 = value()?.parse().map_err(|_| "--client-cache-ms takes a number")?;
-                extra.client_cache = std::time::Duration::from_millis(ms);
+                extra.caches.client = std::time::Duration::from_millis(ms);
+            }
+            "--recent-records" => {
+                extra.caches.recent_records = value()?.parse().map_err(|_| "--recent-records takes a number")?;
             }
             "--upstream-issuer" => up_issuer = Some(value()?),
             "--upstream-client-id" => up_client = Some(value()?),
@@ -341,15 +345,8 @@ async fn run(
     let storage = app::Storage::open(&extra.database_url, sql, extra.key_file.as_deref())
         .await
         .map_err(|e| format!("--database-url: {e}"))?;
-    let app = app::App::with_storage_and_audit(
-        config.clone(),
-        extra.policy,
-        storage,
-        extra.project_cache,
-        extra.client_cache,
-        audit_jsonl,
-    )
-    .await?;
+    let app =
+        app::App::with_storage_and_audit(config.clone(), extra.policy, storage, extra.caches, audit_jsonl).await?;
     let project = ProjectId::new(app::DEMO_PROJECT)?;
     if extra.access_token_format == AccessTokenFormat::Jwt {
         // JWTs stay valid to resource servers until they expire, even when

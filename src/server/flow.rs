@@ -362,6 +362,9 @@ impl AuthorizationServer {
             },
         )
         .await;
+        if self.recent.enabled() {
+            self.recent.put_code(approval.record);
+        }
         Ok(approval.location)
     }
 
@@ -652,11 +655,17 @@ impl AuthorizationServer {
             .map(SecretString::expose_secret)
             .ok_or(TokenError::MissingParameter("code"))?;
         let hash = SecretHash::of(code);
-        let record = self
-            .grants
-            .code(project, &hash)
-            .await?
-            .ok_or(TokenError::InvalidGrant("authorization code"))?;
+        // A code this server just stored is not read back: its record
+        // never changes, and whether it was consumed (or its grant
+        // revoked) meanwhile, here or elsewhere, the consume below decides.
+        let record = match self.recent.take_code(project, &hash) {
+            Some(record) => record,
+            None => self
+                .grants
+                .code(project, &hash)
+                .await?
+                .ok_or(TokenError::InvalidGrant("authorization code"))?,
+        };
         // Every check before any state change: an invalid replay neither
         // consumes the code nor revokes anything.
         let issuance = match token::decide_code_exchange(&record, &client.client_id, req, settings, self.clock.now())? {
@@ -690,12 +699,16 @@ impl AuthorizationServer {
         // the winner of a concurrent redemption stores any. The time is
         // read again: a code that expired while the tokens were minted is
         // not consumed (`NotFound`, so `invalid_grant`).
+        let first_refresh = minted.refresh.as_ref().filter(|_| self.recent.enabled()).cloned();
         match self
             .grants
             .consume_code_issuing(project, &hash, self.clock.now(), minted.refresh, minted.access)
             .await?
         {
             CodeConsumption::Consumed(_) => {
+                if let Some(refresh) = first_refresh {
+                    self.recent.put_refresh(refresh);
+                }
                 self.emit(project, minted.issued).await;
                 Ok(minted.response)
             }
@@ -764,11 +777,17 @@ impl AuthorizationServer {
         }
         let now = self.clock.now();
         let hash = SecretHash::of(raw);
-        let record = self
-            .grants
-            .refresh_token(project, &hash)
-            .await?
-            .ok_or(TokenError::InvalidGrant("refresh token"))?;
+        // A token this server just issued is not read back: its record
+        // never changes, and whether it was rotated (or its grant revoked)
+        // meanwhile, here or elsewhere, the rotation below decides.
+        let record = match self.recent.take_refresh(project, &hash) {
+            Some(record) => record,
+            None => self
+                .grants
+                .refresh_token(project, &hash)
+                .await?
+                .ok_or(TokenError::InvalidGrant("refresh token"))?,
+        };
         // Every check before any state change (a reuse is decided by the
         // store call below, against the committed state).
         let issuance = token::decide_refresh(&record, client, req, settings, now)?;
@@ -808,12 +827,16 @@ impl AuthorizationServer {
         // `invalid_grant`).
         let mark =
             RotationMark::new(self.clock.now(), nonce, successor_hash).with_issuance(token::issuance_digest(&issuance));
+        let successor_record = self.recent.enabled().then(|| new_record.clone());
         match self
             .grants
             .rotate_refresh_token_issuing(project, &hash, new_record, mark, grace, minted.access)
             .await?
         {
             RefreshRotation::Rotated(_) => {
+                if let Some(successor) = successor_record {
+                    self.recent.put_refresh(successor);
+                }
                 self.emit(project, minted.issued).await;
                 Ok(minted.response)
             }

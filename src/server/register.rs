@@ -302,11 +302,23 @@ impl AuthorizationServer {
             None => None,
             Some(token) => {
                 let hash = token.hash();
-                let record = self
-                    .iats
-                    .find(project, &hash)
-                    .await?
-                    .ok_or_else(|| refused(IatError::Unknown, None))?;
+                // A token read or used here moments ago is not read again:
+                // its use count and revocation are decided by `use_once`
+                // below, against the committed state.
+                let record = match self.recent.iat(project, &hash) {
+                    Some(record) => record,
+                    None => {
+                        let record = self
+                            .iats
+                            .find(project, &hash)
+                            .await?
+                            .ok_or_else(|| refused(IatError::Unknown, None))?;
+                        if self.recent.enabled() {
+                            self.recent.put_iat(project, record.clone());
+                        }
+                        record
+                    }
+                };
                 record.check(now).map_err(|e| refused(e, Some(&record)))?;
                 Some(record)
             }
@@ -328,6 +340,9 @@ impl AuthorizationServer {
         if let Some(record) = &iat {
             match self.iats.use_once(project, &record.hash, now).await? {
                 UseOutcome::Used(used) => {
+                    if self.recent.enabled() {
+                        self.recent.put_iat(project, used.clone());
+                    }
                     self.emit(
                         project,
                         AuditKind::IatUsed {
@@ -337,8 +352,14 @@ impl AuthorizationServer {
                     )
                     .await;
                 }
-                UseOutcome::Unusable(e) => return Err(refused(e, Some(record))),
-                UseOutcome::Unknown => return Err(refused(IatError::Unknown, Some(record))),
+                UseOutcome::Unusable(e) => {
+                    self.recent.forget_iat(project, &record.hash);
+                    return Err(refused(e, Some(record)));
+                }
+                UseOutcome::Unknown => {
+                    self.recent.forget_iat(project, &record.hash);
+                    return Err(refused(IatError::Unknown, Some(record)));
+                }
             }
         }
 

@@ -153,7 +153,9 @@ impl ProjectStore for CachedProjectStore {
 ///
 /// `delete` and `set_disabled` through this cache go to the inner store
 /// and drop this process's entry before and after, so they apply here at
-/// once (`insert` passes through: it never changes a stored client); a
+/// once (`insert` never changes a stored client; a client it inserts is
+/// cached as written, so the authorization after a registration does not
+/// read it back); a
 /// client deleted, disabled or re-enabled by ANOTHER process sharing the
 /// inner store is seen after at most `ttl`. That is the staleness bound:
 /// for up to `ttl` after an administrator deletes or disables a client on
@@ -256,7 +258,27 @@ impl ClientStore for CachedClientStore {
         // taken id is refused), so no read racing it can cache anything
         // it changed. (Bumping the write counter here would keep every
         // read from filling the cache while registrations are under way.)
-        self.inner.insert(project, client).await
+        // A client inserted here is cached as written (the authorization
+        // that follows a registration need not read it back), unless a
+        // local delete or disabling ran meanwhile.
+        let kept = match &client.client_id {
+            crate::client::ClientId::Registered(id) => Some(((project.clone(), id.clone()), client.clone())),
+            _ => None,
+        };
+        let seen = self.writes.load(Ordering::SeqCst);
+        let inserted = self.inner.insert(project, client).await?;
+        if inserted
+            && !self.ttl.is_zero()
+            && let Some((key, kept)) = kept
+            && let Ok(mut entries) = self.entries.write()
+            && self.writes.load(Ordering::SeqCst) == seen
+        {
+            if entries.len() >= self.capacity && !entries.contains_key(&key) {
+                entries.clear();
+            }
+            entries.insert(key, (Instant::now(), kept));
+        }
+        Ok(inserted)
     }
 
     async fn delete(&self, project: &ProjectId, id: &RegisteredClientId) -> Result<bool, StoreError> {
@@ -452,5 +474,37 @@ mod tests {
             fresh.get(&p, &id).await.unwrap().is_none(),
             "a zero ttl always reads through"
         );
+    }
+
+    #[tokio::test]
+    async fn a_client_inserted_through_the_cache_is_cached_as_written() {
+        use crate::store::memory::MemoryClientStore;
+        let inner = Arc::new(MemoryClientStore::new());
+        let cached = CachedClientStore::new(inner.clone(), Duration::from_secs(3600));
+        let p = ProjectId::new("p").unwrap();
+        let c = client(time::macros::datetime!(2026-11-29 12:00 UTC));
+        let crate::client::ClientId::Registered(id) = c.client_id.clone() else {
+            unreachable!()
+        };
+        assert!(cached.insert(&p, c.clone()).await.unwrap());
+        // Gone from the inner store (deleted elsewhere): the insert's copy
+        // answers, so the read after a registration costs no round trip.
+        inner.delete(&p, &id).await.unwrap();
+        assert_eq!(cached.get(&p, &id).await.unwrap(), Some(c.clone()));
+        // A refused insert (the id is taken) caches nothing new...
+        let mut other = c.clone();
+        other.metadata.client_name = Some("B".to_owned());
+        inner.insert(&p, c.clone()).await.unwrap();
+        cached.delete(&p, &id).await.unwrap();
+        inner.insert(&p, c.clone()).await.unwrap();
+        assert!(!cached.insert(&p, other).await.unwrap());
+        assert_eq!(cached.get(&p, &id).await.unwrap(), Some(c.clone()), "the stored client");
+        // ...and a local deletion still applies at once.
+        assert!(cached.delete(&p, &id).await.unwrap());
+        assert!(cached.get(&p, &id).await.unwrap().is_none());
+        let fresh = CachedClientStore::new(inner.clone(), Duration::ZERO);
+        assert!(fresh.insert(&p, c.clone()).await.unwrap());
+        inner.delete(&p, &id).await.unwrap();
+        assert!(fresh.get(&p, &id).await.unwrap().is_none(), "a zero ttl keeps nothing");
     }
 }
