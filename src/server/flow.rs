@@ -658,7 +658,9 @@ impl AuthorizationServer {
         // A code this server just stored is not read back: its record
         // never changes, and whether it was consumed (or its grant
         // revoked) meanwhile, here or elsewhere, the consume below decides.
-        let record = match self.recent.take_code(project, &hash) {
+        let kept = self.recent.take_code(project, &hash);
+        let from_copy = kept.is_some();
+        let record = match kept {
             Some(record) => record,
             None => self
                 .grants
@@ -711,6 +713,27 @@ impl AuthorizationServer {
                 }
                 self.emit(project, minted.issued).await;
                 Ok(minted.response)
+            }
+            // Decided from a kept copy: decide as the read it saved would
+            // have (that read hides codes of revoked grants, and checks
+            // expiry before replay), so a code of a grant revoked meanwhile
+            // is a plain `invalid_grant`, not a replay. (Were the signing
+            // or minting above to fail for a code consumed elsewhere, the
+            // error is answered and the replay is detected at the next
+            // presentation, which reads the store.)
+            CodeConsumption::AlreadyConsumed(_) if from_copy => {
+                let stored = self.grants.code(project, &hash).await?;
+                let replay = match &stored {
+                    Some(r) => {
+                        token::decide_code_exchange(r, &client.client_id, req, settings, self.clock.now())?
+                            == CodeExchange::Replay
+                    }
+                    None => false,
+                };
+                match stored {
+                    Some(r) if replay => Err(self.reuse_detected(project, &r.grant, Reused::Code).await),
+                    _ => Err(TokenError::InvalidGrant("authorization code").into()),
+                }
             }
             CodeConsumption::AlreadyConsumed(record) => {
                 Err(self.reuse_detected(project, &record.grant, Reused::Code).await)

@@ -410,27 +410,34 @@ impl AuthorizationServerBuilder {
         self
     }
 
-    /// Keep up to `capacity` of the codes, the refresh tokens and the
-    /// initial access tokens this server just stored or used (each), so
-    /// that the request that next presents one (the code exchange after an
-    /// authorization, the refresh after a token response, a registration
-    /// with a token used moments ago) skips the store read before the
-    /// store's atomic call (default 0: off). Worth it when a read costs a
-    /// database round trip (the SQL stores): one statement fewer for each
-    /// hit. Each kept code or token costs about 1 KiB.
+    /// Keep up to `capacity` of the codes, as many of the refresh tokens
+    /// and as many of the initial access tokens this server just stored or
+    /// used (three maps), so that the request that next presents one (the
+    /// code exchange after an authorization, the refresh after a token
+    /// response, a registration with a token used moments ago) skips the
+    /// store read before the store's atomic call (default 0: off). Worth
+    /// it when a read costs a database round trip (the SQL stores): one
+    /// statement fewer for each hit. A typical entry takes well under
+    /// 1 KiB; one that carries the largest nonce, redirect URI, client id
+    /// and resources a request may send takes up to about 30 KiB, so
+    /// budget `3 x capacity x 30 KiB` as the worst case.
     ///
     /// # Security
     /// Only what the store's consume, rotation or `use_once` call decides
     /// again is taken from here, so every rule holds across servers
-    /// sharing the store: a code's or refresh token's record never
-    /// changes once stored, except whether it was consumed or rotated and
-    /// whether its grant was revoked, and those the atomic call decides
-    /// against the committed state (a code consumed on another server is
-    /// still detected as replayed and revokes its grant). An initial access
-    /// token's use count and revocation may be up to 5 s stale here; the
-    /// token's `use_once` refuses it all the same, only after its request
-    /// was validated. A code or refresh token is taken from here at most
-    /// once: presenting it again reads the store.
+    /// sharing the store. What is read from a kept code or refresh token
+    /// (client, redirect URI, PKCE challenge, scopes, resources, expiry)
+    /// never changes once stored; whether it was consumed or rotated and
+    /// whether its grant was revoked, the atomic call decides against the
+    /// committed state (a code consumed on another server is still
+    /// detected as replayed and revokes its grant; a refresh token rotated
+    /// there is still reuse, or the same pair within the grace). An
+    /// initial access token's use count and revocation may be up to 5 s
+    /// stale here (by the server's clock); its `use_once` refuses a used
+    /// up or revoked token all the same, only after the request was
+    /// validated (so such a request may still learn that its metadata is
+    /// invalid or the client quota is reached). A code or refresh token is
+    /// taken from here at most once: presenting it again reads the store.
     pub fn recent_records(mut self, capacity: usize) -> Self {
         self.recent_records = capacity;
         self

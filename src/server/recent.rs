@@ -5,19 +5,23 @@
 //! ([`crate::server::AuthorizationServerBuilder::recent_records`]).
 //!
 //! Only what the store's atomic call decides again is ever taken from
-//! here. A code's or refresh token's record never changes once stored
-//! (its hash is its key; a taken hash is never written again), except for
-//! the `consumed` / `rotated` state, which the consume or rotation call
-//! decides against the committed state; a revoked grant is refused by the
-//! same call. An initial access token's counters and revocation may be
-//! stale, and [`crate::store::IatStore::use_once`] decides them. So an
-//! entry can be stale in exactly what the store re-checks, and a miss
-//! reads the store as before. Each entry is taken at most once (a second
-//! presentation of the same code or token reads the store).
+//! here. What the driver decides from a kept code or refresh token (its
+//! client, redirect URI, PKCE challenge, scopes, resources, nonce, expiry)
+//! is fixed when the record is stored; whether it was consumed or rotated
+//! meanwhile, and whether its grant was revoked, the consume or rotation
+//! call decides against the committed state. A kept copy may be stale in
+//! exactly that (another server consumed or rotated it, or handed out the
+//! same successor within the reuse grace), never in what the driver reads
+//! from it. An initial access token's counters and revocation may be
+//! stale, and [`crate::store::IatStore::use_once`] decides them; its
+//! pinned metadata never changes after it is issued. A miss reads the
+//! store as before. Each code and refresh token is taken at most once (a
+//! second presentation reads the store).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+
+use time::{Duration, OffsetDateTime};
 
 use crate::dcr::IatRecord;
 use crate::grant::{CodeRecord, RefreshTokenRecord};
@@ -28,13 +32,14 @@ use crate::secret::SecretHash;
 /// store again. Its counters and revocation are decided by the store's
 /// `use_once`; this only bounds how long a revoked token's requests are
 /// validated before they are refused.
-const IAT_TTL: Duration = Duration::from_secs(5);
+const IAT_TTL: Duration = Duration::seconds(5);
 
 type Key = (ProjectId, SecretHash);
 
-/// At most `capacity` entries in two generations: new entries go into the
-/// young one; when it is full, it becomes the old one and the previous old
-/// generation is dropped whole (no per-entry bookkeeping, O(1) per call).
+/// At most `capacity` entries (rounded up to an even number) in two
+/// generations: new entries go into the young one; when it is full, it
+/// becomes the old one and the previous old generation is dropped whole
+/// (no per-entry bookkeeping; the caller drops it after unlocking).
 #[derive(Debug)]
 struct Generations<V> {
     young: HashMap<Key, V>,
@@ -51,15 +56,21 @@ impl<V> Generations<V> {
         }
     }
 
-    fn put(&mut self, key: Key, value: V) {
+    /// Keeps `value`; returns the generation dropped to make room, for
+    /// the caller to free outside the lock.
+    #[must_use]
+    fn put(&mut self, key: Key, value: V) -> Option<HashMap<Key, V>> {
         if self.half == 0 {
-            return;
+            return None;
         }
-        if self.young.len() >= self.half && !self.young.contains_key(&key) {
-            self.old = std::mem::take(&mut self.young);
-        }
+        let dropped = if self.young.len() >= self.half && !self.young.contains_key(&key) {
+            Some(std::mem::replace(&mut self.old, std::mem::take(&mut self.young)))
+        } else {
+            None
+        };
         self.old.remove(&key);
         self.young.insert(key, value);
+        dropped
     }
 
     fn take(&mut self, key: &Key) -> Option<V> {
@@ -78,9 +89,10 @@ impl<V> Generations<V> {
 
 #[derive(Debug)]
 pub(crate) struct RecentRecords {
+    enabled: bool,
     codes: Mutex<Generations<CodeRecord>>,
     refresh: Mutex<Generations<RefreshTokenRecord>>,
-    iats: Mutex<Generations<(Instant, IatRecord)>>,
+    iats: Mutex<Generations<(OffsetDateTime, IatRecord)>>,
 }
 
 fn lock<V>(m: &Mutex<Generations<V>>) -> std::sync::MutexGuard<'_, Generations<V>> {
@@ -94,6 +106,7 @@ impl RecentRecords {
     /// initial access tokens; 0 keeps nothing.
     pub(crate) fn new(capacity: usize) -> Self {
         Self {
+            enabled: capacity > 0,
             codes: Mutex::new(Generations::new(capacity)),
             refresh: Mutex::new(Generations::new(capacity)),
             iats: Mutex::new(Generations::new(capacity)),
@@ -101,7 +114,7 @@ impl RecentRecords {
     }
 
     pub(crate) fn enabled(&self) -> bool {
-        lock(&self.codes).half > 0
+        self.enabled
     }
 
     /// A code just stored (unconsumed).
@@ -109,7 +122,8 @@ impl RecentRecords {
         if record.consumed {
             return;
         }
-        lock(&self.codes).put((record.grant.project.clone(), record.hash), record);
+        let dropped = lock(&self.codes).put((record.grant.project.clone(), record.hash), record);
+        drop(dropped);
     }
 
     /// The code stored here under `hash`, taken out.
@@ -122,7 +136,8 @@ impl RecentRecords {
         if record.rotated {
             return;
         }
-        lock(&self.refresh).put((record.grant.project.clone(), record.hash), record);
+        let dropped = lock(&self.refresh).put((record.grant.project.clone(), record.hash), record);
+        drop(dropped);
     }
 
     /// The refresh token stored here under `hash`, taken out.
@@ -130,9 +145,10 @@ impl RecentRecords {
         lock(&self.refresh).take(&(project.clone(), *hash))
     }
 
-    /// An initial access token's record as just read or used.
-    pub(crate) fn put_iat(&self, project: &ProjectId, record: IatRecord) {
-        lock(&self.iats).put((project.clone(), record.hash), (Instant::now(), record));
+    /// An initial access token's record as read or used at `now`.
+    pub(crate) fn put_iat(&self, project: &ProjectId, record: IatRecord, now: OffsetDateTime) {
+        let dropped = lock(&self.iats).put((project.clone(), record.hash), (now, record));
+        drop(dropped);
     }
 
     /// Drops an initial access token's record (its `use_once` refused it).
@@ -140,12 +156,13 @@ impl RecentRecords {
         lock(&self.iats).take(&(project.clone(), *hash));
     }
 
-    /// The record of an initial access token read or used here within
-    /// [`IAT_TTL`].
-    pub(crate) fn iat(&self, project: &ProjectId, hash: &SecretHash) -> Option<IatRecord> {
+    /// The record of an initial access token read or used here less than
+    /// [`IAT_TTL`] before `now` (and not after it: a clock that went back
+    /// does not extend it).
+    pub(crate) fn iat(&self, project: &ProjectId, hash: &SecretHash, now: OffsetDateTime) -> Option<IatRecord> {
         let iats = lock(&self.iats);
         let (at, record) = iats.peek(&(project.clone(), *hash))?;
-        (at.elapsed() < IAT_TTL).then(|| record.clone())
+        (*at <= now && now - *at < IAT_TTL).then(|| record.clone())
     }
 
     #[cfg(test)]
@@ -170,7 +187,7 @@ mod tests {
     fn generations_hold_at_most_the_capacity_and_the_newest_half() {
         let mut g = Generations::new(4);
         for n in 0..10u8 {
-            g.put(key(n), n);
+            let _ = g.put(key(n), n);
             assert!(g.len() <= 4, "{} entries after {n}", g.len());
         }
         // The two newest are always kept.
@@ -186,7 +203,7 @@ mod tests {
         let recent = RecentRecords::new(0);
         assert!(!recent.enabled());
         let mut g = Generations::new(0);
-        g.put(key(1), 1);
+        assert!(g.put(key(1), 1).is_none());
         assert_eq!(g.len(), 0);
         assert_eq!(recent.len(), (0, 0, 0));
     }

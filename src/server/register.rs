@@ -305,7 +305,7 @@ impl AuthorizationServer {
                 // A token read or used here moments ago is not read again:
                 // its use count and revocation are decided by `use_once`
                 // below, against the committed state.
-                let record = match self.recent.iat(project, &hash) {
+                let record = match self.recent.iat(project, &hash, now) {
                     Some(record) => record,
                     None => {
                         let record = self
@@ -314,7 +314,7 @@ impl AuthorizationServer {
                             .await?
                             .ok_or_else(|| refused(IatError::Unknown, None))?;
                         if self.recent.enabled() {
-                            self.recent.put_iat(project, record.clone());
+                            self.recent.put_iat(project, record.clone(), now);
                         }
                         record
                     }
@@ -341,7 +341,7 @@ impl AuthorizationServer {
             match self.iats.use_once(project, &record.hash, now).await? {
                 UseOutcome::Used(used) => {
                     if self.recent.enabled() {
-                        self.recent.put_iat(project, used.clone());
+                        self.recent.put_iat(project, used.clone(), now);
                     }
                     self.emit(
                         project,

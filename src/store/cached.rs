@@ -260,7 +260,8 @@ impl ClientStore for CachedClientStore {
         // read from filling the cache while registrations are under way.)
         // A client inserted here is cached as written (the authorization
         // that follows a registration need not read it back), unless a
-        // local delete or disabling ran meanwhile.
+        // local delete or disabling ran meanwhile. (Registrations that are
+        // never used take room too; at `capacity` the cache starts over.)
         let kept = match &client.client_id {
             crate::client::ClientId::Registered(id) => Some(((project.clone(), id.clone()), client.clone())),
             _ => None,

@@ -145,6 +145,11 @@ super::impl_sql_store!(
             name: "0010_sealed_signing_keys",
             sql: include_str!("migrations/postgres/0010_sealed_signing_keys.sql"),
         },
+        Migration {
+            version: 11,
+            name: "0011_drop_unused_rotation_index",
+            sql: include_str!("migrations/postgres/0011_drop_unused_rotation_index.sql"),
+        },
     ]
 );
 
