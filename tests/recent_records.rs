@@ -21,6 +21,7 @@ use authio_mcp::discovery::Issuer;
 use authio_mcp::grant::{
     AccessTokenRecord, CodeRecord, GrantId, GrantSummary, RefreshTokenRecord, RotationMark, Subject,
 };
+use authio_mcp::pkce::CodeVerifier;
 use authio_mcp::project::ProjectId;
 use authio_mcp::secret::SecretHash;
 use authio_mcp::server::{AuthorizationServer, FixedClock, SeededRandom};
@@ -32,6 +33,7 @@ use authio_mcp::store::{
     ClientStore, CodeConsumption, GrantSelector, GrantStore, IatStore, Page, PageRequest, ProjectStore,
     RefreshRotation, StoreError,
 };
+use authio_mcp::token::TokenResponse;
 use common::*;
 use time::{Duration, OffsetDateTime};
 
@@ -311,6 +313,21 @@ impl Pair {
     fn reads(&self) -> usize {
         self.counting.reads.load(Ordering::SeqCst)
     }
+
+    /// A client, its verifier and a code A issued it (A keeps the code).
+    async fn code(&self, n: u8) -> (authio_mcp::client::ClientId, CodeVerifier, String) {
+        let client = self.client(1).await;
+        let v = verifier(n);
+        let code = self.a.code_for(&client, &v, "").await;
+        (client, v, code)
+    }
+
+    /// A client and the tokens A issued it (A keeps the refresh token).
+    async fn tokens(&self, n: u8) -> (authio_mcp::client::ClientId, TokenResponse) {
+        let (client, v, code) = self.code(n).await;
+        let t = self.a.exchange(&client, &code, &v, "").await.unwrap();
+        (client, t)
+    }
 }
 
 #[tokio::test]
@@ -318,10 +335,7 @@ async fn a_whole_flow_reads_no_code_or_refresh_token_back() {
     for backend in backends() {
         for (recent, reads) in [(100, 0), (0, 3)] {
             let p = pair_on(backend, recent, "recent_records_whole_flow").await;
-            let client = p.client(1).await;
-            let v = verifier(1);
-            let code = p.a.code_for(&client, &v, "").await;
-            let t1 = p.a.exchange(&client, &code, &v, "").await.unwrap();
+            let (client, t1) = p.tokens(1).await;
             let t2 = p.a.refresh(&client, t1.refresh_token().unwrap(), "").await.unwrap();
             let t3 = p.a.refresh(&client, t2.refresh_token().unwrap(), "").await.unwrap();
             assert_eq!(p.reads(), reads, "{backend:?}: reads with recent_records({recent})");
@@ -338,9 +352,7 @@ async fn a_whole_flow_reads_no_code_or_refresh_token_back() {
 async fn a_code_kept_here_but_redeemed_elsewhere_is_a_replay() {
     for backend in backends() {
         let p = pair_on(backend, 100, "recent_records_code_replay").await;
-        let client = p.client(1).await;
-        let v = verifier(2);
-        let code = p.a.code_for(&client, &v, "").await;
+        let (client, v, code) = p.code(2).await;
         // B redeems the code A keeps; A's copy still says "not consumed".
         let t = p.b.exchange(&client, &code, &v, "").await.unwrap();
         assert_eq!(p.a.introspect(t.access_token()).await["active"], true);
@@ -362,9 +374,7 @@ async fn a_code_kept_here_but_redeemed_elsewhere_is_a_replay() {
 #[tokio::test]
 async fn an_invalid_request_for_a_kept_code_changes_nothing() {
     let p = pair(100).await;
-    let client = p.client(1).await;
-    let v = verifier(3);
-    let code = p.a.code_for(&client, &v, "").await;
+    let (client, v, code) = p.code(3).await;
     // A wrong verifier against the kept copy: refused, the code stays
     // redeemable (now read from the store: the copy is taken once).
     let err = p.a.exchange(&client, &code, &verifier(9), "").await.unwrap_err();
@@ -380,9 +390,7 @@ async fn an_invalid_request_for_a_kept_code_changes_nothing() {
 async fn a_kept_code_of_a_grant_revoked_elsewhere_is_refused_and_is_no_replay() {
     for backend in backends() {
         let p = pair_on(backend, 100, "recent_records_code_revoked").await;
-        let client = p.client(1).await;
-        let v = verifier(4);
-        let code = p.a.code_for(&client, &v, "").await;
+        let (client, v, code) = p.code(4).await;
         // B revokes every grant of the user before the exchange.
         p.b.server
             .revoke_user_grants(&p.b.project, &Subject::new("user_demo").unwrap())
@@ -400,9 +408,7 @@ async fn a_kept_code_of_a_grant_revoked_elsewhere_is_refused_and_is_no_replay() 
     // for it (as the contract allows): still no replay.
     let p = pair(100).await;
     p.counting.keeps_revoked_codes.store(true, Ordering::SeqCst);
-    let client = p.client(1).await;
-    let v = verifier(4);
-    let code = p.a.code_for(&client, &v, "").await;
+    let (client, v, code) = p.code(4).await;
     p.b.server
         .revoke_user_grants(&p.b.project, &Subject::new("user_demo").unwrap())
         .await
@@ -420,9 +426,7 @@ async fn a_kept_code_of_a_grant_revoked_elsewhere_is_refused_and_is_no_replay() 
 async fn a_kept_code_that_expired_is_refused_and_is_no_replay() {
     for backend in backends() {
         let p = pair_on(backend, 100, "recent_records_code_expired").await;
-        let client = p.client(1).await;
-        let v = verifier(5);
-        let code = p.a.code_for(&client, &v, "").await;
+        let (client, v, code) = p.code(5).await;
         p.a.clock
             .advance(authio_mcp::project::ProjectSettings::default().code_ttl.get());
         let err = p.a.exchange(&client, &code, &v, "").await.unwrap_err();
@@ -456,10 +460,7 @@ async fn a_kept_code_is_not_taken_by_another_project() {
 async fn a_kept_refresh_token_rotated_elsewhere_is_reuse() {
     for backend in backends() {
         let p = pair_on(backend, 100, "recent_records_refresh_reuse").await;
-        let client = p.client(1).await;
-        let v = verifier(7);
-        let code = p.a.code_for(&client, &v, "").await;
-        let t1 = p.a.exchange(&client, &code, &v, "").await.unwrap();
+        let (client, t1) = p.tokens(7).await;
         let rt1 = t1.refresh_token().unwrap();
         // B rotates the token A keeps; past the reuse grace, A sees it again.
         let t2 = p.b.refresh(&client, rt1, "").await.unwrap();
@@ -481,10 +482,7 @@ async fn a_kept_refresh_token_rotated_elsewhere_is_reuse() {
 async fn a_kept_refresh_token_rotated_elsewhere_within_the_grace_gets_the_same_pair() {
     for backend in backends() {
         let p = pair_on(backend, 100, "recent_records_refresh_grace").await;
-        let client = p.client(1).await;
-        let v = verifier(8);
-        let code = p.a.code_for(&client, &v, "").await;
-        let t1 = p.a.exchange(&client, &code, &v, "").await.unwrap();
+        let (client, t1) = p.tokens(8).await;
         let rt1 = t1.refresh_token().unwrap();
         let t2 = p.b.refresh(&client, rt1, "").await.unwrap();
         let again = p.a.refresh(&client, rt1, "").await.unwrap();
@@ -497,10 +495,7 @@ async fn a_kept_refresh_token_rotated_elsewhere_within_the_grace_gets_the_same_p
 async fn a_kept_refresh_token_of_a_grant_revoked_elsewhere_is_refused() {
     for backend in backends() {
         let p = pair_on(backend, 100, "recent_records_refresh_revoked").await;
-        let client = p.client(1).await;
-        let v = verifier(9);
-        let code = p.a.code_for(&client, &v, "").await;
-        let t1 = p.a.exchange(&client, &code, &v, "").await.unwrap();
+        let (client, t1) = p.tokens(9).await;
         p.b.server
             .revoke_user_grants(&p.b.project, &Subject::new("user_demo").unwrap())
             .await
