@@ -670,7 +670,8 @@ impl AuthorizationServer {
         };
         // Every check before any state change: an invalid replay neither
         // consumes the code nor revokes anything.
-        let issuance = match token::decide_code_exchange(&record, &client.client_id, req, settings, self.clock.now())? {
+        let decided_at = self.clock.now();
+        let issuance = match token::decide_code_exchange(&record, &client.client_id, req, settings, decided_at)? {
             CodeExchange::Redeem(issuance) => issuance,
             CodeExchange::Replay => return Err(self.reuse_detected(project, &record.grant, Reused::Code).await),
         };
@@ -715,9 +716,10 @@ impl AuthorizationServer {
                 Ok(minted.response)
             }
             // Decided from a kept copy: decide as the read it saved would
-            // have (that read hides codes of revoked grants, and checks
-            // expiry before replay), so a code of a grant revoked meanwhile
-            // is a plain `invalid_grant`, not a replay. (Were the signing
+            // have, at the same time (that read hides codes of revoked
+            // grants, and checks expiry before replay), so a code of a
+            // grant revoked meanwhile is a plain `invalid_grant`, not a
+            // replay. (Were the signing
             // or minting above to fail for a code consumed elsewhere, the
             // error is answered and the replay is detected at the next
             // presentation, which reads the store.)
@@ -725,7 +727,7 @@ impl AuthorizationServer {
                 let stored = self.grants.code(project, &hash).await?;
                 let replay = match &stored {
                     Some(r) => {
-                        token::decide_code_exchange(r, &client.client_id, req, settings, self.clock.now())?
+                        token::decide_code_exchange(r, &client.client_id, req, settings, decided_at)?
                             == CodeExchange::Replay
                     }
                     None => false,

@@ -417,10 +417,13 @@ impl AuthorizationServerBuilder {
     /// response, a registration with a token used moments ago) skips the
     /// store read before the store's atomic call (default 0: off). Worth
     /// it when a read costs a database round trip (the SQL stores): one
-    /// statement fewer for each hit. A typical entry takes well under
-    /// 1 KiB; one that carries the largest nonce, redirect URI, client id
-    /// and resources a request may send takes up to about 30 KiB, so
-    /// budget `3 x capacity x 30 KiB` as the worst case.
+    /// statement fewer for each hit. Each map holds at most `capacity`
+    /// entries (rounded up to an even number). A typical entry takes well
+    /// under 1 KiB; one that carries the largest nonce, redirect URI,
+    /// client id, subject, scopes and resources a request may send takes
+    /// up to about 30 KiB for a code and 45 KiB for a refresh token (its
+    /// own scopes and resources beside the grant's), so budget
+    /// `capacity x 80 KiB` as the worst case.
     ///
     /// # Security
     /// Only what the store's consume, rotation or `use_once` call decides
@@ -438,6 +441,10 @@ impl AuthorizationServerBuilder {
     /// validated (so such a request may still learn that its metadata is
     /// invalid or the client quota is reached). A code or refresh token is
     /// taken from here at most once: presenting it again reads the store.
+    /// A code kept here but consumed elsewhere is found replayed by the
+    /// consume, after this server signed the tokens it will not hand out;
+    /// should that signing fail, the error is answered and the replay is
+    /// detected at the code's next presentation.
     pub fn recent_records(mut self, capacity: usize) -> Self {
         self.recent_records = capacity;
         self
