@@ -11,26 +11,6 @@ use futures_util::FutureExt as _;
 use super::AuthorizationServer;
 
 impl AuthorizationServer {
-    /// The client id the credentials of a request name (the form's
-    /// `client_id`, HTTP Basic's user, or an assertion's `sub`), parsed
-    /// but not authenticated: for the audit event of a failed request.
-    pub(crate) fn presented_client_id(
-        &self,
-        settings: &crate::project::ProjectSettings,
-        authorization: Option<&str>,
-        params: super::flow::ClientParams<'_>,
-    ) -> Option<crate::client::ClientId> {
-        let creds = ClientCredentials::parse_with_assertion(
-            authorization,
-            params.client_id,
-            params.client_secret,
-            params.assertion_type,
-            params.assertion,
-        )
-        .ok()?;
-        crate::client::ClientId::parse_with(creds.client_id(), self.client_id_url_policy(settings)).ok()
-    }
-
     /// Authenticates a client registered through DCR (`client_<24 hex>`)
     /// with the credentials of a token request (parse them with
     /// [`ClientCredentials::parse`]; route `https://` client ids, see

@@ -66,6 +66,20 @@ pub(crate) struct ClientParams<'a> {
     pub(crate) source: Option<&'a crate::cimd::RequestSource>,
 }
 
+impl ClientParams<'_> {
+    /// The credentials these parameters and the `Authorization` header
+    /// present, parsed once per request.
+    pub(crate) fn credentials(&self, authorization: Option<&str>) -> Result<ClientCredentials, ClientAuthError> {
+        ClientCredentials::parse_with_assertion(
+            authorization,
+            self.client_id,
+            self.client_secret,
+            self.assertion_type,
+            self.assertion,
+        )
+    }
+}
+
 /// The keys and claims a token response is signed with.
 struct Signing {
     access: Option<crate::keys::SigningKey>,
@@ -467,13 +481,14 @@ impl AuthorizationServer {
             assertion: req.client_assertion.as_ref().map(SecretString::expose_secret),
             source,
         };
+        let creds = params.credentials(authorization);
         // HTTP Basic or an assertion's `sub` name the client when the form does not.
-        seen.client_id = seen
-            .client_id
-            .take()
-            .or_else(|| self.presented_client_id(&settings, authorization, params));
+        seen.client_id = seen.client_id.take().or_else(|| {
+            let creds = creds.as_ref().ok()?;
+            ClientId::parse_with(creds.client_id(), self.client_id_url_policy(&settings)).ok()
+        });
         let client = self
-            .authenticate_client(project, &settings, authorization, params)
+            .authenticate_parsed_client(project, &settings, authorization.is_some(), params, creds)
             .await?;
         crate::trace::record_client(&client.client_id);
         seen.client_id = Some(client.client_id.clone());
@@ -581,16 +596,23 @@ impl AuthorizationServer {
         authorization: Option<&str>,
         params: ClientParams<'_>,
     ) -> Result<Client, EndpointError> {
-        let used_header = authorization.is_some();
-        let creds = ClientCredentials::parse_with_assertion(
-            authorization,
-            params.client_id,
-            params.client_secret,
-            params.assertion_type,
-            params.assertion,
-        )
-        .map_err(|e| e.to_oauth_error(used_header));
-        let creds = match creds {
+        let creds = params.credentials(authorization);
+        self.authenticate_parsed_client(project, settings, authorization.is_some(), params, creds)
+            .await
+    }
+
+    /// [`AuthorizationServer::authenticate_client`] with the credentials
+    /// already parsed ([`ClientParams::credentials`]); `used_header`: an
+    /// `Authorization` header was sent.
+    async fn authenticate_parsed_client(
+        &self,
+        project: &ProjectId,
+        settings: &ProjectSettings,
+        used_header: bool,
+        params: ClientParams<'_>,
+        creds: Result<ClientCredentials, ClientAuthError>,
+    ) -> Result<Client, EndpointError> {
+        let creds = match creds.map_err(|e| e.to_oauth_error(used_header)) {
             Ok(c) => c,
             Err(e) => {
                 if params.assertion.is_some() || params.assertion_type.is_some() {
