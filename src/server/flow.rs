@@ -95,12 +95,25 @@ enum Reused {
 
 /// How an access token is minted: when, from which randomness, and
 /// whether it is the replay of a rotation within the reuse grace.
-struct Minting {
+struct Minting<'a> {
     issued_at: OffsetDateTime,
     random: AccessTokenRandomness,
-    /// Issue a first refresh token (code exchange) if the project and the
-    /// client allow it.
-    first_refresh: bool,
+    /// The refresh token of the response.
+    refresh: RefreshPart,
+    /// The grant type, for the audit event.
+    grant_type: &'static str,
+    /// The authorization request's `nonce`, for an ID token.
+    nonce: Option<&'a str>,
+}
+
+/// The refresh token a token response carries.
+enum RefreshPart {
+    /// None (client credentials).
+    None,
+    /// A first one (code exchange), if the project and the client allow it.
+    FirstIfAllowed,
+    /// This successor of a rotation (stored by the rotation itself).
+    Successor(SecretString),
 }
 
 /// A token response minted and not yet stored: the records its store call
@@ -556,23 +569,15 @@ impl AuthorizationServer {
         let minting = Minting {
             issued_at: now,
             random: AccessTokenRandomness::new(self.random_array(), self.random_array()),
-            first_refresh: false,
+            refresh: RefreshPart::None,
+            grant_type: "client_credentials",
+            nonce: None,
         };
         // No user, so never an ID token; a JWT project signs the access token.
         let mut signing = self.prepare_signing(settings, &grant, &issuance).await?;
         signing.id = None;
         let minted = self
-            .mint_tokens(
-                settings,
-                client,
-                &grant,
-                &issuance,
-                None,
-                "client_credentials",
-                minting,
-                signing,
-                None,
-            )
+            .mint_tokens(settings, client, &grant, &issuance, minting, signing)
             .await?;
         self.store_minted(&grant.project, minted, false).await
     }
@@ -705,20 +710,12 @@ impl AuthorizationServer {
         let minting = Minting {
             issued_at: self.clock.now(),
             random: AccessTokenRandomness::new(self.random_array(), self.random_array()),
-            first_refresh: true,
+            refresh: RefreshPart::FirstIfAllowed,
+            grant_type: "authorization_code",
+            nonce: record.nonce.as_deref(),
         };
         let minted = self
-            .mint_tokens(
-                settings,
-                client,
-                &record.grant,
-                &issuance,
-                None,
-                "authorization_code",
-                minting,
-                signing,
-                record.nonce.as_deref(),
-            )
+            .mint_tokens(settings, client, &record.grant, &issuance, minting, signing)
             .await?;
         // One store call consumes the code and stores the tokens: only
         // the winner of a concurrent redemption stores any. The time is
@@ -854,20 +851,12 @@ impl AuthorizationServer {
         let minting = Minting {
             issued_at: now,
             random: AccessTokenRandomness::for_rotation(raw, &nonce, &issuance),
-            first_refresh: false,
+            refresh: RefreshPart::Successor(successor),
+            grant_type: "refresh_token",
+            nonce: None,
         };
         let minted = self
-            .mint_tokens(
-                settings,
-                client,
-                &record.grant,
-                &issuance,
-                Some(successor),
-                "refresh_token",
-                minting,
-                signing,
-                None,
-            )
+            .mint_tokens(settings, client, &record.grant, &issuance, minting, signing)
             .await?;
         // The rotation's time is read again: a token that expired while
         // the tokens were minted is not rotated (`NotFound`, so
@@ -932,20 +921,12 @@ impl AuthorizationServer {
         let minting = Minting {
             issued_at: mark.at,
             random: AccessTokenRandomness::for_rotation(raw, &mark.nonce, issuance),
-            first_refresh: false,
+            refresh: RefreshPart::Successor(successor),
+            grant_type: "refresh_token",
+            nonce: None,
         };
         let minted = self
-            .mint_tokens(
-                settings,
-                client,
-                &old.grant,
-                issuance,
-                Some(successor),
-                "refresh_token",
-                minting,
-                signing,
-                None,
-            )
+            .mint_tokens(settings, client, &old.grant, issuance, minting, signing)
             .await?;
         self.store_minted(project, minted, true).await
     }
@@ -1043,11 +1024,8 @@ impl AuthorizationServer {
         client: &Client,
         grant: &Grant,
         issuance: &Issuance,
-        rotated_refresh: Option<SecretString>,
-        grant_type: &str,
-        minting: Minting,
+        minting: Minting<'_>,
         signing: Signing,
-        nonce: Option<&str>,
     ) -> Result<Minted, EndpointError> {
         let now = self.clock.now();
         let claims = token::access_token_claims(
@@ -1074,7 +1052,7 @@ impl AuthorizationServer {
                     &issuance.scopes,
                     crate::jwt::IdTokenBinding {
                         access_token: access.expose_secret(),
-                        nonce,
+                        nonce: minting.nonce,
                     },
                     &user,
                     settings.access_token_ttl,
@@ -1084,19 +1062,19 @@ impl AuthorizationServer {
             }
             None => None,
         };
-        let refresh = match rotated_refresh {
-            Some(r) => (Some(r), None),
-            None if minting.first_refresh && settings.issues_refresh_tokens() && client.metadata.allows_refresh() => {
+        let refresh = match minting.refresh {
+            RefreshPart::Successor(r) => (Some(r), None),
+            RefreshPart::FirstIfAllowed if settings.issues_refresh_tokens() && client.metadata.allows_refresh() => {
                 let (token, record) = self.new_refresh_token(settings, grant, now);
                 (Some(token), Some(record))
             }
-            None => (None, None),
+            RefreshPart::FirstIfAllowed | RefreshPart::None => (None, None),
         };
         let issued = AuditKind::TokenIssued {
             client_id: grant.client_id.to_string(),
             subject: grant.subject.as_str().to_owned(),
             grant_id: grant.id.to_string(),
-            grant_type: grant_type.to_owned(),
+            grant_type: minting.grant_type.to_owned(),
             scope: claims.scope.clone(),
             audience: claims.aud.clone(),
         };
