@@ -1,7 +1,10 @@
 //! Two example-server PROCESSES on one PostgreSQL database, over real
 //! sockets: what one instance issues, the other honours; everything
 //! single-use or counted stays exactly-once across them; `kill -9` of one
-//! loses nothing a response promised.
+//! loses nothing a response promised. A keeps the codes, refresh tokens
+//! and initial access tokens it issued or used (`--recent-records`, so it
+//! skips the store reads before the atomic calls); B reads the store every
+//! time: both hold the same rules.
 //!
 //! Runs when `AUTHIO_TEST_DATABASE_URL` names a PostgreSQL server (the
 //! test creates and drops a database of its own); otherwise it prints one
@@ -39,8 +42,9 @@ struct Instance {
 }
 
 impl Instance {
-    async fn start(port: u16, issuer: &str, database_url: &str) -> Self {
+    async fn start(port: u16, issuer: &str, database_url: &str, extra: &[&str]) -> Self {
         let mut child = Command::new(server_binary())
+            .args(extra)
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--issuer", issuer])
             .args(["--database-url", database_url])
@@ -296,8 +300,9 @@ async fn two_processes_on_one_postgres_database() {
     let (port_a, port_b) = (free_port(), free_port());
     // One issuer for both, as behind a load balancer.
     let issuer = format!("http://127.0.0.1:{port_a}");
-    let mut a = Instance::start(port_a, &issuer, &db.url).await;
-    let b = Instance::start(port_b, &issuer, &db.url).await;
+    const RECENT: &[&str] = &["--recent-records", "1000"];
+    let mut a = Instance::start(port_a, &issuer, &db.url, RECENT).await;
+    let b = Instance::start(port_b, &issuer, &db.url, &[]).await;
     let (a_url, b_url) = (a.base.clone(), b.base.clone());
     let http = Http::new();
 
@@ -489,7 +494,7 @@ async fn two_processes_on_one_postgres_database() {
     a.kill9();
     let before_kill = issued.lock().unwrap().len();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let a2 = Instance::start(a.port, &issuer, &db.url).await;
+    let a2 = Instance::start(a.port, &issuer, &db.url, RECENT).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     for w in workers {
