@@ -93,8 +93,9 @@ enum Reused {
     RefreshToken,
 }
 
-/// How an access token is minted: when, from which randomness, and
-/// whether it is the replay of a rotation within the reuse grace.
+/// How a token response is minted: when, from which randomness, which
+/// refresh token it carries, for which grant type (the audit event) and
+/// with which OpenID `nonce` (the ID token).
 struct Minting<'a> {
     issued_at: OffsetDateTime,
     random: AccessTokenRandomness,
@@ -1017,7 +1018,6 @@ impl AuthorizationServer {
     /// Mints the access token (and, after a code exchange, the first
     /// refresh token; with `openid`, the ID token) and the records and
     /// `token.issued` event that go with them; stores nothing.
-    #[allow(clippy::too_many_arguments)]
     async fn mint_tokens(
         &self,
         settings: &ProjectSettings,
