@@ -493,6 +493,28 @@ pub(crate) fn from_json<T: serde::de::DeserializeOwned>(what: &str, json: &str) 
     })
 }
 
+/// A rotation that took no row: what the old token's committed state
+/// (read after it) makes of this presentation. Rotated before: within the
+/// reuse grace of its mark at `at`, or reuse; otherwise (absent, its grant
+/// revoked, expired) not found.
+fn rotation_lost(
+    record: Option<crate::grant::RefreshTokenRecord>,
+    at: time::OffsetDateTime,
+    grace: time::Duration,
+) -> crate::store::RefreshRotation {
+    use crate::store::RefreshRotation;
+    match record {
+        Some(record) if record.rotated => {
+            if record.within_reuse_grace(at, grace) {
+                RefreshRotation::WithinGrace(record)
+            } else {
+                RefreshRotation::AlreadyRotated(record)
+            }
+        }
+        _ => RefreshRotation::NotFound,
+    }
+}
+
 /// The records of one token response belong together: every one to
 /// `project`, the refresh token (if any) to the access token's grant. The
 /// issuing statements store them under `project` and that grant, so a
@@ -1153,6 +1175,55 @@ macro_rules! impl_sql_store {
                 Ok(())
             }
 
+            /// Inside a rotation's transaction (SQLite), after `REFRESH_TAKE`
+            /// returned the old token's row: its tombstone (with the
+            /// rotation mark), the successor, and the grant's tombstones
+            /// beyond the newest `keep`.
+            #[allow(clippy::too_many_arguments)]
+            async fn rotate_in(
+                &self,
+                tx: &mut sqlx::Transaction<'_, <$row as sqlx::Row>::Database>,
+                project: &ProjectId,
+                old: &SecretHash,
+                old_record: &RefreshTokenRecord,
+                grant_id: &str,
+                new: &RefreshTokenRecord,
+                new_json: String,
+                mark: &$crate::grant::RotationMark,
+                mark_json: String,
+                keep: i64,
+            ) -> Result<(), StoreError> {
+                sqlx::query(q::TOMBSTONE_INSERT)
+                    .bind(project.as_str())
+                    .bind(old.as_bytes().as_slice())
+                    .bind(grant_id)
+                    .bind(secs(old_record.issued_at))
+                    .bind(secs(old_record.expires_at))
+                    .bind(secs(mark.at))
+                    .bind(mark_json)
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(|e| self.fail("rotate refresh token: tombstone", e))?;
+                sqlx::query(q::REFRESH_INSERT)
+                    .bind(new.grant.project.as_str())
+                    .bind(new.hash.as_bytes().as_slice())
+                    .bind(new.grant.id.as_str())
+                    .bind(secs(new.expires_at))
+                    .bind(new.rotated)
+                    .bind(new_json)
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(|e| self.fail("rotate refresh token: insert", e))?;
+                sqlx::query(q::TOMBSTONE_CAP)
+                    .bind(project.as_str())
+                    .bind(grant_id)
+                    .bind(keep)
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(|e| self.fail("rotate refresh token: cap", e))?;
+                Ok(())
+            }
+
             /// Inside a token response's transaction (SQLite): the access
             /// token's insert, the prune of the grant's others when it was
             /// inserted, and the summary's extension.
@@ -1659,16 +1730,7 @@ macro_rules! impl_sql_store {
                 let mark_json = to_json("refresh token rotation", &mark)?;
                 // The loser of a race (or a later presentation) reads the
                 // winner's committed mark and applies the grace rule.
-                let after_lost = |record: Option<RefreshTokenRecord>| match record {
-                    Some(record) if record.rotated => {
-                        if record.within_reuse_grace(mark.at, grace) {
-                            RefreshRotation::WithinGrace(record)
-                        } else {
-                            RefreshRotation::AlreadyRotated(record)
-                        }
-                    }
-                    _ => RefreshRotation::NotFound,
-                };
+                let after_lost = |record| $crate::store::sql::rotation_lost(record, mark.at, grace);
                 let keep = i64::try_from($crate::store::MAX_ROTATED_PER_GRANT).unwrap_or(i64::MAX);
                 if ROTATE_IN_ONE_STATEMENT {
                     let row = sqlx::query(q::REFRESH_ROTATE_ONE_STATEMENT)
@@ -1720,34 +1782,19 @@ macro_rules! impl_sql_store {
                     let grant_id: String = row.try_get(0).map_err(|e| self.fail("rotate refresh token", e))?;
                     let json: String = row.try_get(1).map_err(|e| self.fail("rotate refresh token", e))?;
                     let mut old_record: RefreshTokenRecord = from_json("refresh token", &json)?;
-                    sqlx::query(q::TOMBSTONE_INSERT)
-                        .bind(project.as_str())
-                        .bind(old.as_bytes().as_slice())
-                        .bind(grant_id.as_str())
-                        .bind(secs(old_record.issued_at))
-                        .bind(secs(old_record.expires_at))
-                        .bind(secs(mark.at))
-                        .bind(mark_json)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(|e| self.fail("rotate refresh token: tombstone", e))?;
-                    sqlx::query(q::REFRESH_INSERT)
-                        .bind(new.grant.project.as_str())
-                        .bind(new.hash.as_bytes().as_slice())
-                        .bind(new.grant.id.as_str())
-                        .bind(secs(new.expires_at))
-                        .bind(new.rotated)
-                        .bind(new_json)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(|e| self.fail("rotate refresh token: insert", e))?;
-                    sqlx::query(q::TOMBSTONE_CAP)
-                        .bind(project.as_str())
-                        .bind(grant_id.as_str())
-                        .bind(keep)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(|e| self.fail("rotate refresh token: cap", e))?;
+                    self.rotate_in(
+                        &mut tx,
+                        project,
+                        old,
+                        &old_record,
+                        &grant_id,
+                        &new,
+                        new_json,
+                        &mark,
+                        mark_json,
+                        keep,
+                    )
+                    .await?;
                     tx.commit()
                         .await
                         .map_err(|e| self.fail("rotate refresh token: commit", e))?;
@@ -1964,16 +2011,7 @@ macro_rules! impl_sql_store {
                 let access_json = to_json("access token", &access)?;
                 let keep_access = i64::try_from($crate::store::MAX_ACCESS_TOKENS_PER_GRANT).unwrap_or(i64::MAX) - 1;
                 let keep = i64::try_from($crate::store::MAX_ROTATED_PER_GRANT).unwrap_or(i64::MAX);
-                let after_lost = |record: Option<RefreshTokenRecord>| match record {
-                    Some(record) if record.rotated => {
-                        if record.within_reuse_grace(mark.at, grace) {
-                            RefreshRotation::WithinGrace(record)
-                        } else {
-                            RefreshRotation::AlreadyRotated(record)
-                        }
-                    }
-                    _ => RefreshRotation::NotFound,
-                };
+                let after_lost = |record| $crate::store::sql::rotation_lost(record, mark.at, grace);
                 let rotated = |json: &str| -> Result<RefreshRotation, StoreError> {
                     let mut old_record: RefreshTokenRecord = from_json("refresh token", json)?;
                     old_record.rotated = true;
@@ -2053,34 +2091,19 @@ macro_rules! impl_sql_store {
                 }
                 let json: String = row.try_get(1).map_err(|e| self.fail("rotate refresh token", e))?;
                 let old_record: RefreshTokenRecord = from_json("refresh token", &json)?;
-                sqlx::query(q::TOMBSTONE_INSERT)
-                    .bind(project.as_str())
-                    .bind(old.as_bytes().as_slice())
-                    .bind(grant_id.as_str())
-                    .bind(secs(old_record.issued_at))
-                    .bind(secs(old_record.expires_at))
-                    .bind(secs(mark.at))
-                    .bind(mark_json)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| self.fail("rotate refresh token: tombstone", e))?;
-                sqlx::query(q::REFRESH_INSERT)
-                    .bind(project.as_str())
-                    .bind(new.hash.as_bytes().as_slice())
-                    .bind(new.grant.id.as_str())
-                    .bind(secs(new.expires_at))
-                    .bind(new.rotated)
-                    .bind(new_json)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| self.fail("rotate refresh token: insert", e))?;
-                sqlx::query(q::TOMBSTONE_CAP)
-                    .bind(project.as_str())
-                    .bind(grant_id.as_str())
-                    .bind(keep)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| self.fail("rotate refresh token: cap", e))?;
+                self.rotate_in(
+                    &mut tx,
+                    project,
+                    old,
+                    &old_record,
+                    &grant_id,
+                    &new,
+                    new_json,
+                    &mark,
+                    mark_json,
+                    keep,
+                )
+                .await?;
                 sqlx::query(q::GRANT_TOUCH)
                     .bind(project.as_str())
                     .bind(new.grant.id.as_str())
