@@ -288,17 +288,6 @@ impl AuthorizationServer {
         if let Some(keys) = self.key_cache.get(project, now, self.key_cache_ttl) {
             return Ok(keys);
         }
-        // One read at a time per project: whoever waited here finds the
-        // copy the read before it kept (unless a local change dropped it).
-        let _one_read = if self.key_cache_ttl.is_positive() {
-            Some(self.key_cache.read_lock(project).lock().await)
-        } else {
-            None
-        };
-        let now = self.clock.now();
-        if let Some(keys) = self.key_cache.get(project, now, self.key_cache_ttl) {
-            return Ok(keys);
-        }
         let generation = self.key_cache.generation();
         let keys = self.keys.keys(project).await?;
         self.key_cache.put(project, &keys, now, generation, self.key_cache_ttl);
@@ -341,16 +330,7 @@ const KEY_CACHE_MAX_PROJECTS: usize = 10_000;
 #[derive(Default)]
 pub(crate) struct KeyCache {
     state: Mutex<KeyCacheState>,
-    /// One store read of a project's keys at a time (striped by project):
-    /// requests that find the copy missing or stale together wait for one
-    /// read instead of each reading and opening every key (a cold start
-    /// or an expiry under load).
-    reads: [futures_util::lock::Mutex<()>; KEY_READ_STRIPES],
 }
-
-/// How many projects' key reads may run at once (the stripes of
-/// [`KeyCache`]'s read locks).
-const KEY_READ_STRIPES: usize = 16;
 
 #[derive(Default)]
 struct KeyCacheState {
@@ -379,18 +359,6 @@ impl KeyCache {
 
     fn generation(&self) -> u64 {
         self.state().generation
-    }
-
-    /// The lock a read of `project`'s keys holds.
-    fn read_lock(&self, project: &ProjectId) -> &futures_util::lock::Mutex<()> {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        project.hash(&mut h);
-        // The stripe count divides u64's range evenly; truncation is the point.
-        #[allow(clippy::cast_possible_truncation)]
-        let i = (h.finish() % KEY_READ_STRIPES as u64) as usize;
-        let [first, ..] = &self.reads;
-        self.reads.get(i).unwrap_or(first)
     }
 
     /// Keeps what a read that began at `generation` found, unless a local

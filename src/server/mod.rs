@@ -319,8 +319,7 @@ impl AuthorizationServerBuilder {
     /// key store (default [`DEFAULT_SIGNING_KEY_CACHE_TTL`], 10 s; zero:
     /// read them on every JWKS request and every signature). A persistent
     /// store decrypts and parses every private key on each read, which
-    /// costs far more than the JWKS response itself. Requests that find
-    /// the copy missing or stale at the same time wait for one read.
+    /// costs far more than the JWKS response itself.
     ///
     /// Rotations and revocations made by THIS server apply at once.
     /// Those made by other servers sharing the store apply here within
