@@ -508,4 +508,71 @@ mod tests {
         inner.delete(&p, &id).await.unwrap();
         assert!(fresh.get(&p, &id).await.unwrap().is_none(), "a zero ttl keeps nothing");
     }
+
+    /// Inserts into the inner store, then waits for the test to open the
+    /// gate before answering: an insert held in flight.
+    struct GatedClients {
+        inner: crate::store::memory::MemoryClientStore,
+        inserted: tokio::sync::Notify,
+        gate: tokio::sync::Semaphore,
+    }
+
+    #[async_trait]
+    impl ClientStore for GatedClients {
+        async fn get(&self, project: &ProjectId, id: &RegisteredClientId) -> Result<Option<Client>, StoreError> {
+            self.inner.get(project, id).await
+        }
+        async fn insert(&self, project: &ProjectId, client: Client) -> Result<bool, StoreError> {
+            let inserted = self.inner.insert(project, client).await;
+            self.inserted.notify_one();
+            let _permit = self.gate.acquire().await;
+            inserted
+        }
+        async fn delete(&self, project: &ProjectId, id: &RegisteredClientId) -> Result<bool, StoreError> {
+            self.inner.delete(project, id).await
+        }
+        async fn count(&self, project: &ProjectId) -> Result<usize, StoreError> {
+            self.inner.count(project).await
+        }
+        async fn list(&self, project: &ProjectId, page: &PageRequest) -> Result<Page<Client>, StoreError> {
+            self.inner.list(project, page).await
+        }
+        async fn set_disabled(
+            &self,
+            project: &ProjectId,
+            id: &RegisteredClientId,
+            disabled_at: Option<time::OffsetDateTime>,
+        ) -> Result<Option<Client>, StoreError> {
+            self.inner.set_disabled(project, id, disabled_at).await
+        }
+    }
+
+    #[tokio::test]
+    async fn an_insert_racing_a_local_deletion_does_not_cache_the_deleted_client() {
+        let p = ProjectId::new("p").unwrap();
+        let gated = Arc::new(GatedClients {
+            inner: crate::store::memory::MemoryClientStore::new(),
+            inserted: tokio::sync::Notify::new(),
+            gate: tokio::sync::Semaphore::new(0),
+        });
+        let cached = Arc::new(CachedClientStore::new(gated.clone(), Duration::from_secs(3600)));
+        let c = client(time::macros::datetime!(2026-11-29 12:00 UTC));
+        let crate::client::ClientId::Registered(id) = c.client_id.clone() else {
+            unreachable!()
+        };
+        // The insert reaches the store and is held before it fills the cache...
+        let inserter = tokio::spawn({
+            let (cached, p, c) = (cached.clone(), p.clone(), c.clone());
+            async move { cached.insert(&p, c).await }
+        });
+        gated.inserted.notified().await;
+        // ...while a local deletion removes the client.
+        assert!(cached.delete(&p, &id).await.unwrap());
+        gated.gate.add_permits(1_000);
+        assert!(inserter.await.unwrap().unwrap(), "the insert itself succeeded");
+        assert!(
+            cached.get(&p, &id).await.unwrap().is_none(),
+            "the late insert must not cache a client deleted meanwhile"
+        );
+    }
 }
