@@ -566,6 +566,14 @@ async fn a_kept_initial_access_token_is_read_again_after_five_seconds() {
     );
     p.a.clock.advance(Duration::seconds(1));
     assert_eq!(code(register_on(&p.a, &header, &bad).await), ErrorCode::InvalidToken);
+
+    // A clock that went back does not stretch a copy: it is read again.
+    let third = p.a.server.issue_iat(&p.a.project, IatOptions::new()).await.unwrap();
+    let header = format!("Bearer {}", third.token.expose_secret());
+    register_on(&p.a, &header, &good).await.unwrap();
+    p.b.server.revoke_iat(&p.b.project, &third.id).await.unwrap();
+    p.a.clock.advance(Duration::seconds(-1));
+    assert_eq!(code(register_on(&p.a, &header, &bad).await), ErrorCode::InvalidToken);
 }
 
 async fn uses(p: &Pair, id: &authio_mcp::dcr::IatId) -> u32 {
