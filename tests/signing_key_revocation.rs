@@ -8,7 +8,7 @@ mod common;
 mod sql_support;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use authio_mcp::client::ClientId;
@@ -23,17 +23,46 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::*;
 use time::{Duration, OffsetDateTime};
 
-/// A key store that counts the reads of a project's keys.
-#[derive(Default)]
+/// A key store that counts the reads of a project's keys. `slow` reads
+/// let other tasks run meanwhile (as a database round trip does); `failing`
+/// reads fail; `gated` reads wait for a permit of `gate`.
 struct Counting {
     inner: MemoryKeyStore,
     reads: AtomicUsize,
+    slow: AtomicBool,
+    failing: AtomicBool,
+    gated: AtomicBool,
+    gate: tokio::sync::Semaphore,
+}
+
+impl Default for Counting {
+    fn default() -> Self {
+        Self {
+            inner: MemoryKeyStore::default(),
+            reads: AtomicUsize::new(0),
+            slow: AtomicBool::new(false),
+            failing: AtomicBool::new(false),
+            gated: AtomicBool::new(false),
+            gate: tokio::sync::Semaphore::new(0),
+        }
+    }
 }
 
 #[async_trait]
 impl KeyStore for Counting {
     async fn keys(&self, project: &ProjectId) -> Result<Vec<SigningKey>, StoreError> {
         self.reads.fetch_add(1, Ordering::SeqCst);
+        if self.gated.load(Ordering::SeqCst) {
+            let _permit = self.gate.acquire().await;
+        }
+        if self.slow.load(Ordering::SeqCst) {
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+        }
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(StoreError::new("keys unreachable"));
+        }
         self.inner.keys(project).await
     }
     async fn insert(&self, key: SigningKey) -> Result<bool, StoreError> {
@@ -248,4 +277,139 @@ async fn a_revocation_reaches_other_processes_within_the_cache_lifetime() {
     for s in [sa, sb, sc] {
         s.close().await;
     }
+}
+
+#[tokio::test]
+async fn requests_that_find_the_keys_stale_together_share_one_read() {
+    let keys = Arc::new(Counting::default());
+    let h = harness_with({
+        let keys = keys.clone();
+        move |b| b.key_store(keys)
+    })
+    .await;
+    jwt_project(&h).await;
+    let first = kids(&h.server.jwks(&h.project).await.unwrap());
+    // The copy goes stale; 20 requests arrive while the store is slow.
+    h.clock.advance(Duration::seconds(11));
+    keys.slow.store(true, Ordering::SeqCst);
+    keys.reads.store(0, Ordering::SeqCst);
+    let all = futures_util::future::join_all((0..20).map(|_| h.server.jwks(&h.project))).await;
+    for jwks in all {
+        assert_eq!(kids(&jwks.unwrap()), first);
+    }
+    assert_eq!(keys.reads.load(Ordering::SeqCst), 1, "one read for all of them");
+
+    // A failing read (held at the store until all 20 wait on it) fails
+    // every request that waited for it, at once...
+    h.clock.advance(Duration::seconds(11));
+    keys.slow.store(false, Ordering::SeqCst);
+    keys.failing.store(true, Ordering::SeqCst);
+    keys.gated.store(true, Ordering::SeqCst);
+    keys.reads.store(0, Ordering::SeqCst);
+    let (all, ()) = tokio::join!(
+        futures_util::future::join_all((0..20).map(|_| h.server.jwks(&h.project))),
+        async {
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+            keys.gated.store(false, Ordering::SeqCst);
+            keys.gate.add_permits(1);
+        }
+    );
+    for jwks in all {
+        assert_eq!(jwks.unwrap_err().kind(), authio_mcp::server::ErrorKind::Store);
+    }
+    assert_eq!(
+        keys.reads.load(Ordering::SeqCst),
+        1,
+        "one failed read, not one per request"
+    );
+    // ...and is not handed on: the next request reads again.
+    keys.failing.store(false, Ordering::SeqCst);
+    assert_eq!(kids(&h.server.jwks(&h.project).await.unwrap()), first);
+    assert_eq!(keys.reads.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_request_after_a_local_revocation_never_joins_a_read_from_before_it() {
+    let keys = Arc::new(Counting::default());
+    let h = harness_with({
+        let keys = keys.clone();
+        move |b| b.key_store(keys)
+    })
+    .await;
+    jwt_project(&h).await;
+    let old = kids(&h.server.jwks(&h.project).await.unwrap());
+    // A read of the stale copy is held at the store...
+    h.clock.advance(Duration::seconds(11));
+    keys.gated.store(true, Ordering::SeqCst);
+    let held = tokio::spawn({
+        let (server, project) = (h.server.clone(), h.project.clone());
+        async move { server.jwks(&project).await }
+    });
+    while keys.gate.available_permits() == 0 && keys.reads.load(Ordering::SeqCst) == 0 {
+        tokio::task::yield_now().await;
+    }
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    // ...while this server revokes the active key.
+    keys.gated.store(false, Ordering::SeqCst);
+    let kid = KeyId::new(old[0].clone()).unwrap();
+    h.server.revoke_signing_key(&h.project, &kid).await.unwrap();
+    let after = tokio::time::timeout(std::time::Duration::from_secs(5), h.server.jwks(&h.project))
+        .await
+        .expect("a request after the revocation does not wait for the read from before it")
+        .unwrap();
+    assert!(!kids(&after).contains(&old[0]), "the revoked key is gone");
+    keys.gate.add_permits(100);
+    held.await.unwrap().unwrap();
+    assert!(
+        !kids(&h.server.jwks(&h.project).await.unwrap()).contains(&old[0]),
+        "the late read from before the revocation was not kept"
+    );
+}
+
+#[tokio::test]
+async fn a_read_stuck_for_a_second_is_not_joined() {
+    let keys = Arc::new(Counting::default());
+    let h = harness_with({
+        let keys = keys.clone();
+        move |b| b.key_store(keys)
+    })
+    .await;
+    jwt_project(&h).await;
+    let first = kids(&h.server.jwks(&h.project).await.unwrap());
+    h.clock.advance(Duration::seconds(11));
+    keys.gated.store(true, Ordering::SeqCst);
+    keys.reads.store(0, Ordering::SeqCst);
+    let stuck = tokio::spawn({
+        let (server, project) = (h.server.clone(), h.project.clone());
+        async move { server.jwks(&project).await }
+    });
+    while keys.reads.load(Ordering::SeqCst) == 0 {
+        tokio::task::yield_now().await;
+    }
+    keys.gated.store(false, Ordering::SeqCst);
+    // Within the first second a request waits for the read under way...
+    let joined = tokio::spawn({
+        let (server, project) = (h.server.clone(), h.project.clone());
+        async move { server.jwks(&project).await }
+    });
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert!(!joined.is_finished(), "it waits for the read under way");
+    assert_eq!(keys.reads.load(Ordering::SeqCst), 1);
+    // ...a second later it reads on its own.
+    h.clock.advance(Duration::seconds(1));
+    let own = tokio::time::timeout(std::time::Duration::from_secs(5), h.server.jwks(&h.project))
+        .await
+        .expect("a request does not join a read stuck for a second")
+        .unwrap();
+    assert_eq!(kids(&own), first);
+    assert_eq!(keys.reads.load(Ordering::SeqCst), 2);
+    keys.gate.add_permits(100);
+    assert_eq!(kids(&stuck.await.unwrap().unwrap()), first);
+    assert_eq!(kids(&joined.await.unwrap().unwrap()), first);
 }

@@ -2,7 +2,9 @@
 //! randomness, the JWKS, and the active key for signing.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use futures_util::future::{BoxFuture, FutureExt as _, Shared, WeakShared};
 
 use time::{Duration, OffsetDateTime};
 
@@ -288,10 +290,29 @@ impl AuthorizationServer {
         if let Some(keys) = self.key_cache.get(project, now, self.key_cache_ttl) {
             return Ok(keys);
         }
-        let generation = self.key_cache.generation();
-        let keys = self.keys.keys(project).await?;
-        self.key_cache.put(project, &keys, now, generation, self.key_cache_ttl);
-        Ok(keys)
+        if !self.key_cache_ttl.is_positive() {
+            return self.keys.keys(project).await;
+        }
+        // Requests that find the copy missing or stale together share one
+        // read (its result, an error included): a cold start or an expiry
+        // under load would otherwise read and open every key once per
+        // request. A read is shared only within one generation, so nobody
+        // joins a read that began before a local rotation or revocation.
+        let read = self.key_cache.read(project, now, || {
+            let (store, cache, project) = (self.keys.clone(), self.key_cache.clone(), project.clone());
+            let ttl = self.key_cache_ttl;
+            move |generation| {
+                async move {
+                    let keys = store.keys(&project).await.map_err(Arc::new)?;
+                    cache.put(&project, &keys, now, generation, ttl);
+                    Ok(keys)
+                }
+                .boxed()
+            }
+        });
+        let result = read.clone().await;
+        self.key_cache.done(project, &read);
+        result.map_err(|e| StoreError::with_source(e.message().to_owned(), SharedStoreError(e)))
     }
 
     /// The active key of `alg` for a project, rotating first when there is
@@ -321,6 +342,11 @@ impl AuthorizationServer {
 /// The most projects whose keys one process keeps.
 const KEY_CACHE_MAX_PROJECTS: usize = 10_000;
 
+/// How long after it began a read of a project's keys is still joined by
+/// requests that find the copy missing or stale; later ones start their
+/// own.
+const SHARED_KEY_READ_MAX_AGE: Duration = Duration::seconds(1);
+
 /// Each process's copy of its projects' signing keys (parsed, opened),
 /// reused for the cache lifetime. Local rotations and revocations drop
 /// the project's copy; a read that raced one of them is not kept (the
@@ -336,6 +362,31 @@ pub(crate) struct KeyCache {
 struct KeyCacheState {
     entries: HashMap<ProjectId, (OffsetDateTime, Vec<SigningKey>)>,
     generation: u64,
+    /// The reads in progress, one per project, with the generation each
+    /// began in. Weak: when every request waiting on a read gives up, the
+    /// read is dropped with them.
+    reads: HashMap<ProjectId, (u64, OffsetDateTime, WeakShared<KeyReadFuture>)>,
+}
+
+/// One store read of a project's keys, shared by the requests waiting on it.
+type KeyRead = Shared<KeyReadFuture>;
+type KeyReadFuture = BoxFuture<'static, Result<Vec<SigningKey>, Arc<StoreError>>>;
+
+/// A shared read's error, as the source of each waiter's own
+/// [`StoreError`].
+#[derive(Debug)]
+struct SharedStoreError(Arc<StoreError>);
+
+impl std::fmt::Display for SharedStoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for SharedStoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&*self.0)
+    }
 }
 
 impl std::fmt::Debug for KeyCache {
@@ -355,10 +406,6 @@ impl KeyCache {
         let state = self.state();
         let (at, keys) = state.entries.get(project)?;
         (*at <= now && now - *at < ttl).then(|| keys.clone())
-    }
-
-    fn generation(&self) -> u64 {
-        self.state().generation
     }
 
     /// Keeps what a read that began at `generation` found, unless a local
@@ -381,6 +428,50 @@ impl KeyCache {
         let mut state = self.state();
         state.generation = state.generation.wrapping_add(1);
         state.entries.remove(project);
+        state.reads.remove(project);
+    }
+
+    /// The read of `project`'s keys in progress in this generation, or a
+    /// new one (`start` makes it from the generation it begins in).
+    /// A read older than [`SHARED_KEY_READ_MAX_AGE`] is not joined (one
+    /// stuck on a dead connection holds only the requests of its first
+    /// moments).
+    fn read<F>(&self, project: &ProjectId, now: OffsetDateTime, start: impl FnOnce() -> F) -> KeyRead
+    where
+        F: FnOnce(u64) -> BoxFuture<'static, Result<Vec<SigningKey>, Arc<StoreError>>>,
+    {
+        let mut state = self.state();
+        let generation = state.generation;
+        if let Some((g, started, weak)) = state.reads.get(project)
+            && *g == generation
+            && *started <= now
+            && now - *started < SHARED_KEY_READ_MAX_AGE
+            && let Some(read) = weak.upgrade()
+        {
+            return read;
+        }
+        let read = start()(generation).shared();
+        if let Some(weak) = read.downgrade() {
+            if state.reads.len() >= KEY_CACHE_MAX_PROJECTS && !state.reads.contains_key(project) {
+                state.reads.retain(|_, (_, _, w)| w.upgrade().is_some());
+            }
+            state.reads.insert(project.clone(), (generation, now, weak));
+        }
+        read
+    }
+
+    /// A read has ended: later requests start their own (an error is not
+    /// handed on past the requests that waited for it).
+    fn done(&self, project: &ProjectId, read: &KeyRead) {
+        let mut state = self.state();
+        if state
+            .reads
+            .get(project)
+            .and_then(|(_, _, weak)| weak.upgrade())
+            .is_none_or(|current| Shared::ptr_eq(&current, read))
+        {
+            state.reads.remove(project);
+        }
     }
 }
 

@@ -319,7 +319,11 @@ impl AuthorizationServerBuilder {
     /// key store (default [`DEFAULT_SIGNING_KEY_CACHE_TTL`], 10 s; zero:
     /// read them on every JWKS request and every signature). A persistent
     /// store decrypts and parses every private key on each read, which
-    /// costs far more than the JWKS response itself.
+    /// costs far more than the JWKS response itself. Requests that find
+    /// the copy missing or stale while a read of it is under way (begun
+    /// less than a second before) wait for that read and share its result,
+    /// an error included; a later request starts its own, and none joins a
+    /// read that began before a local rotation or revocation.
     ///
     /// Rotations and revocations made by THIS server apply at once.
     /// Those made by other servers sharing the store apply here within
