@@ -297,8 +297,11 @@ impl AuthorizationServer {
         // read (its result, an error included): a cold start or an expiry
         // under load would otherwise read and open every key once per
         // request. A read is shared only within one generation, so nobody
-        // joins a read that began before a local rotation or revocation.
-        let read = self.key_cache.read(project, now, || {
+        // joins a read that began before a local rotation or revocation,
+        // and only in its first moments; a joined request waits as long as
+        // the read takes.
+        let max_age = SHARED_KEY_READ_MAX_AGE.min(self.key_cache_ttl);
+        let read = self.key_cache.read(project, now, max_age, || {
             let (store, cache, project) = (self.keys.clone(), self.key_cache.clone(), project.clone());
             let ttl = self.key_cache_ttl;
             move |generation| {
@@ -312,7 +315,10 @@ impl AuthorizationServer {
         });
         let result = read.clone().await;
         self.key_cache.done(project, &read);
-        result.map_err(|e| StoreError::with_source(e.message().to_owned(), SharedStoreError(e)))
+        result.map_err(|e| match e.kind() {
+            crate::store::StoreErrorKind::CapacityExceeded => StoreError::capacity_exceeded(e.message()),
+            _ => StoreError::with_source(e.message().to_owned(), SharedStoreError(e)),
+        })
     }
 
     /// The active key of `alg` for a project, rotating first when there is
@@ -343,9 +349,11 @@ impl AuthorizationServer {
 const KEY_CACHE_MAX_PROJECTS: usize = 10_000;
 
 /// How long after it began a read of a project's keys is still joined by
-/// requests that find the copy missing or stale; later ones start their
-/// own.
-const SHARED_KEY_READ_MAX_AGE: Duration = Duration::seconds(1);
+/// requests that find the copy missing or stale (at most the cache
+/// lifetime); later ones start their own. Short: a burst of misses comes
+/// within one read's time, and a read stuck on a dead connection holds
+/// every request that joined it for as long as it is stuck.
+const SHARED_KEY_READ_MAX_AGE: Duration = Duration::milliseconds(250);
 
 /// Each process's copy of its projects' signing keys (parsed, opened),
 /// reused for the cache lifetime. Local rotations and revocations drop
@@ -433,10 +441,10 @@ impl KeyCache {
 
     /// The read of `project`'s keys in progress in this generation, or a
     /// new one (`start` makes it from the generation it begins in).
-    /// A read older than [`SHARED_KEY_READ_MAX_AGE`] is not joined (one
-    /// stuck on a dead connection holds only the requests of its first
-    /// moments).
-    fn read<F>(&self, project: &ProjectId, now: OffsetDateTime, start: impl FnOnce() -> F) -> KeyRead
+    /// A read older than `max_age` is not joined (one stuck on a dead
+    /// connection holds only the requests of its first moments, for as
+    /// long as it is stuck).
+    fn read<F>(&self, project: &ProjectId, now: OffsetDateTime, max_age: Duration, start: impl FnOnce() -> F) -> KeyRead
     where
         F: FnOnce(u64) -> BoxFuture<'static, Result<Vec<SigningKey>, Arc<StoreError>>>,
     {
@@ -445,7 +453,7 @@ impl KeyCache {
         if let Some((g, started, weak)) = state.reads.get(project)
             && *g == generation
             && *started <= now
-            && now - *started < SHARED_KEY_READ_MAX_AGE
+            && now - *started < max_age
             && let Some(read) = weak.upgrade()
         {
             return read;

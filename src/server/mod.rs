@@ -321,9 +321,11 @@ impl AuthorizationServerBuilder {
     /// store decrypts and parses every private key on each read, which
     /// costs far more than the JWKS response itself. Requests that find
     /// the copy missing or stale while a read of it is under way (begun
-    /// less than a second before) wait for that read and share its result,
-    /// an error included; a later request starts its own, and none joins a
-    /// read that began before a local rotation or revocation.
+    /// less than 250 ms before, and within this lifetime) wait for that
+    /// read, as long as it takes, and share its result, an error included;
+    /// a later request starts its own, and none joins a read that began
+    /// before a local rotation or revocation. A zero lifetime reads on
+    /// every request, unshared.
     ///
     /// Rotations and revocations made by THIS server apply at once.
     /// Those made by other servers sharing the store apply here within
