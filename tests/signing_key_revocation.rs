@@ -279,8 +279,9 @@ async fn a_revocation_reaches_other_processes_within_the_cache_lifetime() {
     }
 }
 
-#[tokio::test]
-async fn requests_that_find_the_keys_stale_together_share_one_read() {
+/// A harness whose key store counts reads, with a JWT project and its
+/// keys created; returns the key ids the JWKS publishes.
+async fn jwt_harness_with_counting_keys() -> (Harness, Arc<Counting>, Vec<String>) {
     let keys = Arc::new(Counting::default());
     let h = harness_with({
         let keys = keys.clone();
@@ -288,7 +289,13 @@ async fn requests_that_find_the_keys_stale_together_share_one_read() {
     })
     .await;
     jwt_project(&h).await;
-    let first = kids(&h.server.jwks(&h.project).await.unwrap());
+    let published = kids(&h.server.jwks(&h.project).await.unwrap());
+    (h, keys, published)
+}
+
+#[tokio::test]
+async fn requests_that_find_the_keys_stale_together_share_one_read() {
+    let (h, keys, first) = jwt_harness_with_counting_keys().await;
     // The copy goes stale; 20 requests arrive while the store is slow.
     h.clock.advance(Duration::seconds(11));
     keys.slow.store(true, Ordering::SeqCst);
@@ -332,14 +339,7 @@ async fn requests_that_find_the_keys_stale_together_share_one_read() {
 
 #[tokio::test]
 async fn a_request_after_a_local_revocation_never_joins_a_read_from_before_it() {
-    let keys = Arc::new(Counting::default());
-    let h = harness_with({
-        let keys = keys.clone();
-        move |b| b.key_store(keys)
-    })
-    .await;
-    jwt_project(&h).await;
-    let old = kids(&h.server.jwks(&h.project).await.unwrap());
+    let (h, keys, old) = jwt_harness_with_counting_keys().await;
     // A read of the stale copy is held at the store...
     h.clock.advance(Duration::seconds(11));
     keys.gated.store(true, Ordering::SeqCst);
@@ -372,14 +372,7 @@ async fn a_request_after_a_local_revocation_never_joins_a_read_from_before_it() 
 
 #[tokio::test]
 async fn a_read_stuck_for_250_ms_is_not_joined() {
-    let keys = Arc::new(Counting::default());
-    let h = harness_with({
-        let keys = keys.clone();
-        move |b| b.key_store(keys)
-    })
-    .await;
-    jwt_project(&h).await;
-    let first = kids(&h.server.jwks(&h.project).await.unwrap());
+    let (h, keys, first) = jwt_harness_with_counting_keys().await;
     h.clock.advance(Duration::seconds(11));
     keys.gated.store(true, Ordering::SeqCst);
     keys.reads.store(0, Ordering::SeqCst);
