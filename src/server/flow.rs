@@ -743,20 +743,15 @@ impl AuthorizationServer {
             // or minting above to fail for a code consumed elsewhere, the
             // error is answered and the replay is detected at the next
             // presentation, which reads the store.)
-            CodeConsumption::AlreadyConsumed(_) if from_copy => {
-                let stored = self.grants.code(project, &hash).await?;
-                let replay = match &stored {
-                    Some(r) => {
-                        token::decide_code_exchange(r, &client.client_id, req, settings, decided_at)?
-                            == CodeExchange::Replay
-                    }
-                    None => false,
-                };
-                match stored {
-                    Some(r) if replay => Err(self.reuse_detected(project, &r.grant, Reused::Code).await),
-                    _ => Err(TokenError::InvalidGrant("authorization code").into()),
+            CodeConsumption::AlreadyConsumed(_) if from_copy => match self.grants.code(project, &hash).await? {
+                Some(r)
+                    if token::decide_code_exchange(&r, &client.client_id, req, settings, decided_at)?
+                        == CodeExchange::Replay =>
+                {
+                    Err(self.reuse_detected(project, &r.grant, Reused::Code).await)
                 }
-            }
+                _ => Err(TokenError::InvalidGrant("authorization code").into()),
+            },
             CodeConsumption::AlreadyConsumed(record) => {
                 Err(self.reuse_detected(project, &record.grant, Reused::Code).await)
             }

@@ -2014,29 +2014,48 @@ pub async fn issuing_bounded_growth(store: &dyn GrantStore) -> Outcome {
         ok!(store.access_token(&p, &first_access.hash).await, "access").is_none(),
         "an issuing call drops the grant's expired access tokens"
     );
-    let dropped = accesses.len() - MAX_ACCESS_TOKENS_PER_GRANT;
-    for (i, a) in accesses.iter().enumerate() {
-        let read = ok!(store.access_token(&p, &a.hash).await, "access");
-        if i < dropped {
-            ensure!(
-                read.is_none(),
-                "issuing calls keep at most MAX_ACCESS_TOKENS_PER_GRANT access tokens per grant",
-                "access token {i} of {} still read",
-                accesses.len()
-            );
-        } else {
-            ensure!(
-                read.as_ref() == Some(a),
-                "issuing calls keep a grant's newest access tokens",
-                "access token {i}"
-            );
-        }
-    }
+    newest_access_tokens_kept(
+        store,
+        &p,
+        &accesses,
+        "issuing calls keep at most MAX_ACCESS_TOKENS_PER_GRANT access tokens per grant",
+        "issuing calls keep a grant's newest access tokens",
+    )
+    .await?;
     ensure!(
         ok!(store.refresh_token(&p, &current.hash).await, "refresh").as_ref() == Some(&current),
         "the newest refresh token is current",
         "after the rotation at {last_at}"
     );
+    Ok(())
+}
+
+/// Of a grant's access tokens `accesses` (oldest first), only the newest
+/// [`MAX_ACCESS_TOKENS_PER_GRANT`] are still read, each as inserted;
+/// `dropped_rule` and `kept_rule` name the violation.
+async fn newest_access_tokens_kept(
+    store: &dyn GrantStore,
+    p: &ProjectId,
+    accesses: &[AccessTokenRecord],
+    dropped_rule: &'static str,
+    kept_rule: &'static str,
+) -> Outcome {
+    let dropped = accesses.len().saturating_sub(MAX_ACCESS_TOKENS_PER_GRANT);
+    for (i, a) in accesses.iter().enumerate() {
+        let read = ok!(store.access_token(p, &a.hash).await, "access");
+        let (held, rule, detail) = if i < dropped {
+            (
+                read.is_none(),
+                dropped_rule,
+                format!("access token {i} of {} still read", accesses.len()),
+            )
+        } else {
+            (read.as_ref() == Some(a), kept_rule, format!("access token {i}"))
+        };
+        if !held {
+            return Err(Violation { rule, detail });
+        }
+    }
     Ok(())
 }
 
@@ -2140,24 +2159,14 @@ pub async fn bounded_grant_growth(store: &dyn GrantStore) -> Outcome {
         "a rotated token's tombstone answers the grace with the first rotation's mark",
         "{within:?}"
     );
-    let dropped = accesses.len() - MAX_ACCESS_TOKENS_PER_GRANT;
-    for (i, a) in accesses.iter().enumerate() {
-        let read = ok!(store.access_token(&p, &a.hash).await, "access");
-        if i < dropped {
-            ensure!(
-                read.is_none(),
-                "access tokens beyond the newest MAX_ACCESS_TOKENS_PER_GRANT of a grant are dropped",
-                "access token {i} of {} still read",
-                accesses.len()
-            );
-        } else {
-            ensure!(
-                read.as_ref() == Some(a),
-                "a grant's newest access tokens are kept",
-                "access token {i}"
-            );
-        }
-    }
+    newest_access_tokens_kept(
+        store,
+        &p,
+        &accesses,
+        "access tokens beyond the newest MAX_ACCESS_TOKENS_PER_GRANT of a grant are dropped",
+        "a grant's newest access tokens are kept",
+    )
+    .await?;
     // Expired access tokens of a grant go when it gets a new one.
     let h = grant(&p, t0);
     let short = access(&h, t0, t0 + Duration::seconds(10));
